@@ -1,0 +1,112 @@
+"""Names of the files in a run directory, and the atomic, checksummed way they are written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from fmnist.errors import FmnistError
+
+CONFIG = "config.json"
+SPLIT = "split.npz"
+HISTORY = "history.csv"
+MODEL = "model.keras"
+MODEL_SHA256 = "model.keras.sha256"
+METRICS = "metrics.json"
+PREDICTIONS = "test_predictions.npz"
+CLASSIFICATION_REPORT = "classification_report.txt"
+CONFUSION_MATRIX_PNG = "confusion_matrix.png"
+CURVES_PNG = "curves.png"
+MISCLASSIFIED_PNG = "misclassified.png"
+REPORT_HTML = "report.html"
+STATUS = "status.json"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
+
+    A crash mid-write leaves the old file (or none), never a half-written one.
+    The temporary name keeps the suffix, since some writers (Keras) insist on it.
+    """
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FmnistError(f"{path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FmnistError(f"{path} is not valid JSON ({exc})") from None
+
+
+def save_model(model: Any, run_dir: Path) -> str:
+    """Write ``model.keras`` atomically, then its SHA-256 beside it; return the checksum."""
+    path = Path(run_dir) / MODEL
+    write_atomic(path, lambda tmp: model.save(tmp))
+    checksum = sha256_file(path)
+    write_text(Path(run_dir) / MODEL_SHA256, f"{checksum}  {MODEL}\n")
+    return checksum
+
+
+def verified_model_path(source: Path) -> tuple[Path, str]:
+    """Resolve a run directory or ``.keras`` file to a model whose recorded SHA-256 matches."""
+    source = Path(source)
+    model_path = source / MODEL if source.is_dir() else source
+    if not model_path.is_file():
+        raise FmnistError(f"no model at {model_path}: give a run directory made by 'fmnist train' or its {MODEL}")
+    if model_path.suffix != ".keras":
+        raise FmnistError(f"{model_path} is not a .keras model; only models written by 'fmnist train' are loaded")
+    checksum_path = model_path.with_name(model_path.name + ".sha256")
+    if not checksum_path.is_file():
+        raise FmnistError(
+            f"{checksum_path} is missing: only models written by 'fmnist train' (with their checksum) are loaded"
+        )
+    expected = checksum_path.read_text(encoding="utf-8").split()[0] if checksum_path.stat().st_size else ""
+    actual = sha256_file(model_path)
+    if actual != expected:
+        raise FmnistError(
+            f"{model_path} does not match its recorded SHA-256 (expected {expected or 'nothing'}, got {actual}); "
+            "the file was changed or damaged: retrain, or restore it from its run"
+        )
+    return model_path, actual
+
+
+def load_model(source: Path) -> tuple[Any, str]:
+    """Load a checksum-verified model (never with ``safe_mode=False``); return it and its SHA-256."""
+    model_path, checksum = verified_model_path(source)
+    import keras
+
+    try:
+        model = keras.saving.load_model(model_path, compile=False)
+    except Exception as exc:  # Keras raises many types for a bad archive; all mean the same to the user.
+        raise FmnistError(f"could not load {model_path}: {exc}") from None
+    return model, checksum

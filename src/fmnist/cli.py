@@ -1,0 +1,199 @@
+"""The `fmnist` command line: parse arguments and call one command module; nothing heavy is imported here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from fmnist.errors import FmnistError
+
+log = logging.getLogger("fmnist")
+
+EXAMPLES = """\
+examples:
+  fmnist data                      where the data come from; verified by SHA-256
+  fmnist data --show samples.png   a picture of ten images per class
+  fmnist train                     the spec's recipe (512-256-64-32, batch 64, early stopping)
+  fmnist train --epochs 3 --limit 12000 --name quick
+  fmnist train --backend tensorflow
+  fmnist evaluate runs/<id>        re-score a saved run on the test set
+  fmnist report runs/<id>          rebuild the run's pictures and report.html
+"""
+
+
+def _emit(args: argparse.Namespace, text: str, data: dict[str, Any]) -> None:
+    print(json.dumps(data, indent=2, default=str) if args.json else text)
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be positive")
+    return number
+
+
+def _sizes(value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of sizes, e.g. 512,256,64,32") from None
+    if not sizes or min(sizes) <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must list positive layer sizes, e.g. 512,256,64,32")
+    return sizes
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from fmnist.data import CLASS_NAMES, load_dataset
+
+    dataset = load_dataset(args.data_dir)
+    counts = np.bincount(dataset.y_train, minlength=len(CLASS_NAMES)).tolist()
+    data = {
+        "source": dataset.source,
+        "verified_sha256": dataset.checksums,
+        "train_images": len(dataset.x_train),
+        "test_images": len(dataset.x_test),
+        "train_per_class": dict(zip(CLASS_NAMES, counts)),
+    }
+    lines = [f"source: {dataset.source}", f"train: {len(dataset.x_train)} images, test: {len(dataset.x_test)} images"]
+    lines += [f"  {name:<26} sha256 {digest}  ok" for name, digest in dataset.checksums.items()]
+    if args.show:
+        from fmnist.plots import samples_png
+
+        samples_png(dataset.x_train, dataset.y_train, args.show)
+        data["samples_png"] = str(args.show)
+        lines.append(f"samples: {args.show}")
+    _emit(args, "\n".join(lines), data)
+
+
+def _settings_from_args(args: argparse.Namespace):
+    from fmnist.settings import TrainSettings
+
+    fields = ("hidden_sizes", "dropout", "learning_rate", "batch_size", "epochs", "validation_fraction",
+              "seed", "limit", "name", "early_stopping_patience", "lr_patience")
+    return TrainSettings.from_dict({f: getattr(args, f) for f in fields if getattr(args, f) is not None})
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from fmnist.backend import activate
+
+    settings = _settings_from_args(args)
+    backend = activate(args.backend)
+    from fmnist.report import headline
+    from fmnist.train import train
+
+    result = train(settings, backend, runs_dir=args.runs_dir, data_dir=args.data_dir)
+    text = headline(result.run_dir, result.metrics) + f"\nepochs {result.epochs_run}, training {result.train_seconds:.1f}s"
+    _emit(args, text, {
+        "run_dir": str(result.run_dir), "epochs": result.epochs_run, "train_seconds": round(result.train_seconds, 2),
+        **{k: result.metrics[k] for k in ("test_accuracy", "test_loss", "macro_f1", "weakest_class")},
+    })
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from fmnist.backend import activate
+    from fmnist.runs import require_run_dir
+
+    require_run_dir(args.run)
+    activate(args.backend)
+    from fmnist.evaluate import evaluate_run
+    from fmnist.report import headline
+
+    metrics = evaluate_run(args.run, data_dir=args.data_dir)
+    _emit(args, headline(args.run, metrics), {"run_dir": str(args.run), **metrics})
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from fmnist.report import build_report
+
+    path = build_report(args.run)
+    _emit(args, f"report: {path}", {"report": str(path)})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fmnist", description="Train, evaluate and report a Fashion-MNIST classifier (Keras 3).",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="only results and errors, no progress")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, handler: Callable, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+        return p
+
+    def data_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", type=Path, default=None,
+                       help="folder with the four IDX files (.gz or raw); default: FMNIST_DATA_DIR, keras' cache, "
+                            "the Debian package, then keras' download")
+
+    def backend(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--backend", choices=("jax", "tensorflow"), default=None,
+                       help="Keras backend (default: KERAS_BACKEND, else jax, the faster one on CPU)")
+
+    p = command("data", cmd_data, "Locate, verify (IDX header and SHA-256) and describe the dataset.")
+    data_dir(p)
+    p.add_argument("--show", type=Path, metavar="PNG", help="write a grid of sample images, one row per class")
+
+    p = command("train", cmd_train, "Train a model (the spec's recipe by default), evaluate it and write the report.")
+    data_dir(p)
+    backend(p)
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run directories go (default ./runs)")
+    p.add_argument("--name", help="run name, the suffix of the run directory (default spec)")
+    p.add_argument("--epochs", type=_positive_int, help="most epochs; early stopping may end sooner (default 100)")
+    p.add_argument("--batch-size", type=_positive_int, help="images per step (default 64)")
+    p.add_argument("--learning-rate", "--lr", type=float, help="Adam's initial learning rate (default 1e-3)")
+    p.add_argument("--hidden-sizes", type=_sizes, metavar="N,N,...", help="hidden layer widths (default 512,256,64,32)")
+    p.add_argument("--dropout", type=float, help="dropout after each hidden layer (default 0.3)")
+    p.add_argument("--validation-fraction", type=float, help="share of the 60,000 held out (default 0.2)")
+    p.add_argument("--early-stopping-patience", type=_positive_int, help="epochs without val_loss gain (default 5)")
+    p.add_argument("--lr-patience", type=_positive_int, help="epochs before the learning rate drops (default 3)")
+    p.add_argument("--seed", type=int, help="seed for split, weights and shuffling (default 1234)")
+    p.add_argument("--limit", type=_positive_int, metavar="N",
+                   help="use a stratified subset of N training images, for quick tries")
+
+    p = command("evaluate", cmd_evaluate, "Re-score a run's model (SHA-256 checked) on the 10,000 test images.")
+    p.add_argument("run", type=Path, help="a run directory made by 'fmnist train'")
+    data_dir(p)
+    backend(p)
+
+    p = command("report", cmd_report, "Rebuild a run's pictures and report.html from its files.")
+    p.add_argument("run", type=Path, help="a run directory made by 'fmnist train'")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers[:] = [handler]  # our progress only; libraries keep their own (quieter) defaults
+    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    try:
+        args.handler(args)
+    except FmnistError as exc:
+        print(f"fmnist: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fmnist: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last guard: one line, not a traceback, unless --debug
+        if args.debug:
+            raise
+        print(f"fmnist: error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Find, verify and load the four Fashion-MNIST IDX files; cache the verified arrays."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fmnist.errors import FmnistError
+
+log = logging.getLogger(__name__)
+
+CLASS_NAMES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+IMAGE_SIDE = 28
+
+# SHA-256 of each decompressed file, as published with the dataset.
+CHECKSUMS = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+DOWNLOAD_TIMEOUT_S = 60
+HOW_TO_GET = (
+    "get the data with 'sudo apt-get install dataset-fashion-mnist', or put the four files in a folder "
+    "and pass --data-dir (or FMNIST_DATA_DIR)"
+)
+_IMAGE_MAGIC, _LABEL_MAGIC = 0x0803, 0x0801
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The verified arrays (uint8 images n x 28 x 28, uint8 labels) and where they came from."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+    checksums: dict[str, str] = field(default_factory=dict)
+
+
+def to_features(images: np.ndarray) -> np.ndarray:
+    """Scale uint8 pixels to float32 in [0, 1] and flatten each image to 784 values."""
+    return (np.asarray(images, dtype=np.float32) / 255.0).reshape(len(images), -1)
+
+
+def keras_cache_dir() -> Path:
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "datasets" / "fashion-mnist"
+
+
+def _file_in(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / f"{name}.gz", folder / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _complete(folder: Path, checksums: dict[str, str]) -> dict[str, Path] | None:
+    found = {name: _file_in(folder, name) for name in checksums}
+    return found if all(found.values()) else None  # type: ignore[return-value]
+
+
+def _download(checksums: dict[str, str]) -> dict[str, Path]:
+    """Fetch the files with keras' own downloader into keras' cache."""
+    import keras
+
+    base = os.environ.get("FMNIST_DATA_URL") or KERAS_URL
+    target = keras_cache_dir()
+    log.info("downloading Fashion-MNIST from %s", base)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # urllib has no timeout of its own: never hang
+    try:
+        target.mkdir(parents=True, exist_ok=True)  # else keras falls back to /tmp/.keras
+        return {
+            name: Path(keras.utils.get_file(
+                f"{name}.gz", origin=base.rstrip("/") + f"/{name}.gz",
+                cache_dir=str(target.parent.parent), cache_subdir="datasets/fashion-mnist",
+            ))
+            for name in checksums
+        }
+    except Exception as exc:  # keras wraps network failures in several exception types
+        raise FmnistError(f"could not download Fashion-MNIST from {base} ({exc}); {HOW_TO_GET}") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def locate(data_dir: Path | None = None, checksums: dict[str, str] = CHECKSUMS) -> tuple[str, dict[str, Path]]:
+    """Return (source description, file per name), searching the documented places in order."""
+    explicit = data_dir or os.environ.get("FMNIST_DATA_DIR")
+    if explicit:
+        folder = Path(explicit)
+        found = _complete(folder, checksums)
+        if found is None:
+            missing = [n for n in checksums if _file_in(folder, n) is None]
+            raise FmnistError(f"{folder} lacks {', '.join(missing)} (.gz or raw); {HOW_TO_GET}")
+        return f"data dir {folder}", found
+    for label, folder in (("keras cache", keras_cache_dir()), ("Debian package dataset-fashion-mnist", DEBIAN_DIR)):
+        found = _complete(folder, checksums)
+        if found:
+            return f"{label} {folder}", found
+    return f"download into {keras_cache_dir()}", _download(checksums)
+
+
+def parse_idx(raw: bytes, name: str, expected_kind: str) -> np.ndarray:
+    """Parse IDX bytes (images n x 28 x 28 or labels n), checking magic number, dimensions and length."""
+    magic = _IMAGE_MAGIC if expected_kind == "images" else _LABEL_MAGIC
+    ndim = magic & 0xFF
+    header_len = 4 + 4 * ndim
+    if len(raw) < header_len:
+        raise FmnistError(f"{name} is truncated: {len(raw)} bytes, shorter than its IDX header; {HOW_TO_GET}")
+    found_magic = int.from_bytes(raw[:4], "big")
+    if found_magic != magic:
+        raise FmnistError(
+            f"{name} is not an IDX {expected_kind} file (magic {found_magic:#010x}, expected {magic:#010x}); {HOW_TO_GET}"
+        )
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    if expected_kind == "images" and dims[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+        raise FmnistError(f"{name} holds {dims[1]}x{dims[2]} images, expected 28x28; {HOW_TO_GET}")
+    expected_len = header_len + int(np.prod(dims))
+    if len(raw) != expected_len:
+        raise FmnistError(
+            f"{name} is {len(raw)} bytes but its header promises {expected_len} (truncated or padded); {HOW_TO_GET}"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(dims)
+
+
+def _read_verified(path: Path, name: str, expected_sha256: str, kind: str) -> np.ndarray:
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise FmnistError(f"{path} cannot be read or decompressed ({exc}); {HOW_TO_GET}") from None
+    array = parse_idx(raw, str(path), kind)
+    actual = hashlib.sha256(raw).hexdigest()
+    if actual != expected_sha256:
+        raise FmnistError(
+            f"{path} has SHA-256 {actual}, expected {expected_sha256} for {name}: the file is corrupt or not "
+            f"Fashion-MNIST; {HOW_TO_GET}"
+        )
+    return array
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FMNIST_CACHE_DIR") or Path.home() / ".cache" / "fmnist")
+
+
+def _stat_key(files: dict[str, Path], checksums: dict[str, str]) -> dict[str, list]:
+    return {
+        name: [str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns, checksums[name]]
+        for name, p in files.items()
+    }
+
+
+_ARRAYS = {
+    "x_train": ("train-images-idx3-ubyte", "images"),
+    "y_train": ("train-labels-idx1-ubyte", "labels"),
+    "x_test": ("t10k-images-idx3-ubyte", "images"),
+    "y_test": ("t10k-labels-idx1-ubyte", "labels"),
+}
+
+
+def _load_cached(folder: Path, key: dict) -> dict[str, np.ndarray] | None:
+    """Return the cached arrays when the manifest matches the source files' stat and checksums."""
+    try:
+        if json.loads((folder / "manifest.json").read_text()) != key:
+            return None
+        return {attr: np.load(folder / f"{attr}.npy", allow_pickle=False) for attr in _ARRAYS}
+    except (OSError, ValueError):
+        return None
+
+
+def _save_cache(folder: Path, key: dict, arrays: dict[str, np.ndarray]) -> None:
+    from fmnist.artifacts import write_atomic, write_json
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for attr, array in arrays.items():
+            write_atomic(folder / f"{attr}.npy", lambda tmp, a=array: np.save(tmp, a))
+        write_json(folder / "manifest.json", key)  # written last: it vouches for the arrays
+    except OSError as exc:
+        log.warning("could not cache the verified arrays in %s (%s); loading will stay slower", folder, exc)
+
+
+def load_dataset(data_dir: Path | None = None, checksums: dict[str, str] = CHECKSUMS) -> Dataset:
+    """Locate, verify (header and SHA-256) and load the dataset, using the verified cache when valid."""
+    source, files = locate(data_dir, checksums)
+    key = _stat_key(files, checksums)
+    folder = cache_dir() / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    arrays = _load_cached(folder, key)
+    if arrays is None:
+        log.info("verifying %s", source)
+        arrays = {
+            attr: _read_verified(files[name], name, checksums[name], kind) for attr, (name, kind) in _ARRAYS.items()
+        }
+        for split in ("train", "test"):
+            images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
+            if len(images) != len(labels):
+                raise FmnistError(f"{split} set has {len(images)} images but {len(labels)} labels; {HOW_TO_GET}")
+            if labels.size and labels.max() >= len(CLASS_NAMES):
+                raise FmnistError(f"{split} labels go up to {labels.max()}, expected 0-9; {HOW_TO_GET}")
+        _save_cache(folder, key, arrays)
+    return Dataset(**arrays, source=source, checksums=dict(checksums))

@@ -1,0 +1,42 @@
+"""`fmnist evaluate`: score a run's checksum-verified model on the 10,000 test images."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmnist import artifacts, runs
+from fmnist.data import Dataset, load_dataset, to_features
+from fmnist.metrics import compute_metrics, most_confident_mistakes
+
+log = logging.getLogger(__name__)
+PREDICT_BATCH = 1024
+
+
+def evaluate_run(
+    run_dir: Path, data_dir: Path | None = None, model: Any = None, dataset: Dataset | None = None
+) -> dict[str, Any]:
+    """Predict the test set, write metrics and predictions into the run, rebuild its report; return the metrics."""
+    from fmnist.report import build_report
+
+    run_dir = runs.require_run_dir(run_dir)
+    if model is None:
+        model, checksum = artifacts.load_model(run_dir)
+    else:
+        checksum = artifacts.verified_model_path(run_dir)[1]
+    dataset = dataset or load_dataset(data_dir)
+    probabilities = np.asarray(model.predict(to_features(dataset.x_test), batch_size=PREDICT_BATCH, verbose=0))
+    metrics = compute_metrics(dataset.y_test, probabilities)
+    metrics.update(model_sha256=checksum, evaluated=runs.utc_now())
+    mistakes = most_confident_mistakes(dataset.y_test, probabilities)
+    artifacts.write_atomic(run_dir / artifacts.PREDICTIONS, lambda tmp: np.savez_compressed(
+        tmp, y_true=dataset.y_test, probabilities=probabilities.astype(np.float32),
+        mistake_indices=mistakes, mistake_images=dataset.x_test[mistakes],
+    ))
+    artifacts.write_json(run_dir / artifacts.METRICS, metrics)
+    build_report(run_dir)
+    log.info("test accuracy %.4f, macro F1 %.4f", metrics["test_accuracy"], metrics["macro_f1"])
+    return metrics

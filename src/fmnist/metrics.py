@@ -1,0 +1,51 @@
+"""Compute test-set metrics and mistakes from predicted probabilities (drawing lives in plots.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fmnist.data import CLASS_NAMES
+
+
+def compute_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
+    """Accuracy, log loss, per-class precision/recall/F1 with macro and weighted averages, confusion matrix."""
+    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, log_loss
+
+    labels = list(range(len(CLASS_NAMES)))
+    y_pred = probabilities.argmax(axis=1)
+    report = classification_report(
+        y_true, y_pred, labels=labels, target_names=list(CLASS_NAMES), output_dict=True, zero_division=0
+    )
+    per_class = {name: {k: float(v) for k, v in report[name].items()} for name in CLASS_NAMES}
+    weakest = min(CLASS_NAMES, key=lambda name: per_class[name]["f1-score"])
+    return {
+        "test_accuracy": float(accuracy_score(y_true, y_pred)),
+        "test_loss": float(log_loss(y_true, np.clip(probabilities, 1e-7, 1.0), labels=labels)),
+        "macro_f1": float(report["macro avg"]["f1-score"]),
+        "weighted_f1": float(report["weighted avg"]["f1-score"]),
+        "per_class": per_class,
+        "macro_avg": {k: float(v) for k, v in report["macro avg"].items()},
+        "weighted_avg": {k: float(v) for k, v in report["weighted avg"].items()},
+        "weakest_class": weakest,
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "test_images": int(len(y_true)),
+    }
+
+
+def classification_report_text(y_true: np.ndarray, probabilities: np.ndarray) -> str:
+    from sklearn.metrics import classification_report
+
+    return classification_report(
+        y_true, probabilities.argmax(axis=1), labels=list(range(len(CLASS_NAMES))),
+        target_names=list(CLASS_NAMES), digits=4, zero_division=0,
+    )
+
+
+def most_confident_mistakes(y_true: np.ndarray, probabilities: np.ndarray, count: int = 24) -> np.ndarray:
+    """Indices of wrong predictions, most confident first."""
+    y_pred = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(y_pred != y_true)
+    confidence = probabilities[wrong, y_pred[wrong]]
+    return wrong[np.argsort(-confidence, kind="stable")[:count]]

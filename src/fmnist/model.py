@@ -1,0 +1,24 @@
+"""The spec's dense network: 784 -> [Dense -> BatchNorm -> ReLU -> Dropout] x N -> softmax 10."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import layers
+
+NUM_CLASSES = 10
+NUM_FEATURES = 784
+
+
+def build_dense(hidden_sizes: Sequence[int] = (512, 256, 64, 32), dropout: float = 0.3) -> keras.Model:
+    """One block per hidden size; its arguments live in the model's config, so a saved model needs nothing else."""
+    model = keras.Sequential(name="fmnist_dense")
+    model.add(keras.Input(shape=(NUM_FEATURES,), name="pixels"))
+    for i, units in enumerate(hidden_sizes):
+        model.add(layers.Dense(units, name=f"dense_{i}"))
+        model.add(layers.BatchNormalization(name=f"batchnorm_{i}"))
+        model.add(layers.ReLU(name=f"relu_{i}"))
+        model.add(layers.Dropout(dropout, name=f"dropout_{i}"))
+    model.add(layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities"))
+    return model

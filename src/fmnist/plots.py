@@ -1,0 +1,106 @@
+"""Draw the report's pictures with matplotlib and seaborn; every function writes one PNG atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from fmnist.artifacts import write_atomic
+from fmnist.data import CLASS_NAMES
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    plt = _pyplot()
+    write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
+
+
+def confusion_matrix_png(matrix: Sequence[Sequence[int]], path: Path) -> None:
+    """Counts and row-normalised (recall per true class) heatmaps side by side."""
+    import seaborn as sns
+
+    plt = _pyplot()
+    counts = np.asarray(matrix)
+    normalised = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, axes = plt.subplots(1, 2, figsize=(17, 7))
+    for ax, data, fmt, title in (
+        (axes[0], counts, "d", "Counts"),
+        (axes[1], normalised, ".2f", "Row-normalised (share of each true class)"),
+    ):
+        sns.heatmap(data, annot=True, fmt=fmt, cmap="Blues", cbar=False, ax=ax, square=True,
+                    xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES, annot_kws={"size": 8})
+        ax.set_xlabel("Predicted")
+        ax.set_ylabel("True")
+        ax.set_title(title)
+        ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def curves_png(history: dict[str, list[float]], path: Path) -> None:
+    """Loss and accuracy per epoch, train and validation, with the best epoch and each learning-rate drop marked."""
+    plt = _pyplot()
+    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    best = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else None
+    rates = history.get("learning_rate", [])
+    drops = [i + 1 for i in range(1, len(rates)) if rates[i] < rates[i - 1]]
+    for ax, key, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
+        ax.plot(epochs, history.get(key, []), label="train", marker=".")
+        ax.plot(epochs, history.get(f"val_{key}", []), label="validation", marker=".")
+        if best:
+            ax.axvline(best, color="green", linestyle="--", label=f"best epoch ({best})")
+        for i, epoch in enumerate(drops):
+            ax.axvline(epoch, color="grey", linestyle=":", label="learning rate drop" if i == 0 else None)
+        ax.set_xlabel("Epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def image_grid_png(images: np.ndarray, titles: Sequence[str], path: Path, columns: int, row_labels=None) -> None:
+    """A grid of 28x28 images, each with a small title; optional labels down the left side."""
+    plt = _pyplot()
+    rows = max(1, int(np.ceil(len(images) / columns)))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.5), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i < len(images):
+            ax.imshow(np.asarray(images[i]).reshape(28, 28), cmap="gray_r", vmin=0, vmax=images[i].max() or 1)
+            ax.set_title(titles[i], fontsize=7)
+        else:
+            ax.axis("off")
+    for r, label in enumerate(row_labels or []):
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def samples_png(images: np.ndarray, labels: np.ndarray, path: Path, per_class: int = 10, seed: int = 0) -> None:
+    """One row per class of random training images, class names down the side."""
+    rng = np.random.default_rng(seed)
+    chosen = np.concatenate([
+        rng.choice(np.flatnonzero(labels == c), size=per_class, replace=False) for c in range(len(CLASS_NAMES))
+    ])
+    image_grid_png(images[chosen], [f"#{i}" for i in chosen], path, columns=per_class, row_labels=list(CLASS_NAMES))
+
+
+def mistakes_png(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, confidence: np.ndarray, path: Path) -> None:
+    titles = [
+        f"true {CLASS_NAMES[t]}\npred {CLASS_NAMES[p]} {c:.0%}" for t, p, c in zip(y_true, y_pred, confidence)
+    ]
+    image_grid_png(images, titles, path, columns=8)

@@ -1,0 +1,110 @@
+"""`fmnist report`: rebuild a run's pictures and its self-contained report.html from the run's own files."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmnist import artifacts, plots, runs
+from fmnist.errors import FmnistError
+from fmnist.metrics import classification_report_text
+
+
+def _load_predictions(run_dir: Path) -> dict[str, np.ndarray]:
+    path = run_dir / artifacts.PREDICTIONS
+    if not path.is_file():
+        raise FmnistError(f"{path} is missing: run 'fmnist evaluate {run_dir}' first")
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+def _img(path: Path, alt: str) -> str:
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dict) -> str:
+    per_class = [
+        [name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1-score']:.4f}", int(m["support"])]
+        for name, m in metrics["per_class"].items()
+    ] + [
+        [label, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1-score']:.4f}", int(m["support"])]
+        for label, m in (("macro avg", metrics["macro_avg"]), ("weighted avg", metrics["weighted_avg"]))
+    ]
+    settings = [[k, v] for k, v in config.get("settings", {}).items()] + [
+        ["backend", config.get("backend")], ["data", config.get("data", {}).get("source")],
+        ["versions", ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items())],
+    ]
+    best_epoch = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else "-"
+    headline = [
+        ["test accuracy", f"{metrics['test_accuracy']:.4f}"], ["test loss", f"{metrics['test_loss']:.4f}"],
+        ["macro F1", f"{metrics['macro_f1']:.4f}"], ["weakest class (F1)", metrics["weakest_class"]],
+        ["epochs run / best", f"{len(history.get('loss', []))} / {best_epoch}"],
+        ["training seconds", status.get("train_seconds", "-")], ["status", status.get("state", "-")],
+        ["model SHA-256", metrics.get("model_sha256", "-")],
+    ]
+    sections = [
+        ("Headline", _table(["", ""], headline)),
+        ("Per class", _table(["class", "precision", "recall", "F1", "support"], per_class)),
+        ("Confusion matrix", _img(run_dir / artifacts.CONFUSION_MATRIX_PNG, "confusion matrix")),
+        ("Learning curves", _img(run_dir / artifacts.CURVES_PNG, "loss and accuracy curves")),
+        ("Most confident mistakes", _img(run_dir / artifacts.MISCLASSIFIED_PNG, "most confident mistakes")),
+        ("Settings", _table(["setting", "value"], settings)),
+    ]
+    body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
+        "th{background:#f3f3f3}img{max-width:100%}"
+    )
+    title = f"fmnist run {run_dir.name}"
+    return (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n"
+    )
+
+
+def build_report(run_dir: Path) -> Path:
+    """Draw the pictures and write report.html; needs only the run's files (no model, no dataset)."""
+    from fmnist.train import read_history
+
+    run_dir = runs.require_run_dir(run_dir)
+    config = artifacts.read_json(run_dir / artifacts.CONFIG)
+    metrics = artifacts.read_json(run_dir / artifacts.METRICS)
+    status_path = run_dir / artifacts.STATUS
+    status = artifacts.read_json(status_path) if status_path.is_file() else {}
+    predictions = _load_predictions(run_dir)
+    history = read_history(run_dir) if (run_dir / artifacts.HISTORY).is_file() else {}
+
+    y_true, probabilities = predictions["y_true"], predictions["probabilities"]
+    artifacts.write_text(run_dir / artifacts.CLASSIFICATION_REPORT, classification_report_text(y_true, probabilities))
+    plots.confusion_matrix_png(metrics["confusion_matrix"], run_dir / artifacts.CONFUSION_MATRIX_PNG)
+    plots.curves_png(history, run_dir / artifacts.CURVES_PNG)
+    idx = predictions["mistake_indices"]
+    y_pred = probabilities[idx].argmax(axis=1)
+    plots.mistakes_png(
+        predictions["mistake_images"], y_true[idx], y_pred, probabilities[idx, y_pred], run_dir / artifacts.MISCLASSIFIED_PNG
+    )
+    path = run_dir / artifacts.REPORT_HTML
+    artifacts.write_text(path, _html(run_dir, config, metrics, history, status))
+    return path
+
+
+def headline(run_dir: Path, metrics: dict[str, Any]) -> str:
+    weakest = metrics["weakest_class"]
+    return (
+        f"test accuracy {metrics['test_accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
+        f"weakest class {weakest} (F1 {metrics['per_class'][weakest]['f1-score']:.4f})\n"
+        f"report: {Path(run_dir) / artifacts.REPORT_HTML}"
+    )
+

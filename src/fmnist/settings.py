@@ -1,0 +1,67 @@
+"""The one frozen settings dataclass that describes a training run."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from fmnist.errors import FmnistError
+
+BACKENDS = ("jax", "tensorflow")
+# Chosen by measurement on a 2-core CPU (README, "Speed"): JAX trains the spec's model faster.
+DEFAULT_BACKEND = "jax"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Every knob of a training run; the defaults are the spec's recipe."""
+
+    hidden_sizes: tuple[int, ...] = (512, 256, 64, 32)
+    dropout: float = 0.3
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+    epochs: int = 100
+    early_stopping_patience: int = 5
+    lr_patience: int = 3
+    lr_factor: float = 0.1
+    validation_fraction: float = 0.2
+    seed: int = 1234
+    limit: int | None = None
+    name: str = "spec"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_sizes", tuple(int(s) for s in self.hidden_sizes))
+        checks = [
+            (len(self.hidden_sizes) > 0 and all(s > 0 for s in self.hidden_sizes),
+             "hidden_sizes must be one or more positive integers, e.g. 512,256,64,32"),
+            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+            (self.learning_rate > 0, "learning_rate must be positive"),
+            (self.batch_size > 0, "batch_size must be positive"),
+            (self.epochs > 0, "epochs must be positive"),
+            (self.early_stopping_patience > 0, "early_stopping_patience must be positive"),
+            (self.lr_patience > 0, "lr_patience must be positive"),
+            (0.0 < self.lr_factor < 1.0, "lr_factor must be in (0, 1)"),
+            (0.0 < self.validation_fraction < 1.0, "validation_fraction must be in (0, 1)"),
+            (self.seed >= 0, "seed must be a non-negative integer"),
+            (self.limit is None or self.limit >= 20, "limit must be at least 20 training images"),
+            (bool(self.name) and all(c.isalnum() or c in "-_." for c in self.name),
+             "name may hold only letters, digits, '-', '_' and '.'"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise FmnistError(f"invalid setting: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["hidden_sizes"] = list(self.hidden_sizes)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
+        """Build settings from a dict; an unknown key is an error, never ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise FmnistError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**values)

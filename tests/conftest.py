@@ -1,0 +1,78 @@
+"""Shared fixtures: tiny IDX files the tests write, the real dataset, and a CLI runner in a fresh process."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Keras fixes its backend once per process: the in-process tests use JAX; other backends run in subprocesses.
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array as IDX (magic 0x08 = ubyte, then the number of dimensions)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def write_idx_set(folder: Path, n_train: int = 60, n_test: int = 20, seed: int = 0, gz: bool = True) -> dict[str, str]:
+    """Write four tiny IDX files (every class present) and return their SHA-256 by name."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": (np.arange(n_train) % 10).astype(np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": (np.arange(n_test) % 10).astype(np.uint8),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    checksums = {}
+    for name, array in arrays.items():
+        raw = idx_bytes(array)
+        checksums[name] = hashlib.sha256(raw).hexdigest()
+        if gz:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(raw))
+        else:
+            (folder / name).write_bytes(raw)
+    return checksums
+
+
+@pytest.fixture(autouse=True)
+def isolated_caches(tmp_path_factory, monkeypatch):
+    """Each test gets its own verified-array cache and keras home, so no test sees another's files."""
+    base = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("FMNIST_CACHE_DIR", str(base / "cache"))
+    monkeypatch.setenv("KERAS_HOME", str(base / "keras"))
+    monkeypatch.delenv("FMNIST_DATA_DIR", raising=False)
+    monkeypatch.delenv("FMNIST_DATA_URL", raising=False)
+
+
+@pytest.fixture
+def tiny_data(tmp_path) -> tuple[Path, dict[str, str]]:
+    folder = tmp_path / "tiny"
+    return folder, write_idx_set(folder)
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The real dataset's folder; its absence is a failure, not a skip (the setup script installs it)."""
+    from fmnist.data import DEBIAN_DIR, keras_cache_dir
+
+    for folder in (os.environ.get("FMNIST_DATA_DIR"), DEBIAN_DIR, keras_cache_dir()):
+        if folder and (Path(folder) / "train-images-idx3-ubyte.gz").is_file():
+            return Path(folder)
+    pytest.fail("the real Fashion-MNIST files are missing: run 'bash scripts/setup.sh' (installs dataset-fashion-mnist)")
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600):
+    """Run ``python -m fmnist ARGS`` in a fresh process (its own Keras backend) and return the result."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "fmnist", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
+    )

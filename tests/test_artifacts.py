@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from fmnist import artifacts
+from fmnist.errors import FmnistError
+from fmnist.model import build_dense
+
+
+def test_write_atomic_leaves_old_file_and_no_temporary_on_failure(tmp_path):
+    target = tmp_path / "metrics.json"
+    artifacts.write_json(target, {"a": 1})
+
+    def crash(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        artifacts.write_atomic(target, crash)
+    assert artifacts.read_json(target) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_saved_model_loads_back_and_predicts_the_same(tmp_path):
+    model = build_dense((16, 8), 0.3)
+    x = np.random.default_rng(0).random((10, 784), dtype=np.float32)
+    checksum = artifacts.save_model(model, tmp_path)
+    loaded, loaded_checksum = artifacts.load_model(tmp_path)
+    assert loaded_checksum == checksum == artifacts.sha256_file(tmp_path / artifacts.MODEL)
+    np.testing.assert_allclose(model.predict(x, verbose=0), loaded.predict(x, verbose=0), rtol=1e-6)
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_tampered_model_is_refused(tmp_path):
+    artifacts.save_model(build_dense((8,), 0.0), tmp_path)
+    with open(tmp_path / artifacts.MODEL, "ab") as f:
+        f.write(b"x")
+    with pytest.raises(FmnistError, match="does not match its recorded SHA-256"):
+        artifacts.load_model(tmp_path)
+
+
+def test_model_without_checksum_or_of_other_format_is_refused(tmp_path):
+    (tmp_path / "model.keras").write_bytes(b"PK")
+    with pytest.raises(FmnistError, match="sha256 is missing"):
+        artifacts.load_model(tmp_path / "model.keras")
+    (tmp_path / "weights.h5").write_bytes(b"x")
+    with pytest.raises(FmnistError, match="not a .keras model"):
+        artifacts.load_model(tmp_path / "weights.h5")
+    with pytest.raises(FmnistError, match="no model at"):
+        artifacts.load_model(tmp_path / "nothing-here")

@@ -1,0 +1,124 @@
+import gzip
+import http.server
+import threading
+from functools import partial
+
+import numpy as np
+import pytest
+
+from conftest import idx_bytes, write_idx_set
+from fmnist import data
+from fmnist.errors import FmnistError
+
+
+def test_loads_tiny_gz_and_raw_files_identically(tmp_path):
+    sums_gz = write_idx_set(tmp_path / "gz", gz=True)
+    sums_raw = write_idx_set(tmp_path / "raw", gz=False)
+    assert sums_gz == sums_raw
+    a = data.load_dataset(tmp_path / "gz", checksums=sums_gz)
+    b = data.load_dataset(tmp_path / "raw", checksums=sums_raw)
+    assert a.x_train.shape == (60, 28, 28) and a.y_test.shape == (20,)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    assert a.source.startswith("data dir")
+
+
+def test_features_are_flat_float32_in_unit_range():
+    images = np.array([[[0] * 28] * 28, [[255] * 28] * 28], dtype=np.uint8)
+    features = data.to_features(images)
+    assert features.shape == (2, 784) and features.dtype == np.float32
+    assert features.min() == 0.0 and features.max() == 1.0
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda raw: raw[:-5], "truncated or padded"),
+    (lambda raw: raw[:10], "truncated"),
+    (lambda raw: b"\x00\x00\x09\x03" + raw[4:], "not an IDX images file"),
+    (lambda raw: raw[:-1] + bytes([raw[-1] ^ 1]), "SHA-256"),
+])
+def test_damaged_image_file_is_refused_with_its_name(tiny_data, mutate, message):
+    folder, sums = tiny_data
+    path = folder / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(mutate(gzip.decompress(path.read_bytes()))))
+    with pytest.raises(FmnistError, match=message) as info:
+        data.load_dataset(folder, checksums=sums)
+    assert "train-images-idx3-ubyte" in str(info.value) and "apt-get install dataset-fashion-mnist" in str(info.value)
+
+
+def test_wrong_image_size_is_refused(tmp_path):
+    sums = write_idx_set(tmp_path)
+    raw = idx_bytes(np.zeros((60, 14, 56), dtype=np.uint8))
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw))
+    with pytest.raises(FmnistError, match="14x56 images, expected 28x28"):
+        data.load_dataset(tmp_path, checksums=sums)
+
+
+def test_not_gzip_is_refused(tiny_data):
+    folder, sums = tiny_data
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(b"this is not gzip")
+    with pytest.raises(FmnistError, match="cannot be read or decompressed"):
+        data.load_dataset(folder, checksums=sums)
+
+
+def test_missing_file_is_named(tiny_data):
+    folder, sums = tiny_data
+    (folder / "t10k-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(FmnistError, match="lacks t10k-images-idx3-ubyte"):
+        data.load_dataset(folder, checksums=sums)
+
+
+def test_cache_serves_second_load_and_notices_a_changed_source(tiny_data, monkeypatch):
+    folder, sums = tiny_data
+    first = data.load_dataset(folder, checksums=sums)
+    manifests = list(data.cache_dir().glob("*/manifest.json"))
+    assert len(manifests) == 1
+    calls = []
+    monkeypatch.setattr(data, "_read_verified", lambda *a: calls.append(a) or pytest.fail("cache not used"))
+    second = data.load_dataset(folder, checksums=sums)
+    np.testing.assert_array_equal(first.x_test, second.x_test)
+    monkeypatch.undo()
+    # A replaced source file (new size and mtime) must be verified again, not served from the cache.
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(61, np.uint8))))
+    with pytest.raises(FmnistError, match="SHA-256|labels"):
+        data.load_dataset(folder, checksums=sums)
+
+
+def test_env_var_and_keras_cache_are_searched(tmp_path, monkeypatch):
+    sums = write_idx_set(tmp_path / "env")
+    monkeypatch.setenv("FMNIST_DATA_DIR", str(tmp_path / "env"))
+    assert data.locate(checksums=sums)[0] == f"data dir {tmp_path / 'env'}"
+    monkeypatch.delenv("FMNIST_DATA_DIR")
+    write_idx_set(data.keras_cache_dir())
+    assert data.locate(checksums=sums)[0].startswith("keras cache")
+
+
+def test_download_with_keras_get_file_from_a_local_server(tmp_path, monkeypatch):
+    served = tmp_path / "served"
+    sums = write_idx_set(served)
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian-package")
+        monkeypatch.setenv("FMNIST_DATA_URL", f"http://127.0.0.1:{server.server_address[1]}/")
+        dataset = data.load_dataset(checksums=sums)
+    finally:
+        server.shutdown()
+    assert dataset.source.startswith("download")
+    assert (data.keras_cache_dir() / "train-images-idx3-ubyte.gz").is_file()
+    assert dataset.x_train.shape == (60, 28, 28)
+
+
+def test_failed_download_says_how_to_get_the_data(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian-package")
+    monkeypatch.setenv("FMNIST_DATA_URL", "http://127.0.0.1:9/")  # discard port: connection refused at once
+    with pytest.raises(FmnistError, match="could not download.*apt-get install dataset-fashion-mnist"):
+        data.load_dataset()
+
+
+@pytest.mark.realdata
+def test_real_data_verifies(real_data_dir):
+    dataset = data.load_dataset(real_data_dir)
+    assert dataset.x_train.shape == (60000, 28, 28) and dataset.x_test.shape == (10000, 28, 28)
+    assert np.bincount(dataset.y_train).tolist() == [6000] * 10
+    assert dataset.checksums == data.CHECKSUMS

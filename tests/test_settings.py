@@ -1,0 +1,35 @@
+import pytest
+
+from fmnist.errors import FmnistError
+from fmnist.settings import TrainSettings
+
+
+def test_defaults_are_the_spec():
+    s = TrainSettings()
+    assert s.hidden_sizes == (512, 256, 64, 32) and s.dropout == 0.3 and s.batch_size == 64
+    assert s.epochs == 100 and s.early_stopping_patience == 5 and s.lr_patience == 3
+    assert s.learning_rate == 1e-3 and s.validation_fraction == 0.2 and s.lr_factor == 0.1
+
+
+def test_round_trips_through_a_dict():
+    s = TrainSettings(hidden_sizes=(128, 64), epochs=3, limit=500)
+    assert TrainSettings.from_dict(s.to_dict()) == s
+
+
+def test_unknown_setting_is_an_error():
+    with pytest.raises(FmnistError, match="unknown setting.*hiden_sizes"):
+        TrainSettings.from_dict({"hiden_sizes": [10]})
+
+
+@pytest.mark.parametrize("field, value", [
+    ("dropout", 1.0), ("learning_rate", 0), ("validation_fraction", 1.5), ("hidden_sizes", ()),
+    ("limit", 5), ("name", "a/b"), ("seed", -1),
+])
+def test_bad_values_are_refused(field, value):
+    with pytest.raises(FmnistError, match="invalid setting"):
+        TrainSettings(**{field: value})
+
+
+def test_settings_are_frozen():
+    with pytest.raises(AttributeError):
+        TrainSettings().epochs = 3

@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+
+from fmnist import artifacts
+from fmnist.data import load_dataset
+from fmnist.settings import TrainSettings
+from fmnist.train import read_history, split_indices, train
+
+EXPECTED_FILES = {
+    artifacts.CONFIG, artifacts.SPLIT, artifacts.HISTORY, artifacts.MODEL, artifacts.MODEL_SHA256, artifacts.METRICS,
+    artifacts.CLASSIFICATION_REPORT, artifacts.CONFUSION_MATRIX_PNG, artifacts.CURVES_PNG,
+    artifacts.MISCLASSIFIED_PNG, artifacts.REPORT_HTML, artifacts.STATUS, artifacts.PREDICTIONS,
+}
+
+
+def test_split_is_stratified_disjoint_and_seeded():
+    labels = np.repeat(np.arange(10), 100)
+    s = TrainSettings(seed=7)
+    train_idx, val_idx = split_indices(labels, s)
+    assert len(val_idx) == 200 and not set(train_idx) & set(val_idx)
+    assert np.bincount(labels[val_idx]).tolist() == [20] * 10
+    again = split_indices(labels, s)
+    np.testing.assert_array_equal(train_idx, again[0])
+    other = split_indices(labels, TrainSettings(seed=8))
+    assert not np.array_equal(val_idx, other[1])
+
+
+def test_limit_takes_a_stratified_subset():
+    labels = np.repeat(np.arange(10), 100)
+    train_idx, val_idx = split_indices(labels, TrainSettings(limit=200))
+    assert len(train_idx) + len(val_idx) == 200
+    assert np.bincount(labels[np.concatenate([train_idx, val_idx])]).tolist() == [20] * 10
+
+
+def tiny_run(tmp_path, tiny_data, **overrides):
+    folder, sums = tiny_data
+    settings = TrainSettings(hidden_sizes=(16, 8), epochs=3, batch_size=16, name="tiny", **overrides)
+    return train(settings, "jax", runs_dir=tmp_path / "runs", dataset=load_dataset(folder, checksums=sums))
+
+
+def test_train_writes_a_complete_run_directory(tmp_path, tiny_data):
+    result = tiny_run(tmp_path, tiny_data)
+    assert EXPECTED_FILES <= {p.name for p in result.run_dir.iterdir()}
+    config = json.loads((result.run_dir / artifacts.CONFIG).read_text())
+    assert config["settings"]["hidden_sizes"] == [16, 8] and config["backend"] == "jax"
+    assert "keras" in config["versions"]
+    history = read_history(result.run_dir)
+    assert len(history["loss"]) == result.epochs_run == 3
+    assert {"learning_rate", "seconds", "val_loss", "val_accuracy"} <= set(history)
+    status = json.loads((result.run_dir / artifacts.STATUS).read_text())
+    assert status["state"] == "finished"
+    html = (result.run_dir / artifacts.REPORT_HTML).read_text()
+    assert html.count("data:image/png;base64,") == 3 and "Shirt" in html
+
+
+def test_each_run_gets_its_own_directory(tmp_path, tiny_data):
+    first = tiny_run(tmp_path, tiny_data)
+    second = tiny_run(tmp_path, tiny_data)
+    assert first.run_dir != second.run_dir and first.run_dir.parent == second.run_dir.parent
+    assert (first.run_dir / artifacts.MODEL).is_file()
+
+
+def test_same_seed_gives_the_same_weights(tmp_path, tiny_data):
+    import keras
+
+    weights = []
+    for _ in range(2):
+        result = tiny_run(tmp_path, tiny_data, seed=3)
+        weights.append(keras.saving.load_model(result.run_dir / artifacts.MODEL).get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
