@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fmnist.metrics import compute_metrics, most_confident_mistakes
+from fmnist.metrics import bootstrap_accuracy_interval, calibration_bins, compute_metrics, most_confident_mistakes
 
 
 def one_hot_probs(pred, confidence=0.9):
@@ -31,3 +31,38 @@ def test_most_confident_mistakes_are_ordered():
     probs = np.vstack([one_hot_probs([5], 0.6), one_hot_probs([1], 0.99), one_hot_probs([7], 0.95),
                        one_hot_probs([4], 0.3)])
     assert most_confident_mistakes(y_true, probs).tolist() == [2, 0, 3]
+
+
+def test_bootstrap_interval_brackets_the_accuracy_and_shrinks_with_more_data():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 10, 10000)
+    pred = np.where(rng.random(10000) < 0.9, y, (y + 1) % 10)
+    low, high = bootstrap_accuracy_interval(y, pred)
+    acc = (y == pred).mean()
+    assert low < acc < high
+    # Binomial standard error sqrt(p(1-p)/n) = 0.003: a 95% interval is about +-1.96 of it.
+    assert (high - low) == pytest.approx(2 * 1.96 * np.sqrt(acc * (1 - acc) / 10000), rel=0.15)
+    small_low, small_high = bootstrap_accuracy_interval(y[:1000], pred[:1000])
+    assert small_high - small_low > high - low
+
+
+def test_ece_by_hand():
+    # Two bins used: confidence 0.95 (4 images, 3 right) and 0.55 (2 images, 2 right).
+    probs = np.zeros((6, 10))
+    probs[:4, 0], probs[:4, 1] = 0.95, 0.05
+    probs[4:, 2], probs[4:, 3] = 0.55, 0.45
+    y = np.array([0, 0, 0, 1, 2, 2])
+    cal = calibration_bins(y, probs, bins=15)
+    expected = 4 / 6 * abs(0.75 - 0.95) + 2 / 6 * abs(1.0 - 0.55)
+    assert cal["ece"] == pytest.approx(expected)
+    assert sum(cal["counts"]) == 6 and cal["counts"][14] == 4 and cal["counts"][8] == 2
+
+
+def test_perfectly_calibrated_predictions_have_near_zero_ece():
+    rng = np.random.default_rng(2)
+    conf = rng.uniform(0.1, 1.0, 200000)
+    probs = np.zeros((len(conf), 10))
+    probs[:, 0] = conf
+    probs[:, 1:] = ((1 - conf) / 9)[:, None]
+    y = np.where(rng.random(len(conf)) < conf, 0, 1)
+    assert calibration_bins(y, probs)["ece"] < 0.01

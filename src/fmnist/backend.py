@@ -31,7 +31,7 @@ def activate(requested: str | None = None) -> str:
         return name
     os.environ["KERAS_BACKEND"] = name
     if name == "tensorflow":
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up chatter
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hide TensorFlow's start-up chatter
     try:
         import keras  # noqa: F401
     except ImportError as exc:

@@ -22,6 +22,7 @@ examples:
   fmnist train --backend tensorflow
   fmnist evaluate runs/<id>        re-score a saved run on the test set
   fmnist report runs/<id>          rebuild the run's pictures and report.html
+  fmnist bench --quick             seconds per epoch against plain Keras/PyTorch and the CPU's floor
 """
 
 
@@ -118,6 +119,13 @@ def cmd_report(args: argparse.Namespace) -> None:
     _emit(args, f"report: {path}", {"report": str(path)})
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from fmnist.bench import bench, table
+
+    report = bench(args.output, quick=args.quick)
+    _emit(args, table(report) + f"\nwritten: {args.output} and {args.output.with_suffix('.png')}", report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fmnist", description="Train, evaluate and report a Fashion-MNIST classifier (Keras 3).",
@@ -170,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("report", cmd_report, "Rebuild a run's pictures and report.html from its files.")
     p.add_argument("run", type=Path, help="a run directory made by 'fmnist train'")
+    p = command("bench", cmd_bench, "Time training and inference against plain Keras/PyTorch scripts and the CPU.")
+    p.add_argument("--output", type=Path, default=Path("bench.json"), help="where to write the JSON (default bench.json)")
+    p.add_argument("--quick", action="store_true", help="fewer epochs, for a short run")
     return parser
 
 

@@ -49,3 +49,28 @@ def most_confident_mistakes(y_true: np.ndarray, probabilities: np.ndarray, count
     wrong = np.flatnonzero(y_pred != y_true)
     confidence = probabilities[wrong, y_pred[wrong]]
     return wrong[np.argsort(-confidence, kind="stable")[:count]]
+
+
+def bootstrap_accuracy_interval(
+    y_true: np.ndarray, y_pred: np.ndarray, resamples: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of accuracy over resampled test images."""
+    correct = (np.asarray(y_true) == np.asarray(y_pred)).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    means = np.array([correct[rng.integers(0, len(correct), len(correct))].mean() for _ in range(resamples)])
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def calibration_bins(y_true: np.ndarray, probabilities: np.ndarray, bins: int = 15) -> dict[str, Any]:
+    """Reliability per equal-width confidence bin, and the expected calibration error (weighted |acc - conf|)."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    accuracy = np.bincount(which, weights=correct, minlength=bins) / np.maximum(counts, 1)
+    mean_confidence = np.bincount(which, weights=confidence, minlength=bins) / np.maximum(counts, 1)
+    ece = float(np.sum(counts / len(y_true) * np.abs(accuracy - mean_confidence)))
+    return {"ece": ece, "edges": edges.tolist(), "counts": counts.tolist(),
+            "accuracy": accuracy.tolist(), "confidence": mean_confidence.tolist()}

@@ -101,6 +101,18 @@ def samples_png(images: np.ndarray, labels: np.ndarray, path: Path, per_class: i
 
 def mistakes_png(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, confidence: np.ndarray, path: Path) -> None:
     titles = [
-        f"true {CLASS_NAMES[t]}\npred {CLASS_NAMES[p]} {c:.0%}" for t, p, c in zip(y_true, y_pred, confidence)
+        f"true {CLASS_NAMES[t]}\npred {CLASS_NAMES[p]} {c:.1%}" for t, p, c in zip(y_true, y_pred, confidence)
     ]
     image_grid_png(images, titles, path, columns=8)
+
+
+def bar_chart_png(labels: Sequence[str], values: Sequence[float], title: str, path: Path) -> None:
+    """Horizontal bars with their values written at the end."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(labels) + 1))
+    bars = ax.barh(list(labels), list(values), color="#4c72b0")
+    ax.bar_label(bars, fmt="%.2f")
+    ax.invert_yaxis()
+    ax.set_title(title)
+    fig.tight_layout()
+    _save(fig, path)

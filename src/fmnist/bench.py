@@ -1,0 +1,204 @@
+"""`fmnist bench`: time our training and inference against hand-written scripts and the CPU's FLOP floor."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmnist import artifacts
+from fmnist.settings import BACKENDS, TrainSettings
+
+log = logging.getLogger(__name__)
+REFERENCE_DIR = Path(__file__).parent / "reference"
+INFERENCE_BATCHES = (1, 64, 1024, 10000)
+
+
+def dense_flops_per_image(hidden_sizes: tuple[int, ...]) -> tuple[float, float]:
+    """(forward, forward+backward) FLOPs per image: 2 per multiply-add; backward costs twice the forward."""
+    widths = (784, *hidden_sizes, 10)
+    forward = 2.0 * sum(a * b for a, b in zip(widths, widths[1:]))
+    return forward, 3.0 * forward
+
+
+def gemm_gflops(size: int = 2048, repeats: int = 7) -> float:
+    """Best-of-N float32 GEMM throughput with NumPy on all cores, in GFLOP/s."""
+    rng = np.random.default_rng(0)
+    a, b = rng.random((size, size), np.float32), rng.random((size, size), np.float32)
+    a @ b  # warm up the BLAS threads
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2.0 * size**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def worker(backend: str, epochs: int) -> dict[str, Any]:
+    """In a fresh process: train our way for ``epochs`` and time compiled inference; return the figures."""
+    from fmnist.backend import activate
+
+    activate(backend)
+    from fmnist.data import load_dataset, to_features
+    from fmnist.inference import compiled_forward
+    from fmnist.train import fit, read_history
+
+    dataset = load_dataset()
+    settings = TrainSettings(epochs=epochs, name="bench", early_stopping_patience=epochs + 1)
+    with tempfile.TemporaryDirectory() as run_dir:
+        model, _, _ = fit(settings, dataset, Path(run_dir), backend)
+        epoch_seconds = read_history(Path(run_dir))["seconds"]
+    peak_training_rss = _peak_rss_mib()
+    forward = compiled_forward(model)
+    x = to_features(dataset.x_test)
+    throughput = {}
+    for batch in INFERENCE_BATCHES:
+        chunk = x[:batch]
+        forward(chunk)  # compile this shape
+        reps = max(3, 20000 // batch)
+        throughput[str(batch)] = batch * reps / _timed(lambda: [forward(chunk) for _ in range(reps)])
+    latencies = []
+    for i in range(2000):
+        image = x[i:i + 1]
+        start = time.perf_counter()
+        forward(image)
+        latencies.append((time.perf_counter() - start) * 1000)
+    return {
+        "epoch_seconds": epoch_seconds,
+        "peak_training_rss_mib": peak_training_rss,
+        "inference_images_per_s": throughput,
+        "single_image_ms": {"p50": float(np.percentile(latencies, 50)), "p99": float(np.percentile(latencies, 99))},
+    }
+
+
+def _run_json(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """Run a timing subprocess; its last stdout line is JSON. Failures are logged, not fatal."""
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if result.returncode != 0:
+        log.warning("%s failed: %s", " ".join(cmd[:3]), result.stderr.strip().splitlines()[-1:] or result.returncode)
+        return None
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _summarise(epoch_seconds: list[float]) -> dict[str, float]:
+    """Median of the epochs after the first; the first epoch's excess is compile time."""
+    steady = float(np.median(epoch_seconds[1:])) if len(epoch_seconds) > 1 else float(epoch_seconds[0])
+    return {"epoch_s": steady, "first_epoch_extra_s": float(epoch_seconds[0]) - steady, "epochs_timed": len(epoch_seconds)}
+
+
+def bench(output: Path, quick: bool = False) -> dict[str, Any]:
+    """Measure everything in one run on this machine; write JSON (and a chart beside it) and return it."""
+    from fmnist.data import load_dataset
+
+    epochs = 3 if quick else 6
+    settings = TrainSettings()
+    forward_flops, train_flops = dense_flops_per_image(settings.hidden_sizes)
+    train_images = int(60000 * (1 - settings.validation_fraction))
+    gflops = gemm_gflops()
+    epoch_floor_s = train_flops * train_images / (gflops * 1e9)
+    log.info("GEMM %.1f GFLOP/s; an epoch's FLOP floor is %.2fs", gflops, epoch_floor_s)
+
+    dataset = load_dataset()
+    results: dict[str, Any] = {}
+    for backend in BACKENDS:
+        log.info("timing our training path on %s (%d epochs)", backend, epochs)
+        figures = _run_json([sys.executable, "-c", f"import json; from fmnist.bench import worker; "
+                             f"print(json.dumps(worker({backend!r}, {epochs})))"])
+        if figures:
+            figures.update(_summarise(figures["epoch_seconds"]))
+            figures["floor_multiple"] = figures["epoch_s"] / epoch_floor_s
+            figures["inference_floor_fraction"] = {
+                b: ips * forward_flops / (gflops * 1e9) for b, ips in figures["inference_images_per_s"].items()
+            }
+            results[f"fmnist-{backend}"] = figures
+
+    references = {"keras-tensorflow-script": ("keras_script.py", {"KERAS_BACKEND": "tensorflow"})}
+    if find_spec("torch") is not None:
+        references["pytorch-loop"] = ("torch_loop.py", {})
+    with tempfile.TemporaryDirectory() as tmp:
+        npz = Path(tmp) / "train.npz"
+        np.savez(npz, x_train=dataset.x_train, y_train=dataset.y_train)
+        for label, (script, env) in references.items():
+            log.info("timing the reference %s (%d epochs)", label, epochs)
+            figures = _run_json([sys.executable, str(REFERENCE_DIR / script), str(npz), str(epochs)],
+                                env={"TF_CPP_MIN_LOG_LEVEL": "2", **env})
+            if figures:
+                figures.update(_summarise(figures["epoch_seconds"]))
+                figures["floor_multiple"] = figures["epoch_s"] / epoch_floor_s
+                results[label] = figures
+
+    report = {
+        "machine": {"cpu_count": os.cpu_count(), "processor": _cpu_name(), "python": platform.python_version()},
+        "gemm_gflops": gflops,
+        "flops_per_image": {"forward": forward_flops, "train": train_flops},
+        "epoch_flop_floor_s": epoch_floor_s,
+        "train_images_per_epoch": train_images,
+        "batch_size": settings.batch_size,
+        "quick": quick,
+        "results": results,
+    }
+    ours = results.get("fmnist-jax") or results.get("fmnist-tensorflow")
+    if ours:
+        for label in ("keras-tensorflow-script", "pytorch-loop"):
+            if label in results:
+                report[f"default_vs_{label}"] = ours["epoch_s"] / results[label]["epoch_s"]
+    artifacts.write_json(output, report)
+    _chart(report, output.with_suffix(".png"))
+    return report
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _chart(report: dict[str, Any], path: Path) -> None:
+    from fmnist.plots import bar_chart_png
+
+    labels = list(report["results"]) + ["FLOP floor"]
+    values = [r["epoch_s"] for r in report["results"].values()] + [report["epoch_flop_floor_s"]]
+    bar_chart_png(labels, values, "seconds per training epoch (lower is better)", path)
+
+
+def table(report: dict[str, Any]) -> str:
+    """A plain-text table of the report."""
+    lines = [
+        f"machine: {report['machine']['processor']} ({report['machine']['cpu_count']} cores); "
+        f"GEMM {report['gemm_gflops']:.1f} GFLOP/s; epoch FLOP floor {report['epoch_flop_floor_s']:.2f}s",
+        f"{'path':<26}{'epoch s':>9}{'x floor':>9}{'compile s':>11}{'peak MiB':>10}",
+    ]
+    for label, r in report["results"].items():
+        rss = f"{r['peak_training_rss_mib']:.0f}" if "peak_training_rss_mib" in r else "-"
+        lines.append(f"{label:<26}{r['epoch_s']:>9.2f}{r['floor_multiple']:>9.2f}{r['first_epoch_extra_s']:>11.2f}{rss:>10}")
+    for label, r in report["results"].items():
+        if "inference_images_per_s" in r:
+            rates = ", ".join(f"batch {b}: {v:,.0f}/s ({report_frac:.0%} of floor)" for (b, v), report_frac in
+                              zip(r["inference_images_per_s"].items(), r["inference_floor_fraction"].values()))
+            lat = r["single_image_ms"]
+            lines.append(f"{label} inference: {rates}; one image p50 {lat['p50']:.3f} ms, p99 {lat['p99']:.3f} ms")
+    for key, value in report.items():
+        if key.startswith("default_vs_"):
+            lines.append(f"default epoch / {key[len('default_vs_'):]} epoch: {value:.2f}")
+    return "\n".join(lines)

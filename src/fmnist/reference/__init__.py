@@ -1,0 +1,1 @@
+"""Hand-written reference scripts that `fmnist bench` times against our training path."""

@@ -1,0 +1,47 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fmnist.bench import REFERENCE_DIR, _summarise, dense_flops_per_image, gemm_gflops, table
+
+
+def test_flops_of_the_spec_model_by_hand():
+    forward, train = dense_flops_per_image((512, 256, 64, 32))
+    macs = 784 * 512 + 512 * 256 + 256 * 64 + 64 * 32 + 32 * 10
+    assert forward == 2 * macs == 1_102_464
+    assert train == 3 * forward
+
+
+def test_summary_drops_the_compiling_first_epoch():
+    s = _summarise([9.0, 2.0, 2.2, 1.8])
+    assert s["epoch_s"] == 2.0 and s["first_epoch_extra_s"] == 7.0 and s["epochs_timed"] == 4
+
+
+def test_gemm_throughput_is_plausible():
+    assert 1.0 < gemm_gflops(size=256, repeats=2) < 1e5
+
+
+@pytest.mark.parametrize("script, env", [("keras_script.py", {"KERAS_BACKEND": "tensorflow"})])
+def test_reference_script_runs_on_tiny_data(tmp_path, script, env):
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "tiny.npz"
+    np.savez(npz, x_train=rng.integers(0, 256, (200, 28, 28), dtype=np.uint8), y_train=np.arange(200) % 10)
+    result = subprocess.run([sys.executable, str(REFERENCE_DIR / script), str(npz), "2"],
+                            capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout.splitlines()[-1])["epoch_seconds"]) == 2
+
+
+def test_table_renders_every_path():
+    result = {"epoch_s": 2.0, "floor_multiple": 1.25, "first_epoch_extra_s": 3.0, "peak_training_rss_mib": 900,
+              "inference_images_per_s": {"1": 5000.0}, "inference_floor_fraction": {"1": 0.05},
+              "single_image_ms": {"p50": 0.2, "p99": 0.4}}
+    report = {"machine": {"processor": "cpu", "cpu_count": 2}, "gemm_gflops": 100.0, "epoch_flop_floor_s": 1.6,
+              "results": {"fmnist-jax": result, "keras-tensorflow-script": {**result, "epoch_s": 4.5}},
+              "default_vs_keras-tensorflow-script": 0.44}
+    text = table(report)
+    assert "fmnist-jax" in text and "keras-tensorflow-script" in text and "0.44" in text and "p50 0.200 ms" in text
