@@ -10,10 +10,22 @@ import numpy as np
 
 from fmnist import artifacts, runs
 from fmnist.data import Dataset, load_dataset, to_features
-from fmnist.metrics import compute_metrics, most_confident_mistakes
+from fmnist.metrics import bootstrap_accuracy_interval, calibration_bins, compute_metrics, most_confident_mistakes
 
 log = logging.getLogger(__name__)
 PREDICT_BATCH = 1024
+
+
+def calibration_metrics(run_dir: Path, y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
+    """ECE and reliability bins of the (calibrated) model, and of the model before its temperature was folded in."""
+    from fmnist.calibration import apply_temperature
+
+    path = run_dir / artifacts.CALIBRATION
+    temperature = float(artifacts.read_json(path)["temperature"]) if path.is_file() else 1.0
+    before = calibration_bins(y_true, apply_temperature(probabilities, 1.0 / temperature))
+    after = calibration_bins(y_true, probabilities)
+    return {"temperature": temperature, "ece": after["ece"], "ece_before_scaling": before["ece"],
+            "reliability": {"after": after, "before": before}}
 
 
 def evaluate_run(
@@ -30,7 +42,9 @@ def evaluate_run(
     dataset = dataset or load_dataset(data_dir)
     probabilities = np.asarray(model.predict(to_features(dataset.x_test), batch_size=PREDICT_BATCH, verbose=0))
     metrics = compute_metrics(dataset.y_test, probabilities)
-    metrics.update(model_sha256=checksum, evaluated=runs.utc_now())
+    metrics.update(model_sha256=checksum, evaluated=runs.utc_now(), **calibration_metrics(run_dir, dataset.y_test, probabilities))
+    low, high = bootstrap_accuracy_interval(dataset.y_test, probabilities.argmax(axis=1))
+    metrics["test_accuracy_ci95"] = [low, high]
     mistakes = most_confident_mistakes(dataset.y_test, probabilities)
     artifacts.write_atomic(run_dir / artifacts.PREDICTIONS, lambda tmp: np.savez_compressed(
         tmp, y_true=dataset.y_test, probabilities=probabilities.astype(np.float32),

@@ -1,0 +1,86 @@
+"""`fmnist train --seeds N`: the same recipe over N seeds, kept in one group directory with a summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmnist import artifacts, runs
+from fmnist.data import CLASS_NAMES, Dataset, load_dataset
+from fmnist.settings import TrainSettings
+
+log = logging.getLogger(__name__)
+SUMMARY = "summary.json"
+
+
+def summarise(accuracies: list[float], per_class_f1: list[dict[str, float]], level: float = 0.95) -> dict[str, Any]:
+    """Mean, sample standard deviation and a Student-t interval of the mean; per-class F1 mean and spread."""
+    from scipy import stats
+
+    values = np.asarray(accuracies, dtype=np.float64)
+    n = len(values)
+    mean = float(values.mean())
+    std = float(values.std(ddof=1)) if n > 1 else 0.0
+    half = float(stats.t.ppf((1 + level) / 2, n - 1) * std / np.sqrt(n)) if n > 1 else float("nan")
+    return {
+        "seeds": n,
+        "test_accuracy": {"values": values.tolist(), "mean": mean, "std": std, "ci95": [mean - half, mean + half]},
+        "per_class_f1": {
+            name: {"mean": float(np.mean([f[name] for f in per_class_f1])),
+                   "std": float(np.std([f[name] for f in per_class_f1], ddof=1)) if n > 1 else 0.0}
+            for name in CLASS_NAMES
+        },
+    }
+
+
+def train_seeds(
+    settings: TrainSettings, backend: str, seeds: int, runs_dir: Path = Path("runs"),
+    data_dir: Path | None = None, dataset: Dataset | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Train ``seeds`` runs (seed, seed+1, ...) inside a new group directory; write and return the summary."""
+    import keras
+
+    from fmnist.train import train
+
+    dataset = dataset or load_dataset(data_dir)
+    group = runs.create_run_dir(runs_dir, f"{settings.name}-x{seeds}")
+    results = []
+    for k in range(seeds):
+        seed = settings.seed + k
+        log.info("seed %d (%d of %d)", seed, k + 1, seeds)
+        keras.backend.clear_session()
+        results.append(train(dataclasses.replace(settings, seed=seed), backend, runs_dir=group, dataset=dataset))
+    summary = summarise(
+        [r.metrics["test_accuracy"] for r in results],
+        [{name: m["f1-score"] for name, m in r.metrics["per_class"].items()} for r in results],
+    )
+    summary.update(
+        settings=settings.to_dict(), backend=backend,
+        runs=[{"run_dir": r.run_dir.name, "seed": settings.seed + k, "test_accuracy": r.metrics["test_accuracy"],
+               "epochs": r.epochs_run, "train_seconds": round(r.train_seconds, 2),
+               "ece_before_scaling": r.metrics["ece_before_scaling"], "ece": r.metrics["ece"]}
+              for k, r in enumerate(results)],
+        train_seconds={"mean": float(np.mean([r.train_seconds for r in results])),
+                       "std": float(np.std([r.train_seconds for r in results], ddof=1)) if seeds > 1 else 0.0},
+        ece_before_scaling={"mean": float(np.mean([r.metrics["ece_before_scaling"] for r in results]))},
+        ece={"mean": float(np.mean([r.metrics["ece"] for r in results]))},
+    )
+    artifacts.write_json(group / SUMMARY, summary)
+    return group, summary
+
+
+def summary_text(group: Path, summary: dict[str, Any]) -> str:
+    acc = summary["test_accuracy"]
+    weakest = min(summary["per_class_f1"], key=lambda name: summary["per_class_f1"][name]["mean"])
+    f1 = summary["per_class_f1"][weakest]
+    return (
+        f"{summary['seeds']} seeds: test accuracy {acc['mean']:.4f} ± {acc['std']:.4f} "
+        f"(95% CI {acc['ci95'][0]:.4f}-{acc['ci95'][1]:.4f}); weakest class {weakest} F1 {f1['mean']:.4f} ± {f1['std']:.4f}\n"
+        f"training {summary['train_seconds']['mean']:.1f}s per seed; "
+        f"ECE {summary['ece_before_scaling']['mean']:.4f} -> {summary['ece']['mean']:.4f} after scaling\n"
+        f"summary: {group / SUMMARY}"
+    )

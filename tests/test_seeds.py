@@ -1,0 +1,30 @@
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from fmnist.data import CLASS_NAMES, load_dataset
+from fmnist.seeds import SUMMARY, summarise, train_seeds
+from fmnist.settings import TrainSettings
+
+
+def test_summary_statistics_match_scipy():
+    accs = [0.8958, 0.8921, 0.9003, 0.8899, 0.8975]
+    f1 = [{name: a - 0.1 for name in CLASS_NAMES} for a in accs]
+    s = summarise(accs, f1)
+    assert s["test_accuracy"]["mean"] == pytest.approx(np.mean(accs))
+    assert s["test_accuracy"]["std"] == pytest.approx(np.std(accs, ddof=1))
+    expected = stats.t.interval(0.95, 4, loc=np.mean(accs), scale=stats.sem(accs))
+    assert s["test_accuracy"]["ci95"] == pytest.approx(list(expected))
+    assert s["per_class_f1"]["Shirt"]["mean"] == pytest.approx(np.mean(accs) - 0.1)
+
+
+def test_seed_group_keeps_its_runs_and_summary(tmp_path, tiny_data):
+    folder, sums = tiny_data
+    settings = TrainSettings(hidden_sizes=(8,), epochs=2, batch_size=16, name="tiny", seed=5)
+    group, summary = train_seeds(settings, "jax", 2, runs_dir=tmp_path, dataset=load_dataset(folder, checksums=sums))
+    assert group.parent == tmp_path and group.name.endswith("tiny-x2")
+    assert [r["seed"] for r in summary["runs"]] == [5, 6]
+    assert all((group / r["run_dir"] / "model.keras").is_file() for r in summary["runs"])
+    assert json.loads((group / SUMMARY).read_text())["seeds"] == 2
