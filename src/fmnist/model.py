@@ -22,3 +22,23 @@ def build_dense(hidden_sizes: Sequence[int] = (512, 256, 64, 32), dropout: float
         model.add(layers.Dropout(dropout, name=f"dropout_{i}"))
     model.add(layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities"))
     return model
+
+
+def build_cnn(dropout: float = 0.3) -> keras.Model:
+    """A small ConvNet reference: two blocks of two 3x3 convolutions (32, 64) with BatchNorm, then Dense 256."""
+    model = keras.Sequential(name="fmnist_cnn")
+    model.add(keras.Input(shape=(NUM_FEATURES,), name="pixels"))  # same flat input as the dense net
+    model.add(layers.Reshape((28, 28, 1), name="image"))
+    for block, filters in enumerate((32, 64)):
+        for i in range(2):
+            model.add(layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv_{block}_{i}"))
+            model.add(layers.BatchNormalization(name=f"batchnorm_{block}_{i}"))
+            model.add(layers.ReLU(name=f"relu_{block}_{i}"))
+        model.add(layers.MaxPooling2D(name=f"pool_{block}"))
+    model.add(layers.Flatten(name="flatten"))
+    model.add(layers.Dense(256, name="dense_head"))
+    model.add(layers.BatchNormalization(name="batchnorm_head"))
+    model.add(layers.ReLU(name="relu_head"))
+    model.add(layers.Dropout(dropout, name="dropout_head"))
+    model.add(layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities"))
+    return model

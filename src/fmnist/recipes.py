@@ -1,0 +1,76 @@
+"""Named recipes (presets of TrainSettings) and how settings turn into a compiled model and its callbacks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fmnist.errors import FmnistError
+from fmnist.settings import TrainSettings
+
+# Each recipe is a set of overrides on the spec's defaults; explicit flags override the recipe in turn.
+RECIPES: dict[str, dict[str, Any]] = {
+    "spec": {},
+    "best": dict(
+        name="best", hidden_sizes=(1024, 1024), dropout=0.3, optimizer="adamw", weight_decay=5e-4,
+        schedule="cosine", learning_rate=2e-3, label_smoothing=0.1, batch_size=128, epochs=20,
+        validation_fraction=0.1,
+    ),
+    "cnn": dict(
+        name="cnn", architecture="cnn", dropout=0.3, optimizer="adamw", weight_decay=5e-4, schedule="cosine",
+        learning_rate=2e-3, label_smoothing=0.1, batch_size=128, epochs=8, validation_fraction=0.1,
+    ),
+}
+
+
+def recipe_settings(recipe: str, **overrides: Any) -> TrainSettings:
+    """The recipe's settings with ``overrides`` applied; an unknown recipe or setting is an error."""
+    if recipe not in RECIPES:
+        raise FmnistError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
+    return TrainSettings.from_dict({**RECIPES[recipe], **overrides})
+
+
+def build_model(settings: TrainSettings):
+    from fmnist.model import build_cnn, build_dense
+
+    if settings.architecture == "cnn":
+        return build_cnn(settings.dropout)
+    return build_dense(settings.hidden_sizes, settings.dropout)
+
+
+def training_labels(labels: np.ndarray, settings: TrainSettings) -> np.ndarray:
+    """Integer labels, or one-hot ones where label smoothing needs them (Keras' sparse loss has no smoothing)."""
+    labels = labels.astype(np.int32)
+    return np.eye(10, dtype=np.float32)[labels] if settings.label_smoothing else labels
+
+
+def compile_model(model: Any, settings: TrainSettings, steps_per_epoch: int, steps_per_execution: int) -> None:
+    import keras
+
+    learning_rate: Any = settings.learning_rate
+    if settings.schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(settings.learning_rate, settings.epochs * steps_per_epoch)
+    if settings.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=settings.weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate)
+    if settings.label_smoothing:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], steps_per_execution=steps_per_execution)
+
+
+def schedule_callbacks(settings: TrainSettings) -> list:
+    """The spec's ReduceLROnPlateau and EarlyStopping; a cosine recipe runs its fixed epochs instead."""
+    import keras
+
+    if settings.schedule == "cosine":
+        return []
+    return [
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=settings.lr_patience, factor=settings.lr_factor),
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=settings.early_stopping_patience, restore_best_weights=True
+        ),
+    ]

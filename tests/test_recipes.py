@@ -1,0 +1,40 @@
+import numpy as np
+import pytest
+
+from fmnist.data import load_dataset
+from fmnist.errors import FmnistError
+from fmnist.recipes import RECIPES, recipe_settings
+from fmnist.settings import TrainSettings
+from fmnist.train import read_history, train
+
+
+def test_spec_recipe_is_the_default_settings():
+    assert recipe_settings("spec") == TrainSettings()
+
+
+def test_flags_override_a_recipe_and_unknowns_are_errors():
+    s = recipe_settings("best", epochs=3)
+    assert s.epochs == 3 and s.schedule == "cosine" and s.hidden_sizes == tuple(RECIPES["best"]["hidden_sizes"])
+    with pytest.raises(FmnistError, match="unknown recipe"):
+        recipe_settings("fastest")
+    with pytest.raises(FmnistError, match="needs optimizer adamw"):
+        recipe_settings("spec", weight_decay=1e-4)
+
+
+@pytest.mark.parametrize("recipe", ["best", "cnn"])
+def test_other_recipes_train_end_to_end_on_tiny_data(tmp_path, tiny_data, recipe):
+    folder, sums = tiny_data
+    settings = recipe_settings(recipe, epochs=2, batch_size=16, hidden_sizes=(16, 16), validation_fraction=0.2)
+    result = train(settings, "jax", runs_dir=tmp_path, dataset=load_dataset(folder, checksums=sums))
+    history = read_history(result.run_dir)
+    assert result.epochs_run == 2 and len(history["accuracy"]) == 2
+    # The cosine schedule decays the learning rate every step, with no plateau callback involved.
+    assert history["learning_rate"][1] < history["learning_rate"][0]
+    assert 0 <= result.metrics["test_accuracy"] <= 1
+    assert np.isfinite(result.metrics["test_loss"])
+
+
+def test_too_small_a_split_is_a_clear_error(tmp_path, tiny_data):
+    folder, sums = tiny_data
+    with pytest.raises(FmnistError, match="cannot hold all 10 classes"):
+        train(recipe_settings("best", epochs=1), "jax", runs_dir=tmp_path, dataset=load_dataset(folder, checksums=sums))
