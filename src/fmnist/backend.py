@@ -6,20 +6,20 @@ import os
 import sys
 
 from fmnist.errors import FmnistError
-from fmnist.settings import BACKENDS, DEFAULT_BACKEND
+from fmnist.settings import BACKENDS, DEFAULT_BACKEND, PREFERRED_BACKEND
 
 
-def resolve(requested: str | None) -> str:
-    """The backend to use: the flag, else KERAS_BACKEND, else the measured default."""
-    name = (requested or os.environ.get("KERAS_BACKEND") or DEFAULT_BACKEND).lower()
+def resolve(requested: str | None, architecture: str = "dense") -> str:
+    """The backend to use: the flag, else KERAS_BACKEND, else the one measured fastest for the architecture."""
+    name = (requested or os.environ.get("KERAS_BACKEND") or PREFERRED_BACKEND.get(architecture, DEFAULT_BACKEND)).lower()
     if name not in BACKENDS:
         raise FmnistError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
     return name
 
 
-def activate(requested: str | None = None) -> str:
+def activate(requested: str | None = None, architecture: str = "dense") -> str:
     """Set KERAS_BACKEND for this process; Keras fixes its backend at import, so this must come first."""
-    name = resolve(requested)
+    name = resolve(requested, architecture)
     if "keras" in sys.modules:
         import keras
 
