@@ -37,4 +37,4 @@ def test_other_recipes_train_end_to_end_on_tiny_data(tmp_path, tiny_data, recipe
 def test_too_small_a_split_is_a_clear_error(tmp_path, tiny_data):
     folder, sums = tiny_data
     with pytest.raises(FmnistError, match="cannot hold all 10 classes"):
-        train(recipe_settings("best", epochs=1), "jax", runs_dir=tmp_path, dataset=load_dataset(folder, checksums=sums))
+        train(recipe_settings("best", epochs=2), "jax", runs_dir=tmp_path, dataset=load_dataset(folder, checksums=sums))

@@ -11,10 +11,14 @@ NUM_CLASSES = 10
 NUM_FEATURES = 784
 
 
-def build_dense(hidden_sizes: Sequence[int] = (512, 256, 64, 32), dropout: float = 0.3) -> keras.Model:
+def build_dense(
+    hidden_sizes: Sequence[int] = (512, 256, 64, 32), dropout: float = 0.3, input_dropout: float = 0.0
+) -> keras.Model:
     """One block per hidden size; its arguments live in the model's config, so a saved model needs nothing else."""
     model = keras.Sequential(name="fmnist_dense")
     model.add(keras.Input(shape=(NUM_FEATURES,), name="pixels"))
+    if input_dropout:
+        model.add(layers.Dropout(input_dropout, name="input_dropout"))
     for i, units in enumerate(hidden_sizes):
         model.add(layers.Dense(units, name=f"dense_{i}"))
         model.add(layers.BatchNormalization(name=f"batchnorm_{i}"))
@@ -24,19 +28,19 @@ def build_dense(hidden_sizes: Sequence[int] = (512, 256, 64, 32), dropout: float
     return model
 
 
-def build_cnn(dropout: float = 0.3) -> keras.Model:
-    """A small ConvNet reference: two blocks of two 3x3 convolutions (32, 64) with BatchNorm, then Dense 256."""
+def build_cnn(dropout: float = 0.5) -> keras.Model:
+    """A small ConvNet reference: conv 32, pool, conv 64 x2, pool (each conv with BatchNorm), then Dense 256."""
     model = keras.Sequential(name="fmnist_cnn")
     model.add(keras.Input(shape=(NUM_FEATURES,), name="pixels"))  # same flat input as the dense net
     model.add(layers.Reshape((28, 28, 1), name="image"))
-    for block, filters in enumerate((32, 64)):
-        for i in range(2):
-            model.add(layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv_{block}_{i}"))
-            model.add(layers.BatchNormalization(name=f"batchnorm_{block}_{i}"))
-            model.add(layers.ReLU(name=f"relu_{block}_{i}"))
-        model.add(layers.MaxPooling2D(name=f"pool_{block}"))
+    for i, (filters, pool) in enumerate(((32, True), (64, False), (64, True))):
+        model.add(layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv_{i}"))
+        model.add(layers.BatchNormalization(name=f"batchnorm_conv_{i}"))
+        model.add(layers.ReLU(name=f"relu_conv_{i}"))
+        if pool:
+            model.add(layers.MaxPooling2D(name=f"pool_{i}"))
     model.add(layers.Flatten(name="flatten"))
-    model.add(layers.Dense(256, name="dense_head"))
+    model.add(layers.Dense(256, use_bias=False, name="dense_head"))
     model.add(layers.BatchNormalization(name="batchnorm_head"))
     model.add(layers.ReLU(name="relu_head"))
     model.add(layers.Dropout(dropout, name="dropout_head"))

@@ -12,14 +12,15 @@ from fmnist.settings import TrainSettings
 # Each recipe is a set of overrides on the spec's defaults; explicit flags override the recipe in turn.
 RECIPES: dict[str, dict[str, Any]] = {
     "spec": {},
+    # Chosen on a 90/10 validation split (README, "Beyond the spec"); the split is kept for calibration.
     "best": dict(
-        name="best", hidden_sizes=(1024, 1024), dropout=0.3, optimizer="adamw", weight_decay=5e-4,
-        schedule="cosine", learning_rate=2e-3, label_smoothing=0.1, batch_size=128, epochs=20,
-        validation_fraction=0.1,
+        name="best", hidden_sizes=(1024, 1024), dropout=0.3, input_dropout=0.1, optimizer="adamw",
+        weight_decay=5e-4, schedule="cosine", learning_rate=4e-3, warmup_epochs=1, label_smoothing=0.1,
+        batch_size=512, epochs=40, validation_fraction=0.1,
     ),
     "cnn": dict(
-        name="cnn", architecture="cnn", dropout=0.3, optimizer="adamw", weight_decay=5e-4, schedule="cosine",
-        learning_rate=2e-3, label_smoothing=0.1, batch_size=128, epochs=8, validation_fraction=0.1,
+        name="cnn", architecture="cnn", dropout=0.5, optimizer="adamw", weight_decay=5e-4, schedule="cosine",
+        learning_rate=2e-3, label_smoothing=0.1, batch_size=128, epochs=10, validation_fraction=0.1,
     ),
 }
 
@@ -36,7 +37,7 @@ def build_model(settings: TrainSettings):
 
     if settings.architecture == "cnn":
         return build_cnn(settings.dropout)
-    return build_dense(settings.hidden_sizes, settings.dropout)
+    return build_dense(settings.hidden_sizes, settings.dropout, settings.input_dropout)
 
 
 def training_labels(labels: np.ndarray, settings: TrainSettings) -> np.ndarray:
@@ -50,7 +51,12 @@ def compile_model(model: Any, settings: TrainSettings, steps_per_epoch: int, ste
 
     learning_rate: Any = settings.learning_rate
     if settings.schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(settings.learning_rate, settings.epochs * steps_per_epoch)
+        warmup = settings.warmup_epochs * steps_per_epoch
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            settings.learning_rate / 20 if warmup else settings.learning_rate,
+            settings.epochs * steps_per_epoch - warmup,
+            warmup_target=settings.learning_rate if warmup else None, warmup_steps=warmup,
+        )
     if settings.optimizer == "adamw":
         optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=settings.weight_decay)
     else:

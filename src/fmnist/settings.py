@@ -40,6 +40,8 @@ class TrainSettings:
     weight_decay: float = 0.0  # AdamW's decoupled weight decay
     schedule: str = "plateau"  # "plateau" (ReduceLROnPlateau + EarlyStopping, the spec's) or "cosine" (fixed epochs)
     label_smoothing: float = 0.0
+    input_dropout: float = 0.0  # dropout on the 784 pixels themselves
+    warmup_epochs: int = 0  # cosine schedule only: linear warm-up from a twentieth of the peak learning rate
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(s) for s in self.hidden_sizes))
@@ -62,6 +64,9 @@ class TrainSettings:
              "weight_decay must be >= 0, and needs optimizer adamw"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
             (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
+            (0.0 <= self.input_dropout < 1.0, "input_dropout must be in [0, 1)"),
+            (0 <= self.warmup_epochs < self.epochs and (self.warmup_epochs == 0 or self.schedule == "cosine"),
+             "warmup_epochs must be below epochs, and needs schedule cosine"),
             (bool(self.name) and all(c.isalnum() or c in "-_." for c in self.name),
              "name may hold only letters, digits, '-', '_' and '.'"),
         ]
