@@ -38,3 +38,35 @@ def test_too_small_a_split_is_a_clear_error(tmp_path, tiny_data):
     folder, sums = tiny_data
     with pytest.raises(FmnistError, match="cannot hold all 10 classes"):
         train(recipe_settings("best", epochs=2), "jax", runs_dir=tmp_path, dataset=load_dataset(folder, checksums=sums))
+
+
+def test_distillation_loss_by_hand():
+    import keras
+
+    from fmnist.distill import DistillationLoss, distillation_labels
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(4, 10))
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    soft = rng.dirichlet(np.ones(10), size=4)
+    labels = np.array([0, 3, 9, 2])
+    y = distillation_labels(labels, soft.astype(np.float32))
+    got = float(keras.ops.convert_to_numpy(DistillationLoss(4.0, 0.9)(y, p.astype(np.float32))))
+    zt = z / 4
+    log_softmax_t = zt - np.log(np.exp(zt).sum(1, keepdims=True))
+    expected = np.mean(0.1 * -np.log(p[np.arange(4), labels]) + 0.9 * 16 * -(soft * log_softmax_t).sum(1))
+    assert got == pytest.approx(expected, rel=1e-4)
+
+
+def test_student_learns_from_a_teacher_run(tmp_path, tiny_data):
+    folder, sums = tiny_data
+    dataset = load_dataset(folder, checksums=sums)
+    tiny = dict(epochs=2, batch_size=16, validation_fraction=0.2)
+    teacher = train(recipe_settings("spec", hidden_sizes=(16,), **tiny), "jax", runs_dir=tmp_path, dataset=dataset)
+    with pytest.raises(FmnistError, match="needs --teacher"):
+        recipe_settings("distilled")
+    student = train(recipe_settings("distilled", teacher=str(teacher.run_dir), hidden_sizes=(16,), **tiny), "jax",
+                    runs_dir=tmp_path, dataset=dataset)
+    history = read_history(student.run_dir)
+    assert len(history["accuracy"]) == 2 and np.isfinite(history["val_loss"]).all()
+    assert 0 <= student.metrics["test_accuracy"] <= 1

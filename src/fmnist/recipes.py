@@ -18,6 +18,12 @@ RECIPES: dict[str, dict[str, Any]] = {
         weight_decay=5e-4, schedule="cosine", learning_rate=4e-3, warmup_epochs=1, label_smoothing=0.1,
         batch_size=512, epochs=40, validation_fraction=0.1,
     ),
+    # Distilled from a trained ConvNet run: give it with --teacher RUN (e.g. a run of --recipe cnn).
+    "distilled": dict(
+        name="distilled", hidden_sizes=(1024, 1024), dropout=0.2, optimizer="adamw", weight_decay=5e-4,
+        schedule="cosine", learning_rate=2e-3, batch_size=128, epochs=30, validation_fraction=0.1,
+        distill_temperature=4.0, distill_alpha=0.9,
+    ),
     "cnn": dict(
         name="cnn", architecture="cnn", dropout=0.5, optimizer="adamw", weight_decay=5e-4, schedule="cosine",
         learning_rate=2e-3, label_smoothing=0.1, batch_size=128, epochs=10, validation_fraction=0.1,
@@ -29,7 +35,10 @@ def recipe_settings(recipe: str, **overrides: Any) -> TrainSettings:
     """The recipe's settings with ``overrides`` applied; an unknown recipe or setting is an error."""
     if recipe not in RECIPES:
         raise FmnistError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
-    return TrainSettings.from_dict({**RECIPES[recipe], **overrides})
+    settings = TrainSettings.from_dict({**RECIPES[recipe], **overrides})
+    if recipe == "distilled" and not settings.teacher:
+        raise FmnistError("--recipe distilled needs --teacher RUN, a trained run to learn from (e.g. --recipe cnn)")
+    return settings
 
 
 def build_model(settings: TrainSettings):
@@ -40,9 +49,14 @@ def build_model(settings: TrainSettings):
     return build_dense(settings.hidden_sizes, settings.dropout, settings.input_dropout)
 
 
-def training_labels(labels: np.ndarray, settings: TrainSettings) -> np.ndarray:
-    """Integer labels, or one-hot ones where label smoothing needs them (Keras' sparse loss has no smoothing)."""
+def training_labels(labels: np.ndarray, settings: TrainSettings, features: np.ndarray) -> np.ndarray:
+    """Integer labels; one-hot where label smoothing needs them (Keras' sparse loss has none); with the teacher's
+    soft targets beside them when distilling."""
     labels = labels.astype(np.int32)
+    if settings.teacher:
+        from fmnist.distill import distillation_labels, teacher_targets
+
+        return distillation_labels(labels, teacher_targets(settings.teacher, features, settings.distill_temperature))
     return np.eye(10, dtype=np.float32)[labels] if settings.label_smoothing else labels
 
 
@@ -61,11 +75,17 @@ def compile_model(model: Any, settings: TrainSettings, steps_per_epoch: int, ste
         optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=settings.weight_decay)
     else:
         optimizer = keras.optimizers.Adam(learning_rate)
-    if settings.label_smoothing:
+    metrics: list[Any] = ["accuracy"]
+    if settings.teacher:
+        from fmnist.distill import DistillationLoss, label_accuracy
+
+        loss = DistillationLoss(settings.distill_temperature, settings.distill_alpha)
+        metrics = [keras.metrics.MeanMetricWrapper(label_accuracy, name="accuracy")]
+    elif settings.label_smoothing:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing)
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], steps_per_execution=steps_per_execution)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, steps_per_execution=steps_per_execution)
 
 
 def schedule_callbacks(settings: TrainSettings) -> list:

@@ -42,6 +42,9 @@ class TrainSettings:
     label_smoothing: float = 0.0
     input_dropout: float = 0.0  # dropout on the 784 pixels themselves
     warmup_epochs: int = 0  # cosine schedule only: linear warm-up from a twentieth of the peak learning rate
+    teacher: str | None = None  # a run directory to distil from
+    distill_temperature: float = 4.0
+    distill_alpha: float = 0.9  # weight of the teacher's soft targets against the labels
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(s) for s in self.hidden_sizes))
@@ -65,6 +68,8 @@ class TrainSettings:
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
             (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
             (0.0 <= self.input_dropout < 1.0, "input_dropout must be in [0, 1)"),
+            (self.distill_temperature > 0 and 0.0 <= self.distill_alpha <= 1.0,
+             "distill_temperature must be positive and distill_alpha in [0, 1]"),
             (0 <= self.warmup_epochs < self.epochs and (self.warmup_epochs == 0 or self.schedule == "cosine"),
              "warmup_epochs must be below epochs, and needs schedule cosine"),
             (bool(self.name) and all(c.isalnum() or c in "-_." for c in self.name),

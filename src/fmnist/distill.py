@@ -1,0 +1,54 @@
+"""Knowledge distillation: a student learns from a trained teacher run's softened probabilities as well as labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import ops
+
+from fmnist import artifacts
+from fmnist.calibration import apply_temperature
+
+NUM_CLASSES = 10
+
+
+def teacher_targets(teacher: str, features: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(teacher logits / T) for every image, from a checksum-verified teacher run."""
+    model, _ = artifacts.load_model(Path(teacher))
+    probabilities = np.asarray(model.predict(features, batch_size=1024, verbose=0))
+    calibration = Path(teacher) / artifacts.CALIBRATION
+    # The teacher's own calibration temperature is folded into its logits: undo it before softening.
+    folded = float(artifacts.read_json(calibration)["temperature"]) if calibration.is_file() else 1.0
+    return apply_temperature(probabilities, temperature / folded).astype(np.float32)
+
+
+def distillation_labels(labels: np.ndarray, soft_targets: np.ndarray) -> np.ndarray:
+    """One row per image: the one-hot label, then the teacher's soft targets (20 columns)."""
+    return np.concatenate([np.eye(NUM_CLASSES, dtype=np.float32)[labels], soft_targets], axis=1)
+
+
+@keras.saving.register_keras_serializable(package="fmnist")
+class DistillationLoss(keras.losses.Loss):
+    """(1 - alpha) CE(label, p) + alpha T^2 CE(teacher_T, softmax(log p / T)), as in Hinton et al. (2015)."""
+
+    def __init__(self, temperature: float = 4.0, alpha: float = 0.9, name: str = "distillation", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.temperature, self.alpha = temperature, alpha
+
+    def call(self, y_true, y_pred):
+        hard, soft = y_true[:, :NUM_CLASSES], y_true[:, NUM_CLASSES:]
+        log_p = ops.log(ops.clip(y_pred, 1e-7, 1.0))  # the student's logits, up to a constant per row
+        hard_ce = -ops.sum(hard * log_p, axis=-1)
+        soft_ce = -ops.sum(soft * ops.log_softmax(log_p / self.temperature, axis=-1), axis=-1)
+        return (1 - self.alpha) * hard_ce + self.alpha * self.temperature**2 * soft_ce
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature, "alpha": self.alpha}
+
+
+@keras.saving.register_keras_serializable(package="fmnist")
+def label_accuracy(y_true, y_pred):
+    """Accuracy against the one-hot label part of distillation targets."""
+    return ops.cast(ops.argmax(y_true[:, :NUM_CLASSES], axis=-1) == ops.argmax(y_pred, axis=-1), "float32")
