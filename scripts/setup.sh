@@ -27,6 +27,13 @@ if [ ! -f "$dataset" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; t
         echo "could not install dataset-fashion-mnist; fmnist will use keras' download instead" >&2
 fi
 
+# The web page's test drives Debian's Chromium with Playwright (Playwright's own browser download needs the internet).
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian's chromium" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
+        echo "could not install chromium; the web page's browser test will fail" >&2
+fi
+
 if [ $# -gt 0 ]; then
     PATH="$venv/bin:$PATH" exec "$@"
 fi

@@ -76,3 +76,30 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     return subprocess.run(
         [sys.executable, "-m", "fmnist", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
     )
+
+
+def _train_once(base: Path, dataset_dir: Path, checksums: dict[str, str] | None, **settings) -> Path:
+    """Train one run under ``base`` with its own verified-array cache; return its directory."""
+    from fmnist.data import CHECKSUMS, load_dataset
+    from fmnist.settings import TrainSettings
+    from fmnist.train import train
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FMNIST_CACHE_DIR", str(base / "cache"))
+        dataset = load_dataset(dataset_dir, checksums=checksums or CHECKSUMS)
+        return train(TrainSettings(**settings), "jax", runs_dir=base / "runs", dataset=dataset).run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory) -> Path:
+    """A run trained for two epochs on tiny random data: a real model file, made in seconds, shared by the session."""
+    base = tmp_path_factory.mktemp("tiny_run")
+    checksums = write_idx_set(base / "data")
+    return _train_once(base, base / "data", checksums, hidden_sizes=(16, 8), epochs=2, batch_size=16, name="tiny")
+
+
+@pytest.fixture(scope="session")
+def real_run_dir(tmp_path_factory, real_data_dir) -> Path:
+    """A run trained briefly on real data (about 83% test accuracy), for tests that need sensible predictions."""
+    base = tmp_path_factory.mktemp("real_run")
+    return _train_once(base, real_data_dir, None, hidden_sizes=(256, 128), epochs=5, limit=12000, name="real")

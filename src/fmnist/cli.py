@@ -23,6 +23,8 @@ examples:
   fmnist evaluate runs/<id>        re-score a saved run on the test set
   fmnist report runs/<id>          rebuild the run's pictures and report.html
   fmnist bench --quick             seconds per epoch against plain Keras/PyTorch and the CPU's floor
+  fmnist predict runs/<id> shirt.jpg boot.png --show seen.png   top-3 classes of your photos
+  fmnist serve runs/<id>           HTTP API and a web page on http://127.0.0.1:8000/
 """
 
 
@@ -126,6 +128,24 @@ def cmd_bench(args: argparse.Namespace) -> None:
     _emit(args, table(report) + f"\nwritten: {args.output} and {args.output.with_suffix('.png')}", report)
 
 
+def cmd_predict(args: argparse.Namespace) -> None:
+    from fmnist.predict import as_text, predict_files
+
+    result = predict_files(args.model, args.images, top_k=args.top_k, unsure_below=args.unsure_below, show=args.show,
+                           backend=args.backend)
+    _emit(args, as_text(result) + (f"\nshown: {args.show}" if args.show else ""), result)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from fmnist.backend import activate
+
+    activate(args.backend)
+    from fmnist.serve import serve
+
+    serve(args.run, host=args.host, port=args.port, max_body_bytes=args.max_upload_mb * 1024 * 1024,
+          max_batch=args.max_batch, access_log=not args.quiet)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fmnist", description="Train, evaluate and report a Fashion-MNIST classifier (Keras 3).",
@@ -181,6 +201,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("bench", cmd_bench, "Time training and inference against plain Keras/PyTorch scripts and the CPU.")
     p.add_argument("--output", type=Path, default=Path("bench.json"), help="where to write the JSON (default bench.json)")
     p.add_argument("--quick", action="store_true", help="fewer epochs, for a short run")
+
+    p = command("predict", cmd_predict, "Classify photos (PNG, JPEG, WebP, BMP, GIF) or .npy arrays (28x28 or 784 "
+                                        "values) with a run's model, prepared the way Fashion-MNIST was made.")
+    p.add_argument("model", type=Path, metavar="RUN_OR_MODEL", help="a run directory, or its model.keras")
+    p.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image or .npy files")
+    p.add_argument("--top-k", type=_positive_int, default=3, help="classes listed per image (default 3)")
+    p.add_argument("--unsure-below", type=float, default=0.5, metavar="P",
+                   help="call the model unsure when its top probability is under P (default 0.5)")
+    p.add_argument("--show", type=Path, metavar="PNG", help="write the 28x28 inputs the model saw, with their "
+                                                            "probabilities")
+    backend(p)
+
+    p = command("serve", cmd_serve, "Serve a run's model over HTTP: POST /v1/predict, a web page at /, docs at /docs.")
+    p.add_argument("run", type=Path, help="a run directory made by 'fmnist train'")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--max-upload-mb", type=_positive_int, default=10, help="largest request body, in MiB (default 10)")
+    p.add_argument("--max-batch", type=_positive_int, default=64,
+                   help="most inputs in one shared forward pass; 1 turns batching off (default 64)")
+    backend(p)
     return parser
 
 

@@ -1,0 +1,113 @@
+"""Turn a user's photo or array into the 28x28 light-on-dark input Fashion-MNIST's images are."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from fmnist.data import IMAGE_SIDE
+from fmnist.errors import FmnistError
+
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
+# Fashion-MNIST's converter trimmed edges within 5% of the maximum intensity of the corner colour.
+BORDER_TOLERANCE = 0.05 * 255
+# JPEGs decode at a reduced scale (DCT scaling) no smaller than this: plenty for a 28-pixel result.
+JPEG_DRAFT_SIDE = 8 * IMAGE_SIDE
+ARRAY_SHAPES = ((IMAGE_SIDE, IMAGE_SIDE), (IMAGE_SIDE * IMAGE_SIDE,))
+SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP", b"RIFF": "WebP"}
+
+
+class BadInput(FmnistError):
+    """An input that cannot be classified; ``status`` is the HTTP status that answers it."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """Decode PNG, JPEG, WebP, BMP or a GIF's first frame to upright 8-bit grayscale (EXIF orientation applied)."""
+    if not data:
+        raise BadInput(f"{name} is empty", 400)
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+            # Pillow only warns between its pixel limit and twice that; a bomb is refused at the limit itself.
+            if image.width * image.height > (Image.MAX_IMAGE_PIXELS or np.inf):
+                raise Image.DecompressionBombError(f"{image.width}x{image.height} pixels")
+            if image.format == "JPEG":
+                image.draft("L", (JPEG_DRAFT_SIDE, JPEG_DRAFT_SIDE))
+            upright = ImageOps.exif_transpose(image)
+            if upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info:
+                # Transparent pixels are the backdrop: product photos sit on white.
+                white = Image.new("RGBA", upright.size, (255, 255, 255, 255))
+                upright = Image.alpha_composite(white, upright.convert("RGBA"))
+            return np.asarray(upright.convert("L"), dtype=np.uint8)
+    except Image.DecompressionBombError as exc:
+        raise BadInput(
+            f"{name} is too large when decoded ({exc}); the limit is {Image.MAX_IMAGE_PIXELS} pixels", 413
+        ) from None
+    except UnidentifiedImageError:
+        claimed = next((fmt for magic, fmt in SIGNATURES.items() if data.startswith(magic)), None)
+        if claimed:  # Pillow cannot tell a damaged header from a foreign format; the signature can
+            raise BadInput(f"{name} starts like a {claimed} but is truncated or damaged") from None
+        raise BadInput(f"{name} is not a supported image: use {', '.join(FORMATS)} or a .npy array", 415) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # what Pillow raises for damaged files
+        raise BadInput(f"{name} is truncated or damaged ({exc})") from None
+
+
+def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
+    """The Fashion-MNIST recipe: trim the uniform border, fit the longest side to 28, centre, light on dark, [0, 1]."""
+    corners = gray[[0, 0, -1, -1], [0, -1, 0, -1]].astype(np.float32)
+    background = float(np.median(corners))
+    content = np.abs(gray.astype(np.float32) - background) > BORDER_TOLERANCE
+    if not content.any():
+        raise BadInput(f"{name} is blank: one uniform colour, nothing to classify")
+    rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
+    crop = gray[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
+    if background > 127:  # Fashion-MNIST is light on dark
+        crop, background = 255 - crop, 255 - background
+    height, width = crop.shape
+    scale = IMAGE_SIDE / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
+    canvas = np.full((IMAGE_SIDE, IMAGE_SIDE), background, dtype=np.float32)
+    top, left = (IMAGE_SIDE - size[1]) // 2, (IMAGE_SIDE - size[0]) // 2
+    canvas[top: top + size[1], left: left + size[0]] = small
+    # The backdrop becomes 0, as in Fashion-MNIST, whatever grey the photo's was.
+    return np.clip((canvas - background) / (255.0 - background), 0.0, 1.0)
+
+
+def check_array(values: np.ndarray, name: str) -> np.ndarray:
+    """Validate a model-ready array: 28x28 or 784 values, floats in [0, 1] or integer pixels 0-255."""
+    if values.shape not in ARRAY_SHAPES:
+        raise BadInput(f"{name} has shape {values.shape}; give 28x28 or 784 values")
+    if values.dtype.kind in "iu":
+        if values.min() < 0 or values.max() > 255:
+            raise BadInput(f"{name} holds integers outside 0-255 (integers are read as pixels)")
+        values = values.astype(np.float32) / 255.0
+    elif values.dtype.kind == "f":
+        if not np.isfinite(values).all():
+            raise BadInput(f"{name} holds NaN or infinite values")
+        if values.min() < 0.0 or values.max() > 1.0:
+            raise BadInput(f"{name} holds floats outside [0, 1] (scale pixels by 1/255, or send integers 0-255)")
+    else:
+        raise BadInput(f"{name} holds {values.dtype} values; give floats in [0, 1] or integers 0-255")
+    return values.astype(np.float32).reshape(IMAGE_SIDE, IMAGE_SIDE)
+
+
+def load_npy(data: bytes, name: str) -> np.ndarray:
+    """Read a .npy array (never pickles) and validate it with ``check_array``."""
+    try:
+        values = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise BadInput(f"{name} is not a readable .npy array without pickled objects ({exc})") from None
+    return check_array(values, name)
+
+
+def load_input(data: bytes, name: str) -> np.ndarray:
+    """A file's bytes to the model's 28x28 input: ``.npy`` arrays as they are, images through ``prepare``."""
+    if data[:6] == b"\x93NUMPY":
+        return load_npy(data, name)
+    return prepare(decode_image(data, name), name)

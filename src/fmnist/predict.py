@@ -1,0 +1,132 @@
+"""`fmnist predict`: classify a user's photos and arrays with a run's checksum-verified model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmnist import artifacts
+from fmnist.data import CLASS_NAMES, IMAGE_SIDE
+from fmnist.errors import FmnistError
+from fmnist.images import load_input
+
+log = logging.getLogger(__name__)
+
+UNSURE_BELOW = 0.5
+
+
+class Classifier:
+    """A run's model loaded once (SHA-256 checked), answering class probabilities for 28x28 inputs in [0, 1]."""
+
+    def __init__(self, source: Path) -> None:
+        from fmnist.inference import compiled_forward
+
+        self.model, self.sha256 = artifacts.load_model(source)
+        features, classes = self.model.input_shape[-1], self.model.output_shape[-1]
+        if (features, classes) != (IMAGE_SIDE * IMAGE_SIDE, len(CLASS_NAMES)):
+            raise FmnistError(f"{source} maps {features} features to {classes} classes, not 784 pixels to 10 classes")
+        self.forward = compiled_forward(self.model)
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Softmax rows for ``images`` (n x 28 x 28 or n x 784, float32 in [0, 1])."""
+        return self.forward(np.asarray(images, dtype=np.float32).reshape(len(images), -1))
+
+    def warm_up(self) -> None:
+        """Compile every batch shape the forward pass pads to now, so no request pays for it."""
+        from fmnist.inference import BUCKETS
+
+        for size in BUCKETS:
+            self.forward(np.zeros((size, IMAGE_SIDE * IMAGE_SIDE), dtype=np.float32))
+
+
+def describe(probabilities: np.ndarray, top_k: int = 3, unsure_below: float = UNSURE_BELOW) -> dict[str, Any]:
+    """The top-k classes of one probability row, and whether the model is unsure."""
+    order = np.argsort(-probabilities, kind="stable")[:top_k]
+    return {
+        "top": [
+            {"class": CLASS_NAMES[i], "index": int(i), "probability": round(float(probabilities[i]), 6)} for i in order
+        ],
+        "unsure": bool(probabilities[order[0]] < unsure_below),
+    }
+
+
+def check_options(top_k: int, unsure_below: float) -> None:
+    if not 1 <= top_k <= len(CLASS_NAMES):
+        raise FmnistError(f"top-k must be between 1 and {len(CLASS_NAMES)}, not {top_k}")
+    if not 0.0 <= unsure_below <= 1.0:
+        raise FmnistError(f"the unsure threshold must lie in [0, 1], not {unsure_below}")
+
+
+def read_inputs(paths: list[Path]) -> np.ndarray:
+    """Each file as the model's 28x28 input, in order; the first bad one stops with its reason."""
+    images = []
+    for path in paths:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise FmnistError(f"cannot read {path}: {exc.strerror}") from None
+        images.append(load_input(data, str(path)))
+    return np.stack(images)
+
+
+def show_png(images: np.ndarray, probabilities: np.ndarray, names: list[str], path: Path) -> None:
+    """One row per input: the 28x28 image the model saw, beside a bar chart of its probabilities."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = len(images)
+    fig, axes = plt.subplots(rows, 2, figsize=(8, 2.4 * rows), squeeze=False, width_ratios=(1, 2.2))
+    for (image_ax, bar_ax), image, probs, name in zip(axes, images, probabilities, names):
+        image_ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+        image_ax.set_title(Path(name).name, fontsize=9)
+        image_ax.axis("off")
+        best = int(np.argmax(probs))
+        colours = ["tab:gray"] * len(CLASS_NAMES)
+        colours[best] = "tab:blue"
+        bar_ax.barh(range(len(CLASS_NAMES)), probs, color=colours)
+        bar_ax.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES, fontsize=8)
+        bar_ax.invert_yaxis()
+        bar_ax.set_xlim(0, 1)
+        bar_ax.set_title(f"{CLASS_NAMES[best]} {probs[best]:.0%}", fontsize=9)
+    fig.tight_layout()
+    artifacts.write_atomic(Path(path), lambda tmp: fig.savefig(tmp, dpi=100))
+    plt.close(fig)
+
+
+def predict_files(
+    source: Path, paths: list[Path], top_k: int = 3, unsure_below: float = UNSURE_BELOW, show: Path | None = None,
+    backend: str | None = None,
+) -> dict[str, Any]:
+    """Classify each file; return the model's id and one answer per file, optionally drawing ``show``."""
+    from fmnist.backend import activate
+
+    check_options(top_k, unsure_below)
+    images = read_inputs(paths)  # before Keras starts, so a bad file is refused at once
+    activate(backend)
+    classifier = Classifier(source)
+    probabilities = classifier.probabilities(images)
+    if show is not None:
+        show_png(images, probabilities, [str(p) for p in paths], show)
+    return {
+        "model_sha256": classifier.sha256,
+        "predictions": [
+            {"input": str(path), **describe(row, top_k, unsure_below)} for path, row in zip(paths, probabilities)
+        ],
+    }
+
+
+def as_text(result: dict[str, Any]) -> str:
+    """One line per input: the best class, the runners-up, and a flag when the model is unsure."""
+    lines = []
+    for answer in result["predictions"]:
+        best, *others = answer["top"]
+        line = f"{answer['input']}: {best['class']} {best['probability']:.1%}"
+        if others:
+            line += " (" + ", ".join(f"{o['class']} {o['probability']:.1%}" for o in others) + ")"
+        lines.append(line + ("  [unsure]" if answer["unsure"] else ""))
+    return "\n".join(lines)

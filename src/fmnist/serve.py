@@ -1,0 +1,305 @@
+"""`fmnist serve`: a run's model over HTTP (FastAPI), with a web page to try it on photos and drawings."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from fmnist import artifacts, runs
+from fmnist.data import CLASS_NAMES, IMAGE_SIDE
+from fmnist.errors import FmnistError
+from fmnist.images import BadInput, check_array, load_input
+from fmnist.predict import UNSURE_BELOW, Classifier, describe
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).with_name("static")
+MAX_BODY_BYTES = 10 * 1024 * 1024
+MAX_INPUTS = 64
+# Rows per shared forward pass; 1 turns batching off (the load test measures both).
+MAX_BATCH = 64
+
+PREDICT_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+            },
+            "encoding": {"files": {"contentType": "image/png, image/jpeg, image/webp, image/bmp, image/gif"}},
+        },
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["inputs"],
+                "properties": {"inputs": {
+                    "type": "array", "minItems": 1, "maxItems": MAX_INPUTS, "items": {"type": "array"},
+                    "description": "Each input is 28x28 (nested) or 784 values, light on dark: floats in [0, 1], "
+                                   "or integers 0-255 read as pixels (a list of integers only counts as pixels).",
+                }},
+            },
+        },
+    },
+}
+
+
+class ClassProbability(BaseModel):
+    class_: str = Field(alias="class")
+    index: int
+    probability: float
+
+
+class Prediction(BaseModel):
+    input: str
+    top: list[ClassProbability]
+    unsure: bool
+    pixels: list[list[float]] | None = None
+
+
+class PredictResponse(BaseModel):
+    model_sha256: str
+    elapsed_ms: float
+    predictions: list[Prediction]
+
+
+class ErrorResponse(BaseModel):
+    error: str
+
+
+class Batcher:
+    """Runs the inputs of concurrent requests through the model in shared forward passes.
+
+    No request waits for company: a pass takes whatever queued while the previous one ran.
+    """
+
+    def __init__(self, forward: Callable[[np.ndarray], np.ndarray], max_rows: int = MAX_BATCH) -> None:
+        self.forward, self.max_rows = forward, max_rows
+        self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future]] = asyncio.Queue()
+        self.passes = self.rows = 0
+
+    async def predict(self, images: np.ndarray) -> np.ndarray:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((images, future))
+        return await future
+
+    async def run(self) -> None:
+        held = None  # a request that did not fit the last pass opens the next one
+        while True:
+            batch = [held or await self.queue.get()]
+            held, rows = None, len(batch[0][0])
+            while not self.queue.empty():
+                item = self.queue.get_nowait()
+                if rows + len(item[0]) > self.max_rows:
+                    held = item
+                    break
+                batch.append(item)
+                rows += len(item[0])
+            try:
+                probabilities = await asyncio.to_thread(self.forward, np.concatenate([x for x, _ in batch]))
+            except Exception as exc:  # hand the failure to each waiting request rather than stop serving
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self.passes, self.rows = self.passes + 1, self.rows + rows
+            start = 0
+            for x, future in batch:
+                if not future.done():  # a client that went away leaves a cancelled future
+                    future.set_result(probabilities[start: start + len(x)])
+                start += len(x)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BadInput(f"the request body is {int(declared)} bytes; the limit is {limit}", 413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadInput(f"the request body is over the limit of {limit} bytes", 413)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body:
+        raise BadInput("the request body is empty: send images as multipart files or JSON {\"inputs\": [...]}", 400)
+    return body
+
+
+async def form_files(request: Request, body: bytes) -> list[tuple[str, bytes]]:
+    """The (name, bytes) of each file in a multipart body already read."""
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    form = await Request(request.scope, replay).form(
+        max_files=MAX_INPUTS, max_fields=MAX_INPUTS, max_part_size=len(body)
+    )
+    try:
+        files = [(value.filename or key, await value.read()) for key, value in form.multi_items()
+                 if isinstance(value, UploadFile)]
+    finally:
+        await form.close()
+    if not files:
+        raise BadInput("the form holds no files: send each image as a file part", 400)
+    return files
+
+
+def json_inputs(body: bytes) -> np.ndarray:
+    """The 28x28 inputs of a JSON body ``{"inputs": [...]}``, each checked like a .npy array."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+        raise BadInput(f"the body is not valid JSON ({type(exc).__name__}: {str(exc)[:200]})", 400) from None
+    inputs = document.get("inputs") if isinstance(document, dict) else None
+    if not isinstance(inputs, list) or not inputs:
+        raise BadInput("the JSON body must be an object whose \"inputs\" is a non-empty list of arrays")
+    if len(inputs) > MAX_INPUTS:
+        raise BadInput(f"{len(inputs)} inputs in one request; the limit is {MAX_INPUTS}", 413)
+    images = []
+    for i, item in enumerate(inputs):
+        try:
+            values = np.asarray(item)
+        except (ValueError, TypeError, OverflowError):  # ragged nesting, or numbers numpy cannot hold
+            raise BadInput(f"inputs[{i}] is not a rectangular array of numbers") from None
+        images.append(check_array(values, f"inputs[{i}]"))
+    return np.stack(images)
+
+
+def decode_files(files: list[tuple[str, bytes]]) -> np.ndarray:
+    return np.stack([load_input(data, name) for name, data in files])
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH) -> FastAPI:
+    """Load the run's model once and build the app; the batcher starts with the app's lifespan."""
+    run_dir = runs.require_run_dir(run_dir)
+    classifier = Classifier(run_dir)
+    classifier.warm_up()
+    settings = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings")
+    metrics_path = run_dir / artifacts.METRICS
+    metrics = artifacts.read_json(metrics_path) if metrics_path.is_file() else None
+    batcher = Batcher(classifier.probabilities, max_batch)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        worker = asyncio.create_task(batcher.run())
+        try:
+            yield
+        finally:
+            worker.cancel()
+
+    app = FastAPI(
+        title="fmnist", lifespan=lifespan,
+        description="Fashion-MNIST classifier: photos (PNG, JPEG, WebP, BMP, GIF) or 28x28 arrays in, "
+                    "top-k classes out. The web page is at /.",
+    )
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(BadInput)
+    async def bad_input(request: Request, exc: BadInput) -> JSONResponse:
+        return error(exc.status, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return error(422, problems)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return error(500, f"internal error ({type(exc).__name__})")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/v1/health")
+    async def health() -> dict[str, Any]:
+        """Liveness, the model's id, and how many forward passes served how many inputs."""
+        return {"status": "ok", "model_sha256": classifier.sha256, "forward_passes": batcher.passes,
+                "inputs": batcher.rows}
+
+    @app.get("/v1/model")
+    async def model_info() -> dict[str, Any]:
+        """The classes, and the run's settings and test metrics."""
+        return {"model_sha256": classifier.sha256, "run": run_dir.name, "classes": list(CLASS_NAMES),
+                "input_shape": [IMAGE_SIDE, IMAGE_SIDE], "unsure_below": UNSURE_BELOW,
+                "max_inputs": MAX_INPUTS, "max_body_bytes": max_body_bytes,
+                "settings": settings, "metrics": metrics}
+
+    @app.post(
+        "/v1/predict", response_model=PredictResponse, response_model_exclude_none=True, openapi_extra={"requestBody": PREDICT_BODY},
+        responses={code: {"model": ErrorResponse} for code in (400, 413, 415, 422)},
+    )
+    async def predict(
+        request: Request,
+        top_k: int = Query(3, ge=1, le=len(CLASS_NAMES), description="how many classes to list per input"),
+        include_pixels: bool = Query(False, description="also return the 28x28 input the model saw"),
+    ) -> dict[str, Any]:
+        """Classify images (multipart files) or arrays (JSON); answer top-k classes per input."""
+        started = time.perf_counter()
+        body = await read_body(request, max_body_bytes)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == "multipart/form-data":
+            files = await form_files(request, body)
+            names = [name for name, _ in files]
+            images = await run_in_threadpool(decode_files, files)
+        elif content_type == "application/json":
+            images = await run_in_threadpool(json_inputs, body)
+            names = [f"inputs[{i}]" for i in range(len(images))]
+        else:
+            raise BadInput(f"unsupported content type {content_type or 'none'}: "
+                           "send multipart/form-data files or application/json", 415)
+        probabilities = await batcher.predict(images.reshape(len(images), -1))
+        predictions = []
+        for name, image, row in zip(names, images, probabilities):
+            answer = {"input": name, **describe(row, top_k)}
+            if include_pixels:
+                answer["pixels"] = np.round(image, 4).tolist()
+            predictions.append(answer)
+        return {"model_sha256": classifier.sha256, "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
+                "predictions": predictions}
+
+    return app
+
+
+def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_body_bytes: int = MAX_BODY_BYTES,
+          max_batch: int = MAX_BATCH, access_log: bool = True) -> None:
+    """Serve until interrupted."""
+    import uvicorn
+
+    if not 0 < port < 65536:
+        raise FmnistError(f"port {port} is not between 1 and 65535")
+    app = create_app(run_dir, max_body_bytes, max_batch)
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        log.warning("listening on %s: other machines can reach this server", host)
+    log.info("serving %s on http://%s:%d/ (API docs at /docs)", run_dir, host, port)
+    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info" if access_log else "warning")

@@ -1,0 +1,142 @@
+// The page's logic: send a photo or a drawing to POST /v1/predict and show what came back. No libraries.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let classes = [];
+
+async function loadModel() {
+  try {
+    const response = await fetch("/v1/model");
+    const info = await response.json();
+    classes = info.classes;
+    const accuracy = info.metrics ? `test accuracy ${(100 * info.metrics.test_accuracy).toFixed(1)}%, ` : "";
+    $("model").textContent = `run ${info.run}: ${accuracy}model ${info.model_sha256.slice(0, 12)}`;
+  } catch (err) {
+    $("model").textContent = `could not read the model's details (${err.message})`;
+  }
+}
+
+async function classify(blob, name) {
+  const form = new FormData();
+  form.append("files", blob, name);
+  $("error").hidden = true;
+  document.body.classList.add("busy");
+  try {
+    await modelLoaded; // the bars are drawn in the classes' order
+    const response = await fetch(`/v1/predict?top_k=${classes.length}&include_pixels=true`, { method: "POST", body: form });
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.error || response.statusText);
+    show(body.predictions[0], body.elapsed_ms);
+  } catch (err) {
+    $("error").textContent = err.message;
+    $("error").hidden = false;
+  } finally {
+    document.body.classList.remove("busy");
+  }
+}
+
+function drawSeen(pixels) {
+  const context = $("seen").getContext("2d");
+  const image = context.createImageData(28, 28);
+  pixels.flat().forEach((value, i) => {
+    const grey = Math.round(255 * value);
+    image.data.set([grey, grey, grey, 255], 4 * i);
+  });
+  context.putImageData(image, 0, 0);
+}
+
+function show(prediction, elapsedMs) {
+  drawSeen(prediction.pixels);
+  const best = prediction.top[0];
+  $("label").textContent = `${best.class} ${(100 * best.probability).toFixed(1)}%`;
+  $("unsure").hidden = !prediction.unsure;
+  $("timing").textContent = `${prediction.input}: answered in ${elapsedMs.toFixed(1)} ms on the server`;
+  $("timing").dataset.input = prediction.input;
+  const byIndex = new Map(prediction.top.map((entry) => [entry.index, entry.probability]));
+  const bars = $("bars");
+  bars.replaceChildren(...classes.map((name, index) => {
+    const probability = byIndex.get(index) ?? 0;
+    const row = document.createElement("li");
+    row.dataset.class = name;
+    row.dataset.probability = probability;
+    if (index === best.index) row.classList.add("best");
+    const label = document.createElement("span");
+    label.textContent = name;
+    const track = document.createElement("span");
+    track.className = "track";
+    const fill = document.createElement("span");
+    fill.className = "fill";
+    fill.style.display = "block";
+    fill.style.width = `${(100 * probability).toFixed(1)}%`;
+    track.append(fill);
+    const value = document.createElement("span");
+    value.className = "value";
+    value.textContent = `${(100 * probability).toFixed(1)}%`;
+    row.append(label, track, value);
+    return row;
+  }));
+}
+
+function pickFile(file) {
+  if (!file) return;
+  const preview = $("preview");
+  preview.src = URL.createObjectURL(file);
+  preview.hidden = false;
+  $("drop-text").hidden = true;
+  classify(file, file.name);
+}
+
+function setUpDrop() {
+  const drop = $("drop");
+  $("file-input").addEventListener("change", (event) => pickFile(event.target.files[0]));
+  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    pickFile(event.dataTransfer.files[0]);
+  });
+}
+
+function setUpPad() {
+  const pad = $("pad");
+  const context = pad.getContext("2d");
+  const clear = () => { context.fillStyle = "#fff"; context.fillRect(0, 0, pad.width, pad.height); };
+  clear();
+  context.lineWidth = 18;
+  context.lineCap = context.lineJoin = "round";
+  context.strokeStyle = "#111";
+  let drawing = false;
+  const point = (event) => {
+    const box = pad.getBoundingClientRect();
+    return [(event.clientX - box.left) * pad.width / box.width, (event.clientY - box.top) * pad.height / box.height];
+  };
+  pad.addEventListener("pointerdown", (event) => {
+    drawing = true;
+    pad.setPointerCapture(event.pointerId);
+    context.beginPath();
+    context.moveTo(...point(event));
+    context.lineTo(...point(event));
+    context.stroke();
+  });
+  pad.addEventListener("pointermove", (event) => {
+    if (!drawing) return;
+    context.lineTo(...point(event));
+    context.stroke();
+  });
+  pad.addEventListener("pointerup", () => {
+    if (!drawing) return;
+    drawing = false;
+    pad.toBlob((blob) => classify(blob, "drawing.png"), "image/png");
+  });
+  $("clear").addEventListener("click", () => {
+    clear();
+    $("bars").replaceChildren();
+    $("label").textContent = "—";
+    $("unsure").hidden = true;
+  });
+}
+
+const modelLoaded = loadModel();
+setUpDrop();
+setUpPad();

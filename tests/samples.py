@@ -1,0 +1,126 @@
+"""Files the tests make: photo-like versions of dataset images, and a corpus of bad inputs with the status each earns."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image
+
+EXIF_ORIENTATION = 0x0112
+
+
+def encode(image: Image.Image | np.ndarray, fmt: str = "PNG", **options) -> bytes:
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+def photo_like(image: np.ndarray, seed: int) -> tuple[bytes, str]:
+    """A 28x28 dataset image as a product photo: enlarged, dark on light, off-centre on a bordered canvas, JPEG.
+
+    Every third one is stored turned a quarter and tagged with the EXIF orientation that turns it back.
+    """
+    rng = np.random.default_rng(seed)
+    side = 28 * int(rng.integers(4, 12))
+    big = Image.fromarray(255 - image).resize((side, side), Image.Resampling.BICUBIC)
+    canvas = Image.new("RGB", (side + int(rng.integers(10, 200)), side + int(rng.integers(10, 200))), (255, 255, 255))
+    canvas.paste(big, (int(rng.integers(0, canvas.width - side + 1)), int(rng.integers(0, canvas.height - side + 1))))
+    if seed % 3 == 0:
+        exif = Image.Exif()
+        exif[EXIF_ORIENTATION] = 6  # "turn 90 degrees clockwise to view": undoes the anticlockwise turn below
+        return encode(canvas.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=85, exif=exif), f"photo{seed}.jpg"
+    return encode(canvas, "JPEG", quality=85), f"photo{seed}.jpg"
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels: a decompression bomb as it arrives."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def garment(dark_on_light: bool = True) -> np.ndarray:
+    """A small synthetic picture: an off-centre shape on a plain background."""
+    canvas = np.full((90, 120), 250 if dark_on_light else 5, dtype=np.uint8)
+    canvas[20:70, 30:55] = 40 if dark_on_light else 215
+    canvas[20:35, 55:80] = 90 if dark_on_light else 165
+    return canvas
+
+
+def bad_files() -> list[tuple[str, str, bytes, int]]:
+    """(id, file name, bytes, expected status) for uploads that must be refused."""
+    noise = np.random.default_rng(0).integers(0, 256, (60, 40), dtype=np.uint8)
+    png, jpeg = encode(noise), encode(noise, "JPEG")
+    pixels = np.random.default_rng(1).random((28, 28))
+    return [
+        ("empty-file", "empty.png", b"", 400),
+        ("text", "notes.txt", b"hello, this is not an image\n" * 20, 415),
+        ("html", "page.png", b"<!doctype html><html><body>hi</body></html>", 415),
+        ("svg", "vector.svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>', 415),
+        ("pdf", "doc.pdf", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF", 415),
+        ("tiff", "scan.tiff", encode(noise, "TIFF"), 415),
+        ("ico", "icon.ico", encode(Image.fromarray(noise).resize((32, 32)), "ICO"), 415),
+        ("png-truncated", "cut.png", png[: len(png) // 2], 422),
+        ("jpeg-truncated", "cut.jpg", jpeg[: len(jpeg) // 2], 422),
+        ("png-header-only", "head.png", png[:33], 422),
+        ("png-bomb", "bomb.png", png_claiming(100_000, 100_000), 413),
+        ("png-over-pillow-limit", "big.png", png_claiming(10_000, 10_000), 413),
+        ("blank-white", "white.png", encode(np.full((50, 50), 255, np.uint8)), 422),
+        ("one-pixel", "dot.png", encode(np.zeros((1, 1), np.uint8)), 422),
+        ("npy-wrong-shape", "a.npy", npy(np.zeros((10, 10))), 422),
+        ("npy-batch", "a.npy", npy(np.zeros((2, 784))), 422),
+        ("npy-float-above-1", "a.npy", npy(pixels * 2), 422),
+        ("npy-negative", "a.npy", npy(pixels - 0.5), 422),
+        ("npy-nan", "a.npy", npy(np.where(pixels > 0.5, np.nan, pixels)), 422),
+        ("npy-inf", "a.npy", npy(np.full(784, np.inf)), 422),
+        ("npy-int-300", "a.npy", npy(np.full((28, 28), 300, np.int32)), 422),
+        ("npy-int-negative", "a.npy", npy(np.full((28, 28), -1, np.int16)), 422),
+        ("npy-bool", "a.npy", npy(np.ones((28, 28), bool)), 422),
+        ("npy-complex", "a.npy", npy(np.ones(784, complex)), 422),
+        ("npy-strings", "a.npy", npy(np.array(["x"] * 784)), 422),
+        ("npy-pickled-objects", "a.npy", npy(np.array([{"a": 1}] * 784, dtype=object)), 422),
+        ("npy-truncated", "a.npy", npy(pixels)[:100], 422),
+    ]
+
+
+def bad_json_bodies() -> list[tuple[str, bytes, int]]:
+    """(id, JSON body, expected status) for array requests that must be refused."""
+    row = ",".join(["0.5"] * 784)
+    return [
+        ("not-json", b"{inputs: nope", 400),
+        ("not-utf8", b"\xff\xfe\x00{", 400),
+        ("deep-nesting", b"[" * 100_000 + b"]" * 100_000, 400),
+        ("a-list", b"[1, 2, 3]", 422),
+        ("no-inputs", b'{"images": []}', 422),
+        ("inputs-empty", b'{"inputs": []}', 422),
+        ("inputs-a-string", b'{"inputs": "pixels"}', 422),
+        ("shape-27x28", ('{"inputs": [[' + ",".join(["[" + ",".join(["0"] * 28) + "]"] * 27) + "]]}").encode(), 422),
+        ("shape-785", ('{"inputs": [[' + row + ",0.5]]}").encode(), 422),
+        ("ragged", b'{"inputs": [[[0.1, 0.2], [0.3]]]}', 422),
+        ("scalar", b'{"inputs": [0.5]}', 422),
+        ("nan", ('{"inputs": [[NaN,' + row[4:] + "]]}").encode(), 422),
+        ("infinity", ('{"inputs": [[Infinity,' + row[4:] + "]]}").encode(), 422),
+        ("overflow-float", ('{"inputs": [[1e400,' + row[4:] + "]]}").encode(), 422),
+        ("float-above-1", ('{"inputs": [[1.5,' + row[4:] + "]]}").encode(), 422),
+        ("negative", ('{"inputs": [[-0.1,' + row[4:] + "]]}").encode(), 422),
+        ("int-256", ('{"inputs": [[' + ",".join(["256"] * 784) + "]]}").encode(), 422),
+        ("huge-int", ('{"inputs": [[' + ",".join([str(10**30)] * 784) + "]]}").encode(), 422),
+        ("strings", ('{"inputs": [[' + ",".join(['"a"'] * 784) + "]]}").encode(), 422),
+        ("nulls", ('{"inputs": [[' + ",".join(["null"] * 784) + "]]}").encode(), 422),
+        ("booleans", ('{"inputs": [[' + ",".join(["true"] * 784) + "]]}").encode(), 422),
+        ("objects", ('{"inputs": [[' + ",".join(["{}"] * 784) + "]]}").encode(), 422),
+        ("too-many-inputs", ('{"inputs": [' + ",".join(["[" + row + "]"] * 65) + "]}").encode(), 413),
+    ]

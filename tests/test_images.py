@@ -1,0 +1,117 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fmnist.images import BadInput, check_array, decode_image, load_input, prepare
+from samples import EXIF_ORIENTATION, bad_files, encode, garment, npy
+
+
+def test_prepare_trims_fits_centres_and_inverts_a_light_background():
+    seen = prepare(garment(dark_on_light=True))
+    assert seen.shape == (28, 28) and seen.dtype == np.float32
+    rows, cols = np.flatnonzero(seen.max(axis=1) > 0.05), np.flatnonzero(seen.max(axis=0) > 0.05)
+    # The shape is 50 tall and 50 wide: it fills the canvas both ways once its border is trimmed.
+    assert (rows[0], rows[-1], cols[0], cols[-1]) == (0, 27, 0, 27)
+    assert seen[:, :14].mean() > seen[:, 14:].mean()  # the darker half of the photo is the brighter half now
+    # The backdrop (250) becomes 0 and the darkest paint (40) becomes (250 - 40) / 250.
+    assert seen[-1, -1] == 0.0 and seen.max() == pytest.approx(210 / 250, abs=0.03)
+
+
+def test_a_wide_shape_is_centred_vertically():
+    canvas = np.full((100, 100), 255, np.uint8)
+    canvas[70:80, 5:45] = 0  # 10 tall, 40 wide, near a corner
+    seen = prepare(canvas)
+    rows = np.flatnonzero(seen.max(axis=1) > 0.5)
+    assert rows[0] + rows[-1] in (26, 27, 28)  # centred: as far from the top as from the bottom
+    assert len(rows) == pytest.approx(7, abs=1) and np.flatnonzero(seen.max(axis=0) > 0.5).size == 28
+
+
+def test_dark_and_light_backgrounds_give_the_same_input():
+    np.testing.assert_allclose(prepare(garment(True)), prepare(garment(False)), atol=0.03)
+
+
+def test_exif_orientation_is_applied():
+    upright = garment()
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    turned = encode(Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90), "JPEG", quality=95, exif=exif)
+    expected = prepare(upright)
+    np.testing.assert_allclose(load_input(turned, "turned.jpg"), expected, atol=0.08)
+    ignored = prepare(np.asarray(Image.open(io.BytesIO(turned)).convert("L")))  # the same file read sideways
+    assert np.abs(ignored - expected).mean() > 0.1
+
+
+def test_a_dataset_image_as_png_comes_back_nearly_unchanged():
+    image = np.zeros((28, 28), np.uint8)
+    image[0:28, 6:22] = np.linspace(60, 255, 16, dtype=np.uint8)  # touches top and bottom, like most of the dataset
+    np.testing.assert_allclose(load_input(encode(image), "x.png"), image / 255.0, atol=0.02)
+
+
+def test_transparent_pixels_are_a_white_backdrop():
+    rgba = np.zeros((90, 120, 4), np.uint8)
+    shape = garment() < 128
+    rgba[shape] = (40, 40, 40, 255)
+    on_white = np.where(shape, 40, 255).astype(np.uint8)
+    np.testing.assert_allclose(load_input(encode(rgba), "cut-out.png"), prepare(on_white), atol=0.01)
+
+
+def test_a_gif_is_read_from_its_first_frame():
+    first, second = Image.fromarray(garment()), Image.fromarray(255 - garment()[::-1])
+    gif = encode(first, "GIF", save_all=True, append_images=[second], duration=100)
+    np.testing.assert_allclose(load_input(gif, "anim.gif"), load_input(encode(first, "GIF"), "still.gif"))
+
+
+def test_every_allowed_format_decodes():
+    for fmt in ("PNG", "JPEG", "WEBP", "BMP", "GIF"):
+        assert load_input(encode(garment(), fmt), f"x.{fmt}").shape == (28, 28)
+
+
+def test_big_jpegs_decode_at_a_reduced_scale():
+    big = Image.fromarray(garment()).resize((3600, 2700))
+    decoded = decode_image(encode(big, "JPEG"), "big.jpg")
+    assert 224 <= min(decoded.shape) and max(decoded.shape) < 1000
+
+
+@pytest.mark.parametrize("values, expected", [
+    (np.full((28, 28), 255, np.uint8), 1.0),
+    (np.full(784, 51, np.int64), 0.2),
+    (np.full(784, 0.25, np.float32), 0.25),
+    (np.full((28, 28), 1.0, np.float64), 1.0),
+])
+def test_arrays_of_floats_and_pixel_integers_are_read(values, expected):
+    checked = check_array(values, "a")
+    assert checked.shape == (28, 28) and checked.dtype == np.float32
+    np.testing.assert_allclose(checked, expected, rtol=1e-6)
+    np.testing.assert_allclose(load_input(npy(values), "a.npy"), checked)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("case, name, data, status", bad_files(), ids=[c[0] for c in bad_files()])
+def test_bad_files_are_refused_with_a_reason(case, name, data, status):
+    with pytest.raises(BadInput) as refused:
+        load_input(data, name)
+    assert refused.value.status == status and name in str(refused.value)
+
+
+def test_damaged_files_never_raise_anything_but_bad_input():
+    """Seeded fuzzing: flipped, cut and inserted bytes in every format either decode or are refused cleanly."""
+    rng = np.random.default_rng(7)
+    for fmt in ("PNG", "JPEG", "WEBP", "BMP", "GIF"):
+        valid = encode(rng.integers(0, 256, (40, 30), dtype=np.uint8), fmt)
+        for i in range(60):
+            damaged = bytearray(valid)
+            if i % 3 == 0:
+                damaged[rng.integers(0, len(damaged))] = rng.integers(0, 256)
+            elif i % 3 == 1:
+                damaged = damaged[: rng.integers(1, len(damaged))]
+            else:
+                spot = rng.integers(0, len(damaged))
+                damaged[spot:spot] = rng.bytes(int(rng.integers(1, 40)))
+            try:
+                seen = load_input(bytes(damaged), "fuzz")
+            except BadInput as exc:
+                assert 400 <= exc.status < 500
+            else:
+                assert seen.shape == (28, 28) and 0.0 <= seen.min() and seen.max() <= 1.0

@@ -1,0 +1,121 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+from fmnist import artifacts
+from fmnist.data import CLASS_NAMES, load_dataset, to_features
+from fmnist.errors import FmnistError
+from fmnist.predict import Classifier, describe, predict_files
+from samples import encode, garment, npy, photo_like
+
+
+def write_inputs(folder):
+    folder.mkdir(exist_ok=True)
+    files = {
+        "dark-on-light.png": encode(garment(True)),
+        "light-on-dark.jpg": encode(garment(False), "JPEG"),
+        "pixels.npy": npy(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)),
+        "floats.npy": npy(np.random.default_rng(1).random(784, dtype=np.float32)),
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return [folder / name for name in files]
+
+
+def test_classifier_matches_keras_predict(tiny_run_dir):
+    x = np.random.default_rng(0).random((300, 28, 28), dtype=np.float32)
+    expected = artifacts.load_model(tiny_run_dir)[0].predict(x.reshape(300, 784), verbose=0)
+    classifier = Classifier(tiny_run_dir)
+    np.testing.assert_allclose(classifier.probabilities(x), expected, atol=1e-5)
+    assert classifier.sha256 == artifacts.sha256_file(tiny_run_dir / artifacts.MODEL)
+
+
+def test_describe_lists_the_top_k_and_flags_the_unsure():
+    probabilities = np.array([0.05, 0.4, 0.05, 0.3, 0, 0, 0.2, 0, 0, 0])
+    answer = describe(probabilities, top_k=3)
+    assert [t["class"] for t in answer["top"]] == ["Trouser", "Dress", "Shirt"] and answer["unsure"]
+    assert not describe(probabilities, top_k=1, unsure_below=0.4)["unsure"]
+    assert len(describe(probabilities, top_k=10)["top"]) == 10
+
+
+def test_predict_cli_answers_photos_and_arrays(tmp_path, tiny_run_dir):
+    paths = write_inputs(tmp_path / "in")
+    shown = tmp_path / "seen.png"
+    result = run_cli("predict", str(tiny_run_dir), *map(str, paths), "--top-k", "4", "--show", str(shown), "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["model_sha256"] == (tiny_run_dir / artifacts.MODEL_SHA256).read_text().split()[0]
+    assert [a["input"] for a in answer["predictions"]] == list(map(str, paths))
+    for a in answer["predictions"]:
+        probabilities = [t["probability"] for t in a["top"]]
+        assert len(probabilities) == 4 and probabilities == sorted(probabilities, reverse=True)
+        assert {t["class"] for t in a["top"]} <= set(CLASS_NAMES) and a["unsure"] == (probabilities[0] < 0.5)
+    with Image.open(shown) as picture:  # one row per input
+        assert picture.format == "PNG" and picture.height > 3 * picture.width / 4
+
+    in_process = predict_files(tiny_run_dir, paths, top_k=4)
+    for ours, theirs in zip(in_process["predictions"], answer["predictions"]):
+        assert [t["index"] for t in ours["top"]] == [t["index"] for t in theirs["top"]]
+
+    text = run_cli("predict", str(tiny_run_dir / artifacts.MODEL), str(paths[0]), "--top-k", "1")
+    assert text.returncode == 0 and text.stdout.startswith(f"{paths[0]}: ") and len(text.stdout.splitlines()) == 1
+
+
+def test_only_models_this_project_wrote_are_loaded(tmp_path, tiny_run_dir):
+    image = write_inputs(tmp_path / "in")[:1]
+    foreign = tmp_path / "model.h5"
+    foreign.write_bytes(b"\x89HDF\r\n\x1a\n")
+    unchecked = tmp_path / "copy" / "model.keras"
+    unchecked.parent.mkdir()
+    shutil.copy(tiny_run_dir / artifacts.MODEL, unchecked)
+    tampered = tmp_path / "tampered"
+    shutil.copytree(tiny_run_dir, tampered)
+    with open(tampered / artifacts.MODEL, "ab") as f:
+        f.write(b"\0")
+    for source, reason in ((foreign, "is not a .keras model"), (unchecked, ".sha256 is missing"),
+                           (tampered, "does not match its recorded SHA-256"), (tmp_path, "no model at")):
+        with pytest.raises(FmnistError, match=reason):
+            predict_files(source, image)
+
+    refused = run_cli("predict", str(tampered), str(image[0]))
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().startswith("fmnist: error:") and "SHA-256" in refused.stderr
+
+
+def test_bad_inputs_and_options_are_one_line_errors(tmp_path, tiny_run_dir):
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    for args, reason in (([str(text)], "notes.txt is not a supported image"),
+                         ([str(tmp_path / "missing.png")], "cannot read"),
+                         ([str(text), "--top-k", "11"], "top-k must be between 1 and 10")):
+        result = run_cli("-q", "predict", str(tiny_run_dir), *args)
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith("fmnist: error:") and reason in result.stderr
+
+
+@pytest.mark.realdata
+def test_photos_are_recognised_nearly_as_well_as_the_raw_arrays(tmp_path, real_run_dir, real_data_dir):
+    dataset = load_dataset(real_data_dir)
+    chosen = np.random.default_rng(5).choice(len(dataset.x_test), 300, replace=False)
+    images, labels = dataset.x_test[chosen], dataset.y_test[chosen]
+    paths = []
+    for seed, image in enumerate(images):
+        data, name = photo_like(image, seed)
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(data)
+    assert sum(Image.open(p).getexif().get(0x0112) == 6 for p in paths) == 100  # a third arrive turned
+
+    classifier = Classifier(real_run_dir)
+    raw = classifier.probabilities(to_features(images)).argmax(axis=1)
+    answers = predict_files(real_run_dir, paths, top_k=1)["predictions"]
+    photo = np.array([a["top"][0]["index"] for a in answers])
+    raw_accuracy, photo_accuracy = (raw == labels).mean(), (photo == labels).mean()
+    print(f"\n300 test images: raw arrays {raw_accuracy:.1%}, as photos {photo_accuracy:.1%}, "
+          f"same answer {(photo == raw).mean():.1%}")  # the README's figures: pytest -s -k photos
+    assert raw_accuracy > 0.75
+    assert photo_accuracy >= raw_accuracy - 0.03, (raw_accuracy, photo_accuracy)
+    assert (photo == raw).mean() >= 0.85

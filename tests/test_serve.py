@@ -1,0 +1,177 @@
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from fmnist import artifacts
+from fmnist.data import CLASS_NAMES
+from fmnist.predict import Classifier
+from fmnist.serve import MAX_INPUTS, Batcher, create_app
+from samples import bad_files, bad_json_bodies, encode, garment, npy
+
+BODY_LIMIT = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def client(tiny_run_dir):
+    # raise_server_exceptions: a 5xx would fail the test with its traceback instead of passing as a status.
+    with TestClient(create_app(tiny_run_dir, max_body_bytes=BODY_LIMIT), raise_server_exceptions=True) as test_client:
+        yield test_client
+
+
+def assert_serving(client):
+    """A good request still gets a good answer."""
+    answer = client.post("/v1/predict", files={"files": ("ok.png", encode(garment()), "image/png")})
+    assert answer.status_code == 200 and len(answer.json()["predictions"]) == 1
+
+
+def test_health_and_model(client, tiny_run_dir):
+    sha = (tiny_run_dir / artifacts.MODEL_SHA256).read_text().split()[0]
+    health = client.get("/v1/health").json()
+    assert health["status"] == "ok" and health["model_sha256"] == sha
+    info = client.get("/v1/model").json()
+    assert info["classes"] == list(CLASS_NAMES) and info["model_sha256"] == sha
+    assert info["settings"]["hidden_sizes"] == [16, 8] and info["metrics"]["model_sha256"] == sha
+    assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_multipart_images_and_arrays_are_classified_like_the_cli_would(client, tiny_run_dir):
+    pixels = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
+    files = [("files", ("shirt.png", encode(garment()), "image/png")),
+             ("files", ("dark.jpg", encode(garment(False), "JPEG"), "image/jpeg")),
+             ("files", ("pixels.npy", npy(pixels), "application/octet-stream"))]
+    response = client.post("/v1/predict", params={"top_k": 5, "include_pixels": True}, files=files)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [p["input"] for p in body["predictions"]] == ["shirt.png", "dark.jpg", "pixels.npy"]
+    assert body["model_sha256"] == Classifier(tiny_run_dir).sha256 and body["elapsed_ms"] > 0
+    expected = Classifier(tiny_run_dir).probabilities(np.array([p["pixels"] for p in body["predictions"]]))
+    for prediction, row in zip(body["predictions"], expected):
+        assert len(prediction["top"]) == 5 and np.array(prediction["pixels"]).shape == (28, 28)
+        assert prediction["top"][0]["index"] == int(row.argmax())
+        assert prediction["top"][0]["probability"] == pytest.approx(float(row.max()), abs=1e-4)
+    np.testing.assert_allclose(body["predictions"][2]["pixels"], pixels / 255, atol=1e-4)
+
+
+def test_json_arrays_nested_or_flat_pixels_or_floats(client):
+    floats = np.random.default_rng(1).random((28, 28))
+    inputs = [floats.tolist(), floats.ravel().tolist(), np.round(floats * 255).astype(int).ravel().tolist()]
+    response = client.post("/v1/predict", json={"inputs": inputs})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [p["input"] for p in predictions] == ["inputs[0]", "inputs[1]", "inputs[2]"]
+    assert predictions[0]["top"] == predictions[1]["top"] and "pixels" not in predictions[0]
+    assert predictions[2]["top"][0]["index"] == predictions[0]["top"][0]["index"]
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("case, name, data, status", bad_files(), ids=[c[0] for c in bad_files()])
+def test_bad_files_get_a_4xx_json_error(client, case, name, data, status):
+    good = ("files", ("fine.png", encode(garment()), "image/png"))
+    response = client.post("/v1/predict", files=[good, ("files", (name, data, "application/octet-stream"))])
+    assert response.status_code == status and name in response.json()["error"]
+    assert_serving(client)
+
+
+@pytest.mark.parametrize("case, body, status", bad_json_bodies(), ids=[c[0] for c in bad_json_bodies()])
+def test_bad_json_gets_a_4xx_json_error(client, case, body, status):
+    response = client.post("/v1/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    assert response.json()["error"]
+    assert_serving(client)
+
+
+def chunks(total: int):
+    for _ in range(total // 65536):
+        yield b"\0" * 65536
+
+
+@pytest.mark.parametrize("case, request_args, status", [
+    ("empty-body", {}, 400),
+    ("empty-json", {"content": b"", "headers": {"content-type": "application/json"}}, 400),
+    ("no-content-type", {"content": b"\x89PNG"}, 415),
+    ("text-plain", {"content": b"hello", "headers": {"content-type": "text/plain"}}, 415),
+    ("form-urlencoded", {"data": {"files": "x"}}, 415),
+    ("multipart-no-boundary", {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}}, 400),
+    ("multipart-garbage", {"content": b"garbage", "headers": {"content-type": "multipart/form-data; boundary=b"}},
+     400),
+    ("multipart-only-fields", {"files": {"note": (None, "just text")}}, 400),
+    ("multipart-too-many-files",
+     {"files": [("files", (f"{i}.png", b"x", "image/png")) for i in range(MAX_INPUTS + 1)]}, 400),
+    ("oversized-declared", {"files": {"files": ("big.png", b"\0" * (BODY_LIMIT + 1), "image/png")}}, 413),
+    ("oversized-chunked", {"content": chunks(2 * BODY_LIMIT), "headers": {"content-type": "application/json"}}, 413),
+    ("top-k-zero", {"params": {"top_k": 0}, "json": {"inputs": [[0] * 784]}}, 422),
+    ("top-k-eleven", {"params": {"top_k": 11}, "json": {"inputs": [[0] * 784]}}, 422),
+    ("top-k-text", {"params": {"top_k": "three"}, "json": {"inputs": [[0] * 784]}}, 422),
+])
+def test_bad_requests_get_a_4xx_json_error(client, case, request_args, status):
+    response = client.post("/v1/predict", **request_args)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]
+    assert_serving(client)
+
+
+def test_unknown_routes_and_methods_answer_json(client):
+    for response, status in ((client.get("/v2/predict"), 404), (client.get("/v1/predict"), 405),
+                             (client.delete("/v1/model"), 405)):
+        assert response.status_code == status and response.json()["error"]
+
+
+def test_the_page_and_its_files_are_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert asset in page.text and client.get(asset).status_code == 200
+    assert "http" not in page.text.replace("http-equiv", "")  # nothing fetched from elsewhere: it works offline
+
+
+def test_concurrent_requests_get_their_own_answers(client):
+    rng = np.random.default_rng(2)
+    inputs = [rng.random(784).round(4).tolist() for _ in range(24)]
+    alone = [client.post("/v1/predict", json={"inputs": [x]}).json()["predictions"][0]["top"] for x in inputs]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda x: client.post("/v1/predict", json={"inputs": [x]}), inputs))
+    assert [r.json()["predictions"][0]["top"] for r in together] == alone
+
+
+def test_the_batcher_shares_forward_passes_and_keeps_answers_apart():
+    passes = []
+
+    def forward(x):
+        passes.append(len(x))
+        return x * 2
+
+    async def scenario(max_rows):
+        batcher = Batcher(forward, max_rows)
+        requests = [asyncio.create_task(batcher.predict(np.full((n, 3), i, np.float32))) for i, n in
+                    enumerate([1, 2, 1, 3, 1, 1, 6])]
+        worker = asyncio.create_task(batcher.run())  # starts after every request has queued
+        answers = await asyncio.gather(*requests)
+        worker.cancel()
+        return answers
+
+    answers = asyncio.run(scenario(max_rows=4))
+    for i, (answer, n) in enumerate(zip(answers, [1, 2, 1, 3, 1, 1, 6])):
+        np.testing.assert_array_equal(answer, np.full((n, 3), 2 * i))
+    # Requests in arrival order, as many as fit in 4 rows; one larger than that still runs, alone.
+    assert passes == [4, 4, 1, 6]
+    passes.clear()
+    asyncio.run(scenario(max_rows=1))
+    assert passes == [1, 2, 1, 3, 1, 1, 6]
+
+
+def test_health_counts_forward_passes(client):
+    before = client.get("/v1/health").json()
+    client.post("/v1/predict", json={"inputs": [[0.5] * 784, [0.2] * 784]})
+    after = client.get("/v1/health").json()
+    assert after["inputs"] == before["inputs"] + 2 and after["forward_passes"] == before["forward_passes"] + 1
+
+
+def test_errors_have_a_json_body_listed_in_the_docs(client):
+    responses = client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]["responses"]
+    assert {"200", "400", "413", "415", "422"} <= set(responses)
+    for response in (client.post("/v1/predict"), client.get("/nowhere"), client.post("/v1/predict?top_k=0")):
+        assert set(response.json()) == {"error"}
