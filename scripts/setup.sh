@@ -3,7 +3,7 @@
 #   bash scripts/setup.sh fmnist train     # set up, then train the spec's model
 #   bash scripts/setup.sh pytest           # set up, then run the whole test suite
 # Uses the active virtual environment if there is one, else makes ./.venv; installs the package with
-# pinned versions (constraints.txt); installs Debian's dataset-fashion-mnist when root with apt-get.
+# pinned versions (constraints.txt); installs Debian's dataset-fashion-mnist and postgresql when root with apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +32,16 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get 
     echo "installing Debian's chromium" >&2
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
         echo "could not install chromium; the web page's browser test will fail" >&2
+fi
+
+# The tests start a throwaway PostgreSQL server for `fmnist tune --storage postgresql://...` (initdb, pg_ctl).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian's postgresql" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } ||
+        echo "could not install postgresql; the PostgreSQL tuning test will fail" >&2
+    # The package may start its default cluster; the tests start their own, so leave nothing running.
+    pg_lsclusters --no-header 2>/dev/null | awk '$4 == "online" {print $1, $2}' |
+        while read -r version cluster; do pg_ctlcluster "$version" "$cluster" stop; done
 fi
 
 if [ $# -gt 0 ]; then

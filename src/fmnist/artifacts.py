@@ -24,6 +24,10 @@ CURVES_PNG = "curves.png"
 MISCLASSIFIED_PNG = "misclassified.png"
 REPORT_HTML = "report.html"
 STATUS = "status.json"
+BACKUP = "backup.npz"  # the training state after the last finished epoch, for --resume
+LOCK = ".lock"  # held while a process trains the run
+TUNE_JOURNAL = "tune.journal"  # the default Optuna storage, in the runs directory
+TUNE_REPORT = "tune_report.html"
 
 
 def sha256_file(path: Path) -> str:

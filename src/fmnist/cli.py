@@ -22,6 +22,10 @@ examples:
   fmnist train --backend tensorflow
   fmnist evaluate runs/<id>        re-score a saved run on the test set
   fmnist report runs/<id>          rebuild the run's pictures and report.html
+  fmnist train --resume runs/<id>  continue a killed or interrupted run from its last finished epoch
+  fmnist tune --trials 20 --limit 6000 --epochs 5    an Optuna study (runs/tune.journal)
+  fmnist tune --study s --storage postgresql://user:pw@host/db   one worker of many, on any machine
+  fmnist tune --report s           the study's best trials and plots, as HTML
   fmnist bench --quick             seconds per epoch against plain Keras/PyTorch and the CPU's floor
   fmnist predict runs/<id> shirt.jpg boot.png --show seen.png   top-3 classes of your photos
   fmnist serve runs/<id>           HTTP API and a web page on http://127.0.0.1:8000/
@@ -77,28 +81,69 @@ def cmd_data(args: argparse.Namespace) -> None:
     _emit(args, "\n".join(lines), data)
 
 
+SETTING_FLAGS = ("hidden_sizes", "dropout", "learning_rate", "batch_size", "epochs", "validation_fraction",
+                 "seed", "limit", "name", "early_stopping_patience", "lr_patience", "lr_factor")
+
+
 def _settings_from_args(args: argparse.Namespace):
     from fmnist.settings import TrainSettings
 
-    fields = ("hidden_sizes", "dropout", "learning_rate", "batch_size", "epochs", "validation_fraction",
-              "seed", "limit", "name", "early_stopping_patience", "lr_patience")
-    return TrainSettings.from_dict({f: getattr(args, f) for f in fields if getattr(args, f) is not None})
+    return TrainSettings.from_dict({f: getattr(args, f) for f in SETTING_FLAGS if getattr(args, f, None) is not None})
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from fmnist.backend import activate
 
-    settings = _settings_from_args(args)
-    backend = activate(args.backend)
-    from fmnist.report import headline
-    from fmnist.train import train
+    if args.resume:
+        given = ["--" + f.replace("_", "-") for f in SETTING_FLAGS if getattr(args, f) is not None]
+        if given:
+            raise FmnistError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
+        from fmnist.resume import resume_run
 
-    result = train(settings, backend, runs_dir=args.runs_dir, data_dir=args.data_dir)
+        result = resume_run(args.resume, backend=args.backend, data_dir=args.data_dir)
+    else:
+        settings = _settings_from_args(args)
+        backend = activate(args.backend)
+        from fmnist.train import train
+
+        result = train(settings, backend, runs_dir=args.runs_dir, data_dir=args.data_dir)
+    _emit_training(args, result)
+
+
+def _emit_training(args: argparse.Namespace, result: Any) -> None:
+    from fmnist.report import headline
+
     text = headline(result.run_dir, result.metrics) + f"\nepochs {result.epochs_run}, training {result.train_seconds:.1f}s"
     _emit(args, text, {
         "run_dir": str(result.run_dir), "epochs": result.epochs_run, "train_seconds": round(result.train_seconds, 2),
         **{k: result.metrics[k] for k in ("test_accuracy", "test_loss", "macro_f1", "weakest_class")},
     })
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    if args.report:
+        from fmnist.tune import write_report
+
+        path = write_report(args.report, storage=args.storage, runs_dir=args.runs_dir, output=args.output)
+        _emit(args, f"report: {path}", {"report": str(path)})
+        return
+    from fmnist.backend import activate
+
+    base = _settings_from_args(args)
+    backend = activate(args.backend, base.architecture)
+    if args.train_best:
+        from fmnist.tune import train_best
+
+        _emit_training(args, train_best(args.train_best, base, backend, storage=args.storage,
+                                        runs_dir=args.runs_dir, data_dir=args.data_dir))
+        return
+    import dataclasses
+
+    from fmnist.tune import summary, tune
+
+    result = tune(base, backend, args.trials, args.study, storage=args.storage, runs_dir=args.runs_dir,
+                  data_dir=args.data_dir, timeout=args.timeout)
+    _emit(args, summary(result), dataclasses.asdict(result))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -174,22 +219,45 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(p)
     p.add_argument("--show", type=Path, metavar="PNG", help="write a grid of sample images, one row per class")
 
+    def fixed_settings(p: argparse.ArgumentParser) -> None:
+        """The settings that both train and tune take (tune searches the others)."""
+        data_dir(p)
+        backend(p)
+        p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run directories go (default ./runs)")
+        p.add_argument("--epochs", type=_positive_int, help="most epochs; early stopping may end sooner (default 100)")
+        p.add_argument("--validation-fraction", type=float, help="share of the 60,000 held out (default 0.2)")
+        p.add_argument("--early-stopping-patience", type=_positive_int, help="epochs without val_loss gain (default 5)")
+        p.add_argument("--lr-patience", type=_positive_int, help="epochs before the learning rate drops (default 3)")
+        p.add_argument("--seed", type=int, help="seed for split, weights and shuffling (default 1234)")
+        p.add_argument("--limit", type=_positive_int, metavar="N",
+                       help="use a stratified subset of N training images, for quick tries")
+
     p = command("train", cmd_train, "Train a model (the spec's recipe by default), evaluate it and write the report.")
-    data_dir(p)
-    backend(p)
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run directories go (default ./runs)")
+    fixed_settings(p)
     p.add_argument("--name", help="run name, the suffix of the run directory (default spec)")
-    p.add_argument("--epochs", type=_positive_int, help="most epochs; early stopping may end sooner (default 100)")
     p.add_argument("--batch-size", type=_positive_int, help="images per step (default 64)")
     p.add_argument("--learning-rate", "--lr", type=float, help="Adam's initial learning rate (default 1e-3)")
     p.add_argument("--hidden-sizes", type=_sizes, metavar="N,N,...", help="hidden layer widths (default 512,256,64,32)")
     p.add_argument("--dropout", type=float, help="dropout after each hidden layer (default 0.3)")
-    p.add_argument("--validation-fraction", type=float, help="share of the 60,000 held out (default 0.2)")
-    p.add_argument("--early-stopping-patience", type=_positive_int, help="epochs without val_loss gain (default 5)")
-    p.add_argument("--lr-patience", type=_positive_int, help="epochs before the learning rate drops (default 3)")
-    p.add_argument("--seed", type=int, help="seed for split, weights and shuffling (default 1234)")
-    p.add_argument("--limit", type=_positive_int, metavar="N",
-                   help="use a stratified subset of N training images, for quick tries")
+    p.add_argument("--lr-factor", type=float, help="learning rate multiplier on a val_loss plateau (default 0.1)")
+    p.add_argument("--resume", type=Path, metavar="RUN",
+                   help="continue this killed or interrupted run from its last finished epoch, with its own settings")
+
+    p = command("tune", cmd_tune, "Search the recipe's knobs with Optuna; each trial is a normal run, judged on "
+                                  "the validation split. Run it in several processes or machines to work in parallel.")
+    fixed_settings(p)
+    p.add_argument("--study", default="fmnist", help="study name; rerunning continues it (default fmnist)")
+    p.add_argument("--storage", metavar="URL|FILE",
+                   help="where the study lives: postgresql://user:password@host/db (or sqlite:///file.db) to share "
+                        "it between machines, or a journal file (default RUNS_DIR/tune.journal)")
+    p.add_argument("--trials", type=_positive_int, default=20, help="trials this process runs (default 20)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="start no new trial after this long")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--report", metavar="STUDY", help="write the study's HTML report (best trials, Optuna's plots)")
+    what.add_argument("--train-best", metavar="STUDY",
+                      help="train the study's best settings as a normal run (with --epochs/--limit as given here)")
+    p.add_argument("--output", type=Path, metavar="HTML",
+                   help="where --report writes (default RUNS_DIR/STUDY/tune_report.html)")
 
     p = command("evaluate", cmd_evaluate, "Re-score a run's model (SHA-256 checked) on the 10,000 test images.")
     p.add_argument("run", type=Path, help="a run directory made by 'fmnist train'")

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -75,7 +75,9 @@ def make_callbacks(settings: TrainSettings, run_dir: Path) -> list:
                 logs["val_accuracy"], logs["learning_rate"], logs["seconds"],
             )
 
-    return [
+    from fmnist.backup import TrainingBackup
+
+    callbacks = [
         EpochLog(),  # first, so the learning rate logged is the one this epoch used
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=settings.lr_patience, factor=settings.lr_factor),
         keras.callbacks.EarlyStopping(
@@ -83,6 +85,8 @@ def make_callbacks(settings: TrainSettings, run_dir: Path) -> list:
         ),
         keras.callbacks.CSVLogger(str(run_dir / artifacts.HISTORY), append=True),
     ]
+    # Last, so it saves the epoch as the others left it, and restores their state after they reset it.
+    return callbacks + [TrainingBackup(run_dir / artifacts.BACKUP, callbacks)]
 
 
 def read_history(run_dir: Path) -> dict[str, list[float]]:
@@ -92,15 +96,17 @@ def read_history(run_dir: Path) -> dict[str, list[float]]:
     return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
 
 
-def fit(settings: TrainSettings, dataset: Dataset, run_dir: Path, backend: str) -> tuple[Any, int, float]:
-    """Build, compile and fit the model in ``run_dir``; return it, epochs run and training seconds."""
+def fit(
+    settings: TrainSettings, dataset: Dataset, run_dir: Path, backend: str, extra_callbacks: Sequence[Any] = (),
+) -> tuple[Any, int, float]:
+    """Build, compile and fit the model in ``run_dir`` (from its backup, if any); return it, epochs run and seconds."""
     import keras
 
     from fmnist.backend import seed_everything
     from fmnist.model import build_dense
 
     train_idx, val_idx = split_indices(dataset.y_train, settings)
-    np.savez(run_dir / artifacts.SPLIT, train=train_idx, validation=val_idx)
+    artifacts.write_atomic(run_dir / artifacts.SPLIT, lambda tmp: np.savez(tmp, train=train_idx, validation=val_idx))
     features = to_features(dataset.x_train)
     labels = dataset.y_train.astype(np.int32)
 
@@ -121,40 +127,50 @@ def fit(settings: TrainSettings, dataset: Dataset, run_dir: Path, backend: str) 
         features[train_idx], labels[train_idx],
         validation_data=(features[val_idx], labels[val_idx]),
         batch_size=settings.batch_size, epochs=settings.epochs,
-        callbacks=make_callbacks(settings, run_dir), verbose=0,
+        callbacks=make_callbacks(settings, run_dir) + list(extra_callbacks), verbose=0,
     )
-    return model, len(history.epoch), time.perf_counter() - started
+    # history.csv, not this fit's history, so a resumed run counts the epochs before its restart too.
+    return model, len(read_history(run_dir).get("loss", [])), time.perf_counter() - started
 
 
 def train(
     settings: TrainSettings, backend: str, runs_dir: Path = Path("runs"), data_dir: Path | None = None,
-    dataset: Dataset | None = None,
+    dataset: Dataset | None = None, resume_dir: Path | None = None, extra_callbacks: Sequence[Any] = (),
 ) -> TrainResult:
-    """Run the whole recipe: data, fit, save, evaluate on the test set, report. ``backend`` must be active."""
+    """Run the whole recipe: data, fit, save, evaluate on the test set, report. ``backend`` must be active.
+
+    With ``resume_dir``, continue that run from its last finished epoch (fmnist.resume) instead of a new one.
+    """
     from fmnist.evaluate import evaluate_run
+    from fmnist.resume import claim_run, keep_finished_epochs
 
     dataset = dataset or load_dataset(data_dir)
-    run_dir = runs.create_run_dir(runs_dir, settings.name)
-    log.info("run directory %s (data: %s)", run_dir, dataset.source)
-    artifacts.write_json(run_dir / artifacts.CONFIG, {
-        "settings": settings.to_dict(),
-        "backend": backend,
-        "versions": package_versions(),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "data": {"source": dataset.source, "sha256": dataset.checksums},
-        "created": runs.utc_now(),
-    })
-    runs.set_status(run_dir, "running")
-    try:
-        model, epochs_run, seconds = fit(settings, dataset, run_dir, backend)
-        artifacts.save_model(model, run_dir)
-    except KeyboardInterrupt:
-        runs.set_status(run_dir, "interrupted")
-        raise
-    except BaseException as exc:
-        runs.set_status(run_dir, "failed", error=str(exc))
-        raise
-    runs.set_status(run_dir, "finished", epochs=epochs_run, train_seconds=round(seconds, 2))
+    run_dir = resume_dir or runs.create_run_dir(runs_dir, settings.name)
+    with claim_run(run_dir):
+        if resume_dir is None:
+            log.info("run directory %s (data: %s)", run_dir, dataset.source)
+            artifacts.write_json(run_dir / artifacts.CONFIG, {
+                "settings": settings.to_dict(),
+                "backend": backend,
+                "versions": package_versions(),
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+                "data": {"source": dataset.source, "sha256": dataset.checksums},
+                "created": runs.utc_now(),
+            })
+        else:
+            log.info("resuming %s after epoch %d", run_dir, keep_finished_epochs(run_dir))
+        runs.set_status(run_dir, "running")
+        try:
+            model, epochs_run, seconds = fit(settings, dataset, run_dir, backend, extra_callbacks)
+            artifacts.save_model(model, run_dir)
+        except KeyboardInterrupt:
+            runs.set_status(run_dir, "interrupted", resume=f"fmnist train --resume {run_dir}")
+            raise
+        except BaseException as exc:
+            runs.set_status(run_dir, "failed", error=str(exc), resume=f"fmnist train --resume {run_dir}")
+            raise
+        (run_dir / artifacts.BACKUP).unlink(missing_ok=True)  # the saved model supersedes it
+        runs.set_status(run_dir, "finished", epochs=epochs_run, train_seconds=round(seconds, 2))
     metrics = evaluate_run(run_dir, data_dir=data_dir, model=model, dataset=dataset)
     return TrainResult(run_dir, metrics, epochs_run, seconds)

@@ -1,0 +1,123 @@
+"""A per-epoch backup of the whole training state, so a killed run continues as if it never stopped."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from fmnist import artifacts
+from fmnist.errors import FmnistError
+
+log = logging.getLogger(__name__)
+
+# What each callback's on_train_begin resets; restored after it, so a resumed run's early stopping and
+# learning-rate drops decide as the uninterrupted run's would. Stateless callbacks need no entry.
+CALLBACK_STATE: dict[type, tuple[str, ...]] = {
+    keras.callbacks.EarlyStopping: ("wait", "stopped_epoch", "best", "best_epoch", "best_weights"),
+    keras.callbacks.ReduceLROnPlateau: ("wait", "cooldown_counter", "best"),
+}
+FORMAT = 1
+
+
+def _scalar(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class TrainingBackup(keras.callbacks.Callback):
+    """Writes, atomically at each epoch's end, everything the next epoch depends on, and restores it at fit's start.
+
+    Unlike keras' BackupAndRestore it also keeps the other callbacks' state (best value and weights, patience
+    and plateau counters), the random generators (dropout seeds, NumPy's shuffle order) and whether training
+    had already stopped. It must come after the callbacks it saves, so it restores them after their own reset.
+    """
+
+    def __init__(self, path: Path, callbacks: list[keras.callbacks.Callback]):
+        super().__init__()
+        self.path = Path(path)
+        self.stateful = [cb for cb in callbacks if type(cb) in CALLBACK_STATE]
+
+    def on_train_begin(self, logs=None):
+        if not self.path.is_file():
+            return
+        if not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        epoch, stopped = restore(self.path, self.model, self.stateful)
+        # Keras' own hook for callbacks that resume (as BackupAndRestore uses it): fit starts at this epoch.
+        self.model._initial_epoch = self.params["epochs"] if stopped else epoch
+        log.info("resumed from the backup after epoch %d%s", epoch, " (training had stopped early)" if stopped else "")
+
+    def on_epoch_end(self, epoch, logs=None):
+        save(self.path, self.model, self.stateful, epoch + 1, bool(self.model.stop_training))
+
+
+def _values(variables: list) -> list[np.ndarray]:
+    return [np.asarray(keras.ops.convert_to_numpy(v)) for v in variables]
+
+
+def save(path: Path, model: keras.Model, callbacks: list, epochs_done: int, stopped: bool) -> None:
+    """Write the state after ``epochs_done`` finished epochs into one file, atomically."""
+    arrays: dict[str, np.ndarray] = {}
+    for prefix, variables in (("model", model.variables), ("optimizer", model.optimizer.variables)):
+        for i, value in enumerate(_values(variables)):
+            arrays[f"{prefix}_{i}"] = value
+    callback_meta = []
+    for j, cb in enumerate(callbacks):
+        attrs = {}
+        for name in CALLBACK_STATE[type(cb)]:
+            value = getattr(cb, name)
+            if isinstance(value, list):  # a list of weight arrays (EarlyStopping's best weights)
+                for k, array in enumerate(value):
+                    arrays[f"callback{j}_{name}_{k}"] = np.asarray(array)
+                attrs[name] = {"arrays": len(value)}
+            else:
+                attrs[name] = {"value": _scalar(value)}
+        callback_meta.append({"class": type(cb).__name__, "attrs": attrs})
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    arrays["numpy_random_keys"] = np_keys
+    meta = {
+        "format": FORMAT,
+        "epochs_done": epochs_done,
+        "stopped": stopped,
+        "model_variables": [v.path for v in model.variables],
+        "optimizer_variables": [v.path for v in model.optimizer.variables],
+        "callbacks": callback_meta,
+        "numpy_random": [np_kind, int(np_pos), int(np_has_gauss), float(np_gauss)],
+        "python_random": random.getstate(),
+    }
+    arrays["meta"] = np.array(json.dumps(meta))
+    artifacts.write_atomic(path, lambda tmp: np.savez(tmp, **arrays))
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    with np.load(path, allow_pickle=False) as data:
+        return json.loads(str(data["meta"]))
+
+
+def restore(path: Path, model: keras.Model, callbacks: list) -> tuple[int, bool]:
+    """Put the saved state back into the model, its optimizer, the callbacks and the random generators."""
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        for prefix, variables in (("model", model.variables), ("optimizer", model.optimizer.variables)):
+            if meta[f"{prefix}_variables"] != [v.path for v in variables]:
+                raise FmnistError(f"{path} was written for a different {prefix}; it cannot resume this run")
+            for i, variable in enumerate(variables):
+                variable.assign(data[f"{prefix}_{i}"])
+        if [c["class"] for c in meta["callbacks"]] != [type(cb).__name__ for cb in callbacks]:
+            raise FmnistError(f"{path} was written with other callbacks; it cannot resume this run")
+        for j, (cb, saved) in enumerate(zip(callbacks, meta["callbacks"])):
+            for name, entry in saved["attrs"].items():
+                if "arrays" in entry:
+                    setattr(cb, name, [data[f"callback{j}_{name}_{k}"] for k in range(entry["arrays"])])
+                else:
+                    setattr(cb, name, entry["value"])
+        np_kind, np_pos, np_has_gauss, np_gauss = meta["numpy_random"]
+        np.random.set_state((np_kind, data["numpy_random_keys"], np_pos, np_has_gauss, np_gauss))
+    version, internal, gauss = meta["python_random"]
+    random.setstate((version, tuple(internal), gauss))
+    return meta["epochs_done"], meta["stopped"]

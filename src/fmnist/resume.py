@@ -1,0 +1,76 @@
+"""`fmnist train --resume RUN`: continue a killed or interrupted run from its last finished epoch."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from fmnist import artifacts, runs
+from fmnist.errors import FmnistError
+from fmnist.settings import TrainSettings
+
+if TYPE_CHECKING:
+    from fmnist.train import TrainResult
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def claim_run(run_dir: Path) -> Iterator[None]:
+    """Hold the run's lock while training it, so no second process (say, a resume) trains it at the same time.
+
+    The kernel drops the lock when the process ends, however it ends, so a killed run can be resumed at once.
+    """
+    with open(Path(run_dir) / artifacts.LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FmnistError(f"{run_dir} is being trained by another process; wait for it or stop it first") from None
+        yield
+
+
+def keep_finished_epochs(run_dir: Path) -> int:
+    """Cut history.csv back to the epochs in the backup and return their number.
+
+    A kill can land after an epoch's row was appended but before its backup was written, or halfway
+    through a row; the epoch is then trained again and must not appear twice.
+    """
+    from fmnist.backup import read_meta
+
+    backup, history = Path(run_dir) / artifacts.BACKUP, Path(run_dir) / artifacts.HISTORY
+    epochs = read_meta(backup)["epochs_done"] if backup.is_file() else 0
+    if history.is_file():
+        with open(history, encoding="utf-8", newline="") as f:  # keep CSVLogger's \r\n line ends
+            lines = f.read().splitlines(keepends=True)
+        kept = [
+            line for i, line in enumerate(lines)
+            if line.endswith("\n") and (i == 0 or int(next(csv.reader([line]))[0]) < epochs)
+        ]
+        artifacts.write_text(history, "".join(kept))
+    return epochs
+
+
+def resume_run(run_dir: Path, backend: str | None = None, data_dir: Path | None = None) -> TrainResult:
+    """Continue ``run_dir`` with its own settings and backend; it ends with the normal evaluation and report."""
+    from fmnist.backend import activate
+
+    run_dir = runs.require_run_dir(run_dir)
+    config = artifacts.read_json(run_dir / artifacts.CONFIG)
+    status = artifacts.read_json(run_dir / artifacts.STATUS) if (run_dir / artifacts.STATUS).is_file() else {}
+    if status.get("state") == "finished":
+        raise FmnistError(f"{run_dir} has already finished training; nothing to resume")
+    if backend and backend != config["backend"]:
+        raise FmnistError(f"{run_dir} was trained with the {config['backend']} backend; resume it with that one")
+    settings = TrainSettings.from_dict(config["settings"])
+    activate(config["backend"])
+    from fmnist.data import load_dataset
+    from fmnist.train import train
+
+    dataset = load_dataset(data_dir)
+    if dataset.checksums != config["data"]["sha256"]:
+        raise FmnistError(f"the data found ({dataset.source}) are not the data {run_dir} was trained on")
+    return train(settings, config["backend"], data_dir=data_dir, dataset=dataset, resume_dir=run_dir)

@@ -1,0 +1,310 @@
+"""`fmnist tune`: an Optuna study over the recipe's knobs, in which every trial is an ordinary training run."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import logging
+import socket
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+
+from fmnist import artifacts
+from fmnist.data import Dataset
+from fmnist.errors import FmnistError
+from fmnist.settings import TrainSettings
+
+log = logging.getLogger(__name__)
+
+# The searched knobs of TrainSettings; the recipe's own values are inside every range.
+HIDDEN_SIZES = ("512,256,64,32", "128,64", "256,128", "512,256", "1024,512", "512,256,128", "1024,512,256,128")
+BATCH_SIZES = (32, 64, 128, 256)
+# A trial whose val_loss is worse than the median of earlier trials' at the same epoch stops there;
+# not before 4 trials have finished, nor in a trial's first epoch.
+PRUNER = dict(n_startup_trials=4, n_warmup_steps=1)
+# Workers on a database beat this often; a trial whose worker died is marked failed after the grace period.
+HEARTBEAT_S, GRACE_S = 60, 180
+RDB_ATTEMPTS = 3
+STUDY_NAME_CHARS = "-_."
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    study: str
+    storage: str
+    trials_run: int
+    states: dict[str, int]
+    best: dict[str, Any] | None
+
+
+def suggest(trial: optuna.trial.BaseTrial) -> None:
+    """Draw a value for each searched knob; they are then in ``trial.params``."""
+    trial.suggest_categorical("hidden_sizes", HIDDEN_SIZES)
+    trial.suggest_float("dropout", 0.0, 0.5)
+    trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
+    trial.suggest_categorical("batch_size", BATCH_SIZES)
+    trial.suggest_float("lr_factor", 0.1, 0.5)
+
+
+def trial_params(settings: TrainSettings) -> dict[str, Any]:
+    """The searched knobs of ``settings`` as Optuna stores them."""
+    return {
+        "hidden_sizes": ",".join(str(s) for s in settings.hidden_sizes), "dropout": settings.dropout,
+        "learning_rate": settings.learning_rate, "batch_size": settings.batch_size, "lr_factor": settings.lr_factor,
+    }
+
+
+def settings_for(base: TrainSettings, params: dict[str, Any], name: str) -> TrainSettings:
+    """``base`` with a trial's parameters put in."""
+    values = {**params, "hidden_sizes": tuple(int(s) for s in params["hidden_sizes"].split(","))}
+    return dataclasses.replace(base, name=name, **values)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def open_storage(storage: str | None, runs_dir: Path) -> tuple[optuna.storages.BaseStorage, str]:
+    """The Optuna storage and how to name it (without password): a database URL, else a journal file.
+
+    A journal file (the default, in ``runs_dir``) serves many processes on one machine; a database
+    (``postgresql://user:password@host/db``) serves many machines.
+    """
+    if storage and "://" in storage:
+        import sqlalchemy
+
+        try:
+            shown = sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
+        except (sqlalchemy.exc.ArgumentError, ValueError):
+            raise FmnistError(f"{storage!r} is not a database URL, e.g. postgresql://user:password@host:5432/db") from None
+        for attempt in range(1, RDB_ATTEMPTS + 1):
+            try:
+                with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9; we rely on them
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    store = optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+                return store, shown
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+                # Workers started together on a fresh database race to create Optuna's tables; the loser
+                # finds them made when it tries again.
+                if attempt == RDB_ATTEMPTS:
+                    raise FmnistError(f"cannot set up the study storage {shown}: {_first_line(exc)}") from None
+                time.sleep(attempt)
+            except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
+                raise FmnistError(f"cannot open the study storage {shown}: {_first_line(exc)}") from None
+    path = Path(storage) if storage else Path(runs_dir) / artifacts.TUNE_JOURNAL
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(str(path))
+    except OSError as exc:
+        raise FmnistError(f"cannot open the journal file {path}: {exc.strerror}") from None
+    return optuna.storages.JournalStorage(backend), str(path)
+
+
+def _sampler_and_pruner() -> dict[str, Any]:
+    # Unseeded on purpose: workers sharing a study must not all draw the same parameters.
+    return {"sampler": optuna.samplers.TPESampler(), "pruner": optuna.pruners.MedianPruner(**PRUNER)}
+
+
+def load_study(name: str, storage: str | None, runs_dir: Path) -> tuple[optuna.Study, str]:
+    """An existing study, or a one-line error naming the studies that do exist there."""
+    store, shown = open_storage(storage, runs_dir)
+    try:
+        return optuna.load_study(study_name=name, storage=store, **_sampler_and_pruner()), shown
+    except KeyError:
+        names = optuna.get_all_study_names(store)
+        raise FmnistError(
+            f"no study {name!r} in {shown}; studies there: {', '.join(names) or 'none'} (pass --storage if it is elsewhere)"
+        ) from None
+
+
+def pruning_callback(trial: optuna.Trial, pruned_at: list[int]) -> Any:
+    """A Keras callback that reports each epoch's val_loss to Optuna and stops a trial the pruner gives up on."""
+    import keras
+
+    def on_epoch_end(epoch: int, logs: dict) -> None:
+        trial.report(logs["val_loss"], epoch)
+        if trial.should_prune():
+            pruned_at.append(epoch)
+            callback.model.stop_training = True
+
+    callback = keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
+    return callback
+
+
+def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Dataset) -> Callable[[optuna.Trial], float]:
+    from fmnist.train import read_history, train
+
+    def objective(trial: optuna.Trial) -> float:
+        suggest(trial)
+        pruned_at: list[int] = []
+        settings = settings_for(base, trial.params, name=f"trial-{trial.number:04d}")
+        result = train(settings, backend, runs_dir=runs_dir, dataset=dataset,
+                       extra_callbacks=[pruning_callback(trial, pruned_at)])
+        history = read_history(result.run_dir)
+        best = min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)
+        trial.set_user_attr("run_dir", str(result.run_dir.resolve()))
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("epochs", len(history["val_loss"]))
+        trial.set_user_attr("val_accuracy", history["val_accuracy"][best])
+        if pruned_at:
+            raise optuna.TrialPruned(f"val_loss {history['val_loss'][-1]:.4f} after epoch {pruned_at[0] + 1}")
+        # The validation split only: the test set never chooses between trials.
+        return history["val_loss"][best]
+
+    return objective
+
+
+def _check_name(name: str) -> None:
+    if not name or not all(c.isalnum() or c in STUDY_NAME_CHARS for c in name):
+        raise FmnistError(f"study name {name!r} may hold only letters, digits, '-', '_' and '.'")
+
+
+def _best(study: optuna.Study) -> dict[str, Any] | None:
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        return None
+    trial = min(complete, key=lambda t: t.value)
+    return {"number": trial.number, "val_loss": trial.value, "params": trial.params, **trial.user_attrs}
+
+
+def _states(study: optuna.Study) -> dict[str, int]:
+    states: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        states[trial.state.name.lower()] = states.get(trial.state.name.lower(), 0) + 1
+    return states
+
+
+def tune(
+    base: TrainSettings, backend: str, trials: int, study_name: str, storage: str | None = None,
+    runs_dir: Path = Path("runs"), data_dir: Path | None = None, dataset: Dataset | None = None,
+    timeout: float | None = None,
+) -> TuneResult:
+    """Run ``trials`` more trials of the study (made on first use) in this process; ``backend`` must be active.
+
+    Start the same command in other processes, here or on other machines sharing a database, to work in parallel.
+    """
+    from fmnist.data import load_dataset
+
+    _check_name(study_name)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines instead: the study, then one per trial
+    store, shown = open_storage(storage, runs_dir)
+    dataset = dataset or load_dataset(data_dir)
+    try:
+        study = optuna.create_study(study_name=study_name, storage=store, direction="minimize", **_sampler_and_pruner())
+        # The recipe's own settings go first, so the study shows whether tuning beats them.
+        study.enqueue_trial(trial_params(base))
+        log.info("new study %r in %s", study_name, shown)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=study_name, storage=store, **_sampler_and_pruner())
+        log.info("continuing study %r in %s (%d trials so far)", study_name, shown, len(study.trials))
+    done: list[int] = []
+
+    def record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        done.append(trial.number)
+        log.info("trial %d %s: val_loss %s", trial.number, trial.state.name.lower(),
+                 f"{trial.value:.4f}" if trial.value is not None else "-")
+
+    study.optimize(_objective(base, backend, Path(runs_dir) / study_name, dataset),
+                   n_trials=trials, timeout=timeout, callbacks=[record])
+    return TuneResult(study_name, shown, len(done), _states(study), _best(study))
+
+
+def summary(result: TuneResult) -> str:
+    states = ", ".join(f"{n} {s}" for s, n in sorted(result.states.items()))
+    lines = [f"study {result.study} ({result.storage}): {result.trials_run} trials run now; all: {states}"]
+    if result.best:
+        best = result.best
+        lines.append(f"best: trial {best['number']}  val_loss {best['val_loss']:.4f}  "
+                     f"val_accuracy {best.get('val_accuracy', float('nan')):.4f}  run {best.get('run_dir', '-')}")
+        lines.append("  " + "  ".join(f"{k} {v}" for k, v in best["params"].items()))
+    return "\n".join(lines)
+
+
+def train_best(
+    study_name: str, base: TrainSettings, backend: str, storage: str | None = None, runs_dir: Path = Path("runs"),
+    data_dir: Path | None = None, dataset: Dataset | None = None,
+) -> Any:
+    """Train the best trial's settings as a normal run (``base`` supplies the rest, e.g. all data, 100 epochs)."""
+    from fmnist.train import train
+
+    study, shown = load_study(study_name, storage, runs_dir)
+    best = _best(study)
+    if best is None:
+        raise FmnistError(f"study {study_name!r} in {shown} has no finished trial yet")
+    settings = settings_for(base, best["params"], name=f"{study_name}-best")
+    log.info("training trial %d's settings: %s", best["number"], best["params"])
+    return train(settings, backend, runs_dir=runs_dir, data_dir=data_dir, dataset=dataset)
+
+
+def _train_command(study_name: str, params: dict[str, Any]) -> str:
+    return (f"fmnist train --name {study_name}-best --hidden-sizes {params['hidden_sizes']} "
+            f"--dropout {params['dropout']:.4g} --learning-rate {params['learning_rate']:.4g} "
+            f"--batch-size {params['batch_size']} --lr-factor {params['lr_factor']:.4g}")
+
+
+def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
+    """Optuna's plots that this study has enough trials for; the others are named with the reason."""
+    from optuna import visualization as vis
+
+    figures = []
+    for title, plot in (
+        ("Optimisation history", vis.plot_optimization_history),
+        ("Parameter importances", vis.plot_param_importances),
+        ("Validation loss per epoch (pruned trials stop early)", vis.plot_intermediate_values),
+        ("Parameters of every trial", vis.plot_parallel_coordinate),
+        ("Timeline (one row per trial; overlapping bars ran in parallel)", vis.plot_timeline),
+    ):
+        try:
+            figures.append((title, plot(study)))
+        except (ValueError, RuntimeError) as exc:  # too few finished trials, or parameters that never varied
+            figures.append((title, _first_line(exc)))
+    return figures
+
+
+def write_report(study_name: str, storage: str | None = None, runs_dir: Path = Path("runs"),
+                 output: Path | None = None) -> Path:
+    """A self-contained HTML page: the best trials, how to train the best, and Optuna's plots."""
+    study, shown = load_study(study_name, storage, runs_dir)
+    complete = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
+                      key=lambda t: t.value)
+    esc = html.escape
+    names = list(complete[0].params) if complete else []
+    head = "".join(f"<th>{esc(h)}</th>" for h in ["trial", "val_loss", "val_accuracy", "epochs", *names, "run"])
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in [
+            t.number, f"{t.value:.4f}", f"{t.user_attrs.get('val_accuracy', float('nan')):.4f}",
+            t.user_attrs.get("epochs", "-"), *(t.params.get(n, "-") for n in names), t.user_attrs.get("run_dir", "-"),
+        ]) + "</tr>"
+        for t in complete[:10]
+    )
+    states = ", ".join(f"{n} {s}" for s, n in sorted(_states(study).items()))
+    parts = [f"<h1>Study {esc(study_name)}</h1><p>{esc(shown)}: {esc(states)}; objective: best val_loss "
+             "on the validation split (the test set is never used to choose).</p>",
+             "<h2>Best trials</h2>" + (f"<table><tr>{head}</tr>{rows}</table>" if complete else "<p>none finished</p>")]
+    if complete:
+        storage_flag = f" --storage {shown}" if storage else ""
+        parts.append(
+            "<h2>Train the best trial's settings as a normal run</h2>"
+            f"<pre>fmnist tune --train-best {esc(study_name)}{esc(storage_flag)}</pre><p>or, the same:</p>"
+            f"<pre>{esc(_train_command(study_name, complete[0].params))}</pre>"
+        )
+    plotly_js: Any = True  # the first figure carries plotly.js, so the page needs no network
+    for title, figure in _figures(study):
+        if isinstance(figure, str):
+            parts.append(f"<h2>{esc(title)}</h2><p>not drawn: {esc(figure)}</p>")
+        else:
+            parts.append(f"<h2>{esc(title)}</h2>" + figure.to_html(full_html=False, include_plotlyjs=plotly_js))
+            plotly_js = False
+    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>fmnist tune {esc(study_name)}</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+    output = Path(output) if output else Path(runs_dir) / study_name / artifacts.TUNE_REPORT
+    output.parent.mkdir(parents=True, exist_ok=True)
+    artifacts.write_text(output, page)
+    return output

@@ -1,0 +1,122 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from fmnist import artifacts
+from fmnist.backup import read_meta
+from fmnist.cli import main
+from fmnist.errors import FmnistError
+from fmnist.resume import claim_run, keep_finished_epochs, resume_run
+from fmnist.train import read_history
+
+# On real data, these settings overfit: val_loss is best at epoch 3, the learning rate drops after epoch 4 and
+# early stopping ends the run after epoch 5 with epoch 3's weights. A run cut after epoch 4 must therefore bring
+# back the early-stopping state (best value, patience, best weights), not just the weights and the epoch.
+ARGS = ["--limit", "6000", "--epochs", "6", "--hidden-sizes", "32,16", "--batch-size", "4", "--learning-rate", "0.05",
+        "--lr-patience", "1", "--early-stopping-patience", "2", "--json"]
+
+
+# `python -m fmnist`, with Ctrl-C handled as at a terminal: a test runner started in the background (`cmd &`)
+# passes SIGINT on ignored, and Python then leaves it ignored.
+AS_AT_A_TERMINAL = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                    "sys.argv[0] = 'fmnist'; runpy.run_module('fmnist', run_name='__main__')")
+
+
+def _start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", AS_AT_A_TERMINAL, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _rows(run_dir: Path) -> int:
+    history = run_dir / artifacts.HISTORY
+    return max(len(history.read_text().splitlines()) - 1, 0) if history.is_file() else 0
+
+
+def _stop_after(process: subprocess.Popen, runs: Path, epochs: int, sig: signal.Signals) -> tuple[Path, str]:
+    """Send ``sig`` a moment after ``epochs`` epochs are in the history, so it lands inside the next epoch."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        found = list(runs.glob("*/" + artifacts.HISTORY))
+        if found and _rows(found[0].parent) >= epochs:
+            time.sleep(0.3)
+            process.send_signal(sig)
+            return found[0].parent, process.communicate(timeout=120)[1]
+        time.sleep(0.01)
+    pytest.fail(f"training ended or hung before epoch {epochs}: {process.communicate()[1]}")
+
+
+def _model_weights(run_dir: Path) -> list[np.ndarray]:
+    model, _ = artifacts.load_model(run_dir)
+    return model.get_weights()
+
+
+@pytest.mark.realdata
+def test_interrupted_then_killed_run_resumes_to_the_uninterrupted_result(tmp_path, real_data_dir):
+    reference = _start("train", *ARGS, "--runs-dir", str(tmp_path / "reference"))
+    runs = tmp_path / "runs"
+
+    run_dir, err = _stop_after(_start("train", *ARGS, "--runs-dir", str(runs)), runs, 2, signal.SIGINT)
+    status = json.loads((run_dir / artifacts.STATUS).read_text())
+    assert status["state"] == "interrupted" and status["resume"] == f"fmnist train --resume {run_dir}", err
+    assert "fmnist: interrupted" in err and "Traceback" not in err
+    assert not (run_dir / artifacts.MODEL).exists() and read_meta(run_dir / artifacts.BACKUP)["epochs_done"] >= 2
+
+    _, err = _stop_after(_start("train", "--resume", str(run_dir)), runs, 4, signal.SIGKILL)
+    assert "resumed from the backup after epoch" in err
+    assert json.loads((run_dir / artifacts.STATUS).read_text())["state"] == "running"  # SIGKILL: no last words
+    assert not list(run_dir.glob(".*.tmp*"))  # atomic writes: no half-written file left behind
+
+    with claim_run(run_dir):  # while one process trains it, no other may
+        with pytest.raises(FmnistError, match="being trained by another process"):
+            with claim_run(run_dir):
+                pass
+
+    resumed = run_cli("train", "--resume", str(run_dir), "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    out, err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, err
+    expected = json.loads(out)
+    reference_dir = Path(expected["run_dir"])
+
+    history, resumed_history = read_history(reference_dir), read_history(run_dir)
+    assert int(np.argmin(history["val_loss"])) + 1 < 4 < len(history["loss"]) < 6  # the premise above held
+    assert history["learning_rate"][-1] < history["learning_rate"][0]
+    for column in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+        assert resumed_history[column] == history[column], column
+    for mine, theirs in zip(_model_weights(run_dir), _model_weights(reference_dir)):
+        np.testing.assert_array_equal(mine, theirs)
+    got = json.loads(resumed.stdout)
+    assert got["epochs"] == expected["epochs"] and got["test_accuracy"] == expected["test_accuracy"]
+    assert json.loads((run_dir / artifacts.STATUS).read_text())["state"] == "finished"
+    assert not (run_dir / artifacts.BACKUP).exists()  # the model supersedes it
+    assert (run_dir / artifacts.REPORT_HTML).is_file()
+    with pytest.raises(FmnistError, match="already finished training; nothing to resume"):
+        resume_run(run_dir)
+
+
+def test_history_is_cut_back_to_the_epochs_in_the_backup(tmp_path):
+    from fmnist.backup import save
+    from fmnist.model import build_dense
+
+    model = build_dense((4,), 0.0)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    save(tmp_path / artifacts.BACKUP, model, [], epochs_done=2, stopped=False)
+    # Epoch 2's row landed before its backup did, and the kill cut epoch 3's row in half.
+    (tmp_path / artifacts.HISTORY).write_bytes(b"epoch,loss\r\n0,1.5\r\n1,1.2\r\n2,1.1\r\n3,1.")
+    assert keep_finished_epochs(tmp_path) == 2
+    assert (tmp_path / artifacts.HISTORY).read_bytes() == b"epoch,loss\r\n0,1.5\r\n1,1.2\r\n"
+
+
+def test_resume_refuses_settings_and_non_runs(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path), "--epochs", "3"]) == 1
+    assert "--resume continues a run with its own settings; drop --epochs" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path)]) == 1
+    assert "is not a run directory" in capsys.readouterr().err

@@ -1,0 +1,146 @@
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import optuna
+import pytest
+
+from fmnist import artifacts
+from fmnist.data import load_dataset
+from fmnist.errors import FmnistError
+from fmnist.settings import TrainSettings
+from fmnist.train import read_history
+from fmnist.tune import _objective, settings_for, train_best, trial_params, tune, write_report
+
+BASE = TrainSettings(epochs=2, early_stopping_patience=5, lr_patience=1)
+
+
+@pytest.fixture
+def dataset(tiny_data):
+    folder, sums = tiny_data
+    return load_dataset(folder, checksums=sums)
+
+
+def test_sqlite_study_makes_one_run_per_trial_judged_on_validation_and_continues(tmp_path, dataset):
+    storage, runs = f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "runs"
+    first = tune(BASE, "jax", 1, "s1", storage=storage, runs_dir=runs, dataset=dataset)
+    assert first.trials_run == 1 and first.states == {"complete": 1}
+    again = tune(BASE, "jax", 1, "s1", storage=storage, runs_dir=runs, dataset=dataset)
+    assert again.trials_run == 1 and again.states == {"complete": 2}
+
+    trials = optuna.load_study(study_name="s1", storage=storage).trials
+    assert [t.number for t in trials] == [0, 1]
+    assert trials[0].params == trial_params(BASE)  # the recipe's own settings come first
+    run_dirs = [Path(t.user_attrs["run_dir"]) for t in trials]
+    assert sorted(run_dirs) == sorted(p.resolve() for p in (runs / "s1").iterdir())  # one run per trial, no more
+    for trial, run in zip(trials, run_dirs):
+        config = json.loads((run / artifacts.CONFIG).read_text())
+        assert config["settings"] == settings_for(BASE, trial.params, f"trial-{trial.number:04d}").to_dict()
+        assert json.loads((run / artifacts.STATUS).read_text())["state"] == "finished"
+        history = read_history(run)
+        assert trial.value == min(history["val_loss"])  # the validation split, not the test set
+        assert trial.intermediate_values == dict(enumerate(history["val_loss"]))
+    assert again.best["number"] == min(trials, key=lambda t: t.value).number
+
+    html = write_report("s1", storage=storage, runs_dir=runs).read_text()
+    assert "fmnist tune --train-best s1 --storage sqlite:///" in html and "--lr-factor" in html
+    for title in ("Optimisation history", "Parameter importances", "Timeline"):
+        assert title in html
+    assert html.count('class="plotly-graph-div"') >= 4 and "plotly.js" in html  # inline: works offline
+
+    best = train_best("s1", BASE, "jax", storage=storage, runs_dir=runs, dataset=dataset)
+    best_config = json.loads((best.run_dir / artifacts.CONFIG).read_text())
+    assert best_config["settings"] == settings_for(BASE, trials[again.best["number"]].params, "s1-best").to_dict()
+
+
+def test_a_trial_the_pruner_gives_up_on_stops_and_is_recorded_as_pruned(tmp_path, dataset):
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))  # any val_loss prunes
+    settings = TrainSettings(epochs=4, early_stopping_patience=5)
+    study.optimize(_objective(settings, "jax", tmp_path, dataset), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    history = read_history(Path(trial.user_attrs["run_dir"]))
+    assert len(history["loss"]) == 1 and trial.intermediate_values == {0: history["val_loss"][0]}
+
+
+def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path):
+    with pytest.raises(FmnistError, match="no study 'nope'.*studies there: none"):
+        write_report("nope", runs_dir=tmp_path)
+    with pytest.raises(FmnistError, match="not a database URL"):
+        write_report("s", storage="postgresql://:bad:", runs_dir=tmp_path)
+    with pytest.raises(FmnistError, match=r"cannot open the study storage postgresql://u:\*\*\*@127.0.0.1:9/db"):
+        write_report("s", storage="postgresql://u:secret@127.0.0.1:9/db", runs_dir=tmp_path)
+
+
+def _postgres_program(name: str) -> str:
+    """Debian keeps PostgreSQL's server programs off PATH, in /usr/lib/postgresql/<version>/bin."""
+    for folder in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if os.access(Path(folder) / name, os.X_OK):
+            return str(Path(folder) / name)
+    found = shutil.which(name)
+    if not found:
+        pytest.fail(f"PostgreSQL's {name} is missing: run 'bash scripts/setup.sh' (installs Debian's postgresql)")
+    return found
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway PostgreSQL server on 127.0.0.1, in a temporary folder, stopped and removed after the test."""
+    initdb, pg_ctl = _postgres_program("initdb"), _postgres_program("pg_ctl")
+    # initdb and the server refuse to run as root: run them as Debian's postgres user then.
+    as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    folder = Path(tempfile.mkdtemp(prefix="fmnist-pg-"))
+    if as_owner:
+        shutil.chown(folder, "postgres")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = folder / "data"
+
+    def postgres(*args: str) -> None:
+        subprocess.run(as_owner + list(args), cwd=folder, check=True, capture_output=True, timeout=120)
+
+    postgres(initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync")
+    postgres(pg_ctl, "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
+             f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    try:
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE fmnist")
+        yield f"postgresql://postgres@127.0.0.1:{port}/fmnist"
+    finally:
+        postgres(pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(folder)
+
+
+@pytest.mark.realdata
+def test_two_workers_share_a_postgresql_study_and_record_each_trial_once(tmp_path, postgres_url):
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "fmnist", "tune", "--study", "pg", "--storage", postgres_url, "--trials", "2",
+               "--limit", "400", "--epochs", "2", "--runs-dir", str(runs), "--json"]
+    # Started together, as a cluster would: both race to create the tables and the study on a fresh database.
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for worker in workers:
+        out, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err
+        assert json.loads(out)["trials_run"] == 2
+
+    trials = optuna.load_study(study_name="pg", storage=postgres_url).trials
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert {t.state for t in trials} <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    run_dirs = sorted(Path(t.user_attrs["run_dir"]) for t in trials)
+    assert run_dirs == sorted(p.resolve() for p in (runs / "pg").iterdir())  # one run per trial: none lost, none twice
+    names = {json.loads((run / artifacts.CONFIG).read_text())["settings"]["name"] for run in run_dirs}
+    assert names == {f"trial-{n:04d}" for n in range(4)}
+    # The two workers really overlapped: some trial started before another one ended.
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
+
+    assert "Timeline" in write_report("pg", storage=postgres_url, runs_dir=runs).read_text()
