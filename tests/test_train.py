@@ -11,6 +11,7 @@ EXPECTED_FILES = {
     artifacts.CONFIG, artifacts.SPLIT, artifacts.HISTORY, artifacts.MODEL, artifacts.MODEL_SHA256, artifacts.METRICS,
     artifacts.CLASSIFICATION_REPORT, artifacts.CONFUSION_MATRIX_PNG, artifacts.CURVES_PNG,
     artifacts.MISCLASSIFIED_PNG, artifacts.REPORT_HTML, artifacts.STATUS, artifacts.PREDICTIONS,
+    artifacts.CALIBRATION, artifacts.RELIABILITY_PNG,
 }
 
 
@@ -51,7 +52,11 @@ def test_train_writes_a_complete_run_directory(tmp_path, tiny_data):
     status = json.loads((result.run_dir / artifacts.STATUS).read_text())
     assert status["state"] == "finished"
     html = (result.run_dir / artifacts.REPORT_HTML).read_text()
-    assert html.count("data:image/png;base64,") == 3 and "Shirt" in html
+    assert html.count("data:image/png;base64,") == 4 and "Shirt" in html
+    metrics = json.loads((result.run_dir / artifacts.METRICS).read_text())
+    low, high = metrics["test_accuracy_ci95"]
+    assert low <= metrics["test_accuracy"] <= high
+    assert 0.05 <= metrics["temperature"] <= 20 and 0 <= metrics["ece"] <= 1
 
 
 def test_each_run_gets_its_own_directory(tmp_path, tiny_data):
