@@ -22,6 +22,9 @@ examples:
   fmnist train --backend tensorflow
   fmnist evaluate runs/<id>        re-score a saved run on the test set
   fmnist report runs/<id>          rebuild the run's pictures and report.html
+  fmnist runs                      every run, newest first: settings, test accuracy, time, status
+  fmnist runs compare <A> <B>      one HTML page setting runs side by side (runs/compare.html)
+  fmnist export runs/<id> --format onnx    also saved_model or litert; checked against Keras
   fmnist train --resume runs/<id>  continue a killed or interrupted run from its last finished epoch
   fmnist tune --trials 20 --limit 6000 --epochs 5    an Optuna study (runs/tune.journal)
   fmnist tune --study s --storage postgresql://user:pw@host/db   one worker of many, on any machine
@@ -191,6 +194,35 @@ def cmd_serve(args: argparse.Namespace) -> None:
           max_batch=args.max_batch, access_log=not args.quiet)
 
 
+def cmd_runs(args: argparse.Namespace) -> None:
+    from fmnist.runs import format_runs, list_runs
+
+    rows = list_runs(args.runs_dir)
+    text = format_runs(rows) if rows else f"no runs in {args.runs_dir} yet: start one with 'fmnist train'"
+    _emit(args, text, {"runs_dir": str(args.runs_dir), "runs": rows})
+
+
+def cmd_runs_compare(args: argparse.Namespace) -> None:
+    from fmnist.compare import compare_runs
+    from fmnist.runs import resolve_run
+
+    path = compare_runs([resolve_run(r, args.runs_dir) for r in args.runs], args.output or args.runs_dir / "compare.html")
+    _emit(args, f"comparison: {path}", {"comparison": str(path)})
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from fmnist.backend import activate
+    from fmnist.export import choose_backend
+    from fmnist.runs import require_run_dir
+
+    require_run_dir(args.run)
+    backend = activate(choose_backend(args.format, args.backend))
+    from fmnist.export import export_run, summary_text
+
+    record = export_run(args.run, args.format, backend, data_dir=args.data_dir)
+    _emit(args, summary_text(args.run, record), record)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fmnist", description="Train, evaluate and report a Fashion-MNIST classifier (Keras 3).",
@@ -266,6 +298,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("report", cmd_report, "Rebuild a run's pictures and report.html from its files.")
     p.add_argument("run", type=Path, help="a run directory made by 'fmnist train'")
+
+    p = command("runs", cmd_runs, "List the runs, newest first: settings, test accuracy, macro F1, time, status.")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run directories are (default ./runs)")
+    compare_help = "Write one HTML page comparing runs: settings, learning curves, per-class F1, changed mistakes."
+    p = p.add_subparsers(dest="runs_command", metavar="compare").add_parser(
+        "compare", help=compare_help, description=compare_help)
+    p.set_defaults(handler=cmd_runs_compare)
+    p.add_argument("runs", nargs="+", metavar="RUN", help="two or more run directories, or their names in --runs-dir")
+    # SUPPRESS: given before 'compare' or after it, these keep the value given (argparse would reset them).
+    p.add_argument("--runs-dir", type=Path, default=argparse.SUPPRESS, help="where run directories are (default ./runs)")
+    p.add_argument("--output", type=Path, metavar="HTML", help="where to write the page (default RUNS_DIR/compare.html)")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the result as JSON on stdout")
+
+    from fmnist.artifacts import EXPORT_FILES
+
+    p = command("export", cmd_export, "Export a run's model with Keras (ONNX, TensorFlow SavedModel or LiteRT), then "
+                                      "check the file with its own runtime against Keras on 1,000 test images.")
+    p.add_argument("run", type=Path, help="a run directory made by 'fmnist train'")
+    p.add_argument("--format", required=True, choices=tuple(EXPORT_FILES), help="what to write")
+    p.add_argument("--backend", choices=("jax", "tensorflow"), default=None,
+                   help="Keras backend that writes the file (default: KERAS_BACKEND, else tensorflow, "
+                        "which writes every format; jax writes saved_model only)")
+    data_dir(p)
     p = command("bench", cmd_bench, "Time training and inference against plain Keras/PyTorch scripts and the CPU.")
     p.add_argument("--output", type=Path, default=Path("bench.json"), help="where to write the JSON (default bench.json)")
     p.add_argument("--quick", action="store_true", help="fewer epochs, for a short run")

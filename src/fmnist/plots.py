@@ -116,3 +116,39 @@ def bar_chart_png(labels: Sequence[str], values: Sequence[float], title: str, pa
     ax.set_title(title)
     fig.tight_layout()
     _save(fig, path)
+
+
+def compare_curves_png(histories: dict[str, dict[str, list[float]]], path: Path) -> None:
+    """Loss and accuracy of several runs on the same axes: validation solid, training dashed, one colour per run."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, key, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
+        for i, (label, history) in enumerate(histories.items()):
+            colour = colours[i % len(colours)]
+            epochs = np.arange(1, len(history.get(key, [])) + 1)
+            ax.plot(epochs, history.get(f"val_{key}", []), color=colour, marker=".", label=f"{label} validation")
+            ax.plot(epochs, history.get(key, []), color=colour, linestyle="--", alpha=0.6, label=f"{label} train")
+        ax.set_xlabel("Epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def grouped_bars_png(categories: Sequence[str], series: dict[str, Sequence[float]], title: str, path: Path) -> None:
+    """One group of bars per category, one bar per series; the 0-1 scale starts just below the lowest bar."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(13, 4.5))
+    width = 0.8 / max(1, len(series))
+    positions = np.arange(len(categories))
+    for i, (label, values) in enumerate(series.items()):
+        ax.bar(positions + (i - (len(series) - 1) / 2) * width, list(values), width, label=label)
+    ax.set_xticks(positions, list(categories), rotation=30, ha="right")
+    ax.set_ylim(max(0.0, min(min(v) for v in series.values()) - 0.05), 1)  # small gaps between runs stay visible
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)

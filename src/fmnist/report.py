@@ -27,10 +27,27 @@ def _img(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def _table(header: list[str], rows: list[list[Any]], highlight: set[int] = frozenset()) -> str:
+    """An HTML table; the rows whose indices are in ``highlight`` are marked (class ``diff``)."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join(
+        ("<tr class=diff>" if i in highlight else "<tr>") + "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
+        + "</tr>" for i, row in enumerate(rows)
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _exports(run_dir: Path) -> list[tuple[str, str]]:
+    """The Exports section, when the run has any: each file with its SHA-256 and parity check."""
+    from fmnist.export import list_exports
+
+    rows = [
+        [e["format"], e["file"], e["sha256"], e["backend"],
+         f"{e['parity']['max_abs_diff']:.2e}", f"{e['parity']['top_class_agreement']:.2%}", e["created"]]
+        for e in list_exports(run_dir)
+    ]
+    header = ["format", "file", "SHA-256", "backend", "max |Δp|", "top class agrees", "created"]
+    return [("Exports", _table(header, rows))] if rows else []
 
 
 def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dict) -> str:
@@ -60,14 +77,18 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ("Learning curves", _img(run_dir / artifacts.CURVES_PNG, "loss and accuracy curves")),
         ("Most confident mistakes", _img(run_dir / artifacts.MISCLASSIFIED_PNG, "most confident mistakes")),
         ("Settings", _table(["setting", "value"], settings)),
-    ]
-    body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
+    ] + _exports(run_dir)
+    return page(f"fmnist run {run_dir.name}", sections)
+
+
+def page(title: str, sections: list[tuple[str, str]]) -> str:
+    """A self-contained HTML page: the title, then each (heading, HTML) section."""
+    body = "".join(f"<h2>{html.escape(heading)}</h2>{content}" for heading, content in sections)
     style = (
         "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
-        "th{background:#f3f3f3}img{max-width:100%}"
+        "th{background:#f3f3f3}img{max-width:100%}tr.diff td{background:#fff3bf}"
     )
-    title = f"fmnist run {run_dir.name}"
     return (
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n"

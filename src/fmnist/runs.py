@@ -11,7 +11,11 @@ from fmnist.errors import FmnistError
 
 
 def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _iso(dt.datetime.now(dt.timezone.utc))
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def create_run_dir(runs_dir: Path, name: str) -> Path:
@@ -41,3 +45,129 @@ def require_run_dir(run_dir: Path) -> Path:
 
 def set_status(run_dir: Path, state: str, **extra: Any) -> None:
     artifacts.write_json(Path(run_dir) / artifacts.STATUS, {"state": state, "updated": utc_now(), **extra})
+
+
+GROUP_DEPTH = 3  # runs/<runs dir of a study>/<seed group>/<run>
+KEY_SETTINGS = ("hidden_sizes", "dropout", "learning_rate", "batch_size", "epochs", "limit", "seed")
+
+
+def _read_object(path: Path, notes: list[str], note_missing: bool = True) -> dict[str, Any]:
+    """A JSON object from ``path``, or ``{}`` with a note saying why not: listing never fails on one bad run."""
+    if not path.is_file():
+        if note_missing:
+            notes.append(f"no {path.name}")
+        return {}
+    try:
+        data = artifacts.read_json(path)
+    except FmnistError:
+        data = None
+    if not isinstance(data, dict):
+        notes.append(f"{path.name} unreadable")
+        return {}
+    return data
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def summarize(run_dir: Path) -> dict[str, Any]:
+    """What `fmnist runs` shows for one run directory, from whatever of its files are there and readable."""
+    run_dir = Path(run_dir)
+    notes: list[str] = []
+    config = _read_object(run_dir / artifacts.CONFIG, notes)
+    status = _read_object(run_dir / artifacts.STATUS, notes)
+    metrics = _read_object(run_dir / artifacts.METRICS, notes, note_missing=False)  # none yet while running
+    settings = config.get("settings") if isinstance(config.get("settings"), dict) else {}
+    history = run_dir / artifacts.HISTORY
+    epochs = _number(status.get("epochs"))
+    if epochs is None and history.is_file():  # a run still going (or killed) has only its history so far
+        epochs = max(0, len(history.read_text(encoding="utf-8", errors="replace").splitlines()) - 1)
+    created = config.get("created") or status.get("updated") or _iso(
+        dt.datetime.fromtimestamp(run_dir.stat().st_mtime, dt.timezone.utc))
+    return {
+        "run": run_dir.name,
+        "path": str(run_dir),
+        "created": str(created),
+        "recipe": closest_recipe(settings) if settings else None,
+        "settings": {k: settings[k] for k in KEY_SETTINGS if k in settings},
+        "backend": config.get("backend"),
+        "epochs": None if epochs is None else int(epochs),
+        "test_accuracy": _number(metrics.get("test_accuracy")),
+        "macro_f1": _number(metrics.get("macro_f1")),
+        "train_seconds": _number(status.get("train_seconds")),
+        "status": str(status.get("state", "unknown")),
+        "notes": notes,
+    }
+
+
+def closest_recipe(settings: dict[str, Any]) -> str:
+    """The recipe these settings come from (config.json does not name it): the one they differ from least,
+    not counting the run's size and name; ``"spec (+2)"`` says two other settings were changed."""
+    from fmnist.recipes import RECIPES
+    from fmnist.settings import TrainSettings
+
+    defaults = TrainSettings().to_dict()
+    ignored = {"name", "seed", "epochs", "limit", "teacher"}
+
+    def changes(recipe: str) -> int:
+        preset = {**defaults, **TrainSettings.from_dict(RECIPES[recipe]).to_dict()}
+        return sum(settings.get(k, defaults[k]) != v for k, v in preset.items() if k not in ignored)
+
+    counts = {recipe: changes(recipe) for recipe in RECIPES}
+    best = min(counts, key=counts.get)
+    return best if counts[best] == 0 else f"{best} (+{counts[best]})"
+
+
+def _run_dirs(folder: Path, depth: int) -> list[Path]:
+    """Run directories under ``folder``. One holding run directories but no run files of its own is a group
+    (``--seeds``, or a runs directory inside this one) and is looked into, ``depth`` levels at most."""
+    found = []
+    for d in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        inner = [p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        if (d / artifacts.CONFIG).exists() or (d / artifacts.STATUS).exists() or not inner or depth <= 1:
+            found.append(d)
+        else:
+            found += _run_dirs(d, depth - 1)
+    return found
+
+
+def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
+    """Every run directory under ``runs_dir`` (groups included), newest first; a missing ``runs_dir`` has none."""
+    runs_dir = Path(runs_dir)
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise FmnistError(f"{runs_dir} is not a directory; give the runs directory with --runs-dir")
+    found = [
+        {**summarize(d), "run": d.relative_to(runs_dir).as_posix()} for d in _run_dirs(runs_dir, GROUP_DEPTH)
+    ] if runs_dir.is_dir() else []
+    return sorted(found, key=lambda r: (r["created"], r["run"]), reverse=True)
+
+
+def cell(value: Any, fmt: str = "{}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def format_runs(rows: list[dict[str, Any]]) -> str:
+    """The runs as an aligned text table, one line each."""
+    header = ["run", "created", "recipe", "hidden", "lr", "batch", "limit", "backend", "epochs",
+              "test acc", "macro F1", "train s", "status"]
+    lines = [header]
+    for r in rows:
+        s = r["settings"]
+        hidden = "-".join(str(n) for n in s["hidden_sizes"]) if isinstance(s.get("hidden_sizes"), list) else None
+        lines.append([
+            r["run"], r["created"].replace("T", " "), cell(r["recipe"]), cell(hidden), cell(s.get("learning_rate"), "{:g}"),
+            cell(s.get("batch_size")), cell(s.get("limit")), cell(r["backend"]), cell(r["epochs"]),
+            cell(r["test_accuracy"], "{:.4f}"), cell(r["macro_f1"], "{:.4f}"), cell(r["train_seconds"], "{:.1f}"),
+            r["status"] + (f" ({', '.join(r['notes'])})" if r["notes"] else ""),
+        ])
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def resolve_run(name: str, runs_dir: Path) -> Path:
+    """A run given as a path, or as a directory name inside ``runs_dir``."""
+    for candidate in (Path(name), Path(runs_dir) / name):
+        if (candidate / artifacts.CONFIG).is_file():
+            return candidate
+    raise FmnistError(f"no run {name!r}: give a run directory or the name of one in {runs_dir} (see 'fmnist runs')")

@@ -1,0 +1,130 @@
+"""`fmnist runs compare`: one self-contained HTML page that sets two or more runs side by side."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmnist import artifacts, plots, runs
+from fmnist.data import CLASS_NAMES
+from fmnist.errors import FmnistError
+from fmnist.report import _img, _table, page
+
+TOP_CLASSES = 5
+
+
+def _text(value: Any) -> str:
+    return "-".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+
+def flat_settings(config: dict[str, Any]) -> dict[str, str]:
+    """Everything that shapes a run, one line each: its settings, backend, data and package versions."""
+    flat = {key: _text(value) for key, value in config.get("settings", {}).items()}
+    flat["backend"] = _text(config.get("backend"))
+    flat["data"] = _text(config.get("data", {}).get("source"))
+    flat["python"] = _text(config.get("python"))
+    flat.update({f"version {name}": _text(v) for name, v in config.get("versions", {}).items()})
+    return flat
+
+
+def settings_rows(configs: list[dict[str, Any]]) -> tuple[list[list[str]], set[int]]:
+    """One row per setting, one column per run, and the indices of the rows whose values differ."""
+    flats = [flat_settings(c) for c in configs]
+    keys = list(dict.fromkeys(key for flat in flats for key in flat))
+    rows = [[key, *(flat.get(key, "-") for flat in flats)] for key in keys]
+    return rows, {i for i, row in enumerate(rows) if len(set(row[1:])) > 1}
+
+
+def mistake_changes(matrices: list[np.ndarray], top: int = TOP_CLASSES) -> list[dict[str, Any]]:
+    """The classes whose count of mistakes varies most between runs, each with the confusion that moved most."""
+    stacked = np.stack([np.asarray(m) for m in matrices])  # runs x true x predicted
+    off_diagonal = stacked * (1 - np.eye(len(CLASS_NAMES), dtype=stacked.dtype))
+    errors = off_diagonal.sum(axis=2)  # runs x classes
+    spread = errors.max(axis=0) - errors.min(axis=0)
+    changes = []
+    for c in np.argsort(-spread, kind="stable")[:top]:
+        cell_spread = off_diagonal[:, c].max(axis=0) - off_diagonal[:, c].min(axis=0)
+        moved = int(np.argmax(cell_spread))
+        changes.append({
+            "class": CLASS_NAMES[c], "mistakes": errors[:, c].tolist(), "change": int(spread[c]),
+            "most_moved": CLASS_NAMES[moved], "most_moved_counts": off_diagonal[:, c, moved].tolist(),
+        })
+    return changes
+
+
+def _load(run_dir: Path) -> dict[str, Any]:
+    """The files a comparison needs; a run that has not been evaluated is refused, naming its status."""
+    from fmnist.train import read_history
+
+    summary = runs.summarize(run_dir)
+    if not (run_dir / artifacts.METRICS).is_file() or not (run_dir / artifacts.HISTORY).is_file():
+        raise FmnistError(
+            f"{run_dir} has no test metrics or history (status {summary['status']}); compare needs runs that finished"
+        )
+    try:
+        history = read_history(run_dir)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise FmnistError(f"{run_dir / artifacts.HISTORY} is damaged ({exc})") from None
+    metrics = artifacts.read_json(run_dir / artifacts.METRICS)
+    if not isinstance(metrics, dict) or not {"per_class", "confusion_matrix"} <= set(metrics):
+        raise FmnistError(f"{run_dir / artifacts.METRICS} lacks per-class metrics; rerun 'fmnist evaluate {run_dir}'")
+    return {
+        "summary": summary, "history": history, "metrics": metrics,
+        "config": artifacts.read_json(run_dir / artifacts.CONFIG),
+    }
+
+
+def compare_runs(run_dirs: list[Path], output: Path) -> Path:
+    """Write the comparison page of ``run_dirs`` (two or more) to ``output``; return its path."""
+    resolved = [Path(r).resolve() for r in run_dirs]
+    if len(set(resolved)) != len(resolved) or len(resolved) < 2:
+        raise FmnistError("give two or more different runs to compare")
+    loaded = [_load(runs.require_run_dir(r)) for r in run_dirs]
+    names = [Path(r).name for r in run_dirs]
+    summaries = [item["summary"] for item in loaded]
+    metrics = [item["metrics"] for item in loaded]
+
+    headline = [[label, *(runs.cell(s[key], fmt) for s in summaries)] for label, key, fmt in (
+        ("created", "created", "{}"), ("status", "status", "{}"), ("backend", "backend", "{}"),
+        ("epochs", "epochs", "{}"), ("test accuracy", "test_accuracy", "{:.4f}"), ("macro F1", "macro_f1", "{:.4f}"),
+        ("training seconds", "train_seconds", "{:.1f}"),
+    )]
+    settings, differ = settings_rows([item["config"] for item in loaded])
+    f1 = {name: [m["per_class"][c]["f1-score"] for c in CLASS_NAMES] for name, m in zip(names, metrics)}
+    f1_rows = [
+        [c, *(f"{f1[n][i]:.4f}" for n in names), f"{max(f1[n][i] for n in names) - min(f1[n][i] for n in names):.4f}"]
+        for i, c in enumerate(CLASS_NAMES)
+    ]
+    changes = mistake_changes([m["confusion_matrix"] for m in metrics])
+    change_rows = [
+        [ch["class"], *ch["mistakes"], ch["change"], f"as {ch['most_moved']}: {' / '.join(map(str, ch['most_moved_counts']))}"]
+        for ch in changes
+    ]
+    note = ""
+    if len({m.get("test_images") for m in metrics}) > 1:
+        note = "<p><b>These runs were scored on different numbers of test images: compare counts with care.</b></p>"
+
+    with tempfile.TemporaryDirectory() as tmp:
+        curves, bars = Path(tmp) / "curves.png", Path(tmp) / "f1.png"
+        plots.compare_curves_png({n: item["history"] for n, item in zip(names, loaded)}, curves)
+        plots.grouped_bars_png(list(CLASS_NAMES), f1, "F1 per class (test set)", bars)
+        sections = [
+            ("Runs", _table(["", *names], headline)),
+            ("Settings (differences highlighted)", _table(["setting", *names], settings, highlight=differ)),
+            ("Learning curves (shared axes)", _img(curves, "loss and accuracy of every run on shared axes")),
+            ("F1 per class", _img(bars, "F1 per class, one bar per run")
+             + _table(["class", *names, "range"], f1_rows)),
+            ("Classes whose mistakes changed most", note + _table(
+                ["true class", *(f"mistakes, {n}" for n in names), "range", "confusion that moved most"],
+                change_rows)),
+        ]
+        output = Path(output)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            artifacts.write_text(output, page(f"fmnist: {' vs '.join(names)}", sections))
+        except OSError as exc:
+            raise FmnistError(f"cannot write {output}: {exc.strerror}") from None
+    return output

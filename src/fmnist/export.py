@@ -1,0 +1,214 @@
+"""`fmnist export`: write a run's model as ONNX, a TensorFlow SavedModel or LiteRT with Keras' own `model.export`,
+then reload the file with its own runtime and check it against the Keras model on test images."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from fmnist import artifacts, runs
+from fmnist.backend import resolve
+from fmnist.data import CHECKSUMS, load_dataset, to_features
+from fmnist.errors import FmnistError
+
+log = logging.getLogger(__name__)
+
+# Backends that can write each format, preferred first. Keras writes LiteRT only from TensorFlow (or PyTorch), and
+# ONNX from JAX only through jax2onnx, which pulls in Flax and Orbax; tf2onnx on TensorFlow needs nothing of the kind.
+FORMATS: dict[str, tuple[str, ...]] = {
+    "onnx": ("tensorflow",),
+    "saved_model": ("tensorflow", "jax"),
+    "litert": ("tensorflow",),
+}
+KERAS_FORMAT = {"onnx": "onnx", "saved_model": "tf_saved_model", "litert": "litert"}
+RUNTIME = {"onnx": "onnxruntime", "saved_model": "TensorFlow", "litert": "the LiteRT interpreter"}
+PARITY_IMAGES = 1000
+TOLERANCE = 1e-4
+INSTALL_HINT = "install the export extra: pip install -e '.[export]'"
+
+
+def choose_backend(fmt: str, requested: str | None) -> str:
+    """The flag, else KERAS_BACKEND, else the first backend that writes ``fmt``; refuse one that cannot write it."""
+    name = resolve(requested or os.environ.get("KERAS_BACKEND") or FORMATS[fmt][0])
+    if name not in FORMATS[fmt]:
+        able = " or ".join(FORMATS[fmt])
+        raise FmnistError(
+            f"Keras cannot write {fmt} from the {name} backend; the {able} backend can: "
+            f"rerun with --backend {FORMATS[fmt][0]}"
+        )
+    return name
+
+
+def sha256_tree(path: Path) -> str:
+    """A file's SHA-256; for a folder, the SHA-256 of its sorted ``sha256sum``-style listing."""
+    if path.is_file():
+        return artifacts.sha256_file(path)
+    listing = "".join(
+        f"{artifacts.sha256_file(f)}  {f.relative_to(path).as_posix()}\n" for f in sorted(path.rglob("*")) if f.is_file()
+    )
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def parity(reference: np.ndarray, exported: np.ndarray, tolerance: float = TOLERANCE) -> dict[str, Any]:
+    """Largest absolute probability difference and top-class agreement; ``passed`` when within ``tolerance``."""
+    if exported.shape != reference.shape:
+        raise FmnistError(f"the exported model returned shape {exported.shape}, the Keras model {reference.shape}")
+    max_abs_diff = float(np.abs(reference.astype(np.float64) - exported).max())
+    return {
+        "images": int(len(reference)),
+        "max_abs_diff": max_abs_diff,
+        "top_class_agreement": float(np.mean(reference.argmax(axis=1) == exported.argmax(axis=1))),
+        "tolerance": tolerance,
+        "passed": max_abs_diff <= tolerance,
+    }
+
+
+def _run_onnx(path: Path, images: np.ndarray) -> np.ndarray:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(None, {session.get_inputs()[0].name: images})[0])
+
+
+def _run_saved_model(path: Path, images: np.ndarray) -> np.ndarray:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))  # held: its variables die with it, mid-call if it were a temporary
+    return loaded.serve(tf.constant(images)).numpy()
+
+
+def _run_litert(path: Path, images: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    interpreter.resize_tensor_input(source["index"], images.shape)  # written for a batch of one
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(source["index"], images)
+    interpreter.invoke()
+    return np.asarray(interpreter.get_tensor(target["index"]))
+
+
+RUNNERS: dict[str, Callable[[Path, np.ndarray], np.ndarray]] = {
+    "onnx": _run_onnx, "saved_model": _run_saved_model, "litert": _run_litert,
+}
+
+
+def _parity_images(config: dict[str, Any], data_dir: Path | None) -> np.ndarray:
+    """The first test images of the data set the run recorded (its checksums), scaled as the model expects."""
+    data = config.get("data") if isinstance(config, dict) else None
+    recorded = data.get("sha256") if isinstance(data, dict) else None
+    checksums = recorded if isinstance(recorded, dict) and set(recorded) == set(CHECKSUMS) else CHECKSUMS
+    return to_features(load_dataset(data_dir, checksums=checksums).x_test[:PARITY_IMAGES])
+
+
+def _write_export(model: Any, target: Path, fmt: str) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # Keras' numpy-2 patch of tf2onnx touches np.object
+            model.export(str(target), format=KERAS_FORMAT[fmt], verbose=False)
+    except ImportError as exc:
+        raise FmnistError(f"{fmt} export needs a package that is missing ({exc}); {INSTALL_HINT}") from None
+
+
+def _replace_dir(staging: Path, final: Path) -> None:
+    """Move ``staging`` to ``final``, replacing an earlier export only once the new one is complete."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export_run(run_dir: Path, fmt: str, backend: str, data_dir: Path | None = None) -> dict[str, Any]:
+    """Export the run's model to ``exports/<fmt>/``, check parity, record it in ``export.json``; return that record."""
+    from fmnist.report import build_report
+
+    run_dir = runs.require_run_dir(run_dir)
+    config = artifacts.read_json(run_dir / artifacts.CONFIG)
+    model, model_sha256 = artifacts.load_model(run_dir)
+    images = _parity_images(config, data_dir)
+    reference = np.asarray(model.predict(images, batch_size=len(images), verbose=0))
+    exports = run_dir / artifacts.EXPORTS_DIR
+    try:
+        exports.mkdir(exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=exports, prefix=f".{fmt}."))
+    except OSError as exc:
+        raise FmnistError(f"cannot write in {exports}: {exc.strerror}") from None
+    staging.chmod(0o755)  # mkdtemp makes it private; an export is meant to be read by others
+    try:
+        target = staging / artifacts.EXPORT_FILES[fmt]
+        log.info("exporting %s with Keras on %s", fmt, backend)
+        _write_export(model, target, fmt)
+        try:
+            outputs = RUNNERS[fmt](target, images)
+        except ImportError as exc:
+            raise FmnistError(f"checking a {fmt} export needs {RUNTIME[fmt]} ({exc}); {INSTALL_HINT}") from None
+        check = parity(reference, outputs)
+        if not check["passed"]:
+            raise FmnistError(
+                f"the {fmt} export differs from the Keras model by up to {check['max_abs_diff']:.2e} in probability "
+                f"(allowed {TOLERANCE:.0e}) on {check['images']} test images; nothing was kept"
+            )
+        record = {
+            "format": fmt,
+            "file": f"{artifacts.EXPORTS_DIR}/{fmt}/{artifacts.EXPORT_FILES[fmt]}",
+            "sha256": sha256_tree(target),
+            "backend": backend,
+            "keras": metadata.version("keras"),
+            "runtime": RUNTIME[fmt],
+            "model_sha256": model_sha256,
+            "created": runs.utc_now(),
+            "parity": check,
+        }
+        artifacts.write_json(staging / artifacts.EXPORT_INFO, record)
+        _replace_dir(staging, exports / fmt)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    build_report(run_dir)
+    return record
+
+
+def summary_text(run_dir: Path, record: dict[str, Any]) -> str:
+    """What `fmnist export` prints: the file, its checksum and the parity check."""
+    check = record["parity"]
+    return (
+        f"{record['format']}: {Path(run_dir) / record['file']}\n"
+        f"sha256 {record['sha256']}\n"
+        f"parity on {check['images']} test images ({record['runtime']} against Keras on {record['backend']}): "
+        f"max |difference in probability| {check['max_abs_diff']:.2e} (allowed {check['tolerance']:.0e}), "
+        f"top class agrees on {check['top_class_agreement']:.2%}"
+    )
+
+
+RECORD_KEYS = {"format", "file", "sha256", "backend", "created", "parity"}
+PARITY_KEYS = {"max_abs_diff", "top_class_agreement"}
+
+
+def list_exports(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of a run's exports, by format; an unreadable or incomplete record is left out, with a warning."""
+    records = []
+    for path in sorted(Path(run_dir).glob(f"{artifacts.EXPORTS_DIR}/*/{artifacts.EXPORT_INFO}")):
+        if path.parent.name.startswith("."):  # an export in progress, or one a crash left unfinished
+            continue
+        try:
+            record = artifacts.read_json(path)
+        except FmnistError as exc:
+            log.warning("%s", exc)
+            continue
+        complete = isinstance(record, dict) and RECORD_KEYS <= set(record)
+        if complete and isinstance(record["parity"], dict) and PARITY_KEYS <= set(record["parity"]):
+            records.append(record)
+        else:
+            log.warning("%s is not an export record; left out of the report", path)
+    return records

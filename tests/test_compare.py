@@ -1,0 +1,85 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from fmnist import artifacts, runs
+from fmnist.compare import compare_runs, mistake_changes, settings_rows
+from fmnist.data import CLASS_NAMES
+from fmnist.errors import FmnistError
+from test_runs import module_data, tiny_train
+
+
+def test_mistake_changes_ranks_classes_by_how_much_their_mistakes_moved():
+    a = np.diag(np.full(10, 50))
+    b = a.copy()
+    a[6, 0], b[6, 0] = 30, 5  # Shirt taken for T-shirt/top: 30 -> 5
+    a[6, 2], b[6, 2] = 4, 9  # Shirt taken for Pullover: 4 -> 9
+    a[4, 2], b[4, 2] = 1, 8  # Coat taken for Pullover: 1 -> 8
+    changes = mistake_changes([a, b], top=3)
+    assert [c["class"] for c in changes[:2]] == ["Shirt", "Coat"]
+    shirt = changes[0]
+    assert shirt["mistakes"] == [34, 14] and shirt["change"] == 20
+    assert shirt["most_moved"] == "T-shirt/top" and shirt["most_moved_counts"] == [30, 5]
+    assert changes[1]["mistakes"] == [1, 8] and changes[1]["most_moved"] == "Pullover"
+    assert changes[2]["change"] == 0
+
+
+def test_settings_rows_mark_only_what_differs():
+    base = {"settings": {"dropout": 0.3, "hidden_sizes": [16, 8]}, "backend": "jax", "versions": {"keras": "3"}}
+    other = {"settings": {"dropout": 0.1, "hidden_sizes": [16, 8]}, "backend": "jax", "versions": {"keras": "3"}}
+    rows, differ = settings_rows([base, other])
+    assert [rows[i][0] for i in sorted(differ)] == ["dropout"]
+    assert ["hidden_sizes", "16-8", "16-8"] in rows and ["version keras", "3", "3"] in rows
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    with module_data(tmp_path_factory) as (base, tiny_data):
+        runs_dir = base / "runs"
+        yield runs_dir, [tiny_train(runs_dir, tiny_data, dropout=d, name=f"d{d}").run_dir for d in (0.3, 0.1)]
+
+
+def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs):
+    _, (a, b) = two_runs
+    page = compare_runs([a, b], tmp_path / "out" / "compare.html").read_text()
+    assert a.name in page and b.name in page
+    assert "<tr class=diff><td>dropout</td><td>0.3</td><td>0.1</td></tr>" in page
+    assert "<tr class=diff><td>name</td>" in page and "<tr><td>batch_size</td>" in page
+    assert page.count("data:image/png;base64,") == 2
+    for run in (a, b):
+        metrics = json.loads((run / artifacts.METRICS).read_text())
+        for name in CLASS_NAMES:
+            assert f"{metrics['per_class'][name]['f1-score']:.4f}" in page
+    assert "Classes whose mistakes changed most" in page
+
+
+def test_compare_command_takes_names_and_refuses_what_it_cannot_compare(tmp_path, two_runs):
+    runs_dir, (a, b) = two_runs
+    done = run_cli("runs", "--runs-dir", str(runs_dir), "compare", a.name, b.name, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["comparison"] == str(runs_dir / "compare.html")
+    assert (runs_dir / "compare.html").is_file()
+
+    half = runs.create_run_dir(runs_dir, "half")
+    (half / artifacts.CONFIG).write_text((a / artifacts.CONFIG).read_text())
+    runs.set_status(half, "failed", error="boom")
+    for args, fragment in (
+        ((a.name,), "two or more different runs"),
+        ((a.name, a.name), "two or more different runs"),
+        ((a.name, "nope"), "no run 'nope'"),
+        ((a.name, half.name), "status failed"),
+    ):
+        result = run_cli("runs", "compare", "--runs-dir", str(runs_dir), *args)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.stderr.startswith("fmnist: error:") and fragment in result.stderr, result.stderr
+
+
+def test_compare_refuses_a_metrics_file_from_an_older_version(tmp_path, two_runs):
+    _, (a, b) = two_runs
+    old = shutil.copytree(b, tmp_path / "old")  # the shared runs stay as they are
+    (old / artifacts.METRICS).write_text(json.dumps({"test_accuracy": 0.5}))
+    with pytest.raises(FmnistError, match="lacks per-class metrics"):
+        compare_runs([a, old], tmp_path / "c.html")

@@ -1,0 +1,131 @@
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from fmnist import artifacts
+from fmnist.data import load_dataset, to_features
+from fmnist.errors import FmnistError
+from fmnist.export import choose_backend, export_run, list_exports, parity, sha256_tree
+from test_runs import module_data, tiny_train
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """One tiny trained run shared by the export tests (each format writes its own folder)."""
+    with module_data(tmp_path_factory, n_test=40) as (base, (folder, sums)):
+        run_dir = tiny_train(base / "runs", (folder, sums)).run_dir
+        yield run_dir, folder, to_features(load_dataset(folder, checksums=sums).x_test)
+
+
+def keras_probabilities(run_dir, images):
+    model, _ = artifacts.load_model(run_dir)
+    return np.asarray(model.predict(images, verbose=0))
+
+
+def test_parity_measures_the_largest_difference_and_the_top_class():
+    rng = np.random.default_rng(0)
+    reference = rng.dirichlet(np.ones(10), size=50).astype(np.float32)
+    same = parity(reference, reference.copy())
+    assert same["max_abs_diff"] == 0 and same["top_class_agreement"] == 1 and same["passed"]
+    shifted = reference.copy()
+    shifted[3, 0] += 3e-4
+    flipped = reference.copy()
+    top = reference[7].argmax()
+    flipped[7, top], flipped[7, (top + 1) % 10] = flipped[7, (top + 1) % 10], flipped[7, top]
+    off = parity(reference, shifted)
+    assert not off["passed"] and off["max_abs_diff"] == pytest.approx(3e-4, rel=1e-3)
+    assert parity(reference, flipped)["top_class_agreement"] == pytest.approx(49 / 50)
+    with pytest.raises(FmnistError, match="shape"):
+        parity(reference, reference[:, :5])
+
+
+def test_each_format_names_the_backend_that_can_write_it(monkeypatch):
+    with pytest.raises(FmnistError, match="cannot write litert from the jax backend.*--backend tensorflow"):
+        choose_backend("litert", "jax")
+    with pytest.raises(FmnistError, match="cannot write onnx from the jax backend.*--backend tensorflow"):
+        choose_backend("onnx", "jax")
+    assert choose_backend("saved_model", "jax") == "jax"
+    monkeypatch.delenv("KERAS_BACKEND")
+    assert choose_backend("onnx", None) == "tensorflow"
+
+
+def test_sha256_tree_covers_every_file_of_a_folder(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a").write_bytes(b"one")
+    (tmp_path / "sub" / "b").write_bytes(b"two")
+    before = sha256_tree(tmp_path)
+    assert sha256_tree(tmp_path / "a") == hashlib.sha256(b"one").hexdigest()
+    (tmp_path / "sub" / "b").write_bytes(b"tw0")
+    assert sha256_tree(tmp_path) != before
+
+
+def run_saved_model(path, images):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    return loaded.serve(tf.constant(images)).numpy()
+
+
+def run_onnx(path, images):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: images})[0]
+
+
+def run_litert(path, images):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    source = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(source["index"], images.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(source["index"], images)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def check_export(run_dir, fmt, record, images, backend, runner):
+    """The record matches the file, the report lists it, and the file reloaded here agrees with Keras on JAX."""
+    path = run_dir / record["file"]
+    assert record["format"] == fmt and record["backend"] == backend and path.exists()
+    assert record["parity"]["passed"] and record["parity"]["images"] == len(images)
+    assert record["parity"]["max_abs_diff"] <= 1e-4 and record["parity"]["top_class_agreement"] == 1.0
+    on_disk = json.loads((path.parent / artifacts.EXPORT_INFO).read_text())
+    assert on_disk == record
+    if path.is_file():
+        assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    else:
+        assert record["sha256"] == sha256_tree(path)
+    assert record["sha256"] in (run_dir / artifacts.REPORT_HTML).read_text()
+    assert fmt in [e["format"] for e in list_exports(run_dir)]
+    exported = np.asarray(runner(path, images))
+    assert np.abs(exported - keras_probabilities(run_dir, images)).max() <= 1e-4
+
+
+def test_saved_model_from_jax_in_process(short_run):
+    run_dir, folder, images = short_run
+    record = export_run(run_dir, "saved_model", "jax", data_dir=folder)
+    check_export(run_dir, "saved_model", record, images, "jax", run_saved_model)
+
+
+@pytest.mark.parametrize("fmt,runner", [("onnx", run_onnx), ("litert", run_litert), ("saved_model", run_saved_model)])
+def test_every_format_from_tensorflow(short_run, fmt, runner):
+    run_dir, folder, images = short_run
+    result = run_cli("export", str(run_dir), "--format", fmt, "--backend", "tensorflow", "--data-dir", str(folder),
+                     "--json")
+    assert result.returncode == 0, result.stderr
+    check_export(run_dir, fmt, json.loads(result.stdout), images, "tensorflow", runner)
+
+
+def test_a_format_the_backend_cannot_write_is_one_clear_line(short_run):
+    run_dir, folder, _ = short_run
+    result = run_cli("export", str(run_dir), "--format", "litert", "--data-dir", str(folder))  # KERAS_BACKEND=jax
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "fmnist: error: Keras cannot write litert from the jax backend; the tensorflow backend can: "
+        "rerun with --backend tensorflow"
+    )

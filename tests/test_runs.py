@@ -1,0 +1,130 @@
+import contextlib
+import json
+
+import pytest
+
+from conftest import run_cli, write_idx_set
+from fmnist import artifacts, runs
+from fmnist.data import load_dataset
+from fmnist.errors import FmnistError
+from fmnist.settings import TrainSettings
+from fmnist.train import train
+
+
+def tiny_train(runs_dir, tiny_data, **overrides):
+    folder, sums = tiny_data
+    settings = TrainSettings(**{"hidden_sizes": (16, 8), "epochs": 2, "batch_size": 16, "name": "tiny", **overrides})
+    return train(settings, "jax", runs_dir=runs_dir, dataset=load_dataset(folder, checksums=sums))
+
+
+@contextlib.contextmanager
+def module_data(tmp_path_factory, **sizes):
+    """Tiny IDX files and a private verified-array cache, for a fixture that trains once per module."""
+    base = tmp_path_factory.mktemp("module")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FMNIST_CACHE_DIR", str(base / "cache"))
+        yield base, (base / "tiny", write_idx_set(base / "tiny", **sizes))
+
+
+@pytest.fixture(scope="module")
+def mixed_runs(tmp_path_factory):
+    """A runs directory with one real finished run beside half-written, damaged and old-style ones (read only)."""
+    with module_data(tmp_path_factory) as (base, tiny_data):
+        yield make_mixed_runs(base / "runs", tiny_data)
+
+
+def make_mixed_runs(runs_dir, tiny_data):
+    finished = tiny_train(runs_dir, tiny_data).run_dir
+    config = json.loads((finished / artifacts.CONFIG).read_text())
+
+    running = runs.create_run_dir(runs_dir, "running")
+    artifacts.write_json(running / artifacts.CONFIG, config)
+    runs.set_status(running, "running")
+    (running / artifacts.HISTORY).write_text("epoch,loss\n0,1.5\n1,1.2\n2,1.")  # killed mid-write
+
+    interrupted = runs.create_run_dir(runs_dir, "interrupted")
+    artifacts.write_json(interrupted / artifacts.CONFIG, config)
+    runs.set_status(interrupted, "interrupted")
+
+    damaged = runs.create_run_dir(runs_dir, "damaged")
+    (damaged / artifacts.CONFIG).write_text("{\"settings\": ")
+    (damaged / artifacts.STATUS).write_text("[1, 2]")
+    (damaged / artifacts.METRICS).write_text("\"not an object\"")
+
+    old = runs_dir / "old-style"  # an older layout: a config without settings or time, no status file
+    old.mkdir()
+    (old / artifacts.CONFIG).write_text(json.dumps({"backend": "tensorflow", "settings": "512,256"}))
+
+    empty = runs.create_run_dir(runs_dir, "empty")  # made, then the process died before writing anything
+    grouped = tiny_train(runs_dir / "study", tiny_data, dropout=0.1, name="member").run_dir  # a group, one level down
+    (runs_dir / "notes.txt").write_text("not a run")
+    return {"dir": runs_dir, "finished": finished, "running": running, "interrupted": interrupted,
+            "damaged": damaged, "old": old, "empty": empty, "grouped": grouped}
+
+
+def test_listing_reads_every_run_and_never_fails(mixed_runs):
+    rows = runs.list_runs(mixed_runs["dir"])
+    by_name = {row["run"]: row for row in rows}
+    expected = {mixed_runs[k].name for k in ("finished", "running", "interrupted", "damaged", "old", "empty")}
+    assert set(by_name) == expected | {f"study/{mixed_runs['grouped'].name}"}
+    assert [r["created"] for r in rows] == sorted((r["created"] for r in rows), reverse=True)
+
+    finished = by_name[mixed_runs["finished"].name]
+    metrics = json.loads((mixed_runs["finished"] / artifacts.METRICS).read_text())
+    status = json.loads((mixed_runs["finished"] / artifacts.STATUS).read_text())
+    assert finished["status"] == "finished" and finished["notes"] == []
+    assert finished["test_accuracy"] == metrics["test_accuracy"] and finished["macro_f1"] == metrics["macro_f1"]
+    assert finished["train_seconds"] == status["train_seconds"] and finished["epochs"] == status["epochs"]
+    assert finished["settings"]["hidden_sizes"] == [16, 8] and finished["backend"] == "jax"
+    assert finished["recipe"] == "spec (+2)"  # the spec with other hidden sizes and batch size
+    assert by_name[f"study/{mixed_runs['grouped'].name}"]["recipe"] == "spec (+3)"  # and dropout
+
+    running = by_name[mixed_runs["running"].name]
+    assert running["status"] == "running" and running["epochs"] == 3 and running["test_accuracy"] is None
+    assert by_name[mixed_runs["interrupted"].name]["status"] == "interrupted"
+    damaged = by_name[mixed_runs["damaged"].name]
+    assert damaged["status"] == "unknown"
+    assert set(damaged["notes"]) == {"config.json unreadable", "status.json unreadable", "metrics.json unreadable"}
+    old = by_name[mixed_runs["old"].name]
+    assert old["backend"] == "tensorflow" and old["settings"] == {} and old["notes"] == ["no status.json"]
+    assert by_name[mixed_runs["empty"].name]["notes"] == ["no config.json", "no status.json"]
+    assert by_name[mixed_runs["empty"].name]["recipe"] is None
+
+
+def test_closest_recipe_names_the_preset_and_counts_changes():
+    from fmnist.recipes import RECIPES
+    from fmnist.settings import TrainSettings
+
+    for name, preset in RECIPES.items():
+        assert runs.closest_recipe(TrainSettings.from_dict(preset).to_dict()) == name
+    assert runs.closest_recipe(TrainSettings(dropout=0.1, epochs=3, limit=500, name="x").to_dict()) == "spec (+1)"
+    assert runs.closest_recipe({"dropout": 0.3}) == "spec"  # settings an older version did not have are defaults
+
+
+def test_runs_command_prints_a_table_and_json(mixed_runs):
+    result = run_cli("runs", "--runs-dir", str(mixed_runs["dir"]))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["run", "created", "recipe"] and len(lines) == 8
+    finished = next(line for line in lines if line.startswith(mixed_runs["finished"].name))
+    assert "16-8" in finished and "finished" in finished
+    as_json = run_cli("runs", "--runs-dir", str(mixed_runs["dir"]), "--json")
+    assert as_json.returncode == 0
+    assert [r["run"] for r in json.loads(as_json.stdout)["runs"]] == [r["run"] for r in runs.list_runs(mixed_runs["dir"])]
+
+
+def test_no_runs_and_a_bad_runs_dir(tmp_path):
+    assert runs.list_runs(tmp_path / "none") == []
+    empty = run_cli("runs", "--runs-dir", str(tmp_path / "none"))
+    assert empty.returncode == 0 and "no runs" in empty.stdout
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FmnistError, match="not a directory"):
+        runs.list_runs(tmp_path / "file")
+
+
+def test_resolve_run_takes_a_path_or_a_name(mixed_runs):
+    finished = mixed_runs["finished"]
+    assert runs.resolve_run(str(finished), mixed_runs["dir"] / "elsewhere") == finished
+    assert runs.resolve_run(finished.name, mixed_runs["dir"]) == finished
+    with pytest.raises(FmnistError, match="no run 'nope'"):
+        runs.resolve_run("nope", mixed_runs["dir"])
