@@ -20,6 +20,8 @@ examples:
   fmnist train                     the spec's recipe (512-256-64-32, batch 64, early stopping)
   fmnist train --epochs 3 --limit 12000 --name quick
   fmnist train --backend tensorflow
+  fmnist train --seeds 3           three seeds, with mean, spread and a 95% interval
+  fmnist train --recipe best       our better dense network; --recipe cnn for a small ConvNet
   fmnist evaluate runs/<id>        re-score a saved run on the test set
   fmnist report runs/<id>          rebuild the run's pictures and report.html
   fmnist runs                      every run, newest first: settings, test accuracy, time, status
@@ -85,13 +87,14 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 SETTING_FLAGS = ("hidden_sizes", "dropout", "learning_rate", "batch_size", "epochs", "validation_fraction",
-                 "seed", "limit", "name", "early_stopping_patience", "lr_patience", "lr_factor")
+                 "seed", "limit", "name", "early_stopping_patience", "lr_patience", "lr_factor", "teacher")
 
 
 def _settings_from_args(args: argparse.Namespace):
-    from fmnist.settings import TrainSettings
+    from fmnist.recipes import recipe_settings
 
-    return TrainSettings.from_dict({f: getattr(args, f) for f in SETTING_FLAGS if getattr(args, f, None) is not None})
+    overrides = {f: getattr(args, f) for f in SETTING_FLAGS if getattr(args, f, None) is not None}
+    return recipe_settings(getattr(args, "recipe", None) or "spec", **overrides)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -106,7 +109,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         result = resume_run(args.resume, backend=args.backend, data_dir=args.data_dir)
     else:
         settings = _settings_from_args(args)
-        backend = activate(args.backend)
+        backend = activate(args.backend, settings.architecture)
+        if args.seeds:
+            from fmnist.seeds import summary_text, train_seeds
+
+            group, summary = train_seeds(settings, backend, args.seeds, runs_dir=args.runs_dir, data_dir=args.data_dir)
+            _emit(args, summary_text(group, summary), {"group_dir": str(group), **summary})
+            return
         from fmnist.train import train
 
         result = train(settings, backend, runs_dir=args.runs_dir, data_dir=args.data_dir)
@@ -176,24 +185,6 @@ def cmd_bench(args: argparse.Namespace) -> None:
     _emit(args, table(report) + f"\nwritten: {args.output} and {args.output.with_suffix('.png')}", report)
 
 
-def cmd_predict(args: argparse.Namespace) -> None:
-    from fmnist.predict import as_text, predict_files
-
-    result = predict_files(args.model, args.images, top_k=args.top_k, unsure_below=args.unsure_below, show=args.show,
-                           backend=args.backend)
-    _emit(args, as_text(result) + (f"\nshown: {args.show}" if args.show else ""), result)
-
-
-def cmd_serve(args: argparse.Namespace) -> None:
-    from fmnist.backend import activate
-
-    activate(args.backend)
-    from fmnist.serve import serve
-
-    serve(args.run, host=args.host, port=args.port, max_body_bytes=args.max_upload_mb * 1024 * 1024,
-          max_batch=args.max_batch, access_log=not args.quiet)
-
-
 def cmd_runs(args: argparse.Namespace) -> None:
     from fmnist.runs import format_runs, list_runs
 
@@ -221,6 +212,24 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     record = export_run(args.run, args.format, backend, data_dir=args.data_dir)
     _emit(args, summary_text(args.run, record), record)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from fmnist.predict import as_text, predict_files
+
+    result = predict_files(args.model, args.images, top_k=args.top_k, unsure_below=args.unsure_below, show=args.show,
+                           backend=args.backend)
+    _emit(args, as_text(result) + (f"\nshown: {args.show}" if args.show else ""), result)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from fmnist.backend import activate
+
+    activate(args.backend)
+    from fmnist.serve import serve
+
+    serve(args.run, host=args.host, port=args.port, max_body_bytes=args.max_upload_mb * 1024 * 1024,
+          max_batch=args.max_batch, access_log=not args.quiet)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,6 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden-sizes", type=_sizes, metavar="N,N,...", help="hidden layer widths (default 512,256,64,32)")
     p.add_argument("--dropout", type=float, help="dropout after each hidden layer (default 0.3)")
     p.add_argument("--lr-factor", type=float, help="learning rate multiplier on a val_loss plateau (default 0.1)")
+    p.add_argument("--recipe", choices=("spec", "best", "distilled", "cnn"),
+                   help="spec: the spec's dense recipe (default); best: our better dense network (2x1024, AdamW, "
+                        "cosine, label smoothing); distilled: a dense network taught by --teacher; cnn: a small "
+                        "ConvNet reference (and a good teacher). Other flags override the recipe")
+    p.add_argument("--teacher", metavar="RUN", help="distil from this trained run (with --recipe distilled)")
+    p.add_argument("--seeds", type=_positive_int, metavar="N",
+                   help="train N seeds (seed, seed+1, ...) in one group directory; report mean, spread, 95%% CI")
     p.add_argument("--resume", type=Path, metavar="RUN",
                    help="continue this killed or interrupted run from its last finished epoch, with its own settings")
 

@@ -118,6 +118,24 @@ def bar_chart_png(labels: Sequence[str], values: Sequence[float], title: str, pa
     _save(fig, path)
 
 
+def reliability_png(before: dict, after: dict, path: Path) -> None:
+    """Accuracy against confidence per bin, before and after temperature scaling, with the diagonal."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
+    for bins, label in ((before, "before scaling"), (after, "after scaling")):
+        used = [i for i, c in enumerate(bins["counts"]) if c]
+        ax.plot([bins["confidence"][i] for i in used], [bins["accuracy"][i] for i in used], marker="o",
+                label=f"{label} (ECE {bins['ece']:.4f})")
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Reliability, 15 bins, test set")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def compare_curves_png(histories: dict[str, dict[str, list[float]]], path: Path) -> None:
     """Loss and accuracy of several runs on the same axes: validation solid, training dashed, one colour per run."""
     plt = _pyplot()

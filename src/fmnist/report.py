@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from fmnist import artifacts, plots, runs
+from fmnist.data import CLASS_NAMES
 from fmnist.errors import FmnistError
 from fmnist.metrics import classification_report_text
 
@@ -23,6 +24,8 @@ def _load_predictions(run_dir: Path) -> dict[str, np.ndarray]:
 
 
 def _img(path: Path, alt: str) -> str:
+    if not path.is_file():
+        return f"<p>({html.escape(alt)} not available for this run)</p>"
     encoded = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
 
@@ -51,12 +54,12 @@ def _exports(run_dir: Path) -> list[tuple[str, str]]:
 
 
 def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dict) -> str:
+    rows = [(name, metrics["per_class"][name]) for name in CLASS_NAMES] + [
+        ("macro avg", metrics["macro_avg"]), ("weighted avg", metrics["weighted_avg"])
+    ]  # in label order: metrics.json stores its keys sorted
     per_class = [
-        [name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1-score']:.4f}", int(m["support"])]
-        for name, m in metrics["per_class"].items()
-    ] + [
         [label, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1-score']:.4f}", int(m["support"])]
-        for label, m in (("macro avg", metrics["macro_avg"]), ("weighted avg", metrics["weighted_avg"]))
+        for label, m in rows
     ]
     settings = [[k, v] for k, v in config.get("settings", {}).items()] + [
         ["backend", config.get("backend")], ["data", config.get("data", {}).get("source")],
@@ -64,7 +67,12 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
     ]
     best_epoch = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else "-"
     headline = [
-        ["test accuracy", f"{metrics['test_accuracy']:.4f}"], ["test loss", f"{metrics['test_loss']:.4f}"],
+        ["test accuracy", f"{metrics['test_accuracy']:.4f}"],
+        ["95% bootstrap interval", "{:.4f} to {:.4f}".format(*metrics.get("test_accuracy_ci95", [np.nan] * 2))],
+        ["test loss", f"{metrics['test_loss']:.4f}"],
+        ["ECE (15 bins), before / after temperature scaling",
+         f"{metrics.get('ece_before_scaling', np.nan):.4f} / {metrics.get('ece', np.nan):.4f} "
+         f"(T = {metrics.get('temperature', 1.0):.3f})"],
         ["macro F1", f"{metrics['macro_f1']:.4f}"], ["weakest class (F1)", metrics["weakest_class"]],
         ["epochs run / best", f"{len(history.get('loss', []))} / {best_epoch}"],
         ["training seconds", status.get("train_seconds", "-")], ["status", status.get("state", "-")],
@@ -75,6 +83,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ("Per class", _table(["class", "precision", "recall", "F1", "support"], per_class)),
         ("Confusion matrix", _img(run_dir / artifacts.CONFUSION_MATRIX_PNG, "confusion matrix")),
         ("Learning curves", _img(run_dir / artifacts.CURVES_PNG, "loss and accuracy curves")),
+        ("Calibration", _img(run_dir / artifacts.RELIABILITY_PNG, "reliability diagram")),
         ("Most confident mistakes", _img(run_dir / artifacts.MISCLASSIFIED_PNG, "most confident mistakes")),
         ("Settings", _table(["setting", "value"], settings)),
     ] + _exports(run_dir)
@@ -111,6 +120,9 @@ def build_report(run_dir: Path) -> Path:
     artifacts.write_text(run_dir / artifacts.CLASSIFICATION_REPORT, classification_report_text(y_true, probabilities))
     plots.confusion_matrix_png(metrics["confusion_matrix"], run_dir / artifacts.CONFUSION_MATRIX_PNG)
     plots.curves_png(history, run_dir / artifacts.CURVES_PNG)
+    reliability = metrics.get("reliability")
+    if reliability:
+        plots.reliability_png(reliability["before"], reliability["after"], run_dir / artifacts.RELIABILITY_PNG)
     idx = predictions["mistake_indices"]
     y_pred = probabilities[idx].argmax(axis=1)
     plots.mistakes_png(
@@ -123,9 +135,12 @@ def build_report(run_dir: Path) -> Path:
 
 def headline(run_dir: Path, metrics: dict[str, Any]) -> str:
     weakest = metrics["weakest_class"]
+    ci = metrics.get("test_accuracy_ci95", [float("nan")] * 2)
     return (
-        f"test accuracy {metrics['test_accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
+        f"test accuracy {metrics['test_accuracy']:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f})  macro F1 {metrics['macro_f1']:.4f}  "
         f"weakest class {weakest} (F1 {metrics['per_class'][weakest]['f1-score']:.4f})\n"
+        f"ECE {metrics.get('ece_before_scaling', float('nan')):.4f} -> {metrics.get('ece', float('nan')):.4f} "
+        f"after temperature scaling (T = {metrics.get('temperature', 1.0):.3f})\n"
         f"report: {Path(run_dir) / artifacts.REPORT_HTML}"
     )
 
