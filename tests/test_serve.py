@@ -1,4 +1,5 @@
 import asyncio
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -7,8 +8,9 @@ from fastapi.testclient import TestClient
 
 from fmnist import artifacts
 from fmnist.data import CLASS_NAMES
+from fmnist.errors import FmnistError
 from fmnist.predict import Classifier
-from fmnist.serve import MAX_INPUTS, Batcher, create_app
+from fmnist.serve import MAX_INPUTS, Batcher, create_app, serve
 from samples import bad_files, bad_json_bodies, encode, garment, npy
 
 BODY_LIMIT = 1024 * 1024
@@ -175,3 +177,15 @@ def test_errors_have_a_json_body_listed_in_the_docs(client):
     assert {"200", "400", "413", "415", "422"} <= set(responses)
     for response in (client.post("/v1/predict"), client.get("/nowhere"), client.post("/v1/predict?top_k=0")):
         assert set(response.json()) == {"error"}
+
+
+def test_a_taken_port_or_a_bad_address_is_one_clear_error(tiny_run_dir):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(FmnistError, match=f"cannot listen on 127.0.0.1 port {port}: Address already in use"):
+            serve(tiny_run_dir, port=port)
+    for bad_port in (0, 70000):
+        with pytest.raises(FmnistError, match="between 1 and 65535"):
+            serve(tiny_run_dir, port=bad_port)
+    with pytest.raises(FmnistError, match="is not a run directory"):
+        serve(tiny_run_dir.parent, port=port)  # free again now

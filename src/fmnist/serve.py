@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import socket
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -294,6 +295,11 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_body_byt
 
     if not 0 < port < 65536:
         raise FmnistError(f"port {port} is not between 1 and 65535")
+    try:  # before the model loads, so a taken port is one line at once rather than uvicorn's exit later
+        socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET).close()
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).split(" (while attempting")[0]
+        raise FmnistError(f"cannot listen on {host} port {port}: {reason}") from None
     app = create_app(run_dir, max_body_bytes, max_batch)
     try:
         loopback = ipaddress.ip_address(host).is_loopback
