@@ -17,8 +17,9 @@ def compiled_forward(model: Any) -> Callable[[np.ndarray], np.ndarray]:
     if keras.backend.backend() == "jax":
         import jax
 
-        trainable = [v.value for v in model.trainable_variables]
-        non_trainable = [v.value for v in model.non_trainable_variables]
+        # Copies: Keras' own predict/fit donate the variables' buffers, which would delete arrays we kept.
+        trainable = [jax.numpy.array(v.value, copy=True) for v in model.trainable_variables]
+        non_trainable = [jax.numpy.array(v.value, copy=True) for v in model.non_trainable_variables]
         step = jax.jit(lambda tv, ntv, x: model.stateless_call(tv, ntv, x, training=False)[0])
         run = lambda x: np.asarray(step(trainable, non_trainable, x))  # noqa: E731
     else:
