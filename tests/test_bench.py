@@ -17,8 +17,9 @@ def test_flops_of_the_spec_model_by_hand():
 
 
 def test_summary_drops_the_compiling_first_epoch():
-    s = _summarise([9.0, 2.0, 2.2, 1.8])
+    s = _summarise([9.0, 2.0, 2.2, 1.8], floor_s=1.6)
     assert s["epoch_s"] == 2.0 and s["first_epoch_extra_s"] == 7.0 and s["epochs_timed"] == 4
+    assert s["floor_multiple"] == pytest.approx(1.25)
 
 
 def test_gemm_throughput_is_plausible():

@@ -97,10 +97,11 @@ def _run_json(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, An
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _summarise(epoch_seconds: list[float]) -> dict[str, float]:
-    """Median of the epochs after the first; the first epoch's excess is compile time."""
+def _summarise(epoch_seconds: list[float], floor_s: float) -> dict[str, float]:
+    """Median of the epochs after the first (the first epoch's excess is compile time), and its multiple of the floor."""
     steady = float(np.median(epoch_seconds[1:])) if len(epoch_seconds) > 1 else float(epoch_seconds[0])
-    return {"epoch_s": steady, "first_epoch_extra_s": float(epoch_seconds[0]) - steady, "epochs_timed": len(epoch_seconds)}
+    return {"epoch_s": steady, "first_epoch_extra_s": float(epoch_seconds[0]) - steady,
+            "epochs_timed": len(epoch_seconds), "floor_multiple": steady / floor_s}
 
 
 def bench(output: Path, quick: bool = False) -> dict[str, Any]:
@@ -122,8 +123,7 @@ def bench(output: Path, quick: bool = False) -> dict[str, Any]:
         figures = _run_json([sys.executable, "-c", f"import json; from fmnist.bench import worker; "
                              f"print(json.dumps(worker({backend!r}, {epochs})))"])
         if figures:
-            figures.update(_summarise(figures["epoch_seconds"]))
-            figures["floor_multiple"] = figures["epoch_s"] / epoch_floor_s
+            figures.update(_summarise(figures["epoch_seconds"], epoch_floor_s))
             figures["inference_floor_fraction"] = {
                 b: ips * forward_flops / (gflops * 1e9) for b, ips in figures["inference_images_per_s"].items()
             }
@@ -140,8 +140,7 @@ def bench(output: Path, quick: bool = False) -> dict[str, Any]:
             figures = _run_json([sys.executable, str(REFERENCE_DIR / script), str(npz), str(epochs)],
                                 env={"TF_CPP_MIN_LOG_LEVEL": "2", **env})
             if figures:
-                figures.update(_summarise(figures["epoch_seconds"]))
-                figures["floor_multiple"] = figures["epoch_s"] / epoch_floor_s
+                figures.update(_summarise(figures["epoch_seconds"], epoch_floor_s))
                 results[label] = figures
 
     report = {
