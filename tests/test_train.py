@@ -1,11 +1,15 @@
 import json
 
 import numpy as np
+import pytest
 
 from fmnist import artifacts
 from fmnist.data import load_dataset
 from fmnist.settings import TrainSettings
-from fmnist.train import read_history, split_indices, train
+from fmnist.data import to_features
+from fmnist.train import VALIDATION_BATCH_SIZE, fit, read_history, split_indices, train
+
+from conftest import write_idx_set
 
 EXPECTED_FILES = {
     artifacts.CONFIG, artifacts.SPLIT, artifacts.HISTORY, artifacts.MODEL, artifacts.MODEL_SHA256, artifacts.METRICS,
@@ -75,3 +79,19 @@ def test_same_seed_gives_the_same_weights(tmp_path, tiny_data):
         weights.append(keras.saving.load_model(result.run_dir / artifacts.MODEL).get_weights())
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)
+
+
+def test_validation_in_large_batches_reports_the_loss_of_the_training_batch_size(tmp_path):
+    """fit validates in batches of VALIDATION_BATCH_SIZE for speed; the logged val_loss must not depend on it."""
+    folder = tmp_path / "data"
+    sums = write_idx_set(folder, n_train=1500)
+    dataset = load_dataset(folder, checksums=sums)
+    settings = TrainSettings(hidden_sizes=(16, 8), epochs=1, batch_size=16, name="valbatch")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    model, _, _ = fit(settings, dataset, run_dir, "jax")
+    _, val_idx = split_indices(dataset.y_train, settings)
+    assert settings.batch_size < len(val_idx) < VALIDATION_BATCH_SIZE  # one large batch against 19 small ones
+    at_training_batch = model.evaluate(to_features(dataset.x_train[val_idx]), dataset.y_train[val_idx],
+                                       batch_size=settings.batch_size, verbose=0, return_dict=True)
+    assert read_history(run_dir)["val_loss"][-1] == pytest.approx(at_training_batch["loss"], rel=1e-5)
