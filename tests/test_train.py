@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 from fmnist import artifacts
-from fmnist.data import load_dataset
+from fmnist.data import load_dataset, to_features
 from fmnist.settings import TrainSettings
-from fmnist.data import to_features
 from fmnist.train import VALIDATION_BATCH_SIZE, fit, read_history, split_indices, train
 
 from conftest import write_idx_set

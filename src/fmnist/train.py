@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 # Batches per call between Keras' callbacks: 16 took a spec epoch from 5.2 s to 4.6 s on JAX and, with the
 # validation batch below, from 8.4 s to 6.8 s on TensorFlow (2-core CPU, README "Speed"). Epoch-end callbacks
 # still run after every epoch.
-STEPS_PER_EXECUTION = {"jax": 16, "tensorflow": 16}
+STEPS_PER_EXECUTION = 16
 # Validation only runs the model forward, so it goes in large batches: the mean loss is the same as at the
 # training batch size, and a spec epoch on JAX drops from 5.2 s to 4.4 s.
 VALIDATION_BATCH_SIZE = 1024
@@ -121,7 +121,7 @@ def fit(
 
     seed_everything(settings.seed)
     model = build_model(settings)
-    compile_model(model, settings, -(-len(train_idx) // settings.batch_size), STEPS_PER_EXECUTION[backend])
+    compile_model(model, settings, -(-len(train_idx) // settings.batch_size), STEPS_PER_EXECUTION)
     log.info(
         "training on %d images, validating on %d (%s backend, batch %d, up to %d epochs)",
         len(train_idx), len(val_idx), backend, settings.batch_size, settings.epochs,
