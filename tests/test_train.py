@@ -89,7 +89,8 @@ def test_validation_in_large_batches_reports_the_loss_of_the_training_batch_size
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     model, _, _ = fit(settings, dataset, run_dir, "jax")
-    _, val_idx = split_indices(dataset.y_train, settings)
+    with np.load(run_dir / artifacts.SPLIT) as split:  # the validation images fit itself used
+        val_idx = split["validation"]
     assert settings.batch_size < len(val_idx) < VALIDATION_BATCH_SIZE  # one large batch against 19 small ones
     at_training_batch = model.evaluate(to_features(dataset.x_train[val_idx]), dataset.y_train[val_idx],
                                        batch_size=settings.batch_size, verbose=0, return_dict=True)
