@@ -1,3 +1,8 @@
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from fmnist.backend import resolve
@@ -16,3 +21,55 @@ def test_flag_beats_environment_beats_the_measured_default(monkeypatch):
 def test_unknown_backend_is_refused():
     with pytest.raises(FmnistError, match="unknown backend 'torch'"):
         resolve("torch")
+
+
+TF_PIPELINE_CHECK = """
+import json
+import numpy as np
+import tensorflow as tf
+from fmnist.backend import fit_inputs
+
+features = np.arange(50, dtype=np.float32).reshape(25, 2)
+labels = np.arange(25, dtype=np.int32)
+data = fit_inputs((features, labels), (features[:7], labels[:7]), 4, 3, seed=5)
+again = fit_inputs((features, labels), (features[:7], labels[:7]), 4, 3, seed=5)
+epochs = [[(x.numpy().tolist(), y.numpy().tolist()) for x, y in data["x"]] for _ in range(2)]
+print(json.dumps({
+    "epochs": epochs,
+    "again": [y.numpy().tolist() for _, y in again["x"]],
+    "validation": [y.numpy().tolist() for _, y in data["validation_data"]],
+    "autotune": data["x"].options().autotune.enabled,
+    "keys": sorted(data),
+}))
+"""
+
+
+def test_tensorflow_pipeline_shuffles_whole_epochs_by_seed_without_autotuning():
+    result = subprocess.run([sys.executable, "-c", TF_PIPELINE_CHECK], capture_output=True, text=True,
+                            env={**os.environ, "KERAS_BACKEND": "tensorflow"}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    orders = []
+    for epoch in out["epochs"]:
+        assert [len(y) for _, y in epoch] == [4] * 6 + [1]  # batch size kept, last batch partial
+        order = [label for _, y in epoch for label in y]
+        assert sorted(order) == list(range(25))  # every image once per epoch
+        assert all(x == [2 * label, 2 * label + 1] for xs, y in epoch for x, label in zip(xs, y))  # pairs kept
+        orders.append(order)
+    assert orders[0] != orders[1] and orders[0] != list(range(25))  # a new order each epoch
+    assert [label for y in out["again"] for label in y] == orders[0]  # the seed fixes it
+    assert out["validation"] == [[0, 1, 2], [3, 4, 5], [6]]  # validation in order, at its own batch size
+    assert out["autotune"] is False
+    assert out["keys"] == ["shuffle", "validation_data", "x"]
+
+
+def test_other_backends_get_the_arrays_themselves():
+    import numpy as np
+
+    from fmnist.backend import fit_inputs
+
+    features, labels = np.zeros((5, 2), np.float32), np.arange(5)
+    validation = (features[:2], labels[:2])
+    data = fit_inputs((features, labels), validation, 4, 3, seed=5)
+    assert data["x"] is features and data["y"] is labels and data["batch_size"] == 4
+    assert data["validation_batch_size"] == 3 and data["validation_data"] is validation

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
+
+import numpy as np
 
 from fmnist.errors import FmnistError
 from fmnist.settings import BACKENDS, DEFAULT_BACKEND, PREFERRED_BACKEND
@@ -48,3 +51,31 @@ def seed_everything(seed: int) -> None:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+
+
+def fit_inputs(
+    train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray, np.ndarray],
+    batch_size: int, validation_batch_size: int, seed: int,
+) -> dict[str, Any]:
+    """``model.fit``'s data arguments. On TensorFlow, our own tf.data pipeline with autotuning off: Keras' own
+    autotuned one made whole epochs 1.5 times slower at random on a 2-core CPU (README, "Speed")."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return dict(x=train[0], y=train[1], validation_data=validation, batch_size=batch_size,
+                    validation_batch_size=validation_batch_size)
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+
+    def batches(arrays: tuple[np.ndarray, np.ndarray], size: int, shuffle: bool) -> Any:
+        tensors = tuple(tf.constant(a) for a in arrays)
+        indices = tf.data.Dataset.range(len(arrays[0]))
+        if shuffle:  # a new order every epoch, fixed by the seed; whole batches are gathered at once, as Keras does
+            indices = indices.shuffle(len(arrays[0]), seed=seed, reshuffle_each_iteration=True)
+        gathered = indices.batch(size).map(lambda i: tuple(tf.gather(t, i) for t in tensors))
+        return gathered.prefetch(2).with_options(options)
+
+    return dict(x=batches(train, batch_size, True), validation_data=batches(validation, validation_batch_size, False),
+                shuffle=False)

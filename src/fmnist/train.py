@@ -111,7 +111,7 @@ def fit(
     settings: TrainSettings, dataset: Dataset, run_dir: Path, backend: str, extra_callbacks: Sequence[Any] = (),
 ) -> tuple[Any, int, float]:
     """Build, compile and fit the model in ``run_dir`` (from its backup, if any); return it, epochs run and seconds."""
-    from fmnist.backend import seed_everything
+    from fmnist.backend import fit_inputs, seed_everything
     from fmnist.recipes import build_model, compile_model, training_labels
 
     train_idx, val_idx = split_indices(dataset.y_train, settings)
@@ -127,11 +127,12 @@ def fit(
         len(train_idx), len(val_idx), backend, settings.batch_size, settings.epochs,
     )
     started = time.perf_counter()
+    data = fit_inputs(
+        (features[train_idx], labels[train_idx]), (features[val_idx], labels[val_idx]),
+        settings.batch_size, VALIDATION_BATCH_SIZE, settings.seed,
+    )
     history = model.fit(
-        features[train_idx], labels[train_idx],
-        validation_data=(features[val_idx], labels[val_idx]),
-        batch_size=settings.batch_size, validation_batch_size=VALIDATION_BATCH_SIZE, epochs=settings.epochs,
-        callbacks=make_callbacks(settings, run_dir) + list(extra_callbacks), verbose=0,
+        **data, epochs=settings.epochs, callbacks=make_callbacks(settings, run_dir) + list(extra_callbacks), verbose=0,
     )
     # history.csv, not this fit's history, so a resumed run counts the epochs before its restart too.
     return model, len(read_history(run_dir).get("loss", [])), time.perf_counter() - started
