@@ -73,3 +73,19 @@ def test_other_backends_get_the_arrays_themselves():
     data = fit_inputs((features, labels), validation, 4, 3, seed=5)
     assert data["x"] is features and data["y"] is labels and data["batch_size"] == 4
     assert data["validation_batch_size"] == 3 and data["validation_data"] is validation
+
+
+def test_tensorflow_retracing_warning_is_dropped_and_other_warnings_kept(caplog):
+    import logging
+
+    from fmnist.backend import hide_retracing_warning
+
+    logger = logging.getLogger("tensorflow.test_backend")
+    logger.addFilter(hide_retracing_warning)
+    try:
+        with caplog.at_level(logging.WARNING):
+            logger.warning("5 out of the last 5 calls to <function f> triggered tf.function retracing. Tracing is ...")
+            logger.warning("something else went wrong")
+    finally:
+        logger.removeFilter(hide_retracing_warning)
+    assert [r.getMessage() for r in caplog.records] == ["something else went wrong"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Any
@@ -35,11 +36,18 @@ def activate(requested: str | None = None, architecture: str = "dense") -> str:
     os.environ["KERAS_BACKEND"] = name
     if name == "tensorflow":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hide TensorFlow's start-up chatter
+        logging.getLogger("tensorflow").addFilter(hide_retracing_warning)
     try:
         import keras  # noqa: F401
     except ImportError as exc:
         raise FmnistError(f"the {name} backend is not installed ({exc}); run the setup script in README.md") from None
     return name
+
+
+def hide_retracing_warning(record: logging.LogRecord) -> bool:
+    """Drop TensorFlow's "triggered tf.function retracing" warning: each seed of ``--seeds`` builds a new model and
+    so new compiled functions by design, which TensorFlow counts as retracing."""
+    return "triggered tf.function retracing" not in record.getMessage()
 
 
 def seed_everything(seed: int) -> None:
