@@ -29,7 +29,7 @@ def build_dense(
 
 
 def build_cnn(dropout: float = 0.5) -> keras.Model:
-    """A small ConvNet reference: conv 32, pool, conv 64, pool (each pool with BatchNorm), then Dense 128."""
+    """A small ConvNet reference: conv 32, pool, conv 64, pool (each pool followed by BatchNorm, ReLU), Dense 128."""
     model = keras.Sequential(name="fmnist_cnn")
     model.add(keras.Input(shape=(NUM_FEATURES,), name="pixels"))  # same flat input as the dense net
     model.add(layers.Reshape((28, 28, 1), name="image"))
