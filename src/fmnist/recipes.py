@@ -26,7 +26,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     ),
     "cnn": dict(
         name="cnn", architecture="cnn", dropout=0.5, optimizer="adamw", weight_decay=5e-4, schedule="cosine",
-        learning_rate=2e-3, label_smoothing=0.1, batch_size=128, epochs=18, validation_fraction=0.1,
+        learning_rate=2e-3, label_smoothing=0.1, batch_size=128, epochs=15, validation_fraction=0.1,
     ),
 }
 
