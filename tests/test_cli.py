@@ -61,7 +61,9 @@ def test_short_real_training_end_to_end(tmp_path, backend):
                      "--name", f"short-{backend}", "--json")
     assert result.returncode == 0, result.stderr
     trained = json.loads(result.stdout)
-    assert trained["test_accuracy"] >= 0.80 and trained["epochs"] == 3
+    # Three epochs on 9,600 images score 0.79-0.83 by machine and backend (TensorFlow's CPU kernels differ between
+    # CPUs); chance is 0.10, and a broken pipeline stays far below 0.75.
+    assert trained["test_accuracy"] >= 0.75 and trained["epochs"] == 3
     run_dir = trained["run_dir"]
     assert json.loads((runs / run_dir.split("/")[-1] / artifacts.CONFIG).read_text())["backend"] == backend
 
