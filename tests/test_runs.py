@@ -108,6 +108,9 @@ def test_runs_command_prints_a_table_and_json(mixed_runs):
     assert lines[0].split()[:3] == ["run", "created", "recipe"] and len(lines) == 8
     finished = next(line for line in lines if line.startswith(mixed_runs["finished"].name))
     assert "16-8" in finished and "finished" in finished
+    convnet = runs.summarize(mixed_runs["finished"]) | {"settings": {"architecture": "cnn", "hidden_sizes": [512]}}
+    cells = runs.format_runs([convnet]).splitlines()[1].split()
+    assert "ConvNet" in cells and "512" not in cells
     as_json = run_cli("runs", "--runs-dir", str(mixed_runs["dir"]), "--json")
     assert as_json.returncode == 0
     assert [r["run"] for r in json.loads(as_json.stdout)["runs"]] == [r["run"] for r in runs.list_runs(mixed_runs["dir"])]

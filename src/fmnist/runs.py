@@ -48,7 +48,7 @@ def set_status(run_dir: Path, state: str, **extra: Any) -> None:
 
 
 GROUP_DEPTH = 3  # runs/<runs dir of a study>/<seed group>/<run>
-KEY_SETTINGS = ("hidden_sizes", "dropout", "learning_rate", "batch_size", "epochs", "limit", "seed")
+KEY_SETTINGS = ("architecture", "hidden_sizes", "dropout", "learning_rate", "batch_size", "epochs", "limit", "seed")
 
 
 def _read_object(path: Path, notes: list[str], note_missing: bool = True) -> dict[str, Any]:
@@ -149,14 +149,16 @@ def cell(value: Any, fmt: str = "{}") -> str:
 
 def format_runs(rows: list[dict[str, Any]]) -> str:
     """The runs as an aligned text table, one line each."""
-    header = ["run", "created", "recipe", "hidden", "lr", "batch", "limit", "backend", "epochs",
+    header = ["run", "created", "recipe", "network", "lr", "batch", "limit", "backend", "epochs",
               "test acc", "macro F1", "train s", "status"]
     lines = [header]
     for r in rows:
         s = r["settings"]
-        hidden = "-".join(str(n) for n in s["hidden_sizes"]) if isinstance(s.get("hidden_sizes"), list) else None
+        network = "-".join(str(n) for n in s["hidden_sizes"]) if isinstance(s.get("hidden_sizes"), list) else None
+        if s.get("architecture") == "cnn":  # its hidden sizes are the unused dense defaults
+            network = "ConvNet"
         lines.append([
-            r["run"], r["created"].replace("T", " "), cell(r["recipe"]), cell(hidden), cell(s.get("learning_rate"), "{:g}"),
+            r["run"], r["created"].replace("T", " "), cell(r["recipe"]), cell(network), cell(s.get("learning_rate"), "{:g}"),
             cell(s.get("batch_size")), cell(s.get("limit")), cell(r["backend"]), cell(r["epochs"]),
             cell(r["test_accuracy"], "{:.4f}"), cell(r["macro_f1"], "{:.4f}"), cell(r["train_seconds"], "{:.1f}"),
             r["status"] + (f" ({', '.join(r['notes'])})" if r["notes"] else ""),
