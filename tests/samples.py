@@ -52,6 +52,13 @@ def png_claiming(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
+def npy_claiming(shape: tuple[int, ...]) -> bytes:
+    """A tiny .npy file whose header claims an array of ``shape``: gigabytes if it were believed."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + bytes(16)
+
+
 def garment(dark_on_light: bool = True) -> np.ndarray:
     """A small synthetic picture: an off-centre shape on a plain background."""
     canvas = np.full((90, 120), 250 if dark_on_light else 5, dtype=np.uint8)
@@ -93,6 +100,7 @@ def bad_files() -> list[tuple[str, str, bytes, int]]:
         ("npy-strings", "a.npy", npy(np.array(["x"] * 784)), 422),
         ("npy-pickled-objects", "a.npy", npy(np.array([{"a": 1}] * 784, dtype=object)), 422),
         ("npy-truncated", "a.npy", npy(pixels)[:100], 422),
+        ("npy-claims-huge", "a.npy", npy_claiming((100_000_000_000,)), 422),
     ]
 
 

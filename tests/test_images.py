@@ -87,6 +87,13 @@ def test_arrays_of_floats_and_pixel_integers_are_read(values, expected):
     np.testing.assert_allclose(load_input(npy(values), "a.npy"), checked)
 
 
+def test_a_16_bit_png_is_scaled_to_8_bits_not_clipped():
+    eight = garment()
+    sixteen = Image.fromarray(eight.astype(np.uint16) * 257)  # 0-255 stretched to 0-65535
+    assert sixteen.mode.startswith("I;16")
+    np.testing.assert_array_equal(decode_image(encode(sixteen), "wide.png"), eight)
+
+
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 @pytest.mark.parametrize("case, name, data, status", bad_files(), ids=[c[0] for c in bad_files()])
 def test_bad_files_are_refused_with_a_reason(case, name, data, status):

@@ -39,6 +39,10 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
             if image.format == "JPEG":
                 image.draft("L", (JPEG_DRAFT_SIDE, JPEG_DRAFT_SIDE))
             upright = ImageOps.exif_transpose(image)
+            if upright.mode.startswith("I;16") or upright.mode == "I":
+                # 16-bit grayscale: convert("L") would clip every value above 255 instead of scaling it down.
+                wide = np.asarray(upright, dtype=np.float64)
+                upright = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))
             if upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info:
                 # Transparent pixels are the backdrop: product photos sit on white.
                 white = Image.new("RGBA", upright.size, (255, 255, 255, 255))
@@ -99,7 +103,14 @@ def check_array(values: np.ndarray, name: str) -> np.ndarray:
 
 def load_npy(data: bytes, name: str) -> np.ndarray:
     """Read a .npy array (never pickles) and validate it with ``check_array``."""
+    stream = io.BytesIO(data)
     try:
+        version = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape = read_header(stream)[0]
+        # The header's shape is checked before loading: a tiny file may claim an array of any size.
+        if shape not in ARRAY_SHAPES:
+            raise BadInput(f"{name} has shape {shape}; give 28x28 or 784 values")
         values = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise BadInput(f"{name} is not a readable .npy array without pickled objects ({exc})") from None
