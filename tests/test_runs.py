@@ -55,17 +55,21 @@ def make_mixed_runs(runs_dir, tiny_data):
     old.mkdir()
     (old / artifacts.CONFIG).write_text(json.dumps({"backend": "tensorflow", "settings": "512,256"}))
 
+    mistyped = runs.create_run_dir(runs_dir, "mistyped")  # valid JSON, values of the wrong types
+    artifacts.write_json(mistyped / artifacts.CONFIG, {"settings": {"learning_rate": "fast", "hidden_sizes": "wide"}})
+    artifacts.write_json(mistyped / artifacts.STATUS, {"state": "finished", "epochs": "three", "train_seconds": [1]})
+
     empty = runs.create_run_dir(runs_dir, "empty")  # made, then the process died before writing anything
     grouped = tiny_train(runs_dir / "study", tiny_data, dropout=0.1, name="member").run_dir  # a group, one level down
     (runs_dir / "notes.txt").write_text("not a run")
     return {"dir": runs_dir, "finished": finished, "running": running, "interrupted": interrupted,
-            "damaged": damaged, "old": old, "empty": empty, "grouped": grouped}
+            "damaged": damaged, "old": old, "mistyped": mistyped, "empty": empty, "grouped": grouped}
 
 
 def test_listing_reads_every_run_and_never_fails(mixed_runs):
     rows = runs.list_runs(mixed_runs["dir"])
     by_name = {row["run"]: row for row in rows}
-    expected = {mixed_runs[k].name for k in ("finished", "running", "interrupted", "damaged", "old", "empty")}
+    expected = {mixed_runs[k].name for k in ("finished", "running", "interrupted", "damaged", "old", "mistyped", "empty")}
     assert set(by_name) == expected | {f"study/{mixed_runs['grouped'].name}"}
     assert [r["created"] for r in rows] == sorted((r["created"] for r in rows), reverse=True)
 
@@ -87,6 +91,8 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
     assert set(damaged["notes"]) == {"config.json unreadable", "status.json unreadable", "metrics.json unreadable"}
     old = by_name[mixed_runs["old"].name]
     assert old["backend"] == "tensorflow" and old["settings"] == {} and old["notes"] == ["no status.json"]
+    mistyped = by_name[mixed_runs["mistyped"].name]
+    assert mistyped["status"] == "finished" and mistyped["epochs"] is None and mistyped["train_seconds"] is None
     assert by_name[mixed_runs["empty"].name]["notes"] == ["no config.json", "no status.json"]
     assert by_name[mixed_runs["empty"].name]["recipe"] is None
 
@@ -105,7 +111,7 @@ def test_runs_command_prints_a_table_and_json(mixed_runs):
     result = run_cli("runs", "--runs-dir", str(mixed_runs["dir"]))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split()[:3] == ["run", "created", "recipe"] and len(lines) == 8
+    assert lines[0].split()[:3] == ["run", "created", "recipe"] and len(lines) == 9
     finished = next(line for line in lines if line.startswith(mixed_runs["finished"].name))
     assert "16-8" in finished and "finished" in finished
     convnet = runs.summarize(mixed_runs["finished"]) | {"settings": {"architecture": "cnn", "hidden_sizes": [512]}}

@@ -158,7 +158,7 @@ def format_runs(rows: list[dict[str, Any]]) -> str:
         if s.get("architecture") == "cnn":  # its hidden sizes are the unused dense defaults
             network = "ConvNet"
         lines.append([
-            r["run"], r["created"].replace("T", " "), cell(r["recipe"]), cell(network), cell(s.get("learning_rate"), "{:g}"),
+            r["run"], r["created"].replace("T", " "), cell(r["recipe"]), cell(network), cell(_number(s.get("learning_rate")), "{:g}"),
             cell(s.get("batch_size")), cell(s.get("limit")), cell(r["backend"]), cell(r["epochs"]),
             cell(r["test_accuracy"], "{:.4f}"), cell(r["macro_f1"], "{:.4f}"), cell(r["train_seconds"], "{:.1f}"),
             r["status"] + (f" ({', '.join(r['notes'])})" if r["notes"] else ""),
