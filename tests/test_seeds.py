@@ -5,6 +5,7 @@ import pytest
 from scipy import stats
 
 from fmnist.data import CLASS_NAMES, load_dataset
+from fmnist.errors import FmnistError
 from fmnist.seeds import SUMMARY, summarise, train_seeds
 from fmnist.settings import TrainSettings
 
@@ -28,3 +29,15 @@ def test_seed_group_keeps_its_runs_and_summary(tmp_path, tiny_data):
     assert [r["seed"] for r in summary["runs"]] == [5, 6]
     assert all((group / r["run_dir"] / "model.keras").is_file() for r in summary["runs"])
     assert json.loads((group / SUMMARY).read_text())["seeds"] == 2
+
+
+@pytest.mark.parametrize("overrides, refusal", [
+    ({"seed": 2**32 - 2}, "seed must be"),  # the third seed would be out of range
+    ({"limit": 20}, "cannot hold all 10 classes"),
+])
+def test_a_group_that_would_fail_is_refused_before_its_directory_is_made(tmp_path, tiny_data, overrides, refusal):
+    folder, sums = tiny_data
+    with pytest.raises(FmnistError, match=refusal):
+        train_seeds(TrainSettings(**overrides), "jax", 3, runs_dir=tmp_path / "runs",
+                    dataset=load_dataset(folder, checksums=sums))
+    assert not (tmp_path / "runs").exists()

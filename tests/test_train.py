@@ -5,6 +5,7 @@ import pytest
 
 from fmnist import artifacts
 from fmnist.data import load_dataset, to_features
+from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
 from fmnist.train import VALIDATION_BATCH_SIZE, fit, read_history, split_indices, train
 
@@ -35,6 +36,16 @@ def test_limit_takes_a_stratified_subset():
     train_idx, val_idx = split_indices(labels, TrainSettings(limit=200))
     assert len(train_idx) + len(val_idx) == 200
     assert np.bincount(labels[np.concatenate([train_idx, val_idx])]).tolist() == [20] * 10
+
+
+@pytest.mark.parametrize("overrides, refusal", [
+    ({"limit": 20}, "cannot hold all 10 classes"),
+    ({"teacher": "/nonexistent/run"}, "--teacher /nonexistent/run: no model"),
+])
+def test_what_would_fail_mid_run_is_refused_before_a_run_directory_is_made(tmp_path, tiny_data, overrides, refusal):
+    with pytest.raises(FmnistError, match=refusal):
+        tiny_run(tmp_path, tiny_data, **overrides)
+    assert not (tmp_path / "runs").exists()
 
 
 def tiny_run(tmp_path, tiny_data, **overrides):

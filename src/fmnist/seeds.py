@@ -44,16 +44,17 @@ def train_seeds(
     """Train ``seeds`` runs (seed, seed+1, ...) inside a new group directory; write and return the summary."""
     import keras
 
-    from fmnist.train import train
+    from fmnist.train import check_inputs, train
 
     dataset = dataset or load_dataset(data_dir)
+    members = [dataclasses.replace(settings, seed=settings.seed + k) for k in range(seeds)]  # every seed checked now
+    check_inputs(settings, dataset)
     group = runs.create_run_dir(runs_dir, f"{settings.name}-x{seeds}")
     results = []
-    for k in range(seeds):
-        seed = settings.seed + k
-        log.info("seed %d (%d of %d)", seed, k + 1, seeds)
+    for k, member in enumerate(members):
+        log.info("seed %d (%d of %d)", member.seed, k + 1, seeds)
         keras.backend.clear_session()
-        results.append(train(dataclasses.replace(settings, seed=seed), backend, runs_dir=group, dataset=dataset))
+        results.append(train(member, backend, runs_dir=group, dataset=dataset))
     summary = summarise(
         [r.metrics["test_accuracy"] for r in results],
         [{name: m["f1-score"] for name, m in r.metrics["per_class"].items()} for r in results],

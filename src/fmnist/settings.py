@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +49,10 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(s) for s in self.hidden_sizes))
+        unbounded = [f.name for f in dataclasses.fields(self)
+                     if isinstance(getattr(self, f.name), float) and not math.isfinite(getattr(self, f.name))]
         checks = [
+            (not unbounded, f"{', '.join(unbounded)} must be a finite number"),
             (len(self.hidden_sizes) > 0 and all(s > 0 for s in self.hidden_sizes),
              "hidden_sizes must be one or more positive integers, e.g. 512,256,64,32"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
@@ -59,7 +63,7 @@ class TrainSettings:
             (self.lr_patience > 0, "lr_patience must be positive"),
             (0.0 < self.lr_factor < 1.0, "lr_factor must be in (0, 1)"),
             (0.0 < self.validation_fraction < 1.0, "validation_fraction must be in (0, 1)"),
-            (self.seed >= 0, "seed must be a non-negative integer"),
+            (0 <= self.seed < 2**32, "seed must be an integer from 0 to 2**32 - 1 (what NumPy's generators take)"),
             (self.limit is None or self.limit >= 20, "limit must be at least 20 training images"),
             (self.architecture in ARCHITECTURES, f"architecture must be one of {', '.join(ARCHITECTURES)}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),

@@ -59,6 +59,16 @@ def split_indices(labels: np.ndarray, settings: TrainSettings) -> tuple[np.ndarr
     return np.sort(train_idx), np.sort(val_idx)
 
 
+def check_inputs(settings: TrainSettings, dataset: Dataset) -> None:
+    """Refuse what would only fail mid-run before a run directory is made: too small a split, a missing teacher."""
+    split_indices(dataset.y_train, settings)
+    if settings.teacher:
+        try:
+            artifacts.verified_model_path(Path(settings.teacher))
+        except FmnistError as exc:
+            raise FmnistError(f"--teacher {settings.teacher}: {exc}") from None
+
+
 def package_versions() -> dict[str, str]:
     versions = {}
     for name in PACKAGES:
@@ -169,6 +179,7 @@ def train(
     from fmnist.resume import claim_run, keep_finished_epochs
 
     dataset = dataset or load_dataset(data_dir)
+    check_inputs(settings, dataset)
     run_dir = resume_dir or runs.create_run_dir(runs_dir, settings.name)
     with claim_run(run_dir):
         if resume_dir is None:
