@@ -52,9 +52,13 @@ def test_wrong_image_size_is_refused(tmp_path):
         data.load_dataset(tmp_path, checksums=sums)
 
 
-def test_not_gzip_is_refused(tiny_data):
+@pytest.mark.parametrize("content", [
+    b"this is not gzip",
+    gzip.compress(b"x" * 1000, mtime=0)[:10] + b"\xff" * 50,  # a gzip header, then a damaged deflate stream
+], ids=["not-gzip", "damaged-deflate"])
+def test_not_gzip_is_refused(tiny_data, content):
     folder, sums = tiny_data
-    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(b"this is not gzip")
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(content)
     with pytest.raises(FmnistError, match="cannot be read or decompressed"):
         data.load_dataset(folder, checksums=sums)
 

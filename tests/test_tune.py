@@ -70,8 +70,17 @@ def test_a_trial_the_pruner_gives_up_on_stops_and_is_recorded_as_pruned(tmp_path
 
 
 def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path):
-    with pytest.raises(FmnistError, match="no study 'nope'.*studies there: none"):
+    with pytest.raises(FmnistError, match="no study 'nope': there is no journal"):
         write_report("nope", runs_dir=tmp_path)
+    assert not any(tmp_path.iterdir())  # looking for a study creates nothing
+    (tmp_path / "empty.journal").touch()
+    with pytest.raises(FmnistError, match="no study 'nope'.*studies there: none"):
+        write_report("nope", storage=str(tmp_path / "empty.journal"), runs_dir=tmp_path)
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    with pytest.raises(FmnistError, match="photo.png is not an Optuna journal"):
+        write_report("s", storage=str(tmp_path / "photo.png"), runs_dir=tmp_path)
+    with pytest.raises(FmnistError, match="study name '..'"):
+        write_report("..", runs_dir=tmp_path)
     with pytest.raises(FmnistError, match="not a database URL"):
         write_report("s", storage="postgresql://:bad:", runs_dir=tmp_path)
     with pytest.raises(FmnistError, match=r"cannot open the study storage postgresql://u:\*\*\*@127.0.0.1:9/db"):

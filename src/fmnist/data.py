@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import socket
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,7 +141,7 @@ def parse_idx(raw: bytes, name: str, expected_kind: str) -> np.ndarray:
 def _read_verified(path: Path, name: str, expected_sha256: str, kind: str) -> np.ndarray:
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise FmnistError(f"{path} cannot be read or decompressed ({exc}); {HOW_TO_GET}") from None
     array = parse_idx(raw, str(path), kind)
     actual = hashlib.sha256(raw).hexdigest()

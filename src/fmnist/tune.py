@@ -96,13 +96,20 @@ def open_storage(storage: str | None, runs_dir: Path) -> tuple[optuna.storages.B
                 time.sleep(attempt)
             except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
                 raise FmnistError(f"cannot open the study storage {shown}: {_first_line(exc)}") from None
-    path = Path(storage) if storage else Path(runs_dir) / artifacts.TUNE_JOURNAL
+    path = _journal_path(storage, runs_dir)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(str(path))
+        return optuna.storages.JournalStorage(backend), str(path)  # reads the whole journal
     except OSError as exc:
         raise FmnistError(f"cannot open the journal file {path}: {exc.strerror}") from None
-    return optuna.storages.JournalStorage(backend), str(path)
+    except ValueError as exc:  # undecodable bytes or a line that is not JSON
+        raise FmnistError(f"{path} is not an Optuna journal ({_first_line(exc)}); give --storage a journal file "
+                          "written by 'fmnist tune', or a database URL") from None
+
+
+def _journal_path(storage: str | None, runs_dir: Path) -> Path:
+    return Path(storage) if storage else Path(runs_dir) / artifacts.TUNE_JOURNAL
 
 
 def _sampler_and_pruner() -> dict[str, Any]:
@@ -112,6 +119,10 @@ def _sampler_and_pruner() -> dict[str, Any]:
 
 def load_study(name: str, storage: str | None, runs_dir: Path) -> tuple[optuna.Study, str]:
     """An existing study, or a one-line error naming the studies that do exist there."""
+    _check_name(name)
+    if not (storage and "://" in storage) and not _journal_path(storage, runs_dir).is_file():
+        raise FmnistError(f"no study {name!r}: there is no journal {_journal_path(storage, runs_dir)} "
+                          "(pass --storage if the study is elsewhere)")
     store, shown = open_storage(storage, runs_dir)
     try:
         return optuna.load_study(study_name=name, storage=store, **_sampler_and_pruner()), shown
@@ -160,8 +171,8 @@ def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Datas
 
 
 def _check_name(name: str) -> None:
-    if not name or not all(c.isalnum() or c in STUDY_NAME_CHARS for c in name):
-        raise FmnistError(f"study name {name!r} may hold only letters, digits, '-', '_' and '.'")
+    if not name or name.startswith(".") or not all(c.isalnum() or c in STUDY_NAME_CHARS for c in name):
+        raise FmnistError(f"study name {name!r} may hold only letters, digits, '-', '_' and '.', and not start with '.'")
 
 
 def _best(study: optuna.Study) -> dict[str, Any] | None:
