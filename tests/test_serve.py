@@ -1,5 +1,7 @@
 import asyncio
 import socket
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -189,3 +191,29 @@ def test_a_taken_port_or_a_bad_address_is_one_clear_error(tiny_run_dir):
             serve(tiny_run_dir, port=bad_port)
     with pytest.raises(FmnistError, match="is not a run directory"):
         serve(tiny_run_dir.parent, port=port)  # free again now
+
+
+@pytest.mark.parametrize("slots", [1, 3])
+def test_uploads_are_decoded_at_most_decode_slots_at_a_time(tiny_run_dir, monkeypatch, slots):
+    import fmnist.serve
+
+    active, most, lock = [0], [0], threading.Lock()
+    real_load_input = fmnist.serve.load_input
+
+    def tracked_load_input(data, name):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.2)  # long enough for the other requests to arrive while this one decodes
+        try:
+            return real_load_input(data, name)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(fmnist.serve, "load_input", tracked_load_input)
+    png = encode(garment())
+    with TestClient(create_app(tiny_run_dir, decode_slots=slots)) as client, ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda i: client.post("/v1/predict", files={"files": (f"{i}.png", png)}), range(6)))
+    assert [a.status_code for a in answers] == [200] * 6
+    assert most[0] == slots

@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import os
 import socket
 import time
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -35,6 +37,9 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_INPUTS = 64
 # Rows per shared forward pass; 1 turns batching off (the load test measures both).
 MAX_BATCH = 64
+# Uploads decoded at once. A PNG at Pillow's pixel limit takes about 0.7 GB while it is decoded: one decode per
+# core keeps the server's memory bounded however many requests arrive, and more would not finish sooner.
+DECODE_SLOTS = os.cpu_count() or 1
 
 PREDICT_BODY = {
     "required": True,
@@ -191,7 +196,8 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH) -> FastAPI:
+def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH,
+               decode_slots: int = DECODE_SLOTS) -> FastAPI:
     """Load the run's model once and build the app; the batcher starts with the app's lifespan."""
     run_dir = runs.require_run_dir(run_dir)
     classifier = Classifier(run_dir)
@@ -203,6 +209,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        app.state.decoders = anyio.CapacityLimiter(decode_slots)  # made here: a limiter belongs to its event loop
         worker = asyncio.create_task(batcher.run())
         try:
             yield
@@ -268,7 +275,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
         if content_type == "multipart/form-data":
             files = await form_files(request, body)
             names = [name for name, _ in files]
-            images = await run_in_threadpool(decode_files, files)
+            images = await anyio.to_thread.run_sync(decode_files, files, limiter=request.app.state.decoders)
         elif content_type == "application/json":
             images = await run_in_threadpool(json_inputs, body)
             names = [f"inputs[{i}]" for i in range(len(images))]
