@@ -37,7 +37,7 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_INPUTS = 64
 # Rows per shared forward pass; 1 turns batching off (the load test measures both).
 MAX_BATCH = 64
-# Uploads decoded at once. A PNG at Pillow's pixel limit takes about 0.7 GB while it is decoded: one decode per
+# Uploads decoded at once. A PNG just under Pillow's pixel limit took 0.97 GB while it was decoded: one decode per
 # core keeps the server's memory bounded however many requests arrive, and more would not finish sooner.
 DECODE_SLOTS = os.cpu_count() or 1
 
