@@ -14,7 +14,8 @@ from fmnist.backup import read_meta
 from fmnist.cli import main
 from fmnist.errors import FmnistError
 from fmnist.resume import claim_run, keep_finished_epochs, resume_run
-from fmnist.train import read_history
+from fmnist.settings import TrainSettings
+from fmnist.train import read_history, train
 
 # On real data these settings make val_loss jump about, so the learning rate drops and early stopping ends the run
 # (or the epochs run out) some epochs after its best one; which epoch that is differs between CPUs. The killed run
@@ -100,6 +101,11 @@ def test_interrupted_then_killed_run_resumes_to_the_uninterrupted_result(tmp_pat
     assert (run_dir / artifacts.REPORT_HTML).is_file()
     with pytest.raises(FmnistError, match="already finished training; nothing to resume"):
         resume_run(run_dir)
+    # A resume that checked before another process finished the run checks again once it holds the lock.
+    config = json.loads((run_dir / artifacts.CONFIG).read_text())
+    with pytest.raises(FmnistError, match="already finished training"):
+        train(TrainSettings.from_dict(config["settings"]), config["backend"], data_dir=real_data_dir, resume_dir=run_dir)
+    assert read_history(run_dir) == resumed_history  # untouched
 
 
 def test_history_is_cut_back_to_the_epochs_in_the_backup(tmp_path):
@@ -119,5 +125,7 @@ def test_history_is_cut_back_to_the_epochs_in_the_backup(tmp_path):
 def test_resume_refuses_settings_and_non_runs(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path), "--epochs", "3"]) == 1
     assert "--resume continues a run with its own settings; drop --epochs" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path), "--recipe", "best", "--seeds", "2"]) == 1
+    assert "drop --recipe, --seeds" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path)]) == 1
     assert "is not a run directory" in capsys.readouterr().err

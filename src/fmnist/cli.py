@@ -101,7 +101,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from fmnist.backend import activate
 
     if args.resume:
-        given = ["--" + f.replace("_", "-") for f in SETTING_FLAGS if getattr(args, f) is not None]
+        given = ["--" + f.replace("_", "-") for f in (*SETTING_FLAGS, "recipe", "seeds") if getattr(args, f) is not None]
         if given:
             raise FmnistError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
         from fmnist.resume import resume_run

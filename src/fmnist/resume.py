@@ -33,6 +33,14 @@ def claim_run(run_dir: Path) -> Iterator[None]:
         yield
 
 
+def require_unfinished(run_dir: Path) -> None:
+    """Refuse to resume a run whose training has finished: resuming it would train it again from scratch."""
+    status_path = Path(run_dir) / artifacts.STATUS
+    if status_path.is_file() and artifacts.read_json(status_path).get("state") == "finished":
+        raise FmnistError(f"{run_dir} has already finished training; nothing to resume "
+                          f"(if its metrics are missing, 'fmnist evaluate {run_dir}' scores it)")
+
+
 def keep_finished_epochs(run_dir: Path) -> int:
     """Cut history.csv back to the epochs in the backup and return their number.
 
@@ -60,9 +68,7 @@ def resume_run(run_dir: Path, backend: str | None = None, data_dir: Path | None 
 
     run_dir = runs.require_run_dir(run_dir)
     config = artifacts.read_json(run_dir / artifacts.CONFIG)
-    status = artifacts.read_json(run_dir / artifacts.STATUS) if (run_dir / artifacts.STATUS).is_file() else {}
-    if status.get("state") == "finished":
-        raise FmnistError(f"{run_dir} has already finished training; nothing to resume")
+    require_unfinished(run_dir)
     if backend and backend != config["backend"]:
         raise FmnistError(f"{run_dir} was trained with the {config['backend']} backend; resume it with that one")
     settings = TrainSettings.from_dict(config["settings"])

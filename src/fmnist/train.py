@@ -176,7 +176,7 @@ def train(
     With ``resume_dir``, continue that run from its last finished epoch (fmnist.resume) instead of a new one.
     """
     from fmnist.evaluate import evaluate_run
-    from fmnist.resume import claim_run, keep_finished_epochs
+    from fmnist.resume import claim_run, keep_finished_epochs, require_unfinished
 
     dataset = dataset or load_dataset(data_dir)
     check_inputs(settings, dataset)
@@ -194,6 +194,7 @@ def train(
                 "created": runs.utc_now(),
             })
         else:
+            require_unfinished(run_dir)  # again under the lock: another process may have finished it meanwhile
             log.info("resuming %s after epoch %d", run_dir, keep_finished_epochs(run_dir))
         runs.set_status(run_dir, "running")
         try:
@@ -206,7 +207,8 @@ def train(
         except BaseException as exc:
             runs.set_status(run_dir, "failed", error=str(exc), resume=f"fmnist train --resume {run_dir}")
             raise
-        (run_dir / artifacts.BACKUP).unlink(missing_ok=True)  # the saved model supersedes it
+        # Finished first: a kill between the two must not leave a "running" run without its backup.
         runs.set_status(run_dir, "finished", epochs=epochs_run, train_seconds=round(seconds, 2))
-    metrics = evaluate_run(run_dir, data_dir=data_dir, model=model, dataset=dataset)
+        (run_dir / artifacts.BACKUP).unlink(missing_ok=True)  # the saved model supersedes it
+        metrics = evaluate_run(run_dir, data_dir=data_dir, model=model, dataset=dataset)
     return TrainResult(run_dir, metrics, epochs_run, seconds)
