@@ -71,6 +71,7 @@ def test_compare_command_takes_names_and_refuses_what_it_cannot_compare(tmp_path
         ((a.name, a.name), "two or more different runs"),
         ((a.name, "nope"), "no run 'nope'"),
         ((a.name, half.name), "status failed"),
+        ((a.name, b.name, "--output", str(b / "compare.html")), "is inside the run"),
     ):
         result = run_cli("runs", "compare", "--runs-dir", str(runs_dir), *args)
         assert result.returncode == 1 and "Traceback" not in result.stderr

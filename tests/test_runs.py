@@ -137,3 +137,15 @@ def test_resolve_run_takes_a_path_or_a_name(mixed_runs):
     assert runs.resolve_run(finished.name, mixed_runs["dir"]) == finished
     with pytest.raises(FmnistError, match="no run 'nope'"):
         runs.resolve_run("nope", mixed_runs["dir"])
+
+
+def test_no_run_is_made_inside_another_run(mixed_runs, tmp_path):
+    finished = mixed_runs["finished"]
+    for inside in (finished, finished / "deeper"):
+        with pytest.raises(FmnistError, match="is inside the run"):
+            runs.create_run_dir(inside, "nested")
+    assert not (finished / "deeper").exists()
+    project = tmp_path / "project"  # a config.json of the user's own is not a run
+    project.mkdir()
+    (project / artifacts.CONFIG).write_text("{}")
+    assert runs.create_run_dir(project / "runs", "fine").parent == project / "runs"

@@ -18,9 +18,18 @@ def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def refuse_inside_run(folder: Path, what: str) -> None:
+    """No run writes into another run's directory: refuse a destination that is a run directory or inside one."""
+    for parent in (Path(folder).resolve(), *Path(folder).resolve().parents):
+        # config.json alone is a common name (a project's own folder may have one); a run also has these.
+        if (parent / artifacts.CONFIG).is_file() and any((parent / f).is_file() for f in (artifacts.STATUS, artifacts.MODEL)):
+            raise FmnistError(f"{what} {folder} is inside the run {parent}; choose a folder outside any run")
+
+
 def create_run_dir(runs_dir: Path, name: str) -> Path:
     """Make ``<runs_dir>/<UTC time>-<name>[-k]/`` exclusively: no two runs ever share a directory."""
     runs_dir = Path(runs_dir)
+    refuse_inside_run(runs_dir, "the runs directory")
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import optuna
 
-from fmnist import artifacts
+from fmnist import artifacts, runs
 from fmnist.data import Dataset
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
@@ -316,6 +316,7 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path = P
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>fmnist tune {esc(study_name)}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
     output = Path(output) if output else Path(runs_dir) / study_name / artifacts.TUNE_REPORT
+    runs.refuse_inside_run(output.parent, "the report's folder")
     output.parent.mkdir(parents=True, exist_ok=True)
     artifacts.write_text(output, page)
     return output
