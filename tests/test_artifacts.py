@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -47,3 +49,10 @@ def test_model_without_checksum_or_of_other_format_is_refused(tmp_path):
         artifacts.load_model(tmp_path / "weights.h5")
     with pytest.raises(FmnistError, match="no model at"):
         artifacts.load_model(tmp_path / "nothing-here")
+
+
+def test_written_files_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path):
+    mask = os.umask(0)
+    os.umask(mask)
+    artifacts.write_json(tmp_path / "a.json", {"a": 1})
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -1,5 +1,6 @@
 import hashlib
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -110,6 +111,16 @@ def test_saved_model_from_jax_in_process(short_run):
     run_dir, folder, images = short_run
     record = export_run(run_dir, "saved_model", "jax", data_dir=folder)
     check_export(run_dir, "saved_model", record, images, "jax", run_saved_model)
+
+
+def test_a_run_without_metrics_is_exported_without_refreshing_its_report(short_run, tmp_path):
+    run_dir, folder, _ = short_run
+    unscored = shutil.copytree(run_dir, tmp_path / run_dir.name, ignore=shutil.ignore_patterns(artifacts.EXPORTS_DIR))
+    (unscored / artifacts.METRICS).unlink()  # as after a kill during the evaluation that ends training
+    report = (unscored / artifacts.REPORT_HTML).read_bytes()
+    record = export_run(unscored, "saved_model", "jax", data_dir=folder)
+    assert (unscored / artifacts.EXPORTS_DIR / "saved_model" / artifacts.EXPORT_INFO).is_file() and record["parity"]
+    assert (unscored / artifacts.REPORT_HTML).read_bytes() == report
 
 
 @pytest.mark.parametrize("fmt,runner", [("onnx", run_onnx), ("litert", run_litert), ("saved_model", run_saved_model)])

@@ -175,7 +175,11 @@ def export_run(run_dir: Path, fmt: str, backend: str, data_dir: Path | None = No
         _replace_dir(staging, exports / fmt)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    build_report(run_dir)
+    if (run_dir / artifacts.METRICS).is_file():  # the report lists the exports; without metrics there is none yet
+        build_report(run_dir)
+    else:
+        log.warning("%s has no %s yet: its report will list the export once 'fmnist evaluate' has run",
+                    run_dir, artifacts.METRICS)
     return record
 
 
