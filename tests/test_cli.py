@@ -76,3 +76,11 @@ def test_short_real_training_end_to_end(tmp_path, backend):
     with open(f"{run_dir}/{artifacts.MODEL}", "ab") as f:
         f.write(b"tampered")
     assert_one_line_error(run_cli("evaluate", run_dir), "does not match its recorded SHA-256")
+
+
+def test_a_teacher_is_kept_as_an_absolute_path_so_a_resume_from_elsewhere_finds_it(tmp_path, monkeypatch):
+    from fmnist.cli import _settings_from_args, build_parser
+
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["train", "--recipe", "distilled", "--teacher", "runs/teacher"])
+    assert _settings_from_args(args).teacher == str(tmp_path.resolve() / "runs" / "teacher")

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from fmnist.data import load_dataset
+from fmnist import artifacts
+from fmnist.data import load_dataset, to_features
+from fmnist.distill import teacher_targets
 from fmnist.errors import FmnistError
 from fmnist.recipes import RECIPES, recipe_settings
 from fmnist.settings import TrainSettings
@@ -70,3 +72,7 @@ def test_student_learns_from_a_teacher_run(tmp_path, tiny_data):
     history = read_history(student.run_dir)
     assert len(history["accuracy"]) == 2 and np.isfinite(history["val_loss"]).all()
     assert 0 <= student.metrics["test_accuracy"] <= 1
+    # The teacher given as its model file: its fitted temperature is still found (in the run) and undone.
+    images = to_features(dataset.x_test[:20])
+    as_file = teacher_targets(str(teacher.run_dir / artifacts.MODEL), images, 4.0)
+    np.testing.assert_allclose(as_file, teacher_targets(str(teacher.run_dir), images, 4.0), rtol=1e-5)

@@ -94,6 +94,8 @@ def _settings_from_args(args: argparse.Namespace):
     from fmnist.recipes import recipe_settings
 
     overrides = {f: getattr(args, f) for f in SETTING_FLAGS if getattr(args, f, None) is not None}
+    if "teacher" in overrides:  # saved with the run: absolute, so a resume from another folder finds it
+        overrides["teacher"] = str(Path(overrides["teacher"]).resolve())
     return recipe_settings(getattr(args, "recipe", None) or "spec", **overrides)
 
 

@@ -18,7 +18,8 @@ def teacher_targets(teacher: str, features: np.ndarray, temperature: float) -> n
     """softmax(teacher logits / T) for every image, from a checksum-verified teacher run."""
     model, _ = artifacts.load_model(Path(teacher))
     probabilities = np.asarray(model.predict(features, batch_size=1024, verbose=0))
-    calibration = Path(teacher) / artifacts.CALIBRATION
+    run_dir = Path(teacher) if Path(teacher).is_dir() else Path(teacher).parent  # a run, or its model.keras
+    calibration = run_dir / artifacts.CALIBRATION
     # The teacher's own calibration temperature is folded into its logits: undo it before softening.
     folded = float(artifacts.read_json(calibration)["temperature"]) if calibration.is_file() else 1.0
     return apply_temperature(probabilities, temperature / folded).astype(np.float32)
