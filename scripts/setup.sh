@@ -3,7 +3,8 @@
 #   bash scripts/setup.sh fmnist train     # set up, then train the spec's model
 #   bash scripts/setup.sh pytest           # set up, then run the whole test suite
 # Uses the active virtual environment if there is one, else makes ./.venv; installs the package with
-# pinned versions (constraints.txt); installs Debian's dataset-fashion-mnist and postgresql when root with apt-get.
+# pinned versions (constraints.txt); installs Debian's dataset-fashion-mnist, chromium and postgresql when root
+# with apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -37,7 +37,8 @@ def test_missing_data_dir_is_one_clear_line(tmp_path):
 def test_bad_settings_and_arguments_are_refused(tmp_path):
     assert_one_line_error(run_cli("train", "--dropout", "1.5", "--runs-dir", str(tmp_path)), "dropout must be in [0, 1)")
     usage = run_cli("train", "--epochs", "0")
-    assert usage.returncode == 2 and "must be positive" in usage.stderr and "Traceback" not in usage.stderr
+    assert usage.returncode == 2 and usage.stderr.splitlines() == [
+        "fmnist: error: argument --epochs: '0' must be positive (see 'fmnist train --help')"]
     assert_one_line_error(run_cli("evaluate", str(tmp_path)), "is not a run directory")
     assert not list(tmp_path.iterdir())  # a refused run leaves nothing behind
 
@@ -84,3 +85,27 @@ def test_a_teacher_is_kept_as_an_absolute_path_so_a_resume_from_elsewhere_finds_
     monkeypatch.chdir(tmp_path)
     args = build_parser().parse_args(["train", "--recipe", "distilled", "--teacher", "runs/teacher"])
     assert _settings_from_args(args).teacher == str(tmp_path.resolve() / "runs" / "teacher")
+
+
+def test_every_command_shows_its_examples_and_takes_the_common_flags_after_its_name():
+    import argparse
+
+    from fmnist.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, command in commands.items():
+        assert f"examples:\n  fmnist {name}" in command.format_help(), name
+    for argv in (["-q", "report", "r"], ["report", "r", "-q"], ["report", "r", "--quiet", "--debug"]):
+        args = parser.parse_args(argv)
+        assert args.quiet and args.json is False, argv
+    assert parser.parse_args(["report", "r", "--json"]).json
+    assert parser.parse_args(["--debug", "runs", "compare", "a", "b", "--json", "-q"]).debug
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "fmnist", "runs", "--runs-dir", str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # like `fmnist runs | head -0`
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141 and stderr == ""

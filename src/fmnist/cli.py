@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from fmnist.errors import FmnistError
 
@@ -17,12 +18,15 @@ EXAMPLES = """\
 examples:
   fmnist data                      where the data come from; verified by SHA-256
   fmnist data --show samples.png   a picture of ten images per class
+  fmnist data --data-dir ~/fmnist  IDX files you downloaded yourself
   fmnist train                     the spec's recipe (512-256-64-32, batch 64, early stopping)
   fmnist train --epochs 3 --limit 12000 --name quick
   fmnist train --backend tensorflow
   fmnist train --seeds 3           three seeds, with mean, spread and a 95% interval
-  fmnist train --recipe best       our better dense network; --recipe cnn for a small ConvNet
+  fmnist train --recipe best       our better dense network; --recipe cnn for a ConvNet
+  fmnist train --recipe distilled --teacher runs/<cnn id>   a dense network taught by a ConvNet
   fmnist evaluate runs/<id>        re-score a saved run on the test set
+  fmnist evaluate runs/<id> --json the metrics as JSON
   fmnist report runs/<id>          rebuild the run's pictures and report.html
   fmnist runs                      every run, newest first: settings, test accuracy, time, status
   fmnist runs compare <A> <B>      one HTML page setting runs side by side (runs/compare.html)
@@ -32,9 +36,25 @@ examples:
   fmnist tune --study s --storage postgresql://user:pw@host/db   one worker of many, on any machine
   fmnist tune --report s           the study's best trials and plots, as HTML
   fmnist bench --quick             seconds per epoch against plain Keras/PyTorch and the CPU's floor
+  fmnist bench --output docs/bench.json   the full benchmark (and docs/bench.png)
   fmnist predict runs/<id> shirt.jpg boot.png --show seen.png   top-3 classes of your photos
+  fmnist predict runs/<id> photo.jpg --json   probabilities as JSON
   fmnist serve runs/<id>           HTTP API and a web page on http://127.0.0.1:8000/
+  fmnist serve runs/<id> --host 0.0.0.0 --port 8080   reachable from other machines
 """
+
+
+def _examples(command: str) -> str:
+    """The lines of EXAMPLES for one command, as its --help's epilog."""
+    lines = [line for line in EXAMPLES.splitlines()[1:] if line.split()[1] == command]
+    return "examples:\n" + "\n".join(lines) + "\n"
+
+
+class Parser(argparse.ArgumentParser):
+    """A malformed command line gets one line, like every other error (argparse would print the usage as well)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"fmnist: error: {message} (see '{self.prog} --help')\n")
 
 
 def _emit(args: argparse.Namespace, text: str, data: dict[str, Any]) -> None:
@@ -183,6 +203,8 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from fmnist.bench import bench, table
 
+    if args.data_dir:  # the timing subprocesses load the data too: they inherit it from the environment
+        os.environ["FMNIST_DATA_DIR"] = str(args.data_dir.resolve())
     report = bench(args.output, quick=args.quick)
     _emit(args, table(report) + f"\nwritten: {args.output} and {args.output.with_suffix('.png')}", report)
 
@@ -235,28 +257,45 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fmnist", description="Train, evaluate and report a Fashion-MNIST classifier (Keras 3).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only results and errors, no progress")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
+    parser.set_defaults(json=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, handler: Callable, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    def common(p: argparse.ArgumentParser, json_result: bool = True) -> None:
+        # SUPPRESS: given before the command or after it, these keep the value given (argparse would reset them).
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="only results and errors, no progress")
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks for unexpected errors")
+        if json_result:
+            p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                           help="print the result as JSON on stdout")
+
+    def command(name: str, handler: Callable, help_text: str, json_result: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=_examples(name),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(handler=handler)
-        p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+        common(p, json_result)
         return p
+
+    def run_argument(p: argparse.ArgumentParser) -> None:
+        p.add_argument("run", type=Path, metavar="RUN", help="a run directory made by 'fmnist train' (see 'fmnist runs')")
 
     def data_dir(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data-dir", type=Path, default=None,
                        help="folder with the four IDX files (.gz or raw); default: FMNIST_DATA_DIR, keras' cache, "
                             "the Debian package, then keras' download")
 
-    def backend(p: argparse.ArgumentParser) -> None:
+    def backend(p: argparse.ArgumentParser, by_model: bool = False) -> None:
+        measured = ("the one measured faster on CPU for the model: jax for dense networks, tensorflow for the "
+                    "ConvNet" if by_model else "jax")
         p.add_argument("--backend", choices=("jax", "tensorflow"), default=None,
-                       help="Keras backend (default: KERAS_BACKEND, else jax, the faster one on CPU)")
+                       help=f"Keras backend (default: KERAS_BACKEND, else {measured})")
 
     p = command("data", cmd_data, "Locate, verify (IDX header and SHA-256) and describe the dataset.")
     data_dir(p)
@@ -265,31 +304,39 @@ def build_parser() -> argparse.ArgumentParser:
     def fixed_settings(p: argparse.ArgumentParser) -> None:
         """The settings that both train and tune take (tune searches the others)."""
         data_dir(p)
-        backend(p)
+        backend(p, by_model=True)
         p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run directories go (default ./runs)")
-        p.add_argument("--epochs", type=_positive_int, help="most epochs; early stopping may end sooner (default 100)")
-        p.add_argument("--validation-fraction", type=float, help="share of the 60,000 held out (default 0.2)")
-        p.add_argument("--early-stopping-patience", type=_positive_int, help="epochs without val_loss gain (default 5)")
-        p.add_argument("--lr-patience", type=_positive_int, help="epochs before the learning rate drops (default 3)")
+        p.add_argument("--epochs", type=_positive_int,
+                       help="most epochs; early stopping may end sooner (default: the recipe's; spec 100)")
+        p.add_argument("--validation-fraction", type=float,
+                       help="share of the 60,000 held out for validation (default: the recipe's; spec 0.2)")
+        p.add_argument("--early-stopping-patience", type=_positive_int,
+                       help="epochs without val_loss gain before stopping, plateau schedule (default 5)")
+        p.add_argument("--lr-patience", type=_positive_int,
+                       help="epochs without val_loss gain before the learning rate drops, plateau schedule (default 3)")
         p.add_argument("--seed", type=int, help="seed for split, weights and shuffling (default 1234)")
         p.add_argument("--limit", type=_positive_int, metavar="N",
-                       help="use a stratified subset of N training images, for quick tries")
+                       help="use a stratified subset of N training images, for quick tries (default: all 60,000)")
 
     p = command("train", cmd_train, "Train a model (the spec's recipe by default), evaluate it and write the report.")
     fixed_settings(p)
-    p.add_argument("--name", help="run name, the suffix of the run directory (default spec)")
-    p.add_argument("--batch-size", type=_positive_int, help="images per step (default 64)")
-    p.add_argument("--learning-rate", "--lr", type=float, help="Adam's initial learning rate (default 1e-3)")
-    p.add_argument("--hidden-sizes", type=_sizes, metavar="N,N,...", help="hidden layer widths (default 512,256,64,32)")
-    p.add_argument("--dropout", type=float, help="dropout after each hidden layer (default 0.3)")
-    p.add_argument("--lr-factor", type=float, help="learning rate multiplier on a val_loss plateau (default 0.1)")
+    p.add_argument("--name", help="run name, the suffix of the run directory (default: the recipe's name)")
+    p.add_argument("--batch-size", type=_positive_int, help="images per step (default: the recipe's; spec 64)")
+    p.add_argument("--learning-rate", "--lr", type=float,
+                   help="initial (or peak) learning rate of Adam or AdamW (default: the recipe's; spec 1e-3)")
+    p.add_argument("--hidden-sizes", type=_sizes, metavar="N,N,...",
+                   help="hidden layer widths of a dense network (default: the recipe's; spec 512,256,64,32)")
+    p.add_argument("--dropout", type=float, help="dropout after each hidden layer (default: the recipe's; spec 0.3)")
+    p.add_argument("--lr-factor", type=float,
+                   help="learning rate multiplier on a val_loss plateau, plateau schedule (default 0.1)")
     p.add_argument("--recipe", choices=("spec", "best", "distilled", "cnn"),
                    help="spec: the spec's dense recipe (default); best: our better dense network (2x1024, AdamW, "
-                        "cosine, label smoothing); distilled: a dense network taught by --teacher; cnn: a small "
-                        "ConvNet reference (and a good teacher). Other flags override the recipe")
+                        "cosine, label smoothing); distilled: a dense network taught by --teacher; cnn: a ConvNet "
+                        "of three convolutions (93.5%% here, and a good teacher). Other flags override the recipe")
     p.add_argument("--teacher", metavar="RUN", help="distil from this trained run (with --recipe distilled)")
     p.add_argument("--seeds", type=_positive_int, metavar="N",
-                   help="train N seeds (seed, seed+1, ...) in one group directory; report mean, spread, 95%% CI")
+                   help="train N seeds (seed, seed+1, ...) in one group directory; report mean, spread, 95%% CI "
+                        "(default: one run)")
     p.add_argument("--resume", type=Path, metavar="RUN",
                    help="continue this killed or interrupted run from its last finished epoch, with its own settings")
 
@@ -301,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the study lives: postgresql://user:password@host/db (or sqlite:///file.db) to share "
                         "it between machines, or a journal file (default RUNS_DIR/tune.journal)")
     p.add_argument("--trials", type=_positive_int, default=20, help="trials this process runs (default 20)")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="start no new trial after this long")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="start no new trial after this long (default: no limit; --trials still applies)")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--report", metavar="STUDY", help="write the study's HTML report (best trials, Optuna's plots)")
     what.add_argument("--train-best", metavar="STUDY",
@@ -310,42 +358,47 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where --report writes (default RUNS_DIR/STUDY/tune_report.html)")
 
     p = command("evaluate", cmd_evaluate, "Re-score a run's model (SHA-256 checked) on the 10,000 test images.")
-    p.add_argument("run", type=Path, help="a run directory made by 'fmnist train'")
+    run_argument(p)
     data_dir(p)
     backend(p)
 
     p = command("report", cmd_report, "Rebuild a run's pictures and report.html from its files.")
-    p.add_argument("run", type=Path, help="a run directory made by 'fmnist train'")
+    run_argument(p)
 
-    p = command("runs", cmd_runs, "List the runs, newest first: settings, test accuracy, macro F1, time, status.")
+    p = command("runs", cmd_runs, "List the runs, newest first: settings, test accuracy, macro F1, time, status. "
+                                  "'fmnist runs compare --help' tells how to compare some of them.")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run directories are (default ./runs)")
     compare_help = "Write one HTML page comparing runs: settings, learning curves, per-class F1, changed mistakes."
-    p = p.add_subparsers(dest="runs_command", metavar="compare").add_parser(
-        "compare", help=compare_help, description=compare_help)
+    p = p.add_subparsers(dest="runs_command", metavar="{compare}").add_parser(
+        "compare", help=compare_help, description=compare_help, epilog=_examples("runs"),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(handler=cmd_runs_compare)
     p.add_argument("runs", nargs="+", metavar="RUN", help="two or more run directories, or their names in --runs-dir")
     # SUPPRESS: given before 'compare' or after it, these keep the value given (argparse would reset them).
     p.add_argument("--runs-dir", type=Path, default=argparse.SUPPRESS, help="where run directories are (default ./runs)")
     p.add_argument("--output", type=Path, metavar="HTML", help="where to write the page (default RUNS_DIR/compare.html)")
-    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the result as JSON on stdout")
+    common(p)
 
     from fmnist.artifacts import EXPORT_FILES
 
     p = command("export", cmd_export, "Export a run's model with Keras (ONNX, TensorFlow SavedModel or LiteRT), then "
                                       "check the file with its own runtime against Keras on 1,000 test images.")
-    p.add_argument("run", type=Path, help="a run directory made by 'fmnist train'")
-    p.add_argument("--format", required=True, choices=tuple(EXPORT_FILES), help="what to write")
+    run_argument(p)
+    p.add_argument("--format", required=True, choices=tuple(EXPORT_FILES),
+                   help="the file format, written to RUN/exports/FORMAT/ with a record of the check")
     p.add_argument("--backend", choices=("jax", "tensorflow"), default=None,
                    help="Keras backend that writes the file (default: KERAS_BACKEND, else tensorflow, "
                         "which writes every format; jax writes saved_model only)")
     data_dir(p)
     p = command("bench", cmd_bench, "Time training and inference against plain Keras/PyTorch scripts and the CPU.")
-    p.add_argument("--output", type=Path, default=Path("bench.json"), help="where to write the JSON (default bench.json)")
-    p.add_argument("--quick", action="store_true", help="fewer epochs, for a short run")
+    p.add_argument("--output", type=Path, default=Path("bench.json"),
+                   help="where to write the JSON, with a bar chart beside it as .png (default bench.json)")
+    p.add_argument("--quick", action="store_true", help="3 timed epochs per contender instead of 6, for a short run")
+    data_dir(p)
 
     p = command("predict", cmd_predict, "Classify photos (PNG, JPEG, WebP, BMP, GIF) or .npy arrays (28x28 or 784 "
                                         "values) with a run's model, prepared the way Fashion-MNIST was made.")
-    p.add_argument("model", type=Path, metavar="RUN_OR_MODEL", help="a run directory, or its model.keras")
+    p.add_argument("model", type=Path, metavar="RUN", help="a run directory made by 'fmnist train', or its model.keras")
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image or .npy files")
     p.add_argument("--top-k", type=_positive_int, default=3, help="classes listed per image (default 3)")
     p.add_argument("--unsure-below", type=float, default=0.5, metavar="P",
@@ -354,8 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "probabilities")
     backend(p)
 
-    p = command("serve", cmd_serve, "Serve a run's model over HTTP: POST /v1/predict, a web page at /, docs at /docs.")
-    p.add_argument("run", type=Path, help="a run directory made by 'fmnist train'")
+    p = command("serve", cmd_serve, "Serve a run's model over HTTP: POST /v1/predict, a web page at /, docs at /docs.",
+                json_result=False)
+    run_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--max-upload-mb", type=_positive_int, default=10, help="largest request body, in MiB (default 10)")
@@ -379,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fmnist: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`fmnist runs | head`): not an error worth a line
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 141
     except Exception as exc:  # the last guard: one line, not a traceback, unless --debug
         if args.debug:
             raise
