@@ -129,3 +129,8 @@ def test_resume_refuses_settings_and_non_runs(tmp_path, capsys):
     assert "drop --recipe, --seeds" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path)]) == 1
     assert "is not a run directory" in capsys.readouterr().err
+    group = tmp_path / "group"  # a --seeds group is resumed as a group
+    group.mkdir()
+    artifacts.write_json(group / artifacts.SEED_GROUP, {"settings": {}, "backend": "tensorflow", "seeds": 2})
+    assert main(["train", "--resume", str(group), "--backend", "jax"]) == 1
+    assert "group was trained with the tensorflow backend" in capsys.readouterr().err

@@ -1,12 +1,14 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
 from scipy import stats
 
+from fmnist import artifacts, runs
 from fmnist.data import CLASS_NAMES, load_dataset
 from fmnist.errors import FmnistError
-from fmnist.seeds import SUMMARY, summarise, train_seeds
+from fmnist.seeds import SUMMARY, resume_seeds, summarise, train_seeds
 from fmnist.settings import TrainSettings
 
 
@@ -21,14 +23,31 @@ def test_summary_statistics_match_scipy():
     assert s["per_class_f1"]["Shirt"]["mean"] == pytest.approx(np.mean(accs) - 0.1)
 
 
-def test_seed_group_keeps_its_runs_and_summary(tmp_path, tiny_data):
+def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by_resume(tmp_path, tiny_data):
     folder, sums = tiny_data
+    dataset = load_dataset(folder, checksums=sums)
     settings = TrainSettings(hidden_sizes=(8,), epochs=2, batch_size=16, name="tiny", seed=5)
-    group, summary = train_seeds(settings, "jax", 2, runs_dir=tmp_path, dataset=load_dataset(folder, checksums=sums))
-    assert group.parent == tmp_path and group.name.endswith("tiny-x2")
-    assert [r["seed"] for r in summary["runs"]] == [5, 6]
+    group, summary = train_seeds(settings, "jax", 3, runs_dir=tmp_path, dataset=dataset)
+    assert group.parent == tmp_path and group.name.endswith("tiny-x3")
+    assert [r["seed"] for r in summary["runs"]] == [5, 6, 7]
     assert all((group / r["run_dir"] / "model.keras").is_file() for r in summary["runs"])
-    assert json.loads((group / SUMMARY).read_text())["seeds"] == 2
+    assert json.loads((group / SUMMARY).read_text())["seeds"] == 3
+
+    # As if killed while scoring the first seed and training the second: the third never began, no summary.
+    first, second, third = (group / r["run_dir"] for r in summary["runs"])
+    first_model = (first / artifacts.MODEL).read_bytes()
+    (first / artifacts.METRICS).unlink()
+    runs.set_status(second, "interrupted")
+    shutil.rmtree(third)
+    (group / SUMMARY).unlink()
+    _, resumed = resume_seeds(group, dataset=dataset)
+    before, after = summary["runs"], resumed["runs"]
+    assert [r["run_dir"] for r in after[:2]] == [r["run_dir"] for r in before[:2]]  # kept, and resumed in place
+    outcome = [(r["seed"], r["test_accuracy"], r["epochs"]) for r in after]
+    assert outcome == [(r["seed"], r["test_accuracy"], r["epochs"]) for r in before]  # seeds fix every result
+    assert (first / artifacts.MODEL).read_bytes() == first_model and (group / SUMMARY).is_file()
+    with pytest.raises(FmnistError, match="trained with the jax backend"):
+        resume_seeds(group, backend="tensorflow", dataset=dataset)
 
 
 @pytest.mark.parametrize("overrides, refusal", [

@@ -31,6 +31,7 @@ CALIBRATION = "calibration.json"  # the temperature folded into the model, and i
 RELIABILITY_PNG = "reliability.png"
 BACKUP = "backup.npz"  # the training state after the last finished epoch, for --resume
 LOCK = ".lock"  # held while a process trains the run
+SEED_GROUP = "group.json"  # a --seeds group's settings, backend and seed count, so a killed group can be resumed
 TUNE_JOURNAL = "tune.journal"  # the default Optuna storage, in the runs directory
 TUNE_REPORT = "tune_report.html"
 

@@ -126,6 +126,14 @@ def cmd_train(args: argparse.Namespace) -> None:
         given = ["--" + f.replace("_", "-") for f in (*SETTING_FLAGS, "recipe", "seeds") if getattr(args, f) is not None]
         if given:
             raise FmnistError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
+        from fmnist.artifacts import SEED_GROUP
+
+        if (args.resume / SEED_GROUP).is_file():
+            from fmnist.seeds import resume_seeds, summary_text
+
+            group, summary = resume_seeds(args.resume, backend=args.backend, data_dir=args.data_dir)
+            _emit(args, summary_text(group, summary), {"group_dir": str(group), **summary})
+            return
         from fmnist.resume import resume_run
 
         result = resume_run(args.resume, backend=args.backend, data_dir=args.data_dir)
@@ -338,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train N seeds (seed, seed+1, ...) in one group directory; report mean, spread, 95%% CI "
                         "(default: one run)")
     p.add_argument("--resume", type=Path, metavar="RUN",
-                   help="continue this killed or interrupted run from its last finished epoch, with its own settings")
+                   help="continue this killed or interrupted run from its last finished epoch, with its own "
+                        "settings; given a --seeds group, finish its unfinished and missing seeds and its summary")
 
     p = command("tune", cmd_tune, "Search the recipe's knobs with Optuna; each trial is a normal run, judged on "
                                   "the validation split. Run it in several processes or machines to work in parallel.")

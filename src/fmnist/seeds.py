@@ -11,6 +11,7 @@ import numpy as np
 
 from fmnist import artifacts, runs
 from fmnist.data import CLASS_NAMES, Dataset, load_dataset
+from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -42,19 +43,74 @@ def train_seeds(
     data_dir: Path | None = None, dataset: Dataset | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Train ``seeds`` runs (seed, seed+1, ...) inside a new group directory; write and return the summary."""
-    import keras
-
-    from fmnist.train import check_inputs, train
+    from fmnist.train import check_inputs
 
     dataset = dataset or load_dataset(data_dir)
     members = [dataclasses.replace(settings, seed=settings.seed + k) for k in range(seeds)]  # every seed checked now
     check_inputs(settings, dataset)
     group = runs.create_run_dir(runs_dir, f"{settings.name}-x{seeds}")
+    artifacts.write_json(group / artifacts.SEED_GROUP, {
+        "settings": settings.to_dict(), "backend": backend, "seeds": seeds, "created": runs.utc_now()})
+    return group, _complete_group(group, settings, members, backend, dataset)
+
+
+def resume_seeds(
+    group: Path, backend: str | None = None, data_dir: Path | None = None, dataset: Dataset | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Finish a killed ``--seeds`` group: keep its finished runs, resume an unfinished one, train the seeds not begun."""
+    from fmnist.backend import activate
+
+    group = Path(group)
+    record = artifacts.read_json(group / artifacts.SEED_GROUP)
+    if backend and backend != record["backend"]:
+        raise FmnistError(f"{group} was trained with the {record['backend']} backend; resume it with that one")
+    settings = TrainSettings.from_dict(record["settings"])
+    activate(record["backend"], settings.architecture)
+    members = [dataclasses.replace(settings, seed=settings.seed + k) for k in range(record["seeds"])]
+    return group, _complete_group(group, settings, members, record["backend"], dataset or load_dataset(data_dir))
+
+
+def _member_dirs(group: Path) -> dict[int, Path]:
+    """The group's run directories by seed; of two with one seed, a finished one, else the newest."""
+    found: dict[int, Path] = {}
+    for run_dir in sorted(p for p in group.iterdir() if (p / artifacts.CONFIG).is_file()):
+        seed = artifacts.read_json(run_dir / artifacts.CONFIG)["settings"]["seed"]
+        if _finished(found.get(seed)) and not _finished(run_dir):
+            continue
+        found[seed] = run_dir
+    return found
+
+
+def _finished(run_dir: Path | None) -> bool:
+    status = None if run_dir is None else run_dir / artifacts.STATUS
+    return status is not None and status.is_file() and artifacts.read_json(status).get("state") == "finished"
+
+
+def _complete_group(
+    group: Path, settings: TrainSettings, members: list[TrainSettings], backend: str, dataset: Dataset,
+) -> dict[str, Any]:
+    """Train (or resume, or reuse) every member, then write the group's summary."""
+    import keras
+
+    from fmnist.evaluate import evaluate_run
+    from fmnist.train import TrainResult, train
+
+    existing = _member_dirs(group)
     results = []
     for k, member in enumerate(members):
-        log.info("seed %d (%d of %d)", member.seed, k + 1, seeds)
+        run_dir = existing.get(member.seed)
+        if _finished(run_dir):
+            log.info("seed %d (%d of %d): finished in %s", member.seed, k + 1, len(members), run_dir.name)
+            status = artifacts.read_json(run_dir / artifacts.STATUS)
+            metrics_path = run_dir / artifacts.METRICS
+            metrics = (artifacts.read_json(metrics_path) if metrics_path.is_file()
+                       else evaluate_run(run_dir, dataset=dataset))  # killed while it was being scored
+            results.append(TrainResult(run_dir, metrics, status["epochs"], status["train_seconds"]))
+            continue
+        log.info("seed %d (%d of %d)", member.seed, k + 1, len(members))
         keras.backend.clear_session()
-        results.append(train(member, backend, runs_dir=group, dataset=dataset))
+        results.append(train(member, backend, runs_dir=group, dataset=dataset, resume_dir=run_dir))
+    seeds = len(members)
     summary = summarise(
         [r.metrics["test_accuracy"] for r in results],
         [{name: m["f1-score"] for name, m in r.metrics["per_class"].items()} for r in results],
@@ -71,7 +127,7 @@ def train_seeds(
         ece={"mean": float(np.mean([r.metrics["ece"] for r in results]))},
     )
     artifacts.write_json(group / SUMMARY, summary)
-    return group, summary
+    return summary
 
 
 def summary_text(group: Path, summary: dict[str, Any]) -> str:
