@@ -1,5 +1,6 @@
 import contextlib
 import json
+import shutil
 
 import pytest
 
@@ -137,6 +138,15 @@ def test_resolve_run_takes_a_path_or_a_name(mixed_runs):
     assert runs.resolve_run(finished.name, mixed_runs["dir"]) == finished
     with pytest.raises(FmnistError, match="no run 'nope'"):
         runs.resolve_run("nope", mixed_runs["dir"])
+    with pytest.raises(FmnistError, match="is not a run directory"):  # a folder, but not a run
+        runs.resolve_run(str(mixed_runs["dir"]), mixed_runs["dir"])
+
+
+def test_commands_take_a_run_by_name(mixed_runs, tmp_path):
+    finished = shutil.copytree(mixed_runs["finished"], tmp_path / "runs" / mixed_runs["finished"].name)
+    result = run_cli("report", finished.name, "--runs-dir", str(tmp_path / "runs"), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["report"] == str(finished / artifacts.REPORT_HTML)
 
 
 def test_no_run_is_made_inside_another_run(mixed_runs, tmp_path):

@@ -190,21 +190,22 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from fmnist.backend import activate
-    from fmnist.runs import require_run_dir
+    from fmnist.runs import resolve_run
 
-    require_run_dir(args.run)
+    run = resolve_run(args.run, args.runs_dir)
     activate(args.backend)
     from fmnist.evaluate import evaluate_run
     from fmnist.report import headline
 
-    metrics = evaluate_run(args.run, data_dir=args.data_dir)
-    _emit(args, headline(args.run, metrics), {"run_dir": str(args.run), **metrics})
+    metrics = evaluate_run(run, data_dir=args.data_dir)
+    _emit(args, headline(run, metrics), {"run_dir": str(run), **metrics})
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from fmnist.report import build_report
+    from fmnist.runs import resolve_run
 
-    path = build_report(args.run)
+    path = build_report(resolve_run(args.run, args.runs_dir))
     _emit(args, f"report: {path}", {"report": str(path)})
 
 
@@ -236,20 +237,22 @@ def cmd_runs_compare(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from fmnist.backend import activate
     from fmnist.export import choose_backend
-    from fmnist.runs import require_run_dir
+    from fmnist.runs import resolve_run
 
-    require_run_dir(args.run)
+    run = resolve_run(args.run, args.runs_dir)
     backend = activate(choose_backend(args.format, args.backend))
     from fmnist.export import export_run, summary_text
 
-    record = export_run(args.run, args.format, backend, data_dir=args.data_dir)
-    _emit(args, summary_text(args.run, record), record)
+    record = export_run(run, args.format, backend, data_dir=args.data_dir)
+    _emit(args, summary_text(run, record), record)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from fmnist.predict import as_text, predict_files
+    from fmnist.runs import resolve_run
 
-    result = predict_files(args.model, args.images, top_k=args.top_k, unsure_below=args.unsure_below, show=args.show,
+    model = args.model if args.model.suffix == ".keras" else resolve_run(args.model, args.runs_dir)
+    result = predict_files(model, args.images, top_k=args.top_k, unsure_below=args.unsure_below, show=args.show,
                            backend=args.backend)
     _emit(args, as_text(result) + (f"\nshown: {args.show}" if args.show else ""), result)
 
@@ -258,10 +261,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from fmnist.backend import activate
 
     activate(args.backend)
+    from fmnist.runs import resolve_run
     from fmnist.serve import serve
 
-    serve(args.run, host=args.host, port=args.port, max_body_bytes=args.max_upload_mb * 1024 * 1024,
-          max_batch=args.max_batch, access_log=not args.quiet)
+    serve(resolve_run(args.run, args.runs_dir), host=args.host, port=args.port,
+          max_body_bytes=args.max_upload_mb * 1024 * 1024, max_batch=args.max_batch, access_log=not args.quiet)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,8 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
         common(p, json_result)
         return p
 
+    def runs_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--runs-dir", type=Path, default=Path("runs"),
+                       help="where a RUN given by name is looked up (default ./runs)")
+
     def run_argument(p: argparse.ArgumentParser) -> None:
-        p.add_argument("run", type=Path, metavar="RUN", help="a run directory made by 'fmnist train' (see 'fmnist runs')")
+        p.add_argument("run", metavar="RUN", help="a run directory made by 'fmnist train', or its name in --runs-dir")
+        runs_dir(p)
 
     def data_dir(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data-dir", type=Path, default=None,
@@ -407,7 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("predict", cmd_predict, "Classify photos (PNG, JPEG, WebP, BMP, GIF) or .npy arrays (28x28 or 784 "
                                         "values) with a run's model, prepared the way Fashion-MNIST was made.")
-    p.add_argument("model", type=Path, metavar="RUN", help="a run directory made by 'fmnist train', or its model.keras")
+    p.add_argument("model", type=Path, metavar="RUN",
+                   help="a run directory made by 'fmnist train', its name in --runs-dir, or its model.keras")
+    runs_dir(p)
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image or .npy files")
     p.add_argument("--top-k", type=_positive_int, default=3, help="classes listed per image (default 3)")
     p.add_argument("--unsure-below", type=float, default=0.5, metavar="P",

@@ -176,9 +176,11 @@ def format_runs(rows: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
 
 
-def resolve_run(name: str, runs_dir: Path) -> Path:
+def resolve_run(name: str | Path, runs_dir: Path) -> Path:
     """A run given as a path, or as a directory name inside ``runs_dir``."""
     for candidate in (Path(name), Path(runs_dir) / name):
         if (candidate / artifacts.CONFIG).is_file():
             return candidate
+    if Path(name).is_dir():
+        return require_run_dir(Path(name))  # a folder, but not a run: say what it lacks
     raise FmnistError(f"no run {name!r}: give a run directory or the name of one in {runs_dir} (see 'fmnist runs')")
