@@ -129,6 +129,11 @@ def test_resume_refuses_settings_and_non_runs(tmp_path, capsys):
     assert "drop --recipe, --seeds" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path)]) == 1
     assert "is not a run directory" in capsys.readouterr().err
+    old = tmp_path / "old"
+    old.mkdir()
+    artifacts.write_json(old / artifacts.CONFIG, {"settings": {}})
+    assert main(["train", "--resume", str(old)]) == 1
+    assert "config.json lacks backend, data (an older fmnist wrote it?)" in capsys.readouterr().err
     group = tmp_path / "group"  # a --seeds group is resumed as a group
     group.mkdir()
     artifacts.write_json(group / artifacts.SEED_GROUP, {"settings": {}, "backend": "tensorflow", "seeds": 2})

@@ -69,6 +69,10 @@ def resume_run(run_dir: Path, backend: str | None = None, data_dir: Path | None 
     run_dir = runs.require_run_dir(run_dir)
     config = artifacts.read_json(run_dir / artifacts.CONFIG)
     require_unfinished(run_dir)
+    lacking = [key for key in ("settings", "backend", "data") if not isinstance(config.get(key), (dict, str))]
+    if lacking:
+        raise FmnistError(f"{run_dir / artifacts.CONFIG} lacks {', '.join(lacking)} (an older fmnist wrote it?), "
+                          "so the run cannot be resumed; train it again")
     if backend and backend != config["backend"]:
         raise FmnistError(f"{run_dir} was trained with the {config['backend']} backend; resume it with that one")
     settings = TrainSettings.from_dict(config["settings"])
