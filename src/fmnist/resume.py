@@ -69,7 +69,8 @@ def resume_run(run_dir: Path, backend: str | None = None, data_dir: Path | None 
     run_dir = runs.require_run_dir(run_dir)
     config = artifacts.read_json(run_dir / artifacts.CONFIG)
     require_unfinished(run_dir)
-    lacking = [key for key in ("settings", "backend", "data") if not isinstance(config.get(key), (dict, str))]
+    lacking = [key for key, kind in (("settings", dict), ("backend", str), ("data", dict))
+               if not isinstance(config.get(key), kind)]
     if lacking:
         raise FmnistError(f"{run_dir / artifacts.CONFIG} lacks {', '.join(lacking)} (an older fmnist wrote it?), "
                           "so the run cannot be resumed; train it again")
