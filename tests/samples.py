@@ -52,10 +52,10 @@ def png_claiming(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
-def npy_claiming(shape: tuple[int, ...]) -> bytes:
-    """A tiny .npy file whose header claims an array of ``shape``: gigabytes if it were believed."""
+def npy_claiming(shape: tuple[int, ...], descr: str = "<f4") -> bytes:
+    """A tiny .npy file whose header claims an array of ``shape`` and ``descr``: gigabytes if it were believed."""
     buffer = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
     return buffer.getvalue() + bytes(16)
 
 
@@ -101,6 +101,7 @@ def bad_files() -> list[tuple[str, str, bytes, int]]:
         ("npy-pickled-objects", "a.npy", npy(np.array([{"a": 1}] * 784, dtype=object)), 422),
         ("npy-truncated", "a.npy", npy(pixels)[:100], 422),
         ("npy-claims-huge", "a.npy", npy_claiming((100_000_000_000,)), 422),
+        ("npy-claims-huge-items", "a.npy", npy_claiming((28, 28), "|V2000000000"), 422),
     ]
 
 

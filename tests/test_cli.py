@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -83,8 +84,12 @@ def test_a_teacher_is_kept_as_an_absolute_path_so_a_resume_from_elsewhere_finds_
     from fmnist.cli import _settings_from_args, build_parser
 
     monkeypatch.chdir(tmp_path)
-    args = build_parser().parse_args(["train", "--recipe", "distilled", "--teacher", "runs/teacher"])
-    assert _settings_from_args(args).teacher == str(tmp_path.resolve() / "runs" / "teacher")
+    teacher = tmp_path / "runs" / "20261130T000000Z-cnn"
+    teacher.mkdir(parents=True)
+    (teacher / "config.json").write_text("{}")
+    for given in ("runs/20261130T000000Z-cnn", "20261130T000000Z-cnn"):  # a path, or a name in --runs-dir
+        args = build_parser().parse_args(["train", "--recipe", "distilled", "--teacher", given])
+        assert _settings_from_args(args).teacher == str(teacher.resolve())
 
 
 def test_every_command_shows_its_examples_and_takes_the_common_flags_after_its_name():
@@ -104,8 +109,9 @@ def test_every_command_shows_its_examples_and_takes_the_common_flags_after_its_n
 
 
 def test_a_closed_pipe_ends_quietly(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as at most terminals
     process = subprocess.Popen([sys.executable, "-m", "fmnist", "runs", "--runs-dir", str(tmp_path)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     process.stdout.close()  # like `fmnist runs | head -0`
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=60) == 141 and stderr == ""

@@ -92,6 +92,10 @@ def test_a_16_bit_png_is_scaled_to_8_bits_not_clipped():
     sixteen = Image.fromarray(eight.astype(np.uint16) * 257)  # 0-255 stretched to 0-65535
     assert sixteen.mode.startswith("I;16")
     np.testing.assert_array_equal(decode_image(encode(sixteen), "wide.png"), eight)
+    # A transparent grey (tRNS) stays transparent: the backdrop turns white, as in an 8-bit PNG.
+    backdrop = int(eight[0, 0]) * 257
+    np.testing.assert_array_equal(decode_image(encode(sixteen, transparency=backdrop), "clear.png"),
+                                  np.where(eight == eight[0, 0], 255, eight))
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")

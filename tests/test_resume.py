@@ -136,6 +136,9 @@ def test_resume_refuses_settings_and_non_runs(tmp_path, capsys):
     assert "config.json lacks backend, data (an older fmnist wrote it?)" in capsys.readouterr().err
     group = tmp_path / "group"  # a --seeds group is resumed as a group
     group.mkdir()
-    artifacts.write_json(group / artifacts.SEED_GROUP, {"settings": {}, "backend": "tensorflow", "seeds": 2})
+    artifacts.write_json(group / artifacts.SEED_GROUP, {"settings": {}, "backend": "tensorflow", "seeds": 2, "data": {}})
     assert main(["train", "--resume", str(group), "--backend", "jax"]) == 1
     assert "group was trained with the tensorflow backend" in capsys.readouterr().err
+    artifacts.write_json(group / artifacts.SEED_GROUP, {"backend": "jax"})
+    assert main(["train", "--resume", "group", "--runs-dir", str(tmp_path)]) == 1  # by name, too
+    assert "group.json lacks settings, seeds, data" in capsys.readouterr().err

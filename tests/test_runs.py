@@ -155,7 +155,8 @@ def test_no_run_is_made_inside_another_run(mixed_runs, tmp_path):
         with pytest.raises(FmnistError, match="is inside the run"):
             runs.create_run_dir(inside, "nested")
     assert not (finished / "deeper").exists()
-    project = tmp_path / "project"  # a config.json of the user's own is not a run
+    project = tmp_path / "project"  # a Keras project's own config.json and model.keras are not a run
     project.mkdir()
-    (project / artifacts.CONFIG).write_text("{}")
+    (project / artifacts.CONFIG).write_text('{"batch_size": 32}')
+    (project / artifacts.MODEL).write_bytes(b"weights")
     assert runs.create_run_dir(project / "runs", "fine").parent == project / "runs"

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import shutil
 
@@ -48,6 +49,9 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     assert (first / artifacts.MODEL).read_bytes() == first_model and (group / SUMMARY).is_file()
     with pytest.raises(FmnistError, match="trained with the jax backend"):
         resume_seeds(group, backend="tensorflow", dataset=dataset)
+    other = dataclasses.replace(dataset, checksums={**dataset.checksums, "train-images-idx3-ubyte": "0" * 64})
+    with pytest.raises(FmnistError, match="not the data"):
+        resume_seeds(group, dataset=other)
 
 
 @pytest.mark.parametrize("overrides, refusal", [

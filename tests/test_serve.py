@@ -204,7 +204,10 @@ def test_uploads_are_decoded_at_most_decode_slots_at_a_time(tiny_run_dir, monkey
         with lock:
             active[0] += 1
             most[0] = max(most[0], active[0])
-        time.sleep(0.2)  # long enough for the other requests to arrive while this one decodes
+        deadline = time.monotonic() + 5  # wait for the other decodes the limiter lets in, however loaded the CPU
+        while time.monotonic() < deadline and active[0] < slots:
+            time.sleep(0.01)
+        time.sleep(0.05)  # and a little longer, for one it should not have let in
         try:
             return real_load_input(data, name)
         finally:

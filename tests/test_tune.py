@@ -79,6 +79,10 @@ def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path):
     (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
     with pytest.raises(FmnistError, match="photo.png is not an Optuna journal"):
         write_report("s", storage=str(tmp_path / "photo.png"), runs_dir=tmp_path)
+    for content in ('{"a": 1}\n', "[1, 2]\n"):  # JSON, but not Optuna's
+        (tmp_path / "other.journal").write_text(content)
+        with pytest.raises(FmnistError, match="other.journal is not an Optuna journal"):
+            write_report("s", storage=str(tmp_path / "other.journal"), runs_dir=tmp_path)
     with pytest.raises(FmnistError, match="study name '..'"):
         write_report("..", runs_dir=tmp_path)
     with pytest.raises(FmnistError, match="not a database URL"):

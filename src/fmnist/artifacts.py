@@ -65,10 +65,13 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        os.chmod(tmp, FILE_MODE)  # mkstemp makes it private (0600); a run's files are as readable as any other
         _fsync(tmp)  # on disk before the rename, or a power cut could leave the new name on an empty file
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes it private (0600); a run's files are as readable as any other
         os.replace(tmp, path)
-        _fsync(path.parent)
+        try:
+            _fsync(path.parent)
+        except OSError:  # some filesystems (FUSE, SMB) cannot sync a folder; the rename itself is done
+            pass
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -114,8 +114,11 @@ def _settings_from_args(args: argparse.Namespace):
     from fmnist.recipes import recipe_settings
 
     overrides = {f: getattr(args, f) for f in SETTING_FLAGS if getattr(args, f, None) is not None}
-    if "teacher" in overrides:  # saved with the run: absolute, so a resume from another folder finds it
-        overrides["teacher"] = str(Path(overrides["teacher"]).resolve())
+    if "teacher" in overrides:  # a path or a run's name; saved absolute, so a resume from another folder finds it
+        from fmnist.runs import resolve_run
+
+        teacher = Path(overrides["teacher"])
+        overrides["teacher"] = str((teacher if teacher.exists() else resolve_run(teacher, args.runs_dir)).resolve())
     return recipe_settings(getattr(args, "recipe", None) or "spec", **overrides)
 
 
@@ -123,6 +126,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from fmnist.backend import activate
 
     if args.resume:
+        if not args.resume.exists() and (args.runs_dir / args.resume).is_dir():  # a run's or group's name
+            args.resume = args.runs_dir / args.resume
         given = ["--" + f.replace("_", "-") for f in (*SETTING_FLAGS, "recipe", "seeds") if getattr(args, f) is not None]
         if given:
             raise FmnistError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
@@ -447,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         args.handler(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught, rather than at exit
     except FmnistError as exc:
         print(f"fmnist: error: {exc}", file=sys.stderr)
         return 1

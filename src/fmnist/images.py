@@ -16,6 +16,7 @@ BORDER_TOLERANCE = 0.05 * 255
 # JPEGs decode at a reduced scale (DCT scaling) no smaller than this: plenty for a 28-pixel result.
 JPEG_DRAFT_SIDE = 8 * IMAGE_SIDE
 ARRAY_SHAPES = ((IMAGE_SIDE, IMAGE_SIDE), (IMAGE_SIDE * IMAGE_SIDE,))
+MAX_ITEM_BYTES = 16  # complex128, the widest number NumPy has; a wider "void" item is a claim of gigabytes
 SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP", b"RIFF": "WebP"}
 
 
@@ -42,7 +43,10 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
             if upright.mode.startswith("I;16") or upright.mode == "I":
                 # 16-bit grayscale: convert("L") would clip every value above 255 instead of scaling it down.
                 wide = np.asarray(upright, dtype=np.float64)
+                transparent = upright.info.get("transparency")
                 upright = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))
+                if isinstance(transparent, int):
+                    upright.info["transparency"] = min(255, round(transparent / 257))
             if upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info:
                 # Transparent pixels are the backdrop: product photos sit on white.
                 white = Image.new("RGBA", upright.size, (255, 255, 255, 255))
@@ -107,12 +111,14 @@ def load_npy(data: bytes, name: str) -> np.ndarray:
     try:
         version = np.lib.format.read_magic(stream)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape = read_header(stream)[0]
-        # The header's shape is checked before loading: a tiny file may claim an array of any size.
+        shape, _, dtype = read_header(stream)
+        # The header is checked before loading: a tiny file may claim an array of any size.
         if shape not in ARRAY_SHAPES:
             raise BadInput(f"{name} has shape {shape}; give 28x28 or 784 values")
+        if dtype.itemsize > MAX_ITEM_BYTES:
+            raise BadInput(f"{name} holds {dtype} values; give floats in [0, 1] or integers 0-255")
         values = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, MemoryError) as exc:
         raise BadInput(f"{name} is not a readable .npy array without pickled objects ({exc})") from None
     return check_array(values, name)
 

@@ -21,9 +21,19 @@ def _iso(moment: dt.datetime) -> str:
 def refuse_inside_run(folder: Path, what: str) -> None:
     """No run writes into another run's directory: refuse a destination that is a run directory or inside one."""
     for parent in (Path(folder).resolve(), *Path(folder).resolve().parents):
-        # config.json alone is a common name (a project's own folder may have one); a run also has these.
-        if (parent / artifacts.CONFIG).is_file() and any((parent / f).is_file() for f in (artifacts.STATUS, artifacts.MODEL)):
+        if _is_run_config(parent / artifacts.CONFIG):
             raise FmnistError(f"{what} {folder} is inside the run {parent}; choose a folder outside any run")
+
+
+def _is_run_config(path: Path) -> bool:
+    """A config.json that fmnist wrote: the name alone is common (a project's own folder may have one)."""
+    if not path.is_file():
+        return False
+    try:
+        config = artifacts.read_json(path)
+    except FmnistError:
+        return False
+    return isinstance(config, dict) and isinstance(config.get("settings"), dict) and "backend" in config
 
 
 def create_run_dir(runs_dir: Path, name: str) -> Path:
@@ -183,4 +193,4 @@ def resolve_run(name: str | Path, runs_dir: Path) -> Path:
             return candidate
     if Path(name).is_dir():
         return require_run_dir(Path(name))  # a folder, but not a run: say what it lacks
-    raise FmnistError(f"no run {name!r}: give a run directory or the name of one in {runs_dir} (see 'fmnist runs')")
+    raise FmnistError(f"no run {str(name)!r}: give a run directory or the name of one in {runs_dir} (see 'fmnist runs')")

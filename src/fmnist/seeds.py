@@ -50,7 +50,8 @@ def train_seeds(
     check_inputs(settings, dataset)
     group = runs.create_run_dir(runs_dir, f"{settings.name}-x{seeds}")
     artifacts.write_json(group / artifacts.SEED_GROUP, {
-        "settings": settings.to_dict(), "backend": backend, "seeds": seeds, "created": runs.utc_now()})
+        "settings": settings.to_dict(), "backend": backend, "seeds": seeds, "created": runs.utc_now(),
+        "data": {"source": dataset.source, "sha256": dataset.checksums}})
     return group, _complete_group(group, settings, members, backend, dataset)
 
 
@@ -62,12 +63,20 @@ def resume_seeds(
 
     group = Path(group)
     record = artifacts.read_json(group / artifacts.SEED_GROUP)
+    lacking = [key for key, kind in (("settings", dict), ("backend", str), ("seeds", int), ("data", dict))
+               if not isinstance(record.get(key), kind)]
+    if lacking:
+        raise FmnistError(f"{group / artifacts.SEED_GROUP} lacks {', '.join(lacking)}, so the group cannot be resumed; "
+                          "resume its runs one by one")
     if backend and backend != record["backend"]:
         raise FmnistError(f"{group} was trained with the {record['backend']} backend; resume it with that one")
     settings = TrainSettings.from_dict(record["settings"])
     activate(record["backend"], settings.architecture)
+    dataset = dataset or load_dataset(data_dir)
+    if dataset.checksums != record["data"].get("sha256"):
+        raise FmnistError(f"the data found ({dataset.source}) are not the data {group} was trained on")
     members = [dataclasses.replace(settings, seed=settings.seed + k) for k in range(record["seeds"])]
-    return group, _complete_group(group, settings, members, record["backend"], dataset or load_dataset(data_dir))
+    return group, _complete_group(group, settings, members, record["backend"], dataset)
 
 
 def _member_dirs(group: Path) -> dict[int, Path]:

@@ -103,7 +103,7 @@ def open_storage(storage: str | None, runs_dir: Path) -> tuple[optuna.storages.B
         return optuna.storages.JournalStorage(backend), str(path)  # reads the whole journal
     except OSError as exc:
         raise FmnistError(f"cannot open the journal file {path}: {exc.strerror}") from None
-    except ValueError as exc:  # undecodable bytes or a line that is not JSON
+    except (ValueError, KeyError, TypeError) as exc:  # undecodable bytes, a line not JSON, JSON not Optuna's
         raise FmnistError(f"{path} is not an Optuna journal ({_first_line(exc)}); give --storage a journal file "
                           "written by 'fmnist tune', or a database URL") from None
 
