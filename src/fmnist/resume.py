@@ -7,13 +7,14 @@ import csv
 import fcntl
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from fmnist import artifacts, runs
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
 
 if TYPE_CHECKING:
+    from fmnist.data import Dataset
     from fmnist.train import TrainResult
 
 log = logging.getLogger(__name__)
@@ -67,21 +68,32 @@ def resume_run(run_dir: Path, backend: str | None = None, data_dir: Path | None 
     from fmnist.backend import activate
 
     run_dir = runs.require_run_dir(run_dir)
-    config = artifacts.read_json(run_dir / artifacts.CONFIG)
     require_unfinished(run_dir)
-    lacking = [key for key, kind in (("settings", dict), ("backend", str), ("data", dict))
-               if not isinstance(config.get(key), kind)]
-    if lacking:
-        raise FmnistError(f"{run_dir / artifacts.CONFIG} lacks {', '.join(lacking)} (an older fmnist wrote it?), "
-                          "so the run cannot be resumed; train it again")
-    if backend and backend != config["backend"]:
-        raise FmnistError(f"{run_dir} was trained with the {config['backend']} backend; resume it with that one")
+    config = read_resumable(run_dir / artifacts.CONFIG, {"settings": dict}, backend, "train it again")
     settings = TrainSettings.from_dict(config["settings"])
     activate(config["backend"])
     from fmnist.data import load_dataset
     from fmnist.train import train
 
     dataset = load_dataset(data_dir)
-    if dataset.checksums != config["data"]["sha256"]:
-        raise FmnistError(f"the data found ({dataset.source}) are not the data {run_dir} was trained on")
+    require_same_data(dataset, config, run_dir)
     return train(settings, config["backend"], data_dir=data_dir, dataset=dataset, resume_dir=run_dir)
+
+
+def read_resumable(path: Path, kinds: dict[str, type], backend: str | None, otherwise: str) -> dict[str, Any]:
+    """A run's config or a seed group's record, with what a resume needs (``kinds``, a backend, the data) checked."""
+    record = artifacts.read_json(path)
+    record = record if isinstance(record, dict) else {}
+    kinds = {**kinds, "backend": str, "data": dict}
+    lacking = [key for key, kind in kinds.items() if not isinstance(record.get(key), kind)]
+    if lacking:
+        raise FmnistError(f"{path} lacks {', '.join(lacking)} (an older fmnist wrote it?), so it cannot be resumed; "
+                          f"{otherwise}")
+    if backend and backend != record["backend"]:
+        raise FmnistError(f"{path.parent} was trained with the {record['backend']} backend; resume it with that one")
+    return record
+
+
+def require_same_data(dataset: Dataset, record: dict[str, Any], trained: Path) -> None:
+    if dataset.checksums != record["data"].get("sha256"):
+        raise FmnistError(f"the data found ({dataset.source}) are not the data {trained} was trained on")

@@ -11,7 +11,6 @@ import numpy as np
 
 from fmnist import artifacts, runs
 from fmnist.data import CLASS_NAMES, Dataset, load_dataset
-from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -60,21 +59,15 @@ def resume_seeds(
 ) -> tuple[Path, dict[str, Any]]:
     """Finish a killed ``--seeds`` group: keep its finished runs, resume an unfinished one, train the seeds not begun."""
     from fmnist.backend import activate
+    from fmnist.resume import read_resumable, require_same_data
 
     group = Path(group)
-    record = artifacts.read_json(group / artifacts.SEED_GROUP)
-    lacking = [key for key, kind in (("settings", dict), ("backend", str), ("seeds", int), ("data", dict))
-               if not isinstance(record.get(key), kind)]
-    if lacking:
-        raise FmnistError(f"{group / artifacts.SEED_GROUP} lacks {', '.join(lacking)}, so the group cannot be resumed; "
-                          "resume its runs one by one")
-    if backend and backend != record["backend"]:
-        raise FmnistError(f"{group} was trained with the {record['backend']} backend; resume it with that one")
+    record = read_resumable(group / artifacts.SEED_GROUP, {"settings": dict, "seeds": int}, backend,
+                            "resume its runs one by one")
     settings = TrainSettings.from_dict(record["settings"])
     activate(record["backend"], settings.architecture)
     dataset = dataset or load_dataset(data_dir)
-    if dataset.checksums != record["data"].get("sha256"):
-        raise FmnistError(f"the data found ({dataset.source}) are not the data {group} was trained on")
+    require_same_data(dataset, record, group)
     members = [dataclasses.replace(settings, seed=settings.seed + k) for k in range(record["seeds"])]
     return group, _complete_group(group, settings, members, record["backend"], dataset)
 
