@@ -40,6 +40,9 @@ def test_bad_settings_and_arguments_are_refused(tmp_path):
     usage = run_cli("train", "--epochs", "0")
     assert usage.returncode == 2 and usage.stderr.splitlines() == [
         "fmnist: error: argument --epochs: '0' must be positive (see 'fmnist train --help')"]
+    unknown = run_cli("runs", "compare", "a", "b", "--bogus")
+    assert unknown.returncode == 2 and unknown.stderr.splitlines() == [
+        "fmnist: error: unrecognized arguments: --bogus (see 'fmnist runs compare --help')"]
     assert_one_line_error(run_cli("evaluate", str(tmp_path)), "is not a run directory")
     assert not list(tmp_path.iterdir())  # a refused run leaves nothing behind
 

@@ -56,6 +56,12 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"fmnist: error: {message} (see '{self.prog} --help')\n")
 
+    def parse_args(self, args: list[str] | None = None, namespace: Any = None) -> argparse.Namespace:
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:  # argparse would report them from the top; the command's own --help lists what it takes
+            getattr(parsed, "command_parser", self).error(f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed
+
 
 def _emit(args: argparse.Namespace, text: str, data: dict[str, Any]) -> None:
     print(json.dumps(data, indent=2, default=str) if args.json else text)
@@ -296,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, handler: Callable, help_text: str, json_result: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text, epilog=_examples(name),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.set_defaults(handler=handler)
+        p.set_defaults(handler=handler, command_parser=p)
         common(p, json_result)
         return p
 
@@ -395,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = p.add_subparsers(dest="runs_command", metavar="{compare}").add_parser(
         "compare", help=compare_help, description=compare_help, epilog=_examples("runs"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.set_defaults(handler=cmd_runs_compare)
+    p.set_defaults(handler=cmd_runs_compare, command_parser=p)
     p.add_argument("runs", nargs="+", metavar="RUN", help="two or more run directories, or their names in --runs-dir")
     # SUPPRESS: given before 'compare' or after it, these keep the value given (argparse would reset them).
     p.add_argument("--runs-dir", type=Path, default=argparse.SUPPRESS, help="where run directories are (default ./runs)")
