@@ -36,8 +36,7 @@ def claim_run(run_dir: Path) -> Iterator[None]:
 
 def require_unfinished(run_dir: Path) -> None:
     """Refuse to resume a run whose training has finished: resuming it would train it again from scratch."""
-    status_path = Path(run_dir) / artifacts.STATUS
-    if status_path.is_file() and artifacts.read_json(status_path).get("state") == "finished":
+    if runs.finished(run_dir):
         raise FmnistError(f"{run_dir} has already finished training; nothing to resume "
                           f"(if its metrics are missing, 'fmnist evaluate {run_dir}' scores it)")
 

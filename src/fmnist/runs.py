@@ -66,6 +66,12 @@ def set_status(run_dir: Path, state: str, **extra: Any) -> None:
     artifacts.write_json(Path(run_dir) / artifacts.STATUS, {"state": state, "updated": utc_now(), **extra})
 
 
+def finished(run_dir: Path | None) -> bool:
+    """Whether the run's training finished (its status says so); ``None``, no run, is not."""
+    status = None if run_dir is None else Path(run_dir) / artifacts.STATUS
+    return status is not None and status.is_file() and artifacts.read_json(status).get("state") == "finished"
+
+
 GROUP_DEPTH = 3  # runs/<runs dir of a study>/<seed group>/<run>
 KEY_SETTINGS = ("architecture", "hidden_sizes", "dropout", "learning_rate", "batch_size", "epochs", "limit", "seed")
 
@@ -177,8 +183,8 @@ def format_runs(rows: list[dict[str, Any]]) -> str:
         if s.get("architecture") == "cnn":  # its hidden sizes are the unused dense defaults
             network = "ConvNet"
         lines.append([
-            r["run"], r["created"].replace("T", " "), cell(r["recipe"]), cell(network), cell(_number(s.get("learning_rate")), "{:g}"),
-            cell(s.get("batch_size")), cell(s.get("limit")), cell(r["backend"]), cell(r["epochs"]),
+            r["run"], r["created"].replace("T", " "), cell(r["recipe"]), cell(network),
+            cell(_number(s.get("learning_rate")), "{:g}"), cell(s.get("batch_size")), cell(s.get("limit")), cell(r["backend"]), cell(r["epochs"]),
             cell(r["test_accuracy"], "{:.4f}"), cell(r["macro_f1"], "{:.4f}"), cell(r["train_seconds"], "{:.1f}"),
             r["status"] + (f" ({', '.join(r['notes'])})" if r["notes"] else ""),
         ])

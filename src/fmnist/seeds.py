@@ -76,16 +76,11 @@ def _member_dirs(group: Path) -> dict[int, Path]:
     """The group's run directories by seed; of two with one seed, a finished one, else the newest."""
     found: dict[int, Path] = {}
     for run_dir in sorted(p for p in group.iterdir() if (p / artifacts.CONFIG).is_file()):
-        seed = artifacts.read_json(run_dir / artifacts.CONFIG)["settings"]["seed"]
-        if _finished(found.get(seed)) and not _finished(run_dir):
+        seed = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings", {}).get("seed")
+        if runs.finished(found.get(seed)) and not runs.finished(run_dir):
             continue
         found[seed] = run_dir
     return found
-
-
-def _finished(run_dir: Path | None) -> bool:
-    status = None if run_dir is None else run_dir / artifacts.STATUS
-    return status is not None and status.is_file() and artifacts.read_json(status).get("state") == "finished"
 
 
 def _complete_group(
@@ -101,7 +96,7 @@ def _complete_group(
     results = []
     for k, member in enumerate(members):
         run_dir = existing.get(member.seed)
-        if _finished(run_dir):
+        if runs.finished(run_dir):
             log.info("seed %d (%d of %d): finished in %s", member.seed, k + 1, len(members), run_dir.name)
             status = artifacts.read_json(run_dir / artifacts.STATUS)
             metrics_path = run_dir / artifacts.METRICS
