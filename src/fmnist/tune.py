@@ -75,7 +75,7 @@ def open_storage(storage: str | None, runs_dir: Path) -> tuple[optuna.storages.B
     A journal file (the default, in ``runs_dir``) serves many processes on one machine; a database
     (``postgresql://user:password@host/db``) serves many machines.
     """
-    if storage and "://" in storage:
+    if _is_database(storage):
         import sqlalchemy
 
         try:
@@ -108,6 +108,10 @@ def open_storage(storage: str | None, runs_dir: Path) -> tuple[optuna.storages.B
                           "written by 'fmnist tune', or a database URL") from None
 
 
+def _is_database(storage: str | None) -> bool:
+    return bool(storage) and "://" in storage
+
+
 def _journal_path(storage: str | None, runs_dir: Path) -> Path:
     return Path(storage) if storage else Path(runs_dir) / artifacts.TUNE_JOURNAL
 
@@ -120,9 +124,9 @@ def _sampler_and_pruner() -> dict[str, Any]:
 def load_study(name: str, storage: str | None, runs_dir: Path) -> tuple[optuna.Study, str]:
     """An existing study, or a one-line error naming the studies that do exist there."""
     _check_name(name)
-    if not (storage and "://" in storage) and not _journal_path(storage, runs_dir).is_file():
-        raise FmnistError(f"no study {name!r}: there is no journal {_journal_path(storage, runs_dir)} "
-                          "(pass --storage if the study is elsewhere)")
+    journal = None if _is_database(storage) else _journal_path(storage, runs_dir)
+    if journal is not None and not journal.is_file():
+        raise FmnistError(f"no study {name!r}: there is no journal {journal} (pass --storage if the study is elsewhere)")
     store, shown = open_storage(storage, runs_dir)
     try:
         return optuna.load_study(study_name=name, storage=store, **_sampler_and_pruner()), shown
@@ -281,6 +285,8 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path = P
                  output: Path | None = None) -> Path:
     """A self-contained HTML page: the best trials, how to train the best, and Optuna's plots."""
     study, shown = load_study(study_name, storage, runs_dir)
+    output = Path(output) if output else Path(runs_dir) / study_name / artifacts.TUNE_REPORT
+    runs.refuse_inside_run(output.parent, "the report's folder")  # before the plots are drawn
     complete = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
                       key=lambda t: t.value)
     esc = html.escape
@@ -315,8 +321,6 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path = P
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>fmnist tune {esc(study_name)}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
-    output = Path(output) if output else Path(runs_dir) / study_name / artifacts.TUNE_REPORT
-    runs.refuse_inside_run(output.parent, "the report's folder")
     output.parent.mkdir(parents=True, exist_ok=True)
     artifacts.write_text(output, page)
     return output
