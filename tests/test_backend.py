@@ -75,6 +75,41 @@ def test_other_backends_get_the_arrays_themselves():
     assert data["validation_batch_size"] == 3 and data["validation_data"] is validation
 
 
+JAX_RUN_CHECK = """
+import json, sys
+from pathlib import Path
+import keras
+from keras.src.utils import module_utils
+from fmnist.data import load_dataset
+from fmnist.settings import TrainSettings
+from fmnist.train import train
+
+folder, checksums = Path(sys.argv[1]), json.loads(sys.argv[2])
+dataset = load_dataset(folder, checksums=checksums)
+result = train(TrainSettings(hidden_sizes=(8,), epochs=2, batch_size=16, name="notf"), "jax",
+               runs_dir=folder / "runs", dataset=dataset)
+loaded = keras.saving.load_model(result.run_dir / "model.keras")
+print(json.dumps({
+    "tensorflow_imported": "tensorflow" in sys.modules,
+    "answer_cleared": module_utils.tensorflow._available is None,
+    "epochs": result.epochs_run, "loaded_layers": len(loaded.layers),
+}))
+"""
+
+
+def test_a_jax_run_trains_and_saves_without_importing_tensorflow(tmp_path):
+    from conftest import write_idx_set
+
+    checksums = write_idx_set(tmp_path)
+    result = subprocess.run([sys.executable, "-c", JAX_RUN_CHECK, str(tmp_path), json.dumps(checksums)],
+                            capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": "jax"}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["tensorflow_imported"] is False and out["answer_cleared"] is True
+    assert out["epochs"] == 2 and out["loaded_layers"] > 0
+    assert "oneDNN" not in result.stderr  # TensorFlow's C++ start-up lines never appear
+
+
 def test_tensorflow_retracing_warning_is_dropped_and_other_warnings_kept(caplog):
     import logging
 

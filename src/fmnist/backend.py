@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -48,6 +49,27 @@ def hide_retracing_warning(record: logging.LogRecord) -> bool:
     """Drop TensorFlow's "triggered tf.function retracing" warning: each seed of ``--seeds`` builds a new model and
     so new compiled functions by design, which TensorFlow counts as retracing."""
     return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def tensorflow_hidden_from_keras(backend: str) -> Iterator[None]:
+    """On a backend other than TensorFlow, have Keras take TensorFlow as absent for the block.
+
+    Keras imports TensorFlow whenever it is installed only to look for TensorFlow objects while seeding and saving:
+    6-7 s, memory and TensorFlow's C++ start-up lines on stderr, for nothing a JAX run uses. There is no public switch,
+    so this sets Keras' lazy module's answer and clears it after: `fmnist export` still needs TensorFlow on JAX.
+    """
+    from keras.src.utils import module_utils
+
+    lazy = getattr(module_utils, "tensorflow", None)
+    if backend == "tensorflow" or getattr(lazy, "module", True) is not None or "tensorflow" in sys.modules:
+        yield
+        return
+    lazy._available = False
+    try:
+        yield
+    finally:
+        lazy._available = None
 
 
 def seed_everything(seed: int) -> None:

@@ -175,6 +175,7 @@ def train(
 
     With ``resume_dir``, continue that run from its last finished epoch (fmnist.resume) instead of a new one.
     """
+    from fmnist.backend import tensorflow_hidden_from_keras
     from fmnist.evaluate import evaluate_run
     from fmnist.resume import claim_run, keep_finished_epochs, require_unfinished
 
@@ -198,9 +199,10 @@ def train(
             log.info("resuming %s after epoch %d", run_dir, keep_finished_epochs(run_dir))
         runs.set_status(run_dir, "running")
         try:
-            model, epochs_run, seconds = fit(settings, dataset, run_dir, backend, extra_callbacks)
-            calibrate_run(model, dataset, run_dir)
-            artifacts.save_model(model, run_dir)
+            with tensorflow_hidden_from_keras(backend):
+                model, epochs_run, seconds = fit(settings, dataset, run_dir, backend, extra_callbacks)
+                calibrate_run(model, dataset, run_dir)
+                artifacts.save_model(model, run_dir)
         except KeyboardInterrupt:
             runs.set_status(run_dir, "interrupted", resume=f"fmnist train --resume {run_dir}")
             raise
