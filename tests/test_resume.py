@@ -1,4 +1,5 @@
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -142,3 +143,48 @@ def test_resume_refuses_settings_and_non_runs(tmp_path, capsys):
     artifacts.write_json(group / artifacts.SEED_GROUP, {"backend": "jax"})
     assert main(["train", "--resume", "group", "--runs-dir", str(tmp_path)]) == 1  # by name, too
     assert "group.json lacks settings, seeds, data" in capsys.readouterr().err
+
+
+TF_RESUME_CHECK = """
+import json, sys
+from pathlib import Path
+import keras
+from fmnist.data import load_dataset
+from fmnist.settings import TrainSettings
+from fmnist.train import read_history, train
+
+folder, checksums = Path(sys.argv[1]), json.loads(sys.argv[2])
+dataset = load_dataset(folder, checksums=checksums)
+settings = TrainSettings(hidden_sizes=(8,), epochs=4, batch_size=8, name="tf", early_stopping_patience=10)
+whole = train(settings, "tensorflow", runs_dir=folder / "whole", dataset=dataset).run_dir
+
+
+class StopAfterTwo(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:  # the run's own callbacks, its backup among them, have recorded this epoch
+            raise KeyboardInterrupt
+
+
+try:
+    keras.backend.clear_session()  # layer names as in a new process, which the backup checks
+    train(settings, "tensorflow", runs_dir=folder / "cut", dataset=dataset, extra_callbacks=[StopAfterTwo()])
+except KeyboardInterrupt:
+    pass
+cut = next((folder / "cut").iterdir())
+keras.backend.clear_session()
+train(settings, "tensorflow", dataset=dataset, resume_dir=cut)
+print(json.dumps({"whole": read_history(whole)["loss"], "resumed": read_history(cut)["loss"]}))
+"""
+
+
+def test_a_resumed_tensorflow_run_shuffles_its_later_epochs_as_the_uninterrupted_run(tmp_path):
+    """On TensorFlow the epochs' orders come from tf.data's own sequence, which a new process starts again."""
+    from conftest import write_idx_set
+
+    checksums = write_idx_set(tmp_path / "data", n_train=120)
+    result = subprocess.run([sys.executable, "-c", TF_RESUME_CHECK, str(tmp_path / "data"), json.dumps(checksums)],
+                            capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(out["whole"]) == 4 and out["resumed"] == out["whole"]

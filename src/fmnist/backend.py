@@ -85,7 +85,7 @@ def seed_everything(seed: int) -> None:
 
 def fit_inputs(
     train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray, np.ndarray],
-    batch_size: int, validation_batch_size: int, seed: int,
+    batch_size: int, validation_batch_size: int, seed: int, initial_epoch: int = 0,
 ) -> dict[str, Any]:
     """``model.fit``'s data arguments. On TensorFlow, our own tf.data pipeline with autotuning off: Keras' own
     autotuned one made whole epochs 1.5 times slower at random on a 2-core CPU (README, "Speed")."""
@@ -104,6 +104,10 @@ def fit_inputs(
         indices = tf.data.Dataset.range(len(arrays[0]))
         if shuffle:  # a new order every epoch, fixed by the seed; whole batches are gathered at once, as Keras does
             indices = indices.shuffle(len(arrays[0]), seed=seed, reshuffle_each_iteration=True)
+            # Each new iterator draws the next order, and Keras makes two an epoch (one at its start, one more at
+            # its end): a resumed run skips the orders its first epochs drew (tests/test_resume.py checks this).
+            for _ in range(2 * initial_epoch):
+                iter(indices)
         gathered = indices.batch(size).map(lambda i: tuple(tf.gather(t, i) for t in tensors))
         return gathered.prefetch(2).with_options(options)
 

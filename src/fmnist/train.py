@@ -137,9 +137,11 @@ def fit(
         len(train_idx), len(val_idx), backend, settings.batch_size, settings.epochs,
     )
     started = time.perf_counter()
+    resumed = (run_dir / artifacts.HISTORY).is_file()  # trimmed to the backup's epochs by fmnist.resume
     data = fit_inputs(
         (features[train_idx], labels[train_idx]), (features[val_idx], labels[val_idx]),
         settings.batch_size, VALIDATION_BATCH_SIZE, settings.seed,
+        initial_epoch=len(read_history(run_dir).get("loss", [])) if resumed else 0,
     )
     history = model.fit(
         **data, epochs=settings.epochs, callbacks=make_callbacks(settings, run_dir) + list(extra_callbacks), verbose=0,
