@@ -67,3 +67,18 @@ def test_a_bad_output_is_one_line_before_any_timing(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"fmnist: error: --output {tmp_path} is a folder: name a file in it, such as {tmp_path / 'bench.json'}"]
+
+
+def test_a_contender_that_fails_prints_nothing_or_hangs_is_left_out(monkeypatch, caplog):
+    import fmnist.bench as bench
+
+    monkeypatch.setattr(bench, "CONTENDER_TIMEOUT_S", 2)
+    ok = [sys.executable, "-c", "print('log line'); print('{\"epoch_seconds\": [1.0]}')"]
+    assert bench._run_json(ok) == {"epoch_seconds": [1.0]}
+    for cmd, said in [([sys.executable, "-c", "pass"], "printed no JSON"),
+                      ([sys.executable, "-c", "print('not json')"], "printed no JSON"),
+                      ([sys.executable, "-c", "import sys; sys.exit('broken')"], "failed: ['broken']"),
+                      ([sys.executable, "-c", "import time; time.sleep(30)"], "took over 2 s")]:
+        caplog.clear()
+        assert bench._run_json(cmd) is None
+        assert said in caplog.text

@@ -54,13 +54,15 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
         resume_seeds(group, dataset=other)
 
 
-@pytest.mark.parametrize("overrides, refusal", [
-    ({"seed": 2**32 - 2}, "seed must be"),  # the third seed would be out of range
-    ({"limit": 20}, "cannot hold all 10 classes"),
+@pytest.mark.parametrize("overrides, seeds, refusal", [
+    ({"seed": 2**32 - 2}, 3, "seed must be"),  # the third seed would be out of range
+    ({"limit": 20}, 3, "cannot hold all 10 classes"),
+    ({}, 1, "need 2 seeds or more"),  # one seed has no spread: its interval would be NaN, which is not JSON
 ])
-def test_a_group_that_would_fail_is_refused_before_its_directory_is_made(tmp_path, tiny_data, overrides, refusal):
+def test_a_group_that_would_fail_is_refused_before_its_directory_is_made(tmp_path, tiny_data, overrides, seeds,
+                                                                          refusal):
     folder, sums = tiny_data
     with pytest.raises(FmnistError, match=refusal):
-        train_seeds(TrainSettings(**overrides), "jax", 3, runs_dir=tmp_path / "runs",
+        train_seeds(TrainSettings(**overrides), "jax", seeds, runs_dir=tmp_path / "runs",
                     dataset=load_dataset(folder, checksums=sums))
     assert not (tmp_path / "runs").exists()

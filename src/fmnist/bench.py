@@ -24,6 +24,8 @@ from fmnist.settings import BACKENDS, TrainSettings
 log = logging.getLogger(__name__)
 REFERENCE_DIR = Path(__file__).parent / "reference"
 INFERENCE_BATCHES = (1, 64, 1024, 10000)
+# One contender's timing process (six epochs took 15-70 s here); past this it is stuck, and left out.
+CONTENDER_TIMEOUT_S = 1800
 
 
 def dense_flops_per_image(hidden_sizes: tuple[int, ...]) -> tuple[float, float]:
@@ -91,11 +93,20 @@ def worker(backend: str, epochs: int) -> dict[str, Any]:
 
 def _run_json(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any] | None:
     """Run a timing subprocess; its last stdout line is JSON. Failures are logged, not fatal."""
-    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})},
+                                timeout=CONTENDER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        log.warning("%s took over %d s; left out", " ".join(cmd[:3]), CONTENDER_TIMEOUT_S)
+        return None
     if result.returncode != 0:
         log.warning("%s failed: %s", " ".join(cmd[:3]), result.stderr.strip().splitlines()[-1:] or result.returncode)
         return None
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    try:
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        log.warning("%s printed no JSON result; left out", " ".join(cmd[:3]))
+        return None
 
 
 def _summarise(epoch_seconds: list[float], floor_s: float) -> dict[str, float]:

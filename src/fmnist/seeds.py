@@ -11,6 +11,7 @@ import numpy as np
 
 from fmnist import artifacts, runs
 from fmnist.data import CLASS_NAMES, Dataset, load_dataset
+from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ def train_seeds(
     """Train ``seeds`` runs (seed, seed+1, ...) inside a new group directory; write and return the summary."""
     from fmnist.train import check_inputs
 
+    if seeds < 2:
+        raise FmnistError(f"--seeds {seeds}: a spread and an interval need 2 seeds or more (for one run, leave it out)")
     dataset = dataset or load_dataset(data_dir)
     members = [dataclasses.replace(settings, seed=settings.seed + k) for k in range(seeds)]  # every seed checked now
     check_inputs(settings, dataset)

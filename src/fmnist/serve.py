@@ -39,7 +39,8 @@ MAX_INPUTS = 64
 MAX_BATCH = 64
 # Uploads decoded at once. A PNG just under Pillow's pixel limit took 0.97 GB while it was decoded: one decode per
 # core keeps the server's memory bounded however many requests arrive, and more would not finish sooner.
-DECODE_SLOTS = len(os.sched_getaffinity(0))  # the cores this process may use, not the host's in a container
+# The cores this process may use (not the host's, in a container) where the system says; macOS and Windows do not.
+DECODE_SLOTS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 PREDICT_BODY = {
     "required": True,
