@@ -126,3 +126,14 @@ def test_real_data_verifies(real_data_dir):
     assert dataset.x_train.shape == (60000, 28, 28) and dataset.x_test.shape == (10000, 28, 28)
     assert np.bincount(dataset.y_train).tolist() == [6000] * 10
     assert dataset.checksums == data.CHECKSUMS
+
+
+def test_describe_counts_the_classes_and_draws_samples_into_a_new_folder(tiny_data, tmp_path):
+    folder, sums = tiny_data
+    shown = tmp_path / "pictures" / "samples.png"
+    summary = data.describe(folder, show=shown, checksums=sums)
+    assert summary["train_images"] == 60 and sum(summary["train_per_class"].values()) == 60
+    assert summary["samples_png"] == str(shown) and shown.stat().st_size > 0
+    assert data.describe_text(summary).splitlines()[-1] == f"samples: {shown}"
+    with pytest.raises(FmnistError, match="--show .* is a folder"):
+        data.describe(folder, show=tmp_path, checksums=sums)

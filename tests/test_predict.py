@@ -44,7 +44,7 @@ def test_describe_lists_the_top_k_and_flags_the_unsure():
 
 def test_predict_cli_answers_photos_and_arrays(tmp_path, tiny_run_dir):
     paths = write_inputs(tmp_path / "in")
-    shown = tmp_path / "seen.png"
+    shown = tmp_path / "out" / "seen.png"  # a folder not made yet: --show makes it
     result = run_cli("predict", str(tiny_run_dir), *map(str, paths), "--top-k", "4", "--show", str(shown), "--json")
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)

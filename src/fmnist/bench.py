@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from fmnist import artifacts, runs
-from fmnist.errors import FmnistError
 from fmnist.settings import BACKENDS, TrainSettings
 
 log = logging.getLogger(__name__)
@@ -116,27 +115,12 @@ def _summarise(epoch_seconds: list[float], floor_s: float) -> dict[str, float]:
             "epochs_timed": len(epoch_seconds), "floor_multiple": steady / floor_s}
 
 
-def prepare_output(output: Path) -> None:
-    """Make the output's folder and check that it takes files, before minutes of measuring rather than after."""
-    runs.refuse_inside_run(output.parent, "the benchmark's folder")
-    if output.is_dir():
-        raise FmnistError(f"--output {output} is a folder: name a file in it, such as {output / 'bench.json'}")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=output.parent):
-            pass
-    except (FileExistsError, NotADirectoryError):
-        raise FmnistError(f"cannot make the folder {output.parent}: a file is in the way; choose another --output") \
-            from None
-    except OSError as exc:
-        raise FmnistError(f"cannot write in {output.parent}: {exc.strerror}; choose another --output") from None
-
-
 def bench(output: Path, quick: bool = False) -> dict[str, Any]:
     """Measure everything in one run on this machine; write JSON (and a chart beside it) and return it."""
     from fmnist.data import load_dataset
 
-    prepare_output(output)
+    runs.refuse_inside_run(output.parent, "the benchmark's folder")
+    artifacts.prepare_output(output, "--output")
     epochs = 3 if quick else 6
     settings = TrainSettings()
     forward_flops, train_flops = dense_flops_per_image(settings.hidden_sizes)

@@ -88,28 +88,10 @@ def _sizes(value: str) -> tuple[int, ...]:
 
 
 def cmd_data(args: argparse.Namespace) -> None:
-    import numpy as np
+    from fmnist.data import describe, describe_text
 
-    from fmnist.data import CLASS_NAMES, load_dataset
-
-    dataset = load_dataset(args.data_dir)
-    counts = np.bincount(dataset.y_train, minlength=len(CLASS_NAMES)).tolist()
-    data = {
-        "source": dataset.source,
-        "verified_sha256": dataset.checksums,
-        "train_images": len(dataset.x_train),
-        "test_images": len(dataset.x_test),
-        "train_per_class": dict(zip(CLASS_NAMES, counts)),
-    }
-    lines = [f"source: {dataset.source}", f"train: {len(dataset.x_train)} images, test: {len(dataset.x_test)} images"]
-    lines += [f"  {name:<26} sha256 {digest}  ok" for name, digest in dataset.checksums.items()]
-    if args.show:
-        from fmnist.plots import samples_png
-
-        samples_png(dataset.x_train, dataset.y_train, args.show)
-        data["samples_png"] = str(args.show)
-        lines.append(f"samples: {args.show}")
-    _emit(args, "\n".join(lines), data)
+    summary = describe(args.data_dir, args.show)
+    _emit(args, describe_text(summary), summary)
 
 
 SETTING_FLAGS = ("hidden_sizes", "dropout", "learning_rate", "batch_size", "epochs", "validation_fraction",

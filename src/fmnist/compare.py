@@ -83,6 +83,7 @@ def compare_runs(run_dirs: list[Path], output: Path) -> Path:
     if len(set(resolved)) != len(resolved) or len(resolved) < 2:
         raise FmnistError("give two or more different runs to compare")
     runs.refuse_inside_run(Path(output).parent, "the comparison's folder")
+    output = artifacts.prepare_output(output, "--output")
     loaded = [_load(runs.require_run_dir(r)) for r in run_dirs]
     names = [Path(r).name for r in run_dirs]
     summaries = [item["summary"] for item in loaded]
@@ -122,10 +123,5 @@ def compare_runs(run_dirs: list[Path], output: Path) -> Path:
                 ["true class", *(f"mistakes, {n}" for n in names), "range", "confusion that moved most"],
                 change_rows)),
         ]
-        output = Path(output)
-        try:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            artifacts.write_text(output, page(f"fmnist: {' vs '.join(names)}", sections))
-        except OSError as exc:
-            raise FmnistError(f"cannot write {output}: {exc.strerror}") from None
+        artifacts.write_text(output, page(f"fmnist: {' vs '.join(names)}", sections))
     return output

@@ -11,9 +11,11 @@ import socket
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from fmnist import artifacts
 from fmnist.errors import FmnistError
 
 log = logging.getLogger(__name__)
@@ -213,3 +215,34 @@ def load_dataset(data_dir: Path | None = None, checksums: dict[str, str] = CHECK
                 raise FmnistError(f"{split} labels go up to {labels.max()}, expected 0-9; {HOW_TO_GET}")
         _save_cache(folder, key, arrays)
     return Dataset(**arrays, source=source, checksums=dict(checksums))
+
+
+def describe(
+    data_dir: Path | None = None, show: Path | None = None, checksums: dict[str, str] = CHECKSUMS,
+) -> dict[str, Any]:
+    """`fmnist data`: the verified dataset's source, checksums and sizes; with ``show``, a picture of samples too."""
+    if show is not None:
+        artifacts.prepare_output(show, "--show")
+    dataset = load_dataset(data_dir, checksums)
+    summary: dict[str, Any] = {
+        "source": dataset.source,
+        "verified_sha256": dataset.checksums,
+        "train_images": len(dataset.x_train),
+        "test_images": len(dataset.x_test),
+        "train_per_class": dict(zip(CLASS_NAMES, np.bincount(dataset.y_train, minlength=len(CLASS_NAMES)).tolist())),
+    }
+    if show is not None:
+        from fmnist.plots import samples_png
+
+        samples_png(dataset.x_train, dataset.y_train, show)
+        summary["samples_png"] = str(show)
+    return summary
+
+
+def describe_text(summary: dict[str, Any]) -> str:
+    lines = [f"source: {summary['source']}",
+             f"train: {summary['train_images']} images, test: {summary['test_images']} images"]
+    lines += [f"  {name:<26} sha256 {digest}  ok" for name, digest in summary["verified_sha256"].items()]
+    if "samples_png" in summary:
+        lines.append(f"samples: {summary['samples_png']}")
+    return "\n".join(lines)

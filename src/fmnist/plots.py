@@ -91,12 +91,16 @@ def image_grid_png(images: np.ndarray, titles: Sequence[str], path: Path, column
 
 
 def samples_png(images: np.ndarray, labels: np.ndarray, path: Path, per_class: int = 10, seed: int = 0) -> None:
-    """One row per class of random training images, class names down the side."""
+    """One row per class of random training images, class names down the side (fewer columns for a small set)."""
     rng = np.random.default_rng(seed)
-    chosen = np.concatenate([
-        rng.choice(np.flatnonzero(labels == c), size=per_class, replace=False) for c in range(len(CLASS_NAMES))
-    ])
-    image_grid_png(images[chosen], [f"#{i}" for i in chosen], path, columns=per_class, row_labels=list(CLASS_NAMES))
+    columns = max(1, min(per_class, int(np.bincount(labels, minlength=len(CLASS_NAMES)).min())))
+    rows = [rng.choice(np.flatnonzero(labels == c), size=columns, replace=False) if np.any(labels == c)
+            else np.full(columns, -1) for c in range(len(CLASS_NAMES))]
+    chosen = np.concatenate(rows)
+    blank = np.zeros_like(images[:1])
+    pictures = np.concatenate([images[i:i + 1] if i >= 0 else blank for i in chosen])
+    titles = [f"#{i}" if i >= 0 else "none" for i in chosen]
+    image_grid_png(pictures, titles, path, columns=columns, row_labels=list(CLASS_NAMES))
 
 
 def mistakes_png(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, confidence: np.ndarray, path: Path) -> None:

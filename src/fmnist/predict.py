@@ -106,6 +106,8 @@ def predict_files(
     from fmnist.backend import activate
 
     check_options(top_k, unsure_below)
+    if show is not None:
+        artifacts.prepare_output(show, "--show")
     images = read_inputs(paths)  # before Keras starts, so a bad file is refused at once
     activate(backend)
     classifier = Classifier(source)

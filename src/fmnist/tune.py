@@ -287,6 +287,7 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path = P
     study, shown = load_study(study_name, storage, runs_dir)
     output = Path(output) if output else Path(runs_dir) / study_name / artifacts.TUNE_REPORT
     runs.refuse_inside_run(output.parent, "the report's folder")  # before the plots are drawn
+    artifacts.prepare_output(output, "--output")
     complete = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
                       key=lambda t: t.value)
     esc = html.escape
@@ -321,6 +322,5 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path = P
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>fmnist tune {esc(study_name)}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
-    output.parent.mkdir(parents=True, exist_ok=True)
     artifacts.write_text(output, page)
     return output
