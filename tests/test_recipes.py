@@ -23,10 +23,24 @@ def test_flags_override_a_recipe_and_unknowns_are_errors():
         recipe_settings("spec", weight_decay=1e-4)
 
 
+@pytest.mark.parametrize("recipe, overrides, refusal", [
+    ("best", {"lr_factor": 0.5, "epochs": 3}, "--recipe best runs a cosine schedule for its fixed epochs, so "
+                                              "--lr-factor would do nothing"),
+    ("distilled", {"teacher": "t", "early_stopping_patience": 2, "lr_patience": 1}, "--early-stopping-patience, "
+                                                                                    "--lr-patience would do nothing"),
+    ("cnn", {"hidden_sizes": (16,)}, "--recipe cnn is a ConvNet, so --hidden-sizes would do nothing"),
+])
+def test_a_setting_the_recipe_would_ignore_is_an_error(recipe, overrides, refusal):
+    with pytest.raises(FmnistError, match=refusal):
+        recipe_settings(recipe, **overrides)
+    assert recipe_settings("spec", lr_factor=0.5, hidden_sizes=(16,)).lr_factor == 0.5  # the spec reads them all
+
+
 @pytest.mark.parametrize("recipe", ["best", "cnn"])
 def test_other_recipes_train_end_to_end_on_tiny_data(tmp_path, tiny_data, recipe):
     folder, sums = tiny_data
-    settings = recipe_settings(recipe, epochs=2, batch_size=16, hidden_sizes=(16, 16), validation_fraction=0.2)
+    dense = {"hidden_sizes": (16, 16)} if recipe != "cnn" else {}
+    settings = recipe_settings(recipe, epochs=2, batch_size=16, validation_fraction=0.2, **dense)
     result = train(settings, "jax", runs_dir=tmp_path, dataset=load_dataset(folder, checksums=sums))
     history = read_history(result.run_dir)
     assert result.epochs_run == 2 and len(history["accuracy"]) == 2

@@ -157,3 +157,11 @@ def test_two_workers_share_a_postgresql_study_and_record_each_trial_once(tmp_pat
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
 
     assert "Timeline" in write_report("pg", storage=postgres_url, runs_dir=runs).read_text()
+
+
+def test_output_without_report_is_refused_before_any_trial(tmp_path, capsys):
+    from fmnist.cli import main
+
+    assert main(["tune", "--trials", "1", "--output", str(tmp_path / "page.html"), "--runs-dir", str(tmp_path)]) == 1
+    assert "--output names the page that --report STUDY writes" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -156,6 +156,8 @@ def _emit_training(args: argparse.Namespace, result: Any) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
+    if args.output and not args.report:
+        raise FmnistError("--output names the page that --report STUDY writes: add --report or leave --output out")
     if args.report:
         from fmnist.tune import write_report
 
@@ -342,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", choices=("spec", "best", "distilled", "cnn"),
                    help="spec: the spec's dense recipe (default); best: our better dense network (2x1024, AdamW, "
                         "cosine, label smoothing); distilled: a dense network taught by --teacher; cnn: a ConvNet "
-                        "of three convolutions (93.5%% here, and a good teacher). Other flags override the recipe")
+                        "of three convolutions (93.5%% here, and a good teacher). Other flags override the recipe; "
+                        "one it would ignore is refused")
     p.add_argument("--teacher", metavar="RUN", help="distil from this trained run (with --recipe distilled)")
     p.add_argument("--seeds", type=_positive_int, metavar="N",
                    help="train N seeds (seed, seed+1, ...) in one group directory; report mean, spread, 95%% CI "

@@ -31,11 +31,23 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+# Settings that a cosine schedule (fixed epochs, no plateau callbacks) or the ConvNet never reads.
+PLATEAU_ONLY = ("early_stopping_patience", "lr_patience", "lr_factor")
+DENSE_ONLY = ("hidden_sizes", "input_dropout")
+
+
 def recipe_settings(recipe: str, **overrides: Any) -> TrainSettings:
-    """The recipe's settings with ``overrides`` applied; an unknown recipe or setting is an error."""
+    """The recipe's settings with ``overrides`` applied; an unknown recipe or setting, or one it ignores, is an error."""
     if recipe not in RECIPES:
         raise FmnistError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
     settings = TrainSettings.from_dict({**RECIPES[recipe], **overrides})
+    for why, applies, names in (("is a ConvNet", settings.architecture == "cnn", DENSE_ONLY),
+                                ("runs a cosine schedule for its fixed epochs", settings.schedule == "cosine",
+                                 PLATEAU_ONLY)):
+        unread = [name for name in overrides if applies and name in names]
+        if unread:
+            flags = ", ".join("--" + name.replace("_", "-") for name in unread)
+            raise FmnistError(f"--recipe {recipe} {why}, so {flags} would do nothing: leave {flags} out")
     if recipe == "distilled" and not settings.teacher:
         raise FmnistError("--recipe distilled needs --teacher RUN, a trained run to learn from (e.g. --recipe cnn)")
     return settings
