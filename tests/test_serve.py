@@ -1,4 +1,5 @@
 import asyncio
+import shutil
 import socket
 import threading
 import time
@@ -179,6 +180,19 @@ def test_errors_have_a_json_body_listed_in_the_docs(client):
     assert {"200", "400", "413", "415", "422"} <= set(responses)
     for response in (client.post("/v1/predict"), client.get("/nowhere"), client.post("/v1/predict?top_k=0")):
         assert set(response.json()) == {"error"}
+
+
+def test_the_model_is_loaded_by_the_apps_lifespan_and_a_changed_one_is_refused_before(tiny_run_dir, tmp_path):
+    app = create_app(tiny_run_dir)
+    assert not hasattr(app.state, "classifier")  # building the app loads nothing
+    with TestClient(app) as client:
+        assert client.get("/v1/health").json()["model_sha256"] == app.state.classifier.sha256
+    changed = tmp_path / "changed"
+    shutil.copytree(tiny_run_dir, changed)
+    with open(changed / artifacts.MODEL, "ab") as model:
+        model.write(b"\0")
+    with pytest.raises(FmnistError, match="does not match its recorded SHA-256"):
+        create_app(changed)
 
 
 def test_a_taken_port_or_a_bad_address_is_one_clear_error(tiny_run_dir):

@@ -199,19 +199,21 @@ def error(status: int, message: str) -> JSONResponse:
 
 def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH,
                decode_slots: int = DECODE_SLOTS) -> FastAPI:
-    """Load the run's model once and build the app; the batcher starts with the app's lifespan."""
+    """Build the app; its lifespan loads the run's model once and starts the batcher."""
     run_dir = runs.require_run_dir(run_dir)
-    classifier = Classifier(run_dir)
-    classifier.warm_up()
+    artifacts.verified_model_path(run_dir)  # a missing or changed model is one line now, not a failed start-up
     settings = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings")
     metrics_path = run_dir / artifacts.METRICS
     metrics = artifacts.read_json(metrics_path) if metrics_path.is_file() else None
-    batcher = Batcher(classifier.probabilities, max_batch)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        classifier = Classifier(run_dir)
+        classifier.warm_up()
+        app.state.classifier = classifier
+        app.state.batcher = Batcher(classifier.probabilities, max_batch)
         app.state.decoders = anyio.CapacityLimiter(decode_slots)  # made here: a limiter belongs to its event loop
-        worker = asyncio.create_task(batcher.run())
+        worker = asyncio.create_task(app.state.batcher.run())
         try:
             yield
         finally:
@@ -247,15 +249,16 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
         return FileResponse(STATIC / "index.html")
 
     @app.get("/v1/health")
-    async def health() -> dict[str, Any]:
+    async def health(request: Request) -> dict[str, Any]:
         """Liveness, the model's id, and how many forward passes served how many inputs."""
-        return {"status": "ok", "model_sha256": classifier.sha256, "forward_passes": batcher.passes,
-                "inputs": batcher.rows}
+        batcher = request.app.state.batcher
+        return {"status": "ok", "model_sha256": request.app.state.classifier.sha256,
+                "forward_passes": batcher.passes, "inputs": batcher.rows}
 
     @app.get("/v1/model")
-    async def model_info() -> dict[str, Any]:
+    async def model_info(request: Request) -> dict[str, Any]:
         """The classes, and the run's settings and test metrics."""
-        return {"model_sha256": classifier.sha256, "run": run_dir.name, "classes": list(CLASS_NAMES),
+        return {"model_sha256": request.app.state.classifier.sha256, "run": run_dir.name, "classes": list(CLASS_NAMES),
                 "input_shape": [IMAGE_SIDE, IMAGE_SIDE], "unsure_below": UNSURE_BELOW,
                 "max_inputs": MAX_INPUTS, "max_body_bytes": max_body_bytes,
                 "settings": settings, "metrics": metrics}
@@ -283,14 +286,15 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
         else:
             raise BadInput(f"unsupported content type {content_type or 'none'}: "
                            "send multipart/form-data files or application/json", 415)
-        probabilities = await batcher.predict(images.reshape(len(images), -1))
+        probabilities = await request.app.state.batcher.predict(images.reshape(len(images), -1))
         predictions = []
         for name, image, row in zip(names, images, probabilities):
             answer = {"input": name, **describe(row, top_k)}
             if include_pixels:
                 answer["pixels"] = np.round(image, 4).tolist()
             predictions.append(answer)
-        return {"model_sha256": classifier.sha256, "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
+        return {"model_sha256": request.app.state.classifier.sha256,
+                "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
                 "predictions": predictions}
 
     return app
