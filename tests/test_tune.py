@@ -1,5 +1,6 @@
 import glob
 import json
+import re
 import os
 import shutil
 import socket
@@ -12,6 +13,7 @@ import optuna
 import pytest
 
 from fmnist import artifacts
+from fmnist.cli import _settings_from_args, build_parser
 from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
@@ -49,7 +51,12 @@ def test_sqlite_study_makes_one_run_per_trial_judged_on_validation_and_continues
     assert again.best["number"] == min(trials, key=lambda t: t.value).number
 
     html = write_report("s1", storage=storage, runs_dir=runs).read_text()
-    assert "fmnist tune --train-best s1 --storage sqlite:///" in html and "--lr-factor" in html
+    assert "fmnist tune --train-best s1 --storage sqlite:///" in html and "***" not in html
+    # The page's own `fmnist train` command gives the best trial's settings, the study's epochs and patience too.
+    command = re.search(r"<pre>(fmnist train [^<]*)</pre>", html).group(1)
+    args = build_parser().parse_args(command.split()[1:])
+    best_trial = trials[again.best["number"]]
+    assert _settings_from_args(args) == settings_for(BASE, best_trial.params, "s1-best")
     for title in ("Optimisation history", "Parameter importances", "Timeline"):
         assert title in html
     assert html.count('class="plotly-graph-div"') >= 4 and "plotly.js" in html  # inline: works offline

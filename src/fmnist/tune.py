@@ -256,10 +256,25 @@ def train_best(
     return train(settings, backend, runs_dir=runs_dir, data_dir=data_dir, dataset=dataset)
 
 
-def _train_command(study_name: str, params: dict[str, Any]) -> str:
-    return (f"fmnist train --name {study_name}-best --hidden-sizes {params['hidden_sizes']} "
-            f"--dropout {params['dropout']:.4g} --learning-rate {params['learning_rate']:.4g} "
-            f"--batch-size {params['batch_size']} --lr-factor {params['lr_factor']:.4g}")
+# `fmnist train` flags a trial's settings can differ in: the searched knobs and the study's own settings.
+TRAIN_FLAGS = ("hidden_sizes", "dropout", "learning_rate", "batch_size", "lr_factor", "epochs", "validation_fraction",
+               "seed", "limit", "early_stopping_patience", "lr_patience")
+
+
+def _train_command(study_name: str, trial: optuna.trial.FrozenTrial) -> str:
+    """`fmnist train` with the trial's settings: its searched knobs, and the study's others where not the spec's."""
+    config = Path(trial.user_attrs.get("run_dir", "")) / artifacts.CONFIG
+    settings = artifacts.read_json(config)["settings"] if config.is_file() else {}
+    defaults = TrainSettings().to_dict()
+    flags = [f"fmnist train --name {study_name}-best"]
+    for name in TRAIN_FLAGS:
+        value = trial.params.get(name, settings.get(name))
+        if name not in trial.params and (value is None or value == defaults[name]):
+            continue
+        shown = ",".join(map(str, value)) if isinstance(value, list) else f"{value:.4g}" if isinstance(value, float) \
+            else value
+        flags.append(f"--{name.replace('_', '-')} {shown}")
+    return " ".join(flags)
 
 
 def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
@@ -306,10 +321,12 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path = P
              "<h2>Best trials</h2>" + (f"<table><tr>{head}</tr>{rows}</table>" if complete else "<p>none finished</p>")]
     if complete:
         storage_flag = f" --storage {shown}" if storage else ""
+        hidden = "<p>(with the database's password where the URL shows ***)</p>" if "***" in storage_flag else ""
         parts.append(
             "<h2>Train the best trial's settings as a normal run</h2>"
-            f"<pre>fmnist tune --train-best {esc(study_name)}{esc(storage_flag)}</pre><p>or, the same:</p>"
-            f"<pre>{esc(_train_command(study_name, complete[0].params))}</pre>"
+            f"<pre>fmnist tune --train-best {esc(study_name)}{esc(storage_flag)}</pre>{hidden}"
+            "<p>with the study's settings given again (e.g. its --epochs), or, the same on its own:</p>"
+            f"<pre>{esc(_train_command(study_name, complete[0]))}</pre>"
         )
     plotly_js: Any = True  # the first figure carries plotly.js, so the page needs no network
     for title, figure in _figures(study):
