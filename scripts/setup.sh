@@ -3,10 +3,15 @@
 #   bash scripts/setup.sh fmnist train     # set up, then train the spec's model
 #   bash scripts/setup.sh pytest           # set up, then run the whole test suite
 # Uses the active virtual environment if there is one, else makes ./.venv; installs the package with
-# pinned versions (constraints.txt); installs Debian's dataset-fashion-mnist, chromium and postgresql when root
-# with apt-get.
+# pinned versions (constraints.txt); installs Debian's dataset-fashion-mnist when root with apt-get. What only the
+# tests need (the [test] extra, chromium, postgresql) comes when the command runs pytest, or when none is given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+tests=0
+if [ $# -eq 0 ] || [[ " $* " == *" pytest "* ]]; then
+    tests=1
+fi
 
 if [ -n "${VIRTUAL_ENV:-}" ]; then
     venv="$VIRTUAL_ENV"
@@ -19,7 +24,8 @@ import sys
 if sys.version_info < (3, 10):
     sys.exit(f"fmnist needs Python 3.10 or newer (Keras 3); this is {sys.version.split()[0]}")
 PY
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+if [ "$tests" = 1 ]; then package=".[test]"; else package="."; fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e "$package"
 
 dataset=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 if [ ! -f "$dataset" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -29,14 +35,15 @@ if [ ! -f "$dataset" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; t
 fi
 
 # The web page's test drives Debian's Chromium with Playwright (Playwright's own browser download needs the internet).
-if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+if [ "$tests" = 1 ] && ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing Debian's chromium" >&2
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
         echo "could not install chromium; the web page's browser test will fail" >&2
 fi
 
 # The tests start a throwaway PostgreSQL server for `fmnist tune --storage postgresql://...` (initdb, pg_ctl).
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+if [ "$tests" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] &&
+    command -v apt-get >/dev/null; then
     echo "installing Debian's postgresql" >&2
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } ||
         echo "could not install postgresql; the PostgreSQL tuning test will fail" >&2

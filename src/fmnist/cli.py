@@ -321,14 +321,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--epochs", type=_positive_int,
                        help="most epochs; early stopping may end sooner (default: the recipe's; spec 100)")
         p.add_argument("--validation-fraction", type=float,
-                       help="share of the 60,000 held out for validation (default: the recipe's; spec 0.2)")
+                       help="share of the training images (the 60,000, or --limit's N) held out for validation "
+                            "(default: the recipe's; spec 0.2)")
         p.add_argument("--early-stopping-patience", type=_positive_int,
                        help="epochs without val_loss gain before stopping, plateau schedule (default 5)")
         p.add_argument("--lr-patience", type=_positive_int,
                        help="epochs without val_loss gain before the learning rate drops, plateau schedule (default 3)")
         p.add_argument("--seed", type=int, help="seed for split, weights and shuffling (default 1234)")
         p.add_argument("--limit", type=_positive_int, metavar="N",
-                       help="use a stratified subset of N training images, for quick tries (default: all 60,000)")
+                       help="use a stratified subset of N training images, validation split included, for quick "
+                            "tries (default: all 60,000)")
 
     p = command("train", cmd_train, "Train a model (the spec's recipe by default), evaluate it and write the report.")
     fixed_settings(p)

@@ -155,9 +155,15 @@ async def form_files(request: Request, body: bytes) -> list[tuple[str, bytes]]:
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
-    form = await Request(request.scope, replay).form(
-        max_files=MAX_INPUTS, max_fields=MAX_INPUTS, max_part_size=len(body)
-    )
+    try:
+        form = await Request(request.scope, replay).form(
+            max_files=MAX_INPUTS, max_fields=MAX_INPUTS, max_part_size=len(body)
+        )
+    except HTTPException as exc:  # Starlette answers 400 to too many parts; too many inputs is 413 here, as in JSON
+        if str(exc.detail).startswith(("Too many files", "Too many fields")):
+            raise BadInput(f"more than {MAX_INPUTS} parts in one request; the limit is {MAX_INPUTS} inputs", 413) \
+                from None
+        raise
     try:
         files = [(value.filename or key, await value.read()) for key, value in form.multi_items()
                  if isinstance(value, UploadFile)]
