@@ -9,7 +9,7 @@ from scipy import stats
 from fmnist import artifacts, runs
 from fmnist.data import CLASS_NAMES, load_dataset
 from fmnist.errors import FmnistError
-from fmnist.seeds import SUMMARY, resume_seeds, summarise, train_seeds
+from fmnist.seeds import resume_seeds, summarise, train_seeds
 from fmnist.settings import TrainSettings
 
 
@@ -32,7 +32,7 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     assert group.parent == tmp_path and group.name.endswith("tiny-x3")
     assert [r["seed"] for r in summary["runs"]] == [5, 6, 7]
     assert all((group / r["run_dir"] / "model.keras").is_file() for r in summary["runs"])
-    assert json.loads((group / SUMMARY).read_text())["seeds"] == 3
+    assert json.loads((group / artifacts.SEED_SUMMARY).read_text())["seeds"] == 3
 
     # As if killed while scoring the first seed and training the second: the third never began, no summary.
     first, second, third = (group / r["run_dir"] for r in summary["runs"])
@@ -40,13 +40,13 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     (first / artifacts.METRICS).unlink()
     runs.set_status(second, "interrupted")
     shutil.rmtree(third)
-    (group / SUMMARY).unlink()
+    (group / artifacts.SEED_SUMMARY).unlink()
     _, resumed = resume_seeds(group, dataset=dataset)
     before, after = summary["runs"], resumed["runs"]
     assert [r["run_dir"] for r in after[:2]] == [r["run_dir"] for r in before[:2]]  # kept, and resumed in place
     outcome = [(r["seed"], r["test_accuracy"], r["epochs"]) for r in after]
     assert outcome == [(r["seed"], r["test_accuracy"], r["epochs"]) for r in before]  # seeds fix every result
-    assert (first / artifacts.MODEL).read_bytes() == first_model and (group / SUMMARY).is_file()
+    assert (first / artifacts.MODEL).read_bytes() == first_model and (group / artifacts.SEED_SUMMARY).is_file()
     with pytest.raises(FmnistError, match="trained with the jax backend"):
         resume_seeds(group, backend="tensorflow", dataset=dataset)
     other = dataclasses.replace(dataset, checksums={**dataset.checksums, "train-images-idx3-ubyte": "0" * 64})

@@ -11,7 +11,7 @@ import numpy as np
 from fmnist import artifacts, plots, runs
 from fmnist.data import CLASS_NAMES
 from fmnist.errors import FmnistError
-from fmnist.report import _img, _table, page
+from fmnist.report import image_html, page, table_html
 
 TOP_CLASSES = 5
 
@@ -114,12 +114,12 @@ def compare_runs(run_dirs: list[Path], output: Path) -> Path:
         plots.compare_curves_png({n: item["history"] for n, item in zip(names, loaded)}, curves)
         plots.grouped_bars_png(list(CLASS_NAMES), f1, "F1 per class (test set)", bars)
         sections = [
-            ("Runs", _table(["", *names], headline)),
-            ("Settings (differences highlighted)", _table(["setting", *names], settings, highlight=differ)),
-            ("Learning curves (shared axes)", _img(curves, "loss and accuracy of every run on shared axes")),
-            ("F1 per class", _img(bars, "F1 per class, one bar per run")
-             + _table(["class", *names, "range"], f1_rows)),
-            ("Classes whose mistakes changed most", note + _table(
+            ("Runs", table_html(["", *names], headline)),
+            ("Settings (differences highlighted)", table_html(["setting", *names], settings, highlight=differ)),
+            ("Learning curves (shared axes)", image_html(curves, "loss and accuracy of every run on shared axes")),
+            ("F1 per class", image_html(bars, "F1 per class, one bar per run")
+             + table_html(["class", *names, "range"], f1_rows)),
+            ("Classes whose mistakes changed most", note + table_html(
                 ["true class", *(f"mistakes, {n}" for n in names), "range", "confusion that moved most"],
                 change_rows)),
         ]

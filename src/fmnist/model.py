@@ -1,4 +1,5 @@
-"""The spec's dense network: 784 -> [Dense -> BatchNorm -> ReLU -> Dropout] x N -> softmax 10."""
+"""The models: the spec's dense network (784 -> [Dense -> BatchNorm -> ReLU -> Dropout] x N -> softmax 10) and the
+small ConvNet of `--recipe cnn`."""
 
 from __future__ import annotations
 

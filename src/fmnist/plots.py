@@ -48,12 +48,11 @@ def confusion_matrix_png(matrix: Sequence[Sequence[int]], path: Path) -> None:
     _save(fig, path)
 
 
-def curves_png(history: dict[str, list[float]], path: Path) -> None:
-    """Loss and accuracy per epoch, train and validation, with the best epoch and each learning-rate drop marked."""
+def curves_png(history: dict[str, list[float]], best: int | None, path: Path) -> None:
+    """Loss and accuracy per epoch, train and validation, with the ``best`` epoch and each learning-rate drop marked."""
     plt = _pyplot()
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    best = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else None
     rates = history.get("learning_rate", [])
     drops = [i + 1 for i in range(1, len(rates)) if rates[i] < rates[i - 1]]
     for ax, key, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
@@ -174,3 +173,25 @@ def grouped_bars_png(categories: Sequence[str], series: dict[str, Sequence[float
     ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
+
+
+def predictions_png(images: np.ndarray, probabilities: np.ndarray, names: list[str], path: Path) -> None:
+    """One row per input: the 28x28 image the model saw, beside a bar chart of its probabilities."""
+    plt = _pyplot()
+    rows = len(images)
+    fig, axes = plt.subplots(rows, 2, figsize=(8, 2.4 * rows), squeeze=False, width_ratios=(1, 2.2))
+    for (image_ax, bar_ax), image, probs, name in zip(axes, images, probabilities, names):
+        image_ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+        image_ax.set_title(Path(name).name, fontsize=9)
+        image_ax.axis("off")
+        best = int(np.argmax(probs))
+        colours = ["tab:gray"] * len(CLASS_NAMES)
+        colours[best] = "tab:blue"
+        bar_ax.barh(range(len(CLASS_NAMES)), probs, color=colours)
+        bar_ax.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES, fontsize=8)
+        bar_ax.invert_yaxis()
+        bar_ax.set_xlim(0, 1)
+        bar_ax.set_title(f"{CLASS_NAMES[best]} {probs[best]:.0%}", fontsize=9)
+    fig.tight_layout()
+    write_atomic(Path(path), lambda tmp: fig.savefig(tmp, dpi=100))
+    plt.close(fig)

@@ -72,32 +72,6 @@ def read_inputs(paths: list[Path]) -> np.ndarray:
     return np.stack(images)
 
 
-def show_png(images: np.ndarray, probabilities: np.ndarray, names: list[str], path: Path) -> None:
-    """One row per input: the 28x28 image the model saw, beside a bar chart of its probabilities."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = len(images)
-    fig, axes = plt.subplots(rows, 2, figsize=(8, 2.4 * rows), squeeze=False, width_ratios=(1, 2.2))
-    for (image_ax, bar_ax), image, probs, name in zip(axes, images, probabilities, names):
-        image_ax.imshow(image, cmap="gray", vmin=0, vmax=1)
-        image_ax.set_title(Path(name).name, fontsize=9)
-        image_ax.axis("off")
-        best = int(np.argmax(probs))
-        colours = ["tab:gray"] * len(CLASS_NAMES)
-        colours[best] = "tab:blue"
-        bar_ax.barh(range(len(CLASS_NAMES)), probs, color=colours)
-        bar_ax.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES, fontsize=8)
-        bar_ax.invert_yaxis()
-        bar_ax.set_xlim(0, 1)
-        bar_ax.set_title(f"{CLASS_NAMES[best]} {probs[best]:.0%}", fontsize=9)
-    fig.tight_layout()
-    artifacts.write_atomic(Path(path), lambda tmp: fig.savefig(tmp, dpi=100))
-    plt.close(fig)
-
-
 def predict_files(
     source: Path, paths: list[Path], top_k: int = 3, unsure_below: float = UNSURE_BELOW, show: Path | None = None,
     backend: str | None = None,
@@ -113,7 +87,9 @@ def predict_files(
     classifier = Classifier(source)
     probabilities = classifier.probabilities(images)
     if show is not None:
-        show_png(images, probabilities, [str(p) for p in paths], show)
+        from fmnist.plots import predictions_png
+
+        predictions_png(images, probabilities, [str(p) for p in paths], show)
     return {
         "model_sha256": classifier.sha256,
         "predictions": [

@@ -13,6 +13,7 @@ from fmnist import artifacts, plots, runs
 from fmnist.data import CLASS_NAMES
 from fmnist.errors import FmnistError
 from fmnist.metrics import classification_report_text
+from fmnist.train import best_epoch, read_history
 
 
 def _load_predictions(run_dir: Path) -> dict[str, np.ndarray]:
@@ -23,14 +24,15 @@ def _load_predictions(run_dir: Path) -> dict[str, np.ndarray]:
         return {key: data[key] for key in data.files}
 
 
-def _img(path: Path, alt: str) -> str:
+def image_html(path: Path, alt: str) -> str:
+    """The PNG at ``path`` inlined as an <img>, or a note that it is missing."""
     if not path.is_file():
         return f"<p>({html.escape(alt)} not available for this run)</p>"
     encoded = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
 
 
-def _table(header: list[str], rows: list[list[Any]], highlight: set[int] = frozenset()) -> str:
+def table_html(header: list[str], rows: list[list[Any]], highlight: set[int] = frozenset()) -> str:
     """An HTML table; the rows whose indices are in ``highlight`` are marked (class ``diff``)."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join(
@@ -50,7 +52,7 @@ def _exports(run_dir: Path) -> list[tuple[str, str]]:
         for e in list_exports(run_dir)
     ]
     header = ["format", "file", "SHA-256", "backend", "max |Δp|", "top class agrees", "created"]
-    return [("Exports", _table(header, rows))] if rows else []
+    return [("Exports", table_html(header, rows))] if rows else []
 
 
 def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dict) -> str:
@@ -65,7 +67,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ["backend", config.get("backend")], ["data", config.get("data", {}).get("source")],
         ["versions", ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items())],
     ]
-    best_epoch = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else "-"
+    best = best_epoch(history) or "-"
     headline = [
         ["test accuracy", f"{metrics['test_accuracy']:.4f}"],
         ["95% bootstrap interval", "{:.4f} to {:.4f}".format(*metrics.get("test_accuracy_ci95", [np.nan] * 2))],
@@ -74,18 +76,18 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
          f"{metrics.get('ece_before_scaling', np.nan):.4f} / {metrics.get('ece', np.nan):.4f} "
          f"(T = {metrics.get('temperature', 1.0):.3f})"],
         ["macro F1", f"{metrics['macro_f1']:.4f}"], ["weakest class (F1)", metrics["weakest_class"]],
-        ["epochs run / best", f"{len(history.get('loss', []))} / {best_epoch}"],
+        ["epochs run / best", f"{len(history.get('loss', []))} / {best}"],
         ["training seconds", status.get("train_seconds", "-")], ["status", status.get("state", "-")],
         ["model SHA-256", metrics.get("model_sha256", "-")],
     ]
     sections = [
-        ("Headline", _table(["", ""], headline)),
-        ("Per class", _table(["class", "precision", "recall", "F1", "support"], per_class)),
-        ("Confusion matrix", _img(run_dir / artifacts.CONFUSION_MATRIX_PNG, "confusion matrix")),
-        ("Learning curves", _img(run_dir / artifacts.CURVES_PNG, "loss and accuracy curves")),
-        ("Calibration", _img(run_dir / artifacts.RELIABILITY_PNG, "reliability diagram")),
-        ("Most confident mistakes", _img(run_dir / artifacts.MISCLASSIFIED_PNG, "most confident mistakes")),
-        ("Settings", _table(["setting", "value"], settings)),
+        ("Headline", table_html(["", ""], headline)),
+        ("Per class", table_html(["class", "precision", "recall", "F1", "support"], per_class)),
+        ("Confusion matrix", image_html(run_dir / artifacts.CONFUSION_MATRIX_PNG, "confusion matrix")),
+        ("Learning curves", image_html(run_dir / artifacts.CURVES_PNG, "loss and accuracy curves")),
+        ("Calibration", image_html(run_dir / artifacts.RELIABILITY_PNG, "reliability diagram")),
+        ("Most confident mistakes", image_html(run_dir / artifacts.MISCLASSIFIED_PNG, "most confident mistakes")),
+        ("Settings", table_html(["setting", "value"], settings)),
     ] + _exports(run_dir)
     return page(f"fmnist run {run_dir.name}", sections)
 
@@ -106,7 +108,6 @@ def page(title: str, sections: list[tuple[str, str]]) -> str:
 
 def build_report(run_dir: Path) -> Path:
     """Draw the pictures and write report.html; needs only the run's files (no model, no dataset)."""
-    from fmnist.train import read_history
 
     run_dir = runs.require_run_dir(run_dir)
     config = artifacts.read_json(run_dir / artifacts.CONFIG)
@@ -119,7 +120,7 @@ def build_report(run_dir: Path) -> Path:
     y_true, probabilities = predictions["y_true"], predictions["probabilities"]
     artifacts.write_text(run_dir / artifacts.CLASSIFICATION_REPORT, classification_report_text(y_true, probabilities))
     plots.confusion_matrix_png(metrics["confusion_matrix"], run_dir / artifacts.CONFUSION_MATRIX_PNG)
-    plots.curves_png(history, run_dir / artifacts.CURVES_PNG)
+    plots.curves_png(history, best_epoch(history), run_dir / artifacts.CURVES_PNG)
     reliability = metrics.get("reliability")
     if reliability:
         plots.reliability_png(reliability["before"], reliability["after"], run_dir / artifacts.RELIABILITY_PNG)

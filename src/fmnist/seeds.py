@@ -15,7 +15,6 @@ from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
 
 log = logging.getLogger(__name__)
-SUMMARY = "summary.json"
 
 
 def summarise(accuracies: list[float], per_class_f1: list[dict[str, float]], level: float = 0.95) -> dict[str, Any]:
@@ -126,7 +125,7 @@ def _complete_group(
         ece_before_scaling={"mean": float(np.mean([r.metrics["ece_before_scaling"] for r in results]))},
         ece={"mean": float(np.mean([r.metrics["ece"] for r in results]))},
     )
-    artifacts.write_json(group / SUMMARY, summary)
+    artifacts.write_json(group / artifacts.SEED_SUMMARY, summary)
     return summary
 
 
@@ -139,5 +138,5 @@ def summary_text(group: Path, summary: dict[str, Any]) -> str:
         f"(95% CI {acc['ci95'][0]:.4f}-{acc['ci95'][1]:.4f}); weakest class {weakest} F1 {f1['mean']:.4f} ± {f1['std']:.4f}\n"
         f"training {summary['train_seconds']['mean']:.1f}s per seed; "
         f"ECE {summary['ece_before_scaling']['mean']:.4f} -> {summary['ece']['mean']:.4f} after scaling\n"
-        f"summary: {group / SUMMARY}"
+        f"summary: {group / artifacts.SEED_SUMMARY}"
     )

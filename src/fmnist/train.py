@@ -117,6 +117,12 @@ def read_history(run_dir: Path) -> dict[str, list[float]]:
     return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
 
 
+def best_epoch(history: dict[str, list[float]]) -> int | None:
+    """The epoch (from 1) of the lowest val_loss, the one early stopping keeps; None before the first epoch."""
+    losses = history.get("val_loss") or []
+    return int(np.argmin(losses)) + 1 if losses else None
+
+
 def fit(
     settings: TrainSettings, dataset: Dataset, run_dir: Path, backend: str, extra_callbacks: Sequence[Any] = (),
 ) -> tuple[Any, int, float]:

@@ -17,6 +17,7 @@ import optuna
 from fmnist import artifacts, runs
 from fmnist.data import Dataset
 from fmnist.errors import FmnistError
+from fmnist.report import page, table_html
 from fmnist.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ def pruning_callback(trial: optuna.Trial, pruned_at: list[int]) -> Any:
 
 
 def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Dataset) -> Callable[[optuna.Trial], float]:
-    from fmnist.train import read_history, train
+    from fmnist.train import best_epoch, read_history, train
 
     def objective(trial: optuna.Trial) -> float:
         suggest(trial)
@@ -161,7 +162,7 @@ def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Datas
         result = train(settings, backend, runs_dir=runs_dir, dataset=dataset,
                        extra_callbacks=[pruning_callback(trial, pruned_at)])
         history = read_history(result.run_dir)
-        best = min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)
+        best = best_epoch(history) - 1
         trial.set_user_attr("run_dir", str(result.run_dir.resolve()))
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("epochs", len(history["val_loss"]))
@@ -305,39 +306,32 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path = P
     artifacts.prepare_output(output, "--output")
     complete = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
                       key=lambda t: t.value)
-    esc = html.escape
     names = list(complete[0].params) if complete else []
-    head = "".join(f"<th>{esc(h)}</th>" for h in ["trial", "val_loss", "val_accuracy", "epochs", *names, "run"])
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in [
-            t.number, f"{t.value:.4f}", f"{t.user_attrs.get('val_accuracy', float('nan')):.4f}",
-            t.user_attrs.get("epochs", "-"), *(t.params.get(n, "-") for n in names), t.user_attrs.get("run_dir", "-"),
-        ]) + "</tr>"
-        for t in complete[:10]
-    )
+    rows = [[t.number, f"{t.value:.4f}", f"{t.user_attrs.get('val_accuracy', float('nan')):.4f}",
+             t.user_attrs.get("epochs", "-"), *(t.params.get(n, "-") for n in names), t.user_attrs.get("run_dir", "-")]
+            for t in complete[:10]]
     states = ", ".join(f"{n} {s}" for s, n in sorted(_states(study).items()))
-    parts = [f"<h1>Study {esc(study_name)}</h1><p>{esc(shown)}: {esc(states)}; objective: best val_loss "
-             "on the validation split (the test set is never used to choose).</p>",
-             "<h2>Best trials</h2>" + (f"<table><tr>{head}</tr>{rows}</table>" if complete else "<p>none finished</p>")]
+    sections = [
+        ("Study", f"<p>{html.escape(shown)}: {html.escape(states)}; objective: best val_loss on the validation split "
+                  "(the test set is never used to choose).</p>"),
+        ("Best trials", table_html(["trial", "val_loss", "val_accuracy", "epochs", *names, "run"], rows)
+         if complete else "<p>none finished</p>"),
+    ]
     if complete:
         storage_flag = f" --storage {shown}" if storage else ""
         hidden = "<p>(with the database's password where the URL shows ***)</p>" if "***" in storage_flag else ""
-        parts.append(
-            "<h2>Train the best trial's settings as a normal run</h2>"
-            f"<pre>fmnist tune --train-best {esc(study_name)}{esc(storage_flag)}</pre>{hidden}"
+        sections.append((
+            "Train the best trial's settings as a normal run",
+            f"<pre>fmnist tune --train-best {html.escape(study_name)}{html.escape(storage_flag)}</pre>{hidden}"
             "<p>with the study's settings given again (e.g. its --epochs), or, the same on its own:</p>"
-            f"<pre>{esc(_train_command(study_name, complete[0]))}</pre>"
-        )
+            f"<pre>{html.escape(_train_command(study_name, complete[0]))}</pre>",
+        ))
     plotly_js: Any = True  # the first figure carries plotly.js, so the page needs no network
     for title, figure in _figures(study):
         if isinstance(figure, str):
-            parts.append(f"<h2>{esc(title)}</h2><p>not drawn: {esc(figure)}</p>")
+            sections.append((title, f"<p>not drawn: {html.escape(figure)}</p>"))
         else:
-            parts.append(f"<h2>{esc(title)}</h2>" + figure.to_html(full_html=False, include_plotlyjs=plotly_js))
+            sections.append((title, figure.to_html(full_html=False, include_plotlyjs=plotly_js)))
             plotly_js = False
-    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>fmnist tune {esc(study_name)}</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
-    artifacts.write_text(output, page)
+    artifacts.write_text(output, page(f"fmnist tune {study_name}", sections))
     return output
