@@ -53,7 +53,7 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def worker(backend: str, epochs: int) -> dict[str, Any]:
+def worker(backend: str, epochs: int, data_dir: str | None = None) -> dict[str, Any]:
     """In a fresh process: train our way for ``epochs`` and time compiled inference; return the figures."""
     from fmnist.backend import activate, tensorflow_hidden_from_keras
 
@@ -62,7 +62,7 @@ def worker(backend: str, epochs: int) -> dict[str, Any]:
     from fmnist.inference import compiled_forward
     from fmnist.train import fit, read_history
 
-    dataset = load_dataset()
+    dataset = load_dataset(Path(data_dir) if data_dir else None)
     settings = TrainSettings(epochs=epochs, name="bench", early_stopping_patience=epochs + 1)
     with tempfile.TemporaryDirectory() as run_dir, tensorflow_hidden_from_keras(backend):
         model, _, _ = fit(settings, dataset, Path(run_dir), backend)
@@ -115,7 +115,7 @@ def _summarise(epoch_seconds: list[float], floor_s: float) -> dict[str, float]:
             "epochs_timed": len(epoch_seconds), "floor_multiple": steady / floor_s}
 
 
-def bench(output: Path, quick: bool = False) -> dict[str, Any]:
+def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> dict[str, Any]:
     """Measure everything in one run on this machine; write JSON (and a chart beside it) and return it."""
     from fmnist.data import load_dataset
 
@@ -129,12 +129,13 @@ def bench(output: Path, quick: bool = False) -> dict[str, Any]:
     epoch_floor_s = train_flops * train_images / (gflops * 1e9)
     log.info("GEMM %.1f GFLOP/s; an epoch's FLOP floor is %.2fs", gflops, epoch_floor_s)
 
-    dataset = load_dataset()
+    dataset = load_dataset(data_dir)
+    folder = str(data_dir.resolve()) if data_dir else None  # the timing processes load the same files
     results: dict[str, Any] = {}
     for backend in BACKENDS:
         log.info("timing our training path on %s (%d epochs)", backend, epochs)
         figures = _run_json([sys.executable, "-c", f"import json; from fmnist.bench import worker; "
-                             f"print(json.dumps(worker({backend!r}, {epochs})))"])
+                             f"print(json.dumps(worker({backend!r}, {epochs}, {folder!r})))"])
         if figures:
             figures.update(_summarise(figures["epoch_seconds"], epoch_floor_s))
             figures["inference_floor_fraction"] = {

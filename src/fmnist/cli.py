@@ -207,9 +207,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from fmnist.bench import bench, table
 
-    if args.data_dir:  # the timing subprocesses load the data too: they inherit it from the environment
-        os.environ["FMNIST_DATA_DIR"] = str(args.data_dir.resolve())
-    report = bench(args.output, quick=args.quick)
+    report = bench(args.output, quick=args.quick, data_dir=args.data_dir)
     _emit(args, table(report) + f"\nwritten: {args.output} and {args.output.with_suffix('.png')}", report)
 
 
@@ -255,12 +253,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from fmnist.backend import activate
-
-    activate(args.backend)
     from fmnist.runs import resolve_run
+
+    run = resolve_run(args.run, args.runs_dir)  # before Keras starts, so a mistyped name is refused at once
+    activate(args.backend)
     from fmnist.serve import serve
 
-    serve(resolve_run(args.run, args.runs_dir), host=args.host, port=args.port,
+    serve(run, host=args.host, port=args.port,
           max_body_bytes=args.max_upload_mb * 1024 * 1024, max_batch=args.max_batch, access_log=not args.quiet)
 
 
