@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from fmnist import plots
+from fmnist.data import CLASS_NAMES
+
+
+def opened(path):
+    with Image.open(path) as picture:
+        assert picture.format == "PNG"
+        return picture.size
+
+
+def test_every_picture_is_a_png(tmp_path):
+    rng = np.random.default_rng(0)
+    images, labels = rng.random((40, 28, 28)), np.arange(40) % 10
+    history = {"loss": [1.0, 0.8, 0.9], "val_loss": [1.1, 0.7, 0.9], "accuracy": [0.5, 0.6, 0.7],
+               "val_accuracy": [0.4, 0.6, 0.5], "learning_rate": [1e-3, 1e-3, 1e-4]}
+    bins = {"confidence": [0.5, 0.0, 0.9], "accuracy": [0.4, 0.0, 0.95], "counts": [10, 0, 30], "ece": 0.05}
+    drawings = {
+        "confusion": lambda p: plots.confusion_matrix_png(np.eye(10, dtype=int) * 5 + 1, p),
+        "curves": lambda p: plots.curves_png(history, 2, p),
+        "curves-empty": lambda p: plots.curves_png({}, None, p),
+        "mistakes": lambda p: plots.mistakes_png(images[:4], labels[:4], labels[1:5], np.full(4, 0.9), p),
+        "reliability": lambda p: plots.reliability_png(bins, bins, p),
+        "bars": lambda p: plots.bar_chart_png(["a", "b"], [0.3, 0.7], "title", p),
+        "compare": lambda p: plots.compare_curves_png({"one": history, "two": history}, p),
+        "grouped": lambda p: plots.grouped_bars_png(list(CLASS_NAMES), {"x": [0.5] * 10, "y": [0.6] * 10}, "F1", p),
+        "predictions": lambda p: plots.predictions_png(images[:3], np.full((3, 10), 0.1), ["a", "b", "c"], p),
+    }
+    for name, draw in drawings.items():
+        path = tmp_path / f"{name}.png"
+        draw(path)
+        width, height = opened(path)
+        assert width > 100 and height > 100, name
+
+
+@pytest.mark.parametrize("per_class_available, missing", [(4, None), (4, 7)])
+def test_samples_take_what_a_small_set_has(tmp_path, per_class_available, missing):
+    labels = np.repeat(np.arange(10), per_class_available)
+    if missing is not None:
+        labels = labels[labels != missing]
+    images = np.random.default_rng(1).random((len(labels), 28, 28))
+    path = tmp_path / "samples.png"
+    plots.samples_png(images, labels, path)  # asks for ten a class; drew nothing but an error before
+    width, height = opened(path)
+    assert height > width / 2  # ten rows of at most four (or one) columns
