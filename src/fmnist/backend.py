@@ -53,12 +53,10 @@ def hide_retracing_warning(record: logging.LogRecord) -> bool:
 
 @contextlib.contextmanager
 def tensorflow_hidden_from_keras(backend: str) -> Iterator[None]:
-    """On a backend other than TensorFlow, have Keras take TensorFlow as absent for the block.
-
-    Keras imports TensorFlow whenever it is installed only to look for TensorFlow objects while seeding and saving:
-    6-7 s, memory and TensorFlow's C++ start-up lines on stderr, for nothing a JAX run uses. There is no public switch,
-    so this sets Keras' lazy module's answer and clears it after: `fmnist export` still needs TensorFlow on JAX.
-    """
+    """On a backend other than TensorFlow, have Keras take TensorFlow as absent for the block."""
+    # Keras imports TensorFlow whenever it is installed, only to seed it and to look for its objects while saving:
+    # seconds, memory and its C++ start-up lines, for nothing a JAX run uses. No public switch exists, so this sets
+    # the answer of Keras' lazy module, and clears it after: `fmnist export` needs TensorFlow on JAX.
     from keras.src.utils import module_utils
 
     lazy = getattr(module_utils, "tensorflow", None)
