@@ -56,15 +56,3 @@ def test_written_files_get_the_usual_permissions_not_mkstemps_private_ones(tmp_p
     os.umask(mask)
     artifacts.write_json(tmp_path / "a.json", {"a": 1})
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
-
-
-def test_an_output_folder_is_made_and_checked_before_the_work(tmp_path):
-    nested = tmp_path / "new" / "deeper" / "out.png"
-    assert artifacts.prepare_output(nested, "--show") == nested
-    assert nested.parent.is_dir() and list(nested.parent.iterdir()) == []  # the probe leaves nothing behind
-    with pytest.raises(FmnistError, match=r"^--output .* is a folder: name a file in it$"):
-        artifacts.prepare_output(tmp_path, "--output")
-    (tmp_path / "plain").write_text("a file, not a folder")
-    for output in (tmp_path / "plain" / "out.png", tmp_path / "plain" / "deeper" / "out.png"):
-        with pytest.raises(FmnistError, match=r"^--show .*: a file is in the way of its folder"):
-            artifacts.prepare_output(output, "--show")

@@ -160,3 +160,21 @@ def test_no_run_is_made_inside_another_run(mixed_runs, tmp_path):
     (project / artifacts.CONFIG).write_text('{"batch_size": 32}')
     (project / artifacts.MODEL).write_bytes(b"weights")
     assert runs.create_run_dir(project / "runs", "fine").parent == project / "runs"
+
+
+def test_an_output_folder_is_made_and_checked_before_the_work(tmp_path):
+    nested = tmp_path / "new" / "deeper" / "out.png"
+    assert runs.prepare_output(nested, "--show") == nested
+    assert nested.parent.is_dir() and list(nested.parent.iterdir()) == []  # the probe leaves nothing behind
+    with pytest.raises(FmnistError, match=r"^--output .* is a folder: name a file in it$"):
+        runs.prepare_output(tmp_path, "--output")
+    (tmp_path / "plain").write_text("a file, not a folder")
+    for output in (tmp_path / "plain" / "out.png", tmp_path / "plain" / "deeper" / "out.png"):
+        with pytest.raises(FmnistError, match=r"^--show .*: a file is in the way of its folder"):
+            runs.prepare_output(output, "--show")
+    run = tmp_path / "run"  # no user-named file goes inside a run either
+    run.mkdir()
+    artifacts.write_json(run / artifacts.CONFIG, {"settings": {}, "backend": "jax", "created": "now"})
+    with pytest.raises(FmnistError, match=r"^--show .*: its folder .* is inside the run"):
+        runs.prepare_output(run / "pictures" / "seen.png", "--show")
+    assert not (run / "pictures").exists()

@@ -86,22 +86,6 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def prepare_output(path: Path, flag: str) -> Path:
-    """Make the folder of a file the user named and check that it takes files, before the work that fills it."""
-    path = Path(path)
-    if path.is_dir():
-        raise FmnistError(f"{flag} {path} is a folder: name a file in it")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent):
-            pass
-    except (FileExistsError, NotADirectoryError):
-        raise FmnistError(f"{flag} {path}: a file is in the way of its folder {path.parent}") from None
-    except OSError as exc:
-        raise FmnistError(f"{flag} {path}: cannot write in {path.parent} ({exc.strerror})") from None
-    return path
-
-
 def write_text(path: Path, text: str) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 

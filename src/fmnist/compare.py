@@ -82,8 +82,7 @@ def compare_runs(run_dirs: list[Path], output: Path) -> Path:
     resolved = [Path(r).resolve() for r in run_dirs]
     if len(set(resolved)) != len(resolved) or len(resolved) < 2:
         raise FmnistError("give two or more different runs to compare")
-    runs.refuse_inside_run(Path(output).parent, "the comparison's folder")
-    output = artifacts.prepare_output(output, "--output")
+    output = runs.prepare_output(output, "--output")
     loaded = [_load(runs.require_run_dir(r)) for r in run_dirs]
     names = [Path(r).name for r in run_dirs]
     summaries = [item["summary"] for item in loaded]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist import artifacts
+from fmnist import runs
 from fmnist.errors import FmnistError
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ def describe(
 ) -> dict[str, Any]:
     """`fmnist data`: the verified dataset's source, checksums and sizes; with ``show``, a picture of samples too."""
     if show is not None:
-        artifacts.prepare_output(show, "--show")
+        runs.prepare_output(show, "--show")
     dataset = load_dataset(data_dir, checksums)
     summary: dict[str, Any] = {
         "source": dataset.source,

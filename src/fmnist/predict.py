@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist import artifacts
+from fmnist import artifacts, runs
 from fmnist.data import CLASS_NAMES, IMAGE_SIDE
 from fmnist.errors import FmnistError
 from fmnist.images import load_input
@@ -81,7 +81,7 @@ def predict_files(
 
     check_options(top_k, unsure_below)
     if show is not None:
-        artifacts.prepare_output(show, "--show")
+        runs.prepare_output(show, "--show")
     images = read_inputs(paths)  # before Keras starts, so a bad file is refused at once
     activate(backend)
     classifier = Classifier(source)

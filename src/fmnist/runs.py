@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,23 @@ def refuse_inside_run(folder: Path, what: str) -> None:
     for parent in (Path(folder).resolve(), *Path(folder).resolve().parents):
         if _is_run_config(parent / artifacts.CONFIG):
             raise FmnistError(f"{what} {folder} is inside the run {parent}; choose a folder outside any run")
+
+
+def prepare_output(path: Path, flag: str) -> Path:
+    """Make the folder of a file the user named and check that it takes files, outside any run, before the work."""
+    path = Path(path)
+    refuse_inside_run(path.parent, f"{flag} {path}: its folder")
+    if path.is_dir():
+        raise FmnistError(f"{flag} {path} is a folder: name a file in it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except (FileExistsError, NotADirectoryError):
+        raise FmnistError(f"{flag} {path}: a file is in the way of its folder {path.parent}") from None
+    except OSError as exc:
+        raise FmnistError(f"{flag} {path}: cannot write in {path.parent} ({exc.strerror})") from None
+    return path
 
 
 def _is_run_config(path: Path) -> bool:

@@ -117,6 +117,11 @@ def read_history(run_dir: Path) -> dict[str, list[float]]:
     return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
 
 
+def epochs_done(run_dir: Path) -> int:
+    """The epochs in the run's history.csv, so far (a resumed run's include those before its restart)."""
+    return len(read_history(run_dir).get("loss", [])) if (Path(run_dir) / artifacts.HISTORY).is_file() else 0
+
+
 def best_epoch(history: dict[str, list[float]]) -> int | None:
     """The epoch (from 1) of the lowest val_loss, the one early stopping keeps; None before the first epoch."""
     losses = history.get("val_loss") or []
@@ -143,17 +148,15 @@ def fit(
         len(train_idx), len(val_idx), backend, settings.batch_size, settings.epochs,
     )
     started = time.perf_counter()
-    resumed = (run_dir / artifacts.HISTORY).is_file()  # trimmed to the backup's epochs by fmnist.resume
     data = fit_inputs(
         (features[train_idx], labels[train_idx]), (features[val_idx], labels[val_idx]),
         settings.batch_size, VALIDATION_BATCH_SIZE, settings.seed,
-        initial_epoch=len(read_history(run_dir).get("loss", [])) if resumed else 0,
+        initial_epoch=epochs_done(run_dir),  # a resumed run's, its history cut back to its backup by fmnist.resume
     )
-    history = model.fit(
+    model.fit(
         **data, epochs=settings.epochs, callbacks=make_callbacks(settings, run_dir) + list(extra_callbacks), verbose=0,
     )
-    # history.csv, not this fit's history, so a resumed run counts the epochs before its restart too.
-    return model, len(read_history(run_dir).get("loss", [])), time.perf_counter() - started
+    return model, epochs_done(run_dir), time.perf_counter() - started
 
 
 def calibrate_run(model: Any, dataset: Dataset, run_dir: Path) -> float:

@@ -302,8 +302,7 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path = P
     """A self-contained HTML page: the best trials, how to train the best, and Optuna's plots."""
     study, shown = load_study(study_name, storage, runs_dir)
     output = Path(output) if output else Path(runs_dir) / study_name / artifacts.TUNE_REPORT
-    runs.refuse_inside_run(output.parent, "the report's folder")  # before the plots are drawn
-    artifacts.prepare_output(output, "--output")
+    runs.prepare_output(output, "--output")  # before the plots are drawn
     complete = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
                       key=lambda t: t.value)
     names = list(complete[0].params) if complete else []
