@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 from fmnist.errors import FmnistError
+from fmnist.settings import FLAG_SETTINGS
 
 log = logging.getLogger("fmnist")
 
@@ -94,14 +95,11 @@ def cmd_data(args: argparse.Namespace) -> None:
     _emit(args, describe_text(summary), summary)
 
 
-SETTING_FLAGS = ("hidden_sizes", "dropout", "learning_rate", "batch_size", "epochs", "validation_fraction",
-                 "seed", "limit", "name", "early_stopping_patience", "lr_patience", "lr_factor", "teacher")
-
 
 def _settings_from_args(args: argparse.Namespace):
     from fmnist.recipes import recipe_settings
 
-    overrides = {f: getattr(args, f) for f in SETTING_FLAGS if getattr(args, f, None) is not None}
+    overrides = {f: getattr(args, f) for f in FLAG_SETTINGS if getattr(args, f, None) is not None}
     if "teacher" in overrides:  # a path or a run's name; saved absolute, so a resume from another folder finds it
         from fmnist.runs import resolve_run
 
@@ -116,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume:
         if not args.resume.exists() and (args.runs_dir / args.resume).is_dir():  # a run's or group's name
             args.resume = args.runs_dir / args.resume
-        given = ["--" + f.replace("_", "-") for f in (*SETTING_FLAGS, "recipe", "seeds") if getattr(args, f) is not None]
+        given = ["--" + f.replace("_", "-") for f in (*FLAG_SETTINGS, "recipe", "seeds") if getattr(args, f) is not None]
         if given:
             raise FmnistError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
         from fmnist.artifacts import SEED_GROUP

@@ -14,6 +14,9 @@ BACKENDS = ("jax", "tensorflow")
 # TensorFlow the ConvNet (83 s against 161 s per epoch of 60,000 images).
 DEFAULT_BACKEND = "jax"
 PREFERRED_BACKEND = {"dense": "jax", "cnn": "tensorflow"}
+# The settings `fmnist train` takes as flags (--hidden-sizes, ...); the others come only from a recipe.
+FLAG_SETTINGS = ("hidden_sizes", "dropout", "learning_rate", "batch_size", "epochs", "validation_fraction", "seed",
+                 "limit", "name", "early_stopping_patience", "lr_patience", "lr_factor", "teacher")
 ARCHITECTURES = ("dense", "cnn")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("plateau", "cosine")

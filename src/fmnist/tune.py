@@ -18,7 +18,7 @@ from fmnist import artifacts, runs
 from fmnist.data import Dataset
 from fmnist.errors import FmnistError
 from fmnist.report import page, table_html
-from fmnist.settings import TrainSettings
+from fmnist.settings import FLAG_SETTINGS, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -257,18 +257,13 @@ def train_best(
     return train(settings, backend, runs_dir=runs_dir, data_dir=data_dir, dataset=dataset)
 
 
-# `fmnist train` flags a trial's settings can differ in: the searched knobs and the study's own settings.
-TRAIN_FLAGS = ("hidden_sizes", "dropout", "learning_rate", "batch_size", "lr_factor", "epochs", "validation_fraction",
-               "seed", "limit", "early_stopping_patience", "lr_patience")
-
-
 def _train_command(study_name: str, trial: optuna.trial.FrozenTrial) -> str:
     """`fmnist train` with the trial's settings: its searched knobs, and the study's others where not the spec's."""
     config = Path(trial.user_attrs.get("run_dir", "")) / artifacts.CONFIG
     settings = artifacts.read_json(config)["settings"] if config.is_file() else {}
     defaults = TrainSettings().to_dict()
     flags = [f"fmnist train --name {study_name}-best"]
-    for name in TRAIN_FLAGS:
+    for name in (n for n in FLAG_SETTINGS if n not in ("name", "teacher")):
         value = trial.params.get(name, settings.get(name))
         if name not in trial.params and (value is None or value == defaults[name]):
             continue
