@@ -267,8 +267,7 @@ def _train_command(study_name: str, trial: optuna.trial.FrozenTrial) -> str:
         value = trial.params.get(name, settings.get(name))
         if name not in trial.params and (value is None or value == defaults[name]):
             continue
-        shown = ",".join(map(str, value)) if isinstance(value, list) else f"{value:.4g}" if isinstance(value, float) \
-            else value
+        shown = ",".join(map(str, value)) if isinstance(value, list) else value  # floats in full: the same run
         flags.append(f"--{name.replace('_', '-')} {shown}")
     return " ".join(flags)
 
