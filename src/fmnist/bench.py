@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from fmnist import artifacts, runs
+from fmnist.data import NUM_CLASSES, NUM_FEATURES
 from fmnist.settings import BACKENDS, TrainSettings
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ CONTENDER_TIMEOUT_S = 1800
 
 def dense_flops_per_image(hidden_sizes: tuple[int, ...]) -> tuple[float, float]:
     """(forward, forward+backward) FLOPs per image: 2 per multiply-add; backward costs twice the forward."""
-    widths = (784, *hidden_sizes, 10)
+    widths = (NUM_FEATURES, *hidden_sizes, NUM_CLASSES)
     forward = 2.0 * sum(a * b for a, b in zip(widths, widths[1:]))
     return forward, 3.0 * forward
 

@@ -25,6 +25,8 @@ CLASS_NAMES = (
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
 IMAGE_SIDE = 28
+NUM_CLASSES = len(CLASS_NAMES)
+NUM_FEATURES = IMAGE_SIDE * IMAGE_SIDE  # the flattened pixels every model takes
 
 # SHA-256 of each decompressed file, as published with the dataset.
 CHECKSUMS = {

@@ -10,8 +10,7 @@ from keras import ops
 
 from fmnist import artifacts
 from fmnist.calibration import apply_temperature
-
-NUM_CLASSES = 10
+from fmnist.data import NUM_CLASSES
 
 
 def teacher_targets(teacher: str, features: np.ndarray, temperature: float) -> np.ndarray:

@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from fmnist.data import IMAGE_SIDE
+from fmnist.data import IMAGE_SIDE, NUM_FEATURES
 from fmnist.errors import FmnistError
 
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
@@ -15,7 +15,7 @@ FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
 BORDER_TOLERANCE = 0.05 * 255
 # JPEGs decode at a reduced scale (DCT scaling) no smaller than this: plenty for a 28-pixel result.
 JPEG_DRAFT_SIDE = 8 * IMAGE_SIDE
-ARRAY_SHAPES = ((IMAGE_SIDE, IMAGE_SIDE), (IMAGE_SIDE * IMAGE_SIDE,))
+ARRAY_SHAPES = ((IMAGE_SIDE, IMAGE_SIDE), (NUM_FEATURES,))
 MAX_ITEM_BYTES = 16  # complex128, the widest number NumPy has; a wider "void" item is a claim of gigabytes
 SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP", b"RIFF": "WebP"}
 

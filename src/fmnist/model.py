@@ -8,8 +8,7 @@ from typing import Sequence
 import keras
 from keras import layers
 
-NUM_CLASSES = 10
-NUM_FEATURES = 784
+from fmnist.data import NUM_CLASSES, NUM_FEATURES
 
 
 def build_dense(

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from fmnist import artifacts, runs
-from fmnist.data import CLASS_NAMES, IMAGE_SIDE
+from fmnist.data import CLASS_NAMES, NUM_CLASSES, NUM_FEATURES
 from fmnist.errors import FmnistError
 from fmnist.images import load_input
 
@@ -26,8 +26,8 @@ class Classifier:
 
         self.model, self.sha256 = artifacts.load_model(source)
         features, classes = self.model.input_shape[-1], self.model.output_shape[-1]
-        if (features, classes) != (IMAGE_SIDE * IMAGE_SIDE, len(CLASS_NAMES)):
-            raise FmnistError(f"{source} maps {features} features to {classes} classes, not 784 pixels to 10 classes")
+        if (features, classes) != (NUM_FEATURES, NUM_CLASSES):
+            raise FmnistError(f"{source} maps {features} features to {classes} classes, not {NUM_FEATURES} pixels to {NUM_CLASSES} classes")
         self.forward = compiled_forward(self.model)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
@@ -39,7 +39,7 @@ class Classifier:
         from fmnist.inference import BUCKETS
 
         for size in BUCKETS:
-            self.forward(np.zeros((size, IMAGE_SIDE * IMAGE_SIDE), dtype=np.float32))
+            self.forward(np.zeros((size, NUM_FEATURES), dtype=np.float32))
 
 
 def describe(probabilities: np.ndarray, top_k: int = 3, unsure_below: float = UNSURE_BELOW) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from fmnist.data import NUM_CLASSES
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
 
@@ -69,7 +70,7 @@ def training_labels(labels: np.ndarray, settings: TrainSettings, features: np.nd
         from fmnist.distill import distillation_labels, teacher_targets
 
         return distillation_labels(labels, teacher_targets(settings.teacher, features, settings.distill_temperature))
-    return np.eye(10, dtype=np.float32)[labels] if settings.label_smoothing else labels
+    return np.eye(NUM_CLASSES, dtype=np.float32)[labels] if settings.label_smoothing else labels
 
 
 def compile_model(model: Any, settings: TrainSettings, steps_per_epoch: int, steps_per_execution: int) -> None:
