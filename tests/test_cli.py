@@ -93,6 +93,8 @@ def test_a_teacher_is_kept_as_an_absolute_path_so_a_resume_from_elsewhere_finds_
     for given in ("runs/20261130T000000Z-cnn", "20261130T000000Z-cnn"):  # a path, or a name in --runs-dir
         args = build_parser().parse_args(["train", "--recipe", "distilled", "--teacher", given])
         assert _settings_from_args(args).teacher == str(teacher.resolve())
+    args = build_parser().parse_args(["train", "--recipe", "distilled", "--teacher", "runs/20261130T000000Z-cnn/model.keras"])
+    assert _settings_from_args(args).teacher == str((teacher / "model.keras").resolve())
 
 
 def test_every_command_shows_its_examples_and_takes_the_common_flags_after_its_name():

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
+from fmnist import defaults
 from fmnist.errors import FmnistError
 from fmnist.settings import FLAG_SETTINGS
 
@@ -100,11 +101,10 @@ def _settings_from_args(args: argparse.Namespace):
     from fmnist.recipes import recipe_settings
 
     overrides = {f: getattr(args, f) for f in FLAG_SETTINGS if getattr(args, f, None) is not None}
-    if "teacher" in overrides:  # a path or a run's name; saved absolute, so a resume from another folder finds it
-        from fmnist.runs import resolve_run
+    if "teacher" in overrides:  # saved absolute, so a resume from another folder finds it
+        from fmnist.runs import resolve_model
 
-        teacher = Path(overrides["teacher"])
-        overrides["teacher"] = str((teacher if teacher.exists() else resolve_run(teacher, args.runs_dir)).resolve())
+        overrides["teacher"] = str(resolve_model(overrides["teacher"], args.runs_dir).resolve())
     return recipe_settings(getattr(args, "recipe", None) or "spec", **overrides)
 
 
@@ -241,9 +241,9 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from fmnist.predict import as_text, predict_files
-    from fmnist.runs import resolve_run
+    from fmnist.runs import resolve_model
 
-    model = args.model if args.model.suffix == ".keras" else resolve_run(args.model, args.runs_dir)
+    model = resolve_model(args.model, args.runs_dir)
     result = predict_files(model, args.images, top_k=args.top_k, unsure_below=args.unsure_below, show=args.show,
                            backend=args.backend)
     _emit(args, as_text(result) + (f"\nshown: {args.show}" if args.show else ""), result)
@@ -346,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "cosine, label smoothing); distilled: a dense network taught by --teacher; cnn: a ConvNet "
                         "of three convolutions (93.5%% here, and a good teacher). Other flags override the recipe; "
                         "one it would ignore is refused")
-    p.add_argument("--teacher", metavar="RUN", help="distil from this trained run (with --recipe distilled)")
+    p.add_argument("--teacher", metavar="RUN", help="distil from this trained run (with --recipe distilled): its "
+                                                    "directory, its name in --runs-dir, or its model.keras")
     p.add_argument("--seeds", type=_positive_int, metavar="N",
                    help="train N seeds (seed, seed+1, ...) in one group directory; report mean, spread, 95%% CI "
                         "(default: one run)")
@@ -417,8 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     runs_dir(p)
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image or .npy files")
     p.add_argument("--top-k", type=_positive_int, default=3, help="classes listed per image (default 3)")
-    p.add_argument("--unsure-below", type=float, default=0.5, metavar="P",
-                   help="call the model unsure when its top probability is under P (default 0.5)")
+    p.add_argument("--unsure-below", type=float, default=defaults.UNSURE_BELOW, metavar="P",
+                   help="call the model unsure when its top probability is under P (default %(default)s)")
     p.add_argument("--show", type=Path, metavar="PNG", help="write the 28x28 inputs the model saw, with their "
                                                             "probabilities")
     backend(p)
@@ -428,9 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
     run_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--max-upload-mb", type=_positive_int, default=10, help="largest request body, in MiB (default 10)")
-    p.add_argument("--max-batch", type=_positive_int, default=64,
-                   help="most inputs in one shared forward pass; 1 turns batching off (default 64)")
+    p.add_argument("--max-upload-mb", type=_positive_int, default=defaults.MAX_UPLOAD_MIB,
+                   help="largest request body, in MiB (default %(default)s)")
+    p.add_argument("--max-batch", type=_positive_int, default=defaults.MAX_BATCH,
+                   help="most inputs in one shared forward pass; 1 turns batching off (default %(default)s)")
     backend(p)
     return parser
 

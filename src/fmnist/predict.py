@@ -10,12 +10,11 @@ import numpy as np
 
 from fmnist import artifacts, runs
 from fmnist.data import CLASS_NAMES, NUM_CLASSES, NUM_FEATURES
+from fmnist.defaults import UNSURE_BELOW
 from fmnist.errors import FmnistError
 from fmnist.images import load_input
 
 log = logging.getLogger(__name__)
-
-UNSURE_BELOW = 0.5
 
 
 class Classifier:

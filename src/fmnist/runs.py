@@ -218,3 +218,8 @@ def resolve_run(name: str | Path, runs_dir: Path) -> Path:
     if Path(name).is_dir():
         return require_run_dir(Path(name))  # a folder, but not a run: say what it lacks
     raise FmnistError(f"no run {str(name)!r}: give a run directory or the name of one in {runs_dir} (see 'fmnist runs')")
+
+
+def resolve_model(name: str | Path, runs_dir: Path) -> Path:
+    """A model file given by its path (a ``.keras`` file), else a run as :func:`resolve_run` finds it."""
+    return Path(name) if Path(name).suffix == ".keras" else resolve_run(name, runs_dir)

@@ -26,17 +26,16 @@ from starlette.exceptions import HTTPException
 
 from fmnist import artifacts, runs
 from fmnist.data import CLASS_NAMES, IMAGE_SIDE
+from fmnist.defaults import MAX_BATCH, MAX_UPLOAD_MIB, UNSURE_BELOW
 from fmnist.errors import FmnistError
 from fmnist.images import BadInput, check_array, load_input
-from fmnist.predict import UNSURE_BELOW, Classifier, describe
+from fmnist.predict import Classifier, describe
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("static")
-MAX_BODY_BYTES = 10 * 1024 * 1024
+MAX_BODY_BYTES = MAX_UPLOAD_MIB * 1024 * 1024
 MAX_INPUTS = 64
-# Rows per shared forward pass; 1 turns batching off (the load test measures both).
-MAX_BATCH = 64
 # Uploads decoded at once. A PNG just under Pillow's pixel limit took 0.97 GB while it was decoded: one decode per
 # core keeps the server's memory bounded however many requests arrive, and more would not finish sooner.
 # The cores this process may use (not the host's, in a container) where the system says; macOS and Windows do not.

@@ -1,0 +1,8 @@
+"""Defaults that both the command line and a command module use, written once; no imports, so `--help` stays fast."""
+
+# predict and serve call the model unsure when its top probability is under this.
+UNSURE_BELOW = 0.5
+# serve: the largest request body, and the rows per shared forward pass (1 turns batching off; the load test
+# measures both).
+MAX_UPLOAD_MIB = 10
+MAX_BATCH = 64
