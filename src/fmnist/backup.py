@@ -104,7 +104,8 @@ def restore(path: Path, model: keras.Model, callbacks: list) -> tuple[int, bool]
     with np.load(path, allow_pickle=False) as data:
         meta = json.loads(str(data["meta"]))
         for prefix, variables in (("model", model.variables), ("optimizer", model.optimizer.variables)):
-            if meta[f"{prefix}_variables"] != [v.path for v in variables]:
+            shapes = [data[f"{prefix}_{i}"].shape for i in range(len(meta[f"{prefix}_variables"]))]
+            if meta[f"{prefix}_variables"] != [v.path for v in variables] or shapes != [v.shape for v in variables]:
                 raise FmnistError(f"{path} was written for a different {prefix}; it cannot resume this run")
             for i, variable in enumerate(variables):
                 variable.assign(data[f"{prefix}_{i}"])

@@ -1,0 +1,69 @@
+import random
+
+import keras
+import numpy as np
+import pytest
+
+from fmnist.backup import read_meta, restore, save
+from fmnist.errors import FmnistError
+
+
+def _model(width: int = 8) -> keras.Model:
+    keras.backend.clear_session()  # layer names, which the backup checks, as in a new process
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(width), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(np.random.default_rng(0).random((10, 4)), np.arange(10) % 3, epochs=1, verbose=0)  # builds the optimizer
+    return model
+
+
+def _callbacks(model: keras.Model) -> list[keras.callbacks.Callback]:
+    callbacks = [keras.callbacks.EarlyStopping(patience=5), keras.callbacks.ReduceLROnPlateau(patience=3)]
+    for callback in callbacks:  # as fit starts them
+        callback.set_model(model)
+        callback.on_train_begin()
+    return callbacks
+
+
+def test_a_restore_brings_back_the_weights_the_optimizer_the_callbacks_and_the_random_generators(tmp_path):
+    model = _model()
+    callbacks = _callbacks(model)
+    stopping, plateau = callbacks
+    stopping.wait, stopping.best, stopping.best_epoch = 2, 0.25, 3
+    stopping.best_weights = [np.asarray(keras.ops.convert_to_numpy(w)) for w in model.get_weights()]
+    plateau.wait, plateau.cooldown_counter, plateau.best = 1, 0, 0.3
+    np.random.seed(7)
+    random.seed(7)
+    save(tmp_path / "backup.npz", model, callbacks, epochs_done=4, stopped=False)
+    weights = [w.copy() for w in model.get_weights()]
+    optimizer_state = [np.asarray(keras.ops.convert_to_numpy(v)).copy() for v in model.optimizer.variables]
+    next_draws = (np.random.random(3), random.random())
+
+    fresh_model = _model()  # other weights, Adam moments and callback counters
+    fresh_callbacks = _callbacks(fresh_model)
+    np.random.seed(99)
+    random.seed(99)
+    assert restore(tmp_path / "backup.npz", fresh_model, fresh_callbacks) == (4, False)
+
+    for saved, restored in zip(weights, fresh_model.get_weights()):
+        np.testing.assert_array_equal(saved, restored)
+    for saved, variable in zip(optimizer_state, fresh_model.optimizer.variables):
+        np.testing.assert_array_equal(saved, keras.ops.convert_to_numpy(variable))
+    stopping, plateau = fresh_callbacks
+    assert (stopping.wait, stopping.best, stopping.best_epoch) == (2, 0.25, 3)
+    for saved, restored in zip(weights, stopping.best_weights):
+        np.testing.assert_array_equal(saved, restored)
+    assert (plateau.wait, plateau.cooldown_counter, plateau.best) == (1, 0, 0.3)
+    np.testing.assert_array_equal(np.random.random(3), next_draws[0])
+    assert random.random() == next_draws[1]
+    assert read_meta(tmp_path / "backup.npz")["epochs_done"] == 4
+
+
+def test_a_backup_of_another_model_or_other_callbacks_is_refused(tmp_path):
+    model = _model()
+    save(tmp_path / "backup.npz", model, _callbacks(model), epochs_done=1, stopped=False)
+    with pytest.raises(FmnistError, match="different model"):
+        other = _model(width=16)
+        restore(tmp_path / "backup.npz", other, _callbacks(other))
+    with pytest.raises(FmnistError, match="other callbacks"):
+        same = _model()
+        restore(tmp_path / "backup.npz", same, _callbacks(same)[:1])

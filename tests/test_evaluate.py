@@ -1,0 +1,60 @@
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+from conftest import write_idx_set
+from sklearn.metrics import accuracy_score
+
+from fmnist import artifacts
+from fmnist.data import load_dataset, to_features
+from fmnist.evaluate import calibration_metrics, evaluate_run
+from fmnist.metrics import calibration_bins
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def test_evaluate_scores_the_saved_model_and_keeps_what_the_report_draws(tmp_path, tiny_run_dir):
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")  # evaluate rewrites the run's files: not the shared one's
+    dataset = load_dataset(tmp_path / "data", checksums=write_idx_set(tmp_path / "data"))  # the tiny run's own data
+    metrics = evaluate_run(run, dataset=dataset)
+
+    model, _ = artifacts.load_model(run)
+    expected = np.asarray(model.predict(to_features(dataset.x_test), verbose=0))
+    saved = np.load(run / artifacts.PREDICTIONS)
+    np.testing.assert_allclose(saved["probabilities"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(saved["y_true"], dataset.y_test)
+    assert metrics["test_accuracy"] == pytest.approx(accuracy_score(dataset.y_test, expected.argmax(axis=1)))
+    low, high = metrics["test_accuracy_ci95"]
+    assert low <= metrics["test_accuracy"] <= high
+    assert metrics["model_sha256"] == hashlib.sha256((run / artifacts.MODEL).read_bytes()).hexdigest()
+    assert artifacts.read_json(run / artifacts.METRICS)["test_accuracy"] == metrics["test_accuracy"]
+
+    mistakes = saved["mistake_indices"]
+    assert len(mistakes) == (expected.argmax(axis=1) != dataset.y_test).sum()  # 20 test images: all under 24
+    assert (expected[mistakes].argmax(axis=1) != dataset.y_test[mistakes]).all()
+    assert (np.diff(expected[mistakes].max(axis=1)) <= 1e-6).all()  # most confident first
+    np.testing.assert_array_equal(saved["mistake_images"], dataset.x_test[mistakes])
+    assert (run / artifacts.REPORT_HTML).is_file()
+
+
+def test_ece_before_scaling_is_the_models_before_its_temperature_was_folded_in(tmp_path):
+    rng = np.random.default_rng(0)
+    logits, y_true = rng.normal(size=(500, 10)) * 3, rng.integers(0, 10, 500)
+    artifacts.write_json(tmp_path / artifacts.CALIBRATION, {"temperature": 2.5})
+    result = calibration_metrics(tmp_path, y_true, _softmax(logits / 2.5))  # what the saved model gives
+    assert result["temperature"] == 2.5
+    assert result["ece_before_scaling"] == pytest.approx(calibration_bins(y_true, _softmax(logits))["ece"])
+    assert result["ece"] == pytest.approx(calibration_bins(y_true, _softmax(logits / 2.5))["ece"])
+    assert result["ece"] != pytest.approx(result["ece_before_scaling"])
+
+
+def test_a_run_without_a_temperature_is_scored_as_it_is(tmp_path):
+    rng = np.random.default_rng(1)
+    probabilities, y_true = _softmax(rng.normal(size=(200, 10)) * 2), rng.integers(0, 10, 200)
+    result = calibration_metrics(tmp_path, y_true, probabilities)
+    assert result["temperature"] == 1.0
+    assert result["ece"] == pytest.approx(result["ece_before_scaling"])
