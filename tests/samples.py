@@ -100,6 +100,7 @@ def bad_files() -> list[tuple[str, str, bytes, int]]:
         ("npy-strings", "a.npy", npy(np.array(["x"] * 784)), 422),
         ("npy-pickled-objects", "a.npy", npy(np.array([{"a": 1}] * 784, dtype=object)), 422),
         ("npy-truncated", "a.npy", npy(pixels)[:100], 422),
+        ("npy-header-cut", "a.npy", b"\x93NUMPY\x01\x000\x00{'descr':'<f4','fortran_order':False,'shape':(-1", 422),
         ("npy-claims-huge", "a.npy", npy_claiming((100_000_000_000,)), 422),
         ("npy-claims-huge-items", "a.npy", npy_claiming((28, 28), "|V2000000000"), 422),
     ]

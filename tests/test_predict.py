@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 
 import numpy as np
@@ -9,7 +10,7 @@ from conftest import run_cli
 from fmnist import artifacts
 from fmnist.data import CLASS_NAMES, load_dataset, to_features
 from fmnist.errors import FmnistError
-from fmnist.predict import Classifier, describe, predict_files
+from fmnist.predict import MAX_FILE_BYTES, Classifier, describe, predict_files
 from samples import encode, garment, npy, photo_like
 
 
@@ -89,8 +90,14 @@ def test_only_models_this_project_wrote_are_loaded(tmp_path, tiny_run_dir):
 def test_bad_inputs_and_options_are_one_line_errors(tmp_path, tiny_run_dir):
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
+    os.mkfifo(tmp_path / "pipe.png")  # read whole, it would hang
+    with open(tmp_path / "huge.png", "wb") as f:
+        f.truncate(MAX_FILE_BYTES + 1)  # sparse: no disk used
     for args, reason in (([str(text)], "notes.txt is not a supported image"),
                          ([str(tmp_path / "missing.png")], "cannot read"),
+                         ([str(tmp_path / "pipe.png")], "pipe.png is not a file"),
+                         (["/dev/zero"], "/dev/zero is not a file"),
+                         ([str(tmp_path / "huge.png")], "huge.png is over 64 MiB"),
                          ([str(text), "--top-k", "11"], "top-k must be between 1 and 10")):
         result = run_cli("-q", "predict", str(tiny_run_dir), *args)
         assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr

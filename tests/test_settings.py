@@ -31,6 +31,27 @@ def test_bad_values_are_refused(field, value):
         TrainSettings(**{field: value})
 
 
+@pytest.mark.parametrize("field, value, words", [
+    ("hidden_sizes", "16", "a list of whole numbers"), ("hidden_sizes", [16.0], "a list of whole numbers"),
+    ("dropout", "0.3", "a number"), ("dropout", True, "a number"), ("epochs", None, "a whole number"),
+    ("epochs", 1.5, "a whole number"), ("limit", "500", "a whole number"), ("name", None, "text"), ("teacher", 3, "text"),
+])
+def test_a_value_of_the_wrong_type_is_refused_not_converted(field, value, words):
+    """A hand-edited config.json must not train another network ("16" read as hidden layers 1 and 6)."""
+    with pytest.raises(FmnistError, match=f"invalid setting: {field} must be {words}"):
+        TrainSettings.from_dict({field: value})
+
+
+def test_numpy_numbers_become_python_numbers_so_the_settings_save_as_json():
+    import json
+
+    import numpy as np
+
+    s = TrainSettings(hidden_sizes=[np.int64(64), np.int64(32)], dropout=np.float32(0.25), seed=np.int64(7), limit=None)
+    assert json.loads(json.dumps(s.to_dict()))["hidden_sizes"] == [64, 32]
+    assert type(s.seed) is int and type(s.dropout) is float and s.hidden_sizes == (64, 32)
+
+
 def test_settings_are_frozen():
     with pytest.raises(AttributeError):
         TrainSettings().epochs = 3

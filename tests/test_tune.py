@@ -1,3 +1,4 @@
+import dataclasses
 import glob
 import json
 import re
@@ -172,4 +173,36 @@ def test_output_without_report_is_refused_before_any_trial(tmp_path, capsys):
 
     assert main(["tune", "--trials", "1", "--output", str(tmp_path / "page.html"), "--runs-dir", str(tmp_path)]) == 1
     assert "--output names the page that --report STUDY writes" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_study_inside_a_run_is_refused_before_any_journal_or_trial(tmp_path, dataset, tiny_run_dir):
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    before = sorted(p.name for p in run.iterdir())
+    with pytest.raises(FmnistError, match="inside the run"):
+        tune(BASE, "jax", 1, "s", runs_dir=run, dataset=dataset)
+    with pytest.raises(FmnistError, match="the study's journal folder .* is inside the run"):
+        tune(BASE, "jax", 1, "s", storage=str(run / "tune.journal"), runs_dir=tmp_path / "runs", dataset=dataset)
+    assert sorted(p.name for p in run.iterdir()) == before
+    with pytest.raises(FmnistError, match="for validation"):  # the split every trial would fail on
+        tune(dataclasses.replace(BASE, validation_fraction=0.01), "jax", 1, "s", runs_dir=tmp_path / "r",
+             dataset=dataset)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--timeout", "-5"], "must be a positive, finite number of seconds"),
+    (["--timeout", "nan"], "must be a positive, finite number of seconds"),
+    (["--report", "s", "--epochs", "3", "--trials", "7"], "--report only draws the study as it is; drop --epochs, "
+                                                           "--trials"),
+])
+def test_tune_flags_it_would_ignore_or_cannot_use_are_refused(tmp_path, capsys, flags, message):
+    from fmnist.cli import main
+
+    try:
+        code = main(["tune", *flags, "--runs-dir", str(tmp_path)])
+    except SystemExit as exc:  # argparse's own refusal
+        code = exc.code
+    assert code != 0
+    assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())

@@ -69,6 +69,16 @@ def _emit(args: argparse.Namespace, text: str, data: dict[str, Any]) -> None:
     print(json.dumps(data, indent=2, default=str) if args.json else text)
 
 
+def _positive_seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} must be a positive, finite number of seconds")
+    return number
+
+
 def _positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -157,6 +167,10 @@ def cmd_tune(args: argparse.Namespace) -> None:
     if args.output and not args.report:
         raise FmnistError("--output names the page that --report STUDY writes: add --report or leave --output out")
     if args.report:
+        given = ["--" + f.replace("_", "-") for f in (*FLAG_SETTINGS, "recipe", "trials", "timeout", "backend")
+                 if getattr(args, f, None) is not None]
+        if given:
+            raise FmnistError(f"--report only draws the study as it is; drop {', '.join(given)}")
         from fmnist.tune import write_report
 
         path = write_report(args.report, storage=args.storage, runs_dir=args.runs_dir, output=args.output)
@@ -176,8 +190,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
     from fmnist.tune import summary, tune
 
-    result = tune(base, backend, args.trials, args.study, storage=args.storage, runs_dir=args.runs_dir,
-                  data_dir=args.data_dir, timeout=args.timeout)
+    result = tune(base, backend, args.trials or defaults.TUNE_TRIALS, args.study, storage=args.storage,
+                  runs_dir=args.runs_dir, data_dir=args.data_dir, timeout=args.timeout)
     _emit(args, summary(result), dataclasses.asdict(result))
 
 
@@ -362,8 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", metavar="URL|FILE",
                    help="where the study lives: postgresql://user:password@host/db (or sqlite:///file.db) to share "
                         "it between machines, or a journal file (default RUNS_DIR/tune.journal)")
-    p.add_argument("--trials", type=_positive_int, default=20, help="trials this process runs (default 20)")
-    p.add_argument("--timeout", type=float, metavar="SECONDS",
+    p.add_argument("--trials", type=_positive_int,
+                   help=f"trials this process runs (default {defaults.TUNE_TRIALS})")
+    p.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS",
                    help="start no new trial after this long (default: no limit; --trials still applies)")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--report", metavar="STUDY", help="write the study's HTML report (best trials, Optuna's plots)")

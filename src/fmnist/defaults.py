@@ -6,3 +6,5 @@ UNSURE_BELOW = 0.5
 # measures both).
 MAX_UPLOAD_MIB = 10
 MAX_BATCH = 64
+# tune: trials one process runs.
+TUNE_TRIALS = 20

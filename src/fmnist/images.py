@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tokenize
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -118,7 +119,7 @@ def load_npy(data: bytes, name: str) -> np.ndarray:
         if dtype.itemsize > MAX_ITEM_BYTES:
             raise BadInput(f"{name} holds {dtype} values; give floats in [0, 1] or integers 0-255")
         values = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError, MemoryError) as exc:
+    except (ValueError, OSError, EOFError, MemoryError, SyntaxError, tokenize.TokenError) as exc:  # a cut header
         raise BadInput(f"{name} is not a readable .npy array without pickled objects ({exc})") from None
     return check_array(values, name)
 

@@ -16,6 +16,9 @@ from fmnist.images import load_input
 
 log = logging.getLogger(__name__)
 
+# The largest file read: a 24-megapixel camera JPEG is 5 to 15 MiB.
+MAX_FILE_BYTES = 64 * 2**20
+
 
 class Classifier:
     """A run's model loaded once (SHA-256 checked), answering class probabilities for 28x28 inputs in [0, 1]."""
@@ -64,9 +67,14 @@ def read_inputs(paths: list[Path]) -> np.ndarray:
     images = []
     for path in paths:
         try:
-            data = Path(path).read_bytes()
+            if Path(path).exists() and not Path(path).is_file():  # a FIFO would hang, /dev/zero fill the memory
+                raise FmnistError(f"{path} is not a file: give image or .npy files")
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
             raise FmnistError(f"cannot read {path}: {exc.strerror}") from None
+        if len(data) > MAX_FILE_BYTES:
+            raise FmnistError(f"{path} is over {MAX_FILE_BYTES // 2**20} MiB: give a smaller image")
         images.append(load_input(data, str(path)))
     return np.stack(images)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,27 @@ FLAG_SETTINGS = ("hidden_sizes", "dropout", "learning_rate", "batch_size", "epoc
 ARCHITECTURES = ("dense", "cnn")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("plateau", "cosine")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _typed(name: str, annotation: str, value: Any) -> Any:
+    """``value`` as the field's type (NumPy's numbers become Python's), or an error naming what it must be."""
+    kind = annotation.removesuffix(" | None")
+    if value is None and kind != annotation:
+        return None
+    if kind == "tuple[int, ...]" and isinstance(value, (list, tuple)) and all(_whole(v) for v in value):
+        return tuple(int(v) for v in value)
+    if kind == "int" and _whole(value):
+        return int(value)
+    if kind == "float" and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    if kind == "str" and isinstance(value, str):
+        return value
+    words = {"tuple[int, ...]": "a list of whole numbers", "int": "a whole number", "float": "a number", "str": "text"}
+    raise FmnistError(f"invalid setting: {name} must be {words[kind]}, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -51,7 +73,9 @@ class TrainSettings:
     distill_alpha: float = 0.9  # weight of the teacher's soft targets against the labels
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden_sizes", tuple(int(s) for s in self.hidden_sizes))
+        # A hand-edited config.json must not train another network: "16" as hidden_sizes would be layers 1 and 6.
+        for field in dataclasses.fields(self):
+            object.__setattr__(self, field.name, _typed(field.name, field.type, getattr(self, field.name)))
         unbounded = [f.name for f in dataclasses.fields(self)
                      if isinstance(getattr(self, f.name), float) and not math.isfinite(getattr(self, f.name))]
         checks = [

@@ -205,11 +205,19 @@ def tune(
     Start the same command in other processes, here or on other machines sharing a database, to work in parallel.
     """
     from fmnist.data import load_dataset
+    from fmnist.train import check_inputs
 
     _check_name(study_name)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines instead: the study, then one per trial
-    store, shown = open_storage(storage, runs_dir)
+    # Our own lines instead: the study, then one per trial. A failed trial's error ends the study as one line,
+    # without the traceback Optuna logs as a warning.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    # Refused before the journal or the study folder exists, not as each trial's failure.
+    runs.refuse_inside_run(Path(runs_dir) / study_name, "the study's runs directory")
+    if not _is_database(storage):
+        runs.refuse_inside_run(_journal_path(storage, runs_dir).parent, "the study's journal folder")
     dataset = dataset or load_dataset(data_dir)
+    check_inputs(base, dataset)
+    store, shown = open_storage(storage, runs_dir)
     try:
         study = optuna.create_study(study_name=study_name, storage=store, direction="minimize", **_sampler_and_pruner())
         # The recipe's own settings go first, so the study shows whether tuning beats them.
@@ -294,6 +302,7 @@ def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
 def write_report(study_name: str, storage: str | None = None, runs_dir: Path = Path("runs"),
                  output: Path | None = None) -> Path:
     """A self-contained HTML page: the best trials, how to train the best, and Optuna's plots."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # plots that cannot be drawn say so on the page
     study, shown = load_study(study_name, storage, runs_dir)
     output = Path(output) if output else Path(runs_dir) / study_name / artifacts.TUNE_REPORT
     runs.prepare_output(output, "--output")  # before the plots are drawn
