@@ -61,16 +61,23 @@ def make_mixed_runs(runs_dir, tiny_data):
     artifacts.write_json(mistyped / artifacts.STATUS, {"state": "finished", "epochs": "three", "train_seconds": [1]})
 
     empty = runs.create_run_dir(runs_dir, "empty")  # made, then the process died before writing anything
+    # Files that are there but cannot be read (as root, no permission bit stops a read: a read of
+    # /proc/self/mem at offset 0 fails with an I/O error instead).
+    unreadable = runs.create_run_dir(runs_dir, "unreadable")
+    for name in (artifacts.CONFIG, artifacts.STATUS, artifacts.HISTORY):
+        (unreadable / name).symlink_to("/proc/self/mem")
     grouped = tiny_train(runs_dir / "study", tiny_data, dropout=0.1, name="member").run_dir  # a group, one level down
     (runs_dir / "notes.txt").write_text("not a run")
     return {"dir": runs_dir, "finished": finished, "running": running, "interrupted": interrupted,
-            "damaged": damaged, "old": old, "mistyped": mistyped, "empty": empty, "grouped": grouped}
+            "damaged": damaged, "old": old, "mistyped": mistyped, "empty": empty, "unreadable": unreadable,
+            "grouped": grouped}
 
 
 def test_listing_reads_every_run_and_never_fails(mixed_runs):
     rows = runs.list_runs(mixed_runs["dir"])
     by_name = {row["run"]: row for row in rows}
-    expected = {mixed_runs[k].name for k in ("finished", "running", "interrupted", "damaged", "old", "mistyped", "empty")}
+    expected = {mixed_runs[k].name
+                for k in ("finished", "running", "interrupted", "damaged", "old", "mistyped", "empty", "unreadable")}
     assert set(by_name) == expected | {f"study/{mixed_runs['grouped'].name}"}
     assert [r["created"] for r in rows] == sorted((r["created"] for r in rows), reverse=True)
 
@@ -96,6 +103,8 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
     assert mistyped["status"] == "finished" and mistyped["epochs"] is None and mistyped["train_seconds"] is None
     assert by_name[mixed_runs["empty"].name]["notes"] == ["no config.json", "no status.json"]
     assert by_name[mixed_runs["empty"].name]["recipe"] is None
+    assert set(by_name[mixed_runs["unreadable"].name]["notes"]) == {
+        "config.json unreadable", "status.json unreadable", "history.csv unreadable"}
 
 
 def test_closest_recipe_names_the_preset_and_counts_changes():
@@ -112,7 +121,7 @@ def test_runs_command_prints_a_table_and_json(mixed_runs):
     result = run_cli("runs", "--runs-dir", str(mixed_runs["dir"]))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split()[:3] == ["run", "created", "recipe"] and len(lines) == 9
+    assert lines[0].split()[:3] == ["run", "created", "recipe"] and len(lines) == 10
     finished = next(line for line in lines if line.startswith(mixed_runs["finished"].name))
     assert "16-8" in finished and "finished" in finished
     convnet = runs.summarize(mixed_runs["finished"]) | {"settings": {"architecture": "cnn", "hidden_sizes": [512]}}

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from conftest import run_cli
 from fmnist import artifacts
 from fmnist.data import CLASS_NAMES
 from fmnist.errors import FmnistError
@@ -206,6 +207,23 @@ def test_a_taken_port_or_a_bad_address_is_one_clear_error(tiny_run_dir):
             serve(tiny_run_dir, port=bad_port)
     with pytest.raises(FmnistError, match="is not a run directory"):
         serve(tiny_run_dir.parent, port=port)  # free again now
+
+
+def test_a_model_that_fails_to_load_at_start_up_is_one_line_not_uvicorns_traceback(tiny_run_dir, tmp_path):
+    import keras
+
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    other = keras.Sequential([keras.Input((100,)), keras.layers.Dense(3, activation="softmax")])
+    other.save(run / artifacts.MODEL)  # with a checksum to match: a model of another task
+    (run / artifacts.MODEL_SHA256).write_text(artifacts.sha256_file(run / artifacts.MODEL) + "\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_cli("serve", str(run), "--port", str(port), timeout=120)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "startup failed" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"fmnist: error: {run} maps 100 features to 3 classes, not 784 pixels to 10 classes")
 
 
 @pytest.mark.parametrize("slots", [1, 3])

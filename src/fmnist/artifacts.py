@@ -101,6 +101,8 @@ def read_json(path: Path) -> Any:
         raise FmnistError(f"{path} is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FmnistError(f"{path} is not valid JSON ({exc})") from None
+    except OSError as exc:  # unreadable, or a folder
+        raise FmnistError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def save_model(model: Any, run_dir: Path) -> str:

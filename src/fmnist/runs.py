@@ -96,13 +96,13 @@ KEY_SETTINGS = ("architecture", "hidden_sizes", "dropout", "learning_rate", "bat
 
 def _read_object(path: Path, notes: list[str], note_missing: bool = True) -> dict[str, Any]:
     """A JSON object from ``path``, or ``{}`` with a note saying why not: listing never fails on one bad run."""
-    if not path.is_file():
-        if note_missing:
-            notes.append(f"no {path.name}")
-        return {}
     try:
+        if not path.is_file():
+            if note_missing:
+                notes.append(f"no {path.name}")
+            return {}
         data = artifacts.read_json(path)
-    except FmnistError:
+    except (FmnistError, OSError):  # not JSON, or not readable (is_file too raises in a folder we may not enter)
         data = None
     if not isinstance(data, dict):
         notes.append(f"{path.name} unreadable")
@@ -124,8 +124,11 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     settings = config.get("settings") if isinstance(config.get("settings"), dict) else {}
     history = run_dir / artifacts.HISTORY
     epochs = _number(status.get("epochs"))
-    if epochs is None and history.is_file():  # a run still going (or killed) has only its history so far
-        epochs = max(0, len(history.read_text(encoding="utf-8", errors="replace").splitlines()) - 1)
+    try:
+        if epochs is None and history.is_file():  # a run still going (or killed) has only its history so far
+            epochs = max(0, len(history.read_text(encoding="utf-8", errors="replace").splitlines()) - 1)
+    except OSError:
+        notes.append(f"{history.name} unreadable")
     created = config.get("created") or status.get("updated") or _iso(
         dt.datetime.fromtimestamp(run_dir.stat().st_mtime, dt.timezone.utc))
     return {
@@ -167,8 +170,11 @@ def _run_dirs(folder: Path, depth: int) -> list[Path]:
     (``--seeds``, or a runs directory inside this one) and is looked into, ``depth`` levels at most."""
     found = []
     for d in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        inner = [p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        if (d / artifacts.CONFIG).exists() or (d / artifacts.STATUS).exists() or not inner or depth <= 1:
+        try:
+            inner = [p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        except OSError:  # a folder we may not read: listed, with what summarize can say of it
+            inner = []
+        if not inner or depth <= 1 or (d / artifacts.CONFIG).exists() or (d / artifacts.STATUS).exists():
             found.append(d)
         else:
             found += _run_dirs(d, depth - 1)

@@ -213,8 +213,12 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        classifier = Classifier(run_dir)
-        classifier.warm_up()
+        try:
+            classifier = Classifier(run_dir)
+            classifier.warm_up()
+        except Exception as exc:
+            app.state.startup_error = exc  # for serve(), which says it in one line instead of uvicorn's traceback
+            raise
         app.state.classifier = classifier
         app.state.batcher = Batcher(classifier.probabilities, max_batch)
         app.state.decoders = anyio.CapacityLimiter(decode_slots)  # made here: a limiter belongs to its event loop
@@ -325,4 +329,24 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_body_byt
     if not loopback:
         log.warning("listening on %s: other machines can reach this server", host)
     log.info("serving %s on http://%s:%d/ (API docs at /docs)", run_dir, host, port)
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info" if access_log else "warning")
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=access_log,
+                                           log_level="info" if access_log else "warning"))
+
+    def unless_startup_failed(record: logging.LogRecord) -> bool:
+        return not hasattr(app.state, "startup_error")
+
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addFilter(unless_startup_failed)
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's exit when the start-up failed
+        if not hasattr(app.state, "startup_error"):
+            raise
+    finally:
+        uvicorn_log.removeFilter(unless_startup_failed)
+    failure = getattr(app.state, "startup_error", None)
+    if failure is not None:
+        if isinstance(failure, FmnistError):
+            raise failure
+        reason = (str(failure).strip().splitlines() or [""])[0]
+        raise FmnistError(f"the model of {run_dir} could not start: {type(failure).__name__}: {reason}")
