@@ -26,6 +26,13 @@ def npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def jpeg_with_damaged_exif(image: np.ndarray) -> bytes:
+    """A JPEG whose EXIF says "turn a quarter" but also holds a tag claiming more bytes than the file has."""
+    entries = [(0x0112, 3, 1, 6 << 16), (0x010E, 2, 1000, 26)]  # orientation 6; a 1,000-byte description
+    ifd = struct.pack(">H", len(entries)) + b"".join(struct.pack(">HHII", *e) for e in entries) + struct.pack(">I", 0)
+    return encode(image, "JPEG", exif=b"Exif\x00\x00MM\x00\x2a" + struct.pack(">I", 8) + ifd)
+
+
 def photo_like(image: np.ndarray, seed: int) -> tuple[bytes, str]:
     """A 28x28 dataset image as a product photo: enlarged, dark on light, off-centre on a bordered canvas, JPEG.
 

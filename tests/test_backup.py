@@ -67,3 +67,13 @@ def test_a_backup_of_another_model_or_other_callbacks_is_refused(tmp_path):
     with pytest.raises(FmnistError, match="other callbacks"):
         same = _model()
         restore(tmp_path / "backup.npz", same, _callbacks(same)[:1])
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 cut short", b"not a backup at all"])
+def test_a_damaged_backup_is_one_line_saying_what_to_do(tmp_path, content):
+    (tmp_path / "backup.npz").write_bytes(content)
+    model = _model()
+    for read in (lambda: read_meta(tmp_path / "backup.npz"),
+                 lambda: restore(tmp_path / "backup.npz", model, _callbacks(model))):
+        with pytest.raises(FmnistError, match="backup.npz is damaged, so the run cannot continue from it; train it"):
+            read()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
+from fmnist.errors import FmnistError
 from fmnist.bench import REFERENCE_DIR, _summarise, dense_flops_per_image, gemm_gflops, table
 
 
@@ -53,6 +54,24 @@ def test_a_bad_output_is_one_line_before_any_timing(tmp_path):
     result = run_cli("bench", "--quick", "--output", str(tmp_path))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [f"fmnist: error: --output {tmp_path} is a folder: name a file in it"]
+    chart_name = run_cli("bench", "--quick", "--output", str(tmp_path / "bench.png"))  # the chart would replace it
+    assert chart_name.returncode == 1 and "name the JSON file (e.g. bench.json)" in chart_name.stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.realdata
+def test_every_contender_reads_the_given_data_and_no_figures_of_our_own_is_a_failure(tmp_path, monkeypatch,
+                                                                                      real_data_dir):
+    import fmnist.bench as bench
+
+    commands = []
+    monkeypatch.setattr(bench, "_run_json", lambda cmd, env=None: commands.append(cmd))  # as if each one failed
+    with pytest.raises(FmnistError, match="fmnist's own training could not be timed on any backend"):
+        bench.bench(tmp_path / "bench.json", quick=True, data_dir=real_data_dir)
+    assert not (tmp_path / "bench.json").exists()
+    workers = [cmd for cmd in commands if "worker(" in cmd[-1]]
+    assert len(workers) == 2 and all(repr(str(real_data_dir.resolve())) in cmd[-1] for cmd in workers)
+    assert any(cmd[1].endswith("keras_script.py") for cmd in commands)
 
 
 def test_a_contender_that_fails_prints_nothing_or_hangs_is_left_out(monkeypatch, caplog):

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from conftest import run_cli
-from fmnist import artifacts
+from fmnist import artifacts, runs
+from fmnist.errors import FmnistError
 
 
 def assert_one_line_error(result, *fragments):
@@ -81,6 +82,26 @@ def test_short_real_training_end_to_end(tmp_path, backend):
     with open(f"{run_dir}/{artifacts.MODEL}", "ab") as f:
         f.write(b"tampered")
     assert_one_line_error(run_cli("evaluate", run_dir), "does not match its recorded SHA-256")
+
+
+def test_a_file_the_system_refuses_is_one_line_naming_it(tmp_path, tiny_run_dir):
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    (run / artifacts.REPORT_HTML).unlink()
+    (run / artifacts.REPORT_HTML).mkdir()  # the new report cannot take its place
+    assert_one_line_error(run_cli("report", str(run)), f"cannot write {run / artifacts.REPORT_HTML}: Is a directory")
+    with pytest.raises(FmnistError, match="cannot create a run directory in .*: File name too long"):
+        runs.create_run_dir(tmp_path / "runs", "a" * 300)
+
+
+def test_an_error_the_system_raises_anywhere_is_one_line_naming_the_file(monkeypatch, capsys):
+    from fmnist.cli import main
+
+    def refused(runs_dir):  # as a folder the user may not read would (no permission bit stops root, who runs CI)
+        raise PermissionError(13, "Permission denied", str(runs_dir))
+
+    monkeypatch.setattr(runs, "list_runs", refused)
+    assert main(["runs", "--runs-dir", "locked"]) == 1
+    assert capsys.readouterr().err == "fmnist: error: Permission denied: locked\n"
 
 
 def test_a_teacher_is_kept_as_an_absolute_path_so_a_resume_from_elsewhere_finds_it(tmp_path, monkeypatch):

@@ -58,3 +58,12 @@ def test_a_run_without_a_temperature_is_scored_as_it_is(tmp_path):
     result = calibration_metrics(tmp_path, y_true, probabilities)
     assert result["temperature"] == 1.0
     assert result["ece"] == pytest.approx(result["ece_before_scaling"])
+
+
+@pytest.mark.parametrize("record", [{"temperature": 0}, {"temperature": "x"}, {"temperature": None}, [1.5], {}])
+def test_a_damaged_temperature_is_refused_by_name(tmp_path, record):
+    from fmnist.errors import FmnistError
+
+    artifacts.write_json(tmp_path / artifacts.CALIBRATION, record)
+    with pytest.raises(FmnistError, match="calibration.json is damaged"):
+        calibration_metrics(tmp_path, np.zeros(3, int), np.full((3, 10), 0.1))

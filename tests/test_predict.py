@@ -11,7 +11,7 @@ from fmnist import artifacts
 from fmnist.data import CLASS_NAMES, load_dataset, to_features
 from fmnist.errors import FmnistError
 from fmnist.predict import MAX_FILE_BYTES, Classifier, describe, predict_files
-from samples import encode, garment, npy, photo_like
+from samples import encode, garment, jpeg_with_damaged_exif, npy, photo_like
 
 
 def write_inputs(folder):
@@ -64,6 +64,17 @@ def test_predict_cli_answers_photos_and_arrays(tmp_path, tiny_run_dir):
 
     text = run_cli("predict", str(tiny_run_dir / artifacts.MODEL), str(paths[0]), "--top-k", "1")
     assert text.returncode == 0 and text.stdout.startswith(f"{paths[0]}: ") and len(text.stdout.splitlines()) == 1
+
+
+def test_a_photo_with_a_damaged_exif_block_is_classified_quietly_and_shown_as_png(tmp_path, tiny_run_dir):
+    photo = tmp_path / "camera.jpg"
+    photo.write_bytes(jpeg_with_damaged_exif(garment()))
+    shown = tmp_path / "seen.txt"  # whatever its name, --show writes a PNG
+    result = run_cli("-q", "predict", str(tiny_run_dir), str(photo), "--show", str(shown))
+    assert result.returncode == 0 and result.stderr == "", result.stderr  # Pillow's EXIF warning was noise here
+    assert result.stdout.startswith(f"{photo}: ")
+    with Image.open(shown) as picture:
+        assert picture.format == "PNG"
 
 
 def test_only_models_this_project_wrote_are_loaded(tmp_path, tiny_run_dir):

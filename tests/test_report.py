@@ -39,3 +39,24 @@ def test_report_is_rebuilt_from_the_runs_files_alone(tiny_run_dir, tmp_path):
     (run / artifacts.PREDICTIONS).unlink()
     with pytest.raises(FmnistError, match="test_predictions.npz is missing: run 'fmnist evaluate .*' first"):
         build_report(run)
+
+
+def test_damaged_predictions_are_refused_with_the_command_that_rewrites_them(tiny_run_dir, tmp_path):
+    import numpy as np
+
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    with np.load(run / artifacts.PREDICTIONS) as saved:
+        arrays = dict(saved)
+    damaged = {
+        "cut": (run / artifacts.PREDICTIONS).read_bytes()[:100],
+        "not an archive": b"hello",
+        "an array missing": lambda tmp: np.savez(tmp, **{k: v for k, v in arrays.items() if k != "probabilities"}),
+        "pickled objects": lambda tmp: np.savez(tmp, **arrays, extra=np.array([{"a": 1}], dtype=object)),
+    }
+    for case, content in damaged.items():
+        if callable(content):
+            content(run / artifacts.PREDICTIONS)
+        else:
+            (run / artifacts.PREDICTIONS).write_bytes(content)
+        with pytest.raises(FmnistError, match=f"test_predictions.npz is damaged: run 'fmnist evaluate {run}'"):
+            build_report(run)

@@ -58,6 +58,7 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     ({"seed": 2**32 - 2}, 3, "seed must be"),  # the third seed would be out of range
     ({"limit": 20}, 3, "cannot hold all 10 classes"),
     ({}, 1, "need 2 seeds or more"),  # one seed has no spread: its interval would be NaN, which is not JSON
+    ({}, 10**9, "at most 1000"),  # a typing slip: its billion settings would fill the memory before any training
 ])
 def test_a_group_that_would_fail_is_refused_before_its_directory_is_made(tmp_path, tiny_data, overrides, seeds,
                                                                           refusal):

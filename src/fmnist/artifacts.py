@@ -18,6 +18,7 @@ MODEL = "model.keras"
 MODEL_SHA256 = "model.keras.sha256"
 METRICS = "metrics.json"
 PREDICTIONS = "test_predictions.npz"
+PREDICTION_ARRAYS = ("y_true", "probabilities", "mistake_indices", "mistake_images")  # what PREDICTIONS holds
 CLASSIFICATION_REPORT = "classification_report.txt"
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 CURVES_PNG = "curves.png"
@@ -62,14 +63,20 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     The temporary name keeps the suffix, since some writers (Keras) insist on it.
     """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    except OSError as exc:
+        raise FmnistError(f"cannot write {path}: {exc.strerror}") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         write(tmp)
         _fsync(tmp)  # on disk before the rename, or a power cut could leave the new name on an empty file
         os.chmod(tmp, FILE_MODE)  # mkstemp makes it private (0600); a run's files are as readable as any other
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:  # named by the file the user knows, not the temporary one
+            raise FmnistError(f"cannot write {path}: {exc.strerror}") from None
         try:
             _fsync(path.parent)
         except OSError:  # some filesystems (FUSE, SMB) cannot sync a folder; the rename itself is done

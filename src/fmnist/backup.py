@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -94,31 +95,41 @@ def save(path: Path, model: keras.Model, callbacks: list, epochs_done: int, stop
     artifacts.write_atomic(path, lambda tmp: np.savez(tmp, **arrays))
 
 
+def _load(path: Path, only_meta: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The backup's arrays and its record of what they are; a damaged file is one clear error."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in (["meta"] if only_meta else data.files)}
+        return arrays, json.loads(str(arrays.pop("meta")))
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # cut, not an archive, no record
+        raise FmnistError(f"{path} is damaged, so the run cannot continue from it; train it again "
+                          "(its settings are in its config.json)") from None
+
+
 def read_meta(path: Path) -> dict[str, Any]:
-    with np.load(path, allow_pickle=False) as data:
-        return json.loads(str(data["meta"]))
+    return _load(path, only_meta=True)[1]
 
 
 def restore(path: Path, model: keras.Model, callbacks: list) -> tuple[int, bool]:
     """Put the saved state back into the model, its optimizer, the callbacks and the random generators."""
-    with np.load(path, allow_pickle=False) as data:
-        meta = json.loads(str(data["meta"]))
-        for prefix, variables in (("model", model.variables), ("optimizer", model.optimizer.variables)):
-            shapes = [data[f"{prefix}_{i}"].shape for i in range(len(meta[f"{prefix}_variables"]))]
-            if meta[f"{prefix}_variables"] != [v.path for v in variables] or shapes != [v.shape for v in variables]:
-                raise FmnistError(f"{path} was written for a different {prefix}; it cannot resume this run")
-            for i, variable in enumerate(variables):
-                variable.assign(data[f"{prefix}_{i}"])
-        if [c["class"] for c in meta["callbacks"]] != [type(cb).__name__ for cb in callbacks]:
-            raise FmnistError(f"{path} was written with other callbacks; it cannot resume this run")
-        for j, (cb, saved) in enumerate(zip(callbacks, meta["callbacks"])):
-            for name, entry in saved["attrs"].items():
-                if "arrays" in entry:
-                    setattr(cb, name, [data[f"callback{j}_{name}_{k}"] for k in range(entry["arrays"])])
-                else:
-                    setattr(cb, name, entry["value"])
-        np_kind, np_pos, np_has_gauss, np_gauss = meta["numpy_random"]
-        np.random.set_state((np_kind, data["numpy_random_keys"], np_pos, np_has_gauss, np_gauss))
+    data, meta = _load(path)
+    for prefix, variables in (("model", model.variables), ("optimizer", model.optimizer.variables)):
+        keys = [f"{prefix}_{i}" for i in range(len(meta[f"{prefix}_variables"]))]
+        shapes = [data[key].shape if key in data else None for key in keys]
+        if meta[f"{prefix}_variables"] != [v.path for v in variables] or shapes != [v.shape for v in variables]:
+            raise FmnistError(f"{path} was written for a different {prefix}; it cannot resume this run")
+        for i, variable in enumerate(variables):
+            variable.assign(data[f"{prefix}_{i}"])
+    if [c["class"] for c in meta["callbacks"]] != [type(cb).__name__ for cb in callbacks]:
+        raise FmnistError(f"{path} was written with other callbacks; it cannot resume this run")
+    for j, (cb, saved) in enumerate(zip(callbacks, meta["callbacks"])):
+        for name, entry in saved["attrs"].items():
+            if "arrays" in entry:
+                setattr(cb, name, [data[f"callback{j}_{name}_{k}"] for k in range(entry["arrays"])])
+            else:
+                setattr(cb, name, entry["value"])
+    np_kind, np_pos, np_has_gauss, np_gauss = meta["numpy_random"]
+    np.random.set_state((np_kind, data["numpy_random_keys"], np_pos, np_has_gauss, np_gauss))
     version, internal, gauss = meta["python_random"]
     random.setstate((version, tuple(internal), gauss))
     return meta["epochs_done"], meta["stopped"]

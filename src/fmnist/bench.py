@@ -19,6 +19,7 @@ import numpy as np
 
 from fmnist import artifacts, runs
 from fmnist.data import NUM_CLASSES, NUM_FEATURES
+from fmnist.errors import FmnistError
 from fmnist.settings import BACKENDS, TrainSettings
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,8 @@ def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> di
     """Measure everything in one run on this machine; write JSON (and a chart beside it) and return it."""
     from fmnist.data import load_dataset
 
+    if Path(output).suffix.lower() == ".png":
+        raise FmnistError(f"--output {output}: name the JSON file (e.g. bench.json); the chart goes beside it as .png")
     runs.prepare_output(output, "--output")
     epochs = 3 if quick else 6
     settings = TrainSettings()
@@ -168,10 +171,11 @@ def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> di
         "results": results,
     }
     ours = results.get("fmnist-jax") or results.get("fmnist-tensorflow")
-    if ours:
-        for label in ("keras-tensorflow-script", "pytorch-loop"):
-            if label in results:
-                report[f"default_vs_{label}"] = ours["epoch_s"] / results[label]["epoch_s"]
+    if not ours:
+        raise FmnistError("fmnist's own training could not be timed on any backend (the warnings above say why)")
+    for label in ("keras-tensorflow-script", "pytorch-loop"):
+        if label in results:
+            report[f"default_vs_{label}"] = ours["epoch_s"] / results[label]["epoch_s"]
     artifacts.write_json(output, report)
     _chart(report, output.with_suffix(".png"))
     return report

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fmnist import artifacts
+from fmnist.errors import FmnistError
+
 _EPS = 1e-12
+
+
+def folded_temperature(run_dir: Path) -> float:
+    """The temperature folded into a run's saved model (1 for a run without one)."""
+    path = Path(run_dir) / artifacts.CALIBRATION
+    if not path.is_file():
+        return 1.0
+    record = artifacts.read_json(path)
+    temperature = record.get("temperature") if isinstance(record, dict) else None
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+        raise FmnistError(f"{path} is damaged (temperature {temperature!r}, not a positive number): "
+                          "train the run again, or restore the file from a copy")
+    return float(temperature)
 
 
 def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:

@@ -473,7 +473,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the last guard: one line, not a traceback, unless --debug
         if args.debug:
             raise
-        print(f"fmnist: error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr)
+        if isinstance(exc, OSError) and exc.strerror:  # the system refused a file (permissions, full disk, long name)
+            print(f"fmnist: error: {exc.strerror}" + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
+        else:
+            print(f"fmnist: error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)",
+                  file=sys.stderr)
         return 1
     return 0
 

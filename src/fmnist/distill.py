@@ -9,7 +9,7 @@ import numpy as np
 from keras import ops
 
 from fmnist import artifacts
-from fmnist.calibration import apply_temperature
+from fmnist.calibration import apply_temperature, folded_temperature
 from fmnist.data import NUM_CLASSES
 
 
@@ -18,10 +18,8 @@ def teacher_targets(teacher: str, features: np.ndarray, temperature: float) -> n
     model, _ = artifacts.load_model(Path(teacher))
     probabilities = np.asarray(model.predict(features, batch_size=1024, verbose=0))
     run_dir = Path(teacher) if Path(teacher).is_dir() else Path(teacher).parent  # a run, or its model.keras
-    calibration = run_dir / artifacts.CALIBRATION
     # The teacher's own calibration temperature is folded into its logits: undo it before softening.
-    folded = float(artifacts.read_json(calibration)["temperature"]) if calibration.is_file() else 1.0
-    return apply_temperature(probabilities, temperature / folded).astype(np.float32)
+    return apply_temperature(probabilities, temperature / folded_temperature(run_dir)).astype(np.float32)
 
 
 def distillation_labels(labels: np.ndarray, soft_targets: np.ndarray) -> np.ndarray:

@@ -18,10 +18,9 @@ PREDICT_BATCH = 1024
 
 def calibration_metrics(run_dir: Path, y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
     """ECE and reliability bins of the (calibrated) model, and of the model before its temperature was folded in."""
-    from fmnist.calibration import apply_temperature
+    from fmnist.calibration import apply_temperature, folded_temperature
 
-    path = run_dir / artifacts.CALIBRATION
-    temperature = float(artifacts.read_json(path)["temperature"]) if path.is_file() else 1.0
+    temperature = folded_temperature(run_dir)
     before = calibration_bins(y_true, apply_temperature(probabilities, 1.0 / temperature))
     after = calibration_bins(y_true, probabilities)
     return {"temperature": temperature, "ece": after["ece"], "ece_before_scaling": before["ece"],

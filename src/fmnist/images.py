@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tokenize
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -19,6 +20,9 @@ JPEG_DRAFT_SIDE = 8 * IMAGE_SIDE
 ARRAY_SHAPES = ((IMAGE_SIDE, IMAGE_SIDE), (NUM_FEATURES,))
 MAX_ITEM_BYTES = 16  # complex128, the widest number NumPy has; a wider "void" item is a claim of gigabytes
 SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP", b"RIFF": "WebP"}
+# Pillow warns on stderr about a damaged EXIF block it then skips (camera files often carry one): the photo is
+# classified all the same, so the warning is only noise, even under -q. Set once here: filters are process-wide.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
 
 
 class BadInput(FmnistError):

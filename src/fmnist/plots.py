@@ -193,5 +193,4 @@ def predictions_png(images: np.ndarray, probabilities: np.ndarray, names: list[s
         bar_ax.set_xlim(0, 1)
         bar_ax.set_title(f"{CLASS_NAMES[best]} {probs[best]:.0%}", fontsize=9)
     fig.tight_layout()
-    write_atomic(Path(path), lambda tmp: fig.savefig(tmp, dpi=100))
-    plt.close(fig)
+    _save(fig, path)

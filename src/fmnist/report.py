@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,14 @@ def _load_predictions(run_dir: Path) -> dict[str, np.ndarray]:
     path = run_dir / artifacts.PREDICTIONS
     if not path.is_file():
         raise FmnistError(f"{path} is missing: run 'fmnist evaluate {run_dir}' first")
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # cut, not an archive, or pickled objects
+        arrays = {}
+    if not set(artifacts.PREDICTION_ARRAYS) <= set(arrays):
+        raise FmnistError(f"{path} is damaged: run 'fmnist evaluate {run_dir}' to write it again")
+    return arrays
 
 
 def image_html(path: Path, alt: str) -> str:

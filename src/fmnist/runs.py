@@ -70,6 +70,8 @@ def create_run_dir(runs_dir: Path, name: str) -> Path:
             return candidate
         except FileExistsError:
             continue
+        except OSError as exc:  # not writable, or too long a name
+            raise FmnistError(f"cannot create a run directory in {runs_dir}: {exc.strerror}") from None
     raise FmnistError(f"could not create a fresh run directory in {runs_dir}")
 
 

@@ -16,6 +16,9 @@ from fmnist.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
+# Each seed is a full training: more than this is a typing slip, and the list of seeds would fill the memory first.
+MAX_SEEDS = 1000
+
 
 def summarise(accuracies: list[float], per_class_f1: list[dict[str, float]], level: float = 0.95) -> dict[str, Any]:
     """Mean, sample standard deviation and a Student-t interval of the mean; per-class F1 mean and spread."""
@@ -46,6 +49,8 @@ def train_seeds(
 
     if seeds < 2:
         raise FmnistError(f"--seeds {seeds}: a spread and an interval need 2 seeds or more (for one run, leave it out)")
+    if seeds > MAX_SEEDS:
+        raise FmnistError(f"--seeds {seeds}: at most {MAX_SEEDS}, each of them a full training")
     dataset = dataset or load_dataset(data_dir)
     members = [dataclasses.replace(settings, seed=settings.seed + k) for k in range(seeds)]  # every seed checked now
     check_inputs(settings, dataset)
