@@ -51,6 +51,37 @@ def test_model_without_checksum_or_of_other_format_is_refused(tmp_path):
         artifacts.load_model(tmp_path / "nothing-here")
 
 
+def test_a_model_with_a_matching_checksum_that_is_damaged_or_for_another_task_is_refused(tmp_path):
+    import keras
+
+    def with_checksum(write) -> None:  # as if someone had rewritten model.keras.sha256 to match
+        write(tmp_path / artifacts.MODEL)
+        (tmp_path / artifacts.MODEL_SHA256).write_text(artifacts.sha256_file(tmp_path / artifacts.MODEL) + "\n")
+
+    with_checksum(keras.Sequential([keras.Input((100,)), keras.layers.Dense(3, activation="softmax")]).save)
+    with pytest.raises(FmnistError, match="maps 100 features to 3 classes, not 784 pixels to 10 classes"):
+        artifacts.load_model(tmp_path)
+    whole = (tmp_path / artifacts.MODEL).read_bytes()
+    with_checksum(lambda path: path.write_bytes(whole[: len(whole) // 2]))
+    with pytest.raises(FmnistError, match="Keras cannot load .*model.keras .*: the file is damaged or from another tool"):
+        artifacts.load_model(tmp_path)
+
+
+@pytest.mark.parametrize("content, said", [
+    ("[]", "is damaged: it holds a JSON list"), ('"x"', "is damaged: it holds a JSON str"),
+    ("{", "is not valid JSON"), (b"\xff", "is not valid JSON"),
+])
+def test_a_json_file_that_is_not_the_object_fmnist_wrote_is_named_as_damaged(tmp_path, content, said):
+    path = tmp_path / "status.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(FmnistError, match=f"status.json {said}"):
+        artifacts.read_json(path)
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(FmnistError, match="cannot read .*status.json: Is a directory"):
+        artifacts.read_json(path)
+
+
 def test_written_files_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path):
     mask = os.umask(0)
     os.umask(mask)

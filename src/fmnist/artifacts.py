@@ -101,15 +101,19 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path) -> dict[str, Any]:
+    """One of our JSON files, each an object: anything else in it is damage, named with the file."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FmnistError(f"{path} is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FmnistError(f"{path} is not valid JSON ({exc})") from None
     except OSError as exc:  # unreadable, or a folder
         raise FmnistError(f"cannot read {path}: {exc.strerror}") from None
+    if not isinstance(data, dict):
+        raise FmnistError(f"{path} is damaged: it holds a JSON {type(data).__name__}, not the object fmnist wrote")
+    return data
 
 
 def save_model(model: Any, run_dir: Path) -> str:
@@ -145,12 +149,20 @@ def verified_model_path(source: Path) -> tuple[Path, str]:
 
 
 def load_model(source: Path) -> tuple[Any, str]:
-    """Load a checksum-verified model (never with ``safe_mode=False``); return it and its SHA-256."""
+    """Load a checksum-verified Fashion-MNIST model (never with ``safe_mode=False``); return it and its SHA-256."""
     model_path, checksum = verified_model_path(source)
     import keras
+
+    from fmnist.data import NUM_CLASSES, NUM_FEATURES
 
     try:
         model = keras.saving.load_model(model_path, compile=False)
     except Exception as exc:  # Keras raises many types for a bad archive; all mean the same to the user.
-        raise FmnistError(f"could not load {model_path}: {exc}") from None
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise FmnistError(f"Keras cannot load {model_path} ({reason}): the file is damaged or from another tool; "
+                          "retrain, or restore it from a copy") from None
+    features, classes = model.input_shape[-1], model.output_shape[-1]
+    if (features, classes) != (NUM_FEATURES, NUM_CLASSES):
+        raise FmnistError(f"{source} maps {features} features to {classes} classes, "
+                          f"not {NUM_FEATURES} pixels to {NUM_CLASSES} classes")
     return model, checksum

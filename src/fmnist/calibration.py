@@ -19,8 +19,7 @@ def folded_temperature(run_dir: Path) -> float:
     path = Path(run_dir) / artifacts.CALIBRATION
     if not path.is_file():
         return 1.0
-    record = artifacts.read_json(path)
-    temperature = record.get("temperature") if isinstance(record, dict) else None
+    temperature = artifacts.read_json(path).get("temperature")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
         raise FmnistError(f"{path} is damaged (temperature {temperature!r}, not a positive number): "
                           "train the run again, or restore the file from a copy")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from fmnist import artifacts, runs
-from fmnist.data import CLASS_NAMES, NUM_CLASSES, NUM_FEATURES
+from fmnist.data import CLASS_NAMES, NUM_FEATURES
 from fmnist.defaults import UNSURE_BELOW
 from fmnist.errors import FmnistError
 from fmnist.images import load_input
@@ -27,9 +27,6 @@ class Classifier:
         from fmnist.inference import compiled_forward
 
         self.model, self.sha256 = artifacts.load_model(source)
-        features, classes = self.model.input_shape[-1], self.model.output_shape[-1]
-        if (features, classes) != (NUM_FEATURES, NUM_CLASSES):
-            raise FmnistError(f"{source} maps {features} features to {classes} classes, not {NUM_FEATURES} pixels to {NUM_CLASSES} classes")
         self.forward = compiled_forward(self.model)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:

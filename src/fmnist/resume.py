@@ -82,7 +82,6 @@ def resume_run(run_dir: Path, backend: str | None = None, data_dir: Path | None 
 def read_resumable(path: Path, kinds: dict[str, type], backend: str | None, otherwise: str) -> dict[str, Any]:
     """A run's config or a seed group's record, with what a resume needs (``kinds``, a backend, the data) checked."""
     record = artifacts.read_json(path)
-    record = record if isinstance(record, dict) else {}
     kinds = {**kinds, "backend": str, "data": dict}
     lacking = [key for key, kind in kinds.items() if not isinstance(record.get(key), kind)]
     if lacking:

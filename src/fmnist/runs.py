@@ -51,7 +51,7 @@ def _is_run_config(path: Path) -> bool:
         config = artifacts.read_json(path)
     except FmnistError:
         return False
-    return isinstance(config, dict) and isinstance(config.get("settings"), dict) and "backend" in config
+    return isinstance(config.get("settings"), dict) and "backend" in config
 
 
 def create_run_dir(runs_dir: Path, name: str) -> Path:
@@ -103,13 +103,10 @@ def _read_object(path: Path, notes: list[str], note_missing: bool = True) -> dic
             if note_missing:
                 notes.append(f"no {path.name}")
             return {}
-        data = artifacts.read_json(path)
-    except (FmnistError, OSError):  # not JSON, or not readable (is_file too raises in a folder we may not enter)
-        data = None
-    if not isinstance(data, dict):
+        return artifacts.read_json(path)
+    except (FmnistError, OSError):  # not a JSON object, or unreadable (is_file too raises in a folder we cannot enter)
         notes.append(f"{path.name} unreadable")
         return {}
-    return data
 
 
 def _number(value: Any) -> float | None:
