@@ -151,6 +151,17 @@ def test_resolve_run_takes_a_path_or_a_name(mixed_runs):
         runs.resolve_run(str(mixed_runs["dir"]), mixed_runs["dir"])
 
 
+def test_a_run_whose_name_is_not_utf8_is_refused_in_one_line(mixed_runs, tmp_path):
+    import os
+
+    odd = shutil.copytree(mixed_runs["finished"], tmp_path / os.fsdecode(b"run-\xff"))  # a name from another system
+    with pytest.raises(FmnistError, match="has a name that is not UTF-8: rename it"):
+        runs.resolve_run(str(odd), tmp_path)
+    result = run_cli("report", str(odd))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "has a name that is not UTF-8" in result.stderr
+
+
 def test_commands_take_a_run_by_name(mixed_runs, tmp_path):
     finished = shutil.copytree(mixed_runs["finished"], tmp_path / "runs" / mixed_runs["finished"].name)
     result = run_cli("report", finished.name, "--runs-dir", str(tmp_path / "runs"), "--json")

@@ -24,7 +24,7 @@ def test_unknown_setting_is_an_error():
 @pytest.mark.parametrize("field, value", [
     ("dropout", 1.0), ("learning_rate", 0), ("validation_fraction", 1.5), ("hidden_sizes", ()),
     ("limit", 5), ("name", "a/b"), ("seed", -1), ("seed", 2**32), ("learning_rate", float("inf")),
-    ("weight_decay", float("nan")), ("distill_temperature", float("inf")),
+    ("weight_decay", float("nan")), ("distill_temperature", float("inf")), ("hidden_sizes", (99999999999, 8)),
 ])
 def test_bad_values_are_refused(field, value):
     with pytest.raises(FmnistError, match="invalid setting"):

@@ -77,6 +77,10 @@ def create_run_dir(runs_dir: Path, name: str) -> Path:
 
 def require_run_dir(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
+    try:
+        str(run_dir.resolve()).encode("utf-8")
+    except UnicodeEncodeError:  # its path is written into its JSON, HTML and plots, all UTF-8
+        raise FmnistError(f"{run_dir!s:.200} has a name that is not UTF-8: rename it, then try again") from None
     if not (run_dir / artifacts.CONFIG).is_file():
         raise FmnistError(f"{run_dir} is not a run directory (no {artifacts.CONFIG}); give a directory made by 'fmnist train'")
     return run_dir
@@ -219,7 +223,7 @@ def resolve_run(name: str | Path, runs_dir: Path) -> Path:
     """A run given as a path, or as a directory name inside ``runs_dir``."""
     for candidate in (Path(name), Path(runs_dir) / name):
         if (candidate / artifacts.CONFIG).is_file():
-            return candidate
+            return require_run_dir(candidate)
     if Path(name).is_dir():
         return require_run_dir(Path(name))  # a folder, but not a run: say what it lacks
     raise FmnistError(f"no run {str(name)!r}: give a run directory or the name of one in {runs_dir} (see 'fmnist runs')")
