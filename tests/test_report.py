@@ -60,3 +60,19 @@ def test_damaged_predictions_are_refused_with_the_command_that_rewrites_them(tin
             (run / artifacts.PREDICTIONS).write_bytes(content)
         with pytest.raises(FmnistError, match=f"test_predictions.npz is damaged: run 'fmnist evaluate {run}'"):
             build_report(run)
+
+
+def test_damaged_metrics_or_history_are_named_with_what_to_do(tiny_run_dir, tmp_path):
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    metrics = artifacts.read_json(run / artifacts.METRICS)
+    for edit in ({"confusion_matrix": "x"}, {"per_class": []}, {"test_accuracy": "high"}):
+        artifacts.write_json(run / artifacts.METRICS, {**metrics, **edit})
+        with pytest.raises(FmnistError, match=f"metrics.json or test_predictions.npz beside it is damaged .*"
+                                              f"run 'fmnist evaluate {run}' to write both again"):
+            build_report(run)
+    artifacts.write_json(run / artifacts.METRICS, metrics)
+    history = (run / artifacts.HISTORY).read_bytes()
+    for damaged in (history + b"\xff\xfe\n", history + b"3,not a number\n"):
+        (run / artifacts.HISTORY).write_bytes(damaged)
+        with pytest.raises(FmnistError, match="history.csv is damaged"):
+            build_report(run)

@@ -64,12 +64,9 @@ def _load(run_dir: Path) -> dict[str, Any]:
         raise FmnistError(
             f"{run_dir} has no test metrics or history (status {summary['status']}); compare needs runs that finished"
         )
-    try:
-        history = read_history(run_dir)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise FmnistError(f"{run_dir / artifacts.HISTORY} is damaged ({exc})") from None
+    history = read_history(run_dir)
     metrics = artifacts.read_json(run_dir / artifacts.METRICS)
-    if not isinstance(metrics, dict) or not {"per_class", "confusion_matrix"} <= set(metrics):
+    if not {"per_class", "confusion_matrix"} <= set(metrics):
         raise FmnistError(f"{run_dir / artifacts.METRICS} lacks per-class metrics; rerun 'fmnist evaluate {run_dir}'")
     return {
         "summary": summary, "history": history, "metrics": metrics,

@@ -124,6 +124,18 @@ def build_report(run_dir: Path) -> Path:
     predictions = _load_predictions(run_dir)
     history = read_history(run_dir) if (run_dir / artifacts.HISTORY).is_file() else {}
 
+    try:
+        _draw(run_dir, metrics, predictions, history)
+        page_html = _html(run_dir, config, metrics, history, status)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:  # values edited or cut by hand
+        raise FmnistError(f"{run_dir / artifacts.METRICS} or {artifacts.PREDICTIONS} beside it is damaged "
+                          f"({type(exc).__name__}: {exc}): run 'fmnist evaluate {run_dir}' to write both again") from exc
+    path = run_dir / artifacts.REPORT_HTML
+    artifacts.write_text(path, page_html)
+    return path
+
+
+def _draw(run_dir: Path, metrics: dict[str, Any], predictions: dict[str, np.ndarray], history: dict) -> None:
     y_true, probabilities = predictions["y_true"], predictions["probabilities"]
     artifacts.write_text(run_dir / artifacts.CLASSIFICATION_REPORT, classification_report_text(y_true, probabilities))
     plots.confusion_matrix_png(metrics["confusion_matrix"], run_dir / artifacts.CONFUSION_MATRIX_PNG)
@@ -136,9 +148,6 @@ def build_report(run_dir: Path) -> Path:
     plots.mistakes_png(
         predictions["mistake_images"], y_true[idx], y_pred, probabilities[idx, y_pred], run_dir / artifacts.MISCLASSIFIED_PNG
     )
-    path = run_dir / artifacts.REPORT_HTML
-    artifacts.write_text(path, _html(run_dir, config, metrics, history, status))
-    return path
 
 
 def headline(run_dir: Path, metrics: dict[str, Any]) -> str:

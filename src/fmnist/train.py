@@ -112,9 +112,13 @@ def make_callbacks(settings: TrainSettings, run_dir: Path) -> list:
 
 def read_history(run_dir: Path) -> dict[str, list[float]]:
     """The per-epoch history as columns of floats."""
-    with open(Path(run_dir) / artifacts.HISTORY, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+    path = Path(run_dir) / artifacts.HISTORY
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+        return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+    except (ValueError, TypeError, KeyError) as exc:  # not text, a cell not a number, a row cut short
+        raise FmnistError(f"{path} is damaged ({exc})") from None
 
 
 def epochs_done(run_dir: Path) -> int:
