@@ -188,3 +188,37 @@ def test_a_resumed_tensorflow_run_shuffles_its_later_epochs_as_the_uninterrupted
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(out["whole"]) == 4 and out["resumed"] == out["whole"]
+
+
+def _backup_of(run_dir, epochs_done, run):
+    from fmnist.backup import save
+    from fmnist.model import build_dense
+
+    model = build_dense((4,), 0.0)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    save(run_dir / artifacts.BACKUP, model, [], epochs_done=epochs_done, stopped=False, run=run)
+
+
+def test_a_backup_from_another_run_or_a_history_cut_short_is_refused_not_mixed_in(tmp_path):
+    from fmnist.backup import run_id
+
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    for run, seed in ((mine, 1), (other, 2)):
+        run.mkdir()
+        artifacts.write_json(run / artifacts.CONFIG, {"settings": {"seed": seed}, "backend": "jax"})
+    (mine / ".backup.x1y2.tmp.npz").write_bytes(b"half")  # what a kill mid-write leaves
+    _backup_of(mine, 3, run_id(other))  # copied in from the other run
+    with pytest.raises(FmnistError, match="backup.npz was written by another run"):
+        keep_finished_epochs(mine)
+    assert not (mine / ".backup.x1y2.tmp.npz").exists()
+
+    _backup_of(mine, 3, run_id(mine))
+    (mine / artifacts.HISTORY).write_bytes(b"epoch,loss\r\n0,1.5\r\n")
+    with pytest.raises(FmnistError, match="history.csv holds 1 of the 3 epochs in .*backup.npz; restore it, or remove"):
+        keep_finished_epochs(mine)
+    (mine / artifacts.HISTORY).unlink()
+    with pytest.raises(FmnistError, match="history.csv holds 0 of the 3 epochs"):
+        keep_finished_epochs(mine)
+    (mine / artifacts.HISTORY).write_bytes(b"epoch,loss\r\n0,1.5\r\n1,1.2\r\n2,1.1\r\n")
+    assert keep_finished_epochs(mine) == 3

@@ -53,6 +53,20 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     with pytest.raises(FmnistError, match="not the data"):
         resume_seeds(group, dataset=other)
 
+    (third_again := group / resumed["runs"][2]["run_dir"]).joinpath(artifacts.REPORT_HTML).unlink()  # killed drawing
+    resume_seeds(group, dataset=dataset)
+    assert (third_again / artifacts.REPORT_HTML).is_file()
+    status = artifacts.read_json(first / artifacts.STATUS)
+    artifacts.write_json(first / artifacts.STATUS, {"state": "finished"})  # edited by hand
+    with pytest.raises(FmnistError, match="status.json lacks its epochs or training time; restore it, or remove"):
+        resume_seeds(group, dataset=dataset)
+    artifacts.write_json(first / artifacts.STATUS, status)
+    record = artifacts.read_json(group / artifacts.SEED_GROUP)
+    for seeds, refusal in ((0, "need 2 seeds or more"), (10**9, "at most 1000")):
+        artifacts.write_json(group / artifacts.SEED_GROUP, {**record, "seeds": seeds})
+        with pytest.raises(FmnistError, match=refusal):
+            resume_seeds(group, dataset=dataset)
+
 
 @pytest.mark.parametrize("overrides, seeds, refusal", [
     ({"seed": 2**32 - 2}, 3, "seed must be"),  # the third seed would be out of range

@@ -179,7 +179,7 @@ def test_health_counts_forward_passes(client):
 
 def test_errors_have_a_json_body_listed_in_the_docs(client):
     responses = client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]["responses"]
-    assert {"200", "400", "413", "415", "422"} <= set(responses)
+    assert {"200", "400", "408", "413", "415", "422"} <= set(responses)
     for response in (client.post("/v1/predict"), client.get("/nowhere"), client.post("/v1/predict?top_k=0")):
         assert set(response.json()) == {"error"}
 
@@ -207,6 +207,43 @@ def test_a_taken_port_or_a_bad_address_is_one_clear_error(tiny_run_dir):
             serve(tiny_run_dir, port=bad_port)
     with pytest.raises(FmnistError, match="is not a run directory"):
         serve(tiny_run_dir.parent, port=port)  # free again now
+
+
+def _answer_to(app, *messages) -> tuple[int, dict]:
+    """Call the app as a server would, the client's side of the body given as ASGI messages (then a stall)."""
+    import json
+
+    sent = []
+
+    async def receive():
+        return await queue.get()  # each message once, then nothing more arrives
+
+    async def send(message):
+        sent.append(message)
+
+    queue: asyncio.Queue = asyncio.Queue()
+    for message in messages:
+        queue.put_nowait(message)
+    scope = {"type": "http", "method": "POST", "path": "/v1/predict", "raw_path": b"/v1/predict", "query_string": b"",
+             "headers": [(b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
+             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000), "root_path": "", "app": app}
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], json.loads(body)
+
+
+def test_a_client_that_goes_away_or_stalls_mid_body_gets_a_json_answer_not_a_traceback(tiny_run_dir, monkeypatch,
+                                                                                      caplog):
+    import fmnist.serve
+
+    monkeypatch.setattr(fmnist.serve, "BODY_TIMEOUT_S", 0.5)
+    app = create_app(tiny_run_dir)
+    part = {"type": "http.request", "body": b'{"inputs": [', "more_body": True}
+    assert _answer_to(app, part, {"type": "http.disconnect"}) == (400, {
+        "error": "the client went away before its request arrived"})
+    assert _answer_to(app, part) == (408, {"error": "the request body did not arrive within 0.5 s"})
+    assert "Traceback" not in caplog.text
 
 
 def test_a_model_that_fails_to_load_at_start_up_is_one_line_not_uvicorns_traceback(tiny_run_dir, tmp_path):

@@ -206,3 +206,13 @@ def test_tune_flags_it_would_ignore_or_cannot_use_are_refused(tmp_path, capsys, 
     assert code != 0
     assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("params", [
+    {"dropout": 0.2},  # no hidden_sizes
+    {**trial_params(BASE), "x": 1},  # a parameter fmnist does not have
+    {**trial_params(BASE), "hidden_sizes": "512-256"},
+])
+def test_a_trial_another_program_wrote_is_refused_by_its_parameters(params):
+    with pytest.raises(FmnistError, match="are not those 'fmnist tune' searches"):
+        settings_for(BASE, params, "t")

@@ -42,6 +42,7 @@ class TrainingBackup(keras.callbacks.Callback):
         super().__init__()
         self.path = Path(path)
         self.stateful = [cb for cb in callbacks if type(cb) in CALLBACK_STATE]
+        self.run_id = run_id(self.path.parent)
 
     def on_train_begin(self, logs=None):
         if not self.path.is_file():
@@ -54,15 +55,22 @@ class TrainingBackup(keras.callbacks.Callback):
         log.info("resumed from the backup after epoch %d%s", epoch, " (training had stopped early)" if stopped else "")
 
     def on_epoch_end(self, epoch, logs=None):
-        save(self.path, self.model, self.stateful, epoch + 1, bool(self.model.stop_training))
+        save(self.path, self.model, self.stateful, epoch + 1, bool(self.model.stop_training), self.run_id)
 
 
 def _values(variables: list) -> list[np.ndarray]:
     return [np.asarray(keras.ops.convert_to_numpy(v)) for v in variables]
 
 
-def save(path: Path, model: keras.Model, callbacks: list, epochs_done: int, stopped: bool) -> None:
-    """Write the state after ``epochs_done`` finished epochs into one file, atomically."""
+def run_id(run_dir: Path) -> str | None:
+    """What ties a backup to its run: the SHA-256 of the run's config.json, written once when the run began."""
+    config = Path(run_dir) / artifacts.CONFIG
+    return artifacts.sha256_file(config) if config.is_file() else None
+
+
+def save(path: Path, model: keras.Model, callbacks: list, epochs_done: int, stopped: bool,
+         run: str | None = None) -> None:
+    """Write the state after ``epochs_done`` finished epochs (of the run ``run``, a :func:`run_id`), atomically."""
     arrays: dict[str, np.ndarray] = {}
     for prefix, variables in (("model", model.variables), ("optimizer", model.optimizer.variables)):
         for i, value in enumerate(_values(variables)):
@@ -83,6 +91,7 @@ def save(path: Path, model: keras.Model, callbacks: list, epochs_done: int, stop
     arrays["numpy_random_keys"] = np_keys
     meta = {
         "format": FORMAT,
+        "run": run,
         "epochs_done": epochs_done,
         "stopped": stopped,
         "model_variables": [v.path for v in model.variables],

@@ -47,17 +47,33 @@ def keep_finished_epochs(run_dir: Path) -> int:
     A kill can land after an epoch's row was appended but before its backup was written, or halfway
     through a row; the epoch is then trained again and must not appear twice.
     """
-    from fmnist.backup import read_meta
+    from fmnist.backup import read_meta, run_id
 
     backup, history = Path(run_dir) / artifacts.BACKUP, Path(run_dir) / artifacts.HISTORY
-    epochs = read_meta(backup)["epochs_done"] if backup.is_file() else 0
-    if history.is_file():
-        with open(history, encoding="utf-8", newline="") as f:  # keep CSVLogger's \r\n line ends
-            lines = f.read().splitlines(keepends=True)
+    for leftover in Path(run_dir).glob(".*.tmp*"):  # what a kill left of an atomic write; the run's lock is held
+        leftover.unlink()
+    this_run = run_id(run_dir)
+    meta = read_meta(backup) if backup.is_file() else {"epochs_done": 0}
+    if meta.get("run", this_run) != this_run:  # a backup from before backups named their run is taken on trust
+        raise FmnistError(f"{backup} was written by another run (or before its config.json was changed); remove it "
+                          "to train this run again from its first epoch")
+    epochs = meta["epochs_done"]
+    try:
+        lines = []
+        if history.is_file():
+            with open(history, encoding="utf-8", newline="") as f:  # keep CSVLogger's \r\n line ends
+                lines = f.read().splitlines(keepends=True)
         kept = [
             line for i, line in enumerate(lines)
             if line.endswith("\n") and (i == 0 or int(next(csv.reader([line]))[0]) < epochs)
         ]
+    except (ValueError, IndexError):
+        kept = []
+    rows = max(len(kept) - 1, 0)
+    if rows < epochs:  # cut short or damaged by hand: the curves would have a gap
+        raise FmnistError(f"{history} holds {rows} of the {epochs} epochs in {backup}; restore it, or remove "
+                          f"{artifacts.BACKUP} to train the run again from its first epoch")
+    if history.is_file():
         artifacts.write_text(history, "".join(kept))
     return epochs
 

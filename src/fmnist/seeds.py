@@ -40,6 +40,13 @@ def summarise(accuracies: list[float], per_class_f1: list[dict[str, float]], lev
     }
 
 
+def check_count(seeds: int) -> None:
+    if seeds < 2:
+        raise FmnistError(f"--seeds {seeds}: a spread and an interval need 2 seeds or more (for one run, leave it out)")
+    if seeds > MAX_SEEDS:
+        raise FmnistError(f"--seeds {seeds}: at most {MAX_SEEDS}, each of them a full training")
+
+
 def train_seeds(
     settings: TrainSettings, backend: str, seeds: int, runs_dir: Path = Path("runs"),
     data_dir: Path | None = None, dataset: Dataset | None = None,
@@ -47,10 +54,7 @@ def train_seeds(
     """Train ``seeds`` runs (seed, seed+1, ...) inside a new group directory; write and return the summary."""
     from fmnist.train import check_inputs
 
-    if seeds < 2:
-        raise FmnistError(f"--seeds {seeds}: a spread and an interval need 2 seeds or more (for one run, leave it out)")
-    if seeds > MAX_SEEDS:
-        raise FmnistError(f"--seeds {seeds}: at most {MAX_SEEDS}, each of them a full training")
+    check_count(seeds)
     dataset = dataset or load_dataset(data_dir)
     members = [dataclasses.replace(settings, seed=settings.seed + k) for k in range(seeds)]  # every seed checked now
     check_inputs(settings, dataset)
@@ -71,6 +75,7 @@ def resume_seeds(
     group = Path(group)
     record = read_resumable(group / artifacts.SEED_GROUP, {"settings": dict, "seeds": int}, backend,
                             "resume its runs one by one")
+    check_count(record["seeds"])
     settings = TrainSettings.from_dict(record["settings"])
     activate(record["backend"], settings.architecture)
     dataset = dataset or load_dataset(data_dir)
@@ -83,7 +88,8 @@ def _member_dirs(group: Path) -> dict[int, Path]:
     """The group's run directories by seed; of two with one seed, a finished one, else the newest."""
     found: dict[int, Path] = {}
     for run_dir in sorted(p for p in group.iterdir() if (p / artifacts.CONFIG).is_file()):
-        seed = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings", {}).get("seed")
+        member_settings = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings")
+        seed = member_settings.get("seed") if isinstance(member_settings, dict) else None  # damaged: trained again
         if runs.finished(found.get(seed)) and not runs.finished(run_dir):
             continue
         found[seed] = run_dir
@@ -97,6 +103,7 @@ def _complete_group(
     import keras
 
     from fmnist.evaluate import evaluate_run
+    from fmnist.report import build_report
     from fmnist.train import TrainResult, train
 
     existing = _member_dirs(group)
@@ -106,9 +113,16 @@ def _complete_group(
         if runs.finished(run_dir):
             log.info("seed %d (%d of %d): finished in %s", member.seed, k + 1, len(members), run_dir.name)
             status = artifacts.read_json(run_dir / artifacts.STATUS)
+            if not all(isinstance(status.get(key), (int, float)) for key in ("epochs", "train_seconds")):
+                raise FmnistError(f"{run_dir / artifacts.STATUS} lacks its epochs or training time; restore it, or "
+                                  f"remove {run_dir} so that its seed is trained again")
             metrics_path = run_dir / artifacts.METRICS
-            metrics = (artifacts.read_json(metrics_path) if metrics_path.is_file()
-                       else evaluate_run(run_dir, dataset=dataset))  # killed while it was being scored
+            if not metrics_path.is_file():  # killed while it was being scored
+                metrics = evaluate_run(run_dir, dataset=dataset)
+            else:
+                metrics = artifacts.read_json(metrics_path)
+                if not (run_dir / artifacts.REPORT_HTML).is_file():  # killed while its report was being drawn
+                    build_report(run_dir)
             results.append(TrainResult(run_dir, metrics, status["epochs"], status["train_seconds"]))
             continue
         log.info("seed %d (%d of %d)", member.seed, k + 1, len(members))

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from fmnist import artifacts, runs
 from fmnist.data import CLASS_NAMES, IMAGE_SIDE
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 MAX_BODY_BYTES = MAX_UPLOAD_MIB * 1024 * 1024
 MAX_INPUTS = 64
+# A body that has not arrived by then is answered 408, so a stalled client holds no connection for ever; and a
+# stopped server waits this long for requests still in flight, then closes the rest.
+BODY_TIMEOUT_S = 30
+SHUTDOWN_GRACE_S = 5
 # Uploads decoded at once. A PNG just under Pillow's pixel limit took 0.97 GB while it was decoded: one decode per
 # core keeps the server's memory bounded however many requests arrive, and more would not finish sooner.
 # The cores this process may use (not the host's, in a container) where the system says; macOS and Windows do not.
@@ -138,11 +143,15 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise BadInput(f"the request body is {int(declared)} bytes; the limit is {limit}", 413)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BadInput(f"the request body is over the limit of {limit} bytes", 413)
-        chunks.append(chunk)
+    try:
+        with anyio.fail_after(BODY_TIMEOUT_S):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BadInput(f"the request body is over the limit of {limit} bytes", 413)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BadInput(f"the request body did not arrive within {BODY_TIMEOUT_S} s", 408) from None
     body = b"".join(chunks)
     if not body:
         raise BadInput("the request body is empty: send images as multipart files or JSON {\"inputs\": [...]}", 400)
@@ -248,6 +257,11 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         return error(422, problems)
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        log.info("a client went away while sending %s", request.url.path)  # nobody is left to read an answer
+        return error(400, "the client went away before its request arrived")
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
@@ -274,7 +288,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
 
     @app.post(
         "/v1/predict", response_model=PredictResponse, response_model_exclude_none=True, openapi_extra={"requestBody": PREDICT_BODY},
-        responses={code: {"model": ErrorResponse} for code in (400, 413, 415, 422)},
+        responses={code: {"model": ErrorResponse} for code in (400, 408, 413, 415, 422)},
     )
     async def predict(
         request: Request,
@@ -330,7 +344,8 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_body_byt
         log.warning("listening on %s: other machines can reach this server", host)
     log.info("serving %s on http://%s:%d/ (API docs at /docs)", run_dir, host, port)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=access_log,
-                                           log_level="info" if access_log else "warning"))
+                                           log_level="info" if access_log else "warning",
+                                           timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
 
     def unless_startup_failed(record: logging.LogRecord) -> bool:
         return not hasattr(app.state, "startup_error")

@@ -62,8 +62,12 @@ def trial_params(settings: TrainSettings) -> dict[str, Any]:
 
 def settings_for(base: TrainSettings, params: dict[str, Any], name: str) -> TrainSettings:
     """``base`` with a trial's parameters put in."""
-    values = {**params, "hidden_sizes": tuple(int(s) for s in params["hidden_sizes"].split(","))}
-    return dataclasses.replace(base, name=name, **values)
+    try:
+        values = {**params, "hidden_sizes": tuple(int(s) for s in params["hidden_sizes"].split(","))}
+        return dataclasses.replace(base, name=name, **values)
+    except (KeyError, TypeError, ValueError, AttributeError):  # a study another program wrote into the storage
+        raise FmnistError(f"the trial's parameters {params} are not those 'fmnist tune' searches "
+                          f"({', '.join(sorted(trial_params(base)))})") from None
 
 
 def _first_line(exc: BaseException) -> str:
