@@ -49,6 +49,12 @@ def test_model_without_checksum_or_of_other_format_is_refused(tmp_path):
         artifacts.load_model(tmp_path / "weights.h5")
     with pytest.raises(FmnistError, match="no model at"):
         artifacts.load_model(tmp_path / "nothing-here")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    for state in ("running", "interrupted", "failed"):  # killed, stopped, or failed mid-training
+        artifacts.write_json(unfinished / artifacts.STATUS, {"state": state})
+        with pytest.raises(FmnistError, match=f"has no model yet: .* 'fmnist train --resume {unfinished}' finishes"):
+            artifacts.load_model(unfinished)
 
 
 def test_a_model_with_a_matching_checksum_that_is_damaged_or_for_another_task_is_refused(tmp_path):

@@ -129,6 +129,11 @@ def verified_model_path(source: Path) -> tuple[Path, str]:
     """Resolve a run directory or ``.keras`` file to a model whose recorded SHA-256 matches."""
     source = Path(source)
     model_path = source / MODEL if source.is_dir() else source
+    status = source / STATUS
+    resumable = ("running", "interrupted", "failed")  # killed, stopped, or failed mid-training
+    if not model_path.is_file() and status.is_file() and read_json(status).get("state") in resumable:
+        raise FmnistError(f"{source} has no model yet: its training has not finished; "
+                          f"'fmnist train --resume {source}' finishes it")
     if not model_path.is_file():
         raise FmnistError(f"no model at {model_path}: give a run directory made by 'fmnist train' or its {MODEL}")
     if model_path.suffix != ".keras":
