@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, first_line
 
 CONFIG = "config.json"
 SPLIT = "split.npz"
@@ -163,9 +163,8 @@ def load_model(source: Path) -> tuple[Any, str]:
     try:
         model = keras.saving.load_model(model_path, compile=False)
     except Exception as exc:  # Keras raises many types for a bad archive; all mean the same to the user.
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise FmnistError(f"Keras cannot load {model_path} ({reason}): the file is damaged or from another tool; "
-                          "retrain, or restore it from a copy") from None
+        raise FmnistError(f"Keras cannot load {model_path} ({first_line(exc)}): the file is damaged or from "
+                          "another tool; retrain, or restore it from a copy") from None
     features, classes = model.input_shape[-1], model.output_shape[-1]
     if (features, classes) != (NUM_FEATURES, NUM_CLASSES):
         raise FmnistError(f"{source} maps {features} features to {classes} classes, "

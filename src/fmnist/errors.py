@@ -3,3 +3,8 @@
 
 class FmnistError(Exception):
     """A failure the user can act on; the CLI prints its message and exits non-zero."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none), to quote in one-line errors."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

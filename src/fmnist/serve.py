@@ -28,7 +28,7 @@ from starlette.requests import ClientDisconnect
 from fmnist import artifacts, runs
 from fmnist.data import CLASS_NAMES, IMAGE_SIDE
 from fmnist.defaults import MAX_BATCH, MAX_UPLOAD_MIB, UNSURE_BELOW
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, first_line
 from fmnist.images import BadInput, check_array, load_input
 from fmnist.predict import Classifier, describe
 
@@ -363,5 +363,4 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_body_byt
     if failure is not None:
         if isinstance(failure, FmnistError):
             raise failure
-        reason = (str(failure).strip().splitlines() or [""])[0]
-        raise FmnistError(f"the model of {run_dir} could not start: {type(failure).__name__}: {reason}")
+        raise FmnistError(f"the model of {run_dir} could not start: {type(failure).__name__}: {first_line(failure)}")

@@ -16,7 +16,7 @@ import optuna
 
 from fmnist import artifacts, runs
 from fmnist.data import Dataset
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, first_line
 from fmnist.report import page, table_html
 from fmnist.settings import FLAG_SETTINGS, TrainSettings
 
@@ -70,10 +70,6 @@ def settings_for(base: TrainSettings, params: dict[str, Any], name: str) -> Trai
                           f"({', '.join(sorted(trial_params(base)))})") from None
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def open_storage(storage: str | None, runs_dir: Path) -> tuple[optuna.storages.BaseStorage, str]:
     """The Optuna storage and how to name it (without password): a database URL, else a journal file.
 
@@ -97,10 +93,10 @@ def open_storage(storage: str | None, runs_dir: Path) -> tuple[optuna.storages.B
                 # Workers started together on a fresh database race to create Optuna's tables; the loser
                 # finds them made when it tries again.
                 if attempt == RDB_ATTEMPTS:
-                    raise FmnistError(f"cannot set up the study storage {shown}: {_first_line(exc)}") from None
+                    raise FmnistError(f"cannot set up the study storage {shown}: {first_line(exc)}") from None
                 time.sleep(attempt)
             except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
-                raise FmnistError(f"cannot open the study storage {shown}: {_first_line(exc)}") from None
+                raise FmnistError(f"cannot open the study storage {shown}: {first_line(exc)}") from None
     path = _journal_path(storage, runs_dir)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +105,7 @@ def open_storage(storage: str | None, runs_dir: Path) -> tuple[optuna.storages.B
     except OSError as exc:
         raise FmnistError(f"cannot open the journal file {path}: {exc.strerror}") from None
     except (ValueError, KeyError, TypeError) as exc:  # undecodable bytes, a line not JSON, JSON not Optuna's
-        raise FmnistError(f"{path} is not an Optuna journal ({_first_line(exc)}); give --storage a journal file "
+        raise FmnistError(f"{path} is not an Optuna journal ({first_line(exc)}); give --storage a journal file "
                           "written by 'fmnist tune', or a database URL") from None
 
 
@@ -299,7 +295,7 @@ def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
         try:
             figures.append((title, plot(study)))
         except (ValueError, RuntimeError) as exc:  # too few finished trials, or parameters that never varied
-            figures.append((title, _first_line(exc)))
+            figures.append((title, first_line(exc)))
     return figures
 
 
