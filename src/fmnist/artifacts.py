@@ -28,6 +28,7 @@ STATUS = "status.json"
 EXPORTS_DIR = "exports"  # one folder per format, each with its file(s) and EXPORT_INFO
 EXPORT_INFO = "export.json"  # checksum and parity check of one export
 EXPORT_FILES = {"onnx": "model.onnx", "saved_model": "saved_model", "litert": "model.tflite"}
+TEMPORARY = ".tmp"  # in the name of write_atomic's temporary files, before the suffix: .metrics.x1y2.tmp.json
 CALIBRATION = "calibration.json"  # the temperature folded into the model, and its fit
 RELIABILITY_PNG = "reliability.png"
 BACKUP = "backup.npz"  # the training state after the last finished epoch, for --resume
@@ -56,6 +57,17 @@ def _file_mode() -> int:
 FILE_MODE = _file_mode()
 
 
+def remove_temporaries(folder: Path) -> None:
+    """Delete what a killed process left of ``write_atomic``'s temporary files; only while nothing writes there."""
+    for leftover in Path(folder).glob(f".*{TEMPORARY}*"):
+        leftover.unlink()
+
+
+def json_number(value: Any) -> float | None:
+    """A number read from JSON as a float; anything else (a bool, text, null) as None."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
 
@@ -64,7 +76,7 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """
     path = Path(path)
     try:
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f"{TEMPORARY}{path.suffix}")
     except OSError as exc:
         raise FmnistError(f"cannot write {path}: {exc.strerror}") from None
     os.close(fd)

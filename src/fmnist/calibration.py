@@ -19,11 +19,12 @@ def folded_temperature(run_dir: Path) -> float:
     path = Path(run_dir) / artifacts.CALIBRATION
     if not path.is_file():
         return 1.0
-    temperature = artifacts.read_json(path).get("temperature")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
-        raise FmnistError(f"{path} is damaged (temperature {temperature!r}, not a positive number): "
+    recorded = artifacts.read_json(path).get("temperature")
+    temperature = artifacts.json_number(recorded)
+    if temperature is None or not 0 < temperature < math.inf:
+        raise FmnistError(f"{path} is damaged (temperature {recorded!r}, not a positive number): "
                           "train the run again, or restore the file from a copy")
-    return float(temperature)
+    return temperature
 
 
 def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:

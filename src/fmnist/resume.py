@@ -50,8 +50,7 @@ def keep_finished_epochs(run_dir: Path) -> int:
     from fmnist.backup import read_meta, run_id
 
     backup, history = Path(run_dir) / artifacts.BACKUP, Path(run_dir) / artifacts.HISTORY
-    for leftover in Path(run_dir).glob(".*.tmp*"):  # what a kill left of an atomic write; the run's lock is held
-        leftover.unlink()
+    artifacts.remove_temporaries(run_dir)  # the run's lock is held: nothing else writes there
     this_run = run_id(run_dir)
     meta = read_meta(backup) if backup.is_file() else {"epochs_done": 0}
     if meta.get("run", this_run) != this_run:  # a backup from before backups named their run is taken on trust

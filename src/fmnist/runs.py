@@ -113,10 +113,6 @@ def _read_object(path: Path, notes: list[str], note_missing: bool = True) -> dic
         return {}
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def summarize(run_dir: Path) -> dict[str, Any]:
     """What `fmnist runs` shows for one run directory, from whatever of its files are there and readable."""
     run_dir = Path(run_dir)
@@ -126,7 +122,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     metrics = _read_object(run_dir / artifacts.METRICS, notes, note_missing=False)  # none yet while running
     settings = config.get("settings") if isinstance(config.get("settings"), dict) else {}
     history = run_dir / artifacts.HISTORY
-    epochs = _number(status.get("epochs"))
+    epochs = artifacts.json_number(status.get("epochs"))
     try:
         if epochs is None and history.is_file():  # a run still going (or killed) has only its history so far
             epochs = max(0, len(history.read_text(encoding="utf-8", errors="replace").splitlines()) - 1)
@@ -142,9 +138,9 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "settings": {k: settings[k] for k in KEY_SETTINGS if k in settings},
         "backend": config.get("backend"),
         "epochs": None if epochs is None else int(epochs),
-        "test_accuracy": _number(metrics.get("test_accuracy")),
-        "macro_f1": _number(metrics.get("macro_f1")),
-        "train_seconds": _number(status.get("train_seconds")),
+        "test_accuracy": artifacts.json_number(metrics.get("test_accuracy")),
+        "macro_f1": artifacts.json_number(metrics.get("macro_f1")),
+        "train_seconds": artifacts.json_number(status.get("train_seconds")),
         "status": str(status.get("state", "unknown")),
         "notes": notes,
     }
@@ -211,7 +207,7 @@ def format_runs(rows: list[dict[str, Any]]) -> str:
             network = "ConvNet"
         lines.append([
             r["run"], r["created"].replace("T", " "), cell(r["recipe"]), cell(network),
-            cell(_number(s.get("learning_rate")), "{:g}"), cell(s.get("batch_size")), cell(s.get("limit")), cell(r["backend"]), cell(r["epochs"]),
+            cell(artifacts.json_number(s.get("learning_rate")), "{:g}"), cell(s.get("batch_size")), cell(s.get("limit")), cell(r["backend"]), cell(r["epochs"]),
             cell(r["test_accuracy"], "{:.4f}"), cell(r["macro_f1"], "{:.4f}"), cell(r["train_seconds"], "{:.1f}"),
             r["status"] + (f" ({', '.join(r['notes'])})" if r["notes"] else ""),
         ])

@@ -113,7 +113,7 @@ def _complete_group(
         if runs.finished(run_dir):
             log.info("seed %d (%d of %d): finished in %s", member.seed, k + 1, len(members), run_dir.name)
             status = artifacts.read_json(run_dir / artifacts.STATUS)
-            if not all(isinstance(status.get(key), (int, float)) for key in ("epochs", "train_seconds")):
+            if any(artifacts.json_number(status.get(key)) is None for key in ("epochs", "train_seconds")):
                 raise FmnistError(f"{run_dir / artifacts.STATUS} lacks its epochs or training time; restore it, or "
                                   f"remove {run_dir} so that its seed is trained again")
             metrics_path = run_dir / artifacts.METRICS
