@@ -9,6 +9,7 @@ from sklearn.metrics import accuracy_score
 from fmnist import artifacts
 from fmnist.data import load_dataset, to_features
 from fmnist.evaluate import calibration_metrics, evaluate_run
+from fmnist.explain import EXPLAINED_MISTAKES, occlusion_maps
 from fmnist.metrics import calibration_bins
 
 
@@ -39,6 +40,22 @@ def test_evaluate_scores_the_saved_model_and_keeps_what_the_report_draws(tmp_pat
     assert (np.diff(expected[mistakes].max(axis=1)) <= 1e-6).all()  # most confident first
     np.testing.assert_array_equal(saved["mistake_images"], dataset.x_test[mistakes])
     assert (run / artifacts.REPORT_HTML).is_file()
+
+    # Occlusion maps, from the same model, of each class's clearest right answer and of the first mistakes.
+    examples, right = saved["example_indices"], expected.argmax(axis=1) == dataset.y_test
+    assert len(examples) == len(np.unique(dataset.y_test[right])) and right[examples].all()
+    np.testing.assert_array_equal(saved["example_images"], dataset.x_test[examples])
+    forward = lambda x: np.asarray(model.predict(x, verbose=0))  # noqa: E731
+    features = to_features(dataset.x_test)
+    expected_maps = occlusion_maps(forward, features[examples], dataset.y_test[examples])
+    np.testing.assert_allclose(saved["example_maps"], expected_maps, atol=1e-5)
+    shown = mistakes[:EXPLAINED_MISTAKES]
+    assert saved["mistake_maps"].shape == (len(shown), 2, 28, 28)
+    expected_maps = occlusion_maps(forward, features[shown], dataset.y_test[shown])
+    np.testing.assert_allclose(saved["mistake_maps"][:, 1], expected_maps, atol=1e-5)  # for the true class
+    assert (run / artifacts.EVIDENCE_CLASSES_PNG).is_file() == (len(examples) > 0)
+    assert (run / artifacts.EVIDENCE_MISTAKES_PNG).is_file() == (len(shown) > 0)
+    assert "What the model looks at" in (run / artifacts.REPORT_HTML).read_text()
 
 
 def test_ece_before_scaling_is_the_models_before_its_temperature_was_folded_in(tmp_path):

@@ -81,6 +81,19 @@ def seen_brightness(page) -> float:
     }""")
 
 
+def evidence_tints(page) -> tuple[int, int]:
+    """Pixels of the evidence canvas tinted red (for the answer) and blue (against it)."""
+    return tuple(page.evaluate("""() => {
+        const data = document.querySelector('#evidence').getContext('2d').getImageData(0, 0, 28, 28).data;
+        let red = 0, blue = 0;
+        for (let i = 0; i < data.length; i += 4) {
+            if (data[i] > data[i + 2] + 60) red++;
+            if (data[i + 2] > data[i] + 60) blue++;
+        }
+        return [red, blue];
+    }"""))
+
+
 def bar_probabilities(page) -> dict[str, float]:
     return {row.get_attribute("data-class"): float(row.get_attribute("data-probability"))
             for row in page.locator("#bars li").all()}
@@ -105,6 +118,8 @@ def test_uploading_a_real_test_image_shows_its_label(page, server, real_data_dir
     assert list(bars) == list(CLASS_NAMES) and max(bars, key=bars.get) == truth
     assert page.get_attribute("#bars li.best", "data-class") == truth
     assert 0.05 < seen_brightness(page) < 0.9
+    red, blue = evidence_tints(page)
+    assert 0 < red < 28 * 28 and blue < 28 * 28  # some pixels speak for the answer, not the whole square
     assert page.is_hidden("#error")
 
     shot = tmp_path / "page.png"

@@ -57,6 +57,9 @@ def test_predict_cli_answers_photos_and_arrays(tmp_path, tiny_run_dir):
         assert {t["class"] for t in a["top"]} <= set(CLASS_NAMES) and a["unsure"] == (probabilities[0] < 0.5)
     with Image.open(shown) as picture:  # one row per input
         assert picture.format == "PNG" and picture.height > 3 * picture.width / 4
+        rgb = np.asarray(picture.convert("RGB")).astype(int)
+    red = (rgb[..., 0] > rgb[..., 1] + 60) & (rgb[..., 0] > rgb[..., 2] + 60)
+    assert red.sum() > 100  # the occlusion maps: nothing else in the picture is red
 
     in_process = predict_files(tiny_run_dir, paths, top_k=4)
     for ours, theirs in zip(in_process["predictions"], answer["predictions"]):

@@ -41,6 +41,21 @@ def test_report_is_rebuilt_from_the_runs_files_alone(tiny_run_dir, tmp_path):
         build_report(run)
 
 
+def test_a_run_evaluated_before_occlusion_maps_existed_gets_the_command_that_adds_them(tiny_run_dir, tmp_path):
+    import numpy as np
+
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    assert "Occlusion maps" in build_report(run).read_text()
+    with np.load(run / artifacts.PREDICTIONS) as saved:
+        older = {k: v for k, v in saved.items() if k not in artifacts.EXPLANATION_ARRAYS}
+    np.savez_compressed(run / artifacts.PREDICTIONS, **older)
+    for name in (artifacts.EVIDENCE_CLASSES_PNG, artifacts.EVIDENCE_MISTAKES_PNG):
+        (run / name).unlink(missing_ok=True)
+    html = build_report(run).read_text()
+    assert f"(not computed for this run: 'fmnist evaluate {run}' adds them)" in html and "Occlusion maps" not in html
+    assert not (run / artifacts.EVIDENCE_CLASSES_PNG).exists() and (run / artifacts.MISCLASSIFIED_PNG).is_file()
+
+
 def test_damaged_predictions_are_refused_with_the_command_that_rewrites_them(tiny_run_dir, tmp_path):
     import numpy as np
 

@@ -62,6 +62,24 @@ def test_multipart_images_and_arrays_are_classified_like_the_cli_would(client, t
     np.testing.assert_allclose(body["predictions"][2]["pixels"], pixels / 255, atol=1e-4)
 
 
+def test_explain_answers_the_occlusion_map_of_the_top_class(client, tiny_run_dir):
+    from fmnist.explain import occlusion_maps
+
+    pixels = np.zeros((2, 28, 28))
+    pixels[0, 6:22, 9:19], pixels[1, 4:26, 4:24] = 0.9, 0.5
+    before = client.get("/v1/health").json()["inputs"]
+    body = client.post("/v1/predict", params={"explain": True}, json={"inputs": pixels.tolist()}).json()
+    classifier = Classifier(tiny_run_dir)
+    expected = occlusion_maps(classifier.probabilities, pixels, classifier.probabilities(pixels).argmax(axis=1))
+    for prediction, evidence in zip(body["predictions"], expected):
+        assert np.array(prediction["evidence"]).shape == (28, 28) and "pixels" not in prediction
+        np.testing.assert_allclose(prediction["evidence"], evidence, atol=1e-5)
+    # The two inputs, then each again with its 625 blanked copies.
+    assert client.get("/v1/health").json()["inputs"] == before + 2 + 2 * (1 + 25 * 25)
+    plain = client.post("/v1/predict", json={"inputs": pixels.tolist()}).json()
+    assert "evidence" not in plain["predictions"][0]
+
+
 def test_json_arrays_nested_or_flat_pixels_or_floats(client):
     floats = np.random.default_rng(1).random((28, 28))
     inputs = [floats.tolist(), floats.ravel().tolist(), np.round(floats * 255).astype(int).ravel().tolist()]

@@ -19,10 +19,14 @@ MODEL_SHA256 = "model.keras.sha256"
 METRICS = "metrics.json"
 PREDICTIONS = "test_predictions.npz"
 PREDICTION_ARRAYS = ("y_true", "probabilities", "mistake_indices", "mistake_images")  # what PREDICTIONS holds
+# ... and its occlusion maps (runs evaluated before fmnist drew them lack these: `fmnist evaluate RUN` adds them)
+EXPLANATION_ARRAYS = ("example_indices", "example_images", "example_maps", "mistake_maps")
 CLASSIFICATION_REPORT = "classification_report.txt"
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 CURVES_PNG = "curves.png"
 MISCLASSIFIED_PNG = "misclassified.png"
+EVIDENCE_CLASSES_PNG = "evidence_classes.png"  # occlusion maps: what in each class's clearest test image counts
+EVIDENCE_MISTAKES_PNG = "evidence_mistakes.png"  # ... and in the most confident mistakes, for both classes
 REPORT_HTML = "report.html"
 STATUS = "status.json"
 EXPORTS_DIR = "exports"  # one folder per format, each with its file(s) and EXPORT_INFO

@@ -39,7 +39,7 @@ examples:
   fmnist tune --report s           the study's best trials and plots, as HTML
   fmnist bench --quick             seconds per epoch against plain Keras/PyTorch and the CPU's floor
   fmnist bench --output docs/bench.json   the full benchmark (and docs/bench.png)
-  fmnist predict runs/<id> shirt.jpg boot.png --show seen.png   top-3 classes of your photos
+  fmnist predict runs/<id> shirt.jpg boot.png --show seen.png   top-3 classes; --show draws where it looked
   fmnist predict runs/<id> photo.jpg --json   probabilities as JSON
   fmnist serve runs/<id>           HTTP API and a web page on http://127.0.0.1:8000/
   fmnist serve runs/<id> --host 0.0.0.0 --port 8080   reachable from other machines
@@ -435,8 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_positive_int, default=3, help="classes listed per image (default 3)")
     p.add_argument("--unsure-below", type=float, default=defaults.UNSURE_BELOW, metavar="P",
                    help="call the model unsure when its top probability is under P (default %(default)s)")
-    p.add_argument("--show", type=Path, metavar="PNG", help="write the 28x28 inputs the model saw, with their "
-                                                            "probabilities")
+    p.add_argument("--show", type=Path, metavar="PNG", help="write the 28x28 inputs the model saw, what in each "
+                   "spoke for its top class (occlusion: 4x4 patches blanked in turn) and the probabilities")
     backend(p)
 
     p = command("serve", cmd_serve, "Serve a run's model over HTTP: POST /v1/predict, a web page at /, docs at /docs.",

@@ -10,6 +10,7 @@ import numpy as np
 
 from fmnist import artifacts, runs
 from fmnist.data import Dataset, load_dataset, to_features
+from fmnist.explain import report_explanations
 from fmnist.metrics import bootstrap_accuracy_interval, calibration_bins, compute_metrics, most_confident_mistakes
 
 log = logging.getLogger(__name__)
@@ -39,15 +40,19 @@ def evaluate_run(
     else:
         checksum = artifacts.verified_model_path(run_dir)[1]
     dataset = dataset or load_dataset(data_dir)
-    probabilities = np.asarray(model.predict(to_features(dataset.x_test), batch_size=PREDICT_BATCH, verbose=0))
+    features = to_features(dataset.x_test)
+    predict = lambda x: np.asarray(model.predict(x, batch_size=PREDICT_BATCH, verbose=0))  # noqa: E731
+    probabilities = predict(features)
     metrics = compute_metrics(dataset.y_test, probabilities)
     metrics.update(model_sha256=checksum, evaluated=runs.utc_now(), **calibration_metrics(run_dir, dataset.y_test, probabilities))
     low, high = bootstrap_accuracy_interval(dataset.y_test, probabilities.argmax(axis=1))
     metrics["test_accuracy_ci95"] = [low, high]
     mistakes = most_confident_mistakes(dataset.y_test, probabilities)
+    explanations = report_explanations(predict, features, dataset.y_test, probabilities, mistakes)
     artifacts.write_atomic(run_dir / artifacts.PREDICTIONS, lambda tmp: np.savez_compressed(
         tmp, y_true=dataset.y_test, probabilities=probabilities.astype(np.float32),
         mistake_indices=mistakes, mistake_images=dataset.x_test[mistakes],
+        example_images=dataset.x_test[explanations["example_indices"]], **explanations,
     ))
     artifacts.write_json(run_dir / artifacts.METRICS, metrics)
     build_report(run_dir)

@@ -102,11 +102,12 @@ def samples_png(images: np.ndarray, labels: np.ndarray, path: Path, per_class: i
     image_grid_png(pictures, titles, path, columns=columns, row_labels=list(CLASS_NAMES))
 
 
+def mistake_titles(y_true: np.ndarray, y_pred: np.ndarray, confidence: np.ndarray) -> list[str]:
+    return [f"true {CLASS_NAMES[t]}\npred {CLASS_NAMES[p]} {c:.1%}" for t, p, c in zip(y_true, y_pred, confidence)]
+
+
 def mistakes_png(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, confidence: np.ndarray, path: Path) -> None:
-    titles = [
-        f"true {CLASS_NAMES[t]}\npred {CLASS_NAMES[p]} {c:.1%}" for t, p, c in zip(y_true, y_pred, confidence)
-    ]
-    image_grid_png(images, titles, path, columns=8)
+    image_grid_png(images, mistake_titles(y_true, y_pred, confidence), path, columns=8)
 
 
 def bar_chart_png(labels: Sequence[str], values: Sequence[float], title: str, path: Path) -> None:
@@ -175,12 +176,44 @@ def grouped_bars_png(categories: Sequence[str], series: dict[str, Sequence[float
     _save(fig, path)
 
 
-def predictions_png(images: np.ndarray, probabilities: np.ndarray, names: list[str], path: Path) -> None:
-    """One row per input: the 28x28 image the model saw, beside a bar chart of its probabilities."""
+def _evidence(ax, image: np.ndarray, evidence: np.ndarray) -> None:
+    """The image in gray under its occlusion map: red where the pixels speak for the class, blue against."""
+    ax.imshow(np.asarray(image).reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
+    scale = float(np.abs(evidence).max()) or 1.0  # each map on its own symmetric scale, so 0 stays white
+    ax.imshow(evidence, cmap="RdBu_r", vmin=-scale, vmax=scale, alpha=0.6)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def evidence_png(images: np.ndarray, titles: Sequence[str], maps: dict[str, np.ndarray], path: Path) -> None:
+    """One column per image: the image, then one row per set of occlusion maps (the row's label names the class)."""
     plt = _pyplot()
-    rows = len(images)
-    fig, axes = plt.subplots(rows, 2, figsize=(8, 2.4 * rows), squeeze=False, width_ratios=(1, 2.2))
-    for (image_ax, bar_ax), image, probs, name in zip(axes, images, probabilities, names):
+    columns, rows = len(images), 1 + len(maps)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.45), squeeze=False)
+    for c, (image, title) in enumerate(zip(images, titles)):
+        axes[0, c].imshow(np.asarray(image).reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
+        axes[0, c].set_xticks([])
+        axes[0, c].set_yticks([])
+        axes[0, c].set_title(title, fontsize=7)
+        for r, evidence in enumerate(maps.values(), start=1):
+            _evidence(axes[r, c], image, evidence[c])
+    for r, label in enumerate(["image", *maps], start=0):
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle("red: blanking these pixels lowers the class's probability; blue: raises it", fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def predictions_png(
+    images: np.ndarray, probabilities: np.ndarray, names: list[str], path: Path, maps: np.ndarray | None = None
+) -> None:
+    """One row per input: the 28x28 image the model saw, where it looked (``maps``), a chart of its probabilities."""
+    plt = _pyplot()
+    ratios = (1, 2.2) if maps is None else (1, 1, 2.2)
+    fig, axes = plt.subplots(len(images), len(ratios), figsize=(2.5 * sum(ratios), 2.4 * len(images)), squeeze=False,
+                             width_ratios=ratios)
+    for i, (row, image, probs, name) in enumerate(zip(axes, images, probabilities, names)):
+        image_ax, bar_ax = row[0], row[-1]
         image_ax.imshow(image, cmap="gray", vmin=0, vmax=1)
         image_ax.set_title(Path(name).name, fontsize=9)
         image_ax.axis("off")
@@ -192,5 +225,8 @@ def predictions_png(images: np.ndarray, probabilities: np.ndarray, names: list[s
         bar_ax.invert_yaxis()
         bar_ax.set_xlim(0, 1)
         bar_ax.set_title(f"{CLASS_NAMES[best]} {probs[best]:.0%}", fontsize=9)
+        if maps is not None:
+            _evidence(row[1], image, maps[i])
+            row[1].set_title(f"red: for {CLASS_NAMES[best]}, blue: against", fontsize=9)
     fig.tight_layout()
     _save(fig, path)

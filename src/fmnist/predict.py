@@ -91,9 +91,11 @@ def predict_files(
     classifier = Classifier(source)
     probabilities = classifier.probabilities(images)
     if show is not None:
+        from fmnist.explain import occlusion_maps
         from fmnist.plots import predictions_png
 
-        predictions_png(images, probabilities, [str(p) for p in paths], show)
+        maps = occlusion_maps(classifier.probabilities, images, probabilities.argmax(axis=1))
+        predictions_png(images, probabilities, [str(p) for p in paths], show, maps)
     return {
         "model_sha256": classifier.sha256,
         "predictions": [

@@ -17,6 +17,13 @@ from fmnist.metrics import classification_report_text
 from fmnist.train import best_epoch, read_history
 
 
+EVIDENCE_NOTE = (
+    "<p>Occlusion maps: each 4x4 patch of the image is blanked in turn; red where that lowers the probability of the "
+    "class named on the left (the pixels speak for it), blue where it raises it. First each class's most confidently "
+    "right test image, then the most confident mistakes, for the class predicted and for the true one.</p>"
+)
+
+
 def _load_predictions(run_dir: Path) -> dict[str, np.ndarray]:
     path = run_dir / artifacts.PREDICTIONS
     if not path.is_file():
@@ -94,9 +101,18 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ("Learning curves", image_html(run_dir / artifacts.CURVES_PNG, "loss and accuracy curves")),
         ("Calibration", image_html(run_dir / artifacts.RELIABILITY_PNG, "reliability diagram")),
         ("Most confident mistakes", image_html(run_dir / artifacts.MISCLASSIFIED_PNG, "most confident mistakes")),
+        ("What the model looks at", _evidence_html(run_dir)),
         ("Settings", table_html(["setting", "value"], settings)),
     ] + _exports(run_dir)
     return page(f"fmnist run {run_dir.name}", sections)
+
+
+def _evidence_html(run_dir: Path) -> str:
+    pictures = [(run_dir / artifacts.EVIDENCE_CLASSES_PNG, "occlusion maps of each class's clearest test image"),
+                (run_dir / artifacts.EVIDENCE_MISTAKES_PNG, "occlusion maps of the most confident mistakes")]
+    if not any(path.is_file() for path, _ in pictures):
+        return f"<p>(not computed for this run: 'fmnist evaluate {html.escape(str(run_dir))}' adds them)</p>"
+    return EVIDENCE_NOTE + "".join(image_html(path, alt) for path, alt in pictures)
 
 
 def page(title: str, sections: list[tuple[str, str]]) -> str:
@@ -148,6 +164,20 @@ def _draw(run_dir: Path, metrics: dict[str, Any], predictions: dict[str, np.ndar
     plots.mistakes_png(
         predictions["mistake_images"], y_true[idx], y_pred, probabilities[idx, y_pred], run_dir / artifacts.MISCLASSIFIED_PNG
     )
+    if not set(artifacts.EXPLANATION_ARRAYS) <= set(predictions):
+        return  # evaluated before fmnist drew occlusion maps
+    examples = predictions["example_indices"]
+    if len(examples):
+        plots.evidence_png(predictions["example_images"] / 255, [CLASS_NAMES[c] for c in y_true[examples]],
+                           {"for its class": predictions["example_maps"]}, run_dir / artifacts.EVIDENCE_CLASSES_PNG)
+    shown = len(predictions["mistake_maps"])
+    if shown:
+        plots.evidence_png(
+            predictions["mistake_images"][:shown] / 255,
+            plots.mistake_titles(y_true[idx[:shown]], y_pred[:shown], probabilities[idx[:shown], y_pred[:shown]]),
+            {"for pred": predictions["mistake_maps"][:, 0], "for true": predictions["mistake_maps"][:, 1]},
+            run_dir / artifacts.EVIDENCE_MISTAKES_PNG,
+        )
 
 
 def headline(run_dir: Path, metrics: dict[str, Any]) -> str:

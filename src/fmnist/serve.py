@@ -29,6 +29,7 @@ from fmnist import artifacts, runs
 from fmnist.data import CLASS_NAMES, IMAGE_SIDE
 from fmnist.defaults import MAX_BATCH, MAX_UPLOAD_MIB, UNSURE_BELOW
 from fmnist.errors import FmnistError, first_line
+from fmnist.explain import occlusion_maps
 from fmnist.images import BadInput, check_array, load_input
 from fmnist.predict import Classifier, describe
 
@@ -82,6 +83,7 @@ class Prediction(BaseModel):
     top: list[ClassProbability]
     unsure: bool
     pixels: list[list[float]] | None = None
+    evidence: list[list[float]] | None = None
 
 
 class PredictResponse(BaseModel):
@@ -294,6 +296,8 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
         request: Request,
         top_k: int = Query(3, ge=1, le=len(CLASS_NAMES), description="how many classes to list per input"),
         include_pixels: bool = Query(False, description="also return the 28x28 input the model saw"),
+        explain: bool = Query(False, description="also return an occlusion map for the top class (28x28: how much "
+                                                 "blanking each pixel's 4x4 neighbourhood lowers its probability)"),
     ) -> dict[str, Any]:
         """Classify images (multipart files) or arrays (JSON); answer top-k classes per input."""
         started = time.perf_counter()
@@ -309,12 +313,18 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
         else:
             raise BadInput(f"unsupported content type {content_type or 'none'}: "
                            "send multipart/form-data files or application/json", 415)
-        probabilities = await request.app.state.batcher.predict(images.reshape(len(images), -1))
+        batcher = request.app.state.batcher
+        probabilities = await batcher.predict(images.reshape(len(images), -1))
+        if explain:  # the blanked copies go through the batcher too, sent from a worker thread
+            through_batcher = lambda x: anyio.from_thread.run(batcher.predict, x)  # noqa: E731
+            maps = await anyio.to_thread.run_sync(occlusion_maps, through_batcher, images, probabilities.argmax(axis=1))
         predictions = []
-        for name, image, row in zip(names, images, probabilities):
+        for i, (name, image, row) in enumerate(zip(names, images, probabilities)):
             answer = {"input": name, **describe(row, top_k)}
             if include_pixels:
                 answer["pixels"] = np.round(image, 4).tolist()
+            if explain:
+                answer["evidence"] = np.round(maps[i], 6).tolist()
             predictions.append(answer)
         return {"model_sha256": request.app.state.classifier.sha256,
                 "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),

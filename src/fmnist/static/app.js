@@ -23,7 +23,8 @@ async function classify(blob, name) {
   document.body.classList.add("busy");
   try {
     await modelLoaded; // the bars are drawn in the classes' order
-    const response = await fetch(`/v1/predict?top_k=${classes.length}&include_pixels=true`, { method: "POST", body: form });
+    const query = `top_k=${classes.length}&include_pixels=true&explain=true`;
+    const response = await fetch(`/v1/predict?${query}`, { method: "POST", body: form });
     const body = await response.json();
     if (!response.ok) throw new Error(body.error || response.statusText);
     show(body.predictions[0], body.elapsed_ms);
@@ -45,8 +46,24 @@ function drawSeen(pixels) {
   context.putImageData(image, 0, 0);
 }
 
+// The input again, tinted red where blanking the pixels lowers the top class's probability and blue where it raises it.
+function drawEvidence(pixels, evidence) {
+  const context = $("evidence").getContext("2d");
+  const image = context.createImageData(28, 28);
+  const values = evidence.flat();
+  const scale = Math.max(...values.map(Math.abs)) || 1;
+  pixels.flat().forEach((value, i) => {
+    const grey = 255 * value;
+    const weight = 0.85 * Math.min(1, Math.abs(values[i]) / scale);
+    const tint = values[i] > 0 ? [220, 40, 40] : [40, 90, 220];
+    image.data.set([...tint.map((c) => Math.round(grey + weight * (c - grey))), 255], 4 * i);
+  });
+  context.putImageData(image, 0, 0);
+}
+
 function show(prediction, elapsedMs) {
   drawSeen(prediction.pixels);
+  drawEvidence(prediction.pixels, prediction.evidence);
   const best = prediction.top[0];
   $("label").textContent = `${best.class} ${(100 * best.probability).toFixed(1)}%`;
   $("unsure").hidden = !prediction.unsure;
