@@ -16,6 +16,7 @@ EXPECTED_FILES = {
     artifacts.CLASSIFICATION_REPORT, artifacts.CONFUSION_MATRIX_PNG, artifacts.CURVES_PNG,
     artifacts.MISCLASSIFIED_PNG, artifacts.REPORT_HTML, artifacts.STATUS, artifacts.PREDICTIONS,
     artifacts.CALIBRATION, artifacts.RELIABILITY_PNG,
+    artifacts.EVIDENCE_CLASSES_PNG, artifacts.EVIDENCE_MISTAKES_PNG,  # the tiny run gets some classes right, some wrong
 }
 
 
@@ -66,7 +67,7 @@ def test_train_writes_a_complete_run_directory(tmp_path, tiny_data):
     status = json.loads((result.run_dir / artifacts.STATUS).read_text())
     assert status["state"] == "finished"
     html = (result.run_dir / artifacts.REPORT_HTML).read_text()
-    assert html.count("data:image/png;base64,") == 4 and "Shirt" in html
+    assert html.count("data:image/png;base64,") == 6 and "Shirt" in html
     metrics = json.loads((result.run_dir / artifacts.METRICS).read_text())
     low, high = metrics["test_accuracy_ci95"]
     assert low <= metrics["test_accuracy"] <= high
