@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fmnist.explain import EXPLAINED_MISTAKES, IMAGES_PER_CALL, PATCH, occlusion_maps, report_explanations
+from fmnist.explain import EXPLAINED_MISTAKES, IMAGES_PER_BATCH, PATCH, occlusion_maps, report_explanations
 from fmnist.predict import Classifier
 
 
@@ -43,6 +43,7 @@ def reference_map(predict, image: np.ndarray, label: int) -> np.ndarray:
 
 def test_a_pixel_the_class_rests_on_is_weighted_by_the_patches_that_reach_it_by_hand():
     maps = occlusion_maps(one_pixel_model(5, 5), np.ones((1, 28, 28)), [0])[0]
+    assert PATCH == 4  # the counts below are for 4x4 patches
     assert maps[5, 5] == 1.0  # every patch over (5, 5) blanks it
     assert maps[6, 5] == pytest.approx(12 / 16)  # 12 of the 16 patches over (6, 5) also cover (5, 5)
     assert maps[8, 8] == pytest.approx(1 / 16)  # only the patch starting at (5, 5)
@@ -54,12 +55,12 @@ def test_a_pixel_the_class_rests_on_is_weighted_by_the_patches_that_reach_it_by_
 
 def test_maps_of_many_images_and_classes_match_the_patch_by_patch_reference():
     rng = np.random.default_rng(0)
-    images = rng.random((IMAGES_PER_CALL + 3, 28, 28)).astype(np.float32)  # more than one forward call holds
+    images = rng.random((IMAGES_PER_BATCH + 3, 28, 28)).astype(np.float32)  # more than one forward call holds
     classes = rng.integers(0, 10, len(images))
     predict = linear_softmax(1)
     maps = occlusion_maps(predict, images, classes)
     assert maps.shape == (len(images), 28, 28)
-    for i in (0, IMAGES_PER_CALL - 1, IMAGES_PER_CALL, len(images) - 1):
+    for i in (0, IMAGES_PER_BATCH - 1, IMAGES_PER_BATCH, len(images) - 1):
         np.testing.assert_allclose(maps[i], reference_map(predict, images[i].astype(np.float64), classes[i]),
                                    atol=1e-6)
 
@@ -70,13 +71,26 @@ def test_a_trained_keras_model_sees_nothing_in_empty_background(tiny_run_dir):
     classifier = Classifier(tiny_run_dir)
     label = int(classifier.probabilities(image[None]).argmax())
     evidence = occlusion_maps(classifier.probabilities, image[None], [label])[0]
-    np.testing.assert_allclose(evidence[:4, :4], 0, atol=1e-6)  # every patch over these pixels is already blank
+    # Every patch over these pixels (3 or fewer pixels away) is blank already, the garment's too near ones not.
+    for blank in (evidence[:7], evidence[23:], evidence[:, :5], evidence[:, 25:]):
+        np.testing.assert_allclose(blank, 0, atol=1e-6)
     assert np.abs(evidence[10:20, 8:22]).max() > 1e-4  # the garment's pixels move the answer
 
 
-def test_unequal_images_and_classes_are_refused():
-    with pytest.raises(ValueError, match="2 images but 1 classes"):
-        occlusion_maps(linear_softmax(0), np.zeros((2, 28, 28)), [3])
+@pytest.mark.parametrize("images, classes, message", [
+    (np.zeros((2, 28, 28)), [3], "give one whole-number class per image"),
+    (np.zeros((1, 28, 28)), [2.5], "give one whole-number class per image"),
+    (np.zeros((1, 1568)), [0], "images must be n x 28 x 28 or n x 784"),
+    (np.zeros((1, 28, 28)), [10], r"classes must lie in \[0, 10\)"),
+    (np.zeros((1, 28, 28)), [-1], r"classes must lie in \[0, 10\)"),
+])
+def test_images_and_classes_that_do_not_fit_are_refused(images, classes, message):
+    with pytest.raises(ValueError, match=message):
+        occlusion_maps(linear_softmax(0), images, classes)
+
+
+def test_no_images_give_no_maps():
+    assert occlusion_maps(linear_softmax(0), np.zeros((0, 784)), []).shape == (0, 28, 28)
 
 
 def test_report_explanations_take_each_class_clearest_right_answer_and_the_first_mistakes():
@@ -85,16 +99,18 @@ def test_report_explanations_take_each_class_clearest_right_answer_and_the_first
     probabilities = np.full((7, 10), 0.01)
     for i, (label, p) in enumerate([(0, 0.6), (0, 0.9), (3, 0.7), (2, 0.5), (2, 0.8), (4, 0.9), (5, 0.4)]):
         probabilities[i, label] = p
-    images = rng.random((7, 784)).astype(np.float32)
+    images = rng.integers(0, 256, (7, 28, 28), dtype=np.uint8)  # 8-bit, as the test set is stored
+    pixels = images / 255
     mistakes = np.array([5, 2, 6])  # most confident first, as metrics.most_confident_mistakes orders them
     predict = linear_softmax(3)
     result = report_explanations(predict, images, y_true, probabilities, mistakes)
     np.testing.assert_array_equal(result["example_indices"], [1, 4])  # class 1 was never right: no example
-    np.testing.assert_allclose(result["example_maps"], occlusion_maps(predict, images[[1, 4]], [0, 2]), atol=1e-6)
+    np.testing.assert_array_equal(result["example_images"], images[[1, 4]])
+    np.testing.assert_allclose(result["example_maps"], occlusion_maps(predict, pixels[[1, 4]], [0, 2]), atol=1e-6)
     assert result["mistake_maps"].shape == (3, 2, 28, 28)
-    np.testing.assert_allclose(result["mistake_maps"][:, 0], occlusion_maps(predict, images[mistakes], [4, 3, 5]),
+    np.testing.assert_allclose(result["mistake_maps"][:, 0], occlusion_maps(predict, pixels[mistakes], [4, 3, 5]),
                                atol=1e-6)  # for the class predicted
-    np.testing.assert_allclose(result["mistake_maps"][:, 1], occlusion_maps(predict, images[mistakes], [0, 1, 2]),
+    np.testing.assert_allclose(result["mistake_maps"][:, 1], occlusion_maps(predict, pixels[mistakes], [0, 1, 2]),
                                atol=1e-6)  # for the true class
     many = report_explanations(predict, images, y_true, probabilities, np.tile(mistakes, 4))
     assert len(many["mistake_maps"]) == EXPLAINED_MISTAKES

@@ -27,7 +27,10 @@ def test_every_picture_is_a_png(tmp_path):
         "bars": lambda p: plots.bar_chart_png(["a", "b"], [0.3, 0.7], "title", p),
         "compare": lambda p: plots.compare_curves_png({"one": history, "two": history}, p),
         "grouped": lambda p: plots.grouped_bars_png(list(CLASS_NAMES), {"x": [0.5] * 10, "y": [0.6] * 10}, "F1", p),
-        "predictions": lambda p: plots.predictions_png(images[:3], np.full((3, 10), 0.1), ["a", "b", "c"], p),
+        "predictions": lambda p: plots.predictions_png(images[:3], np.full((3, 10), 0.1), images[:3] - 0.5,
+                                                       ["a", "b", "c"], p),
+        "evidence": lambda p: plots.evidence_png(images[:1], ["one"], {"for it": images[:1] - 0.5}, p),
+        "evidence-zero": lambda p: plots.evidence_png(images[:2], ["a", "b"], {"x": np.zeros((2, 28, 28))}, p),
     }
     for name, draw in drawings.items():
         path = tmp_path / f"{name}.png"

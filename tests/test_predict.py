@@ -140,3 +140,23 @@ def test_photos_are_recognised_nearly_as_well_as_the_raw_arrays(tmp_path, real_r
     assert raw_accuracy > 0.75
     assert photo_accuracy >= raw_accuracy - 0.03, (raw_accuracy, photo_accuracy)
     assert (photo == raw).mean() >= 0.85
+
+
+def test_show_draws_at_most_max_shown_inputs_and_says_so(tmp_path, tiny_run_dir, monkeypatch, caplog):
+    import fmnist.predict
+
+    monkeypatch.setattr(fmnist.predict, "MAX_SHOWN", 2)
+    paths = write_inputs(tmp_path / "in")[:3]
+    shown = tmp_path / "seen.png"
+    result = predict_files(tiny_run_dir, paths, show=shown)
+    assert len(result["predictions"]) == 3  # every input is answered; only the picture is cut
+    assert "--show draws the first 2 of the 3 inputs" in caplog.text
+    two_rows = opened_size(shown)
+    predict_files(tiny_run_dir, paths[:1], show=shown)
+    one_row = opened_size(shown)
+    assert two_rows[1] == pytest.approx(2 * one_row[1], rel=0.15)
+
+
+def opened_size(path) -> tuple[int, int]:
+    with Image.open(path) as picture:
+        return picture.size

@@ -51,9 +51,39 @@ def test_a_run_evaluated_before_occlusion_maps_existed_gets_the_command_that_add
     np.savez_compressed(run / artifacts.PREDICTIONS, **older)
     for name in (artifacts.EVIDENCE_CLASSES_PNG, artifacts.EVIDENCE_MISTAKES_PNG):
         (run / name).unlink(missing_ok=True)
-    html = build_report(run).read_text()
+    html = build_report(run).read_text()  # the pictures an earlier evaluation drew are not shown as this run's
     assert f"(not computed for this run: 'fmnist evaluate {run}' adds them)" in html and "Occlusion maps" not in html
-    assert not (run / artifacts.EVIDENCE_CLASSES_PNG).exists() and (run / artifacts.MISCLASSIFIED_PNG).is_file()
+    assert not (run / artifacts.EVIDENCE_CLASSES_PNG).exists() and not (run / artifacts.EVIDENCE_MISTAKES_PNG).exists()
+    assert (run / artifacts.MISCLASSIFIED_PNG).is_file()
+
+
+def _changed(arrays: dict, **changes) -> dict:
+    return {k: v for k, v in {**arrays, **changes}.items() if v is not None}
+
+
+def test_damaged_occlusion_maps_are_refused_not_drawn(tiny_run_dir, tmp_path):
+    import numpy as np
+
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    with np.load(run / artifacts.PREDICTIONS) as saved:
+        arrays = dict(saved)
+    indices, maps = arrays["example_indices"], arrays["example_maps"]
+    assert len(indices) and len(arrays["mistake_maps"])  # the tiny run has both to damage
+    damaged = {
+        "one array missing": _changed(arrays, mistake_maps=None),
+        "an index out of range": _changed(arrays, example_indices=np.full_like(indices, -1)),
+        "indices that are not whole numbers": _changed(arrays, example_indices=indices + 0.5),
+        "maps of another size": _changed(arrays, example_maps=maps[:, :7, :7]),
+        "fewer images than indices": _changed(arrays, example_images=arrays["example_images"][:-1]),
+        "NaN in a map": _changed(arrays, example_maps=np.where(maps == maps.max(), np.nan, maps)),
+        "maps of booleans": _changed(arrays, example_maps=maps > 0),
+        "more mistake maps than mistakes": _changed(
+            arrays, mistake_maps=np.zeros((len(arrays["mistake_indices"]) + 1, 2, 28, 28))),
+    }
+    for case, content in damaged.items():
+        np.savez_compressed(run / artifacts.PREDICTIONS, **content)
+        with pytest.raises(FmnistError, match=f"test_predictions.npz is damaged: run 'fmnist evaluate {run}'"):
+            build_report(run)
 
 
 def test_damaged_predictions_are_refused_with_the_command_that_rewrites_them(tiny_run_dir, tmp_path):

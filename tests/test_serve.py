@@ -78,6 +78,57 @@ def test_explain_answers_the_occlusion_map_of_the_top_class(client, tiny_run_dir
     assert client.get("/v1/health").json()["inputs"] == before + 2 + 2 * (1 + 25 * 25)
     plain = client.post("/v1/predict", json={"inputs": pixels.tolist()}).json()
     assert "evidence" not in plain["predictions"][0]
+    not_a_bool = client.post("/v1/predict", params={"explain": "maybe"}, json={"inputs": pixels.tolist()})
+    assert not_a_bool.status_code == 422 and "explain" in not_a_bool.json()["error"]
+
+
+def test_concurrent_explanations_each_get_their_own_map(client, tiny_run_dir):
+    from fmnist.explain import occlusion_maps
+
+    rng = np.random.default_rng(5)
+    inputs = [rng.random((n, 28, 28)).round(3) for n in (1, 3, 17, 2)]  # 17: more than one batch of images
+    with ThreadPoolExecutor(len(inputs)) as pool:
+        answers = list(pool.map(lambda x: client.post("/v1/predict", params={"explain": True},
+                                                      json={"inputs": x.tolist()}).json(), inputs))
+    classifier = Classifier(tiny_run_dir)
+    for pixels, answer in zip(inputs, answers):
+        expected = occlusion_maps(classifier.probabilities, pixels, classifier.probabilities(pixels).argmax(axis=1))
+        np.testing.assert_allclose([p["evidence"] for p in answer["predictions"]], expected, atol=1e-5)
+
+
+def test_an_explanation_stops_when_its_client_goes_away(tiny_run_dir):
+    from starlette.requests import ClientDisconnect
+
+    from fmnist.explain import IMAGES_PER_BATCH, POSITIONS
+    from fmnist.serve import explain_inputs
+
+    classifier = Classifier(tiny_run_dir)
+
+    class Leaving:
+        """A request whose client leaves once the first batch of images has gone through."""
+
+        def __init__(self) -> None:
+            self.app = type("App", (), {})()
+            self.app.state = type("State", (), {})()
+            self.checks = 0
+
+        async def is_disconnected(self) -> bool:
+            self.checks += 1
+            return self.checks > 1
+
+    async def explain_then_leave() -> int:
+        request = Leaving()
+        request.app.state.batcher = batcher = Batcher(classifier.probabilities)
+        request.app.state.explaining = asyncio.Semaphore(1)
+        worker = asyncio.create_task(batcher.run())
+        try:
+            with pytest.raises(ClientDisconnect):
+                await explain_inputs(request, np.ones((3 * IMAGES_PER_BATCH, 28, 28)) / 2, np.zeros(48, int))
+        finally:
+            worker.cancel()
+        return batcher.rows
+
+    assert asyncio.run(explain_then_leave()) == IMAGES_PER_BATCH * (1 + POSITIONS)  # the first batch, no more
 
 
 def test_json_arrays_nested_or_flat_pixels_or_floats(client):
@@ -259,7 +310,7 @@ def test_a_client_that_goes_away_or_stalls_mid_body_gets_a_json_answer_not_a_tra
     app = create_app(tiny_run_dir)
     part = {"type": "http.request", "body": b'{"inputs": [', "more_body": True}
     assert _answer_to(app, part, {"type": "http.disconnect"}) == (400, {
-        "error": "the client went away before its request arrived"})
+        "error": "the client went away before its request was answered"})
     assert _answer_to(app, part) == (408, {"error": "the request body did not arrive within 0.5 s"})
     assert "Traceback" not in caplog.text
 

@@ -40,19 +40,20 @@ def evaluate_run(
     else:
         checksum = artifacts.verified_model_path(run_dir)[1]
     dataset = dataset or load_dataset(data_dir)
-    features = to_features(dataset.x_test)
-    predict = lambda x: np.asarray(model.predict(x, batch_size=PREDICT_BATCH, verbose=0))  # noqa: E731
-    probabilities = predict(features)
+
+    def predict(rows: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(rows, batch_size=PREDICT_BATCH, verbose=0))
+
+    probabilities = predict(to_features(dataset.x_test))
     metrics = compute_metrics(dataset.y_test, probabilities)
     metrics.update(model_sha256=checksum, evaluated=runs.utc_now(), **calibration_metrics(run_dir, dataset.y_test, probabilities))
     low, high = bootstrap_accuracy_interval(dataset.y_test, probabilities.argmax(axis=1))
     metrics["test_accuracy_ci95"] = [low, high]
     mistakes = most_confident_mistakes(dataset.y_test, probabilities)
-    explanations = report_explanations(predict, features, dataset.y_test, probabilities, mistakes)
+    explanations = report_explanations(predict, dataset.x_test, dataset.y_test, probabilities, mistakes)
     artifacts.write_atomic(run_dir / artifacts.PREDICTIONS, lambda tmp: np.savez_compressed(
         tmp, y_true=dataset.y_test, probabilities=probabilities.astype(np.float32),
-        mistake_indices=mistakes, mistake_images=dataset.x_test[mistakes],
-        example_images=dataset.x_test[explanations["example_indices"]], **explanations,
+        mistake_indices=mistakes, mistake_images=dataset.x_test[mistakes], **explanations,
     ))
     artifacts.write_json(run_dir / artifacts.METRICS, metrics)
     build_report(run_dir)

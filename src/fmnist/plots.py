@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from fmnist.artifacts import write_atomic
-from fmnist.data import CLASS_NAMES
+from fmnist.data import CLASS_NAMES, IMAGE_SIDE
 
 
 def _pyplot():
@@ -176,28 +176,31 @@ def grouped_bars_png(categories: Sequence[str], series: dict[str, Sequence[float
     _save(fig, path)
 
 
-def _evidence(ax, image: np.ndarray, evidence: np.ndarray) -> None:
-    """The image in gray under its occlusion map: red where the pixels speak for the class, blue against."""
-    ax.imshow(np.asarray(image).reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
-    scale = float(np.abs(evidence).max()) or 1.0  # each map on its own symmetric scale, so 0 stays white
-    ax.imshow(evidence, cmap="RdBu_r", vmin=-scale, vmax=scale, alpha=0.6)
+def _image(ax, image: np.ndarray, cmap: str = "gray_r") -> None:
+    ax.imshow(np.asarray(image).reshape(IMAGE_SIDE, IMAGE_SIDE), cmap=cmap, vmin=0, vmax=1)
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def _evidence(ax, image: np.ndarray, evidence: np.ndarray) -> None:
+    """The image in gray under its occlusion map: red where the pixels speak for the class, blue against."""
+    _image(ax, image)
+    scale = float(np.abs(evidence).max()) or 1.0  # each map on its own symmetric scale, so 0 stays white
+    ax.imshow(evidence, cmap="RdBu_r", vmin=-scale, vmax=scale, alpha=0.6)
 
 
 def evidence_png(images: np.ndarray, titles: Sequence[str], maps: dict[str, np.ndarray], path: Path) -> None:
     """One column per image: the image, then one row per set of occlusion maps (the row's label names the class)."""
     plt = _pyplot()
     columns, rows = len(images), 1 + len(maps)
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.45), squeeze=False)
+    # At least 5 columns wide, so that one or two images still leave room for the labels and the title.
+    fig, axes = plt.subplots(rows, columns, figsize=(max(columns, 5) * 1.3, rows * 1.45), squeeze=False)
     for c, (image, title) in enumerate(zip(images, titles)):
-        axes[0, c].imshow(np.asarray(image).reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
-        axes[0, c].set_xticks([])
-        axes[0, c].set_yticks([])
+        _image(axes[0, c], image)
         axes[0, c].set_title(title, fontsize=7)
         for r, evidence in enumerate(maps.values(), start=1):
             _evidence(axes[r, c], image, evidence[c])
-    for r, label in enumerate(["image", *maps], start=0):
+    for r, label in enumerate(["image", *maps]):
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle("red: blanking these pixels lowers the class's probability; blue: raises it", fontsize=8)
     fig.tight_layout()
@@ -205,19 +208,19 @@ def evidence_png(images: np.ndarray, titles: Sequence[str], maps: dict[str, np.n
 
 
 def predictions_png(
-    images: np.ndarray, probabilities: np.ndarray, names: list[str], path: Path, maps: np.ndarray | None = None
+    images: np.ndarray, probabilities: np.ndarray, maps: np.ndarray, names: list[str], path: Path
 ) -> None:
-    """One row per input: the 28x28 image the model saw, where it looked (``maps``), a chart of its probabilities."""
+    """One row per input: the 28x28 image the model saw, where it looked (occlusion map), its probabilities."""
     plt = _pyplot()
-    ratios = (1, 2.2) if maps is None else (1, 1, 2.2)
-    fig, axes = plt.subplots(len(images), len(ratios), figsize=(2.5 * sum(ratios), 2.4 * len(images)), squeeze=False,
+    ratios = (1, 1, 2.2)
+    fig, axes = plt.subplots(len(images), len(ratios), figsize=(2.3 * sum(ratios), 2.4 * len(images)), squeeze=False,
                              width_ratios=ratios)
-    for i, (row, image, probs, name) in enumerate(zip(axes, images, probabilities, names)):
-        image_ax, bar_ax = row[0], row[-1]
-        image_ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+    for (image_ax, evidence_ax, bar_ax), image, probs, evidence, name in zip(axes, images, probabilities, maps, names):
+        _image(image_ax, image, cmap="gray")  # as the model saw it: light on dark
         image_ax.set_title(Path(name).name, fontsize=9)
-        image_ax.axis("off")
         best = int(np.argmax(probs))
+        _evidence(evidence_ax, image, evidence)
+        evidence_ax.set_title(f"red: for {CLASS_NAMES[best]}, blue: against", fontsize=9)
         colours = ["tab:gray"] * len(CLASS_NAMES)
         colours[best] = "tab:blue"
         bar_ax.barh(range(len(CLASS_NAMES)), probs, color=colours)
@@ -225,8 +228,5 @@ def predictions_png(
         bar_ax.invert_yaxis()
         bar_ax.set_xlim(0, 1)
         bar_ax.set_title(f"{CLASS_NAMES[best]} {probs[best]:.0%}", fontsize=9)
-        if maps is not None:
-            _evidence(row[1], image, maps[i])
-            row[1].set_title(f"red: for {CLASS_NAMES[best]}, blue: against", fontsize=9)
     fig.tight_layout()
     _save(fig, path)

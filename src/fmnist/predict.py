@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 # The largest file read: a 24-megapixel camera JPEG is 5 to 15 MiB.
 MAX_FILE_BYTES = 64 * 2**20
+MAX_SHOWN = 64  # rows of --show's picture: 64 make it about 17,000 pixels tall
 
 
 class Classifier:
@@ -94,8 +95,11 @@ def predict_files(
         from fmnist.explain import occlusion_maps
         from fmnist.plots import predictions_png
 
-        maps = occlusion_maps(classifier.probabilities, images, probabilities.argmax(axis=1))
-        predictions_png(images, probabilities, [str(p) for p in paths], show, maps)
+        if len(images) > MAX_SHOWN:
+            log.warning("--show draws the first %d of the %d inputs", MAX_SHOWN, len(images))
+        shown = slice(MAX_SHOWN)
+        maps = occlusion_maps(classifier.probabilities, images[shown], probabilities[shown].argmax(axis=1))
+        predictions_png(images[shown], probabilities[shown], maps, [str(p) for p in paths[shown]], show)
     return {
         "model_sha256": classifier.sha256,
         "predictions": [

@@ -11,16 +11,18 @@ from typing import Any
 import numpy as np
 
 from fmnist import artifacts, plots, runs
-from fmnist.data import CLASS_NAMES
+from fmnist.data import CLASS_NAMES, IMAGE_SIDE
 from fmnist.errors import FmnistError
+from fmnist.explain import PATCH
 from fmnist.metrics import classification_report_text
 from fmnist.train import best_epoch, read_history
 
 
 EVIDENCE_NOTE = (
-    "<p>Occlusion maps: each 4x4 patch of the image is blanked in turn; red where that lowers the probability of the "
-    "class named on the left (the pixels speak for it), blue where it raises it. First each class's most confidently "
-    "right test image, then the most confident mistakes, for the class predicted and for the true one.</p>"
+    f"<p>Occlusion maps: each {PATCH}x{PATCH} patch of the image is blanked in turn; red where that lowers the "
+    "probability of the class named on the left (the pixels speak for it), blue where it raises it. First each "
+    "class's most confidently right test image, then the most confident mistakes, for the class predicted and for the "
+    "true one.</p>"
 )
 
 
@@ -33,9 +35,28 @@ def _load_predictions(run_dir: Path) -> dict[str, np.ndarray]:
             arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # cut, not an archive, or pickled objects
         arrays = {}
-    if not set(artifacts.PREDICTION_ARRAYS) <= set(arrays):
+    if not set(artifacts.PREDICTION_ARRAYS) <= set(arrays) or not _explanations_fit(arrays):
         raise FmnistError(f"{path} is damaged: run 'fmnist evaluate {run_dir}' to write it again")
     return arrays
+
+
+def _explanations_fit(arrays: dict[str, np.ndarray]) -> bool:
+    """The occlusion maps are all there and fit the rest, or none is (a run evaluated before fmnist drew them)."""
+    present = [name for name in artifacts.EXPLANATION_ARRAYS if name in arrays]
+    if not present:
+        return True
+    if len(present) < len(artifacts.EXPLANATION_ARRAYS):
+        return False
+    indices, images, maps, mistake_maps = (arrays[name] for name in artifacts.EXPLANATION_ARRAYS)
+    side = (IMAGE_SIDE, IMAGE_SIDE)
+    return bool(
+        indices.ndim == 1 and np.issubdtype(indices.dtype, np.integer)
+        and ((indices >= 0) & (indices < len(arrays["y_true"]))).all()
+        and images.shape == (len(indices), *side) and maps.shape == (len(indices), *side)
+        and mistake_maps.ndim == 4 and mistake_maps.shape[1:] == (2, *side)
+        and len(mistake_maps) <= len(arrays["mistake_indices"])
+        and all(np.issubdtype(m.dtype, np.floating) and np.isfinite(m).all() for m in (maps, mistake_maps))
+    )
 
 
 def image_html(path: Path, alt: str) -> str:
@@ -164,20 +185,23 @@ def _draw(run_dir: Path, metrics: dict[str, Any], predictions: dict[str, np.ndar
     plots.mistakes_png(
         predictions["mistake_images"], y_true[idx], y_pred, probabilities[idx, y_pred], run_dir / artifacts.MISCLASSIFIED_PNG
     )
-    if not set(artifacts.EXPLANATION_ARRAYS) <= set(predictions):
-        return  # evaluated before fmnist drew occlusion maps
-    examples = predictions["example_indices"]
+    drawn = set()
+    examples = predictions.get("example_indices", ())  # none in a run evaluated before fmnist drew occlusion maps
     if len(examples):
+        drawn.add(artifacts.EVIDENCE_CLASSES_PNG)
         plots.evidence_png(predictions["example_images"] / 255, [CLASS_NAMES[c] for c in y_true[examples]],
                            {"for its class": predictions["example_maps"]}, run_dir / artifacts.EVIDENCE_CLASSES_PNG)
-    shown = len(predictions["mistake_maps"])
+    shown = len(predictions.get("mistake_maps", ()))
     if shown:
+        drawn.add(artifacts.EVIDENCE_MISTAKES_PNG)
         plots.evidence_png(
             predictions["mistake_images"][:shown] / 255,
             plots.mistake_titles(y_true[idx[:shown]], y_pred[:shown], probabilities[idx[:shown], y_pred[:shown]]),
             {"for pred": predictions["mistake_maps"][:, 0], "for true": predictions["mistake_maps"][:, 1]},
             run_dir / artifacts.EVIDENCE_MISTAKES_PNG,
         )
+    for name in {artifacts.EVIDENCE_CLASSES_PNG, artifacts.EVIDENCE_MISTAKES_PNG} - drawn:
+        (run_dir / name).unlink(missing_ok=True)  # one left from an earlier evaluation would show other maps
 
 
 def headline(run_dir: Path, metrics: dict[str, Any]) -> str:

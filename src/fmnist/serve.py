@@ -29,7 +29,7 @@ from fmnist import artifacts, runs
 from fmnist.data import CLASS_NAMES, IMAGE_SIDE
 from fmnist.defaults import MAX_BATCH, MAX_UPLOAD_MIB, UNSURE_BELOW
 from fmnist.errors import FmnistError, first_line
-from fmnist.explain import occlusion_maps
+from fmnist.explain import PATCH, occlusion_batches
 from fmnist.images import BadInput, check_array, load_input
 from fmnist.predict import Classifier, describe
 
@@ -209,6 +209,20 @@ def decode_files(files: list[tuple[str, bytes]]) -> np.ndarray:
     return np.stack([load_input(data, name) for name, data in files])
 
 
+async def explain_inputs(request: Request, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Occlusion maps through the batcher, for one request at a time and a batch of images at a time, so that a plain
+    request waits for one batch at most; a client that went away stops it."""
+    batches = occlusion_batches(images, classes)
+    maps = []
+    async with request.app.state.explaining:
+        while (batch := await anyio.to_thread.run_sync(next, batches, None)) is not None:
+            if await request.is_disconnected():
+                raise ClientDisconnect()
+            rows, finish = batch
+            maps.append(finish(await request.app.state.batcher.predict(rows)))
+    return np.concatenate(maps)
+
+
 def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -233,6 +247,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
         app.state.classifier = classifier
         app.state.batcher = Batcher(classifier.probabilities, max_batch)
         app.state.decoders = anyio.CapacityLimiter(decode_slots)  # made here: a limiter belongs to its event loop
+        app.state.explaining = asyncio.Semaphore(1)
         worker = asyncio.create_task(app.state.batcher.run())
         try:
             yield
@@ -261,8 +276,8 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
 
     @app.exception_handler(ClientDisconnect)
     async def client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
-        log.info("a client went away while sending %s", request.url.path)  # nobody is left to read an answer
-        return error(400, "the client went away before its request arrived")
+        log.info("a client went away before %s was answered", request.url.path)  # nobody is left to read an answer
+        return error(400, "the client went away before its request was answered")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -296,8 +311,9 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
         request: Request,
         top_k: int = Query(3, ge=1, le=len(CLASS_NAMES), description="how many classes to list per input"),
         include_pixels: bool = Query(False, description="also return the 28x28 input the model saw"),
-        explain: bool = Query(False, description="also return an occlusion map for the top class (28x28: how much "
-                                                 "blanking each pixel's 4x4 neighbourhood lowers its probability)"),
+        explain: bool = Query(False, description=f"also return the occlusion map of the top class, 28x28: how much "
+                                                 f"blanking the {PATCH}x{PATCH} patches over each pixel lowers its "
+                                                 "probability, on average"),
     ) -> dict[str, Any]:
         """Classify images (multipart files) or arrays (JSON); answer top-k classes per input."""
         started = time.perf_counter()
@@ -313,18 +329,15 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
         else:
             raise BadInput(f"unsupported content type {content_type or 'none'}: "
                            "send multipart/form-data files or application/json", 415)
-        batcher = request.app.state.batcher
-        probabilities = await batcher.predict(images.reshape(len(images), -1))
-        if explain:  # the blanked copies go through the batcher too, sent from a worker thread
-            through_batcher = lambda x: anyio.from_thread.run(batcher.predict, x)  # noqa: E731
-            maps = await anyio.to_thread.run_sync(occlusion_maps, through_batcher, images, probabilities.argmax(axis=1))
+        probabilities = await request.app.state.batcher.predict(images.reshape(len(images), -1))
+        maps = await explain_inputs(request, images, probabilities.argmax(axis=1)) if explain else [None] * len(images)
         predictions = []
-        for i, (name, image, row) in enumerate(zip(names, images, probabilities)):
+        for name, image, row, evidence in zip(names, images, probabilities, maps):
             answer = {"input": name, **describe(row, top_k)}
             if include_pixels:
                 answer["pixels"] = np.round(image, 4).tolist()
-            if explain:
-                answer["evidence"] = np.round(maps[i], 6).tolist()
+            if evidence is not None:
+                answer["evidence"] = np.round(evidence, 6).tolist()
             predictions.append(answer)
         return {"model_sha256": request.app.state.classifier.sha256,
                 "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),

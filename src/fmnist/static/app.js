@@ -67,7 +67,7 @@ function show(prediction, elapsedMs) {
   const best = prediction.top[0];
   $("label").textContent = `${best.class} ${(100 * best.probability).toFixed(1)}%`;
   $("unsure").hidden = !prediction.unsure;
-  $("timing").textContent = `${prediction.input}: answered in ${elapsedMs.toFixed(1)} ms on the server`;
+  $("timing").textContent = `${prediction.input}: answered in ${elapsedMs.toFixed(1)} ms on the server, occlusion map included`;
   $("timing").dataset.input = prediction.input;
   const byIndex = new Map(prediction.top.map((entry) => [entry.index, entry.probability]));
   const bars = $("bars");
