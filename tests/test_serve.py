@@ -332,6 +332,41 @@ def test_a_model_that_fails_to_load_at_start_up_is_one_line_not_uvicorns_traceba
         f"fmnist: error: {run} maps 100 features to 3 classes, not 784 pixels to 10 classes")
 
 
+def test_requests_still_running_at_a_stop_are_one_line_each_not_tracebacks(tiny_run_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as output:
+        server = subprocess.Popen([sys.executable, "-m", "fmnist", "serve", str(tiny_run_dir), "--port", str(port)],
+                                  stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        stalled = socket.create_connection(("127.0.0.1", port))  # half a body: in flight until the grace runs out
+        stalled.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 100\r\n\r\n{\"inputs\"")
+        time.sleep(0.5)
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=60) == 130  # as for any command stopped by Ctrl-C
+        stalled.close()
+    finally:
+        server.kill()
+    text = log.read_text()
+    assert "Traceback" not in text and "a request still running 5 s after the stop was cancelled" in text, text
+
+
 @pytest.mark.parametrize("slots", [1, 3])
 def test_uploads_are_decoded_at_most_decode_slots_at_a_time(tiny_run_dir, monkeypatch, slots):
     import fmnist.serve

@@ -370,18 +370,24 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_body_byt
                                            log_level="info" if access_log else "warning",
                                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
 
-    def unless_startup_failed(record: logging.LogRecord) -> bool:
-        return not hasattr(app.state, "startup_error")
+    def in_one_line(record: logging.LogRecord) -> bool:
+        """uvicorn's log without its tracebacks for a failed start-up (said below) and for requests it cancelled."""
+        if hasattr(app.state, "startup_error"):
+            return False
+        if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):  # still running after the grace
+            record.msg, record.args = "a request still running %d s after the stop was cancelled", (SHUTDOWN_GRACE_S,)
+            record.exc_info = record.exc_text = None
+        return True
 
     uvicorn_log = logging.getLogger("uvicorn.error")
-    uvicorn_log.addFilter(unless_startup_failed)
+    uvicorn_log.addFilter(in_one_line)
     try:
         server.run()
     except SystemExit:  # uvicorn's exit when the start-up failed
         if not hasattr(app.state, "startup_error"):
             raise
     finally:
-        uvicorn_log.removeFilter(unless_startup_failed)
+        uvicorn_log.removeFilter(in_one_line)
     failure = getattr(app.state, "startup_error", None)
     if failure is not None:
         if isinstance(failure, FmnistError):
