@@ -311,7 +311,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
         request: Request,
         top_k: int = Query(3, ge=1, le=len(CLASS_NAMES), description="how many classes to list per input"),
         include_pixels: bool = Query(False, description="also return the 28x28 input the model saw"),
-        explain: bool = Query(False, description=f"also return the occlusion map of the top class, 28x28: how much "
+        explain: bool = Query(False, description="also return the occlusion map of the top class, 28x28: how much "
                                                  f"blanking the {PATCH}x{PATCH} patches over each pixel lowers its "
                                                  "probability, on average"),
     ) -> dict[str, Any]:
