@@ -435,8 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_positive_int, default=3, help="classes listed per image (default 3)")
     p.add_argument("--unsure-below", type=float, default=defaults.UNSURE_BELOW, metavar="P",
                    help="call the model unsure when its top probability is under P (default %(default)s)")
-    p.add_argument("--show", type=Path, metavar="PNG", help="write the 28x28 inputs the model saw, what in each "
-                   "spoke for its top class (occlusion: 4x4 patches blanked in turn) and the probabilities")
+    p.add_argument("--show", type=Path, metavar="PNG", help="write the 28x28 inputs the model saw (the first 64), what "
+                   "in each spoke for its top class (occlusion: 4x4 patches blanked in turn) and the probabilities")
     backend(p)
 
     p = command("serve", cmd_serve, "Serve a run's model over HTTP: POST /v1/predict, a web page at /, docs at /docs.",
