@@ -70,6 +70,33 @@ def real_data_dir() -> Path:
     pytest.fail("the real Fashion-MNIST files are missing: run 'bash scripts/setup.sh' (installs dataset-fashion-mnist)")
 
 
+def start_server(run_dir: Path, log: Path, start_s: float = 180) -> tuple[subprocess.Popen, str]:
+    """``fmnist serve RUN`` in a fresh process on a free port, once it answers /v1/health: the process and its URL."""
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with open(log, "wb") as output:
+        process = subprocess.Popen([sys.executable, "-m", "fmnist", "serve", str(run_dir), "--port", str(port)],
+                                   stdout=output, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + start_s
+    while True:
+        try:
+            if httpx.get(f"{base}/v1/health", timeout=5).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the server did not come up:\n{log.read_text()}")
+        time.sleep(0.3)
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600):
     """Run ``python -m fmnist ARGS`` in a fresh process (its own Keras backend) and return the result."""
     full_env = {**os.environ, **(env or {})}

@@ -2,43 +2,22 @@
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import numpy as np
 import pytest
 
+from conftest import start_server
 from fmnist.data import CLASS_NAMES, load_dataset
 from samples import photo_like
 
 pytestmark = pytest.mark.realdata
-SERVER_START_S = 180
 
 
 @pytest.fixture(scope="module")
 def server(real_run_dir, tmp_path_factory):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = tmp_path_factory.mktemp("server") / "serve.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen([sys.executable, "-m", "fmnist", "serve", str(real_run_dir), "--port", str(port)],
-                                   stdout=output, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + SERVER_START_S
+    process, base = start_server(real_run_dir, tmp_path_factory.mktemp("server") / "serve.log")
     try:
-        while True:
-            try:
-                if httpx.get(f"{base}/v1/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the server did not come up:\n{log.read_text()}")
-            time.sleep(0.5)
         yield base
     finally:
         process.terminate()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import run_cli
+from conftest import run_cli, start_server
 from fmnist import artifacts
 from fmnist.data import CLASS_NAMES
 from fmnist.errors import FmnistError
@@ -334,27 +334,12 @@ def test_a_model_that_fails_to_load_at_start_up_is_one_line_not_uvicorns_traceba
 
 def test_requests_still_running_at_a_stop_are_one_line_each_not_tracebacks(tiny_run_dir, tmp_path):
     import signal
-    import subprocess
-    import sys
+    from urllib.parse import urlsplit
 
-    import httpx
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     log = tmp_path / "serve.log"
-    with open(log, "wb") as output:
-        server = subprocess.Popen([sys.executable, "-m", "fmnist", "serve", str(tiny_run_dir), "--port", str(port)],
-                                  stdout=output, stderr=subprocess.STDOUT)
+    server, base = start_server(tiny_run_dir, log)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=5)
-                break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        stalled = socket.create_connection(("127.0.0.1", port))  # half a body: in flight until the grace runs out
+        stalled = socket.create_connection(("127.0.0.1", urlsplit(base).port))  # half a body: in flight till the end
         stalled.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                         b"Content-Length: 100\r\n\r\n{\"inputs\"")
         time.sleep(0.5)
