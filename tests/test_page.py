@@ -91,7 +91,7 @@ def test_uploading_a_real_test_image_shows_its_label(page, server, real_data_dir
     truth = CLASS_NAMES[dataset.y_test[index]]
 
     page.set_input_files("#file-input", str(photo))
-    page.wait_for_selector(f'#timing[data-input="{name}"]')
+    page.wait_for_selector(f'#evidence[data-input="{name}"]')
     assert page.inner_text("#label").startswith(truth)
     bars = bar_probabilities(page)
     assert list(bars) == list(CLASS_NAMES) and max(bars, key=bars.get) == truth
@@ -123,8 +123,36 @@ def test_drawing_on_the_canvas_shows_probabilities(page):
 
     page.click("#clear")
     assert page.locator("#bars li").count() == 0
+    assert seen_brightness(page) == 0 and evidence_tints(page) == (0, 0) and page.inner_text("#timing") == ""
     assert np.isclose(page.evaluate("document.querySelector('#pad').getContext('2d').getImageData(140, 140, 1, 1)"
                                     ".data[0]"), 255)
+
+
+def test_an_answer_overtaken_by_a_newer_upload_is_not_shown(page, real_data_dir, tmp_path):
+    held = []
+    page.route("**/v1/predict*", lambda route: held.append(route))  # requests wait here until the test lets them go
+    dataset = load_dataset(real_data_dir)
+    photos = []
+    for index in (0, 1):
+        data, name = photo_like(dataset.x_test[index], seed=index)
+        photos.append(tmp_path / f"{index}-{name}")
+        photos[-1].write_bytes(data)
+        page.set_input_files("#file-input", str(photos[-1]))
+        for _ in range(1000):  # at most 20 s for the page to send it
+            if len(held) > index:
+                break
+            page.wait_for_timeout(20)
+    assert len(held) == 2, held
+    older, newer = held
+    newer.continue_()
+    page.wait_for_selector(f'#timing[data-input="{photos[1].name}"]')
+    with page.expect_response(lambda response: response.request == older.request):
+        older.continue_()
+    page.wait_for_timeout(300)  # time for the page to draw the older answer, were it to draw it
+    assert page.get_attribute("#timing", "data-input") == photos[1].name
+    assert len(held) == 3 and "explain=true" in held[2].request.url  # only the newer upload asks for its map
+    held[2].continue_()
+    page.wait_for_selector(f'#evidence[data-input="{photos[1].name}"]')
 
 
 def test_a_file_that_is_not_an_image_shows_the_servers_reason(page, tmp_path):

@@ -16,24 +16,46 @@ async function loadModel() {
   }
 }
 
-async function classify(blob, name) {
+// Each upload or stroke gets a number; an answer that arrives after a newer request was sent is dropped.
+let latest = 0;
+
+async function predict(blob, name, query) {
   const form = new FormData();
   form.append("files", blob, name);
+  const response = await fetch(`/v1/predict?${query}`, { method: "POST", body: form });
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
+// The answer first; the occlusion map (some 627 forward passes) follows in a second request, so it never delays it.
+async function classify(blob, name) {
+  const request = ++latest;
   $("error").hidden = true;
   document.body.classList.add("busy");
   try {
     await modelLoaded; // the bars are drawn in the classes' order
-    const query = `top_k=${classes.length}&include_pixels=true&explain=true`;
-    const response = await fetch(`/v1/predict?${query}`, { method: "POST", body: form });
-    const body = await response.json();
-    if (!response.ok) throw new Error(body.error || response.statusText);
-    show(body.predictions[0], body.elapsed_ms);
+    const answer = await predict(blob, name, `top_k=${classes.length}&include_pixels=true`);
+    if (request !== latest) return;
+    const prediction = answer.predictions[0];
+    show(prediction, answer.elapsed_ms);
+    const explained = await predict(blob, name, "top_k=1&explain=true");
+    if (request !== latest) return;
+    drawEvidence(prediction.pixels, explained.predictions[0].evidence);
+    $("timing").textContent += `; its map in ${explained.elapsed_ms.toFixed(1)} ms`;
+    $("evidence").dataset.input = prediction.input;
   } catch (err) {
+    if (request !== latest) return;
     $("error").textContent = err.message;
     $("error").hidden = false;
   } finally {
-    document.body.classList.remove("busy");
+    if (request === latest) document.body.classList.remove("busy");
   }
+}
+
+function blank(canvas) {
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  delete canvas.dataset.input;
 }
 
 function drawSeen(pixels) {
@@ -63,11 +85,11 @@ function drawEvidence(pixels, evidence) {
 
 function show(prediction, elapsedMs) {
   drawSeen(prediction.pixels);
-  drawEvidence(prediction.pixels, prediction.evidence);
+  blank($("evidence"));
   const best = prediction.top[0];
   $("label").textContent = `${best.class} ${(100 * best.probability).toFixed(1)}%`;
   $("unsure").hidden = !prediction.unsure;
-  $("timing").textContent = `${prediction.input}: answered in ${elapsedMs.toFixed(1)} ms on the server, occlusion map included`;
+  $("timing").textContent = `${prediction.input}: answered in ${elapsedMs.toFixed(1)} ms on the server`;
   $("timing").dataset.input = prediction.input;
   const byIndex = new Map(prediction.top.map((entry) => [entry.index, entry.probability]));
   const bars = $("bars");
@@ -147,7 +169,14 @@ function setUpPad() {
     pad.toBlob((blob) => classify(blob, "drawing.png"), "image/png");
   });
   $("clear").addEventListener("click", () => {
+    latest++; // an answer still on its way belongs to the drawing just wiped
     clear();
+    blank($("seen"));
+    blank($("evidence"));
+    $("timing").textContent = "";
+    delete $("timing").dataset.input;
+    $("error").hidden = true;
+    document.body.classList.remove("busy");
     $("bars").replaceChildren();
     $("label").textContent = "—";
     $("unsure").hidden = true;
