@@ -29,6 +29,8 @@ def test_flags_override_a_recipe_and_unknowns_are_errors():
     ("distilled", {"teacher": "t", "early_stopping_patience": 2, "lr_patience": 1}, "--early-stopping-patience, "
                                                                                     "--lr-patience would do nothing"),
     ("cnn", {"hidden_sizes": (16,)}, "--recipe cnn is a ConvNet, so --hidden-sizes would do nothing"),
+    ("spec", {"teacher": "t"}, "--teacher is for --recipe distilled"),
+    ("cnn", {"teacher": "t"}, "--recipe cnn learns from the labels alone: leave --teacher out"),
 ])
 def test_a_setting_the_recipe_would_ignore_is_an_error(recipe, overrides, refusal):
     with pytest.raises(FmnistError, match=refusal):

@@ -12,6 +12,7 @@ import pytest
 from conftest import run_cli
 from fmnist import artifacts
 from fmnist.backup import read_meta
+from fmnist.data import load_dataset
 from fmnist.cli import main
 from fmnist.errors import FmnistError
 from fmnist.resume import claim_run, keep_finished_epochs, resume_run
@@ -222,3 +223,24 @@ def test_a_backup_from_another_run_or_a_history_cut_short_is_refused_not_mixed_i
         keep_finished_epochs(mine)
     (mine / artifacts.HISTORY).write_bytes(b"epoch,loss\r\n0,1.5\r\n1,1.2\r\n2,1.1\r\n")
     assert keep_finished_epochs(mine) == 3
+
+
+def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, tiny_data):
+    folder, sums = tiny_data
+    dataset = load_dataset(folder, checksums=sums)
+    settings = TrainSettings(hidden_sizes=(16, 8), epochs=2, batch_size=16, name="tiny")
+    run_dir = train(settings, "jax", runs_dir=tmp_path, dataset=dataset).run_dir
+    scored = json.loads((run_dir / artifacts.METRICS).read_text())
+    for name in (artifacts.METRICS, artifacts.REPORT_HTML, artifacts.PREDICTIONS):  # as a stop then leaves it
+        (run_dir / name).unlink()
+    history = read_history(run_dir)
+
+    result = resume_run(run_dir, dataset=dataset)
+    assert result.metrics["test_accuracy"] == scored["test_accuracy"] == json.loads(
+        (run_dir / artifacts.METRICS).read_text())["test_accuracy"]
+    assert (run_dir / artifacts.REPORT_HTML).is_file() and read_history(run_dir) == history  # scored, not retrained
+    (run_dir / artifacts.REPORT_HTML).unlink()
+    resume_run(run_dir, dataset=dataset)
+    assert (run_dir / artifacts.REPORT_HTML).is_file()
+    with pytest.raises(FmnistError, match="already finished training; nothing to resume"):
+        resume_run(run_dir, dataset=dataset)

@@ -8,6 +8,7 @@ from conftest import run_cli, write_idx_set
 from fmnist import artifacts, runs
 from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
+from fmnist.resume import claim_run
 from fmnist.settings import TrainSettings
 from fmnist.train import train
 
@@ -91,8 +92,11 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
     assert finished["recipe"] == "spec (+2)"  # the spec with other hidden sizes and batch size
     assert by_name[f"study/{mixed_runs['grouped'].name}"]["recipe"] == "spec (+3)"  # and dropout
 
-    running = by_name[mixed_runs["running"].name]
-    assert running["status"] == "running" and running["epochs"] == 3 and running["test_accuracy"] is None
+    killed = by_name[mixed_runs["running"].name]  # status.json says running, but no process holds the run's lock
+    assert killed["status"] == "killed" and killed["epochs"] == 3 and killed["test_accuracy"] is None
+    assert killed["notes"] == by_name[mixed_runs["interrupted"].name]["notes"] == ["fmnist train --resume continues it"]
+    with claim_run(mixed_runs["running"]):  # as the process training it does
+        assert runs.summarize(mixed_runs["running"])["status"] == "running"
     assert by_name[mixed_runs["interrupted"].name]["status"] == "interrupted"
     damaged = by_name[mixed_runs["damaged"].name]
     assert damaged["status"] == "unknown"
@@ -101,6 +105,7 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
     assert old["backend"] == "tensorflow" and old["settings"] == {} and old["notes"] == ["no status.json"]
     mistyped = by_name[mixed_runs["mistyped"].name]
     assert mistyped["status"] == "finished" and mistyped["epochs"] is None and mistyped["train_seconds"] is None
+    assert mistyped["notes"] == ["not scored: fmnist train --resume scores it"]  # finished, but no metrics.json
     assert by_name[mixed_runs["empty"].name]["notes"] == ["no config.json", "no status.json"]
     assert by_name[mixed_runs["empty"].name]["recipe"] is None
     assert set(by_name[mixed_runs["unreadable"].name]["notes"]) == {

@@ -41,6 +41,7 @@ def test_limit_takes_a_stratified_subset():
 
 @pytest.mark.parametrize("overrides, refusal", [
     ({"limit": 20}, "cannot hold all 10 classes"),
+    ({"limit": 61}, "--limit 61: the training set has 60 images"),
     ({"teacher": "/nonexistent/run"}, "--teacher /nonexistent/run: no model"),
 ])
 def test_what_would_fail_mid_run_is_refused_before_a_run_directory_is_made(tmp_path, tiny_data, overrides, refusal):

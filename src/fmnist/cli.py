@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
-from fmnist import defaults
+from fmnist import defaults, stopping
 from fmnist.errors import FmnistError
 from fmnist.settings import FLAG_SETTINGS
 
@@ -458,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.handlers[:] = [handler]  # our progress only; libraries keep their own (quieter) defaults
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    stopping.install()
     try:
         args.handler(args)
         sys.stdout.flush()  # here, where a closed pipe can still be caught, rather than at exit
@@ -465,8 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fmnist: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("fmnist: interrupted", file=sys.stderr)
-        return 130
+        stopping.leave()
     except BrokenPipeError:  # the reader went away (`fmnist runs | head`): not an error worth a line
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
         return 141

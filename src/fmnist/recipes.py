@@ -49,6 +49,9 @@ def recipe_settings(recipe: str, **overrides: Any) -> TrainSettings:
         if unread:
             flags = ", ".join("--" + name.replace("_", "-") for name in unread)
             raise FmnistError(f"--recipe {recipe} {why}, so {flags} would do nothing: leave {flags} out")
+    if settings.teacher and recipe != "distilled":
+        raise FmnistError(f"--teacher is for --recipe distilled (a dense network taught by a trained run); "
+                          f"--recipe {recipe} learns from the labels alone: leave --teacher out")
     if recipe == "distilled" and not settings.teacher:
         raise FmnistError("--recipe distilled needs --teacher RUN, a trained run to learn from (e.g. --recipe cnn)")
     return settings

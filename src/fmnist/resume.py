@@ -77,21 +77,51 @@ def keep_finished_epochs(run_dir: Path) -> int:
     return epochs
 
 
-def resume_run(run_dir: Path, backend: str | None = None, data_dir: Path | None = None) -> TrainResult:
-    """Continue ``run_dir`` with its own settings and backend; it ends with the normal evaluation and report."""
+def resume_run(
+    run_dir: Path, backend: str | None = None, data_dir: Path | None = None, dataset: Dataset | None = None,
+) -> TrainResult:
+    """Continue ``run_dir`` with its own settings and backend; it ends with the normal evaluation and report.
+
+    A run stopped after its training, while it was being scored or its report drawn, is only scored or drawn.
+    """
     from fmnist.backend import activate
 
     run_dir = runs.require_run_dir(run_dir)
-    require_unfinished(run_dir)
+    scoring_only = runs.finished(run_dir)
+    if scoring_only and (run_dir / artifacts.METRICS).is_file() and (run_dir / artifacts.REPORT_HTML).is_file():
+        require_unfinished(run_dir)
     config = read_resumable(run_dir / artifacts.CONFIG, {"settings": dict}, backend, "train it again")
     settings = TrainSettings.from_dict(config["settings"])
     activate(config["backend"])
     from fmnist.data import load_dataset
     from fmnist.train import train
 
-    dataset = load_dataset(data_dir)
+    dataset = dataset or load_dataset(data_dir)
     require_same_data(dataset, config, run_dir)
+    if scoring_only:
+        return score_finished(run_dir, dataset)
     return train(settings, config["backend"], data_dir=data_dir, dataset=dataset, resume_dir=run_dir)
+
+
+def score_finished(run_dir: Path, dataset: Dataset) -> TrainResult:
+    """A run whose training finished: scored if a stop cut its evaluation short, its report drawn if that was."""
+    from fmnist.evaluate import evaluate_run
+    from fmnist.report import build_report
+    from fmnist.train import TrainResult
+
+    status = artifacts.read_json(run_dir / artifacts.STATUS)
+    if any(artifacts.json_number(status.get(key)) is None for key in ("epochs", "train_seconds")):
+        raise FmnistError(f"{run_dir / artifacts.STATUS} lacks its epochs or training time; restore it, or "
+                          f"remove {run_dir} and train it again")
+    metrics_path = run_dir / artifacts.METRICS
+    if not metrics_path.is_file():
+        log.info("scoring %s, stopped after its training", run_dir)
+        metrics = evaluate_run(run_dir, dataset=dataset)
+    else:
+        metrics = artifacts.read_json(metrics_path)
+        if not (run_dir / artifacts.REPORT_HTML).is_file():
+            build_report(run_dir)
+    return TrainResult(run_dir, metrics, status["epochs"], status["train_seconds"])
 
 
 def read_resumable(path: Path, kinds: dict[str, type], backend: str | None, otherwise: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,18 @@ def finished(run_dir: Path | None) -> bool:
     return status is not None and status.is_file() and artifacts.read_json(status).get("state") == "finished"
 
 
+def being_trained(run_dir: Path) -> bool:
+    """Whether a live process holds the run's lock (fmnist.resume.claim_run); the kernel drops it when one dies."""
+    try:
+        with open(Path(run_dir) / artifacts.LOCK, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # granted, and dropped at close, when no one trains it
+    except BlockingIOError:
+        return True
+    except OSError:  # no lock file: no process ever claimed the run
+        return False
+    return False
+
+
 GROUP_DEPTH = 3  # runs/<runs dir of a study>/<seed group>/<run>
 KEY_SETTINGS = ("architecture", "hidden_sizes", "dropout", "learning_rate", "batch_size", "epochs", "limit", "seed")
 
@@ -128,6 +141,13 @@ def summarize(run_dir: Path) -> dict[str, Any]:
             epochs = max(0, len(history.read_text(encoding="utf-8", errors="replace").splitlines()) - 1)
     except OSError:
         notes.append(f"{history.name} unreadable")
+    state = str(status.get("state", "unknown"))
+    if state == "running" and not being_trained(run_dir):  # its process was killed, or its machine went down
+        state = "killed"
+    if state in ("killed", "interrupted", "failed"):
+        notes.append("fmnist train --resume continues it")
+    elif state == "finished" and not (run_dir / artifacts.METRICS).is_file():  # stopped while it was being scored
+        notes.append("not scored: fmnist train --resume scores it")
     created = config.get("created") or status.get("updated") or _iso(
         dt.datetime.fromtimestamp(run_dir.stat().st_mtime, dt.timezone.utc))
     return {
@@ -141,7 +161,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "test_accuracy": artifacts.json_number(metrics.get("test_accuracy")),
         "macro_f1": artifacts.json_number(metrics.get("macro_f1")),
         "train_seconds": artifacts.json_number(status.get("train_seconds")),
-        "status": str(status.get("state", "unknown")),
+        "status": state,
         "notes": notes,
     }
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist import artifacts, runs
+from fmnist import artifacts, runs, stopping
 from fmnist.data import CLASS_NAMES, Dataset, load_dataset
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
@@ -102,9 +102,8 @@ def _complete_group(
     """Train (or resume, or reuse) every member, then write the group's summary."""
     import keras
 
-    from fmnist.evaluate import evaluate_run
-    from fmnist.report import build_report
-    from fmnist.train import TrainResult, train
+    from fmnist.resume import score_finished
+    from fmnist.train import train
 
     existing = _member_dirs(group)
     results = []
@@ -112,21 +111,11 @@ def _complete_group(
         run_dir = existing.get(member.seed)
         if runs.finished(run_dir):
             log.info("seed %d (%d of %d): finished in %s", member.seed, k + 1, len(members), run_dir.name)
-            status = artifacts.read_json(run_dir / artifacts.STATUS)
-            if any(artifacts.json_number(status.get(key)) is None for key in ("epochs", "train_seconds")):
-                raise FmnistError(f"{run_dir / artifacts.STATUS} lacks its epochs or training time; restore it, or "
-                                  f"remove {run_dir} so that its seed is trained again")
-            metrics_path = run_dir / artifacts.METRICS
-            if not metrics_path.is_file():  # killed while it was being scored
-                metrics = evaluate_run(run_dir, dataset=dataset)
-            else:
-                metrics = artifacts.read_json(metrics_path)
-                if not (run_dir / artifacts.REPORT_HTML).is_file():  # killed while its report was being drawn
-                    build_report(run_dir)
-            results.append(TrainResult(run_dir, metrics, status["epochs"], status["train_seconds"]))
+            results.append(score_finished(run_dir, dataset))
             continue
         log.info("seed %d (%d of %d)", member.seed, k + 1, len(members))
         keras.backend.clear_session()
+        stopping.check()  # clear_session collects garbage, where Python drops a Ctrl-C with a warning
         results.append(train(member, backend, runs_dir=group, dataset=dataset, resume_dir=run_dir))
     seeds = len(members)
     summary = summarise(

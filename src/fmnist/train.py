@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fmnist import artifacts, runs
+from fmnist import artifacts, runs, stopping
 from fmnist.data import Dataset, load_dataset, to_features
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
@@ -61,6 +61,9 @@ def split_indices(labels: np.ndarray, settings: TrainSettings) -> tuple[np.ndarr
 
 def check_inputs(settings: TrainSettings, dataset: Dataset) -> None:
     """Refuse what would only fail mid-run before a run directory is made: too small a split, a missing teacher."""
+    if settings.limit is not None and settings.limit > len(dataset.y_train):
+        raise FmnistError(f"--limit {settings.limit}: the training set has {len(dataset.y_train):,} images; "
+                          "leave --limit out to use them all")
     split_indices(dataset.y_train, settings)
     if settings.teacher:
         try:
@@ -91,6 +94,7 @@ def make_callbacks(settings: TrainSettings, run_dir: Path) -> list:
             self.started = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
+            stopping.check()  # a Ctrl-C swallowed during the epoch stops the run here, before the epoch is kept
             logs["seconds"] = round(time.perf_counter() - self.started, 3)
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             log.info(
@@ -227,5 +231,9 @@ def train(
         # Finished first: a kill between the two must not leave a "running" run without its backup.
         runs.set_status(run_dir, "finished", epochs=epochs_run, train_seconds=round(seconds, 2))
         (run_dir / artifacts.BACKUP).unlink(missing_ok=True)  # the saved model supersedes it
-        metrics = evaluate_run(run_dir, data_dir=data_dir, model=model, dataset=dataset)
+        try:
+            metrics = evaluate_run(run_dir, data_dir=data_dir, model=model, dataset=dataset)
+        except KeyboardInterrupt:
+            log.warning("stopped while scoring the trained model: 'fmnist train --resume %s' scores it", run_dir)
+            raise
     return TrainResult(run_dir, metrics, epochs_run, seconds)
