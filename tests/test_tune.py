@@ -19,7 +19,7 @@ from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
 from fmnist.train import read_history
-from fmnist.tune import _objective, _train_command, settings_for, train_best, trial_params, tune, write_report
+from fmnist.tune import _figures, _objective, _train_command, settings_for, train_best, trial_params, tune, write_report
 
 BASE = TrainSettings(epochs=2, early_stopping_patience=5, lr_patience=1)
 
@@ -88,7 +88,7 @@ def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path):
     (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
     with pytest.raises(FmnistError, match="photo.png is not an Optuna journal"):
         write_report("s", storage=str(tmp_path / "photo.png"), runs_dir=tmp_path)
-    for content in ('{"a": 1}\n', "[1, 2]\n"):  # JSON, but not Optuna's
+    for content in ('{"a": 1}\n', "[1, 2]\n", '{"op_code": 99, "worker_id": "w"}\n'):  # JSON, not Optuna's
         (tmp_path / "other.journal").write_text(content)
         with pytest.raises(FmnistError, match="other.journal is not an Optuna journal"):
             write_report("s", storage=str(tmp_path / "other.journal"), runs_dir=tmp_path)
@@ -216,3 +216,13 @@ def test_tune_flags_it_would_ignore_or_cannot_use_are_refused(tmp_path, capsys, 
 def test_a_trial_another_program_wrote_is_refused_by_its_parameters(params):
     with pytest.raises(FmnistError, match="are not those 'fmnist tune' searches"):
         settings_for(BASE, params, "t")
+
+
+def test_a_plot_optuna_doubts_is_replaced_by_its_reason():
+    study = optuna.create_study()
+    distributions = {"dropout": optuna.distributions.FloatDistribution(0.0, 0.5)}
+    study.add_trial(optuna.trial.create_trial(params={"dropout": 0.3}, distributions=distributions, value=0.5))
+    figures = dict(_figures(study))
+    assert "too small to compute importances" in figures["Parameter importances"]  # not a plot of equal bars
+    assert not isinstance(figures["Optimisation history"], str)
+    assert not isinstance(figures["Timeline (one row per trial; overlapping bars ran in parallel)"], str)

@@ -65,8 +65,11 @@ def curves_png(history: dict[str, list[float]], best: int | None, path: Path) ->
         ax.set_xlabel("Epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
+    # One legend for both panels, below them: inside, it covered the first epochs, where the curves start.
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=len(handles), frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     _save(fig, path)
 
 

@@ -104,7 +104,8 @@ def open_storage(storage: str | None, runs_dir: Path) -> tuple[optuna.storages.B
         return optuna.storages.JournalStorage(backend), str(path)  # reads the whole journal
     except OSError as exc:
         raise FmnistError(f"cannot open the journal file {path}: {exc.strerror}") from None
-    except (ValueError, KeyError, TypeError) as exc:  # undecodable bytes, a line not JSON, JSON not Optuna's
+    # Undecodable bytes, a line not JSON, JSON not Optuna's (an unknown operation fails Optuna's assert).
+    except (ValueError, KeyError, TypeError, AssertionError) as exc:
         raise FmnistError(f"{path} is not an Optuna journal ({first_line(exc)}); give --storage a journal file "
                           "written by 'fmnist tune', or a database URL") from None
 
@@ -293,9 +294,15 @@ def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
         ("Timeline (one row per trial; overlapping bars ran in parallel)", vis.plot_timeline),
     ):
         try:
-            figures.append((title, plot(study)))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                figure = plot(study)
         except (ValueError, RuntimeError) as exc:  # too few finished trials, or parameters that never varied
             figures.append((title, first_line(exc)))
+            continue
+        # A plot Optuna warns about ("too small to compute importances") would mislead: its reason is shown instead.
+        doubts = [w for w in caught if not issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
+        figures.append((title, first_line(doubts[0].message) if doubts else figure))
     return figures
 
 
