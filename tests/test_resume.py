@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from fmnist import artifacts
+from fmnist import artifacts, runs
 from fmnist.backup import read_meta
 from fmnist.data import load_dataset
 from fmnist.cli import main
@@ -234,6 +234,11 @@ def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, t
     for name in (artifacts.METRICS, artifacts.REPORT_HTML, artifacts.PREDICTIONS):  # as a stop then leaves it
         (run_dir / name).unlink()
     history = read_history(run_dir)
+    with claim_run(run_dir):  # as the process that trained it holds it while it scores
+        assert runs.summarize(run_dir)["notes"] == []  # not "not scored": it is being scored
+        with pytest.raises(FmnistError, match="being trained by another process"):
+            resume_run(run_dir, dataset=dataset)
+    assert runs.summarize(run_dir)["notes"] == ["not scored: fmnist train --resume scores it"]
 
     result = resume_run(run_dir, dataset=dataset)
     assert result.metrics["test_accuracy"] == scored["test_accuracy"] == json.loads(
@@ -244,3 +249,16 @@ def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, t
     assert (run_dir / artifacts.REPORT_HTML).is_file()
     with pytest.raises(FmnistError, match="already finished training; nothing to resume"):
         resume_run(run_dir, dataset=dataset)
+
+
+def test_a_glance_from_fmnist_runs_does_not_make_a_claim_fail(tmp_path):
+    import fcntl
+    import threading
+
+    (tmp_path / artifacts.LOCK).touch()
+    with open(tmp_path / artifacts.LOCK, "rb") as glance:
+        fcntl.flock(glance, fcntl.LOCK_SH)  # runs.being_trained's probe, caught in the act
+        threading.Timer(0.3, fcntl.flock, (glance, fcntl.LOCK_UN)).start()
+        with claim_run(tmp_path):
+            assert runs.being_trained(tmp_path)
+    assert not runs.being_trained(tmp_path)

@@ -14,15 +14,11 @@ from fmnist import artifacts, stopping
 
 @pytest.fixture
 def installed(monkeypatch):
-    """stopping.install() in this process, with pytest's handlers and unraisable hook back afterwards."""
+    """Inside stopping.handled(), with a recorder as the unraisable hook it passes other exceptions on to."""
     unraisable = []
     monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
-    handlers = {signum: signal.getsignal(signum) for signum in stopping.STOP_SIGNALS}
-    stopping.install()
-    yield unraisable
-    for signum, handler in handlers.items():
-        signal.signal(signum, handler)
-    stopping._received.clear()
+    with stopping.handled():
+        yield unraisable
 
 
 def test_a_stop_that_python_swallows_in_a_garbage_collection_callback_is_kept(installed):
@@ -63,8 +59,31 @@ def test_kill_while_the_model_compiles_stops_the_run_cleanly(tmp_path, real_data
             process.send_signal(signal.SIGTERM)
             break
     err = "".join(seen) + process.communicate(timeout=120)[1]
-    assert process.returncode == 128 + signal.SIGTERM, err
+    assert process.returncode == -signal.SIGTERM, err  # ended by the signal, as for systemd and `timeout`
     assert err.rstrip().endswith("fmnist: stopped by SIGTERM") and "Traceback" not in err
     (run_dir,) = Path(tmp_path).iterdir()
     status = json.loads((run_dir / artifacts.STATUS).read_text())
     assert status["state"] == "interrupted" and status["resume"] == f"fmnist train --resume {run_dir}"
+
+
+def test_main_called_in_process_returns_the_stop_and_puts_the_handlers_back(monkeypatch, tmp_path, capsys):
+    from fmnist import runs
+    from fmnist.cli import main
+
+    before = {signum: signal.getsignal(signum) for signum in stopping.STOP_SIGNALS}, sys.unraisablehook
+
+    def swallowed_stop(runs_dir):  # a Ctrl-C that lands in a garbage-collection callback while the command runs
+        class Thing:
+            pass
+
+        thing = Thing()
+        kept = weakref.ref(thing, lambda _: signal.raise_signal(signal.SIGINT))
+        del thing
+        gc.collect()
+        return []
+
+    monkeypatch.setattr(runs, "list_runs", swallowed_stop)
+    assert main(["runs", "--runs-dir", str(tmp_path)]) == 130  # the caller goes on: no exit, no crash
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "fmnist: interrupted"
+    assert ({signum: signal.getsignal(signum) for signum in stopping.STOP_SIGNALS}, sys.unraisablehook) == before
+    stopping.check()  # that stop is over: the caller's next training is not stopped by it

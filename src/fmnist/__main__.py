@@ -1,5 +1,3 @@
-import sys
+from fmnist.cli import run
 
-from fmnist.cli import main
-
-sys.exit(main())
+run()

@@ -458,15 +458,20 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.handlers[:] = [handler]  # our progress only; libraries keep their own (quieter) defaults
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
-    stopping.install()
+    with stopping.handled():
+        return _run_command(args)
+
+
+def _run_command(args: argparse.Namespace) -> int:
     try:
         args.handler(args)
+        stopping.check()  # a Ctrl-C that Python swallowed while the command ran still counts
         sys.stdout.flush()  # here, where a closed pipe can still be caught, rather than at exit
     except FmnistError as exc:
         print(f"fmnist: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        stopping.leave()
+        return stopping.stopped()
     except BrokenPipeError:  # the reader went away (`fmnist runs | head`): not an error worth a line
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
         return 141
@@ -482,5 +487,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> NoReturn:
+    """The `fmnist` program: main(), then the process ends as its exit status says (a stopped one at once)."""
+    status = main()
+    if status in stopping.STOP_STATUSES:
+        stopping.end_process(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

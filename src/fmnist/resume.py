@@ -6,6 +6,7 @@ import contextlib
 import csv
 import fcntl
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CLAIM_ATTEMPTS = 20  # 0.05 s apart, about a second in all: a live training holds its lock far longer
+
 
 @contextlib.contextmanager
 def claim_run(run_dir: Path) -> Iterator[None]:
@@ -27,10 +30,15 @@ def claim_run(run_dir: Path) -> Iterator[None]:
     The kernel drops the lock when the process ends, however it ends, so a killed run can be resumed at once.
     """
     with open(Path(run_dir) / artifacts.LOCK, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise FmnistError(f"{run_dir} is being trained by another process; wait for it or stop it first") from None
+        for attempt in range(CLAIM_ATTEMPTS):
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == CLAIM_ATTEMPTS - 1:
+                    raise FmnistError(f"{run_dir} is being trained by another process; wait for it or stop it "
+                                      "first") from None
+                time.sleep(0.05)  # `fmnist runs` may be looking (runs.being_trained): that lock lasts an instant
         yield
 
 
@@ -114,13 +122,14 @@ def score_finished(run_dir: Path, dataset: Dataset) -> TrainResult:
         raise FmnistError(f"{run_dir / artifacts.STATUS} lacks its epochs or training time; restore it, or "
                           f"remove {run_dir} and train it again")
     metrics_path = run_dir / artifacts.METRICS
-    if not metrics_path.is_file():
-        log.info("scoring %s, stopped after its training", run_dir)
-        metrics = evaluate_run(run_dir, dataset=dataset)
-    else:
-        metrics = artifacts.read_json(metrics_path)
-        if not (run_dir / artifacts.REPORT_HTML).is_file():
-            build_report(run_dir)
+    with claim_run(run_dir):  # the process that trained it may be scoring it still
+        if not metrics_path.is_file():
+            log.info("scoring %s, stopped after its training", run_dir)
+            metrics = evaluate_run(run_dir, dataset=dataset)
+        else:
+            metrics = artifacts.read_json(metrics_path)
+            if not (run_dir / artifacts.REPORT_HTML).is_file():
+                build_report(run_dir)
     return TrainResult(run_dir, metrics, status["epochs"], status["train_seconds"])
 
 

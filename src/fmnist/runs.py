@@ -98,7 +98,9 @@ def finished(run_dir: Path | None) -> bool:
 
 
 def being_trained(run_dir: Path) -> bool:
-    """Whether a live process holds the run's lock (fmnist.resume.claim_run); the kernel drops it when one dies."""
+    """Whether a live process holds the run's lock (fmnist.resume.claim_run); the kernel drops it when one dies.
+
+    The probe holds a shared lock for an instant; claim_run tries again for a moment rather than fail on it."""
     try:
         with open(Path(run_dir) / artifacts.LOCK, "rb") as handle:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # granted, and dropped at close, when no one trains it
@@ -142,11 +144,12 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     except OSError:
         notes.append(f"{history.name} unreadable")
     state = str(status.get("state", "unknown"))
-    if state == "running" and not being_trained(run_dir):  # its process was killed, or its machine went down
+    live = state in ("running", "finished") and being_trained(run_dir)  # a finished run's process still scores it
+    if state == "running" and not live:  # its process was killed, or its machine went down
         state = "killed"
     if state in ("killed", "interrupted", "failed"):
         notes.append("fmnist train --resume continues it")
-    elif state == "finished" and not (run_dir / artifacts.METRICS).is_file():  # stopped while it was being scored
+    elif state == "finished" and not live and not (run_dir / artifacts.METRICS).is_file():  # stopped while scored
         notes.append("not scored: fmnist train --resume scores it")
     created = config.get("created") or status.get("updated") or _iso(
         dt.datetime.fromtimestamp(run_dir.stat().st_mtime, dt.timezone.utc))

@@ -1,22 +1,25 @@
 """Ctrl-C and `kill` stop a command the same way: KeyboardInterrupt, and a flag that outlives it.
 
 Python prints and drops an exception raised inside a garbage-collection callback ("Exception ignored in ..."), so a
-signal landing there was lost and training went on; the flag lets the next check (each epoch, each seed) stop it.
+signal landing there was lost and training went on; the flag lets the next check (each epoch, each seed, the
+command's end) stop it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import signal
 import sys
 import threading
 from types import FrameType
-from typing import NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_STATUSES = tuple(128 + signum for signum in STOP_SIGNALS)  # the shell's convention: 130 for Ctrl-C, 143 for kill
 _received: list[int] = []
-_hooks: list = []  # the unraisable hook in place before ours, which we pass everything else on to
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
@@ -24,23 +27,33 @@ def _stop(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def install() -> None:
-    """Turn SIGINT and SIGTERM into a stop; a signal the parent set to be ignored (a background job's) stays so."""
-    _received.clear()
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        return
-    for signum in STOP_SIGNALS:
-        if signal.getsignal(signum) is not signal.SIG_IGN:
-            signal.signal(signum, _stop)
-    if sys.unraisablehook is not _quiet_when_stopping:
-        _hooks[:] = [sys.unraisablehook]
-        sys.unraisablehook = _quiet_when_stopping
-
-
-def _quiet_when_stopping(unraisable: "sys.UnraisableHookArgs") -> None:
+def _quiet_when_stopping(passed_on: Callable[[Any], None], unraisable: Any) -> None:
     """Drop Python's traceback of a KeyboardInterrupt it swallowed: the flag keeps the stop, check() acts on it."""
     if not (_received and unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt)):
-        _hooks[0](unraisable)
+        passed_on(unraisable)
+
+
+@contextlib.contextmanager
+def handled() -> Iterator[None]:
+    """While a command runs, SIGINT (unless the parent ignores it, as for a background job) and SIGTERM stop it;
+    the handlers and the unraisable hook are put back afterwards, for a caller that goes on."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    hook = sys.unraisablehook
+    for signum, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(signum, _stop)
+    sys.unraisablehook = functools.partial(_quiet_when_stopping, hook)
+    try:
+        yield
+    finally:
+        _received.clear()  # this command's stop, not the next one's
+        for signum, handler in previous.items():
+            if handler is not None:  # None: set from outside Python, and not ours to restore
+                signal.signal(signum, handler)
+        sys.unraisablehook = hook
 
 
 def check() -> None:
@@ -49,16 +62,23 @@ def check() -> None:
         raise KeyboardInterrupt
 
 
-def leave() -> NoReturn:
-    """Say why the command stopped and end the process with the shell's status for it: 130 for Ctrl-C, 143 for kill.
-
-    Without Python's shutdown: a JAX compilation still running on its thread pool when the interpreter tears down
-    JAX's client crashed the process (SIGSEGV in ``PjRtClient``'s destructor). Whatever a run keeps is written by now.
-    """
+def stopped() -> int:
+    """Say why the command stopped; return its exit status (130 also for a KeyboardInterrupt without a signal)."""
     signum = _received[-1] if _received else signal.SIGINT
     print("fmnist: interrupted" if signum == signal.SIGINT else f"fmnist: stopped by {signal.Signals(signum).name}",
           file=sys.stderr)
+    return 128 + signum
+
+
+def end_process(status: int) -> NoReturn:
+    """End a stopped `fmnist` process without Python's shutdown: a JAX compilation still running on its thread pool
+    when the interpreter tore down JAX's client crashed the process (SIGSEGV in ``PjRtClient``'s destructor).
+    Whatever a run keeps is on disk by now. A SIGTERM is raised again, so that the parent (systemd, ``timeout``)
+    sees the process ended by it, as it would have without fmnist's handler."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(128 + signum)
+    if status == 128 + signal.SIGTERM:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+    os._exit(status)
