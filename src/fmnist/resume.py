@@ -96,8 +96,8 @@ def resume_run(
 
     run_dir = runs.require_run_dir(run_dir)
     scoring_only = runs.finished(run_dir)
-    if scoring_only and (run_dir / artifacts.METRICS).is_file() and (run_dir / artifacts.REPORT_HTML).is_file():
-        require_unfinished(run_dir)
+    if scoring_only and all((run_dir / name).is_file() for name in (artifacts.METRICS, artifacts.REPORT_HTML)):
+        require_unfinished(run_dir)  # which refuses it: nothing is left to do
     config = read_resumable(run_dir / artifacts.CONFIG, {"settings": dict}, backend, "train it again")
     settings = TrainSettings.from_dict(config["settings"])
     activate(config["backend"])

@@ -107,7 +107,7 @@ def being_trained(run_dir: Path) -> bool:
     except BlockingIOError:
         return True
     except OSError:  # no lock file: no process ever claimed the run
-        return False
+        pass
     return False
 
 
@@ -144,12 +144,13 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     except OSError:
         notes.append(f"{history.name} unreadable")
     state = str(status.get("state", "unknown"))
-    live = state in ("running", "finished") and being_trained(run_dir)  # a finished run's process still scores it
+    unscored = state == "finished" and not (run_dir / artifacts.METRICS).is_file()
+    live = (state == "running" or unscored) and being_trained(run_dir)  # a finished run's process scores it still
     if state == "running" and not live:  # its process was killed, or its machine went down
         state = "killed"
     if state in ("killed", "interrupted", "failed"):
         notes.append("fmnist train --resume continues it")
-    elif state == "finished" and not live and not (run_dir / artifacts.METRICS).is_file():  # stopped while scored
+    elif unscored and not live:  # stopped while it was being scored
         notes.append("not scored: fmnist train --resume scores it")
     created = config.get("created") or status.get("updated") or _iso(
         dt.datetime.fromtimestamp(run_dir.stat().st_mtime, dt.timezone.utc))

@@ -60,7 +60,8 @@ def split_indices(labels: np.ndarray, settings: TrainSettings) -> tuple[np.ndarr
 
 
 def check_inputs(settings: TrainSettings, dataset: Dataset) -> None:
-    """Refuse what would only fail mid-run before a run directory is made: too small a split, a missing teacher."""
+    """Refuse what would only fail or mislead mid-run before a run directory is made: a --limit beyond the data,
+    too small a split, a missing teacher."""
     if settings.limit is not None and settings.limit > len(dataset.y_train):
         raise FmnistError(f"--limit {settings.limit}: the training set has {len(dataset.y_train):,} images; "
                           "leave --limit out to use them all")
