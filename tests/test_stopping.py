@@ -21,15 +21,21 @@ def installed(monkeypatch):
         yield unraisable
 
 
-def test_a_stop_that_python_swallows_in_a_garbage_collection_callback_is_kept(installed):
+def signal_inside_a_gc_callback(signum: signal.Signals) -> None:
+    """A signal that arrives while a weakref callback runs: Python drops the exception its handler raises there."""
     class Thing:
         pass
 
     thing = Thing()
-    kept = weakref.ref(thing, lambda _: signal.raise_signal(signal.SIGTERM))  # as if `kill` came during collection
+    kept = weakref.ref(thing, lambda _: signal.raise_signal(signum))
     del thing
     gc.collect()
-    assert kept() is None and installed == []  # Python dropped the KeyboardInterrupt, and said nothing of it
+    assert kept() is None  # the callback ran
+
+
+def test_a_stop_that_python_swallows_in_a_garbage_collection_callback_is_kept(installed):
+    signal_inside_a_gc_callback(signal.SIGTERM)  # as if `kill` came during a collection
+    assert installed == []  # Python dropped the KeyboardInterrupt, and said nothing of it
     with pytest.raises(KeyboardInterrupt):
         stopping.check()
 
@@ -73,13 +79,7 @@ def test_main_called_in_process_returns_the_stop_and_puts_the_handlers_back(monk
     before = {signum: signal.getsignal(signum) for signum in stopping.STOP_SIGNALS}, sys.unraisablehook
 
     def swallowed_stop(runs_dir):  # a Ctrl-C that lands in a garbage-collection callback while the command runs
-        class Thing:
-            pass
-
-        thing = Thing()
-        kept = weakref.ref(thing, lambda _: signal.raise_signal(signal.SIGINT))
-        del thing
-        gc.collect()
+        signal_inside_a_gc_callback(signal.SIGINT)
         return []
 
     monkeypatch.setattr(runs, "list_runs", swallowed_stop)
