@@ -49,3 +49,13 @@ def test_samples_take_what_a_small_set_has(tmp_path, per_class_available, missin
     plots.samples_png(images, labels, path)  # asks for ten a class; drew nothing but an error before
     width, height = opened(path)
     assert height > width / 2  # ten rows of at most four (or one) columns
+
+
+def test_curves_without_epochs_say_so_instead_of_empty_axes(tmp_path):
+    path = tmp_path / "curves.png"
+    plots.curves_png({}, None, path)
+    with Image.open(path) as picture:
+        grey = np.asarray(picture.convert("L"))
+    height, width = grey.shape
+    inside = grey[height // 2 - 10: height // 2 + 10, int(width * 0.33): int(width * 0.40)]  # the left panel's middle
+    assert inside.min() < 100  # the message's dark letters, where empty axes have only faint grid lines

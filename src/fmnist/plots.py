@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from fmnist.artifacts import write_atomic
+from fmnist.artifacts import HISTORY, write_atomic
 from fmnist.data import CLASS_NAMES, IMAGE_SIDE
 
 
@@ -67,8 +67,14 @@ def curves_png(history: dict[str, list[float]], best: int | None, path: Path) ->
         ax.grid(alpha=0.3)
     # One legend for both panels, below them: inside, it covered the first epochs, where the curves start.
     handles, labels = axes[0].get_legend_handles_labels()
-    if handles:
+    if len(epochs):
         fig.legend(handles, labels, loc="lower center", ncol=len(handles), frameon=False)
+    else:  # rather than empty axes that look like a drawing fault
+        for ax in axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.text(0.5, 0.5, f"no epochs recorded: {HISTORY} is missing or empty", ha="center", va="center",
+                 fontsize=14, bbox={"facecolor": "white", "edgecolor": "grey"})
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     _save(fig, path)
 
