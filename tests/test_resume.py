@@ -15,7 +15,7 @@ from fmnist.backup import read_meta
 from fmnist.data import load_dataset
 from fmnist.cli import main
 from fmnist.errors import FmnistError
-from fmnist.resume import claim_run, keep_finished_epochs, resume_run
+from fmnist.resume import keep_finished_epochs, resume_run
 from fmnist.settings import TrainSettings
 from fmnist.train import read_history, train
 
@@ -43,11 +43,11 @@ def _rows(run_dir: Path) -> int:
     return max(len(history.read_text().splitlines()) - 1, 0) if history.is_file() else 0
 
 
-def _stop_after(process: subprocess.Popen, runs: Path, epochs: int, sig: signal.Signals) -> tuple[Path, str]:
+def _stop_after(process: subprocess.Popen, runs_dir: Path, epochs: int, sig: signal.Signals) -> tuple[Path, str]:
     """Send ``sig`` a moment after ``epochs`` epochs are in the history, so it lands inside the next epoch."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
-        found = list(runs.glob("*/" + artifacts.HISTORY))
+        found = list(runs_dir.glob("*/" + artifacts.HISTORY))
         if found and _rows(found[0].parent) >= epochs:
             time.sleep(0.1)  # an epoch takes 0.4 s or more
             process.send_signal(sig)
@@ -71,22 +71,22 @@ def test_interrupted_then_killed_run_resumes_to_the_uninterrupted_result(tmp_pat
     cut = max(int(np.argmin(history["val_loss"])) + 2, 3)  # the epoch after the best, and after the first cut
     assert cut < len(history["loss"]), history["val_loss"]  # the premise above held
     assert history["learning_rate"][-1] < history["learning_rate"][0]
-    runs = tmp_path / "runs"
+    runs_dir = tmp_path / "runs"
 
-    run_dir, err = _stop_after(_start("train", *ARGS, "--runs-dir", str(runs)), runs, 1, signal.SIGINT)
+    run_dir, err = _stop_after(_start("train", *ARGS, "--runs-dir", str(runs_dir)), runs_dir, 1, signal.SIGINT)
     status = json.loads((run_dir / artifacts.STATUS).read_text())
     assert status["state"] == "interrupted" and status["resume"] == f"fmnist train --resume {run_dir}", err
     assert "fmnist: interrupted" in err and "Traceback" not in err
     assert not (run_dir / artifacts.MODEL).exists() and read_meta(run_dir / artifacts.BACKUP)["epochs_done"] >= 1
 
-    _, err = _stop_after(_start("train", "--resume", str(run_dir)), runs, cut, signal.SIGKILL)
+    _, err = _stop_after(_start("train", "--resume", str(run_dir)), runs_dir, cut, signal.SIGKILL)
     assert "resumed from the backup after epoch" in err
     assert json.loads((run_dir / artifacts.STATUS).read_text())["state"] == "running"  # SIGKILL: no last words
     assert not list(run_dir.glob(".*.tmp*"))  # atomic writes: no half-written file left behind
 
-    with claim_run(run_dir):  # while one process trains it, no other may
+    with runs.claim_run(run_dir):  # while one process trains it, no other may
         with pytest.raises(FmnistError, match="being trained by another process"):
-            with claim_run(run_dir):
+            with runs.claim_run(run_dir):
                 pass
 
     resumed = run_cli("train", "--resume", str(run_dir), "--json")
@@ -234,7 +234,7 @@ def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, t
     for name in (artifacts.METRICS, artifacts.REPORT_HTML, artifacts.PREDICTIONS):  # as a stop then leaves it
         (run_dir / name).unlink()
     history = read_history(run_dir)
-    with claim_run(run_dir):  # as the process that trained it holds it while it scores
+    with runs.claim_run(run_dir):  # as the process that trained it holds it while it scores
         assert runs.summarize(run_dir)["notes"] == []  # not "not scored": it is being scored
         with pytest.raises(FmnistError, match="being trained by another process"):
             resume_run(run_dir, dataset=dataset)
@@ -259,6 +259,6 @@ def test_a_glance_from_fmnist_runs_does_not_make_a_claim_fail(tmp_path):
     with open(tmp_path / artifacts.LOCK, "rb") as glance:
         fcntl.flock(glance, fcntl.LOCK_SH)  # runs.being_trained's probe, caught in the act
         threading.Timer(0.3, fcntl.flock, (glance, fcntl.LOCK_UN)).start()
-        with claim_run(tmp_path):
+        with runs.claim_run(tmp_path):
             assert runs.being_trained(tmp_path)
     assert not runs.being_trained(tmp_path)

@@ -8,7 +8,6 @@ from conftest import run_cli, write_idx_set
 from fmnist import artifacts, runs
 from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
-from fmnist.resume import claim_run
 from fmnist.settings import TrainSettings
 from fmnist.train import train
 
@@ -95,7 +94,7 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
     killed = by_name[mixed_runs["running"].name]  # status.json says running, but no process holds the run's lock
     assert killed["status"] == "killed" and killed["epochs"] == 3 and killed["test_accuracy"] is None
     assert killed["notes"] == by_name[mixed_runs["interrupted"].name]["notes"] == ["fmnist train --resume continues it"]
-    with claim_run(mixed_runs["running"]):  # as the process training it does
+    with runs.claim_run(mixed_runs["running"]):  # as the process training it does
         assert runs.summarize(mixed_runs["running"])["status"] == "running"
     assert by_name[mixed_runs["interrupted"].name]["status"] == "interrupted"
     damaged = by_name[mixed_runs["damaged"].name]

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import fcntl
 import logging
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from fmnist import artifacts, runs
 from fmnist.errors import FmnistError
@@ -19,27 +16,6 @@ if TYPE_CHECKING:
     from fmnist.train import TrainResult
 
 log = logging.getLogger(__name__)
-
-CLAIM_ATTEMPTS = 20  # 0.05 s apart, about a second in all: a live training holds its lock far longer
-
-
-@contextlib.contextmanager
-def claim_run(run_dir: Path) -> Iterator[None]:
-    """Hold the run's lock while training it, so no second process (say, a resume) trains it at the same time.
-
-    The kernel drops the lock when the process ends, however it ends, so a killed run can be resumed at once.
-    """
-    with open(Path(run_dir) / artifacts.LOCK, "a") as handle:
-        for attempt in range(CLAIM_ATTEMPTS):
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if attempt == CLAIM_ATTEMPTS - 1:
-                    raise FmnistError(f"{run_dir} is being trained by another process; wait for it or stop it "
-                                      "first") from None
-                time.sleep(0.05)  # `fmnist runs` may be looking (runs.being_trained): that lock lasts an instant
-        yield
 
 
 def require_unfinished(run_dir: Path) -> None:
@@ -122,7 +98,7 @@ def score_finished(run_dir: Path, dataset: Dataset) -> TrainResult:
         raise FmnistError(f"{run_dir / artifacts.STATUS} lacks its epochs or training time; restore it, or "
                           f"remove {run_dir} and train it again")
     metrics_path = run_dir / artifacts.METRICS
-    with claim_run(run_dir):  # the process that trained it may be scoring it still
+    with runs.claim_run(run_dir):  # the process that trained it may be scoring it still
         if not metrics_path.is_file():
             log.info("scoring %s, stopped after its training", run_dir)
             metrics = evaluate_run(run_dir, dataset=dataset)

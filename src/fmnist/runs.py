@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import tempfile
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from fmnist import artifacts
 from fmnist.errors import FmnistError
@@ -97,8 +99,30 @@ def finished(run_dir: Path | None) -> bool:
     return status is not None and status.is_file() and artifacts.read_json(status).get("state") == "finished"
 
 
+CLAIM_ATTEMPTS = 20  # 0.05 s apart, about a second in all: a live training holds its lock far longer
+
+
+@contextlib.contextmanager
+def claim_run(run_dir: Path) -> Iterator[None]:
+    """Hold the run's lock while training it, so no second process (say, a resume) trains it at the same time.
+
+    The kernel drops the lock when the process ends, however it ends, so a killed run can be resumed at once.
+    """
+    with open(Path(run_dir) / artifacts.LOCK, "a") as handle:
+        for attempt in range(CLAIM_ATTEMPTS):
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == CLAIM_ATTEMPTS - 1:
+                    raise FmnistError(f"{run_dir} is being trained by another process; wait for it or stop it "
+                                      "first") from None
+                time.sleep(0.05)  # `fmnist runs` may be looking (runs.being_trained): that lock lasts an instant
+        yield
+
+
 def being_trained(run_dir: Path) -> bool:
-    """Whether a live process holds the run's lock (fmnist.resume.claim_run); the kernel drops it when one dies.
+    """Whether a live process holds the run's lock (claim_run); the kernel drops it when one dies.
 
     The probe holds a shared lock for an instant; claim_run tries again for a moment rather than fail on it."""
     try:

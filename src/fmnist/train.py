@@ -197,12 +197,12 @@ def train(
     """
     from fmnist.backend import tensorflow_hidden_from_keras
     from fmnist.evaluate import evaluate_run
-    from fmnist.resume import claim_run, keep_finished_epochs, require_unfinished
+    from fmnist.resume import keep_finished_epochs, require_unfinished
 
     dataset = dataset or load_dataset(data_dir)
     check_inputs(settings, dataset)
     run_dir = resume_dir or runs.create_run_dir(runs_dir, settings.name)
-    with claim_run(run_dir):
+    with runs.claim_run(run_dir):
         if resume_dir is None:
             log.info("run directory %s (data: %s)", run_dir, dataset.source)
             artifacts.write_json(run_dir / artifacts.CONFIG, {
