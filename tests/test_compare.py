@@ -1,3 +1,4 @@
+import html
 import json
 import shutil
 
@@ -84,3 +85,15 @@ def test_compare_refuses_a_metrics_file_from_an_older_version(tmp_path, two_runs
     (old / artifacts.METRICS).write_text(json.dumps({"test_accuracy": 0.5}))
     with pytest.raises(FmnistError, match="lacks per-class metrics"):
         compare_runs([a, old], tmp_path / "c.html")
+
+
+def test_runs_sharing_a_folder_name_keep_their_own_columns(tmp_path, two_runs):
+    _, (a, b) = two_runs
+    copy = shutil.copytree(b, tmp_path / "elsewhere" / a.name)  # b's results under a's name
+    page = compare_runs([a, copy], tmp_path / "c.html").read_text()
+    assert f"<th>1: {a.name}</th><th>2: {a.name}</th>" in page
+    f1 = [json.loads((run / artifacts.METRICS).read_text())["per_class"] for run in (a, b)]
+    cells = [[f"{scores[c]['f1-score']:.4f}" for scores in f1] for c in CLASS_NAMES]
+    assert any(x != y for x, y in cells)  # else the page could not show one run's F1 twice
+    for c, (x, y) in zip(CLASS_NAMES, cells):  # each run's F1 in its own column
+        assert f"<tr><td>{html.escape(c)}</td><td>{x}</td><td>{y}</td>" in page

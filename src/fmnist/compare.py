@@ -55,6 +55,14 @@ def mistake_changes(matrices: list[np.ndarray], top: int = TOP_CLASSES) -> list[
     return changes
 
 
+def run_labels(run_dirs: list[Path]) -> list[str]:
+    """Each run's folder name, numbered when two share one (a copy elsewhere), so no column overwrites another."""
+    names = [Path(r).name for r in run_dirs]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{i}: {name}" for i, name in enumerate(names, 1)]
+
+
 def _load(run_dir: Path) -> dict[str, Any]:
     """The files a comparison needs; a run that has not been evaluated is refused, naming its status."""
     from fmnist.train import read_history
@@ -81,7 +89,7 @@ def compare_runs(run_dirs: list[Path], output: Path) -> Path:
         raise FmnistError("give two or more different runs to compare")
     output = runs.prepare_output(output, "--output")
     loaded = [_load(runs.require_run_dir(r)) for r in run_dirs]
-    names = [Path(r).name for r in run_dirs]
+    names = run_labels(run_dirs)
     summaries = [item["summary"] for item in loaded]
     metrics = [item["metrics"] for item in loaded]
 
