@@ -84,3 +84,16 @@ def test_a_damaged_temperature_is_refused_by_name(tmp_path, record):
     artifacts.write_json(tmp_path / artifacts.CALIBRATION, record)
     with pytest.raises(FmnistError, match="calibration.json is damaged"):
         calibration_metrics(tmp_path, np.zeros(3, int), np.full((3, 10), 0.1))
+
+
+def test_a_failure_drawing_freshly_scored_files_is_not_blamed_on_them(tmp_path, tiny_run_dir, monkeypatch):
+    from fmnist import plots
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug in drawing")
+
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    dataset = load_dataset(tmp_path / "data", checksums=write_idx_set(tmp_path / "data"))
+    monkeypatch.setattr(plots, "curves_png", broken)  # 'damaged: run fmnist evaluate' would send evaluate in a loop
+    with pytest.raises(ValueError, match="a bug in drawing"):
+        evaluate_run(run, dataset=dataset)

@@ -151,8 +151,16 @@ def page(title: str, sections: list[tuple[str, str]]) -> str:
 
 
 def build_report(run_dir: Path) -> Path:
-    """Draw the pictures and write report.html; needs only the run's files (no model, no dataset)."""
+    """Draw the pictures and write report.html from the run's files alone (no model, no dataset)."""
+    try:
+        return write_report(run_dir)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:  # values edited or cut by hand
+        raise FmnistError(f"{run_dir / artifacts.METRICS} or {artifacts.PREDICTIONS} beside it is damaged "
+                          f"({type(exc).__name__}: {exc}): run 'fmnist evaluate {run_dir}' to write both again") from exc
 
+
+def write_report(run_dir: Path) -> Path:
+    """build_report for files fmnist has just written: an error here is a bug, not damage, and is not called one."""
     run_dir = runs.require_run_dir(run_dir)
     config = artifacts.read_json(run_dir / artifacts.CONFIG)
     metrics = artifacts.read_json(run_dir / artifacts.METRICS)
@@ -160,15 +168,9 @@ def build_report(run_dir: Path) -> Path:
     status = artifacts.read_json(status_path) if status_path.is_file() else {}
     predictions = _load_predictions(run_dir)
     history = read_history(run_dir) if (run_dir / artifacts.HISTORY).is_file() else {}
-
-    try:
-        _draw(run_dir, metrics, predictions, history)
-        page_html = _html(run_dir, config, metrics, history, status)
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:  # values edited or cut by hand
-        raise FmnistError(f"{run_dir / artifacts.METRICS} or {artifacts.PREDICTIONS} beside it is damaged "
-                          f"({type(exc).__name__}: {exc}): run 'fmnist evaluate {run_dir}' to write both again") from exc
+    _draw(run_dir, metrics, predictions, history)
     path = run_dir / artifacts.REPORT_HTML
-    artifacts.write_text(path, page_html)
+    artifacts.write_text(path, _html(run_dir, config, metrics, history, status))
     return path
 
 
