@@ -104,6 +104,12 @@ def test_an_error_the_system_raises_anywhere_is_one_line_naming_the_file(monkeyp
     assert capsys.readouterr().err == "fmnist: error: Permission denied: locked\n"
 
 
+def test_debug_shows_the_traceback_of_an_expected_error_too(tmp_path):
+    result = run_cli("--debug", "report", str(tmp_path / "nope"))
+    assert result.returncode == 1 and "Traceback" in result.stderr and "FmnistError" in result.stderr
+    assert_one_line_error(run_cli("report", str(tmp_path / "nope")), "nope")
+
+
 def test_a_teacher_is_kept_as_an_absolute_path_so_a_resume_from_elsewhere_finds_it(tmp_path, monkeypatch):
     from fmnist.cli import _settings_from_args, build_parser
 

@@ -180,7 +180,7 @@ def load_model(source: Path) -> tuple[Any, str]:
         model = keras.saving.load_model(model_path, compile=False)
     except Exception as exc:  # Keras raises many types for a bad archive; all mean the same to the user.
         raise FmnistError(f"Keras cannot load {model_path} ({first_line(exc)}): the file is damaged or from "
-                          "another tool; retrain, or restore it from a copy") from None
+                          "another tool; retrain, or restore it from a copy (--debug shows Keras' error)") from exc
     features, classes = model.input_shape[-1], model.output_shape[-1]
     if (features, classes) != (NUM_FEATURES, NUM_CLASSES):
         raise FmnistError(f"{source} maps {features} features to {classes} classes, "

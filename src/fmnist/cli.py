@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only results and errors, no progress")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any error, with its cause")
     parser.set_defaults(json=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -290,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                        help="only results and errors, no progress")
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                       help="show tracebacks for unexpected errors")
+                       help="show the traceback of any error, with its cause")
         if json_result:
             p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                            help="print the result as JSON on stdout")
@@ -468,6 +468,8 @@ def _run_command(args: argparse.Namespace) -> int:
         stopping.check()  # a Ctrl-C that Python swallowed while the command ran still counts
         sys.stdout.flush()  # here, where a closed pipe can still be caught, rather than at exit
     except FmnistError as exc:
+        if args.debug:  # what Keras or the system said underneath the one-line error
+            raise
         print(f"fmnist: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -97,7 +97,7 @@ def _download(checksums: dict[str, str]) -> dict[str, Path]:
             for name in checksums
         }
     except Exception as exc:  # keras wraps network failures in several exception types
-        raise FmnistError(f"could not download Fashion-MNIST from {base} ({exc}); {HOW_TO_GET}") from None
+        raise FmnistError(f"could not download Fashion-MNIST from {base} ({exc}); {HOW_TO_GET}") from exc
     finally:
         socket.setdefaulttimeout(previous)
 
@@ -146,7 +146,7 @@ def _read_verified(path: Path, name: str, expected_sha256: str, kind: str) -> np
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-        raise FmnistError(f"{path} cannot be read or decompressed ({exc}); {HOW_TO_GET}") from None
+        raise FmnistError(f"{path} cannot be read or decompressed ({exc}); {HOW_TO_GET}") from exc
     array = parse_idx(raw, str(path), kind)
     actual = hashlib.sha256(raw).hexdigest()
     if actual != expected_sha256:
