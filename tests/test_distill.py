@@ -1,9 +1,13 @@
+import shutil
+
+import keras
 import numpy as np
 import pytest
 
 from fmnist import artifacts
 from fmnist.calibration import apply_temperature
 from fmnist.distill import DistillationLoss, distillation_labels, teacher_targets
+from fmnist.errors import FmnistError
 
 
 def test_labels_are_the_one_hot_label_then_the_soft_targets():
@@ -14,18 +18,18 @@ def test_labels_are_the_one_hot_label_then_the_soft_targets():
 
 
 def test_loss_by_hand():
-    """(1 - alpha) CE(label, p) + alpha T^2 CE(softmax(q / T), softmax(log p / T)), computed here with NumPy."""
-    p = np.array([[0.7, 0.2, 0.1] + [0.0] * 7], dtype=np.float32)
-    p = np.clip(p, 1e-7, 1.0)
-    teacher = np.array([[0.5, 0.3, 0.2] + [0.0] * 7], dtype=np.float32)
-    y_true = distillation_labels(np.array([1]), teacher)
-    t, alpha = 2.0, 0.75
-    log_p = np.log(p)
-    z = log_p / t
-    log_softmax = z - np.log(np.exp(z).sum())
-    expected = (1 - alpha) * -log_p[0, 1] + alpha * t**2 * -(teacher * log_softmax).sum()
-    got = float(np.asarray(DistillationLoss(temperature=t, alpha=alpha)(y_true, p)))
-    assert got == pytest.approx(expected, rel=1e-5)
+    """(1 - alpha) CE(label, p) + alpha T^2 CE(teacher, softmax(log p / T)) per image, averaged, computed with NumPy."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(4, 10))
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    soft = rng.dirichlet(np.ones(10), size=4)
+    labels = np.array([0, 3, 9, 2])
+    y = distillation_labels(labels, soft.astype(np.float32))
+    got = float(keras.ops.convert_to_numpy(DistillationLoss(4.0, 0.9)(y, p.astype(np.float32))))
+    zt = z / 4
+    log_softmax_t = zt - np.log(np.exp(zt).sum(1, keepdims=True))
+    expected = np.mean(0.1 * -np.log(p[np.arange(4), labels]) + 0.9 * 16 * -(soft * log_softmax_t).sum(1))
+    assert got == pytest.approx(expected, rel=1e-4)
 
 
 def test_teacher_targets_undo_the_teachers_folded_temperature(tiny_run_dir):
@@ -38,3 +42,11 @@ def test_teacher_targets_undo_the_teachers_folded_temperature(tiny_run_dir):
     np.testing.assert_allclose(targets, apply_temperature(probabilities, 4.0 / folded), rtol=1e-4, atol=1e-6)
     by_file = teacher_targets(str(tiny_run_dir / artifacts.MODEL), features, temperature=4.0)
     np.testing.assert_allclose(by_file, targets, rtol=1e-6)
+
+
+def test_a_teacher_model_copied_out_of_its_run_is_refused(tmp_path, tiny_run_dir):
+    """Its temperature stays in the run: taken alone, the model's soft targets would be silently wrong."""
+    for name in (artifacts.MODEL, artifacts.MODEL_SHA256):
+        shutil.copy(tiny_run_dir / name, tmp_path / name)
+    with pytest.raises(FmnistError, match="is not in a run directory"):
+        teacher_targets(str(tmp_path / artifacts.MODEL), np.zeros((1, 784), np.float32), temperature=4.0)

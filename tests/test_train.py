@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -47,6 +48,17 @@ def test_limit_takes_a_stratified_subset():
 def test_what_would_fail_mid_run_is_refused_before_a_run_directory_is_made(tmp_path, tiny_data, overrides, refusal):
     with pytest.raises(FmnistError, match=refusal):
         tiny_run(tmp_path, tiny_data, **overrides)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_teacher_model_copied_out_of_its_run_is_refused_before_a_run_directory_is_made(tmp_path, tiny_data,
+                                                                                       tiny_run_dir):
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for name in (artifacts.MODEL, artifacts.MODEL_SHA256):
+        shutil.copy(tiny_run_dir / name, loose / name)
+    with pytest.raises(FmnistError, match=f"--teacher {loose / artifacts.MODEL}: .* is not in a run directory"):
+        tiny_run(tmp_path, tiny_data, teacher=str(loose / artifacts.MODEL))
     assert not (tmp_path / "runs").exists()
 
 

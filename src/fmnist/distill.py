@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from fmnist import artifacts
+from fmnist import artifacts, runs
 from fmnist.calibration import apply_temperature, folded_temperature
 from fmnist.data import NUM_CLASSES
 
@@ -17,9 +17,9 @@ def teacher_targets(teacher: str, features: np.ndarray, temperature: float) -> n
     """softmax(teacher logits / T) for every image, from a checksum-verified teacher run."""
     model, _ = artifacts.load_model(Path(teacher))
     probabilities = np.asarray(model.predict(features, batch_size=1024, verbose=0))
-    run_dir = Path(teacher) if Path(teacher).is_dir() else Path(teacher).parent  # a run, or its model.keras
     # The teacher's own calibration temperature is folded into its logits: undo it before softening.
-    return apply_temperature(probabilities, temperature / folded_temperature(run_dir)).astype(np.float32)
+    folded = folded_temperature(runs.teacher_run_dir(teacher))
+    return apply_temperature(probabilities, temperature / folded).astype(np.float32)
 
 
 def distillation_labels(labels: np.ndarray, soft_targets: np.ndarray) -> np.ndarray:

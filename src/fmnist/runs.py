@@ -89,6 +89,16 @@ def require_run_dir(run_dir: Path) -> Path:
     return run_dir
 
 
+def teacher_run_dir(teacher: str | Path) -> Path:
+    """The run a teacher (a run directory or its model.keras) belongs to: its calibration temperature is kept there."""
+    teacher = Path(teacher)
+    run_dir = teacher if teacher.is_dir() else teacher.parent
+    if not (run_dir / artifacts.CONFIG).is_file():
+        raise FmnistError(f"{teacher} is not in a run directory (no {artifacts.CONFIG} beside it): a teacher's "
+                          "temperature is read from its run, so give the run made by 'fmnist train'")
+    return run_dir
+
+
 def set_status(run_dir: Path, state: str, **extra: Any) -> None:
     artifacts.write_json(Path(run_dir) / artifacts.STATUS, {"state": state, "updated": utc_now(), **extra})
 

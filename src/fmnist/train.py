@@ -69,6 +69,7 @@ def check_inputs(settings: TrainSettings, dataset: Dataset) -> None:
     if settings.teacher:
         try:
             artifacts.verified_model_path(Path(settings.teacher))
+            runs.teacher_run_dir(settings.teacher)
         except FmnistError as exc:
             raise FmnistError(f"--teacher {settings.teacher}: {exc}") from None
 
