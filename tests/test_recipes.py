@@ -3,8 +3,8 @@ import pytest
 
 from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
-from fmnist.recipes import RECIPES, recipe_settings
-from fmnist.settings import TrainSettings
+from fmnist.recipes import recipe_settings
+from fmnist.settings import RECIPES, TrainSettings
 from fmnist.train import read_history, train
 
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, NoReturn
 
 from fmnist import defaults, stopping
 from fmnist.errors import FmnistError
-from fmnist.settings import FLAG_SETTINGS
+from fmnist.settings import BACKENDS, DEFAULT_BACKEND, FLAG_SETTINGS, PREFERRED_BACKEND, RECIPES, TrainSettings, flag
 
 log = logging.getLogger("fmnist")
 
@@ -124,9 +124,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume:
         if not args.resume.exists() and (args.runs_dir / args.resume).is_dir():  # a run's or group's name
             args.resume = args.runs_dir / args.resume
-        given = ["--" + f.replace("_", "-") for f in (*FLAG_SETTINGS, "recipe", "seeds") if getattr(args, f) is not None]
-        if given:
-            raise FmnistError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
+        _refuse_given(args, (*FLAG_SETTINGS, "recipe", "seeds"), "--resume continues a run with its own settings")
         from fmnist.artifacts import SEED_GROUP
 
         if (args.resume / SEED_GROUP).is_file():
@@ -153,6 +151,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     _emit_training(args, result)
 
 
+def _refuse_given(args: argparse.Namespace, names: tuple[str, ...], why: str) -> None:
+    """Refuse the flags among ``names`` that were given, where they would be ignored."""
+    given = [flag(name) for name in names if getattr(args, name, None) is not None]
+    if given:
+        raise FmnistError(f"{why}; drop {', '.join(given)}")
+
+
 def _emit_training(args: argparse.Namespace, result: Any) -> None:
     from fmnist.report import headline
 
@@ -167,10 +172,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     if args.output and not args.report:
         raise FmnistError("--output names the page that --report STUDY writes: add --report or leave --output out")
     if args.report:
-        given = ["--" + f.replace("_", "-") for f in (*FLAG_SETTINGS, "recipe", "trials", "timeout", "backend")
-                 if getattr(args, f, None) is not None]
-        if given:
-            raise FmnistError(f"--report only draws the study as it is; drop {', '.join(given)}")
+        _refuse_given(args, (*FLAG_SETTINGS, "trials", "timeout", "backend"), "--report only draws the study as it is")
         from fmnist.tune import write_report
 
         path = write_report(args.report, storage=args.storage, runs_dir=args.runs_dir, output=args.output)
@@ -276,6 +278,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    spec = TrainSettings()  # the defaults the help quotes
     parser = Parser(
         prog="fmnist", description="Train, evaluate and report a Fashion-MNIST classifier (Keras 3).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -316,9 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "the Debian package, then keras' download")
 
     def backend(p: argparse.ArgumentParser, by_model: bool = False) -> None:
-        measured = ("the one measured faster on CPU for the model: jax for dense networks, tensorflow for the "
-                    "ConvNet" if by_model else "jax")
-        p.add_argument("--backend", choices=("jax", "tensorflow"), default=None,
+        by_architecture = ", ".join(f"{name} for {'dense networks' if architecture == 'dense' else 'the ConvNet'}"
+                                    for architecture, name in PREFERRED_BACKEND.items())
+        measured = f"the one measured faster on CPU for the model: {by_architecture}" if by_model else DEFAULT_BACKEND
+        p.add_argument("--backend", choices=BACKENDS, default=None,
                        help=f"Keras backend (default: KERAS_BACKEND, else {measured})")
 
     p = command("data", cmd_data, "Locate, verify (IDX header and SHA-256) and describe the dataset.")
@@ -331,15 +335,17 @@ def build_parser() -> argparse.ArgumentParser:
         backend(p, by_model=True)
         p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run directories go (default ./runs)")
         p.add_argument("--epochs", type=_positive_int,
-                       help="most epochs; early stopping may end sooner (default: the recipe's; spec 100)")
+                       help=f"most epochs; early stopping may end sooner (default: the recipe's; spec {spec.epochs})")
         p.add_argument("--validation-fraction", type=float,
                        help="share of the training images (the 60,000, or --limit's N) held out for validation "
-                            "(default: the recipe's; spec 0.2)")
+                            f"(default: the recipe's; spec {spec.validation_fraction})")
         p.add_argument("--early-stopping-patience", type=_positive_int,
-                       help="epochs without val_loss gain before stopping, plateau schedule (default 5)")
+                       help="epochs without val_loss gain before stopping, plateau schedule "
+                            f"(default {spec.early_stopping_patience})")
         p.add_argument("--lr-patience", type=_positive_int,
-                       help="epochs without val_loss gain before the learning rate drops, plateau schedule (default 3)")
-        p.add_argument("--seed", type=int, help="seed for split, weights and shuffling (default 1234)")
+                       help="epochs without val_loss gain before the learning rate drops, plateau schedule "
+                            f"(default {spec.lr_patience})")
+        p.add_argument("--seed", type=int, help=f"seed for split, weights and shuffling (default {spec.seed})")
         p.add_argument("--limit", type=_positive_int, metavar="N",
                        help="use a stratified subset of N training images, validation split included, for quick "
                             "tries (default: all 60,000)")
@@ -347,15 +353,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("train", cmd_train, "Train a model (the spec's recipe by default), evaluate it and write the report.")
     fixed_settings(p)
     p.add_argument("--name", help="run name, the suffix of the run directory (default: the recipe's name)")
-    p.add_argument("--batch-size", type=_positive_int, help="images per step (default: the recipe's; spec 64)")
+    p.add_argument("--batch-size", type=_positive_int,
+                   help=f"images per step (default: the recipe's; spec {spec.batch_size})")
     p.add_argument("--learning-rate", "--lr", type=float,
-                   help="initial (or peak) learning rate of Adam or AdamW (default: the recipe's; spec 1e-3)")
+                   help="initial (or peak) learning rate of Adam or AdamW "
+                        f"(default: the recipe's; spec {spec.learning_rate:g})")
     p.add_argument("--hidden-sizes", type=_sizes, metavar="N,N,...",
-                   help="hidden layer widths of a dense network (default: the recipe's; spec 512,256,64,32)")
-    p.add_argument("--dropout", type=float, help="dropout after each hidden layer (default: the recipe's; spec 0.3)")
+                   help="hidden layer widths of a dense network "
+                        f"(default: the recipe's; spec {','.join(map(str, spec.hidden_sizes))})")
+    p.add_argument("--dropout", type=float,
+                   help=f"dropout after each hidden layer (default: the recipe's; spec {spec.dropout})")
     p.add_argument("--lr-factor", type=float,
-                   help="learning rate multiplier on a val_loss plateau, plateau schedule (default 0.1)")
-    p.add_argument("--recipe", choices=("spec", "best", "distilled", "cnn"),
+                   help=f"learning rate multiplier on a val_loss plateau, plateau schedule (default {spec.lr_factor})")
+    p.add_argument("--recipe", choices=tuple(RECIPES),
                    help="spec: the spec's dense recipe (default); best: our better dense network (2x1024, AdamW, "
                         "cosine, label smoothing); distilled: a dense network taught by --teacher; cnn: a ConvNet "
                         "of three convolutions (93.5%% here, and a good teacher). Other flags override the recipe; "
@@ -416,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_argument(p)
     p.add_argument("--format", required=True, choices=tuple(EXPORT_FILES),
                    help="the file format, written to RUN/exports/FORMAT/ with a record of the check")
-    p.add_argument("--backend", choices=("jax", "tensorflow"), default=None,
+    p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="Keras backend that writes the file (default: KERAS_BACKEND, else tensorflow, "
                         "which writes every format; jax writes saved_model only)")
     data_dir(p)

@@ -1,4 +1,4 @@
-"""Named recipes (presets of TrainSettings) and how settings turn into a compiled model and its callbacks."""
+"""A named recipe with flags applied, and how settings turn into a compiled model and its callbacks."""
 
 from __future__ import annotations
 
@@ -8,29 +8,7 @@ import numpy as np
 
 from fmnist.data import NUM_CLASSES
 from fmnist.errors import FmnistError
-from fmnist.settings import TrainSettings
-
-# Each recipe is a set of overrides on the spec's defaults; explicit flags override the recipe in turn.
-RECIPES: dict[str, dict[str, Any]] = {
-    "spec": {},
-    # Chosen on a 90/10 validation split (README, "Beyond the spec"); the split is kept for calibration.
-    "best": dict(
-        name="best", hidden_sizes=(1024, 1024), dropout=0.3, input_dropout=0.1, optimizer="adamw",
-        weight_decay=5e-4, schedule="cosine", learning_rate=4e-3, warmup_epochs=1, label_smoothing=0.1,
-        batch_size=512, epochs=40, validation_fraction=0.1,
-    ),
-    # Distilled from a trained ConvNet run: give it with --teacher RUN (e.g. a run of --recipe cnn).
-    "distilled": dict(
-        name="distilled", hidden_sizes=(1024, 1024), dropout=0.2, optimizer="adamw", weight_decay=5e-4,
-        schedule="cosine", learning_rate=2e-3, batch_size=128, epochs=30, validation_fraction=0.1,
-        distill_temperature=4.0, distill_alpha=0.9,
-    ),
-    "cnn": dict(
-        name="cnn", architecture="cnn", dropout=0.5, optimizer="adamw", weight_decay=5e-4, schedule="cosine",
-        learning_rate=2e-3, label_smoothing=0.1, batch_size=128, epochs=15, validation_fraction=0.1,
-    ),
-}
-
+from fmnist.settings import RECIPES, TrainSettings, flag
 
 # Settings that a cosine schedule (fixed epochs, no plateau callbacks) or the ConvNet never reads.
 PLATEAU_ONLY = ("early_stopping_patience", "lr_patience", "lr_factor")
@@ -47,7 +25,7 @@ def recipe_settings(recipe: str, **overrides: Any) -> TrainSettings:
                                  PLATEAU_ONLY)):
         unread = [name for name in overrides if applies and name in names]
         if unread:
-            flags = ", ".join("--" + name.replace("_", "-") for name in unread)
+            flags = ", ".join(map(flag, unread))
             raise FmnistError(f"--recipe {recipe} {why}, so {flags} would do nothing: leave {flags} out")
     if settings.teacher and recipe != "distilled":
         raise FmnistError(f"--teacher is for --recipe distilled (a dense network taught by a trained run); "

@@ -207,7 +207,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
 def closest_recipe(settings: dict[str, Any]) -> str:
     """The recipe these settings come from (config.json does not name it): the one they differ from least,
     not counting the run's size and name; ``"spec (+2)"`` says two other settings were changed."""
-    from fmnist.recipes import RECIPES
+    from fmnist.settings import RECIPES
     from fmnist.settings import TrainSettings
 
     defaults = TrainSettings().to_dict()

@@ -18,7 +18,7 @@ from fmnist import artifacts, runs
 from fmnist.data import Dataset
 from fmnist.errors import FmnistError, first_line
 from fmnist.report import page, table_html
-from fmnist.settings import FLAG_SETTINGS, TrainSettings
+from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ def _train_command(study_name: str, trial: optuna.trial.FrozenTrial) -> str:
         if name not in trial.params and (value is None or value == defaults[name]):
             continue
         shown = ",".join(map(str, value)) if isinstance(value, list) else value  # floats in full: the same run
-        flags.append(f"--{name.replace('_', '-')} {shown}")
+        flags.append(f"{flag(name)} {shown}")
     return " ".join(flags)
 
 
