@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import idx_bytes, write_idx_set
-from fmnist import data
+from fmnist import artifacts, data
 from fmnist.errors import FmnistError
 
 
@@ -73,7 +73,7 @@ def test_missing_file_is_named(tiny_data):
 def test_cache_serves_second_load_and_notices_a_changed_source(tiny_data, monkeypatch):
     folder, sums = tiny_data
     first = data.load_dataset(folder, checksums=sums)
-    manifests = list(data.cache_dir().glob("*/manifest.json"))
+    manifests = list(data.cache_dir().glob(f"*/{artifacts.DATA_MANIFEST}"))
     assert len(manifests) == 1
     calls = []
     monkeypatch.setattr(data, "_read_verified", lambda *a: calls.append(a) or pytest.fail("cache not used"))

@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
 
+from fmnist import artifacts
 from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
 from fmnist.recipes import recipe_settings
 from fmnist.settings import RECIPES, TrainSettings
-from fmnist.train import read_history, train
+from fmnist.train import train
 
 
 def test_spec_recipe_is_the_default_settings():
@@ -42,7 +43,7 @@ def test_other_recipes_train_end_to_end_on_tiny_data(tmp_path, tiny_data, recipe
     dense = {"hidden_sizes": (16, 16)} if recipe != "cnn" else {}
     settings = recipe_settings(recipe, epochs=2, batch_size=16, validation_fraction=0.2, **dense)
     result = train(settings, "jax", runs_dir=tmp_path, dataset=load_dataset(folder, checksums=sums))
-    history = read_history(result.run_dir)
+    history = artifacts.read_history(result.run_dir)
     assert result.epochs_run == 2 and len(history["accuracy"]) == 2
     # The cosine schedule decays the learning rate every step, with no plateau callback involved.
     assert history["learning_rate"][1] < history["learning_rate"][0]
@@ -64,5 +65,5 @@ def test_student_learns_from_a_teacher_run(tmp_path, tiny_data):
         recipe_settings("distilled")
     student = train(recipe_settings("distilled", teacher=str(teacher.run_dir), hidden_sizes=(16,), **tiny), "jax",
                     runs_dir=tmp_path, dataset=dataset)
-    history = read_history(student.run_dir)
+    history = artifacts.read_history(student.run_dir)
     assert len(history["accuracy"]) == 2 and np.isfinite(history["val_loss"]).all()

@@ -7,7 +7,6 @@ import pytest
 from fmnist import artifacts
 from fmnist.errors import FmnistError
 from fmnist.report import build_report, image_html, page, table_html
-from fmnist.train import best_epoch, read_history
 
 
 def test_tables_escape_their_cells_and_mark_highlighted_rows():
@@ -32,9 +31,9 @@ def test_report_is_rebuilt_from_the_runs_files_alone(tiny_run_dir, tmp_path):
         (run / name).unlink()
     html = build_report(run).read_text()
     metrics = artifacts.read_json(run / artifacts.METRICS)
-    history = read_history(run)
+    history = artifacts.read_history(run)
     assert f"{metrics['test_accuracy']:.4f}" in html
-    assert f"<td>epochs run / best</td><td>{len(history['loss'])} / {best_epoch(history)}</td>" in html
+    assert f"<td>epochs run / best</td><td>{len(history['loss'])} / {artifacts.best_epoch(history)}</td>" in html
     assert (run / artifacts.CURVES_PNG).is_file() and (run / artifacts.CONFUSION_MATRIX_PNG).is_file()
     (run / artifacts.PREDICTIONS).unlink()
     with pytest.raises(FmnistError, match="test_predictions.npz is missing: run 'fmnist evaluate .*' first"):

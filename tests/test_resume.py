@@ -17,7 +17,7 @@ from fmnist.cli import main
 from fmnist.errors import FmnistError
 from fmnist.resume import keep_finished_epochs, resume_run
 from fmnist.settings import TrainSettings
-from fmnist.train import read_history, train
+from fmnist.train import train
 
 # On real data these settings make val_loss jump about, so the learning rate drops and early stopping ends the run
 # (or the epochs run out) some epochs after its best one; which epoch that is differs between CPUs. The killed run
@@ -67,7 +67,7 @@ def test_interrupted_then_killed_run_resumes_to_the_uninterrupted_result(tmp_pat
     assert reference.returncode == 0, reference.stderr
     expected = json.loads(reference.stdout)
     reference_dir = Path(expected["run_dir"])
-    history = read_history(reference_dir)
+    history = artifacts.read_history(reference_dir)
     cut = max(int(np.argmin(history["val_loss"])) + 2, 3)  # the epoch after the best, and after the first cut
     assert cut < len(history["loss"]), history["val_loss"]  # the premise above held
     assert history["learning_rate"][-1] < history["learning_rate"][0]
@@ -91,7 +91,7 @@ def test_interrupted_then_killed_run_resumes_to_the_uninterrupted_result(tmp_pat
 
     resumed = run_cli("train", "--resume", str(run_dir), "--json")
     assert resumed.returncode == 0, resumed.stderr
-    resumed_history = read_history(run_dir)
+    resumed_history = artifacts.read_history(run_dir)
     for column in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
         assert resumed_history[column] == history[column], column
     for mine, theirs in zip(_model_weights(run_dir), _model_weights(reference_dir)):
@@ -107,7 +107,7 @@ def test_interrupted_then_killed_run_resumes_to_the_uninterrupted_result(tmp_pat
     config = json.loads((run_dir / artifacts.CONFIG).read_text())
     with pytest.raises(FmnistError, match="already finished training"):
         train(TrainSettings.from_dict(config["settings"]), config["backend"], data_dir=real_data_dir, resume_dir=run_dir)
-    assert read_history(run_dir) == resumed_history  # untouched
+    assert artifacts.read_history(run_dir) == resumed_history  # untouched
 
 
 def test_history_is_cut_back_to_the_epochs_in_the_backup(tmp_path):
@@ -152,7 +152,7 @@ from pathlib import Path
 import keras
 from fmnist.data import load_dataset
 from fmnist.settings import TrainSettings
-from fmnist.train import read_history, train
+from fmnist.train import train
 
 folder, checksums = Path(sys.argv[1]), json.loads(sys.argv[2])
 dataset = load_dataset(folder, checksums=checksums)
@@ -174,7 +174,7 @@ except KeyboardInterrupt:
 cut = next((folder / "cut").iterdir())
 keras.backend.clear_session()
 train(settings, "tensorflow", dataset=dataset, resume_dir=cut)
-print(json.dumps({"whole": read_history(whole)["loss"], "resumed": read_history(cut)["loss"]}))
+print(json.dumps({"whole": artifacts.read_history(whole)["loss"], "resumed": artifacts.read_history(cut)["loss"]}))
 """
 
 
@@ -233,7 +233,7 @@ def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, t
     scored = json.loads((run_dir / artifacts.METRICS).read_text())
     for name in (artifacts.METRICS, artifacts.REPORT_HTML, artifacts.PREDICTIONS):  # as a stop then leaves it
         (run_dir / name).unlink()
-    history = read_history(run_dir)
+    history = artifacts.read_history(run_dir)
     with runs.claim_run(run_dir):  # as the process that trained it holds it while it scores
         assert runs.summarize(run_dir)["notes"] == []  # not "not scored": it is being scored
         with pytest.raises(FmnistError, match="being trained by another process"):
@@ -243,7 +243,7 @@ def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, t
     result = resume_run(run_dir, dataset=dataset)
     assert result.metrics["test_accuracy"] == scored["test_accuracy"] == json.loads(
         (run_dir / artifacts.METRICS).read_text())["test_accuracy"]
-    assert (run_dir / artifacts.REPORT_HTML).is_file() and read_history(run_dir) == history  # scored, not retrained
+    assert (run_dir / artifacts.REPORT_HTML).is_file() and artifacts.read_history(run_dir) == history  # scored, not retrained
     (run_dir / artifacts.REPORT_HTML).unlink()
     resume_run(run_dir, dataset=dataset)
     assert (run_dir / artifacts.REPORT_HTML).is_file()

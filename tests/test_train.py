@@ -8,7 +8,7 @@ from fmnist import artifacts
 from fmnist.data import load_dataset, to_features
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
-from fmnist.train import VALIDATION_BATCH_SIZE, fit, read_history, split_indices, train
+from fmnist.train import VALIDATION_BATCH_SIZE, fit, split_indices, train
 
 from conftest import write_idx_set
 
@@ -74,7 +74,7 @@ def test_train_writes_a_complete_run_directory(tmp_path, tiny_data):
     config = json.loads((result.run_dir / artifacts.CONFIG).read_text())
     assert config["settings"]["hidden_sizes"] == [16, 8] and config["backend"] == "jax"
     assert "keras" in config["versions"]
-    history = read_history(result.run_dir)
+    history = artifacts.read_history(result.run_dir)
     assert len(history["loss"]) == result.epochs_run == 3
     assert {"learning_rate", "seconds", "val_loss", "val_accuracy"} <= set(history)
     status = json.loads((result.run_dir / artifacts.STATUS).read_text())
@@ -119,4 +119,4 @@ def test_validation_in_large_batches_reports_the_loss_of_the_training_batch_size
     assert settings.batch_size < len(val_idx) < VALIDATION_BATCH_SIZE  # one large batch against 19 small ones
     at_training_batch = model.evaluate(to_features(dataset.x_train[val_idx]), dataset.y_train[val_idx],
                                        batch_size=settings.batch_size, verbose=0, return_dict=True)
-    assert read_history(run_dir)["val_loss"][-1] == pytest.approx(at_training_batch["loss"], rel=1e-5)
+    assert artifacts.read_history(run_dir)["val_loss"][-1] == pytest.approx(at_training_batch["loss"], rel=1e-5)

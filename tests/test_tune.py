@@ -18,7 +18,6 @@ from fmnist.cli import _settings_from_args, build_parser
 from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
-from fmnist.train import read_history
 from fmnist.tune import _figures, _objective, _train_command, settings_for, train_best, trial_params, tune, write_report
 
 BASE = TrainSettings(epochs=2, early_stopping_patience=5, lr_patience=1)
@@ -46,7 +45,7 @@ def test_sqlite_study_makes_one_run_per_trial_judged_on_validation_and_continues
         config = json.loads((run / artifacts.CONFIG).read_text())
         assert config["settings"] == settings_for(BASE, trial.params, f"trial-{trial.number:04d}").to_dict()
         assert json.loads((run / artifacts.STATUS).read_text())["state"] == "finished"
-        history = read_history(run)
+        history = artifacts.read_history(run)
         assert trial.value == min(history["val_loss"])  # the validation split, not the test set
         assert trial.intermediate_values == dict(enumerate(history["val_loss"]))
     assert again.best["number"] == min(trials, key=lambda t: t.value).number
@@ -74,7 +73,7 @@ def test_a_trial_the_pruner_gives_up_on_stops_and_is_recorded_as_pruned(tmp_path
     study.optimize(_objective(settings, "jax", tmp_path, dataset), n_trials=1)
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED
-    history = read_history(Path(trial.user_attrs["run_dir"]))
+    history = artifacts.read_history(Path(trial.user_attrs["run_dir"]))
     assert len(history["loss"]) == 1 and trial.intermediate_values == {0: history["val_loss"][0]}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -42,6 +43,7 @@ COMPARISON_HTML = "compare.html"  # `fmnist runs compare`'s page, in the runs di
 SEED_GROUP = "group.json"  # a --seeds group's settings, backend and seed count, so a killed group can be resumed
 TUNE_JOURNAL = "tune.journal"  # the default Optuna storage, in the runs directory
 TUNE_REPORT = "tune_report.html"
+DATA_MANIFEST = "manifest.json"  # in the dataset's cache: the source files the cached arrays were verified from
 
 
 def sha256_file(path: Path) -> str:
@@ -186,3 +188,22 @@ def load_model(source: Path) -> tuple[Any, str]:
         raise FmnistError(f"{source} maps {features} features to {classes} classes, "
                           f"not {NUM_FEATURES} pixels to {NUM_CLASSES} classes")
     return model, checksum
+
+
+def read_history(run_dir: Path) -> dict[str, list[float]]:
+    """The per-epoch history as columns of floats."""
+    path = Path(run_dir) / HISTORY
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+        return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+    except (ValueError, TypeError, KeyError) as exc:  # not text, a cell not a number, a row cut short
+        raise FmnistError(f"{path} is damaged ({exc})") from None
+
+
+def best_epoch(history: dict[str, list[float]]) -> int | None:
+    """The epoch (from 1) of the lowest val_loss, the one early stopping keeps; None before the first epoch."""
+    import numpy as np
+
+    losses = history.get("val_loss") or []
+    return int(np.argmin(losses)) + 1 if losses else None

@@ -62,13 +62,13 @@ def worker(backend: str, epochs: int, data_dir: str | None = None) -> dict[str, 
     activate(backend)
     from fmnist.data import load_dataset, to_features
     from fmnist.inference import compiled_forward
-    from fmnist.train import fit, read_history
+    from fmnist.train import fit
 
     dataset = load_dataset(Path(data_dir) if data_dir else None)
     settings = TrainSettings(epochs=epochs, name="bench", early_stopping_patience=epochs + 1)
     with tempfile.TemporaryDirectory() as run_dir, tensorflow_hidden_from_keras(backend):
         model, _, _ = fit(settings, dataset, Path(run_dir), backend)
-        epoch_seconds = read_history(Path(run_dir))["seconds"]
+        epoch_seconds = artifacts.read_history(Path(run_dir))["seconds"]
     peak_training_rss = _peak_rss_mib()
     forward = compiled_forward(model)
     x = to_features(dataset.x_test)

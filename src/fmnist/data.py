@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist import runs
+from fmnist import artifacts, runs
 from fmnist.errors import FmnistError
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ _ARRAYS = {
 def _load_cached(folder: Path, key: dict) -> dict[str, np.ndarray] | None:
     """Return the cached arrays when the manifest matches the source files' stat and checksums."""
     try:
-        if json.loads((folder / "manifest.json").read_text()) != key:
+        if json.loads((folder / artifacts.DATA_MANIFEST).read_text()) != key:
             return None
         return {attr: np.load(folder / f"{attr}.npy", allow_pickle=False) for attr in _ARRAYS}
     except (OSError, ValueError):
@@ -187,13 +187,11 @@ def _load_cached(folder: Path, key: dict) -> dict[str, np.ndarray] | None:
 
 
 def _save_cache(folder: Path, key: dict, arrays: dict[str, np.ndarray]) -> None:
-    from fmnist.artifacts import write_atomic, write_json
-
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for attr, array in arrays.items():
-            write_atomic(folder / f"{attr}.npy", lambda tmp, a=array: np.save(tmp, a))
-        write_json(folder / "manifest.json", key)  # written last: it vouches for the arrays
+            artifacts.write_atomic(folder / f"{attr}.npy", lambda tmp, a=array: np.save(tmp, a))
+        artifacts.write_json(folder / artifacts.DATA_MANIFEST, key)  # written last: it vouches for the arrays
     except OSError as exc:
         log.warning("could not cache the verified arrays in %s (%s); loading will stay slower", folder, exc)
 

@@ -11,12 +11,13 @@ from keras import ops
 from fmnist import artifacts, runs
 from fmnist.calibration import apply_temperature, folded_temperature
 from fmnist.data import NUM_CLASSES
+from fmnist.inference import predict_probabilities
 
 
 def teacher_targets(teacher: str, features: np.ndarray, temperature: float) -> np.ndarray:
     """softmax(teacher logits / T) for every image, from a checksum-verified teacher run."""
     model, _ = artifacts.load_model(Path(teacher))
-    probabilities = np.asarray(model.predict(features, batch_size=1024, verbose=0))
+    probabilities = predict_probabilities(model, features)
     # The teacher's own calibration temperature is folded into its logits: undo it before softening.
     folded = folded_temperature(runs.teacher_run_dir(teacher))
     return apply_temperature(probabilities, temperature / folded).astype(np.float32)

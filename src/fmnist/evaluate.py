@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,10 @@ import numpy as np
 from fmnist import artifacts, runs
 from fmnist.data import Dataset, load_dataset, to_features
 from fmnist.explain import report_explanations
+from fmnist.inference import predict_probabilities
 from fmnist.metrics import bootstrap_accuracy_interval, calibration_bins, compute_metrics, most_confident_mistakes
 
 log = logging.getLogger(__name__)
-PREDICT_BATCH = 1024
 
 
 def calibration_metrics(run_dir: Path, y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
@@ -41,9 +42,7 @@ def evaluate_run(
         checksum = artifacts.verified_model_path(run_dir)[1]
     dataset = dataset or load_dataset(data_dir)
 
-    def predict(rows: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict(rows, batch_size=PREDICT_BATCH, verbose=0))
-
+    predict = functools.partial(predict_probabilities, model)
     probabilities = predict(to_features(dataset.x_test))
     metrics = compute_metrics(dataset.y_test, probabilities)
     metrics.update(model_sha256=checksum, evaluated=runs.utc_now(), **calibration_metrics(run_dir, dataset.y_test, probabilities))

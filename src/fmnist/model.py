@@ -28,13 +28,18 @@ def build_dense(
     return model
 
 
-def build_cnn(dropout: float = 0.5, blocks: Sequence[Sequence[int]] = ((32,), (64, 64)), head: int = 256) -> keras.Model:
+# The ConvNet's filters per block (each block ends in a max-pool) and the width of its Dense head.
+CNN_BLOCKS = ((32,), (64, 64))
+CNN_HEAD = 256
+
+
+def build_cnn(dropout: float = 0.5) -> keras.Model:
     """A ConvNet reference: per block 3x3 convolutions then a max-pool, each followed by BatchNorm and ReLU; a Dense
     head."""
     model = keras.Sequential(name="fmnist_cnn")
     model.add(keras.Input(shape=(NUM_FEATURES,), name="pixels"))  # same flat input as the dense net
     model.add(layers.Reshape((28, 28, 1), name="image"))
-    for i, block in enumerate(blocks):
+    for i, block in enumerate(CNN_BLOCKS):
         for j, filters in enumerate(block):
             model.add(layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv_{i}_{j}"))
             if j == len(block) - 1:
@@ -45,7 +50,7 @@ def build_cnn(dropout: float = 0.5, blocks: Sequence[Sequence[int]] = ((32,), (6
             model.add(layers.BatchNormalization(name=f"batchnorm_conv_{i}_{j}"))
             model.add(layers.ReLU(name=f"relu_conv_{i}_{j}"))
     model.add(layers.Flatten(name="flatten"))
-    model.add(layers.Dense(head, use_bias=False, name="dense_head"))
+    model.add(layers.Dense(CNN_HEAD, use_bias=False, name="dense_head"))
     model.add(layers.BatchNormalization(name="batchnorm_head"))
     model.add(layers.ReLU(name="relu_head"))
     model.add(layers.Dropout(dropout, name="dropout_head"))

@@ -15,7 +15,6 @@ from fmnist.data import CLASS_NAMES, IMAGE_SIDE
 from fmnist.errors import FmnistError
 from fmnist.explain import PATCH
 from fmnist.metrics import classification_report_text
-from fmnist.train import best_epoch, read_history
 
 
 EVIDENCE_NOTE = (
@@ -102,7 +101,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ["backend", config.get("backend")], ["data", config.get("data", {}).get("source")],
         ["versions", ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items())],
     ]
-    best = best_epoch(history) or "-"
+    best = artifacts.best_epoch(history) or "-"
     headline = [
         ["test accuracy", f"{metrics['test_accuracy']:.4f}"],
         ["95% bootstrap interval", "{:.4f} to {:.4f}".format(*metrics.get("test_accuracy_ci95", [np.nan] * 2))],
@@ -167,7 +166,7 @@ def write_report(run_dir: Path) -> Path:
     status_path = run_dir / artifacts.STATUS
     status = artifacts.read_json(status_path) if status_path.is_file() else {}
     predictions = _load_predictions(run_dir)
-    history = read_history(run_dir) if (run_dir / artifacts.HISTORY).is_file() else {}
+    history = artifacts.read_history(run_dir) if (run_dir / artifacts.HISTORY).is_file() else {}
     _draw(run_dir, metrics, predictions, history)
     path = run_dir / artifacts.REPORT_HTML
     artifacts.write_text(path, _html(run_dir, config, metrics, history, status))
@@ -178,7 +177,7 @@ def _draw(run_dir: Path, metrics: dict[str, Any], predictions: dict[str, np.ndar
     y_true, probabilities = predictions["y_true"], predictions["probabilities"]
     artifacts.write_text(run_dir / artifacts.CLASSIFICATION_REPORT, classification_report_text(y_true, probabilities))
     plots.confusion_matrix_png(metrics["confusion_matrix"], run_dir / artifacts.CONFUSION_MATRIX_PNG)
-    plots.curves_png(history, best_epoch(history), run_dir / artifacts.CURVES_PNG)
+    plots.curves_png(history, artifacts.best_epoch(history), run_dir / artifacts.CURVES_PNG)
     reliability = metrics.get("reliability")
     if reliability:
         plots.reliability_png(reliability["before"], reliability["after"], run_dir / artifacts.RELIABILITY_PNG)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 import platform
 import time
@@ -116,26 +115,9 @@ def make_callbacks(settings: TrainSettings, run_dir: Path) -> list:
     return callbacks + [TrainingBackup(run_dir / artifacts.BACKUP, callbacks)]
 
 
-def read_history(run_dir: Path) -> dict[str, list[float]]:
-    """The per-epoch history as columns of floats."""
-    path = Path(run_dir) / artifacts.HISTORY
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f))
-        return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
-    except (ValueError, TypeError, KeyError) as exc:  # not text, a cell not a number, a row cut short
-        raise FmnistError(f"{path} is damaged ({exc})") from None
-
-
 def epochs_done(run_dir: Path) -> int:
     """The epochs in the run's history.csv, so far (a resumed run's include those before its restart)."""
-    return len(read_history(run_dir).get("loss", [])) if (Path(run_dir) / artifacts.HISTORY).is_file() else 0
-
-
-def best_epoch(history: dict[str, list[float]]) -> int | None:
-    """The epoch (from 1) of the lowest val_loss, the one early stopping keeps; None before the first epoch."""
-    losses = history.get("val_loss") or []
-    return int(np.argmin(losses)) + 1 if losses else None
+    return len(artifacts.read_history(run_dir).get("loss", [])) if (Path(run_dir) / artifacts.HISTORY).is_file() else 0
 
 
 def fit(
@@ -172,11 +154,12 @@ def fit(
 def calibrate_run(model: Any, dataset: Dataset, run_dir: Path) -> float:
     """Fit temperature scaling on the run's validation images, fold it into the model, record it."""
     from fmnist.calibration import apply_temperature, fit_temperature, fold_temperature, nll
+    from fmnist.inference import predict_probabilities
 
     with np.load(run_dir / artifacts.SPLIT) as split:
         val_idx = split["validation"]
     y_val = dataset.y_train[val_idx]
-    probabilities = np.asarray(model.predict(to_features(dataset.x_train[val_idx]), batch_size=1024, verbose=0))
+    probabilities = predict_probabilities(model, to_features(dataset.x_train[val_idx]))
     temperature = fit_temperature(probabilities, y_val)
     fold_temperature(model, temperature)
     artifacts.write_json(run_dir / artifacts.CALIBRATION, {

@@ -154,7 +154,7 @@ def pruning_callback(trial: optuna.Trial, pruned_at: list[int]) -> Any:
 
 
 def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Dataset) -> Callable[[optuna.Trial], float]:
-    from fmnist.train import best_epoch, read_history, train
+    from fmnist.train import train
 
     def objective(trial: optuna.Trial) -> float:
         suggest(trial)
@@ -162,8 +162,8 @@ def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Datas
         settings = settings_for(base, trial.params, name=f"trial-{trial.number:04d}")
         result = train(settings, backend, runs_dir=runs_dir, dataset=dataset,
                        extra_callbacks=[pruning_callback(trial, pruned_at)])
-        history = read_history(result.run_dir)
-        best = best_epoch(history) - 1
+        history = artifacts.read_history(result.run_dir)
+        best = artifacts.best_epoch(history) - 1
         trial.set_user_attr("run_dir", str(result.run_dir.resolve()))
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("epochs", len(history["val_loss"]))
