@@ -1,3 +1,4 @@
+import json
 import random
 
 import keras
@@ -77,3 +78,16 @@ def test_a_damaged_backup_is_one_line_saying_what_to_do(tmp_path, content):
                  lambda: restore(tmp_path / "backup.npz", model, _callbacks(model))):
         with pytest.raises(FmnistError, match="backup.npz is damaged, so the run cannot continue from it; train it"):
             read()
+
+
+def test_a_backup_of_another_format_is_refused_not_misread(tmp_path):
+    model = _model()
+    save(tmp_path / "backup.npz", model, _callbacks(model), epochs_done=1, stopped=False)
+    with np.load(tmp_path / "backup.npz") as data:
+        arrays = {key: data[key] for key in data.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["format"] += 1  # as a later fmnist that lays the arrays out otherwise would write it
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "backup.npz", **arrays)
+    with pytest.raises(FmnistError, match=f"backup of format {meta['format']}, not {meta['format'] - 1}"):
+        read_meta(tmp_path / "backup.npz")

@@ -150,6 +150,7 @@ TF_RESUME_CHECK = """
 import json, sys
 from pathlib import Path
 import keras
+from fmnist import artifacts
 from fmnist.data import load_dataset
 from fmnist.settings import TrainSettings
 from fmnist.train import train

@@ -109,10 +109,15 @@ def _load(path: Path, only_meta: bool = False) -> tuple[dict[str, np.ndarray], d
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in (["meta"] if only_meta else data.files)}
-        return arrays, json.loads(str(arrays.pop("meta")))
+        meta = json.loads(str(arrays.pop("meta")))
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # cut, not an archive, no record
         raise FmnistError(f"{path} is damaged, so the run cannot continue from it; train it again "
                           "(its settings are in its config.json)") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:  # another version's layout would be misread
+        shown = meta.get("format") if isinstance(meta, dict) else None
+        raise FmnistError(f"{path} is a backup of format {shown}, not {FORMAT} (another fmnist version): "
+                          "continue the run with that version, or train it again")
+    return arrays, meta
 
 
 def read_meta(path: Path) -> dict[str, Any]:
