@@ -14,9 +14,11 @@ from fmnist.errors import FmnistError
 from fmnist.settings import BACKENDS, DEFAULT_BACKEND, PREFERRED_BACKEND
 
 
-def resolve(requested: str | None, architecture: str = "dense") -> str:
-    """The backend to use: the flag, else KERAS_BACKEND, else the one measured fastest for the architecture."""
-    name = (requested or os.environ.get("KERAS_BACKEND") or PREFERRED_BACKEND.get(architecture, DEFAULT_BACKEND)).lower()
+def resolve(requested: str | None, architecture: str = "dense", fallback: str | None = None) -> str:
+    """The backend to use: the flag, else KERAS_BACKEND, else ``fallback`` or the one measured fastest for the
+    architecture."""
+    default = fallback or PREFERRED_BACKEND.get(architecture, DEFAULT_BACKEND)
+    name = (requested or os.environ.get("KERAS_BACKEND") or default).lower()
     if name not in BACKENDS:
         raise FmnistError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
     return name

@@ -176,8 +176,9 @@ def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> di
     for label in ("keras-tensorflow-script", "pytorch-loop"):
         if label in results:
             report[f"default_vs_{label}"] = ours["epoch_s"] / results[label]["epoch_s"]
+    report["chart"] = str(output.with_suffix(".png"))
     artifacts.write_json(output, report)
-    _chart(report, output.with_suffix(".png"))
+    _chart(report, Path(report["chart"]))
     return report
 
 

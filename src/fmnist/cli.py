@@ -222,7 +222,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from fmnist.bench import bench, table
 
     report = bench(args.output, quick=args.quick, data_dir=args.data_dir)
-    _emit(args, table(report) + f"\nwritten: {args.output} and {args.output.with_suffix('.png')}", report)
+    _emit(args, table(report) + f"\nwritten: {args.output} and {report['chart']}", report)
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
@@ -274,7 +274,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from fmnist.serve import serve
 
     serve(run, host=args.host, port=args.port,
-          max_body_bytes=args.max_upload_mb * 1024 * 1024, max_batch=args.max_batch, access_log=not args.quiet)
+          max_upload_mib=args.max_upload_mb, max_batch=args.max_batch, access_log=not args.quiet)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import tempfile
 import warnings
@@ -38,7 +37,7 @@ INSTALL_HINT = "install the export extra: pip install -e '.[export]'"
 
 def choose_backend(fmt: str, requested: str | None) -> str:
     """The flag, else KERAS_BACKEND, else the first backend that writes ``fmt``; refuse one that cannot write it."""
-    name = resolve(requested or os.environ.get("KERAS_BACKEND") or FORMATS[fmt][0])
+    name = resolve(requested, fallback=FORMATS[fmt][0])
     if name not in FORMATS[fmt]:
         able = " or ".join(FORMATS[fmt])
         raise FmnistError(

@@ -36,7 +36,8 @@ from fmnist.predict import Classifier, describe
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("static")
-MAX_BODY_BYTES = MAX_UPLOAD_MIB * 1024 * 1024
+MIB = 1024 * 1024
+MAX_BODY_BYTES = MAX_UPLOAD_MIB * MIB
 MAX_INPUTS = 64
 # A body that has not arrived by then is answered 408, so a stalled client holds no connection for ever; and a
 # stopped server waits this long for requests still in flight, then closes the rest.
@@ -346,7 +347,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
     return app
 
 
-def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_body_bytes: int = MAX_BODY_BYTES,
+def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mib: int = MAX_UPLOAD_MIB,
           max_batch: int = MAX_BATCH, access_log: bool = True) -> None:
     """Serve until interrupted."""
     import uvicorn
@@ -358,7 +359,7 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_body_byt
     except OSError as exc:
         reason = (exc.strerror or str(exc)).split(" (while attempting")[0]
         raise FmnistError(f"cannot listen on {host} port {port}: {reason}") from None
-    app = create_app(run_dir, max_body_bytes, max_batch)
+    app = create_app(run_dir, max_upload_mib * MIB, max_batch)
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
