@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 
 from fmnist import artifacts, runs
-from fmnist.data import NUM_CLASSES, NUM_FEATURES
 from fmnist.errors import FmnistError
-from fmnist.settings import BACKENDS, TrainSettings
+from fmnist.settings import BACKENDS, TrainSettings, dense_weights
 
 log = logging.getLogger(__name__)
 REFERENCE_DIR = Path(__file__).parent / "reference"
@@ -31,8 +30,7 @@ CONTENDER_TIMEOUT_S = 1800
 
 def dense_flops_per_image(hidden_sizes: tuple[int, ...]) -> tuple[float, float]:
     """(forward, forward+backward) FLOPs per image: 2 per multiply-add; backward costs twice the forward."""
-    widths = (NUM_FEATURES, *hidden_sizes, NUM_CLASSES)
-    forward = 2.0 * sum(a * b for a, b in zip(widths, widths[1:]))
+    forward = 2.0 * dense_weights(hidden_sizes)
     return forward, 3.0 * forward
 
 

@@ -62,7 +62,11 @@ def bootstrap_accuracy_interval(
     return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
 
 
-def calibration_bins(y_true: np.ndarray, probabilities: np.ndarray, bins: int = 15) -> dict[str, Any]:
+# Equal-width confidence bins of the expected calibration error, as in Guo et al. (2017).
+CALIBRATION_BINS = 15
+
+
+def calibration_bins(y_true: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS) -> dict[str, Any]:
     """Reliability per equal-width confidence bin, and the expected calibration error (weighted |acc - conf|)."""
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == y_true

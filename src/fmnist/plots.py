@@ -142,7 +142,7 @@ def reliability_png(before: dict, after: dict, path: Path) -> None:
                 label=f"{label} (ECE {bins['ece']:.4f})")
     ax.set_xlabel("confidence (top probability)")
     ax.set_ylabel("accuracy")
-    ax.set_title("Reliability, 15 bins, test set")
+    ax.set_title(f"Reliability, {len(after['counts'])} bins, test set")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -14,7 +14,7 @@ from fmnist import artifacts, plots, runs
 from fmnist.data import CLASS_NAMES, IMAGE_SIDE
 from fmnist.errors import FmnistError
 from fmnist.explain import PATCH
-from fmnist.metrics import classification_report_text
+from fmnist.metrics import CALIBRATION_BINS, classification_report_text
 
 
 EVIDENCE_NOTE = (
@@ -106,7 +106,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ["test accuracy", f"{metrics['test_accuracy']:.4f}"],
         ["95% bootstrap interval", "{:.4f} to {:.4f}".format(*metrics.get("test_accuracy_ci95", [np.nan] * 2))],
         ["test loss", f"{metrics['test_loss']:.4f}"],
-        ["ECE (15 bins), before / after temperature scaling",
+        [f"ECE ({CALIBRATION_BINS} bins), before / after temperature scaling",
          f"{metrics.get('ece_before_scaling', np.nan):.4f} / {metrics.get('ece', np.nan):.4f} "
          f"(T = {metrics.get('temperature', 1.0):.3f})"],
         ["macro F1", f"{metrics['macro_f1']:.4f}"], ["weakest class (F1)", metrics["weakest_class"]],

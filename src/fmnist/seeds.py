@@ -47,6 +47,11 @@ def check_count(seeds: int) -> None:
         raise FmnistError(f"--seeds {seeds}: at most {MAX_SEEDS}, each of them a full training")
 
 
+def _seed_members(settings: TrainSettings, seeds: int) -> list[TrainSettings]:
+    """The group's runs: ``settings`` with seed, seed+1, ..."""
+    return [dataclasses.replace(settings, seed=settings.seed + k) for k in range(seeds)]
+
+
 def train_seeds(
     settings: TrainSettings, backend: str, seeds: int, runs_dir: Path = Path("runs"),
     data_dir: Path | None = None, dataset: Dataset | None = None,
@@ -56,7 +61,7 @@ def train_seeds(
 
     check_count(seeds)
     dataset = dataset or load_dataset(data_dir)
-    members = [dataclasses.replace(settings, seed=settings.seed + k) for k in range(seeds)]  # every seed checked now
+    members = _seed_members(settings, seeds)  # every seed checked now
     check_inputs(settings, dataset)
     group = runs.create_run_dir(runs_dir, f"{settings.name}-x{seeds}")
     artifacts.write_json(group / artifacts.SEED_GROUP, {
@@ -80,8 +85,7 @@ def resume_seeds(
     activate(record["backend"], settings.architecture)
     dataset = dataset or load_dataset(data_dir)
     require_same_data(dataset, record, group)
-    members = [dataclasses.replace(settings, seed=settings.seed + k) for k in range(record["seeds"])]
-    return group, _complete_group(group, settings, members, record["backend"], dataset)
+    return group, _complete_group(group, settings, _seed_members(settings, record["seeds"]), record["backend"], dataset)
 
 
 def _member_dirs(group: Path) -> dict[int, Path]:

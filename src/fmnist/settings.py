@@ -25,7 +25,8 @@ SCHEDULES = ("plateau", "cosine")
 MAX_WEIGHTS = 10**9
 
 
-def _dense_weights(hidden_sizes: tuple[int, ...]) -> int:
+def dense_weights(hidden_sizes: tuple[int, ...]) -> int:
+    """The weights (biases aside) of a dense network with these hidden layers."""
     # data.NUM_FEATURES pixels in, data.NUM_CLASSES out; not imported, so that the CLI's start stays light.
     widths = (784, *hidden_sizes, 10)
     return sum(a * b for a, b in zip(widths, widths[1:]))
@@ -90,9 +91,9 @@ class TrainSettings:
             (not unbounded, f"{', '.join(unbounded)} must be a finite number"),
             (len(self.hidden_sizes) > 0 and all(s > 0 for s in self.hidden_sizes),
              "hidden_sizes must be one or more positive integers, e.g. 512,256,64,32"),
-            (_dense_weights(self.hidden_sizes) <= MAX_WEIGHTS,
+            (dense_weights(self.hidden_sizes) <= MAX_WEIGHTS,
              f"hidden_sizes {','.join(map(str, self.hidden_sizes))} would need "
-             f"{_dense_weights(self.hidden_sizes):,} weights; at most {MAX_WEIGHTS:,} (4 GB of float32 before training)"),
+             f"{dense_weights(self.hidden_sizes):,} weights; at most {MAX_WEIGHTS:,} (4 GB of float32 before training)"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
             (self.learning_rate > 0, "learning_rate must be positive"),
             (self.batch_size > 0, "batch_size must be positive"),

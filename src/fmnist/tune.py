@@ -239,9 +239,13 @@ def tune(
     return TuneResult(study_name, shown, len(done), _states(study), _best(study))
 
 
+def _states_text(states: dict[str, int]) -> str:
+    return ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+
+
 def summary(result: TuneResult) -> str:
-    states = ", ".join(f"{n} {s}" for s, n in sorted(result.states.items()))
-    lines = [f"study {result.study} ({result.storage}): {result.trials_run} trials run now; all: {states}"]
+    lines = [f"study {result.study} ({result.storage}): {result.trials_run} trials run now; "
+             f"all: {_states_text(result.states)}"]
     if result.best:
         best = result.best
         lines.append(f"best: trial {best['number']}  val_loss {best['val_loss']:.4f}  "
@@ -319,7 +323,7 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path = P
     rows = [[t.number, f"{t.value:.4f}", f"{t.user_attrs.get('val_accuracy', float('nan')):.4f}",
              t.user_attrs.get("epochs", "-"), *(t.params.get(n, "-") for n in names), t.user_attrs.get("run_dir", "-")]
             for t in complete[:10]]
-    states = ", ".join(f"{n} {s}" for s, n in sorted(_states(study).items()))
+    states = _states_text(_states(study))
     sections = [
         ("Study", f"<p>{html.escape(shown)}: {html.escape(states)}; objective: best val_loss on the validation split "
                   "(the test set is never used to choose).</p>"),
