@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -115,6 +116,26 @@ def _train_once(base: Path, dataset_dir: Path, checksums: dict[str, str] | None,
         patch.setenv("FMNIST_CACHE_DIR", str(base / "cache"))
         dataset = load_dataset(dataset_dir, checksums=checksums or CHECKSUMS)
         return train(TrainSettings(**settings), "jax", runs_dir=base / "runs", dataset=dataset).run_dir
+
+
+def tiny_train(runs_dir: Path, tiny_data: tuple[Path, dict[str, str]], **overrides):
+    """Train a tiny run (two epochs of a 16-8 network) into ``runs_dir``; return train's result."""
+    from fmnist.data import load_dataset
+    from fmnist.settings import TrainSettings
+    from fmnist.train import train
+
+    folder, sums = tiny_data
+    settings = TrainSettings(**{"hidden_sizes": (16, 8), "epochs": 2, "batch_size": 16, "name": "tiny", **overrides})
+    return train(settings, "jax", runs_dir=runs_dir, dataset=load_dataset(folder, checksums=sums))
+
+
+@contextlib.contextmanager
+def module_data(tmp_path_factory, **sizes):
+    """Tiny IDX files and a private verified-array cache, for a fixture that trains once per module."""
+    base = tmp_path_factory.mktemp("module")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FMNIST_CACHE_DIR", str(base / "cache"))
+        yield base, (base / "tiny", write_idx_set(base / "tiny", **sizes))
 
 
 @pytest.fixture(scope="session")

@@ -5,12 +5,11 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import module_data, run_cli, tiny_train
 from fmnist import artifacts, runs
 from fmnist.compare import compare_runs, mistake_changes, settings_rows
 from fmnist.data import CLASS_NAMES
 from fmnist.errors import FmnistError
-from test_runs import module_data, tiny_train
 
 
 def test_mistake_changes_ranks_classes_by_how_much_their_mistakes_moved():

@@ -5,12 +5,11 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import module_data, run_cli, tiny_train
 from fmnist import artifacts
 from fmnist.data import load_dataset, to_features
 from fmnist.errors import FmnistError
 from fmnist.export import choose_backend, export_run, list_exports, parity, sha256_tree
-from test_runs import module_data, tiny_train
 
 
 @pytest.fixture(scope="module")

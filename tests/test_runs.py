@@ -1,30 +1,11 @@
-import contextlib
 import json
 import shutil
 
 import pytest
 
-from conftest import run_cli, write_idx_set
+from conftest import module_data, run_cli, tiny_train
 from fmnist import artifacts, runs
-from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
-from fmnist.settings import TrainSettings
-from fmnist.train import train
-
-
-def tiny_train(runs_dir, tiny_data, **overrides):
-    folder, sums = tiny_data
-    settings = TrainSettings(**{"hidden_sizes": (16, 8), "epochs": 2, "batch_size": 16, "name": "tiny", **overrides})
-    return train(settings, "jax", runs_dir=runs_dir, dataset=load_dataset(folder, checksums=sums))
-
-
-@contextlib.contextmanager
-def module_data(tmp_path_factory, **sizes):
-    """Tiny IDX files and a private verified-array cache, for a fixture that trains once per module."""
-    base = tmp_path_factory.mktemp("module")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FMNIST_CACHE_DIR", str(base / "cache"))
-        yield base, (base / "tiny", write_idx_set(base / "tiny", **sizes))
 
 
 @pytest.fixture(scope="module")
