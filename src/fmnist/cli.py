@@ -122,20 +122,20 @@ def cmd_train(args: argparse.Namespace) -> None:
     from fmnist.backend import activate
 
     if args.resume:
-        if not args.resume.exists() and (args.runs_dir / args.resume).is_dir():  # a run's or group's name
-            args.resume = args.runs_dir / args.resume
         _refuse_given(args, (*FLAG_SETTINGS, "recipe", "seeds"), "--resume continues a run with its own settings")
-        from fmnist.artifacts import SEED_GROUP
+        from fmnist.runs import resolve_resumable
+        from fmnist.seeds import is_seed_group
 
-        if (args.resume / SEED_GROUP).is_file():
+        target = resolve_resumable(args.resume, args.runs_dir)
+        if is_seed_group(target):
             from fmnist.seeds import resume_seeds, summary_text
 
-            group, summary = resume_seeds(args.resume, backend=args.backend, data_dir=args.data_dir)
+            group, summary = resume_seeds(target, backend=args.backend, data_dir=args.data_dir)
             _emit(args, summary_text(group, summary), {"group_dir": str(group), **summary})
             return
         from fmnist.resume import resume_run
 
-        result = resume_run(args.resume, backend=args.backend, data_dir=args.data_dir)
+        result = resume_run(target, backend=args.backend, data_dir=args.data_dir)
     else:
         settings = _settings_from_args(args)
         backend = activate(args.backend, settings.architecture)

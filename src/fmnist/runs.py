@@ -283,6 +283,11 @@ def resolve_run(name: str | Path, runs_dir: Path) -> Path:
     raise FmnistError(f"no run {str(name)!r}: give a run directory or the name of one in {runs_dir} (see 'fmnist runs')")
 
 
+def resolve_resumable(name: Path, runs_dir: Path) -> Path:
+    """A run or --seeds group to resume, given as a path or as its name in ``runs_dir``."""
+    return Path(runs_dir) / name if not Path(name).exists() and (Path(runs_dir) / name).is_dir() else Path(name)
+
+
 def resolve_model(name: str | Path, runs_dir: Path) -> Path:
     """A model file given by its path (a ``.keras`` file), else a run as :func:`resolve_run` finds it."""
     return Path(name) if Path(name).suffix == ".keras" else resolve_run(name, runs_dir)

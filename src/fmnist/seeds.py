@@ -47,6 +47,11 @@ def check_count(seeds: int) -> None:
         raise FmnistError(f"--seeds {seeds}: at most {MAX_SEEDS}, each of them a full training")
 
 
+def is_seed_group(path: Path) -> bool:
+    """Whether ``path`` is a group directory made by ``fmnist train --seeds``."""
+    return (Path(path) / artifacts.SEED_GROUP).is_file()
+
+
 def _seed_members(settings: TrainSettings, seeds: int) -> list[TrainSettings]:
     """The group's runs: ``settings`` with seed, seed+1, ..."""
     return [dataclasses.replace(settings, seed=settings.seed + k) for k in range(seeds)]
