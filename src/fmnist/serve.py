@@ -228,6 +228,48 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def _answer_errors_as_json(app: FastAPI) -> None:
+    """Every error, ours or the framework's, as a status with a JSON body {"error": "..."}."""
+
+    @app.exception_handler(BadInput)
+    async def bad_input(request: Request, exc: BadInput) -> JSONResponse:
+        return error(exc.status, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return error(422, problems)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        log.info("a client went away before %s was answered", request.url.path)  # nobody is left to read an answer
+        return error(400, "the client went away before its request was answered")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return error(500, f"internal error ({type(exc).__name__})")
+
+
+async def read_inputs(request: Request, max_body_bytes: int) -> tuple[list[str], np.ndarray]:
+    """The request's images (multipart files) or arrays (JSON), each with the name its answer is given under."""
+    body = await read_body(request, max_body_bytes)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        files = await form_files(request, body)
+        images = await anyio.to_thread.run_sync(decode_files, files, limiter=request.app.state.decoders)
+        return [name for name, _ in files], images
+    if content_type == "application/json":
+        images = await run_in_threadpool(json_inputs, body)
+        return [f"inputs[{i}]" for i in range(len(images))], images
+    raise BadInput(f"unsupported content type {content_type or 'none'}: "
+                   "send multipart/form-data files or application/json", 415)
+
+
 def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH,
                decode_slots: int = DECODE_SLOTS) -> FastAPI:
     """Build the app; its lifespan loads the run's model once and starts the batcher."""
@@ -262,28 +304,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.exception_handler(BadInput)
-    async def bad_input(request: Request, exc: BadInput) -> JSONResponse:
-        return error(exc.status, str(exc))
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return error(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return error(422, problems)
-
-    @app.exception_handler(ClientDisconnect)
-    async def client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
-        log.info("a client went away before %s was answered", request.url.path)  # nobody is left to read an answer
-        return error(400, "the client went away before its request was answered")
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s", request.url.path)
-        return error(500, f"internal error ({type(exc).__name__})")
+    _answer_errors_as_json(app)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -318,18 +339,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
     ) -> dict[str, Any]:
         """Classify images (multipart files) or arrays (JSON); answer top-k classes per input."""
         started = time.perf_counter()
-        body = await read_body(request, max_body_bytes)
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type == "multipart/form-data":
-            files = await form_files(request, body)
-            names = [name for name, _ in files]
-            images = await anyio.to_thread.run_sync(decode_files, files, limiter=request.app.state.decoders)
-        elif content_type == "application/json":
-            images = await run_in_threadpool(json_inputs, body)
-            names = [f"inputs[{i}]" for i in range(len(images))]
-        else:
-            raise BadInput(f"unsupported content type {content_type or 'none'}: "
-                           "send multipart/form-data files or application/json", 415)
+        names, images = await read_inputs(request, max_body_bytes)
         probabilities = await request.app.state.batcher.predict(images.reshape(len(images), -1))
         maps = await explain_inputs(request, images, probabilities.argmax(axis=1)) if explain else [None] * len(images)
         predictions = []
