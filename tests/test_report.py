@@ -6,7 +6,7 @@ import pytest
 
 from fmnist import artifacts
 from fmnist.errors import FmnistError
-from fmnist.report import build_report, image_html, page, table_html
+from fmnist.report import build_report, image_html, page, table_html, write_report
 
 
 def test_tables_escape_their_cells_and_mark_highlighted_rows():
@@ -116,7 +116,13 @@ def test_damaged_metrics_or_history_are_named_with_what_to_do(tiny_run_dir, tmp_
             build_report(run)
     artifacts.write_json(run / artifacts.METRICS, metrics)
     history = (run / artifacts.HISTORY).read_bytes()
-    for damaged in (history + b"\xff\xfe\n", history + b"3,not a number\n"):
+    for damaged in (history + b"\xff\xfe\n", history + b"3,not a number\n", history.replace(b"val_loss", b"val")):
         (run / artifacts.HISTORY).write_bytes(damaged)
         with pytest.raises(FmnistError, match="history.csv is damaged"):
-            build_report(run)
+            write_report(run)  # evaluate's way, too: not an unexpected error
+    (run / artifacts.HISTORY).write_bytes(history)
+    config = artifacts.read_json(run / artifacts.CONFIG)
+    for edit in ({"settings": []}, {"data": "x"}, {"versions": "keras 3"}):
+        artifacts.write_json(run / artifacts.CONFIG, {**config, **edit})
+        with pytest.raises(FmnistError, match=r"config.json is damaged \((settings|data|versions) not a JSON object"):
+            write_report(run)

@@ -1,4 +1,5 @@
-"""Names of the files in a run directory, and the atomic, checksummed way they are written."""
+"""Names of the files fmnist writes (a run directory's, and the dataset cache's manifest), the atomic, checksummed
+way they are written, and how a run's history is read back."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from fmnist.errors import FmnistError, first_line
 CONFIG = "config.json"
 SPLIT = "split.npz"
 HISTORY = "history.csv"
+HISTORY_COLUMNS = ("loss", "accuracy", "val_loss", "val_accuracy")  # in every epoch's row, among others
 MODEL = "model.keras"
 MODEL_SHA256 = "model.keras.sha256"
 METRICS = "metrics.json"

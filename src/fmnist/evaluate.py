@@ -55,6 +55,6 @@ def evaluate_run(
         mistake_indices=mistakes, mistake_images=dataset.x_test[mistakes], **explanations,
     ))
     artifacts.write_json(run_dir / artifacts.METRICS, metrics)
-    write_report(run_dir)  # from the files just written: a failure is a bug, never 'damaged'
+    write_report(run_dir)  # from the files just written: a failure left is a bug, not damage to send it back to
     log.info("test accuracy %.4f, macro F1 %.4f", metrics["test_accuracy"], metrics["macro_f1"])
     return metrics

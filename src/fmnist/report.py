@@ -159,7 +159,8 @@ def build_report(run_dir: Path) -> Path:
 
 
 def write_report(run_dir: Path) -> Path:
-    """build_report for files fmnist has just written: an error here is a bug, not damage, and is not called one."""
+    """build_report after evaluate has just written the metrics and predictions: the other files are checked for
+    what the report reads, so an error left is a bug, and is not called damage."""
     run_dir = runs.require_run_dir(run_dir)
     config = artifacts.read_json(run_dir / artifacts.CONFIG)
     metrics = artifacts.read_json(run_dir / artifacts.METRICS)
@@ -167,10 +168,23 @@ def write_report(run_dir: Path) -> Path:
     status = artifacts.read_json(status_path) if status_path.is_file() else {}
     predictions = _load_predictions(run_dir)
     history = artifacts.read_history(run_dir) if (run_dir / artifacts.HISTORY).is_file() else {}
+    _check_config_and_history(run_dir, config, history)
     _draw(run_dir, metrics, predictions, history)
     path = run_dir / artifacts.REPORT_HTML
     artifacts.write_text(path, _html(run_dir, config, metrics, history, status))
     return path
+
+
+def _check_config_and_history(run_dir: Path, config: dict[str, Any], history: dict[str, list[float]]) -> None:
+    """Refuse, naming the file, a config.json or history.csv edited into a shape fmnist never writes."""
+    odd = [key for key in ("settings", "data", "versions") if not isinstance(config.get(key, {}), dict)]
+    if odd:
+        raise FmnistError(f"{run_dir / artifacts.CONFIG} is damaged ({', '.join(odd)} not a JSON object): "
+                          "restore it from a copy")
+    missing = [column for column in artifacts.HISTORY_COLUMNS if history and column not in history]
+    if missing:
+        raise FmnistError(f"{run_dir / artifacts.HISTORY} is damaged (no {', '.join(missing)} column): restore it "
+                          "from a copy, or delete it to draw the report without learning curves")
 
 
 def _draw(run_dir: Path, metrics: dict[str, Any], predictions: dict[str, np.ndarray], history: dict) -> None:
