@@ -86,8 +86,10 @@ def test_a_backup_of_another_format_is_refused_not_misread(tmp_path):
     with np.load(tmp_path / "backup.npz") as data:
         arrays = {key: data[key] for key in data.files}
     meta = json.loads(str(arrays["meta"]))
-    meta["format"] += 1  # as a later fmnist that lays the arrays out otherwise would write it
-    arrays["meta"] = np.array(json.dumps(meta))
-    np.savez(tmp_path / "backup.npz", **arrays)
-    with pytest.raises(FmnistError, match=f"backup of format {meta['format']}, not {meta['format'] - 1}"):
-        read_meta(tmp_path / "backup.npz")
+    for edited, refusal in (({**meta, "format": meta["format"] + 1}, f"backup of format {meta['format'] + 1}, not "
+                                                                     f"{meta['format']} \\(another fmnist version"),
+                            ({**meta, "format": "1"}, "is damaged"), ([meta], "is damaged")):
+        arrays["meta"] = np.array(json.dumps(edited))  # a later fmnist's layout, or a record cut by hand
+        np.savez(tmp_path / "backup.npz", **arrays)
+        with pytest.raises(FmnistError, match=refusal):
+            read_meta(tmp_path / "backup.npz")

@@ -91,6 +91,7 @@ def test_runs_sharing_a_folder_name_keep_their_own_columns(tmp_path, two_runs):
     copy = shutil.copytree(b, tmp_path / "elsewhere" / a.name)  # b's results under a's name
     page = compare_runs([a, copy], tmp_path / "c.html").read_text()
     assert f"<th>1: {a.name}</th><th>2: {a.name}</th>" in page
+    assert f"<tr><td>directory</td><td>{a.resolve()}</td><td>{copy.resolve()}</td></tr>" in page
     f1 = [json.loads((run / artifacts.METRICS).read_text())["per_class"] for run in (a, b)]
     cells = [[f"{scores[c]['f1-score']:.4f}" for scores in f1] for c in CLASS_NAMES]
     assert any(x != y for x, y in cells)  # else the page could not show one run's F1 twice

@@ -48,5 +48,5 @@ def test_a_teacher_model_copied_out_of_its_run_is_refused(tmp_path, tiny_run_dir
     """Its temperature stays in the run: taken alone, the model's soft targets would be silently wrong."""
     for name in (artifacts.MODEL, artifacts.MODEL_SHA256):
         shutil.copy(tiny_run_dir / name, tmp_path / name)
-    with pytest.raises(FmnistError, match="is not in a run directory"):
+    with pytest.raises(FmnistError, match=f"no {artifacts.CONFIG} in {tmp_path}: a teacher must be a run"):
         teacher_targets(str(tmp_path / artifacts.MODEL), np.zeros((1, 784), np.float32), temperature=4.0)

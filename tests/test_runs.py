@@ -93,8 +93,7 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
 
 
 def test_closest_recipe_names_the_preset_and_counts_changes():
-    from fmnist.settings import RECIPES
-    from fmnist.settings import TrainSettings
+    from fmnist.settings import RECIPES, TrainSettings
 
     for name, preset in RECIPES.items():
         assert runs.closest_recipe(TrainSettings.from_dict(preset).to_dict()) == name

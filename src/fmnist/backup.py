@@ -104,6 +104,11 @@ def save(path: Path, model: keras.Model, callbacks: list, epochs_done: int, stop
     artifacts.write_atomic(path, lambda tmp: np.savez(tmp, **arrays))
 
 
+def _damaged(path: Path) -> FmnistError:
+    return FmnistError(f"{path} is damaged, so the run cannot continue from it; train it again "
+                       "(its settings are in its config.json)")
+
+
 def _load(path: Path, only_meta: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The backup's arrays and its record of what they are; a damaged file is one clear error."""
     try:
@@ -111,11 +116,11 @@ def _load(path: Path, only_meta: bool = False) -> tuple[dict[str, np.ndarray], d
             arrays = {key: data[key] for key in (["meta"] if only_meta else data.files)}
         meta = json.loads(str(arrays.pop("meta")))
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # cut, not an archive, no record
-        raise FmnistError(f"{path} is damaged, so the run cannot continue from it; train it again "
-                          "(its settings are in its config.json)") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:  # another version's layout would be misread
-        shown = meta.get("format") if isinstance(meta, dict) else None
-        raise FmnistError(f"{path} is a backup of format {shown}, not {FORMAT} (another fmnist version): "
+        raise _damaged(path) from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("format"), int):
+        raise _damaged(path)
+    if meta["format"] != FORMAT:  # another version's layout would be misread
+        raise FmnistError(f"{path} is a backup of format {meta['format']}, not {FORMAT} (another fmnist version): "
                           "continue the run with that version, or train it again")
     return arrays, meta
 

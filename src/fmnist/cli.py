@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only results and errors, no progress")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of any error, with its cause")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
     parser.set_defaults(json=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                        help="only results and errors, no progress")
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                       help="show the traceback of any error, with its cause")
+                       help="show the traceback of any error")
         if json_result:
             p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                            help="print the result as JSON on stdout")

@@ -91,7 +91,8 @@ def compare_runs(run_dirs: list[Path], output: Path) -> Path:
     summaries = [item["summary"] for item in loaded]
     metrics = [item["metrics"] for item in loaded]
 
-    headline = [[label, *(runs.cell(s[key], fmt) for s in summaries)] for label, key, fmt in (
+    headline = [["directory", *(str(Path(r).resolve()) for r in run_dirs)]]  # which is which, when names repeat
+    headline += [[label, *(runs.cell(s[key], fmt) for s in summaries)] for label, key, fmt in (
         ("created", "created", "{}"), ("status", "status", "{}"), ("backend", "backend", "{}"),
         ("epochs", "epochs", "{}"), ("test accuracy", "test_accuracy", "{:.4f}"), ("macro F1", "macro_f1", "{:.4f}"),
         ("training seconds", "train_seconds", "{:.1f}"),

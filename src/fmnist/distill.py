@@ -16,10 +16,10 @@ from fmnist.inference import predict_probabilities
 
 def teacher_targets(teacher: str, features: np.ndarray, temperature: float) -> np.ndarray:
     """softmax(teacher logits / T) for every image, from a checksum-verified teacher run."""
-    model, _ = artifacts.load_model(Path(teacher))
-    probabilities = predict_probabilities(model, features)
     # The teacher's own calibration temperature is folded into its logits: undo it before softening.
     folded = folded_temperature(runs.teacher_run_dir(teacher))
+    model, _ = artifacts.load_model(Path(teacher))
+    probabilities = predict_probabilities(model, features)
     return apply_temperature(probabilities, temperature / folded).astype(np.float32)
 
 

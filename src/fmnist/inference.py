@@ -1,4 +1,5 @@
-"""A compiled forward pass for fast prediction: one XLA program per batch shape, no `model.predict` overhead."""
+"""Forward passes: compiled (one XLA program per batch shape, no `model.predict` overhead) for serving and
+prediction, and through Keras' predict in large batches for whole splits."""
 
 from __future__ import annotations
 

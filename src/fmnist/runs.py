@@ -94,8 +94,8 @@ def teacher_run_dir(teacher: str | Path) -> Path:
     teacher = Path(teacher)
     run_dir = teacher if teacher.is_dir() else teacher.parent
     if not (run_dir / artifacts.CONFIG).is_file():
-        raise FmnistError(f"{teacher} is not in a run directory (no {artifacts.CONFIG} beside it): a teacher's "
-                          "temperature is read from its run, so give the run made by 'fmnist train'")
+        raise FmnistError(f"no {artifacts.CONFIG} in {run_dir}: a teacher must be a run made by 'fmnist train' "
+                          "(or its model.keras there), as its calibration temperature is kept in the run")
     return run_dir
 
 
@@ -207,8 +207,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
 def closest_recipe(settings: dict[str, Any]) -> str:
     """The recipe these settings come from (config.json does not name it): the one they differ from least,
     not counting the run's size and name; ``"spec (+2)"`` says two other settings were changed."""
-    from fmnist.settings import RECIPES
-    from fmnist.settings import TrainSettings
+    from fmnist.settings import RECIPES, TrainSettings
 
     defaults = TrainSettings().to_dict()
     ignored = {"name", "seed", "epochs", "limit", "teacher"}

@@ -403,4 +403,5 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
     if failure is not None:
         if isinstance(failure, FmnistError):
             raise failure
-        raise FmnistError(f"the model of {run_dir} could not start: {type(failure).__name__}: {first_line(failure)}")
+        raise FmnistError(f"the model of {run_dir} could not start: {type(failure).__name__}: {first_line(failure)}"
+                          ) from failure
