@@ -1,4 +1,5 @@
 import asyncio
+import json
 import shutil
 import socket
 import threading
@@ -280,8 +281,6 @@ def test_a_taken_port_or_a_bad_address_is_one_clear_error(tiny_run_dir):
 
 def _answer_to(app, *messages) -> tuple[int, dict]:
     """Call the app as a server would, the client's side of the body given as ASGI messages (then a stall)."""
-    import json
-
     sent = []
 
     async def receive():
@@ -330,6 +329,29 @@ def test_a_model_that_fails_to_load_at_start_up_is_one_line_not_uvicorns_traceba
     assert "Traceback" not in result.stderr and "startup failed" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         f"fmnist: error: {run} maps 100 features to 3 classes, not 784 pixels to 10 classes")
+
+
+def test_a_request_the_http_parser_refuses_gets_a_json_400_too(tiny_run_dir, tmp_path):
+    """A malformed Content-Length or request line never reaches the app: uvicorn's answer was plain text."""
+    from urllib.parse import urlsplit
+
+    import httpx
+
+    server, base = start_server(tiny_run_dir, tmp_path / "serve.log")
+    try:
+        for request in (b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+                        b"NOT HTTP AT ALL\r\n\r\n"):
+            with socket.create_connection(("127.0.0.1", urlsplit(base).port), timeout=30) as client:
+                client.sendall(request)
+                answer = b""
+                while chunk := client.recv(65536):  # the server closes the connection after its answer
+                    answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower(), answer
+            assert "check the request line and headers" in json.loads(body)["error"]
+        assert httpx.get(f"{base}/v1/health", timeout=10).status_code == 200  # and it serves on
+    finally:
+        server.kill()
 
 
 def test_requests_still_running_at_a_stop_are_one_line_each_not_tracebacks(tiny_run_dir, tmp_path):

@@ -357,6 +357,23 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
     return app
 
 
+def json_400_protocol() -> type:
+    """uvicorn's HTTP protocol (httptools where installed, else h11), answering a request it cannot parse (a malformed
+    request line, header or Content-Length, which never reaches the app) in JSON like every other error."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class JsonBadRequest(AutoHTTPProtocol):
+        def send_400_response(self, msg: str) -> None:
+            body = json.dumps({"error": f"{msg.rstrip('.')}: check the request line and headers, such as "
+                                        "Content-Length"}).encode()
+            head = (b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+            self.transport.write(head + body)  # then closed, so the protocol's own state no longer matters
+            self.transport.close()
+
+    return JsonBadRequest
+
+
 def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mib: int = MAX_UPLOAD_MIB,
           max_batch: int = MAX_BATCH, access_log: bool = True) -> None:
     """Serve until interrupted."""
@@ -377,7 +394,7 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
     if not loopback:
         log.warning("listening on %s: other machines can reach this server", host)
     log.info("serving %s on http://%s:%d/ (API docs at /docs)", run_dir, host, port)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=access_log,
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=access_log, http=json_400_protocol(),
                                            log_level="info" if access_log else "warning",
                                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
 
