@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from fmnist import artifacts, runs
+from fmnist.data import Dataset, load_dataset, to_features
 from fmnist.errors import FmnistError
 from fmnist.settings import BACKENDS, TrainSettings, dense_weights
 
@@ -58,7 +59,6 @@ def worker(backend: str, epochs: int, data_dir: str | None = None) -> dict[str, 
     from fmnist.backend import activate, tensorflow_hidden_from_keras
 
     activate(backend)
-    from fmnist.data import load_dataset, to_features
     from fmnist.inference import compiled_forward
     from fmnist.train import fit
 
@@ -115,22 +115,9 @@ def _summarise(epoch_seconds: list[float], floor_s: float) -> dict[str, float]:
             "epochs_timed": len(epoch_seconds), "floor_multiple": steady / floor_s}
 
 
-def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> dict[str, Any]:
-    """Measure everything in one run on this machine; write JSON (and a chart beside it) and return it."""
-    from fmnist.data import load_dataset
-
-    if Path(output).suffix.lower() == ".png":
-        raise FmnistError(f"--output {output}: name the JSON file (e.g. bench.json); the chart goes beside it as .png")
-    runs.prepare_output(output, "--output")
-    epochs = 3 if quick else 6
-    settings = TrainSettings()
-    forward_flops, train_flops = dense_flops_per_image(settings.hidden_sizes)
-    train_images = int(60000 * (1 - settings.validation_fraction))
-    gflops = gemm_gflops()
-    epoch_floor_s = train_flops * train_images / (gflops * 1e9)
-    log.info("GEMM %.1f GFLOP/s; an epoch's FLOP floor is %.2fs", gflops, epoch_floor_s)
-
-    dataset = load_dataset(data_dir)
+def _time_contenders(dataset: Dataset, data_dir: Path | None, epochs: int) -> dict[str, Any]:
+    """Our training path on each backend, then the reference scripts, each in its own process, one at a time: the
+    figures each reported, by label; one that failed is left out (its warning says why)."""
     folder = str(data_dir.resolve()) if data_dir else None  # the timing processes load the same files
     results: dict[str, Any] = {}
     for backend in BACKENDS:
@@ -138,10 +125,6 @@ def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> di
         figures = _run_json([sys.executable, "-c", f"import json; from fmnist.bench import worker; "
                              f"print(json.dumps(worker({backend!r}, {epochs}, {folder!r})))"])
         if figures:
-            figures.update(_summarise(figures["epoch_seconds"], epoch_floor_s))
-            figures["inference_floor_fraction"] = {
-                b: ips * forward_flops / (gflops * 1e9) for b, ips in figures["inference_images_per_s"].items()
-            }
             results[f"fmnist-{backend}"] = figures
 
     references = {"keras-tensorflow-script": ("keras_script.py", {"KERAS_BACKEND": "tensorflow"})}
@@ -155,9 +138,30 @@ def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> di
             figures = _run_json([sys.executable, str(REFERENCE_DIR / script), str(npz), str(epochs)],
                                 env={"TF_CPP_MIN_LOG_LEVEL": "2", **env})
             if figures:
-                figures.update(_summarise(figures["epoch_seconds"], epoch_floor_s))
                 results[label] = figures
+    return results
 
+
+def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> dict[str, Any]:
+    """Measure everything in one run on this machine; write JSON (and a chart beside it) and return it."""
+    if Path(output).suffix.lower() == ".png":
+        raise FmnistError(f"--output {output}: name the JSON file (e.g. bench.json); the chart goes beside it as .png")
+    runs.prepare_output(output, "--output")
+    epochs = 3 if quick else 6
+    settings = TrainSettings()
+    forward_flops, train_flops = dense_flops_per_image(settings.hidden_sizes)
+    train_images = int(60000 * (1 - settings.validation_fraction))
+    gflops = gemm_gflops()
+    epoch_floor_s = train_flops * train_images / (gflops * 1e9)
+    log.info("GEMM %.1f GFLOP/s; an epoch's FLOP floor is %.2fs", gflops, epoch_floor_s)
+
+    results = _time_contenders(load_dataset(data_dir), data_dir, epochs)
+    for figures in results.values():
+        figures.update(_summarise(figures["epoch_seconds"], epoch_floor_s))
+        if "inference_images_per_s" in figures:  # our path's, not the reference scripts'
+            figures["inference_floor_fraction"] = {
+                b: ips * forward_flops / (gflops * 1e9) for b, ips in figures["inference_images_per_s"].items()
+            }
     report = {
         "machine": {"cpu_count": os.cpu_count(), "processor": _cpu_name(), "python": platform.python_version()},
         "gemm_gflops": gflops,
