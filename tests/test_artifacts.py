@@ -72,6 +72,11 @@ def test_a_model_with_a_matching_checksum_that_is_damaged_or_for_another_task_is
     with pytest.raises(FmnistError, match="Keras cannot load .*model.keras .*: the file is damaged or from another tool") as caught:
         artifacts.load_model(tmp_path)
     assert caught.value.__cause__ is not None  # what Keras said, for --debug to show
+    diverged = build_dense((8,), 0.0)
+    diverged.layers[-1].kernel.assign(np.full((8, 10), np.nan, dtype=np.float32))
+    with_checksum(diverged.save)
+    with pytest.raises(FmnistError, match="holds NaN or infinite weights: it cannot classify anything"):
+        artifacts.load_model(tmp_path)
 
 
 @pytest.mark.parametrize("content, said", [

@@ -189,6 +189,11 @@ def load_model(source: Path) -> tuple[Any, str]:
     if (features, classes) != (NUM_FEATURES, NUM_CLASSES):
         raise FmnistError(f"{source} maps {features} features to {classes} classes, "
                           f"not {NUM_FEATURES} pixels to {NUM_CLASSES} classes")
+    import numpy as np
+
+    if not all(np.isfinite(keras.ops.convert_to_numpy(weight)).all() for weight in model.weights):
+        # Its answers would all be NaN, each served as a confident one.
+        raise FmnistError(f"{source} holds NaN or infinite weights: it cannot classify anything; retrain it")
     return model, checksum
 
 
