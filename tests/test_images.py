@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from fmnist.images import BadInput, check_array, decode_image, load_input, prepare
-from samples import EXIF_ORIENTATION, bad_files, encode, garment, npy
+from samples import EXIF_ORIENTATION, bad_files, encode, garment, npy, png_claiming
 
 
 def test_prepare_trims_fits_centres_and_inverts_a_light_background():
@@ -104,6 +104,16 @@ def test_bad_files_are_refused_with_a_reason(case, name, data, status):
     with pytest.raises(BadInput) as refused:
         load_input(data, name)
     assert refused.value.status == status and name in str(refused.value)
+
+
+@pytest.mark.parametrize("side", [10_000, 100_000])  # over Pillow's limit; over twice it, where Pillow refuses
+def test_a_decompression_bomb_is_refused_with_its_size_and_the_limit(side):
+    from PIL import Image
+
+    with pytest.raises(BadInput) as refused:
+        load_input(png_claiming(side, side), "bomb.png")
+    assert str(refused.value) == (f"bomb.png is too large when decoded ({side * side:,} pixels); "
+                                  f"the limit is {Image.MAX_IMAGE_PIXELS:,} pixels")
 
 
 def test_damaged_files_never_raise_anything_but_bad_input():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import tokenize
 import warnings
 
@@ -41,7 +42,7 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         with Image.open(io.BytesIO(data), formats=FORMATS) as image:
             # Pillow only warns between its pixel limit and twice that; a bomb is refused at the limit itself.
             if image.width * image.height > (Image.MAX_IMAGE_PIXELS or np.inf):
-                raise Image.DecompressionBombError(f"{image.width}x{image.height} pixels")
+                raise Image.DecompressionBombError(f"Image size ({image.width * image.height} pixels)")
             if image.format == "JPEG":
                 image.draft("L", (JPEG_DRAFT_SIDE, JPEG_DRAFT_SIDE))
             upright = ImageOps.exif_transpose(image)
@@ -58,9 +59,11 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
                 upright = Image.alpha_composite(white, upright.convert("RGBA"))
             return np.asarray(upright.convert("L"), dtype=np.uint8)
     except Image.DecompressionBombError as exc:
-        raise BadInput(
-            f"{name} is too large when decoded ({exc}); the limit is {Image.MAX_IMAGE_PIXELS} pixels", 413
-        ) from None
+        # Pillow's own, raised from twice its limit, says "Image size (N pixels) exceeds limit of 2x pixels".
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels[1]):,} pixels" if pixels else "over twice the limit"
+        raise BadInput(f"{name} is too large when decoded ({size}); the limit is {Image.MAX_IMAGE_PIXELS:,} pixels",
+                       413) from None
     except UnidentifiedImageError:
         claimed = next((fmt for magic, fmt in SIGNATURES.items() if data.startswith(magic)), None)
         if claimed:  # Pillow cannot tell a damaged header from a foreign format; the signature can
