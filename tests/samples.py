@@ -135,6 +135,8 @@ def bad_json_bodies() -> list[tuple[str, bytes, int]]:
         ("negative", ('{"inputs": [[-0.1,' + row[4:] + "]]}").encode(), 422),
         ("int-256", ('{"inputs": [[' + ",".join(["256"] * 784) + "]]}").encode(), 422),
         ("huge-int", ('{"inputs": [[' + ",".join([str(10**30)] * 784) + "]]}").encode(), 422),
+        ("int-of-5000-digits", ('{"inputs": [[' + "9" * 5000 + "]]}").encode(), 422),
+        ("int-beyond-64-bits", ('{"inputs": [[' + ",".join([str(2**64)] * 784) + "]]}").encode(), 422),
         ("strings", ('{"inputs": [[' + ",".join(['"a"'] * 784) + "]]}").encode(), 422),
         ("nulls", ('{"inputs": [[' + ",".join(["null"] * 784) + "]]}").encode(), 422),
         ("booleans", ('{"inputs": [[' + ",".join(["true"] * 784) + "]]}").encode(), 422),

@@ -1,10 +1,13 @@
 import asyncio
+import contextlib
+import gzip
 import json
 import shutil
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +18,7 @@ from fmnist import artifacts
 from fmnist.data import CLASS_NAMES
 from fmnist.errors import FmnistError
 from fmnist.predict import Classifier
-from fmnist.serve import MAX_INPUTS, Batcher, create_app, serve
+from fmnist.serve import MAX_INPUTS, Batcher, create_app, json_http_protocol, serve
 from samples import bad_files, bad_json_bodies, encode, garment, npy
 
 BODY_LIMIT = 1024 * 1024
@@ -61,6 +64,8 @@ def test_multipart_images_and_arrays_are_classified_like_the_cli_would(client, t
         assert prediction["top"][0]["index"] == int(row.argmax())
         assert prediction["top"][0]["probability"] == pytest.approx(float(row.max()), abs=1e-4)
     np.testing.assert_allclose(body["predictions"][2]["pixels"], pixels / 255, atol=1e-4)
+    # Rounded to 4 decimals as written, not float32's 0.7843000292778015: a third of the bytes.
+    assert all(len(repr(value)) <= 6 for p in body["predictions"] for row in p["pixels"] for value in row)
 
 
 def test_explain_answers_the_occlusion_map_of_the_top_class(client, tiny_run_dir):
@@ -75,6 +80,7 @@ def test_explain_answers_the_occlusion_map_of_the_top_class(client, tiny_run_dir
     for prediction, evidence in zip(body["predictions"], expected):
         assert np.array(prediction["evidence"]).shape == (28, 28) and "pixels" not in prediction
         np.testing.assert_allclose(prediction["evidence"], evidence, atol=1e-5)
+        assert all(value == round(value, 6) for row in prediction["evidence"] for value in row)
     # The two inputs, then each again with its 625 blanked copies.
     assert client.get("/v1/health").json()["inputs"] == before + 2 + 2 * (1 + 25 * 25)
     plain = client.post("/v1/predict", json={"inputs": pixels.tolist()}).json()
@@ -97,6 +103,18 @@ def test_concurrent_explanations_each_get_their_own_map(client, tiny_run_dir):
         np.testing.assert_allclose([p["evidence"] for p in answer["predictions"]], expected, atol=1e-5)
 
 
+class LeavingRequest:
+    """A stand-in request whose client leaves after the first check; the test sets its ``app.state``."""
+
+    def __init__(self) -> None:
+        self.app = SimpleNamespace(state=SimpleNamespace())
+        self.checks = 0
+
+    async def is_disconnected(self) -> bool:
+        self.checks += 1
+        return self.checks > 1
+
+
 def test_an_explanation_stops_when_its_client_goes_away(tiny_run_dir):
     from starlette.requests import ClientDisconnect
 
@@ -105,20 +123,8 @@ def test_an_explanation_stops_when_its_client_goes_away(tiny_run_dir):
 
     classifier = Classifier(tiny_run_dir)
 
-    class Leaving:
-        """A request whose client leaves once the first batch of images has gone through."""
-
-        def __init__(self) -> None:
-            self.app = type("App", (), {})()
-            self.app.state = type("State", (), {})()
-            self.checks = 0
-
-        async def is_disconnected(self) -> bool:
-            self.checks += 1
-            return self.checks > 1
-
     async def explain_then_leave() -> int:
-        request = Leaving()
+        request = LeavingRequest()  # once the first batch of images has gone through
         request.app.state.batcher = batcher = Batcher(classifier.probabilities)
         request.app.state.explaining = asyncio.Semaphore(1)
         worker = asyncio.create_task(batcher.run())
@@ -170,6 +176,8 @@ def chunks(total: int):
     ("empty-json", {"content": b"", "headers": {"content-type": "application/json"}}, 400),
     ("no-content-type", {"content": b"\x89PNG"}, 415),
     ("text-plain", {"content": b"hello", "headers": {"content-type": "text/plain"}}, 415),
+    ("gzip-json", {"content": gzip.compress(b'{"inputs": [[0]]}'),
+                   "headers": {"content-type": "application/json", "content-encoding": "gzip"}}, 415),
     ("form-urlencoded", {"data": {"files": "x"}}, 415),
     ("multipart-no-boundary", {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}}, 400),
     ("multipart-garbage", {"content": b"garbage", "headers": {"content-type": "multipart/form-data; boundary=b"}},
@@ -192,9 +200,17 @@ def test_bad_requests_get_a_4xx_json_error(client, case, request_args, status):
 
 
 def test_unknown_routes_and_methods_answer_json(client):
-    for response, status in ((client.get("/v2/predict"), 404), (client.get("/v1/predict"), 405),
-                             (client.delete("/v1/model"), 405)):
+    for response, status in ((client.get("/v2/predict"), 404), (client.post("/v1/predict/"), 404),
+                             (client.get("/v1/predict"), 405), (client.delete("/v1/model"), 405)):
         assert response.status_code == status and response.json()["error"]
+    assert client.put("/v1/predict").headers["allow"] == "POST"  # what a 405 must say (RFC 9110)
+    assert set(client.delete("/v1/model").headers["allow"].split(", ")) == {"GET", "HEAD"}
+
+
+def test_head_answers_where_get_does_for_uptime_monitors(client):
+    for path in ("/", "/v1/health", "/v1/model"):
+        answer = client.head(path)
+        assert answer.status_code == 200 and answer.content == b"", path
 
 
 def test_the_page_and_its_files_are_served(client):
@@ -275,6 +291,8 @@ def test_a_taken_port_or_a_bad_address_is_one_clear_error(tiny_run_dir):
     for bad_port in (0, 70000):
         with pytest.raises(FmnistError, match="between 1 and 65535"):
             serve(tiny_run_dir, port=bad_port)
+    with pytest.raises(FmnistError, match="the host is empty: give an address, such as 127.0.0.1"):
+        serve(tiny_run_dir, host="", port=port)
     with pytest.raises(FmnistError, match="is not a run directory"):
         serve(tiny_run_dir.parent, port=port)  # free again now
 
@@ -331,30 +349,85 @@ def test_a_model_that_fails_to_load_at_start_up_is_one_line_not_uvicorns_traceba
         f"fmnist: error: {run} maps 100 features to 3 classes, not 784 pixels to 10 classes")
 
 
-def test_a_request_the_http_parser_refuses_gets_a_json_400_too(tiny_run_dir, tmp_path):
-    """A malformed Content-Length or request line never reaches the app: uvicorn's answer was plain text."""
-    from urllib.parse import urlsplit
+PARSERS = ("httptools", "h11")
 
+
+@contextlib.contextmanager
+def serving_in_process(run_dir, parser: str, header_timeout_s: float = 30, max_header_bytes: int = 8 * 1024):
+    """uvicorn serving the run on a free port in a thread, on ``parser``'s protocol as fmnist extends it: the port."""
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    base = {"httptools": HttpToolsProtocol, "h11": H11Protocol}[parser]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(run_dir), host="127.0.0.1", port=port, log_level="warning",
+        http=json_http_protocol(header_timeout_s, max_header_bytes, base),
+    ))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not come up"
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def raw_exchange(port: int, *parts: bytes, pause_s: float = 0.0) -> bytes:
+    """Send ``parts`` on one connection, ``pause_s`` apart, then read until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        for part in parts:
+            connection.sendall(part)
+            time.sleep(pause_s)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def json_answer(answer: bytes) -> tuple[int, dict]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), answer
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_what_the_http_parser_answers_itself_is_json_too(tiny_run_dir, parser):
+    """A request the parser refuses, an endless header and headers that stall never reach the app: uvicorn answered
+    the first in plain text, and with httptools the second froze the server and the third held a connection for ever."""
     import httpx
 
-    server, base = start_server(tiny_run_dir, tmp_path / "serve.log")
-    try:
+    with serving_in_process(tiny_run_dir, parser, header_timeout_s=1.0, max_header_bytes=8 * 1024) as port:
         for request in (b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
                         b"NOT HTTP AT ALL\r\n\r\n"):
-            with socket.create_connection(("127.0.0.1", urlsplit(base).port), timeout=30) as client:
-                client.sendall(request)
-                answer = b""
-                while chunk := client.recv(65536):  # the server closes the connection after its answer
-                    answer += chunk
-            head, _, body = answer.partition(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower(), answer
-            assert "check the request line and headers" in json.loads(body)["error"]
-        assert httpx.get(f"{base}/v1/health", timeout=10).status_code == 200  # and it serves on
-    finally:
-        server.kill()
+            status, body = json_answer(raw_exchange(port, request))
+            assert status == 400 and "check the request line and headers" in body["error"]
+        status, body = json_answer(raw_exchange(port, b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: ",
+                                                *[b"a" * 4096] * 2))  # over the bound with the last part
+        assert (status, body) == (431, {"error": "the request line and headers are over 8192 bytes"})
+        started = time.monotonic()
+        status, body = json_answer(raw_exchange(port, b"GET /v1/health HTTP/1.1\r\nHost: x\r\n"))
+        assert (status, body) == (408, {"error": "the request line and headers did not arrive within 1 s"})
+        assert time.monotonic() - started < 10
+        assert raw_exchange(port) == b""  # an idle connection is closed without an answer it did not ask for
+        # The bound is on the headers alone: a body may come slowly, and a kept-alive connection serves on.
+        request = (b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n")
+        body = json.dumps({"inputs": [[0] * 784]}).encode()
+        answer = raw_exchange(port, request % len(body) + body[:10], body[10:] + b"GET /v1/health HTTP/1.1\r\n"
+                              b"Host: x\r\nConnection: close\r\n\r\n", pause_s=2.0)
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.count(b"HTTP/1.1 200 ") == 2, answer
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=10).status_code == 200  # and it serves on
 
 
-def test_requests_still_running_at_a_stop_are_one_line_each_not_tracebacks(tiny_run_dir, tmp_path):
+def test_requests_still_running_at_a_stop_get_a_json_503_and_one_log_line_each(tiny_run_dir, tmp_path):
     import signal
     from urllib.parse import urlsplit
 
@@ -367,9 +440,14 @@ def test_requests_still_running_at_a_stop_are_one_line_each_not_tracebacks(tiny_
         time.sleep(0.5)
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=60) == 130  # as for any command stopped by Ctrl-C
+        stalled.settimeout(10)
+        answer = b""
+        while chunk := stalled.recv(65536):
+            answer += chunk
         stalled.close()
     finally:
         server.kill()
+    assert json_answer(answer) == (503, {"error": "the server is stopping; send the request again once it is back"})
     text = log.read_text()
     assert "Traceback" not in text and "a request still running 5 s after the stop was cancelled" in text, text
 
@@ -401,3 +479,41 @@ def test_uploads_are_decoded_at_most_decode_slots_at_a_time(tiny_run_dir, monkey
         answers = list(pool.map(lambda i: client.post("/v1/predict", files={"files": (f"{i}.png", png)}), range(6)))
     assert [a.status_code for a in answers] == [200] * 6
     assert most[0] == slots
+
+
+def test_a_request_of_many_uploads_takes_a_decoding_slot_one_file_at_a_time(tiny_run_dir, monkeypatch):
+    """Another client's upload is decoded between the files of a large request, not after all of them."""
+    import fmnist.serve
+
+    decoded, real_load_input = [], fmnist.serve.load_input
+
+    def slow_load_input(data, name):
+        time.sleep(0.3)
+        decoded.append(name)
+        return real_load_input(data, name)
+
+    monkeypatch.setattr(fmnist.serve, "load_input", slow_load_input)
+    png = encode(garment())
+    with TestClient(create_app(tiny_run_dir, decode_slots=1)) as client, ThreadPoolExecutor(2) as pool:
+        many = pool.submit(client.post, "/v1/predict", files=[("files", (f"many-{i}.png", png)) for i in range(4)])
+        while not decoded:
+            time.sleep(0.01)
+        one = pool.submit(client.post, "/v1/predict", files={"files": ("one.png", png)})
+        assert many.result().status_code == one.result().status_code == 200
+    assert decoded.index("one.png") < decoded.index("many-3.png"), decoded
+
+
+def test_uploads_stop_being_decoded_when_their_client_goes_away(tiny_run_dir):
+    import anyio
+    from starlette.requests import ClientDisconnect
+
+    from fmnist.serve import decode_files
+
+    async def decode_then_leave() -> int:
+        request = LeavingRequest()  # once its first file has been decoded
+        request.app.state.decoders = anyio.CapacityLimiter(1)
+        with pytest.raises(ClientDisconnect):
+            await decode_files(request, [(f"{i}.png", encode(garment())) for i in range(5)])
+        return request.checks
+
+    assert asyncio.run(decode_then_leave()) == 2  # one file decoded, then it stopped

@@ -10,6 +10,7 @@ import os
 import socket
 import time
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +21,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
@@ -39,11 +39,16 @@ STATIC = Path(__file__).with_name("static")
 MIB = 1024 * 1024
 MAX_BODY_BYTES = MAX_UPLOAD_MIB * MIB
 MAX_INPUTS = 64
-# A body that has not arrived by then is answered 408, so a stalled client holds no connection for ever; and a
-# stopped server waits this long for requests still in flight, then closes the rest.
+MAX_INTEGER_DIGITS = 20  # a JSON integer longer than any 64-bit one is no pixel
+# A body that has not arrived by then is answered 408, and so are a request line and headers (which should come in
+# one packet), so a stalled client holds no connection for ever. Headers have a size bound too: httptools sets none of
+# its own, and a header line sent without end froze the server (h11 refuses headers over 16 KiB by itself).
 BODY_TIMEOUT_S = 30
+HEADER_TIMEOUT_S = 10
+MAX_HEADER_BYTES = 32 * 1024
+# A stopped server waits this long for requests still in flight, then cancels the rest.
 SHUTDOWN_GRACE_S = 5
-# Uploads decoded at once. A PNG just under Pillow's pixel limit took 0.97 GB while it was decoded: one decode per
+# Uploads decoded (and JSON bodies parsed) at once. A PNG just under Pillow's pixel limit took 0.97 GB while it was decoded: one decode per
 # core keeps the server's memory bounded however many requests arrive, and more would not finish sooner.
 # The cores this process may use (not the host's, in a container) where the system says; macOS and Windows do not.
 DECODE_SLOTS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -185,10 +190,18 @@ async def form_files(request: Request, body: bytes) -> list[tuple[str, bytes]]:
     return files
 
 
+def json_integer(text: str) -> int:
+    """A JSON integer; one too long for a pixel is refused before Python's own limit (4,300 digits) calls the body
+    invalid JSON, which it is not."""
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise BadInput(f"the JSON body holds an integer of {len(text.lstrip('-')):,} digits; pixels are 0-255")
+    return int(text)
+
+
 def json_inputs(body: bytes) -> np.ndarray:
     """The 28x28 inputs of a JSON body ``{"inputs": [...]}``, each checked like a .npy array."""
     try:
-        document = json.loads(body)
+        document = json.loads(body, parse_int=json_integer)
     except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise BadInput(f"the body is not valid JSON ({type(exc).__name__}: {str(exc)[:200]})", 400) from None
     inputs = document.get("inputs") if isinstance(document, dict) else None
@@ -202,12 +215,22 @@ def json_inputs(body: bytes) -> np.ndarray:
             values = np.asarray(item)
         except (ValueError, TypeError, OverflowError):  # ragged nesting, or numbers numpy cannot hold
             raise BadInput(f"inputs[{i}] is not a rectangular array of numbers") from None
+        if values.dtype == object:  # null, or an integer beyond 64 bits, among the numbers
+            raise BadInput(f"inputs[{i}] holds values that are not numbers (null?) or integers beyond 64 bits; "
+                           "give floats in [0, 1] or integers 0-255")
         images.append(check_array(values, f"inputs[{i}]"))
     return np.stack(images)
 
 
-def decode_files(files: list[tuple[str, bytes]]) -> np.ndarray:
-    return np.stack([load_input(data, name) for name, data in files])
+async def decode_files(request: Request, files: list[tuple[str, bytes]]) -> np.ndarray:
+    """Each file in a decoding slot of its own, so that a request of many large images holds a slot one image at a
+    time and others' uploads get theirs in between; a client that went away stops it."""
+    images = []
+    for name, data in files:
+        if await request.is_disconnected():
+            raise ClientDisconnect()
+        images.append(await anyio.to_thread.run_sync(load_input, data, name, limiter=request.app.state.decoders))
+    return np.stack(images)
 
 
 async def explain_inputs(request: Request, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -224,6 +247,33 @@ async def explain_inputs(request: Request, images: np.ndarray, classes: np.ndarr
     return np.concatenate(maps)
 
 
+class AnswerCancelledRequests:
+    """ASGI middleware: a request still unanswered when a stopping server cancels it (after SHUTDOWN_GRACE_S) gets a
+    JSON 503, where uvicorn would answer a plain-text 500."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        answered = False
+
+        async def send_noting_answer(message: dict) -> None:
+            nonlocal answered
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_answer)
+        except asyncio.CancelledError:
+            if scope["type"] == "http" and not answered:
+                body = json.dumps({"error": "the server is stopping; send the request again once it is back"}).encode()
+                await send({"type": "http.response.start", "status": 503, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close")]})
+                await send({"type": "http.response.body", "body": body})
+            raise
+
+
 def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -237,7 +287,9 @@ def _answer_errors_as_json(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return error(exc.status_code, str(exc.detail))
+        answer = error(exc.status_code, str(exc.detail))
+        answer.headers.update(exc.headers or {})  # a 405's Allow, say
+        return answer
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -257,14 +309,18 @@ def _answer_errors_as_json(app: FastAPI) -> None:
 
 async def read_inputs(request: Request, max_body_bytes: int) -> tuple[list[str], np.ndarray]:
     """The request's images (multipart files) or arrays (JSON), each with the name its answer is given under."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise BadInput(f"a body compressed with Content-Encoding: {encoding} is not accepted; send it uncompressed "
+                       "(images are compressed already)", 415)
     body = await read_body(request, max_body_bytes)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         files = await form_files(request, body)
-        images = await anyio.to_thread.run_sync(decode_files, files, limiter=request.app.state.decoders)
-        return [name for name, _ in files], images
+        return [name for name, _ in files], await decode_files(request, files)
     if content_type == "application/json":
-        images = await run_in_threadpool(json_inputs, body)
+        # In a decoding slot too: parsing 10 MiB of JSON took 5 s of CPU and up to 100 MB.
+        images = await anyio.to_thread.run_sync(json_inputs, body, limiter=request.app.state.decoders)
         return [f"inputs[{i}]" for i in range(len(images))], images
     raise BadInput(f"unsupported content type {content_type or 'none'}: "
                    "send multipart/form-data files or application/json", 415)
@@ -298,26 +354,27 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
             worker.cancel()
 
     app = FastAPI(
-        title="fmnist", lifespan=lifespan,
+        title="fmnist", lifespan=lifespan, redirect_slashes=False,  # /v1/predict/ is a JSON 404, not an empty 307
         description="Fashion-MNIST classifier: photos (PNG, JPEG, WebP, BMP, GIF) or 28x28 arrays in, "
                     "top-k classes out. The web page is at /.",
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(AnswerCancelledRequests)
 
     _answer_errors_as_json(app)
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    @app.get("/v1/health")
+    @app.api_route("/v1/health", methods=["GET", "HEAD"])  # HEAD for uptime monitors
     async def health(request: Request) -> dict[str, Any]:
         """Liveness, the model's id, and how many forward passes served how many inputs."""
         batcher = request.app.state.batcher
         return {"status": "ok", "model_sha256": request.app.state.classifier.sha256,
                 "forward_passes": batcher.passes, "inputs": batcher.rows}
 
-    @app.get("/v1/model")
+    @app.api_route("/v1/model", methods=["GET", "HEAD"])
     async def model_info(request: Request) -> dict[str, Any]:
         """The classes, and the run's settings and test metrics."""
         return {"model_sha256": request.app.state.classifier.sha256, "run": run_dir.name, "classes": list(CLASS_NAMES),
@@ -346,9 +403,9 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
         for name, image, row, evidence in zip(names, images, probabilities, maps):
             answer = {"input": name, **describe(row, top_k)}
             if include_pixels:
-                answer["pixels"] = np.round(image, 4).tolist()
+                answer["pixels"] = np.round(image.astype(np.float64), 4).tolist()  # float32's 0.7843000292778015
             if evidence is not None:
-                answer["evidence"] = np.round(evidence, 6).tolist()
+                answer["evidence"] = np.round(evidence.astype(np.float64), 6).tolist()
             predictions.append(answer)
         return {"model_sha256": request.app.state.classifier.sha256,
                 "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
@@ -357,21 +414,79 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
     return app
 
 
-def json_400_protocol() -> type:
-    """uvicorn's HTTP protocol (httptools where installed, else h11), answering a request it cannot parse (a malformed
-    request line, header or Content-Length, which never reaches the app) in JSON like every other error."""
+def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_bytes: int = MAX_HEADER_BYTES,
+                       base: type | None = None) -> type:
+    """uvicorn's HTTP protocol ``base`` (by default httptools' where installed, else h11's) with bounds on a request's
+    line and headers: they must arrive within ``header_timeout_s`` and ``max_header_bytes``; and whatever it answers
+    before the app (a request it cannot parse, those bounds) is JSON like every other error."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-    class JsonBadRequest(AutoHTTPProtocol):
+    class JsonHttpProtocol(base or AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+        header_timer: asyncio.TimerHandle | None = None
+        header_bytes = 0
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self.await_headers()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self.await_headers()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.stop_header_timer()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            awaiting = self.awaiting_headers()
+            super().data_received(data)
+            if not awaiting or self.transport.is_closing():
+                return
+            if not self.awaiting_headers():  # this data completed them
+                self.stop_header_timer()
+                return
+            self.header_bytes += len(data)
+            if self.header_bytes > max_header_bytes:
+                self.answer(431, f"the request line and headers are over {max_header_bytes} bytes")
+
+        def awaiting_headers(self) -> bool:
+            """No request is being answered: the next one's line and headers are still to come."""
+            return self.cycle is None or self.cycle.response_complete
+
+        def await_headers(self) -> None:
+            self.stop_header_timer()
+            self.header_bytes = 0
+            self.header_timer = self.loop.call_later(header_timeout_s, self.headers_too_slow)
+
+        def stop_header_timer(self) -> None:
+            if self.header_timer is not None:
+                self.header_timer.cancel()
+                self.header_timer = None
+
+        def headers_too_slow(self) -> None:
+            if self.transport.is_closing() or not self.awaiting_headers():
+                return
+            if self.header_bytes:
+                self.answer(408, f"the request line and headers did not arrive within {header_timeout_s:g} s")
+            else:  # an idle connection asked nothing, so it gets no answer
+                self.transport.close()
+
         def send_400_response(self, msg: str) -> None:
-            body = json.dumps({"error": f"{msg.rstrip('.')}: check the request line and headers, such as "
-                                        "Content-Length"}).encode()
-            head = (b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-                    b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+            self.answer(400, f"{msg.rstrip('.')}: check the request line and headers, such as Content-Length")
+
+        def answer(self, status: int, message: str) -> None:
+            """Answer ``{"error": message}`` and close: the request never reached the app."""
+            self.stop_header_timer()
+            if status != 400:  # uvicorn logs the 400s itself
+                log.warning("answered %d to %s: %s", status, ":".join(map(str, self.client or ("a client",))), message)
+            body = json.dumps({"error": message}).encode()
+            head = (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                    b"connection: close\r\n\r\n" % (status, HTTPStatus(status).phrase.encode(), len(body)))
             self.transport.write(head + body)  # then closed, so the protocol's own state no longer matters
             self.transport.close()
 
-    return JsonBadRequest
+    return JsonHttpProtocol
 
 
 def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mib: int = MAX_UPLOAD_MIB,
@@ -381,6 +496,9 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
 
     if not 0 < port < 65536:
         raise FmnistError(f"port {port} is not between 1 and 65535")
+    if not host.strip():
+        raise FmnistError("the host is empty: give an address, such as 127.0.0.1 (this machine only) or 0.0.0.0 "
+                          "(every interface)")
     try:  # before the model loads, so a taken port is one line at once rather than uvicorn's exit later
         socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET).close()
     except OSError as exc:
@@ -393,8 +511,10 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
         loopback = host == "localhost"
     if not loopback:
         log.warning("listening on %s: other machines can reach this server", host)
-    log.info("serving %s on http://%s:%d/ (API docs at /docs)", run_dir, host, port)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=access_log, http=json_400_protocol(),
+    log.info("serving %s on http://%s:%d/ (API docs at /docs)", run_dir, f"[{host}]" if ":" in host else host, port)
+    # A malformed form is answered 400 with its reason; python-multipart would also log its parser's complaint.
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=access_log, http=json_http_protocol(),
                                            log_level="info" if access_log else "warning",
                                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
 
