@@ -89,6 +89,16 @@ def test_train_writes_a_complete_run_directory(tmp_path, tiny_data):
     assert 0.05 <= metrics["temperature"] <= 20 and 0 <= metrics["ece"] <= 1
 
 
+def test_a_training_that_diverges_stops_at_once_and_is_marked_failed(tmp_path, tiny_data):
+    with pytest.raises(FmnistError, match=r"training diverged in epoch 1: the loss became nan; lower the learning "
+                                          r"rate \(--learning-rate, now 1e\+30\)"):
+        tiny_run(tmp_path, tiny_data, learning_rate=1e30)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    status = json.loads((run_dir / artifacts.STATUS).read_text())
+    assert status["state"] == "failed" and status["error"].startswith("training diverged in epoch 1")
+    assert not (run_dir / artifacts.MODEL).exists() and artifacts.read_history(run_dir) == {}
+
+
 def test_each_run_gets_its_own_directory(tmp_path, tiny_data):
     first = tiny_run(tmp_path, tiny_data)
     second = tiny_run(tmp_path, tiny_data)

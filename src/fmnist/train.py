@@ -96,6 +96,9 @@ def make_callbacks(settings: TrainSettings, run_dir: Path) -> list:
 
         def on_epoch_end(self, epoch, logs=None):
             stopping.check()  # a Ctrl-C swallowed during the epoch stops the run here, before the epoch is kept
+            if not np.isfinite(logs["loss"]):  # every later epoch, and the saved model, would be NaN too
+                raise FmnistError(f"training diverged in epoch {epoch + 1}: the loss became {logs['loss']}; "
+                                  f"lower the learning rate (--learning-rate, now {settings.learning_rate:g})")
             logs["seconds"] = round(time.perf_counter() - self.started, 3)
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             log.info(
