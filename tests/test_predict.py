@@ -72,12 +72,24 @@ def test_predict_cli_answers_photos_and_arrays(tmp_path, tiny_run_dir):
 def test_a_photo_with_a_damaged_exif_block_is_classified_quietly_and_shown_as_png(tmp_path, tiny_run_dir):
     photo = tmp_path / "camera.jpg"
     photo.write_bytes(jpeg_with_damaged_exif(garment()))
-    shown = tmp_path / "seen.txt"  # whatever its name, --show writes a PNG
+    shown = tmp_path / "seen.PNG"
     result = run_cli("-q", "predict", str(tiny_run_dir), str(photo), "--show", str(shown))
     assert result.returncode == 0 and result.stderr == "", result.stderr  # Pillow's EXIF warning was noise here
     assert result.stdout.startswith(f"{photo}: ")
     with Image.open(shown) as picture:
         assert picture.format == "PNG"
+
+
+def test_show_refuses_to_overwrite_an_input_or_to_write_a_png_under_another_name(tmp_path, tiny_run_dir):
+    (photo,) = write_inputs(tmp_path / "in")[:1]
+    before = photo.read_bytes()
+    link = tmp_path / "link.png"
+    link.symlink_to(photo)
+    with pytest.raises(FmnistError, match=f"--show {link} is one of the inputs: name another file for the picture"):
+        predict_files(tiny_run_dir, [photo], show=link)
+    with pytest.raises(FmnistError, match=r"--show .*seen.jpg: the picture is a PNG; name it seen.png"):
+        predict_files(tiny_run_dir, [photo], show=tmp_path / "seen.jpg")
+    assert photo.read_bytes() == before and not (tmp_path / "seen.jpg").exists()
 
 
 def test_only_models_this_project_wrote_are_loaded(tmp_path, tiny_run_dir):

@@ -222,7 +222,7 @@ def describe(
 ) -> dict[str, Any]:
     """`fmnist data`: the verified dataset's source, checksums and sizes; with ``show``, a picture of samples too."""
     if show is not None:
-        runs.prepare_output(show, "--show")
+        runs.prepare_output(show, "--show", ".png")
     dataset = load_dataset(data_dir, checksums)
     summary: dict[str, Any] = {
         "source": dataset.source,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +69,12 @@ def read_inputs(paths: list[Path]) -> np.ndarray:
             if Path(path).exists() and not Path(path).is_file():  # a FIFO would hang, /dev/zero fill the memory
                 raise FmnistError(f"{path} is not a file: give image or .npy files")
             with open(path, "rb") as handle:
+                if os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES:  # refused before anything is read
+                    raise FmnistError(f"{path} is over {MAX_FILE_BYTES // 2**20} MiB: give a smaller image")
                 data = handle.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
             raise FmnistError(f"cannot read {path}: {exc.strerror}") from None
-        if len(data) > MAX_FILE_BYTES:
+        if len(data) > MAX_FILE_BYTES:  # a file that grew while it was read
             raise FmnistError(f"{path} is over {MAX_FILE_BYTES // 2**20} MiB: give a smaller image")
         images.append(load_input(data, str(path)))
     return np.stack(images)
@@ -86,7 +89,9 @@ def predict_files(
 
     check_options(top_k, unsure_below)
     if show is not None:
-        runs.prepare_output(show, "--show")
+        runs.prepare_output(show, "--show", ".png")
+        if Path(show).resolve() in {Path(path).resolve() for path in paths}:
+            raise FmnistError(f"--show {show} is one of the inputs: name another file for the picture")
     images = read_inputs(paths)  # before Keras starts, so a bad file is refused at once
     activate(backend)
     classifier = Classifier(source)

@@ -29,12 +29,15 @@ def refuse_inside_run(folder: Path, what: str) -> None:
             raise FmnistError(f"{what} {folder} is inside the run {parent}; choose a folder outside any run")
 
 
-def prepare_output(path: Path, flag: str) -> Path:
-    """Make the folder of a file the user named and check that it takes files, outside any run, before the work."""
+def prepare_output(path: Path, flag: str, suffix: str | None = None) -> Path:
+    """Make the folder of a file the user named and check that it takes files, outside any run, before the work;
+    with ``suffix``, the file must be named so (what is written is of that type)."""
     path = Path(path)
     refuse_inside_run(path.parent, f"{flag} {path}: its folder")
     if path.is_dir():
         raise FmnistError(f"{flag} {path} is a folder: name a file in it")
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise FmnistError(f"{flag} {path}: the picture is a {suffix[1:].upper()}; name it {path.stem}{suffix}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path.parent):
