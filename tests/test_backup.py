@@ -76,7 +76,8 @@ def test_a_damaged_backup_is_one_line_saying_what_to_do(tmp_path, content):
     model = _model()
     for read in (lambda: read_meta(tmp_path / "backup.npz"),
                  lambda: restore(tmp_path / "backup.npz", model, _callbacks(model))):
-        with pytest.raises(FmnistError, match="backup.npz is damaged, so the run cannot continue from it; train it"):
+        with pytest.raises(FmnistError, match="backup.npz is damaged, so the run cannot continue from it; remove it, "
+                                              "and 'fmnist train --resume .*' trains the run again from its first"):
             read()
 
 

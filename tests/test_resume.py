@@ -250,6 +250,34 @@ def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, t
     assert (run_dir / artifacts.REPORT_HTML).is_file()
     with pytest.raises(FmnistError, match="already finished training; nothing to resume"):
         resume_run(run_dir, dataset=dataset)
+    model = (run_dir / artifacts.MODEL).read_bytes()
+    (run_dir / artifacts.STATUS).unlink()  # lost: the saved model alone says the run finished
+    with pytest.raises(FmnistError, match="has a trained model but no status.json: resuming would train it again"):
+        resume_run(run_dir, dataset=dataset)
+    assert (run_dir / artifacts.MODEL).read_bytes() == model
+
+
+def test_a_resumed_run_counts_the_training_time_of_its_earlier_epochs(tmp_path, tiny_data):
+    import keras
+
+    folder, sums = tiny_data
+    dataset = load_dataset(folder, checksums=sums)
+    settings = TrainSettings(hidden_sizes=(16, 8), epochs=3, batch_size=16, name="tiny")
+
+    class StopAfterTwoEpochs(keras.callbacks.Callback):  # after the backup of epoch 2, as a Ctrl-C then would
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(settings, "jax", runs_dir=tmp_path / "runs", dataset=dataset, extra_callbacks=[StopAfterTwoEpochs()])
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    result = resume_run(run_dir, dataset=dataset)
+    epoch_seconds = artifacts.read_history(run_dir)["seconds"]
+    assert len(epoch_seconds) == result.epochs_run == 3
+    # Each process compiled in its first epoch: the one that ran epoch 3 alone took less than the three together.
+    assert result.train_seconds >= sum(epoch_seconds)
+    assert json.loads((run_dir / artifacts.STATUS).read_text())["train_seconds"] == round(result.train_seconds, 2)
 
 
 def test_a_glance_from_fmnist_runs_does_not_make_a_claim_fail(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ CALLBACK_STATE: dict[type, tuple[str, ...]] = {
     keras.callbacks.ReduceLROnPlateau: ("wait", "cooldown_counter", "best"),
 }
 FORMAT = 1
+# Keras names each dropout layer's random generator "seed_generator_N", N counting those made in the process so far:
+# the same model's names differ where another model was built first in the process (a resume after a training).
+NUMBERED_SEED_GENERATOR = re.compile(r"^seed_generator(_\d+)?/")
 
 
 def _scalar(value: Any) -> Any:
@@ -56,6 +60,11 @@ class TrainingBackup(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         save(self.path, self.model, self.stateful, epoch + 1, bool(self.model.stop_training), self.run_id)
+
+
+def _names(paths: list[str]) -> list[str]:
+    """Variable paths as they compare between processes: seed generators unnumbered."""
+    return [NUMBERED_SEED_GENERATOR.sub("seed_generator/", path) for path in paths]
 
 
 def _values(variables: list) -> list[np.ndarray]:
@@ -105,8 +114,8 @@ def save(path: Path, model: keras.Model, callbacks: list, epochs_done: int, stop
 
 
 def _damaged(path: Path) -> FmnistError:
-    return FmnistError(f"{path} is damaged, so the run cannot continue from it; train it again "
-                       "(its settings are in its config.json)")
+    return FmnistError(f"{path} is damaged, so the run cannot continue from it; remove it, and 'fmnist train "
+                       f"--resume {path.parent}' trains the run again from its first epoch")
 
 
 def _load(path: Path, only_meta: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -135,7 +144,8 @@ def restore(path: Path, model: keras.Model, callbacks: list) -> tuple[int, bool]
     for prefix, variables in (("model", model.variables), ("optimizer", model.optimizer.variables)):
         keys = [f"{prefix}_{i}" for i in range(len(meta[f"{prefix}_variables"]))]
         shapes = [data[key].shape if key in data else None for key in keys]
-        if meta[f"{prefix}_variables"] != [v.path for v in variables] or shapes != [v.shape for v in variables]:
+        if _names(meta[f"{prefix}_variables"]) != _names([v.path for v in variables]) \
+                or shapes != [v.shape for v in variables]:
             raise FmnistError(f"{path} was written for a different {prefix}; it cannot resume this run")
         for i, variable in enumerate(variables):
             variable.assign(data[f"{prefix}_{i}"])

@@ -65,10 +65,12 @@ def compile_model(model: Any, settings: TrainSettings, steps_per_epoch: int, ste
             settings.epochs * steps_per_epoch - warmup,
             warmup_target=settings.learning_rate if warmup else None, warmup_steps=warmup,
         )
+    # Named, as the layers are: Keras numbers a second unnamed optimizer in one process ("adam_1"), and a backup
+    # names each variable, so a run resumed in the process that built another model would not match its backup.
     if settings.optimizer == "adamw":
-        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=settings.weight_decay)
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=settings.weight_decay, name="adamw")
     else:
-        optimizer = keras.optimizers.Adam(learning_rate)
+        optimizer = keras.optimizers.Adam(learning_rate, name="adam")
     metrics: list[Any] = ["accuracy"]
     if settings.teacher:
         from fmnist.distill import DistillationLoss, label_accuracy

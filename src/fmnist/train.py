@@ -126,7 +126,8 @@ def epochs_done(run_dir: Path) -> int:
 def fit(
     settings: TrainSettings, dataset: Dataset, run_dir: Path, backend: str, extra_callbacks: Sequence[Any] = (),
 ) -> tuple[Any, int, float]:
-    """Build, compile and fit the model in ``run_dir`` (from its backup, if any); return it, epochs run and seconds."""
+    """Build, compile and fit the model in ``run_dir`` (from its backup, if any); return it, epochs run and seconds
+    of training (a resumed run's with those of the epochs it had already run)."""
     from fmnist.backend import fit_inputs, seed_everything
     from fmnist.recipes import build_model, compile_model, training_labels
 
@@ -143,15 +144,16 @@ def fit(
         len(train_idx), len(val_idx), backend, settings.batch_size, settings.epochs,
     )
     started = time.perf_counter()
+    initial_epoch = epochs_done(run_dir)  # a resumed run's, its history cut back to its backup by fmnist.resume
+    earlier_seconds = sum(artifacts.read_history(run_dir).get("seconds", [])) if initial_epoch else 0.0
     data = fit_inputs(
         (features[train_idx], labels[train_idx]), (features[val_idx], labels[val_idx]),
-        settings.batch_size, VALIDATION_BATCH_SIZE, settings.seed,
-        initial_epoch=epochs_done(run_dir),  # a resumed run's, its history cut back to its backup by fmnist.resume
+        settings.batch_size, VALIDATION_BATCH_SIZE, settings.seed, initial_epoch=initial_epoch,
     )
     model.fit(
         **data, epochs=settings.epochs, callbacks=make_callbacks(settings, run_dir) + list(extra_callbacks), verbose=0,
     )
-    return model, epochs_done(run_dir), time.perf_counter() - started
+    return model, epochs_done(run_dir), earlier_seconds + time.perf_counter() - started
 
 
 def calibrate_run(model: Any, dataset: Dataset, run_dir: Path) -> float:
