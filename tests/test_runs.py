@@ -182,3 +182,36 @@ def test_an_output_folder_is_made_and_checked_before_the_work(tmp_path):
     with pytest.raises(FmnistError, match=r"^--show .*: its folder .* is inside the run"):
         runs.prepare_output(run / "pictures" / "seen.png", "--show")
     assert not (run / "pictures").exists()
+
+
+def test_a_run_without_test_metrics_is_refused_saying_why_and_what_to_do(tiny_run_dir, tmp_path):
+    from fmnist.compare import compare_runs
+    from fmnist.report import build_report
+
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    (run / artifacts.METRICS).unlink()
+    for refused in (lambda: runs.require_scored(run, "x"), lambda: build_report(run),
+                    lambda: compare_runs([run, tiny_run_dir], tmp_path / "compare.html")):
+        with pytest.raises(FmnistError, match=f"metrics.json is missing: 'fmnist evaluate {run}' scores the run"):
+            refused()
+    runs.set_status(run, "interrupted")
+    with pytest.raises(FmnistError, match=rf"has not finished training \(status interrupted\), so it has no test "
+                                          rf"metrics for its report; 'fmnist train --resume {run}' finishes it"):
+        build_report(run)
+    runs.set_status(run, "running")
+    (run / artifacts.MODEL).unlink()
+    with runs.claim_run(run):  # as its training process holds it
+        with pytest.raises(FmnistError, match="is being trained right now; its report needs it scored: wait for it"):
+            build_report(run)
+        with pytest.raises(FmnistError, match="has no model yet: it is being trained right now; wait for it"):
+            artifacts.verified_model_path(run)
+    with pytest.raises(FmnistError, match=f"has no model yet: its training has not finished; 'fmnist train --resume"):
+        artifacts.verified_model_path(run)  # its process gone
+
+
+@pytest.mark.parametrize("content", [b"", b"  \n", b"\xff\xfe", b"not-a-checksum  model.keras\n"])
+def test_a_damaged_model_checksum_file_is_named_as_damaged(tiny_run_dir, tmp_path, content):
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    (run / artifacts.MODEL_SHA256).write_bytes(content)
+    with pytest.raises(FmnistError, match="model.keras.sha256 is damaged: it holds no SHA-256; restore it from the run"):
+        artifacts.verified_model_path(run)

@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -152,6 +153,11 @@ def verified_model_path(source: Path) -> tuple[Path, str]:
     status = source / STATUS
     resumable = ("running", "interrupted", "failed")  # killed, stopped, or failed mid-training
     if not model_path.is_file() and status.is_file() and read_json(status).get("state") in resumable:
+        from fmnist.runs import being_trained  # runs imports this module
+
+        if being_trained(source):
+            raise FmnistError(f"{source} has no model yet: it is being trained right now; wait for it to finish "
+                              "('fmnist runs' shows its epochs so far)")
         raise FmnistError(f"{source} has no model yet: its training has not finished; "
                           f"'fmnist train --resume {source}' finishes it")
     if not model_path.is_file():
@@ -163,11 +169,14 @@ def verified_model_path(source: Path) -> tuple[Path, str]:
         raise FmnistError(
             f"{checksum_path} is missing: only models written by 'fmnist train' (with their checksum) are loaded"
         )
-    expected = checksum_path.read_text(encoding="utf-8").split()[0] if checksum_path.stat().st_size else ""
+    recorded = checksum_path.read_bytes().split()
+    expected = recorded[0].decode("ascii") if recorded and re.fullmatch(rb"[0-9a-f]{64}", recorded[0]) else None
+    if expected is None:
+        raise FmnistError(f"{checksum_path} is damaged: it holds no SHA-256; restore it from the run, or retrain")
     actual = sha256_file(model_path)
     if actual != expected:
         raise FmnistError(
-            f"{model_path} does not match its recorded SHA-256 (expected {expected or 'nothing'}, got {actual}); "
+            f"{model_path} does not match its recorded SHA-256 (expected {expected}, got {actual}); "
             "the file was changed or damaged: retrain, or restore it from its run"
         )
     return model_path, actual

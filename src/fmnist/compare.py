@@ -66,10 +66,10 @@ def run_labels(run_dirs: list[Path]) -> list[str]:
 def _load(run_dir: Path) -> dict[str, Any]:
     """The files a comparison needs; a run that has not been evaluated is refused, naming its status."""
     summary = runs.summarize(run_dir)
-    if not (run_dir / artifacts.METRICS).is_file() or not (run_dir / artifacts.HISTORY).is_file():
-        raise FmnistError(
-            f"{run_dir} has no test metrics or history (status {summary['status']}); compare needs runs that finished"
-        )
+    runs.require_scored(run_dir, "a comparison")
+    if not (run_dir / artifacts.HISTORY).is_file():
+        raise FmnistError(f"{run_dir / artifacts.HISTORY} is missing: restore it from a copy (the comparison draws "
+                          "each run's learning curves)")
     history = artifacts.read_history(run_dir)
     metrics = artifacts.read_json(run_dir / artifacts.METRICS)
     if not {"per_class", "confusion_matrix"} <= set(metrics):

@@ -163,6 +163,7 @@ def write_report(run_dir: Path) -> Path:
     what the report reads, so an error left is a bug, and is not called damage."""
     run_dir = runs.require_run_dir(run_dir)
     config = artifacts.read_json(run_dir / artifacts.CONFIG)
+    runs.require_scored(run_dir, "its report")
     metrics = artifacts.read_json(run_dir / artifacts.METRICS)
     status_path = run_dir / artifacts.STATUS
     status = artifacts.read_json(status_path) if status_path.is_file() else {}

@@ -148,6 +148,19 @@ def being_trained(run_dir: Path) -> bool:
     return False
 
 
+def require_scored(run_dir: Path, needed_for: str) -> None:
+    """Refuse a run without test metrics, saying why it has none and what to do, since ``needed_for`` reads them."""
+    if (Path(run_dir) / artifacts.METRICS).is_file():
+        return
+    if being_trained(run_dir):
+        raise FmnistError(f"{run_dir} is being trained right now; {needed_for} needs it scored: wait for it to finish "
+                          "('fmnist runs' shows its epochs so far)")
+    if not finished(run_dir):
+        raise FmnistError(f"{run_dir} has not finished training (status {summarize(run_dir)['status']}), so it has "
+                          f"no test metrics for {needed_for}; 'fmnist train --resume {run_dir}' finishes it")
+    raise FmnistError(f"{run_dir / artifacts.METRICS} is missing: 'fmnist evaluate {run_dir}' scores the run")
+
+
 GROUP_DEPTH = 3  # runs/<runs dir of a study>/<seed group>/<run>
 KEY_SETTINGS = ("architecture", "hidden_sizes", "dropout", "learning_rate", "batch_size", "epochs", "limit", "seed")
 
