@@ -205,7 +205,7 @@ def test_a_run_without_test_metrics_is_refused_saying_why_and_what_to_do(tiny_ru
             build_report(run)
         with pytest.raises(FmnistError, match="has no model yet: it is being trained right now; wait for it"):
             artifacts.verified_model_path(run)
-    with pytest.raises(FmnistError, match=f"has no model yet: its training has not finished; 'fmnist train --resume"):
+    with pytest.raises(FmnistError, match="has no model yet: its training has not finished; 'fmnist train --resume"):
         artifacts.verified_model_path(run)  # its process gone
 
 
