@@ -11,7 +11,7 @@ from fmnist import artifacts
 from fmnist.data import CLASS_NAMES, load_dataset, to_features
 from fmnist.errors import FmnistError
 from fmnist.predict import MAX_FILE_BYTES, Classifier, describe, predict_files
-from samples import encode, garment, jpeg_with_damaged_exif, npy, photo_like
+from samples import encode, garment, jpeg_with_damaged_exif, npy, photo_like, png_claiming
 
 
 def write_inputs(folder):
@@ -119,11 +119,13 @@ def test_bad_inputs_and_options_are_one_line_errors(tmp_path, tiny_run_dir):
     os.mkfifo(tmp_path / "pipe.png")  # read whole, it would hang
     with open(tmp_path / "huge.png", "wb") as f:
         f.truncate(MAX_FILE_BYTES + 1)  # sparse: no disk used
+    (tmp_path / "bomb.png").write_bytes(png_claiming(10_000, 10_000))  # Pillow warns of it as well
     for args, reason in (([str(text)], "notes.txt is not a supported image"),
                          ([str(tmp_path / "missing.png")], "cannot read"),
                          ([str(tmp_path / "pipe.png")], "pipe.png is not a file"),
                          (["/dev/zero"], "/dev/zero is not a file"),
                          ([str(tmp_path / "huge.png")], "huge.png is over 64 MiB"),
+                         ([str(tmp_path / "bomb.png")], "bomb.png is too large when decoded (100,000,000 pixels)"),
                          ([str(text), "--top-k", "11"], "top-k must be between 1 and 10")):
         result = run_cli("-q", "predict", str(tiny_run_dir), *args)
         assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr

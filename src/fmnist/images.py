@@ -24,6 +24,8 @@ SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GI
 # Pillow warns on stderr about a damaged EXIF block it then skips (camera files often carry one): the photo is
 # classified all the same, so the warning is only noise, even under -q. Set once here: filters are process-wide.
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+# Pillow also warns of an image between its pixel limit and twice that, which decode_image refuses with one line.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class BadInput(FmnistError):
