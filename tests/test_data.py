@@ -86,6 +86,19 @@ def test_cache_serves_second_load_and_notices_a_changed_source(tiny_data, monkey
         data.load_dataset(folder, checksums=sums)
 
 
+@pytest.mark.parametrize("damage", ["cut", "changed"])
+def test_a_cached_array_changed_since_it_was_verified_is_read_from_the_source_again(tiny_data, damage, caplog):
+    folder, sums = tiny_data
+    first = data.load_dataset(folder, checksums=sums)
+    (cached,) = data.cache_dir().glob("*/y_test.npy")
+    labels = np.load(cached)
+    np.save(cached, labels[:5] if damage == "cut" else (labels + 1) % 10)  # the same shape, other labels
+    second = data.load_dataset(folder, checksums=sums)
+    np.testing.assert_array_equal(second.y_test, first.y_test)
+    assert "do not match their record; verifying the data files again" in caplog.text
+    np.testing.assert_array_equal(np.load(cached), first.y_test)  # and the cache is whole again
+
+
 def test_env_var_and_keras_cache_are_searched(tmp_path, monkeypatch):
     sums = write_idx_set(tmp_path / "env")
     monkeypatch.setenv("FMNIST_DATA_DIR", str(tmp_path / "env"))
