@@ -69,12 +69,13 @@ def test_ece_before_scaling_is_the_models_before_its_temperature_was_folded_in(t
     assert result["ece"] != pytest.approx(result["ece_before_scaling"])
 
 
-def test_a_run_without_a_temperature_is_scored_as_it_is(tmp_path):
+def test_a_run_without_a_temperature_is_scored_as_it_is_with_a_warning(tmp_path, caplog):
     rng = np.random.default_rng(1)
     probabilities, y_true = _softmax(rng.normal(size=(200, 10)) * 2), rng.integers(0, 10, 200)
     result = calibration_metrics(tmp_path, y_true, probabilities)
     assert result["temperature"] == 1.0
     assert result["ece"] == pytest.approx(result["ece_before_scaling"])
+    assert "calibration.json is missing: taking the model as it is" in caplog.text  # lost, it would mislead
 
 
 @pytest.mark.parametrize("record", [{"temperature": 0}, {"temperature": "x"}, {"temperature": None}, [1.5], {}])

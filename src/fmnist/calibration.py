@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import numpy as np
 from fmnist import artifacts
 from fmnist.errors import FmnistError
 
+log = logging.getLogger(__name__)
+
 _EPS = 1e-12
 
 
@@ -18,6 +21,8 @@ def folded_temperature(run_dir: Path) -> float:
     """The temperature folded into a run's saved model (1 for a run without one)."""
     path = Path(run_dir) / artifacts.CALIBRATION
     if not path.is_file():
+        log.warning("%s is missing: taking the model as it is, with no temperature folded in (as in a run made before "
+                    "fmnist calibrated); if the file was lost, restore it, or the ECE before scaling is wrong", path)
         return 1.0
     recorded = artifacts.read_json(path).get("temperature")
     temperature = artifacts.json_number(recorded)
