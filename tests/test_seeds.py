@@ -66,6 +66,12 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
         artifacts.write_json(group / artifacts.SEED_GROUP, {**record, "seeds": seeds})
         with pytest.raises(FmnistError, match=refusal):
             resume_seeds(group, dataset=dataset)
+    # Where one run is wanted (evaluate, report, predict, serve, export, compare), the group is named as such.
+    first_run = sorted(r["run_dir"] for r in resumed["runs"])[0]
+    for refused in (lambda: runs.require_run_dir(group), lambda: artifacts.verified_model_path(group)):
+        with pytest.raises(FmnistError, match=f"{group} is a group of 3 runs made by 'fmnist train --seeds', not one "
+                                              f"run: give one of its runs, such as {group / first_run}$"):
+            refused()
 
 
 @pytest.mark.parametrize("overrides, seeds, refusal", [

@@ -146,9 +146,19 @@ def save_model(model: Any, run_dir: Path) -> str:
     return checksum
 
 
+def refuse_seed_group(path: Path) -> None:
+    """A group made by ``--seeds``, given where one run is wanted, is refused, naming one of its runs."""
+    if (Path(path) / SEED_GROUP).is_file():
+        members = sorted(member.name for member in Path(path).iterdir() if (member / CONFIG).is_file())
+        example = f", such as {Path(path) / members[0]}" if members else ""
+        raise FmnistError(f"{path} is a group of {len(members)} runs made by 'fmnist train --seeds', not one run: "
+                          f"give one of its runs{example}")
+
+
 def verified_model_path(source: Path) -> tuple[Path, str]:
     """Resolve a run directory or ``.keras`` file to a model whose recorded SHA-256 matches."""
     source = Path(source)
+    refuse_seed_group(source)
     model_path = source / MODEL if source.is_dir() else source
     status = source / STATUS
     resumable = ("running", "interrupted", "failed")  # killed, stopped, or failed mid-training

@@ -87,6 +87,7 @@ def require_run_dir(run_dir: Path) -> Path:
         str(run_dir.resolve()).encode("utf-8")
     except UnicodeEncodeError:  # its path is written into its JSON, HTML and plots, all UTF-8
         raise FmnistError(f"{run_dir!s:.200} has a name that is not UTF-8: rename it, then try again") from None
+    artifacts.refuse_seed_group(run_dir)
     if not (run_dir / artifacts.CONFIG).is_file():
         raise FmnistError(f"{run_dir} is not a run directory (no {artifacts.CONFIG}); give a directory made by 'fmnist train'")
     return run_dir
