@@ -66,8 +66,15 @@ def test_not_gzip_is_refused(tiny_data, content):
 def test_missing_file_is_named(tiny_data):
     folder, sums = tiny_data
     (folder / "t10k-images-idx3-ubyte.gz").unlink()
-    with pytest.raises(FmnistError, match="lacks t10k-images-idx3-ubyte"):
+    with pytest.raises(FmnistError, match=r"lacks t10k-images-idx3-ubyte \(.gz or raw\); get the data"):
         data.load_dataset(folder, checksums=sums)
+    (folder / "t10k-images-idx3-ubyte.gz").mkdir()  # a folder, or a FIFO or a broken link, where the file should be
+    with pytest.raises(FmnistError, match=r"lacks t10k-images-idx3-ubyte \(.gz or raw\) \(t10k-images-idx3-ubyte.gz "
+                                          r"there, but not a readable file\)"):
+        data.load_dataset(folder, checksums=sums)
+    with pytest.raises(FmnistError, match=r"train-labels-idx1-ubyte.gz is not a folder \(it is a file\): give the "
+                                          "folder that holds the four IDX files"):
+        data.load_dataset(folder / "train-labels-idx1-ubyte.gz", checksums=sums)
 
 
 def test_cache_serves_second_load_and_notices_a_changed_source(tiny_data, monkeypatch):

@@ -215,3 +215,9 @@ def test_a_damaged_model_checksum_file_is_named_as_damaged(tiny_run_dir, tmp_pat
     (run / artifacts.MODEL_SHA256).write_bytes(content)
     with pytest.raises(FmnistError, match="model.keras.sha256 is damaged: it holds no SHA-256; restore it from the run"):
         artifacts.verified_model_path(run)
+
+
+def test_a_runs_directory_that_is_a_file_is_named_so(tmp_path):
+    (tmp_path / "runs").write_text("")
+    with pytest.raises(FmnistError, match="the runs directory .*runs is a file: give a folder"):
+        runs.create_run_dir(tmp_path / "runs", "x")

@@ -107,10 +107,15 @@ def locate(data_dir: Path | None = None, checksums: dict[str, str] = CHECKSUMS) 
     explicit = data_dir or os.environ.get("FMNIST_DATA_DIR")
     if explicit:
         folder = Path(explicit)
+        if not folder.is_dir():
+            raise FmnistError(f"{folder} is not a folder{' (it is a file)' if folder.exists() else ''}: give the "
+                              f"folder that holds the four IDX files; {HOW_TO_GET}")
         found = _complete(folder, checksums)
         if found is None:
             missing = [n for n in checksums if _file_in(folder, n) is None]
-            raise FmnistError(f"{folder} lacks {', '.join(missing)} (.gz or raw); {HOW_TO_GET}")
+            odd = [p.name for n in missing for p in (folder / f"{n}.gz", folder / n) if p.exists() or p.is_symlink()]
+            but = f" ({', '.join(odd)} there, but not a readable file)" if odd else ""
+            raise FmnistError(f"{folder} lacks {', '.join(missing)} (.gz or raw){but}; {HOW_TO_GET}")
         return f"data dir {folder}", found
     for label, folder in (("keras cache", keras_cache_dir()), ("Debian package dataset-fashion-mnist", DEBIAN_DIR)):
         found = _complete(folder, checksums)

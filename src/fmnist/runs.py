@@ -66,6 +66,8 @@ def create_run_dir(runs_dir: Path, name: str) -> Path:
     refuse_inside_run(runs_dir, "the runs directory")
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise FmnistError(f"the runs directory {runs_dir} is a file: give a folder (--runs-dir)") from None
     except OSError as exc:
         raise FmnistError(f"cannot create runs directory {runs_dir}: {exc.strerror}") from None
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
