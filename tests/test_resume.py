@@ -136,6 +136,10 @@ def test_resume_refuses_settings_and_non_runs(tmp_path, capsys):
     artifacts.write_json(old / artifacts.CONFIG, {"settings": {}})
     assert main(["train", "--resume", str(old)]) == 1
     assert "config.json lacks backend, data (an older fmnist wrote it?)" in capsys.readouterr().err
+    artifacts.write_json(old / artifacts.CONFIG, {"settings": {"epochs": "8"}, "backend": "jax", "data": {}})
+    assert main(["train", "--resume", str(old)]) == 1  # edited by hand
+    assert (f"{old / artifacts.CONFIG}: invalid setting: epochs must be a whole number, not '8'; restore the file "
+            "from a copy") in capsys.readouterr().err
     group = tmp_path / "group"  # a --seeds group is resumed as a group
     group.mkdir()
     artifacts.write_json(group / artifacts.SEED_GROUP, {"settings": {}, "backend": "tensorflow", "seeds": 2, "data": {}})

@@ -78,8 +78,7 @@ def resume_run(
     scoring_only = runs.finished(run_dir)
     if scoring_only and all((run_dir / name).is_file() for name in (artifacts.METRICS, artifacts.REPORT_HTML)):
         require_unfinished(run_dir)  # which refuses it: nothing is left to do
-    config = read_resumable(run_dir / artifacts.CONFIG, {"settings": dict}, backend, "train it again")
-    settings = TrainSettings.from_dict(config["settings"])
+    config, settings = read_resumable(run_dir / artifacts.CONFIG, {"settings": dict}, backend, "train it again")
     activate(config["backend"])
     from fmnist.data import load_dataset
     from fmnist.train import train
@@ -113,8 +112,10 @@ def score_finished(run_dir: Path, dataset: Dataset) -> TrainResult:
     return TrainResult(run_dir, metrics, status["epochs"], status["train_seconds"])
 
 
-def read_resumable(path: Path, kinds: dict[str, type], backend: str | None, otherwise: str) -> dict[str, Any]:
-    """A run's config or a seed group's record, with what a resume needs (``kinds``, a backend, the data) checked."""
+def read_resumable(path: Path, kinds: dict[str, type], backend: str | None,
+                   otherwise: str) -> tuple[dict[str, Any], TrainSettings]:
+    """A run's config or a seed group's record, with what a resume needs (``kinds``, a backend, the data) checked,
+    and the settings it holds."""
     record = artifacts.read_json(path)
     kinds = {**kinds, "backend": str, "data": dict}
     lacking = [key for key, kind in kinds.items() if not isinstance(record.get(key), kind)]
@@ -123,7 +124,11 @@ def read_resumable(path: Path, kinds: dict[str, type], backend: str | None, othe
                           f"{otherwise}")
     if backend and backend != record["backend"]:
         raise FmnistError(f"{path.parent} was trained with the {record['backend']} backend; resume it with that one")
-    return record
+    try:
+        settings = TrainSettings.from_dict(record["settings"])
+    except FmnistError as exc:  # edited by hand: say which file
+        raise FmnistError(f"{path}: {exc}; restore the file from a copy") from None
+    return record, settings
 
 
 def require_same_data(dataset: Dataset, record: dict[str, Any], trained: Path) -> None:

@@ -83,10 +83,9 @@ def resume_seeds(
     from fmnist.resume import read_resumable, require_same_data
 
     group = Path(group)
-    record = read_resumable(group / artifacts.SEED_GROUP, {"settings": dict, "seeds": int}, backend,
-                            "resume its runs one by one")
+    record, settings = read_resumable(group / artifacts.SEED_GROUP, {"settings": dict, "seeds": int}, backend,
+                                      "resume its runs one by one")
     check_count(record["seeds"])
-    settings = TrainSettings.from_dict(record["settings"])
     activate(record["backend"], settings.architecture)
     dataset = dataset or load_dataset(data_dir)
     require_same_data(dataset, record, group)
