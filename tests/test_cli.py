@@ -147,3 +147,13 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     process.stdout.close()  # like `fmnist runs | head -0`
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=60) == 141 and stderr == ""
+
+
+def test_a_command_flag_given_before_the_command_says_where_it_goes(capsys):
+    from fmnist.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--json", "runs"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == ("fmnist: error: --json belongs after the command's name: fmnist runs --json ... "
+                                       "(see 'fmnist runs --help')\n")

@@ -61,7 +61,12 @@ class Parser(argparse.ArgumentParser):
     def parse_args(self, args: list[str] | None = None, namespace: Any = None) -> argparse.Namespace:
         parsed, unknown = self.parse_known_args(args, namespace)
         if unknown:  # argparse would report them from the top; the command's own --help lists what it takes
-            getattr(parsed, "command_parser", self).error(f"unrecognized arguments: {' '.join(unknown)}")
+            command = getattr(parsed, "command_parser", self)
+            misplaced = [arg for arg in unknown if arg.split("=")[0] in command._option_string_actions]
+            if misplaced:  # given before the command's name, where only -q and --debug go
+                command.error(f"{' '.join(misplaced)} belongs after the command's name: {command.prog} "
+                              f"{' '.join(misplaced)} ...")
+            command.error(f"unrecognized arguments: {' '.join(unknown)}")
         return parsed
 
 
