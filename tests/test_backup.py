@@ -94,3 +94,24 @@ def test_a_backup_of_another_format_is_refused_not_misread(tmp_path):
         np.savez(tmp_path / "backup.npz", **arrays)
         with pytest.raises(FmnistError, match=refusal):
             read_meta(tmp_path / "backup.npz")
+
+
+def test_a_backup_names_its_optimizer_and_seed_generators_however_keras_numbered_them(tmp_path):
+    """Keras numbers an unnamed optimizer or seed generator by those made before it in the process ("adam_1"), so the
+    same model's backup may carry other numbers than the process that resumes it."""
+    import re
+
+    model = _model()
+    save(tmp_path / "backup.npz", model, _callbacks(model), epochs_done=2, stopped=False)
+    with np.load(tmp_path / "backup.npz") as data:
+        arrays = {key: data[key] for key in data.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["optimizer_variables"] = [re.sub(r"^adam/", "adam_3/", path) for path in meta["optimizer_variables"]]
+    assert any(path.startswith("adam_3/") for path in meta["optimizer_variables"])
+    np.savez(tmp_path / "renumbered.npz", **{**arrays, "meta": np.array(json.dumps(meta))})
+    fresh = _model()
+    assert restore(tmp_path / "renumbered.npz", fresh, _callbacks(fresh)) == (2, False)
+    meta["optimizer_variables"] = [re.sub(r"^adam_3/", "sgd/", path) for path in meta["optimizer_variables"]]
+    np.savez(tmp_path / "other.npz", **{**arrays, "meta": np.array(json.dumps(meta))})
+    with pytest.raises(FmnistError, match="was written for a different optimizer"):
+        restore(tmp_path / "other.npz", fresh, _callbacks(fresh))

@@ -33,7 +33,8 @@ def test_help_teaches_and_imports_nothing_heavy():
 
 def test_missing_data_dir_is_one_clear_line(tmp_path):
     result = run_cli("data", "--data-dir", str(tmp_path / "nowhere"))
-    assert_one_line_error(result, "lacks train-images-idx3-ubyte", "apt-get install dataset-fashion-mnist")
+    assert_one_line_error(result, "nowhere does not exist: give the folder that holds the four IDX files",
+                          "apt-get install dataset-fashion-mnist")
 
 
 def test_bad_settings_and_arguments_are_refused(tmp_path):

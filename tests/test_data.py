@@ -72,7 +72,7 @@ def test_missing_file_is_named(tiny_data):
     with pytest.raises(FmnistError, match=r"lacks t10k-images-idx3-ubyte \(.gz or raw\) \(t10k-images-idx3-ubyte.gz "
                                           r"there, but not a readable file\)"):
         data.load_dataset(folder, checksums=sums)
-    with pytest.raises(FmnistError, match=r"train-labels-idx1-ubyte.gz is not a folder \(it is a file\): give the "
+    with pytest.raises(FmnistError, match=r"train-labels-idx1-ubyte.gz is not a folder: give the "
                                           "folder that holds the four IDX files"):
         data.load_dataset(folder / "train-labels-idx1-ubyte.gz", checksums=sums)
 

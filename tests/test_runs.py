@@ -194,12 +194,18 @@ def test_a_run_without_test_metrics_is_refused_saying_why_and_what_to_do(tiny_ru
                     lambda: compare_runs([run, tiny_run_dir], tmp_path / "compare.html")):
         with pytest.raises(FmnistError, match=f"metrics.json is missing: 'fmnist evaluate {run}' scores the run"):
             refused()
+    status = (run / artifacts.STATUS).read_bytes()
+    (run / artifacts.STATUS).unlink()  # the model alone says the run finished: resume would refuse it
+    with pytest.raises(FmnistError, match=f"metrics.json is missing: 'fmnist evaluate {run}' scores the run"):
+        build_report(run)
+    (run / artifacts.STATUS).write_bytes(status)
+    (run / artifacts.MODEL).unlink()
+    (run / artifacts.MODEL_SHA256).unlink()
     runs.set_status(run, "interrupted")
     with pytest.raises(FmnistError, match=rf"has not finished training \(status interrupted\), so it has no test "
                                           rf"metrics for its report; 'fmnist train --resume {run}' finishes it"):
         build_report(run)
     runs.set_status(run, "running")
-    (run / artifacts.MODEL).unlink()
     with runs.claim_run(run):  # as its training process holds it
         with pytest.raises(FmnistError, match="is being trained right now; its report needs it scored: wait for it"):
             build_report(run)

@@ -211,6 +211,9 @@ def test_head_answers_where_get_does_for_uptime_monitors(client):
     for path in ("/", "/v1/health", "/v1/model"):
         answer = client.head(path)
         assert answer.status_code == 200 and answer.content == b"", path
+    operations = [op for route in client.get("/openapi.json").json()["paths"].values() for op in route.values()]
+    ids = [op["operationId"] for op in operations]
+    assert len(ids) == len(set(ids)) == 3  # GET /v1/health, GET /v1/model, POST /v1/predict: HEAD kept out
 
 
 def test_the_page_and_its_files_are_served(client):
@@ -353,8 +356,8 @@ PARSERS = ("httptools", "h11")
 
 
 @contextlib.contextmanager
-def serving_in_process(run_dir, parser: str, header_timeout_s: float = 30, max_header_bytes: int = 8 * 1024):
-    """uvicorn serving the run on a free port in a thread, on ``parser``'s protocol as fmnist extends it: the port."""
+def serving_in_process(app, parser: str, header_timeout_s: float = 30, max_header_bytes: int = 8 * 1024):
+    """uvicorn serving ``app`` on a free port in a thread, on ``parser``'s protocol as fmnist extends it: the port."""
     import uvicorn
     from uvicorn.protocols.http.h11_impl import H11Protocol
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -364,7 +367,7 @@ def serving_in_process(run_dir, parser: str, header_timeout_s: float = 30, max_h
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(
-        create_app(run_dir), host="127.0.0.1", port=port, log_level="warning",
+        app, host="127.0.0.1", port=port, log_level="warning",
         http=json_http_protocol(header_timeout_s, max_header_bytes, base),
     ))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -404,7 +407,7 @@ def test_what_the_http_parser_answers_itself_is_json_too(tiny_run_dir, parser):
     the first in plain text, and with httptools the second froze the server and the third held a connection for ever."""
     import httpx
 
-    with serving_in_process(tiny_run_dir, parser, header_timeout_s=1.0, max_header_bytes=8 * 1024) as port:
+    with serving_in_process(create_app(tiny_run_dir), parser, header_timeout_s=1.0, max_header_bytes=8 * 1024) as port:
         for request in (b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
                         b"NOT HTTP AT ALL\r\n\r\n"):
             status, body = json_answer(raw_exchange(port, request))
@@ -412,6 +415,10 @@ def test_what_the_http_parser_answers_itself_is_json_too(tiny_run_dir, parser):
         status, body = json_answer(raw_exchange(port, b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: ",
                                                 *[b"a" * 4096] * 2))  # over the bound with the last part
         assert (status, body) == (431, {"error": "the request line and headers are over 8192 bytes"})
+        if parser == "httptools":  # whole headers in one read are measured too (h11 bounds only a partial request)
+            status, body = json_answer(raw_exchange(
+                port, b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\n\r\n" % (b"a" * 9000)))
+            assert (status, body) == (431, {"error": "the request line and headers are over 8192 bytes"})
         started = time.monotonic()
         status, body = json_answer(raw_exchange(port, b"GET /v1/health HTTP/1.1\r\nHost: x\r\n"))
         assert (status, body) == (408, {"error": "the request line and headers did not arrive within 1 s"})
@@ -425,6 +432,45 @@ def test_what_the_http_parser_answers_itself_is_json_too(tiny_run_dir, parser):
                               b"Host: x\r\nConnection: close\r\n\r\n", pause_s=2.0)
         assert answer.startswith(b"HTTP/1.1 200 ") and answer.count(b"HTTP/1.1 200 ") == 2, answer
         assert httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=10).status_code == 200  # and it serves on
+
+
+async def slow_app(scope, receive, send):
+    """An ASGI app that answers 'ok' after a second (long enough for a client to send more behind its request)."""
+    if scope["type"] == "http":
+        await asyncio.sleep(1.0)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_headers_pipelined_behind_a_running_request_are_bounded_too():
+    """httptools parses what comes behind a running request: an endless header there was never counted."""
+    with serving_in_process(slow_app, "httptools", max_header_bytes=8 * 1024) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+            connection.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
+            for _ in range(3):
+                connection.sendall(b"a" * 4096)
+            answer = b""
+            while chunk := connection.recv(65536):  # closed, the running request's answer cut short or not begun
+                answer += chunk
+    assert b"HTTP/1.1 200" not in answer and answer.count(b"HTTP/1.1 ") <= 1, answer
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_the_rest_of_a_body_answered_early_is_not_taken_for_headers(tiny_run_dir, parser):
+    """A 413 from the declared length comes before the body: what the client sends after it is still its body."""
+    with serving_in_process(create_app(tiny_run_dir, max_body_bytes=BODY_LIMIT), parser) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+            connection.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                               b"Content-Length: %d\r\n\r\n" % (2 * BODY_LIMIT))
+            answer = b""
+            while b"}" not in answer:
+                answer += connection.recv(65536)
+            assert json_answer(answer)[0] == 413
+            for _ in range(8):  # over the 8 KiB bound on headers
+                connection.sendall(b"\0" * 4096)
+            connection.settimeout(1.0)
+            with pytest.raises((TimeoutError, socket.timeout)):  # nothing more: no second, unasked answer
+                connection.recv(65536)
 
 
 def test_requests_still_running_at_a_stop_get_a_json_503_and_one_log_line_each(tiny_run_dir, tmp_path):

@@ -5,9 +5,10 @@ import shutil
 import numpy as np
 import pytest
 
-from fmnist import artifacts
+from fmnist import artifacts, runs
 from fmnist.data import load_dataset, to_features
 from fmnist.errors import FmnistError
+from fmnist.resume import resume_run
 from fmnist.settings import TrainSettings
 from fmnist.train import VALIDATION_BATCH_SIZE, fit, split_indices, train
 
@@ -97,6 +98,15 @@ def test_a_training_that_diverges_stops_at_once_and_is_marked_failed(tmp_path, t
     status = json.loads((run_dir / artifacts.STATUS).read_text())
     assert status["state"] == "failed" and status["error"].startswith("training diverged in epoch 1")
     assert not (run_dir / artifacts.MODEL).exists() and artifacts.read_history(run_dir) == {}
+    # Resumed with the same settings it would diverge again: every command says to train a new run instead.
+    folder, sums = tiny_data
+    with pytest.raises(FmnistError, match="diverged .*: resumed with the same settings it would diverge again; "
+                                          "train a new run with a lower --learning-rate"):
+        resume_run(run_dir, dataset=load_dataset(folder, checksums=sums))
+    for refused in (lambda: artifacts.verified_model_path(run_dir), lambda: runs.require_scored(run_dir, "x")):
+        with pytest.raises(FmnistError, match="it diverged: train a new run with a lower --learning-rate"):
+            refused()
+    assert runs.summarize(run_dir)["notes"] == ["diverged: train a new run with a lower --learning-rate"]
 
 
 def test_each_run_gets_its_own_directory(tmp_path, tiny_data):

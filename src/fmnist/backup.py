@@ -25,9 +25,10 @@ CALLBACK_STATE: dict[type, tuple[str, ...]] = {
     keras.callbacks.ReduceLROnPlateau: ("wait", "cooldown_counter", "best"),
 }
 FORMAT = 1
-# Keras names each dropout layer's random generator "seed_generator_N", N counting those made in the process so far:
-# the same model's names differ where another model was built first in the process (a resume after a training).
-NUMBERED_SEED_GENERATOR = re.compile(r"^seed_generator(_\d+)?/")
+# Keras names each dropout layer's random generator "seed_generator_N", N counting those made in the process so far,
+# and so did it an optimizer before fmnist named it: the same model's names differ where another model was built
+# first in the process (a resume after a training, a later run of a --seeds group).
+NUMBERED_NAME = re.compile(r"^(seed_generator|adam|adamw)(_\d+)?/")
 
 
 def _scalar(value: Any) -> Any:
@@ -63,8 +64,8 @@ class TrainingBackup(keras.callbacks.Callback):
 
 
 def _names(paths: list[str]) -> list[str]:
-    """Variable paths as they compare between processes: seed generators unnumbered."""
-    return [NUMBERED_SEED_GENERATOR.sub("seed_generator/", path) for path in paths]
+    """Variable paths as they compare between processes: seed generators and optimizers unnumbered."""
+    return [NUMBERED_NAME.sub(r"\1/", path) for path in paths]
 
 
 def _values(variables: list) -> list[np.ndarray]:

@@ -22,7 +22,8 @@ def folded_temperature(run_dir: Path) -> float:
     path = Path(run_dir) / artifacts.CALIBRATION
     if not path.is_file():
         log.warning("%s is missing: taking the model as it is, with no temperature folded in (as in a run made before "
-                    "fmnist calibrated); if the file was lost, restore it, or the ECE before scaling is wrong", path)
+                    "fmnist calibrated); if the file was lost, restore it: what is computed from it will be wrong",
+                    path)
         return 1.0
     recorded = artifacts.read_json(path).get("temperature")
     temperature = artifacts.json_number(recorded)

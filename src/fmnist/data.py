@@ -108,7 +108,7 @@ def locate(data_dir: Path | None = None, checksums: dict[str, str] = CHECKSUMS) 
     if explicit:
         folder = Path(explicit)
         if not folder.is_dir():
-            raise FmnistError(f"{folder} is not a folder{' (it is a file)' if folder.exists() else ''}: give the "
+            raise FmnistError(f"{folder} {'is not a folder' if folder.exists() else 'does not exist'}: give the "
                               f"folder that holds the four IDX files; {HOW_TO_GET}")
         found = _complete(folder, checksums)
         if found is None:
@@ -193,10 +193,12 @@ def _load_cached(folder: Path, key: dict) -> dict[str, np.ndarray] | None:
         manifest = json.loads((folder / artifacts.DATA_MANIFEST).read_text())
         if not isinstance(manifest, dict) or manifest.get("sources") != key:
             return None
+        if not isinstance(manifest.get("arrays"), dict):  # written by an older fmnist, or damaged
+            return None
         arrays = {attr: np.load(folder / f"{attr}.npy", allow_pickle=False) for attr in _ARRAYS}
     except (OSError, ValueError):
         return None
-    if any(_array_record(array) != manifest.get("arrays", {}).get(attr) for attr, array in arrays.items()):
+    if any(_array_record(array) != manifest["arrays"].get(attr) for attr, array in arrays.items()):
         log.warning("the cached arrays in %s do not match their record; verifying the data files again", folder)
         return None
     return arrays

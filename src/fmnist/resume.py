@@ -23,7 +23,11 @@ def require_unfinished(run_dir: Path) -> None:
     if runs.finished(run_dir):
         raise FmnistError(f"{run_dir} has already finished training; nothing to resume "
                           f"(if its metrics are missing, 'fmnist evaluate {run_dir}' scores it)")
-    if not (Path(run_dir) / artifacts.STATUS).is_file() and (Path(run_dir) / artifacts.MODEL_SHA256).is_file():
+    status = Path(run_dir) / artifacts.STATUS
+    if status.is_file() and artifacts.read_json(status).get("diverged"):
+        raise FmnistError(f"{run_dir} diverged ({artifacts.read_json(status).get('error')}): resumed with the same "
+                          "settings it would diverge again; train a new run with a lower --learning-rate")
+    if not status.is_file() and (Path(run_dir) / artifacts.MODEL_SHA256).is_file():
         # A run writes its status long before its model: without it, only the saved model tells that it finished.
         raise FmnistError(f"{run_dir} has a trained model but no {artifacts.STATUS}: resuming would train it again "
                           f"over that model; 'fmnist evaluate {run_dir}' scores the model as it is")

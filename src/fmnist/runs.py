@@ -151,6 +151,14 @@ def being_trained(run_dir: Path) -> bool:
     return False
 
 
+def how_to_finish(run_dir: Path) -> str:
+    """What finishes a run whose training stopped: a resume, or for one that diverged, a new run."""
+    status = Path(run_dir) / artifacts.STATUS
+    if status.is_file() and artifacts.read_json(status).get("diverged"):
+        return "it diverged: train a new run with a lower --learning-rate"
+    return f"'fmnist train --resume {run_dir}' finishes it"
+
+
 def require_scored(run_dir: Path, needed_for: str) -> None:
     """Refuse a run without test metrics, saying why it has none and what to do, since ``needed_for`` reads them."""
     if (Path(run_dir) / artifacts.METRICS).is_file():
@@ -158,9 +166,9 @@ def require_scored(run_dir: Path, needed_for: str) -> None:
     if being_trained(run_dir):
         raise FmnistError(f"{run_dir} is being trained right now; {needed_for} needs it scored: wait for it to finish "
                           "('fmnist runs' shows its epochs so far)")
-    if not finished(run_dir):
+    if not finished(run_dir) and not (Path(run_dir) / artifacts.MODEL_SHA256).is_file():
         raise FmnistError(f"{run_dir} has not finished training (status {summarize(run_dir)['status']}), so it has "
-                          f"no test metrics for {needed_for}; 'fmnist train --resume {run_dir}' finishes it")
+                          f"no test metrics for {needed_for}; {how_to_finish(run_dir)}")
     raise FmnistError(f"{run_dir / artifacts.METRICS} is missing: 'fmnist evaluate {run_dir}' scores the run")
 
 
@@ -201,7 +209,9 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     live = (state == "running" or unscored) and being_trained(run_dir)  # a finished run's process scores it still
     if state == "running" and not live:  # its process was killed, or its machine went down
         state = "killed"
-    if state in ("killed", "interrupted", "failed"):
+    if status.get("diverged"):
+        notes.append("diverged: train a new run with a lower --learning-rate")
+    elif state in ("killed", "interrupted", "failed"):
         notes.append("fmnist train --resume continues it")
     elif unscored and not live:  # stopped while it was being scored
         notes.append("not scored: fmnist train --resume scores it")

@@ -363,18 +363,26 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
 
     _answer_errors_as_json(app)
 
-    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    def get_and_head(path: str, **options: Any) -> Callable:
+        """A GET route that HEAD answers too (uptime monitors use it), the HEAD one kept out of the API's docs: one
+        operation for both would give them the same id."""
+        def register(endpoint: Callable) -> Callable:
+            app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+            return app.get(path, **options)(endpoint)
+        return register
+
+    @get_and_head("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    @app.api_route("/v1/health", methods=["GET", "HEAD"])  # HEAD for uptime monitors
+    @get_and_head("/v1/health")
     async def health(request: Request) -> dict[str, Any]:
         """Liveness, the model's id, and how many forward passes served how many inputs."""
         batcher = request.app.state.batcher
         return {"status": "ok", "model_sha256": request.app.state.classifier.sha256,
                 "forward_passes": batcher.passes, "inputs": batcher.rows}
 
-    @app.api_route("/v1/model", methods=["GET", "HEAD"])
+    @get_and_head("/v1/model")
     async def model_info(request: Request) -> dict[str, Any]:
         """The classes, and the run's settings and test metrics."""
         return {"model_sha256": request.app.state.classifier.sha256, "run": run_dir.name, "classes": list(CLASS_NAMES),
@@ -421,9 +429,17 @@ def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_by
     before the app (a request it cannot parse, those bounds) is JSON like every other error."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-    class JsonHttpProtocol(base or AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+    base = base or AutoHTTPProtocol
+    # httptools calls back when a request begins and when its headers end, so they are measured wherever they arrive,
+    # pipelined behind a running request too. h11 does not, but refuses over 16 KiB itself; with it, the bytes are
+    # counted while no request is running or still sending its body.
+    parser_calls_back = hasattr(base, "on_headers_complete")
+
+    class JsonHttpProtocol(base):  # type: ignore[misc, valid-type]
         header_timer: asyncio.TimerHandle | None = None
         header_bytes = 0
+        in_headers = False  # httptools: from a request's first byte to the end of its headers
+        refusal: tuple[int, str] | None = None  # why the parser was stopped, for send_400_response to say
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
@@ -438,25 +454,45 @@ def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_by
             self.stop_header_timer()
             super().connection_lost(exc)
 
-        def data_received(self, data: bytes) -> None:
-            awaiting = self.awaiting_headers()
-            super().data_received(data)
-            if not awaiting or self.transport.is_closing():
-                return
-            if not self.awaiting_headers():  # this data completed them
-                self.stop_header_timer()
-                return
-            self.header_bytes += len(data)
-            if self.header_bytes > max_header_bytes:
-                self.answer(431, f"the request line and headers are over {max_header_bytes} bytes")
+        def on_message_begin(self) -> None:  # httptools
+            super().on_message_begin()
+            self.in_headers, self.header_bytes = True, 0
 
-        def awaiting_headers(self) -> bool:
-            """No request is being answered: the next one's line and headers are still to come."""
-            return self.cycle is None or self.cycle.response_complete
+        def on_headers_complete(self) -> None:  # httptools
+            self.in_headers = False
+            self.stop_header_timer()
+            if len(self.url) + sum(len(name) + len(value) for name, value in self.headers) > max_header_bytes:
+                self.refusal = (431, f"the request line and headers are over {max_header_bytes} bytes")
+                raise ValueError(self.refusal[1])  # stops the parser, and uvicorn calls send_400_response
+            super().on_headers_complete()
+
+        def data_received(self, data: bytes) -> None:
+            between_requests = self.between_requests()
+            super().data_received(data)
+            if self.transport.is_closing():
+                return
+            if parser_calls_back:
+                partial = self.in_headers
+            else:
+                partial = between_requests and self.between_requests()
+                if between_requests and not partial:  # this data completed them
+                    self.stop_header_timer()
+            if partial:
+                self.header_bytes += len(data)
+                if self.header_bytes > max_header_bytes:
+                    self.refuse(431, f"the request line and headers are over {max_header_bytes} bytes")
+
+        def answering(self) -> bool:
+            return self.cycle is not None and not self.cycle.response_complete
+
+        def between_requests(self) -> bool:
+            """No request is being answered or still sending its body (one answered early, say with a 413)."""
+            return self.cycle is None or (self.cycle.response_complete and not self.cycle.more_body)
 
         def await_headers(self) -> None:
             self.stop_header_timer()
-            self.header_bytes = 0
+            if not parser_calls_back:  # httptools counts from each request's first byte
+                self.header_bytes = 0
             self.header_timer = self.loop.call_later(header_timeout_s, self.headers_too_slow)
 
         def stop_header_timer(self) -> None:
@@ -465,25 +501,31 @@ def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_by
                 self.header_timer = None
 
         def headers_too_slow(self) -> None:
-            if self.transport.is_closing() or not self.awaiting_headers():
+            if self.transport.is_closing():
                 return
-            if self.header_bytes:
-                self.answer(408, f"the request line and headers did not arrive within {header_timeout_s:g} s")
-            else:  # an idle connection asked nothing, so it gets no answer
+            if self.answering():  # headers pipelined behind it are timed once it is answered
+                self.await_headers()
+            elif self.header_bytes:
+                self.refuse(408, f"the request line and headers did not arrive within {header_timeout_s:g} s")
+            else:  # idle, or the rest of a body answered early: nothing is waiting for an answer
                 self.transport.close()
 
         def send_400_response(self, msg: str) -> None:
-            self.answer(400, f"{msg.rstrip('.')}: check the request line and headers, such as Content-Length")
+            if self.refusal is not None:
+                self.refuse(*self.refusal)
+            else:
+                self.refuse(400, f"{msg.rstrip('.')}: check the request line and headers, such as Content-Length")
 
-        def answer(self, status: int, message: str) -> None:
-            """Answer ``{"error": message}`` and close: the request never reached the app."""
+        def refuse(self, status: int, message: str) -> None:
+            """Answer ``{"error": message}`` and close (only close, if another request's answer is under way)."""
             self.stop_header_timer()
             if status != 400:  # uvicorn logs the 400s itself
                 log.warning("answered %d to %s: %s", status, ":".join(map(str, self.client or ("a client",))), message)
-            body = json.dumps({"error": message}).encode()
-            head = (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                    b"connection: close\r\n\r\n" % (status, HTTPStatus(status).phrase.encode(), len(body)))
-            self.transport.write(head + body)  # then closed, so the protocol's own state no longer matters
+            if not self.answering():
+                body = json.dumps({"error": message}).encode()
+                head = (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                        b"connection: close\r\n\r\n" % (status, HTTPStatus(status).phrase.encode(), len(body)))
+                self.transport.write(head + body)  # then closed, so the protocol's own state no longer matters
             self.transport.close()
 
     return JsonHttpProtocol

@@ -29,6 +29,10 @@ VALIDATION_BATCH_SIZE = 1024
 PACKAGES = ("keras", "jax", "jaxlib", "tensorflow-cpu", "tensorflow", "numpy", "scikit-learn")
 
 
+class Diverged(FmnistError):
+    """The loss became NaN or infinite: resuming would diverge again, the run needs other settings."""
+
+
 @dataclass(frozen=True)
 class TrainResult:
     run_dir: Path
@@ -97,7 +101,7 @@ def make_callbacks(settings: TrainSettings, run_dir: Path) -> list:
         def on_epoch_end(self, epoch, logs=None):
             stopping.check()  # a Ctrl-C swallowed during the epoch stops the run here, before the epoch is kept
             if not np.isfinite(logs["loss"]):  # every later epoch, and the saved model, would be NaN too
-                raise FmnistError(f"training diverged in epoch {epoch + 1}: the loss became {logs['loss']}; "
+                raise Diverged(f"training diverged in epoch {epoch + 1}: the loss became {logs['loss']}; "
                                   f"lower the learning rate (--learning-rate, now {settings.learning_rate:g})")
             logs["seconds"] = round(time.perf_counter() - self.started, 3)
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
@@ -145,6 +149,7 @@ def fit(
     )
     started = time.perf_counter()
     initial_epoch = epochs_done(run_dir)  # a resumed run's, its history cut back to its backup by fmnist.resume
+    # Its earlier processes' epochs (their set-up outside the epochs is not recorded, so not counted).
     earlier_seconds = sum(artifacts.read_history(run_dir).get("seconds", [])) if initial_epoch else 0.0
     data = fit_inputs(
         (features[train_idx], labels[train_idx]), (features[val_idx], labels[val_idx]),
@@ -214,6 +219,9 @@ def train(
                 artifacts.save_model(model, run_dir)
         except KeyboardInterrupt:
             runs.set_status(run_dir, "interrupted", resume=f"fmnist train --resume {run_dir}")
+            raise
+        except Diverged as exc:
+            runs.set_status(run_dir, "failed", error=str(exc), diverged=True)
             raise
         except BaseException as exc:
             runs.set_status(run_dir, "failed", error=str(exc), resume=f"fmnist train --resume {run_dir}")
