@@ -456,6 +456,18 @@ def test_headers_pipelined_behind_a_running_request_are_bounded_too():
 
 
 @pytest.mark.parametrize("parser", PARSERS)
+def test_a_large_body_and_a_request_pipelined_behind_it_are_both_answered(tiny_run_dir, parser):
+    """The read that begins the second request also holds the end of the first one's body: not its headers."""
+    body = json.dumps({"inputs": [[0] * 784]}).encode() + b" " * 20_000  # JSON allows the spaces
+    with serving_in_process(create_app(tiny_run_dir), parser, max_header_bytes=8 * 1024) as port:
+        answer = raw_exchange(
+            port, b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%sGET /v1/health HTTP/1.1\r\n" % (len(body), body),
+            b"Host: x\r\nConnection: close\r\n\r\n", pause_s=0.3)
+    assert answer.count(b"HTTP/1.1 200 ") == 2, answer[:300]
+
+
+@pytest.mark.parametrize("parser", PARSERS)
 def test_the_rest_of_a_body_answered_early_is_not_taken_for_headers(tiny_run_dir, parser):
     """A 413 from the declared length comes before the body: what the client sends after it is still its body."""
     with serving_in_process(create_app(tiny_run_dir, max_body_bytes=BODY_LIMIT), parser) as port:

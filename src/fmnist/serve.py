@@ -288,7 +288,11 @@ def _answer_errors_as_json(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         answer = error(exc.status_code, str(exc.detail))
-        answer.headers.update(exc.headers or {})  # a 405's Allow, say
+        answer.headers.update(exc.headers or {})
+        if exc.status_code == 405:  # Starlette's Allow names one route's methods: GET and HEAD are two routes here
+            answer.headers["allow"] = ", ".join(sorted({
+                method for route in request.app.routes if getattr(route, "path", None) == request.url.path
+                for method in getattr(route, "methods", None) or ()}))
         return answer
 
     @app.exception_handler(RequestValidationError)
@@ -439,6 +443,8 @@ def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_by
         header_timer: asyncio.TimerHandle | None = None
         header_bytes = 0
         in_headers = False  # httptools: from a request's first byte to the end of its headers
+        began_in_this_read = False  # httptools: the read being parsed holds the request's first byte,
+        body_bytes_in_this_read = body_bytes_before_it = 0  # after so many bytes of the body before it
         refusal: tuple[int, str] | None = None  # why the parser was stopped, for send_400_response to say
 
         def connection_made(self, transport) -> None:
@@ -456,10 +462,15 @@ def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_by
 
         def on_message_begin(self) -> None:  # httptools
             super().on_message_begin()
-            self.in_headers, self.header_bytes = True, 0
+            self.in_headers, self.began_in_this_read = True, True
+            self.body_bytes_before_it = self.body_bytes_in_this_read
+
+        def on_body(self, body: bytes) -> None:  # httptools
+            self.body_bytes_in_this_read += len(body)
+            super().on_body(body)
 
         def on_headers_complete(self) -> None:  # httptools
-            self.in_headers = False
+            self.in_headers, self.header_bytes = False, 0
             self.stop_header_timer()
             if len(self.url) + sum(len(name) + len(value) for name, value in self.headers) > max_header_bytes:
                 self.refusal = (431, f"the request line and headers are over {max_header_bytes} bytes")
@@ -468,19 +479,21 @@ def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_by
 
         def data_received(self, data: bytes) -> None:
             between_requests = self.between_requests()
+            self.began_in_this_read, self.body_bytes_in_this_read = False, 0
             super().data_received(data)
             if self.transport.is_closing():
                 return
             if parser_calls_back:
-                partial = self.in_headers
-            else:
-                partial = between_requests and self.between_requests()
-                if between_requests and not partial:  # this data completed them
-                    self.stop_header_timer()
-            if partial:
+                if self.in_headers and self.began_in_this_read:  # the read may hold the end of the body before it
+                    self.header_bytes = len(data) - self.body_bytes_before_it
+                elif self.in_headers:
+                    self.header_bytes += len(data)
+            elif between_requests and self.between_requests():
                 self.header_bytes += len(data)
-                if self.header_bytes > max_header_bytes:
-                    self.refuse(431, f"the request line and headers are over {max_header_bytes} bytes")
+            elif between_requests:  # this data completed them
+                self.stop_header_timer()
+            if self.header_bytes > max_header_bytes:
+                self.refuse(431, f"the request line and headers are over {max_header_bytes} bytes")
 
         def answering(self) -> bool:
             return self.cycle is not None and not self.cycle.response_complete
