@@ -485,6 +485,27 @@ def test_the_rest_of_a_body_answered_early_is_not_taken_for_headers(tiny_run_dir
                 connection.recv(65536)
 
 
+def test_headers_that_came_in_two_reads_leave_no_count_behind(tiny_run_dir, caplog):
+    """Counted while they arrived, they must not look like a next request's when a body answered early trickles on."""
+    with serving_in_process(create_app(tiny_run_dir, max_body_bytes=BODY_LIMIT), "httptools",
+                            header_timeout_s=1.0) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+            connection.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n")
+            time.sleep(0.3)
+            connection.sendall(b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (2 * BODY_LIMIT))
+            answer = b""
+            while b"}" not in answer:
+                answer += connection.recv(65536)
+            assert json_answer(answer)[0] == 413
+            try:
+                for _ in range(5):  # the rest of the body, past the header timeout
+                    time.sleep(0.5)
+                    connection.sendall(b"\0" * 1024)
+            except (BrokenPipeError, ConnectionResetError):  # closed by the server, as it may be
+                pass
+    assert "answered 408" not in caplog.text  # no second answer, to a request never made
+
+
 def test_requests_still_running_at_a_stop_get_a_json_503_and_one_log_line_each(tiny_run_dir, tmp_path):
     import signal
     from urllib.parse import urlsplit
