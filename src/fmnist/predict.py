@@ -69,12 +69,11 @@ def read_inputs(paths: list[Path]) -> np.ndarray:
             if Path(path).exists() and not Path(path).is_file():  # a FIFO would hang, /dev/zero fill the memory
                 raise FmnistError(f"{path} is not a file: give image or .npy files")
             with open(path, "rb") as handle:
-                if os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES:  # refused before anything is read
-                    raise FmnistError(f"{path} is over {MAX_FILE_BYTES // 2**20} MiB: give a smaller image")
-                data = handle.read(MAX_FILE_BYTES + 1)
+                oversized = os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES  # refused before anything is read
+                data = b"" if oversized else handle.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
             raise FmnistError(f"cannot read {path}: {exc.strerror}") from None
-        if len(data) > MAX_FILE_BYTES:  # a file that grew while it was read
+        if oversized or len(data) > MAX_FILE_BYTES:  # the latter: a file that grew while it was read
             raise FmnistError(f"{path} is over {MAX_FILE_BYTES // 2**20} MiB: give a smaller image")
         images.append(load_input(data, str(path)))
     return np.stack(images)

@@ -24,9 +24,9 @@ def require_unfinished(run_dir: Path) -> None:
         raise FmnistError(f"{run_dir} has already finished training; nothing to resume "
                           f"(if its metrics are missing, 'fmnist evaluate {run_dir}' scores it)")
     status = Path(run_dir) / artifacts.STATUS
-    if status.is_file() and artifacts.read_json(status).get("diverged"):
+    if runs.diverged(run_dir):
         raise FmnistError(f"{run_dir} diverged ({artifacts.read_json(status).get('error')}): resumed with the same "
-                          "settings it would diverge again; train a new run with a lower --learning-rate")
+                          f"settings it would diverge again; {runs.DIVERGED_ADVICE}")
     if not status.is_file() and (Path(run_dir) / artifacts.MODEL_SHA256).is_file():
         # A run writes its status long before its model: without it, only the saved model tells that it finished.
         raise FmnistError(f"{run_dir} has a trained model but no {artifacts.STATUS}: resuming would train it again "

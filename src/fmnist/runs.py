@@ -151,12 +151,18 @@ def being_trained(run_dir: Path) -> bool:
     return False
 
 
+DIVERGED_ADVICE = "train a new run with a lower --learning-rate"  # resumed as it was, it would diverge again
+
+
+def diverged(run_dir: Path) -> bool:
+    """Whether the run's training stopped because its loss became NaN or infinite."""
+    status = Path(run_dir) / artifacts.STATUS
+    return status.is_file() and bool(artifacts.read_json(status).get("diverged"))
+
+
 def how_to_finish(run_dir: Path) -> str:
     """What finishes a run whose training stopped: a resume, or for one that diverged, a new run."""
-    status = Path(run_dir) / artifacts.STATUS
-    if status.is_file() and artifacts.read_json(status).get("diverged"):
-        return "it diverged: train a new run with a lower --learning-rate"
-    return f"'fmnist train --resume {run_dir}' finishes it"
+    return f"it diverged: {DIVERGED_ADVICE}" if diverged(run_dir) else f"'fmnist train --resume {run_dir}' finishes it"
 
 
 def require_scored(run_dir: Path, needed_for: str) -> None:
@@ -210,7 +216,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     if state == "running" and not live:  # its process was killed, or its machine went down
         state = "killed"
     if status.get("diverged"):
-        notes.append("diverged: train a new run with a lower --learning-rate")
+        notes.append(f"diverged: {DIVERGED_ADVICE}")
     elif state in ("killed", "interrupted", "failed"):
         notes.append("fmnist train --resume continues it")
     elif unscored and not live:  # stopped while it was being scored
