@@ -48,8 +48,9 @@ HEADER_TIMEOUT_S = 10
 MAX_HEADER_BYTES = 32 * 1024
 # A stopped server waits this long for requests still in flight, then cancels the rest.
 SHUTDOWN_GRACE_S = 5
-# Uploads decoded (and JSON bodies parsed) at once. A PNG just under Pillow's pixel limit took 0.97 GB while it was decoded: one decode per
-# core keeps the server's memory bounded however many requests arrive, and more would not finish sooner.
+# Uploads decoded (and JSON bodies parsed) at once. A PNG just under Pillow's pixel limit took 0.97 GB while it was
+# decoded: one decode per core keeps the server's memory bounded however many requests arrive, and more would not
+# finish sooner.
 # The cores this process may use (not the host's, in a container) where the system says; macOS and Windows do not.
 DECODE_SLOTS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -193,8 +194,9 @@ async def form_files(request: Request, body: bytes) -> list[tuple[str, bytes]]:
 def json_integer(text: str) -> int:
     """A JSON integer; one too long for a pixel is refused before Python's own limit (4,300 digits) calls the body
     invalid JSON, which it is not."""
-    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
-        raise BadInput(f"the JSON body holds an integer of {len(text.lstrip('-')):,} digits; pixels are 0-255")
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INTEGER_DIGITS:
+        raise BadInput(f"the JSON body holds an integer of {digits:,} digits; pixels are 0-255")
     return int(text)
 
 
@@ -266,11 +268,9 @@ class AnswerCancelledRequests:
             await self.app(scope, receive, send_noting_answer)
         except asyncio.CancelledError:
             if scope["type"] == "http" and not answered:
-                body = json.dumps({"error": "the server is stopping; send the request again once it is back"}).encode()
-                await send({"type": "http.response.start", "status": 503, "headers": [
-                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close")]})
-                await send({"type": "http.response.body", "body": body})
+                answer = error(503, "the server is stopping; send the request again once it is back")
+                answer.headers["connection"] = "close"
+                await answer(scope, receive, send)
             raise
 
 
@@ -438,6 +438,7 @@ def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_by
     # pipelined behind a running request too. h11 does not, but refuses over 16 KiB itself; with it, the bytes are
     # counted while no request is running or still sending its body.
     parser_calls_back = hasattr(base, "on_headers_complete")
+    too_large = f"the request line and headers are over {max_header_bytes} bytes"
 
     class JsonHttpProtocol(base):  # type: ignore[misc, valid-type]
         header_timer: asyncio.TimerHandle | None = None
@@ -473,7 +474,7 @@ def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_by
             self.in_headers, self.header_bytes = False, 0
             self.stop_header_timer()
             if len(self.url) + sum(len(name) + len(value) for name, value in self.headers) > max_header_bytes:
-                self.refusal = (431, f"the request line and headers are over {max_header_bytes} bytes")
+                self.refusal = (431, too_large)
                 raise ValueError(self.refusal[1])  # stops the parser, and uvicorn calls send_400_response
             super().on_headers_complete()
 
@@ -493,7 +494,7 @@ def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_by
             elif between_requests:  # this data completed them
                 self.stop_header_timer()
             if self.header_bytes > max_header_bytes:
-                self.refuse(431, f"the request line and headers are over {max_header_bytes} bytes")
+                self.refuse(431, too_large)
 
         def answering(self) -> bool:
             return self.cycle is not None and not self.cycle.response_complete
