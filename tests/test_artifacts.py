@@ -1,4 +1,6 @@
 import os
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,6 +71,14 @@ def test_a_model_with_a_matching_checksum_that_is_damaged_or_for_another_task_is
         artifacts.load_model(tmp_path)
     whole = (tmp_path / artifacts.MODEL).read_bytes()
     with_checksum(lambda path: path.write_bytes(whole[: len(whole) // 2]))
+    with pytest.raises(FmnistError, match="model.keras is not a Keras model .*: the file is damaged or from another tool"):
+        artifacts.load_model(tmp_path)
+
+    def another_archive(path: Path) -> None:
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("notes.txt", "not a model")
+
+    with_checksum(another_archive)
     with pytest.raises(FmnistError, match="Keras cannot load .*model.keras .*: the file is damaged or from another tool") as caught:
         artifacts.load_model(tmp_path)
     assert caught.value.__cause__ is not None  # what Keras said, for --debug to show

@@ -158,3 +158,15 @@ def test_a_command_flag_given_before_the_command_says_where_it_goes(capsys):
     assert exited.value.code == 2
     assert capsys.readouterr().err == ("fmnist: error: --json belongs after the command's name: fmnist runs --json ... "
                                        "(see 'fmnist runs --help')\n")
+
+
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(capsys):
+    from fmnist.cli import main
+
+    for args, argument in ((["report", ""], "RUN"), (["runs", "compare", "a", ""], "RUN"),
+                           (["train", "--runs-dir", ""], "--runs-dir"), (["predict", "run", "", "--top-k", "2"], "IMAGE"),
+                           (["train", "--recipe", "distilled", "--teacher", " "], "--teacher")):
+        with pytest.raises(SystemExit) as exited:
+            main(args)
+        assert exited.value.code == 2
+        assert capsys.readouterr().err.startswith(f"fmnist: error: argument {argument}: an empty path: give a file")

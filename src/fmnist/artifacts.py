@@ -9,6 +9,7 @@ import json
 import os
 import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -198,11 +199,14 @@ def load_model(source: Path) -> tuple[Any, str]:
 
     from fmnist.data import NUM_CLASSES, NUM_FEATURES
 
+    damaged = "the file is damaged or from another tool; retrain, or restore it from a copy"
+    if not zipfile.is_zipfile(model_path):  # Keras would say "File not found" of a file it has just opened
+        raise FmnistError(f"{model_path} is not a Keras model (a .keras file is a zip archive): {damaged}")
     try:
         model = keras.saving.load_model(model_path, compile=False)
     except Exception as exc:  # Keras raises many types for a bad archive; all mean the same to the user.
-        raise FmnistError(f"Keras cannot load {model_path} ({first_line(exc)}): the file is damaged or from "
-                          "another tool; retrain, or restore it from a copy (--debug shows Keras' error)") from exc
+        raise FmnistError(f"Keras cannot load {model_path} ({first_line(exc)}): {damaged} "
+                          "(--debug shows Keras' error)") from exc
     features, classes = model.input_shape[-1], model.output_shape[-1]
     if (features, classes) != (NUM_FEATURES, NUM_CLASSES):
         raise FmnistError(f"{source} maps {features} features to {classes} classes, "

@@ -94,6 +94,13 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _path(value: str) -> Path:
+    # Path("") is the current folder: an empty argument (an unset shell variable) would quietly mean "here".
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty path: give a file or folder name")
+    return Path(value)
+
+
 def _sizes(value: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in value.split(",") if part.strip())
@@ -311,15 +318,16 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     def runs_dir(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--runs-dir", type=Path, default=Path("runs"),
+        p.add_argument("--runs-dir", type=_path, default=Path("runs"),
                        help="where a RUN given by name is looked up (default ./runs)")
 
     def run_argument(p: argparse.ArgumentParser) -> None:
-        p.add_argument("run", metavar="RUN", help="a run directory made by 'fmnist train', or its name in --runs-dir")
+        p.add_argument("run", type=_path, metavar="RUN",
+                       help="a run directory made by 'fmnist train', or its name in --runs-dir")
         runs_dir(p)
 
     def data_dir(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", type=Path, default=None,
+        p.add_argument("--data-dir", type=_path, default=None,
                        help="folder with the four IDX files (.gz or raw); default: FMNIST_DATA_DIR, keras' cache, "
                             "the Debian package, then keras' download")
 
@@ -332,13 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("data", cmd_data, "Locate, verify (IDX header and SHA-256) and describe the dataset.")
     data_dir(p)
-    p.add_argument("--show", type=Path, metavar="PNG", help="write a grid of sample images, one row per class")
+    p.add_argument("--show", type=_path, metavar="PNG", help="write a grid of sample images, one row per class")
 
     def fixed_settings(p: argparse.ArgumentParser) -> None:
         """The settings that both train and tune take (tune searches the others)."""
         data_dir(p)
         backend(p, by_model=True)
-        p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run directories go (default ./runs)")
+        p.add_argument("--runs-dir", type=_path, default=Path("runs"), help="where run directories go (default ./runs)")
         p.add_argument("--epochs", type=_positive_int,
                        help=f"most epochs; early stopping may end sooner (default: the recipe's; spec {spec.epochs})")
         p.add_argument("--validation-fraction", type=float,
@@ -375,12 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "cosine, label smoothing); distilled: a dense network taught by --teacher; cnn: a ConvNet "
                         "of three convolutions (93.5%% here, and a good teacher). Other flags override the recipe; "
                         "one it would ignore is refused")
-    p.add_argument("--teacher", metavar="RUN", help="distil from this trained run (with --recipe distilled): its "
-                                                    "directory, its name in --runs-dir, or its model.keras")
+    p.add_argument("--teacher", type=_path, metavar="RUN",
+                   help="distil from this trained run (with --recipe distilled): its directory, its name in --runs-dir, "
+                        "or its model.keras")
     p.add_argument("--seeds", type=_positive_int, metavar="N",
                    help="train N seeds (seed, seed+1, ...) in one group directory; report mean, spread, 95%% CI "
                         "(default: one run)")
-    p.add_argument("--resume", type=Path, metavar="RUN",
+    p.add_argument("--resume", type=_path, metavar="RUN",
                    help="continue this killed or interrupted run from its last finished epoch, with its own "
                         "settings; given a --seeds group, finish its unfinished and missing seeds and its summary")
 
@@ -399,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--report", metavar="STUDY", help="write the study's HTML report (best trials, Optuna's plots)")
     what.add_argument("--train-best", metavar="STUDY",
                       help="train the study's best settings as a normal run (with --epochs/--limit as given here)")
-    p.add_argument("--output", type=Path, metavar="HTML",
+    p.add_argument("--output", type=_path, metavar="HTML",
                    help="where --report writes (default RUNS_DIR/STUDY/tune_report.html)")
 
     p = command("evaluate", cmd_evaluate, "Re-score a run's model (SHA-256 checked) on the 10,000 test images.")
@@ -412,16 +421,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("runs", cmd_runs, "List the runs, newest first: settings, test accuracy, macro F1, time, status. "
                                   "'fmnist runs compare --help' tells how to compare some of them.")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run directories are (default ./runs)")
+    p.add_argument("--runs-dir", type=_path, default=Path("runs"), help="where run directories are (default ./runs)")
     compare_help = "Write one HTML page comparing runs: settings, learning curves, per-class F1, changed mistakes."
     p = p.add_subparsers(dest="runs_command", metavar="{compare}").add_parser(
         "compare", help=compare_help, description=compare_help, epilog=_examples("runs"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(handler=cmd_runs_compare, command_parser=p)
-    p.add_argument("runs", nargs="+", metavar="RUN", help="two or more run directories, or their names in --runs-dir")
+    p.add_argument("runs", type=_path, nargs="+", metavar="RUN",
+                   help="two or more run directories, or their names in --runs-dir")
     # SUPPRESS: given before 'compare' or after it, these keep the value given (argparse would reset them).
-    p.add_argument("--runs-dir", type=Path, default=argparse.SUPPRESS, help="where run directories are (default ./runs)")
-    p.add_argument("--output", type=Path, metavar="HTML", help="where to write the page (default RUNS_DIR/compare.html)")
+    p.add_argument("--runs-dir", type=_path, default=argparse.SUPPRESS, help="where run directories are (default ./runs)")
+    p.add_argument("--output", type=_path, metavar="HTML", help="where to write the page (default RUNS_DIR/compare.html)")
     common(p)
 
     from fmnist.artifacts import EXPORT_FILES
@@ -436,21 +446,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "which writes every format; jax writes saved_model only)")
     data_dir(p)
     p = command("bench", cmd_bench, "Time training and inference against plain Keras/PyTorch scripts and the CPU.")
-    p.add_argument("--output", type=Path, default=Path("bench.json"),
+    p.add_argument("--output", type=_path, default=Path("bench.json"),
                    help="where to write the JSON, with a bar chart beside it as .png (default bench.json)")
     p.add_argument("--quick", action="store_true", help="3 timed epochs per contender instead of 6, for a short run")
     data_dir(p)
 
     p = command("predict", cmd_predict, "Classify photos (PNG, JPEG, WebP, BMP, GIF) or .npy arrays (28x28 or 784 "
                                         "values) with a run's model, prepared the way Fashion-MNIST was made.")
-    p.add_argument("model", type=Path, metavar="RUN",
+    p.add_argument("model", type=_path, metavar="RUN",
                    help="a run directory made by 'fmnist train', its name in --runs-dir, or its model.keras")
     runs_dir(p)
-    p.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image or .npy files")
+    p.add_argument("images", type=_path, nargs="+", metavar="IMAGE", help="image or .npy files")
     p.add_argument("--top-k", type=_positive_int, default=3, help="classes listed per image (default 3)")
     p.add_argument("--unsure-below", type=float, default=defaults.UNSURE_BELOW, metavar="P",
                    help="call the model unsure when its top probability is under P (default %(default)s)")
-    p.add_argument("--show", type=Path, metavar="PNG", help="write the 28x28 inputs the model saw (the first 64), what "
+    p.add_argument("--show", type=_path, metavar="PNG", help="write the 28x28 inputs the model saw (the first 64), what "
                    "in each spoke for its top class (occlusion: 4x4 patches blanked in turn) and the probabilities")
     backend(p)
 
