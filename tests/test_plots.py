@@ -12,6 +12,9 @@ def opened(path):
         return picture.size
 
 
+MATH = "p$\\bad$.png"  # a name matplotlib would read as a formula, and fail on
+
+
 def test_every_picture_is_a_png(tmp_path):
     rng = np.random.default_rng(0)
     images, labels = rng.random((40, 28, 28)), np.arange(40) % 10
@@ -24,12 +27,12 @@ def test_every_picture_is_a_png(tmp_path):
         "curves-empty": lambda p: plots.curves_png({}, None, p),
         "mistakes": lambda p: plots.mistakes_png(images[:4], labels[:4], labels[1:5], np.full(4, 0.9), p),
         "reliability": lambda p: plots.reliability_png(bins, bins, p),
-        "bars": lambda p: plots.bar_chart_png(["a", "b"], [0.3, 0.7], "title", p),
-        "compare": lambda p: plots.compare_curves_png({"one": history, "two": history}, p),
+        "bars": lambda p: plots.bar_chart_png(["a", MATH], [0.3, 0.7], "title", p),
+        "compare": lambda p: plots.compare_curves_png({"one": history, MATH: history}, p),
         "grouped": lambda p: plots.grouped_bars_png(list(CLASS_NAMES), {"x": [0.5] * 10, "y": [0.6] * 10}, "F1", p),
         "predictions": lambda p: plots.predictions_png(images[:3], np.full((3, 10), 0.1), images[:3] - 0.5,
-                                                       ["a", "b", "c"], p),
-        "evidence": lambda p: plots.evidence_png(images[:1], ["one"], {"for it": images[:1] - 0.5}, p),
+                                                       ["a", "b", MATH], p),
+        "evidence": lambda p: plots.evidence_png(images[:1], [MATH], {"for it": images[:1] - 0.5}, p),
         "evidence-zero": lambda p: plots.evidence_png(images[:2], ["a", "b"], {"x": np.zeros((2, 28, 28))}, p),
     }
     for name, draw in drawings.items():
@@ -59,3 +62,16 @@ def test_curves_without_epochs_say_so_instead_of_empty_axes(tmp_path):
     height, width = grey.shape
     inside = grey[height // 2 - 10: height // 2 + 10, int(width * 0.33): int(width * 0.40)]  # the left panel's middle
     assert inside.min() < 100  # the message's dark letters, where empty axes have only faint grid lines
+
+
+@pytest.mark.parametrize("draw", [lambda history, path: plots.curves_png(history, 1, path),
+                                  lambda history, path: plots.compare_curves_png({"a": history}, path)])
+def test_epochs_are_whole_numbers_on_the_axis(tmp_path, monkeypatch, draw):
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig))  # keep the figure to read its axes
+    draw({"loss": [1.0, 0.8], "val_loss": [1.1, 0.9], "accuracy": [0.5, 0.6], "val_accuracy": [0.4, 0.5]},
+         tmp_path / "curves.png")
+    for ax in drawn[0].axes:
+        low, high = ax.get_xlim()
+        shown = [tick for tick in ax.get_xticks() if low <= tick <= high]
+        assert shown and all(tick == int(tick) for tick in shown), shown

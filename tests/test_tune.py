@@ -1,13 +1,15 @@
 import dataclasses
 import glob
 import json
-import re
 import os
+import re
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+from html import unescape
 from pathlib import Path
 
 import optuna
@@ -30,7 +32,7 @@ def dataset(tiny_data):
 
 
 def test_sqlite_study_makes_one_run_per_trial_judged_on_validation_and_continues(tmp_path, dataset):
-    storage, runs = f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "runs"
+    storage, runs = f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "my runs"  # a space, to be quoted
     first = tune(BASE, "jax", 1, "s1", storage=storage, runs_dir=runs, dataset=dataset)
     assert first.trials_run == 1 and first.states == {"complete": 1}
     again = tune(BASE, "jax", 1, "s1", storage=storage, runs_dir=runs, dataset=dataset)
@@ -51,10 +53,17 @@ def test_sqlite_study_makes_one_run_per_trial_judged_on_validation_and_continues
     assert again.best["number"] == min(trials, key=lambda t: t.value).number
 
     html = write_report("s1", storage=storage, runs_dir=runs).read_text()
-    assert "fmnist tune --train-best s1 --storage sqlite:///" in html and "***" not in html
-    # The page's own `fmnist train` command gives the best trial's settings, the study's epochs and patience too;
+    assert "***" not in html
+    # The page's commands, pasted into a shell, reach this study and this runs folder.
+    train_best_command, train_command = (shlex.split(unescape(command))[1:]
+                                         for command in re.findall(r"<pre>(fmnist [^<]*)</pre>", html))
+    pasted = build_parser().parse_args(train_best_command)
+    assert (pasted.train_best, pasted.storage, pasted.runs_dir) == ("s1", storage, runs)
+    # Its own `fmnist train` command gives the best trial's settings, the study's epochs and patience too;
     # checked for both trials, since only the second has the sampler's many-digit values.
-    assert re.search(r"<pre>(fmnist train [^<]*)</pre>", html).group(1) == _train_command("s1", trials[again.best["number"]])
+    pasted = build_parser().parse_args(train_command)
+    assert pasted.runs_dir == runs
+    assert _settings_from_args(pasted) == settings_for(BASE, trials[again.best["number"]].params, "s1-best")
     for trial in trials:
         args = build_parser().parse_args(_train_command("s1", trial).split()[1:])
         assert _settings_from_args(args) == settings_for(BASE, trial.params, "s1-best")

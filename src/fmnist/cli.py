@@ -318,8 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     def runs_dir(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--runs-dir", type=_path, default=Path("runs"),
-                       help="where a RUN given by name is looked up (default ./runs)")
+        p.add_argument("--runs-dir", type=_path, default=Path(defaults.RUNS_DIR),
+                       help=f"where a RUN given by name is looked up (default ./{defaults.RUNS_DIR})")
 
     def run_argument(p: argparse.ArgumentParser) -> None:
         p.add_argument("run", type=_path, metavar="RUN",
@@ -346,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
         """The settings that both train and tune take (tune searches the others)."""
         data_dir(p)
         backend(p, by_model=True)
-        p.add_argument("--runs-dir", type=_path, default=Path("runs"), help="where run directories go (default ./runs)")
+        p.add_argument("--runs-dir", type=_path, default=Path(defaults.RUNS_DIR),
+                       help=f"where run directories go (default ./{defaults.RUNS_DIR})")
         p.add_argument("--epochs", type=_positive_int,
                        help=f"most epochs; early stopping may end sooner (default: the recipe's; spec {spec.epochs})")
         p.add_argument("--validation-fraction", type=float,
@@ -421,7 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("runs", cmd_runs, "List the runs, newest first: settings, test accuracy, macro F1, time, status. "
                                   "'fmnist runs compare --help' tells how to compare some of them.")
-    p.add_argument("--runs-dir", type=_path, default=Path("runs"), help="where run directories are (default ./runs)")
+    p.add_argument("--runs-dir", type=_path, default=Path(defaults.RUNS_DIR),
+                   help=f"where run directories are (default ./{defaults.RUNS_DIR})")
     compare_help = "Write one HTML page comparing runs: settings, learning curves, per-class F1, changed mistakes."
     p = p.add_subparsers(dest="runs_command", metavar="{compare}").add_parser(
         "compare", help=compare_help, description=compare_help, epilog=_examples("runs"),
@@ -430,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", type=_path, nargs="+", metavar="RUN",
                    help="two or more run directories, or their names in --runs-dir")
     # SUPPRESS: given before 'compare' or after it, these keep the value given (argparse would reset them).
-    p.add_argument("--runs-dir", type=_path, default=argparse.SUPPRESS, help="where run directories are (default ./runs)")
+    p.add_argument("--runs-dir", type=_path, default=argparse.SUPPRESS, help=f"where run directories are (default ./{defaults.RUNS_DIR})")
     p.add_argument("--output", type=_path, metavar="HTML", help="where to write the page (default RUNS_DIR/compare.html)")
     common(p)
 

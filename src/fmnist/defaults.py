@@ -1,5 +1,7 @@
 """Defaults that both the command line and a command module use, written once; no imports, so `--help` stays fast."""
 
+# Where run directories go, and where the commands look for them (relative to the current folder).
+RUNS_DIR = "runs"
 # predict and serve call the model unsure when its top probability is under this.
 UNSURE_BELOW = 0.5
 # serve: the largest request body, and the rows per shared forward pass (1 turns batching off; the load test

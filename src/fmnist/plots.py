@@ -15,9 +15,19 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only: never needs a display
+    # Run and file names are drawn as written: "$" would start a formula ("p$\bad$.png" failed to draw).
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _epoch_axis(ax) -> None:
+    """Whole epochs on the x axis (a short run got ticks at 1.2, 1.4, ...)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("Epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _save(fig, path: Path) -> None:
@@ -62,7 +72,7 @@ def curves_png(history: dict[str, list[float]], best: int | None, path: Path) ->
             ax.axvline(best, color="green", linestyle="--", label=f"best epoch ({best})")
         for i, epoch in enumerate(drops):
             ax.axvline(epoch, color="grey", linestyle=":", label="learning rate drop" if i == 0 else None)
-        ax.set_xlabel("Epoch")
+        _epoch_axis(ax)
         ax.set_title(title)
         ax.grid(alpha=0.3)
     # One legend for both panels, below them: inside, it covered the first epochs, where the curves start.
@@ -160,7 +170,7 @@ def compare_curves_png(histories: dict[str, dict[str, list[float]]], path: Path)
             epochs = np.arange(1, len(history.get(key, [])) + 1)
             ax.plot(epochs, history.get(f"val_{key}", []), color=colour, marker=".", label=f"{label} validation")
             ax.plot(epochs, history.get(key, []), color=colour, linestyle="--", alpha=0.6, label=f"{label} train")
-        ax.set_xlabel("Epoch")
+        _epoch_axis(ax)
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist import artifacts, runs, stopping
+from fmnist import artifacts, defaults, runs, stopping
 from fmnist.data import CLASS_NAMES, Dataset, load_dataset
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
@@ -58,7 +58,7 @@ def _seed_members(settings: TrainSettings, seeds: int) -> list[TrainSettings]:
 
 
 def train_seeds(
-    settings: TrainSettings, backend: str, seeds: int, runs_dir: Path = Path("runs"),
+    settings: TrainSettings, backend: str, seeds: int, runs_dir: Path = Path(defaults.RUNS_DIR),
     data_dir: Path | None = None, dataset: Dataset | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Train ``seeds`` runs (seed, seed+1, ...) inside a new group directory; write and return the summary."""

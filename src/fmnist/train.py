@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fmnist import artifacts, runs, stopping
+from fmnist import artifacts, defaults, runs, stopping
 from fmnist.data import Dataset, load_dataset, to_features
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
@@ -182,7 +182,7 @@ def calibrate_run(model: Any, dataset: Dataset, run_dir: Path) -> float:
 
 
 def train(
-    settings: TrainSettings, backend: str, runs_dir: Path = Path("runs"), data_dir: Path | None = None,
+    settings: TrainSettings, backend: str, runs_dir: Path = Path(defaults.RUNS_DIR), data_dir: Path | None = None,
     dataset: Dataset | None = None, resume_dir: Path | None = None, extra_callbacks: Sequence[Any] = (),
 ) -> TrainResult:
     """Run the whole recipe: data, fit, save, evaluate on the test set, report. ``backend`` must be active.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import logging
+import shlex
 import socket
 import time
 import warnings
@@ -14,7 +15,7 @@ from typing import Any, Callable
 
 import optuna
 
-from fmnist import artifacts, runs
+from fmnist import artifacts, defaults, runs
 from fmnist.data import Dataset
 from fmnist.errors import FmnistError, first_line
 from fmnist.report import page, table_html
@@ -198,7 +199,7 @@ def _states(study: optuna.Study) -> dict[str, int]:
 
 def tune(
     base: TrainSettings, backend: str, trials: int, study_name: str, storage: str | None = None,
-    runs_dir: Path = Path("runs"), data_dir: Path | None = None, dataset: Dataset | None = None,
+    runs_dir: Path = Path(defaults.RUNS_DIR), data_dir: Path | None = None, dataset: Dataset | None = None,
     timeout: float | None = None,
 ) -> TuneResult:
     """Run ``trials`` more trials of the study (made on first use) in this process; ``backend`` must be active.
@@ -255,7 +256,7 @@ def summary(result: TuneResult) -> str:
 
 
 def train_best(
-    study_name: str, base: TrainSettings, backend: str, storage: str | None = None, runs_dir: Path = Path("runs"),
+    study_name: str, base: TrainSettings, backend: str, storage: str | None = None, runs_dir: Path = Path(defaults.RUNS_DIR),
     data_dir: Path | None = None, dataset: Dataset | None = None,
 ) -> Any:
     """Train the best trial's settings as a normal run (``base`` supplies the rest, e.g. all data, 100 epochs)."""
@@ -310,7 +311,7 @@ def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
     return figures
 
 
-def write_report(study_name: str, storage: str | None = None, runs_dir: Path = Path("runs"),
+def write_report(study_name: str, storage: str | None = None, runs_dir: Path = Path(defaults.RUNS_DIR),
                  output: Path | None = None) -> Path:
     """A self-contained HTML page: the best trials, how to train the best, and Optuna's plots."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # plots that cannot be drawn say so on the page
@@ -331,13 +332,15 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path = P
          if complete else "<p>none finished</p>"),
     ]
     if complete:
-        storage_flag = f" --storage {shown}" if storage else ""
+        # Commands to paste into a shell: the folder and storage this page was made from, quoted.
+        where = "" if Path(runs_dir) == Path(defaults.RUNS_DIR) else f" --runs-dir {shlex.quote(str(runs_dir))}"
+        storage_flag = f" --storage {shlex.quote(shown)}" if storage else ""
         hidden = "<p>(with the database's password where the URL shows ***)</p>" if "***" in storage_flag else ""
         sections.append((
             "Train the best trial's settings as a normal run",
-            f"<pre>fmnist tune --train-best {html.escape(study_name)}{html.escape(storage_flag)}</pre>{hidden}"
+            f"<pre>{html.escape(f'fmnist tune --train-best {study_name}{where}{storage_flag}')}</pre>{hidden}"
             "<p>with the study's settings given again (e.g. its --epochs), or, the same on its own:</p>"
-            f"<pre>{html.escape(_train_command(study_name, complete[0]))}</pre>",
+            f"<pre>{html.escape(_train_command(study_name, complete[0]) + where)}</pre>",
         ))
     plotly_js: Any = True  # the first figure carries plotly.js, so the page needs no network
     for title, figure in _figures(study):
