@@ -128,36 +128,89 @@ def test_drawing_on_the_canvas_shows_probabilities(page):
                                     ".data[0]"), 255)
 
 
-def test_an_answer_overtaken_by_a_newer_upload_is_not_shown(page, real_data_dir, tmp_path):
-    held = []
-    page.route("**/v1/predict*", lambda route: held.append(route))  # requests wait here until the test lets them go
+def photo_files(real_data_dir, folder, count: int) -> list:
     dataset = load_dataset(real_data_dir)
-    photos = []
-    for index in (0, 1):
+    paths = []
+    for index in range(count):
         data, name = photo_like(dataset.x_test[index], seed=index)
-        photos.append(tmp_path / f"{index}-{name}")
-        photos[-1].write_bytes(data)
-        page.set_input_files("#file-input", str(photos[-1]))
+        paths.append(folder / f"{index}-{name}")
+        paths[-1].write_bytes(data)
+    return paths
+
+
+def test_an_upload_overtaken_by_a_newer_one_is_cancelled_and_never_shown(page, real_data_dir, tmp_path):
+    held, cancelled = [], []
+    page.route("**/v1/predict*", lambda route: held.append(route))  # requests wait here until the test lets them go
+    page.on("requestfailed", lambda request: cancelled.append(request))
+    photos = photo_files(real_data_dir, tmp_path, 2)
+    for index, photo in enumerate(photos):
+        page.set_input_files("#file-input", str(photo))
         for _ in range(1000):  # at most 20 s for the page to send it
             if len(held) > index:
                 break
             page.wait_for_timeout(20)
+        assert page.inner_text("#status") == f"classifying {photo.name}…"
     assert len(held) == 2, held
     older, newer = held
+    for _ in range(250):
+        if cancelled:
+            break
+        page.wait_for_timeout(20)
+    assert [request.url for request in cancelled] == [older.request.url]  # the server need not answer it
     newer.continue_()
     page.wait_for_selector(f'#timing[data-input="{photos[1].name}"]')
-    with page.expect_response(lambda response: response.request == older.request):
-        older.continue_()
-    page.wait_for_timeout(300)  # time for the page to draw the older answer, were it to draw it
-    assert page.get_attribute("#timing", "data-input") == photos[1].name
     assert len(held) == 3 and "explain=true" in held[2].request.url  # only the newer upload asks for its map
     held[2].continue_()
     page.wait_for_selector(f'#evidence[data-input="{photos[1].name}"]')
+    assert page.inner_text("#status") == "" and page.is_hidden("#error")
 
 
-def test_a_file_that_is_not_an_image_shows_the_servers_reason(page, tmp_path):
+def test_a_failed_upload_wipes_the_previous_answer_and_the_same_file_can_be_tried_again(page, real_data_dir,
+                                                                                         tmp_path):
+    photo, = photo_files(real_data_dir, tmp_path, 1)
+    page.set_input_files("#file-input", str(photo))
+    page.wait_for_selector(f'#evidence[data-input="{photo.name}"]')
     notes = tmp_path / "notes.txt"
     notes.write_text("not a picture")
-    page.set_input_files("#file-input", str(notes))
+    for attempt in (1, 2):  # the second pick of the same file is sent too (a browser sends no event for it)
+        page.set_input_files("#file-input", str(notes))
+        page.wait_for_selector("#error:not([hidden])")
+        assert page.inner_text("#error").startswith("notes.txt is not a supported image")  # named once
+        assert page.locator("#bars li").count() == 0 and page.inner_text("#label") == "—"
+        assert page.inner_text("#timing") == "" and seen_brightness(page) == 0
+        sent = [url for url in page.requested if "/v1/predict" in url]
+        assert len(sent) == 2 + attempt, sent  # the photo's answer and map, then one per pick of the notes
+        page.evaluate("document.querySelector('#error').hidden = true")
+
+
+def test_a_server_that_fails_or_goes_away_is_explained_and_the_page_recovers(browser, server, real_data_dir, tmp_path):
+    context = browser.new_context(viewport={"width": 320, "height": 700})  # a small phone
+    page = context.new_page()
+    page.route("**/v1/model", lambda route: route.fulfill(status=503, json={"error": "the server is stopping"}))
+    page.goto(server)
+    page.wait_for_function("document.querySelector('#model').textContent.startsWith('could not')")
+    assert page.inner_text("#model") == "could not read the model's details: the server is stopping"
+    assert page.evaluate("document.documentElement.scrollWidth") <= 320  # nothing sticks out sideways
+    pad, panel = (page.locator(selector).bounding_box() for selector in ("#pad", "#pad >> xpath=.."))
+    assert pad["x"] + pad["width"] <= panel["x"] + panel["width"]
+
+    photo, = photo_files(real_data_dir, tmp_path, 1)
+    page.route("**/v1/predict*", lambda route: route.fulfill(status=502, body="<html>Bad Gateway</html>"))
+    page.set_input_files("#file-input", str(photo))
     page.wait_for_selector("#error:not([hidden])")
-    assert "notes.txt is not a supported image" in page.inner_text("#error")
+    # The model's details are asked for again first, and their failure is what the user is told.
+    assert page.inner_text("#error").endswith("could not read the model's details: the server is stopping")
+    page.unroute("**/v1/model")
+    page.set_input_files("#file-input", str(photo))
+    page.wait_for_function("document.querySelector('#error').textContent.includes('502')")
+    assert page.inner_text("#error").startswith(f"{photo.name}: the server answered 502")
+    assert page.inner_text("#model").startswith("run ")
+    page.unroute("**/v1/predict*")
+    page.route("**/v1/predict*", lambda route: route.abort())  # as if the server had stopped
+    page.set_input_files("#file-input", str(photo))
+    page.wait_for_function("document.querySelector('#error').textContent.includes('still running')")
+    page.unroute("**/v1/predict*")
+    page.set_input_files("#file-input", str(photo))
+    page.wait_for_selector(f'#evidence[data-input="{photo.name}"]')
+    assert page.is_hidden("#error") and page.locator("#bars li").count() == len(CLASS_NAMES)
+    context.close()

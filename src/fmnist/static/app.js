@@ -4,53 +4,107 @@
 const $ = (id) => document.getElementById(id);
 let classes = [];
 
-async function loadModel() {
+// GET or POST one of the API's routes: its JSON body, or an Error saying why not, in words a user can act on.
+async function call(url, options = {}) {
+  let response;
   try {
-    const response = await fetch("/v1/model");
-    const info = await response.json();
+    response = await fetch(url, options);
+  } catch (err) {
+    if (err.name === "AbortError") throw err;
+    throw new Error("the server did not answer: is 'fmnist serve' still running?");
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (err) {
+    if (err.name === "AbortError") throw err; // otherwise not JSON: a proxy's error page, say
+  }
+  if (!response.ok) throw new Error(body?.error ?? `the server answered ${response.status} ${response.statusText}`);
+  if (body === null) throw new Error(`the server's answer (${response.status}) was not JSON`);
+  return body;
+}
+
+// The model's details, asked for once; asked again at the next upload if they could not be read.
+let modelDetails = null;
+function loadModel() {
+  modelDetails ??= call("/v1/model").then((info) => {
     classes = info.classes;
     const accuracy = info.metrics ? `test accuracy ${(100 * info.metrics.test_accuracy).toFixed(1)}%, ` : "";
     $("model").textContent = `run ${info.run}: ${accuracy}model ${info.model_sha256.slice(0, 12)}`;
-  } catch (err) {
-    $("model").textContent = `could not read the model's details (${err.message})`;
-  }
+  }).catch((err) => {
+    modelDetails = null;
+    $("model").textContent = `could not read the model's details: ${err.message}`;
+    throw new Error(`could not read the model's details: ${err.message}`);
+  });
+  return modelDetails;
 }
 
-// Each upload or stroke gets a number; an answer that arrives after a newer request was sent is dropped.
+// Each upload or stroke gets a number; an answer that arrives after a newer request was sent is dropped, and the
+// older request is cancelled (the server stops working on a request whose client has gone).
 let latest = 0;
+let inFlight = null;
 
-async function predict(blob, name, query) {
+function predict(blob, name, query, signal) {
   const form = new FormData();
   form.append("files", blob, name);
-  const response = await fetch(`/v1/predict?${query}`, { method: "POST", body: form });
-  const body = await response.json();
-  if (!response.ok) throw new Error(body.error || response.statusText);
-  return body;
+  return call(`/v1/predict?${query}`, { method: "POST", body: form, signal });
 }
 
 // The answer first; the occlusion map (some 627 forward passes) follows in a second request, so it never delays it.
 async function classify(blob, name) {
   const request = ++latest;
+  inFlight?.abort();
+  const controller = inFlight = new AbortController();
   $("error").hidden = true;
+  $("answer").classList.add("pending"); // the previous answer stays greyed until this one replaces it
+  $("status").textContent = `classifying ${name}…`;
   document.body.classList.add("busy");
   try {
-    await modelLoaded; // the bars are drawn in the classes' order
-    const answer = await predict(blob, name, `top_k=${classes.length}&include_pixels=true`);
+    await loadModel(); // the bars are drawn in the classes' order
+    const answer = await predict(blob, name, `top_k=${classes.length}&include_pixels=true`, controller.signal);
     if (request !== latest) return;
     const prediction = answer.predictions[0];
     show(prediction, answer.elapsed_ms);
-    const explained = await predict(blob, name, "top_k=1&explain=true");
+    $("answer").classList.remove("pending");
+    $("status").textContent = "finding where its answer came from…";
+    const explained = await predict(blob, name, "top_k=1&explain=true", controller.signal);
     if (request !== latest) return;
     drawEvidence(prediction.pixels, explained.predictions[0].evidence);
     $("timing").textContent += `; its map in ${explained.elapsed_ms.toFixed(1)} ms`;
     $("evidence").dataset.input = prediction.input;
   } catch (err) {
     if (request !== latest) return;
-    $("error").textContent = err.message;
+    forgetAnswer(); // an answer left on screen would pass for this input's
+    $("error").textContent = err.message.includes(name) ? err.message : `${name}: ${err.message}`;
     $("error").hidden = false;
   } finally {
-    if (request === latest) document.body.classList.remove("busy");
+    if (request === latest) {
+      document.body.classList.remove("busy");
+      $("answer").classList.remove("pending");
+      $("status").textContent = "";
+      inFlight = null;
+    }
   }
+}
+
+// Wipe the shown answer; with `cancel`, the request still on its way too.
+function forgetAnswer(cancel = false) {
+  if (cancel) {
+    latest++;
+    inFlight?.abort();
+    inFlight = null;
+    document.body.classList.remove("busy");
+    $("answer").classList.remove("pending");
+    $("status").textContent = "";
+    $("error").hidden = true;
+  }
+  blank($("seen"));
+  blank($("evidence"));
+  $("timing").textContent = "";
+  delete $("timing").dataset.input;
+  $("bars").replaceChildren();
+  $("label").textContent = "—";
+  $("unsure").hidden = true;
 }
 
 function blank(canvas) {
@@ -116,24 +170,32 @@ function show(prediction, elapsedMs) {
   }));
 }
 
-function pickFile(file) {
+function pickFile(files) {
+  const file = files[0];
   if (!file) return;
   const preview = $("preview");
+  if (preview.src) URL.revokeObjectURL(preview.src);
   preview.src = URL.createObjectURL(file);
+  preview.alt = file.name;
   preview.hidden = false;
   $("drop-text").hidden = true;
+  $("note").textContent = files.length > 1 ? `${files.length} files given: the page classifies one, ${file.name}` : "";
+  $("note").hidden = files.length < 2;
   classify(file, file.name);
 }
 
 function setUpDrop() {
   const drop = $("drop");
-  $("file-input").addEventListener("change", (event) => pickFile(event.target.files[0]));
+  $("file-input").addEventListener("change", (event) => {
+    pickFile(event.target.files);
+    event.target.value = ""; // so that picking the same file again (to retry, say) classifies it again
+  });
   drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (event) => {
     event.preventDefault();
     drop.classList.remove("over");
-    pickFile(event.dataTransfer.files[0]);
+    pickFile(event.dataTransfer.files);
   });
 }
 
@@ -169,20 +231,11 @@ function setUpPad() {
     pad.toBlob((blob) => classify(blob, "drawing.png"), "image/png");
   });
   $("clear").addEventListener("click", () => {
-    latest++; // an answer still on its way belongs to the drawing just wiped
     clear();
-    blank($("seen"));
-    blank($("evidence"));
-    $("timing").textContent = "";
-    delete $("timing").dataset.input;
-    $("error").hidden = true;
-    document.body.classList.remove("busy");
-    $("bars").replaceChildren();
-    $("label").textContent = "—";
-    $("unsure").hidden = true;
+    forgetAnswer(true); // an answer still on its way belongs to the drawing just wiped
   });
 }
 
-const modelLoaded = loadModel();
+loadModel().catch(() => {}); // shown in the header; the next upload asks again
 setUpDrop();
 setUpPad();
