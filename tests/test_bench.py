@@ -8,7 +8,7 @@ import pytest
 
 from conftest import run_cli
 from fmnist.errors import FmnistError
-from fmnist.bench import REFERENCE_DIR, _summarise, dense_flops_per_image, gemm_gflops, table
+from fmnist.bench import REFERENCE_DIR, _summarise, bench, dense_flops_per_image, gemm_gflops, table
 
 
 def test_flops_of_the_spec_model_by_hand():
@@ -55,8 +55,11 @@ def test_a_bad_output_is_one_line_before_any_timing(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [f"fmnist: error: --output {tmp_path} is a folder: name a file in it"]
     chart_name = run_cli("bench", "--quick", "--output", str(tmp_path / "bench.png"))  # the chart would replace it
-    assert chart_name.returncode == 1 and "name the JSON file (e.g. bench.json)" in chart_name.stderr
-    assert not any(tmp_path.iterdir())
+    assert chart_name.returncode == 1 and "it is written as JSON; name it bench.json" in chart_name.stderr
+    (tmp_path / "bench.png").mkdir()
+    with pytest.raises(FmnistError, match="the chart goes beside --output as .*bench.png, but a folder is there"):
+        bench(tmp_path / "bench.json", quick=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.png"]
 
 
 @pytest.mark.realdata

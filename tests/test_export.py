@@ -139,3 +139,12 @@ def test_a_format_the_backend_cannot_write_is_one_clear_line(short_run):
         "fmnist: error: Keras cannot write litert from the jax backend; the tensorflow backend can: "
         "rerun with --backend tensorflow"
     )
+
+
+def test_a_file_where_the_export_goes_is_named_not_hidden(tiny_run_dir, tmp_path):
+    run_dir = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    (run_dir / artifacts.EXPORTS_DIR).mkdir(exist_ok=True)
+    (run_dir / artifacts.EXPORTS_DIR / "onnx").write_text("mine")
+    with pytest.raises(FmnistError, match=r"exports/onnx is a file, where the onnx export goes: move it away"):
+        export_run(run_dir, "onnx", "tensorflow")
+    assert sorted(p.name for p in (run_dir / artifacts.EXPORTS_DIR).iterdir()) == ["onnx"]

@@ -87,7 +87,7 @@ def test_show_refuses_to_overwrite_an_input_or_to_write_a_png_under_another_name
     link.symlink_to(photo)
     with pytest.raises(FmnistError, match=f"--show {link} is one of the inputs: name another file for the picture"):
         predict_files(tiny_run_dir, [photo], show=link)
-    with pytest.raises(FmnistError, match=r"--show .*seen.jpg: the picture is a PNG; name it seen.png"):
+    with pytest.raises(FmnistError, match=r"--show .*seen.jpg: it is written as PNG; name it seen.png"):
         predict_files(tiny_run_dir, [photo], show=tmp_path / "seen.jpg")
     assert photo.read_bytes() == before and not (tmp_path / "seen.jpg").exists()
 

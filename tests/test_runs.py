@@ -215,6 +215,20 @@ def test_a_run_without_test_metrics_is_refused_saying_why_and_what_to_do(tiny_ru
         artifacts.verified_model_path(run)  # its process gone
 
 
+def test_commands_that_write_into_a_run_wait_for_its_training_process(tiny_run_dir, tmp_path, capsys):
+    from fmnist.cli import main
+
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")  # its model saved, its process still scoring it
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    with runs.claim_run(run):
+        for command, doing in ((["evaluate"], "evaluate it"), (["report"], "rebuild its report"),
+                               (["export", "--format", "onnx"], "export it")):
+            assert main([*command, str(run)]) == 1
+            assert capsys.readouterr().err == (f"fmnist: error: {run} is being trained right now; {doing} once its "
+                                               "training has finished ('fmnist runs' shows how far it is)\n")
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+
+
 @pytest.mark.parametrize("content", [b"", b"  \n", b"\xff\xfe", b"not-a-checksum  model.keras\n"])
 def test_a_damaged_model_checksum_file_is_named_as_damaged(tiny_run_dir, tmp_path, content):
     run = shutil.copytree(tiny_run_dir, tmp_path / "run")

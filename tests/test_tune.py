@@ -20,7 +20,10 @@ from fmnist.cli import _settings_from_args, build_parser
 from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
-from fmnist.tune import _figures, _objective, _train_command, settings_for, train_best, trial_params, tune, write_report
+from fmnist.tune import (
+    _figures, _objective, _train_command, open_storage, open_study, settings_for, suggest, train_best, trial_params, tune,
+    write_report,
+)
 
 BASE = TrainSettings(epochs=2, early_stopping_patience=5, lr_patience=1)
 
@@ -106,6 +109,15 @@ def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path):
         write_report("s", storage="postgresql://:bad:", runs_dir=tmp_path)
     with pytest.raises(FmnistError, match=r"cannot open the study storage postgresql://u:\*\*\*@127.0.0.1:9/db"):
         write_report("s", storage="postgresql://u:secret@127.0.0.1:9/db", runs_dir=tmp_path)
+    for url in ("postgresql://u:secret@host:notaport/db", "postgresql://u@127.0.0.1:9/db?password=secret"):
+        with pytest.raises(FmnistError) as refused:
+            write_report("s", storage=url, runs_dir=tmp_path)
+        assert "secret" not in str(refused.value) and "***" in str(refused.value)
+    with pytest.raises(FmnistError, match="sqlite:// keeps the study in memory, lost when this process ends"):
+        write_report("s", storage="sqlite://", runs_dir=tmp_path)
+    with pytest.raises(FmnistError, match="no study 'nope': there is no database file .*missing.db"):
+        write_report("nope", storage=f"sqlite:///{tmp_path / 'missing.db'}", runs_dir=tmp_path)
+    assert not (tmp_path / "missing.db").exists()
 
 
 def _postgres_program(name: str) -> str:
@@ -191,6 +203,13 @@ def test_a_study_inside_a_run_is_refused_before_any_journal_or_trial(tmp_path, d
         tune(BASE, "jax", 1, "s", runs_dir=run, dataset=dataset)
     with pytest.raises(FmnistError, match="the study's journal folder .* is inside the run"):
         tune(BASE, "jax", 1, "s", storage=str(run / "tune.journal"), runs_dir=tmp_path / "runs", dataset=dataset)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "notes.txt").write_text("mine")
+    with pytest.raises(FmnistError, match="--study notes.txt: its trials' runs go in the folder .* but a file is there"):
+        tune(BASE, "jax", 1, "notes.txt", runs_dir=tmp_path / "runs", dataset=dataset)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["notes.txt"]  # no journal, no study
+    with pytest.raises(FmnistError, match="the study's database folder .* is inside the run"):
+        tune(BASE, "jax", 1, "s", storage=f"sqlite:///{run / 'study.db'}", runs_dir=tmp_path / "runs", dataset=dataset)
     assert sorted(p.name for p in run.iterdir()) == before
     with pytest.raises(FmnistError, match="for validation"):  # the split every trial would fail on
         tune(dataclasses.replace(BASE, validation_fraction=0.01), "jax", 1, "s", runs_dir=tmp_path / "r",
@@ -201,8 +220,10 @@ def test_a_study_inside_a_run_is_refused_before_any_journal_or_trial(tmp_path, d
 @pytest.mark.parametrize("flags, message", [
     (["--timeout", "-5"], "must be a positive, finite number of seconds"),
     (["--timeout", "nan"], "must be a positive, finite number of seconds"),
-    (["--report", "s", "--epochs", "3", "--trials", "7"], "--report only draws the study as it is; drop --epochs, "
-                                                           "--trials"),
+    (["--report", "s", "--epochs", "3", "--trials", "7", "--study", "t"],
+     "--report only draws the study it names as it is; drop --epochs, --trials, --study"),
+    (["--train-best", "s", "--trials", "7", "--study", "t"],
+     "--train-best trains one run of the study it names; drop --trials, --study"),
 ])
 def test_tune_flags_it_would_ignore_or_cannot_use_are_refused(tmp_path, capsys, flags, message):
     from fmnist.cli import main
@@ -234,3 +255,39 @@ def test_a_plot_optuna_doubts_is_replaced_by_its_reason():
     assert "too small to compute importances" in figures["Parameter importances"]  # not a plot of equal bars
     assert not isinstance(figures["Optimisation history"], str)
     assert not isinstance(figures["Timeline (one row per trial; overlapping bars ran in parallel)"], str)
+
+
+def test_a_continued_study_runs_again_what_a_stop_or_a_dead_worker_cut_short(tmp_path):
+    store, shown = open_storage(None, tmp_path)
+    study = open_study("s", store, shown, BASE)
+
+    def started(pid: int) -> optuna.Trial:
+        trial = study.ask()
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", pid)
+        suggest(trial)
+        return trial
+
+    stopped = started(os.getpid())  # the recipe's own settings, first; Ctrl-C stops it
+    assert stopped.params == trial_params(BASE)
+    stopped.set_user_attr("stopped", True)
+    study.tell(stopped, state=optuna.trial.TrialState.FAIL)
+    worker = subprocess.Popen(["true"])
+    worker.wait()
+    killed = started(worker.pid)  # a worker killed mid-trial: in a journal its trial stays running
+    live = started(os.getppid())  # another worker's, still running
+    broken = started(os.getpid())
+    study.tell(broken, state=optuna.trial.TrialState.FAIL)  # failed by its settings: not run again
+
+    again = open_study("s", store, shown, BASE)
+    trials = again.get_trials(deepcopy=False)
+    state = {t.number: t.state for t in trials}
+    assert state[killed.number] == optuna.trial.TrialState.FAIL and state[live.number] == optuna.trial.TrialState.RUNNING
+    waiting = [t for t in trials if t.state == optuna.trial.TrialState.WAITING]
+    assert [(t.user_attrs["retry_of"], t.system_attrs["fixed_params"]) for t in waiting] == [
+        (stopped.number, stopped.params), (killed.number, killed.params)]
+    assert len(open_study("s", store, shown, BASE).trials) == len(trials)  # each is run again once, not each time
+
+    with pytest.raises(FmnistError, match="study 's' was started with --epochs 2, not 3; --seed 1234, not 7: its "
+                                          "trials could not be compared"):
+        open_study("s", store, shown, dataclasses.replace(BASE, epochs=3, seed=7, dropout=0.1))  # dropout is searched

@@ -144,9 +144,11 @@ def _time_contenders(dataset: Dataset, data_dir: Path | None, epochs: int) -> di
 
 def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> dict[str, Any]:
     """Measure everything in one run on this machine; write JSON (and a chart beside it) and return it."""
-    if Path(output).suffix.lower() == ".png":
-        raise FmnistError(f"--output {output}: name the JSON file (e.g. bench.json); the chart goes beside it as .png")
-    runs.prepare_output(output, "--output")
+    runs.prepare_output(output, "--output", ".json")
+    chart = Path(output).with_suffix(".png")
+    if chart.is_dir():  # found now, not after minutes of timing
+        raise FmnistError(f"the chart goes beside --output as {chart}, but a folder is there: move it, or choose "
+                          "another --output")
     epochs = 3 if quick else 6
     settings = TrainSettings()
     forward_flops, train_flops = dense_flops_per_image(settings.hidden_sizes)
@@ -178,9 +180,9 @@ def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> di
     for label in ("keras-tensorflow-script", "pytorch-loop"):
         if label in results:
             report[f"default_vs_{label}"] = ours["epoch_s"] / results[label]["epoch_s"]
-    report["chart"] = str(output.with_suffix(".png"))
+    report["chart"] = str(chart)
     artifacts.write_json(output, report)
-    _chart(report, Path(report["chart"]))
+    _chart(report, chart)
     return report
 
 

@@ -184,12 +184,15 @@ def cmd_tune(args: argparse.Namespace) -> None:
     if args.output and not args.report:
         raise FmnistError("--output names the page that --report STUDY writes: add --report or leave --output out")
     if args.report:
-        _refuse_given(args, (*FLAG_SETTINGS, "trials", "timeout", "backend"), "--report only draws the study as it is")
+        _refuse_given(args, (*FLAG_SETTINGS, "trials", "timeout", "backend", "study", "data_dir"),
+                      "--report only draws the study it names as it is")
         from fmnist.tune import write_report
 
         path = write_report(args.report, storage=args.storage, runs_dir=args.runs_dir, output=args.output)
         _emit(args, f"report: {path}", {"report": str(path)})
         return
+    if args.train_best:
+        _refuse_given(args, ("trials", "timeout", "study"), "--train-best trains one run of the study it names")
     from fmnist.backend import activate
 
     base = _settings_from_args(args)
@@ -204,16 +207,16 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
     from fmnist.tune import summary, tune
 
-    result = tune(base, backend, args.trials or defaults.TUNE_TRIALS, args.study, storage=args.storage,
-                  runs_dir=args.runs_dir, data_dir=args.data_dir, timeout=args.timeout)
+    result = tune(base, backend, args.trials or defaults.TUNE_TRIALS, args.study or defaults.TUNE_STUDY,
+                  storage=args.storage, runs_dir=args.runs_dir, data_dir=args.data_dir, timeout=args.timeout)
     _emit(args, summary(result), dataclasses.asdict(result))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from fmnist.backend import activate
-    from fmnist.runs import resolve_run
+    from fmnist.runs import resolve_idle_run
 
-    run = resolve_run(args.run, args.runs_dir)
+    run = resolve_idle_run(args.run, args.runs_dir, "evaluate it")
     activate(args.backend)
     from fmnist.evaluate import evaluate_run
     from fmnist.report import headline
@@ -224,9 +227,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from fmnist.report import build_report
-    from fmnist.runs import resolve_run
+    from fmnist.runs import resolve_idle_run
 
-    path = build_report(resolve_run(args.run, args.runs_dir))
+    path = build_report(resolve_idle_run(args.run, args.runs_dir, "rebuild its report"))
     _emit(args, f"report: {path}", {"report": str(path)})
 
 
@@ -257,9 +260,9 @@ def cmd_runs_compare(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from fmnist.backend import activate
     from fmnist.export import choose_backend
-    from fmnist.runs import resolve_run
+    from fmnist.runs import resolve_idle_run
 
-    run = resolve_run(args.run, args.runs_dir)
+    run = resolve_idle_run(args.run, args.runs_dir, "export it")
     backend = activate(choose_backend(args.format, args.backend))
     from fmnist.export import export_run, summary_text
 
@@ -397,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("tune", cmd_tune, "Search the recipe's knobs with Optuna; each trial is a normal run, judged on "
                                   "the validation split. Run it in several processes or machines to work in parallel.")
     fixed_settings(p)
-    p.add_argument("--study", default="fmnist", help="study name; rerunning continues it (default fmnist)")
+    p.add_argument("--study", help=f"study name; rerunning continues it (default {defaults.TUNE_STUDY})")
     p.add_argument("--storage", metavar="URL|FILE",
                    help="where the study lives: postgresql://user:password@host/db (or sqlite:///file.db) to share "
                         "it between machines, or a journal file (default RUNS_DIR/tune.journal)")

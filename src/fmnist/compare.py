@@ -85,7 +85,7 @@ def compare_runs(run_dirs: list[Path], output: Path) -> Path:
     resolved = [Path(r).resolve() for r in run_dirs]
     if len(set(resolved)) != len(resolved) or len(resolved) < 2:
         raise FmnistError("give two or more different runs to compare")
-    output = runs.prepare_output(output, "--output")
+    output = runs.prepare_output(output, "--output", ".html")
     loaded = [_load(runs.require_run_dir(r)) for r in run_dirs]
     names = run_labels(run_dirs)
     summaries = [item["summary"] for item in loaded]

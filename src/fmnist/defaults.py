@@ -8,5 +8,6 @@ UNSURE_BELOW = 0.5
 # measures both).
 MAX_UPLOAD_MIB = 10
 MAX_BATCH = 64
-# tune: trials one process runs.
+# tune: trials one process runs, and the study's name.
 TUNE_TRIALS = 20
+TUNE_STUDY = "fmnist"

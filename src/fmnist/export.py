@@ -134,11 +134,13 @@ def export_run(run_dir: Path, fmt: str, backend: str, data_dir: Path | None = No
     from fmnist.report import build_report
 
     run_dir = runs.require_run_dir(run_dir)
+    exports = run_dir / artifacts.EXPORTS_DIR
+    if (exports / fmt).exists() and not (exports / fmt).is_dir():  # it would be set aside, hidden, and left there
+        raise FmnistError(f"{exports / fmt} is a file, where the {fmt} export goes: move it away, then export again")
     config = artifacts.read_json(run_dir / artifacts.CONFIG)
     model, model_sha256 = artifacts.load_model(run_dir)
     images = _parity_images(config, data_dir)
     reference = np.asarray(model.predict(images, batch_size=len(images), verbose=0))
-    exports = run_dir / artifacts.EXPORTS_DIR
     try:
         exports.mkdir(exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=exports, prefix=f".{fmt}."))

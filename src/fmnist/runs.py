@@ -31,13 +31,13 @@ def refuse_inside_run(folder: Path, what: str) -> None:
 
 def prepare_output(path: Path, flag: str, suffix: str | None = None) -> Path:
     """Make the folder of a file the user named and check that it takes files, outside any run, before the work;
-    with ``suffix``, the file must be named so (what is written is of that type)."""
+    with ``suffix``, the file must be named so (what is written is of that type: a text file is never replaced)."""
     path = Path(path)
     refuse_inside_run(path.parent, f"{flag} {path}: its folder")
     if path.is_dir():
         raise FmnistError(f"{flag} {path} is a folder: name a file in it")
     if suffix is not None and path.suffix.lower() != suffix:
-        raise FmnistError(f"{flag} {path}: the picture is a {suffix[1:].upper()}; name it {path.stem}{suffix}")
+        raise FmnistError(f"{flag} {path}: it is written as {suffix[1:].upper()}; name it {path.stem}{suffix}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path.parent):
@@ -315,6 +315,16 @@ def resolve_run(name: str | Path, runs_dir: Path) -> Path:
     if Path(name).is_dir():
         return require_run_dir(Path(name))  # a folder, but not a run: say what it lacks
     raise FmnistError(f"no run {str(name)!r}: give a run directory or the name of one in {runs_dir} (see 'fmnist runs')")
+
+
+def resolve_idle_run(name: str | Path, runs_dir: Path, doing: str) -> Path:
+    """A run that a command writes into (evaluate, report, export): not while its training process, scoring it say,
+    still writes there."""
+    run_dir = resolve_run(name, runs_dir)
+    if being_trained(run_dir):
+        raise FmnistError(f"{run_dir} is being trained right now; {doing} once its training has finished "
+                          "('fmnist runs' shows how far it is)")
+    return run_dir
 
 
 def resolve_resumable(name: Path, runs_dir: Path) -> Path:

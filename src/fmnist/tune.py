@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import json
 import logging
+import os
+import re
 import shlex
 import socket
 import time
@@ -33,6 +36,8 @@ PRUNER = dict(n_startup_trials=4, n_warmup_steps=1)
 HEARTBEAT_S, GRACE_S = 60, 180
 RDB_ATTEMPTS = 3
 STUDY_NAME_CHARS = "-_."
+# The study's user attribute that keeps the settings every trial shares.
+FIXED_SETTINGS = "fixed_settings"
 
 
 @dataclass(frozen=True)
@@ -81,14 +86,23 @@ def open_storage(storage: str | None, runs_dir: Path) -> tuple[optuna.storages.B
         import sqlalchemy
 
         try:
-            shown = sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
+            url = sqlalchemy.engine.make_url(storage)
         except (sqlalchemy.exc.ArgumentError, ValueError):
-            raise FmnistError(f"{storage!r} is not a database URL, e.g. postgresql://user:password@host:5432/db") from None
+            raise FmnistError(f"{_masked(storage)!r} is not a database URL, "
+                              "e.g. postgresql://user:password@host:5432/db") from None
+        shown = _masked(url.render_as_string(hide_password=True))
+        if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+            raise FmnistError(f"{shown} keeps the study in memory, lost when this process ends: give a file, "
+                              "e.g. sqlite:///study.db")
         for attempt in range(1, RDB_ATTEMPTS + 1):
             try:
                 with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9; we rely on them
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    store = optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+                    # A dead worker's trial is failed by the next worker, then run again once (its settings
+                    # were not at fault), as a trial a stop cut short is (open_study).
+                    store = optuna.storages.RDBStorage(
+                        storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
                 return store, shown
             except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
                 # Workers started together on a fresh database race to create Optuna's tables; the loser
@@ -115,6 +129,25 @@ def _is_database(storage: str | None) -> bool:
     return bool(storage) and "://" in storage
 
 
+def _masked(url: str) -> str:
+    """A database URL without its password, in the user part or in the query string."""
+    return re.sub(r"(?i)(password=)[^&]*", r"\1***", re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url))
+
+
+def _storage_file(storage: str | None, runs_dir: Path) -> Path | None:
+    """The file the study lives in: the journal, or an SQLite database's; ``None`` for a database server."""
+    if not _is_database(storage):
+        return _journal_path(storage, runs_dir)
+    import sqlalchemy
+
+    try:
+        url = sqlalchemy.engine.make_url(storage)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return None  # open_storage says what is wrong with it
+    return Path(url.database) if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+        else None
+
+
 def _journal_path(storage: str | None, runs_dir: Path) -> Path:
     return Path(storage) if storage else Path(runs_dir) / artifacts.TUNE_JOURNAL
 
@@ -127,9 +160,11 @@ def _sampler_and_pruner() -> dict[str, Any]:
 def load_study(name: str, storage: str | None, runs_dir: Path) -> tuple[optuna.Study, str]:
     """An existing study, or a one-line error naming the studies that do exist there."""
     _check_name(name)
-    journal = None if _is_database(storage) else _journal_path(storage, runs_dir)
-    if journal is not None and not journal.is_file():
-        raise FmnistError(f"no study {name!r}: there is no journal {journal} (pass --storage if the study is elsewhere)")
+    stored_in = _storage_file(storage, runs_dir)
+    if stored_in is not None and not stored_in.is_file():  # opening it would create it, empty
+        kind = "database file" if _is_database(storage) else "journal"
+        raise FmnistError(f"no study {name!r}: there is no {kind} {stored_in} "
+                          "(pass --storage if the study is elsewhere)")
     store, shown = open_storage(storage, runs_dir)
     try:
         return optuna.load_study(study_name=name, storage=store, **_sampler_and_pruner()), shown
@@ -158,15 +193,21 @@ def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Datas
     from fmnist.train import train
 
     def objective(trial: optuna.Trial) -> float:
+        # Who runs it: a continued study on this machine tells a dead worker's trial from a live one's.
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
         suggest(trial)
         pruned_at: list[int] = []
         settings = settings_for(base, trial.params, name=f"trial-{trial.number:04d}")
-        result = train(settings, backend, runs_dir=runs_dir, dataset=dataset,
-                       extra_callbacks=[pruning_callback(trial, pruned_at)])
+        try:
+            result = train(settings, backend, runs_dir=runs_dir, dataset=dataset,
+                           extra_callbacks=[pruning_callback(trial, pruned_at)])
+        except KeyboardInterrupt:
+            trial.set_user_attr("stopped", True)  # not the settings' fault: run again when the study is continued
+            raise
         history = artifacts.read_history(result.run_dir)
         best = artifacts.best_epoch(history) - 1
         trial.set_user_attr("run_dir", str(result.run_dir.resolve()))
-        trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("epochs", len(history["val_loss"]))
         trial.set_user_attr("val_accuracy", history["val_accuracy"][best])
         if pruned_at:
@@ -214,20 +255,19 @@ def tune(
     # without the traceback Optuna logs as a warning.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     # Refused before the journal or the study folder exists, not as each trial's failure.
-    runs.refuse_inside_run(Path(runs_dir) / study_name, "the study's runs directory")
-    if not _is_database(storage):
-        runs.refuse_inside_run(_journal_path(storage, runs_dir).parent, "the study's journal folder")
+    study_dir = Path(runs_dir) / study_name
+    runs.refuse_inside_run(study_dir, "the study's runs directory")
+    if study_dir.exists() and not study_dir.is_dir():
+        raise FmnistError(f"--study {study_name}: its trials' runs go in the folder {study_dir}, but a file is there; "
+                          "choose another study name")
+    stored_in = _storage_file(storage, runs_dir)
+    if stored_in is not None:
+        kind = "database" if _is_database(storage) else "journal"
+        runs.refuse_inside_run(stored_in.parent, f"the study's {kind} folder")
     dataset = dataset or load_dataset(data_dir)
     check_inputs(base, dataset)
     store, shown = open_storage(storage, runs_dir)
-    try:
-        study = optuna.create_study(study_name=study_name, storage=store, direction="minimize", **_sampler_and_pruner())
-        # The recipe's own settings go first, so the study shows whether tuning beats them.
-        study.enqueue_trial(trial_params(base))
-        log.info("new study %r in %s", study_name, shown)
-    except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=study_name, storage=store, **_sampler_and_pruner())
-        log.info("continuing study %r in %s (%d trials so far)", study_name, shown, len(study.trials))
+    study = open_study(study_name, store, shown, base)
     done: list[int] = []
 
     def record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -235,9 +275,71 @@ def tune(
         log.info("trial %d %s: val_loss %s", trial.number, trial.state.name.lower(),
                  f"{trial.value:.4f}" if trial.value is not None else "-")
 
-    study.optimize(_objective(base, backend, Path(runs_dir) / study_name, dataset),
+    study.optimize(_objective(base, backend, study_dir, dataset),
                    n_trials=trials, timeout=timeout, callbacks=[record])
     return TuneResult(study_name, shown, len(done), _states(study), _best(study))
+
+
+def open_study(name: str, store: optuna.storages.BaseStorage, shown: str, base: TrainSettings) -> optuna.Study:
+    """The study, made on first use with the recipe's own settings as its first trial; a continued one must have the
+    same fixed settings, and runs again the trials a stop or a dead worker cut short."""
+    # Trials on other data, epochs or patience could not be compared, by the pruner or by the best trial.
+    fixed = json.loads(json.dumps({k: v for k, v in base.to_dict().items() if k not in trial_params(base)
+                                   and k != "name"}))
+    try:
+        study = optuna.create_study(study_name=name, storage=store, direction="minimize", **_sampler_and_pruner())
+        study.set_user_attr(FIXED_SETTINGS, fixed)
+        # The recipe's own settings go first, so the study shows whether tuning beats them.
+        study.enqueue_trial(trial_params(base))
+        log.info("new study %r in %s", name, shown)
+        return study
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=store, **_sampler_and_pruner())
+    recorded = study.user_attrs.get(FIXED_SETTINGS)  # absent from a study made by an older fmnist
+    if recorded is not None and recorded != fixed:
+        differ = [f"{flag(k) if k in FLAG_SETTINGS else k} {recorded.get(k)}, not {fixed[k]}"
+                  for k in fixed if recorded.get(k) != fixed[k]]
+        raise FmnistError(f"study {name!r} was started with {'; '.join(differ)}: its trials could not be compared with "
+                          "these; give the same settings to continue it, or start a new one (--study NAME)")
+    log.info("continuing study %r in %s (%d trials so far)", name, shown, len(study.trials))
+    retried = _retry_cut_short(study)
+    if retried:
+        log.info("trials %s were cut short (stopped, or their worker died): their settings run again first",
+                 ", ".join(map(str, retried)))
+    return study
+
+
+def _retry_cut_short(study: optuna.Study) -> list[int]:
+    """Fail the running trials whose worker on this machine has died (a journal has no heartbeat), and queue once
+    more the settings of each trial a stop or a dead worker cut short; return those trials' numbers."""
+    trials = study.get_trials(deepcopy=False)
+    host, searched = socket.gethostname(), set(trial_params(TrainSettings()))
+    dead = {t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING
+            and t.user_attrs.get("host") == host and _worker_gone(t.user_attrs.get("pid"))}
+    for number in sorted(dead):
+        study.tell(number, state=optuna.trial.TrialState.FAIL)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    cut_short = [t for t in trials if (t.number in dead or (t.state == optuna.trial.TrialState.FAIL
+                                                             and t.user_attrs.get("stopped")))
+                 and t.number not in retried and set(t.params) == searched]
+    for trial in cut_short:
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    return [t.number for t in cut_short]
+
+
+def _worker_gone(pid: Any) -> bool:
+    """Whether the process that ran a trial on this machine has ended (a trial without a pid is left alone)."""
+    if not isinstance(pid, int):
+        return False
+    if pid == os.getpid():  # a dead worker's number, given again to this process, which runs no trial yet
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's live process
+        return False
+    return False
 
 
 def _states_text(states: dict[str, int]) -> str:
@@ -256,8 +358,8 @@ def summary(result: TuneResult) -> str:
 
 
 def train_best(
-    study_name: str, base: TrainSettings, backend: str, storage: str | None = None, runs_dir: Path = Path(defaults.RUNS_DIR),
-    data_dir: Path | None = None, dataset: Dataset | None = None,
+    study_name: str, base: TrainSettings, backend: str, storage: str | None = None,
+    runs_dir: Path = Path(defaults.RUNS_DIR), data_dir: Path | None = None, dataset: Dataset | None = None,
 ) -> Any:
     """Train the best trial's settings as a normal run (``base`` supplies the rest, e.g. all data, 100 epochs)."""
     from fmnist.train import train
@@ -317,7 +419,7 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path = P
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # plots that cannot be drawn say so on the page
     study, shown = load_study(study_name, storage, runs_dir)
     output = Path(output) if output else Path(runs_dir) / study_name / artifacts.TUNE_REPORT
-    runs.prepare_output(output, "--output")  # before the plots are drawn
+    runs.prepare_output(output, "--output", ".html")  # before the plots are drawn
     complete = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
                       key=lambda t: t.value)
     names = list(complete[0].params) if complete else []
