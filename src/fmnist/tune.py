@@ -304,7 +304,7 @@ def open_study(name: str, store: optuna.storages.BaseStorage, shown: str, base: 
     log.info("continuing study %r in %s (%d trials so far)", name, shown, len(study.trials))
     retried = _retry_cut_short(study)
     if retried:
-        log.info("trials %s were cut short (stopped, or their worker died): their settings run again first",
+        log.info("the settings of trials cut short (stopped, or their worker died) run again first: %s",
                  ", ".join(map(str, retried)))
     return study
 
