@@ -215,7 +215,7 @@ def test_a_run_without_test_metrics_is_refused_saying_why_and_what_to_do(tiny_ru
         artifacts.verified_model_path(run)  # its process gone
 
 
-def test_commands_that_write_into_a_run_wait_for_its_training_process(tiny_run_dir, tmp_path, capsys):
+def test_commands_that_write_into_a_run_refuse_while_its_training_process_holds_it(tiny_run_dir, tmp_path, capsys):
     from fmnist.cli import main
 
     run = shutil.copytree(tiny_run_dir, tmp_path / "run")  # its model saved, its process still scoring it

@@ -22,7 +22,7 @@ from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
 from fmnist.tune import (
     _figures, _objective, _train_command, open_storage, open_study, settings_for, suggest, train_best, trial_params, tune,
-    write_report,
+    worker_key, write_report,
 )
 
 BASE = TrainSettings(epochs=2, early_stopping_patience=5, lr_patience=1)
@@ -224,6 +224,8 @@ def test_a_study_inside_a_run_is_refused_before_any_journal_or_trial(tmp_path, d
      "--report only draws the study it names as it is; drop --epochs, --trials, --study"),
     (["--train-best", "s", "--trials", "7", "--study", "t"],
      "--train-best trains one run of the study it names; drop --trials, --study"),
+    *((["--trials", "1", flag, ""], f"argument {flag}: empty (an unset shell variable?)")
+      for flag in ("--study", "--storage", "--report", "--train-best")),
 ])
 def test_tune_flags_it_would_ignore_or_cannot_use_are_refused(tmp_path, capsys, flags, message):
     from fmnist.cli import main
@@ -260,33 +262,43 @@ def test_a_plot_optuna_doubts_is_replaced_by_its_reason():
 def test_a_continued_study_runs_again_what_a_stop_or_a_dead_worker_cut_short(tmp_path):
     store, shown = open_storage(None, tmp_path)
     study = open_study("s", store, shown, BASE)
+    waiting, failed, running = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.FAIL,
+                                optuna.trial.TrialState.RUNNING)
 
-    def started(pid: int) -> optuna.Trial:
+    def started(worker: str | None) -> optuna.Trial:
         trial = study.ask()
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", pid)
+        trial.set_user_attr("worker", worker)
         suggest(trial)
         return trial
 
-    stopped = started(os.getpid())  # the recipe's own settings, first; Ctrl-C stops it
+    stopped = started(worker_key(os.getpid()))  # the recipe's own settings, first; Ctrl-C stops it
     assert stopped.params == trial_params(BASE)
     stopped.set_user_attr("stopped", True)
-    study.tell(stopped, state=optuna.trial.TrialState.FAIL)
-    worker = subprocess.Popen(["true"])
-    worker.wait()
-    killed = started(worker.pid)  # a worker killed mid-trial: in a journal its trial stays running
-    live = started(os.getppid())  # another worker's, still running
-    broken = started(os.getpid())
-    study.tell(broken, state=optuna.trial.TrialState.FAIL)  # failed by its settings: not run again
+    study.tell(stopped, state=failed)
+    process = subprocess.Popen(["sleep", "30"])
+    killed = started(worker_key(process.pid))  # a worker killed mid-trial: in a journal its trial stays running
+    process.kill()
+    process.wait()
+    live = started(worker_key(os.getppid()))  # another worker's, still running
+    boot, namespace, _, start = worker_key(os.getpid()).split(" ")
+    elsewhere = started(f"{boot} {int(namespace) + 1} {process.pid} {start}")  # another container's: not judged
+    broken = started(worker_key(os.getpid()))
+    study.tell(broken, state=failed)  # failed by its settings: not run again
 
     again = open_study("s", store, shown, BASE)
-    trials = again.get_trials(deepcopy=False)
-    state = {t.number: t.state for t in trials}
-    assert state[killed.number] == optuna.trial.TrialState.FAIL and state[live.number] == optuna.trial.TrialState.RUNNING
-    waiting = [t for t in trials if t.state == optuna.trial.TrialState.WAITING]
-    assert [(t.user_attrs["retry_of"], t.system_attrs["fixed_params"]) for t in waiting] == [
+    state = {t.number: t.state for t in again.get_trials(deepcopy=False)}
+    assert state[killed.number] == failed
+    assert state[live.number] == state[elsewhere.number] == running
+    queued = [t for t in again.get_trials(deepcopy=False) if t.state == waiting]
+    assert [(t.user_attrs["retry_of"], t.system_attrs["fixed_params"]) for t in queued] == [
         (stopped.number, stopped.params), (killed.number, killed.params)]
-    assert len(open_study("s", store, shown, BASE).trials) == len(trials)  # each is run again once, not each time
+    assert len(open_study("s", store, shown, BASE).trials) == len(state)  # each is run again once, not each time
+
+    retry = study.ask()  # the retry of the stopped trial, stopped in its turn: not run a third time
+    assert retry.user_attrs["retry_of"] == stopped.number
+    retry.set_user_attr("stopped", True)
+    study.tell(retry, state=failed)
+    assert len(open_study("s", store, shown, BASE).trials) == len(state)
 
     with pytest.raises(FmnistError, match="study 's' was started with --epochs 2, not 3; --seed 1234, not 7: its "
                                           "trials could not be compared"):

@@ -101,6 +101,13 @@ def _path(value: str) -> Path:
     return Path(value)
 
 
+def _given(value: str) -> str:
+    # An unset shell variable ("--study $NAME") must not quietly mean the default.
+    if not value.strip():
+        raise argparse.ArgumentTypeError("empty (an unset shell variable?)")
+    return value
+
+
 def _sizes(value: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in value.split(",") if part.strip())
@@ -400,8 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("tune", cmd_tune, "Search the recipe's knobs with Optuna; each trial is a normal run, judged on "
                                   "the validation split. Run it in several processes or machines to work in parallel.")
     fixed_settings(p)
-    p.add_argument("--study", help=f"study name; rerunning continues it (default {defaults.TUNE_STUDY})")
-    p.add_argument("--storage", metavar="URL|FILE",
+    p.add_argument("--study", type=_given, help=f"study name; rerunning continues it (default {defaults.TUNE_STUDY})")
+    p.add_argument("--storage", type=_given, metavar="URL|FILE",
                    help="where the study lives: postgresql://user:password@host/db (or sqlite:///file.db) to share "
                         "it between machines, or a journal file (default RUNS_DIR/tune.journal)")
     p.add_argument("--trials", type=_positive_int,
@@ -409,8 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS",
                    help="start no new trial after this long (default: no limit; --trials still applies)")
     what = p.add_mutually_exclusive_group()
-    what.add_argument("--report", metavar="STUDY", help="write the study's HTML report (best trials, Optuna's plots)")
-    what.add_argument("--train-best", metavar="STUDY",
+    what.add_argument("--report", type=_given, metavar="STUDY",
+                      help="write the study's HTML report (best trials, Optuna's plots)")
+    what.add_argument("--train-best", type=_given, metavar="STUDY",
                       help="train the study's best settings as a normal run (with --epochs/--limit as given here)")
     p.add_argument("--output", type=_path, metavar="HTML",
                    help="where --report writes (default RUNS_DIR/STUDY/tune_report.html)")
@@ -435,7 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", type=_path, nargs="+", metavar="RUN",
                    help="two or more run directories, or their names in --runs-dir")
     # SUPPRESS: given before 'compare' or after it, these keep the value given (argparse would reset them).
-    p.add_argument("--runs-dir", type=_path, default=argparse.SUPPRESS, help=f"where run directories are (default ./{defaults.RUNS_DIR})")
+    p.add_argument("--runs-dir", type=_path, default=argparse.SUPPRESS,
+                   help=f"where run directories are (default ./{defaults.RUNS_DIR})")
     p.add_argument("--output", type=_path, metavar="HTML", help="where to write the page (default RUNS_DIR/compare.html)")
     common(p)
 

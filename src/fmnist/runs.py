@@ -31,7 +31,8 @@ def refuse_inside_run(folder: Path, what: str) -> None:
 
 def prepare_output(path: Path, flag: str, suffix: str | None = None) -> Path:
     """Make the folder of a file the user named and check that it takes files, outside any run, before the work;
-    with ``suffix``, the file must be named so (what is written is of that type: a text file is never replaced)."""
+    with ``suffix``, the file must be named so: what is written is of that type, and a file of another kind, a user's
+    notes.txt say, is not replaced by it."""
     path = Path(path)
     refuse_inside_run(path.parent, f"{flag} {path}: its folder")
     if path.is_dir():

@@ -85,15 +85,7 @@ def open_storage(storage: str | None, runs_dir: Path) -> tuple[optuna.storages.B
     if _is_database(storage):
         import sqlalchemy
 
-        try:
-            url = sqlalchemy.engine.make_url(storage)
-        except (sqlalchemy.exc.ArgumentError, ValueError):
-            raise FmnistError(f"{_masked(storage)!r} is not a database URL, "
-                              "e.g. postgresql://user:password@host:5432/db") from None
-        shown = _masked(url.render_as_string(hide_password=True))
-        if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
-            raise FmnistError(f"{shown} keeps the study in memory, lost when this process ends: give a file, "
-                              "e.g. sqlite:///study.db")
+        shown = _masked(_database_url(storage).render_as_string(hide_password=True))
         for attempt in range(1, RDB_ATTEMPTS + 1):
             try:
                 with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9; we rely on them
@@ -130,22 +122,31 @@ def _is_database(storage: str | None) -> bool:
 
 
 def _masked(url: str) -> str:
-    """A database URL without its password, in the user part or in the query string."""
-    return re.sub(r"(?i)(password=)[^&]*", r"\1***", re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url))
+    """A database URL without its password, in the user part (which may hold "/" or "@") or in the query string."""
+    return re.sub(r"(?i)(password=)[^&]*", r"\1***", re.sub(r"(://[^/:@]*:).*@", r"\1***@", url))
+
+
+def _database_url(storage: str) -> Any:
+    """The parsed database URL, or a one-line refusal without its password."""
+    import sqlalchemy
+
+    try:
+        url = sqlalchemy.engine.make_url(storage)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        raise FmnistError(f"{_masked(storage)!r} is not a database URL, "
+                          "e.g. postgresql://user:password@host:5432/db") from None
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        raise FmnistError(f"{_masked(storage)} keeps the study in memory, lost when this process ends: give a file, "
+                          "e.g. sqlite:///study.db")
+    return url
 
 
 def _storage_file(storage: str | None, runs_dir: Path) -> Path | None:
     """The file the study lives in: the journal, or an SQLite database's; ``None`` for a database server."""
     if not _is_database(storage):
         return _journal_path(storage, runs_dir)
-    import sqlalchemy
-
-    try:
-        url = sqlalchemy.engine.make_url(storage)
-    except (sqlalchemy.exc.ArgumentError, ValueError):
-        return None  # open_storage says what is wrong with it
-    return Path(url.database) if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
-        else None
+    url = _database_url(storage)
+    return Path(url.database) if url.get_backend_name() == "sqlite" else None
 
 
 def _journal_path(storage: str | None, runs_dir: Path) -> Path:
@@ -195,7 +196,7 @@ def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Datas
     def objective(trial: optuna.Trial) -> float:
         # Who runs it: a continued study on this machine tells a dead worker's trial from a live one's.
         trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("worker", worker_key(os.getpid()))
         suggest(trial)
         pruned_at: list[int] = []
         settings = settings_for(base, trial.params, name=f"trial-{trial.number:04d}")
@@ -283,7 +284,8 @@ def tune(
 def open_study(name: str, store: optuna.storages.BaseStorage, shown: str, base: TrainSettings) -> optuna.Study:
     """The study, made on first use with the recipe's own settings as its first trial; a continued one must have the
     same fixed settings, and runs again the trials a stop or a dead worker cut short."""
-    # Trials on other data, epochs or patience could not be compared, by the pruner or by the best trial.
+    # Trials on other data, epochs or patience could not be compared, by the pruner or by the best trial. Through
+    # JSON, as the storage keeps them (tuples come back as lists).
     fixed = json.loads(json.dumps({k: v for k, v in base.to_dict().items() if k not in trial_params(base)
                                    and k != "name"}))
     try:
@@ -295,12 +297,16 @@ def open_study(name: str, store: optuna.storages.BaseStorage, shown: str, base: 
         return study
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=store, **_sampler_and_pruner())
-    recorded = study.user_attrs.get(FIXED_SETTINGS)  # absent from a study made by an older fmnist
-    if recorded is not None and recorded != fixed:
-        differ = [f"{flag(k) if k in FLAG_SETTINGS else k} {recorded.get(k)}, not {fixed[k]}"
-                  for k in fixed if recorded.get(k) != fixed[k]]
-        raise FmnistError(f"study {name!r} was started with {'; '.join(differ)}: its trials could not be compared with "
-                          "these; give the same settings to continue it, or start a new one (--study NAME)")
+    recorded = study.user_attrs.get(FIXED_SETTINGS)
+    if recorded is None:  # a study made by an older fmnist, or by a worker killed before it could record them
+        study.set_user_attr(FIXED_SETTINGS, fixed)
+    else:  # settings a later fmnist added or dropped are not compared
+        differ = [f"{flag(k) if k in FLAG_SETTINGS else k} {recorded[k]}, not {fixed[k]}"
+                  for k in fixed.keys() & recorded.keys() if recorded[k] != fixed[k]]
+        if differ:
+            raise FmnistError(f"study {name!r} was started with {'; '.join(sorted(differ))}: its trials could not "
+                              "be compared with these; give the same settings to continue it, or start a new one "
+                              "(--study NAME)")
     log.info("continuing study %r in %s (%d trials so far)", name, shown, len(study.trials))
     retried = _retry_cut_short(study)
     if retried:
@@ -310,36 +316,51 @@ def open_study(name: str, store: optuna.storages.BaseStorage, shown: str, base: 
 
 
 def _retry_cut_short(study: optuna.Study) -> list[int]:
-    """Fail the running trials whose worker on this machine has died (a journal has no heartbeat), and queue once
-    more the settings of each trial a stop or a dead worker cut short; return those trials' numbers."""
+    """Fail the running trials whose worker process on this machine has ended (a journal has no heartbeat), and
+    queue once more the settings of each trial a stop or a dead worker cut short; return those trials' numbers."""
+    running, failed = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL
     trials = study.get_trials(deepcopy=False)
-    host, searched = socket.gethostname(), set(trial_params(TrainSettings()))
-    dead = {t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING
-            and t.user_attrs.get("host") == host and _worker_gone(t.user_attrs.get("pid"))}
+    dead = {t.number for t in trials if t.state == running and _worker_gone(t.user_attrs.get("worker"))}
     for number in sorted(dead):
-        study.tell(number, state=optuna.trial.TrialState.FAIL)
-    retried = {t.user_attrs.get("retry_of") for t in trials}
-    cut_short = [t for t in trials if (t.number in dead or (t.state == optuna.trial.TrialState.FAIL
-                                                             and t.user_attrs.get("stopped")))
-                 and t.number not in retried and set(t.params) == searched]
+        try:  # another worker continuing the study now may have failed it first
+            study.tell(number, state=failed, skip_if_finished=True)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+    searched = set(trial_params(TrainSettings()))  # not a trial stopped before its settings were all drawn
+    # A retry cut short in its turn is not run a third time: settings that kill their worker would do it for ever.
+    cut_short = [t for t in trials if (t.number in dead or (t.state == failed and t.user_attrs.get("stopped")))
+                 and "retry_of" not in t.user_attrs and set(t.params) == searched]
+    # Read again just before queueing, so that two workers continuing the study together seldom both queue one.
+    retried = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
+    queued = []
     for trial in cut_short:
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-    return [t.number for t in cut_short]
+        if trial.number not in retried:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            queued.append(trial.number)
+    return queued
 
 
-def _worker_gone(pid: Any) -> bool:
-    """Whether the process that ran a trial on this machine has ended (a trial without a pid is left alone)."""
-    if not isinstance(pid, int):
-        return False
-    if pid == os.getpid():  # a dead worker's number, given again to this process, which runs no trial yet
-        return True
+def worker_key(pid: int) -> str | None:
+    """Who runs a trial, told apart from any other process: the machine's boot, the pid namespace, the pid and the
+    process's start time (a pid given again later has another); ``None`` without Linux's /proc or once it has ended."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # another user's live process
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+        # Field 22 of stat, counted after the command name, which may hold spaces and parentheses.
+        started = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    return f"{boot} {namespace} {pid} {started}"
+
+
+def _worker_gone(key: Any) -> bool:
+    """Whether the process that ran a trial has ended; one on another machine or in another container is left alone
+    (a database's heartbeat covers those)."""
+    parts = key.split(" ") if isinstance(key, str) else []
+    here = worker_key(os.getpid())
+    if len(parts) != 4 or not parts[2].isdigit() or here is None or here.split(" ")[:2] != parts[:2]:
         return False
-    return False
+    return worker_key(int(parts[2])) != key
 
 
 def _states_text(states: dict[str, int]) -> str:

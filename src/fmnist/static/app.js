@@ -19,7 +19,7 @@ async function call(url, options = {}) {
   } catch (err) {
     if (err.name === "AbortError") throw err; // otherwise not JSON: a proxy's error page, say
   }
-  if (!response.ok) throw new Error(body?.error ?? `the server answered ${response.status} ${response.statusText}`);
+  if (!response.ok) throw new Error(body?.error ?? `the server answered ${response.status} ${response.statusText}`.trim());
   if (body === null) throw new Error(`the server's answer (${response.status}) was not JSON`);
   return body;
 }
@@ -27,7 +27,8 @@ async function call(url, options = {}) {
 // The model's details, asked for once; asked again at the next upload if they could not be read.
 let modelDetails = null;
 function loadModel() {
-  modelDetails ??= call("/v1/model").then((info) => {
+  // A server that never answers must not hold every upload back: give up after 10 s, and ask again next time.
+  modelDetails ??= call("/v1/model", { signal: AbortSignal.timeout(10000) }).then((info) => {
     classes = info.classes;
     const accuracy = info.metrics ? `test accuracy ${(100 * info.metrics.test_accuracy).toFixed(1)}%, ` : "";
     $("model").textContent = `run ${info.run}: ${accuracy}model ${info.model_sha256.slice(0, 12)}`;
@@ -53,6 +54,7 @@ function predict(blob, name, query, signal) {
 // The answer first; the occlusion map (some 627 forward passes) follows in a second request, so it never delays it.
 async function classify(blob, name) {
   const request = ++latest;
+  let shown = false; // this input's answer is on screen: an error of its map alone leaves it there
   inFlight?.abort();
   const controller = inFlight = new AbortController();
   $("error").hidden = true;
@@ -65,6 +67,7 @@ async function classify(blob, name) {
     if (request !== latest) return;
     const prediction = answer.predictions[0];
     show(prediction, answer.elapsed_ms);
+    shown = true;
     $("answer").classList.remove("pending");
     $("status").textContent = "finding where its answer came from…";
     const explained = await predict(blob, name, "top_k=1&explain=true", controller.signal);
@@ -74,7 +77,7 @@ async function classify(blob, name) {
     $("evidence").dataset.input = prediction.input;
   } catch (err) {
     if (request !== latest) return;
-    forgetAnswer(); // an answer left on screen would pass for this input's
+    if (!shown) forgetAnswer(); // an earlier input's answer left on screen would pass for this one's
     $("error").textContent = err.message.includes(name) ? err.message : `${name}: ${err.message}`;
     $("error").hidden = false;
   } finally {
@@ -186,10 +189,10 @@ function pickFile(files) {
 
 function setUpDrop() {
   const drop = $("drop");
-  $("file-input").addEventListener("change", (event) => {
-    pickFile(event.target.files);
-    event.target.value = ""; // so that picking the same file again (to retry, say) classifies it again
-  });
+  const input = $("file-input");
+  input.addEventListener("change", () => pickFile(input.files));
+  // Emptied as the picker opens, so that picking the same file again (to retry, say) classifies it again.
+  input.addEventListener("click", () => { input.value = ""; });
   drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (event) => {
