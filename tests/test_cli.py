@@ -164,9 +164,10 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(capsys):
     from fmnist.cli import main
 
     for args, argument in ((["report", ""], "RUN"), (["runs", "compare", "a", ""], "RUN"),
-                           (["train", "--runs-dir", ""], "--runs-dir"), (["predict", "run", "", "--top-k", "2"], "IMAGE"),
+                           (["train", "--runs-dir", ""], "--runs-dir"),
+                           (["predict", "run", "", "--top-k", "2"], "IMAGE"),
                            (["train", "--recipe", "distilled", "--teacher", " "], "--teacher")):
         with pytest.raises(SystemExit) as exited:
             main(args)
         assert exited.value.code == 2
-        assert capsys.readouterr().err.startswith(f"fmnist: error: argument {argument}: an empty path: give a file")
+        assert capsys.readouterr().err.startswith(f"fmnist: error: argument {argument}: empty (an unset shell")

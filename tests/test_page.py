@@ -224,6 +224,7 @@ def test_a_server_that_fails_or_goes_away_is_explained_and_the_page_recovers(bro
     pick(page, photo)
     page.wait_for_selector("#error:not([hidden])")
     # The answer came; only its map failed: the answer stays, beside the reason.
+    assert page.inner_text("#error").startswith(f"no map, only the answer: {photo.name}: the server answered 502")
     assert page.get_attribute("#timing", "data-input") == photo.name
     assert page.locator("#bars li").count() == len(CLASS_NAMES) and page.inner_text("#label") != "—"
     context.close()

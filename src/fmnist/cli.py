@@ -94,18 +94,15 @@ def _positive_int(value: str) -> int:
     return number
 
 
-def _path(value: str) -> Path:
-    # Path("") is the current folder: an empty argument (an unset shell variable) would quietly mean "here".
-    if not value.strip():
-        raise argparse.ArgumentTypeError("an empty path: give a file or folder name")
-    return Path(value)
-
-
 def _given(value: str) -> str:
-    # An unset shell variable ("--study $NAME") must not quietly mean the default.
+    # An unset shell variable ("--study $NAME") must not quietly mean the default, nor Path("") the current folder.
     if not value.strip():
         raise argparse.ArgumentTypeError("empty (an unset shell variable?)")
     return value
+
+
+def _path(value: str) -> Path:
+    return Path(_given(value))
 
 
 def _sizes(value: str) -> tuple[int, ...]:
@@ -395,8 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "of three convolutions (93.5%% here, and a good teacher). Other flags override the recipe; "
                         "one it would ignore is refused")
     p.add_argument("--teacher", type=_path, metavar="RUN",
-                   help="distil from this trained run (with --recipe distilled): its directory, its name in --runs-dir, "
-                        "or its model.keras")
+                   help="distil from this trained run (with --recipe distilled): its directory, its name in "
+                        "--runs-dir, or its model.keras")
     p.add_argument("--seeds", type=_positive_int, metavar="N",
                    help="train N seeds (seed, seed+1, ...) in one group directory; report mean, spread, 95%% CI "
                         "(default: one run)")
@@ -445,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: given before 'compare' or after it, these keep the value given (argparse would reset them).
     p.add_argument("--runs-dir", type=_path, default=argparse.SUPPRESS,
                    help=f"where run directories are (default ./{defaults.RUNS_DIR})")
-    p.add_argument("--output", type=_path, metavar="HTML", help="where to write the page (default RUNS_DIR/compare.html)")
+    p.add_argument("--output", type=_path, metavar="HTML",
+                   help="where to write the page (default RUNS_DIR/compare.html)")
     common(p)
 
     from fmnist.artifacts import EXPORT_FILES

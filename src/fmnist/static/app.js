@@ -19,7 +19,9 @@ async function call(url, options = {}) {
   } catch (err) {
     if (err.name === "AbortError") throw err; // otherwise not JSON: a proxy's error page, say
   }
-  if (!response.ok) throw new Error(body?.error ?? `the server answered ${response.status} ${response.statusText}`.trim());
+  if (!response.ok) {
+    throw new Error(body?.error ?? `the server answered ${response.status} ${response.statusText}`.trim());
+  }
   if (body === null) throw new Error(`the server's answer (${response.status}) was not JSON`);
   return body;
 }
@@ -78,7 +80,8 @@ async function classify(blob, name) {
   } catch (err) {
     if (request !== latest) return;
     if (!shown) forgetAnswer(); // an earlier input's answer left on screen would pass for this one's
-    $("error").textContent = err.message.includes(name) ? err.message : `${name}: ${err.message}`;
+    const reason = err.message.includes(name) ? err.message : `${name}: ${err.message}`;
+    $("error").textContent = shown ? `no map, only the answer: ${reason}` : reason;
     $("error").hidden = false;
   } finally {
     if (request === latest) {
