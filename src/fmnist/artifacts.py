@@ -170,6 +170,9 @@ def verified_model_path(source: Path) -> tuple[Path, str]:
             raise FmnistError(f"{source} has no model yet: it is being trained right now; wait for it to finish "
                               "('fmnist runs' shows its epochs so far)")
         raise FmnistError(f"{source} has no model yet: its training has not finished; {how_to_finish(source)}")
+    if not model_path.is_file() and (source / CONFIG).is_file():  # a run whose training finished, its model gone
+        raise FmnistError(f"{source} has lost its {MODEL}: restore it from a copy, or train a new run with its "
+                          "settings")
     if not model_path.is_file():
         raise FmnistError(f"no model at {model_path}: give a run directory made by 'fmnist train' or its {MODEL}")
     if model_path.suffix != ".keras":
