@@ -73,6 +73,7 @@ def test_compare_command_takes_names_and_refuses_what_it_cannot_compare(tmp_path
         ((a.name, half.name), "status failed"),
         ((a.name, b.name, "--output", str(b / "compare.html")), "is inside the run"),
         ((a.name, b.name, "--output", str(tmp_path / "notes.txt")), "it is written as HTML; name it notes.html"),
+        ((str(a), str(b), "--runs-dir", str(a)), "--runs-dir, where the page goes without --output, "),
     ):
         result = run_cli("runs", "compare", "--runs-dir", str(runs_dir), *args)
         assert result.returncode == 1 and "Traceback" not in result.stderr

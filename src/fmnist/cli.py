@@ -253,11 +253,10 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
 
 def cmd_runs_compare(args: argparse.Namespace) -> None:
-    from fmnist.artifacts import COMPARISON_HTML
     from fmnist.compare import compare_runs
     from fmnist.runs import resolve_run
 
-    path = compare_runs([resolve_run(r, args.runs_dir) for r in args.runs], args.output or args.runs_dir / COMPARISON_HTML)
+    path = compare_runs([resolve_run(r, args.runs_dir) for r in args.runs], args.output, args.runs_dir)
     _emit(args, f"comparison: {path}", {"comparison": str(path)})
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist import artifacts, plots, runs
+from fmnist import artifacts, defaults, plots, runs
 from fmnist.data import CLASS_NAMES
 from fmnist.errors import FmnistError
 from fmnist.report import image_html, page, table_html
@@ -80,12 +80,17 @@ def _load(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def compare_runs(run_dirs: list[Path], output: Path) -> Path:
-    """Write the comparison page of ``run_dirs`` (two or more) to ``output``; return its path."""
+def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Path(defaults.RUNS_DIR)) -> Path:
+    """Write the comparison page of ``run_dirs`` (two or more) to ``output``, by default ``runs_dir/compare.html``;
+    return its path."""
     resolved = [Path(r).resolve() for r in run_dirs]
     if len(set(resolved)) != len(resolved) or len(resolved) < 2:
         raise FmnistError("give two or more different runs to compare")
-    output = runs.prepare_output(output, "--output", ".html")
+    if output is None:  # a refusal names the flag the user gave
+        output = runs.prepare_output(Path(runs_dir) / artifacts.COMPARISON_HTML,
+                                     "--runs-dir, where the page goes without --output,", ".html")
+    else:
+        output = runs.prepare_output(output, "--output", ".html")
     loaded = [_load(runs.require_run_dir(r)) for r in run_dirs]
     names = run_labels(run_dirs)
     summaries = [item["summary"] for item in loaded]
