@@ -224,8 +224,8 @@ def test_commands_that_write_into_a_run_refuse_while_its_training_process_holds_
         for command, doing in ((["evaluate"], "evaluate it"), (["report"], "rebuild its report"),
                                (["export", "--format", "onnx"], "export it")):
             assert main([*command, str(run)]) == 1
-            assert capsys.readouterr().err == (f"fmnist: error: {run} is being trained right now; {doing} once its "
-                                               "training has finished ('fmnist runs' shows how far it is)\n")
+            assert capsys.readouterr().err == (f"fmnist: error: {run} is being trained right now; to {doing}, wait for "
+                                               "it to finish ('fmnist runs' shows its epochs so far)\n")
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
 
 

@@ -164,11 +164,10 @@ def verified_model_path(source: Path) -> tuple[Path, str]:
     status = source / STATUS
     resumable = ("running", "interrupted", "failed")  # killed, stopped, or failed mid-training
     if not model_path.is_file() and status.is_file() and read_json(status).get("state") in resumable:
-        from fmnist.runs import being_trained, how_to_finish  # runs imports this module
+        from fmnist.runs import WAIT_FOR_TRAINING, being_trained, how_to_finish  # runs imports this module
 
         if being_trained(source):
-            raise FmnistError(f"{source} has no model yet: it is being trained right now; wait for it to finish "
-                              "('fmnist runs' shows its epochs so far)")
+            raise FmnistError(f"{source} has no model yet: it is being trained right now; {WAIT_FOR_TRAINING}")
         raise FmnistError(f"{source} has no model yet: its training has not finished; {how_to_finish(source)}")
     if not model_path.is_file() and (source / CONFIG).is_file():  # a run whose training finished, its model gone
         raise FmnistError(f"{source} has lost its {MODEL}: restore it from a copy, or train a new run with its "

@@ -86,11 +86,8 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
     resolved = [Path(r).resolve() for r in run_dirs]
     if len(set(resolved)) != len(resolved) or len(resolved) < 2:
         raise FmnistError("give two or more different runs to compare")
-    if output is None:  # a refusal names the flag the user gave
-        output = runs.prepare_output(Path(runs_dir) / artifacts.COMPARISON_HTML,
-                                     "--runs-dir, where the page goes without --output,", ".html")
-    else:
-        output = runs.prepare_output(output, "--output", ".html")
+    given = "--output" if output is not None else "--runs-dir, where the page goes without --output,"  # for a refusal
+    output = runs.prepare_output(output or Path(runs_dir) / artifacts.COMPARISON_HTML, given, ".html")
     loaded = [_load(runs.require_run_dir(r)) for r in run_dirs]
     names = run_labels(run_dirs)
     summaries = [item["summary"] for item in loaded]

@@ -166,13 +166,16 @@ def how_to_finish(run_dir: Path) -> str:
     return f"it diverged: {DIVERGED_ADVICE}" if diverged(run_dir) else f"'fmnist train --resume {run_dir}' finishes it"
 
 
+# What a command refused because a process is training the run says, after what the command needs.
+WAIT_FOR_TRAINING = "wait for it to finish ('fmnist runs' shows its epochs so far)"
+
+
 def require_scored(run_dir: Path, needed_for: str) -> None:
     """Refuse a run without test metrics, saying why it has none and what to do, since ``needed_for`` reads them."""
     if (Path(run_dir) / artifacts.METRICS).is_file():
         return
     if being_trained(run_dir):
-        raise FmnistError(f"{run_dir} is being trained right now; {needed_for} needs it scored: wait for it to finish "
-                          "('fmnist runs' shows its epochs so far)")
+        raise FmnistError(f"{run_dir} is being trained right now; {needed_for} needs it scored: {WAIT_FOR_TRAINING}")
     if not finished(run_dir) and not (Path(run_dir) / artifacts.MODEL_SHA256).is_file():
         raise FmnistError(f"{run_dir} has not finished training (status {summarize(run_dir)['status']}), so it has "
                           f"no test metrics for {needed_for}; {how_to_finish(run_dir)}")
@@ -323,8 +326,7 @@ def resolve_idle_run(name: str | Path, runs_dir: Path, doing: str) -> Path:
     still writes there."""
     run_dir = resolve_run(name, runs_dir)
     if being_trained(run_dir):
-        raise FmnistError(f"{run_dir} is being trained right now; {doing} once its training has finished "
-                          "('fmnist runs' shows how far it is)")
+        raise FmnistError(f"{run_dir} is being trained right now; to {doing}, {WAIT_FOR_TRAINING}")
     return run_dir
 
 
