@@ -1,5 +1,6 @@
 import hashlib
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -120,6 +121,22 @@ def test_a_run_without_metrics_is_exported_without_refreshing_its_report(short_r
     record = export_run(unscored, "saved_model", "jax", data_dir=folder)
     assert (unscored / artifacts.EXPORTS_DIR / "saved_model" / artifacts.EXPORT_INFO).is_file() and record["parity"]
     assert (unscored / artifacts.REPORT_HTML).read_bytes() == report
+
+
+def test_an_interrupt_while_the_report_is_refreshed_keeps_the_export_and_says_so(short_run, tmp_path, monkeypatch,
+                                                                                  caplog):
+    run_dir, folder, _ = short_run
+    copy = shutil.copytree(run_dir, tmp_path / run_dir.name, ignore=shutil.ignore_patterns(artifacts.EXPORTS_DIR))
+
+    def ctrl_c(run_dir):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("fmnist.report.build_report", ctrl_c)
+    with caplog.at_level(logging.WARNING, logger="fmnist.export"), pytest.raises(KeyboardInterrupt):
+        export_run(copy, "saved_model", "jax", data_dir=folder)
+    assert (copy / artifacts.EXPORTS_DIR / "saved_model" / artifacts.EXPORT_INFO).is_file()
+    assert (f"the saved_model export is complete in {copy / artifacts.EXPORTS_DIR / 'saved_model'}; its report was "
+            f"not refreshed: run 'fmnist report {copy}'") in caplog.text
 
 
 @pytest.mark.parametrize("fmt,runner", [("onnx", run_onnx), ("litert", run_litert), ("saved_model", run_saved_model)])

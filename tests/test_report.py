@@ -120,6 +120,8 @@ def test_damaged_metrics_or_history_are_named_with_what_to_do(tiny_run_dir, tmp_
         (run / artifacts.HISTORY).write_bytes(damaged)
         with pytest.raises(FmnistError, match="history.csv is damaged"):
             write_report(run)  # evaluate's way, too: not an unexpected error
+    (run / artifacts.HISTORY).unlink()  # a report without it still says how many epochs it cannot tell
+    assert "<td>epochs run / best</td><td>- (history.csv is missing or empty)</td>" in write_report(run).read_text()
     (run / artifacts.HISTORY).write_bytes(history)
     config = artifacts.read_json(run / artifacts.CONFIG)
     for edit in ({"settings": []}, {"data": "x"}, {"versions": "keras 3"}):

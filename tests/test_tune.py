@@ -1,6 +1,7 @@
 import dataclasses
 import glob
 import json
+import logging
 import os
 import re
 import shlex
@@ -89,13 +90,18 @@ def test_a_trial_the_pruner_gives_up_on_stops_and_is_recorded_as_pruned(tmp_path
     assert len(history["loss"]) == 1 and trial.intermediate_values == {0: history["val_loss"][0]}
 
 
-def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path):
+def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path, caplog):
     with pytest.raises(FmnistError, match="no study 'nope': there is no journal"):
         write_report("nope", runs_dir=tmp_path)
     assert not any(tmp_path.iterdir())  # looking for a study creates nothing
     (tmp_path / "empty.journal").touch()
     with pytest.raises(FmnistError, match="no study 'nope'.*studies there: none"):
         write_report("nope", storage=str(tmp_path / "empty.journal"), runs_dir=tmp_path)
+    (tmp_path / "empty.journal.lock").symlink_to(tmp_path / "empty.journal")  # Optuna's lock, as a kill leaves it
+    with caplog.at_level(logging.WARNING, logger="fmnist.tune"), pytest.raises(FmnistError, match="no study 'nope'"):
+        write_report("nope", storage=str(tmp_path / "empty.journal"), runs_dir=tmp_path)
+    assert re.search(r"empty.journal is locked \(empty.journal.lock\): .* taken over once the journal has not "
+                     r"changed for 30 s", caplog.text)
     (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
     with pytest.raises(FmnistError, match="photo.png is not an Optuna journal"):
         write_report("s", storage=str(tmp_path / "photo.png"), runs_dir=tmp_path)

@@ -177,7 +177,12 @@ def export_run(run_dir: Path, fmt: str, backend: str, data_dir: Path | None = No
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if (run_dir / artifacts.METRICS).is_file():  # the report lists the exports; without metrics there is none yet
-        build_report(run_dir)
+        try:
+            build_report(run_dir)
+        except KeyboardInterrupt:  # after the export was kept: say so, or "interrupted" alone reads as lost
+            log.warning("the %s export is complete in %s; its report was not refreshed: run 'fmnist report %s'",
+                        fmt, exports / fmt, run_dir)
+            raise
     else:
         log.warning("%s has no %s yet: its report will list the export once 'fmnist evaluate' has run",
                     run_dir, artifacts.METRICS)

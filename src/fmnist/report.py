@@ -110,7 +110,8 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
          f"{metrics.get('ece_before_scaling', np.nan):.4f} / {metrics.get('ece', np.nan):.4f} "
          f"(T = {metrics.get('temperature', 1.0):.3f})"],
         ["macro F1", f"{metrics['macro_f1']:.4f}"], ["weakest class (F1)", metrics["weakest_class"]],
-        ["epochs run / best", f"{len(history.get('loss', []))} / {best}"],
+        ["epochs run / best", f"{len(history['loss'])} / {best}" if history.get("loss")
+         else f"- ({artifacts.HISTORY} is missing or empty)"],
         ["training seconds", status.get("train_seconds", "-")], ["status", status.get("state", "-")],
         ["model SHA-256", metrics.get("model_sha256", "-")],
     ]

@@ -35,6 +35,8 @@ PRUNER = dict(n_startup_trials=4, n_warmup_steps=1)
 # Workers on a database beat this often; a trial whose worker died is marked failed after the grace period.
 HEARTBEAT_S, GRACE_S = 60, 180
 RDB_ATTEMPTS = 3
+# A journal's lock that a killed worker left is taken over once the journal has not changed for this long.
+JOURNAL_LOCK_GRACE_S = 30
 STUDY_NAME_CHARS = "-_."
 # The study's user attribute that keeps the settings every trial shares.
 FIXED_SETTINGS = "fixed_settings"
@@ -105,9 +107,14 @@ def open_storage(storage: str | None, runs_dir: Path) -> tuple[optuna.storages.B
             except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
                 raise FmnistError(f"cannot open the study storage {shown}: {first_line(exc)}") from None
     path = _journal_path(storage, runs_dir)
+    lock = optuna.storages.journal.JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_S)
+    if os.path.lexists(f"{path}.lock"):  # Optuna's lock is that symbolic link; its wait would be silent
+        log.warning("the journal %s is locked (%s.lock): another worker is writing to it, or one that was killed left "
+                    "the lock, which is taken over once the journal has not changed for %d s",
+                    path, path.name, JOURNAL_LOCK_GRACE_S)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        backend = optuna.storages.journal.JournalFileBackend(str(path), lock_obj=lock)
         return optuna.storages.JournalStorage(backend), str(path)  # reads the whole journal
     except OSError as exc:
         raise FmnistError(f"cannot open the journal file {path}: {exc.strerror}") from None
