@@ -22,8 +22,8 @@ from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
 from fmnist.tune import (
-    _figures, _objective, _train_command, open_storage, open_study, settings_for, suggest, train_best, trial_params, tune,
-    worker_key, write_report,
+    _figures, _objective, _train_command, open_storage, open_study, settings_for, suggest, train_best, trial_name,
+    trial_params, tune, worker_key, write_report,
 )
 
 BASE = TrainSettings(epochs=2, early_stopping_patience=5, lr_patience=1)
@@ -309,3 +309,49 @@ def test_a_continued_study_runs_again_what_a_stop_or_a_dead_worker_cut_short(tmp
     with pytest.raises(FmnistError, match="study 's' was started with --epochs 2, not 3; --seed 1234, not 7: its "
                                           "trials could not be compared"):
         open_study("s", store, shown, dataclasses.replace(BASE, epochs=3, seed=7, dropout=0.1))  # dropout is searched
+
+
+def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_hand(tmp_path, dataset):
+    import keras
+
+    from fmnist.resume import resume_run
+    from fmnist.train import train
+
+    store, shown = open_storage(None, tmp_path)
+    study = open_study("s", store, shown, BASE)
+
+    class CtrlCAfterFirstEpoch(keras.callbacks.Callback):  # after that epoch's backup, as a Ctrl-C then would
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    def stopped_trial() -> Path:
+        """A trial stopped in its second epoch, recorded as the objective records it."""
+        trial = study.ask()
+        suggest(trial)
+        with pytest.raises(KeyboardInterrupt):
+            train(settings_for(BASE, trial.params, trial_name(trial.number)), "jax", runs_dir=tmp_path / "s",
+                  dataset=dataset, extra_callbacks=[CtrlCAfterFirstEpoch()])
+        trial.set_user_attr("stopped", True)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        (run_dir,) = (tmp_path / "s").glob(f"*-{trial_name(trial.number)}")
+        return run_dir
+
+    def continued() -> optuna.trial.FrozenTrial:
+        tune(BASE, "jax", 1, "s", runs_dir=tmp_path, dataset=dataset)
+        return optuna.load_study(study_name="s", storage=open_storage(None, tmp_path)[0]).trials[-1]
+
+    cut_short = stopped_trial()
+    retry = continued()  # finishes that run from its second epoch, in its folder
+    assert retry.state == optuna.trial.TrialState.COMPLETE and Path(retry.user_attrs["run_dir"]) == cut_short
+    history = artifacts.read_history(cut_short)
+    assert len(history["loss"]) == 2 and retry.intermediate_values == {1: history["val_loss"][1]}
+    assert retry.value == min(history["val_loss"]) and json.loads((cut_short / artifacts.STATUS).read_text())["state"] == "finished"
+
+    by_hand = stopped_trial()
+    resume_run(by_hand, dataset=dataset)  # fmnist train --resume, before the study is continued
+    finished = {p: p.stat().st_mtime_ns for p in by_hand.iterdir()}
+    retry = continued()  # counts it: nothing trained again
+    assert retry.state == optuna.trial.TrialState.COMPLETE and Path(retry.user_attrs["run_dir"]) == by_hand
+    assert retry.value == min(artifacts.read_history(by_hand)["val_loss"])
+    assert {p: p.stat().st_mtime_ns for p in by_hand.iterdir()} == finished
+    assert len(list((tmp_path / "s").iterdir())) == 2  # no run made for either retry

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from fmnist import artifacts, runs
 from fmnist.errors import FmnistError
@@ -71,6 +71,7 @@ def keep_finished_epochs(run_dir: Path) -> int:
 
 def resume_run(
     run_dir: Path, backend: str | None = None, data_dir: Path | None = None, dataset: Dataset | None = None,
+    extra_callbacks: Sequence[Any] = (),
 ) -> TrainResult:
     """Continue ``run_dir`` with its own settings and backend; it ends with the normal evaluation and report.
 
@@ -80,7 +81,7 @@ def resume_run(
 
     run_dir = runs.require_run_dir(run_dir)
     scoring_only = runs.finished(run_dir)
-    if scoring_only and all((run_dir / name).is_file() for name in (artifacts.METRICS, artifacts.REPORT_HTML)):
+    if runs.complete(run_dir):
         require_unfinished(run_dir)  # which refuses it: nothing is left to do
     config, settings = read_resumable(run_dir / artifacts.CONFIG, {"settings": dict}, backend, "train it again")
     activate(config["backend"])
@@ -91,7 +92,8 @@ def resume_run(
     require_same_data(dataset, config, run_dir)
     if scoring_only:
         return score_finished(run_dir, dataset)
-    return train(settings, config["backend"], data_dir=data_dir, dataset=dataset, resume_dir=run_dir)
+    return train(settings, config["backend"], data_dir=data_dir, dataset=dataset, resume_dir=run_dir,
+                 extra_callbacks=extra_callbacks)
 
 
 def score_finished(run_dir: Path, dataset: Dataset) -> TrainResult:

@@ -61,6 +61,12 @@ def _is_run_config(path: Path) -> bool:
     return isinstance(config.get("settings"), dict) and "backend" in config
 
 
+def runs_named(runs_dir: Path, name: str) -> list[Path]:
+    """The runs that create_run_dir made in ``runs_dir`` for ``name``."""
+    return [path for pattern in (f"*Z-{name}", f"*Z-{name}-[0-9]*") for path in sorted(Path(runs_dir).glob(pattern))
+            if _is_run_config(path / artifacts.CONFIG)]
+
+
 def create_run_dir(runs_dir: Path, name: str) -> Path:
     """Make ``<runs_dir>/<UTC time>-<name>[-k]/`` exclusively: no two runs ever share a directory."""
     runs_dir = Path(runs_dir)
@@ -114,6 +120,12 @@ def finished(run_dir: Path | None) -> bool:
     """Whether the run's training finished (its status says so); ``None``, no run, is not."""
     status = None if run_dir is None else Path(run_dir) / artifacts.STATUS
     return status is not None and status.is_file() and artifacts.read_json(status).get("state") == "finished"
+
+
+def complete(run_dir: Path) -> bool:
+    """Whether the run is trained, scored and reported: nothing is left for a resume to do."""
+    return finished(run_dir) and all((Path(run_dir) / name).is_file() for name in (artifacts.METRICS,
+                                                                                   artifacts.REPORT_HTML))
 
 
 CLAIM_ATTEMPTS = 20  # 0.05 s apart, about a second in all: a live training holds its lock far longer

@@ -206,16 +206,20 @@ def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Datas
         trial.set_user_attr("worker", worker_key(os.getpid()))
         suggest(trial)
         pruned_at: list[int] = []
-        settings = settings_for(base, trial.params, name=f"trial-{trial.number:04d}")
+        settings = settings_for(base, trial.params, name=trial_name(trial.number))
+        callbacks = [pruning_callback(trial, pruned_at)]
+        cut_short = _cut_short_run(runs_dir, trial.user_attrs.get("retry_of"), settings, backend, dataset)
         try:
-            result = train(settings, backend, runs_dir=runs_dir, dataset=dataset,
-                           extra_callbacks=[pruning_callback(trial, pruned_at)])
+            if cut_short is None:
+                run_dir = train(settings, backend, runs_dir=runs_dir, dataset=dataset, extra_callbacks=callbacks).run_dir
+            else:
+                run_dir = _finish(cut_short, dataset, callbacks)
         except KeyboardInterrupt:
             trial.set_user_attr("stopped", True)  # not the settings' fault: run again when the study is continued
             raise
-        history = artifacts.read_history(result.run_dir)
+        history = artifacts.read_history(run_dir)
         best = artifacts.best_epoch(history) - 1
-        trial.set_user_attr("run_dir", str(result.run_dir.resolve()))
+        trial.set_user_attr("run_dir", str(run_dir.resolve()))
         trial.set_user_attr("epochs", len(history["val_loss"]))
         trial.set_user_attr("val_accuracy", history["val_accuracy"][best])
         if pruned_at:
@@ -224,6 +228,39 @@ def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Datas
         return history["val_loss"][best]
 
     return objective
+
+
+def trial_name(number: int) -> str:
+    """The name of a trial's run (its folder is ``<UTC time>-<name>`` in the study's runs directory)."""
+    return f"trial-{number:04d}"
+
+
+def _cut_short_run(runs_dir: Path, number: int | None, settings: TrainSettings, backend: str,
+                   dataset: Dataset) -> Path | None:
+    """The run of trial ``number``, which a stop or a dead worker cut short, if it can be finished (or already was,
+    by 'fmnist train --resume') rather than trained again from its first epoch: same settings, backend and data."""
+    from fmnist.resume import read_resumable, require_same_data
+
+    found = [] if number is None else runs.runs_named(runs_dir, trial_name(number))
+    if len(found) != 1 or runs.being_trained(found[0]) or runs.diverged(found[0]):
+        return None
+    try:
+        config, trained = read_resumable(found[0] / artifacts.CONFIG, {"settings": dict}, backend, "")
+        require_same_data(dataset, config, found[0])
+    except FmnistError:  # another backend or data, or damaged by hand: the settings are trained again instead
+        return None
+    return found[0] if dataclasses.replace(trained, name=settings.name) == settings else None
+
+
+def _finish(run_dir: Path, dataset: Dataset, callbacks: list[Any]) -> Path:
+    """Finish a cut-short trial's run where it stopped; one already finished and scored is counted as it is."""
+    from fmnist.resume import resume_run
+
+    if runs.complete(run_dir):
+        log.info("%s was finished by 'fmnist train --resume': counted as it is", run_dir)
+        return run_dir
+    log.info("finishing %s where it was cut short", run_dir)
+    return resume_run(run_dir, dataset=dataset, extra_callbacks=callbacks).run_dir
 
 
 def _check_name(name: str) -> None:
