@@ -1,0 +1,171 @@
+"""The HTTP side of `fmnist serve`, apart from the model: every answer uvicorn gives before or after the app is JSON,
+and a request's line and headers are bounded in time and size."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from http import HTTPStatus
+from typing import Callable
+
+from fastapi.responses import JSONResponse
+
+log = logging.getLogger(__name__)
+
+# A request line and headers (which should come in one packet) that have not arrived by then are answered 408, so a
+# stalled client holds no connection for ever. They have a size bound too: httptools sets none of its own, and a
+# header line sent without end froze the server (h11 refuses headers over 16 KiB by itself).
+HEADER_TIMEOUT_S = 10
+MAX_HEADER_BYTES = 32 * 1024
+# A stopped server waits this long for requests still in flight, then cancels the rest.
+SHUTDOWN_GRACE_S = 5
+
+
+class AnswerCancelledRequests:
+    """ASGI middleware: a request still unanswered when a stopping server cancels it (after SHUTDOWN_GRACE_S) gets a
+    JSON 503, where uvicorn would answer a plain-text 500."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        answered = False
+
+        async def send_noting_answer(message: dict) -> None:
+            nonlocal answered
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_answer)
+        except asyncio.CancelledError:
+            if scope["type"] == "http" and not answered:
+                answer = error(503, "the server is stopping; send the request again once it is back")
+                answer.headers["connection"] = "close"
+                await answer(scope, receive, send)
+            raise
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+
+def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_bytes: int = MAX_HEADER_BYTES,
+                       base: type | None = None) -> type:
+    """uvicorn's HTTP protocol ``base`` (by default httptools' where installed, else h11's) with bounds on a request's
+    line and headers: they must arrive within ``header_timeout_s`` and ``max_header_bytes``; and whatever it answers
+    before the app (a request it cannot parse, those bounds) is JSON like every other error."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    base = base or AutoHTTPProtocol
+    # httptools calls back when a request begins and when its headers end, so they are measured wherever they arrive,
+    # pipelined behind a running request too. h11 does not, but refuses over 16 KiB itself; with it, the bytes are
+    # counted while no request is running or still sending its body.
+    parser_calls_back = hasattr(base, "on_headers_complete")
+    too_large = f"the request line and headers are over {max_header_bytes} bytes"
+
+    class JsonHttpProtocol(base):  # type: ignore[misc, valid-type]
+        header_timer: asyncio.TimerHandle | None = None
+        header_bytes = 0
+        in_headers = False  # httptools: from a request's first byte to the end of its headers
+        began_in_this_read = False  # httptools: the read being parsed holds the request's first byte,
+        body_bytes_in_this_read = body_bytes_before_it = 0  # after so many bytes of the body before it
+        refusal: tuple[int, str] | None = None  # why the parser was stopped, for send_400_response to say
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self.await_headers()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self.await_headers()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.stop_header_timer()
+            super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:  # httptools
+            super().on_message_begin()
+            self.in_headers, self.began_in_this_read = True, True
+            self.body_bytes_before_it = self.body_bytes_in_this_read
+
+        def on_body(self, body: bytes) -> None:  # httptools
+            self.body_bytes_in_this_read += len(body)
+            super().on_body(body)
+
+        def on_headers_complete(self) -> None:  # httptools
+            self.in_headers, self.header_bytes = False, 0
+            self.stop_header_timer()
+            if len(self.url) + sum(len(name) + len(value) for name, value in self.headers) > max_header_bytes:
+                self.refusal = (431, too_large)
+                raise ValueError(self.refusal[1])  # stops the parser, and uvicorn calls send_400_response
+            super().on_headers_complete()
+
+        def data_received(self, data: bytes) -> None:
+            between_requests = self.between_requests()
+            self.began_in_this_read, self.body_bytes_in_this_read = False, 0
+            super().data_received(data)
+            if self.transport.is_closing():
+                return
+            if parser_calls_back:
+                if self.in_headers and self.began_in_this_read:  # the read may hold the end of the body before it
+                    self.header_bytes = len(data) - self.body_bytes_before_it
+                elif self.in_headers:
+                    self.header_bytes += len(data)
+            elif between_requests and self.between_requests():
+                self.header_bytes += len(data)
+            elif between_requests:  # this data completed them
+                self.stop_header_timer()
+            if self.header_bytes > max_header_bytes:
+                self.refuse(431, too_large)
+
+        def answering(self) -> bool:
+            return self.cycle is not None and not self.cycle.response_complete
+
+        def between_requests(self) -> bool:
+            """No request is being answered or still sending its body (one answered early, say with a 413)."""
+            return self.cycle is None or (self.cycle.response_complete and not self.cycle.more_body)
+
+        def await_headers(self) -> None:
+            self.stop_header_timer()
+            if not parser_calls_back:  # httptools counts from each request's first byte
+                self.header_bytes = 0
+            self.header_timer = self.loop.call_later(header_timeout_s, self.headers_too_slow)
+
+        def stop_header_timer(self) -> None:
+            if self.header_timer is not None:
+                self.header_timer.cancel()
+                self.header_timer = None
+
+        def headers_too_slow(self) -> None:
+            if self.transport.is_closing():
+                return
+            if self.answering():  # headers pipelined behind it are timed once it is answered
+                self.await_headers()
+            elif self.header_bytes:
+                self.refuse(408, f"the request line and headers did not arrive within {header_timeout_s:g} s")
+            else:  # idle, or the rest of a body answered early: nothing is waiting for an answer
+                self.transport.close()
+
+        def send_400_response(self, msg: str) -> None:
+            if self.refusal is not None:
+                self.refuse(*self.refusal)
+            else:
+                self.refuse(400, f"{msg.rstrip('.')}: check the request line and headers, such as Content-Length")
+
+        def refuse(self, status: int, message: str) -> None:
+            """Answer ``{"error": message}`` and close (only close, if another request's answer is under way)."""
+            self.stop_header_timer()
+            if status != 400:  # uvicorn logs the 400s itself
+                log.warning("answered %d to %s: %s", status, ":".join(map(str, self.client or ("a client",))), message)
+            if not self.answering():
+                body = json.dumps({"error": message}).encode()
+                head = (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                        b"connection: close\r\n\r\n" % (status, HTTPStatus(status).phrase.encode(), len(body)))
+                self.transport.write(head + body)  # then closed, so the protocol's own state no longer matters
+            self.transport.close()
+
+    return JsonHttpProtocol

@@ -1,0 +1,191 @@
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import start_server
+from fmnist.serve import create_app
+from fmnist.serve_http import json_http_protocol
+
+BODY_LIMIT = 1024 * 1024
+PARSERS = ("httptools", "h11")
+
+
+@contextlib.contextmanager
+def serving_in_process(app, parser: str, header_timeout_s: float = 30, max_header_bytes: int = 8 * 1024):
+    """uvicorn serving ``app`` on a free port in a thread, on ``parser``'s protocol as fmnist extends it: the port."""
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    base = {"httptools": HttpToolsProtocol, "h11": H11Protocol}[parser]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning",
+        http=json_http_protocol(header_timeout_s, max_header_bytes, base),
+    ))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not come up"
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def raw_exchange(port: int, *parts: bytes, pause_s: float = 0.0) -> bytes:
+    """Send ``parts`` on one connection, ``pause_s`` apart, then read until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        for part in parts:
+            connection.sendall(part)
+            time.sleep(pause_s)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def json_answer(answer: bytes) -> tuple[int, dict]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), answer
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_what_the_http_parser_answers_itself_is_json_too(tiny_run_dir, parser):
+    """A request the parser refuses, an endless header and headers that stall never reach the app: uvicorn answered
+    the first in plain text, and with httptools the second froze the server and the third held a connection for ever."""
+    import httpx
+
+    with serving_in_process(create_app(tiny_run_dir), parser, header_timeout_s=1.0, max_header_bytes=8 * 1024) as port:
+        for request in (b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+                        b"NOT HTTP AT ALL\r\n\r\n"):
+            status, body = json_answer(raw_exchange(port, request))
+            assert status == 400 and "check the request line and headers" in body["error"]
+        status, body = json_answer(raw_exchange(port, b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: ",
+                                                *[b"a" * 4096] * 2))  # over the bound with the last part
+        assert (status, body) == (431, {"error": "the request line and headers are over 8192 bytes"})
+        if parser == "httptools":  # whole headers in one read are measured too (h11 bounds only a partial request)
+            status, body = json_answer(raw_exchange(
+                port, b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\n\r\n" % (b"a" * 9000)))
+            assert (status, body) == (431, {"error": "the request line and headers are over 8192 bytes"})
+        started = time.monotonic()
+        status, body = json_answer(raw_exchange(port, b"GET /v1/health HTTP/1.1\r\nHost: x\r\n"))
+        assert (status, body) == (408, {"error": "the request line and headers did not arrive within 1 s"})
+        assert time.monotonic() - started < 10
+        assert raw_exchange(port) == b""  # an idle connection is closed without an answer it did not ask for
+        # The bound is on the headers alone: a body may come slowly, and a kept-alive connection serves on.
+        request = (b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n")
+        body = json.dumps({"inputs": [[0] * 784]}).encode()
+        answer = raw_exchange(port, request % len(body) + body[:10], body[10:] + b"GET /v1/health HTTP/1.1\r\n"
+                              b"Host: x\r\nConnection: close\r\n\r\n", pause_s=2.0)
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.count(b"HTTP/1.1 200 ") == 2, answer
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=10).status_code == 200  # and it serves on
+
+
+async def slow_app(scope, receive, send):
+    """An ASGI app that answers 'ok' after a second (long enough for a client to send more behind its request)."""
+    if scope["type"] == "http":
+        await asyncio.sleep(1.0)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_headers_pipelined_behind_a_running_request_are_bounded_too():
+    """httptools parses what comes behind a running request: an endless header there was never counted."""
+    with serving_in_process(slow_app, "httptools", max_header_bytes=8 * 1024) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+            connection.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
+            for _ in range(3):
+                connection.sendall(b"a" * 4096)
+            answer = b""
+            while chunk := connection.recv(65536):  # closed, the running request's answer cut short or not begun
+                answer += chunk
+    assert b"HTTP/1.1 200" not in answer and answer.count(b"HTTP/1.1 ") <= 1, answer
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_large_body_and_a_request_pipelined_behind_it_are_both_answered(tiny_run_dir, parser):
+    """The read that begins the second request also holds the end of the first one's body: not its headers."""
+    body = json.dumps({"inputs": [[0] * 784]}).encode() + b" " * 20_000  # JSON allows the spaces
+    with serving_in_process(create_app(tiny_run_dir), parser, max_header_bytes=8 * 1024) as port:
+        answer = raw_exchange(
+            port, b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%sGET /v1/health HTTP/1.1\r\n" % (len(body), body),
+            b"Host: x\r\nConnection: close\r\n\r\n", pause_s=0.3)
+    assert answer.count(b"HTTP/1.1 200 ") == 2, answer[:300]
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_the_rest_of_a_body_answered_early_is_not_taken_for_headers(tiny_run_dir, parser):
+    """A 413 from the declared length comes before the body: what the client sends after it is still its body."""
+    with serving_in_process(create_app(tiny_run_dir, max_body_bytes=BODY_LIMIT), parser) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+            connection.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                               b"Content-Length: %d\r\n\r\n" % (2 * BODY_LIMIT))
+            answer = b""
+            while b"}" not in answer:
+                answer += connection.recv(65536)
+            assert json_answer(answer)[0] == 413
+            for _ in range(8):  # over the 8 KiB bound on headers
+                connection.sendall(b"\0" * 4096)
+            connection.settimeout(1.0)
+            with pytest.raises((TimeoutError, socket.timeout)):  # nothing more: no second, unasked answer
+                connection.recv(65536)
+
+
+def test_headers_that_came_in_two_reads_leave_no_count_behind(tiny_run_dir, caplog):
+    """Counted while they arrived, they must not look like a next request's when a body answered early trickles on."""
+    with serving_in_process(create_app(tiny_run_dir, max_body_bytes=BODY_LIMIT), "httptools",
+                            header_timeout_s=1.0) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+            connection.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n")
+            time.sleep(0.3)
+            connection.sendall(b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (2 * BODY_LIMIT))
+            answer = b""
+            while b"}" not in answer:
+                answer += connection.recv(65536)
+            assert json_answer(answer)[0] == 413
+            try:
+                for _ in range(5):  # the rest of the body, past the header timeout
+                    time.sleep(0.5)
+                    connection.sendall(b"\0" * 1024)
+            except (BrokenPipeError, ConnectionResetError):  # closed by the server, as it may be
+                pass
+    assert "answered 408" not in caplog.text  # no second answer, to a request never made
+
+
+def test_requests_still_running_at_a_stop_get_a_json_503_and_one_log_line_each(tiny_run_dir, tmp_path):
+    import signal
+    from urllib.parse import urlsplit
+
+    log = tmp_path / "serve.log"
+    server, base = start_server(tiny_run_dir, log)
+    try:
+        stalled = socket.create_connection(("127.0.0.1", urlsplit(base).port))  # half a body: in flight till the end
+        stalled.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 100\r\n\r\n{\"inputs\"")
+        time.sleep(0.5)
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=60) == 130  # as for any command stopped by Ctrl-C
+        stalled.settimeout(10)
+        answer = b""
+        while chunk := stalled.recv(65536):
+            answer += chunk
+        stalled.close()
+    finally:
+        server.kill()
+    assert json_answer(answer) == (503, {"error": "the server is stopping; send the request again once it is back"})
+    text = log.read_text()
+    assert "Traceback" not in text and "a request still running 5 s after the stop was cancelled" in text, text
