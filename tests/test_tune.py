@@ -1,7 +1,6 @@
 import dataclasses
 import glob
 import json
-import logging
 import os
 import re
 import shlex
@@ -22,9 +21,10 @@ from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
 from fmnist.tune import (
-    _figures, _objective, _train_command, open_storage, open_study, settings_for, suggest, train_best, trial_name,
-    trial_params, tune, worker_key, write_report,
+    _objective, open_study, settings_for, suggest, train_best, trial_name, trial_params, tune,
 )
+from fmnist.tune_report import _train_command, write_report
+from fmnist.tune_storage import open_storage, worker_key
 
 BASE = TrainSettings(epochs=2, early_stopping_patience=5, lr_patience=1)
 
@@ -88,42 +88,6 @@ def test_a_trial_the_pruner_gives_up_on_stops_and_is_recorded_as_pruned(tmp_path
     assert trial.state == optuna.trial.TrialState.PRUNED
     history = artifacts.read_history(Path(trial.user_attrs["run_dir"]))
     assert len(history["loss"]) == 1 and trial.intermediate_values == {0: history["val_loss"][0]}
-
-
-def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path, caplog):
-    with pytest.raises(FmnistError, match="no study 'nope': there is no journal"):
-        write_report("nope", runs_dir=tmp_path)
-    assert not any(tmp_path.iterdir())  # looking for a study creates nothing
-    (tmp_path / "empty.journal").touch()
-    with pytest.raises(FmnistError, match="no study 'nope'.*studies there: none"):
-        write_report("nope", storage=str(tmp_path / "empty.journal"), runs_dir=tmp_path)
-    (tmp_path / "empty.journal.lock").symlink_to(tmp_path / "empty.journal")  # Optuna's lock, as a kill leaves it
-    with caplog.at_level(logging.WARNING, logger="fmnist.tune"), pytest.raises(FmnistError, match="no study 'nope'"):
-        write_report("nope", storage=str(tmp_path / "empty.journal"), runs_dir=tmp_path)
-    assert re.search(r"empty.journal is locked \(empty.journal.lock\): .* taken over once the journal has not "
-                     r"changed for 30 s", caplog.text)
-    (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
-    with pytest.raises(FmnistError, match="photo.png is not an Optuna journal"):
-        write_report("s", storage=str(tmp_path / "photo.png"), runs_dir=tmp_path)
-    for content in ('{"a": 1}\n', "[1, 2]\n", '{"op_code": 99, "worker_id": "w"}\n'):  # JSON, not Optuna's
-        (tmp_path / "other.journal").write_text(content)
-        with pytest.raises(FmnistError, match="other.journal is not an Optuna journal"):
-            write_report("s", storage=str(tmp_path / "other.journal"), runs_dir=tmp_path)
-    with pytest.raises(FmnistError, match="study name '..'"):
-        write_report("..", runs_dir=tmp_path)
-    with pytest.raises(FmnistError, match="not a database URL"):
-        write_report("s", storage="postgresql://:bad:", runs_dir=tmp_path)
-    with pytest.raises(FmnistError, match=r"cannot open the study storage postgresql://u:\*\*\*@127.0.0.1:9/db"):
-        write_report("s", storage="postgresql://u:secret@127.0.0.1:9/db", runs_dir=tmp_path)
-    for url in ("postgresql://u:secret@host:notaport/db", "postgresql://u@127.0.0.1:9/db?password=secret"):
-        with pytest.raises(FmnistError) as refused:
-            write_report("s", storage=url, runs_dir=tmp_path)
-        assert "secret" not in str(refused.value) and "***" in str(refused.value)
-    with pytest.raises(FmnistError, match="sqlite:// keeps the study in memory, lost when this process ends"):
-        write_report("s", storage="sqlite://", runs_dir=tmp_path)
-    with pytest.raises(FmnistError, match="no study 'nope': there is no database file .*missing.db"):
-        write_report("nope", storage=f"sqlite:///{tmp_path / 'missing.db'}", runs_dir=tmp_path)
-    assert not (tmp_path / "missing.db").exists()
 
 
 def _postgres_program(name: str) -> str:
@@ -253,16 +217,6 @@ def test_tune_flags_it_would_ignore_or_cannot_use_are_refused(tmp_path, capsys, 
 def test_a_trial_another_program_wrote_is_refused_by_its_parameters(params):
     with pytest.raises(FmnistError, match="are not those 'fmnist tune' searches"):
         settings_for(BASE, params, "t")
-
-
-def test_a_plot_optuna_doubts_is_replaced_by_its_reason():
-    study = optuna.create_study()
-    distributions = {"dropout": optuna.distributions.FloatDistribution(0.0, 0.5)}
-    study.add_trial(optuna.trial.create_trial(params={"dropout": 0.3}, distributions=distributions, value=0.5))
-    figures = dict(_figures(study))
-    assert "too small to compute importances" in figures["Parameter importances"]  # not a plot of equal bars
-    assert not isinstance(figures["Optimisation history"], str)
-    assert not isinstance(figures["Timeline (one row per trial; overlapping bars ran in parallel)"], str)
 
 
 def test_a_continued_study_runs_again_what_a_stop_or_a_dead_worker_cut_short(tmp_path):

@@ -190,7 +190,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     if args.report:
         _refuse_given(args, (*FLAG_SETTINGS, "trials", "timeout", "backend", "study", "data_dir"),
                       "--report only draws the study it names as it is")
-        from fmnist.tune import write_report
+        from fmnist.tune_report import write_report
 
         path = write_report(args.report, storage=args.storage, runs_dir=args.runs_dir, output=args.output)
         _emit(args, f"report: {path}", {"report": str(path)})

@@ -260,12 +260,12 @@ def closest_recipe(settings: dict[str, Any]) -> str:
     not counting the run's size and name; ``"spec (+2)"`` says two other settings were changed."""
     from fmnist.settings import RECIPES, TrainSettings
 
-    defaults = TrainSettings().to_dict()
+    spec = TrainSettings().to_dict()
     ignored = {"name", "seed", "epochs", "limit", "teacher"}
 
     def changes(recipe: str) -> int:
-        preset = {**defaults, **TrainSettings.from_dict(RECIPES[recipe]).to_dict()}
-        return sum(settings.get(k, defaults[k]) != v for k, v in preset.items() if k not in ignored)
+        preset = {**spec, **TrainSettings.from_dict(RECIPES[recipe]).to_dict()}
+        return sum(settings.get(k, spec[k]) != v for k, v in preset.items() if k not in ignored)
 
     counts = {recipe: changes(recipe) for recipe in RECIPES}
     best = min(counts, key=counts.get)

@@ -1,0 +1,99 @@
+"""`fmnist tune --report`: a study's page, with its best trials, how to train the best, and Optuna's plots."""
+
+from __future__ import annotations
+
+import html
+import shlex
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from fmnist import artifacts, defaults, runs
+from fmnist.errors import first_line
+from fmnist.report import page, table_html
+from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag
+from fmnist.tune import load_study, states_text, study_states
+
+
+def _train_command(study_name: str, trial: optuna.trial.FrozenTrial) -> str:
+    """`fmnist train` with the trial's settings: its searched knobs, and the study's others where not the spec's."""
+    config = Path(trial.user_attrs.get("run_dir", "")) / artifacts.CONFIG
+    settings = artifacts.read_json(config)["settings"] if config.is_file() else {}
+    spec = TrainSettings().to_dict()
+    flags = [f"fmnist train --name {study_name}-best"]
+    for name in (n for n in FLAG_SETTINGS if n not in ("name", "teacher")):
+        value = trial.params.get(name, settings.get(name))
+        if name not in trial.params and (value is None or value == spec[name]):
+            continue
+        shown = ",".join(map(str, value)) if isinstance(value, list) else value  # floats in full: the same run
+        flags.append(f"{flag(name)} {shown}")
+    return " ".join(flags)
+
+
+def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
+    """Optuna's plots that this study has enough trials for; the others are named with the reason."""
+    from optuna import visualization as vis
+
+    figures = []
+    for title, plot in (
+        ("Optimisation history", vis.plot_optimization_history),
+        ("Parameter importances", vis.plot_param_importances),
+        ("Validation loss per epoch (pruned trials stop early)", vis.plot_intermediate_values),
+        ("Parameters of every trial", vis.plot_parallel_coordinate),
+        ("Timeline (one row per trial; overlapping bars ran in parallel)", vis.plot_timeline),
+    ):
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                figure = plot(study)
+        except (ValueError, RuntimeError) as exc:  # too few finished trials, or parameters that never varied
+            figures.append((title, first_line(exc)))
+            continue
+        # A plot Optuna warns about ("too small to compute importances") would mislead: its reason is shown instead.
+        doubts = [w for w in caught if not issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
+        figures.append((title, first_line(doubts[0].message) if doubts else figure))
+    return figures
+
+
+def write_report(study_name: str, storage: str | None = None, runs_dir: Path = Path(defaults.RUNS_DIR),
+                 output: Path | None = None) -> Path:
+    """A self-contained HTML page: the best trials, how to train the best, and Optuna's plots."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # plots that cannot be drawn say so on the page
+    study, shown = load_study(study_name, storage, runs_dir)
+    output = Path(output) if output else Path(runs_dir) / study_name / artifacts.TUNE_REPORT
+    runs.prepare_output(output, "--output", ".html")  # before the plots are drawn
+    complete = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
+                      key=lambda t: t.value)
+    names = list(complete[0].params) if complete else []
+    rows = [[t.number, f"{t.value:.4f}", f"{t.user_attrs.get('val_accuracy', float('nan')):.4f}",
+             t.user_attrs.get("epochs", "-"), *(t.params.get(n, "-") for n in names), t.user_attrs.get("run_dir", "-")]
+            for t in complete[:10]]
+    states = states_text(study_states(study))
+    sections = [
+        ("Study", f"<p>{html.escape(shown)}: {html.escape(states)}; objective: best val_loss on the validation split "
+                  "(the test set is never used to choose).</p>"),
+        ("Best trials", table_html(["trial", "val_loss", "val_accuracy", "epochs", *names, "run"], rows)
+         if complete else "<p>none finished</p>"),
+    ]
+    if complete:
+        # Commands to paste into a shell: the folder and storage this page was made from, quoted.
+        where = "" if Path(runs_dir) == Path(defaults.RUNS_DIR) else f" --runs-dir {shlex.quote(str(runs_dir))}"
+        storage_flag = f" --storage {shlex.quote(shown)}" if storage else ""
+        hidden = "<p>(with the database's password where the URL shows ***)</p>" if "***" in storage_flag else ""
+        sections.append((
+            "Train the best trial's settings as a normal run",
+            f"<pre>{html.escape(f'fmnist tune --train-best {study_name}{where}{storage_flag}')}</pre>{hidden}"
+            "<p>with the study's settings given again (e.g. its --epochs), or, the same on its own:</p>"
+            f"<pre>{html.escape(_train_command(study_name, complete[0]) + where)}</pre>",
+        ))
+    plotly_js: Any = True  # the first figure carries plotly.js, so the page needs no network
+    for title, figure in _figures(study):
+        if isinstance(figure, str):
+            sections.append((title, f"<p>not drawn: {html.escape(figure)}</p>"))
+        else:
+            sections.append((title, figure.to_html(full_html=False, include_plotlyjs=plotly_js)))
+            plotly_js = False
+    artifacts.write_text(output, page(f"fmnist tune {study_name}", sections))
+    return output

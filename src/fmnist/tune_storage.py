@@ -1,0 +1,129 @@
+"""Where an `fmnist tune` study lives (a journal file, or a database for many machines), and who runs its trials."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from fmnist import artifacts
+from fmnist.errors import FmnistError, first_line
+
+log = logging.getLogger(__name__)
+
+# Workers on a database beat this often; a trial whose worker died is marked failed after the grace period.
+HEARTBEAT_S, GRACE_S = 60, 180
+RDB_ATTEMPTS = 3
+# A journal's lock that a killed worker left is taken over once the journal has not changed for this long.
+JOURNAL_LOCK_GRACE_S = 30
+
+
+def open_storage(storage: str | None, runs_dir: Path) -> tuple[optuna.storages.BaseStorage, str]:
+    """The Optuna storage and how to name it (without password): a database URL, else a journal file.
+
+    A journal file (the default, in ``runs_dir``) serves many processes on one machine; a database
+    (``postgresql://user:password@host/db``) serves many machines.
+    """
+    if is_database(storage):
+        import sqlalchemy
+
+        shown = _masked(_database_url(storage).render_as_string(hide_password=True))
+        for attempt in range(1, RDB_ATTEMPTS + 1):
+            try:
+                with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9; we rely on them
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    # A dead worker's trial is failed by the next worker, then run again once (its settings
+                    # were not at fault), as a trial a stop cut short is (open_study).
+                    store = optuna.storages.RDBStorage(
+                        storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+                return store, shown
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+                # Workers started together on a fresh database race to create Optuna's tables; the loser
+                # finds them made when it tries again.
+                if attempt == RDB_ATTEMPTS:
+                    raise FmnistError(f"cannot set up the study storage {shown}: {first_line(exc)}") from None
+                time.sleep(attempt)
+            except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
+                raise FmnistError(f"cannot open the study storage {shown}: {first_line(exc)}") from None
+    path = _journal_path(storage, runs_dir)
+    lock = optuna.storages.journal.JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_S)
+    if os.path.lexists(f"{path}.lock"):  # Optuna's lock is that symbolic link; its wait would be silent
+        log.warning("the journal %s is locked (%s.lock): another worker is writing to it, or one that was killed left "
+                    "the lock, which is taken over once the journal has not changed for %d s",
+                    path, path.name, JOURNAL_LOCK_GRACE_S)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(str(path), lock_obj=lock)
+        return optuna.storages.JournalStorage(backend), str(path)  # reads the whole journal
+    except OSError as exc:
+        raise FmnistError(f"cannot open the journal file {path}: {exc.strerror}") from None
+    # Undecodable bytes, a line not JSON, JSON not Optuna's (an unknown operation fails Optuna's assert).
+    except (ValueError, KeyError, TypeError, AssertionError) as exc:
+        raise FmnistError(f"{path} is not an Optuna journal ({first_line(exc)}); give --storage a journal file "
+                          "written by 'fmnist tune', or a database URL") from None
+
+
+def is_database(storage: str | None) -> bool:
+    return bool(storage) and "://" in storage
+
+
+def _masked(url: str) -> str:
+    """A database URL without its password, in the user part (which may hold "/" or "@") or in the query string."""
+    return re.sub(r"(?i)(password=)[^&]*", r"\1***", re.sub(r"(://[^/:@]*:).*@", r"\1***@", url))
+
+
+def _database_url(storage: str) -> Any:
+    """The parsed database URL, or a one-line refusal without its password."""
+    import sqlalchemy
+
+    try:
+        url = sqlalchemy.engine.make_url(storage)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        raise FmnistError(f"{_masked(storage)!r} is not a database URL, "
+                          "e.g. postgresql://user:password@host:5432/db") from None
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        raise FmnistError(f"{_masked(storage)} keeps the study in memory, lost when this process ends: give a file, "
+                          "e.g. sqlite:///study.db")
+    return url
+
+
+def storage_file(storage: str | None, runs_dir: Path) -> Path | None:
+    """The file the study lives in: the journal, or an SQLite database's; ``None`` for a database server."""
+    if not is_database(storage):
+        return _journal_path(storage, runs_dir)
+    url = _database_url(storage)
+    return Path(url.database) if url.get_backend_name() == "sqlite" else None
+
+
+def _journal_path(storage: str | None, runs_dir: Path) -> Path:
+    return Path(storage) if storage else Path(runs_dir) / artifacts.TUNE_JOURNAL
+
+
+def worker_key(pid: int) -> str | None:
+    """Who runs a trial, told apart from any other process: the machine's boot, the pid namespace, the pid and the
+    process's start time (a pid given again later has another); ``None`` without Linux's /proc or once it has ended."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+        # Field 22 of stat, counted after the command name, which may hold spaces and parentheses.
+        started = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    return f"{boot} {namespace} {pid} {started}"
+
+
+def worker_gone(key: Any) -> bool:
+    """Whether the process that ran a trial has ended; one on another machine or in another container is left alone
+    (a database's heartbeat covers those)."""
+    parts = key.split(" ") if isinstance(key, str) else []
+    here = worker_key(os.getpid())
+    if len(parts) != 4 or not parts[2].isdigit() or here is None or here.split(" ")[:2] != parts[:2]:
+        return False
+    return worker_key(int(parts[2])) != key
