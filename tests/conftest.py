@@ -72,7 +72,9 @@ def real_data_dir() -> Path:
 
 
 def start_server(run_dir: Path, log: Path, start_s: float = 180) -> tuple[subprocess.Popen, str]:
-    """``fmnist serve RUN`` in a fresh process on a free port, once it answers /v1/health: the process and its URL."""
+    """``fmnist serve RUN`` in a fresh process on a free port, once it answers /v1/health: the process and its URL.
+
+    Its log goes to ``log``, and anything it prints on stdout beside it, with the suffix .stdout."""
     import socket
     import time
 
@@ -81,9 +83,9 @@ def start_server(run_dir: Path, log: Path, start_s: float = 180) -> tuple[subpro
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with open(log, "wb") as output:
+    with open(log, "wb") as errors, open(log.with_suffix(".stdout"), "wb") as results:
         process = subprocess.Popen([sys.executable, "-m", "fmnist", "serve", str(run_dir), "--port", str(port)],
-                                   stdout=output, stderr=subprocess.STDOUT)
+                                   stdout=results, stderr=errors)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + start_s
     while True:

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from fmnist import artifacts
+from fmnist import artifacts, model_files
 from fmnist.calibration import apply_temperature
 from fmnist.distill import DistillationLoss, distillation_labels, teacher_targets
 from fmnist.errors import FmnistError
@@ -33,7 +33,7 @@ def test_loss_by_hand():
 
 
 def test_teacher_targets_undo_the_teachers_folded_temperature(tiny_run_dir):
-    model, _ = artifacts.load_model(tiny_run_dir)
+    model, _ = model_files.load_model(tiny_run_dir)
     features = np.random.default_rng(0).random((8, 784)).astype(np.float32)
     folded = float(artifacts.read_json(tiny_run_dir / artifacts.CALIBRATION)["temperature"])
     probabilities = np.asarray(model.predict(features, verbose=0))

@@ -6,7 +6,7 @@ import pytest
 from conftest import write_idx_set
 from sklearn.metrics import accuracy_score
 
-from fmnist import artifacts
+from fmnist import artifacts, model_files
 from fmnist.data import load_dataset, to_features
 from fmnist.evaluate import calibration_metrics, evaluate_run
 from fmnist.explain import EXPLAINED_MISTAKES, occlusion_maps
@@ -23,7 +23,7 @@ def test_evaluate_scores_the_saved_model_and_keeps_what_the_report_draws(tmp_pat
     dataset = load_dataset(tmp_path / "data", checksums=write_idx_set(tmp_path / "data"))  # the tiny run's own data
     metrics = evaluate_run(run, dataset=dataset)
 
-    model, _ = artifacts.load_model(run)
+    model, _ = model_files.load_model(run)
     expected = np.asarray(model.predict(to_features(dataset.x_test), verbose=0))
     saved = np.load(run / artifacts.PREDICTIONS)
     np.testing.assert_allclose(saved["probabilities"], expected, rtol=1e-5, atol=1e-6)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import module_data, run_cli, tiny_train
-from fmnist import artifacts
+from fmnist import artifacts, model_files
 from fmnist.data import load_dataset, to_features
 from fmnist.errors import FmnistError
 from fmnist.export import choose_backend, export_run, list_exports, parity, sha256_tree
@@ -22,7 +22,7 @@ def short_run(tmp_path_factory):
 
 
 def keras_probabilities(run_dir, images):
-    model, _ = artifacts.load_model(run_dir)
+    model, _ = model_files.load_model(run_dir)
     return np.asarray(model.predict(images, verbose=0))
 
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli
-from fmnist import artifacts
+from fmnist import artifacts, model_files
 from fmnist.data import CLASS_NAMES, load_dataset, to_features
 from fmnist.errors import FmnistError
 from fmnist.predict import MAX_FILE_BYTES, Classifier, describe, predict_files
@@ -29,7 +29,7 @@ def write_inputs(folder):
 
 def test_classifier_matches_keras_predict(tiny_run_dir):
     x = np.random.default_rng(0).random((300, 28, 28), dtype=np.float32)
-    expected = artifacts.load_model(tiny_run_dir)[0].predict(x.reshape(300, 784), verbose=0)
+    expected = model_files.load_model(tiny_run_dir)[0].predict(x.reshape(300, 784), verbose=0)
     classifier = Classifier(tiny_run_dir)
     np.testing.assert_allclose(classifier.probabilities(x), expected, atol=1e-5)
     assert classifier.sha256 == artifacts.sha256_file(tiny_run_dir / artifacts.MODEL)

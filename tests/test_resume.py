@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from fmnist import artifacts, runs
+from fmnist import artifacts, model_files, runs
 from fmnist.backup import read_meta
 from fmnist.data import load_dataset
 from fmnist.cli import main
@@ -57,7 +57,7 @@ def _stop_after(process: subprocess.Popen, runs_dir: Path, epochs: int, sig: sig
 
 
 def _model_weights(run_dir: Path) -> list[np.ndarray]:
-    model, _ = artifacts.load_model(run_dir)
+    model, _ = model_files.load_model(run_dir)
     return model.get_weights()
 
 

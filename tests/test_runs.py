@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 from conftest import module_data, run_cli, tiny_train
-from fmnist import artifacts, runs
+from fmnist import artifacts, model_files, runs
 from fmnist.errors import FmnistError
 
 
@@ -210,9 +210,9 @@ def test_a_run_without_test_metrics_is_refused_saying_why_and_what_to_do(tiny_ru
         with pytest.raises(FmnistError, match="is being trained right now; its report needs it scored: wait for it"):
             build_report(run)
         with pytest.raises(FmnistError, match="has no model yet: it is being trained right now; wait for it"):
-            artifacts.verified_model_path(run)
+            model_files.verified_model_path(run)
     with pytest.raises(FmnistError, match="has no model yet: its training has not finished; 'fmnist train --resume"):
-        artifacts.verified_model_path(run)  # its process gone
+        model_files.verified_model_path(run)  # its process gone
 
 
 def test_commands_that_write_into_a_run_refuse_while_its_training_process_holds_it(tiny_run_dir, tmp_path, capsys):
@@ -234,7 +234,7 @@ def test_a_damaged_model_checksum_file_is_named_as_damaged(tiny_run_dir, tmp_pat
     run = shutil.copytree(tiny_run_dir, tmp_path / "run")
     (run / artifacts.MODEL_SHA256).write_bytes(content)
     with pytest.raises(FmnistError, match="model.keras.sha256 is damaged: it holds no SHA-256; restore it from the run"):
-        artifacts.verified_model_path(run)
+        model_files.verified_model_path(run)
 
 
 def test_a_runs_directory_that_is_a_file_is_named_so(tmp_path):

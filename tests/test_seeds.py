@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fmnist import artifacts, runs
+from fmnist import artifacts, model_files, runs
 from fmnist.data import CLASS_NAMES, load_dataset
 from fmnist.errors import FmnistError
 from fmnist.seeds import resume_seeds, summarise, train_seeds
@@ -68,7 +68,7 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
             resume_seeds(group, dataset=dataset)
     # Where one run is wanted (evaluate, report, predict, serve, export, compare), the group is named as such.
     first_run = sorted(r["run_dir"] for r in resumed["runs"])[0]
-    for refused in (lambda: runs.require_run_dir(group), lambda: artifacts.verified_model_path(group)):
+    for refused in (lambda: runs.require_run_dir(group), lambda: model_files.verified_model_path(group)):
         with pytest.raises(FmnistError, match=f"{group} is a group of 3 runs made by 'fmnist train --seeds', not one "
                                               f"run: give one of its runs, such as {group / first_run}$"):
             refused()

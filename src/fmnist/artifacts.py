@@ -7,13 +7,11 @@ import csv
 import hashlib
 import json
 import os
-import re
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
-from fmnist.errors import FmnistError, first_line
+from fmnist.errors import FmnistError
 
 CONFIG = "config.json"
 SPLIT = "split.npz"
@@ -136,89 +134,6 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise FmnistError(f"{path} is damaged: it holds a JSON {type(data).__name__}, not the object fmnist wrote")
     return data
-
-
-def save_model(model: Any, run_dir: Path) -> str:
-    """Write ``model.keras`` atomically, then its SHA-256 beside it; return the checksum."""
-    path = Path(run_dir) / MODEL
-    write_atomic(path, lambda tmp: model.save(tmp))
-    checksum = sha256_file(path)
-    write_text(Path(run_dir) / MODEL_SHA256, f"{checksum}  {MODEL}\n")
-    return checksum
-
-
-def refuse_seed_group(path: Path) -> None:
-    """A group made by ``--seeds``, given where one run is wanted, is refused, naming one of its runs."""
-    if (Path(path) / SEED_GROUP).is_file():
-        members = sorted(member.name for member in Path(path).iterdir() if (member / CONFIG).is_file())
-        example = f", such as {Path(path) / members[0]}" if members else ""
-        raise FmnistError(f"{path} is a group of {len(members)} runs made by 'fmnist train --seeds', not one run: "
-                          f"give one of its runs{example}")
-
-
-def verified_model_path(source: Path) -> tuple[Path, str]:
-    """Resolve a run directory or ``.keras`` file to a model whose recorded SHA-256 matches."""
-    source = Path(source)
-    refuse_seed_group(source)
-    model_path = source / MODEL if source.is_dir() else source
-    status = source / STATUS
-    resumable = ("running", "interrupted", "failed")  # killed, stopped, or failed mid-training
-    if not model_path.is_file() and status.is_file() and read_json(status).get("state") in resumable:
-        from fmnist.runs import WAIT_FOR_TRAINING, being_trained, how_to_finish  # runs imports this module
-
-        if being_trained(source):
-            raise FmnistError(f"{source} has no model yet: it is being trained right now; {WAIT_FOR_TRAINING}")
-        raise FmnistError(f"{source} has no model yet: its training has not finished; {how_to_finish(source)}")
-    if not model_path.is_file() and (source / CONFIG).is_file():  # a run whose training finished, its model gone
-        raise FmnistError(f"{source} has lost its {MODEL}: restore it from a copy, or train a new run with its "
-                          "settings")
-    if not model_path.is_file():
-        raise FmnistError(f"no model at {model_path}: give a run directory made by 'fmnist train' or its {MODEL}")
-    if model_path.suffix != ".keras":
-        raise FmnistError(f"{model_path} is not a .keras model; only models written by 'fmnist train' are loaded")
-    checksum_path = model_path.with_name(model_path.name + ".sha256")
-    if not checksum_path.is_file():
-        raise FmnistError(
-            f"{checksum_path} is missing: only models written by 'fmnist train' (with their checksum) are loaded"
-        )
-    recorded = checksum_path.read_bytes().split()
-    expected = recorded[0].decode("ascii") if recorded and re.fullmatch(rb"[0-9a-f]{64}", recorded[0]) else None
-    if expected is None:
-        raise FmnistError(f"{checksum_path} is damaged: it holds no SHA-256; restore it from the run, or retrain")
-    actual = sha256_file(model_path)
-    if actual != expected:
-        raise FmnistError(
-            f"{model_path} does not match its recorded SHA-256 (expected {expected}, got {actual}); "
-            "the file was changed or damaged: retrain, or restore it from its run"
-        )
-    return model_path, actual
-
-
-def load_model(source: Path) -> tuple[Any, str]:
-    """Load a checksum-verified Fashion-MNIST model (never with ``safe_mode=False``); return it and its SHA-256."""
-    model_path, checksum = verified_model_path(source)
-    import keras
-
-    from fmnist.data import NUM_CLASSES, NUM_FEATURES
-
-    damaged = "the file is damaged or from another tool; retrain, or restore it from a copy"
-    if not zipfile.is_zipfile(model_path):  # Keras would say "File not found" of a file it has just opened
-        raise FmnistError(f"{model_path} is not a Keras model (a .keras file is a zip archive): {damaged}")
-    try:
-        model = keras.saving.load_model(model_path, compile=False)
-    except Exception as exc:  # Keras raises many types for a bad archive; all mean the same to the user.
-        raise FmnistError(f"Keras cannot load {model_path} ({first_line(exc)}): {damaged} "
-                          "(--debug shows Keras' error)") from exc
-    features, classes = model.input_shape[-1], model.output_shape[-1]
-    if (features, classes) != (NUM_FEATURES, NUM_CLASSES):
-        raise FmnistError(f"{source} maps {features} features to {classes} classes, "
-                          f"not {NUM_FEATURES} pixels to {NUM_CLASSES} classes")
-    import numpy as np
-
-    if not all(np.isfinite(keras.ops.convert_to_numpy(weight)).all() for weight in model.weights):
-        # Its answers would all be NaN, each served as a confident one.
-        raise FmnistError(f"{source} holds NaN or infinite weights: it cannot classify anything; retrain it")
-    return model, checksum
 
 
 def read_history(run_dir: Path) -> dict[str, list[float]]:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
-from fmnist import defaults, stopping
+from fmnist import artifacts, defaults, stopping
 from fmnist.errors import FmnistError
 from fmnist.settings import BACKENDS, DEFAULT_BACKEND, FLAG_SETTINGS, PREFERRED_BACKEND, RECIPES, TrainSettings, flag
 
@@ -295,83 +295,85 @@ def cmd_serve(args: argparse.Namespace) -> None:
           max_upload_mib=args.max_upload_mb, max_batch=args.max_batch, access_log=not args.quiet)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common(p: argparse.ArgumentParser, json_result: bool = True) -> None:
+    # SUPPRESS: given before the command or after it, these keep the value given (argparse would reset them).
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="only results and errors, no progress")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of any error")
+    if json_result:
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help="print the result as JSON on stdout")
+
+
+def _command(sub: Any, name: str, handler: Callable, help_text: str,
+             json_result: bool = True) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text, description=help_text, epilog=_examples(name),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(handler=handler, command_parser=p)
+    _common(p, json_result)
+    return p
+
+
+def _runs_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs-dir", type=_path, default=Path(defaults.RUNS_DIR),
+                   help=f"where a RUN given by name is looked up (default ./{defaults.RUNS_DIR})")
+
+
+def _run_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=_path, metavar="RUN",
+                   help="a run directory made by 'fmnist train', or its name in --runs-dir")
+    _runs_dir(p)
+
+
+def _data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=_path, default=None,
+                   help="folder with the four IDX files (.gz or raw); default: FMNIST_DATA_DIR, keras' cache, "
+                        "the Debian package, then keras' download")
+
+
+def _backend(p: argparse.ArgumentParser, by_model: bool = False) -> None:
+    by_architecture = ", ".join(f"{name} for {'dense networks' if architecture == 'dense' else 'the ConvNet'}"
+                                for architecture, name in PREFERRED_BACKEND.items())
+    measured = f"the one measured faster on CPU for the model: {by_architecture}" if by_model else DEFAULT_BACKEND
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help=f"Keras backend (default: KERAS_BACKEND, else {measured})")
+
+
+def _fixed_settings(p: argparse.ArgumentParser) -> None:
+    """The settings that both train and tune take (tune searches the others)."""
     spec = TrainSettings()  # the defaults the help quotes
-    parser = Parser(
-        prog="fmnist", description="Train, evaluate and report a Fashion-MNIST classifier (Keras 3).",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="only results and errors, no progress")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
-    parser.set_defaults(json=False)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _data_dir(p)
+    _backend(p, by_model=True)
+    p.add_argument("--runs-dir", type=_path, default=Path(defaults.RUNS_DIR),
+                   help=f"where run directories go (default ./{defaults.RUNS_DIR})")
+    p.add_argument("--epochs", type=_positive_int,
+                   help=f"most epochs; early stopping may end sooner (default: the recipe's; spec {spec.epochs})")
+    p.add_argument("--validation-fraction", type=float,
+                   help="share of the training images (the 60,000, or --limit's N) held out for validation "
+                        f"(default: the recipe's; spec {spec.validation_fraction})")
+    p.add_argument("--early-stopping-patience", type=_positive_int,
+                   help="epochs without val_loss gain before stopping, plateau schedule "
+                        f"(default {spec.early_stopping_patience})")
+    p.add_argument("--lr-patience", type=_positive_int,
+                   help="epochs without val_loss gain before the learning rate drops, plateau schedule "
+                        f"(default {spec.lr_patience})")
+    p.add_argument("--seed", type=int, help=f"seed for split, weights and shuffling (default {spec.seed})")
+    p.add_argument("--limit", type=_positive_int, metavar="N",
+                   help="use a stratified subset of N training images, validation split included, for quick "
+                        "tries (default: all 60,000)")
 
-    def common(p: argparse.ArgumentParser, json_result: bool = True) -> None:
-        # SUPPRESS: given before the command or after it, these keep the value given (argparse would reset them).
-        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                       help="only results and errors, no progress")
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                       help="show the traceback of any error")
-        if json_result:
-            p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                           help="print the result as JSON on stdout")
 
-    def command(name: str, handler: Callable, help_text: str, json_result: bool = True) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text, epilog=_examples(name),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.set_defaults(handler=handler, command_parser=p)
-        common(p, json_result)
-        return p
-
-    def runs_dir(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--runs-dir", type=_path, default=Path(defaults.RUNS_DIR),
-                       help=f"where a RUN given by name is looked up (default ./{defaults.RUNS_DIR})")
-
-    def run_argument(p: argparse.ArgumentParser) -> None:
-        p.add_argument("run", type=_path, metavar="RUN",
-                       help="a run directory made by 'fmnist train', or its name in --runs-dir")
-        runs_dir(p)
-
-    def data_dir(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", type=_path, default=None,
-                       help="folder with the four IDX files (.gz or raw); default: FMNIST_DATA_DIR, keras' cache, "
-                            "the Debian package, then keras' download")
-
-    def backend(p: argparse.ArgumentParser, by_model: bool = False) -> None:
-        by_architecture = ", ".join(f"{name} for {'dense networks' if architecture == 'dense' else 'the ConvNet'}"
-                                    for architecture, name in PREFERRED_BACKEND.items())
-        measured = f"the one measured faster on CPU for the model: {by_architecture}" if by_model else DEFAULT_BACKEND
-        p.add_argument("--backend", choices=BACKENDS, default=None,
-                       help=f"Keras backend (default: KERAS_BACKEND, else {measured})")
-
-    p = command("data", cmd_data, "Locate, verify (IDX header and SHA-256) and describe the dataset.")
-    data_dir(p)
+def _add_data(sub: Any) -> None:
+    p = _command(sub, "data", cmd_data, "Locate, verify (IDX header and SHA-256) and describe the dataset.")
+    _data_dir(p)
     p.add_argument("--show", type=_path, metavar="PNG", help="write a grid of sample images, one row per class")
 
-    def fixed_settings(p: argparse.ArgumentParser) -> None:
-        """The settings that both train and tune take (tune searches the others)."""
-        data_dir(p)
-        backend(p, by_model=True)
-        p.add_argument("--runs-dir", type=_path, default=Path(defaults.RUNS_DIR),
-                       help=f"where run directories go (default ./{defaults.RUNS_DIR})")
-        p.add_argument("--epochs", type=_positive_int,
-                       help=f"most epochs; early stopping may end sooner (default: the recipe's; spec {spec.epochs})")
-        p.add_argument("--validation-fraction", type=float,
-                       help="share of the training images (the 60,000, or --limit's N) held out for validation "
-                            f"(default: the recipe's; spec {spec.validation_fraction})")
-        p.add_argument("--early-stopping-patience", type=_positive_int,
-                       help="epochs without val_loss gain before stopping, plateau schedule "
-                            f"(default {spec.early_stopping_patience})")
-        p.add_argument("--lr-patience", type=_positive_int,
-                       help="epochs without val_loss gain before the learning rate drops, plateau schedule "
-                            f"(default {spec.lr_patience})")
-        p.add_argument("--seed", type=int, help=f"seed for split, weights and shuffling (default {spec.seed})")
-        p.add_argument("--limit", type=_positive_int, metavar="N",
-                       help="use a stratified subset of N training images, validation split included, for quick "
-                            "tries (default: all 60,000)")
 
-    p = command("train", cmd_train, "Train a model (the spec's recipe by default), evaluate it and write the report.")
-    fixed_settings(p)
+def _add_train(sub: Any) -> None:
+    spec = TrainSettings()
+    p = _command(sub, "train", cmd_train,
+                 "Train a model (the spec's recipe by default), evaluate it and write the report.")
+    _fixed_settings(p)
     p.add_argument("--name", help="run name, the suffix of the run directory (default: the recipe's name)")
     p.add_argument("--batch-size", type=_positive_int,
                    help=f"images per step (default: the recipe's; spec {spec.batch_size})")
@@ -392,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "one it would ignore is refused")
     p.add_argument("--teacher", type=_path, metavar="RUN",
                    help="distil from this trained run (with --recipe distilled): its directory, its name in "
-                        "--runs-dir, or its model.keras")
+                        f"--runs-dir, or its {artifacts.MODEL}")
     p.add_argument("--seeds", type=_positive_int, metavar="N",
                    help="train N seeds (seed, seed+1, ...) in one group directory; report mean, spread, 95%% CI "
                         "(default: one run)")
@@ -400,15 +402,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue this killed or interrupted run from its last finished epoch, with its own "
                         "settings; given a --seeds group, finish its unfinished and missing seeds and its summary")
 
-    p = command("tune", cmd_tune, "Search the recipe's knobs with Optuna; each trial is a normal run, judged on "
-                                  "the validation split. Run it in several processes or machines to work in parallel.")
-    fixed_settings(p)
+
+def _add_tune(sub: Any) -> None:
+    p = _command(sub, "tune", cmd_tune, "Search the recipe's knobs with Optuna; each trial is a normal run, judged on "
+                                        "the validation split. Run it in several processes or machines to work in "
+                                        "parallel.")
+    _fixed_settings(p)
     p.add_argument("--study", type=_given, help=f"study name; rerunning continues it (default {defaults.TUNE_STUDY})")
     p.add_argument("--storage", type=_given, metavar="URL|FILE",
-                   help="where the study lives: postgresql://user:password@host/db (or sqlite:///file.db) to share "
-                        "it between machines, or a journal file (default RUNS_DIR/tune.journal)")
-    p.add_argument("--trials", type=_positive_int,
-                   help=f"trials this process runs (default {defaults.TUNE_TRIALS})")
+                   help="where the study lives: postgresql://user:password@host/db to share it between machines, "
+                        "sqlite:///file.db (best for one process at a time), or a journal file for the processes of "
+                        f"one machine (default RUNS_DIR/{artifacts.TUNE_JOURNAL})")
+    p.add_argument("--trials", type=_positive_int, help=f"trials this process runs (default {defaults.TUNE_TRIALS})")
     p.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS",
                    help="start no new trial after this long (default: no limit; --trials still applies)")
     what = p.add_mutually_exclusive_group()
@@ -417,18 +422,24 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--train-best", type=_given, metavar="STUDY",
                       help="train the study's best settings as a normal run (with --epochs/--limit as given here)")
     p.add_argument("--output", type=_path, metavar="HTML",
-                   help="where --report writes (default RUNS_DIR/STUDY/tune_report.html)")
+                   help=f"where --report writes (default RUNS_DIR/STUDY/{artifacts.TUNE_REPORT})")
 
-    p = command("evaluate", cmd_evaluate, "Re-score a run's model (SHA-256 checked) on the 10,000 test images.")
-    run_argument(p)
-    data_dir(p)
-    backend(p)
 
-    p = command("report", cmd_report, "Rebuild a run's pictures and report.html from its files.")
-    run_argument(p)
+def _add_evaluate(sub: Any) -> None:
+    p = _command(sub, "evaluate", cmd_evaluate, "Re-score a run's model (SHA-256 checked) on the 10,000 test images.")
+    _run_argument(p)
+    _data_dir(p)
+    _backend(p)
 
-    p = command("runs", cmd_runs, "List the runs, newest first: settings, test accuracy, macro F1, time, status. "
-                                  "'fmnist runs compare --help' tells how to compare some of them.")
+
+def _add_report(sub: Any) -> None:
+    p = _command(sub, "report", cmd_report, f"Rebuild a run's pictures and {artifacts.REPORT_HTML} from its files.")
+    _run_argument(p)
+
+
+def _add_runs(sub: Any) -> None:
+    p = _command(sub, "runs", cmd_runs, "List the runs, newest first: settings, test accuracy, macro F1, time, "
+                                        "status. 'fmnist runs compare --help' tells how to compare some of them.")
     p.add_argument("--runs-dir", type=_path, default=Path(defaults.RUNS_DIR),
                    help=f"where run directories are (default ./{defaults.RUNS_DIR})")
     compare_help = "Write one HTML page comparing runs: settings, learning curves, per-class F1, changed mistakes."
@@ -442,49 +453,74 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=_path, default=argparse.SUPPRESS,
                    help=f"where run directories are (default ./{defaults.RUNS_DIR})")
     p.add_argument("--output", type=_path, metavar="HTML",
-                   help="where to write the page (default RUNS_DIR/compare.html)")
-    common(p)
+                   help=f"where to write the page (default RUNS_DIR/{artifacts.COMPARISON_HTML})")
+    _common(p)
 
-    from fmnist.artifacts import EXPORT_FILES
 
-    p = command("export", cmd_export, "Export a run's model with Keras (ONNX, TensorFlow SavedModel or LiteRT), then "
-                                      "check the file with its own runtime against Keras on 1,000 test images.")
-    run_argument(p)
-    p.add_argument("--format", required=True, choices=tuple(EXPORT_FILES),
-                   help="the file format, written to RUN/exports/FORMAT/ with a record of the check")
+def _add_export(sub: Any) -> None:
+    p = _command(sub, "export", cmd_export, "Export a run's model with Keras (ONNX, TensorFlow SavedModel or LiteRT), "
+                                            "then check the file with its own runtime against Keras on 1,000 test "
+                                            "images.")
+    _run_argument(p)
+    p.add_argument("--format", required=True, choices=tuple(artifacts.EXPORT_FILES),
+                   help=f"the file format, written to RUN/{artifacts.EXPORTS_DIR}/FORMAT/ with a record of the check")
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="Keras backend that writes the file (default: KERAS_BACKEND, else tensorflow, "
                         "which writes every format; jax writes saved_model only)")
-    data_dir(p)
-    p = command("bench", cmd_bench, "Time training and inference against plain Keras/PyTorch scripts and the CPU.")
-    p.add_argument("--output", type=_path, default=Path("bench.json"),
-                   help="where to write the JSON, with a bar chart beside it as .png (default bench.json)")
-    p.add_argument("--quick", action="store_true", help="3 timed epochs per contender instead of 6, for a short run")
-    data_dir(p)
+    _data_dir(p)
 
-    p = command("predict", cmd_predict, "Classify photos (PNG, JPEG, WebP, BMP, GIF) or .npy arrays (28x28 or 784 "
-                                        "values) with a run's model, prepared the way Fashion-MNIST was made.")
+
+def _add_bench(sub: Any) -> None:
+    p = _command(sub, "bench", cmd_bench,
+                 "Time training and inference against plain Keras/PyTorch scripts and the CPU.")
+    p.add_argument("--output", type=_path, default=Path(defaults.BENCH_JSON),
+                   help="where to write the JSON, with a bar chart beside it as .png (default %(default)s)")
+    p.add_argument("--quick", action="store_true", help="3 timed epochs per contender instead of 6, for a short run")
+    _data_dir(p)
+
+
+def _add_predict(sub: Any) -> None:
+    p = _command(sub, "predict", cmd_predict, "Classify photos (PNG, JPEG, WebP, BMP, GIF) or .npy arrays (28x28 or "
+                                              "784 values) with a run's model, prepared the way Fashion-MNIST was "
+                                              "made.")
     p.add_argument("model", type=_path, metavar="RUN",
-                   help="a run directory made by 'fmnist train', its name in --runs-dir, or its model.keras")
-    runs_dir(p)
+                   help=f"a run directory made by 'fmnist train', its name in --runs-dir, or its {artifacts.MODEL}")
+    _runs_dir(p)
     p.add_argument("images", type=_path, nargs="+", metavar="IMAGE", help="image or .npy files")
     p.add_argument("--top-k", type=_positive_int, default=3, help="classes listed per image (default 3)")
     p.add_argument("--unsure-below", type=float, default=defaults.UNSURE_BELOW, metavar="P",
                    help="call the model unsure when its top probability is under P (default %(default)s)")
-    p.add_argument("--show", type=_path, metavar="PNG", help="write the 28x28 inputs the model saw (the first 64), what "
-                   "in each spoke for its top class (occlusion: 4x4 patches blanked in turn) and the probabilities")
-    backend(p)
+    p.add_argument("--show", type=_path, metavar="PNG",
+                   help="write the 28x28 inputs the model saw (the first 64), what in each spoke for its top class "
+                        "(occlusion: 4x4 patches blanked in turn) and the probabilities")
+    _backend(p)
 
-    p = command("serve", cmd_serve, "Serve a run's model over HTTP: POST /v1/predict, a web page at /, docs at /docs.",
-                json_result=False)
-    run_argument(p)
+
+def _add_serve(sub: Any) -> None:
+    p = _command(sub, "serve", cmd_serve, "Serve a run's model over HTTP: POST /v1/predict, a web page at /, docs at "
+                                          "/docs.", json_result=False)
+    _run_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--max-upload-mb", type=_positive_int, default=defaults.MAX_UPLOAD_MIB,
                    help="largest request body, in MiB (default %(default)s)")
     p.add_argument("--max-batch", type=_positive_int, default=defaults.MAX_BATCH,
                    help="most inputs in one shared forward pass; 1 turns batching off (default %(default)s)")
-    backend(p)
+    _backend(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="fmnist", description="Train, evaluate, explain and serve a Fashion-MNIST classifier (Keras 3).",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="only results and errors, no progress")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
+    parser.set_defaults(json=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_data, _add_train, _add_tune, _add_evaluate, _add_report, _add_runs, _add_export, _add_bench,
+                _add_predict, _add_serve):
+        add(sub)
     return parser
 
 

@@ -11,3 +11,5 @@ MAX_BATCH = 64
 # tune: trials one process runs, and the study's name.
 TUNE_TRIALS = 20
 TUNE_STUDY = "fmnist"
+# bench: where the JSON goes (its chart beside it, as .png).
+BENCH_JSON = "bench.json"

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from fmnist import artifacts, runs
+from fmnist import model_files, runs
 from fmnist.calibration import apply_temperature, folded_temperature
 from fmnist.data import NUM_CLASSES
 from fmnist.inference import predict_probabilities
@@ -18,7 +18,7 @@ def teacher_targets(teacher: str, features: np.ndarray, temperature: float) -> n
     """softmax(teacher logits / T) for every image, from a checksum-verified teacher run."""
     # The teacher's own calibration temperature is folded into its logits: undo it before softening.
     folded = folded_temperature(runs.teacher_run_dir(teacher))
-    model, _ = artifacts.load_model(Path(teacher))
+    model, _ = model_files.load_model(Path(teacher))
     probabilities = predict_probabilities(model, features)
     return apply_temperature(probabilities, temperature / folded).astype(np.float32)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist import artifacts, runs
+from fmnist import artifacts, model_files, runs
 from fmnist.data import Dataset, load_dataset, to_features
 from fmnist.explain import report_explanations
 from fmnist.inference import predict_probabilities
@@ -37,9 +37,9 @@ def evaluate_run(
 
     run_dir = runs.require_run_dir(run_dir)
     if model is None:
-        model, checksum = artifacts.load_model(run_dir)
+        model, checksum = model_files.load_model(run_dir)
     else:
-        checksum = artifacts.verified_model_path(run_dir)[1]
+        checksum = model_files.verified_model_path(run_dir)[1]
     dataset = dataset or load_dataset(data_dir)
 
     predict = functools.partial(predict_probabilities, model)

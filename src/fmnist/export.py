@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fmnist import artifacts, runs
+from fmnist import artifacts, model_files, runs
 from fmnist.backend import resolve
 from fmnist.data import CHECKSUMS, load_dataset, to_features
 from fmnist.errors import FmnistError
@@ -138,7 +138,7 @@ def export_run(run_dir: Path, fmt: str, backend: str, data_dir: Path | None = No
     if (exports / fmt).exists() and not (exports / fmt).is_dir():  # it would be set aside, hidden, and left there
         raise FmnistError(f"{exports / fmt} is a file, where the {fmt} export goes: move it away, then export again")
     config = artifacts.read_json(run_dir / artifacts.CONFIG)
-    model, model_sha256 = artifacts.load_model(run_dir)
+    model, model_sha256 = model_files.load_model(run_dir)
     images = _parity_images(config, data_dir)
     reference = np.asarray(model.predict(images, batch_size=len(images), verbose=0))
     try:

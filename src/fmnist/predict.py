@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist import artifacts, runs
+from fmnist import model_files, runs
 from fmnist.data import CLASS_NAMES, NUM_FEATURES
 from fmnist.defaults import UNSURE_BELOW
 from fmnist.errors import FmnistError
@@ -28,7 +28,7 @@ class Classifier:
     def __init__(self, source: Path) -> None:
         from fmnist.inference import compiled_forward
 
-        self.model, self.sha256 = artifacts.load_model(source)
+        self.model, self.sha256 = model_files.load_model(source)
         self.forward = compiled_forward(self.model)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:

@@ -90,13 +90,22 @@ def create_run_dir(runs_dir: Path, name: str) -> Path:
     raise FmnistError(f"could not create a fresh run directory in {runs_dir}")
 
 
+def refuse_seed_group(path: Path) -> None:
+    """A group made by ``--seeds``, given where one run is wanted, is refused, naming one of its runs."""
+    if (Path(path) / artifacts.SEED_GROUP).is_file():
+        members = sorted(member.name for member in Path(path).iterdir() if (member / artifacts.CONFIG).is_file())
+        example = f", such as {Path(path) / members[0]}" if members else ""
+        raise FmnistError(f"{path} is a group of {len(members)} runs made by 'fmnist train --seeds', not one run: "
+                          f"give one of its runs{example}")
+
+
 def require_run_dir(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     try:
         str(run_dir.resolve()).encode("utf-8")
     except UnicodeEncodeError:  # its path is written into its JSON, HTML and plots, all UTF-8
         raise FmnistError(f"{run_dir!s:.200} has a name that is not UTF-8: rename it, then try again") from None
-    artifacts.refuse_seed_group(run_dir)
+    refuse_seed_group(run_dir)
     if not (run_dir / artifacts.CONFIG).is_file():
         raise FmnistError(f"{run_dir} is not a run directory (no {artifacts.CONFIG}); give a directory made by 'fmnist train'")
     return run_dir

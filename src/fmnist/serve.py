@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import ipaddress
 import json
 import logging
@@ -24,7 +25,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from fmnist import artifacts, runs
+from fmnist import artifacts, model_files, runs
 from fmnist.data import CLASS_NAMES, IMAGE_SIDE
 from fmnist.defaults import MAX_BATCH, MAX_UPLOAD_MIB, UNSURE_BELOW
 from fmnist.errors import FmnistError, first_line
@@ -300,7 +301,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
                decode_slots: int = DECODE_SLOTS) -> FastAPI:
     """Build the app; its lifespan loads the run's model once and starts the batcher."""
     run_dir = runs.require_run_dir(run_dir)
-    artifacts.verified_model_path(run_dir)  # a missing or changed model is one line now, not a failed start-up
+    model_files.verified_model_path(run_dir)  # a missing or changed model is one line now, not a failed start-up
     settings = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings")
     metrics_path = run_dir / artifacts.METRICS
     metrics = artifacts.read_json(metrics_path) if metrics_path.is_file() else None
@@ -417,8 +418,10 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
     log.info("serving %s on http://%s:%d/ (API docs at /docs)", run_dir, f"[{host}]" if ":" in host else host, port)
     # A malformed form is answered 400 with its reason; python-multipart would also log its parser's complaint.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"  # a log, like every command's progress
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=access_log, http=json_http_protocol(),
-                                           log_level="info" if access_log else "warning",
+                                           log_level="info" if access_log else "warning", log_config=log_config,
                                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
 
     def in_one_line(record: logging.LogRecord) -> bool:

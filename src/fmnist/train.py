@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fmnist import artifacts, defaults, runs, stopping
+from fmnist import artifacts, defaults, model_files, runs, stopping
 from fmnist.data import Dataset, load_dataset, to_features
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
@@ -71,7 +71,7 @@ def check_inputs(settings: TrainSettings, dataset: Dataset) -> None:
     split_indices(dataset.y_train, settings)
     if settings.teacher:
         try:
-            artifacts.verified_model_path(Path(settings.teacher))
+            model_files.verified_model_path(Path(settings.teacher))
             runs.teacher_run_dir(settings.teacher)
         except FmnistError as exc:
             raise FmnistError(f"--teacher {settings.teacher}: {exc}") from None
@@ -216,7 +216,7 @@ def train(
             with tensorflow_hidden_from_keras(backend):
                 model, epochs_run, seconds = fit(settings, dataset, run_dir, backend, extra_callbacks)
                 calibrate_run(model, dataset, run_dir)
-                artifacts.save_model(model, run_dir)
+                model_files.save_model(model, run_dir)
         except KeyboardInterrupt:
             runs.set_status(run_dir, "interrupted", resume=f"fmnist train --resume {run_dir}")
             raise

@@ -1,0 +1,80 @@
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fmnist import artifacts, model_files, runs
+from fmnist.errors import FmnistError
+from fmnist.model import build_dense
+
+
+def test_saved_model_loads_back_and_predicts_the_same(tmp_path):
+    model = build_dense((16, 8), 0.3)
+    x = np.random.default_rng(0).random((10, 784), dtype=np.float32)
+    checksum = model_files.save_model(model, tmp_path)
+    loaded, loaded_checksum = model_files.load_model(tmp_path)
+    assert loaded_checksum == checksum == artifacts.sha256_file(tmp_path / artifacts.MODEL)
+    np.testing.assert_allclose(model.predict(x, verbose=0), loaded.predict(x, verbose=0), rtol=1e-6)
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_tampered_model_is_refused(tmp_path):
+    model_files.save_model(build_dense((8,), 0.0), tmp_path)
+    with open(tmp_path / artifacts.MODEL, "ab") as f:
+        f.write(b"x")
+    with pytest.raises(FmnistError, match="does not match its recorded SHA-256"):
+        model_files.load_model(tmp_path)
+
+
+def test_model_without_checksum_or_of_other_format_is_refused(tmp_path):
+    (tmp_path / "model.keras").write_bytes(b"PK")
+    with pytest.raises(FmnistError, match="sha256 is missing"):
+        model_files.load_model(tmp_path / "model.keras")
+    (tmp_path / "weights.h5").write_bytes(b"x")
+    with pytest.raises(FmnistError, match="not a .keras model"):
+        model_files.load_model(tmp_path / "weights.h5")
+    with pytest.raises(FmnistError, match="no model at"):
+        model_files.load_model(tmp_path / "nothing-here")
+    lost = tmp_path / "lost"
+    lost.mkdir()
+    (lost / artifacts.CONFIG).write_text("{}")
+    runs.set_status(lost, "finished")
+    with pytest.raises(FmnistError, match="lost has lost its model.keras: restore it from a copy, or train a new run"):
+        model_files.load_model(lost)
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    for state in ("running", "interrupted", "failed"):  # killed, stopped, or failed mid-training
+        artifacts.write_json(unfinished / artifacts.STATUS, {"state": state})
+        with pytest.raises(FmnistError, match=f"has no model yet: .* 'fmnist train --resume {unfinished}' finishes"):
+            model_files.load_model(unfinished)
+
+
+def test_a_model_with_a_matching_checksum_that_is_damaged_or_for_another_task_is_refused(tmp_path):
+    import keras
+
+    def with_checksum(write) -> None:  # as if someone had rewritten model.keras.sha256 to match
+        write(tmp_path / artifacts.MODEL)
+        (tmp_path / artifacts.MODEL_SHA256).write_text(artifacts.sha256_file(tmp_path / artifacts.MODEL) + "\n")
+
+    with_checksum(keras.Sequential([keras.Input((100,)), keras.layers.Dense(3, activation="softmax")]).save)
+    with pytest.raises(FmnistError, match="maps 100 features to 3 classes, not 784 pixels to 10 classes"):
+        model_files.load_model(tmp_path)
+    whole = (tmp_path / artifacts.MODEL).read_bytes()
+    with_checksum(lambda path: path.write_bytes(whole[: len(whole) // 2]))
+    with pytest.raises(FmnistError, match="model.keras is not a Keras model .*: the file is damaged or from another"):
+        model_files.load_model(tmp_path)
+
+    def another_archive(path: Path) -> None:
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("notes.txt", "not a model")
+
+    with_checksum(another_archive)
+    with pytest.raises(FmnistError, match="Keras cannot load .*model.keras .*: the file is damaged or from") as caught:
+        model_files.load_model(tmp_path)
+    assert caught.value.__cause__ is not None  # what Keras said, for --debug to show
+    diverged = build_dense((8,), 0.0)
+    diverged.layers[-1].kernel.assign(np.full((8, 10), np.nan, dtype=np.float32))
+    with_checksum(diverged.save)
+    with pytest.raises(FmnistError, match="holds NaN or infinite weights: it cannot classify anything"):
+        model_files.load_model(tmp_path)
