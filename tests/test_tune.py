@@ -268,7 +268,6 @@ def test_a_continued_study_runs_again_what_a_stop_or_a_dead_worker_cut_short(tmp
 def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_hand(tmp_path, dataset):
     import keras
 
-    from fmnist.resume import resume_run
     from fmnist.train import train
 
     store, shown = open_storage(None, tmp_path)
@@ -278,33 +277,40 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
         def on_epoch_end(self, epoch, logs=None):
             raise KeyboardInterrupt
 
-    def stopped_trial() -> Path:
-        """A trial stopped in its second epoch, recorded as the objective records it."""
+    def stopped_trial() -> optuna.Trial:
+        """A trial cut short, recorded as the objective records it."""
         trial = study.ask()
         suggest(trial)
-        with pytest.raises(KeyboardInterrupt):
-            train(settings_for(BASE, trial.params, trial_name(trial.number)), "jax", runs_dir=tmp_path / "s",
-                  dataset=dataset, extra_callbacks=[CtrlCAfterFirstEpoch()])
         trial.set_user_attr("stopped", True)
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        (run_dir,) = (tmp_path / "s").glob(f"*-{trial_name(trial.number)}")
-        return run_dir
+        return trial
 
     def continued() -> optuna.trial.FrozenTrial:
         tune(BASE, "jax", 1, "s", runs_dir=tmp_path, dataset=dataset)
         return optuna.load_study(study_name="s", storage=open_storage(None, tmp_path)[0]).trials[-1]
 
-    cut_short = stopped_trial()
+    trial = stopped_trial()  # in its second epoch
+    with pytest.raises(KeyboardInterrupt):
+        train(settings_for(BASE, trial.params, trial_name(trial.number)), "jax", runs_dir=tmp_path / "s",
+              dataset=dataset, extra_callbacks=[CtrlCAfterFirstEpoch()])
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    (cut_short,) = (tmp_path / "s").iterdir()
     retry = continued()  # finishes that run from its second epoch, in its folder
     assert retry.state == optuna.trial.TrialState.COMPLETE and Path(retry.user_attrs["run_dir"]) == cut_short
     history = artifacts.read_history(cut_short)
     assert len(history["loss"]) == 2 and retry.intermediate_values == {1: history["val_loss"][1]}
-    assert retry.value == min(history["val_loss"]) and json.loads((cut_short / artifacts.STATUS).read_text())["state"] == "finished"
+    assert retry.value == min(history["val_loss"])
+    assert json.loads((cut_short / artifacts.STATUS).read_text())["state"] == "finished"
 
-    by_hand = stopped_trial()
-    resume_run(by_hand, dataset=dataset)  # fmnist train --resume, before the study is continued
+    # Another trial of the same settings cut short, whose run 'fmnist train --resume' then finished: that run is as
+    # the one just finished, under the trial's name.
+    study.enqueue_trial(trial.params)
+    trial = stopped_trial()
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    name = cut_short.name.replace(trial_name(0), trial_name(trial.number))
+    by_hand = shutil.copytree(cut_short, cut_short.with_name(name))
     finished = {p: p.stat().st_mtime_ns for p in by_hand.iterdir()}
     retry = continued()  # counts it: nothing trained again
+    assert retry.user_attrs["retry_of"] == trial.number
     assert retry.state == optuna.trial.TrialState.COMPLETE and Path(retry.user_attrs["run_dir"]) == by_hand
     assert retry.value == min(artifacts.read_history(by_hand)["val_loss"])
     assert {p: p.stat().st_mtime_ns for p in by_hand.iterdir()} == finished

@@ -77,11 +77,9 @@ def json_number(value: Any) -> float | None:
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
-
-    A crash mid-write leaves the old file (or none), never a half-written one.
-    The temporary name keeps the suffix, since some writers (Keras) insist on it.
-    """
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place: a crash mid-write leaves
+    the old file (or none), never a half-written one."""
+    # The temporary name keeps the suffix, since some writers (Keras) insist on it.
     path = Path(path)
     try:
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f"{TEMPORARY}{path.suffix}")

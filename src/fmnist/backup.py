@@ -36,12 +36,11 @@ def _scalar(value: Any) -> Any:
 
 
 class TrainingBackup(keras.callbacks.Callback):
-    """Writes, atomically at each epoch's end, everything the next epoch depends on, and restores it at fit's start.
-
-    Unlike keras' BackupAndRestore it also keeps the other callbacks' state (best value and weights, patience
-    and plateau counters), the random generators (dropout seeds, NumPy's shuffle order) and whether training
-    had already stopped. It must come after the callbacks it saves, so it restores them after their own reset.
-    """
+    """Writes, atomically at each epoch's end, everything the next epoch depends on, and restores it at fit's start;
+    it must come after the callbacks it saves, so it restores them after their own reset."""
+    # Unlike keras' BackupAndRestore it also keeps the other callbacks' state (best value and weights, patience and
+    # plateau counters), the random generators (dropout seeds, NumPy's shuffle order) and whether training had
+    # already stopped: a resumed run then ends as the uninterrupted one would.
 
     def __init__(self, path: Path, callbacks: list[keras.callbacks.Callback]):
         super().__init__()

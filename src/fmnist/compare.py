@@ -11,7 +11,7 @@ import numpy as np
 from fmnist import artifacts, defaults, plots, runs
 from fmnist.data import CLASS_NAMES
 from fmnist.errors import FmnistError
-from fmnist.report import image_html, page, table_html
+from fmnist.html_page import image_html, page, table_html
 
 TOP_CLASSES = 5
 

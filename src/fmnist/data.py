@@ -57,6 +57,11 @@ class Dataset:
     checksums: dict[str, str] = field(default_factory=dict)
 
 
+def data_record(dataset: Dataset) -> dict[str, Any]:
+    """What a run keeps of its data: where they came from, and their files' SHA-256 (a resume checks them)."""
+    return {"source": dataset.source, "sha256": dataset.checksums}
+
+
 def to_features(images: np.ndarray) -> np.ndarray:
     """Scale uint8 pixels to float32 in [0, 1] and flatten each image to 784 values."""
     return (np.asarray(images, dtype=np.float32) / 255.0).reshape(len(images), -1)

@@ -1,6 +1,5 @@
-"""Occlusion maps: which parts of an image a model's answer rests on, found by blanking 4x4 patches in turn.
-
-Forward passes only, so they work for any model, dense or ConvNet, on either Keras backend."""
+"""Occlusion maps: which parts of an image a model's answer rests on, found by blanking 4x4 patches in turn; forward
+passes only, so they work for any model, dense or ConvNet, on either Keras backend."""
 
 from __future__ import annotations
 

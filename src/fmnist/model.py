@@ -8,7 +8,8 @@ from typing import Sequence
 import keras
 from keras import layers
 
-from fmnist.data import NUM_CLASSES, NUM_FEATURES
+from fmnist.data import IMAGE_SIDE, NUM_CLASSES, NUM_FEATURES
+from fmnist.settings import TrainSettings
 
 
 def build_dense(
@@ -38,7 +39,7 @@ def build_cnn(dropout: float = 0.5) -> keras.Model:
     head."""
     model = keras.Sequential(name="fmnist_cnn")
     model.add(keras.Input(shape=(NUM_FEATURES,), name="pixels"))  # same flat input as the dense net
-    model.add(layers.Reshape((28, 28, 1), name="image"))
+    model.add(layers.Reshape((IMAGE_SIDE, IMAGE_SIDE, 1), name="image"))
     for i, block in enumerate(CNN_BLOCKS):
         for j, filters in enumerate(block):
             model.add(layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv_{i}_{j}"))
@@ -56,3 +57,10 @@ def build_cnn(dropout: float = 0.5) -> keras.Model:
     model.add(layers.Dropout(dropout, name="dropout_head"))
     model.add(layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities"))
     return model
+
+
+def build_model(settings: TrainSettings) -> keras.Model:
+    """The network that ``settings`` describe, dense or ConvNet."""
+    if settings.architecture == "cnn":
+        return build_cnn(settings.dropout)
+    return build_dense(settings.hidden_sizes, settings.dropout, settings.input_dropout)

@@ -98,7 +98,8 @@ def image_grid_png(images: np.ndarray, titles: Sequence[str], path: Path, column
         ax.set_xticks([])
         ax.set_yticks([])
         if i < len(images):
-            ax.imshow(np.asarray(images[i]).reshape(28, 28), cmap="gray_r", vmin=0, vmax=images[i].max() or 1)
+            ax.imshow(np.asarray(images[i]).reshape(IMAGE_SIDE, IMAGE_SIDE), cmap="gray_r", vmin=0,
+                      vmax=images[i].max() or 1)
             ax.set_title(titles[i], fontsize=7)
         else:
             ax.axis("off")

@@ -1,4 +1,4 @@
-"""A named recipe with flags applied, and how settings turn into a compiled model and its callbacks."""
+"""A named recipe with flags applied, and how its settings compile a model, label its data and pick its callbacks."""
 
 from __future__ import annotations
 
@@ -33,14 +33,6 @@ def recipe_settings(recipe: str, **overrides: Any) -> TrainSettings:
     if recipe == "distilled" and not settings.teacher:
         raise FmnistError("--recipe distilled needs --teacher RUN, a trained run to learn from (e.g. --recipe cnn)")
     return settings
-
-
-def build_model(settings: TrainSettings):
-    from fmnist.model import build_cnn, build_dense
-
-    if settings.architecture == "cnn":
-        return build_cnn(settings.dropout)
-    return build_dense(settings.hidden_sizes, settings.dropout, settings.input_dropout)
 
 
 def training_labels(labels: np.ndarray, settings: TrainSettings, features: np.ndarray) -> np.ndarray:

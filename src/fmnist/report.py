@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import html
 import zipfile
 from pathlib import Path
@@ -14,6 +13,7 @@ from fmnist import artifacts, plots, runs
 from fmnist.data import CLASS_NAMES, IMAGE_SIDE
 from fmnist.errors import FmnistError
 from fmnist.explain import PATCH
+from fmnist.html_page import image_html, page, table_html
 from fmnist.metrics import CALIBRATION_BINS, classification_report_text
 
 
@@ -56,24 +56,6 @@ def _explanations_fit(arrays: dict[str, np.ndarray]) -> bool:
         and len(mistake_maps) <= len(arrays["mistake_indices"])
         and all(np.issubdtype(m.dtype, np.floating) and np.isfinite(m).all() for m in (maps, mistake_maps))
     )
-
-
-def image_html(path: Path, alt: str) -> str:
-    """The PNG at ``path`` inlined as an <img>, or a note that it is missing."""
-    if not path.is_file():
-        return f"<p>({html.escape(alt)} not available for this run)</p>"
-    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
-
-
-def table_html(header: list[str], rows: list[list[Any]], highlight: set[int] = frozenset()) -> str:
-    """An HTML table; the rows whose indices are in ``highlight`` are marked (class ``diff``)."""
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join(
-        ("<tr class=diff>" if i in highlight else "<tr>") + "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
-        + "</tr>" for i, row in enumerate(rows)
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _exports(run_dir: Path) -> list[tuple[str, str]]:
@@ -134,20 +116,6 @@ def _evidence_html(run_dir: Path) -> str:
     if not any(path.is_file() for path, _ in pictures):
         return f"<p>(not computed for this run: 'fmnist evaluate {html.escape(str(run_dir))}' adds them)</p>"
     return EVIDENCE_NOTE + "".join(image_html(path, alt) for path, alt in pictures)
-
-
-def page(title: str, sections: list[tuple[str, str]]) -> str:
-    """A self-contained HTML page: the title, then each (heading, HTML) section."""
-    body = "".join(f"<h2>{html.escape(heading)}</h2>{content}" for heading, content in sections)
-    style = (
-        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
-        "th{background:#f3f3f3}img{max-width:100%}tr.diff td{background:#fff3bf}"
-    )
-    return (
-        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n"
-    )
 
 
 def build_report(run_dir: Path) -> Path:

@@ -34,11 +34,9 @@ def require_unfinished(run_dir: Path) -> None:
 
 
 def keep_finished_epochs(run_dir: Path) -> int:
-    """Cut history.csv back to the epochs in the backup and return their number.
-
-    A kill can land after an epoch's row was appended but before its backup was written, or halfway
-    through a row; the epoch is then trained again and must not appear twice.
-    """
+    """Cut history.csv back to the epochs in the backup and return their number."""
+    # A kill can land after an epoch's row was appended but before its backup was written, or halfway through a row;
+    # the epoch is then trained again and must not appear twice.
     from fmnist.backup import read_meta, run_id
 
     backup, history = Path(run_dir) / artifacts.BACKUP, Path(run_dir) / artifacts.HISTORY
@@ -73,10 +71,8 @@ def resume_run(
     run_dir: Path, backend: str | None = None, data_dir: Path | None = None, dataset: Dataset | None = None,
     extra_callbacks: Sequence[Any] = (),
 ) -> TrainResult:
-    """Continue ``run_dir`` with its own settings and backend; it ends with the normal evaluation and report.
-
-    A run stopped after its training, while it was being scored or its report drawn, is only scored or drawn.
-    """
+    """Continue ``run_dir`` with its own settings and backend, to the normal evaluation and report; a run stopped
+    after its training, while it was being scored or its report drawn, is only scored or drawn."""
     from fmnist.backend import activate
 
     run_dir = runs.require_run_dir(run_dir)

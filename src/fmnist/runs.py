@@ -31,8 +31,7 @@ def refuse_inside_run(folder: Path, what: str) -> None:
 
 def prepare_output(path: Path, flag: str, suffix: str | None = None) -> Path:
     """Make the folder of a file the user named and check that it takes files, outside any run, before the work;
-    with ``suffix``, the file must be named so: what is written is of that type, and a file of another kind, a user's
-    notes.txt say, is not replaced by it."""
+    with ``suffix``, the file must be named so (a user's notes.txt is not replaced by a page)."""
     path = Path(path)
     refuse_inside_run(path.parent, f"{flag} {path}: its folder")
     if path.is_dir():
@@ -142,10 +141,8 @@ CLAIM_ATTEMPTS = 20  # 0.05 s apart, about a second in all: a live training hold
 
 @contextlib.contextmanager
 def claim_run(run_dir: Path) -> Iterator[None]:
-    """Hold the run's lock while training it, so no second process (say, a resume) trains it at the same time.
-
-    The kernel drops the lock when the process ends, however it ends, so a killed run can be resumed at once.
-    """
+    """Hold the run's lock while training it, so no second process (say, a resume) trains it at the same time; the
+    kernel drops it when the process ends, however it ends, so a killed run can be resumed at once."""
     with open(Path(run_dir) / artifacts.LOCK, "a") as handle:
         for attempt in range(CLAIM_ATTEMPTS):
             try:
@@ -160,9 +157,8 @@ def claim_run(run_dir: Path) -> Iterator[None]:
 
 
 def being_trained(run_dir: Path) -> bool:
-    """Whether a live process holds the run's lock (claim_run); the kernel drops it when one dies.
-
-    The probe holds a shared lock for an instant; claim_run tries again for a moment rather than fail on it."""
+    """Whether a live process holds the run's lock (claim_run); the kernel drops it when one dies."""
+    # The probe holds a shared lock for an instant; claim_run tries again for a moment rather than fail on it.
     try:
         with open(Path(run_dir) / artifacts.LOCK, "rb") as handle:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # granted, and dropped at close, when no one trains it
@@ -324,7 +320,8 @@ def format_runs(rows: list[dict[str, Any]]) -> str:
             network = "ConvNet"
         lines.append([
             r["run"], r["created"].replace("T", " "), cell(r["recipe"]), cell(network),
-            cell(artifacts.json_number(s.get("learning_rate")), "{:g}"), cell(s.get("batch_size")), cell(s.get("limit")), cell(r["backend"]), cell(r["epochs"]),
+            cell(artifacts.json_number(s.get("learning_rate")), "{:g}"), cell(s.get("batch_size")), cell(s.get("limit")),
+            cell(r["backend"]), cell(r["epochs"]),
             cell(r["test_accuracy"], "{:.4f}"), cell(r["macro_f1"], "{:.4f}"), cell(r["train_seconds"], "{:.1f}"),
             r["status"] + (f" ({', '.join(r['notes'])})" if r["notes"] else ""),
         ])

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from fmnist import artifacts, defaults, runs, stopping
-from fmnist.data import CLASS_NAMES, Dataset, load_dataset
+from fmnist.data import CLASS_NAMES, Dataset, data_record, load_dataset
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
 
@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 MAX_SEEDS = 1000
 
 
+def _spread(values: list[float]) -> float:
+    """The sample standard deviation (ddof 1); 0 for a single value."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def summarise(accuracies: list[float], per_class_f1: list[dict[str, float]], level: float = 0.95) -> dict[str, Any]:
     """Mean, sample standard deviation and a Student-t interval of the mean; per-class F1 mean and spread."""
     from scipy import stats
@@ -27,14 +32,14 @@ def summarise(accuracies: list[float], per_class_f1: list[dict[str, float]], lev
     values = np.asarray(accuracies, dtype=np.float64)
     n = len(values)
     mean = float(values.mean())
-    std = float(values.std(ddof=1)) if n > 1 else 0.0
+    std = _spread(accuracies)
     half = float(stats.t.ppf((1 + level) / 2, n - 1) * std / np.sqrt(n)) if n > 1 else float("nan")
     return {
         "seeds": n,
         "test_accuracy": {"values": values.tolist(), "mean": mean, "std": std, "ci95": [mean - half, mean + half]},
         "per_class_f1": {
             name: {"mean": float(np.mean([f[name] for f in per_class_f1])),
-                   "std": float(np.std([f[name] for f in per_class_f1], ddof=1)) if n > 1 else 0.0}
+                   "std": _spread([f[name] for f in per_class_f1])}
             for name in CLASS_NAMES
         },
     }
@@ -71,7 +76,7 @@ def train_seeds(
     group = runs.create_run_dir(runs_dir, f"{settings.name}-x{seeds}")
     artifacts.write_json(group / artifacts.SEED_GROUP, {
         "settings": settings.to_dict(), "backend": backend, "seeds": seeds, "created": runs.utc_now(),
-        "data": {"source": dataset.source, "sha256": dataset.checksums}})
+        "data": data_record(dataset)})
     return group, _complete_group(group, settings, members, backend, dataset)
 
 
@@ -125,19 +130,18 @@ def _complete_group(
         keras.backend.clear_session()
         stopping.check()  # clear_session collects garbage, where Python drops a Ctrl-C with a warning
         results.append(train(member, backend, runs_dir=group, dataset=dataset, resume_dir=run_dir))
-    seeds = len(members)
     summary = summarise(
         [r.metrics["test_accuracy"] for r in results],
         [{name: m["f1-score"] for name, m in r.metrics["per_class"].items()} for r in results],
     )
     summary.update(
         settings=settings.to_dict(), backend=backend,
-        runs=[{"run_dir": r.run_dir.name, "seed": settings.seed + k, "test_accuracy": r.metrics["test_accuracy"],
+        runs=[{"run_dir": r.run_dir.name, "seed": member.seed, "test_accuracy": r.metrics["test_accuracy"],
                "epochs": r.epochs_run, "train_seconds": round(r.train_seconds, 2),
                "ece_before_scaling": r.metrics["ece_before_scaling"], "ece": r.metrics["ece"]}
-              for k, r in enumerate(results)],
+              for member, r in zip(members, results)],
         train_seconds={"mean": float(np.mean([r.train_seconds for r in results])),
-                       "std": float(np.std([r.train_seconds for r in results], ddof=1)) if seeds > 1 else 0.0},
+                       "std": _spread([r.train_seconds for r in results])},
         ece_before_scaling={"mean": float(np.mean([r.metrics["ece_before_scaling"] for r in results]))},
         ece={"mean": float(np.mean([r.metrics["ece"] for r in results]))},
     )

@@ -100,10 +100,8 @@ class ErrorResponse(BaseModel):
 
 
 class Batcher:
-    """Runs the inputs of concurrent requests through the model in shared forward passes.
-
-    No request waits for company: a pass takes whatever queued while the previous one ran.
-    """
+    """Runs the inputs of concurrent requests through the model in shared forward passes; no request waits for
+    company: a pass takes whatever queued while the previous one ran."""
 
     def __init__(self, forward: Callable[[np.ndarray], np.ndarray], max_rows: int = MAX_BATCH) -> None:
         self.forward, self.max_rows = forward, max_rows
@@ -362,7 +360,8 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
                 "settings": settings, "metrics": metrics}
 
     @app.post(
-        "/v1/predict", response_model=PredictResponse, response_model_exclude_none=True, openapi_extra={"requestBody": PREDICT_BODY},
+        "/v1/predict", response_model=PredictResponse, response_model_exclude_none=True,
+        openapi_extra={"requestBody": PREDICT_BODY},
         responses={code: {"model": ErrorResponse} for code in (400, 408, 413, 415, 422)},
     )
     async def predict(

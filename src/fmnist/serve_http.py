@@ -54,9 +54,8 @@ def error(status: int, message: str) -> JSONResponse:
 
 def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_bytes: int = MAX_HEADER_BYTES,
                        base: type | None = None) -> type:
-    """uvicorn's HTTP protocol ``base`` (by default httptools' where installed, else h11's) with bounds on a request's
-    line and headers: they must arrive within ``header_timeout_s`` and ``max_header_bytes``; and whatever it answers
-    before the app (a request it cannot parse, those bounds) is JSON like every other error."""
+    """uvicorn's HTTP protocol ``base`` (httptools' where installed, else h11's) with a request's line and headers
+    bounded in time and bytes, and what it answers itself (a request it cannot parse, those bounds) as JSON."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     base = base or AutoHTTPProtocol

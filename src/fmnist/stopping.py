@@ -1,9 +1,5 @@
-"""Ctrl-C and `kill` stop a command the same way: KeyboardInterrupt, and a flag that outlives it.
-
-Python prints and drops an exception raised inside a garbage-collection callback ("Exception ignored in ..."), so a
-signal landing there was lost and training went on; the flag lets the next check (each epoch, each seed, the
-command's end) stop it.
-"""
+"""Ctrl-C and `kill` stop a command the same way: KeyboardInterrupt, and a flag that outlives it (Python drops an
+exception raised inside a garbage-collection callback; the flag lets the next check stop the command then)."""
 
 from __future__ import annotations
 
@@ -71,10 +67,10 @@ def stopped() -> int:
 
 
 def end_process(status: int) -> NoReturn:
-    """End a stopped `fmnist` process without Python's shutdown: a JAX compilation still running on its thread pool
-    when the interpreter tore down JAX's client crashed the process (SIGSEGV in ``PjRtClient``'s destructor).
-    Whatever a run keeps is on disk by now. A SIGTERM is raised again, so that the parent (systemd, ``timeout``)
-    sees the process ended by it, as it would have without fmnist's handler."""
+    """End a stopped `fmnist` process without Python's shutdown (whatever a run keeps is on disk by now); a SIGTERM
+    is raised again, so that the parent (systemd, ``timeout``) sees the process ended by it."""
+    # Python's shutdown crashed the process (SIGSEGV in ``PjRtClient``'s destructor) when a JAX compilation was still
+    # running on its thread pool as the interpreter tore down JAX's client.
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

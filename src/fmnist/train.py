@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fmnist import artifacts, defaults, model_files, runs, stopping
-from fmnist.data import Dataset, load_dataset, to_features
+from fmnist.data import Dataset, data_record, load_dataset, to_features
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
 
@@ -133,7 +133,8 @@ def fit(
     """Build, compile and fit the model in ``run_dir`` (from its backup, if any); return it, epochs run and seconds
     of training (a resumed run's with those of the epochs it had already run)."""
     from fmnist.backend import fit_inputs, seed_everything
-    from fmnist.recipes import build_model, compile_model, training_labels
+    from fmnist.model import build_model
+    from fmnist.recipes import compile_model, training_labels
 
     train_idx, val_idx = split_indices(dataset.y_train, settings)
     artifacts.write_atomic(run_dir / artifacts.SPLIT, lambda tmp: np.savez(tmp, train=train_idx, validation=val_idx))
@@ -185,10 +186,8 @@ def train(
     settings: TrainSettings, backend: str, runs_dir: Path = Path(defaults.RUNS_DIR), data_dir: Path | None = None,
     dataset: Dataset | None = None, resume_dir: Path | None = None, extra_callbacks: Sequence[Any] = (),
 ) -> TrainResult:
-    """Run the whole recipe: data, fit, save, evaluate on the test set, report. ``backend`` must be active.
-
-    With ``resume_dir``, continue that run from its last finished epoch (fmnist.resume) instead of a new one.
-    """
+    """Run the whole recipe: data, fit, save, evaluate on the test set, report (``backend`` must be active); with
+    ``resume_dir``, continue that run from its last finished epoch (fmnist.resume) instead of a new one."""
     from fmnist.backend import tensorflow_hidden_from_keras
     from fmnist.evaluate import evaluate_run
     from fmnist.resume import keep_finished_epochs, require_unfinished
@@ -205,7 +204,7 @@ def train(
                 "versions": package_versions(),
                 "python": platform.python_version(),
                 "machine": platform.machine(),
-                "data": {"source": dataset.source, "sha256": dataset.checksums},
+                "data": data_record(dataset),
                 "created": runs.utc_now(),
             })
         else:

@@ -119,7 +119,8 @@ def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Datas
         cut_short = _cut_short_run(runs_dir, trial.user_attrs.get("retry_of"), settings, backend, dataset)
         try:
             if cut_short is None:
-                run_dir = train(settings, backend, runs_dir=runs_dir, dataset=dataset, extra_callbacks=callbacks).run_dir
+                run_dir = train(settings, backend, runs_dir=runs_dir, dataset=dataset,
+                                extra_callbacks=callbacks).run_dir
             else:
                 run_dir = _finish(cut_short, dataset, callbacks)
         except KeyboardInterrupt:
@@ -196,10 +197,8 @@ def tune(
     runs_dir: Path = Path(defaults.RUNS_DIR), data_dir: Path | None = None, dataset: Dataset | None = None,
     timeout: float | None = None,
 ) -> TuneResult:
-    """Run ``trials`` more trials of the study (made on first use) in this process; ``backend`` must be active.
-
-    Start the same command in other processes, here or on other machines sharing a database, to work in parallel.
-    """
+    """Run ``trials`` more trials of the study (made on first use) in this process; ``backend`` must be active. The
+    same command in other processes, here or on machines sharing a database, works on the study in parallel."""
     from fmnist.data import load_dataset
     from fmnist.train import check_inputs
 

@@ -12,7 +12,7 @@ import optuna
 
 from fmnist import artifacts, defaults, runs
 from fmnist.errors import first_line
-from fmnist.report import page, table_html
+from fmnist.html_page import page, table_html
 from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag
 from fmnist.tune import load_study, states_text, study_states
 

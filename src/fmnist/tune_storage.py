@@ -25,11 +25,8 @@ JOURNAL_LOCK_GRACE_S = 30
 
 
 def open_storage(storage: str | None, runs_dir: Path) -> tuple[optuna.storages.BaseStorage, str]:
-    """The Optuna storage and how to name it (without password): a database URL, else a journal file.
-
-    A journal file (the default, in ``runs_dir``) serves many processes on one machine; a database
-    (``postgresql://user:password@host/db``) serves many machines.
-    """
+    """The Optuna storage and how to name it (without password): a database URL, which serves many machines, else a
+    journal file (by default in ``runs_dir``), which serves the processes of one machine."""
     if is_database(storage):
         import sqlalchemy
 

@@ -1,0 +1,40 @@
+"""The self-contained HTML pages fmnist writes (a run's report, a comparison, a study's page): their parts."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+
+def page(title: str, sections: list[tuple[str, str]]) -> str:
+    """A self-contained HTML page: the title, then each (heading, HTML) section."""
+    body = "".join(f"<h2>{html.escape(heading)}</h2>{content}" for heading, content in sections)
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
+        "th{background:#f3f3f3}img{max-width:100%}tr.diff td{background:#fff3bf}"
+    )
+    return (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n"
+    )
+
+
+def image_html(path: Path, alt: str) -> str:
+    """The PNG at ``path`` inlined as an <img>, or a note that it is missing."""
+    if not path.is_file():
+        return f"<p>({html.escape(alt)} not available for this run)</p>"
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
+
+
+def table_html(header: list[str], rows: list[list[Any]], highlight: set[int] = frozenset()) -> str:
+    """An HTML table; the rows whose indices are in ``highlight`` are marked (class ``diff``)."""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        ("<tr class=diff>" if i in highlight else "<tr>") + "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
+        + "</tr>" for i, row in enumerate(rows)
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -1,0 +1,19 @@
+import base64
+import re
+
+from fmnist.html_page import image_html, page, table_html
+
+
+def test_tables_escape_their_cells_and_mark_highlighted_rows():
+    table = table_html(["setting", "<a>"], [["dropout", "0.3"], ["name", "<script>"]], highlight={1})
+    assert "<th>&lt;a&gt;</th>" in table and "<td>&lt;script&gt;</td>" in table and "<script>" not in table
+    assert table.count("<tr class=diff>") == 1 and "<tr class=diff><td>name</td>" in table
+
+
+def test_images_are_inlined_byte_for_byte_or_named_as_missing(tmp_path):
+    png = tmp_path / "p.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    encoded = re.search(r'src="data:image/png;base64,([^"]+)"', image_html(png, "a <b> picture")).group(1)
+    assert base64.b64decode(encoded) == png.read_bytes()
+    assert image_html(tmp_path / "none.png", "curves") == "<p>(curves not available for this run)</p>"
+    assert page("t <1>", [("h", "<p>x</p>")]).count("t &lt;1&gt;") == 2  # the title, and the heading
