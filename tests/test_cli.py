@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib import metadata
 
 import pytest
 
@@ -29,6 +30,8 @@ def test_help_teaches_and_imports_nothing_heavy():
         capture_output=True, text=True, check=True,
     )
     assert probe.stdout.strip() == "[]"
+    version = run_cli("--version")  # the installed package's own, written once in fmnist/__init__.py
+    assert version.returncode == 0 and version.stdout == f"fmnist {metadata.version('fmnist')}\n"
 
 
 def test_missing_data_dir_is_one_clear_line(tmp_path):

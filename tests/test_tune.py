@@ -21,7 +21,8 @@ from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
 from fmnist.tune import (
-    _objective, open_study, settings_for, suggest, train_best, trial_name, trial_params, tune,
+    MAX_ATTEMPTS, _cut_short_run, _objective, open_study, settings_for, suggest, train_best, trial_name,
+    trial_params, tune,
 )
 from fmnist.tune_report import _train_command, write_report
 from fmnist.tune_storage import open_storage, worker_key
@@ -135,22 +136,22 @@ def postgres_url():
 @pytest.mark.realdata
 def test_two_workers_share_a_postgresql_study_and_record_each_trial_once(tmp_path, postgres_url):
     runs = tmp_path / "runs"
-    command = [sys.executable, "-m", "fmnist", "tune", "--study", "pg", "--storage", postgres_url, "--trials", "2",
+    command = [sys.executable, "-m", "fmnist", "tune", "--study", "pg", "--storage", postgres_url, "--trials", "1",
                "--limit", "400", "--epochs", "2", "--runs-dir", str(runs), "--json"]
     # Started together, as a cluster would: both race to create the tables and the study on a fresh database.
     workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for worker in workers:
         out, err = worker.communicate(timeout=600)
         assert worker.returncode == 0, err
-        assert json.loads(out)["trials_run"] == 2
+        assert json.loads(out)["trials_run"] == 1
 
     trials = optuna.load_study(study_name="pg", storage=postgres_url).trials
-    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert sorted(t.number for t in trials) == [0, 1]
     assert {t.state for t in trials} <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
     run_dirs = sorted(Path(t.user_attrs["run_dir"]) for t in trials)
     assert run_dirs == sorted(p.resolve() for p in (runs / "pg").iterdir())  # one run per trial: none lost, none twice
     names = {json.loads((run / artifacts.CONFIG).read_text())["settings"]["name"] for run in run_dirs}
-    assert names == {f"trial-{n:04d}" for n in range(4)}
+    assert names == {trial_name(n) for n in range(2)}
     # The two workers really overlapped: some trial started before another one ended.
     spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
@@ -252,13 +253,22 @@ def test_a_continued_study_runs_again_what_a_stop_or_a_dead_worker_cut_short(tmp
     queued = [t for t in again.get_trials(deepcopy=False) if t.state == waiting]
     assert [(t.user_attrs["retry_of"], t.system_attrs["fixed_params"]) for t in queued] == [
         (stopped.number, stopped.params), (killed.number, killed.params)]
-    assert len(open_study("s", store, shown, BASE).trials) == len(state)  # each is run again once, not each time
+    assert len(open_study("s", store, shown, BASE).trials) == len(state)  # each is queued once, not each time
 
-    retry = study.ask()  # the retry of the stopped trial, stopped in its turn: not run a third time
-    assert retry.user_attrs["retry_of"] == stopped.number
-    retry.set_user_attr("stopped", True)
-    study.tell(retry, state=failed)
-    assert len(open_study("s", store, shown, BASE).trials) == len(state)
+    first, second = started(worker_key(os.getpid())), started(worker_key(os.getpid()))
+    assert (first.user_attrs["retry_of"], second.user_attrs["retry_of"]) == (stopped.number, killed.number)
+    study.tell(second, state=failed)  # the killed trial's settings failed in their turn (say, out of memory)
+    retry = first
+    for attempt in range(2, MAX_ATTEMPTS + 1):  # the stopped trial's settings, stopped each time they run
+        retry.set_user_attr("stopped", True)
+        study.tell(retry, state=failed)
+        queued = [t for t in open_study("s", store, shown, BASE).get_trials(deepcopy=False) if t.state == waiting]
+        if attempt < MAX_ATTEMPTS:
+            assert [t.user_attrs["retry_of"] for t in queued] == [stopped.number]
+            retry = started(worker_key(os.getpid()))
+            assert retry.params == stopped.params
+        else:  # not for ever: settings that kill their worker would loop
+            assert queued == []
 
     with pytest.raises(FmnistError, match="study 's' was started with --epochs 2, not 3; --seed 1234, not 7: its "
                                           "trials could not be compared"):
@@ -297,7 +307,7 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
     retry = continued()  # finishes that run from its second epoch, in its folder
     assert retry.state == optuna.trial.TrialState.COMPLETE and Path(retry.user_attrs["run_dir"]) == cut_short
     history = artifacts.read_history(cut_short)
-    assert len(history["loss"]) == 2 and retry.intermediate_values == {1: history["val_loss"][1]}
+    assert len(history["loss"]) == 2 and retry.intermediate_values == dict(enumerate(history["val_loss"]))
     assert retry.value == min(history["val_loss"])
     assert json.loads((cut_short / artifacts.STATUS).read_text())["state"] == "finished"
 
@@ -313,5 +323,36 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
     assert retry.user_attrs["retry_of"] == trial.number
     assert retry.state == optuna.trial.TrialState.COMPLETE and Path(retry.user_attrs["run_dir"]) == by_hand
     assert retry.value == min(artifacts.read_history(by_hand)["val_loss"])
+    assert retry.intermediate_values == dict(enumerate(artifacts.read_history(by_hand)["val_loss"]))
     assert {p: p.stat().st_mtime_ns for p in by_hand.iterdir()} == finished
     assert len(list((tmp_path / "s").iterdir())) == 2  # no run made for either retry
+
+
+def test_a_cut_short_run_is_taken_up_only_if_nothing_but_its_name_differs(tmp_path, dataset):
+    from fmnist import runs
+    from fmnist.data import data_record
+
+    settings = settings_for(BASE, trial_params(BASE), trial_name(7))  # the retry's own name
+
+    def made(name: str, second: int, **changes) -> Path:
+        """A run folder as create_run_dir names it, with the config that train writes."""
+        folder = tmp_path / f"20261201T00000{second}Z-{name}"
+        folder.mkdir()
+        config = {"settings": settings_for(BASE, trial_params(BASE), name).to_dict(), "backend": "jax",
+                  "data": data_record(dataset)}
+        artifacts.write_json(folder / artifacts.CONFIG, {**config, **changes})
+        return folder
+
+    run = made(trial_name(0), 0)
+    assert _cut_short_run(tmp_path, 0, settings, "jax", dataset) == run
+    assert _cut_short_run(tmp_path, None, settings, "jax", dataset) is None  # not a retry
+    assert _cut_short_run(tmp_path, 0, settings, "tensorflow", dataset) is None  # trained on another backend
+    assert _cut_short_run(tmp_path, 0, dataclasses.replace(settings, dropout=0.1), "jax", dataset) is None
+    with runs.claim_run(run):  # being trained right now, by 'fmnist train --resume' say
+        assert _cut_short_run(tmp_path, 0, settings, "jax", dataset) is None
+    runs.set_status(run, "failed", error="loss became NaN", diverged=True)
+    assert _cut_short_run(tmp_path, 0, settings, "jax", dataset) is None  # its settings' fault
+    other_data = made(trial_name(1), 1, data={"source": "elsewhere", "sha256": {}})
+    assert _cut_short_run(tmp_path, 1, settings, "jax", dataset) is None and other_data.is_dir()
+    made(trial_name(2), 2), made(trial_name(2), 3)  # an earlier study of the same name left one: which is it?
+    assert _cut_short_run(tmp_path, 2, settings, "jax", dataset) is None

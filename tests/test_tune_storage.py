@@ -17,8 +17,8 @@ def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path, caplog):
     (tmp_path / "empty.journal.lock").symlink_to(tmp_path / "empty.journal")  # Optuna's lock, as a kill leaves it
     with caplog.at_level(logging.WARNING, logger="fmnist.tune_storage"), pytest.raises(FmnistError, match="no study 'nope'"):
         write_report("nope", storage=str(tmp_path / "empty.journal"), runs_dir=tmp_path)
-    assert re.search(r"empty.journal is locked \(empty.journal.lock\): .* taken over once the journal has not "
-                     r"changed for 30 s", caplog.text)
+    assert re.search(r"empty.journal is locked \(empty.journal.lock\): .* taken over after 30 s of waiting in "
+                     r"which the journal does not change", caplog.text)
     (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
     with pytest.raises(FmnistError, match="photo.png is not an Optuna journal"):
         write_report("s", storage=str(tmp_path / "photo.png"), runs_dir=tmp_path)

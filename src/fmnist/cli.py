@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
-from fmnist import artifacts, defaults, stopping
+from fmnist import __version__, artifacts, defaults, stopping
 from fmnist.errors import FmnistError
 from fmnist.settings import BACKENDS, DEFAULT_BACKEND, FLAG_SETTINGS, PREFERRED_BACKEND, RECIPES, TrainSettings, flag
 
@@ -516,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only results and errors, no progress")
     parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
+    parser.add_argument("--version", action="version", version=f"fmnist {__version__}")
     parser.set_defaults(json=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_add_data, _add_train, _add_tune, _add_evaluate, _add_report, _add_runs, _add_export, _add_bench,

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -421,6 +422,7 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
     log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"  # a log, like every command's progress
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=access_log, http=json_http_protocol(),
                                            log_level="info" if access_log else "warning", log_config=log_config,
+                                           use_colors=sys.stderr.isatty(),
                                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
 
     def in_one_line(record: logging.LogRecord) -> bool:

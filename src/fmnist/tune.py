@@ -28,6 +28,9 @@ BATCH_SIZES = (32, 64, 128, 256)
 # not before 4 trials have finished, nor in a trial's first epoch.
 PRUNER = dict(n_startup_trials=4, n_warmup_steps=1)
 STUDY_NAME_CHARS = "-_."
+# The settings of a trial cut short are taken up again, to finish its run, at most so many times in all: not for
+# ever, since settings that kill their worker (say, by memory) would loop.
+MAX_ATTEMPTS = 4
 # The study's user attribute that keeps the settings every trial shares.
 FIXED_SETTINGS = "fixed_settings"
 
@@ -91,12 +94,15 @@ def load_study(name: str, storage: str | None, runs_dir: Path) -> tuple[optuna.S
         ) from None
 
 
-def pruning_callback(trial: optuna.Trial, pruned_at: list[int]) -> Any:
-    """A Keras callback that reports each epoch's val_loss to Optuna and stops a trial the pruner gives up on."""
+def pruning_callback(trial: optuna.Trial, pruned_at: list[int], reported: set[int] | None = None) -> Any:
+    """A Keras callback that reports each epoch's val_loss to Optuna (noting the epoch in ``reported``) and stops a
+    trial the pruner gives up on."""
     import keras
 
     def on_epoch_end(epoch: int, logs: dict) -> None:
         trial.report(logs["val_loss"], epoch)
+        if reported is not None:
+            reported.add(epoch)
         if trial.should_prune():
             pruned_at.append(epoch)
             callback.model.stop_training = True
@@ -114,19 +120,22 @@ def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Datas
         trial.set_user_attr("worker", worker_key(os.getpid()))
         suggest(trial)
         pruned_at: list[int] = []
+        reported: set[int] = set()
         settings = settings_for(base, trial.params, name=trial_name(trial.number))
-        callbacks = [pruning_callback(trial, pruned_at)]
+        callbacks = [pruning_callback(trial, pruned_at, reported)]
         cut_short = _cut_short_run(runs_dir, trial.user_attrs.get("retry_of"), settings, backend, dataset)
         try:
-            if cut_short is None:
+            run_dir = None if cut_short is None else _finish(cut_short, dataset, callbacks)
+            if run_dir is None:
                 run_dir = train(settings, backend, runs_dir=runs_dir, dataset=dataset,
                                 extra_callbacks=callbacks).run_dir
-            else:
-                run_dir = _finish(cut_short, dataset, callbacks)
         except KeyboardInterrupt:
-            trial.set_user_attr("stopped", True)  # not the settings' fault: run again when the study is continued
+            trial.set_user_attr("stopped", True)  # not the settings' fault: taken up when the study is continued
             raise
         history = artifacts.read_history(run_dir)
+        for epoch, value in enumerate(history["val_loss"]):  # those of a finished run's earlier process
+            if epoch not in reported:
+                trial.report(value, epoch)
         best = artifacts.best_epoch(history) - 1
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
         trial.set_user_attr("epochs", len(history["val_loss"]))
@@ -151,25 +160,34 @@ def _cut_short_run(runs_dir: Path, number: int | None, settings: TrainSettings, 
     from fmnist.resume import read_resumable, require_same_data
 
     found = [] if number is None else runs.runs_named(runs_dir, trial_name(number))
-    if len(found) != 1 or runs.being_trained(found[0]) or runs.diverged(found[0]):
+    if len(found) != 1 or runs.being_trained(found[0]):
         return None
     try:
         config, trained = read_resumable(found[0] / artifacts.CONFIG, {"settings": dict}, backend, "")
         require_same_data(dataset, config, found[0])
+        if runs.diverged(found[0]):
+            return None
     except FmnistError:  # another backend or data, or damaged by hand: the settings are trained again instead
         return None
     return found[0] if dataclasses.replace(trained, name=settings.name) == settings else None
 
 
-def _finish(run_dir: Path, dataset: Dataset, callbacks: list[Any]) -> Path:
-    """Finish a cut-short trial's run where it stopped; one already finished and scored is counted as it is."""
+def _finish(run_dir: Path, dataset: Dataset, callbacks: list[Any]) -> Path | None:
+    """Finish a cut-short trial's run where it stopped, and return it (one already finished and scored is counted as
+    it is); ``None`` if it cannot be, and its settings are to be trained again."""
     from fmnist.resume import resume_run
 
     if runs.complete(run_dir):
         log.info("%s was finished by 'fmnist train --resume': counted as it is", run_dir)
         return run_dir
     log.info("finishing %s where it was cut short", run_dir)
-    return resume_run(run_dir, dataset=dataset, extra_callbacks=callbacks).run_dir
+    try:
+        return resume_run(run_dir, dataset=dataset, extra_callbacks=callbacks).run_dir
+    except FmnistError as exc:
+        if runs.diverged(run_dir):  # the settings' fault, as in a run trained from its first epoch
+            raise
+        log.warning("%s cannot be finished (%s): its settings are trained again", run_dir, exc)
+        return None
 
 
 def _check_name(name: str) -> None:
@@ -218,7 +236,7 @@ def tune(
         runs.refuse_inside_run(stored_in.parent, f"the study's {kind} folder")
     dataset = dataset or load_dataset(data_dir)
     check_inputs(base, dataset)
-    store, shown = open_storage(storage, runs_dir)
+    store, shown = open_storage(storage, runs_dir, on_stale_trial=queue_retry)
     study = open_study(study_name, store, shown, base)
     done: list[int] = []
 
@@ -261,14 +279,14 @@ def open_study(name: str, store: optuna.storages.BaseStorage, shown: str, base: 
     log.info("continuing study %r in %s (%d trials so far)", name, shown, len(study.trials))
     retried = _retry_cut_short(study)
     if retried:
-        log.info("the settings of trials cut short (stopped, or their worker died) run again first: %s",
+        log.info("trials cut short (stopped, or their worker died) are taken up again first: %s",
                  ", ".join(map(str, retried)))
     return study
 
 
 def _retry_cut_short(study: optuna.Study) -> list[int]:
     """Fail the running trials whose worker process on this machine has ended (a journal has no heartbeat), and
-    queue once more the settings of each trial a stop or a dead worker cut short; return those trials' numbers."""
+    queue the settings of each trial a stop or a dead worker cut short; return the trials they were first drawn for."""
     running, failed = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL
     trials = study.get_trials(deepcopy=False)
     dead = {t.number for t in trials if t.state == running and worker_gone(t.user_attrs.get("worker"))}
@@ -277,18 +295,24 @@ def _retry_cut_short(study: optuna.Study) -> list[int]:
             study.tell(number, state=failed, skip_if_finished=True)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass
+    cut_short = [t for t in trials if t.number in dead or (t.state == failed and t.user_attrs.get("stopped"))]
+    return [_first_drawn(t) for t in cut_short if queue_retry(study, t)]
+
+
+def _first_drawn(trial: optuna.trial.FrozenTrial) -> int:
+    return trial.user_attrs.get("retry_of", trial.number)
+
+
+def queue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+    """Queue the settings of ``trial``, which a stop or a dead worker cut short, once more to finish its run, unless a
+    later attempt at them exists or they have had MAX_ATTEMPTS; whether it was queued."""
+    # Read just before queueing, so that two workers continuing the study together seldom both queue one.
+    attempts = [t.number for t in study.get_trials(deepcopy=False) if _first_drawn(t) == _first_drawn(trial)]
     searched = set(trial_params(TrainSettings()))  # not a trial stopped before its settings were all drawn
-    # A retry cut short in its turn is not run a third time: settings that kill their worker would do it for ever.
-    cut_short = [t for t in trials if (t.number in dead or (t.state == failed and t.user_attrs.get("stopped")))
-                 and "retry_of" not in t.user_attrs and set(t.params) == searched]
-    # Read again just before queueing, so that two workers continuing the study together seldom both queue one.
-    retried = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
-    queued = []
-    for trial in cut_short:
-        if trial.number not in retried:
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-            queued.append(trial.number)
-    return queued
+    if max(attempts) != trial.number or len(attempts) >= MAX_ATTEMPTS or set(trial.params) != searched:
+        return False
+    study.enqueue_trial(trial.params, user_attrs={"retry_of": _first_drawn(trial)})
+    return True
 
 
 def states_text(states: dict[str, int]) -> str:

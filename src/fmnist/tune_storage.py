@@ -8,7 +8,7 @@ import re
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 
@@ -20,11 +20,12 @@ log = logging.getLogger(__name__)
 # Workers on a database beat this often; a trial whose worker died is marked failed after the grace period.
 HEARTBEAT_S, GRACE_S = 60, 180
 RDB_ATTEMPTS = 3
-# A journal's lock that a killed worker left is taken over once the journal has not changed for this long.
+# A journal's lock that a killed worker left is taken over by a worker that has waited this long, the journal unchanged.
 JOURNAL_LOCK_GRACE_S = 30
 
 
-def open_storage(storage: str | None, runs_dir: Path) -> tuple[optuna.storages.BaseStorage, str]:
+def open_storage(storage: str | None, runs_dir: Path,
+                 on_stale_trial: Callable | None = None) -> tuple[optuna.storages.BaseStorage, str]:
     """The Optuna storage and how to name it (without password): a database URL, which serves many machines, else a
     journal file (by default in ``runs_dir``), which serves the processes of one machine."""
     if is_database(storage):
@@ -35,11 +36,11 @@ def open_storage(storage: str | None, runs_dir: Path) -> tuple[optuna.storages.B
             try:
                 with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9; we rely on them
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    # A dead worker's trial is failed by the next worker, then run again once (its settings
-                    # were not at fault), as a trial a stop cut short is (open_study).
+                    # A dead worker's trial is failed by the next worker, then handed to ``on_stale_trial``
+                    # (tune queues its settings again, as it does a trial a stop cut short).
                     store = optuna.storages.RDBStorage(
                         storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+                        heartbeat_stale_trial_callback=on_stale_trial)
                 return store, shown
             except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
                 # Workers started together on a fresh database race to create Optuna's tables; the loser
@@ -53,7 +54,7 @@ def open_storage(storage: str | None, runs_dir: Path) -> tuple[optuna.storages.B
     lock = optuna.storages.journal.JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_S)
     if os.path.lexists(f"{path}.lock"):  # Optuna's lock is that symbolic link; its wait would be silent
         log.warning("the journal %s is locked (%s.lock): another worker is writing to it, or one that was killed left "
-                    "the lock, which is taken over once the journal has not changed for %d s",
+                    "the lock, which is taken over after %d s of waiting in which the journal does not change",
                     path, path.name, JOURNAL_LOCK_GRACE_S)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
