@@ -109,20 +109,12 @@ def test_a_training_that_diverges_stops_at_once_and_is_marked_failed(tmp_path, t
     assert runs.summarize(run_dir)["notes"] == ["diverged: train a new run with a lower --learning-rate"]
 
 
-def test_each_run_gets_its_own_directory(tmp_path, tiny_data):
-    first = tiny_run(tmp_path, tiny_data)
-    second = tiny_run(tmp_path, tiny_data)
-    assert first.run_dir != second.run_dir and first.run_dir.parent == second.run_dir.parent
-    assert (first.run_dir / artifacts.MODEL).is_file()
-
-
-def test_same_seed_gives_the_same_weights(tmp_path, tiny_data):
+def test_two_runs_of_the_same_seed_get_their_own_directories_and_the_same_weights(tmp_path, tiny_data):
     import keras
 
-    weights = []
-    for _ in range(2):
-        result = tiny_run(tmp_path, tiny_data, seed=3)
-        weights.append(keras.saving.load_model(result.run_dir / artifacts.MODEL).get_weights())
+    first, second = (tiny_run(tmp_path, tiny_data, seed=3) for _ in range(2))
+    assert first.run_dir != second.run_dir and first.run_dir.parent == second.run_dir.parent
+    weights = [keras.saving.load_model(run.run_dir / artifacts.MODEL).get_weights() for run in (first, second)]
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)
 
