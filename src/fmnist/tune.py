@@ -306,12 +306,13 @@ def _first_drawn(trial: optuna.trial.FrozenTrial) -> int:
 def queue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     """Queue the settings of ``trial``, which a stop or a dead worker cut short, once more to finish its run, unless a
     later attempt at them exists or they have had MAX_ATTEMPTS; whether it was queued."""
+    first = _first_drawn(trial)
     # Read just before queueing, so that two workers continuing the study together seldom both queue one.
-    attempts = [t.number for t in study.get_trials(deepcopy=False) if _first_drawn(t) == _first_drawn(trial)]
+    attempts = [t.number for t in study.get_trials(deepcopy=False) if _first_drawn(t) == first]
     searched = set(trial_params(TrainSettings()))  # not a trial stopped before its settings were all drawn
     if max(attempts) != trial.number or len(attempts) >= MAX_ATTEMPTS or set(trial.params) != searched:
         return False
-    study.enqueue_trial(trial.params, user_attrs={"retry_of": _first_drawn(trial)})
+    study.enqueue_trial(trial.params, user_attrs={"retry_of": first})
     return True
 
 
