@@ -1,4 +1,5 @@
 import dataclasses
+import datetime as dt
 import glob
 import json
 import os
@@ -278,6 +279,7 @@ def test_a_continued_study_runs_again_what_a_stop_or_a_dead_worker_cut_short(tmp
 def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_hand(tmp_path, dataset):
     import keras
 
+    from fmnist.runs import utc_now
     from fmnist.train import train
 
     store, shown = open_storage(None, tmp_path)
@@ -318,6 +320,8 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
     name = cut_short.name.replace(trial_name(0), trial_name(trial.number))
     by_hand = shutil.copytree(cut_short, cut_short.with_name(name))
+    config = json.loads((by_hand / artifacts.CONFIG).read_text())
+    artifacts.write_json(by_hand / artifacts.CONFIG, {**config, "created": utc_now()})  # after the trial began
     finished = {p: p.stat().st_mtime_ns for p in by_hand.iterdir()}
     retry = continued()  # counts it: nothing trained again
     assert retry.user_attrs["retry_of"] == trial.number
@@ -333,26 +337,28 @@ def test_a_cut_short_run_is_taken_up_only_if_nothing_but_its_name_differs(tmp_pa
     from fmnist.data import data_record
 
     settings = settings_for(BASE, trial_params(BASE), trial_name(7))  # the retry's own name
+    started = dt.datetime(2026, 12, 1, 0, 0, 1, 500_000, tzinfo=dt.timezone.utc)  # when the first attempt began
 
     def made(name: str, second: int, **changes) -> Path:
         """A run folder as create_run_dir names it, with the config that train writes."""
         folder = tmp_path / f"20261201T00000{second}Z-{name}"
         folder.mkdir()
         config = {"settings": settings_for(BASE, trial_params(BASE), name).to_dict(), "backend": "jax",
-                  "data": data_record(dataset)}
+                  "data": data_record(dataset), "created": f"2026-12-01T00:00:0{second}Z"}
         artifacts.write_json(folder / artifacts.CONFIG, {**config, **changes})
         return folder
 
-    run = made(trial_name(0), 0)
-    assert _cut_short_run(tmp_path, 0, settings, "jax", dataset) == run
-    assert _cut_short_run(tmp_path, None, settings, "jax", dataset) is None  # not a retry
-    assert _cut_short_run(tmp_path, 0, settings, "tensorflow", dataset) is None  # trained on another backend
-    assert _cut_short_run(tmp_path, 0, dataclasses.replace(settings, dropout=0.1), "jax", dataset) is None
+    run = made(trial_name(0), 1)
+    assert _cut_short_run(tmp_path, 0, started, settings, "jax", dataset) == run
+    later = started + dt.timedelta(seconds=1)  # the run was made before this trial began: an earlier study's
+    assert _cut_short_run(tmp_path, 0, later, settings, "jax", dataset) is None
+    assert _cut_short_run(tmp_path, 0, started, settings, "tensorflow", dataset) is None  # trained on another backend
+    assert _cut_short_run(tmp_path, 0, started, dataclasses.replace(settings, dropout=0.1), "jax", dataset) is None
     with runs.claim_run(run):  # being trained right now, by 'fmnist train --resume' say
-        assert _cut_short_run(tmp_path, 0, settings, "jax", dataset) is None
+        assert _cut_short_run(tmp_path, 0, started, settings, "jax", dataset) is None
     runs.set_status(run, "failed", error="loss became NaN", diverged=True)
-    assert _cut_short_run(tmp_path, 0, settings, "jax", dataset) is None  # its settings' fault
+    assert _cut_short_run(tmp_path, 0, started, settings, "jax", dataset) is None  # its settings' fault
     other_data = made(trial_name(1), 1, data={"source": "elsewhere", "sha256": {}})
-    assert _cut_short_run(tmp_path, 1, settings, "jax", dataset) is None and other_data.is_dir()
-    made(trial_name(2), 2), made(trial_name(2), 3)  # an earlier study of the same name left one: which is it?
-    assert _cut_short_run(tmp_path, 2, settings, "jax", dataset) is None
+    assert _cut_short_run(tmp_path, 1, started, settings, "jax", dataset) is None and other_data.is_dir()
+    made(trial_name(2), 2), made(trial_name(2), 3)  # two, both made since: which is it?
+    assert _cut_short_run(tmp_path, 2, started, settings, "jax", dataset) is None

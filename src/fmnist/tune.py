@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import logging
 import os
@@ -123,7 +124,9 @@ def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Datas
         reported: set[int] = set()
         settings = settings_for(base, trial.params, name=trial_name(trial.number))
         callbacks = [pruning_callback(trial, pruned_at, reported)]
-        cut_short = _cut_short_run(runs_dir, trial.user_attrs.get("retry_of"), settings, backend, dataset)
+        first = _first_attempt(trial)
+        cut_short = None if first is None else _cut_short_run(runs_dir, first.number, first.datetime_start, settings,
+                                                                backend, dataset)
         try:
             run_dir = None if cut_short is None else _finish(cut_short, dataset, callbacks)
             if run_dir is None:
@@ -153,20 +156,28 @@ def trial_name(number: int) -> str:
     return f"trial-{number:04d}"
 
 
-def _cut_short_run(runs_dir: Path, number: int | None, settings: TrainSettings, backend: str,
+def _first_attempt(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+    """The trial first drawn with these settings, if ``trial`` is queued to finish its run."""
+    number = trial.user_attrs.get("retry_of")
+    return None if number is None else next(
+        (t for t in trial.study.get_trials(deepcopy=False) if t.number == number), None)
+
+
+def _cut_short_run(runs_dir: Path, number: int, started: dt.datetime | None, settings: TrainSettings, backend: str,
                    dataset: Dataset) -> Path | None:
-    """The run of trial ``number``, which a stop or a dead worker cut short, if it can be finished (or already was,
-    by 'fmnist train --resume') rather than trained again from its first epoch: same settings, backend and data."""
+    """The run of trial ``number`` (``started`` then), which a stop or a dead worker cut short, if it can be finished
+    (or already was, by 'fmnist train --resume') rather than trained again: same settings, backend and data."""
     from fmnist.resume import read_resumable, require_same_data
 
-    found = [] if number is None else runs.runs_named(runs_dir, trial_name(number))
-    if len(found) != 1 or runs.being_trained(found[0]):
+    found = runs.runs_named(runs_dir, trial_name(number))
+    if len(found) != 1 or started is None or runs.being_trained(found[0]):
         return None
     try:
         config, trained = read_resumable(found[0] / artifacts.CONFIG, {"settings": dict}, backend, "")
         require_same_data(dataset, config, found[0])
-        if runs.diverged(found[0]):
-            return None
+        # Optuna's clock is local and to the microsecond, a run's UTC and to the second.
+        if runs.diverged(found[0]) or str(config.get("created", "")) < runs.utc_iso(started.replace(microsecond=0)):
+            return None  # diverged, or left by an earlier study of the same name (its journal deleted)
     except FmnistError:  # another backend or data, or damaged by hand: the settings are trained again instead
         return None
     return found[0] if dataclasses.replace(trained, name=settings.name) == settings else None
