@@ -68,7 +68,8 @@ def real_data_dir() -> Path:
     for folder in (os.environ.get("FMNIST_DATA_DIR"), DEBIAN_DIR, keras_cache_dir()):
         if folder and (Path(folder) / "train-images-idx3-ubyte.gz").is_file():
             return Path(folder)
-    pytest.fail("the real Fashion-MNIST files are missing: run 'bash scripts/setup.sh' (installs dataset-fashion-mnist)")
+    pytest.fail("the real Fashion-MNIST files are missing: "
+                "run 'bash scripts/setup.sh' (installs dataset-fashion-mnist)")
 
 
 def start_server(run_dir: Path, log: Path, start_s: float = 180) -> tuple[subprocess.Popen, str]:

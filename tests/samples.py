@@ -1,4 +1,5 @@
-"""Files the tests make: photo-like versions of dataset images, and a corpus of bad inputs with the status each earns."""
+"""Files the tests make: photo-like versions of dataset images, and a corpus of bad inputs with the status each
+earns."""
 
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def png_claiming(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    pixels = chunk(b"IDAT", zlib.compress(b"\0" * 64))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b"")
 
 
 def npy_claiming(shape: tuple[int, ...], descr: str = "<f4") -> bytes:

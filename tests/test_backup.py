@@ -11,7 +11,8 @@ from fmnist.errors import FmnistError
 
 def _model(width: int = 8) -> keras.Model:
     keras.backend.clear_session()  # layer names, which the backup checks, as in a new process
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(width), keras.layers.Dense(3, activation="softmax")])
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(width),
+                              keras.layers.Dense(3, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     model.fit(np.random.default_rng(0).random((10, 4)), np.arange(10) % 3, epochs=1, verbose=0)  # builds the optimizer
     return model

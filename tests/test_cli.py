@@ -41,7 +41,8 @@ def test_missing_data_dir_is_one_clear_line(tmp_path):
 
 
 def test_bad_settings_and_arguments_are_refused(tmp_path):
-    assert_one_line_error(run_cli("train", "--dropout", "1.5", "--runs-dir", str(tmp_path)), "dropout must be in [0, 1)")
+    assert_one_line_error(run_cli("train", "--dropout", "1.5", "--runs-dir", str(tmp_path)),
+                          "dropout must be in [0, 1)")
     usage = run_cli("train", "--epochs", "0")
     assert usage.returncode == 2 and usage.stderr.splitlines() == [
         "fmnist: error: argument --epochs: '0' must be positive (see 'fmnist train --help')"]
@@ -126,7 +127,8 @@ def test_a_teacher_is_kept_as_an_absolute_path_so_a_resume_from_elsewhere_finds_
     for given in ("runs/20261130T000000Z-cnn", "20261130T000000Z-cnn"):  # a path, or a name in --runs-dir
         args = build_parser().parse_args(["train", "--recipe", "distilled", "--teacher", given])
         assert _settings_from_args(args).teacher == str(teacher.resolve())
-    args = build_parser().parse_args(["train", "--recipe", "distilled", "--teacher", "runs/20261130T000000Z-cnn/model.keras"])
+    args = build_parser().parse_args(
+        ["train", "--recipe", "distilled", "--teacher", "runs/20261130T000000Z-cnn/model.keras"])
     assert _settings_from_args(args).teacher == str((teacher / "model.keras").resolve())
 
 

@@ -106,7 +106,8 @@ def test_interrupted_then_killed_run_resumes_to_the_uninterrupted_result(tmp_pat
     # A resume that checked before another process finished the run checks again once it holds the lock.
     config = json.loads((run_dir / artifacts.CONFIG).read_text())
     with pytest.raises(FmnistError, match="already finished training"):
-        train(TrainSettings.from_dict(config["settings"]), config["backend"], data_dir=real_data_dir, resume_dir=run_dir)
+        train(TrainSettings.from_dict(config["settings"]), config["backend"], data_dir=real_data_dir,
+              resume_dir=run_dir)
     assert artifacts.read_history(run_dir) == resumed_history  # untouched
 
 
@@ -142,7 +143,8 @@ def test_resume_refuses_settings_and_non_runs(tmp_path, capsys):
             "from a copy") in capsys.readouterr().err
     group = tmp_path / "group"  # a --seeds group is resumed as a group
     group.mkdir()
-    artifacts.write_json(group / artifacts.SEED_GROUP, {"settings": {}, "backend": "tensorflow", "seeds": 2, "data": {}})
+    artifacts.write_json(group / artifacts.SEED_GROUP,
+                         {"settings": {}, "backend": "tensorflow", "seeds": 2, "data": {}})
     assert main(["train", "--resume", str(group), "--backend", "jax"]) == 1
     assert "group was trained with the tensorflow backend" in capsys.readouterr().err
     artifacts.write_json(group / artifacts.SEED_GROUP, {"backend": "jax"})
@@ -248,7 +250,8 @@ def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, t
     result = resume_run(run_dir, dataset=dataset)
     assert result.metrics["test_accuracy"] == scored["test_accuracy"] == json.loads(
         (run_dir / artifacts.METRICS).read_text())["test_accuracy"]
-    assert (run_dir / artifacts.REPORT_HTML).is_file() and artifacts.read_history(run_dir) == history  # scored, not retrained
+    assert (run_dir / artifacts.REPORT_HTML).is_file()
+    assert artifacts.read_history(run_dir) == history  # scored, not retrained
     (run_dir / artifacts.REPORT_HTML).unlink()
     resume_run(run_dir, dataset=dataset)
     assert (run_dir / artifacts.REPORT_HTML).is_file()

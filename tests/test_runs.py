@@ -113,7 +113,8 @@ def test_runs_command_prints_a_table_and_json(mixed_runs):
     assert "ConvNet" in cells and "512" not in cells
     as_json = run_cli("runs", "--runs-dir", str(mixed_runs["dir"]), "--json")
     assert as_json.returncode == 0
-    assert [r["run"] for r in json.loads(as_json.stdout)["runs"]] == [r["run"] for r in runs.list_runs(mixed_runs["dir"])]
+    listed = [r["run"] for r in runs.list_runs(mixed_runs["dir"])]
+    assert [r["run"] for r in json.loads(as_json.stdout)["runs"]] == listed
 
 
 def test_no_runs_and_a_bad_runs_dir(tmp_path):
@@ -233,7 +234,8 @@ def test_commands_that_write_into_a_run_refuse_while_its_training_process_holds_
 def test_a_damaged_model_checksum_file_is_named_as_damaged(tiny_run_dir, tmp_path, content):
     run = shutil.copytree(tiny_run_dir, tmp_path / "run")
     (run / artifacts.MODEL_SHA256).write_bytes(content)
-    with pytest.raises(FmnistError, match="model.keras.sha256 is damaged: it holds no SHA-256; restore it from the run"):
+    with pytest.raises(FmnistError,
+                       match="model.keras.sha256 is damaged: it holds no SHA-256; restore it from the run"):
         model_files.verified_model_path(run)
 
 

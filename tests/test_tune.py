@@ -177,7 +177,8 @@ def test_a_study_inside_a_run_is_refused_before_any_journal_or_trial(tmp_path, d
         tune(BASE, "jax", 1, "s", storage=str(run / "tune.journal"), runs_dir=tmp_path / "runs", dataset=dataset)
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "notes.txt").write_text("mine")
-    with pytest.raises(FmnistError, match="--study notes.txt: its trials' runs go in the folder .* but a file is there"):
+    with pytest.raises(FmnistError,
+                       match="--study notes.txt: its trials' runs go in the folder .* but a file is there"):
         tune(BASE, "jax", 1, "notes.txt", runs_dir=tmp_path / "runs", dataset=dataset)
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["notes.txt"]  # no journal, no study
     with pytest.raises(FmnistError, match="the study's database folder .* is inside the run"):

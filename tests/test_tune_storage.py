@@ -15,7 +15,8 @@ def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path, caplog):
     with pytest.raises(FmnistError, match="no study 'nope'.*studies there: none"):
         write_report("nope", storage=str(tmp_path / "empty.journal"), runs_dir=tmp_path)
     (tmp_path / "empty.journal.lock").symlink_to(tmp_path / "empty.journal")  # Optuna's lock, as a kill leaves it
-    with caplog.at_level(logging.WARNING, logger="fmnist.tune_storage"), pytest.raises(FmnistError, match="no study 'nope'"):
+    with (caplog.at_level(logging.WARNING, logger="fmnist.tune_storage"),
+          pytest.raises(FmnistError, match="no study 'nope'")):
         write_report("nope", storage=str(tmp_path / "empty.journal"), runs_dir=tmp_path)
     assert re.search(r"empty.journal is locked \(empty.journal.lock\): .* taken over after 30 s of waiting in "
                      r"which the journal does not change", caplog.text)

@@ -109,7 +109,8 @@ def _run_json(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, An
 
 
 def _summarise(epoch_seconds: list[float], floor_s: float) -> dict[str, float]:
-    """Median of the epochs after the first (the first epoch's excess is compile time), and its multiple of the floor."""
+    """Median of the epochs after the first (the first epoch's excess is compile time), and its multiple of the
+    floor."""
     steady = float(np.median(epoch_seconds[1:])) if len(epoch_seconds) > 1 else float(epoch_seconds[0])
     return {"epoch_s": steady, "first_epoch_extra_s": float(epoch_seconds[0]) - steady,
             "epochs_timed": len(epoch_seconds), "floor_multiple": steady / floor_s}
@@ -213,7 +214,8 @@ def table(report: dict[str, Any]) -> str:
     ]
     for label, r in report["results"].items():
         rss = f"{r['peak_training_rss_mib']:.0f}" if "peak_training_rss_mib" in r else "-"
-        lines.append(f"{label:<26}{r['epoch_s']:>9.2f}{r['floor_multiple']:>9.2f}{r['first_epoch_extra_s']:>11.2f}{rss:>10}")
+        lines.append(f"{label:<26}{r['epoch_s']:>9.2f}{r['floor_multiple']:>9.2f}"
+                     f"{r['first_epoch_extra_s']:>11.2f}{rss:>10}")
     for label, r in report["results"].items():
         if "inference_images_per_s" in r:
             rates = ", ".join(f"batch {b}: {v:,.0f}/s ({report_frac:.0%} of floor)" for (b, v), report_frac in

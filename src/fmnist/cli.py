@@ -109,7 +109,8 @@ def _sizes(value: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in value.split(",") if part.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of sizes, e.g. 512,256,64,32") from None
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a comma-separated list of sizes, e.g. 512,256,64,32") from None
     if not sizes or min(sizes) <= 0:
         raise argparse.ArgumentTypeError(f"{value!r} must list positive layer sizes, e.g. 512,256,64,32")
     return sizes
@@ -177,7 +178,8 @@ def _refuse_given(args: argparse.Namespace, names: tuple[str, ...], why: str) ->
 def _emit_training(args: argparse.Namespace, result: Any) -> None:
     from fmnist.report import headline
 
-    text = headline(result.run_dir, result.metrics) + f"\nepochs {result.epochs_run}, training {result.train_seconds:.1f}s"
+    text = (headline(result.run_dir, result.metrics)
+            + f"\nepochs {result.epochs_run}, training {result.train_seconds:.1f}s")
     _emit(args, text, {
         "run_dir": str(result.run_dir), "epochs": result.epochs_run, "train_seconds": round(result.train_seconds, 2),
         **{k: result.metrics[k] for k in ("test_accuracy", "test_loss", "macro_f1", "weakest_class")},

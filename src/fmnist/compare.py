@@ -107,7 +107,8 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
     ]
     changes = mistake_changes([m["confusion_matrix"] for m in metrics])
     change_rows = [
-        [ch["class"], *ch["mistakes"], ch["change"], f"as {ch['most_moved']}: {' / '.join(map(str, ch['most_moved_counts']))}"]
+        [ch["class"], *ch["mistakes"], ch["change"],
+         f"as {ch['most_moved']}: {' / '.join(map(str, ch['most_moved_counts']))}"]
         for ch in changes
     ]
     note = ""

@@ -139,7 +139,8 @@ def parse_idx(raw: bytes, name: str, expected_kind: str) -> np.ndarray:
     found_magic = int.from_bytes(raw[:4], "big")
     if found_magic != magic:
         raise FmnistError(
-            f"{name} is not an IDX {expected_kind} file (magic {found_magic:#010x}, expected {magic:#010x}); {HOW_TO_GET}"
+            f"{name} is not an IDX {expected_kind} file (magic {found_magic:#010x}, expected {magic:#010x}); "
+            f"{HOW_TO_GET}"
         )
     dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     if expected_kind == "images" and dims[1:] != (IMAGE_SIDE, IMAGE_SIDE):

@@ -59,8 +59,8 @@ def occlusion_batches(images: np.ndarray, classes: np.ndarray) -> Iterator[Batch
 
 
 def occlusion_maps(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """n x 28 x 28: how much blanking the patches over each pixel lowers the probability of ``classes[i]`` (mean over
-    those patches); 0 where every patch over the pixel was blank already. ``predict``: 784-pixel rows to probabilities."""
+    """n x 28 x 28: how much blanking the patches over each pixel lowers the probability of ``classes[i]`` (mean
+    over those patches; 0 where all were blank already). ``predict``: 784-pixel rows to probabilities."""
     maps = [finish(predict(rows)) for rows, finish in occlusion_batches(images, classes)]
     return np.concatenate(maps) if maps else np.zeros((0, IMAGE_SIDE, IMAGE_SIDE), np.float32)
 

@@ -52,7 +52,8 @@ def sha256_tree(path: Path) -> str:
     if path.is_file():
         return artifacts.sha256_file(path)
     listing = "".join(
-        f"{artifacts.sha256_file(f)}  {f.relative_to(path).as_posix()}\n" for f in sorted(path.rglob("*")) if f.is_file()
+        f"{artifacts.sha256_file(f)}  {f.relative_to(path).as_posix()}\n"
+        for f in sorted(path.rglob("*")) if f.is_file()
     )
     return hashlib.sha256(listing.encode()).hexdigest()
 

@@ -126,7 +126,8 @@ def mistake_titles(y_true: np.ndarray, y_pred: np.ndarray, confidence: np.ndarra
     return [f"true {CLASS_NAMES[t]}\npred {CLASS_NAMES[p]} {c:.1%}" for t, p, c in zip(y_true, y_pred, confidence)]
 
 
-def mistakes_png(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, confidence: np.ndarray, path: Path) -> None:
+def mistakes_png(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, confidence: np.ndarray,
+                 path: Path) -> None:
     image_grid_png(images, mistake_titles(y_true, y_pred, confidence), path, columns=8)
 
 

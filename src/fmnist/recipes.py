@@ -16,7 +16,8 @@ DENSE_ONLY = ("hidden_sizes", "input_dropout")
 
 
 def recipe_settings(recipe: str, **overrides: Any) -> TrainSettings:
-    """The recipe's settings with ``overrides`` applied; an unknown recipe or setting, or one it ignores, is an error."""
+    """The recipe's settings with ``overrides`` applied; an unknown recipe or setting, or one it ignores, is an
+    error."""
     if recipe not in RECIPES:
         raise FmnistError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
     settings = TrainSettings.from_dict({**RECIPES[recipe], **overrides})

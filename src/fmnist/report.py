@@ -124,7 +124,8 @@ def build_report(run_dir: Path) -> Path:
         return write_report(run_dir)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:  # values edited or cut by hand
         raise FmnistError(f"{run_dir / artifacts.METRICS} or {artifacts.PREDICTIONS} beside it is damaged "
-                          f"({type(exc).__name__}: {exc}): run 'fmnist evaluate {run_dir}' to write both again") from exc
+                          f"({type(exc).__name__}: {exc}): run 'fmnist evaluate {run_dir}' to write both again"
+                          ) from exc
 
 
 def write_report(run_dir: Path) -> Path:
@@ -168,7 +169,8 @@ def _draw(run_dir: Path, metrics: dict[str, Any], predictions: dict[str, np.ndar
     idx = predictions["mistake_indices"]
     y_pred = probabilities[idx].argmax(axis=1)
     plots.mistakes_png(
-        predictions["mistake_images"], y_true[idx], y_pred, probabilities[idx, y_pred], run_dir / artifacts.MISCLASSIFIED_PNG
+        predictions["mistake_images"], y_true[idx], y_pred, probabilities[idx, y_pred],
+        run_dir / artifacts.MISCLASSIFIED_PNG,
     )
     drawn = set()
     examples = predictions.get("example_indices", ())  # none in a run evaluated before fmnist drew occlusion maps
@@ -193,7 +195,8 @@ def headline(run_dir: Path, metrics: dict[str, Any]) -> str:
     weakest = metrics["weakest_class"]
     ci = metrics.get("test_accuracy_ci95", [float("nan")] * 2)
     return (
-        f"test accuracy {metrics['test_accuracy']:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f})  macro F1 {metrics['macro_f1']:.4f}  "
+        f"test accuracy {metrics['test_accuracy']:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f})  "
+        f"macro F1 {metrics['macro_f1']:.4f}  "
         f"weakest class {weakest} (F1 {metrics['per_class'][weakest]['f1-score']:.4f})\n"
         f"ECE {metrics.get('ece_before_scaling', float('nan')):.4f} -> {metrics.get('ece', float('nan')):.4f} "
         f"after temperature scaling (T = {metrics.get('temperature', 1.0):.3f})\n"

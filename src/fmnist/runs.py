@@ -106,7 +106,8 @@ def require_run_dir(run_dir: Path) -> Path:
         raise FmnistError(f"{run_dir!s:.200} has a name that is not UTF-8: rename it, then try again") from None
     refuse_seed_group(run_dir)
     if not (run_dir / artifacts.CONFIG).is_file():
-        raise FmnistError(f"{run_dir} is not a run directory (no {artifacts.CONFIG}); give a directory made by 'fmnist train'")
+        raise FmnistError(
+            f"{run_dir} is not a run directory (no {artifacts.CONFIG}); give a directory made by 'fmnist train'")
     return run_dir
 
 
@@ -320,7 +321,8 @@ def format_runs(rows: list[dict[str, Any]]) -> str:
             network = "ConvNet"
         lines.append([
             r["run"], r["created"].replace("T", " "), cell(r["recipe"]), cell(network),
-            cell(artifacts.json_number(s.get("learning_rate")), "{:g}"), cell(s.get("batch_size")), cell(s.get("limit")),
+            cell(artifacts.json_number(s.get("learning_rate")), "{:g}"), cell(s.get("batch_size")),
+            cell(s.get("limit")),
             cell(r["backend"]), cell(r["epochs"]),
             cell(r["test_accuracy"], "{:.4f}"), cell(r["macro_f1"], "{:.4f}"), cell(r["train_seconds"], "{:.1f}"),
             r["status"] + (f" ({', '.join(r['notes'])})" if r["notes"] else ""),
@@ -336,7 +338,8 @@ def resolve_run(name: str | Path, runs_dir: Path) -> Path:
             return require_run_dir(candidate)
     if Path(name).is_dir():
         return require_run_dir(Path(name))  # a folder, but not a run: say what it lacks
-    raise FmnistError(f"no run {str(name)!r}: give a run directory or the name of one in {runs_dir} (see 'fmnist runs')")
+    raise FmnistError(
+        f"no run {str(name)!r}: give a run directory or the name of one in {runs_dir} (see 'fmnist runs')")
 
 
 def resolve_idle_run(name: str | Path, runs_dir: Path, doing: str) -> Path:

@@ -83,7 +83,8 @@ def train_seeds(
 def resume_seeds(
     group: Path, backend: str | None = None, data_dir: Path | None = None, dataset: Dataset | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Finish a killed ``--seeds`` group: keep its finished runs, resume an unfinished one, train the seeds not begun."""
+    """Finish a killed ``--seeds`` group: keep its finished runs, resume an unfinished one, train the seeds not
+    begun."""
     from fmnist.backend import activate
     from fmnist.resume import read_resumable, require_same_data
 
@@ -155,7 +156,8 @@ def summary_text(group: Path, summary: dict[str, Any]) -> str:
     f1 = summary["per_class_f1"][weakest]
     return (
         f"{summary['seeds']} seeds: test accuracy {acc['mean']:.4f} ± {acc['std']:.4f} "
-        f"(95% CI {acc['ci95'][0]:.4f}-{acc['ci95'][1]:.4f}); weakest class {weakest} F1 {f1['mean']:.4f} ± {f1['std']:.4f}\n"
+        f"(95% CI {acc['ci95'][0]:.4f}-{acc['ci95'][1]:.4f}); "
+        f"weakest class {weakest} F1 {f1['mean']:.4f} ± {f1['std']:.4f}\n"
         f"training {summary['train_seconds']['mean']:.1f}s per seed; "
         f"ECE {summary['ece_before_scaling']['mean']:.4f} -> {summary['ece']['mean']:.4f} after scaling\n"
         f"summary: {group / artifacts.SEED_SUMMARY}"

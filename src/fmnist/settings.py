@@ -93,7 +93,8 @@ class TrainSettings:
              "hidden_sizes must be one or more positive integers, e.g. 512,256,64,32"),
             (dense_weights(self.hidden_sizes) <= MAX_WEIGHTS,
              f"hidden_sizes {','.join(map(str, self.hidden_sizes))} would need "
-             f"{dense_weights(self.hidden_sizes):,} weights; at most {MAX_WEIGHTS:,} (4 GB of float32 before training)"),
+             f"{dense_weights(self.hidden_sizes):,} weights; at most {MAX_WEIGHTS:,} "
+             "(4 GB of float32 before training)"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
             (self.learning_rate > 0, "learning_rate must be positive"),
             (self.batch_size > 0, "batch_size must be positive"),

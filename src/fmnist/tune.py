@@ -91,7 +91,8 @@ def load_study(name: str, storage: str | None, runs_dir: Path) -> tuple[optuna.S
     except KeyError:
         names = optuna.get_all_study_names(store)
         raise FmnistError(
-            f"no study {name!r} in {shown}; studies there: {', '.join(names) or 'none'} (pass --storage if it is elsewhere)"
+            f"no study {name!r} in {shown}; studies there: {', '.join(names) or 'none'} "
+            "(pass --storage if it is elsewhere)"
         ) from None
 
 
@@ -203,7 +204,8 @@ def _finish(run_dir: Path, dataset: Dataset, callbacks: list[Any]) -> Path | Non
 
 def _check_name(name: str) -> None:
     if not name or name.startswith(".") or not all(c.isalnum() or c in STUDY_NAME_CHARS for c in name):
-        raise FmnistError(f"study name {name!r} may hold only letters, digits, '-', '_' and '.', and not start with '.'")
+        raise FmnistError(
+            f"study name {name!r} may hold only letters, digits, '-', '_' and '.', and not start with '.'")
 
 
 def best_trial(study: optuna.Study) -> dict[str, Any] | None:
