@@ -98,6 +98,8 @@ def bad_files() -> list[tuple[str, str, bytes, int]]:
         ("one-pixel", "dot.png", encode(np.zeros((1, 1), np.uint8)), 422),
         ("npy-wrong-shape", "a.npy", npy(np.zeros((10, 10))), 422),
         ("npy-batch", "a.npy", npy(np.zeros((2, 784))), 422),
+        ("npy-three-channels", "a.npy", npy(np.zeros((28, 28, 3))), 422),
+        ("npy-one-value", "a.npy", npy(np.zeros((1, 1))), 422),
         ("npy-float-above-1", "a.npy", npy(pixels * 2), 422),
         ("npy-negative", "a.npy", npy(pixels - 0.5), 422),
         ("npy-nan", "a.npy", npy(np.where(pixels > 0.5, np.nan, pixels)), 422),

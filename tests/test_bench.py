@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -64,13 +65,17 @@ def test_a_bad_output_is_one_line_before_any_timing(tmp_path):
 
 @pytest.mark.realdata
 def test_every_contender_reads_the_given_data_and_no_figures_of_our_own_is_a_failure(tmp_path, monkeypatch,
-                                                                                      real_data_dir):
+                                                                                      real_data_dir, caplog):
     import fmnist.bench as bench
 
     commands = []
     monkeypatch.setattr(bench, "_run_json", lambda cmd, env=None: commands.append(cmd))  # as if each one failed
-    with pytest.raises(FmnistError, match="fmnist's own training could not be timed on any backend"):
+    monkeypatch.setattr(bench, "find_spec", lambda name: None)  # as in CI: no PyTorch
+    with (caplog.at_level(logging.WARNING, logger="fmnist.bench"),
+          pytest.raises(FmnistError, match="fmnist's own training could not be timed on any backend")):
         bench.bench(tmp_path / "bench.json", quick=True, data_dir=real_data_dir)
+    assert "PyTorch is not installed, so the plain PyTorch loop is left out" in caplog.text
+    assert not any(cmd[1].endswith("torch_loop.py") for cmd in commands)
     assert not (tmp_path / "bench.json").exists()
     workers = [cmd for cmd in commands if "worker(" in cmd[-1]]
     assert len(workers) == 2 and all(repr(str(real_data_dir.resolve())) in cmd[-1] for cmd in workers)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from importlib import metadata
 
+import numpy as np
 import pytest
 
 from conftest import run_cli
@@ -32,6 +33,25 @@ def test_help_teaches_and_imports_nothing_heavy():
     assert probe.stdout.strip() == "[]"
     version = run_cli("--version")  # the installed package's own, written once in fmnist/__init__.py
     assert version.returncode == 0 and version.stdout == f"fmnist {metadata.version('fmnist')}\n"
+
+
+def test_a_run_without_its_model_is_refused_before_keras_starts(tmp_path):
+    run = tmp_path / "stopped"
+    run.mkdir()
+    artifacts.write_json(run / artifacts.CONFIG, {"settings": {}, "backend": "jax"})
+    artifacts.write_json(run / artifacts.STATUS, {"state": "interrupted"})
+    commands = [["predict", str(run), str(tmp_path / "x.npy")], ["evaluate", str(run)], ["serve", str(run)],
+                ["export", str(run), "--format", "onnx"]]
+    np.save(tmp_path / "x.npy", np.zeros((28, 28), dtype=np.float32))
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys; from fmnist.cli import main; "
+                               f"codes = [main(args) for args in {commands!r}]; "
+                               "print(codes, sorted(m for m in ('keras', 'jax', 'tensorflow') if m in sys.modules))"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert probe.stdout.strip() == "[1, 1, 1, 1] []", probe.stderr
+    refusal = f"fmnist: error: {run} has no model yet: its training has not finished; 'fmnist train --resume {run}'"
+    assert probe.stderr.count(refusal) == 4, probe.stderr
 
 
 def test_missing_data_dir_is_one_clear_line(tmp_path):
@@ -165,6 +185,21 @@ def test_a_command_flag_given_before_the_command_says_where_it_goes(capsys):
     assert exited.value.code == 2
     assert capsys.readouterr().err == ("fmnist: error: --json belongs after the command's name: fmnist runs --json ... "
                                        "(see 'fmnist runs --help')\n")
+
+
+@pytest.mark.parametrize("args, refusal", [
+    (["predict", "run", "x.png", "--top-k", "11"], "argument --top-k: '11' must be from 1 to 10"),
+    (["predict", "run", "x.png", "--top-k", "0"], "argument --top-k: '0' must be from 1 to 10"),
+    (["predict", "run", "x.png", "--unsure-below", "1.5"], "argument --unsure-below: '1.5' must lie in [0, 1]"),
+    (["serve", "run", "--port", "70000"], "argument --port: '70000' must be from 1 to 65535"),
+    (["serve", "run", "--port", "-1"], "argument --port: '-1' must be from 1 to 65535"),
+])
+def test_an_option_out_of_its_range_is_a_usage_error(capsys, args, refusal):
+    from fmnist.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2 and capsys.readouterr().err.startswith(f"fmnist: error: {refusal} (see ")
 
 
 def test_an_empty_path_is_refused_not_taken_for_the_current_folder(capsys):

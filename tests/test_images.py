@@ -79,6 +79,9 @@ def test_big_jpegs_decode_at_a_reduced_scale():
     (np.full(784, 51, np.int64), 0.2),
     (np.full(784, 0.25, np.float32), 0.25),
     (np.full((28, 28), 1.0, np.float64), 1.0),
+    (np.full((1, 784), 0.5, np.float32), 0.5),  # a batch of one
+    (np.full((28, 28, 1), 102, np.uint8), 0.4),  # one channel, as images are often stored
+    (np.full((1, 28, 28, 1), 0.75, np.float32), 0.75),
 ])
 def test_arrays_of_floats_and_pixel_integers_are_read(values, expected):
     checked = check_array(values, "a")

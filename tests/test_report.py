@@ -99,10 +99,13 @@ def test_damaged_metrics_or_history_are_named_with_what_to_do(tiny_run_dir, tmp_
             build_report(run)
     artifacts.write_json(run / artifacts.METRICS, metrics)
     history = (run / artifacts.HISTORY).read_bytes()
-    for damaged in (history + b"\xff\xfe\n", history + b"3,not a number\n", history.replace(b"val_loss", b"val")):
+    for damaged in (history + b"\xff\xfe\n", history + b"3,not a number\n", history.replace(b"val_loss", b"val"),
+                    b"garbage\n"):
         (run / artifacts.HISTORY).write_bytes(damaged)
         with pytest.raises(FmnistError, match="history.csv is damaged"):
             write_report(run)  # evaluate's way, too: not an unexpected error
+    (run / artifacts.HISTORY).write_bytes(history.splitlines(keepends=True)[0])  # killed before its first epoch
+    assert "<td>epochs run / best</td><td>- (history.csv is missing or empty)</td>" in write_report(run).read_text()
     (run / artifacts.HISTORY).unlink()  # a report without it still says how many epochs it cannot tell
     assert "<td>epochs run / best</td><td>- (history.csv is missing or empty)</td>" in write_report(run).read_text()
     (run / artifacts.HISTORY).write_bytes(history)

@@ -134,6 +134,18 @@ def test_resolve_run_takes_a_path_or_a_name(mixed_runs):
         runs.resolve_run("nope", mixed_runs["dir"])
     with pytest.raises(FmnistError, match="is not a run directory"):  # a folder, but not a run
         runs.resolve_run(str(mixed_runs["dir"]), mixed_runs["dir"])
+    grouped = mixed_runs["grouped"]  # in a group: found by its own name too, as 'fmnist runs' shows it or alone
+    for name in (grouped.name, f"{grouped.parent.name}/{grouped.name}"):
+        assert runs.resolve_run(name, mixed_runs["dir"]) == runs.resolve_resumable(name, mixed_runs["dir"]) == grouped
+
+
+def test_a_name_two_groups_hold_is_refused(tmp_path):
+    for group in ("a-x2", "b-x2"):
+        (tmp_path / group / "run").mkdir(parents=True)
+        artifacts.write_json(tmp_path / group / "run" / artifacts.CONFIG, {"settings": {}, "backend": "jax"})
+    with pytest.raises(FmnistError, match=f"2 runs in {tmp_path} are named 'run': give one as a path, such as "
+                                          f"{tmp_path / 'a-x2' / 'run'}"):
+        runs.resolve_run("run", tmp_path)
 
 
 def test_a_run_whose_name_is_not_utf8_is_refused_in_one_line(mixed_runs, tmp_path):

@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -9,6 +10,7 @@ from scipy import stats
 from fmnist import artifacts, model_files, runs
 from fmnist.data import CLASS_NAMES, load_dataset
 from fmnist.errors import FmnistError
+from fmnist.resume import resume_run
 from fmnist.seeds import resume_seeds, summarise, train_seeds
 from fmnist.settings import TrainSettings
 
@@ -24,7 +26,7 @@ def test_summary_statistics_match_scipy():
     assert s["per_class_f1"]["Shirt"]["mean"] == pytest.approx(np.mean(accs) - 0.1)
 
 
-def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by_resume(tmp_path, tiny_data):
+def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by_resume(tmp_path, tiny_data, caplog):
     folder, sums = tiny_data
     dataset = load_dataset(folder, checksums=sums)
     settings = TrainSettings(hidden_sizes=(8,), epochs=2, batch_size=16, name="tiny", seed=5)
@@ -41,6 +43,13 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     runs.set_status(second, "interrupted")
     shutil.rmtree(third)
     (group / artifacts.SEED_SUMMARY).unlink()
+    # What `fmnist runs` and the refusals advise is the group's resume, which also trains the third seed.
+    assert runs.summarize(second)["notes"] == [f"fmnist train --resume {group} continues its group"]
+    assert runs.summarize(first)["notes"] == [f"not scored: fmnist train --resume {group} scores it"]
+    assert runs.how_to_finish(second) == f"'fmnist train --resume {group}' finishes it"
+    with caplog.at_level(logging.WARNING, logger="fmnist.resume"):
+        resume_run(second, dataset=dataset)  # that run alone: done, and the rest of the group pointed to
+    assert f"which has no summary yet: 'fmnist train --resume {group}' trains its seeds not begun" in caplog.text
     _, resumed = resume_seeds(group, dataset=dataset)
     before, after = summary["runs"], resumed["runs"]
     assert [r["run_dir"] for r in after[:2]] == [r["run_dir"] for r in before[:2]]  # kept, and resumed in place

@@ -70,6 +70,7 @@ def test_kill_while_the_model_compiles_stops_the_run_cleanly(tmp_path, real_data
     (run_dir,) = Path(tmp_path).iterdir()
     status = json.loads((run_dir / artifacts.STATUS).read_text())
     assert status["state"] == "interrupted" and status["resume"] == f"fmnist train --resume {run_dir}"
+    assert f"stopped: 'fmnist train --resume {run_dir}' continues from the last finished epoch" in err
 
 
 def test_main_called_in_process_returns_the_stop_and_puts_the_handlers_back(monkeypatch, tmp_path, capsys):

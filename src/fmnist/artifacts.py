@@ -139,8 +139,10 @@ def read_history(run_dir: Path) -> dict[str, list[float]]:
     path = Path(run_dir) / HISTORY
     try:
         with open(path, encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f))
-        return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+            reader = csv.DictReader(f)
+            rows = list(reader)
+        # The header's columns even before the first epoch's row, so that a header of the wrong columns shows.
+        return {key: [float(row[key]) for row in rows] for key in reader.fieldnames or ()}
     except (ValueError, TypeError, KeyError) as exc:  # not text, a cell not a number, a row cut short
         raise FmnistError(f"{path} is damaged ({exc})") from None
 

@@ -131,6 +131,9 @@ def _time_contenders(dataset: Dataset, data_dir: Path | None, epochs: int) -> di
     references = {"keras-tensorflow-script": ("keras_script.py", {"KERAS_BACKEND": "tensorflow"})}
     if find_spec("torch") is not None:
         references["pytorch-loop"] = ("torch_loop.py", {})
+    else:
+        log.warning("PyTorch is not installed, so the plain PyTorch loop is left out ('pip install torch "
+                    "--index-url https://download.pytorch.org/whl/cpu' adds it, without CUDA's 2.5 GB)")
     with tempfile.TemporaryDirectory() as tmp:
         npz = Path(tmp) / "train.npz"
         np.savez(npz, x_train=dataset.x_train, y_train=dataset.y_train)

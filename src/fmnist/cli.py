@@ -84,13 +84,30 @@ def _positive_seconds(value: str) -> float:
     return number
 
 
-def _positive_int(value: str) -> int:
+def _int_between(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high``; with no ``high``, a positive one (``low`` 1)."""
+    def whole_number(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if number < low or (high is not None and number > high):
+            raise argparse.ArgumentTypeError(f"{value!r} must be " + (f"from {low} to {high}" if high else "positive"))
+        return number
+
+    return whole_number
+
+
+_positive_int = _int_between(1)
+
+
+def _probability(value: str) -> float:
     try:
-        number = int(value)
+        number = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be positive")
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value!r} must lie in [0, 1]")
     return number
 
 
@@ -223,12 +240,20 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from fmnist.runs import resolve_idle_run
 
     run = resolve_idle_run(args.run, args.runs_dir, "evaluate it")
+    _check_model(run)
     activate(args.backend)
     from fmnist.evaluate import evaluate_run
     from fmnist.report import headline
 
     metrics = evaluate_run(run, data_dir=args.data_dir)
     _emit(args, headline(run, metrics), {"run_dir": str(run), **metrics})
+
+
+def _check_model(run: Path) -> None:
+    """Refuse a run without its model, or with a changed one, before Keras starts (seconds): at once."""
+    from fmnist.model_files import verified_model_path
+
+    verified_model_path(run)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -268,6 +293,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     from fmnist.runs import resolve_idle_run
 
     run = resolve_idle_run(args.run, args.runs_dir, "export it")
+    _check_model(run)
     backend = activate(choose_backend(args.format, args.backend))
     from fmnist.export import export_run, summary_text
 
@@ -289,7 +315,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from fmnist.backend import activate
     from fmnist.runs import resolve_run
 
-    run = resolve_run(args.run, args.runs_dir)  # before Keras starts, so a mistyped name is refused at once
+    run = resolve_run(args.run, args.runs_dir)
+    _check_model(run)
     activate(args.backend)
     from fmnist.serve import serve
 
@@ -489,8 +516,9 @@ def _add_predict(sub: Any) -> None:
                    help=f"a run directory made by 'fmnist train', its name in --runs-dir, or its {artifacts.MODEL}")
     _runs_dir(p)
     p.add_argument("images", type=_path, nargs="+", metavar="IMAGE", help="image or .npy files")
-    p.add_argument("--top-k", type=_positive_int, default=3, help="classes listed per image (default 3)")
-    p.add_argument("--unsure-below", type=float, default=defaults.UNSURE_BELOW, metavar="P",
+    p.add_argument("--top-k", type=_int_between(1, 10), default=3,  # Fashion-MNIST's ten classes
+                   help="classes listed per image, 1 to 10 (default 3)")
+    p.add_argument("--unsure-below", type=_probability, default=defaults.UNSURE_BELOW, metavar="P",
                    help="call the model unsure when its top probability is under P (default %(default)s)")
     p.add_argument("--show", type=_path, metavar="PNG",
                    help="write the 28x28 inputs the model saw (the first 64), what in each spoke for its top class "
@@ -503,7 +531,7 @@ def _add_serve(sub: Any) -> None:
                                           "/docs.", json_result=False)
     _run_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=_int_between(1, 65535), default=8000, help="port (default 8000)")
     p.add_argument("--max-upload-mb", type=_positive_int, default=defaults.MAX_UPLOAD_MIB,
                    help="largest request body, in MiB (default %(default)s)")
     p.add_argument("--max-batch", type=_positive_int, default=defaults.MAX_BATCH,

@@ -97,9 +97,14 @@ def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
     return np.clip((canvas - background) / (255.0 - background), 0.0, 1.0)
 
 
+def _one_image(shape: tuple[int, ...]) -> bool:
+    """28x28 or 784 values, with any axes of length 1 (a batch of one, a channel): (1, 784), (28, 28, 1), ..."""
+    return tuple(side for side in shape if side != 1) in ARRAY_SHAPES
+
+
 def check_array(values: np.ndarray, name: str) -> np.ndarray:
     """Validate a model-ready array: 28x28 or 784 values, floats in [0, 1] or integer pixels 0-255."""
-    if values.shape not in ARRAY_SHAPES:
+    if not _one_image(values.shape):
         raise BadInput(f"{name} has shape {values.shape}; give 28x28 or 784 values")
     if values.dtype.kind in "iu":
         if values.min() < 0 or values.max() > 255:
@@ -123,7 +128,7 @@ def load_npy(data: bytes, name: str) -> np.ndarray:
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _, dtype = read_header(stream)
         # The header is checked before loading: a tiny file may claim an array of any size.
-        if shape not in ARRAY_SHAPES:
+        if not _one_image(shape):
             raise BadInput(f"{name} has shape {shape}; give 28x28 or 784 values")
         if dtype.itemsize > MAX_ITEM_BYTES:
             raise BadInput(f"{name} holds {dtype} values; give floats in [0, 1] or integers 0-255")

@@ -91,7 +91,8 @@ def predict_files(
         runs.prepare_output(show, "--show", ".png")
         if Path(show).resolve() in {Path(path).resolve() for path in paths}:
             raise FmnistError(f"--show {show} is one of the inputs: name another file for the picture")
-    images = read_inputs(paths)  # before Keras starts, so a bad file is refused at once
+    images = read_inputs(paths)  # these and the model checked before Keras starts, so refused at once
+    model_files.verified_model_path(source)
     activate(backend)
     classifier = Classifier(source)
     probabilities = classifier.probabilities(images)

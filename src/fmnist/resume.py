@@ -87,9 +87,15 @@ def resume_run(
     dataset = dataset or load_dataset(data_dir)
     require_same_data(dataset, config, run_dir)
     if scoring_only:
-        return score_finished(run_dir, dataset)
-    return train(settings, config["backend"], data_dir=data_dir, dataset=dataset, resume_dir=run_dir,
-                 extra_callbacks=extra_callbacks)
+        result = score_finished(run_dir, dataset)
+    else:
+        result = train(settings, config["backend"], data_dir=data_dir, dataset=dataset, resume_dir=run_dir,
+                       extra_callbacks=extra_callbacks)
+    group = runs.in_seed_group(run_dir)
+    if group and not (group / artifacts.SEED_SUMMARY).is_file():
+        log.warning("%s is one run of the --seeds group %s, which has no summary yet: '%s' trains its seeds not "
+                    "begun and writes it", run_dir.name, group, runs.resume_command(run_dir))
+    return result
 
 
 def score_finished(run_dir: Path, dataset: Dataset) -> TrainResult:

@@ -179,9 +179,21 @@ def diverged(run_dir: Path) -> bool:
     return status.is_file() and bool(artifacts.read_json(status).get("diverged"))
 
 
+def in_seed_group(run_dir: Path) -> Path | None:
+    """The ``--seeds`` group that ``run_dir`` is one of, if any."""
+    group = Path(run_dir).parent
+    return group if (group / artifacts.SEED_GROUP).is_file() else None
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that finishes a stopped run; for one of a ``--seeds`` group's, the group's (which also trains
+    the seeds not begun and writes the summary)."""
+    return f"fmnist train --resume {in_seed_group(run_dir) or run_dir}"
+
+
 def how_to_finish(run_dir: Path) -> str:
     """What finishes a run whose training stopped: a resume, or for one that diverged, a new run."""
-    return f"it diverged: {DIVERGED_ADVICE}" if diverged(run_dir) else f"'fmnist train --resume {run_dir}' finishes it"
+    return f"it diverged: {DIVERGED_ADVICE}" if diverged(run_dir) else f"'{resume_command(run_dir)}' finishes it"
 
 
 # What a command refused because a process is training the run says, after what the command needs.
@@ -240,9 +252,11 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     if status.get("diverged"):
         notes.append(f"diverged: {DIVERGED_ADVICE}")
     elif state in ("killed", "interrupted", "failed"):
-        notes.append("fmnist train --resume continues it")
+        notes.append(f"{resume_command(run_dir)} continues its group" if in_seed_group(run_dir)
+                     else "fmnist train --resume continues it")
     elif unscored and not live:  # stopped while it was being scored
-        notes.append("not scored: fmnist train --resume scores it")
+        notes.append(f"not scored: {resume_command(run_dir)} scores it" if in_seed_group(run_dir)
+                     else "not scored: fmnist train --resume scores it")
     created = config.get("created") or status.get("updated") or utc_iso(
         dt.datetime.fromtimestamp(run_dir.stat().st_mtime, dt.timezone.utc))
     return {
@@ -332,14 +346,30 @@ def format_runs(rows: list[dict[str, Any]]) -> str:
 
 
 def resolve_run(name: str | Path, runs_dir: Path) -> Path:
-    """A run given as a path, or as a directory name inside ``runs_dir``."""
+    """A run given as a path, or as a directory name inside ``runs_dir`` or inside a group there (a ``--seeds``
+    group, a study's folder)."""
     for candidate in (Path(name), Path(runs_dir) / name):
         if (candidate / artifacts.CONFIG).is_file():
             return require_run_dir(candidate)
     if Path(name).is_dir():
         return require_run_dir(Path(name))  # a folder, but not a run: say what it lacks
+    nested = _in_groups(runs_dir, name)
+    if nested:
+        return require_run_dir(nested)
     raise FmnistError(
         f"no run {str(name)!r}: give a run directory or the name of one in {runs_dir} (see 'fmnist runs')")
+
+
+def _in_groups(runs_dir: Path, name: str | Path) -> Path | None:
+    """The run folder named ``name`` inside a group in ``runs_dir``, if there is exactly one."""
+    if Path(name).name != str(name) or not Path(runs_dir).is_dir():  # a path, not a bare name
+        return None
+    found = [d for d in _run_dirs(Path(runs_dir), GROUP_DEPTH)
+             if d.name == str(name) and d.parent != Path(runs_dir) and (d / artifacts.CONFIG).is_file()]
+    if len(found) > 1:
+        raise FmnistError(f"{len(found)} runs in {runs_dir} are named {str(name)!r}: give one as a path, such as "
+                          f"{found[0]}")
+    return found[0] if found else None
 
 
 def resolve_idle_run(name: str | Path, runs_dir: Path, doing: str) -> Path:
@@ -352,8 +382,12 @@ def resolve_idle_run(name: str | Path, runs_dir: Path, doing: str) -> Path:
 
 
 def resolve_resumable(name: Path, runs_dir: Path) -> Path:
-    """A run or --seeds group to resume, given as a path or as its name in ``runs_dir``."""
-    return Path(runs_dir) / name if not Path(name).exists() and (Path(runs_dir) / name).is_dir() else Path(name)
+    """A run or --seeds group to resume, given as a path or as its name in ``runs_dir`` (or in a group there)."""
+    if Path(name).exists():
+        return Path(name)
+    if (Path(runs_dir) / name).is_dir():
+        return Path(runs_dir) / name
+    return _in_groups(runs_dir, name) or Path(name)
 
 
 def resolve_model(name: str | Path, runs_dir: Path) -> Path:

@@ -114,8 +114,11 @@ class TrainSettings:
             (0.0 <= self.input_dropout < 1.0, "input_dropout must be in [0, 1)"),
             (self.distill_temperature > 0 and 0.0 <= self.distill_alpha <= 1.0,
              "distill_temperature must be positive and distill_alpha in [0, 1]"),
-            (0 <= self.warmup_epochs < self.epochs and (self.warmup_epochs == 0 or self.schedule == "cosine"),
-             "warmup_epochs must be below epochs, and needs schedule cosine"),
+            (self.warmup_epochs >= 0 and (self.warmup_epochs == 0 or self.schedule == "cosine"),
+             "warmup_epochs must be >= 0, and needs schedule cosine"),
+            (self.warmup_epochs < self.epochs,
+             f"epochs must be more than warmup_epochs ({self.warmup_epochs}, the recipe's learning-rate warm-up): "
+             f"{self.warmup_epochs + 1} or more"),
             (bool(self.name) and all(c.isalnum() or c in "-_." for c in self.name),
              "name may hold only letters, digits, '-', '_' and '.'"),
         ]

@@ -217,13 +217,14 @@ def train(
                 calibrate_run(model, dataset, run_dir)
                 model_files.save_model(model, run_dir)
         except KeyboardInterrupt:
-            runs.set_status(run_dir, "interrupted", resume=f"fmnist train --resume {run_dir}")
+            runs.set_status(run_dir, "interrupted", resume=runs.resume_command(run_dir))
+            log.warning("stopped: '%s' continues from the last finished epoch", runs.resume_command(run_dir))
             raise
         except Diverged as exc:
             runs.set_status(run_dir, "failed", error=str(exc), diverged=True)
             raise
         except BaseException as exc:
-            runs.set_status(run_dir, "failed", error=str(exc), resume=f"fmnist train --resume {run_dir}")
+            runs.set_status(run_dir, "failed", error=str(exc), resume=runs.resume_command(run_dir))
             raise
         # Finished first: a kill between the two must not leave a "running" run without its backup.
         runs.set_status(run_dir, "finished", epochs=epochs_run, train_seconds=round(seconds, 2))
@@ -231,6 +232,6 @@ def train(
         try:
             metrics = evaluate_run(run_dir, data_dir=data_dir, model=model, dataset=dataset)
         except KeyboardInterrupt:
-            log.warning("stopped while scoring the trained model: 'fmnist train --resume %s' scores it", run_dir)
+            log.warning("stopped while scoring the trained model: '%s' scores it", runs.resume_command(run_dir))
             raise
     return TrainResult(run_dir, metrics, epochs_run, seconds)

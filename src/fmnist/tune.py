@@ -135,6 +135,8 @@ def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Datas
                                 extra_callbacks=callbacks).run_dir
         except KeyboardInterrupt:
             trial.set_user_attr("stopped", True)  # not the settings' fault: taken up when the study is continued
+            log.warning("trial %d stopped: the same 'fmnist tune' command continues the study, finishing its run "
+                        "first", trial.number)
             raise
         history = artifacts.read_history(run_dir)
         for epoch, value in enumerate(history["val_loss"]):  # those of a finished run's earlier process
