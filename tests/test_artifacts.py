@@ -40,3 +40,13 @@ def test_written_files_get_the_usual_permissions_not_mkstemps_private_ones(tmp_p
     os.umask(mask)
     artifacts.write_json(tmp_path / "a.json", {"a": 1})
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_history_of_no_epochs_reads_as_its_columns_or_nothing(tmp_path):
+    history = tmp_path / artifacts.HISTORY
+    history.write_bytes(b"")  # CSVLogger writes its header with the first epoch's row: a run stopped before has none
+    assert artifacts.read_history(tmp_path) == {}
+    history.write_text("epoch,loss\n")
+    assert artifacts.read_history(tmp_path) == {"epoch": [], "loss": []}
+    history.write_text("epoch,loss\n0,1.5\n1,1.25\n")
+    assert artifacts.read_history(tmp_path) == {"epoch": [0.0, 1.0], "loss": [1.5, 1.25]}

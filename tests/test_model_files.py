@@ -25,6 +25,8 @@ def test_tampered_model_is_refused(tmp_path):
         f.write(b"x")
     with pytest.raises(FmnistError, match="does not match its recorded SHA-256"):
         model_files.load_model(tmp_path)
+    model_path, recorded = model_files.recorded_model_path(tmp_path)  # the cheap check: there, with a checksum
+    assert model_path == tmp_path / artifacts.MODEL and recorded != artifacts.sha256_file(model_path)
 
 
 def test_model_without_checksum_or_of_other_format_is_refused(tmp_path):

@@ -47,9 +47,10 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     assert runs.summarize(second)["notes"] == [f"fmnist train --resume {group} continues its group"]
     assert runs.summarize(first)["notes"] == [f"not scored: fmnist train --resume {group} scores it"]
     assert runs.how_to_finish(second) == f"'fmnist train --resume {group}' finishes it"
+    copy = shutil.copytree(group, tmp_path / "copy" / group.name)  # so that the group's own resume finds it cut short
     with caplog.at_level(logging.WARNING, logger="fmnist.resume"):
-        resume_run(second, dataset=dataset)  # that run alone: done, and the rest of the group pointed to
-    assert f"which has no summary yet: 'fmnist train --resume {group}' trains its seeds not begun" in caplog.text
+        resume_run(copy / second.name, dataset=dataset)  # that run alone: done, and the rest of the group pointed to
+    assert f"which has no summary yet: 'fmnist train --resume {copy}' trains its seeds not begun" in caplog.text
     _, resumed = resume_seeds(group, dataset=dataset)
     before, after = summary["runs"], resumed["runs"]
     assert [r["run_dir"] for r in after[:2]] == [r["run_dir"] for r in before[:2]]  # kept, and resumed in place

@@ -1,5 +1,4 @@
 import dataclasses
-import datetime as dt
 import glob
 import json
 import os
@@ -293,6 +292,7 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
     def stopped_trial() -> optuna.Trial:
         """A trial cut short, recorded as the objective records it."""
         trial = study.ask()
+        trial.set_user_attr("started", utc_now())
         suggest(trial)
         trial.set_user_attr("stopped", True)
         return trial
@@ -338,7 +338,7 @@ def test_a_cut_short_run_is_taken_up_only_if_nothing_but_its_name_differs(tmp_pa
     from fmnist.data import data_record
 
     settings = settings_for(BASE, trial_params(BASE), trial_name(7))  # the retry's own name
-    started = dt.datetime(2026, 12, 1, 0, 0, 1, 500_000, tzinfo=dt.timezone.utc)  # when the first attempt began
+    started = "2026-12-01T00:00:01Z"  # when the first attempt began, as its objective records it
 
     def made(name: str, second: int, **changes) -> Path:
         """A run folder as create_run_dir names it, with the config that train writes."""
@@ -351,7 +351,7 @@ def test_a_cut_short_run_is_taken_up_only_if_nothing_but_its_name_differs(tmp_pa
 
     run = made(trial_name(0), 1)
     assert _cut_short_run(tmp_path, 0, started, settings, "jax", dataset) == run
-    later = started + dt.timedelta(seconds=1)  # the run was made before this trial began: an earlier study's
+    later = "2026-12-01T00:00:02Z"  # the run was made before this trial began: an earlier study's
     assert _cut_short_run(tmp_path, 0, later, settings, "jax", dataset) is None
     assert _cut_short_run(tmp_path, 0, started, settings, "tensorflow", dataset) is None  # trained on another backend
     assert _cut_short_run(tmp_path, 0, started, dataclasses.replace(settings, dropout=0.1), "jax", dataset) is None

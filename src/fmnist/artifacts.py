@@ -141,8 +141,10 @@ def read_history(run_dir: Path) -> dict[str, list[float]]:
         with open(path, encoding="utf-8", newline="") as f:
             reader = csv.DictReader(f)
             rows = list(reader)
-        # The header's columns even before the first epoch's row, so that a header of the wrong columns shows.
-        return {key: [float(row[key]) for row in rows] for key in reader.fieldnames or ()}
+            # The header's columns even before the first epoch's row, so that a header of the wrong columns shows;
+            # read here, while the file is open (an empty one, a run stopped in its first epoch, has none).
+            columns = reader.fieldnames or ()
+        return {key: [float(row[key]) for row in rows] for key in columns}
     except (ValueError, TypeError, KeyError) as exc:  # not text, a cell not a number, a row cut short
         raise FmnistError(f"{path} is damaged ({exc})") from None
 

@@ -92,7 +92,8 @@ def _int_between(low: int, high: int | None = None) -> Callable[[str], int]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
         if number < low or (high is not None and number > high):
-            raise argparse.ArgumentTypeError(f"{value!r} must be " + (f"from {low} to {high}" if high else "positive"))
+            bounds = "positive" if high is None else f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"{value!r} must be {bounds}")
         return number
 
     return whole_number
@@ -250,10 +251,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _check_model(run: Path) -> None:
-    """Refuse a run without its model, or with a changed one, before Keras starts (seconds): at once."""
-    from fmnist.model_files import verified_model_path
+    """Refuse a run without its model or its checksum before Keras starts (seconds): at once."""
+    from fmnist.model_files import recorded_model_path
 
-    verified_model_path(run)
+    recorded_model_path(run)
 
 
 def cmd_report(args: argparse.Namespace) -> None:

@@ -22,6 +22,19 @@ def save_model(model: Any, run_dir: Path) -> str:
 
 def verified_model_path(source: Path) -> tuple[Path, str]:
     """Resolve a run directory or ``.keras`` file to a model whose recorded SHA-256 matches."""
+    model_path, expected = recorded_model_path(source)
+    actual = artifacts.sha256_file(model_path)
+    if actual != expected:
+        raise FmnistError(
+            f"{model_path} does not match its recorded SHA-256 (expected {expected}, got {actual}); "
+            "the file was changed or damaged: retrain, or restore it from its run"
+        )
+    return model_path, actual
+
+
+def recorded_model_path(source: Path) -> tuple[Path, str]:
+    """A run directory's or ``.keras`` file's model and the SHA-256 recorded beside it, each checked to be there
+    (not yet the model against it: that reads the whole file)."""
     source = Path(source)
     runs.refuse_seed_group(source)
     model_path = source / artifacts.MODEL if source.is_dir() else source
@@ -48,13 +61,7 @@ def verified_model_path(source: Path) -> tuple[Path, str]:
     expected = recorded[0].decode("ascii") if recorded and re.fullmatch(rb"[0-9a-f]{64}", recorded[0]) else None
     if expected is None:
         raise FmnistError(f"{checksum_path} is damaged: it holds no SHA-256; restore it from the run, or retrain")
-    actual = artifacts.sha256_file(model_path)
-    if actual != expected:
-        raise FmnistError(
-            f"{model_path} does not match its recorded SHA-256 (expected {expected}, got {actual}); "
-            "the file was changed or damaged: retrain, or restore it from its run"
-        )
-    return model_path, actual
+    return model_path, expected
 
 
 def load_model(source: Path) -> tuple[Any, str]:

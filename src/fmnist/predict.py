@@ -92,7 +92,7 @@ def predict_files(
         if Path(show).resolve() in {Path(path).resolve() for path in paths}:
             raise FmnistError(f"--show {show} is one of the inputs: name another file for the picture")
     images = read_inputs(paths)  # these and the model checked before Keras starts, so refused at once
-    model_files.verified_model_path(source)
+    model_files.recorded_model_path(source)
     activate(backend)
     classifier = Classifier(source)
     probabilities = classifier.probabilities(images)

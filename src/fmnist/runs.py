@@ -15,10 +15,10 @@ from fmnist.errors import FmnistError
 
 
 def utc_now() -> str:
-    return utc_iso(dt.datetime.now(dt.timezone.utc))
+    return _iso(dt.datetime.now(dt.timezone.utc))
 
 
-def utc_iso(moment: dt.datetime) -> str:
+def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -257,7 +257,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     elif unscored and not live:  # stopped while it was being scored
         notes.append(f"not scored: {resume_command(run_dir)} scores it" if in_seed_group(run_dir)
                      else "not scored: fmnist train --resume scores it")
-    created = config.get("created") or status.get("updated") or utc_iso(
+    created = config.get("created") or status.get("updated") or _iso(
         dt.datetime.fromtimestamp(run_dir.stat().st_mtime, dt.timezone.utc))
     return {
         "run": run_dir.name,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import logging
 import os
@@ -120,14 +119,16 @@ def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Datas
         # Who runs it: a continued study on this machine tells a dead worker's trial from a live one's.
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("worker", worker_key(os.getpid()))
+        # In UTC, as a run's "created": Optuna's own datetime_start is naive local time, read in this process's zone.
+        trial.set_user_attr("started", runs.utc_now())
         suggest(trial)
         pruned_at: list[int] = []
         reported: set[int] = set()
         settings = settings_for(base, trial.params, name=trial_name(trial.number))
         callbacks = [pruning_callback(trial, pruned_at, reported)]
         first = _first_attempt(trial)
-        cut_short = None if first is None else _cut_short_run(runs_dir, first.number, first.datetime_start, settings,
-                                                                backend, dataset)
+        cut_short = None if first is None else _cut_short_run(runs_dir, first.number, first.user_attrs.get("started"),
+                                                                settings, backend, dataset)
         try:
             run_dir = None if cut_short is None else _finish(cut_short, dataset, callbacks)
             if run_dir is None:
@@ -135,8 +136,8 @@ def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Datas
                                 extra_callbacks=callbacks).run_dir
         except KeyboardInterrupt:
             trial.set_user_attr("stopped", True)  # not the settings' fault: taken up when the study is continued
-            log.warning("trial %d stopped: the same 'fmnist tune' command continues the study, finishing its run "
-                        "first", trial.number)
+            log.warning("trial %d stopped: continuing the study (the same 'fmnist tune' command) takes it up again "
+                        "first, unless its settings have run %d times", trial.number, MAX_ATTEMPTS)
             raise
         history = artifacts.read_history(run_dir)
         for epoch, value in enumerate(history["val_loss"]):  # those of a finished run's earlier process
@@ -166,10 +167,10 @@ def _first_attempt(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
         (t for t in trial.study.get_trials(deepcopy=False) if t.number == number), None)
 
 
-def _cut_short_run(runs_dir: Path, number: int, started: dt.datetime | None, settings: TrainSettings, backend: str,
+def _cut_short_run(runs_dir: Path, number: int, started: str | None, settings: TrainSettings, backend: str,
                    dataset: Dataset) -> Path | None:
-    """The run of trial ``number`` (``started`` then), which a stop or a dead worker cut short, if it can be finished
-    (or already was, by 'fmnist train --resume') rather than trained again: same settings, backend and data."""
+    """The run of trial ``number`` (``started`` then, in UTC), which a stop or a dead worker cut short, if it can be
+    finished (or already was, by 'fmnist train --resume') rather than trained again: same settings, backend, data."""
     from fmnist.resume import read_resumable, require_same_data
 
     found = runs.runs_named(runs_dir, trial_name(number))
@@ -178,8 +179,7 @@ def _cut_short_run(runs_dir: Path, number: int, started: dt.datetime | None, set
     try:
         config, trained = read_resumable(found[0] / artifacts.CONFIG, {"settings": dict}, backend, "")
         require_same_data(dataset, config, found[0])
-        # Optuna's clock is local and to the microsecond, a run's UTC and to the second.
-        if runs.diverged(found[0]) or str(config.get("created", "")) < runs.utc_iso(started.replace(microsecond=0)):
+        if runs.diverged(found[0]) or str(config.get("created", "")) < started:
             return None  # diverged, or left by an earlier study of the same name (its journal deleted)
     except FmnistError:  # another backend or data, or damaged by hand: the settings are trained again instead
         return None
