@@ -217,8 +217,9 @@ def train(
                 calibrate_run(model, dataset, run_dir)
                 model_files.save_model(model, run_dir)
         except KeyboardInterrupt:
-            runs.set_status(run_dir, "interrupted", resume=runs.resume_command(run_dir))
-            log.warning("stopped: '%s' continues from the last finished epoch", runs.resume_command(run_dir))
+            command = runs.resume_command(run_dir)
+            runs.set_status(run_dir, "interrupted", resume=command)
+            log.warning("stopped: '%s' continues from the last finished epoch", command)
             raise
         except Diverged as exc:
             runs.set_status(run_dir, "failed", error=str(exc), diverged=True)
