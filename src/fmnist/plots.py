@@ -1,4 +1,5 @@
-"""Draw the report's pictures with matplotlib and seaborn; every function writes one PNG atomically."""
+"""Draw the report's pictures with matplotlib (and scikit-learn's confusion matrix); every function writes one PNG
+atomically."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def _save(fig, path: Path) -> None:
 
 def confusion_matrix_png(matrix: Sequence[Sequence[int]], path: Path) -> None:
     """Counts and row-normalised (recall per true class) heatmaps side by side."""
-    import seaborn as sns
+    from sklearn.metrics import ConfusionMatrixDisplay
 
     plt = _pyplot()
     counts = np.asarray(matrix)
@@ -48,12 +49,11 @@ def confusion_matrix_png(matrix: Sequence[Sequence[int]], path: Path) -> None:
         (axes[0], counts, "d", "Counts"),
         (axes[1], normalised, ".2f", "Row-normalised (share of each true class)"),
     ):
-        sns.heatmap(data, annot=True, fmt=fmt, cmap="Blues", cbar=False, ax=ax, square=True,
-                    xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES, annot_kws={"size": 8})
+        ConfusionMatrixDisplay(data, display_labels=CLASS_NAMES).plot(
+            ax=ax, cmap="Blues", colorbar=False, values_format=fmt, xticks_rotation=45, text_kw={"fontsize": 8})
         ax.set_xlabel("Predicted")
         ax.set_ylabel("True")
         ax.set_title(title)
-        ax.tick_params(axis="x", rotation=45)
     fig.tight_layout()
     _save(fig, path)
 
