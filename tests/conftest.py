@@ -44,6 +44,18 @@ def write_idx_set(folder: Path, n_train: int = 60, n_test: int = 20, seed: int =
     return checksums
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compiled_programs_kept(tmp_path_factory):
+    """XLA keeps what it compiles for this process's in-process tests, which train the same tiny networks again and
+    again: most of a tiny run's seconds went to compiling. The cache is keyed by the exact program, compile options
+    and versions, so the code run is the same; subprocesses (the CLI tests) compile as a user's run does."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 @pytest.fixture(autouse=True)
 def isolated_caches(tmp_path_factory, monkeypatch):
     """Each test gets its own verified-array cache and keras home, so no test sees another's files."""
