@@ -144,6 +144,7 @@ def bad_json_bodies() -> list[tuple[str, bytes, int]]:
         ("strings", ('{"inputs": [[' + ",".join(['"a"'] * 784) + "]]}").encode(), 422),
         ("nulls", ('{"inputs": [[' + ",".join(["null"] * 784) + "]]}").encode(), 422),
         ("booleans", ('{"inputs": [[' + ",".join(["true"] * 784) + "]]}").encode(), 422),
+        ("a-boolean-among-numbers", ('{"inputs": [[true,' + row[4:] + "]]}").encode(), 422),
         ("objects", ('{"inputs": [[' + ",".join(["{}"] * 784) + "]]}").encode(), 422),
         ("too-many-inputs", ('{"inputs": [' + ",".join(["[" + row + "]"] * 65) + "]}").encode(), 413),
     ]

@@ -195,6 +195,11 @@ def json_integer(text: str) -> int:
     return int(text)
 
 
+def _holds_a_boolean(item: list) -> bool:
+    """Whether a rectangular nest of JSON lists holds true or false anywhere."""
+    return any(isinstance(value, bool) for value in np.asarray(item, dtype=object).flat)
+
+
 def json_inputs(body: bytes) -> np.ndarray:
     """The 28x28 inputs of a JSON body ``{"inputs": [...]}``, each checked like a .npy array."""
     try:
@@ -212,8 +217,9 @@ def json_inputs(body: bytes) -> np.ndarray:
             values = np.asarray(item)
         except (ValueError, TypeError, OverflowError):  # ragged nesting, or numbers numpy cannot hold
             raise BadInput(f"inputs[{i}] is not a rectangular array of numbers") from None
-        if values.dtype == object:  # null, or an integer beyond 64 bits, among the numbers
-            raise BadInput(f"inputs[{i}] holds values that are not numbers (null?) or integers beyond 64 bits; "
+        # numpy reads null or an integer beyond 64 bits among numbers as objects, and true or false as 1 or 0.
+        if values.dtype == object or (values.dtype != bool and _holds_a_boolean(item)):
+            raise BadInput(f"inputs[{i}] holds values that are not numbers (null? true?) or integers beyond 64 bits; "
                            "give floats in [0, 1] or integers 0-255")
         images.append(check_array(values, f"inputs[{i}]"))
     return np.stack(images)
