@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,10 +101,13 @@ def test_short_real_training_end_to_end_on_the_specs_backend(tmp_path):
     run_dir = trained["run_dir"]
     assert json.loads((runs / run_dir.split("/")[-1] / artifacts.CONFIG).read_text())["backend"] == backend
 
-    # The saved model loads back (in a fresh process, on the default backend) and predicts the same.
-    again = run_cli("evaluate", run_dir, "--json")
+    # The saved model loads back (in a fresh process, on the default backend) and predicts the same; --json names
+    # the run by its absolute path, however it was given.
+    again = run_cli("evaluate", Path(run_dir).name, "--json", cwd=runs)
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)["test_accuracy"] == pytest.approx(trained["test_accuracy"], abs=1e-4)
+    evaluated = json.loads(again.stdout)
+    assert evaluated["test_accuracy"] == pytest.approx(trained["test_accuracy"], abs=1e-4)
+    assert evaluated["run_dir"] == run_dir and Path(run_dir).is_absolute()
     assert run_cli("report", run_dir).returncode == 0
 
     with open(f"{run_dir}/{artifacts.MODEL}", "ab") as f:
@@ -193,6 +197,9 @@ def test_a_command_flag_given_before_the_command_says_where_it_goes(capsys):
     (["predict", "run", "x.png", "--unsure-below", "1.5"], "argument --unsure-below: '1.5' must lie in [0, 1]"),
     (["serve", "run", "--port", "70000"], "argument --port: '70000' must be from 1 to 65535"),
     (["serve", "run", "--port", "-1"], "argument --port: '-1' must be from 1 to 65535"),
+    (["train", "--seeds", "1"],
+     "argument --seeds: a spread and an interval need 2 seeds or more, not 1 (for one run, leave --seeds out)"),
+    (["train", "--seeds", "1001"], "argument --seeds: at most 1000 seeds, not 1001: each of them is a full training"),
 ])
 def test_an_option_out_of_its_range_is_a_usage_error(capsys, args, refusal):
     from fmnist.cli import main

@@ -102,6 +102,18 @@ def _int_between(low: int, high: int | None = None) -> Callable[[str], int]:
 _positive_int = _int_between(1)
 
 
+def _seed_count(value: str) -> int:
+    """An argparse type: a number of seeds for a group, checked as ``train_seeds`` checks it."""
+    from fmnist.seeds import check_count  # imported only when --seeds is given: --help stays light
+
+    number = _positive_int(value)
+    try:
+        check_count(number)
+    except FmnistError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return number
+
+
 def _probability(value: str) -> float:
     try:
         number = float(value)
@@ -166,7 +178,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             from fmnist.seeds import resume_seeds, summary_text
 
             group, summary = resume_seeds(target, backend=args.backend, data_dir=args.data_dir)
-            _emit(args, summary_text(group, summary), {"group_dir": str(group), **summary})
+            _emit(args, summary_text(group, summary), {"group_dir": str(group.absolute()), **summary})
             return
         from fmnist.resume import resume_run
 
@@ -178,7 +190,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             from fmnist.seeds import summary_text, train_seeds
 
             group, summary = train_seeds(settings, backend, args.seeds, runs_dir=args.runs_dir, data_dir=args.data_dir)
-            _emit(args, summary_text(group, summary), {"group_dir": str(group), **summary})
+            _emit(args, summary_text(group, summary), {"group_dir": str(group.absolute()), **summary})
             return
         from fmnist.train import train
 
@@ -199,7 +211,8 @@ def _emit_training(args: argparse.Namespace, result: Any) -> None:
     text = (headline(result.run_dir, result.metrics)
             + f"\nepochs {result.epochs_run}, training {result.train_seconds:.1f}s")
     _emit(args, text, {
-        "run_dir": str(result.run_dir), "epochs": result.epochs_run, "train_seconds": round(result.train_seconds, 2),
+        "run_dir": str(result.run_dir.absolute()), "epochs": result.epochs_run,
+        "train_seconds": round(result.train_seconds, 2),
         **{k: result.metrics[k] for k in ("test_accuracy", "test_loss", "macro_f1", "weakest_class")},
     })
 
@@ -247,7 +260,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from fmnist.report import headline
 
     metrics = evaluate_run(run, data_dir=args.data_dir)
-    _emit(args, headline(run, metrics), {"run_dir": str(run), **metrics})
+    _emit(args, headline(run, metrics), {"run_dir": str(run.absolute()), **metrics})
 
 
 def _check_model(run: Path) -> None:
@@ -425,7 +438,7 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--teacher", type=_path, metavar="RUN",
                    help="distil from this trained run (with --recipe distilled): its directory, its name in "
                         f"--runs-dir, or its {artifacts.MODEL}")
-    p.add_argument("--seeds", type=_positive_int, metavar="N",
+    p.add_argument("--seeds", type=_seed_count, metavar="N",
                    help="train N seeds (seed, seed+1, ...) in one group directory; report mean, spread, 95%% CI "
                         "(default: one run)")
     p.add_argument("--resume", type=_path, metavar="RUN",

@@ -46,10 +46,12 @@ def summarise(accuracies: list[float], per_class_f1: list[dict[str, float]], lev
 
 
 def check_count(seeds: int) -> None:
+    """Refuse a number of seeds that cannot make a group."""
     if seeds < 2:
-        raise FmnistError(f"--seeds {seeds}: a spread and an interval need 2 seeds or more (for one run, leave it out)")
+        raise FmnistError(f"a spread and an interval need 2 seeds or more, not {seeds} "
+                          "(for one run, leave --seeds out)")
     if seeds > MAX_SEEDS:
-        raise FmnistError(f"--seeds {seeds}: at most {MAX_SEEDS}, each of them a full training")
+        raise FmnistError(f"at most {MAX_SEEDS} seeds, not {seeds}: each of them is a full training")
 
 
 def is_seed_group(path: Path) -> bool:
