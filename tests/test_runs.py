@@ -92,6 +92,17 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
         "config.json unreadable", "status.json unreadable", "history.csv unreadable"}
 
 
+def test_a_finished_run_whose_scores_were_edited_or_deleted_says_so(mixed_runs, tmp_path):
+    edited = shutil.copytree(mixed_runs["finished"], tmp_path / "edited")
+    artifacts.write_json(edited / artifacts.METRICS, {"test_accuracy": 93})
+    assert runs.summarize(edited)["notes"] == ["metrics.json damaged: fmnist evaluate scores it again"]
+    (edited / artifacts.PREDICTIONS).unlink()
+    assert runs.summarize(edited)["notes"] == [
+        "metrics.json damaged, no test_predictions.npz: fmnist evaluate scores it again"]
+    shutil.copy(mixed_runs["finished"] / artifacts.METRICS, edited)
+    assert runs.summarize(edited)["notes"] == ["no test_predictions.npz: fmnist evaluate scores it again"]
+
+
 def test_closest_recipe_names_the_preset_and_counts_changes():
     from fmnist.settings import RECIPES, TrainSettings
 

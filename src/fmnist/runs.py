@@ -257,6 +257,12 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     elif unscored and not live:  # stopped while it was being scored
         notes.append(f"not scored: {resume_command(run_dir)} scores it" if in_seed_group(run_dir)
                      else "not scored: fmnist train --resume scores it")
+    if metrics:  # written after the predictions: both are there, unless edited or deleted by hand since
+        accuracy = artifacts.json_number(metrics.get("test_accuracy"))
+        damaged = [] if accuracy is not None and 0 <= accuracy <= 1 else [f"{artifacts.METRICS} damaged"]
+        damaged += [] if (run_dir / artifacts.PREDICTIONS).is_file() else [f"no {artifacts.PREDICTIONS}"]
+        if damaged:
+            notes.append(f"{', '.join(damaged)}: fmnist evaluate scores it again")
     created = config.get("created") or status.get("updated") or _iso(
         dt.datetime.fromtimestamp(run_dir.stat().st_mtime, dt.timezone.utc))
     return {
