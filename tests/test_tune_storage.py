@@ -1,5 +1,7 @@
 import logging
 import re
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +44,39 @@ def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path, caplog):
     with pytest.raises(FmnistError, match="no study 'nope': there is no database file .*missing.db"):
         write_report("nope", storage=f"sqlite:///{tmp_path / 'missing.db'}", runs_dir=tmp_path)
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_the_lock_of_a_journal_in_a_relative_folder_is_waited_out_or_named(tmp_path, monkeypatch):
+    import optuna
+
+    from fmnist import tune_storage
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tune_storage, "JOURNAL_LOCK_GRACE_S", 3)
+    lock = Path("runs/tune.journal.lock")
+    held = []
+    acquire = optuna.storages.journal.JournalFileSymlinkLock.acquire
+
+    def acquire_and_look(self):
+        taken = acquire(self)
+        held.append(lock.exists())  # the link leads to the journal, so a worker waiting on it can time it
+        return taken
+
+    monkeypatch.setattr(optuna.storages.journal.JournalFileSymlinkLock, "acquire", acquire_and_look)
+    store, _ = tune_storage.open_storage(None, Path("runs"))  # the default ./runs, relative
+    store.create_new_study([optuna.study.StudyDirection.MINIMIZE], "first")
+    assert held and all(held)
+
+    lock.symlink_to(Path("runs/tune.journal").absolute())  # as a killed worker leaves it
+    store, _ = tune_storage.open_storage(None, Path("runs"))
+    writer = threading.Thread(target=store.create_new_study, args=([optuna.study.StudyDirection.MINIMIZE], "second"),
+                              daemon=True)
+    writer.start()
+    writer.join(timeout=60)
+    assert not writer.is_alive() and not lock.exists()  # taken over after the grace period, then released
+    assert {s.study_name for s in store.get_all_studies()} == {"first", "second"}
+
+    lock.symlink_to("runs/tune.journal")  # as a worker of an earlier fmnist left it: leading nowhere
+    with pytest.raises(FmnistError, match=r"the journal's lock runs/tune.journal.lock points to runs/tune.journal, "
+                                          r"which is not there .* remove runs/tune.journal.lock$"):
+        tune_storage.open_storage(None, Path("runs"))

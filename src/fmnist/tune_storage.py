@@ -51,14 +51,21 @@ def open_storage(storage: str | None, runs_dir: Path,
             except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
                 raise FmnistError(f"cannot open the study storage {shown}: {first_line(exc)}") from None
     path = _journal_path(storage, runs_dir)
-    lock = optuna.storages.journal.JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_S)
-    if os.path.lexists(f"{path}.lock"):  # Optuna's lock is that symbolic link; its wait would be silent
+    # Optuna's lock is a symbolic link to the journal, named by this path: a relative one would point from the link's
+    # folder to a file that is not there, and Optuna then waits for it without end, never taking it over.
+    lock = optuna.storages.journal.JournalFileSymlinkLock(str(path.absolute()), grace_period=JOURNAL_LOCK_GRACE_S)
+    lock_link = Path(f"{path}.lock")
+    if os.path.lexists(lock_link) and not lock_link.exists():
+        raise FmnistError(f"the journal's lock {lock_link} points to {os.readlink(lock_link)}, which is not there (a "
+                          "worker of an earlier fmnist left it, or the journal was moved): if no 'fmnist tune' is "
+                          f"running on this journal, remove {lock_link}")
+    if os.path.lexists(lock_link):  # its wait would be silent
         log.warning("the journal %s is locked (%s.lock): another worker is writing to it, or one that was killed left "
                     "the lock, which is taken over after %d s of waiting in which the journal does not change",
                     path, path.name, JOURNAL_LOCK_GRACE_S)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(str(path), lock_obj=lock)
+        backend = optuna.storages.journal.JournalFileBackend(str(path.absolute()), lock_obj=lock)
         return optuna.storages.JournalStorage(backend), str(path)  # reads the whole journal
     except OSError as exc:
         raise FmnistError(f"cannot open the journal file {path}: {exc.strerror}") from None
