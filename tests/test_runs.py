@@ -85,14 +85,16 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
     assert old["backend"] == "tensorflow" and old["settings"] == {} and old["notes"] == ["no status.json"]
     mistyped = by_name[mixed_runs["mistyped"].name]
     assert mistyped["status"] == "finished" and mistyped["epochs"] is None and mistyped["train_seconds"] is None
-    assert mistyped["notes"] == ["not scored: fmnist train --resume scores it"]  # finished, but no metrics.json
+    assert mistyped["notes"] == ["not scored: fmnist train --resume scores it",  # finished, but no metrics.json
+                                 "no model.keras, model.keras.sha256: restore it from a copy, or train a new run "
+                                 "with its settings"]
     assert by_name[mixed_runs["empty"].name]["notes"] == ["no config.json", "no status.json"]
     assert by_name[mixed_runs["empty"].name]["recipe"] is None
     assert set(by_name[mixed_runs["unreadable"].name]["notes"]) == {
         "config.json unreadable", "status.json unreadable", "history.csv unreadable"}
 
 
-def test_a_finished_run_whose_scores_were_edited_or_deleted_says_so(mixed_runs, tmp_path):
+def test_a_finished_run_whose_files_were_edited_or_deleted_says_so(mixed_runs, tmp_path):
     edited = shutil.copytree(mixed_runs["finished"], tmp_path / "edited")
     artifacts.write_json(edited / artifacts.METRICS, {"test_accuracy": 93})
     assert runs.summarize(edited)["notes"] == ["metrics.json damaged: fmnist evaluate scores it again"]
@@ -101,6 +103,9 @@ def test_a_finished_run_whose_scores_were_edited_or_deleted_says_so(mixed_runs, 
         "metrics.json damaged, no test_predictions.npz: fmnist evaluate scores it again"]
     shutil.copy(mixed_runs["finished"] / artifacts.METRICS, edited)
     assert runs.summarize(edited)["notes"] == ["no test_predictions.npz: fmnist evaluate scores it again"]
+    (edited / artifacts.MODEL).unlink()
+    assert runs.summarize(edited)["notes"][0] == ("no model.keras: restore it from a copy, or train a new run with its "
+                                                  "settings")
 
 
 def test_closest_recipe_names_the_preset_and_counts_changes():
@@ -137,14 +142,24 @@ def test_no_runs_and_a_bad_runs_dir(tmp_path):
         runs.list_runs(tmp_path / "file")
 
 
-def test_resolve_run_takes_a_path_or_a_name(mixed_runs):
+def test_resolve_run_takes_a_path_or_a_name(mixed_runs, tmp_path):
     finished = mixed_runs["finished"]
     assert runs.resolve_run(str(finished), mixed_runs["dir"] / "elsewhere") == finished
     assert runs.resolve_run(finished.name, mixed_runs["dir"]) == finished
     with pytest.raises(FmnistError, match="no run 'nope'"):
         runs.resolve_run("nope", mixed_runs["dir"])
-    with pytest.raises(FmnistError, match="is not a run directory"):  # a folder, but not a run
+    with pytest.raises(FmnistError, match=f"{mixed_runs['dir']} is a folder of runs, not a run: give one of them, "
+                                          "such as "):
         runs.resolve_run(str(mixed_runs["dir"]), mixed_runs["dir"])
+    # A folder in the runs directory, named: what it is, as when given as a path.
+    with pytest.raises(FmnistError, match=f"study is a folder of runs, not a run: give one of them, such as "
+                                          f"{mixed_runs['grouped']}$"):
+        runs.resolve_run("study", mixed_runs["dir"])
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(FmnistError, match="nothing is not a run directory"):
+        runs.resolve_run("nothing", tmp_path)
+    with pytest.raises(FmnistError, match=f"model.keras is a file of a run: give the run's directory, {finished}$"):
+        runs.resolve_run(str(finished / artifacts.MODEL), mixed_runs["dir"])
     grouped = mixed_runs["grouped"]  # in a group: found by its own name too, as 'fmnist runs' shows it or alone
     for name in (grouped.name, f"{grouped.parent.name}/{grouped.name}"):
         assert runs.resolve_run(name, mixed_runs["dir"]) == runs.resolve_resumable(name, mixed_runs["dir"]) == grouped

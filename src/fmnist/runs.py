@@ -106,6 +106,9 @@ def require_run_dir(run_dir: Path) -> Path:
         raise FmnistError(f"{run_dir!s:.200} has a name that is not UTF-8: rename it, then try again") from None
     refuse_seed_group(run_dir)
     if not (run_dir / artifacts.CONFIG).is_file():
+        inner = sorted(d for d in run_dir.iterdir() if (d / artifacts.CONFIG).is_file()) if run_dir.is_dir() else []
+        if inner:  # a study's folder, or a runs directory
+            raise FmnistError(f"{run_dir} is a folder of runs, not a run: give one of them, such as {inner[0]}")
         raise FmnistError(
             f"{run_dir} is not a run directory (no {artifacts.CONFIG}); give a directory made by 'fmnist train'")
     return run_dir
@@ -257,6 +260,10 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     elif unscored and not live:  # stopped while it was being scored
         notes.append(f"not scored: {resume_command(run_dir)} scores it" if in_seed_group(run_dir)
                      else "not scored: fmnist train --resume scores it")
+    if state == "finished" and not live:
+        lost = [name for name in (artifacts.MODEL, artifacts.MODEL_SHA256) if not (run_dir / name).is_file()]
+        if lost:
+            notes.append(f"no {', '.join(lost)}: restore it from a copy, or train a new run with its settings")
     if metrics:  # written after the predictions: both are there, unless edited or deleted by hand since
         accuracy = artifacts.json_number(metrics.get("test_accuracy"))
         damaged = [] if accuracy is not None and 0 <= accuracy <= 1 else [f"{artifacts.METRICS} damaged"]
@@ -362,6 +369,10 @@ def resolve_run(name: str | Path, runs_dir: Path) -> Path:
     nested = _in_groups(runs_dir, name)
     if nested:
         return require_run_dir(nested)
+    if (Path(runs_dir) / name).is_dir():
+        return require_run_dir(Path(runs_dir) / name)  # a group's or a study's folder, named: say what it is
+    if Path(name).is_file() and (Path(name).parent / artifacts.CONFIG).is_file():
+        raise FmnistError(f"{name} is a file of a run: give the run's directory, {Path(name).parent}")
     raise FmnistError(
         f"no run {str(name)!r}: give a run directory or the name of one in {runs_dir} (see 'fmnist runs')")
 
