@@ -145,7 +145,9 @@ def test_every_format_from_tensorflow(short_run, fmt, runner):
     result = run_cli("export", str(run_dir), "--format", fmt, "--backend", "tensorflow", "--data-dir", str(folder),
                      "--json")
     assert result.returncode == 0, result.stderr
-    check_export(run_dir, fmt, json.loads(result.stdout), images, "tensorflow", runner)
+    printed = json.loads(result.stdout)  # export.json's record, and where the export is from here
+    assert printed.pop("run_dir") == str(run_dir) and printed.pop("path") == str(run_dir / printed["file"])
+    check_export(run_dir, fmt, printed, images, "tensorflow", runner)
 
 
 def test_a_format_the_backend_cannot_write_is_one_clear_line(short_run):

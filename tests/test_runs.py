@@ -187,9 +187,14 @@ def test_a_run_whose_name_is_not_utf8_is_refused_in_one_line(mixed_runs, tmp_pat
 
 def test_commands_take_a_run_by_name(mixed_runs, tmp_path):
     finished = shutil.copytree(mixed_runs["finished"], tmp_path / "runs" / mixed_runs["finished"].name)
-    result = run_cli("report", finished.name, "--runs-dir", str(tmp_path / "runs"), "--json")
+    # --json gives absolute paths, though the runs directory was given relative to the working folder.
+    result = run_cli("report", finished.name, "--runs-dir", "runs", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["report"] == str(finished / artifacts.REPORT_HTML)
+    listed = run_cli("runs", "--runs-dir", "runs", "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["runs_dir"] == str(tmp_path / "runs")
+    assert [r["path"] for r in json.loads(listed.stdout)["runs"]] == [str(finished)]
 
 
 def test_no_run_is_made_inside_another_run(mixed_runs, tmp_path):

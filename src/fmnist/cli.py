@@ -71,7 +71,12 @@ class Parser(argparse.ArgumentParser):
 
 
 def _emit(args: argparse.Namespace, text: str, data: dict[str, Any]) -> None:
-    print(json.dumps(data, indent=2, default=str) if args.json else text)
+    print(json.dumps(data, indent=2, default=_json_value) if args.json else text)
+
+
+def _json_value(value: Any) -> str:
+    """A path as an absolute one, wherever it was given from (a script reading --json may run elsewhere)."""
+    return str(value.absolute()) if isinstance(value, Path) else str(value)
 
 
 def _positive_seconds(value: str) -> float:
@@ -178,7 +183,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             from fmnist.seeds import resume_seeds, summary_text
 
             group, summary = resume_seeds(target, backend=args.backend, data_dir=args.data_dir)
-            _emit(args, summary_text(group, summary), {"group_dir": str(group.absolute()), **summary})
+            _emit(args, summary_text(group, summary), {"group_dir": group, **summary})
             return
         from fmnist.resume import resume_run
 
@@ -190,7 +195,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             from fmnist.seeds import summary_text, train_seeds
 
             group, summary = train_seeds(settings, backend, args.seeds, runs_dir=args.runs_dir, data_dir=args.data_dir)
-            _emit(args, summary_text(group, summary), {"group_dir": str(group.absolute()), **summary})
+            _emit(args, summary_text(group, summary), {"group_dir": group, **summary})
             return
         from fmnist.train import train
 
@@ -211,8 +216,7 @@ def _emit_training(args: argparse.Namespace, result: Any) -> None:
     text = (headline(result.run_dir, result.metrics)
             + f"\nepochs {result.epochs_run}, training {result.train_seconds:.1f}s")
     _emit(args, text, {
-        "run_dir": str(result.run_dir.absolute()), "epochs": result.epochs_run,
-        "train_seconds": round(result.train_seconds, 2),
+        "run_dir": result.run_dir, "epochs": result.epochs_run, "train_seconds": round(result.train_seconds, 2),
         **{k: result.metrics[k] for k in ("test_accuracy", "test_loss", "macro_f1", "weakest_class")},
     })
 
@@ -226,7 +230,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
         from fmnist.tune_report import write_report
 
         path = write_report(args.report, storage=args.storage, runs_dir=args.runs_dir, output=args.output)
-        _emit(args, f"report: {path}", {"report": str(path)})
+        _emit(args, f"report: {path}", {"report": path})
         return
     if args.train_best:
         _refuse_given(args, ("trials", "timeout", "study"), "--train-best trains one run of the study it names")
@@ -260,7 +264,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from fmnist.report import headline
 
     metrics = evaluate_run(run, data_dir=args.data_dir)
-    _emit(args, headline(run, metrics), {"run_dir": str(run.absolute()), **metrics})
+    _emit(args, headline(run, metrics), {"run_dir": run, **metrics})
 
 
 def _check_model(run: Path) -> None:
@@ -275,14 +279,15 @@ def cmd_report(args: argparse.Namespace) -> None:
     from fmnist.runs import resolve_idle_run
 
     path = build_report(resolve_idle_run(args.run, args.runs_dir, "rebuild its report"))
-    _emit(args, f"report: {path}", {"report": str(path)})
+    _emit(args, f"report: {path}", {"report": path})
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from fmnist.bench import bench, table
 
     report = bench(args.output, quick=args.quick, data_dir=args.data_dir)
-    _emit(args, table(report) + f"\nwritten: {args.output} and {report['chart']}", report)
+    _emit(args, table(report) + f"\nwritten: {args.output} and {report['chart']}",
+          {**report, "chart": Path(report["chart"])})
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
@@ -290,7 +295,7 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
     rows = list_runs(args.runs_dir)
     text = format_runs(rows) if rows else f"no runs in {args.runs_dir} yet: start one with 'fmnist train'"
-    _emit(args, text, {"runs_dir": str(args.runs_dir), "runs": rows})
+    _emit(args, text, {"runs_dir": Path(args.runs_dir), "runs": rows})
 
 
 def cmd_runs_compare(args: argparse.Namespace) -> None:
@@ -298,7 +303,7 @@ def cmd_runs_compare(args: argparse.Namespace) -> None:
     from fmnist.runs import resolve_run
 
     path = compare_runs([resolve_run(r, args.runs_dir) for r in args.runs], args.output, args.runs_dir)
-    _emit(args, f"comparison: {path}", {"comparison": str(path)})
+    _emit(args, f"comparison: {path}", {"comparison": path})
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -312,7 +317,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     from fmnist.export import export_run, summary_text
 
     record = export_run(run, args.format, backend, data_dir=args.data_dir)
-    _emit(args, summary_text(run, record), record)
+    _emit(args, summary_text(run, record), {**record, "run_dir": run, "path": run / record["file"]})
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

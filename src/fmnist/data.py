@@ -262,7 +262,7 @@ def describe(
         from fmnist.plots import samples_png
 
         samples_png(dataset.x_train, dataset.y_train, show)
-        summary["samples_png"] = str(show)
+        summary["samples_png"] = Path(show)
     return summary
 
 

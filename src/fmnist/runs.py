@@ -274,7 +274,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         dt.datetime.fromtimestamp(run_dir.stat().st_mtime, dt.timezone.utc))
     return {
         "run": run_dir.name,
-        "path": str(run_dir),
+        "path": str(run_dir.absolute()),
         "created": str(created),
         "recipe": closest_recipe(settings) if settings else None,
         "settings": {k: settings[k] for k in KEY_SETTINGS if k in settings},
