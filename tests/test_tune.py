@@ -274,6 +274,8 @@ def test_a_continued_study_runs_again_what_a_stop_or_a_dead_worker_cut_short(tmp
     with pytest.raises(FmnistError, match="study 's' was started with --epochs 2, not 3; --seed 1234, not 7: its "
                                           "trials could not be compared"):
         open_study("s", store, shown, dataclasses.replace(BASE, epochs=3, seed=7, dropout=0.1))  # dropout is searched
+    with pytest.raises(FmnistError, match="study 's' was started with no --limit, not 600: its trials"):
+        open_study("s", store, shown, dataclasses.replace(BASE, limit=600))
 
 
 def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_hand(tmp_path, dataset):

@@ -285,7 +285,7 @@ def open_study(name: str, store: optuna.storages.BaseStorage, shown: str, base: 
     if recorded is None:  # a study made by an older fmnist, or by a worker killed before it could record them
         study.set_user_attr(FIXED_SETTINGS, fixed)
     else:  # settings a later fmnist added or dropped are not compared
-        differ = [f"{flag(k) if k in FLAG_SETTINGS else k} {recorded[k]}, not {fixed[k]}"
+        differ = [_difference(flag(k) if k in FLAG_SETTINGS else k, recorded[k], fixed[k])
                   for k in fixed.keys() & recorded.keys() if recorded[k] != fixed[k]]
         if differ:
             raise FmnistError(f"study {name!r} was started with {'; '.join(sorted(differ))}: its trials could not "
@@ -335,9 +335,17 @@ def states_text(states: dict[str, int]) -> str:
     return ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
 
 
+def _difference(name: str, recorded: Any, given: Any) -> str:
+    """How a fixed setting of a study differs from this command's: "--epochs 2, not 3"; an unset one (no --limit:
+    all the images) is said so, not shown as None."""
+    if recorded is None:
+        return f"no {name}, not {given}"
+    return f"{name} {recorded}, not {'without it' if given is None else given}"
+
+
 def summary(result: TuneResult) -> str:
-    lines = [f"study {result.study} ({result.storage}): {result.trials_run} trials run now; "
-             f"all: {states_text(result.states)}"]
+    trials = f"{result.trials_run} trial{'' if result.trials_run == 1 else 's'}"
+    lines = [f"study {result.study} ({result.storage}): {trials} run now; all: {states_text(result.states)}"]
     if result.best:
         best = result.best
         lines.append(f"best: trial {best['number']}  val_loss {best['val_loss']:.4f}  "
