@@ -23,6 +23,8 @@ def test_summary_drops_the_compiling_first_epoch():
     s = _summarise([9.0, 2.0, 2.2, 1.8], floor_s=1.6)
     assert s["epoch_s"] == 2.0 and s["first_epoch_extra_s"] == 7.0 and s["epochs_timed"] == 4
     assert s["floor_multiple"] == pytest.approx(1.25)
+    noisy = _summarise([1.9, 2.0, 2.2], floor_s=1.6)  # a first epoch faster than the median: no compile time to show
+    assert noisy["epoch_s"] == 2.1 and noisy["first_epoch_extra_s"] == 0.0
 
 
 def test_gemm_throughput_is_plausible():

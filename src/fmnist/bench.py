@@ -109,10 +109,10 @@ def _run_json(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, An
 
 
 def _summarise(epoch_seconds: list[float], floor_s: float) -> dict[str, float]:
-    """Median of the epochs after the first (the first epoch's excess is compile time), and its multiple of the
-    floor."""
+    """Median of the epochs after the first (the first epoch's excess is compile time: none when noise made it the
+    faster), and its multiple of the floor."""
     steady = float(np.median(epoch_seconds[1:])) if len(epoch_seconds) > 1 else float(epoch_seconds[0])
-    return {"epoch_s": steady, "first_epoch_extra_s": float(epoch_seconds[0]) - steady,
+    return {"epoch_s": steady, "first_epoch_extra_s": max(0.0, float(epoch_seconds[0]) - steady),
             "epochs_timed": len(epoch_seconds), "floor_multiple": steady / floor_s}
 
 
