@@ -18,9 +18,12 @@ def test_flag_beats_environment_beats_the_measured_default(monkeypatch):
     assert resolve("jax", "cnn") == "jax"
 
 
-def test_unknown_backend_is_refused():
-    with pytest.raises(FmnistError, match="unknown backend 'torch'"):
+def test_unknown_backend_is_refused(monkeypatch):
+    with pytest.raises(FmnistError, match="unknown backend 'torch': choose one of"):
         resolve("torch")
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    with pytest.raises(FmnistError, match=r"unknown backend 'torch' \(from the environment variable KERAS_BACKEND\)"):
+        resolve(None)
 
 
 TF_PIPELINE_CHECK = """

@@ -67,8 +67,8 @@ def test_compare_command_takes_names_and_refuses_what_it_cannot_compare(tmp_path
     (half / artifacts.CONFIG).write_text((a / artifacts.CONFIG).read_text())
     runs.set_status(half, "failed", error="boom")
     for args, fragment in (
-        ((a.name,), "two or more different runs"),
-        ((a.name, a.name), "two or more different runs"),
+        ((a.name,), "give two or more runs to compare"),
+        ((a.name, b.name, str(a)), f"{a} is given more than once: give each run to compare once"),
         ((a.name, "nope"), "no run 'nope'"),
         ((a.name, half.name), "status failed"),
         ((a.name, b.name, "--output", str(b / "compare.html")), "is inside the run"),

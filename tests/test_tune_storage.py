@@ -1,3 +1,4 @@
+import contextlib
 import logging
 import re
 import threading
@@ -7,6 +8,7 @@ import pytest
 
 from fmnist.errors import FmnistError
 from fmnist.tune_report import write_report
+from fmnist.tune_storage import open_storage
 
 
 def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path, caplog):
@@ -22,7 +24,16 @@ def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path, caplog):
         write_report("nope", storage=str(tmp_path / "empty.journal"), runs_dir=tmp_path)
     assert re.search(r"empty.journal is locked \(empty.journal.lock\): .* taken over after 30 s of waiting in "
                      r"which the journal does not change", caplog.text)
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "study.db")) as database:  # given without sqlite:///
+        database.execute("create table t (x)")
+    with pytest.raises(FmnistError, match=f"study.db is an SQLite database, not a journal: give it as --storage "
+                                          f"sqlite:///{tmp_path / 'study.db'}$"):
+        write_report("s", storage=str(tmp_path / "study.db"), runs_dir=tmp_path)
     (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    with pytest.raises(FmnistError, match="photo.png/x.journal: a file is in the way of its folder$"):
+        open_storage(str(tmp_path / "photo.png" / "x.journal"), tmp_path)  # as tune, which makes the journal
     with pytest.raises(FmnistError, match="photo.png is not an Optuna journal"):
         write_report("s", storage=str(tmp_path / "photo.png"), runs_dir=tmp_path)
     for content in ('{"a": 1}\n', "[1, 2]\n", '{"op_code": 99, "worker_id": "w"}\n'):  # JSON, not Optuna's

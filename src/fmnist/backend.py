@@ -20,7 +20,8 @@ def resolve(requested: str | None, architecture: str = "dense", fallback: str | 
     default = fallback or PREFERRED_BACKEND.get(architecture, DEFAULT_BACKEND)
     name = (requested or os.environ.get("KERAS_BACKEND") or default).lower()
     if name not in BACKENDS:
-        raise FmnistError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+        source = "" if requested else " (from the environment variable KERAS_BACKEND)"
+        raise FmnistError(f"unknown backend {name!r}{source}: choose one of {', '.join(BACKENDS)}")
     return name
 
 

@@ -387,18 +387,19 @@ def _backend(p: argparse.ArgumentParser, by_model: bool = False) -> None:
                    help=f"Keras backend (default: KERAS_BACKEND, else {measured})")
 
 
-def _fixed_settings(p: argparse.ArgumentParser) -> None:
-    """The settings that both train and tune take (tune searches the others)."""
+def _fixed_settings(p: argparse.ArgumentParser, recipes: bool) -> None:
+    """The settings that both train and tune take (tune searches the others); only train has --recipe."""
     spec = TrainSettings()  # the defaults the help quotes
+    default = "the recipe's; spec" if recipes else "the spec's,"
     _data_dir(p)
     _backend(p, by_model=True)
     p.add_argument("--runs-dir", type=_path, default=Path(defaults.RUNS_DIR),
                    help=f"where run directories go (default ./{defaults.RUNS_DIR})")
     p.add_argument("--epochs", type=_positive_int,
-                   help=f"most epochs; early stopping may end sooner (default: the recipe's; spec {spec.epochs})")
+                   help=f"most epochs; early stopping may end sooner (default: {default} {spec.epochs})")
     p.add_argument("--validation-fraction", type=float,
                    help="share of the training images (the 60,000, or --limit's N) held out for validation "
-                        f"(default: the recipe's; spec {spec.validation_fraction})")
+                        f"(default: {default} {spec.validation_fraction})")
     p.add_argument("--early-stopping-patience", type=_positive_int,
                    help="epochs without val_loss gain before stopping, plateau schedule "
                         f"(default {spec.early_stopping_patience})")
@@ -421,7 +422,7 @@ def _add_train(sub: Any) -> None:
     spec = TrainSettings()
     p = _command(sub, "train", cmd_train,
                  "Train a model (the spec's recipe by default), evaluate it and write the report.")
-    _fixed_settings(p)
+    _fixed_settings(p, recipes=True)
     p.add_argument("--name", help="run name, the suffix of the run directory (default: the recipe's name)")
     p.add_argument("--batch-size", type=_positive_int,
                    help=f"images per step (default: the recipe's; spec {spec.batch_size})")
@@ -455,7 +456,7 @@ def _add_tune(sub: Any) -> None:
     p = _command(sub, "tune", cmd_tune, "Search the recipe's knobs with Optuna; each trial is a normal run, judged on "
                                         "the validation split. Run it in several processes or machines to work in "
                                         "parallel.")
-    _fixed_settings(p)
+    _fixed_settings(p, recipes=False)
     p.add_argument("--study", type=_given, help=f"study name; rerunning continues it (default {defaults.TUNE_STUDY})")
     p.add_argument("--storage", type=_given, metavar="URL|FILE",
                    help="where the study lives: postgresql://user:password@host/db to share it between machines, "

@@ -84,8 +84,11 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
     """Write the comparison page of ``run_dirs`` (two or more) to ``output``, by default ``runs_dir/compare.html``;
     return its path."""
     resolved = [Path(r).resolve() for r in run_dirs]
-    if len(set(resolved)) != len(resolved) or len(resolved) < 2:
-        raise FmnistError("give two or more different runs to compare")
+    if len(resolved) < 2:
+        raise FmnistError("give two or more runs to compare")
+    repeated = [str(run) for run, again in zip(run_dirs, resolved) if resolved.count(again) > 1]
+    if repeated:
+        raise FmnistError(f"{repeated[0]} is given more than once: give each run to compare once")
     given = "--output" if output is not None else "--runs-dir, where the page goes without --output,"  # for a refusal
     output = runs.prepare_output(output or Path(runs_dir) / artifacts.COMPARISON_HTML, given, ".html")
     loaded = [_load(runs.require_run_dir(r)) for r in run_dirs]

@@ -64,9 +64,16 @@ def open_storage(storage: str | None, runs_dir: Path,
                     "the lock, which is taken over after %d s of waiting in which the journal does not change",
                     path, path.name, JOURNAL_LOCK_GRACE_S)
     try:
+        if path.is_file():  # Optuna would read it as an empty journal, then append to it
+            with open(path, "rb") as file:
+                if file.read(16) == b"SQLite format 3\x00":
+                    raise FmnistError(f"{path} is an SQLite database, not a journal: give it as --storage "
+                                      f"sqlite:///{path}")
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(str(path.absolute()), lock_obj=lock)
         return optuna.storages.JournalStorage(backend), str(path)  # reads the whole journal
+    except (FileExistsError, NotADirectoryError):
+        raise FmnistError(f"cannot open the journal file {path}: a file is in the way of its folder") from None
     except OSError as exc:
         raise FmnistError(f"cannot open the journal file {path}: {exc.strerror}") from None
     # Undecodable bytes, a line not JSON, JSON not Optuna's (an unknown operation fails Optuna's assert).
