@@ -36,7 +36,7 @@ def dataset(tiny_data):
     return load_dataset(folder, checksums=sums)
 
 
-def test_sqlite_study_makes_one_run_per_trial_judged_on_validation_and_continues(tmp_path, dataset):
+def test_sqlite_study_makes_one_run_per_trial_judged_on_validation_and_continues(tmp_path, dataset, monkeypatch):
     storage, runs = f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "my runs"  # a space, to be quoted
     first = tune(BASE, "jax", 1, "s1", storage=storage, runs_dir=runs, dataset=dataset)
     assert first.trials_run == 1 and first.states == {"complete": 1}
@@ -57,9 +57,10 @@ def test_sqlite_study_makes_one_run_per_trial_judged_on_validation_and_continues
         assert trial.intermediate_values == dict(enumerate(history["val_loss"]))
     assert again.best["number"] == min(trials, key=lambda t: t.value).number
 
-    html = write_report("s1", storage=storage, runs_dir=runs).read_text()
+    monkeypatch.chdir(tmp_path)  # the study and folder given relative to it ...
+    html = write_report("s1", storage="sqlite:///study.db", runs_dir=Path("my runs")).read_text()
     assert "***" not in html
-    # The page's commands, pasted into a shell, reach this study and this runs folder.
+    # ... and the page's commands, pasted into a shell in any folder, reach this study and this runs folder.
     train_best_command, train_command = (shlex.split(unescape(command))[1:]
                                          for command in re.findall(r"<pre>(fmnist [^<]*)</pre>", html))
     pasted = build_parser().parse_args(train_best_command)

@@ -15,6 +15,7 @@ from fmnist.errors import first_line
 from fmnist.html_page import page, table_html
 from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag
 from fmnist.tune import load_study, states_text, study_states
+from fmnist.tune_storage import absolute_storage
 
 
 def _train_command(study_name: str, trial: optuna.trial.FrozenTrial) -> str:
@@ -78,9 +79,9 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path = P
          if complete else "<p>none finished</p>"),
     ]
     if complete:
-        # Commands to paste into a shell: the folder and storage this page was made from, quoted.
-        where = "" if Path(runs_dir) == Path(defaults.RUNS_DIR) else f" --runs-dir {shlex.quote(str(runs_dir))}"
-        storage_flag = f" --storage {shlex.quote(shown)}" if storage else ""
+        # Commands to paste into a shell, in any folder: the runs folder and storage this page was made from.
+        where = f" --runs-dir {shlex.quote(str(Path(runs_dir).absolute()))}"
+        storage_flag = f" --storage {shlex.quote(absolute_storage(storage, shown))}" if storage else ""
         hidden = "<p>(with the database's password where the URL shows ***)</p>" if "***" in storage_flag else ""
         sections.append((
             "Train the best trial's settings as a normal run",

@@ -106,6 +106,17 @@ def _database_url(storage: str) -> Any:
     return url
 
 
+def absolute_storage(storage: str, shown: str) -> str:
+    """``storage`` as a command run in another folder reaches it: a journal's or an SQLite database's path made
+    absolute; a database server's URL as ``shown`` (its password hidden)."""
+    if not is_database(storage):
+        return str(Path(storage).absolute())
+    url = _database_url(storage)
+    if url.get_backend_name() != "sqlite":
+        return shown
+    return url.set(database=str(Path(url.database).absolute())).render_as_string(hide_password=False)
+
+
 def storage_file(storage: str | None, runs_dir: Path) -> Path | None:
     """The file the study lives in: the journal, or an SQLite database's; ``None`` for a database server."""
     if not is_database(storage):
