@@ -295,7 +295,7 @@ def test_a_taken_port_or_a_bad_address_is_one_clear_error(tiny_run_dir):
             serve(tiny_run_dir, port=bad_port)
     with pytest.raises(FmnistError, match="the host is empty: give an address, such as 127.0.0.1"):
         serve(tiny_run_dir, host="", port=port)
-    with pytest.raises(FmnistError, match="is not a run directory"):
+    with pytest.raises(FmnistError, match="is a folder of runs, not a run"):
         serve(tiny_run_dir.parent, port=port)  # free again now
 
 
