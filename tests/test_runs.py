@@ -86,7 +86,7 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
     mistyped = by_name[mixed_runs["mistyped"].name]
     assert mistyped["status"] == "finished" and mistyped["epochs"] is None and mistyped["train_seconds"] is None
     assert mistyped["notes"] == ["not scored: fmnist train --resume scores it",  # finished, but no metrics.json
-                                 "no model.keras, model.keras.sha256: restore it from a copy, or train a new run "
+                                 "no model.keras, model.keras.sha256: restore them from a copy, or train a new run "
                                  "with its settings"]
     assert by_name[mixed_runs["empty"].name]["notes"] == ["no config.json", "no status.json"]
     assert by_name[mixed_runs["empty"].name]["recipe"] is None

@@ -263,7 +263,8 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     if state == "finished" and not live:
         lost = [name for name in (artifacts.MODEL, artifacts.MODEL_SHA256) if not (run_dir / name).is_file()]
         if lost:
-            notes.append(f"no {', '.join(lost)}: restore it from a copy, or train a new run with its settings")
+            notes.append(f"no {', '.join(lost)}: restore {'it' if len(lost) == 1 else 'them'} from a copy, or train "
+                         "a new run with its settings")
     if metrics:  # written after the predictions: both are there, unless edited or deleted by hand since
         accuracy = artifacts.json_number(metrics.get("test_accuracy"))
         damaged = [] if accuracy is not None and 0 <= accuracy <= 1 else [f"{artifacts.METRICS} damaged"]
