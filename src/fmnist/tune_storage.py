@@ -55,11 +55,11 @@ def open_storage(storage: str | None, runs_dir: Path,
     # folder to a file that is not there, and Optuna then waits for it without end, never taking it over.
     lock = optuna.storages.journal.JournalFileSymlinkLock(str(path.absolute()), grace_period=JOURNAL_LOCK_GRACE_S)
     lock_link = Path(f"{path}.lock")
-    if os.path.lexists(lock_link) and not lock_link.exists():
-        raise FmnistError(f"the journal's lock {lock_link} points to {os.readlink(lock_link)}, which is not there (a "
-                          "worker of an earlier fmnist left it, or the journal was moved): if no 'fmnist tune' is "
-                          f"running on this journal, remove {lock_link}")
-    if os.path.lexists(lock_link):  # its wait would be silent
+    if os.path.lexists(lock_link):  # Optuna waits for it without a word
+        if not lock_link.exists():
+            raise FmnistError(f"the journal's lock {lock_link} points to {os.readlink(lock_link)}, which is not there "
+                              "(a worker of an earlier fmnist left it, or the journal was moved): if no 'fmnist tune' "
+                              f"is running on this journal, remove {lock_link}")
         log.warning("the journal %s is locked (%s.lock): another worker is writing to it, or one that was killed left "
                     "the lock, which is taken over after %d s of waiting in which the journal does not change",
                     path, path.name, JOURNAL_LOCK_GRACE_S)
