@@ -157,3 +157,8 @@ def test_describe_counts_the_classes_and_draws_samples_into_a_new_folder(tiny_da
     assert data.describe_text(summary).splitlines()[-1] == f"samples: {shown}"
     with pytest.raises(FmnistError, match="--show .* is a folder"):
         data.describe(folder, show=tmp_path, checksums=sums)
+    link = tmp_path / "latest.png"  # drawn where the link leads, the link kept
+    link.symlink_to(shown)
+    shown.unlink()
+    assert data.describe(folder, show=link, checksums=sums)["samples_png"] == shown.resolve()
+    assert link.is_symlink() and shown.stat().st_size > 0

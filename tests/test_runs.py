@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -226,6 +227,28 @@ def test_an_output_folder_is_made_and_checked_before_the_work(tmp_path):
     with pytest.raises(FmnistError, match=r"^--show .*: its folder .* is inside the run"):
         runs.prepare_output(run / "pictures" / "seen.png", "--show")
     assert not (run / "pictures").exists()
+    into_run = tmp_path / "into_run.png"  # nor by a symbolic link that leads into one
+    into_run.symlink_to(run / "seen.png")
+    with pytest.raises(FmnistError, match=r"^--show .*: its folder .* is inside the run"):
+        runs.prepare_output(into_run, "--show")
+
+
+def test_a_symbolic_link_as_output_is_followed_so_it_stays_a_link(tmp_path):
+    kept = tmp_path / "pictures" / "kept.png"
+    kept.parent.mkdir()
+    link = tmp_path / "latest.png"
+    link.symlink_to(kept)
+    assert runs.prepare_output(link, "--show", ".png") == kept.resolve()
+    notes = tmp_path / "notes.png"  # what is written is what the link leads to: a user's notes are not replaced
+    notes.symlink_to(tmp_path / "notes.txt")
+    with pytest.raises(FmnistError, match=r"^--show .*notes.txt: it is written as PNG; name it notes.png$"):
+        runs.prepare_output(notes, "--show", ".png")
+
+
+def test_a_folder_that_takes_no_files_is_named_so():
+    # /proc exists but answers "no such file" to a new file in it, which read as if /proc were missing
+    with pytest.raises(FmnistError, match=r"^--show /proc/x.png: cannot write in /proc \(it takes no new files\)$"):
+        runs.prepare_output(Path("/proc/x.png"), "--show", ".png")
 
 
 def test_a_run_without_test_metrics_is_refused_saying_why_and_what_to_do(tiny_run_dir, tmp_path):

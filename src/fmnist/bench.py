@@ -148,8 +148,8 @@ def _time_contenders(dataset: Dataset, data_dir: Path | None, epochs: int) -> di
 
 def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> dict[str, Any]:
     """Measure everything in one run on this machine; write JSON (and a chart beside it) and return it."""
-    runs.prepare_output(output, "--output", ".json")
-    chart = Path(output).with_suffix(".png")
+    output = runs.prepare_output(output, "--output", ".json")
+    chart = output.with_suffix(".png")
     if chart.is_dir():  # found now, not after minutes of timing
         raise FmnistError(f"the chart goes beside --output as {chart}, but a folder is there: move it, or choose "
                           "another --output")

@@ -88,9 +88,9 @@ def predict_files(
 
     check_options(top_k, unsure_below)
     if show is not None:
-        runs.prepare_output(show, "--show", ".png")
-        if Path(show).resolve() in {Path(path).resolve() for path in paths}:
-            raise FmnistError(f"--show {show} is one of the inputs: name another file for the picture")
+        given, show = show, runs.prepare_output(show, "--show", ".png")
+        if show.resolve() in {Path(path).resolve() for path in paths}:
+            raise FmnistError(f"--show {given} is one of the inputs: name another file for the picture")
     images = read_inputs(paths)  # these and the model checked before Keras starts, so refused at once
     model_files.recorded_model_path(source)
     activate(backend)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import tempfile
 import time
@@ -31,8 +32,9 @@ def refuse_inside_run(folder: Path, what: str) -> None:
 
 def prepare_output(path: Path, flag: str, suffix: str | None = None) -> Path:
     """Make the folder of a file the user named and check that it takes files, outside any run, before the work;
-    with ``suffix``, the file must be named so (a user's notes.txt is not replaced by a page)."""
-    path = Path(path)
+    with ``suffix``, the file must be named so (a user's notes.txt is not replaced by a page). A symbolic link is
+    followed: the file it leads to is the one returned, to be written, so the link stays a link."""
+    path = Path(path).resolve() if Path(path).is_symlink() else Path(path)
     refuse_inside_run(path.parent, f"{flag} {path}: its folder")
     if path.is_dir():
         raise FmnistError(f"{flag} {path} is a folder: name a file in it")
@@ -44,8 +46,9 @@ def prepare_output(path: Path, flag: str, suffix: str | None = None) -> Path:
             pass
     except (FileExistsError, NotADirectoryError):
         raise FmnistError(f"{flag} {path}: a file is in the way of its folder {path.parent}") from None
-    except OSError as exc:
-        raise FmnistError(f"{flag} {path}: cannot write in {path.parent} ({exc.strerror})") from None
+    except OSError as exc:  # a folder that exists but takes no files (such as /proc) answers "no such file"
+        why = "it takes no new files" if exc.errno == errno.ENOENT and path.parent.is_dir() else exc.strerror
+        raise FmnistError(f"{flag} {path}: cannot write in {path.parent} ({why})") from None
     return path
 
 

@@ -64,7 +64,7 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path = P
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # plots that cannot be drawn say so on the page
     study, shown = load_study(study_name, storage, runs_dir)
     output = Path(output) if output else Path(runs_dir) / study_name / artifacts.TUNE_REPORT
-    runs.prepare_output(output, "--output", ".html")  # before the plots are drawn
+    output = runs.prepare_output(output, "--output", ".html")  # before the plots are drawn
     complete = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
                       key=lambda t: t.value)
     names = list(complete[0].params) if complete else []
