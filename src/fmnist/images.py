@@ -6,6 +6,7 @@ import io
 import re
 import tokenize
 import warnings
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -14,8 +15,13 @@ from fmnist.data import IMAGE_SIDE, NUM_FEATURES
 from fmnist.errors import FmnistError
 
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
-# Fashion-MNIST's converter trimmed edges within 5% of the maximum intensity of the corner colour.
+# Fashion-MNIST's converter trimmed edges within 5% of the maximum intensity of the corner colour; a photo's noise
+# can ask for more: NOISE_SIGMAS times its spread, measured on the edge, up to MAX_TOLERANCE (past which the spread
+# is the garment's own detail on a tiny image, not noise).
 BORDER_TOLERANCE = 0.05 * 255
+NOISE_SIGMAS = 5
+MAX_TOLERANCE = 0.2 * 255
+DETECT_SIDE = 8 * IMAGE_SIDE  # the garment is looked for on a copy about this size
 # JPEGs decode at a reduced scale (DCT scaling) no smaller than this: plenty for a 28-pixel result.
 JPEG_DRAFT_SIDE = 8 * IMAGE_SIDE
 ARRAY_SHAPES = ((IMAGE_SIDE, IMAGE_SIDE), (NUM_FEATURES,))
@@ -75,26 +81,91 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         raise BadInput(f"{name} is truncated or damaged ({exc})") from None
 
 
+Backdrop = Callable[[np.ndarray, np.ndarray], np.ndarray]  # its grey at positions from 0 to 1 across the image
+
+
+def _ring(values: np.ndarray) -> np.ndarray:
+    """An image's edge pixels in order round it, so that neighbours in the result are neighbours in the image."""
+    if min(values.shape) < 3:  # every pixel is on the edge
+        return values.ravel()
+    return np.concatenate([values[0, :-1], values[:-1, -1], values[-1, :0:-1], values[:0:-1, 0]])
+
+
+def _backdrop_terms(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    # A plane (light falling from one side) and a bowl about the centre (a lens' vignette, round on an image of any
+    # shape): few enough terms that the surface fitted to the edge cannot bend to meet a garment inside.
+    return np.stack([np.ones_like(u), u, v, (u - 0.5) ** 2, (v - 0.5) ** 2], axis=-1)
+
+
+def _backdrop(small: np.ndarray) -> tuple[Backdrop, float]:
+    """The backdrop as a smooth surface fitted to the edge pixels the garment leaves free, and how far from it a
+    pixel must be to count as garment."""
+    height, width = small.shape
+    v, u = np.mgrid[0:height, 0:width].astype(np.float32)
+    edge, terms = _ring(small), _backdrop_terms((_ring(u) + 0.5) / width, (_ring(v) + 0.5) / height)
+    # Noise from neighbours' differences, which smooth light and a garment's even parts leave out.
+    noise = 1.4826 * float(np.median(np.abs(np.diff(edge)))) / np.sqrt(2)
+    tolerance = min(max(BORDER_TOLERANCE, NOISE_SIGMAS * noise), MAX_TOLERANCE)
+    free = np.abs(edge - np.median(edge)) <= tolerance
+    for _ in range(5):
+        coefficients = np.linalg.lstsq(terms[free], edge[free], rcond=None)[0]
+        fits = np.abs(edge - terms @ coefficients) <= tolerance
+        if fits.sum() < len(coefficients) or (fits == free).all():
+            break
+        free = fits
+    if free.mean() < 0.5:  # the garment fills most of the edge: the corners are the backdrop, as Fashion-MNIST took
+        return _even(_corners(small)), BORDER_TOLERANCE
+    if np.ptp(terms @ coefficients) <= tolerance / 2:  # even light: one grey
+        return _even(float(np.median(edge[free]))), tolerance
+    return (lambda u, v: np.clip(_backdrop_terms(u, v) @ coefficients.astype(np.float32), 0, 255)), tolerance
+
+
+def _even(grey: float) -> Backdrop:
+    return lambda u, v: np.full(np.shape(u), grey, dtype=np.float32)
+
+
+def _corners(image: np.ndarray) -> float:
+    return float(np.median(image[[0, 0, -1, -1], [0, -1, 0, -1]]))
+
+
 def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
-    """The Fashion-MNIST recipe: trim the uniform border, fit the longest side to 28, centre, light on dark, [0, 1]."""
-    corners = gray[[0, 0, -1, -1], [0, -1, 0, -1]].astype(np.float32)
-    background = float(np.median(corners))
-    content = np.abs(gray.astype(np.float32) - background) > BORDER_TOLERANCE
+    """The Fashion-MNIST recipe: trim the backdrop, fit the longest side to 28, centre, light on dark, [0, 1]. An
+    image already 28x28 keeps its layout, so a dataset image saved as a PNG comes back as it was."""
+    height, width = gray.shape
+    # The garment is found on a smaller copy, each pixel the mean of a block: a photo's noise evens out.
+    block = -(-max(height, width) // DETECT_SIDE)
+    small = np.asarray(Image.fromarray(gray).convert("F").reduce(block), dtype=np.float32)
+    if gray.shape == (IMAGE_SIDE, IMAGE_SIDE):  # not a photo: no light to even out, and a dataset image's black is 0
+        backdrop, tolerance = _even(_corners(small)), BORDER_TOLERANCE
+    else:
+        backdrop, tolerance = _backdrop(small)
+    v, u = np.mgrid[0:small.shape[0], 0:small.shape[1]].astype(np.float32)
+    difference = small - backdrop((u + 0.5) / small.shape[1], (v + 0.5) / small.shape[0])
+    content = np.abs(difference) > tolerance
     if not content.any():
         raise BadInput(f"{name} is blank: one uniform colour, nothing to classify")
-    rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
-    crop = gray[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
-    if background > 127:  # Fashion-MNIST is light on dark
-        crop, background = 255 - crop, 255 - background
-    height, width = crop.shape
-    scale = IMAGE_SIDE / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    small = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
-    canvas = np.full((IMAGE_SIDE, IMAGE_SIDE), background, dtype=np.float32)
-    top, left = (IMAGE_SIDE - size[1]) // 2, (IMAGE_SIDE - size[0]) // 2
-    canvas[top: top + size[1], left: left + size[0]] = small
-    # The backdrop becomes 0, as in Fashion-MNIST, whatever grey the photo's was.
-    return np.clip((canvas - background) / (255.0 - background), 0.0, 1.0)
+    # Fashion-MNIST is light on dark: a garment darker than its backdrop is turned over, one lighter is not.
+    lighter = float(np.median(difference[content])) > 0
+    if gray.shape == (IMAGE_SIDE, IMAGE_SIDE):
+        top, bottom, left, right = 0, IMAGE_SIDE, 0, IMAGE_SIDE
+    else:
+        rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
+        top, bottom = rows[0] * block, min(height, (rows[-1] + 1) * block)
+        left, right = cols[0] * block, min(width, (cols[-1] + 1) * block)
+    crop_height, crop_width = bottom - top, right - left
+    scale = IMAGE_SIDE / max(crop_height, crop_width)
+    size = (max(1, round(crop_width * scale)), max(1, round(crop_height * scale)))
+    fitted = np.asarray(Image.fromarray(gray[top:bottom, left:right]).resize(size, Image.Resampling.LANCZOS),
+                        dtype=np.float32)
+    v, u = np.mgrid[0:size[1], 0:size[0]].astype(np.float32)
+    behind = backdrop((left + (u + 0.5) * crop_width / size[0]) / width,
+                      (top + (v + 0.5) * crop_height / size[1]) / height)
+    # The backdrop becomes 0, as in Fashion-MNIST, and the far end of the scale from it 1, whatever its grey.
+    lifted = (fitted - behind) / np.maximum(255 - behind, 1) if lighter else (behind - fitted) / np.maximum(behind, 1)
+    canvas = np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
+    row, col = (IMAGE_SIDE - size[1]) // 2, (IMAGE_SIDE - size[0]) // 2
+    canvas[row: row + size[1], col: col + size[0]] = lifted
+    return np.clip(canvas, 0.0, 1.0)
 
 
 def _one_image(shape: tuple[int, ...]) -> bool:
