@@ -74,6 +74,20 @@ def test_bad_settings_and_arguments_are_refused(tmp_path):
     assert not list(tmp_path.iterdir())  # a refused run leaves nothing behind
 
 
+def test_a_mistyped_choice_gets_the_nearest_one_and_explain_its_command(capsys):
+    from fmnist.cli import main
+
+    for argv, hint in ((["predcit", "x"], "did you mean 'predict'?"), (["train", "--recipe", "bset"],
+                                                                      "did you mean 'best'?"),
+                       (["explain", "x"], "'fmnist predict RUN IMAGE --show seen.png' draws what the model looked at"),
+                       (["zzz"], "")):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        error = capsys.readouterr().err
+        assert stop.value.code == 2 and error.count("\n") == 1 and "invalid choice" in error, argv
+        assert (hint in error) if hint else ("did you mean" not in error), error
+
+
 @pytest.mark.realdata
 def test_corrupt_real_file_is_named(tmp_path, real_data_dir):
     for path in real_data_dir.iterdir():

@@ -45,6 +45,26 @@ examples:
   fmnist serve runs/<id> --host 0.0.0.0 --port 8080   reachable from other machines
 """
 
+# Commands a user may look for under another name.
+UNKNOWN_WORD_HINTS = {
+    "explain": "'fmnist predict RUN IMAGE --show seen.png' draws what the model looked at in your images, and every "
+               "run's report draws it for test images",
+}
+PREDICT_DETAILS = """\
+A photo is prepared as Fashion-MNIST's images were made from product photos: its backdrop trimmed (even when noisy or
+unevenly lit), the garment scaled to fit 28x28 and centred, turned light on dark if it is darker than its backdrop,
+the backdrop 0 and the garment up to 1. An image already 28x28 keeps its layout. An array goes in as it is: floats in
+[0, 1] or integers 0-255. Files over 64 MiB are refused; the first file that cannot be read stops the command, with
+its reason. --show draws what the model saw."""
+SERVE_DETAILS = """\
+  GET  /                 a web page: drop photos or draw a garment
+  POST /v1/predict       multipart files (photos, .npy) or JSON {"inputs": [28x28 or 784 values, ...]};
+                         ?top_k=N, ?include_pixels=true (the 28x28 input seen), ?explain=true (occlusion maps)
+  GET  /v1/model         the classes, the run's settings and test metrics
+  GET  /v1/health        liveness and the model's SHA-256
+  GET  /docs             the API's interactive docs (OpenAPI)
+for example: curl -F files=@shirt.jpg -F files=@boot.png http://127.0.0.1:8000/v1/predict"""
+
 
 def _examples(command: str) -> str:
     """The lines of EXAMPLES for one command, as its --help's epilog."""
@@ -56,7 +76,7 @@ class Parser(argparse.ArgumentParser):
     """A malformed command line gets one line, like every other error (argparse would print the usage as well)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"fmnist: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"fmnist: error: {message}{_hint(message)} (see '{self.prog} --help')\n")
 
     def parse_args(self, args: list[str] | None = None, namespace: Any = None) -> argparse.Namespace:
         parsed, unknown = self.parse_known_args(args, namespace)
@@ -68,6 +88,21 @@ class Parser(argparse.ArgumentParser):
                               f"{' '.join(misplaced)} ...")
             command.error(f"unrecognized arguments: {' '.join(unknown)}")
         return parsed
+
+
+def _hint(message: str) -> str:
+    """For a word argparse did not know among its choices: what it may have meant."""
+    import difflib
+    import re
+
+    invalid = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+    if not invalid:
+        return ""
+    word, choices = invalid[1], [choice.strip(" '") for choice in invalid[2].split(",")]
+    if word in UNKNOWN_WORD_HINTS:
+        return f"; {UNKNOWN_WORD_HINTS[word]}"
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _emit(args: argparse.Namespace, text: str, data: dict[str, Any]) -> None:
@@ -327,7 +362,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     model = resolve_model(args.model, args.runs_dir)
     result = predict_files(model, args.images, top_k=args.top_k, unsure_below=args.unsure_below, show=args.show,
                            backend=args.backend)
-    _emit(args, as_text(result) + (f"\nshown: {args.show}" if args.show else ""), result)
+    shown = {"shown": args.show} if args.show else {}
+    _emit(args, as_text(result) + (f"\nshown: {args.show}" if args.show else ""), {**result, **shown})
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -354,8 +390,10 @@ def _common(p: argparse.ArgumentParser, json_result: bool = True) -> None:
 
 
 def _command(sub: Any, name: str, handler: Callable, help_text: str,
-             json_result: bool = True) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help_text, description=help_text, epilog=_examples(name),
+             json_result: bool = True, details: str = "") -> argparse.ArgumentParser:
+    """A command's parser: ``help_text`` in the list of commands, and with ``details`` after it in its own --help."""
+    p = sub.add_parser(name, help=help_text, description=f"{help_text}\n\n{details}" if details else help_text,
+                       epilog=_examples(name),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(handler=handler, command_parser=p)
     _common(p, json_result)
@@ -533,11 +571,11 @@ def _add_bench(sub: Any) -> None:
 def _add_predict(sub: Any) -> None:
     p = _command(sub, "predict", cmd_predict, "Classify photos (PNG, JPEG, WebP, BMP, GIF) or .npy arrays (28x28 or "
                                               "784 values) with a run's model, prepared the way Fashion-MNIST was "
-                                              "made.")
+                                              "made.", details=PREDICT_DETAILS)
     p.add_argument("model", type=_path, metavar="RUN",
                    help=f"a run directory made by 'fmnist train', its name in --runs-dir, or its {artifacts.MODEL}")
     _runs_dir(p)
-    p.add_argument("images", type=_path, nargs="+", metavar="IMAGE", help="image or .npy files")
+    p.add_argument("images", type=_path, nargs="+", metavar="IMAGE", help="image or .npy files; - reads one piped in")
     p.add_argument("--top-k", type=_int_between(1, 10), default=3,  # Fashion-MNIST's ten classes
                    help="classes listed per image, 1 to 10 (default 3)")
     p.add_argument("--unsure-below", type=_probability, default=defaults.UNSURE_BELOW, metavar="P",
@@ -550,7 +588,7 @@ def _add_predict(sub: Any) -> None:
 
 def _add_serve(sub: Any) -> None:
     p = _command(sub, "serve", cmd_serve, "Serve a run's model over HTTP: POST /v1/predict, a web page at /, docs at "
-                                          "/docs.", json_result=False)
+                                          "/docs.", json_result=False, details=SERVE_DETAILS)
     _run_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=_int_between(1, 65535), default=8000, help="port (default 8000)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 
 # The largest file read: a 24-megapixel camera JPEG is 5 to 15 MiB.
 MAX_FILE_BYTES = 64 * 2**20
+STDIN = "-"  # the input name that reads an image from standard input
 MAX_SHOWN = 64  # rows of --show's picture: 64 make it about 17,000 pixels tall
 
 
@@ -64,7 +66,12 @@ def check_options(top_k: int, unsure_below: float) -> None:
 def read_inputs(paths: list[Path]) -> np.ndarray:
     """Each file as the model's 28x28 input, in order; the first bad one stops with its reason."""
     images = []
+    if sum(str(path) == STDIN for path in paths) > 1:
+        raise FmnistError(f"'{STDIN}' (standard input) is given twice: it holds one image")
     for path in paths:
+        if str(path) == STDIN:
+            images.append(load_input(_read_stdin(), "standard input"))
+            continue
         try:
             if Path(path).exists() and not Path(path).is_file():  # a FIFO would hang, /dev/zero fill the memory
                 raise FmnistError(f"{path} is not a file: give image or .npy files")
@@ -77,6 +84,15 @@ def read_inputs(paths: list[Path]) -> np.ndarray:
             raise FmnistError(f"{path} is over {MAX_FILE_BYTES // 2**20} MiB: give a smaller image")
         images.append(load_input(data, str(path)))
     return np.stack(images)
+
+
+def _read_stdin() -> bytes:
+    if sys.stdin is None or sys.stdin.isatty():  # nothing piped in: reading would wait for the keyboard
+        raise FmnistError(f"'{STDIN}' reads an image piped in, as in: curl -s URL | fmnist predict RUN {STDIN}")
+    data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise FmnistError(f"standard input is over {MAX_FILE_BYTES // 2**20} MiB: give a smaller image")
+    return data
 
 
 def predict_files(
@@ -108,7 +124,8 @@ def predict_files(
     return {
         "model_sha256": classifier.sha256,
         "predictions": [
-            {"input": str(path), **describe(row, top_k, unsure_below)} for path, row in zip(paths, probabilities)
+            {"input": STDIN if str(path) == STDIN else Path(path), **describe(row, top_k, unsure_below)}
+            for path, row in zip(paths, probabilities)
         ],
     }
 
