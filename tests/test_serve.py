@@ -17,7 +17,7 @@ from fmnist import artifacts
 from fmnist.data import CLASS_NAMES
 from fmnist.errors import FmnistError
 from fmnist.predict import Classifier
-from fmnist.serve import MAX_INPUTS, Batcher, create_app, serve
+from fmnist.serve import MAX_INPUTS, PREDICT_PARAMETERS, Batcher, create_app, serve
 from samples import bad_files, bad_json_bodies, encode, garment, npy
 
 BODY_LIMIT = 1024 * 1024
@@ -161,7 +161,7 @@ def test_bad_files_get_a_4xx_json_error(client, case, name, data, status):
 def test_bad_json_gets_a_4xx_json_error(client, case, body, status):
     response = client.post("/v1/predict", content=body, headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
-    assert response.json()["error"]
+    assert response.json()["error"] and "RecursionError" not in response.json()["error"]  # no Python internals
     assert_serving(client)
 
 
@@ -204,6 +204,28 @@ def test_unknown_routes_and_methods_answer_json(client):
         assert response.status_code == status and response.json()["error"]
     assert client.put("/v1/predict").headers["allow"] == "POST"  # what a 405 must say (RFC 9110)
     assert set(client.delete("/v1/model").headers["allow"].split(", ")) == {"GET", "HEAD"}
+    assert client.get("/v1/predict").json() == {"error": "GET is not answered on /v1/predict: use POST"}
+
+
+def test_an_unknown_query_parameter_is_refused_not_ignored(client):
+    image = {"files": ("ok.png", encode(garment()), "image/png")}
+    answer = client.post("/v1/predict?topk=1", files=image)
+    assert answer.status_code == 422 and answer.json() == {
+        "error": "unknown query parameter topk: /v1/predict takes explain, include_pixels, top_k"}
+    documented = {p["name"] for p in client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]["parameters"]}
+    assert documented == PREDICT_PARAMETERS
+    assert client.post("/v1/predict?top_k=1&explain=false&include_pixels=false", files=image).status_code == 200
+
+
+def test_serve_help_lists_every_route_the_app_answers(client):
+    from fmnist.cli import SERVE_DETAILS
+
+    listed = {(method, path) for method, path in
+              (line.split()[:2] for line in SERVE_DETAILS.splitlines() if line.startswith("  ") and line.split())
+              if method in ("GET", "POST")}
+    answered = {(method, route.path) for route in client.app.routes if getattr(route, "include_in_schema", False)
+                or route.path in ("/", "/docs") for method in getattr(route, "methods", ()) if method != "HEAD"}
+    assert answered == listed
 
 
 def test_head_answers_where_get_does_for_uptime_monitors(client):

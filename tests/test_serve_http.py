@@ -110,8 +110,10 @@ def test_headers_pipelined_behind_a_running_request_are_bounded_too():
             for _ in range(3):
                 connection.sendall(b"a" * 4096)
             answer = b""
-            while chunk := connection.recv(65536):  # closed, the running request's answer cut short or not begun
-                answer += chunk
+            # Closed, the running request's answer cut short or not begun; a reset when the close found unread bytes
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := connection.recv(65536):
+                    answer += chunk
     assert b"HTTP/1.1 200" not in answer and answer.count(b"HTTP/1.1 ") <= 1, answer
 
 

@@ -41,6 +41,7 @@ STATIC = Path(__file__).with_name("static")
 MIB = 1024 * 1024
 MAX_BODY_BYTES = MAX_UPLOAD_MIB * MIB
 MAX_INPUTS = 64
+PREDICT_PARAMETERS = frozenset({"top_k", "include_pixels", "explain"})  # /v1/predict's query; others are refused
 MAX_INTEGER_DIGITS = 20  # a JSON integer longer than any 64-bit one is no pixel
 # A body that has not arrived by then is answered 408 (so do the request line and headers: fmnist.serve_http), so a
 # stalled client holds no connection for ever.
@@ -204,7 +205,10 @@ def json_inputs(body: bytes) -> np.ndarray:
     """The 28x28 inputs of a JSON body ``{"inputs": [...]}``, each checked like a .npy array."""
     try:
         document = json.loads(body, parse_int=json_integer)
-    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+    except RecursionError:
+        raise BadInput("the JSON body is nested too deeply: each input is 28x28 (nested once) or 784 values", 400) \
+            from None
+    except ValueError as exc:
         raise BadInput(f"the body is not valid JSON ({type(exc).__name__}: {str(exc)[:200]})", 400) from None
     inputs = document.get("inputs") if isinstance(document, dict) else None
     if not isinstance(inputs, list) or not inputs:
@@ -259,12 +263,16 @@ def _answer_errors_as_json(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        answer = error(exc.status_code, str(exc.detail))
-        answer.headers.update(exc.headers or {})
-        if exc.status_code == 405:  # Starlette's Allow names one route's methods: GET and HEAD are two routes here
-            answer.headers["allow"] = ", ".join(sorted({
-                method for route in request.app.routes if getattr(route, "path", None) == request.url.path
-                for method in getattr(route, "methods", None) or ()}))
+        if exc.status_code != 405:
+            answer = error(exc.status_code, str(exc.detail))
+            answer.headers.update(exc.headers or {})
+            return answer
+        # Starlette's Allow names one route's methods: GET and HEAD are two routes here
+        allowed = ", ".join(sorted({method for route in request.app.routes
+                                    if getattr(route, "path", None) == request.url.path
+                                    for method in getattr(route, "methods", None) or ()}))
+        answer = error(405, f"{request.method} is not answered on {request.url.path}: use {allowed}")
+        answer.headers["allow"] = allowed
         return answer
 
     @app.exception_handler(RequestValidationError)
@@ -381,6 +389,10 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
     ) -> dict[str, Any]:
         """Classify images (multipart files) or arrays (JSON); answer top-k classes per input."""
         started = time.perf_counter()
+        unknown = sorted(set(request.query_params) - PREDICT_PARAMETERS)
+        if unknown:  # ?topk=1 would otherwise be answered with the default top 3, as if it had been read
+            raise BadInput(f"unknown query parameter {', '.join(unknown)}: /v1/predict takes "
+                           f"{', '.join(sorted(PREDICT_PARAMETERS))}")
         names, images = await read_inputs(request, max_body_bytes)
         probabilities = await request.app.state.batcher.predict(images.reshape(len(images), -1))
         maps = await explain_inputs(request, images, probabilities.argmax(axis=1)) if explain else [None] * len(images)
