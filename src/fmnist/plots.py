@@ -93,7 +93,7 @@ def image_grid_png(images: np.ndarray, titles: Sequence[str], path: Path, column
     """A grid of 28x28 images, each with a small title; optional labels down the left side."""
     plt = _pyplot()
     rows = max(1, int(np.ceil(len(images) / columns)))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.5), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.65), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -105,7 +105,7 @@ def image_grid_png(images: np.ndarray, titles: Sequence[str], path: Path, column
             ax.axis("off")
     for r, label in enumerate(row_labels or []):
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=1.5)  # a title nearer its own image than the one above it
     _save(fig, path)
 
 
@@ -144,19 +144,28 @@ def bar_chart_png(labels: Sequence[str], values: Sequence[float], title: str, pa
 
 
 def reliability_png(before: dict, after: dict, path: Path) -> None:
-    """Accuracy against confidence per bin, before and after temperature scaling, with the diagonal."""
+    """Accuracy against confidence per bin, before and after temperature scaling, with the diagonal; below, how many
+    images each bin holds (a bin of three images that are all wrong is no alarm)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    from matplotlib.ticker import StrMethodFormatter
+
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True, height_ratios=(3, 1))
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
     for bins, label in ((before, "before scaling"), (after, "after scaling")):
         used = [i for i, c in enumerate(bins["counts"]) if c]
-        ax.plot([bins["confidence"][i] for i in used], [bins["accuracy"][i] for i in used], marker="o",
-                label=f"{label} (ECE {bins['ece']:.4f})")
-    ax.set_xlabel("confidence (top probability)")
+        confidence = [bins["confidence"][i] for i in used]
+        line, = ax.plot(confidence, [bins["accuracy"][i] for i in used], marker="o",
+                        label=f"{label} (ECE {bins['ece']:.4f})")
+        counts.plot(confidence, [bins["counts"][i] for i in used], marker="o", color=line.get_color())
     ax.set_ylabel("accuracy")
     ax.set_title(f"Reliability, {len(after['counts'])} bins, test set")
     ax.legend()
     ax.grid(alpha=0.3)
+    counts.set_yscale("log")
+    counts.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))  # "10^4" needs the maths text turned off above
+    counts.set_ylabel("images")
+    counts.set_xlabel("confidence (top probability)")
+    counts.grid(alpha=0.3)
     fig.tight_layout()
     _save(fig, path)
 
