@@ -18,6 +18,11 @@ def test_report_is_rebuilt_from_the_runs_files_alone(tiny_run_dir, tmp_path):
     assert f"{metrics['test_accuracy']:.4f}" in html
     assert f"<td>epochs run / best</td><td>{len(history['loss'])} / {artifacts.best_epoch(history)}</td>" in html
     assert (run / artifacts.CURVES_PNG).is_file() and (run / artifacts.CONFUSION_MATRIX_PNG).is_file()
+    assert "<td>dropout</td>" in html and "distill_alpha" not in html  # no teacher: its settings would mislead
+    config = artifacts.read_json(run / artifacts.CONFIG)
+    config["settings"]["teacher"] = "/somewhere/teacher"
+    artifacts.write_json(run / artifacts.CONFIG, config)
+    assert "<td>distill_alpha</td>" in build_report(run).read_text()
     (run / artifacts.PREDICTIONS).unlink()
     with pytest.raises(FmnistError, match="test_predictions.npz is missing: run 'fmnist evaluate .*' first"):
         build_report(run)

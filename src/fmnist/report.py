@@ -79,7 +79,9 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         [label, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1-score']:.4f}", int(m["support"])]
         for label, m in rows
     ]
-    settings = [[k, v] for k, v in config.get("settings", {}).items()] + [
+    recorded = config.get("settings", {})
+    # A run without a teacher has no use for the distillation's settings: listed, they read as if it had one.
+    settings = [[k, v] for k, v in recorded.items() if recorded.get("teacher") or not k.startswith("distill_")] + [
         ["backend", config.get("backend")], ["data", config.get("data", {}).get("source")],
         ["versions", ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items())],
     ]
