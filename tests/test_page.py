@@ -9,7 +9,7 @@ import pytest
 
 from conftest import start_server
 from fmnist.data import CLASS_NAMES, load_dataset
-from samples import photo_like
+from samples import encode, garment, photo_like
 
 pytestmark = pytest.mark.realdata
 
@@ -107,7 +107,12 @@ def test_uploading_a_real_test_image_shows_its_label(page, server, real_data_dir
         shutil.copy(shot, os.environ["FMNIST_SCREENSHOT"])
 
 
-def test_drawing_on_the_canvas_shows_probabilities(page):
+def test_drawing_on_the_canvas_shows_probabilities(page, tmp_path):
+    photo = tmp_path / "shirt.png"  # a photo answered first, which the drawing's answer takes the place of
+    photo.write_bytes(encode(garment()))
+    page.set_input_files("#file-input", str(photo))
+    page.wait_for_selector('#timing[data-input="shirt.png"]')
+    assert page.is_visible("#preview")
     box = page.locator("#pad").bounding_box()
     x, y = box["x"], box["y"]
     page.mouse.move(x + 70, y + 40)
@@ -116,6 +121,7 @@ def test_drawing_on_the_canvas_shows_probabilities(page):
         page.mouse.move(x + px, y + py, steps=6)
     page.mouse.up()
     page.wait_for_selector('#timing[data-input="drawing.png"]')
+    assert page.is_hidden("#preview") and page.is_visible("#drop-text")  # no photo beside the drawing's answer
     bars = bar_probabilities(page)
     assert list(bars) == list(CLASS_NAMES) and sum(bars.values()) == pytest.approx(1.0, abs=0.01)
     assert page.inner_text("#label").split(" ")[0] in {name.split(" ")[0] for name in CLASS_NAMES}

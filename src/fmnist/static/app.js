@@ -176,15 +176,21 @@ function show(prediction, elapsedMs) {
   }));
 }
 
+function showPhoto(file) {
+  const preview = $("preview");
+  if (preview.src) URL.revokeObjectURL(preview.src);
+  preview.removeAttribute("src");
+  preview.alt = file ? file.name : "";
+  if (file) preview.src = URL.createObjectURL(file);
+  preview.hidden = !file;
+  $("drop-text").hidden = Boolean(file);
+  $("note").hidden = true;
+}
+
 function pickFile(files) {
   const file = files[0];
   if (!file) return;
-  const preview = $("preview");
-  if (preview.src) URL.revokeObjectURL(preview.src);
-  preview.src = URL.createObjectURL(file);
-  preview.alt = file.name;
-  preview.hidden = false;
-  $("drop-text").hidden = true;
+  showPhoto(file);
   $("note").textContent = files.length > 1 ? `${files.length} files given: the page classifies one, ${file.name}` : "";
   $("note").hidden = files.length < 2;
   classify(file, file.name);
@@ -234,6 +240,7 @@ function setUpPad() {
   pad.addEventListener("pointerup", () => {
     if (!drawing) return;
     drawing = false;
+    showPhoto(null); // the answer is the drawing's now: a photo left in its panel would read as the one answered
     pad.toBlob((blob) => classify(blob, "drawing.png"), "image/png");
   });
   $("clear").addEventListener("click", () => {
