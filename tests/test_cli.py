@@ -211,6 +211,7 @@ def test_a_command_flag_given_before_the_command_says_where_it_goes(capsys):
     (["predict", "run", "x.png", "--unsure-below", "1.5"], "argument --unsure-below: '1.5' must lie in [0, 1]"),
     (["serve", "run", "--port", "70000"], "argument --port: '70000' must be from 1 to 65535"),
     (["serve", "run", "--port", "-1"], "argument --port: '-1' must be from 1 to 65535"),
+    (["serve", "run", "--max-upload-mb", "100000"], "argument --max-upload-mb: '100000' must be from 1 to 1024"),
     (["train", "--seeds", "1"],
      "argument --seeds: a spread and an interval need 2 seeds or more, not 1 (for one run, leave --seeds out)"),
     (["train", "--seeds", "1001"], "argument --seeds: at most 1000 seeds, not 1001: each of them is a full training"),

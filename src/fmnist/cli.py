@@ -592,8 +592,9 @@ def _add_serve(sub: Any) -> None:
     _run_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=_int_between(1, 65535), default=8000, help="port (default 8000)")
-    p.add_argument("--max-upload-mb", type=_positive_int, default=defaults.MAX_UPLOAD_MIB,
-                   help="largest request body, in MiB (default %(default)s)")
+    p.add_argument("--max-upload-mb", type=_int_between(1, 1024), default=defaults.MAX_UPLOAD_MIB,
+                   help="largest request body, in MiB, 1 to 1024: each is held in memory while it is read "
+                        "(default %(default)s)")
     p.add_argument("--max-batch", type=_positive_int, default=defaults.MAX_BATCH,
                    help="most inputs in one shared forward pass; 1 turns batching off (default %(default)s)")
     _backend(p)
