@@ -60,6 +60,25 @@ def test_a_garment_lighter_than_a_grey_backdrop_is_not_turned_over():
     np.testing.assert_array_equal(seen > 0.5, prepare(garment()) > 0.3)
 
 
+def test_a_garment_filling_most_of_the_edge_is_not_taken_for_the_backdrop():
+    rows, cols = np.mgrid[0:300, 0:300]
+    for radius in (165, 180, 195):  # a dark disc over 46%, 67% and 83% of the edge; the corners stay white
+        seen = prepare(np.where((rows - 150) ** 2 + (cols - 150) ** 2 < radius ** 2, 40, 245).astype(np.uint8))
+        assert seen[14, 14] > 0.8 and seen[0, 0] == 0.0, radius
+
+
+@pytest.mark.filterwarnings("error")  # NumPy's warnings about empty slices would reach the user's terminal
+@pytest.mark.parametrize("shape", [(1, 7), (2, 2), (3, 3), (12, 3000), (3000, 2)])
+def test_tiny_and_thin_images_are_prepared_or_refused_without_warnings(shape):
+    image = np.full(shape, 240, np.uint8)
+    with pytest.raises(BadInput, match="blank"):
+        prepare(image)
+    height, width = shape
+    image[height // 3: max(height // 3 + 1, 2 * height // 3), width // 3: max(width // 3 + 1, 2 * width // 3)] = 10
+    seen = prepare(image)  # the dark middle alone, turned light on dark: (240 - 10) / 240, give or take Lanczos
+    assert seen.shape == (28, 28) and seen.dtype == np.float32 and seen.max() == pytest.approx(230 / 240, abs=0.03)
+
+
 def photo(clean: np.ndarray, backdrop: np.ndarray, noise: float = 0.0) -> np.ndarray:
     """``clean`` (dark paint on 250) scaled up 4 times and painted on ``backdrop``, with Gaussian noise."""
     big = np.asarray(Image.fromarray(clean).resize((clean.shape[1] * 4, clean.shape[0] * 4)), np.float64)

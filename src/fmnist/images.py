@@ -21,7 +21,7 @@ FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
 BORDER_TOLERANCE = 0.05 * 255
 NOISE_SIGMAS = 5
 MAX_TOLERANCE = 0.2 * 255
-DETECT_SIDE = 8 * IMAGE_SIDE  # the garment is looked for on a copy about this size
+DETECT_SIDE = 8 * IMAGE_SIDE  # the garment is looked for on a copy at most about this size
 # JPEGs decode at a reduced scale (DCT scaling) no smaller than this: plenty for a 28-pixel result.
 JPEG_DRAFT_SIDE = 8 * IMAGE_SIDE
 ARRAY_SHAPES = ((IMAGE_SIDE, IMAGE_SIDE), (NUM_FEATURES,))
@@ -81,50 +81,76 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         raise BadInput(f"{name} is truncated or damaged ({exc})") from None
 
 
-Backdrop = Callable[[np.ndarray, np.ndarray], np.ndarray]  # its grey at positions from 0 to 1 across the image
+_Backdrop = Callable[[np.ndarray, np.ndarray], np.ndarray]  # its grey at positions from 0 to 1 across the image
+MAD_TO_SIGMA = 1.4826  # a normal spread's standard deviation from its median absolute deviation
+REFITS = 5  # rounds of fitting the backdrop and setting aside the edge pixels it does not explain
+
+
+def _centres(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The positions (u across, v down, from 0 to 1) of the centres of an image's pixels."""
+    v, u = np.mgrid[0:height, 0:width].astype(np.float32)
+    return (u + 0.5) / width, (v + 0.5) / height
 
 
 def _ring(values: np.ndarray) -> np.ndarray:
-    """An image's edge pixels in order round it, so that neighbours in the result are neighbours in the image."""
-    if min(values.shape) < 3:  # every pixel is on the edge
+    """An image's edge pixels in order round it, so that neighbours in the result are neighbours in the image (in an
+    image under 3 pixels a side, all of them row by row)."""
+    if min(values.shape) < 3:
         return values.ravel()
     return np.concatenate([values[0, :-1], values[:-1, -1], values[-1, :0:-1], values[:0:-1, 0]])
 
 
-def _backdrop_terms(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+def _backdrop_terms(height: int, width: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The terms of the backdrop's surface at given positions, for an image of this many pixels."""
     # A plane (light falling from one side) and a bowl about the centre (a lens' vignette, round on an image of any
-    # shape): few enough terms that the surface fitted to the edge cannot bend to meet a garment inside.
-    return np.stack([np.ones_like(u), u, v, (u - 0.5) ** 2, (v - 0.5) ** 2], axis=-1)
+    # shape): few enough terms that the surface fitted to the edge cannot bend to meet a garment inside. An axis of
+    # one or two pixels has no room for a slope or a bowl along it: they would be made up.
+    across, down = width >= 3, height >= 3
+
+    def terms(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        columns = [np.ones_like(u)] + [u, (u - 0.5) ** 2] * across + [v, (v - 0.5) ** 2] * down
+        return np.stack(columns, axis=-1)
+
+    return terms
 
 
-def _backdrop(small: np.ndarray) -> tuple[Backdrop, float]:
+def _backdrop(small: np.ndarray) -> tuple[_Backdrop, float]:
     """The backdrop as a smooth surface fitted to the edge pixels the garment leaves free, and how far from it a
     pixel must be to count as garment."""
-    height, width = small.shape
-    v, u = np.mgrid[0:height, 0:width].astype(np.float32)
-    edge, terms = _ring(small), _backdrop_terms((_ring(u) + 0.5) / width, (_ring(v) + 0.5) / height)
+    terms_at = _backdrop_terms(*small.shape)
+    u, v = _centres(*small.shape)
+    edge, terms = _ring(small), terms_at(_ring(u), _ring(v))
     # Noise from neighbours' differences, which smooth light and a garment's even parts leave out.
-    noise = 1.4826 * float(np.median(np.abs(np.diff(edge)))) / np.sqrt(2)
+    steps = np.abs(np.diff(edge))
+    noise = MAD_TO_SIGMA * float(np.median(steps)) / np.sqrt(2) if steps.size else 0.0
     tolerance = min(max(BORDER_TOLERANCE, NOISE_SIGMAS * noise), MAX_TOLERANCE)
-    free = np.abs(edge - np.median(edge)) <= tolerance
-    for _ in range(5):
+    corners = small[[0, 0, -1, -1], [0, -1, 0, -1]]
+    # The fit starts from the corners' grey where they agree, as Fashion-MNIST took it (a garment may fill most of
+    # the edge), else from the edge's most common grey (light falling from one side).
+    start = np.median(corners) if np.ptp(corners) <= tolerance else np.median(edge)
+    free = np.abs(edge - start) <= tolerance
+    for _ in range(REFITS):
+        if free.sum() < terms.shape[1]:
+            break
         coefficients = np.linalg.lstsq(terms[free], edge[free], rcond=None)[0]
         fits = np.abs(edge - terms @ coefficients) <= tolerance
-        if fits.sum() < len(coefficients) or (fits == free).all():
+        if (fits == free).all():
             break
         free = fits
     if free.mean() < 0.5:  # the garment fills most of the edge: the corners are the backdrop, as Fashion-MNIST took
         return _even(_corners(small)), BORDER_TOLERANCE
     if np.ptp(terms @ coefficients) <= tolerance / 2:  # even light: one grey
         return _even(float(np.median(edge[free]))), tolerance
-    return (lambda u, v: np.clip(_backdrop_terms(u, v) @ coefficients.astype(np.float32), 0, 255)), tolerance
+    return (lambda u, v: np.clip(terms_at(u, v) @ coefficients.astype(np.float32), 0, 255)), tolerance
 
 
-def _even(grey: float) -> Backdrop:
+def _even(grey: float) -> _Backdrop:
+    """A backdrop of one grey."""
     return lambda u, v: np.full(np.shape(u), grey, dtype=np.float32)
 
 
 def _corners(image: np.ndarray) -> float:
+    """The corners' grey: Fashion-MNIST's backdrop."""
     return float(np.median(image[[0, 0, -1, -1], [0, -1, 0, -1]]))
 
 
@@ -132,34 +158,32 @@ def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
     """The Fashion-MNIST recipe: trim the backdrop, fit the longest side to 28, centre, light on dark, [0, 1]. An
     image already 28x28 keeps its layout, so a dataset image saved as a PNG comes back as it was."""
     height, width = gray.shape
-    # The garment is found on a smaller copy, each pixel the mean of a block: a photo's noise evens out.
-    block = -(-max(height, width) // DETECT_SIDE)
-    small = np.asarray(Image.fromarray(gray).convert("F").reduce(block), dtype=np.float32)
-    if gray.shape == (IMAGE_SIDE, IMAGE_SIDE):  # not a photo: no light to even out, and a dataset image's black is 0
-        backdrop, tolerance = _even(_corners(small)), BORDER_TOLERANCE
-    else:
-        backdrop, tolerance = _backdrop(small)
-    v, u = np.mgrid[0:small.shape[0], 0:small.shape[1]].astype(np.float32)
-    difference = small - backdrop((u + 0.5) / small.shape[1], (v + 0.5) / small.shape[0])
+    # The garment is found on a smaller copy, each pixel the mean of a block, so that a photo's noise evens out; a
+    # side under DETECT_SIDE keeps its every pixel (a strip 12 pixels tall is not averaged into one row).
+    block_rows, block_cols = -(-height // DETECT_SIDE), -(-width // DETECT_SIDE)
+    small = np.asarray(Image.fromarray(gray).convert("F").reduce((block_cols, block_rows)), dtype=np.float32)
+    dataset_sized = gray.shape == (IMAGE_SIDE, IMAGE_SIDE)
+    # A 28x28 image is no photo: no light to even out, and a dataset image's black is 0
+    backdrop, tolerance = (_even(_corners(small)), BORDER_TOLERANCE) if dataset_sized else _backdrop(small)
+    difference = small - backdrop(*_centres(*small.shape))
     content = np.abs(difference) > tolerance
     if not content.any():
         raise BadInput(f"{name} is blank: one uniform colour, nothing to classify")
     # Fashion-MNIST is light on dark: a garment darker than its backdrop is turned over, one lighter is not.
     lighter = float(np.median(difference[content])) > 0
-    if gray.shape == (IMAGE_SIDE, IMAGE_SIDE):
+    if dataset_sized:
         top, bottom, left, right = 0, IMAGE_SIDE, 0, IMAGE_SIDE
     else:
         rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
-        top, bottom = rows[0] * block, min(height, (rows[-1] + 1) * block)
-        left, right = cols[0] * block, min(width, (cols[-1] + 1) * block)
+        top, bottom = rows[0] * block_rows, min(height, (rows[-1] + 1) * block_rows)
+        left, right = cols[0] * block_cols, min(width, (cols[-1] + 1) * block_cols)
     crop_height, crop_width = bottom - top, right - left
     scale = IMAGE_SIDE / max(crop_height, crop_width)
     size = (max(1, round(crop_width * scale)), max(1, round(crop_height * scale)))
     fitted = np.asarray(Image.fromarray(gray[top:bottom, left:right]).resize(size, Image.Resampling.LANCZOS),
                         dtype=np.float32)
-    v, u = np.mgrid[0:size[1], 0:size[0]].astype(np.float32)
-    behind = backdrop((left + (u + 0.5) * crop_width / size[0]) / width,
-                      (top + (v + 0.5) * crop_height / size[1]) / height)
+    u, v = _centres(size[1], size[0])  # within the crop, then within the whole image, where the backdrop was fitted
+    behind = backdrop((left + u * crop_width) / width, (top + v * crop_height) / height)
     # The backdrop becomes 0, as in Fashion-MNIST, and the far end of the scale from it 1, whatever its grey.
     lifted = (fitted - behind) / np.maximum(255 - behind, 1) if lighter else (behind - fitted) / np.maximum(behind, 1)
     canvas = np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
