@@ -147,7 +147,7 @@ def reliability_png(before: dict, after: dict, path: Path) -> None:
     """Accuracy against confidence per bin, before and after temperature scaling, with the diagonal; below, how many
     images each bin holds (a bin of three images that are all wrong is no alarm)."""
     plt = _pyplot()
-    from matplotlib.ticker import StrMethodFormatter
+    from matplotlib.ticker import LogFormatter
 
     fig, (ax, counts) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True, height_ratios=(3, 1))
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
@@ -162,7 +162,10 @@ def reliability_png(before: dict, after: dict, path: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     counts.set_yscale("log")
-    counts.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))  # "10^4" needs the maths text turned off above
+    # Plain numbers, at 2 and 5 between powers of ten when the counts span little: the log axis' own labels are
+    # written in maths text, which _pyplot turns off ("$" in run names).
+    counts.yaxis.set_major_formatter(LogFormatter())
+    counts.yaxis.set_minor_formatter(LogFormatter(minor_thresholds=(1, 0.5)))
     counts.set_ylabel("images")
     counts.set_xlabel("confidence (top probability)")
     counts.grid(alpha=0.3)
