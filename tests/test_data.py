@@ -160,5 +160,5 @@ def test_describe_counts_the_classes_and_draws_samples_into_a_new_folder(tiny_da
     link = tmp_path / "latest.png"  # drawn where the link leads, the link kept
     link.symlink_to(shown)
     shown.unlink()
-    assert data.describe(folder, show=link, checksums=sums)["samples_png"] == shown.resolve()
+    assert data.describe(folder, show=link, checksums=sums)["samples_png"] == link
     assert link.is_symlink() and shown.stat().st_size > 0

@@ -239,6 +239,10 @@ def test_a_symbolic_link_as_output_is_followed_so_it_stays_a_link(tmp_path):
     link = tmp_path / "latest.png"
     link.symlink_to(kept)
     assert runs.prepare_output(link, "--show", ".png") == kept.resolve()
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(loop)
+    with pytest.raises(FmnistError, match=r"^--show .*loop.png is a symbolic link that leads round in a loop"):
+        runs.prepare_output(loop, "--show", ".png")
     notes = tmp_path / "notes.png"  # what is written is what the link leads to: a user's notes are not replaced
     notes.symlink_to(tmp_path / "notes.txt")
     with pytest.raises(FmnistError, match=r"^--show .*notes.txt: it is written as PNG; name it notes.png$"):

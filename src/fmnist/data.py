@@ -249,7 +249,7 @@ def describe(
 ) -> dict[str, Any]:
     """`fmnist data`: the verified dataset's source, checksums and sizes; with ``show``, a picture of samples too."""
     if show is not None:
-        show = runs.prepare_output(show, "--show", ".png")
+        given, show = show, runs.prepare_output(show, "--show", ".png")
     dataset = load_dataset(data_dir, checksums)
     summary: dict[str, Any] = {
         "source": dataset.source,
@@ -262,7 +262,7 @@ def describe(
         from fmnist.plots import samples_png
 
         samples_png(dataset.x_train, dataset.y_train, show)
-        summary["samples_png"] = show
+        summary["samples_png"] = Path(given)
     return summary
 
 

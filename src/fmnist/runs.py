@@ -34,7 +34,13 @@ def prepare_output(path: Path, flag: str, suffix: str | None = None) -> Path:
     """Make the folder of a file the user named and check that it takes files, outside any run, before the work;
     with ``suffix``, the file must be named so (a user's notes.txt is not replaced by a page). A symbolic link is
     followed: the file it leads to is the one returned, to be written, so the link stays a link."""
-    path = Path(path).resolve() if Path(path).is_symlink() else Path(path)
+    path = Path(path)
+    if path.is_symlink():
+        try:
+            path = path.resolve()
+        except (RuntimeError, OSError):  # a loop: Python 3.11 raises RuntimeError, later ones OSError
+            raise FmnistError(f"{flag} {path} is a symbolic link that leads round in a loop: remove it, or name "
+                              "another file") from None
     refuse_inside_run(path.parent, f"{flag} {path}: its folder")
     if path.is_dir():
         raise FmnistError(f"{flag} {path} is a folder: name a file in it")
