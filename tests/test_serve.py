@@ -205,6 +205,9 @@ def test_unknown_routes_and_methods_answer_json(client):
     assert client.put("/v1/predict").headers["allow"] == "POST"  # what a 405 must say (RFC 9110)
     assert set(client.delete("/v1/model").headers["allow"].split(", ")) == {"GET", "HEAD"}
     assert client.get("/v1/predict").json() == {"error": "GET is not answered on /v1/predict: use POST"}
+    static = client.post("/static/app.js")
+    assert static.status_code == 405 and static.headers["allow"] == "GET, HEAD", static.headers
+    assert static.json() == {"error": "POST is not answered on /static/app.js: use GET, HEAD"}
 
 
 def test_an_unknown_query_parameter_is_refused_not_ignored(client):

@@ -38,6 +38,7 @@ from fmnist.serve_http import SHUTDOWN_GRACE_S, AnswerCancelledRequests, error, 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("static")
+STATIC_URL = "/static"  # where the page's files are served from
 MIB = 1024 * 1024
 MAX_BODY_BYTES = MAX_UPLOAD_MIB * MIB
 MAX_INPUTS = 64
@@ -267,10 +268,13 @@ def _answer_errors_as_json(app: FastAPI) -> None:
             answer = error(exc.status_code, str(exc.detail))
             answer.headers.update(exc.headers or {})
             return answer
-        # Starlette's Allow names one route's methods: GET and HEAD are two routes here
-        allowed = ", ".join(sorted({method for route in request.app.routes
-                                    if getattr(route, "path", None) == request.url.path
-                                    for method in getattr(route, "methods", None) or ()}))
+        # Starlette's Allow names one route's methods: GET and HEAD are two routes here; the static files' mount
+        # has no methods of its own to name.
+        path = request.url.path
+        allowed = ", ".join(sorted(
+            {method for route in request.app.routes if getattr(route, "path", None) == path
+             for method in getattr(route, "methods", None) or ()}
+            or ({"GET", "HEAD"} if path.startswith(f"{STATIC_URL}/") else set())))
         answer = error(405, f"{request.method} is not answered on {request.url.path}: use {allowed}")
         answer.headers["allow"] = allowed
         return answer
@@ -342,7 +346,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
         description="Fashion-MNIST classifier: photos (PNG, JPEG, WebP, BMP, GIF) or 28x28 arrays in, "
                     "top-k classes out. The web page is at /.",
     )
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount(STATIC_URL, StaticFiles(directory=STATIC), name="static")
     app.add_middleware(AnswerCancelledRequests)
 
     _answer_errors_as_json(app)
@@ -391,7 +395,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
         started = time.perf_counter()
         unknown = sorted(set(request.query_params) - PREDICT_PARAMETERS)
         if unknown:  # ?topk=1 would otherwise be answered with the default top 3, as if it had been read
-            raise BadInput(f"unknown query parameter {', '.join(unknown)}: /v1/predict takes "
+            raise BadInput(f"unknown query parameter{'s' * (len(unknown) > 1)} {', '.join(unknown)}: /v1/predict takes "
                            f"{', '.join(sorted(PREDICT_PARAMETERS))}")
         names, images = await read_inputs(request, max_body_bytes)
         probabilities = await request.app.state.batcher.predict(images.reshape(len(images), -1))
