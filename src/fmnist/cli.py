@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn
@@ -45,17 +47,17 @@ examples:
   fmnist serve runs/<id> --host 0.0.0.0 --port 8080   reachable from other machines
 """
 
-# Commands a user may look for under another name.
+# Commands a user may look for under another name (given as the command).
 UNKNOWN_WORD_HINTS = {
     "explain": "'fmnist predict RUN IMAGE --show seen.png' draws what the model looked at in your images, and every "
                "run's report draws it for test images",
 }
-PREDICT_DETAILS = """\
+PREDICT_DETAILS = f"""\
 A photo is prepared as Fashion-MNIST's images were made from product photos: its backdrop trimmed (even when noisy or
 unevenly lit), the garment scaled to fit 28x28 and centred, turned light on dark if it is darker than its backdrop,
 the backdrop 0 and the garment up to 1. An image already 28x28 keeps its layout. An array goes in as it is: floats in
-[0, 1] or integers 0-255. Files over 64 MiB are refused; the first file that cannot be read stops the command, with
-its reason. --show draws what the model saw."""
+[0, 1] or integers 0-255. Files over {defaults.MAX_FILE_MIB} MiB are refused; the first file that cannot be read
+stops the command, with its reason. --show draws what the model saw."""
 SERVE_DETAILS = """\
   GET  /                 a web page: drop photos or draw a garment
   POST /v1/predict       multipart files (photos, .npy) or JSON {"inputs": [28x28 or 784 values, ...]};
@@ -92,14 +94,11 @@ class Parser(argparse.ArgumentParser):
 
 def _hint(message: str) -> str:
     """For a word argparse did not know among its choices: what it may have meant."""
-    import difflib
-    import re
-
     invalid = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
     if not invalid:
         return ""
     word, choices = invalid[1], [choice.strip(" '") for choice in invalid[2].split(",")]
-    if word in UNKNOWN_WORD_HINTS:
+    if message.startswith("argument COMMAND:") and word in UNKNOWN_WORD_HINTS:
         return f"; {UNKNOWN_WORD_HINTS[word]}"
     close = difflib.get_close_matches(word, choices, n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
@@ -362,8 +361,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
     model = resolve_model(args.model, args.runs_dir)
     result = predict_files(model, args.images, top_k=args.top_k, unsure_below=args.unsure_below, show=args.show,
                            backend=args.backend)
-    shown = {"shown": args.show} if args.show else {}
-    _emit(args, as_text(result) + (f"\nshown: {args.show}" if args.show else ""), {**result, **shown})
+    if args.show:
+        _emit(args, f"{as_text(result)}\nshown: {args.show}", {**result, "shown": args.show})
+    else:
+        _emit(args, as_text(result), result)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

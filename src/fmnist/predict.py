@@ -12,14 +12,14 @@ import numpy as np
 
 from fmnist import model_files, runs
 from fmnist.data import CLASS_NAMES, NUM_FEATURES
-from fmnist.defaults import UNSURE_BELOW
+from fmnist.defaults import MAX_FILE_MIB, UNSURE_BELOW
 from fmnist.errors import FmnistError
 from fmnist.images import load_input
 
 log = logging.getLogger(__name__)
 
 # The largest file read: a 24-megapixel camera JPEG is 5 to 15 MiB.
-MAX_FILE_BYTES = 64 * 2**20
+MAX_FILE_BYTES = MAX_FILE_MIB * 2**20
 STDIN = "-"  # the input name that reads an image from standard input
 MAX_SHOWN = 64  # rows of --show's picture: 64 make it about 17,000 pixels tall
 
@@ -66,10 +66,10 @@ def check_options(top_k: int, unsure_below: float) -> None:
 def read_inputs(paths: list[Path]) -> np.ndarray:
     """Each file as the model's 28x28 input, in order; the first bad one stops with its reason."""
     images = []
-    if sum(str(path) == STDIN for path in paths) > 1:
+    if sum(map(_is_stdin, paths)) > 1:
         raise FmnistError(f"'{STDIN}' (standard input) is given twice: it holds one image")
     for path in paths:
-        if str(path) == STDIN:
+        if _is_stdin(path):
             images.append(load_input(_read_stdin(), "standard input"))
             continue
         try:
@@ -81,9 +81,13 @@ def read_inputs(paths: list[Path]) -> np.ndarray:
         except OSError as exc:
             raise FmnistError(f"cannot read {path}: {exc.strerror}") from None
         if oversized or len(data) > MAX_FILE_BYTES:  # the latter: a file that grew while it was read
-            raise FmnistError(f"{path} is over {MAX_FILE_BYTES // 2**20} MiB: give a smaller image")
+            raise FmnistError(f"{path} is over {MAX_FILE_MIB} MiB: give a smaller image")
         images.append(load_input(data, str(path)))
     return np.stack(images)
+
+
+def _is_stdin(path: Path | str) -> bool:
+    return str(path) == STDIN
 
 
 def _read_stdin() -> bytes:
@@ -91,7 +95,7 @@ def _read_stdin() -> bytes:
         raise FmnistError(f"'{STDIN}' reads an image piped in, as in: curl -s URL | fmnist predict RUN {STDIN}")
     data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
-        raise FmnistError(f"standard input is over {MAX_FILE_BYTES // 2**20} MiB: give a smaller image")
+        raise FmnistError(f"standard input is over {MAX_FILE_MIB} MiB: give a smaller image")
     return data
 
 
@@ -124,7 +128,7 @@ def predict_files(
     return {
         "model_sha256": classifier.sha256,
         "predictions": [
-            {"input": STDIN if str(path) == STDIN else Path(path), **describe(row, top_k, unsure_below)}
+            {"input": STDIN if _is_stdin(path) else Path(path), **describe(row, top_k, unsure_below)}
             for path, row in zip(paths, probabilities)
         ],
     }
