@@ -62,6 +62,23 @@ def _model_weights(run_dir: Path) -> list[np.ndarray]:
 
 
 @pytest.mark.realdata
+def test_an_epoch_whose_line_was_shown_is_kept_by_a_stop_right_after_it(tmp_path, real_data_dir):
+    # The line came before the history and the backup kept the epoch: a stop as it was read lost the epoch shown.
+    runs_dir = tmp_path / "runs"
+    process = _start("train", *ARGS, "--runs-dir", str(runs_dir))
+    shown = ""
+    for line in process.stderr:
+        if line.startswith("epoch   2/"):
+            process.send_signal(signal.SIGTERM)
+            shown = line
+            break
+    err = process.communicate(timeout=120)[1]
+    assert shown and process.returncode == -signal.SIGTERM, err  # ended by the signal, raised again
+    run_dir = next(runs_dir.iterdir())
+    assert _rows(run_dir) >= 2 and read_meta(run_dir / artifacts.BACKUP)["epochs_done"] >= 2, err
+
+
+@pytest.mark.realdata
 def test_interrupted_then_killed_run_resumes_to_the_uninterrupted_result(tmp_path, real_data_dir):
     reference = run_cli("train", *ARGS, "--runs-dir", str(tmp_path / "reference"))
     assert reference.returncode == 0, reference.stderr

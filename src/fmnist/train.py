@@ -93,7 +93,7 @@ def make_callbacks(settings: TrainSettings, run_dir: Path) -> list:
     from fmnist.recipes import schedule_callbacks
 
     class EpochLog(keras.callbacks.Callback):
-        """Adds seconds and the epoch's learning rate to the logs, and logs one progress line per epoch."""
+        """Adds seconds and the epoch's learning rate to the logs, for the history that keeps them."""
 
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.perf_counter()
@@ -105,6 +105,12 @@ def make_callbacks(settings: TrainSettings, run_dir: Path) -> list:
                                   f"lower the learning rate (--learning-rate, now {settings.learning_rate:g})")
             logs["seconds"] = round(time.perf_counter() - self.started, 3)
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    class EpochKept(keras.callbacks.Callback):
+        """One progress line per epoch, once the history and the backup keep it: a stop after the line loses nothing
+        the line showed."""
+
+        def on_epoch_end(self, epoch, logs=None):
             log.info(
                 "epoch %3d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  lr %.1e  %.1fs",
                 epoch + 1, settings.epochs, logs["loss"], logs["accuracy"], logs["val_loss"],
@@ -118,8 +124,8 @@ def make_callbacks(settings: TrainSettings, run_dir: Path) -> list:
         *schedule_callbacks(settings),
         keras.callbacks.CSVLogger(str(run_dir / artifacts.HISTORY), append=True),
     ]
-    # Last, so it saves the epoch as the others left it, and restores their state after they reset it.
-    return callbacks + [TrainingBackup(run_dir / artifacts.BACKUP, callbacks)]
+    # Last but the line, so it saves the epoch as the others left it, and restores their state after they reset it.
+    return callbacks + [TrainingBackup(run_dir / artifacts.BACKUP, callbacks), EpochKept()]
 
 
 def epochs_done(run_dir: Path) -> int:
