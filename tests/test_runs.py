@@ -102,6 +102,9 @@ def test_a_finished_run_whose_files_were_edited_or_deleted_says_so(mixed_runs, t
     (edited / artifacts.PREDICTIONS).unlink()
     assert runs.summarize(edited)["notes"] == [
         "metrics.json damaged, no test_predictions.npz: fmnist evaluate scores it again"]
+    (edited / artifacts.METRICS).write_text("{bad")  # not JSON at all: said the same way, with what to do
+    assert runs.summarize(edited)["notes"] == [
+        "metrics.json damaged, no test_predictions.npz: fmnist evaluate scores it again"]
     shutil.copy(mixed_runs["finished"] / artifacts.METRICS, edited)
     assert runs.summarize(edited)["notes"] == ["no test_predictions.npz: fmnist evaluate scores it again"]
     (edited / artifacts.MODEL).unlink()

@@ -247,7 +247,6 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     notes: list[str] = []
     config = _read_object(run_dir / artifacts.CONFIG, notes)
     status = _read_object(run_dir / artifacts.STATUS, notes)
-    metrics = _read_object(run_dir / artifacts.METRICS, notes, note_missing=False)  # none yet while running
     settings = config.get("settings") if isinstance(config.get("settings"), dict) else {}
     history = run_dir / artifacts.HISTORY
     epochs = artifacts.json_number(status.get("epochs"))
@@ -257,6 +256,8 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     except OSError:
         notes.append(f"{history.name} unreadable")
     state = str(status.get("state", "unknown"))
+    # None yet while running; a finished run's that cannot be read is said below, with what to do
+    metrics = _read_object(run_dir / artifacts.METRICS, [] if state == "finished" else notes, note_missing=False)
     unscored = state == "finished" and not (run_dir / artifacts.METRICS).is_file()
     live = (state == "running" or unscored) and being_trained(run_dir)  # a finished run's process scores it still
     if state == "running" and not live:  # its process was killed, or its machine went down
@@ -274,7 +275,8 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         if lost:
             notes.append(f"no {', '.join(lost)}: restore {'it' if len(lost) == 1 else 'them'} from a copy, or train "
                          "a new run with its settings")
-    if metrics:  # written after the predictions: both are there, unless edited or deleted by hand since
+    # metrics.json is written after the predictions: both are there, unless edited or deleted by hand since
+    if state == "finished" and (run_dir / artifacts.METRICS).is_file():
         accuracy = artifacts.json_number(metrics.get("test_accuracy"))
         damaged = [] if accuracy is not None and 0 <= accuracy <= 1 else [f"{artifacts.METRICS} damaged"]
         damaged += [] if (run_dir / artifacts.PREDICTIONS).is_file() else [f"no {artifacts.PREDICTIONS}"]
