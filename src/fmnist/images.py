@@ -137,7 +137,8 @@ def _backdrop(small: np.ndarray) -> tuple[_Backdrop, float]:
         if (fits == free).all():
             break
         free = fits
-    if free.mean() < 0.5:  # the garment fills most of the edge: the corners are the backdrop, as Fashion-MNIST took
+    if free.mean() < 0.5 or free.sum() < terms.shape[1]:  # the garment fills most of the edge (or the edge is too
+        # short to fit a surface to): the corners are the backdrop, as Fashion-MNIST took it
         return _even(_corners(small)), BORDER_TOLERANCE
     if np.ptp(terms @ coefficients) <= tolerance / 2:  # even light: one grey
         return _even(float(np.median(edge[free]))), tolerance
