@@ -275,7 +275,7 @@ def _answer_errors_as_json(app: FastAPI) -> None:
             {method for route in request.app.routes if getattr(route, "path", None) == path
              for method in getattr(route, "methods", None) or ()}
             or ({"GET", "HEAD"} if path.startswith(f"{STATIC_URL}/") else set())))
-        answer = error(405, f"{request.method} is not answered on {request.url.path}: use {allowed}")
+        answer = error(405, f"{request.method} is not answered on {path}: use {allowed}")
         answer.headers["allow"] = allowed
         return answer
 
