@@ -83,6 +83,7 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
 
 _Backdrop = Callable[[np.ndarray, np.ndarray], np.ndarray]  # its grey at positions from 0 to 1 across the image
 MAD_TO_SIGMA = 1.4826  # a normal spread's standard deviation from its median absolute deviation
+CORNERS = ([0, 0, -1, -1], [0, -1, 0, -1])  # an image's four corner pixels, as an index
 REFITS = 5  # rounds of fitting the backdrop and setting aside the edge pixels it does not explain
 
 
@@ -124,7 +125,7 @@ def _backdrop(small: np.ndarray) -> tuple[_Backdrop, float]:
     steps = np.abs(np.diff(edge))
     noise = MAD_TO_SIGMA * float(np.median(steps)) / np.sqrt(2) if steps.size else 0.0
     tolerance = min(max(BORDER_TOLERANCE, NOISE_SIGMAS * noise), MAX_TOLERANCE)
-    corners = small[[0, 0, -1, -1], [0, -1, 0, -1]]
+    corners = small[CORNERS]
     # The fit starts from the corners' grey where they agree, as Fashion-MNIST took it (a garment may fill most of
     # the edge), else from the edge's most common grey (light falling from one side).
     start = np.median(corners) if np.ptp(corners) <= tolerance else np.median(edge)
@@ -139,7 +140,7 @@ def _backdrop(small: np.ndarray) -> tuple[_Backdrop, float]:
         free = fits
     if free.mean() < 0.5 or free.sum() < terms.shape[1]:  # the garment fills most of the edge (or the edge is too
         # short to fit a surface to): the corners are the backdrop, as Fashion-MNIST took it
-        return _even(_corners(small)), BORDER_TOLERANCE
+        return _as_fashion_mnist(small)
     if np.ptp(terms @ coefficients) <= tolerance / 2:  # even light: one grey
         return _even(float(np.median(edge[free]))), tolerance
     return (lambda u, v: np.clip(terms_at(u, v) @ coefficients.astype(np.float32), 0, 255)), tolerance
@@ -150,9 +151,9 @@ def _even(grey: float) -> _Backdrop:
     return lambda u, v: np.full(np.shape(u), grey, dtype=np.float32)
 
 
-def _corners(image: np.ndarray) -> float:
-    """The corners' grey: Fashion-MNIST's backdrop."""
-    return float(np.median(image[[0, 0, -1, -1], [0, -1, 0, -1]]))
+def _as_fashion_mnist(image: np.ndarray) -> tuple[_Backdrop, float]:
+    """Fashion-MNIST's backdrop: the corners' grey, and its tolerance."""
+    return _even(float(np.median(image[CORNERS]))), BORDER_TOLERANCE
 
 
 def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
@@ -165,7 +166,7 @@ def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
     small = np.asarray(Image.fromarray(gray).convert("F").reduce((block_cols, block_rows)), dtype=np.float32)
     dataset_sized = gray.shape == (IMAGE_SIDE, IMAGE_SIDE)
     # A 28x28 image is no photo: no light to even out, and a dataset image's black is 0
-    backdrop, tolerance = (_even(_corners(small)), BORDER_TOLERANCE) if dataset_sized else _backdrop(small)
+    backdrop, tolerance = _as_fashion_mnist(small) if dataset_sized else _backdrop(small)
     difference = small - backdrop(*_centres(*small.shape))
     content = np.abs(difference) > tolerance
     if not content.any():
