@@ -12,7 +12,7 @@ from conftest import run_cli
 from fmnist import artifacts, model_files
 from fmnist.data import CLASS_NAMES, load_dataset, to_features
 from fmnist.errors import FmnistError
-from fmnist.predict import MAX_FILE_BYTES, Classifier, describe, predict_files
+from fmnist.predict import MAX_FILE_BYTES, Classifier, as_text, describe, predict_files
 from samples import encode, garment, jpeg_with_damaged_exif, npy, photo_like, png_claiming
 
 
@@ -43,6 +43,13 @@ def test_describe_lists_the_top_k_and_flags_the_unsure():
     assert [t["class"] for t in answer["top"]] == ["Trouser", "Dress", "Shirt"] and answer["unsure"]
     assert not describe(probabilities, top_k=1, unsure_below=0.4)["unsure"]
     assert len(describe(probabilities, top_k=10)["top"]) == 10
+
+
+def test_the_text_never_calls_an_answer_short_of_certain_100_percent():
+    nearly = describe(np.array([0.99996, 0.00004] + [0] * 8), top_k=2, unsure_below=1)
+    certain = describe(np.eye(10)[3], top_k=1, unsure_below=1)
+    assert as_text({"predictions": [{"input": "a.png", **nearly}, {"input": "b.png", **certain}]}) == (
+        "a.png: T-shirt/top >99.9% (Trouser 0.0%)  [unsure]\nb.png: Dress 100.0%")
 
 
 def test_an_image_piped_in_is_read_from_standard_input(tmp_path, tiny_run_dir):
@@ -145,6 +152,27 @@ def test_bad_inputs_and_options_are_one_line_errors(tmp_path, tiny_run_dir):
         result = run_cli("-q", "predict", str(tiny_run_dir), *args)
         assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
         assert result.stderr.startswith("fmnist: error:") and reason in result.stderr
+
+    neither = run_cli("-q", "predict", str(tiny_run_dir), str(text), str(tmp_path / "missing.png"))
+    assert neither.returncode == 1 and neither.stderr.count("\n") == 1, neither.stderr
+    assert neither.stderr.startswith(f"fmnist: error: {text} is not a supported image")
+    assert neither.stderr.endswith(" (and 1 more unreadable)\n")
+
+
+def test_the_readable_files_are_answered_and_each_other_gets_its_error_line(tmp_path, tiny_run_dir):
+    good = write_inputs(tmp_path)[:2]
+    (tmp_path / "notes.txt").write_text("not an image")
+    inputs = [good[0], tmp_path / "notes.txt", good[1], tmp_path / "missing.png"]
+    result = run_cli("-q", "predict", str(tiny_run_dir), *map(str, inputs), "--json")
+    assert result.returncode == 1
+    answer = json.loads(result.stdout)
+    assert [a["input"] for a in answer["predictions"]] == list(map(str, good))
+    assert [e["input"] for e in answer["errors"]] == [str(inputs[1]), str(inputs[3])]
+    assert result.stderr.splitlines() == [f"fmnist: error: {e['error']}" for e in answer["errors"]]
+    assert "not a supported image" in answer["errors"][0]["error"] and "cannot read" in answer["errors"][1]["error"]
+    alone = predict_files(tiny_run_dir, good)
+    assert [a["top"] for a in answer["predictions"]] == [a["top"] for a in alone["predictions"]]
+    assert alone["errors"] == []
 
 
 @pytest.mark.realdata

@@ -56,8 +56,8 @@ PREDICT_DETAILS = f"""\
 A photo is prepared as Fashion-MNIST's images were made from product photos: its backdrop trimmed (even when noisy or
 unevenly lit), the garment scaled to fit 28x28 and centred, turned light on dark if it is darker than its backdrop,
 the backdrop 0 and the garment up to 1. An image already 28x28 keeps its layout. An array goes in as it is: floats in
-[0, 1] or integers 0-255. Files over {defaults.MAX_FILE_MIB} MiB are refused; the first file that cannot be read
-stops the command, with its reason. --show draws what the model saw."""
+[0, 1] or integers 0-255. Files over {defaults.MAX_FILE_MIB} MiB are refused. A file that cannot be read gets its
+error line and the exit status 1, and the others are answered. --show draws what the model saw."""
 SERVE_DETAILS = """\
   GET  /                 a web page: drop photos or draw a garment
   POST /v1/predict       multipart files (photos, .npy) or JSON {"inputs": [28x28 or 784 values, ...]};
@@ -354,7 +354,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     _emit(args, summary_text(run, record), {**record, "run_dir": run, "path": run / record["file"]})
 
 
-def cmd_predict(args: argparse.Namespace) -> None:
+def cmd_predict(args: argparse.Namespace) -> int:
     from fmnist.predict import as_text, predict_files
     from fmnist.runs import resolve_model
 
@@ -365,6 +365,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
         _emit(args, f"{as_text(result)}\nshown: {args.show}", {**result, "shown": args.show})
     else:
         _emit(args, as_text(result), result)
+    for failure in result["errors"]:  # the others answered above; each unreadable file gets its line, as alone
+        print(f"fmnist: error: {failure['error']}", file=sys.stderr)
+    return 1 if result["errors"] else 0
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -629,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_command(args: argparse.Namespace) -> int:
     try:
-        args.handler(args)
+        status = args.handler(args) or 0  # a command that did part of its work says so in its exit status
         stopping.check()  # a Ctrl-C that Python swallowed while the command ran still counts
         sys.stdout.flush()  # here, where a closed pipe can still be caught, rather than at exit
     except FmnistError as exc:
@@ -651,7 +654,7 @@ def _run_command(args: argparse.Namespace) -> int:
             print(f"fmnist: error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)",
                   file=sys.stderr)
         return 1
-    return 0
+    return status
 
 
 def run() -> NoReturn:

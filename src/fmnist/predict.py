@@ -63,27 +63,41 @@ def check_options(top_k: int, unsure_below: float) -> None:
         raise FmnistError(f"the unsure threshold must lie in [0, 1], not {unsure_below}")
 
 
-def read_inputs(paths: list[Path]) -> np.ndarray:
-    """Each file as the model's 28x28 input, in order; the first bad one stops with its reason."""
-    images = []
+def read_inputs(paths: list[Path]) -> tuple[list[int], np.ndarray, list[dict[str, Any]]]:
+    """The readable files as the model's 28x28 inputs (with their places in ``paths``), and each other's reason."""
     if sum(map(_is_stdin, paths)) > 1:
         raise FmnistError(f"'{STDIN}' (standard input) is given twice: it holds one image")
-    for path in paths:
-        if _is_stdin(path):
-            images.append(load_input(_read_stdin(), "standard input"))
-            continue
+    read, images, failures = [], [], []
+    for place, path in enumerate(paths):
         try:
-            if Path(path).exists() and not Path(path).is_file():  # a FIFO would hang, /dev/zero fill the memory
-                raise FmnistError(f"{path} is not a file: give image or .npy files")
-            with open(path, "rb") as handle:
-                oversized = os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES  # refused before anything is read
-                data = b"" if oversized else handle.read(MAX_FILE_BYTES + 1)
-        except OSError as exc:
-            raise FmnistError(f"cannot read {path}: {exc.strerror}") from None
-        if oversized or len(data) > MAX_FILE_BYTES:  # the latter: a file that grew while it was read
-            raise FmnistError(f"{path} is over {MAX_FILE_MIB} MiB: give a smaller image")
-        images.append(load_input(data, str(path)))
-    return np.stack(images)
+            images.append(_read_input(path))
+            read.append(place)
+        except FmnistError as exc:
+            failures.append({"input": _input_name(path), "error": str(exc)})
+    if not images:  # nothing to answer: the first reason is the command's error
+        more = f" (and {len(failures) - 1} more unreadable)" if failures[1:] else ""
+        raise FmnistError(failures[0]["error"] + more)
+    return read, np.stack(images), failures
+
+
+def _read_input(path: Path) -> np.ndarray:
+    if _is_stdin(path):
+        return load_input(_read_stdin(), "standard input")
+    try:
+        if Path(path).exists() and not Path(path).is_file():  # a FIFO would hang, /dev/zero fill the memory
+            raise FmnistError(f"{path} is not a file: give image or .npy files")
+        with open(path, "rb") as handle:
+            oversized = os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES  # refused before anything is read
+            data = b"" if oversized else handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise FmnistError(f"cannot read {path}: {exc.strerror}") from None
+    if oversized or len(data) > MAX_FILE_BYTES:  # the latter: a file that grew while it was read
+        raise FmnistError(f"{path} is over {MAX_FILE_MIB} MiB: give a smaller image")
+    return load_input(data, str(path))
+
+
+def _input_name(path: Path | str) -> Path | str:
+    return STDIN if _is_stdin(path) else Path(path)
 
 
 def _is_stdin(path: Path | str) -> bool:
@@ -103,7 +117,8 @@ def predict_files(
     source: Path, paths: list[Path], top_k: int = 3, unsure_below: float = UNSURE_BELOW, show: Path | None = None,
     backend: str | None = None,
 ) -> dict[str, Any]:
-    """Classify each file; return the model's id and one answer per file, optionally drawing ``show``."""
+    """Classify each readable file; return the model's id, one answer per such file and one error per other, optionally
+    drawing ``show``."""
     from fmnist.backend import activate
 
     check_options(top_k, unsure_below)
@@ -111,7 +126,8 @@ def predict_files(
         given, show = show, runs.prepare_output(show, "--show", ".png")
         if show.resolve() in {Path(path).resolve() for path in paths}:
             raise FmnistError(f"--show {given} is one of the inputs: name another file for the picture")
-    images = read_inputs(paths)  # these and the model checked before Keras starts, so refused at once
+    read, images, failures = read_inputs(paths)  # these and the model checked before Keras starts, so refused at once
+    paths = [paths[place] for place in read]
     model_files.recorded_model_path(source)
     activate(backend)
     classifier = Classifier(source)
@@ -128,9 +144,10 @@ def predict_files(
     return {
         "model_sha256": classifier.sha256,
         "predictions": [
-            {"input": STDIN if _is_stdin(path) else Path(path), **describe(row, top_k, unsure_below)}
+            {"input": _input_name(path), **describe(row, top_k, unsure_below)}
             for path, row in zip(paths, probabilities)
         ],
+        "errors": failures,
     }
 
 
@@ -139,8 +156,14 @@ def as_text(result: dict[str, Any]) -> str:
     lines = []
     for answer in result["predictions"]:
         best, *others = answer["top"]
-        line = f"{answer['input']}: {best['class']} {best['probability']:.1%}"
+        line = f"{answer['input']}: {best['class']} {_percent(best['probability'])}"
         if others:
-            line += " (" + ", ".join(f"{o['class']} {o['probability']:.1%}" for o in others) + ")"
+            line += " (" + ", ".join(f"{o['class']} {_percent(o['probability'])}" for o in others) + ")"
         lines.append(line + ("  [unsure]" if answer["unsure"] else ""))
     return "\n".join(lines)
+
+
+def _percent(probability: float) -> str:
+    """A probability to one decimal, where one short of certain reads ">99.9%", not "100.0%" (then flagged unsure)."""
+    text = f"{probability:.1%}"
+    return ">99.9%" if text == "100.0%" and probability < 1 else text
