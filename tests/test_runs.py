@@ -199,6 +199,9 @@ def test_commands_take_a_run_by_name(mixed_runs, tmp_path):
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)["runs_dir"] == str(tmp_path / "runs")
     assert [r["path"] for r in json.loads(listed.stdout)["runs"]] == [str(finished)]
+    (tmp_path / "elsewhere").mkdir()
+    roundabout = run_cli("runs", "--runs-dir", "../runs", "--json", cwd=tmp_path / "elsewhere")
+    assert json.loads(roundabout.stdout)["runs_dir"] == str(tmp_path / "runs")  # no "elsewhere/.." left in it
 
 
 def test_no_run_is_made_inside_another_run(mixed_runs, tmp_path):
