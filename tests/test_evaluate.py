@@ -18,10 +18,11 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def test_evaluate_scores_the_saved_model_and_keeps_what_the_report_draws(tmp_path, tiny_run_dir):
+def test_evaluate_scores_the_saved_model_and_keeps_what_the_report_draws(tmp_path, tiny_run_dir, caplog):
     run = shutil.copytree(tiny_run_dir, tmp_path / "run")  # evaluate rewrites the run's files: not the shared one's
     dataset = load_dataset(tmp_path / "data", checksums=write_idx_set(tmp_path / "data"))  # the tiny run's own data
     metrics = evaluate_run(run, dataset=dataset)
+    assert "learned next to nothing" not in caplog.text  # 20 test images cannot tell it from guessing
 
     model, _ = model_files.load_model(run)
     expected = np.asarray(model.predict(to_features(dataset.x_test), verbose=0))
@@ -98,3 +99,12 @@ def test_a_failure_drawing_freshly_scored_files_is_not_blamed_on_them(tmp_path, 
     monkeypatch.setattr(plots, "curves_png", broken)  # 'damaged: run fmnist evaluate' would send evaluate in a loop
     with pytest.raises(ValueError, match="a bug in drawing"):
         evaluate_run(run, dataset=dataset)
+
+
+def test_a_model_no_better_than_guessing_is_called_so(tmp_path, tiny_run_dir, caplog):
+    # The tiny run learned random labels: on 3,000 more random images it scores about 0.10, surely under 0.20.
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    dataset = load_dataset(tmp_path / "data", checksums=write_idx_set(tmp_path / "data", n_test=3000, seed=1))
+    metrics = evaluate_run(run, dataset=dataset)
+    assert metrics["test_accuracy_ci95"][1] < 0.2
+    assert "the model learned next to nothing" in caplog.text and "learning rate" in caplog.text

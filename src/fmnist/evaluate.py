@@ -10,12 +10,15 @@ from typing import Any
 import numpy as np
 
 from fmnist import artifacts, model_files, runs
-from fmnist.data import Dataset, load_dataset, to_features
+from fmnist.data import CLASS_NAMES, Dataset, load_dataset, to_features
 from fmnist.explain import report_explanations
 from fmnist.inference import predict_probabilities
 from fmnist.metrics import bootstrap_accuracy_interval, calibration_bins, compute_metrics, most_confident_mistakes
 
 log = logging.getLogger(__name__)
+
+# Twice what guessing scores: a model whose test accuracy lies surely below it learned next to nothing.
+NEAR_CHANCE = 2 / len(CLASS_NAMES)
 
 
 def calibration_metrics(run_dir: Path, y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
@@ -60,4 +63,8 @@ def evaluate_run(
     artifacts.write_json(run_dir / artifacts.METRICS, metrics)
     write_report(run_dir)  # from the files just written: a failure left is a bug, not damage to send it back to
     log.info("test accuracy %.4f, macro F1 %.4f", metrics["test_accuracy"], metrics["macro_f1"])
+    if high < NEAR_CHANCE:  # surely no better than guessing: say so, or the run looks like any other
+        log.warning("the model learned next to nothing: test accuracy %.4f (95%% interval up to %.4f; guessing scores "
+                    "%.2f). A learning rate far from the spec's 0.001 is the usual cause: the report's curves show it",
+                    metrics["test_accuracy"], high, 1 / len(CLASS_NAMES))
     return metrics
