@@ -8,7 +8,7 @@ import pytest
 
 from conftest import module_data, run_cli, tiny_train
 from fmnist import artifacts, model_files
-from fmnist.data import load_dataset, to_features
+from fmnist.data import CLASS_NAMES, load_dataset, to_features
 from fmnist.errors import FmnistError
 from fmnist.export import choose_backend, export_run, list_exports, parity, sha256_tree
 
@@ -63,25 +63,26 @@ def test_sha256_tree_covers_every_file_of_a_folder(tmp_path):
     assert sha256_tree(tmp_path) != before
 
 
-def run_saved_model(path, images):
+# Each file run as a user would from export.json alone: its input fed by the name recorded there.
+def run_saved_model(path, images, name):
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(path))
-    return loaded.serve(tf.constant(images)).numpy()
+    return loaded.signatures["serving_default"](**{name: tf.constant(images)})["output_0"].numpy()
 
 
-def run_onnx(path, images):
+def run_onnx(path, images, name):
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: images})[0]
+    return session.run(None, {name: images})[0]
 
 
-def run_litert(path, images):
+def run_litert(path, images, name):
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path))
-    source = interpreter.get_input_details()[0]
+    source = next(d for d in interpreter.get_input_details() if d["name"].endswith(f"_{name}:0"))
     interpreter.resize_tensor_input(source["index"], images.shape)
     interpreter.allocate_tensors()
     interpreter.set_tensor(source["index"], images)
@@ -103,7 +104,9 @@ def check_export(run_dir, fmt, record, images, backend, runner):
         assert record["sha256"] == sha256_tree(path)
     assert record["sha256"] in (run_dir / artifacts.REPORT_HTML).read_text()
     assert fmt in [e["format"] for e in list_exports(run_dir)]
-    exported = np.asarray(runner(path, images))
+    assert record["input"]["shape"] == [None, 784] and record["input"]["dtype"] == "float32"
+    assert record["output"]["shape"] == [None, 10] and record["output"]["classes"] == list(CLASS_NAMES)
+    exported = np.asarray(runner(path, images, record["input"]["name"]))
     assert np.abs(exported - keras_probabilities(run_dir, images)).max() <= 1e-4
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from fmnist import artifacts, model_files, runs
 from fmnist.backend import resolve
-from fmnist.data import CHECKSUMS, load_dataset, to_features
+from fmnist.data import CHECKSUMS, CLASS_NAMES, load_dataset, to_features
 from fmnist.errors import FmnistError
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,22 @@ def _parity_images(config: dict[str, Any], data_dir: Path | None) -> np.ndarray:
     return to_features(load_dataset(data_dir, checksums=checksums).x_test[:PARITY_IMAGES])
 
 
+def interface(model: Any) -> dict[str, Any]:
+    """What the exported file takes and answers, for export.json: the file cannot say how its input is scaled."""
+    return {
+        "input": {
+            "name": model.inputs[0].name, "shape": list(model.input_shape), "dtype": "float32",
+            "values": "a 28x28 grayscale image flattened row by row, each pixel / 255 in [0, 1], the garment light on "
+                      "a black backdrop (as Fashion-MNIST's; `fmnist predict` prepares photos so)",
+        },
+        "output": {
+            "shape": list(model.output_shape),
+            "values": "the probability of each class, in the order of `classes` (temperature-scaled: calibrated)",
+            "classes": list(CLASS_NAMES),
+        },
+    }
+
+
 def _write_export(model: Any, target: Path, fmt: str) -> None:
     try:
         with warnings.catch_warnings():
@@ -183,6 +199,7 @@ def export_run(run_dir: Path, fmt: str, backend: str, data_dir: Path | None = No
             "model_sha256": model_sha256,
             "created": runs.utc_now(),
             "parity": check,
+            **interface(model),
         }
         artifacts.write_json(staging / artifacts.EXPORT_INFO, record)
         _replace_dir(staging, exports / fmt)
@@ -202,7 +219,7 @@ def export_run(run_dir: Path, fmt: str, backend: str, data_dir: Path | None = No
 
 
 def summary_text(run_dir: Path, record: dict[str, Any]) -> str:
-    """What `fmnist export` prints: the file, its checksum and the parity check."""
+    """What `fmnist export` prints: the file, its checksum, the parity check and what the file takes."""
     check = record["parity"]
     return (
         f"{record['format']}: {Path(run_dir) / record['file']}\n"
@@ -210,6 +227,8 @@ def summary_text(run_dir: Path, record: dict[str, Any]) -> str:
         f"parity on {check['images']} test images ({record['runtime']} against Keras on {record['backend']}): "
         f"max |difference in probability| {check['max_abs_diff']:.2e} (allowed {check['tolerance']:.0e}), "
         f"top class agrees on {check['top_class_agreement']:.2%}"
+        f"\ninput '{record['input']['name']}': float32, n x 784 pixels / 255 (light on black); output: n x 10 "
+        "calibrated probabilities, the classes in export.json"
     )
 
 
