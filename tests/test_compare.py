@@ -62,6 +62,12 @@ def test_compare_command_takes_names_and_refuses_what_it_cannot_compare(tmp_path
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["comparison"] == str(runs_dir / "compare.html")
     assert (runs_dir / "compare.html").is_file()
+    # Given by their paths from a folder that has no runs: the page goes beside them, no ./runs is started there.
+    (tmp_path / "work").mkdir()
+    beside = run_cli("runs", "compare", str(a), str(b), "--json", cwd=tmp_path / "work")
+    assert json.loads(beside.stdout)["comparison"] == str(runs_dir / "compare.html")
+    assert list((tmp_path / "work").iterdir()) == []
+    shutil.copytree(b, tmp_path / "elsewhere" / b.name)
 
     half = runs.create_run_dir(runs_dir, "half")
     (half / artifacts.CONFIG).write_text((a / artifacts.CONFIG).read_text())
@@ -73,7 +79,8 @@ def test_compare_command_takes_names_and_refuses_what_it_cannot_compare(tmp_path
         ((a.name, half.name), "status failed"),
         ((a.name, b.name, "--output", str(b / "compare.html")), "is inside the run"),
         ((a.name, b.name, "--output", str(tmp_path / "notes.txt")), "it is written as HTML; name it notes.html"),
-        ((str(a), str(b), "--runs-dir", str(a)), "--runs-dir, where the page goes without --output, "),
+        ((str(a), str(tmp_path / "elsewhere" / b.name)), "the runs lie in different folders: name the page with "
+                                                         "--output"),
     ):
         result = run_cli("runs", "compare", "--runs-dir", str(runs_dir), *args)
         assert result.returncode == 1 and "Traceback" not in result.stderr

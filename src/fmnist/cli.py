@@ -547,7 +547,8 @@ def _add_runs(sub: Any) -> None:
     p.add_argument("--runs-dir", type=_path, default=argparse.SUPPRESS,
                    help=f"where run directories are (default ./{defaults.RUNS_DIR})")
     p.add_argument("--output", type=_path, metavar="HTML",
-                   help=f"where to write the page (default RUNS_DIR/{artifacts.COMPARISON_HTML})")
+                   help=f"where to write the page (default {artifacts.COMPARISON_HTML} in RUNS_DIR when the runs "
+                        "lie there, else in the folder they share)")
     _common(p)
 
 

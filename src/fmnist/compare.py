@@ -80,8 +80,20 @@ def _load(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def default_output(run_dirs: list[Path], runs_dir: Path) -> tuple[Path, str]:
+    """Where the page goes without --output (and what a refusal names): the runs folder when the runs lie in it,
+    else the one folder they share, so a comparison never starts a ./runs where the user merely stood."""
+    if all(runs_dir.resolve() in run.parents for run in run_dirs):
+        return runs_dir / artifacts.COMPARISON_HTML, "--runs-dir, where the page goes without --output,"
+    parents = {run.parent for run in run_dirs}
+    if len(parents) > 1:
+        raise FmnistError("the runs lie in different folders: name the page with --output (or give --runs-dir the "
+                          "folder that holds them all)")
+    return parents.pop() / artifacts.COMPARISON_HTML, "the runs' folder, where the page goes without --output,"
+
+
 def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Path(defaults.RUNS_DIR)) -> Path:
-    """Write the comparison page of ``run_dirs`` (two or more) to ``output``, by default ``runs_dir/compare.html``;
+    """Write the comparison page of ``run_dirs`` (two or more) to ``output``, by default beside them;
     return its path."""
     resolved = [Path(r).resolve() for r in run_dirs]
     if len(resolved) < 2:
@@ -89,8 +101,11 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
     repeated = [str(run) for run, again in zip(run_dirs, resolved) if resolved.count(again) > 1]
     if repeated:
         raise FmnistError(f"{repeated[0]} is given more than once: give each run to compare once")
-    given = "--output" if output is not None else "--runs-dir, where the page goes without --output,"  # for a refusal
-    output = runs.prepare_output(output or Path(runs_dir) / artifacts.COMPARISON_HTML, given, ".html")
+    if output is None:
+        output, given = default_output(resolved, Path(runs_dir))
+    else:
+        given = "--output"
+    output = runs.prepare_output(output, given, ".html")
     loaded = [_load(runs.require_run_dir(r)) for r in run_dirs]
     names = run_labels(run_dirs)
     summaries = [item["summary"] for item in loaded]
