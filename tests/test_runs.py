@@ -138,9 +138,14 @@ def test_runs_command_prints_a_table_and_json(mixed_runs):
 
 
 def test_no_runs_and_a_bad_runs_dir(tmp_path):
-    assert runs.list_runs(tmp_path / "none") == []
-    empty = run_cli("runs", "--runs-dir", str(tmp_path / "none"))
-    assert empty.returncode == 0 and "no runs" in empty.stdout
+    (tmp_path / "empty").mkdir()
+    assert runs.list_runs(tmp_path / "empty") == []
+    fresh = run_cli("runs", cwd=tmp_path / "empty")  # the default ./runs, before the first training
+    assert fresh.returncode == 0 and "no runs in runs yet: start one with 'fmnist train'" in fresh.stdout
+    mistyped = run_cli("runs", "--runs-dir", str(tmp_path / "none"))
+    assert (mistyped.returncode, mistyped.stderr) == (1, f"fmnist: error: {tmp_path / 'none'} does not exist: give "
+                                                         "the folder that holds the runs with --runs-dir (default "
+                                                         "./runs)\n")
     (tmp_path / "file").write_text("x")
     with pytest.raises(FmnistError, match="not a directory"):
         runs.list_runs(tmp_path / "file")

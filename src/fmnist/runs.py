@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from fmnist import artifacts
+from fmnist import artifacts, defaults
 from fmnist.errors import FmnistError
 
 
@@ -334,10 +334,14 @@ def _run_dirs(folder: Path, depth: int) -> list[Path]:
 
 
 def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
-    """Every run directory under ``runs_dir`` (groups included), newest first; a missing ``runs_dir`` has none."""
+    """Every run directory under ``runs_dir`` (groups included), newest first; the default ./runs, while missing,
+    has none (a folder named otherwise and missing is more likely mistyped)."""
     runs_dir = Path(runs_dir)
     if runs_dir.exists() and not runs_dir.is_dir():
         raise FmnistError(f"{runs_dir} is not a directory; give the runs directory with --runs-dir")
+    if not runs_dir.exists() and runs_dir != Path(defaults.RUNS_DIR):
+        raise FmnistError(f"{runs_dir} does not exist: give the folder that holds the runs with --runs-dir (default "
+                          f"./{defaults.RUNS_DIR})")
     found = [
         {**summarize(d), "run": d.relative_to(runs_dir).as_posix()} for d in _run_dirs(runs_dir, GROUP_DEPTH)
     ] if runs_dir.is_dir() else []
