@@ -1,8 +1,10 @@
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -97,3 +99,34 @@ def test_a_contender_that_fails_prints_nothing_or_hangs_is_left_out(monkeypatch,
         caplog.clear()
         assert bench._run_json(cmd) is None
         assert said in caplog.text
+
+
+def test_a_timing_process_dies_with_a_bench_killed_outright(tmp_path):
+    # SIGKILL leaves the bench no moment to stop its timing process: the kernel must, or it keeps the cores busy.
+    pid_file = tmp_path / "timing.pid"
+    timing = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    bench_process = subprocess.Popen([sys.executable, "-c", f"from fmnist.bench import _run_json; "
+                                      f"_run_json([{sys.executable!r}, '-c', {timing!r}])"])
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        timing_pid = int(pid_file.read_text())
+        bench_process.kill()
+        bench_process.wait()
+        deadline = time.monotonic() + 10
+        while _alive(timing_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(timing_pid)
+    finally:
+        bench_process.kill()
+        if pid_file.is_file() and _alive(int(pid_file.read_text())):  # failed: leave nothing behind
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def _alive(pid):
+    try:  # a dead child of a dead parent is reaped by init; until then it is a zombie, not running
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import logging
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -90,11 +93,22 @@ def worker(backend: str, epochs: int, data_dir: str | None = None) -> dict[str, 
     }
 
 
+def _die_with_parent(parent: int) -> None:
+    """In a timing process before it starts (Linux): killed when the bench is, even by SIGKILL, which leaves no
+    moment to stop it; else it would go on using the cores the next job is timed on."""
+    if sys.platform == "linux":
+        PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the bench died before the line above: no signal will come
+            os._exit(1)
+
+
 def _run_json(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any] | None:
     """Run a timing subprocess; its last stdout line is JSON. Failures are logged, not fatal."""
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})},
-                                timeout=CONTENDER_TIMEOUT_S)
+                                timeout=CONTENDER_TIMEOUT_S,
+                                preexec_fn=functools.partial(_die_with_parent, os.getpid()))
     except subprocess.TimeoutExpired:
         log.warning("%s took over %d s; left out", " ".join(cmd[:3]), CONTENDER_TIMEOUT_S)
         return None
