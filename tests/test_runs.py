@@ -107,6 +107,16 @@ def test_a_finished_run_whose_files_were_edited_or_deleted_says_so(mixed_runs, t
         "metrics.json damaged, no test_predictions.npz: fmnist evaluate scores it again"]
     shutil.copy(mixed_runs["finished"] / artifacts.METRICS, edited)
     assert runs.summarize(edited)["notes"] == ["no test_predictions.npz: fmnist evaluate scores it again"]
+    whole = (mixed_runs["finished"] / artifacts.PREDICTIONS).read_bytes()
+    (edited / artifacts.PREDICTIONS).write_bytes(whole[:len(whole) // 2])  # cut short
+    assert runs.summarize(edited)["notes"] == ["test_predictions.npz damaged: fmnist evaluate scores it again"]
+    (edited / artifacts.PREDICTIONS).write_bytes(whole)
+    (edited / artifacts.REPORT_HTML).unlink()  # as a kill while the report was drawn leaves it
+    assert runs.summarize(edited)["notes"] == ["no report.html: fmnist report draws it"]
+    artifacts.write_json(edited / artifacts.STATUS, {"state": "banana"})
+    assert runs.summarize(edited)["status"] == "unknown"
+    assert runs.summarize(edited)["notes"][0] == "status.json damaged (state 'banana'): restore it from a copy"
+    runs.set_status(edited, "finished")
     (edited / artifacts.MODEL).unlink()
     assert runs.summarize(edited)["notes"][0] == ("no model.keras: restore it from a copy, or train a new run with its "
                                                   "settings")

@@ -8,6 +8,7 @@ import errno
 import fcntl
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -133,6 +134,9 @@ def teacher_run_dir(teacher: str | Path) -> Path:
     return run_dir
 
 
+STATES = ("running", "interrupted", "failed", "finished")  # what a status.json of ours says
+
+
 def set_status(run_dir: Path, state: str, **extra: Any) -> None:
     artifacts.write_json(Path(run_dir) / artifacts.STATUS, {"state": state, "updated": utc_now(), **extra})
 
@@ -256,6 +260,9 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     except OSError:
         notes.append(f"{history.name} unreadable")
     state = str(status.get("state", "unknown"))
+    if status and state not in STATES:  # edited by hand: shown as it was written, it would pass for a state of ours
+        notes.append(f"{artifacts.STATUS} damaged (state {status.get('state')!r}): restore it from a copy")
+        state = "unknown"
     # None yet while running; a finished run's that cannot be read is said below, with what to do
     metrics = _read_object(run_dir / artifacts.METRICS, [] if state == "finished" else notes, note_missing=False)
     unscored = state == "finished" and not (run_dir / artifacts.METRICS).is_file()
@@ -279,9 +286,15 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     if state == "finished" and (run_dir / artifacts.METRICS).is_file():
         accuracy = artifacts.json_number(metrics.get("test_accuracy"))
         damaged = [] if accuracy is not None and 0 <= accuracy <= 1 else [f"{artifacts.METRICS} damaged"]
-        damaged += [] if (run_dir / artifacts.PREDICTIONS).is_file() else [f"no {artifacts.PREDICTIONS}"]
+        predictions = run_dir / artifacts.PREDICTIONS
+        if not predictions.is_file():
+            damaged.append(f"no {artifacts.PREDICTIONS}")
+        elif not zipfile.is_zipfile(predictions):  # cut short: its directory, at the end, is gone
+            damaged.append(f"{artifacts.PREDICTIONS} damaged")
         if damaged:
             notes.append(f"{', '.join(damaged)}: fmnist evaluate scores it again")
+        elif not live and not (run_dir / artifacts.REPORT_HTML).is_file():  # stopped while the report was drawn
+            notes.append(f"no {artifacts.REPORT_HTML}: fmnist report draws it")
     created = config.get("created") or status.get("updated") or _iso(
         dt.datetime.fromtimestamp(run_dir.stat().st_mtime, dt.timezone.utc))
     return {
