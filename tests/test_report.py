@@ -94,7 +94,7 @@ def test_damaged_predictions_are_refused_with_the_command_that_rewrites_them(tin
             build_report(run)
 
 
-def test_damaged_metrics_or_history_are_named_with_what_to_do(tiny_run_dir, tmp_path):
+def test_damaged_metrics_or_history_are_named_with_what_to_do(tiny_run_dir, tmp_path, caplog):
     run = shutil.copytree(tiny_run_dir, tmp_path / "run")
     metrics = artifacts.read_json(run / artifacts.METRICS)
     for edit in ({"confusion_matrix": "x"}, {"per_class": []}, {"test_accuracy": "high"}):
@@ -102,18 +102,28 @@ def test_damaged_metrics_or_history_are_named_with_what_to_do(tiny_run_dir, tmp_
         with pytest.raises(FmnistError, match=f"metrics.json or test_predictions.npz beside it is damaged .*"
                                               f"run 'fmnist evaluate {run}' to write both again"):
             build_report(run)
+    (run / artifacts.METRICS).write_text("{cut")
+    with pytest.raises(FmnistError, match=f"metrics.json is not valid JSON .*: run 'fmnist evaluate {run}' to write "
+                                          "it again"):
+        build_report(run)
     artifacts.write_json(run / artifacts.METRICS, metrics)
     history = (run / artifacts.HISTORY).read_bytes()
     for damaged in (history + b"\xff\xfe\n", history + b"3,not a number\n", history.replace(b"val_loss", b"val"),
                     b"garbage\n"):
         (run / artifacts.HISTORY).write_bytes(damaged)
-        with pytest.raises(FmnistError, match="history.csv is damaged"):
+        with pytest.raises(FmnistError, match="history.csv is damaged .*: restore it from a copy, or delete it to draw "
+                                              "the report without learning curves"):
             write_report(run)  # evaluate's way, too: not an unexpected error
     (run / artifacts.HISTORY).write_bytes(history.splitlines(keepends=True)[0])  # killed before its first epoch
     assert "<td>epochs run / best</td><td>- (history.csv is missing or empty)</td>" in write_report(run).read_text()
     (run / artifacts.HISTORY).unlink()  # a report without it still says how many epochs it cannot tell
     assert "<td>epochs run / best</td><td>- (history.csv is missing or empty)</td>" in write_report(run).read_text()
     (run / artifacts.HISTORY).write_bytes(history)
+    status = (run / artifacts.STATUS).read_bytes()
+    (run / artifacts.STATUS).write_text("{cut")  # what the report takes from it is not worth refusing the rest for
+    assert "<td>epochs run / best</td>" in build_report(run).read_text()
+    assert "status.json is not valid JSON" in caplog.text and "the report leaves out what it says" in caplog.text
+    (run / artifacts.STATUS).write_bytes(status)
     config = artifacts.read_json(run / artifacts.CONFIG)
     for edit in ({"settings": []}, {"data": "x"}, {"versions": "keras 3"}):
         artifacts.write_json(run / artifacts.CONFIG, {**config, **edit})

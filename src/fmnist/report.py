@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import logging
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ from fmnist.errors import FmnistError
 from fmnist.explain import PATCH
 from fmnist.html_page import image_html, page, table_html
 from fmnist.metrics import CALIBRATION_BINS, classification_report_text
+
+log = logging.getLogger(__name__)
+HISTORY_ADVICE = "restore it from a copy, or delete it to draw the report without learning curves"
 
 
 EVIDENCE_NOTE = (
@@ -136,11 +140,20 @@ def write_report(run_dir: Path) -> Path:
     run_dir = runs.require_run_dir(run_dir)
     config = artifacts.read_json(run_dir / artifacts.CONFIG)
     runs.require_scored(run_dir, "its report")
-    metrics = artifacts.read_json(run_dir / artifacts.METRICS)
-    status_path = run_dir / artifacts.STATUS
-    status = artifacts.read_json(status_path) if status_path.is_file() else {}
+    try:
+        metrics = artifacts.read_json(run_dir / artifacts.METRICS)
+    except FmnistError as exc:
+        raise FmnistError(f"{exc}: run 'fmnist evaluate {run_dir}' to write it again") from None
+    try:  # the report only shows its training time and the like: not worth refusing the rest for
+        status = artifacts.read_json(run_dir / artifacts.STATUS) if (run_dir / artifacts.STATUS).is_file() else {}
+    except FmnistError as exc:
+        log.warning("%s; the report leaves out what it says", exc)
+        status = {}
     predictions = _load_predictions(run_dir)
-    history = artifacts.read_history(run_dir) if (run_dir / artifacts.HISTORY).is_file() else {}
+    try:
+        history = artifacts.read_history(run_dir) if (run_dir / artifacts.HISTORY).is_file() else {}
+    except FmnistError as exc:
+        raise FmnistError(f"{exc}: {HISTORY_ADVICE}") from None
     _check_config_and_history(run_dir, config, history)
     _draw(run_dir, metrics, predictions, history)
     path = run_dir / artifacts.REPORT_HTML
@@ -156,8 +169,8 @@ def _check_config_and_history(run_dir: Path, config: dict[str, Any], history: di
                           "restore it from a copy")
     missing = [column for column in artifacts.HISTORY_COLUMNS if history and column not in history]
     if missing:
-        raise FmnistError(f"{run_dir / artifacts.HISTORY} is damaged (no {', '.join(missing)} column): restore it "
-                          "from a copy, or delete it to draw the report without learning curves")
+        raise FmnistError(f"{run_dir / artifacts.HISTORY} is damaged (no {', '.join(missing)} column): "
+                          f"{HISTORY_ADVICE}")
 
 
 def _draw(run_dir: Path, metrics: dict[str, Any], predictions: dict[str, np.ndarray], history: dict) -> None:
