@@ -215,7 +215,8 @@ def train(
             })
         else:
             require_unfinished(run_dir)  # again under the lock: another process may have finished it meanwhile
-            log.info("resuming %s after epoch %d", run_dir, keep_finished_epochs(run_dir))
+            kept = keep_finished_epochs(run_dir)
+            log.info("resuming %s %s", run_dir, f"after epoch {kept}" if kept else "from its start (no epoch was kept)")
         runs.set_status(run_dir, "running")
         try:
             with tensorflow_hidden_from_keras(backend):
