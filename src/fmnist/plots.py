@@ -136,7 +136,8 @@ def bar_chart_png(labels: Sequence[str], values: Sequence[float], title: str, pa
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 0.6 * len(labels) + 1))
     bars = ax.barh(list(labels), list(values), color="#4c72b0")
-    ax.bar_label(bars, fmt="%.2f")
+    ax.bar_label(bars, fmt="%.2f", padding=3)
+    ax.set_xlim(0, max(values) * 1.12)  # room for the longest bar's label inside the frame
     ax.invert_yaxis()
     ax.set_title(title)
     fig.tight_layout()
