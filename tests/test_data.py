@@ -155,6 +155,8 @@ def test_describe_counts_the_classes_and_draws_samples_into_a_new_folder(tiny_da
     assert summary["train_images"] == 60 and sum(summary["train_per_class"].values()) == 60
     assert summary["samples_png"] == shown and shown.stat().st_size > 0
     assert data.describe_text(summary).splitlines()[-1] == f"samples: {shown}"
+    assert summary["files"] == {name: folder / f"{name}.gz" for name in sums}  # the files read, named in the text
+    assert all(f"  {name}.gz " in data.describe_text(summary) for name in sums)
     with pytest.raises(FmnistError, match="--show .* is a folder"):
         data.describe(folder, show=tmp_path, checksums=sums)
     link = tmp_path / "latest.png"  # drawn where the link leads, the link kept

@@ -55,6 +55,7 @@ class Dataset:
     y_test: np.ndarray
     source: str
     checksums: dict[str, str] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)  # the file each array was read from, by its name
 
 
 def data_record(dataset: Dataset) -> dict[str, Any]:
@@ -241,7 +242,7 @@ def load_dataset(data_dir: Path | None = None, checksums: dict[str, str] = CHECK
             if labels.size and labels.max() >= len(CLASS_NAMES):
                 raise FmnistError(f"{split} labels go up to {labels.max()}, expected 0-9; {HOW_TO_GET}")
         _save_cache(folder, key, arrays)
-    return Dataset(**arrays, source=source, checksums=dict(checksums))
+    return Dataset(**arrays, source=source, checksums=dict(checksums), files=files)
 
 
 def describe(
@@ -254,6 +255,7 @@ def describe(
     summary: dict[str, Any] = {
         "source": dataset.source,
         "verified_sha256": dataset.checksums,
+        "files": dataset.files,
         "train_images": len(dataset.x_train),
         "test_images": len(dataset.x_test),
         "train_per_class": dict(zip(CLASS_NAMES, np.bincount(dataset.y_train, minlength=len(CLASS_NAMES)).tolist())),
@@ -268,8 +270,10 @@ def describe(
 
 def describe_text(summary: dict[str, Any]) -> str:
     lines = [f"source: {summary['source']}",
-             f"train: {summary['train_images']} images, test: {summary['test_images']} images"]
-    lines += [f"  {name:<26} sha256 {digest}  ok" for name, digest in summary["verified_sha256"].items()]
+             f"train: {summary['train_images']} images, test: {summary['test_images']} images",
+             "checked, the IDX header and the SHA-256 of the (decompressed) bytes of:"]
+    lines += [f"  {summary['files'][name].name:<29} sha256 {digest}  ok"
+              for name, digest in summary["verified_sha256"].items()]
     if "samples_png" in summary:
         lines.append(f"samples: {summary['samples_png']}")
     return "\n".join(lines)
