@@ -82,6 +82,29 @@ def test_sqlite_study_makes_one_run_per_trial_judged_on_validation_and_continues
     assert best_config["settings"] == settings_for(BASE, trials[again.best["number"]].params, "s1-best").to_dict()
 
 
+def test_a_journal_studys_trials_report_and_commands_go_beside_it_not_in_the_current_folder(tmp_path, dataset,
+                                                                                             monkeypatch):
+    elsewhere, here = tmp_path / "elsewhere", tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    journal = str(elsewhere / "tune.journal")
+    tune(BASE, "jax", 1, "s1", storage=journal, dataset=dataset)  # no --runs-dir: the journal's folder
+    (run,) = (elsewhere / "s1").iterdir()
+    page = write_report("s1", storage=journal)
+    assert page == elsewhere / "s1" / artifacts.TUNE_REPORT and not any(here.iterdir())
+    for command in re.findall(r"<pre>(fmnist [^<]*)</pre>", page.read_text()):
+        assert build_parser().parse_args(shlex.split(unescape(command))[1:]).runs_dir == elsewhere
+
+    # A study whose trials were given another --runs-dir: its page and best run go where they ran.
+    store, shown = open_storage(journal, tmp_path)
+    (trial,) = optuna.load_study(study_name="s1", storage=store).trials
+    other = shutil.copytree(run, tmp_path / "other" / "s2" / run.name)
+    open_study("s2", store, shown, BASE).add_trial(optuna.trial.create_trial(
+        params=trial.params, distributions=trial.distributions, value=0.5, user_attrs={"run_dir": str(other)}))
+    assert write_report("s2", storage=journal) == tmp_path / "other" / "s2" / artifacts.TUNE_REPORT
+    assert not any(here.iterdir())
+
+
 def test_a_trial_the_pruner_gives_up_on_stops_and_is_recorded_as_pruned(tmp_path, dataset):
     study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))  # any val_loss prunes
     settings = TrainSettings(epochs=4, early_stopping_patience=5)

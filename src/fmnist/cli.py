@@ -438,8 +438,11 @@ def _fixed_settings(p: argparse.ArgumentParser, recipes: bool) -> None:
     default = "the recipe's; spec" if recipes else "the spec's,"
     _data_dir(p)
     _backend(p, by_model=True)
-    p.add_argument("--runs-dir", type=_path, default=Path(defaults.RUNS_DIR),
-                   help=f"where run directories go (default ./{defaults.RUNS_DIR})")
+    # tune's default depends on --storage (tune_storage.default_runs_dir).
+    p.add_argument("--runs-dir", type=_path, default=Path(defaults.RUNS_DIR) if recipes else None,
+                   help=f"where run directories go (default ./{defaults.RUNS_DIR})" if recipes else
+                   f"where run directories go (default: the folder of a journal file given as --storage, else "
+                   f"./{defaults.RUNS_DIR}; --report and --train-best: the folder the study's trials ran in)")
     p.add_argument("--epochs", type=_positive_int,
                    help=f"most epochs; early stopping may end sooner (default: {default} {spec.epochs})")
     p.add_argument("--validation-fraction", type=float,

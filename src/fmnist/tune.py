@@ -13,11 +13,13 @@ from typing import Any, Callable
 
 import optuna
 
-from fmnist import artifacts, defaults, runs
+from fmnist import artifacts, runs
 from fmnist.data import Dataset
 from fmnist.errors import FmnistError
 from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag
-from fmnist.tune_storage import is_database, open_storage, storage_file, worker_gone, worker_key
+from fmnist.tune_storage import (
+    default_runs_dir, is_database, open_storage, storage_file, worker_gone, worker_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,23 +78,32 @@ def _sampler_and_pruner() -> dict[str, Any]:
     return {"sampler": optuna.samplers.TPESampler(), "pruner": optuna.pruners.MedianPruner(**PRUNER)}
 
 
-def load_study(name: str, storage: str | None, runs_dir: Path) -> tuple[optuna.Study, str]:
-    """An existing study, or a one-line error naming the studies that do exist there."""
+def load_study(name: str, storage: str | None, runs_dir: Path | None) -> tuple[optuna.Study, str, Path]:
+    """An existing study, how to name its storage and its runs folder (``runs_dir`` if given, else the one its trials
+    ran in, else the default), or a one-line error naming the studies that do exist there."""
     _check_name(name)
-    stored_in = storage_file(storage, runs_dir)
+    stored_in = storage_file(storage, runs_dir or default_runs_dir(storage))
     if stored_in is not None and not stored_in.is_file():  # opening it would create it, empty
         kind = "database file" if is_database(storage) else "journal"
         raise FmnistError(f"no study {name!r}: there is no {kind} {stored_in} "
                           "(pass --storage if the study is elsewhere)")
-    store, shown = open_storage(storage, runs_dir)
+    store, shown = open_storage(storage, runs_dir or default_runs_dir(storage))
     try:
-        return optuna.load_study(study_name=name, storage=store, **_sampler_and_pruner()), shown
+        study = optuna.load_study(study_name=name, storage=store, **_sampler_and_pruner())
     except KeyError:
         names = optuna.get_all_study_names(store)
         raise FmnistError(
             f"no study {name!r} in {shown}; studies there: {', '.join(names) or 'none'} "
             "(pass --storage if it is elsewhere)"
         ) from None
+    return study, shown, runs_dir or _trials_runs_dir(study) or default_runs_dir(storage)
+
+
+def _trials_runs_dir(study: optuna.Study) -> Path | None:
+    """The runs folder all the study's trials ran in (each records its run's folder), if it is on this machine."""
+    folders = {Path(t.user_attrs["run_dir"]).parent.parent for t in study.get_trials(deepcopy=False)
+               if "run_dir" in t.user_attrs}
+    return next(iter(folders)) if len(folders) == 1 and next(iter(folders)).is_dir() else None
 
 
 def pruning_callback(trial: optuna.Trial, pruned_at: list[int], reported: set[int] | None = None) -> Any:
@@ -227,7 +238,7 @@ def study_states(study: optuna.Study) -> dict[str, int]:
 
 def tune(
     base: TrainSettings, backend: str, trials: int, study_name: str, storage: str | None = None,
-    runs_dir: Path = Path(defaults.RUNS_DIR), data_dir: Path | None = None, dataset: Dataset | None = None,
+    runs_dir: Path | None = None, data_dir: Path | None = None, dataset: Dataset | None = None,
     timeout: float | None = None,
 ) -> TuneResult:
     """Run ``trials`` more trials of the study (made on first use) in this process; ``backend`` must be active. The
@@ -239,6 +250,7 @@ def tune(
     # Our own lines instead: the study, then one per trial. A failed trial's error ends the study as one line,
     # without the traceback Optuna logs as a warning.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    runs_dir = runs_dir or default_runs_dir(storage)
     # Refused before the journal or the study folder exists, not as each trial's failure.
     study_dir = Path(runs_dir) / study_name
     runs.refuse_inside_run(study_dir, "the study's runs directory")
@@ -356,12 +368,13 @@ def summary(result: TuneResult) -> str:
 
 def train_best(
     study_name: str, base: TrainSettings, backend: str, storage: str | None = None,
-    runs_dir: Path = Path(defaults.RUNS_DIR), data_dir: Path | None = None, dataset: Dataset | None = None,
+    runs_dir: Path | None = None, data_dir: Path | None = None, dataset: Dataset | None = None,
 ) -> Any:
-    """Train the best trial's settings as a normal run (``base`` supplies the rest, e.g. all data, 100 epochs)."""
+    """Train the best trial's settings as a normal run (``base`` supplies the rest, e.g. all data, 100 epochs), in
+    the study's runs folder unless ``runs_dir`` says."""
     from fmnist.train import train
 
-    study, shown = load_study(study_name, storage, runs_dir)
+    study, shown, runs_dir = load_study(study_name, storage, runs_dir)
     best = best_trial(study)
     if best is None:
         raise FmnistError(f"study {study_name!r} in {shown} has no finished trial yet")

@@ -10,7 +10,7 @@ from typing import Any
 
 import optuna
 
-from fmnist import artifacts, defaults, runs
+from fmnist import artifacts, runs
 from fmnist.errors import first_line
 from fmnist.html_page import page, table_html
 from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag
@@ -58,11 +58,12 @@ def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
     return figures
 
 
-def write_report(study_name: str, storage: str | None = None, runs_dir: Path = Path(defaults.RUNS_DIR),
+def write_report(study_name: str, storage: str | None = None, runs_dir: Path | None = None,
                  output: Path | None = None) -> Path:
-    """A self-contained HTML page: the best trials, how to train the best, and Optuna's plots."""
+    """A self-contained HTML page: the best trials, how to train the best, and Optuna's plots; by default in the
+    study's runs folder (that of its trials)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # plots that cannot be drawn say so on the page
-    study, shown = load_study(study_name, storage, runs_dir)
+    study, shown, runs_dir = load_study(study_name, storage, runs_dir)
     output = Path(output) if output else Path(runs_dir) / study_name / artifacts.TUNE_REPORT
     output = runs.prepare_output(output, "--output", ".html")  # before the plots are drawn
     complete = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import optuna
 
-from fmnist import artifacts
+from fmnist import artifacts, defaults
 from fmnist.errors import FmnistError, first_line
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,12 @@ def storage_file(storage: str | None, runs_dir: Path) -> Path | None:
         return _journal_path(storage, runs_dir)
     url = _database_url(storage)
     return Path(url.database) if url.get_backend_name() == "sqlite" else None
+
+
+def default_runs_dir(storage: str | None) -> Path:
+    """Where a study's trials go unless --runs-dir says: beside a journal file given as --storage (as the default
+    journal lies in the runs folder), else ./runs."""
+    return Path(storage).parent if storage and not is_database(storage) else Path(defaults.RUNS_DIR)
 
 
 def _journal_path(storage: str | None, runs_dir: Path) -> Path:
