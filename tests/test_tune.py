@@ -92,12 +92,16 @@ def test_a_journal_studys_trials_report_and_commands_go_beside_it_not_in_the_cur
     (run,) = (elsewhere / "s1").iterdir()
     page = write_report("s1", storage=journal)
     assert page == elsewhere / "s1" / artifacts.TUNE_REPORT and not any(here.iterdir())
-    for command in re.findall(r"<pre>(fmnist [^<]*)</pre>", page.read_text()):
-        assert build_parser().parse_args(shlex.split(unescape(command))[1:]).runs_dir == elsewhere
-
-    # A study whose trials were given another --runs-dir: its page and best run go where they ran.
     store, shown = open_storage(journal, tmp_path)
     (trial,) = optuna.load_study(study_name="s1", storage=store).trials
+    for command in re.findall(r"<pre>(fmnist [^<]*)</pre>", page.read_text()):
+        pasted = build_parser().parse_args(shlex.split(unescape(command))[1:])
+        assert pasted.runs_dir == elsewhere
+        # Either command, pasted as it is, trains the best trial's settings with the study's --epochs and patience.
+        assert settings_for(_settings_from_args(pasted), trial.params, "s1-best") == settings_for(BASE, trial.params,
+                                                                                                 "s1-best")
+
+    # A study whose trials were given another --runs-dir: its page and best run go where they ran.
     other = shutil.copytree(run, tmp_path / "other" / "s2" / run.name)
     open_study("s2", store, shown, BASE).add_trial(optuna.trial.create_trial(
         params=trial.params, distributions=trial.distributions, value=0.5, user_attrs={"run_dir": str(other)}))

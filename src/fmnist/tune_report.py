@@ -18,19 +18,25 @@ from fmnist.tune import load_study, states_text, study_states
 from fmnist.tune_storage import absolute_storage
 
 
-def _train_command(study_name: str, trial: optuna.trial.FrozenTrial) -> str:
-    """`fmnist train` with the trial's settings: its searched knobs, and the study's others where not the spec's."""
+def _setting_flags(trial: optuna.trial.FrozenTrial, searched: bool) -> str:
+    """The flags that give the trial's settings: the study's fixed ones where not the spec's, and with ``searched``
+    its searched knobs too."""
     config = Path(trial.user_attrs.get("run_dir", "")) / artifacts.CONFIG
     settings = artifacts.read_json(config)["settings"] if config.is_file() else {}
     spec = TrainSettings().to_dict()
-    flags = [f"fmnist train --name {study_name}-best"]
+    flags = []
     for name in (n for n in FLAG_SETTINGS if n not in ("name", "teacher")):
         value = trial.params.get(name, settings.get(name))
-        if name not in trial.params and (value is None or value == spec[name]):
+        if (name in trial.params and not searched) or (name not in trial.params and value in (None, spec[name])):
             continue
         shown = ",".join(map(str, value)) if isinstance(value, list) else value  # floats in full: the same run
-        flags.append(f"{flag(name)} {shown}")
-    return " ".join(flags)
+        flags.append(f" {flag(name)} {shown}")
+    return "".join(flags)
+
+
+def _train_command(study_name: str, trial: optuna.trial.FrozenTrial) -> str:
+    """`fmnist train` with the trial's settings."""
+    return f"fmnist train --name {study_name}-best{_setting_flags(trial, searched=True)}"
 
 
 def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
@@ -86,8 +92,10 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path | N
         hidden = "<p>(with the database's password where the URL shows ***)</p>" if "***" in storage_flag else ""
         sections.append((
             "Train the best trial's settings as a normal run",
-            f"<pre>{html.escape(f'fmnist tune --train-best {study_name}{where}{storage_flag}')}</pre>{hidden}"
-            "<p>with the study's settings given again (e.g. its --epochs), or, the same on its own:</p>"
+            # The study's fixed settings (its --epochs, --limit) given, as the plain training's: the same run.
+            f"<pre>{html.escape(f'fmnist tune --train-best {study_name}{where}{storage_flag}')}"
+            f"{html.escape(_setting_flags(complete[0], searched=False))}</pre>{hidden}"
+            "<p>or, the same as a plain training:</p>"
             f"<pre>{html.escape(_train_command(study_name, complete[0]) + where)}</pre>",
         ))
     plotly_js: Any = True  # the first figure carries plotly.js, so the page needs no network
