@@ -109,7 +109,7 @@ def test_a_journal_studys_trials_report_and_commands_go_beside_it_not_in_the_cur
     assert not any(here.iterdir())
 
 
-def test_a_trial_the_pruner_gives_up_on_stops_and_is_recorded_as_pruned(tmp_path, dataset):
+def test_a_trial_the_pruner_gives_up_on_stops_and_is_recorded_as_pruned_but_not_at_its_last_epoch(tmp_path, dataset):
     study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))  # any val_loss prunes
     settings = TrainSettings(epochs=4, early_stopping_patience=5)
     study.optimize(_objective(settings, "jax", tmp_path, dataset), n_trials=1)
@@ -117,6 +117,9 @@ def test_a_trial_the_pruner_gives_up_on_stops_and_is_recorded_as_pruned(tmp_path
     assert trial.state == optuna.trial.TrialState.PRUNED
     history = artifacts.read_history(Path(trial.user_attrs["run_dir"]))
     assert len(history["loss"]) == 1 and trial.intermediate_values == {0: history["val_loss"][0]}
+    # Not at its last epoch: stopping there saves nothing, and the trial ran all its epochs.
+    study.optimize(_objective(dataclasses.replace(settings, epochs=1), "jax", tmp_path, dataset), n_trials=1)
+    assert study.trials[1].state == optuna.trial.TrialState.COMPLETE
 
 
 def _postgres_program(name: str) -> str:

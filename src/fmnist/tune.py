@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 HIDDEN_SIZES = ("512,256,64,32", "128,64", "256,128", "512,256", "1024,512", "512,256,128", "1024,512,256,128")
 BATCH_SIZES = (32, 64, 128, 256)
 # A trial whose val_loss is worse than the median of earlier trials' at the same epoch stops there;
-# not before 4 trials have finished, nor in a trial's first epoch.
+# not before 4 trials have finished, nor in a trial's first epoch (nor its last: pruning_callback).
 PRUNER = dict(n_startup_trials=4, n_warmup_steps=1)
 STUDY_NAME_CHARS = "-_."
 # The settings of a trial cut short are taken up again, to finish its run, at most so many times in all: not for
@@ -108,13 +108,17 @@ def _trials_runs_dir(study: optuna.Study) -> Path | None:
 
 def pruning_callback(trial: optuna.Trial, pruned_at: list[int], reported: set[int] | None = None) -> Any:
     """A Keras callback that reports each epoch's val_loss to Optuna (noting the epoch in ``reported``) and stops a
-    trial the pruner gives up on."""
+    trial the pruner gives up on, unless it ends there anyway."""
     import keras
 
     def on_epoch_end(epoch: int, logs: dict) -> None:
         trial.report(logs["val_loss"], epoch)
         if reported is not None:
             reported.add(epoch)
+        # Pruning at the last epoch, or where early stopping (called before) ends the run, would save nothing and
+        # only call a finished trial pruned.
+        if callback.model.stop_training or epoch + 1 >= callback.params["epochs"]:
+            return
         if trial.should_prune():
             pruned_at.append(epoch)
             callback.model.stop_training = True
