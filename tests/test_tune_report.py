@@ -1,6 +1,9 @@
 import optuna
 
-from fmnist.tune_report import _figures
+from fmnist.settings import TrainSettings
+from fmnist.tune import open_study, suggest
+from fmnist.tune_report import _figures, write_report
+from fmnist.tune_storage import open_storage
 
 
 def test_a_plot_optuna_doubts_is_replaced_by_its_reason():
@@ -11,3 +14,15 @@ def test_a_plot_optuna_doubts_is_replaced_by_its_reason():
     assert "too small to compute importances" in figures["Parameter importances"]  # not a plot of equal bars
     assert not isinstance(figures["Optimisation history"], str)
     assert not isinstance(figures["Timeline (one row per trial; overlapping bars ran in parallel)"], str)
+
+
+def test_a_stopped_trial_is_named_so_and_a_study_without_a_finished_trial_draws_no_plots(tmp_path):
+    store, shown = open_storage(None, tmp_path)
+    study = open_study("s", store, shown, TrainSettings(epochs=2))
+    stopped = study.ask()
+    suggest(stopped)
+    stopped.set_user_attr("stopped", True)  # as the objective marks a trial Ctrl-C cut short
+    study.tell(stopped, state=optuna.trial.TrialState.FAIL)
+    page = write_report("s", runs_dir=tmp_path).read_text()
+    assert "1 stopped" in page and "fail" not in page
+    assert "no finished trials yet" in page and "plotly-graph-div" not in page

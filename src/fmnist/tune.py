@@ -233,10 +233,17 @@ def best_trial(study: optuna.Study) -> dict[str, Any] | None:
     return {"number": trial.number, "val_loss": trial.value, "params": trial.params, **trial.user_attrs}
 
 
+def trial_state(trial: optuna.trial.FrozenTrial) -> str:
+    """A trial's state as people read it: Optuna's, but "stopped" for one Ctrl-C cut short (to Optuna, failed)."""
+    if trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("stopped"):
+        return "stopped"
+    return trial.state.name.lower()
+
+
 def study_states(study: optuna.Study) -> dict[str, int]:
     states: dict[str, int] = {}
     for trial in study.get_trials(deepcopy=False):
-        states[trial.state.name.lower()] = states.get(trial.state.name.lower(), 0) + 1
+        states[trial_state(trial)] = states.get(trial_state(trial), 0) + 1
     return states
 
 
@@ -273,7 +280,7 @@ def tune(
 
     def record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         done.append(trial.number)
-        log.info("trial %d %s: val_loss %s", trial.number, trial.state.name.lower(),
+        log.info("trial %d %s: val_loss %s", trial.number, trial_state(trial),
                  f"{trial.value:.4f}" if trial.value is not None else "-")
 
     study.optimize(_objective(base, backend, study_dir, dataset),

@@ -98,8 +98,10 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path | N
             "<p>or, the same as a plain training:</p>"
             f"<pre>{html.escape(_train_command(study_name, complete[0]) + where)}</pre>",
         ))
+    if not complete:  # Optuna would draw empty axes
+        sections.append(("Plots", "<p>none drawn: no finished trials yet</p>"))
     plotly_js: Any = True  # the first figure carries plotly.js, so the page needs no network
-    for title, figure in _figures(study):
+    for title, figure in _figures(study) if complete else ():
         if isinstance(figure, str):
             sections.append((title, f"<p>not drawn: {html.escape(figure)}</p>"))
         else:
