@@ -1,9 +1,11 @@
+import subprocess
+
 import optuna
 
 from fmnist.settings import TrainSettings
 from fmnist.tune import open_study, suggest
 from fmnist.tune_report import _figures, write_report
-from fmnist.tune_storage import open_storage
+from fmnist.tune_storage import open_storage, worker_key
 
 
 def test_a_plot_optuna_doubts_is_replaced_by_its_reason():
@@ -16,13 +18,18 @@ def test_a_plot_optuna_doubts_is_replaced_by_its_reason():
     assert not isinstance(figures["Timeline (one row per trial; overlapping bars ran in parallel)"], str)
 
 
-def test_a_stopped_trial_is_named_so_and_a_study_without_a_finished_trial_draws_no_plots(tmp_path):
+def test_a_stopped_or_killed_trial_is_named_so_and_a_study_without_a_finished_trial_draws_no_plots(tmp_path):
     store, shown = open_storage(None, tmp_path)
     study = open_study("s", store, shown, TrainSettings(epochs=2))
     stopped = study.ask()
     suggest(stopped)
     stopped.set_user_attr("stopped", True)  # as the objective marks a trial Ctrl-C cut short
     study.tell(stopped, state=optuna.trial.TrialState.FAIL)
+    worker = subprocess.Popen(["sleep", "30"])
+    killed = study.ask()  # its worker killed mid-trial: in a journal it stays running
+    killed.set_user_attr("worker", worker_key(worker.pid))
+    worker.kill()
+    worker.wait()
     page = write_report("s", runs_dir=tmp_path).read_text()
-    assert "1 stopped" in page and "fail" not in page
+    assert "1 killed, 1 stopped" in page and "fail" not in page and "running" not in page
     assert "no finished trials yet" in page and "plotly-graph-div" not in page

@@ -234,9 +234,12 @@ def best_trial(study: optuna.Study) -> dict[str, Any] | None:
 
 
 def trial_state(trial: optuna.trial.FrozenTrial) -> str:
-    """A trial's state as people read it: Optuna's, but "stopped" for one Ctrl-C cut short (to Optuna, failed)."""
+    """A trial's state as people read it: Optuna's, but "stopped" for one Ctrl-C cut short (to Optuna, failed) and
+    "killed" for one still running in a journal whose worker on this machine has ended, as `fmnist runs` says."""
     if trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("stopped"):
         return "stopped"
+    if trial.state == optuna.trial.TrialState.RUNNING and worker_gone(trial.user_attrs.get("worker")):
+        return "killed"  # until a worker continuing the study fails it and takes its settings up again
     return trial.state.name.lower()
 
 
