@@ -36,7 +36,8 @@ def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path, caplog):
         open_storage(str(tmp_path / "photo.png" / "x.journal"), tmp_path)  # as tune, which makes the journal
     with pytest.raises(FmnistError, match="photo.png is not an Optuna journal"):
         write_report("s", storage=str(tmp_path / "photo.png"), runs_dir=tmp_path)
-    for content in ('{"a": 1}\n', "[1, 2]\n", '{"op_code": 99, "worker_id": "w"}\n'):  # JSON, not Optuna's
+    for content in ('{"a": 1}\n', "[1, 2]\n", '{"op_code": 99, "worker_id": "w"}\n',  # JSON, not Optuna's
+                    "garbage\n"):  # its only line bad, which Optuna would skip as one half written
         (tmp_path / "other.journal").write_text(content)
         with pytest.raises(FmnistError, match="other.journal is not an Optuna journal"):
             write_report("s", storage=str(tmp_path / "other.journal"), runs_dir=tmp_path)

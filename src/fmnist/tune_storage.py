@@ -71,6 +71,9 @@ def open_storage(storage: str | None, runs_dir: Path,
                                       f"sqlite:///{path}")
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(str(path.absolute()), lock_obj=lock)
+        # Optuna skips a bad last line as one a killed worker left half written: a file of one is no journal.
+        if path.stat().st_size and next(backend.read_logs(0), None) is None:
+            raise ValueError("no line of Optuna's in it")
         return optuna.storages.JournalStorage(backend), str(path)  # reads the whole journal
     except (FileExistsError, NotADirectoryError):
         raise FmnistError(f"cannot open the journal file {path}: a file is in the way of its folder") from None
