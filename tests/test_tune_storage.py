@@ -56,6 +56,8 @@ def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path, caplog):
     with pytest.raises(FmnistError, match="no study 'nope': there is no database file .*missing.db"):
         write_report("nope", storage=f"sqlite:///{tmp_path / 'missing.db'}", runs_dir=tmp_path)
     assert not (tmp_path / "missing.db").exists()
+    with pytest.raises(FmnistError, match=f"cannot open the study storage .*: there is no folder {tmp_path / 'no'}$"):
+        open_storage(f"sqlite:///{tmp_path / 'no' / 'study.db'}", tmp_path)  # as tune, which makes the database
 
 
 def test_the_lock_of_a_journal_in_a_relative_folder_is_waited_out_or_named(tmp_path, monkeypatch):

@@ -31,7 +31,11 @@ def open_storage(storage: str | None, runs_dir: Path,
     if is_database(storage):
         import sqlalchemy
 
-        shown = _masked(_database_url(storage).render_as_string(hide_password=True))
+        url = _database_url(storage)
+        shown = _masked(url.render_as_string(hide_password=True))
+        folder = Path(url.database).parent if url.get_backend_name() == "sqlite" else None
+        if folder is not None and not folder.is_dir():  # SQLite's own word is "unable to open database file"
+            raise FmnistError(f"cannot open the study storage {shown}: there is no folder {folder}")
         for attempt in range(1, RDB_ATTEMPTS + 1):
             try:
                 with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9; we rely on them
