@@ -1,9 +1,10 @@
+import logging
 import subprocess
 
 import optuna
 
 from fmnist.settings import TrainSettings
-from fmnist.tune import open_study, suggest
+from fmnist.tune import TuneResult, best_trial, open_study, suggest, summary
 from fmnist.tune_report import _figures, write_report
 from fmnist.tune_storage import open_storage, worker_key
 
@@ -33,3 +34,20 @@ def test_a_stopped_or_killed_trial_is_named_so_and_a_study_without_a_finished_tr
     page = write_report("s", runs_dir=tmp_path).read_text()
     assert "1 killed, 1 stopped" in page and "fail" not in page and "running" not in page
     assert "no finished trials yet" in page and "plotly-graph-div" not in page
+
+
+def test_parameters_are_shown_to_4_significant_digits_and_trials_counted_in_words(tmp_path, caplog):
+    store, shown = open_storage(None, tmp_path)
+    base = TrainSettings(epochs=2)
+    study = open_study("s", store, shown, base)
+    with caplog.at_level(logging.INFO, logger="fmnist.tune"):
+        open_study("s", store, shown, base)
+    assert "(1 trial so far)" in caplog.text  # the recipe's own, queued
+    distributions = {"dropout": optuna.distributions.FloatDistribution(0.0, 0.5)}
+    study.add_trial(optuna.trial.create_trial(params={"dropout": 0.3925927822590317}, distributions=distributions,
+                                              value=0.5))
+    page = write_report("s", runs_dir=tmp_path).read_text()
+    assert "<td>0.3926</td>" in page  # the table; the commands give it whole, to train the same run
+    result = TuneResult("s", shown, 1, {"complete": 1}, best_trial(study))
+    assert "  dropout 0.3926" in summary(result) and "0.39259" not in summary(result)
+    assert result.best["params"]["dropout"] == 0.3925927822590317  # kept whole for --json

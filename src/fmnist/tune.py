@@ -317,7 +317,8 @@ def open_study(name: str, store: optuna.storages.BaseStorage, shown: str, base: 
             raise FmnistError(f"study {name!r} was started with {'; '.join(sorted(differ))}: its trials could not "
                               "be compared with these; give the same settings to continue it, or start a new one "
                               "(--study NAME)")
-    log.info("continuing study %r in %s (%d trials so far)", name, shown, len(study.trials))
+    log.info("continuing study %r in %s (%d trial%s so far)", name, shown, len(study.trials),
+             "" if len(study.trials) == 1 else "s")
     retried = _retry_cut_short(study)
     if retried:
         log.info("trials cut short (stopped, or their worker died) are taken up again first: %s",
@@ -357,6 +358,15 @@ def queue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     return True
 
 
+def value_text(value: Any) -> str:
+    """A parameter as people read it: a float to 4 significant digits (the storage and --json keep it whole)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def params_text(params: dict[str, Any]) -> str:
+    return "  ".join(f"{k} {value_text(v)}" for k, v in params.items())
+
+
 def states_text(states: dict[str, int]) -> str:
     return ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
 
@@ -376,7 +386,7 @@ def summary(result: TuneResult) -> str:
         best = result.best
         lines.append(f"best: trial {best['number']}  val_loss {best['val_loss']:.4f}  "
                      f"val_accuracy {best.get('val_accuracy', float('nan')):.4f}  run {best.get('run_dir', '-')}")
-        lines.append("  " + "  ".join(f"{k} {v}" for k, v in best["params"].items()))
+        lines.append("  " + params_text(best["params"]))
     return "\n".join(lines)
 
 
@@ -393,5 +403,5 @@ def train_best(
     if best is None:
         raise FmnistError(f"study {study_name!r} in {shown} has no finished trial yet")
     settings = settings_for(base, best["params"], name=f"{study_name}-best")
-    log.info("training trial %d's settings: %s", best["number"], best["params"])
+    log.info("training trial %d's settings: %s", best["number"], params_text(best["params"]))
     return train(settings, backend, runs_dir=runs_dir, data_dir=data_dir, dataset=dataset)

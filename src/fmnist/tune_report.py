@@ -14,7 +14,7 @@ from fmnist import artifacts, runs
 from fmnist.errors import first_line
 from fmnist.html_page import page, table_html
 from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag
-from fmnist.tune import load_study, states_text, study_states
+from fmnist.tune import load_study, states_text, study_states, value_text
 from fmnist.tune_storage import absolute_storage
 
 
@@ -76,7 +76,8 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path | N
                       key=lambda t: t.value)
     names = list(complete[0].params) if complete else []
     rows = [[t.number, f"{t.value:.4f}", f"{t.user_attrs.get('val_accuracy', float('nan')):.4f}",
-             t.user_attrs.get("epochs", "-"), *(t.params.get(n, "-") for n in names), t.user_attrs.get("run_dir", "-")]
+             t.user_attrs.get("epochs", "-"), *(value_text(t.params.get(n, "-")) for n in names),
+             t.user_attrs.get("run_dir", "-")]
             for t in complete[:10]]
     states = states_text(study_states(study))
     sections = [
