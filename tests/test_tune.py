@@ -307,6 +307,8 @@ def test_a_continued_study_runs_again_what_a_stop_or_a_dead_worker_cut_short(tmp
         open_study("s", store, shown, dataclasses.replace(BASE, epochs=3, seed=7, dropout=0.1))  # dropout is searched
     with pytest.raises(FmnistError, match="study 's' was started with no --limit, not 600: its trials"):
         open_study("s", store, shown, dataclasses.replace(BASE, limit=600))
+    with pytest.raises(FmnistError, match="study 's' was started with --epochs 2, not 3"):  # before the data load
+        tune(dataclasses.replace(BASE, epochs=3), "jax", 1, "s", runs_dir=tmp_path, data_dir=tmp_path / "no data")
 
 
 def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_hand(tmp_path, dataset):

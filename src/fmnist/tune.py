@@ -275,9 +275,17 @@ def tune(
     if stored_in is not None:
         kind = "database" if is_database(storage) else "journal"
         runs.refuse_inside_run(stored_in.parent, f"the study's {kind} folder")
+    store = None
+    if stored_in is None or stored_in.is_file():  # a study there with other settings is refused before the data load
+        store, shown = open_storage(storage, runs_dir, on_stale_trial=queue_retry)
+        try:
+            _refuse_other_settings(optuna.load_study(study_name=study_name, storage=store), base)
+        except KeyError:  # a new study
+            pass
     dataset = dataset or load_dataset(data_dir)
     check_inputs(base, dataset)
-    store, shown = open_storage(storage, runs_dir, on_stale_trial=queue_retry)
+    if store is None:
+        store, shown = open_storage(storage, runs_dir, on_stale_trial=queue_retry)
     study = open_study(study_name, store, shown, base)
     done: list[int] = []
 
@@ -294,29 +302,19 @@ def tune(
 def open_study(name: str, store: optuna.storages.BaseStorage, shown: str, base: TrainSettings) -> optuna.Study:
     """The study, made on first use with the recipe's own settings as its first trial; a continued one must have the
     same fixed settings, and runs again the trials a stop or a dead worker cut short."""
-    # Trials on other data, epochs or patience could not be compared, by the pruner or by the best trial. Through
-    # JSON, as the storage keeps them (tuples come back as lists).
-    fixed = json.loads(json.dumps({k: v for k, v in base.to_dict().items() if k not in trial_params(base)
-                                   and k != "name"}))
     try:
         study = optuna.create_study(study_name=name, storage=store, direction="minimize", **_sampler_and_pruner())
-        study.set_user_attr(FIXED_SETTINGS, fixed)
+        study.set_user_attr(FIXED_SETTINGS, _fixed(base))
         # The recipe's own settings go first, so the study shows whether tuning beats them.
         study.enqueue_trial(trial_params(base))
         log.info("new study %r in %s", name, shown)
         return study
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=store, **_sampler_and_pruner())
-    recorded = study.user_attrs.get(FIXED_SETTINGS)
-    if recorded is None:  # a study made by an older fmnist, or by a worker killed before it could record them
-        study.set_user_attr(FIXED_SETTINGS, fixed)
-    else:  # settings a later fmnist added or dropped are not compared
-        differ = [_difference(flag(k) if k in FLAG_SETTINGS else k, recorded[k], fixed[k])
-                  for k in fixed.keys() & recorded.keys() if recorded[k] != fixed[k]]
-        if differ:
-            raise FmnistError(f"study {name!r} was started with {'; '.join(sorted(differ))}: its trials could not "
-                              "be compared with these; give the same settings to continue it, or start a new one "
-                              "(--study NAME)")
+    # One made by an older fmnist, or by a worker killed before it could record them, takes this command's.
+    if study.user_attrs.get(FIXED_SETTINGS) is None:
+        study.set_user_attr(FIXED_SETTINGS, _fixed(base))
+    _refuse_other_settings(study, base)
     log.info("continuing study %r in %s (%d trial%s so far)", name, shown, len(study.trials),
              "" if len(study.trials) == 1 else "s")
     retried = _retry_cut_short(study)
@@ -324,6 +322,25 @@ def open_study(name: str, store: optuna.storages.BaseStorage, shown: str, base: 
         log.info("trials cut short (stopped, or their worker died) are taken up again first: %s",
                  ", ".join(map(str, retried)))
     return study
+
+
+def _fixed(base: TrainSettings) -> dict[str, Any]:
+    """The settings every trial of a study shares: trials on other data, epochs or patience could not be compared,
+    by the pruner or by the best trial. Through JSON, as the storage keeps them (tuples come back as lists)."""
+    return json.loads(json.dumps({k: v for k, v in base.to_dict().items() if k not in trial_params(base)
+                                  and k != "name"}))
+
+
+def _refuse_other_settings(study: optuna.Study, base: TrainSettings) -> None:
+    """Refuse to continue ``study`` with fixed settings other than those it recorded, naming them."""
+    recorded, fixed = study.user_attrs.get(FIXED_SETTINGS) or {}, _fixed(base)
+    # Settings a later fmnist added or dropped are not compared.
+    differ = [_difference(flag(k) if k in FLAG_SETTINGS else k, recorded[k], fixed[k])
+              for k in fixed.keys() & recorded.keys() if recorded[k] != fixed[k]]
+    if differ:
+        raise FmnistError(f"study {study.study_name!r} was started with {'; '.join(sorted(differ))}: its trials "
+                          "could not be compared with these; give the same settings to continue it, or start a new "
+                          "one (--study NAME)")
 
 
 def _retry_cut_short(study: optuna.Study) -> list[int]:
