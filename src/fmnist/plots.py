@@ -175,16 +175,19 @@ def reliability_png(before: dict, after: dict, path: Path) -> None:
 
 
 def compare_curves_png(histories: dict[str, dict[str, list[float]]], path: Path) -> None:
-    """Loss and accuracy of several runs on the same axes: validation solid, training dashed, one colour per run."""
+    """Loss and accuracy of several runs on the same axes: validation solid, training dashed, one colour per run;
+    each later run drawn thinner, with its own marker, so one that matches an earlier run still shows on it."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers = "o^sDv"
     for ax, key, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
         for i, (label, history) in enumerate(histories.items()):
-            colour = colours[i % len(colours)]
+            style = {"color": colours[i % len(colours)], "linewidth": max(1.2, 5.0 - 1.8 * i), "zorder": 2 + i}
             epochs = np.arange(1, len(history.get(key, [])) + 1)
-            ax.plot(epochs, history.get(f"val_{key}", []), color=colour, marker=".", label=f"{label} validation")
-            ax.plot(epochs, history.get(key, []), color=colour, linestyle="--", alpha=0.6, label=f"{label} train")
+            ax.plot(epochs, history.get(f"val_{key}", []), marker=markers[i % len(markers)],
+                    markersize=max(3.0, 7.0 - 1.5 * i), label=f"{label} validation", **style)
+            ax.plot(epochs, history.get(key, []), linestyle="--", alpha=0.6, label=f"{label} train", **style)
         _epoch_axis(ax)
         ax.set_title(title)
         ax.grid(alpha=0.3)
