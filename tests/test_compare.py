@@ -68,6 +68,13 @@ def test_compare_command_takes_names_and_refuses_what_it_cannot_compare(tmp_path
     assert json.loads(beside.stdout)["comparison"] == str(runs_dir / "compare.html")
     assert list((tmp_path / "work").iterdir()) == []
     shutil.copytree(b, tmp_path / "elsewhere" / b.name)
+    linked = runs_dir / "linked"  # a run of the runs folder kept elsewhere: its page still goes in the runs folder
+    linked.symlink_to(tmp_path / "elsewhere" / b.name)
+    try:
+        through_link = run_cli("runs", "--runs-dir", str(runs_dir), "compare", a.name, "linked", "--json")
+        assert json.loads(through_link.stdout)["comparison"] == str(runs_dir / "compare.html")
+    finally:
+        linked.unlink()
 
     half = runs.create_run_dir(runs_dir, "half")
     (half / artifacts.CONFIG).write_text((a / artifacts.CONFIG).read_text())

@@ -217,6 +217,19 @@ def test_commands_take_a_run_by_name(mixed_runs, tmp_path):
     (tmp_path / "elsewhere").mkdir()
     roundabout = run_cli("runs", "--runs-dir", "../runs", "--json", cwd=tmp_path / "elsewhere")
     assert json.loads(roundabout.stdout)["runs_dir"] == str(tmp_path / "runs")  # no "elsewhere/.." left in it
+    assert [r["path"] for r in json.loads(roundabout.stdout)["runs"]] == [str(finished)]
+
+
+def test_absolute_takes_out_dotdot_through_links_and_keeps_the_rest_as_given(tmp_path, monkeypatch):
+    (tmp_path / "real" / "deep").mkdir(parents=True)
+    (tmp_path / "real" / "photo.png").write_bytes(b"x")
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "deep")  # link/.. is real, not tmp_path
+    (tmp_path / "real" / "shirt.png").symlink_to("photo.png")
+    (tmp_path / "real" / "loop.png").symlink_to("loop.png")
+    monkeypatch.chdir(tmp_path)
+    assert runs.absolute(Path("link/../shirt.png")) == tmp_path / "real" / "shirt.png"  # the name given, not photo
+    assert runs.absolute(Path("real/loop.png")) == tmp_path / "real" / "loop.png"
+    assert runs.absolute(Path("link/../loop.png")) == tmp_path / "real" / "loop.png"
 
 
 def test_no_run_is_made_inside_another_run(mixed_runs, tmp_path):

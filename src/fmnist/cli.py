@@ -110,10 +110,9 @@ def _emit(args: argparse.Namespace, text: str, data: dict[str, Any]) -> None:
 
 def _json_value(value: Any) -> str:
     """A path as an absolute one, wherever it was given from (a script reading --json may run elsewhere)."""
-    if not isinstance(value, Path):
-        return str(value)
-    # resolved only where it holds "..", which only the file system can take out (a link may lie before it)
-    return str(value.resolve() if ".." in value.parts else value.absolute())
+    from fmnist.runs import absolute
+
+    return str(absolute(value)) if isinstance(value, Path) else str(value)
 
 
 def _positive_seconds(value: str) -> float:

@@ -81,11 +81,13 @@ def _load(run_dir: Path) -> dict[str, Any]:
 
 
 def default_output(run_dirs: list[Path], runs_dir: Path) -> tuple[Path, str]:
-    """Where the page goes without --output (and what a refusal names): the runs folder when the runs lie in it,
-    else the one folder they share, so a comparison never starts a ./runs where the user merely stood."""
-    if all(runs_dir.resolve() in run.parents for run in run_dirs):
+    """Where the page goes without --output (and what a refusal names): the runs folder when the runs lie in it
+    (as given, or where their links lead), else the one folder they share, so a comparison never starts a ./runs
+    where the user merely stood."""
+    given = [runs.absolute(run) for run in run_dirs]
+    if all(runs.absolute(runs_dir) in run.parents or runs_dir.resolve() in run.resolve().parents for run in given):
         return runs_dir / artifacts.COMPARISON_HTML, "--runs-dir, where the page goes without --output,"
-    parents = {run.parent for run in run_dirs}
+    parents = {run.parent for run in given}
     if len(parents) > 1:
         raise FmnistError("the runs lie in different folders: name the page with --output (or give --runs-dir the "
                           "folder that holds them all)")
@@ -102,7 +104,7 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
     if repeated:
         raise FmnistError(f"{repeated[0]} is given more than once: give each run to compare once")
     if output is None:
-        output, given = default_output(resolved, Path(runs_dir))
+        output, given = default_output(run_dirs, Path(runs_dir))
     else:
         given = "--output"
     output = runs.prepare_output(output, given, ".html")

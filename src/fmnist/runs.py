@@ -31,6 +31,19 @@ def refuse_inside_run(folder: Path, what: str) -> None:
             raise FmnistError(f"{what} {folder} is inside the run {parent}; choose a folder outside any run")
 
 
+def absolute(path: Path | str) -> Path:
+    """``path`` made absolute for a reader elsewhere: each ".." taken out by the file system (a link may lie before
+    it), the parts after the last one kept as given, links included; as it is where it cannot be resolved."""
+    path = Path(path).absolute()
+    if ".." not in path.parts:
+        return path
+    last = max(i for i, part in enumerate(path.parts) if part == "..")
+    try:
+        return Path(*path.parts[:last + 1]).resolve().joinpath(*path.parts[last + 1:])
+    except (OSError, RuntimeError):  # a loop: Python 3.11 raises RuntimeError, later ones OSError
+        return path
+
+
 def prepare_output(path: Path, flag: str, suffix: str | None = None) -> Path:
     """Make the folder of a file the user named and check that it takes files, outside any run, before the work;
     with ``suffix``, the file must be named so (a user's notes.txt is not replaced by a page). A symbolic link is
@@ -299,7 +312,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         dt.datetime.fromtimestamp(run_dir.stat().st_mtime, dt.timezone.utc))
     return {
         "run": run_dir.name,
-        "path": str(run_dir.absolute()),
+        "path": str(absolute(run_dir)),
         "created": str(created),
         "recipe": closest_recipe(settings) if settings else None,
         "settings": {k: settings[k] for k in KEY_SETTINGS if k in settings},
