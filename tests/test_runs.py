@@ -113,6 +113,8 @@ def test_a_finished_run_whose_files_were_edited_or_deleted_says_so(mixed_runs, t
     (edited / artifacts.PREDICTIONS).write_bytes(whole)
     (edited / artifacts.REPORT_HTML).unlink()  # as a kill while the report was drawn leaves it
     assert runs.summarize(edited)["notes"] == ["no report.html: fmnist report draws it"]
+    with runs.claim_run(edited):  # as while training draws it, after the metrics: not yet a thing to mend
+        assert runs.summarize(edited)["notes"] == []
     artifacts.write_json(edited / artifacts.STATUS, {"state": "banana"})
     assert runs.summarize(edited)["status"] == "unknown"
     assert runs.summarize(edited)["notes"][0] == "status.json damaged (state 'banana'): restore it from a copy"

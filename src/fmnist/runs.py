@@ -306,7 +306,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
             damaged.append(f"{artifacts.PREDICTIONS} damaged")
         if damaged:
             notes.append(f"{', '.join(damaged)}: fmnist evaluate scores it again")
-        elif not live and not (run_dir / artifacts.REPORT_HTML).is_file():  # stopped while the report was drawn
+        elif not (run_dir / artifacts.REPORT_HTML).is_file() and not being_trained(run_dir):  # stopped drawing it
             notes.append(f"no {artifacts.REPORT_HTML}: fmnist report draws it")
     created = config.get("created") or status.get("updated") or _iso(
         dt.datetime.fromtimestamp(run_dir.stat().st_mtime, dt.timezone.utc))
