@@ -644,7 +644,8 @@ def _run_command(args: argparse.Namespace) -> int:
     except FmnistError as exc:
         if args.debug:  # what Keras or the system said underneath the one-line error
             raise
-        print(f"fmnist: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:  # a line each, for an error of several inputs
+            print(f"fmnist: error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return stopping.stopped()

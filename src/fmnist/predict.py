@@ -50,10 +50,15 @@ def describe(probabilities: np.ndarray, top_k: int = 3, unsure_below: float = UN
     order = np.argsort(-probabilities, kind="stable")[:top_k]
     return {
         "top": [
-            {"class": CLASS_NAMES[i], "index": int(i), "probability": round(float(probabilities[i]), 6)} for i in order
+            {"class": CLASS_NAMES[i], "index": int(i), "probability": _rounded(float(probabilities[i]))} for i in order
         ],
         "unsure": bool(probabilities[order[0]] < unsure_below),
     }
+
+
+def _rounded(probability: float) -> float:
+    """To 6 decimals, short of 1 where it is (an answer called unsure must not read certain)."""
+    return round(probability, 6) if probability >= 1 else min(round(probability, 6), 0.999999)
 
 
 def check_options(top_k: int, unsure_below: float) -> None:
@@ -74,9 +79,8 @@ def read_inputs(paths: list[Path]) -> tuple[list[int], np.ndarray, list[dict[str
             read.append(place)
         except FmnistError as exc:
             failures.append({"input": _input_name(path), "error": str(exc)})
-    if not images:  # nothing to answer: the first reason is the command's error
-        more = f" (and {len(failures) - 1} more unreadable)" if failures[1:] else ""
-        raise FmnistError(failures[0]["error"] + more)
+    if not images:  # nothing to answer: the reasons are the command's error, a line each
+        raise FmnistError("\n".join(failure["error"] for failure in failures))
     return read, np.stack(images), failures
 
 
@@ -164,6 +168,6 @@ def as_text(result: dict[str, Any]) -> str:
 
 
 def _percent(probability: float) -> str:
-    """A probability to one decimal, where one short of certain reads ">99.9%", not "100.0%" (then flagged unsure)."""
+    """A probability to one decimal, where one short of certain reads ">99.9%", not "100.0%"."""
     text = f"{probability:.1%}"
     return ">99.9%" if text == "100.0%" and probability < 1 else text
