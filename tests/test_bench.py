@@ -101,6 +101,7 @@ def test_a_contender_that_fails_prints_nothing_or_hangs_is_left_out(monkeypatch,
         assert said in caplog.text
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
 def test_a_timing_process_dies_with_a_bench_killed_outright(tmp_path):
     # SIGKILL leaves the bench no moment to stop its timing process: the kernel must, or it keeps the cores busy.
     pid_file = tmp_path / "timing.pid"

@@ -93,12 +93,17 @@ def worker(backend: str, epochs: int, data_dir: str | None = None) -> dict[str, 
     }
 
 
+# Looked up here, in the bench: a forked child should only call into C, not load libraries.
+PRCTL = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
 def _die_with_parent(parent: int) -> None:
     """In a timing process before it starts (Linux): killed when the bench is, even by SIGKILL, which leaves no
-    moment to stop it; else it would go on using the cores the next job is timed on."""
-    if sys.platform == "linux":
-        PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    moment to stop it; else it would go on using the cores the next job is timed on. The signal comes when the
+    thread that started the process ends: the bench starts them all from its main thread."""
+    if PRCTL is not None:
+        PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the bench died before the line above: no signal will come
             os._exit(1)
 
