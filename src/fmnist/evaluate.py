@@ -11,6 +11,7 @@ import numpy as np
 
 from fmnist import artifacts, model_files, runs
 from fmnist.data import CLASS_NAMES, Dataset, load_dataset, to_features
+from fmnist.errors import FmnistError
 from fmnist.explain import report_explanations
 from fmnist.inference import predict_probabilities
 from fmnist.metrics import bootstrap_accuracy_interval, calibration_bins, compute_metrics, most_confident_mistakes
@@ -63,8 +64,20 @@ def evaluate_run(
     artifacts.write_json(run_dir / artifacts.METRICS, metrics)
     write_report(run_dir)  # from the files just written: a failure left is a bug, not damage to send it back to
     log.info("test accuracy %.4f, macro F1 %.4f", metrics["test_accuracy"], metrics["macro_f1"])
-    if high < NEAR_CHANCE:  # surely no better than guessing: say so, or the run looks like any other
+    if high < NEAR_CHANCE:  # surely under twice what guessing scores: say so, or the run looks like any other
         log.warning("the model learned next to nothing: test accuracy %.4f (95%% interval up to %.4f; guessing scores "
-                    "%.2f). A learning rate far from the spec's 0.001 is the usual cause: the report's curves show it",
-                    metrics["test_accuracy"], high, 1 / len(CLASS_NAMES))
+                    "%.2f). A learning rate far from a working one is the usual cause (%s): the report's curves tell",
+                    metrics["test_accuracy"], high, 1 / len(CLASS_NAMES), _learning_rates(run_dir))
     return metrics
+
+
+def _learning_rates(run_dir: Path) -> str:
+    """The run's learning rate beside the spec's, for the warning above."""
+    from fmnist.settings import TrainSettings
+
+    try:
+        settings = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings")
+        own = f"this run's {settings['learning_rate']:g}; "
+    except (FmnistError, AttributeError, KeyError, TypeError, ValueError):  # a config damaged since: the spec's alone
+        own = ""
+    return f"{own}the spec's {TrainSettings().learning_rate:g}"
