@@ -81,13 +81,7 @@ def run_onnx(path, images, name):
 def run_litert(path, images, name):
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path))
-    source = next(d for d in interpreter.get_input_details() if d["name"].endswith(f"_{name}:0"))
-    interpreter.resize_tensor_input(source["index"], images.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(source["index"], images)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    return Interpreter(model_path=str(path)).get_signature_runner()(**{name: images})["output_0"]
 
 
 def check_export(run_dir, fmt, record, images, backend, runner):

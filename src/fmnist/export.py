@@ -72,14 +72,15 @@ def parity(reference: np.ndarray, exported: np.ndarray, tolerance: float = TOLER
     }
 
 
-def _run_onnx(path: Path, images: np.ndarray) -> np.ndarray:
+# Each runs the file as a user would from its export.json: the input fed by the name recorded there.
+def _run_onnx(path: Path, images: np.ndarray, name: str) -> np.ndarray:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return np.asarray(session.run(None, {session.get_inputs()[0].name: images})[0])
+    return np.asarray(session.run(None, {name: images})[0])
 
 
-def _run_saved_model(path: Path, images: np.ndarray) -> np.ndarray:
+def _run_saved_model(path: Path, images: np.ndarray, name: str) -> np.ndarray:
     import tensorflow as tf
 
     # Loading warns that a gradient "will likely fail" through a JAX-written model's functions: the check only runs
@@ -90,26 +91,23 @@ def _run_saved_model(path: Path, images: np.ndarray) -> np.ndarray:
         loaded = tf.saved_model.load(str(path))  # held: its variables die with it, mid-call if it were a temporary
     finally:
         absl.removeFilter(_not_about_gradients)
-    return loaded.serve(tf.constant(images)).numpy()
+    (outputs,) = loaded.signatures["serving_default"](**{name: tf.constant(images)}).values()
+    return outputs.numpy()
 
 
 def _not_about_gradients(record: logging.LogRecord) -> bool:
     return "with ops with unsaved custom gradients" not in record.getMessage()
 
 
-def _run_litert(path: Path, images: np.ndarray) -> np.ndarray:
+def _run_litert(path: Path, images: np.ndarray, name: str) -> np.ndarray:
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path))
-    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    interpreter.resize_tensor_input(source["index"], images.shape)  # written for a batch of one
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(source["index"], images)
-    interpreter.invoke()
-    return np.asarray(interpreter.get_tensor(target["index"]))
+    # The signature runner resizes the input, written for a batch of one, to the batch given.
+    (outputs,) = Interpreter(model_path=str(path)).get_signature_runner()(**{name: images}).values()
+    return np.asarray(outputs)
 
 
-RUNNERS: dict[str, Callable[[Path, np.ndarray], np.ndarray]] = {
+RUNNERS: dict[str, Callable[[Path, np.ndarray, str], np.ndarray]] = {
     "onnx": _run_onnx, "saved_model": _run_saved_model, "litert": _run_litert,
 }
 
@@ -179,8 +177,9 @@ def export_run(run_dir: Path, fmt: str, backend: str, data_dir: Path | None = No
         target = staging / artifacts.EXPORT_FILES[fmt]
         log.info("exporting %s with Keras on %s", fmt, backend)
         _write_export(model, target, fmt)
+        contract = interface(model)
         try:
-            outputs = RUNNERS[fmt](target, images)
+            outputs = RUNNERS[fmt](target, images, contract["input"]["name"])
         except ImportError as exc:
             raise FmnistError(f"checking a {fmt} export needs {RUNTIME[fmt]} ({exc}); {INSTALL_HINT}") from None
         check = parity(reference, outputs)
@@ -199,7 +198,7 @@ def export_run(run_dir: Path, fmt: str, backend: str, data_dir: Path | None = No
             "model_sha256": model_sha256,
             "created": runs.utc_now(),
             "parity": check,
-            **interface(model),
+            **contract,
         }
         artifacts.write_json(staging / artifacts.EXPORT_INFO, record)
         _replace_dir(staging, exports / fmt)
@@ -220,15 +219,15 @@ def export_run(run_dir: Path, fmt: str, backend: str, data_dir: Path | None = No
 
 def summary_text(run_dir: Path, record: dict[str, Any]) -> str:
     """What `fmnist export` prints: the file, its checksum, the parity check and what the file takes."""
-    check = record["parity"]
+    check, source, answer = record["parity"], record["input"], record["output"]
     return (
         f"{record['format']}: {Path(run_dir) / record['file']}\n"
         f"sha256 {record['sha256']}\n"
         f"parity on {check['images']} test images ({record['runtime']} against Keras on {record['backend']}): "
         f"max |difference in probability| {check['max_abs_diff']:.2e} (allowed {check['tolerance']:.0e}), "
         f"top class agrees on {check['top_class_agreement']:.2%}"
-        f"\ninput '{record['input']['name']}': float32, n x 784 pixels / 255 (light on black); output: n x 10 "
-        "calibrated probabilities, the classes in export.json"
+        f"\ninput '{source['name']}': {source['dtype']}, n x {source['shape'][-1]} pixels / 255 (light on black); "
+        f"output: n x {answer['shape'][-1]} calibrated probabilities, the classes in export.json"
     )
 
 
