@@ -154,6 +154,8 @@ def test_no_runs_and_a_bad_runs_dir(tmp_path):
     assert runs.list_runs(tmp_path / "empty") == []
     fresh = run_cli("runs", cwd=tmp_path / "empty")  # the default ./runs, before the first training
     assert fresh.returncode == 0 and "no runs in runs yet: start one with 'fmnist train'" in fresh.stdout
+    named = run_cli("runs", "--runs-dir", "runs", cwd=tmp_path / "empty")  # the same folder, named: a typo?
+    assert named.returncode == 1 and "runs does not exist: give the folder that holds the runs" in named.stderr
     mistyped = run_cli("runs", "--runs-dir", str(tmp_path / "none"))
     assert (mistyped.returncode, mistyped.stderr) == (1, f"fmnist: error: {tmp_path / 'none'} does not exist: give "
                                                          "the folder that holds the runs with --runs-dir (default "

@@ -329,16 +329,18 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_runs(args: argparse.Namespace) -> None:
     from fmnist.runs import format_runs, list_runs
 
-    rows = list_runs(args.runs_dir)
-    text = format_runs(rows) if rows else f"no runs in {args.runs_dir} yet: start one with 'fmnist train'"
-    _emit(args, text, {"runs_dir": Path(args.runs_dir), "runs": rows})
+    runs_dir = args.runs_dir or Path(defaults.RUNS_DIR)
+    rows = list_runs(runs_dir, must_exist=args.runs_dir is not None)
+    text = format_runs(rows) if rows else f"no runs in {runs_dir} yet: start one with 'fmnist train'"
+    _emit(args, text, {"runs_dir": runs_dir, "runs": rows})
 
 
 def cmd_runs_compare(args: argparse.Namespace) -> None:
     from fmnist.compare import compare_runs
     from fmnist.runs import resolve_run
 
-    path = compare_runs([resolve_run(r, args.runs_dir) for r in args.runs], args.output, args.runs_dir)
+    runs_dir = args.runs_dir or Path(defaults.RUNS_DIR)
+    path = compare_runs([resolve_run(r, runs_dir) for r in args.runs], args.output, runs_dir)
     _emit(args, f"comparison: {path}", {"comparison": path})
 
 
@@ -536,7 +538,8 @@ def _add_report(sub: Any) -> None:
 def _add_runs(sub: Any) -> None:
     p = _command(sub, "runs", cmd_runs, "List the runs, newest first: settings, test accuracy, macro F1, time, "
                                         "status. 'fmnist runs compare --help' tells how to compare some of them.")
-    p.add_argument("--runs-dir", type=_path, default=Path(defaults.RUNS_DIR),
+    # None when not given: a folder the user names must exist, the default ./runs not yet.
+    p.add_argument("--runs-dir", type=_path, default=None,
                    help=f"where run directories are (default ./{defaults.RUNS_DIR})")
     compare_help = "Write one HTML page comparing runs: settings, learning curves, per-class F1, changed mistakes."
     p = p.add_subparsers(dest="runs_command", metavar="{compare}").add_parser(

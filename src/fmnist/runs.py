@@ -359,13 +359,13 @@ def _run_dirs(folder: Path, depth: int) -> list[Path]:
     return found
 
 
-def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
-    """Every run directory under ``runs_dir`` (groups included), newest first; the default ./runs, while missing,
-    has none (a folder named otherwise and missing is more likely mistyped)."""
+def list_runs(runs_dir: Path, must_exist: bool = False) -> list[dict[str, Any]]:
+    """Every run directory under ``runs_dir`` (groups included), newest first; a missing one has none, unless it
+    ``must_exist`` (one the user named is more likely mistyped than not made yet)."""
     runs_dir = Path(runs_dir)
     if runs_dir.exists() and not runs_dir.is_dir():
         raise FmnistError(f"{runs_dir} is not a directory; give the runs directory with --runs-dir")
-    if not runs_dir.exists() and runs_dir != Path(defaults.RUNS_DIR):
+    if must_exist and not runs_dir.exists():
         raise FmnistError(f"{runs_dir} does not exist: give the folder that holds the runs with --runs-dir (default "
                           f"./{defaults.RUNS_DIR})")
     found = [
