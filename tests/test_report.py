@@ -106,6 +106,12 @@ def test_damaged_metrics_or_history_are_named_with_what_to_do(tiny_run_dir, tmp_
     with pytest.raises(FmnistError, match=f"metrics.json is not valid JSON .*: run 'fmnist evaluate {run}' to write "
                                           "it again"):
         build_report(run)
+    (run / artifacts.METRICS).unlink()
+    (run / artifacts.METRICS).symlink_to("/proc/self/mem")  # there, but no read succeeds (even as root)
+    with pytest.raises(FmnistError, match="cannot read .*metrics.json") as refused:
+        build_report(run)
+    assert "fmnist evaluate" not in str(refused.value)  # scoring again would not mend what the system refuses
+    (run / artifacts.METRICS).unlink()
     artifacts.write_json(run / artifacts.METRICS, metrics)
     history = (run / artifacts.HISTORY).read_bytes()
     for damaged in (history + b"\xff\xfe\n", history + b"3,not a number\n", history.replace(b"val_loss", b"val"),

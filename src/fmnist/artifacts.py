@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from fmnist.errors import FmnistError
+from fmnist.errors import DamagedFile, FmnistError
 
 CONFIG = "config.json"
 SPLIT = "split.npz"
@@ -126,11 +126,11 @@ def read_json(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise FmnistError(f"{path} is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FmnistError(f"{path} is not valid JSON ({exc})") from None
+        raise DamagedFile(f"{path} is not valid JSON ({exc})") from None
     except OSError as exc:  # unreadable, or a folder
         raise FmnistError(f"cannot read {path}: {exc.strerror}") from None
     if not isinstance(data, dict):
-        raise FmnistError(f"{path} is damaged: it holds a JSON {type(data).__name__}, not the object fmnist wrote")
+        raise DamagedFile(f"{path} is damaged: it holds a JSON {type(data).__name__}, not the object fmnist wrote")
     return data
 
 
@@ -146,7 +146,7 @@ def read_history(run_dir: Path) -> dict[str, list[float]]:
             columns = reader.fieldnames or ()
         return {key: [float(row[key]) for row in rows] for key in columns}
     except (ValueError, TypeError, KeyError) as exc:  # not text, a cell not a number, a row cut short
-        raise FmnistError(f"{path} is damaged ({exc})") from None
+        raise DamagedFile(f"{path} is damaged ({exc})") from None
 
 
 def best_epoch(history: dict[str, list[float]]) -> int | None:

@@ -5,6 +5,11 @@ class FmnistError(Exception):
     """A failure the user can act on; the CLI prints its message and exits non-zero."""
 
 
+class DamagedFile(FmnistError):
+    """A file of ours whose content fmnist never writes (cut short, edited): rewriting it mends it, unlike a file
+    the system will not let us read."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type's name if it has none), to quote in one-line errors."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -12,7 +12,7 @@ import numpy as np
 
 from fmnist import artifacts, plots, runs
 from fmnist.data import CLASS_NAMES, IMAGE_SIDE
-from fmnist.errors import FmnistError
+from fmnist.errors import DamagedFile, FmnistError
 from fmnist.explain import PATCH
 from fmnist.html_page import image_html, page, table_html
 from fmnist.metrics import CALIBRATION_BINS, classification_report_text
@@ -142,8 +142,8 @@ def write_report(run_dir: Path) -> Path:
     runs.require_scored(run_dir, "its report")
     try:
         metrics = artifacts.read_json(run_dir / artifacts.METRICS)
-    except FmnistError as exc:
-        raise FmnistError(f"{exc}: run 'fmnist evaluate {run_dir}' to write it again") from None
+    except DamagedFile as exc:
+        raise DamagedFile(f"{exc}: run 'fmnist evaluate {run_dir}' to write it again") from None
     try:  # the report only shows its training time and the like: not worth refusing the rest for
         status = artifacts.read_json(run_dir / artifacts.STATUS) if (run_dir / artifacts.STATUS).is_file() else {}
     except FmnistError as exc:
@@ -152,8 +152,8 @@ def write_report(run_dir: Path) -> Path:
     predictions = _load_predictions(run_dir)
     try:
         history = artifacts.read_history(run_dir) if (run_dir / artifacts.HISTORY).is_file() else {}
-    except FmnistError as exc:
-        raise FmnistError(f"{exc}: {HISTORY_ADVICE}") from None
+    except DamagedFile as exc:
+        raise DamagedFile(f"{exc}: {HISTORY_ADVICE}") from None
     _check_config_and_history(run_dir, config, history)
     _draw(run_dir, metrics, predictions, history)
     path = run_dir / artifacts.REPORT_HTML
