@@ -141,7 +141,8 @@ def test_a_file_the_system_refuses_is_one_line_naming_it(tmp_path, tiny_run_dir)
 def test_an_error_the_system_raises_anywhere_is_one_line_naming_the_file(monkeypatch, capsys):
     from fmnist.cli import main
 
-    def refused(runs_dir):  # as a folder the user may not read would (no permission bit stops root, who runs CI)
+    # As a folder the user may not read would (no permission bit stops root, who runs CI).
+    def refused(runs_dir, **options):
         raise PermissionError(13, "Permission denied", str(runs_dir))
 
     monkeypatch.setattr(runs, "list_runs", refused)

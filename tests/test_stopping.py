@@ -79,7 +79,8 @@ def test_main_called_in_process_returns_the_stop_and_puts_the_handlers_back(monk
 
     before = {signum: signal.getsignal(signum) for signum in stopping.STOP_SIGNALS}, sys.unraisablehook
 
-    def swallowed_stop(runs_dir):  # a Ctrl-C that lands in a garbage-collection callback while the command runs
+    # A Ctrl-C that lands in a garbage-collection callback while the command runs.
+    def swallowed_stop(runs_dir, **options):
         signal_inside_a_gc_callback(signal.SIGINT)
         return []
 
