@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import json
 import logging
 import os
 import platform
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -93,27 +90,28 @@ def worker(backend: str, epochs: int, data_dir: str | None = None) -> dict[str, 
     }
 
 
-# Looked up here, in the bench: a forked child should only call into C, not load libraries.
-PRCTL = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+# Run before each timing process (Linux), in a Python of its own that then becomes it (the signal outlives exec):
+# the process is killed when the bench is, even by SIGKILL, which leaves the bench no moment to stop it; else it
+# would go on using the cores the next job is timed on. Not a preexec_fn: forking the bench, which has JAX's threads
+# running, could deadlock. The signal comes when the thread that started it ends: the bench's main thread.
+DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys; PR_SET_PDEATHSIG = 1; ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL); "
+    "os.getppid() == int(sys.argv[1]) or os._exit(1); os.execv(sys.argv[2], sys.argv[2:])"
+)
 
 
-def _die_with_parent(parent: int) -> None:
-    """In a timing process before it starts (Linux): killed when the bench is, even by SIGKILL, which leaves no
-    moment to stop it; else it would go on using the cores the next job is timed on. The signal comes when the
-    thread that started the process ends: the bench starts them all from its main thread."""
-    if PRCTL is not None:
-        PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the bench died before the line above: no signal will come
-            os._exit(1)
+def _dying_with_this_process(cmd: list[str]) -> list[str]:
+    """``cmd``, run so that it ends when this process does (Linux; elsewhere as it is)."""
+    if sys.platform != "linux":
+        return cmd
+    return [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *cmd]
 
 
 def _run_json(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any] | None:
     """Run a timing subprocess; its last stdout line is JSON. Failures are logged, not fatal."""
     try:
-        result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})},
-                                timeout=CONTENDER_TIMEOUT_S,
-                                preexec_fn=functools.partial(_die_with_parent, os.getpid()))
+        result = subprocess.run(_dying_with_this_process(cmd), capture_output=True, text=True,
+                                env={**os.environ, **(env or {})}, timeout=CONTENDER_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         log.warning("%s took over %d s; left out", " ".join(cmd[:3]), CONTENDER_TIMEOUT_S)
         return None
