@@ -64,15 +64,15 @@ def test_compare_command_takes_names_and_refuses_what_it_cannot_compare(tmp_path
     assert (runs_dir / "compare.html").is_file()
     # Given by their paths from a folder that has no runs: the page goes beside them, no ./runs is started there.
     (tmp_path / "work").mkdir()
-    beside = run_cli("runs", "compare", str(a), str(b), "--json", cwd=tmp_path / "work")
-    assert json.loads(beside.stdout)["comparison"] == str(runs_dir / "compare.html")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path / "work")
+        assert compare_runs([a, b], None) == runs_dir / "compare.html"
     assert list((tmp_path / "work").iterdir()) == []
     shutil.copytree(b, tmp_path / "elsewhere" / b.name)
     linked = runs_dir / "linked"  # a run of the runs folder kept elsewhere: its page still goes in the runs folder
     linked.symlink_to(tmp_path / "elsewhere" / b.name)
     try:
-        through_link = run_cli("runs", "--runs-dir", str(runs_dir), "compare", a.name, "linked", "--json")
-        assert json.loads(through_link.stdout)["comparison"] == str(runs_dir / "compare.html")
+        assert compare_runs([a, linked], None, runs_dir) == runs_dir / "compare.html"
     finally:
         linked.unlink()
 
