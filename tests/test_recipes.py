@@ -50,9 +50,15 @@ def test_other_recipes_train_end_to_end_on_tiny_data(tmp_path, tiny_data, recipe
     result = train(settings, "jax", runs_dir=tmp_path, dataset=load_dataset(folder, checksums=sums))
     history = artifacts.read_history(result.run_dir)
     assert result.epochs_run == 2 and len(history["accuracy"]) == 2
-    # The cosine schedule decays the learning rate every step, with no plateau callback involved.
-    assert history["learning_rate"][1] < history["learning_rate"][0]
+    # Each epoch's learning rate where it began (not the next step's, 0 after the last): "best" warms up from a
+    # twentieth of its peak over its first epoch; "cnn" starts at its peak and is halfway down its cosine by epoch 2.
+    peak = settings.learning_rate
+    expected = [peak / 20, peak] if settings.warmup_epochs else [peak, peak / 2]
+    assert history["learning_rate"] == pytest.approx(expected, rel=1e-5)
     assert np.isfinite(result.metrics["test_loss"])
+    page = (result.run_dir / artifacts.REPORT_HTML).read_text()
+    assert "<td>epochs run / kept</td><td>2 / 2</td>" in page  # a fixed schedule keeps its last epoch
+    assert "lr_patience" not in page and ("hidden_sizes" in page) == (recipe != "cnn")  # only what was used
 
 
 def test_too_small_a_split_is_a_clear_error(tmp_path, tiny_data):

@@ -58,18 +58,21 @@ def confusion_matrix_png(matrix: Sequence[Sequence[int]], path: Path) -> None:
     _save(fig, path)
 
 
-def curves_png(history: dict[str, list[float]], best: int | None, path: Path) -> None:
-    """Loss and accuracy per epoch, train and validation, with the ``best`` epoch and each learning-rate drop marked."""
+def curves_png(history: dict[str, list[float]], best: int | None, path: Path, scheduled: bool = False) -> None:
+    """Loss and accuracy per epoch, train and validation, with the ``best`` epoch (the one kept) and each drop of the
+    learning rate on a plateau marked; a ``scheduled`` run (cosine: fixed epochs, the rate lowered every step) keeps
+    its last epoch, and its drops are no events."""
     plt = _pyplot()
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    rates = history.get("learning_rate", [])
+    rates = [] if scheduled else history.get("learning_rate", [])
     drops = [i + 1 for i in range(1, len(rates)) if rates[i] < rates[i - 1]]
+    kept = f"kept: the last epoch ({best}), as the schedule fixes" if scheduled else f"best epoch ({best})"
     for ax, key, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
         ax.plot(epochs, history.get(key, []), label="train", marker=".")
         ax.plot(epochs, history.get(f"val_{key}", []), label="validation", marker=".")
         if best:
-            ax.axvline(best, color="green", linestyle="--", label=f"best epoch ({best})")
+            ax.axvline(best, color="green", linestyle="--", label=kept)
         for i, epoch in enumerate(drops):
             ax.axvline(epoch, color="grey", linestyle=":", label="learning rate drop" if i == 0 else None)
         _epoch_axis(ax)

@@ -84,12 +84,11 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         for label, m in rows
     ]
     recorded = config.get("settings", {})
-    # A run without a teacher has no use for the distillation's settings: listed, they read as if it had one.
-    settings = [[k, v] for k, v in recorded.items() if recorded.get("teacher") or not k.startswith("distill_")] + [
+    settings = [[k, v] for k, v in recorded.items() if k not in _unused_settings(recorded)] + [
         ["backend", config.get("backend")], ["data", config.get("data", {}).get("source")],
         ["versions", ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items())],
     ]
-    best = artifacts.best_epoch(history) or "-"
+    kept = _kept_epoch(history, _scheduled(config)) or "-"
     headline = [
         ["test accuracy", f"{metrics['test_accuracy']:.4f}"],
         ["95% bootstrap interval", "{:.4f} to {:.4f}".format(*metrics.get("test_accuracy_ci95", [np.nan] * 2))],
@@ -98,8 +97,8 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
          f"{metrics.get('ece_before_scaling', np.nan):.4f} / {metrics.get('ece', np.nan):.4f} "
          f"(T = {metrics.get('temperature', 1.0):.3f})"],
         ["macro F1", f"{metrics['macro_f1']:.4f}"], ["weakest class (F1)", metrics["weakest_class"]],
-        ["epochs run / best", f"{len(history['loss'])} / {best}" if history.get("loss")
-         else f"- ({artifacts.HISTORY} is missing or empty)"],
+        ["epochs run / kept" if _scheduled(config) else "epochs run / best",
+         f"{len(history['loss'])} / {kept}" if history.get("loss") else f"- ({artifacts.HISTORY} is missing or empty)"],
         ["training seconds", status.get("train_seconds", "-")], ["status", status.get("state", "-")],
         ["model SHA-256", metrics.get("model_sha256", "-")],
     ]
@@ -155,7 +154,7 @@ def write_report(run_dir: Path) -> Path:
     except DamagedFile as exc:
         raise DamagedFile(f"{exc}: {HISTORY_ADVICE}") from None
     _check_config_and_history(run_dir, config, history)
-    _draw(run_dir, metrics, predictions, history)
+    _draw(run_dir, metrics, predictions, history, _scheduled(config))
     path = run_dir / artifacts.REPORT_HTML
     artifacts.write_text(path, _html(run_dir, config, metrics, history, status))
     return path
@@ -173,11 +172,33 @@ def _check_config_and_history(run_dir: Path, config: dict[str, Any], history: di
                           f"{HISTORY_ADVICE}")
 
 
-def _draw(run_dir: Path, metrics: dict[str, Any], predictions: dict[str, np.ndarray], history: dict) -> None:
+def _unused_settings(recorded: dict[str, Any]) -> set[str]:
+    """Settings that did nothing in this run: listed, they would read as if they had (a ConvNet's unused dense sizes,
+    a fixed schedule's plateau patience, the distillation's without a teacher)."""
+    unused = set() if recorded.get("teacher") else {k for k in recorded if k.startswith("distill_")}
+    if recorded.get("architecture") == "cnn":
+        unused.add("hidden_sizes")
+    if recorded.get("schedule") == "cosine":
+        unused.update({"early_stopping_patience", "lr_patience", "lr_factor"})
+    return unused
+
+
+def _scheduled(config: dict[str, Any]) -> bool:
+    """Whether the run followed a fixed schedule (cosine), keeping its last epoch, not the best on a plateau."""
+    return config.get("settings", {}).get("schedule") == "cosine"
+
+
+def _kept_epoch(history: dict[str, list[float]], scheduled: bool) -> int | None:
+    """The epoch whose weights the model has: the best (restored by early stopping) or, on a schedule, the last."""
+    return (len(history.get("loss", [])) or None) if scheduled else artifacts.best_epoch(history)
+
+
+def _draw(run_dir: Path, metrics: dict[str, Any], predictions: dict[str, np.ndarray], history: dict,
+          scheduled: bool) -> None:
     y_true, probabilities = predictions["y_true"], predictions["probabilities"]
     artifacts.write_text(run_dir / artifacts.CLASSIFICATION_REPORT, classification_report_text(y_true, probabilities))
     plots.confusion_matrix_png(metrics["confusion_matrix"], run_dir / artifacts.CONFUSION_MATRIX_PNG)
-    plots.curves_png(history, artifacts.best_epoch(history), run_dir / artifacts.CURVES_PNG)
+    plots.curves_png(history, _kept_epoch(history, scheduled), run_dir / artifacts.CURVES_PNG, scheduled)
     reliability = metrics.get("reliability")
     if reliability:
         plots.reliability_png(reliability["before"], reliability["after"], run_dir / artifacts.RELIABILITY_PNG)

@@ -97,6 +97,9 @@ def make_callbacks(settings: TrainSettings, run_dir: Path) -> list:
 
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.perf_counter()
+            # At the epoch's start: a plateau's rate for the whole epoch; a cosine schedule's, lowered every step,
+            # where this epoch began (at its end it is the next step's: 0 after the last).
+            self.learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
         def on_epoch_end(self, epoch, logs=None):
             stopping.check()  # a Ctrl-C swallowed during the epoch stops the run here, before the epoch is kept
@@ -104,7 +107,7 @@ def make_callbacks(settings: TrainSettings, run_dir: Path) -> list:
                 raise Diverged(f"training diverged in epoch {epoch + 1}: the loss became {logs['loss']}; "
                                   f"lower the learning rate (--learning-rate, now {settings.learning_rate:g})")
             logs["seconds"] = round(time.perf_counter() - self.started, 3)
-            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            logs["learning_rate"] = self.learning_rate
 
     class EpochKept(keras.callbacks.Callback):
         """One progress line per epoch, once the history and the backup keep it: a stop after the line loses nothing
@@ -120,7 +123,7 @@ def make_callbacks(settings: TrainSettings, run_dir: Path) -> list:
     from fmnist.backup import TrainingBackup
 
     callbacks = [
-        EpochLog(),  # first, so the learning rate logged is the one this epoch used
+        EpochLog(),  # first, so the seconds and learning rate are in the logs the others see
         *schedule_callbacks(settings),
         keras.callbacks.CSVLogger(str(run_dir / artifacts.HISTORY), append=True),
     ]
