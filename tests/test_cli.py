@@ -216,6 +216,10 @@ def test_a_command_flag_given_before_the_command_says_where_it_goes(capsys):
     (["train", "--seeds", "1"],
      "argument --seeds: a spread and an interval need 2 seeds or more, not 1 (for one run, leave --seeds out)"),
     (["train", "--seeds", "1001"], "argument --seeds: at most 1000 seeds, not 1001: each of them is a full training"),
+    (["train", "--hidden-sizes", "512,,64"],  # a typo would lose a layer
+     "argument --hidden-sizes: '512,,64' is not a comma-separated list of sizes, e.g. 512,256,64,32"),
+    (["train", "--hidden-sizes", "512,"],
+     "argument --hidden-sizes: '512,' is not a comma-separated list of sizes, e.g. 512,256,64,32"),
 ])
 def test_an_option_out_of_its_range_is_a_usage_error(capsys, args, refusal):
     from fmnist.cli import main
