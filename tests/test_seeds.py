@@ -85,7 +85,8 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
 
 
 @pytest.mark.parametrize("overrides, seeds, refusal", [
-    ({"seed": 2**32 - 2}, 3, "seed must be"),  # the third seed would be out of range
+    ({"seed": 2**32 - 2}, 3, r"--seeds 3 from seed 4294967294 would go up to seed 4294967296, over 2\*\*32 - 1: "
+                             "start at a seed of at most 4294967293"),  # the third seed, not one the user gave
     ({"limit": 20}, 3, "cannot hold all 10 classes"),
     ({}, 1, "need 2 seeds or more"),  # one seed has no spread: its interval would be NaN, which is not JSON
     ({}, 10**9, "at most 1000"),  # a typing slip: its billion settings would fill the memory before any training

@@ -61,6 +61,10 @@ def is_seed_group(path: Path) -> bool:
 
 def _seed_members(settings: TrainSettings, seeds: int) -> list[TrainSettings]:
     """The group's runs: ``settings`` with seed, seed+1, ..."""
+    last = settings.seed + seeds - 1
+    if last >= 2**32:  # the settings' own check would name the last seed alone, which the user never gave
+        raise FmnistError(f"--seeds {seeds} from seed {settings.seed} would go up to seed {last}, over 2**32 - 1: "
+                          f"start at a seed of at most {2**32 - seeds}")
     return [dataclasses.replace(settings, seed=settings.seed + k) for k in range(seeds)]
 
 
