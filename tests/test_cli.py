@@ -80,12 +80,18 @@ def test_a_mistyped_choice_gets_the_nearest_one_and_explain_its_command(capsys):
     for argv, hint in ((["predcit", "x"], "did you mean 'predict'?"), (["train", "--recipe", "bset"],
                                                                       "did you mean 'best'?"),
                        (["explain", "x"], "'fmnist predict RUN IMAGE --show seen.png' draws what the model looked at"),
+                       (["train", "--recipe", "CNN"], "did you mean 'cnn'?"),
                        (["zzz"], ""), (["train", "--recipe", "explain"], "")):
         with pytest.raises(SystemExit) as stop:
             main(argv)
         error = capsys.readouterr().err
         assert stop.value.code == 2 and error.count("\n") == 1 and "invalid choice" in error, argv
         assert (hint in error) if hint else ("did you mean" not in error and "--show" not in error), error
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--model", "cnn"])
+    assert stop.value.code == 2 and capsys.readouterr().err == (
+        "fmnist: error: unrecognized arguments: --model cnn; the ConvNet is a recipe: --recipe cnn (--recipe best for "
+        "the best dense network) (see 'fmnist train --help')\n")
 
 
 @pytest.mark.realdata

@@ -52,6 +52,8 @@ UNKNOWN_WORD_HINTS = {
     "explain": "'fmnist predict RUN IMAGE --show seen.png' draws what the model looked at in your images, and every "
                "run's report draws it for test images",
 }
+# Flags a user may look for under another name.
+UNKNOWN_FLAG_HINTS = {"--model": "the ConvNet is a recipe: --recipe cnn (--recipe best for the best dense network)"}
 PREDICT_DETAILS = f"""\
 A photo is prepared as Fashion-MNIST's images were made from product photos: its backdrop trimmed (even when noisy or
 unevenly lit), the garment scaled to fit 28x28 and centred, turned light on dark if it is darker than its backdrop,
@@ -88,7 +90,9 @@ class Parser(argparse.ArgumentParser):
             if misplaced:  # given before the command's name, where only -q and --debug go
                 command.error(f"{' '.join(misplaced)} belongs after the command's name: {command.prog} "
                               f"{' '.join(misplaced)} ...")
-            command.error(f"unrecognized arguments: {' '.join(unknown)}")
+            hints = "".join(f"; {UNKNOWN_FLAG_HINTS[flag]}" for flag in (arg.split("=")[0] for arg in unknown)
+                            if flag in UNKNOWN_FLAG_HINTS)
+            command.error(f"unrecognized arguments: {' '.join(unknown)}{hints}")
         return parsed
 
 
@@ -100,8 +104,9 @@ def _hint(message: str) -> str:
     word, choices = invalid[1], [choice.strip(" '") for choice in invalid[2].split(",")]
     if message.startswith("argument COMMAND:") and word in UNKNOWN_WORD_HINTS:
         return f"; {UNKNOWN_WORD_HINTS[word]}"
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    lowered = {choice.lower(): choice for choice in choices}  # "CNN" is as near to "cnn" as can be
+    close = difflib.get_close_matches(word.lower(), list(lowered), n=1)
+    return f"; did you mean '{lowered[close[0]]}'?" if close else ""
 
 
 def _emit(args: argparse.Namespace, text: str, data: dict[str, Any]) -> None:
