@@ -128,7 +128,11 @@ def test_closest_recipe_names_the_preset_and_counts_changes():
     from fmnist.settings import RECIPES, TrainSettings
 
     for name, preset in RECIPES.items():
-        assert runs.closest_recipe(TrainSettings.from_dict(preset).to_dict()) == name
+        teacher = {"teacher": "/runs/cnn"} if name == "distilled" else {}
+        assert runs.closest_recipe(TrainSettings.from_dict({**preset, **teacher}).to_dict()) == name
+    # Taught, however far its settings went towards "best": only "distilled" takes a teacher.
+    taught = {**RECIPES["distilled"], "teacher": "/runs/cnn", "dropout": 0.3, "learning_rate": 4e-3, "batch_size": 512}
+    assert runs.closest_recipe(TrainSettings.from_dict(taught).to_dict()) == "distilled (+3)"
     assert runs.closest_recipe(TrainSettings(dropout=0.1, epochs=3, limit=500, name="x").to_dict()) == "spec (+1)"
     assert runs.closest_recipe({"dropout": 0.3}) == "spec"  # settings an older version did not have are defaults
 

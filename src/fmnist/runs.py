@@ -338,7 +338,8 @@ def closest_recipe(settings: dict[str, Any]) -> str:
         preset = {**spec, **TrainSettings.from_dict(RECIPES[recipe]).to_dict()}
         return sum(settings.get(k, spec[k]) != v for k, v in preset.items() if k not in ignored)
 
-    counts = {recipe: changes(recipe) for recipe in RECIPES}
+    # Only "distilled" takes a teacher, and needs one: a run is of it exactly when it had one.
+    counts = {recipe: changes(recipe) for recipe in RECIPES if (recipe == "distilled") == bool(settings.get("teacher"))}
     best = min(counts, key=counts.get)
     return best if counts[best] == 0 else f"{best} (+{counts[best]})"
 
