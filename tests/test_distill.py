@@ -2,6 +2,7 @@ import shutil
 
 import keras
 import numpy as np
+import scipy.stats
 import pytest
 
 from fmnist import artifacts, model_files
@@ -18,7 +19,8 @@ def test_labels_are_the_one_hot_label_then_the_soft_targets():
 
 
 def test_loss_by_hand():
-    """(1 - alpha) CE(label, p) + alpha T^2 CE(teacher, softmax(log p / T)) per image, averaged, computed with NumPy."""
+    """(1 - alpha) CE(label, p) + alpha T^2 KL(teacher || softmax(log p / T)) per image, averaged, computed with NumPy
+    (the KL with SciPy's entropy)."""
     rng = np.random.default_rng(0)
     z = rng.normal(size=(4, 10))
     p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
@@ -28,8 +30,12 @@ def test_loss_by_hand():
     got = float(keras.ops.convert_to_numpy(DistillationLoss(4.0, 0.9)(y, p.astype(np.float32))))
     zt = z / 4
     log_softmax_t = zt - np.log(np.exp(zt).sum(1, keepdims=True))
-    expected = np.mean(0.1 * -np.log(p[np.arange(4), labels]) + 0.9 * 16 * -(soft * log_softmax_t).sum(1))
+    kl = scipy.stats.entropy(soft, np.exp(log_softmax_t), axis=1)
+    expected = np.mean(0.1 * -np.log(p[np.arange(4), labels]) + 0.9 * 16 * kl)
     assert got == pytest.approx(expected, rel=1e-4)
+    soft[0] = np.eye(10)[3]  # a target of zeros and a one: 0 * log 0 must not make it NaN
+    y = distillation_labels(labels, soft.astype(np.float32))
+    assert np.isfinite(float(keras.ops.convert_to_numpy(DistillationLoss(4.0, 1.0)(y, p.astype(np.float32)))))
 
 
 def test_teacher_targets_undo_the_teachers_folded_temperature(tiny_run_dir):
