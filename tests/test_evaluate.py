@@ -2,6 +2,7 @@ import dataclasses
 import hashlib
 import shutil
 
+import keras
 import numpy as np
 import pytest
 from conftest import write_idx_set
@@ -34,6 +35,9 @@ def test_evaluate_scores_the_saved_model_and_keeps_what_the_report_draws(tmp_pat
     assert low <= metrics["test_accuracy"] <= high
     assert metrics["model_sha256"] == hashlib.sha256((run / artifacts.MODEL).read_bytes()).hexdigest()
     assert artifacts.read_json(run / artifacts.METRICS)["test_accuracy"] == metrics["test_accuracy"]
+    assert metrics["evaluated_backend"] == keras.backend.backend()  # which may not be the one it trained on
+    assert f"<td>scored</td><td>{metrics['evaluated']} on {keras.backend.backend()}</td>" in (
+        run / artifacts.REPORT_HTML).read_text()
 
     mistakes = saved["mistake_indices"]
     assert len(mistakes) == (expected.argmax(axis=1) != dataset.y_test).sum()  # 20 test images: all under 24

@@ -50,7 +50,9 @@ def evaluate_run(
     log.info("scoring %s on the %d test images", run_dir, len(dataset.y_test))
     probabilities = predict(to_features(dataset.x_test))
     metrics = compute_metrics(dataset.y_test, probabilities)
-    metrics.update(model_sha256=checksum, evaluated=runs.utc_now(),
+    import keras
+
+    metrics.update(model_sha256=checksum, evaluated=runs.utc_now(), evaluated_backend=keras.backend.backend(),
                    **calibration_metrics(run_dir, dataset.y_test, probabilities))
     low, high = bootstrap_accuracy_interval(dataset.y_test, probabilities.argmax(axis=1))
     metrics["test_accuracy_ci95"] = [low, high]

@@ -100,6 +100,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ["epochs run / kept" if _scheduled(config) else "epochs run / best",
          f"{len(history['loss'])} / {kept}" if history.get("loss") else f"- ({artifacts.HISTORY} is missing or empty)"],
         ["training seconds", status.get("train_seconds", "-")], ["status", status.get("state", "-")],
+        ["scored", f"{metrics.get('evaluated', '-')} on {metrics.get('evaluated_backend', '-')}"],
         ["model SHA-256", metrics.get("model_sha256", "-")],
     ]
     sections = [
