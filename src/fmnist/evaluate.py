@@ -37,6 +37,8 @@ def evaluate_run(
     run_dir: Path, data_dir: Path | None = None, model: Any = None, dataset: Dataset | None = None
 ) -> dict[str, Any]:
     """Predict the test set, write metrics and predictions into the run, rebuild its report; return the metrics."""
+    import keras
+
     from fmnist.report import write_report
 
     run_dir = runs.require_run_dir(run_dir)
@@ -50,8 +52,6 @@ def evaluate_run(
     log.info("scoring %s on the %d test images", run_dir, len(dataset.y_test))
     probabilities = predict(to_features(dataset.x_test))
     metrics = compute_metrics(dataset.y_test, probabilities)
-    import keras
-
     metrics.update(model_sha256=checksum, evaluated=runs.utc_now(), evaluated_backend=keras.backend.backend(),
                    **calibration_metrics(run_dir, dataset.y_test, probabilities))
     low, high = bootstrap_accuracy_interval(dataset.y_test, probabilities.argmax(axis=1))
