@@ -176,11 +176,13 @@ def _check_config_and_history(run_dir: Path, config: dict[str, Any], history: di
 def _unused_settings(recorded: dict[str, Any]) -> set[str]:
     """Settings that did nothing in this run: listed, they would read as if they had (a ConvNet's unused dense sizes,
     a fixed schedule's plateau patience, the distillation's without a teacher)."""
+    from fmnist.recipes import DENSE_ONLY, PLATEAU_ONLY
+
     unused = set() if recorded.get("teacher") else {k for k in recorded if k.startswith("distill_")}
     if recorded.get("architecture") == "cnn":
-        unused.add("hidden_sizes")
+        unused.update(DENSE_ONLY)
     if recorded.get("schedule") == "cosine":
-        unused.update({"early_stopping_patience", "lr_patience", "lr_factor"})
+        unused.update(PLATEAU_ONLY)
     return unused
 
 
