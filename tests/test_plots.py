@@ -75,3 +75,10 @@ def test_epochs_are_whole_numbers_on_the_axis(tmp_path, monkeypatch, draw):
         low, high = ax.get_xlim()
         shown = [tick for tick in ax.get_xticks() if low <= tick <= high]
         assert shown and all(tick == int(tick) for tick in shown), shown
+
+
+def test_an_answer_short_of_certain_never_reads_100_percent():
+    assert [plots.percent(p) for p in (0.99996, 0.99949, 1.0, 0.1234)] == [">99.9%", "99.9%", "100.0%", "12.3%"]
+    assert [plots.percent(p, 0) for p in (0.996, 0.994, 1.0)] == [">99%", "99%", "100%"]
+    titles = plots.mistake_titles(np.array([0]), np.array([6]), np.array([0.99997]))
+    assert titles == ["true T-shirt/top\npred Shirt >99.9%"]

@@ -125,8 +125,16 @@ def samples_png(images: np.ndarray, labels: np.ndarray, path: Path, per_class: i
     image_grid_png(pictures, titles, path, columns=columns, row_labels=list(CLASS_NAMES))
 
 
+def percent(probability: float, decimals: int = 1) -> str:
+    """A probability as a percentage, where one short of certain never reads 100 (">99.9%", not "100.0%")."""
+    text = f"{probability:.{decimals}%}"
+    if probability < 1 and float(text[:-1]) >= 100:
+        return ">" + f"{1 - 10 ** -(decimals + 2):.{decimals}%}"
+    return text
+
+
 def mistake_titles(y_true: np.ndarray, y_pred: np.ndarray, confidence: np.ndarray) -> list[str]:
-    return [f"true {CLASS_NAMES[t]}\npred {CLASS_NAMES[p]} {c:.1%}" for t, p, c in zip(y_true, y_pred, confidence)]
+    return [f"true {CLASS_NAMES[t]}\npred {CLASS_NAMES[p]} {percent(c)}" for t, p, c in zip(y_true, y_pred, confidence)]
 
 
 def mistakes_png(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, confidence: np.ndarray,
@@ -267,6 +275,6 @@ def predictions_png(
         bar_ax.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES, fontsize=8)
         bar_ax.invert_yaxis()
         bar_ax.set_xlim(0, 1)
-        bar_ax.set_title(f"{CLASS_NAMES[best]} {probs[best]:.0%}", fontsize=9)
+        bar_ax.set_title(f"{CLASS_NAMES[best]} {percent(probs[best], 0)}", fontsize=9)
     fig.tight_layout()
     _save(fig, path)

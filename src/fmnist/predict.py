@@ -15,6 +15,7 @@ from fmnist.data import CLASS_NAMES, NUM_FEATURES
 from fmnist.defaults import MAX_FILE_MIB, UNSURE_BELOW
 from fmnist.errors import FmnistError
 from fmnist.images import load_input
+from fmnist.plots import percent
 
 log = logging.getLogger(__name__)
 
@@ -160,14 +161,8 @@ def as_text(result: dict[str, Any]) -> str:
     lines = []
     for answer in result["predictions"]:
         best, *others = answer["top"]
-        line = f"{answer['input']}: {best['class']} {_percent(best['probability'])}"
+        line = f"{answer['input']}: {best['class']} {percent(best['probability'])}"
         if others:
-            line += " (" + ", ".join(f"{o['class']} {_percent(o['probability'])}" for o in others) + ")"
+            line += " (" + ", ".join(f"{o['class']} {percent(o['probability'])}" for o in others) + ")"
         lines.append(line + ("  [unsure]" if answer["unsure"] else ""))
     return "\n".join(lines)
-
-
-def _percent(probability: float) -> str:
-    """A probability to one decimal, where one short of certain reads ">99.9%", not "100.0%"."""
-    text = f"{probability:.1%}"
-    return ">99.9%" if text == "100.0%" and probability < 1 else text

@@ -143,11 +143,17 @@ function drawEvidence(pixels, evidence) {
   context.putImageData(image, 0, 0);
 }
 
+// One short of certain never reads 100.0%, as in the command line's answers.
+function percent(probability) {
+  const text = (100 * probability).toFixed(1);
+  return probability < 1 && text === "100.0" ? ">99.9%" : `${text}%`;
+}
+
 function show(prediction, elapsedMs) {
   drawSeen(prediction.pixels);
   blank($("evidence"));
   const best = prediction.top[0];
-  $("label").textContent = `${best.class} ${(100 * best.probability).toFixed(1)}%`;
+  $("label").textContent = `${best.class} ${percent(best.probability)}`;
   $("unsure").hidden = !prediction.unsure;
   $("timing").textContent = `${prediction.input}: answered in ${elapsedMs.toFixed(1)} ms on the server`;
   $("timing").dataset.input = prediction.input;
@@ -170,7 +176,7 @@ function show(prediction, elapsedMs) {
     track.append(fill);
     const value = document.createElement("span");
     value.className = "value";
-    value.textContent = `${(100 * probability).toFixed(1)}%`;
+    value.textContent = percent(probability);
     row.append(label, track, value);
     return row;
   }));
