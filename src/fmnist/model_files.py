@@ -39,8 +39,7 @@ def recorded_model_path(source: Path) -> tuple[Path, str]:
     runs.refuse_seed_group(source)
     model_path = source / artifacts.MODEL if source.is_dir() else source
     status = source / artifacts.STATUS
-    resumable = ("running", "interrupted", "failed")  # killed, stopped, or failed mid-training
-    if not model_path.is_file() and status.is_file() and artifacts.read_json(status).get("state") in resumable:
+    if not model_path.is_file() and status.is_file() and artifacts.read_json(status).get("state") in runs.RESUMABLE:
         if runs.being_trained(source):
             raise FmnistError(f"{source} has no model yet: it is being trained right now; {runs.WAIT_FOR_TRAINING}")
         raise FmnistError(f"{source} has no model yet: its training has not finished; {runs.how_to_finish(source)}")

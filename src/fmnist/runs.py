@@ -147,17 +147,23 @@ def teacher_run_dir(teacher: str | Path) -> Path:
     return run_dir
 
 
-STATES = ("running", "interrupted", "failed", "finished")  # what a status.json of ours says
+# What a status.json of ours says; `fmnist runs` shows a running run whose process is gone as killed.
+RUNNING, INTERRUPTED, FAILED, FINISHED = "running", "interrupted", "failed", "finished"
+KILLED = "killed"
+STATES = (RUNNING, INTERRUPTED, FAILED, FINISHED)
+RESUMABLE = (RUNNING, INTERRUPTED, FAILED)  # killed, stopped, or failed mid-training
 
 
 def set_status(run_dir: Path, state: str, **extra: Any) -> None:
+    if state not in STATES:
+        raise ValueError(f"unknown run state {state!r}")
     artifacts.write_json(Path(run_dir) / artifacts.STATUS, {"state": state, "updated": utc_now(), **extra})
 
 
 def finished(run_dir: Path | None) -> bool:
     """Whether the run's training finished (its status says so); ``None``, no run, is not."""
     status = None if run_dir is None else Path(run_dir) / artifacts.STATUS
-    return status is not None and status.is_file() and artifacts.read_json(status).get("state") == "finished"
+    return status is not None and status.is_file() and artifacts.read_json(status).get("state") == FINISHED
 
 
 def complete(run_dir: Path) -> bool:
@@ -277,26 +283,26 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         notes.append(f"{artifacts.STATUS} damaged (state {status.get('state')!r}): restore it from a copy")
         state = "unknown"
     # None yet while running; a finished run's that cannot be read is said below, with what to do
-    metrics = _read_object(run_dir / artifacts.METRICS, [] if state == "finished" else notes, note_missing=False)
-    unscored = state == "finished" and not (run_dir / artifacts.METRICS).is_file()
-    live = (state == "running" or unscored) and being_trained(run_dir)  # a finished run's process scores it still
-    if state == "running" and not live:  # its process was killed, or its machine went down
-        state = "killed"
+    metrics = _read_object(run_dir / artifacts.METRICS, [] if state == FINISHED else notes, note_missing=False)
+    unscored = state == FINISHED and not (run_dir / artifacts.METRICS).is_file()
+    live = (state == RUNNING or unscored) and being_trained(run_dir)  # a finished run's process scores it still
+    if state == RUNNING and not live:  # its process was killed, or its machine went down
+        state = KILLED
     if status.get("diverged"):
         notes.append(f"diverged: {DIVERGED_ADVICE}")
-    elif state in ("killed", "interrupted", "failed"):
+    elif state in (KILLED, INTERRUPTED, FAILED):
         notes.append(f"{resume_command(run_dir)} continues its group" if in_seed_group(run_dir)
                      else "fmnist train --resume continues it")
     elif unscored and not live:  # stopped while it was being scored
         notes.append(f"not scored: {resume_command(run_dir)} scores it" if in_seed_group(run_dir)
                      else "not scored: fmnist train --resume scores it")
-    if state == "finished" and not live:
+    if state == FINISHED and not live:
         lost = [name for name in (artifacts.MODEL, artifacts.MODEL_SHA256) if not (run_dir / name).is_file()]
         if lost:
             notes.append(f"no {', '.join(lost)}: restore {'it' if len(lost) == 1 else 'them'} from a copy, or train "
                          "a new run with its settings")
     # metrics.json is written after the predictions: both are there, unless edited or deleted by hand since
-    if state == "finished" and (run_dir / artifacts.METRICS).is_file():
+    if state == FINISHED and (run_dir / artifacts.METRICS).is_file():
         accuracy = artifacts.json_number(metrics.get("test_accuracy"))
         damaged = [] if accuracy is not None and 0 <= accuracy <= 1 else [f"{artifacts.METRICS} damaged"]
         predictions = run_dir / artifacts.PREDICTIONS

@@ -220,7 +220,7 @@ def train(
             require_unfinished(run_dir)  # again under the lock: another process may have finished it meanwhile
             kept = keep_finished_epochs(run_dir)
             log.info("resuming %s %s", run_dir, f"after epoch {kept}" if kept else "from its start (no epoch was kept)")
-        runs.set_status(run_dir, "running")
+        runs.set_status(run_dir, runs.RUNNING)
         try:
             with tensorflow_hidden_from_keras(backend):
                 model, epochs_run, seconds = fit(settings, dataset, run_dir, backend, extra_callbacks)
@@ -228,17 +228,17 @@ def train(
                 model_files.save_model(model, run_dir)
         except KeyboardInterrupt:
             command = runs.resume_command(run_dir)
-            runs.set_status(run_dir, "interrupted", resume=command)
+            runs.set_status(run_dir, runs.INTERRUPTED, resume=command)
             log.warning("stopped: '%s' continues from the last finished epoch", command)
             raise
         except Diverged as exc:
-            runs.set_status(run_dir, "failed", error=str(exc), diverged=True)
+            runs.set_status(run_dir, runs.FAILED, error=str(exc), diverged=True)
             raise
         except BaseException as exc:
-            runs.set_status(run_dir, "failed", error=str(exc), resume=runs.resume_command(run_dir))
+            runs.set_status(run_dir, runs.FAILED, error=str(exc), resume=runs.resume_command(run_dir))
             raise
         # Finished first: a kill between the two must not leave a "running" run without its backup.
-        runs.set_status(run_dir, "finished", epochs=epochs_run, train_seconds=round(seconds, 2))
+        runs.set_status(run_dir, runs.FINISHED, epochs=epochs_run, train_seconds=round(seconds, 2))
         (run_dir / artifacts.BACKUP).unlink(missing_ok=True)  # the saved model supersedes it
         try:
             metrics = evaluate_run(run_dir, data_dir=data_dir, model=model, dataset=dataset)

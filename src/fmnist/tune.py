@@ -239,7 +239,7 @@ def trial_state(trial: optuna.trial.FrozenTrial) -> str:
     if trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("stopped"):
         return "stopped"
     if trial.state == optuna.trial.TrialState.RUNNING and worker_gone(trial.user_attrs.get("worker")):
-        return "killed"  # until a worker continuing the study fails it and takes its settings up again
+        return runs.KILLED  # until a worker continuing the study fails it and takes its settings up again
     return trial.state.name.lower()
 
 
