@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fmnist import artifacts
+from fmnist import artifacts, runs
 from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
 from fmnist.recipes import recipe_settings
@@ -75,7 +75,17 @@ def test_student_learns_from_a_teacher_run(tmp_path, tiny_data):
     teacher = train(recipe_settings("spec", hidden_sizes=(16,), **tiny), "jax", runs_dir=tmp_path, dataset=dataset)
     with pytest.raises(FmnistError, match="needs --teacher"):
         recipe_settings("distilled")
-    student = train(recipe_settings("distilled", teacher=str(teacher.run_dir), hidden_sizes=(16,), **tiny), "jax",
-                    runs_dir=tmp_path, dataset=dataset)
+    settings = recipe_settings("distilled", teacher=str(teacher.run_dir), hidden_sizes=(16,), **tiny)
+    student = train(settings, "jax", runs_dir=tmp_path, dataset=dataset)
     history = artifacts.read_history(student.run_dir)
     assert len(history["accuracy"]) == 2 and np.isfinite(history["val_loss"]).all()
+    config = artifacts.read_json(student.run_dir / artifacts.CONFIG)
+    assert config["teacher_sha256"] == (teacher.run_dir / artifacts.MODEL_SHA256).read_text().split()[0]
+
+    # Resumed after its teacher was trained again, the student would learn from two teachers: refused.
+    artifacts.write_json(student.run_dir / artifacts.CONFIG, {**config, "teacher_sha256": "0" * 64})
+    runs.set_status(student.run_dir, runs.INTERRUPTED)
+    with pytest.raises(FmnistError, match=f"--teacher {teacher.run_dir}: its model changed since "
+                                          f"{student.run_dir.name} began .* restore that teacher's model"):
+        train(settings, "jax", dataset=dataset, resume_dir=student.run_dir)
+    assert artifacts.read_history(student.run_dir) == history  # refused before anything was touched

@@ -62,19 +62,29 @@ def split_indices(labels: np.ndarray, settings: TrainSettings) -> tuple[np.ndarr
     return np.sort(train_idx), np.sort(val_idx)
 
 
-def check_inputs(settings: TrainSettings, dataset: Dataset) -> None:
+def check_inputs(settings: TrainSettings, dataset: Dataset) -> str | None:
     """Refuse what would only fail or mislead mid-run before a run directory is made: a --limit beyond the data,
-    too small a split, a missing teacher."""
+    too small a split, a missing teacher; return the teacher model's SHA-256, if any."""
     if settings.limit is not None and settings.limit > len(dataset.y_train):
         raise FmnistError(f"--limit {settings.limit}: the training set has {len(dataset.y_train):,} images; "
                           "leave --limit out to use them all")
     split_indices(dataset.y_train, settings)
-    if settings.teacher:
-        try:
-            model_files.verified_model_path(Path(settings.teacher))
-            runs.teacher_run_dir(settings.teacher)
-        except FmnistError as exc:
-            raise FmnistError(f"--teacher {settings.teacher}: {exc}") from None
+    if not settings.teacher:
+        return None
+    try:
+        sha256 = model_files.verified_model_path(Path(settings.teacher))[1]
+        runs.teacher_run_dir(settings.teacher)
+        return sha256
+    except FmnistError as exc:
+        raise FmnistError(f"--teacher {settings.teacher}: {exc}") from None
+
+
+def require_same_teacher(run_dir: Path, teacher: str, sha256: str) -> None:
+    """A resumed student learns from the teacher it began with: another one's soft targets would mix two teachers."""
+    recorded = artifacts.read_json(run_dir / artifacts.CONFIG).get("teacher_sha256")
+    if recorded and recorded != sha256:
+        raise FmnistError(f"--teacher {teacher}: its model changed since {run_dir.name} began (SHA-256 {recorded} "
+                          f"then, {sha256} now); restore that teacher's model, or train a new run")
 
 
 def package_versions() -> dict[str, str]:
@@ -202,7 +212,7 @@ def train(
     from fmnist.resume import keep_finished_epochs, require_unfinished
 
     dataset = dataset or load_dataset(data_dir)
-    check_inputs(settings, dataset)
+    teacher_sha256 = check_inputs(settings, dataset)
     run_dir = resume_dir or runs.create_run_dir(runs_dir, settings.name)
     with runs.claim_run(run_dir):
         if resume_dir is None:
@@ -214,10 +224,13 @@ def train(
                 "python": platform.python_version(),
                 "machine": platform.machine(),
                 "data": data_record(dataset),
+                **({"teacher_sha256": teacher_sha256} if teacher_sha256 else {}),
                 "created": runs.utc_now(),
             })
         else:
             require_unfinished(run_dir)  # again under the lock: another process may have finished it meanwhile
+            if teacher_sha256:
+                require_same_teacher(run_dir, settings.teacher, teacher_sha256)
             kept = keep_finished_epochs(run_dir)
             log.info("resuming %s %s", run_dir, f"after epoch {kept}" if kept else "from its start (no epoch was kept)")
         runs.set_status(run_dir, runs.RUNNING)
