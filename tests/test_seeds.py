@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import logging
+import re
 import shutil
 
 import numpy as np
@@ -35,6 +36,19 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     assert [r["seed"] for r in summary["runs"]] == [5, 6, 7]
     assert all((group / r["run_dir"] / "model.keras").is_file() for r in summary["runs"])
     assert json.loads((group / artifacts.SEED_SUMMARY).read_text())["seeds"] == 3
+    # `fmnist runs` gives the group a line of its own, above its runs, with the summary's mean and spread.
+    rows = runs.list_runs(tmp_path)
+    [listed] = runs.seed_groups(rows, tmp_path)
+    assert (listed["group"], listed["seeds"], listed["scored"]) == (group.name, 3, 3)
+    assert listed["test_accuracy"]["mean"] == pytest.approx(summary["test_accuracy"]["mean"])
+    assert listed["test_accuracy"]["std"] == pytest.approx(summary["test_accuracy"]["std"])
+    assert listed["train_seconds"] == pytest.approx(summary["train_seconds"]["mean"], abs=0.01)  # rounded in status
+    table = [re.split(r"\s{2,}", line) for line in runs.format_runs(rows, [listed], tmp_path).splitlines()]
+    assert table[1][0] == f"{group.name}/" and table[1][-4:] == [
+        f"{summary['test_accuracy']['mean']:.4f}", f"{listed['macro_f1']:.4f}",
+        f"{listed['train_seconds']:.1f}", f"mean of 3 seeds, sd {summary['test_accuracy']['std']:.4f}"]
+    in_group = [line for line in table if line[0].startswith(group.name)]  # beside it: the tiny data's folder
+    assert [line[table[0].index("seed")] for line in in_group] == ["all", "7", "6", "5"]
 
     # As if killed while scoring the first seed and training the second: the third never began, no summary.
     first, second, third = (group / r["run_dir"] for r in summary["runs"])
@@ -47,6 +61,10 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     assert runs.summarize(second)["notes"] == [f"fmnist train --resume {group} continues its group"]
     assert runs.summarize(first)["notes"] == [f"not scored: fmnist train --resume {group} scores it"]
     assert runs.how_to_finish(second) == f"'fmnist train --resume {group}' finishes it"
+    [cut] = runs.seed_groups(runs.list_runs(tmp_path), tmp_path)
+    assert cut["scored"] == 0 and cut["test_accuracy"] is None and cut["summary"] is None
+    assert runs.format_runs(runs.list_runs(tmp_path), [cut], tmp_path).splitlines()[1].endswith(
+        f"0 of 3 seeds scored (fmnist train --resume {group} continues it)")
     copy = shutil.copytree(group, tmp_path / "copy" / group.name)  # so that the group's own resume finds it cut short
     with caplog.at_level(logging.WARNING, logger="fmnist.resume"):
         resume_run(copy / second.name, dataset=dataset)  # that run alone: done, and the rest of the group pointed to

@@ -332,12 +332,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
-    from fmnist.runs import format_runs, list_runs
+    from fmnist.runs import format_runs, list_runs, seed_groups
 
     runs_dir = args.runs_dir or Path(defaults.RUNS_DIR)
     rows = list_runs(runs_dir, must_exist=args.runs_dir is not None)
-    text = format_runs(rows) if rows else f"no runs in {runs_dir} yet: start one with 'fmnist train'"
-    _emit(args, text, {"runs_dir": runs_dir, "runs": rows})
+    groups = seed_groups(rows, runs_dir)
+    text = format_runs(rows, groups, runs_dir) if rows else f"no runs in {runs_dir} yet: start one with 'fmnist train'"
+    _emit(args, text, {"runs_dir": runs_dir, "runs": rows, "groups": groups})
 
 
 def cmd_runs_compare(args: argparse.Namespace) -> None:
@@ -542,7 +543,8 @@ def _add_report(sub: Any) -> None:
 
 def _add_runs(sub: Any) -> None:
     p = _command(sub, "runs", cmd_runs, "List the runs, newest first: settings, test accuracy, macro F1, time, "
-                                        "status. 'fmnist runs compare --help' tells how to compare some of them.")
+                                        "status; a --seeds group's line gives its runs' mean. "
+                                        "'fmnist runs compare --help' tells how to compare some of them.")
     # None when not given: a folder the user names must exist, the default ./runs not yet.
     p.add_argument("--runs-dir", type=_path, default=None,
                    help=f"where run directories are (default ./{defaults.RUNS_DIR})")

@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import statistics
 import tempfile
 import time
 import zipfile
@@ -385,26 +386,85 @@ def cell(value: Any, fmt: str = "{}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def format_runs(rows: list[dict[str, Any]]) -> str:
-    """The runs as an aligned text table, one line each."""
-    header = ["run", "created", "recipe", "network", "lr", "batch", "limit", "backend", "epochs",
+def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, Any]]:
+    """One entry per ``--seeds`` group among ``rows``: its runs' mean and spread over the seeds scored so far."""
+    members: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        group = Path(row["run"]).parent
+        if group != Path(".") and (Path(runs_dir) / group / artifacts.SEED_GROUP).is_file():
+            members.setdefault(group.as_posix(), []).append(row)
+    groups = []
+    for group, rows_of_group in members.items():
+        planned = artifacts.json_number(_read_object(Path(runs_dir) / group / artifacts.SEED_GROUP, []).get("seeds"))
+        by_seed = {}
+        for row in rows_of_group:  # a seed trained again after a damaged run: its scored run counts
+            if row["status"] == FINISHED and row["test_accuracy"] is not None:
+                by_seed[row["settings"].get("seed")] = row
+        scored = list(by_seed.values())
+        accuracies = [r["test_accuracy"] for r in scored]
+        f1s = [r["macro_f1"] for r in scored if r["macro_f1"] is not None]
+        seconds = [r["train_seconds"] for r in scored if r["train_seconds"] is not None]
+        summary = Path(runs_dir) / group / artifacts.SEED_SUMMARY
+        groups.append({
+            "group": group, "seeds": None if planned is None else int(planned), "scored": len(scored),
+            # the sample standard deviation (ddof 1), as the group's summary.json has it
+            "test_accuracy": {"mean": statistics.fmean(accuracies),
+                              "std": statistics.stdev(accuracies) if len(accuracies) > 1 else None}
+            if accuracies else None,
+            "macro_f1": statistics.fmean(f1s) if f1s else None,
+            "train_seconds": statistics.fmean(seconds) if seconds else None,
+            "summary": summary if summary.is_file() else None,
+        })
+    return groups
+
+
+def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), runs_dir: Path = Path(".")) -> str:
+    """The runs as an aligned text table, one line each; a ``--seeds`` group's line, with its mean, above its
+    newest run."""
+    header = ["run", "created", "recipe", "network", "lr", "batch", "limit", "seed", "backend", "epochs",
               "test acc", "macro F1", "train s", "status"]
     lines = [header]
+    groups_left = {g["group"]: g for g in groups}
     for r in rows:
+        group = groups_left.pop(Path(r["run"]).parent.as_posix(), None)
+        if group:
+            lines.append(_group_line(group, r, Path(runs_dir)))
         s = r["settings"]
-        network = "-".join(str(n) for n in s["hidden_sizes"]) if isinstance(s.get("hidden_sizes"), list) else None
-        if s.get("architecture") == "cnn":  # its hidden sizes are the unused dense defaults
-            network = "ConvNet"
         lines.append([
-            r["run"], r["created"].replace("T", " "), cell(r["recipe"]), cell(network),
+            r["run"], r["created"].replace("T", " "), cell(r["recipe"]), cell(_network(s)),
             cell(artifacts.json_number(s.get("learning_rate")), "{:g}"), cell(s.get("batch_size")),
-            cell(s.get("limit")),
+            cell(s.get("limit")), cell(s.get("seed")),
             cell(r["backend"]), cell(r["epochs"]),
             cell(r["test_accuracy"], "{:.4f}"), cell(r["macro_f1"], "{:.4f}"), cell(r["train_seconds"], "{:.1f}"),
             r["status"] + (f" ({', '.join(r['notes'])})" if r["notes"] else ""),
         ])
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def _network(settings: dict[str, Any]) -> str | None:
+    if settings.get("architecture") == "cnn":  # its hidden sizes are the unused dense defaults
+        return "ConvNet"
+    sizes = settings.get("hidden_sizes")
+    return "-".join(str(n) for n in sizes) if isinstance(sizes, list) else None
+
+
+def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -> list[str]:
+    """A group's line: the settings its runs share (as its newest run has them), and the mean of the runs scored,
+    with their standard deviation."""
+    accuracy, planned, scored = group["test_accuracy"], group["seeds"], group["scored"]
+    s = newest["settings"]
+    if planned is not None and scored >= planned:
+        status = f"mean of {planned} seeds" + (f", sd {accuracy['std']:.4f}" if accuracy["std"] is not None else "")
+    else:
+        status = (f"{scored} of {'?' if planned is None else planned} seeds scored "
+                  f"(fmnist train --resume {runs_dir / group['group']} continues it)")
+    return [
+        group["group"] + "/", newest["created"].replace("T", " "), cell(newest["recipe"]), cell(_network(s)),
+        cell(artifacts.json_number(s.get("learning_rate")), "{:g}"), cell(s.get("batch_size")), cell(s.get("limit")),
+        "all", cell(newest["backend"]), "-", cell(accuracy and accuracy["mean"], "{:.4f}"),
+        cell(group["macro_f1"], "{:.4f}"), cell(group["train_seconds"], "{:.1f}"), status,
+    ]
 
 
 def resolve_run(name: str | Path, runs_dir: Path) -> Path:
