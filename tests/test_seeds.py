@@ -94,6 +94,9 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
         artifacts.write_json(group / artifacts.SEED_GROUP, {**record, "seeds": seeds})
         with pytest.raises(FmnistError, match=refusal):
             resume_seeds(group, dataset=dataset)
+        rows = runs.list_runs(tmp_path)  # listed as it is, never as the mean of a group it is not
+        assert runs.format_runs(rows, runs.seed_groups(rows, tmp_path), tmp_path).splitlines()[1].endswith(
+            f"3 of {seeds} seeds scored (fmnist train --resume {group} continues it)")
     # Where one run is wanted (evaluate, report, predict, serve, export, compare), the group is named as such.
     first_run = sorted(r["run_dir"] for r in resumed["runs"])[0]
     for refused in (lambda: runs.require_run_dir(group), lambda: model_files.verified_model_path(group)):

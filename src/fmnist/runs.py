@@ -454,7 +454,7 @@ def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -
     with their standard deviation."""
     accuracy, planned, scored = group["test_accuracy"], group["seeds"], group["scored"]
     s = newest["settings"]
-    if planned is not None and scored >= planned:
+    if accuracy and scored == planned:
         status = f"mean of {planned} seeds" + (f", sd {accuracy['std']:.4f}" if accuracy["std"] is not None else "")
     else:
         status = (f"{scored} of {'?' if planned is None else planned} seeds scored "
