@@ -118,6 +118,7 @@ def test_short_real_training_end_to_end_on_the_specs_backend(tmp_path):
     # Three epochs on 9,600 images score 0.79-0.83 by machine and backend (TensorFlow's CPU kernels differ between
     # CPUs); chance is 0.10, and a broken pipeline stays far below 0.75.
     assert trained["test_accuracy"] >= 0.75 and trained["epochs"] == 3
+    assert trained["backend"] == backend and 1 <= trained["epoch_kept"] <= 3
     run_dir = trained["run_dir"]
     assert json.loads((runs / run_dir.split("/")[-1] / artifacts.CONFIG).read_text())["backend"] == backend
 

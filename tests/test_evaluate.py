@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import write_idx_set
-from sklearn.metrics import accuracy_score
+from sklearn.metrics import accuracy_score, log_loss
 
 from fmnist import artifacts, model_files
 from fmnist.data import load_dataset, to_features
@@ -61,6 +61,17 @@ def test_evaluate_scores_the_saved_model_and_keeps_what_the_report_draws(tmp_pat
     assert (run / artifacts.EVIDENCE_CLASSES_PNG).is_file() == (len(examples) > 0)
     assert (run / artifacts.EVIDENCE_MISTAKES_PNG).is_file() == (len(shown) > 0)
     assert "What the model looks at" in (run / artifacts.REPORT_HTML).read_text()
+
+    # The test loss of the network as trained: its softmax layer's weights times T undo the folded temperature.
+    temperature = artifacts.read_json(run / artifacts.CALIBRATION)["temperature"]
+    kernel, bias = model.layers[-1].get_weights()
+    model.layers[-1].set_weights([kernel * temperature, bias * temperature])
+    trained = np.asarray(model.predict(features, verbose=0))
+    assert metrics["test_loss_before_scaling"] == pytest.approx(
+        log_loss(dataset.y_test, trained, labels=range(10)), rel=1e-4)
+    assert metrics["test_loss"] == pytest.approx(log_loss(dataset.y_test, expected, labels=range(10)), rel=1e-4)
+    assert (f"<td>{metrics['test_loss_before_scaling']:.4f} / {metrics['test_loss']:.4f}</td>"
+            in (run / artifacts.REPORT_HTML).read_text())
 
 
 def test_ece_before_scaling_is_the_models_before_its_temperature_was_folded_in(tmp_path):

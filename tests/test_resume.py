@@ -110,6 +110,9 @@ def test_interrupted_then_killed_run_resumes_to_the_uninterrupted_result(tmp_pat
         np.testing.assert_array_equal(mine, theirs)
     got = json.loads(resumed.stdout)
     assert got["epochs"] == expected["epochs"] and got["test_accuracy"] == expected["test_accuracy"]
+    # The closing lines name the epoch the model is from: the best one, which early stopping restored.
+    assert got["epoch_kept"] == expected["epoch_kept"] == int(np.argmin(history["val_loss"])) + 1 < got["epochs"]
+    assert got["backend"] == expected["backend"] == "jax"
     assert json.loads((run_dir / artifacts.STATUS).read_text())["state"] == "finished"
     assert not (run_dir / artifacts.BACKUP).exists()  # the model supersedes it
     assert (run_dir / artifacts.REPORT_HTML).is_file()

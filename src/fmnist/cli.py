@@ -25,7 +25,7 @@ examples:
   fmnist data --data-dir ~/fmnist  IDX files you downloaded yourself
   fmnist train                     the spec's recipe (512-256-64-32, batch 64, early stopping)
   fmnist train --epochs 3 --limit 12000 --name quick
-  fmnist train --backend tensorflow
+  fmnist train --backend tensorflow   the spec's recipe on the spec's backend
   fmnist train --seeds 3           three seeds, with mean, spread and a 95% interval
   fmnist train --recipe best       our better dense network; --recipe cnn for a ConvNet
   fmnist train --recipe distilled --teacher runs/<cnn id>   a dense network taught by a ConvNet
@@ -252,12 +252,15 @@ def _refuse_given(args: argparse.Namespace, names: tuple[str, ...], why: str) ->
 
 
 def _emit_training(args: argparse.Namespace, result: Any) -> None:
-    from fmnist.report import headline
+    from fmnist.report import headline, training_outcome
 
+    outcome = training_outcome(result.run_dir)
     text = (headline(result.run_dir, result.metrics)
-            + f"\nepochs {result.epochs_run}, training {result.train_seconds:.1f}s")
+            + f"\nepochs {result.epochs_run} (the model is epoch {outcome['epoch_kept']}'s), training "
+              f"{result.train_seconds:.1f}s on {outcome['backend']}")
     _emit(args, text, {
-        "run_dir": result.run_dir, "epochs": result.epochs_run, "train_seconds": round(result.train_seconds, 2),
+        "run_dir": result.run_dir, "epochs": result.epochs_run, **outcome,
+        "train_seconds": round(result.train_seconds, 2),
         **{k: result.metrics[k] for k in ("test_accuracy", "test_loss", "macro_f1", "weakest_class")},
     })
 
@@ -436,7 +439,7 @@ def _backend(p: argparse.ArgumentParser, by_model: bool = False) -> None:
                                 for architecture, name in PREFERRED_BACKEND.items())
     measured = f"the one measured faster on CPU for the model: {by_architecture}" if by_model else DEFAULT_BACKEND
     p.add_argument("--backend", choices=BACKENDS, default=None,
-                   help=f"Keras backend (default: KERAS_BACKEND, else {measured})")
+                   help=f"Keras backend (default: KERAS_BACKEND, else {measured}); tensorflow is the spec's")
 
 
 def _fixed_settings(p: argparse.ArgumentParser, recipes: bool) -> None:
@@ -483,14 +486,15 @@ def _add_train(sub: Any) -> None:
                    help=f"images per step (default: the recipe's; spec {spec.batch_size})")
     p.add_argument("--learning-rate", "--lr", type=float,
                    help="initial (or peak) learning rate of Adam or AdamW "
-                        f"(default: the recipe's; spec {spec.learning_rate:g})")
+                        f"(default: the recipe's; spec {spec.learning_rate:g}, Adam's own, as the spec gives none)")
     p.add_argument("--hidden-sizes", type=_sizes, metavar="N,N,...",
                    help="hidden layer widths of a dense network "
                         f"(default: the recipe's; spec {','.join(map(str, spec.hidden_sizes))})")
     p.add_argument("--dropout", type=float,
                    help=f"dropout after each hidden layer (default: the recipe's; spec {spec.dropout})")
     p.add_argument("--lr-factor", type=float,
-                   help=f"learning rate multiplier on a val_loss plateau, plateau schedule (default {spec.lr_factor})")
+                   help=f"learning rate multiplier on a val_loss plateau, plateau schedule (default {spec.lr_factor}, "
+                        "ReduceLROnPlateau's own, as the spec gives none)")
     p.add_argument("--recipe", choices=tuple(RECIPES),
                    help="spec: the spec's dense recipe (default); best: our better dense network (2x1024, AdamW, "
                         "cosine, label smoothing); distilled: a dense network taught by --teacher; cnn: a ConvNet "

@@ -14,7 +14,9 @@ from fmnist.data import CLASS_NAMES, Dataset, load_dataset, to_features
 from fmnist.errors import FmnistError
 from fmnist.explain import report_explanations
 from fmnist.inference import predict_probabilities
-from fmnist.metrics import bootstrap_accuracy_interval, calibration_bins, compute_metrics, most_confident_mistakes
+from fmnist.metrics import (
+    bootstrap_accuracy_interval, calibration_bins, compute_metrics, mean_log_loss, most_confident_mistakes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +29,11 @@ def calibration_metrics(run_dir: Path, y_true: np.ndarray, probabilities: np.nda
     from fmnist.calibration import apply_temperature, folded_temperature
 
     temperature = folded_temperature(run_dir)
-    before = calibration_bins(y_true, apply_temperature(probabilities, 1.0 / temperature))
+    trained = apply_temperature(probabilities, 1.0 / temperature)  # the network as it was trained
+    before = calibration_bins(y_true, trained)
     after = calibration_bins(y_true, probabilities)
     return {"temperature": temperature, "ece": after["ece"], "ece_before_scaling": before["ece"],
+            "test_loss_before_scaling": mean_log_loss(y_true, trained),
             "reliability": {"after": after, "before": before}}
 
 

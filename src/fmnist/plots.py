@@ -46,7 +46,7 @@ def confusion_matrix_png(matrix: Sequence[Sequence[int]], path: Path) -> None:
     normalised = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     fig, axes = plt.subplots(1, 2, figsize=(17, 7))
     for ax, data, fmt, title in (
-        (axes[0], counts, "d", "Counts"),
+        (axes[0], counts, "d", f"Counts (the {counts.sum():,} test images)"),
         (axes[1], normalised, ".2f", "Row-normalised (share of each true class)"),
     ):
         ConfusionMatrixDisplay(data, display_labels=CLASS_NAMES).plot(

@@ -92,11 +92,14 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
     headline = [
         ["test accuracy", f"{metrics['test_accuracy']:.4f}"],
         ["95% bootstrap interval", "{:.4f} to {:.4f}".format(*metrics.get("test_accuracy_ci95", [np.nan] * 2))],
-        ["test loss", f"{metrics['test_loss']:.4f}"],
+        # The trained network's loss (what Keras would report) and the calibrated model's, as saved.
+        ["test loss, before / after temperature scaling",
+         f"{runs.cell(metrics.get('test_loss_before_scaling'), '{:.4f}')} / {metrics['test_loss']:.4f}"],
         [f"ECE ({CALIBRATION_BINS} bins), before / after temperature scaling",
          f"{metrics.get('ece_before_scaling', np.nan):.4f} / {metrics.get('ece', np.nan):.4f} "
          f"(T = {metrics.get('temperature', 1.0):.3f})"],
-        ["macro F1", f"{metrics['macro_f1']:.4f}"], ["weakest class (F1)", metrics["weakest_class"]],
+        ["macro F1", f"{metrics['macro_f1']:.4f}"], ["weakest class (F1)",
+         f"{metrics['weakest_class']} ({metrics['per_class'][metrics['weakest_class']]['f1-score']:.4f})"],
         ["epochs run / kept" if _scheduled(config) else "epochs run / best",
          f"{len(history['loss'])} / {kept}" if history.get("loss") else f"- ({artifacts.HISTORY} is missing or empty)"],
         ["training seconds", status.get("train_seconds", "-")], ["status", status.get("state", "-")],
@@ -194,6 +197,13 @@ def _scheduled(config: dict[str, Any]) -> bool:
 def _kept_epoch(history: dict[str, list[float]], scheduled: bool) -> int | None:
     """The epoch whose weights the model has: the best (restored by early stopping) or, on a schedule, the last."""
     return (len(history.get("loss", [])) or None) if scheduled else artifacts.best_epoch(history)
+
+
+def training_outcome(run_dir: Path) -> dict[str, Any]:
+    """What a finished training's closing lines add to its scores: its backend and the epoch its model is from."""
+    config = artifacts.read_json(Path(run_dir) / artifacts.CONFIG)
+    return {"backend": config.get("backend"),
+            "epoch_kept": _kept_epoch(artifacts.read_history(run_dir), _scheduled(config))}
 
 
 def _draw(run_dir: Path, metrics: dict[str, Any], predictions: dict[str, np.ndarray], history: dict,
