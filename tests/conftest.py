@@ -84,6 +84,12 @@ def real_data_dir() -> Path:
                 "run 'bash scripts/setup.sh' (installs dataset-fashion-mnist)")
 
 
+# `python -m fmnist`, with Ctrl-C handled as at a terminal: a test runner started in the background (`cmd &`)
+# passes SIGINT on ignored, and Python then leaves it ignored.
+AS_AT_A_TERMINAL = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                    "sys.argv[0] = 'fmnist'; runpy.run_module('fmnist', run_name='__main__')")
+
+
 def start_server(run_dir: Path, log: Path, start_s: float = 180) -> tuple[subprocess.Popen, str]:
     """``fmnist serve RUN`` in a fresh process on a free port, once it answers /v1/health: the process and its URL.
 
@@ -97,7 +103,7 @@ def start_server(run_dir: Path, log: Path, start_s: float = 180) -> tuple[subpro
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with open(log, "wb") as errors, open(log.with_suffix(".stdout"), "wb") as results:
-        process = subprocess.Popen([sys.executable, "-m", "fmnist", "serve", str(run_dir), "--port", str(port)],
+        process = subprocess.Popen([sys.executable, "-c", AS_AT_A_TERMINAL, "serve", str(run_dir), "--port", str(port)],
                                    stdout=results, stderr=errors)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + start_s

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import AS_AT_A_TERMINAL, run_cli
 from fmnist import artifacts, model_files, runs
 from fmnist.backup import read_meta
 from fmnist.data import load_dataset
@@ -25,12 +25,6 @@ from fmnist.train import train
 # value, patience, best weights, restored at the end), not just the weights and the epoch.
 ARGS = ["--limit", "6000", "--epochs", "8", "--hidden-sizes", "32,16", "--batch-size", "4", "--learning-rate", "0.05",
         "--lr-patience", "1", "--early-stopping-patience", "2", "--json"]
-
-
-# `python -m fmnist`, with Ctrl-C handled as at a terminal: a test runner started in the background (`cmd &`)
-# passes SIGINT on ignored, and Python then leaves it ignored.
-AS_AT_A_TERMINAL = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                    "sys.argv[0] = 'fmnist'; runpy.run_module('fmnist', run_name='__main__')")
 
 
 def _start(*args: str) -> subprocess.Popen:

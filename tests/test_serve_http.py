@@ -168,6 +168,22 @@ def test_headers_that_came_in_two_reads_leave_no_count_behind(tiny_run_dir, capl
     assert "answered 408" not in caplog.text  # no second answer, to a request never made
 
 
+def test_a_second_ctrl_c_stops_at_once_in_one_line(tiny_run_dir, tmp_path):
+    import signal
+
+    log = tmp_path / "serve.log"
+    server, _ = start_server(tiny_run_dir, log)
+    try:
+        server.send_signal(signal.SIGINT)
+        time.sleep(0.05)  # two signals sent at once may arrive as one
+        server.send_signal(signal.SIGINT)  # impatient: the app's shutdown is skipped, its waiting task cancelled
+        assert server.wait(timeout=60) == 130
+    finally:
+        server.kill()
+    text = log.read_text()
+    assert "Traceback" not in text and text.endswith("fmnist: interrupted\n"), text
+
+
 def test_requests_still_running_at_a_stop_get_a_json_503_and_one_log_line_each(tiny_run_dir, tmp_path):
     import signal
     from urllib.parse import urlsplit

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import ipaddress
 import json
@@ -13,7 +14,8 @@ import sys
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Callable
+from types import FrameType
+from typing import Any, Callable, Iterator
 
 import anyio
 import numpy as np
@@ -26,7 +28,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from fmnist import artifacts, model_files, runs
+from fmnist import artifacts, model_files, runs, stopping
 from fmnist.data import CLASS_NAMES, IMAGE_SIDE
 from fmnist.defaults import MAX_BATCH, MAX_UPLOAD_MIB, UNSURE_BELOW
 from fmnist.errors import FmnistError, first_line
@@ -442,7 +444,20 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"  # a log, like every command's progress
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=access_log, http=json_http_protocol(),
+    class Server(uvicorn.Server):
+        """uvicorn's server, stopped by the signals that stop every command; the stop is raised once the event loop
+        has ended (uvicorn raises the signal again inside it, where the loop's teardown could print a traceback)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with stopping.delivered_to(self.handle_exit):
+                yield
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            stopping.note(sig)
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(app, host=host, port=port, access_log=access_log, http=json_http_protocol(),
                                            log_level="info" if access_log else "warning", log_config=log_config,
                                            use_colors=sys.stderr.isatty(),
                                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
@@ -454,6 +469,9 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
         if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):  # still running after the grace
             record.msg, record.args = "a request still running %d s after the stop was cancelled", (SHUTDOWN_GRACE_S,)
             record.exc_info = record.exc_text = None
+        elif server.force_exit and "CancelledError" in str(record.msg):  # the app's shutdown, cut short: its traceback
+            record.msg, record.args = "stopped at once by a second stop signal: the model's shutdown was skipped", ()
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
         return True
 
     uvicorn_log = logging.getLogger("uvicorn.error")
@@ -465,6 +483,7 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
             raise
     finally:
         uvicorn_log.removeFilter(in_one_line)
+    stopping.check()
     failure = getattr(app.state, "startup_error", None)
     if failure is not None:
         if isinstance(failure, FmnistError):

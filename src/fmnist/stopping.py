@@ -30,26 +30,41 @@ def _quiet_when_stopping(passed_on: Callable[[Any], None], unraisable: Any) -> N
 
 
 @contextlib.contextmanager
-def handled() -> Iterator[None]:
-    """While a command runs, SIGINT (unless the parent ignores it, as for a background job) and SIGTERM stop it;
-    the handlers and the unraisable hook are put back afterwards, for a caller that goes on."""
+def delivered_to(handler: Callable[[int, FrameType | None], Any]) -> Iterator[None]:
+    """While the block runs, SIGINT (unless the parent ignores it, as for a background job) and SIGTERM go to
+    ``handler``; the previous handlers are put back afterwards."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    hook = sys.unraisablehook
-    for signum, handler in previous.items():
-        if handler is not signal.SIG_IGN:
-            signal.signal(signum, _stop)
-    sys.unraisablehook = functools.partial(_quiet_when_stopping, hook)
+    for signum, old in previous.items():
+        if old is not signal.SIG_IGN:
+            signal.signal(signum, handler)
     try:
         yield
     finally:
+        for signum, old in previous.items():
+            if old is not None:  # None: set from outside Python, and not ours to restore
+                signal.signal(signum, old)
+
+
+@contextlib.contextmanager
+def handled() -> Iterator[None]:
+    """While a command runs, a stop signal stops it; the handlers and the unraisable hook are put back afterwards,
+    for a caller that goes on."""
+    hook = sys.unraisablehook
+    sys.unraisablehook = functools.partial(_quiet_when_stopping, hook)
+    try:
+        with delivered_to(_stop):
+            yield
+    finally:
         _received.clear()  # this command's stop, not the next one's
-        for signum, handler in previous.items():
-            if handler is not None:  # None: set from outside Python, and not ours to restore
-                signal.signal(signum, handler)
         sys.unraisablehook = hook
+
+
+def note(signum: int) -> None:
+    """Keep a stop signal that another handler took (the server's), for check() to act on once it is safe."""
+    _received.append(signum)
 
 
 def check() -> None:
