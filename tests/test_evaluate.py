@@ -125,6 +125,15 @@ def test_a_model_no_better_than_guessing_is_called_so(tmp_path, tiny_run_dir, ca
     assert "the model learned next to nothing" in caplog.text
     learning_rate = artifacts.read_json(run / artifacts.CONFIG)["settings"]["learning_rate"]
     assert f"(this run's {learning_rate:g}; the spec's 0.001)" in caplog.text
+    assert "BatchNorm" not in caplog.text
+    caplog.clear()
+    # Had it fitted its training images (a ConvNet after a few dozen steps does), the cause named is BatchNorm's.
+    epochs = len(artifacts.read_history(run)["loss"])
+    rows = ["epoch,accuracy,loss,val_accuracy,val_loss"] + [f"{i},0.93,0.2,0.13,4.0" for i in range(epochs)]
+    (run / artifacts.HISTORY).write_text("\n".join(rows) + "\n")
+    evaluate_run(run, dataset=dataset)
+    assert "It reached 0.93 on its training images: too few training steps" in caplog.text
+    assert "learning rate far from" not in caplog.text
     caplog.clear()
     answers = np.load(run / artifacts.PREDICTIONS)["probabilities"].argmax(axis=1)
     evaluate_run(run, dataset=dataclasses.replace(dataset, y_test=answers.astype(np.uint8)))  # all right this time

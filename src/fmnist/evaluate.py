@@ -72,18 +72,26 @@ def evaluate_run(
     log.info("test accuracy %.4f, macro F1 %.4f", metrics["test_accuracy"], metrics["macro_f1"])
     if high < NEAR_CHANCE:  # surely under twice what guessing scores: say so, or the run looks like any other
         log.warning("the model learned next to nothing: test accuracy %.4f (95%% interval up to %.4f; guessing scores "
-                    "%.2f). A learning rate far from a working one is the usual cause (%s): the report's curves tell",
-                    metrics["test_accuracy"], high, 1 / len(CLASS_NAMES), _learning_rates(run_dir))
+                    "%.2f). %s", metrics["test_accuracy"], high, 1 / len(CLASS_NAMES), _likely_cause(run_dir))
     return metrics
 
 
-def _learning_rates(run_dir: Path) -> str:
-    """The run's learning rate beside the spec's, for the warning above."""
+def _likely_cause(run_dir: Path) -> str:
+    """Why a run scores near chance, from its history and settings, for the warning above."""
     from fmnist.settings import TrainSettings
 
+    try:
+        fitted = max(artifacts.read_history(run_dir).get("accuracy") or [0.0])
+    except (FmnistError, OSError):  # no history to tell: the usual cause
+        fitted = 0.0
+    if fitted >= 0.5:  # it learned its own images, yet answers others as if it had not
+        return (f"It reached {fitted:.2f} on its training images: too few training steps, most often, leave the "
+                "running statistics of BatchNorm, which the model predicts with, far from the data's; train on more "
+                "images (--limit), for more epochs or with a smaller --batch-size")
     try:
         settings = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings")
         own = f"this run's {settings['learning_rate']:g}; "
     except (FmnistError, AttributeError, KeyError, TypeError, ValueError):  # a config damaged since: the spec's alone
         own = ""
-    return f"{own}the spec's {TrainSettings().learning_rate:g}"
+    return (f"A learning rate far from a working one is the usual cause ({own}the spec's "
+            f"{TrainSettings().learning_rate:g}): the report's curves tell")
