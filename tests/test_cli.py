@@ -1,3 +1,4 @@
+import argparse
 import json
 import os
 import shutil
@@ -36,6 +37,26 @@ def test_help_teaches_and_imports_nothing_heavy():
     assert version.returncode == 0 and version.stdout == f"fmnist {metadata.version('fmnist')}\n"
 
 
+def test_every_commands_description_is_wrapped_and_says_what_it_writes():
+    from fmnist.cli import build_parser
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from parsers(sub)
+
+    found = {p.prog: p.description or "" for p in parsers(build_parser())}
+    flowing = {prog: " ".join(text.split()) for prog, text in found.items()}
+    assert len(found) == 12  # fmnist, its 10 commands and runs compare
+    prose = [line for text in found.values() for line in text.splitlines() if not line.startswith(" ")]
+    assert max(map(len, prose)) <= 79, max(prose, key=len)
+    assert "rewrites the run's metrics, predictions, pictures and report" in flowing["fmnist evaluate"]
+    assert "RUNS_DIR/<UTC time>-<name>/" in flowing["fmnist train"]
+    assert "hidden sizes, dropout, learning rate, batch size and plateau factor" in flowing["fmnist tune"]
+
+
 def test_a_run_without_its_model_is_refused_before_keras_starts(tmp_path):
     run = tmp_path / "stopped"
     run.mkdir()
@@ -63,7 +84,7 @@ def test_missing_data_dir_is_one_clear_line(tmp_path):
 
 def test_bad_settings_and_arguments_are_refused(tmp_path):
     assert_one_line_error(run_cli("train", "--dropout", "1.5", "--runs-dir", str(tmp_path)),
-                          "dropout must be in [0, 1)")
+                          "invalid setting: --dropout must be in [0, 1)")
     usage = run_cli("train", "--epochs", "0")
     assert usage.returncode == 2 and usage.stderr.splitlines() == [
         "fmnist: error: argument --epochs: '0' must be positive (see 'fmnist train --help')"]

@@ -20,8 +20,8 @@ def test_flags_override_a_recipe_and_unknowns_are_errors():
         recipe_settings("fastest")
     with pytest.raises(FmnistError, match="needs optimizer adamw"):
         recipe_settings("spec", weight_decay=1e-4)
-    with pytest.raises(FmnistError, match=r"epochs must be more than warmup_epochs \(1, the recipe's learning-rate "
-                                          r"warm-up\): 2 or more"):
+    with pytest.raises(FmnistError, match=r"^invalid setting: --epochs must be more than the recipe's learning-rate "
+                                          r"warm-up \(1 epochs\): 2 or more$"):  # in the flags the user typed
         recipe_settings("best", epochs=1)
     with pytest.raises(FmnistError, match="warmup_epochs must be >= 0, and needs schedule cosine"):
         recipe_settings("spec", warmup_epochs=1)

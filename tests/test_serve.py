@@ -313,7 +313,8 @@ def test_the_model_is_loaded_by_the_apps_lifespan_and_a_changed_one_is_refused_b
 def test_a_taken_port_or_a_bad_address_is_one_clear_error(tiny_run_dir):
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        with pytest.raises(FmnistError, match=f"cannot listen on 127.0.0.1 port {port}: Address already in use"):
+        with pytest.raises(FmnistError, match=f"cannot listen on 127.0.0.1 port {port}: Address already in use; "
+                                                "pick another with --port$"):
             serve(tiny_run_dir, port=port)
     for bad_port in (0, 70000):
         with pytest.raises(FmnistError, match="between 1 and 65535"):

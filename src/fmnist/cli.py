@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
@@ -17,6 +18,11 @@ from fmnist.errors import FmnistError
 from fmnist.settings import BACKENDS, DEFAULT_BACKEND, FLAG_SETTINGS, PREFERRED_BACKEND, RECIPES, TrainSettings, flag
 
 log = logging.getLogger("fmnist")
+
+TRAIN_DETAILS = f"""\
+Each run goes to RUNS_DIR/<UTC time>-<name>/ (the runs/<id> of the examples), made for it alone: \
+{artifacts.CONFIG}, {artifacts.HISTORY}, {artifacts.MODEL} with its SHA-256, {artifacts.METRICS}, the pictures and \
+{artifacts.REPORT_HTML}. A killed run keeps every finished epoch: 'fmnist train --resume RUN' continues it."""
 
 EXAMPLES = """\
 examples:
@@ -67,7 +73,9 @@ SERVE_DETAILS = """\
   GET  /v1/model         the classes, the run's settings and test metrics
   GET  /v1/health        liveness and the model's SHA-256
   GET  /docs             the API's interactive docs (OpenAPI)
-for example: curl -F files=@shirt.jpg -F files=@boot.png http://127.0.0.1:8000/v1/predict"""
+
+for example:
+  curl -F files=@shirt.jpg -F files=@boot.png http://127.0.0.1:8000/v1/predict"""
 
 
 def _examples(command: str) -> str:
@@ -409,12 +417,18 @@ def _common(p: argparse.ArgumentParser, json_result: bool = True) -> None:
 def _command(sub: Any, name: str, handler: Callable, help_text: str,
              json_result: bool = True, details: str = "") -> argparse.ArgumentParser:
     """A command's parser: ``help_text`` in the list of commands, and with ``details`` after it in its own --help."""
-    p = sub.add_parser(name, help=help_text, description=f"{help_text}\n\n{details}" if details else help_text,
+    p = sub.add_parser(name, help=help_text, description=_wrapped(f"{help_text}\n\n{details}".strip()),
                        epilog=_examples(name),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(handler=handler, command_parser=p)
     _common(p, json_result)
     return p
+
+
+def _wrapped(text: str) -> str:
+    """Paragraphs filled to the terminal's usual width; one with indented lines (a table) stays as laid out."""
+    return "\n\n".join(paragraph if re.search(r"^\s", paragraph, re.MULTILINE) else textwrap.fill(paragraph, 79)
+                       for paragraph in text.split("\n\n"))
 
 
 def _runs_dir(p: argparse.ArgumentParser) -> None:
@@ -456,18 +470,19 @@ def _fixed_settings(p: argparse.ArgumentParser, recipes: bool) -> None:
     p.add_argument("--epochs", type=_positive_int,
                    help=f"most epochs; early stopping may end sooner (default: {default} {spec.epochs})")
     p.add_argument("--validation-fraction", type=float,
-                   help="share of the training images (the 60,000, or --limit's N) held out for validation "
-                        f"(default: {default} {spec.validation_fraction})")
+                   help="share of the training images (the 60,000, or --limit's N) held out for validation, "
+                        f"between 0 and 1 (default: {default} {spec.validation_fraction})")
     p.add_argument("--early-stopping-patience", type=_positive_int,
                    help="epochs without val_loss gain before stopping, plateau schedule "
                         f"(default {spec.early_stopping_patience})")
     p.add_argument("--lr-patience", type=_positive_int,
                    help="epochs without val_loss gain before the learning rate drops, plateau schedule "
                         f"(default {spec.lr_patience})")
-    p.add_argument("--seed", type=int, help=f"seed for split, weights and shuffling (default {spec.seed})")
+    p.add_argument("--seed", type=int,
+                   help=f"seed for split, weights and shuffling, 0 to 2**32 - 1 (default {spec.seed})")
     p.add_argument("--limit", type=_positive_int, metavar="N",
-                   help="use a stratified subset of N training images, validation split included, for quick "
-                        "tries (default: all 60,000)")
+                   help="use a stratified subset of N training images (20 or more), validation split included, "
+                        "for quick tries (default: all 60,000)")
 
 
 def _add_data(sub: Any) -> None:
@@ -479,7 +494,8 @@ def _add_data(sub: Any) -> None:
 def _add_train(sub: Any) -> None:
     spec = TrainSettings()
     p = _command(sub, "train", cmd_train,
-                 "Train a model (the spec's recipe by default), evaluate it and write the report.")
+                 "Train a model (the spec's recipe by default), evaluate it and write the report.",
+                 details=TRAIN_DETAILS)
     _fixed_settings(p, recipes=True)
     p.add_argument("--name", help="run name, the suffix of the run directory (default: the recipe's name)")
     p.add_argument("--batch-size", type=_positive_int,
@@ -491,9 +507,11 @@ def _add_train(sub: Any) -> None:
                    help="hidden layer widths of a dense network "
                         f"(default: the recipe's; spec {','.join(map(str, spec.hidden_sizes))})")
     p.add_argument("--dropout", type=float,
-                   help=f"dropout after each hidden layer (default: the recipe's; spec {spec.dropout})")
+                   help=f"dropout after each hidden layer, from 0 to under 1 (default: the recipe's; spec "
+                        f"{spec.dropout})")
     p.add_argument("--lr-factor", type=float,
-                   help=f"learning rate multiplier on a val_loss plateau, plateau schedule (default {spec.lr_factor}, "
+                   help="learning rate multiplier on a val_loss plateau, between 0 and 1, plateau schedule "
+                        f"(default {spec.lr_factor}, "
                         "ReduceLROnPlateau's own, as the spec gives none)")
     p.add_argument("--recipe", choices=tuple(RECIPES),
                    help="spec: the spec's dense recipe (default); best: our better dense network (2x1024, AdamW, "
@@ -512,9 +530,10 @@ def _add_train(sub: Any) -> None:
 
 
 def _add_tune(sub: Any) -> None:
-    p = _command(sub, "tune", cmd_tune, "Search the recipe's knobs with Optuna; each trial is a normal run, judged on "
-                                        "the validation split. Run it in several processes or machines to work in "
-                                        "parallel.")
+    p = _command(sub, "tune", cmd_tune, "Search the spec's dense network's hidden sizes, dropout, learning rate, "
+                                        "batch size and plateau factor with Optuna (the flags below stay fixed); each "
+                                        "trial is a normal run, judged on the validation split. Run it in several "
+                                        "processes or machines to work in parallel.")
     _fixed_settings(p, recipes=False)
     p.add_argument("--study", type=_given, help=f"study name; rerunning continues it (default {defaults.TUNE_STUDY})")
     p.add_argument("--storage", type=_given, metavar="URL|FILE",
@@ -534,7 +553,9 @@ def _add_tune(sub: Any) -> None:
 
 
 def _add_evaluate(sub: Any) -> None:
-    p = _command(sub, "evaluate", cmd_evaluate, "Re-score a run's model (SHA-256 checked) on the 10,000 test images.")
+    p = _command(sub, "evaluate", cmd_evaluate, "Re-score a run's model (SHA-256 checked) on the 10,000 test images: "
+                                                "rewrites the run's metrics, predictions, pictures and report, and "
+                                                "nothing else.")
     _run_argument(p)
     _data_dir(p)
     _backend(p)
@@ -554,7 +575,7 @@ def _add_runs(sub: Any) -> None:
                    help=f"where run directories are (default ./{defaults.RUNS_DIR})")
     compare_help = "Write one HTML page comparing runs: settings, learning curves, per-class F1, changed mistakes."
     p = p.add_subparsers(dest="runs_command", metavar="{compare}").add_parser(
-        "compare", help=compare_help, description=compare_help, epilog=_examples("runs"),
+        "compare", help=compare_help, description=_wrapped(compare_help), epilog=_examples("runs"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(handler=cmd_runs_compare, command_parser=p)
     p.add_argument("runs", type=_path, nargs="+", metavar="RUN",
@@ -603,7 +624,8 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("--top-k", type=_int_between(1, 10), default=3,  # Fashion-MNIST's ten classes
                    help="classes listed per image, 1 to 10 (default 3)")
     p.add_argument("--unsure-below", type=_probability, default=defaults.UNSURE_BELOW, metavar="P",
-                   help="call the model unsure when its top probability is under P (default %(default)s)")
+                   help="call the model unsure when its top probability is under P, from 0 to 1 (default "
+                        f"%(default)s, that is {defaults.UNSURE_BELOW:.0%}%)")
     p.add_argument("--show", type=_path, metavar="PNG",
                    help="write the 28x28 inputs the model saw (the first 64), what in each spoke for its top class "
                         "(occlusion: 4x4 patches blanked in turn) and the probabilities")

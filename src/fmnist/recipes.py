@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 
 from fmnist.data import NUM_CLASSES
 from fmnist.errors import FmnistError
-from fmnist.settings import RECIPES, TrainSettings, flag
+from fmnist.settings import FLAG_SETTINGS, RECIPES, TrainSettings, flag
 
 # Settings that a cosine schedule (fixed epochs, no plateau callbacks) or the ConvNet never reads.
 PLATEAU_ONLY = ("early_stopping_patience", "lr_patience", "lr_factor")
@@ -20,7 +21,13 @@ def recipe_settings(recipe: str, **overrides: Any) -> TrainSettings:
     error."""
     if recipe not in RECIPES:
         raise FmnistError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
-    settings = TrainSettings.from_dict({**RECIPES[recipe], **overrides})
+    try:
+        settings = TrainSettings.from_dict({**RECIPES[recipe], **overrides})
+    except FmnistError as exc:  # said in the flags the user typed: --validation-fraction, not validation_fraction
+        message = str(exc)
+        for name in set(overrides) & set(FLAG_SETTINGS):
+            message = re.sub(rf"\b{name}\b", flag(name), message, count=1)  # the subject, not "2 epochs" later
+        raise FmnistError(message) from None
     for why, applies, names in (("is a ConvNet", settings.architecture == "cnn", DENSE_ONLY),
                                 ("runs a cosine schedule for its fixed epochs", settings.schedule == "cosine",
                                  PLATEAU_ONLY)):

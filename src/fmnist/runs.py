@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import os
 import statistics
 import tempfile
 import time
@@ -483,7 +484,8 @@ def resolve_run(name: str | Path, runs_dir: Path) -> Path:
     if Path(name).is_file() and (Path(name).parent / artifacts.CONFIG).is_file():
         raise FmnistError(f"{name} is a file of a run: give the run's directory, {Path(name).parent}")
     raise FmnistError(
-        f"no run {str(name)!r}: give a run directory or the name of one in {runs_dir} (see 'fmnist runs')")
+        f"no run {str(name)!r}: give a run directory or the name of one in {runs_dir}{os.sep} (see 'fmnist runs'; "
+        "--runs-dir for another folder)")
 
 
 def _in_groups(runs_dir: Path, name: str | Path) -> Path | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import errno
 import ipaddress
 import json
 import logging
@@ -431,7 +432,8 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
         socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET).close()
     except OSError as exc:
         reason = (exc.strerror or str(exc)).split(" (while attempting")[0]
-        raise FmnistError(f"cannot listen on {host} port {port}: {reason}") from None
+        hint = "; pick another with --port" if exc.errno == errno.EADDRINUSE else ""
+        raise FmnistError(f"cannot listen on {host} port {port}: {reason}{hint}") from None
     app = create_app(run_dir, max_upload_mib * MIB, max_batch)
     try:
         loopback = ipaddress.ip_address(host).is_loopback
