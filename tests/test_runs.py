@@ -355,3 +355,8 @@ def test_a_runs_directory_that_is_a_file_is_named_so(tmp_path):
     (tmp_path / "runs").write_text("")
     with pytest.raises(FmnistError, match="the runs directory .*runs is a file: give a folder"):
         runs.create_run_dir(tmp_path / "runs", "x")
+
+
+def test_a_groups_run_of_each_seed_is_a_finished_one_else_the_newest():
+    candidates = [(1, True, "a"), (1, False, "b"), (2, False, "c"), (2, False, "d"), (3, True, "e"), (3, True, "f")]
+    assert runs.pick_members(candidates) == {1: "a", 2: "d", 3: "f"}

@@ -49,6 +49,14 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
         f"{listed['train_seconds']:.1f}", f"mean of 3 seeds, sd {summary['test_accuracy']['std']:.4f}"]
     in_group = [line for line in table if line[0].startswith(group.name)]  # beside it: the tiny data's folder
     assert [line[table[0].index("seed")] for line in in_group] == ["all", "7", "6", "5"]
+    # Copies with a seed the group never planned, or one damaged by hand, are listed but counted in no mean.
+    for name, seed in (("stray", 99), ("damaged", [5])):
+        copy = shutil.copytree(group / summary["runs"][0]["run_dir"], group / name)
+        config = artifacts.read_json(copy / artifacts.CONFIG)
+        artifacts.write_json(copy / artifacts.CONFIG, {**config, "settings": {**config["settings"], "seed": seed}})
+    [listed_again] = runs.seed_groups(runs.list_runs(tmp_path), tmp_path)
+    assert listed_again == listed
+    shutil.rmtree(group / "stray"), shutil.rmtree(group / "damaged")
 
     # As if killed while scoring the first seed and training the second: the third never began, no summary.
     first, second, third = (group / r["run_dir"] for r in summary["runs"])
@@ -96,7 +104,7 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
             resume_seeds(group, dataset=dataset)
         rows = runs.list_runs(tmp_path)  # listed as it is, never as the mean of a group it is not
         assert runs.format_runs(rows, runs.seed_groups(rows, tmp_path), tmp_path).splitlines()[1].endswith(
-            f"3 of {seeds} seeds scored (fmnist train --resume {group} continues it)")
+            "3 seeds scored (group.json damaged: restore it from a copy)")
     # Where one run is wanted (evaluate, report, predict, serve, export, compare), the group is named as such.
     first_run = sorted(r["run_dir"] for r in resumed["runs"])[0]
     for refused in (lambda: runs.require_run_dir(group), lambda: model_files.verified_model_path(group)):

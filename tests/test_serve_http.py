@@ -181,7 +181,8 @@ def test_a_second_ctrl_c_stops_at_once_in_one_line(tiny_run_dir, tmp_path):
     finally:
         server.kill()
     text = log.read_text()
-    assert "Traceback" not in text and text.endswith("fmnist: interrupted\n"), text
+    assert "Traceback" not in text and text.endswith(
+        "WARNING:  stopped at once by a second stop signal, without waiting for requests\nfmnist: interrupted\n"), text
 
 
 def test_requests_still_running_at_a_stop_get_a_json_503_and_one_log_line_each(tiny_run_dir, tmp_path):

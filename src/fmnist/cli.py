@@ -263,9 +263,9 @@ def _emit_training(args: argparse.Namespace, result: Any) -> None:
     from fmnist.report import headline, training_outcome
 
     outcome = training_outcome(result.run_dir)
+    kept = "" if outcome["epoch_kept"] is None else f" (the model is epoch {outcome['epoch_kept']}'s)"
     text = (headline(result.run_dir, result.metrics)
-            + f"\nepochs {result.epochs_run} (the model is epoch {outcome['epoch_kept']}'s), training "
-              f"{result.train_seconds:.1f}s on {outcome['backend']}")
+            + f"\nepochs {result.epochs_run}{kept}, training {result.train_seconds:.1f}s on {outcome['backend']}")
     _emit(args, text, {
         "run_dir": result.run_dir, "epochs": result.epochs_run, **outcome,
         "train_seconds": round(result.train_seconds, 2),
@@ -427,8 +427,10 @@ def _command(sub: Any, name: str, handler: Callable, help_text: str,
 
 def _wrapped(text: str) -> str:
     """Paragraphs filled to the terminal's usual width; one with indented lines (a table) stays as laid out."""
-    return "\n\n".join(paragraph if re.search(r"^\s", paragraph, re.MULTILINE) else textwrap.fill(paragraph, 79)
-                       for paragraph in text.split("\n\n"))
+    return "\n\n".join(
+        paragraph if re.search(r"^\s", paragraph, re.MULTILINE)
+        else textwrap.fill(paragraph, 79, break_on_hyphens=False, break_long_words=False)  # a --flag stays whole
+        for paragraph in text.split("\n\n"))
 
 
 def _runs_dir(p: argparse.ArgumentParser) -> None:

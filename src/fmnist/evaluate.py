@@ -81,17 +81,18 @@ def _likely_cause(run_dir: Path) -> str:
     from fmnist.settings import TrainSettings
 
     try:
+        settings = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings")
+        own = f"this run's {settings['learning_rate']:g}; "
+    except (FmnistError, AttributeError, KeyError, TypeError, ValueError):  # a config damaged since: the spec's alone
+        settings, own = {}, ""
+    try:
         fitted = max(artifacts.read_history(run_dir).get("accuracy") or [0.0])
     except (FmnistError, OSError):  # no history to tell: the usual cause
         fitted = 0.0
     if fitted >= 0.5:  # it learned its own images, yet answers others as if it had not
+        more = "more images (a larger --limit), " if isinstance(settings, dict) and settings.get("limit") else ""
         return (f"It reached {fitted:.2f} on its training images: too few training steps, most often, leave the "
-                "running statistics of BatchNorm, which the model predicts with, far from the data's; train on more "
-                "images (--limit), for more epochs or with a smaller --batch-size")
-    try:
-        settings = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings")
-        own = f"this run's {settings['learning_rate']:g}; "
-    except (FmnistError, AttributeError, KeyError, TypeError, ValueError):  # a config damaged since: the spec's alone
-        own = ""
+                "running statistics of BatchNorm, which the model predicts with, far from the data's; train on "
+                f"{more}for more epochs or with a smaller --batch-size")
     return (f"A learning rate far from a working one is the usual cause ({own}the spec's "
             f"{TrainSettings().learning_rate:g}): the report's curves tell")

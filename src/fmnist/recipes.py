@@ -25,7 +25,7 @@ def recipe_settings(recipe: str, **overrides: Any) -> TrainSettings:
         settings = TrainSettings.from_dict({**RECIPES[recipe], **overrides})
     except FmnistError as exc:  # said in the flags the user typed: --validation-fraction, not validation_fraction
         message = str(exc)
-        for name in set(overrides) & set(FLAG_SETTINGS):
+        for name in set(overrides) & set(FLAG_SETTINGS) if message.startswith("invalid setting: ") else ():
             message = re.sub(rf"\b{name}\b", flag(name), message, count=1)  # the subject, not "2 epochs" later
         raise FmnistError(message) from None
     for why, applies, names in (("is a ConvNet", settings.architecture == "cnn", DENSE_ONLY),

@@ -200,10 +200,17 @@ def _kept_epoch(history: dict[str, list[float]], scheduled: bool) -> int | None:
 
 
 def training_outcome(run_dir: Path) -> dict[str, Any]:
-    """What a finished training's closing lines add to its scores: its backend and the epoch its model is from."""
-    config = artifacts.read_json(Path(run_dir) / artifacts.CONFIG)
-    return {"backend": config.get("backend"),
-            "epoch_kept": _kept_epoch(artifacts.read_history(run_dir), _scheduled(config))}
+    """What a finished training's closing lines add to its scores: its backend and the epoch its model is from (None
+    where a file that tells was lost since: the training's result still stands)."""
+    try:
+        config = artifacts.read_json(Path(run_dir) / artifacts.CONFIG)
+    except (FmnistError, OSError):
+        config = {}
+    try:
+        history = artifacts.read_history(run_dir)
+    except (FmnistError, OSError):
+        history = {}
+    return {"backend": config.get("backend"), "epoch_kept": _kept_epoch(history, _scheduled(config))}
 
 
 def _draw(run_dir: Path, metrics: dict[str, Any], predictions: dict[str, np.ndarray], history: dict,

@@ -12,7 +12,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from fmnist import artifacts, defaults
 from fmnist.errors import FmnistError
@@ -387,8 +387,35 @@ def cell(value: Any, fmt: str = "{}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
+def pick_members(candidates: Iterable[tuple[Any, bool, Any]]) -> dict[Any, Any]:
+    """A ``--seeds`` group's run for each seed, from (seed, finished, run) oldest first: of two runs of one seed, a
+    finished one, else the newer (one trained again after its first was damaged)."""
+    found: dict[Any, Any] = {}
+    done: dict[Any, bool] = {}
+    for seed, is_finished, run in candidates:
+        if done.get(seed) and not is_finished:
+            continue
+        found[seed], done[seed] = run, is_finished
+    return found
+
+
+def _planned_seeds(group_dir: Path) -> list[int] | None:
+    """The seeds a group's group.json plans, or None when it is missing or damaged (what its resume would refuse)."""
+    from fmnist.seeds import MAX_SEEDS
+    from fmnist.settings import TrainSettings
+
+    record = _read_object(group_dir / artifacts.SEED_GROUP, [])
+    count = record.get("seeds")
+    settings = record.get("settings")
+    first = settings.get("seed", TrainSettings().seed) if isinstance(settings, dict) else None
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (count, first)) or not 2 <= count <= MAX_SEEDS:
+        return None
+    return list(range(first, first + count))
+
+
 def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, Any]]:
-    """One entry per ``--seeds`` group among ``rows``: its runs' mean and spread over the seeds scored so far."""
+    """One entry per ``--seeds`` group among ``rows``: the mean and spread of its planned seeds' runs scored so far,
+    each seed's run picked as the group's resume picks it."""
     members: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         group = Path(row["run"]).parent
@@ -396,18 +423,17 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
             members.setdefault(group.as_posix(), []).append(row)
     groups = []
     for group, rows_of_group in members.items():
-        planned = artifacts.json_number(_read_object(Path(runs_dir) / group / artifacts.SEED_GROUP, []).get("seeds"))
-        by_seed = {}
-        for row in rows_of_group:  # a seed trained again after a damaged run: its scored run counts
-            if row["status"] == FINISHED and row["test_accuracy"] is not None:
-                by_seed[row["settings"].get("seed")] = row
-        scored = list(by_seed.values())
+        planned = _planned_seeds(Path(runs_dir) / group)
+        picked = pick_members((r["settings"].get("seed"), r["status"] == FINISHED, r) for r in reversed(rows_of_group)
+                              if isinstance(r["settings"].get("seed"), int))  # rows come newest first
+        scored = [row for seed, row in picked.items() if (planned is None or seed in planned)
+                  and row["status"] == FINISHED and row["test_accuracy"] is not None]
         accuracies = [r["test_accuracy"] for r in scored]
         f1s = [r["macro_f1"] for r in scored if r["macro_f1"] is not None]
         seconds = [r["train_seconds"] for r in scored if r["train_seconds"] is not None]
         summary = Path(runs_dir) / group / artifacts.SEED_SUMMARY
         groups.append({
-            "group": group, "seeds": None if planned is None else int(planned), "scored": len(scored),
+            "group": group, "seeds": None if planned is None else len(planned), "scored": len(scored),
             # the sample standard deviation (ddof 1), as the group's summary.json has it
             "test_accuracy": {"mean": statistics.fmean(accuracies),
                               "std": statistics.stdev(accuracies) if len(accuracies) > 1 else None}
@@ -455,11 +481,12 @@ def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -
     with their standard deviation."""
     accuracy, planned, scored = group["test_accuracy"], group["seeds"], group["scored"]
     s = newest["settings"]
-    if accuracy and scored == planned:
+    if planned is None:
+        status = f"{scored} seeds scored ({artifacts.SEED_GROUP} damaged: restore it from a copy)"
+    elif accuracy and scored == planned:
         status = f"mean of {planned} seeds" + (f", sd {accuracy['std']:.4f}" if accuracy["std"] is not None else "")
     else:
-        status = (f"{scored} of {'?' if planned is None else planned} seeds scored "
-                  f"(fmnist train --resume {runs_dir / group['group']} continues it)")
+        status = f"{scored} of {planned} seeds scored (fmnist train --resume {runs_dir / group['group']} continues it)"
     return [
         group["group"] + "/", newest["created"].replace("T", " "), cell(newest["recipe"]), cell(_network(s)),
         cell(artifacts.json_number(s.get("learning_rate")), "{:g}"), cell(s.get("batch_size")), cell(s.get("limit")),

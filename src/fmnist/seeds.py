@@ -106,14 +106,13 @@ def resume_seeds(
 
 def _member_dirs(group: Path) -> dict[int, Path]:
     """The group's run directories by seed; of two with one seed, a finished one, else the newest."""
-    found: dict[int, Path] = {}
-    for run_dir in sorted(p for p in group.iterdir() if (p / artifacts.CONFIG).is_file()):
+    candidates = []
+    for run_dir in sorted(p for p in group.iterdir() if (p / artifacts.CONFIG).is_file()):  # oldest first
         member_settings = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings")
-        seed = member_settings.get("seed") if isinstance(member_settings, dict) else None  # damaged: trained again
-        if runs.finished(found.get(seed)) and not runs.finished(run_dir):
-            continue
-        found[seed] = run_dir
-    return found
+        seed = member_settings.get("seed") if isinstance(member_settings, dict) else None
+        seed = seed if isinstance(seed, int) else None  # damaged: its seed is trained again
+        candidates.append((seed, runs.finished(run_dir), run_dir))
+    return runs.pick_members(candidates)
 
 
 def _complete_group(

@@ -455,8 +455,10 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
             with stopping.delivered_to(self.handle_exit):
                 yield
 
+        stop_signal: int | None = None
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            stopping.note(sig)
+            self.stop_signal = sig
             super().handle_exit(sig, frame)
 
     server = Server(uvicorn.Config(app, host=host, port=port, access_log=access_log, http=json_http_protocol(),
@@ -472,7 +474,7 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
             record.msg, record.args = "a request still running %d s after the stop was cancelled", (SHUTDOWN_GRACE_S,)
             record.exc_info = record.exc_text = None
         elif server.force_exit and "CancelledError" in str(record.msg):  # the app's shutdown, cut short: its traceback
-            record.msg, record.args = "stopped at once by a second stop signal: the model's shutdown was skipped", ()
+            record.msg, record.args = "stopped at once by a second stop signal, without waiting for requests", ()
             record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
         return True
 
@@ -485,7 +487,8 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
             raise
     finally:
         uvicorn_log.removeFilter(in_one_line)
-    stopping.check()
+    if server.stop_signal is not None:
+        stopping.stop(server.stop_signal)
     failure = getattr(app.state, "startup_error", None)
     if failure is not None:
         if isinstance(failure, FmnistError):

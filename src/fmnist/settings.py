@@ -117,7 +117,8 @@ class TrainSettings:
             (self.warmup_epochs >= 0 and (self.warmup_epochs == 0 or self.schedule == "cosine"),
              "warmup_epochs must be >= 0, and needs schedule cosine"),
             (self.warmup_epochs < self.epochs,
-             f"epochs must be more than the recipe's learning-rate warm-up ({self.warmup_epochs} epochs): "
+             f"epochs must be more than the recipe's learning-rate warm-up ({self.warmup_epochs} "
+             f"epoch{'s' if self.warmup_epochs != 1 else ''}): "
              f"{self.warmup_epochs + 1} or more"),
             (bool(self.name) and all(c.isalnum() or c in "-_." for c in self.name),
              "name may hold only letters, digits, '-', '_' and '.'"),

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, NoReturn
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STOP_STATUSES = tuple(128 + signum for signum in STOP_SIGNALS)  # the shell's convention: 130 for Ctrl-C, 143 for kill
 _received: list[int] = []
+_open: list[None] = []  # one per handled() block running: a stop is kept for check() only inside one
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
@@ -54,17 +55,21 @@ def handled() -> Iterator[None]:
     for a caller that goes on."""
     hook = sys.unraisablehook
     sys.unraisablehook = functools.partial(_quiet_when_stopping, hook)
+    _open.append(None)
     try:
         with delivered_to(_stop):
             yield
     finally:
+        _open.pop()
         _received.clear()  # this command's stop, not the next one's
         sys.unraisablehook = hook
 
 
-def note(signum: int) -> None:
-    """Keep a stop signal that another handler took (the server's), for check() to act on once it is safe."""
-    _received.append(signum)
+def stop(signum: int) -> NoReturn:
+    """Stop as a stop signal does, for one that another handler took first (the server's, which let it finish)."""
+    if _open:  # outside a command (fmnist used as a library), no check() to come would need it, nor clear it
+        _received.append(signum)
+    raise KeyboardInterrupt
 
 
 def check() -> None:
