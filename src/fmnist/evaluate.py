@@ -72,11 +72,11 @@ def evaluate_run(
     log.info("test accuracy %.4f, macro F1 %.4f", metrics["test_accuracy"], metrics["macro_f1"])
     if high < NEAR_CHANCE:  # surely under twice what guessing scores: say so, or the run looks like any other
         log.warning("the model learned next to nothing: test accuracy %.4f (95%% interval up to %.4f; guessing scores "
-                    "%.2f). %s", metrics["test_accuracy"], high, 1 / len(CLASS_NAMES), _likely_cause(run_dir))
+                    "%.2f). %s", metrics["test_accuracy"], high, 1 / len(CLASS_NAMES), likely_cause(run_dir))
     return metrics
 
 
-def _likely_cause(run_dir: Path) -> str:
+def likely_cause(run_dir: Path) -> str:
     """Why a run scores near chance, from its history and settings, for the warning above."""
     from fmnist.settings import TrainSettings
 

@@ -401,14 +401,18 @@ def pick_members(candidates: Iterable[tuple[Any, bool, Any]]) -> dict[Any, Any]:
 
 def _planned_seeds(group_dir: Path) -> list[int] | None:
     """The seeds a group's group.json plans, or None when it is missing or damaged (what its resume would refuse)."""
-    from fmnist.seeds import MAX_SEEDS
+    from fmnist.seeds import check_count
     from fmnist.settings import TrainSettings
 
     record = _read_object(group_dir / artifacts.SEED_GROUP, [])
     count = record.get("seeds")
     settings = record.get("settings")
     first = settings.get("seed", TrainSettings().seed) if isinstance(settings, dict) else None
-    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (count, first)) or not 2 <= count <= MAX_SEEDS:
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (count, first)):
+        return None
+    try:
+        check_count(count)
+    except FmnistError:
         return None
     return list(range(first, first + count))
 
