@@ -41,8 +41,9 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def nll(probabilities: np.ndarray, y_true: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(y_true)), y_true], _EPS, 1.0))))
+def nll(probabilities: np.ndarray, y_true: np.ndarray, low: float = _EPS, high: float = 1.0) -> float:
+    """The mean negative log-probability of the true classes, each clipped to [low, high] first."""
+    return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(y_true)), y_true], low, high))))
 
 
 def fit_temperature(probabilities: np.ndarray, y_true: np.ndarray) -> float:
