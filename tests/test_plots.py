@@ -26,6 +26,7 @@ def test_every_picture_is_a_png(tmp_path):
         "curves": lambda p: plots.curves_png(history, 2, p),
         "curves-empty": lambda p: plots.curves_png({}, None, p),
         "mistakes": lambda p: plots.mistakes_png(images[:4], labels[:4], labels[1:5], np.full(4, 0.9), p),
+        "mistakes-none": lambda p: plots.mistakes_png(images[:0], labels[:0], labels[:0], np.ones(0), p),
         "reliability": lambda p: plots.reliability_png(bins, bins, p),
         "bars": lambda p: plots.bar_chart_png(["a", MATH], [0.3, 0.7], "title", p),
         "compare": lambda p: plots.compare_curves_png({"one": history, MATH: history}, p),
@@ -39,7 +40,7 @@ def test_every_picture_is_a_png(tmp_path):
         path = tmp_path / f"{name}.png"
         draw(path)
         width, height = opened(path)
-        assert width > 100 and height > 100, name
+        assert width > 100 and height > (50 if name == "mistakes-none" else 100), name
 
 
 @pytest.mark.parametrize("per_class_available, missing", [(4, None), (4, 7)])
@@ -82,3 +83,25 @@ def test_an_answer_short_of_certain_never_reads_100_percent():
     assert [plots.percent(p, 0) for p in (0.996, 0.994, 1.0)] == [">99%", "99%", "100%"]
     titles = plots.mistake_titles(np.array([0]), np.array([6]), np.array([0.99997]))
     assert titles == ["true T-shirt/top\npred Shirt >99.9%"]
+
+
+def test_each_image_in_a_grid_is_drawn_on_its_own_scale(tmp_path):
+    faint, strong = np.zeros((2, 28, 28)), np.zeros((2, 28, 28))
+    faint[0, 9:19, 9:19], strong[1, 9:19, 9:19] = 10, 255  # the same square, one of them barely above zero
+    path = tmp_path / "grid.png"
+    plots.image_grid_png(faint + strong, ["a", "a"], path, columns=2)
+    with Image.open(path) as picture:
+        grey = np.asarray(picture.convert("L"))
+    left, right = np.array_split(grey, 2, axis=1)
+    assert (left < 40).sum() > 1000 and abs(int((left < 40).sum()) - int((right < 40).sum())) < 100
+
+
+def test_an_occlusion_map_tints_the_image_red_for_blue_against_on_its_own_scale():
+    image = np.full((28, 28), 0.5)
+    evidence = np.zeros((28, 28))
+    evidence[0, 0], evidence[0, 1] = 0.02, -0.01
+    tinted = plots._evidence_rgba(image, evidence)
+    red, blue, untouched = tinted[0, 0], tinted[0, 1], tinted[5, 5]
+    assert red[0] > red[2] + 0.1 and blue[2] > blue[0] + 0.05
+    assert np.allclose(untouched[:3], 0.6 * 0.97 + 0.4 * 0.5, atol=0.02)  # RdBu's white middle over mid-grey
+    assert np.allclose(plots._evidence_rgba(image, evidence * 1000), tinted)

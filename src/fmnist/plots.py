@@ -31,9 +31,11 @@ def _epoch_axis(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, path: Path, trim: bool = False) -> None:
+    """Write the figure as it is laid out (tight_layout keeps each one's text inside it), or ``trim`` it to what it
+    draws, text outside its axes included: trimming draws the figure twice."""
     plt = _pyplot()
-    write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight" if trim else None))
     plt.close(fig)
 
 
@@ -44,7 +46,7 @@ def confusion_matrix_png(matrix: Sequence[Sequence[int]], path: Path) -> None:
     plt = _pyplot()
     counts = np.asarray(matrix)
     normalised = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    fig, axes = plt.subplots(1, 2, figsize=(17, 7))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 7))
     for ax, data, fmt, title in (
         (axes[0], counts, "d", f"Counts (the {counts.sum():,} test images)"),
         (axes[1], normalised, ".2f", "Row-normalised (share of each true class)"),
@@ -93,23 +95,51 @@ def curves_png(history: dict[str, list[float]], best: int | None, path: Path, sc
 
 
 def image_grid_png(images: np.ndarray, titles: Sequence[str], path: Path, columns: int, row_labels=None) -> None:
-    """A grid of 28x28 images, each with a small title; optional labels down the left side."""
+    """A grid of 28x28 images, each on its own scale and with a small title; optional labels down the left side."""
+    tiles = [_gray(np.asarray(image, dtype=np.float64) / (np.max(image) or 1)) for image in images]
+    rows = max(1, int(np.ceil(len(tiles) / columns)))
+    grid = [tiles[r * columns:(r + 1) * columns] for r in range(rows)]
+    _tiles_png(grid, [list(titles[r * columns:(r + 1) * columns]) for r in range(rows)], path, row_labels or ())
+
+
+TILE_GAP = 10  # image pixels between tiles across: room for a title a third wider than its image
+TITLE_BAND = 11  # image pixels above a row of titles: two lines of 7-point text
+PIXELS_PER_INCH = 28  # an image is an inch wide, as its own axes drew it
+
+
+def _tiles_png(grid: list[list[np.ndarray]], titles: list[list[str]], path: Path, row_labels: Sequence[str] = (),
+               heading: str | None = None) -> None:
+    """Rows of RGBA tiles, framed, each under its title, drawn as one picture in one axes: an axes per tile took
+    most of a report's drawing time (their ticks, spines and layout)."""
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Rectangle
+
     plt = _pyplot()
-    rows = max(1, int(np.ceil(len(images) / columns)))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.65), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if i < len(images):
-            ax.imshow(np.asarray(images[i]).reshape(IMAGE_SIDE, IMAGE_SIDE), cmap="gray_r", vmin=0,
-                      vmax=images[i].max() or 1)
-            ax.set_title(titles[i], fontsize=7)
-        else:
-            ax.axis("off")
-    for r, label in enumerate(row_labels or []):
-        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
-    fig.tight_layout(h_pad=1.5)  # a title nearer its own image than the one above it
-    _save(fig, path)
+    side, columns = IMAGE_SIDE, max(len(row) for row in grid)
+    bands = [TITLE_BAND if any(row) else 3 for row in titles]
+    tops = np.cumsum([0] + [band + side for band in bands])  # where each row's band starts
+    canvas = np.ones((int(tops[-1]) + 2, columns * (side + TILE_GAP), 4))  # white, opaque, a margin below for frames
+    frames, texts = [], []
+    for r, (row, row_titles) in enumerate(zip(grid, titles)):
+        y = int(tops[r] + bands[r])
+        for c, tile in enumerate(row):
+            x = c * (side + TILE_GAP) + TILE_GAP // 2
+            canvas[y:y + side, x:x + side] = tile
+            frames.append(Rectangle((x - 0.5, y - 0.5), side, side))
+            texts.append((x + side / 2 - 0.5, y - 1.5, row_titles[c] if c < len(row_titles) else ""))
+    height, width = canvas.shape[:2]
+    fig = plt.figure(figsize=(width / PIXELS_PER_INCH, height / PIXELS_PER_INCH))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.add_collection(PatchCollection(frames, facecolor="none", edgecolor="black", linewidth=0.8))
+    for x, y, text in texts:
+        ax.text(x, y, text, ha="center", va="bottom", fontsize=7)
+    for r, label in enumerate(row_labels):
+        ax.text(TILE_GAP // 2 - 2, tops[r] + bands[r] + side / 2, label, ha="right", va="center", fontsize=8)
+    if heading:
+        ax.text(width / 2, -2, heading, ha="center", va="bottom", fontsize=8)
+    ax.set_axis_off()
+    _save(fig, path, trim=True)  # the labels and titles stand outside the one axes
 
 
 def samples_png(images: np.ndarray, labels: np.ndarray, path: Path, per_class: int = 10, seed: int = 0) -> None:
@@ -139,6 +169,11 @@ def mistake_titles(y_true: np.ndarray, y_pred: np.ndarray, confidence: np.ndarra
 
 def mistakes_png(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, confidence: np.ndarray,
                  path: Path) -> None:
+    if not len(images):  # a picture that says so, rather than none, or an empty one that looks like a fault
+        fig = _pyplot().figure(figsize=(5, 1))
+        fig.text(0.5, 0.5, "no mistakes: every test image is classified right", ha="center", va="center")
+        _save(fig, path)
+        return
     image_grid_png(images, mistake_titles(y_true, y_pred, confidence), path, columns=8)
 
 
@@ -224,35 +259,34 @@ def grouped_bars_png(categories: Sequence[str], series: dict[str, Sequence[float
     _save(fig, path)
 
 
-def _image(ax, image: np.ndarray, cmap: str = "gray_r") -> None:
-    ax.imshow(np.asarray(image).reshape(IMAGE_SIDE, IMAGE_SIDE), cmap=cmap, vmin=0, vmax=1)
+def _gray(image: np.ndarray, cmap: str = "gray_r") -> np.ndarray:
+    """A 28x28 image of values in [0, 1] as RGBA: dark on light (gray_r), or light on dark as the model sees it."""
+    from matplotlib import colormaps
+
+    return colormaps[cmap](np.clip(np.asarray(image, dtype=np.float64).reshape(IMAGE_SIDE, IMAGE_SIDE), 0, 1))
+
+
+def _evidence_rgba(image: np.ndarray, evidence: np.ndarray) -> np.ndarray:
+    """The image in gray under its occlusion map: red where the pixels speak for the class, blue against."""
+    scale = float(np.abs(evidence).max()) or 1.0  # each map on its own symmetric scale, so 0 stays white
+    from matplotlib import colormaps
+
+    over = colormaps["RdBu_r"]((np.asarray(evidence, dtype=np.float64) / scale + 1) / 2)
+    return 0.6 * over + 0.4 * _gray(image)  # the map at 60% opacity over the image
+
+
+def _show(ax, picture: np.ndarray) -> None:
+    ax.imshow(picture)
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def _evidence(ax, image: np.ndarray, evidence: np.ndarray) -> None:
-    """The image in gray under its occlusion map: red where the pixels speak for the class, blue against."""
-    _image(ax, image)
-    scale = float(np.abs(evidence).max()) or 1.0  # each map on its own symmetric scale, so 0 stays white
-    ax.imshow(evidence, cmap="RdBu_r", vmin=-scale, vmax=scale, alpha=0.6)
-
-
 def evidence_png(images: np.ndarray, titles: Sequence[str], maps: dict[str, np.ndarray], path: Path) -> None:
     """One column per image: the image, then one row per set of occlusion maps (the row's label names the class)."""
-    plt = _pyplot()
-    columns, rows = len(images), 1 + len(maps)
-    # At least 5 columns wide, so that one or two images still leave room for the labels and the title.
-    fig, axes = plt.subplots(rows, columns, figsize=(max(columns, 5) * 1.3, rows * 1.45), squeeze=False)
-    for c, (image, title) in enumerate(zip(images, titles)):
-        _image(axes[0, c], image)
-        axes[0, c].set_title(title, fontsize=7)
-        for r, evidence in enumerate(maps.values(), start=1):
-            _evidence(axes[r, c], image, evidence[c])
-    for r, label in enumerate(["image", *maps]):
-        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle("red: blanking these pixels lowers the class's probability; blue: raises it", fontsize=8)
-    fig.tight_layout()
-    _save(fig, path)
+    grid = [[_gray(image) for image in images]]
+    grid += [[_evidence_rgba(image, evidence[c]) for c, image in enumerate(images)] for evidence in maps.values()]
+    _tiles_png(grid, [list(titles)] + [[]] * len(maps), path, ["image", *maps],
+               heading="red: blanking these pixels lowers the class's probability; blue: raises it")
 
 
 def predictions_png(
@@ -264,10 +298,10 @@ def predictions_png(
     fig, axes = plt.subplots(len(images), len(ratios), figsize=(2.3 * sum(ratios), 2.4 * len(images)), squeeze=False,
                              width_ratios=ratios)
     for (image_ax, evidence_ax, bar_ax), image, probs, evidence, name in zip(axes, images, probabilities, maps, names):
-        _image(image_ax, image, cmap="gray")  # as the model saw it: light on dark
+        _show(image_ax, _gray(image, "gray"))  # as the model saw it: light on dark
         image_ax.set_title(Path(name).name, fontsize=9)
         best = int(np.argmax(probs))
-        _evidence(evidence_ax, image, evidence)
+        _show(evidence_ax, _evidence_rgba(image, evidence))
         evidence_ax.set_title(f"red: for {CLASS_NAMES[best]}, blue: against", fontsize=9)
         colours = ["tab:gray"] * len(CLASS_NAMES)
         colours[best] = "tab:blue"
