@@ -1,3 +1,5 @@
+import logging
+
 import numpy as np
 import pytest
 
@@ -68,15 +70,17 @@ def test_too_small_a_split_is_a_clear_error(tmp_path, tiny_data):
         train(recipe_settings("best", epochs=2), "jax", runs_dir=tmp_path, dataset=load_dataset(folder, checksums=sums))
 
 
-def test_student_learns_from_a_teacher_run(tmp_path, tiny_data):
+def test_student_learns_from_a_teacher_run(tmp_path, tiny_data, caplog):
     folder, sums = tiny_data
     dataset = load_dataset(folder, checksums=sums)
     tiny = dict(epochs=2, batch_size=16, validation_fraction=0.2)
     teacher = train(recipe_settings("spec", hidden_sizes=(16,), **tiny), "jax", runs_dir=tmp_path, dataset=dataset)
     with pytest.raises(FmnistError, match="needs --teacher"):
         recipe_settings("distilled")
-    settings = recipe_settings("distilled", teacher=str(teacher.run_dir), hidden_sizes=(16,), **tiny)
-    student = train(settings, "jax", runs_dir=tmp_path, dataset=dataset)
+    settings = recipe_settings("distilled", teacher=str(teacher.run_dir), hidden_sizes=(16,), limit=50, **tiny)
+    with caplog.at_level(logging.INFO, logger="fmnist.distill"):
+        student = train(settings, "jax", runs_dir=tmp_path, dataset=dataset)
+    assert "answers for the 50 images the student trains" in caplog.text  # not all 60: --limit leaves 10 out
     history = artifacts.read_history(student.run_dir)
     assert len(history["accuracy"]) == 2 and np.isfinite(history["val_loss"]).all()
     config = artifacts.read_json(student.run_dir / artifacts.CONFIG)

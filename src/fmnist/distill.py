@@ -18,11 +18,12 @@ log = logging.getLogger(__name__)
 
 
 def teacher_targets(teacher: str, features: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(teacher logits / T) for every image, from a checksum-verified teacher run."""
+    """softmax(teacher logits / T) for each of ``features``, from a checksum-verified teacher run."""
     # The teacher's own calibration temperature is folded into its logits: undo it before softening.
     folded = folded_temperature(runs.teacher_run_dir(teacher))
     model, _ = model_files.load_model(Path(teacher))
-    log.info("the teacher %s answers for the %d training images", teacher, len(features))  # a ConvNet takes a while
+    # A ConvNet teacher takes a while.
+    log.info("the teacher %s answers for the %d images the student trains and validates on", teacher, len(features))
     probabilities = predict_probabilities(model, features)
     return apply_temperature(probabilities, temperature / folded).astype(np.float32)
 
