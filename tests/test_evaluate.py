@@ -1,5 +1,6 @@
 import dataclasses
 import hashlib
+import logging
 import shutil
 
 import keras
@@ -20,10 +21,12 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def test_evaluate_scores_the_saved_model_and_keeps_what_the_report_draws(tmp_path, tiny_run_dir):
+def test_evaluate_scores_the_saved_model_and_keeps_what_the_report_draws(tmp_path, tiny_run_dir, caplog):
     run = shutil.copytree(tiny_run_dir, tmp_path / "run")  # evaluate rewrites the run's files: not the shared one's
     dataset = load_dataset(tmp_path / "data", checksums=write_idx_set(tmp_path / "data"))  # the tiny run's own data
-    metrics = evaluate_run(run, dataset=dataset)
+    with caplog.at_level(logging.INFO, logger="fmnist"):
+        metrics = evaluate_run(run, dataset=dataset)
+    assert "scoring" in caplog.text and "test accuracy" not in caplog.text  # the command prints it once, as its result
 
     model, _ = model_files.load_model(run)
     expected = np.asarray(model.predict(to_features(dataset.x_test), verbose=0))

@@ -31,9 +31,12 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     folder, sums = tiny_data
     dataset = load_dataset(folder, checksums=sums)
     settings = TrainSettings(hidden_sizes=(8,), epochs=2, batch_size=16, name="tiny", seed=5)
-    group, summary = train_seeds(settings, "jax", 3, runs_dir=tmp_path, dataset=dataset)
+    with caplog.at_level(logging.INFO, logger="fmnist.seeds"):
+        group, summary = train_seeds(settings, "jax", 3, runs_dir=tmp_path, dataset=dataset)
     assert group.parent == tmp_path and group.name.endswith("tiny-x3")
     assert [r["seed"] for r in summary["runs"]] == [5, 6, 7]
+    for r in summary["runs"]:  # each seed's score as it came
+        assert f"seed {r['seed']}: test accuracy {r['test_accuracy']:.4f}, macro F1" in caplog.text
     assert all((group / r["run_dir"] / "model.keras").is_file() for r in summary["runs"])
     assert json.loads((group / artifacts.SEED_SUMMARY).read_text())["seeds"] == 3
     # `fmnist runs` gives the group a line of its own, above its runs, with the summary's mean and spread.

@@ -69,7 +69,6 @@ def evaluate_run(
     ))
     artifacts.write_json(run_dir / artifacts.METRICS, metrics)
     write_report(run_dir)  # from the files just written: a failure left is a bug, not damage to send it back to
-    log.info("test accuracy %.4f, macro F1 %.4f", metrics["test_accuracy"], metrics["macro_f1"])
     if high < NEAR_CHANCE:  # surely under twice what guessing scores: say so, or the run looks like any other
         log.warning("the model learned next to nothing: test accuracy %.4f (95%% interval up to %.4f; guessing scores "
                     "%.2f). %s", metrics["test_accuracy"], high, 1 / len(CLASS_NAMES), likely_cause(run_dir))

@@ -136,6 +136,9 @@ def _complete_group(
         keras.backend.clear_session()
         stopping.check()  # clear_session collects garbage, where Python drops a Ctrl-C with a warning
         results.append(train(member, backend, runs_dir=group, dataset=dataset, resume_dir=run_dir))
+        # Each seed's score as it comes (a single run's is its command's result on stdout).
+        log.info("seed %d: test accuracy %.4f, macro F1 %.4f", member.seed, results[-1].metrics["test_accuracy"],
+                 results[-1].metrics["macro_f1"])
     summary = summarise(
         [r.metrics["test_accuracy"] for r in results],
         [{name: m["f1-score"] for name, m in r.metrics["per_class"].items()} for r in results],
