@@ -11,6 +11,8 @@ import numpy as np
 from fmnist.artifacts import HISTORY, write_atomic
 from fmnist.data import CLASS_NAMES, IMAGE_SIDE
 
+DPI = 110
+
 
 def _pyplot():
     import matplotlib
@@ -35,7 +37,7 @@ def _save(fig, path: Path, trim: bool = False) -> None:
     """Write the figure as it is laid out (tight_layout keeps each one's text inside it), or ``trim`` it to what it
     draws, text outside its axes included: trimming draws the figure twice."""
     plt = _pyplot()
-    write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight" if trim else None))
+    write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight" if trim else None))
     plt.close(fig)
 
 
@@ -104,7 +106,7 @@ def image_grid_png(images: np.ndarray, titles: Sequence[str], path: Path, column
 
 TILE_GAP = 10  # image pixels between tiles across: room for a title a third wider than its image
 TITLE_BAND = 11  # image pixels above a row of titles: two lines of 7-point text
-PIXELS_PER_INCH = 28  # an image is an inch wide, as its own axes drew it
+PIXELS_PER_INCH = DPI / 4  # each of an image's pixels a square of 4 x 4 in the PNG: about an inch a 28x28 image
 
 
 def _tiles_png(grid: list[list[np.ndarray]], titles: list[list[str]], path: Path, row_labels: Sequence[str] = (),
