@@ -127,7 +127,7 @@ def test_corrupt_real_file_is_named(tmp_path, real_data_dir):
 
 
 @pytest.mark.realdata
-def test_short_real_training_end_to_end_on_the_specs_backend(tmp_path):
+def test_short_real_training_end_to_end_on_the_specs_backend(tmp_path, real_data_dir):
     # On TensorFlow, the spec's backend; JAX, the default, trains on the real data in test_resume and test_page, and
     # loads this model back below.
     backend = "tensorflow"
@@ -144,8 +144,12 @@ def test_short_real_training_end_to_end_on_the_specs_backend(tmp_path):
     assert json.loads((runs / run_dir.split("/")[-1] / artifacts.CONFIG).read_text())["backend"] == backend
 
     # The saved model loads back (in a fresh process, on the default backend) and predicts the same; --json names
-    # the run by its absolute path, however it was given.
-    again = run_cli("evaluate", Path(run_dir).name, "--json", cwd=runs)
+    # the run by its absolute path, however it was given; scoring needs the two test files alone.
+    test_files = tmp_path / "test-files"
+    test_files.mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (test_files / name).symlink_to(real_data_dir / name)
+    again = run_cli("evaluate", Path(run_dir).name, "--json", "--data-dir", str(test_files), cwd=runs)
     assert again.returncode == 0, again.stderr
     evaluated = json.loads(again.stdout)
     assert evaluated["test_accuracy"] == pytest.approx(trained["test_accuracy"], abs=1e-4)

@@ -77,6 +77,24 @@ def test_missing_file_is_named(tiny_data):
         data.load_dataset(folder / "train-labels-idx1-ubyte.gz", checksums=sums)
 
 
+def test_scoring_needs_the_test_files_alone(tiny_data, monkeypatch):
+    folder, sums = tiny_data
+    full = data.load_dataset(folder, checksums=sums)
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (folder / name).unlink()
+    with pytest.raises(FmnistError, match="lacks train-images-idx3-ubyte, train-labels-idx1-ubyte"):
+        data.load_dataset(folder, checksums=sums)
+    for attempt in ("verified", "cached"):
+        test = data.load_dataset(folder, checksums=sums, test_only=True)
+        np.testing.assert_array_equal(test.x_test, full.x_test)
+        np.testing.assert_array_equal(test.y_test, full.y_test)
+        assert test.x_train.shape == (0, 28, 28) and test.y_train.shape == (0,)
+        assert set(test.checksums) == {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}
+        monkeypatch.setattr(data, "_read_verified", lambda *a: pytest.fail("the cache is not used"))
+    with pytest.raises(FmnistError, match="give the folder that holds the test set's two IDX files"):
+        data.load_dataset(folder / "nowhere", checksums=sums, test_only=True)
+
+
 def test_cache_serves_second_load_and_notices_a_changed_source(tiny_data, monkeypatch):
     folder, sums = tiny_data
     first = data.load_dataset(folder, checksums=sums)

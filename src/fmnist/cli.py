@@ -444,10 +444,12 @@ def _run_argument(p: argparse.ArgumentParser) -> None:
     _runs_dir(p)
 
 
-def _data_dir(p: argparse.ArgumentParser) -> None:
+def _data_dir(p: argparse.ArgumentParser, test_only: bool = False) -> None:
+    files = "the test set's two IDX files, t10k-* (.gz or raw; the training files need not be there)" if test_only \
+        else "the four IDX files (.gz or raw)"
     p.add_argument("--data-dir", type=_path, default=None,
-                   help="folder with the four IDX files (.gz or raw); default: FMNIST_DATA_DIR, keras' cache, "
-                        "the Debian package, then keras' download")
+                   help=f"folder with {files}; default: FMNIST_DATA_DIR, keras' cache, the Debian package, then "
+                        "keras' download")
 
 
 def _backend(p: argparse.ArgumentParser, by_model: bool = False) -> None:
@@ -559,7 +561,7 @@ def _add_evaluate(sub: Any) -> None:
                                                 "rewrites the run's metrics, predictions, pictures and report, and "
                                                 "nothing else.")
     _run_argument(p)
-    _data_dir(p)
+    _data_dir(p, test_only=True)
     _backend(p)
 
 
@@ -601,7 +603,7 @@ def _add_export(sub: Any) -> None:
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="Keras backend that writes the file (default: KERAS_BACKEND, else tensorflow, "
                         "which writes every format; jax writes saved_model only)")
-    _data_dir(p)
+    _data_dir(p, test_only=True)
 
 
 def _add_bench(sub: Any) -> None:

@@ -11,7 +11,7 @@ import socket
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -43,6 +43,7 @@ HOW_TO_GET = (
     "and pass --data-dir (or FMNIST_DATA_DIR)"
 )
 _IMAGE_MAGIC, _LABEL_MAGIC = 0x0803, 0x0801
+TEST_PREFIX = "t10k-"  # the test set's two files: all that scoring a trained model reads
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,9 @@ def locate(data_dir: Path | None = None, checksums: dict[str, str] = CHECKSUMS) 
     if explicit:
         folder = Path(explicit)
         if not folder.is_dir():
+            files = "four IDX files" if len(checksums) == len(CHECKSUMS) else "test set's two IDX files"
             raise FmnistError(f"{folder} {'is not a folder' if folder.exists() else 'does not exist'}: give the "
-                              f"folder that holds the four IDX files; {HOW_TO_GET}")
+                              f"folder that holds the {files}; {HOW_TO_GET}")
         found = _complete(folder, checksums)
         if found is None:
             missing = [n for n in checksums if _file_in(folder, n) is None]
@@ -193,7 +195,7 @@ def _array_record(array: np.ndarray) -> list:
     return [list(array.shape), array.dtype.str, hashlib.sha256(np.ascontiguousarray(array)).hexdigest()]
 
 
-def _load_cached(folder: Path, key: dict) -> dict[str, np.ndarray] | None:
+def _load_cached(folder: Path, key: dict, attrs: Sequence[str]) -> dict[str, np.ndarray] | None:
     """Return the cached arrays when the manifest matches the source files' stat and checksums, and each array
     still matches its record (about 0.1 s: a cache file changed or cut since is read from the source again)."""
     try:
@@ -202,7 +204,7 @@ def _load_cached(folder: Path, key: dict) -> dict[str, np.ndarray] | None:
             return None
         if not isinstance(manifest.get("arrays"), dict):  # written by an older fmnist, or damaged
             return None
-        arrays = {attr: np.load(folder / f"{attr}.npy", allow_pickle=False) for attr in _ARRAYS}
+        arrays = {attr: np.load(folder / f"{attr}.npy", allow_pickle=False) for attr in attrs}
     except (OSError, ValueError):
         return None
     if any(_array_record(array) != manifest["arrays"].get(attr) for attr, array in arrays.items()):
@@ -224,24 +226,31 @@ def _save_cache(folder: Path, key: dict, arrays: dict[str, np.ndarray]) -> None:
         log.warning("could not cache the verified arrays in %s (%s); loading will stay slower", folder, exc)
 
 
-def load_dataset(data_dir: Path | None = None, checksums: dict[str, str] = CHECKSUMS) -> Dataset:
-    """Locate, verify (header and SHA-256) and load the dataset, using the verified cache when valid."""
+def load_dataset(data_dir: Path | None = None, checksums: dict[str, str] = CHECKSUMS,
+                 test_only: bool = False) -> Dataset:
+    """Locate, verify (header and SHA-256) and load the dataset, using the verified cache when valid; ``test_only``
+    needs and reads the two test files alone (the training arrays are left empty)."""
+    if test_only:
+        checksums = {name: digest for name, digest in checksums.items() if name.startswith(TEST_PREFIX)}
+    wanted = {attr: (name, kind) for attr, (name, kind) in _ARRAYS.items() if name in checksums}
     source, files = locate(data_dir, checksums)
     key = _stat_key(files, checksums)
     folder = cache_dir() / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    arrays = _load_cached(folder, key)
+    arrays = _load_cached(folder, key, list(wanted))
     if arrays is None:
         log.info("verifying %s", source)
         arrays = {
-            attr: _read_verified(files[name], name, checksums[name], kind) for attr, (name, kind) in _ARRAYS.items()
+            attr: _read_verified(files[name], name, checksums[name], kind) for attr, (name, kind) in wanted.items()
         }
-        for split in ("train", "test"):
+        for split in ("test",) if test_only else ("train", "test"):
             images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
             if len(images) != len(labels):
                 raise FmnistError(f"{split} set has {len(images)} images but {len(labels)} labels; {HOW_TO_GET}")
             if labels.size and labels.max() >= len(CLASS_NAMES):
                 raise FmnistError(f"{split} labels go up to {labels.max()}, expected 0-9; {HOW_TO_GET}")
         _save_cache(folder, key, arrays)
+    if test_only:
+        arrays.update(x_train=np.zeros((0, IMAGE_SIDE, IMAGE_SIDE), np.uint8), y_train=np.zeros(0, np.uint8))
     return Dataset(**arrays, source=source, checksums=dict(checksums), files=files)
 
 

@@ -50,7 +50,7 @@ def evaluate_run(
         model, checksum = model_files.load_model(run_dir)
     else:
         checksum = model_files.verified_model_path(run_dir)[1]
-    dataset = dataset or load_dataset(data_dir)
+    dataset = dataset or load_dataset(data_dir, test_only=True)
 
     predict = functools.partial(predict_probabilities, model)
     log.info("scoring %s on the %d test images", run_dir, len(dataset.y_test))

@@ -117,7 +117,7 @@ def _parity_images(config: dict[str, Any], data_dir: Path | None) -> np.ndarray:
     data = config.get("data") if isinstance(config, dict) else None
     recorded = data.get("sha256") if isinstance(data, dict) else None
     checksums = recorded if isinstance(recorded, dict) and set(recorded) == set(CHECKSUMS) else CHECKSUMS
-    return to_features(load_dataset(data_dir, checksums=checksums).x_test[:PARITY_IMAGES])
+    return to_features(load_dataset(data_dir, checksums=checksums, test_only=True).x_test[:PARITY_IMAGES])
 
 
 def interface(model: Any) -> dict[str, Any]:
