@@ -80,8 +80,12 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     with caplog.at_level(logging.WARNING, logger="fmnist.resume"):
         resume_run(copy / second.name, dataset=dataset)  # that run alone: done, and the rest of the group pointed to
     assert f"which has no summary yet: 'fmnist train --resume {copy}' trains its seeds not begun" in caplog.text
-    _, resumed = resume_seeds(group, dataset=dataset)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="fmnist.seeds"):
+        _, resumed = resume_seeds(group, dataset=dataset)
     before, after = summary["runs"], resumed["runs"]
+    for r in after:  # the one finished before the resume too
+        assert f"seed {r['seed']}: test accuracy {r['test_accuracy']:.4f}, macro F1" in caplog.text
     assert [r["run_dir"] for r in after[:2]] == [r["run_dir"] for r in before[:2]]  # kept, and resumed in place
     outcome = [(r["seed"], r["test_accuracy"], r["epochs"]) for r in after]
     assert outcome == [(r["seed"], r["test_accuracy"], r["epochs"]) for r in before]  # seeds fix every result

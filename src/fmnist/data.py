@@ -115,7 +115,8 @@ def locate(data_dir: Path | None = None, checksums: dict[str, str] = CHECKSUMS) 
     if explicit:
         folder = Path(explicit)
         if not folder.is_dir():
-            files = "four IDX files" if len(checksums) == len(CHECKSUMS) else "test set's two IDX files"
+            test_only = all(name.startswith(TEST_PREFIX) for name in checksums)
+            files = "test set's two IDX files" if test_only else "four IDX files"
             raise FmnistError(f"{folder} {'is not a folder' if folder.exists() else 'does not exist'}: give the "
                               f"folder that holds the {files}; {HOW_TO_GET}")
         found = _complete(folder, checksums)

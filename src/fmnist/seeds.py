@@ -131,11 +131,11 @@ def _complete_group(
         if runs.finished(run_dir):
             log.info("seed %d (%d of %d): finished in %s", member.seed, k + 1, len(members), run_dir.name)
             results.append(score_finished(run_dir, dataset))
-            continue
-        log.info("seed %d (%d of %d)", member.seed, k + 1, len(members))
-        keras.backend.clear_session()
-        stopping.check()  # clear_session collects garbage, where Python drops a Ctrl-C with a warning
-        results.append(train(member, backend, runs_dir=group, dataset=dataset, resume_dir=run_dir))
+        else:
+            log.info("seed %d (%d of %d)", member.seed, k + 1, len(members))
+            keras.backend.clear_session()
+            stopping.check()  # clear_session collects garbage, where Python drops a Ctrl-C with a warning
+            results.append(train(member, backend, runs_dir=group, dataset=dataset, resume_dir=run_dir))
         # Each seed's score as it comes (a single run's is its command's result on stdout).
         log.info("seed %d: test accuracy %.4f, macro F1 %.4f", member.seed, results[-1].metrics["test_accuracy"],
                  results[-1].metrics["macro_f1"])
