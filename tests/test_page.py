@@ -1,6 +1,7 @@
 """The web page in a real headless browser (Debian's Chromium driven by Playwright) against a real server."""
 
 import os
+import re
 import shutil
 
 import httpx
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import start_server
+from fmnist import plots
 from fmnist.data import CLASS_NAMES, load_dataset
 from samples import encode, garment, photo_like
 
@@ -80,10 +82,11 @@ def bar_probabilities(page) -> dict[str, float]:
 
 def test_uploading_a_real_test_image_shows_its_label(page, server, real_data_dir, tmp_path):
     dataset = load_dataset(real_data_dir)
-    candidates = dataset.x_test[:40]
-    answers = httpx.post(f"{server}/v1/predict", json={"inputs": candidates.reshape(40, -1).tolist()}).json()
+    candidates = dataset.x_test[:64]  # as many as one request takes
+    answers = httpx.post(f"{server}/v1/predict", json={"inputs": candidates.reshape(64, -1).tolist()}).json()
+    # Right and confident, but not so sure that no patch moves its answer (its map would be faded: no red to see).
     confident = [i for i, a in enumerate(answers["predictions"])
-                 if a["top"][0]["index"] == dataset.y_test[i] and a["top"][0]["probability"] > 0.9]
+                 if a["top"][0]["index"] == dataset.y_test[i] and 0.9 < a["top"][0]["probability"] < 0.99]
     index = confident[0]
     data, name = photo_like(dataset.x_test[index], seed=1)
     photo = tmp_path / name
@@ -99,6 +102,8 @@ def test_uploading_a_real_test_image_shows_its_label(page, server, real_data_dir
     assert 0.05 < seen_brightness(page) < 0.9
     red, blue = evidence_tints(page)
     assert 0 < red < 28 * 28 and blue < 28 * 28  # some pixels speak for the answer, not the whole square
+    caption = page.inner_text("#evidence + figcaption")
+    assert re.fullmatch(r"red: for its answer, blue: against\np moves ≤ \d+\.\d%", caption), caption
     assert page.is_hidden("#error")
 
     shot = tmp_path / "page.png"
@@ -126,8 +131,10 @@ def test_drawing_on_the_canvas_shows_probabilities(page, tmp_path):
     assert list(bars) == list(CLASS_NAMES) and sum(bars.values()) == pytest.approx(1.0, abs=0.01)
     assert page.inner_text("#label").split(" ")[0] in {name.split(" ")[0] for name in CLASS_NAMES}
     assert seen_brightness(page) > 0.05
-    # The page's own rounding: an answer short of certain never reads 100.0%.
+    # The page's own rounding: an answer short of certain never reads 100.0%; a map's largest change as the report's.
     assert page.evaluate("[0.99996, 1, 0.1234].map(percent)") == [">99.9%", "100.0%", "12.3%"]
+    maps = [[0.0, -0.1234], [2e-6, -1e-6], [0.0009, 0.0011], [0.5, 0.0]]
+    assert page.evaluate(f"{maps}.map(largestChange)") == [plots.largest_change(np.array(m)) for m in maps]
 
     page.click("#clear")
     assert page.locator("#bars li").count() == 0

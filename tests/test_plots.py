@@ -67,11 +67,12 @@ def test_curves_without_epochs_say_so_instead_of_empty_axes(tmp_path):
 
 @pytest.mark.parametrize("draw", [lambda history, path: plots.curves_png(history, 1, path),
                                   lambda history, path: plots.compare_curves_png({"a": history}, path)])
-def test_epochs_are_whole_numbers_on_the_axis(tmp_path, monkeypatch, draw):
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_epochs_are_whole_numbers_on_the_axis(tmp_path, monkeypatch, draw, epochs):
     drawn = []
     monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig))  # keep the figure to read its axes
-    draw({"loss": [1.0, 0.8], "val_loss": [1.1, 0.9], "accuracy": [0.5, 0.6], "val_accuracy": [0.4, 0.5]},
-         tmp_path / "curves.png")
+    history = {"loss": [1.0, 0.8], "val_loss": [1.1, 0.9], "accuracy": [0.5, 0.6], "val_accuracy": [0.4, 0.5]}
+    draw({key: values[:epochs] for key, values in history.items()}, tmp_path / "curves.png")
     for ax in drawn[0].axes:
         low, high = ax.get_xlim()
         shown = [tick for tick in ax.get_xticks() if low <= tick <= high]
@@ -105,3 +106,25 @@ def test_an_occlusion_map_tints_the_image_red_for_blue_against_on_its_own_scale(
     assert red[0] > red[2] + 0.1 and blue[2] > blue[0] + 0.05
     assert np.allclose(untouched[:3], 0.6 * 0.97 + 0.4 * 0.5, atol=0.02)  # RdBu's white middle over mid-grey
     assert np.allclose(plots._evidence_rgba(image, evidence * 1000), tinted)
+
+
+def test_an_answer_no_patch_moves_gets_a_faded_map_that_says_so():
+    image, noise = np.full((28, 28), 0.5), np.full((28, 28), 2e-6)
+    faded = plots._evidence_rgba(image, noise)
+    assert np.allclose(faded, plots._evidence_rgba(image, np.zeros((28, 28))), atol=0.01)  # not drawn as evidence
+    assert plots.largest_change(noise) == "p moves ≤ 0.1%" and plots.largest_change(-noise * 1e5) == "p moves ≤ 20.0%"
+
+
+def test_a_long_file_name_is_cut_in_the_middle_to_fit_above_its_image():
+    assert plots._shortened("PXL_20240501_123456789.MP.jpg") == "PXL_2024050…56789.MP.jpg"
+    assert plots._shortened("shirt.png") == "shirt.png"
+
+
+def test_the_confusion_matrix_leaves_empty_cells_blank_and_never_rounds_a_confusion_to_zero(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, trim=False: drawn.append(fig))
+    matrix = np.diag([996] * 10)
+    matrix[0, 1], matrix[0, 0] = 4, 992  # 4 of 996 T-shirts called trousers: 0.004 of the row
+    plots.confusion_matrix_png(matrix, tmp_path / "confusion.png")
+    counts, shares = ([t.get_text() for t in ax.texts] for ax in drawn[0].axes)
+    assert counts[:3] == ["992", "4", ""] and shares[:3] == ["1.00", "<.01", ""]

@@ -81,8 +81,9 @@ def test_predict_cli_answers_photos_and_arrays(tmp_path, tiny_run_dir):
     with Image.open(shown) as picture:  # one row per input
         assert picture.format == "PNG" and picture.height > 3 * picture.width / 4
         rgb = np.asarray(picture.convert("RGB")).astype(int)
-    red = (rgb[..., 0] > rgb[..., 1] + 60) & (rgb[..., 0] > rgb[..., 2] + 60)
-    assert red.sum() > 100  # the occlusion maps: nothing else in the picture is red
+    # The occlusion maps, nothing else in the picture is reddish: faint, as the tiny model's answers hardly move.
+    red = (rgb[..., 0] > rgb[..., 1] + 8) & (rgb[..., 0] > rgb[..., 2] + 8)
+    assert red.sum() > 200
 
     in_process = predict_files(tiny_run_dir, paths, top_k=4)
     for ours, theirs in zip(in_process["predictions"], answer["predictions"]):

@@ -15,6 +15,9 @@ PATCH = 4  # pixels a side: about a collar, a strap or a heel at 28 x 28
 POSITIONS = (IMAGE_SIDE - PATCH + 1) ** 2  # 625 blanked copies of each image
 IMAGES_PER_BATCH = 16  # 16 x 626 rows of 784 float32 per forward call: 31 MB, about twice that at the peak
 EXPLAINED_MISTAKES = 8  # the report explains the first of the most confident mistakes, as many as one row holds
+# A map whose largest change of probability is under this is drawn faded in proportion (the page does the same):
+# an answer no patch moves by a point has no region it rests on.
+FAINT_BELOW = 0.01
 
 Batch = tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from fmnist.artifacts import HISTORY, write_atomic
 from fmnist.data import CLASS_NAMES, IMAGE_SIDE
+from fmnist.explain import FAINT_BELOW
 
 DPI = 110
 
@@ -25,12 +26,14 @@ def _pyplot():
     return plt
 
 
-def _epoch_axis(ax) -> None:
-    """Whole epochs on the x axis (a short run got ticks at 1.2, 1.4, ...)."""
+def _epoch_axis(ax, epochs: int) -> None:
+    """Whole epochs on the x axis (a short run got ticks at 1.2, 1.4, ...; one epoch alone, at 0.96, 0.98, ...)."""
     from matplotlib.ticker import MaxNLocator
 
     ax.set_xlabel("Epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if epochs:
+        ax.set_xlim(0.5, epochs + 0.5)
 
 
 def _save(fig, path: Path, trim: bool = False) -> None:
@@ -42,7 +45,10 @@ def _save(fig, path: Path, trim: bool = False) -> None:
 
 
 def confusion_matrix_png(matrix: Sequence[Sequence[int]], path: Path) -> None:
-    """Counts and row-normalised (recall per true class) heatmaps side by side."""
+    """Counts and row-normalised (recall per true class) heatmaps side by side. Colour goes with the square root,
+    so a hundred confusions stand out beside the diagonal's thousand; an empty cell is left blank, and a share that
+    rounds to 0 but is not reads "<.01"."""
+    from matplotlib.colors import PowerNorm
     from sklearn.metrics import ConfusionMatrixDisplay
 
     plt = _pyplot()
@@ -50,11 +56,17 @@ def confusion_matrix_png(matrix: Sequence[Sequence[int]], path: Path) -> None:
     normalised = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     fig, axes = plt.subplots(1, 2, figsize=(15, 7))
     for ax, data, fmt, title in (
-        (axes[0], counts, "d", f"Counts (the {counts.sum():,} test images)"),
-        (axes[1], normalised, ".2f", "Row-normalised (share of each true class)"),
+        (axes[0], counts, "{:d}", f"Counts (the {counts.sum():,} test images)"),
+        (axes[1], normalised, "{:.2f}", "Row-normalised (share of each true class)"),
     ):
-        ConfusionMatrixDisplay(data, display_labels=CLASS_NAMES).plot(
-            ax=ax, cmap="Blues", colorbar=False, values_format=fmt, xticks_rotation=45, text_kw={"fontsize": 8})
+        norm = PowerNorm(0.5, vmin=0, vmax=max(float(data.max()), 1e-12))
+        shown = ConfusionMatrixDisplay(data, display_labels=CLASS_NAMES).plot(
+            ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45, text_kw={"fontsize": 8}, im_kw={"norm": norm})
+        for (i, j), text in np.ndenumerate(shown.text_):
+            value = data[i, j]
+            text.set_text("" if counts[i, j] == 0 else "<.01" if fmt == "{:.2f}" and value < 0.005 else
+                          fmt.format(value))
+            text.set_color("white" if norm(value) > 0.6 else "#08306b")  # sklearn's pick follows a linear scale
         ax.set_xlabel("Predicted")
         ax.set_ylabel("True")
         ax.set_title(title)
@@ -79,7 +91,7 @@ def curves_png(history: dict[str, list[float]], best: int | None, path: Path, sc
             ax.axvline(best, color="green", linestyle="--", label=kept)
         for i, epoch in enumerate(drops):
             ax.axvline(epoch, color="grey", linestyle=":", label="learning rate drop" if i == 0 else None)
-        _epoch_axis(ax)
+        _epoch_axis(ax, len(epochs))
         ax.set_title(title)
         ax.grid(alpha=0.3)
     # One legend for both panels, below them: inside, it covered the first epochs, where the curves start.
@@ -105,7 +117,7 @@ def image_grid_png(images: np.ndarray, titles: Sequence[str], path: Path, column
 
 
 TILE_GAP = 10  # image pixels between tiles across: room for a title a third wider than its image
-TITLE_BAND = 11  # image pixels above a row of titles: two lines of 7-point text
+LINE_HEIGHT = 3.3  # image pixels a line of 7-point text takes
 PIXELS_PER_INCH = DPI / 4  # each of an image's pixels a square of 4 x 4 in the PNG: about an inch a 28x28 image
 
 
@@ -117,10 +129,11 @@ def _tiles_png(grid: list[list[np.ndarray]], titles: list[list[str]], path: Path
     from matplotlib.patches import Rectangle
 
     plt = _pyplot()
-    side, columns = IMAGE_SIDE, max(len(row) for row in grid)
-    bands = [TITLE_BAND if any(row) else 3 for row in titles]
+    side, columns = IMAGE_SIDE, max((len(row) for row in grid), default=0) or 1
+    lines = [max((title.count("\n") + 1 for title in row if title), default=0) for row in titles]
+    bands = [round(4.5 + LINE_HEIGHT * n) if n else 3 for n in lines]  # sized by the row's longest title
     tops = np.cumsum([0] + [band + side for band in bands])  # where each row's band starts
-    canvas = np.ones((int(tops[-1]) + 2, columns * (side + TILE_GAP), 4))  # white, opaque, a margin below for frames
+    canvas = np.ones((tops[-1] + 2, columns * (side + TILE_GAP), 4))  # white, opaque, a margin below for frames
     frames, texts = [], []
     for r, (row, row_titles) in enumerate(zip(grid, titles)):
         y = int(tops[r] + bands[r])
@@ -236,7 +249,7 @@ def compare_curves_png(histories: dict[str, dict[str, list[float]]], path: Path)
             ax.plot(epochs, history.get(f"val_{key}", []), marker=markers[i % len(markers)],
                     markersize=max(3.0, 7.0 - 1.5 * i), label=f"{label} validation", **style)
             ax.plot(epochs, history.get(key, []), linestyle="--", alpha=0.6, label=f"{label} train", **style)
-        _epoch_axis(ax)
+        _epoch_axis(ax, max((len(h.get(key, [])) for h in histories.values()), default=0))
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -270,7 +283,9 @@ def _gray(image: np.ndarray, cmap: str = "gray_r") -> np.ndarray:
 
 def _evidence_rgba(image: np.ndarray, evidence: np.ndarray) -> np.ndarray:
     """The image in gray under its occlusion map: red where the pixels speak for the class, blue against."""
-    scale = float(np.abs(evidence).max()) or 1.0  # each map on its own symmetric scale, so 0 stays white
+    # Each map on its own symmetric scale, so 0 stays white; never finer than FAINT_BELOW, or the float noise of an
+    # answer no patch moves (changes of 1e-6) would be drawn as strongly as a real one.
+    scale = max(float(np.abs(evidence).max()), FAINT_BELOW)
     from matplotlib import colormaps
 
     over = colormaps["RdBu_r"]((np.asarray(evidence, dtype=np.float64) / scale + 1) / 2)
@@ -278,17 +293,26 @@ def _evidence_rgba(image: np.ndarray, evidence: np.ndarray) -> np.ndarray:
 
 
 def _show(ax, picture: np.ndarray) -> None:
-    ax.imshow(picture)
+    ax.imshow(picture, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
 
 
+def largest_change(evidence: np.ndarray) -> str:
+    """An occlusion map's largest change of probability, as its title says it."""
+    largest = float(np.abs(evidence).max()) if np.size(evidence) else 0.0
+    return f"p moves ≤ {'0.1%' if largest < 0.001 else f'{largest:.1%}'}"
+
+
 def evidence_png(images: np.ndarray, titles: Sequence[str], maps: dict[str, np.ndarray], path: Path) -> None:
-    """One column per image: the image, then one row per set of occlusion maps (the row's label names the class)."""
+    """One column per image: the image, then one row per set of occlusion maps (the row's label names the class),
+    each map under its largest change."""
     grid = [[_gray(image) for image in images]]
     grid += [[_evidence_rgba(image, evidence[c]) for c, image in enumerate(images)] for evidence in maps.values()]
-    _tiles_png(grid, [list(titles)] + [[]] * len(maps), path, ["image", *maps],
-               heading="red: blanking these pixels lowers the class's probability; blue: raises it")
+    map_titles = [[largest_change(evidence[c]) for c in range(len(images))] for evidence in maps.values()]
+    _tiles_png(grid, [list(titles), *map_titles], path, ["image", *maps],
+               heading="red: blanking these pixels lowers the class's probability p, blue: raises it; above each map, "
+                       f"the most p moves (under {FAINT_BELOW:.0%}, the map is faded)")
 
 
 def predictions_png(
@@ -301,10 +325,10 @@ def predictions_png(
                              width_ratios=ratios)
     for (image_ax, evidence_ax, bar_ax), image, probs, evidence, name in zip(axes, images, probabilities, maps, names):
         _show(image_ax, _gray(image, "gray"))  # as the model saw it: light on dark
-        image_ax.set_title(Path(name).name, fontsize=9)
+        image_ax.set_title(_shortened(Path(name).name), fontsize=9)
         best = int(np.argmax(probs))
         _show(evidence_ax, _evidence_rgba(image, evidence))
-        evidence_ax.set_title(f"red: for {CLASS_NAMES[best]}, blue: against", fontsize=9)
+        evidence_ax.set_title(f"red: for {CLASS_NAMES[best]}, blue: against\n{largest_change(evidence)}", fontsize=9)
         colours = ["tab:gray"] * len(CLASS_NAMES)
         colours[best] = "tab:blue"
         bar_ax.barh(range(len(CLASS_NAMES)), probs, color=colours)
@@ -313,4 +337,9 @@ def predictions_png(
         bar_ax.set_xlim(0, 1)
         bar_ax.set_title(f"{CLASS_NAMES[best]} {percent(probs[best], 0)}", fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    _save(fig, path, trim=True)  # tight_layout leaves a title wider than its column cut at the edge
+
+
+def _shortened(name: str, most: int = 24) -> str:
+    """A file name cut in the middle to fit above its image: a phone's photo names run past the column."""
+    return name if len(name) <= most else f"{name[:most // 2 - 1]}…{name[-(most // 2):]}"

@@ -13,7 +13,7 @@ import numpy as np
 from fmnist import artifacts, plots, runs
 from fmnist.data import CLASS_NAMES, IMAGE_SIDE
 from fmnist.errors import DamagedFile, FmnistError
-from fmnist.explain import PATCH
+from fmnist.explain import FAINT_BELOW, PATCH
 from fmnist.html_page import image_html, page, table_html
 from fmnist.metrics import CALIBRATION_BINS, classification_report_text
 
@@ -23,9 +23,10 @@ HISTORY_ADVICE = "restore it from a copy, or delete it to draw the report withou
 
 EVIDENCE_NOTE = (
     f"<p>Occlusion maps: each {PATCH}x{PATCH} patch of the image is blanked in turn; red where that lowers the "
-    "probability of the class named on the left (the pixels speak for it), blue where it raises it. First each "
-    "class's most confidently right test image, then the most confident mistakes, for the class predicted and for the "
-    "true one.</p>"
+    "probability of the class named on the left (the pixels speak for it), blue where it raises it; above each map, "
+    f"the most blanking moves that probability (a map that moves it by less than {FAINT_BELOW:.0%} is faded in "
+    "proportion: no one region holds the answer). First each class's most confidently right test image, then the "
+    "most confident mistakes, for the class predicted and for the true one.</p>"
 )
 
 

@@ -116,6 +116,7 @@ function forgetAnswer(cancel = false) {
 function blank(canvas) {
   canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
   delete canvas.dataset.input;
+  if (canvas.id === "evidence") $("evidence-size").textContent = "";
 }
 
 function drawSeen(pixels) {
@@ -128,12 +129,16 @@ function drawSeen(pixels) {
   context.putImageData(image, 0, 0);
 }
 
+// A map whose largest change of probability is under 1% is faded in proportion, as in the report and `predict --show`
+// (FAINT_BELOW in explain.py): the float noise of an answer no patch moves is not drawn as evidence.
+const FAINT_BELOW = 0.01;
+
 // The input again, tinted red where blanking the pixels lowers the top class's probability and blue where it raises it.
 function drawEvidence(pixels, evidence) {
   const context = $("evidence").getContext("2d");
   const image = context.createImageData(28, 28);
   const values = evidence.flat();
-  const scale = Math.max(...values.map(Math.abs)) || 1;
+  const scale = Math.max(...values.map(Math.abs), FAINT_BELOW);
   pixels.flat().forEach((value, i) => {
     const grey = 255 * value;
     const weight = 0.85 * Math.min(1, Math.abs(values[i]) / scale);
@@ -141,6 +146,13 @@ function drawEvidence(pixels, evidence) {
     image.data.set([...tint.map((c) => Math.round(grey + weight * (c - grey))), 255], 4 * i);
   });
   context.putImageData(image, 0, 0);
+  $("evidence-size").textContent = largestChange(values);
+}
+
+// The most blanking a patch moves the probability, as the report writes it over each map (plots.largest_change).
+function largestChange(values) {
+  const largest = Math.max(0, ...values.map(Math.abs));
+  return `p moves ≤ ${largest < 0.001 ? "0.1" : (100 * largest).toFixed(1)}%`;
 }
 
 // One short of certain never reads 100.0%, as in the command line's answers.
