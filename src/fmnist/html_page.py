@@ -12,7 +12,10 @@ def page(title: str, sections: list[tuple[str, str]]) -> str:
     """A self-contained HTML page: the title, then each (heading, HTML) section."""
     body = "".join(f"<h2>{html.escape(heading)}</h2>{content}" for heading, content in sections)
     style = (
-        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+        # Wide enough for the widest picture (1,650 px) at its own size where the screen allows; text kept to lines
+        # that read.
+        "body{font-family:system-ui,sans-serif;max-width:1700px;margin:2em auto;padding:0 1em;color:#222}"
+        "p{max-width:75em}"
         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
         "th{background:#f3f3f3}img{max-width:100%}tr.diff td{background:#fff3bf}"
     )
