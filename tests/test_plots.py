@@ -128,3 +128,12 @@ def test_the_confusion_matrix_leaves_empty_cells_blank_and_never_rounds_a_confus
     plots.confusion_matrix_png(matrix, tmp_path / "confusion.png")
     counts, shares = ([t.get_text() for t in ax.texts] for ax in drawn[0].axes)
     assert counts[:3] == ["992", "4", ""] and shares[:3] == ["1.00", "<.01", ""]
+
+
+def test_every_class_of_a_shown_answer_has_its_probability_written(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, trim=False: drawn.append(fig))
+    probabilities = np.array([[0.004, 0, 0, 0, 0, 0, 0, 0, 0, 0.996]])
+    plots.predictions_png(np.zeros((1, 28, 28)), probabilities, np.zeros((1, 28, 28)), ["a.png"], tmp_path / "p.png")
+    bars = drawn[0].axes[2]
+    assert [t.get_text() for t in bars.texts] == ["0.4%"] + ["0.0%"] * 8 + ["99.6%"]  # the runner-up shows

@@ -331,10 +331,12 @@ def predictions_png(
         evidence_ax.set_title(f"red: for {CLASS_NAMES[best]}, blue: against\n{largest_change(evidence)}", fontsize=9)
         colours = ["tab:gray"] * len(CLASS_NAMES)
         colours[best] = "tab:blue"
-        bar_ax.barh(range(len(CLASS_NAMES)), probs, color=colours)
+        bars = bar_ax.barh(range(len(CLASS_NAMES)), probs, color=colours)
+        bar_ax.bar_label(bars, [percent(p) for p in probs], padding=2, fontsize=7)  # a 0.4% runner-up shows too
         bar_ax.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES, fontsize=8)
         bar_ax.invert_yaxis()
-        bar_ax.set_xlim(0, 1)
+        bar_ax.set_xlim(0, 1.15)  # room for a certain answer's label
+        bar_ax.set_xticks(np.linspace(0, 1, 6))
         bar_ax.set_title(f"{CLASS_NAMES[best]} {percent(probs[best], 0)}", fontsize=9)
     fig.tight_layout()
     _save(fig, path, trim=True)  # tight_layout leaves a title wider than its column cut at the edge
