@@ -20,8 +20,7 @@ _open: list[None] = []  # one per handled() block running: a stop is kept for ch
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
-    _received.append(signum)
-    raise KeyboardInterrupt
+    stop(signum)  # installed by handled() alone, so the stop is kept for check()
 
 
 def _quiet_when_stopping(passed_on: Callable[[Any], None], unraisable: Any) -> None:
