@@ -57,13 +57,17 @@ def test_every_commands_description_is_wrapped_and_says_what_it_writes():
     assert "hidden sizes, dropout, learning rate, batch size and plateau factor" in flowing["fmnist tune"]
 
 
-def test_a_run_without_its_model_is_refused_before_keras_starts(tmp_path):
-    run = tmp_path / "stopped"
-    run.mkdir()
-    artifacts.write_json(run / artifacts.CONFIG, {"settings": {}, "backend": "jax"})
-    artifacts.write_json(run / artifacts.STATUS, {"state": "interrupted"})
-    commands = [["predict", str(run), str(tmp_path / "x.npy")], ["evaluate", str(run)], ["serve", str(run)],
-                ["export", str(run), "--format", "onnx"]]
+def test_a_run_without_its_model_or_with_a_changed_one_is_refused_before_keras_starts(tmp_path):
+    run, changed = tmp_path / "stopped", tmp_path / "changed"
+    for folder, state in ((run, "interrupted"), (changed, "finished")):
+        folder.mkdir()
+        artifacts.write_json(folder / artifacts.CONFIG, {"settings": {}, "backend": "jax"})
+        artifacts.write_json(folder / artifacts.STATUS, {"state": state})
+    (changed / artifacts.MODEL).write_bytes(b"PK\x03\x04 written over")
+    (changed / artifacts.MODEL_SHA256).write_text(f"{'0' * 64}  {artifacts.MODEL}\n")
+    commands = [command for folder in (run, changed)
+                for command in (["predict", str(folder), str(tmp_path / "x.npy")], ["evaluate", str(folder)],
+                                ["serve", str(folder)], ["export", str(folder), "--format", "onnx"])]
     np.save(tmp_path / "x.npy", np.zeros((28, 28), dtype=np.float32))
     probe = subprocess.run(
         [sys.executable, "-c", "import sys; from fmnist.cli import main; "
@@ -71,9 +75,10 @@ def test_a_run_without_its_model_is_refused_before_keras_starts(tmp_path):
                                "print(codes, sorted(m for m in ('keras', 'jax', 'tensorflow') if m in sys.modules))"],
         capture_output=True, text=True, timeout=120,
     )
-    assert probe.stdout.strip() == "[1, 1, 1, 1] []", probe.stderr
+    assert probe.stdout.strip() == f"{[1] * 8} []", probe.stderr
     refusal = f"fmnist: error: {run} has no model yet: its training has not finished; 'fmnist train --resume {run}'"
     assert probe.stderr.count(refusal) == 4, probe.stderr
+    assert probe.stderr.count(f"fmnist: error: {changed / artifacts.MODEL} does not match its recorded SHA-256") == 4
 
 
 def test_missing_data_dir_is_one_clear_line(tmp_path):

@@ -320,10 +320,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _check_model(run: Path) -> None:
-    """Refuse a run without its model or its checksum before Keras starts (seconds): at once."""
-    from fmnist.model_files import recorded_model_path
+    """Refuse a run without its model, or whose model does not match its checksum, before Keras starts (seconds)."""
+    from fmnist.model_files import verified_model_path
 
-    recorded_model_path(run)
+    verified_model_path(run)
 
 
 def cmd_report(args: argparse.Namespace) -> None:

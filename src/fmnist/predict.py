@@ -133,7 +133,7 @@ def predict_files(
             raise FmnistError(f"--show {given} is one of the inputs: name another file for the picture")
     read, images, failures = read_inputs(paths)  # these and the model checked before Keras starts, so refused at once
     paths = [paths[place] for place in read]
-    model_files.recorded_model_path(source)
+    model_files.verified_model_path(source)
     activate(backend)
     classifier = Classifier(source)
     probabilities = classifier.probabilities(images)
