@@ -167,11 +167,14 @@ def test_short_real_training_end_to_end_on_the_specs_backend(tmp_path, real_data
     assert_one_line_error(run_cli("evaluate", run_dir), "does not match its recorded SHA-256")
 
 
-def test_a_file_the_system_refuses_is_one_line_naming_it(tmp_path, tiny_run_dir):
+def test_a_file_the_system_refuses_is_one_line_naming_it(tmp_path, tiny_run_dir, capsys):
+    from fmnist.cli import main
+
     run = shutil.copytree(tiny_run_dir, tmp_path / "run")
     (run / artifacts.REPORT_HTML).unlink()
     (run / artifacts.REPORT_HTML).mkdir()  # the new report cannot take its place
-    assert_one_line_error(run_cli("report", str(run)), f"cannot write {run / artifacts.REPORT_HTML}: Is a directory")
+    assert main(["report", str(run)]) == 1
+    assert capsys.readouterr().err == f"fmnist: error: cannot write {run / artifacts.REPORT_HTML}: Is a directory\n"
     with pytest.raises(FmnistError, match="cannot create a run directory in .*: File name too long"):
         runs.create_run_dir(tmp_path / "runs", "a" * 300)
 

@@ -1,7 +1,7 @@
+import io
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -10,6 +10,7 @@ from PIL import Image
 
 from conftest import run_cli
 from fmnist import artifacts, model_files
+from fmnist.cli import main
 from fmnist.data import CLASS_NAMES, load_dataset, to_features
 from fmnist.errors import FmnistError
 from fmnist.predict import MAX_FILE_BYTES, Classifier, as_text, describe, predict_files
@@ -52,26 +53,27 @@ def test_the_text_never_calls_an_answer_short_of_certain_100_percent():
         "a.png: T-shirt/top >99.9% (Trouser 0.0%)  [unsure]\nb.png: Dress 100.0%")
 
 
-def test_an_image_piped_in_is_read_from_standard_input(tmp_path, tiny_run_dir):
+def test_an_image_piped_in_is_read_from_standard_input(tmp_path, tiny_run_dir, monkeypatch, capsys):
     photo = write_inputs(tmp_path)[0]
-    command = [sys.executable, "-m", "fmnist", "predict", str(tiny_run_dir), "-", str(photo), "--json"]
-    result = subprocess.run(command, input=photo.read_bytes(), capture_output=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    piped, named = json.loads(result.stdout)["predictions"]
+    command = ["predict", str(tiny_run_dir), "-", str(photo), "--json"]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(photo.read_bytes())))  # as a pipe gives it
+    assert main(command) == 0
+    piped, named = json.loads(capsys.readouterr().out)["predictions"]
     assert piped["input"] == "-" and piped["top"] == named["top"]
-    twice = subprocess.run([*command[:-2], "-", "-"], input="", capture_output=True, text=True, timeout=600)
-    assert (twice.returncode, twice.stderr) == (1, "fmnist: error: '-' (standard input) is given twice: it holds "
-                                                   "one image\n")
+    assert main([*command[:-2], "-", "-"]) == 1
+    assert capsys.readouterr().err == "fmnist: error: '-' (standard input) is given twice: it holds one image\n"
 
 
-def test_predict_cli_answers_photos_and_arrays(tmp_path, tiny_run_dir):
+def test_predict_command_answers_photos_and_arrays(tmp_path, tiny_run_dir, monkeypatch, capsys):
     paths = write_inputs(tmp_path / "in")
     shown = tmp_path / "out" / "seen.png"  # a folder not made yet: --show makes it
     # Given relative to where the command runs, named absolute in --json, as every path it prints
-    result = run_cli("predict", str(tiny_run_dir), *(str(p.relative_to(tmp_path)) for p in paths), "--top-k", "4",
-                     "--show", "out/seen.png", "--json", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    answer = json.loads(result.stdout)
+    monkeypatch.chdir(tmp_path)
+    status = main(["predict", str(tiny_run_dir), *(str(p.relative_to(tmp_path)) for p in paths), "--top-k", "4",
+                   "--show", "out/seen.png", "--json"])
+    printed = capsys.readouterr()
+    assert status == 0, printed.err
+    answer = json.loads(printed.out)
     assert answer["model_sha256"] == (tiny_run_dir / artifacts.MODEL_SHA256).read_text().split()[0]
     assert [a["input"] for a in answer["predictions"]] == list(map(str, paths)) and answer["shown"] == str(shown)
     for a in answer["predictions"]:
@@ -89,8 +91,9 @@ def test_predict_cli_answers_photos_and_arrays(tmp_path, tiny_run_dir):
     for ours, theirs in zip(in_process["predictions"], answer["predictions"]):
         assert [t["index"] for t in ours["top"]] == [t["index"] for t in theirs["top"]]
 
-    text = run_cli("predict", str(tiny_run_dir / artifacts.MODEL), str(paths[0]), "--top-k", "1")
-    assert text.returncode == 0 and text.stdout.startswith(f"{paths[0]}: ") and len(text.stdout.splitlines()) == 1
+    assert main(["predict", str(tiny_run_dir / artifacts.MODEL), str(paths[0]), "--top-k", "1"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"{paths[0]}: ") and len(text.splitlines()) == 1
 
 
 def test_a_photo_with_a_damaged_exif_block_is_classified_quietly_and_shown_as_png(tmp_path, tiny_run_dir):
@@ -161,16 +164,16 @@ def test_bad_inputs_and_options_are_one_line_errors(tmp_path, tiny_run_dir):
     assert second.startswith(f"fmnist: error: cannot read {tmp_path / 'missing.png'}")
 
 
-def test_the_readable_files_are_answered_and_each_other_gets_its_error_line(tmp_path, tiny_run_dir):
+def test_the_readable_files_are_answered_and_each_other_gets_its_error_line(tmp_path, tiny_run_dir, capsys):
     good = write_inputs(tmp_path)[:2]
     (tmp_path / "notes.txt").write_text("not an image")
     inputs = [good[0], tmp_path / "notes.txt", good[1], tmp_path / "missing.png"]
-    result = run_cli("-q", "predict", str(tiny_run_dir), *map(str, inputs), "--json")
-    assert result.returncode == 1
-    answer = json.loads(result.stdout)
+    assert main(["-q", "predict", str(tiny_run_dir), *map(str, inputs), "--json"]) == 1
+    printed = capsys.readouterr()
+    answer = json.loads(printed.out)
     assert [a["input"] for a in answer["predictions"]] == list(map(str, good))
     assert [e["input"] for e in answer["errors"]] == [str(inputs[1]), str(inputs[3])]
-    assert result.stderr.splitlines() == [f"fmnist: error: {e['error']}" for e in answer["errors"]]
+    assert printed.err.splitlines() == [f"fmnist: error: {e['error']}" for e in answer["errors"]]
     assert "not a supported image" in answer["errors"][0]["error"] and "cannot read" in answer["errors"][1]["error"]
     alone = predict_files(tiny_run_dir, good)
     assert [a["top"] for a in answer["predictions"]] == [a["top"] for a in alone["predictions"]]

@@ -212,12 +212,14 @@ def test_a_run_whose_name_is_not_utf8_is_refused_in_one_line(mixed_runs, tmp_pat
     assert result.stderr.count("\n") == 1 and "has a name that is not UTF-8" in result.stderr
 
 
-def test_commands_take_a_run_by_name(mixed_runs, tmp_path):
+def test_commands_take_a_run_by_name(mixed_runs, tmp_path, monkeypatch, capsys):
+    from fmnist.cli import main
+
     finished = shutil.copytree(mixed_runs["finished"], tmp_path / "runs" / mixed_runs["finished"].name)
     # --json gives absolute paths, though the runs directory was given relative to the working folder.
-    result = run_cli("report", finished.name, "--runs-dir", "runs", "--json", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["report"] == str(finished / artifacts.REPORT_HTML)
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", finished.name, "--runs-dir", "runs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["report"] == str(finished / artifacts.REPORT_HTML)
     listed = run_cli("runs", "--runs-dir", "runs", "--json", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)["runs_dir"] == str(tmp_path / "runs")
