@@ -57,6 +57,15 @@ def test_ece_by_hand():
     assert cal["ece"] == pytest.approx(expected)
     assert sum(cal["counts"]) == 6 and cal["counts"][14] == 4 and cal["counts"][8] == 2
 
+    def wilson(correct, n, z=1.959963984540054):  # the score interval's formula, written out
+        p = correct / n
+        centre, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        return [(centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)]
+
+    intervals = cal["accuracy_interval"]
+    assert intervals[14] == pytest.approx(wilson(3, 4)) and intervals[8] == pytest.approx(wilson(2, 2))
+    assert intervals[8][1] == pytest.approx(1.0) and intervals[0] is None  # inside [0, 1]; an empty bin has none
+
 
 def test_perfectly_calibrated_predictions_have_near_zero_ece():
     rng = np.random.default_rng(2)

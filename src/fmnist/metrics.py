@@ -85,4 +85,15 @@ def calibration_bins(y_true: np.ndarray, probabilities: np.ndarray, bins: int = 
     mean_confidence = np.bincount(which, weights=confidence, minlength=bins) / np.maximum(counts, 1)
     ece = float(np.sum(counts / len(y_true) * np.abs(accuracy - mean_confidence)))
     return {"ece": ece, "edges": edges.tolist(), "counts": counts.tolist(),
-            "accuracy": accuracy.tolist(), "confidence": mean_confidence.tolist()}
+            "accuracy": accuracy.tolist(), "confidence": mean_confidence.tolist(),
+            "accuracy_interval": [_wilson_interval(round(a * n), n) for a, n in zip(accuracy, counts.tolist())]}
+
+
+def _wilson_interval(correct: int, n: int, level: float = 0.95) -> list[float] | None:
+    """Wilson score interval of a bin's accuracy (it stays inside [0, 1] for a bin of one image); None when empty."""
+    if not n:
+        return None
+    from scipy.stats import binomtest
+
+    interval = binomtest(correct, n).proportion_ci(confidence_level=level, method="wilson")
+    return [float(interval.low), float(interval.high)]

@@ -206,8 +206,8 @@ def bar_chart_png(labels: Sequence[str], values: Sequence[float], title: str, pa
 
 
 def reliability_png(before: dict, after: dict, path: Path) -> None:
-    """Accuracy against confidence per bin, before and after temperature scaling, with the diagonal; below, how many
-    images each bin holds (a bin of three images that are all wrong is no alarm)."""
+    """Accuracy against confidence per bin, before and after temperature scaling, with the diagonal and each bin's 95%
+    interval; below, how many images each bin holds (a bin of three images that are all wrong is no alarm)."""
     plt = _pyplot()
     from matplotlib.ticker import LogFormatter
 
@@ -216,11 +216,15 @@ def reliability_png(before: dict, after: dict, path: Path) -> None:
     for bins, label in ((before, "before scaling"), (after, "after scaling")):
         used = [i for i, c in enumerate(bins["counts"]) if c]
         confidence = [bins["confidence"][i] for i in used]
-        line, = ax.plot(confidence, [bins["accuracy"][i] for i in used], marker="o",
-                        label=f"{label} (ECE {bins['ece']:.4f})")
+        accuracy = [bins["accuracy"][i] for i in used]
+        line, = ax.plot(confidence, accuracy, marker="o", label=f"{label} (ECE {bins['ece']:.4f})")
+        if "accuracy_interval" in bins:  # not in the metrics of runs scored before it was
+            low, high = np.array([bins["accuracy_interval"][i] for i in used]).T
+            ax.errorbar(confidence, accuracy, yerr=(accuracy - low, high - accuracy), fmt="none", capsize=3,
+                        ecolor=line.get_color(), alpha=0.6)
         counts.plot(confidence, [bins["counts"][i] for i in used], marker="o", color=line.get_color())
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability, {len(after['counts'])} bins, test set")
+    ax.set_title(f"Reliability, {len(after['counts'])} bins, test set (bars: 95% intervals)")
     ax.legend()
     ax.grid(alpha=0.3)
     counts.set_yscale("log")
