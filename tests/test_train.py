@@ -67,7 +67,7 @@ def test_a_teacher_model_copied_out_of_its_run_is_refused_before_a_run_directory
 
 def tiny_run(tmp_path, tiny_data, **overrides):
     folder, sums = tiny_data
-    settings = TrainSettings(hidden_sizes=(16, 8), epochs=3, batch_size=16, name="tiny", **overrides)
+    settings = TrainSettings(**{"hidden_sizes": (16, 8), "epochs": 3, "batch_size": 16, "name": "tiny", **overrides})
     return train(settings, "jax", runs_dir=tmp_path / "runs", dataset=load_dataset(folder, checksums=sums))
 
 
@@ -88,6 +88,13 @@ def test_train_writes_a_complete_run_directory(tmp_path, tiny_data):
     low, high = metrics["test_accuracy_ci95"]
     assert low <= metrics["test_accuracy"] <= high
     assert 0.05 <= metrics["temperature"] <= 20 and 0 <= metrics["ece"] <= 1
+
+
+def test_a_batch_larger_than_the_training_images_is_said_to_make_one_step(tmp_path, tiny_data, caplog):
+    with caplog.at_level("WARNING", logger="fmnist"):
+        result = tiny_run(tmp_path, tiny_data, batch_size=100, epochs=1)  # 48 training images
+    assert "the batch of 100 is larger than the 48 training images: each epoch is one step on them all" in caplog.text
+    assert result.epochs_run == 1
 
 
 def test_a_training_that_diverges_stops_at_once_and_is_marked_failed(tmp_path, tiny_data):

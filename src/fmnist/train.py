@@ -171,6 +171,9 @@ def fit(
         "training on %d images, validating on %d (%s backend, batch %d, up to %d epochs)",
         len(train_idx), len(val_idx), backend, settings.batch_size, settings.epochs,
     )
+    if settings.batch_size > len(train_idx):
+        log.warning("the batch of %d is larger than the %d training images: each epoch is one step on them all",
+                    settings.batch_size, len(train_idx))
     started = time.perf_counter()
     initial_epoch = epochs_done(run_dir)  # a resumed run's, its history cut back to its backup by fmnist.resume
     # Its earlier processes' epochs (their set-up outside the epochs is not recorded, so not counted).
