@@ -52,7 +52,12 @@ def open_storage(storage: str | None, runs_dir: Path,
                 if attempt == RDB_ATTEMPTS:
                     raise FmnistError(f"cannot set up the study storage {shown}: {first_line(exc)}") from None
                 time.sleep(attempt)
-            except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
+            except ImportError as exc:  # Optuna's own words do not say which module
+                raise FmnistError(
+                    f"cannot open the study storage {shown}: SQLAlchemy has no driver for it here "
+                    f"({first_line(exc.__cause__ or exc)}): install the database's Python driver into fmnist's "
+                    "environment, or name an installed one in the URL; PostgreSQL's comes with fmnist") from None
+            except sqlalchemy.exc.SQLAlchemyError as exc:
                 raise FmnistError(f"cannot open the study storage {shown}: {first_line(exc)}") from None
     path = _journal_path(storage, runs_dir)
     # Optuna's lock is a symbolic link to the journal, named by this path: a relative one would point from the link's
