@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from fmnist.backend import resolve
@@ -111,6 +112,21 @@ def test_a_jax_run_trains_and_saves_without_importing_tensorflow(tmp_path):
     assert out["tensorflow_imported"] is False and out["answer_cleared"] is True
     assert out["epochs"] == 2 and out["loaded_layers"] > 0
     assert "oneDNN" not in result.stderr  # TensorFlow's C++ start-up lines never appear
+
+
+def test_predict_starts_without_what_keras_would_import_for_nothing_and_leaves_it_importable(tiny_run_dir, tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((28, 28), dtype=np.float32))
+    extras = ("pandas", "sklearn", "matplotlib.pyplot")  # Keras' pandas inputs, scikit-learn wrappers, image gallery
+    check = ("import json, sys; from fmnist.cli import main; "
+             f"status = main(['predict', {str(tiny_run_dir)!r}, {str(tmp_path / 'x.npy')!r}]); "
+             f"imported = [name for name in {extras!r} if name in sys.modules]; "
+             "import pandas, sklearn.base, matplotlib.pyplot, keras.src.trainers.data_adapters.array_slicing as s; "
+             "print(json.dumps([status, imported, s.pandas is None]))")
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert result.returncode == 0, result.stderr
+    # Answered without them; each imports afterwards; Keras took pandas as absent (it would convert DataFrames).
+    assert json.loads(result.stdout.splitlines()[-1]) == [0, [], True]
 
 
 def test_tensorflow_retracing_warning_is_dropped_and_other_warnings_kept(caplog):
