@@ -44,6 +44,17 @@ def test_every_picture_is_a_png(tmp_path):
         assert width > 100 and height > (50 if name == "mistakes-none" else 100), name
 
 
+def test_reliability_bars_span_each_bins_interval(tmp_path):
+    bins = {"confidence": [0.3, 0.9], "accuracy": [0.0, 0.9], "counts": [1, 500], "ece": 0.1}
+    bluish = []
+    for name, drawn in (("without", bins), ("with", bins | {"accuracy_interval": [[0.0, 0.79], [0.87, 0.92]]})):
+        plots.reliability_png(drawn, bins, tmp_path / f"{name}.png")  # the bars of "before" (blue)
+        with Image.open(tmp_path / f"{name}.png") as picture:
+            rgb = np.asarray(picture.convert("RGB")).astype(int)
+        bluish.append(((rgb[..., 2] > rgb[..., 0] + 40) & (rgb[..., 2] > rgb[..., 1] + 20)).sum())
+    assert bluish[1] > bluish[0] + 150  # the one-image bin's bar: 0.79 of the axis' height, about 300 px
+
+
 @pytest.mark.parametrize("per_class_available, missing", [(4, None), (4, 7)])
 def test_samples_take_what_a_small_set_has(tmp_path, per_class_available, missing):
     labels = np.repeat(np.arange(10), per_class_available)

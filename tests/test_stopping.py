@@ -1,5 +1,6 @@
 import gc
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -78,6 +79,8 @@ def test_main_called_in_process_returns_the_stop_and_puts_the_handlers_back(monk
     from fmnist.cli import main
 
     before = {signum: signal.getsignal(signum) for signum in stopping.STOP_SIGNALS}, sys.unraisablehook
+    progress = logging.getLogger("fmnist")
+    logged_before = progress.handlers[:], progress.level  # main's handler writes to this test's captured stderr
 
     # A Ctrl-C that lands in a garbage-collection callback while the command runs.
     def swallowed_stop(runs_dir, **options):
@@ -88,4 +91,5 @@ def test_main_called_in_process_returns_the_stop_and_puts_the_handlers_back(monk
     assert main(["runs", "--runs-dir", str(tmp_path)]) == 130  # the caller goes on: no exit, no crash
     assert capsys.readouterr().err.strip().splitlines()[-1] == "fmnist: interrupted"
     assert ({signum: signal.getsignal(signum) for signum in stopping.STOP_SIGNALS}, sys.unraisablehook) == before
+    assert (progress.handlers, progress.level) == logged_before
     stopping.check()  # that stop is over: the caller's next training is not stopped by it

@@ -59,7 +59,7 @@ def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path, caplog):
     with pytest.raises(FmnistError, match=f"cannot open the study storage .*: there is no folder {tmp_path / 'no'}$"):
         open_storage(f"sqlite:///{tmp_path / 'no' / 'study.db'}", tmp_path)  # as tune, which makes the database
     with pytest.raises(FmnistError, match=r"cannot open the study storage mysql://u:\*\*\*@127.0.0.1:1/db: SQLAlchemy "
-                                          r"has no driver for it here \(No module named 'MySQLdb'\): install"):
+                                          r"cannot import its driver \(No module named 'MySQLdb'\): install"):
         open_storage("mysql://u:secret@127.0.0.1:1/db", tmp_path)  # no MySQL driver comes with fmnist
 
 

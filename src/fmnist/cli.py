@@ -670,10 +670,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handlers, level = log.handlers[:], log.level  # put back for a caller that runs commands in its own process
     log.handlers[:] = [handler]  # our progress only; libraries keep their own (quieter) defaults
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
-    with stopping.handled():
-        return _run_command(args)
+    try:
+        with stopping.handled():
+            return _run_command(args)
+    finally:
+        log.handlers[:] = handlers
+        log.setLevel(level)
 
 
 def _run_command(args: argparse.Namespace) -> int:

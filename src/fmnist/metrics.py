@@ -81,12 +81,13 @@ def calibration_bins(y_true: np.ndarray, probabilities: np.ndarray, bins: int = 
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
     counts = np.bincount(which, minlength=bins)
-    accuracy = np.bincount(which, weights=correct, minlength=bins) / np.maximum(counts, 1)
+    right = np.bincount(which[correct], minlength=bins)
+    accuracy = right / np.maximum(counts, 1)
     mean_confidence = np.bincount(which, weights=confidence, minlength=bins) / np.maximum(counts, 1)
     ece = float(np.sum(counts / len(y_true) * np.abs(accuracy - mean_confidence)))
     return {"ece": ece, "edges": edges.tolist(), "counts": counts.tolist(),
             "accuracy": accuracy.tolist(), "confidence": mean_confidence.tolist(),
-            "accuracy_interval": [_wilson_interval(round(a * n), n) for a, n in zip(accuracy, counts.tolist())]}
+            "accuracy_interval": [_wilson_interval(k, n) for k, n in zip(right.tolist(), counts.tolist())]}
 
 
 def _wilson_interval(correct: int, n: int, level: float = 0.95) -> list[float] | None:

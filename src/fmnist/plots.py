@@ -224,7 +224,8 @@ def reliability_png(before: dict, after: dict, path: Path) -> None:
                         ecolor=line.get_color(), alpha=0.6)
         counts.plot(confidence, [bins["counts"][i] for i in used], marker="o", color=line.get_color())
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability, {len(after['counts'])} bins, test set (bars: 95% intervals)")
+    bars = " (bars: 95% intervals)" if "accuracy_interval" in after else ""
+    ax.set_title(f"Reliability, {len(after['counts'])} bins, test set{bars}")
     ax.legend()
     ax.grid(alpha=0.3)
     counts.set_yscale("log")

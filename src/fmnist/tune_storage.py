@@ -54,7 +54,7 @@ def open_storage(storage: str | None, runs_dir: Path,
                 time.sleep(attempt)
             except ImportError as exc:  # Optuna's own words do not say which module
                 raise FmnistError(
-                    f"cannot open the study storage {shown}: SQLAlchemy has no driver for it here "
+                    f"cannot open the study storage {shown}: SQLAlchemy cannot import its driver "
                     f"({first_line(exc.__cause__ or exc)}): install the database's Python driver into fmnist's "
                     "environment, or name an installed one in the URL; PostgreSQL's comes with fmnist") from None
             except sqlalchemy.exc.SQLAlchemyError as exc:
