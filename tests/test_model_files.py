@@ -60,7 +60,7 @@ def test_model_without_checksum_or_of_other_format_is_refused(tmp_path):
             model_files.load_model(unfinished)
 
 
-def test_a_model_with_a_matching_checksum_that_is_damaged_or_for_another_task_is_refused(tmp_path):
+def test_a_model_with_a_matching_checksum_that_is_damaged_or_for_another_task_is_refused(tmp_path, monkeypatch):
     import keras
 
     def with_checksum(write) -> None:  # as if someone had rewritten model.keras.sha256 to match
@@ -80,6 +80,25 @@ def test_a_model_with_a_matching_checksum_that_is_damaged_or_for_another_task_is
             archive.writestr("notes.txt", "not a model")
 
     with_checksum(another_archive)
+    with pytest.raises(FmnistError, match="model.keras cannot be unpacked \\(it lacks config.json, metadata.json, "
+                                          "model.weights.h5\\): the file is damaged or from"):
+        model_files.load_model(tmp_path)
+
+    def an_archive_keras_cannot_read(path: Path) -> None:
+        with zipfile.ZipFile(path, "w") as archive:
+            for member in model_files.ARCHIVE_MEMBERS:
+                archive.writestr(member, "{}")
+
+    build_dense((8,), 0.0).save(tmp_path / "small.keras")
+    with zipfile.ZipFile(tmp_path / "small.keras") as archive:
+        weights_size = archive.getinfo("model.weights.h5").file_size
+    with_checksum(lambda path: (tmp_path / "small.keras").replace(path))
+    with monkeypatch.context() as patch:  # as a model whose weights unpack to over a GiB
+        patch.setattr(model_files, "MAX_MEMBER_BYTES", weights_size - 1)
+        with pytest.raises(FmnistError, match=f"its model.weights.h5 unpacks to {weights_size:,} bytes, over the "):
+            model_files.load_model(tmp_path)
+
+    with_checksum(an_archive_keras_cannot_read)
     with pytest.raises(FmnistError, match="Keras cannot load .*model.keras .*: the file is damaged or from") as caught:
         model_files.load_model(tmp_path)
     assert caught.value.__cause__ is not None  # what Keras said, for --debug to show

@@ -66,13 +66,26 @@ def recorded_model_path(source: Path) -> tuple[Path, str]:
 
 
 def _unpack_with_zero_initializers(model_path: Path, folder: Path) -> None:
-    """Unpack a .keras archive with every initializer set to zeros, for Keras to load as a folder: the saved weights
-    replace them at once, while on JAX drawing each layer's random start compiled a program per shape (4 of the 5 s
-    a load of the spec's model took on the 2-core machine)."""
+    """Unpack what Keras reads of a .keras archive, every initializer set to zeros, for Keras to load as a folder: the
+    saved weights replace them at once, while on JAX drawing each layer's random start compiled a program per shape
+    (4 of the 5 s a load of the spec's model took on the 2-core machine)."""
     with zipfile.ZipFile(model_path) as archive:
-        archive.extractall(folder)
+        missing = sorted(set(ARCHIVE_MEMBERS) - set(archive.namelist()))
+        if missing:
+            raise ValueError(f"it lacks {', '.join(missing)}")
+        for member in ARCHIVE_MEMBERS:  # Keras' own loader bounds what it unpacks; so do we
+            size = archive.getinfo(member).file_size
+            if size > MAX_MEMBER_BYTES:
+                raise ValueError(f"its {member} unpacks to {size:,} bytes, over the {MAX_MEMBER_BYTES:,} allowed")
+            archive.extract(member, folder)
     config = folder / "config.json"
     config.write_text(json.dumps(_zero_initializers(json.loads(config.read_text()))))
+
+
+# What Keras reads of a .keras archive that fmnist wrote (its layers keep no assets), and the most each may unpack to
+# (the spec's model is 6.6 MB).
+ARCHIVE_MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
+MAX_MEMBER_BYTES = 1 << 30
 
 
 def _zero_initializers(node: Any) -> Any:
@@ -97,13 +110,17 @@ def load_model(source: Path) -> tuple[Any, str]:
     damaged = "the file is damaged or from another tool; retrain, or restore it from a copy"
     if not zipfile.is_zipfile(model_path):  # Keras would say "File not found" of a file it has just opened
         raise FmnistError(f"{model_path} is not a Keras model (a .keras file is a zip archive): {damaged}")
-    try:
-        with tempfile.TemporaryDirectory(prefix="fmnist-model-") as folder:
+    # A folder the system refuses (a full disk) is named by the command's own guard, not blamed on the model.
+    with tempfile.TemporaryDirectory(prefix="fmnist-model-") as folder:
+        try:
             _unpack_with_zero_initializers(model_path, Path(folder))
+        except (zipfile.BadZipFile, ValueError) as exc:  # a damaged member, an unreadable config, one missing
+            raise FmnistError(f"{model_path} cannot be unpacked ({first_line(exc)}): {damaged}") from exc
+        try:
             model = keras.saving.load_model(folder, compile=False)
-    except Exception as exc:  # Keras raises many types for a bad archive; all mean the same to the user.
-        raise FmnistError(f"Keras cannot load {model_path} ({first_line(exc)}): {damaged} "
-                          "(--debug shows Keras' error)") from exc
+        except Exception as exc:  # Keras raises many types for a bad archive; all mean the same to the user.
+            raise FmnistError(f"Keras cannot load {model_path} ({first_line(exc)}): {damaged} "
+                              "(--debug shows Keras' error)") from exc
     features, classes = model.input_shape[-1], model.output_shape[-1]
     if (features, classes) != (NUM_FEATURES, NUM_CLASSES):
         raise FmnistError(f"{source} maps {features} features to {classes} classes, "
