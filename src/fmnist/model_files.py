@@ -13,6 +13,17 @@ from fmnist import artifacts, runs
 from fmnist.errors import FmnistError, first_line
 
 
+# What Keras reads of a .keras archive that fmnist wrote (its layers keep no assets), and the most each may unpack to
+# (the spec's model's weights: 6.7 MB).
+ARCHIVE_MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
+MAX_MEMBER_BYTES = 1 << 30
+
+
+# Every initializer of a model loaded for its saved weights: drawing random ones, only to replace them, compiled a
+# program per layer shape on JAX.
+ZEROS = {"module": "keras.initializers", "class_name": "Zeros", "config": {}, "registered_name": None}
+
+
 def save_model(model: Any, run_dir: Path) -> str:
     """Write ``model.keras`` atomically, then its SHA-256 beside it; return the checksum."""
     path = Path(run_dir) / artifacts.MODEL
@@ -82,12 +93,6 @@ def _unpack_with_zero_initializers(model_path: Path, folder: Path) -> None:
     config.write_text(json.dumps(_zero_initializers(json.loads(config.read_text()))))
 
 
-# What Keras reads of a .keras archive that fmnist wrote (its layers keep no assets), and the most each may unpack to
-# (the spec's model is 6.6 MB).
-ARCHIVE_MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
-MAX_MEMBER_BYTES = 1 << 30
-
-
 def _zero_initializers(node: Any) -> Any:
     if isinstance(node, list):
         return [_zero_initializers(item) for item in node]
@@ -95,9 +100,6 @@ def _zero_initializers(node: Any) -> Any:
         return node
     return {key: ZEROS if key.endswith("_initializer") and value is not None else _zero_initializers(value)
             for key, value in node.items()}
-
-
-ZEROS = {"module": "keras.initializers", "class_name": "Zeros", "config": {}, "registered_name": None}
 
 
 def load_model(source: Path) -> tuple[Any, str]:
