@@ -164,6 +164,7 @@ def test_bad_files_are_refused_with_a_reason(case, name, data, status):
     assert refused.value.status == status and name in str(refused.value)
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 @pytest.mark.parametrize("side", [10_000, 100_000])  # over Pillow's limit; over twice it, where Pillow refuses
 def test_a_decompression_bomb_is_refused_with_its_size_and_the_limit(side):
     from PIL import Image
