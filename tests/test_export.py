@@ -154,7 +154,7 @@ def test_every_format_from_tensorflow(short_run):
     runners = {"onnx": run_onnx, "litert": run_litert, "saved_model": run_saved_model}
     commands = [["export", str(run_dir), "--format", fmt, "--backend", "tensorflow", "--data-dir", str(folder),
                  "--json"] for fmt in runners]
-    # The three commands in one process, as `fmnist` runs each: a process of its own would spend 10 s on imports.
+    # The three commands in one process, as `fmnist` runs each: a process of its own would spend 7-8 s on imports.
     program = f"import sys; from fmnist.cli import main; sys.exit(max(main(c) for c in {commands!r}))"
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
