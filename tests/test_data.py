@@ -23,10 +23,13 @@ def test_loads_tiny_gz_and_raw_files_identically(tmp_path):
 
 
 def test_features_are_flat_float32_in_unit_range():
-    images = np.array([[[0] * 28] * 28, [[255] * 28] * 28], dtype=np.uint8)
+    ramp = np.arange(784).reshape(28, 28) % 256  # every grey, each pixel its own place in row-major order
+    images = np.stack([ramp, ramp[::-1]]).astype(np.uint8)
     features = data.to_features(images)
     assert features.shape == (2, 784) and features.dtype == np.float32
     assert features.min() == 0.0 and features.max() == 1.0
+    np.testing.assert_allclose(features[1, :28], [(27 * 28 + col) % 256 / 255 for col in range(28)], rtol=1e-6)
+    np.testing.assert_allclose(features, images.reshape(2, 784) / 255, rtol=1e-6)
 
 
 @pytest.mark.parametrize("mutate, message", [
@@ -105,9 +108,10 @@ def test_cache_serves_second_load_and_notices_a_changed_source(tiny_data, monkey
     second = data.load_dataset(folder, checksums=sums)
     np.testing.assert_array_equal(first.x_test, second.x_test)
     monkeypatch.undo()
-    # A replaced source file (new size and mtime) must be verified again, not served from the cache.
-    (folder / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(61, np.uint8))))
-    with pytest.raises(FmnistError, match="SHA-256|labels"):
+    # A replaced source file (new bytes and mtime, the same valid IDX shape) must be verified again, not served from
+    # the cache: only its SHA-256 tells it apart.
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(60, np.uint8))))
+    with pytest.raises(FmnistError, match="train-labels-idx1-ubyte.gz has SHA-256 [0-9a-f]{64}, expected"):
         data.load_dataset(folder, checksums=sums)
 
 

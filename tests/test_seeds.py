@@ -18,13 +18,14 @@ from fmnist.settings import TrainSettings
 
 def test_summary_statistics_match_scipy():
     accs = [0.8958, 0.8921, 0.9003, 0.8899, 0.8975]
-    f1 = [{name: a - 0.1 for name in CLASS_NAMES} for a in accs]
-    s = summarise(accs, f1)
+    f1 = np.random.default_rng(3).uniform(0.6, 0.99, (len(accs), len(CLASS_NAMES)))  # seed x class, all different
+    s = summarise(accs, [dict(zip(CLASS_NAMES, row)) for row in f1])
     assert s["test_accuracy"]["mean"] == pytest.approx(np.mean(accs))
     assert s["test_accuracy"]["std"] == pytest.approx(np.std(accs, ddof=1))
     expected = stats.t.interval(0.95, 4, loc=np.mean(accs), scale=stats.sem(accs))
     assert s["test_accuracy"]["ci95"] == pytest.approx(list(expected))
-    assert s["per_class_f1"]["Shirt"]["mean"] == pytest.approx(np.mean(accs) - 0.1)
+    assert [s["per_class_f1"][name]["mean"] for name in CLASS_NAMES] == pytest.approx(f1.mean(axis=0))
+    assert [s["per_class_f1"][name]["std"] for name in CLASS_NAMES] == pytest.approx(f1.std(axis=0, ddof=1))
 
 
 def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by_resume(tmp_path, tiny_data, caplog):
@@ -46,6 +47,8 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     assert listed["test_accuracy"]["mean"] == pytest.approx(summary["test_accuracy"]["mean"])
     assert listed["test_accuracy"]["std"] == pytest.approx(summary["test_accuracy"]["std"])
     assert listed["train_seconds"] == pytest.approx(summary["train_seconds"]["mean"], abs=0.01)  # rounded in status
+    macro_f1 = [artifacts.read_json(group / r["run_dir"] / artifacts.METRICS)["macro_f1"] for r in summary["runs"]]
+    assert listed["macro_f1"] == pytest.approx(np.mean(macro_f1))
     table = [re.split(r"\s{2,}", line) for line in runs.format_runs(rows, [listed], tmp_path).splitlines()]
     assert table[1][0] == f"{group.name}/" and table[1][-4:] == [
         f"{summary['test_accuracy']['mean']:.4f}", f"{listed['macro_f1']:.4f}",

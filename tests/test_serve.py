@@ -16,6 +16,7 @@ from conftest import run_cli
 from fmnist import artifacts
 from fmnist.data import CLASS_NAMES
 from fmnist.errors import FmnistError
+from fmnist.images import load_input
 from fmnist.predict import Classifier
 from fmnist.serve import MAX_INPUTS, PREDICT_PARAMETERS, Batcher, create_app, serve
 from samples import bad_files, bad_json_bodies, encode, garment, npy
@@ -62,6 +63,8 @@ def test_multipart_images_and_arrays_are_classified_like_the_cli_would(client, t
         assert len(prediction["top"]) == 5 and np.array(prediction["pixels"]).shape == (28, 28)
         assert prediction["top"][0]["index"] == int(row.argmax())
         assert prediction["top"][0]["probability"] == pytest.approx(float(row.max()), abs=1e-4)
+    for (_, (name, data, _)), prediction in zip(files, body["predictions"]):  # prepared as `fmnist predict` does
+        np.testing.assert_allclose(prediction["pixels"], load_input(data, name), atol=1e-4)
     np.testing.assert_allclose(body["predictions"][2]["pixels"], pixels / 255, atol=1e-4)
     # Rounded to 4 decimals as written, not float32's 0.7843000292778015: a third of the bytes.
     assert all(len(repr(value)) <= 6 for p in body["predictions"] for row in p["pixels"] for value in row)
