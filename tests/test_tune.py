@@ -1,3 +1,4 @@
+import copy
 import dataclasses
 import glob
 import json
@@ -70,9 +71,13 @@ def test_sqlite_study_makes_one_run_per_trial_judged_on_validation_and_continues
     pasted = build_parser().parse_args(train_command)
     assert pasted.runs_dir == runs
     assert _settings_from_args(pasted) == settings_for(BASE, trials[again.best["number"]].params, "s1-best")
+    study = optuna.load_study(study_name="s1", storage=storage)
     for trial in trials:
-        args = build_parser().parse_args(_train_command("s1", trial).split()[1:])
-        assert _settings_from_args(args) == settings_for(BASE, trial.params, "s1-best")
+        elsewhere = copy.deepcopy(trial)  # its run on another machine of the study's, or deleted
+        elsewhere.user_attrs = {**trial.user_attrs, "run_dir": str(tmp_path / "gone")}
+        for seen in (trial, elsewhere):
+            args = build_parser().parse_args(_train_command(study, seen).split()[1:])
+            assert _settings_from_args(args) == settings_for(BASE, trial.params, "s1-best")
     for title in ("Optimisation history", "Parameter importances", "Timeline"):
         assert title in html
     assert html.count('class="plotly-graph-div"') >= 4 and "plotly.js" in html  # inline: works offline

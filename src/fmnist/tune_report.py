@@ -14,15 +14,19 @@ from fmnist import artifacts, runs
 from fmnist.errors import first_line
 from fmnist.html_page import page, table_html
 from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag
-from fmnist.tune import load_study, states_text, study_states, value_text
+from fmnist.tune import FIXED_SETTINGS, load_study, states_text, study_states, value_text
 from fmnist.tune_storage import absolute_storage
 
 
-def _setting_flags(trial: optuna.trial.FrozenTrial, searched: bool) -> str:
+def _setting_flags(study: optuna.Study, trial: optuna.trial.FrozenTrial, searched: bool) -> str:
     """The flags that give the trial's settings: the study's fixed ones where not the spec's, and with ``searched``
     its searched knobs too."""
-    config = Path(trial.user_attrs.get("run_dir", "")) / artifacts.CONFIG
-    settings = artifacts.read_json(config)["settings"] if config.is_file() else {}
+    # As the study recorded them: the trial's run may be on another machine, or gone. A study from before they were
+    # recorded has them in its run's config only.
+    settings = study.user_attrs.get(FIXED_SETTINGS)
+    if settings is None:
+        config = Path(trial.user_attrs.get("run_dir", "")) / artifacts.CONFIG
+        settings = artifacts.read_json(config)["settings"] if config.is_file() else {}
     spec = TrainSettings().to_dict()
     flags = []
     for name in (n for n in FLAG_SETTINGS if n not in ("name", "teacher")):
@@ -34,9 +38,9 @@ def _setting_flags(trial: optuna.trial.FrozenTrial, searched: bool) -> str:
     return "".join(flags)
 
 
-def _train_command(study_name: str, trial: optuna.trial.FrozenTrial) -> str:
+def _train_command(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     """`fmnist train` with the trial's settings."""
-    return f"fmnist train --name {study_name}-best{_setting_flags(trial, searched=True)}"
+    return f"fmnist train --name {study.study_name}-best{_setting_flags(study, trial, searched=True)}"
 
 
 def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
@@ -95,9 +99,9 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path | N
             "Train the best trial's settings as a normal run",
             # The study's fixed settings (its --epochs, --limit) given, as the plain training's: the same run.
             f"<pre>{html.escape(f'fmnist tune --train-best {study_name}{where}{storage_flag}')}"
-            f"{html.escape(_setting_flags(complete[0], searched=False))}</pre>{hidden}"
+            f"{html.escape(_setting_flags(study, complete[0], searched=False))}</pre>{hidden}"
             "<p>or, the same as a plain training:</p>"
-            f"<pre>{html.escape(_train_command(study_name, complete[0]) + where)}</pre>",
+            f"<pre>{html.escape(_train_command(study, complete[0]) + where)}</pre>",
         ))
     if not complete:  # Optuna would draw empty axes
         sections.append(("Plots", "<p>none drawn: no finished trials yet</p>"))
