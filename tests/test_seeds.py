@@ -12,7 +12,7 @@ from fmnist import artifacts, model_files, runs
 from fmnist.data import CLASS_NAMES, load_dataset
 from fmnist.errors import FmnistError
 from fmnist.resume import resume_run
-from fmnist.seeds import resume_seeds, summarise, train_seeds
+from fmnist.seeds import refuse_other_settings, resume_seeds, summarise, train_seeds
 from fmnist.settings import TrainSettings
 
 
@@ -137,3 +137,19 @@ def test_a_group_that_would_fail_is_refused_before_its_directory_is_made(tmp_pat
         train_seeds(TrainSettings(**overrides), "jax", seeds, runs_dir=tmp_path / "runs",
                     dataset=load_dataset(folder, checksums=sums))
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_of_other_settings_is_refused_in_a_groups_folder(tmp_path, tiny_data):
+    from fmnist.train import train
+
+    folder, sums = tiny_data
+    settings = TrainSettings(hidden_sizes=(8,), epochs=2, batch_size=16, name="tiny", seed=5)
+    group = tmp_path / "group"
+    group.mkdir()
+    artifacts.write_json(group / artifacts.SEED_GROUP, {"settings": settings.to_dict(), "backend": "jax", "seeds": 3})
+    refuse_other_settings(group, dataclasses.replace(settings, seed=9, name="mine"))  # the group's, of another seed
+    with pytest.raises(FmnistError, match=f"{group} is a group made by 'fmnist train --seeds': a run of other "
+                                          "settings there would count in the group's mean; choose another --runs-dir"):
+        train(dataclasses.replace(settings, dropout=0.0), "jax", runs_dir=group,
+              dataset=load_dataset(folder, checksums=sums))
+    assert [p.name for p in group.iterdir()] == [artifacts.SEED_GROUP]  # refused before a run folder was made

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,21 @@ def check_count(seeds: int) -> None:
 def is_seed_group(path: Path) -> bool:
     """Whether ``path`` is a group directory made by ``fmnist train --seeds``."""
     return (Path(path) / artifacts.SEED_GROUP).is_file()
+
+
+def refuse_other_settings(runs_dir: Path, settings: TrainSettings) -> None:
+    """A group's folder takes runs of the group's settings only, of any seed: another run there would be counted in
+    the group's mean (its members are told apart by seed alone)."""
+    record = Path(runs_dir) / artifacts.SEED_GROUP
+    if not record.is_file():
+        return
+    planned = artifacts.read_json(record).get("settings")
+    mine = json.loads(json.dumps(settings.to_dict()))  # as group.json keeps them (tuples as lists)
+    # Settings a later or earlier fmnist added are not compared, as a resume of the group fills them in.
+    compared = planned.keys() & mine.keys() - {"seed", "name"} if isinstance(planned, dict) else None
+    if compared is None or any(planned[k] != mine[k] for k in compared):
+        raise FmnistError(f"{runs_dir} is a group made by 'fmnist train --seeds': a run of other settings there would "
+                          "count in the group's mean; choose another --runs-dir")
 
 
 def _seed_members(settings: TrainSettings, seeds: int) -> list[TrainSettings]:
