@@ -3,7 +3,7 @@ import os
 import pytest
 
 from fmnist import artifacts
-from fmnist.errors import FmnistError
+from fmnist.errors import DamagedFile, FmnistError
 
 
 def test_write_atomic_leaves_old_file_and_no_temporary_on_failure(tmp_path):
@@ -23,6 +23,8 @@ def test_write_atomic_leaves_old_file_and_no_temporary_on_failure(tmp_path):
 @pytest.mark.parametrize("content, said", [
     ("[]", "is damaged: it holds a JSON list"), ('"x"', "is damaged: it holds a JSON str"),
     ("{", "is not valid JSON"), (b"\xff", "is not valid JSON"),
+    ('{"epochs": ' + "9" * 5000 + "}", "is not valid JSON"),  # Python refuses integers of 4,300+ digits
+    ("[" * 100_000 + "]" * 100_000, "is not valid JSON"),  # too deep for Python's parser
 ])
 def test_a_json_file_that_is_not_the_object_fmnist_wrote_is_named_as_damaged(tmp_path, content, said):
     path = tmp_path / "status.json"
@@ -50,3 +52,24 @@ def test_history_of_no_epochs_reads_as_its_columns_or_nothing(tmp_path):
     assert artifacts.read_history(tmp_path) == {"epoch": [], "loss": []}
     history.write_text("epoch,loss\n0,1.5\n1,1.25\n")
     assert artifacts.read_history(tmp_path) == {"epoch": [0.0, 1.0], "loss": [1.5, 1.25]}
+
+
+def test_a_history_cell_too_large_for_csv_is_named_as_damage(tmp_path):
+    (tmp_path / artifacts.HISTORY).write_text("epoch,loss\n0," + "1" * 200_000 + "\n")  # past csv's field limit
+    with pytest.raises(DamagedFile, match="history.csv is damaged"):
+        artifacts.read_history(tmp_path)
+
+
+@pytest.mark.parametrize("value, number", [
+    (0.5, 0.5), (3, 3.0), (True, None), ("0.5", None), (None, None),
+    (float("nan"), None), (float("inf"), None), pytest.param(10**400, None, id="10**400"),  # json.loads reads all three
+])
+def test_json_number_is_a_finite_float_or_none(value, number):
+    assert artifacts.json_number(value) == number
+
+
+def test_the_best_epoch_is_the_lowest_finite_validation_loss():
+    assert artifacts.best_epoch({"val_loss": [0.9, 0.5, float("nan"), 0.7]}) == 2
+    assert artifacts.best_epoch({"val_loss": [float("nan"), 0.8, 0.6]}) == 3  # argmin alone picks the NaN
+    assert artifacts.best_epoch({"val_loss": [float("nan")]}) is None
+    assert artifacts.best_epoch({"val_loss": []}) is None

@@ -102,6 +102,23 @@ def test_compare_refuses_a_metrics_file_from_an_older_version(tmp_path, two_runs
         compare_runs([a, old], tmp_path / "c.html")
 
 
+def test_a_metrics_or_history_file_edited_out_of_shape_is_named_with_what_to_do(tmp_path, two_runs):
+    _, (a, b) = two_runs
+    metrics = artifacts.read_json(b / artifacts.METRICS)
+    shirtless = {name: scores for name, scores in metrics["per_class"].items() if name != "Shirt"}
+    for edit in ({"per_class": shirtless}, {"confusion_matrix": [[1, 2], [3, 4]]}, {"confusion_matrix": "x"}):
+        edited = shutil.copytree(b, tmp_path / f"edited-{len(list(tmp_path.iterdir()))}")
+        artifacts.write_json(edited / artifacts.METRICS, {**metrics, **edit})
+        with pytest.raises(FmnistError, match=f"{edited / artifacts.METRICS} is damaged .*: run 'fmnist evaluate "
+                                              f"{edited}' to write it again"):
+            compare_runs([a, edited], tmp_path / "c.html")
+    cut = shutil.copytree(b, tmp_path / "cut")
+    (cut / artifacts.HISTORY).write_text("epoch,loss\n0,1.5\n")  # a history without its other columns
+    with pytest.raises(FmnistError, match=f"{cut / artifacts.HISTORY} is damaged \\(no .*val_loss"):
+        compare_runs([a, cut], tmp_path / "c.html")
+    assert not (tmp_path / "c.html").exists()
+
+
 def test_runs_sharing_a_folder_name_keep_their_own_columns(tmp_path, two_runs):
     _, (a, b) = two_runs
     copy = shutil.copytree(b, tmp_path / "elsewhere" / a.name)  # b's results under a's name

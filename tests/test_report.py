@@ -1,3 +1,4 @@
+import io
 import shutil
 
 import pytest
@@ -73,6 +74,17 @@ def test_damaged_occlusion_maps_are_refused_not_drawn(tiny_run_dir, tmp_path):
             build_report(run)
 
 
+def garbled_first_member(archive: bytes) -> bytes:
+    """The archive with its first member's compressed data starting with a reserved block type: zlib refuses it."""
+    import struct
+    import zipfile
+
+    offset = zipfile.ZipFile(io.BytesIO(archive)).infolist()[0].header_offset
+    name_length, extra_length = struct.unpack("<HH", archive[offset + 26:offset + 30])  # the local header's own
+    start = offset + 30 + name_length + extra_length
+    return archive[:start] + b"\xff" + archive[start + 1:]
+
+
 def test_damaged_predictions_are_refused_with_the_command_that_rewrites_them(tiny_run_dir, tmp_path):
     import numpy as np
 
@@ -84,6 +96,7 @@ def test_damaged_predictions_are_refused_with_the_command_that_rewrites_them(tin
         "not an archive": b"hello",
         "an array missing": lambda tmp: np.savez(tmp, **{k: v for k, v in arrays.items() if k != "probabilities"}),
         "pickled objects": lambda tmp: np.savez(tmp, **arrays, extra=np.array([{"a": 1}], dtype=object)),
+        "garbled inside": garbled_first_member((run / artifacts.PREDICTIONS).read_bytes()),
     }
     for case, content in damaged.items():
         if callable(content):

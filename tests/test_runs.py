@@ -362,3 +362,10 @@ def test_a_runs_directory_that_is_a_file_is_named_so(tmp_path):
 def test_a_groups_run_of_each_seed_is_a_finished_one_else_the_newest():
     candidates = [(1, True, "a"), (1, False, "b"), (2, False, "c"), (2, False, "d"), (3, True, "e"), (3, True, "f")]
     assert runs.pick_members(candidates) == {1: "a", 2: "d", 3: "f"}
+
+
+def test_numbers_that_json_reads_but_no_run_has_are_listed_as_unknown(tmp_path):
+    run = runs.create_run_dir(tmp_path, "odd")
+    (run / artifacts.STATUS).write_text('{"state": "finished", "epochs": Infinity, "train_seconds": NaN}')
+    (row,) = runs.list_runs(tmp_path)
+    assert (row["run"], row["epochs"], row["train_seconds"]) == (run.name, None, None)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from fmnist.errors import DamagedFile, FmnistError
+from fmnist.errors import DamagedFile, FmnistError, first_line
 
 CONFIG = "config.json"
 SPLIT = "split.npz"
@@ -72,8 +73,15 @@ def remove_temporaries(folder: Path) -> None:
 
 
 def json_number(value: Any) -> float | None:
-    """A number read from JSON as a float; anything else (a bool, text, null) as None."""
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """A finite number read from JSON as a float; anything else (a bool, text, null, NaN, Infinity, an integer past
+    float's range) as None."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -125,8 +133,8 @@ def read_json(path: Path) -> dict[str, Any]:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FmnistError(f"{path} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DamagedFile(f"{path} is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, undecodable text, an integer of 4,300+ digits
+        raise DamagedFile(f"{path} is not valid JSON ({first_line(exc)})") from None
     except OSError as exc:  # unreadable, or a folder
         raise FmnistError(f"cannot read {path}: {exc.strerror}") from None
     if not isinstance(data, dict):
@@ -145,7 +153,7 @@ def read_history(run_dir: Path) -> dict[str, list[float]]:
             # read here, while the file is open (an empty one, a run stopped in its first epoch, has none).
             columns = reader.fieldnames or ()
         return {key: [float(row[key]) for row in rows] for key in columns}
-    except (ValueError, TypeError, KeyError) as exc:  # not text, a cell not a number, a row cut short
+    except (ValueError, TypeError, KeyError, csv.Error) as exc:  # not text, not a number, cut short, a huge cell
         raise DamagedFile(f"{path} is damaged ({exc})") from None
 
 
@@ -153,5 +161,6 @@ def best_epoch(history: dict[str, list[float]]) -> int | None:
     """The epoch (from 1) of the lowest val_loss, the one early stopping keeps; None before the first epoch."""
     import numpy as np
 
-    losses = history.get("val_loss") or []
-    return int(np.argmin(losses)) + 1 if losses else None
+    losses = np.asarray(history.get("val_loss") or [], dtype=np.float64)
+    # NaN is no loss: early stopping never keeps such an epoch (and argmin would pick the first NaN).
+    return int(np.nanargmin(losses)) + 1 if np.isfinite(losses).any() else None

@@ -12,6 +12,7 @@ from fmnist import artifacts, defaults, plots, runs
 from fmnist.data import CLASS_NAMES
 from fmnist.errors import FmnistError
 from fmnist.html_page import image_html, page, table_html
+from fmnist.report import check_config_and_history
 
 TOP_CLASSES = 5
 
@@ -71,13 +72,21 @@ def _load(run_dir: Path) -> dict[str, Any]:
         raise FmnistError(f"{run_dir / artifacts.HISTORY} is missing: restore it from a copy (the comparison draws "
                           "each run's learning curves)")
     history = artifacts.read_history(run_dir)
+    config = artifacts.read_json(run_dir / artifacts.CONFIG)
+    check_config_and_history(run_dir, config, history)
     metrics = artifacts.read_json(run_dir / artifacts.METRICS)
     if not {"per_class", "confusion_matrix"} <= set(metrics):
         raise FmnistError(f"{run_dir / artifacts.METRICS} lacks per-class metrics; rerun 'fmnist evaluate {run_dir}'")
-    return {
-        "summary": summary, "history": history, "metrics": metrics,
-        "config": artifacts.read_json(run_dir / artifacts.CONFIG),
-    }
+    try:  # what the page reads of them, in the shape evaluate writes
+        f1 = [float(metrics["per_class"][name]["f1-score"]) for name in CLASS_NAMES]
+        matrix = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
+        if matrix.shape != (len(CLASS_NAMES),) * 2:
+            raise ValueError(f"a confusion matrix of shape {matrix.shape}")
+    except (KeyError, TypeError, ValueError) as exc:  # edited by hand
+        raise FmnistError(f"{run_dir / artifacts.METRICS} is damaged ({type(exc).__name__}: {exc}): run "
+                          f"'fmnist evaluate {run_dir}' to write it again") from None
+    return {"summary": summary, "history": history, "metrics": metrics, "config": config, "f1": f1,
+            "confusion_matrix": matrix}
 
 
 def default_output(run_dirs: list[Path], runs_dir: Path) -> tuple[Path, str]:
@@ -120,12 +129,12 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
         ("training seconds", "train_seconds", "{:.1f}"),
     )]
     settings, differ = settings_rows([item["config"] for item in loaded])
-    f1 = {name: [m["per_class"][c]["f1-score"] for c in CLASS_NAMES] for name, m in zip(names, metrics)}
+    f1 = {name: item["f1"] for name, item in zip(names, loaded)}
     f1_rows = [
         [c, *(f"{f1[n][i]:.4f}" for n in names), f"{max(f1[n][i] for n in names) - min(f1[n][i] for n in names):.4f}"]
         for i, c in enumerate(CLASS_NAMES)
     ]
-    changes = mistake_changes([m["confusion_matrix"] for m in metrics])
+    changes = mistake_changes([item["confusion_matrix"] for item in loaded])
     change_rows = [
         [ch["class"], *ch["mistakes"], ch["change"],
          f"as {ch['most_moved']}: {' / '.join(map(str, ch['most_moved_counts']))}"]

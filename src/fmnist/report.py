@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import logging
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ def _load_predictions(run_dir: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # cut, not an archive, or pickled objects
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):  # cut, not an archive, pickled, garbled
         arrays = {}
     if not set(artifacts.PREDICTION_ARRAYS) <= set(arrays) or not _explanations_fit(arrays):
         raise FmnistError(f"{path} is damaged: run 'fmnist evaluate {run_dir}' to write it again")
@@ -158,14 +159,14 @@ def write_report(run_dir: Path) -> Path:
         history = artifacts.read_history(run_dir) if (run_dir / artifacts.HISTORY).is_file() else {}
     except DamagedFile as exc:
         raise DamagedFile(f"{exc}: {HISTORY_ADVICE}") from None
-    _check_config_and_history(run_dir, config, history)
+    check_config_and_history(run_dir, config, history)
     _draw(run_dir, metrics, predictions, history, _scheduled(config))
     path = run_dir / artifacts.REPORT_HTML
     artifacts.write_text(path, _html(run_dir, config, metrics, history, status))
     return path
 
 
-def _check_config_and_history(run_dir: Path, config: dict[str, Any], history: dict[str, list[float]]) -> None:
+def check_config_and_history(run_dir: Path, config: dict[str, Any], history: dict[str, list[float]]) -> None:
     """Refuse, naming the file, a config.json or history.csv edited into a shape fmnist never writes."""
     odd = [key for key in ("settings", "data", "versions") if not isinstance(config.get(key, {}), dict)]
     if odd:

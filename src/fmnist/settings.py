@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import numbers
@@ -46,11 +47,12 @@ def _typed(name: str, annotation: str, value: Any) -> Any:
     if kind == "int" and _whole(value):
         return int(value)
     if kind == "float" and isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return float(value)
+        with contextlib.suppress(OverflowError):  # an integer past float's range is refused below
+            return float(value)
     if kind == "str" and isinstance(value, str):
         return value
     words = {"tuple[int, ...]": "a list of whole numbers", "int": "a whole number", "float": "a number", "str": "text"}
-    raise FmnistError(f"invalid setting: {name} must be {words[kind]}, not {value!r}")
+    raise FmnistError(f"invalid setting: {name} must be {words[kind]}, not {value!r:.80}")
 
 
 @dataclass(frozen=True)

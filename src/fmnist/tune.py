@@ -158,7 +158,7 @@ def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Datas
         for epoch, value in enumerate(history["val_loss"]):  # those of a finished run's earlier process
             if epoch not in reported:
                 trial.report(value, epoch)
-        best = artifacts.best_epoch(history) - 1
+        best = (artifacts.best_epoch(history) or 1) - 1  # none when every val_loss is NaN: Optuna fails the trial
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
         trial.set_user_attr("epochs", len(history["val_loss"]))
         trial.set_user_attr("val_accuracy", history["val_accuracy"][best])
