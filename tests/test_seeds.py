@@ -12,7 +12,7 @@ from fmnist import artifacts, model_files, runs
 from fmnist.data import CLASS_NAMES, load_dataset
 from fmnist.errors import FmnistError
 from fmnist.resume import resume_run
-from fmnist.seeds import refuse_other_settings, resume_seeds, summarise, train_seeds
+from fmnist.seeds import refuse_other_runs, resume_seeds, summarise, train_seeds
 from fmnist.settings import TrainSettings
 
 
@@ -139,17 +139,27 @@ def test_a_group_that_would_fail_is_refused_before_its_directory_is_made(tmp_pat
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_run_of_other_settings_is_refused_in_a_groups_folder(tmp_path, tiny_data):
+def test_a_run_the_group_could_not_have_made_is_refused_in_its_folder(tmp_path, tiny_data):
+    from fmnist.data import data_record
     from fmnist.train import train
 
     folder, sums = tiny_data
+    dataset = load_dataset(folder, checksums=sums)
     settings = TrainSettings(hidden_sizes=(8,), epochs=2, batch_size=16, name="tiny", seed=5)
     group = tmp_path / "group"
     group.mkdir()
-    artifacts.write_json(group / artifacts.SEED_GROUP, {"settings": settings.to_dict(), "backend": "jax", "seeds": 3})
-    refuse_other_settings(group, dataclasses.replace(settings, seed=9, name="mine"))  # the group's, of another seed
-    with pytest.raises(FmnistError, match=f"{group} is a group made by 'fmnist train --seeds': a run of other "
-                                          "settings there would count in the group's mean; choose another --runs-dir"):
-        train(dataclasses.replace(settings, dropout=0.0), "jax", runs_dir=group,
-              dataset=load_dataset(folder, checksums=sums))
+    artifacts.write_json(group / artifacts.SEED_GROUP, {"settings": settings.to_dict(), "backend": "jax", "seeds": 3,
+                                                        "data": data_record(dataset)})
+    refuse_other_runs(group, dataclasses.replace(settings, seed=9, name="mine"), "jax", dataset)  # one of its own
+    refused = f"{group} is a group made by 'fmnist train --seeds', whose %s this run does not share: there it would " \
+              "be counted in the group's mean; choose another --runs-dir"
+    with pytest.raises(FmnistError, match=re.escape(refused % "dropout, epochs")):
+        train(dataclasses.replace(settings, dropout=0.0, epochs=3), "jax", runs_dir=group, dataset=dataset)
     assert [p.name for p in group.iterdir()] == [artifacts.SEED_GROUP]  # refused before a run folder was made
+    other_data = dataclasses.replace(dataset, checksums={**dataset.checksums, "t10k-labels-idx1-ubyte": "0" * 64})
+    with pytest.raises(FmnistError, match=re.escape(refused % "backend, data")):
+        refuse_other_runs(group, settings, "tensorflow", other_data)
+    (group / artifacts.SEED_GROUP).write_text("{cut")
+    with pytest.raises(FmnistError, match="group.json is not valid JSON .*: restore it from a copy, or choose "
+                                          "another --runs-dir"):
+        refuse_other_runs(group, settings, "jax", dataset)

@@ -12,7 +12,7 @@ import numpy as np
 
 from fmnist import artifacts, defaults, runs, stopping
 from fmnist.data import CLASS_NAMES, Dataset, data_record, load_dataset
-from fmnist.errors import FmnistError
+from fmnist.errors import DamagedFile, FmnistError
 from fmnist.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -60,19 +60,30 @@ def is_seed_group(path: Path) -> bool:
     return (Path(path) / artifacts.SEED_GROUP).is_file()
 
 
-def refuse_other_settings(runs_dir: Path, settings: TrainSettings) -> None:
-    """A group's folder takes runs of the group's settings only, of any seed: another run there would be counted in
-    the group's mean (its members are told apart by seed alone)."""
-    record = Path(runs_dir) / artifacts.SEED_GROUP
-    if not record.is_file():
+def refuse_other_runs(runs_dir: Path, settings: TrainSettings, backend: str, dataset: Dataset) -> None:
+    """A group's folder takes only runs the group could have made itself (its settings, backend and data, of any
+    seed): another would be counted in the group's mean, as its members are told apart by seed alone."""
+    path = Path(runs_dir) / artifacts.SEED_GROUP
+    if not path.is_file():
         return
-    planned = artifacts.read_json(record).get("settings")
+    advice = "restore it from a copy, or choose another --runs-dir"
+    try:
+        record = artifacts.read_json(path)
+    except DamagedFile as exc:
+        raise FmnistError(f"{exc}: {advice}") from None
+    planned, data = record.get("settings"), record.get("data")
+    if not isinstance(planned, dict) or not isinstance(data, dict):
+        raise FmnistError(f"{path} is damaged (its settings or data are not JSON objects): {advice}")
     mine = json.loads(json.dumps(settings.to_dict()))  # as group.json keeps them (tuples as lists)
     # Settings a later or earlier fmnist added are not compared, as a resume of the group fills them in.
-    compared = planned.keys() & mine.keys() - {"seed", "name"} if isinstance(planned, dict) else None
-    if compared is None or any(planned[k] != mine[k] for k in compared):
-        raise FmnistError(f"{runs_dir} is a group made by 'fmnist train --seeds': a run of other settings there would "
-                          "count in the group's mean; choose another --runs-dir")
+    differ = sorted(k for k in planned.keys() & mine.keys() - {"seed", "name"} if planned[k] != mine[k])
+    if record.get("backend") != backend:
+        differ.append("backend")
+    if data.get("sha256") != dataset.checksums:
+        differ.append("data")
+    if differ:
+        raise FmnistError(f"{runs_dir} is a group made by 'fmnist train --seeds', whose {', '.join(differ)} this run "
+                          "does not share: there it would be counted in the group's mean; choose another --runs-dir")
 
 
 def _seed_members(settings: TrainSettings, seeds: int) -> list[TrainSettings]:

@@ -217,12 +217,12 @@ def train(
     from fmnist.backend import tensorflow_hidden_from_keras
     from fmnist.evaluate import evaluate_run
     from fmnist.resume import keep_finished_epochs, require_unfinished
-    from fmnist.seeds import refuse_other_settings
+    from fmnist.seeds import refuse_other_runs
 
     dataset = dataset or load_dataset(data_dir)
     teacher_sha256 = check_inputs(settings, dataset)
     if resume_dir is None:
-        refuse_other_settings(runs_dir, settings)
+        refuse_other_runs(runs_dir, settings, backend, dataset)
     run_dir = resume_dir or runs.create_run_dir(runs_dir, settings.name)
     with runs.claim_run(run_dir):
         if resume_dir is None:
