@@ -106,7 +106,8 @@ def test_a_metrics_or_history_file_edited_out_of_shape_is_named_with_what_to_do(
     _, (a, b) = two_runs
     metrics = artifacts.read_json(b / artifacts.METRICS)
     shirtless = {name: scores for name, scores in metrics["per_class"].items() if name != "Shirt"}
-    for edit in ({"per_class": shirtless}, {"confusion_matrix": [[1, 2], [3, 4]]}, {"confusion_matrix": "x"}):
+    for edit in ({"per_class": shirtless}, {"confusion_matrix": [[1, 2], [3, 4]]}, {"confusion_matrix": "x"},
+                 {"confusion_matrix": [[10**20] * 10] * 10}):  # past int64
         edited = shutil.copytree(b, tmp_path / f"edited-{len(list(tmp_path.iterdir()))}")
         artifacts.write_json(edited / artifacts.METRICS, {**metrics, **edit})
         with pytest.raises(FmnistError, match=f"{edited / artifacts.METRICS} is damaged .*: run 'fmnist evaluate "
@@ -114,7 +115,8 @@ def test_a_metrics_or_history_file_edited_out_of_shape_is_named_with_what_to_do(
             compare_runs([a, edited], tmp_path / "c.html")
     cut = shutil.copytree(b, tmp_path / "cut")
     (cut / artifacts.HISTORY).write_text("epoch,loss\n0,1.5\n")  # a history without its other columns
-    with pytest.raises(FmnistError, match=f"{cut / artifacts.HISTORY} is damaged \\(no .*val_loss"):
+    with pytest.raises(FmnistError, match=f"{cut / artifacts.HISTORY} is damaged \\(no .*val_loss.*\\): restore it "
+                                          "from a copy \\(the comparison draws each run's learning curves\\)$"):
         compare_runs([a, cut], tmp_path / "c.html")
     assert not (tmp_path / "c.html").exists()
 

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from fmnist.errors import DamagedFile, FmnistError, first_line
+from fmnist.errors import DamagedFile, FmnistError
 
 CONFIG = "config.json"
 SPLIT = "split.npz"
@@ -133,8 +133,11 @@ def read_json(path: Path) -> dict[str, Any]:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FmnistError(f"{path} is missing") from None
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, undecodable text, an integer of 4,300+ digits
-        raise DamagedFile(f"{path} is not valid JSON ({first_line(exc)})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DamagedFile(f"{path} is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError):  # what Python's parser refuses of valid JSON
+        raise DamagedFile(f"{path} is not valid JSON as fmnist writes it (a number of 4,300 digits or more, or "
+                          "arrays nested too deep)") from None
     except OSError as exc:  # unreadable, or a folder
         raise FmnistError(f"cannot read {path}: {exc.strerror}") from None
     if not isinstance(data, dict):

@@ -14,6 +14,7 @@ from fmnist.errors import FmnistError
 from fmnist.html_page import image_html, page, table_html
 from fmnist.report import check_config_and_history
 
+HISTORY_ADVICE = "restore it from a copy (the comparison draws each run's learning curves)"
 TOP_CLASSES = 5
 
 
@@ -69,11 +70,10 @@ def _load(run_dir: Path) -> dict[str, Any]:
     summary = runs.summarize(run_dir)
     runs.require_scored(run_dir, "a comparison")
     if not (run_dir / artifacts.HISTORY).is_file():
-        raise FmnistError(f"{run_dir / artifacts.HISTORY} is missing: restore it from a copy (the comparison draws "
-                          "each run's learning curves)")
+        raise FmnistError(f"{run_dir / artifacts.HISTORY} is missing: {HISTORY_ADVICE}")
     history = artifacts.read_history(run_dir)
     config = artifacts.read_json(run_dir / artifacts.CONFIG)
-    check_config_and_history(run_dir, config, history)
+    check_config_and_history(run_dir, config, history, HISTORY_ADVICE)
     metrics = artifacts.read_json(run_dir / artifacts.METRICS)
     if not {"per_class", "confusion_matrix"} <= set(metrics):
         raise FmnistError(f"{run_dir / artifacts.METRICS} lacks per-class metrics; rerun 'fmnist evaluate {run_dir}'")
@@ -82,7 +82,7 @@ def _load(run_dir: Path) -> dict[str, Any]:
         matrix = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
         if matrix.shape != (len(CLASS_NAMES),) * 2:
             raise ValueError(f"a confusion matrix of shape {matrix.shape}")
-    except (KeyError, TypeError, ValueError) as exc:  # edited by hand
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # edited by hand
         raise FmnistError(f"{run_dir / artifacts.METRICS} is damaged ({type(exc).__name__}: {exc}): run "
                           f"'fmnist evaluate {run_dir}' to write it again") from None
     return {"summary": summary, "history": history, "metrics": metrics, "config": config, "f1": f1,

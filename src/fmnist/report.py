@@ -133,7 +133,7 @@ def build_report(run_dir: Path) -> Path:
     """Draw the pictures and write report.html from the run's files alone (no model, no dataset)."""
     try:
         return write_report(run_dir)
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:  # values edited or cut by hand
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:  # edited by hand
         raise FmnistError(f"{run_dir / artifacts.METRICS} or {artifacts.PREDICTIONS} beside it is damaged "
                           f"({type(exc).__name__}: {exc}): run 'fmnist evaluate {run_dir}' to write both again"
                           ) from exc
@@ -166,7 +166,8 @@ def write_report(run_dir: Path) -> Path:
     return path
 
 
-def check_config_and_history(run_dir: Path, config: dict[str, Any], history: dict[str, list[float]]) -> None:
+def check_config_and_history(run_dir: Path, config: dict[str, Any], history: dict[str, list[float]],
+                             history_advice: str = HISTORY_ADVICE) -> None:
     """Refuse, naming the file, a config.json or history.csv edited into a shape fmnist never writes."""
     odd = [key for key in ("settings", "data", "versions") if not isinstance(config.get(key, {}), dict)]
     if odd:
@@ -175,7 +176,7 @@ def check_config_and_history(run_dir: Path, config: dict[str, Any], history: dic
     missing = [column for column in artifacts.HISTORY_COLUMNS if history and column not in history]
     if missing:
         raise FmnistError(f"{run_dir / artifacts.HISTORY} is damaged (no {', '.join(missing)} column): "
-                          f"{HISTORY_ADVICE}")
+                          f"{history_advice}")
 
 
 def _unused_settings(recorded: dict[str, Any]) -> set[str]:

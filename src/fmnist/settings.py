@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import numbers
@@ -47,12 +46,15 @@ def _typed(name: str, annotation: str, value: Any) -> Any:
     if kind == "int" and _whole(value):
         return int(value)
     if kind == "float" and isinstance(value, numbers.Real) and not isinstance(value, bool):
-        with contextlib.suppress(OverflowError):  # an integer past float's range is refused below
+        try:
             return float(value)
+        except OverflowError:
+            raise FmnistError(f"invalid setting: {name} must be a number within float's range (about 1.8e308), "
+                              "not an integer that large") from None
     if kind == "str" and isinstance(value, str):
         return value
     words = {"tuple[int, ...]": "a list of whole numbers", "int": "a whole number", "float": "a number", "str": "text"}
-    raise FmnistError(f"invalid setting: {name} must be {words[kind]}, not {value!r:.80}")
+    raise FmnistError(f"invalid setting: {name} must be {words[kind]}, not {value!r}")
 
 
 @dataclass(frozen=True)
