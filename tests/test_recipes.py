@@ -77,7 +77,8 @@ def test_student_learns_from_a_teacher_run(tmp_path, tiny_data, caplog):
     teacher = train(recipe_settings("spec", hidden_sizes=(16,), **tiny), "jax", runs_dir=tmp_path, dataset=dataset)
     with pytest.raises(FmnistError, match="needs --teacher"):
         recipe_settings("distilled")
-    settings = recipe_settings("distilled", teacher=str(teacher.run_dir), hidden_sizes=(16,), limit=50, **tiny)
+    settings = recipe_settings("distilled", teacher=str(teacher.run_dir), hidden_sizes=(16,), limit=50,
+                               distill_temperature=2.5, distill_alpha=0.7, **tiny)  # not the defaults: passed on
     with caplog.at_level(logging.INFO, logger="fmnist.distill"):
         student = train(settings, "jax", runs_dir=tmp_path, dataset=dataset)
     assert "answers for the 50 images the student trains" in caplog.text  # not all 60: --limit leaves 10 out
@@ -85,8 +86,8 @@ def test_student_learns_from_a_teacher_run(tmp_path, tiny_data, caplog):
     assert len(history["accuracy"]) == 2 and np.isfinite(history["val_loss"]).all()
     config = artifacts.read_json(student.run_dir / artifacts.CONFIG)
     assert config["teacher_sha256"] == (teacher.run_dir / artifacts.MODEL_SHA256).read_text().split()[0]
-    # What it learned from: the labels beside the teacher's answers softened at the recipe's temperature, weighed by
-    # the recipe's alpha (the loss itself is checked by hand in test_distill.py).
+    # What it learned from: the labels beside the teacher's answers softened at its temperature, weighed by its
+    # alpha (the loss itself is checked by hand in test_distill.py).
     from fmnist.distill import DistillationLoss, teacher_targets
     from fmnist.model import build_model
     from fmnist.recipes import compile_model, training_labels
@@ -94,10 +95,10 @@ def test_student_learns_from_a_teacher_run(tmp_path, tiny_data, caplog):
     features = to_features(dataset.x_train[:8])
     labels = training_labels(dataset.y_train[:8], settings, features)
     np.testing.assert_array_equal(labels[:, :10], np.eye(10)[dataset.y_train[:8]])
-    np.testing.assert_allclose(labels[:, 10:], teacher_targets(str(teacher.run_dir), features, 4.0), atol=1e-6)
+    np.testing.assert_allclose(labels[:, 10:], teacher_targets(str(teacher.run_dir), features, 2.5), atol=1e-6)
     model = build_model(settings)
     compile_model(model, settings, steps_per_epoch=1, steps_per_execution=1)
-    assert isinstance(model.loss, DistillationLoss) and (model.loss.temperature, model.loss.alpha) == (4.0, 0.9)
+    assert isinstance(model.loss, DistillationLoss) and (model.loss.temperature, model.loss.alpha) == (2.5, 0.7)
 
     # Resumed after its teacher was trained again, the student would learn from two teachers: refused.
     artifacts.write_json(student.run_dir / artifacts.CONFIG, {**config, "teacher_sha256": "0" * 64})
