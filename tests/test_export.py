@@ -2,8 +2,6 @@ import hashlib
 import json
 import logging
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -140,28 +138,17 @@ def test_an_interrupt_while_the_report_is_refreshed_keeps_the_export_and_says_so
             f"not refreshed: run 'fmnist report {copy}'") in caplog.text
 
 
-def json_documents(text: str) -> list:
-    """The JSON documents printed one after another, as by several --json commands in one process."""
-    decoder, position, documents = json.JSONDecoder(), 0, []
-    while text[position:].strip():
-        document, position = decoder.raw_decode(text, len(text) - len(text[position:].lstrip()))
-        documents.append(document)
-    return documents
-
-
-def test_every_format_from_tensorflow(short_run):
+@pytest.mark.parametrize("fmt, runner", [("onnx", run_onnx), ("litert", run_litert), ("saved_model", run_saved_model)],
+                         ids=["onnx", "litert", "saved_model"])
+def test_each_format_from_tensorflow_in_a_process_of_its_own(short_run, fmt, runner):
     run_dir, folder, images = short_run
-    runners = {"onnx": run_onnx, "litert": run_litert, "saved_model": run_saved_model}
-    commands = [["export", str(run_dir), "--format", fmt, "--backend", "tensorflow", "--data-dir", str(folder),
-                 "--json"] for fmt in runners]
-    # The three commands in one process, as `fmnist` runs each: a process of its own would spend 7-8 s on imports.
-    program = f"import sys; from fmnist.cli import main; sys.exit(max(main(c) for c in {commands!r}))"
-    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=600)
+    result = run_cli("export", str(run_dir), "--format", fmt, "--backend", "tensorflow", "--data-dir", str(folder),
+                     "--json")
     assert result.returncode == 0, result.stderr
-    for fmt, printed in zip(runners, json_documents(result.stdout), strict=True):
-        # export.json's record, and where the export is from here
-        assert printed.pop("run_dir") == str(run_dir) and printed.pop("path") == str(run_dir / printed["file"])
-        check_export(run_dir, fmt, printed, images, "tensorflow", runners[fmt])
+    printed = json.loads(result.stdout)
+    # export.json's record, and where the export is from here
+    assert printed.pop("run_dir") == str(run_dir) and printed.pop("path") == str(run_dir / printed["file"])
+    check_export(run_dir, fmt, printed, images, "tensorflow", runner)
 
 
 def test_a_format_the_backend_cannot_write_is_one_clear_line(short_run):
