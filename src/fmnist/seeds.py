@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -74,7 +73,7 @@ def refuse_other_runs(runs_dir: Path, settings: TrainSettings, backend: str, dat
     planned, data = record.get("settings"), record.get("data")
     if not isinstance(planned, dict) or not isinstance(data, dict):
         raise FmnistError(f"{path} is damaged (its settings or data are not JSON objects): {advice}")
-    mine = json.loads(json.dumps(settings.to_dict()))  # as group.json keeps them (tuples as lists)
+    mine = settings.to_dict()  # as group.json keeps them
     # Settings a later or earlier fmnist added are not compared, as a resume of the group fills them in.
     differ = sorted(k for k in planned.keys() & mine.keys() - {"seed", "name"} if planned[k] != mine[k])
     if record.get("backend") != backend:
