@@ -148,14 +148,18 @@ def test_a_run_the_group_could_not_have_made_is_refused_in_its_folder(tmp_path, 
     settings = TrainSettings(hidden_sizes=(8,), epochs=2, batch_size=16, name="tiny", seed=5)
     group = tmp_path / "group"
     group.mkdir()
-    artifacts.write_json(group / artifacts.SEED_GROUP, {"settings": settings.to_dict(), "backend": "jax", "seeds": 3,
-                                                        "data": data_record(dataset)})
+    record = {"settings": settings.to_dict(), "backend": "jax", "seeds": 3, "data": data_record(dataset)}
+    artifacts.write_json(group / artifacts.SEED_GROUP, record)
     refuse_other_runs(group, dataclasses.replace(settings, seed=9, name="mine"), "jax", dataset)  # one of its own
     refused = f"{group} is a group made by 'fmnist train --seeds', whose %s this run does not share: there it would " \
               "be counted in the group's mean; choose another --runs-dir"
     with pytest.raises(FmnistError, match=re.escape(refused % "dropout, epochs")):
         train(dataclasses.replace(settings, dropout=0.0, epochs=3), "jax", runs_dir=group, dataset=dataset)
     assert [p.name for p in group.iterdir()] == [artifacts.SEED_GROUP]  # refused before a run folder was made
+    # As a group killed before its first run began: `fmnist runs` lists it with its settings and its resume.
+    [listed] = [row for row in runs.list_runs(tmp_path) if row["run"] == group.name]
+    assert (listed["status"], listed["settings"]["seed"], listed["backend"]) == ("killed", 5, "jax")
+    assert listed["notes"] == [f"no seed begun: fmnist train --resume {group} trains its 3 seeds"]
     other_data = dataclasses.replace(dataset, checksums={**dataset.checksums, "t10k-labels-idx1-ubyte": "0" * 64})
     with pytest.raises(FmnistError, match=re.escape(refused % "backend, data")):
         refuse_other_runs(group, settings, "tensorflow", other_data)
@@ -163,3 +167,5 @@ def test_a_run_the_group_could_not_have_made_is_refused_in_its_folder(tmp_path, 
     with pytest.raises(FmnistError, match="group.json is not valid JSON .*: restore it from a copy, or choose "
                                           "another --runs-dir"):
         refuse_other_runs(group, settings, "jax", dataset)
+    [listed] = [row for row in runs.list_runs(tmp_path) if row["run"] == group.name]
+    assert listed["notes"] == ["group.json damaged: restore it from a copy"]

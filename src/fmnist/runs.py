@@ -269,6 +269,8 @@ def _read_object(path: Path, notes: list[str], note_missing: bool = True) -> dic
 def summarize(run_dir: Path) -> dict[str, Any]:
     """What `fmnist runs` shows for one run directory, from whatever of its files are there and readable."""
     run_dir = Path(run_dir)
+    if (run_dir / artifacts.SEED_GROUP).is_file():  # listed as a run only when none of its runs was begun
+        return _unbegun_group(run_dir)
     notes: list[str] = []
     config = _read_object(run_dir / artifacts.CONFIG, notes)
     status = _read_object(run_dir / artifacts.STATUS, notes)
@@ -331,6 +333,23 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "train_seconds": artifacts.json_number(status.get("train_seconds")),
         "status": state,
         "notes": notes,
+    }
+
+
+def _unbegun_group(group_dir: Path) -> dict[str, Any]:
+    """What `fmnist runs` shows for a ``--seeds`` group stopped before its first run began (its group.json alone)."""
+    record = _read_object(group_dir / artifacts.SEED_GROUP, [])  # unreadable: said below as damaged
+    settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+    planned = _planned_seeds(group_dir)
+    notes = [f"{artifacts.SEED_GROUP} damaged: restore it from a copy" if planned is None else
+             f"no seed begun: fmnist train --resume {group_dir} trains its {len(planned)} seeds"]
+    created = record.get("created") or _iso(dt.datetime.fromtimestamp(group_dir.stat().st_mtime, dt.timezone.utc))
+    return {
+        "run": group_dir.name, "path": str(absolute(group_dir)), "created": str(created),
+        "recipe": closest_recipe(settings) if settings else None,
+        "settings": {k: settings[k] for k in KEY_SETTINGS if k in settings}, "backend": record.get("backend"),
+        "epochs": None, "test_accuracy": None, "macro_f1": None, "train_seconds": None,
+        "status": KILLED, "notes": notes,
     }
 
 
