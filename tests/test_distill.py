@@ -48,6 +48,12 @@ def test_teacher_targets_undo_the_teachers_folded_temperature(tiny_run_dir):
     np.testing.assert_allclose(targets, apply_temperature(probabilities, 4.0 / folded), rtol=1e-4, atol=1e-6)
     by_file = teacher_targets(str(tiny_run_dir / artifacts.MODEL), features, temperature=4.0)
     np.testing.assert_allclose(by_file, targets, rtol=1e-6)
+    recorded = (tiny_run_dir / artifacts.MODEL_SHA256).read_text().split()[0]
+    np.testing.assert_allclose(teacher_targets(str(tiny_run_dir), features, 4.0, recorded), targets, rtol=1e-6)
+    # Replaced since the student's run checked it and recorded its SHA-256: that run would learn from two teachers.
+    with pytest.raises(FmnistError, match=f"--teacher {tiny_run_dir}: its model changed since this run began "
+                                          f"\\(SHA-256 {'0' * 64} then, {recorded} now\\)"):
+        teacher_targets(str(tiny_run_dir), features, 4.0, "0" * 64)
 
 
 def test_a_teacher_model_copied_out_of_its_run_is_refused(tmp_path, tiny_run_dir):

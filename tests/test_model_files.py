@@ -37,6 +37,26 @@ def test_tampered_model_is_refused(tmp_path):
     assert model_path == tmp_path / artifacts.MODEL and recorded != artifacts.sha256_file(model_path)
 
 
+def test_the_model_loaded_is_the_one_whose_checksum_was_checked(tmp_path, monkeypatch):
+    """A model file replaced while it loads (a run saving over it, a copy landing) cannot pass as the checked one."""
+    checked = build_dense((8,), 0.0)
+    checksum = model_files.save_model(checked, tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    model_files.save_model(build_dense((8,), 0.0), other)  # other random weights
+    unpack = model_files._unpack_with_zero_initializers
+
+    def replaced_first(*args):
+        (other / artifacts.MODEL).replace(tmp_path / artifacts.MODEL)
+        unpack(*args)
+
+    monkeypatch.setattr(model_files, "_unpack_with_zero_initializers", replaced_first)
+    loaded, loaded_checksum = model_files.load_model(tmp_path)
+    assert loaded_checksum == checksum
+    for saved, back in zip(checked.weights, loaded.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(saved), np.asarray(back))
+
+
 def test_model_without_checksum_or_of_other_format_is_refused(tmp_path):
     (tmp_path / "model.keras").write_bytes(b"PK")
     with pytest.raises(FmnistError, match="sha256 is missing"):

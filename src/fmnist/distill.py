@@ -12,20 +12,31 @@ from keras import ops
 from fmnist import model_files, runs
 from fmnist.calibration import apply_temperature, folded_temperature
 from fmnist.data import NUM_CLASSES
+from fmnist.errors import FmnistError
 from fmnist.inference import predict_probabilities
 
 log = logging.getLogger(__name__)
 
 
-def teacher_targets(teacher: str, features: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(teacher logits / T) for each of ``features``, from a checksum-verified teacher run."""
+def teacher_targets(teacher: str, features: np.ndarray, temperature: float, sha256: str | None = None) -> np.ndarray:
+    """softmax(teacher logits / T) for each of ``features``, from a checksum-verified teacher run (with ``sha256``,
+    the one the student's run recorded when it began)."""
     # The teacher's own calibration temperature is folded into its logits: undo it before softening.
     folded = folded_temperature(runs.teacher_run_dir(teacher))
-    model, _ = model_files.load_model(Path(teacher))
+    model, loaded = model_files.load_model(Path(teacher))
+    require_same_teacher(teacher, sha256, loaded, "this run")  # replaced since the run checked it a moment ago
     # A ConvNet teacher takes a while.
     log.info("the teacher %s answers for the %d images the student trains and validates on", teacher, len(features))
     probabilities = predict_probabilities(model, features)
     return apply_temperature(probabilities, temperature / folded).astype(np.float32)
+
+
+def require_same_teacher(teacher: str, recorded: str | None, sha256: str, run: str) -> None:
+    """A student learns from the teacher its run began with (``recorded``): another one's soft targets would mix
+    two teachers."""
+    if recorded and recorded != sha256:
+        raise FmnistError(f"--teacher {teacher}: its model changed since {run} began (SHA-256 {recorded} then, "
+                          f"{sha256} now); restore that teacher's model, or train a new run")
 
 
 def distillation_labels(labels: np.ndarray, soft_targets: np.ndarray) -> np.ndarray:

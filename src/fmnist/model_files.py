@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import re
 import tempfile
@@ -36,13 +38,24 @@ def save_model(model: Any, run_dir: Path) -> str:
 def verified_model_path(source: Path) -> tuple[Path, str]:
     """Resolve a run directory or ``.keras`` file to a model whose recorded SHA-256 matches."""
     model_path, expected = recorded_model_path(source)
-    actual = artifacts.sha256_file(model_path)
+    return model_path, _require_recorded(model_path, expected, artifacts.sha256_file(model_path))
+
+
+def _verified_model_bytes(source: Path) -> tuple[Path, bytes, str]:
+    """The model file's bytes, read once, and their SHA-256, checked against the recorded one: what is loaded is
+    what was checked, even if the file is replaced meanwhile."""
+    model_path, expected = recorded_model_path(source)
+    data = model_path.read_bytes()
+    return model_path, data, _require_recorded(model_path, expected, hashlib.sha256(data).hexdigest())
+
+
+def _require_recorded(model_path: Path, expected: str, actual: str) -> str:
     if actual != expected:
         raise FmnistError(
             f"{model_path} does not match its recorded SHA-256 (expected {expected}, got {actual}); "
             "the file was changed or damaged: retrain, or restore it from its run"
         )
-    return model_path, actual
+    return actual
 
 
 def recorded_model_path(source: Path) -> tuple[Path, str]:
@@ -76,11 +89,11 @@ def recorded_model_path(source: Path) -> tuple[Path, str]:
     return model_path, expected
 
 
-def _unpack_with_zero_initializers(model_path: Path, folder: Path) -> None:
+def _unpack_with_zero_initializers(archive_bytes: bytes, folder: Path) -> None:
     """Unpack what Keras reads of a .keras archive, every initializer set to zeros, for Keras to load as a folder: the
     saved weights replace them at once, while on JAX drawing each layer's random start compiled a program per shape
     (4 of the 5 s a load of the spec's model took on the 2-core machine)."""
-    with zipfile.ZipFile(model_path) as archive:
+    with zipfile.ZipFile(io.BytesIO(archive_bytes)) as archive:
         missing = sorted(set(ARCHIVE_MEMBERS) - set(archive.namelist()))
         if missing:
             raise ValueError(f"it lacks {', '.join(missing)}")
@@ -104,18 +117,18 @@ def _zero_initializers(node: Any) -> Any:
 
 def load_model(source: Path) -> tuple[Any, str]:
     """Load a checksum-verified Fashion-MNIST model (never with ``safe_mode=False``); return it and its SHA-256."""
-    model_path, checksum = verified_model_path(source)
+    model_path, archive_bytes, checksum = _verified_model_bytes(source)
     import keras
 
     from fmnist.data import NUM_CLASSES, NUM_FEATURES
 
     damaged = "the file is damaged or from another tool; retrain, or restore it from a copy"
-    if not zipfile.is_zipfile(model_path):  # Keras would say "File not found" of a file it has just opened
+    if not zipfile.is_zipfile(io.BytesIO(archive_bytes)):  # Keras would say "File not found" of a file it opened
         raise FmnistError(f"{model_path} is not a Keras model (a .keras file is a zip archive): {damaged}")
     # A folder the system refuses (a full disk) is named by the command's own guard, not blamed on the model.
     with tempfile.TemporaryDirectory(prefix="fmnist-model-") as folder:
         try:
-            _unpack_with_zero_initializers(model_path, Path(folder))
+            _unpack_with_zero_initializers(archive_bytes, Path(folder))
         except (zipfile.BadZipFile, ValueError) as exc:  # a damaged member, an unreadable config, one missing
             raise FmnistError(f"{model_path} cannot be unpacked ({first_line(exc)}): {damaged}") from exc
         try:

@@ -79,12 +79,9 @@ def check_inputs(settings: TrainSettings, dataset: Dataset) -> str | None:
         raise FmnistError(f"--teacher {settings.teacher}: {exc}") from None
 
 
-def require_same_teacher(run_dir: Path, teacher: str, sha256: str) -> None:
-    """A resumed student learns from the teacher it began with: another one's soft targets would mix two teachers."""
-    recorded = artifacts.read_json(run_dir / artifacts.CONFIG).get("teacher_sha256")
-    if recorded and recorded != sha256:
-        raise FmnistError(f"--teacher {teacher}: its model changed since {run_dir.name} began (SHA-256 {recorded} "
-                          f"then, {sha256} now); restore that teacher's model, or train a new run")
+def recorded_teacher(run_dir: Path) -> str | None:
+    """The SHA-256 of the teacher model checked when the run began, if it has one."""
+    return artifacts.read_json(run_dir / artifacts.CONFIG).get("teacher_sha256")
 
 
 def package_versions() -> dict[str, str]:
@@ -161,7 +158,8 @@ def fit(
     # as long as a short training); the training ones first.
     used = np.concatenate([train_idx, val_idx])
     features = to_features(dataset.x_train[used])
-    labels = training_labels(dataset.y_train[used], settings, features)
+    labels = training_labels(dataset.y_train[used], settings, features,
+                             recorded_teacher(run_dir) if settings.teacher else None)
     n_train = len(train_idx)
 
     seed_everything(settings.seed)
@@ -240,7 +238,9 @@ def train(
         else:
             require_unfinished(run_dir)  # again under the lock: another process may have finished it meanwhile
             if teacher_sha256:
-                require_same_teacher(run_dir, settings.teacher, teacher_sha256)
+                from fmnist.distill import require_same_teacher
+
+                require_same_teacher(settings.teacher, recorded_teacher(run_dir), teacher_sha256, run_dir.name)
             kept = keep_finished_epochs(run_dir)
             log.info("resuming %s %s", run_dir, f"after epoch {kept}" if kept else "from its start (no epoch was kept)")
         runs.set_status(run_dir, runs.RUNNING)
