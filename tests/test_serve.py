@@ -201,6 +201,27 @@ def test_bad_requests_get_a_4xx_json_error(client, case, request_args, status):
     assert_serving(client)
 
 
+def test_a_malformed_form_is_refused_with_its_reason_never_answered_in_part(client):
+    def part(name: str) -> bytes:
+        return (b'--b\r\nContent-Disposition: form-data; name="files"; filename="' + name.encode() + b'"\r\n'
+                b"Content-Type: image/png\r\n\r\n" + encode(garment()) + b"\r\n")
+
+    multipart = {"content-type": "multipart/form-data; boundary=b"}
+    whole = client.post("/v1/predict", content=part("a.png") + part("b.png") + b"--b--\r\n", headers=multipart)
+    assert [p["input"] for p in whole.json()["predictions"]] == ["a.png", "b.png"]
+    cut = client.post("/v1/predict", content=part("a.png") + part("b.png"), headers=multipart)  # b.png would be lost
+    assert cut.status_code == 400 and cut.json() == {"error": "the multipart body ends before its closing boundary "
+                                                              "--b--: its last part is cut short; send the whole form"}
+    long_name = client.post("/v1/predict", content=part("a" * 5000 + ".png") + b"--b--\r\n", headers=multipart)
+    assert long_name.status_code == 400 and long_name.json() == {
+        "error": "the multipart body cannot be read: Maximum header size exceeded (a file name thousands of "
+                 "characters long?)"}
+    garbled = client.post("/v1/predict", content=b"garbage --b--", headers=multipart)
+    assert garbled.status_code == 400 and garbled.json()["error"].startswith(
+        "the multipart body cannot be read: Expected boundary character")
+    assert_serving(client)
+
+
 def test_unknown_routes_and_methods_answer_json(client):
     for response, status in ((client.get("/v2/predict"), 404), (client.post("/v1/predict/"), 404),
                              (client.get("/v1/predict"), 405), (client.delete("/v1/model"), 405)):

@@ -26,7 +26,9 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
+from python_multipart.multipart import parse_options_header
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 
 from fmnist import artifacts, model_files, runs, stopping
@@ -172,15 +174,24 @@ async def form_files(request: Request, body: bytes) -> list[tuple[str, bytes]]:
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
+    _, options = parse_options_header(request.headers["content-type"])
+    boundary = options.get(b"boundary")
+    if boundary and b"--" + boundary + b"--" not in body:  # python-multipart would drop the last part unsaid
+        raise BadInput(f"the multipart body ends before its closing boundary --{boundary.decode('latin-1')}--: its "
+                       "last part is cut short; send the whole form", 400)
+    # Outside the app's scope, Starlette raises its parser's error instead of a 400 that hides the reason.
+    outside_app = {key: value for key, value in request.scope.items() if key != "app"}
     try:
-        form = await Request(request.scope, replay).form(
+        form = await Request(outside_app, replay).form(
             max_files=MAX_INPUTS, max_fields=MAX_INPUTS, max_part_size=len(body)
         )
-    except HTTPException as exc:  # Starlette answers 400 to too many parts; too many inputs is 413 here, as in JSON
-        if str(exc.detail).startswith(("Too many files", "Too many fields")):
+    except MultiPartException as exc:
+        if exc.message.startswith(("Too many files", "Too many fields")):  # 413 here, as too many inputs in JSON
             raise BadInput(f"more than {MAX_INPUTS} parts in one request; the limit is {MAX_INPUTS} inputs", 413) \
                 from None
-        raise
+        reason = exc.__cause__ or exc.message  # python-multipart's own words, when it is the parser that refused
+        hint = " (a file name thousands of characters long?)" if "header size" in str(reason) else ""
+        raise BadInput(f"the multipart body cannot be read: {str(reason).rstrip('.')}{hint}", 400) from None
     try:
         files = [(value.filename or key, await value.read()) for key, value in form.multi_items()
                  if isinstance(value, UploadFile)]
