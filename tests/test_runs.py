@@ -310,6 +310,10 @@ def test_a_run_without_test_metrics_is_refused_saying_why_and_what_to_do(tiny_ru
         with pytest.raises(FmnistError, match=f"metrics.json is missing: 'fmnist evaluate {run}' scores the run"):
             refused()
     status = (run / artifacts.STATUS).read_bytes()
+    runs.set_status(run, "running")  # killed after its model was saved, before its status said finished
+    with pytest.raises(FmnistError, match=rf"has not finished training \(status killed\), so it has no test metrics "
+                                          rf"for its report; 'fmnist train --resume {run}' finishes it"):
+        build_report(run)
     (run / artifacts.STATUS).unlink()  # the model alone says the run finished: resume would refuse it
     with pytest.raises(FmnistError, match=f"metrics.json is missing: 'fmnist evaluate {run}' scores the run"):
         build_report(run)

@@ -243,7 +243,9 @@ def require_scored(run_dir: Path, needed_for: str) -> None:
         return
     if being_trained(run_dir):
         raise FmnistError(f"{run_dir} is being trained right now; {needed_for} needs it scored: {WAIT_FOR_TRAINING}")
-    if not finished(run_dir) and not (Path(run_dir) / artifacts.MODEL_SHA256).is_file():
+    status = Path(run_dir) / artifacts.STATUS
+    stopped = status.is_file() and artifacts.read_json(status).get("state") in RESUMABLE  # killed even after saving
+    if stopped or (not finished(run_dir) and not (Path(run_dir) / artifacts.MODEL_SHA256).is_file()):
         raise FmnistError(f"{run_dir} has not finished training (status {summarize(run_dir)['status']}), so it has "
                           f"no test metrics for {needed_for}; {how_to_finish(run_dir)}")
     raise FmnistError(f"{run_dir / artifacts.METRICS} is missing: 'fmnist evaluate {run_dir}' scores the run")
