@@ -12,7 +12,8 @@ from fmnist import artifacts, model_files, runs
 from fmnist.data import CLASS_NAMES, load_dataset
 from fmnist.errors import FmnistError
 from fmnist.resume import resume_run
-from fmnist.seeds import refuse_other_runs, resume_seeds, summarise, train_seeds
+from fmnist.cli import _json_value
+from fmnist.seeds import refuse_other_runs, resume_seeds, summarise, summary_record, train_seeds
 from fmnist.settings import TrainSettings
 
 
@@ -49,6 +50,9 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     assert listed["train_seconds"] == pytest.approx(summary["train_seconds"]["mean"], abs=0.01)  # rounded in status
     macro_f1 = [artifacts.read_json(group / r["run_dir"] / artifacts.METRICS)["macro_f1"] for r in summary["runs"]]
     assert listed["macro_f1"] == pytest.approx(np.mean(macro_f1))
+    assert listed["path"] == str(group)  # for a script reading `fmnist runs --json` elsewhere, as each run's
+    printed = json.loads(json.dumps(summary_record(group, summary), default=_json_value))  # as --json prints it
+    assert [r["run_dir"] for r in printed["runs"]] == [str(group / r["run_dir"]) for r in summary["runs"]]
     table = [re.split(r"\s{2,}", line) for line in runs.format_runs(rows, [listed], tmp_path).splitlines()]
     assert table[1][0] == f"{group.name}/" and table[1][-4:] == [
         f"{summary['test_accuracy']['mean']:.4f}", f"{listed['macro_f1']:.4f}",

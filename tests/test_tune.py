@@ -93,7 +93,9 @@ def test_a_journal_studys_trials_report_and_commands_go_beside_it_not_in_the_cur
     here.mkdir()
     monkeypatch.chdir(here)
     journal = str(elsewhere / "tune.journal")
-    tune(BASE, "jax", 1, "s1", storage=journal, dataset=dataset)  # no --runs-dir: the journal's folder
+    # Given from here, with no --runs-dir: the trials go in the journal's folder; --json names it absolute.
+    result = tune(BASE, "jax", 1, "s1", storage="../elsewhere/tune.journal", dataset=dataset)
+    assert result.storage == journal
     (run,) = (elsewhere / "s1").iterdir()
     page = write_report("s1", storage=journal)
     assert page == elsewhere / "s1" / artifacts.TUNE_REPORT and not any(here.iterdir())

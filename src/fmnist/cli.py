@@ -229,10 +229,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
         target = resolve_resumable(args.resume, args.runs_dir)
         if is_seed_group(target):
-            from fmnist.seeds import resume_seeds, summary_text
+            from fmnist.seeds import resume_seeds, summary_record, summary_text
 
             group, summary = resume_seeds(target, backend=args.backend, data_dir=args.data_dir)
-            _emit(args, summary_text(group, summary), {"group_dir": group, **summary})
+            _emit(args, summary_text(group, summary), summary_record(group, summary))
             return
         from fmnist.resume import resume_run
 
@@ -241,10 +241,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         settings = _settings_from_args(args)
         backend = activate(args.backend, settings.architecture)
         if args.seeds:
-            from fmnist.seeds import summary_text, train_seeds
+            from fmnist.seeds import summary_record, summary_text, train_seeds
 
             group, summary = train_seeds(settings, backend, args.seeds, runs_dir=args.runs_dir, data_dir=args.data_dir)
-            _emit(args, summary_text(group, summary), {"group_dir": group, **summary})
+            _emit(args, summary_text(group, summary), summary_record(group, summary))
             return
         from fmnist.train import train
 
@@ -465,14 +465,16 @@ def _fixed_settings(p: argparse.ArgumentParser, recipes: bool) -> None:
     spec = TrainSettings()  # the defaults the help quotes
     default = "the recipe's; spec" if recipes else "the spec's,"
     _data_dir(p)
-    _backend(p, by_model=True)
+    _backend(p, by_model=recipes)  # tune trains the spec's dense network alone
     # tune's default depends on --storage (tune_storage.default_runs_dir).
     p.add_argument("--runs-dir", type=_path, default=Path(defaults.RUNS_DIR) if recipes else None,
                    help=f"where run directories go (default ./{defaults.RUNS_DIR})" if recipes else
                    f"where run directories go (default: the folder of a journal file given as --storage, else "
                    f"./{defaults.RUNS_DIR}; --report and --train-best: the folder the study's trials ran in)")
     p.add_argument("--epochs", type=_positive_int,
-                   help=f"most epochs; early stopping may end sooner (default: {default} {spec.epochs})")
+                   help=("epochs to train: the plateau schedule's early stopping may end sooner, the cosine "
+                         "recipes run them all" if recipes else "most epochs; early stopping may end sooner")
+                   + f" (default: {default} {spec.epochs})")
     p.add_argument("--validation-fraction", type=float,
                    help="share of the training images (the 60,000, or --limit's N) held out for validation, "
                         f"between 0 and 1 (default: {default} {spec.validation_fraction})")
@@ -535,9 +537,9 @@ def _add_train(sub: Any) -> None:
 
 def _add_tune(sub: Any) -> None:
     p = _command(sub, "tune", cmd_tune, "Search the spec's dense network's hidden sizes, dropout, learning rate, "
-                                        "batch size and plateau factor with Optuna (the flags below stay fixed); each "
-                                        "trial is a normal run, judged on the validation split. Run it in several "
-                                        "processes or machines to work in parallel.")
+                                        "batch size and plateau factor with Optuna (the settings given as flags stay "
+                                        "fixed); each trial is a normal run, judged on the validation split. Run it "
+                                        "in several processes or machines to work in parallel.")
     _fixed_settings(p, recipes=False)
     p.add_argument("--study", type=_given, help=f"study name; rerunning continues it (default {defaults.TUNE_STUDY})")
     p.add_argument("--storage", type=_given, metavar="URL|FILE",

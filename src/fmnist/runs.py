@@ -458,7 +458,8 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
         seconds = [r["train_seconds"] for r in scored if r["train_seconds"] is not None]
         summary = Path(runs_dir) / group / artifacts.SEED_SUMMARY
         groups.append({
-            "group": group, "seeds": None if planned is None else len(planned), "scored": len(scored),
+            "group": group, "path": str(absolute(Path(runs_dir) / group)),
+            "seeds": None if planned is None else len(planned), "scored": len(scored),
             # the sample standard deviation (ddof 1), as the group's summary.json has it
             "test_accuracy": {"mean": statistics.fmean(accuracies),
                               "std": statistics.stdev(accuracies) if len(accuracies) > 1 else None}

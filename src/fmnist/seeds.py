@@ -184,6 +184,11 @@ def _complete_group(
     return summary
 
 
+def summary_record(group: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """The group's summary as ``--json`` gives it: each run's folder as a path (summary.json names it in the group)."""
+    return {"group_dir": group, **summary, "runs": [{**r, "run_dir": group / r["run_dir"]} for r in summary["runs"]]}
+
+
 def summary_text(group: Path, summary: dict[str, Any]) -> str:
     acc = summary["test_accuracy"]
     weakest = min(summary["per_class_f1"], key=lambda name: summary["per_class_f1"][name]["mean"])

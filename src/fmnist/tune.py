@@ -18,7 +18,7 @@ from fmnist.data import Dataset
 from fmnist.errors import FmnistError
 from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag
 from fmnist.tune_storage import (
-    default_runs_dir, is_database, open_storage, storage_file, worker_gone, worker_key,
+    absolute_storage, default_runs_dir, is_database, open_storage, storage_file, worker_gone, worker_key,
 )
 
 log = logging.getLogger(__name__)
@@ -296,7 +296,9 @@ def tune(
 
     study.optimize(_objective(base, backend, study_dir, dataset),
                    n_trials=trials, timeout=timeout, callbacks=[record])
-    return TuneResult(study_name, shown, len(done), study_states(study), best_trial(study))
+    # As a command in another folder reaches it (a script reads --json), the password of a server's URL hidden.
+    return TuneResult(study_name, absolute_storage(storage or shown, shown), len(done), study_states(study),
+                      best_trial(study))
 
 
 def open_study(name: str, store: optuna.storages.BaseStorage, shown: str, base: TrainSettings) -> optuna.Study:

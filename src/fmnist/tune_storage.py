@@ -13,6 +13,7 @@ from typing import Any, Callable
 import optuna
 
 from fmnist import artifacts, defaults
+from fmnist.runs import absolute
 from fmnist.errors import FmnistError, first_line
 
 log = logging.getLogger(__name__)
@@ -122,11 +123,11 @@ def absolute_storage(storage: str, shown: str) -> str:
     """``storage`` as a command run in another folder reaches it: a journal's or an SQLite database's path made
     absolute; a database server's URL as ``shown`` (its password hidden)."""
     if not is_database(storage):
-        return str(Path(storage).absolute())
+        return str(absolute(storage))
     url = _database_url(storage)
     if url.get_backend_name() != "sqlite":
         return shown
-    return url.set(database=str(Path(url.database).absolute())).render_as_string(hide_password=False)
+    return url.set(database=str(absolute(url.database))).render_as_string(hide_password=False)
 
 
 def storage_file(storage: str | None, runs_dir: Path) -> Path | None:
