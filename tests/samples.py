@@ -159,4 +159,6 @@ def bad_json_bodies() -> list[tuple[str, bytes, int]]:
         ("a-boolean-among-numbers", ('{"inputs": [[true,' + row[4:] + "]]}").encode(), 422),
         ("objects", ('{"inputs": [[' + ",".join(["{}"] * 784) + "]]}").encode(), 422),
         ("too-many-inputs", ('{"inputs": [' + ",".join(["[" + row + "]"] * 65) + "]}").encode(), 413),
+        ("inputs-twice", ('{"inputs": [[' + row + ']], "inputs": [[' + row + "], [" + row + "]]}").encode(), 422),
+        ("an-option-in-the-body", ('{"inputs": [[' + row + ']], "top_k": 1}').encode(), 422),
     ]

@@ -209,16 +209,32 @@ def test_a_malformed_form_is_refused_with_its_reason_never_answered_in_part(clie
     multipart = {"content-type": "multipart/form-data; boundary=b"}
     whole = client.post("/v1/predict", content=part("a.png") + part("b.png") + b"--b--\r\n", headers=multipart)
     assert [p["input"] for p in whole.json()["predictions"]] == ["a.png", "b.png"]
+    unclosed = "the multipart body does not end with its closing boundary --b-- on a line of its own: its last " \
+               "part would be lost; send the whole form"
     cut = client.post("/v1/predict", content=part("a.png") + part("b.png"), headers=multipart)  # b.png would be lost
-    assert cut.status_code == 400 and cut.json() == {"error": "the multipart body ends before its closing boundary "
-                                                              "--b--: its last part is cut short; send the whole form"}
+    assert cut.status_code == 400 and cut.json() == {"error": unclosed}
     long_name = client.post("/v1/predict", content=part("a" * 5000 + ".png") + b"--b--\r\n", headers=multipart)
     assert long_name.status_code == 400 and long_name.json() == {
         "error": "the multipart body cannot be read: Maximum header size exceeded (a file name thousands of "
                  "characters long?)"}
-    garbled = client.post("/v1/predict", content=b"garbage --b--", headers=multipart)
+    garbled = client.post("/v1/predict", content=b"garbage\r\n--b--", headers=multipart)
     assert garbled.status_code == 400 and garbled.json()["error"].startswith(
         "the multipart body cannot be read: Expected boundary character")
+    # Each of these lost its last part, or what followed its form, answered 200 without a word.
+    for body, refusal in ((part("a.png") + part("b.png")[:-2] + b"--b--\r\n", unclosed),  # not on a line of its own
+                          (part("a.png") + part("b.png")[:-2] + b"\n--b--", unclosed),
+                          (part("a.png") + b"--b--\r\n" + part("c.png") + b"--b--\r\n",
+                           "the multipart body goes on after its closing boundary --b--: what follows would be lost; "
+                           "send one form per request")):
+        answer = client.post("/v1/predict", content=body, headers=multipart)
+        assert answer.status_code == 400 and answer.json() == {"error": refusal}
+    assert client.post("/v1/predict", content=part("a.png") + b"--b--\r\n\r\n", headers=multipart).status_code == 200
+    # A file's bytes sent as a field (curl -F 'files=<a.png', a filename*= alone) beside a file would go unanswered.
+    for header in (b'name="files"', b'name="files"; filename*=UTF-8\'\'a.png'):
+        field = part("x").replace(b'name="files"; filename="x"', header)
+        answer = client.post("/v1/predict", content=field + part("b.png") + b"--b--\r\n", headers=multipart)
+        assert answer.status_code == 400 and answer.json()["error"].startswith(
+            "the form's field 'files' holds no file (no filename): send each image as a file part")
     assert_serving(client)
 
 

@@ -189,6 +189,11 @@ def _path(value: str) -> Path:
     return Path(_given(value))
 
 
+def _input(value: str) -> Path | str:
+    """An input file, or standard input for '-' alone (a Path would make './-', a file of that name, read the same)."""
+    return value if value == defaults.STDIN else _path(value)
+
+
 def _sizes(value: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in value.split(","))  # int() refuses an empty part: a layer lost to a typo
@@ -626,7 +631,8 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("model", type=_path, metavar="RUN",
                    help=f"a run directory made by 'fmnist train', its name in --runs-dir, or its {artifacts.MODEL}")
     _runs_dir(p)
-    p.add_argument("images", type=_path, nargs="+", metavar="IMAGE", help="image or .npy files; - reads one piped in")
+    p.add_argument("images", type=_input, nargs="+", metavar="IMAGE",
+                   help=f"image or .npy files; {defaults.STDIN} reads one piped in")
     p.add_argument("--top-k", type=_int_between(1, 10), default=3,  # Fashion-MNIST's ten classes
                    help="classes listed per image, 1 to 10 (default 3)")
     p.add_argument("--unsure-below", type=_probability, default=defaults.UNSURE_BELOW, metavar="P",

@@ -15,3 +15,4 @@ TUNE_TRIALS = 20
 TUNE_STUDY = "fmnist"
 # bench: where the JSON goes (its chart beside it, as .png).
 BENCH_JSON = "bench.json"
+STDIN = "-"  # the input name that reads an image from standard input (this argument alone, not ./-)

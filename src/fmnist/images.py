@@ -43,7 +43,7 @@ class BadInput(FmnistError):
 
 
 def decode_image(data: bytes, name: str) -> np.ndarray:
-    """Decode PNG, JPEG, WebP, BMP or a GIF's first frame to upright 8-bit grayscale (EXIF orientation applied)."""
+    """Decode PNG, JPEG, WebP, BMP or GIF (an animated one's first frame) to upright 8-bit grayscale, EXIF applied."""
     if not data:
         raise BadInput(f"{name} is empty", 400)
     try:

@@ -12,7 +12,7 @@ import numpy as np
 
 from fmnist import model_files, runs
 from fmnist.data import CLASS_NAMES, NUM_FEATURES
-from fmnist.defaults import MAX_FILE_MIB, UNSURE_BELOW
+from fmnist.defaults import MAX_FILE_MIB, STDIN, UNSURE_BELOW
 from fmnist.errors import FmnistError
 from fmnist.images import load_input
 from fmnist.plots import percent
@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 
 # The largest file read: a 24-megapixel camera JPEG is 5 to 15 MiB.
 MAX_FILE_BYTES = MAX_FILE_MIB * 2**20
-STDIN = "-"  # the input name that reads an image from standard input
 MAX_SHOWN = 64  # rows of --show's picture: 64 make it about 17,000 pixels tall
 
 
@@ -69,7 +68,7 @@ def check_options(top_k: int, unsure_below: float) -> None:
         raise FmnistError(f"the unsure threshold must lie in [0, 1], not {unsure_below}")
 
 
-def read_inputs(paths: list[Path]) -> tuple[list[int], np.ndarray, list[dict[str, Any]]]:
+def read_inputs(paths: list[Path | str]) -> tuple[list[int], np.ndarray, list[dict[str, Any]]]:
     """The readable files as the model's 28x28 inputs (with their places in ``paths``), and each other's reason."""
     if sum(map(_is_stdin, paths)) > 1:
         raise FmnistError(f"'{STDIN}' (standard input) is given twice: it holds one image")
@@ -85,7 +84,7 @@ def read_inputs(paths: list[Path]) -> tuple[list[int], np.ndarray, list[dict[str
     return read, np.stack(images), failures
 
 
-def _read_input(path: Path) -> np.ndarray:
+def _read_input(path: Path | str) -> np.ndarray:
     if _is_stdin(path):
         return load_input(_read_stdin(), "standard input")
     try:
@@ -102,11 +101,13 @@ def _read_input(path: Path) -> np.ndarray:
 
 
 def _input_name(path: Path | str) -> Path | str:
-    return STDIN if _is_stdin(path) else Path(path)
+    if _is_stdin(path):
+        return STDIN
+    return runs.absolute(path) if str(path) == STDIN else Path(path)  # a file named "-", told apart from the pipe
 
 
 def _is_stdin(path: Path | str) -> bool:
-    return str(path) == STDIN
+    return isinstance(path, str) and path == STDIN  # a Path("./-") prints as "-" too: that is a file
 
 
 def _read_stdin() -> bytes:
@@ -119,7 +120,7 @@ def _read_stdin() -> bytes:
 
 
 def predict_files(
-    source: Path, paths: list[Path], top_k: int = 3, unsure_below: float = UNSURE_BELOW, show: Path | None = None,
+    source: Path, paths: list[Path | str], top_k: int = 3, unsure_below: float = UNSURE_BELOW, show: Path | None = None,
     backend: str | None = None,
 ) -> dict[str, Any]:
     """Classify each readable file; return the model's id, one answer per such file and one error per other, optionally

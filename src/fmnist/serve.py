@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import copy
 import errno
@@ -175,10 +176,8 @@ async def form_files(request: Request, body: bytes) -> list[tuple[str, bytes]]:
         return {"type": "http.request", "body": body, "more_body": False}
 
     _, options = parse_options_header(request.headers["content-type"])
-    boundary = options.get(b"boundary")
-    if boundary and b"--" + boundary + b"--" not in body:  # python-multipart would drop the last part unsaid
-        raise BadInput(f"the multipart body ends before its closing boundary --{boundary.decode('latin-1')}--: its "
-                       "last part is cut short; send the whole form", 400)
+    if options.get(b"boundary"):
+        require_closed_form(body, options[b"boundary"])
     # Outside the app's scope, Starlette raises its parser's error instead of a 400 that hides the reason.
     outside_app = {key: value for key, value in request.scope.items() if key != "app"}
     try:
@@ -193,13 +192,32 @@ async def form_files(request: Request, body: bytes) -> list[tuple[str, bytes]]:
         hint = " (a file name thousands of characters long?)" if "header size" in str(reason) else ""
         raise BadInput(f"the multipart body cannot be read: {str(reason).rstrip('.')}{hint}", 400) from None
     try:
-        files = [(value.filename or key, await value.read()) for key, value in form.multi_items()
-                 if isinstance(value, UploadFile)]
+        fields = list(dict.fromkeys(key for key, value in form.multi_items() if not isinstance(value, UploadFile)))
+        if fields:  # curl's -F files=<a.png sends a file's bytes as a field: never answered in part, without them
+            several = len(fields) > 1
+            raise BadInput(f"the form's field{'s' if several else ''} {', '.join(map(repr, fields))} "
+                           f"hold{'' if several else 's'} no file (no filename): send each image as a file part, "
+                           "e.g. curl -F files=@shirt.jpg; options go in the query (?top_k=3)", 400)
+        files = [(value.filename or key, await value.read()) for key, value in form.multi_items()]
     finally:
         await form.close()
     if not files:
         raise BadInput("the form holds no files: send each image as a file part", 400)
     return files
+
+
+def require_closed_form(body: bytes, boundary: bytes) -> None:
+    """Refuse a multipart body whose closing boundary is missing, or not on a line of its own, or followed by more:
+    python-multipart would drop its last part, or what follows, without a word."""
+    closing = b"\r\n--" + boundary + b"--"
+    end = (b"\r\n" + body).find(closing)  # the parser's form ends at the first one
+    shown = f"--{boundary.decode('latin-1')}--"
+    if end < 0:
+        raise BadInput(f"the multipart body does not end with its closing boundary {shown} on a line of its own: "
+                       "its last part would be lost; send the whole form", 400)
+    if (b"\r\n" + body)[end + len(closing):].strip():
+        raise BadInput(f"the multipart body goes on after its closing boundary {shown}: what follows would be "
+                       "lost; send one form per request", 400)
 
 
 def json_integer(text: str) -> int:
@@ -211,6 +229,14 @@ def json_integer(text: str) -> int:
     return int(text)
 
 
+def _object_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are each given once (Python keeps the last of two, losing the first's value)."""
+    twice = sorted(key for key, count in collections.Counter(key for key, _ in pairs).items() if count > 1)
+    if twice:
+        raise BadInput(f"the JSON body gives {', '.join(map(json.dumps, twice))} twice: give each key once")
+    return dict(pairs)
+
+
 def _holds_a_boolean(item: list) -> bool:
     """Whether a rectangular nest of JSON lists holds true or false anywhere."""
     return any(isinstance(value, bool) for value in np.asarray(item, dtype=object).flat)
@@ -219,7 +245,7 @@ def _holds_a_boolean(item: list) -> bool:
 def json_inputs(body: bytes) -> np.ndarray:
     """The 28x28 inputs of a JSON body ``{"inputs": [...]}``, each checked like a .npy array."""
     try:
-        document = json.loads(body, parse_int=json_integer)
+        document = json.loads(body, parse_int=json_integer, object_pairs_hook=_object_once)
     except RecursionError:
         raise BadInput("the JSON body is nested too deeply: each input is 28x28 (nested once) or 784 values", 400) \
             from None
@@ -228,6 +254,10 @@ def json_inputs(body: bytes) -> np.ndarray:
     inputs = document.get("inputs") if isinstance(document, dict) else None
     if not isinstance(inputs, list) or not inputs:
         raise BadInput("the JSON body must be an object whose \"inputs\" is a non-empty list of arrays")
+    others = sorted(set(document) - {"inputs"})
+    if others:  # an option sent here would be answered as if read, with its default
+        raise BadInput(f"the JSON body holds {', '.join(map(json.dumps, others))} beside \"inputs\": it takes "
+                       "\"inputs\" alone; options go in the query (?top_k=3)")
     if len(inputs) > MAX_INPUTS:
         raise BadInput(f"{len(inputs)} inputs in one request; the limit is {MAX_INPUTS}", 413)
     images = []
