@@ -62,13 +62,17 @@ def test_an_image_piped_in_is_read_from_standard_input(tmp_path, tiny_run_dir, m
     assert piped["input"] == "-" and piped["top"] == named["top"]
     assert main([*command[:-2], "-", "-"]) == 1
     assert capsys.readouterr().err == "fmnist: error: '-' (standard input) is given twice: it holds one image\n"
-    # A file named "-", given as ./- (or by a glob), is that file, not the pipe.
+    # A file named "-", given as ./- (as ./* expands), is that file, not the pipe, and is named so.
     (tmp_path / "-").write_bytes(photo.read_bytes())
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(photo.read_bytes())))
     assert main([*command[:2], "./-", "-", "--json"]) == 0
     from_file, from_pipe = json.loads(capsys.readouterr().out)["predictions"]
     assert from_file["input"] == str(tmp_path / "-") and from_pipe["input"] == "-"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(photo.read_bytes())))
+    assert main([*command[:2], "./-", "-"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{tmp_path / '-'}: ") and lines[1].startswith("-: ")
 
 
 def test_predict_command_answers_photos_and_arrays(tmp_path, tiny_run_dir, monkeypatch, capsys):

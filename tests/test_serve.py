@@ -229,6 +229,9 @@ def test_a_malformed_form_is_refused_with_its_reason_never_answered_in_part(clie
         answer = client.post("/v1/predict", content=body, headers=multipart)
         assert answer.status_code == 400 and answer.json() == {"error": refusal}
     assert client.post("/v1/predict", content=part("a.png") + b"--b--\r\n\r\n", headers=multipart).status_code == 200
+    other = client.post("/v1/predict", content=part("a.png").replace(b"--b", b"--c") + b"--c--\r\n", headers=multipart)
+    assert other.status_code == 400 and other.json() == {
+        "error": "the multipart body holds no --b boundary: send it with the boundary its Content-Type names"}
     # A file's bytes sent as a field (curl -F 'files=<a.png', a filename*= alone) beside a file would go unanswered.
     for header in (b'name="files"', b'name="files"; filename*=UTF-8\'\'a.png'):
         field = part("x").replace(b'name="files"; filename="x"', header)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import io
 import json
 import re
 import tempfile
@@ -35,27 +35,23 @@ def save_model(model: Any, run_dir: Path) -> str:
     return checksum
 
 
-def verified_model_path(source: Path) -> tuple[Path, str]:
-    """Resolve a run directory or ``.keras`` file to a model whose recorded SHA-256 matches."""
+def verified_model_path(source: Path, copy_to: Path | None = None) -> tuple[Path, str]:
+    """Resolve a run directory or ``.keras`` file to a model whose recorded SHA-256 matches; with ``copy_to``, copy
+    the file there as it is hashed, so that what is loaded from the copy is what was checked."""
     model_path, expected = recorded_model_path(source)
-    return model_path, _require_recorded(model_path, expected, artifacts.sha256_file(model_path))
-
-
-def _verified_model_bytes(source: Path) -> tuple[Path, bytes, str]:
-    """The model file's bytes, read once, and their SHA-256, checked against the recorded one: what is loaded is
-    what was checked, even if the file is replaced meanwhile."""
-    model_path, expected = recorded_model_path(source)
-    data = model_path.read_bytes()
-    return model_path, data, _require_recorded(model_path, expected, hashlib.sha256(data).hexdigest())
-
-
-def _require_recorded(model_path: Path, expected: str, actual: str) -> str:
+    digest = hashlib.sha256()
+    with open(model_path, "rb") as original, open(copy_to, "wb") if copy_to else contextlib.nullcontext() as copy:
+        for chunk in iter(lambda: original.read(1 << 20), b""):
+            digest.update(chunk)
+            if copy:
+                copy.write(chunk)
+    actual = digest.hexdigest()
     if actual != expected:
         raise FmnistError(
             f"{model_path} does not match its recorded SHA-256 (expected {expected}, got {actual}); "
             "the file was changed or damaged: retrain, or restore it from its run"
         )
-    return actual
+    return model_path, actual
 
 
 def recorded_model_path(source: Path) -> tuple[Path, str]:
@@ -89,11 +85,11 @@ def recorded_model_path(source: Path) -> tuple[Path, str]:
     return model_path, expected
 
 
-def _unpack_with_zero_initializers(archive_bytes: bytes, folder: Path) -> None:
+def _unpack_with_zero_initializers(model_path: Path, folder: Path) -> None:
     """Unpack what Keras reads of a .keras archive, every initializer set to zeros, for Keras to load as a folder: the
     saved weights replace them at once, while on JAX drawing each layer's random start compiled a program per shape
     (4 of the 5 s a load of the spec's model took on the 2-core machine)."""
-    with zipfile.ZipFile(io.BytesIO(archive_bytes)) as archive:
+    with zipfile.ZipFile(model_path) as archive:
         missing = sorted(set(ARCHIVE_MEMBERS) - set(archive.namelist()))
         if missing:
             raise ValueError(f"it lacks {', '.join(missing)}")
@@ -117,25 +113,26 @@ def _zero_initializers(node: Any) -> Any:
 
 def load_model(source: Path) -> tuple[Any, str]:
     """Load a checksum-verified Fashion-MNIST model (never with ``safe_mode=False``); return it and its SHA-256."""
-    model_path, archive_bytes, checksum = _verified_model_bytes(source)
-    import keras
-
-    from fmnist.data import NUM_CLASSES, NUM_FEATURES
-
     damaged = "the file is damaged or from another tool; retrain, or restore it from a copy"
-    if not zipfile.is_zipfile(io.BytesIO(archive_bytes)):  # Keras would say "File not found" of a file it opened
-        raise FmnistError(f"{model_path} is not a Keras model (a .keras file is a zip archive): {damaged}")
     # A folder the system refuses (a full disk) is named by the command's own guard, not blamed on the model.
     with tempfile.TemporaryDirectory(prefix="fmnist-model-") as folder:
+        checked, unpacked = Path(folder) / artifacts.MODEL, Path(folder) / "unpacked"
+        model_path, checksum = verified_model_path(source, copy_to=checked)  # the file may be replaced meanwhile
+        import keras
+
+        if not zipfile.is_zipfile(checked):  # Keras would say "File not found" of a file it has just opened
+            raise FmnistError(f"{model_path} is not a Keras model (a .keras file is a zip archive): {damaged}")
         try:
-            _unpack_with_zero_initializers(archive_bytes, Path(folder))
+            _unpack_with_zero_initializers(checked, unpacked)
         except (zipfile.BadZipFile, ValueError) as exc:  # a damaged member, an unreadable config, one missing
             raise FmnistError(f"{model_path} cannot be unpacked ({first_line(exc)}): {damaged}") from exc
         try:
-            model = keras.saving.load_model(folder, compile=False)
+            model = keras.saving.load_model(unpacked, compile=False)
         except Exception as exc:  # Keras raises many types for a bad archive; all mean the same to the user.
             raise FmnistError(f"Keras cannot load {model_path} ({first_line(exc)}): {damaged} "
                               "(--debug shows Keras' error)") from exc
+    from fmnist.data import NUM_CLASSES, NUM_FEATURES
+
     features, classes = model.input_shape[-1], model.output_shape[-1]
     if (features, classes) != (NUM_FEATURES, NUM_CLASSES):
         raise FmnistError(f"{source} maps {features} features to {classes} classes, "

@@ -271,7 +271,7 @@ def _read_object(path: Path, notes: list[str], note_missing: bool = True) -> dic
 def summarize(run_dir: Path) -> dict[str, Any]:
     """What `fmnist runs` shows for one run directory, from whatever of its files are there and readable."""
     run_dir = Path(run_dir)
-    if (run_dir / artifacts.SEED_GROUP).is_file():  # listed as a run only when none of its runs was begun
+    if (run_dir / artifacts.SEED_GROUP).is_file() and not _has_runs(run_dir):  # stopped before its first run began
         return _unbegun_group(run_dir)
     notes: list[str] = []
     config = _read_object(run_dir / artifacts.CONFIG, notes)
@@ -338,13 +338,20 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def _has_runs(folder: Path) -> bool:
+    try:
+        return any((inner / artifacts.CONFIG).is_file() for inner in folder.iterdir())
+    except OSError:  # a folder we may not read
+        return False
+
+
 def _unbegun_group(group_dir: Path) -> dict[str, Any]:
     """What `fmnist runs` shows for a ``--seeds`` group stopped before its first run began (its group.json alone)."""
     record = _read_object(group_dir / artifacts.SEED_GROUP, [])  # unreadable: said below as damaged
     settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
-    planned = _planned_seeds(group_dir)
+    planned = _planned_seeds(record)
     notes = [f"{artifacts.SEED_GROUP} damaged: restore it from a copy" if planned is None else
-             f"no seed begun: fmnist train --resume {group_dir} trains its {len(planned)} seeds"]
+             f"no seed begun: {resume_command(group_dir)} trains its {len(planned)} seeds"]
     created = record.get("created") or _iso(dt.datetime.fromtimestamp(group_dir.stat().st_mtime, dt.timezone.utc))
     return {
         "run": group_dir.name, "path": str(absolute(group_dir)), "created": str(created),
@@ -420,12 +427,11 @@ def pick_members(candidates: Iterable[tuple[Any, bool, Any]]) -> dict[Any, Any]:
     return found
 
 
-def _planned_seeds(group_dir: Path) -> list[int] | None:
-    """The seeds a group's group.json plans, or None when it is missing or damaged (what its resume would refuse)."""
+def _planned_seeds(record: dict[str, Any]) -> list[int] | None:
+    """The seeds a group's group.json ``record`` plans, or None when it is damaged (what its resume would refuse)."""
     from fmnist.seeds import check_count
     from fmnist.settings import TrainSettings
 
-    record = _read_object(group_dir / artifacts.SEED_GROUP, [])
     count = record.get("seeds")
     settings = record.get("settings")
     first = settings.get("seed", TrainSettings().seed) if isinstance(settings, dict) else None
@@ -448,7 +454,7 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
             members.setdefault(group.as_posix(), []).append(row)
     groups = []
     for group, rows_of_group in members.items():
-        planned = _planned_seeds(Path(runs_dir) / group)
+        planned = _planned_seeds(_read_object(Path(runs_dir) / group / artifacts.SEED_GROUP, []))
         picked = pick_members((r["settings"].get("seed"), r["status"] == FINISHED, r) for r in reversed(rows_of_group)
                               if isinstance(r["settings"].get("seed"), int))  # rows come newest first
         scored = [row for seed, row in picked.items() if (planned is None or seed in planned)

@@ -209,14 +209,20 @@ async def form_files(request: Request, body: bytes) -> list[tuple[str, bytes]]:
 def require_closed_form(body: bytes, boundary: bytes) -> None:
     """Refuse a multipart body whose closing boundary is missing, or not on a line of its own, or followed by more:
     python-multipart would drop its last part, or what follows, without a word."""
-    closing = b"\r\n--" + boundary + b"--"
-    end = (b"\r\n" + body).find(closing)  # the parser's form ends at the first one
-    shown = f"--{boundary.decode('latin-1')}--"
-    if end < 0:
-        raise BadInput(f"the multipart body does not end with its closing boundary {shown} on a line of its own: "
-                       "its last part would be lost; send the whole form", 400)
-    if (b"\r\n" + body)[end + len(closing):].strip():
-        raise BadInput(f"the multipart body goes on after its closing boundary {shown}: what follows would be "
+    delimiter, shown = b"--" + boundary, f"--{boundary.decode('latin-1')}"
+    if body.startswith(delimiter + b"--"):  # a form of no parts
+        rest = body[len(delimiter) + 2:]
+    else:
+        end = body.find(b"\r\n" + delimiter + b"--")  # the parser's form ends at the first one
+        if end < 0:
+            if delimiter not in body:
+                raise BadInput(f"the multipart body holds no {shown} boundary: send it with the boundary its "
+                               "Content-Type names", 400)
+            raise BadInput(f"the multipart body does not end with its closing boundary {shown}-- on a line of its "
+                           "own: its last part would be lost; send the whole form", 400)
+        rest = body[end + len(delimiter) + 4:]
+    if rest.strip():
+        raise BadInput(f"the multipart body goes on after its closing boundary {shown}--: what follows would be "
                        "lost; send one form per request", 400)
 
 
