@@ -146,7 +146,7 @@ def predict_files(
             log.warning("--show draws the first %d of the %d inputs", MAX_SHOWN, len(images))
         shown = slice(MAX_SHOWN)
         maps = occlusion_maps(classifier.probabilities, images[shown], probabilities[shown].argmax(axis=1))
-        predictions_png(images[shown], probabilities[shown], maps, [str(p) for p in paths[shown]], show)
+        predictions_png(images[shown], probabilities[shown], maps, [str(_input_name(p)) for p in paths[shown]], show)
     return {
         "model_sha256": classifier.sha256,
         "predictions": [
