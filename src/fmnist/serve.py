@@ -73,6 +73,7 @@ PREDICT_BODY = {
             "schema": {
                 "type": "object",
                 "required": ["inputs"],
+                "additionalProperties": False,  # options go in the query; a key beside inputs is refused
                 "properties": {"inputs": {
                     "type": "array", "minItems": 1, "maxItems": MAX_INPUTS, "items": {"type": "array"},
                     "description": "Each input is 28x28 (nested) or 784 values, light on dark: floats in [0, 1], "
