@@ -118,6 +118,7 @@ def bad_files() -> list[tuple[str, str, bytes, int]]:
         ("npy-inf", "a.npy", npy(np.full(784, np.inf)), 422),
         ("npy-int-300", "a.npy", npy(np.full((28, 28), 300, np.int32)), 422),
         ("npy-int-negative", "a.npy", npy(np.full((28, 28), -1, np.int16)), 422),
+        ("npy-mask-of-integers", "a.npy", npy((pixels > 0.5).astype(np.uint8)), 422),  # 0/1 read as pixels: black
         ("npy-bool", "a.npy", npy(np.ones((28, 28), bool)), 422),
         ("npy-complex", "a.npy", npy(np.ones(784, complex)), 422),
         ("npy-strings", "a.npy", npy(np.array(["x"] * 784)), 422),
@@ -161,4 +162,5 @@ def bad_json_bodies() -> list[tuple[str, bytes, int]]:
         ("too-many-inputs", ('{"inputs": [' + ",".join(["[" + row + "]"] * 65) + "]}").encode(), 413),
         ("inputs-twice", ('{"inputs": [[' + row + ']], "inputs": [[' + row + "], [" + row + "]]}").encode(), 422),
         ("an-option-in-the-body", ('{"inputs": [[' + row + ']], "top_k": 1}').encode(), 422),
+        ("floats-that-lost-their-point", ('{"inputs": [[' + ",".join(["0", "1"] * 392) + "]]}").encode(), 422),
     ]

@@ -77,7 +77,8 @@ PREDICT_BODY = {
                 "properties": {"inputs": {
                     "type": "array", "minItems": 1, "maxItems": MAX_INPUTS, "items": {"type": "array"},
                     "description": "Each input is 28x28 (nested) or 784 values, light on dark: floats in [0, 1], "
-                                   "or integers 0-255 read as pixels (a list of integers only counts as pixels).",
+                                   "or integers 0-255 read as pixels (a list of integers only counts as pixels; "
+                                   "one of 0s and 1s alone is refused, a black image as pixels).",
                 }},
             },
         },
