@@ -449,6 +449,10 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
         if unknown:  # ?topk=1 would otherwise be answered with the default top 3, as if it had been read
             raise BadInput(f"unknown query parameter{'s' * (len(unknown) > 1)} {', '.join(unknown)}: /v1/predict takes "
                            f"{', '.join(sorted(PREDICT_PARAMETERS))}")
+        repeated = sorted(key for key in PREDICT_PARAMETERS if len(request.query_params.getlist(key)) > 1)
+        if repeated:  # one of the values would be answered as if it were the only one
+            raise BadInput(f"query parameter {repeated[0]} given {len(request.query_params.getlist(repeated[0]))} "
+                           "times: give it once")
         names, images = await read_inputs(request, max_body_bytes)
         probabilities = await request.app.state.batcher.predict(images.reshape(len(images), -1))
         maps = await explain_inputs(request, images, probabilities.argmax(axis=1)) if explain else [None] * len(images)
