@@ -148,12 +148,14 @@ def test_arrays_of_floats_and_pixel_integers_are_read(values, expected):
 def test_integers_0_and_1_alone_are_refused_not_read_as_a_black_image():
     mask = np.zeros((28, 28), np.uint8)
     mask[8:20, 10:18] = 1  # a garment's mask, or floats in [0, 1] written without their decimal point
-    with pytest.raises(BadInput, match="^a holds the integers 0 and 1 alone, which as pixels 0-255 make a black "
-                                       r"image: send pixels 0-255 \(value x 255\), or floats in \[0, 1\]$"):
-        check_array(mask, "a")
+    for refused in (mask, np.ones(784, np.int64)):
+        with pytest.raises(BadInput, match=r"^a holds integers no higher than 1, which as pixels 0-255 make a black "
+                                           r"image: multiply them by 255 to send pixels, or send floats in \[0, 1\]$"):
+            check_array(refused, "a")
     np.testing.assert_allclose(check_array(mask * 255, "a"), mask)  # as pixels, or as floats, it is read
     np.testing.assert_allclose(check_array(mask.astype(np.float32), "a"), mask)
     np.testing.assert_allclose(check_array(mask * 2, "a"), mask * 2 / 255)  # a dark image, but not 0 and 1 alone
+    np.testing.assert_array_equal(check_array(np.zeros(784, np.uint8), "a"), 0)  # blank, and answered as such
 
 
 def test_a_16_bit_png_is_scaled_to_8_bits_not_clipped():

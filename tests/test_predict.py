@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from fmnist import artifacts, model_files
 from fmnist.cli import main
 from fmnist.data import CLASS_NAMES, load_dataset, to_features
 from fmnist.errors import FmnistError
-from fmnist.predict import MAX_FILE_BYTES, Classifier, as_text, describe, predict_files
+from fmnist.predict import MAX_FILE_BYTES, Classifier, as_text, describe, predict_files, shown_name
 from samples import encode, garment, jpeg_with_damaged_exif, npy, photo_like, png_claiming
 
 
@@ -73,6 +74,7 @@ def test_an_image_piped_in_is_read_from_standard_input(tmp_path, tiny_run_dir, m
     assert main([*command[:2], "./-", "-"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"{tmp_path / '-'}: ") and lines[1].startswith("-: ")
+    assert [shown_name(p) for p in (Path("./-"), "-", tmp_path / "shirt.png")] == ["-", "standard input", "shirt.png"]
 
 
 def test_predict_command_answers_photos_and_arrays(tmp_path, tiny_run_dir, monkeypatch, capsys):

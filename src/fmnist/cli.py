@@ -64,8 +64,9 @@ PREDICT_DETAILS = f"""\
 A photo is prepared as Fashion-MNIST's images were made from product photos: its backdrop trimmed (even when noisy or
 unevenly lit), the garment scaled to fit 28x28 and centred, turned light on dark if it is darker than its backdrop,
 the backdrop 0 and the garment up to 1. An image already 28x28 keeps its layout. An array goes in as it is: floats in
-[0, 1] or integers 0-255. Files over {defaults.MAX_FILE_MIB} MiB are refused. A file that cannot be read gets its
-error line and the exit status 1, and the others are answered. --show draws what the model saw."""
+[0, 1] or integers 0-255 (integers no higher than 1, not all 0, are refused: black as pixels). Files over
+{defaults.MAX_FILE_MIB} MiB are refused. A file that cannot be read gets its error line and the exit status 1, and the
+others are answered. --show draws what the model saw."""
 SERVE_DETAILS = """\
   GET  /                 a web page: drop photos or draw a garment
   POST /v1/predict       multipart files (photos, .npy) or JSON {"inputs": [28x28 or 784 values, ...]};

@@ -200,15 +200,15 @@ def _one_image(shape: tuple[int, ...]) -> bool:
 
 
 def check_array(values: np.ndarray, name: str) -> np.ndarray:
-    """Validate a model-ready array: 28x28 or 784 values, floats in [0, 1] or integer pixels 0-255."""
+    """Validate a model-ready array: 28x28 or 784 values, floats in [0, 1] or integer pixels 0-255 (not a 0/1 mask)."""
     if not _one_image(values.shape):
         raise BadInput(f"{name} has shape {values.shape}; give 28x28 or 784 values")
     if values.dtype.kind in "iu":
         if values.min() < 0 or values.max() > 255:
             raise BadInput(f"{name} holds integers outside 0-255 (integers are read as pixels)")
         if values.max() == 1:  # values in [0, 1] that lost their decimal point (JavaScript writes 1.0 as 1)
-            raise BadInput(f"{name} holds the integers 0 and 1 alone, which as pixels 0-255 make a black image: "
-                           "send pixels 0-255 (value x 255), or floats in [0, 1]")
+            raise BadInput(f"{name} holds integers no higher than 1, which as pixels 0-255 make a black image: "
+                           "multiply them by 255 to send pixels, or send floats in [0, 1]")
         values = values.astype(np.float32) / 255.0
     elif values.dtype.kind == "f":
         if not np.isfinite(values).all():

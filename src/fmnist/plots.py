@@ -330,7 +330,7 @@ def predictions_png(
                              width_ratios=ratios)
     for (image_ax, evidence_ax, bar_ax), image, probs, evidence, name in zip(axes, images, probabilities, maps, names):
         _show(image_ax, _gray(image, "gray"))  # as the model saw it: light on dark
-        image_ax.set_title(_shortened(Path(name).name), fontsize=9)
+        image_ax.set_title(_shortened(name), fontsize=9)
         best = int(np.argmax(probs))
         _show(evidence_ax, _evidence_rgba(image, evidence))
         evidence_ax.set_title(f"red: for {CLASS_NAMES[best]}, blue: against\n{largest_change(evidence)}", fontsize=9)

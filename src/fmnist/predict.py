@@ -106,6 +106,11 @@ def _input_name(path: Path | str) -> Path | str:
     return runs.absolute(path) if str(path) == STDIN else Path(path)  # a file named "-", told apart from the pipe
 
 
+def shown_name(path: Path | str) -> str:
+    """An input's title in --show's picture: its file's name, or "standard input" for the pipe."""
+    return "standard input" if _is_stdin(path) else Path(path).name
+
+
 def _is_stdin(path: Path | str) -> bool:
     return isinstance(path, str) and path == STDIN  # a Path("./-") prints as "-" too: that is a file
 
@@ -146,7 +151,7 @@ def predict_files(
             log.warning("--show draws the first %d of the %d inputs", MAX_SHOWN, len(images))
         shown = slice(MAX_SHOWN)
         maps = occlusion_maps(classifier.probabilities, images[shown], probabilities[shown].argmax(axis=1))
-        predictions_png(images[shown], probabilities[shown], maps, [str(_input_name(p)) for p in paths[shown]], show)
+        predictions_png(images[shown], probabilities[shown], maps, [shown_name(p) for p in paths[shown]], show)
     return {
         "model_sha256": classifier.sha256,
         "predictions": [
