@@ -141,6 +141,19 @@ def test_drawing_on_the_canvas_shows_probabilities(page, tmp_path):
     assert seen_brightness(page) == 0 and evidence_tints(page) == (0, 0) and page.inner_text("#timing") == ""
     assert np.isclose(page.evaluate("document.querySelector('#pad').getContext('2d').getImageData(140, 140, 1, 1)"
                                     ".data[0]"), 255)
+    # A right click draws nothing and sends nothing; Clear wipes the drawing, never a photo's answer.
+    sent = len([url for url in page.requested if "/v1/predict" in url])
+    page.mouse.click(x + 140, y + 140, button="right")
+    assert page.evaluate("document.querySelector('#pad').getContext('2d').getImageData(140, 140, 1, 1).data[0]") == 255
+    pick(page, photo)  # the same file again: as a user picks it
+    page.wait_for_selector('#evidence[data-input="shirt.png"]')
+    assert len([url for url in page.requested if "/v1/predict" in url]) == sent + 2  # the photo's answer and map
+    page.click("#clear")
+    assert page.locator("#bars li").count() == len(CLASS_NAMES) and page.get_attribute("#timing", "data-input") == \
+        "shirt.png" and page.is_visible("#preview")
+    # A file dropped beside the box is kept from replacing the page (and what it shows).
+    assert page.evaluate("document.body.dispatchEvent(new DragEvent('drop', {bubbles: true, cancelable: true}))") \
+        is False
 
 
 def pick(page, path) -> None:
@@ -198,11 +211,24 @@ def test_a_failed_upload_wipes_the_previous_answer_and_the_same_file_can_be_trie
         pick(page, notes)
         page.wait_for_selector("#error:not([hidden])")
         assert page.inner_text("#error").startswith("notes.txt is not a supported image")  # named once
+        page.wait_for_selector("#preview", state="hidden")  # no broken picture beside the reason
         assert page.locator("#bars li").count() == 0 and page.inner_text("#label") == "—"
         assert page.inner_text("#timing") == "" and seen_brightness(page) == 0
         sent = [url for url in page.requested if "/v1/predict" in url]
         assert len(sent) == 2 + attempt, sent  # the photo's answer and map, then one per pick of the notes
         page.evaluate("document.querySelector('#error').hidden = true")
+
+
+def test_a_photo_over_the_servers_limit_is_refused_by_the_page_before_it_is_sent(page, tmp_path):
+    limit = httpx.get(page.url + "v1/model").json()["max_body_bytes"]
+    big = tmp_path / "big.png"
+    big.write_bytes(encode(garment()) + b"\0" * limit)  # a PNG with the server's whole limit of trailing bytes
+    page.set_input_files("#file-input", str(big))
+    page.wait_for_selector("#error:not([hidden])")
+    mib = f"{(big.stat().st_size / 2**20):.1f}"
+    assert page.inner_text("#error") == (f"big.png is {mib} MiB: the server takes at most {limit / 2**20:.1f} MiB a "
+                                         "request (fmnist serve --max-upload-mb); pick a smaller image")
+    assert not [url for url in page.requested if "/v1/predict" in url]
 
 
 def test_a_server_that_fails_or_goes_away_is_explained_and_the_page_recovers(browser, server, real_data_dir, tmp_path):

@@ -11,13 +11,15 @@ async function call(url, options = {}) {
     response = await fetch(url, options);
   } catch (err) {
     if (err.name === "AbortError") throw err;
+    if (err.name === "TimeoutError") throw new Error("the server did not answer in time");
     throw new Error("the server did not answer: is 'fmnist serve' still running?");
   }
   let body = null;
   try {
     body = await response.json();
   } catch (err) {
-    if (err.name === "AbortError") throw err; // otherwise not JSON: a proxy's error page, say
+    if (options.signal?.aborted) throw options.signal.reason; // cancelled, or out of time: not a body's fault
+    // otherwise not JSON: a proxy's error page, say
   }
   if (!response.ok) {
     throw new Error(body?.error ?? `the server answered ${response.status} ${response.statusText}`.trim());
@@ -28,10 +30,12 @@ async function call(url, options = {}) {
 
 // The model's details, asked for once; asked again at the next upload if they could not be read.
 let modelDetails = null;
+let maxBodyBytes = Infinity; // the server's limit on a request, from the model's details
 function loadModel() {
   // A server that never answers must not hold every upload back: give up after 10 s, and ask again next time.
   modelDetails ??= call("/v1/model", { signal: AbortSignal.timeout(10000) }).then((info) => {
     classes = info.classes;
+    maxBodyBytes = info.max_body_bytes ?? Infinity;
     const accuracy = info.metrics ? `test accuracy ${(100 * info.metrics.test_accuracy).toFixed(1)}%, ` : "";
     $("model").textContent = `run ${info.run}: ${accuracy}model ${info.model_sha256.slice(0, 12)}`;
   }).catch((err) => {
@@ -46,6 +50,7 @@ function loadModel() {
 // older request is cancelled (the server stops working on a request whose client has gone).
 let latest = 0;
 let inFlight = null;
+let answering = null; // "photo" or "drawing": what the latest request, and the answer on screen, are for
 
 function predict(blob, name, query, signal) {
   const form = new FormData();
@@ -54,8 +59,11 @@ function predict(blob, name, query, signal) {
 }
 
 // The answer first; the occlusion map (some 627 forward passes) follows in a second request, so it never delays it.
-async function classify(blob, name) {
+// `input` may be a promise of the image: its number is taken first, so that a Clear while a drawing's PNG is made
+// drops its answer.
+async function classify(input, name, source) {
   const request = ++latest;
+  answering = source;
   let shown = false; // this input's answer is on screen: an error of its map alone leaves it there
   inFlight?.abort();
   const controller = inFlight = new AbortController();
@@ -64,7 +72,13 @@ async function classify(blob, name) {
   $("status").textContent = `classifying ${name}…`;
   document.body.classList.add("busy");
   try {
+    const blob = await input;
     await loadModel(); // the bars are drawn in the classes' order
+    if (blob.size + 1024 + 3 * name.length > maxBodyBytes) { // the form's own lines, and the name in UTF-8
+      const mib = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+      throw new Error(`${name} is ${mib(blob.size)}: the server takes at most ${mib(maxBodyBytes)} a request ` +
+                      "(fmnist serve --max-upload-mb); pick a smaller image");
+    }
     const answer = await predict(blob, name, `top_k=${classes.length}&include_pixels=true`, controller.signal);
     if (request !== latest) return;
     const prediction = answer.predictions[0];
@@ -211,7 +225,7 @@ function pickFile(files) {
   showPhoto(file);
   $("note").textContent = files.length > 1 ? `${files.length} files given: the page classifies one, ${file.name}` : "";
   $("note").hidden = files.length < 2;
-  classify(file, file.name);
+  classify(file, file.name, "photo");
 }
 
 function setUpDrop() {
@@ -220,8 +234,14 @@ function setUpDrop() {
   input.addEventListener("change", () => pickFile(input.files));
   // Emptied as the picker opens, so that picking the same file again (to retry, say) classifies it again.
   input.addEventListener("click", () => { input.value = ""; });
+  // A file dropped beside the box would replace the page with itself, and lose what it shows.
+  for (const type of ["dragover", "drop"]) window.addEventListener(type, (event) => event.preventDefault());
+  // A file that is no image leaves no broken picture: the server's reason says what it is.
+  $("preview").addEventListener("error", () => { if ($("preview").getAttribute("src")) showPhoto(null); });
   drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("dragleave", (event) => {
+    if (!drop.contains(event.relatedTarget)) drop.classList.remove("over"); // not when over the box's own text
+  });
   drop.addEventListener("drop", (event) => {
     event.preventDefault();
     drop.classList.remove("over");
@@ -237,13 +257,16 @@ function setUpPad() {
   context.lineWidth = 18;
   context.lineCap = context.lineJoin = "round";
   context.strokeStyle = "#111";
-  let drawing = false;
-  const point = (event) => {
+  let drawing = null; // the pointer drawing: one at a time, so a second finger draws no stray line
+  const point = (event) => { // within the border, which the canvas' own pixels lie inside
     const box = pad.getBoundingClientRect();
-    return [(event.clientX - box.left) * pad.width / box.width, (event.clientY - box.top) * pad.height / box.height];
+    return [(event.clientX - box.left - pad.clientLeft) * pad.width / pad.clientWidth,
+            (event.clientY - box.top - pad.clientTop) * pad.height / pad.clientHeight];
   };
+  pad.addEventListener("contextmenu", (event) => event.preventDefault());
   pad.addEventListener("pointerdown", (event) => {
-    drawing = true;
+    if (drawing !== null || !event.isPrimary || event.button !== 0) return; // a right click draws nothing
+    drawing = event.pointerId;
     pad.setPointerCapture(event.pointerId);
     context.beginPath();
     context.moveTo(...point(event));
@@ -251,19 +274,21 @@ function setUpPad() {
     context.stroke();
   });
   pad.addEventListener("pointermove", (event) => {
-    if (!drawing) return;
+    if (event.pointerId !== drawing) return;
     context.lineTo(...point(event));
     context.stroke();
   });
-  pad.addEventListener("pointerup", () => {
-    if (!drawing) return;
-    drawing = false;
+  const strokeEnded = (event) => { // lifted, or cancelled by the browser (a touch taken for a gesture): classified
+    if (event.pointerId !== drawing) return;
+    drawing = null;
     showPhoto(null); // the answer is the drawing's now: a photo left in its panel would read as the one answered
-    pad.toBlob((blob) => classify(blob, "drawing.png"), "image/png");
-  });
+    classify(new Promise((resolve) => pad.toBlob(resolve, "image/png")), "drawing.png", "drawing");
+  };
+  pad.addEventListener("pointerup", strokeEnded);
+  pad.addEventListener("pointercancel", strokeEnded);
   $("clear").addEventListener("click", () => {
     clear();
-    forgetAnswer(true); // an answer still on its way belongs to the drawing just wiped
+    if (answering === "drawing") forgetAnswer(true); // its answer, or the one on its way; a photo's stays
   });
 }
 
