@@ -26,8 +26,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
-from starlette.datastructures import UploadFile
 from python_multipart.multipart import parse_options_header
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
@@ -78,7 +78,7 @@ PREDICT_BODY = {
                     "type": "array", "minItems": 1, "maxItems": MAX_INPUTS, "items": {"type": "array"},
                     "description": "Each input is 28x28 (nested) or 784 values, light on dark: floats in [0, 1], "
                                    "or integers 0-255 read as pixels (a list of integers only counts as pixels; "
-                                   "one of 0s and 1s alone is refused, a black image as pixels).",
+                                   "one no higher than 1, not all 0, is refused: a black image as pixels).",
                 }},
             },
         },

@@ -13,8 +13,8 @@ from typing import Any, Callable
 import optuna
 
 from fmnist import artifacts, defaults
-from fmnist.runs import absolute
 from fmnist.errors import FmnistError, first_line
+from fmnist.runs import absolute
 
 log = logging.getLogger(__name__)
 
