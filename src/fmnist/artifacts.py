@@ -3,6 +3,7 @@ way they are written, and how a run's history is read back."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -49,11 +50,14 @@ TUNE_REPORT = "tune_report.html"
 DATA_MANIFEST = "manifest.json"  # in the dataset's cache: the source files the cached arrays were verified from
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, copy_to: Path | None = None) -> str:
+    """The file's SHA-256; with ``copy_to``, the file is copied there as it is read, so the copy is what was hashed."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(path, "rb") as f, open(copy_to, "wb") if copy_to else contextlib.nullcontext() as copy:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
+            if copy:
+                copy.write(chunk)
     return digest.hexdigest()
 
 

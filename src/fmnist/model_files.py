@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import re
 import tempfile
@@ -39,13 +37,7 @@ def verified_model_path(source: Path, copy_to: Path | None = None) -> tuple[Path
     """Resolve a run directory or ``.keras`` file to a model whose recorded SHA-256 matches; with ``copy_to``, copy
     the file there as it is hashed, so that what is loaded from the copy is what was checked."""
     model_path, expected = recorded_model_path(source)
-    digest = hashlib.sha256()
-    with open(model_path, "rb") as original, open(copy_to, "wb") if copy_to else contextlib.nullcontext() as copy:
-        for chunk in iter(lambda: original.read(1 << 20), b""):
-            digest.update(chunk)
-            if copy:
-                copy.write(chunk)
-    actual = digest.hexdigest()
+    actual = artifacts.sha256_file(model_path, copy_to)
     if actual != expected:
         raise FmnistError(
             f"{model_path} does not match its recorded SHA-256 (expected {expected}, got {actual}); "

@@ -117,10 +117,15 @@ def create_run_dir(runs_dir: Path, name: str) -> Path:
 def refuse_seed_group(path: Path) -> None:
     """A group made by ``--seeds``, given where one run is wanted, is refused, naming one of its runs."""
     if (Path(path) / artifacts.SEED_GROUP).is_file():
-        members = sorted(member.name for member in Path(path).iterdir() if (member / artifacts.CONFIG).is_file())
+        members = [member.name for member in run_folders(path)]
         example = f", such as {Path(path) / members[0]}" if members else ""
         raise FmnistError(f"{path} is a group of {len(members)} runs made by 'fmnist train --seeds', not one run: "
                           f"give one of its runs{example}")
+
+
+def run_folders(folder: Path) -> list[Path]:
+    """The run directories directly in ``folder`` (those with a config.json), by name."""
+    return sorted(inner for inner in Path(folder).iterdir() if (inner / artifacts.CONFIG).is_file())
 
 
 def require_run_dir(run_dir: Path) -> Path:
@@ -131,7 +136,7 @@ def require_run_dir(run_dir: Path) -> Path:
         raise FmnistError(f"{run_dir!s:.200} has a name that is not UTF-8: rename it, then try again") from None
     refuse_seed_group(run_dir)
     if not (run_dir / artifacts.CONFIG).is_file():
-        inner = sorted(d for d in run_dir.iterdir() if (d / artifacts.CONFIG).is_file()) if run_dir.is_dir() else []
+        inner = run_folders(run_dir) if run_dir.is_dir() else []
         if inner:  # a study's folder, or a runs directory
             raise FmnistError(f"{run_dir} is a folder of runs, not a run: give one of them, such as {inner[0]}")
         raise FmnistError(
@@ -244,8 +249,9 @@ def require_scored(run_dir: Path, needed_for: str) -> None:
     if being_trained(run_dir):
         raise FmnistError(f"{run_dir} is being trained right now; {needed_for} needs it scored: {WAIT_FOR_TRAINING}")
     status = Path(run_dir) / artifacts.STATUS
-    stopped = status.is_file() and artifacts.read_json(status).get("state") in RESUMABLE  # killed even after saving
-    if stopped or (not finished(run_dir) and not (Path(run_dir) / artifacts.MODEL_SHA256).is_file()):
+    state = artifacts.read_json(status).get("state") if status.is_file() else None
+    # Stopped (killed even after its model was saved), or unfinished with no model to score.
+    if state in RESUMABLE or (state != FINISHED and not (Path(run_dir) / artifacts.MODEL_SHA256).is_file()):
         raise FmnistError(f"{run_dir} has not finished training (status {summarize(run_dir)['status']}), so it has "
                           f"no test metrics for {needed_for}; {how_to_finish(run_dir)}")
     raise FmnistError(f"{run_dir / artifacts.METRICS} is missing: 'fmnist evaluate {run_dir}' scores the run")
@@ -340,7 +346,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
 
 def _has_runs(folder: Path) -> bool:
     try:
-        return any((inner / artifacts.CONFIG).is_file() for inner in folder.iterdir())
+        return bool(run_folders(folder))
     except OSError:  # a folder we may not read
         return False
 
