@@ -138,6 +138,65 @@ def test_an_interrupt_while_the_report_is_refreshed_keeps_the_export_and_says_so
             f"not refreshed: run 'fmnist report {copy}'") in caplog.text
 
 
+def test_a_report_that_cannot_be_refreshed_leaves_the_export_kept_and_answered(short_run, tmp_path, caplog):
+    run_dir, folder, _ = short_run
+    copy = shutil.copytree(run_dir, tmp_path / run_dir.name, ignore=shutil.ignore_patterns(artifacts.EXPORTS_DIR))
+    (copy / artifacts.PREDICTIONS).unlink()  # deleted to save room, say: the report cannot be drawn again
+    with caplog.at_level(logging.WARNING, logger="fmnist.export"):
+        record = export_run(copy, "saved_model", "jax", data_dir=folder)
+    assert record["parity"]["passed"] and (copy / record["file"]).is_dir()
+    assert (f"the saved_model export is complete in {copy / artifacts.EXPORTS_DIR / 'saved_model'}; its report was "
+            f"not refreshed: {copy / artifacts.PREDICTIONS} is missing") in caplog.text
+
+
+def test_a_killed_exports_leftovers_are_cleared_and_its_predecessor_put_back(short_run, tmp_path, monkeypatch):
+    run_dir, folder, _ = short_run
+    copy = shutil.copytree(run_dir, tmp_path / run_dir.name, ignore=shutil.ignore_patterns(artifacts.EXPORTS_DIR))
+    first = export_run(copy, "saved_model", "jax", data_dir=folder)
+    exports = copy / artifacts.EXPORTS_DIR
+    # Killed between _replace_dir's two renames: the earlier export set aside, none in its place, a staging folder.
+    (exports / "saved_model").rename(exports / ".saved_model.old")
+    (exports / ".saved_model.k1lled00").mkdir()
+    (exports / ".saved_model.k1lled00" / "variables.data").write_bytes(b"half")
+
+    def broken(model, target, fmt):
+        raise FmnistError("the writer broke")
+
+    monkeypatch.setattr("fmnist.export._write_export", broken)
+    with pytest.raises(FmnistError, match="the writer broke"):
+        export_run(copy, "saved_model", "jax", data_dir=folder)
+    assert [e["created"] for e in list_exports(copy)] == [first["created"]]  # the earlier export, whole again
+    assert sorted(p.name for p in exports.iterdir()) == [".saved_model.lock", "saved_model"]
+
+
+def test_a_second_export_of_the_same_format_at_once_is_refused(tiny_run_dir, tmp_path):
+    import fcntl
+
+    run_dir = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    (run_dir / artifacts.EXPORTS_DIR).mkdir(exist_ok=True)
+    with open(run_dir / artifacts.EXPORTS_DIR / ".onnx.lock", "a") as held:  # as the first export's process holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(FmnistError, match=f"another process is exporting {run_dir} to onnx; wait for it"):
+            export_run(run_dir, "onnx", "tensorflow")
+
+
+def test_a_damaged_export_record_is_left_out_not_shown(tmp_path, caplog):
+    good = {"format": "onnx", "file": "exports/onnx/model.onnx", "sha256": "ab" * 32, "backend": "tensorflow",
+            "created": "2026-12-02T06:00:00Z", "parity": {"max_abs_diff": 1e-7, "top_class_agreement": 1.0}}
+    damaged = {
+        "litert": {**good, "format": "litert", "parity": {"max_abs_diff": None, "top_class_agreement": 1.0}},
+        "saved_model": {**good, "format": "saved_model", "sha256": 12},
+    }
+    for fmt, record in {"onnx": good, **damaged}.items():
+        (tmp_path / artifacts.EXPORTS_DIR / fmt).mkdir(parents=True)
+        artifacts.write_json(tmp_path / artifacts.EXPORTS_DIR / fmt / artifacts.EXPORT_INFO, record)
+    with caplog.at_level(logging.WARNING, logger="fmnist.export"):
+        assert list_exports(tmp_path) == [good]
+    for fmt in damaged:
+        assert f"{tmp_path / artifacts.EXPORTS_DIR / fmt / artifacts.EXPORT_INFO} is not an export record" in (
+            caplog.text)
+
+
 @pytest.mark.parametrize("fmt, runner", [("onnx", run_onnx), ("litert", run_litert), ("saved_model", run_saved_model)],
                          ids=["onnx", "litert", "saved_model"])
 def test_each_format_from_tensorflow_in_a_process_of_its_own(short_run, fmt, runner):

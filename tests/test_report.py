@@ -45,6 +45,17 @@ def test_a_run_evaluated_before_occlusion_maps_existed_gets_the_command_that_add
     assert (run / artifacts.MISCLASSIFIED_PNG).is_file()
 
 
+def test_metrics_without_reliability_bins_drop_the_diagram_an_earlier_scoring_drew(tiny_run_dir, tmp_path):
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    assert (run / artifacts.RELIABILITY_PNG).is_file()
+    metrics = artifacts.read_json(run / artifacts.METRICS)
+    del metrics["reliability"]  # as a hand-edited or older metrics.json
+    artifacts.write_json(run / artifacts.METRICS, metrics)
+    html = build_report(run).read_text()
+    assert "(reliability diagram not available for this run)" in html
+    assert not (run / artifacts.RELIABILITY_PNG).exists()
+
+
 def _changed(arrays: dict, **changes) -> dict:
     return {k: v for k, v in {**arrays, **changes}.items() if v is not None}
 

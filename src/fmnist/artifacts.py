@@ -107,12 +107,25 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
             os.replace(tmp, path)
         except OSError as exc:  # named by the file the user knows, not the temporary one
             raise FmnistError(f"cannot write {path}: {exc.strerror}") from None
-        try:
-            _fsync(path.parent)
-        except OSError:  # some filesystems (FUSE, SMB) cannot sync a folder; the rename itself is done
-            pass
+        fsync_folder(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def fsync_tree(path: Path) -> None:
+    """Flush every file and folder under ``path`` to disk, before a finished folder is renamed into place."""
+    for folder, _, files in os.walk(path, topdown=False):
+        for name in files:
+            _fsync(Path(folder) / name)
+        fsync_folder(Path(folder))
+
+
+def fsync_folder(path: Path) -> None:
+    """Flush a folder's entries (a file renamed into it, say) to disk, where the filesystem can."""
+    try:
+        _fsync(path)
+    except OSError:  # some filesystems (FUSE, SMB) cannot sync a folder; the rename itself is done
+        pass
 
 
 def _fsync(path: Path) -> None:

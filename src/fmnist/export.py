@@ -146,13 +146,25 @@ def _write_export(model: Any, target: Path, fmt: str) -> None:
 
 
 def _replace_dir(staging: Path, final: Path) -> None:
-    """Move ``staging`` to ``final``, replacing an earlier export only once the new one is complete."""
+    """Move ``staging`` to ``final``, replacing an earlier export only once the new one is complete and on disk."""
+    artifacts.fsync_tree(staging)  # else a power cut could leave export.json vouching for a file never written
     old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         final.rename(old)
     staging.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+    artifacts.fsync_folder(final.parent)
+
+
+def _clear_leftovers(exports: Path, fmt: str) -> None:
+    """Undo what a killed export of ``fmt`` left: an earlier export set aside and not yet replaced is put back, and
+    half-written folders go (the caller holds the format's lock, so none of them is another process's)."""
+    final, old = exports / fmt, exports / f".{fmt}.old"
+    if old.is_dir() and not final.exists():
+        old.rename(final)
+    for leftover in exports.glob(f".{fmt}.*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def export_run(run_dir: Path, fmt: str, backend: str, data_dir: Path | None = None) -> dict[str, Any]:
@@ -163,12 +175,36 @@ def export_run(run_dir: Path, fmt: str, backend: str, data_dir: Path | None = No
     exports = run_dir / artifacts.EXPORTS_DIR
     if (exports / fmt).exists() and not (exports / fmt).is_dir():  # it would be set aside, hidden, and left there
         raise FmnistError(f"{exports / fmt} is a file, where the {fmt} export goes: move it away, then export again")
-    config = artifacts.read_json(run_dir / artifacts.CONFIG)
-    model, model_sha256 = model_files.load_model(run_dir)
-    images = _parity_images(config, data_dir)
-    reference = np.asarray(model.predict(images, batch_size=len(images), verbose=0))
     try:
         exports.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise FmnistError(f"cannot write in {exports}: {exc.strerror}") from None
+    busy = f"another process is exporting {run_dir} to {fmt}; wait for it, then export again if need be"
+    with runs.held_lock(exports / f".{fmt}.lock", busy):
+        _clear_leftovers(exports, fmt)
+        config = artifacts.read_json(run_dir / artifacts.CONFIG)
+        model, model_sha256 = model_files.load_model(run_dir)
+        record = _export_into(exports, fmt, model, model_sha256, _parity_images(config, data_dir), backend)
+    if (run_dir / artifacts.METRICS).is_file():  # the report lists the exports; without metrics there is none yet
+        try:
+            build_report(run_dir)
+        except (FmnistError, KeyboardInterrupt) as exc:  # after the export was kept: say so, or it reads as lost
+            reason = f"run 'fmnist report {run_dir}'" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            log.warning("the %s export is complete in %s; its report was not refreshed: %s", fmt, exports / fmt,
+                        reason)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+    else:
+        log.warning("%s has no %s yet: its report will list the export once 'fmnist evaluate' has run",
+                    run_dir, artifacts.METRICS)
+    return record
+
+
+def _export_into(exports: Path, fmt: str, model: Any, model_sha256: str, images: np.ndarray,
+                 backend: str) -> dict[str, Any]:
+    """Write, check and record the export in a staging folder, then move it to ``exports/<fmt>``."""
+    reference = np.asarray(model.predict(images, batch_size=len(images), verbose=0))
+    try:
         staging = Path(tempfile.mkdtemp(dir=exports, prefix=f".{fmt}."))
     except OSError as exc:
         raise FmnistError(f"cannot write in {exports}: {exc.strerror}") from None
@@ -204,16 +240,6 @@ def export_run(run_dir: Path, fmt: str, backend: str, data_dir: Path | None = No
         _replace_dir(staging, exports / fmt)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if (run_dir / artifacts.METRICS).is_file():  # the report lists the exports; without metrics there is none yet
-        try:
-            build_report(run_dir)
-        except KeyboardInterrupt:  # after the export was kept: say so, or "interrupted" alone reads as lost
-            log.warning("the %s export is complete in %s; its report was not refreshed: run 'fmnist report %s'",
-                        fmt, exports / fmt, run_dir)
-            raise
-    else:
-        log.warning("%s has no %s yet: its report will list the export once 'fmnist evaluate' has run",
-                    run_dir, artifacts.METRICS)
     return record
 
 
@@ -231,8 +257,15 @@ def summary_text(run_dir: Path, record: dict[str, Any]) -> str:
     )
 
 
-RECORD_KEYS = {"format", "file", "sha256", "backend", "created", "parity"}
-PARITY_KEYS = {"max_abs_diff", "top_class_agreement"}
+RECORD_TEXTS = ("format", "file", "sha256", "backend", "created")
+PARITY_NUMBERS = ("max_abs_diff", "top_class_agreement")
+
+
+def _is_record(record: Any) -> bool:
+    """Whether ``record`` holds what the report shows of an export, each of the kind it is shown as."""
+    return (isinstance(record, dict) and all(isinstance(record.get(key), str) for key in RECORD_TEXTS)
+            and isinstance(record.get("parity"), dict)
+            and all(artifacts.json_number(record["parity"].get(key)) is not None for key in PARITY_NUMBERS))
 
 
 def list_exports(run_dir: Path) -> list[dict[str, Any]]:
@@ -246,8 +279,7 @@ def list_exports(run_dir: Path) -> list[dict[str, Any]]:
         except FmnistError as exc:
             log.warning("%s", exc)
             continue
-        complete = isinstance(record, dict) and RECORD_KEYS <= set(record)
-        if complete and isinstance(record["parity"], dict) and PARITY_KEYS <= set(record["parity"]):
+        if _is_record(record):
             records.append(record)
         else:
             log.warning("%s is not an export record; left out of the report", path)

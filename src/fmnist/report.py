@@ -222,8 +222,10 @@ def _draw(run_dir: Path, metrics: dict[str, Any], predictions: dict[str, np.ndar
     artifacts.write_text(run_dir / artifacts.CLASSIFICATION_REPORT, classification_report_text(y_true, probabilities))
     plots.confusion_matrix_png(metrics["confusion_matrix"], run_dir / artifacts.CONFUSION_MATRIX_PNG)
     plots.curves_png(history, _kept_epoch(history, scheduled), run_dir / artifacts.CURVES_PNG, scheduled)
+    drawn = set()
     reliability = metrics.get("reliability")
     if reliability:
+        drawn.add(artifacts.RELIABILITY_PNG)
         plots.reliability_png(reliability["before"], reliability["after"], run_dir / artifacts.RELIABILITY_PNG)
     idx = predictions["mistake_indices"]
     y_pred = probabilities[idx].argmax(axis=1)
@@ -231,7 +233,6 @@ def _draw(run_dir: Path, metrics: dict[str, Any], predictions: dict[str, np.ndar
         predictions["mistake_images"], y_true[idx], y_pred, probabilities[idx, y_pred],
         run_dir / artifacts.MISCLASSIFIED_PNG,
     )
-    drawn = set()
     examples = predictions.get("example_indices", ())  # none in a run evaluated before fmnist drew occlusion maps
     if len(examples):
         drawn.add(artifacts.EVIDENCE_CLASSES_PNG)
@@ -246,8 +247,8 @@ def _draw(run_dir: Path, metrics: dict[str, Any], predictions: dict[str, np.ndar
             {"for pred": predictions["mistake_maps"][:, 0], "for true": predictions["mistake_maps"][:, 1]},
             run_dir / artifacts.EVIDENCE_MISTAKES_PNG,
         )
-    for name in {artifacts.EVIDENCE_CLASSES_PNG, artifacts.EVIDENCE_MISTAKES_PNG} - drawn:
-        (run_dir / name).unlink(missing_ok=True)  # one left from an earlier evaluation would show other maps
+    for name in {artifacts.RELIABILITY_PNG, artifacts.EVIDENCE_CLASSES_PNG, artifacts.EVIDENCE_MISTAKES_PNG} - drawn:
+        (run_dir / name).unlink(missing_ok=True)  # one left from an earlier evaluation would show other numbers
 
 
 def headline(run_dir: Path, metrics: dict[str, Any]) -> str:

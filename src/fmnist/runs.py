@@ -183,20 +183,29 @@ CLAIM_ATTEMPTS = 20  # 0.05 s apart, about a second in all: a live training hold
 
 
 @contextlib.contextmanager
-def claim_run(run_dir: Path) -> Iterator[None]:
-    """Hold the run's lock while training it, so no second process (say, a resume) trains it at the same time; the
-    kernel drops it when the process ends, however it ends, so a killed run can be resumed at once."""
-    with open(Path(run_dir) / artifacts.LOCK, "a") as handle:
+def held_lock(lock: Path, busy: str) -> Iterator[None]:
+    """Hold the lock file ``lock`` for the block, or refuse with ``busy`` while another live process holds it; the
+    kernel drops it when the process ends, however it ends, so what a killed process held is free at once."""
+    try:
+        handle = open(lock, "a")
+    except OSError as exc:
+        raise FmnistError(f"cannot write {lock}: {exc.strerror}") from None
+    with handle:
         for attempt in range(CLAIM_ATTEMPTS):
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if attempt == CLAIM_ATTEMPTS - 1:
-                    raise FmnistError(f"{run_dir} is being trained by another process; wait for it or stop it "
-                                      "first") from None
+                    raise FmnistError(busy) from None
                 time.sleep(0.05)  # `fmnist runs` may be looking (runs.being_trained): that lock lasts an instant
         yield
+
+
+def claim_run(run_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold the run's lock while training it, so no second process (say, a resume) trains it at the same time."""
+    return held_lock(Path(run_dir) / artifacts.LOCK,
+                     f"{run_dir} is being trained by another process; wait for it or stop it first")
 
 
 def being_trained(run_dir: Path) -> bool:
