@@ -2,6 +2,7 @@ import copy
 import dataclasses
 import glob
 import json
+import logging
 import os
 import re
 import shlex
@@ -127,6 +128,53 @@ def test_a_trial_the_pruner_gives_up_on_stops_and_is_recorded_as_pruned_but_not_
     # Not at its last epoch: stopping there saves nothing, and the trial ran all its epochs.
     study.optimize(_objective(dataclasses.replace(settings, epochs=1), "jax", tmp_path, dataset), n_trials=1)
     assert study.trials[1].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_a_study_or_storage_that_cannot_be_used_is_refused_before_keras_starts(tmp_path):
+    commands = [["tune", "--train-best", "typo", "--runs-dir", str(tmp_path)],
+                ["tune", "--study", "a/b", "--runs-dir", str(tmp_path)],
+                ["tune", "--storage", "sqlite://", "--runs-dir", str(tmp_path)]]
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys; from fmnist.cli import main; "
+                               f"codes = [main(args) for args in {commands!r}]; "
+                               "print(codes, sorted(m for m in ('keras', 'jax', 'tensorflow') if m in sys.modules))"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert probe.stdout.strip() == "[1, 1, 1] []", probe.stderr
+    for refusal in ("no study 'typo': there is no journal", "study name 'a/b' may hold only",
+                    "sqlite:// keeps the study in memory"):
+        assert f"fmnist: error: {refusal}" in probe.stderr
+
+
+def test_a_trial_that_diverges_is_recorded_and_the_study_goes_on(tmp_path, dataset, caplog):
+    diverging = dataclasses.replace(BASE, learning_rate=1e30)  # the recipe's own settings are the first trial
+    with caplog.at_level(logging.WARNING, logger="fmnist.tune"):
+        result = tune(diverging, "jax", 2, "s1", runs_dir=tmp_path, dataset=dataset)
+    assert result.trials_run == 2 and result.states == {"diverged": 1, "complete": 1}
+    store, _ = open_storage(None, tmp_path)
+    first = optuna.load_study(study_name="s1", storage=store).trials[0]
+    assert re.fullmatch(r"training diverged in epoch \d: the loss became nan", first.user_attrs["diverged"])
+    assert f"trial 0: {first.user_attrs['diverged']}; recorded as failed, the study goes on" in caplog.text
+    assert "--learning-rate" not in caplog.text  # a flag tune does not have: it searches the learning rate
+
+
+def test_a_trial_another_worker_failed_meanwhile_ends_this_worker_in_one_line_its_run_kept(tmp_path, dataset,
+                                                                                            monkeypatch):
+    from fmnist import tune as tune_module
+
+    store, _ = open_storage(None, tmp_path)
+
+    def drawn_then_failed_elsewhere(trial):  # as a worker that found this one's heartbeat stale would
+        suggest(trial)
+        optuna.load_study(study_name="s1", storage=store).tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+    monkeypatch.setattr(tune_module, "suggest", drawn_then_failed_elsewhere)
+    with pytest.raises(FmnistError, match=r"^trial 0 was failed by another worker of the study, to which this worker "
+                                          r"seemed gone .*: its run is kept, and the trial queued in its place "
+                                          r"finishes it; run this command again to go on$"):
+        tune(BASE, "jax", 1, "s1", runs_dir=tmp_path, dataset=dataset)
+    (run,) = (tmp_path / "s1").iterdir()
+    assert json.loads((run / artifacts.STATUS).read_text())["resume"] == f"fmnist train --resume {run}"
 
 
 def _postgres_program(name: str) -> str:
@@ -265,9 +313,10 @@ def test_a_continued_study_runs_again_what_a_stop_or_a_dead_worker_cut_short(tmp
     waiting, failed, running = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.FAIL,
                                 optuna.trial.TrialState.RUNNING)
 
-    def started(worker: str | None) -> optuna.Trial:
+    def started(worker: str | None, host: str = socket.gethostname()) -> optuna.Trial:
         trial = study.ask()
         trial.set_user_attr("worker", worker)
+        trial.set_user_attr("host", host)
         suggest(trial)
         return trial
 
@@ -282,21 +331,26 @@ def test_a_continued_study_runs_again_what_a_stop_or_a_dead_worker_cut_short(tmp
     live = started(worker_key(os.getppid()))  # another worker's, still running
     boot, namespace, _, start = worker_key(os.getpid()).split(" ")
     elsewhere = started(f"{boot} {int(namespace) + 1} {process.pid} {start}")  # another container's: not judged
+    earlier_boot = f"{'0' * 8}{boot[8:]} {namespace} {os.getpid()} {start}"
+    rebooted = started(earlier_boot)  # this machine's, before it last booted: ended with that boot
+    other_machine = started(earlier_boot, host=f"not-{socket.gethostname()}")  # not judged
     broken = started(worker_key(os.getpid()))
     study.tell(broken, state=failed)  # failed by its settings: not run again
 
     again = open_study("s", store, shown, BASE)
     state = {t.number: t.state for t in again.get_trials(deepcopy=False)}
-    assert state[killed.number] == failed
-    assert state[live.number] == state[elsewhere.number] == running
+    assert state[killed.number] == state[rebooted.number] == failed
+    assert state[live.number] == state[elsewhere.number] == state[other_machine.number] == running
     queued = [t for t in again.get_trials(deepcopy=False) if t.state == waiting]
     assert [(t.user_attrs["retry_of"], t.system_attrs["fixed_params"]) for t in queued] == [
-        (stopped.number, stopped.params), (killed.number, killed.params)]
+        (stopped.number, stopped.params), (killed.number, killed.params), (rebooted.number, rebooted.params)]
     assert len(open_study("s", store, shown, BASE).trials) == len(state)  # each is queued once, not each time
 
-    first, second = started(worker_key(os.getpid())), started(worker_key(os.getpid()))
-    assert (first.user_attrs["retry_of"], second.user_attrs["retry_of"]) == (stopped.number, killed.number)
-    study.tell(second, state=failed)  # the killed trial's settings failed in their turn (say, out of memory)
+    first, second, third = (started(worker_key(os.getpid())) for _ in range(3))
+    assert [t.user_attrs["retry_of"] for t in (first, second, third)] == [stopped.number, killed.number,
+                                                                          rebooted.number]
+    for settings_failed in (second, third):  # the dead workers' settings failed in their turn (say, out of memory)
+        study.tell(settings_failed, state=failed)
     retry = first
     for attempt in range(2, MAX_ATTEMPTS + 1):  # the stopped trial's settings, stopped each time they run
         retry.set_user_attr("stopped", True)
@@ -316,6 +370,26 @@ def test_a_continued_study_runs_again_what_a_stop_or_a_dead_worker_cut_short(tmp
         open_study("s", store, shown, dataclasses.replace(BASE, limit=600))
     with pytest.raises(FmnistError, match="study 's' was started with --epochs 2, not 3"):  # before the data load
         tune(dataclasses.replace(BASE, epochs=3), "jax", 1, "s", runs_dir=tmp_path, data_dir=tmp_path / "no data")
+
+
+def test_a_study_made_this_instant_by_another_worker_is_continued_with_its_makers_settings(tmp_path):
+    import threading
+
+    from fmnist.tune import FIXED_SETTINGS, _fixed
+
+    store, shown = open_storage(None, tmp_path)
+    optuna.create_study(study_name="s", storage=store)  # the maker has made it, and not yet recorded its settings
+    maker = threading.Timer(0.5, lambda: optuna.load_study(study_name="s", storage=store).set_user_attr(
+        FIXED_SETTINGS, _fixed(dataclasses.replace(BASE, epochs=3))))
+    maker.start()
+    try:
+        with pytest.raises(FmnistError, match="study 's' was started with --epochs 3, not 2"):
+            open_study("s", store, shown, BASE)
+    finally:
+        maker.join()
+    older = optuna.create_study(study_name="older", storage=store)  # an older fmnist's: none ever come
+    open_study("older", store, shown, BASE)
+    assert older.user_attrs[FIXED_SETTINGS] == _fixed(BASE)
 
 
 def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_hand(tmp_path, dataset):

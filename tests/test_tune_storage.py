@@ -63,6 +63,48 @@ def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path, caplog):
         open_storage("mysql://u:secret@127.0.0.1:1/db", tmp_path)  # no MySQL driver comes with fmnist
 
 
+def test_a_database_url_written_wrong_is_refused_not_taken_for_a_journal(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for url in ("sqlite:study.db", "postgresql:u:secret@host/db", "postgresql+psycopg:u:secret@host/db"):
+        with pytest.raises(FmnistError, match=r"is not a database URL, e\.g\. sqlite:///study\.db") as refused:
+            open_storage(url, tmp_path)  # as tune, which makes a journal
+        assert "secret" not in str(refused.value)
+    assert not any(tmp_path.iterdir())  # no journal, no folder named after the URL
+    with pytest.raises(FmnistError, match=r"^postgres://u:\*\*\*@host/db: SQLAlchemy names PostgreSQL 'postgresql', "
+                                          r"not 'postgres': write postgresql://...$"):
+        open_storage("postgres://u:secret@host/db", tmp_path)
+
+
+def test_a_database_of_another_optuna_version_is_one_line_with_optunas_advice(tmp_path):
+    import sqlite3
+
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name="s", storage=url)
+    with contextlib.closing(sqlite3.connect(tmp_path / "study.db")) as database, database:
+        database.execute("update alembic_version set version_num = 'v0.9.0.a'")  # as an older Optuna left it
+    with pytest.raises(FmnistError, match=r"^cannot open the study storage sqlite:///.*study\.db: .*optuna storage "
+                                          r"upgrade"):
+        write_report("s", storage=url, runs_dir=tmp_path)
+
+
+def test_a_heartbeat_the_database_refuses_is_said_and_tried_again_not_the_end_of_the_beats(tmp_path, caplog):
+    import sqlite3
+
+    import optuna
+
+    store, _ = open_storage(f"sqlite:///{tmp_path / 'study.db'}", tmp_path)
+    trial = optuna.create_study(study_name="s", storage=store).ask()
+    store.record_heartbeat(trial._trial_id)
+    with contextlib.closing(sqlite3.connect(tmp_path / "study.db")) as database, database:
+        database.execute("alter table trial_heartbeats rename to away")  # as a server that fails a write
+    with caplog.at_level(logging.WARNING, logger="fmnist.tune_storage"):
+        store.record_heartbeat(trial._trial_id)  # Optuna's heartbeat thread would end on an exception here
+    assert ("could not record this worker's heartbeat in the study's database ((sqlite3.OperationalError) no such "
+            "table: trial_heartbeats); trying again in 60 s") in caplog.text
+
+
 def test_the_lock_of_a_journal_in_a_relative_folder_is_waited_out_or_named(tmp_path, monkeypatch):
     import optuna
 

@@ -292,21 +292,18 @@ def cmd_tune(args: argparse.Namespace) -> None:
         return
     if args.train_best:
         _refuse_given(args, ("trials", "timeout", "study"), "--train-best trains one run of the study it names")
-    from fmnist.backend import activate
-
     base = _settings_from_args(args)
-    backend = activate(args.backend, base.architecture)
     if args.train_best:
         from fmnist.tune import train_best
 
-        _emit_training(args, train_best(args.train_best, base, backend, storage=args.storage,
+        _emit_training(args, train_best(args.train_best, base, args.backend, storage=args.storage,
                                         runs_dir=args.runs_dir, data_dir=args.data_dir))
         return
     import dataclasses
 
     from fmnist.tune import summary, tune
 
-    result = tune(base, backend, args.trials or defaults.TUNE_TRIALS, args.study or defaults.TUNE_STUDY,
+    result = tune(base, args.backend, args.trials or defaults.TUNE_TRIALS, args.study or defaults.TUNE_STUDY,
                   storage=args.storage, runs_dir=args.runs_dir, data_dir=args.data_dir, timeout=args.timeout)
     _emit(args, summary(result), dataclasses.asdict(result))
 

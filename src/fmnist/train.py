@@ -32,6 +32,10 @@ PACKAGES = ("keras", "jax", "jaxlib", "tensorflow-cpu", "tensorflow", "numpy", "
 class Diverged(FmnistError):
     """The loss became NaN or infinite: resuming would diverge again, the run needs other settings."""
 
+    def __init__(self, epoch: int, loss: float, learning_rate: float):
+        self.what = f"training diverged in epoch {epoch}: the loss became {loss}"  # without the flag to change
+        super().__init__(f"{self.what}; lower the learning rate (--learning-rate, now {learning_rate:g})")
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -111,8 +115,7 @@ def make_callbacks(settings: TrainSettings, run_dir: Path) -> list:
         def on_epoch_end(self, epoch, logs=None):
             stopping.check()  # a Ctrl-C swallowed during the epoch stops the run here, before the epoch is kept
             if not np.isfinite(logs["loss"]):  # every later epoch, and the saved model, would be NaN too
-                raise Diverged(f"training diverged in epoch {epoch + 1}: the loss became {logs['loss']}; "
-                                  f"lower the learning rate (--learning-rate, now {settings.learning_rate:g})")
+                raise Diverged(epoch + 1, logs["loss"], settings.learning_rate)
             logs["seconds"] = round(time.perf_counter() - self.started, 3)
             logs["learning_rate"] = self.learning_rate
 

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -17,8 +18,9 @@ from fmnist import artifacts, runs
 from fmnist.data import Dataset
 from fmnist.errors import FmnistError
 from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag
+from fmnist.train import Diverged
 from fmnist.tune_storage import (
-    absolute_storage, default_runs_dir, is_database, open_storage, storage_file, worker_gone, worker_key,
+    GRACE_S, absolute_storage, default_runs_dir, is_database, open_storage, storage_file, worker_gone, worker_key,
 )
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ STUDY_NAME_CHARS = "-_."
 MAX_ATTEMPTS = 4
 # The study's user attribute that keeps the settings every trial shares.
 FIXED_SETTINGS = "fixed_settings"
+FIXED_SETTINGS_WAITS = 20  # 0.1 s apart: how long a continued study without them waits for its maker to record them
 
 
 @dataclass(frozen=True)
@@ -127,47 +130,61 @@ def pruning_callback(trial: optuna.Trial, pruned_at: list[int], reported: set[in
     return callback
 
 
-def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Dataset) -> Callable[[optuna.Trial], float]:
-    from fmnist.train import train
-
+def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Dataset,
+               taken_over: list[int] | None = None) -> Callable[[optuna.Trial], float]:
+    """The trial's function for Optuna; the number of a trial another worker failed meanwhile goes in ``taken_over``."""
     def objective(trial: optuna.Trial) -> float:
-        # Who runs it: a continued study on this machine tells a dead worker's trial from a live one's.
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("worker", worker_key(os.getpid()))
-        # In UTC, as a run's "created": Optuna's own datetime_start is naive local time, read in this process's zone.
-        trial.set_user_attr("started", runs.utc_now())
-        suggest(trial)
-        pruned_at: list[int] = []
-        reported: set[int] = set()
-        settings = settings_for(base, trial.params, name=trial_name(trial.number))
-        callbacks = [pruning_callback(trial, pruned_at, reported)]
-        first = _first_attempt(trial)
-        cut_short = None if first is None else _cut_short_run(runs_dir, first.number, first.user_attrs.get("started"),
-                                                                settings, backend, dataset)
-        try:
-            run_dir = None if cut_short is None else _finish(cut_short, dataset, callbacks)
-            if run_dir is None:
-                run_dir = train(settings, backend, runs_dir=runs_dir, dataset=dataset,
-                                extra_callbacks=callbacks).run_dir
+        try:  # a stop anywhere in it, even once its run is trained, leaves the trial to be taken up again
+            return _run_trial(trial, base, backend, runs_dir, dataset)
+        except optuna.exceptions.UpdateFinishedTrialError:  # its run was left resumable, as by any other error
+            if taken_over is not None:
+                taken_over.append(trial.number)
+            raise
         except KeyboardInterrupt:
             trial.set_user_attr("stopped", True)  # not the settings' fault: taken up when the study is continued
             log.warning("trial %d stopped: continuing the study (the same 'fmnist tune' command) takes it up again "
                         "first, unless its settings have run %d times", trial.number, MAX_ATTEMPTS)
             raise
-        history = artifacts.read_history(run_dir)
-        for epoch, value in enumerate(history["val_loss"]):  # those of a finished run's earlier process
-            if epoch not in reported:
-                trial.report(value, epoch)
-        best = (artifacts.best_epoch(history) or 1) - 1  # none when every val_loss is NaN: Optuna fails the trial
-        trial.set_user_attr("run_dir", str(run_dir.resolve()))
-        trial.set_user_attr("epochs", len(history["val_loss"]))
-        trial.set_user_attr("val_accuracy", history["val_accuracy"][best])
-        if pruned_at:
-            raise optuna.TrialPruned(f"val_loss {history['val_loss'][-1]:.4f} after epoch {pruned_at[0] + 1}")
-        # The validation split only: the test set never chooses between trials.
-        return history["val_loss"][best]
+        except Diverged as exc:  # the settings' fault: recorded, and the study goes on (tune catches it)
+            trial.set_user_attr("diverged", exc.what)
+            log.warning("trial %d: %s; recorded as failed, the study goes on", trial.number, exc.what)
+            raise
 
     return objective
+
+
+def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, runs_dir: Path, dataset: Dataset) -> float:
+    """Train the trial's run (or finish the one a stop cut short) and return its best val_loss."""
+    from fmnist.train import train
+
+    # Who runs it: a continued study on this machine tells a dead worker's trial from a live one's.
+    trial.set_user_attr("worker", worker_key(os.getpid()))
+    trial.set_user_attr("host", socket.gethostname())
+    # In UTC, as a run's "created": Optuna's own datetime_start is naive local time, read in this process's zone.
+    trial.set_user_attr("started", runs.utc_now())
+    suggest(trial)
+    pruned_at: list[int] = []
+    reported: set[int] = set()
+    settings = settings_for(base, trial.params, name=trial_name(trial.number))
+    callbacks = [pruning_callback(trial, pruned_at, reported)]
+    first = _first_attempt(trial)
+    cut_short = None if first is None else _cut_short_run(runs_dir, first.number, first.user_attrs.get("started"),
+                                                            settings, backend, dataset)
+    run_dir = None if cut_short is None else _finish(cut_short, dataset, callbacks)
+    if run_dir is None:
+        run_dir = train(settings, backend, runs_dir=runs_dir, dataset=dataset, extra_callbacks=callbacks).run_dir
+    history = artifacts.read_history(run_dir)
+    for epoch, value in enumerate(history["val_loss"]):  # those of a finished run's earlier process
+        if epoch not in reported:
+            trial.report(value, epoch)
+    best = (artifacts.best_epoch(history) or 1) - 1  # none when every val_loss is NaN: Optuna fails the trial
+    trial.set_user_attr("run_dir", str(run_dir.resolve()))
+    trial.set_user_attr("epochs", len(history["val_loss"]))
+    trial.set_user_attr("val_accuracy", history["val_accuracy"][best])
+    if pruned_at:
+        raise optuna.TrialPruned(f"val_loss {history['val_loss'][-1]:.4f} after epoch {pruned_at[0] + 1}")
+    # The validation split only: the test set never chooses between trials.
+    return history["val_loss"][best]
 
 
 def trial_name(number: int) -> str:
@@ -234,11 +251,14 @@ def best_trial(study: optuna.Study) -> dict[str, Any] | None:
 
 
 def trial_state(trial: optuna.trial.FrozenTrial) -> str:
-    """A trial's state as people read it: Optuna's, but "stopped" for one Ctrl-C cut short (to Optuna, failed) and
-    "killed" for one still running in a journal whose worker on this machine has ended, as `fmnist runs` says."""
+    """A trial's state as people read it: Optuna's, but "stopped" for one Ctrl-C cut short and "diverged" for one whose
+    loss became NaN (to Optuna, both failed), and "killed" for one still running in a journal whose worker on this
+    machine has ended, as `fmnist runs` says."""
     if trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("stopped"):
         return "stopped"
-    if trial.state == optuna.trial.TrialState.RUNNING and worker_gone(trial.user_attrs.get("worker")):
+    if trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("diverged"):
+        return "diverged"
+    if trial.state == optuna.trial.TrialState.RUNNING and worker_gone(trial.user_attrs):
         return runs.KILLED  # until a worker continuing the study fails it and takes its settings up again
     return trial.state.name.lower()
 
@@ -251,12 +271,14 @@ def study_states(study: optuna.Study) -> dict[str, int]:
 
 
 def tune(
-    base: TrainSettings, backend: str, trials: int, study_name: str, storage: str | None = None,
+    base: TrainSettings, backend: str | None, trials: int, study_name: str, storage: str | None = None,
     runs_dir: Path | None = None, data_dir: Path | None = None, dataset: Dataset | None = None,
     timeout: float | None = None,
 ) -> TuneResult:
-    """Run ``trials`` more trials of the study (made on first use) in this process; ``backend`` must be active. The
-    same command in other processes, here or on machines sharing a database, works on the study in parallel."""
+    """Run ``trials`` more trials of the study (made on first use) in this process, on ``backend`` (None: the
+    default), started once the storage and study are checked. The same command in other processes, here or on
+    machines sharing a database, works on the study in parallel."""
+    from fmnist.backend import activate
     from fmnist.data import load_dataset
     from fmnist.train import check_inputs
 
@@ -282,6 +304,7 @@ def tune(
             _refuse_other_settings(optuna.load_study(study_name=study_name, storage=store), base)
         except KeyError:  # a new study
             pass
+    backend = activate(backend, base.architecture)
     dataset = dataset or load_dataset(data_dir)
     check_inputs(base, dataset)
     if store is None:
@@ -294,8 +317,17 @@ def tune(
         log.info("trial %d %s: val_loss %s", trial.number, trial_state(trial),
                  f"{trial.value:.4f}" if trial.value is not None else "-")
 
-    study.optimize(_objective(base, backend, study_dir, dataset),
-                   n_trials=trials, timeout=timeout, callbacks=[record])
+    taken_over: list[int] = []
+    try:
+        study.optimize(_objective(base, backend, study_dir, dataset, taken_over),
+                       n_trials=trials, timeout=timeout, callbacks=[record], catch=(Diverged,))
+    except ValueError:  # Optuna's "Cannot tell a FAIL trial": one another worker failed while this one trained it
+        if not taken_over:
+            raise
+        raise FmnistError(
+            f"trial {taken_over[0]} was failed by another worker of the study, to which this worker seemed gone (it "
+            f"was suspended, or could not reach the storage, for over {GRACE_S} s): its run is kept, and the trial "
+            "queued in its place finishes it; run this command again to go on") from None
     # As a command in another folder reaches it (a script reads --json), the password of a server's URL hidden.
     return TuneResult(study_name, absolute_storage(storage or shown, shown), len(done), study_states(study),
                       best_trial(study))
@@ -313,8 +345,13 @@ def open_study(name: str, store: optuna.storages.BaseStorage, shown: str, base: 
         return study
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=store, **_sampler_and_pruner())
-    # One made by an older fmnist, or by a worker killed before it could record them, takes this command's.
-    if study.user_attrs.get(FIXED_SETTINGS) is None:
+    # A worker that made the study this instant records them next; one made by an older fmnist, or by a worker
+    # killed before it could record them, takes this command's.
+    for _ in range(FIXED_SETTINGS_WAITS):
+        if study.user_attrs.get(FIXED_SETTINGS) is not None:
+            break
+        time.sleep(0.1)
+    else:
         study.set_user_attr(FIXED_SETTINGS, _fixed(base))
     _refuse_other_settings(study, base)
     log.info("continuing study %r in %s (%d trial%s so far)", name, shown, len(study.trials),
@@ -350,7 +387,7 @@ def _retry_cut_short(study: optuna.Study) -> list[int]:
     queue the settings of each trial a stop or a dead worker cut short; return the trials they were first drawn for."""
     running, failed = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL
     trials = study.get_trials(deepcopy=False)
-    dead = {t.number for t in trials if t.state == running and worker_gone(t.user_attrs.get("worker"))}
+    dead = {t.number for t in trials if t.state == running and worker_gone(t.user_attrs)}
     for number in sorted(dead):
         try:  # another worker continuing the study now may have failed it first
             study.tell(number, state=failed, skip_if_finished=True)
@@ -410,11 +447,12 @@ def summary(result: TuneResult) -> str:
 
 
 def train_best(
-    study_name: str, base: TrainSettings, backend: str, storage: str | None = None,
+    study_name: str, base: TrainSettings, backend: str | None, storage: str | None = None,
     runs_dir: Path | None = None, data_dir: Path | None = None, dataset: Dataset | None = None,
 ) -> Any:
     """Train the best trial's settings as a normal run (``base`` supplies the rest, e.g. all data, 100 epochs), in
-    the study's runs folder unless ``runs_dir`` says."""
+    the study's runs folder unless ``runs_dir`` says; ``backend`` (None: the default) starts once the trial is found."""
+    from fmnist.backend import activate
     from fmnist.train import train
 
     study, shown, runs_dir = load_study(study_name, storage, runs_dir)
@@ -422,5 +460,6 @@ def train_best(
     if best is None:
         raise FmnistError(f"study {study_name!r} in {shown} has no finished trial yet")
     settings = settings_for(base, best["params"], name=f"{study_name}-best")
+    backend = activate(backend, base.architecture)
     log.info("training trial %d's settings: %s", best["number"], params_text(best["params"]))
     return train(settings, backend, runs_dir=runs_dir, data_dir=data_dir, dataset=dataset)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -43,9 +44,11 @@ def open_storage(storage: str | None, runs_dir: Path,
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     # A dead worker's trial is failed by the next worker, then handed to ``on_stale_trial``
                     # (tune queues its settings again, as it does a trial a stop cut short).
-                    store = optuna.storages.RDBStorage(
+                    store = SteadyRDBStorage(
                         storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                        heartbeat_stale_trial_callback=on_stale_trial)
+                        heartbeat_stale_trial_callback=on_stale_trial,
+                        # A connection the server dropped while a trial trained is replaced, not failed on.
+                        engine_kwargs={"pool_pre_ping": True})
                 return store, shown
             except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
                 # Workers started together on a fresh database race to create Optuna's tables; the loser
@@ -58,7 +61,8 @@ def open_storage(storage: str | None, runs_dir: Path,
                     f"cannot open the study storage {shown}: SQLAlchemy cannot import its driver "
                     f"({first_line(exc.__cause__ or exc)}): install the database's Python driver into fmnist's "
                     "environment, or name an installed one in the URL; PostgreSQL's comes with fmnist") from None
-            except sqlalchemy.exc.SQLAlchemyError as exc:
+            # RuntimeError: a database written by another Optuna version, whose own words say how to upgrade it.
+            except (sqlalchemy.exc.SQLAlchemyError, RuntimeError) as exc:
                 raise FmnistError(f"cannot open the study storage {shown}: {first_line(exc)}") from None
     path = _journal_path(storage, runs_dir)
     # Optuna's lock is a symbolic link to the journal, named by this path: a relative one would point from the link's
@@ -66,10 +70,14 @@ def open_storage(storage: str | None, runs_dir: Path,
     lock = optuna.storages.journal.JournalFileSymlinkLock(str(path.absolute()), grace_period=JOURNAL_LOCK_GRACE_S)
     lock_link = Path(f"{path}.lock")
     if os.path.lexists(lock_link):  # Optuna waits for it without a word
-        if not lock_link.exists():
-            raise FmnistError(f"the journal's lock {lock_link} points to {os.readlink(lock_link)}, which is not there "
-                              "(a worker of an earlier fmnist left it, or the journal was moved): if no 'fmnist tune' "
-                              f"is running on this journal, remove {lock_link}")
+        try:
+            target = None if lock_link.exists() else os.readlink(lock_link)
+        except OSError:  # released by its worker meanwhile
+            target = None
+        if target is not None:
+            raise FmnistError(f"the journal's lock {lock_link} points to {target}, which is not there (a worker of an "
+                              "earlier fmnist left it, or the journal was moved): if no 'fmnist tune' is running on "
+                              f"this journal, remove {lock_link}")
         log.warning("the journal %s is locked (%s.lock): another worker is writing to it, or one that was killed left "
                     "the lock, which is taken over after %d s of waiting in which the journal does not change",
                     path, path.name, JOURNAL_LOCK_GRACE_S)
@@ -95,13 +103,32 @@ def open_storage(storage: str | None, runs_dir: Path,
                           "written by 'fmnist tune', or a database URL") from None
 
 
+class SteadyRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's database storage, whose heartbeat outlives a failed write: Optuna's heartbeat thread ends at its
+    first error, and another worker would then fail the trial, still training, as one whose worker died."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        import sqlalchemy
+
+        try:
+            super().record_heartbeat(trial_id)
+        # The server restarting, say (Optuna wraps most of SQLAlchemy's errors): the next beat tries again.
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+            log.warning("could not record this worker's heartbeat in the study's database (%s); trying again in %d s",
+                        first_line(exc.__cause__ or exc), HEARTBEAT_S)  # the cause: Optuna's own words guess
+
+
+# SQLAlchemy's dialects, as a URL starts: one given without "//" would otherwise name a journal file.
+DATABASE_SCHEME = re.compile(r"(?i)(sqlite|postgres(ql)?|mysql|mariadb|oracle|mssql)(\+\w+)?:")
+
+
 def is_database(storage: str | None) -> bool:
-    return bool(storage) and "://" in storage
+    return bool(storage) and ("://" in storage or bool(DATABASE_SCHEME.match(storage)))
 
 
 def _masked(url: str) -> str:
     """A database URL without its password, in the user part (which may hold "/" or "@") or in the query string."""
-    return re.sub(r"(?i)(password=)[^&]*", r"\1***", re.sub(r"(://[^/:@]*:).*@", r"\1***@", url))
+    return re.sub(r"(?i)(password=)[^&]*", r"\1***", re.sub(r"(?i)^([a-z][\w+.-]*:(?://)?[^/:@]*:).*@", r"\1***@", url))
 
 
 def _database_url(storage: str) -> Any:
@@ -111,8 +138,11 @@ def _database_url(storage: str) -> Any:
     try:
         url = sqlalchemy.engine.make_url(storage)
     except (sqlalchemy.exc.ArgumentError, ValueError):
-        raise FmnistError(f"{_masked(storage)!r} is not a database URL, "
-                          "e.g. postgresql://user:password@host:5432/db") from None
+        raise FmnistError(f"{_masked(storage)!r} is not a database URL, e.g. sqlite:///study.db or "
+                          "postgresql://user:password@host:5432/db") from None
+    if url.get_backend_name() == "postgres":  # SQLAlchemy's own word is "Can't load plugin"
+        raise FmnistError(f"{_masked(storage)}: SQLAlchemy names PostgreSQL 'postgresql', not 'postgres': write "
+                          "postgresql://...")
     if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
         raise FmnistError(f"{_masked(storage)} keeps the study in memory, lost when this process ends: give a file, "
                           "e.g. sqlite:///study.db")
@@ -161,11 +191,16 @@ def worker_key(pid: int) -> str | None:
     return f"{boot} {namespace} {pid} {started}"
 
 
-def worker_gone(key: Any) -> bool:
-    """Whether the process that ran a trial has ended; one on another machine or in another container is left alone
-    (a database's heartbeat covers those)."""
+def worker_gone(trial_attrs: dict[str, Any]) -> bool:
+    """Whether the process that ran a trial (its user attributes say who) has ended: one of an earlier boot of this
+    machine has; one on another machine or in another container is left alone (a database's heartbeat covers those)."""
+    key = trial_attrs.get("worker")
     parts = key.split(" ") if isinstance(key, str) else []
     here = worker_key(os.getpid())
-    if len(parts) != 4 or not parts[2].isdigit() or here is None or here.split(" ")[:2] != parts[:2]:
+    if len(parts) != 4 or not parts[2].isdigit() or here is None:
+        return False
+    if here.split(" ")[0] != parts[0]:  # the machine booted since, if this is the machine
+        return trial_attrs.get("host") == socket.gethostname()
+    if here.split(" ")[1] != parts[1]:
         return False
     return worker_key(int(parts[2])) != key
