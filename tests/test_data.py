@@ -1,3 +1,4 @@
+import contextlib
 import gzip
 import http.server
 import threading
@@ -128,6 +129,15 @@ def test_a_cached_array_changed_since_it_was_verified_is_read_from_the_source_ag
     np.testing.assert_array_equal(np.load(cached), first.y_test)  # and the cache is whole again
 
 
+def test_an_emptied_cache_file_is_read_from_the_source_again(tiny_data):
+    folder, sums = tiny_data
+    first = data.load_dataset(folder, checksums=sums)
+    (cached,) = data.cache_dir().glob("*/x_test.npy")
+    cached.write_bytes(b"")  # a disk that filled up, say
+    np.testing.assert_array_equal(data.load_dataset(folder, checksums=sums).x_test, first.x_test)
+    np.testing.assert_array_equal(np.load(cached), first.x_test)
+
+
 def test_env_var_and_keras_cache_are_searched(tmp_path, monkeypatch):
     sums = write_idx_set(tmp_path / "env")
     monkeypatch.setenv("FMNIST_DATA_DIR", str(tmp_path / "env"))
@@ -137,22 +147,42 @@ def test_env_var_and_keras_cache_are_searched(tmp_path, monkeypatch):
     assert data.locate(checksums=sums)[0].startswith("keras cache")
 
 
+@contextlib.contextmanager
+def served_over_http(folder, monkeypatch):
+    """``folder``'s files served on a local port, where fmnist downloads from (no Debian package to find first)."""
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(data, "DEBIAN_DIR", folder.parent / "no-debian-package")
+    monkeypatch.setenv("FMNIST_DATA_URL", f"http://127.0.0.1:{server.server_address[1]}/")
+    try:
+        yield
+    finally:
+        server.shutdown()
+
+
 def test_download_with_keras_get_file_from_a_local_server(tmp_path, monkeypatch):
     served = tmp_path / "served"
     sums = write_idx_set(served)
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian-package")
-        monkeypatch.setenv("FMNIST_DATA_URL", f"http://127.0.0.1:{server.server_address[1]}/")
+    with served_over_http(served, monkeypatch):
         dataset = data.load_dataset(checksums=sums)
-    finally:
-        server.shutdown()
     assert dataset.source.startswith("download")
     assert (data.keras_cache_dir() / "train-images-idx3-ubyte.gz").is_file()
     assert dataset.x_train.shape == (60, 28, 28)
+
+
+def test_a_download_cut_short_in_keras_cache_is_removed_and_fetched_anew(tmp_path, monkeypatch, caplog):
+    served = tmp_path / "served"
+    sums = write_idx_set(served)
+    cut = data.keras_cache_dir() / "train-images-idx3-ubyte.gz"
+    cut.parent.mkdir(parents=True)
+    cut.write_bytes((served / cut.name).read_bytes()[:1000])  # a kill mid-download: keras keeps it, unchecked
+    with served_over_http(served, monkeypatch):
+        dataset = data.load_dataset(checksums=sums)
+    assert f"{cut} cannot be read or decompressed" in caplog.text
+    assert "removed from keras' cache, to be downloaded anew" in caplog.text and "looking for the data again" in (
+        caplog.text)
+    assert cut.read_bytes() == (served / cut.name).read_bytes() and dataset.x_train.shape == (60, 28, 28)
 
 
 def test_failed_download_says_how_to_get_the_data(tmp_path, monkeypatch):

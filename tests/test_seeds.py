@@ -127,6 +127,31 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
             refused()
 
 
+def test_a_groups_damaged_member_is_trained_again_and_a_diverged_one_ends_the_group(tmp_path, tiny_data):
+    folder, sums = tiny_data
+    dataset = load_dataset(folder, checksums=sums)
+    settings = TrainSettings(hidden_sizes=(8,), epochs=1, batch_size=16, name="tiny", seed=5)
+    group, summary = train_seeds(settings, "jax", 2, runs_dir=tmp_path, dataset=dataset)
+    first, second = (group / r["run_dir"] for r in summary["runs"])
+    (second / artifacts.CONFIG).write_text("{")  # damaged by hand: not JSON
+    (group / artifacts.SEED_SUMMARY).unlink()
+    _, resumed = resume_seeds(group, dataset=dataset)
+    assert [r["seed"] for r in resumed["runs"]] == [5, 6] and resumed["runs"][1]["run_dir"] != second.name
+    shutil.rmtree(second)
+
+    retrained = group / resumed["runs"][1]["run_dir"]
+    runs.set_status(retrained, "failed", error="training diverged in epoch 1: the loss became nan", diverged=True)
+    rows = runs.list_runs(tmp_path)
+    [listed] = runs.seed_groups(rows, tmp_path)
+    assert listed["diverged"] == [6] and listed["scored"] == 1
+    assert runs.format_runs(rows, [listed], tmp_path).splitlines()[1].endswith(
+        "1 of 2 seeds scored; seed 6 diverged: train a new group with a lower --learning-rate")
+    with pytest.raises(FmnistError, match=f"^seed 6 of {group} diverged \\({retrained.name}\\): resumed with the same "
+                                          "settings it would diverge again; train a new group with a lower "
+                                          "--learning-rate$"):
+        resume_seeds(group, dataset=dataset)
+
+
 @pytest.mark.parametrize("overrides, seeds, refusal", [
     ({"seed": 2**32 - 2}, 3, r"--seeds 3 from seed 4294967294 would go up to seed 4294967296, over 2\*\*32 - 1: "
                              "start at a seed of at most 4294967293"),  # the third seed, not one the user gave

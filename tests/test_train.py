@@ -40,6 +40,10 @@ def test_limit_takes_a_stratified_subset():
     train_idx, val_idx = split_indices(labels, TrainSettings(limit=200))
     assert len(train_idx) + len(val_idx) == 200
     assert np.bincount(labels[np.concatenate([train_idx, val_idx])]).tolist() == [20] * 10
+    for limit in (991, 999):  # fewer than 10 left out: too few to stratify, but the limit holds
+        train_idx, val_idx = split_indices(labels, TrainSettings(limit=limit))
+        assert len(set(train_idx) | set(val_idx)) == limit and len(val_idx) == round(limit * 0.2)
+        assert np.array_equal(split_indices(labels, TrainSettings(limit=limit))[1], val_idx)  # seeded
 
 
 @pytest.mark.parametrize("overrides, refusal", [

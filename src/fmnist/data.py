@@ -172,6 +172,19 @@ def _read_verified(path: Path, name: str, expected_sha256: str, kind: str) -> np
     return array
 
 
+def _read_checked(path: Path, name: str, expected_sha256: str, kind: str) -> np.ndarray:
+    """:func:`_read_verified`; a file of keras' download cache that fails is removed, as a cache's entry."""
+    try:
+        return _read_verified(path, name, expected_sha256, kind)
+    except FmnistError as exc:
+        if path.parent.resolve() != keras_cache_dir().resolve():
+            raise
+        path.unlink(missing_ok=True)
+        reason = str(exc).removesuffix(f"; {HOW_TO_GET}")
+        raise _RemovedFromKerasCache(
+            f"{reason}: removed from keras' cache, to be downloaded anew; {HOW_TO_GET}") from None
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("FMNIST_CACHE_DIR") or Path.home() / ".cache" / "fmnist")
 
@@ -206,7 +219,7 @@ def _load_cached(folder: Path, key: dict, attrs: Sequence[str]) -> dict[str, np.
         if not isinstance(manifest.get("arrays"), dict):  # written by an older fmnist, or damaged
             return None
         arrays = {attr: np.load(folder / f"{attr}.npy", allow_pickle=False) for attr in attrs}
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError):  # EOFError: a file emptied (numpy's word for no bytes at all)
         return None
     if any(_array_record(array) != manifest["arrays"].get(attr) for attr, array in arrays.items()):
         log.warning("the cached arrays in %s do not match their record; verifying the data files again", folder)
@@ -227,10 +240,22 @@ def _save_cache(folder: Path, key: dict, arrays: dict[str, np.ndarray]) -> None:
         log.warning("could not cache the verified arrays in %s (%s); loading will stay slower", folder, exc)
 
 
+class _RemovedFromKerasCache(FmnistError):
+    """A file in keras' download cache failed its check and was removed: looking again downloads it anew."""
+
+
 def load_dataset(data_dir: Path | None = None, checksums: dict[str, str] = CHECKSUMS,
                  test_only: bool = False) -> Dataset:
     """Locate, verify (header and SHA-256) and load the dataset, using the verified cache when valid; ``test_only``
     needs and reads the two test files alone (the training arrays are left empty)."""
+    try:
+        return _load_dataset(data_dir, checksums, test_only)
+    except _RemovedFromKerasCache as exc:  # a download cut short, or a proxy's page saved in its place
+        log.warning("%s; looking for the data again", exc)
+        return _load_dataset(data_dir, checksums, test_only)
+
+
+def _load_dataset(data_dir: Path | None, checksums: dict[str, str], test_only: bool) -> Dataset:
     if test_only:
         checksums = {name: digest for name, digest in checksums.items() if name.startswith(TEST_PREFIX)}
     wanted = {attr: (name, kind) for attr, (name, kind) in _ARRAYS.items() if name in checksums}
@@ -241,7 +266,7 @@ def load_dataset(data_dir: Path | None = None, checksums: dict[str, str] = CHECK
     if arrays is None:
         log.info("verifying %s", source)
         arrays = {
-            attr: _read_verified(files[name], name, checksums[name], kind) for attr, (name, kind) in wanted.items()
+            attr: _read_checked(files[name], name, checksums[name], kind) for attr, (name, kind) in wanted.items()
         }
         for split in ("test",) if test_only else ("train", "test"):
             images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]

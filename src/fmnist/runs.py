@@ -222,6 +222,7 @@ def being_trained(run_dir: Path) -> bool:
 
 
 DIVERGED_ADVICE = "train a new run with a lower --learning-rate"  # resumed as it was, it would diverge again
+GROUP_DIVERGED_ADVICE = "train a new group with a lower --learning-rate"
 
 
 def diverged(run_dir: Path) -> bool:
@@ -472,8 +473,8 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
         planned = _planned_seeds(_read_object(Path(runs_dir) / group / artifacts.SEED_GROUP, []))
         picked = pick_members((r["settings"].get("seed"), r["status"] == FINISHED, r) for r in reversed(rows_of_group)
                               if isinstance(r["settings"].get("seed"), int))  # rows come newest first
-        scored = [row for seed, row in picked.items() if (planned is None or seed in planned)
-                  and row["status"] == FINISHED and row["test_accuracy"] is not None]
+        picked = {seed: row for seed, row in picked.items() if planned is None or seed in planned}
+        scored = [row for row in picked.values() if row["status"] == FINISHED and row["test_accuracy"] is not None]
         accuracies = [r["test_accuracy"] for r in scored]
         f1s = [r["macro_f1"] for r in scored if r["macro_f1"] is not None]
         seconds = [r["train_seconds"] for r in scored if r["train_seconds"] is not None]
@@ -488,6 +489,7 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
             "macro_f1": statistics.fmean(f1s) if f1s else None,
             "train_seconds": statistics.fmean(seconds) if seconds else None,
             "summary": summary if summary.is_file() else None,
+            "diverged": sorted(seed for seed, row in picked.items() if diverged(Path(runs_dir) / row["run"])),
         })
     return groups
 
@@ -530,6 +532,9 @@ def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -
     s = newest["settings"]
     if planned is None:
         status = f"{scored} seeds scored ({artifacts.SEED_GROUP} damaged: restore it from a copy)"
+    elif group["diverged"]:  # resumed, it would diverge again
+        status = (f"{scored} of {planned} seeds scored; seed {', '.join(map(str, group['diverged']))} diverged: "
+                  f"{GROUP_DIVERGED_ADVICE}")
     elif accuracy and scored == planned:
         status = f"mean of {planned} seeds" + (f", sd {accuracy['std']:.4f}" if accuracy["std"] is not None else "")
     else:

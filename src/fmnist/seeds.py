@@ -124,17 +124,27 @@ def resume_seeds(
     record, settings = read_resumable(group / artifacts.SEED_GROUP, {"settings": dict, "seeds": int}, backend,
                                       "resume its runs one by one")
     check_count(record["seeds"])
+    members = _seed_members(settings, record["seeds"])
+    existing = _member_dirs(group)
+    for member in members:
+        if member.seed in existing and runs.diverged(existing[member.seed]):
+            raise FmnistError(f"seed {member.seed} of {group} diverged ({existing[member.seed].name}): resumed with "
+                              f"the same settings it would diverge again; {runs.GROUP_DIVERGED_ADVICE}")
     activate(record["backend"], settings.architecture)
     dataset = dataset or load_dataset(data_dir)
     require_same_data(dataset, record, group)
-    return group, _complete_group(group, settings, _seed_members(settings, record["seeds"]), record["backend"], dataset)
+    return group, _complete_group(group, settings, members, record["backend"], dataset)
 
 
 def _member_dirs(group: Path) -> dict[int, Path]:
     """The group's run directories by seed; of two with one seed, a finished one, else the newest."""
     candidates = []
     for run_dir in sorted(p for p in group.iterdir() if (p / artifacts.CONFIG).is_file()):  # oldest first
-        member_settings = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings")
+        try:
+            config = artifacts.read_json(run_dir / artifacts.CONFIG)
+        except FmnistError:  # not JSON
+            config = {}
+        member_settings = config.get("settings") if isinstance(config, dict) else None
         seed = member_settings.get("seed") if isinstance(member_settings, dict) else None
         seed = seed if isinstance(seed, int) else None  # damaged: its seed is trained again
         candidates.append((seed, runs.finished(run_dir), run_dir))

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fmnist import artifacts, defaults, model_files, runs, stopping
-from fmnist.data import Dataset, data_record, load_dataset, to_features
+from fmnist.data import NUM_CLASSES, Dataset, data_record, load_dataset, to_features
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
 
@@ -50,7 +50,10 @@ def split_indices(labels: np.ndarray, settings: TrainSettings) -> tuple[np.ndarr
     from sklearn.model_selection import train_test_split
 
     indices = np.arange(len(labels))
-    if settings.limit is not None and settings.limit < len(labels):
+    if settings.limit is not None and len(labels) - NUM_CLASSES < settings.limit < len(labels):
+        # Too few left out to hold every class, as stratifying would need: those few are left out at random.
+        indices = np.sort(np.random.default_rng(settings.seed).choice(indices, settings.limit, replace=False))
+    elif settings.limit is not None and settings.limit < len(labels):
         indices, _ = train_test_split(
             indices, train_size=settings.limit, stratify=labels, random_state=settings.seed
         )
@@ -224,20 +227,22 @@ def train(
     teacher_sha256 = check_inputs(settings, dataset)
     if resume_dir is None:
         refuse_other_runs(runs_dir, settings, backend, dataset)
+        # Made before the folder, so that a stop leaves it without its config.json for the shortest time.
+        config = {
+            "settings": settings.to_dict(),
+            "backend": backend,
+            "versions": package_versions(),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "data": data_record(dataset),
+            **({"teacher_sha256": teacher_sha256} if teacher_sha256 else {}),
+            "created": runs.utc_now(),
+        }
     run_dir = resume_dir or runs.create_run_dir(runs_dir, settings.name)
     with runs.claim_run(run_dir):
         if resume_dir is None:
+            artifacts.write_json(run_dir / artifacts.CONFIG, config)
             log.info("run directory %s (data: %s)", run_dir, dataset.source)
-            artifacts.write_json(run_dir / artifacts.CONFIG, {
-                "settings": settings.to_dict(),
-                "backend": backend,
-                "versions": package_versions(),
-                "python": platform.python_version(),
-                "machine": platform.machine(),
-                "data": data_record(dataset),
-                **({"teacher_sha256": teacher_sha256} if teacher_sha256 else {}),
-                "created": runs.utc_now(),
-            })
         else:
             require_unfinished(run_dir)  # again under the lock: another process may have finished it meanwhile
             if teacher_sha256:
