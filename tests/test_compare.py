@@ -33,6 +33,15 @@ def test_settings_rows_mark_only_what_differs():
     rows, differ = settings_rows([base, other])
     assert [rows[i][0] for i in sorted(differ)] == ["dropout"]
     assert ["hidden_sizes", "16-8", "16-8"] in rows and ["version keras", "3", "3"] in rows
+    # What a run never read is "-", not a value that seems to differ (the ConvNet has no dense sizes, the cosine
+    # schedule no plateau patience).
+    cnn = {"settings": {"architecture": "cnn", "schedule": "cosine", "hidden_sizes": [8], "lr_patience": 9,
+                        "dropout": 0.3}, "backend": "jax"}
+    dense = {"settings": {"architecture": "dense", "schedule": "plateau", "hidden_sizes": [16, 8], "lr_patience": 3,
+                          "dropout": 0.3}, "backend": "jax"}
+    rows, differ = settings_rows([cnn, dense])
+    assert ["hidden_sizes", "-", "16-8"] in rows and ["lr_patience", "-", "3"] in rows
+    assert ["dropout", "0.3", "0.3"] in rows
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from fmnist import artifacts, defaults, plots, runs
 from fmnist.data import CLASS_NAMES
 from fmnist.errors import FmnistError
 from fmnist.html_page import image_html, page, table_html
+from fmnist.recipes import unused_settings
 from fmnist.report import check_config_and_history
 
 HISTORY_ADVICE = "restore it from a copy (the comparison draws each run's learning curves)"
@@ -23,8 +24,10 @@ def _text(value: Any) -> str:
 
 
 def flat_settings(config: dict[str, Any]) -> dict[str, str]:
-    """Everything that shapes a run, one line each: its settings, backend, data and package versions."""
-    flat = {key: _text(value) for key, value in config.get("settings", {}).items()}
+    """Everything that shapes a run, one line each: its settings (those it read), backend, data and package
+    versions."""
+    settings = config.get("settings", {})
+    flat = {key: _text(value) for key, value in settings.items() if key not in unused_settings(settings)}
     flat["backend"] = _text(config.get("backend"))
     flat["data"] = _text(config.get("data", {}).get("source"))
     flat["python"] = _text(config.get("python"))
@@ -85,7 +88,7 @@ def _load(run_dir: Path) -> dict[str, Any]:
     except (KeyError, TypeError, ValueError, OverflowError) as exc:  # edited by hand
         raise FmnistError(f"{run_dir / artifacts.METRICS} is damaged ({type(exc).__name__}: {exc}): run "
                           f"'fmnist evaluate {run_dir}' to write it again") from None
-    return {"summary": summary, "history": history, "metrics": metrics, "config": config, "f1": f1,
+    return {"summary": summary, "history": history, "config": config, "f1": f1,
             "confusion_matrix": matrix}
 
 
@@ -120,7 +123,6 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
     loaded = [_load(runs.require_run_dir(r)) for r in run_dirs]
     names = run_labels(run_dirs)
     summaries = [item["summary"] for item in loaded]
-    metrics = [item["metrics"] for item in loaded]
 
     headline = [["directory", *(str(Path(r).resolve()) for r in run_dirs)]]  # which is which, when names repeat
     headline += [[label, *(runs.cell(s[key], fmt) for s in summaries)] for label, key, fmt in (
@@ -141,7 +143,7 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
         for ch in changes
     ]
     note = ""
-    if len({m.get("test_images") for m in metrics}) > 1:
+    if len({int(np.sum(item["confusion_matrix"])) for item in loaded}) > 1:
         note = "<p><b>These runs were scored on different numbers of test images: compare counts with care.</b></p>"
 
     with tempfile.TemporaryDirectory() as tmp:

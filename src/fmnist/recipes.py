@@ -16,6 +16,17 @@ PLATEAU_ONLY = ("early_stopping_patience", "lr_patience", "lr_factor")
 DENSE_ONLY = ("hidden_sizes", "input_dropout")
 
 
+def unused_settings(recorded: dict[str, Any]) -> set[str]:
+    """Settings that did nothing in a run: listed, they would read as if they had (a ConvNet's unused dense sizes,
+    a fixed schedule's plateau patience, the distillation's without a teacher)."""
+    unused = set() if recorded.get("teacher") else {k for k in recorded if k.startswith("distill_")}
+    if recorded.get("architecture") == "cnn":
+        unused.update(DENSE_ONLY)
+    if recorded.get("schedule") == "cosine":
+        unused.update(PLATEAU_ONLY)
+    return unused
+
+
 def recipe_settings(recipe: str, **overrides: Any) -> TrainSettings:
     """The recipe's settings with ``overrides`` applied; an unknown recipe or setting, or one it ignores, is an
     error."""

@@ -17,6 +17,7 @@ from fmnist.errors import DamagedFile, FmnistError
 from fmnist.explain import FAINT_BELOW, PATCH
 from fmnist.html_page import image_html, page, table_html
 from fmnist.metrics import CALIBRATION_BINS, classification_report_text
+from fmnist.recipes import unused_settings
 
 log = logging.getLogger(__name__)
 HISTORY_ADVICE = "restore it from a copy, or delete it to draw the report without learning curves"
@@ -86,7 +87,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         for label, m in rows
     ]
     recorded = config.get("settings", {})
-    settings = [[k, v] for k, v in recorded.items() if k not in _unused_settings(recorded)] + [
+    settings = [[k, v] for k, v in recorded.items() if k not in unused_settings(recorded)] + [
         ["backend", config.get("backend")], ["data", config.get("data", {}).get("source")],
         ["versions", ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items())],
     ]
@@ -177,19 +178,6 @@ def check_config_and_history(run_dir: Path, config: dict[str, Any], history: dic
     if missing:
         raise FmnistError(f"{run_dir / artifacts.HISTORY} is damaged (no {', '.join(missing)} column): "
                           f"{history_advice}")
-
-
-def _unused_settings(recorded: dict[str, Any]) -> set[str]:
-    """Settings that did nothing in this run: listed, they would read as if they had (a ConvNet's unused dense sizes,
-    a fixed schedule's plateau patience, the distillation's without a teacher)."""
-    from fmnist.recipes import DENSE_ONLY, PLATEAU_ONLY
-
-    unused = set() if recorded.get("teacher") else {k for k in recorded if k.startswith("distill_")}
-    if recorded.get("architecture") == "cnn":
-        unused.update(DENSE_ONLY)
-    if recorded.get("schedule") == "cosine":
-        unused.update(PLATEAU_ONLY)
-    return unused
 
 
 def _scheduled(config: dict[str, Any]) -> bool:
