@@ -15,10 +15,10 @@ from typing import Any, Callable
 import optuna
 
 from fmnist import artifacts, runs
-from fmnist.data import Dataset
+from fmnist.data import Dataset, load_dataset
 from fmnist.errors import FmnistError
 from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag
-from fmnist.train import Diverged
+from fmnist.train import Diverged, check_inputs, train
 from fmnist.tune_storage import (
     GRACE_S, absolute_storage, default_runs_dir, is_database, open_storage, storage_file, worker_gone, worker_key,
 )
@@ -155,8 +155,6 @@ def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Datas
 
 def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, runs_dir: Path, dataset: Dataset) -> float:
     """Train the trial's run (or finish the one a stop cut short) and return its best val_loss."""
-    from fmnist.train import train
-
     # Who runs it: a continued study on this machine tells a dead worker's trial from a live one's.
     trial.set_user_attr("worker", worker_key(os.getpid()))
     trial.set_user_attr("host", socket.gethostname())
@@ -279,8 +277,6 @@ def tune(
     default), started once the storage and study are checked. The same command in other processes, here or on
     machines sharing a database, works on the study in parallel."""
     from fmnist.backend import activate
-    from fmnist.data import load_dataset
-    from fmnist.train import check_inputs
 
     _check_name(study_name)
     # Our own lines instead: the study, then one per trial. A failed trial's error ends the study as one line,
@@ -453,7 +449,6 @@ def train_best(
     """Train the best trial's settings as a normal run (``base`` supplies the rest, e.g. all data, 100 epochs), in
     the study's runs folder unless ``runs_dir`` says; ``backend`` (None: the default) starts once the trial is found."""
     from fmnist.backend import activate
-    from fmnist.train import train
 
     study, shown, runs_dir = load_study(study_name, storage, runs_dir)
     best = best_trial(study)
