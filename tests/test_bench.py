@@ -18,7 +18,8 @@ def test_flops_of_the_spec_model_by_hand():
     forward, train = dense_flops_per_image((512, 256, 64, 32))
     macs = 784 * 512 + 512 * 256 + 256 * 64 + 64 * 32 + 32 * 10
     assert forward == 2 * macs == 1_102_464
-    assert train == 3 * forward
+    # Backward costs twice the forward, less the gradient of the pixels (784 x 512 multiply-adds), which no one needs.
+    assert train == 3 * forward - 2 * 784 * 512 == 2_504_576
 
 
 def test_summary_drops_the_compiling_first_epoch():
@@ -73,14 +74,17 @@ def test_every_contender_reads_the_given_data_and_no_figures_of_our_own_is_a_fai
     import fmnist.bench as bench
 
     commands = []
-    monkeypatch.setattr(bench, "_run_json", lambda cmd, env=None: commands.append(cmd))  # as if each one failed
+    monkeypatch.setattr(bench, "_run_json", lambda cmd, epochs, env=None: commands.append(cmd))  # each one failed
     monkeypatch.setattr(bench, "find_spec", lambda name: None)  # as in CI: no PyTorch
     with (caplog.at_level(logging.WARNING, logger="fmnist.bench"),
           pytest.raises(FmnistError, match="fmnist's own training could not be timed on any backend")):
         bench.bench(tmp_path / "bench.json", quick=True, data_dir=real_data_dir)
     assert "PyTorch is not installed, so the plain PyTorch loop is left out" in caplog.text
     assert not any(cmd[1].endswith("torch_loop.py") for cmd in commands)
-    assert not (tmp_path / "bench.json").exists()
+    kept = json.loads((tmp_path / "bench.json").read_text())  # what was measured, kept
+    assert kept["results"] == {} and kept["validation_images_per_epoch"] == 12000
+    # Every timed epoch validates too: its floor counts 48,000 images trained and 12,000 forward.
+    assert kept["epoch_flops"] == 48000 * 2_504_576 + 12000 * 1_102_464
     workers = [cmd for cmd in commands if "worker(" in cmd[-1]]
     assert len(workers) == 2 and all(repr(str(real_data_dir.resolve())) in cmd[-1] for cmd in workers)
     assert any(cmd[1].endswith("keras_script.py") for cmd in commands)
@@ -89,15 +93,15 @@ def test_every_contender_reads_the_given_data_and_no_figures_of_our_own_is_a_fai
 def test_a_contender_that_fails_prints_nothing_or_hangs_is_left_out(monkeypatch, caplog):
     import fmnist.bench as bench
 
-    monkeypatch.setattr(bench, "CONTENDER_TIMEOUT_S", 2)
+    monkeypatch.setattr(bench, "CONTENDER_TIMEOUT_S_PER_EPOCH", 1)
     ok = [sys.executable, "-c", "print('log line'); print('{\"epoch_seconds\": [1.0]}')"]
-    assert bench._run_json(ok) == {"epoch_seconds": [1.0]}
+    assert bench._run_json(ok, 2) == {"epoch_seconds": [1.0]}
     for cmd, said in [([sys.executable, "-c", "pass"], "printed no JSON"),
                       ([sys.executable, "-c", "print('not json')"], "printed no JSON"),
                       ([sys.executable, "-c", "import sys; sys.exit('broken')"], "failed: ['broken']"),
                       ([sys.executable, "-c", "import time; time.sleep(30)"], "took over 2 s")]:
         caplog.clear()
-        assert bench._run_json(cmd) is None
+        assert bench._run_json(cmd, 2) is None  # 1 s an epoch, 2 epochs
         assert said in caplog.text
 
 
@@ -107,7 +111,7 @@ def test_a_timing_process_dies_with_a_bench_killed_outright(tmp_path):
     pid_file = tmp_path / "timing.pid"
     timing = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
     bench_process = subprocess.Popen([sys.executable, "-c", f"from fmnist.bench import _run_json; "
-                                      f"_run_json([{sys.executable!r}, '-c', {timing!r}])"])
+                                      f"_run_json([{sys.executable!r}, '-c', {timing!r}], 1)"])
     try:
         deadline = time.monotonic() + 60
         while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:

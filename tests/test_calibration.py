@@ -24,6 +24,21 @@ def test_fit_recovers_the_temperature_of_an_overconfident_model():
     np.testing.assert_array_equal(calibrated.argmax(1), overconfident.argmax(1))  # predictions unchanged
 
 
+def test_fit_equals_an_independent_fit_on_exact_logits_with_confidently_wrong_images():
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 6, (6000, 10))
+    y = np.array([rng.choice(10, p=p) for p in softmax(logits / 3)])  # a model whose logits are 3 times too large
+    wrong = rng.choice(6000, 60, replace=False)
+    logits[wrong, y[wrong]] -= 40  # 1% sure of a wrong class: the true one's probability 1e-22 to 1e-12
+    exact = minimize_scalar(lambda t: -log_softmax(logits / t, axis=1)[np.arange(6000), y].mean(),
+                            bounds=(0.05, 20), method="bounded", options={"xatol": 1e-6}).x
+    # From the float32 probabilities the model gives, as fmnist fits it (a floor at 1e-12 gave 3.33, not 3.45).
+    assert fit_temperature(softmax(logits).astype(np.float32), y) == pytest.approx(exact, rel=1e-3)
+
+
 def test_apply_temperature_matches_scaled_logits():
     z = np.random.default_rng(1).normal(size=(5, 10))
     np.testing.assert_allclose(apply_temperature(softmax(z), 2.0), softmax(z / 2.0), rtol=1e-6)

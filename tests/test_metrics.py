@@ -46,6 +46,18 @@ def test_bootstrap_interval_brackets_the_accuracy_and_shrinks_with_more_data():
     assert small_high - small_low > high - low
 
 
+def test_bootstrap_interval_is_the_one_drawn_resamples_approach_without_their_noise():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 10, 1000)
+    pred = np.where(rng.random(1000) < 0.9, y, (y + 1) % 10)
+    correct = y == pred
+    drawn = correct[rng.integers(0, 1000, (10000, 1000))].mean(axis=1)  # 10,000 resamples, the usual way
+    low, high = bootstrap_accuracy_interval(y, pred)
+    assert low == pytest.approx(np.percentile(drawn, 2.5), abs=1.5e-3)
+    assert high == pytest.approx(np.percentile(drawn, 97.5), abs=1.5e-3)
+    assert bootstrap_accuracy_interval(y, pred) == (low, high)
+
+
 def test_ece_by_hand():
     # Two bins used: confidence 0.95 (4 images, 3 right) and 0.55 (2 images, 2 right).
     probs = np.zeros((6, 10))

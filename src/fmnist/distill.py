@@ -10,7 +10,7 @@ import numpy as np
 from keras import ops
 
 from fmnist import model_files, runs
-from fmnist.calibration import apply_temperature, folded_temperature
+from fmnist.calibration import PROBABILITY_FLOOR, apply_temperature, folded_temperature
 from fmnist.data import NUM_CLASSES
 from fmnist.errors import FmnistError
 from fmnist.inference import predict_probabilities
@@ -56,7 +56,10 @@ class DistillationLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         hard, soft = y_true[:, :NUM_CLASSES], y_true[:, NUM_CLASSES:]
-        log_p = ops.log(ops.clip(y_pred, 1e-7, 1.0))  # the student's logits, up to a constant per row
+        # The student's logits, up to a constant per row. Floored where float32 ends, not at Keras' 1e-7: below a
+        # floor a class gets no gradient, and a student sure of an image (a logit gap over 16) would learn nothing
+        # more from the teacher's view of it.
+        log_p = ops.log(ops.clip(y_pred, PROBABILITY_FLOOR, 1.0))
         hard_ce = -ops.sum(hard * log_p, axis=-1)
         # A target of 0 adds 0 (its log clipped only so that 0 * log 0 stays finite).
         soft_kl = ops.sum(soft * (ops.log(ops.clip(soft, 1e-12, 1.0)) - ops.log_softmax(log_p / self.temperature,

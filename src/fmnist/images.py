@@ -9,7 +9,7 @@ import warnings
 from typing import Callable
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, JpegImagePlugin, UnidentifiedImageError
 
 from fmnist.data import IMAGE_SIDE, NUM_FEATURES
 from fmnist.errors import FmnistError
@@ -30,8 +30,15 @@ SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GI
 # Pillow warns on stderr about a damaged EXIF block it then skips (camera files often carry one): the photo is
 # classified all the same, so the warning is only noise, even under -q. Set once here: filters are process-wide.
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
-# Pillow also warns of an image between its pixel limit and twice that, which decode_image refuses with one line.
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# The most pixels an image may have once decoded (a JPEG at the reduced scale it decodes at): Pillow's own limit,
+# which fmnist applies itself, after the reduced scale is known. Pillow's own check, at twice it on opening, would
+# refuse a 108-megapixel phone photo that decodes to a few thousand pixels a side.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+Image.MAX_IMAGE_PIXELS = None
+# EXIF orientation -> the turn that makes the picture upright, as ImageOps.exif_transpose has it.
+UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
 
 
 class BadInput(FmnistError):
@@ -48,29 +55,27 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         raise BadInput(f"{name} is empty", 400)
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as image:
-            # Pillow only warns between its pixel limit and twice that; a bomb is refused at the limit itself.
-            if image.width * image.height > (Image.MAX_IMAGE_PIXELS or np.inf):
-                raise Image.DecompressionBombError(f"Image size ({image.width * image.height} pixels)")
-            if image.format == "JPEG":
+            if isinstance(image, JpegImagePlugin.JpegImageFile):  # a JPEG, or a phone's MPO (a JPEG and its extras)
                 image.draft("L", (JPEG_DRAFT_SIDE, JPEG_DRAFT_SIDE))
-            upright = ImageOps.exif_transpose(image)
+            if image.width * image.height > MAX_PIXELS:
+                raise Image.DecompressionBombError(f"Image size ({image.width * image.height} pixels)")
+            upright = _upright(image)
             if upright.mode.startswith("I;16") or upright.mode == "I":
                 # 16-bit grayscale: convert("L") would clip every value above 255 instead of scaling it down.
-                wide = np.asarray(upright, dtype=np.float64)
+                # In integers: floats took 8 bytes a pixel, a gigabyte for a small file of 6,000 x 6,000.
+                wide = np.clip(np.asarray(upright), 0, 65535).astype(np.uint32)
                 transparent = upright.info.get("transparency")
-                upright = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))
+                upright = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))  # round(wide / 257)
                 if isinstance(transparent, int):
                     upright.info["transparency"] = min(255, round(transparent / 257))
             if upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info:
-                # Transparent pixels are the backdrop: product photos sit on white.
-                white = Image.new("RGBA", upright.size, (255, 255, 255, 255))
-                upright = Image.alpha_composite(white, upright.convert("RGBA"))
+                upright = _on_contrasting_backdrop(upright.convert("RGBA"))
             return np.asarray(upright.convert("L"), dtype=np.uint8)
     except Image.DecompressionBombError as exc:
         # Pillow's own, raised from twice its limit, says "Image size (N pixels) exceeds limit of 2x pixels".
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(pixels[1]):,} pixels" if pixels else "over twice the limit"
-        raise BadInput(f"{name} is too large when decoded ({size}); the limit is {Image.MAX_IMAGE_PIXELS:,} pixels",
+        raise BadInput(f"{name} is too large when decoded ({size}); the limit is {MAX_PIXELS:,} pixels",
                        413) from None
     except UnidentifiedImageError:
         claimed = next((fmt for magic, fmt in SIGNATURES.items() if data.startswith(magic)), None)
@@ -79,6 +84,24 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         raise BadInput(f"{name} is not a supported image: use {', '.join(FORMATS)} or a .npy array", 415) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # what Pillow raises for damaged files
         raise BadInput(f"{name} is truncated or damaged ({exc})") from None
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says; as it is when its EXIF cannot be read."""
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation)
+    except Exception:  # a camera's damaged EXIF block (Pillow raises several kinds) is no reason to refuse the photo
+        orientation = None
+    # Not ImageOps.exif_transpose, which writes the EXIF again and fails on a tag of the wrong type.
+    return image.transpose(UPRIGHT[orientation]) if orientation in UPRIGHT else image
+
+
+def _on_contrasting_backdrop(rgba: Image.Image) -> Image.Image:
+    """Transparent pixels as the backdrop: white behind a dark garment (product photos sit on white), black behind a
+    light one, which on white would vanish."""
+    opaque = np.asarray(rgba.convert("L"))[np.asarray(rgba.getchannel("A")) > 127]
+    shade = 0 if opaque.size and np.median(opaque) > 127 else 255
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (shade, shade, shade, 255)), rgba)
 
 
 _Backdrop = Callable[[np.ndarray, np.ndarray], np.ndarray]  # its grey at positions from 0 to 1 across the image
@@ -189,7 +212,8 @@ def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
     # The backdrop becomes 0, as in Fashion-MNIST, and the far end of the scale from it 1, whatever its grey.
     lifted = (fitted - behind) / np.maximum(255 - behind, 1) if lighter else (behind - fitted) / np.maximum(behind, 1)
     canvas = np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
-    row, col = (IMAGE_SIDE - size[1]) // 2, (IMAGE_SIDE - size[0]) // 2
+    # An odd margin's extra pixel goes above and to the left, as in Fashion-MNIST (30,547 of its 31,288 odd margins).
+    row, col = (IMAGE_SIDE - size[1] + 1) // 2, (IMAGE_SIDE - size[0] + 1) // 2
     canvas[row: row + size[1], col: col + size[0]] = lifted
     return np.clip(canvas, 0.0, 1.0)
 

@@ -59,15 +59,16 @@ def most_confident_mistakes(y_true: np.ndarray, probabilities: np.ndarray, count
     return wrong[np.argsort(-confidence, kind="stable")[:count]]
 
 
-def bootstrap_accuracy_interval(
-    y_true: np.ndarray, y_pred: np.ndarray, resamples: int = 2000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of accuracy over resampled test images."""
-    correct = (np.asarray(y_true) == np.asarray(y_pred)).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    means = np.array([correct[rng.integers(0, len(correct), len(correct))].mean() for _ in range(resamples)])
-    tail = (1 - level) / 2 * 100
-    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+def bootstrap_accuracy_interval(y_true: np.ndarray, y_pred: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of accuracy, over every resampling of the test images with replacement: the
+    count right in a resample of n is Binomial(n, accuracy), so its quantiles are exact (2,000 drawn resamples moved
+    the fourth decimal from one seed to another)."""
+    from scipy.stats import binom
+
+    correct = np.asarray(y_true) == np.asarray(y_pred)
+    tail = (1 - level) / 2
+    low, high = binom.ppf([tail, 1 - tail], len(correct), correct.mean()) / len(correct)
+    return float(low), float(high)
 
 
 # Equal-width confidence bins of the expected calibration error, as in Guo et al. (2017).
