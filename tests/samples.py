@@ -35,9 +35,10 @@ def jpeg_with_damaged_exif(image: np.ndarray) -> bytes:
 
 
 def photo_like(image: np.ndarray, seed: int) -> tuple[bytes, str]:
-    """A 28x28 dataset image as a photo: enlarged, off-centre on a wider backdrop, JPEG. By ``seed % 4`` the backdrop
-    is white, white with camera noise, lit unevenly (darker towards the corners), or a grey table under a garment
-    lighter than it; every third photo is stored turned a quarter with the EXIF orientation that turns it back."""
+    """A 28x28 dataset image as a photo: enlarged, off-centre on a wider backdrop, JPEG. By ``seed % 5`` the backdrop
+    is white, white with camera noise, lit unevenly (darker towards the corners), a grey table under a garment
+    lighter than it, or white under a grey garment; every third photo is stored turned a quarter with the EXIF
+    orientation that turns it back."""
     rng = np.random.default_rng(seed)
     side = 28 * int(rng.integers(4, 12))
     height, width = side + int(rng.integers(10, 200)), side + int(rng.integers(10, 200))
@@ -46,14 +47,16 @@ def photo_like(image: np.ndarray, seed: int) -> tuple[bytes, str]:
     cover[top: top + side, left: left + side] = np.asarray(
         Image.fromarray(image).resize((side, side), Image.Resampling.BICUBIC), dtype=np.float64) / 255
     rows, cols = np.mgrid[0:height, 0:width]
-    kind = seed % 4
+    kind = seed % 5
     backdrop = {
         0: np.full((height, width), 255.0),
         1: np.full((height, width), 245.0) + rng.normal(0, 6, (height, width)),
         2: 250 - 40 * ((rows - height / 2) ** 2 + (cols - width / 2) ** 2) / ((height / 2) ** 2 + (width / 2) ** 2),
         3: np.full((height, width), 150.0),
+        4: np.full((height, width), 245.0),
     }[kind]
-    paint = 255.0 if kind == 3 else 0.0  # a dark garment on the light backdrops, a light one on the grey table
+    # A black garment on the light backdrops, a white one on the grey table, a grey one (contrast 0.35) on white.
+    paint = {3: 255.0, 4: 160.0}.get(kind, 0.0)
     pixels = np.clip(backdrop * (1 - cover) + paint * cover, 0, 255).astype(np.uint8)
     canvas = Image.fromarray(pixels).convert("RGB")
     if seed % 3 == 0:

@@ -16,8 +16,17 @@ def test_prepare_trims_fits_centres_and_inverts_a_light_background():
     # The shape is 50 tall and 50 wide: it fills the canvas both ways once its border is trimmed.
     assert (rows[0], rows[-1], cols[0], cols[-1]) == (0, 27, 0, 27)
     assert seen[:, :14].mean() > seen[:, 14:].mean()  # the darker half of the photo is the brighter half now
-    # The backdrop (250) becomes 0 and the darkest paint (40) becomes (250 - 40) / 250.
-    assert seen[-1, -1] == 0.0 and seen.max() == pytest.approx(210 / 250, abs=0.03)
+    # The backdrop (250) becomes 0 and the darkest paint (40) 1, as every Fashion-MNIST image reaches 255; the other
+    # paint (90) in proportion, (250 - 90) / (250 - 40).
+    assert seen[-1, -1] == 0.0 and seen.max() == pytest.approx(1.0, abs=0.01)
+    assert np.median(seen[2:8, 20:26]) == pytest.approx(160 / 210, abs=0.03)
+
+
+def test_a_faint_garment_is_stretched_to_full_contrast_but_a_smudge_only_four_times():
+    black, grey, smudge = (np.where(garment() < 128, paint, 245).astype(np.uint8) for paint in (0, 160, 220))
+    np.testing.assert_allclose(prepare(grey), prepare(black), atol=0.02)  # a grey shirt on white, as a black one
+    seen = prepare(smudge)
+    assert np.median(seen[seen > 0.1]) == pytest.approx(4 * 25 / 245, abs=0.02)  # contrast 0.10, stretched 4 times
 
 
 def test_a_wide_shape_is_centred_vertically():
@@ -58,7 +67,7 @@ def test_a_garment_lighter_than_a_grey_backdrop_is_not_turned_over():
     on_grey[garment() != 250] = 255  # white paint on a grey table: lighter than its backdrop, not darker
     seen = prepare(on_grey)
     assert seen.max() == 1.0 and seen[-1, -1] == 0.0
-    np.testing.assert_array_equal(seen > 0.5, prepare(garment()) > 0.3)
+    np.testing.assert_array_equal(seen > 0.5, prepare(garment()) > 0.5)
 
 
 def test_a_garment_filling_most_of_the_edge_is_not_taken_for_the_backdrop():
@@ -79,8 +88,8 @@ def test_tiny_and_thin_images_are_prepared_or_refused_without_warnings(shape):
         prepare(image)
     height, width = shape
     image[height // 3: max(height // 3 + 1, 2 * height // 3), width // 3: max(width // 3 + 1, 2 * width // 3)] = 10
-    seen = prepare(image)  # the dark middle alone, turned light on dark: (240 - 10) / 240, give or take Lanczos
-    assert seen.shape == (28, 28) and seen.dtype == np.float32 and seen.max() == pytest.approx(230 / 240, abs=0.03)
+    seen = prepare(image)  # the dark middle alone, turned light on dark, at full contrast (give or take Lanczos)
+    assert seen.shape == (28, 28) and seen.dtype == np.float32 and seen.max() == pytest.approx(1.0, abs=0.03)
 
 
 def photo(clean: np.ndarray, backdrop: np.ndarray, noise: float = 0.0) -> np.ndarray:

@@ -21,6 +21,7 @@ FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
 BORDER_TOLERANCE = 0.05 * 255
 NOISE_SIGMAS = 5
 MAX_TOLERANCE = 0.2 * 255
+MAX_STRETCH = 4
 DETECT_SIDE = 8 * IMAGE_SIDE  # the garment is looked for on a copy at most about this size
 # JPEGs decode at a reduced scale (DCT scaling) no smaller than this: plenty for a 28-pixel result.
 JPEG_DRAFT_SIDE = 8 * IMAGE_SIDE
@@ -190,12 +191,17 @@ def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
     dataset_sized = gray.shape == (IMAGE_SIDE, IMAGE_SIDE)
     # A 28x28 image is no photo: no light to even out, and a dataset image's black is 0
     backdrop, tolerance = _as_fashion_mnist(small) if dataset_sized else _backdrop(small)
-    difference = small - backdrop(*_centres(*small.shape))
+    behind_small = backdrop(*_centres(*small.shape))
+    difference = small - behind_small
     content = np.abs(difference) > tolerance
     if not content.any():
         raise BadInput(f"{name} is blank: one uniform colour, nothing to classify")
     # Fashion-MNIST is light on dark: a garment darker than its backdrop is turned over, one lighter is not.
     lighter = float(np.median(difference[content])) > 0
+    # The garment's contrast with its backdrop, from 0 to 1, at its brightest but a few pixels (one glint does not
+    # set it), here where no resampling has rung at its edges.
+    contrast = difference / np.maximum(255 - behind_small, 1) if lighter else -difference / np.maximum(behind_small, 1)
+    peak = float(np.percentile(contrast[content], 99.5))
     if dataset_sized:
         top, bottom, left, right = 0, IMAGE_SIDE, 0, IMAGE_SIDE
     else:
@@ -215,6 +221,11 @@ def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
     # An odd margin's extra pixel goes above and to the left, as in Fashion-MNIST (30,547 of its 31,288 odd margins).
     row, col = (IMAGE_SIDE - size[1] + 1) // 2, (IMAGE_SIDE - size[0] + 1) // 2
     canvas[row: row + size[1], col: col + size[0]] = lifted
+    if not dataset_sized:
+        # Every Fashion-MNIST image reaches 254 or 255 at its brightest: a photo's garment, however faint against its
+        # backdrop (a grey shirt on white), is stretched to reach 1 too, at most MAX_STRETCH times (a faint smudge
+        # stays faint).
+        canvas /= max(peak, 1 / MAX_STRETCH)
     return np.clip(canvas, 0.0, 1.0)
 
 
