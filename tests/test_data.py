@@ -1,6 +1,7 @@
 import contextlib
 import gzip
 import http.server
+import shutil
 import threading
 from functools import partial
 
@@ -171,18 +172,24 @@ def test_download_with_keras_get_file_from_a_local_server(tmp_path, monkeypatch)
     assert dataset.x_train.shape == (60, 28, 28)
 
 
-def test_a_download_cut_short_in_keras_cache_is_removed_and_fetched_anew(tmp_path, monkeypatch, caplog):
+def test_a_damaged_file_in_keras_cache_is_removed_and_fetched_anew(tmp_path, monkeypatch, caplog):
     served = tmp_path / "served"
     sums = write_idx_set(served)
+    shutil.copytree(served, data.keras_cache_dir())
     cut = data.keras_cache_dir() / "train-images-idx3-ubyte.gz"
-    cut.parent.mkdir(parents=True)
-    cut.write_bytes((served / cut.name).read_bytes()[:1000])  # a kill mid-download: keras keeps it, unchecked
+    # Cut short, as keras' own download leaves one it was killed in (it writes in place, and checks nothing).
+    cut.write_bytes(cut.read_bytes()[:1000])
     with served_over_http(served, monkeypatch):
         dataset = data.load_dataset(checksums=sums)
     assert f"{cut} cannot be read or decompressed" in caplog.text
     assert "removed from keras' cache, to be downloaded anew" in caplog.text and "looking for the data again" in (
         caplog.text)
     assert cut.read_bytes() == (served / cut.name).read_bytes() and dataset.x_train.shape == (60, 28, 28)
+    assert not list(cut.parent.parent.glob(".fmnist-download-*"))  # downloaded beside, then renamed in
+    cut.write_bytes(cut.read_bytes()[:1000])
+    with pytest.raises(FmnistError, match="cannot be read or decompressed"):  # the user's folder: left as it is
+        data.load_dataset(cut.parent, checksums=sums)
+    assert len(cut.read_bytes()) == 1000
 
 
 def test_failed_download_says_how_to_get_the_data(tmp_path, monkeypatch):

@@ -27,6 +27,10 @@ def test_a_faint_garment_is_stretched_to_full_contrast_but_a_smudge_only_four_ti
     np.testing.assert_allclose(prepare(grey), prepare(black), atol=0.02)  # a grey shirt on white, as a black one
     seen = prepare(smudge)
     assert np.median(seen[seen > 0.1]) == pytest.approx(4 * 25 / 245, abs=0.02)  # contrast 0.10, stretched 4 times
+    straps = np.full((1000, 1000), 245, np.uint8)
+    for row in range(100, 900, 200):
+        straps[row: row + 30, 100:900] = 160  # a sandal's thin grey straps: a pixel wide at 28 pixels
+    assert prepare(straps).max() == pytest.approx(1.0, abs=0.01)
 
 
 def test_a_wide_shape_is_centred_vertically():
@@ -125,6 +129,15 @@ def test_transparent_pixels_are_a_backdrop_the_garment_stands_out_on():
     np.testing.assert_allclose(load_input(encode(rgba), "white-shirt.png"), prepare(on_black), atol=0.01)
 
 
+def test_a_cards_transparent_corners_take_its_edge_grey_not_a_contrasting_one():
+    card = np.full((90, 120), 250, np.uint8)
+    card[garment() < 128] = 40  # a dark garment on a light card
+    rgba = np.dstack([card] * 3 + [np.full(card.shape, 255, np.uint8)])
+    for corner in (np.s_[:6, :6], np.s_[:6, -6:], np.s_[-6:, :6], np.s_[-6:, -6:]):
+        rgba[corner] = (0, 0, 0, 0)  # rounded off, transparent black
+    np.testing.assert_allclose(load_input(encode(rgba), "card.png"), prepare(card), atol=0.01)
+
+
 def test_an_odd_margin_leaves_its_extra_row_above_as_fashion_mnist_does():
     canvas = np.zeros((60, 112), np.uint8)
     canvas[10:55, 8:104] = 200  # 45 x 96, a bag say: 13 x 28 once fitted, a margin of 15: 8 rows above, 7 below
@@ -152,13 +165,17 @@ def test_a_phones_multi_picture_jpeg_decodes_at_a_reduced_scale_too():
     assert decode_image(mpo, "phone.jpg").shape == (375, 500)  # one eighth, as libjpeg's DCT scaling gives
 
 
-@pytest.mark.parametrize("size", [(9500, 9500), (12000, 9000)])  # over Pillow's limit; over twice it
+@pytest.mark.parametrize("size", [(9500, 9500), (12000, 9000)])  # just over Pillow's limit; a 108-megapixel phone's
 def test_a_jpeg_over_the_pixel_limit_is_read_at_the_reduced_scale_it_decodes_at(size):
     from fmnist.images import MAX_PIXELS
 
     assert size[0] * size[1] > MAX_PIXELS
     decoded = decode_image(encode(Image.new("L", size, 240), "JPEG"), "108-megapixels.jpg")
     assert decoded.shape == (-(-size[1] // 8), -(-size[0] // 8))
+    # Not a progressive one: libjpeg keeps its every coefficient at full size, whatever the scale it decodes at.
+    with pytest.raises(BadInput, match=r"too large when decoded \([\d,]+ pixels\)") as refused:
+        decode_image(encode(Image.new("L", size, 240), "JPEG", progressive=True), "progressive.jpg")
+    assert refused.value.status == 413
 
 
 def test_a_gif_is_read_from_its_first_frame():
@@ -218,6 +235,7 @@ def test_a_16_bit_png_is_scaled_to_8_bits_not_clipped():
                                   np.where(eight == eight[0, 0], 255, eight))
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 @pytest.mark.parametrize("case, name, data, status", bad_files(), ids=[c[0] for c in bad_files()])
 def test_bad_files_are_refused_with_a_reason(case, name, data, status):
     with pytest.raises(BadInput) as refused:
@@ -225,6 +243,7 @@ def test_bad_files_are_refused_with_a_reason(case, name, data, status):
     assert refused.value.status == status and name in str(refused.value)
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 @pytest.mark.parametrize("side", [10_000, 100_000])  # over Pillow's limit; over twice it, where Pillow refuses
 def test_a_decompression_bomb_is_refused_with_its_size_and_the_limit(side):
     with pytest.raises(BadInput) as refused:

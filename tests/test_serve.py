@@ -151,6 +151,7 @@ def test_json_arrays_nested_or_flat_pixels_or_floats(client):
     assert predictions[2]["top"][0]["index"] == predictions[0]["top"][0]["index"]
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 @pytest.mark.parametrize("case, name, data, status", bad_files(), ids=[c[0] for c in bad_files()])
 def test_bad_files_get_a_4xx_json_error(client, case, name, data, status):
     good = ("files", ("fine.png", encode(garment()), "image/png"))

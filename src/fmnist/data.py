@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import socket
+import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,14 +96,17 @@ def _download(checksums: dict[str, str]) -> dict[str, Path]:
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # urllib has no timeout of its own: never hang
     try:
-        target.mkdir(parents=True, exist_ok=True)  # else keras falls back to /tmp/.keras
-        return {
-            name: Path(keras.utils.get_file(
-                f"{name}.gz", origin=base.rstrip("/") + f"/{name}.gz",
-                cache_dir=str(target.parent.parent), cache_subdir="datasets/fashion-mnist",
-            ))
-            for name in checksums
-        }
+        target.mkdir(parents=True, exist_ok=True)
+        # Into a folder of this process's own, then renamed into keras' cache: keras writes in place, where another
+        # process looking there could take a file half downloaded for a damaged one.
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fmnist-download-") as staging:
+            files = {}
+            for name in checksums:
+                fetched = keras.utils.get_file(f"{name}.gz", origin=base.rstrip("/") + f"/{name}.gz",
+                                               cache_dir=staging, cache_subdir=".")
+                files[name] = target / f"{name}.gz"
+                os.replace(fetched, files[name])
+            return files
     except Exception as exc:  # keras wraps network failures in several exception types
         raise FmnistError(f"could not download Fashion-MNIST from {base} ({exc}); {HOW_TO_GET}") from exc
     finally:
@@ -172,12 +176,13 @@ def _read_verified(path: Path, name: str, expected_sha256: str, kind: str) -> np
     return array
 
 
-def _read_checked(path: Path, name: str, expected_sha256: str, kind: str) -> np.ndarray:
-    """:func:`_read_verified`; a file of keras' download cache that fails is removed, as a cache's entry."""
+def _read_checked(path: Path, name: str, expected_sha256: str, kind: str, cached: bool) -> np.ndarray:
+    """:func:`_read_verified`; a file found in keras' download cache (``cached``) that fails is removed, as a cache's
+    entry."""
     try:
         return _read_verified(path, name, expected_sha256, kind)
     except FmnistError as exc:
-        if path.parent.resolve() != keras_cache_dir().resolve():
+        if not cached:  # the user's own file, given as --data-dir
             raise
         path.unlink(missing_ok=True)
         reason = str(exc).removesuffix(f"; {HOW_TO_GET}")
@@ -265,8 +270,11 @@ def _load_dataset(data_dir: Path | None, checksums: dict[str, str], test_only: b
     arrays = _load_cached(folder, key, list(wanted))
     if arrays is None:
         log.info("verifying %s", source)
+        cached = not source.startswith("data dir")  # keras' cache, read or just downloaded into (Debian's is not)
+        cached = cached and all(path.parent.resolve() == keras_cache_dir().resolve() for path in files.values())
         arrays = {
-            attr: _read_checked(files[name], name, checksums[name], kind) for attr, (name, kind) in wanted.items()
+            attr: _read_checked(files[name], name, checksums[name], kind, cached)
+            for attr, (name, kind) in wanted.items()
         }
         for split in ("test",) if test_only else ("train", "test"):
             images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]

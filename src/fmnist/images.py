@@ -31,11 +31,11 @@ SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GI
 # Pillow warns on stderr about a damaged EXIF block it then skips (camera files often carry one): the photo is
 # classified all the same, so the warning is only noise, even under -q. Set once here: filters are process-wide.
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
-# The most pixels an image may have once decoded (a JPEG at the reduced scale it decodes at): Pillow's own limit,
-# which fmnist applies itself, after the reduced scale is known. Pillow's own check, at twice it on opening, would
-# refuse a 108-megapixel phone photo that decodes to a few thousand pixels a side.
+# Pillow warns of an image between its pixel limit and twice that (it refuses one over twice it on opening);
+# decode_image applies the limit itself, to the size decoded: a baseline JPEG's at its reduced scale, so that a
+# 108-megapixel phone photo is read.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
-Image.MAX_IMAGE_PIXELS = None
 # EXIF orientation -> the turn that makes the picture upright, as ImageOps.exif_transpose has it.
 UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
@@ -56,7 +56,9 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         raise BadInput(f"{name} is empty", 400)
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as image:
-            if isinstance(image, JpegImagePlugin.JpegImageFile):  # a JPEG, or a phone's MPO (a JPEG and its extras)
+            # A JPEG, or a phone's MPO (a JPEG and its extras), decodes at a reduced scale; not a progressive one,
+            # for which libjpeg keeps every coefficient of the full size (2 bytes a pixel) whatever the scale.
+            if isinstance(image, JpegImagePlugin.JpegImageFile) and not image.info.get("progressive"):
                 image.draft("L", (JPEG_DRAFT_SIDE, JPEG_DRAFT_SIDE))
             if image.width * image.height > MAX_PIXELS:
                 raise Image.DecompressionBombError(f"Image size ({image.width * image.height} pixels)")
@@ -70,7 +72,7 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
                 if isinstance(transparent, int):
                     upright.info["transparency"] = min(255, round(transparent / 257))
             if upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info:
-                upright = _on_contrasting_backdrop(upright.convert("RGBA"))
+                upright = _on_backdrop(upright.convert("RGBA"))
             return np.asarray(upright.convert("L"), dtype=np.uint8)
     except Image.DecompressionBombError as exc:
         # Pillow's own, raised from twice its limit, says "Image size (N pixels) exceeds limit of 2x pixels".
@@ -97,11 +99,16 @@ def _upright(image: Image.Image) -> Image.Image:
     return image.transpose(UPRIGHT[orientation]) if orientation in UPRIGHT else image
 
 
-def _on_contrasting_backdrop(rgba: Image.Image) -> Image.Image:
-    """Transparent pixels as the backdrop: white behind a dark garment (product photos sit on white), black behind a
-    light one, which on white would vanish."""
-    opaque = np.asarray(rgba.convert("L"))[np.asarray(rgba.getchannel("A")) > 127]
-    shade = 0 if opaque.size and np.median(opaque) > 127 else 255
+def _on_backdrop(rgba: Image.Image) -> Image.Image:
+    """Transparent pixels filled in. Where they hold most of the edge (a garment cut out), they are the backdrop:
+    white behind a dark garment (product photos sit on white), black behind a light one, which on white would vanish.
+    Where they are a few (a card's rounded corners), they take the grey of the opaque edge beside them."""
+    grey, opaque = np.asarray(rgba.convert("L")), np.asarray(rgba.getchannel("A")) > 127
+    edge_opaque = _ring(opaque)
+    if edge_opaque.mean() <= 0.5:
+        shade = 0 if opaque.any() and np.median(grey[opaque]) > 127 else 255
+    else:
+        shade = int(np.median(_ring(grey)[edge_opaque]))
     return Image.alpha_composite(Image.new("RGBA", rgba.size, (shade, shade, shade, 255)), rgba)
 
 
@@ -191,17 +198,12 @@ def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
     dataset_sized = gray.shape == (IMAGE_SIDE, IMAGE_SIDE)
     # A 28x28 image is no photo: no light to even out, and a dataset image's black is 0
     backdrop, tolerance = _as_fashion_mnist(small) if dataset_sized else _backdrop(small)
-    behind_small = backdrop(*_centres(*small.shape))
-    difference = small - behind_small
+    difference = small - backdrop(*_centres(*small.shape))
     content = np.abs(difference) > tolerance
     if not content.any():
         raise BadInput(f"{name} is blank: one uniform colour, nothing to classify")
     # Fashion-MNIST is light on dark: a garment darker than its backdrop is turned over, one lighter is not.
     lighter = float(np.median(difference[content])) > 0
-    # The garment's contrast with its backdrop, from 0 to 1, at its brightest but a few pixels (one glint does not
-    # set it), here where no resampling has rung at its edges.
-    contrast = difference / np.maximum(255 - behind_small, 1) if lighter else -difference / np.maximum(behind_small, 1)
-    peak = float(np.percentile(contrast[content], 99.5))
     if dataset_sized:
         top, bottom, left, right = 0, IMAGE_SIDE, 0, IMAGE_SIDE
     else:
@@ -211,8 +213,9 @@ def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
     crop_height, crop_width = bottom - top, right - left
     scale = IMAGE_SIDE / max(crop_height, crop_width)
     size = (max(1, round(crop_width * scale)), max(1, round(crop_height * scale)))
-    fitted = np.asarray(Image.fromarray(gray[top:bottom, left:right]).resize(size, Image.Resampling.LANCZOS),
-                        dtype=np.float32)
+    # In floats: Lanczos rings at a garment's edges, and 8-bit pixels would clip the ring past black or white only.
+    fitted = np.asarray(Image.fromarray(gray[top:bottom, left:right]).convert("F").resize(
+        size, Image.Resampling.LANCZOS), dtype=np.float32)
     u, v = _centres(size[1], size[0])  # within the crop, then within the whole image, where the backdrop was fitted
     behind = backdrop((left + u * crop_width) / width, (top + v * crop_height) / height)
     # The backdrop becomes 0, as in Fashion-MNIST, and the far end of the scale from it 1, whatever its grey.
@@ -223,10 +226,11 @@ def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
     canvas[row: row + size[1], col: col + size[0]] = lifted
     if not dataset_sized:
         # Every Fashion-MNIST image reaches 254 or 255 at its brightest: a photo's garment, however faint against its
-        # backdrop (a grey shirt on white), is stretched to reach 1 too, at most MAX_STRETCH times (a faint smudge
-        # stays faint).
-        canvas /= max(peak, 1 / MAX_STRETCH)
-    return np.clip(canvas, 0.0, 1.0)
+        # backdrop (a grey shirt on white) or thin (a sandal's straps), is stretched to reach 1 too, at its brightest
+        # but a few pixels, and at most MAX_STRETCH times (a faint smudge stays faint).
+        canvas /= max(float(np.percentile(lifted, 99.5)), 1 / MAX_STRETCH)
+    # In 256 levels, as Fashion-MNIST's 8-bit pixels are (the backdrop exactly 0, not a Lanczos ring's 1e-5).
+    return (np.round(np.clip(canvas, 0.0, 1.0).astype(np.float64) * 255) / 255).astype(np.float32)
 
 
 def _one_image(shape: tuple[int, ...]) -> bool:

@@ -189,7 +189,7 @@ def held_lock(lock: Path, busy: str) -> Iterator[None]:
     try:
         handle = open(lock, "a")
     except OSError as exc:
-        raise FmnistError(f"cannot write {lock}: {exc.strerror}") from None
+        raise FmnistError(f"cannot write {lock} ({exc.strerror}): make its folder writable for this user") from None
     with handle:
         for attempt in range(CLAIM_ATTEMPTS):
             try:
@@ -199,6 +199,9 @@ def held_lock(lock: Path, busy: str) -> Iterator[None]:
                 if attempt == CLAIM_ATTEMPTS - 1:
                     raise FmnistError(busy) from None
                 time.sleep(0.05)  # `fmnist runs` may be looking (runs.being_trained): that lock lasts an instant
+            except OSError as exc:  # ENOLCK: a network filesystem that keeps no locks
+                raise FmnistError(f"cannot lock {lock} ({exc.strerror}): put the runs on a filesystem that keeps "
+                                  "locks (a local disk)") from None
         yield
 
 

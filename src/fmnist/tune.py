@@ -134,20 +134,21 @@ def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Datas
                taken_over: list[int] | None = None) -> Callable[[optuna.Trial], float]:
     """The trial's function for Optuna; the number of a trial another worker failed meanwhile goes in ``taken_over``."""
     def objective(trial: optuna.Trial) -> float:
-        try:  # a stop anywhere in it, even once its run is trained, leaves the trial to be taken up again
-            return _run_trial(trial, base, backend, runs_dir, dataset)
+        try:  # failed meanwhile by another worker: found on writing to it, here or in the handlers below
+            try:  # a stop anywhere in it, even once its run is trained, leaves the trial to be taken up again
+                return _run_trial(trial, base, backend, runs_dir, dataset)
+            except KeyboardInterrupt:
+                trial.set_user_attr("stopped", True)  # not the settings' fault: taken up when the study is continued
+                log.warning("trial %d stopped: continuing the study (the same 'fmnist tune' command) takes it up "
+                            "again first, unless its settings have run %d times", trial.number, MAX_ATTEMPTS)
+                raise
+            except Diverged as exc:  # the settings' fault: recorded, and the study goes on (tune catches it)
+                trial.set_user_attr("diverged", exc.what)
+                log.warning("trial %d: %s; recorded as failed, the study goes on", trial.number, exc.what)
+                raise
         except optuna.exceptions.UpdateFinishedTrialError:  # its run was left resumable, as by any other error
             if taken_over is not None:
                 taken_over.append(trial.number)
-            raise
-        except KeyboardInterrupt:
-            trial.set_user_attr("stopped", True)  # not the settings' fault: taken up when the study is continued
-            log.warning("trial %d stopped: continuing the study (the same 'fmnist tune' command) takes it up again "
-                        "first, unless its settings have run %d times", trial.number, MAX_ATTEMPTS)
-            raise
-        except Diverged as exc:  # the settings' fault: recorded, and the study goes on (tune catches it)
-            trial.set_user_attr("diverged", exc.what)
-            log.warning("trial %d: %s; recorded as failed, the study goes on", trial.number, exc.what)
             raise
 
     return objective
