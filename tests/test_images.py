@@ -165,6 +165,7 @@ def test_a_phones_multi_picture_jpeg_decodes_at_a_reduced_scale_too():
     assert decode_image(mpo, "phone.jpg").shape == (375, 500)  # one eighth, as libjpeg's DCT scaling gives
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, under twice its limit
 @pytest.mark.parametrize("size", [(9500, 9500), (12000, 9000)])  # just over Pillow's limit; a 108-megapixel phone's
 def test_a_jpeg_over_the_pixel_limit_is_read_at_the_reduced_scale_it_decodes_at(size):
     from fmnist.images import MAX_PIXELS

@@ -146,6 +146,7 @@ def test_a_study_or_storage_that_cannot_be_used_is_refused_before_keras_starts(t
         assert f"fmnist: error: {refusal}" in probe.stderr
 
 
+@pytest.mark.filterwarnings("ignore:Fixed parameter learning_rate")  # Optuna's: 1e30 is outside the searched range
 def test_a_trial_that_diverges_is_recorded_and_the_study_goes_on(tmp_path, dataset, caplog):
     diverging = dataclasses.replace(BASE, learning_rate=1e30)  # the recipe's own settings are the first trial
     with caplog.at_level(logging.WARNING, logger="fmnist.tune"):

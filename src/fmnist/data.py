@@ -270,8 +270,9 @@ def _load_dataset(data_dir: Path | None, checksums: dict[str, str], test_only: b
     arrays = _load_cached(folder, key, list(wanted))
     if arrays is None:
         log.info("verifying %s", source)
-        cached = not source.startswith("data dir")  # keras' cache, read or just downloaded into (Debian's is not)
-        cached = cached and all(path.parent.resolve() == keras_cache_dir().resolve() for path in files.values())
+        # Files in keras' cache, found there or downloaded into it; not Debian's, nor the user's own (--data-dir).
+        cached = not source.startswith("data dir") and all(
+            path.parent.resolve() == keras_cache_dir().resolve() for path in files.values())
         arrays = {
             attr: _read_checked(files[name], name, checksums[name], kind, cached)
             for attr, (name, kind) in wanted.items()
