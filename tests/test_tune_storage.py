@@ -89,6 +89,7 @@ def test_a_database_of_another_optuna_version_is_one_line_with_optunas_advice(tm
         write_report("s", storage=url, runs_dir=tmp_path)
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # Optuna's, for a trial asked for outside optimize
 def test_a_heartbeat_the_database_refuses_is_said_and_tried_again_not_the_end_of_the_beats(tmp_path, caplog):
     import sqlite3
 
