@@ -1,7 +1,9 @@
 import contextlib
 import gzip
 import http.server
+import os
 import shutil
+import time
 import threading
 from functools import partial
 
@@ -165,8 +167,13 @@ def served_over_http(folder, monkeypatch):
 def test_download_with_keras_get_file_from_a_local_server(tmp_path, monkeypatch):
     served = tmp_path / "served"
     sums = write_idx_set(served)
+    killed = data.keras_cache_dir().parent / f"{data.DOWNLOAD_PREFIX}killed"  # a download killed outright left it
+    (killed / "train-images-idx3-ubyte.gz").parent.mkdir(parents=True)
+    (killed / "train-images-idx3-ubyte.gz").write_bytes(b"half")
+    os.utime(killed, (time.time() - 2 * data.STALE_DOWNLOAD_S,) * 2)
     with served_over_http(served, monkeypatch):
         dataset = data.load_dataset(checksums=sums)
+    assert not killed.exists()
     assert dataset.source.startswith("download")
     assert (data.keras_cache_dir() / "train-images-idx3-ubyte.gz").is_file()
     assert dataset.x_train.shape == (60, 28, 28)

@@ -24,13 +24,16 @@ def test_prepare_trims_fits_centres_and_inverts_a_light_background():
 
 def test_a_faint_garment_is_stretched_to_full_contrast_but_a_smudge_only_four_times():
     black, grey, smudge = (np.where(garment() < 128, paint, 245).astype(np.uint8) for paint in (0, 160, 220))
-    np.testing.assert_allclose(prepare(grey), prepare(black), atol=0.02)  # a grey shirt on white, as a black one
+    seen = prepare(black)
+    assert np.median(seen[seen > 0.5]) == 1.0  # its inside at full brightness, not only a Lanczos ring at its edge
+    np.testing.assert_allclose(prepare(grey), seen, atol=0.02)  # a grey shirt on white, as a black one
     seen = prepare(smudge)
     assert np.median(seen[seen > 0.1]) == pytest.approx(4 * 25 / 245, abs=0.02)  # contrast 0.10, stretched 4 times
     straps = np.full((1000, 1000), 245, np.uint8)
     for row in range(100, 900, 200):
         straps[row: row + 30, 100:900] = 160  # a sandal's thin grey straps: a pixel wide at 28 pixels
-    assert prepare(straps).max() == pytest.approx(1.0, abs=0.01)
+    seen = prepare(straps)
+    assert seen.max() == 1.0 and np.median(seen[seen > 0.5]) > 0.9  # not the 0.3 of their blur alone
 
 
 def test_a_wide_shape_is_centred_vertically():
@@ -138,6 +141,14 @@ def test_a_cards_transparent_corners_take_its_edge_grey_not_a_contrasting_one():
     np.testing.assert_allclose(load_input(encode(rgba), "card.png"), prepare(card), atol=0.01)
 
 
+def test_a_cut_out_cropped_to_its_edges_is_filled_as_a_backdrop_not_with_its_own_grey():
+    rgba = np.zeros((200, 120, 4), np.uint8)  # trousers cut out and cropped to their box: most of the edge opaque
+    rgba[:40, :] = (30, 30, 30, 255)  # the waistband, the whole width
+    rgba[40:, :50] = rgba[40:, 70:] = (30, 30, 30, 255)  # two legs, a transparent gap between them
+    on_white = np.where(rgba[..., 3] > 0, 30, 255).astype(np.uint8)
+    np.testing.assert_allclose(load_input(encode(rgba), "trousers.png"), prepare(on_white), atol=0.01)
+
+
 def test_an_odd_margin_leaves_its_extra_row_above_as_fashion_mnist_does():
     canvas = np.zeros((60, 112), np.uint8)
     canvas[10:55, 8:104] = 200  # 45 x 96, a bag say: 13 x 28 once fitted, a margin of 15: 8 rows above, 7 below
@@ -163,6 +174,8 @@ def test_a_phones_multi_picture_jpeg_decodes_at_a_reduced_scale_too():
     mpo = encode(big, "MPO", save_all=True, append_images=[big.resize((400, 300))])
     assert Image.open(io.BytesIO(mpo)).format == "MPO"
     assert decode_image(mpo, "phone.jpg").shape == (375, 500)  # one eighth, as libjpeg's DCT scaling gives
+    progressive = encode(big, "JPEG", progressive=True)  # judged at its full size, but decoded small all the same
+    assert decode_image(progressive, "progressive.jpg").shape == (375, 500)
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, under twice its limit

@@ -7,8 +7,10 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import tempfile
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,8 @@ CHECKSUMS = {
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 DOWNLOAD_TIMEOUT_S = 60
+DOWNLOAD_PREFIX = ".fmnist-download-"  # a download's own folder beside keras' cache
+STALE_DOWNLOAD_S = 3600  # one this old is a killed process's: no download takes an hour
 HOW_TO_GET = (
     "get the data with 'sudo apt-get install dataset-fashion-mnist', or put the four files in a folder "
     "and pass --data-dir (or FMNIST_DATA_DIR)"
@@ -97,9 +101,12 @@ def _download(checksums: dict[str, str]) -> dict[str, Path]:
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # urllib has no timeout of its own: never hang
     try:
         target.mkdir(parents=True, exist_ok=True)
+        for stale in target.parent.glob(f"{DOWNLOAD_PREFIX}*"):  # a download killed outright (SIGKILL) left it
+            if time.time() - stale.stat().st_mtime > STALE_DOWNLOAD_S:
+                shutil.rmtree(stale, ignore_errors=True)
         # Into a folder of this process's own, then renamed into keras' cache: keras writes in place, where another
         # process looking there could take a file half downloaded for a damaged one.
-        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fmnist-download-") as staging:
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=DOWNLOAD_PREFIX) as staging:
             files = {}
             for name in checksums:
                 fetched = keras.utils.get_file(f"{name}.gz", origin=base.rstrip("/") + f"/{name}.gz",

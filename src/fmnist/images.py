@@ -22,6 +22,7 @@ BORDER_TOLERANCE = 0.05 * 255
 NOISE_SIGMAS = 5
 MAX_TOLERANCE = 0.2 * 255
 MAX_STRETCH = 4
+ROUNDED_CORNERS = 0.05  # the most of a picture that transparent corners are taken to round off
 DETECT_SIDE = 8 * IMAGE_SIDE  # the garment is looked for on a copy at most about this size
 # JPEGs decode at a reduced scale (DCT scaling) no smaller than this: plenty for a 28-pixel result.
 JPEG_DRAFT_SIDE = 8 * IMAGE_SIDE
@@ -33,7 +34,7 @@ SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GI
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
 # Pillow warns of an image between its pixel limit and twice that (it refuses one over twice it on opening);
 # decode_image applies the limit itself, to the size decoded: a baseline JPEG's at its reduced scale, so that a
-# 108-megapixel phone photo is read.
+# 108-megapixel phone photo is read (one over twice the limit, about 179 megapixels, is refused on opening).
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 # EXIF orientation -> the turn that makes the picture upright, as ImageOps.exif_transpose has it.
@@ -56,12 +57,15 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         raise BadInput(f"{name} is empty", 400)
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as image:
-            # A JPEG, or a phone's MPO (a JPEG and its extras), decodes at a reduced scale; not a progressive one,
-            # for which libjpeg keeps every coefficient of the full size (2 bytes a pixel) whatever the scale.
-            if isinstance(image, JpegImagePlugin.JpegImageFile) and not image.info.get("progressive"):
+            # A JPEG, or a phone's MPO (a JPEG and its extras), decodes at a reduced scale, and is judged at it; not
+            # a progressive one, for which libjpeg keeps every coefficient of the full size (2 bytes a pixel).
+            width, height = image.size
+            if isinstance(image, JpegImagePlugin.JpegImageFile):
                 image.draft("L", (JPEG_DRAFT_SIDE, JPEG_DRAFT_SIDE))
-            if image.width * image.height > MAX_PIXELS:
-                raise Image.DecompressionBombError(f"Image size ({image.width * image.height} pixels)")
+                if not image.info.get("progressive"):
+                    width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise Image.DecompressionBombError(f"Image size ({width * height} pixels)")
             upright = _upright(image)
             if upright.mode.startswith("I;16") or upright.mode == "I":
                 # 16-bit grayscale: convert("L") would clip every value above 255 instead of scaling it down.
@@ -100,15 +104,14 @@ def _upright(image: Image.Image) -> Image.Image:
 
 
 def _on_backdrop(rgba: Image.Image) -> Image.Image:
-    """Transparent pixels filled in. Where they hold most of the edge (a garment cut out), they are the backdrop:
-    white behind a dark garment (product photos sit on white), black behind a light one, which on white would vanish.
-    Where they are a few (a card's rounded corners), they take the grey of the opaque edge beside them."""
+    """Transparent pixels filled in. Where they are a few, in the corners (a card's rounded corners), they take the
+    grey of the opaque edge. Otherwise (a garment cut out) they are the backdrop: white behind a dark garment (product
+    photos sit on white), black behind a light one, which on white would vanish."""
     grey, opaque = np.asarray(rgba.convert("L")), np.asarray(rgba.getchannel("A")) > 127
-    edge_opaque = _ring(opaque)
-    if edge_opaque.mean() <= 0.5:
-        shade = 0 if opaque.any() and np.median(grey[opaque]) > 127 else 255
+    if not opaque[CORNERS].any() and opaque.mean() >= 1 - ROUNDED_CORNERS and _ring(opaque).any():
+        shade = int(np.median(_ring(grey)[_ring(opaque)]))
     else:
-        shade = int(np.median(_ring(grey)[edge_opaque]))
+        shade = 0 if opaque.any() and np.median(grey[opaque]) > 127 else 255
     return Image.alpha_composite(Image.new("RGBA", rgba.size, (shade, shade, shade, 255)), rgba)
 
 
@@ -198,12 +201,16 @@ def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
     dataset_sized = gray.shape == (IMAGE_SIDE, IMAGE_SIDE)
     # A 28x28 image is no photo: no light to even out, and a dataset image's black is 0
     backdrop, tolerance = _as_fashion_mnist(small) if dataset_sized else _backdrop(small)
-    difference = small - backdrop(*_centres(*small.shape))
+    behind_small = backdrop(*_centres(*small.shape))
+    difference = small - behind_small
     content = np.abs(difference) > tolerance
     if not content.any():
         raise BadInput(f"{name} is blank: one uniform colour, nothing to classify")
     # Fashion-MNIST is light on dark: a garment darker than its backdrop is turned over, one lighter is not.
     lighter = float(np.median(difference[content])) > 0
+    # The garment's contrast with its backdrop (0 to 1) at its brightest but a few pixels, where no resampling rings.
+    contrast = difference / np.maximum(255 - behind_small, 1) if lighter else -difference / np.maximum(behind_small, 1)
+    garment_peak = float(np.percentile(contrast[content], 99.5))
     if dataset_sized:
         top, bottom, left, right = 0, IMAGE_SIDE, 0, IMAGE_SIDE
     else:
@@ -226,9 +233,12 @@ def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
     canvas[row: row + size[1], col: col + size[0]] = lifted
     if not dataset_sized:
         # Every Fashion-MNIST image reaches 254 or 255 at its brightest: a photo's garment, however faint against its
-        # backdrop (a grey shirt on white) or thin (a sandal's straps), is stretched to reach 1 too, at its brightest
-        # but a few pixels, and at most MAX_STRETCH times (a faint smudge stays faint).
-        canvas /= max(float(np.percentile(lifted, 99.5)), 1 / MAX_STRETCH)
+        # backdrop (a grey shirt on white) or thin (a sandal's straps), is stretched to reach 1 too, at most
+        # MAX_STRETCH times (a faint smudge stays faint). Its brightest is the lower of the garment's own contrast
+        # and the 28-pixel result's brightest but a few pixels: the first leaves out Lanczos' ring past a garment's
+        # edge, the second the blur of what is thinner than a pixel once fitted.
+        fitted_peak = float(np.percentile(np.clip(lifted, 0, 1), 99.5))
+        canvas /= max(min(garment_peak, fitted_peak), 1 / MAX_STRETCH)
     # In 256 levels, as Fashion-MNIST's 8-bit pixels are (the backdrop exactly 0, not a Lanczos ring's 1e-5).
     return (np.round(np.clip(canvas, 0.0, 1.0).astype(np.float64) * 255) / 255).astype(np.float32)
 

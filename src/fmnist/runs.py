@@ -189,7 +189,8 @@ def held_lock(lock: Path, busy: str) -> Iterator[None]:
     try:
         handle = open(lock, "a")
     except OSError as exc:
-        raise FmnistError(f"cannot write {lock} ({exc.strerror}): make its folder writable for this user") from None
+        advice = ": make its folder writable for this user" if exc.errno in (errno.EACCES, errno.EROFS) else ""
+        raise FmnistError(f"cannot write {lock} ({exc.strerror}){advice}") from None
     with handle:
         for attempt in range(CLAIM_ATTEMPTS):
             try:
