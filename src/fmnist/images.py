@@ -208,9 +208,6 @@ def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
         raise BadInput(f"{name} is blank: one uniform colour, nothing to classify")
     # Fashion-MNIST is light on dark: a garment darker than its backdrop is turned over, one lighter is not.
     lighter = float(np.median(difference[content])) > 0
-    # The garment's contrast with its backdrop (0 to 1) at its brightest but a few pixels, where no resampling rings.
-    contrast = difference / np.maximum(255 - behind_small, 1) if lighter else -difference / np.maximum(behind_small, 1)
-    garment_peak = float(np.percentile(contrast[content], 99.5))
     if dataset_sized:
         top, bottom, left, right = 0, IMAGE_SIDE, 0, IMAGE_SIDE
     else:
@@ -237,6 +234,8 @@ def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
         # MAX_STRETCH times (a faint smudge stays faint). Its brightest is the lower of the garment's own contrast
         # and the 28-pixel result's brightest but a few pixels: the first leaves out Lanczos' ring past a garment's
         # edge, the second the blur of what is thinner than a pixel once fitted.
+        contrast = difference / (np.maximum(255 - behind_small, 1) if lighter else -np.maximum(behind_small, 1))
+        garment_peak = float(np.percentile(contrast[content], 99.5))
         fitted_peak = float(np.percentile(np.clip(lifted, 0, 1), 99.5))
         canvas /= max(min(garment_peak, fitted_peak), 1 / MAX_STRETCH)
     # In 256 levels, as Fashion-MNIST's 8-bit pixels are (the backdrop exactly 0, not a Lanczos ring's 1e-5).
