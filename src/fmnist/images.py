@@ -108,8 +108,9 @@ def _on_backdrop(rgba: Image.Image) -> Image.Image:
     grey of the opaque edge. Otherwise (a garment cut out) they are the backdrop: white behind a dark garment (product
     photos sit on white), black behind a light one, which on white would vanish."""
     grey, opaque = np.asarray(rgba.convert("L")), np.asarray(rgba.getchannel("A")) > 127
-    if not opaque[CORNERS].any() and opaque.mean() >= 1 - ROUNDED_CORNERS and _ring(opaque).any():
-        shade = int(np.median(_ring(grey)[_ring(opaque)]))
+    edge_opaque = _ring(opaque)
+    if not opaque[CORNERS].any() and opaque.mean() >= 1 - ROUNDED_CORNERS and edge_opaque.any():
+        shade = int(np.median(_ring(grey)[edge_opaque]))
     else:
         shade = 0 if opaque.any() and np.median(grey[opaque]) > 127 else 255
     return Image.alpha_composite(Image.new("RGBA", rgba.size, (shade, shade, shade, 255)), rgba)

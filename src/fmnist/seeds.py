@@ -109,7 +109,7 @@ def train_seeds(
     artifacts.write_json(group / artifacts.SEED_GROUP, {
         "settings": settings.to_dict(), "backend": backend, "seeds": seeds, "created": runs.utc_now(),
         "data": data_record(dataset)})
-    return group, _complete_group(group, settings, members, backend, dataset)
+    return group, _complete_group(group, settings, members, backend, dataset, existing={})
 
 
 def resume_seeds(
@@ -133,7 +133,7 @@ def resume_seeds(
     activate(record["backend"], settings.architecture)
     dataset = dataset or load_dataset(data_dir)
     require_same_data(dataset, record, group)
-    return group, _complete_group(group, settings, members, record["backend"], dataset)
+    return group, _complete_group(group, settings, members, record["backend"], dataset, existing)
 
 
 def _member_dirs(group: Path) -> dict[int, Path]:
@@ -153,14 +153,15 @@ def _member_dirs(group: Path) -> dict[int, Path]:
 
 def _complete_group(
     group: Path, settings: TrainSettings, members: list[TrainSettings], backend: str, dataset: Dataset,
+    existing: dict[int, Path],
 ) -> dict[str, Any]:
-    """Train (or resume, or reuse) every member, then write the group's summary."""
+    """Train (or resume, or reuse) every member, ``existing`` its run directories by seed (:func:`_member_dirs`),
+    then write the group's summary."""
     import keras
 
     from fmnist.resume import score_finished
     from fmnist.train import train
 
-    existing = _member_dirs(group)
     results = []
     for k, member in enumerate(members):
         run_dir = existing.get(member.seed)
