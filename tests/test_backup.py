@@ -5,7 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from fmnist.backup import read_meta, restore, save
+from fmnist.backup import restore, save
+from fmnist.backup_file import read_meta
 from fmnist.errors import FmnistError
 
 

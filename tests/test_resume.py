@@ -11,7 +11,7 @@ import pytest
 
 from conftest import AS_AT_A_TERMINAL, run_cli
 from fmnist import artifacts, model_files, runs
-from fmnist.backup import read_meta
+from fmnist.backup_file import read_meta
 from fmnist.data import load_dataset
 from fmnist.cli import main
 from fmnist.errors import FmnistError
@@ -218,7 +218,7 @@ def _backup_of(run_dir, epochs_done, run):
 
 
 def test_a_backup_from_another_run_or_a_history_cut_short_is_refused_not_mixed_in(tmp_path):
-    from fmnist.backup import run_id
+    from fmnist.backup_file import run_id
 
     mine, other = tmp_path / "mine", tmp_path / "other"
     for run, seed in ((mine, 1), (other, 2)):

@@ -2,10 +2,11 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import module_data, run_cli, tiny_train
-from fmnist import artifacts, model_files, runs
+from fmnist import artifacts, backup_file, model_files, runs
 from fmnist.errors import FmnistError
 
 
@@ -23,11 +24,14 @@ def make_mixed_runs(runs_dir, tiny_data):
     running = runs.create_run_dir(runs_dir, "running")
     artifacts.write_json(running / artifacts.CONFIG, config)
     runs.set_status(running, "running")
-    (running / artifacts.HISTORY).write_text("epoch,loss\n0,1.5\n1,1.2\n2,1.")  # killed mid-write
+    # Killed mid-write of epoch 2's row, after writing epoch 1's row but before its backup: resumed after epoch 0.
+    (running / artifacts.HISTORY).write_text("epoch,loss\n0,1.5\n1,1.2\n2,1.")
+    np.savez(running / artifacts.BACKUP, meta=np.array(json.dumps({"format": backup_file.FORMAT, "epochs_done": 1})))
 
     interrupted = runs.create_run_dir(runs_dir, "interrupted")
     artifacts.write_json(interrupted / artifacts.CONFIG, config)
     runs.set_status(interrupted, "interrupted")
+    (interrupted / artifacts.HISTORY).write_text("epoch,loss\n0,1.5\n")  # and no backup: resumed from the start
 
     damaged = runs.create_run_dir(runs_dir, "damaged")
     (damaged / artifacts.CONFIG).write_text("{\"settings\": ")
@@ -74,8 +78,9 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
     assert by_name[f"study/{mixed_runs['grouped'].name}"]["recipe"] == "spec (+3)"  # and dropout
 
     killed = by_name[mixed_runs["running"].name]  # status.json says running, but no process holds the run's lock
-    assert killed["status"] == "killed" and killed["epochs"] == 3 and killed["test_accuracy"] is None
+    assert killed["status"] == "killed" and killed["epochs"] == 1 and killed["test_accuracy"] is None
     assert killed["notes"] == by_name[mixed_runs["interrupted"].name]["notes"] == ["fmnist train --resume continues it"]
+    assert by_name[mixed_runs["interrupted"].name]["epochs"] == 0
     with runs.claim_run(mixed_runs["running"]):  # as the process training it does
         assert runs.summarize(mixed_runs["running"])["status"] == "running"
     assert by_name[mixed_runs["interrupted"].name]["status"] == "interrupted"
@@ -373,3 +378,15 @@ def test_numbers_that_json_reads_but_no_run_has_are_listed_as_unknown(tmp_path):
     (run / artifacts.STATUS).write_text('{"state": "finished", "epochs": Infinity, "train_seconds": NaN}')
     (row,) = runs.list_runs(tmp_path)
     assert (row["run"], row["epochs"], row["train_seconds"]) == (run.name, None, None)
+
+
+def test_a_stopped_runs_damaged_backup_is_named_with_what_to_do(tmp_path):
+    run = runs.create_run_dir(tmp_path, "cut")
+    artifacts.write_json(run / artifacts.CONFIG, {"settings": {"seed": 1}})
+    runs.set_status(run, "interrupted")
+    (run / artifacts.HISTORY).write_text("epoch,loss\n0,1.5\n")
+    (run / artifacts.BACKUP).write_bytes(b"PK\x03\x04 cut short")
+    (row,) = runs.list_runs(tmp_path)
+    assert row["epochs"] is None
+    assert row["notes"] == ["backup.npz damaged: remove it, and the resume trains the run again from its first epoch",
+                            "fmnist train --resume continues it"]

@@ -6,7 +6,6 @@ import json
 import logging
 import random
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import keras
 import numpy as np
 
 from fmnist import artifacts
+from fmnist.backup_file import FORMAT, load, run_id
 from fmnist.errors import FmnistError
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,6 @@ CALLBACK_STATE: dict[type, tuple[str, ...]] = {
     keras.callbacks.EarlyStopping: ("wait", "stopped_epoch", "best", "best_epoch", "best_weights"),
     keras.callbacks.ReduceLROnPlateau: ("wait", "cooldown_counter", "best"),
 }
-FORMAT = 1
 # Keras names each dropout layer's random generator "seed_generator_N", N counting those made in the process so far,
 # and so did it an optimizer before fmnist named it: the same model's names differ where another model was built
 # first in the process (a resume after a training, a later run of a --seeds group).
@@ -71,12 +70,6 @@ def _values(variables: list) -> list[np.ndarray]:
     return [np.asarray(keras.ops.convert_to_numpy(v)) for v in variables]
 
 
-def run_id(run_dir: Path) -> str | None:
-    """What ties a backup to its run: the SHA-256 of the run's config.json, written once when the run began."""
-    config = Path(run_dir) / artifacts.CONFIG
-    return artifacts.sha256_file(config) if config.is_file() else None
-
-
 def save(path: Path, model: keras.Model, callbacks: list, epochs_done: int, stopped: bool,
          run: str | None = None) -> None:
     """Write the state after ``epochs_done`` finished epochs (of the run ``run``, a :func:`run_id`), atomically."""
@@ -113,34 +106,9 @@ def save(path: Path, model: keras.Model, callbacks: list, epochs_done: int, stop
     artifacts.write_atomic(path, lambda tmp: np.savez(tmp, **arrays))
 
 
-def _damaged(path: Path) -> FmnistError:
-    return FmnistError(f"{path} is damaged, so the run cannot continue from it; remove it, and 'fmnist train "
-                       f"--resume {path.parent}' trains the run again from its first epoch")
-
-
-def _load(path: Path, only_meta: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The backup's arrays and its record of what they are; a damaged file is one clear error."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in (["meta"] if only_meta else data.files)}
-        meta = json.loads(str(arrays.pop("meta")))
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # cut, not an archive, no record
-        raise _damaged(path) from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("format"), int):
-        raise _damaged(path)
-    if meta["format"] != FORMAT:  # another version's layout would be misread
-        raise FmnistError(f"{path} is a backup of format {meta['format']}, not {FORMAT} (another fmnist version): "
-                          "continue the run with that version, or train it again")
-    return arrays, meta
-
-
-def read_meta(path: Path) -> dict[str, Any]:
-    return _load(path, only_meta=True)[1]
-
-
 def restore(path: Path, model: keras.Model, callbacks: list) -> tuple[int, bool]:
     """Put the saved state back into the model, its optimizer, the callbacks and the random generators."""
-    data, meta = _load(path)
+    data, meta = load(path)
     for prefix, variables in (("model", model.variables), ("optimizer", model.optimizer.variables)):
         keys = [f"{prefix}_{i}" for i in range(len(meta[f"{prefix}_variables"]))]
         shapes = [data[key].shape if key in data else None for key in keys]

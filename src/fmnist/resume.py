@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from fmnist import artifacts, runs
+from fmnist.backup_file import read_meta, run_id
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
 
@@ -37,8 +38,6 @@ def keep_finished_epochs(run_dir: Path) -> int:
     """Cut history.csv back to the epochs in the backup and return their number."""
     # A kill can land after an epoch's row was appended but before its backup was written, or halfway through a row;
     # the epoch is then trained again and must not appear twice.
-    from fmnist.backup import read_meta, run_id
-
     backup, history = Path(run_dir) / artifacts.BACKUP, Path(run_dir) / artifacts.HISTORY
     artifacts.remove_temporaries(run_dir)  # the run's lock is held: nothing else writes there
     this_run = run_id(run_dir)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from fmnist import artifacts, defaults
+from fmnist.backup_file import read_meta
 from fmnist.errors import FmnistError
 
 
@@ -317,6 +318,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     if status.get("diverged"):
         notes.append(f"diverged: {DIVERGED_ADVICE}")
     elif state in (KILLED, INTERRUPTED, FAILED):
+        epochs = _epochs_backed_up(run_dir, notes)
         notes.append(f"{resume_command(run_dir)} continues its group" if in_seed_group(run_dir)
                      else "fmnist train --resume continues it")
     elif unscored and not live:  # stopped while it was being scored
@@ -356,6 +358,17 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "status": state,
         "notes": notes,
     }
+
+
+def _epochs_backed_up(run_dir: Path, notes: list[str]) -> int | None:
+    """The epochs a stopped run's resume continues from: its backup's, not its history's (a kill can land between an
+    epoch's row and its backup)."""
+    backup = run_dir / artifacts.BACKUP
+    try:
+        return int(read_meta(backup)["epochs_done"]) if backup.is_file() else 0
+    except (FmnistError, OSError, KeyError, TypeError, ValueError):
+        notes.append(f"{artifacts.BACKUP} damaged: remove it, and the resume trains the run again from its first epoch")
+        return None
 
 
 def _has_runs(folder: Path) -> bool:
