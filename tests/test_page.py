@@ -1,5 +1,6 @@
 """The web page in a real headless browser (Debian's Chromium driven by Playwright) against a real server."""
 
+import base64
 import os
 import re
 import shutil
@@ -151,9 +152,10 @@ def test_drawing_on_the_canvas_shows_probabilities(page, tmp_path):
     page.click("#clear")
     assert page.locator("#bars li").count() == len(CLASS_NAMES) and page.get_attribute("#timing", "data-input") == \
         "shirt.png" and page.is_visible("#preview")
-    # A file dropped beside the box is kept from replacing the page (and what it shows).
+    # A drop beside the box is kept from replacing the page (and what it shows); one with no file says so.
     assert page.evaluate("document.body.dispatchEvent(new DragEvent('drop', {bubbles: true, cancelable: true}))") \
         is False
+    assert page.inner_text("#note") == "that was no file: drop an image file, or click to pick one"
 
 
 def pick(page, path) -> None:
@@ -268,4 +270,60 @@ def test_a_server_that_fails_or_goes_away_is_explained_and_the_page_recovers(bro
     assert page.inner_text("#error").startswith(f"no map, only the answer: {photo.name}: the server answered 502")
     assert page.get_attribute("#timing", "data-input") == photo.name
     assert page.locator("#bars li").count() == len(CLASS_NAMES) and page.inner_text("#label") != "—"
+    context.close()
+
+
+def drop_file(page, selector: str, data: bytes, name: str) -> None:
+    """Drop a file on an element, as a browser does with a file dragged from the desktop."""
+    dropped = page.evaluate_handle("""([data, name]) => {
+        const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], name, {type: "image/png"}));
+        return transfer;
+    }""", [base64.b64encode(data).decode(), name])
+    page.dispatch_event(selector, "drop", {"dataTransfer": dropped})
+
+
+def test_on_a_phone_in_an_older_browser_answers_come_into_sight(browser, server, tmp_path):
+    context = browser.new_context(viewport={"width": 360, "height": 640})  # panels stacked: the answer far below
+    context.add_init_script("delete AbortSignal.timeout")  # as in Safari before 16
+    page = context.new_page()
+    page.goto(server)
+    page.wait_for_function("document.querySelector('#model').textContent.startsWith('run ')")
+    in_sight = "(selector) => { const box = document.querySelector(selector).getBoundingClientRect(); " \
+               "return box.top >= 0 && box.bottom <= innerHeight; }"
+
+    drop_file(page, "#file-input", encode(garment()), "dropped.png")  # on the file input, not the box
+    page.wait_for_selector('#timing[data-input="dropped.png"]')
+    assert page.evaluate(in_sight, "#label")
+    assert page.inner_text("#drawn") == "—"  # the answer under the pad is a drawing's alone
+
+    pad = page.locator("#pad")
+    pad.scroll_into_view_if_needed()
+    box = pad.bounding_box()
+    page.mouse.move(box["x"] + 60, box["y"] + 60)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 200, box["y"] + 200, steps=8)
+    page.mouse.up()
+    page.wait_for_selector('#timing[data-input="drawing.png"]')
+    assert page.evaluate(in_sight, "#drawn") and not page.evaluate(in_sight, "#label")
+    assert page.inner_text("#drawn") == page.inner_text("#label") != "—"
+
+    # Clear tapped in the middle of a stroke (a finger, while a pen draws) ends it: nothing more is drawn or sent.
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.mouse.move(box["x"] + 60, box["y"] + 200)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 200, box["y"] + 60, steps=8)
+    page.evaluate("document.querySelector('#clear').click()")
+    page.mouse.move(box["x"] + 140, box["y"] + 250, steps=8)
+    page.mouse.up()
+    page.wait_for_timeout(300)
+    darkest = page.evaluate("""() => {
+        const data = document.querySelector('#pad').getContext('2d').getImageData(0, 0, 280, 280).data;
+        let darkest = 255;
+        for (let i = 0; i < data.length; i += 4) darkest = Math.min(darkest, data[i]);
+        return darkest;
+    }""")
+    assert darkest == 255 and not [url for url in requests if "/v1/predict" in url]
     context.close()

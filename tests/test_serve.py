@@ -288,8 +288,14 @@ def test_head_answers_where_get_does_for_uptime_monitors(client):
 def test_the_page_and_its_files_are_served(client):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert page.headers["cache-control"] == "no-cache"
     for asset in ("/static/app.js", "/static/style.css"):
-        assert asset in page.text and client.get(asset).status_code == 200
+        assert asset in page.text
+        answer = client.get(asset)
+        # Checked again at each load: an upgrade's app.js is never left behind by a browser's cache.
+        assert answer.status_code == 200 and answer.headers["cache-control"] == "no-cache"
+        again = client.get(asset, headers={"If-None-Match": answer.headers["etag"]})
+        assert again.status_code == 304 and again.headers["cache-control"] == "no-cache"
     assert "http" not in page.text.replace("http-equiv", "")  # nothing fetched from elsewhere: it works offline
 
 

@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("static")
 STATIC_URL = "/static"  # where the page's files are served from
+# The page's files are checked with the server at every load (a 304 when unchanged): a browser's cached app.js would
+# otherwise outlive an upgrade of fmnist, beside the new index.html.
+REVALIDATE = {"Cache-Control": "no-cache"}
 MIB = 1024 * 1024
 MAX_BODY_BYTES = MAX_UPLOAD_MIB * MIB
 MAX_INPUTS = 64
@@ -206,6 +209,15 @@ async def form_files(request: Request, body: bytes) -> list[tuple[str, bytes]]:
     if not files:
         raise BadInput("the form holds no files: send each image as a file part", 400)
     return files
+
+
+class RevalidatedFiles(StaticFiles):
+    """The page's files, each answer marked to be checked with the server before a browser reuses it."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Any:
+        response = super().file_response(*args, **kwargs)
+        response.headers.update(REVALIDATE)
+        return response
 
 
 def require_closed_form(body: bytes, boundary: bytes) -> None:
@@ -398,7 +410,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
         description="Fashion-MNIST classifier: photos (PNG, JPEG, WebP, BMP, GIF) or 28x28 arrays in, "
                     "top-k classes out. The web page is at /.",
     )
-    app.mount(STATIC_URL, StaticFiles(directory=STATIC), name="static")
+    app.mount(STATIC_URL, RevalidatedFiles(directory=STATIC), name="static")
     app.add_middleware(AnswerCancelledRequests)
 
     _answer_errors_as_json(app)
@@ -413,7 +425,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
 
     @get_and_head("/", include_in_schema=False)
     async def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
+        return FileResponse(STATIC / "index.html", headers=REVALIDATE)
 
     @get_and_head("/v1/health")
     async def health(request: Request) -> dict[str, Any]:

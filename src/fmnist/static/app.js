@@ -4,21 +4,34 @@
 const $ = (id) => document.getElementById(id);
 let classes = [];
 
+// Why a request got no answer, in words a user can act on; a cancelled one stays an AbortError, which is not shown.
+function noAnswer(err) {
+  if (err.name === "AbortError") return err;
+  if (err.name === "TimeoutError") return new Error("the server did not answer in time");
+  return new Error("the server did not answer: is 'fmnist serve' still running?");
+}
+
+// A signal that aborts after `ms` with a TimeoutError, also where AbortSignal.timeout is missing (Safari before 16).
+function timeLimit(ms) {
+  if (AbortSignal.timeout) return AbortSignal.timeout(ms);
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(new DOMException("timed out", "TimeoutError")), ms);
+  return controller.signal;
+}
+
 // GET or POST one of the API's routes: its JSON body, or an Error saying why not, in words a user can act on.
 async function call(url, options = {}) {
   let response;
   try {
     response = await fetch(url, options);
   } catch (err) {
-    if (err.name === "AbortError") throw err;
-    if (err.name === "TimeoutError") throw new Error("the server did not answer in time");
-    throw new Error("the server did not answer: is 'fmnist serve' still running?");
+    throw noAnswer(err);
   }
   let body = null;
   try {
     body = await response.json();
   } catch (err) {
-    if (options.signal?.aborted) throw options.signal.reason; // cancelled, or out of time: not a body's fault
+    if (options.signal?.aborted) throw noAnswer(options.signal.reason); // cancelled, or out of time: not the body
     // otherwise not JSON: a proxy's error page, say
   }
   if (!response.ok) {
@@ -33,7 +46,7 @@ let modelDetails = null;
 let maxBodyBytes = Infinity; // the server's limit on a request, from the model's details
 function loadModel() {
   // A server that never answers must not hold every upload back: give up after 10 s, and ask again next time.
-  modelDetails ??= call("/v1/model", { signal: AbortSignal.timeout(10000) }).then((info) => {
+  modelDetails ??= call("/v1/model", { signal: timeLimit(10000) }).then((info) => {
     classes = info.classes;
     maxBodyBytes = info.max_body_bytes ?? Infinity;
     const accuracy = info.metrics ? `test accuracy ${(100 * info.metrics.test_accuracy).toFixed(1)}%, ` : "";
@@ -52,7 +65,12 @@ let latest = 0;
 let inFlight = null;
 let answering = null; // "photo" or "drawing": what the latest request, and the answer on screen, are for
 
-function predict(blob, name, query, signal) {
+async function predict(blob, name, query, signal) {
+  try { // else a file the browser cannot read fails the upload, which reads as the server's fault
+    await blob.slice(0, 1).arrayBuffer();
+  } catch {
+    throw new Error(`cannot read ${name}: a folder, or a file changed or removed since it was picked`);
+  }
   const form = new FormData();
   form.append("files", blob, name);
   return call(`/v1/predict?${query}`, { method: "POST", body: form, signal });
@@ -84,6 +102,7 @@ async function classify(input, name, source) {
     const prediction = answer.predictions[0];
     show(prediction, answer.elapsed_ms);
     shown = true;
+    if (source === "photo") $("answer").scrollIntoView({ block: "nearest" }); // below the panels on a phone
     $("answer").classList.remove("pending");
     $("status").textContent = "finding where its answer came from…";
     const explained = await predict(blob, name, "top_k=1&explain=true", controller.signal);
@@ -123,7 +142,7 @@ function forgetAnswer(cancel = false) {
   $("timing").textContent = "";
   delete $("timing").dataset.input;
   $("bars").replaceChildren();
-  $("label").textContent = "—";
+  $("label").textContent = $("drawn").textContent = "—";
   $("unsure").hidden = true;
 }
 
@@ -180,6 +199,7 @@ function show(prediction, elapsedMs) {
   blank($("evidence"));
   const best = prediction.top[0];
   $("label").textContent = `${best.class} ${percent(best.probability)}`;
+  $("drawn").textContent = answering === "drawing" ? $("label").textContent : "—";
   $("unsure").hidden = !prediction.unsure;
   $("timing").textContent = `${prediction.input}: answered in ${elapsedMs.toFixed(1)} ms on the server`;
   $("timing").dataset.input = prediction.input;
@@ -221,7 +241,11 @@ function showPhoto(file) {
 
 function pickFile(files) {
   const file = files[0];
-  if (!file) return;
+  if (!file) { // a link or text dragged from another page, say
+    $("note").textContent = "that was no file: drop an image file, or click to pick one";
+    $("note").hidden = false;
+    return;
+  }
   showPhoto(file);
   $("note").textContent = files.length > 1 ? `${files.length} files given: the page classifies one, ${file.name}` : "";
   $("note").hidden = files.length < 2;
@@ -234,18 +258,19 @@ function setUpDrop() {
   input.addEventListener("change", () => pickFile(input.files));
   // Emptied as the picker opens, so that picking the same file again (to retry, say) classifies it again.
   input.addEventListener("click", () => { input.value = ""; });
-  // A file dropped beside the box would replace the page with itself, and lose what it shows.
-  for (const type of ["dragover", "drop"]) window.addEventListener(type, (event) => event.preventDefault());
+  // A file dropped anywhere on the page is classified: beside the box, the browser would open it in the page's place
+  // and lose what it shows; on the file input, it would not say a file that is no image was refused.
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    pickFile(event.dataTransfer?.files ?? []);
+  });
   // A file that is no image leaves no broken picture: the server's reason says what it is.
   $("preview").addEventListener("error", () => { if ($("preview").getAttribute("src")) showPhoto(null); });
   drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", (event) => {
     if (!drop.contains(event.relatedTarget)) drop.classList.remove("over"); // not when over the box's own text
-  });
-  drop.addEventListener("drop", (event) => {
-    event.preventDefault();
-    drop.classList.remove("over");
-    pickFile(event.dataTransfer.files);
   });
 }
 
@@ -286,12 +311,15 @@ function setUpPad() {
   };
   pad.addEventListener("pointerup", strokeEnded);
   pad.addEventListener("pointercancel", strokeEnded);
-  $("clear").addEventListener("click", () => {
+  pad.addEventListener("lostpointercapture", strokeEnded); // its pointerup lost: the pen must not draw on hover
+  $("clear").addEventListener("click", () => { // also mid-stroke (a finger taps it while a pen draws): the stroke ends
+    drawing = null;
+    context.beginPath(); // else the next stroke would draw the cleared one again
     clear();
     if (answering === "drawing") forgetAnswer(true); // its answer, or the one on its way; a photo's stays
   });
 }
 
-loadModel().catch(() => {}); // shown in the header; the next upload asks again
 setUpDrop();
 setUpPad();
+loadModel().catch(() => {}); // shown in the header; the next upload asks again
