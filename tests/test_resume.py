@@ -91,7 +91,7 @@ def test_interrupted_then_killed_run_resumes_to_the_uninterrupted_result(tmp_pat
     assert not list(run_dir.glob(".*.tmp*"))  # atomic writes: no half-written file left behind
 
     with runs.claim_run(run_dir):  # while one process trains it, no other may
-        with pytest.raises(FmnistError, match="being trained by another process"):
+        with pytest.raises(FmnistError, match="in use by another process"):
             with runs.claim_run(run_dir):
                 pass
 
@@ -250,9 +250,10 @@ def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, t
     for name in (artifacts.METRICS, artifacts.REPORT_HTML, artifacts.PREDICTIONS):  # as a stop then leaves it
         (run_dir / name).unlink()
     history = artifacts.read_history(run_dir)
+    (run_dir / artifacts.BACKUP).write_bytes(b"left by a kill between the finished status and its removal")
     with runs.claim_run(run_dir):  # as the process that trained it holds it while it scores
         assert runs.summarize(run_dir)["notes"] == []  # not "not scored": it is being scored
-        with pytest.raises(FmnistError, match="being trained by another process"):
+        with pytest.raises(FmnistError, match="in use by another process"):
             resume_run(run_dir, dataset=dataset)
     assert runs.summarize(run_dir)["notes"] == ["not scored: fmnist train --resume scores it"]
 
@@ -261,6 +262,7 @@ def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, t
         (run_dir / artifacts.METRICS).read_text())["test_accuracy"]
     assert (run_dir / artifacts.REPORT_HTML).is_file()
     assert artifacts.read_history(run_dir) == history  # scored, not retrained
+    assert not (run_dir / artifacts.BACKUP).exists()  # superseded by the model
     (run_dir / artifacts.REPORT_HTML).unlink()
     resume_run(run_dir, dataset=dataset)
     assert (run_dir / artifacts.REPORT_HTML).is_file()

@@ -215,6 +215,9 @@ def test_a_run_whose_name_is_not_utf8_is_refused_in_one_line(mixed_runs, tmp_pat
     result = run_cli("report", str(odd))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1 and "has a name that is not UTF-8" in result.stderr
+    # Listed all the same, its odd byte escaped, by a terminal that takes UTF-8 alone (a UTF-8 locale's).
+    listed = run_cli("runs", "--runs-dir", str(tmp_path), env={"PYTHONIOENCODING": "utf-8:strict"})
+    assert listed.returncode == 0 and "run-\\udcff" in listed.stdout, listed.stderr
 
 
 def test_commands_take_a_run_by_name(mixed_runs, tmp_path, monkeypatch, capsys):
@@ -380,13 +383,39 @@ def test_numbers_that_json_reads_but_no_run_has_are_listed_as_unknown(tmp_path):
     assert (row["run"], row["epochs"], row["train_seconds"]) == (run.name, None, None)
 
 
-def test_a_stopped_runs_damaged_backup_is_named_with_what_to_do(tmp_path):
+@pytest.mark.parametrize("problem", ["damaged", "written by another run"])
+def test_a_stopped_runs_damaged_backup_is_named_with_what_to_do(tmp_path, problem):
     run = runs.create_run_dir(tmp_path, "cut")
     artifacts.write_json(run / artifacts.CONFIG, {"settings": {"seed": 1}})
     runs.set_status(run, "interrupted")
     (run / artifacts.HISTORY).write_text("epoch,loss\n0,1.5\n")
-    (run / artifacts.BACKUP).write_bytes(b"PK\x03\x04 cut short")
+    if problem == "damaged":
+        (run / artifacts.BACKUP).write_bytes(b"PK\x03\x04 cut short")
+    else:  # as a resume refuses it
+        meta = {"format": backup_file.FORMAT, "epochs_done": 1, "run": "0" * 64}
+        np.savez(run / artifacts.BACKUP, meta=np.array(json.dumps(meta)))
     (row,) = runs.list_runs(tmp_path)
     assert row["epochs"] is None
-    assert row["notes"] == ["backup.npz damaged: remove it, and the resume trains the run again from its first epoch",
-                            "fmnist train --resume continues it"]
+    assert row["notes"] == [f"backup.npz {problem}: remove it, and the resume trains the run again from its first "
+                            "epoch", "fmnist train --resume continues it"]
+
+
+def test_advice_names_a_run_as_a_shell_takes_it_from_wherever_it_was_given(tmp_path, monkeypatch):
+    run = runs.create_run_dir(tmp_path / "my runs", "spaced")
+    artifacts.write_json(run / artifacts.CONFIG, {"settings": {"seed": 1}})
+    assert runs.resume_command(run) == f"fmnist train --resume '{run}'"
+    monkeypatch.chdir(run)  # `fmnist train --resume .`: the run's own name, not ""
+    assert runs.require_run_dir(Path(".")) == run and runs.require_run_dir(Path(".")).name == run.name
+
+
+def test_a_command_writing_into_a_run_keeps_training_away_until_it_ends(tiny_run_dir, tmp_path):
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    with runs.idle_run(run.name, tmp_path, "evaluate it") as held:
+        assert held == run
+        with runs.idle_run(run, tmp_path, "export it"):  # two such commands together: each writes its own files
+            assert not runs.being_trained(run)
+        with pytest.raises(FmnistError, match="in use by another process"):  # a resume begun meanwhile
+            with runs.claim_run(run):
+                pass
+    with runs.claim_run(run):  # and free once it ends
+        pass

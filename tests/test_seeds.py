@@ -13,7 +13,7 @@ from fmnist.data import CLASS_NAMES, load_dataset
 from fmnist.errors import FmnistError
 from fmnist.resume import resume_run
 from fmnist.cli import _json_value
-from fmnist.seeds import refuse_other_runs, resume_seeds, summarise, summary_record, train_seeds
+from fmnist.seeds import _member_dirs, refuse_other_runs, resume_seeds, summarise, summary_record, train_seeds
 from fmnist.settings import TrainSettings
 
 
@@ -83,6 +83,16 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     assert cut["scored"] == 0 and cut["test_accuracy"] is None and cut["summary"] is None
     assert runs.format_runs(runs.list_runs(tmp_path), [cut], tmp_path).splitlines()[1].endswith(
         f"0 of 3 seeds scored (fmnist train --resume {group} continues it)")
+    with runs.claim_run(group):  # as a process resuming the group holds it: nothing to do but wait
+        [live] = runs.seed_groups(runs.list_runs(tmp_path), tmp_path)
+        assert runs.format_runs(runs.list_runs(tmp_path), [live], tmp_path).splitlines()[1].endswith(
+            "0 of 3 seeds scored, being trained")
+        assert runs.summarize(second)["notes"] == ["its group's training continues it"]
+        with pytest.raises(FmnistError, match="in use by another process"):
+            resume_seeds(group, dataset=dataset)
+        with pytest.raises(FmnistError, match=f"one run of the --seeds group {group}, which another process is "
+                                              "training now"):
+            resume_run(second, dataset=dataset)
     copy = shutil.copytree(group, tmp_path / "copy" / group.name)  # so that the group's own resume finds it cut short
     with caplog.at_level(logging.WARNING, logger="fmnist.resume"):
         resume_run(copy / second.name, dataset=dataset)  # that run alone: done, and the rest of the group pointed to
@@ -106,6 +116,12 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     (third_again := group / resumed["runs"][2]["run_dir"]).joinpath(artifacts.REPORT_HTML).unlink()  # killed drawing
     resume_seeds(group, dataset=dataset)
     assert (third_again / artifacts.REPORT_HTML).is_file()
+    summary_json = (group / artifacts.SEED_SUMMARY).read_bytes()
+    (group / artifacts.SEED_SUMMARY).unlink()  # killed after its last seed, before it wrote the summary
+    rows = runs.list_runs(tmp_path)
+    assert runs.format_runs(rows, runs.seed_groups(rows, tmp_path), tmp_path).splitlines()[1].endswith(
+        f"3 of 3 seeds scored, no summary.json (fmnist train --resume {group} writes it)")
+    (group / artifacts.SEED_SUMMARY).write_bytes(summary_json)
     status = artifacts.read_json(first / artifacts.STATUS)
     artifacts.write_json(first / artifacts.STATUS, {"state": "finished"})  # edited by hand
     with pytest.raises(FmnistError, match="status.json lacks its epochs or training time; restore it, or remove"):
@@ -138,6 +154,13 @@ def test_a_groups_damaged_member_is_trained_again_and_a_diverged_one_ends_the_gr
     _, resumed = resume_seeds(group, dataset=dataset)
     assert [r["seed"] for r in resumed["runs"]] == [5, 6] and resumed["runs"][1]["run_dir"] != second.name
     shutil.rmtree(second)
+    status = (first / artifacts.STATUS).read_bytes()
+    (first / artifacts.STATUS).write_text("{")  # damaged by hand too: listed as it is, and trained again
+    rows = runs.list_runs(tmp_path)
+    assert runs.seed_groups(rows, tmp_path)[0]["scored"] == 1
+    assert "status.json unreadable" in {note for row in rows for note in row["notes"]}
+    assert sorted(_member_dirs(group), key=str) == [6, None]
+    (first / artifacts.STATUS).write_bytes(status)
 
     retrained = group / resumed["runs"][1]["run_dir"]
     runs.set_status(retrained, "failed", error="training diverged in epoch 1: the loss became nan", diverged=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import io
 import json
 import logging
 import os
@@ -310,15 +311,15 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from fmnist.backend import activate
-    from fmnist.runs import resolve_idle_run
+    from fmnist.runs import idle_run
 
-    run = resolve_idle_run(args.run, args.runs_dir, "evaluate it")
-    _check_model(run)
-    activate(args.backend)
-    from fmnist.evaluate import evaluate_run
-    from fmnist.report import headline
+    with idle_run(args.run, args.runs_dir, "evaluate it") as run:
+        _check_model(run)
+        activate(args.backend)
+        from fmnist.evaluate import evaluate_run
+        from fmnist.report import headline
 
-    metrics = evaluate_run(run, data_dir=args.data_dir)
+        metrics = evaluate_run(run, data_dir=args.data_dir)
     _emit(args, headline(run, metrics), {"run_dir": run, **metrics})
 
 
@@ -331,9 +332,10 @@ def _check_model(run: Path) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from fmnist.report import build_report
-    from fmnist.runs import resolve_idle_run
+    from fmnist.runs import idle_run
 
-    path = build_report(resolve_idle_run(args.run, args.runs_dir, "rebuild its report"))
+    with idle_run(args.run, args.runs_dir, "rebuild its report") as run:
+        path = build_report(run)
     _emit(args, f"report: {path}", {"report": path})
 
 
@@ -367,14 +369,14 @@ def cmd_runs_compare(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from fmnist.backend import activate
     from fmnist.export import choose_backend
-    from fmnist.runs import resolve_idle_run
+    from fmnist.runs import idle_run
 
-    run = resolve_idle_run(args.run, args.runs_dir, "export it")
-    _check_model(run)
-    backend = activate(choose_backend(args.format, args.backend))
-    from fmnist.export import export_run, summary_text
+    with idle_run(args.run, args.runs_dir, "export it") as run:
+        _check_model(run)
+        backend = activate(choose_backend(args.format, args.backend))
+        from fmnist.export import export_run, summary_text
 
-    record = export_run(run, args.format, backend, data_dir=args.data_dir)
+        record = export_run(run, args.format, backend, data_dir=args.data_dir)
     _emit(args, summary_text(run, record), {**record, "run_dir": run, "path": run / record["file"]})
 
 
@@ -674,6 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):  # a file name that is not UTF-8 (another system's) is printed escaped
+        sys.stdout.reconfigure(errors="backslashreplace")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     handlers, level = log.handlers[:], log.level  # put back for a caller that runs commands in its own process

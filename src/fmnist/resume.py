@@ -75,6 +75,10 @@ def resume_run(
     from fmnist.backend import activate
 
     run_dir = runs.require_run_dir(run_dir)
+    group = runs.in_seed_group(run_dir)
+    if group and runs.being_trained(group):  # its process will come to this run, and must find it as it left it
+        raise FmnistError(f"{run_dir} is one run of the --seeds group {group}, which another process is training "
+                          f"now: it trains this run in its turn; {runs.WAIT_FOR_TRAINING}")
     scoring_only = runs.finished(run_dir)
     if runs.complete(run_dir):
         require_unfinished(run_dir)  # which refuses it: nothing is left to do
@@ -90,7 +94,6 @@ def resume_run(
     else:
         result = train(settings, config["backend"], data_dir=data_dir, dataset=dataset, resume_dir=run_dir,
                        extra_callbacks=extra_callbacks)
-    group = runs.in_seed_group(run_dir)
     if group and not (group / artifacts.SEED_SUMMARY).is_file():
         log.warning("%s is one run of the --seeds group %s, which has no summary yet: '%s' trains its seeds not "
                     "begun and writes it", run_dir.name, group, runs.resume_command(run_dir))
@@ -109,6 +112,7 @@ def score_finished(run_dir: Path, dataset: Dataset) -> TrainResult:
                           f"remove {run_dir} and train it again")
     metrics_path = run_dir / artifacts.METRICS
     with runs.claim_run(run_dir):  # the process that trained it may be scoring it still
+        (run_dir / artifacts.BACKUP).unlink(missing_ok=True)  # left by a kill just after its training finished
         if not metrics_path.is_file():
             log.info("scoring %s, stopped after its training", run_dir)
             metrics = evaluate_run(run_dir, dataset=dataset)

@@ -7,6 +7,7 @@ import datetime as dt
 import errno
 import fcntl
 import os
+import shlex
 import statistics
 import tempfile
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from fmnist import artifacts, defaults
-from fmnist.backup_file import read_meta
+from fmnist.backup_file import read_meta, run_id
 from fmnist.errors import FmnistError
 
 
@@ -131,6 +132,8 @@ def run_folders(folder: Path) -> list[Path]:
 
 def require_run_dir(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
+    if run_dir.name in ("", ".."):  # "." or "..": its own name and its group's folder are those of the path made whole
+        run_dir = absolute(run_dir)
     try:
         str(run_dir.resolve()).encode("utf-8")
     except UnicodeEncodeError:  # its path is written into its JSON, HTML and plots, all UTF-8
@@ -184,9 +187,10 @@ CLAIM_ATTEMPTS = 20  # 0.05 s apart, about a second in all: a live training hold
 
 
 @contextlib.contextmanager
-def held_lock(lock: Path, busy: str) -> Iterator[None]:
-    """Hold the lock file ``lock`` for the block, or refuse with ``busy`` while another live process holds it; the
-    kernel drops it when the process ends, however it ends, so what a killed process held is free at once."""
+def held_lock(lock: Path, busy: str, shared: bool = False) -> Iterator[None]:
+    """Hold the lock file ``lock`` for the block, or refuse with ``busy`` while another live process holds it (a
+    ``shared`` hold allows other shared ones); the kernel drops it when the process ends, however it ends, so what a
+    killed process held is free at once."""
     try:
         handle = open(lock, "a")
     except OSError as exc:
@@ -195,7 +199,7 @@ def held_lock(lock: Path, busy: str) -> Iterator[None]:
     with handle:
         for attempt in range(CLAIM_ATTEMPTS):
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if attempt == CLAIM_ATTEMPTS - 1:
@@ -209,8 +213,8 @@ def held_lock(lock: Path, busy: str) -> Iterator[None]:
 
 def claim_run(run_dir: Path) -> contextlib.AbstractContextManager[None]:
     """Hold the run's lock while training it, so no second process (say, a resume) trains it at the same time."""
-    return held_lock(Path(run_dir) / artifacts.LOCK,
-                     f"{run_dir} is being trained by another process; wait for it or stop it first")
+    return held_lock(Path(run_dir) / artifacts.LOCK, f"{run_dir} is in use by another process (training, scoring or "
+                     "exporting it); wait for it or stop it first")
 
 
 def being_trained(run_dir: Path) -> bool:
@@ -231,9 +235,13 @@ GROUP_DIVERGED_ADVICE = "train a new group with a lower --learning-rate"
 
 
 def diverged(run_dir: Path) -> bool:
-    """Whether the run's training stopped because its loss became NaN or infinite."""
+    """Whether the run's training stopped because its loss became NaN or infinite; not known, for a status.json that
+    cannot be read (which what reads it next names)."""
     status = Path(run_dir) / artifacts.STATUS
-    return status.is_file() and bool(artifacts.read_json(status).get("diverged"))
+    try:
+        return status.is_file() and bool(artifacts.read_json(status).get("diverged"))
+    except (FmnistError, OSError):
+        return False
 
 
 def in_seed_group(run_dir: Path) -> Path | None:
@@ -243,9 +251,9 @@ def in_seed_group(run_dir: Path) -> Path | None:
 
 
 def resume_command(run_dir: Path) -> str:
-    """The command that finishes a stopped run; for one of a ``--seeds`` group's, the group's (which also trains
-    the seeds not begun and writes the summary)."""
-    return f"fmnist train --resume {in_seed_group(run_dir) or run_dir}"
+    """The command that finishes a stopped run, quoted for a shell; for one of a ``--seeds`` group's, the group's
+    (which also trains the seeds not begun and writes the summary)."""
+    return f"fmnist train --resume {shlex.quote(str(in_seed_group(run_dir) or run_dir))}"
 
 
 def how_to_finish(run_dir: Path) -> str:
@@ -319,11 +327,9 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         notes.append(f"diverged: {DIVERGED_ADVICE}")
     elif state in (KILLED, INTERRUPTED, FAILED):
         epochs = _epochs_backed_up(run_dir, notes)
-        notes.append(f"{resume_command(run_dir)} continues its group" if in_seed_group(run_dir)
-                     else "fmnist train --resume continues it")
+        notes.append(_finished_by(run_dir, "continues it", "continues its group"))
     elif unscored and not live:  # stopped while it was being scored
-        notes.append(f"not scored: {resume_command(run_dir)} scores it" if in_seed_group(run_dir)
-                     else "not scored: fmnist train --resume scores it")
+        notes.append("not scored: " + _finished_by(run_dir, "scores it", "scores it"))
     if state == FINISHED and not live:
         lost = [name for name in (artifacts.MODEL, artifacts.MODEL_SHA256) if not (run_dir / name).is_file()]
         if lost:
@@ -360,15 +366,27 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def _finished_by(run_dir: Path, alone: str, in_group: str) -> str:
+    """Who finishes a stopped run: its resume, its group's resume, or the process training its group now."""
+    group = in_seed_group(run_dir)
+    if group is None:
+        return f"fmnist train --resume {alone}"
+    return f"its group's training {alone}" if being_trained(group) else f"{resume_command(run_dir)} {in_group}"
+
+
 def _epochs_backed_up(run_dir: Path, notes: list[str]) -> int | None:
     """The epochs a stopped run's resume continues from: its backup's, not its history's (a kill can land between an
     epoch's row and its backup)."""
     backup = run_dir / artifacts.BACKUP
     try:
-        return int(read_meta(backup)["epochs_done"]) if backup.is_file() else 0
+        meta = read_meta(backup) if backup.is_file() else {"epochs_done": 0}
+        if meta.get("run", run_id(run_dir)) == run_id(run_dir):  # a backup from before they named their run: trusted
+            return int(meta["epochs_done"])
+        problem = "written by another run"
     except (FmnistError, OSError, KeyError, TypeError, ValueError):
-        notes.append(f"{artifacts.BACKUP} damaged: remove it, and the resume trains the run again from its first epoch")
-        return None
+        problem = "damaged"
+    notes.append(f"{artifacts.BACKUP} {problem}: remove it, and the resume trains the run again from its first epoch")
+    return None
 
 
 def _has_runs(folder: Path) -> bool:
@@ -383,15 +401,19 @@ def _unbegun_group(group_dir: Path) -> dict[str, Any]:
     record = _read_object(group_dir / artifacts.SEED_GROUP, [])  # unreadable: said below as damaged
     settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
     planned = _planned_seeds(record)
-    notes = [f"{artifacts.SEED_GROUP} damaged: restore it from a copy" if planned is None else
-             f"no seed begun: {resume_command(group_dir)} trains its {len(planned)} seeds"]
+    live = being_trained(group_dir)  # its first seed is still setting up
+    if planned is None:
+        notes = [f"{artifacts.SEED_GROUP} damaged: restore it from a copy"]
+    else:
+        notes = ["no seed begun yet" if live else f"no seed begun: {resume_command(group_dir)} trains its "
+                 f"{len(planned)} seeds"]
     created = record.get("created") or _iso(dt.datetime.fromtimestamp(group_dir.stat().st_mtime, dt.timezone.utc))
     return {
         "run": group_dir.name, "path": str(absolute(group_dir)), "created": str(created),
         "recipe": closest_recipe(settings) if settings else None,
         "settings": {k: settings[k] for k in KEY_SETTINGS if k in settings}, "backend": record.get("backend"),
         "epochs": None, "test_accuracy": None, "macro_f1": None, "train_seconds": None,
-        "status": KILLED, "notes": notes,
+        "status": RUNNING if live else KILLED, "notes": notes,
     }
 
 
@@ -507,6 +529,7 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
             "train_seconds": statistics.fmean(seconds) if seconds else None,
             "summary": summary if summary.is_file() else None,
             "diverged": sorted(seed for seed, row in picked.items() if diverged(Path(runs_dir) / row["run"])),
+            "live": being_trained(Path(runs_dir) / group),
         })
     return groups
 
@@ -552,10 +575,16 @@ def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -
     elif group["diverged"]:  # resumed, it would diverge again
         status = (f"{scored} of {planned} seeds scored; seed {', '.join(map(str, group['diverged']))} diverged: "
                   f"{GROUP_DIVERGED_ADVICE}")
-    elif accuracy and scored == planned:
+    elif group["live"]:
+        status = f"{scored} of {planned} seeds scored, being trained"
+    elif accuracy and scored == planned and group["summary"]:
         status = f"mean of {planned} seeds" + (f", sd {accuracy['std']:.4f}" if accuracy["std"] is not None else "")
+    elif scored == planned:  # stopped before it wrote its summary
+        status = (f"{scored} of {planned} seeds scored, no {artifacts.SEED_SUMMARY} ("
+                  f"{resume_command(runs_dir / group['group'])} writes it)")
     else:
-        status = f"{scored} of {planned} seeds scored (fmnist train --resume {runs_dir / group['group']} continues it)"
+        status = (f"{scored} of {planned} seeds scored "
+                  f"({resume_command(runs_dir / group['group'])} continues it)")
     return [
         group["group"] + "/", newest["created"].replace("T", " "), cell(newest["recipe"]), cell(_network(s)),
         cell(artifacts.json_number(s.get("learning_rate")), "{:g}"), cell(s.get("batch_size")), cell(s.get("limit")),
@@ -596,13 +625,15 @@ def _in_groups(runs_dir: Path, name: str | Path) -> Path | None:
     return found[0] if found else None
 
 
-def resolve_idle_run(name: str | Path, runs_dir: Path, doing: str) -> Path:
-    """A run that a command writes into (evaluate, report, export): not while its training process, scoring it say,
-    still writes there."""
+@contextlib.contextmanager
+def idle_run(name: str | Path, runs_dir: Path, doing: str) -> Iterator[Path]:
+    """A run that a command writes into (evaluate, report, export), kept from training for the block: not while its
+    training process, scoring it say, still writes there, and no resume begins before the command ends."""
     run_dir = resolve_run(name, runs_dir)
-    if being_trained(run_dir):
-        raise FmnistError(f"{run_dir} is being trained right now; to {doing}, {WAIT_FOR_TRAINING}")
-    return run_dir
+    # Shared: two such commands may run together (an export of each format), but never beside a training.
+    with held_lock(run_dir / artifacts.LOCK, f"{run_dir} is being trained right now; to {doing}, {WAIT_FOR_TRAINING}",
+                   shared=True):
+        yield run_dir
 
 
 def resolve_resumable(name: Path, runs_dir: Path) -> Path:

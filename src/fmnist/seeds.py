@@ -106,10 +106,11 @@ def train_seeds(
     members = _seed_members(settings, seeds)  # every seed checked now
     check_inputs(settings, dataset)
     group = runs.create_run_dir(runs_dir, f"{settings.name}-x{seeds}")
-    artifacts.write_json(group / artifacts.SEED_GROUP, {
-        "settings": settings.to_dict(), "backend": backend, "seeds": seeds, "created": runs.utc_now(),
-        "data": data_record(dataset)})
-    return group, _complete_group(group, settings, members, backend, dataset, existing={})
+    with runs.claim_run(group):  # for its whole training: `fmnist runs` then tells a live group from a killed one
+        artifacts.write_json(group / artifacts.SEED_GROUP, {
+            "settings": settings.to_dict(), "backend": backend, "seeds": seeds, "created": runs.utc_now(),
+            "data": data_record(dataset)})
+        return group, _complete_group(group, settings, members, backend, dataset, existing={})
 
 
 def resume_seeds(
@@ -125,15 +126,16 @@ def resume_seeds(
                                       "resume its runs one by one")
     check_count(record["seeds"])
     members = _seed_members(settings, record["seeds"])
-    existing = _member_dirs(group)
-    for member in members:
-        if member.seed in existing and runs.diverged(existing[member.seed]):
-            raise FmnistError(f"seed {member.seed} of {group} diverged ({existing[member.seed].name}): resumed with "
-                              f"the same settings it would diverge again; {runs.GROUP_DIVERGED_ADVICE}")
-    activate(record["backend"], settings.architecture)
-    dataset = dataset or load_dataset(data_dir)
-    require_same_data(dataset, record, group)
-    return group, _complete_group(group, settings, members, record["backend"], dataset, existing)
+    with runs.claim_run(group):  # a second process resuming it would train its seeds not begun a second time
+        existing = _member_dirs(group)  # listed once the group is this process's
+        for member in members:
+            if member.seed in existing and runs.diverged(existing[member.seed]):
+                raise FmnistError(f"seed {member.seed} of {group} diverged ({existing[member.seed].name}): resumed "
+                                  f"with the same settings it would diverge again; {runs.GROUP_DIVERGED_ADVICE}")
+        activate(record["backend"], settings.architecture)
+        dataset = dataset or load_dataset(data_dir)
+        require_same_data(dataset, record, group)
+        return group, _complete_group(group, settings, members, record["backend"], dataset, existing)
 
 
 def _member_dirs(group: Path) -> dict[int, Path]:
@@ -147,7 +149,11 @@ def _member_dirs(group: Path) -> dict[int, Path]:
         member_settings = config.get("settings") if isinstance(config, dict) else None
         seed = member_settings.get("seed") if isinstance(member_settings, dict) else None
         seed = seed if isinstance(seed, int) else None  # damaged: its seed is trained again
-        candidates.append((seed, runs.finished(run_dir), run_dir))
+        try:
+            done = runs.finished(run_dir)
+        except (FmnistError, OSError):  # its status.json is damaged: trained again too, as its state is not known
+            done, seed = False, None
+        candidates.append((seed, done, run_dir))
     return runs.pick_members(candidates)
 
 
