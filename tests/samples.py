@@ -76,6 +76,11 @@ def png_claiming(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b"")
 
 
+def npy_header(header: bytes) -> bytes:
+    """A .npy file (format 1.0) of the header ``header`` as it is, and no data."""
+    return b"\x93NUMPY\x01\x00" + (len(header) + 1).to_bytes(2, "little") + header + b"\n"
+
+
 def npy_claiming(shape: tuple[int, ...], descr: str = "<f4") -> bytes:
     """A tiny .npy file whose header claims an array of ``shape`` and ``descr``: gigabytes if it were believed."""
     buffer = io.BytesIO()
@@ -102,6 +107,8 @@ def bad_files() -> list[tuple[str, str, bytes, int]]:
         ("html", "page.png", b"<!doctype html><html><body>hi</body></html>", 415),
         ("svg", "vector.svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>', 415),
         ("pdf", "doc.pdf", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF", 415),
+        ("wav", "song.wav", b"RIFF" + (36).to_bytes(4, "little") + b"WAVEfmt " + bytes(28), 415),  # RIFF, not WebP
+        ("text-starting-bm", "notes.txt", b"BMW manual, page 1\n" * 10, 415),  # "BM", not a BMP
         ("tiff", "scan.tiff", encode(noise, "TIFF"), 415),
         ("ico", "icon.ico", encode(Image.fromarray(noise).resize((32, 32)), "ICO"), 415),
         ("png-truncated", "cut.png", png[: len(png) // 2], 422),
@@ -129,6 +136,8 @@ def bad_files() -> list[tuple[str, str, bytes, int]]:
         ("npy-truncated", "a.npy", npy(pixels)[:100], 422),
         ("npy-header-cut", "a.npy", b"\x93NUMPY\x01\x000\x00{'descr':'<f4','fortran_order':False,'shape':(-1", 422),
         ("npy-claims-huge", "a.npy", npy_claiming((100_000_000_000,)), 422),
+        ("npy-nested-signs", "a.npy", npy_header(b"{'descr': '<f4', 'fortran_order': False, 'shape': " + b"-" * 4000
+                                                 + b"1}"), 422),  # within the 10 kB NumPy reads, too deep for ast
         ("npy-claims-huge-items", "a.npy", npy_claiming((28, 28), "|V2000000000"), 422),
     ]
 

@@ -174,10 +174,12 @@ def chunks(total: int):
 
 
 @pytest.mark.parametrize("case, request_args, status", [
-    ("empty-body", {}, 400),
+    ("empty-body", {"headers": {"content-type": "multipart/form-data; boundary=b"}}, 400),
+    ("no-body-no-content-type", {}, 415),
     ("empty-json", {"content": b"", "headers": {"content-type": "application/json"}}, 400),
     ("no-content-type", {"content": b"\x89PNG"}, 415),
     ("text-plain", {"content": b"hello", "headers": {"content-type": "text/plain"}}, 415),
+    ("text-plain-oversized", {"content": chunks(2 * BODY_LIMIT), "headers": {"content-type": "text/plain"}}, 415),
     ("gzip-json", {"content": gzip.compress(b'{"inputs": [[0]]}'),
                    "headers": {"content-type": "application/json", "content-encoding": "gzip"}}, 415),
     ("form-urlencoded", {"data": {"files": "x"}}, 415),
@@ -229,6 +231,16 @@ def test_a_malformed_form_is_refused_with_its_reason_never_answered_in_part(clie
         answer = client.post("/v1/predict", content=body, headers=multipart)
         assert answer.status_code == 400 and answer.json() == {"error": refusal}
     assert client.post("/v1/predict", content=part("a.png") + b"--b--\r\n\r\n", headers=multipart).status_code == 200
+    # An empty boundary: the parser split the body on every "--" and answered the first part alone.
+    for header in ("multipart/form-data; boundary=", 'multipart/form-data; boundary=""'):
+        empty = client.post("/v1/predict", content=(part("a.png") + part("b.png")).replace(b"--b", b"--"),
+                            headers={"content-type": header})
+        assert empty.status_code == 400 and empty.json()["error"].startswith(
+            "the multipart Content-Type names no boundary")
+    # A name decoded with the charset the request named may hold a lone surrogate, which UTF-8 cannot carry.
+    odd = client.post("/v1/predict", content=part("\\ud800.png") + b"--b--\r\n",
+                      headers={"content-type": "multipart/form-data; boundary=b; charset=unicode_escape"})
+    assert odd.status_code == 200 and odd.json()["predictions"][0]["input"] == "\\ud800.png"
     other = client.post("/v1/predict", content=part("a.png").replace(b"--b", b"--c") + b"--c--\r\n", headers=multipart)
     assert other.status_code == 400 and other.json() == {
         "error": "the multipart body holds no --b boundary: send it with the boundary its Content-Type names"}

@@ -29,6 +29,7 @@ JPEG_DRAFT_SIDE = 8 * IMAGE_SIDE
 ARRAY_SHAPES = ((IMAGE_SIDE, IMAGE_SIDE), (NUM_FEATURES,))
 MAX_ITEM_BYTES = 16  # complex128, the widest number NumPy has; a wider "void" item is a claim of gigabytes
 SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP", b"RIFF": "WebP"}
+BMP_HEADER_SIZES = (12, 40, 52, 56, 64, 108, 124)  # the DIB headers there are: "BM" alone starts many a text file
 # Pillow warns on stderr about a damaged EXIF block it then skips (camera files often carry one): the photo is
 # classified all the same, so the warning is only noise, even under -q. Set once here: filters are process-wide.
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
@@ -84,13 +85,25 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         size = f"{int(pixels[1]):,} pixels" if pixels else "over twice the limit"
         raise BadInput(f"{name} is too large when decoded ({size}); the limit is {MAX_PIXELS:,} pixels",
                        413) from None
-    except UnidentifiedImageError:
-        claimed = next((fmt for magic, fmt in SIGNATURES.items() if data.startswith(magic)), None)
-        if claimed:  # Pillow cannot tell a damaged header from a foreign format; the signature can
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:  # Pillow's, for damage
+        # Pillow cannot tell a damaged header from a foreign format, nor a BMP from text that starts "BM": the
+        # signature can.
+        claimed = claimed_format(data)
+        if claimed is None:
+            raise BadInput(f"{name} is not a supported image: use {', '.join(FORMATS)} or a .npy array", 415) \
+                from None
+        if isinstance(exc, UnidentifiedImageError):
             raise BadInput(f"{name} starts like a {claimed} but is truncated or damaged") from None
-        raise BadInput(f"{name} is not a supported image: use {', '.join(FORMATS)} or a .npy array", 415) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # what Pillow raises for damaged files
         raise BadInput(f"{name} is truncated or damaged ({exc})") from None
+
+
+def claimed_format(data: bytes) -> str | None:
+    """The format that ``data``'s first bytes claim, of those read here (a WAV file is RIFF too, but not RIFF WEBP)."""
+    if data.startswith(b"RIFF") and data[8:12] != b"WEBP":
+        return None
+    if data.startswith(b"BM") and int.from_bytes(data[14:18], "little") not in BMP_HEADER_SIZES:
+        return None
+    return next((fmt for magic, fmt in SIGNATURES.items() if data.startswith(magic)), None)
 
 
 def _upright(image: Image.Image) -> Image.Image:
@@ -282,7 +295,8 @@ def load_npy(data: bytes, name: str) -> np.ndarray:
         if dtype.itemsize > MAX_ITEM_BYTES:
             raise BadInput(f"{name} holds {dtype} values; give floats in [0, 1] or integers 0-255")
         values = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError, MemoryError, SyntaxError, tokenize.TokenError) as exc:  # a cut header
+    # A cut header; RecursionError: numpy's header parser (ast) on thousands of nested signs in a 10 kB header.
+    except (ValueError, OSError, EOFError, MemoryError, SyntaxError, RecursionError, tokenize.TokenError) as exc:
         raise BadInput(f"{name} is not a readable .npy array without pickled objects ({exc})") from None
     return check_array(values, name)
 

@@ -181,8 +181,10 @@ async def form_files(request: Request, body: bytes) -> list[tuple[str, bytes]]:
         return {"type": "http.request", "body": body, "more_body": False}
 
     _, options = parse_options_header(request.headers["content-type"])
-    if options.get(b"boundary"):
-        require_closed_form(body, options[b"boundary"])
+    if not options.get(b"boundary"):  # none, or empty: the parser would split the body on "--" and drop parts
+        raise BadInput("the multipart Content-Type names no boundary (boundary=...): send the form with the header "
+                       "your HTTP client makes for it", 400)
+    require_closed_form(body, options[b"boundary"])
     # Outside the app's scope, Starlette raises its parser's error instead of a 400 that hides the reason.
     outside_app = {key: value for key, value in request.scope.items() if key != "app"}
     try:
@@ -203,7 +205,10 @@ async def form_files(request: Request, body: bytes) -> list[tuple[str, bytes]]:
             raise BadInput(f"the form's field{'s' if several else ''} {', '.join(map(repr, fields))} "
                            f"hold{'' if several else 's'} no file (no filename): send each image as a file part, "
                            "e.g. curl -F files=@shirt.jpg; options go in the query (?top_k=3)", 400)
-        files = [(value.filename or key, await value.read()) for key, value in form.multi_items()]
+        # A lone surrogate (a part's name decoded with the charset= the request gave) written as its escape: JSON
+        # in UTF-8 cannot carry it, and the answer would fail.
+        files = [((value.filename or key).encode("utf-8", "backslashreplace").decode("utf-8"), await value.read())
+                 for key, value in form.multi_items()]
     finally:
         await form.close()
     if not files:
@@ -365,17 +370,17 @@ async def read_inputs(request: Request, max_body_bytes: int) -> tuple[list[str],
     if encoding not in ("", "identity"):
         raise BadInput(f"a body compressed with Content-Encoding: {encoding} is not accepted; send it uncompressed "
                        "(images are compressed already)", 415)
-    body = await read_body(request, max_body_bytes)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in ("multipart/form-data", "application/json"):  # said before a body is waited for
+        raise BadInput(f"unsupported content type {content_type or 'none'}: "
+                       "send multipart/form-data files or application/json", 415)
+    body = await read_body(request, max_body_bytes)
     if content_type == "multipart/form-data":
         files = await form_files(request, body)
         return [name for name, _ in files], await decode_files(request, files)
-    if content_type == "application/json":
-        # In a decoding slot too: parsing 10 MiB of JSON took 5 s of CPU and up to 100 MB.
-        images = await anyio.to_thread.run_sync(json_inputs, body, limiter=request.app.state.decoders)
-        return [f"inputs[{i}]" for i in range(len(images))], images
-    raise BadInput(f"unsupported content type {content_type or 'none'}: "
-                   "send multipart/form-data files or application/json", 415)
+    # In a decoding slot too: parsing 10 MiB of JSON took 5 s of CPU and up to 100 MB.
+    images = await anyio.to_thread.run_sync(json_inputs, body, limiter=request.app.state.decoders)
+    return [f"inputs[{i}]" for i in range(len(images))], images
 
 
 def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH,
