@@ -49,7 +49,7 @@ examples:
   fmnist bench --quick             seconds per epoch against plain Keras/PyTorch and the CPU's floor
   fmnist bench --output docs/bench.json   the full benchmark (and docs/bench.png)
   fmnist predict runs/<id> shirt.jpg boot.png --show seen.png   top-3 classes; --show draws where it looked
-  fmnist predict runs/<id> photo.jpg --json   probabilities as JSON
+  fmnist predict runs/<id> photo.jpg --json   the top-3 classes as JSON (--top-k 10: all ten)
   fmnist serve runs/<id>           HTTP API and a web page on http://127.0.0.1:8000/
   fmnist serve runs/<id> --host 0.0.0.0 --port 8080   reachable from other machines
 """
@@ -68,13 +68,15 @@ the backdrop 0 and the garment up to 1. An image already 28x28 keeps its layout.
 [0, 1] or integers 0-255 (integers no higher than 1, not all 0, are refused: black as pixels). Files over
 {defaults.MAX_FILE_MIB} MiB are refused. A file that cannot be read gets its error line and the exit status 1, and the
 others are answered. --show draws what the model saw."""
-SERVE_DETAILS = """\
+SERVE_DETAILS = f"""\
   GET  /                 a web page: drop photos or draw a garment
-  POST /v1/predict       multipart files (photos, .npy) or JSON {"inputs": [28x28 or 784 values, ...]};
-                         ?top_k=N, ?include_pixels=true (the 28x28 input seen), ?explain=true (occlusion maps)
+  POST /v1/predict       multipart files (photos, .npy) or JSON {{"inputs": [28x28 or 784 values, ...]}}, at most
+                         {defaults.MAX_INPUTS} inputs a request; ?top_k=N (1 to 10, default 3), ?include_pixels=true
+                         (the 28x28 input seen), ?explain=true (occlusion maps)
   GET  /v1/model         the classes, the run's settings and test metrics
   GET  /v1/health        liveness and the model's SHA-256
-  GET  /docs             the API's interactive docs (OpenAPI)
+  GET  /docs             the API's interactive docs (OpenAPI; the page loads Swagger UI from a CDN: it needs
+                         internet, /openapi.json does not)
 
 for example:
   curl -F files=@shirt.jpg -F files=@boot.png http://127.0.0.1:8000/v1/predict"""
@@ -475,7 +477,8 @@ def _fixed_settings(p: argparse.ArgumentParser, recipes: bool) -> None:
     p.add_argument("--runs-dir", type=_path, default=Path(defaults.RUNS_DIR) if recipes else None,
                    help=f"where run directories go (default ./{defaults.RUNS_DIR})" if recipes else
                    f"where run directories go (default: the folder of a journal file given as --storage, else "
-                   f"./{defaults.RUNS_DIR}; --report and --train-best: the folder the study's trials ran in)")
+                   f"./{defaults.RUNS_DIR}; --report and --train-best: the runs folder the study's trials ran in, "
+                   f"which holds its STUDY/ folder)")
     p.add_argument("--epochs", type=_positive_int,
                    help=("epochs to train: the plateau schedule's early stopping may end sooner, the cosine "
                          "recipes run them all" if recipes else "most epochs; early stopping may end sooner")
@@ -508,7 +511,8 @@ def _add_train(sub: Any) -> None:
                  "Train a model (the spec's recipe by default), evaluate it and write the report.",
                  details=TRAIN_DETAILS)
     _fixed_settings(p, recipes=True)
-    p.add_argument("--name", help="run name, the suffix of the run directory (default: the recipe's name)")
+    p.add_argument("--name", help="run name, the suffix of the run directory: letters, digits, '-', '_' and '.' "
+                                  "(default: the recipe's name)")
     p.add_argument("--batch-size", type=_positive_int,
                    help=f"images per step (default: the recipe's; spec {spec.batch_size})")
     p.add_argument("--learning-rate", "--lr", type=float,
@@ -518,8 +522,8 @@ def _add_train(sub: Any) -> None:
                    help="hidden layer widths of a dense network "
                         f"(default: the recipe's; spec {','.join(map(str, spec.hidden_sizes))})")
     p.add_argument("--dropout", type=float,
-                   help=f"dropout after each hidden layer, from 0 to under 1 (default: the recipe's; spec "
-                        f"{spec.dropout})")
+                   help=f"dropout after each hidden layer (the ConvNet's: after its Dense layer alone), from 0 to "
+                        f"under 1 (default: the recipe's; spec {spec.dropout})")
     p.add_argument("--lr-factor", type=float,
                    help="learning rate multiplier on a val_loss plateau, between 0 and 1, plateau schedule "
                         f"(default {spec.lr_factor}, "
@@ -533,8 +537,8 @@ def _add_train(sub: Any) -> None:
                    help="distil from this trained run (with --recipe distilled): its directory, its name in "
                         f"--runs-dir, or its {artifacts.MODEL}")
     p.add_argument("--seeds", type=_seed_count, metavar="N",
-                   help="train N seeds (seed, seed+1, ...) in one group directory; report mean, spread, 95%% CI "
-                        "(default: one run)")
+                   help="train N seeds (seed, seed+1, ...; N from 2 to 1000) in one group directory; report mean, "
+                        "spread, 95%% CI (default: one run)")
     p.add_argument("--resume", type=_path, metavar="RUN",
                    help="continue this killed or interrupted run from its last finished epoch, with its own "
                         "settings; given a --seeds group, finish its unfinished and missing seeds and its summary")

@@ -34,7 +34,7 @@ from starlette.requests import ClientDisconnect
 
 from fmnist import artifacts, model_files, runs, stopping
 from fmnist.data import CLASS_NAMES, IMAGE_SIDE
-from fmnist.defaults import MAX_BATCH, MAX_UPLOAD_MIB, UNSURE_BELOW
+from fmnist.defaults import MAX_BATCH, MAX_INPUTS, MAX_UPLOAD_MIB, UNSURE_BELOW
 from fmnist.errors import FmnistError, first_line
 from fmnist.explain import PATCH, occlusion_batches
 from fmnist.images import BadInput, check_array, load_input
@@ -50,7 +50,6 @@ STATIC_URL = "/static"  # where the page's files are served from
 REVALIDATE = {"Cache-Control": "no-cache"}
 MIB = 1024 * 1024
 MAX_BODY_BYTES = MAX_UPLOAD_MIB * MIB
-MAX_INPUTS = 64
 PREDICT_PARAMETERS = frozenset({"top_k", "include_pixels", "explain"})  # /v1/predict's query; others are refused
 MAX_INTEGER_DIGITS = 20  # a JSON integer longer than any 64-bit one is no pixel
 # A body that has not arrived by then is answered 408 (so do the request line and headers: fmnist.serve_http), so a
