@@ -92,7 +92,23 @@ def test_a_model_with_a_matching_checksum_that_is_damaged_or_for_another_task_is
         model_files.load_model(tmp_path)
     whole = (tmp_path / artifacts.MODEL).read_bytes()
     with_checksum(lambda path: path.write_bytes(whole[: len(whole) // 2]))
-    with pytest.raises(FmnistError, match="model.keras is not a Keras model .*: the file is damaged or from another"):
+    for check in (model_files.verified_model_path, model_files.load_model):  # the first before Keras is imported
+        with pytest.raises(FmnistError, match="model.keras is not a Keras model .*: the file is damaged or from"):
+            check(tmp_path)
+
+    def a_member_whose_compressed_data_is_garbled(path: Path) -> None:
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            for member in model_files.ARCHIVE_MEMBERS:
+                archive.writestr(member, "{}" * 1000)
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo("config.json")
+        data = bytearray(path.read_bytes())
+        start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+        data[start:start + 4] = b"\xff\xff\xff\xff"  # no valid deflate block begins so
+        path.write_bytes(bytes(data))
+
+    with_checksum(a_member_whose_compressed_data_is_garbled)
+    with pytest.raises(FmnistError, match="model.keras cannot be unpacked \\(.*\\): the file is damaged or from"):
         model_files.load_model(tmp_path)
 
     def another_archive(path: Path) -> None:

@@ -156,6 +156,11 @@ def test_drawing_on_the_canvas_shows_probabilities(page, tmp_path):
     assert page.evaluate("document.body.dispatchEvent(new DragEvent('drop', {bubbles: true, cancelable: true}))") \
         is False
     assert page.inner_text("#note") == "that was no file: drop an image file, or click to pick one"
+    page.evaluate("document.querySelector('#note').hidden = true")
+    page.dispatch_event("#label", "dragstart")  # dragged from the page itself: dropped, nothing happens
+    page.dispatch_event("body", "drop")
+    page.dispatch_event("#label", "dragend")
+    assert page.is_hidden("#note")
 
 
 def pick(page, path) -> None:
@@ -308,6 +313,7 @@ def test_on_a_phone_in_an_older_browser_answers_come_into_sight(browser, server,
     page.wait_for_selector('#timing[data-input="drawing.png"]')
     assert page.evaluate(in_sight, "#drawn") and not page.evaluate(in_sight, "#label")
     assert page.inner_text("#drawn") == page.inner_text("#label") != "—"
+    page.wait_for_selector('#evidence[data-input="drawing.png"]')  # its map asked for too: no request is left
 
     # Clear tapped in the middle of a stroke (a finger, while a pen draws) ends it: nothing more is drawn or sent.
     requests = []
@@ -318,7 +324,7 @@ def test_on_a_phone_in_an_older_browser_answers_come_into_sight(browser, server,
     page.evaluate("document.querySelector('#clear').click()")
     page.mouse.move(box["x"] + 140, box["y"] + 250, steps=8)
     page.mouse.up()
-    page.wait_for_timeout(300)
+    page.wait_for_timeout(300)  # where a request would have gone out by now
     darkest = page.evaluate("""() => {
         const data = document.querySelector('#pad').getContext('2d').getImageData(0, 0, 280, 280).data;
         let darkest = 255;
@@ -327,3 +333,26 @@ def test_on_a_phone_in_an_older_browser_answers_come_into_sight(browser, server,
     }""")
     assert darkest == 255 and not [url for url in requests if "/v1/predict" in url]
     context.close()
+
+
+def test_a_photo_changed_on_disk_after_it_was_picked_is_named_not_blamed_on_the_server(page, server, real_data_dir,
+                                                                                         tmp_path):
+    photo, = photo_files(real_data_dir, tmp_path, 1)
+    with open(photo, "rb") as f:  # the answer the page will get, asked for first: its request is answered with it
+        answer = httpx.post(f"{server}/v1/predict?top_k=10&include_pixels=true",
+                            files={"files": (photo.name, f)}).json()
+
+    def answer_then_change(route):  # the file changes under the browser once its answer is given, before the map's
+        if "explain=true" not in route.request.url:
+            photo.write_bytes(photo.read_bytes() + b"\0" * 100)
+            os.utime(photo, (1, 1))
+            route.fulfill(json=answer)
+        else:
+            route.continue_()
+
+    page.route("**/v1/predict*", answer_then_change)
+    page.set_input_files("#file-input", str(photo))
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.inner_text("#error") == (f"no map, only the answer: cannot read {photo.name}: a folder, or a file "
+                                         "changed or removed since it was picked")
+    assert page.get_attribute("#timing", "data-input") == photo.name  # the answer stays

@@ -75,6 +75,16 @@ def test_an_image_piped_in_is_read_from_standard_input(tmp_path, tiny_run_dir, m
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"{tmp_path / '-'}: ") and lines[1].startswith("-: ")
     assert [shown_name(p) for p in (Path("./-"), "-", tmp_path / "shirt.png")] == ["-", "standard input", "shirt.png"]
+    # A non-blocking pipe with nothing in it yet (as some parents leave one): that input's line, the others answered.
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    with open(read_end, "rb") as pipe, open(write_end, "wb"):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(pipe))
+        assert main([*command[:2], "-", str(photo)]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{photo}: ") and err == ("fmnist: error: standard input had nothing to read yet (a "
+                                                   "non-blocking pipe): pipe the image in whole, or save it and give "
+                                                   "the file\n")
 
 
 def test_predict_command_answers_photos_and_arrays(tmp_path, tiny_run_dir, monkeypatch, capsys):
@@ -130,6 +140,11 @@ def test_show_refuses_to_overwrite_an_input_or_to_write_a_png_under_another_name
     with pytest.raises(FmnistError, match=r"--show .*seen.jpg: it is written as PNG; name it seen.png"):
         predict_files(tiny_run_dir, [photo], show=tmp_path / "seen.jpg")
     assert photo.read_bytes() == before and not (tmp_path / "seen.jpg").exists()
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(loop)  # an input that cannot be read gets its own line; the others are answered and drawn
+    result = predict_files(tiny_run_dir, [loop, photo], show=tmp_path / "seen.png")
+    assert [p["input"] for p in result["predictions"]] == [photo] and result["shown"] == tmp_path / "seen.png"
+    assert [e["input"] for e in result["errors"]] == [loop] and (tmp_path / "seen.png").is_file()
 
 
 def test_only_models_this_project_wrote_are_loaded(tmp_path, tiny_run_dir):

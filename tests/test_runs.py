@@ -403,7 +403,8 @@ def test_a_stopped_runs_damaged_backup_is_named_with_what_to_do(tmp_path, proble
 def test_advice_names_a_run_as_a_shell_takes_it_from_wherever_it_was_given(tmp_path, monkeypatch):
     run = runs.create_run_dir(tmp_path / "my runs", "spaced")
     artifacts.write_json(run / artifacts.CONFIG, {"settings": {"seed": 1}})
-    assert runs.resume_command(run) == f"fmnist train --resume '{run}'"
+    assert runs.resume_command(run) == f'fmnist train --resume "{run}"'
+    assert runs.shell_word("it's $HOME") == "'it'\"'\"'s $HOME'" and runs.shell_word("plain/path") == "plain/path"
     monkeypatch.chdir(run)  # `fmnist train --resume .`: the run's own name, not ""
     assert runs.require_run_dir(Path(".")) == run and runs.require_run_dir(Path(".")).name == run.name
 

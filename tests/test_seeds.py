@@ -93,6 +93,9 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
         with pytest.raises(FmnistError, match=f"one run of the --seeds group {group}, which another process is "
                                               "training now"):
             resume_run(second, dataset=dataset)
+        with pytest.raises(FmnistError, match="which another process is training now; to evaluate it, wait"):
+            with runs.idle_run(first, tmp_path, "evaluate it"):
+                pass
     copy = shutil.copytree(group, tmp_path / "copy" / group.name)  # so that the group's own resume finds it cut short
     with caplog.at_level(logging.WARNING, logger="fmnist.resume"):
         resume_run(copy / second.name, dataset=dataset)  # that run alone: done, and the rest of the group pointed to

@@ -389,10 +389,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = resolve_model(args.model, args.runs_dir)
     result = predict_files(model, args.images, top_k=args.top_k, unsure_below=args.unsure_below, show=args.show,
                            backend=args.backend)
-    if args.show:
-        _emit(args, f"{as_text(result)}\nshown: {args.show}", {**result, "shown": args.show})
-    else:
-        _emit(args, as_text(result), result)
+    _emit(args, as_text(result) + (f"\nshown: {result['shown']}" if "shown" in result else ""), result)
     for failure in result["errors"]:  # the others answered above; each unreadable file gets its line, as alone
         print(f"fmnist: error: {failure['error']}", file=sys.stderr)
     return 1 if result["errors"] else 0
@@ -680,7 +677,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if isinstance(sys.stdout, io.TextIOWrapper):  # a file name that is not UTF-8 (another system's) is printed escaped
+    # A file name that is not UTF-8 (another system's) is printed escaped. Left so for an in-process caller: a flush
+    # that putting it back would make could fail on a closed pipe.
+    if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors="backslashreplace")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))

@@ -99,9 +99,10 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
 
 def claimed_format(data: bytes) -> str | None:
     """The format that ``data``'s first bytes claim, of those read here (a WAV file is RIFF too, but not RIFF WEBP)."""
-    if data.startswith(b"RIFF") and data[8:12] != b"WEBP":
+    # Only where the file is long enough to tell: a shorter one is one cut short.
+    if data.startswith(b"RIFF") and len(data) >= 12 and data[8:12] != b"WEBP":
         return None
-    if data.startswith(b"BM") and int.from_bytes(data[14:18], "little") not in BMP_HEADER_SIZES:
+    if data.startswith(b"BM") and len(data) >= 18 and int.from_bytes(data[14:18], "little") not in BMP_HEADER_SIZES:
         return None
     return next((fmt for magic, fmt in SIGNATURES.items() if data.startswith(magic)), None)
 

@@ -6,6 +6,7 @@ import json
 import re
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from fmnist.errors import FmnistError, first_line
 # (the spec's model's weights: 6.7 MB).
 ARCHIVE_MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
 MAX_MEMBER_BYTES = 1 << 30
+DAMAGED = "the file is damaged or from another tool; retrain, or restore it from a copy"
 
 
 # Every initializer of a model loaded for its saved weights: drawing random ones, only to replace them, compiled a
@@ -43,6 +45,8 @@ def verified_model_path(source: Path, copy_to: Path | None = None) -> tuple[Path
             f"{model_path} does not match its recorded SHA-256 (expected {expected}, got {actual}); "
             "the file was changed or damaged: retrain, or restore it from its run"
         )
+    if not zipfile.is_zipfile(copy_to or model_path):  # said before Keras starts; Keras would say "File not found"
+        raise FmnistError(f"{model_path} is not a Keras model (a .keras file is a zip archive): {DAMAGED}")
     return model_path, actual
 
 
@@ -105,23 +109,23 @@ def _zero_initializers(node: Any) -> Any:
 
 def load_model(source: Path) -> tuple[Any, str]:
     """Load a checksum-verified Fashion-MNIST model (never with ``safe_mode=False``); return it and its SHA-256."""
-    damaged = "the file is damaged or from another tool; retrain, or restore it from a copy"
     # A folder the system refuses (a full disk) is named by the command's own guard, not blamed on the model.
     with tempfile.TemporaryDirectory(prefix="fmnist-model-") as folder:
         checked, unpacked = Path(folder) / artifacts.MODEL, Path(folder) / "unpacked"
         model_path, checksum = verified_model_path(source, copy_to=checked)  # the file may be replaced meanwhile
         import keras
 
-        if not zipfile.is_zipfile(checked):  # Keras would say "File not found" of a file it has just opened
-            raise FmnistError(f"{model_path} is not a Keras model (a .keras file is a zip archive): {damaged}")
         try:
             _unpack_with_zero_initializers(checked, unpacked)
-        except (zipfile.BadZipFile, ValueError) as exc:  # a damaged member, an unreadable config, one missing
-            raise FmnistError(f"{model_path} cannot be unpacked ({first_line(exc)}): {damaged}") from exc
+        # A damaged member, an unreadable or too deeply nested config, one missing, an encrypted one, an unknown
+        # compression.
+        except (zipfile.BadZipFile, ValueError, EOFError, zlib.error, RuntimeError, NotImplementedError,
+                RecursionError) as exc:
+            raise FmnistError(f"{model_path} cannot be unpacked ({first_line(exc)}): {DAMAGED}") from exc
         try:
             model = keras.saving.load_model(unpacked, compile=False)
         except Exception as exc:  # Keras raises many types for a bad archive; all mean the same to the user.
-            raise FmnistError(f"Keras cannot load {model_path} ({first_line(exc)}): {damaged} "
+            raise FmnistError(f"Keras cannot load {model_path} ({first_line(exc)}): {DAMAGED} "
                               "(--debug shows Keras' error)") from exc
     from fmnist.data import NUM_CLASSES, NUM_FEATURES
 

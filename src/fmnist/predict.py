@@ -118,7 +118,13 @@ def _is_stdin(path: Path | str) -> bool:
 def _read_stdin() -> bytes:
     if sys.stdin is None or sys.stdin.isatty():  # nothing piped in: reading would wait for the keyboard
         raise FmnistError(f"'{STDIN}' reads an image piped in, as in: curl -s URL | fmnist predict RUN {STDIN}")
-    data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+    try:
+        data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise FmnistError(f"cannot read standard input: {exc.strerror}") from None
+    if data is None:  # a non-blocking pipe with nothing in it yet
+        raise FmnistError("standard input had nothing to read yet (a non-blocking pipe): pipe the image in whole, "
+                          "or save it and give the file")
     if len(data) > MAX_FILE_BYTES:
         raise FmnistError(f"standard input is over {MAX_FILE_MIB} MiB: give a smaller image")
     return data
@@ -135,7 +141,7 @@ def predict_files(
     check_options(top_k, unsure_below)
     if show is not None:
         given, show = show, runs.prepare_output(show, "--show", ".png")
-        if show.resolve() in {Path(path).resolve() for path in paths}:
+        if any(_same_file(show, path) for path in paths):
             raise FmnistError(f"--show {given} is one of the inputs: name another file for the picture")
     read, images, failures = read_inputs(paths)  # these and the model checked before Keras starts, so refused at once
     paths = [paths[place] for place in read]
@@ -151,7 +157,11 @@ def predict_files(
             log.warning("--show draws the first %d of the %d inputs", MAX_SHOWN, len(images))
         shown = slice(MAX_SHOWN)
         maps = occlusion_maps(classifier.probabilities, images[shown], probabilities[shown].argmax(axis=1))
-        predictions_png(images[shown], probabilities[shown], maps, [shown_name(p) for p in paths[shown]], show)
+        try:
+            predictions_png(images[shown], probabilities[shown], maps, [shown_name(p) for p in paths[shown]], show)
+        except OSError as exc:  # a full disk, say: the answers are given all the same, the picture's failure beside
+            failures.append({"input": given, "error": f"cannot write --show {given}: {exc.strerror}"})
+            show = None
     return {
         "model_sha256": classifier.sha256,
         "predictions": [
@@ -159,7 +169,19 @@ def predict_files(
             for path, row in zip(paths, probabilities)
         ],
         "errors": failures,
+        **({"shown": given} if show is not None else {}),
     }
+
+
+def _same_file(show: Path, path: Path | str) -> bool:
+    """Whether the picture would overwrite the input ``path``: the same file by any name (a link, another case of
+    letters on macOS); an input that cannot be read is not, and gets its own error line."""
+    if _is_stdin(path):
+        return False
+    try:
+        return os.path.samefile(show, path)
+    except (OSError, RuntimeError):  # not there (yet), or a loop of links
+        return False
 
 
 def as_text(result: dict[str, Any]) -> str:

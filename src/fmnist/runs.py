@@ -190,12 +190,14 @@ CLAIM_ATTEMPTS = 20  # 0.05 s apart, about a second in all: a live training hold
 def held_lock(lock: Path, busy: str, shared: bool = False) -> Iterator[None]:
     """Hold the lock file ``lock`` for the block, or refuse with ``busy`` while another live process holds it (a
     ``shared`` hold allows other shared ones); the kernel drops it when the process ends, however it ends, so what a
-    killed process held is free at once."""
+    killed process held is free at once; a shared hold goes without where the filesystem keeps no locks."""
     try:
         handle = open(lock, "a")
     except OSError as exc:
-        advice = ": make its folder writable for this user" if exc.errno in (errno.EACCES, errno.EROFS) else ""
-        raise FmnistError(f"cannot write {lock} ({exc.strerror}){advice}") from None
+        if not (shared and lock.is_file()):
+            advice = ": make its folder writable for this user" if exc.errno in (errno.EACCES, errno.EROFS) else ""
+            raise FmnistError(f"cannot write {lock} ({exc.strerror}){advice}") from None
+        handle = open(lock, "rb")  # another user's lock file, say: a shared lock needs no write
     with handle:
         for attempt in range(CLAIM_ATTEMPTS):
             try:
@@ -206,6 +208,8 @@ def held_lock(lock: Path, busy: str, shared: bool = False) -> Iterator[None]:
                     raise FmnistError(busy) from None
                 time.sleep(0.05)  # `fmnist runs` may be looking (runs.being_trained): that lock lasts an instant
             except OSError as exc:  # ENOLCK: a network filesystem that keeps no locks
+                if shared:  # what only keeps a training away: as where no training ever claims the run
+                    break
                 raise FmnistError(f"cannot lock {lock} ({exc.strerror}): put the runs on a filesystem that keeps "
                                   "locks (a local disk)") from None
         yield
@@ -213,8 +217,8 @@ def held_lock(lock: Path, busy: str, shared: bool = False) -> Iterator[None]:
 
 def claim_run(run_dir: Path) -> contextlib.AbstractContextManager[None]:
     """Hold the run's lock while training it, so no second process (say, a resume) trains it at the same time."""
-    return held_lock(Path(run_dir) / artifacts.LOCK, f"{run_dir} is in use by another process (training, scoring or "
-                     "exporting it); wait for it or stop it first")
+    return held_lock(Path(run_dir) / artifacts.LOCK, f"{run_dir} is in use by another process (training it, or "
+                     "evaluating, reporting or exporting it); wait for it or stop it first")
 
 
 def being_trained(run_dir: Path) -> bool:
@@ -253,7 +257,14 @@ def in_seed_group(run_dir: Path) -> Path | None:
 def resume_command(run_dir: Path) -> str:
     """The command that finishes a stopped run, quoted for a shell; for one of a ``--seeds`` group's, the group's
     (which also trains the seeds not begun and writes the summary)."""
-    return f"fmnist train --resume {shlex.quote(str(in_seed_group(run_dir) or run_dir))}"
+    return f"fmnist train --resume {shell_word(str(in_seed_group(run_dir) or run_dir))}"
+
+
+def shell_word(text: str) -> str:
+    """``text`` as one word for a shell, quoted only if need be, in double quotes where they do (advice is often
+    quoted in single ones)."""
+    quoted = shlex.quote(text)
+    return f'"{text}"' if quoted != text and not any(c in text for c in '"$`\\!') else quoted
 
 
 def how_to_finish(run_dir: Path) -> str:
@@ -630,6 +641,10 @@ def idle_run(name: str | Path, runs_dir: Path, doing: str) -> Iterator[Path]:
     """A run that a command writes into (evaluate, report, export), kept from training for the block: not while its
     training process, scoring it say, still writes there, and no resume begins before the command ends."""
     run_dir = resolve_run(name, runs_dir)
+    group = in_seed_group(run_dir)
+    if group and being_trained(group):  # its process may come to this run (to score it) while the command writes
+        raise FmnistError(f"{run_dir} is one run of the --seeds group {group}, which another process is training "
+                          f"now; to {doing}, {WAIT_FOR_TRAINING}")
     # Shared: two such commands may run together (an export of each format), but never beside a training.
     with held_lock(run_dir / artifacts.LOCK, f"{run_dir} is being trained right now; to {doing}, {WAIT_FOR_TRAINING}",
                    shared=True):

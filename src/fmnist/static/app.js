@@ -5,17 +5,21 @@ const $ = (id) => document.getElementById(id);
 let classes = [];
 
 // Why a request got no answer, in words a user can act on; a cancelled one stays an AbortError, which is not shown.
-function noAnswer(err) {
-  if (err.name === "AbortError") return err;
-  if (err.name === "TimeoutError") return new Error("the server did not answer in time");
+function noAnswer(err, signal) {
+  if (signal?.timedOut || err?.name === "TimeoutError") return new Error("the server did not answer in time");
+  if (err?.name === "AbortError" || signal?.aborted) return new DOMException("cancelled", "AbortError");
   return new Error("the server did not answer: is 'fmnist serve' still running?");
 }
 
-// A signal that aborts after `ms` with a TimeoutError, also where AbortSignal.timeout is missing (Safari before 16).
+// A signal that aborts after `ms`, marked `timedOut`, also where AbortSignal.timeout is missing (Safari before 16;
+// where abort() takes no reason, before 15.4, the mark alone tells a timeout from a cancel).
 function timeLimit(ms) {
   if (AbortSignal.timeout) return AbortSignal.timeout(ms);
   const controller = new AbortController();
-  setTimeout(() => controller.abort(new DOMException("timed out", "TimeoutError")), ms);
+  setTimeout(() => {
+    controller.signal.timedOut = true;
+    controller.abort(new DOMException("timed out", "TimeoutError"));
+  }, ms);
   return controller.signal;
 }
 
@@ -25,13 +29,13 @@ async function call(url, options = {}) {
   try {
     response = await fetch(url, options);
   } catch (err) {
-    throw noAnswer(err);
+    throw noAnswer(err, options.signal);
   }
   let body = null;
   try {
     body = await response.json();
   } catch (err) {
-    if (options.signal?.aborted) throw noAnswer(options.signal.reason); // cancelled, or out of time: not the body
+    if (options.signal?.aborted) throw noAnswer(options.signal.reason, options.signal); // not the body's fault
     // otherwise not JSON: a proxy's error page, say
   }
   if (!response.ok) {
@@ -260,11 +264,15 @@ function setUpDrop() {
   input.addEventListener("click", () => { input.value = ""; });
   // A file dropped anywhere on the page is classified: beside the box, the browser would open it in the page's place
   // and lose what it shows; on the file input, it would not say a file that is no image was refused.
+  // What is dragged from the page itself (its picture, some text) is no input: dropped, it does nothing.
+  let fromPage = false;
+  document.addEventListener("dragstart", () => { fromPage = true; });
+  document.addEventListener("dragend", () => { fromPage = false; });
   window.addEventListener("dragover", (event) => event.preventDefault());
   window.addEventListener("drop", (event) => {
     event.preventDefault();
     drop.classList.remove("over");
-    pickFile(event.dataTransfer?.files ?? []);
+    if (!fromPage) pickFile(event.dataTransfer?.files ?? []);
   });
   // A file that is no image leaves no broken picture: the server's reason says what it is.
   $("preview").addEventListener("error", () => { if ($("preview").getAttribute("src")) showPhoto(null); });
