@@ -238,6 +238,23 @@ def test_commands_take_a_run_by_name(mixed_runs, tmp_path, monkeypatch, capsys):
     assert [r["path"] for r in json.loads(roundabout.stdout)["runs"]] == [str(finished)]
 
 
+def test_a_model_is_found_as_a_file_a_bare_folder_or_a_run_whose_name_ends_in_keras(mixed_runs, tmp_path):
+    named = shutil.copytree(mixed_runs["finished"], tmp_path / "runs" / "20261202-v2.keras")  # --name v2.keras
+    assert runs.resolve_model(named.name, tmp_path / "runs") == named
+    assert runs.resolve_model(named / artifacts.MODEL, tmp_path) == named / artifacts.MODEL
+    bare = tmp_path / "model-only"  # a run's model and checksum copied alone: the model carries what predict needs
+    bare.mkdir()
+    for name in (artifacts.MODEL, artifacts.MODEL_SHA256):
+        shutil.copy(named / name, bare / name)
+    assert runs.resolve_model(bare, tmp_path) == bare and model_files.verified_model_path(bare)[0] == \
+        bare / artifacts.MODEL
+    assert runs.resolve_model("gone.keras", tmp_path / "runs") == Path("gone.keras")  # its error: no model there
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(FmnistError, match="--show x: its folder .*loop leads round in a loop of symbolic links"):
+        runs.refuse_inside_run(loop, "--show x: its folder")
+
+
 def test_absolute_takes_out_dotdot_through_links_and_keeps_the_rest_as_given(tmp_path, monkeypatch):
     (tmp_path / "real" / "deep").mkdir(parents=True)
     (tmp_path / "real" / "photo.png").write_bytes(b"x")

@@ -30,7 +30,11 @@ def _iso(moment: dt.datetime) -> str:
 
 def refuse_inside_run(folder: Path, what: str) -> None:
     """No run writes into another run's directory: refuse a destination that is a run directory or inside one."""
-    for parent in (Path(folder).resolve(), *Path(folder).resolve().parents):
+    try:
+        resolved = Path(folder).resolve()
+    except (RuntimeError, OSError):  # a loop: Python 3.11 raises RuntimeError, later ones OSError
+        raise FmnistError(f"{what} {folder} leads round in a loop of symbolic links: name another folder") from None
+    for parent in (resolved, *resolved.parents):
         if _is_run_config(parent / artifacts.CONFIG):
             raise FmnistError(f"{what} {folder} is inside the run {parent}; choose a folder outside any run")
 
@@ -661,5 +665,17 @@ def resolve_resumable(name: Path, runs_dir: Path) -> Path:
 
 
 def resolve_model(name: str | Path, runs_dir: Path) -> Path:
-    """A model file given by its path (a ``.keras`` file), else a run as :func:`resolve_run` finds it."""
-    return Path(name) if Path(name).suffix == ".keras" else resolve_run(name, runs_dir)
+    """A model file given by its path (a ``.keras`` file), a folder holding one with its checksum (a run's
+    copied without its other files: the model carries what predicting needs), else a run as :func:`resolve_run`
+    finds it (one named ``v2.keras`` too)."""
+    path = Path(name)
+    if path.suffix == ".keras" and not path.is_dir():
+        if path.exists():
+            return path
+        try:
+            return resolve_run(name, runs_dir)
+        except FmnistError:  # no run of that name either: the error to give is that no model is there
+            return path
+    if path.is_dir() and not (path / artifacts.CONFIG).exists() and (path / artifacts.MODEL_SHA256).is_file():
+        return path
+    return resolve_run(name, runs_dir)
