@@ -39,7 +39,7 @@ def test_evaluate_scores_the_saved_model_and_keeps_what_the_report_draws(tmp_pat
     assert metrics["model_sha256"] == hashlib.sha256((run / artifacts.MODEL).read_bytes()).hexdigest()
     assert artifacts.read_json(run / artifacts.METRICS)["test_accuracy"] == metrics["test_accuracy"]
     assert metrics["evaluated_backend"] == keras.backend.backend()  # which may not be the one it trained on
-    assert f"<td>scored</td><td>{metrics['evaluated']} on {keras.backend.backend()}</td>" in (
+    assert f"<th scope=row>scored</th><td>{metrics['evaluated']} on {keras.backend.backend()}</td>" in (
         run / artifacts.REPORT_HTML).read_text()
 
     mistakes = saved["mistake_indices"]

@@ -7,7 +7,7 @@ from fmnist.html_page import image_html, page, table_html
 def test_tables_escape_their_cells_and_mark_highlighted_rows():
     table = table_html(["setting", "<a>"], [["dropout", "0.3"], ["name", "<script>"]], highlight={1})
     assert "<th>&lt;a&gt;</th>" in table and "<td>&lt;script&gt;</td>" in table and "<script>" not in table
-    assert table.count("<tr class=diff>") == 1 and "<tr class=diff><td>name</td>" in table
+    assert table.count("<tr class=diff>") == 1 and "<tr class=diff><th scope=row>name</th>" in table
 
 
 def test_images_are_inlined_byte_for_byte_or_named_as_missing(tmp_path):

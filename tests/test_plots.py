@@ -149,3 +149,21 @@ def test_every_class_of_a_shown_answer_has_its_probability_written(tmp_path, mon
     plots.predictions_png(np.zeros((1, 28, 28)), probabilities, np.zeros((1, 28, 28)), ["a.png"], tmp_path / "p.png")
     bars = drawn[0].axes[2]
     assert [t.get_text() for t in bars.texts] == ["0.4%"] + ["0.0%"] * 8 + ["99.6%"]  # the runner-up shows
+
+
+def test_a_comparison_of_many_runs_keeps_every_run_in_its_legend(tmp_path):
+    import warnings
+
+    history = {"loss": [1.0, 0.5], "val_loss": [1.1, 0.6], "accuracy": [0.5, 0.8], "val_accuracy": [0.4, 0.7]}
+    names = ["_baseline", *(f"run{i}" for i in range(1, 30))]  # "_": what matplotlib leaves out of a legend by itself
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # inside the axes, a long legend ran off the picture, with a layout warning
+        plots.compare_curves_png({name: history for name in names}, tmp_path / "curves.png")
+        plots.grouped_bars_png(list(CLASS_NAMES), {name: [0.5] * 10 for name in names}, "F1", tmp_path / "f1.png")
+    plt = plots._pyplot()
+    fig = plt.figure()
+    lines = [plt.Line2D([], []) for _ in names]
+    plots._run_legend(fig, lines, names)
+    (legend,) = fig.legends
+    assert [text.get_text() for text in legend.get_texts()] == names and legend._ncols == 2
+    plt.close(fig)

@@ -7,6 +7,8 @@ from fmnist import artifacts
 from fmnist.errors import FmnistError
 from fmnist.report import build_report, write_report
 
+UNKNOWN_EPOCHS = "<th scope=row>epochs run / best</th><td>- (history.csv is missing or empty)</td>"
+
 
 def test_report_is_rebuilt_from_the_runs_files_alone(tiny_run_dir, tmp_path):
     run = tmp_path / "run"
@@ -17,13 +19,14 @@ def test_report_is_rebuilt_from_the_runs_files_alone(tiny_run_dir, tmp_path):
     metrics = artifacts.read_json(run / artifacts.METRICS)
     history = artifacts.read_history(run)
     assert f"{metrics['test_accuracy']:.4f}" in html
-    assert f"<td>epochs run / best</td><td>{len(history['loss'])} / {artifacts.best_epoch(history)}</td>" in html
+    row = f"<th scope=row>epochs run / best</th><td>{len(history['loss'])} / {artifacts.best_epoch(history)}</td>"
+    assert row in html
     assert (run / artifacts.CURVES_PNG).is_file() and (run / artifacts.CONFUSION_MATRIX_PNG).is_file()
-    assert "<td>dropout</td>" in html and "distill_alpha" not in html  # no teacher: its settings would mislead
+    assert "<th scope=row>dropout</th>" in html and "distill_alpha" not in html  # no teacher: its settings mislead
     config = artifacts.read_json(run / artifacts.CONFIG)
     config["settings"]["teacher"] = "/somewhere/teacher"
     artifacts.write_json(run / artifacts.CONFIG, config)
-    assert "<td>distill_alpha</td>" in build_report(run).read_text()
+    assert "<th scope=row>distill_alpha</th>" in build_report(run).read_text()
     (run / artifacts.PREDICTIONS).unlink()
     with pytest.raises(FmnistError, match="test_predictions.npz is missing: run 'fmnist evaluate .*' first"):
         build_report(run)
@@ -145,13 +148,13 @@ def test_damaged_metrics_or_history_are_named_with_what_to_do(tiny_run_dir, tmp_
                                               "the report without learning curves"):
             write_report(run)  # evaluate's way, too: not an unexpected error
     (run / artifacts.HISTORY).write_bytes(history.splitlines(keepends=True)[0])  # killed before its first epoch
-    assert "<td>epochs run / best</td><td>- (history.csv is missing or empty)</td>" in write_report(run).read_text()
+    assert UNKNOWN_EPOCHS in write_report(run).read_text()
     (run / artifacts.HISTORY).unlink()  # a report without it still says how many epochs it cannot tell
-    assert "<td>epochs run / best</td><td>- (history.csv is missing or empty)</td>" in write_report(run).read_text()
+    assert UNKNOWN_EPOCHS in write_report(run).read_text()
     (run / artifacts.HISTORY).write_bytes(history)
     status = (run / artifacts.STATUS).read_bytes()
     (run / artifacts.STATUS).write_text("{cut")  # what the report takes from it is not worth refusing the rest for
-    assert "<td>epochs run / best</td>" in build_report(run).read_text()
+    assert "<th scope=row>epochs run / best</th>" in build_report(run).read_text()
     assert "status.json is not valid JSON" in caplog.text and "the report leaves out what it says" in caplog.text
     (run / artifacts.STATUS).write_bytes(status)
     config = artifacts.read_json(run / artifacts.CONFIG)
@@ -159,3 +162,20 @@ def test_damaged_metrics_or_history_are_named_with_what_to_do(tiny_run_dir, tmp_
         artifacts.write_json(run / artifacts.CONFIG, {**config, **edit})
         with pytest.raises(FmnistError, match=r"config.json is damaged \((settings|data|versions) not a JSON object"):
             write_report(run)
+
+
+def test_two_drawings_of_one_report_take_turns(tiny_run_dir, tmp_path):
+    import threading
+
+    from fmnist import runs
+
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    before = (run / artifacts.REPORT_HTML).stat().st_mtime_ns
+    drawn = threading.Event()
+    with runs.queued_lock(run / artifacts.REPORT_LOCK):  # as another command drawing it holds it
+        later = threading.Thread(target=lambda: (build_report(run), drawn.set()))
+        later.start()
+        assert not drawn.wait(1.5)  # it waits its turn, rather than read what the other is about to replace
+        assert (run / artifacts.REPORT_HTML).stat().st_mtime_ns == before
+    later.join(60)
+    assert drawn.is_set() and (run / artifacts.REPORT_HTML).stat().st_mtime_ns > before

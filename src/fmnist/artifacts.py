@@ -42,6 +42,7 @@ CALIBRATION = "calibration.json"  # the temperature folded into the model, and i
 RELIABILITY_PNG = "reliability.png"
 BACKUP = "backup.npz"  # the training state after the last finished epoch, for --resume
 LOCK = ".lock"  # held while a process trains the run
+REPORT_LOCK = ".report.lock"  # held while report.html and its pictures are drawn
 SEED_SUMMARY = "summary.json"  # a --seeds group's statistics over its runs
 COMPARISON_HTML = "compare.html"  # `fmnist runs compare`'s page, beside the runs unless --output says
 SEED_GROUP = "group.json"  # a --seeds group's settings, backend and seed count, so a killed group can be resumed

@@ -20,7 +20,8 @@ TOP_CLASSES = 5
 
 
 def _text(value: Any) -> str:
-    return "-".join(str(v) for v in value) if isinstance(value, list) else str(value)
+    """A setting as the table shows it: a list joined by "-", a value missing (None) as "-", as a setting absent."""
+    return "-".join(str(v) for v in value) if isinstance(value, list) else runs.cell(value)
 
 
 def flat_settings(config: dict[str, Any]) -> dict[str, str]:
@@ -50,7 +51,8 @@ def mistake_changes(matrices: list[np.ndarray], top: int = TOP_CLASSES) -> list[
     errors = off_diagonal.sum(axis=2)  # runs x classes
     spread = errors.max(axis=0) - errors.min(axis=0)
     changes = []
-    for c in np.argsort(-spread, kind="stable")[:top]:
+    changed = [c for c in np.argsort(-spread, kind="stable") if spread[c] > 0]  # an unchanged class tells nothing
+    for c in changed[:top]:
         cell_spread = off_diagonal[:, c].max(axis=0) - off_diagonal[:, c].min(axis=0)
         moved = int(np.argmax(cell_spread))
         changes.append({
@@ -151,14 +153,14 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
         plots.compare_curves_png({n: item["history"] for n, item in zip(names, loaded)}, curves)
         plots.grouped_bars_png(list(CLASS_NAMES), f1, "F1 per class (test set)", bars)
         sections = [
-            ("Runs", table_html(["", *names], headline)),
+            ("Runs", table_html(["run", *names], headline)),
             ("Settings (differences highlighted)", table_html(["setting", *names], settings, highlight=differ)),
             ("Learning curves (shared axes)", image_html(curves, "loss and accuracy of every run on shared axes")),
             ("F1 per class", image_html(bars, "F1 per class, one bar per run")
              + table_html(["class", *names, "range"], f1_rows)),
-            ("Classes whose mistakes changed most", note + table_html(
+            ("Classes whose mistakes changed most", note + (table_html(
                 ["true class", *(f"mistakes, {n}" for n in names), "range", "confusion that moved most"],
-                change_rows)),
+                change_rows) if change_rows else "<p>No class's count of mistakes differs between these runs.</p>")),
         ]
         artifacts.write_text(output, page(f"fmnist: {' vs '.join(names)}", sections))
     return output

@@ -17,7 +17,8 @@ def page(title: str, sections: list[tuple[str, str]]) -> str:
         "body{font-family:system-ui,sans-serif;max-width:1700px;margin:2em auto;padding:0 1em;color:#222}"
         "p{max-width:75em}"
         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
-        "th{background:#f3f3f3}img{max-width:100%}tr.diff td{background:#fff3bf}"
+        "th{background:#f3f3f3}img{max-width:100%}tr.diff td,tr.diff th{background:#fff3bf}"
+        'tr.diff th::before{content:"\\2260  "}'
     )
     return (
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
@@ -34,10 +35,13 @@ def image_html(path: Path, alt: str) -> str:
 
 
 def table_html(header: list[str], rows: list[list[Any]], highlight: set[int] = frozenset()) -> str:
-    """An HTML table; the rows whose indices are in ``highlight`` are marked (class ``diff``)."""
+    """An HTML table whose first column names its rows (row headers, for a screen reader); the rows whose indices
+    are in ``highlight`` are marked (class ``diff``: coloured, and led by "≠", not colour alone)."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join(
-        ("<tr class=diff>" if i in highlight else "<tr>") + "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
+        ("<tr class=diff>" if i in highlight else "<tr>")
+        + "".join(f"<th scope=row>{html.escape(str(c))}</th>" if j == 0 else f"<td>{html.escape(str(c))}</td>"
+                  for j, c in enumerate(row))
         + "</tr>" for i, row in enumerate(rows)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -13,6 +13,7 @@ from fmnist.data import CLASS_NAMES, IMAGE_SIDE
 from fmnist.explain import FAINT_BELOW
 
 DPI = 110
+LEGEND_ROWS = 25  # entries in a column of a comparison's legend (a column takes the picture's height)
 
 
 def _pyplot():
@@ -40,8 +41,11 @@ def _save(fig, path: Path, trim: bool = False) -> None:
     """Write the figure as it is laid out (tight_layout keeps each one's text inside it), or ``trim`` it to what it
     draws, text outside its axes included: trimming draws the figure twice."""
     plt = _pyplot()
-    write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight" if trim else None))
-    plt.close(fig)
+    try:
+        write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=DPI,
+                                                         bbox_inches="tight" if trim else None))
+    finally:  # a full disk or a Ctrl-C must not leave the figure held (a tune or --seeds process draws many)
+        plt.close(fig)
 
 
 def confusion_matrix_png(matrix: Sequence[Sequence[int]], path: Path) -> None:
@@ -240,42 +244,52 @@ def reliability_png(before: dict, after: dict, path: Path) -> None:
     _save(fig, path)
 
 
+def _run_legend(fig, handles: list, labels: list[str]) -> None:
+    """One legend entry per run, beside the axes (inside them, a dozen runs ran off the picture), in columns of
+    at most LEGEND_ROWS; labels given as they are (matplotlib would leave out a run whose name starts with "_")."""
+    fig.legend(handles, labels, loc="outside right upper", fontsize=7, ncols=-(-len(labels) // LEGEND_ROWS))
+
+
 def compare_curves_png(histories: dict[str, dict[str, list[float]]], path: Path) -> None:
     """Loss and accuracy of several runs on the same axes: validation solid, training dashed, one colour per run;
     each later run drawn thinner, with its own marker, so one that matches an earlier run still shows on it."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    from matplotlib.lines import Line2D
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), layout="constrained")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    markers = "o^sDv"
+    markers = "o^sDvP*"  # 7 against 10 colours: no two of the first 70 runs are drawn alike
+    styles = [{"color": colours[i % len(colours)], "linewidth": max(1.2, 5.0 - 1.8 * i), "zorder": 2 + i,
+               "marker": markers[i % len(markers)], "markersize": max(3.0, 7.0 - 1.5 * i)}
+              for i in range(len(histories))]
     for ax, key, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
-        for i, (label, history) in enumerate(histories.items()):
-            style = {"color": colours[i % len(colours)], "linewidth": max(1.2, 5.0 - 1.8 * i), "zorder": 2 + i}
+        for style, history in zip(styles, histories.values()):
             epochs = np.arange(1, len(history.get(key, [])) + 1)
-            ax.plot(epochs, history.get(f"val_{key}", []), marker=markers[i % len(markers)],
-                    markersize=max(3.0, 7.0 - 1.5 * i), label=f"{label} validation", **style)
-            ax.plot(epochs, history.get(key, []), linestyle="--", alpha=0.6, label=f"{label} train", **style)
+            ax.plot(epochs, history.get(f"val_{key}", []), **style)
+            ax.plot(epochs, history.get(key, []), linestyle="--", alpha=0.6,
+                    **{k: v for k, v in style.items() if not k.startswith("marker")})
         _epoch_axis(ax, max((len(h.get(key, [])) for h in histories.values()), default=0))
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    lines = [Line2D([], [], color="black"), Line2D([], [], color="black", linestyle="--")]
+    _run_legend(fig, [*lines, *(Line2D([], [], **style) for style in styles)],
+                ["validation", "training", *histories])
     _save(fig, path)
 
 
 def grouped_bars_png(categories: Sequence[str], series: dict[str, Sequence[float]], title: str, path: Path) -> None:
     """One group of bars per category, one bar per series; the 0-1 scale starts just below the lowest bar."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(13, 4.5))
+    fig, ax = plt.subplots(figsize=(13, 4.5), layout="constrained")
     width = 0.8 / max(1, len(series))
     positions = np.arange(len(categories))
-    for i, (label, values) in enumerate(series.items()):
-        ax.bar(positions + (i - (len(series) - 1) / 2) * width, list(values), width, label=label)
+    bars = [ax.bar(positions + (i - (len(series) - 1) / 2) * width, list(values), width)
+            for i, values in enumerate(series.values())]
     ax.set_xticks(positions, list(categories), rotation=30, ha="right")
     ax.set_ylim(max(0.0, min(min(v) for v in series.values()) - 0.05), 1)  # small gaps between runs stay visible
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    _run_legend(fig, bars, list(series))
     _save(fig, path)
 
 

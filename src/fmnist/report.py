@@ -88,7 +88,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
     ]
     recorded = config.get("settings", {})
     settings = [[k, v] for k, v in recorded.items() if k not in unused_settings(recorded)] + [
-        ["backend", config.get("backend")], ["data", config.get("data", {}).get("source")],
+        ["backend", runs.cell(config.get("backend"))], ["data", runs.cell(config.get("data", {}).get("source"))],
         ["versions", ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items())],
     ]
     kept = _kept_epoch(history, _scheduled(config)) or "-"
@@ -110,7 +110,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ["model SHA-256", metrics.get("model_sha256", "-")],
     ]
     sections = [
-        ("Headline", table_html(["", ""], headline)),
+        ("Headline", table_html(["measure", "value"], headline)),
         ("Per class", table_html(["class", "precision", "recall", "F1", "support"], per_class)),
         ("Confusion matrix", image_html(run_dir / artifacts.CONFUSION_MATRIX_PNG, "confusion matrix")),
         ("Learning curves", image_html(run_dir / artifacts.CURVES_PNG, "loss and accuracy curves")),
@@ -146,6 +146,13 @@ def write_report(run_dir: Path) -> Path:
     run_dir = runs.require_run_dir(run_dir)
     config = artifacts.read_json(run_dir / artifacts.CONFIG)
     runs.require_scored(run_dir, "its report")
+    # One drawing at a time: two drawn at once (an export's and another's) could leave the page of the one that read
+    # the run's files first.
+    with runs.queued_lock(run_dir / artifacts.REPORT_LOCK):
+        return _write_report(run_dir, config)
+
+
+def _write_report(run_dir: Path, config: dict[str, Any]) -> Path:
     try:
         metrics = artifacts.read_json(run_dir / artifacts.METRICS)
     except DamagedFile as exc:

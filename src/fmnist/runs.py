@@ -219,6 +219,21 @@ def held_lock(lock: Path, busy: str, shared: bool = False) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def queued_lock(lock: Path) -> Iterator[None]:
+    """Hold ``lock`` for the block, waiting for whoever holds it: for a short write that two commands may make at
+    once (two exports each refreshing the run's report), so the later one reads what the earlier one wrote."""
+    try:
+        handle = open(lock, "a")
+    except OSError:  # a folder that takes no files: the write that follows says so
+        handle = None
+    with handle or contextlib.nullcontext():
+        if handle is not None:
+            with contextlib.suppress(OSError):  # a filesystem that keeps no locks: as before there were any
+                fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def claim_run(run_dir: Path) -> contextlib.AbstractContextManager[None]:
     """Hold the run's lock while training it, so no second process (say, a resume) trains it at the same time."""
     return held_lock(Path(run_dir) / artifacts.LOCK, f"{run_dir} is in use by another process (training it, or "
