@@ -25,10 +25,18 @@ def test_unknown_setting_is_an_error():
     ("dropout", 1.0), ("learning_rate", 0), ("validation_fraction", 1.5), ("hidden_sizes", ()),
     ("limit", 5), ("name", "a/b"), ("seed", -1), ("seed", 2**32), ("learning_rate", float("inf")),
     ("weight_decay", float("nan")), ("distill_temperature", float("inf")), ("hidden_sizes", (99999999999, 8)),
+    # Each passed once, then failed after Keras had started, or ran out of memory, or trained at a rate of 0.
+    ("limit", 47), ("validation_fraction", 0.0001), ("hidden_sizes", (1_000_000,)), ("learning_rate", 1e-50),
+    ("batch_size", 10**20), ("epochs", 10**21), ("name", "a" * 201), ("name", "é" * 101),
 ])
 def test_bad_values_are_refused(field, value):
     with pytest.raises(FmnistError, match="invalid setting"):
         TrainSettings(**{field: value})
+
+
+def test_the_smallest_split_that_holds_every_class_is_taken():
+    assert TrainSettings(limit=48).limit == 48 and TrainSettings(validation_fraction=0.1, limit=95).limit == 95
+    assert TrainSettings(name="a" * 200, learning_rate=1.2e-38).name == "a" * 200
 
 
 @pytest.mark.parametrize("field, value, words", [

@@ -21,8 +21,24 @@ FLAG_SETTINGS = ("hidden_sizes", "dropout", "learning_rate", "batch_size", "epoc
 ARCHITECTURES = ("dense", "cnn")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("plateau", "cosine")
-# A sanity bound on a dense network's size: a typing slip like 99999999999,8 is refused, not an out-of-memory crash.
-MAX_WEIGHTS = 10**9
+# A sanity bound on a dense network's size: a typing slip like 99999999999,8 is refused, not an out-of-memory crash
+# at the end of a long first epoch. Training holds about six copies: the weights, Adam's two moments, the gradients,
+# early stopping's best weights and the backup's.
+MAX_WEIGHTS = 10**8
+MAX_BATCH_SIZE = 2**31 - 1  # what TensorFlow's and JAX's indices hold
+MAX_EPOCHS = 10**6
+MAX_NAME_BYTES = 200  # a file name holds 255, and the run's folder adds its time before the name
+MIN_LEARNING_RATE = 1.1754944e-38  # float32's smallest normal number: Keras keeps the rate in float32
+FULL_TRAINING_SET = 60_000  # Fashion-MNIST's training images (data.py's, not imported: see dense_weights)
+
+
+def split_problem(images: int, fraction: float) -> str | None:
+    """Why ``images`` cannot be split with ``fraction`` of them for validation, every class on each side, if so."""
+    n_val = round(images * fraction)
+    if min(n_val, images - n_val) >= 10:
+        return None
+    return (f"a split of {images} images into {images - n_val} for training and {n_val} for validation cannot hold "
+            "all 10 classes on each side; raise --limit or change --validation-fraction")
 
 
 def dense_weights(hidden_sizes: tuple[int, ...]) -> int:
@@ -98,17 +114,19 @@ class TrainSettings:
             (dense_weights(self.hidden_sizes) <= MAX_WEIGHTS,
              f"hidden_sizes {','.join(map(str, self.hidden_sizes))} would need "
              f"{dense_weights(self.hidden_sizes):,} weights; at most {MAX_WEIGHTS:,} "
-             "(4 GB of float32 before training)"),
+             "(training holds about six copies of them: 2.4 GB of float32 at the most)"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
-            (self.learning_rate > 0, "learning_rate must be positive"),
-            (self.batch_size > 0, "batch_size must be positive"),
-            (self.epochs > 0, "epochs must be positive"),
+            (self.learning_rate >= MIN_LEARNING_RATE,
+             f"learning_rate must be positive, at least {MIN_LEARNING_RATE:.3g} (Keras keeps it in float32, where "
+             "a smaller one is 0)"),
+            (0 < self.batch_size <= MAX_BATCH_SIZE, f"batch_size must be from 1 to {MAX_BATCH_SIZE:,}"),
+            (0 < self.epochs <= MAX_EPOCHS, f"epochs must be from 1 to {MAX_EPOCHS:,}"),
             (self.early_stopping_patience > 0, "early_stopping_patience must be positive"),
             (self.lr_patience > 0, "lr_patience must be positive"),
             (0.0 < self.lr_factor < 1.0, "lr_factor must be in (0, 1)"),
             (0.0 < self.validation_fraction < 1.0, "validation_fraction must be in (0, 1)"),
             (0 <= self.seed < 2**32, "seed must be an integer from 0 to 2**32 - 1 (what NumPy's generators take)"),
-            (self.limit is None or self.limit >= 20, "limit must be at least 20 training images"),
+            (self.limit is None or self.limit > 0, "limit must be positive"),
             (self.architecture in ARCHITECTURES, f"architecture must be one of {', '.join(ARCHITECTURES)}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
             (self.weight_decay >= 0 and (self.weight_decay == 0 or self.optimizer == "adamw"),
@@ -126,10 +144,16 @@ class TrainSettings:
              f"{self.warmup_epochs + 1} or more"),
             (bool(self.name) and all(c.isalnum() or c in "-_." for c in self.name),
              "name may hold only letters, digits, '-', '_' and '.'"),
+            (len(self.name.encode("utf-8")) <= MAX_NAME_BYTES,
+             f"name must be at most {MAX_NAME_BYTES} bytes in UTF-8 (the run's folder is named by it)"),
         ]
         for ok, message in checks:
             if not ok:
                 raise FmnistError(f"invalid setting: {message}")
+        # On the whole training set here; on a smaller one (a test's), fmnist.train checks the split again.
+        split = split_problem(self.limit or FULL_TRAINING_SET, self.validation_fraction)
+        if split:
+            raise FmnistError(f"invalid setting: {split}")
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)

@@ -15,7 +15,7 @@ import numpy as np
 from fmnist import artifacts, defaults, model_files, runs, stopping
 from fmnist.data import NUM_CLASSES, Dataset, data_record, load_dataset, to_features
 from fmnist.errors import FmnistError
-from fmnist.settings import TrainSettings
+from fmnist.settings import TrainSettings, split_problem
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,10 @@ def split_indices(labels: np.ndarray, settings: TrainSettings) -> tuple[np.ndarr
         indices, _ = train_test_split(
             indices, train_size=settings.limit, stratify=labels, random_state=settings.seed
         )
+    problem = split_problem(len(indices), settings.validation_fraction)
+    if problem:
+        raise FmnistError(problem)
     n_val = round(len(indices) * settings.validation_fraction)
-    if min(n_val, len(indices) - n_val) < 10:
-        raise FmnistError(
-            f"a split of {len(indices)} images into {len(indices) - n_val} for training and {n_val} for validation "
-            "cannot hold all 10 classes on each side; raise --limit or change --validation-fraction"
-        )
     train_idx, val_idx = train_test_split(
         indices, test_size=n_val, stratify=labels[indices], random_state=settings.seed
     )
