@@ -76,26 +76,10 @@ def test_a_backup_of_another_model_or_other_callbacks_is_refused(tmp_path):
 def test_a_damaged_backup_is_one_line_saying_what_to_do(tmp_path, content):
     (tmp_path / "backup.npz").write_bytes(content)
     model = _model()
-    for read in (lambda: read_meta(tmp_path / "backup.npz"),
-                 lambda: restore(tmp_path / "backup.npz", model, _callbacks(model))):
-        with pytest.raises(FmnistError, match="backup.npz is damaged, so the run cannot continue from it; remove it, "
-                                              "and 'fmnist train --resume .*' trains the run again from its first"):
-            read()
+    with pytest.raises(FmnistError, match="backup.npz is damaged, so the run cannot continue from it; remove it, "
+                                          "and 'fmnist train --resume .*' trains the run again from its first"):
+        restore(tmp_path / "backup.npz", model, _callbacks(model))
 
-
-def test_a_backup_of_another_format_is_refused_not_misread(tmp_path):
-    model = _model()
-    save(tmp_path / "backup.npz", model, _callbacks(model), epochs_done=1, stopped=False)
-    with np.load(tmp_path / "backup.npz") as data:
-        arrays = {key: data[key] for key in data.files}
-    meta = json.loads(str(arrays["meta"]))
-    for edited, refusal in (({**meta, "format": meta["format"] + 1}, f"backup of format {meta['format'] + 1}, not "
-                                                                     f"{meta['format']} \\(another fmnist version"),
-                            ({**meta, "format": "1"}, "is damaged"), ([meta], "is damaged")):
-        arrays["meta"] = np.array(json.dumps(edited))  # a later fmnist's layout, or a record cut by hand
-        np.savez(tmp_path / "backup.npz", **arrays)
-        with pytest.raises(FmnistError, match=refusal):
-            read_meta(tmp_path / "backup.npz")
 
 
 def test_a_backup_names_its_optimizer_and_seed_generators_however_keras_numbered_them(tmp_path):

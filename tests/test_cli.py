@@ -233,8 +233,7 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "fmnist", "runs", "--runs-dir", str(tmp_path)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     process.stdout.close()  # like `fmnist runs | head -0`
-    stderr = process.stderr.read().decode()
-    assert process.wait(timeout=60) == 141 and stderr == ""
+    assert process.wait(timeout=60) == 141 and process.stderr.read().decode() == ""
 
 
 def test_a_command_flag_given_before_the_command_says_where_it_goes(capsys):

@@ -484,7 +484,9 @@ def test_a_request_of_many_uploads_takes_a_decoding_slot_one_file_at_a_time(tiny
     png = encode(garment())
     with TestClient(create_app(tiny_run_dir, decode_slots=1)) as client, ThreadPoolExecutor(2) as pool:
         many = pool.submit(client.post, "/v1/predict", files=[("files", (f"many-{i}.png", png)) for i in range(4)])
-        while not decoded:
+        deadline = time.monotonic() + 120
+        while not decoded:  # the first decode begun: the other request then queues for its slot
+            assert not many.done() and time.monotonic() < deadline, "the first request never began decoding"
             time.sleep(0.01)
         one = pool.submit(client.post, "/v1/predict", files={"files": ("one.png", png)})
         assert many.result().status_code == one.result().status_code == 200

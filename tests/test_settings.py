@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from fmnist.errors import FmnistError
@@ -21,16 +23,24 @@ def test_unknown_setting_is_an_error():
         TrainSettings.from_dict({"hiden_sizes": [10]})
 
 
-@pytest.mark.parametrize("field, value", [
-    ("dropout", 1.0), ("learning_rate", 0), ("validation_fraction", 1.5), ("hidden_sizes", ()),
-    ("limit", 5), ("name", "a/b"), ("seed", -1), ("seed", 2**32), ("learning_rate", float("inf")),
-    ("weight_decay", float("nan")), ("distill_temperature", float("inf")), ("hidden_sizes", (99999999999, 8)),
+@pytest.mark.parametrize("field, value, reason", [
+    ("dropout", 1.0, "dropout must be in"), ("learning_rate", 0, "learning_rate must be positive"),
+    ("validation_fraction", 1.5, "validation_fraction must be in"), ("hidden_sizes", (), "hidden_sizes must be"),
+    ("limit", 5, "a split of 5 images"), ("name", "a/b", "name may hold only"), ("seed", -1, "seed must be"),
+    ("seed", 2**32, "seed must be"), ("learning_rate", float("inf"), "learning_rate must be a finite number"),
+    ("weight_decay", float("nan"), "weight_decay must be a finite"),
+    ("distill_temperature", float("inf"), "distill_temperature must be a finite"),
+    ("hidden_sizes", (99999999999, 8), "hidden_sizes 99999999999,8 would need"),
     # Each passed once, then failed after Keras had started, or ran out of memory, or trained at a rate of 0.
-    ("limit", 47), ("validation_fraction", 0.0001), ("hidden_sizes", (1_000_000,)), ("learning_rate", 1e-50),
-    ("batch_size", 10**20), ("epochs", 10**21), ("name", "a" * 201), ("name", "é" * 101),
+    ("limit", 47, "a split of 47 images into 38 for training and 9 for validation"),
+    ("validation_fraction", 0.0001, "into 59994 for training and 6 for validation"),
+    ("hidden_sizes", (1_000_000,), "hidden_sizes 1000000 would need 794,000,000 weights"),
+    ("learning_rate", 1e-50, "learning_rate must be positive, at least 1.18e-38"),
+    ("batch_size", 10**20, "batch_size must be from 1 to"), ("epochs", 10**21, "epochs must be from 1 to"),
+    ("name", "a" * 201, "name must be at most 200 bytes"), ("name", "é" * 101, "name must be at most 200 bytes"),
 ])
-def test_bad_values_are_refused(field, value):
-    with pytest.raises(FmnistError, match="invalid setting"):
+def test_bad_values_are_refused(field, value, reason):
+    with pytest.raises(FmnistError, match=f"^invalid setting: .*{re.escape(reason)}"):
         TrainSettings(**{field: value})
 
 

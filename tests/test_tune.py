@@ -61,7 +61,6 @@ def test_sqlite_study_makes_one_run_per_trial_judged_on_validation_and_continues
 
     monkeypatch.chdir(tmp_path)  # the study and folder given relative to it ...
     html = write_report("s1", storage="sqlite:///study.db", runs_dir=Path("my runs")).read_text()
-    assert "***" not in html
     # ... and the page's commands, pasted into a shell in any folder, reach this study and this runs folder.
     train_best_command, train_command = (shlex.split(unescape(command))[1:]
                                          for command in re.findall(r"<pre>(fmnist [^<]*)</pre>", html))
@@ -266,7 +265,13 @@ def test_a_study_inside_a_run_is_refused_before_any_journal_or_trial(tmp_path, d
     with pytest.raises(FmnistError,
                        match="--study notes.txt: its trials' runs go in the folder .* but a file is there"):
         tune(BASE, "jax", 1, "notes.txt", runs_dir=tmp_path / "runs", dataset=dataset)
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["notes.txt"]  # no journal, no study
+    (tmp_path / "runs" / "group").mkdir()
+    artifacts.write_json(tmp_path / "runs" / "group" / artifacts.SEED_GROUP, {"seeds": 3})  # its first trial failed
+    with pytest.raises(FmnistError, match="--study group: .* is a group made by 'fmnist train --seeds'; choose"):
+        tune(BASE, "jax", 1, "group", runs_dir=tmp_path / "runs", dataset=dataset)
+    with pytest.raises(FmnistError, match="is 196 bytes long: at most 195, as the best trial's run is named after"):
+        tune(BASE, "jax", 1, "s" * 196, runs_dir=tmp_path / "runs", dataset=dataset)  # --train-best refused it
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["group", "notes.txt"]  # no journal, no study
     with pytest.raises(FmnistError, match="the study's database folder .* is inside the run"):
         tune(BASE, "jax", 1, "s", storage=f"sqlite:///{run / 'study.db'}", runs_dir=tmp_path / "runs", dataset=dataset)
     assert sorted(p.name for p in run.iterdir()) == before
@@ -335,6 +340,9 @@ def test_a_continued_study_runs_again_what_a_stop_or_a_dead_worker_cut_short(tmp
     earlier_boot = f"{'0' * 8}{boot[8:]} {namespace} {os.getpid()} {start}"
     rebooted = started(earlier_boot)  # this machine's, before it last booted: ended with that boot
     other_machine = started(earlier_boot, host=f"not-{socket.gethostname()}")  # not judged
+    # In a database, whose heartbeat tells: another machine of the same host name (a clone) is not judged either.
+    same_name_db = started(earlier_boot)
+    same_name_db.set_user_attr("heartbeat", True)
     broken = started(worker_key(os.getpid()))
     study.tell(broken, state=failed)  # failed by its settings: not run again
 
@@ -342,6 +350,7 @@ def test_a_continued_study_runs_again_what_a_stop_or_a_dead_worker_cut_short(tmp
     state = {t.number: t.state for t in again.get_trials(deepcopy=False)}
     assert state[killed.number] == state[rebooted.number] == failed
     assert state[live.number] == state[elsewhere.number] == state[other_machine.number] == running
+    assert state[same_name_db.number] == running
     queued = [t for t in again.get_trials(deepcopy=False) if t.state == waiting]
     assert [(t.user_attrs["retry_of"], t.system_attrs["fixed_params"]) for t in queued] == [
         (stopped.number, stopped.params), (killed.number, killed.params), (rebooted.number, rebooted.params)]
@@ -393,8 +402,15 @@ def test_a_study_made_this_instant_by_another_worker_is_continued_with_its_maker
     assert older.user_attrs[FIXED_SETTINGS] == _fixed(BASE)
 
 
-def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_hand(tmp_path, dataset):
+def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_hand(tmp_path, dataset, monkeypatch,
+                                                                                    caplog):
+    import threading
+    import time
+
     import keras
+
+    import fmnist.tune as tune_module
+    from fmnist import runs
 
     from fmnist.runs import utc_now
     from fmnist.train import train
@@ -424,7 +440,24 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
               dataset=dataset, extra_callbacks=[CtrlCAfterFirstEpoch()])
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
     (cut_short,) = (tmp_path / "s").iterdir()
-    retry = continued()  # finishes that run from its second epoch, in its folder
+    # Scored by hand just then, say: the worker waits for it, rather than train the settings again in a new run.
+    held, waiting = threading.Event(), "is in use by another process: waiting for it"
+
+    def in_use_till_the_worker_waits() -> None:
+        with runs.idle_run(cut_short, tmp_path, "evaluate it"):
+            held.set()
+            deadline = time.monotonic() + 300
+            while waiting not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+    user = threading.Thread(target=in_use_till_the_worker_waits)
+    user.start()
+    held.wait(30)
+    monkeypatch.setattr(tune_module, "BUSY_POLL_S", 0.2)
+    with caplog.at_level(logging.INFO, logger="fmnist.tune"):
+        retry = continued()  # finishes that run from its second epoch, in its folder, once it is free
+    user.join()
+    assert waiting in caplog.text
     assert retry.state == optuna.trial.TrialState.COMPLETE and Path(retry.user_attrs["run_dir"]) == cut_short
     history = artifacts.read_history(cut_short)
     assert len(history["loss"]) == 2 and retry.intermediate_values == dict(enumerate(history["val_loss"]))
@@ -448,6 +481,18 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
     assert retry.intermediate_values == dict(enumerate(artifacts.read_history(by_hand)["val_loss"]))
     assert {p: p.stat().st_mtime_ns for p in by_hand.iterdir()} == finished
     assert len(list((tmp_path / "s").iterdir())) == 2  # no run made for either retry
+
+    # A trial the pruner stopped, then cut short while its run was scored: pruned again, not counted complete.
+    study.enqueue_trial(trial.params)
+    trial = stopped_trial()
+    trial.set_user_attr("pruned_at", 0)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    pruned = shutil.copytree(cut_short, cut_short.with_name(cut_short.name.replace(trial_name(0),
+                                                                                   trial_name(trial.number))))
+    artifacts.write_json(pruned / artifacts.CONFIG, {**config, "created": utc_now()})
+    retry = continued()
+    assert retry.user_attrs["retry_of"] == trial.number and retry.state == optuna.trial.TrialState.PRUNED
+    assert Path(retry.user_attrs["run_dir"]) == pruned
 
 
 def test_a_cut_short_run_is_taken_up_only_if_nothing_but_its_name_differs(tmp_path, dataset):
@@ -480,3 +525,6 @@ def test_a_cut_short_run_is_taken_up_only_if_nothing_but_its_name_differs(tmp_pa
     assert _cut_short_run(tmp_path, 1, started, settings, "jax", dataset) is None and other_data.is_dir()
     made(trial_name(2), 2), made(trial_name(2), 3)  # two, both made since: which is it?
     assert _cut_short_run(tmp_path, 2, started, settings, "jax", dataset) is None
+    made(trial_name(3), 0)  # an earlier study's (its journal deleted), beside the one this trial made
+    this_trials = made(trial_name(3), 4)
+    assert _cut_short_run(tmp_path, 3, started, settings, "jax", dataset) == this_trials

@@ -548,7 +548,9 @@ def _add_tune(sub: Any) -> None:
                                         "fixed); each trial is a normal run, judged on the validation split. Run it "
                                         "in several processes or machines to work in parallel.")
     _fixed_settings(p, recipes=False)
-    p.add_argument("--study", type=_given, help=f"study name; rerunning continues it (default {defaults.TUNE_STUDY})")
+    p.add_argument("--study", type=_given,
+                   help="study name (letters, digits, '-', '_' and '.', at most 195 bytes): its trials' runs go in "
+                        f"RUNS_DIR/STUDY/; rerunning continues it (default {defaults.TUNE_STUDY})")
     p.add_argument("--storage", type=_given, metavar="URL|FILE",
                    help="where the study lives: postgresql://user:password@host/db to share it between machines, "
                         "sqlite:///file.db (best for one process at a time), or a journal file for the processes of "

@@ -190,6 +190,10 @@ def complete(run_dir: Path) -> bool:
 CLAIM_ATTEMPTS = 20  # 0.05 s apart, about a second in all: a live training holds its lock far longer
 
 
+class RunInUse(FmnistError):
+    """Another live process holds the lock asked for: a wait may get it, unlike the other refusals."""
+
+
 @contextlib.contextmanager
 def held_lock(lock: Path, busy: str, shared: bool = False) -> Iterator[None]:
     """Hold the lock file ``lock`` for the block, or refuse with ``busy`` while another live process holds it (a
@@ -209,7 +213,7 @@ def held_lock(lock: Path, busy: str, shared: bool = False) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if attempt == CLAIM_ATTEMPTS - 1:
-                    raise FmnistError(busy) from None
+                    raise RunInUse(busy) from None
                 time.sleep(0.05)  # `fmnist runs` may be looking (runs.being_trained): that lock lasts an instant
             except OSError as exc:  # ENOLCK: a network filesystem that keeps no locks
                 if shared:  # what only keeps a training away: as where no training ever claims the run

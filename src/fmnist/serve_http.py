@@ -98,7 +98,8 @@ def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_by
         def on_headers_complete(self) -> None:  # httptools
             self.in_headers, self.header_bytes = False, 0
             self.stop_header_timer()
-            if len(self.url) + sum(len(name) + len(value) for name, value in self.headers) > max_header_bytes:
+            # Each line's colon and line end counted too (3 bytes): thousands of headers "a:b" are mostly those.
+            if len(self.url) + sum(len(name) + len(value) + 3 for name, value in self.headers) > max_header_bytes:
                 self.refusal = (431, too_large)
                 raise ValueError(self.refusal[1])  # stops the parser, and uvicorn calls send_400_response
             super().on_headers_complete()

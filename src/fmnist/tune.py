@@ -35,6 +35,12 @@ STUDY_NAME_CHARS = "-_."
 # The settings of a trial cut short are taken up again, to finish its run, at most so many times in all: not for
 # ever, since settings that kill their worker (say, by memory) would loop.
 MAX_ATTEMPTS = 4
+# A cut-short trial's run in use by another process (`fmnist evaluate` by hand): how long a worker waits for it, and
+# how often it looks, before it trains the settings again instead.
+BUSY_WAIT_S = 600
+BUSY_POLL_S = 5
+# A study's name, with "-best" after it, names the best trial's run: at most 200 bytes (settings.MAX_NAME_BYTES).
+MAX_STUDY_NAME_BYTES = 195
 # The study's user attribute that keeps the settings every trial shares.
 FIXED_SETTINGS = "fixed_settings"
 FIXED_SETTINGS_WAITS = 20  # 0.1 s apart: how long a continued study without them waits for its maker to record them
@@ -124,6 +130,7 @@ def pruning_callback(trial: optuna.Trial, pruned_at: list[int], reported: set[in
             return
         if trial.should_prune():
             pruned_at.append(epoch)
+            trial.set_user_attr("pruned_at", epoch)  # for a retry, should a stop cut the trial short after this
             callback.model.stop_training = True
 
     callback = keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
@@ -131,12 +138,12 @@ def pruning_callback(trial: optuna.Trial, pruned_at: list[int], reported: set[in
 
 
 def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Dataset,
-               taken_over: list[int] | None = None) -> Callable[[optuna.Trial], float]:
+               taken_over: list[int] | None = None, heartbeat: bool = False) -> Callable[[optuna.Trial], float]:
     """The trial's function for Optuna; the number of a trial another worker failed meanwhile goes in ``taken_over``."""
     def objective(trial: optuna.Trial) -> float:
         try:  # failed meanwhile by another worker: found on writing to it, here or in the handlers below
             try:  # a stop anywhere in it, even once its run is trained, leaves the trial to be taken up again
-                return _run_trial(trial, base, backend, runs_dir, dataset)
+                return _run_trial(trial, base, backend, runs_dir, dataset, heartbeat)
             except KeyboardInterrupt:
                 trial.set_user_attr("stopped", True)  # not the settings' fault: taken up when the study is continued
                 log.warning("trial %d stopped: continuing the study (the same 'fmnist tune' command) takes it up "
@@ -154,11 +161,14 @@ def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Datas
     return objective
 
 
-def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, runs_dir: Path, dataset: Dataset) -> float:
-    """Train the trial's run (or finish the one a stop cut short) and return its best val_loss."""
+def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, runs_dir: Path, dataset: Dataset,
+               heartbeat: bool = False) -> float:
+    """Train the trial's run (or finish the one a stop cut short) and return its best val_loss; ``heartbeat``: the
+    study's storage is a database, whose heartbeat tells a dead worker on any machine."""
     # Who runs it: a continued study on this machine tells a dead worker's trial from a live one's.
     trial.set_user_attr("worker", worker_key(os.getpid()))
     trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("heartbeat", heartbeat)
     # In UTC, as a run's "created": Optuna's own datetime_start is naive local time, read in this process's zone.
     trial.set_user_attr("started", runs.utc_now())
     suggest(trial)
@@ -170,6 +180,8 @@ def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, runs_dir:
     cut_short = None if first is None else _cut_short_run(runs_dir, first.number, first.user_attrs.get("started"),
                                                             settings, backend, dataset)
     run_dir = None if cut_short is None else _finish(cut_short, dataset, callbacks)
+    if run_dir is not None and first is not None and "pruned_at" in first.user_attrs:
+        pruned_at.append(first.user_attrs["pruned_at"])  # its run ended there: finished, it is pruned again
     if run_dir is None:
         run_dir = train(settings, backend, runs_dir=runs_dir, dataset=dataset, extra_callbacks=callbacks).run_dir
     history = artifacts.read_history(run_dir)
@@ -204,17 +216,28 @@ def _cut_short_run(runs_dir: Path, number: int, started: str | None, settings: T
     finished (or already was, by 'fmnist train --resume') rather than trained again: same settings, backend, data."""
     from fmnist.resume import read_resumable, require_same_data
 
-    found = runs.runs_named(runs_dir, trial_name(number))
-    if len(found) != 1 or started is None or runs.being_trained(found[0]):
+    if started is None:
+        return None
+    # Not one left by an earlier study of the same name (its journal deleted): begun after the trial was.
+    found = [run for run in runs.runs_named(runs_dir, trial_name(number)) if _created(run) >= started]
+    if len(found) != 1 or runs.being_trained(found[0]):
         return None
     try:
         config, trained = read_resumable(found[0] / artifacts.CONFIG, {"settings": dict}, backend, "")
         require_same_data(dataset, config, found[0])
-        if runs.diverged(found[0]) or str(config.get("created", "")) < started:
-            return None  # diverged, or left by an earlier study of the same name (its journal deleted)
+        if runs.diverged(found[0]):
+            return None
     except FmnistError:  # another backend or data, or damaged by hand: the settings are trained again instead
         return None
     return found[0] if dataclasses.replace(trained, name=settings.name) == settings else None
+
+
+def _created(run_dir: Path) -> str:
+    """When a run began, as its config.json says (UTC, ISO 8601); "" when that cannot be read."""
+    try:
+        return str(artifacts.read_json(run_dir / artifacts.CONFIG).get("created", ""))
+    except FmnistError:
+        return ""
 
 
 def _finish(run_dir: Path, dataset: Dataset, callbacks: list[Any]) -> Path | None:
@@ -226,19 +249,33 @@ def _finish(run_dir: Path, dataset: Dataset, callbacks: list[Any]) -> Path | Non
         log.info("%s was finished by 'fmnist train --resume': counted as it is", run_dir)
         return run_dir
     log.info("finishing %s where it was cut short", run_dir)
-    try:
-        return resume_run(run_dir, dataset=dataset, extra_callbacks=callbacks).run_dir
-    except FmnistError as exc:
-        if runs.diverged(run_dir):  # the settings' fault, as in a run trained from its first epoch
-            raise
-        log.warning("%s cannot be finished (%s): its settings are trained again", run_dir, exc)
-        return None
+    waited_until, told = time.monotonic() + BUSY_WAIT_S, False
+    while True:
+        try:
+            return resume_run(run_dir, dataset=dataset, extra_callbacks=callbacks).run_dir
+        except runs.RunInUse as exc:  # scored or exported by hand just now: it is finished once that ends
+            if time.monotonic() > waited_until:
+                log.warning("%s is still in use after %d s (%s): its settings are trained again", run_dir,
+                            BUSY_WAIT_S, exc)
+                return None
+            if not told:
+                log.info("%s is in use by another process: waiting for it (at most %d s)", run_dir, BUSY_WAIT_S)
+                told = True
+            time.sleep(BUSY_POLL_S)
+        except FmnistError as exc:
+            if runs.diverged(run_dir):  # the settings' fault, as in a run trained from its first epoch
+                raise
+            log.warning("%s cannot be finished (%s): its settings are trained again", run_dir, exc)
+            return None
 
 
 def _check_name(name: str) -> None:
     if not name or name.startswith(".") or not all(c.isalnum() or c in STUDY_NAME_CHARS for c in name):
         raise FmnistError(
             f"study name {name!r} may hold only letters, digits, '-', '_' and '.', and not start with '.'")
+    if len(name.encode("utf-8")) > MAX_STUDY_NAME_BYTES:  # else refused only at --train-best, after the study
+        raise FmnistError(f"study name {name[:20]!r}... is {len(name.encode('utf-8'))} bytes long: at most "
+                          f"{MAX_STUDY_NAME_BYTES}, as the best trial's run is named after it")
 
 
 def best_trial(study: optuna.Study) -> dict[str, Any] | None:
@@ -287,6 +324,9 @@ def tune(
     # Refused before the journal or the study folder exists, not as each trial's failure.
     study_dir = Path(runs_dir) / study_name
     runs.refuse_inside_run(study_dir, "the study's runs directory")
+    if (study_dir / artifacts.SEED_GROUP).is_file():  # its first trial would be refused there, mid-study
+        raise FmnistError(f"--study {study_name}: its trials' runs go in the folder {study_dir}, which is a group "
+                          "made by 'fmnist train --seeds'; choose another study name")
     if study_dir.exists() and not study_dir.is_dir():
         raise FmnistError(f"--study {study_name}: its trials' runs go in the folder {study_dir}, but a file is there; "
                           "choose another study name")
@@ -316,7 +356,7 @@ def tune(
 
     taken_over: list[int] = []
     try:
-        study.optimize(_objective(base, backend, study_dir, dataset, taken_over),
+        study.optimize(_objective(base, backend, study_dir, dataset, taken_over, is_database(storage)),
                        n_trials=trials, timeout=timeout, callbacks=[record], catch=(Diverged,))
     except ValueError:  # Optuna's "Cannot tell a FAIL trial": one another worker failed while this one trained it
         if not taken_over:

@@ -200,7 +200,9 @@ def worker_gone(trial_attrs: dict[str, Any]) -> bool:
     if len(parts) != 4 or not parts[2].isdigit() or here is None:
         return False
     if here.split(" ")[0] != parts[0]:  # the machine booted since, if this is the machine
-        return trial_attrs.get("host") == socket.gethostname()
+        # Not where a database's heartbeat tells: machines that share a host name (cloned ones, containers given
+        # one) would each take the other's live trials for dead.
+        return not trial_attrs.get("heartbeat") and trial_attrs.get("host") == socket.gethostname()
     if here.split(" ")[1] != parts[1]:
         return False
     return worker_key(int(parts[2])) != key

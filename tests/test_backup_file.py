@@ -1,0 +1,46 @@
+import json
+
+import numpy as np
+import pytest
+
+from fmnist import artifacts
+from fmnist.backup_file import FORMAT, read_meta, run_id
+from fmnist.errors import FmnistError
+
+
+def write_backup(path, meta) -> None:
+    """A backup's record alone, as `fmnist runs` reads it (the arrays beside it are not read)."""
+    np.savez(path, meta=np.array(json.dumps(meta)), model_0=np.zeros(3))
+
+
+def test_the_record_is_read_without_the_arrays(tmp_path):
+    meta = {"format": FORMAT, "epochs_done": 3, "stopped": False, "run": None}
+    write_backup(tmp_path / "backup.npz", meta)
+    assert read_meta(tmp_path / "backup.npz") == meta
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 cut short", b"not a backup at all"])
+def test_a_damaged_backup_is_one_line_saying_what_to_do(tmp_path, content):
+    (tmp_path / "backup.npz").write_bytes(content)
+    with pytest.raises(FmnistError, match="backup.npz is damaged, so the run cannot continue from it; remove it, "
+                                          "and 'fmnist train --resume .*' trains the run again from its first"):
+        read_meta(tmp_path / "backup.npz")
+
+
+@pytest.mark.parametrize("meta, refusal", [
+    ({"format": FORMAT + 1}, f"backup of format {FORMAT + 1}, not {FORMAT} \\(another fmnist version"),  # a later one
+    ({"format": str(FORMAT)}, "is damaged"), ([{"format": FORMAT}], "is damaged"),  # a record edited by hand
+])
+def test_a_backup_of_another_format_is_refused_not_misread(tmp_path, meta, refusal):
+    write_backup(tmp_path / "backup.npz", meta)
+    with pytest.raises(FmnistError, match=refusal):
+        read_meta(tmp_path / "backup.npz")
+
+
+def test_a_backup_is_tied_to_its_run_by_the_config_it_began_with(tmp_path):
+    assert run_id(tmp_path) is None  # no config.json: a run before it had one
+    artifacts.write_json(tmp_path / artifacts.CONFIG, {"settings": {"seed": 1}})
+    first = run_id(tmp_path)
+    assert first == artifacts.sha256_file(tmp_path / artifacts.CONFIG)
+    artifacts.write_json(tmp_path / artifacts.CONFIG, {"settings": {"seed": 2}})
+    assert run_id(tmp_path) != first
