@@ -96,49 +96,56 @@ def garment(dark_on_light: bool = True) -> np.ndarray:
     return canvas
 
 
-def bad_files() -> list[tuple[str, str, bytes, int]]:
-    """(id, file name, bytes, expected status) for uploads that must be refused."""
+UNSUPPORTED, NOT_NPY = "is not a supported image", "is not a readable .npy array"
+
+
+def bad_files() -> list[tuple[str, str, bytes, int, str]]:
+    """(id, file name, bytes, expected status, the reason's words) for uploads that must be refused."""
     noise = np.random.default_rng(0).integers(0, 256, (60, 40), dtype=np.uint8)
     png, jpeg = encode(noise), encode(noise, "JPEG")
     pixels = np.random.default_rng(1).random((28, 28))
     return [
-        ("empty-file", "empty.png", b"", 400),
-        ("text", "notes.txt", b"hello, this is not an image\n" * 20, 415),
-        ("html", "page.png", b"<!doctype html><html><body>hi</body></html>", 415),
-        ("svg", "vector.svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>', 415),
-        ("pdf", "doc.pdf", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF", 415),
-        ("wav", "song.wav", b"RIFF" + (36).to_bytes(4, "little") + b"WAVEfmt " + bytes(28), 415),  # RIFF, not WebP
-        ("text-starting-bm", "notes.txt", b"BMW manual, page 1\n" * 10, 415),  # "BM", not a BMP
-        ("tiff", "scan.tiff", encode(noise, "TIFF"), 415),
-        ("ico", "icon.ico", encode(Image.fromarray(noise).resize((32, 32)), "ICO"), 415),
-        ("png-truncated", "cut.png", png[: len(png) // 2], 422),
-        ("jpeg-truncated", "cut.jpg", jpeg[: len(jpeg) // 2], 422),
-        ("png-header-only", "head.png", png[:33], 422),
-        ("png-bomb", "bomb.png", png_claiming(100_000, 100_000), 413),
-        ("png-over-pillow-limit", "big.png", png_claiming(10_000, 10_000), 413),
-        ("blank-white", "white.png", encode(np.full((50, 50), 255, np.uint8)), 422),
-        ("one-pixel", "dot.png", encode(np.zeros((1, 1), np.uint8)), 422),
-        ("npy-wrong-shape", "a.npy", npy(np.zeros((10, 10))), 422),
-        ("npy-batch", "a.npy", npy(np.zeros((2, 784))), 422),
-        ("npy-three-channels", "a.npy", npy(np.zeros((28, 28, 3))), 422),
-        ("npy-one-value", "a.npy", npy(np.zeros((1, 1))), 422),
-        ("npy-float-above-1", "a.npy", npy(pixels * 2), 422),
-        ("npy-negative", "a.npy", npy(pixels - 0.5), 422),
-        ("npy-nan", "a.npy", npy(np.where(pixels > 0.5, np.nan, pixels)), 422),
-        ("npy-inf", "a.npy", npy(np.full(784, np.inf)), 422),
-        ("npy-int-300", "a.npy", npy(np.full((28, 28), 300, np.int32)), 422),
-        ("npy-int-negative", "a.npy", npy(np.full((28, 28), -1, np.int16)), 422),
-        ("npy-mask-of-integers", "a.npy", npy((pixels > 0.5).astype(np.uint8)), 422),  # 0/1 read as pixels: black
-        ("npy-bool", "a.npy", npy(np.ones((28, 28), bool)), 422),
-        ("npy-complex", "a.npy", npy(np.ones(784, complex)), 422),
-        ("npy-strings", "a.npy", npy(np.array(["x"] * 784)), 422),
-        ("npy-pickled-objects", "a.npy", npy(np.array([{"a": 1}] * 784, dtype=object)), 422),
-        ("npy-truncated", "a.npy", npy(pixels)[:100], 422),
-        ("npy-header-cut", "a.npy", b"\x93NUMPY\x01\x000\x00{'descr':'<f4','fortran_order':False,'shape':(-1", 422),
-        ("npy-claims-huge", "a.npy", npy_claiming((100_000_000_000,)), 422),
+        ("empty-file", "empty.png", b"", 400, "is empty"),
+        ("text", "notes.txt", b"hello, this is not an image\n" * 20, 415, UNSUPPORTED),
+        ("html", "page.png", b"<!doctype html><html><body>hi</body></html>", 415, UNSUPPORTED),
+        ("svg", "vector.svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>', 415, UNSUPPORTED),
+        ("pdf", "doc.pdf", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF", 415, UNSUPPORTED),
+        # RIFF, not WebP
+        ("wav", "song.wav", b"RIFF" + (36).to_bytes(4, "little") + b"WAVEfmt " + bytes(28), 415, UNSUPPORTED),
+        ("text-starting-bm", "notes.txt", b"BMW manual, page 1\n" * 10, 415, UNSUPPORTED),  # "BM", not a BMP
+        ("tiff", "scan.tiff", encode(noise, "TIFF"), 415, UNSUPPORTED),
+        ("ico", "icon.ico", encode(Image.fromarray(noise).resize((32, 32)), "ICO"), 415, UNSUPPORTED),
+        ("png-truncated", "cut.png", png[: len(png) // 2], 422, "is truncated or damaged"),
+        ("jpeg-truncated", "cut.jpg", jpeg[: len(jpeg) // 2], 422, "is truncated or damaged"),
+        ("png-header-only", "head.png", png[:33], 422, "starts like a PNG but is truncated"),
+        ("png-bomb", "bomb.png", png_claiming(100_000, 100_000), 413, "is too large when decoded"),
+        ("png-over-pillow-limit", "big.png", png_claiming(10_000, 10_000), 413, "is too large when decoded"),
+        ("blank-white", "white.png", encode(np.full((50, 50), 255, np.uint8)), 422, "is blank"),
+        ("one-pixel", "dot.png", encode(np.zeros((1, 1), np.uint8)), 422, "is blank"),
+        ("npy-wrong-shape", "a.npy", npy(np.zeros((10, 10))), 422, "has shape (10, 10)"),
+        ("npy-batch", "a.npy", npy(np.zeros((2, 784))), 422, "has shape (2, 784)"),
+        ("npy-three-channels", "a.npy", npy(np.zeros((28, 28, 3))), 422, "has shape (28, 28, 3)"),
+        ("npy-one-value", "a.npy", npy(np.zeros((1, 1))), 422, "has shape (1, 1)"),
+        ("npy-float-above-1", "a.npy", npy(pixels * 2), 422, "holds floats outside [0, 1]"),
+        ("npy-negative", "a.npy", npy(pixels - 0.5), 422, "holds floats outside [0, 1]"),
+        ("npy-nan", "a.npy", npy(np.where(pixels > 0.5, np.nan, pixels)), 422, "holds NaN or infinite"),
+        ("npy-inf", "a.npy", npy(np.full(784, np.inf)), 422, "holds NaN or infinite"),
+        ("npy-int-300", "a.npy", npy(np.full((28, 28), 300, np.int32)), 422, "holds integers outside 0-255"),
+        ("npy-int-negative", "a.npy", npy(np.full((28, 28), -1, np.int16)), 422, "holds integers outside 0-255"),
+        # 0/1 read as pixels: black
+        ("npy-mask-of-integers", "a.npy", npy((pixels > 0.5).astype(np.uint8)), 422, "holds integers no higher than 1"),
+        ("npy-bool", "a.npy", npy(np.ones((28, 28), bool)), 422, "holds bool values"),
+        ("npy-complex", "a.npy", npy(np.ones(784, complex)), 422, "holds complex128 values"),
+        ("npy-strings", "a.npy", npy(np.array(["x"] * 784)), 422, "holds <U1 values"),
+        ("npy-pickled-objects", "a.npy", npy(np.array([{"a": 1}] * 784, dtype=object)), 422, NOT_NPY),
+        ("npy-truncated", "a.npy", npy(pixels)[:100], 422, NOT_NPY),
+        ("npy-header-cut", "a.npy", b"\x93NUMPY\x01\x000\x00{'descr':'<f4','fortran_order':False,'shape':(-1", 422,
+         NOT_NPY),
+        ("npy-claims-huge", "a.npy", npy_claiming((100_000_000_000,)), 422, "has shape (100000000000,)"),
         ("npy-nested-signs", "a.npy", npy_header(b"{'descr': '<f4', 'fortran_order': False, 'shape': " + b"-" * 4000
-                                                 + b"1}"), 422),  # within the 10 kB NumPy reads, too deep for ast
-        ("npy-claims-huge-items", "a.npy", npy_claiming((28, 28), "|V2000000000"), 422),
+                                                 # within the 10 kB NumPy reads, too deep for ast
+                                                 + b"1}"), 422, NOT_NPY),
+        ("npy-claims-huge-items", "a.npy", npy_claiming((28, 28), "|V2000000000"), 422, "holds |V2000000000 values"),
     ]
 
 

@@ -152,11 +152,11 @@ def test_json_arrays_nested_or_flat_pixels_or_floats(client):
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
-@pytest.mark.parametrize("case, name, data, status", bad_files(), ids=[c[0] for c in bad_files()])
-def test_bad_files_get_a_4xx_json_error(client, case, name, data, status):
+@pytest.mark.parametrize("case, name, data, status, reason", bad_files(), ids=[c[0] for c in bad_files()])
+def test_bad_files_get_a_4xx_json_error(client, case, name, data, status, reason):
     good = ("files", ("fine.png", encode(garment()), "image/png"))
     response = client.post("/v1/predict", files=[good, ("files", (name, data, "application/octet-stream"))])
-    assert response.status_code == status and name in response.json()["error"]
+    assert response.status_code == status and f"{name} {reason}" in response.json()["error"], response.text
     assert_serving(client)
 
 
