@@ -300,6 +300,7 @@ def test_on_a_phone_in_an_older_browser_answers_come_into_sight(browser, server,
 
     drop_file(page, "#file-input", encode(garment()), "dropped.png")  # on the file input, not the box
     page.wait_for_selector('#timing[data-input="dropped.png"]')
+    assert page.eval_on_selector("#file-input", "input => [...input.files].map((f) => f.name)") == ["dropped.png"]
     assert page.evaluate(in_sight, "#label")
     assert page.inner_text("#drawn") == "—"  # the answer under the pad is a drawing's alone
 
@@ -311,6 +312,7 @@ def test_on_a_phone_in_an_older_browser_answers_come_into_sight(browser, server,
     page.mouse.move(box["x"] + 200, box["y"] + 200, steps=8)
     page.mouse.up()
     page.wait_for_selector('#timing[data-input="drawing.png"]')
+    assert page.eval_on_selector("#file-input", "input => input.files.length") == 0  # the photo is gone
     assert page.evaluate(in_sight, "#drawn") and not page.evaluate(in_sight, "#label")
     assert page.inner_text("#drawn") == page.inner_text("#label") != "—"
     page.wait_for_selector('#evidence[data-input="drawing.png"]')  # its map asked for too: no request is left

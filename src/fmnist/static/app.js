@@ -241,6 +241,7 @@ function showPhoto(file) {
   preview.hidden = !file;
   $("drop-text").hidden = Boolean(file);
   $("note").hidden = true;
+  if (!file) $("file-input").value = ""; // the file input names no photo the page no longer shows
 }
 
 function pickFile(files) {
@@ -272,7 +273,11 @@ function setUpDrop() {
   window.addEventListener("drop", (event) => {
     event.preventDefault();
     drop.classList.remove("over");
-    if (!fromPage) pickFile(event.dataTransfer?.files ?? []);
+    if (fromPage) return;
+    const files = event.dataTransfer?.files ?? [];
+    // The file input names a dropped file too, as it does one picked ("No file chosen" beside a photo misleads).
+    if (files.length) $("file-input").files = files;
+    pickFile(files);
   });
   // A file that is no image leaves no broken picture: the server's reason says what it is.
   $("preview").addEventListener("error", () => { if ($("preview").getAttribute("src")) showPhoto(null); });
