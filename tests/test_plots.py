@@ -160,10 +160,16 @@ def test_a_comparison_of_many_runs_keeps_every_run_in_its_legend(tmp_path):
         warnings.simplefilter("error")  # inside the axes, a long legend ran off the picture, with a layout warning
         plots.compare_curves_png({name: history for name in names}, tmp_path / "curves.png")
         plots.grouped_bars_png(list(CLASS_NAMES), {name: [0.5] * 10 for name in names}, "F1", tmp_path / "f1.png")
+        long_names = {"a" * 220: history, "b" * 220: history}  # a wide legend collapsed the axes to nothing
+        plots.compare_curves_png(long_names, tmp_path / "long.png")
     plt = plots._pyplot()
     fig = plt.figure()
     lines = [plt.Line2D([], []) for _ in names]
     plots._run_legend(fig, lines, names)
     (legend,) = fig.legends
     assert [text.get_text() for text in legend.get_texts()] == names and legend._ncols == 2
+    plt.close(fig)
+    fig = plt.figure()
+    plots._run_legend(fig, lines[:1], ["a" * 220])
+    assert fig.legends[0].get_texts()[0].get_text() == "a" * (plots.LEGEND_CHARS - 1) + "…"
     plt.close(fig)

@@ -14,6 +14,7 @@ from fmnist.explain import FAINT_BELOW
 
 DPI = 110
 LEGEND_ROWS = 25  # entries in a column of a comparison's legend (a column takes the picture's height)
+LEGEND_CHARS = 40  # of a run's name in a legend
 
 
 def _pyplot():
@@ -247,7 +248,9 @@ def reliability_png(before: dict, after: dict, path: Path) -> None:
 def _run_legend(fig, handles: list, labels: list[str]) -> None:
     """One legend entry per run, beside the axes (inside them, a dozen runs ran off the picture), in columns of
     at most LEGEND_ROWS; labels given as they are (matplotlib would leave out a run whose name starts with "_")."""
-    fig.legend(handles, labels, loc="outside right upper", fontsize=7, ncols=-(-len(labels) // LEGEND_ROWS))
+    # Long names cut (the page's tables give them whole): a wide legend collapsed the axes to nothing.
+    shown = [label if len(label) <= LEGEND_CHARS else label[:LEGEND_CHARS - 1] + "…" for label in labels]
+    fig.legend(handles, shown, loc="outside right upper", fontsize=7, ncols=-(-len(labels) // LEGEND_ROWS))
 
 
 def compare_curves_png(histories: dict[str, dict[str, list[float]]], path: Path) -> None:

@@ -87,7 +87,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         for label, m in rows
     ]
     recorded = config.get("settings", {})
-    settings = [[k, v] for k, v in recorded.items() if k not in unused_settings(recorded)] + [
+    settings = [[k, runs.cell(v)] for k, v in recorded.items() if k not in unused_settings(recorded)] + [
         ["backend", runs.cell(config.get("backend"))], ["data", runs.cell(config.get("data", {}).get("source"))],
         ["versions", ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items())],
     ]

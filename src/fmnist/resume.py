@@ -137,8 +137,9 @@ def read_resumable(path: Path, kinds: dict[str, type], backend: str | None,
         raise FmnistError(f"{path.parent} was trained with the {record['backend']} backend; resume it with that one")
     try:
         settings = TrainSettings.from_dict(record["settings"])
-    except FmnistError as exc:  # edited by hand: say which file
-        raise FmnistError(f"{path}: {exc}; restore the file from a copy") from None
+    except FmnistError as exc:  # edited by hand, or past a limit this version set since: say which file
+        raise FmnistError(f"{path}: {exc}; restore the file from a copy if it was edited, else train a new run "
+                          "within that limit") from None
     return record, settings
 
 

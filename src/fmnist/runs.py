@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import logging
 import os
 import shlex
 import statistics
@@ -18,6 +19,8 @@ from typing import Any, Iterable, Iterator
 from fmnist import artifacts, defaults
 from fmnist.backup_file import read_meta, run_id
 from fmnist.errors import FmnistError
+
+log = logging.getLogger(__name__)
 
 
 def utc_now() -> str:
@@ -32,8 +35,10 @@ def refuse_inside_run(folder: Path, what: str) -> None:
     """No run writes into another run's directory: refuse a destination that is a run directory or inside one."""
     try:
         resolved = Path(folder).resolve()
-    except (RuntimeError, OSError):  # a loop: Python 3.11 raises RuntimeError, later ones OSError
-        raise FmnistError(f"{what} {folder} leads round in a loop of symbolic links: name another folder") from None
+    except (RuntimeError, OSError) as exc:  # a loop (Python 3.11 raises RuntimeError, later ones ELOOP), or no access
+        loop = isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP
+        why = "leads round in a loop of symbolic links" if loop else f"cannot be read ({exc.strerror})"
+        raise FmnistError(f"{what} {folder} {why}: name another folder") from None
     for parent in (resolved, *resolved.parents):
         if _is_run_config(parent / artifacts.CONFIG):
             raise FmnistError(f"{what} {folder} is inside the run {parent}; choose a folder outside any run")
@@ -229,12 +234,19 @@ def queued_lock(lock: Path) -> Iterator[None]:
     once (two exports each refreshing the run's report), so the later one reads what the earlier one wrote."""
     try:
         handle = open(lock, "a")
-    except OSError:  # a folder that takes no files: the write that follows says so
-        handle = None
+    except OSError:  # another user's lock file (read, it locks too), or a folder that takes no files
+        try:
+            handle = open(lock, "rb")
+        except OSError:  # the write that follows says why
+            handle = None
     with handle or contextlib.nullcontext():
         if handle is not None:
             with contextlib.suppress(OSError):  # a filesystem that keeps no locks: as before there were any
-                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    log.info("waiting for another process to finish drawing %s", lock.parent)
+                    fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
 

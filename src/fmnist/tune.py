@@ -166,9 +166,9 @@ def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, runs_dir:
     """Train the trial's run (or finish the one a stop cut short) and return its best val_loss; ``heartbeat``: the
     study's storage is a database, whose heartbeat tells a dead worker on any machine."""
     # Who runs it: a continued study on this machine tells a dead worker's trial from a live one's.
+    trial.set_user_attr("heartbeat", heartbeat)  # first: a worker reading the others judges by them
     trial.set_user_attr("worker", worker_key(os.getpid()))
     trial.set_user_attr("host", socket.gethostname())
-    trial.set_user_attr("heartbeat", heartbeat)
     # In UTC, as a run's "created": Optuna's own datetime_start is naive local time, read in this process's zone.
     trial.set_user_attr("started", runs.utc_now())
     suggest(trial)
@@ -180,8 +180,9 @@ def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, runs_dir:
     cut_short = None if first is None else _cut_short_run(runs_dir, first.number, first.user_attrs.get("started"),
                                                             settings, backend, dataset)
     run_dir = None if cut_short is None else _finish(cut_short, dataset, callbacks)
-    if run_dir is not None and first is not None and "pruned_at" in first.user_attrs:
-        pruned_at.append(first.user_attrs["pruned_at"])  # its run ended there: finished, it is pruned again
+    if run_dir is not None and first is not None:  # its run ended where an attempt was pruned: pruned again
+        pruned_at.extend(t.user_attrs["pruned_at"] for t in trial.study.get_trials(deepcopy=False)
+                         if _first_drawn(t) == first.number and "pruned_at" in t.user_attrs)
     if run_dir is None:
         run_dir = train(settings, backend, runs_dir=runs_dir, dataset=dataset, extra_callbacks=callbacks).run_dir
     history = artifacts.read_history(run_dir)
@@ -245,16 +246,16 @@ def _finish(run_dir: Path, dataset: Dataset, callbacks: list[Any]) -> Path | Non
     it is); ``None`` if it cannot be, and its settings are to be trained again."""
     from fmnist.resume import resume_run
 
-    if runs.complete(run_dir):
-        log.info("%s was finished by 'fmnist train --resume': counted as it is", run_dir)
-        return run_dir
     log.info("finishing %s where it was cut short", run_dir)
     waited_until, told = time.monotonic() + BUSY_WAIT_S, False
     while True:
+        if runs.complete(run_dir):  # by 'fmnist train --resume', or scored by hand while this worker waited
+            log.info("%s was finished by hand: counted as it is", run_dir)
+            return run_dir
         try:
             return resume_run(run_dir, dataset=dataset, extra_callbacks=callbacks).run_dir
         except runs.RunInUse as exc:  # scored or exported by hand just now: it is finished once that ends
-            if time.monotonic() > waited_until:
+            if runs.being_trained(run_dir) or time.monotonic() > waited_until:  # a training by hand: not waited for
                 log.warning("%s is still in use after %d s (%s): its settings are trained again", run_dir,
                             BUSY_WAIT_S, exc)
                 return None
@@ -273,9 +274,7 @@ def _check_name(name: str) -> None:
     if not name or name.startswith(".") or not all(c.isalnum() or c in STUDY_NAME_CHARS for c in name):
         raise FmnistError(
             f"study name {name!r} may hold only letters, digits, '-', '_' and '.', and not start with '.'")
-    if len(name.encode("utf-8")) > MAX_STUDY_NAME_BYTES:  # else refused only at --train-best, after the study
-        raise FmnistError(f"study name {name[:20]!r}... is {len(name.encode('utf-8'))} bytes long: at most "
-                          f"{MAX_STUDY_NAME_BYTES}, as the best trial's run is named after it")
+
 
 
 def best_trial(study: optuna.Study) -> dict[str, Any] | None:
@@ -317,6 +316,9 @@ def tune(
     from fmnist.backend import activate
 
     _check_name(study_name)
+    if len(study_name.encode("utf-8")) > MAX_STUDY_NAME_BYTES:  # else refused only at --train-best, after the study
+        raise FmnistError(f"study name {study_name[:20]!r}... is {len(study_name.encode('utf-8'))} bytes long: at "
+                          f"most {MAX_STUDY_NAME_BYTES}, as the best trial's run is named after it")
     # Our own lines instead: the study, then one per trial. A failed trial's error ends the study as one line,
     # without the traceback Optuna logs as a warning.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
