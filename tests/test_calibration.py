@@ -50,3 +50,13 @@ def test_folding_into_the_model_equals_scaling_its_output():
     before = model.predict(x, verbose=0)
     fold_temperature(model, 1.7)
     np.testing.assert_allclose(model.predict(x, verbose=0), apply_temperature(before, 1.7), atol=1e-5)
+
+
+def test_no_temperature_is_fitted_where_the_held_out_images_hold_no_mistake():
+    # Every image right: the likelihood only grows as T falls, and the fit returned the bound's T (0.12), turning a
+    # 0.70 answer into 0.9999999 once folded in.
+    probabilities = np.full((10, 10), 0.02, np.float32)
+    probabilities[np.arange(10), np.arange(10)] = 0.82
+    assert fit_temperature(probabilities, np.arange(10)) == 1.0
+    probabilities[0] = probabilities[1]  # one mistake: a temperature is fitted again
+    assert fit_temperature(probabilities, np.arange(10)) != 1.0

@@ -59,15 +59,36 @@ def test_wrong_image_size_is_refused(tmp_path):
         data.load_dataset(tmp_path, checksums=sums)
 
 
-@pytest.mark.parametrize("content", [
-    b"this is not gzip",
-    gzip.compress(b"x" * 1000, mtime=0)[:10] + b"\xff" * 50,  # a gzip header, then a damaged deflate stream
+@pytest.mark.parametrize("content, refusal", [
+    (b"this is not gzip", "is not an IDX labels file"),  # read as it is, as a file saved decompressed would be
+    (gzip.compress(b"x" * 1000, mtime=0)[:10] + b"\xff" * 50, "cannot be decompressed"),  # a damaged deflate stream
 ], ids=["not-gzip", "damaged-deflate"])
-def test_not_gzip_is_refused(tiny_data, content):
+def test_not_gzip_is_refused(tiny_data, content, refusal):
     folder, sums = tiny_data
     (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(content)
-    with pytest.raises(FmnistError, match="cannot be read or decompressed"):
+    with pytest.raises(FmnistError, match=refusal):
         data.load_dataset(folder, checksums=sums)
+
+
+def test_a_gz_file_a_browser_saved_decompressed_is_read_by_its_bytes(tmp_path):
+    sums = write_idx_set(tmp_path / "raw", gz=False)
+    (tmp_path / "named-gz").mkdir()
+    for raw in (tmp_path / "raw").iterdir():  # the .gz name kept, the bytes decompressed
+        (tmp_path / "named-gz" / f"{raw.name}.gz").write_bytes(raw.read_bytes())
+    loaded = data.load_dataset(tmp_path / "named-gz", checksums=sums)
+    np.testing.assert_array_equal(loaded.x_test, data.load_dataset(tmp_path / "raw", checksums=sums).x_test)
+
+
+def test_a_damaged_debian_file_is_named_with_the_reinstall(tmp_path, monkeypatch):
+    sums = write_idx_set(tmp_path / "debian")
+    cut = tmp_path / "debian" / "t10k-labels-idx1-ubyte.gz"
+    cut.write_bytes(cut.read_bytes()[:20])
+    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "debian")  # as if /usr/share/datasets/fashion-mnist
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no-keras"))
+    monkeypatch.delenv("FMNIST_DATA_DIR", raising=False)
+    with pytest.raises(FmnistError, match="reinstall it: sudo apt-get install --reinstall dataset-fashion-mnist$"):
+        data.load_dataset(checksums=sums)
+    assert len(cut.read_bytes()) == 20  # a package's file: never removed
 
 
 def test_missing_file_is_named(tiny_data):
@@ -189,15 +210,28 @@ def test_a_damaged_file_in_keras_cache_is_removed_and_fetched_anew(tmp_path, mon
     cut.write_bytes(cut.read_bytes()[:1000])
     with served_over_http(served, monkeypatch):
         dataset = data.load_dataset(checksums=sums)
-    assert f"{cut} cannot be read or decompressed" in caplog.text
+    assert f"{cut} cannot be decompressed" in caplog.text
     assert "removed from keras' cache, to be downloaded anew" in caplog.text and "looking for the data again" in (
         caplog.text)
     assert cut.read_bytes() == (served / cut.name).read_bytes() and dataset.x_train.shape == (60, 28, 28)
     assert not list(cut.parent.parent.glob(".fmnist-download-*"))  # downloaded beside, then renamed in
     cut.write_bytes(cut.read_bytes()[:1000])
-    with pytest.raises(FmnistError, match="cannot be read or decompressed"):  # the user's folder: left as it is
+    with pytest.raises(FmnistError, match="cannot be decompressed"):  # the user's folder: left as it is
         data.load_dataset(cut.parent, checksums=sums)
     assert len(cut.read_bytes()) == 1000
+    # Keras' folder made a link to the user's own data, or a file the system will not let us read: never removed.
+    shutil.move(data.keras_cache_dir(), tmp_path / "mine")
+    data.keras_cache_dir().symlink_to(tmp_path / "mine")
+    with pytest.raises(FmnistError, match="cannot be decompressed"):
+        data.load_dataset(checksums=sums)
+    assert len((tmp_path / "mine" / cut.name).read_bytes()) == 1000
+    data.keras_cache_dir().unlink()
+    shutil.move(tmp_path / "mine", data.keras_cache_dir())
+    cut.unlink()
+    cut.symlink_to("/proc/self/mem")  # read, it fails with an I/O error, even as root
+    with pytest.raises(FmnistError, match=f"cannot read {cut}"):
+        data.load_dataset(checksums=sums)
+    assert cut.is_symlink()
 
 
 def test_failed_download_says_how_to_get_the_data(tmp_path, monkeypatch):

@@ -51,8 +51,12 @@ def nll(probabilities: np.ndarray, y_true: np.ndarray, low: float = PROBABILITY_
 
 
 def fit_temperature(probabilities: np.ndarray, y_true: np.ndarray) -> float:
-    """The temperature that minimises negative log-likelihood on held-out data (never the test set)."""
+    """The temperature that minimises negative log-likelihood on held-out data (never the test set); 1, no scaling,
+    where that data has no mistake: the likelihood then only grows as T falls, and any T found would be the bound's."""
     from scipy.optimize import minimize_scalar
+
+    if (np.asarray(probabilities).argmax(axis=1) == np.asarray(y_true)).all():
+        return 1.0
 
     result = minimize_scalar(
         lambda log_t: nll(apply_temperature(probabilities, float(np.exp(log_t))), y_true),

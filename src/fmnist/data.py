@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -39,6 +40,7 @@ CHECKSUMS = {
     "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+GZIP_MAGIC = b"\x1f\x8b"
 KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 DOWNLOAD_TIMEOUT_S = 60
 DOWNLOAD_PREFIX = ".fmnist-download-"  # a download's own folder beside keras' cache
@@ -102,8 +104,9 @@ def _download(checksums: dict[str, str]) -> dict[str, Path]:
     try:
         target.mkdir(parents=True, exist_ok=True)
         for stale in target.parent.glob(f"{DOWNLOAD_PREFIX}*"):  # a download killed outright (SIGKILL) left it
-            if time.time() - stale.stat().st_mtime > STALE_DOWNLOAD_S:
-                shutil.rmtree(stale, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):  # another process's, gone meanwhile
+                if time.time() - stale.stat().st_mtime > STALE_DOWNLOAD_S:
+                    shutil.rmtree(stale, ignore_errors=True)
         # Into a folder of this process's own, then renamed into keras' cache: keras writes in place, where another
         # process looking there could take a file half downloaded for a damaged one.
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=DOWNLOAD_PREFIX) as staging:
@@ -170,9 +173,14 @@ def parse_idx(raw: bytes, name: str, expected_kind: str) -> np.ndarray:
 
 def _read_verified(path: Path, name: str, expected_sha256: str, kind: str) -> np.ndarray:
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        data = path.read_bytes()
+    except OSError as exc:  # not the file's fault: it is left where it is
+        raise _Unreadable(f"cannot read {path} ({exc.strerror}); {HOW_TO_GET}") from exc
+    try:
+        # By its first bytes, not its name: a browser may save a .gz already decompressed.
+        raw = gzip.decompress(data) if data[:2] == GZIP_MAGIC else data
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-        raise FmnistError(f"{path} cannot be read or decompressed ({exc}); {HOW_TO_GET}") from exc
+        raise FmnistError(f"{path} cannot be decompressed ({exc}); {HOW_TO_GET}") from exc
     array = parse_idx(raw, str(path), kind)
     actual = hashlib.sha256(raw).hexdigest()
     if actual != expected_sha256:
@@ -189,10 +197,17 @@ def _read_checked(path: Path, name: str, expected_sha256: str, kind: str, cached
     try:
         return _read_verified(path, name, expected_sha256, kind)
     except FmnistError as exc:
-        if not cached:  # the user's own file, given as --data-dir
-            raise
-        path.unlink(missing_ok=True)
         reason = str(exc).removesuffix(f"; {HOW_TO_GET}")
+        if path.parent == DEBIAN_DIR and not isinstance(exc, _Unreadable):  # installed already: damaged since
+            raise FmnistError(f"{reason}; reinstall it: sudo apt-get install --reinstall dataset-fashion-mnist") \
+                from None
+        if not cached or isinstance(exc, _Unreadable):  # the user's own file (--data-dir), or one we may not read
+            raise
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as unlink_error:
+            raise FmnistError(f"{reason}; it could not be removed from keras' cache ({unlink_error.strerror}): "
+                              f"remove it by hand; {HOW_TO_GET}") from None
         raise _RemovedFromKerasCache(
             f"{reason}: removed from keras' cache, to be downloaded anew; {HOW_TO_GET}") from None
 
@@ -248,12 +263,16 @@ def _save_cache(folder: Path, key: dict, arrays: dict[str, np.ndarray]) -> None:
         artifacts.write_json(folder / artifacts.DATA_MANIFEST, {
             "sources": key, "arrays": {attr: _array_record(array) for attr, array in arrays.items()},
         })
-    except OSError as exc:
+    except (OSError, FmnistError) as exc:  # FmnistError: write_atomic's word for a write the system refused
         log.warning("could not cache the verified arrays in %s (%s); loading will stay slower", folder, exc)
 
 
 class _RemovedFromKerasCache(FmnistError):
     """A file in keras' download cache failed its check and was removed: looking again downloads it anew."""
+
+
+class _Unreadable(FmnistError):
+    """A data file the system would not let us read: not damage, so never removed."""
 
 
 def load_dataset(data_dir: Path | None = None, checksums: dict[str, str] = CHECKSUMS,
@@ -272,14 +291,18 @@ def _load_dataset(data_dir: Path | None, checksums: dict[str, str], test_only: b
         checksums = {name: digest for name, digest in checksums.items() if name.startswith(TEST_PREFIX)}
     wanted = {attr: (name, kind) for attr, (name, kind) in _ARRAYS.items() if name in checksums}
     source, files = locate(data_dir, checksums)
-    key = _stat_key(files, checksums)
+    try:
+        key = _stat_key(files, checksums)
+    except FileNotFoundError as exc:  # removed meanwhile, by another process finding it damaged, say
+        raise _RemovedFromKerasCache(f"{exc.filename} was removed while it was looked at") from None
     folder = cache_dir() / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     arrays = _load_cached(folder, key, list(wanted))
     if arrays is None:
         log.info("verifying %s", source)
         # Files in keras' cache, found there or downloaded into it; not Debian's, nor the user's own (--data-dir).
-        cached = not source.startswith("data dir") and all(
-            path.parent.resolve() == keras_cache_dir().resolve() for path in files.values())
+        # Never through a link: keras' folder made a link to the user's own data would lose their files.
+        cached = not source.startswith("data dir") and not keras_cache_dir().is_symlink() and all(
+            path.parent == keras_cache_dir() for path in files.values())
         arrays = {
             attr: _read_checked(files[name], name, checksums[name], kind, cached)
             for attr, (name, kind) in wanted.items()

@@ -200,9 +200,13 @@ def calibrate_run(model: Any, dataset: Dataset, run_dir: Path) -> float:
     y_val = dataset.y_train[val_idx]
     probabilities = predict_probabilities(model, to_features(dataset.x_train[val_idx]))
     temperature = fit_temperature(probabilities, y_val)
+    mistakes = int((probabilities.argmax(axis=1) != y_val).sum())
+    if not mistakes:  # a --limit small enough, say
+        log.warning("temperature scaling: every one of the %d validation images is classified right, so no "
+                    "temperature can be fitted; T = 1 (none)", len(val_idx))
     fold_temperature(model, temperature)
     artifacts.write_json(run_dir / artifacts.CALIBRATION, {
-        "temperature": temperature, "fitted_on": f"{len(val_idx)} validation images",
+        "temperature": temperature, "fitted_on": f"{len(val_idx)} validation images", "validation_mistakes": mistakes,
         "validation_nll_before": nll(probabilities, y_val),
         "validation_nll_after": nll(apply_temperature(probabilities, temperature), y_val),
     })
