@@ -388,11 +388,13 @@ def test_a_taken_port_or_a_bad_address_is_one_clear_error(tiny_run_dir):
         serve(tiny_run_dir.parent, port=port)  # free again now
 
 
-def _answer_to(app, *messages) -> tuple[int, dict]:
-    """Call the app as a server would, the client's side of the body given as ASGI messages (then a stall)."""
+def _answer_to(app, *messages, pause_s: float = 0.0) -> tuple[int, dict]:
+    """Call the app as a server would, the client's side of the body given as ASGI messages, ``pause_s`` apart (then
+    a stall)."""
     sent = []
 
     async def receive():
+        await asyncio.sleep(pause_s)
         return await queue.get()  # each message once, then nothing more arrives
 
     async def send(message):
@@ -404,7 +406,12 @@ def _answer_to(app, *messages) -> tuple[int, dict]:
     scope = {"type": "http", "method": "POST", "path": "/v1/predict", "raw_path": b"/v1/predict", "query_string": b"",
              "headers": [(b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
              "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000), "root_path": "", "app": app}
-    asyncio.run(app(scope, receive, send))
+
+    async def served() -> None:
+        async with app.router.lifespan_context(app):  # the model loaded, as at the server's start
+            await app(scope, receive, send)
+
+    asyncio.run(served())
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return start["status"], json.loads(body)
@@ -415,12 +422,21 @@ def test_a_client_that_goes_away_or_stalls_mid_body_gets_a_json_answer_not_a_tra
     import fmnist.serve
 
     monkeypatch.setattr(fmnist.serve, "BODY_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(fmnist.serve, "MIN_BODY_RATE", 1024)
     app = create_app(tiny_run_dir)
     part = {"type": "http.request", "body": b'{"inputs": [', "more_body": True}
     assert _answer_to(app, part, {"type": "http.disconnect"}) == (400, {
         "error": "the client went away before its request was answered"})
-    assert _answer_to(app, part) == (408, {"error": "the request body did not arrive within 0.5 s"})
+    assert _answer_to(app, part) == (408, {"error": "the request body did not arrive in time: 0.5 s, and a second "
+                                                    "more for each 1 KiB received"})
     assert "Traceback" not in caplog.text
+    # A body that keeps coming, slowly (a photo over a slow link), is read whole, though it takes longer than 0.5 s.
+    body = json.dumps({"inputs": [[0.5] * 784]}).encode()
+    pieces = [body[i:i + 600] for i in range(0, len(body), 600)]
+    messages = [{"type": "http.request", "body": piece, "more_body": i < len(pieces) - 1}
+                for i, piece in enumerate(pieces)]
+    status, answer = _answer_to(app, *messages, pause_s=0.3)
+    assert status == 200 and len(pieces) * 0.3 > 0.5, answer
 
 
 def test_a_model_that_fails_to_load_at_start_up_is_one_line_not_uvicorns_traceback(tiny_run_dir, tmp_path):

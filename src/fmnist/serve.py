@@ -54,7 +54,10 @@ PREDICT_PARAMETERS = frozenset({"top_k", "include_pixels", "explain"})  # /v1/pr
 MAX_INTEGER_DIGITS = 20  # a JSON integer longer than any 64-bit one is no pixel
 # A body that has not arrived by then is answered 408 (so do the request line and headers: fmnist.serve_http), so a
 # stalled client holds no connection for ever.
+# A body may take BODY_TIMEOUT_S, and a second more for each MIN_BODY_RATE bytes that arrive: a photo over a slow link
+# is read, while a client that stalls or trickles bytes holds no connection for ever.
 BODY_TIMEOUT_S = 30
+MIN_BODY_RATE = 16 * 1024  # bytes a second
 # Uploads decoded (and JSON bodies parsed) at once. A PNG just under Pillow's pixel limit took 0.97 GB while it was
 # decoded: one decode per core keeps the server's memory bounded however many requests arrive, and more would not
 # finish sooner.
@@ -159,15 +162,21 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise BadInput(f"the request body is {int(declared)} bytes; the limit is {limit}", 413)
     chunks, size = [], 0
-    try:
-        with anyio.fail_after(BODY_TIMEOUT_S):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise BadInput(f"the request body is over the limit of {limit} bytes", 413)
-                chunks.append(chunk)
-    except TimeoutError:
-        raise BadInput(f"the request body did not arrive within {BODY_TIMEOUT_S} s", 408) from None
+    stream, started = request.stream().__aiter__(), time.monotonic()
+    while True:
+        allowed = started + BODY_TIMEOUT_S + size / MIN_BODY_RATE - time.monotonic()
+        try:
+            with anyio.fail_after(max(allowed, 0)):
+                chunk = await stream.__anext__()
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise BadInput(f"the request body did not arrive in time: {BODY_TIMEOUT_S} s, and a second more for each "
+                           f"{MIN_BODY_RATE // 1024} KiB received", 408) from None
+        size += len(chunk)
+        if size > limit:
+            raise BadInput(f"the request body is over the limit of {limit} bytes", 413)
+        chunks.append(chunk)
     body = b"".join(chunks)
     if not body:
         raise BadInput("the request body is empty: send images as multipart files or JSON {\"inputs\": [...]}", 400)
