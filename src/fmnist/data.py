@@ -174,6 +174,8 @@ def parse_idx(raw: bytes, name: str, expected_kind: str) -> np.ndarray:
 def _read_verified(path: Path, name: str, expected_sha256: str, kind: str) -> np.ndarray:
     try:
         data = path.read_bytes()
+    except FileNotFoundError:  # removed meanwhile, by another process finding it damaged, say
+        raise _RemovedFromKerasCache(f"{path} was removed while it was being read") from None
     except OSError as exc:  # not the file's fault: it is left where it is
         raise _Unreadable(f"cannot read {path} ({exc.strerror}); {HOW_TO_GET}") from exc
     try:
@@ -198,7 +200,7 @@ def _read_checked(path: Path, name: str, expected_sha256: str, kind: str, cached
         return _read_verified(path, name, expected_sha256, kind)
     except FmnistError as exc:
         reason = str(exc).removesuffix(f"; {HOW_TO_GET}")
-        if path.parent == DEBIAN_DIR and not isinstance(exc, _Unreadable):  # installed already: damaged since
+        if path.resolve().parent == DEBIAN_DIR.resolve() and not isinstance(exc, _Unreadable):  # damaged since
             raise FmnistError(f"{reason}; reinstall it: sudo apt-get install --reinstall dataset-fashion-mnist") \
                 from None
         if not cached or isinstance(exc, _Unreadable):  # the user's own file (--data-dir), or one we may not read
@@ -300,8 +302,10 @@ def _load_dataset(data_dir: Path | None, checksums: dict[str, str], test_only: b
     if arrays is None:
         log.info("verifying %s", source)
         # Files in keras' cache, found there or downloaded into it; not Debian's, nor the user's own (--data-dir).
-        # Never through a link: keras' folder made a link to the user's own data would lose their files.
-        cached = not source.startswith("data dir") and not keras_cache_dir().is_symlink() and all(
+        # Never through a link: keras' folder (or its datasets folder) made a link to the user's own data, or to
+        # Debian's, would lose their files.
+        cached = not source.startswith("data dir") and not any(
+            folder.is_symlink() for folder in (keras_cache_dir(), keras_cache_dir().parent)) and all(
             path.parent == keras_cache_dir() for path in files.values())
         arrays = {
             attr: _read_checked(files[name], name, checksums[name], kind, cached)

@@ -54,8 +54,9 @@ PREDICT_PARAMETERS = frozenset({"top_k", "include_pixels", "explain"})  # /v1/pr
 MAX_INTEGER_DIGITS = 20  # a JSON integer longer than any 64-bit one is no pixel
 # A body that has not arrived by then is answered 408 (so do the request line and headers: fmnist.serve_http), so a
 # stalled client holds no connection for ever.
-# A body may take BODY_TIMEOUT_S, and a second more for each MIN_BODY_RATE bytes that arrive: a photo over a slow link
-# is read, while a client that stalls or trickles bytes holds no connection for ever.
+# A body may take BODY_TIMEOUT_S, and a second more for each MIN_BODY_RATE bytes that arrive, with no pause over
+# BODY_TIMEOUT_S: a photo over a slow link is read, while a client that stalls (even after sending much) or trickles
+# bytes holds no connection for long.
 BODY_TIMEOUT_S = 30
 MIN_BODY_RATE = 16 * 1024  # bytes a second
 # Uploads decoded (and JSON bodies parsed) at once. A PNG just under Pillow's pixel limit took 0.97 GB while it was
@@ -166,13 +167,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     while True:
         allowed = started + BODY_TIMEOUT_S + size / MIN_BODY_RATE - time.monotonic()
         try:
-            with anyio.fail_after(max(allowed, 0)):
+            with anyio.fail_after(min(max(allowed, 0), BODY_TIMEOUT_S)):
                 chunk = await stream.__anext__()
         except StopAsyncIteration:
             break
         except TimeoutError:
             raise BadInput(f"the request body did not arrive in time: {BODY_TIMEOUT_S} s, and a second more for each "
-                           f"{MIN_BODY_RATE // 1024} KiB received", 408) from None
+                           f"{MIN_BODY_RATE // 1024} KiB received, with no pause over {BODY_TIMEOUT_S} s",
+                           408) from None
         size += len(chunk)
         if size > limit:
             raise BadInput(f"the request body is over the limit of {limit} bytes", 413)

@@ -210,7 +210,8 @@ def calibrate_run(model: Any, dataset: Dataset, run_dir: Path) -> float:
         "validation_nll_before": nll(probabilities, y_val),
         "validation_nll_after": nll(apply_temperature(probabilities, temperature), y_val),
     })
-    log.info("temperature scaling: T = %.3f (fitted on the validation split)", temperature)
+    if mistakes:
+        log.info("temperature scaling: T = %.3f (fitted on the validation split)", temperature)
     return temperature
 
 
