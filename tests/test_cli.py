@@ -280,3 +280,40 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(capsys):
             main(args)
         assert exited.value.code == 2
         assert capsys.readouterr().err.startswith(f"fmnist: error: argument {argument}: empty (an unset shell")
+
+
+def test_a_flag_is_taken_whole_only(capsys):
+    from fmnist.cli import build_parser, main
+
+    with pytest.raises(SystemExit) as refused:  # argparse took --lim for --limit, until another flag began so
+        main(["train", "--lim", "100"])
+    assert refused.value.code == 2 and "unrecognized arguments: --lim 100" in capsys.readouterr().err
+    assert build_parser().parse_args(["train", "--lr", "0.01"]).learning_rate == 0.01  # a declared alias
+
+
+def test_a_setting_refused_names_the_flags_once(capsys):
+    from fmnist.cli import main
+
+    assert main(["train", "--limit", "5"]) == 1
+    assert capsys.readouterr().err == (
+        "fmnist: error: invalid setting: a split of 5 images into 4 for training and 1 for validation cannot hold all "
+        "10 classes on each side; raise --limit or change --validation-fraction\n")  # was "raise ----limit"
+    assert main(["train", "--validation-fraction", "0.9999"]) == 1  # all 60,000 used already: no --limit to raise
+    assert capsys.readouterr().err.endswith("on each side; change --validation-fraction\n")
+
+
+def test_json_holds_no_nan_and_a_closed_stdout_is_said_at_once(tmp_path):
+    import math
+
+    from fmnist import artifacts, runs
+
+    run = runs.create_run_dir(tmp_path, "edited")
+    (run / artifacts.CONFIG).write_text('{"settings": {"dropout": NaN, "epochs": Infinity}}')  # by hand
+    listed = run_cli("runs", "--runs-dir", str(tmp_path), "--json")
+    row = json.loads(listed.stdout, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))["runs"][0]
+    assert row["settings"] == {"dropout": None, "epochs": None} and not any(
+        isinstance(v, float) and not math.isfinite(v) for v in row["settings"].values())
+    closed = subprocess.run(["sh", "-c", '"$0" -m fmnist runs --runs-dir "$1" >&-', sys.executable, str(tmp_path)],
+                            stderr=subprocess.PIPE, text=True, timeout=60)  # `>&-`: standard output closed
+    assert closed.returncode == 1 and closed.stderr == (
+        "fmnist: error: standard output is closed, where the results go: give it a file or a pipe\n")

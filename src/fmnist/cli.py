@@ -7,6 +7,7 @@ import difflib
 import io
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -89,7 +90,11 @@ def _examples(command: str) -> str:
 
 
 class Parser(argparse.ArgumentParser):
-    """A malformed command line gets one line, like every other error (argparse would print the usage as well)."""
+    """A malformed command line gets one line, like every other error (argparse would print the usage as well); a
+    flag is taken whole only (argparse would take --lim for --limit, until a new flag made it ambiguous)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"fmnist: error: {message}{_hint(message)} (see '{self.prog} --help')\n")
@@ -122,7 +127,18 @@ def _hint(message: str) -> str:
 
 
 def _emit(args: argparse.Namespace, text: str, data: dict[str, Any]) -> None:
-    print(json.dumps(data, indent=2, default=_json_value) if args.json else text)
+    print(json.dumps(_finite(data), indent=2, default=_json_value, allow_nan=False) if args.json else text)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite number as null: JSON has none, and a strict reader refuses NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _json_value(value: Any) -> str:
@@ -652,7 +668,8 @@ def _add_serve(sub: Any) -> None:
     p = _command(sub, "serve", cmd_serve, "Serve a run's model over HTTP: POST /v1/predict, a web page at /, docs at "
                                           "/docs.", json_result=False, details=SERVE_DETAILS)
     _run_argument(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
+    p.add_argument("--host", type=_given, default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=_int_between(1, 65535), default=8000, help="port (default 8000)")
     p.add_argument("--max-upload-mb", type=_int_between(1, 1024), default=defaults.MAX_UPLOAD_MIB,
                    help="largest request body, in MiB, 1 to 1024: each is held in memory while it is read "
@@ -698,6 +715,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_command(args: argparse.Namespace) -> int:
+    if sys.stdout is None:  # closed (`>&-`): the results would be lost, after all the work
+        print("fmnist: error: standard output is closed, where the results go: give it a file or a pipe",
+              file=sys.stderr)
+        return 1
     try:
         status = args.handler(args) or 0  # a command that did part of its work says so in its exit status
         stopping.check()  # a Ctrl-C that Python swallowed while the command ran still counts

@@ -37,7 +37,8 @@ def recipe_settings(recipe: str, **overrides: Any) -> TrainSettings:
     except FmnistError as exc:  # said in the flags the user typed: --validation-fraction, not validation_fraction
         message = str(exc)
         for name in set(overrides) & set(FLAG_SETTINGS) if message.startswith("invalid setting: ") else ():
-            message = re.sub(rf"\b{name}\b", flag(name), message, count=1)  # the subject, not "2 epochs" later
+            # The subject, not "2 epochs" later, nor the flag an advice already names ("raise --limit").
+            message = re.sub(rf"(?<!-)\b{name}\b", flag(name), message, count=1)
         raise FmnistError(message) from None
     for why, applies, names in (("is a ConvNet", settings.architecture == "cnn", DENSE_ONLY),
                                 ("runs a cosine schedule for its fixed epochs", settings.schedule == "cosine",

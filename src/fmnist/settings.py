@@ -32,13 +32,15 @@ MIN_LEARNING_RATE = 1.1754944e-38  # float32's smallest normal number: Keras kee
 FULL_TRAINING_SET = 60_000  # Fashion-MNIST's training images (data.py's, not imported: see dense_weights)
 
 
-def split_problem(images: int, fraction: float) -> str | None:
-    """Why ``images`` cannot be split with ``fraction`` of them for validation, every class on each side, if so."""
+def split_problem(images: int, fraction: float, limited: bool = True) -> str | None:
+    """Why ``images`` (``limited`` by --limit, else all there are) cannot be split with ``fraction`` of them for
+    validation, every class on each side, if so."""
     n_val = round(images * fraction)
     if min(n_val, images - n_val) >= 10:
         return None
+    advice = "raise --limit or change --validation-fraction" if limited else "change --validation-fraction"
     return (f"a split of {images} images into {images - n_val} for training and {n_val} for validation cannot hold "
-            "all 10 classes on each side; raise --limit or change --validation-fraction")
+            f"all 10 classes on each side; {advice}")
 
 
 def dense_weights(hidden_sizes: tuple[int, ...]) -> int:
@@ -151,7 +153,7 @@ class TrainSettings:
             if not ok:
                 raise FmnistError(f"invalid setting: {message}")
         # On the whole training set here; on a smaller one (a test's), fmnist.train checks the split again.
-        split = split_problem(self.limit or FULL_TRAINING_SET, self.validation_fraction)
+        split = split_problem(self.limit or FULL_TRAINING_SET, self.validation_fraction, self.limit is not None)
         if split:
             raise FmnistError(f"invalid setting: {split}")
 

@@ -86,14 +86,15 @@ def stopped() -> int:
 
 
 def end_process(status: int) -> NoReturn:
-    """End a stopped `fmnist` process without Python's shutdown (whatever a run keeps is on disk by now); a SIGTERM
-    is raised again, so that the parent (systemd, ``timeout``) sees the process ended by it."""
+    """End a stopped `fmnist` process without Python's shutdown (whatever a run keeps is on disk by now), by the
+    signal that stopped it, raised again: the parent (systemd, ``timeout``, a shell's loop) sees the process ended by
+    it, and a loop of commands in a script stops at Ctrl-C, as Python's own end does."""
     # Python's shutdown crashed the process (SIGSEGV in ``PjRtClient``'s destructor) when a JAX compilation was still
     # running on its thread pool as the interpreter tore down JAX's client.
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    if status == 128 + signal.SIGTERM:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
+    if status - 128 in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(status - 128, signal.SIG_DFL)
+        os.kill(os.getpid(), status - 128)
     os._exit(status)

@@ -57,7 +57,7 @@ def split_indices(labels: np.ndarray, settings: TrainSettings) -> tuple[np.ndarr
         indices, _ = train_test_split(
             indices, train_size=settings.limit, stratify=labels, random_state=settings.seed
         )
-    problem = split_problem(len(indices), settings.validation_fraction)
+    problem = split_problem(len(indices), settings.validation_fraction, settings.limit is not None)
     if problem:
         raise FmnistError(problem)
     n_val = round(len(indices) * settings.validation_fraction)
