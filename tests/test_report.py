@@ -173,7 +173,7 @@ def test_two_drawings_of_one_report_take_turns(tiny_run_dir, tmp_path):
     run = shutil.copytree(tiny_run_dir, tmp_path / "run")
     before = (run / artifacts.REPORT_HTML).stat().st_mtime_ns
     drawn = threading.Event()
-    with runs.queued_lock(run / artifacts.REPORT_LOCK):  # as another command drawing it holds it
+    with runs.queued_lock(run / artifacts.REPORT_LOCK, "waiting"):  # as another command drawing it holds it
         later = threading.Thread(target=lambda: (build_report(run), drawn.set()))
         later.start()
         assert not drawn.wait(1.5)  # it waits its turn, rather than read what the other is about to replace

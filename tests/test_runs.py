@@ -310,7 +310,8 @@ def test_a_symbolic_link_as_output_is_followed_so_it_stays_a_link(tmp_path):
     assert runs.prepare_output(link, "--show", ".png") == kept.resolve()
     loop = tmp_path / "loop.png"
     loop.symlink_to(loop)
-    with pytest.raises(FmnistError, match=r"^--show .*loop.png is a symbolic link that leads round in a loop"):
+    with pytest.raises(FmnistError, match=r"^--show: the symbolic link .*loop.png leads round in a loop of symbolic "
+                                          "links: remove it, or name another file"):
         runs.prepare_output(loop, "--show", ".png")
     notes = tmp_path / "notes.png"  # what is written is what the link leads to: a user's notes are not replaced
     notes.symlink_to(tmp_path / "notes.txt")
@@ -400,7 +401,7 @@ def test_numbers_that_json_reads_but_no_run_has_are_listed_as_unknown(tmp_path):
     assert (row["run"], row["epochs"], row["train_seconds"]) == (run.name, None, None)
 
 
-@pytest.mark.parametrize("problem", ["damaged", "written by another run"])
+@pytest.mark.parametrize("problem", ["damaged", "another run's"])
 def test_a_stopped_runs_damaged_backup_is_named_with_what_to_do(tmp_path, problem):
     run = runs.create_run_dir(tmp_path, "cut")
     artifacts.write_json(run / artifacts.CONFIG, {"settings": {"seed": 1}})
@@ -413,8 +414,11 @@ def test_a_stopped_runs_damaged_backup_is_named_with_what_to_do(tmp_path, proble
         np.savez(run / artifacts.BACKUP, meta=np.array(json.dumps(meta)))
     (row,) = runs.list_runs(tmp_path)
     assert row["epochs"] is None
-    assert row["notes"] == [f"backup.npz {problem}: remove it, and the resume trains the run again from its first "
-                            "epoch", "fmnist train --resume continues it"]
+    said = {"damaged": f"is damaged, so the run cannot continue from it; remove it, and 'fmnist train --resume {run}' "
+                       "trains the run again from its first epoch",
+            "another run's": "was written by another run (or before its config.json was changed); remove it, and the "
+                             "resume trains the run again from its first epoch"}  # as the resume says it
+    assert row["notes"] == [f"backup.npz {said[problem]}", "fmnist train --resume continues it"]
 
 
 def test_advice_names_a_run_as_a_shell_takes_it_from_wherever_it_was_given(tmp_path, monkeypatch):

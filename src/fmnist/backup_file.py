@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
+import shlex
 import zipfile
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from fmnist import artifacts
 from fmnist.errors import FmnistError
@@ -23,11 +22,13 @@ def run_id(run_dir: Path) -> str | None:
 
 def _damaged(path: Path) -> FmnistError:
     return FmnistError(f"{path} is damaged, so the run cannot continue from it; remove it, and 'fmnist train "
-                       f"--resume {path.parent}' trains the run again from its first epoch")
+                       f"--resume {shlex.quote(str(path.parent))}' trains the run again from its first epoch")
 
 
-def load(path: Path, only_meta: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def load(path: Path, only_meta: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """The backup's arrays and its record of what they are; a damaged file is one clear error."""
+    import numpy as np  # here: `fmnist runs` imports this module, and reads a backup only for a stopped run
+
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in (["meta"] if only_meta else data.files)}
@@ -45,3 +46,19 @@ def load(path: Path, only_meta: bool = False) -> tuple[dict[str, np.ndarray], di
 def read_meta(path: Path) -> dict[str, Any]:
     """The backup's record alone (epochs done, whether training had stopped, its run), without its arrays."""
     return load(path, only_meta=True)[1]
+
+
+def epochs_done(run_dir: Path) -> int:
+    """The finished epochs a run's resume continues from: its backup's (none without one); a backup damaged, or
+    another run's, is one error saying what to do."""
+    backup = Path(run_dir) / artifacts.BACKUP
+    if not backup.is_file():
+        return 0
+    meta, this_run = read_meta(backup), run_id(run_dir)
+    if meta.get("run", this_run) != this_run:  # a backup from before backups named their run is taken on trust
+        raise FmnistError(f"{backup} was written by another run (or before its config.json was changed); remove it, "
+                          "and the resume trains the run again from its first epoch")
+    epochs = meta.get("epochs_done")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
+        raise _damaged(backup)
+    return epochs

@@ -551,7 +551,8 @@ def _add_train(sub: Any) -> None:
                    help="distil from this trained run (with --recipe distilled): its directory, its name in "
                         f"--runs-dir, or its {artifacts.MODEL}")
     p.add_argument("--seeds", type=_seed_count, metavar="N",
-                   help="train N seeds (seed, seed+1, ...; N from 2 to 1000) in one group directory; report mean, "
+                   help=f"train N seeds (seed, seed+1, ...; N from 2 to {defaults.MAX_SEEDS}) in one group directory; "
+                        "report mean, "
                         "spread, 95%% CI (default: one run)")
     p.add_argument("--resume", type=_path, metavar="RUN",
                    help="continue this killed or interrupted run from its last finished epoch, with its own "
@@ -565,7 +566,8 @@ def _add_tune(sub: Any) -> None:
                                         "in several processes or machines to work in parallel.")
     _fixed_settings(p, recipes=False)
     p.add_argument("--study", type=_given,
-                   help="study name (letters, digits, '-', '_' and '.', at most 195 bytes): its trials' runs go in "
+                   help=f"study name (letters, digits, '-', '_' and '.', at most {defaults.MAX_STUDY_NAME_BYTES} "
+                        "bytes): its trials' runs go in "
                         f"RUNS_DIR/STUDY/; rerunning continues it (default {defaults.TUNE_STUDY})")
     p.add_argument("--storage", type=_given, metavar="URL|FILE",
                    help="where the study lives: postgresql://user:password@host/db to share it between machines, "

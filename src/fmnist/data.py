@@ -175,7 +175,7 @@ def _read_verified(path: Path, name: str, expected_sha256: str, kind: str) -> np
     try:
         data = path.read_bytes()
     except FileNotFoundError:  # removed meanwhile, by another process finding it damaged, say
-        raise _RemovedFromKerasCache(f"{path} was removed while it was being read") from None
+        raise _LookAgain(f"{path} was removed while it was being read") from None
     except OSError as exc:  # not the file's fault: it is left where it is
         raise _Unreadable(f"cannot read {path} ({exc.strerror}); {HOW_TO_GET}") from exc
     try:
@@ -198,6 +198,8 @@ def _read_checked(path: Path, name: str, expected_sha256: str, kind: str, cached
     entry."""
     try:
         return _read_verified(path, name, expected_sha256, kind)
+    except _LookAgain:  # gone already
+        raise
     except FmnistError as exc:
         reason = str(exc).removesuffix(f"; {HOW_TO_GET}")
         if path.resolve().parent == DEBIAN_DIR.resolve() and not isinstance(exc, _Unreadable):  # damaged since
@@ -210,7 +212,7 @@ def _read_checked(path: Path, name: str, expected_sha256: str, kind: str, cached
         except OSError as unlink_error:
             raise FmnistError(f"{reason}; it could not be removed from keras' cache ({unlink_error.strerror}): "
                               f"remove it by hand; {HOW_TO_GET}") from None
-        raise _RemovedFromKerasCache(
+        raise _LookAgain(
             f"{reason}: removed from keras' cache, to be downloaded anew; {HOW_TO_GET}") from None
 
 
@@ -269,8 +271,9 @@ def _save_cache(folder: Path, key: dict, arrays: dict[str, np.ndarray]) -> None:
         log.warning("could not cache the verified arrays in %s (%s); loading will stay slower", folder, exc)
 
 
-class _RemovedFromKerasCache(FmnistError):
-    """A file in keras' download cache failed its check and was removed: looking again downloads it anew."""
+class _LookAgain(FmnistError):
+    """A data file removed, by us from keras' download cache (it failed its check) or by another process meanwhile:
+    looking again finds the data, or downloads them anew."""
 
 
 class _Unreadable(FmnistError):
@@ -283,7 +286,7 @@ def load_dataset(data_dir: Path | None = None, checksums: dict[str, str] = CHECK
     needs and reads the two test files alone (the training arrays are left empty)."""
     try:
         return _load_dataset(data_dir, checksums, test_only)
-    except _RemovedFromKerasCache as exc:  # a download cut short, or a proxy's page saved in its place
+    except _LookAgain as exc:  # a download cut short (a proxy's page saved in its place), or a file gone meanwhile
         log.warning("%s; looking for the data again", exc)
         return _load_dataset(data_dir, checksums, test_only)
 
@@ -296,7 +299,7 @@ def _load_dataset(data_dir: Path | None, checksums: dict[str, str], test_only: b
     try:
         key = _stat_key(files, checksums)
     except FileNotFoundError as exc:  # removed meanwhile, by another process finding it damaged, say
-        raise _RemovedFromKerasCache(f"{exc.filename} was removed while it was looked at") from None
+        raise _LookAgain(f"{exc.filename} was removed while it was looked at") from None
     folder = cache_dir() / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     arrays = _load_cached(folder, key, list(wanted))
     if arrays is None:

@@ -14,6 +14,13 @@ MAX_BATCH = 64
 # tune: trials one process runs, and the study's name.
 TUNE_TRIALS = 20
 TUNE_STUDY = "fmnist"
+# A run's name: at most so many bytes (a file name holds 255, and the run's folder adds its time before the name);
+# the best trial of a tune study is named after the study, with BEST_SUFFIX.
+MAX_NAME_BYTES = 200
+BEST_SUFFIX = "-best"
+MAX_STUDY_NAME_BYTES = MAX_NAME_BYTES - len(BEST_SUFFIX)
+# train --seeds: each seed is a full training, more than this is a typing slip (the seeds' list would fill the memory).
+MAX_SEEDS = 1000
 # bench: where the JSON goes (its chart beside it, as .png).
 BENCH_JSON = "bench.json"
 STDIN = "-"  # the input name that reads an image from standard input (this argument alone, not ./-)

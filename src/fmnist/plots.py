@@ -246,8 +246,8 @@ def reliability_png(before: dict, after: dict, path: Path) -> None:
 
 
 def _run_legend(fig, handles: list, labels: list[str]) -> None:
-    """One legend entry per run, beside the axes (inside them, a dozen runs ran off the picture), in columns of
-    at most LEGEND_ROWS; labels given as they are (matplotlib would leave out a run whose name starts with "_")."""
+    """A legend of ``labels`` (one a run, after any key to the lines' styles) beside the axes, in columns of at most
+    LEGEND_ROWS (inside them, a dozen runs ran off the picture); every label kept, "_x" too, which matplotlib drops."""
     # Long names cut (the page's tables give them whole): a wide legend collapsed the axes to nothing.
     shown = [label if len(label) <= LEGEND_CHARS else label[:LEGEND_CHARS - 1] + "…" for label in labels]
     fig.legend(handles, shown, loc="outside right upper", fontsize=7, ncols=-(-len(labels) // LEGEND_ROWS))

@@ -180,7 +180,7 @@ def _same_file(show: Path, path: Path | str) -> bool:
         return False
     try:
         return os.path.samefile(show, path)
-    except (OSError, RuntimeError):  # not there (yet), or a loop of links
+    except OSError:  # not there (yet), or a loop of links (ELOOP)
         return False
 
 

@@ -148,7 +148,7 @@ def write_report(run_dir: Path) -> Path:
     runs.require_scored(run_dir, "its report")
     # One drawing at a time: two drawn at once (an export's and another's) could leave the page of the one that read
     # the run's files first.
-    with runs.queued_lock(run_dir / artifacts.REPORT_LOCK):
+    with runs.queued_lock(run_dir / artifacts.REPORT_LOCK, f"waiting for another process drawing {run_dir}'s report"):
         return _write_report(run_dir, config)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from fmnist import artifacts, runs
-from fmnist.backup_file import read_meta, run_id
+from fmnist.backup_file import epochs_done
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
 
@@ -40,12 +40,7 @@ def keep_finished_epochs(run_dir: Path) -> int:
     # the epoch is then trained again and must not appear twice.
     backup, history = Path(run_dir) / artifacts.BACKUP, Path(run_dir) / artifacts.HISTORY
     artifacts.remove_temporaries(run_dir)  # the run's lock is held: nothing else writes there
-    this_run = run_id(run_dir)
-    meta = read_meta(backup) if backup.is_file() else {"epochs_done": 0}
-    if meta.get("run", this_run) != this_run:  # a backup from before backups named their run is taken on trust
-        raise FmnistError(f"{backup} was written by another run (or before its config.json was changed); remove it "
-                          "to train this run again from its first epoch")
-    epochs = meta["epochs_done"]
+    epochs = epochs_done(run_dir)
     try:
         lines = []
         if history.is_file():
@@ -75,10 +70,8 @@ def resume_run(
     from fmnist.backend import activate
 
     run_dir = runs.require_run_dir(run_dir)
+    runs.refuse_group_in_training(run_dir, "it trains this run in its turn, and must find it as it left it")
     group = runs.in_seed_group(run_dir)
-    if group and runs.being_trained(group):  # its process will come to this run, and must find it as it left it
-        raise FmnistError(f"{run_dir} is one run of the --seeds group {group}, which another process is training "
-                          f"now: it trains this run in its turn; {runs.WAIT_FOR_TRAINING}")
     scoring_only = runs.finished(run_dir)
     if runs.complete(run_dir):
         require_unfinished(run_dir)  # which refuses it: nothing is left to do

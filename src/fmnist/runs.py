@@ -14,10 +14,10 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 from fmnist import artifacts, defaults
-from fmnist.backup_file import read_meta, run_id
+from fmnist.backup_file import epochs_done
 from fmnist.errors import FmnistError
 
 log = logging.getLogger(__name__)
@@ -31,14 +31,19 @@ def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def refuse_inside_run(folder: Path, what: str) -> None:
-    """No run writes into another run's directory: refuse a destination that is a run directory or inside one."""
+def _resolved(path: Path, what: str, instead: str) -> Path:
+    """``path`` with its links followed, or one line saying why it cannot be: a loop of links, or no access."""
     try:
-        resolved = Path(folder).resolve()
-    except (RuntimeError, OSError) as exc:  # a loop (Python 3.11 raises RuntimeError, later ones ELOOP), or no access
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as exc:  # a loop: Python before 3.13 raises RuntimeError, later ones ELOOP
         loop = isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP
         why = "leads round in a loop of symbolic links" if loop else f"cannot be read ({exc.strerror})"
-        raise FmnistError(f"{what} {folder} {why}: name another folder") from None
+        raise FmnistError(f"{what} {path} {why}: {instead}") from None
+
+
+def refuse_inside_run(folder: Path, what: str) -> None:
+    """No run writes into another run's directory: refuse a destination that is a run directory or inside one."""
+    resolved = _resolved(folder, what, "name another folder")
     for parent in (resolved, *resolved.parents):
         if _is_run_config(parent / artifacts.CONFIG):
             raise FmnistError(f"{what} {folder} is inside the run {parent}; choose a folder outside any run")
@@ -53,7 +58,7 @@ def absolute(path: Path | str) -> Path:
     last = max(i for i, part in enumerate(path.parts) if part == "..")
     try:
         return Path(*path.parts[:last + 1]).resolve().joinpath(*path.parts[last + 1:])
-    except (OSError, RuntimeError):  # a loop: Python 3.11 raises RuntimeError, later ones OSError
+    except (OSError, RuntimeError):  # a loop: Python before 3.13 raises RuntimeError, later ones OSError
         return path
 
 
@@ -63,11 +68,7 @@ def prepare_output(path: Path, flag: str, suffix: str | None = None) -> Path:
     followed: the file it leads to is the one returned, to be written, so the link stays a link."""
     path = Path(path)
     if path.is_symlink():
-        try:
-            path = path.resolve()
-        except (RuntimeError, OSError):  # a loop: Python 3.11 raises RuntimeError, later ones OSError
-            raise FmnistError(f"{flag} {path} is a symbolic link that leads round in a loop: remove it, or name "
-                              "another file") from None
+        path = _resolved(path, f"{flag}: the symbolic link", "remove it, or name another file")
     refuse_inside_run(path.parent, f"{flag} {path}: its folder")
     if path.is_dir():
         raise FmnistError(f"{flag} {path} is a folder: name a file in it")
@@ -199,19 +200,24 @@ class RunInUse(FmnistError):
     """Another live process holds the lock asked for: a wait may get it, unlike the other refusals."""
 
 
+def _open_lock(lock: Path, read_will_do: bool) -> IO[Any]:
+    """The lock file, made if need be; read where we may not write it (another user's) and a read will do: a lock
+    needs no write."""
+    try:
+        return open(lock, "a")
+    except OSError as exc:
+        if read_will_do and lock.is_file():
+            return open(lock, "rb")
+        advice = ": make its folder writable for this user" if exc.errno in (errno.EACCES, errno.EROFS) else ""
+        raise FmnistError(f"cannot write {lock} ({exc.strerror}){advice}") from None
+
+
 @contextlib.contextmanager
 def held_lock(lock: Path, busy: str, shared: bool = False) -> Iterator[None]:
-    """Hold the lock file ``lock`` for the block, or refuse with ``busy`` while another live process holds it (a
-    ``shared`` hold allows other shared ones); the kernel drops it when the process ends, however it ends, so what a
-    killed process held is free at once; a shared hold goes without where the filesystem keeps no locks."""
-    try:
-        handle = open(lock, "a")
-    except OSError as exc:
-        if not (shared and lock.is_file()):
-            advice = ": make its folder writable for this user" if exc.errno in (errno.EACCES, errno.EROFS) else ""
-            raise FmnistError(f"cannot write {lock} ({exc.strerror}){advice}") from None
-        handle = open(lock, "rb")  # another user's lock file, say: a shared lock needs no write
-    with handle:
+    """Hold ``lock`` for the block, or refuse with ``busy`` while a live process holds it (``shared``: but another
+    shared hold); the kernel drops it when its process ends, however it ends."""
+    # A shared hold goes without where the filesystem keeps no locks: it only keeps a training away.
+    with _open_lock(lock, read_will_do=shared) as handle:
         for attempt in range(CLAIM_ATTEMPTS):
             try:
                 fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
@@ -229,23 +235,20 @@ def held_lock(lock: Path, busy: str, shared: bool = False) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def queued_lock(lock: Path) -> Iterator[None]:
-    """Hold ``lock`` for the block, waiting for whoever holds it: for a short write that two commands may make at
-    once (two exports each refreshing the run's report), so the later one reads what the earlier one wrote."""
+def queued_lock(lock: Path, waiting: str) -> Iterator[None]:
+    """Hold ``lock`` for the block, after whoever holds it (saying ``waiting``): for a short write two commands may
+    make at once (two exports refreshing one report), so the later one reads what the earlier one wrote."""
     try:
-        handle = open(lock, "a")
-    except OSError:  # another user's lock file (read, it locks too), or a folder that takes no files
-        try:
-            handle = open(lock, "rb")
-        except OSError:  # the write that follows says why
-            handle = None
+        handle = _open_lock(lock, read_will_do=True)
+    except (FmnistError, OSError):  # a folder that takes no files: the write that follows says why
+        handle = None
     with handle or contextlib.nullcontext():
         if handle is not None:
             with contextlib.suppress(OSError):  # a filesystem that keeps no locks: as before there were any
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    log.info("waiting for another process to finish drawing %s", lock.parent)
+                    log.info("%s", waiting)
                     fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
@@ -281,6 +284,14 @@ def diverged(run_dir: Path) -> bool:
         return status.is_file() and bool(artifacts.read_json(status).get("diverged"))
     except (FmnistError, OSError):
         return False
+
+
+def refuse_group_in_training(run_dir: Path, why: str) -> None:
+    """Refuse a run of a ``--seeds`` group that a process is training: it comes to each of the group's runs in turn."""
+    group = in_seed_group(run_dir)
+    if group and being_trained(group):
+        raise FmnistError(f"{run_dir} is one run of the --seeds group {group}, which another process is training "
+                          f"now; {why}, {WAIT_FOR_TRAINING}")
 
 
 def in_seed_group(run_dir: Path) -> Path | None:
@@ -423,16 +434,11 @@ def _finished_by(run_dir: Path, alone: str, in_group: str) -> str:
 def _epochs_backed_up(run_dir: Path, notes: list[str]) -> int | None:
     """The epochs a stopped run's resume continues from: its backup's, not its history's (a kill can land between an
     epoch's row and its backup)."""
-    backup = run_dir / artifacts.BACKUP
     try:
-        meta = read_meta(backup) if backup.is_file() else {"epochs_done": 0}
-        if meta.get("run", run_id(run_dir)) == run_id(run_dir):  # a backup from before they named their run: trusted
-            return int(meta["epochs_done"])
-        problem = "written by another run"
-    except (FmnistError, OSError, KeyError, TypeError, ValueError):
-        problem = "damaged"
-    notes.append(f"{artifacts.BACKUP} {problem}: remove it, and the resume trains the run again from its first epoch")
-    return None
+        return epochs_done(run_dir)
+    except FmnistError as exc:  # said as the resume would say it, the backup named as in the folder
+        notes.append(str(exc).replace(str(run_dir / artifacts.BACKUP), artifacts.BACKUP, 1))
+        return None
 
 
 def _has_runs(folder: Path) -> bool:
@@ -676,10 +682,7 @@ def idle_run(name: str | Path, runs_dir: Path, doing: str) -> Iterator[Path]:
     """A run that a command writes into (evaluate, report, export), kept from training for the block: not while its
     training process, scoring it say, still writes there, and no resume begins before the command ends."""
     run_dir = resolve_run(name, runs_dir)
-    group = in_seed_group(run_dir)
-    if group and being_trained(group):  # its process may come to this run (to score it) while the command writes
-        raise FmnistError(f"{run_dir} is one run of the --seeds group {group}, which another process is training "
-                          f"now; to {doing}, {WAIT_FOR_TRAINING}")
+    refuse_group_in_training(run_dir, f"to {doing}")  # its process may come to this run while the command writes
     # Shared: two such commands may run together (an export of each format), but never beside a training.
     with held_lock(run_dir / artifacts.LOCK, f"{run_dir} is being trained right now; to {doing}, {WAIT_FOR_TRAINING}",
                    shared=True):
@@ -696,9 +699,8 @@ def resolve_resumable(name: Path, runs_dir: Path) -> Path:
 
 
 def resolve_model(name: str | Path, runs_dir: Path) -> Path:
-    """A model file given by its path (a ``.keras`` file), a folder holding one with its checksum (a run's
-    copied without its other files: the model carries what predicting needs), else a run as :func:`resolve_run`
-    finds it (one named ``v2.keras`` too)."""
+    """A ``.keras`` file, a folder holding one with its checksum alone (the model carries what predicting needs),
+    else a run as :func:`resolve_run` finds it (one named ``v2.keras`` too)."""
     path = Path(name)
     if path.suffix == ".keras" and not path.is_dir():
         if path.exists():

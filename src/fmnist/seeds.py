@@ -16,8 +16,7 @@ from fmnist.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
-# Each seed is a full training: more than this is a typing slip, and the list of seeds would fill the memory first.
-MAX_SEEDS = 1000
+MAX_SEEDS = defaults.MAX_SEEDS
 
 
 def _spread(values: list[float]) -> float:

@@ -52,11 +52,9 @@ MIB = 1024 * 1024
 MAX_BODY_BYTES = MAX_UPLOAD_MIB * MIB
 PREDICT_PARAMETERS = frozenset({"top_k", "include_pixels", "explain"})  # /v1/predict's query; others are refused
 MAX_INTEGER_DIGITS = 20  # a JSON integer longer than any 64-bit one is no pixel
-# A body that has not arrived by then is answered 408 (so do the request line and headers: fmnist.serve_http), so a
-# stalled client holds no connection for ever.
 # A body may take BODY_TIMEOUT_S, and a second more for each MIN_BODY_RATE bytes that arrive, with no pause over
-# BODY_TIMEOUT_S: a photo over a slow link is read, while a client that stalls (even after sending much) or trickles
-# bytes holds no connection for long.
+# BODY_TIMEOUT_S, else it is answered 408 (as the request line and headers are: fmnist.serve_http): a photo over a
+# slow link is read, while a client that stalls (even after sending much) or trickles bytes holds no connection long.
 BODY_TIMEOUT_S = 30
 MIN_BODY_RATE = 16 * 1024  # bytes a second
 # Uploads decoded (and JSON bodies parsed) at once. A PNG just under Pillow's pixel limit took 0.97 GB while it was

@@ -8,6 +8,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
+from fmnist import defaults
 from fmnist.errors import FmnistError
 
 BACKENDS = ("jax", "tensorflow")
@@ -27,26 +28,25 @@ SCHEDULES = ("plateau", "cosine")
 MAX_WEIGHTS = 10**8
 MAX_BATCH_SIZE = 2**31 - 1  # what TensorFlow's and JAX's indices hold
 MAX_EPOCHS = 10**6
-MAX_NAME_BYTES = 200  # a file name holds 255, and the run's folder adds its time before the name
 MIN_LEARNING_RATE = 1.1754944e-38  # float32's smallest normal number: Keras keeps the rate in float32
-FULL_TRAINING_SET = 60_000  # Fashion-MNIST's training images (data.py's, not imported: see dense_weights)
+# Fashion-MNIST's pixels, classes and training images: data.py's, not imported, so that the CLI's start stays light.
+PIXELS, CLASSES, FULL_TRAINING_SET = 784, 10, 60_000
 
 
 def split_problem(images: int, fraction: float, limited: bool = True) -> str | None:
     """Why ``images`` (``limited`` by --limit, else all there are) cannot be split with ``fraction`` of them for
     validation, every class on each side, if so."""
     n_val = round(images * fraction)
-    if min(n_val, images - n_val) >= 10:
+    if min(n_val, images - n_val) >= CLASSES:
         return None
     advice = "raise --limit or change --validation-fraction" if limited else "change --validation-fraction"
     return (f"a split of {images} images into {images - n_val} for training and {n_val} for validation cannot hold "
-            f"all 10 classes on each side; {advice}")
+            f"all {CLASSES} classes on each side; {advice}")
 
 
 def dense_weights(hidden_sizes: tuple[int, ...]) -> int:
     """The weights (biases aside) of a dense network with these hidden layers."""
-    # data.NUM_FEATURES pixels in, data.NUM_CLASSES out; not imported, so that the CLI's start stays light.
-    widths = (784, *hidden_sizes, 10)
+    widths = (PIXELS, *hidden_sizes, CLASSES)
     return sum(a * b for a, b in zip(widths, widths[1:]))
 
 
@@ -146,8 +146,8 @@ class TrainSettings:
              f"{self.warmup_epochs + 1} or more"),
             (bool(self.name) and all(c.isalnum() or c in "-_." for c in self.name),
              "name may hold only letters, digits, '-', '_' and '.'"),
-            (len(self.name.encode("utf-8")) <= MAX_NAME_BYTES,
-             f"name must be at most {MAX_NAME_BYTES} bytes in UTF-8 (the run's folder is named by it)"),
+            (len(self.name.encode("utf-8")) <= defaults.MAX_NAME_BYTES,
+             f"name must be at most {defaults.MAX_NAME_BYTES} bytes in UTF-8 (the run's folder is named by it)"),
         ]
         for ok, message in checks:
             if not ok:

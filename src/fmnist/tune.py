@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import optuna
 
-from fmnist import artifacts, runs
+from fmnist import artifacts, defaults, runs
 from fmnist.data import Dataset, load_dataset
 from fmnist.errors import FmnistError
 from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag
@@ -39,8 +39,7 @@ MAX_ATTEMPTS = 4
 # how often it looks, before it trains the settings again instead.
 BUSY_WAIT_S = 600
 BUSY_POLL_S = 5
-# A study's name, with "-best" after it, names the best trial's run: at most 200 bytes (settings.MAX_NAME_BYTES).
-MAX_STUDY_NAME_BYTES = 195
+MAX_STUDY_NAME_BYTES = defaults.MAX_STUDY_NAME_BYTES  # the best trial's run is named after it
 # The study's user attribute that keeps the settings every trial shares.
 FIXED_SETTINGS = "fixed_settings"
 FIXED_SETTINGS_WAITS = 20  # 0.1 s apart: how long a continued study without them waits for its maker to record them
@@ -162,7 +161,7 @@ def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Datas
 
 
 def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, runs_dir: Path, dataset: Dataset,
-               heartbeat: bool = False) -> float:
+               heartbeat: bool) -> float:
     """Train the trial's run (or finish the one a stop cut short) and return its best val_loss; ``heartbeat``: the
     study's storage is a database, whose heartbeat tells a dead worker on any machine."""
     # Who runs it: a continued study on this machine tells a dead worker's trial from a live one's.
@@ -255,7 +254,10 @@ def _finish(run_dir: Path, dataset: Dataset, callbacks: list[Any]) -> Path | Non
         try:
             return resume_run(run_dir, dataset=dataset, extra_callbacks=callbacks).run_dir
         except runs.RunInUse as exc:  # scored or exported by hand just now: it is finished once that ends
-            if runs.being_trained(run_dir) or time.monotonic() > waited_until:  # a training by hand: not waited for
+            if runs.being_trained(run_dir):  # a training by hand: not waited for
+                log.warning("%s is being trained by another process: its settings are trained again", run_dir)
+                return None
+            if time.monotonic() > waited_until:
                 log.warning("%s is still in use after %d s (%s): its settings are trained again", run_dir,
                             BUSY_WAIT_S, exc)
                 return None
@@ -274,7 +276,6 @@ def _check_name(name: str) -> None:
     if not name or name.startswith(".") or not all(c.isalnum() or c in STUDY_NAME_CHARS for c in name):
         raise FmnistError(
             f"study name {name!r} may hold only letters, digits, '-', '_' and '.', and not start with '.'")
-
 
 
 def best_trial(study: optuna.Study) -> dict[str, Any] | None:
@@ -497,7 +498,7 @@ def train_best(
     best = best_trial(study)
     if best is None:
         raise FmnistError(f"study {study_name!r} in {shown} has no finished trial yet")
-    settings = settings_for(base, best["params"], name=f"{study_name}-best")
+    settings = settings_for(base, best["params"], name=f"{study_name}{defaults.BEST_SUFFIX}")
     backend = activate(backend, base.architecture)
     log.info("training trial %d's settings: %s", best["number"], params_text(best["params"]))
     return train(settings, backend, runs_dir=runs_dir, data_dir=data_dir, dataset=dataset)

@@ -10,7 +10,7 @@ from typing import Any
 
 import optuna
 
-from fmnist import artifacts, runs
+from fmnist import artifacts, defaults, runs
 from fmnist.errors import first_line
 from fmnist.html_page import page, table_html
 from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag
@@ -40,7 +40,8 @@ def _setting_flags(study: optuna.Study, trial: optuna.trial.FrozenTrial, searche
 
 def _train_command(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     """`fmnist train` with the trial's settings."""
-    return f"fmnist train --name {study.study_name}-best{_setting_flags(study, trial, searched=True)}"
+    name = f"{study.study_name}{defaults.BEST_SUFFIX}"
+    return f"fmnist train --name {name}{_setting_flags(study, trial, searched=True)}"
 
 
 def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
