@@ -317,3 +317,26 @@ def test_json_holds_no_nan_and_a_closed_stdout_is_said_at_once(tmp_path):
                             stderr=subprocess.PIPE, text=True, timeout=60)  # `>&-`: standard output closed
     assert closed.returncode == 1 and closed.stderr == (
         "fmnist: error: standard output is closed, where the results go: give it a file or a pipe\n")
+
+
+def test_a_flag_with_its_value_before_the_command_is_told_where_it_goes(capsys):
+    from fmnist.cli import main
+
+    with pytest.raises(SystemExit):  # argparse took 100 for the command's name
+        main(["--limit", "100", "train"])
+    assert capsys.readouterr().err == ("fmnist: error: --limit belongs after the command's name: fmnist train --limit "
+                                       "100 ... (see 'fmnist --help')\n")
+
+
+def test_a_missing_data_folder_or_a_seed_past_the_last_is_refused_before_keras_starts(tmp_path):
+    commands = [["train", "--data-dir", str(tmp_path / "missing"), "--runs-dir", str(tmp_path)],
+                ["train", "--seed", "4294967295", "--seeds", "3", "--runs-dir", str(tmp_path)]]
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys; from fmnist.cli import main; "
+                               f"codes = [main(args) for args in {commands!r}]; "
+                               "print(codes, sorted(m for m in ('keras', 'jax', 'tensorflow') if m in sys.modules))"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert probe.stdout.strip() == "[1, 1] []", probe.stderr
+    assert f"fmnist: error: {tmp_path / 'missing'} does not exist: give the folder" in probe.stderr
+    assert "fmnist: error: --seeds 3 from seed 4294967295 would go up to seed 4294967297" in probe.stderr

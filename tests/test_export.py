@@ -46,8 +46,11 @@ def test_parity_measures_the_largest_difference_and_the_top_class():
 def test_each_format_names_the_backend_that_can_write_it(monkeypatch):
     with pytest.raises(FmnistError, match="cannot write litert from the jax backend.*--backend tensorflow"):
         choose_backend("litert", "jax")
-    with pytest.raises(FmnistError, match="cannot write onnx from the jax backend.*--backend tensorflow"):
+    with pytest.raises(FmnistError, match="cannot write onnx from the jax backend; the .*--backend tensorflow"):
         choose_backend("onnx", "jax")
+    monkeypatch.setenv("KERAS_BACKEND", "jax")  # not given as a flag: the message says where it came from
+    with pytest.raises(FmnistError, match="from the jax backend \\(from the environment variable KERAS_BACKEND\\)"):
+        choose_backend("onnx", None)
     assert choose_backend("saved_model", "jax") == "jax"
     monkeypatch.delenv("KERAS_BACKEND")
     assert choose_backend("onnx", None) == "tensorflow"
@@ -215,8 +218,8 @@ def test_a_format_the_backend_cannot_write_is_one_clear_line(short_run):
     result = run_cli("export", str(run_dir), "--format", "litert", "--data-dir", str(folder))  # KERAS_BACKEND=jax
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        "fmnist: error: Keras cannot write litert from the jax backend; the tensorflow backend can: "
-        "rerun with --backend tensorflow"
+        "fmnist: error: Keras cannot write litert from the jax backend (from the environment variable KERAS_BACKEND); "
+        "the tensorflow backend can: rerun with --backend tensorflow"
     )
 
 

@@ -97,9 +97,25 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"fmnist: error: {message}{_hint(message)} (see '{self.prog} --help')\n")
+        said = self._misplaced_value(message) or f"{message}{_hint(message)}"
+        self.exit(2, f"fmnist: error: {said} (see '{self.prog} --help')\n")
+
+    def _misplaced_value(self, message: str) -> str | None:
+        """For `fmnist --limit 100 train`: argparse takes 100 for the command's name; the flag belongs after it."""
+        invalid = re.match(r"argument COMMAND: invalid choice: '([^']*)'", message)
+        given = getattr(self, "given", [])
+        if not invalid or invalid[1] not in given or given.index(invalid[1]) == 0:
+            return None
+        at = given.index(invalid[1])
+        commands = next(a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction))
+        command = next((word for word in given[at + 1:] if word in commands), None)
+        if not given[at - 1].startswith("-") or command is None:
+            return None
+        return (f"{given[at - 1]} belongs after the command's name: fmnist {command} {given[at - 1]} {invalid[1]} "
+                "...")
 
     def parse_args(self, args: list[str] | None = None, namespace: Any = None) -> argparse.Namespace:
+        self.given = list(sys.argv[1:] if args is None else args)
         parsed, unknown = self.parse_known_args(args, namespace)
         if unknown:  # argparse would report them from the top; the command's own --help lists what it takes
             command = getattr(parsed, "command_parser", self)
@@ -232,7 +248,6 @@ def cmd_data(args: argparse.Namespace) -> None:
     _emit(args, describe_text(summary), summary)
 
 
-
 def _settings_from_args(args: argparse.Namespace):
     from fmnist.recipes import recipe_settings
 
@@ -264,6 +279,15 @@ def cmd_train(args: argparse.Namespace) -> None:
         result = resume_run(target, backend=args.backend, data_dir=args.data_dir)
     else:
         settings = _settings_from_args(args)
+        # What would only fail once Keras has started (5 s), said first: a seed past the last, a data folder amiss.
+        if args.seeds:
+            from fmnist.seeds import seed_members
+
+            seed_members(settings, args.seeds)
+        if args.data_dir:
+            from fmnist.data import locate
+
+            locate(args.data_dir)
         backend = activate(args.backend, settings.architecture)
         if args.seeds:
             from fmnist.seeds import summary_record, summary_text, train_seeds

@@ -40,8 +40,9 @@ def choose_backend(fmt: str, requested: str | None) -> str:
     name = resolve(requested, fallback=FORMATS[fmt][0])
     if name not in FORMATS[fmt]:
         able = " or ".join(FORMATS[fmt])
+        source = "" if requested else " (from the environment variable KERAS_BACKEND)"
         raise FmnistError(
-            f"Keras cannot write {fmt} from the {name} backend; the {able} backend can: "
+            f"Keras cannot write {fmt} from the {name} backend{source}; the {able} backend can: "
             f"rerun with --backend {FORMATS[fmt][0]}"
         )
     return name

@@ -84,7 +84,7 @@ def refuse_other_runs(runs_dir: Path, settings: TrainSettings, backend: str, dat
                           "does not share: there it would be counted in the group's mean; choose another --runs-dir")
 
 
-def _seed_members(settings: TrainSettings, seeds: int) -> list[TrainSettings]:
+def seed_members(settings: TrainSettings, seeds: int) -> list[TrainSettings]:
     """The group's runs: ``settings`` with seed, seed+1, ..."""
     last = settings.seed + seeds - 1
     if last >= 2**32:  # the settings' own check would name the last seed alone, which the user never gave
@@ -102,7 +102,7 @@ def train_seeds(
 
     check_count(seeds)
     dataset = dataset or load_dataset(data_dir)
-    members = _seed_members(settings, seeds)  # every seed checked now
+    members = seed_members(settings, seeds)  # every seed checked now
     check_inputs(settings, dataset)
     group = runs.create_run_dir(runs_dir, f"{settings.name}-x{seeds}")
     with runs.claim_run(group):  # for its whole training: `fmnist runs` then tells a live group from a killed one
@@ -124,7 +124,7 @@ def resume_seeds(
     record, settings = read_resumable(group / artifacts.SEED_GROUP, {"settings": dict, "seeds": int}, backend,
                                       "resume its runs one by one")
     check_count(record["seeds"])
-    members = _seed_members(settings, record["seeds"])
+    members = seed_members(settings, record["seeds"])
     with runs.claim_run(group):  # a second process resuming it would train its seeds not begun a second time
         existing = _member_dirs(group)  # listed once the group is this process's
         for member in members:
