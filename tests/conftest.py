@@ -119,6 +119,19 @@ def start_server(run_dir: Path, log: Path, start_s: float = 180) -> tuple[subpro
         time.sleep(0.3)
 
 
+def refused_before_keras(commands: list[list[str]]) -> str:
+    """Run each command line through ``fmnist.cli.main`` in one fresh process; check each failed before any backend
+    was imported, and return what they printed on stderr."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys; from fmnist.cli import main; "
+                               f"codes = [main(args) for args in {commands!r}]; "
+                               "print(codes, sorted(m for m in ('keras', 'jax', 'tensorflow') if m in sys.modules))"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert probe.stdout.strip() == f"{[1] * len(commands)} []", probe.stderr
+    return probe.stderr
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600):
     """Run ``python -m fmnist ARGS`` in a fresh process (its own Keras backend) and return the result."""
     full_env = {**os.environ, **(env or {})}

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import refused_before_keras, run_cli
 from fmnist import artifacts, runs
 from fmnist.errors import FmnistError
 
@@ -69,16 +69,10 @@ def test_a_run_without_its_model_or_with_a_changed_one_is_refused_before_keras_s
                 for command in (["predict", str(folder), str(tmp_path / "x.npy")], ["evaluate", str(folder)],
                                 ["serve", str(folder)], ["export", str(folder), "--format", "onnx"])]
     np.save(tmp_path / "x.npy", np.zeros((28, 28), dtype=np.float32))
-    probe = subprocess.run(
-        [sys.executable, "-c", "import sys; from fmnist.cli import main; "
-                               f"codes = [main(args) for args in {commands!r}]; "
-                               "print(codes, sorted(m for m in ('keras', 'jax', 'tensorflow') if m in sys.modules))"],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert probe.stdout.strip() == f"{[1] * 8} []", probe.stderr
+    said = refused_before_keras(commands)
     refusal = f"fmnist: error: {run} has no model yet: its training has not finished; 'fmnist train --resume {run}'"
-    assert probe.stderr.count(refusal) == 4, probe.stderr
-    assert probe.stderr.count(f"fmnist: error: {changed / artifacts.MODEL} does not match its recorded SHA-256") == 4
+    assert said.count(refusal) == 4, said
+    assert said.count(f"fmnist: error: {changed / artifacts.MODEL} does not match its recorded SHA-256") == 4
 
 
 def test_missing_data_dir_is_one_clear_line(tmp_path):
@@ -331,12 +325,6 @@ def test_a_flag_with_its_value_before_the_command_is_told_where_it_goes(capsys):
 def test_a_missing_data_folder_or_a_seed_past_the_last_is_refused_before_keras_starts(tmp_path):
     commands = [["train", "--data-dir", str(tmp_path / "missing"), "--runs-dir", str(tmp_path)],
                 ["train", "--seed", "4294967295", "--seeds", "3", "--runs-dir", str(tmp_path)]]
-    probe = subprocess.run(
-        [sys.executable, "-c", "import sys; from fmnist.cli import main; "
-                               f"codes = [main(args) for args in {commands!r}]; "
-                               "print(codes, sorted(m for m in ('keras', 'jax', 'tensorflow') if m in sys.modules))"],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert probe.stdout.strip() == "[1, 1] []", probe.stderr
-    assert f"fmnist: error: {tmp_path / 'missing'} does not exist: give the folder" in probe.stderr
-    assert "fmnist: error: --seeds 3 from seed 4294967295 would go up to seed 4294967297" in probe.stderr
+    said = refused_before_keras(commands)
+    assert f"fmnist: error: {tmp_path / 'missing'} does not exist: give the folder" in said
+    assert "fmnist: error: --seeds 3 from seed 4294967295 would go up to seed 4294967297" in said
