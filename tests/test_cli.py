@@ -320,6 +320,9 @@ def test_a_flag_with_its_value_before_the_command_is_told_where_it_goes(capsys):
         main(["--limit", "100", "train"])
     assert capsys.readouterr().err == ("fmnist: error: --limit belongs after the command's name: fmnist train --limit "
                                        "100 ... (see 'fmnist --help')\n")
+    with pytest.raises(SystemExit):  # a flag no command has: not told to go after one
+        main(["--bogus", "100", "train"])
+    assert "invalid choice: '100'" in capsys.readouterr().err
 
 
 def test_a_missing_data_folder_or_a_seed_past_the_last_is_refused_before_keras_starts(tmp_path):

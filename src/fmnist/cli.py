@@ -109,7 +109,7 @@ class Parser(argparse.ArgumentParser):
         at = given.index(invalid[1])
         commands = next(a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction))
         command = next((word for word in given[at + 1:] if word in commands), None)
-        if not given[at - 1].startswith("-") or command is None:
+        if command is None or given[at - 1] not in commands[command]._option_string_actions:  # not that command's
             return None
         return (f"{given[at - 1]} belongs after the command's name: fmnist {command} {given[at - 1]} {invalid[1]} "
                 "...")
