@@ -331,3 +331,11 @@ def test_a_missing_data_folder_or_a_seed_past_the_last_is_refused_before_keras_s
     said = refused_before_keras(commands)
     assert f"fmnist: error: {tmp_path / 'missing'} does not exist: give the folder" in said
     assert "fmnist: error: --seeds 3 from seed 4294967295 would go up to seed 4294967297" in said
+
+
+def test_an_error_naming_a_path_with_a_newline_stays_one_line(tmp_path, capsys):
+    from fmnist.cli import main
+
+    assert main(["runs", "--runs-dir", str(tmp_path / "a\nb")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"fmnist: error: {tmp_path}/a\\nb does not exist")

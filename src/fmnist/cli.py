@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 from fmnist import __version__, artifacts, defaults, stopping
-from fmnist.errors import FmnistError
+from fmnist.errors import ErrorsPerInput, FmnistError
 from fmnist.settings import BACKENDS, DEFAULT_BACKEND, FLAG_SETTINGS, PREFERRED_BACKEND, RECIPES, TrainSettings, flag
 
 log = logging.getLogger("fmnist")
@@ -155,6 +155,11 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(item) for item in value]
     return value
+
+
+def _one_line(message: str) -> str:
+    """``message`` on one line: a character that would break it (a newline in a path given) written as its escape."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
 
 
 def _json_value(value: Any) -> str:
@@ -752,8 +757,8 @@ def _run_command(args: argparse.Namespace) -> int:
     except FmnistError as exc:
         if args.debug:  # what Keras or the system said underneath the one-line error
             raise
-        for line in str(exc).splitlines() or [""]:  # a line each, for an error of several inputs
-            print(f"fmnist: error: {line}", file=sys.stderr)
+        for line in exc.errors if isinstance(exc, ErrorsPerInput) else [str(exc)]:  # a line each, several inputs
+            print(f"fmnist: error: {_one_line(line)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return stopping.stopped()

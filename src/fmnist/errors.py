@@ -5,6 +5,14 @@ class FmnistError(Exception):
     """A failure the user can act on; the CLI prints its message and exits non-zero."""
 
 
+class ErrorsPerInput(FmnistError):
+    """The errors of several inputs, a line each (``fmnist predict`` given only files it cannot read)."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
 class DamagedFile(FmnistError):
     """A file of ours whose content fmnist never writes (cut short, edited): rewriting it mends it, unlike a file
     the system will not let us read."""

@@ -13,7 +13,7 @@ import numpy as np
 from fmnist import model_files, runs
 from fmnist.data import CLASS_NAMES, NUM_FEATURES
 from fmnist.defaults import MAX_FILE_MIB, STDIN, UNSURE_BELOW
-from fmnist.errors import FmnistError
+from fmnist.errors import ErrorsPerInput, FmnistError
 from fmnist.images import load_input
 from fmnist.plots import percent
 
@@ -80,7 +80,7 @@ def read_inputs(paths: list[Path | str]) -> tuple[list[int], np.ndarray, list[di
         except FmnistError as exc:
             failures.append({"input": _input_name(path), "error": str(exc)})
     if not images:  # nothing to answer: the reasons are the command's error, a line each
-        raise FmnistError("\n".join(failure["error"] for failure in failures))
+        raise ErrorsPerInput([failure["error"] for failure in failures])
     return read, np.stack(images), failures
 
 
