@@ -153,6 +153,19 @@ def test_a_cached_array_changed_since_it_was_verified_is_read_from_the_source_ag
     np.testing.assert_array_equal(np.load(cached), first.y_test)  # and the cache is whole again
 
 
+def test_what_a_killed_cache_writer_left_is_removed_once_it_is_an_hour_old(tiny_data, monkeypatch, tmp_path):
+    folder, sums = tiny_data
+    monkeypatch.setenv("FMNIST_CACHE_DIR", str(tmp_path / "cache"))
+    entry = tmp_path / "cache" / "0123456789abcdef"
+    entry.mkdir(parents=True)
+    killed, writing = entry / ".x_train.k1ll.tmp.npy", entry / ".x_train.l1ve.tmp.npy"  # as write_atomic names them
+    for leftover in (killed, writing):
+        leftover.write_bytes(b"\0" * 1000)
+    os.utime(killed, (time.time() - 2 * data.STALE_AFTER_S,) * 2)
+    data.load_dataset(folder, checksums=sums)  # verifies the files, and caches them
+    assert not killed.exists() and writing.exists()  # another process's, maybe, still being written
+
+
 def test_an_emptied_cache_file_is_read_from_the_source_again(tiny_data):
     folder, sums = tiny_data
     first = data.load_dataset(folder, checksums=sums)
@@ -192,7 +205,7 @@ def test_download_with_keras_get_file_from_a_local_server(tmp_path, monkeypatch)
     killed = data.keras_cache_dir().parent / f"{data.DOWNLOAD_PREFIX}killed"  # a download killed outright left it
     (killed / "train-images-idx3-ubyte.gz").parent.mkdir(parents=True)
     (killed / "train-images-idx3-ubyte.gz").write_bytes(b"half")
-    os.utime(killed, (time.time() - 2 * data.STALE_DOWNLOAD_S,) * 2)
+    os.utime(killed, (time.time() - 2 * data.STALE_AFTER_S,) * 2)
     with served_over_http(served, monkeypatch):
         dataset = data.load_dataset(checksums=sums)
     assert not killed.exists()

@@ -44,7 +44,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 DOWNLOAD_TIMEOUT_S = 60
 DOWNLOAD_PREFIX = ".fmnist-download-"  # a download's own folder beside keras' cache
-STALE_DOWNLOAD_S = 3600  # one this old is a killed process's: no download takes an hour
+STALE_AFTER_S = 3600  # a download folder or a cache's temporary file this old is a killed process's
 HOW_TO_GET = (
     "get the data with 'sudo apt-get install dataset-fashion-mnist', or put the four files in a folder "
     "and pass --data-dir (or FMNIST_DATA_DIR)"
@@ -105,7 +105,7 @@ def _download(checksums: dict[str, str]) -> dict[str, Path]:
         target.mkdir(parents=True, exist_ok=True)
         for stale in target.parent.glob(f"{DOWNLOAD_PREFIX}*"):  # a download killed outright (SIGKILL) left it
             with contextlib.suppress(FileNotFoundError):  # another process's, gone meanwhile
-                if time.time() - stale.stat().st_mtime > STALE_DOWNLOAD_S:
+                if time.time() - stale.stat().st_mtime > STALE_AFTER_S:
                     shutil.rmtree(stale, ignore_errors=True)
         # Into a folder of this process's own, then renamed into keras' cache: keras writes in place, where another
         # process looking there could take a file half downloaded for a damaged one.
@@ -258,7 +258,17 @@ def _load_cached(folder: Path, key: dict, attrs: Sequence[str]) -> dict[str, np.
     return arrays
 
 
+def _clear_stale_temporaries(cache: Path) -> None:
+    """Remove what writers killed mid-write left in the cache (a training set's array is 47 MB), once it is an hour
+    old: a younger one may be another process's, being written now."""
+    for leftover in cache.glob(f"*/.*{artifacts.TEMPORARY}*"):
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
+            if time.time() - leftover.stat().st_mtime > STALE_AFTER_S:
+                leftover.unlink()
+
+
 def _save_cache(folder: Path, key: dict, arrays: dict[str, np.ndarray]) -> None:
+    _clear_stale_temporaries(folder.parent)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for attr, array in arrays.items():
