@@ -10,6 +10,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -71,10 +72,16 @@ def _file_mode() -> int:
 FILE_MODE = _file_mode()
 
 
-def remove_temporaries(folder: Path) -> None:
-    """Delete what a killed process left of ``write_atomic``'s temporary files; only while nothing writes there."""
+def remove_temporaries(folder: Path, older_than_s: float | None = None) -> None:
+    """Delete what a killed process left of ``write_atomic``'s temporary files: all, while nothing writes there, else
+    those older than ``older_than_s`` (a younger one may be another process's, being written now)."""
     for leftover in Path(folder).glob(f".*{TEMPORARY}*"):
-        leftover.unlink()
+        if older_than_s is None:
+            leftover.unlink()
+        else:
+            with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
+                if time.time() - leftover.stat().st_mtime > older_than_s:
+                    leftover.unlink()
 
 
 def json_number(value: Any) -> float | None:

@@ -258,17 +258,10 @@ def _load_cached(folder: Path, key: dict, attrs: Sequence[str]) -> dict[str, np.
     return arrays
 
 
-def _clear_stale_temporaries(cache: Path) -> None:
-    """Remove what writers killed mid-write left in the cache (a training set's array is 47 MB), once it is an hour
-    old: a younger one may be another process's, being written now."""
-    for leftover in cache.glob(f"*/.*{artifacts.TEMPORARY}*"):
-        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
-            if time.time() - leftover.stat().st_mtime > STALE_AFTER_S:
-                leftover.unlink()
-
-
 def _save_cache(folder: Path, key: dict, arrays: dict[str, np.ndarray]) -> None:
-    _clear_stale_temporaries(folder.parent)
+    # What writers killed mid-write left in any entry (a training set's array is 47 MB), once an hour old.
+    for entry in folder.parent.glob("*/"):
+        artifacts.remove_temporaries(entry, older_than_s=STALE_AFTER_S)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for attr, array in arrays.items():
