@@ -81,11 +81,14 @@ def test_every_contender_reads_the_given_data_and_no_figures_of_our_own_is_a_fai
     import fmnist.bench as bench
 
     commands = []
-    monkeypatch.setattr(bench, "_run_json", lambda cmd, epochs, env=None: commands.append(cmd))  # each one failed
+    # Each one failed.
+    monkeypatch.setattr(bench, "_run_json", lambda label, cmd, epochs, env=None: commands.append(cmd))
     monkeypatch.setattr(bench, "find_spec", lambda name: None)  # as in CI: no PyTorch
+    (tmp_path / "bench.png").write_bytes(b"an earlier bench's chart")
     with (caplog.at_level(logging.WARNING, logger="fmnist.bench"),
           pytest.raises(FmnistError, match="fmnist's own training could not be timed on any backend")):
         bench.bench(tmp_path / "bench.json", quick=True, data_dir=real_data_dir)
+    assert not (tmp_path / "bench.png").exists()
     assert "PyTorch is not installed, so the plain PyTorch loop is left out" in caplog.text
     assert not any(cmd[1].endswith("torch_loop.py") for cmd in commands)
     kept = json.loads((tmp_path / "bench.json").read_text())  # what was measured, kept
@@ -102,14 +105,35 @@ def test_a_contender_that_fails_prints_nothing_or_hangs_is_left_out(monkeypatch,
 
     monkeypatch.setattr(bench, "CONTENDER_TIMEOUT_S_PER_EPOCH", 1)
     ok = [sys.executable, "-c", "print('log line'); print('{\"epoch_seconds\": [1.0]}')"]
-    assert bench._run_json(ok, 2) == {"epoch_seconds": [1.0]}
-    for cmd, said in [([sys.executable, "-c", "pass"], "printed no JSON"),
-                      ([sys.executable, "-c", "print('not json')"], "printed no JSON"),
-                      ([sys.executable, "-c", "import sys; sys.exit('broken')"], "failed: ['broken']"),
-                      ([sys.executable, "-c", "import time; time.sleep(30)"], "took over 2 s")]:
+    assert bench._run_json("ok", ok, 2) == {"epoch_seconds": [1.0]}
+    for script, said in [("pass", "printed no JSON result"),
+                         ("print('not json')", "printed no JSON result"),
+                         ("print('[]')", "printed no JSON result"),
+                         ("print('{\"epoch_seconds\": []}')", "printed no JSON result"),
+                         ("print('{\"epoch_seconds\": [\"1\"]}')", "printed no JSON result"),
+                         ("import sys; sys.exit('broken')", "contender failed (exit 1): broken; left out"),
+                         ("import os; os.kill(os.getpid(), 9)", "contender failed (killed by signal 9); left out"),
+                         ("import time; time.sleep(30)", "contender took over 2 s")]:
         caplog.clear()
-        assert bench._run_json(cmd, 2) is None  # 1 s an epoch, 2 epochs
+        assert bench._run_json("contender", [sys.executable, "-c", script], 2) is None  # 1 s an epoch, 2 epochs
         assert said in caplog.text
+
+
+def test_the_epoch_clock_counts_the_callbacks_after_the_history_s_seconds(tmp_path):
+    import keras
+
+    from fmnist.bench import epoch_clock
+
+    class SlowSave(keras.callbacks.Callback):  # as the backup's save, after the history took the epoch's seconds
+        def on_epoch_end(self, epoch, logs=None):
+            time.sleep(0.3)
+
+    clock = epoch_clock()
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    model.fit(rng.random((10, 4)), rng.integers(0, 2, 10), epochs=3, verbose=0, callbacks=[SlowSave(), clock])
+    assert len(clock.seconds) == 3 and all(s >= 0.3 for s in clock.seconds)
 
 
 def test_a_timing_process_dies_with_a_bench_killed_outright(tmp_path):
@@ -117,7 +141,7 @@ def test_a_timing_process_dies_with_a_bench_killed_outright(tmp_path):
     pid_file = tmp_path / "timing.pid"
     timing = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
     bench_process = subprocess.Popen([sys.executable, "-c", f"from fmnist.bench import _run_json; "
-                                      f"_run_json([{sys.executable!r}, '-c', {timing!r}], 1)"])
+                                      f"_run_json('timing', [{sys.executable!r}, '-c', {timing!r}], 1)"])
     try:
         deadline = time.monotonic() + 60
         while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
@@ -141,3 +165,25 @@ def _alive(pid):
             return stat.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+@pytest.mark.realdata
+def test_a_chart_that_cannot_be_drawn_loses_no_figure_nor_stays_from_an_earlier_bench(tmp_path, monkeypatch,
+                                                                                       real_data_dir, caplog):
+    import fmnist.bench as bench
+
+    figures = {"epoch_seconds": [3.0, 2.0, 2.0], "peak_training_rss_mib": 900.0,
+               "inference_images_per_s": {"1": 10.0}, "single_image_ms": {"p50": 0.2, "p99": 0.4}}
+    monkeypatch.setattr(bench, "_time_contenders", lambda dataset, data_dir, epochs: {"fmnist-jax": dict(figures)})
+
+    def full_disk(report, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bench, "_chart", full_disk)
+    (tmp_path / "bench.png").write_bytes(b"an earlier bench's chart")
+    with caplog.at_level(logging.WARNING, logger="fmnist.bench"):
+        bench.bench(tmp_path / "bench.json", quick=True, data_dir=real_data_dir)
+    kept = json.loads((tmp_path / "bench.json").read_text())
+    assert kept["results"]["fmnist-jax"]["epoch_s"] == 2.0 and "chart" not in kept
+    assert not (tmp_path / "bench.png").exists()
+    assert "could not be drawn ([Errno 28] No space left on device)" in caplog.text

@@ -19,7 +19,7 @@ import numpy as np
 
 from fmnist import artifacts, runs
 from fmnist.data import NUM_FEATURES, Dataset, load_dataset, to_features
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, first_line
 from fmnist.settings import BACKENDS, PREFERRED_BACKEND, TrainSettings, dense_weights
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,24 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024.0**2 if sys.platform == "darwin" else 1024.0)
 
 
+def epoch_clock() -> Any:
+    """A Keras callback timing each whole epoch (its steps, validation and every callback before it: the backup's
+    save too, which the history's seconds, taken by the first callback, leave out); give it last."""
+    import keras
+
+    class EpochClock(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.seconds: list[float] = []
+            self.last = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            now = time.perf_counter()
+            self.seconds.append(now - self.last)
+            self.last = now
+
+    return EpochClock()
+
+
 def worker(backend: str, epochs: int, data_dir: str | None = None) -> dict[str, Any]:
     """In a fresh process: train our way for ``epochs`` and time compiled inference; return the figures."""
     from fmnist.backend import activate, tensorflow_hidden_from_keras
@@ -67,9 +85,9 @@ def worker(backend: str, epochs: int, data_dir: str | None = None) -> dict[str, 
 
     dataset = load_dataset(Path(data_dir) if data_dir else None)
     settings = TrainSettings(epochs=epochs, name="bench", early_stopping_patience=epochs + 1)
+    clock = epoch_clock()
     with tempfile.TemporaryDirectory() as run_dir, tensorflow_hidden_from_keras(backend):
-        model, _, _ = fit(settings, dataset, Path(run_dir), backend)
-        epoch_seconds = artifacts.read_history(Path(run_dir))["seconds"]
+        model, _, _ = fit(settings, dataset, Path(run_dir), backend, extra_callbacks=[clock])
     peak_training_rss = _peak_rss_mib()
     forward = compiled_forward(model)
     x = to_features(dataset.x_test)
@@ -86,7 +104,7 @@ def worker(backend: str, epochs: int, data_dir: str | None = None) -> dict[str, 
         forward(image)
         latencies.append((time.perf_counter() - start) * 1000)
     return {
-        "epoch_seconds": epoch_seconds,
+        "epoch_seconds": clock.seconds,
         "peak_training_rss_mib": peak_training_rss,
         "inference_images_per_s": throughput,
         "single_image_ms": {"p50": float(np.percentile(latencies, 50)), "p99": float(np.percentile(latencies, 99))},
@@ -110,23 +128,31 @@ def _dying_with_this_process(cmd: list[str]) -> list[str]:
     return [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *cmd]
 
 
-def _run_json(cmd: list[str], epochs: int, env: dict[str, str] | None = None) -> dict[str, Any] | None:
-    """Run a timing subprocess of ``epochs``; its last stdout line is JSON. Failures are logged, not fatal."""
+def _run_json(label: str, cmd: list[str], epochs: int, env: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """Run the timing subprocess of ``label`` for ``epochs``; its last stdout line is JSON holding its epochs'
+    seconds. Failures are logged, not fatal."""
     timeout = CONTENDER_TIMEOUT_S_PER_EPOCH * epochs
     try:
         result = subprocess.run(_dying_with_this_process(cmd), capture_output=True, text=True,
                                 env={**os.environ, **(env or {})}, timeout=timeout)
     except subprocess.TimeoutExpired:
-        log.warning("%s took over %d s; left out", " ".join(cmd[:3]), timeout)
+        log.warning("%s took over %d s; left out", label, timeout)
         return None
     if result.returncode != 0:
-        log.warning("%s failed: %s", " ".join(cmd[:3]), result.stderr.strip().splitlines()[-1:] or result.returncode)
+        last = result.stderr.strip().splitlines()[-1:]
+        how = f"killed by signal {-result.returncode}" if result.returncode < 0 else f"exit {result.returncode}"
+        log.warning("%s failed (%s)%s; left out", label, how, f": {last[0]}" if last else "")
         return None
     try:
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        figures = json.loads(result.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
-        log.warning("%s printed no JSON result; left out", " ".join(cmd[:3]))
+        figures = None
+    seconds = figures.get("epoch_seconds") if isinstance(figures, dict) else None
+    if not (isinstance(seconds, list) and seconds
+            and all(isinstance(s, (int, float)) and np.isfinite(s) and s > 0 for s in seconds)):
+        log.warning("%s printed no JSON result with its epochs' seconds; left out", label)
         return None
+    return figures
 
 
 def _summarise(epoch_seconds: list[float], floor_s: float) -> dict[str, float]:
@@ -141,26 +167,26 @@ def _time_contenders(dataset: Dataset, data_dir: Path | None, epochs: int) -> di
     """Our training path on each backend, then the reference scripts, each in its own process, one at a time: the
     figures each reported, by label; one that failed is left out (its warning says why)."""
     folder = str(data_dir.resolve()) if data_dir else None  # the timing processes load the same files
-    results: dict[str, Any] = {}
-    for backend in BACKENDS:
-        log.info("timing our training path on %s (%d epochs)", backend, epochs)
-        figures = _run_json([sys.executable, "-c", f"import json; from fmnist.bench import worker; "
-                             f"print(json.dumps(worker({backend!r}, {epochs}, {folder!r})))"], epochs)
-        if figures:
-            results[f"fmnist-{backend}"] = figures
-
     references = {"keras-tensorflow-script": ("keras_script.py", {"KERAS_BACKEND": "tensorflow"})}
     if find_spec("torch") is not None:
         references["pytorch-loop"] = ("torch_loop.py", {})
     else:
         log.warning("PyTorch is not installed, so the plain PyTorch loop is left out ('pip install torch "
                     "--index-url https://download.pytorch.org/whl/cpu' adds it, without CUDA's 2.5 GB)")
+    results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        # The scripts' data, written first: a full disk is found before minutes of timing, not after.
         npz = Path(tmp) / "train.npz"
         np.savez(npz, x_train=dataset.x_train, y_train=dataset.y_train)
+        for backend in BACKENDS:
+            log.info("timing our training path on %s (%d epochs)", backend, epochs)
+            figures = _run_json(f"fmnist-{backend}", [sys.executable, "-c", f"import json; from fmnist.bench import "
+                                f"worker; print(json.dumps(worker({backend!r}, {epochs}, {folder!r})))"], epochs)
+            if figures:
+                results[f"fmnist-{backend}"] = figures
         for label, (script, env) in references.items():
             log.info("timing the reference %s (%d epochs)", label, epochs)
-            figures = _run_json([sys.executable, str(REFERENCE_DIR / script), str(npz), str(epochs)], epochs,
+            figures = _run_json(label, [sys.executable, str(REFERENCE_DIR / script), str(npz), str(epochs)], epochs,
                                 env={"TF_CPP_MIN_LOG_LEVEL": "2", **env})
             if figures:
                 results[label] = figures
@@ -206,6 +232,7 @@ def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> di
         "results": results,
     }
     if not any(label.startswith("fmnist-") for label in results):
+        chart.unlink(missing_ok=True)  # an earlier bench's, which would pass for this one's
         artifacts.write_json(output, report)  # what was measured, the references' epochs say
         raise FmnistError(f"fmnist's own training could not be timed on any backend (the warnings above say why); "
                           f"what was measured is in {output}")
@@ -213,9 +240,13 @@ def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> di
     for label in ("keras-tensorflow-script", "pytorch-loop"):
         if default and label in results:
             report[f"default_vs_{label}"] = default["epoch_s"] / results[label]["epoch_s"]
-    report["chart"] = str(chart)
+    try:  # a chart that cannot be drawn loses no figure, nor stays from an earlier bench beside them
+        _chart(report, chart)
+        report["chart"] = str(chart)
+    except Exception as exc:  # matplotlib's or the disk's: the figures matter more
+        chart.unlink(missing_ok=True)
+        log.warning("the chart %s could not be drawn (%s); the figures are in %s", chart, first_line(exc), output)
     artifacts.write_json(output, report)
-    _chart(report, chart)
     return report
 
 
