@@ -183,6 +183,21 @@ def test_an_error_the_system_raises_anywhere_is_one_line_naming_the_file(monkeyp
     monkeypatch.setattr(runs, "list_runs", refused)
     assert main(["runs", "--runs-dir", "locked"]) == 1
     assert capsys.readouterr().err == "fmnist: error: Permission denied: locked\n"
+    assert main(["runs", "--runs-dir", "locked\nfolder"]) == 1  # a newline in the name given
+    assert capsys.readouterr().err == "fmnist: error: Permission denied: locked\\nfolder\n"
+
+
+def test_an_unexpected_error_of_several_lines_is_still_one(monkeypatch, capsys):
+    from fmnist.cli import main
+
+    def driver_failed(runs_dir, **options):  # as SQLAlchemy's errors are: the cause, then a line of background
+        raise RuntimeError("(psycopg2.OperationalError) server closed the connection\n(Background on this error at: "
+                           "https://sqlalche.me/e/20/e3q8)")
+
+    monkeypatch.setattr(runs, "list_runs", driver_failed)
+    assert main(["runs"]) == 1
+    assert capsys.readouterr().err == ("fmnist: error: unexpected RuntimeError: (psycopg2.OperationalError) server "
+                                       "closed the connection (rerun with --debug for details)\n")
 
 
 def test_debug_shows_the_traceback_of_an_expected_error_too(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 from fmnist import __version__, artifacts, defaults, stopping
-from fmnist.errors import ErrorsPerInput, FmnistError
+from fmnist.errors import ErrorsPerInput, FmnistError, first_line
 from fmnist.settings import BACKENDS, DEFAULT_BACKEND, FLAG_SETTINGS, PREFERRED_BACKEND, RECIPES, TrainSettings, flag
 
 log = logging.getLogger("fmnist")
@@ -769,10 +769,11 @@ def _run_command(args: argparse.Namespace) -> int:
         if args.debug:
             raise
         if isinstance(exc, OSError) and exc.strerror:  # the system refused a file (permissions, full disk, long name)
-            print(f"fmnist: error: {exc.strerror}" + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
-        else:
-            print(f"fmnist: error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)",
+            print(f"fmnist: error: {_one_line(exc.strerror + (f': {exc.filename}' if exc.filename else ''))}",
                   file=sys.stderr)
+        else:  # one line still: a database driver's message says more on the lines after (--debug shows them)
+            print(f"fmnist: error: unexpected {type(exc).__name__}: {_one_line(first_line(exc))} (rerun with --debug "
+                  "for details)", file=sys.stderr)
         return 1
     return status
 
