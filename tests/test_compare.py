@@ -117,9 +117,11 @@ def test_a_metrics_or_history_file_edited_out_of_shape_is_named_with_what_to_do(
     metrics = artifacts.read_json(b / artifacts.METRICS)
     shirtless = {name: scores for name, scores in metrics["per_class"].items() if name != "Shirt"}
     for edit in ({"per_class": shirtless}, {"confusion_matrix": [[1, 2], [3, 4]]}, {"confusion_matrix": "x"},
-                 {"confusion_matrix": [[10**20] * 10] * 10}):  # past int64
+                 {"confusion_matrix": [[10**20] * 10] * 10},  # past int64
+                 {"per_class": {**metrics["per_class"], "Shirt": {"f1-score": float("nan")}}},
+                 {"per_class": {**metrics["per_class"], "Bag": {"f1-score": 1.5}}}):
         edited = shutil.copytree(b, tmp_path / f"edited-{len(list(tmp_path.iterdir()))}")
-        artifacts.write_json(edited / artifacts.METRICS, {**metrics, **edit})
+        (edited / artifacts.METRICS).write_text(json.dumps({**metrics, **edit}))  # NaN as Python's json writes it
         with pytest.raises(FmnistError, match=f"{edited / artifacts.METRICS} is damaged .*: run 'fmnist evaluate "
                                               f"{edited}' to write it again"):
             compare_runs([a, edited], tmp_path / "c.html")

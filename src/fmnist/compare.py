@@ -84,6 +84,8 @@ def _load(run_dir: Path) -> dict[str, Any]:
         raise FmnistError(f"{run_dir / artifacts.METRICS} lacks per-class metrics; rerun 'fmnist evaluate {run_dir}'")
     try:  # what the page reads of them, in the shape evaluate writes
         f1 = [float(metrics["per_class"][name]["f1-score"]) for name in CLASS_NAMES]
+        if not all(0 <= value <= 1 for value in f1):  # NaN too
+            raise ValueError(f"an F1 of {next(v for v in f1 if not 0 <= v <= 1)}")
         matrix = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
         if matrix.shape != (len(CLASS_NAMES),) * 2:
             raise ValueError(f"a confusion matrix of shape {matrix.shape}")
