@@ -70,7 +70,7 @@ def test_sqlite_study_makes_one_run_per_trial_judged_on_validation_and_continues
     # Its own `fmnist train` command gives the best trial's settings, the study's epochs and patience too;
     # checked for both trials, since only the second has the sampler's many-digit values.
     pasted = build_parser().parse_args(train_command)
-    assert pasted.runs_dir == runs
+    assert pasted.runs_dir == runs and pasted.backend == "jax"  # the trials' backend, as tuned
     assert _settings_from_args(pasted) == settings_for(BASE, trials[again.best["number"]].params, "s1-best")
     study = optuna.load_study(study_name="s1", storage=storage)
     for trial in trials:
@@ -86,6 +86,12 @@ def test_sqlite_study_makes_one_run_per_trial_judged_on_validation_and_continues
     best = train_best("s1", BASE, "jax", storage=storage, runs_dir=runs, dataset=dataset)
     best_config = json.loads((best.run_dir / artifacts.CONFIG).read_text())
     assert best_config["settings"] == settings_for(BASE, trials[again.best["number"]].params, "s1-best").to_dict()
+    # Without --backend, the best trial's own is started: here, in a process already on JAX, TensorFlow is refused.
+    study.add_trial(optuna.trial.create_trial(params=trials[0].params, distributions=trials[0].distributions,
+                                              value=-1.0, user_attrs={"backend": "tensorflow"}))
+    with pytest.raises(FmnistError, match="Keras is already running on jax in this process; start a new process "
+                                          "for tensorflow"):
+        train_best("s1", BASE, None, storage=storage, runs_dir=runs, dataset=dataset)
 
 
 def test_a_journal_studys_trials_report_and_commands_go_beside_it_not_in_the_current_folder(tmp_path, dataset,

@@ -609,7 +609,8 @@ def _add_tune(sub: Any) -> None:
     what.add_argument("--report", type=_given, metavar="STUDY",
                       help="write the study's HTML report (best trials, Optuna's plots)")
     what.add_argument("--train-best", type=_given, metavar="STUDY",
-                      help="train the study's best settings as a normal run (with --epochs/--limit as given here)")
+                      help="train the study's best settings as a normal run (with --epochs/--limit as given "
+                           "here), on the backend its trial trained on unless --backend says")
     p.add_argument("--output", type=_path, metavar="HTML",
                    help=f"where --report writes (default RUNS_DIR/STUDY/{artifacts.TUNE_REPORT})")
 

@@ -170,6 +170,7 @@ def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, runs_dir:
     trial.set_user_attr("host", socket.gethostname())
     # In UTC, as a run's "created": Optuna's own datetime_start is naive local time, read in this process's zone.
     trial.set_user_attr("started", runs.utc_now())
+    trial.set_user_attr("backend", backend)  # so the best trial's settings are trained again on it, as tuned
     suggest(trial)
     pruned_at: list[int] = []
     reported: set[int] = set()
@@ -491,7 +492,8 @@ def train_best(
     runs_dir: Path | None = None, data_dir: Path | None = None, dataset: Dataset | None = None,
 ) -> Any:
     """Train the best trial's settings as a normal run (``base`` supplies the rest, e.g. all data, 100 epochs), in
-    the study's runs folder unless ``runs_dir`` says; ``backend`` (None: the default) starts once the trial is found."""
+    the study's runs folder unless ``runs_dir`` says; ``backend`` (None: the trial's, else the default) starts once
+    the trial is found."""
     from fmnist.backend import activate
 
     study, shown, runs_dir = load_study(study_name, storage, runs_dir)
@@ -499,6 +501,6 @@ def train_best(
     if best is None:
         raise FmnistError(f"study {study_name!r} in {shown} has no finished trial yet")
     settings = settings_for(base, best["params"], name=f"{study_name}{defaults.BEST_SUFFIX}")
-    backend = activate(backend, base.architecture)
-    log.info("training trial %d's settings: %s", best["number"], params_text(best["params"]))
+    backend = activate(backend or best.get("backend"), base.architecture)
+    log.info("training trial %d's settings on %s: %s", best["number"], backend, params_text(best["params"]))
     return train(settings, backend, runs_dir=runs_dir, data_dir=data_dir, dataset=dataset)

@@ -13,7 +13,7 @@ import optuna
 from fmnist import artifacts, defaults, runs
 from fmnist.errors import first_line
 from fmnist.html_page import page, table_html
-from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag
+from fmnist.settings import BACKENDS, FLAG_SETTINGS, TrainSettings, flag
 from fmnist.tune import FIXED_SETTINGS, load_study, states_text, study_states, value_text
 from fmnist.tune_storage import absolute_storage
 
@@ -39,9 +39,11 @@ def _setting_flags(study: optuna.Study, trial: optuna.trial.FrozenTrial, searche
 
 
 def _train_command(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
-    """`fmnist train` with the trial's settings."""
+    """`fmnist train` with the trial's settings, on its backend (recorded since 2 December 2026)."""
     name = f"{study.study_name}{defaults.BEST_SUFFIX}"
-    return f"fmnist train --name {name}{_setting_flags(study, trial, searched=True)}"
+    backend = trial.user_attrs.get("backend")
+    return (f"fmnist train --name {name}" + (f" --backend {backend}" if backend in BACKENDS else "")
+            + _setting_flags(study, trial, searched=True))
 
 
 def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
