@@ -1,11 +1,13 @@
 import contextlib
 import gzip
 import http.server
+import json
 import os
 import shutil
 import time
 import threading
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,6 +134,10 @@ def test_cache_serves_second_load_and_notices_a_changed_source(tiny_data, monkey
     monkeypatch.setattr(data, "_read_verified", lambda *a: calls.append(a) or pytest.fail("cache not used"))
     second = data.load_dataset(folder, checksums=sums)
     np.testing.assert_array_equal(first.x_test, second.x_test)
+    # Read-only either way: a caller writing into the arrays is told so from the cache as from the files.
+    for loaded in (first, second):
+        assert not any(array.flags.writeable for array in (loaded.x_train, loaded.y_train, loaded.x_test,
+                                                             loaded.y_test))
     monkeypatch.undo()
     # A replaced source file (new bytes and mtime, the same valid IDX shape) must be verified again, not served from
     # the cache: only its SHA-256 tells it apart.
@@ -164,6 +170,35 @@ def test_what_a_killed_cache_writer_left_is_removed_once_it_is_an_hour_old(tiny_
     os.utime(killed, (time.time() - 2 * data.STALE_AFTER_S,) * 2)
     data.load_dataset(folder, checksums=sums)  # verifies the files, and caches them
     assert not killed.exists() and writing.exists()  # another process's, maybe, still being written
+
+
+def test_a_cache_entry_whose_files_changed_or_went_is_removed_when_another_is_saved(tiny_data, monkeypatch,
+                                                                                     tmp_path):
+    folder, sums = tiny_data
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("FMNIST_CACHE_DIR", str(cache))
+
+    def entries() -> list[list[Path]]:  # each entry's source files
+        return [[Path(source[0]) for source in json.loads((entry / artifacts.DATA_MANIFEST).read_text())[
+            "sources"].values()] for entry in cache.iterdir()]
+
+    def touch(path: Path) -> None:  # a new download of the same file, say
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+
+    data.load_dataset(folder, checksums=sums, test_only=True)
+    data.load_dataset(folder, checksums=sums)
+    assert len(entries()) == 2  # both can still be served
+    touch(folder / "train-labels-idx1-ubyte.gz")
+    data.load_dataset(folder, checksums=sums)
+    # The full load's new entry, and the test-only one, whose two files are as they were.
+    assert sorted(len(sources) for sources in entries()) == [2, 4]
+    moved = shutil.copytree(folder, tmp_path / "moved")
+    data.load_dataset(moved, checksums=sums)
+    shutil.rmtree(moved)
+    touch(folder / "train-labels-idx1-ubyte.gz")
+    data.load_dataset(folder, checksums=sums)
+    assert sorted(len(sources) for sources in entries()) == [2, 4]  # the moved folder's entry gone too
+    assert all(source.parent == folder.resolve() for sources in entries() for source in sources)
 
 
 def test_an_emptied_cache_file_is_read_from_the_source_again(tiny_data):

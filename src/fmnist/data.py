@@ -255,13 +255,17 @@ def _load_cached(folder: Path, key: dict, attrs: Sequence[str]) -> dict[str, np.
     if any(_array_record(array) != manifest["arrays"].get(attr) for attr, array in arrays.items()):
         log.warning("the cached arrays in %s do not match their record; verifying the data files again", folder)
         return None
+    for array in arrays.values():  # read-only, as the files' own are: a caller writing into one is found either way
+        array.setflags(write=False)
     return arrays
 
 
 def _save_cache(folder: Path, key: dict, arrays: dict[str, np.ndarray]) -> None:
-    # What writers killed mid-write left in any entry (a training set's array is 47 MB), once an hour old.
     for entry in folder.parent.glob("*/"):
+        # What writers killed mid-write left in any entry (a training set's array is 47 MB), once an hour old.
         artifacts.remove_temporaries(entry, older_than_s=STALE_AFTER_S)
+        if entry != folder and _outdated(entry):
+            shutil.rmtree(entry, ignore_errors=True)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for attr, array in arrays.items():
@@ -272,6 +276,22 @@ def _save_cache(folder: Path, key: dict, arrays: dict[str, np.ndarray]) -> None:
         })
     except (OSError, FmnistError) as exc:  # FmnistError: write_atomic's word for a write the system refused
         log.warning("could not cache the verified arrays in %s (%s); loading will stay slower", folder, exc)
+
+
+def _outdated(entry: Path) -> bool:
+    """A cache entry no load can be served from again: one of its source files is gone, or changed since (a new
+    download). One without its manifest is left alone: a writer may be at work in it."""
+    try:
+        sources = json.loads((entry / artifacts.DATA_MANIFEST).read_text())["sources"]
+        for path, size, mtime_ns, _ in sources.values():
+            stat = Path(path).stat()
+            if (stat.st_size, stat.st_mtime_ns) != (size, mtime_ns):
+                return True
+    except FileNotFoundError as exc:
+        return exc.filename != str(entry / artifacts.DATA_MANIFEST)  # a source gone
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # unreadable, or another version's: kept
+        return False
+    return False
 
 
 class _LookAgain(FmnistError):
