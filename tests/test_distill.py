@@ -7,8 +7,10 @@ import pytest
 
 from fmnist import artifacts, model_files
 from fmnist.calibration import apply_temperature
-from fmnist.distill import DistillationLoss, distillation_labels, teacher_targets
+from fmnist.distill import (DistillationLoss, LabelAccuracy, ViewEpochs, distillation_labels, mixup_views,
+                            teacher_targets)
 from fmnist.errors import FmnistError
+from fmnist.settings import DISTILL_VIEW_POOL
 
 
 def test_labels_are_the_one_hot_label_then_the_soft_targets():
@@ -16,6 +18,9 @@ def test_labels_are_the_one_hot_label_then_the_soft_targets():
     rows = distillation_labels(np.array([3, 0]), soft)
     assert rows.shape == (2, 20) and rows[0, 3] == 1 and rows[1, 0] == 1 and rows[:, :10].sum() == 2
     np.testing.assert_array_equal(rows[:, 10:], soft)
+    views = distillation_labels(None, soft)  # a mixup view has no label: the teacher's answer alone
+    assert views.shape == (2, 20) and not views[:, :10].any()
+    np.testing.assert_array_equal(views[:, 10:], soft)
 
 
 def test_loss_by_hand():
@@ -63,3 +68,73 @@ def test_a_teacher_model_copied_out_of_its_run_is_refused(tmp_path, tiny_run_dir
         shutil.copy(tiny_run_dir / name, tmp_path / name)
     with pytest.raises(FmnistError, match=f"no {artifacts.CONFIG} in {tmp_path}: a teacher must be a run"):
         teacher_targets(str(tmp_path / artifacts.MODEL), np.zeros((1, 784), np.float32), temperature=4.0)
+
+
+def test_mixup_views_blend_two_training_images_by_a_seeded_share():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (30, 784), dtype=np.uint8)
+    views = mixup_views(images, seed=7)
+    assert views.dtype == np.uint8 and views.shape == (DISTILL_VIEW_POOL * 30, 784)
+    np.testing.assert_array_equal(views, mixup_views(images, seed=7))
+    assert not np.array_equal(views, mixup_views(images, seed=8))
+    # Each view is one share of an image and the rest of another, the same share at every pixel (to rounding).
+    low = np.minimum(images[:, None], images[None]).astype(float) - 0.5
+    high = np.maximum(images[:, None], images[None]).astype(float) + 0.5
+    for view in views[::7]:
+        pairs = np.argwhere(((low <= view) & (view <= high)).all(axis=2))
+        pairs = pairs[pairs[:, 0] != pairs[:, 1]]  # an image blended with itself lies between it and any other
+        assert len(pairs), "no two images it lies between"
+        a, b = images[pairs[0]].astype(float)
+        apart = np.abs(a - b) > 60  # pixels where the share can be read to within 1/120
+        shares = (view[apart] - b[apart]) / (a - b)[apart]
+        assert shares.max() - shares.min() < 0.02
+    assert len({view.tobytes() for view in views}) > 0.9 * len(views)  # blends, not copies of the images
+
+
+def test_each_epoch_takes_every_image_and_the_next_views_and_a_resume_sees_the_same():
+    n, per_epoch = 12, 2
+    features = np.arange(n, dtype=np.float32)[:, None].repeat(784, 1) / 255
+    labels = np.eye(20, dtype=np.float32)[np.arange(n) % 10]
+    views = np.repeat(np.arange(DISTILL_VIEW_POOL * n, dtype=np.uint8)[:, None], 784, 1)  # view k's pixels are k
+    view_labels = distillation_labels(None, np.full((len(views), 10), 0.1, np.float32))
+    batches = ViewEpochs(features, labels, views, view_labels, per_epoch, batch_size=5, seed=3)
+    assert batches.num_batches is None and batches.batches_per_epoch == -(-n * (1 + per_epoch) // 5)
+
+    def epoch(data: ViewEpochs, number: int) -> tuple[np.ndarray, np.ndarray]:  # by batch index, as fit reads
+        first = number * data.batches_per_epoch
+        x, y = zip(*(data[i] for i in range(first, first + data.batches_per_epoch)))
+        return np.concatenate(x), np.concatenate(y)
+
+    seen_views = []
+    for number in range(DISTILL_VIEW_POOL // per_epoch):
+        x, y = epoch(batches, number)
+        original = y[:, :10].any(axis=1)
+        # Every training image once, with its labels; the views with the teacher's answer alone.
+        np.testing.assert_array_equal(np.sort(np.rint(x[original, 0] * 255)), np.arange(n))
+        np.testing.assert_array_equal(y[original], labels[np.rint(x[original, 0] * 255).astype(int)])
+        assert (y[~original, 10:] == np.float32(0.1)).all()
+        taken = np.rint(x[~original, 0] * 255).astype(int)
+        assert len(taken) == per_epoch * n and len(set(taken)) == len(taken)
+        # The pool's views in turn: epoch 0 takes copies 0 and 1 of each image, epoch 1 copies 2 and 3, ...
+        assert set(taken // n) == {per_epoch * number, per_epoch * number + 1}
+        seen_views.extend(taken)
+        assert not np.array_equal(x[original, 0], np.sort(x[original, 0]))  # shuffled
+        if number == 2:  # a run resumed after two epochs reads from batch 0 what epoch 2 read
+            resumed = ViewEpochs(features, labels, views, view_labels, per_epoch, batch_size=5, seed=3,
+                                 initial_epoch=2)
+            np.testing.assert_array_equal(epoch(resumed, 0)[0], x)
+    assert sorted(seen_views) == list(range(DISTILL_VIEW_POOL * n))  # the whole pool, in turn
+    assert not np.array_equal(epoch(batches, 0)[0], epoch(batches, DISTILL_VIEW_POOL // per_epoch)[0])  # new order
+
+
+def test_label_accuracy_counts_the_rows_with_a_label_alone():
+    soft = np.full((4, 10), 0.1, np.float32)
+    targets = np.concatenate([distillation_labels(np.array([2, 5]), soft[:2]), distillation_labels(None, soft[2:])])
+    predicted = np.eye(10, dtype=np.float32)[[2, 0, 0, 7]]  # one of the two labelled rows right; views ignored
+    metric = LabelAccuracy()
+    metric.update_state(targets, predicted)
+    assert float(metric.result()) == 0.5
+    metric.update_state(targets[2:], predicted[2:])  # a batch of views alone changes nothing
+    assert float(metric.result()) == 0.5
+    metric.reset_state()
+    assert float(metric.result()) == 0.0

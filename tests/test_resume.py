@@ -309,3 +309,32 @@ def test_a_glance_from_fmnist_runs_does_not_make_a_claim_fail(tmp_path):
         with runs.claim_run(tmp_path):
             assert runs.being_trained(tmp_path)
     assert not runs.being_trained(tmp_path)
+
+
+def test_a_resumed_student_sees_the_mixup_views_the_unbroken_one_saw(tmp_path, tiny_data):
+    import keras
+
+    from fmnist.recipes import recipe_settings
+
+    folder, sums = tiny_data
+    dataset = load_dataset(folder, checksums=sums)
+    tiny = dict(hidden_sizes=(16,), epochs=3, batch_size=16, validation_fraction=0.2)
+    teacher = train(TrainSettings(**tiny, name="teacher"), "jax", runs_dir=tmp_path / "teacher", dataset=dataset)
+    student = recipe_settings("distilled", teacher=str(teacher.run_dir), **tiny)
+    assert student.distill_views
+    unbroken = train(student, "jax", runs_dir=tmp_path / "unbroken", dataset=dataset)
+
+    class StopAfterTwoEpochs(keras.callbacks.Callback):  # after the backup of epoch 2, as a Ctrl-C then would
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(student, "jax", runs_dir=tmp_path / "runs", dataset=dataset, extra_callbacks=[StopAfterTwoEpochs()])
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    resume_run(run_dir, dataset=dataset)
+    expected, got = artifacts.read_history(unbroken.run_dir), artifacts.read_history(run_dir)
+    for column in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert got[column] == expected[column], column
+    for mine, theirs in zip(_model_weights(run_dir), _model_weights(unbroken.run_dir)):
+        np.testing.assert_array_equal(mine, theirs)

@@ -30,6 +30,7 @@ def test_unknown_setting_is_an_error():
     ("seed", 2**32, "seed must be"), ("learning_rate", float("inf"), "learning_rate must be a finite number"),
     ("weight_decay", float("nan"), "weight_decay must be a finite"),
     ("distill_temperature", float("inf"), "distill_temperature must be a finite"),
+    ("distill_views", -1, "distill_views must be from 0 to 10"), ("distill_views", 11, "distill_views must be from"),
     ("hidden_sizes", (99999999999, 8), "hidden_sizes 99999999999,8 would need"),
     # Each passed once, then failed after Keras had started, or ran out of memory, or trained at a rate of 0.
     ("limit", 47, "a split of 47 images into 38 for training and 9 for validation"),

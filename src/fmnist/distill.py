@@ -11,24 +11,51 @@ from keras import ops
 
 from fmnist import model_files, runs
 from fmnist.calibration import PROBABILITY_FLOOR, apply_temperature, folded_temperature
-from fmnist.data import NUM_CLASSES
+from fmnist.data import NUM_CLASSES, to_features
 from fmnist.errors import FmnistError
 from fmnist.inference import predict_probabilities
+from fmnist.settings import DISTILL_VIEW_POOL, TrainSettings
 
 log = logging.getLogger(__name__)
+TEACHER_PART = 60000  # pixels converted to features for the teacher at a time (240 MB of float32)
 
 
-def teacher_targets(teacher: str, features: np.ndarray, temperature: float, sha256: str | None = None) -> np.ndarray:
-    """softmax(teacher logits / T) for each of ``features``, from a checksum-verified teacher run (with ``sha256``,
-    the one the student's run recorded when it began)."""
+def teacher_targets(teacher: str, rows: np.ndarray, temperature: float, sha256: str | None = None,
+                    what: str = "images the student trains and validates on") -> np.ndarray:
+    """softmax(teacher logits / T) for each of ``rows`` (features, or uint8 pixels), from a checksum-verified
+    teacher run (with ``sha256``, the one the student's run recorded when it began)."""
     # The teacher's own calibration temperature is folded into its logits: undo it before softening.
     folded = folded_temperature(runs.teacher_run_dir(teacher))
     model, loaded = model_files.load_model(Path(teacher))
     require_same_teacher(teacher, sha256, loaded, "this run")  # replaced since the run checked it a moment ago
     # A ConvNet teacher takes a while.
-    log.info("the teacher %s answers for the %d images the student trains and validates on", teacher, len(features))
-    probabilities = predict_probabilities(model, features)
+    log.info("the teacher %s answers for the %d %s", teacher, len(rows), what)
+    if rows.dtype == np.uint8:  # pixels, a part at a time: a pool of views all as float32 would take 4 times its memory
+        parts = np.array_split(rows, -(-len(rows) // TEACHER_PART))
+        probabilities = np.concatenate([predict_probabilities(model, to_features(part)) for part in parts])
+    else:
+        probabilities = predict_probabilities(model, rows)
     return apply_temperature(probabilities, temperature / folded).astype(np.float32)
+
+
+def teacher_views(settings: TrainSettings, images: np.ndarray, sha256: str | None = None) -> tuple[np.ndarray,
+                                                                                                      np.ndarray]:
+    """The pool of mixup views of ``images`` (uint8 rows) and their labels: the teacher's answers alone."""
+    views = mixup_views(images, settings.seed)
+    soft = teacher_targets(settings.teacher, views, settings.distill_temperature, sha256, "mixup views of them")
+    return views, distillation_labels(None, soft)
+
+
+def mixup_views(images: np.ndarray, seed: int) -> np.ndarray:
+    """DISTILL_VIEW_POOL mixup views of each of ``images`` (uint8 rows): blended with another one drawn at random,
+    in a uniform random share, rounded back to uint8 (what teacher and student both see)."""
+    rng = np.random.default_rng([seed, 0])  # apart from the seed's other draws (ViewEpochs' are [seed, 1, epoch])
+    views = np.empty((DISTILL_VIEW_POOL * len(images), images.shape[1]), np.uint8)
+    for copy in range(DISTILL_VIEW_POOL):
+        share = rng.uniform(0.0, 1.0, (len(images), 1)).astype(np.float32)
+        blend = share * images + (1 - share) * images[rng.permutation(len(images))]
+        views[copy * len(images):(copy + 1) * len(images)] = np.rint(blend)
+    return views
 
 
 def require_same_teacher(teacher: str, recorded: str | None, sha256: str, run: str) -> None:
@@ -39,9 +66,52 @@ def require_same_teacher(teacher: str, recorded: str | None, sha256: str, run: s
                           f"{sha256} now); restore that teacher's model, or train a new run")
 
 
-def distillation_labels(labels: np.ndarray, soft_targets: np.ndarray) -> np.ndarray:
-    """One row per image: the one-hot label, then the teacher's soft targets (20 columns)."""
-    return np.concatenate([np.eye(NUM_CLASSES, dtype=np.float32)[labels], soft_targets], axis=1)
+def distillation_labels(labels: np.ndarray | None, soft_targets: np.ndarray) -> np.ndarray:
+    """One row per image: the one-hot label (zeros for a view, which has none: the teacher's answer alone counts),
+    then the teacher's soft targets (20 columns)."""
+    hard = np.zeros_like(soft_targets) if labels is None else np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+    return np.concatenate([hard, soft_targets], axis=1)
+
+
+class ViewEpochs(keras.utils.PyDataset):
+    """The student's training batches, epoch after epoch without end (``fit`` cuts them with ``steps_per_epoch =
+    batches_per_epoch``): each epoch every training image and the next ``per_epoch`` of its pool of mixup views, in
+    an order drawn from the seed and the epoch. A batch follows from its index alone, counted from
+    ``initial_epoch``: a resumed run sees what it would have, whenever Keras calls back or TensorFlow reads ahead."""
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray, views: np.ndarray, view_labels: np.ndarray,
+                 per_epoch: int, batch_size: int, seed: int, initial_epoch: int = 0):
+        super().__init__()
+        self.features, self.labels, self.views, self.view_labels = features, labels, views, view_labels
+        self.per_epoch, self.batch_size, self.seed, self.initial_epoch = per_epoch, batch_size, seed, initial_epoch
+        self.batches_per_epoch = -(-len(features) * (1 + per_epoch) // batch_size)
+        self._orders: dict[int, np.ndarray] = {}
+
+    @property
+    def num_batches(self) -> None:
+        return None  # endless, as the docstring says
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The rows of ``epoch``: index i < n is training image i, n + k the pool's view k."""
+        if epoch not in self._orders:
+            n, pool = len(self.features), len(self.views) // len(self.features)
+            copies = [(epoch * self.per_epoch + k) % pool for k in range(self.per_epoch)]  # the pool's, in turn
+            chosen = np.concatenate([np.arange(n)] + [n + copy * n + np.arange(n) for copy in copies])
+            # Batches are read in turn, so only the epoch being read is kept.
+            self._orders = {epoch: np.random.default_rng([self.seed, 1, epoch]).permutation(chosen)}
+        return self._orders[epoch]
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        epoch, batch = divmod(index, self.batches_per_epoch)
+        rows = self.order(self.initial_epoch + epoch)[batch * self.batch_size:(batch + 1) * self.batch_size]
+        n, original = len(self.features), rows < len(self.features)
+        x = np.empty((len(rows), self.features.shape[1]), np.float32)
+        y = np.empty((len(rows), self.labels.shape[1]), np.float32)
+        x[original], y[original] = self.features[rows[original]], self.labels[rows[original]]
+        if not original.all():  # a batch of training images alone can happen
+            x[~original] = to_features(self.views[rows[~original] - n])
+            y[~original] = self.view_labels[rows[~original] - n]
+        return x, y
 
 
 @keras.saving.register_keras_serializable(package="fmnist")
@@ -71,6 +141,25 @@ class DistillationLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="fmnist")
-def label_accuracy(y_true, y_pred):
-    """Accuracy against the one-hot label part of distillation targets."""
-    return ops.cast(ops.argmax(y_true[:, :NUM_CLASSES], axis=-1) == ops.argmax(y_pred, axis=-1), "float32")
+class LabelAccuracy(keras.metrics.Metric):
+    """Accuracy against the one-hot label part of distillation targets, over the rows that have a label (a mixup
+    view has none: counted, it would pull the training accuracy down by its share of the batch)."""
+
+    def __init__(self, name: str = "accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.right = self.add_variable(shape=(), initializer="zeros", name="right")
+        self.labelled = self.add_variable(shape=(), initializer="zeros", name="labelled")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        hard = y_true[:, :NUM_CLASSES]
+        labelled = ops.sum(hard, axis=-1)  # 1 for a training image, 0 for a view
+        right = ops.cast(ops.argmax(hard, axis=-1) == ops.argmax(y_pred, axis=-1), "float32") * labelled
+        self.right.assign_add(ops.sum(right))
+        self.labelled.assign_add(ops.sum(labelled))
+
+    def result(self):
+        return ops.divide_no_nan(self.right, self.labelled)
+
+    def reset_state(self):
+        self.right.assign(0.0)
+        self.labelled.assign(0.0)

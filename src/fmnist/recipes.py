@@ -87,10 +87,10 @@ def compile_model(model: Any, settings: TrainSettings, steps_per_epoch: int, ste
         optimizer = keras.optimizers.Adam(learning_rate, name="adam")
     metrics: list[Any] = ["accuracy"]
     if settings.teacher:
-        from fmnist.distill import DistillationLoss, label_accuracy
+        from fmnist.distill import DistillationLoss, LabelAccuracy
 
         loss = DistillationLoss(settings.distill_temperature, settings.distill_alpha)
-        metrics = [keras.metrics.MeanMetricWrapper(label_accuracy, name="accuracy")]
+        metrics = [LabelAccuracy()]
     elif settings.label_smoothing:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing)
     else:

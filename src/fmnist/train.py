@@ -162,28 +162,44 @@ def fit(
     # as long as a short training); the training ones first.
     used = np.concatenate([train_idx, val_idx])
     features = to_features(dataset.x_train[used])
-    labels = training_labels(dataset.y_train[used], settings, features,
-                             recorded_teacher(run_dir) if settings.teacher else None)
+    teacher_sha256 = recorded_teacher(run_dir) if settings.teacher else None
+    labels = training_labels(dataset.y_train[used], settings, features, teacher_sha256)
     n_train = len(train_idx)
+    initial_epoch = epochs_done(run_dir)  # a resumed run's, its history cut back to its backup by fmnist.resume
+    views = None
+    if settings.teacher and settings.distill_views:
+        from fmnist.distill import ViewEpochs, teacher_views
 
+        views, view_labels = teacher_views(settings, dataset.x_train[train_idx].reshape(n_train, -1), teacher_sha256)
+    seen = n_train * (1 + (settings.distill_views if views is not None else 0))  # images an epoch
+
+    steps = -(-seen // settings.batch_size)
     seed_everything(settings.seed)
     model = build_model(settings)
-    compile_model(model, settings, -(-len(train_idx) // settings.batch_size), STEPS_PER_EXECUTION)
+    # The views' endless batches are cut into epochs by count: an execution of several steps must not run past one.
+    compile_model(model, settings, steps, STEPS_PER_EXECUTION if views is None else
+                  max(d for d in range(1, STEPS_PER_EXECUTION + 1) if steps % d == 0))
     log.info(
-        "training on %d images, validating on %d (%s backend, batch %d, up to %d epochs)",
-        len(train_idx), len(val_idx), backend, settings.batch_size, settings.epochs,
+        "training on %d images%s, validating on %d (%s backend, batch %d, up to %d epochs)", len(train_idx),
+        f" and {seen - n_train} mixup views of them an epoch" if views is not None else "", len(val_idx), backend,
+        settings.batch_size, settings.epochs,
     )
     if settings.batch_size > len(train_idx):
         log.warning("the batch of %d is larger than the %d training images: each epoch is one step on them all",
                     settings.batch_size, len(train_idx))
     started = time.perf_counter()
-    initial_epoch = epochs_done(run_dir)  # a resumed run's, its history cut back to its backup by fmnist.resume
     # Its earlier processes' epochs (their set-up outside the epochs is not recorded, so not counted).
     earlier_seconds = sum(artifacts.read_history(run_dir).get("seconds", [])) if initial_epoch else 0.0
-    data = fit_inputs(
-        (features[:n_train], labels[:n_train]), (features[n_train:], labels[n_train:]),
-        settings.batch_size, VALIDATION_BATCH_SIZE, settings.seed, initial_epoch=initial_epoch,
-    )
+    if views is not None:
+        batches = ViewEpochs(features[:n_train], labels[:n_train], views, view_labels, settings.distill_views,
+                             settings.batch_size, settings.seed, initial_epoch)
+        data = dict(x=batches, steps_per_epoch=steps, shuffle=False,  # shuffled by the batches themselves
+                    validation_data=(features[n_train:], labels[n_train:]), validation_batch_size=VALIDATION_BATCH_SIZE)
+    else:
+        data = fit_inputs(
+            (features[:n_train], labels[:n_train]), (features[n_train:], labels[n_train:]),
+            settings.batch_size, VALIDATION_BATCH_SIZE, settings.seed, initial_epoch=initial_epoch,
+        )
     model.fit(
         **data, epochs=settings.epochs, callbacks=make_callbacks(settings, run_dir) + list(extra_callbacks), verbose=0,
     )
