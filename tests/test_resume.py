@@ -275,20 +275,25 @@ def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, t
     assert (run_dir / artifacts.MODEL).read_bytes() == model
 
 
-def test_a_resumed_run_counts_the_training_time_of_its_earlier_epochs(tmp_path, tiny_data):
+def stop_after_two_epochs():
+    """A callback that stops a training after the backup of epoch 2, as a Ctrl-C then would."""
     import keras
 
-    folder, sums = tiny_data
-    dataset = load_dataset(folder, checksums=sums)
-    settings = TrainSettings(hidden_sizes=(16, 8), epochs=3, batch_size=16, name="tiny")
-
-    class StopAfterTwoEpochs(keras.callbacks.Callback):  # after the backup of epoch 2, as a Ctrl-C then would
+    class StopAfterTwoEpochs(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if epoch == 1:
                 raise KeyboardInterrupt
 
+    return StopAfterTwoEpochs()
+
+
+def test_a_resumed_run_counts_the_training_time_of_its_earlier_epochs(tmp_path, tiny_data):
+    folder, sums = tiny_data
+    dataset = load_dataset(folder, checksums=sums)
+    settings = TrainSettings(hidden_sizes=(16, 8), epochs=3, batch_size=16, name="tiny")
+
     with pytest.raises(KeyboardInterrupt):
-        train(settings, "jax", runs_dir=tmp_path / "runs", dataset=dataset, extra_callbacks=[StopAfterTwoEpochs()])
+        train(settings, "jax", runs_dir=tmp_path / "runs", dataset=dataset, extra_callbacks=[stop_after_two_epochs()])
     (run_dir,) = (tmp_path / "runs").iterdir()
     result = resume_run(run_dir, dataset=dataset)
     epoch_seconds = artifacts.read_history(run_dir)["seconds"]
@@ -312,8 +317,6 @@ def test_a_glance_from_fmnist_runs_does_not_make_a_claim_fail(tmp_path):
 
 
 def test_a_resumed_student_sees_the_mixup_views_the_unbroken_one_saw(tmp_path, tiny_data):
-    import keras
-
     from fmnist.recipes import recipe_settings
 
     folder, sums = tiny_data
@@ -324,13 +327,8 @@ def test_a_resumed_student_sees_the_mixup_views_the_unbroken_one_saw(tmp_path, t
     assert student.distill_views
     unbroken = train(student, "jax", runs_dir=tmp_path / "unbroken", dataset=dataset)
 
-    class StopAfterTwoEpochs(keras.callbacks.Callback):  # after the backup of epoch 2, as a Ctrl-C then would
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        train(student, "jax", runs_dir=tmp_path / "runs", dataset=dataset, extra_callbacks=[StopAfterTwoEpochs()])
+        train(student, "jax", runs_dir=tmp_path / "runs", dataset=dataset, extra_callbacks=[stop_after_two_epochs()])
     (run_dir,) = (tmp_path / "runs").iterdir()
     resume_run(run_dir, dataset=dataset)
     expected, got = artifacts.read_history(unbroken.run_dir), artifacts.read_history(run_dir)
