@@ -17,7 +17,7 @@ from fmnist.inference import predict_probabilities
 from fmnist.settings import DISTILL_VIEW_POOL, TrainSettings
 
 log = logging.getLogger(__name__)
-TEACHER_PART = 60000  # pixels converted to features for the teacher at a time (240 MB of float32)
+TEACHER_PART = 60000  # pixels converted to features for the teacher at a time (188 MB of float32)
 
 
 def teacher_targets(teacher: str, rows: np.ndarray, temperature: float, sha256: str | None = None,
@@ -93,13 +93,16 @@ class ViewEpochs(keras.utils.PyDataset):
 
     def order(self, epoch: int) -> np.ndarray:
         """The rows of ``epoch``: index i < n is training image i, n + k the pool's view k."""
-        if epoch not in self._orders:
+        order = self._orders.get(epoch)
+        if order is None:
             n, pool = len(self.features), len(self.views) // len(self.features)
             copies = [(epoch * self.per_epoch + k) % pool for k in range(self.per_epoch)]  # the pool's, in turn
             chosen = np.concatenate([np.arange(n)] + [n + copy * n + np.arange(n) for copy in copies])
-            # Batches are read in turn, so only the epoch being read is kept.
-            self._orders = {epoch: np.random.default_rng([self.seed, 1, epoch]).permutation(chosen)}
-        return self._orders[epoch]
+            order = np.random.default_rng([self.seed, 1, epoch]).permutation(chosen)
+            # Batches are read in turn, so only the epoch being read is kept (replaced whole: a reader Keras dropped
+            # may still be reading on another thread).
+            self._orders = {epoch: order}
+        return order
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         epoch, batch = divmod(index, self.batches_per_epoch)

@@ -171,9 +171,11 @@ def fit(
         from fmnist.distill import ViewEpochs, teacher_views
 
         views, view_labels = teacher_views(settings, dataset.x_train[train_idx].reshape(n_train, -1), teacher_sha256)
+        batches = ViewEpochs(features[:n_train], labels[:n_train], views, view_labels, settings.distill_views,
+                             settings.batch_size, settings.seed, initial_epoch)
     seen = n_train * (1 + (settings.distill_views if views is not None else 0))  # images an epoch
+    steps = -(-n_train // settings.batch_size) if views is None else batches.batches_per_epoch
 
-    steps = -(-seen // settings.batch_size)
     seed_everything(settings.seed)
     model = build_model(settings)
     # The views' endless batches are cut into epochs by count: an execution of several steps must not run past one.
@@ -184,15 +186,13 @@ def fit(
         f" and {seen - n_train} mixup views of them an epoch" if views is not None else "", len(val_idx), backend,
         settings.batch_size, settings.epochs,
     )
-    if settings.batch_size > len(train_idx):
-        log.warning("the batch of %d is larger than the %d training images: each epoch is one step on them all",
-                    settings.batch_size, len(train_idx))
+    if settings.batch_size > seen:
+        log.warning("the batch of %d is larger than the %d %s: each epoch is one step on them all",
+                    settings.batch_size, seen, "training images" if views is None else "images and views an epoch")
     started = time.perf_counter()
     # Its earlier processes' epochs (their set-up outside the epochs is not recorded, so not counted).
     earlier_seconds = sum(artifacts.read_history(run_dir).get("seconds", [])) if initial_epoch else 0.0
     if views is not None:
-        batches = ViewEpochs(features[:n_train], labels[:n_train], views, view_labels, settings.distill_views,
-                             settings.batch_size, settings.seed, initial_epoch)
         data = dict(x=batches, steps_per_epoch=steps, shuffle=False,  # shuffled by the batches themselves
                     validation_data=(features[n_train:], labels[n_train:]), validation_batch_size=VALIDATION_BATCH_SIZE)
     else:
