@@ -166,40 +166,40 @@ def fit(
     labels = training_labels(dataset.y_train[used], settings, features, teacher_sha256)
     n_train = len(train_idx)
     initial_epoch = epochs_done(run_dir)  # a resumed run's, its history cut back to its backup by fmnist.resume
-    views = None
+    batches = None  # the distilled student's endless batches with mixup views, else the arrays as they are
     if settings.teacher and settings.distill_views:
         from fmnist.distill import ViewEpochs, teacher_views
 
         views, view_labels = teacher_views(settings, dataset.x_train[train_idx].reshape(n_train, -1), teacher_sha256)
         batches = ViewEpochs(features[:n_train], labels[:n_train], views, view_labels, settings.distill_views,
                              settings.batch_size, settings.seed, initial_epoch)
-    seen = n_train * (1 + (settings.distill_views if views is not None else 0))  # images an epoch
-    steps = -(-n_train // settings.batch_size) if views is None else batches.batches_per_epoch
+    seen = n_train if batches is None else n_train * (1 + settings.distill_views)  # images an epoch
+    steps = -(-seen // settings.batch_size) if batches is None else batches.batches_per_epoch  # the epoch it cuts
 
     seed_everything(settings.seed)
     model = build_model(settings)
     # The views' endless batches are cut into epochs by count: an execution of several steps must not run past one.
-    compile_model(model, settings, steps, STEPS_PER_EXECUTION if views is None else
+    compile_model(model, settings, steps, STEPS_PER_EXECUTION if batches is None else
                   max(d for d in range(1, STEPS_PER_EXECUTION + 1) if steps % d == 0))
     log.info(
         "training on %d images%s, validating on %d (%s backend, batch %d, up to %d epochs)", len(train_idx),
-        f" and {seen - n_train} mixup views of them an epoch" if views is not None else "", len(val_idx), backend,
+        "" if batches is None else f" and {seen - n_train} mixup views of them an epoch", len(val_idx), backend,
         settings.batch_size, settings.epochs,
     )
     if settings.batch_size > seen:
         log.warning("the batch of %d is larger than the %d %s: each epoch is one step on them all",
-                    settings.batch_size, seen, "training images" if views is None else "images and views an epoch")
+                    settings.batch_size, seen, "training images" if batches is None else "images and views an epoch")
     started = time.perf_counter()
     # Its earlier processes' epochs (their set-up outside the epochs is not recorded, so not counted).
     earlier_seconds = sum(artifacts.read_history(run_dir).get("seconds", [])) if initial_epoch else 0.0
-    if views is not None:
-        data = dict(x=batches, steps_per_epoch=steps, shuffle=False,  # shuffled by the batches themselves
-                    validation_data=(features[n_train:], labels[n_train:]), validation_batch_size=VALIDATION_BATCH_SIZE)
-    else:
+    if batches is None:
         data = fit_inputs(
             (features[:n_train], labels[:n_train]), (features[n_train:], labels[n_train:]),
             settings.batch_size, VALIDATION_BATCH_SIZE, settings.seed, initial_epoch=initial_epoch,
         )
+    else:
+        data = dict(x=batches, steps_per_epoch=steps, shuffle=False,  # shuffled by the batches themselves
+                    validation_data=(features[n_train:], labels[n_train:]), validation_batch_size=VALIDATION_BATCH_SIZE)
     model.fit(
         **data, epochs=settings.epochs, callbacks=make_callbacks(settings, run_dir) + list(extra_callbacks), verbose=0,
     )
