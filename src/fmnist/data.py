@@ -283,15 +283,14 @@ def _outdated(entry: Path) -> bool:
     download). One without its manifest is left alone: a writer may be at work in it."""
     try:
         sources = json.loads((entry / artifacts.DATA_MANIFEST).read_text())["sources"]
-        for path, size, mtime_ns, _ in sources.values():
-            stat = Path(path).stat()
-            if (stat.st_size, stat.st_mtime_ns) != (size, mtime_ns):
-                return True
+        # The key a load of those files would look for now, as _load_dataset makes it.
+        now = _stat_key({name: Path(path) for name, (path, *_) in sources.items()},
+                        {name: checksum for name, (*_, checksum) in sources.items()})
     except FileNotFoundError as exc:
         return exc.filename != str(entry / artifacts.DATA_MANIFEST)  # a source gone
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # unreadable, or another version's: kept
         return False
-    return False
+    return now != sources
 
 
 class _LookAgain(FmnistError):
