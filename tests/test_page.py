@@ -1,6 +1,7 @@
 """The web page in a real headless browser (Debian's Chromium driven by Playwright) against a real server."""
 
 import base64
+import math
 import os
 import re
 import shutil
@@ -275,6 +276,36 @@ def test_a_server_that_fails_or_goes_away_is_explained_and_the_page_recovers(bro
     assert page.inner_text("#error").startswith(f"no map, only the answer: {photo.name}: the server answered 502")
     assert page.get_attribute("#timing", "data-input") == photo.name
     assert page.locator("#bars li").count() == len(CLASS_NAMES) and page.inner_text("#label") != "—"
+    context.close()
+
+
+def test_an_upload_the_server_never_answers_is_given_up_with_a_reason(browser, server, real_data_dir, tmp_path):
+    context = browser.new_context()
+    page = context.new_page()
+    page.clock.install()  # the page's time limits run on this clock, moved on by the test
+    page.goto(server)
+    page.wait_for_function("document.querySelector('#model').textContent.startsWith('run ')")
+    held = []
+    page.route("**/v1/predict*", lambda route: held.append(route))  # a server that takes the photo, then hangs
+    photo, = photo_files(real_data_dir, tmp_path, 1)
+    with photo.open("ab") as padded:  # a larger photo is given longer: 20 s more for 640 KB (a JPEG reader stops
+        padded.write(b"\0" * 640_000)  # at its end marker, and this server never reads it)
+    pick(page, photo)
+    page.wait_for_function("document.body.classList.contains('busy')")
+    for _ in range(1000):  # at most 20 s for the page to send it
+        if held:
+            break
+        page.wait_for_timeout(20)
+    limit_s = 30 + photo.stat().st_size / 32000  # 30 s, and the time to send the photo at 32 KB/s
+    page.clock.run_for(int(1000 * limit_s) - 5000)  # the clock also runs on by itself, so a margin
+    assert page.is_hidden("#error") and page.inner_text("#status") == f"classifying {photo.name}…"
+    page.clock.run_for(10000)
+    page.wait_for_selector("#error:not([hidden])")
+    shown_s = math.floor(limit_s + 0.5)  # as JavaScript's Math.round
+    assert page.inner_text("#error") == (f"{photo.name}: the server did not answer in {shown_s} s: busy or stuck? "
+                                         "try again")
+    assert page.inner_text("#status") == "" and page.evaluate("!document.body.classList.contains('busy')")
+    assert len(held) == 1  # given up, not asked again
     context.close()
 
 

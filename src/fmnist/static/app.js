@@ -6,7 +6,10 @@ let classes = [];
 
 // Why a request got no answer, in words a user can act on; a cancelled one stays an AbortError, which is not shown.
 function noAnswer(err, signal) {
-  if (signal?.timedOut || err?.name === "TimeoutError") return new Error("the server did not answer in time");
+  if (signal?.timedOut || err?.name === "TimeoutError") {
+    const limit = signal?.limitMs ? ` in ${Math.round(signal.limitMs / 1000)} s` : " in time";
+    return new Error(`the server did not answer${limit}: busy or stuck? try again`);
+  }
   if (err?.name === "AbortError" || signal?.aborted) return new DOMException("cancelled", "AbortError");
   return new Error("the server did not answer: is 'fmnist serve' still running?");
 }
@@ -14,12 +17,34 @@ function noAnswer(err, signal) {
 // A signal that aborts after `ms`, marked `timedOut`, also where AbortSignal.timeout is missing (Safari before 16;
 // where abort() takes no reason, before 15.4, the mark alone tells a timeout from a cancel).
 function timeLimit(ms) {
-  if (AbortSignal.timeout) return AbortSignal.timeout(ms);
+  let signal;
+  if (AbortSignal.timeout) {
+    signal = AbortSignal.timeout(ms);
+  } else {
+    const controller = new AbortController();
+    setTimeout(() => {
+      controller.signal.timedOut = true;
+      controller.abort(new DOMException("timed out", "TimeoutError"));
+    }, ms);
+    signal = controller.signal;
+  }
+  signal.limitMs = ms; // for the message
+  return signal;
+}
+
+// `signal` (a newer upload cancels this one) with a time limit of its own: a server that never answers is told.
+function limited(signal, ms) {
+  const limit = timeLimit(ms);
   const controller = new AbortController();
-  setTimeout(() => {
-    controller.signal.timedOut = true;
-    controller.abort(new DOMException("timed out", "TimeoutError"));
-  }, ms);
+  controller.signal.limitMs = ms;
+  const follow = (source) => {
+    if (controller.signal.aborted) return; // the first to abort tells why
+    controller.signal.timedOut = source === limit;
+    controller.abort(source.reason);
+  };
+  if (signal.aborted) follow(signal);
+  signal.addEventListener("abort", () => follow(signal), { once: true });
+  limit.addEventListener("abort", () => follow(limit), { once: true });
   return controller.signal;
 }
 
@@ -77,7 +102,8 @@ async function predict(blob, name, query, signal) {
   }
   const form = new FormData();
   form.append("files", blob, name);
-  return call(`/v1/predict?${query}`, { method: "POST", body: form, signal });
+  // An answer takes milliseconds once the photo is there: 30 s, and time to send it at 32 KB/s on a slow line.
+  return call(`/v1/predict?${query}`, { method: "POST", body: form, signal: limited(signal, 30000 + blob.size / 32) });
 }
 
 // The answer first; the occlusion map (some 627 forward passes) follows in a second request, so it never delays it.
