@@ -7,8 +7,8 @@ import pytest
 
 from fmnist import artifacts, model_files
 from fmnist.calibration import apply_temperature
-from fmnist.distill import (DistillationLoss, LabelAccuracy, ViewEpochs, distillation_labels, mixup_views,
-                            teacher_targets)
+from fmnist.distill import (DistillationLoss, LabelAccuracy, ViewEpochs, distillation_labels, kept_answers,
+                            load_teacher, mixup_views, teacher_targets)
 from fmnist.errors import FmnistError
 from fmnist.settings import DISTILL_VIEW_POOL
 
@@ -49,17 +49,18 @@ def test_teacher_targets_undo_the_teachers_folded_temperature(tiny_run_dir):
     features = np.random.default_rng(0).random((8, 784)).astype(np.float32)
     folded = float(artifacts.read_json(tiny_run_dir / artifacts.CALIBRATION)["temperature"])
     probabilities = np.asarray(model.predict(features, verbose=0))
-    targets = teacher_targets(str(tiny_run_dir), features, temperature=4.0)
+    targets = teacher_targets(load_teacher(str(tiny_run_dir)), features, temperature=4.0)
     np.testing.assert_allclose(targets.sum(axis=1), 1, rtol=1e-5)
     np.testing.assert_allclose(targets, apply_temperature(probabilities, 4.0 / folded), rtol=1e-4, atol=1e-6)
-    by_file = teacher_targets(str(tiny_run_dir / artifacts.MODEL), features, temperature=4.0)
+    by_file = teacher_targets(load_teacher(str(tiny_run_dir / artifacts.MODEL)), features, temperature=4.0)
     np.testing.assert_allclose(by_file, targets, rtol=1e-6)
     recorded = (tiny_run_dir / artifacts.MODEL_SHA256).read_text().split()[0]
-    np.testing.assert_allclose(teacher_targets(str(tiny_run_dir), features, 4.0, recorded), targets, rtol=1e-6)
+    np.testing.assert_allclose(teacher_targets(load_teacher(str(tiny_run_dir), recorded), features, 4.0), targets,
+                               rtol=1e-6)
     # Replaced since the student's run checked it and recorded its SHA-256: that run would learn from two teachers.
     with pytest.raises(FmnistError, match=f"--teacher {tiny_run_dir}: its model changed since this run began "
                                           f"\\(SHA-256 {'0' * 64} then, {recorded} now\\)"):
-        teacher_targets(str(tiny_run_dir), features, 4.0, "0" * 64)
+        load_teacher(str(tiny_run_dir), "0" * 64)
 
 
 def test_a_teacher_model_copied_out_of_its_run_is_refused(tmp_path, tiny_run_dir):
@@ -67,7 +68,34 @@ def test_a_teacher_model_copied_out_of_its_run_is_refused(tmp_path, tiny_run_dir
     for name in (artifacts.MODEL, artifacts.MODEL_SHA256):
         shutil.copy(tiny_run_dir / name, tmp_path / name)
     with pytest.raises(FmnistError, match=f"no {artifacts.CONFIG} in {tmp_path}: a teacher must be a run"):
-        teacher_targets(str(tmp_path / artifacts.MODEL), np.zeros((1, 784), np.float32), temperature=4.0)
+        load_teacher(str(tmp_path / artifacts.MODEL))
+
+
+def test_kept_teacher_answers_are_used_only_whole_and_for_the_same_rows(tmp_path, caplog):
+    path = tmp_path / artifacts.TEACHER_ANSWERS
+    rng = np.random.default_rng(0)
+    answers = {"images": rng.dirichlet(np.ones(10), 6).astype(np.float32),
+               "views": rng.dirichlet(np.ones(10), 60).astype(np.float32)}
+    assert kept_answers(path, "k1") is None and not caplog.text  # none kept: nothing to say
+    np.savez(path, key=np.array("k1"), **answers)
+    kept = kept_answers(path, "k1")
+    assert kept.keys() == answers.keys() and all(np.array_equal(kept[n], answers[n]) for n in answers)
+    refused = {
+        "other rows": dict(key=np.array("k2"), **answers),
+        "no key": answers,
+        "no views": dict(key=np.array("k1"), images=answers["images"]),
+        "NaN": dict(key=np.array("k1"), images=answers["images"], views=np.full((60, 10), np.nan, np.float32)),
+        "float64": dict(key=np.array("k1"), images=answers["images"].astype(np.float64), views=answers["views"]),
+    }
+    for name, arrays in refused.items():
+        np.savez(path, **arrays)
+        caplog.clear()
+        assert kept_answers(path, "k1") is None, name
+        assert f"{path} is damaged or not for this run's images: the teacher answers again" in caplog.text, name
+    np.savez(path, key=np.array("k1"), **answers)
+    for damaged in (path.read_bytes()[:100], np.lib.format.magic(1, 0) + b"\0" * 50):  # cut short; a stray .npy
+        path.write_bytes(damaged)
+        assert kept_answers(path, "k1") is None
 
 
 def test_mixup_views_blend_two_training_images_by_a_seeded_share():

@@ -1,3 +1,4 @@
+import dataclasses
 import logging
 
 import keras
@@ -100,14 +101,30 @@ def test_student_learns_from_a_teacher_run(tmp_path, tiny_data, caplog):
     assert config["teacher_sha256"] == (teacher.run_dir / artifacts.MODEL_SHA256).read_text().split()[0]
     # What it learned from: the labels beside the teacher's answers softened at its temperature, weighed by its
     # alpha (the loss itself is checked by hand in test_distill.py).
-    from fmnist.distill import DistillationLoss, teacher_targets
+    assert not (student.run_dir / artifacts.TEACHER_ANSWERS).exists()  # kept only while a resume may need them
+    from fmnist.distill import DistillationLoss, load_teacher, mixup_views, teacher_answers, teacher_targets
     from fmnist.model import build_model
     from fmnist.recipes import compile_model, training_labels
 
-    features = to_features(dataset.x_train[:8])
-    labels = training_labels(dataset.y_train[:8], settings, features)
+    features, pixels = to_features(dataset.x_train[:8]), dataset.x_train[:8].reshape(8, -1)
+    soft, views, view_labels = teacher_answers(settings, tmp_path, features, pixels, sha256=None)
+    labels = training_labels(dataset.y_train[:8], settings, soft)
     np.testing.assert_array_equal(labels[:, :10], np.eye(10)[dataset.y_train[:8]])
-    np.testing.assert_allclose(labels[:, 10:], teacher_targets(str(teacher.run_dir), features, 2.5), atol=1e-6)
+    loaded = load_teacher(str(teacher.run_dir))
+    np.testing.assert_allclose(labels[:, 10:], teacher_targets(loaded, features, 2.5), atol=1e-6)
+    np.testing.assert_array_equal(views, mixup_views(pixels, settings.seed))
+    assert not view_labels[:, :10].any()  # a view has no label: the teacher's answer alone
+    np.testing.assert_allclose(view_labels[:, 10:], teacher_targets(loaded, views, 2.5), atol=1e-6)
+    # Kept for a resume, and used only for the same rows, teacher and temperature.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="fmnist"):
+        again = teacher_answers(settings, tmp_path, features, pixels, sha256=None)
+        assert "the teacher's answers kept by" in caplog.text and "answers for" not in caplog.text
+        np.testing.assert_array_equal(again[0], soft)
+        hotter = teacher_answers(dataclasses.replace(settings, distill_temperature=5.0), tmp_path, features, pixels,
+                                 sha256=None)
+    assert "is damaged or not for this run's images: the teacher answers again" in caplog.text
+    np.testing.assert_allclose(hotter[0], teacher_targets(loaded, features, 5.0), atol=1e-6)
     model = build_model(settings)
     compile_model(model, settings, steps_per_epoch=1, steps_per_execution=1)
     assert isinstance(model.loss, DistillationLoss) and (model.loss.temperature, model.loss.alpha) == (2.5, 0.7)

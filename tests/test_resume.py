@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -316,7 +317,7 @@ def test_a_glance_from_fmnist_runs_does_not_make_a_claim_fail(tmp_path):
     assert not runs.being_trained(tmp_path)
 
 
-def test_a_resumed_student_sees_the_mixup_views_the_unbroken_one_saw(tmp_path, tiny_data):
+def test_a_resumed_student_sees_the_mixup_views_the_unbroken_one_saw(tmp_path, tiny_data, caplog):
     from fmnist.recipes import recipe_settings
 
     folder, sums = tiny_data
@@ -330,7 +331,13 @@ def test_a_resumed_student_sees_the_mixup_views_the_unbroken_one_saw(tmp_path, t
     with pytest.raises(KeyboardInterrupt):
         train(student, "jax", runs_dir=tmp_path / "runs", dataset=dataset, extra_callbacks=[stop_after_two_epochs()])
     (run_dir,) = (tmp_path / "runs").iterdir()
-    resume_run(run_dir, dataset=dataset)
+    assert (run_dir / artifacts.TEACHER_ANSWERS).is_file()
+    with caplog.at_level(logging.INFO, logger="fmnist"):
+        resume_run(run_dir, dataset=dataset)
+    # The answers the killed process kept, not the teacher asked again (minutes for a ConvNet).
+    assert "the teacher's answers kept by the run's earlier training" in caplog.text
+    assert "answers for" not in caplog.text
+    assert not (run_dir / artifacts.TEACHER_ANSWERS).exists()  # only a resume needs them
     expected, got = artifacts.read_history(unbroken.run_dir), artifacts.read_history(run_dir)
     for column in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert got[column] == expected[column], column

@@ -42,6 +42,8 @@ TEMPORARY = ".tmp"  # in the name of write_atomic's temporary files, before the 
 CALIBRATION = "calibration.json"  # the temperature folded into the model, and its fit
 RELIABILITY_PNG = "reliability.png"
 BACKUP = "backup.npz"  # the training state after the last finished epoch, for --resume
+TEACHER_ANSWERS = "teacher_answers.npz"  # a distilled run's teacher's answers, so that --resume need not ask again
+RESUME_FILES = (BACKUP, TEACHER_ANSWERS)  # kept only until the run's training finishes
 LOCK = ".lock"  # held while a process trains the run
 REPORT_LOCK = ".report.lock"  # held while report.html and its pictures are drawn
 SEED_SUMMARY = "summary.json"  # a --seeds group's statistics over its runs
@@ -82,6 +84,12 @@ def remove_temporaries(folder: Path, older_than_s: float | None = None) -> None:
             with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
                 if time.time() - leftover.stat().st_mtime > older_than_s:
                     leftover.unlink()
+
+
+def remove_resume_files(run_dir: Path) -> None:
+    """Delete what only a resume of the run would need, once its training has finished."""
+    for name in RESUME_FILES:
+        (Path(run_dir) / name).unlink(missing_ok=True)
 
 
 def json_number(value: Any) -> float | None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
 from keras import ops
 
-from fmnist import model_files, runs
+from fmnist import artifacts, model_files, runs
 from fmnist.calibration import PROBABILITY_FLOOR, apply_temperature, folded_temperature
 from fmnist.data import NUM_CLASSES, to_features
 from fmnist.errors import FmnistError
@@ -20,30 +22,79 @@ log = logging.getLogger(__name__)
 TEACHER_PART = 60000  # pixels converted to features for the teacher at a time (188 MB of float32)
 
 
-def teacher_targets(teacher: str, rows: np.ndarray, temperature: float, sha256: str | None = None,
-                    what: str = "images the student trains and validates on") -> np.ndarray:
-    """softmax(teacher logits / T) for each of ``rows`` (features, or uint8 pixels), from a checksum-verified
-    teacher run (with ``sha256``, the one the student's run recorded when it began)."""
-    # The teacher's own calibration temperature is folded into its logits: undo it before softening.
+class Teacher(NamedTuple):
+    """A teacher run's model, loaded once for all its answers, and the temperature folded into it."""
+    path: str
+    model: Any
+    folded_temperature: float
+
+
+def load_teacher(teacher: str, sha256: str | None = None) -> Teacher:
+    """The checksum-verified teacher model of run ``teacher``; with ``sha256``, refused unless it is the one the
+    student's run recorded when it began."""
     folded = folded_temperature(runs.teacher_run_dir(teacher))
     model, loaded = model_files.load_model(Path(teacher))
     require_same_teacher(teacher, sha256, loaded, "this run")  # replaced since the run checked it a moment ago
+    return Teacher(teacher, model, folded)
+
+
+def teacher_targets(teacher: Teacher, rows: np.ndarray, temperature: float,
+                    what: str = "images the student trains and validates on") -> np.ndarray:
+    """softmax(teacher logits / T) for each of ``rows`` (features, or uint8 pixels)."""
     # A ConvNet teacher takes a while.
-    log.info("the teacher %s answers for the %d %s", teacher, len(rows), what)
+    log.info("the teacher %s answers for the %d %s", teacher.path, len(rows), what)
     if rows.dtype == np.uint8:  # pixels, a part at a time: a pool of views all as float32 would take 4 times its memory
         parts = np.array_split(rows, -(-len(rows) // TEACHER_PART))
-        probabilities = np.concatenate([predict_probabilities(model, to_features(part)) for part in parts])
+        probabilities = np.concatenate([predict_probabilities(teacher.model, to_features(part)) for part in parts])
     else:
-        probabilities = predict_probabilities(model, rows)
-    return apply_temperature(probabilities, temperature / folded).astype(np.float32)
+        probabilities = predict_probabilities(teacher.model, rows)
+    # The teacher's own calibration temperature is folded into its logits: undo it before softening.
+    return apply_temperature(probabilities, temperature / teacher.folded_temperature).astype(np.float32)
 
 
-def teacher_views(settings: TrainSettings, images: np.ndarray, sha256: str | None = None) -> tuple[np.ndarray,
-                                                                                                      np.ndarray]:
-    """The pool of mixup views of ``images`` (uint8 rows) and their labels: the teacher's answers alone."""
-    views = mixup_views(images, settings.seed)
-    soft = teacher_targets(settings.teacher, views, settings.distill_temperature, sha256, "mixup views of them")
-    return views, distillation_labels(None, soft)
+def teacher_answers(settings: TrainSettings, run_dir: Path, features: np.ndarray, train_pixels: np.ndarray,
+                    sha256: str | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The teacher's soft targets for ``features``; with ``distill_views``, also the pool of mixup views of
+    ``train_pixels`` (uint8 rows) and their labels, the teacher's answers alone. The answers are kept in the run
+    until it finishes, so that a resume need not ask the teacher again (minutes for a ConvNet)."""
+    views = mixup_views(train_pixels, settings.seed) if settings.distill_views else None
+    # What the answers are for, row by row: a config.json edited since, or another NumPy's views, gives another key.
+    digest = hashlib.sha256(f"{sha256} {settings.distill_temperature!r}".encode())
+    for rows in (features, views if views is not None else np.zeros(0, np.uint8)):
+        digest.update(np.ascontiguousarray(rows).data)
+    key = digest.hexdigest()
+    path = run_dir / artifacts.TEACHER_ANSWERS
+    answers = kept_answers(path, key)
+    if answers is None:
+        teacher = load_teacher(settings.teacher, sha256)
+        answers = {"images": teacher_targets(teacher, features, settings.distill_temperature),
+                   "views": np.zeros((0, NUM_CLASSES), np.float32) if views is None else
+                   teacher_targets(teacher, views, settings.distill_temperature, "mixup views of them")}
+        try:
+            artifacts.write_atomic(path, lambda tmp: np.savez(tmp, key=np.array(key), **answers))
+        except (OSError, FmnistError) as exc:  # only a resume would have needed them: the training goes on
+            log.warning("could not keep the teacher's answers for a resume (%s): a resume will ask the teacher again",
+                        exc)
+    return answers["images"], views, None if views is None else distillation_labels(None, answers["views"])
+
+
+def kept_answers(path: Path, key: str) -> dict[str, np.ndarray] | None:
+    """The teacher's answers an earlier process of the run kept for the same rows (``key``), if they are whole."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as kept:
+            answers = {name: kept[name] for name in ("key", "images", "views")}
+    # Anything a damaged file can raise (zipfile's, zlib's, NumPy's, a stray .npy's TypeError): the answers can
+    # always be asked for again.
+    except Exception:
+        answers = {}
+    if answers and str(answers.pop("key")) == key and all(
+            array.dtype == np.float32 and array.ndim == 2 and np.isfinite(array).all() for array in answers.values()):
+        log.info("the teacher's answers kept by the run's earlier training (%s)", path.name)
+        return answers
+    log.warning("%s is damaged or not for this run's images: the teacher answers again", path)
+    return None
 
 
 def mixup_views(images: np.ndarray, seed: int) -> np.ndarray:

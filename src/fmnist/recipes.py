@@ -55,16 +55,14 @@ def recipe_settings(recipe: str, **overrides: Any) -> TrainSettings:
     return settings
 
 
-def training_labels(labels: np.ndarray, settings: TrainSettings, features: np.ndarray,
-                    teacher_sha256: str | None = None) -> np.ndarray:
+def training_labels(labels: np.ndarray, settings: TrainSettings, soft_targets: np.ndarray | None = None) -> np.ndarray:
     """Integer labels; one-hot where label smoothing needs them (Keras' sparse loss has none); with the teacher's
-    soft targets beside them when distilling (from the teacher of ``teacher_sha256``, when given)."""
+    ``soft_targets`` beside them when distilling."""
     labels = labels.astype(np.int32)
-    if settings.teacher:
-        from fmnist.distill import distillation_labels, teacher_targets
+    if soft_targets is not None:
+        from fmnist.distill import distillation_labels
 
-        return distillation_labels(labels, teacher_targets(settings.teacher, features, settings.distill_temperature,
-                                                           teacher_sha256))
+        return distillation_labels(labels, soft_targets)
     return np.eye(NUM_CLASSES, dtype=np.float32)[labels] if settings.label_smoothing else labels
 
 

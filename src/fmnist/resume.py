@@ -105,7 +105,7 @@ def score_finished(run_dir: Path, dataset: Dataset) -> TrainResult:
                           f"remove {run_dir} and train it again")
     metrics_path = run_dir / artifacts.METRICS
     with runs.claim_run(run_dir):  # the process that trained it may be scoring it still
-        (run_dir / artifacts.BACKUP).unlink(missing_ok=True)  # left by a kill just after its training finished
+        artifacts.remove_resume_files(run_dir)  # left by a kill just after its training finished
         if not metrics_path.is_file():
             log.info("scoring %s, stopped after its training", run_dir)
             metrics = evaluate_run(run_dir, dataset=dataset)

@@ -162,15 +162,17 @@ def fit(
     # as long as a short training); the training ones first.
     used = np.concatenate([train_idx, val_idx])
     features = to_features(dataset.x_train[used])
-    teacher_sha256 = recorded_teacher(run_dir) if settings.teacher else None
-    labels = training_labels(dataset.y_train[used], settings, features, teacher_sha256)
     n_train = len(train_idx)
+    soft_targets = views = None
+    if settings.teacher:
+        from fmnist.distill import ViewEpochs, teacher_answers
+
+        soft_targets, views, view_labels = teacher_answers(
+            settings, run_dir, features, dataset.x_train[train_idx].reshape(n_train, -1), recorded_teacher(run_dir))
+    labels = training_labels(dataset.y_train[used], settings, soft_targets)
     initial_epoch = epochs_done(run_dir)  # a resumed run's, its history cut back to its backup by fmnist.resume
     batches = None  # the distilled student's endless batches with mixup views, else the arrays as they are
-    if settings.teacher and settings.distill_views:
-        from fmnist.distill import ViewEpochs, teacher_views
-
-        views, view_labels = teacher_views(settings, dataset.x_train[train_idx].reshape(n_train, -1), teacher_sha256)
+    if views is not None:
         batches = ViewEpochs(features[:n_train], labels[:n_train], views, view_labels, settings.distill_views,
                              settings.batch_size, settings.seed, initial_epoch)
     seen = n_train if batches is None else n_train * (1 + settings.distill_views)  # images an epoch
@@ -289,7 +291,7 @@ def train(
             raise
         # Finished first: a kill between the two must not leave a "running" run without its backup.
         runs.set_status(run_dir, runs.FINISHED, epochs=epochs_run, train_seconds=round(seconds, 2))
-        (run_dir / artifacts.BACKUP).unlink(missing_ok=True)  # the saved model supersedes it
+        artifacts.remove_resume_files(run_dir)  # the saved model supersedes them
         try:
             metrics = evaluate_run(run_dir, data_dir=data_dir, model=model, dataset=dataset)
         except KeyboardInterrupt:
