@@ -69,6 +69,27 @@ def test_a_teacher_model_copied_out_of_its_run_is_refused_before_a_run_directory
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_run_that_diverges_after_its_first_epoch_keeps_no_backup_it_cannot_use(tmp_path, tiny_data):
+    import keras
+
+    class Poison(keras.callbacks.Callback):
+        """NaN weights after epoch 1's backup, as a learning rate too high for the later epochs would leave."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                kernel = self.model.layers[-1].kernel
+                kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+
+    folder, sums = tiny_data
+    settings = TrainSettings(hidden_sizes=(16, 8), epochs=3, batch_size=16, name="tiny")
+    with pytest.raises(FmnistError, match="training diverged in epoch 2"):
+        train(settings, "jax", runs_dir=tmp_path / "runs", dataset=load_dataset(folder, checksums=sums),
+              extra_callbacks=[Poison()])
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert runs.diverged(run_dir) and len(artifacts.read_history(run_dir)["loss"]) == 1
+    assert not (run_dir / artifacts.BACKUP).exists()  # a resume would refuse the run: its backup is of no use
+
+
 def tiny_run(tmp_path, tiny_data, **overrides):
     folder, sums = tiny_data
     settings = TrainSettings(**{"hidden_sizes": (16, 8), "epochs": 3, "batch_size": 16, "name": "tiny", **overrides})

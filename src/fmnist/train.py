@@ -285,6 +285,7 @@ def train(
             raise
         except Diverged as exc:
             runs.set_status(run_dir, runs.FAILED, error=str(exc), diverged=True)
+            artifacts.remove_resume_files(run_dir)  # a diverged run is never resumed: the same settings would diverge
             raise
         except BaseException as exc:
             runs.set_status(run_dir, runs.FAILED, error=str(exc), resume=runs.resume_command(run_dir))
