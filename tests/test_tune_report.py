@@ -1,5 +1,6 @@
 import logging
 import subprocess
+import warnings
 
 import optuna
 
@@ -16,6 +17,21 @@ def test_a_plot_optuna_doubts_is_replaced_by_its_reason():
     figures = dict(_figures(study))
     assert "too small to compute importances" in figures["Parameter importances"]  # not a plot of equal bars
     assert not isinstance(figures["Optimisation history"], str)
+    assert not isinstance(figures["Timeline (one row per trial; overlapping bars ran in parallel)"], str)
+
+
+def test_a_librarys_deprecation_warning_does_not_keep_a_plot_off_the_page(monkeypatch):
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.5))
+    drawn = optuna.visualization.plot_timeline
+
+    def plot_timeline_warning_of_its_libraries(study):  # as plotly or pandas may, in a version to come
+        warnings.warn("this call is deprecated", DeprecationWarning)
+        warnings.warn("this default will change", FutureWarning)
+        return drawn(study)
+
+    monkeypatch.setattr(optuna.visualization, "plot_timeline", plot_timeline_warning_of_its_libraries)
+    figures = dict(_figures(study))
     assert not isinstance(figures["Timeline (one row per trial; overlapping bars ran in parallel)"], str)
 
 
