@@ -288,7 +288,7 @@ def test_an_upload_the_server_never_answers_is_given_up_with_a_reason(browser, s
     held = []
     page.route("**/v1/predict*", lambda route: held.append(route))  # a server that takes the photo, then hangs
     photo, = photo_files(real_data_dir, tmp_path, 1)
-    with photo.open("ab") as padded:  # a larger photo is given longer: 20 s more for 640 KB (a JPEG reader stops
+    with photo.open("ab") as padded:  # a larger photo is given longer: 39 s more for 640 KB (a JPEG reader stops
         padded.write(b"\0" * 640_000)  # at its end marker, and this server never reads it)
     pick(page, photo)
     page.wait_for_function("document.body.classList.contains('busy')")
@@ -296,7 +296,7 @@ def test_an_upload_the_server_never_answers_is_given_up_with_a_reason(browser, s
         if held:
             break
         page.wait_for_timeout(20)
-    limit_s = 30 + photo.stat().st_size / 32000  # 30 s, and the time to send the photo at 32 KB/s
+    limit_s = 30 + photo.stat().st_size / 16384  # 30 s, and the time to send the photo at 16 KiB/s
     page.clock.run_for(int(1000 * limit_s) - 5000)  # the clock also runs on by itself, so a margin
     assert page.is_hidden("#error") and page.inner_text("#status") == f"classifying {photo.name}…"
     page.clock.run_for(10000)

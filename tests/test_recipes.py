@@ -125,6 +125,17 @@ def test_student_learns_from_a_teacher_run(tmp_path, tiny_data, caplog):
                                  sha256=None)
     assert "is damaged or not for this run's images: the teacher answers again" in caplog.text
     np.testing.assert_allclose(hotter[0], teacher_targets(loaded, features, 5.0), atol=1e-6)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="fmnist"):  # other images, as another seed's split would give
+        others = teacher_answers(settings, tmp_path, features[::-1].copy(), pixels[::-1].copy(), sha256=None)
+    assert "is damaged or not for this run's images: the teacher answers again" in caplog.text
+    np.testing.assert_allclose(others[0], soft[::-1], atol=1e-6)
+    # A run folder that cannot keep them (here a file): the training goes on without, a resume asks again.
+    blocked = tmp_path / "blocked"
+    blocked.write_text("")
+    caplog.clear()
+    np.testing.assert_allclose(teacher_answers(settings, blocked, features, pixels, sha256=None)[0], soft, atol=1e-6)
+    assert "could not keep the teacher's answers for a resume" in caplog.text
     model = build_model(settings)
     compile_model(model, settings, steps_per_epoch=1, steps_per_execution=1)
     assert isinstance(model.loss, DistillationLoss) and (model.loss.temperature, model.loss.alpha) == (2.5, 0.7)

@@ -54,13 +54,13 @@ def teacher_targets(teacher: Teacher, rows: np.ndarray, temperature: float,
 
 def teacher_answers(settings: TrainSettings, run_dir: Path, features: np.ndarray, train_pixels: np.ndarray,
                     sha256: str | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """The teacher's soft targets for ``features``; with ``distill_views``, also the pool of mixup views of
-    ``train_pixels`` (uint8 rows) and their labels, the teacher's answers alone. The answers are kept in the run
-    until it finishes, so that a resume need not ask the teacher again (minutes for a ConvNet)."""
+    """The teacher's soft targets for ``features``, and the pool of mixup views of ``train_pixels`` (uint8 rows) with
+    their labels, if any; kept in the run until it finishes, so that a resume need not ask the teacher again."""
     views = mixup_views(train_pixels, settings.seed) if settings.distill_views else None
     # What the answers are for, row by row: a config.json edited since, or another NumPy's views, gives another key.
     digest = hashlib.sha256(f"{sha256} {settings.distill_temperature!r}".encode())
-    for rows in (features, views if views is not None else np.zeros(0, np.uint8)):
+    for rows in (features, views) if views is not None else (features,):
+        digest.update(f" {rows.shape} {rows.dtype} ".encode())
         digest.update(np.ascontiguousarray(rows).data)
     key = digest.hexdigest()
     path = run_dir / artifacts.TEACHER_ANSWERS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import time
@@ -285,7 +286,8 @@ def train(
             raise
         except Diverged as exc:
             runs.set_status(run_dir, runs.FAILED, error=str(exc), diverged=True)
-            artifacts.remove_resume_files(run_dir)  # a diverged run is never resumed: the same settings would diverge
+            with contextlib.suppress(OSError):  # never in place of the divergence's own error
+                artifacts.remove_resume_files(run_dir)  # a diverged run is never resumed: it would diverge again
             raise
         except BaseException as exc:
             runs.set_status(run_dir, runs.FAILED, error=str(exc), resume=runs.resume_command(run_dir))

@@ -66,8 +66,9 @@ def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
             figures.append((title, first_line(exc)))
             continue
         # A plot Optuna warns about ("too small to compute importances") would mislead: its reason is shown instead.
-        # Only a UserWarning doubts the plot: a library's DeprecationWarning or FutureWarning says nothing of it.
-        doubts = [w for w in caught if issubclass(w.category, UserWarning)
+        # A UserWarning or RuntimeWarning (NaN met) doubts the plot; a library's DeprecationWarning or FutureWarning
+        # says nothing of it.
+        doubts = [w for w in caught if issubclass(w.category, (UserWarning, RuntimeWarning))
                   and not issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
         figures.append((title, first_line(doubts[0].message) if doubts else figure))
     return figures

@@ -14,8 +14,9 @@ function noAnswer(err, signal) {
   return new Error("the server did not answer: is 'fmnist serve' still running?");
 }
 
-// A signal that aborts after `ms`, marked `timedOut`, also where AbortSignal.timeout is missing (Safari before 16;
-// where abort() takes no reason, before 15.4, the mark alone tells a timeout from a cancel).
+// A signal that aborts after `ms` with a TimeoutError, also where AbortSignal.timeout is missing (Safari before 16;
+// there it is marked `timedOut`: where abort() takes no reason, before 15.4, the mark alone tells a timeout from a
+// cancel).
 function timeLimit(ms) {
   let signal;
   if (AbortSignal.timeout) {
@@ -102,8 +103,10 @@ async function predict(blob, name, query, signal) {
   }
   const form = new FormData();
   form.append("files", blob, name);
-  // An answer takes milliseconds once the photo is there: 30 s, and time to send it at 32 KB/s on a slow line.
-  return call(`/v1/predict?${query}`, { method: "POST", body: form, signal: limited(signal, 30000 + blob.size / 32) });
+  // An answer or a map takes well under a second once the photo is there: 30 s, and the time to send it at 16 KiB/s,
+  // the slowest line the server waits for (fmnist serve: 30 s and a second more per 16 KiB of a body).
+  const ms = 30000 + blob.size / 16.384;
+  return call(`/v1/predict?${query}`, { method: "POST", body: form, signal: limited(signal, ms) });
 }
 
 // The answer first; the occlusion map (some 627 forward passes) follows in a second request, so it never delays it.
