@@ -171,6 +171,15 @@ def pick(page, path) -> None:
     chooser.value.set_files(str(path))
 
 
+def wait_until(page, condition, seconds: float = 20) -> None:
+    """Let the page run until ``condition()`` holds (a request held or failed in the browser), for ``seconds`` at most;
+    the test's own assertions then say what is missing."""
+    for _ in range(int(seconds * 50)):
+        if condition():
+            return
+        page.wait_for_timeout(20)
+
+
 def photo_files(real_data_dir, folder, count: int) -> list:
     dataset = load_dataset(real_data_dir)
     paths = []
@@ -188,17 +197,11 @@ def test_an_upload_overtaken_by_a_newer_one_is_cancelled_and_never_shown(page, r
     photos = photo_files(real_data_dir, tmp_path, 2)
     for index, photo in enumerate(photos):
         page.set_input_files("#file-input", str(photo))
-        for _ in range(1000):  # at most 20 s for the page to send it
-            if len(held) > index:
-                break
-            page.wait_for_timeout(20)
+        wait_until(page, lambda: len(held) > index)  # the page has sent it
         assert page.inner_text("#status") == f"classifying {photo.name}…"
     assert len(held) == 2, held
     older, newer = held
-    for _ in range(250):
-        if cancelled:
-            break
-        page.wait_for_timeout(20)
+    wait_until(page, lambda: cancelled, seconds=5)
     assert [request.url for request in cancelled] == [older.request.url]  # the server need not answer it
     newer.continue_()
     page.wait_for_selector(f'#timing[data-input="{photos[1].name}"]')
@@ -292,10 +295,7 @@ def test_an_upload_the_server_never_answers_is_given_up_with_a_reason(browser, s
         padded.write(b"\0" * 640_000)  # at its end marker, and this server never reads it)
     pick(page, photo)
     page.wait_for_function("document.body.classList.contains('busy')")
-    for _ in range(1000):  # at most 20 s for the page to send it
-        if held:
-            break
-        page.wait_for_timeout(20)
+    wait_until(page, lambda: held)  # the page has sent it
     limit_s = 30 + photo.stat().st_size / 16384  # 30 s, and the time to send the photo at 16 KiB/s
     page.clock.run_for(int(1000 * limit_s) - 5000)  # the clock also runs on by itself, so a margin
     assert page.is_hidden("#error") and page.inner_text("#status") == f"classifying {photo.name}…"
