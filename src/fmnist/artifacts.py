@@ -43,7 +43,7 @@ CALIBRATION = "calibration.json"  # the temperature folded into the model, and i
 RELIABILITY_PNG = "reliability.png"
 BACKUP = "backup.npz"  # the training state after the last finished epoch, for --resume
 TEACHER_ANSWERS = "teacher_answers.npz"  # a distilled run's teacher's answers, so that --resume need not ask again
-RESUME_FILES = (BACKUP, TEACHER_ANSWERS)  # kept only until the run's training finishes
+RESUME_FILES = (BACKUP, TEACHER_ANSWERS)  # kept only until the run's training finishes or diverges
 LOCK = ".lock"  # held while a process trains the run
 REPORT_LOCK = ".report.lock"  # held while report.html and its pictures are drawn
 SEED_SUMMARY = "summary.json"  # a --seeds group's statistics over its runs
@@ -87,7 +87,7 @@ def remove_temporaries(folder: Path, older_than_s: float | None = None) -> None:
 
 
 def remove_resume_files(run_dir: Path) -> None:
-    """Delete what only a resume of the run would need, once its training has finished."""
+    """Delete what only a resume of the run would need, once its training has finished (or diverged: no resume)."""
     for name in RESUME_FILES:
         (Path(run_dir) / name).unlink(missing_ok=True)
 
