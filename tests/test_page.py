@@ -1,6 +1,7 @@
 """The web page in a real headless browser (Debian's Chromium driven by Playwright) against a real server."""
 
 import base64
+import json
 import math
 import os
 import re
@@ -368,24 +369,47 @@ def test_on_a_phone_in_an_older_browser_answers_come_into_sight(browser, server,
     context.close()
 
 
-def test_a_photo_changed_on_disk_after_it_was_picked_is_named_not_blamed_on_the_server(page, server, real_data_dir,
-                                                                                         tmp_path):
+def test_the_map_is_asked_for_with_the_input_the_model_saw_not_the_photo_again(page, server, real_data_dir, tmp_path):
     photo, = photo_files(real_data_dir, tmp_path, 1)
-    with open(photo, "rb") as f:  # the answer the page will get, asked for first: its request is answered with it
-        answer = httpx.post(f"{server}/v1/predict?top_k=10&include_pixels=true",
-                            files={"files": (photo.name, f)}).json()
+    original = photo.read_bytes()
+    # The answer the page will get, asked for first: its request is answered with it (an intercepted request's body
+    # holds no file to send on).
+    answer = httpx.post(f"{server}/v1/predict?top_k=10&include_pixels=true", files={"files": (photo.name, original)})
+    maps = {}
 
     def answer_then_change(route):  # the file changes under the browser once its answer is given, before the map's
         if "explain=true" not in route.request.url:
-            photo.write_bytes(photo.read_bytes() + b"\0" * 100)
+            photo.write_bytes(original + b"\0" * 100)
             os.utime(photo, (1, 1))
-            route.fulfill(json=answer)
+            route.fulfill(json=answer.json())
         else:
-            route.continue_()
+            response = route.fetch()
+            maps[route.request] = response.json()
+            route.fulfill(response=response)
 
     page.route("**/v1/predict*", answer_then_change)
     page.set_input_files("#file-input", str(photo))
+    page.wait_for_selector(f'#evidence[data-input="{photo.name}"]')
+    assert page.is_hidden("#error")
+    (mapped, map_answer), = maps.items()
+    pixels = np.array(answer.json()["predictions"][0]["pixels"])
+    assert mapped.headers["content-type"] == "application/json"
+    assert len(mapped.post_data) < 4 * 28 * 28 + 20  # at most "255," a pixel, whatever the photo's size
+    assert mapped.post_data_json == {"inputs": [np.rint(255 * pixels).astype(int).ravel().tolist()]}
+    # The same map as for the photo itself (its input's pixels were made from floats, the JSON's from integers).
+    direct = httpx.post(f"{server}/v1/predict?top_k=1&explain=true", files={"files": (photo.name, original)}).json()
+    assert np.allclose(map_answer["predictions"][0]["evidence"], direct["predictions"][0]["evidence"], atol=1e-5)
+    # An input whose brightest grey level is 1 goes as floats: as integers the server would refuse it as a [0, 1]
+    # mask that lost its decimal points.
+    faint = np.zeros((28, 28))
+    faint[8:20, 10:18] = round(1 / 255, 4)  # as the answer's pixels give it
+    explained = page.evaluate("(pixels) => explainSeen(pixels, new AbortController().signal)", faint.tolist())
+    assert np.array(explained["predictions"][0]["evidence"]).shape == (28, 28)
+    sent = json.loads(list(maps)[-1].post_data)["inputs"][0]
+    assert sorted(set(sent)) == [0, 1 / 255]
+    # A file the browser can no longer read (changed since it was picked, as this one now is, or a dropped folder) is
+    # named, not blamed on the server.
+    page.evaluate("classify($('file-input').files[0], $('file-input').files[0].name, 'photo')")
     page.wait_for_selector("#error:not([hidden])")
-    assert page.inner_text("#error") == (f"no map, only the answer: cannot read {photo.name}: a folder, or a file "
-                                         "changed or removed since it was picked")
-    assert page.get_attribute("#timing", "data-input") == photo.name  # the answer stays
+    assert page.inner_text("#error") == (f"cannot read {photo.name}: a folder, or a file changed or removed since it "
+                                         "was picked")

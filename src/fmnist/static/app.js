@@ -95,6 +95,14 @@ let latest = 0;
 let inFlight = null;
 let answering = null; // "photo" or "drawing": what the latest request, and the answer on screen, are for
 
+// POST /v1/predict. An answer or a map takes well under a second once the body is there: given up after 30 s, and
+// the time to send `bytes` at 16 KiB/s, the slowest line the server waits for (fmnist serve: 30 s and a second more
+// per 16 KiB of a body).
+function post(query, body, bytes, signal, headers = {}) {
+  const ms = 30000 + bytes / 16.384;
+  return call(`/v1/predict?${query}`, { method: "POST", body, headers, signal: limited(signal, ms) });
+}
+
 async function predict(blob, name, query, signal) {
   try { // else a file the browser cannot read fails the upload, which reads as the server's fault
     await blob.slice(0, 1).arrayBuffer();
@@ -103,10 +111,17 @@ async function predict(blob, name, query, signal) {
   }
   const form = new FormData();
   form.append("files", blob, name);
-  // An answer or a map takes well under a second once the photo is there: 30 s, and the time to send it at 16 KiB/s,
-  // the slowest line the server waits for (fmnist serve: 30 s and a second more per 16 KiB of a body).
-  const ms = 30000 + blob.size / 16.384;
-  return call(`/v1/predict?${query}`, { method: "POST", body: form, signal: limited(signal, ms) });
+  return post(query, form, blob.size, signal);
+}
+
+// The map of the 28x28 input the model saw, sent back as JSON rather than the photo again (a few kB, whatever the
+// photo's size, and never read from a file that may have changed since): its grey levels 0-255, which the server
+// reads as pixels; an input whose brightest level is 1 as floats, since integers no higher than 1 are refused there
+// as [0, 1] values that lost their decimal point.
+function explainSeen(pixels, signal) {
+  const levels = pixels.flat().map((value) => Math.round(255 * value));
+  const body = JSON.stringify({ inputs: [Math.max(...levels) === 1 ? levels.map((level) => level / 255) : levels] });
+  return post("top_k=1&explain=true", body, body.length, signal, { "Content-Type": "application/json" });
 }
 
 // The answer first; the occlusion map (some 627 forward passes) follows in a second request, so it never delays it.
@@ -138,7 +153,7 @@ async function classify(input, name, source) {
     if (source === "photo") $("answer").scrollIntoView({ block: "nearest" }); // below the panels on a phone
     $("answer").classList.remove("pending");
     $("status").textContent = "finding where its answer came from…";
-    const explained = await predict(blob, name, "top_k=1&explain=true", controller.signal);
+    const explained = await explainSeen(prediction.pixels, controller.signal);
     if (request !== latest) return;
     drawEvidence(prediction.pixels, explained.predictions[0].evidence);
     $("timing").textContent += `; its map in ${explained.elapsed_ms.toFixed(1)} ms`;
