@@ -169,8 +169,9 @@ def _alive(pid):
 
 @pytest.mark.realdata
 def test_a_chart_that_cannot_be_drawn_loses_no_figure_nor_stays_from_an_earlier_bench(tmp_path, monkeypatch,
-                                                                                       real_data_dir, caplog):
+                                                                                       real_data_dir, caplog, capsys):
     import fmnist.bench as bench
+    from fmnist.cli import main
 
     figures = {"epoch_seconds": [3.0, 2.0, 2.0], "peak_training_rss_mib": 900.0,
                "inference_images_per_s": {"1": 10.0}, "single_image_ms": {"p50": 0.2, "p99": 0.4}}
@@ -182,7 +183,10 @@ def test_a_chart_that_cannot_be_drawn_loses_no_figure_nor_stays_from_an_earlier_
     monkeypatch.setattr(bench, "_chart", full_disk)
     (tmp_path / "bench.png").write_bytes(b"an earlier bench's chart")
     with caplog.at_level(logging.WARNING, logger="fmnist.bench"):
-        bench.bench(tmp_path / "bench.json", quick=True, data_dir=real_data_dir)
+        status = main(["bench", "--quick", "--output", str(tmp_path / "bench.json"), "--data-dir", str(real_data_dir)])
+    out = capsys.readouterr().out
+    assert status == 0 and "fmnist-jax" in out  # the table, with what was measured
+    assert out.rstrip().endswith(f"written: {tmp_path / 'bench.json'} (no chart: the warning above says why)")
     kept = json.loads((tmp_path / "bench.json").read_text())
     assert kept["results"]["fmnist-jax"]["epoch_s"] == 2.0 and "chart" not in kept
     assert not (tmp_path / "bench.png").exists()

@@ -390,8 +390,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from fmnist.bench import bench, table
 
     report = bench(args.output, quick=args.quick, data_dir=args.data_dir)
-    _emit(args, table(report) + f"\nwritten: {args.output} and {report['chart']}",
-          {**report, "chart": Path(report["chart"])})
+    chart = report.get("chart")  # none where it could not be drawn: the figures are kept all the same
+    written = f"{args.output} and {chart}" if chart else f"{args.output} (no chart: the warning above says why)"
+    _emit(args, table(report) + f"\nwritten: {written}", {**report, **({"chart": Path(chart)} if chart else {})})
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
