@@ -115,24 +115,38 @@ def fit_inputs(
     import keras
 
     if keras.backend.backend() != "tensorflow":
-        return dict(x=train[0], y=train[1], validation_data=validation, batch_size=batch_size,
-                    validation_batch_size=validation_batch_size)
+        return dict(x=train[0], y=train[1], batch_size=batch_size,
+                    **validation_inputs(validation, validation_batch_size))
+    return dict(x=_tensorflow_batches(train, batch_size, (seed, initial_epoch)), shuffle=False,
+                **validation_inputs(validation, validation_batch_size))
+
+
+def validation_inputs(validation: tuple[np.ndarray, np.ndarray], batch_size: int) -> dict[str, Any]:
+    """``model.fit``'s validation arguments, in ``fit_inputs``' pipeline; also beside training batches made elsewhere
+    (a distilled student's mixup views, which Keras' own adapter reads, autotuned, on TensorFlow)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return dict(validation_data=validation, validation_batch_size=batch_size)
+    return dict(validation_data=_tensorflow_batches(validation, batch_size))
+
+
+def _tensorflow_batches(arrays: tuple[np.ndarray, np.ndarray], size: int,
+                        shuffled: tuple[int, int] | None = None) -> Any:
+    """A tf.data pipeline of ``arrays`` in batches, autotuning off; ``shuffled`` = (seed, epochs already run): a new
+    order every epoch, fixed by the seed, whole batches gathered at once, as Keras does."""
     import tensorflow as tf
 
     options = tf.data.Options()
     options.autotune.enabled = False
-
-    def batches(arrays: tuple[np.ndarray, np.ndarray], size: int, shuffle: bool) -> Any:
-        tensors = tuple(tf.constant(a) for a in arrays)
-        indices = tf.data.Dataset.range(len(arrays[0]))
-        if shuffle:  # a new order every epoch, fixed by the seed; whole batches are gathered at once, as Keras does
-            indices = indices.shuffle(len(arrays[0]), seed=seed, reshuffle_each_iteration=True)
-            # Each new iterator draws the next order, and Keras makes two an epoch (one at its start, one more at
-            # its end): a resumed run skips the orders its first epochs drew (tests/test_resume.py checks this).
-            for _ in range(2 * initial_epoch):
-                iter(indices)
-        gathered = indices.batch(size).map(lambda i: tuple(tf.gather(t, i) for t in tensors))
-        return gathered.prefetch(2).with_options(options)
-
-    return dict(x=batches(train, batch_size, True), validation_data=batches(validation, validation_batch_size, False),
-                shuffle=False)
+    tensors = tuple(tf.constant(a) for a in arrays)
+    indices = tf.data.Dataset.range(len(arrays[0]))
+    if shuffled:
+        seed, initial_epoch = shuffled
+        indices = indices.shuffle(len(arrays[0]), seed=seed, reshuffle_each_iteration=True)
+        # Each new iterator draws the next order, and Keras makes two an epoch (one at its start, one more at its
+        # end): a resumed run skips the orders its first epochs drew (tests/test_resume.py checks this).
+        for _ in range(2 * initial_epoch):
+            iter(indices)
+    gathered = indices.batch(size).map(lambda i: tuple(tf.gather(t, i) for t in tensors))
+    return gathered.prefetch(2).with_options(options)

@@ -153,7 +153,7 @@ def fit(
 ) -> tuple[Any, int, float]:
     """Build, compile and fit the model in ``run_dir`` (from its backup, if any); return it, epochs run and seconds
     of training (a resumed run's with those of the epochs it had already run)."""
-    from fmnist.backend import fit_inputs, seed_everything
+    from fmnist.backend import fit_inputs, seed_everything, validation_inputs
     from fmnist.model import build_model
     from fmnist.recipes import compile_model, training_labels
 
@@ -202,7 +202,7 @@ def fit(
         )
     else:
         data = dict(x=batches, steps_per_epoch=steps, shuffle=False,  # shuffled by the batches themselves
-                    validation_data=(features[n_train:], labels[n_train:]), validation_batch_size=VALIDATION_BATCH_SIZE)
+                    **validation_inputs((features[n_train:], labels[n_train:]), VALIDATION_BATCH_SIZE))
     model.fit(
         **data, epochs=settings.epochs, callbacks=make_callbacks(settings, run_dir) + list(extra_callbacks), verbose=0,
     )
