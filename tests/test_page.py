@@ -1,6 +1,7 @@
 """The web page in a real headless browser (Debian's Chromium driven by Playwright) against a real server."""
 
 import base64
+import io
 import json
 import math
 import os
@@ -382,10 +383,13 @@ def test_the_map_is_asked_for_with_the_input_the_model_saw_not_the_photo_again(p
             photo.write_bytes(original + b"\0" * 100)
             os.utime(photo, (1, 1))
             route.fulfill(json=answer.json())
-        else:
+        elif route.request.headers["content-type"] == "application/json":
             response = route.fetch()
             maps[route.request] = response.json()
             route.fulfill(response=response)
+        else:  # a file, sent on as it is
+            maps[route.request] = None
+            route.continue_()
 
     page.route("**/v1/predict*", answer_then_change)
     page.set_input_files("#file-input", str(photo))
@@ -403,10 +407,21 @@ def test_the_map_is_asked_for_with_the_input_the_model_saw_not_the_photo_again(p
     # mask that lost its decimal points.
     faint = np.zeros((28, 28))
     faint[8:20, 10:18] = round(1 / 255, 4)  # as the answer's pixels give it
-    explained = page.evaluate("(pixels) => explainSeen(pixels, new AbortController().signal)", faint.tolist())
+    explain = "(pixels) => explain(pixels, $('file-input').files[0], 'x.npy', new AbortController().signal)"
+    explained = page.evaluate(explain, faint.tolist())
     assert np.array(explained["predictions"][0]["evidence"]).shape == (28, 28)
     sent = json.loads(list(maps)[-1].post_data)["inputs"][0]
     assert sorted(set(sent)) == [0, 1 / 255]
+    # One off the 256 levels (an .npy of any floats) is asked for with its file, as its answer was: the map is of
+    # that very input, not of the nearest levels.
+    half = io.BytesIO()
+    np.save(half, np.full((28, 28), 0.5, np.float32))
+    explained = page.evaluate("""([data, pixels]) => {
+        const file = new File([Uint8Array.from(atob(data), (c) => c.charCodeAt(0))], "half.npy");
+        return explain(pixels, file, file.name, new AbortController().signal);
+    }""", [base64.b64encode(half.getvalue()).decode(), np.full((28, 28), 0.5).tolist()])
+    assert explained["predictions"][0]["input"] == "half.npy"
+    assert list(maps)[-1].headers["content-type"].startswith("multipart/form-data")
     # A file the browser can no longer read (changed since it was picked, as this one now is, or a dropped folder) is
     # named, not blamed on the server.
     page.evaluate("classify($('file-input').files[0], $('file-input').files[0].name, 'photo')")

@@ -117,9 +117,14 @@ async function predict(blob, name, query, signal) {
 // The map of the 28x28 input the model saw, sent back as JSON rather than the photo again (a few kB, whatever the
 // photo's size, and never read from a file that may have changed since): its grey levels 0-255, which the server
 // reads as pixels; an input whose brightest level is 1 as floats, since integers no higher than 1 are refused there
-// as [0, 1] values that lost their decimal point.
-function explainSeen(pixels, signal) {
-  const levels = pixels.flat().map((value) => Math.round(255 * value));
+// as [0, 1] values that lost their decimal point. An input off the 256 levels (an .npy of any floats, which the
+// answer gives to 4 decimals) is sent as its file again, so that the map is of that very input.
+function explain(pixels, blob, name, signal) {
+  const values = pixels.flat();
+  const levels = values.map((value) => Math.round(255 * value));
+  if (levels.some((level, i) => Math.abs(level / 255 - values[i]) > 0.0001)) {
+    return predict(blob, name, "top_k=1&explain=true", signal);
+  }
   const body = JSON.stringify({ inputs: [Math.max(...levels) === 1 ? levels.map((level) => level / 255) : levels] });
   return post("top_k=1&explain=true", body, body.length, signal, { "Content-Type": "application/json" });
 }
@@ -153,7 +158,7 @@ async function classify(input, name, source) {
     if (source === "photo") $("answer").scrollIntoView({ block: "nearest" }); // below the panels on a phone
     $("answer").classList.remove("pending");
     $("status").textContent = "finding where its answer came from…";
-    const explained = await explainSeen(prediction.pixels, controller.signal);
+    const explained = await explain(prediction.pixels, blob, name, controller.signal);
     if (request !== latest) return;
     drawEvidence(prediction.pixels, explained.predictions[0].evidence);
     $("timing").textContent += `; its map in ${explained.elapsed_ms.toFixed(1)} ms`;
