@@ -130,7 +130,7 @@ def test_student_learns_from_a_teacher_run(tmp_path, tiny_data, caplog):
         recipe_settings("distilled")
     settings = recipe_settings("distilled", teacher=str(teacher.run_dir), hidden_sizes=(16,), limit=50,
                                distill_temperature=2.5, distill_alpha=0.7, **tiny)  # not the defaults: passed on
-    assert settings.distill_views == 2  # the recipe's: each epoch, two mixup views of each image besides it
+    assert settings.distill_views == 3  # the recipe's: each epoch, three mixup views of each image besides it
 
     class Steps(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -141,8 +141,8 @@ def test_student_learns_from_a_teacher_run(tmp_path, tiny_data, caplog):
         student = train(settings, "jax", runs_dir=tmp_path, dataset=dataset, extra_callbacks=[Steps()])
     assert "answers for the 50 images the student trains" in caplog.text  # not all 60: --limit leaves 10 out
     assert "answers for the 400 mixup views of them" in caplog.text  # ten of each of the 40 it trains on
-    assert "training on 40 images and 80 mixup views of them an epoch" in caplog.text
-    assert steps == [-(-120 // 16)]
+    assert "training on 40 images and 120 mixup views of them an epoch" in caplog.text
+    assert steps == [-(-160 // 16)]
     history = artifacts.read_history(student.run_dir)
     assert len(history["accuracy"]) == 2 and np.isfinite(history["val_loss"]).all()
     config = artifacts.read_json(student.run_dir / artifacts.CONFIG)

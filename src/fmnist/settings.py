@@ -194,7 +194,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "distilled": dict(
         name="distilled", hidden_sizes=(1024, 1024), dropout=0.2, optimizer="adamw", weight_decay=5e-4,
         schedule="cosine", learning_rate=2e-3, batch_size=128, epochs=30, validation_fraction=0.1,
-        distill_temperature=4.0, distill_alpha=0.9, distill_views=2,
+        distill_temperature=4.0, distill_alpha=0.9, distill_views=3,
     ),
     "cnn": dict(
         name="cnn", architecture="cnn", dropout=0.5, optimizer="adamw", weight_decay=5e-4, schedule="cosine",
