@@ -119,14 +119,16 @@ async function predict(blob, name, query, signal) {
 // reads as pixels; an input whose brightest level is 1 as floats, since integers no higher than 1 are refused there
 // as [0, 1] values that lost their decimal point. An input off the 256 levels (an .npy of any floats, which the
 // answer gives to 4 decimals) is sent as its file again, so that the map is of that very input.
+const MAP_QUERY = "top_k=1&explain=true";
+
 function explain(pixels, blob, name, signal) {
   const values = pixels.flat();
   const levels = values.map((value) => Math.round(255 * value));
   if (levels.some((level, i) => Math.abs(level / 255 - values[i]) > 0.0001)) {
-    return predict(blob, name, "top_k=1&explain=true", signal);
+    return predict(blob, name, MAP_QUERY, signal);
   }
   const body = JSON.stringify({ inputs: [Math.max(...levels) === 1 ? levels.map((level) => level / 255) : levels] });
-  return post("top_k=1&explain=true", body, body.length, signal, { "Content-Type": "application/json" });
+  return post(MAP_QUERY, body, body.length, signal, { "Content-Type": "application/json" });
 }
 
 // The answer first; the occlusion map (some 627 forward passes) follows in a second request, so it never delays it.
