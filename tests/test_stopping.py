@@ -74,6 +74,16 @@ def test_kill_while_the_model_compiles_stops_the_run_cleanly(tmp_path, real_data
     assert f"stopped: 'fmnist train --resume {run_dir}' continues from the last finished epoch" in err
 
 
+@pytest.fixture
+def sigint_as_at_a_terminal():
+    """Ctrl-C handled as at a terminal: a test runner started in the background (`cmd &`) has SIGINT ignored, and
+    fmnist rightly leaves an ignored SIGINT alone."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("sigint_as_at_a_terminal")
 def test_main_called_in_process_returns_the_stop_and_puts_the_handlers_back(monkeypatch, tmp_path, capsys):
     from fmnist import runs
     from fmnist.cli import main
