@@ -108,6 +108,10 @@ def test_a_mistyped_choice_gets_the_nearest_one_and_explain_its_command(capsys):
         assert stop.value.code == 2 and error.count("\n") == 1 and "invalid choice" in error, argv
         assert (hint in error) if hint else ("did you mean" not in error and "--show" not in error), error
     with pytest.raises(SystemExit) as stop:
+        main(["evaluate", "run", "x\ny"])  # a newline in a stray argument, escaped as elsewhere
+    assert stop.value.code == 2 and capsys.readouterr().err == (
+        "fmnist: error: unrecognized arguments: x\\ny (see 'fmnist evaluate --help')\n")
+    with pytest.raises(SystemExit) as stop:
         main(["train", "--model", "cnn"])
     assert stop.value.code == 2 and capsys.readouterr().err == (
         "fmnist: error: unrecognized arguments: --model cnn; the ConvNet is a recipe: --recipe cnn (--recipe best for "

@@ -208,6 +208,31 @@ def test_the_readable_files_are_answered_and_each_other_gets_its_error_line(tmp_
     assert alone["errors"] == []
 
 
+def test_an_unreadable_name_with_a_newline_beside_good_inputs_is_still_one_line(tmp_path, tiny_run_dir, capsys):
+    good = write_inputs(tmp_path)[0]
+    assert main(["-q", "predict", str(tiny_run_dir), str(good), str(tmp_path / "no\nsuch.png")]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("fmnist: error: cannot read ") and "no\\nsuch.png" in error
+
+
+def test_a_show_folder_removed_while_the_model_works_loses_no_answer(tmp_path, tiny_run_dir, monkeypatch):
+    import fmnist.explain
+
+    photo = write_inputs(tmp_path)[0]
+    folder = tmp_path / "pictures"
+    occlusion_maps = fmnist.explain.occlusion_maps
+
+    def removing_the_folder(*args, **kwargs):  # after --show's folder was checked, before the picture is drawn
+        shutil.rmtree(folder)
+        return occlusion_maps(*args, **kwargs)
+
+    monkeypatch.setattr(fmnist.explain, "occlusion_maps", removing_the_folder)
+    result = predict_files(tiny_run_dir, [photo], show=folder / "seen.png")
+    assert [a["input"] for a in result["predictions"]] == [photo] and "shown" not in result
+    assert result["errors"] == [{"input": folder / "seen.png",
+                                 "error": f"cannot write {folder / 'seen.png'}: No such file or directory"}]
+
+
 @pytest.mark.realdata
 def test_photos_are_recognised_nearly_as_well_as_the_raw_arrays(tmp_path, real_run_dir, real_data_dir):
     dataset = load_dataset(real_data_dir)

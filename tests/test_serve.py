@@ -1,4 +1,5 @@
 import asyncio
+import errno
 import gzip
 import json
 import shutil
@@ -386,6 +387,27 @@ def test_a_taken_port_or_a_bad_address_is_one_clear_error(tiny_run_dir):
         serve(tiny_run_dir, host="", port=port)
     with pytest.raises(FmnistError, match="is a folder of runs, not a run"):
         serve(tiny_run_dir.parent, port=port)  # free again now
+
+
+def test_the_port_is_held_while_the_model_loads_and_freed_after(tiny_run_dir, monkeypatch):
+    import fmnist.serve
+
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    tried = []
+
+    def loading(run_dir):  # where the model would load: another server's bind now fails, then the load does
+        try:
+            socket.create_server(("127.0.0.1", port)).close()
+        except OSError as exc:
+            tried.append(exc.errno)
+        raise FmnistError("no model here")
+
+    monkeypatch.setattr(fmnist.serve, "Classifier", loading)
+    with pytest.raises(FmnistError, match="no model here"):
+        serve(tiny_run_dir, port=port, access_log=False)
+    assert tried == [errno.EADDRINUSE]
+    socket.create_server(("127.0.0.1", port)).close()  # given back when the server ended
 
 
 def _answer_to(app, *messages, pause_s: float = 0.0) -> tuple[int, dict]:

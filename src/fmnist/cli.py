@@ -98,7 +98,7 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         said = self._misplaced_value(message) or f"{message}{_hint(message)}"
-        self.exit(2, f"fmnist: error: {said} (see '{self.prog} --help')\n")
+        self.exit(2, f"fmnist: error: {_one_line(said)} (see '{self.prog} --help')\n")
 
     def _misplaced_value(self, message: str) -> str | None:
         """For `fmnist --limit 100 train`: argparse takes 100 for the command's name; the flag belongs after it."""
@@ -437,7 +437,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                            backend=args.backend)
     _emit(args, as_text(result) + (f"\nshown: {result['shown']}" if "shown" in result else ""), result)
     for failure in result["errors"]:  # the others answered above; each unreadable file gets its line, as alone
-        print(f"fmnist: error: {failure['error']}", file=sys.stderr)
+        print(f"fmnist: error: {_one_line(failure['error'])}", file=sys.stderr)
     return 1 if result["errors"] else 0
 
 

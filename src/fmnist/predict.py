@@ -159,8 +159,11 @@ def predict_files(
         maps = occlusion_maps(classifier.probabilities, images[shown], probabilities[shown].argmax(axis=1))
         try:
             predictions_png(images[shown], probabilities[shown], maps, [shown_name(p) for p in paths[shown]], show)
-        except OSError as exc:  # a full disk, say: the answers are given all the same, the picture's failure beside
-            failures.append({"input": given, "error": f"cannot write --show {given}: {exc.strerror}"})
+        # A full disk, or the folder gone since it was checked: the answers are given all the same, the picture's
+        # failure beside.
+        except (OSError, FmnistError) as exc:
+            said = f"cannot write --show {given}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
+            failures.append({"input": given, "error": said})
             show = None
     return {
         "model_sha256": classifier.sha256,

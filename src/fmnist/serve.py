@@ -506,13 +506,16 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
     if not host.strip():
         raise FmnistError("the host is empty: give an address, such as 127.0.0.1 (this machine only) or 0.0.0.0 "
                           "(every interface)")
-    try:  # before the model loads, so a taken port is one line at once rather than uvicorn's exit later
-        socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET).close()
+    app = create_app(run_dir, max_upload_mib * MIB, max_batch)
+    # Taken before the model loads (in the app's lifespan) and held until the server ends: a taken port is one line
+    # at once, and no other server can take it meanwhile (uvicorn would bind only after the load, and exit with its
+    # own message).
+    try:
+        listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     except OSError as exc:
         reason = (exc.strerror or str(exc)).split(" (while attempting")[0]
         hint = "; pick another with --port" if exc.errno == errno.EADDRINUSE else ""
         raise FmnistError(f"cannot listen on {host} port {port}: {reason}{hint}") from None
-    app = create_app(run_dir, max_upload_mib * MIB, max_batch)
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -559,12 +562,13 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
     uvicorn_log = logging.getLogger("uvicorn.error")
     uvicorn_log.addFilter(in_one_line)
     try:
-        server.run()
+        server.run(sockets=[listener])
     except SystemExit:  # uvicorn's exit when the start-up failed
         if not hasattr(app.state, "startup_error"):
             raise
     finally:
         uvicorn_log.removeFilter(in_one_line)
+        listener.close()
     if server.stop_signal is not None:
         stopping.stop(server.stop_signal)
     failure = getattr(app.state, "startup_error", None)
