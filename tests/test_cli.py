@@ -94,6 +94,21 @@ def test_bad_settings_and_arguments_are_refused(tmp_path):
     assert not list(tmp_path.iterdir())  # a refused run leaves nothing behind
 
 
+def test_files_given_after_an_option_join_the_commands_list_and_anything_else_stays_an_error(capsys):
+    from fmnist.cli import build_parser
+
+    parsed = build_parser().parse_args(["predict", "run", "a.png", "--show", "seen.png", "b.png", "-", "--top-k", "2"])
+    assert parsed.images == [Path("a.png"), Path("b.png"), "-"] and parsed.show == Path("seen.png")
+    parsed = build_parser().parse_args(["runs", "compare", "one", "--output", "page.html", "two"])
+    assert parsed.runs == [Path("one"), Path("two")] and parsed.output == Path("page.html")
+    for argv, said in ((["predict", "run", "a.png", "--json", "b.png", "--topk", "2"], "unrecognized arguments: b.png"),
+                       (["predict", "run", "a.png", "--json", ""], "argument IMAGE: empty (an unset shell variable?)"),
+                       (["evaluate", "run", "--json", "more"], "unrecognized arguments: more")):
+        with pytest.raises(SystemExit) as stop:
+            build_parser().parse_args(argv)
+        assert stop.value.code == 2 and said in capsys.readouterr().err, argv
+
+
 def test_a_mistyped_choice_gets_the_nearest_one_and_explain_its_command(capsys):
     from fmnist.cli import main
 

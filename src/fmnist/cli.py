@@ -117,8 +117,9 @@ class Parser(argparse.ArgumentParser):
     def parse_args(self, args: list[str] | None = None, namespace: Any = None) -> argparse.Namespace:
         self.given = list(sys.argv[1:] if args is None else args)
         parsed, unknown = self.parse_known_args(args, namespace)
+        command = getattr(parsed, "command_parser", self)
+        unknown = self._more_of_a_list(command, parsed, unknown)
         if unknown:  # argparse would report them from the top; the command's own --help lists what it takes
-            command = getattr(parsed, "command_parser", self)
             misplaced = [arg for arg in unknown if arg.split("=")[0] in command._option_string_actions]
             if misplaced:  # given before the command's name, where only -q and --debug go
                 command.error(f"{' '.join(misplaced)} belongs after the command's name: {command.prog} "
@@ -127,6 +128,20 @@ class Parser(argparse.ArgumentParser):
                             if flag in UNKNOWN_FLAG_HINTS)
             command.error(f"unrecognized arguments: {' '.join(unknown)}{hints}")
         return parsed
+
+    @staticmethod
+    def _more_of_a_list(command: argparse.ArgumentParser, parsed: argparse.Namespace, unknown: list[str]) -> list[str]:
+        """Files given after an option (`predict RUN a.png --show s.png b.png`) join the command's list of them:
+        argparse takes only the first stretch of a nargs="+" positional. Anything else stays unknown."""
+        listed = next((a for a in command._actions if a.nargs == "+" and not a.option_strings), None)
+        if listed is None or any(arg.startswith("-") and arg != defaults.STDIN for arg in unknown):
+            return unknown
+        for arg in unknown:
+            try:
+                getattr(parsed, listed.dest).append(listed.type(arg))
+            except argparse.ArgumentTypeError as exc:
+                command.error(f"argument {listed.metavar}: {exc}")
+        return []
 
 
 def _hint(message: str) -> str:
