@@ -343,3 +343,18 @@ def test_a_resumed_student_sees_the_mixup_views_the_unbroken_one_saw(tmp_path, t
         assert got[column] == expected[column], column
     for mine, theirs in zip(_model_weights(run_dir), _model_weights(unbroken.run_dir)):
         np.testing.assert_array_equal(mine, theirs)
+
+
+def test_a_finished_runs_damaged_metrics_are_scored_again_when_it_is_resumed_in_its_group(tmp_path, tiny_data):
+    from conftest import tiny_train
+    from fmnist.resume import score_finished
+
+    folder, sums = tiny_data
+    run_dir = tiny_train(tmp_path / "runs", tiny_data).run_dir
+    scored = artifacts.read_json(run_dir / artifacts.METRICS)["test_accuracy"]
+    # Edited by hand, or cut short on a disk that filled: each is scored again, as `fmnist runs` advises.
+    for damage in ("{}", '{"test_accuracy": 2}', '{"test_accuracy": 0.9'):
+        (run_dir / artifacts.METRICS).write_text(damage)
+        result = score_finished(run_dir, load_dataset(folder, checksums=sums))
+        assert result.metrics["test_accuracy"] == scored, damage
+        assert artifacts.read_json(run_dir / artifacts.METRICS)["test_accuracy"] == scored, damage

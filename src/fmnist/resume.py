@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from fmnist import artifacts, runs
 from fmnist.backup_file import epochs_done
-from fmnist.errors import FmnistError
+from fmnist.errors import DamagedFile, FmnistError
 from fmnist.settings import TrainSettings
 
 if TYPE_CHECKING:
@@ -94,7 +94,8 @@ def resume_run(
 
 
 def score_finished(run_dir: Path, dataset: Dataset) -> TrainResult:
-    """A run whose training finished: scored if a stop cut its evaluation short, its report drawn if that was."""
+    """A run whose training finished: scored if a stop cut its evaluation short (or its metrics.json was damaged
+    since), its report drawn if that was cut short."""
     from fmnist.evaluate import evaluate_run
     from fmnist.report import build_report
     from fmnist.train import TrainResult
@@ -106,13 +107,15 @@ def score_finished(run_dir: Path, dataset: Dataset) -> TrainResult:
     metrics_path = run_dir / artifacts.METRICS
     with runs.claim_run(run_dir):  # the process that trained it may be scoring it still
         artifacts.remove_resume_files(run_dir)  # left by a kill just after its training finished
-        if not metrics_path.is_file():
-            log.info("scoring %s, stopped after its training", run_dir)
+        try:
+            metrics = artifacts.read_json(metrics_path) if metrics_path.is_file() else {}
+        except DamagedFile:
+            metrics = {}
+        if runs.scored_accuracy(metrics) is None:
+            log.info("scoring %s: its training finished, its %s is missing or damaged", run_dir, artifacts.METRICS)
             metrics = evaluate_run(run_dir, dataset=dataset)
-        else:
-            metrics = artifacts.read_json(metrics_path)
-            if not (run_dir / artifacts.REPORT_HTML).is_file():
-                build_report(run_dir)
+        elif not (run_dir / artifacts.REPORT_HTML).is_file():
+            build_report(run_dir)
     return TrainResult(run_dir, metrics, status["epochs"], status["train_seconds"])
 
 

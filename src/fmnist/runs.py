@@ -394,8 +394,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
                          "a new run with its settings")
     # metrics.json is written after the predictions: both are there, unless edited or deleted by hand since
     if state == FINISHED and (run_dir / artifacts.METRICS).is_file():
-        accuracy = artifacts.json_number(metrics.get("test_accuracy"))
-        damaged = [] if accuracy is not None and 0 <= accuracy <= 1 else [f"{artifacts.METRICS} damaged"]
+        damaged = [] if scored_accuracy(metrics) is not None else [f"{artifacts.METRICS} damaged"]
         predictions = run_dir / artifacts.PREDICTIONS
         if not predictions.is_file():
             damaged.append(f"no {artifacts.PREDICTIONS}")
@@ -439,6 +438,12 @@ def _epochs_backed_up(run_dir: Path, notes: list[str]) -> int | None:
     except FmnistError as exc:  # said as the resume would say it, the backup named as in the folder
         notes.append(str(exc).replace(str(run_dir / artifacts.BACKUP), artifacts.BACKUP, 1))
         return None
+
+
+def scored_accuracy(metrics: dict[str, Any]) -> float | None:
+    """A run's test accuracy from its metrics.json, or None where the file was damaged or edited by hand."""
+    accuracy = artifacts.json_number(metrics.get("test_accuracy"))
+    return accuracy if accuracy is not None and 0 <= accuracy <= 1 else None
 
 
 def _has_runs(folder: Path) -> bool:
