@@ -102,8 +102,10 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
 
 def test_a_finished_run_whose_files_were_edited_or_deleted_says_so(mixed_runs, tmp_path):
     edited = shutil.copytree(mixed_runs["finished"], tmp_path / "edited")
-    artifacts.write_json(edited / artifacts.METRICS, {"test_accuracy": 93})
-    assert runs.summarize(edited)["notes"] == ["metrics.json damaged: fmnist evaluate scores it again"]
+    artifacts.write_json(edited / artifacts.METRICS, {"test_accuracy": 93, "macro_f1": 1.5})
+    row = runs.summarize(edited)
+    assert row["notes"] == ["metrics.json damaged: fmnist evaluate scores it again"]
+    assert row["test_accuracy"] is None and row["macro_f1"] is None  # not shown, nor counted in a group's mean
     (edited / artifacts.PREDICTIONS).unlink()
     assert runs.summarize(edited)["notes"] == [
         "metrics.json damaged, no test_predictions.npz: fmnist evaluate scores it again"]

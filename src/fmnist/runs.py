@@ -414,8 +414,8 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "settings": {k: settings[k] for k in KEY_SETTINGS if k in settings},
         "backend": config.get("backend"),
         "epochs": None if epochs is None else int(epochs),
-        "test_accuracy": artifacts.json_number(metrics.get("test_accuracy")),
-        "macro_f1": artifacts.json_number(metrics.get("macro_f1")),
+        "test_accuracy": scored_accuracy(metrics),  # a number the notes call damaged is not shown, nor averaged
+        "macro_f1": _fraction(metrics.get("macro_f1")),
         "train_seconds": artifacts.json_number(status.get("train_seconds")),
         "status": state,
         "notes": notes,
@@ -442,8 +442,12 @@ def _epochs_backed_up(run_dir: Path, notes: list[str]) -> int | None:
 
 def scored_accuracy(metrics: dict[str, Any]) -> float | None:
     """A run's test accuracy from its metrics.json, or None where the file was damaged or edited by hand."""
-    accuracy = artifacts.json_number(metrics.get("test_accuracy"))
-    return accuracy if accuracy is not None and 0 <= accuracy <= 1 else None
+    return _fraction(metrics.get("test_accuracy"))
+
+
+def _fraction(value: Any) -> float | None:
+    number = artifacts.json_number(value)
+    return number if number is not None and 0 <= number <= 1 else None
 
 
 def _has_runs(folder: Path) -> bool:
