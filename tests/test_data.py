@@ -249,6 +249,15 @@ def test_download_with_keras_get_file_from_a_local_server(tmp_path, monkeypatch)
     assert dataset.x_train.shape == (60, 28, 28)
 
 
+def test_a_sound_file_in_keras_cache_is_kept_when_a_checksum_not_fashion_mnists_fails(tmp_path, monkeypatch):
+    sums = write_idx_set(data.keras_cache_dir())
+    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian-package")
+    wrong = {**sums, "t10k-images-idx3-ubyte": "0" * 64}  # as a run's config.json edited by hand records them
+    with pytest.raises(FmnistError, match="has SHA-256 .* expected 0{64}"):
+        data.load_dataset(checksums=wrong, test_only=True)
+    assert data.load_dataset(checksums=sums, test_only=True).x_test.shape == (20, 28, 28)  # still there
+
+
 def test_a_damaged_file_in_keras_cache_is_removed_and_fetched_anew(tmp_path, monkeypatch, caplog):
     served = tmp_path / "served"
     sums = write_idx_set(served)

@@ -1,3 +1,4 @@
+import errno
 import hashlib
 import json
 import logging
@@ -141,6 +142,21 @@ def test_an_interrupt_while_the_report_is_refreshed_keeps_the_export_and_says_so
             f"not refreshed: run 'fmnist report {copy}'") in caplog.text
 
 
+def test_a_full_disk_while_the_report_is_refreshed_keeps_the_export_and_says_so(short_run, tmp_path, monkeypatch,
+                                                                                 caplog):
+    run_dir, folder, _ = short_run
+    copy = shutil.copytree(run_dir, tmp_path / run_dir.name, ignore=shutil.ignore_patterns(artifacts.EXPORTS_DIR))
+
+    def disk_full(run_dir):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("fmnist.report.build_report", disk_full)
+    with caplog.at_level(logging.WARNING, logger="fmnist.export"):
+        record = export_run(copy, "saved_model", "jax", data_dir=folder)
+    assert record["parity"]["passed"] and (copy / record["file"]).is_dir()
+    assert "its report was not refreshed: [Errno 28] No space left on device" in caplog.text
+
+
 def test_a_report_that_cannot_be_refreshed_leaves_the_export_kept_and_answered(short_run, tmp_path, caplog):
     run_dir, folder, _ = short_run
     copy = shutil.copytree(run_dir, tmp_path / run_dir.name, ignore=shutil.ignore_patterns(artifacts.EXPORTS_DIR))
@@ -150,6 +166,19 @@ def test_a_report_that_cannot_be_refreshed_leaves_the_export_kept_and_answered(s
     assert record["parity"]["passed"] and (copy / record["file"]).is_dir()
     assert (f"the saved_model export is complete in {copy / artifacts.EXPORTS_DIR / 'saved_model'}; its report was "
             f"not refreshed: {copy / artifacts.PREDICTIONS} is missing") in caplog.text
+
+
+def test_a_data_checksum_edited_in_the_runs_config_is_named_and_the_data_kept(short_run, tmp_path):
+    run_dir, folder, _ = short_run
+    copy = shutil.copytree(run_dir, tmp_path / run_dir.name, ignore=shutil.ignore_patterns(artifacts.EXPORTS_DIR))
+    config = json.loads((copy / artifacts.CONFIG).read_text())
+    config["data"]["sha256"]["t10k-images-idx3-ubyte"] = "0" * 64
+    artifacts.write_json(copy / artifacts.CONFIG, config)
+    files = sorted(path.name for path in folder.iterdir())
+    with pytest.raises(FmnistError, match=r"expected 0{64} .*the checksums config.json recorded for the run's data"):
+        export_run(copy, "saved_model", "jax", data_dir=folder)
+    assert sorted(path.name for path in folder.iterdir()) == files
+    assert not (copy / artifacts.EXPORTS_DIR / "saved_model").exists()
 
 
 def test_a_killed_exports_leftovers_are_cleared_and_its_predecessor_put_back(short_run, tmp_path, monkeypatch):
@@ -230,3 +259,17 @@ def test_a_file_where_the_export_goes_is_named_not_hidden(tiny_run_dir, tmp_path
     with pytest.raises(FmnistError, match=r"exports/onnx is a file, where the onnx export goes: move it away"):
         export_run(run_dir, "onnx", "tensorflow")
     assert sorted(p.name for p in (run_dir / artifacts.EXPORTS_DIR).iterdir()) == ["onnx"]
+
+
+@pytest.mark.parametrize("linked", ["exports", "exports/onnx"])
+def test_a_linked_exports_folder_is_refused_not_written_through(tiny_run_dir, tmp_path, linked):
+    other = shutil.copytree(tiny_run_dir, tmp_path / "other")
+    (other / linked).mkdir(parents=True)
+    run_dir = shutil.copytree(tiny_run_dir, tmp_path / "run", ignore=shutil.ignore_patterns(artifacts.EXPORTS_DIR))
+    (run_dir / linked).parent.mkdir(exist_ok=True)
+    (run_dir / linked).symlink_to(other / linked)
+    before = sorted(other.rglob("*"))
+    with pytest.raises(FmnistError, match=f"{linked} is a link to {other / linked}; .* remove the link"):
+        export_run(run_dir, "onnx", "tensorflow")
+    assert sorted(other.rglob("*")) == before  # the other run's folder untouched
+

@@ -118,7 +118,13 @@ def _parity_images(config: dict[str, Any], data_dir: Path | None) -> np.ndarray:
     data = config.get("data") if isinstance(config, dict) else None
     recorded = data.get("sha256") if isinstance(data, dict) else None
     checksums = recorded if isinstance(recorded, dict) and set(recorded) == set(CHECKSUMS) else CHECKSUMS
-    return to_features(load_dataset(data_dir, checksums=checksums, test_only=True).x_test[:PARITY_IMAGES])
+    try:
+        return to_features(load_dataset(data_dir, checksums=checksums, test_only=True).x_test[:PARITY_IMAGES])
+    except FmnistError as exc:
+        if checksums is CHECKSUMS or all(checksums[name] == CHECKSUMS[name] for name in CHECKSUMS):
+            raise
+        raise FmnistError(f"{exc} (the checksums {artifacts.CONFIG} recorded for the run's data, which are not "
+                          "Fashion-MNIST's: restore it from a copy if it was edited)") from None
 
 
 def interface(model: Any) -> dict[str, Any]:
@@ -176,6 +182,10 @@ def export_run(run_dir: Path, fmt: str, backend: str, data_dir: Path | None = No
     exports = run_dir / artifacts.EXPORTS_DIR
     if (exports / fmt).exists() and not (exports / fmt).is_dir():  # it would be set aside, hidden, and left there
         raise FmnistError(f"{exports / fmt} is a file, where the {fmt} export goes: move it away, then export again")
+    for link in (exports, exports / fmt):
+        if link.is_symlink():  # written through, another run's export would be replaced, or the link left hidden
+            raise FmnistError(f"{link} is a link to {link.readlink()}; a run's exports are kept in its own folder: "
+                              "remove the link, then export again")
     try:
         exports.mkdir(exist_ok=True)
     except OSError as exc:
@@ -189,7 +199,8 @@ def export_run(run_dir: Path, fmt: str, backend: str, data_dir: Path | None = No
     if (run_dir / artifacts.METRICS).is_file():  # the report lists the exports; without metrics there is none yet
         try:
             build_report(run_dir)
-        except (FmnistError, KeyboardInterrupt) as exc:  # after the export was kept: say so, or it reads as lost
+        except (FmnistError, OSError, KeyboardInterrupt) as exc:  # after the export was kept: say so, or it reads
+            # as lost (a full disk, say)
             reason = f"run 'fmnist report {run_dir}'" if isinstance(exc, KeyboardInterrupt) else str(exc)
             log.warning("the %s export is complete in %s; its report was not refreshed: %s", fmt, exports / fmt,
                         reason)
