@@ -140,3 +140,38 @@ def test_the_lock_of_a_journal_in_a_relative_folder_is_waited_out_or_named(tmp_p
     with pytest.raises(FmnistError, match=r"the journal's lock runs/tune.journal.lock points to runs/tune.journal, "
                                           r"which is not there .* remove runs/tune.journal.lock$"):
         tune_storage.open_storage(None, Path("runs"))
+
+
+def test_a_half_written_last_line_is_cut_off_and_the_study_goes_on(tmp_path, caplog):
+    import optuna
+
+    journal = tmp_path / "s.journal"
+    storage, _ = open_storage(str(journal), tmp_path)
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)
+    whole = journal.read_bytes()
+    journal.write_bytes(whole + b'{"op_code":4,"worker_id":"killed-')  # a worker stopped mid-write, or a full disk
+    with caplog.at_level(logging.WARNING, logger="fmnist.tune_storage"):
+        storage, _ = open_storage(str(journal), tmp_path)
+    assert "the last line of the journal" in caplog.text and "cut off, 33 bytes" in caplog.text
+    assert journal.read_bytes() == whole
+    optuna.load_study(study_name="s", storage=storage).optimize(lambda trial: trial.suggest_float("x", 0, 1),
+                                                                n_trials=1)
+    storage, _ = open_storage(str(journal), tmp_path)  # read again, whole: four trials, none lost
+    assert len(optuna.load_study(study_name="s", storage=storage).get_trials()) == 4
+
+
+def test_a_database_of_another_program_is_refused_and_left_as_it_was(tmp_path):
+    import sqlite3
+
+    database = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        connection.execute("create table users (name)")
+    for report in (True, False):
+        with pytest.raises(FmnistError, match="app.db is not a database of Optuna studies .*users"):
+            if report:
+                write_report("s", storage=f"sqlite:///{database}", runs_dir=tmp_path)
+            else:
+                open_storage(f"sqlite:///{database}", tmp_path)  # as tune, which would add its study
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        assert [name for (name,) in connection.execute("select name from sqlite_master")] == ["users"]

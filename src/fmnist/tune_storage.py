@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import socket
+import sqlite3
 import time
+import urllib.parse
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -38,6 +41,8 @@ def open_storage(storage: str | None, runs_dir: Path,
         folder = Path(url.database).parent if url.get_backend_name() == "sqlite" else None
         if folder is not None and not folder.is_dir():  # SQLite's own word is "unable to open database file"
             raise FmnistError(f"cannot open the study storage {shown}: there is no folder {folder}")
+        if folder is not None and Path(url.database).is_file():
+            _refuse_foreign_sqlite(Path(url.database), shown)
         for attempt in range(1, RDB_ATTEMPTS + 1):
             try:
                 with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9; we rely on them
@@ -92,6 +97,7 @@ def open_storage(storage: str | None, runs_dir: Path,
         # Optuna skips a bad last line as one a killed worker left half written: a file of one is no journal.
         if path.stat().st_size and next(backend.read_logs(0), None) is None:
             raise ValueError("no line of Optuna's in it")
+        _cut_half_written_line(path, lock)
         return optuna.storages.JournalStorage(backend), str(path)  # reads the whole journal
     except (FileExistsError, NotADirectoryError):
         raise FmnistError(f"cannot open the journal file {path}: a file is in the way of its folder") from None
@@ -101,6 +107,48 @@ def open_storage(storage: str | None, runs_dir: Path,
     except (ValueError, KeyError, TypeError, AssertionError) as exc:
         raise FmnistError(f"{path} is not an Optuna journal ({first_line(exc)}); give --storage a journal file "
                           "written by 'fmnist tune', or a database URL") from None
+
+
+def _refuse_foreign_sqlite(path: Path, shown: str) -> None:
+    """Optuna would add its tables to any SQLite file, another program's too, even for a report."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True)) as db:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        raise FmnistError(f"cannot open the study storage {shown}: {exc}") from None
+    if tables and "studies" not in tables:
+        raise FmnistError(f"{path} is not a database of Optuna studies (it holds the tables "
+                          f"{', '.join(sorted(tables))}): give --storage a new file, or one 'fmnist tune' wrote")
+
+
+def _cut_half_written_line(path: Path, lock: Any) -> None:
+    """Cut off a last line a killed worker (or a full disk) left half written: Optuna skips it on reading but appends
+    after it, joining the next line to it, and the journal could then be read no more."""
+    if not path.stat().st_size:
+        return
+    with open(path, "rb") as file:
+        file.seek(-1, os.SEEK_END)
+        if file.read(1) == b"\n":
+            return
+    lock.acquire()  # no worker appends meanwhile
+    try:
+        with open(path, "rb+") as file:
+            end = position = file.seek(0, os.SEEK_END)
+            keep = 0
+            while position > 0 and not keep:
+                start = max(0, position - 65536)
+                file.seek(start)
+                newline = file.read(position - start).rfind(b"\n")
+                if newline >= 0:
+                    keep = start + newline + 1
+                position = start
+            if 0 < keep < end:  # a journal read before has a whole line
+                file.truncate(keep)
+                os.fsync(file.fileno())
+                log.warning("the last line of the journal %s was half written (a worker stopped while writing it, or "
+                            "a full disk): cut off, %d bytes", path, end - keep)
+    finally:
+        lock.release()
 
 
 class SteadyRDBStorage(optuna.storages.RDBStorage):
