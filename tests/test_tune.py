@@ -470,10 +470,16 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
     study.enqueue_trial(trial.params)
     trial = stopped_trial()
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    name = cut_short.name.replace(trial_name(0), trial_name(trial.number))
-    by_hand = shutil.copytree(cut_short, cut_short.with_name(name))
-    config = json.loads((by_hand / artifacts.CONFIG).read_text())
-    artifacts.write_json(by_hand / artifacts.CONFIG, {**config, "created": utc_now()})  # after the trial began
+    config = json.loads((cut_short / artifacts.CONFIG).read_text())
+
+    def run_of(trial: optuna.Trial) -> Path:
+        """The finished run copied under ``trial``'s name, as begun after the trial was."""
+        run = shutil.copytree(cut_short, cut_short.with_name(cut_short.name.replace(trial_name(0),
+                                                                                    trial_name(trial.number))))
+        artifacts.write_json(run / artifacts.CONFIG, {**config, "created": utc_now()})
+        return run
+
+    by_hand = run_of(trial)
     finished = {p: p.stat().st_mtime_ns for p in by_hand.iterdir()}
     retry = continued()  # counts it: nothing trained again
     assert retry.user_attrs["retry_of"] == trial.number
@@ -488,12 +494,23 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
     trial = stopped_trial()
     trial.set_user_attr("pruned_at", 0)
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    pruned = shutil.copytree(cut_short, cut_short.with_name(cut_short.name.replace(trial_name(0),
-                                                                                   trial_name(trial.number))))
-    artifacts.write_json(pruned / artifacts.CONFIG, {**config, "created": utc_now()})
+    pruned = run_of(trial)
     retry = continued()
     assert retry.user_attrs["retry_of"] == trial.number and retry.state == optuna.trial.TrialState.PRUNED
     assert Path(retry.user_attrs["run_dir"]) == pruned
+
+    # A retry cut short too, whose first attempt left no run it could finish, so it began one of its own: that run is
+    # the one the next retry finishes, not trained again.
+    study.enqueue_trial(trial.params)
+    first = stopped_trial()  # its run on another machine's disk, say
+    study.tell(first, state=optuna.trial.TrialState.FAIL)
+    study.enqueue_trial(first.params, user_attrs={"retry_of": first.number})
+    second = stopped_trial()
+    study.tell(second, state=optuna.trial.TrialState.FAIL)
+    own = run_of(second)
+    retry = continued()
+    assert retry.user_attrs["retry_of"] == first.number and retry.state == optuna.trial.TrialState.COMPLETE
+    assert Path(retry.user_attrs["run_dir"]) == own
 
 
 def test_a_cut_short_run_is_taken_up_only_if_nothing_but_its_name_differs(tmp_path, dataset):

@@ -176,13 +176,12 @@ def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, runs_dir:
     reported: set[int] = set()
     settings = settings_for(base, trial.params, name=trial_name(trial.number))
     callbacks = [pruning_callback(trial, pruned_at, reported)]
-    first = _first_attempt(trial)
-    cut_short = None if first is None else _cut_short_run(runs_dir, first.number, first.user_attrs.get("started"),
-                                                            settings, backend, dataset)
+    attempts = _earlier_attempts(trial)
+    cut_short = next(filter(None, (_cut_short_run(runs_dir, t.number, t.user_attrs.get("started"), settings, backend,
+                                                  dataset) for t in attempts)), None)
     run_dir = None if cut_short is None else _finish(cut_short, dataset, callbacks)
-    if run_dir is not None and first is not None:  # its run ended where an attempt was pruned: pruned again
-        pruned_at.extend(t.user_attrs["pruned_at"] for t in trial.study.get_trials(deepcopy=False)
-                         if _first_drawn(t) == first.number and "pruned_at" in t.user_attrs)
+    if run_dir is not None:  # its run ended where an attempt was pruned: pruned again
+        pruned_at.extend(t.user_attrs["pruned_at"] for t in attempts if "pruned_at" in t.user_attrs)
     if run_dir is None:
         run_dir = train(settings, backend, runs_dir=runs_dir, dataset=dataset, extra_callbacks=callbacks).run_dir
     history = artifacts.read_history(run_dir)
@@ -204,11 +203,13 @@ def trial_name(number: int) -> str:
     return f"trial-{number:04d}"
 
 
-def _first_attempt(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
-    """The trial first drawn with these settings, if ``trial`` is queued to finish its run."""
-    number = trial.user_attrs.get("retry_of")
-    return None if number is None else next(
-        (t for t in trial.study.get_trials(deepcopy=False) if t.number == number), None)
+def _earlier_attempts(trial: optuna.Trial) -> list[optuna.trial.FrozenTrial]:
+    """The earlier attempts at these settings, newest first, if ``trial`` is queued to finish their run: a retry cut
+    short too may have begun a run of its own, where its first attempt's could not be finished."""
+    first = trial.user_attrs.get("retry_of")
+    return [] if first is None else sorted(
+        (t for t in trial.study.get_trials(deepcopy=False) if _first_drawn(t) == first and t.number < trial.number),
+        key=lambda t: t.number, reverse=True)
 
 
 def _cut_short_run(runs_dir: Path, number: int, started: str | None, settings: TrainSettings, backend: str,
