@@ -159,23 +159,40 @@ def test_a_trial_that_diverges_is_recorded_and_the_study_goes_on(tmp_path, datas
     assert "--learning-rate" not in caplog.text  # a flag tune does not have: it searches the learning rate
 
 
+@pytest.mark.parametrize("when", ["while it trained", "once it was trained"])
 def test_a_trial_another_worker_failed_meanwhile_ends_this_worker_in_one_line_its_run_kept(tmp_path, dataset,
-                                                                                            monkeypatch):
+                                                                                            monkeypatch, when):
     from fmnist import tune as tune_module
 
     store, _ = open_storage(None, tmp_path)
 
-    def drawn_then_failed_elsewhere(trial):  # as a worker that found this one's heartbeat stale would
-        suggest(trial)
-        optuna.load_study(study_name="s1", storage=store).tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    def failed_elsewhere(number):  # as by a worker that found this one's heartbeat stale
+        optuna.load_study(study_name="s1", storage=store).tell(number, state=optuna.trial.TrialState.FAIL)
 
-    monkeypatch.setattr(tune_module, "suggest", drawn_then_failed_elsewhere)
+    def drawn_then_failed_elsewhere(trial):  # this worker writes to the trial afterwards
+        suggest(trial)
+        failed_elsewhere(trial.number)
+
+    def failed_elsewhere_once_trained(trial, *args):  # nothing written to it afterwards, its result not yet told
+        value = run_trial(trial, *args)
+        failed_elsewhere(trial.number)
+        return value
+
+    if when == "while it trained":
+        monkeypatch.setattr(tune_module, "suggest", drawn_then_failed_elsewhere)
+    else:
+        run_trial = tune_module._run_trial
+        monkeypatch.setattr(tune_module, "_run_trial", failed_elsewhere_once_trained)
     with pytest.raises(FmnistError, match=r"^trial 0 was failed by another worker of the study, to which this worker "
                                           r"seemed gone .*: its run is kept, and the trial queued in its place "
                                           r"finishes it; run this command again to go on$"):
         tune(BASE, "jax", 1, "s1", runs_dir=tmp_path, dataset=dataset)
     (run,) = (tmp_path / "s1").iterdir()
-    assert json.loads((run / artifacts.STATUS).read_text())["resume"] == f"fmnist train --resume {run}"
+    status = json.loads((run / artifacts.STATUS).read_text())
+    if when == "while it trained":
+        assert status["resume"] == f"fmnist train --resume {run}"
+    else:  # finished and scored: the trial queued in its place counts it as it is
+        assert status["state"] == "finished" and (run / artifacts.METRICS).is_file()
 
 
 def _postgres_program(name: str) -> str:
