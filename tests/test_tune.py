@@ -195,6 +195,17 @@ def test_a_trial_another_worker_failed_meanwhile_ends_this_worker_in_one_line_it
         assert status["state"] == "finished" and (run / artifacts.METRICS).is_file()
 
 
+def test_a_trials_own_value_error_is_not_taken_for_another_workers_doing(tmp_path, dataset, monkeypatch):
+    from fmnist import tune as tune_module
+
+    def broken(trial):
+        raise ValueError("a bug of ours")
+
+    monkeypatch.setattr(tune_module, "suggest", broken)
+    with pytest.raises(ValueError, match="^a bug of ours$"):  # the CLI's last guard: "unexpected ValueError"
+        tune(BASE, "jax", 1, "s1", runs_dir=tmp_path, dataset=dataset)
+
+
 def _postgres_program(name: str) -> str:
     """Debian keeps PostgreSQL's server programs off PATH, in /usr/lib/postgresql/<version>/bin."""
     for folder in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):

@@ -137,23 +137,29 @@ def pruning_callback(trial: optuna.Trial, pruned_at: list[int], reported: set[in
 
 
 def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Dataset,
-               begun: list[int] | None = None, heartbeat: bool = False) -> Callable[[optuna.Trial], float]:
-    """The trial's function for Optuna; each trial's number goes in ``begun`` as it begins (the last one is the trial
-    another worker may have failed meanwhile)."""
+               unfailed: list[int] | None = None, heartbeat: bool = False) -> Callable[[optuna.Trial], float]:
+    """The trial's function for Optuna; ``unfailed`` gets the number of each trial this worker did not fail: trained to
+    its result, or found failed by another worker on a write to it."""
     def objective(trial: optuna.Trial) -> float:
-        if begun is not None:
-            begun.append(trial.number)
-        try:  # a stop anywhere in it, even once its run is trained, leaves the trial to be taken up again
-            return _run_trial(trial, base, backend, runs_dir, dataset, heartbeat)
-        except KeyboardInterrupt:
-            trial.set_user_attr("stopped", True)  # not the settings' fault: taken up when the study is continued
-            log.warning("trial %d stopped: continuing the study (the same 'fmnist tune' command) takes it up "
-                        "again first, unless its settings have run %d times", trial.number, MAX_ATTEMPTS)
+        try:  # failed meanwhile by another worker: found on writing to it, here or in the handlers below
+            try:  # a stop anywhere in it, even once its run is trained, leaves the trial to be taken up again
+                value = _run_trial(trial, base, backend, runs_dir, dataset, heartbeat)
+            except KeyboardInterrupt:
+                trial.set_user_attr("stopped", True)  # not the settings' fault: taken up when the study is continued
+                log.warning("trial %d stopped: continuing the study (the same 'fmnist tune' command) takes it up "
+                            "again first, unless its settings have run %d times", trial.number, MAX_ATTEMPTS)
+                raise
+            except Diverged as exc:  # the settings' fault: recorded, and the study goes on (tune catches it)
+                trial.set_user_attr("diverged", exc.what)
+                log.warning("trial %d: %s; recorded as failed, the study goes on", trial.number, exc.what)
+                raise
+        except optuna.exceptions.UpdateFinishedTrialError:  # its run was left resumable, as by any other error
+            if unfailed is not None:
+                unfailed.append(trial.number)
             raise
-        except Diverged as exc:  # the settings' fault: recorded, and the study goes on (tune catches it)
-            trial.set_user_attr("diverged", exc.what)
-            log.warning("trial %d: %s; recorded as failed, the study goes on", trial.number, exc.what)
-            raise
+        if unfailed is not None:  # told next, unless another worker fails it first
+            unfailed.append(trial.number)
+        return value
 
     return objective
 
@@ -357,19 +363,19 @@ def tune(
         log.info("trial %d %s: val_loss %s", trial.number, trial_state(trial),
                  f"{trial.value:.4f}" if trial.value is not None else "-")
 
-    begun: list[int] = []
+    unfailed: list[int] = []
     try:
-        study.optimize(_objective(base, backend, study_dir, dataset, begun, is_database(storage)),
+        study.optimize(_objective(base, backend, study_dir, dataset, unfailed, is_database(storage)),
                        n_trials=trials, timeout=timeout, callbacks=[record], catch=(Diverged,))
     # Optuna's "Cannot tell a FAIL trial": another worker failed the trial while this one trained it (found on a
     # write to it), or once it was trained, before its result was told, when Optuna's logging of it then fails its
     # own assertion ("Should not reach", Optuna 5.0).
     except (ValueError, AssertionError):
-        last = next((t for t in study.get_trials(deepcopy=False) if begun and t.number == begun[-1]), None)
-        if last is None or last.state != optuna.trial.TrialState.FAIL:
+        last = next((t for t in study.get_trials(deepcopy=False) if unfailed and t.number == unfailed[-1]), None)
+        if last is None or last.state != optuna.trial.TrialState.FAIL:  # a trial's own error, Optuna re-raising it
             raise
         raise FmnistError(
-            f"trial {begun[-1]} was failed by another worker of the study, to which this worker seemed gone (it "
+            f"trial {unfailed[-1]} was failed by another worker of the study, to which this worker seemed gone (it "
             f"was suspended, or could not reach the storage, for over {GRACE_S} s): its run is kept, and the trial "
             "queued in its place finishes it; run this command again to go on") from None
     # As a command in another folder reaches it (a script reads --json), the password of a server's URL hidden.
