@@ -507,22 +507,6 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
         raise FmnistError("the host is empty: give an address, such as 127.0.0.1 (this machine only) or 0.0.0.0 "
                           "(every interface)")
     app = create_app(run_dir, max_upload_mib * MIB, max_batch)
-    # Taken before the model loads (in the app's lifespan) and held until the server ends: a taken port is one line
-    # at once, and no other server can take it meanwhile (uvicorn would bind only after the load, and exit with its
-    # own message).
-    try:
-        listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
-    except OSError as exc:
-        reason = (exc.strerror or str(exc)).split(" (while attempting")[0]
-        hint = "; pick another with --port" if exc.errno == errno.EADDRINUSE else ""
-        raise FmnistError(f"cannot listen on {host} port {port}: {reason}{hint}") from None
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
-        log.warning("listening on %s: other machines can reach this server", host)
-    log.info("serving %s on http://%s:%d/ (API docs at /docs)", run_dir, f"[{host}]" if ":" in host else host, port)
     # A malformed form is answered 400 with its reason; python-multipart would also log its parser's complaint.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
@@ -559,6 +543,22 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
             record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
         return True
 
+    # Taken before the model loads (in the app's lifespan) and held until the server ends: a taken port is one line
+    # at once, and no other server can take it meanwhile (uvicorn would bind only after the load, and exit with its
+    # own message).
+    try:
+        listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).split(" (while attempting")[0]
+        hint = "; pick another with --port" if exc.errno == errno.EADDRINUSE else ""
+        raise FmnistError(f"cannot listen on {host} port {port}: {reason}{hint}") from None
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        log.warning("listening on %s: other machines can reach this server", host)
+    log.info("serving %s on http://%s:%d/ (API docs at /docs)", run_dir, f"[{host}]" if ":" in host else host, port)
     uvicorn_log = logging.getLogger("uvicorn.error")
     uvicorn_log.addFilter(in_one_line)
     try:
