@@ -175,3 +175,30 @@ def test_a_database_of_another_program_is_refused_and_left_as_it_was(tmp_path):
                 open_storage(f"sqlite:///{database}", tmp_path)  # as tune, which would add its study
     with contextlib.closing(sqlite3.connect(database)) as connection:
         assert [name for (name,) in connection.execute("select name from sqlite_master")] == ["users"]
+
+
+def test_a_database_another_worker_is_still_making_is_not_refused(tmp_path):
+    """Workers started together race on a fresh SQLite file: one that looks while another is adding Optuna's tables,
+    one at a time, must see a study database, not another program's."""
+    import optuna
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    from fmnist.tune_storage import _refuse_foreign_sqlite
+
+    database = tmp_path / "study.db"
+    looked_after = []
+
+    def look(table, connection, **_):
+        _refuse_foreign_sqlite(database, str(database))  # as the other worker, on its own connection
+        looked_after.append(table.name)
+
+    tables = models.BaseModel.metadata.sorted_tables
+    for table in tables:
+        sqlalchemy.event.listen(table, "after_create", look)
+    try:
+        optuna.storages.RDBStorage(f"sqlite:///{database}")
+    finally:
+        for table in tables:
+            sqlalchemy.event.remove(table, "after_create", look)
+    assert sorted(looked_after) == sorted(table.name for table in tables)
