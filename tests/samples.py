@@ -76,6 +76,15 @@ def png_claiming(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b"")
 
 
+def png_with_damaged_data(png: bytes) -> bytes:
+    """``png`` with the second half of its compressed pixels zeroed, its length kept: a download cut short into a
+    file made at full size (Pillow does not check the compressed data's CRC, so only decoding finds the damage)."""
+    start = png.index(b"IDAT") + 4
+    end = start + struct.unpack(">I", png[start - 8:start - 4])[0]
+    middle = (start + end) // 2
+    return png[:middle] + bytes(end - middle) + png[end:]
+
+
 def npy_header(header: bytes) -> bytes:
     """A .npy file (format 1.0) of the header ``header`` as it is, and no data."""
     return b"\x93NUMPY\x01\x00" + (len(header) + 1).to_bytes(2, "little") + header + b"\n"
@@ -117,6 +126,7 @@ def bad_files() -> list[tuple[str, str, bytes, int, str]]:
         ("ico", "icon.ico", encode(Image.fromarray(noise).resize((32, 32)), "ICO"), 415, UNSUPPORTED),
         ("png-truncated", "cut.png", png[: len(png) // 2], 422, "is truncated or damaged"),
         ("jpeg-truncated", "cut.jpg", jpeg[: len(jpeg) // 2], 422, "is truncated or damaged"),
+        ("png-data-damaged", "zeroed.png", png_with_damaged_data(png), 422, "is truncated or damaged"),
         ("png-header-only", "head.png", png[:33], 422, "starts like a PNG but is truncated"),
         ("png-bomb", "bomb.png", png_claiming(100_000, 100_000), 413, "is too large when decoded"),
         ("png-over-pillow-limit", "big.png", png_claiming(10_000, 10_000), 413, "is too large when decoded"),

@@ -172,6 +172,28 @@ def test_a_damaged_exif_block_is_read_as_upright_not_refused():
     assert decode_image(encode(tall, "JPEG", exif=exif), "phone.jpg").shape == (30, 40)  # turned, as orientation 6
 
 
+@pytest.mark.filterwarnings("ignore:Invalid APNG")  # in pytest's process, below; the user's is the subprocess's
+def test_a_png_with_a_broken_animation_header_is_read_from_its_first_frame_without_a_warning(tmp_path):
+    import struct
+    import subprocess
+    import sys
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = encode(garment())
+    pixels_at = png.index(b"IDAT") - 4
+    no_frames = png[:pixels_at] + chunk(b"acTL", struct.pack(">II", 0, 0)) + png[pixels_at:]  # "0 frames"
+    np.testing.assert_array_equal(decode_image(no_frames, "odd.png"), garment())
+    # In a process of its own: pytest drops the warning filters a module sets when it is imported during collection.
+    (tmp_path / "odd.png").write_bytes(no_frames)
+    decoded = subprocess.run([sys.executable, "-c", "import sys; from fmnist.images import decode_image; "
+                              "decode_image(open(sys.argv[1], 'rb').read(), 'odd.png')", tmp_path / "odd.png"],
+                             capture_output=True, text=True)
+    assert (decoded.returncode, decoded.stderr) == (0, "")  # Pillow's "Invalid APNG" would reach it, under -q too
+
+
 def test_a_phones_multi_picture_jpeg_decodes_at_a_reduced_scale_too():
     big = Image.fromarray(garment()).resize((4000, 3000))
     mpo = encode(big, "MPO", save_all=True, append_images=[big.resize((400, 300))])

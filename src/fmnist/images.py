@@ -30,9 +30,10 @@ ARRAY_SHAPES = ((IMAGE_SIDE, IMAGE_SIDE), (NUM_FEATURES,))
 MAX_ITEM_BYTES = 16  # complex128, the widest number NumPy has; a wider "void" item is a claim of gigabytes
 SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP", b"RIFF": "WebP"}
 BMP_HEADER_SIZES = (12, 40, 52, 56, 64, 108, 124)  # the DIB headers there are: "BM" alone starts many a text file
-# Pillow warns on stderr about a damaged EXIF block it then skips (camera files often carry one): the photo is
-# classified all the same, so the warning is only noise, even under -q. Set once here: filters are process-wide.
-warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+# Pillow warns on stderr about a damaged EXIF block it then skips (camera files often carry one), and about a broken
+# animation (APNG) or multi-picture (MPO) header, after which it reads the first picture: the photo is classified all
+# the same, so the warning is only noise, even under -q. Set once here: filters are process-wide.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.(TiffImagePlugin|PngImagePlugin|JpegImagePlugin)")
 # Pillow warns of an image between its pixel limit and twice that (it refuses one over twice it on opening);
 # decode_image applies the limit itself, to the size decoded: a baseline JPEG's at its reduced scale, so that a
 # 108-megapixel phone photo is read (one over twice the limit, about 179 megapixels, is refused on opening).
@@ -67,6 +68,9 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
                     width, height = image.size
             if width * height > MAX_PIXELS:
                 raise Image.DecompressionBombError(f"Image size ({width * height} pixels)")
+            # Decoded here, where its damage is refused: reading the EXIF of a PNG decodes it first, and _upright
+            # skips a failure there as a damaged EXIF block, after which the rows decoded so far would be classified.
+            image.load()
             upright = _upright(image)
             if upright.mode.startswith("I;16") or upright.mode == "I":
                 # 16-bit grayscale: convert("L") would clip every value above 255 instead of scaling it down.
