@@ -215,6 +215,17 @@ def test_an_unreadable_name_with_a_newline_beside_good_inputs_is_still_one_line(
     assert error.count("\n") == 1 and error.startswith("fmnist: error: cannot read ") and "no\\nsuch.png" in error
 
 
+def test_a_readable_name_with_a_newline_or_an_escape_keeps_its_answer_on_one_line(tmp_path, tiny_run_dir, capsys):
+    good = write_inputs(tmp_path)[0]
+    odd = tmp_path / "shirt\nno.png"
+    odd.write_bytes(good.read_bytes())
+    shown = tmp_path / "seen\x1b[2J.png"  # a terminal's escape (here: clear the screen) in the picture's name
+    assert main(["-q", "predict", str(tiny_run_dir), str(odd), str(good), "--show", str(shown)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[0].startswith(f"{tmp_path}/shirt\\nno.png: ") and "\x1b" not in "".join(lines)
+    assert lines[2] == f"shown: {tmp_path}/seen\\x1b[2J.png"
+
+
 def test_a_show_folder_removed_while_the_model_works_loses_no_answer(tmp_path, tiny_run_dir, monkeypatch):
     import fmnist.explain
 

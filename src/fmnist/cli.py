@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 from fmnist import __version__, artifacts, defaults, stopping
-from fmnist.errors import ErrorsPerInput, FmnistError, first_line
+from fmnist.errors import ErrorsPerInput, FmnistError, first_line, one_line
 from fmnist.settings import BACKENDS, DEFAULT_BACKEND, FLAG_SETTINGS, PREFERRED_BACKEND, RECIPES, TrainSettings, flag
 
 log = logging.getLogger("fmnist")
@@ -98,7 +98,7 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         said = self._misplaced_value(message) or f"{message}{_hint(message)}"
-        self.exit(2, f"fmnist: error: {_one_line(said)} (see '{self.prog} --help')\n")
+        self.exit(2, f"fmnist: error: {one_line(said)} (see '{self.prog} --help')\n")
 
     def _misplaced_value(self, message: str) -> str | None:
         """For `fmnist --limit 100 train`: argparse takes 100 for the command's name; the flag belongs after it."""
@@ -170,11 +170,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(item) for item in value]
     return value
-
-
-def _one_line(message: str) -> str:
-    """``message`` on one line: a character that would break it (a newline in a path given) written as its escape."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
 
 
 def _json_value(value: Any) -> str:
@@ -450,9 +445,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = resolve_model(args.model, args.runs_dir)
     result = predict_files(model, args.images, top_k=args.top_k, unsure_below=args.unsure_below, show=args.show,
                            backend=args.backend)
-    _emit(args, as_text(result) + (f"\nshown: {result['shown']}" if "shown" in result else ""), result)
+    _emit(args, as_text(result) + (f"\nshown: {one_line(str(result['shown']))}" if "shown" in result else ""), result)
     for failure in result["errors"]:  # the others answered above; each unreadable file gets its line, as alone
-        print(f"fmnist: error: {_one_line(failure['error'])}", file=sys.stderr)
+        print(f"fmnist: error: {one_line(failure['error'])}", file=sys.stderr)
     return 1 if result["errors"] else 0
 
 
@@ -775,7 +770,7 @@ def _run_command(args: argparse.Namespace) -> int:
         if args.debug:  # what Keras or the system said underneath the one-line error
             raise
         for line in exc.errors if isinstance(exc, ErrorsPerInput) else [str(exc)]:  # a line each, several inputs
-            print(f"fmnist: error: {_one_line(line)}", file=sys.stderr)
+            print(f"fmnist: error: {one_line(line)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return stopping.stopped()
@@ -786,10 +781,10 @@ def _run_command(args: argparse.Namespace) -> int:
         if args.debug:
             raise
         if isinstance(exc, OSError) and exc.strerror:  # the system refused a file (permissions, full disk, long name)
-            print(f"fmnist: error: {_one_line(exc.strerror + (f': {exc.filename}' if exc.filename else ''))}",
+            print(f"fmnist: error: {one_line(exc.strerror + (f': {exc.filename}' if exc.filename else ''))}",
                   file=sys.stderr)
         else:  # one line still: a database driver's message says more on the lines after (--debug shows them)
-            print(f"fmnist: error: unexpected {type(exc).__name__}: {_one_line(first_line(exc))} (rerun with --debug "
+            print(f"fmnist: error: unexpected {type(exc).__name__}: {one_line(first_line(exc))} (rerun with --debug "
                   "for details)", file=sys.stderr)
         return 1
     return status

@@ -21,3 +21,8 @@ class DamagedFile(FmnistError):
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type's name if it has none), to quote in one-line errors."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: a character that would break it (a newline in a path given) written as its escape."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)

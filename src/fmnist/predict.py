@@ -13,7 +13,7 @@ import numpy as np
 from fmnist import model_files, runs
 from fmnist.data import CLASS_NAMES, NUM_FEATURES
 from fmnist.defaults import MAX_FILE_MIB, STDIN, UNSURE_BELOW
-from fmnist.errors import ErrorsPerInput, FmnistError
+from fmnist.errors import ErrorsPerInput, FmnistError, one_line
 from fmnist.images import load_input
 from fmnist.plots import percent
 
@@ -192,7 +192,7 @@ def as_text(result: dict[str, Any]) -> str:
     lines = []
     for answer in result["predictions"]:
         best, *others = answer["top"]
-        line = f"{answer['input']}: {best['class']} {percent(best['probability'])}"
+        line = f"{one_line(str(answer['input']))}: {best['class']} {percent(best['probability'])}"
         if others:
             line += " (" + ", ".join(f"{o['class']} {percent(o['probability'])}" for o in others) + ")"
         lines.append(line + ("  [unsure]" if answer["unsure"] else ""))
