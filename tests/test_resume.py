@@ -351,9 +351,14 @@ def test_a_finished_runs_damaged_metrics_are_scored_again_when_it_is_resumed_in_
 
     folder, sums = tiny_data
     run_dir = tiny_train(tmp_path / "runs", tiny_data).run_dir
-    scored = artifacts.read_json(run_dir / artifacts.METRICS)["test_accuracy"]
-    # Edited by hand, or cut short on a disk that filled: each is scored again, as `fmnist runs` advises.
-    for damage in ("{}", '{"test_accuracy": 2}', '{"test_accuracy": 0.9'):
+    metrics = artifacts.read_json(run_dir / artifacts.METRICS)
+    scored = metrics["test_accuracy"]
+    shirt_f1_as_text = {**metrics, "per_class": {**metrics["per_class"], "Shirt": {"f1-score": "0.7"}}}
+    # Edited by hand, or cut short on a disk that filled: each is scored again, as `fmnist runs` advises; so is one
+    # whose accuracy is sound but which lacks a figure the group's summary takes from it.
+    for damage in ("{}", '{"test_accuracy": 2}', '{"test_accuracy": 0.9', '{"test_accuracy": 0.5}',
+                   json.dumps({key: value for key, value in metrics.items() if key != "ece"}),
+                   json.dumps(shirt_f1_as_text)):
         (run_dir / artifacts.METRICS).write_text(damage)
         result = score_finished(run_dir, load_dataset(folder, checksums=sums))
         assert result.metrics["test_accuracy"] == scored, damage

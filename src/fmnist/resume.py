@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from fmnist import artifacts, runs
 from fmnist.backup_file import epochs_done
+from fmnist.data import CLASS_NAMES
 from fmnist.errors import DamagedFile, FmnistError
 from fmnist.settings import TrainSettings
 
@@ -111,12 +112,23 @@ def score_finished(run_dir: Path, dataset: Dataset) -> TrainResult:
             metrics = artifacts.read_json(metrics_path) if metrics_path.is_file() else {}
         except DamagedFile:
             metrics = {}
-        if runs.scored_accuracy(metrics) is None:
+        if not _fully_scored(metrics):
             log.info("scoring %s: its training finished, its %s is missing or damaged", run_dir, artifacts.METRICS)
             metrics = evaluate_run(run_dir, dataset=dataset)
         elif not (run_dir / artifacts.REPORT_HTML).is_file():
             build_report(run_dir)
     return TrainResult(run_dir, metrics, status["epochs"], status["train_seconds"])
+
+
+def _fully_scored(metrics: dict[str, Any]) -> bool:
+    """Whether ``metrics`` holds every figure a seed group's summary takes from it, each a number."""
+    per_class = metrics.get("per_class")
+    return (runs.scored_accuracy(metrics) is not None
+            and all(artifacts.json_number(metrics.get(key)) is not None
+                    for key in ("macro_f1", "ece", "ece_before_scaling"))
+            and isinstance(per_class, dict) and set(per_class) == set(CLASS_NAMES)
+            and all(isinstance(m, dict) and artifacts.json_number(m.get("f1-score")) is not None
+                    for m in per_class.values()))
 
 
 def read_resumable(path: Path, kinds: dict[str, type], backend: str | None,
