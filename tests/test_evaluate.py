@@ -1,5 +1,6 @@
 import dataclasses
 import hashlib
+import json
 import logging
 import shutil
 
@@ -119,6 +120,29 @@ def test_a_failure_drawing_freshly_scored_files_is_not_blamed_on_them(tmp_path, 
         evaluate_run(run, dataset=dataset)
 
 
+def test_scores_are_written_in_the_drawings_turn_so_two_evaluations_never_mix(tmp_path, tiny_run_dir, caplog):
+    import threading
+    import time
+
+    from fmnist import runs
+
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    dataset = load_dataset(tmp_path / "data", checksums=write_idx_set(tmp_path / "data"))
+    scored = [(run / name).read_bytes() for name in (artifacts.METRICS, artifacts.PREDICTIONS)]
+    with caplog.at_level(logging.INFO, logger="fmnist"):
+        with runs.queued_lock(run / artifacts.REPORT_LOCK, "waiting"):  # as another evaluation, writing and drawing
+            later = threading.Thread(target=evaluate_run, args=(run,), kwargs={"dataset": dataset})
+            later.start()
+            deadline = time.monotonic() + 120
+            while "waiting for another process drawing" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert "waiting for another process drawing" in caplog.text  # scored, and waiting its turn
+            # Neither file written yet: the other's metrics cannot end up beside this one's predictions.
+            assert [(run / name).read_bytes() for name in (artifacts.METRICS, artifacts.PREDICTIONS)] == scored
+        later.join(120)
+    assert artifacts.read_json(run / artifacts.METRICS)["evaluated"] != json.loads(scored[0])["evaluated"]
+
+
 def test_a_model_no_better_than_guessing_is_called_so(tmp_path, tiny_run_dir, caplog):
     # The tiny run learned random labels: on 3,000 more random images it scores about 0.10, surely under 0.20.
     run = shutil.copytree(tiny_run_dir, tmp_path / "run")
@@ -141,3 +165,18 @@ def test_a_model_no_better_than_guessing_is_called_so(tmp_path, tiny_run_dir, ca
     answers = np.load(run / artifacts.PREDICTIONS)["probabilities"].argmax(axis=1)
     evaluate_run(run, dataset=dataclasses.replace(dataset, y_test=answers.astype(np.uint8)))  # all right this time
     assert "learned next to nothing" not in caplog.text
+
+
+def test_scoring_a_run_of_a_seed_group_again_says_how_to_compute_its_summary_again(tmp_path, tiny_run_dir, caplog):
+    from fmnist.evaluate import warn_of_group_summary
+
+    group = tmp_path / "group"
+    run = shutil.copytree(tiny_run_dir, group / "run")
+    (group / artifacts.SEED_GROUP).write_text("{}")  # a --seeds group, still without its summary: nothing to say
+    with caplog.at_level(logging.WARNING, logger="fmnist"):
+        warn_of_group_summary(run)
+        assert caplog.text == ""
+        (group / artifacts.SEED_SUMMARY).write_text("{}")
+        warn_of_group_summary(run)
+    assert f"{group / artifacts.SEED_SUMMARY} still holds this run's earlier scores: 'fmnist train --resume {group}'" \
+        in caplog.text

@@ -373,10 +373,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     with idle_run(args.run, args.runs_dir, "evaluate it") as run:
         _check_model(run)
         activate(args.backend)
-        from fmnist.evaluate import evaluate_run
+        from fmnist.evaluate import evaluate_run, warn_of_group_summary
         from fmnist.report import headline
 
         metrics = evaluate_run(run, data_dir=args.data_dir)
+    warn_of_group_summary(run)
     _emit(args, headline(run, metrics), {"run_dir": run, **metrics})
 
 

@@ -63,16 +63,28 @@ def evaluate_run(
     mistakes = most_confident_mistakes(dataset.y_test, probabilities)
     log.info("drawing occlusion maps, then the report")
     explanations = report_explanations(predict, dataset.x_test, dataset.y_test, probabilities, mistakes)
-    artifacts.write_atomic(run_dir / artifacts.PREDICTIONS, lambda tmp: np.savez_compressed(
-        tmp, y_true=dataset.y_test, probabilities=probabilities.astype(np.float32),
-        mistake_indices=mistakes, mistake_images=dataset.x_test[mistakes], **explanations,
-    ))
-    artifacts.write_json(run_dir / artifacts.METRICS, metrics)
-    write_report(run_dir)  # from the files just written: a failure left is a bug, not damage to send it back to
+
+    def write_scores() -> None:
+        artifacts.write_atomic(run_dir / artifacts.PREDICTIONS, lambda tmp: np.savez_compressed(
+            tmp, y_true=dataset.y_test, probabilities=probabilities.astype(np.float32),
+            mistake_indices=mistakes, mistake_images=dataset.x_test[mistakes], **explanations,
+        ))
+        artifacts.write_json(run_dir / artifacts.METRICS, metrics)
+
+    write_report(run_dir, write_scores)  # from the files just written: a failure left is a bug, not damage
     if high < NEAR_CHANCE:  # surely under twice what guessing scores: say so, or the run looks like any other
         log.warning("the model learned next to nothing: test accuracy %.4f (95%% interval up to %.4f; guessing scores "
                     "%.2f). %s", metrics["test_accuracy"], high, 1 / len(CLASS_NAMES), likely_cause(run_dir))
     return metrics
+
+
+def warn_of_group_summary(run_dir: Path) -> None:
+    """A run of a ``--seeds`` group scored again leaves the group's summary.json with its old figures: say how to
+    compute it again (not done here: evaluate writes only the run's own files)."""
+    group = runs.in_seed_group(run_dir)
+    if group is not None and (group / artifacts.SEED_SUMMARY).is_file():
+        log.warning("%s still holds this run's earlier scores: 'fmnist train --resume %s' computes it again from "
+                    "its runs' scores, training nothing", group / artifacts.SEED_SUMMARY, group)
 
 
 def likely_cause(run_dir: Path) -> str:

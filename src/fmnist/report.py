@@ -7,7 +7,7 @@ import logging
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -140,15 +140,17 @@ def build_report(run_dir: Path) -> Path:
                           ) from exc
 
 
-def write_report(run_dir: Path) -> Path:
-    """build_report after evaluate has just written the metrics and predictions: the other files are checked for
-    what the report reads, so an error left is a bug, and is not called damage."""
+def write_report(run_dir: Path, write_scores: Callable[[], None] = lambda: None) -> Path:
+    """build_report after evaluate has scored the run, ``write_scores`` writing its metrics and predictions under
+    the drawing's lock: the other files are checked for what the report reads, so an error left is a bug, and is not
+    called damage."""
     run_dir = runs.require_run_dir(run_dir)
     config = artifacts.read_json(run_dir / artifacts.CONFIG)
-    runs.require_scored(run_dir, "its report")
     # One drawing at a time: two drawn at once (an export's and another's) could leave the page of the one that read
-    # the run's files first.
+    # the run's files first; and two evaluations at once, one's metrics beside the other's predictions.
     with runs.queued_lock(run_dir / artifacts.REPORT_LOCK, f"waiting for another process drawing {run_dir}'s report"):
+        write_scores()
+        runs.require_scored(run_dir, "its report")
         return _write_report(run_dir, config)
 
 
