@@ -61,3 +61,19 @@ def test_no_temperature_is_fitted_where_the_held_out_images_hold_no_mistake():
     probabilities[0] = probabilities[1]  # one mistake: a temperature is fitted again, well inside the bounds
     assert 0.1 < fit_temperature(probabilities, np.arange(10)) < 10 and fit_temperature(probabilities,
                                                                                          np.arange(10)) != 1.0
+
+
+def test_a_temperature_at_the_bound_of_its_search_is_said_to_be_so(caplog):
+    import logging
+
+    probabilities = np.full((3, 10), 1e-30, np.float32)
+    probabilities[[0, 1, 2], [0, 1, 3]] = 1.0  # two right, and one as sure of a class it is not (2) as can be
+    with caplog.at_level(logging.WARNING, logger="fmnist"):
+        assert fit_temperature(probabilities, np.arange(3)) == pytest.approx(20, rel=1e-3)
+    assert "T = 20 is the bound of its search (0.05-20): the validation split's 3 images are too few" in caplog.text
+    caplog.clear()
+    probabilities[2] = probabilities[1]  # a near mistake in a sound split is no bound's doing: nothing said
+    probabilities[2, 2] = 0.5
+    with caplog.at_level(logging.WARNING, logger="fmnist"):
+        assert 0.05 * 1.01 < fit_temperature(probabilities, np.arange(3)) < 20 / 1.01
+    assert caplog.text == ""

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 # about 87 below the top one). A higher floor (1e-12) made every confidently wrong image count as less wrong than it
 # is, and the temperature fitted on them too low.
 PROBABILITY_FLOOR = float(np.finfo(np.float32).tiny)
+TEMPERATURE_BOUNDS = (0.05, 20.0)  # far past any a trained network needs (ours: 0.8-1.8)
 
 
 def folded_temperature(run_dir: Path) -> float:
@@ -58,11 +59,18 @@ def fit_temperature(probabilities: np.ndarray, y_true: np.ndarray) -> float:
     if (np.asarray(probabilities).argmax(axis=1) == np.asarray(y_true)).all():
         return 1.0
 
+    low, high = TEMPERATURE_BOUNDS
     result = minimize_scalar(
         lambda log_t: nll(apply_temperature(probabilities, float(np.exp(log_t))), y_true),
-        bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-4},
+        bounds=(np.log(low), np.log(high)), method="bounded", options={"xatol": 1e-4},
     )
-    return float(np.exp(result.x))
+    temperature = float(np.exp(result.x))
+    if not low * 1.01 < temperature < high / 1.01:  # the likelihood still falling at the bound: T is the bound's
+        log.warning("temperature scaling: T = %.3g is the bound of its search (%g-%g): the validation split's %d "
+                    "images are too few, or its mistakes too odd, to fit it; its probabilities are those of that "
+                    "bound (a larger split, or more training, would fit a sound one)", temperature, low, high,
+                    len(y_true))
+    return temperature
 
 
 def fold_temperature(model: Any, temperature: float) -> None:
