@@ -242,6 +242,11 @@ def test_a_malformed_form_is_refused_with_its_reason_never_answered_in_part(clie
     odd = client.post("/v1/predict", content=part("\\ud800.png") + b"--b--\r\n",
                       headers={"content-type": "multipart/form-data; boundary=b; charset=unicode_escape"})
     assert odd.status_code == 200 and odd.json()["predictions"][0]["input"] == "\\ud800.png"
+    for charset, name in (("undefined", "a.png"), ("punycode", "x!.png"), ("idna", "xn--.png")):  # a UnicodeError
+        refused = client.post("/v1/predict", content=part(name) + b"--b--\r\n",
+                              headers={"content-type": f"multipart/form-data; boundary=b; charset={charset}"})
+        assert refused.status_code == 400 and refused.json()["error"].startswith(
+            "the multipart body cannot be read: its part names cannot be decoded with the charset"), charset
     other = client.post("/v1/predict", content=part("a.png").replace(b"--b", b"--c") + b"--c--\r\n", headers=multipart)
     assert other.status_code == 400 and other.json() == {
         "error": "the multipart body holds no --b boundary: send it with the boundary its Content-Type names"}
@@ -309,6 +314,11 @@ def test_the_page_and_its_files_are_served(client):
         assert answer.status_code == 200 and answer.headers["cache-control"] == "no-cache"
         again = client.get(asset, headers={"If-None-Match": answer.headers["etag"]})
         assert again.status_code == 304 and again.headers["cache-control"] == "no-cache"
+        # A Range, served or not, gets the file whole (Starlette answered one it cannot serve in plain text).
+        for asked in ("bytes=0-9", "items=0-1", "bytes=5-1", "bytes=999999-"):
+            whole = client.get(asset, headers={"Range": asked})
+            assert (whole.status_code, whole.content) == (200, answer.content), (asset, asked)
+    assert client.get("/", headers={"Range": "items=0-1"}).text == page.text
     assert "http" not in page.text.replace("http-equiv", "")  # nothing fetched from elsewhere: it works offline
 
 

@@ -39,7 +39,7 @@ from fmnist.errors import FmnistError, first_line
 from fmnist.explain import PATCH, occlusion_batches
 from fmnist.images import BadInput, check_array, load_input
 from fmnist.predict import Classifier, describe
-from fmnist.serve_http import SHUTDOWN_GRACE_S, AnswerCancelledRequests, error, json_http_protocol
+from fmnist.serve_http import SHUTDOWN_GRACE_S, AnswerCancelledRequests, WholeAnswers, error, json_http_protocol
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,9 @@ async def form_files(request: Request, body: bytes) -> list[tuple[str, bytes]]:
         reason = exc.__cause__ or exc.message  # python-multipart's own words, when it is the parser that refused
         hint = " (a file name thousands of characters long?)" if "header size" in str(reason) else ""
         raise BadInput(f"the multipart body cannot be read: {str(reason).rstrip('.')}{hint}", 400) from None
+    except UnicodeError as exc:  # a codec Starlette does not expect to fail so (undefined, punycode, idna)
+        raise BadInput(f"the multipart body cannot be read: its part names cannot be decoded with the charset its "
+                       f"Content-Type names ({first_line(exc)}): leave charset out, or send utf-8", 400) from None
     try:
         fields = list(dict.fromkeys(key for key, value in form.multi_items() if not isinstance(value, UploadFile)))
         if fields:  # curl's -F files=<a.png sends a file's bytes as a field: never answered in part, without them
@@ -385,6 +388,7 @@ async def read_inputs(request: Request, max_body_bytes: int) -> tuple[list[str],
     body = await read_body(request, max_body_bytes)
     if content_type == "multipart/form-data":
         files = await form_files(request, body)
+        del body  # the files hold its bytes now: not twice the upload each while requests queue for a decoding slot
         return [name for name, _ in files], await decode_files(request, files)
     # In a decoding slot too: parsing 10 MiB of JSON took 5 s of CPU and up to 100 MB.
     images = await anyio.to_thread.run_sync(json_inputs, body, limiter=request.app.state.decoders)
@@ -425,6 +429,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
     )
     app.mount(STATIC_URL, RevalidatedFiles(directory=STATIC), name="static")
     app.add_middleware(AnswerCancelledRequests)
+    app.add_middleware(WholeAnswers)
 
     _answer_errors_as_json(app)
 

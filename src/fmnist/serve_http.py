@@ -47,6 +47,19 @@ class AnswerCancelledRequests:
             raise
 
 
+class WholeAnswers:
+    """ASGI middleware: every answer whole, whatever Range a request asks. Starlette answers a Range it cannot serve
+    (a unit other than bytes, an end before its start) in plain text, not JSON; the page's files are a few kB."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            scope = {**scope, "headers": [(name, value) for name, value in scope["headers"] if name != b"range"]}
+        await self.app(scope, receive, send)
+
+
 def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
