@@ -288,6 +288,34 @@ def stop_after_two_epochs():
     return StopAfterTwoEpochs()
 
 
+def test_a_run_a_later_callback_stopped_resumes_as_stopped_after_a_kill_before_it_was_finished(tmp_path, tiny_data):
+    import keras
+
+    class PruneAtEpochTwo(keras.callbacks.Callback):  # as tune's pruner, after the backup in the callbacks
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                self.model.stop_training = True
+
+    class KilledOnceTrained(keras.callbacks.Callback):  # a stop while the run is calibrated and saved
+        def on_train_end(self, logs=None):
+            raise KeyboardInterrupt
+
+    folder, sums = tiny_data
+    dataset = load_dataset(folder, checksums=sums)
+    settings = TrainSettings(hidden_sizes=(8,), epochs=5, batch_size=16, name="tiny")
+    unbroken = train(settings, "jax", runs_dir=tmp_path / "unbroken", dataset=dataset,
+                     extra_callbacks=[PruneAtEpochTwo()])
+    with pytest.raises(KeyboardInterrupt):
+        train(settings, "jax", runs_dir=tmp_path / "runs", dataset=dataset,
+              extra_callbacks=[PruneAtEpochTwo(), KilledOnceTrained()])
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    resumed = resume_run(run_dir, dataset=dataset)  # ends where it stopped, not trained on to epoch 5
+    assert artifacts.read_history(run_dir)["val_loss"] == artifacts.read_history(unbroken.run_dir)["val_loss"]
+    assert resumed.epochs_run == unbroken.epochs_run == 2
+    for mine, theirs in zip(_model_weights(run_dir), _model_weights(unbroken.run_dir)):
+        np.testing.assert_array_equal(mine, theirs)
+
+
 def test_a_resumed_run_counts_the_training_time_of_its_earlier_epochs(tmp_path, tiny_data):
     folder, sums = tiny_data
     dataset = load_dataset(folder, checksums=sums)

@@ -46,6 +46,7 @@ class TrainingBackup(keras.callbacks.Callback):
         self.path = Path(path)
         self.stateful = [cb for cb in callbacks if type(cb) in CALLBACK_STATE]
         self.run_id = run_id(self.path.parent)
+        self.saved: tuple[int, bool] | None = None  # the epochs done and whether stopped, as last saved
 
     def on_train_begin(self, logs=None):
         if not self.path.is_file():
@@ -58,7 +59,16 @@ class TrainingBackup(keras.callbacks.Callback):
         log.info("resumed from the backup after epoch %d%s", epoch, " (training had stopped early)" if stopped else "")
 
     def on_epoch_end(self, epoch, logs=None):
-        save(self.path, self.model, self.stateful, epoch + 1, bool(self.model.stop_training), self.run_id)
+        self.saved = (epoch + 1, bool(self.model.stop_training))
+        save(self.path, self.model, self.stateful, *self.saved, self.run_id)
+
+    def on_train_end(self, logs=None):
+        # A callback after this one (tune's pruner) stopped the training at the epoch saved as going on: saved again
+        # as stopped, or a kill before the run is finished would have its resume train on. The weights are now the
+        # best epoch's (EarlyStopping, earlier, restored them), as a resume that trains no more epochs ends with.
+        if self.saved and self.model.stop_training and not self.saved[1]:
+            self.saved = (self.saved[0], True)
+            save(self.path, self.model, self.stateful, *self.saved, self.run_id)
 
 
 def _names(paths: list[str]) -> list[str]:
