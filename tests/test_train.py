@@ -69,6 +69,17 @@ def test_a_teacher_model_copied_out_of_its_run_is_refused_before_a_run_directory
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_teacher_that_has_not_finished_training_is_refused_with_how_to_finish_it(tmp_path, tiny_data, tiny_run_dir):
+    from fmnist import runs
+
+    teacher = shutil.copytree(tiny_run_dir, tmp_path / "teacher")
+    runs.set_status(teacher, runs.INTERRUPTED)  # stopped after its model was saved, before it was marked finished
+    refusal = f"--teacher {teacher}: {teacher} has not finished training: 'fmnist train --resume {teacher}' finishes it"
+    with pytest.raises(FmnistError, match=re.escape(refusal)):
+        tiny_run(tmp_path, tiny_data, teacher=str(teacher))
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_run_that_diverges_after_its_first_epoch_keeps_no_backup_it_cannot_use(tmp_path, tiny_data):
     import keras
 

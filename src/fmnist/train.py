@@ -79,7 +79,12 @@ def check_inputs(settings: TrainSettings, dataset: Dataset) -> str | None:
         return None
     try:
         sha256 = model_files.verified_model_path(Path(settings.teacher))[1]
-        runs.teacher_run_dir(settings.teacher)
+        teacher_dir = runs.teacher_run_dir(settings.teacher)
+        # One stopped after its model was saved has one already, but its resume saves another (with another
+        # checksum), which its students would then refuse to resume with.
+        if not runs.finished(teacher_dir):
+            raise FmnistError(f"{teacher_dir} has not finished training: {runs.how_to_finish(teacher_dir)}; then "
+                              "give it as the teacher")
         return sha256
     except FmnistError as exc:
         raise FmnistError(f"--teacher {settings.teacher}: {exc}") from None
