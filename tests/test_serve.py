@@ -561,3 +561,18 @@ def test_uploads_stop_being_decoded_when_their_client_goes_away(tiny_run_dir):
         return request.checks
 
     assert asyncio.run(decode_then_leave()) == 2  # one file decoded, then it stopped
+
+
+def test_a_server_on_this_machine_alone_answers_only_requests_that_name_it(tiny_run_dir):
+    # A page elsewhere pointing its own name at 127.0.0.1 (DNS rebinding) would send that name as the Host.
+    with TestClient(create_app(tiny_run_dir, loopback_only=True), base_url="http://localhost:8000") as client:
+        for host in ("localhost:8000", "LOCALHOST", "127.0.0.1:8000", "127.0.0.2", "[::1]:8000", "[::1]"):
+            assert client.get("/v1/health", headers={"host": host}).status_code == 200, host
+        for host in ("evil.example:8000", "testserver", "0.0.0.0:8000", "192.168.1.5"):
+            refused = client.get("/v1/model", headers={"host": host})
+            assert refused.status_code == 400 and refused.json()["error"].startswith(
+                f"the Host header names {host.split(':')[0]!r}: this server listens on this machine alone"), host
+        assert client.post("/v1/predict", json={"inputs": [[0.5] * 784]},
+                           headers={"host": "evil.example"}).status_code == 400
+    with TestClient(create_app(tiny_run_dir)) as client:  # one served to other machines answers any name
+        assert client.get("/v1/health", headers={"host": "evil.example"}).status_code == 200

@@ -68,29 +68,29 @@ def test_what_the_http_parser_answers_itself_is_json_too(tiny_run_dir, parser):
     import httpx
 
     with serving_in_process(create_app(tiny_run_dir), parser, header_timeout_s=1.0, max_header_bytes=8 * 1024) as port:
-        for request in (b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        for request in (b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: abc\r\n\r\n",
                         b"NOT HTTP AT ALL\r\n\r\n"):
             status, body = json_answer(raw_exchange(port, request))
             assert status == 400 and "check the request line and headers" in body["error"]
-        status, body = json_answer(raw_exchange(port, b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: ",
+        status, body = json_answer(raw_exchange(port, b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\nX-Big: ",
                                                 *[b"a" * 4096] * 2))  # over the bound with the last part
         assert (status, body) == (431, {"error": "the request line and headers are over 8192 bytes"})
         if parser == "httptools":  # whole headers in one read are measured too (h11 bounds only a partial request)
             for headers in (b"X-Big: %s\r\n" % (b"a" * 9000), b"a:b\r\n" * 2100):  # many short ones: 10.5 kB
-                request = b"GET /v1/health HTTP/1.1\r\nHost: x\r\n%s\r\n" % headers
+                request = b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n%s\r\n" % headers
                 status, body = json_answer(raw_exchange(port, request))
                 assert (status, body) == (431, {"error": "the request line and headers are over 8192 bytes"})
         started = time.monotonic()
-        status, body = json_answer(raw_exchange(port, b"GET /v1/health HTTP/1.1\r\nHost: x\r\n"))
+        status, body = json_answer(raw_exchange(port, b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n"))
         assert (status, body) == (408, {"error": "the request line and headers did not arrive within 1 s"})
         assert time.monotonic() - started < 10
         assert raw_exchange(port) == b""  # an idle connection is closed without an answer it did not ask for
         # The bound is on the headers alone: a body may come slowly, and a kept-alive connection serves on.
-        request = (b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        request = (b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                    b"Content-Length: %d\r\n\r\n")
         body = json.dumps({"inputs": [[0] * 784]}).encode()
         answer = raw_exchange(port, request % len(body) + body[:10], body[10:] + b"GET /v1/health HTTP/1.1\r\n"
-                              b"Host: x\r\nConnection: close\r\n\r\n", pause_s=2.0)
+                              b"Host: localhost\r\nConnection: close\r\n\r\n", pause_s=2.0)
         assert answer.startswith(b"HTTP/1.1 200 ") and answer.count(b"HTTP/1.1 200 ") == 2, answer
         assert httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=10).status_code == 200  # and it serves on
 
@@ -107,7 +107,8 @@ def test_headers_pipelined_behind_a_running_request_are_bounded_too():
     """httptools parses what comes behind a running request: an endless header there was never counted."""
     with serving_in_process(slow_app, "httptools", max_header_bytes=8 * 1024) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
-            connection.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
+            connection.sendall(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                               b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: ")
             for _ in range(3):
                 connection.sendall(b"a" * 4096)
             answer = b""
@@ -124,9 +125,9 @@ def test_a_large_body_and_a_request_pipelined_behind_it_are_both_answered(tiny_r
     body = json.dumps({"inputs": [[0] * 784]}).encode() + b" " * 20_000  # JSON allows the spaces
     with serving_in_process(create_app(tiny_run_dir), parser, max_header_bytes=8 * 1024) as port:
         answer = raw_exchange(
-            port, b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            port, b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                   b"Content-Length: %d\r\n\r\n%sGET /v1/health HTTP/1.1\r\n" % (len(body), body),
-            b"Host: x\r\nConnection: close\r\n\r\n", pause_s=0.3)
+            b"Host: localhost\r\nConnection: close\r\n\r\n", pause_s=0.3)
     assert answer.count(b"HTTP/1.1 200 ") == 2, answer[:300]
 
 
@@ -135,7 +136,7 @@ def test_the_rest_of_a_body_answered_early_is_not_taken_for_headers(tiny_run_dir
     """A 413 from the declared length comes before the body: what the client sends after it is still its body."""
     with serving_in_process(create_app(tiny_run_dir, max_body_bytes=BODY_LIMIT), parser) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
-            connection.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            connection.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                                b"Content-Length: %d\r\n\r\n" % (2 * BODY_LIMIT))
             answer = b""
             while b"}" not in answer:
@@ -154,7 +155,7 @@ def test_headers_that_came_in_two_reads_leave_no_count_behind(tiny_run_dir, capl
     with serving_in_process(create_app(tiny_run_dir, max_body_bytes=BODY_LIMIT), "httptools",
                             header_timeout_s=2.0) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
-            connection.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n")
+            connection.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\n")
             time.sleep(0.3)
             connection.sendall(b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (2 * BODY_LIMIT))
             answer = b""
@@ -195,7 +196,7 @@ def test_requests_still_running_at_a_stop_get_a_json_503_and_one_log_line_each(t
     server, base = start_server(tiny_run_dir, log)
     try:
         stalled = socket.create_connection(("127.0.0.1", urlsplit(base).port))  # half a body: in flight till the end
-        stalled.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        stalled.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                         b"Content-Length: 100\r\n\r\n{\"inputs\"")
         time.sleep(0.5)
         server.send_signal(signal.SIGINT)

@@ -7,7 +7,6 @@ import collections
 import contextlib
 import copy
 import errno
-import ipaddress
 import json
 import logging
 import os
@@ -39,7 +38,8 @@ from fmnist.errors import FmnistError, first_line
 from fmnist.explain import PATCH, occlusion_batches
 from fmnist.images import BadInput, check_array, load_input
 from fmnist.predict import Classifier, describe
-from fmnist.serve_http import SHUTDOWN_GRACE_S, AnswerCancelledRequests, WholeAnswers, error, json_http_protocol
+from fmnist.serve_http import (SHUTDOWN_GRACE_S, AnswerCancelledRequests, LoopbackHostsOnly, WholeAnswers, error,
+                               is_loopback, json_http_protocol)
 
 log = logging.getLogger(__name__)
 
@@ -396,8 +396,9 @@ async def read_inputs(request: Request, max_body_bytes: int) -> tuple[list[str],
 
 
 def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH,
-               decode_slots: int = DECODE_SLOTS) -> FastAPI:
-    """Build the app; its lifespan loads the run's model once and starts the batcher."""
+               decode_slots: int = DECODE_SLOTS, loopback_only: bool = False) -> FastAPI:
+    """Build the app; its lifespan loads the run's model once and starts the batcher. ``loopback_only``: answer
+    only requests that name this machine (localhost, 127.0.0.1, [::1]) as their host."""
     run_dir = runs.require_run_dir(run_dir)
     model_files.verified_model_path(run_dir)  # a missing or changed model is one line now, not a failed start-up
     settings = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings")
@@ -430,6 +431,8 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
     app.mount(STATIC_URL, RevalidatedFiles(directory=STATIC), name="static")
     app.add_middleware(AnswerCancelledRequests)
     app.add_middleware(WholeAnswers)
+    if loopback_only:
+        app.add_middleware(LoopbackHostsOnly)
 
     _answer_errors_as_json(app)
 
@@ -511,7 +514,8 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
     if not host.strip():
         raise FmnistError("the host is empty: give an address, such as 127.0.0.1 (this machine only) or 0.0.0.0 "
                           "(every interface)")
-    app = create_app(run_dir, max_upload_mib * MIB, max_batch)
+    loopback = is_loopback(host)
+    app = create_app(run_dir, max_upload_mib * MIB, max_batch, loopback_only=loopback)
     # A malformed form is answered 400 with its reason; python-multipart would also log its parser's complaint.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
@@ -557,10 +561,6 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
         reason = (exc.strerror or str(exc)).split(" (while attempting")[0]
         hint = "; pick another with --port" if exc.errno == errno.EADDRINUSE else ""
         raise FmnistError(f"cannot listen on {host} port {port}: {reason}{hint}") from None
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
     if not loopback:
         log.warning("listening on %s: other machines can reach this server", host)
     log.info("serving %s on http://%s:%d/ (API docs at /docs)", run_dir, f"[{host}]" if ":" in host else host, port)

@@ -4,8 +4,10 @@ and a request's line and headers are bounded in time and size."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
+import re
 from http import HTTPStatus
 from typing import Callable
 
@@ -57,6 +59,34 @@ class WholeAnswers:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "http":
             scope = {**scope, "headers": [(name, value) for name, value in scope["headers"] if name != b"range"]}
+        await self.app(scope, receive, send)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address, bracketed or not, or a name) is this machine's own: localhost, 127.x.x.x, ::1."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
+
+
+class LoopbackHostsOnly:
+    """ASGI middleware for a server listening on this machine alone: a request that names another host is refused.
+    A web page elsewhere that points its own name at 127.0.0.1 (DNS rebinding) could otherwise read the answers; the
+    browser still sends that name."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        host = dict(scope.get("headers", [])).get(b"host") if scope["type"] == "http" else None
+        name = None if host is None else re.sub(r":\d*$", "", host.decode("latin-1"))
+        if name is not None and not is_loopback(name):
+            answer = error(400, f"the Host header names {name!r}: this server listens on this machine alone and "
+                                "answers only localhost, 127.0.0.1 or [::1] (so that no other web page can read it); "
+                                "serve with --host 0.0.0.0 to be reached by other names")
+            await answer(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 
