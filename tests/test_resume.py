@@ -332,6 +332,25 @@ def test_a_resumed_run_counts_the_training_time_of_its_earlier_epochs(tmp_path, 
     assert json.loads((run_dir / artifacts.STATUS).read_text())["train_seconds"] == round(result.train_seconds, 2)
 
 
+def test_a_run_whose_split_would_come_out_otherwise_now_is_refused_not_resumed_on_other_images(tmp_path, tiny_data):
+    folder, sums = tiny_data
+    dataset = load_dataset(folder, checksums=sums)
+    settings = TrainSettings(hidden_sizes=(8,), epochs=3, batch_size=16, name="tiny")
+    with pytest.raises(KeyboardInterrupt):
+        train(settings, "jax", runs_dir=tmp_path / "runs", dataset=dataset, extra_callbacks=[stop_after_two_epochs()])
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    # As another scikit-learn or NumPy would split it: one validation image traded for a training one.
+    with np.load(run_dir / artifacts.SPLIT) as split:
+        train_idx, val_idx = split["train"].copy(), split["validation"].copy()
+    train_idx[0], val_idx[0] = val_idx[0], train_idx[0]
+    np.savez(run_dir / artifacts.SPLIT, train=np.sort(train_idx), validation=np.sort(val_idx))
+    saved = (run_dir / artifacts.SPLIT).read_bytes()
+    with pytest.raises(FmnistError, match=r"its training and validation images are not the ones this fmnist picks "
+                                          r"now \(1 of the 12 validation images differs\)"):
+        resume_run(run_dir, dataset=dataset)
+    assert (run_dir / artifacts.SPLIT).read_bytes() == saved and len(artifacts.read_history(run_dir)["loss"]) == 2
+
+
 def test_a_glance_from_fmnist_runs_does_not_make_a_claim_fail(tmp_path):
     import fcntl
     import threading

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import platform
 import time
+import zipfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -153,6 +154,23 @@ def epochs_done(run_dir: Path) -> int:
     return len(artifacts.read_history(run_dir).get("loss", [])) if (Path(run_dir) / artifacts.HISTORY).is_file() else 0
 
 
+def require_same_split(run_dir: Path, val_idx: np.ndarray) -> None:
+    """Refuse to resume a run on a split other than the one it began on (scikit-learn's or NumPy's, changed since,
+    may pick other images for the same seed): it would train on images it has validated on."""
+    try:
+        with np.load(run_dir / artifacts.SPLIT) as split:
+            saved = split["validation"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # missing or damaged: nothing to hold it to
+        return
+    if not np.array_equal(saved, val_idx):
+        differs = len(np.setdiff1d(saved, val_idx)) if len(saved) == len(val_idx) else len(saved)
+        raise FmnistError(
+            f"{run_dir}: its training and validation images are not the ones this fmnist picks now ({differs} of the "
+            f"{len(saved)} validation images {'differs' if differs == 1 else 'differ'}), as when scikit-learn or NumPy "
+            f"changed since it began (its {artifacts.CONFIG} lists their versions then): resumed, it would train on "
+            "images it validated on; resume it with those versions, or train it anew")
+
+
 def fit(
     settings: TrainSettings, dataset: Dataset, run_dir: Path, backend: str, extra_callbacks: Sequence[Any] = (),
 ) -> tuple[Any, int, float]:
@@ -163,6 +181,8 @@ def fit(
     from fmnist.recipes import compile_model, training_labels
 
     train_idx, val_idx = split_indices(dataset.y_train, settings)
+    if epochs_done(run_dir):
+        require_same_split(run_dir, val_idx)
     artifacts.write_atomic(run_dir / artifacts.SPLIT, lambda tmp: np.savez(tmp, train=train_idx, validation=val_idx))
     # Only the images this run trains and validates on (a teacher answers for each: all 60,000 under --limit took
     # as long as a short training); the training ones first.
