@@ -213,3 +213,24 @@ def test_requests_still_running_at_a_stop_get_a_json_503_and_one_log_line_each(t
     assert "Traceback" not in text and "a request still running 5 s after the stop was cancelled" in text, text
     assert '"GET /v1/health HTTP/1.1" 200' in text  # the access log is a log: on stderr, as fmnist's progress
     assert log.with_suffix(".stdout").read_text() == ""
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_request_asking_to_upgrade_to_http2_is_answered_not_left_without_its_body(tiny_run_dir, parser):
+    """curl --http2 on http:// (and Java's HttpClient) send Upgrade: h2c: httptools stopped at the headers, and the
+    app read an empty body ("the request body is empty")."""
+    upgrade = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n"
+    body = json.dumps({"inputs": [[0] * 784]}).encode()
+    with serving_in_process(create_app(tiny_run_dir), parser) as port:
+        status, answer = json_answer(raw_exchange(port, b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\n"
+                                                  b"Content-Type: application/json\r\nContent-Length: %d\r\n%s"
+                                                  b"Connection: close\r\n\r\n%s" % (len(body), upgrade, body)))
+        if parser == "h11":  # h11 reads the body and answers as without the Upgrade
+            assert status == 200 and len(answer["predictions"]) == 1
+        else:
+            assert (status, answer) == (400, {"error": "a request with a body that asks to switch to another "
+                                                       "protocol (Upgrade: h2c) is not served: send it as plain "
+                                                       "HTTP/1.1 (curl: leave out --http2)"})
+        health = raw_exchange(port, b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n%sConnection: close\r\n\r\n"
+                              % upgrade)
+        assert json_answer(health)[0] == 200  # no body to lose: answered

@@ -95,6 +95,19 @@ def error(status: int, message: str) -> JSONResponse:
 
 
 
+def upgrade_with_a_body(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The protocol a request with a body asks to switch to, other than WebSocket (h2c: curl --http2 on http://,
+    Java's HttpClient), if it does; ``headers`` with lower-case names, as uvicorn keeps them."""
+    fields = dict(headers)
+    connection = {token.strip().lower() for name, value in headers if name == b"connection"  # each such header
+                  for token in value.split(b",")}
+    protocol = fields.get(b"upgrade", b"").strip().lower()
+    has_body = fields.get(b"content-length", b"0").strip() not in (b"", b"0") or b"transfer-encoding" in fields
+    if b"upgrade" in connection and protocol not in (b"", b"websocket") and has_body:
+        return protocol.decode("latin-1")
+    return None
+
+
 def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_bytes: int = MAX_HEADER_BYTES,
                        base: type | None = None) -> type:
     """uvicorn's HTTP protocol ``base`` (httptools' where installed, else h11's) with a request's line and headers
@@ -145,6 +158,11 @@ def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_by
             if len(self.url) + sum(len(name) + len(value) + 3 for name, value in self.headers) > max_header_bytes:
                 self.refusal = (431, too_large)
                 raise ValueError(self.refusal[1])  # stops the parser, and uvicorn calls send_400_response
+            switch_to = upgrade_with_a_body(self.headers)
+            if switch_to:  # httptools would stop at the headers, and the app would read an empty body
+                self.refusal = (400, f"a request with a body that asks to switch to another protocol (Upgrade: "
+                                     f"{switch_to}) is not served: send it as plain HTTP/1.1 (curl: leave out --http2)")
+                raise ValueError(self.refusal[1])
             super().on_headers_complete()
 
         def data_received(self, data: bytes) -> None:
