@@ -162,8 +162,17 @@ def test_a_groups_damaged_member_is_trained_again_and_a_diverged_one_ends_the_gr
     rows = runs.list_runs(tmp_path)
     assert runs.seed_groups(rows, tmp_path)[0]["scored"] == 1
     assert "status.json unreadable" in {note for row in rows for note in row["notes"]}
-    assert sorted(_member_dirs(group), key=str) == [6, None]
+    assert sorted(_member_dirs(group, settings.to_dict()), key=str) == [6, None]
     (first / artifacts.STATUS).write_bytes(status)
+    # A run copied in by hand with other settings: resumed with the group's, or counted in its mean, if not refused.
+    edited = shutil.copytree(first, group / "edited")
+    config = artifacts.read_json(edited / artifacts.CONFIG)
+    artifacts.write_json(edited / artifacts.CONFIG, {**config, "settings": {**config["settings"], "dropout": 0.5}})
+    with pytest.raises(FmnistError, match=re.escape(f"{edited} has settings (dropout) other than its --seeds group's, "
+                                                    f"in group.json: it was copied or edited there by hand; move it "
+                                                    f"out of {group}, then resume the group")):
+        resume_seeds(group, dataset=dataset)
+    shutil.rmtree(edited)
 
     retrained = group / resumed["runs"][1]["run_dir"]
     runs.set_status(retrained, "failed", error="training diverged in epoch 1: the loss became nan", diverged=True)

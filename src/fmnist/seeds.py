@@ -72,9 +72,7 @@ def refuse_other_runs(runs_dir: Path, settings: TrainSettings, backend: str, dat
     planned, data = record.get("settings"), record.get("data")
     if not isinstance(planned, dict) or not isinstance(data, dict):
         raise FmnistError(f"{path} is damaged (its settings or data are not JSON objects): {advice}")
-    mine = settings.to_dict()  # as group.json keeps them
-    # Settings a later or earlier fmnist added are not compared, as a resume of the group fills them in.
-    differ = sorted(k for k in planned.keys() & mine.keys() - {"seed", "name"} if planned[k] != mine[k])
+    differ = _settings_differ(planned, settings.to_dict())
     if record.get("backend") != backend:
         differ.append("backend")
     if data.get("sha256") != dataset.checksums:
@@ -82,6 +80,12 @@ def refuse_other_runs(runs_dir: Path, settings: TrainSettings, backend: str, dat
     if differ:
         raise FmnistError(f"{runs_dir} is a group made by 'fmnist train --seeds', whose {', '.join(differ)} this run "
                           "does not share: there it would be counted in the group's mean; choose another --runs-dir")
+
+
+def _settings_differ(planned: dict[str, Any], member: dict[str, Any]) -> list[str]:
+    """The settings, as JSON keeps them, in which a group's ``member`` is not the group's (seed and name apart)."""
+    # Settings a later or earlier fmnist added are not compared, as a resume of the group fills them in.
+    return sorted(k for k in planned.keys() & member.keys() - {"seed", "name"} if planned[k] != member[k])
 
 
 def seed_members(settings: TrainSettings, seeds: int) -> list[TrainSettings]:
@@ -126,7 +130,7 @@ def resume_seeds(
     check_count(record["seeds"])
     members = seed_members(settings, record["seeds"])
     with runs.claim_run(group):  # a second process resuming it would train its seeds not begun a second time
-        existing = _member_dirs(group)  # listed once the group is this process's
+        existing = _member_dirs(group, settings.to_dict())  # listed once the group is this process's
         for member in members:
             if member.seed in existing and runs.diverged(existing[member.seed]):
                 raise FmnistError(f"seed {member.seed} of {group} diverged ({existing[member.seed].name}): resumed "
@@ -137,8 +141,9 @@ def resume_seeds(
         return group, _complete_group(group, settings, members, record["backend"], dataset, existing)
 
 
-def _member_dirs(group: Path) -> dict[int, Path]:
-    """The group's run directories by seed; of two with one seed, a finished one, else the newest."""
+def _member_dirs(group: Path, planned: dict[str, Any]) -> dict[int, Path]:
+    """The group's run directories by seed; of two with one seed, a finished one, else the newest. A run whose
+    settings are not the group's (``planned``) is refused: it would be resumed with the group's, or counted."""
     candidates = []
     for run_dir in sorted(p for p in group.iterdir() if (p / artifacts.CONFIG).is_file()):  # oldest first
         try:
@@ -148,6 +153,11 @@ def _member_dirs(group: Path) -> dict[int, Path]:
         member_settings = config.get("settings") if isinstance(config, dict) else None
         seed = member_settings.get("seed") if isinstance(member_settings, dict) else None
         seed = seed if isinstance(seed, int) else None  # damaged: its seed is trained again
+        differ = _settings_differ(planned, member_settings) if seed is not None else []
+        if differ:
+            raise FmnistError(f"{run_dir} has settings ({', '.join(differ)}) other than its --seeds group's, in "
+                              f"{artifacts.SEED_GROUP}: it was copied or edited there by hand; move it out of "
+                              f"{group}, then resume the group")
         try:
             done = runs.finished(run_dir)
         except (FmnistError, OSError):  # its status.json is damaged: trained again too, as its state is not known
