@@ -234,7 +234,7 @@ def served_over_http(folder, monkeypatch):
         server.shutdown()
 
 
-def test_download_with_keras_get_file_from_a_local_server(tmp_path, monkeypatch):
+def test_download_with_keras_get_file_from_a_local_server(tmp_path, monkeypatch, capsys):
     served = tmp_path / "served"
     sums = write_idx_set(served)
     killed = data.keras_cache_dir().parent / f"{data.DOWNLOAD_PREFIX}killed"  # a download killed outright left it
@@ -247,6 +247,9 @@ def test_download_with_keras_get_file_from_a_local_server(tmp_path, monkeypatch)
     assert dataset.source.startswith("download")
     assert (data.keras_cache_dir() / "train-images-idx3-ubyte.gz").is_file()
     assert dataset.x_train.shape == (60, 28, 28)
+    # keras' "Downloading data from" and progress bar: on stdout, they would come before `--json`'s result.
+    printed = capsys.readouterr()
+    assert printed.out == "" and "Downloading data from" in printed.err
 
 
 def test_a_sound_file_in_keras_cache_is_kept_when_a_checksum_not_fashion_mnists_fails(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 import zlib
@@ -112,8 +113,10 @@ def _download(checksums: dict[str, str]) -> dict[str, Path]:
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=DOWNLOAD_PREFIX) as staging:
             files = {}
             for name in checksums:
-                fetched = keras.utils.get_file(f"{name}.gz", origin=base.rstrip("/") + f"/{name}.gz",
-                                               cache_dir=staging, cache_subdir=".")
+                # keras prints its "Downloading data from" and progress bar on stdout, where --json's result goes.
+                with contextlib.redirect_stdout(sys.stderr):
+                    fetched = keras.utils.get_file(f"{name}.gz", origin=base.rstrip("/") + f"/{name}.gz",
+                                                   cache_dir=staging, cache_subdir=".")
                 files[name] = target / f"{name}.gz"
                 os.replace(fetched, files[name])
             return files
