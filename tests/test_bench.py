@@ -1,6 +1,7 @@
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -84,14 +85,18 @@ def test_every_contender_reads_the_given_data_and_no_figures_of_our_own_is_a_fai
     # Each one failed.
     monkeypatch.setattr(bench, "_run_json", lambda label, cmd, epochs, env=None: commands.append(cmd))
     monkeypatch.setattr(bench, "find_spec", lambda name: None)  # as in CI: no PyTorch
-    (tmp_path / "bench.png").write_bytes(b"an earlier bench's chart")
+    earlier = {"bench.png": b"an earlier bench's chart", "bench.json": b'{"results": "an earlier bench\'s"}'}
+    for name, content in earlier.items():
+        (tmp_path / name).write_bytes(content)
     with (caplog.at_level(logging.WARNING, logger="fmnist.bench"),
-          pytest.raises(FmnistError, match="fmnist's own training could not be timed on any backend")):
+          pytest.raises(FmnistError, match=r"fmnist's own training could not be timed on any backend \(the "
+                                           r"warnings above say why\); what was measured is in "
+                                           f"{re.escape(str(tmp_path / 'bench.partial.json'))}")):
         bench.bench(tmp_path / "bench.json", quick=True, data_dir=real_data_dir)
-    assert not (tmp_path / "bench.png").exists()
+    assert {name: (tmp_path / name).read_bytes() for name in earlier} == earlier  # a complete bench, kept whole
     assert "PyTorch is not installed, so the plain PyTorch loop is left out" in caplog.text
     assert not any(cmd[1].endswith("torch_loop.py") for cmd in commands)
-    kept = json.loads((tmp_path / "bench.json").read_text())  # what was measured, kept
+    kept = json.loads((tmp_path / "bench.partial.json").read_text())  # what was measured, kept
     assert kept["results"] == {} and kept["validation_images_per_epoch"] == 12000
     # Every timed epoch validates too: its floor counts 48,000 images trained and 12,000 forward.
     assert kept["epoch_flops"] == 48000 * 2_504_576 + 12000 * 1_102_464
@@ -175,7 +180,8 @@ def test_a_chart_that_cannot_be_drawn_loses_no_figure_nor_stays_from_an_earlier_
 
     figures = {"epoch_seconds": [3.0, 2.0, 2.0], "peak_training_rss_mib": 900.0,
                "inference_images_per_s": {"1": 10.0}, "single_image_ms": {"p50": 0.2, "p99": 0.4}}
-    monkeypatch.setattr(bench, "_time_contenders", lambda dataset, data_dir, epochs: {"fmnist-jax": dict(figures)})
+    monkeypatch.setattr(bench, "_time_contenders",
+                        lambda dataset, data_dir, epochs, results: results.update({"fmnist-jax": dict(figures)}))
 
     def full_disk(report, path):
         raise OSError(28, "No space left on device")
@@ -191,3 +197,32 @@ def test_a_chart_that_cannot_be_drawn_loses_no_figure_nor_stays_from_an_earlier_
     assert kept["results"]["fmnist-jax"]["epoch_s"] == 2.0 and "chart" not in kept
     assert not (tmp_path / "bench.png").exists()
     assert "could not be drawn ([Errno 28] No space left on device)" in caplog.text
+
+
+@pytest.mark.realdata
+def test_a_bench_stopped_keeps_what_it_measured_beside_an_earlier_complete_one(tmp_path, monkeypatch, real_data_dir,
+                                                                               caplog):
+    import fmnist.bench as bench
+
+    figures = {"epoch_seconds": [3.0, 2.0, 2.0], "peak_training_rss_mib": 900.0,
+               "inference_images_per_s": {"1": 10.0}, "single_image_ms": {"p50": 0.2, "p99": 0.4}}
+
+    def stopped_at_the_second(label, cmd, epochs, env=None):  # Ctrl-C (or kill) while the second one is timed
+        if label == "fmnist-jax":
+            return dict(figures)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "_run_json", stopped_at_the_second)
+    (tmp_path / "bench.json").write_text('{"results": "an earlier bench\'s"}')
+    with caplog.at_level(logging.WARNING, logger="fmnist.bench"), pytest.raises(KeyboardInterrupt):
+        bench.bench(tmp_path / "bench.json", quick=True, data_dir=real_data_dir)
+    assert f"stopped: what was measured before is in {tmp_path / 'bench.partial.json'}" in caplog.text
+    kept = json.loads((tmp_path / "bench.partial.json").read_text())
+    assert kept["stopped"] is True and list(kept["results"]) == ["fmnist-jax"]
+    assert kept["results"]["fmnist-jax"]["epoch_s"] == 2.0 and kept["gemm_gflops"] > 0
+    assert json.loads((tmp_path / "bench.json").read_text()) == {"results": "an earlier bench's"}
+    # A complete bench then takes the place of both.
+    monkeypatch.setattr(bench, "_run_json", lambda label, cmd, epochs, env=None: dict(figures))
+    bench.bench(tmp_path / "bench.json", quick=True, data_dir=real_data_dir)
+    assert not (tmp_path / "bench.partial.json").exists()
+    assert set(json.loads((tmp_path / "bench.json").read_text())["results"]) >= {"fmnist-jax", "fmnist-tensorflow"}

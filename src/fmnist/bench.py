@@ -163,9 +163,10 @@ def _summarise(epoch_seconds: list[float], floor_s: float) -> dict[str, float]:
             "epochs_timed": len(epoch_seconds), "floor_multiple": steady / floor_s}
 
 
-def _time_contenders(dataset: Dataset, data_dir: Path | None, epochs: int) -> dict[str, Any]:
+def _time_contenders(dataset: Dataset, data_dir: Path | None, epochs: int, results: dict[str, Any]) -> None:
     """Our training path on each backend, then the reference scripts, each in its own process, one at a time: the
-    figures each reported, by label; one that failed is left out (its warning says why)."""
+    figures each reported go into ``results`` by label as they come (kept if the bench is stopped); one that failed
+    is left out (its warning says why)."""
     folder = str(data_dir.resolve()) if data_dir else None  # the timing processes load the same files
     references = {"keras-tensorflow-script": ("keras_script.py", {"KERAS_BACKEND": "tensorflow"})}
     if find_spec("torch") is not None:
@@ -173,7 +174,6 @@ def _time_contenders(dataset: Dataset, data_dir: Path | None, epochs: int) -> di
     else:
         log.warning("PyTorch is not installed, so the plain PyTorch loop is left out ('pip install torch "
                     "--index-url https://download.pytorch.org/whl/cpu' adds it, without CUDA's 2.5 GB)")
-    results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         # The scripts' data, written first: a full disk is found before minutes of timing, not after.
         npz = Path(tmp) / "train.npz"
@@ -190,7 +190,6 @@ def _time_contenders(dataset: Dataset, data_dir: Path | None, epochs: int) -> di
                                 env={"TF_CPP_MIN_LOG_LEVEL": "2", **env})
             if figures:
                 results[label] = figures
-    return results
 
 
 def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> dict[str, Any]:
@@ -212,13 +211,7 @@ def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> di
     epoch_floor_s = epoch_flops / (gflops * 1e9)
     log.info("GEMM %.1f GFLOP/s; an epoch's FLOP floor is %.2fs", gflops, epoch_floor_s)
 
-    results = _time_contenders(dataset, data_dir, epochs)
-    for figures in results.values():
-        figures.update(_summarise(figures["epoch_seconds"], epoch_floor_s))
-        if "inference_images_per_s" in figures:  # our path's, not the reference scripts'
-            figures["inference_floor_fraction"] = {
-                b: ips * forward_flops / (gflops * 1e9) for b, ips in figures["inference_images_per_s"].items()
-            }
+    results: dict[str, Any] = {}
     report = {
         "machine": {"cpu_count": os.cpu_count(), "processor": _cpu_name(), "python": platform.python_version()},
         "gemm_gflops": gflops,
@@ -231,11 +224,21 @@ def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> di
         "quick": quick,
         "results": results,
     }
+    # Measured this far, if the bench stops short: beside --output, which keeps an earlier bench's complete figures.
+    partial = output.with_name(f"{output.stem}.partial.json")
+    try:
+        _time_contenders(dataset, data_dir, epochs, results)
+    except KeyboardInterrupt:
+        if results:
+            _score(results, epoch_floor_s, gflops, forward_flops)
+            artifacts.write_json(partial, {**report, "stopped": True})
+            log.warning("stopped: what was measured before is in %s", partial)
+        raise
+    _score(results, epoch_floor_s, gflops, forward_flops)
     if not any(label.startswith("fmnist-") for label in results):
-        chart.unlink(missing_ok=True)  # an earlier bench's, which would pass for this one's
-        artifacts.write_json(output, report)  # what was measured, the references' epochs say
+        artifacts.write_json(partial, report)  # what was measured, the references' epochs say
         raise FmnistError(f"fmnist's own training could not be timed on any backend (the warnings above say why); "
-                          f"what was measured is in {output}")
+                          f"what was measured is in {partial}")
     default = results.get(f"fmnist-{PREFERRED_BACKEND['dense']}")
     for label in ("keras-tensorflow-script", "pytorch-loop"):
         if default and label in results:
@@ -247,7 +250,19 @@ def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> di
         chart.unlink(missing_ok=True)
         log.warning("the chart %s could not be drawn (%s); the figures are in %s", chart, first_line(exc), output)
     artifacts.write_json(output, report)
+    partial.unlink(missing_ok=True)  # an earlier bench's, stopped short: this one is complete
     return report
+
+
+def _score(results: dict[str, Any], epoch_floor_s: float, gflops: float, forward_flops: float) -> None:
+    """Add to each contender's figures its median epoch, its multiple of the floor and, for our path, the share of
+    the inference floor its throughput reaches."""
+    for figures in results.values():
+        figures.update(_summarise(figures["epoch_seconds"], epoch_floor_s))
+        if "inference_images_per_s" in figures:  # our path's, not the reference scripts'
+            figures["inference_floor_fraction"] = {
+                b: ips * forward_flops / (gflops * 1e9) for b, ips in figures["inference_images_per_s"].items()
+            }
 
 
 def _cpu_name() -> str:

@@ -681,7 +681,8 @@ def _add_bench(sub: Any) -> None:
     p = _command(sub, "bench", cmd_bench,
                  "Time training and inference against plain Keras/PyTorch scripts and the CPU.")
     p.add_argument("--output", type=_path, default=Path(defaults.BENCH_JSON),
-                   help="where to write the JSON, with a bar chart beside it as .png (default %(default)s)")
+                   help="where to write the JSON, with a bar chart beside it as .png (default %(default)s); a bench "
+                        "stopped short writes NAME.partial.json instead, keeping an earlier complete one")
     p.add_argument("--quick", action="store_true",
                    help="3 epochs per contender instead of 6, for a short run (the first, which compiles, is timed "
                         "apart: the median of the other 2 is the epoch time)")
