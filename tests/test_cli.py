@@ -238,6 +238,10 @@ def test_a_teacher_is_kept_as_an_absolute_path_so_a_resume_from_elsewhere_finds_
     args = build_parser().parse_args(
         ["train", "--recipe", "distilled", "--teacher", "runs/20261130T000000Z-cnn/model.keras"])
     assert _settings_from_args(args).teacher == str((teacher / "model.keras").resolve())
+    # Without --recipe distilled, a teacher (even one not found) is refused for that, not looked for.
+    args = build_parser().parse_args(["train", "--recipe", "cnn", "--teacher", "no-such-run"])
+    with pytest.raises(FmnistError, match="^--teacher is for --recipe distilled"):
+        _settings_from_args(args)
 
 
 def test_every_command_shows_its_examples_and_takes_the_common_flags_after_its_name():

@@ -270,7 +270,9 @@ def _settings_from_args(args: argparse.Namespace):
     if "teacher" in overrides:  # saved absolute, so a resume from another folder finds it
         from fmnist.runs import resolve_model
 
-        overrides["teacher"] = str(resolve_model(overrides["teacher"], args.runs_dir).resolve())
+        teacher = overrides["teacher"]  # for another recipe, refused below as not its own, not looked for
+        distilled = getattr(args, "recipe", None) == "distilled"
+        overrides["teacher"] = str(resolve_model(teacher, args.runs_dir).resolve() if distilled else teacher)
     return recipe_settings(getattr(args, "recipe", None) or "spec", **overrides)
 
 
