@@ -100,6 +100,35 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
         "config.json unreadable", "status.json unreadable", "history.csv unreadable"}
 
 
+def test_a_folder_we_may_not_enter_is_listed_as_such_and_the_listing_goes_on(mixed_runs, monkeypatch, tmp_path):
+    import errno
+    import pathlib
+
+    # Another user's run, mode 700: its folder is seen, but nothing in it (root enters any, so the refusal is made
+    # here as the system makes it for a user without the right).
+    runs_dir = shutil.copytree(mixed_runs["dir"], tmp_path / "runs", symlinks=True)
+    locked = runs.create_run_dir(runs_dir, "locked")
+    (locked / artifacts.CONFIG).write_text("{}")
+    stat, iterdir = pathlib.Path.stat, pathlib.Path.iterdir
+
+    def refused(method, inside):
+        def call(path, *args, **kwargs):
+            if (path.parent if inside else path) == locked:
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return method(path, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(pathlib.Path, "stat", refused(stat, inside=True))
+    monkeypatch.setattr(pathlib.Path, "iterdir", refused(iterdir, inside=False))
+    rows = runs.list_runs(runs_dir)
+    [row] = [r for r in rows if r["run"] == locked.name]
+    assert (row["status"], row["notes"]) == ("unknown", ["cannot be read (Permission denied)"])
+    assert len(rows) == 10  # the others listed as before
+    table = runs.format_runs(rows, runs.seed_groups(rows, runs_dir), runs_dir)
+    assert any(line.startswith(locked.name) and line.endswith("unknown (cannot be read (Permission denied))")
+               for line in table.splitlines())
+
+
 def test_a_finished_run_whose_files_were_edited_or_deleted_says_so(mixed_runs, tmp_path):
     edited = shutil.copytree(mixed_runs["finished"], tmp_path / "edited")
     artifacts.write_json(edited / artifacts.METRICS, {"test_accuracy": 93, "macro_f1": 1.5})
@@ -255,6 +284,9 @@ def test_a_model_is_found_as_a_file_a_bare_folder_or_a_run_whose_name_ends_in_ke
     loop.symlink_to(loop)
     with pytest.raises(FmnistError, match="--show x: its folder .*loop leads round in a loop of symbolic links"):
         runs.refuse_inside_run(loop, "--show x: its folder")
+    with pytest.raises(FmnistError, match=f"^the run {loop} leads round in a loop of symbolic links: give a run "
+                                          "directory made by 'fmnist train'$"):
+        runs.require_run_dir(loop)  # as `fmnist train --resume loop` and `fmnist evaluate loop` give it
 
 
 def test_absolute_takes_out_dotdot_through_links_and_keeps_the_rest_as_given(tmp_path, monkeypatch):

@@ -145,7 +145,7 @@ def require_run_dir(run_dir: Path) -> Path:
     if run_dir.name in ("", ".."):  # "." or "..": its own name and its group's folder are those of the path made whole
         run_dir = absolute(run_dir)
     try:
-        str(run_dir.resolve()).encode("utf-8")
+        str(_resolved(run_dir, "the run", "give a run directory made by 'fmnist train'")).encode("utf-8")
     except UnicodeEncodeError:  # its path is written into its JSON, HTML and plots, all UTF-8
         raise FmnistError(f"{run_dir!s:.200} has a name that is not UTF-8: rename it, then try again") from None
     refuse_seed_group(run_dir)
@@ -422,6 +422,17 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def _summarize_or_say_why_not(run_dir: Path) -> dict[str, Any]:
+    """:func:`summarize`, or for a folder the system will not let us look into (another user's, say) a row saying so:
+    the listing goes on."""
+    try:
+        return summarize(run_dir)
+    except OSError as exc:
+        return {"run": run_dir.name, "path": str(absolute(run_dir)), "created": "", "recipe": None, "settings": {},
+                "backend": None, "epochs": None, "test_accuracy": None, "macro_f1": None, "train_seconds": None,
+                "status": "unknown", "notes": [f"cannot be read ({exc.strerror or exc})"]}
+
+
 def _finished_by(run_dir: Path, alone: str, in_group: str) -> str:
     """Who finishes a stopped run: its resume, its group's resume, or the process training its group now."""
     group = in_seed_group(run_dir)
@@ -522,7 +533,8 @@ def list_runs(runs_dir: Path, must_exist: bool = False) -> list[dict[str, Any]]:
         raise FmnistError(f"{runs_dir} does not exist: give the folder that holds the runs with --runs-dir (default "
                           f"./{defaults.RUNS_DIR})")
     found = [
-        {**summarize(d), "run": d.relative_to(runs_dir).as_posix()} for d in _run_dirs(runs_dir, GROUP_DEPTH)
+        {**_summarize_or_say_why_not(d), "run": d.relative_to(runs_dir).as_posix()}
+        for d in _run_dirs(runs_dir, GROUP_DEPTH)
     ] if runs_dir.is_dir() else []
     return sorted(found, key=lambda r: (r["created"], r["run"]), reverse=True)
 
