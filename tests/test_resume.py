@@ -151,6 +151,13 @@ def test_resume_refuses_settings_and_non_runs(tmp_path, capsys):
     assert main(["train", "--resume", str(old)]) == 1  # edited by hand
     assert (f"{old / artifacts.CONFIG}: invalid setting: epochs must be a whole number, not '8'; restore the file "
             "from a copy") in capsys.readouterr().err
+    artifacts.write_json(old / artifacts.CONFIG, {"settings": {}, "backend": "jax", "data": {}})
+    (old / artifacts.STATUS).write_text("{")  # damaged by hand: finished or not, it cannot tell
+    assert main(["train", "--resume", str(old)]) == 1
+    assert capsys.readouterr().err.endswith(
+        f"status.json is not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1)): "
+        f"restore it from a copy, or remove it: then a run with a trained model is scored by 'fmnist evaluate {old}', "
+        "and one without resumes from its backup\n")
     group = tmp_path / "group"  # a --seeds group is resumed as a group
     group.mkdir()
     artifacts.write_json(group / artifacts.SEED_GROUP,

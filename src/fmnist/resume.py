@@ -20,9 +20,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _finished(run_dir: Path) -> bool:
+    """:func:`runs.finished`, with what to do about a status.json that cannot tell."""
+    try:
+        return runs.finished(run_dir)
+    except DamagedFile as exc:  # without it, the files that are there tell
+        raise FmnistError(f"{exc}: restore it from a copy, or remove it: then a run with a trained model is scored "
+                          f"by 'fmnist evaluate {run_dir}', and one without resumes from its backup") from None
+
+
 def require_unfinished(run_dir: Path) -> None:
     """Refuse to resume a run whose training has finished: resuming it would train it again from scratch."""
-    if runs.finished(run_dir):
+    if _finished(run_dir):
         raise FmnistError(f"{run_dir} has already finished training; nothing to resume "
                           f"(if its metrics are missing, 'fmnist evaluate {run_dir}' scores it)")
     status = Path(run_dir) / artifacts.STATUS
@@ -73,7 +82,7 @@ def resume_run(
     run_dir = runs.require_run_dir(run_dir)
     runs.refuse_group_in_training(run_dir, "it trains this run in its turn, and must find it as it left it")
     group = runs.in_seed_group(run_dir)
-    scoring_only = runs.finished(run_dir)
+    scoring_only = _finished(run_dir)
     if runs.complete(run_dir):
         require_unfinished(run_dir)  # which refuses it: nothing is left to do
     config, settings = read_resumable(run_dir / artifacts.CONFIG, {"settings": dict}, backend, "train it again")
