@@ -540,6 +540,17 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
     assert retry.user_attrs["retry_of"] == first.number and retry.state == optuna.trial.TrialState.COMPLETE
     assert Path(retry.user_attrs["run_dir"]) == own
 
+    # One whose status.json was damaged by hand: its settings trained again in a run of their own, the study goes on.
+    study.enqueue_trial(first.params)
+    trial = stopped_trial()
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    damaged = run_of(trial)
+    (damaged / artifacts.STATUS).write_text("{")
+    with caplog.at_level(logging.WARNING, logger="fmnist.tune"):
+        retry = continued()
+    assert retry.state == optuna.trial.TrialState.COMPLETE and Path(retry.user_attrs["run_dir"]) != damaged
+    assert f"{damaged} cannot be finished ({damaged / artifacts.STATUS} is not valid JSON" in caplog.text
+
 
 def test_a_cut_short_run_is_taken_up_only_if_nothing_but_its_name_differs(tmp_path, dataset):
     from fmnist import runs

@@ -254,10 +254,10 @@ def _finish(run_dir: Path, dataset: Dataset, callbacks: list[Any]) -> Path | Non
     log.info("finishing %s where it was cut short", run_dir)
     waited_until, told = time.monotonic() + BUSY_WAIT_S, False
     while True:
-        if runs.complete(run_dir):  # by 'fmnist train --resume', or scored by hand while this worker waited
-            log.info("%s was finished by hand: counted as it is", run_dir)
-            return run_dir
-        try:
+        try:  # a status.json damaged by hand too is a run that cannot be finished
+            if runs.complete(run_dir):  # by 'fmnist train --resume', or scored by hand while this worker waited
+                log.info("%s was finished by hand: counted as it is", run_dir)
+                return run_dir
             return resume_run(run_dir, dataset=dataset, extra_callbacks=callbacks).run_dir
         except runs.RunInUse as exc:  # scored or exported by hand just now: it is finished once that ends
             if runs.being_trained(run_dir):  # a training by hand: not waited for
