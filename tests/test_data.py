@@ -3,6 +3,7 @@ import gzip
 import http.server
 import json
 import os
+import re
 import shutil
 import time
 import threading
@@ -218,6 +219,29 @@ def test_env_var_and_keras_cache_are_searched(tmp_path, monkeypatch):
     monkeypatch.delenv("FMNIST_DATA_DIR")
     write_idx_set(data.keras_cache_dir())
     assert data.locate(checksums=sums)[0].startswith("keras cache")
+    shutil.copytree(data.keras_cache_dir(), tmp_path / "home" / "datasets" / "fashion-mnist")
+    keras_home = os.environ["KERAS_HOME"]
+    monkeypatch.setenv("KERAS_HOME", "home")  # relative, named absolute too
+    assert data.locate(checksums=sums)[0] == f"keras cache {tmp_path / 'home' / 'datasets' / 'fashion-mnist'}"
+    monkeypatch.setenv("KERAS_HOME", keras_home)
+    # A keras cache in a home we may not enter (a container run as another user): Debian's files are found still,
+    # and a --data-dir there is refused in one line (as root enters any folder, the refusal is made as the system's).
+    import errno
+    import pathlib
+
+    locked, stat = data.keras_cache_dir().parent, pathlib.Path.stat
+
+    def refused(path, *args, **kwargs):
+        if path.parent == locked or path.parent.parent == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "env")
+    monkeypatch.setattr(pathlib.Path, "stat", refused)
+    assert data.locate(checksums=sums)[0] == f"Debian package dataset-fashion-mnist {tmp_path / 'env'}"
+    with pytest.raises(FmnistError, match=re.escape(f"{data.keras_cache_dir() / 'x'} cannot be looked at "
+                                                    "(Permission denied): give a folder you may read; ")):
+        data.locate(data.keras_cache_dir() / "x", checksums=sums)
 
 
 @contextlib.contextmanager

@@ -78,13 +78,17 @@ def to_features(images: np.ndarray) -> np.ndarray:
 
 
 def keras_cache_dir() -> Path:
-    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "datasets" / "fashion-mnist"
+    # Absolute, as a run's config.json and --json name it for readers elsewhere.
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").absolute() / "datasets" / "fashion-mnist"
 
 
 def _file_in(folder: Path, name: str) -> Path | None:
     for candidate in (folder / f"{name}.gz", folder / name):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError as exc:  # a folder we may not enter (another user's home, say): not a place to find it
+            log.debug("%s cannot be looked at (%s)", candidate, exc.strerror)
     return None
 
 
@@ -131,7 +135,12 @@ def locate(data_dir: Path | None = None, checksums: dict[str, str] = CHECKSUMS) 
     explicit = data_dir or os.environ.get("FMNIST_DATA_DIR")
     if explicit:
         folder = Path(explicit)
-        if not folder.is_dir():
+        try:
+            is_folder = folder.is_dir()
+        except OSError as exc:
+            raise FmnistError(f"{folder} cannot be looked at ({exc.strerror}): give a folder you may read; "
+                              f"{HOW_TO_GET}") from None
+        if not is_folder:
             test_only = all(name.startswith(TEST_PREFIX) for name in checksums)
             files = "test set's two IDX files" if test_only else "four IDX files"
             raise FmnistError(f"{folder} {'is not a folder' if folder.exists() else 'does not exist'}: give the "
