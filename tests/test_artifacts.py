@@ -44,6 +44,15 @@ def test_written_files_get_the_usual_permissions_not_mkstemps_private_ones(tmp_p
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
+def test_a_name_near_the_systems_limit_is_written_as_any_other(tmp_path):
+    # 255 bytes, the most a name may have here: its temporary name beside it must not be longer.
+    for name in ("b" * 250 + ".json", "\u00e9" * 124 + "xx.json"):  # one byte a letter, or two
+        assert len(name.encode()) == 255
+        artifacts.write_json(tmp_path / name, {"ok": True})
+        assert artifacts.read_json(tmp_path / name) == {"ok": True}
+    assert len(list(tmp_path.iterdir())) == 2
+
+
 def test_history_of_no_epochs_reads_as_its_columns_or_nothing(tmp_path):
     history = tmp_path / artifacts.HISTORY
     history.write_bytes(b"")  # CSVLogger writes its header with the first epoch's row: a run stopped before has none
