@@ -8,7 +8,7 @@ import pytest
 from fmnist import artifacts, model_files
 from fmnist.calibration import apply_temperature
 from fmnist.distill import (DistillationLoss, LabelAccuracy, ViewEpochs, distillation_labels, kept_answers,
-                            load_teacher, mixup_views, teacher_targets)
+                            load_teacher, pool_views, teacher_targets)
 from fmnist.errors import FmnistError
 from fmnist.settings import DISTILL_VIEW_POOL
 
@@ -98,13 +98,13 @@ def test_kept_teacher_answers_are_used_only_whole_and_for_the_same_rows(tmp_path
         assert kept_answers(path, "k1") is None
 
 
-def test_mixup_views_blend_two_training_images_by_a_seeded_share():
+def test_pool_views_blend_two_training_images_by_a_seeded_share():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (30, 784), dtype=np.uint8)
-    views = mixup_views(images, seed=7)
+    views = pool_views(images, seed=7)
     assert views.dtype == np.uint8 and views.shape == (DISTILL_VIEW_POOL * 30, 784)
-    np.testing.assert_array_equal(views, mixup_views(images, seed=7))
-    assert not np.array_equal(views, mixup_views(images, seed=8))
+    np.testing.assert_array_equal(views, pool_views(images, seed=7))
+    assert not np.array_equal(views, pool_views(images, seed=8))
     # Each view is one share of an image and the rest of another, the same share at every pixel (to rounding).
     low = np.minimum(images[:, None], images[None]).astype(float) - 0.5
     high = np.maximum(images[:, None], images[None]).astype(float) + 0.5
@@ -117,6 +117,38 @@ def test_mixup_views_blend_two_training_images_by_a_seeded_share():
         shares = (view[apart] - b[apart]) / (a - b)[apart]
         assert shares.max() - shares.min() < 0.02
     assert len({view.tobytes() for view in views}) > 0.9 * len(views)  # blends, not copies of the images
+
+
+def test_cutmix_views_paste_a_square_of_another_image_and_leave_the_blends_as_they_were():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (40, 784), dtype=np.uint8)  # random pixels: no two images share a square
+    blends, mixed = pool_views(images, seed=7), pool_views(images, seed=7, cutmix=0.5)
+    np.testing.assert_array_equal(mixed, pool_views(images, seed=7, cutmix=0.5))
+    owners = np.tile(np.arange(len(images)), DISTILL_VIEW_POOL)  # view k is of image k % 40
+    cut, areas = [], []
+    for view, blend, owner in zip(mixed, blends, owners):
+        if np.array_equal(view, blend):  # a blend: the same as without cutmix
+            continue
+        own = images[owner]
+        cut.append(True)
+        changed = (view != own).reshape(28, 28)
+        if not changed.any():  # a box of 0 pixels (an area under 0.0003)
+            areas.append(0.0)
+            continue
+        rows, columns = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
+        top, left, box = rows[0], columns[0], rows[-1] - rows[0] + 1
+        assert columns[-1] - columns[0] + 1 == box  # a square, all of it from one other image
+        square = view.reshape(28, 28)[top:top + box, left:left + box]
+        matches = [i for i, other in enumerate(images)
+                   if np.array_equal(other.reshape(28, 28)[top:top + box, left:left + box], square)]
+        assert matches != [owner] and len(matches) == 1
+        outside = np.ones((28, 28), bool)
+        outside[top:top + box, left:left + box] = False
+        np.testing.assert_array_equal(view.reshape(28, 28)[outside], own.reshape(28, 28)[outside])
+        areas.append(box * box / 784)
+    # Half the views picked (binomial: 200 +- 10 of 400), their area's share uniform on [0, 1] (mean 0.5 +- 0.02).
+    assert 160 < len(cut) < 240 and abs(np.mean(areas) - 0.5) < 0.08
+    assert scipy.stats.kstest(areas, "uniform").pvalue > 0.001
 
 
 def test_each_epoch_takes_every_image_and_the_next_views_and_a_resume_sees_the_same():

@@ -140,8 +140,8 @@ def test_student_learns_from_a_teacher_run(tmp_path, tiny_data, caplog):
     with caplog.at_level(logging.INFO, logger="fmnist"):
         student = train(settings, "jax", runs_dir=tmp_path, dataset=dataset, extra_callbacks=[Steps()])
     assert "answers for the 50 images the student trains" in caplog.text  # not all 60: --limit leaves 10 out
-    assert "answers for the 400 mixup views of them" in caplog.text  # ten of each of the 40 it trains on
-    assert "training on 40 images and 120 mixup views of them an epoch" in caplog.text
+    assert "answers for the 400 views of them" in caplog.text  # ten of each of the 40 it trains on
+    assert "training on 40 images and 120 views of them an epoch" in caplog.text
     assert steps == [-(-160 // 16)]
     history = artifacts.read_history(student.run_dir)
     assert len(history["accuracy"]) == 2 and np.isfinite(history["val_loss"]).all()
@@ -150,7 +150,7 @@ def test_student_learns_from_a_teacher_run(tmp_path, tiny_data, caplog):
     # What it learned from: the labels beside the teacher's answers softened at its temperature, weighed by its
     # alpha (the loss itself is checked by hand in test_distill.py).
     assert not (student.run_dir / artifacts.TEACHER_ANSWERS).exists()  # kept only while a resume may need them
-    from fmnist.distill import DistillationLoss, load_teacher, mixup_views, teacher_answers, teacher_targets
+    from fmnist.distill import DistillationLoss, load_teacher, pool_views, teacher_answers, teacher_targets
     from fmnist.model import build_model
     from fmnist.recipes import compile_model, training_labels
 
@@ -160,7 +160,7 @@ def test_student_learns_from_a_teacher_run(tmp_path, tiny_data, caplog):
     np.testing.assert_array_equal(labels[:, :10], np.eye(10)[dataset.y_train[:8]])
     loaded = load_teacher(str(teacher.run_dir))
     np.testing.assert_allclose(labels[:, 10:], teacher_targets(loaded, features, 2.5), atol=1e-6)
-    np.testing.assert_array_equal(views, mixup_views(pixels, settings.seed))
+    np.testing.assert_array_equal(views, pool_views(pixels, settings.seed))
     assert not view_labels[:, :10].any()  # a view has no label: the teacher's answer alone
     np.testing.assert_allclose(view_labels[:, 10:], teacher_targets(loaded, views, 2.5), atol=1e-6)
     # Kept for a resume, and used only for the same rows, teacher and temperature.
@@ -178,6 +178,10 @@ def test_student_learns_from_a_teacher_run(tmp_path, tiny_data, caplog):
         others = teacher_answers(settings, tmp_path, features[::-1].copy(), pixels[::-1].copy(), sha256=None)
     assert "is damaged or not for this run's images: the teacher answers again" in caplog.text
     np.testing.assert_allclose(others[0], soft[::-1], atol=1e-6)
+    cutmix = dataclasses.replace(settings, distill_cutmix=0.5)  # a pool half of pasted squares, not the kept blends
+    np.testing.assert_array_equal(teacher_answers(cutmix, tmp_path, features, pixels, sha256=None)[1],
+                                  pool_views(pixels, settings.seed, 0.5))
+    assert not np.array_equal(views, pool_views(pixels, settings.seed, 0.5))
     # A run folder that cannot keep them (here a file): the training goes on without, a resume asks again.
     blocked = tmp_path / "blocked"
     blocked.write_text("")

@@ -31,6 +31,7 @@ def test_unknown_setting_is_an_error():
     ("weight_decay", float("nan"), "weight_decay must be a finite"),
     ("distill_temperature", float("inf"), "distill_temperature must be a finite"),
     ("distill_views", -1, "distill_views must be from 0 to 10"), ("distill_views", 11, "distill_views must be from"),
+    ("distill_cutmix", -0.1, "distill_cutmix must be in"), ("distill_cutmix", 1.5, "distill_cutmix must be in"),
     ("hidden_sizes", (99999999999, 8), "hidden_sizes 99999999999,8 would need"),
     # Each passed once, then failed after Keras had started, or ran out of memory, or trained at a rate of 0.
     ("limit", 47, "a split of 47 images into 38 for training and 9 for validation"),

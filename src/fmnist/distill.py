@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -54,9 +55,9 @@ def teacher_targets(teacher: Teacher, rows: np.ndarray, temperature: float,
 
 def teacher_answers(settings: TrainSettings, run_dir: Path, features: np.ndarray, train_pixels: np.ndarray,
                     sha256: str | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """The teacher's soft targets for ``features``, and the pool of mixup views of ``train_pixels`` (uint8 rows) with
+    """The teacher's soft targets for ``features``, and the pool of views of ``train_pixels`` (uint8 rows) with
     their labels, if any; kept in the run until it finishes, so that a resume need not ask the teacher again."""
-    views = mixup_views(train_pixels, settings.seed) if settings.distill_views else None
+    views = pool_views(train_pixels, settings.seed, settings.distill_cutmix) if settings.distill_views else None
     # What the answers are for, row by row: a config.json edited since, or another NumPy's views, gives another key.
     digest = hashlib.sha256(f"{sha256} {settings.distill_temperature!r}".encode())
     for rows in (features, views) if views is not None else (features,):
@@ -69,7 +70,7 @@ def teacher_answers(settings: TrainSettings, run_dir: Path, features: np.ndarray
         teacher = load_teacher(settings.teacher, sha256)
         answers = {"images": teacher_targets(teacher, features, settings.distill_temperature),
                    "views": np.zeros((0, NUM_CLASSES), np.float32) if views is None else
-                   teacher_targets(teacher, views, settings.distill_temperature, "mixup views of them")}
+                   teacher_targets(teacher, views, settings.distill_temperature, "views of them")}
         try:
             artifacts.write_atomic(path, lambda tmp: np.savez(tmp, key=np.array(key), **answers))
         except (OSError, FmnistError) as exc:  # only a resume would have needed them: the training goes on
@@ -97,16 +98,35 @@ def kept_answers(path: Path, key: str) -> dict[str, np.ndarray] | None:
     return None
 
 
-def mixup_views(images: np.ndarray, seed: int) -> np.ndarray:
-    """DISTILL_VIEW_POOL mixup views of each of ``images`` (uint8 rows): blended with another one drawn at random,
-    in a uniform random share, rounded back to uint8 (what teacher and student both see)."""
+def pool_views(images: np.ndarray, seed: int, cutmix: float = 0.0) -> np.ndarray:
+    """DISTILL_VIEW_POOL views of each of ``images`` (uint8 rows of square pictures), each mixed with another one drawn
+    at random, keeping a uniform random share of itself: blended (mixup), or for a ``cutmix`` share of the views,
+    picked at random, with a square of the other's pixels pasted over the rest of its area."""
     rng = np.random.default_rng([seed, 0])  # apart from the seed's other draws (ViewEpochs' are [seed, 1, epoch])
+    cut_rng = np.random.default_rng([seed, 2])  # its own, so that the blends are those of a pool without cutmix
     views = np.empty((DISTILL_VIEW_POOL * len(images), images.shape[1]), np.uint8)
     for copy in range(DISTILL_VIEW_POOL):
         share = rng.uniform(0.0, 1.0, (len(images), 1)).astype(np.float32)
-        blend = share * images + (1 - share) * images[rng.permutation(len(images))]
-        views[copy * len(images):(copy + 1) * len(images)] = np.rint(blend)
+        others = images[rng.permutation(len(images))]
+        view = np.rint(share * images + (1 - share) * others).astype(np.uint8)
+        if cutmix:
+            cut = cut_rng.random(len(images)) < cutmix
+            view[cut] = pasted(images[cut], others[cut], 1 - share[cut, 0], cut_rng)
+        views[copy * len(images):(copy + 1) * len(images)] = view
     return views
+
+
+def pasted(images: np.ndarray, others: np.ndarray, area: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``images`` (rows of square pictures), each with a square of its row of ``others`` covering ``area`` of it
+    (to a whole pixel's side) pasted in at a random place, wholly inside."""
+    side = math.isqrt(images.shape[1])
+    box = np.rint(side * np.sqrt(area)).astype(int)
+    top, left = ((rng.random((2, len(images))) * (side - box + 1)).astype(int))
+    pixels = np.arange(side)
+    rows = (pixels >= top[:, None]) & (pixels < (top + box)[:, None])
+    columns = (pixels >= left[:, None]) & (pixels < (left + box)[:, None])
+    inside = (rows[:, :, None] & columns[:, None, :]).reshape(len(images), -1)
+    return np.where(inside, others, images)
 
 
 def require_same_teacher(teacher: str, recorded: str | None, sha256: str, run: str) -> None:
@@ -126,7 +146,7 @@ def distillation_labels(labels: np.ndarray | None, soft_targets: np.ndarray) -> 
 
 class ViewEpochs(keras.utils.PyDataset):
     """The student's training batches, epoch after epoch without end (``fit`` cuts them with ``steps_per_epoch =
-    batches_per_epoch``): each epoch every training image and the next ``per_epoch`` of its pool of mixup views, in
+    batches_per_epoch``): each epoch every training image and the next ``per_epoch`` of its pool of views, in
     an order drawn from the seed and the epoch. A batch follows from its index alone, counted from
     ``initial_epoch``: a resumed run sees what it would have, whenever Keras calls back or TensorFlow reads ahead."""
 

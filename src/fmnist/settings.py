@@ -20,9 +20,9 @@ PREFERRED_BACKEND = {"dense": "jax", "cnn": "tensorflow"}
 FLAG_SETTINGS = ("hidden_sizes", "dropout", "learning_rate", "batch_size", "epochs", "validation_fraction", "seed",
                  "limit", "name", "early_stopping_patience", "lr_patience", "lr_factor", "teacher")
 ARCHITECTURES = ("dense", "cnn")
-# Distillation's mixup views: so many of each training image are made, and the teacher answers for, once; each epoch
-# takes the next distill_views of them, so the student sees the pool around in a few epochs (the teacher took about
-# 90 s for a pool of 10 on TensorFlow here).
+# Distillation's views (mixup or cutmix): so many of each training image are made, and the teacher answers for, once;
+# each epoch takes the next distill_views of them, so the student sees the pool around in a few epochs (the teacher
+# took about 90 s for a pool of 10 on TensorFlow here).
 DISTILL_VIEW_POOL = 10
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("plateau", "cosine")
@@ -109,6 +109,9 @@ class TrainSettings:
     # Mixup views of each training image (two images blended) the student also learns on each epoch, from the
     # teacher's answers alone: more of the teacher's function to match than the 54,000 images show.
     distill_views: int = 0
+    # The share of the pool's views that are cutmix instead of mixup (a box of the other image pasted in, of the
+    # area the blend would have given it), picked at random per view.
+    distill_cutmix: float = 0.0
 
     def __post_init__(self) -> None:
         # A hand-edited config.json must not train another network: "16" as hidden_sizes would be layers 1 and 6.
@@ -147,6 +150,7 @@ class TrainSettings:
              "distill_temperature must be positive and distill_alpha in [0, 1]"),
             (0 <= self.distill_views <= DISTILL_VIEW_POOL,
              f"distill_views must be from 0 to {DISTILL_VIEW_POOL} (the views made of each image)"),
+            (0.0 <= self.distill_cutmix <= 1.0, "distill_cutmix must be in [0, 1]"),
             (self.warmup_epochs >= 0 and (self.warmup_epochs == 0 or self.schedule == "cosine"),
              "warmup_epochs must be >= 0, and needs schedule cosine"),
             (self.warmup_epochs < self.epochs,

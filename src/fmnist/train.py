@@ -197,7 +197,7 @@ def fit(
             settings, run_dir, features, dataset.x_train[train_idx].reshape(n_train, -1), recorded_teacher(run_dir))
     labels = training_labels(dataset.y_train[used], settings, soft_targets)
     initial_epoch = epochs_done(run_dir)  # a resumed run's, its history cut back to its backup by fmnist.resume
-    batches = None  # the distilled student's endless batches with mixup views, else the arrays as they are
+    batches = None  # the distilled student's endless batches with views, else the arrays as they are
     if views is not None:
         batches = ViewEpochs(features[:n_train], labels[:n_train], views, view_labels, settings.distill_views,
                              settings.batch_size, settings.seed, initial_epoch)
@@ -211,7 +211,7 @@ def fit(
                   max(d for d in range(1, STEPS_PER_EXECUTION + 1) if steps % d == 0))
     log.info(
         "training on %d images%s, validating on %d (%s backend, batch %d, up to %d epochs)", len(train_idx),
-        "" if batches is None else f" and {seen - n_train} mixup views of them an epoch", len(val_idx), backend,
+        "" if batches is None else f" and {seen - n_train} views of them an epoch", len(val_idx), backend,
         settings.batch_size, settings.epochs,
     )
     if settings.batch_size > seen:
