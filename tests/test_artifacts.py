@@ -20,6 +20,20 @@ def test_write_atomic_leaves_old_file_and_no_temporary_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
+def test_a_full_disk_is_said_of_the_file_being_written_and_the_old_one_is_kept(tmp_path):
+    target = tmp_path / "metrics.json"
+    artifacts.write_json(target, {"a": 1})
+
+    def onto_a_full_disk(tmp):  # /dev/full answers every write as a full disk does
+        with open("/dev/full", "w") as full:
+            full.write("{}")
+
+    with pytest.raises(FmnistError, match=f"^cannot write {target}: No space left on device$"):
+        artifacts.write_atomic(target, onto_a_full_disk)
+    assert artifacts.read_json(target) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
 @pytest.mark.parametrize("content, said", [
     ("[]", "is damaged: it holds a JSON list"), ('"x"', "is damaged: it holds a JSON str"),
     ("{", "is not valid JSON"), (b"\xff", "is not valid JSON"),

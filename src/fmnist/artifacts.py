@@ -118,8 +118,13 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        write(tmp)
-        _fsync(tmp)  # on disk before the rename, or a power cut could leave the new name on an empty file
+        try:
+            write(tmp)
+            _fsync(tmp)  # on disk before the rename, or a power cut could leave the new name on an empty file
+        except OSError as exc:  # a full disk or quota: said of the file the user knows, as the rename's is
+            if not exc.strerror:
+                raise
+            raise FmnistError(f"cannot write {path}: {exc.strerror}") from None
         os.chmod(tmp, FILE_MODE)  # mkstemp makes it private (0600); a run's files are as readable as any other
         try:
             os.replace(tmp, path)
