@@ -163,6 +163,24 @@ def tiny_train(runs_dir: Path, tiny_data: tuple[Path, dict[str, str]], **overrid
     return train(settings, "jax", runs_dir=runs_dir, dataset=load_dataset(folder, checksums=sums))
 
 
+@pytest.fixture
+def full_disk_for(monkeypatch):
+    """``full_disk_for(name)``: from then on, each JSON file of that name is written as onto a full disk (/dev/full
+    answers every write so)."""
+    from fmnist import artifacts
+
+    write_json = artifacts.write_json
+
+    def onto_full_disk(tmp):
+        with open("/dev/full", "w") as full:
+            full.write("{}")
+
+    def full_disk_for(name: str) -> None:
+        monkeypatch.setattr(artifacts, "write_json", lambda path, value: artifacts.write_atomic(path, onto_full_disk)
+                            if Path(path).name == name else write_json(path, value))
+    return full_disk_for
+
+
 @contextlib.contextmanager
 def module_data(tmp_path_factory, **sizes):
     """Tiny IDX files and a private verified-array cache, for a fixture that trains once per module."""

@@ -203,6 +203,15 @@ def test_a_group_that_would_fail_is_refused_before_its_directory_is_made(tmp_pat
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_group_that_cannot_write_its_record_leaves_no_folder_behind(tmp_path, tiny_data, full_disk_for):
+    folder, sums = tiny_data
+    full_disk_for(artifacts.SEED_GROUP)
+    with pytest.raises(FmnistError, match=r"^cannot write .*-x2/group\.json: No space left on device$"):
+        train_seeds(TrainSettings(hidden_sizes=(8,), epochs=1), "jax", 2, runs_dir=tmp_path / "runs",
+                    dataset=load_dataset(folder, checksums=sums))
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
 def test_a_run_the_group_could_not_have_made_is_refused_in_its_folder(tmp_path, tiny_data):
     from fmnist.data import data_record
     from fmnist.train import train

@@ -107,6 +107,13 @@ def tiny_run(tmp_path, tiny_data, **overrides):
     return train(settings, "jax", runs_dir=tmp_path / "runs", dataset=load_dataset(folder, checksums=sums))
 
 
+def test_a_run_that_cannot_write_its_config_leaves_no_folder_behind(tmp_path, tiny_data, full_disk_for):
+    full_disk_for(artifacts.CONFIG)
+    with pytest.raises(FmnistError, match=r"^cannot write .*-tiny/config\.json: No space left on device$"):
+        tiny_run(tmp_path, tiny_data)
+    assert list((tmp_path / "runs").iterdir()) == []  # not an empty run for `fmnist runs` to list as unreadable
+
+
 def test_train_writes_a_complete_run_directory(tmp_path, tiny_data):
     result = tiny_run(tmp_path, tiny_data)
     assert EXPECTED_FILES <= {p.name for p in result.run_dir.iterdir()}

@@ -259,6 +259,20 @@ def claim_run(run_dir: Path) -> contextlib.AbstractContextManager[None]:
                      "evaluating, reporting or exporting it); wait for it or stop it first")
 
 
+@contextlib.contextmanager
+def removed_unless_begun(run_dir: Path, record: str) -> Iterator[None]:
+    """A folder just made for a run (or group), removed again if what follows fails before its ``record`` is written
+    (a full disk, say): left, it would be listed as a run that cannot be read, with nothing to resume."""
+    try:
+        yield
+    except BaseException:
+        if not (run_dir / record).exists():
+            with contextlib.suppress(OSError):  # anything else in it: kept, as it was not ours alone
+                (run_dir / artifacts.LOCK).unlink(missing_ok=True)
+                run_dir.rmdir()
+        raise
+
+
 def being_trained(run_dir: Path) -> bool:
     """Whether a live process holds the run's lock (claim_run); the kernel drops it when one dies."""
     # The probe holds a shared lock for an instant; claim_run tries again for a moment rather than fail on it.

@@ -109,7 +109,8 @@ def train_seeds(
     members = seed_members(settings, seeds)  # every seed checked now
     check_inputs(settings, dataset)
     group = runs.create_run_dir(runs_dir, f"{settings.name}-x{seeds}")
-    with runs.claim_run(group):  # for its whole training: `fmnist runs` then tells a live group from a killed one
+    # Claimed for its whole training: `fmnist runs` then tells a live group from a killed one.
+    with runs.removed_unless_begun(group, artifacts.SEED_GROUP), runs.claim_run(group):
         artifacts.write_json(group / artifacts.SEED_GROUP, {
             "settings": settings.to_dict(), "backend": backend, "seeds": seeds, "created": runs.utc_now(),
             "data": data_record(dataset)})

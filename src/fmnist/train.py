@@ -286,7 +286,8 @@ def train(
             "created": runs.utc_now(),
         }
     run_dir = resume_dir or runs.create_run_dir(runs_dir, settings.name)
-    with runs.claim_run(run_dir):
+    begun = contextlib.nullcontext() if resume_dir else runs.removed_unless_begun(run_dir, artifacts.CONFIG)
+    with begun, runs.claim_run(run_dir):
         if resume_dir is None:
             artifacts.write_json(run_dir / artifacts.CONFIG, config)
             log.info("run directory %s (data: %s)", run_dir, dataset.source)
