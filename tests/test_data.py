@@ -73,6 +73,20 @@ def test_not_gzip_is_refused(tiny_data, content, refusal):
         data.load_dataset(folder, checksums=sums)
 
 
+@pytest.mark.parametrize("gz", [True, False], ids=["gz-of-zeros", "raw"])
+def test_a_file_far_larger_than_any_of_the_four_is_refused_before_it_fills_the_memory(tiny_data, gz):
+    folder, sums = tiny_data
+    path = folder / "train-images-idx3-ubyte.gz"
+    if gz:  # 65 KiB that decompress to 65 MiB
+        path.write_bytes(gzip.compress(bytes(data.MAX_IDX_BYTES + 1), compresslevel=1))
+    else:  # sparse: nothing is written, only its size is set
+        with open(path, "wb") as sparse:
+            sparse.truncate(10 * 2**30)
+    with pytest.raises(FmnistError, match=f"^{path} is over 64 MiB{' decompressed' if gz else ''}, far more than "
+                                          "any Fashion-MNIST file; "):
+        data.load_dataset(folder, checksums=sums)
+
+
 def test_a_gz_file_a_browser_saved_decompressed_is_read_by_its_bytes(tmp_path):
     sums = write_idx_set(tmp_path / "raw", gz=False)
     (tmp_path / "named-gz").mkdir()

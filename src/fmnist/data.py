@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import io
 import json
 import logging
 import os
@@ -51,6 +52,9 @@ HOW_TO_GET = (
     "and pass --data-dir (or FMNIST_DATA_DIR)"
 )
 _IMAGE_MAGIC, _LABEL_MAGIC = 0x0803, 0x0801
+# The largest of the four, the training images, is 47,040,016 bytes: a file (or what it decompresses to) much larger
+# is not one of them, and read whole it could fill the memory.
+MAX_IDX_BYTES = 64 * 2**20
 TEST_PREFIX = "t10k-"  # the test set's two files: all that scoring a trained model reads
 
 
@@ -184,7 +188,10 @@ def parse_idx(raw: bytes, name: str, expected_kind: str) -> np.ndarray:
 
 
 def _read_verified(path: Path, name: str, expected_sha256: str, kind: str) -> np.ndarray:
+    too_large = f"{path} is over {MAX_IDX_BYTES // 2**20} MiB%s, far more than any Fashion-MNIST file; {HOW_TO_GET}"
     try:
+        if path.stat().st_size > MAX_IDX_BYTES:
+            raise FmnistError(too_large % "")
         data = path.read_bytes()
     except FileNotFoundError:  # removed meanwhile, by another process finding it damaged, say
         raise _LookAgain(f"{path} was removed while it was being read") from None
@@ -192,9 +199,15 @@ def _read_verified(path: Path, name: str, expected_sha256: str, kind: str) -> np
         raise _Unreadable(f"cannot read {path} ({exc.strerror}); {HOW_TO_GET}") from exc
     try:
         # By its first bytes, not its name: a browser may save a .gz already decompressed.
-        raw = gzip.decompress(data) if data[:2] == GZIP_MAGIC else data
+        if data[:2] == GZIP_MAGIC:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+                raw = stream.read(MAX_IDX_BYTES + 1)  # no further: a small .gz can hold gigabytes of zeros
+        else:
+            raw = data
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise FmnistError(f"{path} cannot be decompressed ({exc}); {HOW_TO_GET}") from exc
+    if len(raw) > MAX_IDX_BYTES:
+        raise FmnistError(too_large % " decompressed")
     array = parse_idx(raw, str(path), kind)
     actual = hashlib.sha256(raw).hexdigest()
     if actual != expected_sha256:
