@@ -172,6 +172,12 @@ def test_a_groups_damaged_member_is_trained_again_and_a_diverged_one_ends_the_gr
                                                     f"in group.json: it was copied or edited there by hand; move it "
                                                     f"out of {group}, then resume the group")):
         resume_seeds(group, dataset=dataset)
+    rows = runs.list_runs(tmp_path)
+    [listed] = runs.seed_groups(rows, tmp_path)  # listed as the resume sees it: not counted, and named
+    assert listed["scored"] == 2 and listed["foreign"] == ["edited"]
+    assert runs.format_runs(rows, [listed], tmp_path).splitlines()[1].endswith(
+        "2 of 2 seeds scored; edited: settings other than the group's (copied or edited there by hand): move it out "
+        "of the group")
     shutil.rmtree(edited)
 
     retrained = group / resumed["runs"][1]["run_dir"]

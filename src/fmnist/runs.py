@@ -557,6 +557,12 @@ def cell(value: Any, fmt: str = "{}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
+def settings_differ(planned: dict[str, Any], member: dict[str, Any]) -> list[str]:
+    """The settings, as JSON keeps them, in which a group's ``member`` is not the group's (seed and name apart)."""
+    # Settings a later or earlier fmnist added are not compared, as a resume of the group fills them in.
+    return sorted(k for k in planned.keys() & member.keys() - {"seed", "name"} if planned[k] != member[k])
+
+
 def pick_members(candidates: Iterable[tuple[Any, bool, Any]]) -> dict[Any, Any]:
     """A ``--seeds`` group's run for each seed, from (seed, finished, run) oldest first: of two runs of one seed, a
     finished one, else the newer (one trained again after its first was damaged)."""
@@ -596,9 +602,13 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
             members.setdefault(group.as_posix(), []).append(row)
     groups = []
     for group, rows_of_group in members.items():
-        planned = _planned_seeds(_read_object(Path(runs_dir) / group / artifacts.SEED_GROUP, []))
+        record = _read_object(Path(runs_dir) / group / artifacts.SEED_GROUP, [])
+        planned = _planned_seeds(record)
+        shared = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+        # Copied or edited in by hand: not the group's, so not in its mean (its resume refuses them).
+        foreign = sorted(Path(r["run"]).name for r in rows_of_group if settings_differ(shared, r["settings"]))
         picked = pick_members((r["settings"].get("seed"), r["status"] == FINISHED, r) for r in reversed(rows_of_group)
-                              if isinstance(r["settings"].get("seed"), int))  # rows come newest first
+                              if isinstance(r["settings"].get("seed"), int) and Path(r["run"]).name not in foreign)
         picked = {seed: row for seed, row in picked.items() if planned is None or seed in planned}
         scored = [row for row in picked.values() if row["status"] == FINISHED and row["test_accuracy"] is not None]
         accuracies = [r["test_accuracy"] for r in scored]
@@ -617,6 +627,7 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
             "summary": summary if summary.is_file() else None,
             "diverged": sorted(seed for seed, row in picked.items() if diverged(Path(runs_dir) / row["run"])),
             "live": being_trained(Path(runs_dir) / group),
+            "foreign": foreign,
         })
     return groups
 
@@ -659,6 +670,9 @@ def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -
     s = newest["settings"]
     if planned is None:
         status = f"{scored} seeds scored ({artifacts.SEED_GROUP} damaged: restore it from a copy)"
+    elif group["foreign"]:
+        status = (f"{scored} of {planned} seeds scored; {', '.join(group['foreign'])}: settings other than the "
+                  f"group's (copied or edited there by hand): move it out of the group")
     elif group["diverged"]:  # resumed, it would diverge again
         status = (f"{scored} of {planned} seeds scored; seed {', '.join(map(str, group['diverged']))} diverged: "
                   f"{GROUP_DIVERGED_ADVICE}")

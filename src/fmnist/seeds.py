@@ -72,7 +72,7 @@ def refuse_other_runs(runs_dir: Path, settings: TrainSettings, backend: str, dat
     planned, data = record.get("settings"), record.get("data")
     if not isinstance(planned, dict) or not isinstance(data, dict):
         raise FmnistError(f"{path} is damaged (its settings or data are not JSON objects): {advice}")
-    differ = _settings_differ(planned, settings.to_dict())
+    differ = runs.settings_differ(planned, settings.to_dict())
     if record.get("backend") != backend:
         differ.append("backend")
     if data.get("sha256") != dataset.checksums:
@@ -80,12 +80,6 @@ def refuse_other_runs(runs_dir: Path, settings: TrainSettings, backend: str, dat
     if differ:
         raise FmnistError(f"{runs_dir} is a group made by 'fmnist train --seeds', whose {', '.join(differ)} this run "
                           "does not share: there it would be counted in the group's mean; choose another --runs-dir")
-
-
-def _settings_differ(planned: dict[str, Any], member: dict[str, Any]) -> list[str]:
-    """The settings, as JSON keeps them, in which a group's ``member`` is not the group's (seed and name apart)."""
-    # Settings a later or earlier fmnist added are not compared, as a resume of the group fills them in.
-    return sorted(k for k in planned.keys() & member.keys() - {"seed", "name"} if planned[k] != member[k])
 
 
 def seed_members(settings: TrainSettings, seeds: int) -> list[TrainSettings]:
@@ -154,7 +148,7 @@ def _member_dirs(group: Path, planned: dict[str, Any]) -> dict[int, Path]:
         member_settings = config.get("settings") if isinstance(config, dict) else None
         seed = member_settings.get("seed") if isinstance(member_settings, dict) else None
         seed = seed if isinstance(seed, int) else None  # damaged: its seed is trained again
-        differ = _settings_differ(planned, member_settings) if seed is not None else []
+        differ = runs.settings_differ(planned, member_settings) if seed is not None else []
         if differ:
             raise FmnistError(f"{run_dir} has settings ({', '.join(differ)}) other than its --seeds group's, in "
                               f"{artifacts.SEED_GROUP}: it was copied or edited there by hand; move it out of "
