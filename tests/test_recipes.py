@@ -130,7 +130,8 @@ def test_student_learns_from_a_teacher_run(tmp_path, tiny_data, caplog):
         recipe_settings("distilled")
     settings = recipe_settings("distilled", teacher=str(teacher.run_dir), hidden_sizes=(16,), limit=50,
                                distill_temperature=2.5, distill_alpha=0.7, **tiny)  # not the defaults: passed on
-    assert settings.distill_views == 3  # the recipe's: each epoch, three mixup views of each image besides it
+    # The recipe's: each epoch, three views of each image besides it, from a pool half cutmix and half mixup.
+    assert (settings.distill_views, settings.distill_cutmix) == (3, 0.5)
 
     class Steps(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -160,7 +161,7 @@ def test_student_learns_from_a_teacher_run(tmp_path, tiny_data, caplog):
     np.testing.assert_array_equal(labels[:, :10], np.eye(10)[dataset.y_train[:8]])
     loaded = load_teacher(str(teacher.run_dir))
     np.testing.assert_allclose(labels[:, 10:], teacher_targets(loaded, features, 2.5), atol=1e-6)
-    np.testing.assert_array_equal(views, pool_views(pixels, settings.seed))
+    np.testing.assert_array_equal(views, pool_views(pixels, settings.seed, 0.5))
     assert not view_labels[:, :10].any()  # a view has no label: the teacher's answer alone
     np.testing.assert_allclose(view_labels[:, 10:], teacher_targets(loaded, views, 2.5), atol=1e-6)
     # Kept for a resume, and used only for the same rows, teacher and temperature.
@@ -178,10 +179,10 @@ def test_student_learns_from_a_teacher_run(tmp_path, tiny_data, caplog):
         others = teacher_answers(settings, tmp_path, features[::-1].copy(), pixels[::-1].copy(), sha256=None)
     assert "is damaged or not for this run's images: the teacher answers again" in caplog.text
     np.testing.assert_allclose(others[0], soft[::-1], atol=1e-6)
-    cutmix = dataclasses.replace(settings, distill_cutmix=0.5)  # a pool half of pasted squares, not the kept blends
-    np.testing.assert_array_equal(teacher_answers(cutmix, tmp_path, features, pixels, sha256=None)[1],
-                                  pool_views(pixels, settings.seed, 0.5))
-    assert not np.array_equal(views, pool_views(pixels, settings.seed, 0.5))
+    blends = dataclasses.replace(settings, distill_cutmix=0.0)  # a pool of blends alone, not the kept half-cutmix one
+    np.testing.assert_array_equal(teacher_answers(blends, tmp_path, features, pixels, sha256=None)[1],
+                                  pool_views(pixels, settings.seed))
+    assert not np.array_equal(views, pool_views(pixels, settings.seed))
     # A run folder that cannot keep them (here a file): the training goes on without, a resume asks again.
     blocked = tmp_path / "blocked"
     blocked.write_text("")

@@ -106,8 +106,8 @@ class TrainSettings:
     teacher: str | None = None  # a run directory to distil from
     distill_temperature: float = 4.0
     distill_alpha: float = 0.9  # weight of the teacher's soft targets against the labels
-    # Mixup views of each training image (two images blended) the student also learns on each epoch, from the
-    # teacher's answers alone: more of the teacher's function to match than the 54,000 images show.
+    # Views of each training image (mixup: two images blended; or cutmix, below) the student also learns on each
+    # epoch, from the teacher's answers alone: more of the teacher's function to match than the 54,000 images show.
     distill_views: int = 0
     # The share of the pool's views that are cutmix instead of mixup (a box of the other image pasted in, of the
     # area the blend would have given it), picked at random per view.
@@ -196,9 +196,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     ),
     # Distilled from a trained ConvNet run: give it with --teacher RUN (e.g. a run of --recipe cnn).
     "distilled": dict(
-        name="distilled", hidden_sizes=(1024, 1024), dropout=0.2, optimizer="adamw", weight_decay=5e-4,
-        schedule="cosine", learning_rate=2e-3, batch_size=128, epochs=30, validation_fraction=0.1,
-        distill_temperature=4.0, distill_alpha=0.9, distill_views=3,
+        name="distilled", hidden_sizes=(1024, 1024, 1024), dropout=0.2, optimizer="adamw", weight_decay=5e-4,
+        schedule="cosine", learning_rate=2.8e-3, batch_size=256, epochs=30, validation_fraction=0.1,
+        distill_temperature=4.0, distill_alpha=0.9, distill_views=3, distill_cutmix=0.5,
     ),
     "cnn": dict(
         name="cnn", architecture="cnn", dropout=0.5, optimizer="adamw", weight_decay=5e-4, schedule="cosine",
