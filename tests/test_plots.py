@@ -162,14 +162,22 @@ def test_a_comparison_of_many_runs_keeps_every_run_in_its_legend(tmp_path):
         plots.grouped_bars_png(list(CLASS_NAMES), {name: [0.5] * 10 for name in names}, "F1", tmp_path / "f1.png")
         long_names = {"a" * 220: history, "b" * 220: history}  # a wide legend collapsed the axes to nothing
         plots.compare_curves_png(long_names, tmp_path / "long.png")
-    plt = plots._pyplot()
-    fig = plt.figure()
-    lines = [plt.Line2D([], []) for _ in names]
+    from matplotlib.lines import Line2D
+
+    fig = plots._figure()
+    lines = [Line2D([], []) for _ in names]
     plots._run_legend(fig, lines, names)
     (legend,) = fig.legends
     assert [text.get_text() for text in legend.get_texts()] == names and legend._ncols == 2
-    plt.close(fig)
-    fig = plt.figure()
+    fig = plots._figure()
     plots._run_legend(fig, lines[:1], ["a" * 220])
     assert fig.legends[0].get_texts()[0].get_text() == "a" * (plots.LEGEND_CHARS - 1) + "…"
-    plt.close(fig)
+
+
+def test_a_drawing_that_fails_midway_leaves_no_figure_held(tmp_path):
+    import matplotlib.pyplot as plt
+
+    held = plt.get_fignums()
+    with pytest.raises(ValueError):
+        plots.bar_chart_png(["a"], [], "no values", tmp_path / "bars.png")  # fails before it is saved
+    assert plt.get_fignums() == held and not (tmp_path / "bars.png").exists()

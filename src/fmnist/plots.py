@@ -17,15 +17,16 @@ LEGEND_ROWS = 25  # entries in a column of a comparison's legend (a column takes
 LEGEND_CHARS = 40  # of a run's name in a legend
 
 
-def _pyplot():
+def _figure(**figure_kw):
+    """A figure pyplot does not hold: one whose drawing fails midway is freed with it, not kept for the life of the
+    process (a tune, --seeds or serve process draws many)."""
     import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # files only: never needs a display
+    matplotlib.use("Agg")  # files only: never needs a display (scikit-learn's confusion matrix imports pyplot)
     # Run and file names are drawn as written: "$" would start a formula ("p$\bad$.png" failed to draw).
     matplotlib.rcParams["text.parse_math"] = False
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**figure_kw)
 
 
 def _epoch_axis(ax, epochs: int) -> None:
@@ -41,12 +42,7 @@ def _epoch_axis(ax, epochs: int) -> None:
 def _save(fig, path: Path, trim: bool = False) -> None:
     """Write the figure as it is laid out (tight_layout keeps each one's text inside it), or ``trim`` it to what it
     draws, text outside its axes included: trimming draws the figure twice."""
-    plt = _pyplot()
-    try:
-        write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=DPI,
-                                                         bbox_inches="tight" if trim else None))
-    finally:  # a full disk or a Ctrl-C must not leave the figure held (a tune or --seeds process draws many)
-        plt.close(fig)
+    write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight" if trim else None))
 
 
 def confusion_matrix_png(matrix: Sequence[Sequence[int]], path: Path) -> None:
@@ -56,10 +52,10 @@ def confusion_matrix_png(matrix: Sequence[Sequence[int]], path: Path) -> None:
     from matplotlib.colors import PowerNorm
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    plt = _pyplot()
     counts = np.asarray(matrix)
     normalised = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    fig, axes = plt.subplots(1, 2, figsize=(15, 7))
+    fig = _figure(figsize=(15, 7))
+    axes = fig.subplots(1, 2)
     for ax, data, fmt, title in (
         (axes[0], counts, "{:d}", f"Counts (the {counts.sum():,} test images)"),
         (axes[1], normalised, "{:.2f}", "Row-normalised (share of each true class)"),
@@ -83,9 +79,9 @@ def curves_png(history: dict[str, list[float]], best: int | None, path: Path, sc
     """Loss and accuracy per epoch, train and validation, with the ``best`` epoch (the one kept) and each drop of the
     learning rate on a plateau marked; a ``scheduled`` run (cosine: fixed epochs, the rate lowered every step) keeps
     its last epoch, and its drops are no events."""
-    plt = _pyplot()
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    fig = _figure(figsize=(13, 4.5))
+    axes = fig.subplots(1, 2)
     rates = [] if scheduled else history.get("learning_rate", [])
     drops = [i + 1 for i in range(1, len(rates)) if rates[i] < rates[i - 1]]
     kept = f"kept: the last epoch ({best}), as the schedule fixes" if scheduled else f"best epoch ({best})"
@@ -133,7 +129,6 @@ def _tiles_png(grid: list[list[np.ndarray]], titles: list[list[str]], path: Path
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Rectangle
 
-    plt = _pyplot()
     side, columns = IMAGE_SIDE, max((len(row) for row in grid), default=0) or 1
     lines = [max((title.count("\n") + 1 for title in row if title), default=0) for row in titles]
     bands = [round(4.5 + LINE_HEIGHT * n) if n else 3 for n in lines]  # sized by the row's longest title
@@ -148,7 +143,7 @@ def _tiles_png(grid: list[list[np.ndarray]], titles: list[list[str]], path: Path
             frames.append(Rectangle((x - 0.5, y - 0.5), side, side))
             texts.append((x + side / 2 - 0.5, y - 1.5, row_titles[c] if c < len(row_titles) else ""))
     height, width = canvas.shape[:2]
-    fig = plt.figure(figsize=(width / PIXELS_PER_INCH, height / PIXELS_PER_INCH))
+    fig = _figure(figsize=(width / PIXELS_PER_INCH, height / PIXELS_PER_INCH))
     ax = fig.add_axes((0, 0, 1, 1))
     ax.imshow(canvas, interpolation="nearest")
     ax.add_collection(PatchCollection(frames, facecolor="none", edgecolor="black", linewidth=0.8))
@@ -190,7 +185,7 @@ def mistake_titles(y_true: np.ndarray, y_pred: np.ndarray, confidence: np.ndarra
 def mistakes_png(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, confidence: np.ndarray,
                  path: Path) -> None:
     if not len(images):  # a picture that says so, rather than none, or an empty one that looks like a fault
-        fig = _pyplot().figure(figsize=(5, 1))
+        fig = _figure(figsize=(5, 1))
         fig.text(0.5, 0.5, "no mistakes: every test image is classified right", ha="center", va="center")
         _save(fig, path)
         return
@@ -199,8 +194,8 @@ def mistakes_png(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, con
 
 def bar_chart_png(labels: Sequence[str], values: Sequence[float], title: str, path: Path) -> None:
     """Horizontal bars with their values written at the end."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 0.6 * len(labels) + 1))
+    fig = _figure(figsize=(8, 0.6 * len(labels) + 1))
+    ax = fig.subplots()
     bars = ax.barh(list(labels), list(values), color="#4c72b0")
     ax.bar_label(bars, fmt="%.2f", padding=3)
     ax.set_xlim(0, max(values) * 1.12)  # room for the longest bar's label inside the frame
@@ -213,10 +208,10 @@ def bar_chart_png(labels: Sequence[str], values: Sequence[float], title: str, pa
 def reliability_png(before: dict, after: dict, path: Path) -> None:
     """Accuracy against confidence per bin, before and after temperature scaling, with the diagonal and each bin's 95%
     interval; below, how many images each bin holds (a bin of three images that are all wrong is no alarm)."""
-    plt = _pyplot()
     from matplotlib.ticker import LogFormatter
 
-    fig, (ax, counts) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True, height_ratios=(3, 1))
+    fig = _figure(figsize=(5.5, 6.5))
+    ax, counts = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
     for bins, label in ((before, "before scaling"), (after, "after scaling")):
         used = [i for i, c in enumerate(bins["counts"]) if c]
@@ -256,11 +251,12 @@ def _run_legend(fig, handles: list, labels: list[str]) -> None:
 def compare_curves_png(histories: dict[str, dict[str, list[float]]], path: Path) -> None:
     """Loss and accuracy of several runs on the same axes: validation solid, training dashed, one colour per run;
     each later run drawn thinner, with its own marker, so one that matches an earlier run still shows on it."""
-    plt = _pyplot()
+    import matplotlib
     from matplotlib.lines import Line2D
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), layout="constrained")
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = _figure(figsize=(13, 4.5), layout="constrained")
+    axes = fig.subplots(1, 2)
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     markers = "o^sDvP*"  # 7 against 10 colours: no two of the first 70 runs are drawn alike
     styles = [{"color": colours[i % len(colours)], "linewidth": max(1.2, 5.0 - 1.8 * i), "zorder": 2 + i,
                "marker": markers[i % len(markers)], "markersize": max(3.0, 7.0 - 1.5 * i)}
@@ -282,8 +278,8 @@ def compare_curves_png(histories: dict[str, dict[str, list[float]]], path: Path)
 
 def grouped_bars_png(categories: Sequence[str], series: dict[str, Sequence[float]], title: str, path: Path) -> None:
     """One group of bars per category, one bar per series; the 0-1 scale starts just below the lowest bar."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(13, 4.5), layout="constrained")
+    fig = _figure(figsize=(13, 4.5), layout="constrained")
+    ax = fig.subplots()
     width = 0.8 / max(1, len(series))
     positions = np.arange(len(categories))
     bars = [ax.bar(positions + (i - (len(series) - 1) / 2) * width, list(values), width)
@@ -341,10 +337,9 @@ def predictions_png(
     images: np.ndarray, probabilities: np.ndarray, maps: np.ndarray, names: list[str], path: Path
 ) -> None:
     """One row per input: the 28x28 image the model saw, where it looked (occlusion map), its probabilities."""
-    plt = _pyplot()
     ratios = (1, 1, 2.2)
-    fig, axes = plt.subplots(len(images), len(ratios), figsize=(2.3 * sum(ratios), 2.4 * len(images)), squeeze=False,
-                             width_ratios=ratios)
+    fig = _figure(figsize=(2.3 * sum(ratios), 2.4 * len(images)))
+    axes = fig.subplots(len(images), len(ratios), squeeze=False, width_ratios=ratios)
     for (image_ax, evidence_ax, bar_ax), image, probs, evidence, name in zip(axes, images, probabilities, maps, names):
         _show(image_ax, _gray(image, "gray"))  # as the model saw it: light on dark
         image_ax.set_title(_shortened(name), fontsize=9)
