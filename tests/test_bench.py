@@ -226,3 +226,32 @@ def test_a_bench_stopped_keeps_what_it_measured_beside_an_earlier_complete_one(t
     bench.bench(tmp_path / "bench.json", quick=True, data_dir=real_data_dir)
     assert not (tmp_path / "bench.partial.json").exists()
     assert set(json.loads((tmp_path / "bench.json").read_text())["results"]) >= {"fmnist-jax", "fmnist-tensorflow"}
+
+
+@pytest.mark.realdata
+def test_figures_that_cannot_be_written_leave_the_earlier_bench_whole(tmp_path, monkeypatch, real_data_dir, caplog,
+                                                                      capsys, full_disk_for):
+    import fmnist.bench as bench
+    from fmnist.cli import main
+
+    figures = {"epoch_seconds": [3.0, 2.0, 2.0], "peak_training_rss_mib": 900.0,
+               "inference_images_per_s": {"1": 10.0}, "single_image_ms": {"p50": 0.2, "p99": 0.4}}
+    monkeypatch.setattr(bench, "_time_contenders",
+                        lambda dataset, data_dir, epochs, results: results.update({"fmnist-jax": dict(figures)}))
+    earlier = {"bench.png": b"an earlier bench's chart", "bench.json": b'{"results": "an earlier bench\'s"}'}
+    for name, content in earlier.items():
+        (tmp_path / name).write_bytes(content)
+    command = ["bench", "--quick", "--output", str(tmp_path / "bench.json"), "--data-dir", str(real_data_dir)]
+    with monkeypatch.context() as full:
+        full.setattr(bench.artifacts, "write_json", bench.artifacts.write_json)  # undone with the context
+        full_disk_for("bench.json")
+        assert main(command) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(earlier)  # no new chart, beside or in its place
+    assert {name: (tmp_path / name).read_bytes() for name in earlier} == earlier
+    with caplog.at_level(logging.INFO, logger="fmnist.bench"):  # with room again: both replaced, and said so
+        assert main(command) == 0
+    assert json.loads((tmp_path / "bench.json").read_text())["chart"] == str(tmp_path / "bench.png")
+    assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(earlier)
+    assert f"{tmp_path / 'bench.json'} held an earlier bench: replaced by this one" in caplog.text
