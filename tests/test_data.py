@@ -290,6 +290,22 @@ def test_download_with_keras_get_file_from_a_local_server(tmp_path, monkeypatch,
     assert printed.out == "" and "Downloading data from" in printed.err
 
 
+def test_a_download_damaged_again_at_the_second_look_ends_in_one_line_with_advice(tmp_path, monkeypatch, caplog):
+    served = tmp_path / "served"
+    sums = write_idx_set(served)
+    cut = served / "train-images-idx3-ubyte.gz"
+    cut.write_bytes(cut.read_bytes()[:1000])  # what the server gives each time (a proxy's page would do the same)
+    with served_over_http(served, monkeypatch), pytest.raises(FmnistError) as raised:
+        data.load_dataset(checksums=sums)
+    message = str(raised.value)
+    assert "\n" not in message and "cannot be decompressed" in message
+    assert message.endswith(f"removed from keras' cache, to be downloaded anew, at the second look too: another "
+                            f"process may be changing the data files, or the download is not the dataset; "
+                            f"{data.HOW_TO_GET}")
+    assert caplog.text.count("looking for the data again") == 1
+    assert not (data.keras_cache_dir() / cut.name).exists()  # not left there to fail the next run as well
+
+
 def test_a_sound_file_in_keras_cache_is_kept_when_a_checksum_not_fashion_mnists_fails(tmp_path, monkeypatch):
     sums = write_idx_set(data.keras_cache_dir())
     monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian-package")

@@ -239,8 +239,7 @@ def _read_checked(path: Path, name: str, expected_sha256: str, kind: str, cached
         except OSError as unlink_error:
             raise FmnistError(f"{reason}; it could not be removed from keras' cache ({unlink_error.strerror}): "
                               f"remove it by hand; {HOW_TO_GET}") from None
-        raise _LookAgain(
-            f"{reason}: removed from keras' cache, to be downloaded anew; {HOW_TO_GET}") from None
+        raise _LookAgain(f"{reason}: removed from keras' cache, to be downloaded anew") from None
 
 
 def cache_dir() -> Path:
@@ -341,7 +340,11 @@ def load_dataset(data_dir: Path | None = None, checksums: dict[str, str] = CHECK
         return _load_dataset(data_dir, checksums, test_only)
     except _LookAgain as exc:  # a download cut short (a proxy's page saved in its place), or a file gone meanwhile
         log.warning("%s; looking for the data again", exc)
+    try:
         return _load_dataset(data_dir, checksums, test_only)
+    except _LookAgain as exc:  # twice: no passing accident
+        raise FmnistError(f"{exc}, at the second look too: another process may be changing the data files, or the "
+                          f"download is not the dataset; {HOW_TO_GET}") from None
 
 
 def _load_dataset(data_dir: Path | None, checksums: dict[str, str], test_only: bool) -> Dataset:
