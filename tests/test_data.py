@@ -379,3 +379,17 @@ def test_describe_counts_the_classes_and_draws_samples_into_a_new_folder(tiny_da
     shown.unlink()
     assert data.describe(folder, show=link, checksums=sums)["samples_png"] == link
     assert link.is_symlink() and shown.stat().st_size > 0
+
+
+def test_describe_hashes_the_files_again_rather_than_trusting_the_cache(tiny_data):
+    folder, sums = tiny_data
+    data.load_dataset(folder, checksums=sums)  # checked, and cached under the files' size and time
+    labels = folder / "t10k-labels-idx1-ubyte.gz"
+    stat = labels.stat()
+    with gzip.open(labels, "rb") as stream:
+        raw = bytearray(stream.read())
+    raw[-1] = (raw[-1] + 1) % 10  # one test label changed, the file's size and time put back as they were
+    labels.write_bytes(gzip.compress(bytes(raw), mtime=0)[:stat.st_size].ljust(stat.st_size, b"\0"))
+    os.utime(labels, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(FmnistError, match=f"{labels} (has SHA-256|cannot be decompressed)"):
+        data.describe(folder, checksums=sums)

@@ -333,21 +333,22 @@ class _WrongChecksum(FmnistError):
 
 
 def load_dataset(data_dir: Path | None = None, checksums: dict[str, str] = CHECKSUMS,
-                 test_only: bool = False) -> Dataset:
-    """Locate, verify (header and SHA-256) and load the dataset, using the verified cache when valid; ``test_only``
-    needs and reads the two test files alone (the training arrays are left empty)."""
+                 test_only: bool = False, recheck: bool = False) -> Dataset:
+    """Locate, verify (header and SHA-256) and load the dataset, using the verified cache when valid (unless told to
+    ``recheck`` the files); ``test_only`` needs and reads the two test files alone (the training arrays are left
+    empty)."""
     try:
-        return _load_dataset(data_dir, checksums, test_only)
+        return _load_dataset(data_dir, checksums, test_only, recheck)
     except _LookAgain as exc:  # a download cut short (a proxy's page saved in its place), or a file gone meanwhile
         log.warning("%s; looking for the data again", exc)
     try:
-        return _load_dataset(data_dir, checksums, test_only)
+        return _load_dataset(data_dir, checksums, test_only, recheck)
     except _LookAgain as exc:  # twice: no passing accident
         raise FmnistError(f"{exc}, at the second look too: another process may be changing the data files, or the "
                           f"download is not the dataset; {HOW_TO_GET}") from None
 
 
-def _load_dataset(data_dir: Path | None, checksums: dict[str, str], test_only: bool) -> Dataset:
+def _load_dataset(data_dir: Path | None, checksums: dict[str, str], test_only: bool, recheck: bool) -> Dataset:
     if test_only:
         checksums = {name: digest for name, digest in checksums.items() if name.startswith(TEST_PREFIX)}
     wanted = {attr: (name, kind) for attr, (name, kind) in _ARRAYS.items() if name in checksums}
@@ -357,7 +358,7 @@ def _load_dataset(data_dir: Path | None, checksums: dict[str, str], test_only: b
     except FileNotFoundError as exc:  # removed meanwhile, by another process finding it damaged, say
         raise _LookAgain(f"{exc.filename} was removed while it was looked at") from None
     folder = cache_dir() / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    arrays = _load_cached(folder, key, list(wanted))
+    arrays = None if recheck else _load_cached(folder, key, list(wanted))
     if arrays is None:
         log.info("verifying %s", source)
         # Files in keras' cache, found there or downloaded into it; not Debian's, nor the user's own (--data-dir).
@@ -388,7 +389,9 @@ def describe(
     """`fmnist data`: the verified dataset's source, checksums and sizes; with ``show``, a picture of samples too."""
     if show is not None:
         given, show = show, runs.prepare_output(show, "--show", ".png")
-    dataset = load_dataset(data_dir, checksums)
+    # The files themselves, read and hashed again (a second or two): the cache vouches only that their size and time
+    # are what they were when they were checked.
+    dataset = load_dataset(data_dir, checksums, recheck=True)
     summary: dict[str, Any] = {
         "source": dataset.source,
         "verified_sha256": dataset.checksums,
