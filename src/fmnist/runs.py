@@ -592,6 +592,11 @@ def _planned_seeds(record: dict[str, Any]) -> list[int] | None:
     return list(range(first, first + count))
 
 
+def _settings_of(run_dir: Path) -> dict[str, Any]:
+    config = _read_object(run_dir / artifacts.CONFIG, [])  # unreadable: its row says so
+    return config.get("settings") if isinstance(config.get("settings"), dict) else {}
+
+
 def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, Any]]:
     """One entry per ``--seeds`` group among ``rows``: the mean and spread of its planned seeds' runs scored so far,
     each seed's run picked as the group's resume picks it."""
@@ -605,8 +610,10 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
         record = _read_object(Path(runs_dir) / group / artifacts.SEED_GROUP, [])
         planned = _planned_seeds(record)
         shared = record.get("settings") if isinstance(record.get("settings"), dict) else {}
-        # Copied or edited in by hand: not the group's, so not in its mean (its resume refuses them).
-        foreign = sorted(Path(r["run"]).name for r in rows_of_group if settings_differ(shared, r["settings"]))
+        # Copied or edited in by hand: not the group's, so not in its mean (its resume refuses them). All its settings,
+        # as the resume compares them, not only the row's few.
+        foreign = sorted(Path(r["run"]).name for r in rows_of_group
+                         if settings_differ(shared, _settings_of(Path(runs_dir) / r["run"])))
         picked = pick_members((r["settings"].get("seed"), r["status"] == FINISHED, r) for r in reversed(rows_of_group)
                               if isinstance(r["settings"].get("seed"), int) and Path(r["run"]).name not in foreign)
         picked = {seed: row for seed, row in picked.items() if planned is None or seed in planned}
