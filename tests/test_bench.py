@@ -246,7 +246,9 @@ def test_figures_that_cannot_be_written_leave_the_earlier_bench_whole(tmp_path, 
         full.setattr(bench.artifacts, "write_json", bench.artifacts.write_json)  # undone with the context
         full_disk_for("bench.json")
         assert main(command) == 1
-    assert "No space left on device" in capsys.readouterr().err
+        full.setattr(bench, "_chart", lambda report, path: 1 / 0)  # and with no chart of its own either
+        assert main(command) == 1
+    assert capsys.readouterr().err.count("No space left on device") == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(earlier)  # no new chart, beside or in its place
     assert {name: (tmp_path / name).read_bytes() for name in earlier} == earlier
     with caplog.at_level(logging.INFO, logger="fmnist.bench"):  # with room again: both replaced, and said so

@@ -104,19 +104,24 @@ def json_number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place: a crash mid-write leaves
-    the old file (or none), never a half-written one."""
+def temporary_beside(path: Path) -> Path:
+    """A new empty file beside ``path``, named as one of ours that a killed writer left (see remove_temporaries)."""
     # The temporary name keeps the suffix, since some writers (Keras) insist on it, and only the stem's start: a
     # name near the system's limit of 255 bytes is allowed, while one 14 bytes longer would not be.
-    path = Path(path)
     try:
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:50]}.",
                                         suffix=f"{TEMPORARY}{path.suffix}")
     except OSError as exc:
         raise FmnistError(f"cannot write {path}: {exc.strerror}") from None
     os.close(fd)
-    tmp = Path(tmp_name)
+    return Path(tmp_name)
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place: a crash mid-write leaves
+    the old file (or none), never a half-written one."""
+    path = Path(path)
+    tmp = temporary_beside(path)
     try:
         try:
             write(tmp)

@@ -245,22 +245,21 @@ def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> di
             report[f"default_vs_{label}"] = default["epoch_s"] / results[label]["epoch_s"]
     # The chart is drawn under a name of its own and takes its place only once the figures are written: a JSON that
     # cannot be written leaves an earlier bench's figures and chart together, not this chart beside those figures.
-    drawn = chart.with_name(f".{chart.name}.new")
-    try:  # a chart that cannot be drawn loses no figure, nor stays from an earlier bench beside them
-        _chart(report, drawn)
-        report["chart"] = str(chart)
-    except Exception as exc:  # matplotlib's or the disk's: the figures matter more
-        drawn.unlink(missing_ok=True)
-        chart.unlink(missing_ok=True)
-        log.warning("the chart %s could not be drawn (%s); the figures are in %s", chart, first_line(exc), output)
-    replaced = output.exists()
+    drawn = artifacts.temporary_beside(chart)
     try:
+        try:  # a chart that cannot be drawn loses no figure
+            _chart(report, drawn)
+            report["chart"] = str(chart)
+        except Exception as exc:  # matplotlib's or the disk's: the figures matter more
+            log.warning("the chart %s could not be drawn (%s); the figures are in %s", chart, first_line(exc), output)
+        replaced = output.exists()
         artifacts.write_json(output, report)
-    except BaseException:
+        if "chart" in report:
+            os.replace(drawn, chart)
+        else:  # nor stays from an earlier bench beside them
+            chart.unlink(missing_ok=True)
+    finally:
         drawn.unlink(missing_ok=True)
-        raise
-    if "chart" in report:
-        os.replace(drawn, chart)
     if replaced:
         log.info("%s held an earlier bench: replaced by this one", output)
     partial.unlink(missing_ok=True)  # an earlier bench's, stopped short: this one is complete
