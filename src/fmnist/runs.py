@@ -592,6 +592,17 @@ def _planned_seeds(record: dict[str, Any]) -> list[int] | None:
     return list(range(first, first + count))
 
 
+def _planned_settings(record: dict[str, Any]) -> dict[str, Any]:
+    """A group's settings as its resume plans them: with the defaults of settings added since it began."""
+    from fmnist.settings import TrainSettings
+
+    settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+    try:
+        return TrainSettings.from_dict(settings).to_dict()
+    except FmnistError:  # damaged: compared as it is (its resume refuses the group)
+        return settings
+
+
 def _settings_of(run_dir: Path) -> dict[str, Any]:
     config = _read_object(run_dir / artifacts.CONFIG, [])  # unreadable: its row says so
     return config.get("settings") if isinstance(config.get("settings"), dict) else {}
@@ -609,11 +620,11 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
     for group, rows_of_group in members.items():
         record = _read_object(Path(runs_dir) / group / artifacts.SEED_GROUP, [])
         planned = _planned_seeds(record)
-        shared = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+        shared = _planned_settings(record)
         # Copied or edited in by hand: not the group's, so not in its mean (its resume refuses them). All its settings,
-        # as the resume compares them, not only the row's few.
-        foreign = sorted(Path(r["run"]).name for r in rows_of_group
-                         if settings_differ(shared, _settings_of(Path(runs_dir) / r["run"])))
+        # as the resume compares them, not only the row's few; one whose seed is damaged is trained again instead.
+        foreign = sorted(Path(r["run"]).name for r in rows_of_group if isinstance(r["settings"].get("seed"), int)
+                         and settings_differ(shared, _settings_of(Path(runs_dir) / r["run"])))
         picked = pick_members((r["settings"].get("seed"), r["status"] == FINISHED, r) for r in reversed(rows_of_group)
                               if isinstance(r["settings"].get("seed"), int) and Path(r["run"]).name not in foreign)
         picked = {seed: row for seed, row in picked.items() if planned is None or seed in planned}
