@@ -121,6 +121,13 @@ def test_a_student_with_mixup_views_trains_on_tensorflow_through_our_own_validat
     assert out["pipeline"] is True and out["autotune"] is False
 
 
+def test_the_distilled_recipe_is_the_one_round_10_chose_on_validation():
+    settings = recipe_settings("distilled", teacher="t")
+    assert (settings.hidden_sizes, settings.batch_size, settings.learning_rate, settings.epochs) == (
+        (1024, 1024, 1024), 256, 2.8e-3, 30)
+    assert (settings.distill_views, settings.distill_cutmix, settings.dropout) == (3, 0.5, 0.2)
+
+
 def test_student_learns_from_a_teacher_run(tmp_path, tiny_data, caplog):
     folder, sums = tiny_data
     dataset = load_dataset(folder, checksums=sums)

@@ -51,7 +51,7 @@ def activate(requested: str | None = None, architecture: str = "dense") -> str:
 
 # Keras imports these whenever they are installed, for its pandas inputs, scikit-learn wrappers and image gallery,
 # none of which fmnist uses: 2 of the 5.3-5.9 s Keras took to import in a fresh install on the 2-core machine. fmnist
-# imports scikit-learn and pyplot itself where it uses them (scoring, pictures), so `predict` and `serve` start
+# imports scikit-learn and matplotlib itself where it uses them (scoring, pictures), so `predict` and `serve` start
 # without them. Those three Keras features stay off in a process whose Keras came through activate(); the modules
 # themselves import as usual.
 KERAS_EXTRAS = ("pandas", "sklearn", "matplotlib.pyplot")

@@ -230,7 +230,7 @@ def reliability_png(before: dict, after: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     counts.set_yscale("log")
     # Plain numbers, at 2 and 5 between powers of ten when the counts span little: the log axis' own labels are
-    # written in maths text, which _pyplot turns off ("$" in run names).
+    # written in maths text, which _figure turns off ("$" in run names).
     counts.yaxis.set_major_formatter(LogFormatter())
     counts.yaxis.set_minor_formatter(LogFormatter(minor_thresholds=(1, 0.5)))
     counts.set_ylabel("images")
