@@ -587,7 +587,8 @@ def _add_train(sub: Any) -> None:
                         "ReduceLROnPlateau's own, as the spec gives none)")
     p.add_argument("--recipe", choices=tuple(RECIPES),
                    help="spec: the spec's dense recipe (default); best: our better dense network (2x1024, AdamW, "
-                        "cosine, label smoothing); distilled: a dense network taught by --teacher; cnn: a ConvNet "
+                        "cosine, label smoothing); distilled: a dense network taught by --teacher (92.2%% here, "
+                        "taught by a cnn run); cnn: a ConvNet "
                         "of three convolutions (93.5%% here, and a good teacher). Other flags override the recipe; "
                         "one it would ignore is refused")
     p.add_argument("--teacher", type=_path, metavar="RUN",
