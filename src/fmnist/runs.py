@@ -368,6 +368,12 @@ def _read_object(path: Path, notes: list[str], note_missing: bool = True) -> dic
         return {}
 
 
+def _settings_in(record: dict[str, Any]) -> dict[str, Any]:
+    """The settings a run's config.json or a group's group.json holds, or none where they are damaged."""
+    settings = record.get("settings")
+    return settings if isinstance(settings, dict) else {}
+
+
 def summarize(run_dir: Path) -> dict[str, Any]:
     """What `fmnist runs` shows for one run directory, from whatever of its files are there and readable."""
     run_dir = Path(run_dir)
@@ -376,7 +382,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     notes: list[str] = []
     config = _read_object(run_dir / artifacts.CONFIG, notes)
     status = _read_object(run_dir / artifacts.STATUS, notes)
-    settings = config.get("settings") if isinstance(config.get("settings"), dict) else {}
+    settings = _settings_in(config)
     history = run_dir / artifacts.HISTORY
     epochs = artifacts.json_number(status.get("epochs"))
     try:
@@ -485,7 +491,7 @@ def _has_runs(folder: Path) -> bool:
 def _unbegun_group(group_dir: Path) -> dict[str, Any]:
     """What `fmnist runs` shows for a ``--seeds`` group stopped before its first run began (its group.json alone)."""
     record = _read_object(group_dir / artifacts.SEED_GROUP, [])  # unreadable: said below as damaged
-    settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+    settings = _settings_in(record)
     planned = _planned_seeds(record)
     live = being_trained(group_dir)  # its first seed is still setting up
     if planned is None:
@@ -596,7 +602,7 @@ def _planned_settings(record: dict[str, Any]) -> dict[str, Any]:
     """A group's settings as its resume plans them: with the defaults of settings added since it began."""
     from fmnist.settings import TrainSettings
 
-    settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+    settings = _settings_in(record)
     try:
         return TrainSettings.from_dict(settings).to_dict()
     except FmnistError:  # damaged: compared as it is (its resume refuses the group)
@@ -604,8 +610,7 @@ def _planned_settings(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _settings_of(run_dir: Path) -> dict[str, Any]:
-    config = _read_object(run_dir / artifacts.CONFIG, [])  # unreadable: its row says so
-    return config.get("settings") if isinstance(config.get("settings"), dict) else {}
+    return _settings_in(_read_object(run_dir / artifacts.CONFIG, []))  # unreadable: its row says so
 
 
 def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, Any]]:
