@@ -78,6 +78,14 @@ def test_model_without_checksum_or_of_other_format_is_refused(tmp_path):
         artifacts.write_json(unfinished / artifacts.STATUS, {"state": state})
         with pytest.raises(FmnistError, match=f"has no model yet: .* 'fmnist train --resume {unfinished}' finishes"):
             model_files.load_model(unfinished)
+    # Caught between writing its model and its checksum, a run in training is said to be so, not refused as foreign.
+    (unfinished / artifacts.MODEL).write_bytes(b"PK")
+    with runs.claim_run(unfinished):
+        with pytest.raises(FmnistError, match=f"^{unfinished} has no checksummed model yet: it is being trained right "
+                                              "now; wait for it to finish"):
+            model_files.load_model(unfinished)
+    with pytest.raises(FmnistError, match="sha256 is missing"):  # its training gone: what is there is not vouched for
+        model_files.load_model(unfinished)
 
 
 def test_a_model_with_a_matching_checksum_that_is_damaged_or_for_another_task_is_refused(tmp_path, monkeypatch):
