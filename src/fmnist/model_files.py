@@ -70,10 +70,10 @@ def recorded_model_path(source: Path) -> tuple[Path, str]:
     if model_path.suffix != ".keras":
         raise FmnistError(f"{model_path} is not a .keras model; only models written by 'fmnist train' are loaded")
     checksum_path = model_path.with_name(model_path.name + ".sha256")
-    if not checksum_path.is_file() and runs.being_trained(model_path.parent):  # its checksum comes a moment after it
-        raise FmnistError(f"{source} has no checksummed model yet: it is being trained right now; "
-                          f"{runs.WAIT_FOR_TRAINING}")
     if not checksum_path.is_file():
+        if runs.being_trained(model_path.parent):  # its checksum comes a moment after it
+            raise FmnistError(f"{source} has no checksummed model yet: it is being trained right now; "
+                              f"{runs.WAIT_FOR_TRAINING}")
         raise FmnistError(
             f"{checksum_path} is missing: only models written by 'fmnist train' (with their checksum) are loaded"
         )
