@@ -59,9 +59,11 @@ def test_table_renders_every_path():
               "single_image_ms": {"p50": 0.2, "p99": 0.4}}
     report = {"machine": {"processor": "cpu", "cpu_count": 2}, "gemm_gflops": 100.0, "epoch_flop_floor_s": 1.6,
               "results": {"fmnist-jax": result, "keras-tensorflow-script": {**result, "epoch_s": 4.5}},
+              "left_out": {"pytorch-loop": {"why": "PyTorch is not installed"}},
               "default_vs_keras-tensorflow-script": 0.44}
     text = table(report)
     assert "fmnist-jax" in text and "keras-tensorflow-script" in text and "0.44" in text and "p50 0.200 ms" in text
+    assert "left out: pytorch-loop (PyTorch is not installed)" in text
 
 
 def test_a_bad_output_is_one_line_before_any_timing(tmp_path):
@@ -82,8 +84,12 @@ def test_every_contender_reads_the_given_data_and_no_figures_of_our_own_is_a_fai
     import fmnist.bench as bench
 
     commands = []
-    # Each one failed.
-    monkeypatch.setattr(bench, "_run_json", lambda label, cmd, epochs, env=None: commands.append(cmd))
+
+    def failed(label, cmd, epochs, env=None):  # each one
+        commands.append(cmd)
+        raise bench.LeftOut(f"{label} failed (exit 1): broken", "Traceback (most recent call last):\nbroken\n")
+
+    monkeypatch.setattr(bench, "_run_json", failed)
     monkeypatch.setattr(bench, "find_spec", lambda name: None)  # as in CI: no PyTorch
     earlier = {"bench.png": b"an earlier bench's chart", "bench.json": b'{"results": "an earlier bench\'s"}'}
     for name, content in earlier.items():
@@ -98,6 +104,12 @@ def test_every_contender_reads_the_given_data_and_no_figures_of_our_own_is_a_fai
     assert not any(cmd[1].endswith("torch_loop.py") for cmd in commands)
     kept = json.loads((tmp_path / "bench.partial.json").read_text())  # what was measured, kept
     assert kept["results"] == {} and kept["validation_images_per_epoch"] == 12000
+    assert kept["left_out"] == {  # and why each contender is missing
+        "pytorch-loop": {"why": "PyTorch is not installed"},
+        **{label: {"why": f"{label} failed (exit 1): broken",
+                   "stderr_tail": ["Traceback (most recent call last):", "broken"]}
+           for label in ("fmnist-jax", "fmnist-tensorflow", "keras-tensorflow-script")}}
+    assert "fmnist-jax failed (exit 1): broken; left out (the end of its stderr is in the report" in caplog.text
     # Every timed epoch validates too: its floor counts 48,000 images trained and 12,000 forward.
     assert kept["epoch_flops"] == 48000 * 2_504_576 + 12000 * 1_102_464
     workers = [cmd for cmd in commands if "worker(" in cmd[-1]]
@@ -105,23 +117,30 @@ def test_every_contender_reads_the_given_data_and_no_figures_of_our_own_is_a_fai
     assert any(cmd[1].endswith("keras_script.py") for cmd in commands)
 
 
-def test_a_contender_that_fails_prints_nothing_or_hangs_is_left_out(monkeypatch, caplog):
+def test_a_contender_that_fails_prints_nothing_or_hangs_is_left_out_with_why(monkeypatch):
     import fmnist.bench as bench
 
     monkeypatch.setattr(bench, "CONTENDER_TIMEOUT_S_PER_EPOCH", 1)
     ok = [sys.executable, "-c", "print('log line'); print('{\"epoch_seconds\": [1.0]}')"]
     assert bench._run_json("ok", ok, 2) == {"epoch_seconds": [1.0]}
-    for script, said in [("pass", "printed no JSON result"),
-                         ("print('not json')", "printed no JSON result"),
-                         ("print('[]')", "printed no JSON result"),
-                         ("print('{\"epoch_seconds\": []}')", "printed no JSON result"),
-                         ("print('{\"epoch_seconds\": [\"1\"]}')", "printed no JSON result"),
-                         ("import sys; sys.exit('broken')", "contender failed (exit 1): broken; left out"),
-                         ("import os; os.kill(os.getpid(), 9)", "contender failed (killed by signal 9); left out"),
+    for script, said in [("pass", "contender printed no JSON result"),
+                         ("print('not json')", "contender printed no JSON result"),
+                         ("print('[]')", "contender printed no JSON result"),
+                         ("print('{\"epoch_seconds\": []}')", "contender printed no JSON result"),
+                         ("print('{\"epoch_seconds\": [\"1\"]}')", "contender printed no JSON result"),
+                         ("import sys; sys.exit('broken')", "contender failed (exit 1): broken"),
+                         ("import os; os.kill(os.getpid(), 9)", "contender failed (killed by signal 9)"),
                          ("import time; time.sleep(30)", "contender took over 2 s")]:
-        caplog.clear()
-        assert bench._run_json("contender", [sys.executable, "-c", script], 2) is None  # 1 s an epoch, 2 epochs
-        assert said in caplog.text
+        with pytest.raises(bench.LeftOut, match=re.escape(said)):  # 1 s an epoch, 2 epochs
+            bench._run_json("contender", [sys.executable, "-c", script], 2)
+    # What it wrote to stderr, to its end, up to a traceback's last lines: the error and where it came from.
+    script = ("import sys; print('\\n'.join(f'line {i}' for i in range(50)), file=sys.stderr); "
+              "raise RuntimeError('the runtime gave up')")
+    with pytest.raises(bench.LeftOut, match="contender failed \\(exit 1\\): RuntimeError: the runtime gave up") as out:
+        bench._run_json("contender", [sys.executable, "-c", script], 2)
+    tail = out.value.stderr_tail
+    assert len(tail) == bench.STDERR_TAIL_LINES and tail[-1] == "RuntimeError: the runtime gave up"
+    assert "Traceback (most recent call last):" in tail and tail[0].startswith("line ")
 
 
 def test_the_epoch_clock_counts_the_callbacks_after_the_history_s_seconds(tmp_path):
@@ -181,7 +200,7 @@ def test_a_chart_that_cannot_be_drawn_loses_no_figure_nor_stays_from_an_earlier_
     figures = {"epoch_seconds": [3.0, 2.0, 2.0], "peak_training_rss_mib": 900.0,
                "inference_images_per_s": {"1": 10.0}, "single_image_ms": {"p50": 0.2, "p99": 0.4}}
     monkeypatch.setattr(bench, "_time_contenders",
-                        lambda dataset, data_dir, epochs, results: results.update({"fmnist-jax": dict(figures)}))
+                        lambda dataset, data_dir, epochs, results, _: results.update({"fmnist-jax": dict(figures)}))
 
     def full_disk(report, path):
         raise OSError(28, "No space left on device")
@@ -237,7 +256,7 @@ def test_figures_that_cannot_be_written_leave_the_earlier_bench_whole(tmp_path, 
     figures = {"epoch_seconds": [3.0, 2.0, 2.0], "peak_training_rss_mib": 900.0,
                "inference_images_per_s": {"1": 10.0}, "single_image_ms": {"p50": 0.2, "p99": 0.4}}
     monkeypatch.setattr(bench, "_time_contenders",
-                        lambda dataset, data_dir, epochs, results: results.update({"fmnist-jax": dict(figures)}))
+                        lambda dataset, data_dir, epochs, results, _: results.update({"fmnist-jax": dict(figures)}))
     earlier = {"bench.png": b"an earlier bench's chart", "bench.json": b'{"results": "an earlier bench\'s"}'}
     for name, content in earlier.items():
         (tmp_path / name).write_bytes(content)

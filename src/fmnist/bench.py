@@ -28,6 +28,17 @@ INFERENCE_BATCHES = (1, 64, 1024, 10000)
 # One contender's timing process, per epoch it times (six epochs took 15-70 s here); past this it is stuck, and
 # left out.
 CONTENDER_TIMEOUT_S_PER_EPOCH = 300
+# The end of a failed contender's stderr that the report keeps: a traceback's last frames and its error, or a fatal
+# runtime error's message, which its stack trace can follow.
+STDERR_TAIL_LINES = 20
+
+
+class LeftOut(Exception):
+    """A contender that could not be timed: why, in one line, and the end of what it wrote to stderr."""
+
+    def __init__(self, why: str, stderr: str = "") -> None:
+        super().__init__(why)
+        self.stderr_tail = stderr.strip().splitlines()[-STDERR_TAIL_LINES:]
 
 
 def dense_flops_per_image(hidden_sizes: tuple[int, ...]) -> tuple[float, float]:
@@ -128,21 +139,20 @@ def _dying_with_this_process(cmd: list[str]) -> list[str]:
     return [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *cmd]
 
 
-def _run_json(label: str, cmd: list[str], epochs: int, env: dict[str, str] | None = None) -> dict[str, Any] | None:
+def _run_json(label: str, cmd: list[str], epochs: int, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run the timing subprocess of ``label`` for ``epochs``; its last stdout line is JSON holding its epochs'
-    seconds. Failures are logged, not fatal."""
+    seconds. Raises LeftOut when it fails, hangs or prints no such line."""
     timeout = CONTENDER_TIMEOUT_S_PER_EPOCH * epochs
     try:
         result = subprocess.run(_dying_with_this_process(cmd), capture_output=True, text=True,
                                 env={**os.environ, **(env or {})}, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        log.warning("%s took over %d s; left out", label, timeout)
-        return None
+    except subprocess.TimeoutExpired as stuck:
+        stderr = stuck.stderr.decode(errors="replace") if isinstance(stuck.stderr, bytes) else stuck.stderr or ""
+        raise LeftOut(f"{label} took over {timeout} s", stderr) from None
     if result.returncode != 0:
         last = result.stderr.strip().splitlines()[-1:]
         how = f"killed by signal {-result.returncode}" if result.returncode < 0 else f"exit {result.returncode}"
-        log.warning("%s failed (%s)%s; left out", label, how, f": {last[0]}" if last else "")
-        return None
+        raise LeftOut(f"{label} failed ({how}){f': {last[0]}' if last else ''}", result.stderr)
     try:
         figures = json.loads(result.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
@@ -150,8 +160,7 @@ def _run_json(label: str, cmd: list[str], epochs: int, env: dict[str, str] | Non
     seconds = figures.get("epoch_seconds") if isinstance(figures, dict) else None
     if not (isinstance(seconds, list) and seconds
             and all(isinstance(s, (int, float)) and np.isfinite(s) and s > 0 for s in seconds)):
-        log.warning("%s printed no JSON result with its epochs' seconds; left out", label)
-        return None
+        raise LeftOut(f"{label} printed no JSON result with its epochs' seconds", result.stderr)
     return figures
 
 
@@ -163,33 +172,39 @@ def _summarise(epoch_seconds: list[float], floor_s: float) -> dict[str, float]:
             "epochs_timed": len(epoch_seconds), "floor_multiple": steady / floor_s}
 
 
-def _time_contenders(dataset: Dataset, data_dir: Path | None, epochs: int, results: dict[str, Any]) -> None:
+def _time_contenders(dataset: Dataset, data_dir: Path | None, epochs: int, results: dict[str, Any],
+                     left_out: dict[str, Any]) -> None:
     """Our training path on each backend, then the reference scripts, each in its own process, one at a time: the
-    figures each reported go into ``results`` by label as they come (kept if the bench is stopped); one that failed
-    is left out (its warning says why)."""
+    figures each reported go into ``results`` by label as they come (kept if the bench is stopped); one that could
+    not be timed goes into ``left_out``, with why."""
     folder = str(data_dir.resolve()) if data_dir else None  # the timing processes load the same files
     references = {"keras-tensorflow-script": ("keras_script.py", {"KERAS_BACKEND": "tensorflow"})}
     if find_spec("torch") is not None:
         references["pytorch-loop"] = ("torch_loop.py", {})
     else:
+        left_out["pytorch-loop"] = {"why": "PyTorch is not installed"}
         log.warning("PyTorch is not installed, so the plain PyTorch loop is left out ('pip install torch "
                     "--index-url https://download.pytorch.org/whl/cpu' adds it, without CUDA's 2.5 GB)")
+
+    def timed(label: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
+        try:
+            results[label] = _run_json(label, cmd, epochs, env)
+        except LeftOut as out:
+            log.warning("%s; left out (the end of its stderr is in the report, under left_out)", out)
+            left_out[label] = {"why": str(out), "stderr_tail": out.stderr_tail}
+
     with tempfile.TemporaryDirectory() as tmp:
         # The scripts' data, written first: a full disk is found before minutes of timing, not after.
         npz = Path(tmp) / "train.npz"
         np.savez(npz, x_train=dataset.x_train, y_train=dataset.y_train)
         for backend in BACKENDS:
             log.info("timing our training path on %s (%d epochs)", backend, epochs)
-            figures = _run_json(f"fmnist-{backend}", [sys.executable, "-c", f"import json; from fmnist.bench import "
-                                f"worker; print(json.dumps(worker({backend!r}, {epochs}, {folder!r})))"], epochs)
-            if figures:
-                results[f"fmnist-{backend}"] = figures
+            timed(f"fmnist-{backend}", [sys.executable, "-c", f"import json; from fmnist.bench import worker; "
+                                        f"print(json.dumps(worker({backend!r}, {epochs}, {folder!r})))"])
         for label, (script, env) in references.items():
             log.info("timing the reference %s (%d epochs)", label, epochs)
-            figures = _run_json(label, [sys.executable, str(REFERENCE_DIR / script), str(npz), str(epochs)], epochs,
-                                env={"TF_CPP_MIN_LOG_LEVEL": "2", **env})
-            if figures:
-                results[label] = figures
+            timed(label, [sys.executable, str(REFERENCE_DIR / script), str(npz), str(epochs)],
+                  env={"TF_CPP_MIN_LOG_LEVEL": "2", **env})
 
 
 def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> dict[str, Any]:
@@ -212,6 +227,7 @@ def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> di
     log.info("GEMM %.1f GFLOP/s; an epoch's FLOP floor is %.2fs", gflops, epoch_floor_s)
 
     results: dict[str, Any] = {}
+    left_out: dict[str, Any] = {}
     report = {
         "machine": {"cpu_count": os.cpu_count(), "processor": _cpu_name(), "python": platform.python_version()},
         "gemm_gflops": gflops,
@@ -223,11 +239,12 @@ def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> di
         "batch_size": settings.batch_size,
         "quick": quick,
         "results": results,
+        "left_out": left_out,
     }
     # Measured this far, if the bench stops short: beside --output, which keeps an earlier bench's complete figures.
     partial = output.with_name(f"{output.stem}.partial.json")
     try:
-        _time_contenders(dataset, data_dir, epochs, results)
+        _time_contenders(dataset, data_dir, epochs, results, left_out)
     except KeyboardInterrupt:
         if results:
             _score(results, epoch_floor_s, gflops, forward_flops)
@@ -312,6 +329,8 @@ def table(report: dict[str, Any]) -> str:
                               zip(r["inference_images_per_s"].items(), r["inference_floor_fraction"].values()))
             lat = r["single_image_ms"]
             lines.append(f"{label} inference: {rates}; one image p50 {lat['p50']:.3f} ms, p99 {lat['p99']:.3f} ms")
+    for label, why in report.get("left_out", {}).items():
+        lines.append(f"left out: {label} ({why['why']})")
     for key, value in report.items():
         if key.startswith("default_vs_"):
             lines.append(f"default epoch / {key[len('default_vs_'):]} epoch: {value:.2f}")
