@@ -312,6 +312,17 @@ def test_no_run_is_made_inside_another_run(mixed_runs, tmp_path):
     (project / artifacts.CONFIG).write_text('{"batch_size": 32}')
     (project / artifacts.MODEL).write_bytes(b"weights")
     assert runs.create_run_dir(project / "runs", "fine").parent == project / "runs"
+    damaged = tmp_path / "damaged"  # a run whose config.json was cut short: its other files say it is a run
+    damaged.mkdir()
+    (damaged / artifacts.CONFIG).write_text('{"settings": ')
+    for name in runs.RUN_ONLY_FILES:
+        (damaged / name).write_text("")
+        with pytest.raises(FmnistError, match="is inside the run"):
+            runs.create_run_dir(damaged, "nested")
+        with pytest.raises(FmnistError, match="is inside the run"):
+            runs.prepare_output(damaged / "page.html", "--output", ".html")
+        (damaged / name).unlink()
+    assert [p.name for p in damaged.iterdir()] == [artifacts.CONFIG]
 
 
 def test_an_output_folder_is_made_and_checked_before_the_work(tmp_path):

@@ -162,24 +162,28 @@ def test_a_groups_damaged_member_is_trained_again_and_a_diverged_one_ends_the_gr
     rows = runs.list_runs(tmp_path)
     assert runs.seed_groups(rows, tmp_path)[0]["scored"] == 1
     assert "status.json unreadable" in {note for row in rows for note in row["notes"]}
-    assert sorted(_member_dirs(group, settings.to_dict()), key=str) == [6, None]
+    assert sorted(_member_dirs(group, artifacts.read_json(group / artifacts.SEED_GROUP)), key=str) == [6, None]
     (first / artifacts.STATUS).write_bytes(status)
     # A run copied in by hand with other settings: resumed with the group's, or counted in its mean, if not refused.
     edited = shutil.copytree(first, group / "edited")
     config = artifacts.read_json(edited / artifacts.CONFIG)
-    # One the listing's columns do not show: compared all the same.
-    edited_settings = {**config["settings"], "label_smoothing": 0.1}
-    artifacts.write_json(edited / artifacts.CONFIG, {**config, "settings": edited_settings})
-    with pytest.raises(FmnistError, match=re.escape(f"{edited} has settings (label_smoothing) other than its --seeds "
-                                                    f"group's, in group.json: it was copied or edited there by "
-                                                    f"hand; move it out of {group}, then resume the group")):
-        resume_seeds(group, dataset=dataset)
-    rows = runs.list_runs(tmp_path)
-    [listed] = runs.seed_groups(rows, tmp_path)  # listed as the resume sees it: not counted, and named
-    assert listed["scored"] == 2 and listed["foreign"] == ["edited"]
-    assert runs.format_runs(rows, [listed], tmp_path).splitlines()[1].endswith(
-        "2 of 2 seeds scored; edited: settings other than the group's (copied or edited there by hand): move it out "
-        "of the group")
+    # One the listing's columns do not show, one a later fmnist may add, another backend, other data: compared all
+    # the same.
+    for edit, differ in [({"settings": {**config["settings"], "label_smoothing": 0.1}}, "label_smoothing"),
+                         ({"settings": {**config["settings"], "mixup_alpha": 0.2}}, "mixup_alpha"),
+                         ({"backend": "tensorflow"}, "backend"),
+                         ({"data": {**config["data"], "sha256": {}}}, "data")]:
+        artifacts.write_json(edited / artifacts.CONFIG, {**config, **edit})
+        with pytest.raises(FmnistError, match=re.escape(f"{edited} differs from its --seeds group, in group.json, in "
+                                                        f"its {differ}: it was copied or edited there by hand; move "
+                                                        f"it out of {group}, then resume the group")):
+            resume_seeds(group, dataset=dataset)
+        rows = runs.list_runs(tmp_path)
+        [listed] = runs.seed_groups(rows, tmp_path)  # listed as the resume sees it: not counted, and named
+        assert listed["scored"] == 2 and listed["foreign"] == ["edited"]
+        assert runs.format_runs(rows, [listed], tmp_path).splitlines()[1].endswith(
+            "2 of 2 seeds scored; edited: settings, backend or data other than the group's (copied or edited there by "
+            "hand): move it out of the group")
     shutil.rmtree(edited)
 
     retrained = group / resumed["runs"][1]["run_dir"]
@@ -244,6 +248,11 @@ def test_a_run_the_group_could_not_have_made_is_refused_in_its_folder(tmp_path, 
     other_data = dataclasses.replace(dataset, checksums={**dataset.checksums, "t10k-labels-idx1-ubyte": "0" * 64})
     with pytest.raises(FmnistError, match=re.escape(refused % "backend, data")):
         refuse_other_runs(group, settings, "tensorflow", other_data)
+    # Made by a later fmnist, with a setting this one does not know: its runs could not be made the same here.
+    later = {**record, "settings": {**record["settings"], "mixup_alpha": 0.2}}
+    artifacts.write_json(group / artifacts.SEED_GROUP, later)
+    with pytest.raises(FmnistError, match=re.escape(refused % "mixup_alpha")):
+        refuse_other_runs(group, settings, "jax", dataset)
     (group / artifacts.SEED_GROUP).write_text("{cut")
     with pytest.raises(FmnistError, match="group.json is not valid JSON .*: restore it from a copy, or choose "
                                           "another --runs-dir"):

@@ -45,7 +45,7 @@ def refuse_inside_run(folder: Path, what: str) -> None:
     """No run writes into another run's directory: refuse a destination that is a run directory or inside one."""
     resolved = _resolved(folder, what, "name another folder")
     for parent in (resolved, *resolved.parents):
-        if _is_run_config(parent / artifacts.CONFIG):
+        if _is_run(parent):
             raise FmnistError(f"{what} {folder} is inside the run {parent}; choose a folder outside any run")
 
 
@@ -86,10 +86,18 @@ def prepare_output(path: Path, flag: str, suffix: str | None = None) -> Path:
     return path
 
 
-def _is_run_config(path: Path) -> bool:
-    """A config.json that fmnist wrote: the name alone is common (a project's own folder may have one)."""
+# Files that only fmnist's training writes in a run: beside a config.json it cannot read, they still make a run.
+RUN_ONLY_FILES = (artifacts.SPLIT, artifacts.STATUS, artifacts.LOCK, artifacts.BACKUP)
+
+
+def _is_run(folder: Path) -> bool:
+    """A run directory: a config.json that fmnist wrote (the name alone is common: a project's own folder may have
+    one), or any config.json, damaged say, beside a file that only fmnist's training writes."""
+    path = folder / artifacts.CONFIG
     if not path.is_file():
         return False
+    if any((folder / name).exists() for name in RUN_ONLY_FILES):
+        return True
     try:
         config = artifacts.read_json(path)
     except FmnistError:
@@ -100,7 +108,7 @@ def _is_run_config(path: Path) -> bool:
 def runs_named(runs_dir: Path, name: str) -> list[Path]:
     """The runs that create_run_dir made in ``runs_dir`` for ``name``."""
     return [path for pattern in (f"*Z-{name}", f"*Z-{name}-[0-9]*") for path in sorted(Path(runs_dir).glob(pattern))
-            if _is_run_config(path / artifacts.CONFIG)]
+            if _is_run(path)]
 
 
 def create_run_dir(runs_dir: Path, name: str) -> Path:
@@ -565,8 +573,30 @@ def cell(value: Any, fmt: str = "{}") -> str:
 
 def settings_differ(planned: dict[str, Any], member: dict[str, Any]) -> list[str]:
     """The settings, as JSON keeps them, in which a group's ``member`` is not the group's (seed and name apart)."""
-    # Settings a later or earlier fmnist added are not compared, as a resume of the group fills them in.
-    return sorted(k for k in planned.keys() & member.keys() - {"seed", "name"} if planned[k] != member[k])
+    from fmnist.settings import TrainSettings
+
+    # A setting this fmnist does not know (a later one's) is one they may differ in; one that a later or earlier
+    # fmnist added, which this one knows, is compared only where both have it, as a resume fills it in.
+    unknown = (planned.keys() | member.keys()) - TrainSettings.names()
+    shared = planned.keys() & member.keys() - {"seed", "name"} - unknown
+    return sorted(unknown | {k for k in shared if planned[k] != member[k]})
+
+
+def differs_from_group(group: dict[str, Any], member: dict[str, Any]) -> list[str]:
+    """What of a run's config.json (``member``) is not as its ``--seeds`` group's group.json (``group``) has it:
+    settings (seed and name apart), backend or data. Such a run would be counted in the group's mean, or resumed
+    with the group's settings, as its members are told apart by seed alone."""
+    differ = settings_differ(_settings_in(group), _settings_in(member))
+    if member.get("backend") != group.get("backend"):
+        differ.append("backend")
+    if _data_checksums(member) != _data_checksums(group):
+        differ.append("data")
+    return differ
+
+
+def _data_checksums(record: dict[str, Any]) -> Any:
+    data = record.get("data")
+    return data.get("sha256") if isinstance(data, dict) else None
 
 
 def pick_members(candidates: Iterable[tuple[Any, bool, Any]]) -> dict[Any, Any]:
@@ -609,10 +639,6 @@ def _planned_settings(record: dict[str, Any]) -> dict[str, Any]:
         return settings
 
 
-def _settings_of(run_dir: Path) -> dict[str, Any]:
-    return _settings_in(_read_object(run_dir / artifacts.CONFIG, []))  # unreadable: its row says so
-
-
 def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, Any]]:
     """One entry per ``--seeds`` group among ``rows``: the mean and spread of its planned seeds' runs scored so far,
     each seed's run picked as the group's resume picks it."""
@@ -625,11 +651,11 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
     for group, rows_of_group in members.items():
         record = _read_object(Path(runs_dir) / group / artifacts.SEED_GROUP, [])
         planned = _planned_seeds(record)
-        shared = _planned_settings(record)
+        shared = {**record, "settings": _planned_settings(record)}
         # Copied or edited in by hand: not the group's, so not in its mean (its resume refuses them). All its settings,
         # as the resume compares them, not only the row's few; one whose seed is damaged is trained again instead.
         foreign = sorted(Path(r["run"]).name for r in rows_of_group if isinstance(r["settings"].get("seed"), int)
-                         and settings_differ(shared, _settings_of(Path(runs_dir) / r["run"])))
+                         and differs_from_group(shared, _read_object(Path(runs_dir) / r["run"] / artifacts.CONFIG, [])))
         picked = pick_members((r["settings"].get("seed"), r["status"] == FINISHED, r) for r in reversed(rows_of_group)
                               if isinstance(r["settings"].get("seed"), int) and Path(r["run"]).name not in foreign)
         picked = {seed: row for seed, row in picked.items() if planned is None or seed in planned}
@@ -694,8 +720,8 @@ def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -
     if planned is None:
         status = f"{scored} seeds scored ({artifacts.SEED_GROUP} damaged: restore it from a copy)"
     elif group["foreign"]:
-        status = (f"{scored} of {planned} seeds scored; {', '.join(group['foreign'])}: settings other than the "
-                  f"group's (copied or edited there by hand): move it out of the group")
+        status = (f"{scored} of {planned} seeds scored; {', '.join(group['foreign'])}: settings, backend or data "
+                  "other than the group's (copied or edited there by hand): move it out of the group")
     elif group["diverged"]:  # resumed, it would diverge again
         status = (f"{scored} of {planned} seeds scored; seed {', '.join(map(str, group['diverged']))} diverged: "
                   f"{GROUP_DIVERGED_ADVICE}")

@@ -69,14 +69,10 @@ def refuse_other_runs(runs_dir: Path, settings: TrainSettings, backend: str, dat
         record = artifacts.read_json(path)
     except DamagedFile as exc:
         raise FmnistError(f"{exc}: {advice}") from None
-    planned, data = record.get("settings"), record.get("data")
-    if not isinstance(planned, dict) or not isinstance(data, dict):
+    if not isinstance(record.get("settings"), dict) or not isinstance(record.get("data"), dict):
         raise FmnistError(f"{path} is damaged (its settings or data are not JSON objects): {advice}")
-    differ = runs.settings_differ(planned, settings.to_dict())
-    if record.get("backend") != backend:
-        differ.append("backend")
-    if data.get("sha256") != dataset.checksums:
-        differ.append("data")
+    differ = runs.differs_from_group(record, {"settings": settings.to_dict(), "backend": backend,
+                                              "data": data_record(dataset)})
     if differ:
         raise FmnistError(f"{runs_dir} is a group made by 'fmnist train --seeds', whose {', '.join(differ)} this run "
                           "does not share: there it would be counted in the group's mean; choose another --runs-dir")
@@ -125,7 +121,8 @@ def resume_seeds(
     check_count(record["seeds"])
     members = seed_members(settings, record["seeds"])
     with runs.claim_run(group):  # a second process resuming it would train its seeds not begun a second time
-        existing = _member_dirs(group, settings.to_dict())  # listed once the group is this process's
+        # Listed once the group is this process's; its settings with those added since filled in, as resumed.
+        existing = _member_dirs(group, {**record, "settings": settings.to_dict()})
         for member in members:
             if member.seed in existing and runs.diverged(existing[member.seed]):
                 raise FmnistError(f"seed {member.seed} of {group} diverged ({existing[member.seed].name}): resumed "
@@ -138,7 +135,8 @@ def resume_seeds(
 
 def _member_dirs(group: Path, planned: dict[str, Any]) -> dict[int, Path]:
     """The group's run directories by seed; of two with one seed, a finished one, else the newest. A run whose
-    settings are not the group's (``planned``) is refused: it would be resumed with the group's, or counted."""
+    settings, backend or data are not the group's (``planned``, as group.json has them) is refused: it would be
+    resumed with the group's, or counted."""
     candidates = []
     for run_dir in sorted(p for p in group.iterdir() if (p / artifacts.CONFIG).is_file()):  # oldest first
         try:
@@ -148,11 +146,11 @@ def _member_dirs(group: Path, planned: dict[str, Any]) -> dict[int, Path]:
         member_settings = config.get("settings") if isinstance(config, dict) else None
         seed = member_settings.get("seed") if isinstance(member_settings, dict) else None
         seed = seed if isinstance(seed, int) else None  # damaged: its seed is trained again
-        differ = runs.settings_differ(planned, member_settings) if seed is not None else []
+        differ = runs.differs_from_group(planned, config) if seed is not None else []
         if differ:
-            raise FmnistError(f"{run_dir} has settings ({', '.join(differ)}) other than its --seeds group's, in "
-                              f"{artifacts.SEED_GROUP}: it was copied or edited there by hand; move it out of "
-                              f"{group}, then resume the group")
+            raise FmnistError(f"{run_dir} differs from its --seeds group, in {artifacts.SEED_GROUP}, in its "
+                              f"{', '.join(differ)}: it was copied or edited there by hand; move it out of {group}, "
+                              "then resume the group")
         try:
             done = runs.finished(run_dir)
         except (FmnistError, OSError):  # its status.json is damaged: trained again too, as its state is not known

@@ -176,9 +176,14 @@ class TrainSettings:
         return values
 
     @classmethod
+    def names(cls) -> set[str]:
+        """The settings this fmnist knows."""
+        return {f.name for f in dataclasses.fields(cls)}
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
         """Build settings from a dict; an unknown key is an error, never ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = cls.names()
         unknown = sorted(set(values) - known)
         if unknown:
             raise FmnistError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
