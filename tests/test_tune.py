@@ -409,6 +409,13 @@ def test_a_continued_study_runs_again_what_a_stop_or_a_dead_worker_cut_short(tmp
         open_study("s", store, shown, dataclasses.replace(BASE, limit=600))
     with pytest.raises(FmnistError, match="study 's' was started with --epochs 2, not 3"):  # before the data load
         tune(dataclasses.replace(BASE, epochs=3), "jax", 1, "s", runs_dir=tmp_path, data_dir=tmp_path / "no data")
+    # Begun by a later fmnist, with a setting this one does not know: its trials could not be given it here.
+    from fmnist.tune import FIXED_SETTINGS
+
+    study.set_user_attr(FIXED_SETTINGS, {**study.user_attrs[FIXED_SETTINGS], "mixup_alpha": 0.2})
+    with pytest.raises(FmnistError, match="study 's' was started with mixup_alpha 0.2, a setting this fmnist does not "
+                                          "know: its trials could not be compared"):
+        open_study("s", store, shown, BASE)
 
 
 def test_a_study_made_this_instant_by_another_worker_is_continued_with_its_makers_settings(tmp_path):
@@ -528,9 +535,10 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
     assert Path(retry.user_attrs["run_dir"]) == pruned
 
     # A retry cut short too, whose first attempt left no run it could finish, so it began one of its own: that run is
-    # the one the next retry finishes, not trained again.
+    # the one the next retry finishes, not trained again; nor pruned, as the first attempt's run was.
     study.enqueue_trial(trial.params)
     first = stopped_trial()  # its run on another machine's disk, say
+    first.set_user_attr("pruned_at", 0)
     study.tell(first, state=optuna.trial.TrialState.FAIL)
     study.enqueue_trial(first.params, user_attrs={"retry_of": first.number})
     second = stopped_trial()

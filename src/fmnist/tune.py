@@ -42,6 +42,7 @@ BUSY_POLL_S = 5
 MAX_STUDY_NAME_BYTES = defaults.MAX_STUDY_NAME_BYTES  # the best trial's run is named after it
 # The study's user attribute that keeps the settings every trial shares.
 FIXED_SETTINGS = "fixed_settings"
+RUN_OF = "run_of"  # a trial's user attribute: the trial whose run it trains (its own, or an earlier attempt's)
 FIXED_SETTINGS_WAITS = 20  # 0.1 s apart: how long a continued study without them waits for its maker to record them
 
 
@@ -181,11 +182,22 @@ def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, runs_dir:
     settings = settings_for(base, trial.params, name=trial_name(trial.number))
     callbacks = [pruning_callback(trial, pruned_at, reported)]
     attempts = _earlier_attempts(trial)
-    cut_short = next(filter(None, (_cut_short_run(runs_dir, t.number, t.user_attrs.get("started"), settings, backend,
-                                                  dataset) for t in attempts)), None)
-    run_dir = None if cut_short is None else _finish(cut_short, dataset, callbacks)
-    if run_dir is not None:  # its run ended where an attempt was pruned: pruned again
-        pruned_at.extend(t.user_attrs["pruned_at"] for t in attempts if "pruned_at" in t.user_attrs)
+    run_dir = None
+    for attempt in attempts:  # newest first
+        cut_short = _cut_short_run(runs_dir, attempt.number, attempt.user_attrs.get("started"), settings, backend,
+                                   dataset)
+        if cut_short is None:
+            continue
+        # Named after the attempt that began it; recorded before it is finished, so that a pruning now is known, by
+        # a retry, to be in that run.
+        trial.set_user_attr(RUN_OF, attempt.number)
+        run_dir = _finish(cut_short, dataset, callbacks)
+        if run_dir is None:  # its settings are trained again, in a run of this trial's own
+            trial.set_user_attr(RUN_OF, trial.number)
+        else:  # it ended where an attempt in this same run was pruned: pruned again
+            pruned_at.extend(t.user_attrs["pruned_at"] for t in attempts
+                             if "pruned_at" in t.user_attrs and t.user_attrs.get(RUN_OF, t.number) == attempt.number)
+        break
     if run_dir is None:
         run_dir = train(settings, backend, runs_dir=runs_dir, dataset=dataset, extra_callbacks=callbacks).run_dir
     history = artifacts.read_history(run_dir)
@@ -423,9 +435,12 @@ def _fixed(base: TrainSettings) -> dict[str, Any]:
 def _refuse_other_settings(study: optuna.Study, base: TrainSettings) -> None:
     """Refuse to continue ``study`` with fixed settings other than those it recorded, naming them."""
     recorded, fixed = study.user_attrs.get(FIXED_SETTINGS) or {}, _fixed(base)
-    # Settings a later fmnist added or dropped are not compared.
+    # Settings a later or earlier fmnist added, which this one knows, are compared only where both have them; one
+    # this fmnist does not know could not be given the same here.
     differ = [_difference(flag(k) if k in FLAG_SETTINGS else k, recorded[k], fixed[k])
               for k in fixed.keys() & recorded.keys() if recorded[k] != fixed[k]]
+    differ += [f"{k} {recorded[k]}, a setting this fmnist does not know"
+               for k in recorded.keys() - TrainSettings.names()]
     if differ:
         raise FmnistError(f"study {study.study_name!r} was started with {'; '.join(sorted(differ))}: its trials "
                           "could not be compared with these; give the same settings to continue it, or start a new "
