@@ -158,6 +158,9 @@ def test_bad_files_get_a_4xx_json_error(client, case, name, data, status, reason
     good = ("files", ("fine.png", encode(garment()), "image/png"))
     response = client.post("/v1/predict", files=[good, ("files", (name, data, "application/octet-stream"))])
     assert response.status_code == status and f"{name} {reason}" in response.json()["error"], response.text
+    # Which of the files it was, as their names may repeat.
+    assert response.json()["error"].startswith("file 2 of the 2 sent: "), response.text
+    assert response.json()["error"].endswith("; none was classified: send the others without it")
     assert_serving(client)
 
 
@@ -318,6 +321,7 @@ def test_the_page_and_its_files_are_served(client):
         for asked in ("bytes=0-9", "items=0-1", "bytes=5-1", "bytes=999999-"):
             whole = client.get(asset, headers={"Range": asked})
             assert (whole.status_code, whole.content) == (200, answer.content), (asset, asked)
+        assert "accept-ranges" not in answer.headers  # nor are ranges offered
     assert client.get("/", headers={"Range": "items=0-1"}).text == page.text
     assert "http" not in page.text.replace("http-equiv", "")  # nothing fetched from elsewhere: it works offline
 
@@ -395,6 +399,10 @@ def test_a_taken_port_or_a_bad_address_is_one_clear_error(tiny_run_dir):
             serve(tiny_run_dir, port=bad_port)
     with pytest.raises(FmnistError, match="the host is empty: give an address, such as 127.0.0.1"):
         serve(tiny_run_dir, host="", port=port)
+    with socket.create_server(("::1", 0), family=socket.AF_INET6) as taken:  # an IPv6 address as a URL writes it
+        port = taken.getsockname()[1]
+        with pytest.raises(FmnistError, match=f"cannot listen on ::1 port {port}: Address already in use"):
+            serve(tiny_run_dir, host="[::1]", port=port)
     with pytest.raises(FmnistError, match="is a folder of runs, not a run"):
         serve(tiny_run_dir.parent, port=port)  # free again now
 

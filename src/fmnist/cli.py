@@ -79,6 +79,9 @@ SERVE_DETAILS = f"""\
   GET  /docs             the API's interactive docs (OpenAPI; the page loads Swagger UI from a CDN: it needs
                          internet, /openapi.json does not)
 
+On a loopback --host (the default), requests must name this machine as localhost, 127.0.0.1 or [::1] in their
+Host header: a web page elsewhere cannot reach the server through a name of its own (DNS rebinding).
+
 for example:
   curl -F files=@shirt.jpg -F files=@boot.png http://127.0.0.1:8000/v1/predict"""
 
@@ -717,7 +720,8 @@ def _add_serve(sub: Any) -> None:
                                           "/docs.", json_result=False, details=SERVE_DETAILS)
     _run_argument(p)
     p.add_argument("--host", type=_given, default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1, this machine only)")
+                   help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 every interface; an "
+                        "IPv6 one such as ::1, with or without brackets)")
     p.add_argument("--port", type=_int_between(1, 65535), default=8000, help="port (default 8000)")
     p.add_argument("--max-upload-mb", type=_int_between(1, 1024), default=defaults.MAX_UPLOAD_MIB,
                    help="largest request body, in MiB, 1 to 1024: each is held in memory while it is read "

@@ -266,10 +266,18 @@ def _one_image(shape: tuple[int, ...]) -> bool:
     return tuple(side for side in shape if side != 1) in ARRAY_SHAPES
 
 
+def _not_one_image(name: str, shape: tuple[int, ...]) -> BadInput:
+    """The answer to an array of another shape than one image's; a stack of images is told so."""
+    if len(shape) > 1 and shape[0] > 1 and _one_image(shape[1:]):
+        return BadInput(f"{name} has shape {shape}, {shape[0]} images; give one image a file or input, 28x28 or 784 "
+                        "values")
+    return BadInput(f"{name} has shape {shape}; give 28x28 or 784 values")
+
+
 def check_array(values: np.ndarray, name: str) -> np.ndarray:
     """Validate a model-ready array: 28x28 or 784 values, floats in [0, 1] or integer pixels 0-255 (not a 0/1 mask)."""
     if not _one_image(values.shape):
-        raise BadInput(f"{name} has shape {values.shape}; give 28x28 or 784 values")
+        raise _not_one_image(name, values.shape)
     if values.dtype.kind in "iu":
         if values.min() < 0 or values.max() > 255:
             raise BadInput(f"{name} holds integers outside 0-255 (integers are read as pixels)")
@@ -296,7 +304,7 @@ def load_npy(data: bytes, name: str) -> np.ndarray:
         shape, _, dtype = read_header(stream)
         # The header is checked before loading: a tiny file may claim an array of any size.
         if not _one_image(shape):
-            raise BadInput(f"{name} has shape {shape}; give 28x28 or 784 values")
+            raise _not_one_image(name, shape)
         if dtype.itemsize > MAX_ITEM_BYTES:
             raise BadInput(f"{name} holds {dtype} values; give floats in [0, 1] or integers 0-255")
         values = np.load(io.BytesIO(data), allow_pickle=False)

@@ -314,10 +314,16 @@ async def decode_files(request: Request, files: list[tuple[str, bytes]]) -> np.n
     """Each file in a decoding slot of its own, so that a request of many large images holds a slot one image at a
     time and others' uploads get theirs in between; a client that went away stops it."""
     images = []
-    for name, data in files:
+    for i, (name, data) in enumerate(files):
         if await request.is_disconnected():
             raise ClientDisconnect()
-        images.append(await anyio.to_thread.run_sync(load_input, data, name, limiter=request.app.state.decoders))
+        try:
+            images.append(await anyio.to_thread.run_sync(load_input, data, name, limiter=request.app.state.decoders))
+        except BadInput as exc:  # names often repeat (photo.jpg from two folders): the part's place says which
+            if len(files) == 1:
+                raise
+            raise BadInput(f"file {i + 1} of the {len(files)} sent: {exc}; none was classified: send the others "
+                           "without it", exc.status) from None
     return np.stack(images)
 
 
@@ -514,6 +520,8 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
     if not host.strip():
         raise FmnistError("the host is empty: give an address, such as 127.0.0.1 (this machine only) or 0.0.0.0 "
                           "(every interface)")
+    if host.startswith("[") and host.endswith("]"):  # an IPv6 address as a URL writes it
+        host = host[1:-1]
     loopback = is_loopback(host)
     app = create_app(run_dir, max_upload_mib * MIB, max_batch, loopback_only=loopback)
     # A malformed form is answered 400 with its reason; python-multipart would also log its parser's complaint.

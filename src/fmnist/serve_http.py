@@ -50,16 +50,26 @@ class AnswerCancelledRequests:
 
 
 class WholeAnswers:
-    """ASGI middleware: every answer whole, whatever Range a request asks. Starlette answers a Range it cannot serve
-    (a unit other than bytes, an end before its start) in plain text, not JSON; the page's files are a few kB."""
+    """ASGI middleware: every answer whole, whatever Range a request asks, and none offered (Accept-Ranges). Starlette
+    answers a Range it cannot serve (a unit other than bytes, an end before its start) in plain text, not JSON; the
+    page's files are a few kB."""
 
     def __init__(self, app: Callable) -> None:
         self.app = app
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] == "http":
-            scope = {**scope, "headers": [(name, value) for name, value in scope["headers"] if name != b"range"]}
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_offering_no_ranges(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [(name, value) for name, value in message.get("headers", [])
+                                                  if name.lower() != b"accept-ranges"]}
+            await send(message)
+
+        scope = {**scope, "headers": [(name, value) for name, value in scope["headers"] if name != b"range"]}
+        await self.app(scope, receive, send_offering_no_ranges)
 
 
 def is_loopback(host: str) -> bool:
