@@ -82,6 +82,31 @@ def test_a_damaged_backup_is_one_line_saying_what_to_do(tmp_path, content):
 
 
 
+@pytest.mark.parametrize("cut", ["callbacks", "numpy_random", "python_random", "epochs_done", "model_variables",
+                                 "numpy_random_keys", "callback0_best_weights_0"])
+def test_a_backup_missing_part_of_its_record_is_one_line_and_leaves_the_model_as_it_was(tmp_path, cut):
+    model = _model()
+    callbacks = _callbacks(model)
+    callbacks[0].best_weights = model.get_weights()
+    save(tmp_path / "backup.npz", model, callbacks, epochs_done=1, stopped=False)
+    with np.load(tmp_path / "backup.npz") as data:
+        arrays = dict(data)
+    meta = json.loads(str(arrays["meta"]))
+    if cut in meta:
+        del meta[cut]
+    else:
+        del arrays[cut]
+    np.savez(tmp_path / "backup.npz", **{**arrays, "meta": np.array(json.dumps(meta))})
+    fresh = _model()
+    fresh_callbacks = _callbacks(fresh)
+    weights = fresh.get_weights()
+    with pytest.raises(FmnistError, match="backup.npz is damaged, so the run cannot continue from it; remove it"):
+        restore(tmp_path / "backup.npz", fresh, fresh_callbacks)
+    for before, after in zip(weights, fresh.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    assert fresh_callbacks[0].best_weights is None
+
+
 def test_a_backup_names_its_optimizer_and_seed_generators_however_keras_numbered_them(tmp_path):
     """Keras numbers an unnamed optimizer or seed generator by those made before it in the process ("adam_1"), so the
     same model's backup may carry other numbers than the process that resumes it."""

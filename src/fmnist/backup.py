@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from fmnist import artifacts
-from fmnist.backup_file import FORMAT, load, run_id
+from fmnist.backup_file import FORMAT, damaged, load, run_id
 from fmnist.errors import FmnistError
 
 log = logging.getLogger(__name__)
@@ -119,24 +119,35 @@ def save(path: Path, model: keras.Model, callbacks: list, epochs_done: int, stop
 def restore(path: Path, model: keras.Model, callbacks: list) -> tuple[int, bool]:
     """Put the saved state back into the model, its optimizer, the callbacks and the random generators."""
     data, meta = load(path)
+    try:
+        return _restore(path, data, meta, model, callbacks)
+    except (KeyError, TypeError, ValueError, IndexError):  # a record or an array missing, or of another kind
+        raise damaged(path) from None
+
+
+def _restore(path: Path, data: dict[str, Any], meta: dict[str, Any], model: keras.Model,
+             callbacks: list) -> tuple[int, bool]:
+    # Every check before anything is put back: a backup refused leaves the model and the callbacks as they were.
+    if [c["class"] for c in meta["callbacks"]] != [type(cb).__name__ for cb in callbacks]:
+        raise FmnistError(f"{path} was written with other callbacks; it cannot resume this run")
     for prefix, variables in (("model", model.variables), ("optimizer", model.optimizer.variables)):
         keys = [f"{prefix}_{i}" for i in range(len(meta[f"{prefix}_variables"]))]
         shapes = [data[key].shape if key in data else None for key in keys]
         if _names(meta[f"{prefix}_variables"]) != _names([v.path for v in variables]) \
                 or shapes != [v.shape for v in variables]:
             raise FmnistError(f"{path} was written for a different {prefix}; it cannot resume this run")
+    callback_values = [{name: [data[f"callback{j}_{name}_{k}"] for k in range(entry["arrays"])] if "arrays" in entry
+                        else entry["value"] for name, entry in saved["attrs"].items()}
+                       for j, saved in enumerate(meta["callbacks"])]
+    np_kind, np_pos, np_has_gauss, np_gauss = meta["numpy_random"]
+    version, internal, gauss = meta["python_random"]
+    epochs_done, stopped = meta["epochs_done"], meta["stopped"]
+    np.random.set_state((np_kind, data["numpy_random_keys"], np_pos, np_has_gauss, np_gauss))
+    random.setstate((version, tuple(internal), gauss))
+    for prefix, variables in (("model", model.variables), ("optimizer", model.optimizer.variables)):
         for i, variable in enumerate(variables):
             variable.assign(data[f"{prefix}_{i}"])
-    if [c["class"] for c in meta["callbacks"]] != [type(cb).__name__ for cb in callbacks]:
-        raise FmnistError(f"{path} was written with other callbacks; it cannot resume this run")
-    for j, (cb, saved) in enumerate(zip(callbacks, meta["callbacks"])):
-        for name, entry in saved["attrs"].items():
-            if "arrays" in entry:
-                setattr(cb, name, [data[f"callback{j}_{name}_{k}"] for k in range(entry["arrays"])])
-            else:
-                setattr(cb, name, entry["value"])
-    np_kind, np_pos, np_has_gauss, np_gauss = meta["numpy_random"]
-    np.random.set_state((np_kind, data["numpy_random_keys"], np_pos, np_has_gauss, np_gauss))
-    version, internal, gauss = meta["python_random"]
-    random.setstate((version, tuple(internal), gauss))
-    return meta["epochs_done"], meta["stopped"]
+    for cb, values in zip(callbacks, callback_values):
+        for name, value in values.items():
+            setattr(cb, name, value)
+    return epochs_done, stopped

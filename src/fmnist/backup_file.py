@@ -20,7 +20,7 @@ def run_id(run_dir: Path) -> str | None:
     return artifacts.sha256_file(config) if config.is_file() else None
 
 
-def _damaged(path: Path) -> FmnistError:
+def damaged(path: Path) -> FmnistError:
     return FmnistError(f"{path} is damaged, so the run cannot continue from it; remove it, and 'fmnist train "
                        f"--resume {shlex.quote(str(path.parent))}' trains the run again from its first epoch")
 
@@ -34,9 +34,9 @@ def load(path: Path, only_meta: bool = False) -> tuple[dict[str, Any], dict[str,
             arrays = {key: data[key] for key in (["meta"] if only_meta else data.files)}
         meta = json.loads(str(arrays.pop("meta")))
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # cut, not an archive, no record
-        raise _damaged(path) from None
+        raise damaged(path) from None
     if not isinstance(meta, dict) or not isinstance(meta.get("format"), int):
-        raise _damaged(path)
+        raise damaged(path)
     if meta["format"] != FORMAT:  # another version's layout would be misread
         raise FmnistError(f"{path} is a backup of format {meta['format']}, not {FORMAT} (another fmnist version): "
                           "continue the run with that version, or train it again")
@@ -60,5 +60,5 @@ def epochs_done(run_dir: Path) -> int:
                           "and the resume trains the run again from its first epoch")
     epochs = meta.get("epochs_done")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
-        raise _damaged(backup)
+        raise damaged(backup)
     return epochs
