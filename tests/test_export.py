@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import module_data, run_cli, tiny_train
+from conftest import module_data, refused_before_keras, run_cli, tiny_train
 from fmnist import artifacts, model_files
 from fmnist.data import CLASS_NAMES, load_dataset, to_features
 from fmnist.errors import FmnistError
@@ -273,3 +273,14 @@ def test_a_linked_exports_folder_is_refused_not_written_through(tiny_run_dir, tm
         export_run(run_dir, "onnx", "tensorflow")
     assert sorted(other.rglob("*")) == before  # the other run's folder untouched
 
+
+
+def test_missing_data_or_a_damaged_config_is_refused_before_keras_starts(tiny_run_dir, tmp_path):
+    run_dir = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    damaged = shutil.copytree(tiny_run_dir, tmp_path / "damaged")
+    (damaged / artifacts.CONFIG).write_text('{"settings": ')
+    said = refused_before_keras([["export", str(run_dir), "--format", "onnx", "--data-dir", str(tmp_path / "none")],
+                                 ["export", str(damaged), "--format", "onnx"]])
+    assert f"fmnist: error: {tmp_path / 'none'} does not exist: give the folder" in said
+    assert f"fmnist: error: {damaged / artifacts.CONFIG} is not valid JSON" in said
+    assert not (run_dir / artifacts.EXPORTS_DIR / "onnx").exists()

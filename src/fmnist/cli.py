@@ -432,11 +432,12 @@ def cmd_runs_compare(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from fmnist.backend import activate
-    from fmnist.export import choose_backend
+    from fmnist.export import choose_backend, parity_images
     from fmnist.runs import idle_run
 
     with idle_run(args.run, args.runs_dir, "export it") as run:
         _check_model(run)
+        parity_images(run, args.data_dir)  # data not found: said at once, not after the backend's seconds of loading
         backend = activate(choose_backend(args.format, args.backend))
         from fmnist.export import export_run, summary_text
 

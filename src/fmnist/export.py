@@ -113,8 +113,10 @@ RUNNERS: dict[str, Callable[[Path, np.ndarray, str], np.ndarray]] = {
 }
 
 
-def _parity_images(config: dict[str, Any], data_dir: Path | None) -> np.ndarray:
-    """The first test images of the data set the run recorded (its checksums), scaled as the model expects."""
+def parity_images(run_dir: Path, data_dir: Path | None) -> np.ndarray:
+    """The first test images of the data set the run recorded (its checksums), scaled as the model expects; data
+    not found, or a damaged config.json, is one error (without Keras: said before a backend loads)."""
+    config = artifacts.read_json(Path(run_dir) / artifacts.CONFIG)
     data = config.get("data") if isinstance(config, dict) else None
     recorded = data.get("sha256") if isinstance(data, dict) else None
     checksums = recorded if isinstance(recorded, dict) and set(recorded) == set(CHECKSUMS) else CHECKSUMS
@@ -193,9 +195,9 @@ def export_run(run_dir: Path, fmt: str, backend: str, data_dir: Path | None = No
     busy = f"another process is exporting {run_dir} to {fmt}; wait for it, then export again if need be"
     with runs.held_lock(exports / f".{fmt}.lock", busy):
         _clear_leftovers(exports, fmt)
-        config = artifacts.read_json(run_dir / artifacts.CONFIG)
+        images = parity_images(run_dir, data_dir)
         model, model_sha256 = model_files.load_model(run_dir)
-        record = _export_into(exports, fmt, model, model_sha256, _parity_images(config, data_dir), backend)
+        record = _export_into(exports, fmt, model, model_sha256, images, backend)
     if (run_dir / artifacts.METRICS).is_file():  # the report lists the exports; without metrics there is none yet
         try:
             build_report(run_dir)
