@@ -593,3 +593,17 @@ def test_a_cut_short_run_is_taken_up_only_if_nothing_but_its_name_differs(tmp_pa
     made(trial_name(3), 0)  # an earlier study's (its journal deleted), beside the one this trial made
     this_trials = made(trial_name(3), 4)
     assert _cut_short_run(tmp_path, 3, started, settings, "jax", dataset) == this_trials
+
+
+def test_a_run_found_diverged_once_picked_is_trained_again_not_the_end_of_the_study(tmp_path, dataset, caplog):
+    from fmnist import runs
+    from fmnist.train import train
+    from fmnist.tune import _finish
+
+    settings = settings_for(BASE, trial_params(BASE), trial_name(0))
+    run = train(settings, "jax", runs_dir=tmp_path, dataset=dataset).run_dir
+    # Picked as cut short, then failed by another process (a 'fmnist train --resume' by hand) before this worker began.
+    runs.set_status(run, "failed", error="training diverged in epoch 2: the loss became nan", diverged=True)
+    with caplog.at_level(logging.WARNING, logger="fmnist.tune"):
+        assert _finish(run, dataset, []) is None
+    assert f"{run} cannot be finished ({run} diverged" in caplog.text

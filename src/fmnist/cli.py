@@ -284,8 +284,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     if args.resume:
         _refuse_given(args, (*FLAG_SETTINGS, "recipe", "seeds"), "--resume continues a run with its own settings")
-        from fmnist.runs import resolve_resumable
-        from fmnist.seeds import is_seed_group
+        from fmnist.runs import is_seed_group, resolve_resumable
 
         target = resolve_resumable(args.resume, args.runs_dir)
         if is_seed_group(target):

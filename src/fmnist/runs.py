@@ -134,9 +134,14 @@ def create_run_dir(runs_dir: Path, name: str) -> Path:
     raise FmnistError(f"could not create a fresh run directory in {runs_dir}")
 
 
+def is_seed_group(path: Path) -> bool:
+    """Whether ``path`` is a group directory made by ``fmnist train --seeds``."""
+    return (Path(path) / artifacts.SEED_GROUP).is_file()
+
+
 def refuse_seed_group(path: Path) -> None:
     """A group made by ``--seeds``, given where one run is wanted, is refused, naming one of its runs."""
-    if (Path(path) / artifacts.SEED_GROUP).is_file():
+    if is_seed_group(path):
         members = [member.name for member in run_folders(path)]
         example = f", such as {Path(path) / members[0]}" if members else ""
         raise FmnistError(f"{path} is a group of {len(members)} runs made by 'fmnist train --seeds', not one run: "
@@ -319,7 +324,7 @@ def refuse_group_in_training(run_dir: Path, why: str) -> None:
 def in_seed_group(run_dir: Path) -> Path | None:
     """The ``--seeds`` group that ``run_dir`` is one of, if any."""
     group = Path(run_dir).parent
-    return group if (group / artifacts.SEED_GROUP).is_file() else None
+    return group if is_seed_group(group) else None
 
 
 def resume_command(run_dir: Path) -> str:
@@ -385,7 +390,7 @@ def _settings_in(record: dict[str, Any]) -> dict[str, Any]:
 def summarize(run_dir: Path) -> dict[str, Any]:
     """What `fmnist runs` shows for one run directory, from whatever of its files are there and readable."""
     run_dir = Path(run_dir)
-    if (run_dir / artifacts.SEED_GROUP).is_file() and not _has_runs(run_dir):  # stopped before its first run began
+    if is_seed_group(run_dir) and not _has_runs(run_dir):  # stopped before its first run began
         return _unbegun_group(run_dir)
     notes: list[str] = []
     config = _read_object(run_dir / artifacts.CONFIG, notes)
@@ -645,7 +650,7 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
     members: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         group = Path(row["run"]).parent
-        if group != Path(".") and (Path(runs_dir) / group / artifacts.SEED_GROUP).is_file():
+        if group != Path(".") and is_seed_group(Path(runs_dir) / group):
             members.setdefault(group.as_posix(), []).append(row)
     groups = []
     for group, rows_of_group in members.items():

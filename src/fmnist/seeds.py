@@ -53,11 +53,6 @@ def check_count(seeds: int) -> None:
         raise FmnistError(f"at most {MAX_SEEDS} seeds, not {seeds}: each of them is a full training")
 
 
-def is_seed_group(path: Path) -> bool:
-    """Whether ``path`` is a group directory made by ``fmnist train --seeds``."""
-    return (Path(path) / artifacts.SEED_GROUP).is_file()
-
-
 def refuse_other_runs(runs_dir: Path, settings: TrainSettings, backend: str, dataset: Dataset) -> None:
     """A group's folder takes only runs the group could have made itself (its settings, backend and data, of any
     seed): another would be counted in the group's mean, as its members are told apart by seed alone."""

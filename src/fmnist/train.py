@@ -149,7 +149,7 @@ def make_callbacks(settings: TrainSettings, run_dir: Path) -> list:
     return callbacks + [TrainingBackup(run_dir / artifacts.BACKUP, callbacks), EpochKept()]
 
 
-def epochs_done(run_dir: Path) -> int:
+def epochs_in_history(run_dir: Path) -> int:
     """The epochs in the run's history.csv, so far (a resumed run's include those before its restart)."""
     return len(artifacts.read_history(run_dir).get("loss", [])) if (Path(run_dir) / artifacts.HISTORY).is_file() else 0
 
@@ -181,7 +181,7 @@ def fit(
     from fmnist.recipes import compile_model, training_labels
 
     train_idx, val_idx = split_indices(dataset.y_train, settings)
-    if epochs_done(run_dir):
+    if epochs_in_history(run_dir):
         require_same_split(run_dir, val_idx)
     artifacts.write_atomic(run_dir / artifacts.SPLIT, lambda tmp: np.savez(tmp, train=train_idx, validation=val_idx))
     # Only the images this run trains and validates on (a teacher answers for each: all 60,000 under --limit took
@@ -196,7 +196,7 @@ def fit(
         soft_targets, views, view_labels = teacher_answers(
             settings, run_dir, features, dataset.x_train[train_idx].reshape(n_train, -1), recorded_teacher(run_dir))
     labels = training_labels(dataset.y_train[used], settings, soft_targets)
-    initial_epoch = epochs_done(run_dir)  # a resumed run's, its history cut back to its backup by fmnist.resume
+    initial_epoch = epochs_in_history(run_dir)  # a resumed run's, its history cut back to its backup by fmnist.resume
     batches = None  # the distilled student's endless batches with views, else the arrays as they are
     if views is not None:
         batches = ViewEpochs(features[:n_train], labels[:n_train], views, view_labels, settings.distill_views,
@@ -231,7 +231,7 @@ def fit(
     model.fit(
         **data, epochs=settings.epochs, callbacks=make_callbacks(settings, run_dir) + list(extra_callbacks), verbose=0,
     )
-    return model, epochs_done(run_dir), earlier_seconds + time.perf_counter() - started
+    return model, epochs_in_history(run_dir), earlier_seconds + time.perf_counter() - started
 
 
 def calibrate_run(model: Any, dataset: Dataset, run_dir: Path) -> float:

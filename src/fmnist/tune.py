@@ -284,8 +284,10 @@ def _finish(run_dir: Path, dataset: Dataset, callbacks: list[Any]) -> Path | Non
                 told = True
             time.sleep(BUSY_POLL_S)
         except FmnistError as exc:
-            if runs.diverged(run_dir):  # the settings' fault, as in a run trained from its first epoch
+            if isinstance(exc, Diverged):  # the settings' fault, as in a run trained from its first epoch
                 raise
+            # Damaged by hand, say, or found diverged by another process since it was picked (a refusal, not a
+            # Diverged, which would end the study, not the trial)
             log.warning("%s cannot be finished (%s): its settings are trained again", run_dir, exc)
             return None
 
@@ -345,7 +347,7 @@ def tune(
     # Refused before the journal or the study folder exists, not as each trial's failure.
     study_dir = Path(runs_dir) / study_name
     runs.refuse_inside_run(study_dir, "the study's runs directory")
-    if (study_dir / artifacts.SEED_GROUP).is_file():  # its first trial would be refused there, mid-study
+    if runs.is_seed_group(study_dir):  # its first trial would be refused there, mid-study
         raise FmnistError(f"--study {study_name}: its trials' runs go in the folder {study_dir}, which is a group "
                           "made by 'fmnist train --seeds'; choose another study name")
     if study_dir.exists() and not study_dir.is_dir():
