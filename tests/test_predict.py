@@ -145,6 +145,12 @@ def test_show_refuses_to_overwrite_an_input_or_to_write_a_png_under_another_name
     result = predict_files(tiny_run_dir, [loop, photo], show=tmp_path / "seen.png")
     assert [p["input"] for p in result["predictions"]] == [photo] and result["shown"] == tmp_path / "seen.png"
     assert [e["input"] for e in result["errors"]] == [loop] and (tmp_path / "seen.png").is_file()
+    # A refusal, of the inputs or of the model, leaves no new folder behind where the picture was to go.
+    (tmp_path / "empty.png").write_bytes(b"")
+    for source, inputs in [(tiny_run_dir, [tmp_path / "empty.png"]), (tmp_path / "no run", [photo])]:
+        with pytest.raises(FmnistError):
+            predict_files(source, inputs, show=tmp_path / "typo" / "sub" / "seen.png")
+        assert not (tmp_path / "typo").exists()
 
 
 def test_only_models_this_project_wrote_are_loaded(tmp_path, tiny_run_dir):

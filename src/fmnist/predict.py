@@ -139,13 +139,15 @@ def predict_files(
     from fmnist.backend import activate
 
     check_options(top_k, unsure_below)
+    # The inputs, the model and the picture's place checked before Keras starts, so refused at once; the picture's
+    # folder made last, so that no refusal leaves a new folder behind.
+    read, images, failures = read_inputs(paths)
+    model_files.verified_model_path(source)
     if show is not None:
         given, show = show, runs.prepare_output(show, "--show", ".png")
         if any(_same_file(show, path) for path in paths):
             raise FmnistError(f"--show {given} is one of the inputs: name another file for the picture")
-    read, images, failures = read_inputs(paths)  # these and the model checked before Keras starts, so refused at once
     paths = [paths[place] for place in read]
-    model_files.verified_model_path(source)
     activate(backend)
     classifier = Classifier(source)
     probabilities = classifier.probabilities(images)
