@@ -49,6 +49,8 @@ def test_bad_values_are_refused(field, value, reason):
 def test_the_smallest_split_that_holds_every_class_is_taken():
     assert TrainSettings(limit=48).limit == 48 and TrainSettings(validation_fraction=0.1, limit=95).limit == 95
     assert TrainSettings(name="a" * 200, learning_rate=1.2e-38).name == "a" * 200
+    # A limit past the training set's size takes it all, however large (not multiplied as a float, which overflows).
+    assert TrainSettings(limit=10**400).limit == 10**400 and TrainSettings(limit=60_001).limit == 60_001
 
 
 @pytest.mark.parametrize("field, value, words", [
