@@ -107,7 +107,7 @@ def test_uploading_a_real_test_image_shows_its_label(page, server, real_data_dir
     red, blue = evidence_tints(page)
     assert 0 < red < 28 * 28 and blue < 28 * 28  # some pixels speak for the answer, not the whole square
     caption = page.inner_text("#evidence + figcaption")
-    assert re.fullmatch(r"red: for its answer, blue: against\np moves ≤ \d+\.\d%", caption), caption
+    assert re.fullmatch(r"red: for its answer, blue: against\npeak \d+\.\d%", caption), caption
     assert page.is_hidden("#error")
 
     shot = tmp_path / "page.png"
@@ -138,7 +138,7 @@ def test_drawing_on_the_canvas_shows_probabilities(page, tmp_path):
     # The page's own rounding: an answer short of certain never reads 100.0%; a map's largest change as the report's.
     assert page.evaluate("[0.99996, 1, 0.1234].map(percent)") == [">99.9%", "100.0%", "12.3%"]
     maps = [[0.0, -0.1234], [2e-6, -1e-6], [0.0009, 0.0011], [0.5, 0.0]]
-    assert page.evaluate(f"{maps}.map(largestChange)") == [plots.largest_change(np.array(m)) for m in maps]
+    assert page.evaluate(f"{maps}.map(mapPeak)") == [plots.map_peak(np.array(m)) for m in maps]
 
     page.click("#clear")
     assert page.locator("#bars li").count() == 0

@@ -124,7 +124,7 @@ def test_an_answer_no_patch_moves_gets_a_faded_map_that_says_so():
     image, noise = np.full((28, 28), 0.5), np.full((28, 28), 2e-6)
     faded = plots._evidence_rgba(image, noise)
     assert np.allclose(faded, plots._evidence_rgba(image, np.zeros((28, 28))), atol=0.01)  # not drawn as evidence
-    assert plots.largest_change(noise) == "p moves ≤ 0.1%" and plots.largest_change(-noise * 1e5) == "p moves ≤ 20.0%"
+    assert plots.map_peak(noise) == "peak < 0.1%" and plots.map_peak(-noise * 1e5) == "peak 20.0%"
 
 
 def test_a_long_file_name_is_cut_in_the_middle_to_fit_above_its_image():

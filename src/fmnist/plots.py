@@ -316,21 +316,22 @@ def _show(ax, picture: np.ndarray) -> None:
     ax.set_yticks([])
 
 
-def largest_change(evidence: np.ndarray) -> str:
-    """An occlusion map's largest change of probability, as its title says it."""
+def map_peak(evidence: np.ndarray) -> str:
+    """An occlusion map's peak, as its title says it: the largest mean change of probability at a pixel (over the
+    patches that cover it; one patch alone may move it more)."""
     largest = float(np.abs(evidence).max()) if np.size(evidence) else 0.0
-    return f"p moves ≤ {'0.1%' if largest < 0.001 else f'{largest:.1%}'}"
+    return f"peak {'< 0.1%' if largest < 0.001 else f'{largest:.1%}'}"
 
 
 def evidence_png(images: np.ndarray, titles: Sequence[str], maps: dict[str, np.ndarray], path: Path) -> None:
     """One column per image: the image, then one row per set of occlusion maps (the row's label names the class),
-    each map under its largest change."""
+    each map under its peak."""
     grid = [[_gray(image) for image in images]]
     grid += [[_evidence_rgba(image, evidence[c]) for c, image in enumerate(images)] for evidence in maps.values()]
-    map_titles = [[largest_change(evidence[c]) for c in range(len(images))] for evidence in maps.values()]
+    map_titles = [[map_peak(evidence[c]) for c in range(len(images))] for evidence in maps.values()]
     _tiles_png(grid, [list(titles), *map_titles], path, ["image", *maps],
                heading="red: blanking these pixels lowers the class's probability p, blue: raises it; above each map, "
-                       f"the most p moves (under {FAINT_BELOW:.0%}, the map is faded)")
+                       f"its peak, the largest mean change of p at a pixel (under {FAINT_BELOW:.0%}, the map is faded)")
 
 
 def predictions_png(
@@ -345,7 +346,7 @@ def predictions_png(
         image_ax.set_title(_shortened(name), fontsize=9)
         best = int(np.argmax(probs))
         _show(evidence_ax, _evidence_rgba(image, evidence))
-        evidence_ax.set_title(f"red: for {CLASS_NAMES[best]}, blue: against\n{largest_change(evidence)}", fontsize=9)
+        evidence_ax.set_title(f"red: for {CLASS_NAMES[best]}, blue: against\n{map_peak(evidence)}", fontsize=9)
         colours = ["tab:gray"] * len(CLASS_NAMES)
         colours[best] = "tab:blue"
         bars = bar_ax.barh(range(len(CLASS_NAMES)), probs, color=colours)

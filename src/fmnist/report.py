@@ -26,9 +26,10 @@ HISTORY_ADVICE = "restore it from a copy, or delete it to draw the report withou
 EVIDENCE_NOTE = (
     f"<p>Occlusion maps: each {PATCH}x{PATCH} patch of the image is blanked in turn; red where that lowers the "
     "probability of the class named on the left (the pixels speak for it), blue where it raises it; above each map, "
-    f"the most blanking moves that probability (a map that moves it by less than {FAINT_BELOW:.0%} is faded in "
-    "proportion: no one region holds the answer). First each class's most confidently right test image, then the "
-    "most confident mistakes, for the class predicted and for the true one.</p>"
+    "its peak: the largest mean change of that probability at a pixel, over the patches that cover it (a map whose "
+    f"peak is under {FAINT_BELOW:.0%} is faded in proportion: no one region holds the answer). First each class's "
+    "most confidently right test image, then the most confident mistakes, for the class predicted and for the true "
+    "one.</p>"
 )
 
 

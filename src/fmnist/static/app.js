@@ -234,13 +234,14 @@ function drawEvidence(pixels, evidence) {
     image.data.set([...tint.map((c) => Math.round(grey + weight * (c - grey))), 255], 4 * i);
   });
   context.putImageData(image, 0, 0);
-  $("evidence-size").textContent = largestChange(values);
+  $("evidence-size").textContent = mapPeak(values);
 }
 
-// The most blanking a patch moves the probability, as the report writes it over each map (plots.largest_change).
-function largestChange(values) {
+// The map's peak, the largest mean change of probability at a pixel, as the report writes it over each map
+// (plots.map_peak).
+function mapPeak(values) {
   const largest = Math.max(0, ...values.map(Math.abs));
-  return `p moves ≤ ${largest < 0.001 ? "0.1" : (100 * largest).toFixed(1)}%`;
+  return `peak ${largest < 0.001 ? "< 0.1" : (100 * largest).toFixed(1)}%`;
 }
 
 // One short of certain never reads 100.0%, as in the command line's answers.
