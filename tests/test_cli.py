@@ -131,6 +131,15 @@ def test_a_mistyped_choice_gets_the_nearest_one_and_explain_its_command(capsys):
     assert stop.value.code == 2 and capsys.readouterr().err == (
         "fmnist: error: unrecognized arguments: --model cnn; the ConvNet is a recipe: --recipe cnn (--recipe best for "
         "the best dense network) (see 'fmnist train --help')\n")
+    with pytest.raises(SystemExit) as stop:  # where a run is given, the model is the run's
+        main(["predict", "--model", "runs/a", "shirt.png"])
+    assert stop.value.code == 2 and capsys.readouterr().err == (
+        "fmnist: error: unrecognized arguments: --model; a run holds its model: give the run, its folder or its name, "
+        "as the first argument after the command's name (see 'fmnist predict --help')\n")
+    with pytest.raises(SystemExit) as stop:  # and no hint where neither is
+        main(["bench", "--model", "x"])
+    assert stop.value.code == 2 and capsys.readouterr().err == (
+        "fmnist: error: unrecognized arguments: --model x (see 'fmnist bench --help')\n")
 
 
 @pytest.mark.realdata

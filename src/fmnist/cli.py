@@ -60,8 +60,11 @@ UNKNOWN_WORD_HINTS = {
     "explain": "'fmnist predict RUN IMAGE --show seen.png' draws what the model looked at in your images, and every "
                "run's report draws it for test images",
 }
-# Flags a user may look for under another name.
-UNKNOWN_FLAG_HINTS = {"--model": "the ConvNet is a recipe: --recipe cnn (--recipe best for the best dense network)"}
+# Flags a user may look for under another name: the hint for a command that trains (takes --recipe), and for one
+# that takes a run.
+UNKNOWN_FLAG_HINTS = {"--model": ("the ConvNet is a recipe: --recipe cnn (--recipe best for the best dense network)",
+                                  "a run holds its model: give the run, its folder or its name, as the first argument "
+                                  "after the command's name")}
 PREDICT_DETAILS = f"""\
 A photo is prepared as Fashion-MNIST's images were made from product photos: its backdrop trimmed (even when noisy or
 unevenly lit), the garment scaled to fit 28x28 and centred, turned light on dark if it is darker than its backdrop,
@@ -127,10 +130,19 @@ class Parser(argparse.ArgumentParser):
             if misplaced:  # given before the command's name, where only -q and --debug go
                 command.error(f"{' '.join(misplaced)} belongs after the command's name: {command.prog} "
                               f"{' '.join(misplaced)} ...")
-            hints = "".join(f"; {UNKNOWN_FLAG_HINTS[flag]}" for flag in (arg.split("=")[0] for arg in unknown)
-                            if flag in UNKNOWN_FLAG_HINTS)
+            hints = "".join(f"; {hint}" for hint in (self._flag_hint(arg.split("=")[0], command) for arg in unknown)
+                            if hint)
             command.error(f"unrecognized arguments: {' '.join(unknown)}{hints}")
         return parsed
+
+    @staticmethod
+    def _flag_hint(flag: str, command: argparse.ArgumentParser) -> str | None:
+        if flag not in UNKNOWN_FLAG_HINTS:
+            return None
+        trains, runs = UNKNOWN_FLAG_HINTS[flag]
+        if "--recipe" in command._option_string_actions:
+            return trains
+        return runs if any(action.dest == "run" for action in command._actions) else None
 
     @staticmethod
     def _more_of_a_list(command: argparse.ArgumentParser, parsed: argparse.Namespace, unknown: list[str]) -> list[str]:
