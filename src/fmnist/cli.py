@@ -142,7 +142,8 @@ class Parser(argparse.ArgumentParser):
         trains, runs = UNKNOWN_FLAG_HINTS[flag]
         if "--recipe" in command._option_string_actions:
             return trains
-        return runs if any(action.dest == "run" for action in command._actions) else None
+        takes_a_run = any(not a.option_strings and a.metavar == "RUN" and a.nargs is None for a in command._actions)
+        return runs if takes_a_run else None
 
     @staticmethod
     def _more_of_a_list(command: argparse.ArgumentParser, parsed: argparse.Namespace, unknown: list[str]) -> list[str]:
