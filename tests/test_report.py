@@ -1,4 +1,5 @@
 import io
+import re
 import shutil
 
 import pytest
@@ -58,6 +59,27 @@ def test_metrics_without_reliability_bins_drop_the_diagram_an_earlier_scoring_dr
     html = build_report(run).read_text()
     assert "(reliability diagram not available for this run)" in html
     assert not (run / artifacts.RELIABILITY_PNG).exists()
+
+
+def test_metrics_scored_before_calibration_and_a_killed_run_read_as_they_are(tiny_run_dir, tmp_path):
+    from fmnist import runs
+    from fmnist.report import headline
+
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    metrics = artifacts.read_json(run / artifacts.METRICS)
+    for key in ("test_accuracy_ci95", "ece", "ece_before_scaling", "temperature"):  # not computed then
+        del metrics[key]
+    artifacts.write_json(run / artifacts.METRICS, metrics)
+    runs.set_status(run, runs.RUNNING)  # and its process gone, holding no lock
+    html = build_report(run).read_text()
+    text = re.sub(r'src="data:[^"]*"', "", html)  # the pictures' base64 may spell anything
+    assert "nan" not in text.lower() and "T = 1.000" not in text
+    assert "<th scope=row>95% bootstrap interval</th><td>-</td>" in html and "- / - (T = -)" in html
+    assert "<th scope=row>status</th><td>killed</td>" in html  # as `fmnist runs` says
+    said = headline(run, metrics)
+    assert "(95% CI -)" in said and "ECE - -> - after temperature scaling (T = -)" in said
+    with runs.claim_run(run):  # while a process trains it, it is running
+        assert "<th scope=row>status</th><td>running</td>" in build_report(run).read_text()
 
 
 def _changed(arrays: dict, **changes) -> dict:

@@ -93,20 +93,23 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ["versions", ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items())],
     ]
     kept = _kept_epoch(history, _scheduled(config)) or "-"
+    state = status.get("state", "-")
+    if state == runs.RUNNING and not runs.being_trained(run_dir):  # as `fmnist runs` shows it
+        state = runs.KILLED
+    ci = _interval(metrics)
     headline = [
         ["test accuracy", f"{metrics['test_accuracy']:.4f}"],
-        ["95% bootstrap interval", "{:.4f} to {:.4f}".format(*metrics.get("test_accuracy_ci95", [np.nan] * 2))],
+        ["95% bootstrap interval", "-" if ci is None else f"{ci[0]:.4f} to {ci[1]:.4f}"],
         # The trained network's loss (what Keras would report) and the calibrated model's, as saved.
         ["test loss, before / after temperature scaling",
          f"{runs.cell(metrics.get('test_loss_before_scaling'), '{:.4f}')} / {metrics['test_loss']:.4f}"],
         [f"ECE ({CALIBRATION_BINS} bins), before / after temperature scaling",
-         f"{metrics.get('ece_before_scaling', np.nan):.4f} / {metrics.get('ece', np.nan):.4f} "
-         f"(T = {metrics.get('temperature', 1.0):.3f})"],
+         _calibration(metrics, "{before} / {after} (T = {temperature})")],
         ["macro F1", f"{metrics['macro_f1']:.4f}"], ["weakest class (F1)",
          f"{metrics['weakest_class']} ({metrics['per_class'][metrics['weakest_class']]['f1-score']:.4f})"],
         ["epochs run / kept" if _scheduled(config) else "epochs run / best",
          f"{len(history['loss'])} / {kept}" if history.get("loss") else f"- ({artifacts.HISTORY} is missing or empty)"],
-        ["training seconds", status.get("train_seconds", "-")], ["status", status.get("state", "-")],
+        ["training seconds", status.get("train_seconds", "-")], ["status", state],
         ["scored", f"{metrics.get('evaluated', '-')} on {metrics.get('evaluated_backend', '-')}"],
         ["model SHA-256", metrics.get("model_sha256", "-")],
     ]
@@ -251,13 +254,26 @@ def _draw(run_dir: Path, metrics: dict[str, Any], predictions: dict[str, np.ndar
 
 def headline(run_dir: Path, metrics: dict[str, Any]) -> str:
     weakest = metrics["weakest_class"]
-    ci = metrics.get("test_accuracy_ci95", [float("nan")] * 2)
+    ci = _interval(metrics)
     return (
-        f"test accuracy {metrics['test_accuracy']:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f})  "
+        f"test accuracy {metrics['test_accuracy']:.4f} (95% CI {'-' if ci is None else f'{ci[0]:.4f}-{ci[1]:.4f}'})  "
         f"macro F1 {metrics['macro_f1']:.4f}  "
         f"weakest class {weakest} (F1 {metrics['per_class'][weakest]['f1-score']:.4f})\n"
-        f"ECE {metrics.get('ece_before_scaling', float('nan')):.4f} -> {metrics.get('ece', float('nan')):.4f} "
-        f"after temperature scaling (T = {metrics.get('temperature', 1.0):.3f})\n"
+        f"{_calibration(metrics, 'ECE {before} -> {after} after temperature scaling (T = {temperature})')}\n"
         f"report: {Path(run_dir) / artifacts.REPORT_HTML}"
     )
+
+
+def _interval(metrics: dict[str, Any]) -> tuple[float, float] | None:
+    """The test accuracy's 95% interval; none in the metrics of a run scored before fmnist computed it."""
+    ci = metrics.get("test_accuracy_ci95")
+    return (ci[0], ci[1]) if isinstance(ci, list) and len(ci) == 2 else None
+
+
+def _calibration(metrics: dict[str, Any], text: str) -> str:
+    """``text`` with the ECE before and after temperature scaling, and the temperature; "-" for each a run scored
+    before fmnist calibrated has not (its temperature is not known: not 1)."""
+    return text.format(before=runs.cell(metrics.get("ece_before_scaling"), "{:.4f}"),
+                       after=runs.cell(metrics.get("ece"), "{:.4f}"),
+                       temperature=runs.cell(metrics.get("temperature"), "{:.3f}"))
 
