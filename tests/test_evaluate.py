@@ -7,7 +7,7 @@ import shutil
 import keras
 import numpy as np
 import pytest
-from conftest import write_idx_set
+from conftest import refused_before_keras, write_idx_set
 from sklearn.metrics import accuracy_score, log_loss
 
 from fmnist import artifacts, model_files
@@ -180,3 +180,10 @@ def test_scoring_a_run_of_a_seed_group_again_says_how_to_compute_its_summary_aga
         warn_of_group_summary(run)
     assert f"{group / artifacts.SEED_SUMMARY} still holds this run's earlier scores: 'fmnist train --resume {group}'" \
         in caplog.text
+
+
+def test_missing_data_is_refused_before_keras_starts(tiny_run_dir, tmp_path):
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    said = refused_before_keras([["evaluate", str(run), "--data-dir", str(tmp_path / "none")]])
+    assert f"fmnist: error: {tmp_path / 'none'} does not exist: give the folder that holds the test set's two IDX " \
+           "files" in said

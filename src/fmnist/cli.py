@@ -387,13 +387,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from fmnist.backend import activate
     from fmnist.runs import idle_run
 
+    from fmnist.data import load_dataset
+
     with idle_run(args.run, args.runs_dir, "evaluate it") as run:
         _check_model(run)
+        dataset = load_dataset(args.data_dir, test_only=True)  # data not found: said before the backend's seconds
         activate(args.backend)
         from fmnist.evaluate import evaluate_run, warn_of_group_summary
         from fmnist.report import headline
 
-        metrics = evaluate_run(run, data_dir=args.data_dir)
+        metrics = evaluate_run(run, dataset=dataset)
     warn_of_group_summary(run)
     _emit(args, headline(run, metrics), {"run_dir": run, **metrics})
 

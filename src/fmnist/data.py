@@ -48,7 +48,7 @@ DOWNLOAD_TIMEOUT_S = 60
 DOWNLOAD_PREFIX = ".fmnist-download-"  # a download's own folder beside keras' cache
 STALE_AFTER_S = 3600  # a download folder or a cache's temporary file this old is a killed process's
 HOW_TO_GET = (
-    "get the data with 'sudo apt-get install dataset-fashion-mnist', or put the four files in a folder "
+    "get the data with 'sudo apt-get install dataset-fashion-mnist', or put the IDX files in a folder "
     "and pass --data-dir (or FMNIST_DATA_DIR)"
 )
 _IMAGE_MAGIC, _LABEL_MAGIC = 0x0803, 0x0801
@@ -139,22 +139,23 @@ def locate(data_dir: Path | None = None, checksums: dict[str, str] = CHECKSUMS) 
     explicit = data_dir or os.environ.get("FMNIST_DATA_DIR")
     if explicit:
         folder = Path(explicit)
+        named = folder if data_dir else f"{folder} (FMNIST_DATA_DIR)"  # a user who gave no --data-dir is told why
         try:
             is_folder = folder.is_dir()
         except OSError as exc:
-            raise FmnistError(f"{folder} cannot be looked at ({exc.strerror}): give a folder you may read; "
+            raise FmnistError(f"{named} cannot be looked at ({exc.strerror}): give a folder you may read; "
                               f"{HOW_TO_GET}") from None
         if not is_folder:
             test_only = all(name.startswith(TEST_PREFIX) for name in checksums)
             files = "test set's two IDX files" if test_only else "four IDX files"
-            raise FmnistError(f"{folder} {'is not a folder' if folder.exists() else 'does not exist'}: give the "
+            raise FmnistError(f"{named} {'is not a folder' if folder.exists() else 'does not exist'}: give the "
                               f"folder that holds the {files}; {HOW_TO_GET}")
         found = _complete(folder, checksums)
         if found is None:
             missing = [n for n in checksums if _file_in(folder, n) is None]
             odd = [p.name for n in missing for p in (folder / f"{n}.gz", folder / n) if p.exists() or p.is_symlink()]
             but = f" ({', '.join(odd)} there, but not a readable file)" if odd else ""
-            raise FmnistError(f"{folder} lacks {', '.join(missing)} (.gz or raw){but}; {HOW_TO_GET}")
+            raise FmnistError(f"{named} lacks {', '.join(missing)} (.gz or raw){but}; {HOW_TO_GET}")
         return f"data dir {folder.absolute()}", found  # absolute: --json is read from elsewhere too
     for label, folder in (("keras cache", keras_cache_dir()), ("Debian package dataset-fashion-mnist", DEBIAN_DIR)):
         found = _complete(folder, checksums)
