@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -203,6 +204,17 @@ def test_no_runs_and_a_bad_runs_dir(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(FmnistError, match="not a directory"):
         runs.list_runs(tmp_path / "file")
+    # A page written into the runs folder is no run; an empty folder, a run killed before its first file, is one.
+    (tmp_path / "empty" / "pages").mkdir()
+    (tmp_path / "empty" / "pages" / "compare.html").write_text("<html></html>")
+    (tmp_path / "empty" / "20261205T000000Z-spec").mkdir()
+    assert [r["run"] for r in runs.list_runs(tmp_path / "empty")] == ["20261205T000000Z-spec"]
+
+
+def test_a_run_given_as_the_runs_folder_is_named_so(tiny_run_dir):
+    with pytest.raises(FmnistError, match=f"^{re.escape(str(tiny_run_dir))} is a run, not a folder of runs: give the "
+                                          f"folder that holds it \\(--runs-dir {re.escape(str(tiny_run_dir.parent))}"):
+        runs.list_runs(tiny_run_dir, must_exist=True)
 
 
 def test_resolve_run_takes_a_path_or_a_name(mixed_runs, tmp_path):

@@ -88,6 +88,9 @@ def prepare_output(path: Path, flag: str, suffix: str | None = None) -> Path:
 
 # Files that only fmnist's training writes in a run: beside a config.json it cannot read, they still make a run.
 RUN_ONLY_FILES = (artifacts.SPLIT, artifacts.STATUS, artifacts.LOCK, artifacts.BACKUP)
+# The files of a run (or of a --seeds group's folder), any of which `fmnist runs` lists a folder for.
+RUN_FILES = {artifacts.CONFIG, artifacts.HISTORY, artifacts.MODEL, artifacts.METRICS, artifacts.SEED_GROUP,
+             *RUN_ONLY_FILES}
 
 
 def _is_run(folder: Path) -> bool:
@@ -546,9 +549,13 @@ def _run_dirs(folder: Path, depth: int) -> list[Path]:
     found = []
     for d in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
-            inner = [p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")]
+            held = list(d.iterdir())
         except OSError:  # a folder we may not read: listed, with what summarize can say of it
-            inner = []
+            held = []
+        inner = [p for p in held if p.is_dir() and not p.name.startswith(".")]
+        if held and not inner and not any(p.name in RUN_FILES for p in held):
+            continue  # files of someone else's (a page written there with --output): no run; an empty folder is one
+            # killed before its first file
         if not inner or depth <= 1 or (d / artifacts.CONFIG).exists() or (d / artifacts.STATUS).exists():
             found.append(d)
         else:
@@ -565,6 +572,9 @@ def list_runs(runs_dir: Path, must_exist: bool = False) -> list[dict[str, Any]]:
     if must_exist and not runs_dir.exists():
         raise FmnistError(f"{runs_dir} does not exist: give the folder that holds the runs with --runs-dir (default "
                           f"./{defaults.RUNS_DIR})")
+    if _is_run(runs_dir):
+        raise FmnistError(f"{runs_dir} is a run, not a folder of runs: give the folder that holds it (--runs-dir "
+                          f"{shell_word(str(absolute(runs_dir).parent))})")
     found = [
         {**_summarize_or_say_why_not(d), "run": d.relative_to(runs_dir).as_posix()}
         for d in _run_dirs(runs_dir, GROUP_DEPTH)
