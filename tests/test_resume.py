@@ -356,6 +356,17 @@ def test_a_run_whose_split_would_come_out_otherwise_now_is_refused_not_resumed_o
                                           r"now \(1 of the 12 validation images differs\)"):
         resume_run(run_dir, dataset=dataset)
     assert (run_dir / artifacts.SPLIT).read_bytes() == saved and len(artifacts.read_history(run_dir)["loss"]) == 2
+    # Its split lost: made again as it was made, unless NumPy or scikit-learn changed since, which may pick others.
+    from fmnist.train import require_same_split
+
+    (run_dir / artifacts.SPLIT).unlink()
+    require_same_split(run_dir, val_idx)  # the same versions as when it began
+    config = artifacts.read_json(run_dir / artifacts.CONFIG)
+    artifacts.write_json(run_dir / artifacts.CONFIG, {**config, "versions": {**config["versions"], "numpy": "1.0"}})
+    with pytest.raises(FmnistError, match=f"its split.npz is missing or damaged, and the split made again may hold "
+                                          f"other images, as numpy 1.0 then, {np.__version__} now: resumed, it could "
+                                          "train on images it validated on"):
+        require_same_split(run_dir, val_idx)
 
 
 def test_a_glance_from_fmnist_runs_does_not_make_a_claim_fail(tmp_path):

@@ -29,6 +29,7 @@ STEPS_PER_EXECUTION = 16
 # training batch size, and a spec epoch on JAX drops from 5.2 s to 4.4 s.
 VALIDATION_BATCH_SIZE = 1024
 PACKAGES = ("keras", "jax", "jaxlib", "tensorflow-cpu", "tensorflow", "numpy", "scikit-learn")
+SPLIT_PACKAGES = ("numpy", "scikit-learn")  # the train/validation split is theirs
 
 
 class Diverged(FmnistError):
@@ -160,7 +161,16 @@ def require_same_split(run_dir: Path, val_idx: np.ndarray) -> None:
     try:
         with np.load(run_dir / artifacts.SPLIT) as split:
             saved = split["validation"]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # missing or damaged: nothing to hold it to
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # missing or damaged: made again, as it was made
+        recorded = artifacts.read_json(run_dir / artifacts.CONFIG).get("versions")
+        now = package_versions()
+        changed = [f"{name} {recorded[name]} then, {now.get(name, 'none')} now" for name in SPLIT_PACKAGES
+                   if isinstance(recorded, dict) and name in recorded and recorded[name] != now.get(name)]
+        if changed:  # and by other code, which may pick other images for the same seed
+            raise FmnistError(
+                f"{run_dir}: its {artifacts.SPLIT} is missing or damaged, and the split made again may hold other "
+                f"images, as {'; '.join(changed)}: resumed, it could train on images it validated on; resume it with "
+                "those versions, or train it anew")
         return
     if not np.array_equal(saved, val_idx):
         differs = len(np.setdiff1d(saved, val_idx)) if len(saved) == len(val_idx) else len(saved)
