@@ -148,6 +148,14 @@ def test_student_learns_from_a_teacher_run(tmp_path, tiny_data, caplog):
     with caplog.at_level(logging.INFO, logger="fmnist"):
         student = train(settings, "jax", runs_dir=tmp_path, dataset=dataset, extra_callbacks=[Steps()])
     assert "answers for the 50 images the student trains" in caplog.text  # not all 60: --limit leaves 10 out
+    # Its validation images, split otherwise than the teacher's, are partly ones the teacher trained on: said.
+    from fmnist.distill import taught_to_the_teacher
+
+    with np.load(teacher.run_dir / artifacts.SPLIT) as taught, np.load(student.run_dir / artifacts.SPLIT) as split:
+        seen = len(np.intersect1d(taught["train"], split["validation"]))
+        assert taught_to_the_teacher(str(teacher.run_dir), taught["validation"]) == 0
+        assert taught_to_the_teacher(str(teacher.run_dir), taught["train"]) == len(taught["train"])
+    assert seen > 0 and f"{seen} of the 10 validation images are ones the teacher trained on" in caplog.text
     assert "answers for the 400 views of them" in caplog.text  # ten of each of the 40 it trains on
     assert "training on 40 images and 120 views of them an epoch" in caplog.text
     assert steps == [-(-160 // 16)]

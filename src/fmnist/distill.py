@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,6 +38,17 @@ def load_teacher(teacher: str, sha256: str | None = None) -> Teacher:
     model, loaded = model_files.load_model(Path(teacher))
     require_same_teacher(teacher, sha256, loaded, "this run")  # replaced since the run checked it a moment ago
     return Teacher(teacher, model, folded)
+
+
+def taught_to_the_teacher(teacher: str, indices: np.ndarray) -> int | None:
+    """How many of ``indices`` (of the training set's images) the teacher trained on; None where its split.npz
+    cannot be read."""
+    try:
+        with np.load(runs.teacher_run_dir(teacher) / artifacts.SPLIT) as split:
+            taught = split["train"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, FmnistError):
+        return None
+    return int(np.isin(indices, taught).sum())
 
 
 def teacher_targets(teacher: Teacher, rows: np.ndarray, temperature: float,

@@ -201,7 +201,16 @@ def fit(
     n_train = len(train_idx)
     soft_targets = views = None
     if settings.teacher:
-        from fmnist.distill import ViewEpochs, teacher_answers
+        from fmnist.distill import ViewEpochs, taught_to_the_teacher, teacher_answers
+
+        seen = taught_to_the_teacher(settings.teacher, val_idx)
+        if seen:  # the student never trains on them: only its val_loss, against the teacher's answers, is the worse
+            log.warning(
+                "%d of the %d validation images are ones the teacher trained on (its split is another: another seed, "
+                "--validation-fraction or --limit). The student never trains on them, so its validation accuracy "
+                "and calibration stay fair, but its val_loss compares it with the teacher's answers there, which "
+                "the teacher learnt; give the student the teacher's seed, fraction and limit to validate on images "
+                "neither trained on", seen, len(val_idx))
 
         soft_targets, views, view_labels = teacher_answers(
             settings, run_dir, features, dataset.x_train[train_idx].reshape(n_train, -1), recorded_teacher(run_dir))
