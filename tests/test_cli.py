@@ -183,6 +183,7 @@ def test_short_real_training_end_to_end_on_the_specs_backend(tmp_path, real_data
     assert evaluated["run_dir"] == run_dir and Path(run_dir).is_absolute()
     # evaluate drew the report again, from the files (`fmnist report` does the same: tests/test_runs.py runs it)
     assert f"on {evaluated['evaluated_backend']}</td>" in (Path(run_dir) / artifacts.REPORT_HTML).read_text()
+    assert evaluated["report"] == str(Path(run_dir) / artifacts.REPORT_HTML)  # as the text's last line names it
 
     with open(f"{run_dir}/{artifacts.MODEL}", "ab") as f:
         f.write(b"tampered")

@@ -398,7 +398,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
         metrics = evaluate_run(run, dataset=dataset)
     warn_of_group_summary(run)
-    _emit(args, headline(run, metrics), {"run_dir": run, **metrics})
+    _emit(args, headline(run, metrics), {"run_dir": run, **metrics, "report": run / artifacts.REPORT_HTML})
 
 
 def _check_model(run: Path) -> None:
