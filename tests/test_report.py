@@ -25,6 +25,7 @@ def test_report_is_rebuilt_from_the_runs_files_alone(tiny_run_dir, tmp_path):
     assert (run / artifacts.CURVES_PNG).is_file() and (run / artifacts.CONFUSION_MATRIX_PNG).is_file()
     assert "<th scope=row>dropout</th>" in html and "distill_alpha" not in html  # no teacher: its settings mislead
     assert "<th scope=row>limit</th><td>-</td>" in html and "None" not in html  # a setting not given reads "-"
+    assert "<th scope=row>hidden_sizes</th><td>16-8</td>" in html  # as `fmnist runs` shows them
     config = artifacts.read_json(run / artifacts.CONFIG)
     config["settings"]["teacher"] = "/somewhere/teacher"
     artifacts.write_json(run / artifacts.CONFIG, config)
