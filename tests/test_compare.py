@@ -64,6 +64,15 @@ def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs):
         for name in CLASS_NAMES:
             assert f"{metrics['per_class'][name]['f1-score']:.4f}" in page
     assert "Classes whose mistakes changed most" in page
+    assert "Their losses are measured against" not in page  # both against the labels
+    # One trained with label smoothing (its config says so, as a copy edited here): its loss has another floor.
+    smoothed = shutil.copytree(b, tmp_path / "smoothed")
+    config = json.loads((smoothed / artifacts.CONFIG).read_text())
+    config["settings"]["label_smoothing"] = 0.1
+    (smoothed / artifacts.CONFIG).write_text(json.dumps(config))
+    page = compare_runs([a, smoothed], tmp_path / "out" / "compare.html").read_text()
+    assert "Their losses are measured against label smoothing, the labels: compare those curves within each kind" \
+           in page
 
 
 def test_compare_command_takes_names_and_refuses_what_it_cannot_compare(tmp_path, two_runs):

@@ -110,6 +110,11 @@ def default_output(run_dirs: list[Path], runs_dir: Path) -> tuple[Path, str]:
     return parents.pop() / artifacts.COMPARISON_HTML, "the runs' folder, where the page goes without --output,"
 
 
+def _setting(item: dict[str, Any], name: str) -> Any:
+    settings = item["config"].get("settings")
+    return settings.get(name) if isinstance(settings, dict) else None
+
+
 def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Path(defaults.RUNS_DIR)) -> Path:
     """Write the comparison page of ``run_dirs`` (two or more) to ``output``, by default beside them;
     return its path."""
@@ -146,6 +151,12 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
          f"as {ch['most_moved']}: {' / '.join(map(str, ch['most_moved_counts']))}"]
         for ch in changes
     ]
+    # A loss against smoothed labels or a teacher's answers has another floor than the plain one: not comparable.
+    losses = {"label smoothing" if _setting(item, "label_smoothing") else "a teacher" if _setting(item, "teacher")
+              else "the labels" for item in loaded}
+    curves_note = "" if len(losses) == 1 else (
+        f"<p><b>Their losses are measured against {', '.join(sorted(losses))}: compare those curves within each kind "
+        "only; the accuracies compare across them.</b></p>")
     note = ""
     if len({int(np.sum(item["confusion_matrix"])) for item in loaded}) > 1:
         note = "<p><b>These runs were scored on different numbers of test images: compare counts with care.</b></p>"
@@ -157,7 +168,8 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
         sections = [
             ("Runs", table_html(["run", *names], headline)),
             ("Settings (differences highlighted)", table_html(["setting", *names], settings, highlight=differ)),
-            ("Learning curves (shared axes)", image_html(curves, "loss and accuracy of every run on shared axes")),
+            ("Learning curves (shared axes)",
+             curves_note + image_html(curves, "loss and accuracy of every run on shared axes")),
             ("F1 per class", image_html(bars, "F1 per class, one bar per run")
              + table_html(["class", *names, "range"], f1_rows)),
             ("Classes whose mistakes changed most", note + (table_html(
