@@ -276,3 +276,24 @@ def test_figures_that_cannot_be_written_leave_the_earlier_bench_whole(tmp_path, 
     assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(earlier)
     assert f"{tmp_path / 'bench.json'} held an earlier bench: replaced by this one" in caplog.text
+
+
+def test_a_timing_process_reports_its_own_peak_memory_not_its_parents():
+    from fmnist.bench import _peak_rss_mib
+
+    held = np.ones(400 * 2**20 // 8)  # 400 MiB resident in this process, the timing processes' parent
+    child = subprocess.run([sys.executable, "-c", "from fmnist.bench import _peak_rss_mib; print(_peak_rss_mib())"],
+                           capture_output=True, text=True, timeout=120, check=True)
+    assert _peak_rss_mib() >= 400 and float(child.stdout) < 300, (child.stdout, held.sum())
+
+
+@pytest.mark.realdata
+def test_the_worker_times_our_training_and_inference_for_real(real_data_dir):
+    from fmnist.bench import INFERENCE_BATCHES, worker
+
+    figures = worker("jax", 1, str(real_data_dir))
+    assert len(figures["epoch_seconds"]) == 1 and figures["epoch_seconds"][0] > 0
+    assert list(figures["inference_images_per_s"]) == [str(b) for b in INFERENCE_BATCHES]
+    assert all(rate > 0 for rate in figures["inference_images_per_s"].values())
+    assert 0 < figures["single_image_ms"]["p50"] <= figures["single_image_ms"]["p99"]
+    assert figures["peak_training_rss_mib"] > 100  # the data and the model at least

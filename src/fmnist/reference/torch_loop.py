@@ -41,4 +41,4 @@ for epoch in range(epochs):
     with torch.no_grad():
         val_loss = loss_fn(model(x_val), y_val).item()
     seconds.append(time.perf_counter() - start)
-print(json.dumps({"epoch_seconds": seconds}))
+print(json.dumps({"epoch_seconds": seconds, "threads": torch.get_num_threads()}))  # left at PyTorch's default
