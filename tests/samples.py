@@ -122,6 +122,8 @@ def bad_files() -> list[tuple[str, str, bytes, int, str]]:
         # RIFF, not WebP
         ("wav", "song.wav", b"RIFF" + (36).to_bytes(4, "little") + b"WAVEfmt " + bytes(28), 415, UNSUPPORTED),
         ("text-starting-bm", "notes.txt", b"BMW manual, page 1\n" * 10, 415, UNSUPPORTED),  # "BM", not a BMP
+        ("short-text-starting-bm", "bm.txt", b"BM is a text", 415, UNSUPPORTED),
+        ("bmp-cut-short", "cut.bmp", encode(noise, "BMP")[:14], 422, "starts like a BMP but is truncated"),
         ("tiff", "scan.tiff", encode(noise, "TIFF"), 415, UNSUPPORTED),
         ("ico", "icon.ico", encode(Image.fromarray(noise).resize((32, 32)), "ICO"), 415, UNSUPPORTED),
         ("png-truncated", "cut.png", png[: len(png) // 2], 422, "is truncated or damaged"),

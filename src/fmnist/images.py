@@ -108,6 +108,8 @@ def claimed_format(data: bytes) -> str | None:
         return None
     if data.startswith(b"BM") and len(data) >= 18 and int.from_bytes(data[14:18], "little") not in BMP_HEADER_SIZES:
         return None
+    if data.startswith(b"BM") and 10 <= len(data) < 18 and data[6:10] != bytes(4):  # too short to hold the DIB
+        return None  # header's size, but its reserved bytes, 0 as BMP writers leave them, are text's ("BM is a text")
     return next((fmt for magic, fmt in SIGNATURES.items() if data.startswith(magic)), None)
 
 
