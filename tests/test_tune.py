@@ -131,6 +131,8 @@ def test_a_trial_the_pruner_gives_up_on_stops_and_is_recorded_as_pruned_but_not_
     assert trial.state == optuna.trial.TrialState.PRUNED
     history = artifacts.read_history(Path(trial.user_attrs["run_dir"]))
     assert len(history["loss"]) == 1 and trial.intermediate_values == {0: history["val_loss"][0]}
+    # Recorded with the run it was pruned in, its own, for a retry that finishes some attempt's run.
+    assert (trial.user_attrs["pruned_at"], trial.user_attrs["run_of"]) == (0, trial.number)
     # Not at its last epoch: stopping there saves nothing, and the trial ran all its epochs.
     study.optimize(_objective(dataclasses.replace(settings, epochs=1), "jax", tmp_path, dataset), n_trials=1)
     assert study.trials[1].state == optuna.trial.TrialState.COMPLETE
@@ -538,6 +540,7 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
     # the one the next retry finishes, not trained again; nor pruned, as the first attempt's run was.
     study.enqueue_trial(trial.params)
     first = stopped_trial()  # its run on another machine's disk, say
+    first.set_user_attr("run_of", first.number)  # as its pruning callback records it: pruned in its own run
     first.set_user_attr("pruned_at", 0)
     study.tell(first, state=optuna.trial.TrialState.FAIL)
     study.enqueue_trial(first.params, user_attrs={"retry_of": first.number})

@@ -115,9 +115,11 @@ def _trials_runs_dir(study: optuna.Study) -> Path | None:
     return next(iter(folders)) if len(folders) == 1 and next(iter(folders)).is_dir() else None
 
 
-def pruning_callback(trial: optuna.Trial, pruned_at: list[int], reported: set[int] | None = None) -> Any:
+def pruning_callback(trial: optuna.Trial, pruned_at: list[int], reported: set[int] | None = None,
+                     run_of: list[int] | None = None) -> Any:
     """A Keras callback that reports each epoch's val_loss to Optuna (noting the epoch in ``reported``) and stops a
-    trial the pruner gives up on, unless it ends there anyway."""
+    trial the pruner gives up on, unless it ends there anyway; ``run_of[0]``, the trial whose run it trains, is
+    recorded with the pruning."""
     import keras
 
     def on_epoch_end(epoch: int, logs: dict) -> None:
@@ -130,6 +132,8 @@ def pruning_callback(trial: optuna.Trial, pruned_at: list[int], reported: set[in
             return
         if trial.should_prune():
             pruned_at.append(epoch)
+            if run_of is not None:  # first: a pruning is always known to be in that run
+                trial.set_user_attr(RUN_OF, run_of[0])
             trial.set_user_attr("pruned_at", epoch)  # for a retry, should a stop cut the trial short after this
             callback.model.stop_training = True
 
@@ -180,7 +184,8 @@ def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, runs_dir:
     pruned_at: list[int] = []
     reported: set[int] = set()
     settings = settings_for(base, trial.params, name=trial_name(trial.number))
-    callbacks = [pruning_callback(trial, pruned_at, reported)]
+    run_of = [trial.number]  # the trial whose run this one trains: its own, unless it finishes an earlier attempt's
+    callbacks = [pruning_callback(trial, pruned_at, reported, run_of)]
     attempts = _earlier_attempts(trial)
     run_dir = None
     for attempt in attempts:  # newest first
@@ -188,15 +193,13 @@ def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, runs_dir:
                                    dataset)
         if cut_short is None:
             continue
-        # Named after the attempt that began it; recorded before it is finished, so that a pruning now is known, by
-        # a retry, to be in that run.
-        trial.set_user_attr(RUN_OF, attempt.number)
+        run_of[0] = attempt.number  # the run is named after the attempt that began it
         run_dir = _finish(cut_short, dataset, callbacks)
         if run_dir is None:  # its settings are trained again, in a run of this trial's own
-            trial.set_user_attr(RUN_OF, trial.number)
-        else:  # it ended where an attempt in this same run was pruned: pruned again
-            pruned_at.extend(t.user_attrs["pruned_at"] for t in attempts
-                             if "pruned_at" in t.user_attrs and t.user_attrs.get(RUN_OF, t.number) == attempt.number)
+            run_of[0] = trial.number
+        else:  # it ended where an attempt in this same run was pruned (one recorded before RUN_OF was: any run)
+            pruned_at.extend(t.user_attrs["pruned_at"] for t in attempts if "pruned_at" in t.user_attrs
+                             and t.user_attrs.get(RUN_OF, attempt.number) == attempt.number)
         break
     if run_dir is None:
         run_dir = train(settings, backend, runs_dir=runs_dir, dataset=dataset, extra_callbacks=callbacks).run_dir
