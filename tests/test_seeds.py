@@ -138,6 +138,21 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
         rows = runs.list_runs(tmp_path)  # listed as it is, never as the mean of a group it is not
         assert runs.format_runs(rows, runs.seed_groups(rows, tmp_path), tmp_path).splitlines()[1].endswith(
             "3 seeds scored (group.json damaged: restore it from a copy)")
+    # Unreadable altogether, or made by a later fmnist with a setting this one does not know: its runs are still its
+    # own, each as the group has it, and counted.
+    for damaged in ("{cut", {**record, "settings": {**record["settings"], "mixup_alpha": 0.2}}):
+        if isinstance(damaged, str):
+            (group / artifacts.SEED_GROUP).write_text(damaged)
+        else:
+            artifacts.write_json(group / artifacts.SEED_GROUP, damaged)
+            for run in group.iterdir():
+                if (run / artifacts.CONFIG).is_file():
+                    config = artifacts.read_json(run / artifacts.CONFIG)
+                    config["settings"]["mixup_alpha"] = 0.2
+                    artifacts.write_json(run / artifacts.CONFIG, config)
+        rows = runs.list_runs(tmp_path)
+        [listed] = [g for g in runs.seed_groups(rows, tmp_path) if g["group"] == group.name]
+        assert listed["scored"] == 3 and listed["foreign"] == [], damaged
     # Where one run is wanted (evaluate, report, predict, serve, export, compare), the group is named as such.
     first_run = sorted(r["run_dir"] for r in resumed["runs"])[0]
     for refused in (lambda: runs.require_run_dir(group), lambda: model_files.verified_model_path(group)):

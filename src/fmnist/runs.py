@@ -86,11 +86,12 @@ def prepare_output(path: Path, flag: str, suffix: str | None = None) -> Path:
     return path
 
 
-# Files that only fmnist's training writes in a run: beside a config.json it cannot read, they still make a run.
-RUN_ONLY_FILES = (artifacts.SPLIT, artifacts.STATUS, artifacts.LOCK, artifacts.BACKUP)
+# Files that only fmnist's training writes in a run: beside a config.json it cannot read, they still make a run
+# (not status.json: a name as common as config.json).
+RUN_ONLY_FILES = (artifacts.SPLIT, artifacts.LOCK, artifacts.BACKUP)
 # The files of a run (or of a --seeds group's folder), any of which `fmnist runs` lists a folder for.
-RUN_FILES = {artifacts.CONFIG, artifacts.HISTORY, artifacts.MODEL, artifacts.METRICS, artifacts.SEED_GROUP,
-             *RUN_ONLY_FILES}
+RUN_FILES = {artifacts.CONFIG, artifacts.STATUS, artifacts.HISTORY, artifacts.MODEL, artifacts.METRICS,
+             artifacts.SEED_GROUP, *RUN_ONLY_FILES}
 
 
 def _is_run(folder: Path) -> bool:
@@ -590,11 +591,17 @@ def settings_differ(planned: dict[str, Any], member: dict[str, Any]) -> list[str
     """The settings, as JSON keeps them, in which a group's ``member`` is not the group's (seed and name apart)."""
     from fmnist.settings import TrainSettings
 
-    # A setting this fmnist does not know (a later one's) is one they may differ in; one that a later or earlier
-    # fmnist added, which this one knows, is compared only where both have it, as a resume fills it in.
-    unknown = (planned.keys() | member.keys()) - TrainSettings.names()
-    shared = planned.keys() & member.keys() - {"seed", "name"} - unknown
+    known = TrainSettings.names()
+    # One this fmnist does not know (a later one's) differs where one side lacks it or the two disagree; one that a
+    # later or earlier fmnist added, which this one knows, is compared only where both have it, as a resume fills it
+    # in.
+    unknown = {k for k in (planned.keys() | member.keys()) - known
+               if planned.get(k, _MISSING) != member.get(k, _MISSING)}
+    shared = (planned.keys() & member.keys() & known) - {"seed", "name"}
     return sorted(unknown | {k for k in shared if planned[k] != member[k]})
+
+
+_MISSING = object()
 
 
 def differs_from_group(group: dict[str, Any], member: dict[str, Any]) -> list[str]:
@@ -602,9 +609,10 @@ def differs_from_group(group: dict[str, Any], member: dict[str, Any]) -> list[st
     settings (seed and name apart), backend or data. Such a run would be counted in the group's mean, or resumed
     with the group's settings, as its members are told apart by seed alone."""
     differ = settings_differ(_settings_in(group), _settings_in(member))
-    if member.get("backend") != group.get("backend"):
+    # What a damaged group.json lacks is not held against its runs (its resume refuses the group itself).
+    if "backend" in group and member.get("backend") != group["backend"]:
         differ.append("backend")
-    if _data_checksums(member) != _data_checksums(group):
+    if _data_checksums(group) is not None and _data_checksums(member) != _data_checksums(group):
         differ.append("data")
     return differ
 
@@ -648,9 +656,11 @@ def _planned_settings(record: dict[str, Any]) -> dict[str, Any]:
     from fmnist.settings import TrainSettings
 
     settings = _settings_in(record)
+    if not settings:  # none to read (group.json damaged): no run is held to the defaults instead
+        return {}
     try:
         return TrainSettings.from_dict(settings).to_dict()
-    except FmnistError:  # damaged: compared as it is (its resume refuses the group)
+    except FmnistError:  # damaged, or a later fmnist's: compared as it is (its resume refuses the group)
         return settings
 
 
