@@ -83,7 +83,7 @@ def test_a_damaged_backup_is_one_line_saying_what_to_do(tmp_path, content):
 
 
 @pytest.mark.parametrize("cut", ["callbacks", "numpy_random", "python_random", "epochs_done", "model_variables",
-                                 "numpy_random_keys", "callback0_best_weights_0"])
+                                 "numpy_random_keys", "callback0_best_weights_0", "python_random_malformed"])
 def test_a_backup_missing_part_of_its_record_is_one_line_and_leaves_the_model_as_it_was(tmp_path, cut):
     model = _model()
     callbacks = _callbacks(model)
@@ -92,7 +92,9 @@ def test_a_backup_missing_part_of_its_record_is_one_line_and_leaves_the_model_as
     with np.load(tmp_path / "backup.npz") as data:
         arrays = dict(data)
     meta = json.loads(str(arrays["meta"]))
-    if cut in meta:
+    if cut == "python_random_malformed":  # of the right shape, but a state Python's generator refuses
+        meta["python_random"] = [3, [0] * 3, None]
+    elif cut in meta:
         del meta[cut]
     else:
         del arrays[cut]
@@ -100,11 +102,16 @@ def test_a_backup_missing_part_of_its_record_is_one_line_and_leaves_the_model_as
     fresh = _model()
     fresh_callbacks = _callbacks(fresh)
     weights = fresh.get_weights()
+    np.random.seed(5)
+    random.seed(5)
+    generators = np.random.get_state()[1].copy(), random.getstate()
     with pytest.raises(FmnistError, match="backup.npz is damaged, so the run cannot continue from it; remove it"):
         restore(tmp_path / "backup.npz", fresh, fresh_callbacks)
     for before, after in zip(weights, fresh.get_weights()):
         np.testing.assert_array_equal(before, after)
     assert fresh_callbacks[0].best_weights is None
+    np.testing.assert_array_equal(np.random.get_state()[1], generators[0])
+    assert random.getstate() == generators[1]
 
 
 def test_a_backup_names_its_optimizer_and_seed_generators_however_keras_numbered_them(tmp_path):

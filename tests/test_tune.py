@@ -415,8 +415,9 @@ def test_a_continued_study_runs_again_what_a_stop_or_a_dead_worker_cut_short(tmp
     from fmnist.tune import FIXED_SETTINGS
 
     study.set_user_attr(FIXED_SETTINGS, {**study.user_attrs[FIXED_SETTINGS], "mixup_alpha": 0.2})
-    with pytest.raises(FmnistError, match="study 's' was started with mixup_alpha 0.2, a setting this fmnist does not "
-                                          "know: its trials could not be compared"):
+    with pytest.raises(FmnistError, match=r"study 's' was started with mixup_alpha 0.2, a setting this fmnist does "
+                                          r"not know \(continue it with the fmnist that began it\): its trials could "
+                                          "not be compared"):
         open_study("s", store, shown, BASE)
 
 

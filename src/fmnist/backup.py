@@ -117,17 +117,33 @@ def save(path: Path, model: keras.Model, callbacks: list, epochs_done: int, stop
 
 
 def restore(path: Path, model: keras.Model, callbacks: list) -> tuple[int, bool]:
-    """Put the saved state back into the model, its optimizer, the callbacks and the random generators."""
+    """Put the saved state back into the model, its optimizer, the callbacks and the random generators; a backup
+    refused (damaged, or another run's) leaves every one of them as it was."""
     data, meta = load(path)
     try:
-        return _restore(path, data, meta, model, callbacks)
+        callback_values, random_states, epochs_done, stopped = _checked(path, data, meta, model, callbacks)
     except (KeyError, TypeError, ValueError, IndexError):  # a record or an array missing, or of another kind
         raise damaged(path) from None
+    before = np.random.get_state(), random.getstate()
+    try:
+        np.random.set_state(random_states[0])
+        random.setstate(random_states[1])
+    except (TypeError, ValueError):  # a generator's state of the wrong form
+        np.random.set_state(before[0])
+        random.setstate(before[1])
+        raise damaged(path) from None
+    for prefix, variables in (("model", model.variables), ("optimizer", model.optimizer.variables)):
+        for i, variable in enumerate(variables):
+            variable.assign(data[f"{prefix}_{i}"])
+    for cb, values in zip(callbacks, callback_values):
+        for name, value in values.items():
+            setattr(cb, name, value)
+    return epochs_done, stopped
 
 
-def _restore(path: Path, data: dict[str, Any], meta: dict[str, Any], model: keras.Model,
-             callbacks: list) -> tuple[int, bool]:
-    # Every check before anything is put back: a backup refused leaves the model and the callbacks as they were.
+def _checked(path: Path, data: dict[str, Any], meta: dict[str, Any], model: keras.Model,
+             callbacks: list) -> tuple[list[dict[str, Any]], tuple[Any, Any], int, bool]:
+    """What the backup puts back, read and checked against the model and callbacks before anything is put back."""
     if [c["class"] for c in meta["callbacks"]] != [type(cb).__name__ for cb in callbacks]:
         raise FmnistError(f"{path} was written with other callbacks; it cannot resume this run")
     for prefix, variables in (("model", model.variables), ("optimizer", model.optimizer.variables)):
@@ -141,13 +157,6 @@ def _restore(path: Path, data: dict[str, Any], meta: dict[str, Any], model: kera
                        for j, saved in enumerate(meta["callbacks"])]
     np_kind, np_pos, np_has_gauss, np_gauss = meta["numpy_random"]
     version, internal, gauss = meta["python_random"]
-    epochs_done, stopped = meta["epochs_done"], meta["stopped"]
-    np.random.set_state((np_kind, data["numpy_random_keys"], np_pos, np_has_gauss, np_gauss))
-    random.setstate((version, tuple(internal), gauss))
-    for prefix, variables in (("model", model.variables), ("optimizer", model.optimizer.variables)):
-        for i, variable in enumerate(variables):
-            variable.assign(data[f"{prefix}_{i}"])
-    for cb, values in zip(callbacks, callback_values):
-        for name, value in values.items():
-            setattr(cb, name, value)
-    return epochs_done, stopped
+    random_states = ((np_kind, data["numpy_random_keys"], np_pos, np_has_gauss, np_gauss),
+                     (version, tuple(internal), gauss))
+    return callback_values, random_states, meta["epochs_done"], meta["stopped"]

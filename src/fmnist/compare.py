@@ -19,20 +19,15 @@ HISTORY_ADVICE = "restore it from a copy (the comparison draws each run's learni
 TOP_CLASSES = 5
 
 
-def _text(value: Any) -> str:
-    """A setting as the table shows it: a list joined by "-", a value missing (None) as "-", as a setting absent."""
-    return "-".join(str(v) for v in value) if isinstance(value, list) else runs.cell(value)
-
-
 def flat_settings(config: dict[str, Any]) -> dict[str, str]:
     """Everything that shapes a run, one line each: its settings (those it read), backend, data and package
     versions."""
     settings = config.get("settings", {})
-    flat = {key: _text(value) for key, value in settings.items() if key not in unused_settings(settings)}
-    flat["backend"] = _text(config.get("backend"))
-    flat["data"] = _text(config.get("data", {}).get("source"))
-    flat["python"] = _text(config.get("python"))
-    flat.update({f"version {name}": _text(v) for name, v in config.get("versions", {}).items()})
+    flat = {key: runs.setting_text(value) for key, value in settings.items() if key not in unused_settings(settings)}
+    flat["backend"] = runs.setting_text(config.get("backend"))
+    flat["data"] = runs.setting_text(config.get("data", {}).get("source"))
+    flat["python"] = runs.setting_text(config.get("python"))
+    flat.update({f"version {name}": runs.setting_text(v) for name, v in config.get("versions", {}).items()})
     return flat
 
 

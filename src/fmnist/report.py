@@ -89,7 +89,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
     ]
     recorded = config.get("settings", {})
     shown = {k: v for k, v in recorded.items() if k not in unused_settings(recorded)}
-    settings = [[k, runs.cell(_setting_text(k, v))] for k, v in shown.items()] + [
+    settings = [[k, runs.setting_text(v)] for k, v in shown.items()] + [
         ["backend", runs.cell(config.get("backend"))], ["data", runs.cell(config.get("data", {}).get("source"))],
         ["versions", ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items())],
     ]
@@ -263,11 +263,6 @@ def headline(run_dir: Path, metrics: dict[str, Any]) -> str:
         f"{_calibration(metrics, 'ECE {before} -> {after} after temperature scaling (T = {temperature})')}\n"
         f"report: {Path(run_dir) / artifacts.REPORT_HTML}"
     )
-
-
-def _setting_text(name: str, value: Any) -> Any:
-    """A setting as `fmnist runs` and the comparison page show it: hidden sizes as 512-256-64-32."""
-    return "-".join(map(str, value)) if name == "hidden_sizes" and isinstance(value, list) else value
 
 
 def _interval(metrics: dict[str, Any]) -> tuple[float, float] | None:

@@ -587,6 +587,11 @@ def cell(value: Any, fmt: str = "{}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
+def setting_text(value: Any) -> str:
+    """A setting as a table shows it: a list (hidden sizes) joined by "-", a value missing (None) as "-"."""
+    return "-".join(str(v) for v in value) if isinstance(value, list) else cell(value)
+
+
 def settings_differ(planned: dict[str, Any], member: dict[str, Any]) -> list[str]:
     """The settings, as JSON keeps them, in which a group's ``member`` is not the group's (seed and name apart)."""
     from fmnist.settings import TrainSettings

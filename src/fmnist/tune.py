@@ -444,7 +444,7 @@ def _refuse_other_settings(study: optuna.Study, base: TrainSettings) -> None:
     # this fmnist does not know could not be given the same here.
     differ = [_difference(flag(k) if k in FLAG_SETTINGS else k, recorded[k], fixed[k])
               for k in fixed.keys() & recorded.keys() if recorded[k] != fixed[k]]
-    differ += [f"{k} {recorded[k]}, a setting this fmnist does not know"
+    differ += [f"{k} {recorded[k]}, a setting this fmnist does not know (continue it with the fmnist that began it)"
                for k in recorded.keys() - TrainSettings.names()]
     if differ:
         raise FmnistError(f"study {study.study_name!r} was started with {'; '.join(sorted(differ))}: its trials "
