@@ -554,9 +554,10 @@ def _run_dirs(folder: Path, depth: int) -> list[Path]:
         except OSError:  # a folder we may not read: listed, with what summarize can say of it
             held = []
         inner = [p for p in held if p.is_dir() and not p.name.startswith(".")]
+        # Files of someone else's (a page written there with --output) make no run; an empty folder is one killed
+        # before its first file.
         if held and not inner and not any(p.name in RUN_FILES for p in held):
-            continue  # files of someone else's (a page written there with --output): no run; an empty folder is one
-            # killed before its first file
+            continue
         if not inner or depth <= 1 or (d / artifacts.CONFIG).exists() or (d / artifacts.STATUS).exists():
             found.append(d)
         else:
@@ -592,6 +593,9 @@ def setting_text(value: Any) -> str:
     return "-".join(str(v) for v in value) if isinstance(value, list) else cell(value)
 
 
+_MISSING = object()  # a setting one side of a comparison lacks
+
+
 def settings_differ(planned: dict[str, Any], member: dict[str, Any]) -> list[str]:
     """The settings, as JSON keeps them, in which a group's ``member`` is not the group's (seed and name apart)."""
     from fmnist.settings import TrainSettings
@@ -604,9 +608,6 @@ def settings_differ(planned: dict[str, Any], member: dict[str, Any]) -> list[str
                if planned.get(k, _MISSING) != member.get(k, _MISSING)}
     shared = (planned.keys() & member.keys() & known) - {"seed", "name"}
     return sorted(unknown | {k for k in shared if planned[k] != member[k]})
-
-
-_MISSING = object()
 
 
 def differs_from_group(group: dict[str, Any], member: dict[str, Any]) -> list[str]:

@@ -42,8 +42,8 @@ BUSY_POLL_S = 5
 MAX_STUDY_NAME_BYTES = defaults.MAX_STUDY_NAME_BYTES  # the best trial's run is named after it
 # The study's user attribute that keeps the settings every trial shares.
 FIXED_SETTINGS = "fixed_settings"
-RUN_OF = "run_of"  # a trial's user attribute: the trial whose run it trains (its own, or an earlier attempt's)
 FIXED_SETTINGS_WAITS = 20  # 0.1 s apart: how long a continued study without them waits for its maker to record them
+RUN_OF = "run_of"  # a trial's user attribute: the trial whose run it trains (its own, or an earlier attempt's)
 
 
 @dataclass(frozen=True)
@@ -289,8 +289,8 @@ def _finish(run_dir: Path, dataset: Dataset, callbacks: list[Any]) -> Path | Non
         except FmnistError as exc:
             if isinstance(exc, Diverged):  # the settings' fault, as in a run trained from its first epoch
                 raise
-            # Damaged by hand, say, or found diverged by another process since it was picked (a refusal, not a
-            # Diverged, which would end the study, not the trial)
+            # Damaged by hand, say, or found diverged by another process since it was picked: that refusal is no
+            # Diverged (which ends only the trial), so raised it would end the whole study.
             log.warning("%s cannot be finished (%s): its settings are trained again", run_dir, exc)
             return None
 
