@@ -21,8 +21,8 @@ else
 fi
 "$venv/bin/python" - <<'PY'
 import sys
-if sys.version_info < (3, 10):
-    sys.exit(f"fmnist needs Python 3.10 or newer (Keras 3); this is {sys.version.split()[0]}")
+if sys.version_info < (3, 11):
+    sys.exit(f"fmnist needs Python 3.11 or newer (the Keras 3, JAX and NumPy it pins); this is {sys.version.split()[0]}")
 PY
 if [ "$tests" = 1 ]; then package=".[test]"; else package="."; fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e "$package"
