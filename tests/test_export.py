@@ -11,7 +11,9 @@ from conftest import module_data, refused_before_keras, run_cli, tiny_train
 from fmnist import artifacts, model_files
 from fmnist.data import CLASS_NAMES, load_dataset, to_features
 from fmnist.errors import FmnistError
-from fmnist.export import choose_backend, export_run, list_exports, parity, sha256_tree
+from fmnist.export import choose_backend, export_run, list_exports, parity, parity_images, sha256_tree
+
+UNUSED_IMAGES = np.zeros((0, 784), np.float32)  # for an export refused before it checks parity
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +113,7 @@ def check_export(run_dir, fmt, record, images, backend, runner):
 def test_saved_model_from_jax_in_process(short_run, caplog):
     run_dir, folder, images = short_run
     with caplog.at_level(logging.WARNING):
-        record = export_run(run_dir, "saved_model", "jax", data_dir=folder)
+        record = export_run(run_dir, "saved_model", "jax", parity_images(run_dir, folder))
     assert "unsaved custom gradients" not in caplog.text  # TensorFlow's warning, about nothing the check does
     check_export(run_dir, "saved_model", record, images, "jax", run_saved_model)
 
@@ -121,7 +123,7 @@ def test_a_run_without_metrics_is_exported_without_refreshing_its_report(short_r
     unscored = shutil.copytree(run_dir, tmp_path / run_dir.name, ignore=shutil.ignore_patterns(artifacts.EXPORTS_DIR))
     (unscored / artifacts.METRICS).unlink()  # as after a kill during the evaluation that ends training
     report = (unscored / artifacts.REPORT_HTML).read_bytes()
-    record = export_run(unscored, "saved_model", "jax", data_dir=folder)
+    record = export_run(unscored, "saved_model", "jax", parity_images(unscored, folder))
     assert (unscored / artifacts.EXPORTS_DIR / "saved_model" / artifacts.EXPORT_INFO).is_file() and record["parity"]
     assert (unscored / artifacts.REPORT_HTML).read_bytes() == report
 
@@ -136,7 +138,7 @@ def test_an_interrupt_while_the_report_is_refreshed_keeps_the_export_and_says_so
 
     monkeypatch.setattr("fmnist.report.build_report", ctrl_c)
     with caplog.at_level(logging.WARNING, logger="fmnist.export"), pytest.raises(KeyboardInterrupt):
-        export_run(copy, "saved_model", "jax", data_dir=folder)
+        export_run(copy, "saved_model", "jax", parity_images(copy, folder))
     assert (copy / artifacts.EXPORTS_DIR / "saved_model" / artifacts.EXPORT_INFO).is_file()
     assert (f"the saved_model export is complete in {copy / artifacts.EXPORTS_DIR / 'saved_model'}; its report was "
             f"not refreshed: run 'fmnist report {copy}'") in caplog.text
@@ -152,7 +154,7 @@ def test_a_full_disk_while_the_report_is_refreshed_keeps_the_export_and_says_so(
 
     monkeypatch.setattr("fmnist.report.build_report", disk_full)
     with caplog.at_level(logging.WARNING, logger="fmnist.export"):
-        record = export_run(copy, "saved_model", "jax", data_dir=folder)
+        record = export_run(copy, "saved_model", "jax", parity_images(copy, folder))
     assert record["parity"]["passed"] and (copy / record["file"]).is_dir()
     assert "its report was not refreshed: [Errno 28] No space left on device" in caplog.text
 
@@ -162,7 +164,7 @@ def test_a_report_that_cannot_be_refreshed_leaves_the_export_kept_and_answered(s
     copy = shutil.copytree(run_dir, tmp_path / run_dir.name, ignore=shutil.ignore_patterns(artifacts.EXPORTS_DIR))
     (copy / artifacts.PREDICTIONS).unlink()  # deleted to save room, say: the report cannot be drawn again
     with caplog.at_level(logging.WARNING, logger="fmnist.export"):
-        record = export_run(copy, "saved_model", "jax", data_dir=folder)
+        record = export_run(copy, "saved_model", "jax", parity_images(copy, folder))
     assert record["parity"]["passed"] and (copy / record["file"]).is_dir()
     assert (f"the saved_model export is complete in {copy / artifacts.EXPORTS_DIR / 'saved_model'}; its report was "
             f"not refreshed: {copy / artifacts.PREDICTIONS} is missing") in caplog.text
@@ -176,7 +178,7 @@ def test_a_data_checksum_edited_in_the_runs_config_is_named_and_the_data_kept(sh
     artifacts.write_json(copy / artifacts.CONFIG, config)
     files = sorted(path.name for path in folder.iterdir())
     with pytest.raises(FmnistError, match=r"expected 0{64} .*the checksums config.json recorded for the run's data"):
-        export_run(copy, "saved_model", "jax", data_dir=folder)
+        export_run(copy, "saved_model", "jax", parity_images(copy, folder))
     assert sorted(path.name for path in folder.iterdir()) == files
     assert not (copy / artifacts.EXPORTS_DIR / "saved_model").exists()
 
@@ -184,7 +186,7 @@ def test_a_data_checksum_edited_in_the_runs_config_is_named_and_the_data_kept(sh
 def test_a_killed_exports_leftovers_are_cleared_and_its_predecessor_put_back(short_run, tmp_path, monkeypatch):
     run_dir, folder, _ = short_run
     copy = shutil.copytree(run_dir, tmp_path / run_dir.name, ignore=shutil.ignore_patterns(artifacts.EXPORTS_DIR))
-    first = export_run(copy, "saved_model", "jax", data_dir=folder)
+    first = export_run(copy, "saved_model", "jax", parity_images(copy, folder))
     exports = copy / artifacts.EXPORTS_DIR
     # Killed between _replace_dir's two renames: the earlier export set aside, none in its place, a staging folder.
     (exports / "saved_model").rename(exports / ".saved_model.old")
@@ -196,7 +198,7 @@ def test_a_killed_exports_leftovers_are_cleared_and_its_predecessor_put_back(sho
 
     monkeypatch.setattr("fmnist.export._write_export", broken)
     with pytest.raises(FmnistError, match="the writer broke"):
-        export_run(copy, "saved_model", "jax", data_dir=folder)
+        export_run(copy, "saved_model", "jax", parity_images(copy, folder))
     assert [e["created"] for e in list_exports(copy)] == [first["created"]]  # the earlier export, whole again
     assert sorted(p.name for p in exports.iterdir()) == [".saved_model.lock", "saved_model"]
 
@@ -209,7 +211,7 @@ def test_a_second_export_of_the_same_format_at_once_is_refused(tiny_run_dir, tmp
     with open(run_dir / artifacts.EXPORTS_DIR / ".onnx.lock", "a") as held:  # as the first export's process holds it
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(FmnistError, match=f"another process is exporting {run_dir} to onnx; wait for it"):
-            export_run(run_dir, "onnx", "tensorflow")
+            export_run(run_dir, "onnx", "tensorflow", UNUSED_IMAGES)
 
 
 def test_a_damaged_export_record_is_left_out_not_shown(tmp_path, caplog):
@@ -257,7 +259,7 @@ def test_a_file_where_the_export_goes_is_named_not_hidden(tiny_run_dir, tmp_path
     (run_dir / artifacts.EXPORTS_DIR).mkdir(exist_ok=True)
     (run_dir / artifacts.EXPORTS_DIR / "onnx").write_text("mine")
     with pytest.raises(FmnistError, match=r"exports/onnx is a file, where the onnx export goes: move it away"):
-        export_run(run_dir, "onnx", "tensorflow")
+        export_run(run_dir, "onnx", "tensorflow", UNUSED_IMAGES)
     assert sorted(p.name for p in (run_dir / artifacts.EXPORTS_DIR).iterdir()) == ["onnx"]
 
 
@@ -270,7 +272,7 @@ def test_a_linked_exports_folder_is_refused_not_written_through(tiny_run_dir, tm
     (run_dir / linked).symlink_to(other / linked)
     before = sorted(other.rglob("*"))
     with pytest.raises(FmnistError, match=f"{linked} is a link to {other / linked}; .* remove the link"):
-        export_run(run_dir, "onnx", "tensorflow")
+        export_run(run_dir, "onnx", "tensorflow", UNUSED_IMAGES)
     assert sorted(other.rglob("*")) == before  # the other run's folder untouched
 
 

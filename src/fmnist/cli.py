@@ -452,11 +452,11 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     with idle_run(args.run, args.runs_dir, "export it") as run:
         _check_model(run)
-        parity_images(run, args.data_dir)  # data not found: said at once, not after the backend's seconds of loading
+        images = parity_images(run, args.data_dir)  # data not found: said at once, not after the backend loads
         backend = activate(choose_backend(args.format, args.backend))
         from fmnist.export import export_run, summary_text
 
-        record = export_run(run, args.format, backend, data_dir=args.data_dir)
+        record = export_run(run, args.format, backend, images)
     _emit(args, summary_text(run, record), {**record, "run_dir": run, "path": run / record["file"]})
 
 

@@ -176,8 +176,9 @@ def _clear_leftovers(exports: Path, fmt: str) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def export_run(run_dir: Path, fmt: str, backend: str, data_dir: Path | None = None) -> dict[str, Any]:
-    """Export the run's model to ``exports/<fmt>/``, check parity, record it in ``export.json``; return that record."""
+def export_run(run_dir: Path, fmt: str, backend: str, images: np.ndarray) -> dict[str, Any]:
+    """Export the run's model to ``exports/<fmt>/``, check its parity on ``images`` (:func:`parity_images`), record it
+    in ``export.json``; return that record."""
     from fmnist.report import build_report
 
     run_dir = runs.require_run_dir(run_dir)
@@ -195,7 +196,6 @@ def export_run(run_dir: Path, fmt: str, backend: str, data_dir: Path | None = No
     busy = f"another process is exporting {run_dir} to {fmt}; wait for it, then export again if need be"
     with runs.held_lock(exports / f".{fmt}.lock", busy):
         _clear_leftovers(exports, fmt)
-        images = parity_images(run_dir, data_dir)
         model, model_sha256 = model_files.load_model(run_dir)
         record = _export_into(exports, fmt, model, model_sha256, images, backend)
     if (run_dir / artifacts.METRICS).is_file():  # the report lists the exports; without metrics there is none yet
