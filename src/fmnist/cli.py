@@ -385,9 +385,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from fmnist.backend import activate
-    from fmnist.runs import idle_run
-
     from fmnist.data import load_dataset
+    from fmnist.runs import idle_run
 
     with idle_run(args.run, args.runs_dir, "evaluate it") as run:
         _check_model(run)

@@ -191,7 +191,8 @@ def fit(
     from fmnist.recipes import compile_model, training_labels
 
     train_idx, val_idx = split_indices(dataset.y_train, settings)
-    if epochs_in_history(run_dir):
+    initial_epoch = epochs_in_history(run_dir)  # a resumed run's, its history cut back to its backup by fmnist.resume
+    if initial_epoch:
         require_same_split(run_dir, val_idx)
     artifacts.write_atomic(run_dir / artifacts.SPLIT, lambda tmp: np.savez(tmp, train=train_idx, validation=val_idx))
     # Only the images this run trains and validates on (a teacher answers for each: all 60,000 under --limit took
@@ -215,7 +216,6 @@ def fit(
         soft_targets, views, view_labels = teacher_answers(
             settings, run_dir, features, dataset.x_train[train_idx].reshape(n_train, -1), recorded_teacher(run_dir))
     labels = training_labels(dataset.y_train[used], settings, soft_targets)
-    initial_epoch = epochs_in_history(run_dir)  # a resumed run's, its history cut back to its backup by fmnist.resume
     batches = None  # the distilled student's endless batches with views, else the arrays as they are
     if views is not None:
         batches = ViewEpochs(features[:n_train], labels[:n_train], views, view_labels, settings.distill_views,
