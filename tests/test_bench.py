@@ -12,7 +12,8 @@ import pytest
 
 from conftest import run_cli
 from fmnist.errors import FmnistError
-from fmnist.bench import REFERENCE_DIR, _summarise, bench, dense_flops_per_image, gemm_gflops, table
+from fmnist.bench import (REFERENCE_DIR, _summarise, bench, dense_flops_per_image, epoch_matmul_seconds, gemm_gflops,
+                          gemm_seconds, matrix_products, table)
 
 
 def test_flops_of_the_spec_model_by_hand():
@@ -21,6 +22,23 @@ def test_flops_of_the_spec_model_by_hand():
     assert forward == 2 * macs == 1_102_464
     # Backward costs twice the forward, less the gradient of the pixels (784 x 512 multiply-adds), which no one needs.
     assert train == 3 * forward - 2 * 784 * 512 == 2_504_576
+
+
+@pytest.mark.parametrize("hidden_sizes", [(512, 256, 64, 32), (16,)])
+def test_the_matrix_products_timed_are_the_flops_counted(hidden_sizes):
+    forward, backward = matrix_products(hidden_sizes, batch=64)
+    forward_flops, train_flops = dense_flops_per_image(hidden_sizes)
+    assert sum(2 * m * k * n for m, k, n in forward) == 64 * forward_flops
+    assert sum(2 * m * k * n for m, k, n in forward + backward) == 64 * train_flops
+    assert forward[0] == (64, 784, hidden_sizes[0]) and forward[-1] == (64, hidden_sizes[-1], 10)
+
+
+def test_the_epoch_s_matrix_products_take_longer_for_more_images():
+    assert 0 < gemm_seconds(64, 784, 512, repeats=2) < 1.0
+    # Validation images add their forward products: ten times the training images', many times their time.
+    one = epoch_matmul_seconds((32,), 64, train_images=6400, validation_batch=256, validation_images=0)
+    both = epoch_matmul_seconds((32,), 64, train_images=6400, validation_batch=256, validation_images=256000)
+    assert 0 < one < both
 
 
 def test_summary_drops_the_compiling_first_epoch():
@@ -54,15 +72,18 @@ def test_reference_script_runs_on_tiny_data(tmp_path, script, env):
 
 
 def test_table_renders_every_path():
-    result = {"epoch_s": 2.0, "floor_multiple": 1.25, "first_epoch_extra_s": 3.0, "peak_training_rss_mib": 900,
+    result = {"epoch_s": 2.0, "floor_multiple": 1.25, "matmul_multiple": 1.6, "first_epoch_extra_s": 3.0,
+              "peak_training_rss_mib": 900,
               "inference_images_per_s": {"1": 5000.0}, "inference_floor_fraction": {"1": 0.05},
               "single_image_ms": {"p50": 0.2, "p99": 0.4}}
     report = {"machine": {"processor": "cpu", "cpu_count": 2}, "gemm_gflops": 100.0, "epoch_flop_floor_s": 1.6,
+              "epoch_matmul_s": 1.25,
               "results": {"fmnist-jax": result, "keras-tensorflow-script": {**result, "epoch_s": 4.5}},
               "left_out": {"pytorch-loop": {"why": "PyTorch is not installed"}},
               "default_vs_keras-tensorflow-script": 0.44}
     text = table(report)
     assert "fmnist-jax" in text and "keras-tensorflow-script" in text and "0.44" in text and "p50 0.200 ms" in text
+    assert "matrix products alone, NumPy at their own shapes, 1.25s" in text and "1.60" in text
     assert "left out: pytorch-loop (PyTorch is not installed)" in text
 
 
@@ -112,6 +133,7 @@ def test_every_contender_reads_the_given_data_and_no_figures_of_our_own_is_a_fai
     assert "fmnist-jax failed (exit 1): broken; left out (the end of its stderr is in the report" in caplog.text
     # Every timed epoch validates too: its floor counts 48,000 images trained and 12,000 forward.
     assert kept["epoch_flops"] == 48000 * 2_504_576 + 12000 * 1_102_464
+    assert 0 < kept["epoch_matmul_s"] < 60
     workers = [cmd for cmd in commands if "worker(" in cmd[-1]]
     assert len(workers) == 2 and all(repr(str(real_data_dir.resolve())) in cmd[-1] for cmd in workers)
     assert any(cmd[1].endswith("keras_script.py") for cmd in commands)

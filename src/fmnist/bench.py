@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from fmnist import artifacts, runs
-from fmnist.data import NUM_FEATURES, Dataset, load_dataset, to_features
+from fmnist.data import NUM_CLASSES, NUM_FEATURES, Dataset, load_dataset, to_features
 from fmnist.errors import FmnistError, first_line
 from fmnist.settings import BACKENDS, PREFERRED_BACKEND, TrainSettings, dense_weights
+from fmnist.train import VALIDATION_BATCH_SIZE, fit
 
 log = logging.getLogger(__name__)
 REFERENCE_DIR = Path(__file__).parent / "reference"
@@ -31,6 +32,7 @@ CONTENDER_TIMEOUT_S_PER_EPOCH = 300
 # The end of a failed contender's stderr that the report keeps: a traceback's last frames and its error, or a fatal
 # runtime error's message, which its stack trace can follow.
 STDERR_TAIL_LINES = 20
+Product = tuple[int, int, int]  # a matrix product's (m, k, n): (m, k) by (k, n)
 
 
 class LeftOut(Exception):
@@ -55,6 +57,34 @@ def gemm_gflops(size: int = 2048, repeats: int = 7) -> float:
     a @ b  # warm up the BLAS threads
     best = min(_timed(lambda: a @ b) for _ in range(repeats))
     return 2.0 * size**3 / best / 1e9
+
+
+def matrix_products(hidden_sizes: tuple[int, ...], batch: int) -> tuple[list[Product], list[Product]]:
+    """The (m, k, n) matrix products of a dense network on ``batch`` images: (forward, backward); backward is each
+    layer's weight gradient and, past the first layer, its input's gradient."""
+    widths = (NUM_FEATURES, *hidden_sizes, NUM_CLASSES)
+    layers = list(zip(widths, widths[1:]))
+    forward = [(batch, k, n) for k, n in layers]
+    backward = [(k, batch, n) for k, n in layers] + [(batch, n, k) for k, n in layers[1:]]
+    return forward, backward
+
+
+def gemm_seconds(m: int, k: int, n: int, repeats: int = 7) -> float:
+    """Best-of-N seconds of one float32 (m, k) by (k, n) product with NumPy, each timing at least 5 ms of them."""
+    rng = np.random.default_rng(0)
+    a, b = rng.random((m, k), np.float32), rng.random((k, n), np.float32)
+    calls = max(1, int(0.005 / max(_timed(lambda: a @ b), 1e-7)))
+    return min(_timed(lambda: [a @ b for _ in range(calls)]) for _ in range(repeats)) / calls
+
+
+def epoch_matmul_seconds(hidden_sizes: tuple[int, ...], batch: int, train_images: int, validation_batch: int,
+                         validation_images: int) -> float:
+    """An epoch's matrix products alone, each timed with NumPy at the shape it has at these batches: the arithmetic
+    the FLOP floor counts, at the speed the same BLAS reaches on matrices this small."""
+    forward, backward = matrix_products(hidden_sizes, batch)
+    step = sum(gemm_seconds(*shape) for shape in forward + backward)
+    validation_step = sum(gemm_seconds(*shape) for shape in matrix_products(hidden_sizes, validation_batch)[0])
+    return step * train_images / batch + validation_step * validation_images / validation_batch
 
 
 def _timed(fn) -> float:
@@ -101,7 +131,6 @@ def worker(backend: str, epochs: int, data_dir: str | None = None) -> dict[str, 
 
     activate(backend)
     from fmnist.inference import compiled_forward
-    from fmnist.train import fit
 
     dataset = load_dataset(Path(data_dir) if data_dir else None)
     settings = TrainSettings(epochs=epochs, name="bench", early_stopping_patience=epochs + 1)
@@ -234,6 +263,9 @@ def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> di
     gflops = gemm_gflops()
     epoch_floor_s = epoch_flops / (gflops * 1e9)
     log.info("GEMM %.1f GFLOP/s; an epoch's FLOP floor is %.2fs", gflops, epoch_floor_s)
+    matmul_s = epoch_matmul_seconds(settings.hidden_sizes, settings.batch_size, train_images, VALIDATION_BATCH_SIZE,
+                                    validation_images)
+    log.info("the epoch's matrix products alone, at their own shapes, take NumPy %.2fs", matmul_s)
 
     results: dict[str, Any] = {}
     left_out: dict[str, Any] = {}
@@ -243,6 +275,7 @@ def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> di
         "flops_per_image": {"forward": forward_flops, "train": train_flops},
         "epoch_flops": epoch_flops,
         "epoch_flop_floor_s": epoch_floor_s,
+        "epoch_matmul_s": matmul_s,
         "train_images_per_epoch": train_images,
         "validation_images_per_epoch": validation_images,
         "batch_size": settings.batch_size,
@@ -256,11 +289,11 @@ def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> di
         _time_contenders(dataset, data_dir, epochs, results, left_out)
     except KeyboardInterrupt:
         if results:
-            _score(results, epoch_floor_s, gflops, forward_flops)
+            _score(results, epoch_floor_s, matmul_s, gflops, forward_flops)
             artifacts.write_json(partial, {**report, "stopped": True})
             log.warning("stopped: what was measured before is in %s", partial)
         raise
-    _score(results, epoch_floor_s, gflops, forward_flops)
+    _score(results, epoch_floor_s, matmul_s, gflops, forward_flops)
     if not any(label.startswith("fmnist-") for label in results):
         artifacts.write_json(partial, report)  # what was measured, the references' epochs say
         raise FmnistError(f"fmnist's own training could not be timed on any backend (the warnings above say why); "
@@ -292,11 +325,13 @@ def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> di
     return report
 
 
-def _score(results: dict[str, Any], epoch_floor_s: float, gflops: float, forward_flops: float) -> None:
-    """Add to each contender's figures its median epoch, its multiple of the floor and, for our path, the share of
-    the inference floor its throughput reaches."""
+def _score(results: dict[str, Any], epoch_floor_s: float, matmul_s: float, gflops: float,
+           forward_flops: float) -> None:
+    """Add to each contender's figures its median epoch, its multiples of the floor and of the epoch's matrix
+    products alone and, for our path, the share of the inference floor its throughput reaches."""
     for figures in results.values():
         figures.update(_summarise(figures["epoch_seconds"], epoch_floor_s))
+        figures["matmul_multiple"] = figures["epoch_s"] / matmul_s
         if "inference_images_per_s" in figures:  # our path's, not the reference scripts'
             figures["inference_floor_fraction"] = {
                 b: ips * forward_flops / (gflops * 1e9) for b, ips in figures["inference_images_per_s"].items()
@@ -316,8 +351,9 @@ def _cpu_name() -> str:
 def _chart(report: dict[str, Any], path: Path) -> None:
     from fmnist.plots import bar_chart_png
 
-    labels = list(report["results"]) + ["FLOP floor"]
-    values = [r["epoch_s"] for r in report["results"].values()] + [report["epoch_flop_floor_s"]]
+    labels = list(report["results"]) + ["matrix products alone", "FLOP floor"]
+    values = [r["epoch_s"] for r in report["results"].values()] + [report["epoch_matmul_s"],
+                                                                   report["epoch_flop_floor_s"]]
     bar_chart_png(labels, values, "seconds per training epoch (lower is better)", path)
 
 
@@ -325,12 +361,13 @@ def table(report: dict[str, Any]) -> str:
     """A plain-text table of the report."""
     lines = [
         f"machine: {report['machine']['processor']} ({report['machine']['cpu_count']} cores); "
-        f"GEMM {report['gemm_gflops']:.1f} GFLOP/s; epoch FLOP floor {report['epoch_flop_floor_s']:.2f}s",
-        f"{'path':<26}{'epoch s':>9}{'x floor':>9}{'compile s':>11}{'peak MiB':>10}",
+        f"GEMM {report['gemm_gflops']:.1f} GFLOP/s; epoch FLOP floor {report['epoch_flop_floor_s']:.2f}s; "
+        f"the epoch's matrix products alone, NumPy at their own shapes, {report['epoch_matmul_s']:.2f}s",
+        f"{'path':<26}{'epoch s':>9}{'x floor':>9}{'x matmuls':>11}{'compile s':>11}{'peak MiB':>10}",
     ]
     for label, r in report["results"].items():
         rss = f"{r['peak_training_rss_mib']:.0f}" if "peak_training_rss_mib" in r else "-"
-        lines.append(f"{label:<26}{r['epoch_s']:>9.2f}{r['floor_multiple']:>9.2f}"
+        lines.append(f"{label:<26}{r['epoch_s']:>9.2f}{r['floor_multiple']:>9.2f}{r['matmul_multiple']:>11.2f}"
                      f"{r['first_epoch_extra_s']:>11.2f}{rss:>10}")
     for label, r in report["results"].items():
         if "inference_images_per_s" in r:
