@@ -1,4 +1,5 @@
-"""`fmnist bench`: time our training and inference against hand-written scripts and the CPU's FLOP floor."""
+"""`fmnist bench`: time our training and inference against hand-written scripts, the CPU's FLOP floor and the
+epoch's matrix products alone."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from fmnist import artifacts, runs
 from fmnist.data import NUM_CLASSES, NUM_FEATURES, Dataset, load_dataset, to_features
 from fmnist.errors import FmnistError, first_line
 from fmnist.settings import BACKENDS, PREFERRED_BACKEND, TrainSettings, dense_weights
-from fmnist.train import VALIDATION_BATCH_SIZE, fit
 
 log = logging.getLogger(__name__)
 REFERENCE_DIR = Path(__file__).parent / "reference"
@@ -32,7 +32,7 @@ CONTENDER_TIMEOUT_S_PER_EPOCH = 300
 # The end of a failed contender's stderr that the report keeps: a traceback's last frames and its error, or a fatal
 # runtime error's message, which its stack trace can follow.
 STDERR_TAIL_LINES = 20
-Product = tuple[int, int, int]  # a matrix product's (m, k, n): (m, k) by (k, n)
+MatmulShape = tuple[int, int, int]  # a matrix product's (m, k, n): (m, k) by (k, n)
 
 
 class LeftOut(Exception):
@@ -59,7 +59,7 @@ def gemm_gflops(size: int = 2048, repeats: int = 7) -> float:
     return 2.0 * size**3 / best / 1e9
 
 
-def matrix_products(hidden_sizes: tuple[int, ...], batch: int) -> tuple[list[Product], list[Product]]:
+def matrix_products(hidden_sizes: tuple[int, ...], batch: int) -> tuple[list[MatmulShape], list[MatmulShape]]:
     """The (m, k, n) matrix products of a dense network on ``batch`` images: (forward, backward); backward is each
     layer's weight gradient and, past the first layer, its input's gradient."""
     widths = (NUM_FEATURES, *hidden_sizes, NUM_CLASSES)
@@ -70,21 +70,37 @@ def matrix_products(hidden_sizes: tuple[int, ...], batch: int) -> tuple[list[Pro
 
 
 def gemm_seconds(m: int, k: int, n: int, repeats: int = 7) -> float:
-    """Best-of-N seconds of one float32 (m, k) by (k, n) product with NumPy, each timing at least 5 ms of them."""
+    """Best-of-N seconds of one float32 (m, k) by (k, n) product with NumPy into the same output, as a framework
+    reuses its buffers (a new one each call would add its page faults), each timing at least 5 ms of calls."""
     rng = np.random.default_rng(0)
-    a, b = rng.random((m, k), np.float32), rng.random((k, n), np.float32)
-    calls = max(1, int(0.005 / max(_timed(lambda: a @ b), 1e-7)))
-    return min(_timed(lambda: [a @ b for _ in range(calls)]) for _ in range(repeats)) / calls
+    a, b, out = rng.random((m, k), np.float32), rng.random((k, n), np.float32), np.empty((m, n), np.float32)
+
+    def run(calls: int) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            np.matmul(a, b, out=out)
+        return time.perf_counter() - start
+
+    calls = 1
+    while run(calls) < 0.005:  # the first call warms up, as timeit's autorange does
+        calls *= 2
+    return min(run(calls) for _ in range(repeats)) / calls
 
 
 def epoch_matmul_seconds(hidden_sizes: tuple[int, ...], batch: int, train_images: int, validation_batch: int,
                          validation_images: int) -> float:
-    """An epoch's matrix products alone, each timed with NumPy at the shape it has at these batches: the arithmetic
-    the FLOP floor counts, at the speed the same BLAS reaches on matrices this small."""
-    forward, backward = matrix_products(hidden_sizes, batch)
-    step = sum(gemm_seconds(*shape) for shape in forward + backward)
-    validation_step = sum(gemm_seconds(*shape) for shape in matrix_products(hidden_sizes, validation_batch)[0])
-    return step * train_images / batch + validation_step * validation_images / validation_batch
+    """An epoch's matrix products alone, each timed with NumPy at the shape it has (a last, smaller batch too): the
+    arithmetic the FLOP floor counts, at the speed the same BLAS reaches on matrices this small."""
+
+    def batch_s(size: int, training: bool) -> float:
+        forward, backward = matrix_products(hidden_sizes, size)
+        return sum(gemm_seconds(*shape) for shape in (forward + backward if training else forward))
+
+    def pass_s(images: int, size: int, training: bool) -> float:
+        whole, rest = divmod(images, size)
+        return sum(count * batch_s(b, training) for count, b in ((whole, size), (1, rest)) if count and b)
+
+    return pass_s(train_images, batch, training=True) + pass_s(validation_images, validation_batch, training=False)
 
 
 def _timed(fn) -> float:
@@ -131,6 +147,7 @@ def worker(backend: str, epochs: int, data_dir: str | None = None) -> dict[str, 
 
     activate(backend)
     from fmnist.inference import compiled_forward
+    from fmnist.train import fit
 
     dataset = load_dataset(Path(data_dir) if data_dir else None)
     settings = TrainSettings(epochs=epochs, name="bench", early_stopping_patience=epochs + 1)
@@ -263,9 +280,11 @@ def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> di
     gflops = gemm_gflops()
     epoch_floor_s = epoch_flops / (gflops * 1e9)
     log.info("GEMM %.1f GFLOP/s; an epoch's FLOP floor is %.2fs", gflops, epoch_floor_s)
+    from fmnist.train import VALIDATION_BATCH_SIZE
+
     matmul_s = epoch_matmul_seconds(settings.hidden_sizes, settings.batch_size, train_images, VALIDATION_BATCH_SIZE,
                                     validation_images)
-    log.info("the epoch's matrix products alone, at their own shapes, take NumPy %.2fs", matmul_s)
+    log.info("NumPy takes %.2fs for the epoch's matrix products alone, each at its own shape", matmul_s)
 
     results: dict[str, Any] = {}
     left_out: dict[str, Any] = {}
@@ -362,7 +381,7 @@ def table(report: dict[str, Any]) -> str:
     lines = [
         f"machine: {report['machine']['processor']} ({report['machine']['cpu_count']} cores); "
         f"GEMM {report['gemm_gflops']:.1f} GFLOP/s; epoch FLOP floor {report['epoch_flop_floor_s']:.2f}s; "
-        f"the epoch's matrix products alone, NumPy at their own shapes, {report['epoch_matmul_s']:.2f}s",
+        f"the epoch's matrix products (matmuls) alone, NumPy at their own shapes, {report['epoch_matmul_s']:.2f}s",
         f"{'path':<26}{'epoch s':>9}{'x floor':>9}{'x matmuls':>11}{'compile s':>11}{'peak MiB':>10}",
     ]
     for label, r in report["results"].items():
