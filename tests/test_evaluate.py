@@ -120,6 +120,22 @@ def test_a_failure_drawing_freshly_scored_files_is_not_blamed_on_them(tmp_path, 
         evaluate_run(run, dataset=dataset)
 
 
+def test_a_damaged_history_is_refused_before_any_score_is_replaced(tmp_path, tiny_run_dir):
+    from fmnist.errors import FmnistError
+    from fmnist.report import write_report
+
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    dataset = load_dataset(tmp_path / "data", checksums=write_idx_set(tmp_path / "data"))
+    (run / artifacts.HISTORY).write_text("x,y\n")
+    scored = {name: (run / name).read_bytes() for name in (artifacts.METRICS, artifacts.PREDICTIONS)}
+    with pytest.raises(FmnistError, match="history.csv is damaged"):
+        evaluate_run(run, dataset=dataset)
+    written = []
+    with pytest.raises(FmnistError, match="history.csv is damaged"):  # nor, checked then, in the drawing's turn
+        write_report(run, lambda: written.append(True))
+    assert not written and {name: (run / name).read_bytes() for name in scored} == scored
+
+
 def test_scores_are_written_in_the_drawings_turn_so_two_evaluations_never_mix(tmp_path, tiny_run_dir, caplog):
     import threading
     import time

@@ -154,12 +154,23 @@ def write_report(run_dir: Path, write_scores: Callable[[], None] = lambda: None)
     # One drawing at a time: two drawn at once (an export's and another's) could leave the page of the one that read
     # the run's files first; and two evaluations at once, one's metrics beside the other's predictions.
     with runs.queued_lock(run_dir / artifacts.REPORT_LOCK, f"waiting for another process drawing {run_dir}'s report"):
+        history = checked_history(run_dir, config)  # refused before new scores replace those the report shows
         write_scores()
         runs.require_scored(run_dir, "its report")
-        return _write_report(run_dir, config)
+        return _write_report(run_dir, config, history)
 
 
-def _write_report(run_dir: Path, config: dict[str, Any]) -> Path:
+def checked_history(run_dir: Path, config: dict[str, Any]) -> dict[str, list[float]]:
+    """The run's history as the report draws it (none where the file is gone), its config and history checked."""
+    try:
+        history = artifacts.read_history(run_dir) if (run_dir / artifacts.HISTORY).is_file() else {}
+    except DamagedFile as exc:
+        raise DamagedFile(f"{exc}: {HISTORY_ADVICE}") from None
+    check_config_and_history(run_dir, config, history)
+    return history
+
+
+def _write_report(run_dir: Path, config: dict[str, Any], history: dict[str, list[float]]) -> Path:
     try:
         metrics = artifacts.read_json(run_dir / artifacts.METRICS)
     except DamagedFile as exc:
@@ -170,11 +181,6 @@ def _write_report(run_dir: Path, config: dict[str, Any]) -> Path:
         log.warning("%s; the report leaves out what it says", exc)
         status = {}
     predictions = _load_predictions(run_dir)
-    try:
-        history = artifacts.read_history(run_dir) if (run_dir / artifacts.HISTORY).is_file() else {}
-    except DamagedFile as exc:
-        raise DamagedFile(f"{exc}: {HISTORY_ADVICE}") from None
-    check_config_and_history(run_dir, config, history)
     _draw(run_dir, metrics, predictions, history, _scheduled(config))
     path = run_dir / artifacts.REPORT_HTML
     artifacts.write_text(path, _html(run_dir, config, metrics, history, status))
