@@ -214,6 +214,17 @@ def test_the_readable_files_are_answered_and_each_other_gets_its_error_line(tmp_
     assert alone["errors"] == []
 
 
+def test_json_has_the_same_shape_when_no_file_could_be_read(tmp_path, tiny_run_dir, capsys):
+    (tmp_path / "notes.png").write_text("not an image")
+    inputs = [str(tmp_path / "notes.png"), str(tmp_path / "missing.png")]
+    assert main(["-q", "predict", str(tiny_run_dir), *inputs, "--json"]) == 1
+    printed = capsys.readouterr()
+    answer = json.loads(printed.out)
+    assert answer["predictions"] == [] and [e["input"] for e in answer["errors"]] == inputs
+    assert printed.err.splitlines() == [f"fmnist: error: {e['error']}" for e in answer["errors"]]
+    assert main(["-q", "predict", str(tiny_run_dir), *inputs]) == 1 and capsys.readouterr().out == ""  # text: none
+
+
 def test_an_unreadable_name_with_a_newline_beside_good_inputs_is_still_one_line(tmp_path, tiny_run_dir, capsys):
     good = write_inputs(tmp_path)[0]
     assert main(["-q", "predict", str(tiny_run_dir), str(good), str(tmp_path / "no\nsuch.png")]) == 1

@@ -464,8 +464,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from fmnist.runs import resolve_model
 
     model = resolve_model(args.model, args.runs_dir)
-    result = predict_files(model, args.images, top_k=args.top_k, unsure_below=args.unsure_below, show=args.show,
-                           backend=args.backend)
+    try:
+        result = predict_files(model, args.images, top_k=args.top_k, unsure_below=args.unsure_below, show=args.show,
+                               backend=args.backend)
+    except ErrorsPerInput as unread:  # a script reading --json gets the same shape when no file could be read
+        if args.json:
+            _emit(args, "", {"predictions": [], "errors": unread.failures})
+        raise
     _emit(args, as_text(result) + (f"\nshown: {one_line(str(result['shown']))}" if "shown" in result else ""), result)
     for failure in result["errors"]:  # the others answered above; each unreadable file gets its line, as alone
         print(f"fmnist: error: {one_line(failure['error'])}", file=sys.stderr)

@@ -6,11 +6,13 @@ class FmnistError(Exception):
 
 
 class ErrorsPerInput(FmnistError):
-    """The errors of several inputs, a line each (``fmnist predict`` given only files it cannot read)."""
+    """The errors of several inputs, a line each (``fmnist predict`` given only files it cannot read); ``failures``
+    names each input beside its error."""
 
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("\n".join(errors))
-        self.errors = errors
+    def __init__(self, failures: list[dict[str, str]]) -> None:
+        self.failures = failures
+        self.errors = [failure["error"] for failure in failures]
+        super().__init__("\n".join(self.errors))
 
 
 class DamagedFile(FmnistError):

@@ -80,7 +80,7 @@ def read_inputs(paths: list[Path | str]) -> tuple[list[int], np.ndarray, list[di
         except FmnistError as exc:
             failures.append({"input": _input_name(path), "error": str(exc)})
     if not images:  # nothing to answer: the reasons are the command's error, a line each
-        raise ErrorsPerInput([failure["error"] for failure in failures])
+        raise ErrorsPerInput(failures)
     return read, np.stack(images), failures
 
 
