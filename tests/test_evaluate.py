@@ -166,9 +166,14 @@ def test_a_model_no_better_than_guessing_is_called_so(tmp_path, tiny_run_dir, ca
     metrics = evaluate_run(run, dataset=dataset)
     assert metrics["test_accuracy_ci95"][1] < 0.2
     assert "the model learned next to nothing" in caplog.text
-    learning_rate = artifacts.read_json(run / artifacts.CONFIG)["settings"]["learning_rate"]
-    assert f"(this run's {learning_rate:g}; the spec's 0.001)" in caplog.text
-    assert "BatchNorm" not in caplog.text
+    # Trained at the spec's rate, a working one: the cause named is too few steps, not the rate.
+    assert artifacts.read_json(run / artifacts.CONFIG)["settings"]["learning_rate"] == 0.001
+    assert "on its training images, at the spec's learning rate (0.001): too few training steps" in caplog.text
+    assert "BatchNorm" not in caplog.text and "A learning rate far from" not in caplog.text
+    config = artifacts.read_json(run / artifacts.CONFIG)
+    artifacts.write_json(run / artifacts.CONFIG, {**config, "settings": {**config["settings"], "learning_rate": 2.5}})
+    assert likely_cause(run).startswith("A learning rate far from a working one is the usual cause (this run's 2.5; "
+                                        "the spec's 0.001)")
     caplog.clear()
     # Had it fitted its training images (a ConvNet after a few dozen steps does), the cause named is BatchNorm's.
     epochs = len(artifacts.read_history(run)["loss"])

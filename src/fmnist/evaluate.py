@@ -92,19 +92,24 @@ def likely_cause(run_dir: Path) -> str:
     """Why a run scores near chance, from its history and settings, for the warning above."""
     from fmnist.settings import TrainSettings
 
+    spec_rate = TrainSettings().learning_rate
     try:
         settings = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings")
-        own = f"this run's {settings['learning_rate']:g}; "
+        rate = float(settings["learning_rate"])
     except (FmnistError, AttributeError, KeyError, TypeError, ValueError):  # a config damaged since: the spec's alone
-        settings, own = {}, ""
+        settings, rate = {}, None
     try:
         fitted = max(artifacts.read_history(run_dir).get("accuracy") or [0.0])
     except (FmnistError, OSError):  # no history to tell: the usual cause
         fitted = 0.0
+    more = "more images (a larger --limit), " if isinstance(settings, dict) and settings.get("limit") else ""
     if fitted >= 0.5:  # it learned its own images, yet answers others as if it had not
-        more = "more images (a larger --limit), " if isinstance(settings, dict) and settings.get("limit") else ""
         return (f"It reached {fitted:.2f} on its training images: too few training steps, most often, leave the "
                 "running statistics of BatchNorm, which the model predicts with, far from the data's; train on "
                 f"{more}for more epochs or with a smaller --batch-size")
-    return (f"A learning rate far from a working one is the usual cause ({own}the spec's "
-            f"{TrainSettings().learning_rate:g}): the report's curves tell")
+    if rate == spec_rate:  # a rate known to work: too little to learn from, or too little time
+        return (f"It reached only {fitted:.2f} on its training images, at the spec's learning rate ({spec_rate:g}): "
+                f"too few training steps are the usual cause; train on {more}for more epochs")
+    own = "" if rate is None else f"this run's {rate:g}; "
+    return (f"A learning rate far from a working one is the usual cause ({own}the spec's {spec_rate:g}): the "
+            "report's curves tell")

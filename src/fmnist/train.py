@@ -229,9 +229,9 @@ def fit(
     compile_model(model, settings, steps, STEPS_PER_EXECUTION if batches is None else
                   max(d for d in range(1, STEPS_PER_EXECUTION + 1) if steps % d == 0))
     log.info(
-        "training on %d images%s, validating on %d (%s backend, batch %d, up to %d epochs)", len(train_idx),
+        "training on %d images%s, validating on %d (%s backend, batch %d, up to %d epoch%s)", len(train_idx),
         "" if batches is None else f" and {seen - n_train} views of them an epoch", len(val_idx), backend,
-        settings.batch_size, settings.epochs,
+        settings.batch_size, settings.epochs, "" if settings.epochs == 1 else "s",
     )
     if settings.batch_size > seen:
         log.warning("the batch of %d is larger than the %d %s: each epoch is one step on them all",
