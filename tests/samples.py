@@ -148,10 +148,11 @@ def bad_files() -> list[tuple[str, str, bytes, int, str]]:
         ("npy-int-negative", "a.npy", npy(np.full((28, 28), -1, np.int16)), 422, "holds integers outside 0-255"),
         # 0/1 read as pixels: black
         ("npy-mask-of-integers", "a.npy", npy((pixels > 0.5).astype(np.uint8)), 422, "holds integers no higher than 1"),
-        ("npy-bool", "a.npy", npy(np.ones((28, 28), bool)), 422, "holds bool values"),
-        ("npy-complex", "a.npy", npy(np.ones(784, complex)), 422, "holds complex128 values"),
-        ("npy-strings", "a.npy", npy(np.array(["x"] * 784)), 422, "holds <U1 values"),
-        ("npy-pickled-objects", "a.npy", npy(np.array([{"a": 1}] * 784, dtype=object)), 422, NOT_NPY),
+        ("npy-bool", "a.npy", npy(np.ones((28, 28), bool)), 422, "holds true/false values; give floats"),
+        ("npy-complex", "a.npy", npy(np.ones(784, complex)), 422, "holds complex numbers; give"),
+        ("npy-strings", "a.npy", npy(np.array(["x"] * 784)), 422, "holds text; give floats in [0, 1]"),
+        ("npy-pickled-objects", "a.npy", npy(np.array([{"a": 1}] * 784, dtype=object)), 422,
+         "holds pickled Python objects; give"),
         ("npy-truncated", "a.npy", npy(pixels)[:100], 422, NOT_NPY),
         ("npy-header-cut", "a.npy", b"\x93NUMPY\x01\x000\x00{'descr':'<f4','fortran_order':False,'shape':(-1", 422,
          NOT_NPY),
@@ -159,7 +160,7 @@ def bad_files() -> list[tuple[str, str, bytes, int, str]]:
         ("npy-nested-signs", "a.npy", npy_header(b"{'descr': '<f4', 'fortran_order': False, 'shape': " + b"-" * 4000
                                                  # within the 10 kB NumPy reads, too deep for ast
                                                  + b"1}"), 422, NOT_NPY),
-        ("npy-claims-huge-items", "a.npy", npy_claiming((28, 28), "|V2000000000"), 422, "holds |V2000000000 values"),
+        ("npy-claims-huge-items", "a.npy", npy_claiming((28, 28), "|V2000000000"), 422, "holds raw records; give"),
     ]
 
 

@@ -311,3 +311,11 @@ def test_damaged_files_never_raise_anything_but_bad_input():
                 assert 400 <= exc.status < 500
             else:
                 assert seen.shape == (28, 28) and 0.0 <= seen.min() and seen.max() <= 1.0
+
+
+@pytest.mark.parametrize("values, said", [(np.asarray(["a"]), "holds text"), (np.asarray([["a"] * 784]), "holds text"),
+                                          (np.ones(3, bool), "holds true/false values"),
+                                          (np.ones((28, 28), complex), "holds complex numbers")])
+def test_values_that_are_not_numbers_are_named_in_words_whatever_their_shape(values, said):
+    with pytest.raises(BadInput, match=f"^a {said}; give floats in \\[0, 1\\] or integers 0-255$"):
+        check_array(values, "a")

@@ -277,8 +277,21 @@ def _not_one_image(name: str, shape: tuple[int, ...]) -> BadInput:
     return BadInput(f"{name} has shape {shape}; give 28x28 or 784 values")
 
 
+# What an array of each kind of values that is neither integers nor floats holds, in words: not NumPy's codes.
+NOT_NUMBERS = {"U": "text", "S": "bytes", "O": "pickled Python objects", "b": "true/false values",
+               "c": "complex numbers", "M": "dates", "m": "time spans", "V": "raw records"}
+
+
+def _check_numbers(dtype: np.dtype, name: str) -> None:
+    """Refuse values that are not numbers before their shape, which says less (text read as one item, say)."""
+    if dtype.kind not in "iuf":
+        held = NOT_NUMBERS.get(dtype.kind, str(dtype))
+        raise BadInput(f"{name} holds {held}; give floats in [0, 1] or integers 0-255")
+
+
 def check_array(values: np.ndarray, name: str) -> np.ndarray:
     """Validate a model-ready array: 28x28 or 784 values, floats in [0, 1] or integer pixels 0-255 (not a 0/1 mask)."""
+    _check_numbers(values.dtype, name)
     if not _one_image(values.shape):
         raise _not_one_image(name, values.shape)
     if values.dtype.kind in "iu":
@@ -288,13 +301,11 @@ def check_array(values: np.ndarray, name: str) -> np.ndarray:
             raise BadInput(f"{name} holds integers no higher than 1, which as pixels 0-255 make a black image: "
                            "multiply them by 255 to send pixels, or send floats in [0, 1]")
         values = values.astype(np.float32) / 255.0
-    elif values.dtype.kind == "f":
+    else:
         if not np.isfinite(values).all():
             raise BadInput(f"{name} holds NaN or infinite values")
         if values.min() < 0.0 or values.max() > 1.0:
             raise BadInput(f"{name} holds floats outside [0, 1] (scale pixels by 1/255, or send integers 0-255)")
-    else:
-        raise BadInput(f"{name} holds {values.dtype} values; give floats in [0, 1] or integers 0-255")
     return values.astype(np.float32).reshape(IMAGE_SIDE, IMAGE_SIDE)
 
 
@@ -306,6 +317,7 @@ def load_npy(data: bytes, name: str) -> np.ndarray:
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _, dtype = read_header(stream)
         # The header is checked before loading: a tiny file may claim an array of any size.
+        _check_numbers(dtype, name)
         if not _one_image(shape):
             raise _not_one_image(name, shape)
         if dtype.itemsize > MAX_ITEM_BYTES:
