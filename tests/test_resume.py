@@ -150,7 +150,8 @@ def test_resume_refuses_settings_and_non_runs(tmp_path, capsys):
     artifacts.write_json(old / artifacts.CONFIG, {"settings": {"epochs": "8"}, "backend": "jax", "data": {}})
     assert main(["train", "--resume", str(old)]) == 1  # edited by hand
     assert (f"{old / artifacts.CONFIG}: invalid setting: epochs must be a whole number, not '8'; restore the file "
-            "from a copy") in capsys.readouterr().err
+            "from a copy if it was edited, or, if this fmnist no longer accepts what it held then, train a new run\n"
+            ) in capsys.readouterr().err
     artifacts.write_json(old / artifacts.CONFIG, {"settings": {}, "backend": "jax", "data": {}})
     (old / artifacts.STATUS).write_text("{")  # damaged by hand: finished or not, it cannot tell
     assert main(["train", "--resume", str(old)]) == 1

@@ -155,8 +155,8 @@ def read_resumable(path: Path, kinds: dict[str, type], backend: str | None,
     try:
         settings = TrainSettings.from_dict(record["settings"])
     except FmnistError as exc:  # edited by hand, or past a limit this version set since: say which file
-        raise FmnistError(f"{path}: {exc}; restore the file from a copy if it was edited, else train a new run "
-                          "within that limit") from None
+        raise FmnistError(f"{path}: {exc}; restore the file from a copy if it was edited, or, if this fmnist no "
+                          "longer accepts what it held then, train a new run") from None
     return record, settings
 
 
