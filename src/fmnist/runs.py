@@ -697,6 +697,8 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
         summary = Path(runs_dir) / group / artifacts.SEED_SUMMARY
         groups.append({
             "group": group, "path": str(absolute(Path(runs_dir) / group)),
+            # when the group began, as its folder's name says; its earliest run's where group.json cannot tell
+            "created": str(record.get("created") or min(r["created"] for r in rows_of_group)),
             "seeds": None if planned is None else len(planned), "scored": len(scored),
             # the sample standard deviation (ddof 1), as the group's summary.json has it
             "test_accuracy": {"mean": statistics.fmean(accuracies),
@@ -767,7 +769,7 @@ def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -
         status = (f"{scored} of {planned} seeds scored "
                   f"({resume_command(runs_dir / group['group'])} continues it)")
     return [
-        group["group"] + "/", newest["created"].replace("T", " "), cell(newest["recipe"]), cell(_network(s)),
+        group["group"] + "/", group["created"].replace("T", " "), cell(newest["recipe"]), cell(_network(s)),
         cell(artifacts.json_number(s.get("learning_rate")), "{:g}"), cell(s.get("batch_size")), cell(s.get("limit")),
         "all", cell(newest["backend"]), "-", cell(accuracy and accuracy["mean"], "{:.4f}"),
         cell(group["macro_f1"], "{:.4f}"), cell(group["train_seconds"], "{:.1f}"), status,
