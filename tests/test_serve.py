@@ -76,7 +76,7 @@ def test_explain_answers_the_occlusion_map_of_the_top_class(client, tiny_run_dir
 
     pixels = np.zeros((2, 28, 28))
     pixels[0, 6:22, 9:19], pixels[1, 4:26, 4:24] = 0.9, 0.5
-    before = client.get("/v1/health").json()["inputs"]
+    before = client.get("/v1/health").json()
     body = client.post("/v1/predict", params={"explain": True}, json={"inputs": pixels.tolist()}).json()
     classifier = Classifier(tiny_run_dir)
     expected = occlusion_maps(classifier.probabilities, pixels, classifier.probabilities(pixels).argmax(axis=1))
@@ -84,8 +84,9 @@ def test_explain_answers_the_occlusion_map_of_the_top_class(client, tiny_run_dir
         assert np.array(prediction["evidence"]).shape == (28, 28) and "pixels" not in prediction
         np.testing.assert_allclose(prediction["evidence"], evidence, atol=1e-5)
         assert all(value == round(value, 6) for row in prediction["evidence"] for value in row)
-    # The two inputs, then each again with its 625 blanked copies.
-    assert client.get("/v1/health").json()["inputs"] == before + 2 + 2 * (1 + 25 * 25)
+    # Two inputs answered; the model ran them, then each again with its 625 blanked copies.
+    after = client.get("/v1/health").json()
+    assert (after["inputs"], after["rows"]) == (before["inputs"] + 2, before["rows"] + 2 + 2 * (1 + 25 * 25))
     plain = client.post("/v1/predict", json={"inputs": pixels.tolist()}).json()
     assert "evidence" not in plain["predictions"][0]
     not_a_bool = client.post("/v1/predict", params={"explain": "maybe"}, json={"inputs": pixels.tolist()})
@@ -366,6 +367,9 @@ def test_health_counts_forward_passes(client):
     client.post("/v1/predict", json={"inputs": [[0.5] * 784, [0.2] * 784]})
     after = client.get("/v1/health").json()
     assert after["inputs"] == before["inputs"] + 2 and after["forward_passes"] == before["forward_passes"] + 1
+    assert after["rows"] == before["rows"] + 2
+    client.post("/v1/predict", json={"inputs": [[2.0] * 784]})  # refused: not answered, never run
+    assert {key: client.get("/v1/health").json()[key] for key in after} == after
 
 
 def test_errors_have_a_json_body_listed_in_the_docs(client):

@@ -421,6 +421,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
             raise
         app.state.classifier = classifier
         app.state.batcher = Batcher(classifier.probabilities, max_batch)
+        app.state.answered = 0  # inputs answered: the batcher's rows add each explained one's blanked copies
         app.state.decoders = anyio.CapacityLimiter(decode_slots)  # made here: a limiter belongs to its event loop
         app.state.explaining = asyncio.Semaphore(1)
         worker = asyncio.create_task(app.state.batcher.run())
@@ -456,10 +457,10 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
 
     @get_and_head("/v1/health")
     async def health(request: Request) -> dict[str, Any]:
-        """Liveness, the model's id, and how many forward passes served how many inputs."""
+        """Liveness, the model's id, how many inputs were answered, and how many forward passes ran how many rows."""
         batcher = request.app.state.batcher
         return {"status": "ok", "model_sha256": request.app.state.classifier.sha256,
-                "forward_passes": batcher.passes, "inputs": batcher.rows}
+                "inputs": request.app.state.answered, "forward_passes": batcher.passes, "rows": batcher.rows}
 
     @get_and_head("/v1/model")
     async def model_info(request: Request) -> dict[str, Any]:
@@ -503,6 +504,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
             if evidence is not None:
                 answer["evidence"] = np.round(evidence.astype(np.float64), 6).tolist()
             predictions.append(answer)
+        request.app.state.answered += len(predictions)
         return {"model_sha256": request.app.state.classifier.sha256,
                 "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
                 "predictions": predictions}
