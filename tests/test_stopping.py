@@ -56,8 +56,8 @@ def test_other_unraisable_exceptions_are_still_reported(installed):
 def test_kill_while_the_model_compiles_stops_the_run_cleanly(tmp_path, real_data_dir):
     """Leaving mid-compilation crashed JAX (SIGSEGV) in 5 of 7 tries; SIGTERM left the run 'running'."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "fmnist", "train", "--limit", "2000", "--epochs", "2", "--runs-dir", str(tmp_path)],
-        stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "fmnist", "train", "--limit", "2000", "--epochs", "2", "--runs-dir", str(tmp_path),
+         "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
     for line in process.stderr:
         seen.append(line)
@@ -65,13 +65,17 @@ def test_kill_while_the_model_compiles_stops_the_run_cleanly(tmp_path, real_data
             time.sleep(1.0)  # compiling the training step takes several seconds
             process.send_signal(signal.SIGTERM)
             break
-    err = "".join(seen) + process.communicate(timeout=120)[1]
+    out, rest = process.communicate(timeout=120)
+    err = "".join(seen) + rest
     assert process.returncode == -signal.SIGTERM, err  # ended by the signal, as for systemd and `timeout`
     assert err.rstrip().endswith("fmnist: stopped by SIGTERM") and "Traceback" not in err
     (run_dir,) = Path(tmp_path).iterdir()
     status = json.loads((run_dir / artifacts.STATUS).read_text())
     assert status["state"] == "interrupted" and status["resume"] == f"fmnist train --resume {run_dir}"
     assert f"stopped: 'fmnist train --resume {run_dir}' continues from the last finished epoch" in err
+    # --json says so on stdout too, for a script that reads it.
+    assert json.loads(out) == {"state": "interrupted", "run_dir": str(run_dir),
+                               "resume": f"fmnist train --resume {run_dir}"}
 
 
 @pytest.fixture

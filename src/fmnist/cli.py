@@ -293,6 +293,15 @@ def _settings_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    try:
+        _train(args)
+    except stopping.RunStopped as stop:  # a script reading --json learns what to resume, as the log says
+        if args.json:
+            _emit(args, "", {"state": stop.state, "run_dir": stop.run_dir, "resume": stop.resume})
+        raise
+
+
+def _train(args: argparse.Namespace) -> None:
     from fmnist.backend import activate
 
     if args.resume:

@@ -19,6 +19,15 @@ _received: list[int] = []
 _open: list[None] = []  # one per handled() block running: a stop is kept for check() only inside one
 
 
+class RunStopped(KeyboardInterrupt):
+    """A stop that left a run to finish: its folder, its state ("interrupted", or "finished, not scored") and the
+    command that finishes it, for a caller that reports them (``train --json``)."""
+
+    def __init__(self, run_dir: Any, state: str, resume: str) -> None:
+        super().__init__()
+        self.run_dir, self.state, self.resume = run_dir, state, resume
+
+
 def _stop(signum: int, frame: FrameType | None) -> None:
     stop(signum)  # installed by handled() alone, so the stop is kept for check()
 

@@ -328,7 +328,7 @@ def train(
             command = runs.resume_command(run_dir)
             runs.set_status(run_dir, runs.INTERRUPTED, resume=command)
             log.warning("stopped: '%s' continues from the last finished epoch", command)
-            raise
+            raise stopping.RunStopped(run_dir, runs.INTERRUPTED, command) from None
         except Diverged as exc:
             runs.set_status(run_dir, runs.FAILED, error=str(exc), diverged=True)
             with contextlib.suppress(OSError):  # never in place of the divergence's own error
@@ -343,6 +343,7 @@ def train(
         try:
             metrics = evaluate_run(run_dir, data_dir=data_dir, model=model, dataset=dataset)
         except KeyboardInterrupt:
-            log.warning("stopped while scoring the trained model: '%s' scores it", runs.resume_command(run_dir))
-            raise
+            command = runs.resume_command(run_dir)
+            log.warning("stopped while scoring the trained model: '%s' scores it", command)
+            raise stopping.RunStopped(run_dir, f"{runs.FINISHED}, not scored", command) from None
     return TrainResult(run_dir, metrics, epochs_run, seconds)
