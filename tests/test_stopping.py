@@ -1,6 +1,7 @@
 import gc
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -107,3 +108,17 @@ def test_main_called_in_process_returns_the_stop_and_puts_the_handlers_back(monk
     assert ({signum: signal.getsignal(signum) for signum in stopping.STOP_SIGNALS}, sys.unraisablehook) == before
     assert (progress.handlers, progress.level) == logged_before
     stopping.check()  # that stop is over: the caller's next training is not stopped by it
+
+
+def test_a_stop_ends_by_its_signal_though_the_reader_of_stdout_is_gone():
+    # Ctrl-C stops `fmnist train --json | jq .` whole: the JSON of the stop then has nowhere to go.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        ended = subprocess.run(
+            [sys.executable, "-c", "from fmnist import stopping; print('{}'); stopping.end_process(130)"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"})  # buffered, as into a pipe
+    finally:
+        os.close(write_end)
+    assert ended.returncode == -signal.SIGINT and "Traceback" not in ended.stderr, ended.stderr

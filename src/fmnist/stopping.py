@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import Any, Callable, Iterator, NoReturn
 
@@ -23,7 +24,7 @@ class RunStopped(KeyboardInterrupt):
     """A stop that left a run to finish: its folder, its state ("interrupted", or "finished, not scored") and the
     command that finishes it, for a caller that reports them (``train --json``)."""
 
-    def __init__(self, run_dir: Any, state: str, resume: str) -> None:
+    def __init__(self, run_dir: Path, state: str, resume: str) -> None:
         super().__init__()
         self.run_dir, self.state, self.resume = run_dir, state, resume
 
@@ -101,8 +102,10 @@ def end_process(status: int) -> NoReturn:
     # Python's shutdown crashed the process (SIGSEGV in ``PjRtClient``'s destructor) when a JAX compilation was still
     # running on its thread pool as the interpreter tore down JAX's client.
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    with contextlib.suppress(OSError):  # a reader gone too (Ctrl-C stops `fmnist ... | jq` whole): nothing to tell
+        sys.stdout.flush()
+    with contextlib.suppress(OSError):
+        sys.stderr.flush()
     if status - 128 in (signal.SIGTERM, signal.SIGINT):
         signal.signal(status - 128, signal.SIG_DFL)
         os.kill(os.getpid(), status - 128)
