@@ -168,12 +168,17 @@ def test_a_model_no_better_than_guessing_is_called_so(tmp_path, tiny_run_dir, ca
     assert "the model learned next to nothing" in caplog.text
     # Trained at the spec's rate, a working one: the cause named is too few steps, not the rate.
     assert artifacts.read_json(run / artifacts.CONFIG)["settings"]["learning_rate"] == 0.001
-    assert "on its training images, at the spec's learning rate (0.001): too few training steps" in caplog.text
+    assert ("It reached only 0.1" in caplog.text and "on its training images, at the spec recipe's learning rate "
+            "(0.001), a working one: too few training steps are the usual cause; train for more epochs\n"
+            in caplog.text)
     assert "BatchNorm" not in caplog.text and "A learning rate far from" not in caplog.text
     config = artifacts.read_json(run / artifacts.CONFIG)
     artifacts.write_json(run / artifacts.CONFIG, {**config, "settings": {**config["settings"], "learning_rate": 2.5}})
     assert likely_cause(run).startswith("A learning rate far from a working one is the usual cause (this run's 2.5; "
                                         "the spec's 0.001)")
+    artifacts.write_json(run / artifacts.CONFIG, {**config, "settings": {**config["settings"], "learning_rate": 2e-3}})
+    assert likely_cause(run).endswith("at the cnn recipe's learning rate (0.002), a working one: too few training "
+                                      "steps are the usual cause; train for more epochs")
     caplog.clear()
     # Had it fitted its training images (a ConvNet after a few dozen steps does), the cause named is BatchNorm's.
     epochs = len(artifacts.read_history(run)["loss"])

@@ -90,7 +90,7 @@ def warn_of_group_summary(run_dir: Path) -> None:
 
 def likely_cause(run_dir: Path) -> str:
     """Why a run scores near chance, from its history and settings, for the warning above."""
-    from fmnist.settings import TrainSettings
+    from fmnist.settings import RECIPES, TrainSettings
 
     spec_rate = TrainSettings().learning_rate
     try:
@@ -99,17 +99,21 @@ def likely_cause(run_dir: Path) -> str:
     except (FmnistError, AttributeError, KeyError, TypeError, ValueError):  # a config damaged since: the spec's alone
         settings, rate = {}, None
     try:
-        fitted = max(artifacts.read_history(run_dir).get("accuracy") or [0.0])
-    except (FmnistError, OSError):  # no history to tell: the usual cause
-        fitted = 0.0
-    more = "more images (a larger --limit), " if isinstance(settings, dict) and settings.get("limit") else ""
-    if fitted >= 0.5:  # it learned its own images, yet answers others as if it had not
+        fitted = max(artifacts.read_history(run_dir).get("accuracy") or [None])
+    except (FmnistError, OSError):  # no history to tell
+        fitted = None
+    limited = isinstance(settings, dict) and settings.get("limit")
+    more = "train for more epochs" + (" on more images (a larger --limit)" if limited else "")
+    if fitted is not None and fitted >= 0.5:  # it learned its own images, yet answers others as if it had not
         return (f"It reached {fitted:.2f} on its training images: too few training steps, most often, leave the "
-                "running statistics of BatchNorm, which the model predicts with, far from the data's; train on "
-                f"{more}for more epochs or with a smaller --batch-size")
-    if rate == spec_rate:  # a rate known to work: too little to learn from, or too little time
-        return (f"It reached only {fitted:.2f} on its training images, at the spec's learning rate ({spec_rate:g}): "
-                f"too few training steps are the usual cause; train on {more}for more epochs")
+                f"running statistics of BatchNorm, which the model predicts with, far from the data's; {more}, or "
+                "with a smaller --batch-size")
+    working = {name: recipe.get("learning_rate", spec_rate) for name, recipe in RECIPES.items()}
+    recipe = next((name for name, known in working.items() if rate == known), None)
+    if recipe:  # a rate known to work: too little to learn from, or too little time
+        reached = "" if fitted is None else f"It reached only {fitted:.2f} on its training images, "
+        return (f"{reached}at the {recipe} recipe's learning rate ({rate:g}), a working one: too few training steps "
+                f"are the usual cause; {more}")
     own = "" if rate is None else f"this run's {rate:g}; "
     return (f"A learning rate far from a working one is the usual cause ({own}the spec's {spec_rate:g}): the "
             "report's curves tell")

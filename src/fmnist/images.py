@@ -285,7 +285,7 @@ NOT_NUMBERS = {"U": "text", "S": "bytes", "O": "pickled Python objects", "b": "t
 def _check_numbers(dtype: np.dtype, name: str) -> None:
     """Refuse values that are not numbers before their shape, which says less (text read as one item, say)."""
     if dtype.kind not in "iuf":
-        held = NOT_NUMBERS.get(dtype.kind, str(dtype))
+        held = NOT_NUMBERS.get(dtype.kind, f"{dtype} values")
         raise BadInput(f"{name} holds {held}; give floats in [0, 1] or integers 0-255")
 
 

@@ -698,7 +698,8 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
         groups.append({
             "group": group, "path": str(absolute(Path(runs_dir) / group)),
             # when the group began, as its folder's name says; its earliest run's where group.json cannot tell
-            "created": str(record.get("created") or min(r["created"] for r in rows_of_group)),
+            "created": record["created"] if isinstance(record.get("created"), str) and record["created"] else
+            min((r["created"] for r in rows_of_group if r["created"]), default=""),
             "seeds": None if planned is None else len(planned), "scored": len(scored),
             # the sample standard deviation (ddof 1), as the group's summary.json has it
             "test_accuracy": {"mean": statistics.fmean(accuracies),
