@@ -1,5 +1,6 @@
 import copy
 import dataclasses
+import html
 import glob
 import json
 import logging
@@ -18,7 +19,7 @@ import optuna
 import pytest
 
 from conftest import refused_before_keras
-from fmnist import artifacts
+from fmnist import artifacts, runs
 from fmnist.cli import _settings_from_args, build_parser
 from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
@@ -133,6 +134,13 @@ def test_a_trial_the_pruner_gives_up_on_stops_and_is_recorded_as_pruned_but_not_
     assert len(history["loss"]) == 1 and trial.intermediate_values == {0: history["val_loss"][0]}
     # Recorded with the run it was pruned in, its own, for a retry that finishes some attempt's run.
     assert (trial.user_attrs["pruned_at"], trial.user_attrs["run_of"]) == (0, trial.number)
+    # Its run says so wherever it is read, not as one that ran its course.
+    run_dir = Path(trial.user_attrs["run_dir"])
+    said = f"pruned by study {study.study_name!r} after epoch 1"
+    assert artifacts.read_json(run_dir / artifacts.STATUS)["pruned"] == said[len("pruned "):]
+    [row] = [r for r in runs.list_runs(tmp_path) if r["run"] == run_dir.name]
+    assert row["status"] == "finished" and said in row["notes"]
+    assert f"finished, {html.escape(said)}" in (run_dir / artifacts.REPORT_HTML).read_text()
     # Not at its last epoch: stopping there saves nothing, and the trial ran all its epochs.
     study.optimize(_objective(dataclasses.replace(settings, epochs=1), "jax", tmp_path, dataset), n_trials=1)
     assert study.trials[1].state == optuna.trial.TrialState.COMPLETE

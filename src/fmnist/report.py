@@ -97,6 +97,8 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
     state = status.get("state", "-")
     if state == runs.RUNNING and not runs.being_trained(run_dir):  # as `fmnist runs` shows it
         state = runs.KILLED
+    if status.get("pruned"):
+        state = f"{state}, pruned {status['pruned']}"
     ci = _interval(metrics)
     headline = [
         ["test accuracy", f"{metrics['test_accuracy']:.4f}"],

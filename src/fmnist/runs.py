@@ -198,6 +198,12 @@ def set_status(run_dir: Path, state: str, **extra: Any) -> None:
     artifacts.write_json(Path(run_dir) / artifacts.STATUS, {"state": state, "updated": utc_now(), **extra})
 
 
+def mark_pruned(run_dir: Path, how: str) -> None:
+    """Record in a finished run's status that a tuning study's pruner ended it, and ``how``."""
+    status = artifacts.read_json(Path(run_dir) / artifacts.STATUS)
+    artifacts.write_json(Path(run_dir) / artifacts.STATUS, {**status, "pruned": how})
+
+
 def finished(run_dir: Path | None) -> bool:
     """Whether the run's training finished (its status says so); ``None``, no run, is not."""
     status = None if run_dir is None else Path(run_dir) / artifacts.STATUS
@@ -419,6 +425,8 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         state = KILLED
     if status.get("diverged"):
         notes.append(f"diverged: {DIVERGED_ADVICE}")
+    elif state == FINISHED and status.get("pruned"):
+        notes.append(f"pruned {status['pruned']}")
     elif state in (KILLED, INTERRUPTED, FAILED):
         epochs = _epochs_backed_up(run_dir, notes)
         notes.append(_finished_by(run_dir, "continues it", "continues its group"))

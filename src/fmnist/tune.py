@@ -212,6 +212,11 @@ def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, runs_dir:
     trial.set_user_attr("epochs", len(history["val_loss"]))
     trial.set_user_attr("val_accuracy", history["val_accuracy"][best])
     if pruned_at:
+        # Said where the run is read (fmnist runs, its report): it ended early by the study's hand, not by its own.
+        from fmnist.report import build_report
+
+        runs.mark_pruned(run_dir, f"by study {trial.study.study_name!r} after epoch {pruned_at[0] + 1}")
+        build_report(run_dir)
         raise optuna.TrialPruned(f"val_loss {history['val_loss'][-1]:.4f} after epoch {pruned_at[0] + 1}")
     # The validation split only: the test set never chooses between trials.
     return history["val_loss"][best]
