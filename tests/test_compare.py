@@ -59,6 +59,12 @@ def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs):
     assert "<tr class=diff><th scope=row>dropout</th><td>0.3</td><td>0.1</td></tr>" in page
     assert "<tr class=diff><th scope=row>name</th>" in page and "<tr><th scope=row>batch_size</th>" in page
     assert page.count("data:image/png;base64,") == 2
+    # Which recipe each is closest to, and which epoch's weights each model has: the one its scores are of.
+    kept = [artifacts.best_epoch(artifacts.read_history(run)) for run in (a, b)]
+    recipes = [runs.summarize(run)["recipe"] for run in (a, b)]  # "spec (+2)": the spec's, 2 settings changed
+    assert f"<th scope=row>recipe (closest)</th><td>{recipes[0]}</td><td>{recipes[1]}</td></tr>" in page
+    assert all(recipe.startswith("spec") for recipe in recipes)
+    assert f"<th scope=row>model from epoch</th><td>{kept[0]}</td><td>{kept[1]}</td></tr>" in page
     for run in (a, b):
         metrics = json.loads((run / artifacts.METRICS).read_text())
         for name in CLASS_NAMES:

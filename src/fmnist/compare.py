@@ -13,7 +13,7 @@ from fmnist.data import CLASS_NAMES
 from fmnist.errors import FmnistError
 from fmnist.html_page import image_html, page, table_html
 from fmnist.recipes import unused_settings
-from fmnist.report import check_config_and_history
+from fmnist.report import check_config_and_history, kept_epoch
 
 HISTORY_ADVICE = "restore it from a copy (the comparison draws each run's learning curves)"
 TOP_CLASSES = 5
@@ -87,8 +87,8 @@ def _load(run_dir: Path) -> dict[str, Any]:
     except (KeyError, TypeError, ValueError, OverflowError) as exc:  # edited by hand
         raise FmnistError(f"{run_dir / artifacts.METRICS} is damaged ({type(exc).__name__}: {exc}): run "
                           f"'fmnist evaluate {run_dir}' to write it again") from None
-    return {"summary": summary, "history": history, "config": config, "f1": f1,
-            "confusion_matrix": matrix}
+    return {"summary": {**summary, "epoch_kept": kept_epoch(history, config)}, "history": history, "config": config,
+            "f1": f1, "confusion_matrix": matrix}
 
 
 def default_output(run_dirs: list[Path], runs_dir: Path) -> tuple[Path, str]:
@@ -130,8 +130,9 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
 
     headline = [["directory", *(str(Path(r).resolve()) for r in run_dirs)]]  # which is which, when names repeat
     headline += [[label, *(runs.cell(s[key], fmt) for s in summaries)] for label, key, fmt in (
-        ("created", "created", "{}"), ("status", "status", "{}"), ("backend", "backend", "{}"),
-        ("epochs", "epochs", "{}"), ("test accuracy", "test_accuracy", "{:.4f}"), ("macro F1", "macro_f1", "{:.4f}"),
+        ("created", "created", "{}"), ("recipe (closest)", "recipe", "{}"), ("status", "status", "{}"),
+        ("backend", "backend", "{}"), ("epochs", "epochs", "{}"), ("model from epoch", "epoch_kept", "{}"),
+        ("test accuracy", "test_accuracy", "{:.4f}"), ("macro F1", "macro_f1", "{:.4f}"),
         ("training seconds", "train_seconds", "{:.1f}"),
     )]
     settings, differ = settings_rows([item["config"] for item in loaded])

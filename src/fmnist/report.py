@@ -223,7 +223,12 @@ def training_outcome(run_dir: Path) -> dict[str, Any]:
         history = artifacts.read_history(run_dir)
     except (FmnistError, OSError):
         history = {}
-    return {"backend": config.get("backend"), "epoch_kept": _kept_epoch(history, _scheduled(config))}
+    return {"backend": config.get("backend"), "epoch_kept": kept_epoch(history, config)}
+
+
+def kept_epoch(history: dict[str, list[float]], config: dict[str, Any]) -> int | None:
+    """The epoch (from 1) whose weights the run's model has, by its history and config; None before any."""
+    return _kept_epoch(history, _scheduled(config))
 
 
 def _draw(run_dir: Path, metrics: dict[str, Any], predictions: dict[str, np.ndarray], history: dict,
