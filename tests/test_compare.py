@@ -1,5 +1,6 @@
 import html
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -52,7 +53,7 @@ def two_runs(tmp_path_factory):
         yield runs_dir, [tiny_train(runs_dir, tiny_data, dropout=d, name=f"d{d}").run_dir for d in (0.3, 0.1)]
 
 
-def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs):
+def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs, caplog):
     _, (a, b) = two_runs
     page = compare_runs([a, b], tmp_path / "out" / "compare.html").read_text()
     assert a.name in page and b.name in page
@@ -76,7 +77,9 @@ def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs):
     config = json.loads((smoothed / artifacts.CONFIG).read_text())
     config["settings"]["label_smoothing"] = 0.1
     (smoothed / artifacts.CONFIG).write_text(json.dumps(config))
-    page = compare_runs([a, smoothed], tmp_path / "out" / "compare.html").read_text()
+    with caplog.at_level(logging.WARNING, logger="fmnist"):
+        page = compare_runs([a, smoothed], tmp_path / "out" / "compare.html").read_text()
+    assert f"{tmp_path / 'out' / 'compare.html'} held an earlier comparison: replaced by this one" in caplog.text
     assert "Their losses are measured against label smoothing, the labels: compare those curves within each kind" \
            in page
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from fmnist.html_page import image_html, page, table_html
 from fmnist.recipes import unused_settings
 from fmnist.report import check_config_and_history, kept_epoch
 
+log = logging.getLogger(__name__)
 HISTORY_ADVICE = "restore it from a copy (the comparison draws each run's learning curves)"
 TOP_CLASSES = 5
 
@@ -172,5 +174,9 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
                 ["true class", *(f"mistakes, {n}" for n in names), "range", "confusion that moved most"],
                 change_rows) if change_rows else "<p>No class's count of mistakes differs between these runs.</p>")),
         ]
+        replaced = output.exists()
         artifacts.write_text(output, page(f"fmnist: {' vs '.join(names)}", sections))
+    if replaced:  # the default name is one page per runs folder: a comparison kept needs --output
+        log.warning("%s held an earlier comparison: replaced by this one (--output keeps each under a name of its "
+                    "own)", output)
     return output
