@@ -20,6 +20,14 @@ def test_a_plot_optuna_doubts_is_replaced_by_its_reason():
     assert not isinstance(figures["Timeline (one row per trial; overlapping bars ran in parallel)"], str)
 
 
+def test_the_validation_loss_per_epoch_counts_epochs_from_1_as_the_runs_do():
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.4,
+                                              intermediate_values={0: 0.6, 1: 0.5, 2: 0.4}))
+    figure = dict(_figures(study))["Validation loss per epoch (pruned trials stop early)"]
+    assert [list(trace.x) for trace in figure.data] == [[1, 2, 3]] and figure.layout.xaxis.title.text == "epoch"
+
+
 def test_a_librarys_deprecation_warning_does_not_keep_a_plot_off_the_page(monkeypatch):
     study = optuna.create_study()
     study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.5))

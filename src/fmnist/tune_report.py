@@ -70,6 +70,9 @@ def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
         # says nothing of it.
         doubts = [w for w in caught if issubclass(w.category, (UserWarning, RuntimeWarning))
                   and not issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
+        if plot is vis.plot_intermediate_values and not doubts:  # Optuna's steps are epochs counted from 0
+            figure.for_each_trace(lambda trace: trace.update(x=[step + 1 for step in trace.x]))
+            figure.update_xaxes(title_text="epoch")  # from 1, as the runs' reports and progress lines count them
         figures.append((title, first_line(doubts[0].message) if doubts else figure))
     return figures
 
