@@ -162,13 +162,14 @@ def write_report(run_dir: Path, write_scores: Callable[[], None] = lambda: None)
         return _write_report(run_dir, config, history)
 
 
-def checked_history(run_dir: Path, config: dict[str, Any]) -> dict[str, list[float]]:
+def checked_history(run_dir: Path, config: dict[str, Any], history_advice: str = HISTORY_ADVICE
+                    ) -> dict[str, list[float]]:
     """The run's history as the report draws it (none where the file is gone), its config and history checked."""
     try:
         history = artifacts.read_history(run_dir) if (run_dir / artifacts.HISTORY).is_file() else {}
     except DamagedFile as exc:
-        raise DamagedFile(f"{exc}: {HISTORY_ADVICE}") from None
-    check_config_and_history(run_dir, config, history)
+        raise DamagedFile(f"{exc}: {history_advice}") from None
+    check_config_and_history(run_dir, config, history, history_advice)
     return history
 
 
