@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import AS_AT_A_TERMINAL, run_cli
-from fmnist import artifacts, model_files, runs
+from fmnist import artifacts, evaluate, model_files, runs, stopping
 from fmnist.backup_file import read_meta
 from fmnist.data import load_dataset
 from fmnist.cli import main
@@ -250,7 +250,7 @@ def test_a_backup_from_another_run_or_a_history_cut_short_is_refused_not_mixed_i
     assert keep_finished_epochs(mine) == 3
 
 
-def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, tiny_data):
+def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, tiny_data, monkeypatch):
     folder, sums = tiny_data
     dataset = load_dataset(folder, checksums=sums)
     settings = TrainSettings(hidden_sizes=(16, 8), epochs=2, batch_size=16, name="tiny")
@@ -266,6 +266,16 @@ def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, t
             resume_run(run_dir, dataset=dataset)
     assert runs.summarize(run_dir)["notes"] == ["not scored: fmnist train --resume scores it"]
 
+    def stopped_while_scoring(*args, **kwargs):
+        raise KeyboardInterrupt  # a Ctrl-C while resume scores it
+
+    with monkeypatch.context() as patched:
+        patched.setattr(evaluate, "evaluate_run", stopped_while_scoring)
+        with pytest.raises(KeyboardInterrupt) as stop:  # which `train --json` reports
+            resume_run(run_dir, dataset=dataset)
+    assert isinstance(stop.value, stopping.RunStopped)
+    assert (stop.value.run_dir, stop.value.state, stop.value.resume) == (
+        run_dir, "finished, not scored", f"fmnist train --resume {run_dir}")
     result = resume_run(run_dir, dataset=dataset)
     assert result.metrics["test_accuracy"] == scored["test_accuracy"] == json.loads(
         (run_dir / artifacts.METRICS).read_text())["test_accuracy"]

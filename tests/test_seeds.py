@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fmnist import artifacts, model_files, runs
+from fmnist import artifacts, model_files, runs, stopping
 from fmnist.data import CLASS_NAMES, load_dataset
 from fmnist.errors import FmnistError
 from fmnist.resume import resume_run
@@ -215,6 +215,32 @@ def test_a_groups_damaged_member_is_trained_again_and_a_diverged_one_ends_the_gr
                                           "settings it would diverge again; train a new group with a lower "
                                           "--learning-rate$"):
         resume_seeds(group, dataset=dataset)
+
+
+def test_a_group_stopped_between_seeds_names_the_group_and_its_resume(tmp_path, tiny_data, monkeypatch, caplog):
+    folder, sums = tiny_data
+    dataset = load_dataset(folder, checksums=sums)
+    import keras
+
+    cleared = []
+    clear_session = keras.backend.clear_session
+
+    def stop_at_the_second_seed():  # a Ctrl-C that lands once the first seed is scored
+        cleared.append(clear_session())
+        if len(cleared) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras.backend, "clear_session", stop_at_the_second_seed)
+    settings = TrainSettings(hidden_sizes=(8,), epochs=1, batch_size=16, name="tiny", seed=5)
+    with caplog.at_level(logging.WARNING, logger="fmnist"), pytest.raises(KeyboardInterrupt) as stop:
+        train_seeds(settings, "jax", 2, runs_dir=tmp_path / "runs", dataset=dataset)
+    (group,) = (tmp_path / "runs").iterdir()
+    command = f"fmnist train --resume {group}"
+    assert isinstance(stop.value, stopping.RunStopped)
+    assert (stop.value.run_dir, stop.value.state, stop.value.resume) == (group, "interrupted", command)
+    assert f"stopped between seeds: '{command}' trains the seeds not begun" in caplog.text
+    [listed] = runs.seed_groups(runs.list_runs(tmp_path / "runs"), tmp_path / "runs")
+    assert listed["scored"] == 1 and not (group / artifacts.SEED_SUMMARY).exists()
 
 
 @pytest.mark.parametrize("overrides, seeds, refusal", [

@@ -320,6 +320,21 @@ def test_a_study_inside_a_run_is_refused_before_any_journal_or_trial(tmp_path, d
     assert not (tmp_path / "r").exists()
 
 
+def test_a_stopped_train_best_says_on_stdout_what_to_resume(tmp_path, capsys, monkeypatch):
+    from fmnist import stopping, tune as tune_module
+    from fmnist.cli import main
+
+    run_dir = tmp_path / "runs" / "20261206T000000Z-s-best"
+    command = f"fmnist train --resume {run_dir}"
+
+    def stopped(*args, **kwargs):  # as train() raises it when a Ctrl-C stops the run it trains
+        raise stopping.RunStopped(run_dir, "interrupted", command)
+
+    monkeypatch.setattr(tune_module, "train_best", stopped)
+    assert main(["tune", "--train-best", "s", "--runs-dir", str(tmp_path / "runs"), "--json"]) == 130
+    assert json.loads(capsys.readouterr().out) == {"state": "interrupted", "run_dir": str(run_dir), "resume": command}
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--timeout", "-5"], "must be a positive, finite number of seconds"),
     (["--timeout", "nan"], "must be a positive, finite number of seconds"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import io
 import json
@@ -13,7 +14,7 @@ import re
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 
 from fmnist import __version__, artifacts, defaults, stopping
 from fmnist.errors import ErrorsPerInput, FmnistError, first_line, one_line
@@ -293,9 +294,17 @@ def _settings_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    try:
+    with _stop_reported(args):
         _train(args)
-    except stopping.RunStopped as stop:  # a script reading --json learns what to resume, as the log says
+
+
+@contextlib.contextmanager
+def _stop_reported(args: argparse.Namespace) -> Iterator[None]:
+    """A stop that left a run to finish, told on stdout too under --json: a script learns what to resume, as the
+    log says."""
+    try:
+        yield
+    except stopping.RunStopped as stop:
         if args.json:
             _emit(args, "", {"state": stop.state, "run_dir": stop.run_dir, "resume": stop.resume})
         raise
@@ -380,8 +389,10 @@ def cmd_tune(args: argparse.Namespace) -> None:
     if args.train_best:
         from fmnist.tune import train_best
 
-        _emit_training(args, train_best(args.train_best, base, args.backend, storage=args.storage,
-                                        runs_dir=args.runs_dir, data_dir=args.data_dir))
+        with _stop_reported(args):
+            result = train_best(args.train_best, base, args.backend, storage=args.storage, runs_dir=args.runs_dir,
+                                data_dir=args.data_dir)
+        _emit_training(args, result)
         return
     import dataclasses
 

@@ -108,14 +108,14 @@ def score_finished(run_dir: Path, dataset: Dataset) -> TrainResult:
     since), its report drawn if that was cut short."""
     from fmnist.evaluate import evaluate_run
     from fmnist.report import build_report
-    from fmnist.train import TrainResult
+    from fmnist.train import TrainResult, stop_while_scoring_reported
 
     status = artifacts.read_json(run_dir / artifacts.STATUS)
     if any(artifacts.json_number(status.get(key)) is None for key in ("epochs", "train_seconds")):
         raise FmnistError(f"{run_dir / artifacts.STATUS} lacks its epochs or training time; restore it, or "
                           f"remove {run_dir} and train it again")
     metrics_path = run_dir / artifacts.METRICS
-    with runs.claim_run(run_dir):  # the process that trained it may be scoring it still
+    with runs.claim_run(run_dir), stop_while_scoring_reported(run_dir):  # its trainer may be scoring it still
         artifacts.remove_resume_files(run_dir)  # left by a kill just after its training finished
         try:
             metrics = artifacts.read_json(metrics_path) if metrics_path.is_file() else {}

@@ -166,19 +166,26 @@ def _complete_group(
     from fmnist.train import train
 
     results = []
-    for k, member in enumerate(members):
-        run_dir = existing.get(member.seed)
-        if runs.finished(run_dir):
-            log.info("seed %d (%d of %d): finished in %s", member.seed, k + 1, len(members), run_dir.name)
-            results.append(score_finished(run_dir, dataset))
-        else:
-            log.info("seed %d (%d of %d)", member.seed, k + 1, len(members))
-            keras.backend.clear_session()
-            stopping.check()  # clear_session collects garbage, where Python drops a Ctrl-C with a warning
-            results.append(train(member, backend, runs_dir=group, dataset=dataset, resume_dir=run_dir))
-        # Each seed's score as it comes (a single run's is its command's result on stdout).
-        log.info("seed %d: test accuracy %.4f, macro F1 %.4f", member.seed, results[-1].metrics["test_accuracy"],
-                 results[-1].metrics["macro_f1"])
+    try:
+        for k, member in enumerate(members):
+            run_dir = existing.get(member.seed)
+            if runs.finished(run_dir):
+                log.info("seed %d (%d of %d): finished in %s", member.seed, k + 1, len(members), run_dir.name)
+                results.append(score_finished(run_dir, dataset))
+            else:
+                log.info("seed %d (%d of %d)", member.seed, k + 1, len(members))
+                keras.backend.clear_session()
+                stopping.check()  # clear_session collects garbage, where Python drops a Ctrl-C with a warning
+                results.append(train(member, backend, runs_dir=group, dataset=dataset, resume_dir=run_dir))
+            # Each seed's score as it comes (a single run's is its command's result on stdout).
+            log.info("seed %d: test accuracy %.4f, macro F1 %.4f", member.seed, results[-1].metrics["test_accuracy"],
+                     results[-1].metrics["macro_f1"])
+    except stopping.RunStopped:  # in a seed's training or scoring, which named the group's resume
+        raise
+    except KeyboardInterrupt:  # between seeds
+        command = runs.resume_command(group)
+        log.warning("stopped between seeds: '%s' trains the seeds not begun", command)
+        raise stopping.RunStopped(group, runs.INTERRUPTED, command) from None
     summary = summarise(
         [r.metrics["test_accuracy"] for r in results],
         [{name: m["f1-score"] for name, m in r.metrics["per_class"].items()} for r in results],

@@ -10,7 +10,7 @@ import zipfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -340,10 +340,18 @@ def train(
         # Finished first: a kill between the two must not leave a "running" run without its backup.
         runs.set_status(run_dir, runs.FINISHED, epochs=epochs_run, train_seconds=round(seconds, 2))
         artifacts.remove_resume_files(run_dir)  # the saved model supersedes them
-        try:
+        with stop_while_scoring_reported(run_dir):
             metrics = evaluate_run(run_dir, data_dir=data_dir, model=model, dataset=dataset)
-        except KeyboardInterrupt:
-            command = runs.resume_command(run_dir)
-            log.warning("stopped while scoring the trained model: '%s' scores it", command)
-            raise stopping.RunStopped(run_dir, f"{runs.FINISHED}, not scored", command) from None
     return TrainResult(run_dir, metrics, epochs_run, seconds)
+
+
+@contextlib.contextmanager
+def stop_while_scoring_reported(run_dir: Path) -> Iterator[None]:
+    """A stop while the trained ``run_dir`` is scored (or its report drawn), logged and raised as
+    :class:`stopping.RunStopped` with the command that scores it."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        command = runs.resume_command(run_dir)
+        log.warning("stopped while scoring the trained model: '%s' scores it", command)
+        raise stopping.RunStopped(run_dir, f"{runs.FINISHED}, not scored", command) from None
