@@ -151,6 +151,15 @@ def test_json_arrays_nested_or_flat_pixels_or_floats(client):
     assert [p["input"] for p in predictions] == ["inputs[0]", "inputs[1]", "inputs[2]"]
     assert predictions[0]["top"] == predictions[1]["top"] and "pixels" not in predictions[0]
     assert predictions[2]["top"][0]["index"] == predictions[0]["top"][0]["index"]
+    # One image's values without a list of their own: the answer says so, not that 784 inputs are too many.
+    unwrapped = client.post("/v1/predict", json={"inputs": floats.ravel().tolist()})
+    assert unwrapped.status_code == 422 and unwrapped.json()["error"] == (
+        '"inputs" must be a list of images, each 28x28 or 784 numbers; it holds 784 numbers: for one image, put them '
+        'in a list of their own ({"inputs": [[...]]})')
+    for item in ({}, [None] * 784):
+        not_numbers = client.post("/v1/predict", json={"inputs": [item]})
+        assert not_numbers.status_code == 422 and not_numbers.json()["error"].startswith(
+            "inputs[0] holds values that are not numbers (null, true, false, an object?)")
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")

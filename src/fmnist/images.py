@@ -226,7 +226,11 @@ def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
     difference = small - behind_small
     content = np.abs(difference) > tolerance
     if not content.any():
-        raise BadInput(f"{name} is blank: one uniform colour, nothing to classify")
+        if np.ptp(gray) == 0:
+            raise BadInput(f"{name} is blank: one uniform colour, nothing to classify")
+        raise BadInput(f"{name} shows nothing to classify: no part of it stands out from its backdrop by more than "
+                       f"{tolerance:.0f} of 255 grey levels; photograph the garment against a backdrop of another "
+                       "shade")
     # Fashion-MNIST is light on dark: a garment darker than its backdrop is turned over, one lighter is not.
     lighter = float(np.median(difference[content])) > 0
     if dataset_sized:

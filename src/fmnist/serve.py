@@ -294,6 +294,9 @@ def json_inputs(body: bytes) -> np.ndarray:
     if others:  # an option sent here would be answered as if read, with its default
         raise BadInput(f"the JSON body holds {', '.join(map(json.dumps, others))} beside \"inputs\": it takes "
                        "\"inputs\" alone; options go in the query (?top_k=3)")
+    if all(isinstance(value, (int, float)) for value in inputs):  # one image's values, not a list of images
+        raise BadInput(f"\"inputs\" must be a list of images, each 28x28 or 784 numbers; it holds {len(inputs)} "
+                       f"numbers: for one image, put them in a list of their own ({{\"inputs\": [[...]]}})")
     if len(inputs) > MAX_INPUTS:
         raise BadInput(f"{len(inputs)} inputs in one request; the limit is {MAX_INPUTS}", 413)
     images = []
@@ -304,8 +307,8 @@ def json_inputs(body: bytes) -> np.ndarray:
             raise BadInput(f"inputs[{i}] is not a rectangular array of numbers") from None
         # numpy reads null or an integer beyond 64 bits among numbers as objects, and true or false as 1 or 0.
         if values.dtype == object or (values.dtype != bool and _holds_a_boolean(item)):
-            raise BadInput(f"inputs[{i}] holds values that are not numbers (null? true?) or integers beyond 64 bits; "
-                           "give floats in [0, 1] or integers 0-255")
+            raise BadInput(f"inputs[{i}] holds values that are not numbers (null, true, false, an object?) or "
+                           "integers beyond 64 bits; give floats in [0, 1] or integers 0-255")
         images.append(check_array(values, f"inputs[{i}]"))
     return np.stack(images)
 
