@@ -136,7 +136,8 @@ def bad_files() -> list[tuple[str, str, bytes, int, str]]:
         ("one-pixel", "dot.png", encode(np.zeros((1, 1), np.uint8)), 422, "is blank"),
         # A garment of grey 100 on a backdrop of 110: not one colour, but too faint to tell apart.
         ("faint-garment", "faint.png", encode(np.pad(np.full((30, 30), 100, np.uint8), 15, constant_values=110)), 422,
-         "shows nothing to classify: no part of it stands out from its backdrop by more than 13 of 255 grey levels"),
+         "shows nothing to classify: no part of it stands out from its backdrop by more than 13 of 255 grey levels "
+         "(blank, or a garment too near the backdrop's shade"),
         ("npy-wrong-shape", "a.npy", npy(np.zeros((10, 10))), 422, "has shape (10, 10)"),
         ("npy-batch", "a.npy", npy(np.zeros((2, 784))), 422, "has shape (2, 784), 2 images; give one image a file"),
         ("npy-stack", "a.npy", npy(np.zeros((5, 28, 28, 1))), 422, "has shape (5, 28, 28, 1), 5 images; give one"),

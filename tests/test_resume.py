@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import AS_AT_A_TERMINAL, run_cli
-from fmnist import artifacts, evaluate, model_files, runs, stopping
+from fmnist import artifacts, evaluate, model_files, report, runs, stopping
 from fmnist.backup_file import read_meta
 from fmnist.data import load_dataset
 from fmnist.cli import main
@@ -283,6 +283,11 @@ def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, t
     assert artifacts.read_history(run_dir) == history  # scored, not retrained
     assert not (run_dir / artifacts.BACKUP).exists()  # superseded by the model
     (run_dir / artifacts.REPORT_HTML).unlink()
+    with monkeypatch.context() as patched:  # scored, its report cut short: said so, not "not scored"
+        patched.setattr(report, "build_report", stopped_while_scoring)
+        with pytest.raises(KeyboardInterrupt) as stop:
+            resume_run(run_dir, dataset=dataset)
+    assert isinstance(stop.value, stopping.RunStopped) and stop.value.state == "finished, scored, no report"
     resume_run(run_dir, dataset=dataset)
     assert (run_dir / artifacts.REPORT_HTML).is_file()
     with pytest.raises(FmnistError, match="already finished training; nothing to resume"):

@@ -238,7 +238,7 @@ def test_a_group_stopped_between_seeds_names_the_group_and_its_resume(tmp_path, 
     command = f"fmnist train --resume {group}"
     assert isinstance(stop.value, stopping.RunStopped)
     assert (stop.value.run_dir, stop.value.state, stop.value.resume) == (group, "interrupted", command)
-    assert f"stopped between seeds: '{command}' trains the seeds not begun" in caplog.text
+    assert f"stopped: '{command}' finishes the group (its seeds not trained yet, and its summary)" in caplog.text
     [listed] = runs.seed_groups(runs.list_runs(tmp_path / "runs"), tmp_path / "runs")
     assert listed["scored"] == 1 and not (group / artifacts.SEED_SUMMARY).exists()
 

@@ -152,10 +152,15 @@ def test_json_arrays_nested_or_flat_pixels_or_floats(client):
     assert predictions[0]["top"] == predictions[1]["top"] and "pixels" not in predictions[0]
     assert predictions[2]["top"][0]["index"] == predictions[0]["top"][0]["index"]
     # One image's values without a list of their own: the answer says so, not that 784 inputs are too many.
-    unwrapped = client.post("/v1/predict", json={"inputs": floats.ravel().tolist()})
-    assert unwrapped.status_code == 422 and unwrapped.json()["error"] == (
-        '"inputs" must be a list of images, each 28x28 or 784 numbers; it holds 784 numbers: for one image, put them '
-        'in a list of their own ({"inputs": [[...]]})')
+    wrap = 'for one image, put it in a list of its own ({"inputs": [[...]]})'
+    for unwrapped, holds in ((floats.ravel().tolist(), "784 values, not images"),
+                             ([*floats.ravel().tolist()[1:], None], "784 values, not images"),
+                             (floats.tolist(), "28 rows of 28 numbers, one 28x28 image")):
+        response = client.post("/v1/predict", json={"inputs": unwrapped})
+        assert response.status_code == 422 and response.json()["error"] == (
+            f'"inputs" must be a list of images, each 28x28 or 784 numbers; it holds {holds}: {wrap}')
+    flag = client.post("/v1/predict", json={"inputs": [True]})  # one bool, no image's numbers: named as it is
+    assert flag.status_code == 422 and flag.json()["error"].startswith("inputs[0] holds true/false values")
     for item in ({}, [None] * 784):
         not_numbers = client.post("/v1/predict", json={"inputs": [item]})
         assert not_numbers.status_code == 422 and not_numbers.json()["error"].startswith(

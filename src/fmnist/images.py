@@ -229,8 +229,8 @@ def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
         if np.ptp(gray) == 0:
             raise BadInput(f"{name} is blank: one uniform colour, nothing to classify")
         raise BadInput(f"{name} shows nothing to classify: no part of it stands out from its backdrop by more than "
-                       f"{tolerance:.0f} of 255 grey levels; photograph the garment against a backdrop of another "
-                       "shade")
+                       f"{tolerance:.0f} of 255 grey levels (blank, or a garment too near the backdrop's shade: "
+                       "photograph it against a contrasting one)")
     # Fashion-MNIST is light on dark: a garment darker than its backdrop is turned over, one lighter is not.
     lighter = float(np.median(difference[content])) > 0
     if dataset_sized:

@@ -121,7 +121,7 @@ def score_finished(run_dir: Path, dataset: Dataset) -> TrainResult:
             metrics = artifacts.read_json(metrics_path) if metrics_path.is_file() else {}
         except DamagedFile:
             metrics = {}
-        if not _fully_scored(metrics):
+        if not fully_scored(metrics):
             log.info("scoring %s: its training finished, its %s is missing or damaged", run_dir, artifacts.METRICS)
             metrics = evaluate_run(run_dir, dataset=dataset)
         elif not (run_dir / artifacts.REPORT_HTML).is_file():
@@ -129,7 +129,7 @@ def score_finished(run_dir: Path, dataset: Dataset) -> TrainResult:
     return TrainResult(run_dir, metrics, status["epochs"], status["train_seconds"])
 
 
-def _fully_scored(metrics: dict[str, Any]) -> bool:
+def fully_scored(metrics: dict[str, Any]) -> bool:
     """Whether ``metrics`` holds every figure a seed group's summary takes from it, each a number."""
     per_class = metrics.get("per_class")
     return (runs.scored_accuracy(metrics) is not None

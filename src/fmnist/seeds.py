@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from fmnist import artifacts, defaults, runs, stopping
 from fmnist.data import CLASS_NAMES, Dataset, data_record, load_dataset
 from fmnist.errors import DamagedFile, FmnistError
 from fmnist.settings import TrainSettings
+
+if TYPE_CHECKING:
+    from fmnist.train import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -160,32 +163,47 @@ def _complete_group(
 ) -> dict[str, Any]:
     """Train (or resume, or reuse) every member, ``existing`` its run directories by seed (:func:`_member_dirs`),
     then write the group's summary."""
+    try:
+        results = _trained_members(group, members, backend, dataset, existing)
+        summary = _group_summary(settings, members, backend, results)
+        artifacts.write_json(group / artifacts.SEED_SUMMARY, summary)
+    except stopping.RunStopped:  # in a seed's training or scoring, which named the group's resume
+        raise
+    except KeyboardInterrupt:  # between seeds, or while the summary is written
+        command = runs.resume_command(group)
+        log.warning("stopped: '%s' finishes the group (its seeds not trained yet, and its summary)", command)
+        raise stopping.RunStopped(group, runs.INTERRUPTED, command) from None
+    return summary
+
+
+def _trained_members(group: Path, members: list[TrainSettings], backend: str, dataset: Dataset,
+                     existing: dict[int, Path]) -> list[TrainResult]:
+    """Each member's run, trained, resumed or (finished already) scored where need be."""
     import keras
 
     from fmnist.resume import score_finished
     from fmnist.train import train
 
     results = []
-    try:
-        for k, member in enumerate(members):
-            run_dir = existing.get(member.seed)
-            if runs.finished(run_dir):
-                log.info("seed %d (%d of %d): finished in %s", member.seed, k + 1, len(members), run_dir.name)
-                results.append(score_finished(run_dir, dataset))
-            else:
-                log.info("seed %d (%d of %d)", member.seed, k + 1, len(members))
-                keras.backend.clear_session()
-                stopping.check()  # clear_session collects garbage, where Python drops a Ctrl-C with a warning
-                results.append(train(member, backend, runs_dir=group, dataset=dataset, resume_dir=run_dir))
-            # Each seed's score as it comes (a single run's is its command's result on stdout).
-            log.info("seed %d: test accuracy %.4f, macro F1 %.4f", member.seed, results[-1].metrics["test_accuracy"],
-                     results[-1].metrics["macro_f1"])
-    except stopping.RunStopped:  # in a seed's training or scoring, which named the group's resume
-        raise
-    except KeyboardInterrupt:  # between seeds
-        command = runs.resume_command(group)
-        log.warning("stopped between seeds: '%s' trains the seeds not begun", command)
-        raise stopping.RunStopped(group, runs.INTERRUPTED, command) from None
+    for k, member in enumerate(members):
+        run_dir = existing.get(member.seed)
+        if runs.finished(run_dir):
+            log.info("seed %d (%d of %d): finished in %s", member.seed, k + 1, len(members), run_dir.name)
+            results.append(score_finished(run_dir, dataset))
+        else:
+            log.info("seed %d (%d of %d)", member.seed, k + 1, len(members))
+            keras.backend.clear_session()
+            stopping.check()  # clear_session collects garbage, where Python drops a Ctrl-C with a warning
+            results.append(train(member, backend, runs_dir=group, dataset=dataset, resume_dir=run_dir))
+        # Each seed's score as it comes (a single run's is its command's result on stdout).
+        log.info("seed %d: test accuracy %.4f, macro F1 %.4f", member.seed, results[-1].metrics["test_accuracy"],
+                 results[-1].metrics["macro_f1"])
+    return results
+
+
+def _group_summary(settings: TrainSettings, members: list[TrainSettings], backend: str,
+                   results: list[TrainResult]) -> dict[str, Any]:
+    """The group's summary.json: its scores' spread over the seeds, and each run's own."""
     summary = summarise(
         [r.metrics["test_accuracy"] for r in results],
         [{name: m["f1-score"] for name, m in r.metrics["per_class"].items()} for r in results],
@@ -201,7 +219,6 @@ def _complete_group(
         ece_before_scaling={"mean": float(np.mean([r.metrics["ece_before_scaling"] for r in results]))},
         ece={"mean": float(np.mean([r.metrics["ece"] for r in results]))},
     )
-    artifacts.write_json(group / artifacts.SEED_SUMMARY, summary)
     return summary
 
 

@@ -294,9 +294,10 @@ def json_inputs(body: bytes) -> np.ndarray:
     if others:  # an option sent here would be answered as if read, with its default
         raise BadInput(f"the JSON body holds {', '.join(map(json.dumps, others))} beside \"inputs\": it takes "
                        "\"inputs\" alone; options go in the query (?top_k=3)")
-    if all(isinstance(value, (int, float)) for value in inputs):  # one image's values, not a list of images
-        raise BadInput(f"\"inputs\" must be a list of images, each 28x28 or 784 numbers; it holds {len(inputs)} "
-                       f"numbers: for one image, put them in a list of their own ({{\"inputs\": [[...]]}})")
+    unwrapped = _one_image_unwrapped(inputs)
+    if unwrapped:
+        raise BadInput(f"\"inputs\" must be a list of images, each 28x28 or 784 numbers; it holds {unwrapped}: for "
+                       "one image, put it in a list of its own ({\"inputs\": [[...]]})")
     if len(inputs) > MAX_INPUTS:
         raise BadInput(f"{len(inputs)} inputs in one request; the limit is {MAX_INPUTS}", 413)
     images = []
@@ -311,6 +312,19 @@ def json_inputs(body: bytes) -> np.ndarray:
                            "integers beyond 64 bits; give floats in [0, 1] or integers 0-255")
         images.append(check_array(values, f"inputs[{i}]"))
     return np.stack(images)
+
+
+def _one_image_unwrapped(inputs: list[Any]) -> str | None:
+    """What ``inputs`` holds, in words, if it looks like one image's values sent without a list around them."""
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if not any(isinstance(value, (list, dict)) for value in inputs) and any(map(number, inputs)):
+        return f"{len(inputs)} values, not images"
+    if len(inputs) == IMAGE_SIDE and all(isinstance(row, list) and len(row) == IMAGE_SIDE and all(map(number, row))
+                                         for row in inputs):
+        return f"{IMAGE_SIDE} rows of {IMAGE_SIDE} numbers, one 28x28 image"
+    return None
 
 
 async def decode_files(request: Request, files: list[tuple[str, bytes]]) -> np.ndarray:

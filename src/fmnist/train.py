@@ -345,13 +345,25 @@ def train(
     return TrainResult(run_dir, metrics, epochs_run, seconds)
 
 
+def _scores_written(run_dir: Path) -> bool:
+    from fmnist.resume import fully_scored
+
+    try:
+        return fully_scored(artifacts.read_json(run_dir / artifacts.METRICS))
+    except (FmnistError, OSError):  # missing, damaged or unreadable
+        return False
+
+
 @contextlib.contextmanager
 def stop_while_scoring_reported(run_dir: Path) -> Iterator[None]:
-    """A stop while the trained ``run_dir`` is scored (or its report drawn), logged and raised as
-    :class:`stopping.RunStopped` with the command that scores it."""
+    """A stop while the trained ``run_dir`` is scored or its report drawn, logged and raised as
+    :class:`stopping.RunStopped` with the command that finishes it."""
     try:
         yield
     except KeyboardInterrupt:
         command = runs.resume_command(run_dir)
+        if _scores_written(run_dir):
+            log.warning("stopped while drawing the report: '%s' draws it", command)
+            raise stopping.RunStopped(run_dir, f"{runs.FINISHED}, scored, no report", command) from None
         log.warning("stopped while scoring the trained model: '%s' scores it", command)
         raise stopping.RunStopped(run_dir, f"{runs.FINISHED}, not scored", command) from None
