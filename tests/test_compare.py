@@ -71,7 +71,7 @@ def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs, caplog
         for name in CLASS_NAMES:
             assert f"{metrics['per_class'][name]['f1-score']:.4f}" in page
     assert "Classes whose mistakes changed most" in page
-    assert "Their losses are measured against" not in page  # both against the labels
+    assert "Their losses are measured against" not in page  # both against the plain labels
     # One trained with label smoothing (its config says so, as a copy edited here): its loss has another floor.
     smoothed = shutil.copytree(b, tmp_path / "smoothed")
     config = json.loads((smoothed / artifacts.CONFIG).read_text())
@@ -80,8 +80,8 @@ def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs, caplog
     with caplog.at_level(logging.WARNING, logger="fmnist"):
         page = compare_runs([a, smoothed], tmp_path / "out" / "compare.html").read_text()
     assert f"{tmp_path / 'out' / 'compare.html'} held an earlier comparison: replaced by this one" in caplog.text
-    assert "Their losses are measured against label smoothing, the labels: compare those curves within each kind" \
-           in page
+    assert (f"Their losses are measured against different targets: smoothed labels (smoothed); the plain labels "
+            f"({a.name}). Compare those curves within each kind only") in page
 
 
 def test_compare_command_takes_names_and_refuses_what_it_cannot_compare(tmp_path, two_runs):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import tempfile
 from pathlib import Path
@@ -149,11 +150,15 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
         for ch in changes
     ]
     # A loss against smoothed labels or a teacher's answers has another floor than the plain one: not comparable.
-    losses = {"label smoothing" if _setting(item, "label_smoothing") else "a teacher" if _setting(item, "teacher")
-              else "the labels" for item in loaded}
+    losses: dict[str, list[str]] = {}
+    for name, item in zip(names, loaded):
+        target = ("smoothed labels" if _setting(item, "label_smoothing") else "a teacher's answers"
+                  if _setting(item, "teacher") else "the plain labels")
+        losses.setdefault(target, []).append(name)
     curves_note = "" if len(losses) == 1 else (
-        f"<p><b>Their losses are measured against {', '.join(sorted(losses))}: compare those curves within each kind "
-        "only; the accuracies compare across them.</b></p>")
+        "<p><b>Their losses are measured against different targets: "
+        + "; ".join(f"{target} ({html.escape(', '.join(runs_of))})" for target, runs_of in sorted(losses.items()))
+        + ". Compare those curves within each kind only; the accuracies compare across them.</b></p>")
     note = ""
     if len({int(np.sum(item["confusion_matrix"])) for item in loaded}) > 1:
         note = "<p><b>These runs were scored on different numbers of test images: compare counts with care.</b></p>"
