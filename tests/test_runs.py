@@ -75,7 +75,7 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
     assert finished["test_accuracy"] == metrics["test_accuracy"] and finished["macro_f1"] == metrics["macro_f1"]
     assert finished["train_seconds"] == status["train_seconds"] and finished["epochs"] == status["epochs"]
     assert finished["settings"]["hidden_sizes"] == [16, 8] and finished["backend"] == "jax"
-    assert finished["recipe"] == "spec (+2)"  # the spec with other hidden sizes and batch size
+    assert finished["recipe"] == "spec (+batch_size, hidden_sizes)"  # the spec with other hidden sizes and batch size
     assert by_name[f"study/{mixed_runs['grouped'].name}"]["recipe"] == "spec (+3)"  # and dropout
 
     killed = by_name[mixed_runs["running"].name]  # status.json says running, but no process holds the run's lock
@@ -170,7 +170,7 @@ def test_closest_recipe_names_the_preset_and_counts_changes():
     # Taught, however far its settings went towards "best": only "distilled" takes a teacher.
     taught = {**RECIPES["distilled"], "teacher": "/runs/cnn", "dropout": 0.3, "learning_rate": 4e-3, "batch_size": 512}
     assert runs.closest_recipe(TrainSettings.from_dict(taught).to_dict()) == "distilled (+3)"
-    assert runs.closest_recipe(TrainSettings(dropout=0.1, epochs=3, limit=500, name="x").to_dict()) == "spec (+1)"
+    assert runs.closest_recipe(TrainSettings(dropout=0.1, epochs=3, limit=500, name="x").to_dict()) == "spec (+dropout)"
     assert runs.closest_recipe({"dropout": 0.3}) == "spec"  # settings an older version did not have are defaults
 
 

@@ -534,22 +534,29 @@ def _unbegun_group(group_dir: Path) -> dict[str, Any]:
     }
 
 
+NAMED_CHANGES = 2  # up to this many settings changed from a recipe are named, more are counted
+
+
 def closest_recipe(settings: dict[str, Any]) -> str:
     """The recipe these settings come from (config.json does not name it): the one they differ from least,
-    not counting the run's size and name; ``"spec (+2)"`` says two other settings were changed."""
+    not counting the run's size and name; ``"spec (+dropout)"`` names a setting changed, ``"spec (+3)"`` counts
+    more than two."""
     from fmnist.settings import RECIPES, TrainSettings
 
     spec = TrainSettings().to_dict()
     ignored = {"name", "seed", "epochs", "limit", "teacher"}
 
-    def changes(recipe: str) -> int:
+    def changes(recipe: str) -> list[str]:
         preset = {**spec, **TrainSettings.from_dict(RECIPES[recipe]).to_dict()}
-        return sum(settings.get(k, spec[k]) != v for k, v in preset.items() if k not in ignored)
+        return sorted(k for k, v in preset.items() if k not in ignored and settings.get(k, spec[k]) != v)
 
     # Only "distilled" takes a teacher, and needs one: a run is of it exactly when it had one.
-    counts = {recipe: changes(recipe) for recipe in RECIPES if (recipe == "distilled") == bool(settings.get("teacher"))}
-    best = min(counts, key=counts.get)
-    return best if counts[best] == 0 else f"{best} (+{counts[best]})"
+    changed = {recipe: changes(recipe) for recipe in RECIPES
+               if (recipe == "distilled") == bool(settings.get("teacher"))}
+    best = min(changed, key=lambda recipe: len(changed[recipe]))
+    if not changed[best]:
+        return best
+    return f"{best} (+{', '.join(changed[best]) if len(changed[best]) <= NAMED_CHANGES else len(changed[best])})"
 
 
 def _run_dirs(folder: Path, depth: int) -> list[Path]:
