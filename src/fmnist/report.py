@@ -89,7 +89,8 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
     ]
     recorded = config.get("settings", {})
     shown = {k: v for k, v in recorded.items() if k not in unused_settings(recorded)}
-    settings = [[k, runs.setting_text(v)] for k, v in shown.items()] + [
+    recipe = [["recipe (closest)", runs.closest_recipe(recorded)]] if recorded else []
+    settings = recipe + [[k, runs.setting_text(v)] for k, v in shown.items()] + [
         ["backend", runs.cell(config.get("backend"))], ["data", runs.cell(config.get("data", {}).get("source"))],
         ["versions", ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items())],
     ]
