@@ -94,7 +94,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ["backend", runs.cell(config.get("backend"))], ["data", runs.cell(config.get("data", {}).get("source"))],
         ["versions", ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items())],
     ]
-    kept = _kept_epoch(history, _scheduled(config)) or "-"
+    kept = kept_epoch(history, config) or "-"
     state = status.get("state", "-")
     if state == runs.RUNNING and not runs.being_trained(run_dir):  # as `fmnist runs` shows it
         state = runs.KILLED
