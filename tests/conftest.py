@@ -203,3 +203,56 @@ def real_run_dir(tmp_path_factory, real_data_dir) -> Path:
     """A run trained briefly on real data (about 83% test accuracy), for tests that need sensible predictions."""
     base = tmp_path_factory.mktemp("real_run")
     return _train_once(base, real_data_dir, None, hidden_sizes=(256, 128), epochs=5, limit=12000, name="real")
+
+
+@pytest.fixture(scope="module")
+def mixed_runs(tmp_path_factory):
+    """A runs directory with one real finished run beside half-written, damaged and old-style ones (read only)."""
+    with module_data(tmp_path_factory) as (base, tiny_data):
+        yield make_mixed_runs(base / "runs", tiny_data)
+
+
+def make_mixed_runs(runs_dir, tiny_data):
+    import json
+
+    from fmnist import artifacts, backup_file, runs
+
+    finished = tiny_train(runs_dir, tiny_data).run_dir
+    config = json.loads((finished / artifacts.CONFIG).read_text())
+
+    running = runs.create_run_dir(runs_dir, "running")
+    artifacts.write_json(running / artifacts.CONFIG, config)
+    runs.set_status(running, "running")
+    # Killed mid-write of epoch 2's row, after writing epoch 1's row but before its backup: resumed after epoch 0.
+    (running / artifacts.HISTORY).write_text("epoch,loss\n0,1.5\n1,1.2\n2,1.")
+    np.savez(running / artifacts.BACKUP, meta=np.array(json.dumps({"format": backup_file.FORMAT, "epochs_done": 1})))
+
+    interrupted = runs.create_run_dir(runs_dir, "interrupted")
+    artifacts.write_json(interrupted / artifacts.CONFIG, config)
+    runs.set_status(interrupted, "interrupted")
+    (interrupted / artifacts.HISTORY).write_text("epoch,loss\n0,1.5\n")  # and no backup: resumed from the start
+
+    damaged = runs.create_run_dir(runs_dir, "damaged")
+    (damaged / artifacts.CONFIG).write_text("{\"settings\": ")
+    (damaged / artifacts.STATUS).write_text("[1, 2]")
+    (damaged / artifacts.METRICS).write_text("\"not an object\"")
+
+    old = runs_dir / "old-style"  # an older layout: a config without settings or time, no status file
+    old.mkdir()
+    (old / artifacts.CONFIG).write_text(json.dumps({"backend": "tensorflow", "settings": "512,256"}))
+
+    mistyped = runs.create_run_dir(runs_dir, "mistyped")  # valid JSON, values of the wrong types
+    artifacts.write_json(mistyped / artifacts.CONFIG, {"settings": {"learning_rate": "fast", "hidden_sizes": "wide"}})
+    artifacts.write_json(mistyped / artifacts.STATUS, {"state": "finished", "epochs": "three", "train_seconds": [1]})
+
+    empty = runs.create_run_dir(runs_dir, "empty")  # made, then the process died before writing anything
+    # Files that are there but cannot be read (as root, no permission bit stops a read: a read of
+    # /proc/self/mem at offset 0 fails with an I/O error instead).
+    unreadable = runs.create_run_dir(runs_dir, "unreadable")
+    for name in (artifacts.CONFIG, artifacts.STATUS, artifacts.HISTORY):
+        (unreadable / name).symlink_to("/proc/self/mem")
+    grouped = tiny_train(runs_dir / "study", tiny_data, dropout=0.1, name="member").run_dir  # a group, one level down
+    (runs_dir / "notes.txt").write_text("not a run")
+    return {"dir": runs_dir, "finished": finished, "running": running, "interrupted": interrupted,
+            "damaged": damaged, "old": old, "mistyped": mistyped, "empty": empty, "unreadable": unreadable,
+            "grouped": grouped}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import refused_before_keras, run_cli
-from fmnist import artifacts, runs
+from fmnist import artifacts, run_list, runs
 from fmnist.errors import FmnistError
 
 
@@ -213,7 +213,7 @@ def test_an_error_the_system_raises_anywhere_is_one_line_naming_the_file(monkeyp
     def refused(runs_dir, **options):
         raise PermissionError(13, "Permission denied", str(runs_dir))
 
-    monkeypatch.setattr(runs, "list_runs", refused)
+    monkeypatch.setattr(run_list, "list_runs", refused)
     assert main(["runs", "--runs-dir", "locked"]) == 1
     assert capsys.readouterr().err == "fmnist: error: Permission denied: locked\n"
     assert main(["runs", "--runs-dir", "locked\nfolder"]) == 1  # a newline in the name given
@@ -227,7 +227,7 @@ def test_an_unexpected_error_of_several_lines_is_still_one(monkeypatch, capsys):
         raise RuntimeError("(psycopg2.OperationalError) server closed the connection\n(Background on this error at: "
                            "https://sqlalche.me/e/20/e3q8)")
 
-    monkeypatch.setattr(runs, "list_runs", driver_failed)
+    monkeypatch.setattr(run_list, "list_runs", driver_failed)
     assert main(["runs"]) == 1
     assert capsys.readouterr().err == ("fmnist: error: unexpected RuntimeError: (psycopg2.OperationalError) server "
                                        "closed the connection (rerun with --debug for details)\n")

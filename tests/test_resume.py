@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import AS_AT_A_TERMINAL, run_cli
-from fmnist import artifacts, evaluate, model_files, report, runs, stopping
+from fmnist import artifacts, evaluate, model_files, report, run_list, runs, stopping
 from fmnist.backup_file import read_meta
 from fmnist.data import load_dataset
 from fmnist.cli import main
@@ -261,10 +261,10 @@ def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, t
     history = artifacts.read_history(run_dir)
     (run_dir / artifacts.BACKUP).write_bytes(b"left by a kill between the finished status and its removal")
     with runs.claim_run(run_dir):  # as the process that trained it holds it while it scores
-        assert runs.summarize(run_dir)["notes"] == []  # not "not scored": it is being scored
+        assert run_list.summarize(run_dir)["notes"] == []  # not "not scored": it is being scored
         with pytest.raises(FmnistError, match="in use by another process"):
             resume_run(run_dir, dataset=dataset)
-    assert runs.summarize(run_dir)["notes"] == ["not scored: fmnist train --resume scores it"]
+    assert run_list.summarize(run_dir)["notes"] == ["not scored: fmnist train --resume scores it"]
 
     def stopped_while_scoring(*args, **kwargs):
         raise KeyboardInterrupt  # a Ctrl-C while resume scores it

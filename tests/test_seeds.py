@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fmnist import artifacts, model_files, runs, stopping
+from fmnist import artifacts, model_files, run_list, runs, stopping
 from fmnist.data import CLASS_NAMES, load_dataset
 from fmnist.errors import FmnistError
 from fmnist.resume import resume_run
@@ -42,8 +42,8 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     assert all((group / r["run_dir"] / "model.keras").is_file() for r in summary["runs"])
     assert json.loads((group / artifacts.SEED_SUMMARY).read_text())["seeds"] == 3
     # `fmnist runs` gives the group a line of its own, above its runs, with the summary's mean and spread.
-    rows = runs.list_runs(tmp_path)
-    [listed] = runs.seed_groups(rows, tmp_path)
+    rows = run_list.list_runs(tmp_path)
+    [listed] = run_list.seed_groups(rows, tmp_path)
     assert (listed["group"], listed["seeds"], listed["scored"]) == (group.name, 3, 3)
     assert listed["test_accuracy"]["mean"] == pytest.approx(summary["test_accuracy"]["mean"])
     assert listed["test_accuracy"]["std"] == pytest.approx(summary["test_accuracy"]["std"])
@@ -53,7 +53,7 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     assert listed["path"] == str(group)  # for a script reading `fmnist runs --json` elsewhere, as each run's
     printed = json.loads(json.dumps(summary_record(group, summary), default=_json_value))  # as --json prints it
     assert [r["run_dir"] for r in printed["runs"]] == [str(group / r["run_dir"]) for r in summary["runs"]]
-    table = [re.split(r"\s{2,}", line) for line in runs.format_runs(rows, [listed], tmp_path).splitlines()]
+    table = [re.split(r"\s{2,}", line) for line in run_list.format_runs(rows, [listed], tmp_path).splitlines()]
     # Begun when its group.json says (its folder's name too), not when its newest run began.
     began = artifacts.read_json(group / artifacts.SEED_GROUP)["created"]
     assert listed["created"] == began and table[1][1] == began.replace("T", " ") < table[2][1]
@@ -67,7 +67,7 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
         copy = shutil.copytree(group / summary["runs"][0]["run_dir"], group / name)
         config = artifacts.read_json(copy / artifacts.CONFIG)
         artifacts.write_json(copy / artifacts.CONFIG, {**config, "settings": {**config["settings"], "seed": seed}})
-    [listed_again] = runs.seed_groups(runs.list_runs(tmp_path), tmp_path)
+    [listed_again] = run_list.seed_groups(run_list.list_runs(tmp_path), tmp_path)
     assert listed_again == listed
     shutil.rmtree(group / "stray"), shutil.rmtree(group / "damaged")
 
@@ -79,18 +79,18 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     shutil.rmtree(third)
     (group / artifacts.SEED_SUMMARY).unlink()
     # What `fmnist runs` and the refusals advise is the group's resume, which also trains the third seed.
-    assert runs.summarize(second)["notes"] == [f"fmnist train --resume {group} continues its group"]
-    assert runs.summarize(first)["notes"] == [f"not scored: fmnist train --resume {group} scores it"]
+    assert run_list.summarize(second)["notes"] == [f"fmnist train --resume {group} continues its group"]
+    assert run_list.summarize(first)["notes"] == [f"not scored: fmnist train --resume {group} scores it"]
     assert runs.how_to_finish(second) == f"'fmnist train --resume {group}' finishes it"
-    [cut] = runs.seed_groups(runs.list_runs(tmp_path), tmp_path)
+    [cut] = run_list.seed_groups(run_list.list_runs(tmp_path), tmp_path)
     assert cut["scored"] == 0 and cut["test_accuracy"] is None and cut["summary"] is None
-    assert runs.format_runs(runs.list_runs(tmp_path), [cut], tmp_path).splitlines()[1].endswith(
+    assert run_list.format_runs(run_list.list_runs(tmp_path), [cut], tmp_path).splitlines()[1].endswith(
         f"0 of 3 seeds scored (fmnist train --resume {group} continues it)")
     with runs.claim_run(group):  # as a process resuming the group holds it: nothing to do but wait
-        [live] = runs.seed_groups(runs.list_runs(tmp_path), tmp_path)
-        assert runs.format_runs(runs.list_runs(tmp_path), [live], tmp_path).splitlines()[1].endswith(
+        [live] = run_list.seed_groups(run_list.list_runs(tmp_path), tmp_path)
+        assert run_list.format_runs(run_list.list_runs(tmp_path), [live], tmp_path).splitlines()[1].endswith(
             "0 of 3 seeds scored, being trained")
-        assert runs.summarize(second)["notes"] == ["its group's training continues it"]
+        assert run_list.summarize(second)["notes"] == ["its group's training continues it"]
         with pytest.raises(FmnistError, match="in use by another process"):
             resume_seeds(group, dataset=dataset)
         with pytest.raises(FmnistError, match=f"one run of the --seeds group {group}, which another process is "
@@ -124,8 +124,8 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     assert (third_again / artifacts.REPORT_HTML).is_file()
     summary_json = (group / artifacts.SEED_SUMMARY).read_bytes()
     (group / artifacts.SEED_SUMMARY).unlink()  # killed after its last seed, before it wrote the summary
-    rows = runs.list_runs(tmp_path)
-    assert runs.format_runs(rows, runs.seed_groups(rows, tmp_path), tmp_path).splitlines()[1].endswith(
+    rows = run_list.list_runs(tmp_path)
+    assert run_list.format_runs(rows, run_list.seed_groups(rows, tmp_path), tmp_path).splitlines()[1].endswith(
         f"3 of 3 seeds scored, no summary.json (fmnist train --resume {group} writes it)")
     (group / artifacts.SEED_SUMMARY).write_bytes(summary_json)
     status = artifacts.read_json(first / artifacts.STATUS)
@@ -138,8 +138,8 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
         artifacts.write_json(group / artifacts.SEED_GROUP, {**record, "seeds": seeds})
         with pytest.raises(FmnistError, match=refusal):
             resume_seeds(group, dataset=dataset)
-        rows = runs.list_runs(tmp_path)  # listed as it is, never as the mean of a group it is not
-        assert runs.format_runs(rows, runs.seed_groups(rows, tmp_path), tmp_path).splitlines()[1].endswith(
+        rows = run_list.list_runs(tmp_path)  # listed as it is, never as the mean of a group it is not
+        assert run_list.format_runs(rows, run_list.seed_groups(rows, tmp_path), tmp_path).splitlines()[1].endswith(
             "3 seeds scored (group.json damaged: restore it from a copy)")
     # Unreadable altogether, or made by a later fmnist with a setting this one does not know: its runs are still its
     # own, each as the group has it, and counted.
@@ -153,8 +153,8 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
                     config = artifacts.read_json(run / artifacts.CONFIG)
                     config["settings"]["mixup_alpha"] = 0.2
                     artifacts.write_json(run / artifacts.CONFIG, config)
-        rows = runs.list_runs(tmp_path)
-        [listed] = [g for g in runs.seed_groups(rows, tmp_path) if g["group"] == group.name]
+        rows = run_list.list_runs(tmp_path)
+        [listed] = [g for g in run_list.seed_groups(rows, tmp_path) if g["group"] == group.name]
         assert listed["scored"] == 3 and listed["foreign"] == [], damaged
     # Where one run is wanted (evaluate, report, predict, serve, export, compare), the group is named as such.
     first_run = sorted(r["run_dir"] for r in resumed["runs"])[0]
@@ -177,8 +177,8 @@ def test_a_groups_damaged_member_is_trained_again_and_a_diverged_one_ends_the_gr
     shutil.rmtree(second)
     status = (first / artifacts.STATUS).read_bytes()
     (first / artifacts.STATUS).write_text("{")  # damaged by hand too: listed as it is, and trained again
-    rows = runs.list_runs(tmp_path)
-    assert runs.seed_groups(rows, tmp_path)[0]["scored"] == 1
+    rows = run_list.list_runs(tmp_path)
+    assert run_list.seed_groups(rows, tmp_path)[0]["scored"] == 1
     assert "status.json unreadable" in {note for row in rows for note in row["notes"]}
     assert sorted(_member_dirs(group, artifacts.read_json(group / artifacts.SEED_GROUP)), key=str) == [6, None]
     (first / artifacts.STATUS).write_bytes(status)
@@ -196,20 +196,20 @@ def test_a_groups_damaged_member_is_trained_again_and_a_diverged_one_ends_the_gr
                                                         f"its {differ}: it was copied or edited there by hand; move "
                                                         f"it out of {group}, then resume the group")):
             resume_seeds(group, dataset=dataset)
-        rows = runs.list_runs(tmp_path)
-        [listed] = runs.seed_groups(rows, tmp_path)  # listed as the resume sees it: not counted, and named
+        rows = run_list.list_runs(tmp_path)
+        [listed] = run_list.seed_groups(rows, tmp_path)  # listed as the resume sees it: not counted, and named
         assert listed["scored"] == 2 and listed["foreign"] == ["edited"]
-        assert runs.format_runs(rows, [listed], tmp_path).splitlines()[1].endswith(
+        assert run_list.format_runs(rows, [listed], tmp_path).splitlines()[1].endswith(
             "2 of 2 seeds scored; edited: settings, backend or data other than the group's (copied or edited there by "
             "hand): move it out of the group")
     shutil.rmtree(edited)
 
     retrained = group / resumed["runs"][1]["run_dir"]
     runs.set_status(retrained, "failed", error="training diverged in epoch 1: the loss became nan", diverged=True)
-    rows = runs.list_runs(tmp_path)
-    [listed] = runs.seed_groups(rows, tmp_path)
+    rows = run_list.list_runs(tmp_path)
+    [listed] = run_list.seed_groups(rows, tmp_path)
     assert listed["diverged"] == [6] and listed["scored"] == 1
-    assert runs.format_runs(rows, [listed], tmp_path).splitlines()[1].endswith(
+    assert run_list.format_runs(rows, [listed], tmp_path).splitlines()[1].endswith(
         "1 of 2 seeds scored; seed 6 diverged: train a new group with a lower --learning-rate")
     with pytest.raises(FmnistError, match=f"^seed 6 of {group} diverged \\({retrained.name}\\): resumed with the same "
                                           "settings it would diverge again; train a new group with a lower "
@@ -239,7 +239,7 @@ def test_a_group_stopped_between_seeds_names_the_group_and_its_resume(tmp_path, 
     assert isinstance(stop.value, stopping.RunStopped)
     assert (stop.value.run_dir, stop.value.state, stop.value.resume) == (group, "interrupted", command)
     assert f"stopped: '{command}' finishes the group (its seeds not trained yet, and its summary)" in caplog.text
-    [listed] = runs.seed_groups(runs.list_runs(tmp_path / "runs"), tmp_path / "runs")
+    [listed] = run_list.seed_groups(run_list.list_runs(tmp_path / "runs"), tmp_path / "runs")
     assert listed["scored"] == 1 and not (group / artifacts.SEED_SUMMARY).exists()
 
 
@@ -286,7 +286,7 @@ def test_a_run_the_group_could_not_have_made_is_refused_in_its_folder(tmp_path, 
         train(dataclasses.replace(settings, dropout=0.0, epochs=3), "jax", runs_dir=group, dataset=dataset)
     assert [p.name for p in group.iterdir()] == [artifacts.SEED_GROUP]  # refused before a run folder was made
     # As a group killed before its first run began: `fmnist runs` lists it with its settings and its resume.
-    [listed] = [row for row in runs.list_runs(tmp_path) if row["run"] == group.name]
+    [listed] = [row for row in run_list.list_runs(tmp_path) if row["run"] == group.name]
     assert (listed["status"], listed["settings"]["seed"], listed["backend"]) == ("killed", 5, "jax")
     assert listed["notes"] == [f"no seed begun: fmnist train --resume {group} trains its 3 seeds"]
     other_data = dataclasses.replace(dataset, checksums={**dataset.checksums, "t10k-labels-idx1-ubyte": "0" * 64})
@@ -301,5 +301,5 @@ def test_a_run_the_group_could_not_have_made_is_refused_in_its_folder(tmp_path, 
     with pytest.raises(FmnistError, match="group.json is not valid JSON .*: restore it from a copy, or choose "
                                           "another --runs-dir"):
         refuse_other_runs(group, settings, "jax", dataset)
-    [listed] = [row for row in runs.list_runs(tmp_path) if row["run"] == group.name]
+    [listed] = [row for row in run_list.list_runs(tmp_path) if row["run"] == group.name]
     assert listed["notes"] == ["group.json damaged: restore it from a copy"]

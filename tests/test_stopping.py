@@ -90,7 +90,7 @@ def sigint_as_at_a_terminal():
 
 @pytest.mark.usefixtures("sigint_as_at_a_terminal")
 def test_main_called_in_process_returns_the_stop_and_puts_the_handlers_back(monkeypatch, tmp_path, capsys):
-    from fmnist import runs
+    from fmnist import run_list
     from fmnist.cli import main
 
     before = {signum: signal.getsignal(signum) for signum in stopping.STOP_SIGNALS}, sys.unraisablehook
@@ -102,7 +102,7 @@ def test_main_called_in_process_returns_the_stop_and_puts_the_handlers_back(monk
         signal_inside_a_gc_callback(signal.SIGINT)
         return []
 
-    monkeypatch.setattr(runs, "list_runs", swallowed_stop)
+    monkeypatch.setattr(run_list, "list_runs", swallowed_stop)
     assert main(["runs", "--runs-dir", str(tmp_path)]) == 130  # the caller goes on: no exit, no crash
     assert capsys.readouterr().err.strip().splitlines()[-1] == "fmnist: interrupted"
     assert ({signum: signal.getsignal(signum) for signum in stopping.STOP_SIGNALS}, sys.unraisablehook) == before

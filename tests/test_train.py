@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from fmnist import artifacts, model_files, runs
+from fmnist import artifacts, model_files, run_list, runs
 from fmnist.data import load_dataset, to_features
 from fmnist.errors import FmnistError
 from fmnist.resume import resume_run
@@ -156,7 +156,7 @@ def test_a_training_that_diverges_stops_at_once_and_is_marked_failed(tmp_path, t
     for refused in (lambda: model_files.verified_model_path(run_dir), lambda: runs.require_scored(run_dir, "x")):
         with pytest.raises(FmnistError, match="it diverged: train a new run with a lower --learning-rate"):
             refused()
-    assert runs.summarize(run_dir)["notes"] == ["diverged: train a new run with a lower --learning-rate"]
+    assert run_list.summarize(run_dir)["notes"] == ["diverged: train a new run with a lower --learning-rate"]
 
 
 def test_two_runs_of_the_same_seed_get_their_own_directories_and_the_same_weights(tmp_path, tiny_data):

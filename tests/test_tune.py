@@ -19,7 +19,7 @@ import optuna
 import pytest
 
 from conftest import refused_before_keras
-from fmnist import artifacts, runs
+from fmnist import artifacts, run_list
 from fmnist.cli import _settings_from_args, build_parser
 from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
@@ -138,7 +138,7 @@ def test_a_trial_the_pruner_gives_up_on_stops_and_is_recorded_as_pruned_but_not_
     run_dir = Path(trial.user_attrs["run_dir"])
     said = f"pruned by study {study.study_name!r} after epoch 1"
     assert artifacts.read_json(run_dir / artifacts.STATUS)["pruned"] == said[len("pruned "):]
-    [row] = [r for r in runs.list_runs(tmp_path) if r["run"] == run_dir.name]
+    [row] = [r for r in run_list.list_runs(tmp_path) if r["run"] == run_dir.name]
     assert row["status"] == "finished" and said in row["notes"]
     assert f"finished, {html.escape(said)}" in (run_dir / artifacts.REPORT_HTML).read_text()
     # Not at its last epoch: stopping there saves nothing, and the trial ran all its epochs.

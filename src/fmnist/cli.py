@@ -449,7 +449,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
-    from fmnist.runs import format_runs, list_runs, seed_groups
+    from fmnist.run_list import format_runs, list_runs, seed_groups
 
     runs_dir = args.runs_dir or Path(defaults.RUNS_DIR)
     rows = list_runs(runs_dir, must_exist=args.runs_dir is not None)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist import artifacts, defaults, plots, runs
+from fmnist import artifacts, defaults, plots, run_list, runs
 from fmnist.data import CLASS_NAMES
 from fmnist.errors import FmnistError
 from fmnist.html_page import image_html, page, table_html
@@ -26,11 +26,12 @@ def flat_settings(config: dict[str, Any]) -> dict[str, str]:
     """Everything that shapes a run, one line each: its settings (those it read), backend, data and package
     versions."""
     settings = config.get("settings", {})
-    flat = {key: runs.setting_text(value) for key, value in settings.items() if key not in unused_settings(settings)}
-    flat["backend"] = runs.setting_text(config.get("backend"))
-    flat["data"] = runs.setting_text(config.get("data", {}).get("source"))
-    flat["python"] = runs.setting_text(config.get("python"))
-    flat.update({f"version {name}": runs.setting_text(v) for name, v in config.get("versions", {}).items()})
+    unused = unused_settings(settings)
+    flat = {key: run_list.setting_text(value) for key, value in settings.items() if key not in unused}
+    flat["backend"] = run_list.setting_text(config.get("backend"))
+    flat["data"] = run_list.setting_text(config.get("data", {}).get("source"))
+    flat["python"] = run_list.setting_text(config.get("python"))
+    flat.update({f"version {name}": run_list.setting_text(v) for name, v in config.get("versions", {}).items()})
     return flat
 
 
@@ -70,7 +71,7 @@ def run_labels(run_dirs: list[Path]) -> list[str]:
 
 def _load(run_dir: Path) -> dict[str, Any]:
     """The files a comparison needs; a run that has not been evaluated is refused, naming its status."""
-    summary = runs.summarize(run_dir)
+    summary = run_list.summarize(run_dir)
     runs.require_scored(run_dir, "a comparison")
     if not (run_dir / artifacts.HISTORY).is_file():
         raise FmnistError(f"{run_dir / artifacts.HISTORY} is missing: {HISTORY_ADVICE}")
@@ -131,7 +132,7 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
     summaries = [item["summary"] for item in loaded]
 
     headline = [["directory", *(str(Path(r).resolve()) for r in run_dirs)]]  # which is which, when names repeat
-    headline += [[label, *(runs.cell(s[key], fmt) for s in summaries)] for label, key, fmt in (
+    headline += [[label, *(run_list.cell(s[key], fmt) for s in summaries)] for label, key, fmt in (
         ("created", "created", "{}"), ("recipe (closest)", "recipe", "{}"), ("status", "status", "{}"),
         ("backend", "backend", "{}"), ("epochs", "epochs", "{}"), ("model from epoch", "epoch_kept", "{}"),
         ("test accuracy", "test_accuracy", "{:.4f}"), ("macro F1", "macro_f1", "{:.4f}"),

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fmnist import artifacts, plots, runs
+from fmnist import artifacts, plots, run_list, runs
 from fmnist.data import CLASS_NAMES, IMAGE_SIDE
 from fmnist.errors import DamagedFile, FmnistError
 from fmnist.explain import FAINT_BELOW, PATCH
@@ -89,9 +89,10 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
     ]
     recorded = config.get("settings", {})
     shown = {k: v for k, v in recorded.items() if k not in unused_settings(recorded)}
-    recipe = [["recipe (closest)", runs.closest_recipe(recorded)]] if recorded else []
-    settings = recipe + [[k, runs.setting_text(v)] for k, v in shown.items()] + [
-        ["backend", runs.cell(config.get("backend"))], ["data", runs.cell(config.get("data", {}).get("source"))],
+    recipe = [["recipe (closest)", run_list.closest_recipe(recorded)]] if recorded else []
+    settings = recipe + [[k, run_list.setting_text(v)] for k, v in shown.items()] + [
+        ["backend", run_list.cell(config.get("backend"))],
+        ["data", run_list.cell(config.get("data", {}).get("source"))],
         ["versions", ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items())],
     ]
     kept = kept_epoch(history, config) or "-"
@@ -106,7 +107,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ["95% bootstrap interval", "-" if ci is None else f"{ci[0]:.4f} to {ci[1]:.4f}"],
         # The trained network's loss (what Keras would report) and the calibrated model's, as saved.
         ["test loss, before / after temperature scaling",
-         f"{runs.cell(metrics.get('test_loss_before_scaling'), '{:.4f}')} / {metrics['test_loss']:.4f}"],
+         f"{run_list.cell(metrics.get('test_loss_before_scaling'), '{:.4f}')} / {metrics['test_loss']:.4f}"],
         [f"ECE ({CALIBRATION_BINS} bins), before / after temperature scaling",
          _calibration(metrics, "{before} / {after} (T = {temperature})")],
         ["macro F1", f"{metrics['macro_f1']:.4f}"], ["weakest class (F1)",
@@ -289,7 +290,7 @@ def _interval(metrics: dict[str, Any]) -> tuple[float, float] | None:
 def _calibration(metrics: dict[str, Any], text: str) -> str:
     """``text`` with the ECE before and after temperature scaling, and the temperature; "-" for each a run scored
     before fmnist calibrated has not (its temperature is not known: not 1)."""
-    return text.format(before=runs.cell(metrics.get("ece_before_scaling"), "{:.4f}"),
-                       after=runs.cell(metrics.get("ece"), "{:.4f}"),
-                       temperature=runs.cell(metrics.get("temperature"), "{:.3f}"))
+    return text.format(before=run_list.cell(metrics.get("ece_before_scaling"), "{:.4f}"),
+                       after=run_list.cell(metrics.get("ece"), "{:.4f}"),
+                       temperature=run_list.cell(metrics.get("temperature"), "{:.3f}"))
 

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from fmnist import artifacts, runs
+from fmnist import artifacts, run_list, runs
 from fmnist.backup_file import epochs_done
 from fmnist.data import CLASS_NAMES
 from fmnist.errors import DamagedFile, FmnistError
@@ -132,7 +132,7 @@ def score_finished(run_dir: Path, dataset: Dataset) -> TrainResult:
 def fully_scored(metrics: dict[str, Any]) -> bool:
     """Whether ``metrics`` holds every figure a seed group's summary takes from it, each a number."""
     per_class = metrics.get("per_class")
-    return (runs.scored_accuracy(metrics) is not None
+    return (run_list.scored_accuracy(metrics) is not None
             and all(artifacts.json_number(metrics.get(key)) is not None
                     for key in ("macro_f1", "ece", "ece_before_scaling"))
             and isinstance(per_class, dict) and set(per_class) == set(CLASS_NAMES)

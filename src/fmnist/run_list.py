@@ -1,0 +1,364 @@
+"""`fmnist runs`: every run and ``--seeds`` group under a folder, as a table or JSON, read from whatever of their
+files are there; and the small formatting helpers the other tables share."""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from fmnist import artifacts, defaults, runs
+from fmnist.backup_file import epochs_done
+from fmnist.errors import FmnistError
+
+
+KEY_SETTINGS = ("architecture", "hidden_sizes", "dropout", "learning_rate", "batch_size", "epochs", "limit", "seed")
+
+
+def _read_object(path: Path, notes: list[str], note_missing: bool = True) -> dict[str, Any]:
+    """A JSON object from ``path``, or ``{}`` with a note saying why not: listing never fails on one bad run."""
+    try:
+        if not path.is_file():
+            if note_missing:
+                notes.append(f"no {path.name}")
+            return {}
+        return artifacts.read_json(path)
+    except (FmnistError, OSError):  # not a JSON object, or unreadable (is_file too raises in a folder we cannot enter)
+        notes.append(f"{path.name} unreadable")
+        return {}
+
+
+def summarize(run_dir: Path) -> dict[str, Any]:
+    """What `fmnist runs` shows for one run directory, from whatever of its files are there and readable."""
+    run_dir = Path(run_dir)
+    if runs.is_seed_group(run_dir) and not _has_runs(run_dir):  # stopped before its first run began
+        return _unbegun_group(run_dir)
+    notes: list[str] = []
+    config = _read_object(run_dir / artifacts.CONFIG, notes)
+    status = _read_object(run_dir / artifacts.STATUS, notes)
+    settings = runs.settings_of(config)
+    history = run_dir / artifacts.HISTORY
+    epochs = artifacts.json_number(status.get("epochs"))
+    try:
+        if epochs is None and history.is_file():  # a run still going (or killed) has only its history so far
+            epochs = max(0, len(history.read_text(encoding="utf-8", errors="replace").splitlines()) - 1)
+    except OSError:
+        notes.append(f"{history.name} unreadable")
+    state = str(status.get("state", "unknown"))
+    if status and state not in runs.STATES:  # edited by hand: shown as written, it would pass for a state of ours
+        notes.append(f"{artifacts.STATUS} damaged (state {status.get('state')!r}): restore it from a copy")
+        state = "unknown"
+    # None yet while running; a finished run's that cannot be read is said below, with what to do
+    metrics = _read_object(run_dir / artifacts.METRICS, [] if state == runs.FINISHED else notes, note_missing=False)
+    unscored = state == runs.FINISHED and not (run_dir / artifacts.METRICS).is_file()
+    # A finished run's process may be scoring it still.
+    live = (state == runs.RUNNING or unscored) and runs.being_trained(run_dir)
+    if state == runs.RUNNING and not live:  # its process was killed, or its machine went down
+        state = runs.KILLED
+    if status.get("diverged"):
+        notes.append(f"diverged: {runs.DIVERGED_ADVICE}")
+    elif state == runs.FINISHED and status.get("pruned"):
+        notes.append(f"pruned {status['pruned']}")
+    elif state in (runs.KILLED, runs.INTERRUPTED, runs.FAILED):
+        epochs = _epochs_backed_up(run_dir, notes)
+        notes.append(_finished_by(run_dir, "continues it", "continues its group"))
+    elif unscored and not live:  # stopped while it was being scored
+        notes.append("not scored: " + _finished_by(run_dir, "scores it", "scores it"))
+    if state == runs.FINISHED and not live:
+        lost = [name for name in (artifacts.MODEL, artifacts.MODEL_SHA256) if not (run_dir / name).is_file()]
+        if lost:
+            notes.append(f"no {', '.join(lost)}: restore {'it' if len(lost) == 1 else 'them'} from a copy, or train "
+                         "a new run with its settings")
+    # metrics.json is written after the predictions: both are there, unless edited or deleted by hand since
+    if state == runs.FINISHED and (run_dir / artifacts.METRICS).is_file():
+        damaged = [] if scored_accuracy(metrics) is not None else [f"{artifacts.METRICS} damaged"]
+        predictions = run_dir / artifacts.PREDICTIONS
+        if not predictions.is_file():
+            damaged.append(f"no {artifacts.PREDICTIONS}")
+        elif not zipfile.is_zipfile(predictions):  # cut short: its directory, at the end, is gone
+            damaged.append(f"{artifacts.PREDICTIONS} damaged")
+        if damaged:
+            notes.append(f"{', '.join(damaged)}: fmnist evaluate scores it again")
+        elif not (run_dir / artifacts.REPORT_HTML).is_file() and not runs.being_trained(run_dir):  # stopped drawing it
+            notes.append(f"no {artifacts.REPORT_HTML}: fmnist report draws it")
+    created = config.get("created") or status.get("updated") or runs.iso(
+        dt.datetime.fromtimestamp(run_dir.stat().st_mtime, dt.timezone.utc))
+    return {
+        "run": run_dir.name,
+        "path": str(runs.absolute(run_dir)),
+        "created": str(created),
+        "recipe": closest_recipe(settings) if settings else None,
+        "settings": {k: settings[k] for k in KEY_SETTINGS if k in settings},
+        "backend": config.get("backend"),
+        "epochs": None if epochs is None else int(epochs),
+        "test_accuracy": scored_accuracy(metrics),  # a number the notes call damaged is not shown, nor averaged
+        "macro_f1": _fraction(metrics.get("macro_f1")),
+        "train_seconds": artifacts.json_number(status.get("train_seconds")),
+        "status": state,
+        "notes": notes,
+    }
+
+
+def _summarize_or_say_why_not(run_dir: Path) -> dict[str, Any]:
+    """:func:`summarize`, or for a folder the system will not let us look into (another user's, say) a row saying so:
+    the listing goes on."""
+    try:
+        return summarize(run_dir)
+    except OSError as exc:
+        return {"run": run_dir.name, "path": str(runs.absolute(run_dir)), "created": "", "recipe": None, "settings": {},
+                "backend": None, "epochs": None, "test_accuracy": None, "macro_f1": None, "train_seconds": None,
+                "status": "unknown", "notes": [f"cannot be read ({exc.strerror or exc})"]}
+
+
+def _finished_by(run_dir: Path, alone: str, in_group: str) -> str:
+    """Who finishes a stopped run: its resume, its group's resume, or the process training its group now."""
+    group = runs.in_seed_group(run_dir)
+    if group is None:
+        return f"fmnist train --resume {alone}"
+    if runs.being_trained(group):
+        return f"its group's training {alone}"
+    return f"{runs.resume_command(run_dir)} {in_group}"
+
+
+def _epochs_backed_up(run_dir: Path, notes: list[str]) -> int | None:
+    """The epochs a stopped run's resume continues from: its backup's, not its history's (a kill can land between an
+    epoch's row and its backup)."""
+    try:
+        return epochs_done(run_dir)
+    except FmnistError as exc:  # said as the resume would say it, the backup named as in the folder
+        notes.append(str(exc).replace(str(run_dir / artifacts.BACKUP), artifacts.BACKUP, 1))
+        return None
+
+
+def scored_accuracy(metrics: dict[str, Any]) -> float | None:
+    """A run's test accuracy from its metrics.json, or None where the file was damaged or edited by hand."""
+    return _fraction(metrics.get("test_accuracy"))
+
+
+def _fraction(value: Any) -> float | None:
+    number = artifacts.json_number(value)
+    return number if number is not None and 0 <= number <= 1 else None
+
+
+def _has_runs(folder: Path) -> bool:
+    try:
+        return bool(runs.run_folders(folder))
+    except OSError:  # a folder we may not read
+        return False
+
+
+def _unbegun_group(group_dir: Path) -> dict[str, Any]:
+    """What `fmnist runs` shows for a ``--seeds`` group stopped before its first run began (its group.json alone)."""
+    record = _read_object(group_dir / artifacts.SEED_GROUP, [])  # unreadable: said below as damaged
+    settings = runs.settings_of(record)
+    planned = _planned_seeds(record)
+    live = runs.being_trained(group_dir)  # its first seed is still setting up
+    if planned is None:
+        notes = [f"{artifacts.SEED_GROUP} damaged: restore it from a copy"]
+    else:
+        notes = ["no seed begun yet" if live else f"no seed begun: {runs.resume_command(group_dir)} trains its "
+                 f"{len(planned)} seeds"]
+    created = record.get("created") or runs.iso(dt.datetime.fromtimestamp(group_dir.stat().st_mtime, dt.timezone.utc))
+    return {
+        "run": group_dir.name, "path": str(runs.absolute(group_dir)), "created": str(created),
+        "recipe": closest_recipe(settings) if settings else None,
+        "settings": {k: settings[k] for k in KEY_SETTINGS if k in settings}, "backend": record.get("backend"),
+        "epochs": None, "test_accuracy": None, "macro_f1": None, "train_seconds": None,
+        "status": runs.RUNNING if live else runs.KILLED, "notes": notes,
+    }
+
+
+NAMED_CHANGES = 2  # up to this many settings changed from a recipe are named, more are counted
+
+
+def closest_recipe(settings: dict[str, Any]) -> str:
+    """The recipe these settings come from (config.json does not name it): the one they differ from least,
+    not counting the run's size and name; ``"spec (+dropout)"`` names a setting changed, ``"spec (+3)"`` counts
+    more than two."""
+    from fmnist.settings import RECIPES, TrainSettings
+
+    spec = TrainSettings().to_dict()
+    ignored = {"name", "seed", "epochs", "limit", "teacher"}
+
+    def changes(recipe: str) -> list[str]:
+        preset = {**spec, **TrainSettings.from_dict(RECIPES[recipe]).to_dict()}
+        return sorted(k for k, v in preset.items() if k not in ignored and settings.get(k, spec[k]) != v)
+
+    # Only "distilled" takes a teacher, and needs one: a run is of it exactly when it had one.
+    changed = {recipe: changes(recipe) for recipe in RECIPES
+               if (recipe == "distilled") == bool(settings.get("teacher"))}
+    best = min(changed, key=lambda recipe: len(changed[recipe]))
+    if not changed[best]:
+        return best
+    return f"{best} (+{', '.join(changed[best]) if len(changed[best]) <= NAMED_CHANGES else len(changed[best])})"
+
+
+def list_runs(runs_dir: Path, must_exist: bool = False) -> list[dict[str, Any]]:
+    """Every run directory under ``runs_dir`` (groups included), newest first; a missing one has none, unless it
+    ``must_exist`` (one the user named is more likely mistyped than not made yet)."""
+    runs_dir = Path(runs_dir)
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise FmnistError(f"{runs_dir} is not a directory; give the runs directory with --runs-dir")
+    if must_exist and not runs_dir.exists():
+        raise FmnistError(f"{runs_dir} does not exist: give the folder that holds the runs with --runs-dir (default "
+                          f"./{defaults.RUNS_DIR})")
+    if runs.is_run(runs_dir):
+        raise FmnistError(f"{runs_dir} is a run, not a folder of runs: give the folder that holds it (--runs-dir "
+                          f"{runs.shell_word(str(runs.absolute(runs_dir).parent))})")
+    found = [
+        {**_summarize_or_say_why_not(d), "run": d.relative_to(runs_dir).as_posix()}
+        for d in runs.run_dirs(runs_dir, runs.GROUP_DEPTH)
+    ] if runs_dir.is_dir() else []
+    return sorted(found, key=lambda r: (r["created"], r["run"]), reverse=True)
+
+
+def cell(value: Any, fmt: str = "{}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def setting_text(value: Any) -> str:
+    """A setting as a table shows it: a list (hidden sizes) joined by "-", a value missing (None) as "-"."""
+    return "-".join(str(v) for v in value) if isinstance(value, list) else cell(value)
+
+
+def _planned_seeds(record: dict[str, Any]) -> list[int] | None:
+    """The seeds a group's group.json ``record`` plans, or None when it is damaged (what its resume would refuse)."""
+    from fmnist.seeds import check_count
+    from fmnist.settings import TrainSettings
+
+    count = record.get("seeds")
+    settings = record.get("settings")
+    first = settings.get("seed", TrainSettings().seed) if isinstance(settings, dict) else None
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (count, first)):
+        return None
+    try:
+        check_count(count)
+    except FmnistError:
+        return None
+    return list(range(first, first + count))
+
+
+def _planned_settings(record: dict[str, Any]) -> dict[str, Any]:
+    """A group's settings as its resume plans them: with the defaults of settings added since it began."""
+    from fmnist.settings import TrainSettings
+
+    settings = runs.settings_of(record)
+    if not settings:  # none to read (group.json damaged): no run is held to the defaults instead
+        return {}
+    try:
+        return TrainSettings.from_dict(settings).to_dict()
+    except FmnistError:  # damaged, or a later fmnist's: compared as it is (its resume refuses the group)
+        return settings
+
+
+def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, Any]]:
+    """One entry per ``--seeds`` group among ``rows``: the mean and spread of its planned seeds' runs scored so far,
+    each seed's run picked as the group's resume picks it."""
+    members: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        group = Path(row["run"]).parent
+        if group != Path(".") and runs.is_seed_group(Path(runs_dir) / group):
+            members.setdefault(group.as_posix(), []).append(row)
+    groups = []
+    for group, rows_of_group in members.items():
+        record = _read_object(Path(runs_dir) / group / artifacts.SEED_GROUP, [])
+        planned = _planned_seeds(record)
+        shared = {**record, "settings": _planned_settings(record)}
+        # Copied or edited in by hand: not the group's, so not in its mean (its resume refuses them). All its settings,
+        # as the resume compares them, not only the row's few; one whose seed is damaged is trained again instead.
+        foreign = sorted(
+            Path(r["run"]).name for r in rows_of_group if isinstance(r["settings"].get("seed"), int)
+            and runs.differs_from_group(shared, _read_object(Path(runs_dir) / r["run"] / artifacts.CONFIG, [])))
+        picked = runs.pick_members(
+            (r["settings"].get("seed"), r["status"] == runs.FINISHED, r) for r in reversed(rows_of_group)
+            if isinstance(r["settings"].get("seed"), int) and Path(r["run"]).name not in foreign)
+        picked = {seed: row for seed, row in picked.items() if planned is None or seed in planned}
+        scored = [row for row in picked.values() if row["status"] == runs.FINISHED and row["test_accuracy"] is not None]
+        accuracies = [r["test_accuracy"] for r in scored]
+        f1s = [r["macro_f1"] for r in scored if r["macro_f1"] is not None]
+        seconds = [r["train_seconds"] for r in scored if r["train_seconds"] is not None]
+        summary = Path(runs_dir) / group / artifacts.SEED_SUMMARY
+        groups.append({
+            "group": group, "path": str(runs.absolute(Path(runs_dir) / group)),
+            # when the group began, as its folder's name says; its earliest run's where group.json cannot tell
+            "created": record["created"] if isinstance(record.get("created"), str) and record["created"] else
+            min((r["created"] for r in rows_of_group if r["created"]), default=""),
+            "seeds": None if planned is None else len(planned), "scored": len(scored),
+            # the sample standard deviation (ddof 1), as the group's summary.json has it
+            "test_accuracy": {"mean": statistics.fmean(accuracies),
+                              "std": statistics.stdev(accuracies) if len(accuracies) > 1 else None}
+            if accuracies else None,
+            "macro_f1": statistics.fmean(f1s) if f1s else None,
+            "train_seconds": statistics.fmean(seconds) if seconds else None,
+            "summary": summary if summary.is_file() else None,
+            "diverged": sorted(seed for seed, row in picked.items() if runs.diverged(Path(runs_dir) / row["run"])),
+            "live": runs.being_trained(Path(runs_dir) / group),
+            "foreign": foreign,
+        })
+    return groups
+
+
+def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), runs_dir: Path = Path(".")) -> str:
+    """The runs as an aligned text table, one line each; a ``--seeds`` group's line, with its mean, above its
+    newest run."""
+    header = ["run", "created", "recipe", "network", "lr", "batch", "limit", "seed", "backend", "epochs",
+              "test acc", "macro F1", "train s", "status"]
+    lines = [header]
+    groups_left = {g["group"]: g for g in groups}
+    for r in rows:
+        group = groups_left.pop(Path(r["run"]).parent.as_posix(), None)
+        if group:
+            lines.append(_group_line(group, r, Path(runs_dir)))
+        s = r["settings"]
+        lines.append([
+            r["run"], r["created"].replace("T", " "), cell(r["recipe"]), cell(_network(s)),
+            cell(artifacts.json_number(s.get("learning_rate")), "{:g}"), cell(s.get("batch_size")),
+            cell(s.get("limit")), cell(s.get("seed")),
+            cell(r["backend"]), cell(r["epochs"]),
+            cell(r["test_accuracy"], "{:.4f}"), cell(r["macro_f1"], "{:.4f}"), cell(r["train_seconds"], "{:.1f}"),
+            r["status"] + (f" ({', '.join(r['notes'])})" if r["notes"] else ""),
+        ])
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def _network(settings: dict[str, Any]) -> str | None:
+    if settings.get("architecture") == "cnn":  # its hidden sizes are the unused dense defaults
+        return "ConvNet"
+    sizes = settings.get("hidden_sizes")
+    return "-".join(str(n) for n in sizes) if isinstance(sizes, list) else None
+
+
+def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -> list[str]:
+    """A group's line: the settings its runs share (as its newest run has them), and the mean of the runs scored,
+    with their standard deviation."""
+    accuracy, planned, scored = group["test_accuracy"], group["seeds"], group["scored"]
+    s = newest["settings"]
+    if planned is None:
+        status = f"{scored} seeds scored ({artifacts.SEED_GROUP} damaged: restore it from a copy)"
+    elif group["foreign"]:
+        status = (f"{scored} of {planned} seeds scored; {', '.join(group['foreign'])}: settings, backend or data "
+                  "other than the group's (copied or edited there by hand): move it out of the group")
+    elif group["diverged"]:  # resumed, it would diverge again
+        status = (f"{scored} of {planned} seeds scored; seed {', '.join(map(str, group['diverged']))} diverged: "
+                  f"{runs.GROUP_DIVERGED_ADVICE}")
+    elif group["live"]:
+        status = f"{scored} of {planned} seeds scored, being trained"
+    elif accuracy and scored == planned and group["summary"]:
+        status = f"mean of {planned} seeds" + (f", sd {accuracy['std']:.4f}" if accuracy["std"] is not None else "")
+    elif scored == planned:  # stopped before it wrote its summary
+        status = (f"{scored} of {planned} seeds scored, no {artifacts.SEED_SUMMARY} ("
+                  f"{runs.resume_command(runs_dir / group['group'])} writes it)")
+    else:
+        status = (f"{scored} of {planned} seeds scored "
+                  f"({runs.resume_command(runs_dir / group['group'])} continues it)")
+    return [
+        group["group"] + "/", group["created"].replace("T", " "), cell(newest["recipe"]), cell(_network(s)),
+        cell(artifacts.json_number(s.get("learning_rate")), "{:g}"), cell(s.get("batch_size")), cell(s.get("limit")),
+        "all", cell(newest["backend"]), "-", cell(accuracy and accuracy["mean"], "{:.4f}"),
+        cell(group["macro_f1"], "{:.4f}"), cell(group["train_seconds"], "{:.1f}"), status,
+    ]
+
+

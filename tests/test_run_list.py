@@ -1,0 +1,195 @@
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from fmnist import artifacts, backup_file, run_list, runs
+from fmnist.errors import FmnistError
+
+
+def test_listing_reads_every_run_and_never_fails(mixed_runs):
+    rows = run_list.list_runs(mixed_runs["dir"])
+    by_name = {row["run"]: row for row in rows}
+    expected = {mixed_runs[k].name
+                for k in ("finished", "running", "interrupted", "damaged", "old", "mistyped", "empty", "unreadable")}
+    assert set(by_name) == expected | {f"study/{mixed_runs['grouped'].name}"}
+    assert [r["created"] for r in rows] == sorted((r["created"] for r in rows), reverse=True)
+
+    finished = by_name[mixed_runs["finished"].name]
+    metrics = json.loads((mixed_runs["finished"] / artifacts.METRICS).read_text())
+    status = json.loads((mixed_runs["finished"] / artifacts.STATUS).read_text())
+    assert finished["status"] == "finished" and finished["notes"] == []
+    assert finished["test_accuracy"] == metrics["test_accuracy"] and finished["macro_f1"] == metrics["macro_f1"]
+    assert finished["train_seconds"] == status["train_seconds"] and finished["epochs"] == status["epochs"]
+    assert finished["settings"]["hidden_sizes"] == [16, 8] and finished["backend"] == "jax"
+    assert finished["recipe"] == "spec (+batch_size, hidden_sizes)"  # the spec with other hidden sizes and batch size
+    assert by_name[f"study/{mixed_runs['grouped'].name}"]["recipe"] == "spec (+3)"  # and dropout
+
+    killed = by_name[mixed_runs["running"].name]  # status.json says running, but no process holds the run's lock
+    assert killed["status"] == "killed" and killed["epochs"] == 1 and killed["test_accuracy"] is None
+    assert killed["notes"] == by_name[mixed_runs["interrupted"].name]["notes"] == ["fmnist train --resume continues it"]
+    assert by_name[mixed_runs["interrupted"].name]["epochs"] == 0
+    with runs.claim_run(mixed_runs["running"]):  # as the process training it does
+        assert run_list.summarize(mixed_runs["running"])["status"] == "running"
+    assert by_name[mixed_runs["interrupted"].name]["status"] == "interrupted"
+    damaged = by_name[mixed_runs["damaged"].name]
+    assert damaged["status"] == "unknown"
+    assert set(damaged["notes"]) == {"config.json unreadable", "status.json unreadable", "metrics.json unreadable"}
+    old = by_name[mixed_runs["old"].name]
+    assert old["backend"] == "tensorflow" and old["settings"] == {} and old["notes"] == ["no status.json"]
+    mistyped = by_name[mixed_runs["mistyped"].name]
+    assert mistyped["status"] == "finished" and mistyped["epochs"] is None and mistyped["train_seconds"] is None
+    assert mistyped["notes"] == ["not scored: fmnist train --resume scores it",  # finished, but no metrics.json
+                                 "no model.keras, model.keras.sha256: restore them from a copy, or train a new run "
+                                 "with its settings"]
+    assert by_name[mixed_runs["empty"].name]["notes"] == ["no config.json", "no status.json"]
+    assert by_name[mixed_runs["empty"].name]["recipe"] is None
+    assert set(by_name[mixed_runs["unreadable"].name]["notes"]) == {
+        "config.json unreadable", "status.json unreadable", "history.csv unreadable"}
+
+
+def test_a_folder_we_may_not_enter_is_listed_as_such_and_the_listing_goes_on(mixed_runs, monkeypatch, tmp_path):
+    import errno
+    import pathlib
+
+    # Another user's run, mode 700: its folder is seen, but nothing in it (root enters any, so the refusal is made
+    # here as the system makes it for a user without the right).
+    runs_dir = shutil.copytree(mixed_runs["dir"], tmp_path / "runs", symlinks=True)
+    locked = runs.create_run_dir(runs_dir, "locked")
+    (locked / artifacts.CONFIG).write_text("{}")
+    stat, iterdir = pathlib.Path.stat, pathlib.Path.iterdir
+
+    def refused(method, inside):
+        def call(path, *args, **kwargs):
+            if (path.parent if inside else path) == locked:
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return method(path, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(pathlib.Path, "stat", refused(stat, inside=True))
+    monkeypatch.setattr(pathlib.Path, "iterdir", refused(iterdir, inside=False))
+    rows = run_list.list_runs(runs_dir)
+    [row] = [r for r in rows if r["run"] == locked.name]
+    assert (row["status"], row["notes"]) == ("unknown", ["cannot be read (Permission denied)"])
+    assert len(rows) == 10  # the others listed as before
+    table = run_list.format_runs(rows, run_list.seed_groups(rows, runs_dir), runs_dir)
+    assert any(line.startswith(locked.name) and line.endswith("unknown (cannot be read (Permission denied))")
+               for line in table.splitlines())
+
+
+def test_a_finished_run_whose_files_were_edited_or_deleted_says_so(mixed_runs, tmp_path):
+    edited = shutil.copytree(mixed_runs["finished"], tmp_path / "edited")
+    artifacts.write_json(edited / artifacts.METRICS, {"test_accuracy": 93, "macro_f1": 1.5})
+    row = run_list.summarize(edited)
+    assert row["notes"] == ["metrics.json damaged: fmnist evaluate scores it again"]
+    assert row["test_accuracy"] is None and row["macro_f1"] is None  # not shown, nor counted in a group's mean
+    (edited / artifacts.PREDICTIONS).unlink()
+    assert run_list.summarize(edited)["notes"] == [
+        "metrics.json damaged, no test_predictions.npz: fmnist evaluate scores it again"]
+    (edited / artifacts.METRICS).write_text("{bad")  # not JSON at all: said the same way, with what to do
+    assert run_list.summarize(edited)["notes"] == [
+        "metrics.json damaged, no test_predictions.npz: fmnist evaluate scores it again"]
+    shutil.copy(mixed_runs["finished"] / artifacts.METRICS, edited)
+    assert run_list.summarize(edited)["notes"] == ["no test_predictions.npz: fmnist evaluate scores it again"]
+    whole = (mixed_runs["finished"] / artifacts.PREDICTIONS).read_bytes()
+    (edited / artifacts.PREDICTIONS).write_bytes(whole[:len(whole) // 2])  # cut short
+    assert run_list.summarize(edited)["notes"] == ["test_predictions.npz damaged: fmnist evaluate scores it again"]
+    (edited / artifacts.PREDICTIONS).write_bytes(whole)
+    (edited / artifacts.REPORT_HTML).unlink()  # as a kill while the report was drawn leaves it
+    assert run_list.summarize(edited)["notes"] == ["no report.html: fmnist report draws it"]
+    with runs.claim_run(edited):  # as while training draws it, after the metrics: not yet a thing to mend
+        assert run_list.summarize(edited)["notes"] == []
+    artifacts.write_json(edited / artifacts.STATUS, {"state": "banana"})
+    assert run_list.summarize(edited)["status"] == "unknown"
+    assert run_list.summarize(edited)["notes"][0] == "status.json damaged (state 'banana'): restore it from a copy"
+    runs.set_status(edited, "finished")
+    (edited / artifacts.MODEL).unlink()
+    assert run_list.summarize(edited)["notes"][0] == ("no model.keras: restore it from a copy, or train a new run with "
+                                                      "its settings")
+
+
+def test_closest_recipe_names_the_preset_and_counts_changes():
+    from fmnist.settings import RECIPES, TrainSettings
+
+    for name, preset in RECIPES.items():
+        teacher = {"teacher": "/runs/cnn"} if name == "distilled" else {}
+        assert run_list.closest_recipe(TrainSettings.from_dict({**preset, **teacher}).to_dict()) == name
+    # Taught, however far its settings went towards "best": only "distilled" takes a teacher.
+    taught = {**RECIPES["distilled"], "teacher": "/runs/cnn", "dropout": 0.3, "learning_rate": 4e-3, "batch_size": 512}
+    assert run_list.closest_recipe(TrainSettings.from_dict(taught).to_dict()) == "distilled (+3)"
+    spec_dropout = TrainSettings(dropout=0.1, epochs=3, limit=500, name="x").to_dict()
+    assert run_list.closest_recipe(spec_dropout) == "spec (+dropout)"
+    assert run_list.closest_recipe({"dropout": 0.3}) == "spec"  # settings an older version did not have are defaults
+
+
+def test_runs_command_prints_a_table_and_json(mixed_runs):
+    result = run_cli("runs", "--runs-dir", str(mixed_runs["dir"]))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["run", "created", "recipe"] and len(lines) == 10
+    finished = next(line for line in lines if line.startswith(mixed_runs["finished"].name))
+    assert "16-8" in finished and "finished" in finished
+    convnet = run_list.summarize(mixed_runs["finished"]) | {"settings": {"architecture": "cnn", "hidden_sizes": [512]}}
+    cells = run_list.format_runs([convnet]).splitlines()[1].split()
+    assert "ConvNet" in cells and "512" not in cells
+    as_json = run_cli("runs", "--runs-dir", str(mixed_runs["dir"]), "--json")
+    assert as_json.returncode == 0
+    listed = [r["run"] for r in run_list.list_runs(mixed_runs["dir"])]
+    assert [r["run"] for r in json.loads(as_json.stdout)["runs"]] == listed
+
+
+def test_no_runs_and_a_bad_runs_dir(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert run_list.list_runs(tmp_path / "empty") == []
+    fresh = run_cli("runs", cwd=tmp_path / "empty")  # the default ./runs, before the first training
+    assert fresh.returncode == 0 and "no runs in runs yet: start one with 'fmnist train'" in fresh.stdout
+    named = run_cli("runs", "--runs-dir", "runs", cwd=tmp_path / "empty")  # the same folder, named: a typo?
+    assert named.returncode == 1 and "runs does not exist: give the folder that holds the runs" in named.stderr
+    mistyped = run_cli("runs", "--runs-dir", str(tmp_path / "none"))
+    assert (mistyped.returncode, mistyped.stderr) == (1, f"fmnist: error: {tmp_path / 'none'} does not exist: give "
+                                                         "the folder that holds the runs with --runs-dir (default "
+                                                         "./runs)\n")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FmnistError, match="not a directory"):
+        run_list.list_runs(tmp_path / "file")
+    # A page written into the runs folder is no run; an empty folder, a run killed before its first file, is one.
+    (tmp_path / "empty" / "pages").mkdir()
+    (tmp_path / "empty" / "pages" / "compare.html").write_text("<html></html>")
+    (tmp_path / "empty" / "20261205T000000Z-spec").mkdir()
+    assert [r["run"] for r in run_list.list_runs(tmp_path / "empty")] == ["20261205T000000Z-spec"]
+
+
+def test_a_run_given_as_the_runs_folder_is_named_so(tiny_run_dir):
+    with pytest.raises(FmnistError, match=f"^{re.escape(str(tiny_run_dir))} is a run, not a folder of runs: give the "
+                                          f"folder that holds it \\(--runs-dir {re.escape(str(tiny_run_dir.parent))}"):
+        run_list.list_runs(tiny_run_dir, must_exist=True)
+
+
+def test_numbers_that_json_reads_but_no_run_has_are_listed_as_unknown(tmp_path):
+    run = runs.create_run_dir(tmp_path, "odd")
+    (run / artifacts.STATUS).write_text('{"state": "finished", "epochs": Infinity, "train_seconds": NaN}')
+    (row,) = run_list.list_runs(tmp_path)
+    assert (row["run"], row["epochs"], row["train_seconds"]) == (run.name, None, None)
+
+
+@pytest.mark.parametrize("problem", ["damaged", "another run's"])
+def test_a_stopped_runs_damaged_backup_is_named_with_what_to_do(tmp_path, problem):
+    run = runs.create_run_dir(tmp_path, "cut")
+    artifacts.write_json(run / artifacts.CONFIG, {"settings": {"seed": 1}})
+    runs.set_status(run, "interrupted")
+    (run / artifacts.HISTORY).write_text("epoch,loss\n0,1.5\n")
+    if problem == "damaged":
+        (run / artifacts.BACKUP).write_bytes(b"PK\x03\x04 cut short")
+    else:  # as a resume refuses it
+        meta = {"format": backup_file.FORMAT, "epochs_done": 1, "run": "0" * 64}
+        np.savez(run / artifacts.BACKUP, meta=np.array(json.dumps(meta)))
+    (row,) = run_list.list_runs(tmp_path)
+    assert row["epochs"] is None
+    said = {"damaged": f"is damaged, so the run cannot continue from it; remove it, and 'fmnist train --resume {run}' "
+                       "trains the run again from its first epoch",
+            "another run's": "was written by another run (or before its config.json was changed); remove it, and the "
+                             "resume trains the run again from its first epoch"}  # as the resume says it
+    assert row["notes"] == [f"backup.npz {said[problem]}", "fmnist train --resume continues it"]
