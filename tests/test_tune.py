@@ -84,7 +84,7 @@ def test_sqlite_study_makes_one_run_per_trial_judged_on_validation_and_continues
         assert title in html
     assert html.count('class="plotly-graph-div"') >= 4 and "plotly.js" in html  # inline: works offline
 
-    best = train_best("s1", BASE, "jax", storage=storage, runs_dir=runs, dataset=dataset)
+    best = train_best("s1", {"epochs": 2}, "jax", storage=storage, runs_dir=runs, dataset=dataset)
     best_config = json.loads((best.run_dir / artifacts.CONFIG).read_text())
     assert best_config["settings"] == settings_for(BASE, trials[again.best["number"]].params, "s1-best").to_dict()
     # Without --backend, the best trial's own is started: here, in a process already on JAX, TensorFlow is refused.
@@ -92,7 +92,7 @@ def test_sqlite_study_makes_one_run_per_trial_judged_on_validation_and_continues
                                               value=-1.0, user_attrs={"backend": "tensorflow"}))
     with pytest.raises(FmnistError, match="Keras is already running on jax in this process; start a new process "
                                           "for tensorflow"):
-        train_best("s1", BASE, None, storage=storage, runs_dir=runs, dataset=dataset)
+        train_best("s1", {"epochs": 2}, None, storage=storage, runs_dir=runs, dataset=dataset)
 
 
 def test_a_journal_studys_trials_report_and_commands_go_beside_it_not_in_the_current_folder(tmp_path, dataset,

@@ -280,10 +280,14 @@ def cmd_data(args: argparse.Namespace) -> None:
     _emit(args, describe_text(summary), summary)
 
 
+def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {f: getattr(args, f) for f in FLAG_SETTINGS if getattr(args, f, None) is not None}
+
+
 def _settings_from_args(args: argparse.Namespace):
     from fmnist.recipes import recipe_settings
 
-    overrides = {f: getattr(args, f) for f in FLAG_SETTINGS if getattr(args, f, None) is not None}
+    overrides = _given_settings(args)
     if "teacher" in overrides:  # saved absolute, so a resume from another folder finds it
         from fmnist.runs import resolve_model
 
@@ -388,15 +392,14 @@ def cmd_tune(args: argparse.Namespace) -> None:
         return
     if args.train_best:
         _refuse_given(args, ("trials", "timeout", "study"), "--train-best trains one run of the study it names")
-    base = _settings_from_args(args)
-    if args.train_best:
         from fmnist.tune import train_best
 
         with _stop_reported(args):
-            result = train_best(args.train_best, base, args.backend, storage=args.storage, runs_dir=args.runs_dir,
-                                data_dir=args.data_dir)
+            result = train_best(args.train_best, _given_settings(args), args.backend, storage=args.storage,
+                                runs_dir=args.runs_dir, data_dir=args.data_dir)
         _emit_training(args, result)
         return
+    base = _settings_from_args(args)
     import dataclasses
 
     from fmnist.tune import summary, tune
@@ -670,8 +673,9 @@ def _add_tune(sub: Any) -> None:
     what.add_argument("--report", type=_given, metavar="STUDY",
                       help="write the study's HTML report (best trials, Optuna's plots)")
     what.add_argument("--train-best", type=_given, metavar="STUDY",
-                      help="train the study's best settings as a normal run (with --epochs/--limit as given "
-                           "here), on the backend its trial trained on unless --backend says")
+                      help="train the study's best settings as a normal run: the study's seed, split and "
+                           "patience unless given here, but all the data for the spec's epochs unless --limit and "
+                           "--epochs say; on the backend its trial trained on unless --backend says")
     p.add_argument("--output", type=_path, metavar="HTML",
                    help=f"where --report writes (default RUNS_DIR/STUDY/{artifacts.TUNE_REPORT})")
 

@@ -521,19 +521,30 @@ def summary(result: TuneResult) -> str:
     return "\n".join(lines)
 
 
+# A trial's budget, not the recipe: the best trial's run gets the spec's (all the data, its epochs) unless given.
+TRIAL_BUDGET = ("epochs", "limit")
+
+
 def train_best(
-    study_name: str, base: TrainSettings, backend: str | None, storage: str | None = None,
+    study_name: str, given: dict[str, Any], backend: str | None, storage: str | None = None,
     runs_dir: Path | None = None, data_dir: Path | None = None, dataset: Dataset | None = None,
 ) -> Any:
-    """Train the best trial's settings as a normal run (``base`` supplies the rest, e.g. all data, 100 epochs), in
-    the study's runs folder unless ``runs_dir`` says; ``backend`` (None: the trial's, else the default) starts once
-    the trial is found."""
+    """Train the best trial's settings as a normal run, with the settings ``given`` as flags, else the study's fixed
+    ones (seed, split, patience) but its budget; in the study's runs folder unless ``runs_dir`` says; ``backend``
+    (None: the trial's, else the default) starts once the trial is found."""
     from fmnist.backend import activate
+    from fmnist.recipes import recipe_settings
 
     study, shown, runs_dir = load_study(study_name, storage, runs_dir)
     best = best_trial(study)
     if best is None:
         raise FmnistError(f"study {study_name!r} in {shown} has no finished trial yet")
+    recorded = study.user_attrs.get(FIXED_SETTINGS) or {}
+    kept = {k: v for k, v in recorded.items() if k in FLAG_SETTINGS and k not in TRIAL_BUDGET and k not in given
+            and v is not None and v != getattr(TrainSettings(), k)}
+    if kept:
+        log.info("as the study's trials: %s", ", ".join(f"{flag(k)} {v}" for k, v in sorted(kept.items())))
+    base = recipe_settings("spec", **kept, **given)
     settings = settings_for(base, best["params"], name=f"{study_name}{defaults.BEST_SUFFIX}")
     backend = activate(backend or best.get("backend"), base.architecture)
     log.info("training trial %d's settings on %s: %s", best["number"], backend, params_text(best["params"]))
