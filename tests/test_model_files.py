@@ -1,3 +1,4 @@
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -151,3 +152,19 @@ def test_a_model_with_a_matching_checksum_that_is_damaged_or_for_another_task_is
     with_checksum(diverged.save)
     with pytest.raises(FmnistError, match="holds NaN or infinite weights: it cannot classify anything"):
         model_files.load_model(tmp_path)
+
+
+def test_a_runs_model_that_is_not_the_network_its_settings_describe_is_refused(tiny_run_dir, tmp_path, capsys):
+    from fmnist.cli import main
+
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")  # dense 16-8
+    model_files.load_model(run)  # its own model loads
+    for model, named in ((build_cnn(), "the ConvNet"), (build_dense((16,)), "a dense network of hidden sizes 16")):
+        model_files.save_model(model, run)  # copied in from another run, with its checksum
+        with pytest.raises(FmnistError, match=f"model.keras is not this run's model: it is {named}, where config.json "
+                                              "describes a dense network of hidden sizes 16-8 \\(copied in from"):
+            model_files.load_model(run)
+    model_files.load_model(run / artifacts.MODEL)  # the file alone carries what predicting needs: no run to match
+    assert main(["evaluate", str(run)]) == 1  # not scored under this run's settings and calibration
+    assert "is not this run's model: it is a dense network of hidden sizes 16" in capsys.readouterr().err
+    assert (run / artifacts.METRICS).read_bytes() == (tiny_run_dir / artifacts.METRICS).read_bytes()

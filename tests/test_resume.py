@@ -249,6 +249,16 @@ def test_a_backup_from_another_run_or_a_history_cut_short_is_refused_not_mixed_i
     (mine / artifacts.HISTORY).write_bytes(b"epoch,loss\r\n0,1.5\r\n1,1.2\r\n2,1.1\r\n")
     assert keep_finished_epochs(mine) == 3
 
+    config = json.loads((mine / artifacts.CONFIG).read_text())
+    (mine / artifacts.CONFIG).write_text(json.dumps(dict(reversed(config.items())), indent=4))  # same settings
+    assert keep_finished_epochs(mine) == 3
+    (mine / artifacts.CONFIG).write_text(json.dumps({**config, "settings": {"seed": 3}}))  # a setting changed
+    with pytest.raises(FmnistError, match="backup.npz was written by another run, or before a setting in config.json "
+                                          "was changed: if it was edited, restore it as it was; else remove"):
+        keep_finished_epochs(mine)
+    _backup_of(mine, 3, artifacts.sha256_file(mine / artifacts.CONFIG))  # as fmnist before 6 December named its run
+    assert keep_finished_epochs(mine) == 3
+
 
 def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, tiny_data, monkeypatch):
     folder, sums = tiny_data

@@ -42,8 +42,8 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
     assert old["backend"] == "tensorflow" and old["settings"] == {} and old["notes"] == ["no status.json"]
     mistyped = by_name[mixed_runs["mistyped"].name]
     assert mistyped["status"] == "finished" and mistyped["epochs"] is None and mistyped["train_seconds"] is None
-    assert mistyped["notes"] == ["not scored: fmnist train --resume scores it",  # finished, but no metrics.json
-                                 "no model.keras, model.keras.sha256: restore them from a copy, or train a new run "
+    # Finished, but no metrics.json: not "--resume scores it", which would refuse, as nothing is left to score.
+    assert mistyped["notes"] == ["no model.keras, model.keras.sha256: restore them from a copy, or train a new run "
                                  "with its settings"]
     assert by_name[mixed_runs["empty"].name]["notes"] == ["no config.json", "no status.json"]
     assert by_name[mixed_runs["empty"].name]["recipe"] is None
@@ -190,6 +190,7 @@ def test_a_stopped_runs_damaged_backup_is_named_with_what_to_do(tmp_path, proble
     assert row["epochs"] is None
     said = {"damaged": f"is damaged, so the run cannot continue from it; remove it, and 'fmnist train --resume {run}' "
                        "trains the run again from its first epoch",
-            "another run's": "was written by another run (or before its config.json was changed); remove it, and the "
-                             "resume trains the run again from its first epoch"}  # as the resume says it
-    assert row["notes"] == [f"backup.npz {said[problem]}", "fmnist train --resume continues it"]
+            "another run's": "was written by another run, or before a setting in config.json was changed: if it "
+                             "was edited, restore it as it was; else remove backup.npz, and the resume trains the run "
+                             "again from its first epoch"}  # as the resume says it
+    assert row["notes"] == [f"backup.npz {said[problem]}"]  # not "--resume continues it" too: it would refuse

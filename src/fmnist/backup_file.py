@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import zipfile
@@ -15,9 +16,16 @@ FORMAT = 1
 
 
 def run_id(run_dir: Path) -> str | None:
-    """What ties a backup to its run: the SHA-256 of the run's config.json, written once when the run began."""
+    """What ties a backup to its run: the SHA-256 of what the run's config.json, written once when the run began,
+    holds as JSON reads it (the file reformatted, or its keys reordered, is the same run)."""
     config = Path(run_dir) / artifacts.CONFIG
-    return artifacts.sha256_file(config) if config.is_file() else None
+    if not config.is_file():
+        return None
+    try:
+        record = artifacts.read_json(config)
+    except FmnistError:  # damaged: its bytes, which no backup of this run can hold
+        return artifacts.sha256_file(config)
+    return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 def damaged(path: Path) -> FmnistError:
@@ -55,9 +63,13 @@ def epochs_done(run_dir: Path) -> int:
     if not backup.is_file():
         return 0
     meta, this_run = read_meta(backup), run_id(run_dir)
-    if meta.get("run", this_run) != this_run:  # a backup from before backups named their run is taken on trust
-        raise FmnistError(f"{backup} was written by another run (or before its config.json was changed); remove it, "
-                          "and the resume trains the run again from its first epoch")
+    # A backup from before backups named their run is taken on trust; one from before 6 December named the file's
+    # bytes.
+    config = Path(run_dir) / artifacts.CONFIG
+    if meta.get("run", this_run) not in (this_run, artifacts.sha256_file(config) if config.is_file() else None):
+        raise FmnistError(f"{backup} was written by another run, or before a setting in {artifacts.CONFIG} was "
+                          f"changed: if it was edited, restore it as it was; else remove {artifacts.BACKUP}, and the "
+                          "resume trains the run again from its first epoch")
     epochs = meta.get("epochs_done")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         raise damaged(backup)

@@ -141,4 +141,36 @@ def load_model(source: Path) -> tuple[Any, str]:
     if not all(np.isfinite(keras.ops.convert_to_numpy(weight)).all() for weight in model.weights):
         # Its answers would all be NaN, each served as a confident one.
         raise FmnistError(f"{source} holds NaN or infinite weights: it cannot classify anything; retrain it")
+    if Path(source).is_dir():
+        _require_runs_network(model, Path(source))
     return model, checksum
+
+
+def model_network(model: Any) -> str:
+    """The network a model is, as :func:`run_list.network_text` names one from settings."""
+    import keras
+
+    if any(isinstance(layer, keras.layers.Conv2D) for layer in model.layers):
+        return "ConvNet"
+    units = [layer.units for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    return "-".join(map(str, units[:-1]))  # the last is the 10 classes'
+
+
+def _require_runs_network(model: Any, run_dir: Path) -> None:
+    """Refuse a run's model that is not the network its config.json describes: copied in from another run, it would
+    be scored, served or exported under this run's settings, with this run's calibration."""
+    from fmnist.run_list import network_text
+
+    config = run_dir / artifacts.CONFIG
+    try:
+        expected = network_text(runs.settings_of(artifacts.read_json(config))) if config.is_file() else None
+    except FmnistError:  # damaged: what reads the settings says so
+        return
+    actual = model_network(model)
+    if expected is not None and actual != expected:
+        def named(network: str) -> str:
+            return "the ConvNet" if network == "ConvNet" else f"a dense network of hidden sizes {network}"
+
+        raise FmnistError(f"{run_dir / artifacts.MODEL} is not this run's model: it is {named(actual)}, where "
+                          f"{artifacts.CONFIG} describes {named(expected)} (copied in from another run?); restore the "
+                          f"run's own {artifacts.MODEL} with its {artifacts.MODEL_SHA256}, or use the run it came from")

@@ -57,20 +57,20 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     live = (state == runs.RUNNING or unscored) and runs.being_trained(run_dir)
     if state == runs.RUNNING and not live:  # its process was killed, or its machine went down
         state = runs.KILLED
+    lost = [name for name in (artifacts.MODEL, artifacts.MODEL_SHA256) if not (run_dir / name).is_file()]
     if status.get("diverged"):
         notes.append(f"diverged: {runs.DIVERGED_ADVICE}")
     elif state == runs.FINISHED and status.get("pruned"):
         notes.append(f"pruned {status['pruned']}")
     elif state in (runs.KILLED, runs.INTERRUPTED, runs.FAILED):
         epochs = _epochs_backed_up(run_dir, notes)
-        notes.append(_finished_by(run_dir, "continues it", "continues its group"))
-    elif unscored and not live:  # stopped while it was being scored
+        if epochs is not None:  # else its note says what to do first
+            notes.append(_finished_by(run_dir, "continues it", "continues its group"))
+    elif unscored and not live and not lost:  # stopped while it was being scored; without a model, said below
         notes.append("not scored: " + _finished_by(run_dir, "scores it", "scores it"))
-    if state == runs.FINISHED and not live:
-        lost = [name for name in (artifacts.MODEL, artifacts.MODEL_SHA256) if not (run_dir / name).is_file()]
-        if lost:
-            notes.append(f"no {', '.join(lost)}: restore {'it' if len(lost) == 1 else 'them'} from a copy, or train "
-                         "a new run with its settings")
+    if state == runs.FINISHED and not live and lost:
+        notes.append(f"no {', '.join(lost)}: restore {'it' if len(lost) == 1 else 'them'} from a copy, or train a "
+                     "new run with its settings")
     # metrics.json is written after the predictions: both are there, unless edited or deleted by hand since
     if state == runs.FINISHED and (run_dir / artifacts.METRICS).is_file():
         damaged = [] if scored_accuracy(metrics) is not None else [f"{artifacts.METRICS} damaged"]
@@ -313,7 +313,7 @@ def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), r
             lines.append(_group_line(group, r, Path(runs_dir)))
         s = r["settings"]
         lines.append([
-            r["run"], r["created"].replace("T", " "), cell(r["recipe"]), cell(_network(s)),
+            r["run"], r["created"].replace("T", " "), cell(r["recipe"]), cell(network_text(s)),
             cell(artifacts.json_number(s.get("learning_rate")), "{:g}"), cell(s.get("batch_size")),
             cell(s.get("limit")), cell(s.get("seed")),
             cell(r["backend"]), cell(r["epochs"]),
@@ -324,7 +324,8 @@ def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), r
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
 
 
-def _network(settings: dict[str, Any]) -> str | None:
+def network_text(settings: dict[str, Any]) -> str | None:
+    """The network that settings describe, as the table shows it: "ConvNet", or the hidden sizes ("512-256-64-32")."""
     if settings.get("architecture") == "cnn":  # its hidden sizes are the unused dense defaults
         return "ConvNet"
     sizes = settings.get("hidden_sizes")
@@ -355,7 +356,7 @@ def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -
         status = (f"{scored} of {planned} seeds scored "
                   f"({runs.resume_command(runs_dir / group['group'])} continues it)")
     return [
-        group["group"] + "/", group["created"].replace("T", " "), cell(newest["recipe"]), cell(_network(s)),
+        group["group"] + "/", group["created"].replace("T", " "), cell(newest["recipe"]), cell(network_text(s)),
         cell(artifacts.json_number(s.get("learning_rate")), "{:g}"), cell(s.get("batch_size")), cell(s.get("limit")),
         "all", cell(newest["backend"]), "-", cell(accuracy and accuracy["mean"], "{:.4f}"),
         cell(group["macro_f1"], "{:.4f}"), cell(group["train_seconds"], "{:.1f}"), status,
