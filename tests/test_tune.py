@@ -26,7 +26,7 @@ from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
 from fmnist.tune import (
     MAX_ATTEMPTS, _cut_short_run, _objective, open_study, settings_for, suggest, train_best, trial_name,
-    trial_params, tune,
+    trial_params, trial_state, tune,
 )
 from fmnist.tune_report import _train_command, write_report
 from fmnist.tune_storage import open_storage, worker_key
@@ -403,6 +403,9 @@ def test_a_continued_study_runs_again_what_a_stop_or_a_dead_worker_cut_short(tmp
     again = open_study("s", store, shown, BASE)
     state = {t.number: t.state for t in again.get_trials(deepcopy=False)}
     assert state[killed.number] == state[rebooted.number] == failed
+    shown = {t.number: trial_state(t) for t in again.get_trials(deepcopy=False)}  # as the summary and page say
+    assert (shown[killed.number], shown[rebooted.number], shown[stopped.number], shown[broken.number]) == (
+        "killed", "killed", "stopped", "fail")
     assert state[live.number] == state[elsewhere.number] == state[other_machine.number] == running
     assert state[same_name_db.number] == running
     queued = [t for t in again.get_trials(deepcopy=False) if t.state == waiting]

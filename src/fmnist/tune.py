@@ -317,11 +317,11 @@ def best_trial(study: optuna.Study) -> dict[str, Any] | None:
 def trial_state(trial: optuna.trial.FrozenTrial) -> str:
     """A trial's state as people read it: Optuna's, but "stopped" for one Ctrl-C cut short and "diverged" for one whose
     loss became NaN (to Optuna, both failed), and "killed" for one still running in a journal whose worker on this
-    machine has ended, as `fmnist runs` says."""
-    if trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("stopped"):
-        return "stopped"
-    if trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("diverged"):
-        return "diverged"
+    machine has ended, as `fmnist runs` says (and once a worker continuing the study has failed it)."""
+    if trial.state == optuna.trial.TrialState.FAIL:
+        for why in ("stopped", "diverged", runs.KILLED):  # none the settings' fault but divergence
+            if trial.user_attrs.get(why):
+                return why
     if trial.state == optuna.trial.TrialState.RUNNING and worker_gone(trial.user_attrs):
         return runs.KILLED  # until a worker continuing the study fails it and takes its settings up again
     return trial.state.name.lower()
@@ -428,7 +428,7 @@ def open_study(name: str, store: optuna.storages.BaseStorage, shown: str, base: 
     _refuse_other_settings(study, base)
     log.info("continuing study %r in %s (%d trial%s so far)", name, shown, len(study.trials),
              "" if len(study.trials) == 1 else "s")
-    retried = _retry_cut_short(study)
+    retried = _retry_cut_short(study, store)
     if retried:
         log.info("trials cut short (stopped, or their worker died) are taken up again first: %s",
                  ", ".join(map(str, retried)))
@@ -457,14 +457,18 @@ def _refuse_other_settings(study: optuna.Study, base: TrainSettings) -> None:
                           "one (--study NAME)")
 
 
-def _retry_cut_short(study: optuna.Study) -> list[int]:
-    """Fail the running trials whose worker process on this machine has ended (a journal has no heartbeat), and
-    queue the settings of each trial a stop or a dead worker cut short; return the trials they were first drawn for."""
+def _retry_cut_short(study: optuna.Study, store: optuna.storages.BaseStorage) -> list[int]:
+    """Fail the running trials whose worker process on this machine has ended (a journal has no heartbeat), marked
+    killed, and queue the settings of each trial a stop or a dead worker cut short; return the trials they were first
+    drawn for."""
     running, failed = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL
     trials = study.get_trials(deepcopy=False)
     dead = {t.number for t in trials if t.state == running and worker_gone(t.user_attrs)}
+    study_id = store.get_study_id_from_name(study.study_name)
     for number in sorted(dead):
         try:  # another worker continuing the study now may have failed it first
+            trial_id = store.get_trial_id_from_study_id_trial_number(study_id, number)
+            store.set_trial_user_attr(trial_id, runs.KILLED, True)
             study.tell(number, state=failed, skip_if_finished=True)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass
