@@ -90,13 +90,13 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path | N
     names = list(complete[0].params) if complete else []
     rows = [[t.number, f"{t.value:.4f}", f"{t.user_attrs.get('val_accuracy', float('nan')):.4f}",
              t.user_attrs.get("epochs", "-"), *(value_text(t.params.get(n, "-")) for n in names),
-             t.user_attrs.get("run_dir", "-")]
+             t.user_attrs.get("backend", "-"), t.user_attrs.get("run_dir", "-")]
             for t in complete[:10]]
     states = states_text(study_states(study))
     sections = [
         ("Study", f"<p>{html.escape(shown)}: {html.escape(states)}; objective: best val_loss on the validation split "
                   "(the test set is never used to choose).</p>"),
-        ("Best trials", table_html(["trial", "val_loss", "val_accuracy", "epochs", *names, "run"], rows)
+        ("Best trials", table_html(["trial", "val_loss", "val_accuracy", "epochs", *names, "backend", "run"], rows)
          if complete else "<p>none finished</p>"),
     ]
     if complete:
