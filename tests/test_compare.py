@@ -2,6 +2,7 @@ import html
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,6 +97,8 @@ def test_compare_command_takes_names_and_refuses_what_it_cannot_compare(tmp_path
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp_path / "work")
         assert compare_runs([a, b], None) == runs_dir / "compare.html"
+        patch.chdir(runs_dir.parent)  # the runs folder given relative: the page named whole, as from any folder
+        assert compare_runs([a, b], None, Path(runs_dir.name)) == runs_dir / "compare.html"
     assert list((tmp_path / "work").iterdir()) == []
     shutil.copytree(b, tmp_path / "elsewhere" / b.name)
     linked = runs_dir / "linked"  # a run of the runs folder kept elsewhere: its page still goes in the runs folder

@@ -25,6 +25,12 @@ def test_resolve_run_takes_a_path_or_a_name(mixed_runs, tmp_path):
     (tmp_path / "nothing").mkdir()
     with pytest.raises(FmnistError, match="nothing is not a run directory"):
         runs.resolve_run("nothing", tmp_path)
+    # Nowhere at all: said alike to a command that reads a run and to a resume.
+    with pytest.raises(FmnistError, match="^no run 'typo': give a run directory or the name of one in"):
+        runs.resolve_run("typo", tmp_path)
+    with pytest.raises(FmnistError, match="^no run 'typo': give a run's or --seeds group's directory or the name of "
+                                          f"one in {tmp_path}"):
+        runs.resolve_resumable(Path("typo"), tmp_path)
     with pytest.raises(FmnistError, match=f"model.keras is a file of a run: give the run's directory, {finished}$"):
         runs.resolve_run(str(finished / artifacts.MODEL), mixed_runs["dir"])
     grouped = mixed_runs["grouped"]  # in a group: found by its own name too, as 'fmnist runs' shows it or alone

@@ -519,7 +519,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def _common(p: argparse.ArgumentParser, json_result: bool = True) -> None:
     # SUPPRESS: given before the command or after it, these keep the value given (argparse would reset them).
     p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                   help="only results and errors, no progress")
+                   help="no progress: only results, warnings and errors")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of any error")
     if json_result:
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
@@ -783,7 +783,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fmnist", description="Train, evaluate, explain and serve a Fashion-MNIST classifier (Keras 3).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="only results and errors, no progress")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress: only results, warnings and errors")
     parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
     parser.add_argument("--version", action="version", version=f"fmnist {__version__}")
     parser.set_defaults(json=False)

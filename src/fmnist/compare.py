@@ -100,7 +100,7 @@ def default_output(run_dirs: list[Path], runs_dir: Path) -> tuple[Path, str]:
     where the user merely stood."""
     given = [runs.absolute(run) for run in run_dirs]
     if all(runs.absolute(runs_dir) in run.parents or runs_dir.resolve() in run.resolve().parents for run in given):
-        return runs_dir / artifacts.COMPARISON_HTML, "--runs-dir, where the page goes without --output,"
+        return runs.absolute(runs_dir) / artifacts.COMPARISON_HTML, "--runs-dir, where the page goes without --output,"
     parents = {run.parent for run in given}
     if len(parents) > 1:
         raise FmnistError("the runs lie in different folders: name the page with --output (or give --runs-dir the "

@@ -464,9 +464,12 @@ def resolve_run(name: str | Path, runs_dir: Path) -> Path:
         return require_run_dir(Path(runs_dir) / name)  # a group's or a study's folder, named: say what it is
     if Path(name).is_file() and (Path(name).parent / artifacts.CONFIG).is_file():
         raise FmnistError(f"{name} is a file of a run: give the run's directory, {Path(name).parent}")
-    raise FmnistError(
-        f"no run {str(name)!r}: give a run directory or the name of one in {runs_dir}{os.sep} (see 'fmnist runs'; "
-        "--runs-dir for another folder)")
+    raise _no_run(name, runs_dir, "a run directory")
+
+
+def _no_run(name: str | Path, runs_dir: Path, wanted: str) -> FmnistError:
+    return FmnistError(f"no run {str(name)!r}: give {wanted} or the name of one in {runs_dir}{os.sep} (see 'fmnist "
+                       "runs'; --runs-dir for another folder)")
 
 
 def _in_groups(runs_dir: Path, name: str | Path) -> Path | None:
@@ -499,7 +502,10 @@ def resolve_resumable(name: Path, runs_dir: Path) -> Path:
         return Path(name)
     if (Path(runs_dir) / name).is_dir():
         return Path(runs_dir) / name
-    return _in_groups(runs_dir, name) or Path(name)
+    found = _in_groups(runs_dir, name)
+    if found is None:
+        raise _no_run(name, runs_dir, "a run's or --seeds group's directory")
+    return found
 
 
 def resolve_model(name: str | Path, runs_dir: Path) -> Path:
