@@ -41,6 +41,9 @@ def test_a_backup_is_tied_to_its_run_by_the_config_it_began_with(tmp_path):
     assert run_id(tmp_path) is None  # no config.json: a run before it had one
     artifacts.write_json(tmp_path / artifacts.CONFIG, {"settings": {"seed": 1}})
     first = run_id(tmp_path)
-    assert first == artifacts.sha256_file(tmp_path / artifacts.CONFIG)
+    (tmp_path / artifacts.CONFIG).write_text('{\n  "settings" :  {"seed": 1}\n}\n')  # reformatted: the same run
+    assert run_id(tmp_path) == first
     artifacts.write_json(tmp_path / artifacts.CONFIG, {"settings": {"seed": 2}})
     assert run_id(tmp_path) != first
+    (tmp_path / artifacts.CONFIG).write_text('{"settings": ')  # damaged: no run's, by its bytes
+    assert run_id(tmp_path) == artifacts.sha256_file(tmp_path / artifacts.CONFIG)

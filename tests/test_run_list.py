@@ -190,7 +190,7 @@ def test_a_stopped_runs_damaged_backup_is_named_with_what_to_do(tmp_path, proble
     assert row["epochs"] is None
     said = {"damaged": f"is damaged, so the run cannot continue from it; remove it, and 'fmnist train --resume {run}' "
                        "trains the run again from its first epoch",
-            "another run's": "was written by another run, or before a setting in config.json was changed: if it "
-                             "was edited, restore it as it was; else remove backup.npz, and the resume trains the run "
+            "another run's": "was written by another run, or before config.json was changed: if it was, restore "
+                             f"it as it was; else remove backup.npz, and 'fmnist train --resume {run}' trains the run "
                              "again from its first epoch"}  # as the resume says it
     assert row["notes"] == [f"backup.npz {said[problem]}"]  # not "--resume continues it" too: it would refuse

@@ -67,9 +67,9 @@ def epochs_done(run_dir: Path) -> int:
     # bytes.
     config = Path(run_dir) / artifacts.CONFIG
     if meta.get("run", this_run) not in (this_run, artifacts.sha256_file(config) if config.is_file() else None):
-        raise FmnistError(f"{backup} was written by another run, or before a setting in {artifacts.CONFIG} was "
-                          f"changed: if it was edited, restore it as it was; else remove {artifacts.BACKUP}, and the "
-                          "resume trains the run again from its first epoch")
+        raise FmnistError(f"{backup} was written by another run, or before {artifacts.CONFIG} was changed: if it "
+                          f"was, restore it as it was; else remove {artifacts.BACKUP}, and 'fmnist train --resume "
+                          f"{shlex.quote(str(backup.parent))}' trains the run again from its first epoch")
     epochs = meta.get("epochs_done")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         raise damaged(backup)
