@@ -177,7 +177,13 @@ def test_damaged_metrics_or_history_are_named_with_what_to_do(tiny_run_dir, tmp_
     assert UNKNOWN_EPOCHS in write_report(run).read_text()
     (run / artifacts.HISTORY).unlink()  # a report without it still says how many epochs it cannot tell
     assert UNKNOWN_EPOCHS in write_report(run).read_text()
+    (run / artifacts.HISTORY).write_bytes(history.splitlines(keepends=True)[0] + history.splitlines(keepends=True)[1])
+    epochs = artifacts.read_json(run / artifacts.STATUS)["epochs"]  # 2: one row of them left
+    assert (f"1 / 1 (history.csv holds 1 of the {epochs} epochs status.json records: cut or edited since? The curves "
+            "and best epoch are the file&#x27;s; restore it from a copy)") in build_report(run).read_text()
+    assert f"history.csv holds 1 of the {epochs} epochs status.json records" in caplog.text
     (run / artifacts.HISTORY).write_bytes(history)
+    assert "cut or edited since" not in build_report(run).read_text()
     status = (run / artifacts.STATUS).read_bytes()
     (run / artifacts.STATUS).write_text("{cut")  # what the report takes from it is not worth refusing the rest for
     assert "<th scope=row>epochs run / best</th>" in build_report(run).read_text()

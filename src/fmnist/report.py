@@ -113,7 +113,8 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ["macro F1", f"{metrics['macro_f1']:.4f}"], ["weakest class (F1)",
          f"{metrics['weakest_class']} ({metrics['per_class'][metrics['weakest_class']]['f1-score']:.4f})"],
         ["epochs run / kept" if _scheduled(config) else "epochs run / best",
-         f"{len(history['loss'])} / {kept}" if history.get("loss") else f"- ({artifacts.HISTORY} is missing or empty)"],
+         f"{len(history['loss'])} / {kept}{_epochs_note(run_dir, history, status)}" if history.get("loss")
+         else f"- ({artifacts.HISTORY} is missing or empty)"],
         ["training seconds", status.get("train_seconds", "-")], ["status", state],
         ["scored", f"{metrics.get('evaluated', '-')} on {metrics.get('evaluated_backend', '-')}"],
         ["model SHA-256", metrics.get("model_sha256", "-")],
@@ -129,6 +130,18 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ("Settings", table_html(["setting", "value"], settings)),
     ] + _exports(run_dir)
     return page(f"fmnist run {run_dir.name}", sections)
+
+
+def _epochs_note(run_dir: Path, history: dict[str, list[float]], status: dict[str, Any]) -> str:
+    """Where history.csv holds other than the epochs status.json records (cut or edited by hand since), saying so: the
+    curves and the best epoch drawn are the file's. Logged too."""
+    recorded, drawn = artifacts.json_number(status.get("epochs")), len(history["loss"])
+    if status.get("state") != runs.FINISHED or recorded is None or recorded == drawn:
+        return ""
+    note = (f"{artifacts.HISTORY} holds {drawn} of the {recorded:g} epochs {artifacts.STATUS} records: cut or edited "
+            "since? The curves and best epoch are the file's; restore it from a copy")
+    log.warning("%s: %s", run_dir, note)
+    return f" ({note})"
 
 
 def _evidence_html(run_dir: Path) -> str:
