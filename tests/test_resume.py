@@ -16,7 +16,7 @@ from fmnist.backup_file import read_meta
 from fmnist.data import load_dataset
 from fmnist.cli import main
 from fmnist.errors import FmnistError
-from fmnist.resume import keep_finished_epochs, resume_run
+from fmnist.resume import keep_finished_epochs, read_resumable, resume_run
 from fmnist.settings import TrainSettings
 from fmnist.train import train
 
@@ -455,3 +455,17 @@ def test_a_finished_runs_damaged_metrics_are_scored_again_when_it_is_resumed_in_
         result = score_finished(run_dir, load_dataset(folder, checksums=sums))
         assert result.metrics["test_accuracy"] == scored, damage
         assert artifacts.read_json(run_dir / artifacts.METRICS)["test_accuracy"] == scored, damage
+
+
+def test_settings_a_config_lacks_are_resumed_at_their_defaults_and_said(tmp_path, caplog):
+    settings = TrainSettings(epochs=3).to_dict()
+    artifacts.write_json(tmp_path / artifacts.CONFIG, {"settings": settings, "backend": "jax", "data": {}})
+    with caplog.at_level(logging.WARNING, logger="fmnist.resume"):
+        read_resumable(tmp_path / artifacts.CONFIG, {"settings": dict}, None, "train it again")
+        assert caplog.text == ""  # a config with every setting: nothing to say
+        del settings["lr_factor"]  # as an older fmnist, before the setting existed, wrote it
+        artifacts.write_json(tmp_path / artifacts.CONFIG, {"settings": settings, "backend": "jax", "data": {}})
+        _, resumed = read_resumable(tmp_path / artifacts.CONFIG, {"settings": dict}, None, "train it again")
+    assert resumed.lr_factor == TrainSettings().lr_factor
+    assert (f"config.json lacks lr_factor (an older fmnist's, or edited): resumed with the defaults, lr_factor "
+            f"{TrainSettings().lr_factor!r}") in caplog.text

@@ -157,6 +157,12 @@ def read_resumable(path: Path, kinds: dict[str, type], backend: str | None,
     except FmnistError as exc:  # edited by hand, or past a limit this version set since: say which file
         raise FmnistError(f"{path}: {exc}; restore the file from a copy if it was edited, or, if this fmnist no "
                           "longer accepts what it held then, train a new run") from None
+    # An older fmnist's run lacks the settings added since (or one was deleted by hand): said, not taken silently.
+    filled = sorted(TrainSettings.names() - record["settings"].keys())
+    if filled:
+        log.warning("%s lacks %s (an older fmnist's, or edited): resumed with the defaults, %s", path,
+                    ", ".join(filled),
+                    ", ".join(f"{name} {getattr(settings, name)!r}" for name in filled))
     return record, settings
 
 
