@@ -22,12 +22,17 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 from PIL import Image
 
 from fmnist.data import load_dataset
 from fmnist.serve import MAX_BATCH
+
+try:
+    import httpx
+except ModuleNotFoundError:  # the test extra's, not the main install's
+    sys.exit("scripts/loadtest.py needs httpx, which the test extra brings: bash scripts/setup.sh pytest, or "
+             ".venv/bin/pip install -c constraints.txt httpx")
 
 HOST = "127.0.0.1"  # never anything but this machine
 START_TIMEOUT_S = 180

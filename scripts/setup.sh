@@ -2,8 +2,8 @@
 # Set up this machine for fmnist, idempotently, then run the given command inside the environment:
 #   bash scripts/setup.sh fmnist train     # set up, then train the spec's model
 #   bash scripts/setup.sh pytest           # set up, then run the whole test suite
-# Uses the active virtual environment if there is one, else makes ./.venv; installs the package with
-# pinned versions (constraints.txt); installs Debian's dataset-fashion-mnist when root with apt-get. What only the
+# Uses the active virtual environment if there is one, else makes ./.venv; installs the package and its export
+# extra with pinned versions (constraints.txt); installs Debian's dataset-fashion-mnist when root with apt-get. What only the
 # tests need (the [test] extra, chromium, postgresql) comes when the command runs pytest, or when none is given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,8 @@ import sys
 if sys.version_info < (3, 11):
     sys.exit(f"fmnist needs Python 3.11 or newer (the Keras 3, JAX and NumPy it pins); this is {sys.version.split()[0]}")
 PY
-if [ "$tests" = 1 ]; then package=".[test]"; else package="."; fi
+# The export extra (ONNX, LiteRT) always: the tour's `fmnist export` works after any setup.
+if [ "$tests" = 1 ]; then package=".[test]"; else package=".[export]"; fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e "$package"
 
 dataset=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz

@@ -286,3 +286,16 @@ def test_missing_data_or_a_damaged_config_is_refused_before_keras_starts(tiny_ru
     assert f"fmnist: error: {tmp_path / 'none'} does not exist: give the folder" in said
     assert f"fmnist: error: {damaged / artifacts.CONFIG} is not valid JSON" in said
     assert not (run_dir / artifacts.EXPORTS_DIR / "onnx").exists()
+
+
+def test_a_missing_converter_is_named_with_the_command_that_installs_it(tmp_path):
+    from fmnist.export import _write_export
+
+    class KerasWithoutOnnx:  # what Keras' export raises where tf2onnx or onnx is not installed
+        def export(self, *args, **kwargs):
+            raise ModuleNotFoundError("No module named 'onnx'")
+
+    with pytest.raises(FmnistError, match=r"^onnx export needs a package that is missing \(No module named 'onnx'\); "
+                                          r"install the export extra: bash scripts/setup.sh true \(or pip install -c "
+                                          r"constraints.txt -e '\.\[export\]'\)$"):
+        _write_export(KerasWithoutOnnx(), tmp_path / "model.onnx", "onnx")

@@ -32,7 +32,7 @@ KERAS_FORMAT = {"onnx": "onnx", "saved_model": "tf_saved_model", "litert": "lite
 RUNTIME = {"onnx": "onnxruntime", "saved_model": "TensorFlow", "litert": "the LiteRT interpreter"}
 PARITY_IMAGES = 1000
 TOLERANCE = 1e-4
-INSTALL_HINT = "install the export extra: pip install -e '.[export]'"
+INSTALL_HINT = "install the export extra: bash scripts/setup.sh true (or pip install -c constraints.txt -e '.[export]')"
 
 
 def choose_backend(fmt: str, requested: str | None) -> str:
