@@ -146,7 +146,7 @@ def load_model(source: Path) -> tuple[Any, str]:
     return model, checksum
 
 
-def model_network(model: Any) -> str:
+def _network_of(model: Any) -> str:
     """The network a model is, as :func:`run_list.network_text` names one from settings."""
     import keras
 
@@ -166,7 +166,7 @@ def _require_runs_network(model: Any, run_dir: Path) -> None:
         expected = network_text(runs.settings_of(artifacts.read_json(config))) if config.is_file() else None
     except FmnistError:  # damaged: what reads the settings says so
         return
-    actual = model_network(model)
+    actual = _network_of(model)
     if expected is not None and actual != expected:
         def named(network: str) -> str:
             return "the ConvNet" if network == "ConvNet" else f"a dense network of hidden sizes {network}"

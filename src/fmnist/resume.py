@@ -160,9 +160,9 @@ def read_resumable(path: Path, kinds: dict[str, type], backend: str | None,
     # An older fmnist's run lacks the settings added since (or one was deleted by hand): said, not taken silently.
     filled = sorted(TrainSettings.names() - record["settings"].keys())
     if filled:
+        taken = ", ".join(f"{name} {getattr(settings, name)!r}" for name in filled)
         log.warning("%s lacks %s (an older fmnist's, or edited): resumed with the defaults, %s", path,
-                    ", ".join(filled),
-                    ", ".join(f"{name} {getattr(settings, name)!r}" for name in filled))
+                    ", ".join(filled), taken)
     return record, settings
 
 
