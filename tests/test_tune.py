@@ -639,3 +639,16 @@ def test_a_run_found_diverged_once_picked_is_trained_again_not_the_end_of_the_st
     with caplog.at_level(logging.WARNING, logger="fmnist.tune"):
         assert _finish(run, dataset, []) is None
     assert f"{run} cannot be finished ({run} diverged" in caplog.text
+
+
+def test_a_setting_carried_from_the_study_that_clashes_with_a_flag_is_named_as_the_studys(tmp_path):
+    store, shown = open_storage(None, tmp_path)
+    study = open_study("v", store, shown, TrainSettings(epochs=2, validation_fraction=0.9))
+    trial = study.ask()  # the spec's own settings, queued first
+    suggest(trial)
+    study.tell(trial, 1.0)
+    with pytest.raises(FmnistError, match=r"^invalid setting: a split of 15 images into 1 for training and 14 for "
+                                          r"validation cannot hold all 10 classes on each side; raise --limit or "
+                                          r"change --validation-fraction \(carried over from the study: "
+                                          r"--validation-fraction 0\.9\)$"):
+        train_best("v", {"limit": 15}, "jax", runs_dir=tmp_path)  # its --epochs 2, a trial's budget, not carried

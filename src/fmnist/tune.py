@@ -546,9 +546,13 @@ def train_best(
     recorded = study.user_attrs.get(FIXED_SETTINGS) or {}
     kept = {k: v for k, v in recorded.items() if k in FLAG_SETTINGS and k not in TRIAL_BUDGET and k not in given
             and v is not None and v != getattr(TrainSettings(), k)}
+    carried = ", ".join(f"{flag(k)} {v}" for k, v in sorted(kept.items()))
     if kept:
-        log.info("as the study's trials: %s", ", ".join(f"{flag(k)} {v}" for k, v in sorted(kept.items())))
-    base = recipe_settings("spec", **kept, **given)
+        log.info("as the study's trials: %s", carried)
+    try:
+        base = recipe_settings("spec", **kept, **given)
+    except FmnistError as exc:  # it may name a setting not typed now: say where that came from
+        raise FmnistError(f"{exc} (carried over from the study: {carried})" if kept else str(exc)) from None
     settings = settings_for(base, best["params"], name=f"{study_name}{defaults.BEST_SUFFIX}")
     backend = activate(backend or best.get("backend"), base.architecture)
     log.info("training trial %d's settings on %s: %s", best["number"], backend, params_text(best["params"]))
