@@ -25,8 +25,8 @@ def test_every_picture_is_a_png(tmp_path):
         "confusion": lambda p: plots.confusion_matrix_png(np.eye(10, dtype=int) * 5 + 1, p),
         "curves": lambda p: plots.curves_png(history, 2, p),
         "curves-empty": lambda p: plots.curves_png({}, None, p),
-        "mistakes": lambda p: plots.mistakes_png(images[:4], labels[:4], labels[1:5], np.full(4, 0.9), p),
-        "mistakes-none": lambda p: plots.mistakes_png(images[:0], labels[:0], labels[:0], np.ones(0), p),
+        "mistakes": lambda p: plots.mistakes_png(images[:4], labels[:4], labels[1:5], np.full(4, 0.9), p, 40),
+        "mistakes-none": lambda p: plots.mistakes_png(images[:0], labels[:0], labels[:0], np.ones(0), p, 0),
         "reliability": lambda p: plots.reliability_png(bins, bins | {"accuracy_interval": [[0.1, 0.7], None, [0.8, 1]]},
                                                        p),  # a run scored before the intervals were kept has none
         "bars": lambda p: plots.bar_chart_png(["a", MATH], [0.3, 0.7], "title", p),
@@ -181,3 +181,20 @@ def test_a_drawing_that_fails_midway_leaves_no_figure_held(tmp_path):
     with pytest.raises(ValueError):
         plots.bar_chart_png(["a"], [], "no values", tmp_path / "bars.png")  # fails before it is saved
     assert plt.get_fignums() == held and not (tmp_path / "bars.png").exists()
+
+
+def test_pictures_say_what_they_show_where_a_reader_would_guess(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, trim=False: drawn.append(fig))
+    history = {"loss": [1.0, 0.8, 0.7], "val_loss": [1.1, 0.9, 0.85], "accuracy": [0.5, 0.6, 0.65],
+               "val_accuracy": [0.4, 0.5, 0.55], "learning_rate": [1e-3, 1e-3, 1e-4]}
+    plots.curves_png(history, 3, tmp_path / "curves.png")
+    for ax, ylabel in zip(drawn[0].axes, ("loss (mean over the epoch)", "share of images right")):
+        assert ax.get_ylabel() == ylabel
+        assert [t.get_text() for t in ax.texts] == ["1e-04"]  # the rate the plateau's drop went to, at epoch 3
+    plots.grouped_bars_png(list(CLASS_NAMES), {"a": [0.5] * 10, "b": [0.9] * 10}, "F1", tmp_path / "f1.png")
+    assert drawn[1].axes[0].get_title() == "F1 (axis from 0.45, not 0)"  # the bars do not start at 0
+    plots.mistakes_png(np.zeros((4, 28, 28)), np.zeros(4, int), np.ones(4, int), np.full(4, 0.9), tmp_path / "m.png",
+                       total=1025)
+    assert ("The 4 most confident of the 1,025 test mistakes, with the model's (calibrated) probability for the class "
+            "it predicted") in [t.get_text() for t in drawn[2].axes[0].texts]

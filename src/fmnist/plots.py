@@ -68,8 +68,8 @@ def confusion_matrix_png(matrix: Sequence[Sequence[int]], path: Path) -> None:
             text.set_text("" if counts[i, j] == 0 else "<.01" if fmt == "{:.2f}" and value < 0.005 else
                           fmt.format(value))
             text.set_color("white" if norm(value) > 0.6 else "#08306b")  # sklearn's pick follows a linear scale
-        ax.set_xlabel("Predicted")
-        ax.set_ylabel("True")
+        ax.set_xlabel("Predicted class")
+        ax.set_ylabel("True class")
         ax.set_title(title)
     fig.tight_layout()
     _save(fig, path)
@@ -85,15 +85,20 @@ def curves_png(history: dict[str, list[float]], best: int | None, path: Path, sc
     rates = [] if scheduled else history.get("learning_rate", [])
     drops = [i + 1 for i in range(1, len(rates)) if rates[i] < rates[i - 1]]
     kept = f"kept: the last epoch ({best}), as the schedule fixes" if scheduled else f"best epoch ({best})"
-    for ax, key, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
+    for ax, key, title, ylabel in ((axes[0], "loss", "Loss", "loss (mean over the epoch)"),
+                                   (axes[1], "accuracy", "Accuracy", "share of images right")):
         ax.plot(epochs, history.get(key, []), label="train", marker=".")
         ax.plot(epochs, history.get(f"val_{key}", []), label="validation", marker=".")
         if best:
             ax.axvline(best, color="green", linestyle="--", label=kept)
         for i, epoch in enumerate(drops):
             ax.axvline(epoch, color="grey", linestyle=":", label="learning rate drop" if i == 0 else None)
+            # The rate the epoch began with, written along its line from the top: what each drop went to.
+            ax.text(epoch, 0.98, f"{rates[epoch - 1]:.0e}", transform=ax.get_xaxis_transform(), rotation=90,
+                    ha="right", va="top", fontsize=7, color="grey")
         _epoch_axis(ax, len(epochs))
         ax.set_title(title)
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     # One legend for both panels, below them: inside, it covered the first epochs, where the curves start.
     handles, labels = axes[0].get_legend_handles_labels()
@@ -109,12 +114,15 @@ def curves_png(history: dict[str, list[float]], best: int | None, path: Path, sc
     _save(fig, path)
 
 
-def image_grid_png(images: np.ndarray, titles: Sequence[str], path: Path, columns: int, row_labels=None) -> None:
-    """A grid of 28x28 images, each on its own scale and with a small title; optional labels down the left side."""
+def image_grid_png(images: np.ndarray, titles: Sequence[str], path: Path, columns: int, row_labels=None,
+                   heading: str | None = None) -> None:
+    """A grid of 28x28 images, each on its own scale and with a small title; optional labels down the left side and
+    a heading above."""
     tiles = [_gray(np.asarray(image, dtype=np.float64) / (np.max(image) or 1)) for image in images]
     rows = max(1, int(np.ceil(len(tiles) / columns)))
     grid = [tiles[r * columns:(r + 1) * columns] for r in range(rows)]
-    _tiles_png(grid, [list(titles[r * columns:(r + 1) * columns]) for r in range(rows)], path, row_labels or ())
+    _tiles_png(grid, [list(titles[r * columns:(r + 1) * columns]) for r in range(rows)], path, row_labels or (),
+               heading)
 
 
 TILE_GAP = 10  # image pixels between tiles across: room for a title a third wider than its image
@@ -183,13 +191,16 @@ def mistake_titles(y_true: np.ndarray, y_pred: np.ndarray, confidence: np.ndarra
 
 
 def mistakes_png(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, confidence: np.ndarray,
-                 path: Path) -> None:
+                 path: Path, total: int) -> None:
+    """The most confident of the ``total`` test mistakes, each with its true and predicted class."""
     if not len(images):  # a picture that says so, rather than none, or an empty one that looks like a fault
         fig = _figure(figsize=(5, 1))
         fig.text(0.5, 0.5, "no mistakes: every test image is classified right", ha="center", va="center")
         _save(fig, path)
         return
-    image_grid_png(images, mistake_titles(y_true, y_pred, confidence), path, columns=8)
+    image_grid_png(images, mistake_titles(y_true, y_pred, confidence), path, columns=8,
+                   heading=f"The {len(images)} most confident of the {total:,} test mistakes, with the model's "
+                           "(calibrated) probability for the class it predicted")
 
 
 def bar_chart_png(labels: Sequence[str], values: Sequence[float], title: str, path: Path) -> None:
@@ -233,7 +244,7 @@ def reliability_png(before: dict, after: dict, path: Path) -> None:
     # written in maths text, which _figure turns off ("$" in run names).
     counts.yaxis.set_major_formatter(LogFormatter())
     counts.yaxis.set_minor_formatter(LogFormatter(minor_thresholds=(1, 0.5)))
-    counts.set_ylabel("images")
+    counts.set_ylabel("images (log scale)")
     counts.set_xlabel("confidence (top probability)")
     counts.grid(alpha=0.3)
     fig.tight_layout()
@@ -261,7 +272,8 @@ def compare_curves_png(histories: dict[str, dict[str, list[float]]], path: Path)
     styles = [{"color": colours[i % len(colours)], "linewidth": max(1.2, 5.0 - 1.8 * i), "zorder": 2 + i,
                "marker": markers[i % len(markers)], "markersize": max(3.0, 7.0 - 1.5 * i)}
               for i in range(len(histories))]
-    for ax, key, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
+    for ax, key, title, ylabel in ((axes[0], "loss", "Loss", "loss (mean over the epoch)"),
+                                   (axes[1], "accuracy", "Accuracy", "share of images right")):
         for style, history in zip(styles, histories.values()):
             epochs = np.arange(1, len(history.get(key, [])) + 1)
             ax.plot(epochs, history.get(f"val_{key}", []), **style)
@@ -285,8 +297,9 @@ def grouped_bars_png(categories: Sequence[str], series: dict[str, Sequence[float
     bars = [ax.bar(positions + (i - (len(series) - 1) / 2) * width, list(values), width)
             for i, values in enumerate(series.values())]
     ax.set_xticks(positions, list(categories), rotation=30, ha="right")
-    ax.set_ylim(max(0.0, min(min(v) for v in series.values()) - 0.05), 1)  # small gaps between runs stay visible
-    ax.set_title(title)
+    low = max(0.0, min(min(v) for v in series.values()) - 0.05)
+    ax.set_ylim(low, 1)  # small gaps between runs stay visible; the title says the bars do not start at 0
+    ax.set_title(f"{title} (axis from {low:.2f}, not 0)" if low > 0 else title)
     ax.grid(axis="y", alpha=0.3)
     _run_legend(fig, bars, list(series))
     _save(fig, path)

@@ -262,7 +262,7 @@ def _draw(run_dir: Path, metrics: dict[str, Any], predictions: dict[str, np.ndar
     y_pred = probabilities[idx].argmax(axis=1)
     plots.mistakes_png(
         predictions["mistake_images"], y_true[idx], y_pred, probabilities[idx, y_pred],
-        run_dir / artifacts.MISCLASSIFIED_PNG,
+        run_dir / artifacts.MISCLASSIFIED_PNG, total=int(np.sum(probabilities.argmax(axis=1) != y_true)),
     )
     examples = predictions.get("example_indices", ())  # none in a run evaluated before fmnist drew occlusion maps
     if len(examples):
