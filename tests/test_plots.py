@@ -198,3 +198,14 @@ def test_pictures_say_what_they_show_where_a_reader_would_guess(tmp_path, monkey
                        total=1025)
     assert ("The 4 most confident of the 1,025 test mistakes, with the model's (calibrated) probability for the class "
             "it predicted") in [t.get_text() for t in drawn[2].axes[0].texts]
+
+
+def test_reference_bars_are_told_from_the_contenders(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, trim=False: drawn.append(fig))
+    plots.bar_chart_png(["ours", "theirs", "floor"], [1.0, 2.0, 0.5], "s", tmp_path / "b.png", references=1,
+                        xlabel="seconds")
+    ax = drawn[0].axes[0]
+    assert [bar.get_hatch() or "" for bar in ax.patches] == ["", "", "//"]  # a limit, not a contender
+    assert len({bar.get_facecolor() for bar in ax.patches[:2]} | {ax.patches[2].get_facecolor()}) == 2
+    assert ax.get_xlabel() == "seconds"

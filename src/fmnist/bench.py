@@ -373,7 +373,10 @@ def _chart(report: dict[str, Any], path: Path) -> None:
     labels = list(report["results"]) + ["matrix products alone", "FLOP floor"]
     values = [r["epoch_s"] for r in report["results"].values()] + [report["epoch_matmul_s"],
                                                                    report["epoch_flop_floor_s"]]
-    bar_chart_png(labels, values, "seconds per training epoch (lower is better)", path)
+    title = (f"seconds per training epoch of {report['train_images_per_epoch']:,} images, batch "
+             f"{report['batch_size']} (lower is better)")
+    bar_chart_png(labels, values, title, path, references=2,
+                  xlabel="seconds: median of the epochs after the first (compile)")
 
 
 def table(report: dict[str, Any]) -> str:

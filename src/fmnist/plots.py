@@ -203,15 +203,21 @@ def mistakes_png(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, con
                            "(calibrated) probability for the class it predicted")
 
 
-def bar_chart_png(labels: Sequence[str], values: Sequence[float], title: str, path: Path) -> None:
-    """Horizontal bars with their values written at the end."""
+def bar_chart_png(labels: Sequence[str], values: Sequence[float], title: str, path: Path, references: int = 0,
+                  xlabel: str | None = None) -> None:
+    """Horizontal bars with their values written at the end; the last ``references`` (limits, not contenders) grey and
+    hatched."""
     fig = _figure(figsize=(8, 0.6 * len(labels) + 1))
     ax = fig.subplots()
-    bars = ax.barh(list(labels), list(values), color="#4c72b0")
+    contenders = len(labels) - references
+    bars = ax.barh(list(labels), list(values), color=["#4c72b0"] * contenders + ["#b0b0b0"] * references,
+                   hatch=[""] * contenders + ["//"] * references)
     ax.bar_label(bars, fmt="%.2f", padding=3)
     ax.set_xlim(0, max(values) * 1.12)  # room for the longest bar's label inside the frame
     ax.invert_yaxis()
     ax.set_title(title)
+    if xlabel:
+        ax.set_xlabel(xlabel)
     fig.tight_layout()
     _save(fig, path)
 
