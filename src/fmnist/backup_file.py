@@ -65,8 +65,8 @@ def epochs_done(run_dir: Path) -> int:
     meta, this_run = read_meta(backup), run_id(run_dir)
     # A backup from before backups named their run is taken on trust; one from before 6 December named the file's
     # bytes.
-    config = Path(run_dir) / artifacts.CONFIG
-    if meta.get("run", this_run) not in (this_run, artifacts.sha256_file(config) if config.is_file() else None):
+    recorded, config = meta.get("run", this_run), Path(run_dir) / artifacts.CONFIG
+    if recorded != this_run and not (config.is_file() and recorded == artifacts.sha256_file(config)):
         raise FmnistError(f"{backup} was written by another run, or before {artifacts.CONFIG} was changed: if it "
                           f"was, restore it as it was; else remove {artifacts.BACKUP}, and 'fmnist train --resume "
                           f"{shlex.quote(str(backup.parent))}' trains the run again from its first epoch")

@@ -57,7 +57,8 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     live = (state == runs.RUNNING or unscored) and runs.being_trained(run_dir)
     if state == runs.RUNNING and not live:  # its process was killed, or its machine went down
         state = runs.KILLED
-    lost = [name for name in (artifacts.MODEL, artifacts.MODEL_SHA256) if not (run_dir / name).is_file()]
+    lost = [name for name in (artifacts.MODEL, artifacts.MODEL_SHA256)
+            if state == runs.FINISHED and not (run_dir / name).is_file()]  # only a finished run has them
     if status.get("diverged"):
         notes.append(f"diverged: {runs.DIVERGED_ADVICE}")
     elif state == runs.FINISHED and status.get("pruned"):
@@ -68,7 +69,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
             notes.append(_finished_by(run_dir, "continues it", "continues its group"))
     elif unscored and not live and not lost:  # stopped while it was being scored; without a model, said below
         notes.append("not scored: " + _finished_by(run_dir, "scores it", "scores it"))
-    if state == runs.FINISHED and not live and lost:
+    if lost and not live:
         notes.append(f"no {', '.join(lost)}: restore {'it' if len(lost) == 1 else 'them'} from a copy, or train a "
                      "new run with its settings")
     # metrics.json is written after the predictions: both are there, unless edited or deleted by hand since

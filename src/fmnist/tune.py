@@ -543,9 +543,9 @@ def train_best(
     best = best_trial(study)
     if best is None:
         raise FmnistError(f"study {study_name!r} in {shown} has no finished trial yet")
-    recorded = study.user_attrs.get(FIXED_SETTINGS) or {}
+    recorded, spec = study.user_attrs.get(FIXED_SETTINGS) or {}, TrainSettings()
     kept = {k: v for k, v in recorded.items() if k in FLAG_SETTINGS and k not in TRIAL_BUDGET and k not in given
-            and v is not None and v != getattr(TrainSettings(), k)}
+            and v is not None and v != getattr(spec, k)}
     carried = ", ".join(f"{flag(k)} {v}" for k, v in sorted(kept.items()))
     if kept:
         log.info("as the study's trials: %s", carried)
