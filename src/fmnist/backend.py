@@ -111,7 +111,7 @@ def fit_inputs(
     batch_size: int, validation_batch_size: int, seed: int, initial_epoch: int = 0,
 ) -> dict[str, Any]:
     """``model.fit``'s data arguments. On TensorFlow, our own tf.data pipeline with autotuning off: Keras' own
-    autotuned one made whole epochs 1.5 times slower at random on a 2-core CPU (README, "Speed")."""
+    autotuned one made whole epochs 1.5 times slower at random on a 2-core CPU (docs/speed.md)."""
     import keras
 
     if keras.backend.backend() != "tensorflow":

@@ -12,8 +12,8 @@ from fmnist import defaults
 from fmnist.errors import FmnistError
 
 BACKENDS = ("jax", "tensorflow")
-# Chosen by measurement on a 2-core CPU: JAX trains the dense network faster (README, "Speed"), TensorFlow the
-# ConvNet (README, "Beyond the spec": 10.7 s against 37.5 s per epoch of 18,000 images).
+# Chosen by measurement on a 2-core CPU: JAX trains the dense network faster (docs/speed.md), TensorFlow the
+# ConvNet (docs/recipes.md: 10.7 s against 37.5 s per epoch of 18,000 images).
 DEFAULT_BACKEND = "jax"
 PREFERRED_BACKEND = {"dense": "jax", "cnn": "tensorflow"}
 # The settings `fmnist train` takes as flags (--hidden-sizes, ...); the others come only from a recipe.
@@ -195,7 +195,7 @@ class TrainSettings:
 # Each recipe is a set of overrides on the spec's defaults; explicit flags override the recipe in turn.
 RECIPES: dict[str, dict[str, Any]] = {
     "spec": {},
-    # Chosen on a 90/10 validation split (README, "Beyond the spec"); the split is kept for calibration.
+    # Chosen on a 90/10 validation split (docs/recipes.md); the split is kept for calibration.
     "best": dict(
         name="best", hidden_sizes=(1024, 1024), dropout=0.3, input_dropout=0.1, optimizer="adamw",
         weight_decay=5e-4, schedule="cosine", learning_rate=4e-3, warmup_epochs=1, label_smoothing=0.1,

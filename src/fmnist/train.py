@@ -22,7 +22,7 @@ from fmnist.settings import TrainSettings, split_problem
 log = logging.getLogger(__name__)
 
 # Batches per call between Keras' callbacks: 16 took a spec epoch from 5.2 s to 4.6 s on JAX and, with the
-# validation batch below, from 8.4 s to 6.8 s on TensorFlow (2-core CPU, README "Speed"). Epoch-end callbacks
+# validation batch below, from 8.4 s to 6.8 s on TensorFlow (2-core CPU, docs/speed.md). Epoch-end callbacks
 # still run after every epoch.
 STEPS_PER_EXECUTION = 16
 # Validation only runs the model forward, so it goes in large batches: the mean loss is the same as at the
