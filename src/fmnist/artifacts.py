@@ -205,6 +205,14 @@ def read_history(run_dir: Path) -> dict[str, list[float]]:
         raise DamagedFile(f"{path} is damaged ({exc})") from None
 
 
+def read_split(run_dir: Path, part: str) -> Any:
+    """The image indices of ``part`` ("train" or "validation") in the run's split.npz, as NumPy reads them."""
+    import numpy as np
+
+    with np.load(Path(run_dir) / SPLIT) as split:
+        return split[part]
+
+
 def best_epoch(history: dict[str, list[float]]) -> int | None:
     """The epoch (from 1) of the lowest val_loss, the one early stopping keeps; None before the first epoch."""
     import numpy as np

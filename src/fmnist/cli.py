@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import difflib
 import io
 import json
@@ -363,20 +364,9 @@ def _refuse_given(args: argparse.Namespace, names: tuple[str, ...], why: str) ->
 
 
 def _emit_training(args: argparse.Namespace, result: Any) -> None:
-    from fmnist.report import headline, training_outcome
+    from fmnist.report import training_summary
 
-    outcome = training_outcome(result.run_dir)
-    kept = "" if outcome["epoch_kept"] is None else f" (the model is epoch {outcome['epoch_kept']}'s)"
-    text = (headline(result.run_dir, result.metrics)
-            + f"\nepochs {result.epochs_run}{kept}, training {result.train_seconds:.1f}s on {outcome['backend']}")
-    _emit(args, text, {
-        "run_dir": result.run_dir, "epochs": result.epochs_run, **outcome,
-        "train_seconds": round(result.train_seconds, 2),
-        **{k: result.metrics[k] for k in ("test_accuracy", "test_loss", "macro_f1", "weakest_class")},
-        # As evaluate --json gives them; a run scored by an older fmnist may lack the interval.
-        **{k: result.metrics[k] for k in ("test_accuracy_ci95", "ece_before_scaling", "ece") if k in result.metrics},
-        "report": result.run_dir / artifacts.REPORT_HTML,
-    })
+    _emit(args, *training_summary(result))
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
@@ -400,8 +390,6 @@ def cmd_tune(args: argparse.Namespace) -> None:
         _emit_training(args, result)
         return
     base = _settings_from_args(args)
-    import dataclasses
-
     from fmnist.tune import summary, tune
 
     result = tune(base, args.backend, args.trials or defaults.TUNE_TRIALS, args.study or defaults.TUNE_STUDY,
@@ -412,10 +400,11 @@ def cmd_tune(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from fmnist.backend import activate
     from fmnist.data import load_dataset
+    from fmnist.model_files import verified_model_path
     from fmnist.runs import idle_run
 
     with idle_run(args.run, args.runs_dir, "evaluate it") as run:
-        _check_model(run)
+        verified_model_path(run)  # refused before Keras starts (seconds)
         dataset = load_dataset(args.data_dir, test_only=True)  # data not found: said before the backend's seconds
         activate(args.backend)
         from fmnist.evaluate import evaluate_run, warn_of_group_summary
@@ -424,13 +413,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         metrics = evaluate_run(run, dataset=dataset)
     warn_of_group_summary(run)
     _emit(args, headline(run, metrics), {"run_dir": run, **metrics, "report": run / artifacts.REPORT_HTML})
-
-
-def _check_model(run: Path) -> None:
-    """Refuse a run without its model, or whose model does not match its checksum, before Keras starts (seconds)."""
-    from fmnist.model_files import verified_model_path
-
-    verified_model_path(run)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -473,10 +455,11 @@ def cmd_runs_compare(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from fmnist.backend import activate
     from fmnist.export import choose_backend, parity_images
+    from fmnist.model_files import verified_model_path
     from fmnist.runs import idle_run
 
     with idle_run(args.run, args.runs_dir, "export it") as run:
-        _check_model(run)
+        verified_model_path(run)  # refused before Keras starts (seconds)
         images = parity_images(run, args.data_dir)  # data not found: said at once, not after the backend loads
         backend = activate(choose_backend(args.format, args.backend))
         from fmnist.export import export_run, summary_text
@@ -505,10 +488,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from fmnist.backend import activate
+    from fmnist.model_files import verified_model_path
     from fmnist.runs import resolve_run
 
     run = resolve_run(args.run, args.runs_dir)
-    _check_model(run)
+    verified_model_path(run)  # refused before Keras starts (seconds)
     activate(args.backend)
     from fmnist.serve import serve
 

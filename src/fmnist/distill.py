@@ -44,8 +44,7 @@ def taught_to_the_teacher(teacher: str, indices: np.ndarray) -> int | None:
     """How many of ``indices`` (of the training set's images) the teacher trained on; None where its split.npz
     cannot be read."""
     try:
-        with np.load(runs.teacher_run_dir(teacher) / artifacts.SPLIT) as split:
-            taught = split["train"]
+        taught = artifacts.read_split(runs.teacher_run_dir(teacher), "train")
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, FmnistError):
         return None
     return int(np.isin(indices, taught).sum())

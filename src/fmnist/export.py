@@ -157,7 +157,7 @@ def _write_export(model: Any, target: Path, fmt: str) -> None:
 def _replace_dir(staging: Path, final: Path) -> None:
     """Move ``staging`` to ``final``, replacing an earlier export only once the new one is complete and on disk."""
     artifacts.fsync_tree(staging)  # else a power cut could leave export.json vouching for a file never written
-    old = final.with_name(f".{final.name}.old")
+    old = _set_aside(final)
     if final.exists():
         final.rename(old)
     staging.rename(final)
@@ -165,10 +165,16 @@ def _replace_dir(staging: Path, final: Path) -> None:
     artifacts.fsync_folder(final.parent)
 
 
+def _set_aside(final: Path) -> Path:
+    """Where an earlier export waits while its replacement is moved in (hidden, so never taken for an export)."""
+    return final.with_name(f".{final.name}.old")
+
+
 def _clear_leftovers(exports: Path, fmt: str) -> None:
     """Undo what a killed export of ``fmt`` left: an earlier export set aside and not yet replaced is put back, and
     half-written folders go (the caller holds the format's lock, so none of them is another process's)."""
-    final, old = exports / fmt, exports / f".{fmt}.old"
+    final = exports / fmt
+    old = _set_aside(final)
     if old.is_dir() and not final.exists():
         old.rename(final)
     for leftover in exports.glob(f".{fmt}.*"):

@@ -45,8 +45,9 @@ def build_cnn(dropout: float = 0.5) -> keras.Model:
             model.add(layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv_{i}_{j}"))
             if j == len(block) - 1:
                 # Pooling before BatchNorm and ReLU gives them a quarter of the pixels (49 s instead of 60 s per
-                # 60,000 images on a 2-core CPU); max-pooling commutes with ReLU and with BatchNorm's positive
-                # per-channel scaling.
+                # 60,000 images on a 2-core CPU). Not the same network as pooling after them (BatchNorm's batch
+                # statistics are then of the pooled pixels, and its learned scale may be negative), but it trained
+                # as well on validation (docs/recipes.md).
                 model.add(layers.MaxPooling2D(name=f"pool_{i}"))
             model.add(layers.BatchNormalization(name=f"batchnorm_conv_{i}_{j}"))
             model.add(layers.ReLU(name=f"relu_conv_{i}_{j}"))

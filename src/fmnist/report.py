@@ -7,7 +7,7 @@ import logging
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from fmnist.explain import FAINT_BELOW, PATCH
 from fmnist.html_page import image_html, page, table_html
 from fmnist.metrics import CALIBRATION_BINS, classification_report_text
 from fmnist.recipes import unused_settings
+
+if TYPE_CHECKING:
+    from fmnist.train import TrainResult
 
 log = logging.getLogger(__name__)
 HISTORY_ADVICE = "restore it from a copy, or delete it to draw the report without learning curves"
@@ -96,9 +99,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ["versions", ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items())],
     ]
     kept = kept_epoch(history, config) or "-"
-    state = status.get("state", "-")
-    if state == runs.RUNNING and not runs.being_trained(run_dir):  # as `fmnist runs` shows it
-        state = runs.KILLED
+    state = runs.state_now(run_dir, status.get("state", "-"))  # as `fmnist runs` shows it
     if status.get("pruned"):
         state = f"{state}, pruned {status['pruned']}"
     ci = _interval(metrics)
@@ -226,6 +227,22 @@ def _scheduled(config: dict[str, Any]) -> bool:
 def _kept_epoch(history: dict[str, list[float]], scheduled: bool) -> int | None:
     """The epoch whose weights the model has: the best (restored by early stopping) or, on a schedule, the last."""
     return (len(history.get("loss", [])) or None) if scheduled else artifacts.best_epoch(history)
+
+
+def training_summary(result: TrainResult) -> tuple[str, dict[str, Any]]:
+    """A finished training's closing lines, and the same as a record for --json."""
+    outcome = training_outcome(result.run_dir)
+    kept = "" if outcome["epoch_kept"] is None else f" (the model is epoch {outcome['epoch_kept']}'s)"
+    text = (headline(result.run_dir, result.metrics)
+            + f"\nepochs {result.epochs_run}{kept}, training {result.train_seconds:.1f}s on {outcome['backend']}")
+    return text, {
+        "run_dir": result.run_dir, "epochs": result.epochs_run, **outcome,
+        "train_seconds": round(result.train_seconds, 2),
+        **{k: result.metrics[k] for k in ("test_accuracy", "test_loss", "macro_f1", "weakest_class")},
+        # As evaluate --json gives them; a run scored by an older fmnist may lack the interval.
+        **{k: result.metrics[k] for k in ("test_accuracy_ci95", "ece_before_scaling", "ece") if k in result.metrics},
+        "report": result.run_dir / artifacts.REPORT_HTML,
+    }
 
 
 def training_outcome(run_dir: Path) -> dict[str, Any]:

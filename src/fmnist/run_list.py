@@ -53,10 +53,8 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     # None yet while running; a finished run's that cannot be read is said below, with what to do
     metrics = _read_object(run_dir / artifacts.METRICS, [] if state == runs.FINISHED else notes, note_missing=False)
     unscored = state == runs.FINISHED and not (run_dir / artifacts.METRICS).is_file()
-    # A finished run's process may be scoring it still.
-    live = (state == runs.RUNNING or unscored) and runs.being_trained(run_dir)
-    if state == runs.RUNNING and not live:  # its process was killed, or its machine went down
-        state = runs.KILLED
+    state = runs.state_now(run_dir, state)
+    live = state == runs.RUNNING or (unscored and runs.being_trained(run_dir))  # a finished run's may score it still
     lost = [name for name in (artifacts.MODEL, artifacts.MODEL_SHA256)
             if state == runs.FINISHED and not (run_dir / name).is_file()]  # only a finished run has them
     if status.get("diverged"):

@@ -294,6 +294,12 @@ def removed_unless_begun(run_dir: Path, record: str) -> Iterator[None]:
         raise
 
 
+def state_now(run_dir: Path, state: str) -> str:
+    """``state`` as it stands: a run still marked running that no process trains was killed (SIGKILL, or its
+    machine went down)."""
+    return KILLED if state == RUNNING and not being_trained(run_dir) else state
+
+
 def being_trained(run_dir: Path) -> bool:
     """Whether a live process holds the run's lock (claim_run); the kernel drops it when one dies."""
     # The probe holds a shared lock for an instant; claim_run tries again for a moment rather than fail on it.

@@ -19,9 +19,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_SEEDS = defaults.MAX_SEEDS
-
-
 def _spread(values: list[float]) -> float:
     """The sample standard deviation (ddof 1); 0 for a single value."""
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
@@ -52,8 +49,8 @@ def check_count(seeds: int) -> None:
     if seeds < 2:
         raise FmnistError(f"a spread and an interval need 2 seeds or more, not {seeds} "
                           "(for one run, leave --seeds out)")
-    if seeds > MAX_SEEDS:
-        raise FmnistError(f"at most {MAX_SEEDS} seeds, not {seeds}: each of them is a full training")
+    if seeds > defaults.MAX_SEEDS:
+        raise FmnistError(f"at most {defaults.MAX_SEEDS} seeds, not {seeds}: each of them is a full training")
 
 
 def refuse_other_runs(runs_dir: Path, settings: TrainSettings, backend: str, dataset: Dataset) -> None:

@@ -37,6 +37,11 @@ MIN_LEARNING_RATE = 1.1754944e-38  # float32's smallest normal number: Keras kee
 PIXELS, CLASSES, FULL_TRAINING_SET = 784, 10, 60_000
 
 
+def is_plain_name(name: str) -> bool:
+    """Whether ``name`` is letters, digits, '-', '_' and '.' only, and not empty: a run's or study's folder name."""
+    return bool(name) and all(c.isalnum() or c in "-_." for c in name)
+
+
 def split_problem(images: int, fraction: float, limited: bool = True) -> str | None:
     """Why ``images`` (``limited`` by --limit, else all there are) cannot be split with ``fraction`` of them for
     validation, every class on each side, if so."""
@@ -157,7 +162,7 @@ class TrainSettings:
              f"epochs must be more than the recipe's learning-rate warm-up ({self.warmup_epochs} "
              f"epoch{'s' if self.warmup_epochs != 1 else ''}): "
              f"{self.warmup_epochs + 1} or more"),
-            (bool(self.name) and all(c.isalnum() or c in "-_." for c in self.name),
+            (is_plain_name(self.name),
              "name may hold only letters, digits, '-', '_' and '.'"),
             (len(self.name.encode("utf-8")) <= defaults.MAX_NAME_BYTES,
              f"name must be at most {defaults.MAX_NAME_BYTES} bytes in UTF-8 (the run's folder is named by it)"),

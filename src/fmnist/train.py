@@ -159,8 +159,7 @@ def require_same_split(run_dir: Path, val_idx: np.ndarray) -> None:
     """Refuse to resume a run on a split other than the one it began on (scikit-learn's or NumPy's, changed since,
     may pick other images for the same seed): it would train on images it has validated on."""
     try:
-        with np.load(run_dir / artifacts.SPLIT) as split:
-            saved = split["validation"]
+        saved = artifacts.read_split(run_dir, "validation")
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # missing or damaged: made again, as it was made
         recorded = artifacts.read_json(run_dir / artifacts.CONFIG).get("versions")
         now = package_versions()
@@ -204,14 +203,14 @@ def fit(
     if settings.teacher:
         from fmnist.distill import ViewEpochs, taught_to_the_teacher, teacher_answers
 
-        seen = taught_to_the_teacher(settings.teacher, val_idx)
-        if seen:  # the student never trains on them: only its val_loss, against the teacher's answers, is the worse
+        taught = taught_to_the_teacher(settings.teacher, val_idx)
+        if taught:  # the student never trains on them: only its val_loss, against the teacher's answers, is the worse
             log.warning(
                 "%d of the %d validation images are ones the teacher trained on (its split is another: another seed, "
                 "--validation-fraction or --limit). The student never trains on them, so its validation accuracy "
                 "and calibration stay fair, but its val_loss compares it with the teacher's answers there, which "
                 "the teacher learnt; give the student the teacher's seed, fraction and limit to validate on images "
-                "neither trained on", seen, len(val_idx))
+                "neither trained on", taught, len(val_idx))
 
         soft_targets, views, view_labels = teacher_answers(
             settings, run_dir, features, dataset.x_train[train_idx].reshape(n_train, -1), recorded_teacher(run_dir))
@@ -220,8 +219,9 @@ def fit(
     if views is not None:
         batches = ViewEpochs(features[:n_train], labels[:n_train], views, view_labels, settings.distill_views,
                              settings.batch_size, settings.seed, initial_epoch)
-    seen = n_train if batches is None else n_train * (1 + settings.distill_views)  # images an epoch
-    steps = -(-seen // settings.batch_size) if batches is None else batches.batches_per_epoch  # the epoch it cuts
+    images_per_epoch = n_train if batches is None else n_train * (1 + settings.distill_views)
+    # The views' batches: the epoch they cut.
+    steps = -(-images_per_epoch // settings.batch_size) if batches is None else batches.batches_per_epoch
 
     seed_everything(settings.seed)
     model = build_model(settings)
@@ -230,12 +230,13 @@ def fit(
                   max(d for d in range(1, STEPS_PER_EXECUTION + 1) if steps % d == 0))
     log.info(
         "training on %d images%s, validating on %d (%s backend, batch %d, up to %d epoch%s)", len(train_idx),
-        "" if batches is None else f" and {seen - n_train} views of them an epoch", len(val_idx), backend,
+        "" if batches is None else f" and {images_per_epoch - n_train} views of them an epoch", len(val_idx), backend,
         settings.batch_size, settings.epochs, "" if settings.epochs == 1 else "s",
     )
-    if settings.batch_size > seen:
+    if settings.batch_size > images_per_epoch:
         log.warning("the batch of %d is larger than the %d %s: each epoch is one step on them all",
-                    settings.batch_size, seen, "training images" if batches is None else "images and views an epoch")
+                    settings.batch_size, images_per_epoch,
+                    "training images" if batches is None else "images and views an epoch")
     started = time.perf_counter()
     # Its earlier processes' epochs (their set-up outside the epochs is not recorded, so not counted).
     earlier_seconds = sum(artifacts.read_history(run_dir).get("seconds", [])) if initial_epoch else 0.0
@@ -258,8 +259,7 @@ def calibrate_run(model: Any, dataset: Dataset, run_dir: Path) -> float:
     from fmnist.calibration import apply_temperature, fit_temperature, fold_temperature, nll
     from fmnist.inference import predict_probabilities
 
-    with np.load(run_dir / artifacts.SPLIT) as split:
-        val_idx = split["validation"]
+    val_idx = artifacts.read_split(run_dir, "validation")
     y_val = dataset.y_train[val_idx]
     probabilities = predict_probabilities(model, to_features(dataset.x_train[val_idx]))
     temperature = fit_temperature(probabilities, y_val)

@@ -17,8 +17,8 @@ import optuna
 from fmnist import artifacts, defaults, runs
 from fmnist.data import Dataset, load_dataset
 from fmnist.errors import FmnistError
-from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag
-from fmnist.train import Diverged, check_inputs, train
+from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag, is_plain_name
+from fmnist.train import Diverged, TrainResult, check_inputs, train
 from fmnist.tune_storage import (
     GRACE_S, absolute_storage, default_runs_dir, is_database, open_storage, storage_file, worker_gone, worker_key,
 )
@@ -31,7 +31,6 @@ BATCH_SIZES = (32, 64, 128, 256)
 # A trial whose val_loss is worse than the median of earlier trials' at the same epoch stops there;
 # not before 4 trials have finished, nor in a trial's first epoch (nor its last: pruning_callback).
 PRUNER = dict(n_startup_trials=4, n_warmup_steps=1)
-STUDY_NAME_CHARS = "-_."
 # The settings of a trial cut short are taken up again, to finish its run, at most so many times in all: not for
 # ever, since settings that kill their worker (say, by memory) would loop.
 MAX_ATTEMPTS = 4
@@ -39,7 +38,6 @@ MAX_ATTEMPTS = 4
 # how often it looks, before it trains the settings again instead.
 BUSY_WAIT_S = 600
 BUSY_POLL_S = 5
-MAX_STUDY_NAME_BYTES = defaults.MAX_STUDY_NAME_BYTES  # the best trial's run is named after it
 # The study's user attribute that keeps the settings every trial shares.
 FIXED_SETTINGS = "fixed_settings"
 FIXED_SETTINGS_WAITS = 20  # 0.1 s apart: how long a continued study without them waits for its maker to record them
@@ -141,14 +139,14 @@ def pruning_callback(trial: optuna.Trial, pruned_at: list[int], reported: set[in
     return callback
 
 
-def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Dataset,
+def _objective(base: TrainSettings, backend: str, study_dir: Path, dataset: Dataset,
                unfailed: list[int] | None = None, heartbeat: bool = False) -> Callable[[optuna.Trial], float]:
     """The trial's function for Optuna; ``unfailed`` gets the number of each trial this worker did not fail: trained to
     its result, or found failed by another worker on a write to it."""
     def objective(trial: optuna.Trial) -> float:
         try:  # failed meanwhile by another worker: found on writing to it, here or in the handlers below
             try:  # a stop anywhere in it, even once its run is trained, leaves the trial to be taken up again
-                value = _run_trial(trial, base, backend, runs_dir, dataset, heartbeat)
+                value = _run_trial(trial, base, backend, study_dir, dataset, heartbeat)
             except KeyboardInterrupt:
                 trial.set_user_attr("stopped", True)  # not the settings' fault: taken up when the study is continued
                 log.warning("trial %d stopped: continuing the study (the same 'fmnist tune' command) takes it up "
@@ -169,7 +167,7 @@ def _objective(base: TrainSettings, backend: str, runs_dir: Path, dataset: Datas
     return objective
 
 
-def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, runs_dir: Path, dataset: Dataset,
+def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, study_dir: Path, dataset: Dataset,
                heartbeat: bool) -> float:
     """Train the trial's run (or finish the one a stop cut short) and return its best val_loss; ``heartbeat``: the
     study's storage is a database, whose heartbeat tells a dead worker on any machine."""
@@ -189,7 +187,7 @@ def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, runs_dir:
     attempts = _earlier_attempts(trial)
     run_dir = None
     for attempt in attempts:  # newest first
-        cut_short = _cut_short_run(runs_dir, attempt.number, attempt.user_attrs.get("started"), settings, backend,
+        cut_short = _cut_short_run(study_dir, attempt.number, attempt.user_attrs.get("started"), settings, backend,
                                    dataset)
         if cut_short is None:
             continue
@@ -202,7 +200,7 @@ def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, runs_dir:
                              and t.user_attrs.get(RUN_OF, attempt.number) == attempt.number)
         break
     if run_dir is None:
-        run_dir = train(settings, backend, runs_dir=runs_dir, dataset=dataset, extra_callbacks=callbacks).run_dir
+        run_dir = train(settings, backend, runs_dir=study_dir, dataset=dataset, extra_callbacks=callbacks).run_dir
     history = artifacts.read_history(run_dir)
     for epoch, value in enumerate(history["val_loss"]):  # those of a finished run's earlier process
         if epoch not in reported:
@@ -236,7 +234,7 @@ def _earlier_attempts(trial: optuna.Trial) -> list[optuna.trial.FrozenTrial]:
         key=lambda t: t.number, reverse=True)
 
 
-def _cut_short_run(runs_dir: Path, number: int, started: str | None, settings: TrainSettings, backend: str,
+def _cut_short_run(study_dir: Path, number: int, started: str | None, settings: TrainSettings, backend: str,
                    dataset: Dataset) -> Path | None:
     """The run of trial ``number`` (``started`` then, in UTC), which a stop or a dead worker cut short, if it can be
     finished (or already was, by 'fmnist train --resume') rather than trained again: same settings, backend, data."""
@@ -245,7 +243,7 @@ def _cut_short_run(runs_dir: Path, number: int, started: str | None, settings: T
     if started is None:
         return None
     # Not one left by an earlier study of the same name (its journal deleted): begun after the trial was.
-    found = [run for run in runs.runs_named(runs_dir, trial_name(number)) if _created(run) >= started]
+    found = [run for run in runs.runs_named(study_dir, trial_name(number)) if _created(run) >= started]
     if len(found) != 1 or runs.being_trained(found[0]):
         return None
     try:
@@ -301,7 +299,7 @@ def _finish(run_dir: Path, dataset: Dataset, callbacks: list[Any]) -> Path | Non
 
 
 def _check_name(name: str) -> None:
-    if not name or name.startswith(".") or not all(c.isalnum() or c in STUDY_NAME_CHARS for c in name):
+    if name.startswith(".") or not is_plain_name(name):
         raise FmnistError(
             f"study name {name!r} may hold only letters, digits, '-', '_' and '.', and not start with '.'")
 
@@ -345,9 +343,9 @@ def tune(
     from fmnist.backend import activate
 
     _check_name(study_name)
-    if len(study_name.encode("utf-8")) > MAX_STUDY_NAME_BYTES:  # else refused only at --train-best, after the study
+    if len(study_name.encode("utf-8")) > defaults.MAX_STUDY_NAME_BYTES:  # else refused only at --train-best
         raise FmnistError(f"study name {study_name[:20]!r}... is {len(study_name.encode('utf-8'))} bytes long: at "
-                          f"most {MAX_STUDY_NAME_BYTES}, as the best trial's run is named after it")
+                          f"most {defaults.MAX_STUDY_NAME_BYTES}, as the best trial's run is named after it")
     # Our own lines instead: the study, then one per trial. A failed trial's error ends the study as one line,
     # without the traceback Optuna logs as a warning.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -532,7 +530,7 @@ TRIAL_BUDGET = ("epochs", "limit")
 def train_best(
     study_name: str, given: dict[str, Any], backend: str | None, storage: str | None = None,
     runs_dir: Path | None = None, data_dir: Path | None = None, dataset: Dataset | None = None,
-) -> Any:
+) -> TrainResult:
     """Train the best trial's settings as a normal run, with the settings ``given`` as flags, else the study's fixed
     ones (seed, split, patience) but its budget; in the study's runs folder unless ``runs_dir`` says; ``backend``
     (None: the trial's, else the default) starts once the trial is found."""
