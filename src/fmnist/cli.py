@@ -316,44 +316,13 @@ def _stop_reported(args: argparse.Namespace) -> Iterator[None]:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from fmnist.backend import activate
+    from fmnist.train import train_command
 
     if args.resume:
         _refuse_given(args, (*FLAG_SETTINGS, "recipe", "seeds"), "--resume continues a run with its own settings")
-        from fmnist.runs import is_seed_group, resolve_resumable
-
-        target = resolve_resumable(args.resume, args.runs_dir)
-        if is_seed_group(target):
-            from fmnist.seeds import resume_seeds, summary_record, summary_text
-
-            group, summary = resume_seeds(target, backend=args.backend, data_dir=args.data_dir)
-            _emit(args, summary_text(group, summary), summary_record(group, summary))
-            return
-        from fmnist.resume import resume_run
-
-        result = resume_run(target, backend=args.backend, data_dir=args.data_dir)
-    else:
-        settings = _settings_from_args(args)
-        # What would only fail once Keras has started (5 s), said first: a seed past the last, a data folder amiss.
-        if args.seeds:
-            from fmnist.seeds import seed_members
-
-            seed_members(settings, args.seeds)
-        if args.data_dir:
-            from fmnist.data import locate
-
-            locate(args.data_dir)
-        backend = activate(args.backend, settings.architecture)
-        if args.seeds:
-            from fmnist.seeds import summary_record, summary_text, train_seeds
-
-            group, summary = train_seeds(settings, backend, args.seeds, runs_dir=args.runs_dir, data_dir=args.data_dir)
-            _emit(args, summary_text(group, summary), summary_record(group, summary))
-            return
-        from fmnist.train import train
-
-        result = train(settings, backend, runs_dir=args.runs_dir, data_dir=args.data_dir)
-    _emit_training(args, result)
+    settings = None if args.resume else _settings_from_args(args)
+    _emit(args, *train_command(settings, args.backend, resume=args.resume, seeds=args.seeds, runs_dir=args.runs_dir,
+                               data_dir=args.data_dir))
 
 
 def _refuse_given(args: argparse.Namespace, names: tuple[str, ...], why: str) -> None:
@@ -361,12 +330,6 @@ def _refuse_given(args: argparse.Namespace, names: tuple[str, ...], why: str) ->
     given = [flag(name) for name in names if getattr(args, name, None) is not None]
     if given:
         raise FmnistError(f"{why}; drop {', '.join(given)}")
-
-
-def _emit_training(args: argparse.Namespace, result: Any) -> None:
-    from fmnist.report import training_summary
-
-    _emit(args, *training_summary(result))
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
@@ -382,12 +345,13 @@ def cmd_tune(args: argparse.Namespace) -> None:
         return
     if args.train_best:
         _refuse_given(args, ("trials", "timeout", "study"), "--train-best trains one run of the study it names")
+        from fmnist.report import training_summary
         from fmnist.tune import train_best
 
         with _stop_reported(args):
             result = train_best(args.train_best, _given_settings(args), args.backend, storage=args.storage,
                                 runs_dir=args.runs_dir, data_dir=args.data_dir)
-        _emit_training(args, result)
+        _emit(args, *training_summary(result))
         return
     base = _settings_from_args(args)
     from fmnist.tune import summary, tune
@@ -398,20 +362,10 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from fmnist.backend import activate
-    from fmnist.data import load_dataset
-    from fmnist.model_files import verified_model_path
-    from fmnist.runs import idle_run
+    from fmnist.evaluate import evaluate_command
+    from fmnist.report import headline
 
-    with idle_run(args.run, args.runs_dir, "evaluate it") as run:
-        verified_model_path(run)  # refused before Keras starts (seconds)
-        dataset = load_dataset(args.data_dir, test_only=True)  # data not found: said before the backend's seconds
-        activate(args.backend)
-        from fmnist.evaluate import evaluate_run, warn_of_group_summary
-        from fmnist.report import headline
-
-        metrics = evaluate_run(run, dataset=dataset)
-    warn_of_group_summary(run)
+    run, metrics = evaluate_command(args.run, args.runs_dir, args.data_dir, args.backend)
     _emit(args, headline(run, metrics), {"run_dir": run, **metrics, "report": run / artifacts.REPORT_HTML})
 
 
@@ -453,18 +407,9 @@ def cmd_runs_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from fmnist.backend import activate
-    from fmnist.export import choose_backend, parity_images
-    from fmnist.model_files import verified_model_path
-    from fmnist.runs import idle_run
+    from fmnist.export import export_command, summary_text
 
-    with idle_run(args.run, args.runs_dir, "export it") as run:
-        verified_model_path(run)  # refused before Keras starts (seconds)
-        images = parity_images(run, args.data_dir)  # data not found: said at once, not after the backend loads
-        backend = activate(choose_backend(args.format, args.backend))
-        from fmnist.export import export_run, summary_text
-
-        record = export_run(run, args.format, backend, images)
+    run, record = export_command(args.run, args.format, args.runs_dir, args.data_dir, args.backend)
     _emit(args, summary_text(run, record), {**record, "run_dir": run, "path": run / record["file"]})
 
 
@@ -487,17 +432,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from fmnist.backend import activate
-    from fmnist.model_files import verified_model_path
-    from fmnist.runs import resolve_run
+    from fmnist.serve import serve_command
 
-    run = resolve_run(args.run, args.runs_dir)
-    verified_model_path(run)  # refused before Keras starts (seconds)
-    activate(args.backend)
-    from fmnist.serve import serve
-
-    serve(run, host=args.host, port=args.port,
-          max_upload_mib=args.max_upload_mb, max_batch=args.max_batch, access_log=not args.quiet)
+    serve_command(args.run, args.runs_dir, args.backend, host=args.host, port=args.port,
+                  max_upload_mib=args.max_upload_mb, max_batch=args.max_batch, access_log=not args.quiet)
 
 
 def _common(p: argparse.ArgumentParser, json_result: bool = True) -> None:

@@ -9,13 +9,17 @@ from typing import Any
 
 import numpy as np
 
-from fmnist import artifacts, model_files, runs
+from fmnist import artifacts, defaults, model_files, runs
 from fmnist.data import CLASS_NAMES, Dataset, load_dataset, to_features
 from fmnist.errors import FmnistError
 from fmnist.explain import report_explanations
 from fmnist.inference import predict_probabilities
 from fmnist.metrics import (
-    bootstrap_accuracy_interval, calibration_bins, compute_metrics, mean_log_loss, most_confident_mistakes,
+    bootstrap_accuracy_interval,
+    calibration_bins,
+    compute_metrics,
+    mean_log_loss,
+    most_confident_mistakes,
 )
 
 log = logging.getLogger(__name__)
@@ -77,6 +81,21 @@ def evaluate_run(
         log.warning("the model learned next to nothing: test accuracy %.4f (95%% interval up to %.4f; guessing scores "
                     "%.2f). %s", metrics["test_accuracy"], high, 1 / len(CLASS_NAMES), likely_cause(run_dir))
     return metrics
+
+
+def evaluate_command(run: Path, runs_dir: Path = Path(defaults.RUNS_DIR), data_dir: Path | None = None,
+                     backend: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """`fmnist evaluate`: score ``run`` (a folder, or a name in ``runs_dir``) again on ``backend``; return its folder
+    and metrics. A changed model or missing test data is refused before the backend's seconds."""
+    from fmnist.backend import activate
+
+    with runs.idle_run(run, runs_dir, "evaluate it") as run_dir:
+        model_files.verified_model_path(run_dir)
+        dataset = load_dataset(data_dir, test_only=True)
+        activate(backend)
+        metrics = evaluate_run(run_dir, dataset=dataset)
+    warn_of_group_summary(run_dir)
+    return run_dir, metrics
 
 
 def warn_of_group_summary(run_dir: Path) -> None:

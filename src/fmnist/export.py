@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fmnist import artifacts, model_files, runs
+from fmnist import artifacts, defaults, model_files, runs
 from fmnist.backend import resolve
 from fmnist.data import CHECKSUMS, CLASS_NAMES, load_dataset, to_features
 from fmnist.errors import FmnistError
@@ -180,6 +180,18 @@ def _clear_leftovers(exports: Path, fmt: str) -> None:
     for leftover in exports.glob(f".{fmt}.*"):
         if leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)
+
+
+def export_command(run: Path, fmt: str, runs_dir: Path = Path(defaults.RUNS_DIR), data_dir: Path | None = None,
+                   backend: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """`fmnist export`: export ``run`` (a folder, or a name in ``runs_dir``) to ``fmt`` and check it; return the run's
+    folder and the export's record. A changed model or missing test data is refused before the backend's seconds."""
+    from fmnist.backend import activate
+
+    with runs.idle_run(run, runs_dir, "export it") as run_dir:
+        model_files.verified_model_path(run_dir)
+        images = parity_images(run_dir, data_dir)
+        return run_dir, export_run(run_dir, fmt, activate(choose_backend(fmt, backend)), images)
 
 
 def export_run(run_dir: Path, fmt: str, backend: str, images: np.ndarray) -> dict[str, Any]:

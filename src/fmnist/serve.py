@@ -33,13 +33,20 @@ from starlette.requests import ClientDisconnect
 
 from fmnist import artifacts, model_files, runs, stopping
 from fmnist.data import CLASS_NAMES, IMAGE_SIDE
-from fmnist.defaults import MAX_BATCH, MAX_INPUTS, MAX_UPLOAD_MIB, UNSURE_BELOW
+from fmnist.defaults import MAX_BATCH, MAX_INPUTS, MAX_UPLOAD_MIB, RUNS_DIR, UNSURE_BELOW
 from fmnist.errors import FmnistError, first_line
 from fmnist.explain import PATCH, occlusion_batches
 from fmnist.images import BadInput, check_array, load_input
 from fmnist.predict import Classifier, describe
-from fmnist.serve_http import (SHUTDOWN_GRACE_S, AnswerCancelledRequests, LoopbackHostsOnly, WholeAnswers, error,
-                               is_loopback, json_http_protocol)
+from fmnist.serve_http import (
+    SHUTDOWN_GRACE_S,
+    AnswerCancelledRequests,
+    LoopbackHostsOnly,
+    WholeAnswers,
+    error,
+    is_loopback,
+    json_http_protocol,
+)
 
 log = logging.getLogger(__name__)
 
@@ -527,6 +534,17 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
                 "predictions": predictions}
 
     return app
+
+
+def serve_command(run: Path, runs_dir: Path = Path(RUNS_DIR), backend: str | None = None, **options: Any) -> None:
+    """`fmnist serve`: serve ``run`` (a folder, or a name in ``runs_dir``) on ``backend`` with :func:`serve`'s
+    ``options`` until interrupted; a changed model is refused before the backend's seconds."""
+    from fmnist.backend import activate
+
+    run_dir = runs.resolve_run(run, runs_dir)
+    model_files.verified_model_path(run_dir)
+    activate(backend)
+    serve(run_dir, **options)
 
 
 def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mib: int = MAX_UPLOAD_MIB,

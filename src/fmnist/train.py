@@ -15,7 +15,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from fmnist import artifacts, defaults, model_files, runs, stopping
-from fmnist.data import NUM_CLASSES, Dataset, data_record, load_dataset, to_features
+from fmnist.data import NUM_CLASSES, Dataset, data_record, load_dataset, locate, to_features
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings, split_problem
 
@@ -276,6 +276,35 @@ def calibrate_run(model: Any, dataset: Dataset, run_dir: Path) -> float:
     if mistakes:
         log.info("temperature scaling: T = %.3f (fitted on the validation split)", temperature)
     return temperature
+
+
+def train_command(settings: TrainSettings | None, backend: str | None = None, resume: Path | None = None,
+                  seeds: int | None = None, runs_dir: Path = Path(defaults.RUNS_DIR),
+                  data_dir: Path | None = None) -> tuple[str, dict[str, Any]]:
+    """`fmnist train`: continue the run or ``--seeds`` group ``resume`` (a folder, or a name in ``runs_dir``), else
+    train ``settings``, as a group of ``seeds`` if given; return the closing lines, and the same as a record."""
+    from fmnist.backend import activate
+    from fmnist.report import training_summary
+    from fmnist.seeds import resume_seeds, seed_members, summary_record, summary_text, train_seeds
+
+    if resume is not None:
+        from fmnist.resume import resume_run
+
+        target = runs.resolve_resumable(resume, runs_dir)
+        if runs.is_seed_group(target):
+            group, summary = resume_seeds(target, backend=backend, data_dir=data_dir)
+            return summary_text(group, summary), summary_record(group, summary)
+        return training_summary(resume_run(target, backend=backend, data_dir=data_dir))
+    # What would only fail once Keras has started (5 s), said first: a seed past the last, a data folder amiss.
+    if seeds:
+        seed_members(settings, seeds)
+    if data_dir:
+        locate(data_dir)
+    active = activate(backend, settings.architecture)
+    if seeds:
+        group, summary = train_seeds(settings, active, seeds, runs_dir=runs_dir, data_dir=data_dir)
+        return summary_text(group, summary), summary_record(group, summary)
+    return training_summary(train(settings, active, runs_dir=runs_dir, data_dir=data_dir))
 
 
 def train(
