@@ -69,25 +69,25 @@ def test_sha256_tree_covers_every_file_of_a_folder(tmp_path):
     assert sha256_tree(tmp_path) != before
 
 
-# Each file run as a user would from export.json alone: its input fed by the name recorded there.
-def run_saved_model(path, images, name):
+# Each file run as a user would from export.json alone: its input fed, and its output taken, by the names there.
+def run_saved_model(path, images, name, output):
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(path))
-    return loaded.signatures["serving_default"](**{name: tf.constant(images)})["output_0"].numpy()
+    return loaded.signatures["serving_default"](**{name: tf.constant(images)})[output].numpy()
 
 
-def run_onnx(path, images, name):
+def run_onnx(path, images, name, output):
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {name: images})[0]
+    return session.run([output], {name: images})[0]
 
 
-def run_litert(path, images, name):
+def run_litert(path, images, name, output):
     from ai_edge_litert.interpreter import Interpreter
 
-    return Interpreter(model_path=str(path)).get_signature_runner()(**{name: images})["output_0"]
+    return Interpreter(model_path=str(path)).get_signature_runner()(**{name: images})[output]
 
 
 def check_export(run_dir, fmt, record, images, backend, runner):
@@ -106,7 +106,8 @@ def check_export(run_dir, fmt, record, images, backend, runner):
     assert fmt in [e["format"] for e in list_exports(run_dir)]
     assert record["input"]["shape"] == [None, 784] and record["input"]["dtype"] == "float32"
     assert record["output"]["shape"] == [None, 10] and record["output"]["classes"] == list(CLASS_NAMES)
-    exported = np.asarray(runner(path, images, record["input"]["name"]))
+    assert f"{record['input']['name']}" in record["usage"] and f"{record['output']['name']}" in record["usage"]
+    exported = np.asarray(runner(path, images, record["input"]["name"], record["output"]["name"]))
     assert np.abs(exported - keras_probabilities(run_dir, images)).max() <= 1e-4
 
 
@@ -118,14 +119,37 @@ def test_saved_model_from_jax_in_process(short_run, caplog):
     check_export(run_dir, "saved_model", record, images, "jax", run_saved_model)
 
 
-def test_a_run_without_metrics_is_exported_without_refreshing_its_report(short_run, tmp_path):
+def test_a_run_without_metrics_is_exported_without_refreshing_its_report(short_run, tmp_path, caplog):
     run_dir, folder, _ = short_run
     unscored = shutil.copytree(run_dir, tmp_path / run_dir.name, ignore=shutil.ignore_patterns(artifacts.EXPORTS_DIR))
     (unscored / artifacts.METRICS).unlink()  # as after a kill during the evaluation that ends training
     report = (unscored / artifacts.REPORT_HTML).read_bytes()
-    record = export_run(unscored, "saved_model", "jax", parity_images(unscored, folder))
+    with caplog.at_level(logging.WARNING, logger="fmnist.export"):
+        record = export_run(unscored, "saved_model", "jax", parity_images(unscored, folder))
     assert (unscored / artifacts.EXPORTS_DIR / "saved_model" / artifacts.EXPORT_INFO).is_file() and record["parity"]
     assert (unscored / artifacts.REPORT_HTML).read_bytes() == report
+    # what `fmnist runs` advises for it too
+    assert f"the saved_model export is complete; {unscored / artifacts.METRICS} is missing: 'fmnist train --resume " \
+           f"{unscored}' scores the run" in caplog.text
+
+
+def test_an_export_again_replaces_the_earlier_saying_so_but_never_files_of_others(short_run, tmp_path, caplog):
+    run_dir, folder, _ = short_run
+    copy = shutil.copytree(run_dir, tmp_path / run_dir.name, ignore=shutil.ignore_patterns(artifacts.EXPORTS_DIR))
+    first = export_run(copy, "saved_model", "jax", parity_images(copy, folder))
+    folder_of_export = copy / artifacts.EXPORTS_DIR / "saved_model"
+    (folder_of_export / "NOTES.txt").write_text("kept by hand")
+    with pytest.raises(FmnistError, match=f"^{folder_of_export} holds NOTES.txt, which fmnist did not write; an "
+                                          "export replaces the folder whole: move them out, then export again$"):
+        export_run(copy, "saved_model", "jax", parity_images(copy, folder))
+    assert (folder_of_export / "NOTES.txt").read_text() == "kept by hand"
+    assert [e["created"] for e in list_exports(copy)] == [first["created"]]
+    (folder_of_export / "NOTES.txt").unlink()
+    with caplog.at_level(logging.WARNING, logger="fmnist.export"):
+        second = export_run(copy, "saved_model", "jax", parity_images(copy, folder))
+    assert f"replaced the earlier saved_model export in {folder_of_export} (sha256 {first['sha256']}, made " \
+           f"{first['created']} on jax)" in caplog.text
+    assert [e["created"] for e in list_exports(copy)] == [second["created"]]
 
 
 def test_an_interrupt_while_the_report_is_refreshed_keeps_the_export_and_says_so(short_run, tmp_path, monkeypatch,

@@ -90,6 +90,14 @@ def test_a_model_is_found_as_a_file_a_bare_folder_or_a_run_whose_name_ends_in_ke
     assert runs.resolve_model(bare, tmp_path) == bare and model_files.verified_model_path(bare)[0] == \
         bare / artifacts.MODEL
     assert runs.resolve_model("gone.keras", tmp_path / "runs") == Path("gone.keras")  # its error: no model there
+    onnx = named / artifacts.EXPORTS_DIR / "onnx"  # an export is for other runtimes: named so, with its run
+    onnx.mkdir(parents=True)
+    (onnx / artifacts.EXPORT_FILES["onnx"]).write_bytes(b"onnx")
+    (onnx / artifacts.EXPORT_INFO).write_text("{}")
+    for given in (onnx, onnx / artifacts.EXPORT_FILES["onnx"]):
+        with pytest.raises(FmnistError, match=f"^{given} is an export, for other runtimes .*; fmnist takes the run it "
+                                              f"was exported from, {named}, or its model.keras$"):
+            runs.resolve_model(given, tmp_path)
     loop = tmp_path / "loop"
     loop.symlink_to(loop)
     with pytest.raises(FmnistError, match="--show x: its folder .*loop leads round in a loop of symbolic links"):
@@ -188,7 +196,8 @@ def test_a_run_without_test_metrics_is_refused_saying_why_and_what_to_do(tiny_ru
     (run / artifacts.METRICS).unlink()
     for refused in (lambda: runs.require_scored(run, "x"), lambda: build_report(run),
                     lambda: compare_runs([run, tiny_run_dir], tmp_path / "compare.html")):
-        with pytest.raises(FmnistError, match=f"metrics.json is missing: 'fmnist evaluate {run}' scores the run"):
+        # finished, so stopped while it was scored, as `fmnist runs` says: its resume scores it
+        with pytest.raises(FmnistError, match=f"metrics.json is missing: 'fmnist train --resume {run}' scores the run"):
             refused()
     status = (run / artifacts.STATUS).read_bytes()
     runs.set_status(run, "running")  # killed after its model was saved, before its status said finished

@@ -73,15 +73,16 @@ def parity(reference: np.ndarray, exported: np.ndarray, tolerance: float = TOLER
     }
 
 
-# Each runs the file as a user would from its export.json: the input fed by the name recorded there.
-def _run_onnx(path: Path, images: np.ndarray, name: str) -> np.ndarray:
+# Each runs the file as a user would from its export.json: the input fed by the name recorded there; each returns
+# its output's name, for export.json, and the probabilities.
+def _run_onnx(path: Path, images: np.ndarray, name: str) -> tuple[str, np.ndarray]:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return np.asarray(session.run(None, {name: images})[0])
+    return session.get_outputs()[0].name, np.asarray(session.run(None, {name: images})[0])
 
 
-def _run_saved_model(path: Path, images: np.ndarray, name: str) -> np.ndarray:
+def _run_saved_model(path: Path, images: np.ndarray, name: str) -> tuple[str, np.ndarray]:
     import tensorflow as tf
 
     # Loading warns that a gradient "will likely fail" through a JAX-written model's functions: the check only runs
@@ -92,24 +93,32 @@ def _run_saved_model(path: Path, images: np.ndarray, name: str) -> np.ndarray:
         loaded = tf.saved_model.load(str(path))  # held: its variables die with it, mid-call if it were a temporary
     finally:
         absl.removeFilter(_not_about_gradients)
-    (outputs,) = loaded.signatures["serving_default"](**{name: tf.constant(images)}).values()
-    return outputs.numpy()
+    ((output, outputs),) = loaded.signatures["serving_default"](**{name: tf.constant(images)}).items()
+    return output, outputs.numpy()
 
 
 def _not_about_gradients(record: logging.LogRecord) -> bool:
     return "with ops with unsaved custom gradients" not in record.getMessage()
 
 
-def _run_litert(path: Path, images: np.ndarray, name: str) -> np.ndarray:
+def _run_litert(path: Path, images: np.ndarray, name: str) -> tuple[str, np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter
 
     # The signature runner resizes the input, written for a batch of one, to the batch given.
-    (outputs,) = Interpreter(model_path=str(path)).get_signature_runner()(**{name: images}).values()
-    return np.asarray(outputs)
+    ((output, outputs),) = Interpreter(model_path=str(path)).get_signature_runner()(**{name: images}).items()
+    return output, np.asarray(outputs)
 
 
-RUNNERS: dict[str, Callable[[Path, np.ndarray, str], np.ndarray]] = {
+RUNNERS: dict[str, Callable[[Path, np.ndarray, str], tuple[str, np.ndarray]]] = {
     "onnx": _run_onnx, "saved_model": _run_saved_model, "litert": _run_litert,
+}
+# How a user's code calls each, as the check above does, for export.json and the summary.
+USAGE = {
+    "onnx": "onnxruntime.InferenceSession(FILE).run(['{output}'], {{'{input}': batch}})[0]",
+    "saved_model": "tf.saved_model.load(FOLDER).signatures['serving_default']({input}=tf.constant(batch))['{output}']",
+    "litert": "Interpreter(model_path=FILE).get_signature_runner()({input}=batch)['{output}'] (the file's input is "
+              "stored for a batch of 1, which the signature runner resizes; with set_tensor, call "
+              "resize_tensor_input and allocate_tensors first)",
 }
 
 
@@ -170,6 +179,23 @@ def _set_aside(final: Path) -> Path:
     return final.with_name(f".{final.name}.old")
 
 
+def _earlier_export(folder: Path, fmt: str) -> str | None:
+    """What an export replaces in ``folder``, said in a few words; None where there is none. A file fmnist did not
+    write there (notes, a copy kept by hand) is refused: the folder is replaced whole."""
+    if not folder.is_dir():
+        return None
+    ours = {artifacts.EXPORT_INFO, artifacts.EXPORT_FILES[fmt]}
+    others = sorted(entry.name for entry in folder.iterdir() if entry.name not in ours)
+    if others:
+        raise FmnistError(f"{folder} holds {', '.join(others)}, which fmnist did not write; an export replaces the "
+                          "folder whole: move them out, then export again")
+    try:
+        record = artifacts.read_json(folder / artifacts.EXPORT_INFO)
+    except FmnistError:
+        return f"no readable {artifacts.EXPORT_INFO}"
+    return f"sha256 {record.get('sha256')}, made {record.get('created')} on {record.get('backend')}"
+
+
 def _clear_leftovers(exports: Path, fmt: str) -> None:
     """Undo what a killed export of ``fmt`` left: an earlier export set aside and not yet replaced is put back, and
     half-written folders go (the caller holds the format's lock, so none of them is another process's)."""
@@ -214,8 +240,11 @@ def export_run(run_dir: Path, fmt: str, backend: str, images: np.ndarray) -> dic
     busy = f"another process is exporting {run_dir} to {fmt}; wait for it, then export again if need be"
     with runs.held_lock(exports / f".{fmt}.lock", busy):
         _clear_leftovers(exports, fmt)
+        earlier = _earlier_export(exports / fmt, fmt)
         model, model_sha256 = model_files.load_model(run_dir)
         record = _export_into(exports, fmt, model, model_sha256, images, backend)
+    if earlier is not None:
+        log.warning("replaced the earlier %s export in %s (%s)", fmt, exports / fmt, earlier)
     if (run_dir / artifacts.METRICS).is_file():  # the report lists the exports; without metrics there is none yet
         try:
             build_report(run_dir)
@@ -227,8 +256,10 @@ def export_run(run_dir: Path, fmt: str, backend: str, images: np.ndarray) -> dic
             if isinstance(exc, KeyboardInterrupt):
                 raise
     else:
-        log.warning("%s has no %s yet: its report will list the export once 'fmnist evaluate' has run",
-                    run_dir, artifacts.METRICS)
+        try:
+            runs.require_scored(run_dir, "its report")
+        except FmnistError as unscored:  # its report, listing the exports, is drawn once the run is scored
+            log.warning("the %s export is complete; %s", fmt, unscored)
     return record
 
 
@@ -247,7 +278,7 @@ def _export_into(exports: Path, fmt: str, model: Any, model_sha256: str, images:
         _write_export(model, target, fmt)
         contract = interface(model)
         try:
-            outputs = RUNNERS[fmt](target, images, contract["input"]["name"])
+            contract["output"]["name"], outputs = RUNNERS[fmt](target, images, contract["input"]["name"])
         except ImportError as exc:
             raise FmnistError(f"checking a {fmt} export needs {RUNTIME[fmt]} ({exc}); {INSTALL_HINT}") from None
         check = parity(reference, outputs)
@@ -267,6 +298,7 @@ def _export_into(exports: Path, fmt: str, model: Any, model_sha256: str, images:
             "created": runs.utc_now(),
             "parity": check,
             **contract,
+            "usage": USAGE[fmt].format(input=contract["input"]["name"], output=contract["output"]["name"]),
         }
         artifacts.write_json(staging / artifacts.EXPORT_INFO, record)
         _replace_dir(staging, exports / fmt)
@@ -285,7 +317,8 @@ def summary_text(run_dir: Path, record: dict[str, Any]) -> str:
         f"max |difference in probability| {check['max_abs_diff']:.2e} (allowed {check['tolerance']:.0e}), "
         f"top class agrees on {check['top_class_agreement']:.2%}"
         f"\ninput '{source['name']}': {source['dtype']}, n x {source['shape'][-1]} pixels / 255 (light on black); "
-        f"output: n x {answer['shape'][-1]} calibrated probabilities, the classes in export.json"
+        f"output '{answer['name']}': n x {answer['shape'][-1]} calibrated probabilities, the classes in export.json"
+        f"\ncall: {record['usage']}"
     )
 
 

@@ -56,11 +56,15 @@ def recorded_model_path(source: Path) -> tuple[Path, str]:
     source = Path(source)
     runs.refuse_seed_group(source)
     model_path = source / artifacts.MODEL if source.is_dir() else source
+    checksum_path = model_path.with_name(model_path.name + ".sha256")
     status = source / artifacts.STATUS
-    if not model_path.is_file() and status.is_file() and artifacts.read_json(status).get("state") in runs.RESUMABLE:
+    # Its checksum follows the model a moment later: a kill between them left an unfinished run, as one before both.
+    whole = model_path.is_file() and checksum_path.is_file()
+    if not whole and status.is_file() and artifacts.read_json(status).get("state") in runs.RESUMABLE:
+        missing = "no model" if not model_path.is_file() else "no checksummed model"
         if runs.being_trained(source):
-            raise FmnistError(f"{source} has no model yet: it is being trained right now; {runs.WAIT_FOR_TRAINING}")
-        raise FmnistError(f"{source} has no model yet: its training has not finished; {runs.how_to_finish(source)}")
+            raise FmnistError(f"{source} has {missing} yet: it is being trained right now; {runs.WAIT_FOR_TRAINING}")
+        raise FmnistError(f"{source} has {missing} yet: its training has not finished; {runs.how_to_finish(source)}")
     if not model_path.is_file() and (source / artifacts.CONFIG).is_file():  # its training finished, its model gone
         raise FmnistError(f"{source} has lost its {artifacts.MODEL}: restore it from a copy, or train a new run with "
                           "its settings")
@@ -69,7 +73,6 @@ def recorded_model_path(source: Path) -> tuple[Path, str]:
                           f"{artifacts.MODEL}")
     if model_path.suffix != ".keras":
         raise FmnistError(f"{model_path} is not a .keras model; only models written by 'fmnist train' are loaded")
-    checksum_path = model_path.with_name(model_path.name + ".sha256")
     if not checksum_path.is_file():
         if runs.being_trained(model_path.parent):  # its checksum comes a moment after it
             raise FmnistError(f"{source} has no checksummed model yet: it is being trained right now; "

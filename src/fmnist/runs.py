@@ -377,7 +377,9 @@ def require_scored(run_dir: Path, needed_for: str) -> None:
     if state in RESUMABLE or (state != FINISHED and not (Path(run_dir) / artifacts.MODEL_SHA256).is_file()):
         raise FmnistError(f"{run_dir} has not finished training (status {summarize(run_dir)['status']}), so it has "
                           f"no test metrics for {needed_for}; {how_to_finish(run_dir)}")
-    raise FmnistError(f"{run_dir / artifacts.METRICS} is missing: 'fmnist evaluate {run_dir}' scores the run")
+    # Stopped while it was scored (as `fmnist runs` says): its resume scores it, and a group's writes its summary too.
+    scorer = resume_command(run_dir) if state == FINISHED else f"fmnist evaluate {run_dir}"
+    raise FmnistError(f"{run_dir / artifacts.METRICS} is missing: '{scorer}' scores the run")
 
 
 GROUP_DEPTH = 3  # runs/<runs dir of a study>/<seed group>/<run>
@@ -527,4 +529,9 @@ def resolve_model(name: str | Path, runs_dir: Path) -> Path:
             return path
     if path.is_dir() and not (path / artifacts.CONFIG).exists() and (path / artifacts.MODEL_SHA256).is_file():
         return path
+    for record in (path / artifacts.EXPORT_INFO, path.parent / artifacts.EXPORT_INFO):
+        if path.exists() and record.is_file():  # exports/<format>/, or the file or folder in it
+            raise FmnistError(f"{path} is an export, for other runtimes ({record} says how to call it); fmnist "
+                              f"takes the run it was exported from, {record.parent.parent.parent}, or its "
+                              f"{artifacts.MODEL}")
     return resolve_run(name, runs_dir)
