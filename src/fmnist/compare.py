@@ -129,8 +129,18 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
     output = runs.prepare_output(output, given, ".html")
     loaded = [_load(runs.require_run_dir(r)) for r in run_dirs]
     names = run_labels(run_dirs)
-    summaries = [item["summary"] for item in loaded]
+    replaced = output.exists()
+    artifacts.write_text(output, _page(names, loaded, _tables(run_dirs, names, loaded)))
+    if replaced:  # the default name is one page per runs folder: a comparison kept needs --output
+        log.warning("%s held an earlier comparison: replaced by this one (--output keeps each under a name of its "
+                    "own)", output)
+    return output
 
+
+def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]) -> dict[str, Any]:
+    """The page's figures, computed: the runs' headline, settings, F1 and changed mistakes, and notes on what does
+    not compare."""
+    summaries = [item["summary"] for item in loaded]
     headline = [["directory", *(str(Path(r).resolve()) for r in run_dirs)]]  # which is which, when names repeat
     headline += [[label, *(run_list.cell(s[key], fmt) for s in summaries)] for label, key, fmt in (
         ("created", "created", "{}"), ("recipe (closest)", "recipe", "{}"), ("status", "status", "{}"),
@@ -163,7 +173,14 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
     note = ""
     if len({int(np.sum(item["confusion_matrix"])) for item in loaded}) > 1:
         note = "<p><b>These runs were scored on different numbers of test images: compare counts with care.</b></p>"
+    return {"headline": headline, "settings": settings, "differ": differ, "f1": f1, "f1_rows": f1_rows,
+            "change_rows": change_rows, "curves_note": curves_note, "note": note}
 
+
+def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]) -> str:
+    """The comparison page: ``tables`` (:func:`_tables`) with the curves and F1 bars drawn."""
+    headline, settings, differ, f1 = tables["headline"], tables["settings"], tables["differ"], tables["f1"]
+    f1_rows, change_rows, curves_note, note = (tables[k] for k in ("f1_rows", "change_rows", "curves_note", "note"))
     with tempfile.TemporaryDirectory() as tmp:
         curves, bars = Path(tmp) / "curves.png", Path(tmp) / "f1.png"
         plots.compare_curves_png({n: item["history"] for n, item in zip(names, loaded)}, curves)
@@ -179,9 +196,4 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
                 ["true class", *(f"mistakes, {n}" for n in names), "range", "confusion that moved most"],
                 change_rows) if change_rows else "<p>No class's count of mistakes differs between these runs.</p>")),
         ]
-        replaced = output.exists()
-        artifacts.write_text(output, page(f"fmnist: {' vs '.join(names)}", sections))
-    if replaced:  # the default name is one page per runs folder: a comparison kept needs --output
-        log.warning("%s held an earlier comparison: replaced by this one (--output keeps each under a name of its "
-                    "own)", output)
-    return output
+        return page(f"fmnist: {' vs '.join(names)}", sections)

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 import anyio
 import numpy as np
+import uvicorn
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -425,6 +426,19 @@ async def read_inputs(request: Request, max_body_bytes: int) -> tuple[list[str],
     return [f"inputs[{i}]" for i in range(len(images))], images
 
 
+def check_predict_query(request: Request) -> None:
+    """Refuse a query parameter /v1/predict does not take, or one given twice: FastAPI would ignore the first
+    (?topk=1 answered with the default top 3, as if read) and answer one of the second as if it were the only one."""
+    unknown = sorted(set(request.query_params) - PREDICT_PARAMETERS)
+    if unknown:
+        raise BadInput(f"unknown query parameter{'s' * (len(unknown) > 1)} {', '.join(unknown)}: /v1/predict takes "
+                       f"{', '.join(sorted(PREDICT_PARAMETERS))}")
+    repeated = sorted(key for key in PREDICT_PARAMETERS if len(request.query_params.getlist(key)) > 1)
+    if repeated:
+        raise BadInput(f"query parameter {repeated[0]} given {len(request.query_params.getlist(repeated[0]))} "
+                       "times: give it once")
+
+
 def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH,
                decode_slots: int = DECODE_SLOTS, loopback_only: bool = False) -> FastAPI:
     """Build the app; its lifespan loads the run's model once and starts the batcher. ``loopback_only``: answer
@@ -509,14 +523,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
     ) -> dict[str, Any]:
         """Classify images (multipart files) or arrays (JSON); answer top-k classes per input."""
         started = time.perf_counter()
-        unknown = sorted(set(request.query_params) - PREDICT_PARAMETERS)
-        if unknown:  # ?topk=1 would otherwise be answered with the default top 3, as if it had been read
-            raise BadInput(f"unknown query parameter{'s' * (len(unknown) > 1)} {', '.join(unknown)}: /v1/predict takes "
-                           f"{', '.join(sorted(PREDICT_PARAMETERS))}")
-        repeated = sorted(key for key in PREDICT_PARAMETERS if len(request.query_params.getlist(key)) > 1)
-        if repeated:  # one of the values would be answered as if it were the only one
-            raise BadInput(f"query parameter {repeated[0]} given {len(request.query_params.getlist(repeated[0]))} "
-                           "times: give it once")
+        check_predict_query(request)
         names, images = await read_inputs(request, max_body_bytes)
         probabilities = await request.app.state.batcher.predict(images.reshape(len(images), -1))
         maps = await explain_inputs(request, images, probabilities.argmax(axis=1)) if explain else [None] * len(images)
@@ -547,11 +554,25 @@ def serve_command(run: Path, runs_dir: Path = Path(RUNS_DIR), backend: str | Non
     serve(run_dir, **options)
 
 
+class StoppableServer(uvicorn.Server):
+    """uvicorn's server, stopped by the signals that stop every command; the stop is raised once the event loop has
+    ended (uvicorn raises the signal again inside it, where the loop's teardown could print a traceback)."""
+
+    stop_signal: int | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with stopping.delivered_to(self.handle_exit):
+            yield
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.stop_signal = sig
+        super().handle_exit(sig, frame)
+
+
 def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mib: int = MAX_UPLOAD_MIB,
           max_batch: int = MAX_BATCH, access_log: bool = True) -> None:
     """Serve until interrupted."""
-    import uvicorn
-
     if not 0 < port < 65536:
         raise FmnistError(f"port {port} is not between 1 and 65535")
     if not host.strip():
@@ -565,25 +586,10 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"  # a log, like every command's progress
-    class Server(uvicorn.Server):
-        """uvicorn's server, stopped by the signals that stop every command; the stop is raised once the event loop
-        has ended (uvicorn raises the signal again inside it, where the loop's teardown could print a traceback)."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            with stopping.delivered_to(self.handle_exit):
-                yield
-
-        stop_signal: int | None = None
-
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            self.stop_signal = sig
-            super().handle_exit(sig, frame)
-
-    server = Server(uvicorn.Config(app, host=host, port=port, access_log=access_log, http=json_http_protocol(),
-                                           log_level="info" if access_log else "warning", log_config=log_config,
-                                           use_colors=sys.stderr.isatty(),
-                                           timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
+    server = StoppableServer(uvicorn.Config(
+        app, host=host, port=port, access_log=access_log, http=json_http_protocol(),
+        log_level="info" if access_log else "warning", log_config=log_config, use_colors=sys.stderr.isatty(),
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
 
     def in_one_line(record: logging.LogRecord) -> bool:
         """uvicorn's log without its tracebacks for a failed start-up (said below) and for requests it cancelled."""
