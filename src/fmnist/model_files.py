@@ -56,7 +56,7 @@ def recorded_model_path(source: Path) -> tuple[Path, str]:
     source = Path(source)
     runs.refuse_seed_group(source)
     model_path = source / artifacts.MODEL if source.is_dir() else source
-    checksum_path = model_path.with_name(model_path.name + ".sha256")
+    checksum_path = model_path.with_name(model_path.name + artifacts.CHECKSUM_SUFFIX)
     status = source / artifacts.STATUS
     # Its checksum follows the model a moment later: a kill between them left an unfinished run, as one before both.
     whole = model_path.is_file() and checksum_path.is_file()
