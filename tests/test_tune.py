@@ -26,7 +26,7 @@ from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
 from fmnist.tune import (
     MAX_ATTEMPTS, _cut_short_run, _objective, open_study, settings_for, suggest, train_best, trial_name,
-    trial_params, trial_state, tune,
+    summary, trial_params, trial_state, tune,
 )
 from fmnist.tune_report import _train_command, write_report
 from fmnist.tune_storage import open_storage, worker_key
@@ -106,6 +106,12 @@ def test_a_journal_studys_trials_report_and_commands_go_beside_it_not_in_the_cur
     # Given from here, with no --runs-dir: the trials go in the journal's folder; --json names it absolute.
     result = tune(BASE, "jax", 1, "s1", storage="../elsewhere/tune.journal", dataset=dataset)
     assert result.storage == journal
+    # The summary's closing commands, pasted, reach this study.
+    report_command, best_command = (shlex.split(line.removeprefix("next:").strip().split("   ")[0])[1:]
+                                    for line in summary(result).splitlines()[-2:])
+    for command, mode in ((report_command, "report"), (best_command, "train_best")):
+        pasted = build_parser().parse_args(command)
+        assert (getattr(pasted, mode), pasted.storage) == ("s1", journal)
     (run,) = (elsewhere / "s1").iterdir()
     page = write_report("s1", storage=journal)
     assert page == elsewhere / "s1" / artifacts.TUNE_REPORT and not any(here.iterdir())

@@ -202,3 +202,30 @@ def test_a_database_another_worker_is_still_making_is_not_refused(tmp_path):
         for table in tables:
             sqlalchemy.event.remove(table, "after_create", look)
     assert sorted(looked_after) == sorted(table.name for table in tables)
+
+
+def test_a_worker_that_loses_the_race_to_make_a_fresh_sqlite_database_tries_again(tmp_path):
+    """Two workers started together on a new SQLite file: the one whose CREATE TABLE comes second gets SQLite's
+    "already exists", and opens the study once the other has made it."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    database = tmp_path / "study.db"
+    values = next(table for table in models.BaseModel.metadata.sorted_tables if table.name == "trial_values")
+
+    raced = []
+
+    def other_worker(table, connection, **_):  # makes the table first, on its own connection, once
+        if not raced:
+            raced.append(table.name)
+            other = sqlalchemy.create_engine(f"sqlite:///{database}")
+            table.create(other)
+            other.dispose()
+
+    sqlalchemy.event.listen(values, "before_create", other_worker)
+    try:
+        store, shown = open_storage(f"sqlite:///{database}", tmp_path)
+    finally:
+        sqlalchemy.event.remove(values, "before_create", other_worker)
+    assert raced == ["trial_values"]
+    assert shown == f"sqlite:///{database}" and store.get_all_studies() == []

@@ -520,6 +520,11 @@ def summary(result: TuneResult) -> str:
         lines.append(f"best: trial {best['number']}  val_loss {best['val_loss']:.4f}  "
                      f"val_accuracy {best.get('val_accuracy', float('nan')):.4f}  run {best.get('run_dir', '-')}")
         lines.append("  " + params_text(best["params"]))
+        # The URL as shown hides its password: the user gives it again.
+        storage = "URL" if "***" in result.storage else runs.shell_word(result.storage)
+        lines.append(f"next: fmnist tune --report {result.study} --storage {storage}   the page: best trials, plots, "
+                     "the commands that train them")
+        lines.append(f"      fmnist tune --train-best {result.study} --storage {storage}   the best on all the data")
     return "\n".join(lines)
 
 

@@ -55,9 +55,12 @@ def open_storage(storage: str | None, runs_dir: Path,
                         # A connection the server dropped while a trial trained is replaced, not failed on.
                         engine_kwargs={"pool_pre_ping": True})
                 return store, shown
-            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+                    sqlalchemy.exc.OperationalError) as exc:
                 # Workers started together on a fresh database race to create Optuna's tables; the loser
-                # finds them made when it tries again.
+                # finds them made when it tries again (SQLite says "already exists" as an operational error).
+                if isinstance(exc, sqlalchemy.exc.OperationalError) and "already exists" not in str(exc):
+                    raise FmnistError(f"cannot open the study storage {shown}: {first_line(exc)}") from None
                 if attempt == RDB_ATTEMPTS:
                     raise FmnistError(f"cannot set up the study storage {shown}: {first_line(exc)}") from None
                 time.sleep(attempt)
