@@ -305,10 +305,15 @@ def test_missing_data_or_a_damaged_config_is_refused_before_keras_starts(tiny_ru
     run_dir = shutil.copytree(tiny_run_dir, tmp_path / "run")
     damaged = shutil.copytree(tiny_run_dir, tmp_path / "damaged")
     (damaged / artifacts.CONFIG).write_text('{"settings": ')
+    noted = shutil.copytree(tiny_run_dir, tmp_path / "noted")
+    (noted / artifacts.EXPORTS_DIR / "litert").mkdir(parents=True)
+    (noted / artifacts.EXPORTS_DIR / "litert" / "NOTES.txt").write_text("mine")
     said = refused_before_keras([["export", str(run_dir), "--format", "onnx", "--data-dir", str(tmp_path / "none")],
-                                 ["export", str(damaged), "--format", "onnx"]])
+                                 ["export", str(damaged), "--format", "onnx"],
+                                 ["export", str(noted), "--format", "litert"]])
     assert f"fmnist: error: {tmp_path / 'none'} does not exist: give the folder" in said
     assert f"fmnist: error: {damaged / artifacts.CONFIG} is not valid JSON" in said
+    assert f"fmnist: error: {noted / artifacts.EXPORTS_DIR / 'litert'} holds NOTES.txt, which fmnist did not" in said
     assert not (run_dir / artifacts.EXPORTS_DIR / "onnx").exists()
 
 

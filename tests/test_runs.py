@@ -79,7 +79,8 @@ def test_commands_take_a_run_by_name(mixed_runs, tmp_path, monkeypatch, capsys):
     assert [r["path"] for r in json.loads(roundabout.stdout)["runs"]] == [str(finished)]
 
 
-def test_a_model_is_found_as_a_file_a_bare_folder_or_a_run_whose_name_ends_in_keras(mixed_runs, tmp_path):
+def test_a_model_is_found_as_a_file_a_bare_folder_or_a_run_whose_name_ends_in_keras(mixed_runs, tmp_path,
+                                                                                     monkeypatch):
     named = shutil.copytree(mixed_runs["finished"], tmp_path / "runs" / "20261202-v2.keras")  # --name v2.keras
     assert runs.resolve_model(named.name, tmp_path / "runs") == named
     assert runs.resolve_model(named / artifacts.MODEL, tmp_path) == named / artifacts.MODEL
@@ -98,6 +99,9 @@ def test_a_model_is_found_as_a_file_a_bare_folder_or_a_run_whose_name_ends_in_ke
         with pytest.raises(FmnistError, match=f"^{given} is an export, for other runtimes .*; fmnist takes the run it "
                                               f"was exported from, {named}, or its model.keras$"):
             runs.resolve_model(given, tmp_path)
+    monkeypatch.chdir(onnx)  # given from inside it: the run is still named whole
+    with pytest.raises(FmnistError, match=f"^model.onnx is an export, .* the run it was exported from, {named}, or"):
+        runs.resolve_model(Path("model.onnx"), tmp_path)
     loop = tmp_path / "loop"
     loop.symlink_to(loop)
     with pytest.raises(FmnistError, match="--show x: its folder .*loop leads round in a loop of symbolic links"):

@@ -112,6 +112,9 @@ def test_a_journal_studys_trials_report_and_commands_go_beside_it_not_in_the_cur
     for command, mode in ((report_command, "report"), (best_command, "train_best")):
         pasted = build_parser().parse_args(command)
         assert (getattr(pasted, mode), pasted.storage) == ("s1", journal)
+    # A database's URL is shown without its password: the commands ask for it, rather than print one that fails.
+    masked = dataclasses.replace(result, storage="postgresql://me:***@db/optuna")
+    assert "--report s1 --storage URL " in summary(masked) and "***" not in summary(masked).split("next:")[1]
     (run,) = (elsewhere / "s1").iterdir()
     page = write_report("s1", storage=journal)
     assert page == elsewhere / "s1" / artifacts.TUNE_REPORT and not any(here.iterdir())

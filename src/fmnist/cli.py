@@ -432,6 +432,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    from fmnist.model_files import verified_model_path
+    from fmnist.runs import resolve_run
+
+    verified_model_path(resolve_run(args.run, args.runs_dir))  # refused in a moment, before FastAPI loads
     from fmnist.serve import serve_command
 
     serve_command(args.run, args.runs_dir, args.backend, host=args.host, port=args.port,

@@ -114,7 +114,8 @@ RUNNERS: dict[str, Callable[[Path, np.ndarray, str], tuple[str, np.ndarray]]] = 
 }
 # How a user's code calls each, as the check above does, for export.json and the summary.
 USAGE = {
-    "onnx": "onnxruntime.InferenceSession(FILE).run(['{output}'], {{'{input}': batch}})[0]",
+    "onnx": "onnxruntime.InferenceSession(FILE, providers=['CPUExecutionProvider']).run(['{output}'], "
+            "{{'{input}': batch}})[0]",
     "saved_model": "tf.saved_model.load(FOLDER).signatures['serving_default']({input}=tf.constant(batch))['{output}']",
     "litert": "Interpreter(model_path=FILE).get_signature_runner()({input}=batch)['{output}'] (the file's input is "
               "stored for a batch of 1, which the signature runner resizes; with set_tensor, call "
@@ -179,16 +180,28 @@ def _set_aside(final: Path) -> Path:
     return final.with_name(f".{final.name}.old")
 
 
-def _earlier_export(folder: Path, fmt: str) -> str | None:
-    """What an export replaces in ``folder``, said in a few words; None where there is none. A file fmnist did not
-    write there (notes, a copy kept by hand) is refused: the folder is replaced whole."""
-    if not folder.is_dir():
-        return None
+def refuse_destination(run_dir: Path, fmt: str) -> None:
+    """Refuse to export where the ``fmt`` export cannot go whole: a file or a link in its place, or a file fmnist did
+    not write in its folder (notes, a copy kept by hand), which the new export, replacing the folder, would delete."""
+    exports = Path(run_dir) / artifacts.EXPORTS_DIR
+    folder = exports / fmt
+    if folder.exists() and not folder.is_dir():  # it would be set aside, hidden, and left there
+        raise FmnistError(f"{folder} is a file, where the {fmt} export goes: move it away, then export again")
+    for link in (exports, folder):
+        if link.is_symlink():  # written through, another run's export would be replaced, or the link left hidden
+            raise FmnistError(f"{link} is a link to {link.readlink()}; a run's exports are kept in its own folder: "
+                              "remove the link, then export again")
     ours = {artifacts.EXPORT_INFO, artifacts.EXPORT_FILES[fmt]}
-    others = sorted(entry.name for entry in folder.iterdir() if entry.name not in ours)
+    others = sorted(entry.name for entry in folder.iterdir() if entry.name not in ours) if folder.is_dir() else []
     if others:
         raise FmnistError(f"{folder} holds {', '.join(others)}, which fmnist did not write; an export replaces the "
                           "folder whole: move them out, then export again")
+
+
+def _earlier_export(folder: Path) -> str | None:
+    """What an export replaces in ``folder``, said in a few words; None where there is none."""
+    if not folder.is_dir():
+        return None
     try:
         record = artifacts.read_json(folder / artifacts.EXPORT_INFO)
     except FmnistError:
@@ -216,6 +229,7 @@ def export_command(run: Path, fmt: str, runs_dir: Path = Path(defaults.RUNS_DIR)
 
     with runs.idle_run(run, runs_dir, "export it") as run_dir:
         model_files.verified_model_path(run_dir)
+        refuse_destination(run_dir, fmt)  # said before the backend's seconds, and again under the export's lock
         images = parity_images(run_dir, data_dir)
         return run_dir, export_run(run_dir, fmt, activate(choose_backend(fmt, backend)), images)
 
@@ -227,12 +241,7 @@ def export_run(run_dir: Path, fmt: str, backend: str, images: np.ndarray) -> dic
 
     run_dir = runs.require_run_dir(run_dir)
     exports = run_dir / artifacts.EXPORTS_DIR
-    if (exports / fmt).exists() and not (exports / fmt).is_dir():  # it would be set aside, hidden, and left there
-        raise FmnistError(f"{exports / fmt} is a file, where the {fmt} export goes: move it away, then export again")
-    for link in (exports, exports / fmt):
-        if link.is_symlink():  # written through, another run's export would be replaced, or the link left hidden
-            raise FmnistError(f"{link} is a link to {link.readlink()}; a run's exports are kept in its own folder: "
-                              "remove the link, then export again")
+    refuse_destination(run_dir, fmt)
     try:
         exports.mkdir(exist_ok=True)
     except OSError as exc:
@@ -240,7 +249,8 @@ def export_run(run_dir: Path, fmt: str, backend: str, images: np.ndarray) -> dic
     busy = f"another process is exporting {run_dir} to {fmt}; wait for it, then export again if need be"
     with runs.held_lock(exports / f".{fmt}.lock", busy):
         _clear_leftovers(exports, fmt)
-        earlier = _earlier_export(exports / fmt, fmt)
+        refuse_destination(run_dir, fmt)  # an earlier export put back may hold a file of another's
+        earlier = _earlier_export(exports / fmt)
         model, model_sha256 = model_files.load_model(run_dir)
         record = _export_into(exports, fmt, model, model_sha256, images, backend)
     if earlier is not None:

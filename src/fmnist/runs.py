@@ -531,7 +531,7 @@ def resolve_model(name: str | Path, runs_dir: Path) -> Path:
         return path
     for record in (path / artifacts.EXPORT_INFO, path.parent / artifacts.EXPORT_INFO):
         if path.exists() and record.is_file():  # exports/<format>/, or the file or folder in it
+            run = record.absolute().parent.parent.parent  # <run>/exports/<format>/export.json
             raise FmnistError(f"{path} is an export, for other runtimes ({record} says how to call it); fmnist "
-                              f"takes the run it was exported from, {record.parent.parent.parent}, or its "
-                              f"{artifacts.MODEL}")
+                              f"takes the run it was exported from, {run}, or its {artifacts.MODEL}")
     return resolve_run(name, runs_dir)
