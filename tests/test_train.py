@@ -1,6 +1,10 @@
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,3 +188,19 @@ def test_validation_in_large_batches_reports_the_loss_of_the_training_batch_size
     at_training_batch = model.evaluate(to_features(dataset.x_train[val_idx]), dataset.y_train[val_idx],
                                        batch_size=settings.batch_size, verbose=0, return_dict=True)
     assert artifacts.read_history(run_dir)["val_loss"][-1] == pytest.approx(at_training_batch["loss"], rel=1e-5)
+
+
+@pytest.mark.realdata
+def test_the_readmes_python_example_runs_as_written(real_data_dir, tmp_path):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## From Python", 1)[1].split("\n## ", 1)[0]
+    (example,) = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    done = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "FMNIST_DATA_DIR": str(real_data_dir)})
+    assert done.returncode == 0, done.stderr
+    run_line, classes = done.stdout.splitlines()
+    run_dir, accuracy, shirt_f1 = run_line.split()
+    run_dir = tmp_path / run_dir  # in ./runs, as the command line's
+    assert run_dir.parent == tmp_path / "runs" and run_dir.name.endswith("-from-python")
+    assert (run_dir / artifacts.REPORT_HTML).is_file() and 0.5 < float(accuracy) <= 1 and 0 <= float(shirt_f1)
+    assert re.fullmatch(r"\[(\d )*\d\]", classes)
