@@ -15,11 +15,7 @@ from fmnist.errors import FmnistError
 from fmnist.explain import report_explanations
 from fmnist.inference import predict_probabilities
 from fmnist.metrics import (
-    bootstrap_accuracy_interval,
-    calibration_bins,
-    compute_metrics,
-    mean_log_loss,
-    most_confident_mistakes,
+    bootstrap_accuracy_interval, calibration_bins, compute_metrics, mean_log_loss, most_confident_mistakes,
 )
 
 log = logging.getLogger(__name__)

@@ -39,15 +39,8 @@ from fmnist.errors import FmnistError, first_line
 from fmnist.explain import PATCH, occlusion_batches
 from fmnist.images import BadInput, check_array, load_input
 from fmnist.predict import Classifier, describe
-from fmnist.serve_http import (
-    SHUTDOWN_GRACE_S,
-    AnswerCancelledRequests,
-    LoopbackHostsOnly,
-    WholeAnswers,
-    error,
-    is_loopback,
-    json_http_protocol,
-)
+from fmnist.serve_http import (SHUTDOWN_GRACE_S, AnswerCancelledRequests, LoopbackHostsOnly, WholeAnswers, error,
+                               is_loopback, json_http_protocol)
 
 log = logging.getLogger(__name__)
 
@@ -545,11 +538,10 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
 
 def serve_command(run: Path, runs_dir: Path = Path(RUNS_DIR), backend: str | None = None, **options: Any) -> None:
     """`fmnist serve`: serve ``run`` (a folder, or a name in ``runs_dir``) on ``backend`` with :func:`serve`'s
-    ``options`` until interrupted; a changed model is refused before the backend's seconds."""
+    ``options`` until interrupted (its model's checksum is checked by :func:`create_app`)."""
     from fmnist.backend import activate
 
     run_dir = runs.resolve_run(run, runs_dir)
-    model_files.verified_model_path(run_dir)
     activate(backend)
     serve(run_dir, **options)
 

@@ -220,7 +220,7 @@ def fit(
         batches = ViewEpochs(features[:n_train], labels[:n_train], views, view_labels, settings.distill_views,
                              settings.batch_size, settings.seed, initial_epoch)
     images_per_epoch = n_train if batches is None else n_train * (1 + settings.distill_views)
-    # The views' batches: the epoch they cut.
+    # Steps an epoch: the arrays' batches, or as many as the views' endless batches are cut into.
     steps = -(-images_per_epoch // settings.batch_size) if batches is None else batches.batches_per_epoch
 
     seed_everything(settings.seed)

@@ -55,15 +55,6 @@ def open_storage(storage: str | None, runs_dir: Path,
                         # A connection the server dropped while a trial trained is replaced, not failed on.
                         engine_kwargs={"pool_pre_ping": True})
                 return store, shown
-            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
-                    sqlalchemy.exc.OperationalError) as exc:
-                # Workers started together on a fresh database race to create Optuna's tables; the loser
-                # finds them made when it tries again (SQLite says "already exists" as an operational error).
-                if isinstance(exc, sqlalchemy.exc.OperationalError) and "already exists" not in str(exc):
-                    raise FmnistError(f"cannot open the study storage {shown}: {first_line(exc)}") from None
-                if attempt == RDB_ATTEMPTS:
-                    raise FmnistError(f"cannot set up the study storage {shown}: {first_line(exc)}") from None
-                time.sleep(attempt)
             except ImportError as exc:  # Optuna's own words do not say which module
                 raise FmnistError(
                     f"cannot open the study storage {shown}: SQLAlchemy cannot import its driver "
@@ -71,7 +62,15 @@ def open_storage(storage: str | None, runs_dir: Path,
                     "environment, or name an installed one in the URL; PostgreSQL's comes with fmnist") from None
             # RuntimeError: a database written by another Optuna version, whose own words say how to upgrade it.
             except (sqlalchemy.exc.SQLAlchemyError, RuntimeError) as exc:
-                raise FmnistError(f"cannot open the study storage {shown}: {first_line(exc)}") from None
+                # Workers started together on a fresh database race to create Optuna's tables; the loser finds
+                # them made when it tries again (SQLite says "already exists" as an operational error).
+                lost_the_race = isinstance(exc, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)) or (
+                    isinstance(exc, sqlalchemy.exc.OperationalError) and "already exists" in str(exc))
+                if not lost_the_race:
+                    raise FmnistError(f"cannot open the study storage {shown}: {first_line(exc)}") from None
+                if attempt == RDB_ATTEMPTS:
+                    raise FmnistError(f"cannot set up the study storage {shown}: {first_line(exc)}") from None
+                time.sleep(attempt)
     path = _journal_path(storage, runs_dir)
     # Optuna's lock is a symbolic link to the journal, named by this path: a relative one would point from the link's
     # folder to a file that is not there, and Optuna then waits for it without end, never taking it over.
