@@ -19,7 +19,7 @@ import optuna
 import pytest
 
 from conftest import refused_before_keras
-from fmnist import artifacts, run_list
+from fmnist import artifacts, report, run_list
 from fmnist.cli import _settings_from_args, build_parser
 from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
@@ -135,9 +135,13 @@ def test_a_journal_studys_trials_report_and_commands_go_beside_it_not_in_the_cur
     assert not any(here.iterdir())
 
 
-def test_a_trial_the_pruner_gives_up_on_stops_and_is_recorded_as_pruned_but_not_at_its_last_epoch(tmp_path, dataset):
+def test_a_trial_the_pruner_gives_up_on_stops_and_is_recorded_as_pruned_but_not_at_its_last_epoch(tmp_path, dataset,
+                                                                                                   monkeypatch):
     study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))  # any val_loss prunes
     settings = TrainSettings(epochs=4, early_stopping_patience=5)
+    drawn = []
+    draw = report._write_report
+    monkeypatch.setattr(report, "_write_report", lambda run_dir, *args: drawn.append(run_dir) or draw(run_dir, *args))
     study.optimize(_objective(settings, "jax", tmp_path, dataset), n_trials=1)
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED
@@ -152,6 +156,7 @@ def test_a_trial_the_pruner_gives_up_on_stops_and_is_recorded_as_pruned_but_not_
     [row] = [r for r in run_list.list_runs(tmp_path) if r["run"] == run_dir.name]
     assert row["status"] == "finished" and said in row["notes"]
     assert f"finished, {html.escape(said)}" in (run_dir / artifacts.REPORT_HTML).read_text()
+    assert drawn == [run_dir]  # once, the pruning already in the status it reads
     # Not at its last epoch: stopping there saves nothing, and the trial ran all its epochs.
     study.optimize(_objective(dataclasses.replace(settings, epochs=1), "jax", tmp_path, dataset), n_trials=1)
     assert study.trials[1].state == optuna.trial.TrialState.COMPLETE
@@ -646,7 +651,7 @@ def test_a_run_found_diverged_once_picked_is_trained_again_not_the_end_of_the_st
     # Picked as cut short, then failed by another process (a 'fmnist train --resume' by hand) before this worker began.
     runs.set_status(run, "failed", error="training diverged in epoch 2: the loss became nan", diverged=True)
     with caplog.at_level(logging.WARNING, logger="fmnist.tune"):
-        assert _finish(run, dataset, []) is None
+        assert _finish(run, dataset, [], dict) is None
     assert f"{run} cannot be finished ({run} diverged" in caplog.text
 
 

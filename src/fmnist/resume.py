@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from fmnist import artifacts, run_list, runs
 from fmnist.backup_file import epochs_done
@@ -73,7 +73,7 @@ def keep_finished_epochs(run_dir: Path) -> int:
 
 def resume_run(
     run_dir: Path, backend: str | None = None, data_dir: Path | None = None, dataset: Dataset | None = None,
-    extra_callbacks: Sequence[Any] = (),
+    extra_callbacks: Sequence[Any] = (), finished_note: Callable[[], dict[str, Any]] = dict,
 ) -> TrainResult:
     """Continue ``run_dir`` with its own settings and backend, to the normal evaluation and report; a run stopped
     after its training, while it was being scored or its report drawn, is only scored or drawn."""
@@ -96,7 +96,7 @@ def resume_run(
         result = score_finished(run_dir, dataset)
     else:
         result = train(settings, config["backend"], data_dir=data_dir, dataset=dataset, resume_dir=run_dir,
-                       extra_callbacks=extra_callbacks)
+                       extra_callbacks=extra_callbacks, finished_note=finished_note)
     if group and not (group / artifacts.SEED_SUMMARY).is_file():
         log.warning("%s is one run of the --seeds group %s, which has no summary yet: '%s' trains its seeds not "
                     "begun and writes it", run_dir.name, group, runs.resume_command(run_dir))

@@ -10,7 +10,7 @@ import zipfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -310,9 +310,11 @@ def train_command(settings: TrainSettings | None, backend: str | None = None, re
 def train(
     settings: TrainSettings, backend: str, runs_dir: Path = Path(defaults.RUNS_DIR), data_dir: Path | None = None,
     dataset: Dataset | None = None, resume_dir: Path | None = None, extra_callbacks: Sequence[Any] = (),
+    finished_note: Callable[[], dict[str, Any]] = dict,
 ) -> TrainResult:
     """Run the whole recipe: data, fit, save, evaluate on the test set, report (``backend`` must be active); with
-    ``resume_dir``, continue that run from its last finished epoch (fmnist.resume) instead of a new one."""
+    ``resume_dir``, continue that run from its last finished epoch (fmnist.resume) instead of a new one;
+    ``finished_note()`` adds to the finished run's status what the report is to say of how it ended."""
     from fmnist.backend import tensorflow_hidden_from_keras
     from fmnist.evaluate import evaluate_run
     from fmnist.resume import keep_finished_epochs, require_unfinished
@@ -367,7 +369,7 @@ def train(
             runs.set_status(run_dir, runs.FAILED, error=str(exc), resume=runs.resume_command(run_dir))
             raise
         # Finished first: a kill between the two must not leave a "running" run without its backup.
-        runs.set_status(run_dir, runs.FINISHED, epochs=epochs_run, train_seconds=round(seconds, 2))
+        runs.set_status(run_dir, runs.FINISHED, epochs=epochs_run, train_seconds=round(seconds, 2), **finished_note())
         artifacts.remove_resume_files(run_dir)  # the saved model supersedes them
         with stop_while_scoring_reported(run_dir):
             metrics = evaluate_run(run_dir, data_dir=data_dir, model=model, dataset=dataset)

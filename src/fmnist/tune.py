@@ -184,6 +184,10 @@ def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, study_dir
     settings = settings_for(base, trial.params, name=trial_name(trial.number))
     run_of = [trial.number]  # the trial whose run this one trains: its own, unless it finishes an earlier attempt's
     callbacks = [pruning_callback(trial, pruned_at, reported, run_of)]
+
+    def pruned_note() -> dict[str, str]:  # in the run's status before its report is drawn, which says so
+        return {"pruned": f"by study {trial.study.study_name!r} after epoch {pruned_at[0] + 1}"} if pruned_at else {}
+
     attempts = _earlier_attempts(trial)
     run_dir = None
     for attempt in attempts:  # newest first
@@ -192,7 +196,7 @@ def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, study_dir
         if cut_short is None:
             continue
         run_of[0] = attempt.number  # the run is named after the attempt that began it
-        run_dir = _finish(cut_short, dataset, callbacks)
+        run_dir = _finish(cut_short, dataset, callbacks, pruned_note)
         if run_dir is None:  # its settings are trained again, in a run of this trial's own
             run_of[0] = trial.number
         else:  # it ended where an attempt in this same run was pruned (one recorded before RUN_OF was: any run)
@@ -200,7 +204,8 @@ def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, study_dir
                              and t.user_attrs.get(RUN_OF, attempt.number) == attempt.number)
         break
     if run_dir is None:
-        run_dir = train(settings, backend, runs_dir=study_dir, dataset=dataset, extra_callbacks=callbacks).run_dir
+        run_dir = train(settings, backend, runs_dir=study_dir, dataset=dataset, extra_callbacks=callbacks,
+                        finished_note=pruned_note).run_dir
     history = artifacts.read_history(run_dir)
     for epoch, value in enumerate(history["val_loss"]):  # those of a finished run's earlier process
         if epoch not in reported:
@@ -211,10 +216,12 @@ def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, study_dir
     trial.set_user_attr("val_accuracy", history["val_accuracy"][best])
     if pruned_at:
         # Said where the run is read (fmnist runs, its report): it ended early by the study's hand, not by its own.
-        from fmnist.report import build_report
+        # Its training wrote that, unless an earlier attempt's process was pruned there and cut short before it was.
+        if "pruned" not in artifacts.read_json(run_dir / artifacts.STATUS):
+            from fmnist.report import build_report
 
-        runs.mark_pruned(run_dir, f"by study {trial.study.study_name!r} after epoch {pruned_at[0] + 1}")
-        build_report(run_dir)
+            runs.mark_pruned(run_dir, pruned_note()["pruned"])
+            build_report(run_dir)
         raise optuna.TrialPruned(f"val_loss {history['val_loss'][-1]:.4f} after epoch {pruned_at[0] + 1}")
     # The validation split only: the test set never chooses between trials.
     return history["val_loss"][best]
@@ -264,7 +271,8 @@ def _created(run_dir: Path) -> str:
         return ""
 
 
-def _finish(run_dir: Path, dataset: Dataset, callbacks: list[Any]) -> Path | None:
+def _finish(run_dir: Path, dataset: Dataset, callbacks: list[Any],
+            finished_note: Callable[[], dict[str, str]]) -> Path | None:
     """Finish a cut-short trial's run where it stopped, and return it (one already finished and scored is counted as
     it is); ``None`` if it cannot be, and its settings are to be trained again."""
     from fmnist.resume import resume_run
@@ -276,7 +284,7 @@ def _finish(run_dir: Path, dataset: Dataset, callbacks: list[Any]) -> Path | Non
             if runs.complete(run_dir):  # by 'fmnist train --resume', or scored by hand while this worker waited
                 log.info("%s was finished by hand: counted as it is", run_dir)
                 return run_dir
-            return resume_run(run_dir, dataset=dataset, extra_callbacks=callbacks).run_dir
+            return resume_run(run_dir, dataset=dataset, extra_callbacks=callbacks, finished_note=finished_note).run_dir
         except runs.RunInUse as exc:  # scored or exported by hand just now: it is finished once that ends
             if runs.being_trained(run_dir):  # a training by hand: not waited for
                 log.warning("%s is being trained by another process: its settings are trained again", run_dir)
