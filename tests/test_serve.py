@@ -516,6 +516,7 @@ def test_a_model_that_fails_to_load_at_start_up_is_one_line_not_uvicorns_traceba
     result = run_cli("serve", str(run), "--port", str(port), timeout=120)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "startup failed" not in result.stderr, result.stderr
+    assert "serving" not in result.stderr  # said only once the model answers
     assert result.stderr.strip().splitlines()[-1] == (
         f"fmnist: error: {run} maps 100 features to 3 classes, not 784 pixels to 10 classes")
 

@@ -212,6 +212,7 @@ def test_requests_still_running_at_a_stop_get_a_json_503_and_one_log_line_each(t
     text = log.read_text()
     assert "Traceback" not in text and "a request still running 5 s after the stop was cancelled" in text, text
     assert '"GET /v1/health HTTP/1.1" 200' in text  # the access log is a log: on stderr, as fmnist's progress
+    assert f"serving {tiny_run_dir} on {base}/ (API docs at /docs)" in text
     assert log.with_suffix(".stdout").read_text() == ""
 
 

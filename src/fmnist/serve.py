@@ -433,9 +433,10 @@ def check_predict_query(request: Request) -> None:
 
 
 def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH,
-               decode_slots: int = DECODE_SLOTS, loopback_only: bool = False) -> FastAPI:
-    """Build the app; its lifespan loads the run's model once and starts the batcher. ``loopback_only``: answer
-    only requests that name this machine (localhost, 127.0.0.1, [::1]) as their host."""
+               decode_slots: int = DECODE_SLOTS, loopback_only: bool = False,
+               on_ready: Callable[[], None] = lambda: None) -> FastAPI:
+    """Build the app; its lifespan loads the run's model once, starts the batcher, then calls ``on_ready``.
+    ``loopback_only``: answer only requests that name this machine (localhost, 127.0.0.1, [::1]) as their host."""
     run_dir = runs.require_run_dir(run_dir)
     model_files.verified_model_path(run_dir)  # a missing or changed model is one line now, not a failed start-up
     settings = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings")
@@ -456,6 +457,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
         app.state.decoders = anyio.CapacityLimiter(decode_slots)  # made here: a limiter belongs to its event loop
         app.state.explaining = asyncio.Semaphore(1)
         worker = asyncio.create_task(app.state.batcher.run())
+        on_ready()
         try:
             yield
         finally:
@@ -573,7 +575,9 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
     if host.startswith("[") and host.endswith("]"):  # an IPv6 address as a URL writes it
         host = host[1:-1]
     loopback = is_loopback(host)
-    app = create_app(run_dir, max_upload_mib * MIB, max_batch, loopback_only=loopback)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    app = create_app(run_dir, max_upload_mib * MIB, max_batch, loopback_only=loopback,
+                     on_ready=lambda: log.info("serving %s on %s (API docs at /docs)", run_dir, url))
     # A malformed form is answered 400 with its reason; python-multipart would also log its parser's complaint.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
@@ -606,7 +610,7 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
         raise FmnistError(f"cannot listen on {host} port {port}: {reason}{hint}") from None
     if not loopback:
         log.warning("listening on %s: other machines can reach this server", host)
-    log.info("serving %s on http://%s:%d/ (API docs at /docs)", run_dir, f"[{host}]" if ":" in host else host, port)
+    log.info("loading the model of %s", run_dir)  # said served once it answers: a model may yet fail to load
     uvicorn_log = logging.getLogger("uvicorn.error")
     uvicorn_log.addFilter(in_one_line)
     try:
