@@ -73,6 +73,20 @@ def test_a_teacher_model_copied_out_of_its_run_is_refused_before_a_run_directory
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_teacher_whose_model_cannot_be_loaded_is_refused_before_a_run_directory_is_made(tmp_path, tiny_data,
+                                                                                         tiny_run_dir):
+    import keras
+
+    teacher = shutil.copytree(tiny_run_dir, tmp_path / "teacher")
+    other = keras.Sequential([keras.Input((100,)), keras.layers.Dense(3, activation="softmax")])
+    other.save(teacher / artifacts.MODEL)  # another task's model, with a checksum to match
+    (teacher / artifacts.MODEL_SHA256).write_text(artifacts.sha256_file(teacher / artifacts.MODEL) + "\n")
+    refusal = f"--teacher {teacher}: {teacher} maps 100 features to 3 classes, not 784 pixels to 10 classes"
+    with pytest.raises(FmnistError, match=f"^{re.escape(refusal)}$"):
+        tiny_run(tmp_path, tiny_data, teacher=str(teacher))
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_teacher_that_has_not_finished_training_is_refused_with_how_to_finish_it(tmp_path, tiny_data, tiny_run_dir):
     from fmnist import runs
 

@@ -72,7 +72,7 @@ def split_indices(labels: np.ndarray, settings: TrainSettings) -> tuple[np.ndarr
 
 def check_inputs(settings: TrainSettings, dataset: Dataset) -> str | None:
     """Refuse what would only fail or mislead mid-run before a run directory is made: a --limit beyond the data,
-    too small a split, a missing teacher; return the teacher model's SHA-256, if any."""
+    too small a split, a missing or unusable teacher; return the teacher model's SHA-256, if any."""
     if settings.limit is not None and settings.limit > len(dataset.y_train):
         raise FmnistError(f"--limit {settings.limit}: the training set has {len(dataset.y_train):,} images; "
                           "leave --limit out to use them all")
@@ -87,6 +87,7 @@ def check_inputs(settings: TrainSettings, dataset: Dataset) -> str | None:
         if not runs.finished(teacher_dir):
             raise FmnistError(f"{teacher_dir} has not finished training: {runs.how_to_finish(teacher_dir)}; then "
                               "give it as the teacher")
+        model_files.load_model(Path(settings.teacher))  # one Keras cannot load (another run's, say): refused now
         return sha256
     except FmnistError as exc:
         raise FmnistError(f"--teacher {settings.teacher}: {exc}") from None
