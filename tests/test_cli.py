@@ -391,3 +391,25 @@ def test_an_error_naming_a_path_with_a_newline_stays_one_line(tmp_path, capsys):
     assert main(["runs", "--runs-dir", str(tmp_path / "a\nb")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"fmnist: error: {tmp_path}/a\\nb does not exist")
+
+
+def test_fmnists_messages_are_printed_once_after_tensorflows_absl_has_logged(monkeypatch, capsys):
+    """absl sets up a bare root logger on its first message (a SavedModel export logs one): each warning after it
+    was printed twice, the second prefixed "WARNING:fmnist.export:"."""
+    import logging
+
+    import absl.logging
+
+    from fmnist import cli
+
+    def command(args: argparse.Namespace) -> int:
+        absl.logging.info("a message of TensorFlow's")
+        logging.getLogger("fmnist.export").warning("replaced the earlier export")
+        logging.getLogger("some.library").warning("a library's warning")
+        return 0
+
+    monkeypatch.setattr(logging.root, "handlers", [])  # as in a process of its own, outside pytest
+    monkeypatch.setattr(cli, "_run_command", command)
+    assert cli.main(["runs"]) == 0
+    assert capsys.readouterr().err == "replaced the earlier export\na library's warning\n"
+    assert logging.root.handlers == []

@@ -726,17 +726,33 @@ def main(argv: list[str] | None = None) -> int:
     # that putting it back would make could fail on a closed pipe.
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors="backslashreplace")
+    with progress_on_stderr(args.quiet), stopping.handled():
+        return _run_command(args)
+
+
+@contextlib.contextmanager
+def progress_on_stderr(quiet: bool) -> Iterator[None]:
+    """fmnist's log on stderr, one line a message; libraries' warnings as Python shows them where none is set up."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     handlers, level = log.handlers[:], log.level  # put back for a caller that runs commands in its own process
     log.handlers[:] = [handler]  # our progress only; libraries keep their own (quieter) defaults
-    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    # absl (TensorFlow's logging) sets up the root logger when it finds it bare, and fmnist's messages would then be
+    # printed a second time, prefixed: held by a stand-in for Python's last-resort handler, which leaves ours alone.
+    stand_in = logging.StreamHandler(sys.stderr)
+    stand_in.setLevel(logging.WARNING)
+    stand_in.addFilter(lambda record: not (record.name == log.name or record.name.startswith(f"{log.name}.")))
+    bare = not logging.root.handlers
+    if bare:
+        logging.root.addHandler(stand_in)
     try:
-        with stopping.handled():
-            return _run_command(args)
+        yield
     finally:
         log.handlers[:] = handlers
         log.setLevel(level)
+        if bare:
+            logging.root.removeHandler(stand_in)
 
 
 def _run_command(args: argparse.Namespace) -> int:
