@@ -413,3 +413,28 @@ def test_fmnists_messages_are_printed_once_after_tensorflows_absl_has_logged(mon
     assert cli.main(["runs"]) == 0
     assert capsys.readouterr().err == "replaced the earlier export\na library's warning\n"
     assert logging.root.handlers == []
+
+
+def test_a_stop_that_a_library_turns_into_an_error_of_its_own_is_said_as_a_stop(monkeypatch, capsys):
+    """Ctrl-C during a SavedModel export: TensorFlow's saving raised AssertionError, SystemError or RuntimeError."""
+    import signal
+
+    from fmnist import cli, stopping
+
+    def command(args: argparse.Namespace) -> None:
+        try:
+            stopping.stop(signal.SIGINT)  # as the handler of a Ctrl-C does
+        except KeyboardInterrupt:
+            raise AssertionError("Nesting violated for default stack of Graph objects") from None
+
+    monkeypatch.setattr(cli, "cmd_runs", command)
+    assert cli.main(["runs"]) == 130
+    assert capsys.readouterr().err == "fmnist: interrupted\n"
+    # without a stop, the same error is one line of its own
+    def bug(args: argparse.Namespace) -> None:
+        raise AssertionError("a bug")
+
+    monkeypatch.setattr(cli, "cmd_runs", bug)
+    assert cli.main(["runs"]) == 1
+    assert capsys.readouterr().err == ("fmnist: error: unexpected AssertionError: a bug (rerun with --debug for "
+                                       "details)\n")

@@ -778,6 +778,8 @@ def _run_command(args: argparse.Namespace) -> int:
     except Exception as exc:  # the last guard: one line, not a traceback, unless --debug
         if args.debug:
             raise
+        if stopping.requested():  # the stop, turned by a library into an error of its own (TensorFlow's saving)
+            return stopping.stopped()
         if isinstance(exc, OSError) and exc.strerror:  # the system refused a file (permissions, full disk, long name)
             print(f"fmnist: error: {one_line(exc.strerror + (f': {exc.filename}' if exc.filename else ''))}",
                   file=sys.stderr)

@@ -87,6 +87,11 @@ def check() -> None:
         raise KeyboardInterrupt
 
 
+def requested() -> bool:
+    """Whether a stop signal came while the command ran."""
+    return bool(_received)
+
+
 def stopped() -> int:
     """Say why the command stopped; return its exit status (130 also for a KeyboardInterrupt without a signal)."""
     signum = _received[-1] if _received else signal.SIGINT
