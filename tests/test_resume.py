@@ -147,6 +147,11 @@ def test_resume_refuses_settings_and_non_runs(tmp_path, capsys):
     artifacts.write_json(old / artifacts.CONFIG, {"settings": {}})
     assert main(["train", "--resume", str(old)]) == 1
     assert "config.json lacks backend, data (an older fmnist wrote it?)" in capsys.readouterr().err
+    artifacts.write_json(old / artifacts.CONFIG, {"settings": {}, "backend": "torch", "data": {}})
+    assert main(["train", "--resume", str(old)]) == 1  # edited by hand, or another program's
+    assert capsys.readouterr().err == (f"fmnist: error: {old / artifacts.CONFIG} names the backend 'torch', which "
+                                       "fmnist does not run (it runs jax, tensorflow); restore the file from a copy "
+                                       "if it was edited, or train it again\n")
     artifacts.write_json(old / artifacts.CONFIG, {"settings": {"epochs": "8"}, "backend": "jax", "data": {}})
     assert main(["train", "--resume", str(old)]) == 1  # edited by hand
     assert (f"{old / artifacts.CONFIG}: invalid setting: epochs must be a whole number, not '8'; restore the file "

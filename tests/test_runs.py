@@ -33,6 +33,10 @@ def test_resolve_run_takes_a_path_or_a_name(mixed_runs, tmp_path):
         runs.resolve_resumable(Path("typo"), tmp_path)
     with pytest.raises(FmnistError, match=f"model.keras is a file of a run: give the run's directory, {finished}$"):
         runs.resolve_run(str(finished / artifacts.MODEL), mixed_runs["dir"])
+    photo = tmp_path / "shirt.png"  # a photo given first, the run forgotten
+    photo.write_bytes(b"\x89PNG")
+    with pytest.raises(FmnistError, match=f"^{photo} is a file, not a run: give a run directory or the name of one"):
+        runs.resolve_run(str(photo), tmp_path)
     grouped = mixed_runs["grouped"]  # in a group: found by its own name too, as 'fmnist runs' shows it or alone
     for name in (grouped.name, f"{grouped.parent.name}/{grouped.name}"):
         assert runs.resolve_run(name, mixed_runs["dir"]) == runs.resolve_resumable(name, mixed_runs["dir"]) == grouped
@@ -255,6 +259,10 @@ def test_a_runs_directory_that_is_a_file_is_named_so(tmp_path):
     (tmp_path / "runs").write_text("")
     with pytest.raises(FmnistError, match="the runs directory .*runs is a file: give a folder"):
         runs.create_run_dir(tmp_path / "runs", "x")
+    (tmp_path / "gone").symlink_to(tmp_path / "unmounted")  # a link to a disk not mounted, say
+    with pytest.raises(FmnistError, match=f"^the runs directory {tmp_path / 'gone'} is a link to "
+                                          f"{tmp_path / 'unmounted'}, which is missing: give a folder"):
+        runs.create_run_dir(tmp_path / "gone", "x")
 
 
 def test_a_groups_run_of_each_seed_is_a_finished_one_else_the_newest():

@@ -2,6 +2,7 @@ import asyncio
 import errno
 import gzip
 import json
+import re
 import shutil
 import socket
 import threading
@@ -421,6 +422,10 @@ def test_a_taken_port_or_a_bad_address_is_one_clear_error(tiny_run_dir):
         port = taken.getsockname()[1]
         with pytest.raises(FmnistError, match=f"cannot listen on ::1 port {port}: Address already in use"):
             serve(tiny_run_dir, host="[::1]", port=port)
+    for with_port in ("localhost:8080", "[::1]:8080"):  # as in a URL
+        with pytest.raises(FmnistError, match=f"^cannot listen on {re.escape(with_port)} port {port}: .*; give the "
+                                              "address alone, and the port with --port$"):
+            serve(tiny_run_dir, host=with_port, port=port)
     with pytest.raises(FmnistError, match="is a folder of runs, not a run"):
         serve(tiny_run_dir.parent, port=port)  # free again now
 

@@ -27,6 +27,7 @@ def test_unknown_setting_is_an_error():
     ("dropout", 1.0, "dropout must be in"), ("learning_rate", 0, "learning_rate must be positive"),
     ("validation_fraction", 1.5, "validation_fraction must be in"), ("hidden_sizes", (), "hidden_sizes must be"),
     ("limit", 5, "a split of 5 images"), ("name", "a/b", "name may hold only"), ("seed", -1, "seed must be"),
+    ("name", "", "name is empty: give one made of"),
     ("seed", 2**32, "seed must be"), ("learning_rate", float("inf"), "learning_rate must be a finite number"),
     ("weight_decay", float("nan"), "weight_decay must be a finite"),
     ("distill_temperature", float("inf"), "distill_temperature must be a finite"),

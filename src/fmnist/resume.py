@@ -11,7 +11,7 @@ from fmnist import artifacts, run_list, runs
 from fmnist.backup_file import epochs_done
 from fmnist.data import CLASS_NAMES
 from fmnist.errors import DamagedFile, FmnistError
-from fmnist.settings import TrainSettings
+from fmnist.settings import BACKENDS, TrainSettings
 
 if TYPE_CHECKING:
     from fmnist.data import Dataset
@@ -150,6 +150,10 @@ def read_resumable(path: Path, kinds: dict[str, type], backend: str | None,
     if lacking:
         raise FmnistError(f"{path} lacks {', '.join(lacking)} (an older fmnist wrote it?), so it cannot be resumed; "
                           f"{otherwise}")
+    if record["backend"] not in BACKENDS:  # edited by hand: said of the file, which the user never typed
+        raise FmnistError(f"{path} names the backend {record['backend']!r}, which fmnist does not run (it runs "
+                          f"{', '.join(BACKENDS)}); restore the file from a copy if it was edited"
+                          f"{', or ' + otherwise if otherwise else ''}")
     if backend and backend != record["backend"]:
         raise FmnistError(f"{path.parent} was trained with the {record['backend']} backend; resume it with that one")
     try:

@@ -120,7 +120,9 @@ def create_run_dir(runs_dir: Path, name: str) -> Path:
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise FmnistError(f"the runs directory {runs_dir} is a file: give a folder (--runs-dir)") from None
+        dangling = runs_dir.is_symlink() and not runs_dir.exists()
+        what = f"a link to {runs_dir.readlink()}, which is missing" if dangling else "a file"
+        raise FmnistError(f"the runs directory {runs_dir} is {what}: give a folder (--runs-dir)") from None
     except OSError as exc:
         raise FmnistError(f"cannot create runs directory {runs_dir}: {exc.strerror}") from None
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -476,8 +478,9 @@ def resolve_run(name: str | Path, runs_dir: Path) -> Path:
 
 
 def _no_run(name: str | Path, runs_dir: Path, wanted: str) -> FmnistError:
-    return FmnistError(f"no run {str(name)!r}: give {wanted} or the name of one in {runs_dir}{os.sep} (see 'fmnist "
-                       "runs'; --runs-dir for another folder)")
+    said = f"{name} is a file, not a run" if Path(name).is_file() else f"no run {str(name)!r}"  # an image, say
+    return FmnistError(f"{said}: give {wanted} or the name of one in {runs_dir}{os.sep} (see 'fmnist runs'; "
+                       "--runs-dir for another folder)")
 
 
 def _in_groups(runs_dir: Path, name: str | Path) -> Path | None:

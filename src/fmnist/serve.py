@@ -10,6 +10,7 @@ import errno
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -607,6 +608,8 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
     except OSError as exc:
         reason = (exc.strerror or str(exc)).split(" (while attempting")[0]
         hint = "; pick another with --port" if exc.errno == errno.EADDRINUSE else ""
+        if exc.errno == socket.EAI_NONAME and re.search(r":\d+$", host):  # localhost:8080, [::1]:80
+            hint = "; give the address alone, and the port with --port"
         raise FmnistError(f"cannot listen on {host} port {port}: {reason}{hint}") from None
     if not loopback:
         log.warning("listening on %s: other machines can reach this server", host)

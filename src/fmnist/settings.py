@@ -163,7 +163,8 @@ class TrainSettings:
              f"epoch{'s' if self.warmup_epochs != 1 else ''}): "
              f"{self.warmup_epochs + 1} or more"),
             (is_plain_name(self.name),
-             "name may hold only letters, digits, '-', '_' and '.'"),
+             f"name {'is empty: give one made of' if not self.name else 'may hold only'} letters, digits, '-', '_' "
+             "and '.'"),
             (len(self.name.encode("utf-8")) <= defaults.MAX_NAME_BYTES,
              f"name must be at most {defaults.MAX_NAME_BYTES} bytes in UTF-8 (the run's folder is named by it)"),
         ]
