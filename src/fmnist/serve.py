@@ -360,6 +360,9 @@ async def explain_inputs(request: Request, images: np.ndarray, classes: np.ndarr
     return np.concatenate(maps)
 
 
+PLACES = {"query": "query parameter", "header": "header", "path": "path parameter", "body": "body field"}
+
+
 def _answer_errors_as_json(app: FastAPI) -> None:
     """Every error, ours or the framework's, as a status with a JSON body {"error": "..."}."""
 
@@ -386,7 +389,9 @@ def _answer_errors_as_json(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        # ("query", "top_k") said as the other refusals say it: "query parameter top_k".
+        problems = "; ".join(f"{' '.join([PLACES.get(e['loc'][0], e['loc'][0]), *map(str, e['loc'][1:])])}: "
+                             f"{e['msg']}" for e in exc.errors())
         return error(422, problems)
 
     @app.exception_handler(ClientDisconnect)
