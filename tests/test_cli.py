@@ -438,3 +438,16 @@ def test_a_stop_that_a_library_turns_into_an_error_of_its_own_is_said_as_a_stop(
     assert cli.main(["runs"]) == 1
     assert capsys.readouterr().err == ("fmnist: error: unexpected AssertionError: a bug (rerun with --debug for "
                                        "details)\n")
+
+
+def test_every_example_of_the_help_parses_as_written():
+    """Each example's command, up to its description (two spaces or more on), pasted into a shell."""
+    import re
+    import shlex
+
+    from fmnist.cli import EXAMPLES, build_parser
+
+    parser = build_parser()
+    for line in EXAMPLES.splitlines()[1:]:
+        command = re.sub(r"<[^>]*>", "X", re.split(r"\s{2,}", line.strip())[0])  # runs/<id>: a run's name
+        parser.parse_args(shlex.split(command)[1:])

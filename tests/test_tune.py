@@ -666,3 +666,23 @@ def test_a_setting_carried_from_the_study_that_clashes_with_a_flag_is_named_as_t
                                           r"change --validation-fraction \(carried over from the study: "
                                           r"--validation-fraction 0\.9\)$"):
         train_best("v", {"limit": 15}, "jax", runs_dir=tmp_path)  # its --epochs 2, a trial's budget, not carried
+
+
+def test_the_search_that_tune_help_describes_is_the_one_it_runs():
+    from fmnist.cli import TUNE_DETAILS
+    from fmnist.tune import BATCH_SIZES, HIDDEN_SIZES, PRUNER
+
+    study = optuna.create_study()
+    trial = study.ask()
+    suggest(trial)
+    ranges = {name: (d.low, d.high) for name, d in trial.distributions.items() if hasattr(d, "low")}
+    said = " ".join(TUNE_DETAILS.split())
+    assert f"hidden sizes from {len(HIDDEN_SIZES)} choices (from {min(HIDDEN_SIZES, key=len)} to " \
+           f"{max(HIDDEN_SIZES, key=len)})" in said
+    assert f"dropout from {ranges['dropout'][0]:g} to {ranges['dropout'][1]:g}" in said
+    low, high = (f"{bound:.0e}".replace("e-0", "e-") for bound in ranges["learning_rate"])  # 1e-4
+    assert f"learning rate from {low} to {high} (log scale)" in said
+    assert "batch size from " + ", ".join(map(str, BATCH_SIZES[:-1])) + f" and {BATCH_SIZES[-1]}" in said
+    assert f"(--lr-factor) from {ranges['lr_factor'][0]:g} to {ranges['lr_factor'][1]:g}" in said
+    assert f"Once {PRUNER['n_startup_trials']} trials have finished" in said
+    assert PRUNER["n_warmup_steps"] == 1 and "from its second epoch on" in said

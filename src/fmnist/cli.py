@@ -28,19 +28,27 @@ Each run goes to RUNS_DIR/<UTC time>-<name>/ (the runs/<id> of the examples), ma
 {artifacts.CONFIG}, {artifacts.HISTORY}, {artifacts.MODEL} with its SHA-256, {artifacts.METRICS}, the pictures and \
 {artifacts.REPORT_HTML}. A killed run keeps every finished epoch: 'fmnist train --resume RUN' continues it."""
 
+TUNE_DETAILS = """\
+Each trial draws the hidden sizes from 7 choices (from 128,64 to 1024,512,256,128), dropout from 0 to 0.5, the \
+learning rate from 1e-4 to 1e-2 (log scale), the batch size from 32, 64, 128 and 256 and the plateau factor \
+(--lr-factor) from 0.1 to 0.5, with Optuna's TPE sampler; the spec's own settings are tried first. A trial scores \
+its best epoch's val_loss, lower being better (the test set never chooses). Once 4 trials have finished, a trial \
+whose val_loss from its second epoch on is worse than the median of theirs at the same epoch is stopped early: \
+pruned."""
+
 EXAMPLES = """\
 examples:
   fmnist data                      where the data come from; verified by SHA-256
   fmnist data --show samples.png   a picture of ten images per class
   fmnist data --data-dir ~/fmnist  IDX files you downloaded yourself
   fmnist train                     the spec's recipe (512-256-64-32, batch 64, early stopping)
-  fmnist train --epochs 3 --limit 12000 --name quick
+  fmnist train --epochs 3 --limit 12000 --name quick      a quick try on a stratified subset
   fmnist train --backend tensorflow   the spec's recipe on the spec's backend
-  fmnist train --seeds 3           three seeds, with mean, spread and a 95% interval
+  fmnist train --seeds 3           three seeds: mean, standard deviation and 95% confidence interval
   fmnist train --recipe best       our better dense network; --recipe cnn for a ConvNet
   fmnist train --recipe distilled --teacher runs/<cnn id>   a dense network taught by a ConvNet
   fmnist evaluate runs/<id>        re-score a saved run on the test set
-  fmnist evaluate runs/<id> --json the metrics as JSON
+  fmnist evaluate runs/<id> --json   the metrics as JSON
   fmnist report runs/<id>          rebuild the run's pictures and report.html
   fmnist runs                      every run, newest first: settings, test accuracy, time, status
   fmnist runs compare <A> <B>      one HTML page setting runs side by side (runs/compare.html)
@@ -48,7 +56,7 @@ examples:
   fmnist train --resume runs/<id>  continue a killed or interrupted run from its last finished epoch
   fmnist tune --trials 20 --limit 6000 --epochs 5    an Optuna study (runs/tune.journal)
   fmnist tune --study s --storage postgresql://user:pw@host/db   one worker of many, on any machine
-  fmnist tune --report s           the study's best trials and plots, as HTML
+  fmnist tune --report s --storage postgresql://user:pw@host/db   its best trials and plots, as HTML
   fmnist bench --quick             seconds per epoch against plain Keras/PyTorch and the CPU's floor
   fmnist bench --output docs/bench.json   the full benchmark (and docs/bench.png)
   fmnist predict runs/<id> shirt.jpg boot.png --show seen.png   top-3 classes; --show draws where it looked
@@ -442,10 +450,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
                   max_upload_mib=args.max_upload_mb, max_batch=args.max_batch, access_log=not args.quiet)
 
 
-def _common(p: argparse.ArgumentParser, json_result: bool = True) -> None:
+QUIET_HELP = "no progress: only results, warnings and errors"
+
+
+def _common(p: argparse.ArgumentParser, json_result: bool = True, quiet_help: str = QUIET_HELP) -> None:
     # SUPPRESS: given before the command or after it, these keep the value given (argparse would reset them).
-    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                   help="no progress: only results, warnings and errors")
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=quiet_help)
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of any error")
     if json_result:
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
@@ -453,13 +463,13 @@ def _common(p: argparse.ArgumentParser, json_result: bool = True) -> None:
 
 
 def _command(sub: Any, name: str, handler: Callable, help_text: str,
-             json_result: bool = True, details: str = "") -> argparse.ArgumentParser:
+             json_result: bool = True, details: str = "", quiet_help: str = QUIET_HELP) -> argparse.ArgumentParser:
     """A command's parser: ``help_text`` in the list of commands, and with ``details`` after it in its own --help."""
     p = sub.add_parser(name, help=help_text, description=_wrapped(f"{help_text}\n\n{details}".strip()),
                        epilog=_examples(name),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(handler=handler, command_parser=p)
-    _common(p, json_result)
+    _common(p, json_result, quiet_help)
     return p
 
 
@@ -493,9 +503,12 @@ def _data_dir(p: argparse.ArgumentParser, test_only: bool = False) -> None:
 def _backend(p: argparse.ArgumentParser, by_model: bool = False) -> None:
     by_architecture = ", ".join(f"{name} for {'dense networks' if architecture == 'dense' else 'the ConvNet'}"
                                 for architecture, name in PREFERRED_BACKEND.items())
-    measured = f"the one measured faster on CPU for the model: {by_architecture}" if by_model else DEFAULT_BACKEND
+    measured = (f"the one measured faster on CPU for the model: {by_architecture}" if by_model else
+                f"{DEFAULT_BACKEND}, whatever backend trained the run (a model runs on either, within float32's "
+                "rounding)")
     p.add_argument("--backend", choices=BACKENDS, default=None,
-                   help=f"Keras backend (default: KERAS_BACKEND, else {measured}); tensorflow is the spec's")
+                   help=f"Keras backend (default: the environment variable KERAS_BACKEND, else {measured}); "
+                        "tensorflow is the spec's")
 
 
 def _fixed_settings(p: argparse.ArgumentParser, recipes: bool) -> None:
@@ -512,17 +525,19 @@ def _fixed_settings(p: argparse.ArgumentParser, recipes: bool) -> None:
                    f"which holds its STUDY/ folder)")
     p.add_argument("--epochs", type=_positive_int,
                    help=("epochs to train: the plateau schedule's early stopping may end sooner, the cosine "
-                         "recipes run them all" if recipes else "most epochs; early stopping may end sooner")
+                         "recipes run them all" if recipes else
+                         "at most this many epochs a trial; early stopping or pruning may end it sooner")
                    + f" (default: {default} {spec.epochs})")
     p.add_argument("--validation-fraction", type=float,
                    help="share of the training images (the 60,000, or --limit's N) held out for validation, "
                         f"between 0 and 1 (default: {default} {spec.validation_fraction})")
     p.add_argument("--early-stopping-patience", type=_positive_int,
-                   help="epochs without val_loss gain before stopping, plateau schedule "
+                   help="epochs in a row without a lower val_loss (the validation split's) before training stops, "
+                        "the best epoch's weights kept; spec recipe's plateau schedule "
                         f"(default {spec.early_stopping_patience})")
     p.add_argument("--lr-patience", type=_positive_int,
-                   help="epochs without val_loss gain before the learning rate drops, plateau schedule "
-                        f"(default {spec.lr_patience})")
+                   help="epochs in a row without a lower val_loss before the learning rate is multiplied by "
+                        f"--lr-factor; spec recipe's plateau schedule (default {spec.lr_patience})")
     p.add_argument("--seed", type=int,
                    help=f"seed for split, weights and shuffling, 0 to 2**32 - 1 (default {spec.seed})")
     p.add_argument("--limit", type=_positive_int, metavar="N",
@@ -575,14 +590,16 @@ def _add_train(sub: Any) -> None:
                         "spread, 95%% CI (default: one run)")
     p.add_argument("--resume", type=_path, metavar="RUN",
                    help="continue this killed or interrupted run from its last finished epoch, with its own "
-                        "settings; given a --seeds group, finish its unfinished and missing seeds and its summary")
+                        "settings and backend; given a --seeds group, finish its unfinished and missing seeds and "
+                        "its summary")
 
 
 def _add_tune(sub: Any) -> None:
     p = _command(sub, "tune", cmd_tune, "Search the spec's dense network's hidden sizes, dropout, learning rate, "
                                         "batch size and plateau factor with Optuna (the settings given as flags stay "
                                         "fixed); each trial is a normal run, judged on the validation split. Run it "
-                                        "in several processes or machines to work in parallel.")
+                                        "in several processes or machines to work in parallel.",
+                 details=TUNE_DETAILS)
     _fixed_settings(p, recipes=False)
     p.add_argument("--study", type=_given,
                    help=f"study name (letters, digits, '-', '_' and '.', at most {defaults.MAX_STUDY_NAME_BYTES} "
@@ -597,11 +614,13 @@ def _add_tune(sub: Any) -> None:
                    help="start no new trial after this long (default: no limit; --trials still applies)")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--report", type=_given, metavar="STUDY",
-                      help="write the study's HTML report (best trials, Optuna's plots)")
+                      help="write the study's HTML report (best trials, Optuna's plots); give the study's --storage "
+                           "unless it is the default")
     what.add_argument("--train-best", type=_given, metavar="STUDY",
-                      help="train the study's best settings as a normal run: the study's seed, split and "
-                           "patience unless given here, but all the data for the spec's epochs unless --limit and "
-                           "--epochs say; on the backend its trial trained on unless --backend says")
+                      help="train the study's best settings as one normal run, keeping the study's --seed, "
+                           "--validation-fraction and patiences and the best trial's backend unless given here, but "
+                           "not the trials' --limit and --epochs: all 60,000 images for up to the spec's 100 epochs "
+                           "unless given here")
     p.add_argument("--output", type=_path, metavar="HTML",
                    help=f"where --report writes (default RUNS_DIR/STUDY/{artifacts.TUNE_REPORT})")
 
@@ -690,7 +709,8 @@ def _add_predict(sub: Any) -> None:
 
 def _add_serve(sub: Any) -> None:
     p = _command(sub, "serve", cmd_serve, "Serve a run's model over HTTP: POST /v1/predict, a web page at /, docs at "
-                                          "/docs.", json_result=False, details=SERVE_DETAILS)
+                                          "/docs.", json_result=False, details=SERVE_DETAILS,
+                 quiet_help="no progress and no access log (a line per request): only warnings and errors")
     _run_argument(p)
     p.add_argument("--host", type=_given, default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 every interface; an "
@@ -700,16 +720,21 @@ def _add_serve(sub: Any) -> None:
                    help="largest request body, in MiB, 1 to 1024: each is held in memory while it is read "
                         "(default %(default)s)")
     p.add_argument("--max-batch", type=_positive_int, default=defaults.MAX_BATCH,
-                   help="most inputs in one shared forward pass; 1 turns batching off (default %(default)s)")
+                   help="most inputs of concurrent requests combined into one forward pass (a request's own, at "
+                        f"most {defaults.MAX_INPUTS}, always go together); 1 combines none (default %(default)s)")
     _backend(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
-        prog="fmnist", description="Train, evaluate, explain and serve a Fashion-MNIST classifier (Keras 3).",
+        prog="fmnist", description=_wrapped(
+            "Train, evaluate, explain and serve a Fashion-MNIST classifier (Keras 3). By default it trains the spec's "
+            "recipe, the classic one it reproduces: a dense network of 512, 256, 64 and 32 units, each with "
+            "BatchNorm, ReLU and Dropout 0.3; Adam, batch 64, up to 100 epochs, stopped early when the validation "
+            "loss stops falling. --recipe picks a better one."),
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress: only results, warnings and errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
     parser.add_argument("--version", action="version", version=f"fmnist {__version__}")
     parser.set_defaults(json=False)
