@@ -23,4 +23,6 @@ MAX_STUDY_NAME_BYTES = MAX_NAME_BYTES - len(BEST_SUFFIX)
 MAX_SEEDS = 1000
 # bench: where the JSON goes (its chart beside it, as .png).
 BENCH_JSON = "bench.json"
+EXPORT_PARITY_IMAGES = 1000  # test images an export is checked on against Keras
+EXPORT_TOLERANCE = 1e-4  # the most a class's probability may differ there
 STDIN = "-"  # the input name that reads an image from standard input (this argument alone, not ./-)

@@ -30,8 +30,6 @@ FORMATS: dict[str, tuple[str, ...]] = {
 }
 KERAS_FORMAT = {"onnx": "onnx", "saved_model": "tf_saved_model", "litert": "litert"}
 RUNTIME = {"onnx": "onnxruntime", "saved_model": "TensorFlow", "litert": "the LiteRT interpreter"}
-PARITY_IMAGES = 1000
-TOLERANCE = 1e-4
 INSTALL_HINT = "install the export extra: bash scripts/setup.sh true (or pip install -c constraints.txt -e '.[export]')"
 
 
@@ -59,7 +57,7 @@ def sha256_tree(path: Path) -> str:
     return hashlib.sha256(listing.encode()).hexdigest()
 
 
-def parity(reference: np.ndarray, exported: np.ndarray, tolerance: float = TOLERANCE) -> dict[str, Any]:
+def parity(reference: np.ndarray, exported: np.ndarray, tolerance: float = defaults.EXPORT_TOLERANCE) -> dict[str, Any]:
     """Largest absolute probability difference and top-class agreement; ``passed`` when within ``tolerance``."""
     if exported.shape != reference.shape:
         raise FmnistError(f"the exported model returned shape {exported.shape}, the Keras model {reference.shape}")
@@ -131,7 +129,8 @@ def parity_images(run_dir: Path, data_dir: Path | None) -> np.ndarray:
     recorded = data.get("sha256") if isinstance(data, dict) else None
     checksums = recorded if isinstance(recorded, dict) and set(recorded) == set(CHECKSUMS) else CHECKSUMS
     try:
-        return to_features(load_dataset(data_dir, checksums=checksums, test_only=True).x_test[:PARITY_IMAGES])
+        test_images = load_dataset(data_dir, checksums=checksums, test_only=True).x_test
+        return to_features(test_images[:defaults.EXPORT_PARITY_IMAGES])
     except FmnistError as exc:
         if all(checksums[name] == CHECKSUMS[name] for name in CHECKSUMS):
             raise
@@ -295,7 +294,7 @@ def _export_into(exports: Path, fmt: str, model: Any, model_sha256: str, images:
         if not check["passed"]:
             raise FmnistError(
                 f"the {fmt} export differs from the Keras model by up to {check['max_abs_diff']:.2e} in probability "
-                f"(allowed {TOLERANCE:.0e}) on {check['images']} test images; nothing was kept"
+                f"(allowed {defaults.EXPORT_TOLERANCE:.0e}) on {check['images']} test images; nothing was kept"
             )
         record = {
             "format": fmt,
