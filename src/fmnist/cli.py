@@ -79,7 +79,8 @@ PREDICT_DETAILS = f"""\
 A photo is prepared as Fashion-MNIST's images were made from product photos: its backdrop trimmed (even when noisy or
 unevenly lit), the garment scaled to fit 28x28 and centred, turned light on dark if it is darker than its backdrop,
 the backdrop 0 and the garment up to 1. An image already 28x28 keeps its layout. An array goes in as it is: floats in
-[0, 1] or integers 0-255 (integers no higher than 1, not all 0, are refused: black as pixels). Files over
+[0, 1] or integers 0-255 (0s and 1s as integers, floats that lost their decimal point say, are refused: as pixels
+they would be black; multiply them by 255, or give floats). Files over
 {defaults.MAX_FILE_MIB} MiB are refused. A file that cannot be read gets its error line and the exit status 1, and the
 others are answered. --show draws what the model saw."""
 SERVE_DETAILS = f"""\
@@ -560,8 +561,8 @@ def _add_train(sub: Any) -> None:
                  "Train a model (the spec's recipe by default), evaluate it and write the report.",
                  details=TRAIN_DETAILS)
     _fixed_settings(p, recipes=True)
-    p.add_argument("--name", help="run name, the suffix of the run directory: letters, digits, '-', '_' and '.' "
-                                  "(default: the recipe's name)")
+    p.add_argument("--name", help="run name, the suffix of the run directory: letters, digits, '-', '_' and '.', at "
+                                  f"most {defaults.MAX_NAME_BYTES} bytes (default: the recipe's name)")
     p.add_argument("--batch-size", type=_positive_int,
                    help=f"images per step (default: the recipe's; spec {spec.batch_size})")
     p.add_argument("--learning-rate", "--lr", type=float,
@@ -643,13 +644,15 @@ def _add_report(sub: Any) -> None:
 
 
 def _add_runs(sub: Any) -> None:
-    p = _command(sub, "runs", cmd_runs, "List the runs, newest first: settings, test accuracy, macro F1, time, "
-                                        "status; a --seeds group's line gives its runs' mean. "
+    p = _command(sub, "runs", cmd_runs, "List the runs, newest first: settings, test accuracy, macro F1 (F1 averaged "
+                                        "over the ten classes), training seconds, status; a --seeds group's line "
+                                        "gives its runs' mean. "
                                         "'fmnist runs compare --help' tells how to compare some of them.")
     # None when not given: a folder the user names must exist, the default ./runs not yet.
     p.add_argument("--runs-dir", type=_path, default=None,
                    help=f"where run directories are (default ./{defaults.RUNS_DIR})")
-    compare_help = "Write one HTML page comparing runs: settings, learning curves, per-class F1, changed mistakes."
+    compare_help = ("Write one HTML page comparing runs: settings, learning curves, per-class F1, and the classes "
+                    "whose mistakes changed most between them.")
     p = p.add_subparsers(dest="runs_command", metavar="{compare}").add_parser(
         "compare", help=compare_help, description=_wrapped(compare_help), epilog=_examples("runs"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
