@@ -610,3 +610,43 @@ def test_a_server_on_this_machine_alone_answers_only_requests_that_name_it(tiny_
                            headers={"host": "evil.example"}).status_code == 400
     with TestClient(create_app(tiny_run_dir)) as client:  # one served to other machines answers any name
         assert client.get("/v1/health", headers={"host": "evil.example"}).status_code == 200
+
+
+def test_web_pages_of_the_origins_allowed_may_call_the_api_and_read_its_answers_others_not(tiny_run_dir, client):
+    page, other = "http://localhost:3000", "http://evil.example"
+    body = {"inputs": [[0.5] * 784]}
+    with TestClient(create_app(tiny_run_dir, allowed_origins=[page]), base_url="http://localhost") as allowing:
+        answer = allowing.post("/v1/predict", json=body, headers={"Origin": page})
+        assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == page
+        refused = allowing.post("/v1/predict?top_k=0", json=body, headers={"Origin": page})  # its error readable too
+        assert refused.status_code == 422 and refused.headers["access-control-allow-origin"] == page
+        # A JSON body makes the browser ask first (a preflight).
+        asked = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+        preflight = allowing.options("/v1/predict", headers={"Origin": page, **asked})
+        assert preflight.status_code == 200 and "POST" in preflight.headers["access-control-allow-methods"]
+        preflight = allowing.options("/v1/predict", headers={"Origin": other, **asked})
+        assert preflight.status_code == 400 and preflight.json() == {
+            "error": f"Disallowed CORS origin for a call from a web page: this server allows {page} (--allow-origin)"}
+        assert "access-control-allow-origin" not in allowing.post("/v1/predict", json=body,
+                                                                  headers={"Origin": other}).headers
+        assert allowing.options("/v1/predict").status_code == 405  # no preflight: as without CORS
+    # By default, no page elsewhere reads an answer: the server's own page at / needs no CORS.
+    assert "access-control-allow-origin" not in client.post("/v1/predict", json=body, headers={"Origin": page}).headers
+    with TestClient(create_app(tiny_run_dir, allowed_origins=["*"])) as anyone:
+        assert anyone.post("/v1/predict", json=body, headers={"Origin": other}).headers[
+            "access-control-allow-origin"] == "*"
+    for wrong in ("http://localhost:3000/", "localhost:3000", "http://localhost:3000/app"):
+        with pytest.raises(FmnistError, match=f"^--allow-origin {re.escape(repr(wrong))} is not an origin as a "
+                                              "browser sends it: give scheme, host and port alone"):
+            create_app(tiny_run_dir, allowed_origins=[wrong])
+
+
+def test_allow_origin_reaches_the_server_from_the_command_line(tiny_run_dir):
+    from fmnist.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "r", "--allow-origin", "http://localhost:3000", "--allow-origin", "*"])
+    assert args.allow_origin == ["http://localhost:3000", "*"]
+    result = run_cli("serve", str(tiny_run_dir), "--allow-origin", "localhost:3000", timeout=120)
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
+        "fmnist: error: --allow-origin 'localhost:3000' is not an origin as a browser sends it: give scheme, host and "
+        "port alone, such as http://localhost:3000 (no path, no '/' at the end), or * for every page")

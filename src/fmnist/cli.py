@@ -448,7 +448,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from fmnist.serve import serve_command
 
     serve_command(args.run, args.runs_dir, args.backend, host=args.host, port=args.port,
-                  max_upload_mib=args.max_upload_mb, max_batch=args.max_batch, access_log=not args.quiet)
+                  max_upload_mib=args.max_upload_mb, max_batch=args.max_batch, access_log=not args.quiet,
+                  allowed_origins=args.allow_origin)
 
 
 QUIET_HELP = "no progress: only results, warnings and errors"
@@ -730,6 +731,10 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--max-batch", type=_positive_int, default=defaults.MAX_BATCH,
                    help="most inputs of concurrent requests combined into one forward pass (a request's own, at "
                         f"most {defaults.MAX_INPUTS}, always go together); 1 combines none (default %(default)s)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let the scripts of web pages from ORIGIN (scheme://host:port, such as http://localhost:3000; "
+                        "* for any) call the API and read its answers (CORS); again for another (default: none, only "
+                        "the server's own page at /)")
     _backend(p)
 
 

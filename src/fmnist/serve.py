@@ -17,7 +17,7 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import anyio
 import numpy as np
@@ -40,8 +40,8 @@ from fmnist.errors import FmnistError, first_line
 from fmnist.explain import PATCH, occlusion_batches
 from fmnist.images import BadInput, check_array, load_input
 from fmnist.predict import Classifier, describe
-from fmnist.serve_http import (SHUTDOWN_GRACE_S, AnswerCancelledRequests, LoopbackHostsOnly, WholeAnswers, error,
-                               is_loopback, json_http_protocol)
+from fmnist.serve_http import (SHUTDOWN_GRACE_S, AnswerCancelledRequests, LoopbackHostsOnly, WebPagesFrom,
+                               WholeAnswers, check_origins, error, is_loopback, json_http_protocol)
 
 log = logging.getLogger(__name__)
 
@@ -439,10 +439,12 @@ def check_predict_query(request: Request) -> None:
 
 
 def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH,
-               decode_slots: int = DECODE_SLOTS, loopback_only: bool = False,
+               decode_slots: int = DECODE_SLOTS, loopback_only: bool = False, allowed_origins: Sequence[str] = (),
                on_ready: Callable[[], None] = lambda: None) -> FastAPI:
     """Build the app; its lifespan loads the run's model once, starts the batcher, then calls ``on_ready``.
-    ``loopback_only``: answer only requests that name this machine (localhost, 127.0.0.1, [::1]) as their host."""
+    ``loopback_only``: answer only requests that name this machine (localhost, 127.0.0.1, [::1]) as their host;
+    ``allowed_origins``: the web pages elsewhere (``*``: any) whose scripts may read the answers (CORS)."""
+    check_origins(allowed_origins)
     run_dir = runs.require_run_dir(run_dir)
     model_files.verified_model_path(run_dir)  # a missing or changed model is one line now, not a failed start-up
     settings = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings")
@@ -477,7 +479,9 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
     app.mount(STATIC_URL, RevalidatedFiles(directory=STATIC), name="static")
     app.add_middleware(AnswerCancelledRequests)
     app.add_middleware(WholeAnswers)
-    if loopback_only:
+    if allowed_origins:
+        app.add_middleware(WebPagesFrom, origins=list(allowed_origins))
+    if loopback_only:  # outermost: a page that rebinds its name to this machine gets no preflight answered either
         app.add_middleware(LoopbackHostsOnly)
 
     _answer_errors_as_json(app)
@@ -571,8 +575,8 @@ class StoppableServer(uvicorn.Server):
 
 
 def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mib: int = MAX_UPLOAD_MIB,
-          max_batch: int = MAX_BATCH, access_log: bool = True) -> None:
-    """Serve until interrupted."""
+          max_batch: int = MAX_BATCH, access_log: bool = True, allowed_origins: Sequence[str] = ()) -> None:
+    """Serve until interrupted; ``allowed_origins`` as :func:`create_app` takes them."""
     if not 0 < port < 65536:
         raise FmnistError(f"port {port} is not between 1 and 65535")
     if not host.strip():
@@ -582,7 +586,7 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
         host = host[1:-1]
     loopback = is_loopback(host)
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
-    app = create_app(run_dir, max_upload_mib * MIB, max_batch, loopback_only=loopback,
+    app = create_app(run_dir, max_upload_mib * MIB, max_batch, loopback_only=loopback, allowed_origins=allowed_origins,
                      on_ready=lambda: log.info("serving %s on %s (API docs at /docs)", run_dir, url))
     # A malformed form is answered 400 with its reason; python-multipart would also log its parser's complaint.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)

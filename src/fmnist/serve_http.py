@@ -9,9 +9,14 @@ import json
 import logging
 import re
 from http import HTTPStatus
-from typing import Callable
+from typing import Callable, Sequence
 
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+
+from fmnist.errors import FmnistError
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +107,33 @@ class LoopbackHostsOnly:
 
 def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def check_origins(origins: Sequence[str]) -> None:
+    """Refuse an origin no browser sends: one is scheme://host[:port], with no path, not even "/"."""
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise FmnistError(f"--allow-origin {origin!r} is not an origin as a browser sends it: give scheme, host "
+                              "and port alone, such as http://localhost:3000 (no path, no '/' at the end), or * for "
+                              "every page")
+
+
+class WebPagesFrom(CORSMiddleware):
+    """Starlette's CORS for the pages of ``origins`` elsewhere (another port is another origin) that call the API: its
+    refusal of a preflight in JSON too, where Starlette's is plain text."""
+
+    def __init__(self, app: Callable, origins: Sequence[str]) -> None:
+        super().__init__(app, allow_origins=origins, allow_methods=("GET", "HEAD", "POST"), allow_headers=("*",))
+        self.origins = origins
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        refused = error(response.status_code, f"{bytes(response.body).decode()} for a call from a web page: this "
+                                              f"server allows {', '.join(self.origins)} (--allow-origin)")
+        refused.headers["vary"] = "Origin"
+        return refused
 
 
 
