@@ -373,6 +373,12 @@ def test_describe_counts_the_classes_and_draws_samples_into_a_new_folder(tiny_da
     shown = tmp_path / "pictures" / "samples.png"
     summary = data.describe(folder, show=shown, checksums=sums)
     assert summary["train_images"] == 60 and sum(summary["train_per_class"].values()) == 60
+    # Each class named with its label and counts, as a student would look them up.
+    dataset = data.load_dataset(folder, sums)
+    assert sum(summary["test_per_class"].values()) == len(dataset.y_test)
+    for label, name in enumerate(data.CLASS_NAMES):
+        row = f"  {label} {name:<12} {np.sum(dataset.y_train == label):>6} {np.sum(dataset.y_test == label):>6}"
+        assert row in data.describe_text(summary).splitlines()
     assert summary["samples_png"] == shown and shown.stat().st_size > 0
     assert data.describe_text(summary).splitlines()[-1] == f"samples: {shown}"
     assert summary["files"] == {name: folder / f"{name}.gz" for name in sums}  # the files read, named in the text

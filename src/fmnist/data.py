@@ -400,6 +400,7 @@ def describe(
         "train_images": len(dataset.x_train),
         "test_images": len(dataset.x_test),
         "train_per_class": dict(zip(CLASS_NAMES, np.bincount(dataset.y_train, minlength=len(CLASS_NAMES)).tolist())),
+        "test_per_class": dict(zip(CLASS_NAMES, np.bincount(dataset.y_test, minlength=len(CLASS_NAMES)).tolist())),
     }
     if show is not None:
         from fmnist.plots import samples_png
@@ -412,6 +413,10 @@ def describe(
 def describe_text(summary: dict[str, Any]) -> str:
     lines = [f"source: {summary['source']}",
              f"train: {summary['train_images']} images, test: {summary['test_images']} images",
+             "classes (label, name: training and test images):"]
+    lines += [f"  {label} {name:<12} {summary['train_per_class'][name]:>6} {summary['test_per_class'][name]:>6}"
+              for label, name in enumerate(CLASS_NAMES)]
+    lines += [
              "checked, the IDX header and the SHA-256 of the (decompressed) bytes of:"]
     lines += [f"  {summary['files'][name].name:<29} sha256 {digest}  ok"
               for name, digest in summary["verified_sha256"].items()]
