@@ -90,8 +90,10 @@ AS_AT_A_TERMINAL = ("import runpy, signal, sys; signal.signal(signal.SIGINT, sig
                     "sys.argv[0] = 'fmnist'; runpy.run_module('fmnist', run_name='__main__')")
 
 
-def start_server(run_dir: Path, log: Path, start_s: float = 180) -> tuple[subprocess.Popen, str]:
-    """``fmnist serve RUN`` in a fresh process on a free port, once it answers /v1/health: the process and its URL.
+def start_server(run_dir: Path, log: Path, start_s: float = 180, options: tuple[str, ...] = ()
+                 ) -> tuple[subprocess.Popen, str]:
+    """``fmnist serve RUN [OPTIONS]`` in a fresh process on a free port, once it answers /v1/health: the process and
+    its URL.
 
     Its log goes to ``log``, and anything it prints on stdout beside it, with the suffix .stdout."""
     import socket
@@ -103,7 +105,8 @@ def start_server(run_dir: Path, log: Path, start_s: float = 180) -> tuple[subpro
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with open(log, "wb") as errors, open(log.with_suffix(".stdout"), "wb") as results:
-        process = subprocess.Popen([sys.executable, "-c", AS_AT_A_TERMINAL, "serve", str(run_dir), "--port", str(port)],
+        process = subprocess.Popen([sys.executable, "-c", AS_AT_A_TERMINAL, "serve", str(run_dir), "--port", str(port),
+                                    *options],
                                    stdout=results, stderr=errors)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + start_s

@@ -428,3 +428,18 @@ def test_the_map_is_asked_for_with_the_input_the_model_saw_not_the_photo_again(p
     page.wait_for_selector("#error:not([hidden])")
     assert page.inner_text("#error") == (f"cannot read {photo.name}: a folder, or a file changed or removed since it "
                                          "was picked")
+
+
+def test_the_unsure_line_gives_the_servers_own_threshold(browser, page, real_run_dir, tmp_path):
+    assert page.text_content("#unsure") == "The model is unsure: no class reaches 50%."  # the default, 0.5
+    process, base = start_server(real_run_dir, tmp_path / "serve.log", options=("--unsure-below", "0.8"))
+    context = browser.new_context()
+    try:
+        strict = context.new_page()
+        strict.goto(base)
+        strict.wait_for_function("document.querySelector('#model').textContent.startsWith('run ')")
+        assert strict.text_content("#unsure") == "The model is unsure: no class reaches 80%."
+    finally:
+        context.close()
+        process.terminate()
+        process.wait(timeout=60)

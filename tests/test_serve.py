@@ -650,3 +650,17 @@ def test_allow_origin_reaches_the_server_from_the_command_line(tiny_run_dir):
     assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
         "fmnist: error: --allow-origin 'localhost:3000' is not an origin as a browser sends it: give scheme, host and "
         "port alone, such as http://localhost:3000 (no path, no '/' at the end), or * for every page")
+
+
+def test_the_unsure_threshold_is_the_servers_own_and_said_in_the_models_details(tiny_run_dir, client):
+    from fmnist.cli import build_parser
+
+    body = {"inputs": [[0.5] * 784]}
+    top = client.post("/v1/predict", json=body).json()["predictions"][0]["top"][0]["probability"]
+    assert client.get("/v1/model").json()["unsure_below"] == 0.5
+    with TestClient(create_app(tiny_run_dir, unsure_below=top + 0.01)) as strict, \
+            TestClient(create_app(tiny_run_dir, unsure_below=top - 0.01)) as lenient:
+        assert strict.post("/v1/predict", json=body).json()["predictions"][0]["unsure"] is True
+        assert lenient.post("/v1/predict", json=body).json()["predictions"][0]["unsure"] is False
+        assert strict.get("/v1/model").json()["unsure_below"] == top + 0.01
+    assert build_parser().parse_args(["serve", "r", "--unsure-below", "0.8"]).unsure_below == 0.8

@@ -449,7 +449,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     serve_command(args.run, args.runs_dir, args.backend, host=args.host, port=args.port,
                   max_upload_mib=args.max_upload_mb, max_batch=args.max_batch, access_log=not args.quiet,
-                  allowed_origins=args.allow_origin)
+                  allowed_origins=args.allow_origin, unsure_below=args.unsure_below)
 
 
 QUIET_HELP = "no progress: only results, warnings and errors"
@@ -696,6 +696,12 @@ def _add_bench(sub: Any) -> None:
     _data_dir(p)
 
 
+def _unsure_below(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--unsure-below", type=_probability, default=defaults.UNSURE_BELOW, metavar="P",
+                   help="call the model unsure when its top probability is under P, from 0 to 1 (default "
+                        f"%(default)s, that is {defaults.UNSURE_BELOW:.0%}%)")
+
+
 def _add_predict(sub: Any) -> None:
     p = _command(sub, "predict", cmd_predict, "Classify photos (PNG, JPEG, WebP, BMP, GIF) or .npy arrays (28x28 or "
                                               "784 values) with a run's model, prepared the way Fashion-MNIST was "
@@ -707,9 +713,7 @@ def _add_predict(sub: Any) -> None:
                    help=f"image or .npy files; {defaults.STDIN} reads one piped in")
     p.add_argument("--top-k", type=_int_between(1, 10), default=3,  # Fashion-MNIST's ten classes
                    help="classes listed per image, 1 to 10 (default 3)")
-    p.add_argument("--unsure-below", type=_probability, default=defaults.UNSURE_BELOW, metavar="P",
-                   help="call the model unsure when its top probability is under P, from 0 to 1 (default "
-                        f"%(default)s, that is {defaults.UNSURE_BELOW:.0%}%)")
+    _unsure_below(p)
     p.add_argument("--show", type=_path, metavar="PNG",
                    help="write the 28x28 inputs the model saw (the first 64), what in each spoke for its top class "
                         "(occlusion: 4x4 patches blanked in turn) and the probabilities")
@@ -735,6 +739,7 @@ def _add_serve(sub: Any) -> None:
                    help="let the scripts of web pages from ORIGIN (scheme://host:port, such as http://localhost:3000; "
                         "* for any) call the API and read its answers (CORS); again for another (default: none, only "
                         "the server's own page at /)")
+    _unsure_below(p)
     _backend(p)
 
 

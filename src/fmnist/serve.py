@@ -440,10 +440,11 @@ def check_predict_query(request: Request) -> None:
 
 def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH,
                decode_slots: int = DECODE_SLOTS, loopback_only: bool = False, allowed_origins: Sequence[str] = (),
-               on_ready: Callable[[], None] = lambda: None) -> FastAPI:
+               unsure_below: float = UNSURE_BELOW, on_ready: Callable[[], None] = lambda: None) -> FastAPI:
     """Build the app; its lifespan loads the run's model once, starts the batcher, then calls ``on_ready``.
     ``loopback_only``: answer only requests that name this machine (localhost, 127.0.0.1, [::1]) as their host;
-    ``allowed_origins``: the web pages elsewhere (``*``: any) whose scripts may read the answers (CORS)."""
+    ``allowed_origins``: the web pages elsewhere (``*``: any) whose scripts may read the answers (CORS);
+    ``unsure_below``: an answer whose top probability is under it is called unsure."""
     check_origins(allowed_origins)
     run_dir = runs.require_run_dir(run_dir)
     model_files.verified_model_path(run_dir)  # a missing or changed model is one line now, not a failed start-up
@@ -509,7 +510,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
     async def model_info(request: Request) -> dict[str, Any]:
         """The classes, and the run's settings and test metrics."""
         return {"model_sha256": request.app.state.classifier.sha256, "run": run_dir.name, "classes": list(CLASS_NAMES),
-                "input_shape": [IMAGE_SIDE, IMAGE_SIDE], "unsure_below": UNSURE_BELOW,
+                "input_shape": [IMAGE_SIDE, IMAGE_SIDE], "unsure_below": unsure_below,
                 "max_inputs": MAX_INPUTS, "max_body_bytes": max_body_bytes,
                 "settings": settings, "metrics": metrics}
 
@@ -534,7 +535,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
         maps = await explain_inputs(request, images, probabilities.argmax(axis=1)) if explain else [None] * len(images)
         predictions = []
         for name, image, row, evidence in zip(names, images, probabilities, maps):
-            answer = {"input": name, **describe(row, top_k)}
+            answer = {"input": name, **describe(row, top_k, unsure_below)}
             if include_pixels:
                 answer["pixels"] = np.round(image.astype(np.float64), 4).tolist()  # float32's 0.7843000292778015
             if evidence is not None:
@@ -575,8 +576,9 @@ class StoppableServer(uvicorn.Server):
 
 
 def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mib: int = MAX_UPLOAD_MIB,
-          max_batch: int = MAX_BATCH, access_log: bool = True, allowed_origins: Sequence[str] = ()) -> None:
-    """Serve until interrupted; ``allowed_origins`` as :func:`create_app` takes them."""
+          max_batch: int = MAX_BATCH, access_log: bool = True, allowed_origins: Sequence[str] = (),
+          unsure_below: float = UNSURE_BELOW) -> None:
+    """Serve until interrupted; ``allowed_origins`` and ``unsure_below`` as :func:`create_app` takes them."""
     if not 0 < port < 65536:
         raise FmnistError(f"port {port} is not between 1 and 65535")
     if not host.strip():
@@ -587,6 +589,7 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
     loopback = is_loopback(host)
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
     app = create_app(run_dir, max_upload_mib * MIB, max_batch, loopback_only=loopback, allowed_origins=allowed_origins,
+                     unsure_below=unsure_below,
                      on_ready=lambda: log.info("serving %s on %s (API docs at /docs)", run_dir, url))
     # A malformed form is answered 400 with its reason; python-multipart would also log its parser's complaint.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)

@@ -79,6 +79,9 @@ function loadModel() {
   modelDetails ??= call("/v1/model", { signal: timeLimit(10000) }).then((info) => {
     classes = info.classes;
     maxBodyBytes = info.max_body_bytes ?? Infinity;
+    if (info.unsure_below !== undefined) { // fmnist serve --unsure-below
+      $("unsure").textContent = `The model is unsure: no class reaches ${Math.round(100 * info.unsure_below)}%.`;
+    }
     const accuracy = info.metrics ? `test accuracy ${(100 * info.metrics.test_accuracy).toFixed(1)}%, ` : "";
     $("model").textContent = `run ${info.run}: ${accuracy}model ${info.model_sha256.slice(0, 12)}`;
   }).catch((err) => {
