@@ -443,3 +443,36 @@ def test_the_unsure_line_gives_the_servers_own_threshold(browser, page, real_run
         context.close()
         process.terminate()
         process.wait(timeout=60)
+
+
+def test_a_page_from_an_allowed_origin_reads_the_apis_answers_in_a_browser_another_cannot(browser, server,
+                                                                                        real_run_dir, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "index.html").write_text("<!doctype html><title>another app</title>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as elsewhere:
+        threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
+        origin = f"http://127.0.0.1:{elsewhere.server_address[1]}"  # another port: another origin
+        process, api = start_server(real_run_dir, tmp_path / "serve.log", options=("--allow-origin", origin))
+        context = browser.new_context()
+        try:
+            app = context.new_page()
+            app.goto(f"{origin}/index.html")
+            call = """async (api) => {
+                try {
+                    const response = await fetch(`${api}/v1/predict`, {method: "POST",
+                        headers: {"Content-Type": "application/json"},  // a preflight first, for JSON
+                        body: JSON.stringify({inputs: [Array(784).fill(0.5)]})});
+                    return [response.status, (await response.json()).predictions.length];
+                } catch (err) { return String(err); }
+            }"""
+            assert app.evaluate(call, api) == [200, 1]
+            assert app.evaluate(call, server) == "TypeError: Failed to fetch"  # a server that allows no page
+        finally:
+            context.close()
+            process.terminate()
+            process.wait(timeout=60)
+            elsewhere.shutdown()
