@@ -425,8 +425,8 @@ def test_a_taken_port_or_a_bad_address_is_one_clear_error(tiny_run_dir):
         with pytest.raises(FmnistError, match=f"cannot listen on ::1 port {port}: Address already in use"):
             serve(tiny_run_dir, host="[::1]", port=port)
     for with_port in ("localhost:8080", "[::1]:8080"):  # as in a URL
-        with pytest.raises(FmnistError, match=f"^cannot listen on {re.escape(with_port)} port {port}: .*; give the "
-                                              "address alone, and the port with --port$"):
+        with pytest.raises(FmnistError, match=f"^--host {re.escape(with_port)} holds a port: give the address alone, "
+                                              "and the port with --port$"):
             serve(tiny_run_dir, host=with_port, port=port)
     with pytest.raises(FmnistError, match="is a folder of runs, not a run"):
         serve(tiny_run_dir.parent, port=port)  # free again now
@@ -625,8 +625,12 @@ def test_web_pages_of_the_origins_allowed_may_call_the_api_and_read_its_answers_
         preflight = allowing.options("/v1/predict", headers={"Origin": page, **asked})
         assert preflight.status_code == 200 and "POST" in preflight.headers["access-control-allow-methods"]
         preflight = allowing.options("/v1/predict", headers={"Origin": other, **asked})
+        refusal = "for a call from a web page: this server allows"
         assert preflight.status_code == 400 and preflight.json() == {
-            "error": f"Disallowed CORS origin for a call from a web page: this server allows {page} (--allow-origin)"}
+            "error": f"Disallowed CORS origin {refusal} the origins {page} (--allow-origin)"}
+        preflight = allowing.options("/v1/predict", headers={"Origin": page, "Access-Control-Request-Method": "PUT"})
+        assert preflight.status_code == 400 and preflight.json() == {
+            "error": f"Disallowed CORS method {refusal} the methods GET, HEAD, POST"}
         assert "access-control-allow-origin" not in allowing.post("/v1/predict", json=body,
                                                                   headers={"Origin": other}).headers
         assert allowing.options("/v1/predict").status_code == 405  # no preflight: as without CORS
@@ -635,7 +639,14 @@ def test_web_pages_of_the_origins_allowed_may_call_the_api_and_read_its_answers_
     with TestClient(create_app(tiny_run_dir, allowed_origins=["*"])) as anyone:
         assert anyone.post("/v1/predict", json=body, headers={"Origin": other}).headers[
             "access-control-allow-origin"] == "*"
-    for wrong in ("http://localhost:3000/", "localhost:3000", "http://localhost:3000/app"):
+    # As the browser sends it: lower case, no default port; CORS compares them as text.
+    with TestClient(create_app(tiny_run_dir, allowed_origins=["HTTP://LocalHost:3000", "https://app.example:443"])
+                    ) as written_otherwise:
+        for origin in (page, "https://app.example"):
+            assert written_otherwise.post("/v1/predict", json=body, headers={"Origin": origin}).headers[
+                "access-control-allow-origin"] == origin
+    for wrong in ("http://localhost:3000/", "localhost:3000", "http://localhost:3000/app", "http://*.example",
+                  "http://localhost:99999", "ftp://files.example"):
         with pytest.raises(FmnistError, match=f"^--allow-origin {re.escape(repr(wrong))} is not an origin as a "
                                               "browser sends it: give scheme, host and port alone"):
             create_app(tiny_run_dir, allowed_origins=[wrong])

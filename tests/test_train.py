@@ -98,6 +98,33 @@ def test_a_teacher_that_has_not_finished_training_is_refused_with_how_to_finish_
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_stop_a_library_turns_into_an_error_of_its_own_leaves_the_run_interrupted_not_failed(tmp_path, tiny_data):
+    import signal
+
+    import keras
+
+    from fmnist import stopping
+
+    class StoppedInsideALibrary(keras.callbacks.Callback):
+        """Ctrl-C during epoch 2, which the library it lands in raises as an error of its own."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                try:
+                    stopping.stop(signal.SIGINT)  # as the handler of a Ctrl-C does
+                except KeyboardInterrupt:
+                    raise RuntimeError("MISMATCH of original and normalized active exception types") from None
+
+    folder, sums = tiny_data
+    settings = TrainSettings(hidden_sizes=(16, 8), epochs=3, batch_size=16, name="tiny")
+    with stopping.handled(), pytest.raises(stopping.RunStopped) as stop:
+        train(settings, "jax", runs_dir=tmp_path / "runs", dataset=load_dataset(folder, checksums=sums),
+              extra_callbacks=[StoppedInsideALibrary()])
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert (stop.value.run_dir, stop.value.state) == (run_dir, runs.INTERRUPTED)
+    assert artifacts.read_json(run_dir / artifacts.STATUS)["state"] == runs.INTERRUPTED
+
+
 def test_a_run_that_diverges_after_its_first_epoch_keeps_no_backup_it_cannot_use(tmp_path, tiny_data):
     import keras
 

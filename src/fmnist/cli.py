@@ -503,12 +503,12 @@ def _data_dir(p: argparse.ArgumentParser, test_only: bool = False) -> None:
                         "dataset-fashion-mnist, then Keras' download (needs internet)")
 
 
-def _backend(p: argparse.ArgumentParser, by_model: bool = False) -> None:
+def _backend(p: argparse.ArgumentParser, by_model: bool = False, loads_run: bool = False) -> None:
     by_architecture = ", ".join(f"{name} for {'dense networks' if architecture == 'dense' else 'the ConvNet'}"
                                 for architecture, name in PREFERRED_BACKEND.items())
-    measured = (f"the one measured faster on CPU for the model: {by_architecture}" if by_model else
-                f"{DEFAULT_BACKEND}, whatever backend trained the run (a model runs on either, within float32's "
-                "rounding)")
+    measured = f"the one measured faster on CPU for the model: {by_architecture}" if by_model else DEFAULT_BACKEND
+    if loads_run:
+        measured += ", whatever backend trained the run (a model runs on either, within float32's rounding)"
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help=f"Keras backend (default: the environment variable KERAS_BACKEND, else {measured}); "
                         "tensorflow is the spec's")
@@ -636,7 +636,7 @@ def _add_evaluate(sub: Any) -> None:
                                                 "nothing else.")
     _run_argument(p)
     _data_dir(p, test_only=True)
-    _backend(p)
+    _backend(p, loads_run=True)
 
 
 def _add_report(sub: Any) -> None:
@@ -717,7 +717,7 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("--show", type=_path, metavar="PNG",
                    help="write the 28x28 inputs the model saw (the first 64), what in each spoke for its top class "
                         "(occlusion: 4x4 patches blanked in turn) and the probabilities")
-    _backend(p)
+    _backend(p, loads_run=True)
 
 
 def _add_serve(sub: Any) -> None:
@@ -740,7 +740,7 @@ def _add_serve(sub: Any) -> None:
                         "* for any) call the API and read its answers (CORS); again for another (default: none, only "
                         "the server's own page at /)")
     _unsure_below(p)
-    _backend(p)
+    _backend(p, loads_run=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -775,15 +775,17 @@ def main(argv: list[str] | None = None) -> int:
 
 @contextlib.contextmanager
 def progress_on_stderr(quiet: bool) -> Iterator[None]:
-    """fmnist's log on stderr, one line a message; libraries' warnings as Python shows them where none is set up."""
+    """fmnist's log on stderr, one line a message; libraries' warnings after their level and logger's name, as
+    ``logging.basicConfig`` shows them (TensorFlow's as it sets them up itself)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     handlers, level = log.handlers[:], log.level  # put back for a caller that runs commands in its own process
     log.handlers[:] = [handler]  # our progress only; libraries keep their own (quieter) defaults
     log.setLevel(logging.WARNING if quiet else logging.INFO)
     # absl (TensorFlow's logging) sets up the root logger when it finds it bare, and fmnist's messages would then be
-    # printed a second time, prefixed: held by a stand-in for Python's last-resort handler, which leaves ours alone.
+    # printed a second time, prefixed: held by a stand-in that leaves ours alone.
     stand_in = logging.StreamHandler(sys.stderr)
+    stand_in.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
     stand_in.setLevel(logging.WARNING)
     stand_in.addFilter(lambda record: not (record.name == log.name or record.name.startswith(f"{log.name}.")))
     bare = not logging.root.handlers

@@ -416,8 +416,7 @@ def describe_text(summary: dict[str, Any]) -> str:
              "classes (label, name: training and test images):"]
     lines += [f"  {label} {name:<12} {summary['train_per_class'][name]:>6} {summary['test_per_class'][name]:>6}"
               for label, name in enumerate(CLASS_NAMES)]
-    lines += [
-             "checked, the IDX header and the SHA-256 of the (decompressed) bytes of:"]
+    lines.append("checked, the IDX header and the SHA-256 of the (decompressed) bytes of:")
     lines += [f"  {summary['files'][name].name:<29} sha256 {digest}  ok"
               for name, digest in summary["verified_sha256"].items()]
     if "samples_png" in summary:

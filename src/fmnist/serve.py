@@ -41,7 +41,7 @@ from fmnist.explain import PATCH, occlusion_batches
 from fmnist.images import BadInput, check_array, load_input
 from fmnist.predict import Classifier, describe
 from fmnist.serve_http import (SHUTDOWN_GRACE_S, AnswerCancelledRequests, LoopbackHostsOnly, WebPagesFrom,
-                               WholeAnswers, check_origins, error, is_loopback, json_http_protocol)
+                               WholeAnswers, browser_origins, error, is_address, is_loopback, json_http_protocol)
 
 log = logging.getLogger(__name__)
 
@@ -445,7 +445,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
     ``loopback_only``: answer only requests that name this machine (localhost, 127.0.0.1, [::1]) as their host;
     ``allowed_origins``: the web pages elsewhere (``*``: any) whose scripts may read the answers (CORS);
     ``unsure_below``: an answer whose top probability is under it is called unsure."""
-    check_origins(allowed_origins)
+    allowed_origins = browser_origins(allowed_origins)
     run_dir = runs.require_run_dir(run_dir)
     model_files.verified_model_path(run_dir)  # a missing or changed model is one line now, not a failed start-up
     settings = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings")
@@ -481,7 +481,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
     app.add_middleware(AnswerCancelledRequests)
     app.add_middleware(WholeAnswers)
     if allowed_origins:
-        app.add_middleware(WebPagesFrom, origins=list(allowed_origins))
+        app.add_middleware(WebPagesFrom, origins=allowed_origins)
     if loopback_only:  # outermost: a page that rebinds its name to this machine gets no preflight answered either
         app.add_middleware(LoopbackHostsOnly)
 
@@ -586,6 +586,8 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
                           "(every interface)")
     if host.startswith("[") and host.endswith("]"):  # an IPv6 address as a URL writes it
         host = host[1:-1]
+    if re.search(r":\d+$", host) and not is_address(host):  # localhost:8080, [::1]:80, as in a URL
+        raise FmnistError(f"--host {host} holds a port: give the address alone, and the port with --port")
     loopback = is_loopback(host)
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
     app = create_app(run_dir, max_upload_mib * MIB, max_batch, loopback_only=loopback, allowed_origins=allowed_origins,
@@ -620,8 +622,6 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
     except OSError as exc:
         reason = (exc.strerror or str(exc)).split(" (while attempting")[0]
         hint = "; pick another with --port" if exc.errno == errno.EADDRINUSE else ""
-        if exc.errno == socket.EAI_NONAME and re.search(r":\d+$", host):  # localhost:8080, [::1]:80
-            hint = "; give the address alone, and the port with --port"
         raise FmnistError(f"cannot listen on {host} port {port}: {reason}{hint}") from None
     if not loopback:
         log.warning("listening on %s: other machines can reach this server", host)

@@ -10,6 +10,7 @@ import logging
 import re
 from http import HTTPStatus
 from typing import Callable, Sequence
+from urllib.parse import urlsplit
 
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
@@ -77,6 +78,15 @@ class WholeAnswers:
         await self.app(scope, receive, send_offering_no_ranges)
 
 
+def is_address(host: str) -> bool:
+    """Whether ``host`` is an IP address (::1 ends in what looks like a port), not a name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (an address, bracketed or not, or a name) is this machine's own: localhost, 127.x.x.x, ::1."""
     try:
@@ -109,13 +119,32 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def check_origins(origins: Sequence[str]) -> None:
-    """Refuse an origin no browser sends: one is scheme://host[:port], with no path, not even "/"."""
+def browser_origins(origins: Sequence[str]) -> list[str]:
+    """The origins as a browser sends them (lower case, no default port), which CORS compares as text; one no browser
+    sends (a path, even "/", a wildcard in a host) refused."""
+    said = []
     for origin in origins:
-        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+        parts = urlsplit(origin.strip())
+        try:
+            port = parts.port
+        except ValueError:  # not a number, or over 65535
+            port = -1
+        if origin == "*":
+            said.append(origin)
+        elif (parts.scheme.lower() not in DEFAULT_PORTS or not parts.hostname or "*" in parts.netloc or port == -1
+              or parts.path or parts.query or parts.fragment or parts.username or parts.password):
             raise FmnistError(f"--allow-origin {origin!r} is not an origin as a browser sends it: give scheme, host "
                               "and port alone, such as http://localhost:3000 (no path, no '/' at the end), or * for "
                               "every page")
+        else:
+            scheme, host = parts.scheme.lower(), parts.hostname  # urlsplit gives the host in lower case
+            host = f"[{host}]" if ":" in host else host
+            said.append(f"{scheme}://{host}" + ("" if port in (None, DEFAULT_PORTS[scheme]) else f":{port}"))
+    return said
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+CORS_METHODS = ("GET", "HEAD", "POST")
 
 
 class WebPagesFrom(CORSMiddleware):
@@ -123,18 +152,19 @@ class WebPagesFrom(CORSMiddleware):
     refusal of a preflight in JSON too, where Starlette's is plain text."""
 
     def __init__(self, app: Callable, origins: Sequence[str]) -> None:
-        super().__init__(app, allow_origins=origins, allow_methods=("GET", "HEAD", "POST"), allow_headers=("*",))
-        self.origins = origins
+        super().__init__(app, allow_origins=origins, allow_methods=CORS_METHODS, allow_headers=("*",))
 
     def preflight_response(self, request_headers: Headers) -> Response:
         response = super().preflight_response(request_headers)
         if response.status_code < 400:
             return response
-        refused = error(response.status_code, f"{bytes(response.body).decode()} for a call from a web page: this "
-                                              f"server allows {', '.join(self.origins)} (--allow-origin)")
+        refusal = bytes(response.body).decode()  # "Disallowed CORS origin, method": what failed
+        allowed = [f"the origins {', '.join(self.allow_origins)} (--allow-origin)"] if "origin" in refusal else []
+        allowed += [f"the methods {', '.join(CORS_METHODS)}"] if "method" in refusal else []
+        refused = error(response.status_code, f"{refusal} for a call from a web page: this server allows "
+                                              f"{' and '.join(allowed)}")
         refused.headers["vary"] = "Origin"
         return refused
-
 
 
 def upgrade_with_a_body(headers: list[tuple[bytes, bytes]]) -> str | None:

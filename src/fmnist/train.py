@@ -356,19 +356,20 @@ def train(
                 model, epochs_run, seconds = fit(settings, dataset, run_dir, backend, extra_callbacks)
                 calibrate_run(model, dataset, run_dir)
                 model_files.save_model(model, run_dir)
-        except KeyboardInterrupt:
-            command = runs.resume_command(run_dir)
-            runs.set_status(run_dir, runs.INTERRUPTED, resume=command)
-            log.warning("stopped: '%s' continues from the last finished epoch", command)
-            raise stopping.RunStopped(run_dir, runs.INTERRUPTED, command) from None
         except Diverged as exc:
             runs.set_status(run_dir, runs.FAILED, error=str(exc), diverged=True)
             with contextlib.suppress(OSError):  # never in place of the divergence's own error
                 artifacts.remove_resume_files(run_dir)  # a diverged run is never resumed: it would diverge again
             raise
         except BaseException as exc:
-            runs.set_status(run_dir, runs.FAILED, error=str(exc), resume=runs.resume_command(run_dir))
-            raise
+            # A stop, though a library may have turned it into an error of its own (as TensorFlow's saving does).
+            if not (isinstance(exc, KeyboardInterrupt) or stopping.requested()):
+                runs.set_status(run_dir, runs.FAILED, error=str(exc), resume=runs.resume_command(run_dir))
+                raise
+            command = runs.resume_command(run_dir)
+            runs.set_status(run_dir, runs.INTERRUPTED, resume=command)
+            log.warning("stopped: '%s' continues from the last finished epoch", command)
+            raise stopping.RunStopped(run_dir, runs.INTERRUPTED, command) from None
         # Finished first: a kill between the two must not leave a "running" run without its backup.
         runs.set_status(run_dir, runs.FINISHED, epochs=epochs_run, train_seconds=round(seconds, 2), **finished_note())
         artifacts.remove_resume_files(run_dir)  # the saved model supersedes them
