@@ -508,7 +508,7 @@ def _backend(p: argparse.ArgumentParser, by_model: bool = False, loads_run: bool
                                 for architecture, name in PREFERRED_BACKEND.items())
     measured = f"the one measured faster on CPU for the model: {by_architecture}" if by_model else DEFAULT_BACKEND
     if loads_run:
-        measured += ", whatever backend trained the run (a model runs on either, within float32's rounding)"
+        measured += ", whatever backend trained the run: a model runs on either, within float32's rounding"
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help=f"Keras backend (default: the environment variable KERAS_BACKEND, else {measured}); "
                         "tensorflow is the spec's")
