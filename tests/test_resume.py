@@ -472,5 +472,5 @@ def test_settings_a_config_lacks_are_resumed_at_their_defaults_and_said(tmp_path
         artifacts.write_json(tmp_path / artifacts.CONFIG, {"settings": settings, "backend": "jax", "data": {}})
         _, resumed = read_resumable(tmp_path / artifacts.CONFIG, {"settings": dict}, None, "train it again")
     assert resumed.lr_factor == TrainSettings().lr_factor
-    assert (f"config.json lacks lr_factor (an older fmnist's, or edited): resumed with the defaults, lr_factor "
+    assert (f"config.json lacks lr_factor (an older fmnist's, or edited): taking the defaults, lr_factor "
             f"{TrainSettings().lr_factor!r}") in caplog.text

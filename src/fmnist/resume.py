@@ -165,7 +165,7 @@ def read_resumable(path: Path, kinds: dict[str, type], backend: str | None,
     filled = sorted(TrainSettings.names() - record["settings"].keys())
     if filled:
         taken = ", ".join(f"{name} {getattr(settings, name)!r}" for name in filled)
-        log.warning("%s lacks %s (an older fmnist's, or edited): resumed with the defaults, %s", path,
+        log.warning("%s lacks %s (an older fmnist's, or edited): taking the defaults, %s", path,
                     ", ".join(filled), taken)
     return record, settings
 
