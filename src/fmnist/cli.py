@@ -85,16 +85,18 @@ they would be black; multiply them by 255, or give floats). Files over
 others are answered. --show draws what the model saw."""
 SERVE_DETAILS = f"""\
   GET  /                 a web page: drop photos or draw a garment
-  POST /v1/predict       multipart files (photos, .npy) or JSON {{"inputs": [28x28 or 784 values, ...]}}, at most
-                         {defaults.MAX_INPUTS} inputs a request; ?top_k=N (1 to 10, default 3), ?include_pixels=true
-                         (the 28x28 input seen), ?explain=true (occlusion maps)
-  GET  /v1/model         the classes, the run's settings and test metrics
+  POST /v1/predict       multipart files (photos, .npy) or JSON {{"inputs": [28x28 or 784 values, ...]}} (floats in
+                         [0, 1] or integers 0-255, as predict takes arrays), at most {defaults.MAX_INPUTS} inputs a
+                         request; ?top_k=N (1 to 10, default 3), ?include_pixels=true (the 28x28 input seen),
+                         ?explain=true (occlusion maps)
+  GET  /v1/model         the classes, the run's settings and test metrics, the limits, unsure_below
   GET  /v1/health        liveness and the model's SHA-256
   GET  /docs             the API's interactive docs (OpenAPI; the page loads Swagger UI from a CDN: it needs
                          internet, /openapi.json does not)
 
 On a loopback --host (the default), requests must name this machine as localhost, 127.0.0.1 or [::1] in their
-Host header: a web page elsewhere cannot reach the server through a name of its own (DNS rebinding).
+Host header: a web page elsewhere cannot reach the server through a name of its own (DNS rebinding). A page of
+another origin reads the answers only when --allow-origin names it.
 
 for example:
   curl -F files=@shirt.jpg -F files=@boot.png http://127.0.0.1:8000/v1/predict"""
