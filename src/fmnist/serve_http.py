@@ -119,6 +119,10 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+CORS_METHODS = ("GET", "HEAD", "POST")
+
+
 def browser_origins(origins: Sequence[str]) -> list[str]:
     """The origins as a browser sends them (lower case, no default port), which CORS compares as text; one no browser
     sends (a path, even "/", a wildcard in a host) refused."""
@@ -141,10 +145,6 @@ def browser_origins(origins: Sequence[str]) -> list[str]:
             host = f"[{host}]" if ":" in host else host
             said.append(f"{scheme}://{host}" + ("" if port in (None, DEFAULT_PORTS[scheme]) else f":{port}"))
     return said
-
-
-DEFAULT_PORTS = {"http": 80, "https": 443}
-CORS_METHODS = ("GET", "HEAD", "POST")
 
 
 class WebPagesFrom(CORSMiddleware):
