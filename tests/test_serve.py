@@ -316,12 +316,13 @@ def test_serve_help_lists_every_route_the_app_answers(client):
 
 
 def test_head_answers_where_get_does_for_uptime_monitors(client):
-    for path in ("/", "/v1/health", "/v1/model"):
+    for path in ("/", "/v1/health", "/v1/model", "/metrics"):
         answer = client.head(path)
         assert answer.status_code == 200 and answer.content == b"", path
     operations = [op for route in client.get("/openapi.json").json()["paths"].values() for op in route.values()]
     ids = [op["operationId"] for op in operations]
-    assert len(ids) == len(set(ids)) == 3  # GET /v1/health, GET /v1/model, POST /v1/predict: HEAD kept out
+    # GET /v1/health, /v1/model and /metrics, POST /v1/predict: HEAD kept out
+    assert len(ids) == len(set(ids)) == 4
 
 
 def test_the_page_and_its_files_are_served(client):

@@ -91,6 +91,8 @@ SERVE_DETAILS = f"""\
                          ?explain=true (occlusion maps)
   GET  /v1/model         the classes, the run's settings and test metrics, the limits, unsure_below
   GET  /v1/health        liveness and the model's SHA-256
+  GET  /metrics          Prometheus metrics: requests by route and status with their seconds, answers by class,
+                         forward passes
   GET  /docs             the API's interactive docs (OpenAPI; the page loads Swagger UI from a CDN: it needs
                          internet, /openapi.json does not)
 

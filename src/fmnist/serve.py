@@ -24,7 +24,7 @@ import numpy as np
 import uvicorn
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from python_multipart.multipart import parse_options_header
@@ -42,6 +42,7 @@ from fmnist.images import BadInput, check_array, load_input
 from fmnist.predict import Classifier, describe
 from fmnist.serve_http import (SHUTDOWN_GRACE_S, AnswerCancelledRequests, LoopbackHostsOnly, WebPagesFrom,
                                WholeAnswers, browser_origins, error, is_address, is_loopback, json_http_protocol)
+from fmnist.serve_metrics import METRICS_URL, ServeMetrics
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,10 @@ class Batcher:
     """Runs the inputs of concurrent requests through the model in shared forward passes; no request waits for
     company: a pass takes whatever queued while the previous one ran."""
 
-    def __init__(self, forward: Callable[[np.ndarray], np.ndarray], max_rows: int = MAX_BATCH) -> None:
-        self.forward, self.max_rows = forward, max_rows
+    def __init__(self, forward: Callable[[np.ndarray], np.ndarray], max_rows: int = MAX_BATCH,
+                 on_pass: Callable[[int, float], None] = lambda rows, seconds: None) -> None:
+        """``on_pass``: told the rows and seconds of each forward pass."""
+        self.forward, self.max_rows, self.on_pass = forward, max_rows, on_pass
         self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future]] = asyncio.Queue()
         self.passes = self.rows = 0
 
@@ -142,6 +145,7 @@ class Batcher:
                     break
                 batch.append(item)
                 rows += len(item[0])
+            started = time.perf_counter()
             try:
                 probabilities = await asyncio.to_thread(self.forward, np.concatenate([x for x, _ in batch]))
             except Exception as exc:  # hand the failure to each waiting request rather than stop serving
@@ -150,6 +154,7 @@ class Batcher:
                         future.set_exception(exc)
                 continue
             self.passes, self.rows = self.passes + 1, self.rows + rows
+            self.on_pass(rows, time.perf_counter() - started)
             start = 0
             for x, future in batch:
                 if not future.done():  # a client that went away leaves a cancelled future
@@ -460,8 +465,12 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
         except Exception as exc:
             app.state.startup_error = exc  # for serve(), which says it in one line instead of uvicorn's traceback
             raise
+        import keras
+
         app.state.classifier = classifier
-        app.state.batcher = Batcher(classifier.probabilities, max_batch)
+        app.state.metrics.model.info({"run": run_dir.name, "model_sha256": classifier.sha256,
+                                      "backend": keras.backend.backend()})
+        app.state.batcher = Batcher(classifier.probabilities, max_batch, app.state.metrics.forward_pass)
         app.state.answered = 0  # inputs answered: the batcher's rows add each explained one's blanked copies
         app.state.decoders = anyio.CapacityLimiter(decode_slots)  # made here: a limiter belongs to its event loop
         app.state.explaining = asyncio.Semaphore(1)
@@ -482,8 +491,9 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
     app.add_middleware(WholeAnswers)
     if allowed_origins:
         app.add_middleware(WebPagesFrom, origins=allowed_origins)
-    if loopback_only:  # outermost: a page that rebinds its name to this machine gets no preflight answered either
+    if loopback_only:  # a page that rebinds its name to this machine gets no preflight answered either
         app.add_middleware(LoopbackHostsOnly)
+    app.state.metrics = ServeMetrics(app)  # outermost: every request the app answers is counted
 
     _answer_errors_as_json(app)
 
@@ -505,6 +515,12 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
         batcher = request.app.state.batcher
         return {"status": "ok", "model_sha256": request.app.state.classifier.sha256,
                 "inputs": request.app.state.answered, "forward_passes": batcher.passes, "rows": batcher.rows}
+
+    @get_and_head(METRICS_URL, response_class=PlainTextResponse)
+    async def prometheus_metrics(request: Request) -> Response:
+        """Prometheus metrics: requests by route, method and status with their seconds; inputs answered by top class
+        and unsure; rows and seconds per forward pass; the model served."""
+        return request.app.state.metrics.exposition(request.headers.get("accept"))
 
     @get_and_head("/v1/model")
     async def model_info(request: Request) -> dict[str, Any]:
@@ -536,6 +552,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
         predictions = []
         for name, image, row, evidence in zip(names, images, probabilities, maps):
             answer = {"input": name, **describe(row, top_k, unsure_below)}
+            request.app.state.metrics.answered(answer)
             if include_pixels:
                 answer["pixels"] = np.round(image.astype(np.float64), 4).tolist()  # float32's 0.7843000292778015
             if evidence is not None:
