@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 import weakref
-from pathlib import Path
 
 import pytest
 
@@ -55,10 +54,11 @@ def test_other_unraisable_exceptions_are_still_reported(installed):
 
 @pytest.mark.realdata
 def test_kill_while_the_model_compiles_stops_the_run_cleanly(tmp_path, real_data_dir):
-    """Leaving mid-compilation crashed JAX (SIGSEGV) in 5 of 7 tries; SIGTERM left the run 'running'."""
+    """Leaving mid-compilation crashed JAX (SIGSEGV) in 5 of 7 tries; SIGTERM left the run 'running'. The command
+    that resumes it names the run absolutely, though the runs folder was given relative to the training's own."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "fmnist", "train", "--limit", "2000", "--epochs", "2", "--runs-dir", str(tmp_path),
-         "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "fmnist", "train", "--limit", "2000", "--epochs", "2", "--runs-dir", "runs", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     seen = []
     for line in process.stderr:
         seen.append(line)
@@ -70,7 +70,7 @@ def test_kill_while_the_model_compiles_stops_the_run_cleanly(tmp_path, real_data
     err = "".join(seen) + rest
     assert process.returncode == -signal.SIGTERM, err  # ended by the signal, as for systemd and `timeout`
     assert err.rstrip().endswith("fmnist: stopped by SIGTERM") and "Traceback" not in err
-    (run_dir,) = Path(tmp_path).iterdir()
+    (run_dir,) = (tmp_path / "runs").iterdir()
     status = json.loads((run_dir / artifacts.STATUS).read_text())
     assert status["state"] == "interrupted" and status["resume"] == f"fmnist train --resume {run_dir}"
     assert f"stopped: 'fmnist train --resume {run_dir}' continues from the last finished epoch" in err

@@ -344,9 +344,9 @@ def in_seed_group(run_dir: Path) -> Path | None:
 
 
 def resume_command(run_dir: Path) -> str:
-    """The command that finishes a stopped run, quoted for a shell; for one of a ``--seeds`` group's, the group's
-    (which also trains the seeds not begun and writes the summary)."""
-    return f"fmnist train --resume {shell_word(str(in_seed_group(run_dir) or run_dir))}"
+    """The command that finishes a stopped run, quoted for a shell, from any folder; for one of a ``--seeds`` group's,
+    the group's (which also trains the seeds not begun and writes the summary)."""
+    return f"fmnist train --resume {shell_word(str(absolute(in_seed_group(run_dir) or run_dir)))}"
 
 
 def shell_word(text: str) -> str:
