@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shlex
 import shutil
 import tempfile
 import warnings
@@ -30,7 +31,19 @@ FORMATS: dict[str, tuple[str, ...]] = {
 }
 KERAS_FORMAT = {"onnx": "onnx", "saved_model": "tf_saved_model", "litert": "litert"}
 RUNTIME = {"onnx": "onnxruntime", "saved_model": "TensorFlow", "litert": "the LiteRT interpreter"}
-INSTALL_HINT = "install the export extra: bash scripts/setup.sh true (or pip install -c constraints.txt -e '.[export]')"
+
+
+def install_hint() -> str:
+    """The pip command that installs the export extra's packages with their bounds, as fmnist's metadata gives them:
+    installed from a wheel, there is no checkout whose setup could."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        needed = [r.split(";")[0].strip() for r in requires("fmnist") or () if 'extra == "export"' in r]
+    except PackageNotFoundError:  # run from a source tree never installed
+        needed = []
+    command = f"pip install {' '.join(map(shlex.quote, needed))}" if needed else "pip install -e '.[export]'"
+    return f"install the export extra: {command} (in fmnist's checkout: bash scripts/setup.sh true)"
 
 
 def choose_backend(fmt: str, requested: str | None) -> str:
@@ -160,7 +173,7 @@ def _write_export(model: Any, target: Path, fmt: str) -> None:
             warnings.simplefilter("ignore", FutureWarning)  # Keras' numpy-2 patch of tf2onnx touches np.object
             model.export(str(target), format=KERAS_FORMAT[fmt], verbose=False)
     except ImportError as exc:
-        raise FmnistError(f"{fmt} export needs a package that is missing ({exc}); {INSTALL_HINT}") from None
+        raise FmnistError(f"{fmt} export needs a package that is missing ({exc}); {install_hint()}") from None
 
 
 def _replace_dir(staging: Path, final: Path) -> None:
@@ -289,7 +302,7 @@ def _export_into(exports: Path, fmt: str, model: Any, model_sha256: str, images:
         try:
             contract["output"]["name"], outputs = RUNNERS[fmt](target, images, contract["input"]["name"])
         except ImportError as exc:
-            raise FmnistError(f"checking a {fmt} export needs {RUNTIME[fmt]} ({exc}); {INSTALL_HINT}") from None
+            raise FmnistError(f"checking a {fmt} export needs {RUNTIME[fmt]} ({exc}); {install_hint()}") from None
         check = parity(reference, outputs)
         if not check["passed"]:
             raise FmnistError(
