@@ -78,7 +78,7 @@ def test_sqlite_study_makes_one_run_per_trial_judged_on_validation_and_continues
         elsewhere = copy.deepcopy(trial)  # its run on another machine of the study's, or deleted
         elsewhere.user_attrs = {**trial.user_attrs, "run_dir": str(tmp_path / "gone")}
         for seen in (trial, elsewhere):
-            args = build_parser().parse_args(_train_command(study, seen).split()[1:])
+            args = build_parser().parse_args(_train_command(study, seen, Path(runs) / "s1").split()[1:])
             assert _settings_from_args(args) == settings_for(BASE, trial.params, "s1-best")
     for title in ("Optimisation history", "Parameter importances", "Timeline"):
         assert title in html

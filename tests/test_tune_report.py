@@ -1,4 +1,5 @@
 import logging
+import shutil
 import subprocess
 import warnings
 
@@ -75,3 +76,21 @@ def test_parameters_are_shown_to_4_significant_digits_and_trials_counted_in_word
     result = TuneResult("s", shown, 1, {"complete": 1}, best_trial(study))
     assert "  dropout 0.3926" in summary(result) and "0.39259" not in summary(result)
     assert result.best["params"]["dropout"] == 0.3925927822590317  # kept whole for --json
+
+
+def test_a_copied_study_is_reported_from_its_copy_and_names_the_copys_runs(tmp_path):
+    first = tmp_path / "first"
+    store, shown = open_storage(None, first)
+    study = open_study("s", store, shown, TrainSettings(epochs=2))
+    distributions = {"dropout": optuna.distributions.FloatDistribution(0.0, 0.5)}
+    run = first / "s" / "20261206T000000Z-trial-0001"
+    run.mkdir(parents=True)
+    study.add_trial(optuna.trial.create_trial(params={"dropout": 0.3}, distributions=distributions, value=0.5,
+                                              user_attrs={"run_dir": str(run)}))
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy)
+    # The original is still there: pointing at the copy's journal must not write beside the original.
+    output = write_report("s", storage=str(copy / "tune.journal"))
+    assert output == copy / "s" / "tune_report.html" and not (first / "s" / "tune_report.html").exists()
+    page = output.read_text()
+    assert str(copy / "s" / run.name) in page and str(run) not in page

@@ -528,8 +528,8 @@ def _fixed_settings(p: argparse.ArgumentParser, recipes: bool) -> None:
     p.add_argument("--runs-dir", type=_path, default=Path(defaults.RUNS_DIR) if recipes else None,
                    help=f"where run directories go (default ./{defaults.RUNS_DIR})" if recipes else
                    f"where run directories go (default: the folder of a journal file given as --storage, else "
-                   f"./{defaults.RUNS_DIR}; --report and --train-best: the runs folder the study's trials ran in, "
-                   f"which holds its STUDY/ folder)")
+                   f"./{defaults.RUNS_DIR}; --report and --train-best: that folder where it holds the study's STUDY/ "
+                   f"folder, as a copied study's does, else the one its trials ran in)")
     p.add_argument("--epochs", type=_positive_int,
                    help=("epochs to train: the plateau schedule's early stopping may end sooner, the cosine "
                          "recipes run them all" if recipes else

@@ -87,7 +87,8 @@ def _sampler_and_pruner() -> dict[str, Any]:
 
 def load_study(name: str, storage: str | None, runs_dir: Path | None) -> tuple[optuna.Study, str, Path]:
     """An existing study, how to name its storage and its runs folder (``runs_dir`` if given, else the one its trials
-    ran in, else the default), or a one-line error naming the studies that do exist there."""
+    would go to if it were continued, where it holds the study's folder, else the one its trials ran in, else the
+    default), or a one-line error naming the studies that do exist there."""
     _check_name(name)
     stored_in = storage_file(storage, runs_dir or default_runs_dir(storage))
     if stored_in is not None and not stored_in.is_file():  # opening it would create it, empty
@@ -103,7 +104,20 @@ def load_study(name: str, storage: str | None, runs_dir: Path | None) -> tuple[o
             f"no study {name!r} in {shown}; studies there: {', '.join(names) or 'none'} "
             "(pass --storage if it is elsewhere)"
         ) from None
-    return study, shown, runs_dir or _trials_runs_dir(study) or default_runs_dir(storage)
+    # A copied or moved study's own folder (beside the journal given), not the one its trials first ran in.
+    continued_in = default_runs_dir(storage)
+    here = continued_in if (continued_in / name).is_dir() else None
+    return study, shown, runs_dir or here or _trials_runs_dir(study) or continued_in
+
+
+def trial_run_dir(trial: optuna.trial.FrozenTrial, study_dir: Path) -> str | None:
+    """Where a trial's run is: in ``study_dir``, where a copied or moved study's runs are, else where it was trained
+    (as the trial recorded it; None for a trial without a run)."""
+    recorded = trial.user_attrs.get("run_dir")
+    if recorded is None:
+        return None
+    here = Path(study_dir) / Path(recorded).name
+    return str(runs.absolute(here)) if here.is_dir() else recorded
 
 
 def _trials_runs_dir(study: optuna.Study) -> Path | None:

@@ -14,19 +14,20 @@ from fmnist import artifacts, defaults, runs
 from fmnist.errors import first_line
 from fmnist.html_page import page, table_html
 from fmnist.settings import BACKENDS, FLAG_SETTINGS, TrainSettings, flag
-from fmnist.tune import FIXED_SETTINGS, load_study, states_text, study_states, value_text
+from fmnist.tune import FIXED_SETTINGS, load_study, states_text, study_states, trial_run_dir, value_text
 from fmnist.tune_storage import absolute_storage
 
 
-def _setting_flags(study: optuna.Study, trial: optuna.trial.FrozenTrial, searched: bool) -> str:
+def _setting_flags(study: optuna.Study, trial: optuna.trial.FrozenTrial, searched: bool, study_dir: Path) -> str:
     """The flags that give the trial's settings: the study's fixed ones where not the spec's, and with ``searched``
     its searched knobs too."""
     # As the study recorded them: the trial's run may be on another machine, or gone. A study from before they were
     # recorded has them in its run's config only.
     settings = study.user_attrs.get(FIXED_SETTINGS)
     if settings is None:
-        config = Path(trial.user_attrs.get("run_dir", "")) / artifacts.CONFIG
-        settings = artifacts.read_json(config)["settings"] if config.is_file() else {}
+        run = trial_run_dir(trial, study_dir)
+        config = Path(run) / artifacts.CONFIG if run else None
+        settings = artifacts.read_json(config)["settings"] if config and config.is_file() else {}
     spec = TrainSettings().to_dict()
     flags = []
     for name in (n for n in FLAG_SETTINGS if n not in ("name", "teacher")):
@@ -38,12 +39,12 @@ def _setting_flags(study: optuna.Study, trial: optuna.trial.FrozenTrial, searche
     return "".join(flags)
 
 
-def _train_command(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+def _train_command(study: optuna.Study, trial: optuna.trial.FrozenTrial, study_dir: Path) -> str:
     """`fmnist train` with the trial's settings, on its backend (recorded since 2 December 2026)."""
     name = f"{study.study_name}{defaults.BEST_SUFFIX}"
     backend = trial.user_attrs.get("backend")
     return (f"fmnist train --name {name}" + (f" --backend {backend}" if backend in BACKENDS else "")
-            + _setting_flags(study, trial, searched=True))
+            + _setting_flags(study, trial, searched=True, study_dir=study_dir))
 
 
 def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
@@ -83,14 +84,15 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path | N
     study's runs folder (that of its trials)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # plots that cannot be drawn say so on the page
     study, shown, runs_dir = load_study(study_name, storage, runs_dir)
-    output = Path(output) if output else Path(runs_dir) / study_name / artifacts.TUNE_REPORT
+    study_dir = Path(runs_dir) / study_name
+    output = Path(output) if output else study_dir / artifacts.TUNE_REPORT
     output = runs.prepare_output(output, "--output", ".html")  # before the plots are drawn
     complete = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
                       key=lambda t: t.value)
     names = list(complete[0].params) if complete else []
     rows = [[t.number, f"{t.value:.4f}", f"{t.user_attrs.get('val_accuracy', float('nan')):.4f}",
              t.user_attrs.get("epochs", "-"), *(value_text(t.params.get(n, "-")) for n in names),
-             t.user_attrs.get("backend", "-"), t.user_attrs.get("run_dir", "-")]
+             t.user_attrs.get("backend", "-"), trial_run_dir(t, study_dir) or "-"]
             for t in complete[:10]]
     states = states_text(study_states(study))
     sections = [
@@ -108,9 +110,9 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path | N
             "Train the best trial's settings as a normal run",
             # The study's fixed settings (its --epochs, --limit) given, as the plain training's: the same run.
             f"<pre>{html.escape(f'fmnist tune --train-best {study_name}{where}{storage_flag}')}"
-            f"{html.escape(_setting_flags(study, complete[0], searched=False))}</pre>{hidden}"
+            f"{html.escape(_setting_flags(study, complete[0], searched=False, study_dir=study_dir))}</pre>{hidden}"
             "<p>or, the same as a plain training:</p>"
-            f"<pre>{html.escape(_train_command(study, complete[0]) + where)}</pre>",
+            f"<pre>{html.escape(_train_command(study, complete[0], study_dir) + where)}</pre>",
         ))
     if not complete:  # Optuna would draw empty axes
         sections.append(("Plots", "<p>none drawn: no finished trials yet</p>"))
