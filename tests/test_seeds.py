@@ -29,6 +29,16 @@ def test_summary_statistics_match_scipy():
     assert [s["per_class_f1"][name]["std"] for name in CLASS_NAMES] == pytest.approx(f1.std(axis=0, ddof=1))
 
 
+def test_the_interval_stays_within_what_an_accuracy_can_be():
+    near_one = [0.97, 0.99, 0.999]
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(near_one), scale=stats.sem(near_one))
+    assert 0 < low and high > 1
+    f1 = [dict.fromkeys(CLASS_NAMES, 0.5)] * 3
+    assert summarise(near_one, f1)["test_accuracy"]["ci95"] == pytest.approx([low, 1.0])
+    assert summarise([1 - a for a in near_one], f1)["test_accuracy"]["ci95"] == pytest.approx([0.0, 1 - low])
+    assert summarise([0.1, 0.6], f1[:2])["test_accuracy"]["ci95"] == [0.0, 1.0]  # two seeds far apart
+
+
 def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by_resume(tmp_path, tiny_data, caplog):
     folder, sums = tiny_data
     dataset = load_dataset(folder, checksums=sums)

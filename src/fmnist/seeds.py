@@ -25,7 +25,8 @@ def _spread(values: list[float]) -> float:
 
 
 def summarise(accuracies: list[float], per_class_f1: list[dict[str, float]], level: float = 0.95) -> dict[str, Any]:
-    """Mean, sample standard deviation and a Student-t interval of the mean; per-class F1 mean and spread."""
+    """Mean, sample standard deviation and a Student-t interval of the mean, within [0, 1] where an accuracy lies
+    (two seeds far apart stretch it past); per-class F1 mean and spread."""
     from scipy import stats
 
     values = np.asarray(accuracies, dtype=np.float64)
@@ -33,9 +34,10 @@ def summarise(accuracies: list[float], per_class_f1: list[dict[str, float]], lev
     mean = float(values.mean())
     std = _spread(accuracies)
     half = float(stats.t.ppf((1 + level) / 2, n - 1) * std / np.sqrt(n)) if n > 1 else float("nan")
+    interval = [max(mean - half, 0.0), min(mean + half, 1.0)]
     return {
         "seeds": n,
-        "test_accuracy": {"values": values.tolist(), "mean": mean, "std": std, "ci95": [mean - half, mean + half]},
+        "test_accuracy": {"values": values.tolist(), "mean": mean, "std": std, "ci95": interval},
         "per_class_f1": {
             name: {"mean": float(np.mean([f[name] for f in per_class_f1])),
                    "std": _spread([f[name] for f in per_class_f1])}
