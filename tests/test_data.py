@@ -230,6 +230,11 @@ def test_env_var_and_keras_cache_are_searched(tmp_path, monkeypatch):
     monkeypatch.setenv("FMNIST_DATA_DIR", "env")  # relative: named absolute, as --json names every path
     monkeypatch.chdir(tmp_path)
     assert data.locate(checksums=sums)[0] == f"data dir {tmp_path / 'env'}"
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("FMNIST_DATA_DIR", "../env")  # the way there taken out, not kept as "work/../env"
+    assert data.locate(checksums=sums)[0] == f"data dir {(tmp_path / 'env').resolve()}"
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FMNIST_DATA_DIR", "nowhere")  # named as where the folder came from: no --data-dir was given
     with pytest.raises(FmnistError, match=r"^nowhere \(FMNIST_DATA_DIR\) does not exist: give the folder"):
         data.locate(checksums=sums)

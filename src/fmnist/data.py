@@ -156,7 +156,7 @@ def locate(data_dir: Path | None = None, checksums: dict[str, str] = CHECKSUMS) 
             odd = [p.name for n in missing for p in (folder / f"{n}.gz", folder / n) if p.exists() or p.is_symlink()]
             but = f" ({', '.join(odd)} there, but not a readable file)" if odd else ""
             raise FmnistError(f"{named} lacks {', '.join(missing)} (.gz or raw){but}; {HOW_TO_GET}")
-        return f"data dir {folder.absolute()}", found  # absolute: --json is read from elsewhere too
+        return f"data dir {runs.absolute(folder)}", found  # absolute: --json is read from elsewhere too
     for label, folder in (("keras cache", keras_cache_dir()), ("Debian package dataset-fashion-mnist", DEBIAN_DIR)):
         found = _complete(folder, checksums)
         if found:
