@@ -64,6 +64,13 @@ examples:
   fmnist serve runs/<id>           HTTP API and a web page on http://127.0.0.1:8000/
   fmnist serve runs/<id> --host 0.0.0.0 --port 8080   reachable from other machines
 """
+EXIT_STATUS = """\
+exit status:
+  0    done
+  1    an error, told in one line on stderr ("fmnist: error: ..."), or some inputs of predict refused
+  2    a command line that cannot be taken (an unknown flag, a missing value, a value of the wrong form)
+  130  stopped by Ctrl-C (143: by SIGTERM, as from kill); a stopped training can be resumed
+"""
 
 # Commands a user may look for under another name (given as the command).
 UNKNOWN_WORD_HINTS = {
@@ -754,7 +761,7 @@ def build_parser() -> argparse.ArgumentParser:
             "recipe, the classic one it reproduces: a dense network of 512, 256, 64 and 32 units, each with "
             "BatchNorm, ReLU and Dropout 0.3; Adam, batch 64, up to 100 epochs, stopped early when the validation "
             "loss stops falling. --recipe picks a better one."),
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"{EXAMPLES}\n{EXIT_STATUS}", formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
