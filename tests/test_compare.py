@@ -111,8 +111,9 @@ def test_compare_command_takes_names_and_refuses_what_it_cannot_compare(tmp_path
     half = runs.create_run_dir(runs_dir, "half")
     (half / artifacts.CONFIG).write_text((a / artifacts.CONFIG).read_text())
     runs.set_status(half, "failed", error="boom")
+    one = run_cli("runs", "compare", "--runs-dir", str(runs_dir), a.name)  # the command line's shape: as argparse's
+    assert one.returncode == 2 and one.stderr.startswith("fmnist: error: give two or more runs to compare")
     for args, fragment in (
-        ((a.name,), "give two or more runs to compare"),
         ((a.name, b.name, str(a)), f"{a} is given more than once: give each run to compare once"),
         ((a.name, "nope"), "no run 'nope'"),
         ((a.name, half.name), "status failed"),

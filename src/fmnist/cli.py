@@ -421,6 +421,8 @@ def cmd_runs_compare(args: argparse.Namespace) -> None:
     from fmnist.compare import compare_runs
     from fmnist.runs import resolve_run
 
+    if len(args.runs) < 2:  # the command line's shape, as argparse refuses it (exit status 2)
+        args.command_parser.error("give two or more runs to compare")
     runs_dir = args.runs_dir or Path(defaults.RUNS_DIR)
     path = compare_runs([resolve_run(r, runs_dir) for r in args.runs], args.output, runs_dir)
     _emit(args, f"comparison: {path}", {"comparison": path})
