@@ -676,3 +676,15 @@ def test_the_unsure_threshold_is_the_servers_own_and_said_in_the_models_details(
         assert lenient.post("/v1/predict", json=body).json()["predictions"][0]["unsure"] is False
         assert strict.get("/v1/model").json()["unsure_below"] == top + 0.01
     assert build_parser().parse_args(["serve", "r", "--unsure-below", "0.8"]).unsure_below == 0.8
+
+
+def test_a_model_without_its_run_is_served_as_predict_takes_it(tiny_run_dir, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in (artifacts.MODEL, artifacts.MODEL_SHA256):  # the model and its checksum: no config, no metrics
+        shutil.copy(tiny_run_dir / name, bare / name)
+    for source in (bare, bare / artifacts.MODEL):
+        with TestClient(create_app(source)) as client:
+            info = client.get("/v1/model").json()
+            assert (info["run"], info["settings"], info["metrics"]) == (source.name, None, None)
+            assert_serving(client)

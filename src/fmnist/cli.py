@@ -455,9 +455,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from fmnist.model_files import verified_model_path
-    from fmnist.runs import resolve_run
+    from fmnist.runs import resolve_model
 
-    verified_model_path(resolve_run(args.run, args.runs_dir))  # refused in a moment, before FastAPI loads
+    verified_model_path(resolve_model(args.run, args.runs_dir))  # refused in a moment, before FastAPI loads
     from fmnist.serve import serve_command
 
     serve_command(args.run, args.runs_dir, args.backend, host=args.host, port=args.port,
@@ -504,6 +504,14 @@ def _runs_dir(p: argparse.ArgumentParser) -> None:
 def _run_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=_path, metavar="RUN",
                    help="a run directory made by 'fmnist train', or its name in --runs-dir")
+    _runs_dir(p)
+
+
+def _model_argument(p: argparse.ArgumentParser, dest: str) -> None:
+    """A run, or a model without its run (which carries what predicting needs)."""
+    p.add_argument(dest, type=_path, metavar="RUN",
+                   help=f"a run directory made by 'fmnist train', its name in --runs-dir, or its {artifacts.MODEL} "
+                        f"with {artifacts.MODEL_SHA256} beside it (the run's other files not needed)")
     _runs_dir(p)
 
 
@@ -719,9 +727,7 @@ def _add_predict(sub: Any) -> None:
     p = _command(sub, "predict", cmd_predict, "Classify photos (PNG, JPEG, WebP, BMP, GIF) or .npy arrays (28x28 or "
                                               "784 values) with a run's model, prepared the way Fashion-MNIST was "
                                               "made.", details=PREDICT_DETAILS)
-    p.add_argument("model", type=_path, metavar="RUN",
-                   help=f"a run directory made by 'fmnist train', its name in --runs-dir, or its {artifacts.MODEL}")
-    _runs_dir(p)
+    _model_argument(p, "model")
     p.add_argument("images", type=_input, nargs="+", metavar="IMAGE",
                    help=f"image or .npy files; {defaults.STDIN} reads one piped in")
     p.add_argument("--top-k", type=_int_between(1, 10), default=3,  # Fashion-MNIST's ten classes
@@ -737,7 +743,7 @@ def _add_serve(sub: Any) -> None:
     p = _command(sub, "serve", cmd_serve, "Serve a run's model over HTTP: POST /v1/predict, a web page at /, docs at "
                                           "/docs.", json_result=False, details=SERVE_DETAILS,
                  quiet_help="no progress and no access log (a line per request): only warnings and errors")
-    _run_argument(p)
+    _model_argument(p, "run")
     p.add_argument("--host", type=_given, default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 every interface; an "
                         "IPv6 one such as ::1, with or without brackets)")

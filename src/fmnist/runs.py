@@ -519,19 +519,26 @@ def resolve_resumable(name: Path, runs_dir: Path) -> Path:
     return found
 
 
+def is_model_alone(path: Path) -> bool:
+    """A ``.keras`` file, or a folder holding one with its checksum and no run's config: a model without its run,
+    which carries what predicting needs."""
+    path = Path(path)
+    if path.suffix == ".keras" and not path.is_dir():
+        return path.exists()
+    return path.is_dir() and not (path / artifacts.CONFIG).exists() and (path / artifacts.MODEL_SHA256).is_file()
+
+
 def resolve_model(name: str | Path, runs_dir: Path) -> Path:
     """A ``.keras`` file, a folder holding one with its checksum alone (the model carries what predicting needs),
     else a run as :func:`resolve_run` finds it (one named ``v2.keras`` too)."""
     path = Path(name)
+    if is_model_alone(path):
+        return path
     if path.suffix == ".keras" and not path.is_dir():
-        if path.exists():
-            return path
         try:
             return resolve_run(name, runs_dir)
         except FmnistError:  # no run of that name either: the error to give is that no model is there
             return path
-    if path.is_dir() and not (path / artifacts.CONFIG).exists() and (path / artifacts.MODEL_SHA256).is_file():
-        return path
     for record in (path / artifacts.EXPORT_INFO, path.parent / artifacts.EXPORT_INFO):
         if path.exists() and record.is_file():  # exports/<format>/, or the file or folder in it
             run = record.absolute().parent.parent.parent  # <run>/exports/<format>/export.json

@@ -443,24 +443,26 @@ def check_predict_query(request: Request) -> None:
                        "times: give it once")
 
 
-def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH,
+def create_app(source: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH,
                decode_slots: int = DECODE_SLOTS, loopback_only: bool = False, allowed_origins: Sequence[str] = (),
                unsure_below: float = UNSURE_BELOW, on_ready: Callable[[], None] = lambda: None) -> FastAPI:
-    """Build the app; its lifespan loads the run's model once, starts the batcher, then calls ``on_ready``.
+    """Build the app for a run's model (``source``: the run, or a model without its run as predict takes it); its
+    lifespan loads the model once, starts the batcher, then calls ``on_ready``.
     ``loopback_only``: answer only requests that name this machine (localhost, 127.0.0.1, [::1]) as their host;
     ``allowed_origins``: the web pages elsewhere (``*``: any) whose scripts may read the answers (CORS);
     ``unsure_below``: an answer whose top probability is under it is called unsure."""
     allowed_origins = browser_origins(allowed_origins)
-    run_dir = runs.require_run_dir(run_dir)
-    model_files.verified_model_path(run_dir)  # a missing or changed model is one line now, not a failed start-up
-    settings = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings")
-    metrics_path = run_dir / artifacts.METRICS
-    metrics = artifacts.read_json(metrics_path) if metrics_path.is_file() else None
+    source = Path(source)
+    run_dir = None if runs.is_model_alone(source) else runs.require_run_dir(source)
+    model_files.verified_model_path(source)  # a missing or changed model is one line now, not a failed start-up
+    settings = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings") if run_dir else None
+    metrics_path = run_dir / artifacts.METRICS if run_dir else None
+    metrics = artifacts.read_json(metrics_path) if metrics_path and metrics_path.is_file() else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         try:
-            classifier = Classifier(run_dir)
+            classifier = Classifier(source)
             classifier.warm_up()
         except Exception as exc:
             app.state.startup_error = exc  # for serve(), which says it in one line instead of uvicorn's traceback
@@ -468,7 +470,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
         import keras
 
         app.state.classifier = classifier
-        app.state.metrics.model.info({"run": run_dir.name, "model_sha256": classifier.sha256,
+        app.state.metrics.model.info({"run": source.name, "model_sha256": classifier.sha256,
                                       "backend": keras.backend.backend()})
         app.state.batcher = Batcher(classifier.probabilities, max_batch, app.state.metrics.forward_pass)
         app.state.answered = 0  # inputs answered: the batcher's rows add each explained one's blanked copies
@@ -525,7 +527,7 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
     @get_and_head("/v1/model")
     async def model_info(request: Request) -> dict[str, Any]:
         """The classes, and the run's settings and test metrics."""
-        return {"model_sha256": request.app.state.classifier.sha256, "run": run_dir.name, "classes": list(CLASS_NAMES),
+        return {"model_sha256": request.app.state.classifier.sha256, "run": source.name, "classes": list(CLASS_NAMES),
                 "input_shape": [IMAGE_SIDE, IMAGE_SIDE], "unsure_below": unsure_below,
                 "max_inputs": MAX_INPUTS, "max_body_bytes": max_body_bytes,
                 "settings": settings, "metrics": metrics}
@@ -567,13 +569,13 @@ def create_app(run_dir: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: i
 
 
 def serve_command(run: Path, runs_dir: Path = Path(RUNS_DIR), backend: str | None = None, **options: Any) -> None:
-    """`fmnist serve`: serve ``run`` (a folder, or a name in ``runs_dir``) on ``backend`` with :func:`serve`'s
-    ``options`` until interrupted (its model's checksum is checked by :func:`create_app`)."""
+    """`fmnist serve`: serve ``run`` (a folder, a name in ``runs_dir``, or a model without its run) on ``backend``
+    with :func:`serve`'s ``options`` until interrupted (its model's checksum is checked by :func:`create_app`)."""
     from fmnist.backend import activate
 
-    run_dir = runs.resolve_run(run, runs_dir)
+    source = runs.resolve_model(run, runs_dir)
     activate(backend)
-    serve(run_dir, **options)
+    serve(source, **options)
 
 
 class StoppableServer(uvicorn.Server):
@@ -592,10 +594,11 @@ class StoppableServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mib: int = MAX_UPLOAD_MIB,
+def serve(source: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mib: int = MAX_UPLOAD_MIB,
           max_batch: int = MAX_BATCH, access_log: bool = True, allowed_origins: Sequence[str] = (),
           unsure_below: float = UNSURE_BELOW) -> None:
-    """Serve until interrupted; ``allowed_origins`` and ``unsure_below`` as :func:`create_app` takes them."""
+    """Serve ``source`` until interrupted; it, ``allowed_origins`` and ``unsure_below`` as :func:`create_app` takes
+    them."""
     if not 0 < port < 65536:
         raise FmnistError(f"port {port} is not between 1 and 65535")
     if not host.strip():
@@ -607,9 +610,9 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
         raise FmnistError(f"--host {host} holds a port: give the address alone, and the port with --port")
     loopback = is_loopback(host)
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
-    app = create_app(run_dir, max_upload_mib * MIB, max_batch, loopback_only=loopback, allowed_origins=allowed_origins,
+    app = create_app(source, max_upload_mib * MIB, max_batch, loopback_only=loopback, allowed_origins=allowed_origins,
                      unsure_below=unsure_below,
-                     on_ready=lambda: log.info("serving %s on %s (API docs at /docs)", run_dir, url))
+                     on_ready=lambda: log.info("serving %s on %s (API docs at /docs)", source, url))
     # A malformed form is answered 400 with its reason; python-multipart would also log its parser's complaint.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
@@ -642,7 +645,7 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
         raise FmnistError(f"cannot listen on {host} port {port}: {reason}{hint}") from None
     if not loopback:
         log.warning("listening on %s: other machines can reach this server", host)
-    log.info("loading the model of %s", run_dir)  # said served once it answers: a model may yet fail to load
+    log.info("loading the model of %s", source)  # said served once it answers: a model may yet fail to load
     uvicorn_log = logging.getLogger("uvicorn.error")
     uvicorn_log.addFilter(in_one_line)
     try:
@@ -659,5 +662,5 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_m
     if failure is not None:
         if isinstance(failure, FmnistError):
             raise failure
-        raise FmnistError(f"the model of {run_dir} could not start: {type(failure).__name__}: {first_line(failure)}"
+        raise FmnistError(f"the model of {source} could not start: {type(failure).__name__}: {first_line(failure)}"
                           ) from failure
