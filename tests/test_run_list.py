@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import shutil
 
@@ -194,3 +195,13 @@ def test_a_stopped_runs_damaged_backup_is_named_with_what_to_do(tmp_path, proble
                              f"it as it was; else remove backup.npz, and 'fmnist train --resume {run}' trains the run "
                              "again from its first epoch"}  # as the resume says it
     assert row["notes"] == [f"backup.npz {said[problem]}"]  # not "--resume continues it" too: it would refuse
+
+
+def test_a_run_whose_name_is_not_utf8_is_listed_in_line_and_told_to_be_renamed(tiny_run_dir, tmp_path):
+    shutil.copytree(tiny_run_dir, tmp_path / "plain")
+    shutil.copytree(tiny_run_dir, tmp_path / os.fsdecode(b"odd\xffname"))  # made on a system of another encoding
+    rows = run_list.list_runs(tmp_path)
+    assert [r["notes"] for r in rows if r["run"] != "plain"] == [["its name is not UTF-8: rename it to use it"]]
+    lines = run_list.format_runs(rows).splitlines()
+    created = rows[0]["created"].replace("T", " ")
+    assert len(lines) == 3 and len({line.index(created) for line in lines[1:]}) == 1  # printed escaped, in line

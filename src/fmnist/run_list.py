@@ -36,6 +36,10 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     if runs.is_seed_group(run_dir) and not _has_runs(run_dir):  # stopped before its first run began
         return _unbegun_group(run_dir)
     notes: list[str] = []
+    try:
+        str(run_dir).encode("utf-8")
+    except UnicodeEncodeError:  # as the commands that take a run refuse it
+        notes.append("its name is not UTF-8: rename it to use it")
     config = _read_object(run_dir / artifacts.CONFIG, notes)
     status = _read_object(run_dir / artifacts.STATUS, notes)
     settings = runs.settings_of(config)
@@ -319,8 +323,10 @@ def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), r
             cell(r["test_accuracy"], "{:.4f}"), cell(r["macro_f1"], "{:.4f}"), cell(r["train_seconds"], "{:.1f}"),
             r["status"] + (f" ({', '.join(r['notes'])})" if r["notes"] else ""),
         ])
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+    # Measured as printed: a name that is not UTF-8 is written escaped (the CLI's stdout), \udcff for one byte.
+    shown = [[str(c).encode("utf-8", "backslashreplace").decode("utf-8") for c in line] for line in lines]
+    widths = [max(len(line[i]) for line in shown) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in shown)
 
 
 def network_text(settings: dict[str, Any]) -> str | None:
