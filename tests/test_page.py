@@ -84,6 +84,45 @@ def bar_probabilities(page) -> dict[str, float]:
             for row in page.locator("#bars li").all()}
 
 
+CONTRAST = """(selector) => {  // WCAG's contrast ratio of an element's border against its panel's background
+    const luminance = (css) => {
+        const [r, g, b] = css.match(/\\d+/g).slice(0, 3).map((v) => {
+            const c = Number(v) / 255;
+            return c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+        });
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const element = document.querySelector(selector);
+    const [a, b] = [getComputedStyle(element).borderTopColor,
+                    getComputedStyle(element.closest(".panel")).backgroundColor].map(luminance);
+    return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}"""
+
+
+def test_a_screen_reader_hears_the_answer_and_whether_the_model_is_unsure(page, tmp_path):
+    """WCAG 2.2: the picker keeps its name once a photo is in its label (4.1.2), the answer and the unsure line are
+    announced together (4.1.3), the pad says how to do without it, and the outlines that show where to drop and draw
+    stand out from the panel by 3:1 (1.4.11)."""
+    from playwright.sync_api import expect
+
+    picker = page.locator("#file-input")
+    expect(picker).to_have_accessible_name(re.compile(r"^Drop an image here, or click to pick one"))
+    assert page.inner_text("#label") == "" and "—" in page.evaluate(
+        "getComputedStyle(document.querySelector('#label'), '::before').content")  # a dash to see, none to hear
+    photo = tmp_path / "shirt.png"
+    photo.write_bytes(encode(garment()))
+    picker.set_input_files(str(photo))
+    page.wait_for_selector('#timing[data-input="shirt.png"]')
+    expect(picker).to_have_accessible_name(re.compile(r"^Drop an image here, or click to pick one"))
+    assert page.get_attribute("#preview", "alt") == "the picked photo, shirt.png"
+    announced = page.locator("[aria-live]").filter(has=page.locator("#label"))
+    assert announced.get_attribute("aria-atomic") == "true" and announced.locator("#unsure").count() == 1
+    expect(page.get_by_role("img", name=re.compile(r"^drawing pad: .* \(with a keyboard, pick a file under Photo\)$"))
+           ).to_have_count(1)
+    for outline in ("#pad", "#drop"):
+        assert page.evaluate(CONTRAST, outline) >= 3, outline
+
+
 def test_uploading_a_real_test_image_shows_its_label(page, server, real_data_dir, tmp_path):
     dataset = load_dataset(real_data_dir)
     candidates = dataset.x_test[:64]  # as many as one request takes
@@ -225,7 +264,7 @@ def test_a_failed_upload_wipes_the_previous_answer_and_the_same_file_can_be_trie
         page.wait_for_selector("#error:not([hidden])")
         assert page.inner_text("#error").startswith("notes.txt is not a supported image")  # named once
         page.wait_for_selector("#preview", state="hidden")  # no broken picture beside the reason
-        assert page.locator("#bars li").count() == 0 and page.inner_text("#label") == "—"
+        assert page.locator("#bars li").count() == 0 and page.inner_text("#label") == ""
         assert page.inner_text("#timing") == "" and seen_brightness(page) == 0
         sent = [url for url in page.requested if "/v1/predict" in url]
         assert len(sent) == 2 + attempt, sent  # the photo's answer and map, then one per pick of the notes
@@ -280,7 +319,7 @@ def test_a_server_that_fails_or_goes_away_is_explained_and_the_page_recovers(bro
     # The answer came; only its map failed: the answer stays, beside the reason.
     assert page.inner_text("#error").startswith(f"no map, only the answer: {photo.name}: the server answered 502")
     assert page.get_attribute("#timing", "data-input") == photo.name
-    assert page.locator("#bars li").count() == len(CLASS_NAMES) and page.inner_text("#label") != "—"
+    assert page.locator("#bars li").count() == len(CLASS_NAMES) and page.inner_text("#label") != ""
     context.close()
 
 
@@ -347,7 +386,7 @@ def test_on_a_phone_in_an_older_browser_answers_come_into_sight(browser, server,
     page.wait_for_selector('#timing[data-input="drawing.png"]')
     assert page.eval_on_selector("#file-input", "input => input.files.length") == 0  # the photo is gone
     assert page.evaluate(in_sight, "#drawn") and not page.evaluate(in_sight, "#label")
-    assert page.inner_text("#drawn") == page.inner_text("#label") != "—"
+    assert page.inner_text("#drawn") == page.inner_text("#label") != ""
     page.wait_for_selector('#evidence[data-input="drawing.png"]')  # its map asked for too: no request is left
 
     # Clear tapped in the middle of a stroke (a finger, while a pen draws) ends it: nothing more is drawn or sent.

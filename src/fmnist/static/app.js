@@ -200,7 +200,8 @@ function forgetAnswer(cancel = false) {
   $("timing").textContent = "";
   delete $("timing").dataset.input;
   $("bars").replaceChildren();
-  $("label").textContent = $("drawn").textContent = "—";
+  $("label").textContent = "";  // shown as a dash (style.css), read as nothing
+  $("drawn").textContent = "—";
   $("unsure").hidden = true;
 }
 
@@ -291,7 +292,7 @@ function showPhoto(file) {
   const preview = $("preview");
   if (preview.src) URL.revokeObjectURL(preview.src);
   preview.removeAttribute("src");
-  preview.alt = file ? file.name : "";
+  preview.alt = file ? `the picked photo, ${file.name}` : "";
   if (file) preview.src = URL.createObjectURL(file);
   preview.hidden = !file;
   $("drop-text").hidden = Boolean(file);
