@@ -1,6 +1,7 @@
 import asyncio
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -17,7 +18,8 @@ PARSERS = ("httptools", "h11")
 
 @contextlib.contextmanager
 def serving_in_process(app, parser: str, header_timeout_s: float = 30, max_header_bytes: int = 8 * 1024):
-    """uvicorn serving ``app`` on a free port in a thread, on ``parser``'s protocol as fmnist extends it: the port."""
+    """uvicorn serving ``app`` on a free port in a thread, on ``parser``'s protocol as fmnist extends it (its refusals
+    counted in the app's metrics, as `fmnist serve` does): the port."""
     import uvicorn
     from uvicorn.protocols.http.h11_impl import H11Protocol
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -28,7 +30,8 @@ def serving_in_process(app, parser: str, header_timeout_s: float = 30, max_heade
         port = probe.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning",
-        http=json_http_protocol(header_timeout_s, max_header_bytes, base),
+        http=json_http_protocol(header_timeout_s, max_header_bytes, base, **(
+            {"on_refused": app.state.metrics.refused} if hasattr(app, "state") else {})),
     ))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -68,22 +71,27 @@ def test_what_the_http_parser_answers_itself_is_json_too(tiny_run_dir, parser):
     import httpx
 
     with serving_in_process(create_app(tiny_run_dir), parser, header_timeout_s=1.0, max_header_bytes=8 * 1024) as port:
+        refused = {400: 0, 408: 0, 431: 0}
         for request in (b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: abc\r\n\r\n",
                         b"NOT HTTP AT ALL\r\n\r\n"):
             status, body = json_answer(raw_exchange(port, request))
             assert status == 400 and "check the request line and headers" in body["error"]
+            refused[status] += 1
         status, body = json_answer(raw_exchange(port, b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\nX-Big: ",
                                                 *[b"a" * 4096] * 2))  # over the bound with the last part
         assert (status, body) == (431, {"error": "the request line and headers are over 8192 bytes"})
+        refused[status] += 1
         if parser == "httptools":  # whole headers in one read are measured too (h11 bounds only a partial request)
             for headers in (b"X-Big: %s\r\n" % (b"a" * 9000), b"a:b\r\n" * 2100):  # many short ones: 10.5 kB
                 request = b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n%s\r\n" % headers
                 status, body = json_answer(raw_exchange(port, request))
                 assert (status, body) == (431, {"error": "the request line and headers are over 8192 bytes"})
+                refused[status] += 1
         started = time.monotonic()
         status, body = json_answer(raw_exchange(port, b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n"))
         assert (status, body) == (408, {"error": "the request line and headers did not arrive within 1 s"})
         assert time.monotonic() - started < 10
+        refused[status] += 1
         assert raw_exchange(port) == b""  # an idle connection is closed without an answer it did not ask for
         # The bound is on the headers alone: a body may come slowly, and a kept-alive connection serves on.
         request = (b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
@@ -93,6 +101,11 @@ def test_what_the_http_parser_answers_itself_is_json_too(tiny_run_dir, parser):
                               b"Host: localhost\r\nConnection: close\r\n\r\n", pause_s=2.0)
         assert answer.startswith(b"HTTP/1.1 200 ") and answer.count(b"HTTP/1.1 200 ") == 2, answer
         assert httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=10).status_code == 200  # and it serves on
+        # Never in the app's counts of requests answered: counted apart, for a scraper to see.
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        counted = {int(status): float(value) for status, value in
+                   re.findall(r'^fmnist_http_refused_total\{status="(\d+)"\} (\S+)$', metrics, re.MULTILINE)}
+        assert counted == refused, metrics
 
 
 async def slow_app(scope, receive, send):

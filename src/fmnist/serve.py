@@ -618,7 +618,7 @@ def serve(source: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mi
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"  # a log, like every command's progress
     server = StoppableServer(uvicorn.Config(
-        app, host=host, port=port, access_log=access_log, http=json_http_protocol(),
+        app, host=host, port=port, access_log=access_log, http=json_http_protocol(on_refused=app.state.metrics.refused),
         log_level="info" if access_log else "warning", log_config=log_config, use_colors=sys.stderr.isatty(),
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
 

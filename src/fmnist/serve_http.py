@@ -181,9 +181,10 @@ def upgrade_with_a_body(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 
 def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_bytes: int = MAX_HEADER_BYTES,
-                       base: type | None = None) -> type:
+                       base: type | None = None, on_refused: Callable[[int], None] = lambda status: None) -> type:
     """uvicorn's HTTP protocol ``base`` (httptools' where installed, else h11's) with a request's line and headers
-    bounded in time and bytes, and what it answers itself (a request it cannot parse, those bounds) as JSON."""
+    bounded in time and bytes, and what it answers itself (a request it cannot parse, those bounds) as JSON, each
+    such refusal's status told to ``on_refused``."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     base = base or AutoHTTPProtocol
@@ -292,6 +293,7 @@ def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_by
         def refuse(self, status: int, message: str) -> None:
             """Answer ``{"error": message}`` and close (only close, if another request's answer is under way)."""
             self.stop_header_timer()
+            on_refused(status)
             if status != 400:  # uvicorn logs the 400s itself
                 log.warning("answered %d to %s: %s", status, ":".join(map(str, self.client or ("a client",))), message)
             if not self.answering():
