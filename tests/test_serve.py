@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import run_cli
+from conftest import run_cli, start_server
 from fmnist import artifacts
 from fmnist.data import CLASS_NAMES
 from fmnist.errors import FmnistError
@@ -330,7 +330,7 @@ def test_the_page_and_its_files_are_served(client):
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert page.headers["cache-control"] == "no-cache"
     for asset in ("/static/app.js", "/static/style.css"):
-        assert asset in page.text
+        assert f'"{asset[1:]}"' in page.text  # relative: under a reverse proxy's prefix too
         answer = client.get(asset)
         # Checked again at each load: an upgrade's app.js is never left behind by a browser's cache.
         assert answer.status_code == 200 and answer.headers["cache-control"] == "no-cache"
@@ -611,6 +611,36 @@ def test_a_server_on_this_machine_alone_answers_only_requests_that_name_it(tiny_
                            headers={"host": "evil.example"}).status_code == 400
     with TestClient(create_app(tiny_run_dir)) as client:  # one served to other machines answers any name
         assert client.get("/v1/health", headers={"host": "evil.example"}).status_code == 200
+
+
+def test_a_server_on_this_machine_alone_answers_the_names_a_reverse_proxy_passes_when_allowed(tiny_run_dir):
+    with TestClient(create_app(tiny_run_dir, loopback_only=True, allowed_hosts=["FMNIST.example.org."]),
+                    base_url="http://localhost") as client:  # as a Host header gives it: any case, a final dot or not
+        for host in ("fmnist.example.org", "fmnist.example.org:443", "Fmnist.Example.Org.", "localhost"):
+            assert client.get("/v1/health", headers={"host": host}).status_code == 200, host
+        refused = client.get("/v1/health", headers={"host": "other.example.org"})
+        assert refused.status_code == 400 and "--allow-host NAME" in refused.json()["error"]
+    for wrong in ("https://fmnist.example.org", "fmnist.example.org:443", "example.org/fmnist", "a b", ""):
+        with pytest.raises(FmnistError, match="is not a host name: give it as a Host header names it"):
+            create_app(tiny_run_dir, loopback_only=True, allowed_hosts=[wrong])
+    with pytest.raises(FmnistError, match="^--allow-host is for a server on this machine alone: served on 0.0.0.0"):
+        serve(tiny_run_dir, host="0.0.0.0", allowed_hosts=["fmnist.example.org"])
+
+
+def test_behind_a_proxy_that_strips_a_prefix_the_docs_find_their_openapi_file(tiny_run_dir, tmp_path):
+    process, base = start_server(tiny_run_dir, tmp_path / "serve.log", options=("--root-path", "fmnist/"))
+    try:  # the proxy passes /fmnist/docs on as /docs
+        import httpx
+
+        assert "'/fmnist/openapi.json'" in httpx.get(f"{base}/docs", timeout=10).text
+        assert httpx.get(f"{base}/openapi.json", timeout=10).json()["servers"] == [{"url": "/fmnist"}]
+        assert httpx.get(f"{base}/v1/health", timeout=10).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    for wrong in ("/fmnist?x=1", "/my app"):
+        with pytest.raises(FmnistError, match="is not a path: give the prefix alone, such as /fmnist"):
+            serve(tiny_run_dir, proxy_prefix=wrong)
 
 
 def test_web_pages_of_the_origins_allowed_may_call_the_api_and_read_its_answers_others_not(tiny_run_dir, client):

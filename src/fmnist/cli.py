@@ -104,8 +104,9 @@ SERVE_DETAILS = f"""\
                          internet, /openapi.json does not)
 
 On a loopback --host (the default), requests must name this machine as localhost, 127.0.0.1 or [::1] in their
-Host header: a web page elsewhere cannot reach the server through a name of its own (DNS rebinding). A page of
-another origin reads the answers only when --allow-origin names it.
+Host header: a web page elsewhere cannot reach the server through a name of its own (DNS rebinding); --allow-host
+lets a reverse proxy's public name through. A page of another origin reads the answers only when --allow-origin
+names it.
 
 for example:
   curl -F files=@shirt.jpg -F files=@boot.png http://127.0.0.1:8000/v1/predict"""
@@ -462,7 +463,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     serve_command(args.run, args.runs_dir, args.backend, host=args.host, port=args.port,
                   max_upload_mib=args.max_upload_mb, max_batch=args.max_batch, access_log=not args.quiet,
-                  allowed_origins=args.allow_origin, unsure_below=args.unsure_below)
+                  allowed_hosts=args.allow_host, allowed_origins=args.allow_origin, unsure_below=args.unsure_below,
+                  proxy_prefix=args.root_path)
 
 
 QUIET_HELP = "no progress: only results, warnings and errors"
@@ -754,6 +756,14 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--max-batch", type=_positive_int, default=defaults.MAX_BATCH,
                    help="most inputs of concurrent requests combined into one forward pass (a request's own, at "
                         f"most {defaults.MAX_INPUTS}, always go together); 1 combines none (default %(default)s)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="on a loopback --host, also answer requests whose Host header names NAME: the public name "
+                        "a reverse proxy on this machine passes on (Caddy does, nginx with proxy_set_header Host "
+                        "$host); again for another")
+    p.add_argument("--root-path", default="", metavar="PREFIX",
+                   help="the path under which a reverse proxy serves the app, stripping it before it passes a request "
+                        "on (such as /fmnist): the API's docs at /docs then find their OpenAPI file; the web page "
+                        "works under any prefix without it")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="let the scripts of web pages from ORIGIN (scheme://host:port, such as http://localhost:3000; "
                         "* for any) call the API and read its answers (CORS); again for another (default: none, only "

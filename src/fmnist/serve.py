@@ -41,7 +41,8 @@ from fmnist.explain import PATCH, occlusion_batches
 from fmnist.images import BadInput, check_array, load_input
 from fmnist.predict import Classifier, describe
 from fmnist.serve_http import (SHUTDOWN_GRACE_S, AnswerCancelledRequests, LoopbackHostsOnly, WebPagesFrom,
-                               WholeAnswers, browser_origins, error, is_address, is_loopback, json_http_protocol)
+                               WholeAnswers, browser_origins, error, host_names, is_address, is_loopback,
+                               json_http_protocol, root_path)
 from fmnist.serve_metrics import METRICS_URL, ServeMetrics
 
 log = logging.getLogger(__name__)
@@ -444,14 +445,16 @@ def check_predict_query(request: Request) -> None:
 
 
 def create_app(source: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH,
-               decode_slots: int = DECODE_SLOTS, loopback_only: bool = False, allowed_origins: Sequence[str] = (),
-               unsure_below: float = UNSURE_BELOW, on_ready: Callable[[], None] = lambda: None) -> FastAPI:
+               decode_slots: int = DECODE_SLOTS, loopback_only: bool = False, allowed_hosts: Sequence[str] = (),
+               allowed_origins: Sequence[str] = (), unsure_below: float = UNSURE_BELOW,
+               on_ready: Callable[[], None] = lambda: None) -> FastAPI:
     """Build the app for a run's model (``source``: the run, or a model without its run as predict takes it); its
     lifespan loads the model once, starts the batcher, then calls ``on_ready``.
-    ``loopback_only``: answer only requests that name this machine (localhost, 127.0.0.1, [::1]) as their host;
+    ``loopback_only``: answer only requests that name this machine (localhost, 127.0.0.1, [::1]) as their host, or
+    one of ``allowed_hosts`` (the public names a reverse proxy on this machine passes on);
     ``allowed_origins``: the web pages elsewhere (``*``: any) whose scripts may read the answers (CORS);
     ``unsure_below``: an answer whose top probability is under it is called unsure."""
-    allowed_origins = browser_origins(allowed_origins)
+    allowed_origins, allowed_hosts = browser_origins(allowed_origins), host_names(allowed_hosts)
     source = Path(source)
     run_dir = None if runs.is_model_alone(source) else runs.require_run_dir(source)
     model_files.verified_model_path(source)  # a missing or changed model is one line now, not a failed start-up
@@ -494,7 +497,7 @@ def create_app(source: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: in
     if allowed_origins:
         app.add_middleware(WebPagesFrom, origins=allowed_origins)
     if loopback_only:  # a page that rebinds its name to this machine gets no preflight answered either
-        app.add_middleware(LoopbackHostsOnly)
+        app.add_middleware(LoopbackHostsOnly, also=allowed_hosts)
     app.state.metrics = ServeMetrics(app)  # outermost: every request the app answers is counted
 
     _answer_errors_as_json(app)
@@ -595,10 +598,10 @@ class StoppableServer(uvicorn.Server):
 
 
 def serve(source: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mib: int = MAX_UPLOAD_MIB,
-          max_batch: int = MAX_BATCH, access_log: bool = True, allowed_origins: Sequence[str] = (),
-          unsure_below: float = UNSURE_BELOW) -> None:
-    """Serve ``source`` until interrupted; it, ``allowed_origins`` and ``unsure_below`` as :func:`create_app` takes
-    them."""
+          max_batch: int = MAX_BATCH, access_log: bool = True, allowed_hosts: Sequence[str] = (),
+          allowed_origins: Sequence[str] = (), unsure_below: float = UNSURE_BELOW, proxy_prefix: str = "") -> None:
+    """Serve ``source`` until interrupted; it and the ``allowed_*`` and ``unsure_below`` as :func:`create_app` takes
+    them; ``proxy_prefix``: the path under which a reverse proxy that strips it serves the app (for /docs)."""
     if not 0 < port < 65536:
         raise FmnistError(f"port {port} is not between 1 and 65535")
     if not host.strip():
@@ -609,9 +612,13 @@ def serve(source: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mi
     if re.search(r":\d+$", host) and not is_address(host):  # localhost:8080, [::1]:80, as in a URL
         raise FmnistError(f"--host {host} holds a port: give the address alone, and the port with --port")
     loopback = is_loopback(host)
+    if allowed_hosts and not loopback:
+        raise FmnistError(f"--allow-host is for a server on this machine alone: served on {host}, it answers every "
+                          "name already")
+    prefix = root_path(proxy_prefix)
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
-    app = create_app(source, max_upload_mib * MIB, max_batch, loopback_only=loopback, allowed_origins=allowed_origins,
-                     unsure_below=unsure_below,
+    app = create_app(source, max_upload_mib * MIB, max_batch, loopback_only=loopback, allowed_hosts=allowed_hosts,
+                     allowed_origins=allowed_origins, unsure_below=unsure_below,
                      on_ready=lambda: log.info("serving %s on %s (API docs at /docs)", source, url))
     # A malformed form is answered 400 with its reason; python-multipart would also log its parser's complaint.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
@@ -620,7 +627,7 @@ def serve(source: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mi
     server = StoppableServer(uvicorn.Config(
         app, host=host, port=port, access_log=access_log, http=json_http_protocol(on_refused=app.state.metrics.refused),
         log_level="info" if access_log else "warning", log_config=log_config, use_colors=sys.stderr.isatty(),
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S, root_path=prefix))
 
     def in_one_line(record: logging.LogRecord) -> bool:
         """uvicorn's log without its tracebacks for a failed start-up (said below) and for requests it cancelled."""

@@ -95,21 +95,45 @@ def is_loopback(host: str) -> bool:
         return host.lower() == "localhost"
 
 
-class LoopbackHostsOnly:
-    """ASGI middleware for a server listening on this machine alone: a request that names another host is refused.
-    A web page elsewhere that points its own name at 127.0.0.1 (DNS rebinding) could otherwise read the answers; the
-    browser still sends that name."""
+def host_names(names: Sequence[str]) -> list[str]:
+    """``names`` as a Host header gives them, lower case and without a final dot; one with a scheme, a port, a path or
+    a character no host name holds is refused."""
+    kept = []
+    for name in names:
+        plain = name.strip().lower().rstrip(".")
+        if not (re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*", plain)
+                or is_address(plain.strip("[]"))):
+            raise FmnistError(f"--allow-host {name!r} is not a host name: give it as a Host header names it, without "
+                              "scheme, port or path, such as fmnist.example.org")
+        kept.append(plain)
+    return kept
 
-    def __init__(self, app: Callable) -> None:
-        self.app = app
+
+def root_path(path: str) -> str:
+    """A reverse proxy's path prefix as ASGI's root_path takes it: "/fmnist", one slash first and none last ("" for
+    none)."""
+    path = path.strip()
+    if any(c in path for c in "?#") or any(c.isspace() for c in path):
+        raise FmnistError(f"--root-path {path!r} is not a path: give the prefix alone, such as /fmnist")
+    return "/" + path.strip("/") if path.strip("/") else ""
+
+
+class LoopbackHostsOnly:
+    """ASGI middleware for a server listening on this machine alone: a request that names another host than this
+    machine or one of ``also`` (a reverse proxy's public name) is refused. A web page elsewhere that points its own name
+    at 127.0.0.1 (DNS rebinding) could otherwise read the answers; the browser still sends that name."""
+
+    def __init__(self, app: Callable, also: Sequence[str] = ()) -> None:
+        self.app, self.also = app, frozenset(also)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         host = dict(scope.get("headers", [])).get(b"host") if scope["type"] == "http" else None
         name = None if host is None else re.sub(r":\d*$", "", host.decode("latin-1"))
-        if name is not None and not is_loopback(name):
+        if name is not None and not is_loopback(name) and name.lower().rstrip(".") not in self.also:
             answer = error(400, f"the Host header names {name!r}: this server listens on this machine alone and "
                                 "answers only localhost, 127.0.0.1 or [::1] (so that no other web page can read it); "
-                                "serve with --host 0.0.0.0 to be reached by other names")
+                                "behind a reverse proxy that passes this name, serve with --allow-host NAME; serve "
+                                "with --host 0.0.0.0 to be reached by other names")
             await answer(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -76,7 +76,7 @@ let modelDetails = null;
 let maxBodyBytes = Infinity; // the server's limit on a request, from the model's details
 function loadModel() {
   // A server that never answers must not hold every upload back: give up after 10 s, and ask again next time.
-  modelDetails ??= call("/v1/model", { signal: timeLimit(10000) }).then((info) => {
+  modelDetails ??= call("v1/model", { signal: timeLimit(10000) }).then((info) => {
     classes = info.classes;
     maxBodyBytes = info.max_body_bytes ?? Infinity;
     if (info.unsure_below !== undefined) { // fmnist serve --unsure-below
@@ -103,7 +103,7 @@ let answering = null; // "photo" or "drawing": what the latest request, and the 
 // per 16 KiB of a body).
 function post(query, body, bytes, signal, headers = {}) {
   const ms = 30000 + bytes / 16.384;
-  return call(`/v1/predict?${query}`, { method: "POST", body, headers, signal: limited(signal, ms) });
+  return call(`v1/predict?${query}`, { method: "POST", body, headers, signal: limited(signal, ms) });
 }
 
 async function predict(blob, name, query, signal) {
