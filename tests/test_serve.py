@@ -2,6 +2,7 @@ import asyncio
 import errno
 import gzip
 import json
+import os
 import re
 import shutil
 import socket
@@ -10,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -630,8 +632,6 @@ def test_a_server_on_this_machine_alone_answers_the_names_a_reverse_proxy_passes
 def test_behind_a_proxy_that_strips_a_prefix_the_docs_find_their_openapi_file(tiny_run_dir, tmp_path):
     process, base = start_server(tiny_run_dir, tmp_path / "serve.log", options=("--root-path", "fmnist/"))
     try:  # the proxy passes /fmnist/docs on as /docs
-        import httpx
-
         assert "'/fmnist/openapi.json'" in httpx.get(f"{base}/docs", timeout=10).text
         assert httpx.get(f"{base}/openapi.json", timeout=10).json()["servers"] == [{"url": "/fmnist"}]
         assert httpx.get(f"{base}/v1/health", timeout=10).status_code == 200
@@ -716,5 +716,18 @@ def test_a_model_without_its_run_is_served_as_predict_takes_it(tiny_run_dir, tmp
     for source in (bare, bare / artifacts.MODEL):
         with TestClient(create_app(source)) as client:
             info = client.get("/v1/model").json()
-            assert (info["run"], info["settings"], info["metrics"]) == (source.name, None, None)
+            assert (info["run"], info["settings"], info["metrics"]) == (None, None, None)  # no run to name
             assert_serving(client)
+    with TestClient(create_app(tiny_run_dir / artifacts.MODEL)) as client:  # a run's own: the run's details
+        info = client.get("/v1/model").json()
+        assert info["run"] == tiny_run_dir.name and info["settings"]["hidden_sizes"] == [16, 8] and info["metrics"]
+    process, base = start_server(bare, tmp_path / "serve.log")  # `fmnist serve FOLDER`, as predict takes it
+    try:
+        assert httpx.get(f"{base}/v1/model", timeout=10).json()["model_sha256"] == info["model_sha256"]
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    odd = tmp_path / os.fsdecode(b"odd\xffname")  # made on a system of another encoding
+    shutil.copytree(bare, odd)
+    with pytest.raises(FmnistError, match="has a name that is not UTF-8: rename it"):
+        create_app(odd)

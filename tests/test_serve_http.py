@@ -71,7 +71,7 @@ def test_what_the_http_parser_answers_itself_is_json_too(tiny_run_dir, parser):
     import httpx
 
     with serving_in_process(create_app(tiny_run_dir), parser, header_timeout_s=1.0, max_header_bytes=8 * 1024) as port:
-        refused = {400: 0, 408: 0, 431: 0}
+        refused = {400: 0, 405: 0, 408: 0, 431: 0}
         for request in (b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: abc\r\n\r\n",
                         b"NOT HTTP AT ALL\r\n\r\n"):
             status, body = json_answer(raw_exchange(port, request))

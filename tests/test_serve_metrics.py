@@ -1,3 +1,5 @@
+import shutil
+
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -47,6 +49,15 @@ def test_metrics_count_the_requests_the_answers_and_the_forward_passes(tiny_run_
     assert info == [{"backend": "jax", "model_sha256": sha, "run": tiny_run_dir.name}]
 
 
+def test_a_model_without_its_run_is_named_by_its_checksum_alone(tiny_run_dir, tmp_path):
+    for name in (artifacts.MODEL, artifacts.MODEL_SHA256):
+        shutil.copy(tiny_run_dir / name, tmp_path / name)
+    with TestClient(create_app(tmp_path / artifacts.MODEL)) as client:
+        info = [dict(labels) for name, labels in scrape(client) if name == "fmnist_model_info"]
+    sha = (tiny_run_dir / artifacts.MODEL_SHA256).read_text().split()[0]
+    assert info == [{"backend": "jax", "model_sha256": sha, "run": ""}]
+
+
 def test_each_app_counts_its_own_requests(tiny_run_dir):
     with TestClient(create_app(tiny_run_dir)) as first, TestClient(create_app(tiny_run_dir)) as second:
         first.get("/v1/model")
@@ -65,3 +76,18 @@ def test_a_rebinding_page_cannot_read_the_metrics(tiny_run_dir):
     with TestClient(create_app(tiny_run_dir, loopback_only=True), base_url="http://evil.example") as client:
         refused = client.get("/metrics")
     assert refused.status_code == 400 and "Host header" in refused.json()["error"]
+
+
+def test_made_up_methods_are_refused_before_they_could_add_series(tiny_run_dir):
+    with TestClient(create_app(tiny_run_dir)) as client:
+        for method in ("SCAN0", "SCAN1", "X-Y"):
+            for path in ("/v1/health", "/no/such/path"):
+                refused = client.request(method, path)
+                assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD, POST"
+                assert refused.json()["error"] == f"'{method}' is not an HTTP method: this server answers GET, HEAD " \
+                                                  "and POST"
+        assert client.request("DELETE", "/v1/health").status_code == 405  # one HTTP defines: the app's own answer
+        samples = scrape(client)
+    methods = {dict(labels)["method"] for name, labels in samples if name == "fmnist_http_requests_total"}
+    assert methods == {"DELETE"}
+    assert samples[("fmnist_http_refused_total", (("status", "405"),))] == 6

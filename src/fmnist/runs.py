@@ -157,14 +157,20 @@ def run_folders(folder: Path) -> list[Path]:
     return sorted(inner for inner in Path(folder).iterdir() if (inner / artifacts.CONFIG).is_file())
 
 
+def require_utf8_name(path: Path) -> None:
+    """Refuse a path that is not UTF-8 (made on a system of another encoding): fmnist writes paths into JSON, HTML and
+    plots, all UTF-8."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise FmnistError(f"{path!s:.200} has a name that is not UTF-8: rename it, then try again") from None
+
+
 def require_run_dir(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     if run_dir.name in ("", ".."):  # "." or "..": its own name and its group's folder are those of the path made whole
         run_dir = absolute(run_dir)
-    try:
-        str(_resolved(run_dir, "the run", "give a run directory made by 'fmnist train'")).encode("utf-8")
-    except UnicodeEncodeError:  # its path is written into its JSON, HTML and plots, all UTF-8
-        raise FmnistError(f"{run_dir!s:.200} has a name that is not UTF-8: rename it, then try again") from None
+    require_utf8_name(_resolved(run_dir, "the run", "give a run directory made by 'fmnist train'"))
     refuse_seed_group(run_dir)
     if not (run_dir / artifacts.CONFIG).is_file():
         inner = run_folders(run_dir) if run_dir.is_dir() else []
@@ -523,8 +529,8 @@ def is_model_alone(path: Path) -> bool:
     """A ``.keras`` file, or a folder holding one with its checksum and no run's config: a model without its run,
     which carries what predicting needs."""
     path = Path(path)
-    if path.suffix == ".keras" and not path.is_dir():
-        return path.exists()
+    if path.suffix == ".keras" and not path.is_dir():  # a run's own is its run's
+        return path.exists() and not (path.name == artifacts.MODEL and (path.parent / artifacts.CONFIG).is_file())
     return path.is_dir() and not (path / artifacts.CONFIG).exists() and (path / artifacts.MODEL_SHA256).is_file()
 
 

@@ -40,8 +40,8 @@ from fmnist.errors import FmnistError, first_line
 from fmnist.explain import PATCH, occlusion_batches
 from fmnist.images import BadInput, check_array, load_input
 from fmnist.predict import Classifier, describe
-from fmnist.serve_http import (SHUTDOWN_GRACE_S, AnswerCancelledRequests, LoopbackHostsOnly, WebPagesFrom,
-                               WholeAnswers, browser_origins, error, host_names, is_address, is_loopback,
+from fmnist.serve_http import (SHUTDOWN_GRACE_S, AnswerCancelledRequests, HttpMethodsOnly, LoopbackHostsOnly,
+                               WebPagesFrom, WholeAnswers, browser_origins, error, host_names, is_address, is_loopback,
                                json_http_protocol, root_path)
 from fmnist.serve_metrics import METRICS_URL, ServeMetrics
 
@@ -456,8 +456,13 @@ def create_app(source: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: in
     ``unsure_below``: an answer whose top probability is under it is called unsure."""
     allowed_origins, allowed_hosts = browser_origins(allowed_origins), host_names(allowed_hosts)
     source = Path(source)
-    run_dir = None if runs.is_model_alone(source) else runs.require_run_dir(source)
+    if runs.is_model_alone(source):
+        run_dir = None
+        runs.require_utf8_name(runs.absolute(source))  # said in the log and in errors, as a run's is
+    else:  # a run, given as its folder or as its model.keras
+        run_dir = runs.require_run_dir(source.parent if source.suffix == ".keras" and source.is_file() else source)
     model_files.verified_model_path(source)  # a missing or changed model is one line now, not a failed start-up
+    run_name = run_dir.name if run_dir else None
     settings = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings") if run_dir else None
     metrics_path = run_dir / artifacts.METRICS if run_dir else None
     metrics = artifacts.read_json(metrics_path) if metrics_path and metrics_path.is_file() else None
@@ -473,7 +478,7 @@ def create_app(source: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: in
         import keras
 
         app.state.classifier = classifier
-        app.state.metrics.model.info({"run": source.name, "model_sha256": classifier.sha256,
+        app.state.metrics.model.info({"run": run_name or "", "model_sha256": classifier.sha256,
                                       "backend": keras.backend.backend()})
         app.state.batcher = Batcher(classifier.probabilities, max_batch, app.state.metrics.forward_pass)
         app.state.answered = 0  # inputs answered: the batcher's rows add each explained one's blanked copies
@@ -498,7 +503,8 @@ def create_app(source: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: in
         app.add_middleware(WebPagesFrom, origins=allowed_origins)
     if loopback_only:  # a page that rebinds its name to this machine gets no preflight answered either
         app.add_middleware(LoopbackHostsOnly, also=allowed_hosts)
-    app.state.metrics = ServeMetrics(app)  # outermost: every request the app answers is counted
+    app.state.metrics = ServeMetrics(app)  # around the rest: every request the app answers is counted
+    app.add_middleware(HttpMethodsOnly, on_refused=app.state.metrics.refused)  # outermost: its refusals apart
 
     _answer_errors_as_json(app)
 
@@ -530,8 +536,8 @@ def create_app(source: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: in
     @get_and_head("/v1/model")
     async def model_info(request: Request) -> dict[str, Any]:
         """The classes, and the run's settings and test metrics."""
-        return {"model_sha256": request.app.state.classifier.sha256, "run": source.name, "classes": list(CLASS_NAMES),
-                "input_shape": [IMAGE_SIDE, IMAGE_SIDE], "unsure_below": unsure_below,
+        return {"model_sha256": request.app.state.classifier.sha256, "run": run_name,
+                "classes": list(CLASS_NAMES), "input_shape": [IMAGE_SIDE, IMAGE_SIDE], "unsure_below": unsure_below,
                 "max_inputs": MAX_INPUTS, "max_body_bytes": max_body_bytes,
                 "settings": settings, "metrics": metrics}
 

@@ -139,6 +139,27 @@ class LoopbackHostsOnly:
         await self.app(scope, receive, send)
 
 
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+
+
+class HttpMethodsOnly:
+    """ASGI middleware: a method HTTP does not define is refused (405) before the app, and told to ``on_refused``: a
+    client's made-up methods would each add series to the requests' metrics, which are labelled by method."""
+
+    def __init__(self, app: Callable, on_refused: Callable[[int], None] = lambda status: None) -> None:
+        self.app, self.on_refused = app, on_refused
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope["method"] not in HTTP_METHODS:
+            self.on_refused(405)
+            answer = error(405, f"{scope['method'][:40]!r} is not an HTTP method: this server answers GET, HEAD and "
+                                "POST")
+            answer.headers["allow"] = "GET, HEAD, POST"
+            await answer(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 

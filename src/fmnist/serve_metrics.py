@@ -17,7 +17,7 @@ METRICS_URL = "/metrics"
 NAMESPACE = "fmnist"
 # Seconds: a request is answered in a few milliseconds, one asking for occlusion maps in a second or more.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-REFUSED_STATUSES = (400, 408, 431)  # what the HTTP layer answers itself
+REFUSED_STATUSES = (400, 405, 408, 431)  # what the HTTP layer and serve_http.HttpMethodsOnly answer themselves
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # a forward pass takes up to --max-batch rows
 
 
@@ -33,10 +33,10 @@ class ServeMetrics:
                        registry=self.registry).instrument(app, metric_namespace=NAMESPACE,
                                                           latency_highr_buckets=LATENCY_BUCKETS,
                                                           latency_lowr_buckets=LATENCY_BUCKETS)
-        # Refused by the HTTP layer (serve_http.json_http_protocol) before the app, so never in the requests counted.
+        # Refused before the app (serve_http.json_http_protocol, HttpMethodsOnly), so never in the requests counted.
         self.refusals = Counter(f"{NAMESPACE}_http_refused", "requests refused before they reached the app: "
-                                "unparsable (400), headers too slow (408) or too large (431)", ["status"],
-                                registry=self.registry)
+                                "unparsable (400), a method HTTP does not define (405), headers too slow (408) or "
+                                "too large (431)", ["status"], registry=self.registry)
         for status in REFUSED_STATUSES:
             self.refusals.labels(str(status))
         self.model = Info(f"{NAMESPACE}_model", "the model served: its run, SHA-256 and Keras backend",

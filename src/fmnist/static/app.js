@@ -83,7 +83,8 @@ function loadModel() {
       $("unsure").textContent = `The model is unsure: no class reaches ${Math.round(100 * info.unsure_below)}%.`;
     }
     const accuracy = info.metrics ? `test accuracy ${(100 * info.metrics.test_accuracy).toFixed(1)}%, ` : "";
-    $("model").textContent = `run ${info.run}: ${accuracy}model ${info.model_sha256.slice(0, 12)}`;
+    const served = info.run ? `run ${info.run}: ` : "a model without its run: ";
+    $("model").textContent = `${served}${accuracy}model ${info.model_sha256.slice(0, 12)}`;
   }).catch((err) => {
     modelDetails = null;
     $("model").textContent = `could not read the model's details: ${err.message}`;
