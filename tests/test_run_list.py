@@ -205,3 +205,6 @@ def test_a_run_whose_name_is_not_utf8_is_listed_in_line_and_told_to_be_renamed(t
     lines = run_list.format_runs(rows).splitlines()
     created = rows[0]["created"].replace("T", " ")
     assert len(lines) == 3 and len({line.index(created) for line in lines[1:]}) == 1  # printed escaped, in line
+    shutil.copytree(tiny_run_dir, tmp_path / os.fsdecode(b"odd\xffpool") / "plain")
+    (row,) = run_list.list_runs(tmp_path / os.fsdecode(b"odd\xffpool"))
+    assert row["notes"] == ["the path to it is not UTF-8: move it to use it"]  # not its name's fault

@@ -94,3 +94,17 @@ def test_a_copied_study_is_reported_from_its_copy_and_names_the_copys_runs(tmp_p
     assert output == copy / "s" / "tune_report.html" and not (first / "s" / "tune_report.html").exists()
     page = output.read_text()
     assert str(copy / "s" / run.name) in page and str(run) not in page
+
+
+def test_a_database_study_is_reported_where_its_trials_ran_not_in_a_runs_folder_here(tmp_path, monkeypatch):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    store, shown = open_storage(storage, tmp_path / "runs")
+    study = open_study("s", store, shown, TrainSettings(epochs=2))
+    run = tmp_path / "trained" / "s" / "20261206T000000Z-trial-0001"  # its workers' --runs-dir
+    run.mkdir(parents=True)
+    distributions = {"dropout": optuna.distributions.FloatDistribution(0.0, 0.5)}
+    study.add_trial(optuna.trial.create_trial(params={"dropout": 0.3}, distributions=distributions, value=0.5,
+                                              user_attrs={"run_dir": str(run)}))
+    (tmp_path / "here" / "runs" / "s").mkdir(parents=True)  # another study of that name, a journal's, here
+    monkeypatch.chdir(tmp_path / "here")
+    assert write_report("s", storage=storage) == tmp_path / "trained" / "s" / "tune_report.html"

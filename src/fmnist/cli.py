@@ -70,6 +70,7 @@ exit status:
   1    an error, told in one line on stderr ("fmnist: error: ..."), or some inputs of predict refused
   2    a command line that cannot be taken (an unknown flag, a missing value, a value of the wrong form)
   130  stopped by Ctrl-C (143: by SIGTERM, as from kill); a stopped training can be resumed
+  141  the reader of its output went away (fmnist runs | head), as for any command in a pipe
 """
 
 # Commands a user may look for under another name (given as the command).
@@ -547,8 +548,8 @@ def _fixed_settings(p: argparse.ArgumentParser, recipes: bool) -> None:
     p.add_argument("--runs-dir", type=_path, default=Path(defaults.RUNS_DIR) if recipes else None,
                    help=f"where run directories go (default ./{defaults.RUNS_DIR})" if recipes else
                    f"where run directories go (default: the folder of a journal file given as --storage, else "
-                   f"./{defaults.RUNS_DIR}; --report and --train-best: that folder where it holds the study's STUDY/ "
-                   f"folder, as a copied study's does, else the one its trials ran in)")
+                   f"./{defaults.RUNS_DIR}; --report and --train-best: that folder where it holds a journal's study's "
+                   f"STUDY/ folder, as a copied study's does, else the one its trials ran in)")
     p.add_argument("--epochs", type=_positive_int,
                    help=("epochs to train: the plateau schedule's early stopping may end sooner, the cosine "
                          "recipes run them all" if recipes else

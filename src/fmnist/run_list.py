@@ -36,10 +36,13 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     if runs.is_seed_group(run_dir) and not _has_runs(run_dir):  # stopped before its first run began
         return _unbegun_group(run_dir)
     notes: list[str] = []
-    try:
-        str(run_dir).encode("utf-8")
-    except UnicodeEncodeError:  # as the commands that take a run refuse it
+    try:  # as the commands that take a run refuse it
+        run_dir.name.encode("utf-8")
+        runs.require_utf8_name(run_dir)
+    except UnicodeEncodeError:
         notes.append("its name is not UTF-8: rename it to use it")
+    except FmnistError:  # a folder above it: every run there says so
+        notes.append("the path to it is not UTF-8: move it to use it")
     config = _read_object(run_dir / artifacts.CONFIG, notes)
     status = _read_object(run_dir / artifacts.STATUS, notes)
     settings = runs.settings_of(config)

@@ -104,9 +104,10 @@ def load_study(name: str, storage: str | None, runs_dir: Path | None) -> tuple[o
             f"no study {name!r} in {shown}; studies there: {', '.join(names) or 'none'} "
             "(pass --storage if it is elsewhere)"
         ) from None
-    # A copied or moved study's own folder (beside the journal given), not the one its trials first ran in.
+    # A copied or moved journal's own folder, beside it, not the one its trials first ran in. (A database's trials
+    # went where each worker's --runs-dir said: ./runs here may hold another study's of that name.)
     continued_in = default_runs_dir(storage)
-    here = continued_in if (continued_in / name).is_dir() else None
+    here = continued_in if not is_database(storage) and (continued_in / name).is_dir() else None
     return study, shown, runs_dir or here or _trials_runs_dir(study) or continued_in
 
 
