@@ -444,6 +444,22 @@ def check_predict_query(request: Request) -> None:
                        "times: give it once")
 
 
+def _run_details(source: Path) -> tuple[str | None, dict | None, dict | None]:
+    """The name, settings and test metrics of the run whose model ``source`` is (its folder or its model.keras), all
+    None for a model without its run; a missing or changed model refused now, not as a failed start-up."""
+    alone = runs.is_model_alone(source)
+    if alone:
+        runs.require_utf8_name(runs.absolute(source))  # said in the log and in errors, as a run's is
+    else:
+        run_dir = runs.require_run_dir(source.parent if source.suffix == ".keras" and source.is_file() else source)
+    model_files.verified_model_path(source)
+    if alone:
+        return None, None, None
+    metrics_path = run_dir / artifacts.METRICS
+    return (run_dir.name, artifacts.read_json(run_dir / artifacts.CONFIG).get("settings"),
+            artifacts.read_json(metrics_path) if metrics_path.is_file() else None)
+
+
 def create_app(source: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH,
                decode_slots: int = DECODE_SLOTS, loopback_only: bool = False, allowed_hosts: Sequence[str] = (),
                allowed_origins: Sequence[str] = (), unsure_below: float = UNSURE_BELOW,
@@ -456,16 +472,7 @@ def create_app(source: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: in
     ``unsure_below``: an answer whose top probability is under it is called unsure."""
     allowed_origins, allowed_hosts = browser_origins(allowed_origins), host_names(allowed_hosts)
     source = Path(source)
-    if runs.is_model_alone(source):
-        run_dir = None
-        runs.require_utf8_name(runs.absolute(source))  # said in the log and in errors, as a run's is
-    else:  # a run, given as its folder or as its model.keras
-        run_dir = runs.require_run_dir(source.parent if source.suffix == ".keras" and source.is_file() else source)
-    model_files.verified_model_path(source)  # a missing or changed model is one line now, not a failed start-up
-    run_name = run_dir.name if run_dir else None
-    settings = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings") if run_dir else None
-    metrics_path = run_dir / artifacts.METRICS if run_dir else None
-    metrics = artifacts.read_json(metrics_path) if metrics_path and metrics_path.is_file() else None
+    run_name, settings, metrics = _run_details(source)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
