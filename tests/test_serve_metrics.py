@@ -84,8 +84,8 @@ def test_made_up_methods_are_refused_before_they_could_add_series(tiny_run_dir):
             for path in ("/v1/health", "/no/such/path"):
                 refused = client.request(method, path)
                 assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD, POST"
-                assert refused.json()["error"] == f"'{method}' is not an HTTP method: this server answers GET, HEAD " \
-                                                  "and POST"
+                assert refused.json()["error"] == f"'{method}' is not a method this server knows: it answers GET, " \
+                                                  "HEAD and POST"
         assert client.request("DELETE", "/v1/health").status_code == 405  # one HTTP defines: the app's own answer
         samples = scrape(client)
     methods = {dict(labels)["method"] for name, labels in samples if name == "fmnist_http_requests_total"}

@@ -143,8 +143,8 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OP
 
 
 class HttpMethodsOnly:
-    """ASGI middleware: a method HTTP does not define is refused (405) before the app, and told to ``on_refused``: a
-    client's made-up methods would each add series to the requests' metrics, which are labelled by method."""
+    """ASGI middleware: a method other than HTTP's own (RFC 9110's and PATCH), such as WebDAV's, is refused (405)
+    before the app and told to ``on_refused``: each would add series to the requests' metrics, labelled by method."""
 
     def __init__(self, app: Callable, on_refused: Callable[[int], None] = lambda status: None) -> None:
         self.app, self.on_refused = app, on_refused
@@ -152,8 +152,8 @@ class HttpMethodsOnly:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "http" and scope["method"] not in HTTP_METHODS:
             self.on_refused(405)
-            answer = error(405, f"{scope['method'][:40]!r} is not an HTTP method: this server answers GET, HEAD and "
-                                "POST")
+            answer = error(405, f"{scope['method'][:40]!r} is not a method this server knows: it answers GET, HEAD "
+                                "and POST")
             answer.headers["allow"] = "GET, HEAD, POST"
             await answer(scope, receive, send)
             return

@@ -35,8 +35,8 @@ class ServeMetrics:
                                                           latency_lowr_buckets=LATENCY_BUCKETS)
         # Refused before the app (serve_http.json_http_protocol, HttpMethodsOnly), so never in the requests counted.
         self.refusals = Counter(f"{NAMESPACE}_http_refused", "requests refused before they reached the app: "
-                                "unparsable (400), a method HTTP does not define (405), headers too slow (408) or "
-                                "too large (431)", ["status"], registry=self.registry)
+                                "unparsable (400), a method outside HTTP's own (405), headers too slow (408) or too "
+                                "large (431)", ["status"], registry=self.registry)
         for status in REFUSED_STATUSES:
             self.refusals.labels(str(status))
         self.model = Info(f"{NAMESPACE}_model", "the model served: its run, SHA-256 and Keras backend",
