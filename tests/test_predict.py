@@ -305,3 +305,14 @@ def test_show_draws_at_most_max_shown_inputs_and_says_so(tmp_path, tiny_run_dir,
 def opened_size(path) -> tuple[int, int]:
     with Image.open(path) as picture:
         return picture.size
+
+
+def test_the_classifier_refuses_a_shape_or_a_range_the_model_was_not_made_for(tiny_run_dir):
+    classifier = Classifier(tiny_run_dir)
+    for wrong in (np.zeros((28, 28)), np.zeros((2, 100)), np.zeros((2, 28, 28, 1))):  # one image, not a batch of one
+        with pytest.raises(FmnistError, match=r"give n x 28 x 28 or n x 784 pixels \(one image: image\[None\]\)$"):
+            classifier.probabilities(wrong)
+    for wrong in (np.full((1, 784), 255, np.uint8), np.full((1, 28, 28), np.nan), np.full((1, 784), -0.1)):
+        with pytest.raises(FmnistError, match=r"^pixels must lie in \[0, 1\], light on dark as in Fashion-MNIST"):
+            classifier.probabilities(wrong)
+    assert classifier.probabilities(np.zeros((1, 28, 28))).shape == (1, 10)

@@ -245,3 +245,23 @@ def test_the_readmes_python_example_runs_as_written(real_data_dir, tmp_path):
     assert run_dir.parent == tmp_path / "runs" and run_dir.name.endswith("-from-python")
     assert (run_dir / artifacts.REPORT_HTML).is_file() and 0.5 < float(accuracy) <= 1 and 0 <= float(shirt_f1)
     assert re.fullmatch(r"\[(\d )*\d\]", classes)
+
+
+def test_train_from_python_takes_settings_as_such_and_runs_on_the_backend_it_records(tmp_path, tiny_data, monkeypatch):
+    folder, sums = tiny_data
+    dataset = load_dataset(folder, checksums=sums)
+    with pytest.raises(TypeError, match=r"^settings must be a TrainSettings, not a dict: make one with "):
+        train({"epochs": 1}, "jax", runs_dir=tmp_path / "runs", dataset=dataset)
+    settings = TrainSettings(hidden_sizes=(16, 8), epochs=1, batch_size=16, name="tiny")
+    from fmnist.backend import activate
+
+    activate("jax")  # the tests' backend; a run on TensorFlow recorded, trained on JAX, would be a false record
+    with pytest.raises(FmnistError, match="^Keras is already running on jax in this process; start a new process "
+                                          "for tensorflow$"):
+        train(settings, "tensorflow", runs_dir=tmp_path / "runs", dataset=dataset)
+    with pytest.raises(FmnistError, match="^unknown backend 'pytorch'"):
+        train(settings, "pytorch", runs_dir=tmp_path / "runs", dataset=dataset)
+    assert not (tmp_path / "runs").exists()
+    monkeypatch.chdir(tmp_path)
+    result = train(settings, "jax", runs_dir=Path("runs"), dataset=dataset)  # a folder given relative
+    assert result.run_dir == tmp_path.resolve() / "runs" / result.run_dir.name  # named whole: cd elsewhere, it holds

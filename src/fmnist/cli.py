@@ -438,9 +438,11 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from fmnist.images import quiet_pillow_warnings
     from fmnist.predict import as_text, predict_files
     from fmnist.runs import resolve_model
 
+    quiet_pillow_warnings()
     model = resolve_model(args.model, args.runs_dir)
     try:
         result = predict_files(model, args.images, top_k=args.top_k, unsure_below=args.unsure_below, show=args.show,

@@ -30,19 +30,26 @@ ARRAY_SHAPES = ((IMAGE_SIDE, IMAGE_SIDE), (NUM_FEATURES,))
 MAX_ITEM_BYTES = 16  # complex128, the widest number NumPy has; a wider "void" item is a claim of gigabytes
 SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP", b"RIFF": "WebP"}
 BMP_HEADER_SIZES = (12, 40, 52, 56, 64, 108, 124)  # the DIB headers there are: "BM" alone starts many a text file
-# Pillow warns on stderr about a damaged EXIF block it then skips (camera files often carry one), and about a broken
-# animation (APNG) or multi-picture (MPO) header, after which it reads the first picture: the photo is classified all
-# the same, so the warning is only noise, even under -q. Set once here: filters are process-wide.
-warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.(TiffImagePlugin|PngImagePlugin|JpegImagePlugin)")
-# Pillow warns of an image between its pixel limit and twice that (it refuses one over twice it on opening);
-# decode_image applies the limit itself, to the size decoded: a baseline JPEG's at its reduced scale, so that a
-# 108-megapixel phone photo is read (one over twice the limit, about 179 megapixels, is refused on opening).
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 # EXIF orientation -> the turn that makes the picture upright, as ImageOps.exif_transpose has it.
 UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
            8: Image.Transpose.ROTATE_90}
+
+
+def quiet_pillow_warnings() -> None:
+    """Silence, for the whole process, Pillow's warnings that only make noise for fmnist's commands (even under -q).
+    Called by predict's and serve's commands, never on import: a program of one's own keeps Pillow's warnings."""
+    # Pillow warns on stderr about a damaged EXIF block it then skips (camera files often carry one), and about a
+    # broken animation (APNG) or multi-picture (MPO) header, after which it reads the first picture: the photo is
+    # classified all the same. Process-wide: catch_warnings around each decoding would not be thread-safe (serve
+    # decodes in threads).
+    warnings.filterwarnings("ignore", category=UserWarning,
+                            module=r"PIL\.(TiffImagePlugin|PngImagePlugin|JpegImagePlugin)")
+    # Pillow warns of an image between its pixel limit and twice that (it refuses one over twice it on opening);
+    # decode_image applies the limit itself, to the size decoded: a baseline JPEG's at its reduced scale, so that a
+    # 108-megapixel phone photo is read (one over twice the limit, about 179 megapixels, is refused on opening).
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class BadInput(FmnistError):

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from fmnist import model_files, runs
-from fmnist.data import CLASS_NAMES, NUM_FEATURES
+from fmnist.data import CLASS_NAMES, IMAGE_SIDE, NUM_FEATURES
 from fmnist.defaults import MAX_FILE_MIB, STDIN, UNSURE_BELOW
 from fmnist.errors import ErrorsPerInput, FmnistError, one_line
 from fmnist.images import load_input
@@ -34,8 +34,16 @@ class Classifier:
         self.forward = compiled_forward(self.model)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Softmax rows for ``images`` (n x 28 x 28 or n x 784, float32 in [0, 1])."""
-        return self.forward(np.asarray(images, dtype=np.float32).reshape(len(images), -1))
+        """Softmax rows for ``images`` (n x 28 x 28 or n x 784, float32 in [0, 1]), refused in any other shape or
+        range: the model would answer for pixels of 0-255 all the same."""
+        pixels = np.asarray(images, dtype=np.float32)
+        if pixels.shape[1:] not in ((IMAGE_SIDE, IMAGE_SIDE), (NUM_FEATURES,)):
+            raise FmnistError(f"images of shape {pixels.shape}: give n x {IMAGE_SIDE} x {IMAGE_SIDE} or n x "
+                              f"{NUM_FEATURES} pixels (one image: image[None])")
+        if pixels.size and not (np.isfinite(pixels).all() and 0 <= pixels.min() and pixels.max() <= 1):
+            raise FmnistError("pixels must lie in [0, 1], light on dark as in Fashion-MNIST: divide pixels of "
+                              "0-255 by 255 (fmnist.data.to_features does)")
+        return self.forward(pixels.reshape(len(pixels), -1))
 
     def warm_up(self) -> None:
         """Compile every batch shape the forward pass pads to now, so no request pays for it."""

@@ -38,7 +38,7 @@ from fmnist.data import CLASS_NAMES, IMAGE_SIDE
 from fmnist.defaults import MAX_BATCH, MAX_INPUTS, MAX_UPLOAD_MIB, RUNS_DIR, UNSURE_BELOW
 from fmnist.errors import FmnistError, first_line
 from fmnist.explain import PATCH, occlusion_batches
-from fmnist.images import BadInput, check_array, load_input
+from fmnist.images import BadInput, check_array, load_input, quiet_pillow_warnings
 from fmnist.predict import Classifier, describe
 from fmnist.serve_http import (SHUTDOWN_GRACE_S, AnswerCancelledRequests, HttpMethodsOnly, LoopbackHostsOnly,
                                WebPagesFrom, WholeAnswers, browser_origins, error, host_names, is_address, is_loopback,
@@ -635,6 +635,7 @@ def serve(source: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mi
                      on_ready=lambda: log.info("serving %s on %s (API docs at /docs)", source, url))
     # A malformed form is answered 400 with its reason; python-multipart would also log its parser's complaint.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
+    quiet_pillow_warnings()
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"  # a log, like every command's progress
     server = StoppableServer(uvicorn.Config(

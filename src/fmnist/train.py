@@ -42,6 +42,9 @@ class Diverged(FmnistError):
 
 @dataclass(frozen=True)
 class TrainResult:
+    """A finished run: its folder (absolute), its test metrics as metrics.json holds them, the epochs it trained and
+    their seconds."""
+
     run_dir: Path
     metrics: dict[str, Any]
     epochs_run: int
@@ -313,14 +316,19 @@ def train(
     dataset: Dataset | None = None, resume_dir: Path | None = None, extra_callbacks: Sequence[Any] = (),
     finished_note: Callable[[], dict[str, Any]] = dict,
 ) -> TrainResult:
-    """Run the whole recipe: data, fit, save, evaluate on the test set, report (``backend`` must be active); with
-    ``resume_dir``, continue that run from its last finished epoch (fmnist.resume) instead of a new one;
-    ``finished_note()`` adds to the finished run's status what the report is to say of how it ended."""
-    from fmnist.backend import tensorflow_hidden_from_keras
+    """Run the whole recipe: data, fit, save, evaluate on the test set, report, on ``backend`` (activated here, or
+    refused where Keras runs another in this process); with ``resume_dir``, continue that run from its last finished
+    epoch (fmnist.resume) instead of a new one; ``finished_note()`` adds to the finished run's status what the report
+    is to say of how it ended."""
+    from fmnist.backend import activate, tensorflow_hidden_from_keras
     from fmnist.evaluate import evaluate_run
     from fmnist.resume import keep_finished_epochs, require_unfinished
     from fmnist.seeds import refuse_other_runs
 
+    if not isinstance(settings, TrainSettings):  # a dict of settings, say
+        raise TypeError(f"settings must be a TrainSettings, not a {type(settings).__name__}: make one with "
+                        "fmnist.recipes.recipe_settings('spec', epochs=3, ...)")
+    backend = activate(backend, settings.architecture)  # the one the run records is the one Keras runs
     dataset = dataset or load_dataset(data_dir)
     teacher_sha256 = check_inputs(settings, dataset)
     if resume_dir is None:
@@ -375,7 +383,7 @@ def train(
         artifacts.remove_resume_files(run_dir)  # the saved model supersedes them
         with stop_while_scoring_reported(run_dir):
             metrics = evaluate_run(run_dir, data_dir=data_dir, model=model, dataset=dataset)
-    return TrainResult(run_dir, metrics, epochs_run, seconds)
+    return TrainResult(runs.absolute(run_dir), metrics, epochs_run, seconds)
 
 
 def _scores_written(run_dir: Path) -> bool:
