@@ -447,14 +447,12 @@ def check_predict_query(request: Request) -> None:
 def _run_details(source: Path) -> tuple[str | None, dict | None, dict | None]:
     """The name, settings and test metrics of the run whose model ``source`` is (its folder or its model.keras), all
     None for a model without its run; a missing or changed model refused now, not as a failed start-up."""
-    alone = runs.is_model_alone(source)
-    if alone:
+    if runs.is_model_alone(source):
         runs.require_utf8_name(runs.absolute(source))  # said in the log and in errors, as a run's is
-    else:
-        run_dir = runs.require_run_dir(source.parent if source.suffix == ".keras" and source.is_file() else source)
-    model_files.verified_model_path(source)
-    if alone:
+        model_files.verified_model_path(source)
         return None, None, None
+    run_dir = runs.require_run_dir(source.parent if source.suffix == ".keras" and source.is_file() else source)
+    model_files.verified_model_path(source)
     metrics_path = run_dir / artifacts.METRICS
     return (run_dir.name, artifacts.read_json(run_dir / artifacts.CONFIG).get("settings"),
             artifacts.read_json(metrics_path) if metrics_path.is_file() else None)
