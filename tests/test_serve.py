@@ -616,9 +616,10 @@ def test_a_server_on_this_machine_alone_answers_only_requests_that_name_it(tiny_
 
 
 def test_a_server_on_this_machine_alone_answers_the_names_a_reverse_proxy_passes_when_allowed(tiny_run_dir):
-    with TestClient(create_app(tiny_run_dir, loopback_only=True, allowed_hosts=["FMNIST.example.org."]),
+    with TestClient(create_app(tiny_run_dir, loopback_only=True, allowed_hosts=["FMNIST.example.org.", "2001:db8::5"]),
                     base_url="http://localhost") as client:  # as a Host header gives it: any case, a final dot or not
-        for host in ("fmnist.example.org", "fmnist.example.org:443", "Fmnist.Example.Org.", "localhost"):
+        for host in ("fmnist.example.org", "fmnist.example.org:443", "Fmnist.Example.Org.", "localhost",
+                     "[2001:db8::5]:8000", "[2001:DB8::5]"):
             assert client.get("/v1/health", headers={"host": host}).status_code == 200, host
         refused = client.get("/v1/health", headers={"host": "other.example.org"})
         assert refused.status_code == 400 and "--allow-host NAME" in refused.json()["error"]

@@ -105,7 +105,7 @@ def host_names(names: Sequence[str]) -> list[str]:
                 or is_address(plain.strip("[]"))):
             raise FmnistError(f"--allow-host {name!r} is not a host name: give it as a Host header names it, without "
                               "scheme, port or path, such as fmnist.example.org")
-        kept.append(plain)
+        kept.append(f"[{plain.strip('[]')}]" if ":" in plain else plain)  # an IPv6 address, as a Host header has it
     return kept
 
 
