@@ -292,7 +292,9 @@ def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, t
     assert isinstance(stop.value, stopping.RunStopped)
     assert (stop.value.run_dir, stop.value.state, stop.value.resume) == (
         run_dir, "finished, not scored", f"fmnist train --resume {run_dir}")
-    result = resume_run(run_dir, dataset=dataset)
+    monkeypatch.chdir(tmp_path)
+    result = resume_run(Path(run_dir.name), dataset=dataset)  # given relative, named whole, as train's result is
+    assert result.run_dir == run_dir.resolve()
     assert result.metrics["test_accuracy"] == scored["test_accuracy"] == json.loads(
         (run_dir / artifacts.METRICS).read_text())["test_accuracy"]
     assert (run_dir / artifacts.REPORT_HTML).is_file()

@@ -616,10 +616,11 @@ def test_a_server_on_this_machine_alone_answers_only_requests_that_name_it(tiny_
 
 
 def test_a_server_on_this_machine_alone_answers_the_names_a_reverse_proxy_passes_when_allowed(tiny_run_dir):
-    with TestClient(create_app(tiny_run_dir, loopback_only=True, allowed_hosts=["FMNIST.example.org.", "2001:db8::5"]),
+    allowed = ["FMNIST.example.org.", "2001:db8::5", "[192.0.2.7]"]
+    with TestClient(create_app(tiny_run_dir, loopback_only=True, allowed_hosts=allowed),
                     base_url="http://localhost") as client:  # as a Host header gives it: any case, a final dot or not
         for host in ("fmnist.example.org", "fmnist.example.org:443", "Fmnist.Example.Org.", "localhost",
-                     "[2001:db8::5]:8000", "[2001:DB8::5]"):
+                     "[2001:db8::5]:8000", "[2001:DB8::5]", "192.0.2.7:8000"):
             assert client.get("/v1/health", headers={"host": host}).status_code == 200, host
         refused = client.get("/v1/health", headers={"host": "other.example.org"})
         assert refused.status_code == 400 and "--allow-host NAME" in refused.json()["error"]
@@ -636,10 +637,12 @@ def test_behind_a_proxy_that_strips_a_prefix_the_docs_find_their_openapi_file(ti
         assert "'/fmnist/openapi.json'" in httpx.get(f"{base}/docs", timeout=10).text
         assert httpx.get(f"{base}/openapi.json", timeout=10).json()["servers"] == [{"url": "/fmnist"}]
         assert httpx.get(f"{base}/v1/health", timeout=10).status_code == 200
+        wrong = httpx.get(f"{base}/v1/predict", timeout=10)  # the routes found without the prefix: their methods named
+        assert wrong.status_code == 405 and wrong.headers["allow"] == "POST", wrong.text
     finally:
         process.terminate()
         process.wait(timeout=60)
-    for wrong in ("/fmnist?x=1", "/my app"):
+    for wrong in ("/fmnist?x=1", "/my app", "/mödé"):
         with pytest.raises(FmnistError, match="is not a path: give the prefix alone, such as /fmnist"):
             serve(tiny_run_dir, proxy_prefix=wrong)
 

@@ -384,7 +384,8 @@ def _answer_errors_as_json(app: FastAPI) -> None:
             return answer
         # Starlette's Allow names one route's methods: GET and HEAD are two routes here; the static files' mount
         # has no methods of its own to name.
-        path = request.url.path
+        # Under --root-path uvicorn puts the prefix in front of the path; the routes' paths are without it.
+        path = request.url.path.removeprefix(request.scope.get("app_root_path", request.scope.get("root_path", "")))
         allowed = ", ".join(sorted(
             {method for route in request.app.routes if getattr(route, "path", None) == path
              for method in getattr(route, "methods", None) or ()}

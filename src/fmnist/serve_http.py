@@ -105,7 +105,8 @@ def host_names(names: Sequence[str]) -> list[str]:
                 or is_address(plain.strip("[]"))):
             raise FmnistError(f"--allow-host {name!r} is not a host name: give it as a Host header names it, without "
                               "scheme, port or path, such as fmnist.example.org")
-        kept.append(f"[{plain.strip('[]')}]" if ":" in plain else plain)  # an IPv6 address, as a Host header has it
+        bare = plain.strip("[]")
+        kept.append(f"[{bare}]" if ":" in bare else bare)  # an address as a Host header has it: IPv6 in brackets
     return kept
 
 
@@ -113,7 +114,8 @@ def root_path(path: str) -> str:
     """A reverse proxy's path prefix as ASGI's root_path takes it: "/fmnist", one slash first and none last ("" for
     none)."""
     path = path.strip()
-    if any(c in path for c in "?#") or any(c.isspace() for c in path):
+    # uvicorn sends the prefix in ASCII: another character would fail every request.
+    if any(c in path for c in "?#") or any(c.isspace() for c in path) or not path.isascii():
         raise FmnistError(f"--root-path {path!r} is not a path: give the prefix alone, such as /fmnist")
     return "/" + path.strip("/") if path.strip("/") else ""
 
