@@ -126,7 +126,7 @@ def score_finished(run_dir: Path, dataset: Dataset) -> TrainResult:
             metrics = evaluate_run(run_dir, dataset=dataset)
         elif not (run_dir / artifacts.REPORT_HTML).is_file():
             build_report(run_dir)
-    return TrainResult(runs.absolute(run_dir), metrics, status["epochs"], status["train_seconds"])
+    return TrainResult(run_dir, metrics, status["epochs"], status["train_seconds"])
 
 
 def fully_scored(metrics: dict[str, Any]) -> bool:

@@ -486,7 +486,8 @@ def create_app(source: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: in
         app.state.classifier = classifier
         app.state.metrics.model.info({"run": run_name or "", "model_sha256": classifier.sha256,
                                       "backend": keras.backend.backend()})
-        app.state.batcher = Batcher(classifier.probabilities, max_batch, app.state.metrics.forward_pass)
+        # The compiled pass itself: every row was checked on its way in (Classifier.probabilities would check again).
+        app.state.batcher = Batcher(classifier.forward, max_batch, app.state.metrics.forward_pass)
         app.state.answered = 0  # inputs answered: the batcher's rows add each explained one's blanked copies
         app.state.decoders = anyio.CapacityLimiter(decode_slots)  # made here: a limiter belongs to its event loop
         app.state.explaining = asyncio.Semaphore(1)

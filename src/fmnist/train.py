@@ -50,6 +50,9 @@ class TrainResult:
     epochs_run: int
     train_seconds: float
 
+    def __post_init__(self) -> None:  # whichever path made it: a caller may change folders before reading it
+        object.__setattr__(self, "run_dir", runs.absolute(self.run_dir))
+
 
 def split_indices(labels: np.ndarray, settings: TrainSettings) -> tuple[np.ndarray, np.ndarray]:
     """Seeded, stratified train/validation split (after an optional stratified ``limit`` subset)."""
@@ -383,7 +386,7 @@ def train(
         artifacts.remove_resume_files(run_dir)  # the saved model supersedes them
         with stop_while_scoring_reported(run_dir):
             metrics = evaluate_run(run_dir, data_dir=data_dir, model=model, dataset=dataset)
-    return TrainResult(runs.absolute(run_dir), metrics, epochs_run, seconds)
+    return TrainResult(run_dir, metrics, epochs_run, seconds)
 
 
 def _scores_written(run_dir: Path) -> bool:
