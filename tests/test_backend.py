@@ -144,3 +144,14 @@ def test_tensorflow_retracing_warning_is_dropped_and_other_warnings_kept(caplog)
     finally:
         logger.removeFilter(hide_retracing_warning)
     assert [r.getMessage() for r in caplog.records] == ["something else went wrong"]
+
+
+def test_where_keras_already_runs_its_backend_is_taken_unless_another_is_asked_for():
+    """A program of one's own imported Keras first (its default backend, TensorFlow), then calls fmnist without one."""
+    script = ("import os, keras; from fmnist.backend import activate; from fmnist.errors import FmnistError\n"
+              "assert activate(None) == activate(None, 'cnn') == activate('TensorFlow') == 'tensorflow'\n"
+              "try:\n    activate('jax')\nexcept FmnistError as exc:\n    print(exc)\n")
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Keras is already running on tensorflow in this process; start a new process for jax\n"

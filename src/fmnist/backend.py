@@ -26,17 +26,17 @@ def resolve(requested: str | None, architecture: str = "dense", fallback: str | 
 
 
 def activate(requested: str | None = None, architecture: str = "dense") -> str:
-    """Set KERAS_BACKEND for this process; Keras fixes its backend at import, so this must come first."""
-    name = resolve(requested, architecture)
+    """Set KERAS_BACKEND for this process; Keras fixes its backend at import, so this must come first. Where Keras
+    already runs (imported by a program of one's own), it is the backend unless another is ``requested``."""
     if "keras" in sys.modules:
         import keras
 
-        if keras.backend.backend() != name:
-            raise FmnistError(
-                f"Keras is already running on {keras.backend.backend()} in this process; "
-                f"start a new process for {name}"
-            )
+        running = keras.backend.backend()
+        name = resolve(requested or running, architecture)
+        if running != name:
+            raise FmnistError(f"Keras is already running on {running} in this process; start a new process for {name}")
         return name
+    name = resolve(requested, architecture)
     os.environ["KERAS_BACKEND"] = name
     if name == "tensorflow":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hide TensorFlow's start-up chatter
