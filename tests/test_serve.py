@@ -735,3 +735,16 @@ def test_a_model_without_its_run_is_served_as_predict_takes_it(tiny_run_dir, tmp
     shutil.copytree(bare, odd)
     with pytest.raises(FmnistError, match="has a name that is not UTF-8: rename it"):
         create_app(odd)
+
+
+def test_the_model_details_give_the_test_metrics_as_they_are_now(tiny_run_dir, tmp_path):
+    run = shutil.copytree(tiny_run_dir, tmp_path / tiny_run_dir.name)
+    metrics = json.loads((run / artifacts.METRICS).read_text())
+    with TestClient(create_app(run)) as client:
+        assert client.get("/v1/model").json()["metrics"] == metrics
+        # `fmnist evaluate` scores it again, on another backend, while it is served
+        (run / artifacts.METRICS).write_text(json.dumps({**metrics, "evaluated_backend": "tensorflow"}))
+        assert client.get("/v1/model").json()["metrics"]["evaluated_backend"] == "tensorflow"
+        (run / artifacts.METRICS).write_text("{ damaged")
+        answer = client.get("/v1/model")
+        assert answer.status_code == 200 and answer.json()["metrics"] is None

@@ -445,8 +445,8 @@ def check_predict_query(request: Request) -> None:
                        "times: give it once")
 
 
-def _run_details(source: Path) -> tuple[str | None, dict | None, dict | None]:
-    """The name, settings and test metrics of the run whose model ``source`` is (its folder or its model.keras), all
+def _run_details(source: Path) -> tuple[str | None, dict | None, Path | None]:
+    """The name, settings and metrics file of the run whose model ``source`` is (its folder or its model.keras), all
     None for a model without its run; a missing or changed model refused now, not as a failed start-up."""
     if runs.is_model_alone(source):
         runs.require_utf8_name(runs.absolute(source))  # said in the log and in errors, as a run's is
@@ -454,9 +454,16 @@ def _run_details(source: Path) -> tuple[str | None, dict | None, dict | None]:
         return None, None, None
     run_dir = runs.require_run_dir(source.parent if source.suffix == ".keras" and source.is_file() else source)
     model_files.verified_model_path(source)
-    metrics_path = run_dir / artifacts.METRICS
-    return (run_dir.name, artifacts.read_json(run_dir / artifacts.CONFIG).get("settings"),
-            artifacts.read_json(metrics_path) if metrics_path.is_file() else None)
+    return run_dir.name, artifacts.read_json(run_dir / artifacts.CONFIG).get("settings"), run_dir / artifacts.METRICS
+
+
+def _test_metrics(path: Path | None) -> dict[str, Any] | None:
+    """The run's test metrics as they are now (`fmnist evaluate` may score it again while it is served); None where
+    there are none, or they cannot be read."""
+    try:
+        return artifacts.read_json(path) if path is not None and path.is_file() else None
+    except FmnistError:  # damaged, or replaced meanwhile by hand: the rest of the answer stands
+        return None
 
 
 def create_app(source: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH,
@@ -471,7 +478,7 @@ def create_app(source: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: in
     ``unsure_below``: an answer whose top probability is under it is called unsure."""
     allowed_origins, allowed_hosts = browser_origins(allowed_origins), host_names(allowed_hosts)
     source = Path(source)
-    run_name, settings, metrics = _run_details(source)
+    run_name, settings, metrics_path = _run_details(source)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -546,7 +553,7 @@ def create_app(source: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: in
         return {"model_sha256": request.app.state.classifier.sha256, "run": run_name,
                 "classes": list(CLASS_NAMES), "input_shape": [IMAGE_SIDE, IMAGE_SIDE], "unsure_below": unsure_below,
                 "max_inputs": MAX_INPUTS, "max_body_bytes": max_body_bytes,
-                "settings": settings, "metrics": metrics}
+                "settings": settings, "metrics": _test_metrics(metrics_path)}
 
     @app.post(
         "/v1/predict", response_model=PredictResponse, response_model_exclude_none=True,
