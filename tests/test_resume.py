@@ -277,7 +277,7 @@ def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, t
     history = artifacts.read_history(run_dir)
     (run_dir / artifacts.BACKUP).write_bytes(b"left by a kill between the finished status and its removal")
     with runs.claim_run(run_dir):  # as the process that trained it holds it while it scores
-        assert run_list.summarize(run_dir)["notes"] == []  # not "not scored": it is being scored
+        assert run_list.summarize(run_dir)["notes"] == ["being scored"]  # not "not scored": its process scores it
         with pytest.raises(FmnistError, match="in use by another process"):
             resume_run(run_dir, dataset=dataset)
     assert run_list.summarize(run_dir)["notes"] == ["not scored: fmnist train --resume scores it"]

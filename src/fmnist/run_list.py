@@ -72,7 +72,9 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         epochs = _epochs_backed_up(run_dir, notes)
         if epochs is not None:  # else its note says what to do first
             notes.append(_finished_by(run_dir, "continues it", "continues its group"))
-    elif unscored and not live and not lost:  # stopped while it was being scored; without a model, said below
+    elif unscored and live:  # trained: its process scores it on the test set, then draws its report
+        notes.append("being scored")
+    elif unscored and not lost:  # stopped while it was being scored; without a model, said below
         notes.append("not scored: " + _finished_by(run_dir, "scores it", "scores it"))
     if lost and not live:
         notes.append(f"no {', '.join(lost)}: restore {'it' if len(lost) == 1 else 'them'} from a copy, or train a "
