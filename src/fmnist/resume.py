@@ -116,6 +116,8 @@ def score_finished(run_dir: Path, dataset: Dataset) -> TrainResult:
                           f"remove {run_dir} and train it again")
     metrics_path = run_dir / artifacts.METRICS
     with runs.claim_run(run_dir), stop_while_scoring_reported(run_dir):  # its trainer may be scoring it still
+        if runs.complete(run_dir):  # finished by that process while this one waited for its lock
+            require_unfinished(run_dir)  # which refuses it, as a moment later it would have been refused
         artifacts.remove_resume_files(run_dir)  # left by a kill just after its training finished
         try:
             metrics = artifacts.read_json(metrics_path) if metrics_path.is_file() else {}
