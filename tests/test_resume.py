@@ -16,7 +16,7 @@ from fmnist.backup_file import read_meta
 from fmnist.data import load_dataset
 from fmnist.cli import main
 from fmnist.errors import FmnistError
-from fmnist.resume import keep_finished_epochs, read_resumable, resume_run, score_finished
+from fmnist.resume import keep_finished_epochs, read_resumable, resume_run
 from fmnist.settings import TrainSettings
 from fmnist.train import train
 
@@ -312,8 +312,9 @@ def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, t
         resume_run(run_dir, dataset=dataset)
     # A second resume that found it still being scored, then got its lock once the first had finished it: refused
     # all the same, not the finished run's summary as if it had done something.
+    monkeypatch.setattr(runs, "complete", lambda run: False)  # what it found before it waited
     with pytest.raises(FmnistError, match="already finished training; nothing to resume"):
-        score_finished(run_dir, dataset)
+        resume_run(run_dir, dataset=dataset)
     model = (run_dir / artifacts.MODEL).read_bytes()
     (run_dir / artifacts.STATUS).unlink()  # lost: the saved model alone says the run finished
     with pytest.raises(FmnistError, match="has a trained model but no status.json: resuming would train it again"):

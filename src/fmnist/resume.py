@@ -93,7 +93,7 @@ def resume_run(
     dataset = dataset or load_dataset(data_dir)
     require_same_data(dataset, config, run_dir)
     if scoring_only:
-        result = score_finished(run_dir, dataset)
+        result = score_finished(run_dir, dataset, refuse_done=True)
     else:
         result = train(settings, config["backend"], data_dir=data_dir, dataset=dataset, resume_dir=run_dir,
                        extra_callbacks=extra_callbacks, finished_note=finished_note)
@@ -103,9 +103,9 @@ def resume_run(
     return result
 
 
-def score_finished(run_dir: Path, dataset: Dataset) -> TrainResult:
+def score_finished(run_dir: Path, dataset: Dataset, refuse_done: bool = False) -> TrainResult:
     """A run whose training finished: scored if a stop cut its evaluation short (or its metrics.json was damaged
-    since), its report drawn if that was cut short."""
+    since), its report drawn if that was cut short; with ``refuse_done``, refused if neither is left to do."""
     from fmnist.evaluate import evaluate_run
     from fmnist.report import build_report
     from fmnist.train import TrainResult, stop_while_scoring_reported
@@ -116,13 +116,13 @@ def score_finished(run_dir: Path, dataset: Dataset) -> TrainResult:
                           f"remove {run_dir} and train it again")
     metrics_path = run_dir / artifacts.METRICS
     with runs.claim_run(run_dir), stop_while_scoring_reported(run_dir):  # its trainer may be scoring it still
-        if runs.complete(run_dir):  # finished by that process while this one waited for its lock
-            require_unfinished(run_dir)  # which refuses it, as a moment later it would have been refused
         artifacts.remove_resume_files(run_dir)  # left by a kill just after its training finished
         try:
             metrics = artifacts.read_json(metrics_path) if metrics_path.is_file() else {}
         except DamagedFile:
             metrics = {}
+        if refuse_done and fully_scored(metrics) and (run_dir / artifacts.REPORT_HTML).is_file():
+            require_unfinished(run_dir)  # finished by its trainer while this waited for its lock: refused as later
         if not fully_scored(metrics):
             log.info("scoring %s: its training finished, its %s is missing or damaged", run_dir, artifacts.METRICS)
             metrics = evaluate_run(run_dir, dataset=dataset)
