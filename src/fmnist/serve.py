@@ -454,7 +454,12 @@ def _run_details(source: Path) -> tuple[str | None, dict | None, Path | None]:
         return None, None, None
     run_dir = runs.require_run_dir(source.parent if source.suffix == ".keras" and source.is_file() else source)
     model_files.verified_model_path(source)
-    return run_dir.name, artifacts.read_json(run_dir / artifacts.CONFIG).get("settings"), run_dir / artifacts.METRICS
+    try:
+        settings = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings")
+    except FmnistError as exc:  # the model carries its own architecture: served, as predict takes it
+        log.warning("%s; /v1/model gives no settings", exc)
+        settings = None
+    return run_dir.name, settings, run_dir / artifacts.METRICS
 
 
 def _test_metrics(path: Path | None) -> dict[str, Any] | None:
