@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -199,6 +200,42 @@ def tiny_run_dir(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("tiny_run")
     checksums = write_idx_set(base / "data")
     return _train_once(base, base / "data", checksums, hidden_sizes=(16, 8), epochs=2, batch_size=16, name="tiny")
+
+
+SERVE_BODY_LIMIT = 1024 * 1024  # the test app's upload limit: small, so that a test reaches it quickly
+
+
+@pytest.fixture(scope="module")
+def client(tiny_run_dir):
+    """The app on the tiny run (upload limit SERVE_BODY_LIMIT), one per test module."""
+    from fastapi.testclient import TestClient
+
+    from fmnist.serve import create_app
+
+    # raise_server_exceptions: a 5xx would fail the test with its traceback instead of passing as a status.
+    app = create_app(tiny_run_dir, max_body_bytes=SERVE_BODY_LIMIT)
+    with TestClient(app, raise_server_exceptions=True) as test_client:
+        yield test_client
+
+
+def assert_serving(client) -> None:
+    """A good request still gets a good answer."""
+    from samples import encode, garment
+
+    answer = client.post("/v1/predict", files={"files": ("ok.png", encode(garment()), "image/png")})
+    assert answer.status_code == 200 and len(answer.json()["predictions"]) == 1
+
+
+class LeavingRequest:
+    """A stand-in request whose client leaves after the first check; the test sets its ``app.state``."""
+
+    def __init__(self) -> None:
+        self.app = SimpleNamespace(state=SimpleNamespace())
+        self.checks = 0
+
+    async def is_disconnected(self) -> bool:
+        self.checks += 1
+        return self.checks > 1
 
 
 @pytest.fixture(scope="session")

@@ -1,45 +1,26 @@
 import asyncio
 import errno
-import gzip
 import json
 import logging
 import os
 import re
 import shutil
 import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
 
 import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import run_cli, start_server
+from conftest import LeavingRequest, assert_serving, run_cli, start_server
 from fmnist import artifacts
 from fmnist.data import CLASS_NAMES
 from fmnist.errors import FmnistError
 from fmnist.images import load_input
 from fmnist.predict import Classifier
-from fmnist.serve import MAX_INPUTS, PREDICT_PARAMETERS, Batcher, create_app, serve
-from samples import bad_files, bad_json_bodies, encode, garment, npy
-
-BODY_LIMIT = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def client(tiny_run_dir):
-    # raise_server_exceptions: a 5xx would fail the test with its traceback instead of passing as a status.
-    with TestClient(create_app(tiny_run_dir, max_body_bytes=BODY_LIMIT), raise_server_exceptions=True) as test_client:
-        yield test_client
-
-
-def assert_serving(client):
-    """A good request still gets a good answer."""
-    answer = client.post("/v1/predict", files={"files": ("ok.png", encode(garment()), "image/png")})
-    assert answer.status_code == 200 and len(answer.json()["predictions"]) == 1
+from fmnist.serve import Batcher, create_app, serve
+from samples import encode, garment, npy
 
 
 def test_health_and_model(client, tiny_run_dir):
@@ -111,18 +92,6 @@ def test_concurrent_explanations_each_get_their_own_map(client, tiny_run_dir):
         np.testing.assert_allclose([p["evidence"] for p in answer["predictions"]], expected, atol=1e-5)
 
 
-class LeavingRequest:
-    """A stand-in request whose client leaves after the first check; the test sets its ``app.state``."""
-
-    def __init__(self) -> None:
-        self.app = SimpleNamespace(state=SimpleNamespace())
-        self.checks = 0
-
-    async def is_disconnected(self) -> bool:
-        self.checks += 1
-        return self.checks > 1
-
-
 def test_an_explanation_stops_when_its_client_goes_away(tiny_run_dir):
     from starlette.requests import ClientDisconnect
 
@@ -146,141 +115,6 @@ def test_an_explanation_stops_when_its_client_goes_away(tiny_run_dir):
     assert asyncio.run(explain_then_leave()) == IMAGES_PER_BATCH * (1 + POSITIONS)  # the first batch, no more
 
 
-def test_json_arrays_nested_or_flat_pixels_or_floats(client):
-    floats = np.random.default_rng(1).random((28, 28))
-    inputs = [floats.tolist(), floats.ravel().tolist(), np.round(floats * 255).astype(int).ravel().tolist()]
-    response = client.post("/v1/predict", json={"inputs": inputs})
-    assert response.status_code == 200, response.text
-    predictions = response.json()["predictions"]
-    assert [p["input"] for p in predictions] == ["inputs[0]", "inputs[1]", "inputs[2]"]
-    assert predictions[0]["top"] == predictions[1]["top"] and "pixels" not in predictions[0]
-    assert predictions[2]["top"][0]["index"] == predictions[0]["top"][0]["index"]
-    # One image's values without a list of their own: the answer says so, not that 784 inputs are too many.
-    wrap = 'for one image, put it in a list of its own ({"inputs": [[...]]})'
-    for unwrapped, holds in ((floats.ravel().tolist(), "784 values, not images"),
-                             ([*floats.ravel().tolist()[1:], None], "784 values, not images"),
-                             (floats.tolist(), "28 rows of 28 numbers, one 28x28 image")):
-        response = client.post("/v1/predict", json={"inputs": unwrapped})
-        assert response.status_code == 422 and response.json()["error"] == (
-            f'"inputs" must be a list of images, each 28x28 or 784 numbers; it holds {holds}: {wrap}')
-    flag = client.post("/v1/predict", json={"inputs": [True]})  # one bool, no image's numbers: named as it is
-    assert flag.status_code == 422 and flag.json()["error"].startswith("inputs[0] holds true/false values")
-    for item in ({}, [None] * 784):
-        not_numbers = client.post("/v1/predict", json={"inputs": [item]})
-        assert not_numbers.status_code == 422 and not_numbers.json()["error"].startswith(
-            "inputs[0] holds values that are not numbers (null, true, false, an object?)")
-
-
-@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
-@pytest.mark.parametrize("case, name, data, status, reason", bad_files(), ids=[c[0] for c in bad_files()])
-def test_bad_files_get_a_4xx_json_error(client, case, name, data, status, reason):
-    good = ("files", ("fine.png", encode(garment()), "image/png"))
-    response = client.post("/v1/predict", files=[good, ("files", (name, data, "application/octet-stream"))])
-    assert response.status_code == status and f"{name} {reason}" in response.json()["error"], response.text
-    # Which of the files it was, as their names may repeat.
-    assert response.json()["error"].startswith("file 2 of the 2 sent: "), response.text
-    assert response.json()["error"].endswith("; none was classified: send the others without it")
-    assert_serving(client)
-
-
-@pytest.mark.parametrize("case, body, status", bad_json_bodies(), ids=[c[0] for c in bad_json_bodies()])
-def test_bad_json_gets_a_4xx_json_error(client, case, body, status):
-    response = client.post("/v1/predict", content=body, headers={"content-type": "application/json"})
-    assert response.status_code == status, response.text
-    assert response.json()["error"] and "RecursionError" not in response.json()["error"]  # no Python internals
-    assert_serving(client)
-
-
-def chunks(total: int):
-    for _ in range(total // 65536):
-        yield b"\0" * 65536
-
-
-@pytest.mark.parametrize("case, request_args, status", [
-    ("empty-body", {"headers": {"content-type": "multipart/form-data; boundary=b"}}, 400),
-    ("no-body-no-content-type", {}, 415),
-    ("empty-json", {"content": b"", "headers": {"content-type": "application/json"}}, 400),
-    ("no-content-type", {"content": b"\x89PNG"}, 415),
-    ("text-plain", {"content": b"hello", "headers": {"content-type": "text/plain"}}, 415),
-    ("text-plain-oversized", {"content": chunks(2 * BODY_LIMIT), "headers": {"content-type": "text/plain"}}, 415),
-    ("gzip-json", {"content": gzip.compress(b'{"inputs": [[0]]}'),
-                   "headers": {"content-type": "application/json", "content-encoding": "gzip"}}, 415),
-    ("form-urlencoded", {"data": {"files": "x"}}, 415),
-    ("multipart-no-boundary", {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}}, 400),
-    ("multipart-garbage", {"content": b"garbage", "headers": {"content-type": "multipart/form-data; boundary=b"}},
-     400),
-    ("multipart-only-fields", {"files": {"note": (None, "just text")}}, 400),
-    ("multipart-too-many-files",
-     {"files": [("files", (f"{i}.png", b"x", "image/png")) for i in range(MAX_INPUTS + 1)]}, 413),
-    ("multipart-too-many-fields", {"files": [("note", (None, "x")) for _ in range(MAX_INPUTS + 1)]}, 413),
-    ("oversized-declared", {"files": {"files": ("big.png", b"\0" * (BODY_LIMIT + 1), "image/png")}}, 413),
-    ("oversized-chunked", {"content": chunks(2 * BODY_LIMIT), "headers": {"content-type": "application/json"}}, 413),
-    ("top-k-zero", {"params": {"top_k": 0}, "json": {"inputs": [[0] * 784]}}, 422),
-    ("top-k-eleven", {"params": {"top_k": 11}, "json": {"inputs": [[0] * 784]}}, 422),
-    ("top-k-text", {"params": {"top_k": "three"}, "json": {"inputs": [[0] * 784]}}, 422),
-])
-def test_bad_requests_get_a_4xx_json_error(client, case, request_args, status):
-    response = client.post("/v1/predict", **request_args)
-    assert response.status_code == status, response.text
-    assert response.json()["error"]
-    assert_serving(client)
-
-
-def test_a_malformed_form_is_refused_with_its_reason_never_answered_in_part(client):
-    def part(name: str) -> bytes:
-        return (b'--b\r\nContent-Disposition: form-data; name="files"; filename="' + name.encode() + b'"\r\n'
-                b"Content-Type: image/png\r\n\r\n" + encode(garment()) + b"\r\n")
-
-    multipart = {"content-type": "multipart/form-data; boundary=b"}
-    whole = client.post("/v1/predict", content=part("a.png") + part("b.png") + b"--b--\r\n", headers=multipart)
-    assert [p["input"] for p in whole.json()["predictions"]] == ["a.png", "b.png"]
-    unclosed = "the multipart body does not end with its closing boundary --b-- on a line of its own: its last " \
-               "part would be lost; send the whole form"
-    cut = client.post("/v1/predict", content=part("a.png") + part("b.png"), headers=multipart)  # b.png would be lost
-    assert cut.status_code == 400 and cut.json() == {"error": unclosed}
-    long_name = client.post("/v1/predict", content=part("a" * 5000 + ".png") + b"--b--\r\n", headers=multipart)
-    assert long_name.status_code == 400 and long_name.json() == {
-        "error": "the multipart body cannot be read: Maximum header size exceeded (a file name thousands of "
-                 "characters long?)"}
-    garbled = client.post("/v1/predict", content=b"garbage\r\n--b--", headers=multipart)
-    assert garbled.status_code == 400 and garbled.json()["error"].startswith(
-        "the multipart body cannot be read: Expected boundary character")
-    # Each of these lost its last part, or what followed its form, answered 200 without a word.
-    for body, refusal in ((part("a.png") + part("b.png")[:-2] + b"--b--\r\n", unclosed),  # not on a line of its own
-                          (part("a.png") + part("b.png")[:-2] + b"\n--b--", unclosed),
-                          (part("a.png") + b"--b--\r\n" + part("c.png") + b"--b--\r\n",
-                           "the multipart body goes on after its closing boundary --b--: what follows would be lost; "
-                           "send one form per request")):
-        answer = client.post("/v1/predict", content=body, headers=multipart)
-        assert answer.status_code == 400 and answer.json() == {"error": refusal}
-    assert client.post("/v1/predict", content=part("a.png") + b"--b--\r\n\r\n", headers=multipart).status_code == 200
-    # An empty boundary: the parser split the body on every "--" and answered the first part alone.
-    for header in ("multipart/form-data; boundary=", 'multipart/form-data; boundary=""'):
-        empty = client.post("/v1/predict", content=(part("a.png") + part("b.png")).replace(b"--b", b"--"),
-                            headers={"content-type": header})
-        assert empty.status_code == 400 and empty.json()["error"].startswith(
-            "the multipart Content-Type names no boundary")
-    # A name decoded with the charset the request named may hold a lone surrogate, which UTF-8 cannot carry.
-    odd = client.post("/v1/predict", content=part("\\ud800.png") + b"--b--\r\n",
-                      headers={"content-type": "multipart/form-data; boundary=b; charset=unicode_escape"})
-    assert odd.status_code == 200 and odd.json()["predictions"][0]["input"] == "\\ud800.png"
-    for charset, name in (("undefined", "a.png"), ("punycode", "x!.png"), ("idna", "xn--.png")):  # a UnicodeError
-        refused = client.post("/v1/predict", content=part(name) + b"--b--\r\n",
-                              headers={"content-type": f"multipart/form-data; boundary=b; charset={charset}"})
-        assert refused.status_code == 400 and refused.json()["error"].startswith(
-            "the multipart body cannot be read: its part names cannot be decoded with the charset"), charset
-    other = client.post("/v1/predict", content=part("a.png").replace(b"--b", b"--c") + b"--c--\r\n", headers=multipart)
-    assert other.status_code == 400 and other.json() == {
-        "error": "the multipart body holds no --b boundary: send it with the boundary its Content-Type names"}
-    # A file's bytes sent as a field (curl -F 'files=<a.png', a filename*= alone) beside a file would go unanswered.
-    for header in (b'name="files"', b'name="files"; filename*=UTF-8\'\'a.png'):
-        field = part("x").replace(b'name="files"; filename="x"', header)
-        answer = client.post("/v1/predict", content=field + part("b.png") + b"--b--\r\n", headers=multipart)
-        assert answer.status_code == 400 and answer.json()["error"].startswith(
-            "the form's field 'files' holds no file (no filename): send each image as a file part")
-    assert_serving(client)
-
-
 def test_unknown_routes_and_methods_answer_json(client):
     for response, status in ((client.get("/v2/predict"), 404), (client.post("/v1/predict/"), 404),
                              (client.get("/v1/predict"), 405), (client.delete("/v1/model"), 405)):
@@ -291,20 +125,6 @@ def test_unknown_routes_and_methods_answer_json(client):
     static = client.post("/static/app.js")
     assert static.status_code == 405 and static.headers["allow"] == "GET, HEAD", static.headers
     assert static.json() == {"error": "POST is not answered on /static/app.js: use GET, HEAD"}
-
-
-def test_an_unknown_query_parameter_is_refused_not_ignored(client):
-    image = {"files": ("ok.png", encode(garment()), "image/png")}
-    answer = client.post("/v1/predict?topk=1", files=image)
-    assert answer.status_code == 422 and answer.json() == {
-        "error": "unknown query parameter topk: /v1/predict takes explain, include_pixels, top_k"}
-    documented = {p["name"] for p in client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]["parameters"]}
-    assert documented == PREDICT_PARAMETERS
-    assert client.post("/v1/predict?top_k=1&explain=false&include_pixels=false", files=image).status_code == 200
-    assert client.post("/v1/predict?top_k=0", files=image).json() == {
-        "error": "query parameter top_k: Input should be greater than or equal to 1"}
-    twice = client.post("/v1/predict?top_k=1&top_k=5", files=image)
-    assert twice.status_code == 422 and twice.json() == {"error": "query parameter top_k given 2 times: give it once"}
 
 
 def test_serve_help_lists_every_route_the_app_answers(client):
@@ -457,63 +277,6 @@ def test_the_port_is_held_while_the_model_loads_and_freed_after(tiny_run_dir, mo
     socket.create_server(("127.0.0.1", port)).close()  # given back when the server ended
 
 
-def _answer_to(app, *messages, pause_s: float = 0.0) -> tuple[int, dict]:
-    """Call the app as a server would, the client's side of the body given as ASGI messages, ``pause_s`` apart (then
-    a stall)."""
-    sent = []
-
-    async def receive():
-        await asyncio.sleep(pause_s)
-        return await queue.get()  # each message once, then nothing more arrives
-
-    async def send(message):
-        sent.append(message)
-
-    queue: asyncio.Queue = asyncio.Queue()
-    for message in messages:
-        queue.put_nowait(message)
-    scope = {"type": "http", "method": "POST", "path": "/v1/predict", "raw_path": b"/v1/predict", "query_string": b"",
-             "headers": [(b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
-             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000), "root_path": "", "app": app}
-
-    async def served() -> None:
-        async with app.router.lifespan_context(app):  # the model loaded, as at the server's start
-            await app(scope, receive, send)
-
-    asyncio.run(served())
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return start["status"], json.loads(body)
-
-
-def test_a_client_that_goes_away_or_stalls_mid_body_gets_a_json_answer_not_a_traceback(tiny_run_dir, monkeypatch,
-                                                                                      caplog):
-    import fmnist.serve
-
-    monkeypatch.setattr(fmnist.serve, "BODY_TIMEOUT_S", 1.0)
-    monkeypatch.setattr(fmnist.serve, "MIN_BODY_RATE", 1024)
-    app = create_app(tiny_run_dir)
-    part = {"type": "http.request", "body": b'{"inputs": [', "more_body": True}
-    assert _answer_to(app, part, {"type": "http.disconnect"}) == (400, {
-        "error": "the client went away before its request was answered"})
-    refusal = "the request body did not arrive in time: 1.0 s, and a second more for each 1 KiB received, with no " \
-              "pause over 1.0 s"
-    assert _answer_to(app, part) == (408, {"error": refusal})
-    # Much sent at once, then a stall: the 195 s of credit its bytes earned do not let it hold the connection.
-    started = time.monotonic()
-    assert _answer_to(app, {"type": "http.request", "body": b"[" * 200_000, "more_body": True}) == (408, {
-        "error": refusal})
-    assert time.monotonic() - started < 60
-    assert "Traceback" not in caplog.text
-    # A body that keeps coming, slowly (a photo over a slow link), is read whole, though it takes longer than 1 s.
-    body = json.dumps({"inputs": [[0.5] * 784]}).encode()
-    pieces = [body[i:i + 600] for i in range(0, len(body), 600)]
-    messages = [{"type": "http.request", "body": piece, "more_body": i < len(pieces) - 1}
-                for i, piece in enumerate(pieces)]
-    status, answer = _answer_to(app, *messages, pause_s=0.3)
-    assert status == 200 and len(pieces) * 0.3 > 1.0, answer
-
-
 def test_a_model_that_fails_to_load_at_start_up_is_one_line_not_uvicorns_traceback(tiny_run_dir, tmp_path):
     import keras
 
@@ -530,75 +293,6 @@ def test_a_model_that_fails_to_load_at_start_up_is_one_line_not_uvicorns_traceba
     assert "serving" not in result.stderr  # said only once the model answers
     assert result.stderr.strip().splitlines()[-1] == (
         f"fmnist: error: {run} maps 100 features to 3 classes, not 784 pixels to 10 classes")
-
-
-@pytest.mark.parametrize("slots", [1, 3])
-def test_uploads_are_decoded_at_most_decode_slots_at_a_time(tiny_run_dir, monkeypatch, slots):
-    import fmnist.serve
-
-    active, most, lock = [0], [0], threading.Lock()
-    real_load_input = fmnist.serve.load_input
-
-    def tracked_load_input(data, name):
-        with lock:
-            active[0] += 1
-            most[0] = max(most[0], active[0])
-        deadline = time.monotonic() + 5  # wait for the other decodes the limiter lets in, however loaded the CPU
-        while time.monotonic() < deadline and active[0] < slots:
-            time.sleep(0.01)
-        time.sleep(0.05)  # and a little longer, for one it should not have let in
-        try:
-            return real_load_input(data, name)
-        finally:
-            with lock:
-                active[0] -= 1
-
-    monkeypatch.setattr(fmnist.serve, "load_input", tracked_load_input)
-    png = encode(garment())
-    with TestClient(create_app(tiny_run_dir, decode_slots=slots)) as client, ThreadPoolExecutor(6) as pool:
-        answers = list(pool.map(lambda i: client.post("/v1/predict", files={"files": (f"{i}.png", png)}), range(6)))
-    assert [a.status_code for a in answers] == [200] * 6
-    assert most[0] == slots
-
-
-def test_a_request_of_many_uploads_takes_a_decoding_slot_one_file_at_a_time(tiny_run_dir, monkeypatch):
-    """Another client's upload is decoded between the files of a large request, not after all of them."""
-    import fmnist.serve
-
-    decoded, real_load_input = [], fmnist.serve.load_input
-
-    def slow_load_input(data, name):
-        time.sleep(0.6)  # long beside the other client's start, even with the parallel tests on the 2 cores
-        decoded.append(name)
-        return real_load_input(data, name)
-
-    monkeypatch.setattr(fmnist.serve, "load_input", slow_load_input)
-    png = encode(garment())
-    with TestClient(create_app(tiny_run_dir, decode_slots=1)) as client, ThreadPoolExecutor(2) as pool:
-        many = pool.submit(client.post, "/v1/predict", files=[("files", (f"many-{i}.png", png)) for i in range(4)])
-        deadline = time.monotonic() + 120
-        while not decoded:  # the first decode begun: the other request then queues for its slot
-            assert not many.done() and time.monotonic() < deadline, "the first request never began decoding"
-            time.sleep(0.01)
-        one = pool.submit(client.post, "/v1/predict", files={"files": ("one.png", png)})
-        assert many.result().status_code == one.result().status_code == 200
-    assert decoded.index("one.png") < decoded.index("many-3.png"), decoded
-
-
-def test_uploads_stop_being_decoded_when_their_client_goes_away(tiny_run_dir):
-    import anyio
-    from starlette.requests import ClientDisconnect
-
-    from fmnist.serve import decode_files
-
-    async def decode_then_leave() -> int:
-        request = LeavingRequest()  # once its first file has been decoded
-        request.app.state.decoders = anyio.CapacityLimiter(1)
-        with pytest.raises(ClientDisconnect):
-            await decode_files(request, [(f"{i}.png", encode(garment())) for i in range(5)])
-        return request.checks
-
-    assert asyncio.run(decode_then_leave()) == 2  # one file decoded, then it stopped
 
 
 def test_a_server_on_this_machine_alone_answers_only_requests_that_name_it(tiny_run_dir):
