@@ -143,10 +143,19 @@ def test_a_malformed_form_is_refused_with_its_reason_never_answered_in_part(clie
     odd = client.post("/v1/predict", content=part("\\ud800.png") + b"--b--\r\n",
                       headers={"content-type": "multipart/form-data; boundary=b; charset=unicode_escape"})
     assert odd.status_code == 200 and odd.json()["predictions"][0]["input"] == "\\ud800.png"
-    for charset, name in (("undefined", "a.png"), ("punycode", "x!.png"), ("idna", "xn--.png")):  # a UnicodeError
-        refused = client.post("/v1/predict", content=part(name) + b"--b--\r\n",
-                              headers={"content-type": f"multipart/form-data; boundary=b; charset={charset}"})
-        assert refused.status_code == 400 and refused.json()["error"].startswith(
+    # A codec that fails with a bare UnicodeError, which Starlette does not expect: refused, not a 500. From Python 3.13
+    # on, punycode and idna raise UnicodeDecodeError, for which Starlette reads the name as latin-1 itself.
+    for charset, name in (("undefined", "a.png"), ("punycode", "x!.png"), ("idna", "xn--.png")):
+        answer = client.post("/v1/predict", content=part(name) + b"--b--\r\n",
+                             headers={"content-type": f"multipart/form-data; boundary=b; charset={charset}"})
+        try:
+            name.encode().decode(charset)
+        except UnicodeDecodeError:
+            assert answer.status_code == 200 and answer.json()["predictions"][0]["input"] == name, charset
+            continue
+        except UnicodeError:
+            pass
+        assert answer.status_code == 400 and answer.json()["error"].startswith(
             "the multipart body cannot be read: its part names cannot be decoded with the charset"), charset
     other = client.post("/v1/predict", content=part("a.png").replace(b"--b", b"--c") + b"--c--\r\n", headers=multipart)
     assert other.status_code == 400 and other.json() == {

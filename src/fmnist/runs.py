@@ -32,7 +32,12 @@ def iso(moment: dt.datetime) -> str:
 def _resolved(path: Path, what: str, instead: str) -> Path:
     """``path`` with its links followed, or one line saying why it cannot be: a loop of links, or no access."""
     try:
-        return Path(path).resolve()
+        try:
+            return Path(path).resolve(strict=True)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # Python 3.13 and later: resolve() without strict gives a loop back as it was
+                raise
+            return Path(path).resolve()  # not there yet
     except (RuntimeError, OSError) as exc:  # a loop: Python before 3.13 raises RuntimeError, later ones ELOOP
         loop = isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP
         why = "leads round in a loop of symbolic links" if loop else f"cannot be read ({exc.strerror})"
@@ -56,7 +61,7 @@ def absolute(path: Path | str) -> Path:
     last = max(i for i, part in enumerate(path.parts) if part == "..")
     try:
         return Path(*path.parts[:last + 1]).resolve().joinpath(*path.parts[last + 1:])
-    except (OSError, RuntimeError):  # a loop: Python before 3.13 raises RuntimeError, later ones OSError
+    except (OSError, RuntimeError):  # a loop: Python before 3.13 raises RuntimeError (later ones give it back)
         return path
 
 
