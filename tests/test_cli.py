@@ -463,3 +463,20 @@ def test_every_example_of_the_help_parses_as_written():
     for line in EXAMPLES.splitlines()[1:]:
         command = re.sub(r"<[^>]*>", "X", re.split(r"\s{2,}", line.strip())[0])  # runs/<id>: a run's name
         parser.parse_args(shlex.split(command)[1:])
+
+
+def test_a_value_that_starts_with_a_dash_is_told_to_go_after_an_equals_sign(capsys):
+    from fmnist.cli import main
+
+    for argv, flag, value in ((["train", "--lr", "-1e-3"], "--lr", "-1e-3"),
+                              (["train", "--dropout", "-inf"], "--dropout", "-inf")):
+        with pytest.raises(SystemExit) as exited:  # argparse took the value for a flag
+            main(argv)
+        assert exited.value.code == 2
+        assert capsys.readouterr().err.startswith(
+            f"fmnist: error: argument {'--learning-rate/--lr' if flag == '--lr' else flag}: expected one argument: a "
+            f"value that starts with '-' goes after '=', as in {flag}={value} (see 'fmnist train --help')")
+    with pytest.raises(SystemExit):  # a flag after a flag that wants a value is no value
+        main(["train", "--dropout", "-q"])
+    assert "goes after '='" not in capsys.readouterr().err
+

@@ -127,7 +127,7 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def error(self, message: str) -> NoReturn:
-        said = self._misplaced_value(message) or f"{message}{_hint(message)}"
+        said = self._misplaced_value(message) or self._dashed_value(message) or f"{message}{_hint(message)}"
         self.exit(2, f"fmnist: error: {one_line(said)} (see '{self.prog} --help')\n")
 
     def _misplaced_value(self, message: str) -> str | None:
@@ -144,8 +144,25 @@ class Parser(argparse.ArgumentParser):
         return (f"{given[at - 1]} belongs after the command's name: fmnist {command} {given[at - 1]} {invalid[1]} "
                 "...")
 
+    def _dashed_value(self, message: str) -> str | None:
+        """For `--lr -1e-3`: argparse takes a value that starts with '-' (a plain negative number aside) for a flag."""
+        missing = re.match(r"argument (\S+): expected one argument$", message)
+        given = getattr(self, "given", [])
+        if not missing:
+            return None
+        flags = missing[1].split("/")
+        for word, value in zip(given, given[1:]):
+            if word in flags and value.startswith("-") and not value.startswith("--") and \
+                    value not in self._option_string_actions:
+                return f"{message}: a value that starts with '-' goes after '=', as in {word}={value}"
+        return None
+
     def parse_args(self, args: list[str] | None = None, namespace: Any = None) -> argparse.Namespace:
         self.given = list(sys.argv[1:] if args is None else args)
+        for action in self._actions:  # a command's own parser reports its errors, and may need the words given too
+            if isinstance(action, argparse._SubParsersAction):
+                for command in action.choices.values():
+                    command.given = self.given
         parsed, unknown = self.parse_known_args(args, namespace)
         command = getattr(parsed, "command_parser", self)
         unknown = self._more_of_a_list(command, parsed, unknown)
