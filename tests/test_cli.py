@@ -468,15 +468,18 @@ def test_every_example_of_the_help_parses_as_written():
 def test_a_value_that_starts_with_a_dash_is_told_to_go_after_an_equals_sign(capsys):
     from fmnist.cli import main
 
-    for argv, flag, value in ((["train", "--lr", "-1e-3"], "--lr", "-1e-3"),
-                              (["train", "--dropout", "-inf"], "--dropout", "-inf")):
+    for argv, flag, value in ((["train", "--lr", "-inf"], "--lr", "-inf"),
+                              (["train", "--dropout", "-0.5", "--dropout", "-inf"], "--dropout", "-inf")):
         with pytest.raises(SystemExit) as exited:  # argparse took the value for a flag
             main(argv)
         assert exited.value.code == 2
         assert capsys.readouterr().err.startswith(
             f"fmnist: error: argument {'--learning-rate/--lr' if flag == '--lr' else flag}: expected one argument: a "
             f"value that starts with '-' goes after '=', as in {flag}={value} (see 'fmnist train --help')")
-    with pytest.raises(SystemExit):  # a flag after a flag that wants a value is no value
-        main(["train", "--dropout", "-q"])
-    assert "goes after '='" not in capsys.readouterr().err
-
+    for words in (["-q"], ["-qq"]):  # flags after a flag that wants a value are no value
+        with pytest.raises(SystemExit):
+            main(["train", "--dropout", *words])
+        assert "goes after '='" not in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the command's own command
+        main(["runs", "compare", "a", "b", "--output", "-x.html"])
+    assert "goes after '=', as in --output=-x.html" in capsys.readouterr().err

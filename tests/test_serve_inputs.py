@@ -44,7 +44,6 @@ def test_json_arrays_nested_or_flat_pixels_or_floats(client):
             "inputs[0] holds values that are not numbers (null, true, false, an object?)")
 
 
-
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 @pytest.mark.parametrize("case, name, data, status, reason", bad_files(), ids=[c[0] for c in bad_files()])
 def test_bad_files_get_a_4xx_json_error(client, case, name, data, status, reason):
@@ -57,7 +56,6 @@ def test_bad_files_get_a_4xx_json_error(client, case, name, data, status, reason
     assert_serving(client)
 
 
-
 @pytest.mark.parametrize("case, body, status", bad_json_bodies(), ids=[c[0] for c in bad_json_bodies()])
 def test_bad_json_gets_a_4xx_json_error(client, case, body, status):
     response = client.post("/v1/predict", content=body, headers={"content-type": "application/json"})
@@ -66,11 +64,9 @@ def test_bad_json_gets_a_4xx_json_error(client, case, body, status):
     assert_serving(client)
 
 
-
 def chunks(total: int):
     for _ in range(total // 65536):
         yield b"\0" * 65536
-
 
 
 @pytest.mark.parametrize("case, request_args, status", [
@@ -102,7 +98,6 @@ def test_bad_requests_get_a_4xx_json_error(client, case, request_args, status):
     assert response.status_code == status, response.text
     assert response.json()["error"]
     assert_serving(client)
-
 
 
 def test_a_malformed_form_is_refused_with_its_reason_never_answered_in_part(client):
@@ -169,7 +164,6 @@ def test_a_malformed_form_is_refused_with_its_reason_never_answered_in_part(clie
     assert_serving(client)
 
 
-
 def test_an_unknown_query_parameter_is_refused_not_ignored(client):
     image = {"files": ("ok.png", encode(garment()), "image/png")}
     answer = client.post("/v1/predict?topk=1", files=image)
@@ -182,7 +176,6 @@ def test_an_unknown_query_parameter_is_refused_not_ignored(client):
         "error": "query parameter top_k: Input should be greater than or equal to 1"}
     twice = client.post("/v1/predict?top_k=1&top_k=5", files=image)
     assert twice.status_code == 422 and twice.json() == {"error": "query parameter top_k given 2 times: give it once"}
-
 
 
 def _answer_to(app, *messages, pause_s: float = 0.0) -> tuple[int, dict]:
@@ -214,7 +207,6 @@ def _answer_to(app, *messages, pause_s: float = 0.0) -> tuple[int, dict]:
     return start["status"], json.loads(body)
 
 
-
 def test_a_client_that_goes_away_or_stalls_mid_body_gets_a_json_answer_not_a_traceback(tiny_run_dir, monkeypatch,
                                                                                       caplog):
     import fmnist.serve_inputs
@@ -241,7 +233,6 @@ def test_a_client_that_goes_away_or_stalls_mid_body_gets_a_json_answer_not_a_tra
                 for i, piece in enumerate(pieces)]
     status, answer = _answer_to(app, *messages, pause_s=0.3)
     assert status == 200 and len(pieces) * 0.3 > 1.0, answer
-
 
 
 @pytest.mark.parametrize("slots", [1, 3])
@@ -273,7 +264,6 @@ def test_uploads_are_decoded_at_most_decode_slots_at_a_time(tiny_run_dir, monkey
     assert most[0] == slots
 
 
-
 def test_a_request_of_many_uploads_takes_a_decoding_slot_one_file_at_a_time(tiny_run_dir, monkeypatch):
     """Another client's upload is decoded between the files of a large request, not after all of them."""
     import fmnist.serve_inputs
@@ -296,7 +286,6 @@ def test_a_request_of_many_uploads_takes_a_decoding_slot_one_file_at_a_time(tiny
         one = pool.submit(client.post, "/v1/predict", files={"files": ("one.png", png)})
         assert many.result().status_code == one.result().status_code == 200
     assert decoded.index("one.png") < decoded.index("many-3.png"), decoded
-
 
 
 def test_uploads_stop_being_decoded_when_their_client_goes_away(tiny_run_dir):

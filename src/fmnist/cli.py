@@ -145,24 +145,30 @@ class Parser(argparse.ArgumentParser):
                 "...")
 
     def _dashed_value(self, message: str) -> str | None:
-        """For `--lr -1e-3`: argparse takes a value that starts with '-' (a plain negative number aside) for a flag."""
+        """For `--lr -inf`: argparse takes a value that starts with '-' for a flag, unless it reads as a negative number
+        (-1e-3 does from Python 3.14 on)."""
         missing = re.match(r"argument (\S+): expected one argument$", message)
         given = getattr(self, "given", [])
         if not missing:
             return None
         flags = missing[1].split("/")
         for word, value in zip(given, given[1:]):
-            if word in flags and value.startswith("-") and not value.startswith("--") and \
-                    value not in self._option_string_actions:
+            taken = self._negative_number_matcher.match(value) or value[:2] in self._option_string_actions
+            if word in flags and value.startswith("-") and not value.startswith("--") and not taken:
                 return f"{message}: a value that starts with '-' goes after '=', as in {word}={value}"
         return None
 
-    def parse_args(self, args: list[str] | None = None, namespace: Any = None) -> argparse.Namespace:
-        self.given = list(sys.argv[1:] if args is None else args)
-        for action in self._actions:  # a command's own parser reports its errors, and may need the words given too
+    def _share_given(self, parser: argparse.ArgumentParser) -> None:
+        """A command's own parser (`runs compare`'s too) reports its errors, and may need the words given."""
+        for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
                 for command in action.choices.values():
                     command.given = self.given
+                    self._share_given(command)
+
+    def parse_args(self, args: list[str] | None = None, namespace: Any = None) -> argparse.Namespace:
+        self.given = list(sys.argv[1:] if args is None else args)
+        self._share_given(self)
         parsed, unknown = self.parse_known_args(args, namespace)
         command = getattr(parsed, "command_parser", self)
         unknown = self._more_of_a_list(command, parsed, unknown)

@@ -81,7 +81,7 @@ async def form_files(request: Request, body: bytes) -> list[tuple[str, bytes]]:
         reason = exc.__cause__ or exc.message  # python-multipart's own words, when it is the parser that refused
         hint = " (a file name thousands of characters long?)" if "header size" in str(reason) else ""
         raise BadInput(f"the multipart body cannot be read: {str(reason).rstrip('.')}{hint}", 400) from None
-    except UnicodeError as exc:  # a codec Starlette does not expect to fail so (undefined; idna before Python 3.13)
+    except UnicodeError as exc:  # a codec failing past Starlette (undefined; punycode and idna before Python 3.13)
         raise BadInput(f"the multipart body cannot be read: its part names cannot be decoded with the charset its "
                        f"Content-Type names ({first_line(exc)}): leave charset out, or send utf-8", 400) from None
     try:
