@@ -14,7 +14,7 @@ from fmnist import model_files, runs
 from fmnist.data import CLASS_NAMES, IMAGE_SIDE, NUM_FEATURES
 from fmnist.defaults import MAX_FILE_MIB, STDIN, UNSURE_BELOW
 from fmnist.errors import ErrorsPerInput, FmnistError, one_line
-from fmnist.images import load_input
+from fmnist.images import ARRAY_SHAPES, load_input
 from fmnist.plots import percent
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class Classifier:
         """Softmax rows for ``images`` (n x 28 x 28 or n x 784, float32 in [0, 1]), refused in any other shape or
         range: the model would answer for pixels of 0-255 all the same."""
         pixels = np.asarray(images, dtype=np.float32)
-        if pixels.shape[1:] not in ((IMAGE_SIDE, IMAGE_SIDE), (NUM_FEATURES,)):
+        if pixels.shape[1:] not in ARRAY_SHAPES:
             raise FmnistError(f"images of shape {pixels.shape}: give n x {IMAGE_SIDE} x {IMAGE_SIDE} or n x "
                               f"{NUM_FEATURES} pixels (one image: image[None])")
         if pixels.size and not (np.isfinite(pixels).all() and 0 <= pixels.min() and pixels.max() <= 1):
