@@ -57,25 +57,30 @@ def test_a_folder_we_may_not_enter_is_listed_as_such_and_the_listing_goes_on(mix
     import pathlib
 
     # Another user's run, mode 700: its folder is seen, but nothing in it (root enters any, so the refusal is made
-    # here as the system makes it for a user without the right).
+    # here as the system makes it for a user without the right). And one of mode 744, listed but not entered: its
+    # files' names are seen, but nothing of them.
     runs_dir = shutil.copytree(mixed_runs["dir"], tmp_path / "runs", symlinks=True)
     locked = runs.create_run_dir(runs_dir, "locked")
-    (locked / artifacts.CONFIG).write_text("{}")
+    unentered = runs.create_run_dir(runs_dir, "unentered")
+    for folder in (locked, unentered):
+        (folder / artifacts.CONFIG).write_text("{}")
+        (folder / "inner").mkdir()
     stat, iterdir = pathlib.Path.stat, pathlib.Path.iterdir
 
-    def refused(method, inside):
+    def refused(method, inside, folders):
         def call(path, *args, **kwargs):
-            if (path.parent if inside else path) == locked:
+            if (path.parent if inside else path) in folders:
                 raise PermissionError(errno.EACCES, "Permission denied", str(path))
             return method(path, *args, **kwargs)
         return call
 
-    monkeypatch.setattr(pathlib.Path, "stat", refused(stat, inside=True))
-    monkeypatch.setattr(pathlib.Path, "iterdir", refused(iterdir, inside=False))
+    monkeypatch.setattr(pathlib.Path, "stat", refused(stat, inside=True, folders=(locked, unentered)))
+    monkeypatch.setattr(pathlib.Path, "iterdir", refused(iterdir, inside=False, folders=(locked,)))
     rows = run_list.list_runs(runs_dir)
-    [row] = [r for r in rows if r["run"] == locked.name]
-    assert (row["status"], row["notes"]) == ("unknown", ["cannot be read (Permission denied)"])
-    assert len(rows) == 10  # the others listed as before
+    for folder in (locked, unentered):
+        [row] = [r for r in rows if r["run"] == folder.name]
+        assert (row["status"], row["notes"]) == ("unknown", ["cannot be read (Permission denied)"])
+    assert len(rows) == 11  # the others listed as before
     table = run_list.format_runs(rows, run_list.seed_groups(rows, runs_dir), runs_dir)
     assert any(line.startswith(locked.name) and line.endswith("unknown (cannot be read (Permission denied))")
                for line in table.splitlines())
@@ -107,6 +112,17 @@ def test_a_finished_run_whose_files_were_edited_or_deleted_says_so(mixed_runs, t
     assert run_list.summarize(edited)["status"] == "unknown"
     assert run_list.summarize(edited)["notes"][0] == "status.json damaged (state 'banana'): restore it from a copy"
     runs.set_status(edited, "finished")
+    shutil.copy(mixed_runs["finished"] / artifacts.REPORT_HTML, edited)
+    advice = "restore it from a copy, or train a new run with its settings"
+    model = (edited / artifacts.MODEL).read_bytes()
+    (edited / artifacts.MODEL).write_bytes(model[:100])  # cut short, as the commands that load it refuse it
+    assert run_list.summarize(edited)["notes"] == [f"model.keras damaged: {advice}"]
+    (edited / artifacts.MODEL).write_bytes(model)
+    checksum = (edited / artifacts.MODEL_SHA256).read_bytes()
+    (edited / artifacts.MODEL_SHA256).write_text("garbage\n")
+    assert run_list.summarize(edited)["notes"] == [f"model.keras.sha256 damaged: {advice}"]
+    (edited / artifacts.MODEL_SHA256).write_bytes(checksum)
+    assert run_list.summarize(edited)["notes"] == []
     (edited / artifacts.MODEL).unlink()
     assert run_list.summarize(edited)["notes"][0] == ("no model.keras: restore it from a copy, or train a new run with "
                                                       "its settings")

@@ -80,11 +80,26 @@ def recorded_model_path(source: Path) -> tuple[Path, str]:
         raise FmnistError(
             f"{checksum_path} is missing: only models written by 'fmnist train' (with their checksum) are loaded"
         )
-    recorded = checksum_path.read_bytes().split()
-    expected = recorded[0].decode("ascii") if recorded and re.fullmatch(rb"[0-9a-f]{64}", recorded[0]) else None
+    expected = recorded_sha256(checksum_path)
     if expected is None:
         raise FmnistError(f"{checksum_path} is damaged: it holds no SHA-256; restore it from the run, or retrain")
     return model_path, expected
+
+
+def recorded_sha256(checksum_path: Path) -> str | None:
+    """The SHA-256 a model's checksum file holds (``sha256sum``'s form), or None where it holds none."""
+    recorded = checksum_path.read_bytes().split()
+    return recorded[0].decode("ascii") if recorded and re.fullmatch(rb"[0-9a-f]{64}", recorded[0]) else None
+
+
+def plainly_damaged(run_dir: Path) -> list[str]:
+    """Which of a run's model and checksum files are damaged, as far as a glance tells (the checksum's form, the
+    archive's end) without reading the whole model, as loading it does."""
+    model_path = Path(run_dir) / artifacts.MODEL
+    checksum_path = model_path.with_name(model_path.name + artifacts.CHECKSUM_SUFFIX)
+    damaged = [] if not model_path.is_file() or zipfile.is_zipfile(model_path) else [model_path.name]
+    return damaged + ([checksum_path.name] if checksum_path.is_file() and recorded_sha256(checksum_path) is None
+                      else [])
 
 
 def _unpack_with_zero_initializers(model_path: Path, folder: Path) -> None:

@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from fmnist import artifacts, defaults, runs
+from fmnist import artifacts, defaults, model_files, runs
 from fmnist.backup_file import epochs_done
 from fmnist.errors import FmnistError
 
@@ -79,6 +79,10 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     if lost and not live:
         notes.append(f"no {', '.join(lost)}: restore {'it' if len(lost) == 1 else 'them'} from a copy, or train a "
                      "new run with its settings")
+    damaged_model = model_files.plainly_damaged(run_dir) if state == runs.FINISHED else []
+    if damaged_model:
+        notes.append(f"{', '.join(damaged_model)} damaged: restore {'it' if len(damaged_model) == 1 else 'them'} "
+                     "from a copy, or train a new run with its settings")
     # metrics.json is written after the predictions: both are there, unless edited or deleted by hand since
     if state == runs.FINISHED and (run_dir / artifacts.METRICS).is_file():
         damaged = [] if scored_accuracy(metrics) is not None else [f"{artifacts.METRICS} damaged"]

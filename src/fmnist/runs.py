@@ -406,21 +406,32 @@ def run_dirs(folder: Path, depth: int) -> list[Path]:
     """Run directories under ``folder``. One holding run directories but no run files of its own is a group
     (``--seeds``, or a runs directory inside this one) and is looked into, ``depth`` levels at most."""
     found = []
-    for d in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for d in sorted(p for p in folder.iterdir() if _folder_or_unknown(p) and not p.name.startswith(".")):
         try:
             held = list(d.iterdir())
-        except OSError:  # a folder we may not read: listed, with what summarize can say of it
-            held = []
-        inner = [p for p in held if p.is_dir() and not p.name.startswith(".")]
+            inner = [p for p in held if p.is_dir() and not p.name.startswith(".")]
+            own = (d / artifacts.CONFIG).exists() or (d / artifacts.STATUS).exists()
+        except OSError:  # a folder we may not read, or whose entries we may not look at: listed, with what
+            found.append(d)  # summarize can say of it
+            continue
         # Files of someone else's (a page written there with --output) make no run; an empty folder is one killed
         # before its first file.
         if held and not inner and not any(p.name in RUN_FILES for p in held):
             continue
-        if not inner or depth <= 1 or (d / artifacts.CONFIG).exists() or (d / artifacts.STATUS).exists():
+        if not inner or depth <= 1 or own:
             found.append(d)
         else:
             found += run_dirs(d, depth - 1)
     return found
+
+
+def _folder_or_unknown(path: Path) -> bool:
+    """Whether ``path`` may be a folder: True too where the system will not say (in a folder we may list but not
+    enter), so that it is listed as unreadable rather than ending the listing."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return True
 
 
 _MISSING = object()  # a setting one side of a comparison lacks
