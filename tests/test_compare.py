@@ -149,6 +149,11 @@ def test_a_metrics_or_history_file_edited_out_of_shape_is_named_with_what_to_do(
                                               f"{edited}' to write it again"):
             compare_runs([a, edited], tmp_path / "c.html")
     cut = shutil.copytree(b, tmp_path / "cut")
+    (cut / artifacts.METRICS).write_text("[]")  # as the report says it
+    with pytest.raises(FmnistError, match=f"{cut / artifacts.METRICS} is damaged: it holds a JSON list, not the object "
+                                          f"fmnist wrote: run 'fmnist evaluate {cut}' to write it again$"):
+        compare_runs([a, cut], tmp_path / "c.html")
+    shutil.copy(b / artifacts.METRICS, cut)
     (cut / artifacts.HISTORY).write_text("epoch,loss\n0,1.5\n")  # a history without its other columns
     with pytest.raises(FmnistError, match=f"{cut / artifacts.HISTORY} is damaged \\(no .*val_loss.*\\): restore it "
                                           "from a copy \\(the comparison draws each run's learning curves\\)$"):

@@ -317,6 +317,7 @@ def test_missing_data_or_a_damaged_config_is_refused_before_keras_starts(tiny_ru
                                  ["export", str(noted), "--format", "litert"]])
     assert f"fmnist: error: {tmp_path / 'none'} does not exist: give the folder" in said
     assert f"fmnist: error: {damaged / artifacts.CONFIG} is not valid JSON" in said
+    assert "column 14 (char 13)): restore it from a copy ('fmnist predict' and 'fmnist serve' take the run" in said
     assert f"fmnist: error: {noted / artifacts.EXPORTS_DIR / 'litert'} holds NOTES.txt, which fmnist did not" in said
     assert not (run_dir / artifacts.EXPORTS_DIR / "onnx").exists()
 

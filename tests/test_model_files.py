@@ -1,3 +1,4 @@
+import logging
 import shutil
 import zipfile
 from pathlib import Path
@@ -173,3 +174,13 @@ def test_a_runs_model_that_is_not_the_network_its_settings_describe_is_refused(t
     assert main(["evaluate", str(run)]) == 1  # not scored under this run's settings and calibration
     assert "is not this run's model: it is a dense network of hidden sizes 16" in capsys.readouterr().err
     assert (run / artifacts.METRICS).read_bytes() == (tiny_run_dir / artifacts.METRICS).read_bytes()
+
+
+def test_a_runs_model_beside_a_damaged_config_loads_with_a_warning_that_it_went_unchecked(tiny_run_dir, tmp_path,
+                                                                                            caplog):
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    (run / artifacts.CONFIG).write_text("{ damaged")  # the model holds its own architecture: predict takes it
+    with caplog.at_level(logging.WARNING, logger="fmnist.model_files"):
+        model_files.load_model(run)
+    assert "config.json is not valid JSON" in caplog.text
+    assert "the model is used as it is, unchecked against the run's settings: restore config.json" in caplog.text

@@ -6,6 +6,7 @@ import pytest
 
 from fmnist import artifacts, run_list
 from fmnist.errors import FmnistError
+from fmnist.evaluate import evaluate_run
 from fmnist.report import build_report, write_report
 
 UNKNOWN_EPOCHS = "<th scope=row>epochs run / best</th><td>- (history.csv is missing or empty)</td>"
@@ -159,6 +160,13 @@ def test_damaged_metrics_or_history_are_named_with_what_to_do(tiny_run_dir, tmp_
     with pytest.raises(FmnistError, match=f"metrics.json is not valid JSON .*: run 'fmnist evaluate {run}' to write "
                                           "it again"):
         build_report(run)
+    config = (run / artifacts.CONFIG).read_bytes()
+    (run / artifacts.CONFIG).write_text("{cut")
+    for command in (build_report, evaluate_run):
+        with pytest.raises(FmnistError, match="config.json is not valid JSON .*: restore it from a copy \\('fmnist "
+                                              "predict' and 'fmnist serve' take the run without it\\)$"):
+            command(run)
+    (run / artifacts.CONFIG).write_bytes(config)
     (run / artifacts.METRICS).unlink()
     (run / artifacts.METRICS).symlink_to("/proc/self/mem")  # there, but no read succeeds (even as root)
     with pytest.raises(FmnistError, match="cannot read .*metrics.json") as refused:

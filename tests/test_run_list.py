@@ -38,7 +38,8 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
     assert by_name[mixed_runs["interrupted"].name]["status"] == "interrupted"
     damaged = by_name[mixed_runs["damaged"].name]
     assert damaged["status"] == "unknown"
-    assert set(damaged["notes"]) == {"config.json unreadable", "status.json unreadable", "metrics.json unreadable"}
+    assert set(damaged["notes"]) == {"config.json damaged: restore it from a copy",
+                                     "status.json damaged: restore it from a copy", "metrics.json damaged"}
     old = by_name[mixed_runs["old"].name]
     assert old["backend"] == "tensorflow" and old["settings"] == {} and old["notes"] == ["no status.json"]
     mistyped = by_name[mixed_runs["mistyped"].name]

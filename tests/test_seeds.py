@@ -189,7 +189,7 @@ def test_a_groups_damaged_member_is_trained_again_and_a_diverged_one_ends_the_gr
     (first / artifacts.STATUS).write_text("{")  # damaged by hand too: listed as it is, and trained again
     rows = run_list.list_runs(tmp_path)
     assert run_list.seed_groups(rows, tmp_path)[0]["scored"] == 1
-    assert "status.json unreadable" in {note for row in rows for note in row["notes"]}
+    assert "status.json damaged: restore it from a copy" in {note for row in rows for note in row["notes"]}
     assert sorted(_member_dirs(group, artifacts.read_json(group / artifacts.SEED_GROUP)), key=str) == [6, None]
     (first / artifacts.STATUS).write_bytes(status)
     # A run copied in by hand with other settings: resumed with the group's, or counted in its mean, if not refused.

@@ -15,7 +15,7 @@ from fmnist.data import CLASS_NAMES
 from fmnist.errors import FmnistError
 from fmnist.html_page import image_html, page, table_html
 from fmnist.recipes import unused_settings
-from fmnist.report import checked_history, kept_epoch
+from fmnist.report import checked_history, kept_epoch, read_config, read_metrics
 
 log = logging.getLogger(__name__)
 HISTORY_ADVICE = "restore it from a copy (the comparison draws each run's learning curves)"
@@ -75,9 +75,9 @@ def _load(run_dir: Path) -> dict[str, Any]:
     runs.require_scored(run_dir, "a comparison")
     if not (run_dir / artifacts.HISTORY).is_file():
         raise FmnistError(f"{run_dir / artifacts.HISTORY} is missing: {HISTORY_ADVICE}")
-    config = artifacts.read_json(run_dir / artifacts.CONFIG)
+    config = read_config(run_dir)
     history = checked_history(run_dir, config, HISTORY_ADVICE)
-    metrics = artifacts.read_json(run_dir / artifacts.METRICS)
+    metrics = read_metrics(run_dir)
     if not {"per_class", "confusion_matrix"} <= set(metrics):
         raise FmnistError(f"{run_dir / artifacts.METRICS} lacks per-class metrics; rerun 'fmnist evaluate {run_dir}'")
     try:  # what the page reads of them, in the shape evaluate writes

@@ -43,10 +43,10 @@ def evaluate_run(
     """Predict the test set, write metrics and predictions into the run, rebuild its report; return the metrics."""
     import keras
 
-    from fmnist.report import checked_history, write_report
+    from fmnist.report import checked_history, read_config, write_report
 
     run_dir = runs.require_run_dir(run_dir)
-    checked_history(run_dir, artifacts.read_json(run_dir / artifacts.CONFIG))  # refused now, not after the scoring
+    checked_history(run_dir, read_config(run_dir))  # refused now, not after the scoring
     if model is None:
         model, checksum = model_files.load_model(run_dir)
     else:

@@ -137,8 +137,10 @@ USAGE = {
 def parity_images(run_dir: Path, data_dir: Path | None) -> np.ndarray:
     """The first test images of the data set the run recorded (its checksums), scaled as the model expects; data
     not found, or a damaged config.json, is one error (without Keras: said before a backend loads)."""
-    config = artifacts.read_json(Path(run_dir) / artifacts.CONFIG)
-    data = config.get("data") if isinstance(config, dict) else None
+    from fmnist.report import read_config
+
+    config = read_config(Path(run_dir))
+    data = config.get("data")
     recorded = data.get("sha256") if isinstance(data, dict) else None
     checksums = recorded if isinstance(recorded, dict) and set(recorded) == set(CHECKSUMS) else CHECKSUMS
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import tempfile
 import zipfile
@@ -13,6 +14,7 @@ from typing import Any
 from fmnist import artifacts, runs
 from fmnist.errors import FmnistError, first_line
 
+log = logging.getLogger(__name__)
 
 # What Keras reads of a .keras archive that fmnist wrote (its layers keep no assets), and the most each may unpack to
 # (the spec's model's weights: 6.7 MB).
@@ -182,7 +184,9 @@ def _require_runs_network(model: Any, run_dir: Path) -> None:
     config = run_dir / artifacts.CONFIG
     try:
         expected = network_text(runs.settings_of(artifacts.read_json(config))) if config.is_file() else None
-    except FmnistError:  # damaged: what reads the settings says so
+    except FmnistError as exc:  # the model carries its own architecture: predicted with and served, unchecked
+        log.warning("%s; the model is used as it is, unchecked against the run's settings: restore %s from a copy",
+                    exc, artifacts.CONFIG)
         return
     actual = _network_of(model)
     if expected is not None and actual != expected:

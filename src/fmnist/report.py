@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 HISTORY_ADVICE = "restore it from a copy, or delete it to draw the report without learning curves"
+# The model carries its own architecture: predict and serve do without the run's settings.
+CONFIG_ADVICE = "restore it from a copy ('fmnist predict' and 'fmnist serve' take the run without it)"
 
 
 EVIDENCE_NOTE = (
@@ -168,7 +170,7 @@ def write_report(run_dir: Path, write_scores: Callable[[], None] = lambda: None)
     the drawing's lock: the other files are checked for what the report reads, so an error left is a bug, and is not
     called damage."""
     run_dir = runs.require_run_dir(run_dir)
-    config = artifacts.read_json(run_dir / artifacts.CONFIG)
+    config = read_config(run_dir)
     # One drawing at a time: two drawn at once (an export's and another's) could leave the page of the one that read
     # the run's files first; and two evaluations at once, one's metrics beside the other's predictions.
     with runs.queued_lock(run_dir / artifacts.REPORT_LOCK, f"waiting for another process drawing {run_dir}'s report"):
@@ -176,6 +178,22 @@ def write_report(run_dir: Path, write_scores: Callable[[], None] = lambda: None)
         write_scores()
         runs.require_scored(run_dir, "its report")
         return _write_report(run_dir, config, history)
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """The run's config.json; damaged, refused with what to do (fmnist writes it once, as the training begins)."""
+    try:
+        return artifacts.read_json(run_dir / artifacts.CONFIG)
+    except DamagedFile as exc:
+        raise DamagedFile(f"{exc}: {CONFIG_ADVICE}") from None
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    """The run's metrics.json; damaged, refused with the command that writes it again."""
+    try:
+        return artifacts.read_json(run_dir / artifacts.METRICS)
+    except DamagedFile as exc:
+        raise DamagedFile(f"{exc}: run 'fmnist evaluate {run_dir}' to write it again") from None
 
 
 def checked_history(run_dir: Path, config: dict[str, Any], history_advice: str = HISTORY_ADVICE
@@ -190,10 +208,7 @@ def checked_history(run_dir: Path, config: dict[str, Any], history_advice: str =
 
 
 def _write_report(run_dir: Path, config: dict[str, Any], history: dict[str, list[float]]) -> Path:
-    try:
-        metrics = artifacts.read_json(run_dir / artifacts.METRICS)
-    except DamagedFile as exc:
-        raise DamagedFile(f"{exc}: run 'fmnist evaluate {run_dir}' to write it again") from None
+    metrics = read_metrics(run_dir)
     try:  # the report only shows its training time and the like: not worth refusing the rest for
         status = artifacts.read_json(run_dir / artifacts.STATUS) if (run_dir / artifacts.STATUS).is_file() else {}
     except FmnistError as exc:
@@ -212,7 +227,7 @@ def check_config_and_history(run_dir: Path, config: dict[str, Any], history: dic
     odd = [key for key in ("settings", "data", "versions") if not isinstance(config.get(key, {}), dict)]
     if odd:
         raise FmnistError(f"{run_dir / artifacts.CONFIG} is damaged ({', '.join(odd)} not a JSON object): "
-                          "restore it from a copy")
+                          f"{CONFIG_ADVICE}")
     missing = [column for column in artifacts.HISTORY_COLUMNS if history and column not in history]
     if missing:
         raise FmnistError(f"{run_dir / artifacts.HISTORY} is damaged (no {', '.join(missing)} column): "

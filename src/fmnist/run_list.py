@@ -11,23 +11,27 @@ from typing import Any
 
 from fmnist import artifacts, defaults, model_files, runs
 from fmnist.backup_file import epochs_done
-from fmnist.errors import FmnistError
+from fmnist.errors import DamagedFile, FmnistError
 
 
+RESTORE = "restore it from a copy"
 KEY_SETTINGS = ("architecture", "hidden_sizes", "dropout", "learning_rate", "batch_size", "epochs", "limit", "seed")
 
 
-def _read_object(path: Path, notes: list[str], note_missing: bool = True) -> dict[str, Any]:
-    """A JSON object from ``path``, or ``{}`` with a note saying why not: listing never fails on one bad run."""
+def _read_object(path: Path, notes: list[str], note_missing: bool = True, mend: str = "") -> dict[str, Any]:
+    """A JSON object from ``path``, or ``{}`` with a note saying why not (damaged, with ``mend``, what to do about
+    it): listing never fails on one bad run."""
     try:
         if not path.is_file():
             if note_missing:
                 notes.append(f"no {path.name}")
             return {}
         return artifacts.read_json(path)
-    except (FmnistError, OSError):  # not a JSON object, or unreadable (is_file too raises in a folder we cannot enter)
+    except DamagedFile:  # not a JSON object
+        notes.append(f"{path.name} damaged" + (f": {mend}" if mend else ""))
+    except (FmnistError, OSError):  # unreadable (is_file too raises in a folder we cannot enter)
         notes.append(f"{path.name} unreadable")
-        return {}
+    return {}
 
 
 def summarize(run_dir: Path) -> dict[str, Any]:
@@ -43,8 +47,8 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         notes.append("its name is not UTF-8: rename it to use it")
     except FmnistError:  # a folder above it: every run there says so
         notes.append("the path to it is not UTF-8: move it to use it")
-    config = _read_object(run_dir / artifacts.CONFIG, notes)
-    status = _read_object(run_dir / artifacts.STATUS, notes)
+    config = _read_object(run_dir / artifacts.CONFIG, notes, mend=RESTORE)
+    status = _read_object(run_dir / artifacts.STATUS, notes, mend=RESTORE)
     settings = runs.settings_of(config)
     history = run_dir / artifacts.HISTORY
     epochs = artifacts.json_number(status.get("epochs"))
@@ -55,7 +59,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         notes.append(f"{history.name} unreadable")
     state = str(status.get("state", "unknown"))
     if status and state not in runs.STATES:  # edited by hand: shown as written, it would pass for a state of ours
-        notes.append(f"{artifacts.STATUS} damaged (state {status.get('state')!r}): restore it from a copy")
+        notes.append(f"{artifacts.STATUS} damaged (state {status.get('state')!r}): {RESTORE}")
         state = "unknown"
     # None yet while running; a finished run's that cannot be read is said below, with what to do
     metrics = _read_object(run_dir / artifacts.METRICS, [] if state == runs.FINISHED else notes, note_missing=False)
@@ -168,7 +172,7 @@ def _unbegun_group(group_dir: Path) -> dict[str, Any]:
     planned = _planned_seeds(record)
     live = runs.being_trained(group_dir)  # its first seed is still setting up
     if planned is None:
-        notes = [f"{artifacts.SEED_GROUP} damaged: restore it from a copy"]
+        notes = [f"{artifacts.SEED_GROUP} damaged: {RESTORE}"]
     else:
         notes = ["no seed begun yet" if live else f"no seed begun: {runs.resume_command(group_dir)} trains its "
                  f"{len(planned)} seeds"]
@@ -352,7 +356,7 @@ def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -
     accuracy, planned, scored = group["test_accuracy"], group["seeds"], group["scored"]
     s = newest["settings"]
     if planned is None:
-        status = f"{scored} seeds scored ({artifacts.SEED_GROUP} damaged: restore it from a copy)"
+        status = f"{scored} seeds scored ({artifacts.SEED_GROUP} damaged: {RESTORE})"
     elif group["foreign"]:
         status = (f"{scored} of {planned} seeds scored; {', '.join(group['foreign'])}: settings, backend or data "
                   "other than the group's (copied or edited there by hand): move it out of the group")
