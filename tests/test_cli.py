@@ -387,6 +387,21 @@ def test_a_flag_with_its_value_before_the_command_is_told_where_it_goes(capsys):
     with pytest.raises(SystemExit):  # a flag no command has: not told to go after one
         main(["--bogus", "100", "train"])
     assert "invalid choice: '100'" in capsys.readouterr().err
+    said = {}
+    for given in (["--limit", "100"], ["--limit=100"], ["--bogus"], ["-q", "--bogus", "-x"], ["-q", "100"]):
+        with pytest.raises(SystemExit) as exited:  # no command at all: the flag named, not only the command missing
+            main(given)
+        assert exited.value.code == 2
+        said[" ".join(given)] = capsys.readouterr().err
+    assert said["--limit 100"] == ("fmnist: error: --limit belongs after the command's name: fmnist train --limit 100 "
+                                   "... (see 'fmnist --help')\n")
+    assert said["--limit=100"] == ("fmnist: error: --limit belongs after the command's name: fmnist train --limit ... "
+                                   "(see 'fmnist --help')\n")
+    for given in ("--bogus", "-q --bogus -x"):  # -q is fmnist's own, not an unknown flag
+        flags = given.removeprefix("-q ")
+        assert said[given] == (f"fmnist: error: unrecognized arguments: {flags}, and no command given (see 'fmnist "
+                               "--help')\n")
+    assert "invalid choice: '100'" in said["-q 100"]  # -q takes no value: not told to go after a command
 
 
 def test_a_missing_data_folder_or_a_seed_past_the_last_is_refused_before_keras_starts(tmp_path):

@@ -127,7 +127,8 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def error(self, message: str) -> NoReturn:
-        said = self._misplaced_value(message) or self._dashed_value(message) or f"{message}{_hint(message)}"
+        said = (self._misplaced_value(message) or self._dashed_value(message) or self._flag_without_command(message)
+                or f"{message}{_hint(message)}")
         self.exit(2, f"fmnist: error: {one_line(said)} (see '{self.prog} --help')\n")
 
     def _misplaced_value(self, message: str) -> str | None:
@@ -137,8 +138,13 @@ class Parser(argparse.ArgumentParser):
         if not invalid or invalid[1] not in given or given.index(invalid[1]) == 0:
             return None
         at = given.index(invalid[1])
+        if given[at - 1] in self._option_string_actions:  # -q, which takes no value, goes before the command too
+            return None
         commands = next(a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction))
         command = next((word for word in given[at + 1:] if word in commands), None)
+        if command is None:  # none given (`fmnist --limit 100`): the first that takes the flag
+            command = next((name for name, parser in commands.items()
+                            if given[at - 1] in parser._option_string_actions), None)
         if command is None or given[at - 1] not in commands[command]._option_string_actions:  # not that command's
             return None
         return (f"{given[at - 1]} belongs after the command's name: fmnist {command} {given[at - 1]} {invalid[1]} "
@@ -157,6 +163,22 @@ class Parser(argparse.ArgumentParser):
             if word in flags and value.startswith("-") and not value.startswith("--") and not taken:
                 return f"{message}: a value that starts with '-' goes after '=', as in {word}={value}"
         return None
+
+    def _flag_without_command(self, message: str) -> str | None:
+        """For `fmnist --bogus` or `fmnist --limit 100`: argparse says that the command is missing, not which flag it
+        did not know."""
+        if not message.startswith("the following arguments are required: COMMAND"):
+            return None
+        unknown = [word.split("=")[0] for word in getattr(self, "given", [])
+                   if word.startswith("-") and len(word) > 1 and not self._negative_number_matcher.match(word)
+                   and word.split("=")[0] not in self._option_string_actions]
+        if not unknown:
+            return None
+        commands = next(a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction))
+        owner = next((name for name, parser in commands.items() if unknown[0] in parser._option_string_actions), None)
+        if owner is not None:
+            return f"{unknown[0]} belongs after the command's name: fmnist {owner} {unknown[0]} ..."
+        return f"unrecognized arguments: {' '.join(unknown)}, and no command given"
 
     def _share_given(self, parser: argparse.ArgumentParser) -> None:
         """A command's own parser (`runs compare`'s too) reports its errors, and may need the words given."""
