@@ -194,18 +194,29 @@ def test_a_model_no_better_than_guessing_is_called_so(tmp_path, tiny_run_dir, ca
 
 
 def test_scoring_a_run_of_a_seed_group_again_says_how_to_compute_its_summary_again(tmp_path, tiny_run_dir, caplog):
-    from fmnist.evaluate import warn_of_group_summary
+    from fmnist.evaluate import summarized_scores, warn_of_group_summary
 
     group = tmp_path / "group"
     run = shutil.copytree(tiny_run_dir, group / "run")
     (group / artifacts.SEED_GROUP).write_text("{}")  # a --seeds group, still without its summary: nothing to say
+    earlier = summarized_scores(run)
+    metrics = artifacts.read_json(run / artifacts.METRICS)
+    said = f"{group / artifacts.SEED_SUMMARY} still holds this run's earlier scores: 'fmnist train --resume {group}'"
     with caplog.at_level(logging.WARNING, logger="fmnist"):
-        warn_of_group_summary(run)
+        warn_of_group_summary(run, None)
         assert caplog.text == ""
         (group / artifacts.SEED_SUMMARY).write_text("{}")
-        warn_of_group_summary(run)
-    assert f"{group / artifacts.SEED_SUMMARY} still holds this run's earlier scores: 'fmnist train --resume {group}'" \
-        in caplog.text
+        warn_of_group_summary(run, earlier)  # scored again to the same figures (same backend): the summary holds
+        assert caplog.text == ""
+        per_class = {**metrics["per_class"], "Shirt": {**metrics["per_class"]["Shirt"], "f1-score": 0.5}}
+        for changed in ({"test_accuracy": metrics["test_accuracy"] + 0.01}, {"ece": 0.5}, {"per_class": per_class}):
+            artifacts.write_json(run / artifacts.METRICS, {**metrics, **changed})
+            warn_of_group_summary(run, earlier)
+            assert said in caplog.text
+            caplog.clear()
+        artifacts.write_json(run / artifacts.METRICS, metrics)
+        warn_of_group_summary(run, None)  # its earlier scores unreadable: cannot tell, so said
+    assert said in caplog.text
 
 
 def test_missing_data_is_refused_before_keras_starts(tiny_run_dir, tmp_path):

@@ -89,16 +89,32 @@ def evaluate_command(run: Path, runs_dir: Path = Path(defaults.RUNS_DIR), data_d
         model_files.verified_model_path(run_dir)
         dataset = load_dataset(data_dir, test_only=True)
         activate(backend)
+        earlier = summarized_scores(run_dir)
         metrics = evaluate_run(run_dir, dataset=dataset)
-    warn_of_group_summary(run_dir)
+    warn_of_group_summary(run_dir, earlier)
     return run_dir, metrics
 
 
-def warn_of_group_summary(run_dir: Path) -> None:
-    """A run of a ``--seeds`` group scored again leaves the group's summary.json with its old figures: say how to
-    compute it again (not done here: evaluate writes only the run's own files)."""
+def summarized_scores(run_dir: Path) -> tuple[Any, ...] | None:
+    """What a ``--seeds`` group's summary.json takes of the run's metrics.json; None where it cannot be read."""
+    try:
+        metrics = artifacts.read_json(run_dir / artifacts.METRICS)
+    except FmnistError:
+        return None
+    per_class = metrics.get("per_class")
+    f1 = {name: scores.get("f1-score") for name, scores in per_class.items() if isinstance(scores, dict)} \
+        if isinstance(per_class, dict) else None
+    return metrics.get("test_accuracy"), metrics.get("ece_before_scaling"), metrics.get("ece"), f1
+
+
+def warn_of_group_summary(run_dir: Path, earlier: tuple[Any, ...] | None) -> None:
+    """A run of a ``--seeds`` group scored again leaves the group's summary.json with its old figures: where its
+    scores changed from ``earlier`` (:func:`summarized_scores`), say how to compute it again (not done here: evaluate
+    writes only the run's own files)."""
     group = runs.in_seed_group(run_dir)
-    if group is not None and (group / artifacts.SEED_SUMMARY).is_file():
+    if group is None or not (group / artifacts.SEED_SUMMARY).is_file():
+        return
+    if earlier is None or summarized_scores(run_dir) != earlier:
         log.warning("%s still holds this run's earlier scores: 'fmnist train --resume %s' computes it again from "
                     "its runs' scores, training nothing", group / artifacts.SEED_SUMMARY, group)
 
