@@ -101,6 +101,7 @@ def test_a_journal_studys_trials_report_and_commands_go_beside_it_not_in_the_cur
                                                                                              monkeypatch):
     elsewhere, here = tmp_path / "elsewhere", tmp_path / "here"
     here.mkdir()
+    elsewhere.mkdir()
     monkeypatch.chdir(here)
     journal = str(elsewhere / "tune.journal")
     # Given from here, with no --runs-dir: the trials go in the journal's folder; --json names it absolute.
