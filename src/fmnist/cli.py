@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import difflib
 import io
 import json
 import logging
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn
 
 from fmnist import __version__, artifacts, defaults, stopping
+from fmnist.cli_parser import (Parser, input_file, int_between, layer_sizes, nonempty, nonempty_path, positive_int,
+                               positive_seconds, probability, seed_count)
 from fmnist.errors import ErrorsPerInput, FmnistError, first_line, one_line
 from fmnist.settings import BACKENDS, DEFAULT_BACKEND, FLAG_SETTINGS, PREFERRED_BACKEND, RECIPES, TrainSettings, flag
 
@@ -73,16 +74,6 @@ exit status:
   141  the reader of its output went away (fmnist runs | head), as for any command in a pipe
 """
 
-# Commands a user may look for under another name (given as the command).
-UNKNOWN_WORD_HINTS = {
-    "explain": "'fmnist predict RUN IMAGE --show seen.png' draws what the model looked at in your images, and every "
-               "run's report draws it for test images",
-}
-# Flags a user may look for under another name: the hint for a command that trains (takes --recipe), and for one
-# that takes a run.
-UNKNOWN_FLAG_HINTS = {"--model": ("the ConvNet is a recipe: --recipe cnn (--recipe best for the best dense network)",
-                                  "a run holds its model: give the run, its folder or its name, as the first argument "
-                                  "after the command's name")}
 PREDICT_DETAILS = f"""\
 A photo is prepared as Fashion-MNIST's images were made from product photos: its backdrop trimmed (even when noisy or
 unevenly lit), the garment scaled to fit 28x28 and centred, turned light on dark if it is darker than its backdrop,
@@ -119,129 +110,6 @@ def _examples(command: str) -> str:
     return "examples:\n" + "\n".join(lines) + "\n"
 
 
-class Parser(argparse.ArgumentParser):
-    """A malformed command line gets one line, like every other error (argparse would print the usage as well); a
-    flag is taken whole only (argparse would take --lim for --limit, until a new flag made it ambiguous)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
-
-    def error(self, message: str) -> NoReturn:
-        said = (self._misplaced_value(message) or self._dashed_value(message) or self._flag_without_command(message)
-                or f"{message}{_hint(message)}")
-        self.exit(2, f"fmnist: error: {one_line(said)} (see '{self.prog} --help')\n")
-
-    def _misplaced_value(self, message: str) -> str | None:
-        """For `fmnist --limit 100 train`: argparse takes 100 for the command's name; the flag belongs after it."""
-        invalid = re.match(r"argument COMMAND: invalid choice: '([^']*)'", message)
-        given = getattr(self, "given", [])
-        if not invalid or invalid[1] not in given or given.index(invalid[1]) == 0:
-            return None
-        at = given.index(invalid[1])
-        if given[at - 1] in self._option_string_actions:  # -q, which takes no value, goes before the command too
-            return None
-        commands = next(a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction))
-        command = next((word for word in given[at + 1:] if word in commands), None)
-        if command is None:  # none given (`fmnist --limit 100`): the first that takes the flag
-            command = next((name for name, parser in commands.items()
-                            if given[at - 1] in parser._option_string_actions), None)
-        if command is None or given[at - 1] not in commands[command]._option_string_actions:  # not that command's
-            return None
-        return (f"{given[at - 1]} belongs after the command's name: fmnist {command} {given[at - 1]} {invalid[1]} "
-                "...")
-
-    def _dashed_value(self, message: str) -> str | None:
-        """For `--lr -inf`: argparse takes a value that starts with '-' for a flag, unless it reads as a negative number
-        (-1e-3 does from Python 3.14 on)."""
-        missing = re.match(r"argument (\S+): expected one argument$", message)
-        given = getattr(self, "given", [])
-        if not missing:
-            return None
-        flags = missing[1].split("/")
-        for word, value in zip(given, given[1:]):
-            taken = self._negative_number_matcher.match(value) or value[:2] in self._option_string_actions
-            if word in flags and value.startswith("-") and not value.startswith("--") and not taken:
-                return f"{message}: a value that starts with '-' goes after '=', as in {word}={value}"
-        return None
-
-    def _flag_without_command(self, message: str) -> str | None:
-        """For `fmnist --bogus` or `fmnist --limit 100`: argparse says that the command is missing, not which flag it
-        did not know."""
-        if not message.startswith("the following arguments are required: COMMAND"):
-            return None
-        unknown = [word.split("=")[0] for word in getattr(self, "given", [])
-                   if word.startswith("-") and len(word) > 1 and not self._negative_number_matcher.match(word)
-                   and word.split("=")[0] not in self._option_string_actions]
-        if not unknown:
-            return None
-        commands = next(a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction))
-        owner = next((name for name, parser in commands.items() if unknown[0] in parser._option_string_actions), None)
-        if owner is not None:
-            return f"{unknown[0]} belongs after the command's name: fmnist {owner} {unknown[0]} ..."
-        return f"unrecognized arguments: {' '.join(unknown)}, and no command given"
-
-    def _share_given(self, parser: argparse.ArgumentParser) -> None:
-        """A command's own parser (`runs compare`'s too) reports its errors, and may need the words given."""
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for command in action.choices.values():
-                    command.given = self.given
-                    self._share_given(command)
-
-    def parse_args(self, args: list[str] | None = None, namespace: Any = None) -> argparse.Namespace:
-        self.given = list(sys.argv[1:] if args is None else args)
-        self._share_given(self)
-        parsed, unknown = self.parse_known_args(args, namespace)
-        command = getattr(parsed, "command_parser", self)
-        unknown = self._more_of_a_list(command, parsed, unknown)
-        if unknown:  # argparse would report them from the top; the command's own --help lists what it takes
-            misplaced = [arg for arg in unknown if arg.split("=")[0] in command._option_string_actions]
-            if misplaced:  # given before the command's name, where only -q and --debug go
-                command.error(f"{' '.join(misplaced)} belongs after the command's name: {command.prog} "
-                              f"{' '.join(misplaced)} ...")
-            hints = "".join(f"; {hint}" for hint in (self._flag_hint(arg.split("=")[0], command) for arg in unknown)
-                            if hint)
-            command.error(f"unrecognized arguments: {' '.join(unknown)}{hints}")
-        return parsed
-
-    @staticmethod
-    def _flag_hint(flag: str, command: argparse.ArgumentParser) -> str | None:
-        if flag not in UNKNOWN_FLAG_HINTS:
-            return None
-        trains, runs = UNKNOWN_FLAG_HINTS[flag]
-        if "--recipe" in command._option_string_actions:
-            return trains
-        takes_a_run = any(not a.option_strings and a.metavar == "RUN" and a.nargs is None for a in command._actions)
-        return runs if takes_a_run else None
-
-    @staticmethod
-    def _more_of_a_list(command: argparse.ArgumentParser, parsed: argparse.Namespace, unknown: list[str]) -> list[str]:
-        """Files given after an option (`predict RUN a.png --show s.png b.png`) join the command's list of them:
-        argparse takes only the first stretch of a nargs="+" positional. Anything else stays unknown."""
-        listed = next((a for a in command._actions if a.nargs == "+" and not a.option_strings), None)
-        if listed is None or any(arg.startswith("-") and arg != defaults.STDIN for arg in unknown):
-            return unknown
-        for arg in unknown:
-            try:
-                getattr(parsed, listed.dest).append(listed.type(arg))
-            except argparse.ArgumentTypeError as exc:
-                command.error(f"argument {listed.metavar}: {exc}")
-        return []
-
-
-def _hint(message: str) -> str:
-    """For a word argparse did not know among its choices: what it may have meant."""
-    invalid = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
-    if not invalid:
-        return ""
-    word, choices = invalid[1], [choice.strip(" '") for choice in invalid[2].split(",")]
-    if message.startswith("argument COMMAND:") and word in UNKNOWN_WORD_HINTS:
-        return f"; {UNKNOWN_WORD_HINTS[word]}"
-    lowered = {choice.lower(): choice for choice in choices}  # "CNN" is as near to "cnn" as can be
-    close = difflib.get_close_matches(word.lower(), list(lowered), n=1)
-    return f"; did you mean '{lowered[close[0]]}'?" if close else ""
-
-
 def _emit(args: argparse.Namespace, text: str, data: dict[str, Any]) -> None:
     print(json.dumps(_finite(data), indent=2, default=_json_value, allow_nan=False) if args.json else text)
 
@@ -262,83 +130,6 @@ def _json_value(value: Any) -> str:
     from fmnist.runs import absolute
 
     return str(absolute(value)) if isinstance(value, Path) else str(value)
-
-
-def _positive_seconds(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not 0 < number < float("inf"):
-        raise argparse.ArgumentTypeError(f"{value!r} must be a positive, finite number of seconds")
-    return number
-
-
-def _int_between(low: int, high: int | None = None) -> Callable[[str], int]:
-    """An argparse type: a whole number from ``low`` to ``high``; with no ``high``, a positive one (``low`` 1)."""
-    def whole_number(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-        if number < low or (high is not None and number > high):
-            bounds = "positive" if high is None else f"from {low} to {high}"
-            raise argparse.ArgumentTypeError(f"{value!r} must be {bounds}")
-        return number
-
-    return whole_number
-
-
-_positive_int = _int_between(1)
-
-
-def _seed_count(value: str) -> int:
-    """An argparse type: a number of seeds for a group, checked as ``train_seeds`` checks it."""
-    from fmnist.seeds import check_count  # imported only when --seeds is given: --help stays light
-
-    number = _positive_int(value)
-    try:
-        check_count(number)
-    except FmnistError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return number
-
-
-def _probability(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not 0.0 <= number <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value!r} must lie in [0, 1]")
-    return number
-
-
-def _given(value: str) -> str:
-    # An unset shell variable ("--study $NAME") must not quietly mean the default, nor Path("") the current folder.
-    if not value.strip():
-        raise argparse.ArgumentTypeError("empty (an unset shell variable?)")
-    return value
-
-
-def _path(value: str) -> Path:
-    return Path(_given(value))
-
-
-def _input(value: str) -> Path | str:
-    """An input file, or standard input for '-' alone (a Path would make './-', a file of that name, read the same)."""
-    return value if value == defaults.STDIN else _path(value)
-
-
-def _sizes(value: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(part) for part in value.split(","))  # int() refuses an empty part: a layer lost to a typo
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a comma-separated list of sizes, e.g. 512,256,64,32") from None
-    if not sizes or min(sizes) <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must list positive layer sizes, e.g. 512,256,64,32")
-    return sizes
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -547,19 +338,19 @@ def _wrapped(text: str) -> str:
 
 
 def _runs_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runs-dir", type=_path, default=Path(defaults.RUNS_DIR),
+    p.add_argument("--runs-dir", type=nonempty_path, default=Path(defaults.RUNS_DIR),
                    help=f"where a RUN given by name is looked up (default ./{defaults.RUNS_DIR})")
 
 
 def _run_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", type=_path, metavar="RUN",
+    p.add_argument("run", type=nonempty_path, metavar="RUN",
                    help="a run directory made by 'fmnist train', or its name in --runs-dir")
     _runs_dir(p)
 
 
 def _model_argument(p: argparse.ArgumentParser, dest: str) -> None:
     """A run, or a model without its run (which carries what predicting needs)."""
-    p.add_argument(dest, type=_path, metavar="RUN",
+    p.add_argument(dest, type=nonempty_path, metavar="RUN",
                    help=f"a run directory made by 'fmnist train', its name in --runs-dir, or its {artifacts.MODEL} "
                         f"with {artifacts.MODEL_SHA256} beside it (the run's other files not needed)")
     _runs_dir(p)
@@ -568,7 +359,7 @@ def _model_argument(p: argparse.ArgumentParser, dest: str) -> None:
 def _data_dir(p: argparse.ArgumentParser, test_only: bool = False) -> None:
     files = "the test set's two IDX files, t10k-* (.gz or raw; the training files need not be there)" if test_only \
         else "the four IDX files (.gz or raw)"
-    p.add_argument("--data-dir", type=_path, default=None,
+    p.add_argument("--data-dir", type=nonempty_path, default=None,
                    help=f"folder with {files}; default: the environment variable FMNIST_DATA_DIR, else Keras' "
                         "cache (~/.keras/datasets/fashion-mnist, or in KERAS_HOME), the Debian package "
                         "dataset-fashion-mnist, then Keras' download (needs internet)")
@@ -592,12 +383,12 @@ def _fixed_settings(p: argparse.ArgumentParser, recipes: bool) -> None:
     _data_dir(p)
     _backend(p, by_model=recipes)  # tune trains the spec's dense network alone
     # tune's default depends on --storage (tune_storage.default_runs_dir).
-    p.add_argument("--runs-dir", type=_path, default=Path(defaults.RUNS_DIR) if recipes else None,
+    p.add_argument("--runs-dir", type=nonempty_path, default=Path(defaults.RUNS_DIR) if recipes else None,
                    help=f"where run directories go (default ./{defaults.RUNS_DIR})" if recipes else
                    f"where run directories go (default: the folder of a journal file given as --storage, else "
                    f"./{defaults.RUNS_DIR}; --report and --train-best: that folder where it holds a journal's study's "
                    f"STUDY/ folder, as a copied study's does, else the one its trials ran in)")
-    p.add_argument("--epochs", type=_positive_int,
+    p.add_argument("--epochs", type=positive_int,
                    help=("epochs to train: the plateau schedule's early stopping may end sooner, the cosine "
                          "recipes run them all" if recipes else
                          "at most this many epochs a trial; early stopping or pruning may end it sooner")
@@ -605,16 +396,16 @@ def _fixed_settings(p: argparse.ArgumentParser, recipes: bool) -> None:
     p.add_argument("--validation-fraction", type=float,
                    help="share of the training images (the 60,000, or --limit's N) held out for validation, "
                         f"between 0 and 1 (default: {default} {spec.validation_fraction})")
-    p.add_argument("--early-stopping-patience", type=_positive_int,
+    p.add_argument("--early-stopping-patience", type=positive_int,
                    help="epochs in a row without a lower val_loss (the validation split's) before training stops, "
                         "the best epoch's weights kept; spec recipe's plateau schedule "
                         f"(default {spec.early_stopping_patience})")
-    p.add_argument("--lr-patience", type=_positive_int,
+    p.add_argument("--lr-patience", type=positive_int,
                    help="epochs in a row without a lower val_loss before the learning rate is multiplied by "
                         f"--lr-factor; spec recipe's plateau schedule (default {spec.lr_patience})")
     p.add_argument("--seed", type=int,
                    help=f"seed for split, weights and shuffling, 0 to 2**32 - 1 (default {spec.seed})")
-    p.add_argument("--limit", type=_positive_int, metavar="N",
+    p.add_argument("--limit", type=positive_int, metavar="N",
                    help="use a stratified subset of N training images, validation split included (at least 10 "
                         "images for training and 10 for validation, one a class: 48 or more at the spec's 0.2, 95 at "
                         "0.1), for quick tries "
@@ -624,7 +415,7 @@ def _fixed_settings(p: argparse.ArgumentParser, recipes: bool) -> None:
 def _add_data(sub: Any) -> None:
     p = _command(sub, "data", cmd_data, "Locate, verify (IDX header and SHA-256) and describe the dataset.")
     _data_dir(p)
-    p.add_argument("--show", type=_path, metavar="PNG", help="write a grid of sample images, one row per class")
+    p.add_argument("--show", type=nonempty_path, metavar="PNG", help="write a grid of sample images, one row per class")
 
 
 def _add_train(sub: Any) -> None:
@@ -635,12 +426,12 @@ def _add_train(sub: Any) -> None:
     _fixed_settings(p, recipes=True)
     p.add_argument("--name", help="run name, the suffix of the run directory: letters, digits, '-', '_' and '.', at "
                                   f"most {defaults.MAX_NAME_BYTES} bytes (default: the recipe's name)")
-    p.add_argument("--batch-size", type=_positive_int,
+    p.add_argument("--batch-size", type=positive_int,
                    help=f"images per step (default: the recipe's; spec {spec.batch_size})")
     p.add_argument("--learning-rate", "--lr", type=float,
                    help="initial (or peak) learning rate of Adam or AdamW "
                         f"(default: the recipe's; spec {spec.learning_rate:g}, Adam's own, as the spec gives none)")
-    p.add_argument("--hidden-sizes", type=_sizes, metavar="N,N,...",
+    p.add_argument("--hidden-sizes", type=layer_sizes, metavar="N,N,...",
                    help="hidden layer widths of a dense network "
                         f"(default: the recipe's; spec {','.join(map(str, spec.hidden_sizes))})")
     p.add_argument("--dropout", type=float,
@@ -657,14 +448,14 @@ def _add_train(sub: Any) -> None:
                         "probabilities too (--teacher); cnn: a ConvNet of three convolutions (a good teacher). Test "
                         "accuracy, mean of 3 seeds in README's Results: spec 89.5%%, best 90.9%%, distilled 92.2%%, "
                         "cnn 93.5%%. Other flags override the recipe; one it would ignore is refused")
-    p.add_argument("--teacher", type=_path, metavar="RUN",
+    p.add_argument("--teacher", type=nonempty_path, metavar="RUN",
                    help="distil from this trained run (with --recipe distilled): its directory, its name in "
                         f"--runs-dir, or its {artifacts.MODEL}")
-    p.add_argument("--seeds", type=_seed_count, metavar="N",
+    p.add_argument("--seeds", type=seed_count, metavar="N",
                    help=f"train N seeds (seed, seed+1, ...; N from 2 to {defaults.MAX_SEEDS}) in one group directory; "
                         "report the test accuracy's mean, standard deviation and 95%% confidence interval "
                         "(default: one run)")
-    p.add_argument("--resume", type=_path, metavar="RUN",
+    p.add_argument("--resume", type=nonempty_path, metavar="RUN",
                    help="continue this killed or interrupted run from its last finished epoch, with its own "
                         "settings and backend; given a --seeds group, finish its unfinished and missing seeds and "
                         "its summary")
@@ -677,27 +468,27 @@ def _add_tune(sub: Any) -> None:
                                         "in several processes or machines to work in parallel.",
                  details=TUNE_DETAILS)
     _fixed_settings(p, recipes=False)
-    p.add_argument("--study", type=_given,
+    p.add_argument("--study", type=nonempty,
                    help=f"study name (letters, digits, '-', '_' and '.', at most {defaults.MAX_STUDY_NAME_BYTES} "
                         "bytes): its trials' runs go in "
                         f"RUNS_DIR/STUDY/; rerunning continues it (default {defaults.TUNE_STUDY})")
-    p.add_argument("--storage", type=_given, metavar="URL|FILE",
+    p.add_argument("--storage", type=nonempty, metavar="URL|FILE",
                    help="where the study lives: postgresql://user:password@host/db to share it between machines, "
                         "sqlite:///file.db (best for one process at a time), or a journal file for the processes of "
                         f"one machine (default RUNS_DIR/{artifacts.TUNE_JOURNAL})")
-    p.add_argument("--trials", type=_positive_int, help=f"trials this process runs (default {defaults.TUNE_TRIALS})")
-    p.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS",
+    p.add_argument("--trials", type=positive_int, help=f"trials this process runs (default {defaults.TUNE_TRIALS})")
+    p.add_argument("--timeout", type=positive_seconds, metavar="SECONDS",
                    help="start no new trial after this long (default: no limit; --trials still applies)")
     what = p.add_mutually_exclusive_group()
-    what.add_argument("--report", type=_given, metavar="STUDY",
+    what.add_argument("--report", type=nonempty, metavar="STUDY",
                       help="write the study's HTML report (best trials, Optuna's plots); give the study's --storage "
                            "unless it is the default")
-    what.add_argument("--train-best", type=_given, metavar="STUDY",
+    what.add_argument("--train-best", type=nonempty, metavar="STUDY",
                       help="train the study's best settings as one normal run, keeping the study's --seed, "
                            "--validation-fraction and patiences and the best trial's backend unless given here, but "
                            "not the trials' --limit and --epochs: all 60,000 images for up to the spec's 100 epochs "
                            "unless given here")
-    p.add_argument("--output", type=_path, metavar="HTML",
+    p.add_argument("--output", type=nonempty_path, metavar="HTML",
                    help=f"where --report writes (default RUNS_DIR/STUDY/{artifacts.TUNE_REPORT})")
 
 
@@ -721,7 +512,7 @@ def _add_runs(sub: Any) -> None:
                                         "gives its runs' mean. "
                                         "'fmnist runs compare --help' tells how to compare some of them.")
     # None when not given: a folder the user names must exist, the default ./runs not yet.
-    p.add_argument("--runs-dir", type=_path, default=None,
+    p.add_argument("--runs-dir", type=nonempty_path, default=None,
                    help=f"where run directories are (default ./{defaults.RUNS_DIR})")
     compare_help = ("Write one HTML page comparing runs: settings, learning curves, per-class F1, and the classes "
                     "whose mistakes changed most between them.")
@@ -729,12 +520,12 @@ def _add_runs(sub: Any) -> None:
         "compare", help=compare_help, description=_wrapped(compare_help), epilog=_examples("runs"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(handler=cmd_runs_compare, command_parser=p)
-    p.add_argument("runs", type=_path, nargs="+", metavar="RUN",
+    p.add_argument("runs", type=nonempty_path, nargs="+", metavar="RUN",
                    help="two or more run directories, or their names in --runs-dir")
     # SUPPRESS: given before 'compare' or after it, these keep the value given (argparse would reset them).
-    p.add_argument("--runs-dir", type=_path, default=argparse.SUPPRESS,
+    p.add_argument("--runs-dir", type=nonempty_path, default=argparse.SUPPRESS,
                    help=f"where run directories are (default ./{defaults.RUNS_DIR})")
-    p.add_argument("--output", type=_path, metavar="HTML",
+    p.add_argument("--output", type=nonempty_path, metavar="HTML",
                    help=f"where to write the page (default {artifacts.COMPARISON_HTML} in RUNS_DIR when the runs "
                         "lie there, else in the folder they share)")
     _common(p)
@@ -757,7 +548,7 @@ def _add_export(sub: Any) -> None:
 def _add_bench(sub: Any) -> None:
     p = _command(sub, "bench", cmd_bench,
                  "Time training and inference against plain Keras/PyTorch scripts and the CPU.")
-    p.add_argument("--output", type=_path, default=Path(defaults.BENCH_JSON), metavar="JSON",
+    p.add_argument("--output", type=nonempty_path, default=Path(defaults.BENCH_JSON), metavar="JSON",
                    help="where to write the JSON, with a bar chart beside it as .png (default %(default)s); a bench "
                         "stopped short writes JSON's name with .partial.json instead (bench.partial.json), keeping "
                         "an earlier complete one")
@@ -768,7 +559,7 @@ def _add_bench(sub: Any) -> None:
 
 
 def _unsure_below(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--unsure-below", type=_probability, default=defaults.UNSURE_BELOW, metavar="P",
+    p.add_argument("--unsure-below", type=probability, default=defaults.UNSURE_BELOW, metavar="P",
                    help="call the model unsure when its top probability is under P, from 0 to 1 (default "
                         f"%(default)s, that is {defaults.UNSURE_BELOW:.0%}%)")
 
@@ -778,12 +569,12 @@ def _add_predict(sub: Any) -> None:
                                               "784 values) with a run's model, prepared the way Fashion-MNIST was "
                                               "made.", details=PREDICT_DETAILS)
     _model_argument(p, "model")
-    p.add_argument("images", type=_input, nargs="+", metavar="IMAGE",
+    p.add_argument("images", type=input_file, nargs="+", metavar="IMAGE",
                    help=f"image or .npy files; {defaults.STDIN} reads one piped in")
-    p.add_argument("--top-k", type=_int_between(1, 10), default=3,  # Fashion-MNIST's ten classes
+    p.add_argument("--top-k", type=int_between(1, 10), default=3,  # Fashion-MNIST's ten classes
                    help="classes listed per image, 1 to 10 (default 3)")
     _unsure_below(p)
-    p.add_argument("--show", type=_path, metavar="PNG",
+    p.add_argument("--show", type=nonempty_path, metavar="PNG",
                    help="write the 28x28 inputs the model saw (the first 64), what in each spoke for its top class "
                         "(occlusion: 4x4 patches blanked in turn) and the probabilities")
     _backend(p, loads_run=True)
@@ -794,14 +585,14 @@ def _add_serve(sub: Any) -> None:
                                           "/docs.", json_result=False, details=SERVE_DETAILS,
                  quiet_help="no progress and no access log (a line per request): only warnings and errors")
     _model_argument(p, "run")
-    p.add_argument("--host", type=_given, default="127.0.0.1",
+    p.add_argument("--host", type=nonempty, default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 every interface; an "
                         "IPv6 one such as ::1, with or without brackets)")
-    p.add_argument("--port", type=_int_between(1, 65535), default=8000, help="port (default 8000)")
-    p.add_argument("--max-upload-mb", type=_int_between(1, 1024), default=defaults.MAX_UPLOAD_MIB,
+    p.add_argument("--port", type=int_between(1, 65535), default=8000, help="port (default 8000)")
+    p.add_argument("--max-upload-mb", type=int_between(1, 1024), default=defaults.MAX_UPLOAD_MIB,
                    help="largest request body, in MiB, 1 to 1024: each is held in memory while it is read "
                         "(default %(default)s)")
-    p.add_argument("--max-batch", type=_positive_int, default=defaults.MAX_BATCH,
+    p.add_argument("--max-batch", type=positive_int, default=defaults.MAX_BATCH,
                    help="most inputs of concurrent requests combined into one forward pass (a request's own, at "
                         f"most {defaults.MAX_INPUTS}, always go together); 1 combines none (default %(default)s)")
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",

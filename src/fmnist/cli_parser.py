@@ -1,0 +1,225 @@
+"""How fmnist reads its command line: an argparse parser whose errors are one line with a hint of what was
+meant, and the types of value its flags take, each refused in words."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, NoReturn
+
+from fmnist import defaults
+from fmnist.errors import FmnistError, one_line
+
+# Commands a user may look for under another name (given as the command).
+UNKNOWN_WORD_HINTS = {
+    "explain": "'fmnist predict RUN IMAGE --show seen.png' draws what the model looked at in your images, and every "
+               "run's report draws it for test images",
+}
+# Flags a user may look for under another name: the hint for a command that trains (takes --recipe), and for one
+# that takes a run.
+UNKNOWN_FLAG_HINTS = {"--model": ("the ConvNet is a recipe: --recipe cnn (--recipe best for the best dense network)",
+                                  "a run holds its model: give the run, its folder or its name, as the first argument "
+                                  "after the command's name")}
+
+
+class Parser(argparse.ArgumentParser):
+    """A malformed command line gets one line, like every other error (argparse would print the usage as well); a
+    flag is taken whole only (argparse would take --lim for --limit, until a new flag made it ambiguous)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+
+    def error(self, message: str) -> NoReturn:
+        said = (self._misplaced_value(message) or self._dashed_value(message) or self._flag_without_command(message)
+                or f"{message}{_hint(message)}")
+        self.exit(2, f"fmnist: error: {one_line(said)} (see '{self.prog} --help')\n")
+
+    def _misplaced_value(self, message: str) -> str | None:
+        """For `fmnist --limit 100 train`: argparse takes 100 for the command's name; the flag belongs after it."""
+        invalid = re.match(r"argument COMMAND: invalid choice: '([^']*)'", message)
+        given = getattr(self, "given", [])
+        if not invalid or invalid[1] not in given or given.index(invalid[1]) == 0:
+            return None
+        at = given.index(invalid[1])
+        if given[at - 1] in self._option_string_actions:  # -q, which takes no value, goes before the command too
+            return None
+        commands = next(a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction))
+        command = next((word for word in given[at + 1:] if word in commands), None)
+        if command is None:  # none given (`fmnist --limit 100`): the first that takes the flag
+            command = next((name for name, parser in commands.items()
+                            if given[at - 1] in parser._option_string_actions), None)
+        if command is None or given[at - 1] not in commands[command]._option_string_actions:  # not that command's
+            return None
+        return (f"{given[at - 1]} belongs after the command's name: fmnist {command} {given[at - 1]} {invalid[1]} "
+                "...")
+
+    def _dashed_value(self, message: str) -> str | None:
+        """For `--lr -inf`: argparse takes a value that starts with '-' for a flag, unless it reads as a negative number
+        (-1e-3 does from Python 3.14 on)."""
+        missing = re.match(r"argument (\S+): expected one argument$", message)
+        given = getattr(self, "given", [])
+        if not missing:
+            return None
+        flags = missing[1].split("/")
+        for word, value in zip(given, given[1:]):
+            taken = self._negative_number_matcher.match(value) or value[:2] in self._option_string_actions
+            if word in flags and value.startswith("-") and not value.startswith("--") and not taken:
+                return f"{message}: a value that starts with '-' goes after '=', as in {word}={value}"
+        return None
+
+    def _flag_without_command(self, message: str) -> str | None:
+        """For `fmnist --bogus` or `fmnist --limit 100`: argparse says that the command is missing, not which flag it
+        did not know."""
+        if not message.startswith("the following arguments are required: COMMAND"):
+            return None
+        unknown = [word.split("=")[0] for word in getattr(self, "given", [])
+                   if word.startswith("-") and len(word) > 1 and not self._negative_number_matcher.match(word)
+                   and word.split("=")[0] not in self._option_string_actions]
+        if not unknown:
+            return None
+        commands = next(a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction))
+        owner = next((name for name, parser in commands.items() if unknown[0] in parser._option_string_actions), None)
+        if owner is not None:
+            return f"{unknown[0]} belongs after the command's name: fmnist {owner} {unknown[0]} ..."
+        return f"unrecognized arguments: {' '.join(unknown)}, and no command given"
+
+    def _share_given(self, parser: argparse.ArgumentParser) -> None:
+        """A command's own parser (`runs compare`'s too) reports its errors, and may need the words given."""
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for command in action.choices.values():
+                    command.given = self.given
+                    self._share_given(command)
+
+    def parse_args(self, args: list[str] | None = None, namespace: Any = None) -> argparse.Namespace:
+        self.given = list(sys.argv[1:] if args is None else args)
+        self._share_given(self)
+        parsed, unknown = self.parse_known_args(args, namespace)
+        command = getattr(parsed, "command_parser", self)
+        unknown = self._more_of_a_list(command, parsed, unknown)
+        if unknown:  # argparse would report them from the top; the command's own --help lists what it takes
+            misplaced = [arg for arg in unknown if arg.split("=")[0] in command._option_string_actions]
+            if misplaced:  # given before the command's name, where only -q and --debug go
+                command.error(f"{' '.join(misplaced)} belongs after the command's name: {command.prog} "
+                              f"{' '.join(misplaced)} ...")
+            hints = "".join(f"; {hint}" for hint in (self._flag_hint(arg.split("=")[0], command) for arg in unknown)
+                            if hint)
+            command.error(f"unrecognized arguments: {' '.join(unknown)}{hints}")
+        return parsed
+
+    @staticmethod
+    def _flag_hint(flag: str, command: argparse.ArgumentParser) -> str | None:
+        if flag not in UNKNOWN_FLAG_HINTS:
+            return None
+        trains, runs = UNKNOWN_FLAG_HINTS[flag]
+        if "--recipe" in command._option_string_actions:
+            return trains
+        takes_a_run = any(not a.option_strings and a.metavar == "RUN" and a.nargs is None for a in command._actions)
+        return runs if takes_a_run else None
+
+    @staticmethod
+    def _more_of_a_list(command: argparse.ArgumentParser, parsed: argparse.Namespace, unknown: list[str]) -> list[str]:
+        """Files given after an option (`predict RUN a.png --show s.png b.png`) join the command's list of them:
+        argparse takes only the first stretch of a nargs="+" positional. Anything else stays unknown."""
+        listed = next((a for a in command._actions if a.nargs == "+" and not a.option_strings), None)
+        if listed is None or any(arg.startswith("-") and arg != defaults.STDIN for arg in unknown):
+            return unknown
+        for arg in unknown:
+            try:
+                getattr(parsed, listed.dest).append(listed.type(arg))
+            except argparse.ArgumentTypeError as exc:
+                command.error(f"argument {listed.metavar}: {exc}")
+        return []
+
+
+def _hint(message: str) -> str:
+    """For a word argparse did not know among its choices: what it may have meant."""
+    invalid = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+    if not invalid:
+        return ""
+    word, choices = invalid[1], [choice.strip(" '") for choice in invalid[2].split(",")]
+    if message.startswith("argument COMMAND:") and word in UNKNOWN_WORD_HINTS:
+        return f"; {UNKNOWN_WORD_HINTS[word]}"
+    lowered = {choice.lower(): choice for choice in choices}  # "CNN" is as near to "cnn" as can be
+    close = difflib.get_close_matches(word.lower(), list(lowered), n=1)
+    return f"; did you mean '{lowered[close[0]]}'?" if close else ""
+
+
+def positive_seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} must be a positive, finite number of seconds")
+    return number
+
+
+def int_between(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high``; with no ``high``, a positive one (``low`` 1)."""
+    def whole_number(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if number < low or (high is not None and number > high):
+            bounds = "positive" if high is None else f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"{value!r} must be {bounds}")
+        return number
+
+    return whole_number
+
+
+positive_int = int_between(1)
+
+
+def seed_count(value: str) -> int:
+    """An argparse type: a number of seeds for a group, checked as ``train_seeds`` checks it."""
+    from fmnist.seeds import check_count  # imported only when --seeds is given: --help stays light
+
+    number = positive_int(value)
+    try:
+        check_count(number)
+    except FmnistError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return number
+
+
+def probability(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value!r} must lie in [0, 1]")
+    return number
+
+
+def nonempty(value: str) -> str:
+    # An unset shell variable ("--study $NAME") must not quietly mean the default, nor Path("") the current folder.
+    if not value.strip():
+        raise argparse.ArgumentTypeError("empty (an unset shell variable?)")
+    return value
+
+
+def nonempty_path(value: str) -> Path:
+    return Path(nonempty(value))
+
+
+def input_file(value: str) -> Path | str:
+    """An input file, or standard input for '-' alone (a Path would make './-', a file of that name, read the same)."""
+    return value if value == defaults.STDIN else nonempty_path(value)
+
+
+def layer_sizes(value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in value.split(","))  # int() refuses an empty part: a layer lost to a typo
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a comma-separated list of sizes, e.g. 512,256,64,32") from None
+    if not sizes or min(sizes) <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must list positive layer sizes, e.g. 512,256,64,32")
+    return sizes
