@@ -9,7 +9,7 @@ import pytest
 
 from conftest import module_data, run_cli, tiny_train
 from fmnist import artifacts, run_list, runs
-from fmnist.compare import compare_runs, mistake_changes, settings_rows
+from fmnist.compare import compare_runs, mistake_changes, runs_to_compare, settings_rows
 from fmnist.data import CLASS_NAMES
 from fmnist.errors import FmnistError
 
@@ -172,3 +172,26 @@ def test_runs_sharing_a_folder_name_keep_their_own_columns(tmp_path, two_runs):
     assert any(x != y for x, y in cells)  # else the page could not show one run's F1 twice
     for c, (x, y) in zip(CLASS_NAMES, cells):  # each run's F1 in its own column
         assert f"<tr><th scope=row>{html.escape(c)}</th><td>{x}</td><td>{y}</td>" in page
+
+
+def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_runs):
+    runs_dir, (a, b) = two_runs
+    group = tmp_path / "runs" / "20261206T000000Z-grp"  # as 'fmnist train --seeds 2' leaves it, its runs copied in
+    members = [shutil.copytree(run, group / run.name) for run in (a, b)]
+    artifacts.write_json(group / artifacts.SEED_GROUP, {"seeds": 2, "settings": {}, "backend": "jax"})
+    with pytest.raises(FmnistError, match=f"{group} is a --seeds group with no summary.json yet: 'fmnist train "
+                                          f"--resume {group}' finishes it; or give its runs one by one"):
+        runs_to_compare([group], runs_dir)
+    artifacts.write_json(group / artifacts.SEED_SUMMARY, {"runs": [{"run_dir": "../elsewhere"}]})
+    with pytest.raises(FmnistError, match="summary.json is damaged \\(no list of its runs' folders\\)"):
+        runs_to_compare([group], runs_dir)
+    artifacts.write_json(group / artifacts.SEED_SUMMARY, {"runs": [{"run_dir": run.name} for run in members[:1]]})
+    assert runs_to_compare([group, a], runs_dir) == [members[0], a]  # only the runs its mean is over
+    artifacts.write_json(group / artifacts.SEED_SUMMARY, {"runs": [{"run_dir": run.name} for run in members]})
+    assert runs_to_compare([group.name], group.parent) == members  # by name too
+    result = run_cli("runs", "compare", group.name, "--runs-dir", str(group.parent), "--json")  # one group is enough
+    assert result.returncode == 0, result.stderr
+    page = Path(json.loads(result.stdout)["comparison"]).read_text()
+    assert all(run.name in page for run in members)
+    refused = run_cli("runs", "compare", str(a))  # one run is not
+    assert refused.returncode == 2 and "give two or more runs to compare, or a --seeds group" in refused.stderr

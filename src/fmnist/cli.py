@@ -256,13 +256,12 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
 
 def cmd_runs_compare(args: argparse.Namespace) -> None:
-    from fmnist.compare import compare_runs
-    from fmnist.runs import resolve_run
+    from fmnist.compare import compare_runs, runs_to_compare, seed_group_named
 
-    if len(args.runs) < 2:  # the command line's shape, as argparse refuses it (exit status 2)
-        args.command_parser.error("give two or more runs to compare")
     runs_dir = args.runs_dir or Path(defaults.RUNS_DIR)
-    path = compare_runs([resolve_run(r, runs_dir) for r in args.runs], args.output, runs_dir)
+    if len(args.runs) < 2 and not seed_group_named(args.runs[0], runs_dir):  # the command line's shape, as argparse
+        args.command_parser.error("give two or more runs to compare, or a --seeds group")  # refuses it (status 2)
+    path = compare_runs(runs_to_compare(args.runs, runs_dir), args.output, runs_dir)
     _emit(args, f"comparison: {path}", {"comparison": path})
 
 
@@ -521,7 +520,8 @@ def _add_runs(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(handler=cmd_runs_compare, command_parser=p)
     p.add_argument("runs", type=nonempty_path, nargs="+", metavar="RUN",
-                   help="two or more run directories, or their names in --runs-dir")
+                   help="two or more run directories, or their names in --runs-dir; a --seeds group stands for "
+                        "its runs, one per seed (those its summary.json averages)")
     # SUPPRESS: given before 'compare' or after it, these keep the value given (argparse would reset them).
     p.add_argument("--runs-dir", type=nonempty_path, default=argparse.SUPPRESS,
                    help=f"where run directories are (default ./{defaults.RUNS_DIR})")

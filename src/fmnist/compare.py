@@ -12,7 +12,7 @@ import numpy as np
 
 from fmnist import artifacts, defaults, plots, run_list, runs
 from fmnist.data import CLASS_NAMES
-from fmnist.errors import FmnistError
+from fmnist.errors import DamagedFile, FmnistError
 from fmnist.html_page import image_html, page, table_html
 from fmnist.recipes import unused_settings
 from fmnist.report import checked_history, kept_epoch, read_config, read_metrics
@@ -59,6 +59,36 @@ def mistake_changes(matrices: list[np.ndarray], top: int = TOP_CLASSES) -> list[
             "most_moved": CLASS_NAMES[moved], "most_moved_counts": off_diagonal[:, c, moved].tolist(),
         })
     return changes
+
+
+def runs_to_compare(names: list[str | Path], runs_dir: Path) -> list[Path]:
+    """The run directories ``names`` give: each a run (a path, or a name in ``runs_dir``), or a ``--seeds`` group,
+    which stands for the runs its summary.json averages."""
+    found = []
+    for name in names:
+        group = seed_group_named(name, runs_dir)
+        found += [runs.resolve_run(name, runs_dir)] if group is None else _summarized_runs(group)
+    return found
+
+
+def seed_group_named(name: str | Path, runs_dir: Path) -> Path | None:
+    """The ``--seeds`` group ``name`` gives (a path, or a name in ``runs_dir``), if it gives one."""
+    return next((folder for folder in (Path(name), Path(runs_dir) / name) if runs.is_seed_group(folder)), None)
+
+
+def _summarized_runs(group: Path) -> list[Path]:
+    """The runs of a ``--seeds`` group that its summary.json averages, one per seed."""
+    summary_path = group / artifacts.SEED_SUMMARY
+    if not summary_path.is_file():
+        raise FmnistError(f"{group} is a --seeds group with no {artifacts.SEED_SUMMARY} yet: "
+                          f"'{runs.resume_command(group)}' finishes it; or give its runs one by one")
+    listed = artifacts.read_json(summary_path).get("runs")
+    names = [entry.get("run_dir") for entry in listed if isinstance(entry, dict)] if isinstance(listed, list) else []
+    if not names or not all(isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
+                            for name in names):
+        raise DamagedFile(f"{summary_path} is damaged (no list of its runs' folders): "
+                          f"'{runs.resume_command(group)}' writes it again, training nothing")
+    return [runs.require_run_dir(group / name) for name in names]
 
 
 def run_labels(run_dirs: list[Path]) -> list[str]:
