@@ -192,6 +192,8 @@ def test_pictures_say_what_they_show_where_a_reader_would_guess(tmp_path, monkey
     for ax, ylabel in zip(drawn[0].axes, ("loss (mean over the epoch)", "share of images right")):
         assert ax.get_ylabel() == ylabel
         assert [t.get_text() for t in ax.texts] == ["1e-04"]  # the rate the plateau's drop went to, at epoch 3
+    plots.compare_curves_png({"a": history, "b": history}, tmp_path / "compare.png")  # the same axes, side by side
+    assert [ax.get_ylabel() for ax in drawn.pop().axes] == ["loss (mean over the epoch)", "share of images right"]
     plots.grouped_bars_png(list(CLASS_NAMES), {"a": [0.5] * 10, "b": [0.9] * 10}, "F1", tmp_path / "f1.png")
     assert drawn[1].axes[0].get_title() == "F1 (axis from 0.45, not 0)"  # the bars do not start at 0
     plots.mistakes_png(np.zeros((4, 28, 28)), np.zeros(4, int), np.ones(4, int), np.full(4, 0.9), tmp_path / "m.png",

@@ -287,6 +287,7 @@ def compare_curves_png(histories: dict[str, dict[str, list[float]]], path: Path)
                     **{k: v for k, v in style.items() if not k.startswith("marker")})
         _epoch_axis(ax, max((len(h.get(key, [])) for h in histories.values()), default=0))
         ax.set_title(title)
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     lines = [Line2D([], [], color="black"), Line2D([], [], color="black", linestyle="--")]
     _run_legend(fig, [*lines, *(Line2D([], [], **style) for style in styles)],
