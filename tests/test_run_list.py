@@ -26,6 +26,9 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
     assert finished["test_accuracy"] == metrics["test_accuracy"] and finished["macro_f1"] == metrics["macro_f1"]
     assert finished["train_seconds"] == status["train_seconds"] and finished["epochs"] == status["epochs"]
     assert finished["settings"]["hidden_sizes"] == [16, 8] and finished["backend"] == "jax"
+    # Every setting, for scripts: the name and teacher too, which the recipe label does not count.
+    assert finished["settings"] == json.loads((mixed_runs["finished"] / artifacts.CONFIG).read_text())["settings"]
+    assert {"name", "teacher", "validation_fraction"} <= set(finished["settings"])
     assert finished["recipe"] == "spec (+batch_size, hidden_sizes)"  # the spec with other hidden sizes and batch size
     assert by_name[f"study/{mixed_runs['grouped'].name}"]["recipe"] == "spec (+3)"  # and dropout
 

@@ -15,7 +15,6 @@ from fmnist.errors import DamagedFile, FmnistError
 
 
 RESTORE = "restore it from a copy"
-KEY_SETTINGS = ("architecture", "hidden_sizes", "dropout", "learning_rate", "batch_size", "epochs", "limit", "seed")
 
 
 def _read_object(path: Path, notes: list[str], note_missing: bool = True, mend: str = "") -> dict[str, Any]:
@@ -106,7 +105,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "path": str(runs.absolute(run_dir)),
         "created": str(created),
         "recipe": closest_recipe(settings) if settings else None,
-        "settings": {k: settings[k] for k in KEY_SETTINGS if k in settings},
+        "settings": settings,  # all of them, as config.json holds them: the table shows a few
         "backend": config.get("backend"),
         "epochs": None if epochs is None else int(epochs),
         "test_accuracy": scored_accuracy(metrics),  # a number the notes call damaged is not shown, nor averaged
@@ -180,7 +179,7 @@ def _unbegun_group(group_dir: Path) -> dict[str, Any]:
     return {
         "run": group_dir.name, "path": str(runs.absolute(group_dir)), "created": str(created),
         "recipe": closest_recipe(settings) if settings else None,
-        "settings": {k: settings[k] for k in KEY_SETTINGS if k in settings}, "backend": record.get("backend"),
+        "settings": settings, "backend": record.get("backend"),
         "epochs": None, "test_accuracy": None, "macro_f1": None, "train_seconds": None,
         "status": runs.RUNNING if live else runs.KILLED, "notes": notes,
     }
