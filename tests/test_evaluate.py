@@ -1,5 +1,6 @@
 import dataclasses
 import hashlib
+import html
 import json
 import logging
 import shutil
@@ -10,7 +11,7 @@ import pytest
 from conftest import refused_before_keras, write_idx_set
 from sklearn.metrics import accuracy_score, log_loss
 
-from fmnist import artifacts, model_files
+from fmnist import artifacts, model_files, run_list
 from fmnist.data import load_dataset, to_features
 from fmnist.evaluate import calibration_metrics, evaluate_run, likely_cause
 from fmnist.explain import EXPLAINED_MISTAKES, occlusion_maps
@@ -166,6 +167,10 @@ def test_a_model_no_better_than_guessing_is_called_so(tmp_path, tiny_run_dir, ca
     metrics = evaluate_run(run, dataset=dataset)
     assert metrics["test_accuracy_ci95"][1] < 0.2
     assert "the model learned next to nothing" in caplog.text
+    # Kept where the run is read later, not only said once: its report, and its line in 'fmnist runs'.
+    verdict = caplog.text.split("the model learned next to nothing: ")[1].split(" train for more epochs")[0]
+    assert html.escape(verdict, quote=True) in (run / artifacts.REPORT_HTML).read_text()
+    assert run_list.summarize(run)["notes"] == ["learned next to nothing: its report says the likely cause"]
     # Trained at the spec's rate, a working one: the cause named is too few steps, not the rate.
     assert artifacts.read_json(run / artifacts.CONFIG)["settings"]["learning_rate"] == 0.001
     assert ("It reached only 0.1" in caplog.text and "on its training images, at the spec recipe's learning rate "

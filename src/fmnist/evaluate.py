@@ -15,13 +15,11 @@ from fmnist.errors import FmnistError
 from fmnist.explain import report_explanations
 from fmnist.inference import predict_probabilities
 from fmnist.metrics import (
-    bootstrap_accuracy_interval, calibration_bins, compute_metrics, mean_log_loss, most_confident_mistakes,
+    bootstrap_accuracy_interval, calibration_bins, compute_metrics, learned_next_to_nothing, mean_log_loss,
+    most_confident_mistakes,
 )
 
 log = logging.getLogger(__name__)
-
-# Twice what guessing scores: a model whose test accuracy lies surely below it learned next to nothing.
-NEAR_CHANCE = 2 / len(CLASS_NAMES)
 
 
 def calibration_metrics(run_dir: Path, y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
@@ -73,10 +71,19 @@ def evaluate_run(
         artifacts.write_json(run_dir / artifacts.METRICS, metrics)
 
     write_report(run_dir, write_scores)  # from the files just written: a failure left is a bug, not damage
-    if high < NEAR_CHANCE:  # surely under twice what guessing scores: say so, or the run looks like any other
-        log.warning("the model learned next to nothing: test accuracy %.4f (95%% interval up to %.4f; guessing scores "
-                    "%.2f). %s", metrics["test_accuracy"], high, 1 / len(CLASS_NAMES), likely_cause(run_dir))
+    verdict = chance_verdict(run_dir, metrics)
+    if verdict:  # said, as its report and 'fmnist runs' say it, or the run looks like any other
+        log.warning("%s", verdict)
     return metrics
+
+
+def chance_verdict(run_dir: Path, metrics: dict[str, Any]) -> str | None:
+    """For a run whose model learned next to nothing, that said with its figures and likely cause; else None."""
+    if not learned_next_to_nothing(metrics):
+        return None
+    return (f"the model learned next to nothing: test accuracy {metrics['test_accuracy']:.4f} (95% interval up to "
+            f"{metrics['test_accuracy_ci95'][1]:.4f}; guessing scores {1 / len(CLASS_NAMES):.2f}). "
+            f"{likely_cause(run_dir)}")
 
 
 def evaluate_command(run: Path, runs_dir: Path = Path(defaults.RUNS_DIR), data_dir: Path | None = None,

@@ -85,6 +85,8 @@ def _exports(run_dir: Path) -> list[tuple[str, str]]:
 
 
 def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dict) -> str:
+    from fmnist.evaluate import chance_verdict
+
     rows = [(name, metrics["per_class"][name]) for name in CLASS_NAMES] + [
         ("macro avg", metrics["macro_avg"]), ("weighted avg", metrics["weighted_avg"])
     ]  # in label order: metrics.json stores its keys sorted
@@ -105,9 +107,11 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
     if status.get("pruned"):
         state = f"{state}, pruned {status['pruned']}"
     ci = _interval(metrics)
+    verdict = chance_verdict(run_dir, metrics)
     headline = [
         ["test accuracy", f"{metrics['test_accuracy']:.4f}"],
         ["95% bootstrap interval", "-" if ci is None else f"{ci[0]:.4f} to {ci[1]:.4f}"],
+        *([["warning", verdict]] if verdict else []),
         # The trained network's loss (what Keras would report) and the calibrated model's, as saved.
         ["test loss, before / after temperature scaling",
          f"{run_list.cell(metrics.get('test_loss_before_scaling'), '{:.4f}')} / {metrics['test_loss']:.4f}"],

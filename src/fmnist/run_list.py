@@ -12,6 +12,7 @@ from typing import Any
 from fmnist import artifacts, defaults, model_files, runs
 from fmnist.backup_file import epochs_done
 from fmnist.errors import DamagedFile, FmnistError
+from fmnist.metrics import learned_next_to_nothing
 
 
 RESTORE = "restore it from a copy"
@@ -98,6 +99,8 @@ def summarize(run_dir: Path) -> dict[str, Any]:
             notes.append(f"{', '.join(damaged)}: fmnist evaluate scores it again")
         elif not (run_dir / artifacts.REPORT_HTML).is_file() and not runs.being_trained(run_dir):  # stopped drawing it
             notes.append(f"no {artifacts.REPORT_HTML}: fmnist report draws it")
+        if not damaged and learned_next_to_nothing(metrics):  # as its scoring warned: else it passes for any other
+            notes.append("learned next to nothing: its report says the likely cause")
     created = config.get("created") or status.get("updated") or runs.iso(
         dt.datetime.fromtimestamp(run_dir.stat().st_mtime, dt.timezone.utc))
     return {
