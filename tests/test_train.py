@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import re
 import shutil
@@ -265,3 +266,32 @@ def test_train_from_python_takes_settings_as_such_and_runs_on_the_backend_it_rec
     monkeypatch.chdir(tmp_path)
     result = train(settings, "jax", runs_dir=Path("runs"), dataset=dataset)  # a folder given relative
     assert result.run_dir == tmp_path.resolve() / "runs" / result.run_dir.name  # named whole: cd elsewhere, it holds
+
+
+def test_a_teacher_that_learned_next_to_nothing_is_named_before_and_after_the_student_trains(tmp_path, tiny_data,
+                                                                                            tiny_run_dir, caplog):
+    from fmnist.data import load_dataset
+    from fmnist.evaluate import likely_cause
+    from fmnist.settings import TrainSettings
+    from fmnist.train import check_inputs
+
+    teacher = shutil.copytree(tiny_run_dir, tmp_path / "teacher")
+    metrics = artifacts.read_json(teacher / artifacts.METRICS)
+    folder, sums = tiny_data
+    settings = TrainSettings(hidden_sizes=(8,), epochs=1, teacher=str(teacher))
+    with caplog.at_level(logging.WARNING, logger="fmnist"):
+        check_inputs(settings, load_dataset(folder, checksums=sums))  # scored well enough: nothing said
+        assert caplog.text == ""
+        artifacts.write_json(teacher / artifacts.METRICS, {**metrics, "test_accuracy": 0.1,
+                                                             "test_accuracy_ci95": [0.09, 0.11]})
+        check_inputs(settings, load_dataset(folder, checksums=sums))  # taught all the same, as asked
+    said = (f"--teacher {teacher}: the teacher {teacher} learned next to nothing itself (test accuracy 0.1000); the "
+            "student learns mostly from its answers (distill_alpha 0.9): give a teacher that scored well")
+    assert said in caplog.text
+    student = shutil.copytree(tiny_run_dir, tmp_path / "student")
+    config = artifacts.read_json(student / artifacts.CONFIG)
+    artifacts.write_json(student / artifacts.CONFIG, {**config, "settings": {**config["settings"],
+                                                                           "teacher": str(teacher)}})
+    assert likely_cause(student) == (f"The usual cause: the teacher {teacher} learned next to nothing itself (test "
+                                     "accuracy 0.1000), and the student learns from its answers; distil from one that "
+                                     "scored well")

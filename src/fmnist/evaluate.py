@@ -126,6 +126,19 @@ def warn_of_group_summary(run_dir: Path, earlier: tuple[Any, ...] | None) -> Non
                     "its runs' scores, training nothing", group / artifacts.SEED_SUMMARY, group)
 
 
+def teacher_learned_nothing(teacher: str | Path) -> str | None:
+    """Where a teacher run's own scores say it learned next to nothing, that said with its test accuracy; else None
+    (a teacher not scored, or whose scores cannot be read, is taken as it is)."""
+    try:
+        teacher_dir = runs.teacher_run_dir(teacher)
+        metrics = artifacts.read_json(teacher_dir / artifacts.METRICS)
+    except (FmnistError, OSError):
+        return None
+    if not learned_next_to_nothing(metrics):
+        return None
+    return f"the teacher {teacher_dir} learned next to nothing itself (test accuracy {metrics['test_accuracy']:.4f})"
+
+
 def likely_cause(run_dir: Path) -> str:
     """Why a run scores near chance, from its history and settings, for the warning above."""
     from fmnist.settings import RECIPES, TrainSettings
@@ -136,6 +149,10 @@ def likely_cause(run_dir: Path) -> str:
         rate = float(settings["learning_rate"])
     except (FmnistError, AttributeError, KeyError, TypeError, ValueError):  # a config damaged since: the spec's alone
         settings, rate = {}, None
+    teacher = settings.get("teacher") if isinstance(settings, dict) else None
+    untaught = teacher_learned_nothing(teacher) if isinstance(teacher, str) and teacher else None
+    if untaught:  # its answers are most of what the student learns from
+        return f"The usual cause: {untaught}, and the student learns from its answers; distil from one that scored well"
     try:
         fitted = max(artifacts.read_history(run_dir).get("accuracy") or [None])
     except (FmnistError, OSError):  # no history to tell

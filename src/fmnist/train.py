@@ -94,9 +94,15 @@ def check_inputs(settings: TrainSettings, dataset: Dataset) -> str | None:
             raise FmnistError(f"{teacher_dir} has not finished training: {runs.how_to_finish(teacher_dir)}; then "
                               "give it as the teacher")
         model_files.load_model(Path(settings.teacher))  # one Keras cannot load (another run's, say): refused now
-        return sha256
     except FmnistError as exc:
         raise FmnistError(f"--teacher {settings.teacher}: {exc}") from None
+    from fmnist.evaluate import teacher_learned_nothing
+
+    untaught = teacher_learned_nothing(settings.teacher)
+    if untaught:  # taught anyway, as asked: a test of the machinery, say
+        log.warning("--teacher %s: %s; the student learns mostly from its answers (distill_alpha %g): give a teacher "
+                    "that scored well", settings.teacher, untaught, settings.distill_alpha)
+    return sha256
 
 
 def recorded_teacher(run_dir: Path) -> str | None:
