@@ -84,6 +84,21 @@ def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs, caplog
     assert f"{tmp_path / 'out' / 'compare.html'} held an earlier comparison: replaced by this one" in caplog.text
     assert (f"Their losses are measured against different targets: smoothed labels (smoothed); the plain labels "
             f"({a.name}). Compare those curves within each kind only") in page
+    # What they trained and validated on, marked where it differs, as the backend is: not only in the settings.
+    assert "<tr><th scope=row>backend</th><td>jax</td><td>jax</td></tr>" in page
+    assert "<tr><th scope=row>validation fraction</th><td>0.2</td><td>0.2</td></tr>" in page
+    assert "validation sets of different sizes" not in page
+    other = shutil.copytree(b, tmp_path / "other")
+    config = json.loads((other / artifacts.CONFIG).read_text())
+    assert config["settings"]["limit"] is None  # all the tiny data
+    config["settings"].update(limit=50, validation_fraction=0.1)
+    config["backend"] = "tensorflow"
+    (other / artifacts.CONFIG).write_text(json.dumps(config))
+    page = compare_runs([a, other], tmp_path / "out" / "other.html").read_text()
+    assert "<tr class=diff><th scope=row>backend</th><td>jax</td><td>tensorflow</td></tr>" in page
+    assert "<tr class=diff><th scope=row>images (--limit)</th><td>all</td><td>50</td></tr>" in page
+    assert "<tr class=diff><th scope=row>validation fraction</th><td>0.2</td><td>0.1</td></tr>" in page
+    assert "Their validation curves are measured on validation sets of different sizes" in page
 
 
 def test_compare_command_takes_names_and_refuses_what_it_cannot_compare(tmp_path, two_runs):

@@ -15,6 +15,7 @@ from fmnist.data import CLASS_NAMES
 from fmnist.errors import DamagedFile, FmnistError
 from fmnist.html_page import image_html, page, table_html
 from fmnist.recipes import unused_settings
+from fmnist.settings import TrainSettings
 from fmnist.report import checked_history, kept_epoch, read_config, read_metrics
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,10 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
     return output
 
 
+# The rows of the runs' table that bear on whether their figures compare: marked where the runs differ in them.
+COMPARABLE_ROWS = ("recipe (closest)", "backend", "epochs", "images (--limit)", "validation fraction")
+
+
 def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]) -> dict[str, Any]:
     """The page's figures, computed: the runs' headline, settings, F1 and changed mistakes, and notes on what does
     not compare."""
@@ -178,6 +183,14 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
         ("test accuracy", "test_accuracy", "{:.4f}"), ("macro F1", "macro_f1", "{:.4f}"),
         ("training seconds", "train_seconds", "{:.1f}"),
     )]
+    # What they trained and validated on: runs that differ in it measure their curves on other images.
+    spec = TrainSettings()  # a setting an older run's config.json lacks is its default
+    headline += [["images (--limit)", *(s["settings"].get("limit") or "all" for s in summaries)],
+                 ["validation fraction", *(s["settings"].get("validation_fraction", spec.validation_fraction)
+                                           for s in summaries)]]
+    # Marked where they differ in what makes their figures comparable; their scores are meant to differ.
+    headline_differ = {i for i, row in enumerate(headline)
+                       if row[0] in COMPARABLE_ROWS and len(set(row[1:])) > 1}
     settings, differ = settings_rows([item["config"] for item in loaded])
     f1 = {name: item["f1"] for name, item in zip(names, loaded)}
     f1_rows = [
@@ -203,8 +216,11 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
     note = ""
     if len({int(np.sum(item["confusion_matrix"])) for item in loaded}) > 1:
         note = "<p><b>These runs were scored on different numbers of test images: compare counts with care.</b></p>"
-    return {"headline": headline, "settings": settings, "differ": differ, "f1": f1, "f1_rows": f1_rows,
-            "change_rows": change_rows, "curves_note": curves_note, "note": note}
+    if any(headline[i][0] in ("images (--limit)", "validation fraction") for i in headline_differ):
+        curves_note += ("<p><b>Their validation curves are measured on validation sets of different sizes (another "
+                        "--limit or validation fraction): compare them with care.</b></p>")
+    return {"headline": headline, "headline_differ": headline_differ, "settings": settings, "differ": differ,
+            "f1": f1, "f1_rows": f1_rows, "change_rows": change_rows, "curves_note": curves_note, "note": note}
 
 
 def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]) -> str:
@@ -216,7 +232,8 @@ def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]
         plots.compare_curves_png({n: item["history"] for n, item in zip(names, loaded)}, curves)
         plots.grouped_bars_png(list(CLASS_NAMES), f1, "F1 per class (test set)", bars)
         sections = [
-            ("Runs", table_html(["run", *names], headline)),
+            ("Runs (differences that bear on comparing them highlighted)",
+             table_html(["run", *names], headline, highlight=tables["headline_differ"])),
             ("Settings (differences highlighted)", table_html(["setting", *names], settings, highlight=differ)),
             ("Learning curves (shared axes)",
              curves_note + image_html(curves, "loss and accuracy of every run on shared axes")),
