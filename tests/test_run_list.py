@@ -228,3 +228,12 @@ def test_a_run_whose_name_is_not_utf8_is_listed_in_line_and_told_to_be_renamed(t
     shutil.copytree(tiny_run_dir, tmp_path / os.fsdecode(b"odd\xffpool") / "plain")
     (row,) = run_list.list_runs(tmp_path / os.fsdecode(b"odd\xffpool"))
     assert row["notes"] == ["the path to it is not UTF-8: move it to use it"]  # not its name's fault
+
+
+def test_a_tuned_learning_rate_is_shown_to_three_figures_and_given_whole_in_json(tmp_path):
+    run = runs.create_run_dir(tmp_path, "tuned")
+    artifacts.write_json(run / artifacts.CONFIG, {"settings": {"learning_rate": 0.000234995}, "backend": "jax"})
+    rows = run_list.list_runs(tmp_path)
+    assert rows[0]["settings"]["learning_rate"] == 0.000234995
+    line = run_list.format_runs(rows).splitlines()[1]
+    assert " 0.000235 " in line and "0.000234995" not in line  # as the study's report shows it

@@ -332,7 +332,7 @@ def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), r
         s = r["settings"]
         lines.append([
             r["run"], r["created"].replace("T", " "), cell(r["recipe"]), cell(network_text(s)),
-            cell(artifacts.json_number(s.get("learning_rate")), "{:g}"), cell(s.get("batch_size")),
+            cell(artifacts.json_number(s.get("learning_rate")), "{:.3g}"), cell(s.get("batch_size")),
             cell(s.get("limit")), cell(s.get("seed")),
             cell(r["backend"]), cell(r["epochs"]),
             cell(r["test_accuracy"], "{:.4f}"), cell(r["macro_f1"], "{:.4f}"), cell(r["train_seconds"], "{:.1f}"),
@@ -377,7 +377,7 @@ def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -
                   f"({runs.resume_command(runs_dir / group['group'])} continues it)")
     return [
         group["group"] + "/", group["created"].replace("T", " "), cell(newest["recipe"]), cell(network_text(s)),
-        cell(artifacts.json_number(s.get("learning_rate")), "{:g}"), cell(s.get("batch_size")), cell(s.get("limit")),
+        cell(artifacts.json_number(s.get("learning_rate")), "{:.3g}"), cell(s.get("batch_size")), cell(s.get("limit")),
         "all", cell(newest["backend"]), "-", cell(accuracy and accuracy["mean"], "{:.4f}"),
         cell(group["macro_f1"], "{:.4f}"), cell(group["train_seconds"], "{:.1f}"), status,
     ]
