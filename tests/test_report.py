@@ -219,3 +219,14 @@ def test_two_drawings_of_one_report_take_turns(tiny_run_dir, tmp_path):
         assert (run / artifacts.REPORT_HTML).stat().st_mtime_ns == before
     later.join(60)
     assert drawn.is_set() and (run / artifacts.REPORT_HTML).stat().st_mtime_ns > before
+
+
+def test_a_loss_not_against_the_plain_labels_is_said_over_the_curves(tiny_run_dir, tmp_path):
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    assert "not the plain labels" not in build_report(run).read_text()
+    config = artifacts.read_json(run / artifacts.CONFIG)
+    for edit, target in (({"teacher": "/runs/cnn"}, "a teacher&#x27;s answers"),
+                         ({"label_smoothing": 0.1}, "smoothed labels")):
+        artifacts.write_json(run / artifacts.CONFIG, {**config, "settings": {**config["settings"], **edit}})
+        assert (f"<p>Its loss and val_loss are measured against {target}, not the plain labels: their floor is "
+                "another") in build_report(run).read_text()

@@ -16,7 +16,7 @@ from fmnist.errors import DamagedFile, FmnistError
 from fmnist.html_page import image_html, page, table_html
 from fmnist.recipes import unused_settings
 from fmnist.settings import TrainSettings
-from fmnist.report import checked_history, kept_epoch, read_config, read_metrics
+from fmnist.report import checked_history, kept_epoch, loss_target, read_config, read_metrics
 
 log = logging.getLogger(__name__)
 HISTORY_ADVICE = "restore it from a copy (the comparison draws each run's learning curves)"
@@ -139,11 +139,6 @@ def default_output(run_dirs: list[Path], runs_dir: Path) -> tuple[Path, str]:
     return parents.pop() / artifacts.COMPARISON_HTML, "the runs' folder, where the page goes without --output,"
 
 
-def _setting(item: dict[str, Any], name: str) -> Any:
-    settings = item["config"].get("settings")
-    return settings.get(name) if isinstance(settings, dict) else None
-
-
 def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Path(defaults.RUNS_DIR)) -> Path:
     """Write the comparison page of ``run_dirs`` (two or more) to ``output``, by default beside them;
     return its path."""
@@ -206,9 +201,7 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
     # A loss against smoothed labels or a teacher's answers has another floor than the plain one: not comparable.
     losses: dict[str, list[str]] = {}
     for name, item in zip(names, loaded):
-        target = ("smoothed labels" if _setting(item, "label_smoothing") else "a teacher's answers"
-                  if _setting(item, "teacher") else "the plain labels")
-        losses.setdefault(target, []).append(name)
+        losses.setdefault(loss_target(item["config"].get("settings")), []).append(name)
     curves_note = "" if len(losses) == 1 else (
         "<p><b>Their losses are measured against different targets: "
         + "; ".join(f"{target} ({html.escape(', '.join(runs_of))})" for target, runs_of in sorted(losses.items()))

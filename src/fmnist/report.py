@@ -130,13 +130,32 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ("Headline", table_html(["measure", "value"], headline)),
         ("Per class", table_html(["class", "precision", "recall", "F1", "support"], per_class)),
         ("Confusion matrix", image_html(run_dir / artifacts.CONFUSION_MATRIX_PNG, "confusion matrix")),
-        ("Learning curves", image_html(run_dir / artifacts.CURVES_PNG, "loss and accuracy curves")),
+        ("Learning curves", _loss_note(recorded) + image_html(run_dir / artifacts.CURVES_PNG,
+                                                               "loss and accuracy curves")),
         ("Calibration", image_html(run_dir / artifacts.RELIABILITY_PNG, "reliability diagram")),
         ("Most confident mistakes", image_html(run_dir / artifacts.MISCLASSIFIED_PNG, "most confident mistakes")),
         ("What the model looks at", _evidence_html(run_dir)),
         ("Settings", table_html(["setting", "value"], settings)),
     ] + _exports(run_dir)
     return page(f"fmnist run {run_dir.name}", sections)
+
+
+def loss_target(settings: dict[str, Any]) -> str:
+    """What a run's loss measures its answers against: a loss against smoothed labels or a teacher's answers has
+    another floor than the plain one."""
+    if not isinstance(settings, dict):
+        return "the plain labels"
+    return ("smoothed labels" if settings.get("label_smoothing") else "a teacher's answers"
+            if settings.get("teacher") else "the plain labels")
+
+
+def _loss_note(settings: dict[str, Any]) -> str:
+    """For a run whose loss is not against the plain labels, that said over its curves; else nothing."""
+    target = loss_target(settings)
+    if target == "the plain labels":
+        return ""
+    return (f"<p>Its loss and val_loss are measured against {html.escape(target)}, not the plain labels: their "
+            "floor is another, so they do not compare with a plain run&#x27;s; its accuracy is against the labels.</p>")
 
 
 def _epochs_note(run_dir: Path, history: dict[str, list[float]], status: dict[str, Any]) -> str:
