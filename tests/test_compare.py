@@ -202,11 +202,18 @@ def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_run
         runs_to_compare([group], runs_dir)
     artifacts.write_json(group / artifacts.SEED_SUMMARY, {"runs": [{"run_dir": run.name} for run in members[:1]]})
     assert runs_to_compare([group, a], runs_dir) == [members[0], a]  # only the runs its mean is over
-    artifacts.write_json(group / artifacts.SEED_SUMMARY, {"runs": [{"run_dir": run.name} for run in members]})
+    per_class = {name: {"mean": 0.5, "std": 0.01} for name in CLASS_NAMES}
+    artifacts.write_json(group / artifacts.SEED_SUMMARY, {
+        "runs": [{"run_dir": run.name} for run in members], "seeds": 2, "per_class_f1": per_class,
+        "test_accuracy": {"values": [0.81, 0.83], "mean": 0.82, "std": 0.0141, "ci95": [0.6929, 0.9471]}})
     assert runs_to_compare([group.name], group.parent) == members  # by name too
     result = run_cli("runs", "compare", group.name, "--runs-dir", str(group.parent), "--json")  # one group is enough
     assert result.returncode == 0, result.stderr
     page = Path(json.loads(result.stdout)["comparison"]).read_text()
     assert all(run.name in page for run in members)
+    assert f"<th scope=row>--seeds group</th><td>{group.name}</td><td>{group.name}</td></tr>" in page
+    assert (f"<tr><th scope=row>{group.name}</th><td>2</td><td>0.8200 ± 0.0141</td><td>0.6929 to 0.9471</td>"
+            "<td>0.5000</td></tr>") in page  # the group's mean over all its seeds, as its summary.json has it
+    assert "--seeds group" not in compare_runs([a, b], tmp_path / "plain.html").read_text()  # none in a group
     refused = run_cli("runs", "compare", str(a))  # one run is not
     assert refused.returncode == 2 and "give two or more runs to compare, or a --seeds group" in refused.stderr

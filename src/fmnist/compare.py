@@ -178,6 +178,9 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
         ("test accuracy", "test_accuracy", "{:.4f}"), ("macro F1", "macro_f1", "{:.4f}"),
         ("training seconds", "train_seconds", "{:.1f}"),
     )]
+    groups = [runs.in_seed_group(r) for r in run_dirs]
+    if any(groups):  # which runs are seeds of one recipe, whose means the groups' table gives
+        headline.insert(2, ["--seeds group", *(group.name if group else "-" for group in groups)])
     # What they trained and validated on: runs that differ in it measure their curves on other images.
     spec = TrainSettings()  # a setting an older run's config.json lacks is its default
     headline += [["images (--limit)", *(s["settings"].get("limit") or "all" for s in summaries)],
@@ -213,7 +216,24 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
         curves_note += ("<p><b>Their validation curves are measured on validation sets of different sizes (another "
                         "--limit or validation fraction): compare them with care.</b></p>")
     return {"headline": headline, "headline_differ": headline_differ, "settings": settings, "differ": differ,
-            "f1": f1, "f1_rows": f1_rows, "change_rows": change_rows, "curves_note": curves_note, "note": note}
+            "f1": f1, "f1_rows": f1_rows, "change_rows": change_rows, "curves_note": curves_note, "note": note,
+            "group_rows": _group_rows([group for group in dict.fromkeys(groups) if group is not None])}
+
+
+def _group_rows(groups: list[Path]) -> list[list[str]]:
+    """One row per ``--seeds`` group: the mean and spread over all its seeds, as its summary.json gives them."""
+    rows = []
+    for group in groups:
+        try:
+            summary = artifacts.read_json(group / artifacts.SEED_SUMMARY)
+            accuracy = summary["test_accuracy"]
+            macro_f1 = float(np.mean([scores["mean"] for scores in summary["per_class_f1"].values()]))
+            rows.append([group.name, str(summary["seeds"]), f"{accuracy['mean']:.4f} ± {accuracy['std']:.4f}",
+                         f"{accuracy['ci95'][0]:.4f} to {accuracy['ci95'][1]:.4f}", f"{macro_f1:.4f}"])
+        except (FmnistError, KeyError, TypeError, ValueError, IndexError, AttributeError):  # edited by hand since
+            rows.append([group.name, "-", f"({artifacts.SEED_SUMMARY} damaged: "
+                                          f"'{runs.resume_command(group)}' writes it again)", "-", "-"])
+    return rows
 
 
 def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]) -> str:
@@ -227,6 +247,9 @@ def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]
         sections = [
             ("Runs (differences that bear on comparing them highlighted)",
              table_html(["run", *names], headline, highlight=tables["headline_differ"])),
+            *([("--seeds groups (over all their seeds)", table_html(
+                ["group", "seeds", "test accuracy, mean ± sd", "95% interval of the mean", "macro F1, mean"],
+                tables["group_rows"]))] if tables["group_rows"] else []),
             ("Settings (differences highlighted)", table_html(["setting", *names], settings, highlight=differ)),
             ("Learning curves (shared axes)",
              curves_note + image_html(curves, "loss and accuracy of every run on shared axes")),
