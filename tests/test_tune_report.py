@@ -7,18 +7,36 @@ import optuna
 
 from fmnist.settings import TrainSettings
 from fmnist.tune import TuneResult, best_trial, open_study, suggest, summary
-from fmnist.tune_report import _figures, write_report
+from fmnist.tune_report import MIN_TRIALS_FOR_IMPORTANCES, _figures, write_report
 from fmnist.tune_storage import open_storage, worker_key
 
 
 def test_a_plot_optuna_doubts_is_replaced_by_its_reason():
     study = optuna.create_study()
     distributions = {"dropout": optuna.distributions.FloatDistribution(0.0, 0.5)}
-    study.add_trial(optuna.trial.create_trial(params={"dropout": 0.3}, distributions=distributions, value=0.5))
+    for _ in range(MIN_TRIALS_FOR_IMPORTANCES):  # enough trials, but a parameter that never varied
+        study.add_trial(optuna.trial.create_trial(params={"dropout": 0.3}, distributions=distributions, value=0.5))
     figures = dict(_figures(study))
-    assert "too small to compute importances" in figures["Parameter importances"]  # not a plot of equal bars
+    assert "Parameter importances will be equal" in figures["Parameter importances"]  # not a plot of equal bars
     assert not isinstance(figures["Optimisation history"], str)
     assert not isinstance(figures["Timeline (one row per trial; overlapping bars ran in parallel)"], str)
+
+
+def test_importances_are_drawn_only_from_enough_trials_to_mean_something():
+    import random
+
+    study = optuna.create_study()
+    distributions = {"dropout": optuna.distributions.FloatDistribution(0.0, 0.5)}
+    draw = random.Random(0)
+    for finished in range(1, MIN_TRIALS_FOR_IMPORTANCES + 1):
+        study.add_trial(optuna.trial.create_trial(params={"dropout": draw.uniform(0, 0.5)},
+                                                  distributions=distributions, value=draw.random()))
+        importances = dict(_figures(study))["Parameter importances"]
+        if finished < MIN_TRIALS_FOR_IMPORTANCES:  # a forest fitted to 3 trials ranks by noise
+            assert importances == (f"not drawn: {finished} finished trial{'s' if finished > 1 else ''}, where "
+                                   "importances mean something from about 10 on (a forest fitted to fewer ranks "
+                                   "parameters by noise)")
+    assert not isinstance(importances, str)
 
 
 def test_the_validation_loss_per_epoch_counts_epochs_from_1_as_the_runs_do():

@@ -47,11 +47,16 @@ def _train_command(study: optuna.Study, trial: optuna.trial.FrozenTrial, study_d
             + _setting_flags(study, trial, searched=True, study_dir=study_dir))
 
 
+# Optuna's importances fit a random forest to the trials: on fewer than this many, its ranking is noise.
+MIN_TRIALS_FOR_IMPORTANCES = 10
+
+
 def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
     """Optuna's plots that this study has enough trials for; the others are named with the reason."""
     from optuna import visualization as vis
 
     figures = []
+    finished = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     for title, plot in (
         ("Optimisation history", vis.plot_optimization_history),
         ("Parameter importances", vis.plot_param_importances),
@@ -59,6 +64,11 @@ def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
         ("Parameters of every trial", vis.plot_parallel_coordinate),
         ("Timeline (one row per trial; overlapping bars ran in parallel)", vis.plot_timeline),
     ):
+        if plot is vis.plot_param_importances and finished < MIN_TRIALS_FOR_IMPORTANCES:
+            figures.append((title, f"not drawn: {finished} finished trial{'s' if finished != 1 else ''}, where "
+                                   f"importances mean something from about {MIN_TRIALS_FOR_IMPORTANCES} on (a forest "
+                                   "fitted to fewer ranks parameters by noise)"))
+            continue
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
