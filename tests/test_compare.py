@@ -197,6 +197,8 @@ def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_run
     with pytest.raises(FmnistError, match=f"{group} is a --seeds group with no summary.json yet: 'fmnist train "
                                           f"--resume {group}' finishes it; or give its runs one by one"):
         runs_to_compare([group], runs_dir)
+    page = compare_runs([members[0], a], tmp_path / "unfinished.html").read_text()  # one of its runs, given itself
+    assert f"(no summary.json yet: &#x27;fmnist train --resume {group}&#x27; finishes the group)" in page
     artifacts.write_json(group / artifacts.SEED_SUMMARY, {"runs": [{"run_dir": "../elsewhere"}]})
     with pytest.raises(FmnistError, match="summary.json is damaged \\(no list of its runs' folders\\)"):
         runs_to_compare([group], runs_dir)

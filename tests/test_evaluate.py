@@ -210,9 +210,15 @@ def test_scoring_a_run_of_a_seed_group_again_says_how_to_compute_its_summary_aga
     with caplog.at_level(logging.WARNING, logger="fmnist"):
         warn_of_group_summary(run, None)
         assert caplog.text == ""
-        (group / artifacts.SEED_SUMMARY).write_text("{}")
+        entry = {"run_dir": run.name, **{key: metrics[key] for key in ("test_accuracy", "ece_before_scaling", "ece")}}
+        artifacts.write_json(group / artifacts.SEED_SUMMARY, {"runs": [entry]})
         warn_of_group_summary(run, earlier)  # scored again to the same figures (same backend): the summary holds
         assert caplog.text == ""
+        artifacts.write_json(group / artifacts.SEED_SUMMARY, {"runs": [{**entry, "ece": 0.5}]})
+        warn_of_group_summary(run, earlier)  # the same figures as before, but the summary stale since an earlier one
+        assert said in caplog.text
+        caplog.clear()
+        artifacts.write_json(group / artifacts.SEED_SUMMARY, {"runs": [entry]})
         per_class = {**metrics["per_class"], "Shirt": {**metrics["per_class"]["Shirt"], "f1-score": 0.5}}
         for changed in ({"test_accuracy": metrics["test_accuracy"] + 0.01}, {"ece": 0.5}, {"per_class": per_class}):
             artifacts.write_json(run / artifacts.METRICS, {**metrics, **changed})

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import logging
 import os
@@ -285,6 +286,14 @@ def test_a_teacher_that_learned_next_to_nothing_is_named_before_and_after_the_st
         artifacts.write_json(teacher / artifacts.METRICS, {**metrics, "test_accuracy": 0.1,
                                                              "test_accuracy_ci95": [0.09, 0.11]})
         check_inputs(settings, load_dataset(folder, checksums=sums))  # taught all the same, as asked
+        check_inputs(settings, load_dataset(folder, checksums=sums))  # as for each seed of a group: said once
+        assert caplog.text.count("learned next to nothing itself") == 1
+        del metrics["test_accuracy"]  # edited by hand: taken as it is, not a crash
+        artifacts.write_json(teacher / artifacts.METRICS, {**metrics, "test_accuracy_ci95": [0.09, 0.11]})
+        check_inputs(dataclasses.replace(settings, teacher=str(teacher) + "/"), load_dataset(folder, checksums=sums))
+        assert caplog.text.count("learned next to nothing itself") == 1
+        artifacts.write_json(teacher / artifacts.METRICS, {**metrics, "test_accuracy": 0.1,
+                                                             "test_accuracy_ci95": [0.09, 0.11]})
     said = (f"--teacher {teacher}: the teacher {teacher} learned next to nothing itself (test accuracy 0.1000); the "
             "student learns mostly from its answers (distill_alpha 0.9): give a teacher that scored well")
     assert said in caplog.text

@@ -58,7 +58,8 @@ def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path, caplog):
     assert not (tmp_path / "missing.db").exists()
     with pytest.raises(FmnistError, match=f"cannot open the study storage .*: there is no folder {tmp_path / 'no'}$"):
         open_storage(f"sqlite:///{tmp_path / 'no' / 'study.db'}", tmp_path)  # as tune, which makes the database
-    with pytest.raises(FmnistError, match=f"cannot open the journal file .*: there is no folder {tmp_path / 'no'}$"):
+    with pytest.raises(FmnistError, match=f"cannot open the journal file .*: there is no folder {tmp_path / 'no'}; "
+                                          "make it, or give the path of an existing journal$"):
         open_storage(str(tmp_path / "no" / "study.journal"), tmp_path)  # a typo would begin a study of its own
     assert not (tmp_path / "no").exists()
     open_storage(None, tmp_path / "runs")  # the default journal's folder, ./runs, is made as runs are

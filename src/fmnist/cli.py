@@ -259,8 +259,9 @@ def cmd_runs_compare(args: argparse.Namespace) -> None:
     from fmnist.compare import compare_runs, runs_to_compare, seed_group_named
 
     runs_dir = args.runs_dir or Path(defaults.RUNS_DIR)
-    if len(args.runs) < 2 and not seed_group_named(args.runs[0], runs_dir):  # the command line's shape, as argparse
-        args.command_parser.error("give two or more runs to compare, or a --seeds group")  # refuses it (status 2)
+    # The command line's shape, refused as argparse refuses one (exit status 2).
+    if len(args.runs) < 2 and not seed_group_named(args.runs[0], runs_dir):
+        args.command_parser.error("give two or more runs to compare, or a --seeds group")
     path = compare_runs(runs_to_compare(args.runs, runs_dir), args.output, runs_dir)
     _emit(args, f"comparison: {path}", {"comparison": path})
 

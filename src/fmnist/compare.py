@@ -15,8 +15,8 @@ from fmnist.data import CLASS_NAMES
 from fmnist.errors import DamagedFile, FmnistError
 from fmnist.html_page import image_html, page, table_html
 from fmnist.recipes import unused_settings
-from fmnist.settings import TrainSettings
 from fmnist.report import checked_history, kept_epoch, loss_target, read_config, read_metrics
+from fmnist.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 HISTORY_ADVICE = "restore it from a copy (the comparison draws each run's learning curves)"
@@ -164,7 +164,7 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
 
 
 # The rows of the runs' table that bear on whether their figures compare: marked where the runs differ in them.
-COMPARABLE_ROWS = ("recipe (closest)", "backend", "epochs", "images (--limit)", "validation fraction")
+COMPARABLE_ROWS = ("recipe (closest)", "backend", "images (--limit)", "validation fraction")
 
 
 def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]) -> dict[str, Any]:
@@ -178,7 +178,7 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
         ("test accuracy", "test_accuracy", "{:.4f}"), ("macro F1", "macro_f1", "{:.4f}"),
         ("training seconds", "train_seconds", "{:.1f}"),
     )]
-    groups = [runs.in_seed_group(r) for r in run_dirs]
+    groups = [runs.in_seed_group(Path(r).resolve()) for r in run_dirs]  # one group's runs, however each was given
     if any(groups):  # which runs are seeds of one recipe, whose means the groups' table gives
         headline.insert(2, ["--seeds group", *(group.name if group else "-" for group in groups)])
     # What they trained and validated on: runs that differ in it measure their curves on other images.
@@ -224,6 +224,10 @@ def _group_rows(groups: list[Path]) -> list[list[str]]:
     """One row per ``--seeds`` group: the mean and spread over all its seeds, as its summary.json gives them."""
     rows = []
     for group in groups:
+        if not (group / artifacts.SEED_SUMMARY).is_file():  # a run of a group not finished, given by itself
+            rows.append([group.name, "-", f"(no {artifacts.SEED_SUMMARY} yet: '{runs.resume_command(group)}' "
+                                          "finishes the group)", "-", "-"])
+            continue
         try:
             summary = artifacts.read_json(group / artifacts.SEED_SUMMARY)
             accuracy = summary["test_accuracy"]

@@ -15,9 +15,9 @@ from fmnist.errors import FmnistError
 from fmnist.explain import report_explanations
 from fmnist.inference import predict_probabilities
 from fmnist.metrics import (
-    bootstrap_accuracy_interval, calibration_bins, compute_metrics, learned_next_to_nothing, mean_log_loss,
-    most_confident_mistakes,
+    bootstrap_accuracy_interval, calibration_bins, compute_metrics, mean_log_loss, most_confident_mistakes,
 )
+from fmnist.run_list import learned_next_to_nothing
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +115,23 @@ def summarized_scores(run_dir: Path) -> tuple[Any, ...] | None:
 
 
 def warn_of_group_summary(run_dir: Path, earlier: tuple[Any, ...] | None) -> None:
-    """A run of a ``--seeds`` group scored again leaves the group's summary.json with its old figures: where its
-    scores changed from ``earlier`` (:func:`summarized_scores`), say how to compute it again (not done here: evaluate
-    writes only the run's own files)."""
+    """A run of a ``--seeds`` group scored again leaves the group's summary.json with its old figures: where they
+    are not the run's figures now (its per-class F1, which the summary averages, compared with ``earlier``, from
+    :func:`summarized_scores`), say how to compute it again (not done here: evaluate writes only the run's own
+    files)."""
     group = runs.in_seed_group(run_dir)
     if group is None or not (group / artifacts.SEED_SUMMARY).is_file():
         return
-    if earlier is None or summarized_scores(run_dir) != earlier:
+    try:
+        listed = artifacts.read_json(group / artifacts.SEED_SUMMARY).get("runs")
+    except FmnistError:  # damaged: computed again all the same
+        listed = None
+    entry = next((item for item in listed if isinstance(item, dict) and item.get("run_dir") == run_dir.name),
+                 None) if isinstance(listed, list) else None
+    now = summarized_scores(run_dir)
+    held = (entry is not None and now is not None and earlier is not None and now[3] == earlier[3]
+            and [entry.get(key) for key in ("test_accuracy", "ece_before_scaling", "ece")] == list(now[:3]))
+    if not held:
         log.warning("%s still holds this run's earlier scores: 'fmnist train --resume %s' computes it again from "
                     "its runs' scores, training nothing", group / artifacts.SEED_SUMMARY, group)
 

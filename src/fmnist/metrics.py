@@ -9,17 +9,6 @@ import numpy as np
 from fmnist.data import CLASS_NAMES
 
 
-# Twice what guessing scores: a model whose test accuracy lies surely below it learned next to nothing.
-NEAR_CHANCE = 2 / len(CLASS_NAMES)
-
-
-def learned_next_to_nothing(metrics: dict[str, Any]) -> bool:
-    """Whether a run's metrics put its test accuracy surely under NEAR_CHANCE: its 95% interval's top below it."""
-    interval = metrics.get("test_accuracy_ci95")
-    high = interval[1] if isinstance(interval, list) and len(interval) == 2 else None
-    return isinstance(high, (int, float)) and not isinstance(high, bool) and high < NEAR_CHANCE
-
-
 def mean_log_loss(y_true: np.ndarray, probabilities: np.ndarray) -> float:
     """The mean cross-entropy of the true classes, as Keras' sparse categorical cross-entropy computes it: each true
     class's probability clipped to [1e-7, 1 - 1e-7] (Keras' epsilon)."""

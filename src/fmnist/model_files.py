@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fmnist import artifacts, runs
-from fmnist.errors import FmnistError, first_line
+from fmnist.errors import DamagedFile, FmnistError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,17 @@ def plainly_damaged(run_dir: Path) -> list[str]:
     archive's end) without reading the whole model, as loading it does."""
     model_path = Path(run_dir) / artifacts.MODEL
     checksum_path = model_path.with_name(model_path.name + artifacts.CHECKSUM_SUFFIX)
-    damaged = [] if not model_path.is_file() or zipfile.is_zipfile(model_path) else [model_path.name]
-    return damaged + ([checksum_path.name] if checksum_path.is_file() and recorded_sha256(checksum_path) is None
-                      else [])
+    damaged = []
+    try:
+        if model_path.is_file():
+            model_path.open("rb").close()  # is_zipfile calls a file it cannot read no archive
+            if not zipfile.is_zipfile(model_path):
+                damaged.append(model_path.name)
+        if checksum_path.is_file() and recorded_sha256(checksum_path) is None:
+            damaged.append(checksum_path.name)
+    except OSError:  # unreadable, not damaged: the commands that load it say why
+        pass
+    return damaged
 
 
 def _unpack_with_zero_initializers(model_path: Path, folder: Path) -> None:
@@ -176,6 +184,9 @@ def _network_of(model: Any) -> str:
     return "-".join(map(str, units[:-1]))  # the last is the 10 classes'
 
 
+_UNCHECKED_WARNED_OF: set[Path] = set()  # the damaged config.json files already said, once a process
+
+
 def _require_runs_network(model: Any, run_dir: Path) -> None:
     """Refuse a run's model that is not the network its config.json describes: copied in from another run, it would
     be scored, served or exported under this run's settings, with this run's calibration."""
@@ -185,8 +196,10 @@ def _require_runs_network(model: Any, run_dir: Path) -> None:
     try:
         expected = network_text(runs.settings_of(artifacts.read_json(config))) if config.is_file() else None
     except FmnistError as exc:  # the model carries its own architecture: predicted with and served, unchecked
-        log.warning("%s; the model is used as it is, unchecked against the run's settings: restore %s from a copy",
-                    exc, artifacts.CONFIG)
+        if config not in _UNCHECKED_WARNED_OF:  # a teacher is loaded again for each run of a group or study
+            _UNCHECKED_WARNED_OF.add(config)
+            mend = f": restore {artifacts.CONFIG} from a copy" if isinstance(exc, DamagedFile) else ""
+            log.warning("%s; the model is used as it is, unchecked against the run's settings%s", exc, mend)
         return
     actual = _network_of(model)
     if expected is not None and actual != expected:

@@ -155,7 +155,7 @@ def _loss_note(settings: dict[str, Any]) -> str:
     if target == "the plain labels":
         return ""
     return (f"<p>Its loss and val_loss are measured against {html.escape(target)}, not the plain labels: their "
-            "floor is another, so they do not compare with a plain run&#x27;s; its accuracy is against the labels.</p>")
+            "floor is another, so they do not compare with a plain run's; its accuracy is against the labels.</p>")
 
 
 def _epochs_note(run_dir: Path, history: dict[str, list[float]], status: dict[str, Any]) -> str:

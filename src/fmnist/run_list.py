@@ -12,7 +12,6 @@ from typing import Any
 from fmnist import artifacts, defaults, model_files, runs
 from fmnist.backup_file import epochs_done
 from fmnist.errors import DamagedFile, FmnistError
-from fmnist.metrics import learned_next_to_nothing
 
 
 RESTORE = "restore it from a copy"
@@ -80,13 +79,11 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         notes.append("being scored")
     elif unscored and not lost:  # stopped while it was being scored; without a model, said below
         notes.append("not scored: " + _finished_by(run_dir, "scores it", "scores it"))
-    if lost and not live:
-        notes.append(f"no {', '.join(lost)}: restore {'it' if len(lost) == 1 else 'them'} from a copy, or train a "
-                     "new run with its settings")
     damaged_model = model_files.plainly_damaged(run_dir) if state == runs.FINISHED else []
-    if damaged_model:
-        notes.append(f"{', '.join(damaged_model)} damaged: restore {'it' if len(damaged_model) == 1 else 'them'} "
-                     "from a copy, or train a new run with its settings")
+    for names, said in ((lost if not live else [], "no {}"), (damaged_model, "{} damaged")):
+        if names:
+            notes.append(f"{said.format(', '.join(names))}: restore {'it' if len(names) == 1 else 'them'} from a "
+                         "copy, or train a new run with its settings")
     # metrics.json is written after the predictions: both are there, unless edited or deleted by hand since
     if state == runs.FINISHED and (run_dir / artifacts.METRICS).is_file():
         damaged = [] if scored_accuracy(metrics) is not None else [f"{artifacts.METRICS} damaged"]
@@ -148,6 +145,18 @@ def _epochs_backed_up(run_dir: Path, notes: list[str]) -> int | None:
     except FmnistError as exc:  # said as the resume would say it, the backup named as in the folder
         notes.append(str(exc).replace(str(run_dir / artifacts.BACKUP), artifacts.BACKUP, 1))
         return None
+
+
+# Twice what guessing scores (a tenth, of ten classes): a model whose test accuracy lies surely below it learned next
+# to nothing.
+NEAR_CHANCE = 0.2
+
+
+def learned_next_to_nothing(metrics: dict[str, Any]) -> bool:
+    """Whether a run's metrics put its test accuracy surely under NEAR_CHANCE: its 95% interval's top below it."""
+    interval = metrics.get("test_accuracy_ci95")
+    high = artifacts.json_number(interval[1]) if isinstance(interval, list) and len(interval) == 2 else None
+    return scored_accuracy(metrics) is not None and high is not None and high < NEAR_CHANCE
 
 
 def scored_accuracy(metrics: dict[str, Any]) -> float | None:

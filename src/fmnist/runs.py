@@ -10,6 +10,7 @@ import fcntl
 import logging
 import os
 import shlex
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -409,8 +410,8 @@ def run_dirs(folder: Path, depth: int) -> list[Path]:
     for d in sorted(p for p in folder.iterdir() if _folder_or_unknown(p) and not p.name.startswith(".")):
         try:
             held = list(d.iterdir())
-            inner = [p for p in held if p.is_dir() and not p.name.startswith(".")]
-            own = (d / artifacts.CONFIG).exists() or (d / artifacts.STATUS).exists()
+            inner = [p for p in held if _is_folder(p) and not p.name.startswith(".")]
+            own = any(_is_folder(d / name) is not None for name in (artifacts.CONFIG, artifacts.STATUS))
         except OSError:  # a folder we may not read, or whose entries we may not look at: listed, with what
             found.append(d)  # summarize can say of it
             continue
@@ -425,11 +426,23 @@ def run_dirs(folder: Path, depth: int) -> list[Path]:
     return found
 
 
-def _folder_or_unknown(path: Path) -> bool:
-    """Whether ``path`` may be a folder: True too where the system will not say (in a folder we may list but not
-    enter), so that it is listed as unreadable rather than ending the listing."""
+def _is_folder(path: Path) -> bool | None:
+    """Whether ``path`` is a folder; None where nothing is there (or a link leads nowhere, or round in a loop). Raises
+    OSError where the system will not say, as in a folder we may list but not enter (Python 3.14's ``is_dir`` says
+    False there instead)."""
     try:
-        return path.is_dir()
+        return stat.S_ISDIR(path.stat().st_mode)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG):
+            return None
+        raise
+
+
+def _folder_or_unknown(path: Path) -> bool:
+    """Whether ``path`` may be a folder: True too where the system will not say, so that it is listed as unreadable
+    rather than ending the listing."""
+    try:
+        return bool(_is_folder(path))
     except OSError:
         return True
 

@@ -99,10 +99,15 @@ def check_inputs(settings: TrainSettings, dataset: Dataset) -> str | None:
     from fmnist.evaluate import teacher_learned_nothing
 
     untaught = teacher_learned_nothing(settings.teacher)
-    if untaught:  # taught anyway, as asked: a test of the machinery, say
+    if untaught and settings.teacher not in _TEACHERS_WARNED_OF:  # taught anyway, as asked: a test, say
+        _TEACHERS_WARNED_OF.add(settings.teacher)
         log.warning("--teacher %s: %s; the student learns mostly from its answers (distill_alpha %g): give a teacher "
                     "that scored well", settings.teacher, untaught, settings.distill_alpha)
     return sha256
+
+
+# Said once a process: a --seeds group or a study checks its teacher again for each of its runs.
+_TEACHERS_WARNED_OF: set[str] = set()
 
 
 def recorded_teacher(run_dir: Path) -> str | None:

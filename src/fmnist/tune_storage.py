@@ -73,7 +73,8 @@ def open_storage(storage: str | None, runs_dir: Path,
                 time.sleep(attempt)
     path = _journal_path(storage, runs_dir)
     if storage and not path.parent.exists():  # as for SQLite: a mistyped folder would begin a study of its own there
-        raise FmnistError(f"cannot open the journal file {path}: there is no folder {path.parent}")
+        raise FmnistError(f"cannot open the journal file {path}: there is no folder {path.parent}; make it, or give "
+                          "the path of an existing journal")
     # Optuna's lock is a symbolic link to the journal, named by this path: a relative one would point from the link's
     # folder to a file that is not there, and Optuna then waits for it without end, never taking it over.
     lock = optuna.storages.journal.JournalFileSymlinkLock(str(path.absolute()), grace_period=JOURNAL_LOCK_GRACE_S)
