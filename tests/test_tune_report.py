@@ -45,6 +45,11 @@ def test_the_validation_loss_per_epoch_counts_epochs_from_1_as_the_runs_do():
                                               intermediate_values={0: 0.6, 1: 0.5, 2: 0.4}))
     figure = dict(_figures(study))["Validation loss per epoch (pruned trials stop early)"]
     assert [list(trace.x) for trace in figure.data] == [[1, 2, 3]] and figure.layout.xaxis.title.text == "epoch"
+    assert figure.layout.xaxis.dtick == 1  # epochs are whole: no tick at 1.5
+    for number in range(1, 25):
+        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.4))
+    history = dict(_figures(study))["Optimisation history"]
+    assert (history.layout.xaxis.tick0, history.layout.xaxis.dtick) == (0, 3)  # trials 0 to 24, a tick every 3
 
 
 def test_a_librarys_deprecation_warning_does_not_keep_a_plot_off_the_page(monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 import shlex
 import warnings
 from pathlib import Path
@@ -84,6 +85,10 @@ def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
         if plot is vis.plot_intermediate_values and not doubts:  # Optuna's steps are epochs counted from 0
             figure.for_each_trace(lambda trace: trace.update(x=[step + 1 for step in trace.x]))
             figure.update_xaxes(title_text="epoch")  # from 1, as the runs' reports and progress lines count them
+        if plot in (vis.plot_optimization_history, vis.plot_intermediate_values) and not doubts:
+            # Trials and epochs are counted: ticks at whole numbers, where plotly would put 0.5 between two.
+            last = max((max(trace.x, default=0) for trace in figure.data if trace.x is not None), default=0)
+            figure.update_xaxes(tick0=0, dtick=max(1, math.ceil(last / 10)))
         figures.append((title, first_line(doubts[0].message) if doubts else figure))
     return figures
 
