@@ -1,5 +1,10 @@
 """The error every user-facing failure raises: its message is the one line the user sees."""
 
+import logging
+from typing import Any
+
+_WARNED: set[tuple[str, Any]] = set()  # what warn_once has said in this process
+
 
 class FmnistError(Exception):
     """A failure the user can act on; the CLI prints its message and exits non-zero."""
@@ -28,3 +33,11 @@ def first_line(exc: BaseException) -> str:
 def one_line(message: str) -> str:
     """``message`` on one line: a character that would break it (a newline in a path given) written as its escape."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
+
+
+def warn_once(log: logging.Logger, about: Any, message: str, *args: Any) -> None:
+    """Log a warning the first time ``about`` (a file, a teacher) comes up in this process: a --seeds group or a study
+    checks the same things again for each of its runs."""
+    if (log.name, about) not in _WARNED:
+        _WARNED.add((log.name, about))
+        log.warning(message, *args)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fmnist import artifacts, runs
-from fmnist.errors import DamagedFile, FmnistError, first_line
+from fmnist.errors import DamagedFile, FmnistError, first_line, warn_once
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +184,6 @@ def _network_of(model: Any) -> str:
     return "-".join(map(str, units[:-1]))  # the last is the 10 classes'
 
 
-_UNCHECKED_WARNED_OF: set[Path] = set()  # the damaged config.json files already said, once a process
-
-
 def _require_runs_network(model: Any, run_dir: Path) -> None:
     """Refuse a run's model that is not the network its config.json describes: copied in from another run, it would
     be scored, served or exported under this run's settings, with this run's calibration."""
@@ -196,10 +193,8 @@ def _require_runs_network(model: Any, run_dir: Path) -> None:
     try:
         expected = network_text(runs.settings_of(artifacts.read_json(config))) if config.is_file() else None
     except FmnistError as exc:  # the model carries its own architecture: predicted with and served, unchecked
-        if config not in _UNCHECKED_WARNED_OF:  # a teacher is loaded again for each run of a group or study
-            _UNCHECKED_WARNED_OF.add(config)
-            mend = f": restore {artifacts.CONFIG} from a copy" if isinstance(exc, DamagedFile) else ""
-            log.warning("%s; the model is used as it is, unchecked against the run's settings%s", exc, mend)
+        mend = f": restore {artifacts.CONFIG} from a copy" if isinstance(exc, DamagedFile) else ""
+        warn_once(log, config, "%s; the model is used as it is, unchecked against the run's settings%s", exc, mend)
         return
     actual = _network_of(model)
     if expected is not None and actual != expected:

@@ -16,7 +16,7 @@ import numpy as np
 
 from fmnist import artifacts, defaults, model_files, runs, stopping
 from fmnist.data import NUM_CLASSES, Dataset, data_record, load_dataset, locate, to_features
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, warn_once
 from fmnist.settings import TrainSettings, split_problem
 
 log = logging.getLogger(__name__)
@@ -99,15 +99,10 @@ def check_inputs(settings: TrainSettings, dataset: Dataset) -> str | None:
     from fmnist.evaluate import teacher_learned_nothing
 
     untaught = teacher_learned_nothing(settings.teacher)
-    if untaught and settings.teacher not in _TEACHERS_WARNED_OF:  # taught anyway, as asked: a test, say
-        _TEACHERS_WARNED_OF.add(settings.teacher)
-        log.warning("--teacher %s: %s; the student learns mostly from its answers (distill_alpha %g): give a teacher "
-                    "that scored well", settings.teacher, untaught, settings.distill_alpha)
+    if untaught:  # taught anyway, as asked: a test, say
+        warn_once(log, settings.teacher, "--teacher %s: %s; the student learns mostly from its answers (distill_alpha "
+                  "%g): give a teacher that scored well", settings.teacher, untaught, settings.distill_alpha)
     return sha256
-
-
-# Said once a process: a --seeds group or a study checks its teacher again for each of its runs.
-_TEACHERS_WARNED_OF: set[str] = set()
 
 
 def recorded_teacher(run_dir: Path) -> str | None:
