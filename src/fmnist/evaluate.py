@@ -102,8 +102,13 @@ def evaluate_command(run: Path, runs_dir: Path = Path(defaults.RUNS_DIR), data_d
     return run_dir, metrics
 
 
-def summarized_scores(run_dir: Path) -> tuple[Any, ...] | None:
-    """What a ``--seeds`` group's summary.json takes of the run's metrics.json; None where it cannot be read."""
+# The scores of each run that a --seeds group's summary.json lists beside it (seeds._group_summary writes them).
+SUMMARY_RUN_SCORES = ("test_accuracy", "ece_before_scaling", "ece")
+
+
+def summarized_scores(run_dir: Path) -> dict[str, Any] | None:
+    """What a ``--seeds`` group's summary.json takes of the run's metrics.json: the scores it lists for the run, and
+    the per-class F1 it averages; None where the metrics cannot be read."""
     try:
         metrics = artifacts.read_json(run_dir / artifacts.METRICS)
     except FmnistError:
@@ -111,10 +116,10 @@ def summarized_scores(run_dir: Path) -> tuple[Any, ...] | None:
     per_class = metrics.get("per_class")
     f1 = {name: scores.get("f1-score") for name, scores in per_class.items() if isinstance(scores, dict)} \
         if isinstance(per_class, dict) else None
-    return metrics.get("test_accuracy"), metrics.get("ece_before_scaling"), metrics.get("ece"), f1
+    return {**{key: metrics.get(key) for key in SUMMARY_RUN_SCORES}, "per_class_f1": f1}
 
 
-def warn_of_group_summary(run_dir: Path, earlier: tuple[Any, ...] | None) -> None:
+def warn_of_group_summary(run_dir: Path, earlier: dict[str, Any] | None) -> None:
     """A run of a ``--seeds`` group scored again leaves the group's summary.json with its old figures: where they
     are not the run's figures now (its per-class F1, which the summary averages, compared with ``earlier``, from
     :func:`summarized_scores`), say how to compute it again (not done here: evaluate writes only the run's own
@@ -129,8 +134,9 @@ def warn_of_group_summary(run_dir: Path, earlier: tuple[Any, ...] | None) -> Non
     entry = next((item for item in listed if isinstance(item, dict) and item.get("run_dir") == run_dir.name),
                  None) if isinstance(listed, list) else None
     now = summarized_scores(run_dir)
-    held = (entry is not None and now is not None and earlier is not None and now[3] == earlier[3]
-            and [entry.get(key) for key in ("test_accuracy", "ece_before_scaling", "ece")] == list(now[:3]))
+    held = (entry is not None and now is not None and earlier is not None
+            and now["per_class_f1"] == earlier["per_class_f1"]
+            and all(entry.get(key) == now[key] for key in SUMMARY_RUN_SCORES))
     if not held:
         log.warning("%s still holds this run's earlier scores: 'fmnist train --resume %s' computes it again from "
                     "its runs' scores, training nothing", group / artifacts.SEED_SUMMARY, group)
