@@ -237,3 +237,19 @@ def test_a_tuned_learning_rate_is_shown_to_three_figures_and_given_whole_in_json
     assert rows[0]["settings"]["learning_rate"] == 0.000234995
     line = run_list.format_runs(rows).splitlines()[1]
     assert " 0.000235 " in line and "0.000234995" not in line  # as the study's report shows it
+
+
+def test_a_finished_run_says_which_epoch_its_model_is_from(mixed_runs, tmp_path):
+    run = shutil.copytree(mixed_runs["finished"], tmp_path / "finished")
+    artifacts.write_text(run / artifacts.HISTORY, "epoch,loss,val_loss\n0,1.0,0.9\n1,0.8,0.5\n2,0.7,0.6\n")
+    runs.set_status(run, runs.FINISHED, epochs=3)
+    row = run_list.summarize(run)
+    assert (row["epochs"], row["epoch_kept"]) == (3, 2)
+    assert re.search(r"\s3 \(2\)\s", run_list.format_runs([row]).splitlines()[1])  # run 3, the model epoch 2's
+    config = json.loads((run / artifacts.CONFIG).read_text())
+    artifacts.write_json(run / artifacts.CONFIG, config | {"settings": config["settings"] | {"schedule": "cosine"}})
+    assert run_list.summarize(run)["epoch_kept"] == 3  # a schedule keeps its last epoch
+    (run / artifacts.HISTORY).unlink()
+    assert run_list.summarize(run)["epoch_kept"] is None
+    rows = {r["run"]: r for r in run_list.list_runs(mixed_runs["dir"])}
+    assert rows[mixed_runs["running"].name]["epoch_kept"] is None  # killed: its best so far is not its model's

@@ -216,8 +216,17 @@ def read_split(run_dir: Path, part: str) -> Any:
 
 def best_epoch(history: dict[str, list[float]]) -> int | None:
     """The epoch (from 1) of the lowest val_loss, the one early stopping keeps; None before the first epoch."""
-    import numpy as np
+    # NaN is no loss: early stopping never keeps such an epoch. Plain Python: `fmnist runs` does without NumPy.
+    finite = [(loss, epoch) for epoch, loss in enumerate(history.get("val_loss") or [], 1) if math.isfinite(loss)]
+    return min(finite)[1] if finite else None
 
-    losses = np.asarray(history.get("val_loss") or [], dtype=np.float64)
-    # NaN is no loss: early stopping never keeps such an epoch (and argmin would pick the first NaN).
-    return int(np.nanargmin(losses)) + 1 if np.isfinite(losses).any() else None
+
+def scheduled(config: dict[str, Any]) -> bool:
+    """Whether the run followed a fixed schedule (cosine), keeping its last epoch, not the best on a plateau."""
+    return config.get("settings", {}).get("schedule") == "cosine"
+
+
+def kept_epoch(history: dict[str, list[float]], config: dict[str, Any]) -> int | None:
+    """The epoch (from 1) whose weights the run's model has, by its history and config: the best (restored by early
+    stopping) or, on a schedule, the last; None before any."""
+    return (len(history.get("loss", [])) or None) if scheduled(config) else best_epoch(history)

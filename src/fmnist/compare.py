@@ -15,7 +15,7 @@ from fmnist.data import CLASS_NAMES
 from fmnist.errors import DamagedFile, FmnistError
 from fmnist.html_page import image_html, page, table_html
 from fmnist.recipes import unused_settings
-from fmnist.report import checked_history, kept_epoch, loss_target, read_config, read_metrics
+from fmnist.report import checked_history, loss_target, read_config, read_metrics
 from fmnist.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,8 @@ def _load(run_dir: Path) -> dict[str, Any]:
     except (KeyError, TypeError, ValueError, OverflowError) as exc:  # edited by hand
         raise FmnistError(f"{run_dir / artifacts.METRICS} is damaged ({type(exc).__name__}: {exc}): run "
                           f"'fmnist evaluate {run_dir}' to write it again") from None
-    return {"summary": {**summary, "epoch_kept": kept_epoch(history, config)}, "history": history, "config": config,
-            "f1": f1, "confusion_matrix": matrix}
+    return {"summary": {**summary, "epoch_kept": artifacts.kept_epoch(history, config)}, "history": history,
+            "config": config, "f1": f1, "confusion_matrix": matrix}
 
 
 def default_output(run_dirs: list[Path], runs_dir: Path) -> tuple[Path, str]:

@@ -102,7 +102,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ["data", run_list.cell(config.get("data", {}).get("source"))],
         ["versions", ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items())],
     ]
-    kept = kept_epoch(history, config) or "-"
+    kept = artifacts.kept_epoch(history, config) or "-"
     state = runs.state_now(run_dir, status.get("state", "-"))  # as `fmnist runs` shows it
     if status.get("pruned"):
         state = f"{state}, pruned {status['pruned']}"
@@ -119,7 +119,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
          _calibration(metrics, "{before} / {after} (T = {temperature})")],
         ["macro F1", f"{metrics['macro_f1']:.4f}"], ["weakest class (F1)",
          f"{metrics['weakest_class']} ({metrics['per_class'][metrics['weakest_class']]['f1-score']:.4f})"],
-        ["epochs run / kept" if _scheduled(config) else "epochs run / best",
+        ["epochs run / kept" if artifacts.scheduled(config) else "epochs run / best",
          f"{len(history['loss'])} / {kept}{_epochs_note(run_dir, history, status)}" if history.get("loss")
          else f"- ({artifacts.HISTORY} is missing or empty)"],
         ["training seconds", status.get("train_seconds", "-")], ["status", state],
@@ -238,7 +238,7 @@ def _write_report(run_dir: Path, config: dict[str, Any], history: dict[str, list
         log.warning("%s; the report leaves out what it says", exc)
         status = {}
     predictions = _load_predictions(run_dir)
-    _draw(run_dir, metrics, predictions, history, _scheduled(config))
+    _draw(run_dir, metrics, predictions, history, config)
     path = run_dir / artifacts.REPORT_HTML
     artifacts.write_text(path, _html(run_dir, config, metrics, history, status))
     return path
@@ -255,16 +255,6 @@ def check_config_and_history(run_dir: Path, config: dict[str, Any], history: dic
     if missing:
         raise FmnistError(f"{run_dir / artifacts.HISTORY} is damaged (no {', '.join(missing)} column): "
                           f"{history_advice}")
-
-
-def _scheduled(config: dict[str, Any]) -> bool:
-    """Whether the run followed a fixed schedule (cosine), keeping its last epoch, not the best on a plateau."""
-    return config.get("settings", {}).get("schedule") == "cosine"
-
-
-def _kept_epoch(history: dict[str, list[float]], scheduled: bool) -> int | None:
-    """The epoch whose weights the model has: the best (restored by early stopping) or, on a schedule, the last."""
-    return (len(history.get("loss", [])) or None) if scheduled else artifacts.best_epoch(history)
 
 
 def training_summary(result: TrainResult) -> tuple[str, dict[str, Any]]:
@@ -294,20 +284,16 @@ def training_outcome(run_dir: Path) -> dict[str, Any]:
         history = artifacts.read_history(run_dir)
     except (FmnistError, OSError):
         history = {}
-    return {"backend": config.get("backend"), "epoch_kept": kept_epoch(history, config)}
-
-
-def kept_epoch(history: dict[str, list[float]], config: dict[str, Any]) -> int | None:
-    """The epoch (from 1) whose weights the run's model has, by its history and config; None before any."""
-    return _kept_epoch(history, _scheduled(config))
+    return {"backend": config.get("backend"), "epoch_kept": artifacts.kept_epoch(history, config)}
 
 
 def _draw(run_dir: Path, metrics: dict[str, Any], predictions: dict[str, np.ndarray], history: dict,
-          scheduled: bool) -> None:
+          config: dict[str, Any]) -> None:
     y_true, probabilities = predictions["y_true"], predictions["probabilities"]
     artifacts.write_text(run_dir / artifacts.CLASSIFICATION_REPORT, classification_report_text(y_true, probabilities))
     plots.confusion_matrix_png(metrics["confusion_matrix"], run_dir / artifacts.CONFUSION_MATRIX_PNG)
-    plots.curves_png(history, _kept_epoch(history, scheduled), run_dir / artifacts.CURVES_PNG, scheduled)
+    plots.curves_png(history, artifacts.kept_epoch(history, config), run_dir / artifacts.CURVES_PNG,
+                     artifacts.scheduled(config))
     drawn = set()
     reliability = metrics.get("reliability")
     if reliability:

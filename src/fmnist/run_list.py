@@ -98,6 +98,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
             notes.append(f"no {artifacts.REPORT_HTML}: fmnist report draws it")
         if not damaged and learned_next_to_nothing(metrics):  # as its scoring warned: else it passes for any other
             notes.append("learned next to nothing: its report says the likely cause")
+    kept = _kept_epoch(run_dir, config) if state == runs.FINISHED else None  # a stopped run's best is not final
     created = config.get("created") or status.get("updated") or runs.iso(
         dt.datetime.fromtimestamp(run_dir.stat().st_mtime, dt.timezone.utc))
     return {
@@ -108,6 +109,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "settings": settings,  # all of them, as config.json holds them: the table shows a few
         "backend": config.get("backend"),
         "epochs": None if epochs is None else int(epochs),
+        "epoch_kept": kept,
         "test_accuracy": scored_accuracy(metrics),  # a number the notes call damaged is not shown, nor averaged
         "macro_f1": _fraction(metrics.get("macro_f1")),
         "train_seconds": artifacts.json_number(status.get("train_seconds")),
@@ -122,9 +124,24 @@ def _summarize_or_say_why_not(run_dir: Path) -> dict[str, Any]:
     try:
         return summarize(run_dir)
     except OSError as exc:
-        return {"run": run_dir.name, "path": str(runs.absolute(run_dir)), "created": "", "recipe": None, "settings": {},
-                "backend": None, "epochs": None, "test_accuracy": None, "macro_f1": None, "train_seconds": None,
-                "status": "unknown", "notes": [f"cannot be read ({exc.strerror or exc})"]}
+        return _row_without_results(run_dir, "", {}, None, "unknown", [f"cannot be read ({exc.strerror or exc})"])
+
+
+def _row_without_results(run_dir: Path, created: str, settings: dict[str, Any], backend: str | None, state: str,
+                         notes: list[str]) -> dict[str, Any]:
+    """A row of :func:`summarize`'s for a folder with no epochs or scores to show."""
+    return {"run": run_dir.name, "path": str(runs.absolute(run_dir)), "created": created,
+            "recipe": closest_recipe(settings) if settings else None, "settings": settings, "backend": backend,
+            "epochs": None, "epoch_kept": None, "test_accuracy": None, "macro_f1": None, "train_seconds": None,
+            "status": state, "notes": notes}
+
+
+def _kept_epoch(run_dir: Path, config: dict[str, Any]) -> int | None:
+    """The epoch a finished run's model is from; None where its history is lost or damaged (its report says so)."""
+    try:
+        return artifacts.kept_epoch(artifacts.read_history(run_dir), config)
+    except (DamagedFile, OSError):
+        return None
 
 
 def _finished_by(run_dir: Path, alone: str, in_group: str) -> str:
@@ -188,13 +205,8 @@ def _unbegun_group(group_dir: Path) -> dict[str, Any]:
         notes = ["no seed begun yet" if live else f"no seed begun: {runs.resume_command(group_dir)} trains its "
                  f"{len(planned)} seeds"]
     created = record.get("created") or runs.iso(dt.datetime.fromtimestamp(group_dir.stat().st_mtime, dt.timezone.utc))
-    return {
-        "run": group_dir.name, "path": str(runs.absolute(group_dir)), "created": str(created),
-        "recipe": closest_recipe(settings) if settings else None,
-        "settings": settings, "backend": record.get("backend"),
-        "epochs": None, "test_accuracy": None, "macro_f1": None, "train_seconds": None,
-        "status": runs.RUNNING if live else runs.KILLED, "notes": notes,
-    }
+    return _row_without_results(group_dir, str(created), settings, record.get("backend"),
+                                runs.RUNNING if live else runs.KILLED, notes)
 
 
 NAMED_CHANGES = 2  # up to this many settings changed from a recipe are named, more are counted
@@ -330,7 +342,7 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
 def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), runs_dir: Path = Path(".")) -> str:
     """The runs as an aligned text table, one line each; a ``--seeds`` group's line, with its mean, above its
     newest run."""
-    header = ["run", "created", "recipe", "network", "lr", "batch", "limit", "seed", "backend", "epochs",
+    header = ["run", "created", "recipe", "network", "lr", "batch", "limit", "seed", "backend", "epochs (kept)",
               "test acc", "macro F1", "train s", "status"]
     lines = [header]
     groups_left = {g["group"]: g for g in groups}
@@ -343,7 +355,7 @@ def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), r
             r["run"], r["created"].replace("T", " "), cell(r["recipe"]), cell(network_text(s)),
             cell(artifacts.json_number(s.get("learning_rate")), "{:.3g}"), cell(s.get("batch_size")),
             cell(s.get("limit")), cell(s.get("seed")),
-            cell(r["backend"]), cell(r["epochs"]),
+            cell(r["backend"]), cell(r["epochs"]) + ("" if r["epoch_kept"] is None else f" ({r['epoch_kept']})"),
             cell(r["test_accuracy"], "{:.4f}"), cell(r["macro_f1"], "{:.4f}"), cell(r["train_seconds"], "{:.1f}"),
             r["status"] + (f" ({', '.join(r['notes'])})" if r["notes"] else ""),
         ])
