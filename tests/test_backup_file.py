@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fmnist import artifacts
-from fmnist.backup_file import FORMAT, read_meta, run_id
+from fmnist.backup_file import FORMAT, read_meta, run_id, training_over
 from fmnist.errors import FmnistError
 
 
@@ -47,3 +47,14 @@ def test_a_backup_is_tied_to_its_run_by_the_config_it_began_with(tmp_path):
     assert run_id(tmp_path) != first
     (tmp_path / artifacts.CONFIG).write_text('{"settings": ')  # damaged: no run's, by its bytes
     assert run_id(tmp_path) == artifacts.sha256_file(tmp_path / artifacts.CONFIG)
+
+
+@pytest.mark.parametrize("epochs_done, stopped, planned, over", [
+    (3, False, 5, False), (3, True, 5, True), (5, False, 5, True), (5, False, None, False),
+])
+def test_a_backup_tells_whether_the_training_is_over(tmp_path, epochs_done, stopped, planned, over):
+    assert not training_over(tmp_path, 5)  # no backup: all to train
+    write_backup(tmp_path / artifacts.BACKUP, {"format": FORMAT, "epochs_done": epochs_done, "stopped": stopped})
+    assert training_over(tmp_path, planned) is over
+    (tmp_path / artifacts.BACKUP).write_bytes(b"cut")
+    assert not training_over(tmp_path, planned)  # damaged: the resume says so

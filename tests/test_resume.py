@@ -334,7 +334,8 @@ def stop_after_two_epochs():
     return StopAfterTwoEpochs()
 
 
-def test_a_run_a_later_callback_stopped_resumes_as_stopped_after_a_kill_before_it_was_finished(tmp_path, tiny_data):
+def test_a_run_a_later_callback_stopped_resumes_as_stopped_after_a_kill_before_it_was_finished(tmp_path, tiny_data,
+                                                                                               caplog):
     import keras
 
     class PruneAtEpochTwo(keras.callbacks.Callback):  # as tune's pruner, after the backup in the callbacks
@@ -351,10 +352,13 @@ def test_a_run_a_later_callback_stopped_resumes_as_stopped_after_a_kill_before_i
     settings = TrainSettings(hidden_sizes=(8,), epochs=5, batch_size=16, name="tiny")
     unbroken = train(settings, "jax", runs_dir=tmp_path / "unbroken", dataset=dataset,
                      extra_callbacks=[PruneAtEpochTwo()])
-    with pytest.raises(KeyboardInterrupt):
+    with caplog.at_level(logging.WARNING, logger="fmnist"), pytest.raises(KeyboardInterrupt):
         train(settings, "jax", runs_dir=tmp_path / "runs", dataset=dataset,
               extra_callbacks=[PruneAtEpochTwo(), KilledOnceTrained()])
     (run_dir,) = (tmp_path / "runs").iterdir()
+    # Not "continues from the last finished epoch": its training is over.
+    assert f"stopped after its training: '{runs.resume_command(run_dir)}' saves and scores its model" in caplog.text
+    assert run_list.summarize(run_dir)["notes"] == ["fmnist train --resume saves and scores it"]
     resumed = resume_run(run_dir, dataset=dataset)  # ends where it stopped, not trained on to epoch 5
     assert artifacts.read_history(run_dir)["val_loss"] == artifacts.read_history(unbroken.run_dir)["val_loss"]
     assert resumed.epochs_run == unbroken.epochs_run == 2

@@ -74,3 +74,15 @@ def epochs_done(run_dir: Path) -> int:
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         raise damaged(backup)
     return epochs
+
+
+def training_over(run_dir: Path, planned_epochs: Any) -> bool:
+    """Whether a stopped run's backup holds its whole training (stopped early, or all ``planned_epochs``): its resume
+    then trains no more, only saves and scores the model. False where the backup is missing or damaged."""
+    try:
+        meta = read_meta(Path(run_dir) / artifacts.BACKUP)
+    except FmnistError:
+        return False
+    done = meta.get("epochs_done")
+    return meta.get("stopped") is True or (
+        isinstance(done, int) and isinstance(planned_epochs, int) and done >= planned_epochs > 0)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fmnist import artifacts, defaults, model_files, runs
-from fmnist.backup_file import epochs_done
+from fmnist.backup_file import epochs_done, training_over
 from fmnist.errors import DamagedFile, FmnistError
 
 
@@ -73,7 +73,9 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         notes.append(f"pruned {status['pruned']}")
     elif state in (runs.KILLED, runs.INTERRUPTED, runs.FAILED):
         epochs = _epochs_backed_up(run_dir, notes)
-        if epochs is not None:  # else its note says what to do first
+        if epochs is not None and training_over(run_dir, settings.get("epochs")):  # stopped while saving its model
+            notes.append(_finished_by(run_dir, "saves and scores it", "continues its group"))
+        elif epochs is not None:  # else its note says what to do first
             notes.append(_finished_by(run_dir, "continues it", "continues its group"))
     elif unscored and live:  # trained: its process scores it on the test set, then draws its report
         notes.append("being scored")

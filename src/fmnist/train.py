@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from fmnist import artifacts, defaults, model_files, runs, stopping
+from fmnist.backup_file import training_over
 from fmnist.data import NUM_CLASSES, Dataset, data_record, load_dataset, locate, to_features
 from fmnist.errors import FmnistError, warn_once
 from fmnist.settings import TrainSettings, split_problem
@@ -385,7 +386,9 @@ def train(
                 raise
             command = runs.resume_command(run_dir)
             runs.set_status(run_dir, runs.INTERRUPTED, resume=command)
-            log.warning("stopped: '%s' continues from the last finished epoch", command)
+            log.warning("stopped after its training: '%s' saves and scores its model"
+                        if training_over(run_dir, settings.epochs) else
+                        "stopped: '%s' continues from the last finished epoch", command)
             raise stopping.RunStopped(run_dir, runs.INTERRUPTED, command) from None
         # Finished first: a kill between the two must not leave a "running" run without its backup.
         runs.set_status(run_dir, runs.FINISHED, epochs=epochs_run, train_seconds=round(seconds, 2), **finished_note())
