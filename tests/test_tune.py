@@ -196,8 +196,8 @@ def test_a_trial_another_worker_failed_meanwhile_ends_this_worker_in_one_line_it
     def failed_elsewhere(number):  # as by a worker that found this one's heartbeat stale
         optuna.load_study(study_name="s1", storage=store).tell(number, state=optuna.trial.TrialState.FAIL)
 
-    def drawn_then_failed_elsewhere(trial):  # this worker writes to the trial afterwards
-        suggest(trial)
+    def drawn_then_failed_elsewhere(trial, base):  # this worker writes to the trial afterwards
+        suggest(trial, base)
         failed_elsewhere(trial.number)
 
     def failed_elsewhere_once_trained(trial, *args):  # nothing written to it afterwards, its result not yet told
@@ -225,7 +225,7 @@ def test_a_trial_another_worker_failed_meanwhile_ends_this_worker_in_one_line_it
 def test_a_trials_own_value_error_is_not_taken_for_another_workers_doing(tmp_path, dataset, monkeypatch):
     from fmnist import tune as tune_module
 
-    def broken(trial):
+    def broken(trial, base):
         raise ValueError("a bug of ours")
 
     monkeypatch.setattr(tune_module, "suggest", broken)
@@ -394,7 +394,7 @@ def test_a_continued_study_runs_again_what_a_stop_or_a_dead_worker_cut_short(tmp
         trial = study.ask()
         trial.set_user_attr("worker", worker)
         trial.set_user_attr("host", host)
-        suggest(trial)
+        suggest(trial, BASE)
         return trial
 
     stopped = started(worker_key(os.getpid()))  # the recipe's own settings, first; Ctrl-C stops it
@@ -508,7 +508,7 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
         """A trial cut short, recorded as the objective records it."""
         trial = study.ask()
         trial.set_user_attr("started", utc_now())
-        suggest(trial)
+        suggest(trial, BASE)
         trial.set_user_attr("stopped", True)
         return trial
 
@@ -660,7 +660,7 @@ def test_a_setting_carried_from_the_study_that_clashes_with_a_flag_is_named_as_t
     store, shown = open_storage(None, tmp_path)
     study = open_study("v", store, shown, TrainSettings(epochs=2, validation_fraction=0.9))
     trial = study.ask()  # the spec's own settings, queued first
-    suggest(trial)
+    suggest(trial, TrainSettings(epochs=2, validation_fraction=0.9))
     study.tell(trial, 1.0)
     with pytest.raises(FmnistError, match=r"^invalid setting: a split of 15 images into 1 for training and 14 for "
                                           r"validation cannot hold all 10 classes on each side; raise --limit or "
@@ -675,7 +675,7 @@ def test_the_search_that_tune_help_describes_is_the_one_it_runs():
 
     study = optuna.create_study()
     trial = study.ask()
-    suggest(trial)
+    suggest(trial, TrainSettings())
     ranges = {name: (d.low, d.high) for name, d in trial.distributions.items() if hasattr(d, "low")}
     said = " ".join(TUNE_DETAILS.split())
     assert f"hidden sizes from {len(HIDDEN_SIZES)} choices (from {min(HIDDEN_SIZES, key=len)} to " \
@@ -687,3 +687,31 @@ def test_the_search_that_tune_help_describes_is_the_one_it_runs():
     assert f"(--lr-factor) from {ranges['lr_factor'][0]:g} to {ranges['lr_factor'][1]:g}" in said
     assert f"Once {PRUNER['n_startup_trials']} trials have finished" in said
     assert PRUNER["n_warmup_steps"] == 1 and "from its second epoch on" in said
+
+
+def test_the_plateau_factor_is_searched_only_where_the_learning_rate_can_drop(tmp_path, dataset, caplog):
+    import keras
+
+    from fmnist.recipes import schedule_callbacks
+
+    spec = TrainSettings()
+    for epochs in range(1, spec.lr_patience + 4):
+        # The spec's own plateau callback, each epoch worse than the first: the epochs trained at a lowered rate.
+        settings = dataclasses.replace(spec, epochs=epochs)
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="mse")
+        plateau, _ = schedule_callbacks(settings)
+        plateau.set_model(model)
+        plateau.on_train_begin()
+        lowered = 0
+        for epoch in range(epochs):
+            lowered += float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) < settings.learning_rate
+            plateau.on_epoch_end(epoch, {"val_loss": 1.0 + epoch})
+        assert ("lr_factor" in trial_params(settings)) == (lowered > 0), epochs
+    short = dataclasses.replace(spec, epochs=spec.lr_patience + 1)
+    trial = optuna.create_study().ask()
+    suggest(trial, short)
+    assert set(trial.params) == set(trial_params(short)) and "lr_factor" not in trial.params
+    with caplog.at_level(logging.INFO, logger="fmnist.tune"):
+        tune(BASE, "jax", 1, "s", runs_dir=tmp_path, dataset=dataset)
+    assert "the plateau factor is not searched: in 2 epochs a trial's learning rate never drops" in caplog.text

@@ -71,7 +71,7 @@ def test_a_stopped_or_killed_trial_is_named_so_and_a_study_without_a_finished_tr
     store, shown = open_storage(None, tmp_path)
     study = open_study("s", store, shown, TrainSettings(epochs=2))
     stopped = study.ask()
-    suggest(stopped)
+    suggest(stopped, TrainSettings(epochs=2))
     stopped.set_user_attr("stopped", True)  # as the objective marks a trial Ctrl-C cut short
     study.tell(stopped, state=optuna.trial.TrialState.FAIL)
     worker = subprocess.Popen(["sleep", "30"])

@@ -53,21 +53,30 @@ class TuneResult:
     best: dict[str, Any] | None
 
 
-def suggest(trial: optuna.trial.BaseTrial) -> None:
-    """Draw a value for each searched knob; they are then in ``trial.params``."""
+def lowers_rate(epochs: Any, lr_patience: Any) -> bool:
+    """Whether a trial of so many epochs can have its learning rate lowered: only after ``lr_patience`` epochs that
+    do not beat the first, so with fewer the plateau factor does nothing, and is not searched."""
+    return not (isinstance(epochs, int) and isinstance(lr_patience, int)) or epochs >= lr_patience + 2
+
+
+def suggest(trial: optuna.trial.BaseTrial, base: TrainSettings) -> None:
+    """Draw a value for each knob searched with ``base``'s budget; they are then in ``trial.params``."""
     trial.suggest_categorical("hidden_sizes", HIDDEN_SIZES)
     trial.suggest_float("dropout", 0.0, 0.5)
     trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
     trial.suggest_categorical("batch_size", BATCH_SIZES)
-    trial.suggest_float("lr_factor", 0.1, 0.5)
+    if lowers_rate(base.epochs, base.lr_patience):
+        trial.suggest_float("lr_factor", 0.1, 0.5)
 
 
 def trial_params(settings: TrainSettings) -> dict[str, Any]:
-    """The searched knobs of ``settings`` as Optuna stores them."""
-    return {
+    """The knobs a study with ``settings`` searches, as Optuna stores them."""
+    params = {
         "hidden_sizes": ",".join(str(s) for s in settings.hidden_sizes), "dropout": settings.dropout,
         "learning_rate": settings.learning_rate, "batch_size": settings.batch_size, "lr_factor": settings.lr_factor,
     }
+    return params if lowers_rate(settings.epochs, settings.lr_patience) else {
+        k: v for k, v in params.items() if k != "lr_factor"}
 
 
 def settings_for(base: TrainSettings, params: dict[str, Any], name: str) -> TrainSettings:
@@ -193,7 +202,7 @@ def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, study_dir
     # In UTC, as a run's "created": Optuna's own datetime_start is naive local time, read in this process's zone.
     trial.set_user_attr("started", runs.utc_now())
     trial.set_user_attr("backend", backend)  # so the best trial's settings are trained again on it, as tuned
-    suggest(trial)
+    suggest(trial, base)
     pruned_at: list[int] = []
     reported: set[int] = set()
     settings = settings_for(base, trial.params, name=trial_name(trial.number))
@@ -399,6 +408,10 @@ def tune(
     if store is None:
         store, shown = open_storage(storage, runs_dir, on_stale_trial=queue_retry)
     study = open_study(study_name, store, shown, base)
+    if "lr_factor" not in trial_params(base):
+        log.info("the plateau factor is not searched: in %d epochs a trial's learning rate never drops (it would "
+                 "after %d without a better val_loss); the best trial trains with the spec's", base.epochs,
+                 base.lr_patience)
     done: list[int] = []
 
     def record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -507,7 +520,9 @@ def queue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     first = _first_drawn(trial)
     # Read just before queueing, so that two workers continuing the study together seldom both queue one.
     attempts = [t.number for t in study.get_trials(deepcopy=False) if _first_drawn(t) == first]
-    searched = set(trial_params(TrainSettings()))  # not a trial stopped before its settings were all drawn
+    fixed = study.user_attrs.get(FIXED_SETTINGS) or {}
+    searched = {k for k in trial_params(TrainSettings())  # not a trial stopped before its settings were all drawn
+                if k != "lr_factor" or lowers_rate(fixed.get("epochs"), fixed.get("lr_patience"))}
     if max(attempts) != trial.number or len(attempts) >= MAX_ATTEMPTS or set(trial.params) != searched:
         return False
     study.enqueue_trial(trial.params, user_attrs={"retry_of": first})
