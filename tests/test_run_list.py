@@ -249,6 +249,8 @@ def test_a_finished_run_says_which_epoch_its_model_is_from(mixed_runs, tmp_path)
     config = json.loads((run / artifacts.CONFIG).read_text())
     artifacts.write_json(run / artifacts.CONFIG, config | {"settings": config["settings"] | {"schedule": "cosine"}})
     assert run_list.summarize(run)["epoch_kept"] == 3  # a schedule keeps its last epoch
+    artifacts.write_json(run / artifacts.CONFIG, config | {"settings": ["edited by hand"]})
+    assert run_list.summarize(run)["epoch_kept"] == 2  # not the end of the listing
     (run / artifacts.HISTORY).unlink()
     assert run_list.summarize(run)["epoch_kept"] is None
     rows = {r["run"]: r for r in run_list.list_runs(mixed_runs["dir"])}

@@ -223,7 +223,8 @@ def best_epoch(history: dict[str, list[float]]) -> int | None:
 
 def scheduled(config: dict[str, Any]) -> bool:
     """Whether the run followed a fixed schedule (cosine), keeping its last epoch, not the best on a plateau."""
-    return config.get("settings", {}).get("schedule") == "cosine"
+    settings = config.get("settings")  # a config.json edited by hand may hold anything there
+    return isinstance(settings, dict) and settings.get("schedule") == "cosine"
 
 
 def kept_epoch(history: dict[str, list[float]], config: dict[str, Any]) -> int | None:
