@@ -82,6 +82,7 @@ def test_sqlite_study_makes_one_run_per_trial_judged_on_validation_and_continues
             assert _settings_from_args(args) == settings_for(BASE, trial.params, "s1-best")
     for title in ("Optimisation history", "Parameter importances", "Timeline"):
         assert title in html
+    assert "<p>not drawn: 2 finished trials, where importances mean something from about" in html  # said once
     # Each trial's backend beside its run: a study's workers may train on either.
     assert "<th>backend</th><th>run</th>" in html and html.count("<td>jax</td><td>") == len(trials)
     assert html.count('class="plotly-graph-div"') >= 4 and "plotly.js" in html  # inline: works offline

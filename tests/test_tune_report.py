@@ -33,7 +33,7 @@ def test_importances_are_drawn_only_from_enough_trials_to_mean_something():
                                                   distributions=distributions, value=draw.random()))
         importances = dict(_figures(study))["Parameter importances"]
         if finished < MIN_TRIALS_FOR_IMPORTANCES:  # a forest fitted to 3 trials ranks by noise
-            assert importances == (f"not drawn: {finished} finished trial{'s' if finished > 1 else ''}, where "
+            assert importances == (f"{finished} finished trial{'s' if finished > 1 else ''}, where "
                                    "importances mean something from about 10 on (a forest fitted to fewer ranks "
                                    "parameters by noise)")
     assert not isinstance(importances, str)

@@ -66,7 +66,7 @@ def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
         ("Timeline (one row per trial; overlapping bars ran in parallel)", vis.plot_timeline),
     ):
         if plot is vis.plot_param_importances and finished < MIN_TRIALS_FOR_IMPORTANCES:
-            figures.append((title, f"not drawn: {finished} finished trial{'s' if finished != 1 else ''}, where "
+            figures.append((title, f"{finished} finished trial{'s' if finished != 1 else ''}, where "
                                    f"importances mean something from about {MIN_TRIALS_FOR_IMPORTANCES} on (a forest "
                                    "fitted to fewer ranks parameters by noise)"))
             continue
