@@ -18,6 +18,7 @@ from fmnist.metrics import (
     bootstrap_accuracy_interval, calibration_bins, compute_metrics, mean_log_loss, most_confident_mistakes,
 )
 from fmnist.run_list import learned_next_to_nothing
+from fmnist.seeds import SUMMARY_RUN_SCORES
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +101,6 @@ def evaluate_command(run: Path, runs_dir: Path = Path(defaults.RUNS_DIR), data_d
         metrics = evaluate_run(run_dir, dataset=dataset)
     warn_of_group_summary(run_dir, earlier)
     return run_dir, metrics
-
-
-# The scores of each run that a --seeds group's summary.json lists beside it (seeds._group_summary writes them).
-SUMMARY_RUN_SCORES = ("test_accuracy", "ece_before_scaling", "ece")
 
 
 def summarized_scores(run_dir: Path) -> dict[str, Any] | None:

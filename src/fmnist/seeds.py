@@ -200,6 +200,10 @@ def _trained_members(group: Path, members: list[TrainSettings], backend: str, da
     return results
 
 
+# The scores of each run that the group's summary.json lists beside it (`fmnist evaluate` checks them against it).
+SUMMARY_RUN_SCORES = ("test_accuracy", "ece_before_scaling", "ece")
+
+
 def _group_summary(settings: TrainSettings, members: list[TrainSettings], backend: str,
                    results: list[TrainResult]) -> dict[str, Any]:
     """The group's summary.json: its scores' spread over the seeds, and each run's own."""
@@ -209,9 +213,8 @@ def _group_summary(settings: TrainSettings, members: list[TrainSettings], backen
     )
     summary.update(
         settings=settings.to_dict(), backend=backend,
-        runs=[{"run_dir": r.run_dir.name, "seed": member.seed, "test_accuracy": r.metrics["test_accuracy"],
-               "epochs": r.epochs_run, "train_seconds": round(r.train_seconds, 2),
-               "ece_before_scaling": r.metrics["ece_before_scaling"], "ece": r.metrics["ece"]}
+        runs=[{"run_dir": r.run_dir.name, "seed": member.seed, "epochs": r.epochs_run,
+               "train_seconds": round(r.train_seconds, 2), **{key: r.metrics[key] for key in SUMMARY_RUN_SCORES}}
               for member, r in zip(members, results)],
         train_seconds={"mean": float(np.mean([r.train_seconds for r in results])),
                        "std": _spread([r.train_seconds for r in results])},
