@@ -7,10 +7,10 @@ UNSURE_BELOW = 0.5
 # serve: the largest request body, and the rows per shared forward pass (1 turns batching off; the load test
 # measures both).
 MAX_UPLOAD_MIB = 10
+MAX_BATCH = 64
 MAX_INPUTS = 64  # inputs (files or arrays) in one request
 # predict: the largest file it reads.
 MAX_FILE_MIB = 64
-MAX_BATCH = 64
 # tune: trials one process runs, and the study's name.
 TUNE_TRIALS = 20
 TUNE_STUDY = "fmnist"

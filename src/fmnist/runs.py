@@ -411,7 +411,7 @@ def run_dirs(folder: Path, depth: int) -> list[Path]:
         try:
             held = list(d.iterdir())
             inner = [p for p in held if _is_folder(p) and not p.name.startswith(".")]
-            own = any(_is_folder(d / name) is not None for name in (artifacts.CONFIG, artifacts.STATUS))
+            own = any(_is_there(d / name) for name in (artifacts.CONFIG, artifacts.STATUS))
         except OSError:  # a folder we may not read, or whose entries we may not look at: listed, with what
             found.append(d)  # summarize can say of it
             continue
@@ -436,6 +436,11 @@ def _is_folder(path: Path) -> bool | None:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG):
             return None
         raise
+
+
+def _is_there(path: Path) -> bool:
+    """Whether anything is at ``path`` (a link leading nowhere is not); OSError where the system will not say."""
+    return _is_folder(path) is not None
 
 
 def _folder_or_unknown(path: Path) -> bool:

@@ -172,7 +172,8 @@ class TrainSettings:
             if not ok:
                 raise FmnistError(f"invalid setting: {message}")
         # On the whole training set here; on a smaller one (a test's), fmnist.train checks the split again.
-        # A limit past the training set's size takes it all (and is not multiplied as a float: 10**400 would overflow).
+        # Checked here against the whole set (fmnist.train refuses a limit past the set it loads): capped, so as not
+        # to be multiplied as a float (10**400 would overflow).
         images = FULL_TRAINING_SET if self.limit is None else min(self.limit, FULL_TRAINING_SET)
         split = split_problem(images, self.validation_fraction, self.limit is not None)
         if split:
