@@ -170,7 +170,11 @@ def test_a_runs_model_that_is_not_the_network_its_settings_describe_is_refused(t
         with pytest.raises(FmnistError, match=f"model.keras is not this run's model: it is {named}, where config.json "
                                               "describes a dense network of hidden sizes 16-8 \\(copied in from"):
             model_files.load_model(run)
-    model_files.load_model(run / artifacts.MODEL)  # the file alone carries what predicting needs: no run to match
+        with pytest.raises(FmnistError, match="is not this run's model"):  # its model.keras given as a file
+            model_files.load_model(run / artifacts.MODEL)
+    # Copied out of the run, the file alone carries what predicting needs: no run to match.
+    alone = shutil.copytree(run, tmp_path / "alone", ignore=shutil.ignore_patterns(artifacts.CONFIG))
+    model_files.load_model(alone / artifacts.MODEL)
     assert main(["evaluate", str(run)]) == 1  # not scored under this run's settings and calibration
     assert "is not this run's model: it is a dense network of hidden sizes 16" in capsys.readouterr().err
     assert (run / artifacts.METRICS).read_bytes() == (tiny_run_dir / artifacts.METRICS).read_bytes()

@@ -169,8 +169,8 @@ def load_model(source: Path) -> tuple[Any, str]:
     if not all(np.isfinite(keras.ops.convert_to_numpy(weight)).all() for weight in model.weights):
         # Its answers would all be NaN, each served as a confident one.
         raise FmnistError(f"{source} holds NaN or infinite weights: it cannot classify anything; retrain it")
-    if Path(source).is_dir():
-        _require_runs_network(model, Path(source))
+    if not runs.is_model_alone(source):  # a run's, given as its folder or as its model.keras
+        _require_runs_network(model, Path(source) if Path(source).is_dir() else Path(source).parent)
     return model, checksum
 
 

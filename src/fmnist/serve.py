@@ -232,9 +232,7 @@ def _run_details(source: Path) -> tuple[str | None, dict | None, Path | None]:
     model_files.verified_model_path(source)
     try:
         settings = artifacts.read_json(run_dir / artifacts.CONFIG).get("settings")
-    except FmnistError as exc:  # the model carries its own architecture: served, as predict takes it
-        if not source.is_dir():  # loading a run's folder says so, not its model.keras given as a file
-            log.warning("%s; /v1/model gives no settings", exc)
+    except FmnistError:  # the model carries its own architecture: served, as predict takes it (loading it warns)
         settings = None
     return run_dir.name, settings, run_dir / artifacts.METRICS
 
