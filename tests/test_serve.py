@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from conftest import LeavingRequest, assert_serving, run_cli, start_server
@@ -120,6 +121,12 @@ def test_unknown_routes_and_methods_answer_json(client):
                              (client.get("/v1/predict"), 405), (client.delete("/v1/model"), 405)):
         assert response.status_code == status and response.json()["error"]
     assert client.put("/v1/predict").headers["allow"] == "POST"  # what a 405 must say (RFC 9110)
+    said = client.get("/nope").json()["error"]
+    assert said.startswith("nothing at /nope: this server answers GET /v1/health, GET /metrics, GET /v1/model, POST "
+                           "/v1/predict, with its web page at / and the API's documentation at /docs"), said
+    for route in client.app.routes:  # each route it names is one there is
+        if isinstance(route, APIRoute) and route.include_in_schema:
+            assert f"{next(iter(route.methods))} {route.path}" in said
     assert set(client.delete("/v1/model").headers["allow"].split(", ")) == {"GET", "HEAD"}
     assert client.get("/v1/predict").json() == {"error": "GET is not answered on /v1/predict: use POST"}
     static = client.post("/static/app.js")

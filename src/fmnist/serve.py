@@ -23,6 +23,7 @@ import uvicorn
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
@@ -187,6 +188,12 @@ def _answer_errors_as_json(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 404 and exc.detail == "Not Found":  # no route: say which there are
+            prefix = request.scope.get("root_path", "")
+            answered = [f"{method} {prefix}{route.path}" for route in request.app.routes
+                        if isinstance(route, APIRoute) and route.include_in_schema for method in sorted(route.methods)]
+            return error(404, f"nothing at {request.url.path}: this server answers {', '.join(answered)}, with its "
+                              f"web page at {prefix}/ and the API's documentation at {prefix}/docs")
         if exc.status_code != 405:
             answer = error(exc.status_code, str(exc.detail))
             answer.headers.update(exc.headers or {})
