@@ -370,11 +370,10 @@ def _backend(p: argparse.ArgumentParser, by_model: bool = False, loads_run: bool
     by_architecture = ", ".join(f"{name} for {'dense networks' if architecture == 'dense' else 'the ConvNet'}"
                                 for architecture, name in PREFERRED_BACKEND.items())
     measured = f"the one measured faster on CPU for the model: {by_architecture}" if by_model else DEFAULT_BACKEND
-    if loads_run:
-        measured += ", whatever backend trained the run: a model runs on either, within float32's rounding"
+    either = "; a model runs on either, whichever trained it, within float32's rounding" if loads_run else ""
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help=f"Keras backend (default: the environment variable KERAS_BACKEND, else {measured}); "
-                        "tensorflow is the spec's")
+                        f"tensorflow is the spec's{either}")
 
 
 def _fixed_settings(p: argparse.ArgumentParser, recipes: bool) -> None:
