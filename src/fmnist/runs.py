@@ -9,6 +9,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import shlex
 import stat
 import tempfile
@@ -519,8 +520,30 @@ def resolve_run(name: str | Path, runs_dir: Path) -> Path:
 
 def _no_run(name: str | Path, runs_dir: Path, wanted: str) -> FmnistError:
     said = f"{name} is a file, not a run" if Path(name).is_file() else f"no run {str(name)!r}"  # an image, say
+    named = _named(runs_dir, name)
+    if named:  # the name given to `fmnist train --name`, which its folder's time stands before
+        shown = ", ".join(d.relative_to(runs_dir).as_posix() for d in named[:NAMED_SHOWN])
+        more = f" and {len(named) - NAMED_SHOWN} more" if len(named) > NAMED_SHOWN else ""
+        return FmnistError(f"{said} in {runs_dir}{os.sep}, but runs named {str(name)!r} there, newest first: "
+                           f"{shown}{more}; give one of them")
     return FmnistError(f"{said}: give {wanted} or the name of one in {runs_dir}{os.sep} (see 'fmnist runs'; "
                        "--runs-dir for another folder)")
+
+
+NAMED_SHOWN = 3  # the runs of one --name that a refusal suggests
+
+
+def _named(runs_dir: Path, name: str | Path) -> list[Path]:
+    """The runs and groups in ``runs_dir`` (or in a group there) trained with ``--name name``, newest first."""
+    if Path(name).name != str(name) or not Path(runs_dir).is_dir():  # a path, not a bare name
+        return []
+    made = re.compile(rf"\d{{8}}T\d{{6}}Z-{re.escape(str(name))}(-\d+)?")  # as create_run_dir names them
+    try:
+        found = {d for d in [*run_dirs(Path(runs_dir), GROUP_DEPTH), *Path(runs_dir).iterdir()]
+                 if made.fullmatch(d.name) and _folder_or_unknown(d)}
+    except OSError:  # a folder we may not read: the plain refusal then
+        return []
+    return sorted(found, key=lambda d: d.name, reverse=True)
 
 
 def _in_groups(runs_dir: Path, name: str | Path) -> Path | None:
