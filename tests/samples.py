@@ -106,6 +106,7 @@ def garment(dark_on_light: bool = True) -> np.ndarray:
 
 
 UNSUPPORTED, NOT_NPY = "is not a supported image", "is not a readable .npy array"
+FOREIGN = "is a {} file, which fmnist does not read: convert it to one of PNG, JPEG, WebP, BMP, GIF"
 
 
 def bad_files() -> list[tuple[str, str, bytes, int, str]]:
@@ -118,14 +119,18 @@ def bad_files() -> list[tuple[str, str, bytes, int, str]]:
         ("text", "notes.txt", b"hello, this is not an image\n" * 20, 415, UNSUPPORTED),
         ("html", "page.png", b"<!doctype html><html><body>hi</body></html>", 415, UNSUPPORTED),
         ("svg", "vector.svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>', 415, UNSUPPORTED),
-        ("pdf", "doc.pdf", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF", 415, UNSUPPORTED),
+        ("pdf", "doc.pdf", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF", 415, FOREIGN.format("PDF")),
         # RIFF, not WebP
         ("wav", "song.wav", b"RIFF" + (36).to_bytes(4, "little") + b"WAVEfmt " + bytes(28), 415, UNSUPPORTED),
         ("text-starting-bm", "notes.txt", b"BMW manual, page 1\n" * 10, 415, UNSUPPORTED),  # "BM", not a BMP
         ("short-text-starting-bm", "bm.txt", b"BM is a text", 415, UNSUPPORTED),
         ("bmp-cut-short", "cut.bmp", encode(noise, "BMP")[:14], 422, "starts like a BMP but is truncated"),
-        ("tiff", "scan.tiff", encode(noise, "TIFF"), 415, UNSUPPORTED),
-        ("ico", "icon.ico", encode(Image.fromarray(noise).resize((32, 32)), "ICO"), 415, UNSUPPORTED),
+        ("tiff", "scan.tiff", encode(noise, "TIFF"), 415, FOREIGN.format("TIFF")),
+        ("tiff-big-endian", "scan.tif", b"MM\x00*" + bytes(60), 415, FOREIGN.format("TIFF")),
+        ("heic", "IMG_0001.HEIC", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(40), 415,
+         FOREIGN.format("HEIC")),
+        ("avif", "photo.avif", b"\x00\x00\x00\x1cftypavif" + bytes(40), 415, FOREIGN.format("AVIF")),
+        ("ico", "icon.ico", encode(Image.fromarray(noise).resize((32, 32)), "ICO"), 415, FOREIGN.format("ICO")),
         ("png-truncated", "cut.png", png[: len(png) // 2], 422, "is truncated or damaged"),
         ("jpeg-truncated", "cut.jpg", jpeg[: len(jpeg) // 2], 422, "is truncated or damaged"),
         ("png-data-damaged", "zeroed.png", png_with_damaged_data(png), 422, "is truncated or damaged"),

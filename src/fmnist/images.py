@@ -14,7 +14,12 @@ from PIL import ExifTags, Image, JpegImagePlugin, UnidentifiedImageError
 from fmnist.data import IMAGE_SIDE, NUM_FEATURES
 from fmnist.errors import FmnistError
 
-FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")  # as Pillow names them
+FORMATS_SAID = "PNG, JPEG, WebP, BMP, GIF"
+# Images Pillow reads, or a plugin would, that fmnist refuses by name: TIFF through libtiff, which prints its errors on
+# a damaged file straight to stderr, past any one-line error; HEIC and AVIF need a plugin, ICO holds icons, not photos.
+FOREIGN_SIGNATURES = {b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"\x00\x00\x01\x00": "ICO", b"%PDF": "PDF"}
+FOREIGN_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"avif": "AVIF"}  # an ISO media file's, at byte 8
 # Fashion-MNIST's converter trimmed edges within 5% of the maximum intensity of the corner colour; a photo's noise
 # can ask for more: NOISE_SIGMAS times its spread, measured on the edge, up to MAX_TOLERANCE (past which the spread
 # is the garment's own detail on a tiny image, not noise).
@@ -101,8 +106,11 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         # signature can.
         claimed = claimed_format(data)
         if claimed is None:
-            raise BadInput(f"{name} is not a supported image: use {', '.join(FORMATS)} or a .npy array", 415) \
-                from None
+            foreign = foreign_format(data)
+            if foreign:
+                raise BadInput(f"{name} is a {foreign} file, which fmnist does not read: convert it to one of "
+                               f"{FORMATS_SAID}", 415) from None
+            raise BadInput(f"{name} is not a supported image: use {FORMATS_SAID} or a .npy array", 415) from None
         if isinstance(exc, UnidentifiedImageError):
             raise BadInput(f"{name} starts like a {claimed} but is truncated or damaged") from None
         raise BadInput(f"{name} is truncated or damaged ({exc})") from None
@@ -118,6 +126,14 @@ def claimed_format(data: bytes) -> str | None:
     if data.startswith(b"BM") and 10 <= len(data) < 18 and data[6:10] != bytes(4):  # too short to hold the DIB
         return None  # header's size, but its reserved bytes, 0 as BMP writers leave them, are text's ("BM is a text")
     return next((fmt for magic, fmt in SIGNATURES.items() if data.startswith(magic)), None)
+
+
+def foreign_format(data: bytes) -> str | None:
+    """The format of an image file that fmnist refuses, where its first bytes tell: named, so the user knows what to
+    convert."""
+    if data[4:8] == b"ftyp" and data[8:12] in FOREIGN_BRANDS:
+        return FOREIGN_BRANDS[data[8:12]]
+    return next((fmt for magic, fmt in FOREIGN_SIGNATURES.items() if data.startswith(magic)), None)
 
 
 def _upright(image: Image.Image) -> Image.Image:
