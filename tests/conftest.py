@@ -93,28 +93,25 @@ AS_AT_A_TERMINAL = ("import runpy, signal, sys; signal.signal(signal.SIGINT, sig
 
 def start_server(run_dir: Path, log: Path, start_s: float = 180, options: tuple[str, ...] = ()
                  ) -> tuple[subprocess.Popen, str]:
-    """``fmnist serve RUN [OPTIONS]`` in a fresh process on a free port, once it answers /v1/health: the process and
-    its URL.
+    """``fmnist serve RUN --port 0 [OPTIONS]`` in a fresh process, on the free port it says it took, once it answers
+    /v1/health: the process and its URL.
 
     Its log goes to ``log``, and anything it prints on stdout beside it, with the suffix .stdout."""
-    import socket
+    import re
     import time
 
     import httpx
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     with open(log, "wb") as errors, open(log.with_suffix(".stdout"), "wb") as results:
-        process = subprocess.Popen([sys.executable, "-c", AS_AT_A_TERMINAL, "serve", str(run_dir), "--port", str(port),
+        process = subprocess.Popen([sys.executable, "-c", AS_AT_A_TERMINAL, "serve", str(run_dir), "--port", "0",
                                     *options],
                                    stdout=results, stderr=errors)
-    base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + start_s
     while True:
+        serving = re.search(r"serving .* on (http://127\.0\.0\.1:[1-9]\d*)/ \(API docs", log.read_text())
         try:
-            if httpx.get(f"{base}/v1/health", timeout=5).status_code == 200:
-                return process, base
+            if serving and httpx.get(f"{serving[1]}/v1/health", timeout=5).status_code == 200:
+                return process, serving[1]
         except httpx.TransportError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:

@@ -589,7 +589,8 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--host", type=nonempty, default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 every interface; an "
                         "IPv6 one such as ::1, with or without brackets)")
-    p.add_argument("--port", type=int_between(1, 65535), default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=int_between(0, 65535), default=8000,
+                   help="port (default 8000; 0: a free one, named in the 'serving ... on URL' line)")
     p.add_argument("--max-upload-mb", type=int_between(1, 1024), default=defaults.MAX_UPLOAD_MIB,
                    help="largest request body, in MiB, 1 to 1024: each is held in memory while it is read "
                         "(default %(default)s)")

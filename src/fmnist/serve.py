@@ -409,8 +409,8 @@ def serve(source: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mi
           allowed_origins: Sequence[str] = (), unsure_below: float = UNSURE_BELOW, proxy_prefix: str = "") -> None:
     """Serve ``source`` until interrupted; it and the ``allowed_*`` and ``unsure_below`` as :func:`create_app` takes
     them; ``proxy_prefix``: the path under which a reverse proxy that strips it serves the app (for /docs)."""
-    if not 0 < port < 65536:
-        raise FmnistError(f"port {port} is not between 1 and 65535")
+    if not 0 <= port < 65536:
+        raise FmnistError(f"port {port} is not between 0 (a free one) and 65535")
     if not host.strip():
         raise FmnistError("the host is empty: give an address, such as 127.0.0.1 (this machine only) or 0.0.0.0 "
                           "(every interface)")
@@ -423,10 +423,10 @@ def serve(source: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mi
         raise FmnistError(f"--allow-host is for a server on this machine alone: served on {host}, it answers every "
                           "name already")
     prefix = root_path(proxy_prefix)
-    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    address: list[str] = []  # the URL, once the port is taken (a free one, for port 0)
     app = create_app(source, max_upload_mib * MIB, max_batch, loopback_only=loopback, allowed_hosts=allowed_hosts,
                      allowed_origins=allowed_origins, unsure_below=unsure_below,
-                     on_ready=lambda: log.info("serving %s on %s (API docs at /docs)", source, url))
+                     on_ready=lambda: log.info("serving %s on %s (API docs at /docs)", source, address[0]))
     # A malformed form is answered 400 with its reason; python-multipart would also log its parser's complaint.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
     quiet_pillow_warnings()
@@ -458,6 +458,7 @@ def serve(source: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mi
         reason = (exc.strerror or str(exc)).split(" (while attempting")[0]
         hint = "; pick another with --port" if exc.errno == errno.EADDRINUSE else ""
         raise FmnistError(f"cannot listen on {host} port {port}: {reason}{hint}") from None
+    address.append(f"http://{f'[{host}]' if ':' in host else host}:{listener.getsockname()[1]}/")
     if not loopback:
         log.warning("listening on %s: other machines can reach this server", host)
     log.info("loading the model of %s", source)  # said served once it answers: a model may yet fail to load
