@@ -456,8 +456,10 @@ def _folder_or_unknown(path: Path) -> bool:
 _MISSING = object()  # a setting one side of a comparison lacks
 
 
-def settings_differ(planned: dict[str, Any], member: dict[str, Any]) -> list[str]:
-    """The settings, as JSON keeps them, in which a group's ``member`` is not the group's (seed and name apart)."""
+def settings_differ(planned: dict[str, Any], member: dict[str, Any], ignored: Iterable[str] = ("seed", "name")
+                    ) -> list[str]:
+    """The settings, as JSON keeps them, in which a group's ``member`` is not the group's (those ``ignored`` apart;
+    a study compares its seed too)."""
     from fmnist.settings import TrainSettings
 
     known = TrainSettings.names()
@@ -466,7 +468,7 @@ def settings_differ(planned: dict[str, Any], member: dict[str, Any]) -> list[str
     # in.
     unknown = {k for k in (planned.keys() | member.keys()) - known
                if planned.get(k, _MISSING) != member.get(k, _MISSING)}
-    shared = (planned.keys() & member.keys() & known) - {"seed", "name"}
+    shared = (planned.keys() & member.keys() & known) - set(ignored)
     return sorted(unknown | {k for k in shared if planned[k] != member[k]})
 
 

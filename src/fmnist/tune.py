@@ -479,12 +479,11 @@ def _fixed(base: TrainSettings) -> dict[str, Any]:
 def _refuse_other_settings(study: optuna.Study, base: TrainSettings) -> None:
     """Refuse to continue ``study`` with fixed settings other than those it recorded, naming them."""
     recorded, fixed = study.user_attrs.get(FIXED_SETTINGS) or {}, _fixed(base)
-    # Settings a later or earlier fmnist added, which this one knows, are compared only where both have them; one
-    # this fmnist does not know could not be given the same here.
-    differ = [_difference(flag(k) if k in FLAG_SETTINGS else k, recorded[k], fixed[k])
-              for k in fixed.keys() & recorded.keys() if recorded[k] != fixed[k]]
-    differ += [f"{k} {recorded[k]}, a setting this fmnist does not know (continue it with the fmnist that began it)"
-               for k in recorded.keys() - TrainSettings.names()]
+    # As a --seeds group's runs are compared, but the seed too: one this fmnist does not know could not be given the
+    # same here.
+    differ = [_difference(flag(k) if k in FLAG_SETTINGS else k, recorded[k], fixed[k]) if k in fixed else
+              f"{k} {recorded[k]}, a setting this fmnist does not know (continue it with the fmnist that began it)"
+              for k in runs.settings_differ(recorded, fixed, ignored=("name",))]
     if differ:
         raise FmnistError(f"study {study.study_name!r} was started with {'; '.join(sorted(differ))}: its trials "
                           "could not be compared with these; give the same settings to continue it, or start a new "
