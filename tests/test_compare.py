@@ -10,7 +10,7 @@ import pytest
 from conftest import module_data, run_cli, tiny_train
 from fmnist import artifacts, run_list, runs
 from fmnist.compare import compare_runs, mistake_changes, runs_to_compare, settings_rows
-from fmnist.data import CLASS_NAMES
+from fmnist.facts import CLASS_NAMES
 from fmnist.errors import FmnistError
 
 

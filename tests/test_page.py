@@ -14,7 +14,8 @@ import pytest
 
 from conftest import start_server
 from fmnist import plots
-from fmnist.data import CLASS_NAMES, load_dataset
+from fmnist.data import load_dataset
+from fmnist.facts import CLASS_NAMES
 from samples import encode, garment, photo_like
 
 pytestmark = pytest.mark.realdata

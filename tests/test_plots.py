@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from fmnist import plots
-from fmnist.data import CLASS_NAMES
+from fmnist.facts import CLASS_NAMES
 
 
 def opened(path):

@@ -9,7 +9,8 @@ import pytest
 from scipy import stats
 
 from fmnist import artifacts, model_files, run_list, runs, stopping
-from fmnist.data import CLASS_NAMES, load_dataset
+from fmnist.data import load_dataset
+from fmnist.facts import CLASS_NAMES
 from fmnist.errors import FmnistError
 from fmnist.resume import resume_run
 from fmnist.cli import _json_value

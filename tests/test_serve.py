@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from conftest import LeavingRequest, assert_serving, run_cli, start_server
 from fmnist import artifacts
-from fmnist.data import CLASS_NAMES
+from fmnist.facts import CLASS_NAMES
 from fmnist.errors import FmnistError
 from fmnist.images import load_input
 from fmnist.predict import Classifier

@@ -4,7 +4,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from fmnist import artifacts
-from fmnist.data import CLASS_NAMES
+from fmnist.facts import CLASS_NAMES
 from fmnist.serve import create_app
 from samples import encode, garment
 

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from fmnist import artifacts, runs
-from fmnist.data import NUM_CLASSES, NUM_FEATURES, Dataset, load_dataset, to_features
+from fmnist.data import Dataset, load_dataset, to_features
+from fmnist.facts import NUM_CLASSES, NUM_FEATURES
 from fmnist.errors import FmnistError, first_line
 from fmnist.settings import BACKENDS, PREFERRED_BACKEND, TrainSettings, dense_weights
 

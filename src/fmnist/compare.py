@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from fmnist import artifacts, defaults, plots, run_list, runs
-from fmnist.data import CLASS_NAMES
+from fmnist.facts import CLASS_NAMES
 from fmnist.errors import DamagedFile, FmnistError
 from fmnist.html_page import image_html, page, table_html
 from fmnist.recipes import unused_settings

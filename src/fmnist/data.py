@@ -23,16 +23,10 @@ import numpy as np
 
 from fmnist import artifacts, runs
 from fmnist.errors import FmnistError
+from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
 
 log = logging.getLogger(__name__)
 
-CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)
-IMAGE_SIDE = 28
-NUM_CLASSES = len(CLASS_NAMES)
-NUM_FEATURES = IMAGE_SIDE * IMAGE_SIDE  # the flattened pixels every model takes
 
 # SHA-256 of each decompressed file, as published with the dataset.
 CHECKSUMS = {

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from fmnist import artifacts, defaults, model_files, runs
-from fmnist.data import CLASS_NAMES, Dataset, load_dataset, to_features
+from fmnist.data import Dataset, load_dataset, to_features
+from fmnist.facts import CLASS_NAMES
 from fmnist.errors import FmnistError
 from fmnist.explain import report_explanations
 from fmnist.inference import predict_probabilities

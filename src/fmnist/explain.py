@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from fmnist.data import IMAGE_SIDE, NUM_FEATURES
+from fmnist.facts import IMAGE_SIDE, NUM_FEATURES
 
 # Patches are blanked to 0, the black background of every Fashion-MNIST image and of every photo fmnist prepares.
 PATCH = 4  # pixels a side: about a collar, a strap or a heel at 28 x 28

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 from PIL import ExifTags, Image, JpegImagePlugin, UnidentifiedImageError
 
-from fmnist.data import IMAGE_SIDE, NUM_FEATURES
+from fmnist.facts import IMAGE_SIDE, NUM_FEATURES
 from fmnist.errors import FmnistError
 
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")  # as Pillow names them

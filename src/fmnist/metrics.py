@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist.data import CLASS_NAMES
+from fmnist.facts import CLASS_NAMES
 
 
 def mean_log_loss(y_true: np.ndarray, probabilities: np.ndarray) -> float:

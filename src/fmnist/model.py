@@ -8,7 +8,7 @@ from typing import Sequence
 import keras
 from keras import layers
 
-from fmnist.data import IMAGE_SIDE, NUM_CLASSES, NUM_FEATURES
+from fmnist.facts import IMAGE_SIDE, NUM_CLASSES, NUM_FEATURES
 from fmnist.settings import TrainSettings
 
 

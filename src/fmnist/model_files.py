@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fmnist import artifacts, runs
+from fmnist.facts import NUM_CLASSES, NUM_FEATURES
 from fmnist.errors import DamagedFile, FmnistError, first_line, warn_once
 
 log = logging.getLogger(__name__)
@@ -158,8 +159,6 @@ def load_model(source: Path) -> tuple[Any, str]:
         except Exception as exc:  # Keras raises many types for a bad archive; all mean the same to the user.
             raise FmnistError(f"Keras cannot load {model_path} ({first_line(exc)}): {DAMAGED} "
                               "(--debug shows Keras' error)") from exc
-    from fmnist.data import NUM_CLASSES, NUM_FEATURES
-
     features, classes = model.input_shape[-1], model.output_shape[-1]
     if (features, classes) != (NUM_FEATURES, NUM_CLASSES):
         raise FmnistError(f"{source} maps {features} features to {classes} classes, "

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from fmnist.artifacts import HISTORY, write_atomic
-from fmnist.data import CLASS_NAMES, IMAGE_SIDE
+from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
 from fmnist.explain import FAINT_BELOW
 
 DPI = 110

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from fmnist import model_files, runs
-from fmnist.data import CLASS_NAMES, IMAGE_SIDE, NUM_FEATURES
+from fmnist.facts import CLASS_NAMES, IMAGE_SIDE, NUM_FEATURES
 from fmnist.defaults import MAX_FILE_MIB, STDIN, UNSURE_BELOW
 from fmnist.errors import ErrorsPerInput, FmnistError, one_line
 from fmnist.images import ARRAY_SHAPES, load_input

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist.data import NUM_CLASSES
+from fmnist.facts import NUM_CLASSES
 from fmnist.errors import FmnistError
 from fmnist.settings import FLAG_SETTINGS, RECIPES, TrainSettings, flag
 

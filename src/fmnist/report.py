@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from fmnist import artifacts, plots, run_list, runs
-from fmnist.data import CLASS_NAMES, IMAGE_SIDE
+from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
 from fmnist.errors import DamagedFile, FmnistError
 from fmnist.explain import FAINT_BELOW, PATCH
 from fmnist.html_page import image_html, page, table_html

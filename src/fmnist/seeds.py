@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fmnist import artifacts, defaults, runs, stopping
-from fmnist.data import CLASS_NAMES, Dataset, data_record, load_dataset
+from fmnist.data import Dataset, data_record, load_dataset
+from fmnist.facts import CLASS_NAMES
 from fmnist.errors import DamagedFile, FmnistError
 from fmnist.settings import TrainSettings
 

@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 
-from fmnist.data import IMAGE_SIDE
+from fmnist.facts import IMAGE_SIDE
 from fmnist.defaults import MAX_INPUTS
 from fmnist.errors import first_line
 from fmnist.images import BadInput, check_array, load_input

@@ -11,7 +11,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.responses import Response
 
-from fmnist.data import CLASS_NAMES
+from fmnist.facts import CLASS_NAMES
 
 METRICS_URL = "/metrics"
 NAMESPACE = "fmnist"

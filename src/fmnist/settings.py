@@ -10,6 +10,7 @@ from typing import Any
 
 from fmnist import defaults
 from fmnist.errors import FmnistError
+from fmnist.facts import NUM_CLASSES, NUM_FEATURES, TRAINING_IMAGES
 
 BACKENDS = ("jax", "tensorflow")
 # Chosen by measurement on a 2-core CPU: JAX trains the dense network faster (docs/speed.md), TensorFlow the
@@ -33,8 +34,6 @@ MAX_WEIGHTS = 10**8
 MAX_BATCH_SIZE = 2**31 - 1  # what TensorFlow's and JAX's indices hold
 MAX_EPOCHS = 10**6
 MIN_LEARNING_RATE = 1.1754944e-38  # float32's smallest normal number: Keras keeps the rate in float32
-# Fashion-MNIST's pixels, classes and training images: data.py's, not imported, so that the CLI's start stays light.
-PIXELS, CLASSES, FULL_TRAINING_SET = 784, 10, 60_000
 
 
 def is_plain_name(name: str) -> bool:
@@ -46,16 +45,16 @@ def split_problem(images: int, fraction: float, limited: bool = True) -> str | N
     """Why ``images`` (``limited`` by --limit, else all there are) cannot be split with ``fraction`` of them for
     validation, every class on each side, if so."""
     n_val = round(images * fraction)
-    if min(n_val, images - n_val) >= CLASSES:
+    if min(n_val, images - n_val) >= NUM_CLASSES:
         return None
     advice = "raise --limit or change --validation-fraction" if limited else "change --validation-fraction"
     return (f"a split of {images} images into {images - n_val} for training and {n_val} for validation cannot hold "
-            f"all {CLASSES} classes on each side; {advice}")
+            f"all {NUM_CLASSES} classes on each side; {advice}")
 
 
 def dense_weights(hidden_sizes: tuple[int, ...]) -> int:
     """The weights (biases aside) of a dense network with these hidden layers."""
-    widths = (PIXELS, *hidden_sizes, CLASSES)
+    widths = (NUM_FEATURES, *hidden_sizes, NUM_CLASSES)
     return sum(a * b for a, b in zip(widths, widths[1:]))
 
 
@@ -174,7 +173,7 @@ class TrainSettings:
         # On the whole training set here; on a smaller one (a test's), fmnist.train checks the split again.
         # Checked here against the whole set (fmnist.train refuses a limit past the set it loads): capped, so as not
         # to be multiplied as a float (10**400 would overflow).
-        images = FULL_TRAINING_SET if self.limit is None else min(self.limit, FULL_TRAINING_SET)
+        images = TRAINING_IMAGES if self.limit is None else min(self.limit, TRAINING_IMAGES)
         split = split_problem(images, self.validation_fraction, self.limit is not None)
         if split:
             raise FmnistError(f"invalid setting: {split}")
