@@ -10,8 +10,8 @@ import pytest
 from conftest import module_data, run_cli, tiny_train
 from fmnist import artifacts, run_list, runs
 from fmnist.compare import compare_runs, mistake_changes, runs_to_compare, settings_rows
-from fmnist.facts import CLASS_NAMES
 from fmnist.errors import FmnistError
+from fmnist.facts import CLASS_NAMES
 
 
 def test_mistake_changes_ranks_classes_by_how_much_their_mistakes_moved():

@@ -14,9 +14,9 @@ from packaging.requirements import Requirement
 from conftest import module_data, refused_before_keras, run_cli, tiny_train
 from fmnist import artifacts, model_files
 from fmnist.data import load_dataset, to_features
-from fmnist.facts import CLASS_NAMES
 from fmnist.errors import FmnistError
 from fmnist.export import choose_backend, export_run, list_exports, parity, parity_images, sha256_tree
+from fmnist.facts import CLASS_NAMES
 
 UNUSED_IMAGES = np.zeros((0, 784), np.float32)  # for an export refused before it checks parity
 

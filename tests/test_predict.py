@@ -13,8 +13,8 @@ from conftest import run_cli
 from fmnist import artifacts, model_files
 from fmnist.cli import main
 from fmnist.data import load_dataset, to_features
-from fmnist.facts import CLASS_NAMES
 from fmnist.errors import FmnistError
+from fmnist.facts import CLASS_NAMES
 from fmnist.predict import MAX_FILE_BYTES, Classifier, as_text, describe, predict_files, shown_name
 from samples import encode, garment, jpeg_with_damaged_exif, npy, photo_like, png_claiming
 

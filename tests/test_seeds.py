@@ -9,11 +9,11 @@ import pytest
 from scipy import stats
 
 from fmnist import artifacts, model_files, run_list, runs, stopping
-from fmnist.data import load_dataset
-from fmnist.facts import CLASS_NAMES
-from fmnist.errors import FmnistError
-from fmnist.resume import resume_run
 from fmnist.cli import _json_value
+from fmnist.data import load_dataset
+from fmnist.errors import FmnistError
+from fmnist.facts import CLASS_NAMES
+from fmnist.resume import resume_run
 from fmnist.seeds import _member_dirs, refuse_other_runs, resume_seeds, summarise, summary_record, train_seeds
 from fmnist.settings import TrainSettings
 

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 
 from conftest import LeavingRequest, assert_serving, run_cli, start_server
 from fmnist import artifacts
-from fmnist.facts import CLASS_NAMES
 from fmnist.errors import FmnistError
+from fmnist.facts import CLASS_NAMES
 from fmnist.images import load_input
 from fmnist.predict import Classifier
 from fmnist.serve import Batcher, create_app, serve

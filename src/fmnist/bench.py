@@ -20,8 +20,8 @@ import numpy as np
 
 from fmnist import artifacts, runs
 from fmnist.data import Dataset, load_dataset, to_features
-from fmnist.facts import NUM_CLASSES, NUM_FEATURES
 from fmnist.errors import FmnistError, first_line
+from fmnist.facts import NUM_CLASSES, NUM_FEATURES
 from fmnist.settings import BACKENDS, PREFERRED_BACKEND, TrainSettings, dense_weights
 
 log = logging.getLogger(__name__)

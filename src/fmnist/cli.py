@@ -229,11 +229,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from fmnist.report import build_report
-    from fmnist.runs import idle_run
+    from fmnist.report import report_command
 
-    with idle_run(args.run, args.runs_dir, "rebuild its report") as run:
-        path = build_report(run)
+    path = report_command(args.run, args.runs_dir)
     _emit(args, f"report: {path}", {"report": path})
 
 
@@ -247,13 +245,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
-    from fmnist.run_list import format_runs, list_runs, seed_groups
+    from fmnist.run_list import runs_command
 
-    runs_dir = args.runs_dir or Path(defaults.RUNS_DIR)
-    rows = list_runs(runs_dir, must_exist=args.runs_dir is not None)
-    groups = seed_groups(rows, runs_dir)
-    text = format_runs(rows, groups, runs_dir) if rows else f"no runs in {runs_dir} yet: start one with 'fmnist train'"
-    _emit(args, text, {"runs_dir": runs_dir, "runs": rows, "groups": groups})
+    _emit(args, *runs_command(args.runs_dir))
 
 
 def cmd_runs_compare(args: argparse.Namespace) -> None:
@@ -275,15 +269,11 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from fmnist.images import quiet_pillow_warnings
-    from fmnist.predict import as_text, predict_files
-    from fmnist.runs import resolve_model
+    from fmnist.predict import as_text, predict_command
 
-    quiet_pillow_warnings()
-    model = resolve_model(args.model, args.runs_dir)
     try:
-        result = predict_files(model, args.images, top_k=args.top_k, unsure_below=args.unsure_below, show=args.show,
-                               backend=args.backend)
+        result = predict_command(args.model, args.images, args.runs_dir, top_k=args.top_k,
+                                 unsure_below=args.unsure_below, show=args.show, backend=args.backend)
     except ErrorsPerInput as unread:  # a script reading --json gets the same shape when no file could be read
         if args.json:
             _emit(args, "", {"predictions": [], "errors": unread.failures})

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from fmnist import artifacts, defaults, plots, run_list, runs
-from fmnist.facts import CLASS_NAMES
 from fmnist.errors import DamagedFile, FmnistError
+from fmnist.facts import CLASS_NAMES
 from fmnist.html_page import image_html, page, table_html
 from fmnist.recipes import unused_settings
 from fmnist.report import checked_history, loss_target, read_config, read_metrics

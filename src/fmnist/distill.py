@@ -16,8 +16,8 @@ from keras import ops
 from fmnist import artifacts, model_files, runs
 from fmnist.calibration import PROBABILITY_FLOOR, apply_temperature, folded_temperature
 from fmnist.data import to_features
-from fmnist.facts import NUM_CLASSES
 from fmnist.errors import FmnistError
+from fmnist.facts import NUM_CLASSES
 from fmnist.inference import predict_probabilities
 from fmnist.settings import DISTILL_VIEW_POOL, TrainSettings
 

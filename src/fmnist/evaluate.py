@@ -11,9 +11,9 @@ import numpy as np
 
 from fmnist import artifacts, defaults, model_files, runs
 from fmnist.data import Dataset, load_dataset, to_features
-from fmnist.facts import CLASS_NAMES
 from fmnist.errors import FmnistError
 from fmnist.explain import report_explanations
+from fmnist.facts import CLASS_NAMES
 from fmnist.inference import predict_probabilities
 from fmnist.metrics import (
     bootstrap_accuracy_interval, calibration_bins, compute_metrics, mean_log_loss, most_confident_mistakes,

@@ -18,8 +18,8 @@ import numpy as np
 from fmnist import artifacts, defaults, model_files, runs
 from fmnist.backend import resolve
 from fmnist.data import CHECKSUMS, load_dataset, to_features
-from fmnist.facts import CLASS_NAMES
 from fmnist.errors import FmnistError
+from fmnist.facts import CLASS_NAMES
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import Callable
 import numpy as np
 from PIL import ExifTags, Image, JpegImagePlugin, UnidentifiedImageError
 
-from fmnist.facts import IMAGE_SIDE, NUM_FEATURES
 from fmnist.errors import FmnistError
+from fmnist.facts import IMAGE_SIDE, NUM_FEATURES
 
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")  # as Pillow names them
 FORMATS_SAID = "PNG, JPEG, WebP, BMP, GIF"

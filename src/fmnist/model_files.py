@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from fmnist import artifacts, runs
-from fmnist.facts import NUM_CLASSES, NUM_FEATURES
 from fmnist.errors import DamagedFile, FmnistError, first_line, warn_once
+from fmnist.facts import NUM_CLASSES, NUM_FEATURES
 
 log = logging.getLogger(__name__)
 

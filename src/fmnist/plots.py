@@ -9,8 +9,8 @@ from typing import Sequence
 import numpy as np
 
 from fmnist.artifacts import HISTORY, write_atomic
-from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
 from fmnist.explain import FAINT_BELOW
+from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
 
 DPI = 110
 LEGEND_ROWS = 25  # entries in a column of a comparison's legend (a column takes the picture's height)

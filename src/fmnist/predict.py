@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from fmnist import model_files, runs
-from fmnist.facts import CLASS_NAMES, IMAGE_SIDE, NUM_FEATURES
-from fmnist.defaults import MAX_FILE_MIB, STDIN, UNSURE_BELOW
+from fmnist.defaults import MAX_FILE_MIB, RUNS_DIR, STDIN, UNSURE_BELOW
 from fmnist.errors import ErrorsPerInput, FmnistError, one_line
-from fmnist.images import ARRAY_SHAPES, load_input
+from fmnist.facts import CLASS_NAMES, IMAGE_SIDE, NUM_FEATURES
+from fmnist.images import ARRAY_SHAPES, load_input, quiet_pillow_warnings
 from fmnist.plots import percent
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,14 @@ def _read_stdin() -> bytes:
     if len(data) > MAX_FILE_BYTES:
         raise FmnistError(f"standard input is over {MAX_FILE_MIB} MiB: give a smaller image")
     return data
+
+
+def predict_command(model: str | Path, paths: list[Path | str], runs_dir: Path = Path(RUNS_DIR),
+                    **options: Any) -> dict[str, Any]:
+    """`fmnist predict`: :func:`predict_files` with the model of ``model`` (a run, its name in ``runs_dir``, or a model
+    file), Pillow's noise about damaged metadata kept off the terminal."""
+    quiet_pillow_warnings()
+    return predict_files(runs.resolve_model(model, runs_dir), paths, **options)
 
 
 def predict_files(

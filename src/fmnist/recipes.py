@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from fmnist.facts import NUM_CLASSES
 from fmnist.errors import FmnistError
+from fmnist.facts import NUM_CLASSES
 from fmnist.settings import FLAG_SETTINGS, RECIPES, TrainSettings, flag
 
 # Settings that a cosine schedule (fixed epochs, no plateau callbacks) or the ConvNet never reads.

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from fmnist import artifacts, plots, run_list, runs
-from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
+from fmnist import artifacts, defaults, plots, run_list, runs
 from fmnist.errors import DamagedFile, FmnistError
 from fmnist.explain import FAINT_BELOW, PATCH
+from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
 from fmnist.html_page import image_html, page, table_html
 from fmnist.metrics import CALIBRATION_BINS, classification_report_text
 from fmnist.recipes import unused_settings
@@ -176,6 +176,13 @@ def _evidence_html(run_dir: Path) -> str:
     if not any(path.is_file() for path, _ in pictures):
         return f"<p>(not computed for this run: 'fmnist evaluate {html.escape(str(run_dir))}' adds them)</p>"
     return EVIDENCE_NOTE + "".join(image_html(path, alt) for path, alt in pictures)
+
+
+def report_command(run: Path, runs_dir: Path = Path(defaults.RUNS_DIR)) -> Path:
+    """`fmnist report`: rebuild the report of ``run`` (a folder, or a name in ``runs_dir``), kept from training
+    meanwhile; return the page's path."""
+    with runs.idle_run(run, runs_dir, "rebuild its report") as run_dir:
+        return build_report(run_dir)
 
 
 def build_report(run_dir: Path) -> Path:

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from fmnist import artifacts, run_list, runs
 from fmnist.backup_file import epochs_done
-from fmnist.facts import CLASS_NAMES
 from fmnist.errors import DamagedFile, FmnistError
+from fmnist.facts import CLASS_NAMES
 from fmnist.settings import BACKENDS, TrainSettings
 
 if TYPE_CHECKING:

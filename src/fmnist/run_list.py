@@ -236,6 +236,16 @@ def closest_recipe(settings: dict[str, Any]) -> str:
     return f"{best} (+{', '.join(changed[best]) if len(changed[best]) <= NAMED_CHANGES else len(changed[best])})"
 
 
+def runs_command(runs_dir: Path | None = None) -> tuple[str, dict[str, Any]]:
+    """`fmnist runs`: the table of the runs in ``runs_dir`` (given, it must exist; else ./runs, perhaps not yet made),
+    and the same as a record for --json."""
+    folder = Path(defaults.RUNS_DIR) if runs_dir is None else Path(runs_dir)
+    rows = list_runs(folder, must_exist=runs_dir is not None)
+    groups = seed_groups(rows, folder)
+    text = format_runs(rows, groups, folder) if rows else f"no runs in {folder} yet: start one with 'fmnist train'"
+    return text, {"runs_dir": folder, "runs": rows, "groups": groups}
+
+
 def list_runs(runs_dir: Path, must_exist: bool = False) -> list[dict[str, Any]]:
     """Every run directory under ``runs_dir`` (groups included), newest first; a missing one has none, unless it
     ``must_exist`` (one the user named is more likely mistyped than not made yet)."""

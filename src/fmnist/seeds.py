@@ -11,8 +11,8 @@ import numpy as np
 
 from fmnist import artifacts, defaults, runs, stopping
 from fmnist.data import Dataset, data_record, load_dataset
-from fmnist.facts import CLASS_NAMES
 from fmnist.errors import DamagedFile, FmnistError
+from fmnist.facts import CLASS_NAMES
 from fmnist.settings import TrainSettings
 
 if TYPE_CHECKING:

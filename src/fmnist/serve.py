@@ -30,10 +30,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from fmnist import artifacts, model_files, runs, stopping
-from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
 from fmnist.defaults import MAX_BATCH, MAX_INPUTS, MAX_UPLOAD_MIB, RUNS_DIR, UNSURE_BELOW
 from fmnist.errors import FmnistError, first_line
 from fmnist.explain import PATCH, occlusion_batches
+from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
 from fmnist.images import BadInput, quiet_pillow_warnings
 from fmnist.predict import Classifier, describe
 from fmnist.serve_http import (SHUTDOWN_GRACE_S, AnswerCancelledRequests, HttpMethodsOnly, LoopbackHostsOnly,

@@ -16,9 +16,9 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 
-from fmnist.facts import IMAGE_SIDE
 from fmnist.defaults import MAX_INPUTS
 from fmnist.errors import first_line
+from fmnist.facts import IMAGE_SIDE
 from fmnist.images import BadInput, check_array, load_input
 
 PREDICT_PARAMETERS = frozenset({"top_k", "include_pixels", "explain"})  # /v1/predict's query; others are refused

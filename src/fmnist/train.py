@@ -17,8 +17,8 @@ import numpy as np
 from fmnist import artifacts, defaults, model_files, runs, stopping
 from fmnist.backup_file import training_over
 from fmnist.data import Dataset, data_record, load_dataset, locate, to_features
-from fmnist.facts import NUM_CLASSES
 from fmnist.errors import FmnistError, warn_once
+from fmnist.facts import NUM_CLASSES
 from fmnist.settings import TrainSettings, split_problem
 
 log = logging.getLogger(__name__)
