@@ -304,3 +304,27 @@ def test_a_teacher_that_learned_next_to_nothing_is_named_before_and_after_the_st
     assert likely_cause(student) == (f"The usual cause: the teacher {teacher} learned next to nothing itself (test "
                                      "accuracy 0.1000), and the student learns from its answers; distil from one that "
                                      "scored well")
+
+
+def test_a_teacher_is_loaded_once_a_process_to_be_checked_not_again_for_each_seed(tmp_path, tiny_data, tiny_run_dir,
+                                                                                  monkeypatch):
+    from fmnist.train import check_inputs
+
+    loads = []
+    real_load = model_files.load_model
+
+    def counted(source):  # the real load, counted
+        loads.append(Path(source))
+        return real_load(source)
+
+    monkeypatch.setattr(model_files, "load_model", counted)
+    folder, sums = tiny_data
+    dataset = load_dataset(folder, checksums=sums)
+    teacher = shutil.copytree(tiny_run_dir, tmp_path / "teacher")
+    settings = TrainSettings(hidden_sizes=(8,), epochs=1, batch_size=16, teacher=str(teacher))
+    for _ in range(3):  # as a --seeds group checks it first, then each seed's training
+        check_inputs(settings, dataset)
+    assert loads == [teacher]
+    elsewhere = shutil.copytree(tiny_run_dir, tmp_path / "elsewhere")  # the same model in another run: its own check
+    check_inputs(dataclasses.replace(settings, teacher=str(elsewhere)), dataset)
+    assert loads == [teacher, elsewhere]

@@ -78,6 +78,11 @@ def split_indices(labels: np.ndarray, settings: TrainSettings) -> tuple[np.ndarr
     return np.sort(train_idx), np.sort(val_idx)
 
 
+# Teacher models (by place and SHA-256) this process has loaded: a --seeds group's teacher is checked once, not again
+# per seed.
+_loadable_teachers: set[tuple[str, str]] = set()
+
+
 def check_inputs(settings: TrainSettings, dataset: Dataset) -> str | None:
     """Refuse what would only fail or mislead mid-run before a run directory is made: a --limit beyond the data,
     too small a split, a missing or unusable teacher; return the teacher model's SHA-256, if any."""
@@ -95,7 +100,10 @@ def check_inputs(settings: TrainSettings, dataset: Dataset) -> str | None:
         if not runs.finished(teacher_dir):
             raise FmnistError(f"{teacher_dir} has not finished training: {runs.how_to_finish(teacher_dir)}; then "
                               "give it as the teacher")
-        model_files.load_model(Path(settings.teacher))  # one Keras cannot load (another run's, say): refused now
+        checked = (str(Path(settings.teacher).resolve()), sha256)  # in its run: checked against its settings too
+        if checked not in _loadable_teachers:  # one Keras cannot load (another run's, say): refused now
+            model_files.load_model(Path(settings.teacher))
+            _loadable_teachers.add(checked)
     except FmnistError as exc:
         raise FmnistError(f"--teacher {settings.teacher}: {exc}") from None
     from fmnist.evaluate import teacher_learned_nothing
