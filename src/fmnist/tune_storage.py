@@ -34,45 +34,56 @@ def open_storage(storage: str | None, runs_dir: Path,
     """The Optuna storage and how to name it (without password): a database URL, which serves many machines, else a
     journal file (by default in ``runs_dir``), which serves the processes of one machine."""
     if is_database(storage):
-        import sqlalchemy
+        return _open_database(storage, on_stale_trial)
+    return _open_journal(_journal_path(storage, runs_dir), given=bool(storage))
 
-        url = _database_url(storage)
-        shown = _masked(url.render_as_string(hide_password=True))
-        folder = Path(url.database).parent if url.get_backend_name() == "sqlite" else None
-        if folder is not None and not folder.is_dir():  # SQLite's own word is "unable to open database file"
-            raise FmnistError(f"cannot open the study storage {shown}: there is no folder {folder}")
-        if folder is not None and Path(url.database).is_file():
-            _refuse_foreign_sqlite(Path(url.database), shown)
-        for attempt in range(1, RDB_ATTEMPTS + 1):
-            try:
-                with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9; we rely on them
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    # A dead worker's trial is failed by the next worker, then handed to ``on_stale_trial``
-                    # (tune queues its settings again, as it does a trial a stop cut short).
-                    store = SteadyRDBStorage(
-                        storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                        heartbeat_stale_trial_callback=on_stale_trial,
-                        # A connection the server dropped while a trial trained is replaced, not failed on.
-                        engine_kwargs={"pool_pre_ping": True})
-                return store, shown
-            except ImportError as exc:  # Optuna's own words do not say which module
-                raise FmnistError(
-                    f"cannot open the study storage {shown}: SQLAlchemy cannot import its driver "
-                    f"({first_line(exc.__cause__ or exc)}): install the database's Python driver into fmnist's "
-                    "environment, or name an installed one in the URL; PostgreSQL's comes with fmnist") from None
-            # RuntimeError: a database written by another Optuna version, whose own words say how to upgrade it.
-            except (sqlalchemy.exc.SQLAlchemyError, RuntimeError) as exc:
-                # Workers started together on a fresh database race to create Optuna's tables; the loser finds
-                # them made when it tries again (SQLite says "already exists" as an operational error).
-                lost_the_race = isinstance(exc, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)) or (
-                    isinstance(exc, sqlalchemy.exc.OperationalError) and "already exists" in str(exc))
-                if not lost_the_race:
-                    raise FmnistError(f"cannot open the study storage {shown}: {first_line(exc)}") from None
-                if attempt == RDB_ATTEMPTS:
-                    raise FmnistError(f"cannot set up the study storage {shown}: {first_line(exc)}") from None
-                time.sleep(attempt)
-    path = _journal_path(storage, runs_dir)
-    if storage and not path.parent.exists():  # as for SQLite: a mistyped folder would begin a study of its own there
+
+def _open_database(storage: str, on_stale_trial: Callable | None) -> tuple[optuna.storages.BaseStorage, str]:
+    """A database's storage, its tables made on first use (by one of the workers that start together on it)."""
+    import sqlalchemy
+
+    url = _database_url(storage)
+    shown = _masked(url.render_as_string(hide_password=True))
+    folder = Path(url.database).parent if url.get_backend_name() == "sqlite" else None
+    if folder is not None and not folder.is_dir():  # SQLite's own word is "unable to open database file"
+        raise FmnistError(f"cannot open the study storage {shown}: there is no folder {folder}")
+    if folder is not None and Path(url.database).is_file():
+        _refuse_foreign_sqlite(Path(url.database), shown)
+    attempt = 0
+    while True:  # until it opens, or fails otherwise than by losing the race, or loses it RDB_ATTEMPTS times
+        attempt += 1
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9; we rely on them
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                # A dead worker's trial is failed by the next worker, then handed to ``on_stale_trial``
+                # (tune queues its settings again, as it does a trial a stop cut short).
+                store = SteadyRDBStorage(
+                    storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=on_stale_trial,
+                    # A connection the server dropped while a trial trained is replaced, not failed on.
+                    engine_kwargs={"pool_pre_ping": True})
+            return store, shown
+        except ImportError as exc:  # Optuna's own words do not say which module
+            raise FmnistError(
+                f"cannot open the study storage {shown}: SQLAlchemy cannot import its driver "
+                f"({first_line(exc.__cause__ or exc)}): install the database's Python driver into fmnist's "
+                "environment, or name an installed one in the URL; PostgreSQL's comes with fmnist") from None
+        # RuntimeError: a database written by another Optuna version, whose own words say how to upgrade it.
+        except (sqlalchemy.exc.SQLAlchemyError, RuntimeError) as exc:
+            # Workers started together on a fresh database race to create Optuna's tables; the loser finds
+            # them made when it tries again (SQLite says "already exists" as an operational error).
+            lost_the_race = isinstance(exc, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)) or (
+                isinstance(exc, sqlalchemy.exc.OperationalError) and "already exists" in str(exc))
+            if not lost_the_race:
+                raise FmnistError(f"cannot open the study storage {shown}: {first_line(exc)}") from None
+            if attempt == RDB_ATTEMPTS:
+                raise FmnistError(f"cannot set up the study storage {shown}: {first_line(exc)}") from None
+            time.sleep(attempt)
+
+
+def _open_journal(path: Path, given: bool) -> tuple[optuna.storages.BaseStorage, str]:
+    """A journal file's storage: ``given`` as --storage, or the default one in the runs folder."""
+    if given and not path.parent.exists():  # as for SQLite: a mistyped folder would begin a study of its own there
         raise FmnistError(f"cannot open the journal file {path}: there is no folder {path.parent}; make it, or give "
                           "the path of an existing journal")
     # Optuna's lock is a symbolic link to the journal, named by this path: a relative one would point from the link's
