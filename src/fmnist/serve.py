@@ -426,7 +426,9 @@ def serve(source: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mi
     address: list[str] = []  # the URL, once the port is taken (a free one, for port 0)
     app = create_app(source, max_upload_mib * MIB, max_batch, loopback_only=loopback, allowed_hosts=allowed_hosts,
                      allowed_origins=allowed_origins, unsure_below=unsure_below,
-                     on_ready=lambda: log.info("serving %s on %s (API docs at /docs)", source, address[0]))
+                     # A free port's number is said under -q too: no one could reach the server without it.
+                     on_ready=lambda: log.log(logging.WARNING if port == 0 else logging.INFO,
+                                              "serving %s on %s (API docs at /docs)", source, address[0]))
     # A malformed form is answered 400 with its reason; python-multipart would also log its parser's complaint.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
     quiet_pillow_warnings()
