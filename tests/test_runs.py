@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -293,17 +294,20 @@ def test_a_command_writing_into_a_run_keeps_training_away_until_it_ends(tiny_run
 
 
 def test_a_run_asked_for_by_its_train_name_is_refused_naming_the_runs_of_that_name(tmp_path):
-    made = [runs.create_run_dir(tmp_path, "small") for _ in range(5)]  # the same second: -2, -3 ... after the first
-    for run in made:
-        (run / artifacts.CONFIG).write_text("{}")
-    study = tmp_path / "study"
-    study.mkdir()
-    trial = runs.create_run_dir(study, "small")
-    (trial / artifacts.CONFIG).write_text("{}")
+    def trained(folder, name):
+        run = runs.create_run_dir(folder, name)
+        artifacts.write_json(run / artifacts.CONFIG, {"settings": {"name": name}})
+        return run
+
+    made = [trained(tmp_path, "small") for _ in range(11)]  # the same second: -2, ..., -11 after the first
+    trial = trained(tmp_path / "study", "small")
+    other = trained(tmp_path, "small-2")  # another --name, whose folder could pass for the second "small"
     (tmp_path / "20261206T174935Z-smaller").mkdir()  # another name that begins alike
-    newest = sorted([*made, trial], key=lambda d: d.name, reverse=True)
+    newest = [trial, made[-1], made[-2], made[-3]] if trial.name > made[0].name else [made[-1], made[-2], made[-3]]
     shown = ", ".join(d.relative_to(tmp_path).as_posix() for d in newest[:3])
     for refuse in (runs.resolve_run, runs.resolve_resumable):
         with pytest.raises(FmnistError, match=f"^no run 'small' in {tmp_path}/, but runs named 'small' there, newest "
-                                              f"first: {shown} and 3 more; give one of them$"):
+                                              f"first: {re.escape(shown)} and 9 more; give one of them$"):
             refuse("small", tmp_path)
+    with pytest.raises(FmnistError, match=f"runs named 'small-2' there, newest first: {other.name}; give one"):
+        runs.resolve_run("small-2", tmp_path)

@@ -690,29 +690,49 @@ def test_the_search_that_tune_help_describes_is_the_one_it_runs():
     assert PRUNER["n_warmup_steps"] == 1 and "from its second epoch on" in said
 
 
-def test_the_plateau_factor_is_searched_only_where_the_learning_rate_can_drop(tmp_path, dataset, caplog):
+@pytest.mark.parametrize("stopping_patience", [2, 3, 4, 5])  # around the spec's plateau patience, 3
+def test_the_plateau_factor_is_searched_only_where_the_learning_rate_can_drop(tmp_path, dataset, caplog,
+                                                                              stopping_patience):
     import keras
 
     from fmnist.recipes import schedule_callbacks
 
-    spec = TrainSettings()
-    for epochs in range(1, spec.lr_patience + 4):
-        # The spec's own plateau callback, each epoch worse than the first: the epochs trained at a lowered rate.
+    spec = dataclasses.replace(TrainSettings(), early_stopping_patience=stopping_patience)
+    for epochs in range(1, spec.lr_patience + 5):
+        # The spec's own plateau and early stopping, each epoch worse than the first: any trained at a lowered rate?
         settings = dataclasses.replace(spec, epochs=epochs)
         model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
         model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="mse")
-        plateau, _ = schedule_callbacks(settings)
-        plateau.set_model(model)
-        plateau.on_train_begin()
+        callbacks = keras.callbacks.CallbackList(schedule_callbacks(settings), model=model)
+        callbacks.on_train_begin()
         lowered = 0
         for epoch in range(epochs):
+            if model.stop_training:
+                break
             lowered += float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) < settings.learning_rate
-            plateau.on_epoch_end(epoch, {"val_loss": 1.0 + epoch})
+            callbacks.on_epoch_end(epoch, {"val_loss": 1.0 + epoch})
         assert ("lr_factor" in trial_params(settings)) == (lowered > 0), epochs
     short = dataclasses.replace(spec, epochs=spec.lr_patience + 1)
     trial = optuna.create_study().ask()
     suggest(trial, short)
     assert set(trial.params) == set(trial_params(short)) and "lr_factor" not in trial.params
-    with caplog.at_level(logging.INFO, logger="fmnist.tune"):
-        tune(BASE, "jax", 1, "s", runs_dir=tmp_path, dataset=dataset)
-    assert "the plateau factor is not searched: in 2 epochs a trial's learning rate never drops" in caplog.text
+    if stopping_patience == 5:  # once is enough
+        with caplog.at_level(logging.INFO, logger="fmnist.tune"):
+            tune(BASE, "jax", 1, "s", runs_dir=tmp_path, dataset=dataset)
+        assert "the plateau factor is not searched: no epoch of a trial would train at a lowered learning rate (2 " \
+               "epochs; the rate drops after 1 without a better val_loss, early stopping after 5)" in caplog.text
+
+
+def test_a_cut_short_trial_of_a_study_begun_when_the_factor_was_searched_is_still_run_again(tmp_path):
+    from fmnist.tune import queue_retry
+
+    store, shown = open_storage(None, tmp_path)
+    study = open_study("old", store, shown, BASE)  # 2 epochs: the factor is not searched now
+    trial = study.ask()
+    suggest(trial, dataclasses.replace(BASE, epochs=10))  # as an earlier fmnist drew it, the factor among them
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert "lr_factor" in trial.params and queue_retry(study, study.trials[-1])
+    drawn_in_part = study.ask()
+    drawn_in_part.suggest_float("dropout", 0.0, 0.5)  # stopped before the rest were drawn: nothing to finish
+    study.tell(drawn_in_part, state=optuna.trial.TrialState.FAIL)
+    assert not queue_retry(study, study.trials[-1])

@@ -32,8 +32,9 @@ Each run goes to RUNS_DIR/<UTC time>-<name>/ (the runs/<id> of the examples), ma
 TUNE_DETAILS = """\
 Each trial draws the hidden sizes from 7 choices (from 128,64 to 1024,512,256,128), dropout from 0 to 0.5, the \
 learning rate from 1e-4 to 1e-2 (log scale), the batch size from 32, 64, 128 and 256 and the plateau factor \
-(--lr-factor) from 0.1 to 0.5, with Optuna's TPE sampler (the factor only where --epochs is at least --lr-patience \
-+ 2, as in fewer the learning rate never drops); the spec's own settings are tried first. A trial scores \
+(--lr-factor) from 0.1 to 0.5, with Optuna's TPE sampler (the factor only where a trial can train at a lowered \
+rate: --epochs at least --lr-patience + 2, and --early-stopping-patience over --lr-patience); the spec's own \
+settings are tried first. A trial scores \
 its best epoch's val_loss, lower being better (the test set never chooses). Once 4 trials have finished, a trial \
 whose val_loss from its second epoch on is worse than the median of theirs at the same epoch is stopped early: \
 pruned."""

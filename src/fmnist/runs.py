@@ -536,21 +536,37 @@ NAMED_SHOWN = 3  # the runs of one --name that a refusal suggests
 
 
 def _named(runs_dir: Path, name: str | Path) -> list[Path]:
-    """The runs and groups in ``runs_dir`` (or in a group there) trained with ``--name name``, newest first."""
-    if Path(name).name != str(name) or not Path(runs_dir).is_dir():  # a path, not a bare name
+    """The runs and --seeds groups in ``runs_dir`` (or in a group or study folder there) trained with ``--name
+    name``, as their own settings say, newest first."""
+    if not _looked_up_in(runs_dir, name):
         return []
-    made = re.compile(rf"\d{{8}}T\d{{6}}Z-{re.escape(str(name))}(-\d+)?")  # as create_run_dir names them
     try:
-        found = {d for d in [*run_dirs(Path(runs_dir), GROUP_DEPTH), *Path(runs_dir).iterdir()]
-                 if made.fullmatch(d.name) and _folder_or_unknown(d)}
+        found = run_dirs(Path(runs_dir), GROUP_DEPTH) + [d for d in Path(runs_dir).iterdir() if is_seed_group(d)]
     except OSError:  # a folder we may not read: the plain refusal then
         return []
-    return sorted(found, key=lambda d: d.name, reverse=True)
+    named = [d for d in found if _trained_as(d) == str(name)]
+    # Newest first, by the UTC time before each name; one made the same second numbered after it: -2, ..., -10.
+    return sorted(named, key=lambda d: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", d.name)],
+                  reverse=True)
+
+
+def _trained_as(folder: Path) -> str | None:
+    """The --name a run's config.json, or a group's group.json, records; None where it cannot be read."""
+    try:
+        record = artifacts.read_json(folder / (artifacts.SEED_GROUP if is_seed_group(folder) else artifacts.CONFIG))
+    except (FmnistError, OSError):
+        return None
+    return settings_of(record).get("name")
+
+
+def _looked_up_in(runs_dir: Path, name: str | Path) -> bool:
+    """Whether ``name`` is a bare name (not a path) to look for in ``runs_dir``, a folder there is."""
+    return Path(name).name == str(name) and Path(runs_dir).is_dir()
 
 
 def _in_groups(runs_dir: Path, name: str | Path) -> Path | None:
     """The run folder named ``name`` inside a group in ``runs_dir``, if there is exactly one."""
-    if Path(name).name != str(name) or not Path(runs_dir).is_dir():  # a path, not a bare name
+    if not _looked_up_in(runs_dir, name):
         return None
     found = [d for d in run_dirs(Path(runs_dir), GROUP_DEPTH)
              if d.name == str(name) and d.parent != Path(runs_dir) and (d / artifacts.CONFIG).is_file()]

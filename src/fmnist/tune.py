@@ -53,10 +53,13 @@ class TuneResult:
     best: dict[str, Any] | None
 
 
-def lowers_rate(epochs: Any, lr_patience: Any) -> bool:
-    """Whether a trial of so many epochs can have its learning rate lowered: only after ``lr_patience`` epochs that
-    do not beat the first, so with fewer the plateau factor does nothing, and is not searched."""
-    return not (isinstance(epochs, int) and isinstance(lr_patience, int)) or epochs >= lr_patience + 2
+def lowers_rate(epochs: Any, lr_patience: Any, early_stopping_patience: Any) -> bool:
+    """Whether a trial can train an epoch at a lowered learning rate: the rate drops after ``lr_patience`` epochs that
+    do not beat the best, so not in fewer epochs than that and two, nor where early stopping, as patient or less,
+    ends the training first (it counts the same epochs); else the plateau factor does nothing, and is not searched."""
+    if not all(isinstance(n, int) for n in (epochs, lr_patience, early_stopping_patience)):
+        return True  # a study of an fmnist that did not record them searched it
+    return epochs >= lr_patience + 2 and early_stopping_patience > lr_patience
 
 
 def suggest(trial: optuna.trial.BaseTrial, base: TrainSettings) -> None:
@@ -65,7 +68,7 @@ def suggest(trial: optuna.trial.BaseTrial, base: TrainSettings) -> None:
     trial.suggest_float("dropout", 0.0, 0.5)
     trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
     trial.suggest_categorical("batch_size", BATCH_SIZES)
-    if lowers_rate(base.epochs, base.lr_patience):
+    if lowers_rate(base.epochs, base.lr_patience, base.early_stopping_patience):
         trial.suggest_float("lr_factor", 0.1, 0.5)
 
 
@@ -75,7 +78,7 @@ def trial_params(settings: TrainSettings) -> dict[str, Any]:
         "hidden_sizes": ",".join(str(s) for s in settings.hidden_sizes), "dropout": settings.dropout,
         "learning_rate": settings.learning_rate, "batch_size": settings.batch_size, "lr_factor": settings.lr_factor,
     }
-    return params if lowers_rate(settings.epochs, settings.lr_patience) else {
+    return params if lowers_rate(settings.epochs, settings.lr_patience, settings.early_stopping_patience) else {
         k: v for k, v in params.items() if k != "lr_factor"}
 
 
@@ -409,9 +412,9 @@ def tune(
         store, shown = open_storage(storage, runs_dir, on_stale_trial=queue_retry)
     study = open_study(study_name, store, shown, base)
     if "lr_factor" not in trial_params(base):
-        log.info("the plateau factor is not searched: in %d epochs a trial's learning rate never drops (it would "
-                 "after %d without a better val_loss); the best trial trains with the spec's", base.epochs,
-                 base.lr_patience)
+        log.info("the plateau factor is not searched: no epoch of a trial would train at a lowered learning rate "
+                 "(%d epochs; the rate drops after %d without a better val_loss, early stopping after %d); the best "
+                 "trial trains with the spec's", base.epochs, base.lr_patience, base.early_stopping_patience)
     done: list[int] = []
 
     def record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -521,8 +524,10 @@ def queue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     attempts = [t.number for t in study.get_trials(deepcopy=False) if _first_drawn(t) == first]
     fixed = study.user_attrs.get(FIXED_SETTINGS) or {}
     searched = {k for k in trial_params(TrainSettings())  # not a trial stopped before its settings were all drawn
-                if k != "lr_factor" or lowers_rate(fixed.get("epochs"), fixed.get("lr_patience"))}
-    if max(attempts) != trial.number or len(attempts) >= MAX_ATTEMPTS or set(trial.params) != searched:
+                if k != "lr_factor" or lowers_rate(fixed.get("epochs"), fixed.get("lr_patience"),
+                                                   fixed.get("early_stopping_patience"))}
+    # A trial may hold more: one of a study begun before fmnist left the factor out where it does nothing.
+    if max(attempts) != trial.number or len(attempts) >= MAX_ATTEMPTS or not searched <= set(trial.params):
         return False
     study.enqueue_trial(trial.params, user_attrs={"retry_of": first})
     return True
