@@ -106,7 +106,7 @@ def garment(dark_on_light: bool = True) -> np.ndarray:
 
 
 UNSUPPORTED, NOT_NPY = "is not a supported image", "is not a readable .npy array"
-FOREIGN = "is a {} file, which fmnist does not read: convert it to one of PNG, JPEG, WebP, BMP, GIF"
+FOREIGN = "is in {} format, which fmnist does not read: convert it to one of PNG, JPEG, WebP, BMP, GIF"
 
 
 def bad_files() -> list[tuple[str, str, bytes, int, str]]:
@@ -130,6 +130,7 @@ def bad_files() -> list[tuple[str, str, bytes, int, str]]:
         ("heic", "IMG_0001.HEIC", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(40), 415,
          FOREIGN.format("HEIC")),
         ("avif", "photo.avif", b"\x00\x00\x00\x1cftypavif" + bytes(40), 415, FOREIGN.format("AVIF")),
+        ("heif-sequence", "burst.heics", b"\x00\x00\x00\x1cftypmsf1" + bytes(40), 415, FOREIGN.format("HEIF")),
         ("ico", "icon.ico", encode(Image.fromarray(noise).resize((32, 32)), "ICO"), 415, FOREIGN.format("ICO")),
         ("png-truncated", "cut.png", png[: len(png) // 2], 422, "is truncated or damaged"),
         ("jpeg-truncated", "cut.jpg", jpeg[: len(jpeg) // 2], 422, "is truncated or damaged"),

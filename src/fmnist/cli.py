@@ -253,8 +253,9 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
 def cmd_runs_compare(args: argparse.Namespace) -> None:
     from fmnist.compare import compare_runs, runs_to_compare, seed_group_named
+    from fmnist.run_list import runs_folder
 
-    runs_dir = args.runs_dir or Path(defaults.RUNS_DIR)
+    runs_dir = runs_folder(args.runs_dir)
     # The command line's shape, refused as argparse refuses one (exit status 2).
     if len(args.runs) < 2 and not seed_group_named(args.runs[0], runs_dir):
         args.command_parser.error("give two or more runs to compare, or a --seeds group")

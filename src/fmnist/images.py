@@ -15,11 +15,13 @@ from fmnist.errors import FmnistError
 from fmnist.facts import IMAGE_SIDE, NUM_FEATURES
 
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")  # as Pillow names them
-FORMATS_SAID = "PNG, JPEG, WebP, BMP, GIF"
+FORMATS_SAID = ", ".join({"WEBP": "WebP"}.get(name, name) for name in FORMATS)  # as people write them
 # Images Pillow reads, or a plugin would, that fmnist refuses by name: TIFF through libtiff, which prints its errors on
 # a damaged file straight to stderr, past any one-line error; HEIC and AVIF need a plugin, ICO holds icons, not photos.
 FOREIGN_SIGNATURES = {b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"\x00\x00\x01\x00": "ICO", b"%PDF": "PDF"}
-FOREIGN_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"avif": "AVIF"}  # an ISO media file's, at byte 8
+# An ISO media file's major brand, at byte 8: HEIC (an iPhone's photos), HEIF, AVIF, still or a sequence.
+FOREIGN_BRANDS = {**dict.fromkeys((b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx"), "HEIC"),
+                  **dict.fromkeys((b"mif1", b"msf1"), "HEIF"), **dict.fromkeys((b"avif", b"avis"), "AVIF")}
 # Fashion-MNIST's converter trimmed edges within 5% of the maximum intensity of the corner colour; a photo's noise
 # can ask for more: NOISE_SIGMAS times its spread, measured on the edge, up to MAX_TOLERANCE (past which the spread
 # is the garment's own detail on a tiny image, not noise).
@@ -108,7 +110,7 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         if claimed is None:
             foreign = foreign_format(data)
             if foreign:
-                raise BadInput(f"{name} is a {foreign} file, which fmnist does not read: convert it to one of "
+                raise BadInput(f"{name} is in {foreign} format, which fmnist does not read: convert it to one of "
                                f"{FORMATS_SAID}", 415) from None
             raise BadInput(f"{name} is not a supported image: use {FORMATS_SAID} or a .npy array", 415) from None
         if isinstance(exc, UnidentifiedImageError):

@@ -239,11 +239,16 @@ def closest_recipe(settings: dict[str, Any]) -> str:
 def runs_command(runs_dir: Path | None = None) -> tuple[str, dict[str, Any]]:
     """`fmnist runs`: the table of the runs in ``runs_dir`` (given, it must exist; else ./runs, perhaps not yet made),
     and the same as a record for --json."""
-    folder = Path(defaults.RUNS_DIR) if runs_dir is None else Path(runs_dir)
+    folder = runs_folder(runs_dir)
     rows = list_runs(folder, must_exist=runs_dir is not None)
     groups = seed_groups(rows, folder)
     text = format_runs(rows, groups, folder) if rows else f"no runs in {folder} yet: start one with 'fmnist train'"
     return text, {"runs_dir": folder, "runs": rows, "groups": groups}
+
+
+def runs_folder(given: Path | None) -> Path:
+    """The runs folder `fmnist runs` and `fmnist runs compare` look in: the one given, else ./runs."""
+    return Path(defaults.RUNS_DIR) if given is None else Path(given)
 
 
 def list_runs(runs_dir: Path, must_exist: bool = False) -> list[dict[str, Any]]:
