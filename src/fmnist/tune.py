@@ -55,8 +55,8 @@ class TuneResult:
 
 def lowers_rate(epochs: Any, lr_patience: Any, early_stopping_patience: Any) -> bool:
     """Whether a trial can train an epoch at a lowered learning rate: the rate drops after ``lr_patience`` epochs that
-    do not beat the best, so not in fewer epochs than that and two, nor where early stopping, as patient or less,
-    ends the training first (it counts the same epochs); else the plateau factor does nothing, and is not searched."""
+    do not beat the best, so not in fewer than ``lr_patience`` + 2 epochs, nor where early stopping, as patient or
+    less, ends the training first (it counts the same epochs); else the plateau factor does nothing: not searched."""
     if not all(isinstance(n, int) for n in (epochs, lr_patience, early_stopping_patience)):
         return True  # a study of an fmnist that did not record them searched it
     return epochs >= lr_patience + 2 and early_stopping_patience > lr_patience
@@ -68,7 +68,7 @@ def suggest(trial: optuna.trial.BaseTrial, base: TrainSettings) -> None:
     trial.suggest_float("dropout", 0.0, 0.5)
     trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
     trial.suggest_categorical("batch_size", BATCH_SIZES)
-    if lowers_rate(base.epochs, base.lr_patience, base.early_stopping_patience):
+    if "lr_factor" in trial_params(base):
         trial.suggest_float("lr_factor", 0.1, 0.5)
 
 
