@@ -688,6 +688,11 @@ def test_the_search_that_tune_help_describes_is_the_one_it_runs():
     assert f"(--lr-factor) from {ranges['lr_factor'][0]:g} to {ranges['lr_factor'][1]:g}" in said
     assert f"Once {PRUNER['n_startup_trials']} trials have finished" in said
     assert PRUNER["n_warmup_steps"] == 1 and "from its second epoch on" in said
+    from fmnist.facts import TRAINING_IMAGES
+
+    spec = TrainSettings()  # a trial's budget without --limit and --epochs, as said
+    trained = round(TRAINING_IMAGES * (1 - spec.validation_fraction))
+    assert f"on {trained:,} images for up to {spec.epochs} epochs" in said
 
 
 @pytest.mark.parametrize("stopping_patience", [2, 3, 4, 5])  # around the spec's plateau patience, 3
