@@ -145,7 +145,9 @@ def bad_files() -> list[tuple[str, str, bytes, int, str]]:
          "shows nothing to classify: no part of it stands out from its backdrop by more than 13 of 255 grey levels "
          "(blank, or a garment too near the backdrop's shade"),
         ("npy-wrong-shape", "a.npy", npy(np.zeros((10, 10))), 422, "has shape (10, 10)"),
-        ("npy-batch", "a.npy", npy(np.zeros((2, 784))), 422, "has shape (2, 784), 2 images; give one image per file"),
+        ("npy-batch", "a.npy", npy(np.zeros((2, 784))), 422, "has shape (2, 784), 2 images; give one image per file "
+         "or input, 28x28 or 784 values (a stack of them goes whole to fmnist.predict.Classifier in Python, or to an "
+         "exported model)"),
         ("npy-stack", "a.npy", npy(np.zeros((5, 28, 28, 1))), 422, "has shape (5, 28, 28, 1), 5 images; give one"),
         ("npy-channels-first", "a.npy", npy(np.zeros((3, 28, 28))), 422, "has shape (3, 28, 28); give 28x28 or 784"),
         ("npy-three-channels", "a.npy", npy(np.zeros((28, 28, 3))), 422, "has shape (28, 28, 3)"),

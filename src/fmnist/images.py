@@ -302,7 +302,8 @@ def _not_one_image(name: str, shape: tuple[int, ...]) -> BadInput:
     # Not a picture's channels first, (3, 28, 28): three or four planes are colours, not images.
     if len(shape) > 1 and shape[0] > 1 and _one_image(shape[1:]) and not (len(shape) == 3 and shape[0] in (3, 4)):
         return BadInput(f"{name} has shape {shape}, {shape[0]} images; give one image per file or input, 28x28 or 784 "
-                        "values")
+                        "values (a stack of them goes whole to fmnist.predict.Classifier in Python, or to an "
+                        "exported model)")
     return BadInput(f"{name} has shape {shape}; give 28x28 or 784 values")
 
 
