@@ -16,6 +16,7 @@ from fmnist.facts import CLASS_NAMES
 from fmnist.html_page import image_html, page, table_html
 from fmnist.recipes import unused_settings
 from fmnist.report import checked_history, loss_target, read_config, read_metrics
+from fmnist.seeds import summary_entries
 from fmnist.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,7 @@ def _summarized_runs(group: Path) -> list[Path]:
     if not summary_path.is_file():
         raise FmnistError(f"{group} is a --seeds group with no {artifacts.SEED_SUMMARY} yet: "
                           f"'{runs.resume_command(group)}' finishes it; or give its runs one by one")
-    listed = artifacts.read_json(summary_path).get("runs")
-    names = [entry.get("run_dir") for entry in listed if isinstance(entry, dict)] if isinstance(listed, list) else []
+    names = [entry.get("run_dir") for entry in summary_entries(artifacts.read_json(summary_path))]
     if not names or not all(isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
                             for name in names):
         raise DamagedFile(f"{summary_path} is damaged (no list of its runs' folders): "

@@ -19,7 +19,7 @@ from fmnist.metrics import (
     bootstrap_accuracy_interval, calibration_bins, compute_metrics, mean_log_loss, most_confident_mistakes,
 )
 from fmnist.run_list import learned_next_to_nothing
-from fmnist.seeds import SUMMARY_RUN_SCORES
+from fmnist.seeds import SUMMARY_RUN_SCORES, summary_entries
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +126,10 @@ def warn_of_group_summary(run_dir: Path, earlier: dict[str, Any] | None) -> None
     if group is None or not (group / artifacts.SEED_SUMMARY).is_file():
         return
     try:
-        listed = artifacts.read_json(group / artifacts.SEED_SUMMARY).get("runs")
+        listed = summary_entries(artifacts.read_json(group / artifacts.SEED_SUMMARY))
     except FmnistError:  # damaged: computed again all the same
-        listed = None
-    entry = next((item for item in listed if isinstance(item, dict) and item.get("run_dir") == run_dir.name),
-                 None) if isinstance(listed, list) else None
+        listed = []
+    entry = next((item for item in listed if item.get("run_dir") == run_dir.name), None)
     now = summarized_scores(run_dir)
     held = (entry is not None and now is not None and earlier is not None
             and now["per_class_f1"] == earlier["per_class_f1"]

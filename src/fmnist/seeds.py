@@ -225,6 +225,12 @@ def _group_summary(settings: TrainSettings, members: list[TrainSettings], backen
     return summary
 
 
+def summary_entries(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs a group's summary.json lists, each an object (one edited by hand may hold anything there)."""
+    listed = summary.get("runs")
+    return [entry for entry in listed if isinstance(entry, dict)] if isinstance(listed, list) else []
+
+
 def summary_record(group: Path, summary: dict[str, Any]) -> dict[str, Any]:
     """The group's summary as ``--json`` gives it: each run's folder as a path (summary.json names it in the group)."""
     return {"group_dir": group, **summary, "runs": [{**r, "run_dir": group / r["run_dir"]} for r in summary["runs"]]}
