@@ -29,6 +29,7 @@ def test_help_teaches_and_imports_nothing_heavy():
     assert result.returncode == 0 and "fmnist train --backend tensorflow" in result.stdout
     probe = subprocess.run(
         [sys.executable, "-c", "import sys; from fmnist.cli import build_parser; build_parser(); import fmnist.runs;"
+                               "import fmnist.run_locks, fmnist.run_lookup, fmnist.run_settings;"
                                "print(sorted(m for m in ('keras', 'jax', 'tensorflow', 'numpy') if m in sys.modules))"],
         capture_output=True, text=True, check=True,
     )

@@ -141,13 +141,14 @@ def test_scores_are_written_in_the_drawings_turn_so_two_evaluations_never_mix(tm
     import threading
     import time
 
-    from fmnist import runs
+    from fmnist import run_locks
 
     run = shutil.copytree(tiny_run_dir, tmp_path / "run")
     dataset = load_dataset(tmp_path / "data", checksums=write_idx_set(tmp_path / "data"))
     scored = [(run / name).read_bytes() for name in (artifacts.METRICS, artifacts.PREDICTIONS)]
     with caplog.at_level(logging.INFO, logger="fmnist"):
-        with runs.queued_lock(run / artifacts.REPORT_LOCK, "waiting"):  # as another evaluation, writing and drawing
+        # Held as another evaluation holds it, writing and drawing.
+        with run_locks.queued_lock(run / artifacts.REPORT_LOCK, "waiting"):
             later = threading.Thread(target=evaluate_run, args=(run,), kwargs={"dataset": dataset})
             later.start()
             deadline = time.monotonic() + 120

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmnist import artifacts, model_files, runs
+from fmnist import artifacts, model_files, run_locks, runs
 from fmnist.errors import FmnistError
 from fmnist.model import build_cnn, build_dense
 
@@ -82,7 +82,7 @@ def test_model_without_checksum_or_of_other_format_is_refused(tmp_path):
             model_files.load_model(unfinished)
     # Caught between writing its model and its checksum, a run in training is said to be so, not refused as foreign.
     (unfinished / artifacts.MODEL).write_bytes(b"PK")
-    with runs.claim_run(unfinished):
+    with run_locks.claim_run(unfinished):
         with pytest.raises(FmnistError, match=f"^{unfinished} has no checksummed model yet: it is being trained right "
                                               "now; wait for it to finish"):
             model_files.load_model(unfinished)

@@ -66,7 +66,7 @@ def test_metrics_without_reliability_bins_drop_the_diagram_an_earlier_scoring_dr
 
 
 def test_metrics_scored_before_calibration_and_a_killed_run_read_as_they_are(tiny_run_dir, tmp_path):
-    from fmnist import runs
+    from fmnist import run_locks, runs
     from fmnist.report import headline
 
     run = shutil.copytree(tiny_run_dir, tmp_path / "run")
@@ -82,7 +82,7 @@ def test_metrics_scored_before_calibration_and_a_killed_run_read_as_they_are(tin
     assert "<th scope=row>status</th><td>killed</td>" in html  # as `fmnist runs` says
     said = headline(run, metrics)
     assert "(95% CI -)" in said and "ECE - -> - after temperature scaling (T = -)" in said
-    with runs.claim_run(run):  # while a process trains it, it is running
+    with run_locks.claim_run(run):  # while a process trains it, it is running
         assert "<th scope=row>status</th><td>running</td>" in build_report(run).read_text()
 
 
@@ -207,12 +207,12 @@ def test_damaged_metrics_or_history_are_named_with_what_to_do(tiny_run_dir, tmp_
 def test_two_drawings_of_one_report_take_turns(tiny_run_dir, tmp_path):
     import threading
 
-    from fmnist import runs
+    from fmnist import run_locks
 
     run = shutil.copytree(tiny_run_dir, tmp_path / "run")
     before = (run / artifacts.REPORT_HTML).stat().st_mtime_ns
     drawn = threading.Event()
-    with runs.queued_lock(run / artifacts.REPORT_LOCK, "waiting"):  # as another command drawing it holds it
+    with run_locks.queued_lock(run / artifacts.REPORT_LOCK, "waiting"):  # as another command drawing it holds it
         later = threading.Thread(target=lambda: (build_report(run), drawn.set()))
         later.start()
         assert not drawn.wait(1.5)  # it waits its turn, rather than read what the other is about to replace

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import AS_AT_A_TERMINAL, run_cli
-from fmnist import artifacts, evaluate, model_files, report, run_list, runs, stopping
+from fmnist import artifacts, evaluate, model_files, report, run_list, run_locks, runs, stopping
 from fmnist.backup_file import read_meta
 from fmnist.data import load_dataset
 from fmnist.cli import main
@@ -91,9 +91,9 @@ def test_interrupted_then_killed_run_resumes_to_the_uninterrupted_result(tmp_pat
     assert json.loads((run_dir / artifacts.STATUS).read_text())["state"] == "running"  # SIGKILL: no last words
     assert not list(run_dir.glob(".*.tmp*"))  # atomic writes: no half-written file left behind
 
-    with runs.claim_run(run_dir):  # while one process trains it, no other may
+    with run_locks.claim_run(run_dir):  # while one process trains it, no other may
         with pytest.raises(FmnistError, match="in use by another process"):
-            with runs.claim_run(run_dir):
+            with run_locks.claim_run(run_dir):
                 pass
 
     resumed = run_cli("train", "--resume", str(run_dir), "--json")
@@ -276,7 +276,7 @@ def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, t
         (run_dir / name).unlink()
     history = artifacts.read_history(run_dir)
     (run_dir / artifacts.BACKUP).write_bytes(b"left by a kill between the finished status and its removal")
-    with runs.claim_run(run_dir):  # as the process that trained it holds it while it scores
+    with run_locks.claim_run(run_dir):  # as the process that trained it holds it while it scores
         assert run_list.summarize(run_dir)["notes"] == ["being scored"]  # not "not scored": its process scores it
         with pytest.raises(FmnistError, match="in use by another process"):
             resume_run(run_dir, dataset=dataset)
@@ -420,7 +420,7 @@ def test_a_glance_from_fmnist_runs_does_not_make_a_claim_fail(tmp_path):
     with open(tmp_path / artifacts.LOCK, "rb") as glance:
         fcntl.flock(glance, fcntl.LOCK_SH)  # runs.being_trained's probe, caught in the act
         threading.Timer(0.3, fcntl.flock, (glance, fcntl.LOCK_UN)).start()
-        with runs.claim_run(tmp_path):
+        with run_locks.claim_run(tmp_path):
             assert runs.being_trained(tmp_path)
     assert not runs.being_trained(tmp_path)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from fmnist import artifacts, backup_file, run_list, runs
+from fmnist import artifacts, backup_file, run_list, run_locks, runs
 from fmnist.errors import FmnistError
 
 
@@ -36,7 +36,7 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
     assert killed["status"] == "killed" and killed["epochs"] == 1 and killed["test_accuracy"] is None
     assert killed["notes"] == by_name[mixed_runs["interrupted"].name]["notes"] == ["fmnist train --resume continues it"]
     assert by_name[mixed_runs["interrupted"].name]["epochs"] == 0
-    with runs.claim_run(mixed_runs["running"]):  # as the process training it does
+    with run_locks.claim_run(mixed_runs["running"]):  # as the process training it does
         assert run_list.summarize(mixed_runs["running"])["status"] == "running"
     assert by_name[mixed_runs["interrupted"].name]["status"] == "interrupted"
     damaged = by_name[mixed_runs["damaged"].name]
@@ -110,7 +110,7 @@ def test_a_finished_run_whose_files_were_edited_or_deleted_says_so(mixed_runs, t
     (edited / artifacts.PREDICTIONS).write_bytes(whole)
     (edited / artifacts.REPORT_HTML).unlink()  # as a kill while the report was drawn leaves it
     assert run_list.summarize(edited)["notes"] == ["no report.html: fmnist report draws it"]
-    with runs.claim_run(edited):  # as while training draws it, after the metrics: not yet a thing to mend
+    with run_locks.claim_run(edited):  # as while training draws it, after the metrics: not yet a thing to mend
         assert run_list.summarize(edited)["notes"] == []
     artifacts.write_json(edited / artifacts.STATUS, {"state": "banana"})
     assert run_list.summarize(edited)["status"] == "unknown"

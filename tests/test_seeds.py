@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fmnist import artifacts, model_files, run_list, runs, stopping
+from fmnist import artifacts, model_files, run_list, run_locks, run_lookup, runs, stopping
 from fmnist.cli import _json_value
 from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
@@ -97,7 +97,7 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     assert cut["scored"] == 0 and cut["test_accuracy"] is None and cut["summary"] is None
     assert run_list.format_runs(run_list.list_runs(tmp_path), [cut], tmp_path).splitlines()[1].endswith(
         f"0 of 3 seeds scored (fmnist train --resume {group} continues it)")
-    with runs.claim_run(group):  # as a process resuming the group holds it: nothing to do but wait
+    with run_locks.claim_run(group):  # as a process resuming the group holds it: nothing to do but wait
         [live] = run_list.seed_groups(run_list.list_runs(tmp_path), tmp_path)
         assert run_list.format_runs(run_list.list_runs(tmp_path), [live], tmp_path).splitlines()[1].endswith(
             "0 of 3 seeds scored, being trained")
@@ -108,7 +108,7 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
                                               "training now"):
             resume_run(second, dataset=dataset)
         with pytest.raises(FmnistError, match="which another process is training now; to evaluate it, wait"):
-            with runs.idle_run(first, tmp_path, "evaluate it"):
+            with run_lookup.idle_run(first, tmp_path, "evaluate it"):
                 pass
     copy = shutil.copytree(group, tmp_path / "copy" / group.name)  # so that the group's own resume finds it cut short
     with caplog.at_level(logging.WARNING, logger="fmnist.resume"):

@@ -493,7 +493,7 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
     import keras
 
     import fmnist.tune as tune_module
-    from fmnist import runs
+    from fmnist import run_lookup
 
     from fmnist.runs import utc_now
     from fmnist.train import train
@@ -527,7 +527,7 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
     held, waiting = threading.Event(), "is in use by another process: waiting for it"
 
     def in_use_till_the_worker_waits() -> None:
-        with runs.idle_run(cut_short, tmp_path, "evaluate it"):
+        with run_lookup.idle_run(cut_short, tmp_path, "evaluate it"):
             held.set()
             deadline = time.monotonic() + 300
             while waiting not in caplog.text and time.monotonic() < deadline:
@@ -609,7 +609,7 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
 
 
 def test_a_cut_short_run_is_taken_up_only_if_nothing_but_its_name_differs(tmp_path, dataset):
-    from fmnist import runs
+    from fmnist import run_locks, runs
     from fmnist.data import data_record
 
     settings = settings_for(BASE, trial_params(BASE), trial_name(7))  # the retry's own name
@@ -630,7 +630,7 @@ def test_a_cut_short_run_is_taken_up_only_if_nothing_but_its_name_differs(tmp_pa
     assert _cut_short_run(tmp_path, 0, later, settings, "jax", dataset) is None
     assert _cut_short_run(tmp_path, 0, started, settings, "tensorflow", dataset) is None  # trained on another backend
     assert _cut_short_run(tmp_path, 0, started, dataclasses.replace(settings, dropout=0.1), "jax", dataset) is None
-    with runs.claim_run(run):  # being trained right now, by 'fmnist train --resume' say
+    with run_locks.claim_run(run):  # being trained right now, by 'fmnist train --resume' say
         assert _cut_short_run(tmp_path, 0, started, settings, "jax", dataset) is None
     runs.set_status(run, "failed", error="loss became NaN", diverged=True)
     assert _cut_short_run(tmp_path, 0, started, settings, "jax", dataset) is None  # its settings' fault

@@ -151,7 +151,7 @@ def _settings_from_args(args: argparse.Namespace):
 
     overrides = _given_settings(args)
     if "teacher" in overrides:  # saved absolute, so a resume from another folder finds it
-        from fmnist.runs import resolve_model
+        from fmnist.run_lookup import resolve_model
 
         teacher = overrides["teacher"]  # for another recipe, refused below as not its own, not looked for
         distilled = getattr(args, "recipe", None) == "distilled"
@@ -289,7 +289,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from fmnist.model_files import verified_model_path
-    from fmnist.runs import resolve_model
+    from fmnist.run_lookup import resolve_model
 
     verified_model_path(resolve_model(args.run, args.runs_dir))  # refused in a moment, before FastAPI loads
     from fmnist.serve import serve_command

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist import artifacts, defaults, plots, run_list, runs
+from fmnist import artifacts, defaults, plots, run_list, run_lookup, runs
 from fmnist.errors import DamagedFile, FmnistError
 from fmnist.facts import CLASS_NAMES
 from fmnist.html_page import image_html, page, table_html
@@ -69,7 +69,7 @@ def runs_to_compare(names: list[str | Path], runs_dir: Path) -> list[Path]:
     found = []
     for name in names:
         group = seed_group_named(name, runs_dir)
-        found += [runs.resolve_run(name, runs_dir)] if group is None else _summarized_runs(group)
+        found += [run_lookup.resolve_run(name, runs_dir)] if group is None else _summarized_runs(group)
     return found
 
 

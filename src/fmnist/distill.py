@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from fmnist import artifacts, model_files, runs
+from fmnist import artifacts, model_files, run_lookup
 from fmnist.calibration import PROBABILITY_FLOOR, apply_temperature, folded_temperature
 from fmnist.data import to_features
 from fmnist.errors import FmnistError
@@ -35,7 +35,7 @@ class Teacher(NamedTuple):
 def load_teacher(teacher: str, sha256: str | None = None) -> Teacher:
     """The checksum-verified teacher model of run ``teacher``; with ``sha256``, refused unless it is the one the
     student's run recorded when it began."""
-    folded = folded_temperature(runs.teacher_run_dir(teacher))
+    folded = folded_temperature(run_lookup.teacher_run_dir(teacher))
     model, loaded = model_files.load_model(Path(teacher))
     require_same_teacher(teacher, sha256, loaded, "this run")  # replaced since the run checked it a moment ago
     return Teacher(teacher, model, folded)
@@ -45,7 +45,7 @@ def taught_to_the_teacher(teacher: str, indices: np.ndarray) -> int | None:
     """How many of ``indices`` (of the training set's images) the teacher trained on; None where its split.npz
     cannot be read."""
     try:
-        taught = artifacts.read_split(runs.teacher_run_dir(teacher), "train")
+        taught = artifacts.read_split(run_lookup.teacher_run_dir(teacher), "train")
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, FmnistError):
         return None
     return int(np.isin(indices, taught).sum())

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist import artifacts, defaults, model_files, runs
+from fmnist import artifacts, defaults, model_files, run_lookup, runs
 from fmnist.data import Dataset, load_dataset, to_features
 from fmnist.errors import FmnistError
 from fmnist.explain import report_explanations
@@ -94,7 +94,7 @@ def evaluate_command(run: Path, runs_dir: Path = Path(defaults.RUNS_DIR), data_d
     and metrics. A changed model or missing test data is refused before the backend's seconds."""
     from fmnist.backend import activate
 
-    with runs.idle_run(run, runs_dir, "evaluate it") as run_dir:
+    with run_lookup.idle_run(run, runs_dir, "evaluate it") as run_dir:
         model_files.verified_model_path(run_dir)
         dataset = load_dataset(data_dir, test_only=True)
         activate(backend)
@@ -143,7 +143,7 @@ def teacher_learned_nothing(teacher: str | Path) -> str | None:
     """Where a teacher run's own scores say it learned next to nothing, that said with its test accuracy; else None
     (a teacher not scored, or whose scores cannot be read, is taken as it is)."""
     try:
-        teacher_dir = runs.teacher_run_dir(teacher)
+        teacher_dir = run_lookup.teacher_run_dir(teacher)
         metrics = artifacts.read_json(teacher_dir / artifacts.METRICS)
     except (FmnistError, OSError):
         return None

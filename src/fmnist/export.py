@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fmnist import artifacts, defaults, model_files, runs
+from fmnist import artifacts, defaults, model_files, run_locks, run_lookup, runs
 from fmnist.backend import resolve
 from fmnist.data import CHECKSUMS, load_dataset, to_features
 from fmnist.errors import FmnistError
@@ -242,7 +242,7 @@ def export_command(run: Path, fmt: str, runs_dir: Path = Path(defaults.RUNS_DIR)
     folder and the export's record. A changed model or missing test data is refused before the backend's seconds."""
     from fmnist.backend import activate
 
-    with runs.idle_run(run, runs_dir, "export it") as run_dir:
+    with run_lookup.idle_run(run, runs_dir, "export it") as run_dir:
         model_files.verified_model_path(run_dir)
         refuse_destination(run_dir, fmt)  # said before the backend's seconds, and again under the export's lock
         images = parity_images(run_dir, data_dir)
@@ -262,7 +262,7 @@ def export_run(run_dir: Path, fmt: str, backend: str, images: np.ndarray) -> dic
     except OSError as exc:
         raise FmnistError(f"cannot write in {exports}: {exc.strerror}") from None
     busy = f"another process is exporting {run_dir} to {fmt}; wait for it, then export again if need be"
-    with runs.held_lock(exports / f".{fmt}.lock", busy):
+    with run_locks.held_lock(exports / f".{fmt}.lock", busy):
         _clear_leftovers(exports, fmt)
         refuse_destination(run_dir, fmt)  # an earlier export put back may hold a file of another's
         earlier = _earlier_export(exports / fmt)

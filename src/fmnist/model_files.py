@@ -11,7 +11,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from fmnist import artifacts, runs
+from fmnist import artifacts, run_lookup, run_settings, runs
 from fmnist.errors import DamagedFile, FmnistError, first_line, warn_once
 from fmnist.facts import NUM_CLASSES, NUM_FEATURES
 
@@ -168,7 +168,7 @@ def load_model(source: Path) -> tuple[Any, str]:
     if not all(np.isfinite(keras.ops.convert_to_numpy(weight)).all() for weight in model.weights):
         # Its answers would all be NaN, each served as a confident one.
         raise FmnistError(f"{source} holds NaN or infinite weights: it cannot classify anything; retrain it")
-    if not runs.is_model_alone(source):  # a run's, given as its folder or as its model.keras
+    if not run_lookup.is_model_alone(source):  # a run's, given as its folder or as its model.keras
         _require_runs_network(model, Path(source) if Path(source).is_dir() else Path(source).parent)
     return model, checksum
 
@@ -190,7 +190,7 @@ def _require_runs_network(model: Any, run_dir: Path) -> None:
 
     config = run_dir / artifacts.CONFIG
     try:
-        expected = network_text(runs.settings_of(artifacts.read_json(config))) if config.is_file() else None
+        expected = network_text(run_settings.settings_of(artifacts.read_json(config))) if config.is_file() else None
     except FmnistError as exc:  # the model carries its own architecture: predicted with and served, unchecked
         mend = f": restore {artifacts.CONFIG} from a copy" if isinstance(exc, DamagedFile) else ""
         warn_once(log, config, "%s; the model is used as it is, unchecked against the run's settings%s", exc, mend)

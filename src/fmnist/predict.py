@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist import model_files, runs
+from fmnist import model_files, run_lookup, runs
 from fmnist.defaults import MAX_FILE_MIB, RUNS_DIR, STDIN, UNSURE_BELOW
 from fmnist.errors import ErrorsPerInput, FmnistError, one_line
 from fmnist.facts import CLASS_NAMES, IMAGE_SIDE, NUM_FEATURES
@@ -143,7 +143,7 @@ def predict_command(model: str | Path, paths: list[Path | str], runs_dir: Path =
     """`fmnist predict`: :func:`predict_files` with the model of ``model`` (a run, its name in ``runs_dir``, or a model
     file), Pillow's noise about damaged metadata kept off the terminal."""
     quiet_pillow_warnings()
-    return predict_files(runs.resolve_model(model, runs_dir), paths, **options)
+    return predict_files(run_lookup.resolve_model(model, runs_dir), paths, **options)
 
 
 def predict_files(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from fmnist import artifacts, defaults, plots, run_list, runs
+from fmnist import artifacts, defaults, plots, run_list, run_locks, run_lookup, runs
 from fmnist.errors import DamagedFile, FmnistError
 from fmnist.explain import FAINT_BELOW, PATCH
 from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
@@ -181,7 +181,7 @@ def _evidence_html(run_dir: Path) -> str:
 def report_command(run: Path, runs_dir: Path = Path(defaults.RUNS_DIR)) -> Path:
     """`fmnist report`: rebuild the report of ``run`` (a folder, or a name in ``runs_dir``), kept from training
     meanwhile; return the page's path."""
-    with runs.idle_run(run, runs_dir, "rebuild its report") as run_dir:
+    with run_lookup.idle_run(run, runs_dir, "rebuild its report") as run_dir:
         return build_report(run_dir)
 
 
@@ -203,7 +203,8 @@ def write_report(run_dir: Path, write_scores: Callable[[], None] = lambda: None)
     config = read_config(run_dir)
     # One drawing at a time: two drawn at once (an export's and another's) could leave the page of the one that read
     # the run's files first; and two evaluations at once, one's metrics beside the other's predictions.
-    with runs.queued_lock(run_dir / artifacts.REPORT_LOCK, f"waiting for another process drawing {run_dir}'s report"):
+    with run_locks.queued_lock(run_dir / artifacts.REPORT_LOCK,
+                               f"waiting for another process drawing {run_dir}'s report"):
         history = checked_history(run_dir, config)  # refused before new scores replace those the report shows
         write_scores()
         runs.require_scored(run_dir, "its report")

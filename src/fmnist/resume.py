@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from fmnist import artifacts, run_list, runs
+from fmnist import artifacts, run_list, run_locks, runs
 from fmnist.backup_file import epochs_done
 from fmnist.errors import DamagedFile, FmnistError
 from fmnist.facts import CLASS_NAMES
@@ -115,7 +115,7 @@ def score_finished(run_dir: Path, dataset: Dataset, refuse_done: bool = False) -
         raise FmnistError(f"{run_dir / artifacts.STATUS} lacks its epochs or training time; restore it, or "
                           f"remove {run_dir} and train it again")
     metrics_path = run_dir / artifacts.METRICS
-    with runs.claim_run(run_dir), stop_while_scoring_reported(run_dir):  # its trainer may be scoring it still
+    with run_locks.claim_run(run_dir), stop_while_scoring_reported(run_dir):  # its trainer may be scoring it still
         artifacts.remove_resume_files(run_dir)  # left by a kill just after its training finished
         try:
             metrics = artifacts.read_json(metrics_path) if metrics_path.is_file() else {}

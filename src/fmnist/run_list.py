@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from fmnist import artifacts, defaults, model_files, runs
+from fmnist import artifacts, defaults, model_files, run_settings, runs
 from fmnist.backup_file import epochs_done, training_over
 from fmnist.errors import DamagedFile, FmnistError
 
@@ -48,7 +48,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         notes.append("the path to it is not UTF-8: move it to use it")
     config = _read_object(run_dir / artifacts.CONFIG, notes, mend=RESTORE)
     status = _read_object(run_dir / artifacts.STATUS, notes, mend=RESTORE)
-    settings = runs.settings_of(config)
+    settings = run_settings.settings_of(config)
     history = run_dir / artifacts.HISTORY
     epochs = artifacts.json_number(status.get("epochs"))
     try:
@@ -198,7 +198,7 @@ def _has_runs(folder: Path) -> bool:
 def _unbegun_group(group_dir: Path) -> dict[str, Any]:
     """What `fmnist runs` shows for a ``--seeds`` group stopped before its first run began (its group.json alone)."""
     record = _read_object(group_dir / artifacts.SEED_GROUP, [])  # unreadable: said below as damaged
-    settings = runs.settings_of(record)
+    settings = run_settings.settings_of(record)
     planned = _planned_seeds(record)
     live = runs.being_trained(group_dir)  # its first seed is still setting up
     if planned is None:
@@ -300,7 +300,7 @@ def _planned_settings(record: dict[str, Any]) -> dict[str, Any]:
     """A group's settings as its resume plans them: with the defaults of settings added since it began."""
     from fmnist.settings import TrainSettings
 
-    settings = runs.settings_of(record)
+    settings = run_settings.settings_of(record)
     if not settings:  # none to read (group.json damaged): no run is held to the defaults instead
         return {}
     try:
@@ -326,8 +326,8 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
         # as the resume compares them, not only the row's few; one whose seed is damaged is trained again instead.
         foreign = sorted(
             Path(r["run"]).name for r in rows_of_group if isinstance(r["settings"].get("seed"), int)
-            and runs.differs_from_group(shared, _read_object(Path(runs_dir) / r["run"] / artifacts.CONFIG, [])))
-        picked = runs.pick_members(
+            and run_settings.differs_from_group(shared, _read_object(Path(runs_dir) / r["run"] / artifacts.CONFIG, [])))
+        picked = run_settings.pick_members(
             (r["settings"].get("seed"), r["status"] == runs.FINISHED, r) for r in reversed(rows_of_group)
             if isinstance(r["settings"].get("seed"), int) and Path(r["run"]).name not in foreign)
         picked = {seed: row for seed, row in picked.items() if planned is None or seed in planned}

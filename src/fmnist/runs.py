@@ -1,5 +1,5 @@
-"""Run directories: created exclusively, never shared between runs, with a status file and a lock; found by name or
-path; a ``--seeds`` group's members told apart."""
+"""Run directories: created exclusively, never shared between runs, found under a folder and told from a ``--seeds``
+group, with a status file saying how their training stands; and the paths a user names, kept outside any run."""
 
 from __future__ import annotations
 
@@ -7,20 +7,14 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
-import logging
-import os
-import re
 import shlex
 import stat
 import tempfile
-import time
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import Any, Iterator
 
 from fmnist import artifacts
 from fmnist.errors import FmnistError
-
-log = logging.getLogger(__name__)
 
 
 def utc_now() -> str:
@@ -188,16 +182,6 @@ def require_run_dir(run_dir: Path) -> Path:
     return run_dir
 
 
-def teacher_run_dir(teacher: str | Path) -> Path:
-    """The run a teacher (a run directory or its model.keras) belongs to: its calibration temperature is kept there."""
-    teacher = Path(teacher)
-    run_dir = teacher if teacher.is_dir() else teacher.parent
-    if not (run_dir / artifacts.CONFIG).is_file():
-        raise FmnistError(f"no {artifacts.CONFIG} in {run_dir}: a teacher must be a run made by 'fmnist train' "
-                          "(or its model.keras there), as its calibration temperature is kept in the run")
-    return run_dir
-
-
 # What a status.json of ours says; `fmnist runs` shows a running run whose process is gone as killed.
 RUNNING, INTERRUPTED, FAILED, FINISHED = "running", "interrupted", "failed", "finished"
 KILLED = "killed"
@@ -229,72 +213,6 @@ def complete(run_dir: Path) -> bool:
                                                                                    artifacts.REPORT_HTML))
 
 
-CLAIM_ATTEMPTS = 20  # 0.05 s apart, about a second in all: a live training holds its lock far longer
-
-
-class RunInUse(FmnistError):
-    """Another live process holds the lock asked for: a wait may get it, unlike the other refusals."""
-
-
-def _open_lock(lock: Path, read_will_do: bool) -> IO[Any]:
-    """The lock file, made if need be; read where we may not write it (another user's) and a read will do: a lock
-    needs no write."""
-    try:
-        return open(lock, "a")
-    except OSError as exc:
-        if read_will_do and lock.is_file():
-            return open(lock, "rb")
-        advice = ": make its folder writable for this user" if exc.errno in (errno.EACCES, errno.EROFS) else ""
-        raise FmnistError(f"cannot write {lock} ({exc.strerror}){advice}") from None
-
-
-@contextlib.contextmanager
-def held_lock(lock: Path, busy: str, shared: bool = False) -> Iterator[None]:
-    """Hold ``lock`` for the block, or refuse with ``busy`` while a live process holds it (``shared``: but another
-    shared hold); the kernel drops it when its process ends, however it ends."""
-    # A shared hold goes without where the filesystem keeps no locks: it only keeps a training away.
-    with _open_lock(lock, read_will_do=shared) as handle:
-        for attempt in range(CLAIM_ATTEMPTS):
-            try:
-                fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if attempt == CLAIM_ATTEMPTS - 1:
-                    raise RunInUse(busy) from None
-                time.sleep(0.05)  # `fmnist runs` may be looking (runs.being_trained): that lock lasts an instant
-            except OSError as exc:  # ENOLCK: a network filesystem that keeps no locks
-                if shared:  # what only keeps a training away: as where no training ever claims the run
-                    break
-                raise FmnistError(f"cannot lock {lock} ({exc.strerror}): put the runs on a filesystem that keeps "
-                                  "locks (a local disk)") from None
-        yield
-
-
-@contextlib.contextmanager
-def queued_lock(lock: Path, waiting: str) -> Iterator[None]:
-    """Hold ``lock`` for the block, after whoever holds it (saying ``waiting``): for a short write two commands may
-    make at once (two exports refreshing one report), so the later one reads what the earlier one wrote."""
-    try:
-        handle = _open_lock(lock, read_will_do=True)
-    except (FmnistError, OSError):  # a folder that takes no files: the write that follows says why
-        handle = None
-    with handle or contextlib.nullcontext():
-        if handle is not None:
-            with contextlib.suppress(OSError):  # a filesystem that keeps no locks: as before there were any
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    log.info("%s", waiting)
-                    fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
-def claim_run(run_dir: Path) -> contextlib.AbstractContextManager[None]:
-    """Hold the run's lock while training it, so no second process (say, a resume) trains it at the same time."""
-    return held_lock(Path(run_dir) / artifacts.LOCK, f"{run_dir} is in use by another process (training it, or "
-                     "evaluating, reporting or exporting it); wait for it or stop it first")
-
-
 @contextlib.contextmanager
 def removed_unless_begun(run_dir: Path, record: str) -> Iterator[None]:
     """A folder just made for a run (or group), removed again if what follows fails before its ``record`` is written
@@ -316,7 +234,7 @@ def state_now(run_dir: Path, state: str) -> str:
 
 
 def being_trained(run_dir: Path) -> bool:
-    """Whether a live process holds the run's lock (claim_run); the kernel drops it when one dies."""
+    """Whether a live process holds the run's lock (run_locks.claim_run); the kernel drops it when one dies."""
     # The probe holds a shared lock for an instant; claim_run tries again for a moment rather than fail on it.
     try:
         with open(Path(run_dir) / artifacts.LOCK, "rb") as handle:
@@ -398,10 +316,6 @@ def require_scored(run_dir: Path, needed_for: str) -> None:
 
 
 GROUP_DEPTH = 3  # runs/<runs dir of a study>/<seed group>/<run>
-def settings_of(record: dict[str, Any]) -> dict[str, Any]:
-    """The settings a run's config.json or a group's group.json holds, or none where they are damaged."""
-    settings = record.get("settings")
-    return settings if isinstance(settings, dict) else {}
 
 
 def run_dirs(folder: Path, depth: int) -> list[Path]:
@@ -451,178 +365,3 @@ def _folder_or_unknown(path: Path) -> bool:
         return bool(_is_folder(path))
     except OSError:
         return True
-
-
-_MISSING = object()  # a setting one side of a comparison lacks
-
-
-def settings_differ(planned: dict[str, Any], member: dict[str, Any], ignored: Iterable[str] = ("seed", "name")
-                    ) -> list[str]:
-    """The settings, as JSON keeps them, in which a group's ``member`` is not the group's (those ``ignored`` apart;
-    a study compares its seed too)."""
-    from fmnist.settings import TrainSettings
-
-    known = TrainSettings.names()
-    # One this fmnist does not know (a later one's) differs where one side lacks it or the two disagree; one that a
-    # later or earlier fmnist added, which this one knows, is compared only where both have it, as a resume fills it
-    # in.
-    unknown = {k for k in (planned.keys() | member.keys()) - known
-               if planned.get(k, _MISSING) != member.get(k, _MISSING)}
-    shared = (planned.keys() & member.keys() & known) - set(ignored)
-    return sorted(unknown | {k for k in shared if planned[k] != member[k]})
-
-
-def differs_from_group(group: dict[str, Any], member: dict[str, Any]) -> list[str]:
-    """What of a run's config.json (``member``) is not as its ``--seeds`` group's group.json (``group``) has it:
-    settings (seed and name apart), backend or data. Such a run would be counted in the group's mean, or resumed
-    with the group's settings, as its members are told apart by seed alone."""
-    differ = settings_differ(settings_of(group), settings_of(member))
-    # What a damaged group.json lacks is not held against its runs (its resume refuses the group itself).
-    if "backend" in group and member.get("backend") != group["backend"]:
-        differ.append("backend")
-    if _data_checksums(group) is not None and _data_checksums(member) != _data_checksums(group):
-        differ.append("data")
-    return differ
-
-
-def _data_checksums(record: dict[str, Any]) -> Any:
-    data = record.get("data")
-    return data.get("sha256") if isinstance(data, dict) else None
-
-
-def pick_members(candidates: Iterable[tuple[Any, bool, Any]]) -> dict[Any, Any]:
-    """A ``--seeds`` group's run for each seed, from (seed, finished, run) oldest first: of two runs of one seed, a
-    finished one, else the newer (one trained again after its first was damaged)."""
-    found: dict[Any, Any] = {}
-    done: dict[Any, bool] = {}
-    for seed, is_finished, run in candidates:
-        if done.get(seed) and not is_finished:
-            continue
-        found[seed], done[seed] = run, is_finished
-    return found
-
-
-def resolve_run(name: str | Path, runs_dir: Path) -> Path:
-    """A run given as a path, or as a directory name inside ``runs_dir`` or inside a group there (a ``--seeds``
-    group, a study's folder)."""
-    for candidate in (Path(name), Path(runs_dir) / name):
-        if (candidate / artifacts.CONFIG).is_file():
-            return require_run_dir(candidate)
-    if Path(name).is_dir():
-        return require_run_dir(Path(name))  # a folder, but not a run: say what it lacks
-    nested = _in_groups(runs_dir, name)
-    if nested:
-        return require_run_dir(nested)
-    if (Path(runs_dir) / name).is_dir():
-        return require_run_dir(Path(runs_dir) / name)  # a group's or a study's folder, named: say what it is
-    if Path(name).is_file() and (Path(name).parent / artifacts.CONFIG).is_file():
-        raise FmnistError(f"{name} is a file of a run: give the run's directory, {Path(name).parent}")
-    raise _no_run(name, runs_dir, "a run directory")
-
-
-def _no_run(name: str | Path, runs_dir: Path, wanted: str) -> FmnistError:
-    said = f"{name} is a file, not a run" if Path(name).is_file() else f"no run {str(name)!r}"  # an image, say
-    named = _named(runs_dir, name)
-    if named:  # the name given to `fmnist train --name`, which its folder's time stands before
-        shown = ", ".join(d.relative_to(runs_dir).as_posix() for d in named[:NAMED_SHOWN])
-        more = f" and {len(named) - NAMED_SHOWN} more" if len(named) > NAMED_SHOWN else ""
-        return FmnistError(f"{said} in {runs_dir}{os.sep}, but runs named {str(name)!r} there, newest first: "
-                           f"{shown}{more}; give one of them")
-    return FmnistError(f"{said}: give {wanted} or the name of one in {runs_dir}{os.sep} (see 'fmnist runs'; "
-                       "--runs-dir for another folder)")
-
-
-NAMED_SHOWN = 3  # the runs of one --name that a refusal suggests
-
-
-def _named(runs_dir: Path, name: str | Path) -> list[Path]:
-    """The runs and --seeds groups in ``runs_dir`` (or in a group or study folder there) trained with ``--name
-    name``, as their own settings say, newest first."""
-    if not _looked_up_in(runs_dir, name):
-        return []
-    try:
-        found = run_dirs(Path(runs_dir), GROUP_DEPTH) + [d for d in Path(runs_dir).iterdir() if is_seed_group(d)]
-    except OSError:  # a folder we may not read: the plain refusal then
-        return []
-    named = [d for d in found if _trained_as(d) == str(name)]
-    # Newest first, by the UTC time before each name; one made the same second numbered after it: -2, ..., -10.
-    return sorted(named, key=lambda d: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", d.name)],
-                  reverse=True)
-
-
-def _trained_as(folder: Path) -> str | None:
-    """The --name a run's config.json, or a group's group.json, records; None where it cannot be read."""
-    try:
-        record = artifacts.read_json(folder / (artifacts.SEED_GROUP if is_seed_group(folder) else artifacts.CONFIG))
-    except (FmnistError, OSError):
-        return None
-    return settings_of(record).get("name")
-
-
-def _looked_up_in(runs_dir: Path, name: str | Path) -> bool:
-    """Whether ``name`` is a bare name (not a path) to look for in ``runs_dir``, a folder there is."""
-    return Path(name).name == str(name) and Path(runs_dir).is_dir()
-
-
-def _in_groups(runs_dir: Path, name: str | Path) -> Path | None:
-    """The run folder named ``name`` inside a group in ``runs_dir``, if there is exactly one."""
-    if not _looked_up_in(runs_dir, name):
-        return None
-    found = [d for d in run_dirs(Path(runs_dir), GROUP_DEPTH)
-             if d.name == str(name) and d.parent != Path(runs_dir) and (d / artifacts.CONFIG).is_file()]
-    if len(found) > 1:
-        raise FmnistError(f"{len(found)} runs in {runs_dir} are named {str(name)!r}: give one as a path, such as "
-                          f"{found[0]}")
-    return found[0] if found else None
-
-
-@contextlib.contextmanager
-def idle_run(name: str | Path, runs_dir: Path, doing: str) -> Iterator[Path]:
-    """A run that a command writes into (evaluate, report, export), kept from training for the block: not while its
-    training process, scoring it say, still writes there, and no resume begins before the command ends."""
-    run_dir = resolve_run(name, runs_dir)
-    refuse_group_in_training(run_dir, f"to {doing}")  # its process may come to this run while the command writes
-    # Shared: two such commands may run together (an export of each format), but never beside a training.
-    with held_lock(run_dir / artifacts.LOCK, f"{run_dir} is being trained right now; to {doing}, {WAIT_FOR_TRAINING}",
-                   shared=True):
-        yield run_dir
-
-
-def resolve_resumable(name: Path, runs_dir: Path) -> Path:
-    """A run or --seeds group to resume, given as a path or as its name in ``runs_dir`` (or in a group there)."""
-    if Path(name).exists():
-        return Path(name)
-    if (Path(runs_dir) / name).is_dir():
-        return Path(runs_dir) / name
-    found = _in_groups(runs_dir, name)
-    if found is None:
-        raise _no_run(name, runs_dir, "a run's or --seeds group's directory")
-    return found
-
-
-def is_model_alone(path: Path) -> bool:
-    """A ``.keras`` file, or a folder holding one with its checksum and no run's config: a model without its run,
-    which carries what predicting needs."""
-    path = Path(path)
-    if path.suffix == ".keras" and not path.is_dir():  # a run's own is its run's
-        return path.exists() and not (path.name == artifacts.MODEL and (path.parent / artifacts.CONFIG).is_file())
-    return path.is_dir() and not (path / artifacts.CONFIG).exists() and (path / artifacts.MODEL_SHA256).is_file()
-
-
-def resolve_model(name: str | Path, runs_dir: Path) -> Path:
-    """A ``.keras`` file, a folder holding one with its checksum alone (the model carries what predicting needs),
-    else a run as :func:`resolve_run` finds it (one named ``v2.keras`` too)."""
-    path = Path(name)
-    if is_model_alone(path):
-        return path
-    if path.suffix == ".keras" and not path.is_dir():
-        try:
-            return resolve_run(name, runs_dir)
-        except FmnistError:  # no run of that name either: the error to give is that no model is there
-            return path
-    for record in (path / artifacts.EXPORT_INFO, path.parent / artifacts.EXPORT_INFO):
-        if path.exists() and record.is_file():  # exports/<format>/, or the file or folder in it
-            run = record.absolute().parent.parent.parent  # <run>/exports/<format>/export.json
-            raise FmnistError(f"{path} is an export, for other runtimes ({record} says how to call it); fmnist "
-                              f"takes the run it was exported from, {run}, or its {artifacts.MODEL}")
-    return resolve_run(name, runs_dir)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fmnist import artifacts, defaults, runs, stopping
+from fmnist import artifacts, defaults, run_locks, run_settings, runs, stopping
 from fmnist.data import Dataset, data_record, load_dataset
 from fmnist.errors import DamagedFile, FmnistError
 from fmnist.facts import CLASS_NAMES
@@ -69,8 +69,8 @@ def refuse_other_runs(runs_dir: Path, settings: TrainSettings, backend: str, dat
         raise FmnistError(f"{exc}: {advice}") from None
     if not isinstance(record.get("settings"), dict) or not isinstance(record.get("data"), dict):
         raise FmnistError(f"{path} is damaged (its settings or data are not JSON objects): {advice}")
-    differ = runs.differs_from_group(record, {"settings": settings.to_dict(), "backend": backend,
-                                              "data": data_record(dataset)})
+    differ = run_settings.differs_from_group(record, {"settings": settings.to_dict(), "backend": backend,
+                                                      "data": data_record(dataset)})
     if differ:
         raise FmnistError(f"{runs_dir} is a group made by 'fmnist train --seeds', whose {', '.join(differ)} this run "
                           "does not share: there it would be counted in the group's mean; choose another --runs-dir")
@@ -98,7 +98,7 @@ def train_seeds(
     check_inputs(settings, dataset)
     group = runs.create_run_dir(runs_dir, f"{settings.name}-x{seeds}")
     # Claimed for its whole training: `fmnist runs` then tells a live group from a killed one.
-    with runs.removed_unless_begun(group, artifacts.SEED_GROUP), runs.claim_run(group):
+    with runs.removed_unless_begun(group, artifacts.SEED_GROUP), run_locks.claim_run(group):
         artifacts.write_json(group / artifacts.SEED_GROUP, {
             "settings": settings.to_dict(), "backend": backend, "seeds": seeds, "created": runs.utc_now(),
             "data": data_record(dataset)})
@@ -118,7 +118,7 @@ def resume_seeds(
                                       "resume its runs one by one")
     check_count(record["seeds"])
     members = seed_members(settings, record["seeds"])
-    with runs.claim_run(group):  # a second process resuming it would train its seeds not begun a second time
+    with run_locks.claim_run(group):  # a second process resuming it would train its seeds not begun a second time
         # Listed once the group is this process's; its settings with those added since filled in, as resumed.
         existing = _member_dirs(group, {**record, "settings": settings.to_dict()})
         for member in members:
@@ -144,7 +144,7 @@ def _member_dirs(group: Path, planned: dict[str, Any]) -> dict[int, Path]:
         member_settings = config.get("settings") if isinstance(config, dict) else None
         seed = member_settings.get("seed") if isinstance(member_settings, dict) else None
         seed = seed if isinstance(seed, int) else None  # damaged: its seed is trained again
-        differ = runs.differs_from_group(planned, config) if seed is not None else []
+        differ = run_settings.differs_from_group(planned, config) if seed is not None else []
         if differ:
             raise FmnistError(f"{run_dir} differs from its --seeds group, in {artifacts.SEED_GROUP}, in its "
                               f"{', '.join(differ)}: it was copied or edited there by hand; move it out of {group}, "
@@ -154,7 +154,7 @@ def _member_dirs(group: Path, planned: dict[str, Any]) -> dict[int, Path]:
         except (FmnistError, OSError):  # its status.json is damaged: trained again too, as its state is not known
             done, seed = False, None
         candidates.append((seed, done, run_dir))
-    return runs.pick_members(candidates)
+    return run_settings.pick_members(candidates)
 
 
 def _complete_group(

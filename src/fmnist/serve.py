@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from fmnist import artifacts, model_files, runs, stopping
+from fmnist import artifacts, model_files, run_lookup, runs, stopping
 from fmnist.defaults import MAX_BATCH, MAX_INPUTS, MAX_UPLOAD_MIB, RUNS_DIR, UNSURE_BELOW
 from fmnist.errors import FmnistError, first_line
 from fmnist.explain import PATCH, occlusion_batches
@@ -231,7 +231,7 @@ def _answer_errors_as_json(app: FastAPI) -> None:
 def _run_details(source: Path) -> tuple[str | None, dict | None, Path | None]:
     """The name, settings and metrics file of the run whose model ``source`` is (its folder or its model.keras), all
     None for a model without its run; a missing or changed model refused now, not as a failed start-up."""
-    if runs.is_model_alone(source):
+    if run_lookup.is_model_alone(source):
         runs.require_utf8_name(runs.absolute(source))  # said in the log and in errors, as a run's is
         model_files.verified_model_path(source)
         return None, None, None
@@ -383,7 +383,7 @@ def serve_command(run: Path, runs_dir: Path = Path(RUNS_DIR), backend: str | Non
     with :func:`serve`'s ``options`` until interrupted (its model's checksum is checked by :func:`create_app`)."""
     from fmnist.backend import activate
 
-    source = runs.resolve_model(run, runs_dir)
+    source = run_lookup.resolve_model(run, runs_dir)
     activate(backend)
     serve(source, **options)
 

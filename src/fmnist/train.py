@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from fmnist import artifacts, defaults, model_files, runs, stopping
+from fmnist import artifacts, defaults, model_files, run_locks, run_lookup, runs, stopping
 from fmnist.backup_file import training_over
 from fmnist.data import Dataset, data_record, load_dataset, locate, to_features
 from fmnist.errors import FmnistError, warn_once
@@ -94,7 +94,7 @@ def check_inputs(settings: TrainSettings, dataset: Dataset) -> str | None:
         return None
     try:
         sha256 = model_files.verified_model_path(Path(settings.teacher))[1]
-        teacher_dir = runs.teacher_run_dir(settings.teacher)
+        teacher_dir = run_lookup.teacher_run_dir(settings.teacher)
         # One stopped after its model was saved has one already, but its resume saves another (with another
         # checksum), which its students would then refuse to resume with.
         if not runs.finished(teacher_dir):
@@ -313,7 +313,7 @@ def train_command(settings: TrainSettings | None, backend: str | None = None, re
     if resume is not None:
         from fmnist.resume import resume_run
 
-        target = runs.resolve_resumable(resume, runs_dir)
+        target = run_lookup.resolve_resumable(resume, runs_dir)
         if runs.is_seed_group(target):
             group, summary = resume_seeds(target, backend=backend, data_dir=data_dir)
             return summary_text(group, summary), summary_record(group, summary)
@@ -365,7 +365,7 @@ def train(
         }
     run_dir = resume_dir or runs.create_run_dir(runs_dir, settings.name)
     begun = contextlib.nullcontext() if resume_dir else runs.removed_unless_begun(run_dir, artifacts.CONFIG)
-    with begun, runs.claim_run(run_dir):
+    with begun, run_locks.claim_run(run_dir):
         if resume_dir is None:
             artifacts.write_json(run_dir / artifacts.CONFIG, config)
             log.info("run directory %s (data: %s)", run_dir, dataset.source)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import optuna
 
-from fmnist import artifacts, defaults, runs
+from fmnist import artifacts, defaults, run_locks, run_settings, runs
 from fmnist.data import Dataset, load_dataset
 from fmnist.errors import FmnistError
 from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag, is_plain_name
@@ -312,7 +312,7 @@ def _finish(run_dir: Path, dataset: Dataset, callbacks: list[Any],
                 log.info("%s was finished by hand: counted as it is", run_dir)
                 return run_dir
             return resume_run(run_dir, dataset=dataset, extra_callbacks=callbacks, finished_note=finished_note).run_dir
-        except runs.RunInUse as exc:  # scored or exported by hand just now: it is finished once that ends
+        except run_locks.RunInUse as exc:  # scored or exported by hand just now: it is finished once that ends
             if runs.being_trained(run_dir):  # a training by hand: not waited for
                 log.warning("%s is being trained by another process: its settings are trained again", run_dir)
                 return None
@@ -486,7 +486,7 @@ def _refuse_other_settings(study: optuna.Study, base: TrainSettings) -> None:
     # same here.
     differ = [_difference(flag(k) if k in FLAG_SETTINGS else k, recorded[k], fixed[k]) if k in fixed else
               f"{k} {recorded[k]}, a setting this fmnist does not know (continue it with the fmnist that began it)"
-              for k in runs.settings_differ(recorded, fixed, ignored=("name",))]
+              for k in run_settings.settings_differ(recorded, fixed, ignored=("name",))]
     if differ:
         raise FmnistError(f"study {study.study_name!r} was started with {'; '.join(sorted(differ))}: its trials "
                           "could not be compared with these; give the same settings to continue it, or start a new "

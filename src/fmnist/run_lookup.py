@@ -1,0 +1,153 @@
+"""Runs and models found by the name or path a user gives: in the runs directory, in a group there, or by their
+``--name``; refused, where none is found, naming what was meant."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+from typing import Iterator
+
+from fmnist import artifacts
+from fmnist.errors import FmnistError
+from fmnist.run_locks import held_lock
+from fmnist.run_settings import settings_of
+from fmnist.runs import (GROUP_DEPTH, WAIT_FOR_TRAINING, is_seed_group, refuse_group_in_training, require_run_dir,
+                         run_dirs)
+
+
+def resolve_run(name: str | Path, runs_dir: Path) -> Path:
+    """A run given as a path, or as a directory name inside ``runs_dir`` or inside a group there (a ``--seeds``
+    group, a study's folder)."""
+    for candidate in (Path(name), Path(runs_dir) / name):
+        if (candidate / artifacts.CONFIG).is_file():
+            return require_run_dir(candidate)
+    if Path(name).is_dir():
+        return require_run_dir(Path(name))  # a folder, but not a run: say what it lacks
+    nested = _in_groups(runs_dir, name)
+    if nested:
+        return require_run_dir(nested)
+    if (Path(runs_dir) / name).is_dir():
+        return require_run_dir(Path(runs_dir) / name)  # a group's or a study's folder, named: say what it is
+    if Path(name).is_file() and (Path(name).parent / artifacts.CONFIG).is_file():
+        raise FmnistError(f"{name} is a file of a run: give the run's directory, {Path(name).parent}")
+    raise _no_run(name, runs_dir, "a run directory")
+
+
+def _no_run(name: str | Path, runs_dir: Path, wanted: str) -> FmnistError:
+    said = f"{name} is a file, not a run" if Path(name).is_file() else f"no run {str(name)!r}"  # an image, say
+    named = _named(runs_dir, name)
+    if named:  # the name given to `fmnist train --name`, which its folder's time stands before
+        shown = ", ".join(d.relative_to(runs_dir).as_posix() for d in named[:NAMED_SHOWN])
+        more = f" and {len(named) - NAMED_SHOWN} more" if len(named) > NAMED_SHOWN else ""
+        return FmnistError(f"{said} in {runs_dir}{os.sep}, but runs named {str(name)!r} there, newest first: "
+                           f"{shown}{more}; give one of them")
+    return FmnistError(f"{said}: give {wanted} or the name of one in {runs_dir}{os.sep} (see 'fmnist runs'; "
+                       "--runs-dir for another folder)")
+
+
+NAMED_SHOWN = 3  # the runs of one --name that a refusal suggests
+
+
+def _named(runs_dir: Path, name: str | Path) -> list[Path]:
+    """The runs and --seeds groups in ``runs_dir`` (or in a group or study folder there) trained with ``--name
+    name``, as their own settings say, newest first."""
+    if not _looked_up_in(runs_dir, name):
+        return []
+    try:
+        found = run_dirs(Path(runs_dir), GROUP_DEPTH) + [d for d in Path(runs_dir).iterdir() if is_seed_group(d)]
+    except OSError:  # a folder we may not read: the plain refusal then
+        return []
+    named = [d for d in found if _trained_as(d) == str(name)]
+    # Newest first, by the UTC time before each name; one made the same second numbered after it: -2, ..., -10.
+    return sorted(named, key=lambda d: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", d.name)],
+                  reverse=True)
+
+
+def _trained_as(folder: Path) -> str | None:
+    """The --name a run's config.json, or a group's group.json, records; None where it cannot be read."""
+    try:
+        record = artifacts.read_json(folder / (artifacts.SEED_GROUP if is_seed_group(folder) else artifacts.CONFIG))
+    except (FmnistError, OSError):
+        return None
+    return settings_of(record).get("name")
+
+
+def _looked_up_in(runs_dir: Path, name: str | Path) -> bool:
+    """Whether ``name`` is a bare name (not a path) to look for in ``runs_dir``, a folder there is."""
+    return Path(name).name == str(name) and Path(runs_dir).is_dir()
+
+
+def _in_groups(runs_dir: Path, name: str | Path) -> Path | None:
+    """The run folder named ``name`` inside a group in ``runs_dir``, if there is exactly one."""
+    if not _looked_up_in(runs_dir, name):
+        return None
+    found = [d for d in run_dirs(Path(runs_dir), GROUP_DEPTH)
+             if d.name == str(name) and d.parent != Path(runs_dir) and (d / artifacts.CONFIG).is_file()]
+    if len(found) > 1:
+        raise FmnistError(f"{len(found)} runs in {runs_dir} are named {str(name)!r}: give one as a path, such as "
+                          f"{found[0]}")
+    return found[0] if found else None
+
+
+@contextlib.contextmanager
+def idle_run(name: str | Path, runs_dir: Path, doing: str) -> Iterator[Path]:
+    """A run that a command writes into (evaluate, report, export), kept from training for the block: not while its
+    training process, scoring it say, still writes there, and no resume begins before the command ends."""
+    run_dir = resolve_run(name, runs_dir)
+    refuse_group_in_training(run_dir, f"to {doing}")  # its process may come to this run while the command writes
+    # Shared: two such commands may run together (an export of each format), but never beside a training.
+    with held_lock(run_dir / artifacts.LOCK, f"{run_dir} is being trained right now; to {doing}, {WAIT_FOR_TRAINING}",
+                   shared=True):
+        yield run_dir
+
+
+def resolve_resumable(name: Path, runs_dir: Path) -> Path:
+    """A run or --seeds group to resume, given as a path or as its name in ``runs_dir`` (or in a group there)."""
+    if Path(name).exists():
+        return Path(name)
+    if (Path(runs_dir) / name).is_dir():
+        return Path(runs_dir) / name
+    found = _in_groups(runs_dir, name)
+    if found is None:
+        raise _no_run(name, runs_dir, "a run's or --seeds group's directory")
+    return found
+
+
+def is_model_alone(path: Path) -> bool:
+    """A ``.keras`` file, or a folder holding one with its checksum and no run's config: a model without its run,
+    which carries what predicting needs."""
+    path = Path(path)
+    if path.suffix == ".keras" and not path.is_dir():  # a run's own is its run's
+        return path.exists() and not (path.name == artifacts.MODEL and (path.parent / artifacts.CONFIG).is_file())
+    return path.is_dir() and not (path / artifacts.CONFIG).exists() and (path / artifacts.MODEL_SHA256).is_file()
+
+
+def resolve_model(name: str | Path, runs_dir: Path) -> Path:
+    """A ``.keras`` file, a folder holding one with its checksum alone (the model carries what predicting needs),
+    else a run as :func:`resolve_run` finds it (one named ``v2.keras`` too)."""
+    path = Path(name)
+    if is_model_alone(path):
+        return path
+    if path.suffix == ".keras" and not path.is_dir():
+        try:
+            return resolve_run(name, runs_dir)
+        except FmnistError:  # no run of that name either: the error to give is that no model is there
+            return path
+    for record in (path / artifacts.EXPORT_INFO, path.parent / artifacts.EXPORT_INFO):
+        if path.exists() and record.is_file():  # exports/<format>/, or the file or folder in it
+            run = record.absolute().parent.parent.parent  # <run>/exports/<format>/export.json
+            raise FmnistError(f"{path} is an export, for other runtimes ({record} says how to call it); fmnist "
+                              f"takes the run it was exported from, {run}, or its {artifacts.MODEL}")
+    return resolve_run(name, runs_dir)
+
+
+def teacher_run_dir(teacher: str | Path) -> Path:
+    """The run a teacher (a run directory or its model.keras) belongs to: its calibration temperature is kept there."""
+    teacher = Path(teacher)
+    run_dir = teacher if teacher.is_dir() else teacher.parent
+    if not (run_dir / artifacts.CONFIG).is_file():
+        raise FmnistError(f"no {artifacts.CONFIG} in {run_dir}: a teacher must be a run made by 'fmnist train' "
+                          "(or its model.keras there), as its calibration temperature is kept in the run")
+    return run_dir

@@ -1,0 +1,61 @@
+"""The settings a run or a ``--seeds`` group records, compared: whether a run belongs to its group, and the group's
+run for each seed."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+
+def settings_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The settings a run's config.json or a group's group.json holds, or none where they are damaged."""
+    settings = record.get("settings")
+    return settings if isinstance(settings, dict) else {}
+
+
+_MISSING = object()  # a setting one side of a comparison lacks
+
+
+def settings_differ(planned: dict[str, Any], member: dict[str, Any], ignored: Iterable[str] = ("seed", "name")
+                    ) -> list[str]:
+    """The settings, as JSON keeps them, in which a group's ``member`` is not the group's (those ``ignored`` apart;
+    a study compares its seed too)."""
+    from fmnist.settings import TrainSettings
+
+    known = TrainSettings.names()
+    # One this fmnist does not know (a later one's) differs where one side lacks it or the two disagree; one that a
+    # later or earlier fmnist added, which this one knows, is compared only where both have it, as a resume fills it
+    # in.
+    unknown = {k for k in (planned.keys() | member.keys()) - known
+               if planned.get(k, _MISSING) != member.get(k, _MISSING)}
+    shared = (planned.keys() & member.keys() & known) - set(ignored)
+    return sorted(unknown | {k for k in shared if planned[k] != member[k]})
+
+
+def differs_from_group(group: dict[str, Any], member: dict[str, Any]) -> list[str]:
+    """What of a run's config.json (``member``) is not as its ``--seeds`` group's group.json (``group``) has it:
+    settings (seed and name apart), backend or data. Such a run would be counted in the group's mean, or resumed
+    with the group's settings, as its members are told apart by seed alone."""
+    differ = settings_differ(settings_of(group), settings_of(member))
+    # What a damaged group.json lacks is not held against its runs (its resume refuses the group itself).
+    if "backend" in group and member.get("backend") != group["backend"]:
+        differ.append("backend")
+    if _data_checksums(group) is not None and _data_checksums(member) != _data_checksums(group):
+        differ.append("data")
+    return differ
+
+
+def _data_checksums(record: dict[str, Any]) -> Any:
+    data = record.get("data")
+    return data.get("sha256") if isinstance(data, dict) else None
+
+
+def pick_members(candidates: Iterable[tuple[Any, bool, Any]]) -> dict[Any, Any]:
+    """A ``--seeds`` group's run for each seed, from (seed, finished, run) oldest first: of two runs of one seed, a
+    finished one, else the newer (one trained again after its first was damaged)."""
+    found: dict[Any, Any] = {}
+    done: dict[Any, bool] = {}
+    for seed, is_finished, run in candidates:
+        if done.get(seed) and not is_finished:
+            continue
+        found[seed], done[seed] = run, is_finished
+    return found

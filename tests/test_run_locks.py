@@ -1,0 +1,33 @@
+import shutil
+
+import pytest
+
+from fmnist import run_locks, run_lookup, runs
+from fmnist.errors import FmnistError
+
+
+def test_commands_that_write_into_a_run_refuse_while_its_training_process_holds_it(tiny_run_dir, tmp_path, capsys):
+    from fmnist.cli import main
+
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")  # its model saved, its process still scoring it
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    with run_locks.claim_run(run):
+        for command, doing in ((["evaluate"], "evaluate it"), (["report"], "rebuild its report"),
+                               (["export", "--format", "onnx"], "export it")):
+            assert main([*command, str(run)]) == 1
+            assert capsys.readouterr().err == (f"fmnist: error: {run} is being trained right now; to {doing}, wait for "
+                                               "it to finish ('fmnist runs' shows its epochs so far)\n")
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+
+
+def test_a_command_writing_into_a_run_keeps_training_away_until_it_ends(tiny_run_dir, tmp_path):
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    with run_lookup.idle_run(run.name, tmp_path, "evaluate it") as held:
+        assert held == run
+        with run_lookup.idle_run(run, tmp_path, "export it"):  # two such commands together: each writes its own files
+            assert not runs.being_trained(run)
+        with pytest.raises(FmnistError, match="in use by another process"):  # a resume begun meanwhile
+            with run_locks.claim_run(run):
+                pass
+    with run_locks.claim_run(run):  # and free once it ends
+        pass

@@ -1,0 +1,123 @@
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from fmnist import artifacts, model_files, run_lookup, runs
+from fmnist.errors import FmnistError
+
+
+def test_resolve_run_takes_a_path_or_a_name(mixed_runs, tmp_path):
+    finished = mixed_runs["finished"]
+    assert run_lookup.resolve_run(str(finished), mixed_runs["dir"] / "elsewhere") == finished
+    assert run_lookup.resolve_run(finished.name, mixed_runs["dir"]) == finished
+    with pytest.raises(FmnistError, match="no run 'nope'"):
+        run_lookup.resolve_run("nope", mixed_runs["dir"])
+    with pytest.raises(FmnistError, match=f"{mixed_runs['dir']} is a folder of runs, not a run: give one of them, "
+                                          "such as "):
+        run_lookup.resolve_run(str(mixed_runs["dir"]), mixed_runs["dir"])
+    # A folder in the runs directory, named: what it is, as when given as a path.
+    with pytest.raises(FmnistError, match=f"study is a folder of runs, not a run: give one of them, such as "
+                                          f"{mixed_runs['grouped']}$"):
+        run_lookup.resolve_run("study", mixed_runs["dir"])
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(FmnistError, match="nothing is not a run directory"):
+        run_lookup.resolve_run("nothing", tmp_path)
+    # Nowhere at all: said alike to a command that reads a run and to a resume.
+    with pytest.raises(FmnistError, match="^no run 'typo': give a run directory or the name of one in"):
+        run_lookup.resolve_run("typo", tmp_path)
+    with pytest.raises(FmnistError, match="^no run 'typo': give a run's or --seeds group's directory or the name of "
+                                          f"one in {tmp_path}"):
+        run_lookup.resolve_resumable(Path("typo"), tmp_path)
+    with pytest.raises(FmnistError, match=f"model.keras is a file of a run: give the run's directory, {finished}$"):
+        run_lookup.resolve_run(str(finished / artifacts.MODEL), mixed_runs["dir"])
+    photo = tmp_path / "shirt.png"  # a photo given first, the run forgotten
+    photo.write_bytes(b"\x89PNG")
+    with pytest.raises(FmnistError, match=f"^{photo} is a file, not a run: give a run directory or the name of one"):
+        run_lookup.resolve_run(str(photo), tmp_path)
+    grouped = mixed_runs["grouped"]  # in a group: found by its own name too, as 'fmnist runs' shows it or alone
+    for name in (grouped.name, f"{grouped.parent.name}/{grouped.name}"):
+        assert (run_lookup.resolve_run(name, mixed_runs["dir"]) == run_lookup.resolve_resumable(name, mixed_runs["dir"])
+                == grouped)
+
+
+def test_a_name_two_groups_hold_is_refused(tmp_path):
+    for group in ("a-x2", "b-x2"):
+        (tmp_path / group / "run").mkdir(parents=True)
+        artifacts.write_json(tmp_path / group / "run" / artifacts.CONFIG, {"settings": {}, "backend": "jax"})
+    with pytest.raises(FmnistError, match=f"2 runs in {tmp_path} are named 'run': give one as a path, such as "
+                                          f"{tmp_path / 'a-x2' / 'run'}"):
+        run_lookup.resolve_run("run", tmp_path)
+
+
+def test_commands_take_a_run_by_name(mixed_runs, tmp_path, monkeypatch, capsys):
+    from fmnist.cli import main
+
+    finished = shutil.copytree(mixed_runs["finished"], tmp_path / "runs" / mixed_runs["finished"].name)
+    # --json gives absolute paths, though the runs directory was given relative to the working folder.
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", finished.name, "--runs-dir", "runs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["report"] == str(finished / artifacts.REPORT_HTML)
+    listed = run_cli("runs", "--runs-dir", "runs", "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["runs_dir"] == str(tmp_path / "runs")
+    assert [r["path"] for r in json.loads(listed.stdout)["runs"]] == [str(finished)]
+    (tmp_path / "elsewhere").mkdir()
+    roundabout = run_cli("runs", "--runs-dir", "../runs", "--json", cwd=tmp_path / "elsewhere")
+    assert json.loads(roundabout.stdout)["runs_dir"] == str(tmp_path / "runs")  # no "elsewhere/.." left in it
+    assert [r["path"] for r in json.loads(roundabout.stdout)["runs"]] == [str(finished)]
+
+
+def test_a_model_is_found_as_a_file_a_bare_folder_or_a_run_whose_name_ends_in_keras(mixed_runs, tmp_path,
+                                                                                     monkeypatch):
+    named = shutil.copytree(mixed_runs["finished"], tmp_path / "runs" / "20261202-v2.keras")  # --name v2.keras
+    assert run_lookup.resolve_model(named.name, tmp_path / "runs") == named
+    assert run_lookup.resolve_model(named / artifacts.MODEL, tmp_path) == named / artifacts.MODEL
+    bare = tmp_path / "model-only"  # a run's model and checksum copied alone: the model carries what predict needs
+    bare.mkdir()
+    for name in (artifacts.MODEL, artifacts.MODEL_SHA256):
+        shutil.copy(named / name, bare / name)
+    assert run_lookup.resolve_model(bare, tmp_path) == bare and model_files.verified_model_path(bare)[0] == \
+        bare / artifacts.MODEL
+    assert run_lookup.resolve_model("gone.keras", tmp_path / "runs") == Path("gone.keras")  # its error: no model there
+    onnx = named / artifacts.EXPORTS_DIR / "onnx"  # an export is for other runtimes: named so, with its run
+    onnx.mkdir(parents=True)
+    (onnx / artifacts.EXPORT_FILES["onnx"]).write_bytes(b"onnx")
+    (onnx / artifacts.EXPORT_INFO).write_text("{}")
+    for given in (onnx, onnx / artifacts.EXPORT_FILES["onnx"]):
+        with pytest.raises(FmnistError, match=f"^{given} is an export, for other runtimes .*; fmnist takes the run it "
+                                              f"was exported from, {named}, or its model.keras$"):
+            run_lookup.resolve_model(given, tmp_path)
+    monkeypatch.chdir(onnx)  # given from inside it: the run is still named whole
+    with pytest.raises(FmnistError, match=f"^model.onnx is an export, .* the run it was exported from, {named}, or"):
+        run_lookup.resolve_model(Path("model.onnx"), tmp_path)
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(FmnistError, match="--show x: its folder .*loop leads round in a loop of symbolic links"):
+        runs.refuse_inside_run(loop, "--show x: its folder")
+    with pytest.raises(FmnistError, match=f"^the run {loop} leads round in a loop of symbolic links: give a run "
+                                          "directory made by 'fmnist train'$"):
+        runs.require_run_dir(loop)  # as `fmnist train --resume loop` and `fmnist evaluate loop` give it
+
+
+def test_a_run_asked_for_by_its_train_name_is_refused_naming_the_runs_of_that_name(tmp_path):
+    def trained(folder, name):
+        run = runs.create_run_dir(folder, name)
+        artifacts.write_json(run / artifacts.CONFIG, {"settings": {"name": name}})
+        return run
+
+    made = [trained(tmp_path, "small") for _ in range(11)]  # the same second: -2, ..., -11 after the first
+    trial = trained(tmp_path / "study", "small")
+    other = trained(tmp_path, "small-2")  # another --name, whose folder could pass for the second "small"
+    (tmp_path / "20261206T174935Z-smaller").mkdir()  # another name that begins alike
+    newest = [trial, made[-1], made[-2], made[-3]] if trial.name > made[0].name else [made[-1], made[-2], made[-3]]
+    shown = ", ".join(d.relative_to(tmp_path).as_posix() for d in newest[:3])
+    for refuse in (run_lookup.resolve_run, run_lookup.resolve_resumable):
+        with pytest.raises(FmnistError, match=f"^no run 'small' in {tmp_path}/, but runs named 'small' there, newest "
+                                              f"first: {re.escape(shown)} and 9 more; give one of them$"):
+            refuse("small", tmp_path)
+    with pytest.raises(FmnistError, match=f"runs named 'small-2' there, newest first: {other.name}; give one"):
+        run_lookup.resolve_run("small-2", tmp_path)
