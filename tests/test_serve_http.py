@@ -11,6 +11,7 @@ import pytest
 from conftest import start_server
 from fmnist.serve import create_app
 from fmnist.serve_http import json_http_protocol
+from fmnist.serve_inputs import EMPTY_BODY
 
 BODY_LIMIT = 1024 * 1024
 PARSERS = ("httptools", "h11")
@@ -248,3 +249,12 @@ def test_a_request_asking_to_upgrade_to_http2_is_answered_not_left_without_its_b
         health = raw_exchange(port, b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n%sConnection: close\r\n\r\n"
                               % upgrade)
         assert json_answer(health)[0] == 200  # no body to lose: answered
+
+
+@pytest.mark.parametrize("length", [b"", b"Content-Length: 0\r\n"])
+def test_a_post_with_nothing_in_it_is_told_its_body_is_empty_not_its_content_type(tiny_run_dir, length):
+    """`curl -X POST URL` sends neither a body nor a content type: what to mend is the missing body."""
+    with serving_in_process(create_app(tiny_run_dir), PARSERS[0]) as port:
+        answer = raw_exchange(port, b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\n%sConnection: close\r\n\r\n"
+                              % length)
+    assert json_answer(answer) == (400, {"error": EMPTY_BODY})

@@ -28,6 +28,7 @@ MAX_INTEGER_DIGITS = 20  # a JSON integer longer than any 64-bit one is no pixel
 # slow link is read, while a client that stalls (even after sending much) or trickles bytes holds no connection long.
 BODY_TIMEOUT_S = 30
 MIN_BODY_RATE = 16 * 1024  # bytes a second
+EMPTY_BODY = "the request body is empty: send images as multipart files or JSON {\"inputs\": [...]}"
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -54,8 +55,15 @@ async def read_body(request: Request, limit: int) -> bytes:
         chunks.append(chunk)
     body = b"".join(chunks)
     if not body:
-        raise BadInput("the request body is empty: send images as multipart files or JSON {\"inputs\": [...]}", 400)
+        raise BadInput(EMPTY_BODY, 400)
     return body
+
+
+def _declared_empty(request: Request) -> bool:
+    """A body its headers say is empty: Content-Length 0, or neither it nor Transfer-Encoding (HTTP/1.1's empty body,
+    as `curl -X POST URL` sends)."""
+    length = request.headers.get("content-length")
+    return length.strip() == "0" if length is not None else "transfer-encoding" not in request.headers
 
 
 async def form_files(request: Request, body: bytes) -> list[tuple[str, bytes]]:
@@ -217,6 +225,8 @@ async def read_inputs(request: Request, max_body_bytes: int) -> tuple[list[str],
         raise BadInput(f"a body compressed with Content-Encoding: {encoding} is not accepted; send it uncompressed "
                        "(images are compressed already)", 415)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not content_type and _declared_empty(request):  # nothing sent at all: the empty body is what to mend
+        raise BadInput(EMPTY_BODY, 400)
     if content_type not in ("multipart/form-data", "application/json"):  # said before a body is waited for
         raise BadInput(f"unsupported content type {content_type or 'none'}: "
                        "send multipart/form-data files or application/json", 415)
