@@ -263,10 +263,29 @@ def create_app(source: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: in
     one of ``allowed_hosts`` (the public names a reverse proxy on this machine passes on);
     ``allowed_origins``: the web pages elsewhere (``*``: any) whose scripts may read the answers (CORS);
     ``unsure_below``: an answer whose top probability is under it is called unsure."""
-    allowed_origins, allowed_hosts = browser_origins(allowed_origins), host_names(allowed_hosts)
     source = Path(source)
     run_name, settings, metrics_path = _run_details(source)
+    app = FastAPI(
+        title="fmnist", lifespan=_lifespan(source, run_name, max_batch, decode_slots, on_ready),
+        redirect_slashes=False,  # /v1/predict/ is a JSON 404, not an empty 307
+        description="Fashion-MNIST classifier: photos (PNG, JPEG, WebP, BMP, GIF) or 28x28 arrays in, "
+                    "top-k classes out. The web page is at /.",
+    )
+    app.mount(STATIC_URL, RevalidatedFiles(directory=STATIC), name="static")
+    _add_middleware(app, loopback_only, host_names(allowed_hosts), browser_origins(allowed_origins))
+    _answer_errors_as_json(app)
+    model_facts = {"run": run_name, "classes": list(CLASS_NAMES), "input_shape": [IMAGE_SIDE, IMAGE_SIDE],
+                   "unsure_below": unsure_below, "max_inputs": MAX_INPUTS, "max_body_bytes": max_body_bytes,
+                   "settings": settings}
+    _add_info_routes(app, model_facts, metrics_path)
+    _add_predict_route(app, max_body_bytes, unsure_below)
+    return app
 
+
+def _lifespan(source: Path, run_name: str | None, max_batch: int, decode_slots: int,
+              on_ready: Callable[[], None]) -> Callable[[FastAPI], Any]:
+    """The app's lifespan: the model loaded and warmed up, the batcher started, ``on_ready`` called; a model that
+    fails to load is kept in ``app.state.startup_error`` for :func:`serve` to say in one line."""
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         try:
@@ -292,12 +311,12 @@ def create_app(source: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: in
         finally:
             worker.cancel()
 
-    app = FastAPI(
-        title="fmnist", lifespan=lifespan, redirect_slashes=False,  # /v1/predict/ is a JSON 404, not an empty 307
-        description="Fashion-MNIST classifier: photos (PNG, JPEG, WebP, BMP, GIF) or 28x28 arrays in, "
-                    "top-k classes out. The web page is at /.",
-    )
-    app.mount(STATIC_URL, RevalidatedFiles(directory=STATIC), name="static")
+    return lifespan
+
+
+def _add_middleware(app: FastAPI, loopback_only: bool, allowed_hosts: Sequence[str],
+                    allowed_origins: Sequence[str]) -> None:
+    """The app's middleware, innermost first (each one added wraps those before it), and its metrics."""
     app.add_middleware(AnswerCancelledRequests)
     app.add_middleware(WholeAnswers)
     if allowed_origins:
@@ -307,41 +326,45 @@ def create_app(source: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: in
     app.state.metrics = ServeMetrics(app)  # around the rest: every request the app answers is counted
     app.add_middleware(HttpMethodsOnly, on_refused=app.state.metrics.refused)  # outermost: its refusals apart
 
-    _answer_errors_as_json(app)
 
-    def get_and_head(path: str, **options: Any) -> Callable:
-        """A GET route that HEAD answers too (uptime monitors use it), the HEAD one kept out of the API's docs: one
-        operation for both would give them the same id."""
-        def register(endpoint: Callable) -> Callable:
-            app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
-            return app.get(path, **options)(endpoint)
-        return register
+def _get_and_head(app: FastAPI, path: str, **options: Any) -> Callable:
+    """A GET route that HEAD answers too (uptime monitors use it), the HEAD one kept out of the API's docs: one
+    operation for both would give them the same id."""
+    def register(endpoint: Callable) -> Callable:
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+        return app.get(path, **options)(endpoint)
+    return register
 
-    @get_and_head("/", include_in_schema=False)
+
+def _add_info_routes(app: FastAPI, model_facts: dict[str, Any], metrics_path: Path | None) -> None:
+    """The web page, health, Prometheus metrics and the model's description (``model_facts`` and its test
+    metrics as they are when asked)."""
+    @_get_and_head(app, "/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=REVALIDATE)
 
-    @get_and_head("/v1/health")
+    @_get_and_head(app, "/v1/health")
     async def health(request: Request) -> dict[str, Any]:
         """Liveness, the model's id, how many inputs were answered, and how many forward passes ran how many rows."""
         batcher = request.app.state.batcher
         return {"status": "ok", "model_sha256": request.app.state.classifier.sha256,
                 "inputs": request.app.state.answered, "forward_passes": batcher.passes, "rows": batcher.rows}
 
-    @get_and_head(METRICS_URL, response_class=PlainTextResponse)
+    @_get_and_head(app, METRICS_URL, response_class=PlainTextResponse)
     async def prometheus_metrics(request: Request) -> Response:
         """Prometheus metrics: requests by route, method and status with their seconds; inputs answered by top class
         and unsure; rows and seconds per forward pass; the model served."""
         return request.app.state.metrics.exposition(request.headers.get("accept"))
 
-    @get_and_head("/v1/model")
+    @_get_and_head(app, "/v1/model")
     async def model_info(request: Request) -> dict[str, Any]:
         """The classes, and the run's settings and test metrics."""
-        return {"model_sha256": request.app.state.classifier.sha256, "run": run_name,
-                "classes": list(CLASS_NAMES), "input_shape": [IMAGE_SIDE, IMAGE_SIDE], "unsure_below": unsure_below,
-                "max_inputs": MAX_INPUTS, "max_body_bytes": max_body_bytes,
-                "settings": settings, "metrics": _test_metrics(metrics_path)}
+        return {"model_sha256": request.app.state.classifier.sha256, **model_facts,
+                "metrics": _test_metrics(metrics_path)}
 
+
+def _add_predict_route(app: FastAPI, max_body_bytes: int, unsure_below: float) -> None:
+    """POST /v1/predict: images or arrays in, the top classes of each out."""
     @app.post(
         "/v1/predict", response_model=PredictResponse, response_model_exclude_none=True,
         openapi_extra={"requestBody": PREDICT_BODY},
@@ -374,8 +397,6 @@ def create_app(source: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: in
         return {"model_sha256": request.app.state.classifier.sha256,
                 "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
                 "predictions": predictions}
-
-    return app
 
 
 def serve_command(run: Path, runs_dir: Path = Path(RUNS_DIR), backend: str | None = None, **options: Any) -> None:
