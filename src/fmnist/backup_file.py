@@ -59,9 +59,16 @@ def read_meta(path: Path) -> dict[str, Any]:
 def epochs_done(run_dir: Path) -> int:
     """The finished epochs a run's resume continues from: its backup's (none without one); a backup damaged, or
     another run's, is one error saying what to do."""
+    meta = checked_meta(run_dir)
+    return 0 if meta is None else meta["epochs_done"]
+
+
+def checked_meta(run_dir: Path) -> dict[str, Any] | None:
+    """A run's backup record as its resume checks it (its run's, with a count of epochs done); None without a backup.
+    A backup damaged, or another run's, is one error saying what to do."""
     backup = Path(run_dir) / artifacts.BACKUP
     if not backup.is_file():
-        return 0
+        return None
     meta, this_run = read_meta(backup), run_id(run_dir)
     # A backup from before backups named their run is taken on trust; one from before 6 December named the file's
     # bytes.
@@ -73,7 +80,7 @@ def epochs_done(run_dir: Path) -> int:
     epochs = meta.get("epochs_done")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         raise damaged(backup)
-    return epochs
+    return meta
 
 
 def training_over(run_dir: Path, planned_epochs: Any) -> bool:
@@ -83,6 +90,11 @@ def training_over(run_dir: Path, planned_epochs: Any) -> bool:
         meta = read_meta(Path(run_dir) / artifacts.BACKUP)
     except FmnistError:
         return False
+    return holds_whole_training(meta, planned_epochs)
+
+
+def holds_whole_training(meta: dict[str, Any], planned_epochs: Any) -> bool:
+    """:func:`training_over` for a backup record already read."""
     done = meta.get("epochs_done")
     return meta.get("stopped") is True or (
         isinstance(done, int) and isinstance(planned_epochs, int) and done >= planned_epochs > 0)

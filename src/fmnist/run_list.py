@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fmnist import artifacts, defaults, model_files, run_settings, runs
-from fmnist.backup_file import epochs_done, training_over
+from fmnist.backup_file import checked_meta, holds_whole_training
 from fmnist.errors import DamagedFile, FmnistError
 
 
@@ -39,13 +39,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     if runs.is_seed_group(run_dir) and not _has_runs(run_dir):  # stopped before its first run began
         return _unbegun_group(run_dir)
     notes: list[str] = []
-    try:  # as the commands that take a run refuse it
-        run_dir.name.encode("utf-8")
-        runs.require_utf8_name(run_dir)
-    except UnicodeEncodeError:
-        notes.append("its name is not UTF-8: rename it to use it")
-    except FmnistError:  # a folder above it: every run there says so
-        notes.append("the path to it is not UTF-8: move it to use it")
+    _note_name(run_dir, notes)
     config = _read_object(run_dir / artifacts.CONFIG, notes, mend=RESTORE)
     status = _read_object(run_dir / artifacts.STATUS, notes, mend=RESTORE)
     settings = run_settings.settings_of(config)
@@ -56,10 +50,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
             epochs = max(0, len(history.read_text(encoding="utf-8", errors="replace").splitlines()) - 1)
     except OSError:
         notes.append(f"{history.name} unreadable")
-    state = str(status.get("state", "unknown"))
-    if status and state not in runs.STATES:  # edited by hand: shown as written, it would pass for a state of ours
-        notes.append(f"{artifacts.STATUS} damaged (state {status.get('state')!r}): {RESTORE}")
-        state = "unknown"
+    state = _recorded_state(status, notes)
     # None yet while running; a finished run's that cannot be read is said below, with what to do
     metrics = _read_object(run_dir / artifacts.METRICS, [] if state == runs.FINISHED else notes, note_missing=False)
     unscored = state == runs.FINISHED and not (run_dir / artifacts.METRICS).is_file()
@@ -67,39 +58,10 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     live = state == runs.RUNNING or (unscored and runs.being_trained(run_dir))  # a finished run's may score it still
     lost = [name for name in (artifacts.MODEL, artifacts.MODEL_SHA256)
             if state == runs.FINISHED and not (run_dir / name).is_file()]  # only a finished run has them
-    if status.get("diverged"):
-        notes.append(f"diverged: {runs.DIVERGED_ADVICE}")
-    elif state == runs.FINISHED and status.get("pruned"):
-        notes.append(f"pruned {status['pruned']}")
-    elif state in (runs.KILLED, runs.INTERRUPTED, runs.FAILED):
-        epochs = _epochs_backed_up(run_dir, notes)
-        if epochs is not None and training_over(run_dir, settings.get("epochs")):  # stopped while saving its model
-            notes.append(_finished_by(run_dir, "saves and scores it", "continues its group"))
-        elif epochs is not None:  # else its note says what to do first
-            notes.append(_finished_by(run_dir, "continues it", "continues its group"))
-    elif unscored and live:  # trained: its process scores it on the test set, then draws its report
-        notes.append("being scored")
-    elif unscored and not lost:  # stopped while it was being scored; without a model, said below
-        notes.append("not scored: " + _finished_by(run_dir, "scores it", "scores it"))
-    damaged_model = model_files.plainly_damaged(run_dir) if state == runs.FINISHED else []
-    for names, said in ((lost if not live else [], "no {}"), (damaged_model, "{} damaged")):
-        if names:
-            notes.append(f"{said.format(', '.join(names))}: restore {'it' if len(names) == 1 else 'them'} from a "
-                         "copy, or train a new run with its settings")
-    # metrics.json is written after the predictions: both are there, unless edited or deleted by hand since
-    if state == runs.FINISHED and (run_dir / artifacts.METRICS).is_file():
-        damaged = [] if scored_accuracy(metrics) is not None else [f"{artifacts.METRICS} damaged"]
-        predictions = run_dir / artifacts.PREDICTIONS
-        if not predictions.is_file():
-            damaged.append(f"no {artifacts.PREDICTIONS}")
-        elif not zipfile.is_zipfile(predictions):  # cut short: its directory, at the end, is gone
-            damaged.append(f"{artifacts.PREDICTIONS} damaged")
-        if damaged:
-            notes.append(f"{', '.join(damaged)}: fmnist evaluate scores it again")
-        elif not (run_dir / artifacts.REPORT_HTML).is_file() and not runs.being_trained(run_dir):  # stopped drawing it
-            notes.append(f"no {artifacts.REPORT_HTML}: fmnist report draws it")
-        if not damaged and learned_next_to_nothing(metrics):  # as its scoring warned: else it passes for any other
-            notes.append("learned next to nothing: its report says the likely cause")
+    epochs = _note_state(run_dir, state, status, settings.get("epochs"), epochs, notes,
+                         unscored=unscored, live=live, lost=lost)
+    _note_model_files(run_dir, state, live, lost, notes)
+    _note_scores(run_dir, state, metrics, notes)
     kept = _kept_epoch(run_dir, config) if state == runs.FINISHED else None  # a stopped run's best is not final
     created = config.get("created") or status.get("updated") or runs.iso(
         dt.datetime.fromtimestamp(run_dir.stat().st_mtime, dt.timezone.utc))
@@ -118,6 +80,75 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "status": state,
         "notes": notes,
     }
+
+
+def _note_name(run_dir: Path, notes: list[str]) -> None:
+    """Notes where the run's folder name, or the path to it, is not UTF-8."""
+    try:  # as the commands that take a run refuse it
+        run_dir.name.encode("utf-8")
+        runs.require_utf8_name(run_dir)
+    except UnicodeEncodeError:
+        notes.append("its name is not UTF-8: rename it to use it")
+    except FmnistError:  # a folder above it: every run there says so
+        notes.append("the path to it is not UTF-8: move it to use it")
+
+
+def _recorded_state(status: dict[str, Any], notes: list[str]) -> str:
+    """The state status.json records: "unknown" where it has none, or (with a note) one not of ours."""
+    state = str(status.get("state", "unknown"))
+    if status and state not in runs.STATES:  # edited by hand: shown as written, it would pass for a state of ours
+        notes.append(f"{artifacts.STATUS} damaged (state {status.get('state')!r}): {RESTORE}")
+        state = "unknown"
+    return state
+
+
+def _note_state(run_dir: Path, state: str, status: dict[str, Any], planned_epochs: Any, epochs: float | None,
+                notes: list[str], *, unscored: bool, live: bool, lost: list[str]) -> float | None:
+    """Notes on a diverged, pruned, stopped or unscored run's state; returns its ``epochs``, for a stopped run those
+    its resume continues from."""
+    if status.get("diverged"):
+        notes.append(f"diverged: {runs.DIVERGED_ADVICE}")
+    elif state == runs.FINISHED and status.get("pruned"):
+        notes.append(f"pruned {status['pruned']}")
+    elif state in (runs.KILLED, runs.INTERRUPTED, runs.FAILED):
+        epochs, over = _backed_up(run_dir, planned_epochs, notes)
+        if epochs is not None and over:  # stopped while saving its model
+            notes.append(_finished_by(run_dir, "saves and scores it", "continues its group"))
+        elif epochs is not None:  # else its note says what to do first
+            notes.append(_finished_by(run_dir, "continues it", "continues its group"))
+    elif unscored and live:  # trained: its process scores it on the test set, then draws its report
+        notes.append("being scored")
+    elif unscored and not lost:  # stopped while it was being scored; without a model, said below
+        notes.append("not scored: " + _finished_by(run_dir, "scores it", "scores it"))
+    return epochs
+
+
+def _note_model_files(run_dir: Path, state: str, live: bool, lost: list[str], notes: list[str]) -> None:
+    """Notes on a finished run's model files: those ``lost`` (unless it is live), and those plainly damaged."""
+    damaged_model = model_files.plainly_damaged(run_dir) if state == runs.FINISHED else []
+    for names, said in ((lost if not live else [], "no {}"), (damaged_model, "{} damaged")):
+        if names:
+            notes.append(f"{said.format(', '.join(names))}: restore {'it' if len(names) == 1 else 'them'} from a "
+                         "copy, or train a new run with its settings")
+
+
+def _note_scores(run_dir: Path, state: str, metrics: dict[str, Any], notes: list[str]) -> None:
+    """Notes on a finished run's scores: its metrics, predictions or report damaged or missing, or next to nothing
+    learned."""
+    # metrics.json is written after the predictions: both are there, unless edited or deleted by hand since
+    if state == runs.FINISHED and (run_dir / artifacts.METRICS).is_file():
+        damaged = [] if scored_accuracy(metrics) is not None else [f"{artifacts.METRICS} damaged"]
+        predictions = run_dir / artifacts.PREDICTIONS
+        if not predictions.is_file():
+            damaged.append(f"no {artifacts.PREDICTIONS}")
+        elif not zipfile.is_zipfile(predictions):  # cut short: its directory, at the end, is gone
+            damaged.append(f"{artifacts.PREDICTIONS} damaged")
+        if damaged:
+            notes.append(f"{', '.join(damaged)}: fmnist evaluate scores it again")
+        elif not (run_dir / artifacts.REPORT_HTML).is_file() and not runs.being_trained(run_dir):  # stopped drawing it
+            notes.append(f"no {artifacts.REPORT_HTML}: fmnist report draws it")
+        if not damaged and learned_next_to_nothing(metrics):  # as its scoring warned: else it passes for any other
+            notes.append("learned next to nothing: its report says the likely cause")
 
 
 def _summarize_or_say_why_not(run_dir: Path) -> dict[str, Any]:
@@ -156,14 +187,17 @@ def _finished_by(run_dir: Path, alone: str, in_group: str) -> str:
     return f"{runs.resume_command(run_dir)} {in_group}"
 
 
-def _epochs_backed_up(run_dir: Path, notes: list[str]) -> int | None:
+def _backed_up(run_dir: Path, planned_epochs: Any, notes: list[str]) -> tuple[int | None, bool]:
     """The epochs a stopped run's resume continues from: its backup's, not its history's (a kill can land between an
-    epoch's row and its backup)."""
+    epoch's row and its backup); and whether it holds the whole training (its resume then only saves and scores it)."""
     try:
-        return epochs_done(run_dir)
+        meta = checked_meta(run_dir)
     except FmnistError as exc:  # said as the resume would say it, the backup named as in the folder
         notes.append(str(exc).replace(str(run_dir / artifacts.BACKUP), artifacts.BACKUP, 1))
-        return None
+        return None, False
+    if meta is None:  # no backup: its resume trains it from its first epoch
+        return 0, False
+    return meta["epochs_done"], holds_whole_training(meta, planned_epochs)
 
 
 # Twice what guessing scores (a tenth, of ten classes): a model whose test accuracy lies surely below it learned next
