@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from fmnist import artifacts, model_files, run_locks, run_lookup, runs
+from fmnist import artifacts, model_files, run_list, run_locks, run_lookup, runs
 from fmnist.errors import FmnistError
 
 
@@ -109,7 +109,7 @@ def test_a_run_without_test_metrics_is_refused_saying_why_and_what_to_do(tiny_ru
 
     run = shutil.copytree(tiny_run_dir, tmp_path / "run")
     (run / artifacts.METRICS).unlink()
-    for refused in (lambda: runs.require_scored(run, "x"), lambda: build_report(run),
+    for refused in (lambda: run_list.require_scored(run, "x"), lambda: build_report(run),
                     lambda: compare_runs([run, tiny_run_dir], tmp_path / "compare.html")):
         # finished, so stopped while it was scored, as `fmnist runs` says: its resume scores it
         with pytest.raises(FmnistError, match=f"metrics.json is missing: 'fmnist train --resume {run}' scores the run"):

@@ -200,7 +200,7 @@ def test_a_training_that_diverges_stops_at_once_and_is_marked_failed(tmp_path, t
     with pytest.raises(FmnistError, match="diverged .*: resumed with the same settings it would diverge again; "
                                           "train a new run with a lower --learning-rate"):
         resume_run(run_dir, dataset=load_dataset(folder, checksums=sums))
-    for refused in (lambda: model_files.verified_model_path(run_dir), lambda: runs.require_scored(run_dir, "x")):
+    for refused in (lambda: model_files.verified_model_path(run_dir), lambda: run_list.require_scored(run_dir, "x")):
         with pytest.raises(FmnistError, match="it diverged: train a new run with a lower --learning-rate"):
             refused()
     assert run_list.summarize(run_dir)["notes"] == ["diverged: train a new run with a lower --learning-rate"]

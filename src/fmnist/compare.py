@@ -103,7 +103,7 @@ def run_labels(run_dirs: list[Path]) -> list[str]:
 def _load(run_dir: Path) -> dict[str, Any]:
     """The files a comparison needs; a run that has not been evaluated is refused, naming its status."""
     summary = run_list.summarize(run_dir)
-    runs.require_scored(run_dir, "a comparison")
+    run_list.require_scored(run_dir, "a comparison")
     if not (run_dir / artifacts.HISTORY).is_file():
         raise FmnistError(f"{run_dir / artifacts.HISTORY} is missing: {HISTORY_ADVICE}")
     config = read_config(run_dir)

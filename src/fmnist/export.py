@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fmnist import artifacts, defaults, model_files, run_locks, run_lookup, runs
+from fmnist import artifacts, defaults, model_files, run_list, run_locks, run_lookup, runs
 from fmnist.backend import resolve
 from fmnist.data import CHECKSUMS, load_dataset, to_features
 from fmnist.errors import FmnistError
@@ -282,7 +282,7 @@ def export_run(run_dir: Path, fmt: str, backend: str, images: np.ndarray) -> dic
                 raise
     else:
         try:
-            runs.require_scored(run_dir, "its report")
+            run_list.require_scored(run_dir, "its report")
         except FmnistError as unscored:  # its report, listing the exports, is drawn once the run is scored
             log.warning("the %s export is complete; %s", fmt, unscored)
     return record

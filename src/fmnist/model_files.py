@@ -174,7 +174,7 @@ def load_model(source: Path) -> tuple[Any, str]:
 
 
 def _network_of(model: Any) -> str:
-    """The network a model is, as :func:`run_list.network_text` names one from settings."""
+    """The network a model is, as :func:`run_settings.network_text` names one from settings."""
     import keras
 
     if any(isinstance(layer, keras.layers.Conv2D) for layer in model.layers):
@@ -186,11 +186,10 @@ def _network_of(model: Any) -> str:
 def _require_runs_network(model: Any, run_dir: Path) -> None:
     """Refuse a run's model that is not the network its config.json describes: copied in from another run, it would
     be scored, served or exported under this run's settings, with this run's calibration."""
-    from fmnist.run_list import network_text
-
     config = run_dir / artifacts.CONFIG
     try:
-        expected = network_text(run_settings.settings_of(artifacts.read_json(config))) if config.is_file() else None
+        recorded = run_settings.settings_of(artifacts.read_json(config)) if config.is_file() else None
+        expected = None if recorded is None else run_settings.network_text(recorded)
     except FmnistError as exc:  # the model carries its own architecture: predicted with and served, unchecked
         mend = f": restore {artifacts.CONFIG} from a copy" if isinstance(exc, DamagedFile) else ""
         warn_once(log, config, "%s; the model is used as it is, unchecked against the run's settings%s", exc, mend)

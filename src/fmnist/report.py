@@ -207,7 +207,7 @@ def write_report(run_dir: Path, write_scores: Callable[[], None] = lambda: None)
                                f"waiting for another process drawing {run_dir}'s report"):
         history = checked_history(run_dir, config)  # refused before new scores replace those the report shows
         write_scores()
-        runs.require_scored(run_dir, "its report")
+        run_list.require_scored(run_dir, "its report")
         return _write_report(run_dir, config, history)
 
 

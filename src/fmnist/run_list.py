@@ -403,7 +403,7 @@ def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), r
             lines.append(_group_line(group, r, Path(runs_dir)))
         s = r["settings"]
         lines.append([
-            r["run"], r["created"].replace("T", " "), cell(r["recipe"]), cell(network_text(s)),
+            r["run"], r["created"].replace("T", " "), cell(r["recipe"]), cell(run_settings.network_text(s)),
             cell(artifacts.json_number(s.get("learning_rate")), "{:.3g}"), cell(s.get("batch_size")),
             cell(s.get("limit")), cell(s.get("seed")),
             cell(r["backend"]), cell(r["epochs"]) + ("" if r["epoch_kept"] is None else f" ({r['epoch_kept']})"),
@@ -414,14 +414,6 @@ def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), r
     shown = [[str(c).encode("utf-8", "backslashreplace").decode("utf-8") for c in line] for line in lines]
     widths = [max(len(line[i]) for line in shown) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in shown)
-
-
-def network_text(settings: dict[str, Any]) -> str | None:
-    """The network that settings describe, as the table shows it: "ConvNet", or the hidden sizes ("512-256-64-32")."""
-    if settings.get("architecture") == "cnn":  # its hidden sizes are the unused dense defaults
-        return "ConvNet"
-    sizes = settings.get("hidden_sizes")
-    return "-".join(str(n) for n in sizes) if isinstance(sizes, list) else None
 
 
 def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -> list[str]:
@@ -448,10 +440,28 @@ def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -
         status = (f"{scored} of {planned} seeds scored "
                   f"({runs.resume_command(runs_dir / group['group'])} continues it)")
     return [
-        group["group"] + "/", group["created"].replace("T", " "), cell(newest["recipe"]), cell(network_text(s)),
+        group["group"] + "/", group["created"].replace("T", " "), cell(newest["recipe"]),
+        cell(run_settings.network_text(s)),
         cell(artifacts.json_number(s.get("learning_rate")), "{:.3g}"), cell(s.get("batch_size")), cell(s.get("limit")),
         "all", cell(newest["backend"]), "-", cell(accuracy and accuracy["mean"], "{:.4f}"),
         cell(group["macro_f1"], "{:.4f}"), cell(group["train_seconds"], "{:.1f}"), status,
     ]
 
 
+def require_scored(run_dir: Path, needed_for: str) -> None:
+    """Refuse a run without test metrics, saying why it has none and what to do, since ``needed_for`` reads them."""
+    if (Path(run_dir) / artifacts.METRICS).is_file():
+        return
+    if runs.being_trained(run_dir):
+        raise FmnistError(f"{run_dir} is being trained right now; {needed_for} needs it scored: "
+                          f"{runs.WAIT_FOR_TRAINING}")
+    status = Path(run_dir) / artifacts.STATUS
+    state = artifacts.read_json(status).get("state") if status.is_file() else None
+    # Stopped (killed even after its model was saved), or unfinished with no model to score.
+    if state in runs.RESUMABLE or (state != runs.FINISHED and not (Path(run_dir) / artifacts.MODEL_SHA256).is_file()):
+        # Its status as `fmnist runs` shows it: killed, say.
+        raise FmnistError(f"{run_dir} has not finished training (status {summarize(run_dir)['status']}), so it has "
+                          f"no test metrics for {needed_for}; {runs.how_to_finish(run_dir)}")
+    # Stopped while it was scored (as `fmnist runs` says): its resume scores it, and a group's writes its summary too.
+    scorer = runs.resume_command(run_dir) if state == runs.FINISHED else f"fmnist evaluate {run_dir}"
+    raise FmnistError(f"{run_dir / artifacts.METRICS} is missing: '{scorer}' scores the run")

@@ -59,3 +59,11 @@ def pick_members(candidates: Iterable[tuple[Any, bool, Any]]) -> dict[Any, Any]:
             continue
         found[seed], done[seed] = run, is_finished
     return found
+
+
+def network_text(settings: dict[str, Any]) -> str | None:
+    """The network that settings describe, as the table shows it: "ConvNet", or the hidden sizes ("512-256-64-32")."""
+    if settings.get("architecture") == "cnn":  # its hidden sizes are the unused dense defaults
+        return "ConvNet"
+    sizes = settings.get("hidden_sizes")
+    return "-".join(str(n) for n in sizes) if isinstance(sizes, list) else None

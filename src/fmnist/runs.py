@@ -296,25 +296,6 @@ def how_to_finish(run_dir: Path) -> str:
 WAIT_FOR_TRAINING = "wait for it to finish ('fmnist runs' shows its epochs so far)"
 
 
-def require_scored(run_dir: Path, needed_for: str) -> None:
-    """Refuse a run without test metrics, saying why it has none and what to do, since ``needed_for`` reads them."""
-    if (Path(run_dir) / artifacts.METRICS).is_file():
-        return
-    if being_trained(run_dir):
-        raise FmnistError(f"{run_dir} is being trained right now; {needed_for} needs it scored: {WAIT_FOR_TRAINING}")
-    status = Path(run_dir) / artifacts.STATUS
-    state = artifacts.read_json(status).get("state") if status.is_file() else None
-    # Stopped (killed even after its model was saved), or unfinished with no model to score.
-    from fmnist.run_list import summarize  # its status as `fmnist runs` shows it: killed, say
-
-    if state in RESUMABLE or (state != FINISHED and not (Path(run_dir) / artifacts.MODEL_SHA256).is_file()):
-        raise FmnistError(f"{run_dir} has not finished training (status {summarize(run_dir)['status']}), so it has "
-                          f"no test metrics for {needed_for}; {how_to_finish(run_dir)}")
-    # Stopped while it was scored (as `fmnist runs` says): its resume scores it, and a group's writes its summary too.
-    scorer = resume_command(run_dir) if state == FINISHED else f"fmnist evaluate {run_dir}"
-    raise FmnistError(f"{run_dir / artifacts.METRICS} is missing: '{scorer}' scores the run")
-
-
 GROUP_DEPTH = 3  # runs/<runs dir of a study>/<seed group>/<run>
 
 
