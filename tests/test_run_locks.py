@@ -2,7 +2,7 @@ import shutil
 
 import pytest
 
-from fmnist import run_locks, run_lookup, runs
+from fmnist import run_locks, run_lookup
 from fmnist.errors import FmnistError
 
 
@@ -25,7 +25,7 @@ def test_a_command_writing_into_a_run_keeps_training_away_until_it_ends(tiny_run
     with run_lookup.idle_run(run.name, tmp_path, "evaluate it") as held:
         assert held == run
         with run_lookup.idle_run(run, tmp_path, "export it"):  # two such commands together: each writes its own files
-            assert not runs.being_trained(run)
+            assert not run_locks.being_trained(run)
         with pytest.raises(FmnistError, match="in use by another process"):  # a resume begun meanwhile
             with run_locks.claim_run(run):
                 pass

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import start_server
 from fmnist.serve import create_app
-from fmnist.serve_http import json_http_protocol
+from fmnist.serve_http import declares_body, json_http_protocol
 from fmnist.serve_inputs import EMPTY_BODY
 
 BODY_LIMIT = 1024 * 1024
@@ -258,3 +258,12 @@ def test_a_post_with_nothing_in_it_is_told_its_body_is_empty_not_its_content_typ
         answer = raw_exchange(port, b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\n%sConnection: close\r\n\r\n"
                               % length)
     assert json_answer(answer) == (400, {"error": EMPTY_BODY})
+
+
+@pytest.mark.parametrize("headers, has_body", [
+    ([], False), ([(b"content-length", b"0")], False), ([(b"content-length", b"00")], False),
+    ([(b"content-length", b" 12 ")], True), ([(b"transfer-encoding", b"chunked")], True),
+    ([(b"content-length", b"0"), (b"transfer-encoding", b"chunked")], True),  # chunked wins, as h11 reads it
+])
+def test_a_body_is_declared_by_a_length_above_zero_or_by_chunks(headers, has_body):
+    assert declares_body(headers) is has_body

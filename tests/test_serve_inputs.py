@@ -72,6 +72,8 @@ def chunks(total: int):
 @pytest.mark.parametrize("case, request_args, status", [
     ("empty-body", {"headers": {"content-type": "multipart/form-data; boundary=b"}}, 400),
     ("no-body-no-content-type", {}, 400),
+    ("chunked-no-content-type", {"content": chunks(65536)}, 415),  # a body follows: its content type is what to mend
+    ("empty-text-plain", {"content": b"", "headers": {"content-type": "text/plain"}}, 415),
     ("empty-json", {"content": b"", "headers": {"content-type": "application/json"}}, 400),
     ("no-content-type", {"content": b"\x89PNG"}, 415),
     ("text-plain", {"content": b"hello", "headers": {"content-type": "text/plain"}}, 415),

@@ -11,7 +11,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from fmnist import artifacts, run_lookup, run_settings, runs
+from fmnist import artifacts, run_locks, run_lookup, run_settings, runs
 from fmnist.errors import DamagedFile, FmnistError, first_line, warn_once
 from fmnist.facts import NUM_CLASSES, NUM_FEATURES
 
@@ -65,7 +65,7 @@ def recorded_model_path(source: Path) -> tuple[Path, str]:
     whole = model_path.is_file() and checksum_path.is_file()
     if not whole and status.is_file() and artifacts.read_json(status).get("state") in runs.RESUMABLE:
         missing = "no model" if not model_path.is_file() else "no checksummed model"
-        if runs.being_trained(source):
+        if run_locks.being_trained(source):
             raise FmnistError(f"{source} has {missing} yet: it is being trained right now; {runs.WAIT_FOR_TRAINING}")
         raise FmnistError(f"{source} has {missing} yet: its training has not finished; {runs.how_to_finish(source)}")
     if not model_path.is_file() and (source / artifacts.CONFIG).is_file():  # its training finished, its model gone
@@ -77,7 +77,7 @@ def recorded_model_path(source: Path) -> tuple[Path, str]:
     if model_path.suffix != ".keras":
         raise FmnistError(f"{model_path} is not a .keras model; only models written by 'fmnist train' are loaded")
     if not checksum_path.is_file():
-        if runs.being_trained(model_path.parent):  # its checksum comes a moment after it
+        if run_locks.being_trained(model_path.parent):  # its checksum comes a moment after it
             raise FmnistError(f"{source} has no checksummed model yet: it is being trained right now; "
                               f"{runs.WAIT_FOR_TRAINING}")
         raise FmnistError(
@@ -188,8 +188,8 @@ def _require_runs_network(model: Any, run_dir: Path) -> None:
     be scored, served or exported under this run's settings, with this run's calibration."""
     config = run_dir / artifacts.CONFIG
     try:
-        recorded = run_settings.settings_of(artifacts.read_json(config)) if config.is_file() else None
-        expected = None if recorded is None else run_settings.network_text(recorded)
+        settings = run_settings.settings_of(artifacts.read_json(config)) if config.is_file() else {}
+        expected = run_settings.network_text(settings)  # None without settings
     except FmnistError as exc:  # the model carries its own architecture: predicted with and served, unchecked
         mend = f": restore {artifacts.CONFIG} from a copy" if isinstance(exc, DamagedFile) else ""
         warn_once(log, config, "%s; the model is used as it is, unchecked against the run's settings%s", exc, mend)

@@ -1,5 +1,5 @@
 """`fmnist runs`: every run and ``--seeds`` group under a folder, as a table or JSON, read from whatever of their
-files are there; and the small formatting helpers the other tables share."""
+files are there; the small formatting helpers the other tables share; and the refusal of a run not yet scored."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from fmnist import artifacts, defaults, model_files, run_settings, runs
+from fmnist import artifacts, defaults, model_files, run_locks, run_settings, runs
 from fmnist.backup_file import checked_meta, holds_whole_training
 from fmnist.errors import DamagedFile, FmnistError
 
@@ -55,7 +55,8 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     metrics = _read_object(run_dir / artifacts.METRICS, [] if state == runs.FINISHED else notes, note_missing=False)
     unscored = state == runs.FINISHED and not (run_dir / artifacts.METRICS).is_file()
     state = runs.state_now(run_dir, state)
-    live = state == runs.RUNNING or (unscored and runs.being_trained(run_dir))  # a finished run's may score it still
+    # A finished run's process may score it still.
+    live = state == runs.RUNNING or (unscored and run_locks.being_trained(run_dir))
     lost = [name for name in (artifacts.MODEL, artifacts.MODEL_SHA256)
             if state == runs.FINISHED and not (run_dir / name).is_file()]  # only a finished run has them
     epochs = _note_state(run_dir, state, status, settings.get("epochs"), epochs, notes,
@@ -145,7 +146,7 @@ def _note_scores(run_dir: Path, state: str, metrics: dict[str, Any], notes: list
             damaged.append(f"{artifacts.PREDICTIONS} damaged")
         if damaged:
             notes.append(f"{', '.join(damaged)}: fmnist evaluate scores it again")
-        elif not (run_dir / artifacts.REPORT_HTML).is_file() and not runs.being_trained(run_dir):  # stopped drawing it
+        elif not (run_dir / artifacts.REPORT_HTML).is_file() and not run_locks.being_trained(run_dir):  # stopped it
             notes.append(f"no {artifacts.REPORT_HTML}: fmnist report draws it")
         if not damaged and learned_next_to_nothing(metrics):  # as its scoring warned: else it passes for any other
             notes.append("learned next to nothing: its report says the likely cause")
@@ -182,7 +183,7 @@ def _finished_by(run_dir: Path, alone: str, in_group: str) -> str:
     group = runs.in_seed_group(run_dir)
     if group is None:
         return f"fmnist train --resume {alone}"
-    if runs.being_trained(group):
+    if run_locks.being_trained(group):
         return f"its group's training {alone}"
     return f"{runs.resume_command(run_dir)} {in_group}"
 
@@ -234,7 +235,7 @@ def _unbegun_group(group_dir: Path) -> dict[str, Any]:
     record = _read_object(group_dir / artifacts.SEED_GROUP, [])  # unreadable: said below as damaged
     settings = run_settings.settings_of(record)
     planned = _planned_seeds(record)
-    live = runs.being_trained(group_dir)  # its first seed is still setting up
+    live = run_locks.being_trained(group_dir)  # its first seed is still setting up
     if planned is None:
         notes = [f"{artifacts.SEED_GROUP} damaged: {RESTORE}"]
     else:
@@ -384,7 +385,7 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
             "train_seconds": statistics.fmean(seconds) if seconds else None,
             "summary": summary if summary.is_file() else None,
             "diverged": sorted(seed for seed, row in picked.items() if runs.diverged(Path(runs_dir) / row["run"])),
-            "live": runs.being_trained(Path(runs_dir) / group),
+            "live": run_locks.being_trained(Path(runs_dir) / group),
             "foreign": foreign,
         })
     return groups
@@ -452,7 +453,7 @@ def require_scored(run_dir: Path, needed_for: str) -> None:
     """Refuse a run without test metrics, saying why it has none and what to do, since ``needed_for`` reads them."""
     if (Path(run_dir) / artifacts.METRICS).is_file():
         return
-    if runs.being_trained(run_dir):
+    if run_locks.being_trained(run_dir):
         raise FmnistError(f"{run_dir} is being trained right now; {needed_for} needs it scored: "
                           f"{runs.WAIT_FOR_TRAINING}")
     status = Path(run_dir) / artifacts.STATUS

@@ -1,5 +1,5 @@
-"""Locks on a run's files: a run claimed by the process training it, held by a command writing into it, and short
-writes that two commands may make at once taken in turn."""
+"""Locks on a run's files: a run claimed by the process training it (and whether one is), held by a command writing
+into it, and short writes that two commands may make at once taken in turn."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def held_lock(lock: Path, busy: str, shared: bool = False) -> Iterator[None]:
             except BlockingIOError:
                 if attempt == CLAIM_ATTEMPTS - 1:
                     raise RunInUse(busy) from None
-                time.sleep(0.05)  # `fmnist runs` may be looking (runs.being_trained): that lock lasts an instant
+                time.sleep(0.05)  # `fmnist runs` may be looking (being_trained): that lock lasts an instant
             except OSError as exc:  # ENOLCK: a network filesystem that keeps no locks
                 if shared:  # what only keeps a training away: as where no training ever claims the run
                     break
@@ -81,3 +81,16 @@ def claim_run(run_dir: Path) -> contextlib.AbstractContextManager[None]:
     """Hold the run's lock while training it, so no second process (say, a resume) trains it at the same time."""
     return held_lock(Path(run_dir) / artifacts.LOCK, f"{run_dir} is in use by another process (training it, or "
                      "evaluating, reporting or exporting it); wait for it or stop it first")
+
+
+def being_trained(run_dir: Path) -> bool:
+    """Whether a live process holds the run's lock (claim_run); the kernel drops it when one dies."""
+    # The probe holds a shared lock for an instant; claim_run tries again for a moment rather than fail on it.
+    try:
+        with open(Path(run_dir) / artifacts.LOCK, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # granted, and dropped at close, when no one trains it
+    except BlockingIOError:
+        return True
+    except OSError:  # no lock file: no process ever claimed the run
+        pass
+    return False

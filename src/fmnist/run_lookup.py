@@ -1,5 +1,5 @@
 """Runs and models found by the name or path a user gives: in the runs directory, in a group there, or by their
-``--name``; refused, where none is found, naming what was meant."""
+``--name``; refused, where none is found, naming what was meant; and a run held while a command writes into it."""
 
 from __future__ import annotations
 

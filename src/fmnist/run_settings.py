@@ -1,5 +1,5 @@
 """The settings a run or a ``--seeds`` group records, compared: whether a run belongs to its group, and the group's
-run for each seed."""
+run for each seed; and the network they describe, as tables and the model check name it."""
 
 from __future__ import annotations
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
-import fcntl
 import shlex
 import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from fmnist import artifacts
+from fmnist import artifacts, run_locks
 from fmnist.errors import FmnistError
 
 
@@ -230,20 +229,7 @@ def removed_unless_begun(run_dir: Path, record: str) -> Iterator[None]:
 def state_now(run_dir: Path, state: str) -> str:
     """``state`` as it stands: a run still marked running that no process trains was killed (SIGKILL, or its
     machine went down)."""
-    return KILLED if state == RUNNING and not being_trained(run_dir) else state
-
-
-def being_trained(run_dir: Path) -> bool:
-    """Whether a live process holds the run's lock (run_locks.claim_run); the kernel drops it when one dies."""
-    # The probe holds a shared lock for an instant; claim_run tries again for a moment rather than fail on it.
-    try:
-        with open(Path(run_dir) / artifacts.LOCK, "rb") as handle:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # granted, and dropped at close, when no one trains it
-    except BlockingIOError:
-        return True
-    except OSError:  # no lock file: no process ever claimed the run
-        pass
-    return False
+    return KILLED if state == RUNNING and not run_locks.being_trained(run_dir) else state
 
 
 DIVERGED_ADVICE = "train a new run with a lower --learning-rate"  # resumed as it was, it would diverge again
@@ -263,7 +249,7 @@ def diverged(run_dir: Path) -> bool:
 def refuse_group_in_training(run_dir: Path, why: str) -> None:
     """Refuse a run of a ``--seeds`` group that a process is training: it comes to each of the group's runs in turn."""
     group = in_seed_group(run_dir)
-    if group and being_trained(group):
+    if group and run_locks.being_trained(group):
         raise FmnistError(f"{run_dir} is one run of the --seeds group {group}, which another process is training "
                           f"now; {why}, {WAIT_FOR_TRAINING}")
 

@@ -263,6 +263,7 @@ def create_app(source: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: in
     one of ``allowed_hosts`` (the public names a reverse proxy on this machine passes on);
     ``allowed_origins``: the web pages elsewhere (``*``: any) whose scripts may read the answers (CORS);
     ``unsure_below``: an answer whose top probability is under it is called unsure."""
+    allowed_origins, allowed_hosts = browser_origins(allowed_origins), host_names(allowed_hosts)
     source = Path(source)
     run_name, settings, metrics_path = _run_details(source)
     app = FastAPI(
@@ -272,7 +273,7 @@ def create_app(source: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: in
                     "top-k classes out. The web page is at /.",
     )
     app.mount(STATIC_URL, RevalidatedFiles(directory=STATIC), name="static")
-    _add_middleware(app, loopback_only, host_names(allowed_hosts), browser_origins(allowed_origins))
+    _add_middleware(app, loopback_only, allowed_hosts, allowed_origins)
     _answer_errors_as_json(app)
     model_facts = {"run": run_name, "classes": list(CLASS_NAMES), "input_shape": [IMAGE_SIDE, IMAGE_SIDE],
                    "unsure_below": unsure_below, "max_inputs": MAX_INPUTS, "max_body_bytes": max_body_bytes,

@@ -214,6 +214,16 @@ class WebPagesFrom(CORSMiddleware):
         return refused
 
 
+def declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a request's headers (lower-case names, as uvicorn keeps them) say a body follows: chunked
+    (Transfer-Encoding wins over a Content-Length), or a Content-Length above 0; neither is HTTP/1.1's empty body."""
+    fields = dict(headers)
+    if b"transfer-encoding" in fields:
+        return True
+    length = fields.get(b"content-length", b"").strip()
+    return length.isdigit() and int(length) > 0
+
+
 def upgrade_with_a_body(headers: list[tuple[bytes, bytes]]) -> str | None:
     """The protocol a request with a body asks to switch to, other than WebSocket (h2c: curl --http2 on http://,
     Java's HttpClient), if it does; ``headers`` with lower-case names, as uvicorn keeps them."""
@@ -221,8 +231,7 @@ def upgrade_with_a_body(headers: list[tuple[bytes, bytes]]) -> str | None:
     connection = {token.strip().lower() for name, value in headers if name == b"connection"  # each such header
                   for token in value.split(b",")}
     protocol = fields.get(b"upgrade", b"").strip().lower()
-    has_body = fields.get(b"content-length", b"0").strip() not in (b"", b"0") or b"transfer-encoding" in fields
-    if b"upgrade" in connection and protocol not in (b"", b"websocket") and has_body:
+    if b"upgrade" in connection and protocol not in (b"", b"websocket") and declares_body(headers):
         return protocol.decode("latin-1")
     return None
 

@@ -20,6 +20,7 @@ from fmnist.defaults import MAX_INPUTS
 from fmnist.errors import first_line
 from fmnist.facts import IMAGE_SIDE
 from fmnist.images import BadInput, check_array, load_input
+from fmnist.serve_http import declares_body
 
 PREDICT_PARAMETERS = frozenset({"top_k", "include_pixels", "explain"})  # /v1/predict's query; others are refused
 MAX_INTEGER_DIGITS = 20  # a JSON integer longer than any 64-bit one is no pixel
@@ -57,13 +58,6 @@ async def read_body(request: Request, limit: int) -> bytes:
     if not body:
         raise BadInput(EMPTY_BODY, 400)
     return body
-
-
-def _declared_empty(request: Request) -> bool:
-    """A body its headers say is empty: Content-Length 0, or neither it nor Transfer-Encoding (HTTP/1.1's empty body,
-    as `curl -X POST URL` sends)."""
-    length = request.headers.get("content-length")
-    return length.strip() == "0" if length is not None else "transfer-encoding" not in request.headers
 
 
 async def form_files(request: Request, body: bytes) -> list[tuple[str, bytes]]:
@@ -225,7 +219,7 @@ async def read_inputs(request: Request, max_body_bytes: int) -> tuple[list[str],
         raise BadInput(f"a body compressed with Content-Encoding: {encoding} is not accepted; send it uncompressed "
                        "(images are compressed already)", 415)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if not content_type and _declared_empty(request):  # nothing sent at all: the empty body is what to mend
+    if not content_type and not declares_body(request.headers.raw):  # nothing sent (curl -X POST URL): say so
         raise BadInput(EMPTY_BODY, 400)
     if content_type not in ("multipart/form-data", "application/json"):  # said before a body is waited for
         raise BadInput(f"unsupported content type {content_type or 'none'}: "

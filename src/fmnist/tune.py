@@ -278,7 +278,7 @@ def _cut_short_run(study_dir: Path, number: int, started: str | None, settings: 
         return None
     # Not one left by an earlier study of the same name (its journal deleted): begun after the trial was.
     found = [run for run in runs.runs_named(study_dir, trial_name(number)) if _created(run) >= started]
-    if len(found) != 1 or runs.being_trained(found[0]):
+    if len(found) != 1 or run_locks.being_trained(found[0]):
         return None
     try:
         config, trained = read_resumable(found[0] / artifacts.CONFIG, {"settings": dict}, backend, "")
@@ -313,7 +313,7 @@ def _finish(run_dir: Path, dataset: Dataset, callbacks: list[Any],
                 return run_dir
             return resume_run(run_dir, dataset=dataset, extra_callbacks=callbacks, finished_note=finished_note).run_dir
         except run_locks.RunInUse as exc:  # scored or exported by hand just now: it is finished once that ends
-            if runs.being_trained(run_dir):  # a training by hand: not waited for
+            if run_locks.being_trained(run_dir):  # a training by hand: not waited for
                 log.warning("%s is being trained by another process: its settings are trained again", run_dir)
                 return None
             if time.monotonic() > waited_until:
