@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fmnist import artifacts
-from fmnist.backup_file import FORMAT, read_meta, run_id, training_over
+from fmnist.backup_file import FORMAT, epochs_done, read_meta, run_id, training_over
 from fmnist.errors import FmnistError
 
 
@@ -25,6 +25,18 @@ def test_a_damaged_backup_is_one_line_saying_what_to_do(tmp_path, content):
     with pytest.raises(FmnistError, match="backup.npz is damaged, so the run cannot continue from it; remove it, "
                                           "and 'fmnist train --resume .*' trains the run again from its first"):
         read_meta(tmp_path / "backup.npz")
+
+
+def test_a_backup_gone_after_two_finished_epochs_is_refused_not_trained_again_unsaid(tmp_path):
+    """One row without a backup is a kill between the row and its backup; two or more mean the backup was lost."""
+    assert epochs_done(tmp_path) == 0  # nothing trained yet
+    (tmp_path / artifacts.HISTORY).write_bytes(b"epoch,loss\r\n0,1.5\r\n1,1.")  # the second row cut short
+    assert epochs_done(tmp_path) == 0
+    (tmp_path / artifacts.HISTORY).write_bytes(b"epoch,loss\r\n0,1.5\r\n1,1.2\r\n2,1.")
+    with pytest.raises(FmnistError, match=f"^{tmp_path / artifacts.BACKUP} is missing, though history.csv holds 2 "
+                                          "finished epochs: restore it from a copy to continue after them; else "
+                                          "remove history.csv, and 'fmnist train --resume "):
+        epochs_done(tmp_path)
 
 
 @pytest.mark.parametrize("meta, refusal", [

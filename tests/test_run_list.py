@@ -196,15 +196,15 @@ def test_numbers_that_json_reads_but_no_run_has_are_listed_as_unknown(tmp_path):
     assert (row["run"], row["epochs"], row["train_seconds"]) == (run.name, None, None)
 
 
-@pytest.mark.parametrize("problem", ["damaged", "another run's"])
+@pytest.mark.parametrize("problem", ["damaged", "another run's", "gone"])
 def test_a_stopped_runs_damaged_backup_is_named_with_what_to_do(tmp_path, problem):
     run = runs.create_run_dir(tmp_path, "cut")
     artifacts.write_json(run / artifacts.CONFIG, {"settings": {"seed": 1}})
     runs.set_status(run, "interrupted")
-    (run / artifacts.HISTORY).write_text("epoch,loss\n0,1.5\n")
+    (run / artifacts.HISTORY).write_text("epoch,loss\n0,1.5\n" + "1,1.2\n" * (problem == "gone"))
     if problem == "damaged":
         (run / artifacts.BACKUP).write_bytes(b"PK\x03\x04 cut short")
-    else:  # as a resume refuses it
+    elif problem == "another run's":  # as a resume refuses it
         meta = {"format": backup_file.FORMAT, "epochs_done": 1, "run": "0" * 64}
         np.savez(run / artifacts.BACKUP, meta=np.array(json.dumps(meta)))
     (row,) = run_list.list_runs(tmp_path)
@@ -213,7 +213,10 @@ def test_a_stopped_runs_damaged_backup_is_named_with_what_to_do(tmp_path, proble
                        "trains the run again from its first epoch",
             "another run's": "was written by another run, or before config.json was changed: if it was, restore "
                              f"it as it was; else remove backup.npz, and 'fmnist train --resume {run}' trains the run "
-                             "again from its first epoch"}  # as the resume says it
+                             "again from its first epoch",
+            "gone": "is missing, though history.csv holds 2 finished epochs: restore it from a copy to continue after "
+                    f"them; else remove history.csv, and 'fmnist train --resume {run}' trains the run again from its "
+                    "first epoch"}  # as the resume says it
     assert row["notes"] == [f"backup.npz {said[problem]}"]  # not "--resume continues it" too: it would refuse
 
 

@@ -65,9 +65,17 @@ def epochs_done(run_dir: Path) -> int:
 
 def checked_meta(run_dir: Path) -> dict[str, Any] | None:
     """A run's backup record as its resume checks it (its run's, with a count of epochs done); None without a backup.
-    A backup damaged, or another run's, is one error saying what to do."""
+    A backup damaged, another run's, or gone after epochs were finished is one error saying what to do."""
     backup = Path(run_dir) / artifacts.BACKUP
     if not backup.is_file():
+        finished = _finished_rows(Path(run_dir) / artifacts.HISTORY)
+        # Each epoch's backup is written just after its row: a kill between them leaves one row without a backup,
+        # never two. Trained again from the first epoch without a word, the finished ones would be lost unsaid.
+        if finished >= 2:
+            raise FmnistError(f"{backup} is missing, though {artifacts.HISTORY} holds {finished} finished epochs: "
+                              "restore it from a copy to continue after them; else remove "
+                              f"{artifacts.HISTORY}, and 'fmnist train --resume {shlex.quote(str(backup.parent))}' "
+                              "trains the run again from its first epoch")
         return None
     meta, this_run = read_meta(backup), run_id(run_dir)
     # A backup from before backups named their run is taken on trust; one from before 6 December named the file's
@@ -81,6 +89,16 @@ def checked_meta(run_dir: Path) -> dict[str, Any] | None:
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         raise damaged(backup)
     return meta
+
+
+def _finished_rows(history: Path) -> int:
+    """The whole rows of a history.csv (a kill can cut its last one short); 0 where there is none to read."""
+    try:
+        with open(history, encoding="utf-8", errors="replace", newline="") as f:
+            lines = f.read().splitlines(keepends=True)
+    except OSError:
+        return 0
+    return max(0, sum(line.endswith("\n") for line in lines) - 1)  # less its header
 
 
 def training_over(run_dir: Path, planned_epochs: Any) -> bool:
