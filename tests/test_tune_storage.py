@@ -79,6 +79,11 @@ def test_a_database_url_written_wrong_is_refused_not_taken_for_a_journal(tmp_pat
     with pytest.raises(FmnistError, match=r"^postgres://u:\*\*\*@host/db: SQLAlchemy names PostgreSQL 'postgresql', "
                                           r"not 'postgres': write postgresql://...$"):
         open_storage("postgres://u:secret@host/db", tmp_path)
+    for url, scheme in (("bogus://u:secret@x/db", "bogus"), ("postgresql+nodriver://u:secret@host/db",
+                                                            "postgresql+nodriver")):
+        with pytest.raises(FmnistError, match=rf"^{re.escape(url.replace('secret', '***'))}: SQLAlchemy knows no "
+                                              rf"database \(or driver\) '{re.escape(scheme)}': give postgresql://"):
+            open_storage(url, tmp_path)
 
 
 def test_a_database_of_another_optuna_version_is_one_line_with_optunas_advice(tmp_path):

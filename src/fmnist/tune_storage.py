@@ -207,6 +207,11 @@ def _database_url(storage: str) -> Any:
     if url.get_backend_name() == "postgres":  # SQLAlchemy's own word is "Can't load plugin"
         raise FmnistError(f"{_masked(storage)}: SQLAlchemy names PostgreSQL 'postgresql', not 'postgres': write "
                           "postgresql://...")
+    try:
+        url.get_dialect()  # the dialect alone: a missing driver is said when the storage opens
+    except sqlalchemy.exc.NoSuchModuleError:  # SQLAlchemy's own word is "Can't load plugin: sqlalchemy.dialects:..."
+        raise FmnistError(f"{_masked(storage)}: SQLAlchemy knows no database (or driver) {url.drivername!r}: give "
+                          "postgresql://user:password@host/db, sqlite:///file.db, or a journal file's path") from None
     if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
         raise FmnistError(f"{_masked(storage)} keeps the study in memory, lost when this process ends: give a file, "
                           "e.g. sqlite:///study.db")
