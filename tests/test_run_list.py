@@ -85,9 +85,9 @@ def test_a_folder_we_may_not_enter_is_listed_as_such_and_the_listing_goes_on(mix
         [row] = [r for r in rows if r["run"] == folder.name]
         assert (row["status"], row["notes"]) == ("unknown", ["cannot be read (Permission denied)"])
     assert len(rows) == 11  # the others listed as before
-    table = run_list.format_runs(rows, run_list.seed_groups(rows, runs_dir), runs_dir)
-    assert any(line.startswith(locked.name) and line.endswith("unknown (cannot be read (Permission denied))")
-               for line in table.splitlines())
+    table = run_list.format_runs(rows, run_list.seed_groups(rows, runs_dir), runs_dir).splitlines()
+    at = next(i for i, line in enumerate(table) if line.startswith(locked.name))
+    assert table[at].endswith("  unknown") and table[at + 1] == "    cannot be read (Permission denied)"
 
 
 def test_a_finished_run_whose_files_were_edited_or_deleted_says_so(mixed_runs, tmp_path):
@@ -150,7 +150,8 @@ def test_runs_command_prints_a_table_and_json(mixed_runs):
     result = run_cli("runs", "--runs-dir", str(mixed_runs["dir"]))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split()[:3] == ["run", "created", "recipe"] and len(lines) == 10
+    assert lines[0].split()[:3] == ["run", "recipe", "network"]
+    assert len([line for line in lines if not line.startswith(run_list.NOTE_INDENT)]) == 10  # each run's notes below it
     finished = next(line for line in lines if line.startswith(mixed_runs["finished"].name))
     assert "16-8" in finished and "finished" in finished
     convnet = run_list.summarize(mixed_runs["finished"]) | {"settings": {"architecture": "cnn", "hidden_sizes": [512]}}
@@ -225,9 +226,9 @@ def test_a_run_whose_name_is_not_utf8_is_listed_in_line_and_told_to_be_renamed(t
     shutil.copytree(tiny_run_dir, tmp_path / os.fsdecode(b"odd\xffname"))  # made on a system of another encoding
     rows = run_list.list_runs(tmp_path)
     assert [r["notes"] for r in rows if r["run"] != "plain"] == [["its name is not UTF-8: rename it to use it"]]
-    lines = run_list.format_runs(rows).splitlines()
-    created = rows[0]["created"].replace("T", " ")
-    assert len(lines) == 3 and len({line.index(created) for line in lines[1:]}) == 1  # printed escaped, in line
+    lines = [line for line in run_list.format_runs(rows).splitlines() if not line.startswith(run_list.NOTE_INDENT)]
+    accuracy = f"{rows[0]['test_accuracy']:.4f}"
+    assert len(lines) == 3 and len({line.index(accuracy) for line in lines[1:]}) == 1  # printed escaped, in line
     shutil.copytree(tiny_run_dir, tmp_path / os.fsdecode(b"odd\xffpool") / "plain")
     (row,) = run_list.list_runs(tmp_path / os.fsdecode(b"odd\xffpool"))
     assert row["notes"] == ["the path to it is not UTF-8: move it to use it"]  # not its name's fault
@@ -258,3 +259,14 @@ def test_a_finished_run_says_which_epoch_its_model_is_from(mixed_runs, tmp_path)
     assert run_list.summarize(run)["epoch_kept"] is None
     rows = {r["run"]: r for r in run_list.list_runs(mixed_runs["dir"])}
     assert rows[mixed_runs["running"].name]["epoch_kept"] is None  # killed: its best so far is not its model's
+
+
+def test_a_runs_changed_settings_and_notes_go_below_it_keeping_the_table_narrow(mixed_runs, tmp_path):
+    run = shutil.copytree(mixed_runs["finished"], tmp_path / "stopped")
+    runs.set_status(run, "interrupted")  # no backup beside it: its resume trains it from its first epoch
+    artifacts.write_text(run / artifacts.HISTORY, "epoch,loss\n0,1.5\n")
+    row = run_list.summarize(run)
+    header, line, *below = run_list.format_runs([row]).splitlines()
+    assert line.split()[1:3] == ["spec", "+2"] and line.endswith("  interrupted")  # the cells alone
+    assert below == ["    spec with other batch_size, hidden_sizes", "    fmnist train --resume continues it"]
+    assert len(line) < len(header) + 10  # as wide as its cells

@@ -253,6 +253,14 @@ def closest_recipe(settings: dict[str, Any]) -> str:
     """The recipe these settings come from (config.json does not name it): the one they differ from least,
     not counting the run's size and name; ``"spec (+dropout)"`` names a setting changed, ``"spec (+3)"`` counts
     more than two."""
+    best, changed = recipe_changes(settings)
+    if not changed:
+        return best
+    return f"{best} (+{', '.join(changed) if len(changed) <= NAMED_CHANGES else len(changed)})"
+
+
+def recipe_changes(settings: dict[str, Any]) -> tuple[str, list[str]]:
+    """:func:`closest_recipe`'s recipe, and every setting these settings change in it."""
     from fmnist.settings import RECIPES, TrainSettings
 
     spec = TrainSettings().to_dict()
@@ -266,9 +274,7 @@ def closest_recipe(settings: dict[str, Any]) -> str:
     changed = {recipe: changes(recipe) for recipe in RECIPES
                if (recipe == "distilled") == bool(settings.get("teacher"))}
     best = min(changed, key=lambda recipe: len(changed[recipe]))
-    if not changed[best]:
-        return best
-    return f"{best} (+{', '.join(changed[best]) if len(changed[best]) <= NAMED_CHANGES else len(changed[best])})"
+    return best, changed[best]
 
 
 def runs_command(runs_dir: Path | None = None) -> tuple[str, dict[str, Any]]:
@@ -391,30 +397,50 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
     return groups
 
 
+NOTE_INDENT = "    "  # a run's notes, each on a line of its own below it: the table stays as wide as its cells
+
+
 def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), runs_dir: Path = Path(".")) -> str:
-    """The runs as an aligned text table, one line each; a ``--seeds`` group's line, with its mean, above its
-    newest run."""
-    header = ["run", "created", "recipe", "network", "lr", "batch", "limit", "seed", "backend", "epochs (kept)",
+    """The runs as an aligned text table, one line each, and below a run its notes, the settings it changed in its
+    recipe first; a ``--seeds`` group's line, with its mean, above its newest run. No column of when a run was
+    created: its name begins with it (``--json`` gives it)."""
+    header = ["run", "recipe", "network", "lr", "batch", "limit", "seed", "backend", "epochs (kept)",
               "test acc", "macro F1", "train s", "status"]
-    lines = [header]
+    lines, notes = [header], {}
     groups_left = {g["group"]: g for g in groups}
     for r in rows:
         group = groups_left.pop(Path(r["run"]).parent.as_posix(), None)
         if group:
             lines.append(_group_line(group, r, Path(runs_dir)))
         s = r["settings"]
+        recipe, changed = _recipe_cell(s)
         lines.append([
-            r["run"], r["created"].replace("T", " "), cell(r["recipe"]), cell(run_settings.network_text(s)),
+            r["run"], recipe, cell(run_settings.network_text(s)),
             cell(artifacts.json_number(s.get("learning_rate")), "{:.3g}"), cell(s.get("batch_size")),
             cell(s.get("limit")), cell(s.get("seed")),
             cell(r["backend"]), cell(r["epochs"]) + ("" if r["epoch_kept"] is None else f" ({r['epoch_kept']})"),
             cell(r["test_accuracy"], "{:.4f}"), cell(r["macro_f1"], "{:.4f}"), cell(r["train_seconds"], "{:.1f}"),
-            r["status"] + (f" ({', '.join(r['notes'])})" if r["notes"] else ""),
+            r["status"],
         ])
+        notes[len(lines) - 1] = [changed] * bool(changed) + r["notes"]
     # Measured as printed: a name that is not UTF-8 is written escaped (the CLI's stdout), \udcff for one byte.
     shown = [[str(c).encode("utf-8", "backslashreplace").decode("utf-8") for c in line] for line in lines]
     widths = [max(len(line[i]) for line in shown) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in shown)
+    printed = []
+    for i, line in enumerate(shown):
+        printed.append("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+        printed += [NOTE_INDENT + note.encode("utf-8", "backslashreplace").decode("utf-8") for note in notes.get(i, [])]
+    return "\n".join(printed)
+
+
+def _recipe_cell(settings: dict[str, Any]) -> tuple[str, str]:
+    """The recipe column's cell ("spec +2": two settings changed) and the note naming what changed ("" if none)."""
+    if not settings:
+        return cell(None), ""
+    recipe, changed = recipe_changes(settings)
+    if not changed:
+        return recipe, ""
+    return f"{recipe} +{len(changed)}", f"{recipe} with other {', '.join(changed)}"
 
 
 def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -> list[str]:
@@ -441,8 +467,7 @@ def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -
         status = (f"{scored} of {planned} seeds scored "
                   f"({runs.resume_command(runs_dir / group['group'])} continues it)")
     return [
-        group["group"] + "/", group["created"].replace("T", " "), cell(newest["recipe"]),
-        cell(run_settings.network_text(s)),
+        group["group"] + "/", _recipe_cell(s)[0], cell(run_settings.network_text(s)),
         cell(artifacts.json_number(s.get("learning_rate")), "{:.3g}"), cell(s.get("batch_size")), cell(s.get("limit")),
         "all", cell(newest["backend"]), "-", cell(accuracy and accuracy["mean"], "{:.4f}"),
         cell(group["macro_f1"], "{:.4f}"), cell(group["train_seconds"], "{:.1f}"), status,
