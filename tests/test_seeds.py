@@ -174,7 +174,8 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     first_run = sorted(r["run_dir"] for r in resumed["runs"])[0]
     for refused in (lambda: runs.require_run_dir(group), lambda: model_files.verified_model_path(group)):
         with pytest.raises(FmnistError, match=f"{group} is a group of 3 runs made by 'fmnist train --seeds', not one "
-                                              f"run: give one of its runs, such as {group / first_run}$"):
+                                              f"run: give one of its runs, such as {group / first_run}; 'fmnist runs "
+                                              f"compare {group}' draws one page of them all$"):
             refused()
 
 

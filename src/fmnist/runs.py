@@ -149,7 +149,8 @@ def refuse_seed_group(path: Path) -> None:
         members = [member.name for member in run_folders(path)]
         example = f", such as {Path(path) / members[0]}" if members else ""
         raise FmnistError(f"{path} is a group of {len(members)} runs made by 'fmnist train --seeds', not one run: "
-                          f"give one of its runs{example}")
+                          f"give one of its runs{example}; 'fmnist runs compare {shell_word(str(path))}' draws one "
+                          "page of them all")
 
 
 def run_folders(folder: Path) -> list[Path]:

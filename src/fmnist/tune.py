@@ -177,8 +177,10 @@ def _objective(base: TrainSettings, backend: str, study_dir: Path, dataset: Data
                 value = _run_trial(trial, base, backend, study_dir, dataset, heartbeat)
             except KeyboardInterrupt:
                 trial.set_user_attr("stopped", True)  # not the settings' fault: taken up when the study is continued
-                log.warning("trial %d stopped: continuing the study (the same 'fmnist tune' command) takes it up "
-                            "again first, unless its settings have run %d times", trial.number, MAX_ATTEMPTS)
+                # Said after the run's own stop line, which names 'fmnist train --resume': both finish it.
+                log.warning("trial %d stopped: continuing the study (the same 'fmnist tune' command) finishes its run "
+                            "first, unless its settings have run %d times; finished meanwhile by 'fmnist train "
+                            "--resume', the run is counted as it is", trial.number, MAX_ATTEMPTS)
                 raise
             except Diverged as exc:  # the settings' fault: recorded, and the study goes on (tune catches it)
                 trial.set_user_attr("diverged", exc.what)
