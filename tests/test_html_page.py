@@ -8,6 +8,10 @@ def test_tables_escape_their_cells_and_mark_highlighted_rows():
     table = table_html(["setting", "<a>"], [["dropout", "0.3"], ["name", "<script>"]], highlight={1})
     assert "<th>&lt;a&gt;</th>" in table and "<td>&lt;script&gt;</td>" in table and "<script>" not in table
     assert table.count("<tr class=diff>") == 1 and "<tr class=diff><th scope=row>name</th>" in table
+    # However many columns, it scrolls in a box of its own, as a long command wraps: the page never goes sideways.
+    styled = page("t", [("h", table + "<pre>fmnist tune --train-best study --runs-dir /a/long/path</pre>")])
+    assert table.startswith("<div class=wide><table>") and table.endswith("</table></div>")
+    assert ".wide{overflow-x:auto}" in styled and "pre{white-space:pre-wrap;" in styled
 
 
 def test_images_are_inlined_byte_for_byte_or_named_as_missing(tmp_path):

@@ -18,6 +18,9 @@ def page(title: str, sections: list[tuple[str, str]]) -> str:
         "p{max-width:75em}"
         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
         "th{background:#f3f3f3}img{max-width:100%}tr.diff td,tr.diff th{background:#fff3bf}"
+        # A table wider than the window scrolls in its own box, and a long command wraps (it pastes as one line):
+        # the page itself never scrolls sideways.
+        ".wide{overflow-x:auto}pre{white-space:pre-wrap;overflow-wrap:anywhere}"
         'tr.diff th::before{content:"\\2260  "}'
     )
     return (
@@ -44,4 +47,4 @@ def table_html(header: list[str], rows: list[list[Any]], highlight: set[int] = f
                   for j, c in enumerate(row))
         + "</tr>" for i, row in enumerate(rows)
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div class=wide><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
