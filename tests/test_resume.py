@@ -280,7 +280,7 @@ def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, t
         assert run_list.summarize(run_dir)["notes"] == ["being scored"]  # not "not scored": its process scores it
         with pytest.raises(FmnistError, match="in use by another process"):
             resume_run(run_dir, dataset=dataset)
-    assert run_list.summarize(run_dir)["notes"] == ["not scored: fmnist train --resume scores it"]
+    assert run_list.summarize(run_dir)["notes"] == [f"not scored: fmnist train --resume {run_dir} scores it"]
 
     def stopped_while_scoring(*args, **kwargs):
         raise KeyboardInterrupt  # a Ctrl-C while resume scores it
@@ -358,7 +358,7 @@ def test_a_run_a_later_callback_stopped_resumes_as_stopped_after_a_kill_before_i
     (run_dir,) = (tmp_path / "runs").iterdir()
     # Not "continues from the last finished epoch": its training is over.
     assert f"stopped after its training: '{runs.resume_command(run_dir)}' saves and scores its model" in caplog.text
-    assert run_list.summarize(run_dir)["notes"] == ["fmnist train --resume saves and scores it"]
+    assert run_list.summarize(run_dir)["notes"] == [f"fmnist train --resume {run_dir} saves and scores it"]
     resumed = resume_run(run_dir, dataset=dataset)  # ends where it stopped, not trained on to epoch 5
     assert artifacts.read_history(run_dir)["val_loss"] == artifacts.read_history(unbroken.run_dir)["val_loss"]
     assert resumed.epochs_run == unbroken.epochs_run == 2

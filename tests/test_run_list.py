@@ -34,7 +34,8 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
 
     killed = by_name[mixed_runs["running"].name]  # status.json says running, but no process holds the run's lock
     assert killed["status"] == "killed" and killed["epochs"] == 1 and killed["test_accuracy"] is None
-    assert killed["notes"] == by_name[mixed_runs["interrupted"].name]["notes"] == ["fmnist train --resume continues it"]
+    for stopped in (mixed_runs["running"], mixed_runs["interrupted"]):  # said whole, to paste from any folder
+        assert by_name[stopped.name]["notes"] == [f"fmnist train --resume {stopped} continues it"]
     assert by_name[mixed_runs["interrupted"].name]["epochs"] == 0
     with run_locks.claim_run(mixed_runs["running"]):  # as the process training it does
         assert run_list.summarize(mixed_runs["running"])["status"] == "running"
@@ -268,5 +269,5 @@ def test_a_runs_changed_settings_and_notes_go_below_it_keeping_the_table_narrow(
     row = run_list.summarize(run)
     header, line, *below = run_list.format_runs([row]).splitlines()
     assert line.split()[1:3] == ["spec", "+2"] and line.endswith("  interrupted")  # the cells alone
-    assert below == ["    spec with other batch_size, hidden_sizes", "    fmnist train --resume continues it"]
+    assert below == ["    spec with other batch_size, hidden_sizes", f"    fmnist train --resume {run} continues it"]
     assert len(line) < len(header) + 10  # as wide as its cells

@@ -182,7 +182,7 @@ def _finished_by(run_dir: Path, alone: str, in_group: str) -> str:
     """Who finishes a stopped run: its resume, its group's resume, or the process training its group now."""
     group = runs.in_seed_group(run_dir)
     if group is None:
-        return f"fmnist train --resume {alone}"
+        return f"{runs.resume_command(run_dir)} {alone}"  # whole, to paste from any folder
     if run_locks.being_trained(group):
         return f"its group's training {alone}"
     return f"{runs.resume_command(run_dir)} {in_group}"
