@@ -382,7 +382,7 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
             # when the group began, as its folder's name says; its earliest run's where group.json cannot tell
             "created": record["created"] if isinstance(record.get("created"), str) and record["created"] else
             min((r["created"] for r in rows_of_group if r["created"]), default=""),
-            "seeds": None if planned is None else len(planned), "scored": len(scored),
+            "seeds": None if planned is None else len(planned), "planned_seeds": planned, "scored": len(scored),
             # the sample standard deviation (ddof 1), as the group's summary.json has it
             "test_accuracy": {"mean": statistics.fmean(accuracies),
                               "std": statistics.stdev(accuracies) if len(accuracies) > 1 else None}
@@ -469,7 +469,8 @@ def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -
     return [
         group["group"] + "/", _recipe_cell(s)[0], cell(run_settings.network_text(s)),
         cell(artifacts.json_number(s.get("learning_rate")), "{:.3g}"), cell(s.get("batch_size")), cell(s.get("limit")),
-        "all", cell(newest["backend"]), "-", cell(accuracy and accuracy["mean"], "{:.4f}"),
+        f"{min(group['planned_seeds'])}-{max(group['planned_seeds'])}" if group["planned_seeds"] else "all",
+        cell(newest["backend"]), "-", cell(accuracy and accuracy["mean"], "{:.4f}"),
         cell(group["macro_f1"], "{:.4f}"), cell(group["train_seconds"], "{:.1f}"), status,
     ]
 
