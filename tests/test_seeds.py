@@ -82,6 +82,18 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     [listed_again] = run_list.seed_groups(run_list.list_runs(tmp_path), tmp_path)
     assert listed_again == listed
     shutil.rmtree(group / "stray"), shutil.rmtree(group / "damaged")
+    # A second run of a planned seed, trained there by hand later: the group counts it, and the first says so.
+    first_of_seed = group / summary["runs"][0]["run_dir"]
+    again = shutil.copytree(first_of_seed, group / "again")
+    artifacts.write_json(again / artifacts.CONFIG, {**artifacts.read_json(again / artifacts.CONFIG),
+                                                    "created": "2999-01-01T00:00:00Z"})
+    _, record = run_list.runs_command(tmp_path)
+    [listed_again] = record["groups"]
+    assert listed_again["passed_over"] == {first_of_seed.name: "again"}
+    [noted] = [r for r in record["runs"] if r["run"] == f"{group.name}/{first_of_seed.name}"]
+    assert noted["notes"] == [f"not in its group's mean: the group counts its other run of seed "
+                              f"{summary['runs'][0]['seed']}, again"]
+    shutil.rmtree(again)
 
     # As if killed while scoring the first seed and training the second: the third never began, no summary.
     first, second, third = (group / r["run_dir"] for r in summary["runs"])
@@ -296,7 +308,7 @@ def test_a_run_the_group_could_not_have_made_is_refused_in_its_folder(tmp_path, 
     artifacts.write_json(group / artifacts.SEED_GROUP, record)
     refuse_other_runs(group, dataclasses.replace(settings, seed=9, name="mine"), "jax", dataset)  # one of its own
     refused = f"{group} is a group made by 'fmnist train --seeds', whose %s this run does not share: there it would " \
-              "be counted in the group's mean; choose another --runs-dir"
+              "pass for one of the group's runs (told apart by seed alone); choose another --runs-dir"
     with pytest.raises(FmnistError, match=re.escape(refused % "dropout, epochs")):
         train(dataclasses.replace(settings, dropout=0.0, epochs=3), "jax", runs_dir=group, dataset=dataset)
     assert [p.name for p in group.iterdir()] == [artifacts.SEED_GROUP]  # refused before a run folder was made

@@ -283,6 +283,7 @@ def runs_command(runs_dir: Path | None = None) -> tuple[str, dict[str, Any]]:
     folder = runs_folder(runs_dir)
     rows = list_runs(folder, must_exist=runs_dir is not None)
     groups = seed_groups(rows, folder)
+    _note_passed_over(rows, groups)
     text = format_runs(rows, groups, folder) if rows else f"no runs in {folder} yet: start one with 'fmnist train'"
     return text, {"runs_dir": folder, "runs": rows, "groups": groups}
 
@@ -372,6 +373,10 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
             (r["settings"].get("seed"), r["status"] == runs.FINISHED, r) for r in reversed(rows_of_group)
             if isinstance(r["settings"].get("seed"), int) and Path(r["run"]).name not in foreign)
         picked = {seed: row for seed, row in picked.items() if planned is None or seed in planned}
+        # A second run of a seed (trained into the group's folder by hand): listed, but the group counts one.
+        passed_over = {Path(r["run"]).name: Path(picked[r["settings"]["seed"]]["run"]).name for r in rows_of_group
+                       if isinstance(r["settings"].get("seed"), int) and Path(r["run"]).name not in foreign
+                       and picked.get(r["settings"]["seed"], r) is not r}
         scored = [row for row in picked.values() if row["status"] == runs.FINISHED and row["test_accuracy"] is not None]
         accuracies = [r["test_accuracy"] for r in scored]
         f1s = [r["macro_f1"] for r in scored if r["macro_f1"] is not None]
@@ -393,8 +398,19 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
             "diverged": sorted(seed for seed, row in picked.items() if runs.diverged(Path(runs_dir) / row["run"])),
             "live": run_locks.being_trained(Path(runs_dir) / group),
             "foreign": foreign,
+            "passed_over": passed_over,
         })
     return groups
+
+
+def _note_passed_over(rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> None:
+    """Note on each run a group passed over for another of the same seed that the group counts instead."""
+    for group in groups:
+        for row in rows:
+            counted = group["passed_over"].get(Path(row["run"]).name)
+            if Path(row["run"]).parent.as_posix() == group["group"] and counted:
+                row["notes"].append(f"not in its group's mean: the group counts its other run of seed "
+                                    f"{row['settings']['seed']}, {counted}")
 
 
 NOTE_INDENT = "    "  # a run's notes, each on a line of its own below it: the table stays as wide as its cells
