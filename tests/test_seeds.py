@@ -9,12 +9,13 @@ import pytest
 from scipy import stats
 
 from fmnist import artifacts, model_files, run_list, run_locks, run_lookup, runs, stopping
-from fmnist.cli import _json_value
+from fmnist.cli import _json_value, build_parser
 from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
 from fmnist.facts import CLASS_NAMES
 from fmnist.resume import resume_run
-from fmnist.seeds import _member_dirs, refuse_other_runs, resume_seeds, summarise, summary_record, train_seeds
+from fmnist.seeds import (_member_dirs, refuse_other_runs, resume_seeds, summarise, summary_record, summary_text,
+                          train_seeds)
 from fmnist.settings import TrainSettings
 
 
@@ -52,6 +53,9 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
         assert f"seed {r['seed']}: test accuracy {r['test_accuracy']:.4f}, macro F1" in caplog.text
     assert all((group / r["run_dir"] / "model.keras").is_file() for r in summary["runs"])
     assert json.loads((group / artifacts.SEED_SUMMARY).read_text())["seeds"] == 3
+    # What it prints ends with the page to look at next, a command that reaches the group pasted as it is.
+    pasted = summary_text(group, summary).splitlines()[-1].removeprefix("next: fmnist ").split("   ")[0]
+    assert build_parser().parse_args(pasted.split()).runs == [group]
     # `fmnist runs` gives the group a line of its own, above its runs, with the summary's mean and spread.
     rows = run_list.list_runs(tmp_path)
     [listed] = run_list.seed_groups(rows, tmp_path)

@@ -247,5 +247,7 @@ def summary_text(group: Path, summary: dict[str, Any]) -> str:
         f"weakest class {weakest} F1 {f1['mean']:.4f} ± {f1['std']:.4f}\n"
         f"training {summary['train_seconds']['mean']:.1f}s per seed; "
         f"ECE {summary['ece_before_scaling']['mean']:.4f} -> {summary['ece']['mean']:.4f} after scaling\n"
-        f"summary: {group / artifacts.SEED_SUMMARY}"
+        f"summary: {group / artifacts.SEED_SUMMARY}\n"
+        f"next: fmnist runs compare {runs.shell_word(str(group))}   one page of its seeds: their curves, F1 per class, "
+        "and the mean with its interval"
     )
