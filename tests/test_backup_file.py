@@ -22,8 +22,9 @@ def test_the_record_is_read_without_the_arrays(tmp_path):
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 cut short", b"not a backup at all"])
 def test_a_damaged_backup_is_one_line_saying_what_to_do(tmp_path, content):
     (tmp_path / "backup.npz").write_bytes(content)
-    with pytest.raises(FmnistError, match="backup.npz is damaged, so the run cannot continue from it; remove it, "
-                                          "and 'fmnist train --resume .*' trains the run again from its first"):
+    with pytest.raises(FmnistError, match="backup.npz is damaged, so the run cannot continue from it; remove "
+                                          "backup.npz and history.csv, and 'fmnist train --resume .*' trains the run "
+                                          "again from its first"):
         read_meta(tmp_path / "backup.npz")
 
 

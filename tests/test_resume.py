@@ -259,8 +259,8 @@ def test_a_backup_from_another_run_or_a_history_cut_short_is_refused_not_mixed_i
     assert keep_finished_epochs(mine) == 3
     (mine / artifacts.CONFIG).write_text(json.dumps({**config, "settings": {"seed": 3}}))  # a setting changed
     with pytest.raises(FmnistError, match="backup.npz was written by another run, or before config.json was "
-                                          "changed: if it was, restore it as it was; else remove backup.npz, and "
-                                          "'fmnist train --resume "):
+                                          "changed: if it was, restore it as it was; else remove backup.npz and "
+                                          "history.csv, and 'fmnist train --resume "):
         keep_finished_epochs(mine)
     _backup_of(mine, 3, artifacts.sha256_file(mine / artifacts.CONFIG))  # as fmnist before 6 December named its run
     assert keep_finished_epochs(mine) == 3

@@ -203,7 +203,7 @@ def test_a_stopped_runs_damaged_backup_is_named_with_what_to_do(tmp_path, proble
     run = runs.create_run_dir(tmp_path, "cut")
     artifacts.write_json(run / artifacts.CONFIG, {"settings": {"seed": 1}})
     runs.set_status(run, "interrupted")
-    (run / artifacts.HISTORY).write_text("epoch,loss\n0,1.5\n" + "1,1.2\n" * (problem == "gone"))
+    (run / artifacts.HISTORY).write_text("epoch,loss\n0,1.5\n1,1.2\n")
     if problem == "damaged":
         (run / artifacts.BACKUP).write_bytes(b"PK\x03\x04 cut short")
     elif problem == "another run's":  # as a resume refuses it
@@ -211,15 +211,18 @@ def test_a_stopped_runs_damaged_backup_is_named_with_what_to_do(tmp_path, proble
         np.savez(run / artifacts.BACKUP, meta=np.array(json.dumps(meta)))
     (row,) = run_list.list_runs(tmp_path)
     assert row["epochs"] is None
-    said = {"damaged": f"is damaged, so the run cannot continue from it; remove it, and 'fmnist train --resume {run}' "
-                       "trains the run again from its first epoch",
+    start_over = f"remove backup.npz and history.csv, and 'fmnist train --resume {run}' trains the run again from " \
+                 "its first epoch"
+    said = {"damaged": f"is damaged, so the run cannot continue from it; {start_over}",
             "another run's": "was written by another run, or before config.json was changed: if it was, restore "
-                             f"it as it was; else remove backup.npz, and 'fmnist train --resume {run}' trains the run "
-                             "again from its first epoch",
+                             f"it as it was; else {start_over}",
             "gone": "is missing, though history.csv holds 2 finished epochs: restore it from a copy to continue after "
                     f"them; else remove history.csv, and 'fmnist train --resume {run}' trains the run again from its "
                     "first epoch"}  # as the resume says it
     assert row["notes"] == [f"backup.npz {said[problem]}"]  # not "--resume continues it" too: it would refuse
+    (run / artifacts.BACKUP).unlink(missing_ok=True)  # the advice followed
+    (run / artifacts.HISTORY).unlink(missing_ok=problem == "gone")
+    assert run_list.summarize(run)["notes"] == [f"fmnist train --resume {run} continues it"]  # from its first epoch
 
 
 def test_a_run_whose_name_is_not_utf8_is_listed_in_line_and_told_to_be_renamed(tiny_run_dir, tmp_path):

@@ -108,6 +108,8 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     (second / artifacts.HISTORY).write_bytes(b"".join(rows[:2]))  # killed before its first epoch's backup
     shutil.rmtree(third)
     (group / artifacts.SEED_SUMMARY).unlink()
+    with pytest.raises(FmnistError, match=r"give one of its runs, such as [^;]*$"):  # no page of its seeds to draw yet
+        runs.require_run_dir(group)
     # What `fmnist runs` and the refusals advise is the group's resume, which also trains the third seed.
     assert run_list.summarize(second)["notes"] == [f"fmnist train --resume {group} continues its group"]
     assert run_list.summarize(first)["notes"] == [f"not scored: fmnist train --resume {group} scores it"]
@@ -191,7 +193,7 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     for refused in (lambda: runs.require_run_dir(group), lambda: model_files.verified_model_path(group)):
         with pytest.raises(FmnistError, match=f"{group} is a group of 3 runs made by 'fmnist train --seeds', not one "
                                               f"run: give one of its runs, such as {group / first_run}; 'fmnist runs "
-                                              f"compare {group}' draws one page of them all$"):
+                                              f"compare {group}' draws one page of its seeds$"):
             refused()
 
 
@@ -311,8 +313,8 @@ def test_a_run_the_group_could_not_have_made_is_refused_in_its_folder(tmp_path, 
     record = {"settings": settings.to_dict(), "backend": "jax", "seeds": 3, "data": data_record(dataset)}
     artifacts.write_json(group / artifacts.SEED_GROUP, record)
     refuse_other_runs(group, dataclasses.replace(settings, seed=9, name="mine"), "jax", dataset)  # one of its own
-    refused = f"{group} is a group made by 'fmnist train --seeds', whose %s this run does not share: there it would " \
-              "pass for one of the group's runs (told apart by seed alone); choose another --runs-dir"
+    refused = f"{group} is a group made by 'fmnist train --seeds', whose %s this run does not share: there the " \
+              "group's resume would refuse the whole group until it was moved out; choose another --runs-dir"
     with pytest.raises(FmnistError, match=re.escape(refused % "dropout, epochs")):
         train(dataclasses.replace(settings, dropout=0.0, epochs=3), "jax", runs_dir=group, dataset=dataset)
     assert [p.name for p in group.iterdir()] == [artifacts.SEED_GROUP]  # refused before a run folder was made

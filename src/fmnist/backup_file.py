@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from fmnist import artifacts
+from fmnist import artifacts, runs
 from fmnist.errors import FmnistError
 
 FORMAT = 1
@@ -28,9 +27,14 @@ def run_id(run_dir: Path) -> str | None:
     return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
+def start_over(run_dir: Path, remove: str = f"{artifacts.BACKUP} and {artifacts.HISTORY}") -> str:
+    """How to train a stopped run again from its first epoch: what to remove (the backup and the history go together:
+    a history of finished epochs without its backup is refused), then its resume, whole."""
+    return f"remove {remove}, and '{runs.resume_command(run_dir)}' trains the run again from its first epoch"
+
+
 def damaged(path: Path) -> FmnistError:
-    return FmnistError(f"{path} is damaged, so the run cannot continue from it; remove it, and 'fmnist train "
-                       f"--resume {shlex.quote(str(path.parent))}' trains the run again from its first epoch")
+    return FmnistError(f"{path} is damaged, so the run cannot continue from it; {start_over(path.parent)}")
 
 
 def load(path: Path, only_meta: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -57,8 +61,8 @@ def read_meta(path: Path) -> dict[str, Any]:
 
 
 def epochs_done(run_dir: Path) -> int:
-    """The finished epochs a run's resume continues from: its backup's (none without one); a backup damaged, or
-    another run's, is one error saying what to do."""
+    """The finished epochs a run's resume continues from: its backup's (none without one); a backup damaged, another
+    run's, or gone after epochs were finished is one error saying what to do."""
     meta = checked_meta(run_dir)
     return 0 if meta is None else meta["epochs_done"]
 
@@ -73,9 +77,8 @@ def checked_meta(run_dir: Path) -> dict[str, Any] | None:
         # never two. Trained again from the first epoch without a word, the finished ones would be lost unsaid.
         if finished >= 2:
             raise FmnistError(f"{backup} is missing, though {artifacts.HISTORY} holds {finished} finished epochs: "
-                              "restore it from a copy to continue after them; else remove "
-                              f"{artifacts.HISTORY}, and 'fmnist train --resume {shlex.quote(str(backup.parent))}' "
-                              "trains the run again from its first epoch")
+                              "restore it from a copy to continue after them; else "
+                              f"{start_over(run_dir, artifacts.HISTORY)}")
         return None
     meta, this_run = read_meta(backup), run_id(run_dir)
     # A backup from before backups named their run is taken on trust; one from before 6 December named the file's
@@ -83,8 +86,7 @@ def checked_meta(run_dir: Path) -> dict[str, Any] | None:
     recorded, config = meta.get("run", this_run), Path(run_dir) / artifacts.CONFIG
     if recorded != this_run and not (config.is_file() and recorded == artifacts.sha256_file(config)):
         raise FmnistError(f"{backup} was written by another run, or before {artifacts.CONFIG} was changed: if it "
-                          f"was, restore it as it was; else remove {artifacts.BACKUP}, and 'fmnist train --resume "
-                          f"{shlex.quote(str(backup.parent))}' trains the run again from its first epoch")
+                          f"was, restore it as it was; else {start_over(run_dir)}")
     epochs = meta.get("epochs_done")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         raise damaged(backup)

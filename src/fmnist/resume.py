@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from fmnist import artifacts, run_list, run_locks, runs
-from fmnist.backup_file import epochs_done
+from fmnist.backup_file import epochs_done, start_over
 from fmnist.errors import DamagedFile, FmnistError
 from fmnist.facts import CLASS_NAMES
 from fmnist.settings import BACKENDS, TrainSettings
@@ -64,8 +64,8 @@ def keep_finished_epochs(run_dir: Path) -> int:
         kept = []
     rows = max(len(kept) - 1, 0)
     if rows < epochs:  # cut short or damaged by hand: the curves would have a gap
-        raise FmnistError(f"{history} holds {rows} of the {epochs} epochs in {backup}; restore it, or remove "
-                          f"{artifacts.BACKUP} to train the run again from its first epoch")
+        raise FmnistError(f"{history} holds {rows} of the {epochs} epochs in {backup}; restore it, or "
+                          f"{start_over(run_dir)}")
     if history.is_file():
         artifacts.write_text(history, "".join(kept))
     return epochs

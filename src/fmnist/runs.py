@@ -148,9 +148,10 @@ def refuse_seed_group(path: Path) -> None:
     if is_seed_group(path):
         members = [member.name for member in run_folders(path)]
         example = f", such as {Path(path) / members[0]}" if members else ""
+        page = (f"; 'fmnist runs compare {shell_word(str(path))}' draws one page of its seeds"
+                if (Path(path) / artifacts.SEED_SUMMARY).is_file() else "")  # compare takes a group once summarized
         raise FmnistError(f"{path} is a group of {len(members)} runs made by 'fmnist train --seeds', not one run: "
-                          f"give one of its runs{example}; 'fmnist runs compare {shell_word(str(path))}' draws one "
-                          "page of them all")
+                          f"give one of its runs{example}{page}")
 
 
 def run_folders(folder: Path) -> list[Path]:

@@ -58,7 +58,7 @@ def check_count(seeds: int) -> None:
 
 def refuse_other_runs(runs_dir: Path, settings: TrainSettings, backend: str, dataset: Dataset) -> None:
     """A group's folder takes only runs the group could have made itself (its settings, backend and data, of any
-    seed): another would pass for one of its runs, as its members are told apart by seed alone."""
+    seed): the group's resume refuses the whole group while another lies there."""
     path = Path(runs_dir) / artifacts.SEED_GROUP
     if not path.is_file():
         return
@@ -73,8 +73,8 @@ def refuse_other_runs(runs_dir: Path, settings: TrainSettings, backend: str, dat
                                                       "data": data_record(dataset)})
     if differ:
         raise FmnistError(f"{runs_dir} is a group made by 'fmnist train --seeds', whose {', '.join(differ)} this run "
-                          "does not share: there it would pass for one of the group's runs (told apart by seed "
-                          "alone); choose another --runs-dir")
+                          "does not share: there the group's resume would refuse the whole group until it was "
+                          "moved out; choose another --runs-dir")
 
 
 def seed_members(settings: TrainSettings, seeds: int) -> list[TrainSettings]:

@@ -17,7 +17,6 @@ import optuna
 from fmnist import artifacts, defaults, run_locks, run_settings, runs
 from fmnist.data import Dataset, load_dataset
 from fmnist.errors import FmnistError
-from fmnist.facts import TRAINING_IMAGES
 from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag, is_plain_name
 from fmnist.train import Diverged, TrainResult, check_inputs, train
 from fmnist.tune_storage import (
@@ -569,11 +568,9 @@ def summary(result: TuneResult) -> str:
         storage = "URL" if "***" in result.storage else runs.shell_word(result.storage)
         lines.append(f"next: fmnist tune --report {result.study} --storage {storage}   the page: best trials, plots, "
                      "the commands that train them")
-        spec = TrainSettings()  # what --train-best trains on without --epochs and --limit
-        trained = round(TRAINING_IMAGES * (1 - spec.validation_fraction))
-        lines.append(f"      fmnist tune --train-best {result.study} --storage {storage}   the best on all the data, "
-                     f"as long as a full 'fmnist train' ({trained:,} images, up to {spec.epochs} epochs); add the "
-                     "study's --epochs and --limit to train it as its trial did")
+        lines.append(f"      fmnist tune --train-best {result.study} --storage {storage}   the best on every "
+                     f"training image for up to {TrainSettings().epochs} epochs, as long as a full 'fmnist train' "
+                     "(with the study's --epochs and --limit, if it had them: as its trial trained)")
     return "\n".join(lines)
 
 

@@ -211,7 +211,8 @@ def _database_url(storage: str) -> Any:
         url.get_dialect()  # the dialect alone: a missing driver is said when the storage opens
     except sqlalchemy.exc.NoSuchModuleError:  # SQLAlchemy's own word is "Can't load plugin: sqlalchemy.dialects:..."
         raise FmnistError(f"{_masked(storage)}: SQLAlchemy knows no database (or driver) {url.drivername!r}: give "
-                          "postgresql://user:password@host/db, sqlite:///file.db, or a journal file's path") from None
+                          "postgresql://user:password@host/db, mysql+pymysql://..., sqlite:///file.db (in lower "
+                          "case), or a journal file's path") from None
     if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
         raise FmnistError(f"{_masked(storage)} keeps the study in memory, lost when this process ends: give a file, "
                           "e.g. sqlite:///study.db")
