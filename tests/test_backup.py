@@ -76,8 +76,9 @@ def test_a_backup_of_another_model_or_other_callbacks_is_refused(tmp_path):
 def test_a_damaged_backup_is_one_line_saying_what_to_do(tmp_path, content):
     (tmp_path / "backup.npz").write_bytes(content)
     model = _model()
-    with pytest.raises(FmnistError, match="backup.npz is damaged, so the run cannot continue from it; remove it, "
-                                          "and 'fmnist train --resume .*' trains the run again from its first"):
+    with pytest.raises(FmnistError, match="backup.npz is damaged, so the run cannot continue from it; remove "
+                                          "backup.npz and history.csv, and 'fmnist train --resume .*' trains the run "
+                                          "again from its first"):
         restore(tmp_path / "backup.npz", model, _callbacks(model))
 
 
@@ -105,7 +106,8 @@ def test_a_backup_missing_part_of_its_record_is_one_line_and_leaves_the_model_as
     np.random.seed(5)
     random.seed(5)
     generators = np.random.get_state()[1].copy(), random.getstate()
-    with pytest.raises(FmnistError, match="backup.npz is damaged, so the run cannot continue from it; remove it"):
+    with pytest.raises(FmnistError, match="backup.npz is damaged, so the run cannot continue from it; remove "
+                                          "backup.npz and history.csv"):
         restore(tmp_path / "backup.npz", fresh, fresh_callbacks)
     for before, after in zip(weights, fresh.get_weights()):
         np.testing.assert_array_equal(before, after)
