@@ -369,14 +369,14 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
         foreign = sorted(
             Path(r["run"]).name for r in rows_of_group if isinstance(r["settings"].get("seed"), int)
             and run_settings.differs_from_group(shared, _read_object(Path(runs_dir) / r["run"] / artifacts.CONFIG, [])))
+        eligible = [r for r in rows_of_group
+                    if isinstance(r["settings"].get("seed"), int) and Path(r["run"]).name not in foreign]
         picked = run_settings.pick_members(
-            (r["settings"].get("seed"), r["status"] == runs.FINISHED, r) for r in reversed(rows_of_group)
-            if isinstance(r["settings"].get("seed"), int) and Path(r["run"]).name not in foreign)
+            (r["settings"]["seed"], r["status"] == runs.FINISHED, r) for r in reversed(eligible))
         picked = {seed: row for seed, row in picked.items() if planned is None or seed in planned}
         # A second run of a seed (trained into the group's folder by hand): listed, but the group counts one.
-        passed_over = {Path(r["run"]).name: Path(picked[r["settings"]["seed"]]["run"]).name for r in rows_of_group
-                       if isinstance(r["settings"].get("seed"), int) and Path(r["run"]).name not in foreign
-                       and picked.get(r["settings"]["seed"], r) is not r}
+        passed_over = {Path(r["run"]).name: Path(picked[r["settings"]["seed"]]["run"]).name for r in eligible
+                       if picked.get(r["settings"]["seed"], r) is not r}
         scored = [row for row in picked.values() if row["status"] == runs.FINISHED and row["test_accuracy"] is not None]
         accuracies = [r["test_accuracy"] for r in scored]
         f1s = [r["macro_f1"] for r in scored if r["macro_f1"] is not None]
@@ -429,7 +429,7 @@ def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), r
         if group:
             lines.append(_group_line(group, r, Path(runs_dir)))
         s = r["settings"]
-        recipe, changed = _recipe_cell(s)
+        recipe, changed_note = _recipe_cell(s)
         lines.append([
             r["run"], recipe, cell(run_settings.network_text(s)),
             cell(artifacts.json_number(s.get("learning_rate")), "{:.3g}"), cell(s.get("batch_size")),
@@ -438,15 +438,19 @@ def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), r
             cell(r["test_accuracy"], "{:.4f}"), cell(r["macro_f1"], "{:.4f}"), cell(r["train_seconds"], "{:.1f}"),
             r["status"],
         ])
-        notes[len(lines) - 1] = [changed] * bool(changed) + r["notes"]
-    # Measured as printed: a name that is not UTF-8 is written escaped (the CLI's stdout), \udcff for one byte.
-    shown = [[str(c).encode("utf-8", "backslashreplace").decode("utf-8") for c in line] for line in lines]
+        notes[len(lines) - 1] = [changed_note] * bool(changed_note) + r["notes"]
+    shown = [[_as_printed(c) for c in line] for line in lines]
     widths = [max(len(line[i]) for line in shown) for i in range(len(header))]
     printed = []
     for i, line in enumerate(shown):
         printed.append("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
-        printed += [NOTE_INDENT + note.encode("utf-8", "backslashreplace").decode("utf-8") for note in notes.get(i, [])]
+        printed += [NOTE_INDENT + _as_printed(note) for note in notes.get(i, [])]
     return "\n".join(printed)
+
+
+def _as_printed(text: Any) -> str:
+    """``text`` as the CLI's stdout writes it, measured so: a name that is not UTF-8 escaped, \\udcff for one byte."""
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _recipe_cell(settings: dict[str, Any]) -> tuple[str, str]:
