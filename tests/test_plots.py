@@ -189,9 +189,10 @@ def test_pictures_say_what_they_show_where_a_reader_would_guess(tmp_path, monkey
     history = {"loss": [1.0, 0.8, 0.7], "val_loss": [1.1, 0.9, 0.85], "accuracy": [0.5, 0.6, 0.65],
                "val_accuracy": [0.4, 0.5, 0.55], "learning_rate": [1e-3, 1e-3, 1e-4]}
     plots.curves_png(history, 3, tmp_path / "curves.png")
-    for ax, ylabel in zip(drawn[0].axes, ("loss (mean over the epoch)", "share of images right")):
+    for ax, ylabel, top in zip(drawn[0].axes, ("loss (mean over the epoch)", "share of images right"), (True, False)):
         assert ax.get_ylabel() == ylabel
         assert [t.get_text() for t in ax.texts] == ["1e-04"]  # the rate the plateau's drop went to, at epoch 3
+        assert (ax.texts[0].get_position()[1] > 0.5) is top  # away from late curves: loss falls, accuracy rises
     plots.compare_curves_png({"a": history, "b": history}, tmp_path / "compare.png")  # the same axes, side by side
     assert [ax.get_ylabel() for ax in drawn.pop().axes] == ["loss (mean over the epoch)", "share of images right"]
     plots.grouped_bars_png(list(CLASS_NAMES), {"a": [0.5] * 10, "b": [0.9] * 10}, "F1", tmp_path / "f1.png")

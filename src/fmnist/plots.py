@@ -85,17 +85,18 @@ def curves_png(history: dict[str, list[float]], best: int | None, path: Path, sc
     rates = [] if scheduled else history.get("learning_rate", [])
     drops = [i + 1 for i in range(1, len(rates)) if rates[i] < rates[i - 1]]
     kept = f"kept: the last epoch ({best}), as the schedule fixes" if scheduled else f"best epoch ({best})"
-    for ax, key, title, ylabel in ((axes[0], "loss", "Loss", "loss (mean over the epoch)"),
-                                   (axes[1], "accuracy", "Accuracy", "share of images right")):
+    # Each drop's rate is written where its panel's curves are not, late in training: loss falls, accuracy rises.
+    for ax, key, title, ylabel, rate_y in ((axes[0], "loss", "Loss", "loss (mean over the epoch)", 0.98),
+                                           (axes[1], "accuracy", "Accuracy", "share of images right", 0.02)):
         ax.plot(epochs, history.get(key, []), label="train", marker=".")
         ax.plot(epochs, history.get(f"val_{key}", []), label="validation", marker=".")
         if best:
             ax.axvline(best, color="green", linestyle="--", label=kept)
         for i, epoch in enumerate(drops):
             ax.axvline(epoch, color="grey", linestyle=":", label="learning rate drop" if i == 0 else None)
-            # The rate the epoch began with, written along its line from the top: what each drop went to.
-            ax.text(epoch, 0.98, f"{rates[epoch - 1]:.0e}", transform=ax.get_xaxis_transform(), rotation=90,
-                    ha="right", va="top", fontsize=7, color="grey")
+            # The rate the epoch began with, written along its line: what each drop went to.
+            ax.text(epoch, rate_y, f"{rates[epoch - 1]:.0e}", transform=ax.get_xaxis_transform(), rotation=90,
+                    ha="right", va="top" if rate_y > 0.5 else "bottom", fontsize=7, color="grey")
         _epoch_axis(ax, len(epochs))
         ax.set_title(title)
         ax.set_ylabel(ylabel)
