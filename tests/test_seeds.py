@@ -197,6 +197,29 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
             refused()
 
 
+def test_the_listing_picks_a_groups_runs_as_its_resume_does(tmp_path, tiny_data):
+    """A second run of a seed whose status.json is damaged, or whose seed is JSON's true, is no seed's run for the
+    group's resume: the listing neither counts it nor passes the group's own run of that seed over for it."""
+    folder, sums = tiny_data
+    dataset = load_dataset(folder, checksums=sums)
+    settings = TrainSettings(hidden_sizes=(8,), epochs=1, batch_size=16, name="tiny", seed=1)
+    group, summary = train_seeds(settings, "jax", 2, runs_dir=tmp_path, dataset=dataset)
+    first, second = (group / r["run_dir"] for r in summary["runs"])
+    planned = artifacts.read_json(group / artifacts.SEED_GROUP)
+    damaged = shutil.copytree(first, group / "zz-damaged")
+    (damaged / artifacts.STATUS).write_text("{")
+    runs.set_status(first, runs.INTERRUPTED)
+    true_seed = shutil.copytree(first, group / "zz-true")
+    config = artifacts.read_json(true_seed / artifacts.CONFIG)
+    artifacts.write_json(true_seed / artifacts.CONFIG, {**config, "settings": {**config["settings"], "seed": True}})
+    runs.set_status(true_seed, runs.FINISHED)
+    assert _member_dirs(group, planned) == {1: first, 2: second}
+    rows = run_list.list_runs(tmp_path)
+    [listed] = run_list.seed_groups(rows, tmp_path)
+    assert listed["passed_over"] == {} and listed["scored"] == 1 and listed["foreign"] == []
+    assert not [note for row in rows for note in row["notes"] if "not in its group's mean" in note]
+
+
 def test_a_groups_damaged_member_is_trained_again_and_a_diverged_one_ends_the_group(tmp_path, tiny_data):
     folder, sums = tiny_data
     dataset = load_dataset(folder, checksums=sums)
@@ -213,7 +236,7 @@ def test_a_groups_damaged_member_is_trained_again_and_a_diverged_one_ends_the_gr
     rows = run_list.list_runs(tmp_path)
     assert run_list.seed_groups(rows, tmp_path)[0]["scored"] == 1
     assert "status.json damaged: restore it from a copy" in {note for row in rows for note in row["notes"]}
-    assert sorted(_member_dirs(group, artifacts.read_json(group / artifacts.SEED_GROUP)), key=str) == [6, None]
+    assert list(_member_dirs(group, artifacts.read_json(group / artifacts.SEED_GROUP))) == [6]
     (first / artifacts.STATUS).write_bytes(status)
     # A run copied in by hand with other settings: resumed with the group's, or counted in its mean, if not refused.
     edited = shutil.copytree(first, group / "edited")

@@ -364,19 +364,15 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
         record = _read_object(Path(runs_dir) / group / artifacts.SEED_GROUP, [])
         planned = _planned_seeds(record)
         shared = {**record, "settings": _planned_settings(record)}
-        # Copied or edited in by hand: not the group's, so not in its mean (its resume refuses them). All its settings,
-        # as the resume compares them, not only the row's few; one whose seed is damaged is trained again instead.
-        foreign = sorted(
-            Path(r["run"]).name for r in rows_of_group if isinstance(r["settings"].get("seed"), int)
-            and run_settings.differs_from_group(shared, _read_object(Path(runs_dir) / r["run"] / artifacts.CONFIG, [])))
-        eligible = [r for r in rows_of_group
-                    if isinstance(r["settings"].get("seed"), int) and Path(r["run"]).name not in foreign]
-        picked = run_settings.pick_members(
-            (r["settings"]["seed"], r["status"] == runs.FINISHED, r) for r in reversed(eligible))
-        picked = {seed: row for seed, row in picked.items() if planned is None or seed in planned}
-        # A second run of a seed (trained into the group's folder by hand): listed, but the group counts one.
-        passed_over = {Path(r["run"]).name: Path(picked[r["settings"]["seed"]]["run"]).name for r in eligible
-                       if picked.get(r["settings"]["seed"], r) is not r}
+        # Its runs as its resume picks them: one copied or edited in by hand is not the group's, so not in its mean
+        # (its resume refuses them); a second run of a seed is listed, but the group counts one.
+        found = run_settings.group_members(Path(runs_dir) / group, shared)
+        row_of = {Path(r["run"]).name: r for r in rows_of_group}
+        foreign = sorted(d.name for d in found.foreign)
+        picked = {seed: row_of[d.name] for seed, d in found.picked.items()
+                  if d.name in row_of and (planned is None or seed in planned)}
+        counted = {Path(r["run"]).name for r in picked.values()}
+        passed_over = {d.name: c.name for d, c in found.passed_over.items() if c.name in counted}
         scored = [row for row in picked.values() if row["status"] == runs.FINISHED and row["test_accuracy"] is not None]
         accuracies = [r["test_accuracy"] for r in scored]
         f1s = [r["macro_f1"] for r in scored if r["macro_f1"] is not None]

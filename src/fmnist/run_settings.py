@@ -3,7 +3,12 @@ run for each seed; and the network they describe, as tables and the model check 
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any, Iterable
+
+from fmnist import artifacts, runs
+from fmnist.errors import FmnistError
 
 
 def settings_of(record: dict[str, Any]) -> dict[str, Any]:
@@ -49,6 +54,12 @@ def _data_checksums(record: dict[str, Any]) -> Any:
     return data.get("sha256") if isinstance(data, dict) else None
 
 
+def recorded_seed(record: dict[str, Any]) -> int | None:
+    """The seed a run's config.json records, or None where it is damaged (not a whole number; JSON's true is not 1)."""
+    seed = settings_of(record).get("seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
 def pick_members(candidates: Iterable[tuple[Any, bool, Any]]) -> dict[Any, Any]:
     """A ``--seeds`` group's run for each seed, from (seed, finished, run) oldest first: of two runs of one seed, a
     finished one, else the newer (one trained again after its first was damaged)."""
@@ -59,6 +70,39 @@ def pick_members(candidates: Iterable[tuple[Any, bool, Any]]) -> dict[Any, Any]:
             continue
         found[seed], done[seed] = run, is_finished
     return found
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupMembers:
+    """A ``--seeds`` group's run folders as its resume sees them."""
+
+    picked: dict[int, Path]  # the group's run of each seed
+    passed_over: dict[Path, Path]  # a second run of a seed (trained there by hand): the run counted instead
+    foreign: dict[Path, list[str]]  # copied or edited in by hand: what of it differs from the group
+
+
+def group_members(group: Path, planned: dict[str, Any]) -> GroupMembers:
+    """The runs in a group's folder, against ``planned`` (its group.json, with the settings its resume fills in). A run
+    whose seed or status.json is damaged is no seed's: its seed is trained again, as its state is not known."""
+    candidates, foreign = [], {}
+    for run_dir in sorted(p for p in Path(group).iterdir() if (p / artifacts.CONFIG).is_file()):  # oldest first
+        try:
+            config = artifacts.read_json(run_dir / artifacts.CONFIG)
+        except FmnistError:  # damaged
+            continue
+        seed = recorded_seed(config)
+        differ = differs_from_group(planned, config) if seed is not None else []
+        if differ:
+            foreign[run_dir] = differ
+            continue
+        try:
+            done = runs.finished(run_dir)
+        except (FmnistError, OSError):
+            continue
+        if seed is not None:
+            candidates.append((seed, done, run_dir))
+    picked = pick_members(candidates)
+    return GroupMembers(picked, {d: picked[seed] for seed, _, d in candidates if picked[seed] != d}, foreign)
 
 
 def network_text(settings: dict[str, Any]) -> str | None:

@@ -136,26 +136,12 @@ def _member_dirs(group: Path, planned: dict[str, Any]) -> dict[int, Path]:
     """The group's run directories by seed; of two with one seed, a finished one, else the newest. A run whose
     settings, backend or data are not the group's (``planned``, as group.json has them) is refused: it would be
     resumed with the group's, or counted."""
-    candidates = []
-    for run_dir in sorted(p for p in group.iterdir() if (p / artifacts.CONFIG).is_file()):  # oldest first
-        try:
-            config = artifacts.read_json(run_dir / artifacts.CONFIG)
-        except FmnistError:  # not JSON
-            config = {}
-        member_settings = config.get("settings") if isinstance(config, dict) else None
-        seed = member_settings.get("seed") if isinstance(member_settings, dict) else None
-        seed = seed if isinstance(seed, int) else None  # damaged: its seed is trained again
-        differ = run_settings.differs_from_group(planned, config) if seed is not None else []
-        if differ:
-            raise FmnistError(f"{run_dir} differs from its --seeds group, in {artifacts.SEED_GROUP}, in its "
-                              f"{', '.join(differ)}: it was copied or edited there by hand; move it out of {group}, "
-                              "then resume the group")
-        try:
-            done = runs.finished(run_dir)
-        except (FmnistError, OSError):  # its status.json is damaged: trained again too, as its state is not known
-            done, seed = False, None
-        candidates.append((seed, done, run_dir))
-    return run_settings.pick_members(candidates)
+    found = run_settings.group_members(group, planned)
+    for run_dir, differ in found.foreign.items():
+        raise FmnistError(f"{run_dir} differs from its --seeds group, in {artifacts.SEED_GROUP}, in its "
+                          f"{', '.join(differ)}: it was copied or edited there by hand; move it out of {group}, "
+                          "then resume the group")
+    return found.picked
 
 
 def _complete_group(
