@@ -273,6 +273,7 @@ def make_mixed_runs(runs_dir, tiny_data):
     (damaged / artifacts.CONFIG).write_text("{\"settings\": ")
     (damaged / artifacts.STATUS).write_text("[1, 2]")
     (damaged / artifacts.METRICS).write_text("\"not an object\"")
+    (damaged / artifacts.HISTORY).write_bytes(b"epoch,loss\n0,\xff\n")  # not text
 
     old = runs_dir / "old-style"  # an older layout: a config without settings or time, no status file
     old.mkdir()

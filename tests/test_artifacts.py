@@ -77,6 +77,14 @@ def test_history_of_no_epochs_reads_as_its_columns_or_nothing(tmp_path):
     assert artifacts.read_history(tmp_path) == {"epoch": [0.0, 1.0], "loss": [1.5, 1.25]}
 
 
+def test_a_historys_whole_lines_keep_their_ends_and_a_row_cut_short_is_not_one(tmp_path):
+    (tmp_path / artifacts.HISTORY).write_bytes(b"epoch,loss\r\n0,1.5\r\n1,1.2\r\n2,1.")  # killed mid-row
+    assert artifacts.history_lines(tmp_path) == ["epoch,loss\r\n", "0,1.5\r\n", "1,1.2\r\n"]
+    (tmp_path / artifacts.HISTORY).write_bytes(b"epoch,loss\n0,\xff\n")
+    with pytest.raises(ValueError):
+        artifacts.history_lines(tmp_path)
+
+
 def test_a_history_cell_too_large_for_csv_is_named_as_damage(tmp_path):
     (tmp_path / artifacts.HISTORY).write_text("epoch,loss\n0," + "1" * 200_000 + "\n")  # past csv's field limit
     with pytest.raises(DamagedFile, match="history.csv is damaged"):

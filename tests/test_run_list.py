@@ -43,7 +43,8 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
     damaged = by_name[mixed_runs["damaged"].name]
     assert damaged["status"] == "unknown"
     assert set(damaged["notes"]) == {"config.json damaged: restore it from a copy",
-                                     "status.json damaged: restore it from a copy", "metrics.json damaged"}
+                                     "status.json damaged: restore it from a copy", "metrics.json damaged",
+                                     "history.csv damaged"}
     old = by_name[mixed_runs["old"].name]
     assert old["backend"] == "tensorflow" and old["settings"] == {} and old["notes"] == ["no status.json"]
     mistyped = by_name[mixed_runs["mistyped"].name]

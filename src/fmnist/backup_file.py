@@ -72,7 +72,7 @@ def checked_meta(run_dir: Path) -> dict[str, Any] | None:
     A backup damaged, another run's, or gone after epochs were finished is one error saying what to do."""
     backup = Path(run_dir) / artifacts.BACKUP
     if not backup.is_file():
-        finished = _finished_rows(Path(run_dir) / artifacts.HISTORY)
+        finished = _finished_rows(run_dir)
         # Each epoch's backup is written just after its row: a kill between them leaves one row without a backup,
         # never two. Trained again from the first epoch without a word, the finished ones would be lost unsaid.
         if finished >= 2:
@@ -93,14 +93,12 @@ def checked_meta(run_dir: Path) -> dict[str, Any] | None:
     return meta
 
 
-def _finished_rows(history: Path) -> int:
-    """The whole rows of a history.csv (a kill can cut its last one short); 0 where there is none to read."""
+def _finished_rows(run_dir: Path) -> int:
+    """The whole rows of a run's history.csv; 0 where there is none to read."""
     try:
-        with open(history, encoding="utf-8", errors="replace", newline="") as f:
-            lines = f.read().splitlines(keepends=True)
-    except OSError:
+        return max(0, len(artifacts.history_lines(run_dir)) - 1)  # less its header
+    except (OSError, ValueError):
         return 0
-    return max(0, sum(line.endswith("\n") for line in lines) - 1)  # less its header
 
 
 def training_over(run_dir: Path, planned_epochs: Any) -> bool:

@@ -52,14 +52,8 @@ def keep_finished_epochs(run_dir: Path) -> int:
     artifacts.remove_temporaries(run_dir)  # the run's lock is held: nothing else writes there
     epochs = epochs_done(run_dir)
     try:
-        lines = []
-        if history.is_file():
-            with open(history, encoding="utf-8", newline="") as f:  # keep CSVLogger's \r\n line ends
-                lines = f.read().splitlines(keepends=True)
-        kept = [
-            line for i, line in enumerate(lines)
-            if line.endswith("\n") and (i == 0 or int(next(csv.reader([line]))[0]) < epochs)
-        ]
+        lines = artifacts.history_lines(run_dir) if history.is_file() else []
+        kept = [line for i, line in enumerate(lines) if i == 0 or int(next(csv.reader([line]))[0]) < epochs]
     except (ValueError, IndexError):
         kept = []
     rows = max(len(kept) - 1, 0)

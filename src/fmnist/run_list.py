@@ -47,9 +47,11 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     epochs = artifacts.json_number(status.get("epochs"))
     try:
         if epochs is None and history.is_file():  # a run still going (or killed) has only its history so far
-            epochs = max(0, len(history.read_text(encoding="utf-8", errors="replace").splitlines()) - 1)
+            epochs = max(0, len(artifacts.history_lines(run_dir)) - 1)
     except OSError:
         notes.append(f"{history.name} unreadable")
+    except ValueError:  # not text
+        notes.append(f"{history.name} damaged")
     state = _recorded_state(status, notes)
     # None yet while running; a finished run's that cannot be read is said below, with what to do
     metrics = _read_object(run_dir / artifacts.METRICS, [] if state == runs.FINISHED else notes, note_missing=False)
