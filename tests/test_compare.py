@@ -216,6 +216,8 @@ def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_run
     assert f"<th scope=row>--seeds group</th><td>{group.name}</td><td>{group.name}</td></tr>" in page
     assert (f"<tr><th scope=row>{group.name}</th><td>2</td><td>0.8200 ± 0.0141</td><td>0.6929 to 0.9471</td>"
             "<td>0.5000</td></tr>") in page  # the group's mean over all its seeds, as its summary.json has it
+    assert ('<img alt="F1 per class, one bar per group: the mean over its seeds, whiskers one standard deviation"'
+            in page)
     assert "--seeds group" not in compare_runs([a, b], tmp_path / "plain.html").read_text()  # none in a group
     refused = run_cli("runs", "compare", str(a))  # one run is not
     assert refused.returncode == 2 and "give two or more runs to compare, or a --seeds group" in refused.stderr

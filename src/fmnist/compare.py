@@ -217,12 +217,14 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
                         "--limit or validation fraction): compare them with care.</b></p>")
     return {"headline": headline, "headline_differ": headline_differ, "settings": settings, "differ": differ,
             "f1": f1, "f1_rows": f1_rows, "change_rows": change_rows, "curves_note": curves_note, "note": note,
-            "group_rows": _group_rows([group for group in dict.fromkeys(groups) if group is not None])}
+            **_group_scores([group for group in dict.fromkeys(groups) if group is not None])}
 
 
-def _group_rows(groups: list[Path]) -> list[list[str]]:
-    """One row per ``--seeds`` group: the mean and spread over all its seeds, as its summary.json gives them."""
-    rows = []
+def _group_scores(groups: list[Path]) -> dict[str, Any]:
+    """Each ``--seeds`` group's mean and spread over all its seeds, as its summary.json gives them: a row of the
+    groups' table each ("group_rows"), and the F1 of each class, mean and sd, of those whose summary reads
+    ("group_f1", "group_f1_sd")."""
+    rows, f1, f1_sd = [], {}, {}
     for group in groups:
         if not (group / artifacts.SEED_SUMMARY).is_file():  # a run of a group not finished, given by itself
             rows.append([group.name, "-", f"(no {artifacts.SEED_SUMMARY} yet: '{runs.resume_command(group)}' "
@@ -231,13 +233,18 @@ def _group_rows(groups: list[Path]) -> list[list[str]]:
         try:
             summary = artifacts.read_json(group / artifacts.SEED_SUMMARY)
             accuracy = summary["test_accuracy"]
-            macro_f1 = float(np.mean([scores["mean"] for scores in summary["per_class_f1"].values()]))
+            per_class = [summary["per_class_f1"][name] for name in CLASS_NAMES]
+            means = [float(scores["mean"]) for scores in per_class]
+            sds = [float(scores["std"] or 0.0) for scores in per_class]
+            if not all(0 <= m <= 1 and 0 <= sd <= 1 for m, sd in zip(means, sds)):  # NaN too
+                raise ValueError("an F1 outside 0-1")
             rows.append([group.name, str(summary["seeds"]), f"{accuracy['mean']:.4f} ± {accuracy['std']:.4f}",
-                         f"{accuracy['ci95'][0]:.4f} to {accuracy['ci95'][1]:.4f}", f"{macro_f1:.4f}"])
+                         f"{accuracy['ci95'][0]:.4f} to {accuracy['ci95'][1]:.4f}", f"{np.mean(means):.4f}"])
+            f1[group.name], f1_sd[group.name] = means, sds
         except (FmnistError, KeyError, TypeError, ValueError, IndexError, AttributeError):  # edited by hand since
             rows.append([group.name, "-", f"({artifacts.SEED_SUMMARY} damaged: "
                                           f"'{runs.resume_command(group)}' writes it again)", "-", "-"])
-    return rows
+    return {"group_rows": rows, "group_f1": f1, "group_f1_sd": f1_sd}
 
 
 def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]) -> str:
@@ -245,15 +252,22 @@ def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]
     headline, settings, differ, f1 = tables["headline"], tables["settings"], tables["differ"], tables["f1"]
     f1_rows, change_rows, curves_note, note = (tables[k] for k in ("f1_rows", "change_rows", "curves_note", "note"))
     with tempfile.TemporaryDirectory() as tmp:
-        curves, bars = Path(tmp) / "curves.png", Path(tmp) / "f1.png"
+        curves, bars, group_bars = Path(tmp) / "curves.png", Path(tmp) / "f1.png", Path(tmp) / "group_f1.png"
         plots.compare_curves_png({n: item["history"] for n, item in zip(names, loaded)}, curves)
         plots.grouped_bars_png(list(CLASS_NAMES), f1, "F1 per class (test set)", bars)
+        # Each group as one bar a class: a bar per seed of two groups of five is more than an eye can average.
+        if tables["group_f1"]:
+            plots.grouped_bars_png(list(CLASS_NAMES), tables["group_f1"],
+                                   "F1 per class, mean over each group's seeds (whiskers ± 1 sd)", group_bars,
+                                   spread=tables["group_f1_sd"])
         sections = [
             ("Runs (differences that bear on comparing them highlighted)",
              table_html(["run", *names], headline, highlight=tables["headline_differ"])),
             *([("--seeds groups (over all their seeds)", table_html(
                 ["group", "seeds", "test accuracy, mean ± sd", "95% interval of the mean", "macro F1, mean"],
-                tables["group_rows"]))] if tables["group_rows"] else []),
+                tables["group_rows"]) + (image_html(group_bars, "F1 per class, one bar per group: the mean over its "
+                                                    "seeds, whiskers one standard deviation")
+                                         if tables["group_f1"] else ""))] if tables["group_rows"] else []),
             ("Settings (differences highlighted)", table_html(["setting", *names], settings, highlight=differ)),
             ("Learning curves (shared axes)",
              curves_note + image_html(curves, "loss and accuracy of every run on shared axes")),

@@ -296,16 +296,22 @@ def compare_curves_png(histories: dict[str, dict[str, list[float]]], path: Path)
     _save(fig, path)
 
 
-def grouped_bars_png(categories: Sequence[str], series: dict[str, Sequence[float]], title: str, path: Path) -> None:
-    """One group of bars per category, one bar per series; the 0-1 scale starts just below the lowest bar."""
+def grouped_bars_png(categories: Sequence[str], series: dict[str, Sequence[float]], title: str, path: Path,
+                     spread: dict[str, Sequence[float]] | None = None) -> None:
+    """One group of bars per category, one bar per series, each with a whisker of its ``spread`` (± that much) where
+    given; the 0-1 scale starts just below the lowest bar or whisker."""
     fig = _figure(figsize=(13, 4.5), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / max(1, len(series))
     positions = np.arange(len(categories))
-    bars = [ax.bar(positions + (i - (len(series) - 1) / 2) * width, list(values), width)
-            for i, values in enumerate(series.values())]
+    spread = spread or {}
+    bars = [ax.bar(positions + (i - (len(series) - 1) / 2) * width, list(values), width,
+                   yerr=spread.get(name), capsize=2 if name in spread else 0)
+            for i, (name, values) in enumerate(series.items())]
     ax.set_xticks(positions, list(categories), rotation=30, ha="right")
-    low = max(0.0, min(min(v) for v in series.values()) - 0.05)
+    lowest = min(v - e for name, values in series.items()
+                 for v, e in zip(values, spread.get(name, [0.0] * len(values))))
+    low = max(0.0, lowest - 0.05)
     ax.set_ylim(low, 1)  # small gaps between runs stay visible; the title says the bars do not start at 0
     ax.set_title(f"{title} (axis from {low:.2f}, not 0)" if low > 0 else title)
     ax.grid(axis="y", alpha=0.3)
