@@ -62,6 +62,7 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     assert (listed["group"], listed["seeds"], listed["scored"]) == (group.name, 3, 3)
     assert listed["test_accuracy"]["mean"] == pytest.approx(summary["test_accuracy"]["mean"])
     assert listed["test_accuracy"]["std"] == pytest.approx(summary["test_accuracy"]["std"])
+    assert listed["test_accuracy"]["ci95"] == pytest.approx(summary["test_accuracy"]["ci95"])  # in --json too
     assert listed["train_seconds"] == pytest.approx(summary["train_seconds"]["mean"], abs=0.01)  # rounded in status
     macro_f1 = [artifacts.read_json(group / r["run_dir"] / artifacts.METRICS)["macro_f1"] for r in summary["runs"]]
     assert listed["macro_f1"] == pytest.approx(np.mean(macro_f1))

@@ -356,6 +356,8 @@ def _planned_settings(record: dict[str, Any]) -> dict[str, Any]:
 def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, Any]]:
     """One entry per ``--seeds`` group among ``rows``: the mean and spread of its planned seeds' runs scored so far,
     each seed's run picked as the group's resume picks it."""
+    from fmnist.seeds import accuracy_spread
+
     members: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         group = Path(row["run"]).parent
@@ -387,9 +389,9 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
             min((r["created"] for r in rows_of_group if r["created"]), default=""),
             "seeds": None if planned is None else len(planned), "planned_seeds": planned, "scored": len(scored),
             # the sample standard deviation (ddof 1), as the group's summary.json has it
-            "test_accuracy": {"mean": statistics.fmean(accuracies),
-                              "std": statistics.stdev(accuracies) if len(accuracies) > 1 else None}
-            if accuracies else None,
+            # as the group's summary.json has them; of a single seed scored, no spread
+            "test_accuracy": None if not accuracies else accuracy_spread(accuracies) if len(accuracies) > 1 else
+            {"values": accuracies, "mean": accuracies[0], "std": None, "ci95": None},
             "macro_f1": statistics.fmean(f1s) if f1s else None,
             "train_seconds": statistics.fmean(seconds) if seconds else None,
             "summary": summary if summary.is_file() else None,

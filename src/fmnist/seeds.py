@@ -26,8 +26,21 @@ def _spread(values: list[float]) -> float:
 
 
 def summarise(accuracies: list[float], per_class_f1: list[dict[str, float]], level: float = 0.95) -> dict[str, Any]:
+    """The accuracies' :func:`accuracy_spread`; per-class F1 mean and spread."""
+    return {
+        "seeds": len(accuracies),
+        "test_accuracy": accuracy_spread(accuracies, level),
+        "per_class_f1": {
+            name: {"mean": float(np.mean([f[name] for f in per_class_f1])),
+                   "std": _spread([f[name] for f in per_class_f1])}
+            for name in CLASS_NAMES
+        },
+    }
+
+
+def accuracy_spread(accuracies: list[float], level: float = 0.95) -> dict[str, Any]:
     """Mean, sample standard deviation and a Student-t interval of the mean, within [0, 1] where an accuracy lies
-    (two seeds far apart stretch it past); per-class F1 mean and spread."""
+    (two seeds far apart stretch it past)."""
     from scipy import stats
 
     values = np.asarray(accuracies, dtype=np.float64)
@@ -35,16 +48,7 @@ def summarise(accuracies: list[float], per_class_f1: list[dict[str, float]], lev
     mean = float(values.mean())
     std = _spread(accuracies)
     half = float(stats.t.ppf((1 + level) / 2, n - 1) * std / np.sqrt(n)) if n > 1 else float("nan")
-    interval = [max(mean - half, 0.0), min(mean + half, 1.0)]
-    return {
-        "seeds": n,
-        "test_accuracy": {"values": values.tolist(), "mean": mean, "std": std, "ci95": interval},
-        "per_class_f1": {
-            name: {"mean": float(np.mean([f[name] for f in per_class_f1])),
-                   "std": _spread([f[name] for f in per_class_f1])}
-            for name in CLASS_NAMES
-        },
-    }
+    return {"values": values.tolist(), "mean": mean, "std": std, "ci95": [max(mean - half, 0.0), min(mean + half, 1.0)]}
 
 
 def check_count(seeds: int) -> None:
