@@ -25,7 +25,7 @@ from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
 from fmnist.tune import (
-    MAX_ATTEMPTS, _cut_short_run, _objective, open_study, settings_for, suggest, train_best, trial_name,
+    MAX_ATTEMPTS, TuneResult, _cut_short_run, _objective, open_study, settings_for, suggest, train_best, trial_name,
     summary, trial_params, trial_state, tune,
 )
 from fmnist.tune_report import _train_command, write_report
@@ -569,6 +569,10 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
     retry = continued()  # counts it: nothing trained again
     assert retry.user_attrs["retry_of"] == trial.number
     assert retry.state == optuna.trial.TrialState.COMPLETE and Path(retry.user_attrs["run_dir"]) == by_hand
+    assert retry.user_attrs["run_of"] == trial.number  # its run is named after the attempt that began it: said so
+    best = {"number": retry.number, "val_loss": retry.value, "params": retry.params, **retry.user_attrs}
+    assert summary(TuneResult("s", "j", 1, {"complete": 1}, best)).splitlines()[1].endswith(
+        f"run {by_hand} (begun by trial {trial.number}, which was cut short)")
     assert retry.value == min(artifacts.read_history(by_hand)["val_loss"])
     assert retry.intermediate_values == dict(enumerate(artifacts.read_history(by_hand)["val_loss"]))
     assert {p: p.stat().st_mtime_ns for p in by_hand.iterdir()} == finished
@@ -597,7 +601,7 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
     own = run_of(second)
     retry = continued()
     assert retry.user_attrs["retry_of"] == first.number and retry.state == optuna.trial.TrialState.COMPLETE
-    assert Path(retry.user_attrs["run_dir"]) == own
+    assert Path(retry.user_attrs["run_dir"]) == own and retry.user_attrs["run_of"] == second.number
 
     # One whose status.json was damaged by hand: its settings trained again in a run of their own, the study goes on.
     study.enqueue_trial(first.params)
@@ -608,6 +612,7 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
     with caplog.at_level(logging.WARNING, logger="fmnist.tune"):
         retry = continued()
     assert retry.state == optuna.trial.TrialState.COMPLETE and Path(retry.user_attrs["run_dir"]) != damaged
+    assert retry.user_attrs["run_of"] == retry.number
     assert f"{damaged} cannot be finished ({damaged / artifacts.STATUS} is not valid JSON" in caplog.text
 
 

@@ -241,6 +241,7 @@ def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, study_dir
             trial.report(value, epoch)
     best = (artifacts.best_epoch(history) or 1) - 1  # none when every val_loss is NaN: Optuna fails the trial
     trial.set_user_attr("run_dir", str(run_dir.resolve()))
+    trial.set_user_attr(RUN_OF, run_of[0])  # a run begun by an earlier attempt keeps that attempt's name
     trial.set_user_attr("epochs", len(history["val_loss"]))
     trial.set_user_attr("val_accuracy", history["val_accuracy"][best])
     if pruned_at:
@@ -561,8 +562,10 @@ def summary(result: TuneResult) -> str:
     lines = [f"study {result.study} ({result.storage}): {trials} run now; all: {states_text(result.states)}"]
     if result.best:
         best = result.best
+        begun_by = best.get(RUN_OF, best["number"])
         lines.append(f"best: trial {best['number']}  val_loss {best['val_loss']:.4f}  "
-                     f"val_accuracy {best.get('val_accuracy', float('nan')):.4f}  run {best.get('run_dir', '-')}")
+                     f"val_accuracy {best.get('val_accuracy', float('nan')):.4f}  run {best.get('run_dir', '-')}"
+                     + ("" if begun_by == best["number"] else f" (begun by trial {begun_by}, which was cut short)"))
         lines.append("  " + params_text(best["params"]))
         # The URL as shown hides its password: the user gives it again.
         storage = "URL" if "***" in result.storage else runs.shell_word(result.storage)
