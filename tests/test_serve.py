@@ -129,9 +129,33 @@ def test_unknown_routes_and_methods_answer_json(client):
             assert f"{next(iter(route.methods))} {route.path}" in said
     assert set(client.delete("/v1/model").headers["allow"].split(", ")) == {"GET", "HEAD"}
     assert client.get("/v1/predict").json() == {"error": "GET is not answered on /v1/predict: use POST"}
+    # Inside the static files' mount too, the routes named are the server's, not under /static.
+    said = client.get("/static/nope.js").json()["error"]
+    assert said.startswith("nothing at /static/nope.js: this server answers GET /v1/health, GET /metrics"), said
+    # Behind a proxy that strips --root-path /fmnist, uvicorn puts it in front of each path it gets; a request sent
+    # to the server itself with the prefix has it twice.
+    proxied = TestClient(client.app, root_path="/fmnist")
+    said = proxied.get("/fmnist/fmnist/v1/health").json()["error"]
+    assert said.startswith("nothing at /fmnist/fmnist/v1/health (the path begins with --root-path /fmnist twice: the "
+                           "server takes requests whose prefix the proxy has removed; sent to the server itself, leave "
+                           "/fmnist out): this server answers GET /fmnist/v1/health, GET /fmnist/metrics"), said
+    said = proxied.get("/fmnist/static/nope.js").json()["error"]
+    assert said.startswith("nothing at /fmnist/static/nope.js: this server answers GET /fmnist/v1/health,"), said
     static = client.post("/static/app.js")
     assert static.status_code == 405 and static.headers["allow"] == "GET, HEAD", static.headers
     assert static.json() == {"error": "POST is not answered on /static/app.js: use GET, HEAD"}
+
+
+def test_each_refusal_gives_its_reason_in_the_log_where_the_access_line_gives_only_its_status(client, caplog):
+    with caplog.at_level(logging.INFO, logger="fmnist"):
+        client.post("/v1/predict", content=b"x", headers={"content-type": "text/plain"})
+        client.get("/no%0Awhere")
+        client.request("PROPFIND", "/v1/model")
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ")]
+    assert said[0].startswith("refused POST /v1/predict with 415: ") and "text/plain" in said[0], said
+    assert said[1].startswith("refused GET /no\\nwhere with 404: nothing at "), said  # on one line
+    assert said[2].startswith("refused PROPFIND /v1/model with 405: 'PROPFIND' is not a method"), said
+    assert len(said) == 3
 
 
 def test_serve_help_lists_every_route_the_app_answers(client):

@@ -184,29 +184,35 @@ def _answer_errors_as_json(app: FastAPI) -> None:
 
     @app.exception_handler(BadInput)
     async def bad_input(request: Request, exc: BadInput) -> JSONResponse:
-        return error(exc.status, str(exc))
+        return error(exc.status, str(exc), request.scope)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # Under --root-path uvicorn puts the prefix in front of the path; the routes' paths are without it. Inside the
+        # static files' mount, root_path has the mount's path added: app_root_path is the server's own.
+        prefix = request.scope.get("app_root_path", request.scope.get("root_path", ""))
         if exc.status_code == 404 and exc.detail == "Not Found":  # no route: say which there are
-            prefix = request.scope.get("root_path", "")
             answered = [f"{method} {prefix}{route.path}" for route in request.app.routes
                         if isinstance(route, APIRoute) and route.include_in_schema for method in sorted(route.methods)]
-            return error(404, f"nothing at {request.url.path}: this server answers {', '.join(answered)}, with its "
-                              f"web page at {prefix}/ and the API's documentation at {prefix}/docs")
+            # A request sent past the proxy, straight to the server, with the prefix the proxy would have removed.
+            doubled = (f" (the path begins with --root-path {prefix} twice: the server takes requests whose prefix "
+                       f"the proxy has removed; sent to the server itself, leave {prefix} out)"
+                       if prefix and request.url.path.startswith(f"{prefix}{prefix}/") else "")
+            return error(404, f"nothing at {request.url.path}{doubled}: this server answers {', '.join(answered)}, "
+                              f"with its web page at {prefix}/ and the API's documentation at {prefix}/docs",
+                         request.scope)
         if exc.status_code != 405:
-            answer = error(exc.status_code, str(exc.detail))
+            answer = error(exc.status_code, str(exc.detail), request.scope)
             answer.headers.update(exc.headers or {})
             return answer
         # Starlette's Allow names one route's methods: GET and HEAD are two routes here; the static files' mount
         # has no methods of its own to name.
-        # Under --root-path uvicorn puts the prefix in front of the path; the routes' paths are without it.
-        path = request.url.path.removeprefix(request.scope.get("app_root_path", request.scope.get("root_path", "")))
+        path = request.url.path.removeprefix(prefix)
         allowed = ", ".join(sorted(
             {method for route in request.app.routes if getattr(route, "path", None) == path
              for method in getattr(route, "methods", None) or ()}
             or ({"GET", "HEAD"} if path.startswith(f"{STATIC_URL}/") else set())))
-        answer = error(405, f"{request.method} is not answered on {path}: use {allowed}")
+        answer = error(405, f"{request.method} is not answered on {path}: use {allowed}", request.scope)
         answer.headers["allow"] = allowed
         return answer
 
@@ -215,7 +221,7 @@ def _answer_errors_as_json(app: FastAPI) -> None:
         # ("query", "top_k") said as the other refusals say it: "query parameter top_k".
         problems = "; ".join(f"{' '.join([PLACES.get(e['loc'][0], e['loc'][0]), *map(str, e['loc'][1:])])}: "
                              f"{e['msg']}" for e in exc.errors())
-        return error(422, problems)
+        return error(422, problems, request.scope)
 
     @app.exception_handler(ClientDisconnect)
     async def client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:

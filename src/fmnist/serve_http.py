@@ -17,7 +17,7 @@ from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class LoopbackHostsOnly:
             answer = error(400, f"the Host header names {name!r}: this server listens on this machine alone and "
                                 "answers only localhost, 127.0.0.1 or [::1] (so that no other web page can read it); "
                                 "behind a reverse proxy that passes this name, serve with --allow-host NAME; serve "
-                                "with --host 0.0.0.0 to be reached by other names")
+                                "with --host 0.0.0.0 to be reached by other names", scope)
             await answer(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -155,14 +155,19 @@ class HttpMethodsOnly:
         if scope["type"] == "http" and scope["method"] not in HTTP_METHODS:
             self.on_refused(405)
             answer = error(405, f"{scope['method'][:40]!r} is not a method this server knows: it answers GET, HEAD "
-                                "and POST")
+                                "and POST", scope)
             answer.headers["allow"] = "GET, HEAD, POST"
             await answer(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
 
-def error(status: int, message: str) -> JSONResponse:
+def error(status: int, message: str, scope: dict | None = None) -> JSONResponse:
+    """The answer {"error": message}; with the request's ``scope``, its reason goes to the log too, beside uvicorn's
+    access line, which names only the status."""
+    if scope is not None:
+        log.info("refused %s %s with %d: %s", scope.get("method"), one_line(str(scope.get("path"))), status,
+                 one_line(message))
     return JSONResponse({"error": message}, status_code=status)
 
 
