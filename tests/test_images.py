@@ -292,7 +292,7 @@ def test_a_decompression_bomb_is_refused_with_its_size_and_the_limit(side):
     with pytest.raises(BadInput) as refused:
         load_input(png_claiming(side, side), "bomb.png")
     assert str(refused.value) == (f"bomb.png is too large when decoded ({side * side:,} pixels); "
-                                  "the limit is 89,478,485 pixels")  # Pillow's own
+                                  "the limit is 89,478,485 pixels: scale it down (the model sees 28x28)")  # Pillow's
 
 
 def test_damaged_files_never_raise_anything_but_bad_input():

@@ -4,6 +4,7 @@ requests, each a 4xx with a JSON error while a good request still works; stalled
 import asyncio
 import gzip
 import json
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -100,6 +101,17 @@ def test_bad_requests_get_a_4xx_json_error(client, case, request_args, status):
     assert response.status_code == status, response.text
     assert response.json()["error"]
     assert_serving(client)
+
+
+def test_a_body_over_the_limit_is_said_in_mib_with_the_option_that_sets_the_limit(client):
+    big = b"\0" * (SERVE_BODY_LIMIT * 3 // 2)
+    declared = client.post("/v1/predict", files={"files": ("big.png", big, "image/png")})
+    assert re.fullmatch(r"the request body is 1\.5 MiB; the limit is 1 MiB \(fmnist serve --max-upload-mb\): send "
+                        r"fewer images a request, or smaller ones", declared.json()["error"]), declared.text
+    streamed = client.post("/v1/predict", content=iter([b"x" * SERVE_BODY_LIMIT, b"x"]),
+                           headers={"content-type": "application/json"})
+    assert streamed.json()["error"].startswith("the request body is over the limit of 1 MiB (fmnist serve "), \
+        streamed.text
 
 
 def test_a_malformed_form_is_refused_with_its_reason_never_answered_in_part(client):

@@ -101,8 +101,8 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         # Pillow's own, raised from twice its limit, says "Image size (N pixels) exceeds limit of 2x pixels".
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(pixels[1]):,} pixels" if pixels else "over twice the limit"
-        raise BadInput(f"{name} is too large when decoded ({size}); the limit is {MAX_PIXELS:,} pixels",
-                       413) from None
+        raise BadInput(f"{name} is too large when decoded ({size}); the limit is {MAX_PIXELS:,} pixels: scale it "
+                       "down (the model sees 28x28)", 413) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:  # Pillow's, for damage
         # Pillow cannot tell a damaged header from a foreign format, nor a BMP from text that starts "BM": the
         # signature can.

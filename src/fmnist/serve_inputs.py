@@ -32,11 +32,21 @@ MIN_BODY_RATE = 16 * 1024  # bytes a second
 EMPTY_BODY = "the request body is empty: send images as multipart files or JSON {\"inputs\": [...]}"
 
 
+def _size(size: int) -> str:
+    """A number of bytes as people read it: 11.4 MiB, 200 KiB."""
+    return f"{size / 2 ** 20:.3g} MiB" if size >= 2 ** 20 else f"{size / 2 ** 10:.3g} KiB"
+
+
+def _too_large(said: str, limit: int) -> BadInput:
+    return BadInput(f"the request body is {said} {_size(limit)} (fmnist serve --max-upload-mb): send fewer images a "
+                    "request, or smaller ones", 413)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refused with 413 as soon as it passes ``limit`` bytes."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise BadInput(f"the request body is {int(declared)} bytes; the limit is {limit}", 413)
+        raise _too_large(f"{_size(int(declared))}; the limit is", limit)
     chunks, size = [], 0
     stream, started = request.stream().__aiter__(), time.monotonic()
     while True:
@@ -52,7 +62,7 @@ async def read_body(request: Request, limit: int) -> bytes:
                            408) from None
         size += len(chunk)
         if size > limit:
-            raise BadInput(f"the request body is over the limit of {limit} bytes", 413)
+            raise _too_large("over the limit of", limit)
         chunks.append(chunk)
     body = b"".join(chunks)
     if not body:
