@@ -108,11 +108,22 @@ def test_a_damaged_debian_file_is_named_with_the_reinstall(tmp_path, monkeypatch
     assert len(cut.read_bytes()) == 20  # a package's file: never removed
 
 
-def test_missing_file_is_named(tiny_data):
+def test_missing_file_is_named(tiny_data, monkeypatch, tmp_path):
     folder, sums = tiny_data
     (folder / "t10k-images-idx3-ubyte.gz").unlink()
+    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "not-installed")
     with pytest.raises(FmnistError, match=r"lacks t10k-images-idx3-ubyte \(.gz or raw\); get the data"):
         data.load_dataset(folder, checksums=sums)
+    # With the package's files there, a folder given by mistake is what keeps them from use: said so.
+    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "package")
+    write_idx_set(data.DEBIAN_DIR)
+    with pytest.raises(FmnistError, match=r"lacks t10k-images-idx3-ubyte \(.gz or raw\); the Debian package "
+                                          r"dataset-fashion-mnist is installed: leave out --data-dir to use its "
+                                          r"files$"):
+        data.load_dataset(folder, checksums=sums)
+    monkeypatch.setenv("FMNIST_DATA_DIR", str(folder))
+    with pytest.raises(FmnistError, match=r"is installed: unset FMNIST_DATA_DIR to use its files$"):
+        data.load_dataset(checksums=sums)
     (folder / "t10k-images-idx3-ubyte.gz").mkdir()  # a folder, or a FIFO or a broken link, where the file should be
     with pytest.raises(FmnistError, match=r"lacks t10k-images-idx3-ubyte \(.gz or raw\) \(t10k-images-idx3-ubyte.gz "
                                           r"there, but not a readable file\)"):

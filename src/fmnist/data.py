@@ -134,22 +134,26 @@ def locate(data_dir: Path | None = None, checksums: dict[str, str] = CHECKSUMS) 
     if explicit:
         folder = Path(explicit)
         named = folder if data_dir else f"{folder} (FMNIST_DATA_DIR)"  # a user who gave no --data-dir is told why
+        # Where the package's files are there, they are what a folder given by mistake kept from use.
+        advice = (f"the Debian package dataset-fashion-mnist is installed: "
+                  f"{'leave out --data-dir' if data_dir else 'unset FMNIST_DATA_DIR'} to use its files"
+                  if _complete(DEBIAN_DIR, checksums) else HOW_TO_GET)
         try:
             is_folder = folder.is_dir()
         except OSError as exc:
             raise FmnistError(f"{named} cannot be looked at ({exc.strerror}): give a folder you may read; "
-                              f"{HOW_TO_GET}") from None
+                              f"{advice}") from None
         if not is_folder:
             test_only = all(name.startswith(TEST_PREFIX) for name in checksums)
             files = "test set's two IDX files" if test_only else "four IDX files"
             raise FmnistError(f"{named} {'is not a folder' if folder.exists() else 'does not exist'}: give the "
-                              f"folder that holds the {files}; {HOW_TO_GET}")
+                              f"folder that holds the {files}; {advice}")
         found = _complete(folder, checksums)
         if found is None:
             missing = [n for n in checksums if _file_in(folder, n) is None]
             odd = [p.name for n in missing for p in (folder / f"{n}.gz", folder / n) if p.exists() or p.is_symlink()]
             but = f" ({', '.join(odd)} there, but not a readable file)" if odd else ""
-            raise FmnistError(f"{named} lacks {', '.join(missing)} (.gz or raw){but}; {HOW_TO_GET}")
+            raise FmnistError(f"{named} lacks {', '.join(missing)} (.gz or raw){but}; {advice}")
         return f"data dir {runs.absolute(folder)}", found  # absolute: --json is read from elsewhere too
     for label, folder in (("keras cache", keras_cache_dir()), ("Debian package dataset-fashion-mnist", DEBIAN_DIR)):
         found = _complete(folder, checksums)
