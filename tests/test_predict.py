@@ -186,6 +186,8 @@ def test_bad_inputs_and_options_are_one_line_errors(tmp_path, tiny_run_dir):
                          ([str(tmp_path / "missing.png")], "cannot read"),
                          ([str(tmp_path / "pipe.png")], "pipe.png is not a file"),
                          (["/dev/zero"], "/dev/zero is not a file"),
+                         ([str(tmp_path)], f"{tmp_path} is a folder: give image or .npy files, such as those in "
+                                           f"it ({tmp_path / '*'})"),
                          ([str(tmp_path / "huge.png")], "huge.png is over 64 MiB"),
                          ([str(tmp_path / "bomb.png")], "bomb.png is too large when decoded (100,000,000 pixels)")):
         result = run_cli("-q", "predict", str(tiny_run_dir), *args)

@@ -275,6 +275,10 @@ def test_a_taken_port_or_a_bad_address_is_one_clear_error(tiny_run_dir):
             serve(tiny_run_dir, port=bad_port)
     with pytest.raises(FmnistError, match="the host is empty: give an address, such as 127.0.0.1"):
         serve(tiny_run_dir, host="", port=port)
+    with pytest.raises(FmnistError, match=r"cannot listen on 192\.0\.2\.1 port 0: .*: it is not an address of this "
+                                          r"machine; give one of its own to --host, or 127\.0\.0\.1 \(this machine "
+                                          r"alone\) or 0\.0\.0\.0 \(all its addresses\)$"):
+        serve(tiny_run_dir, host="192.0.2.1", port=0)  # TEST-NET-1: never a machine's own
     with socket.create_server(("::1", 0), family=socket.AF_INET6) as taken:  # an IPv6 address as a URL writes it
         port = taken.getsockname()[1]
         with pytest.raises(FmnistError, match=f"cannot listen on ::1 port {port}: Address already in use"):

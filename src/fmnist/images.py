@@ -304,6 +304,9 @@ def _not_one_image(name: str, shape: tuple[int, ...]) -> BadInput:
         return BadInput(f"{name} has shape {shape}, {shape[0]} images; give one image per file or input, 28x28 or 784 "
                         "values (a stack of them goes whole to fmnist.predict.Classifier in Python, or to an "
                         "exported model)")
+    if len(shape) == 3 and (shape[0] in (3, 4) or shape[-1] in (3, 4)) and sorted(shape)[1:] == [28, 28]:
+        return BadInput(f"{name} has shape {shape}, a colour image's planes; give 28x28 or 784 grey values, or send "
+                        "the picture as an image file (PNG, JPEG), which is made grey as the model needs")
     return BadInput(f"{name} has shape {shape}; give 28x28 or 784 values")
 
 

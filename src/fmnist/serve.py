@@ -486,7 +486,9 @@ def serve(source: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mi
         listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     except OSError as exc:
         reason = (exc.strerror or str(exc)).split(" (while attempting")[0]
-        hint = "; pick another with --port" if exc.errno == errno.EADDRINUSE else ""
+        hint = {errno.EADDRINUSE: "; pick another with --port",
+                errno.EADDRNOTAVAIL: ": it is not an address of this machine; give one of its own to --host, or "
+                                     "127.0.0.1 (this machine alone) or 0.0.0.0 (all its addresses)"}.get(exc.errno, "")
         raise FmnistError(f"cannot listen on {host} port {port}: {reason}{hint}") from None
     address.append(f"http://{f'[{host}]' if ':' in host else host}:{listener.getsockname()[1]}/")
     if not loopback:
