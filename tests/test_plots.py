@@ -151,6 +151,24 @@ def test_every_class_of_a_shown_answer_has_its_probability_written(tmp_path, mon
     assert [t.get_text() for t in bars.texts] == ["0.4%"] + ["0.0%"] * 8 + ["99.6%"]  # the runner-up shows
 
 
+def test_a_shown_answers_rows_keep_their_text_inside_the_picture_and_apart(tmp_path, monkeypatch):
+    """Placed by hand (no tight_layout): the widest titles, names and labels stay inside the picture, nothing over
+    anything else."""
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, trim=False: drawn.append(fig))
+    probabilities = np.eye(10)[[0, 9]]  # T-shirt/top and Ankle boot, the longest names, each certain: "100.0%"
+    names = ["IMG_20261206_123456_long_photo_name.jpg", "PXL_20261206_123456789_MP.JPG"]  # cut to 24 characters
+    plots.predictions_png(np.zeros((2, 28, 28)), probabilities, np.ones((2, 28, 28)), names, tmp_path / "p.png")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    (fig,) = drawn
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    boxes = [ax.get_tightbbox(renderer) for ax in fig.axes]
+    assert all(fig.bbox.x0 <= b.x0 and b.x1 <= fig.bbox.x1 and fig.bbox.y0 <= b.y0 and b.y1 <= fig.bbox.y1
+               for b in boxes), (fig.bbox, boxes)
+    assert not [(i, j) for i, a in enumerate(boxes) for j, b in enumerate(boxes[:i]) if a.overlaps(b)]
+
+
 def test_a_comparison_of_many_runs_keeps_every_run_in_its_legend(tmp_path):
     import warnings
 

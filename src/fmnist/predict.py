@@ -178,6 +178,7 @@ def predict_files(
             log.warning("--show draws the first %d of the %d inputs", MAX_SHOWN, len(images))
         shown = slice(MAX_SHOWN)
         maps = occlusion_maps(classifier.probabilities, images[shown], probabilities[shown].argmax(axis=1))
+        log.info("drawing --show's picture: %d input%s, a row each", len(maps), "" if len(maps) == 1 else "s")
         try:
             predictions_png(images[shown], probabilities[shown], maps, [shown_name(p) for p in paths[shown]], show)
         # A full disk, or the folder gone since it was checked: the answers are given all the same, the picture's
