@@ -38,6 +38,9 @@ def test_a_backup_gone_after_two_finished_epochs_is_refused_not_trained_again_un
                                           "finished epochs: restore it from a copy to continue after them; else "
                                           "remove history.csv, and 'fmnist train --resume "):
         epochs_done(tmp_path)
+    (tmp_path / artifacts.HISTORY).write_bytes(b"epoch,loss\r\n0,1.5\r\n1,\xff\r\n2,1.1\r\n")  # damaged by hand
+    with pytest.raises(FmnistError, match="history.csv holds 3 finished epochs"):  # rows all the same
+        epochs_done(tmp_path)
 
 
 @pytest.mark.parametrize("meta, refusal", [

@@ -124,6 +124,9 @@ def test_missing_file_is_named(tiny_data, monkeypatch, tmp_path):
     monkeypatch.setenv("FMNIST_DATA_DIR", str(folder))
     with pytest.raises(FmnistError, match=r"is installed: unset FMNIST_DATA_DIR to use its files$"):
         data.load_dataset(checksums=sums)
+    with pytest.raises(FmnistError, match=r"is installed: leave out --data-dir and unset FMNIST_DATA_DIR to use its "
+                                          r"files$"):  # else the variable's folder would be used next
+        data.load_dataset(folder, checksums=sums)
     (folder / "t10k-images-idx3-ubyte.gz").mkdir()  # a folder, or a FIFO or a broken link, where the file should be
     with pytest.raises(FmnistError, match=r"lacks t10k-images-idx3-ubyte \(.gz or raw\) \(t10k-images-idx3-ubyte.gz "
                                           r"there, but not a readable file\)"):

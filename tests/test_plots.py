@@ -128,8 +128,15 @@ def test_an_answer_no_patch_moves_gets_a_faded_map_that_says_so():
 
 
 def test_a_long_file_name_is_cut_in_the_middle_to_fit_above_its_image():
-    assert plots._shortened("PXL_20240501_123456789.MP.jpg") == "PXL_2024050…56789.MP.jpg"
-    assert plots._shortened("shirt.png") == "shirt.png"
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    cut = plots._shortened("PXL_20240501_123456789.MP.jpg", fontsize=9)
+    head, tail = cut.split("…")
+    assert "PXL_20240501_123456789.MP.jpg".startswith(head) and "PXL_20240501_123456789.MP.jpg".endswith(tail)
+    assert abs(len(head) - len(tail)) <= 1 and len(head) >= 8  # its two ends, as much of them as fits
+    assert TextToPath().get_text_width_height_descent(cut, FontProperties(size=9), ismath=False)[0] <= 140
+    assert plots._shortened("shirt.png", fontsize=9) == "shirt.png"
 
 
 def test_the_confusion_matrix_leaves_empty_cells_blank_and_never_rounds_a_confusion_to_zero(tmp_path, monkeypatch):
@@ -156,9 +163,10 @@ def test_a_shown_answers_rows_keep_their_text_inside_the_picture_and_apart(tmp_p
     anything else."""
     drawn = []
     monkeypatch.setattr(plots, "_save", lambda fig, path, trim=False: drawn.append(fig))
-    probabilities = np.eye(10)[[0, 9]]  # T-shirt/top and Ankle boot, the longest names, each certain: "100.0%"
-    names = ["IMG_20261206_123456_long_photo_name.jpg", "PXL_20261206_123456789_MP.JPG"]  # cut to 24 characters
-    plots.predictions_png(np.zeros((2, 28, 28)), probabilities, np.ones((2, 28, 28)), names, tmp_path / "p.png")
+    probabilities = np.eye(10)[[0, 9, 0]]  # T-shirt/top and Ankle boot, the longest names, each certain: "100.0%"
+    # Names cut to fit by their drawn width: "W" is three times as wide as "i".
+    names = ["IMG_20261206_123456_long_photo_name.jpg", "W" * 40 + ".png", "i" * 30 + ".png"]
+    plots.predictions_png(np.zeros((3, 28, 28)), probabilities, np.ones((3, 28, 28)), names, tmp_path / "p.png")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     (fig,) = drawn
@@ -167,6 +175,8 @@ def test_a_shown_answers_rows_keep_their_text_inside_the_picture_and_apart(tmp_p
     assert all(fig.bbox.x0 <= b.x0 and b.x1 <= fig.bbox.x1 and fig.bbox.y0 <= b.y0 and b.y1 <= fig.bbox.y1
                for b in boxes), (fig.bbox, boxes)
     assert not [(i, j) for i, a in enumerate(boxes) for j, b in enumerate(boxes[:i]) if a.overlaps(b)]
+    assert [ax.get_title() for ax in fig.axes[::3]] == ["IMG_20261206…oto_name.jpg", "WWWWWWWW…WWWW.png",
+                                                        "i" * 30 + ".png"]
 
 
 def test_a_comparison_of_many_runs_keeps_every_run_in_its_legend(tmp_path):

@@ -68,7 +68,11 @@ def test_a_folder_we_may_not_enter_is_listed_as_such_and_the_listing_goes_on(mix
     runs_dir = shutil.copytree(mixed_runs["dir"], tmp_path / "runs", symlinks=True)
     locked = runs.create_run_dir(runs_dir, "locked")
     unentered = runs.create_run_dir(runs_dir, "unentered")
-    for folder in (locked, unentered):
+    group = runs_dir / "20261206T000000Z-grp-x2"  # a --seeds group, one of its runs another user's too
+    group.mkdir()
+    artifacts.write_json(group / artifacts.SEED_GROUP, {"seeds": 2, "settings": {"seed": 1}, "backend": "jax"})
+    locked_member = runs.create_run_dir(group, "member")
+    for folder in (locked, unentered, locked_member):
         (folder / artifacts.CONFIG).write_text("{}")
         (folder / "inner").mkdir()
     stat, iterdir = pathlib.Path.stat, pathlib.Path.iterdir
@@ -80,13 +84,15 @@ def test_a_folder_we_may_not_enter_is_listed_as_such_and_the_listing_goes_on(mix
             return method(path, *args, **kwargs)
         return call
 
-    monkeypatch.setattr(pathlib.Path, "stat", refused(stat, inside=True, folders=(locked, unentered)))
+    monkeypatch.setattr(pathlib.Path, "stat", refused(stat, inside=True, folders=(locked, unentered, locked_member)))
     monkeypatch.setattr(pathlib.Path, "iterdir", refused(iterdir, inside=False, folders=(locked,)))
     rows = run_list.list_runs(runs_dir)
-    for folder in (locked, unentered):
-        [row] = [r for r in rows if r["run"] == folder.name]
+    for folder in (locked, unentered, locked_member):
+        [row] = [r for r in rows if r["run"] == folder.relative_to(runs_dir).as_posix()]
         assert (row["status"], row["notes"]) == ("unknown", ["cannot be read (Permission denied)"])
-    assert len(rows) == 11  # the others listed as before
+    assert len(rows) == 12  # the others listed as before
+    [listed] = run_list.seed_groups(rows, runs_dir)  # the group's line too: no seed's run among those it may read
+    assert (listed["group"], listed["scored"]) == (group.name, 0)
     table = run_list.format_runs(rows, run_list.seed_groups(rows, runs_dir), runs_dir).splitlines()
     at = next(i for i, line in enumerate(table) if line.startswith(locked.name))
     assert table[at].endswith("  unknown") and table[at + 1] == "    cannot be read (Permission denied)"

@@ -146,16 +146,25 @@ def test_unknown_routes_and_methods_answer_json(client):
     assert static.json() == {"error": "POST is not answered on /static/app.js: use GET, HEAD"}
 
 
-def test_each_refusal_gives_its_reason_in_the_log_where_the_access_line_gives_only_its_status(client, caplog):
+def test_each_refusal_gives_its_reason_in_the_log_where_the_access_line_gives_only_its_status(tiny_run_dir, client,
+                                                                                              caplog):
     with caplog.at_level(logging.INFO, logger="fmnist"):
         client.post("/v1/predict", content=b"x", headers={"content-type": "text/plain"})
         client.get("/no%0Awhere")
         client.request("PROPFIND", "/v1/model")
+        client.get("/" + "x" * 5000)
+        with TestClient(create_app(tiny_run_dir, allowed_origins=["http://localhost:3000"]),
+                        base_url="http://localhost") as allowing:
+            allowing.options("/v1/predict", headers={"Origin": "http://evil.example",
+                                                     "Access-Control-Request-Method": "POST"})
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ")]
     assert said[0].startswith("refused POST /v1/predict with 415: ") and "text/plain" in said[0], said
     assert said[1].startswith("refused GET /no\\nwhere with 404: nothing at "), said  # on one line
     assert said[2].startswith("refused PROPFIND /v1/model with 405: 'PROPFIND' is not a method"), said
-    assert len(said) == 3
+    assert said[3].startswith(f"refused GET /{'x' * 198}… with 404: ") and len(said[3]) < 1300, said[3]  # in part
+    assert said[4] == ("refused OPTIONS (a web page's preflight) with 400: Disallowed CORS origin for a call from a "
+                       "web page: this server allows the origins http://localhost:3000 (--allow-origin)"), said
+    assert len(said) == 5
 
 
 def test_serve_help_lists_every_route_the_app_answers(client):

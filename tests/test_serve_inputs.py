@@ -106,11 +106,15 @@ def test_bad_requests_get_a_4xx_json_error(client, case, request_args, status):
 def test_a_body_over_the_limit_is_said_in_mib_with_the_option_that_sets_the_limit(client):
     big = b"\0" * (SERVE_BODY_LIMIT * 3 // 2)
     declared = client.post("/v1/predict", files={"files": ("big.png", big, "image/png")})
-    assert re.fullmatch(r"the request body is 1\.5 MiB; the limit is 1 MiB \(fmnist serve --max-upload-mb\): send "
-                        r"fewer images a request, or smaller ones", declared.json()["error"]), declared.text
+    assert re.fullmatch(r"the request body is 1\.5 MiB; the limit is 1\.0 MiB \(fmnist serve --max-upload-mb\): "
+                        r"send fewer images a request, or smaller ones", declared.json()["error"]), declared.text
+    just_over = client.post("/v1/predict", content=b"x" * (SERVE_BODY_LIMIT + 1),
+                            headers={"content-type": "application/json"})  # in MiB, it would read as the limit
+    assert just_over.json()["error"].startswith("the request body is 1,048,577 bytes; the limit is 1,048,576 (fmnist "
+                                                "serve --max-upload-mb)"), just_over.text
     streamed = client.post("/v1/predict", content=iter([b"x" * SERVE_BODY_LIMIT, b"x"]),
                            headers={"content-type": "application/json"})
-    assert streamed.json()["error"].startswith("the request body is over the limit of 1 MiB (fmnist serve "), \
+    assert streamed.json()["error"].startswith("the request body is over the limit of 1.0 MiB (fmnist serve "), \
         streamed.text
 
 

@@ -206,10 +206,11 @@ def read_history(run_dir: Path) -> dict[str, list[float]]:
         raise DamagedFile(f"{path} is damaged ({exc})") from None
 
 
-def history_lines(run_dir: Path) -> list[str]:
+def history_lines(run_dir: Path, errors: str = "strict") -> list[str]:
     """A run's history.csv as its whole lines, header first, each with its line end (CSVLogger's \\r\\n): a kill can
-    cut the last row short, and that epoch is not finished. Unreadable or not text is an OSError or ValueError."""
-    with open(Path(run_dir) / HISTORY, encoding="utf-8", newline="") as f:
+    cut the last row short, and that epoch is not finished. Unreadable is an OSError; not text, with ``errors``
+    "strict", a ValueError."""
+    with open(Path(run_dir) / HISTORY, encoding="utf-8", errors=errors, newline="") as f:
         return [line for line in f.read().splitlines(keepends=True) if line.endswith("\n")]
 
 

@@ -95,9 +95,9 @@ def checked_meta(run_dir: Path) -> dict[str, Any] | None:
 
 def _finished_rows(run_dir: Path) -> int:
     """The whole rows of a run's history.csv; 0 where there is none to read."""
-    try:
-        return max(0, len(artifacts.history_lines(run_dir)) - 1)  # less its header
-    except (OSError, ValueError):
+    try:  # rows damaged by hand are rows still: counted, so that the missing backup is said
+        return max(0, len(artifacts.history_lines(run_dir, errors="replace")) - 1)  # less its header
+    except OSError:
         return 0
 
 

@@ -135,8 +135,9 @@ def locate(data_dir: Path | None = None, checksums: dict[str, str] = CHECKSUMS) 
         folder = Path(explicit)
         named = folder if data_dir else f"{folder} (FMNIST_DATA_DIR)"  # a user who gave no --data-dir is told why
         # Where the package's files are there, they are what a folder given by mistake kept from use.
-        advice = (f"the Debian package dataset-fashion-mnist is installed: "
-                  f"{'leave out --data-dir' if data_dir else 'unset FMNIST_DATA_DIR'} to use its files"
+        given = [what for what, there in (("leave out --data-dir", data_dir),
+                                          ("unset FMNIST_DATA_DIR", os.environ.get("FMNIST_DATA_DIR"))) if there]
+        advice = (f"the Debian package dataset-fashion-mnist is installed: {' and '.join(given)} to use its files"
                   if _complete(DEBIAN_DIR, checksums) else HOW_TO_GET)
         try:
             is_folder = folder.is_dir()

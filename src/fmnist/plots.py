@@ -299,7 +299,7 @@ def compare_curves_png(histories: dict[str, dict[str, list[float]]], path: Path)
 def grouped_bars_png(categories: Sequence[str], series: dict[str, Sequence[float]], title: str, path: Path,
                      spread: dict[str, Sequence[float]] | None = None) -> None:
     """One group of bars per category, one bar per series, each with a whisker of its ``spread`` (± that much) where
-    given; the 0-1 scale starts just below the lowest bar or whisker."""
+    given; the 0-1 scale starts just below the lowest bar or whisker (and ends at 1, past which no score goes)."""
     fig = _figure(figsize=(13, 4.5), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / max(1, len(series))
@@ -379,7 +379,7 @@ def predictions_png(
                                  for x in PICTURE_X_IN)
         bar_ax = fig.add_axes((BARS_X_IN / width, bottom / height, BARS_W_IN / width, PICTURE_IN / height))
         _show(image_ax, _gray(image, "gray"))  # as the model saw it: light on dark
-        image_ax.set_title(_shortened(name), fontsize=9)
+        image_ax.set_title(_shortened(name, fontsize=9), fontsize=9)
         best = int(np.argmax(probs))
         _show(evidence_ax, _evidence_rgba(image, evidence))
         evidence_ax.set_title(f"red: for {CLASS_NAMES[best]}, blue: against\n{map_peak(evidence)}", fontsize=9)
@@ -396,6 +396,15 @@ def predictions_png(
     _save(fig, path)
 
 
-def _shortened(name: str, most: int = 24) -> str:
-    """A file name cut in the middle to fit above its image: a phone's photo names run past the column."""
-    return name if len(name) <= most else f"{name[:most // 2 - 1]}…{name[-(most // 2):]}"
+def _shortened(name: str, fontsize: float, most_pt: float = 140.0) -> str:
+    """A file name cut in the middle to fit above its image, at most ``most_pt`` points wide at ``fontsize``: a phone's
+    photo names run past the column, into the next column's title (measured, as "WWW" is three times "iii")."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    font, measure = FontProperties(size=fontsize), TextToPath()
+    shown, keep = name, len(name)
+    while keep > 2 and measure.get_text_width_height_descent(shown, font, ismath=False)[0] > most_pt:
+        keep -= 1
+        shown = f"{name[:keep // 2]}…{name[len(name) - (keep - keep // 2):]}"
+    return shown

@@ -99,7 +99,7 @@ def _read_input(path: Path | str) -> np.ndarray:
         if Path(path).exists() and not Path(path).is_file():  # a FIFO would hang, /dev/zero fill the memory
             if Path(path).is_dir():
                 raise FmnistError(f"{path} is a folder: give image or .npy files, such as those in it "
-                                  f"({Path(path) / '*'})")
+                                  f"({runs.shell_word(str(path).rstrip('/') or '/')}/*)")
             raise FmnistError(f"{path} is not a file: give image or .npy files")
         with open(path, "rb") as handle:
             oversized = os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES  # refused before anything is read

@@ -388,8 +388,7 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
             "created": record["created"] if isinstance(record.get("created"), str) and record["created"] else
             min((r["created"] for r in rows_of_group if r["created"]), default=""),
             "seeds": None if planned is None else len(planned), "planned_seeds": planned, "scored": len(scored),
-            # the sample standard deviation (ddof 1), as the group's summary.json has it
-            # as the group's summary.json has them; of a single seed scored, no spread
+            # as the group's summary.json has them (the sd with ddof 1); of a single seed scored, no spread
             "test_accuracy": None if not accuracies else accuracy_spread(accuracies) if len(accuracies) > 1 else
             {"values": accuracies, "mean": accuracies[0], "std": None, "ci95": None},
             "macro_f1": statistics.fmean(f1s) if f1s else None,

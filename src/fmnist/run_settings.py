@@ -85,10 +85,10 @@ def group_members(group: Path, planned: dict[str, Any]) -> GroupMembers:
     """The runs in a group's folder, against ``planned`` (its group.json, with the settings its resume fills in). A run
     whose seed or status.json is damaged is no seed's: its seed is trained again, as its state is not known."""
     candidates, foreign = [], {}
-    for run_dir in sorted(p for p in Path(group).iterdir() if (p / artifacts.CONFIG).is_file()):  # oldest first
+    for run_dir in sorted(p for p in Path(group).iterdir() if not p.name.startswith(".")):  # oldest first, as listed
         try:
             config = artifacts.read_json(run_dir / artifacts.CONFIG)
-        except FmnistError:  # damaged
+        except FmnistError:  # none, damaged, or a folder it may not enter
             continue
         seed = recorded_seed(config)
         differ = differs_from_group(planned, config) if seed is not None else []

@@ -141,7 +141,8 @@ def _member_dirs(group: Path, planned: dict[str, Any]) -> dict[int, Path]:
     settings, backend or data are not the group's (``planned``, as group.json has them) is refused: it would be
     resumed with the group's, or counted."""
     found = run_settings.group_members(group, planned)
-    for run_dir, differ in found.foreign.items():
+    if found.foreign:
+        run_dir, differ = next(iter(found.foreign.items()))
         raise FmnistError(f"{run_dir} differs from its --seeds group, in {artifacts.SEED_GROUP}, in its "
                           f"{', '.join(differ)}: it was copied or edited there by hand; move it out of {group}, "
                           "then resume the group")

@@ -165,10 +165,14 @@ class HttpMethodsOnly:
 def error(status: int, message: str, scope: dict | None = None) -> JSONResponse:
     """The answer {"error": message}; with the request's ``scope``, its reason goes to the log too, beside uvicorn's
     access line, which names only the status."""
-    if scope is not None:
-        log.info("refused %s %s with %d: %s", scope.get("method"), one_line(str(scope.get("path"))), status,
-                 one_line(message))
+    if scope is not None:  # a path of 32 KiB, which a 404's message repeats, logged in part
+        log.info("refused %s %s with %d: %s", scope.get("method"), _cut(one_line(str(scope.get("path"))), 200),
+                 status, _cut(one_line(message), 1000))
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _cut(text: str, most: int) -> str:
+    return text if len(text) <= most else f"{text[:most - 1]}…"
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -214,7 +218,8 @@ class WebPagesFrom(CORSMiddleware):
         allowed = [f"the origins {', '.join(self.allow_origins)} (--allow-origin)"] if "origin" in refusal else []
         allowed += [f"the methods {', '.join(CORS_METHODS)}"] if "method" in refusal else []
         refused = error(response.status_code, f"{refusal} for a call from a web page: this server allows "
-                                              f"{' and '.join(allowed)}")
+                                              f"{' and '.join(allowed)}",
+                        {"method": "OPTIONS", "path": "(a web page's preflight)"})  # Starlette gives no path here
         refused.headers["vary"] = "Origin"
         return refused
 

@@ -32,21 +32,23 @@ MIN_BODY_RATE = 16 * 1024  # bytes a second
 EMPTY_BODY = "the request body is empty: send images as multipart files or JSON {\"inputs\": [...]}"
 
 
-def _size(size: int) -> str:
-    """A number of bytes as people read it: 11.4 MiB, 200 KiB."""
-    return f"{size / 2 ** 20:.3g} MiB" if size >= 2 ** 20 else f"{size / 2 ** 10:.3g} KiB"
+def _too_large(size: int | None, limit: int) -> BadInput:
+    """A body over the upload limit (``size`` None: not known, as it came in chunks), in MiB as the option sets it."""
+    def mib(n: int) -> str:
+        return f"{n / 2 ** 20:,.1f} MiB"
 
-
-def _too_large(said: str, limit: int) -> BadInput:
-    return BadInput(f"the request body is {said} {_size(limit)} (fmnist serve --max-upload-mb): send fewer images a "
-                    "request, or smaller ones", 413)
+    said = f"over the limit of {mib(limit)}" if size is None else (
+        f"{mib(size)}; the limit is {mib(limit)}" if mib(size) != mib(limit) else
+        f"{size:,} bytes; the limit is {limit:,}")  # just over: in MiB, the two would read alike
+    return BadInput(f"the request body is {said} (fmnist serve --max-upload-mb): send fewer images a request, or "
+                    "smaller ones", 413)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refused with 413 as soon as it passes ``limit`` bytes."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise _too_large(f"{_size(int(declared))}; the limit is", limit)
+        raise _too_large(int(declared), limit)
     chunks, size = [], 0
     stream, started = request.stream().__aiter__(), time.monotonic()
     while True:
@@ -62,7 +64,7 @@ async def read_body(request: Request, limit: int) -> bytes:
                            408) from None
         size += len(chunk)
         if size > limit:
-            raise _too_large("over the limit of", limit)
+            raise _too_large(None, limit)
         chunks.append(chunk)
     body = b"".join(chunks)
     if not body:
