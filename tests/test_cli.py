@@ -132,6 +132,8 @@ def test_short_real_training_end_to_end_on_the_specs_backend(tmp_path, real_data
     # CPUs); chance is 0.10, and a broken pipeline stays far below 0.75.
     assert trained["test_accuracy"] >= 0.75 and trained["epochs"] == 3
     assert trained["backend"] == backend and 1 <= trained["epoch_kept"] <= 3
+    # Which recipe ran, as `fmnist runs` names it: a run's length and size are its own, not its recipe's.
+    assert trained["recipe"] == "spec" and "recipe: the spec's\n" in result.stderr
     run_dir = trained["run_dir"]
     assert json.loads((runs / run_dir.split("/")[-1] / artifacts.CONFIG).read_text())["backend"] == backend
 

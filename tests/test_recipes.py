@@ -12,7 +12,7 @@ import pytest
 from fmnist import artifacts, runs
 from fmnist.data import load_dataset, to_features
 from fmnist.errors import FmnistError
-from fmnist.recipes import recipe_settings
+from fmnist.recipes import closest_recipe, recipe_settings, recipe_text
 from fmnist.settings import RECIPES, TrainSettings
 from fmnist.train import train
 
@@ -215,3 +215,26 @@ def test_student_learns_from_a_teacher_run(tmp_path, tiny_data, caplog):
                                           f"{student.run_dir.name} began .* restore that teacher's model"):
         train(settings, "jax", dataset=dataset, resume_dir=student.run_dir)
     assert artifacts.read_history(student.run_dir) == history  # refused before anything was touched
+
+
+def test_closest_recipe_names_the_preset_and_counts_changes():
+    for name, preset in RECIPES.items():
+        teacher = {"teacher": "/runs/cnn"} if name == "distilled" else {}
+        assert closest_recipe(TrainSettings.from_dict({**preset, **teacher}).to_dict()) == name
+    # Taught, however far its settings went towards "best": only "distilled" takes a teacher.
+    taught = {**RECIPES["distilled"], "teacher": "/runs/cnn", "dropout": 0.3, "learning_rate": 4e-3, "batch_size": 512}
+    assert closest_recipe(TrainSettings.from_dict(taught).to_dict()) == "distilled (+3)"
+    spec_dropout = TrainSettings(dropout=0.1, epochs=3, limit=500, name="x").to_dict()
+    assert closest_recipe(spec_dropout) == "spec (+dropout)"
+    assert closest_recipe({"dropout": 0.3}) == "spec"  # settings an older version did not have are defaults
+
+
+def test_the_recipe_is_said_with_what_it_changes_in_the_spec_and_what_the_run_changed_in_it():
+    assert recipe_text(TrainSettings().to_dict()) == "the spec's"
+    assert recipe_text(TrainSettings(hidden_sizes=(32,), epochs=2).to_dict()) == "the spec's, with other hidden_sizes"
+    said = recipe_text({**recipe_settings("best").to_dict(), "hidden_sizes": [32]})
+    head, changed = said.split("), with other ")
+    assert changed == "hidden_sizes" and head.startswith("best (the spec's with other ")
+    best = recipe_settings("best").to_dict()
+    assert head.removeprefix("best (the spec's with other ").split(", ") == sorted(
+        k for k, v in best.items() if v != TrainSettings().to_dict()[k] and k not in ("name", "epochs", "seed"))

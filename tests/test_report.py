@@ -4,9 +4,10 @@ import shutil
 
 import pytest
 
-from fmnist import artifacts, run_list
+from fmnist import artifacts
 from fmnist.errors import FmnistError
 from fmnist.evaluate import evaluate_run
+from fmnist.recipes import closest_recipe
 from fmnist.report import build_report, write_report
 
 UNKNOWN_EPOCHS = "<th scope=row>epochs run / best</th><td>- (history.csv is missing or empty)</td>"
@@ -27,7 +28,7 @@ def test_report_is_rebuilt_from_the_runs_files_alone(tiny_run_dir, tmp_path):
     assert "<th scope=row>dropout</th>" in html and "distill_alpha" not in html  # no teacher: its settings mislead
     assert "<th scope=row>limit</th><td>-</td>" in html and "None" not in html  # a setting not given reads "-"
     assert "<th scope=row>hidden_sizes</th><td>16-8</td>" in html  # as `fmnist runs` shows them
-    recipe = run_list.closest_recipe(artifacts.read_json(run / artifacts.CONFIG)["settings"])
+    recipe = closest_recipe(artifacts.read_json(run / artifacts.CONFIG)["settings"])
     assert recipe.startswith("spec (+") and f"<th scope=row>recipe (closest)</th><td>{recipe}</td>" in html
     config = artifacts.read_json(run / artifacts.CONFIG)
     config["settings"]["teacher"] = "/somewhere/teacher"

@@ -140,20 +140,6 @@ def test_a_finished_run_whose_files_were_edited_or_deleted_says_so(mixed_runs, t
                                                       "its settings")
 
 
-def test_closest_recipe_names_the_preset_and_counts_changes():
-    from fmnist.settings import RECIPES, TrainSettings
-
-    for name, preset in RECIPES.items():
-        teacher = {"teacher": "/runs/cnn"} if name == "distilled" else {}
-        assert run_list.closest_recipe(TrainSettings.from_dict({**preset, **teacher}).to_dict()) == name
-    # Taught, however far its settings went towards "best": only "distilled" takes a teacher.
-    taught = {**RECIPES["distilled"], "teacher": "/runs/cnn", "dropout": 0.3, "learning_rate": 4e-3, "batch_size": 512}
-    assert run_list.closest_recipe(TrainSettings.from_dict(taught).to_dict()) == "distilled (+3)"
-    spec_dropout = TrainSettings(dropout=0.1, epochs=3, limit=500, name="x").to_dict()
-    assert run_list.closest_recipe(spec_dropout) == "spec (+dropout)"
-    assert run_list.closest_recipe({"dropout": 0.3}) == "spec"  # settings an older version did not have are defaults
-
-
 def test_runs_command_prints_a_table_and_json(mixed_runs):
     result = run_cli("runs", "--runs-dir", str(mixed_runs["dir"]))
     assert result.returncode == 0, result.stderr

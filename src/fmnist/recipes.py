@@ -16,6 +16,52 @@ PLATEAU_ONLY = ("early_stopping_patience", "lr_patience", "lr_factor")
 DENSE_ONLY = ("hidden_sizes", "input_dropout")
 
 
+NAMED_CHANGES = 2  # up to this many settings changed from a recipe are named, more are counted
+
+
+def closest_recipe(settings: dict[str, Any]) -> str:
+    """The recipe these settings come from (config.json does not name it): the one they differ from least,
+    not counting the run's size and name; ``"spec (+dropout)"`` names a setting changed, ``"spec (+3)"`` counts
+    more than two."""
+    best, changed = recipe_changes(settings)
+    if not changed:
+        return best
+    return f"{best} (+{', '.join(changed) if len(changed) <= NAMED_CHANGES else len(changed)})"
+
+
+def recipe_changes(settings: dict[str, Any]) -> tuple[str, list[str]]:
+    """:func:`closest_recipe`'s recipe, and every setting these settings change in it."""
+    def changes(recipe: str) -> list[str]:
+        return _differ(settings, _preset(recipe))
+
+    # Only "distilled" takes a teacher, and needs one: a run is of it exactly when it had one.
+    changed = {recipe: changes(recipe) for recipe in RECIPES
+               if (recipe == "distilled") == bool(settings.get("teacher"))}
+    best = min(changed, key=lambda recipe: len(changed[recipe]))
+    return best, changed[best]
+
+
+def _preset(recipe: str) -> dict[str, Any]:
+    return {**TrainSettings().to_dict(), **TrainSettings.from_dict(RECIPES[recipe]).to_dict()}
+
+
+# What a recipe is not: a run's size, name and seed (and teacher, which distilled alone has) are its own.
+NOT_RECIPE = {"name", "seed", "epochs", "limit", "teacher"}
+
+
+def _differ(settings: dict[str, Any], preset: dict[str, Any]) -> list[str]:
+    spec = TrainSettings().to_dict()
+    return sorted(k for k, v in preset.items() if k not in NOT_RECIPE and settings.get(k, spec[k]) != v)
+
+
+def recipe_text(settings: dict[str, Any]) -> str:
+    """The recipe of these settings in words: which it is, what it changes in the spec's, what the run changed in it."""
+    recipe, changed = recipe_changes(settings)
+    said = "the spec's" if recipe == "spec" else (
+        f"{recipe} (the spec's with other {', '.join(_differ(_preset(recipe), _preset('spec')))})")
+    return said + (f", with other {', '.join(changed)}" if changed else "")
+
+
 def unused_settings(recorded: dict[str, Any]) -> set[str]:
     """Settings that did nothing in a run: listed, they would read as if they had (a ConvNet's unused dense sizes,
     a fixed schedule's plateau patience, the distillation's without a teacher)."""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from fmnist import artifacts, defaults, plots, run_list, run_locks, run_lookup, runs
+from fmnist.recipes import closest_recipe
 from fmnist.errors import DamagedFile, FmnistError
 from fmnist.explain import FAINT_BELOW, PATCH
 from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
@@ -96,7 +97,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
     ]
     recorded = config.get("settings", {})
     shown = {k: v for k, v in recorded.items() if k not in unused_settings(recorded)}
-    recipe = [["recipe (closest)", run_list.closest_recipe(recorded)]] if recorded else []
+    recipe = [["recipe (closest)", closest_recipe(recorded)]] if recorded else []
     settings = recipe + [[k, run_list.setting_text(v)] for k, v in shown.items()] + [
         ["backend", run_list.cell(config.get("backend"))],
         ["data", run_list.cell(config.get("data", {}).get("source"))],
@@ -270,7 +271,8 @@ def training_summary(result: TrainResult) -> tuple[str, dict[str, Any]]:
     outcome = training_outcome(result.run_dir)
     kept = "" if outcome["epoch_kept"] is None else f" (the model is epoch {outcome['epoch_kept']}'s)"
     text = (headline(result.run_dir, result.metrics)
-            + f"\nepochs {result.epochs_run}{kept}, training {result.train_seconds:.1f}s on {outcome['backend']}")
+            + f"\nepochs {result.epochs_run}{kept}, training {result.train_seconds:.1f}s on {outcome['backend']}"
+            + ("" if outcome["recipe"] is None else f", recipe {outcome['recipe']}"))
     return text, {
         "run_dir": result.run_dir, "epochs": result.epochs_run, **outcome,
         "train_seconds": round(result.train_seconds, 2),
@@ -282,8 +284,8 @@ def training_summary(result: TrainResult) -> tuple[str, dict[str, Any]]:
 
 
 def training_outcome(run_dir: Path) -> dict[str, Any]:
-    """What a finished training's closing lines add to its scores: its backend and the epoch its model is from (None
-    where a file that tells was lost since: the training's result still stands)."""
+    """What a finished training's closing lines add to its scores: its backend, the epoch its model is from and its
+    recipe, as `fmnist runs` names it (None where a file that tells was lost since: the training's result stands)."""
     try:
         config = artifacts.read_json(Path(run_dir) / artifacts.CONFIG)
     except (FmnistError, OSError):
@@ -292,7 +294,9 @@ def training_outcome(run_dir: Path) -> dict[str, Any]:
         history = artifacts.read_history(run_dir)
     except (FmnistError, OSError):
         history = {}
-    return {"backend": config.get("backend"), "epoch_kept": artifacts.kept_epoch(history, config)}
+    settings = config.get("settings")
+    return {"backend": config.get("backend"), "epoch_kept": artifacts.kept_epoch(history, config),
+            "recipe": closest_recipe(settings) if isinstance(settings, dict) and settings else None}
 
 
 def _draw(run_dir: Path, metrics: dict[str, Any], predictions: dict[str, np.ndarray], history: dict,

@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from fmnist import artifacts, defaults, model_files, run_locks, run_settings, runs
+from fmnist import artifacts, defaults, model_files, recipes, run_locks, run_settings, runs
 from fmnist.backup_file import checked_meta, holds_whole_training
 from fmnist.errors import DamagedFile, FmnistError
 
@@ -72,7 +72,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "run": run_dir.name,
         "path": str(runs.absolute(run_dir)),
         "created": str(created),
-        "recipe": closest_recipe(settings) if settings else None,
+        "recipe": recipes.closest_recipe(settings) if settings else None,
         "settings": settings,  # all of them, as config.json holds them: the table shows a few
         "backend": config.get("backend"),
         "epochs": None if epochs is None else int(epochs),
@@ -167,7 +167,7 @@ def _row_without_results(run_dir: Path, created: str, settings: dict[str, Any], 
                          notes: list[str]) -> dict[str, Any]:
     """A row of :func:`summarize`'s for a folder with no epochs or scores to show."""
     return {"run": run_dir.name, "path": str(runs.absolute(run_dir)), "created": created,
-            "recipe": closest_recipe(settings) if settings else None, "settings": settings, "backend": backend,
+            "recipe": recipes.closest_recipe(settings) if settings else None, "settings": settings, "backend": backend,
             "epochs": None, "epoch_kept": None, "test_accuracy": None, "macro_f1": None, "train_seconds": None,
             "status": state, "notes": notes}
 
@@ -246,37 +246,6 @@ def _unbegun_group(group_dir: Path) -> dict[str, Any]:
     created = record.get("created") or runs.iso(dt.datetime.fromtimestamp(group_dir.stat().st_mtime, dt.timezone.utc))
     return _row_without_results(group_dir, str(created), settings, record.get("backend"),
                                 runs.RUNNING if live else runs.KILLED, notes)
-
-
-NAMED_CHANGES = 2  # up to this many settings changed from a recipe are named, more are counted
-
-
-def closest_recipe(settings: dict[str, Any]) -> str:
-    """The recipe these settings come from (config.json does not name it): the one they differ from least,
-    not counting the run's size and name; ``"spec (+dropout)"`` names a setting changed, ``"spec (+3)"`` counts
-    more than two."""
-    best, changed = recipe_changes(settings)
-    if not changed:
-        return best
-    return f"{best} (+{', '.join(changed) if len(changed) <= NAMED_CHANGES else len(changed)})"
-
-
-def recipe_changes(settings: dict[str, Any]) -> tuple[str, list[str]]:
-    """:func:`closest_recipe`'s recipe, and every setting these settings change in it."""
-    from fmnist.settings import RECIPES, TrainSettings
-
-    spec = TrainSettings().to_dict()
-    ignored = {"name", "seed", "epochs", "limit", "teacher"}
-
-    def changes(recipe: str) -> list[str]:
-        preset = {**spec, **TrainSettings.from_dict(RECIPES[recipe]).to_dict()}
-        return sorted(k for k, v in preset.items() if k not in ignored and settings.get(k, spec[k]) != v)
-
-    # Only "distilled" takes a teacher, and needs one: a run is of it exactly when it had one.
-    changed = {recipe: changes(recipe) for recipe in RECIPES
-               if (recipe == "distilled") == bool(settings.get("teacher"))}
-    best = min(changed, key=lambda recipe: len(changed[recipe]))
-    return best, changed[best]
 
 
 def runs_command(runs_dir: Path | None = None) -> tuple[str, dict[str, Any]]:
@@ -456,7 +425,7 @@ def _recipe_cell(settings: dict[str, Any]) -> tuple[str, str]:
     """The recipe column's cell ("spec +2": two settings changed) and the note naming what changed ("" if none)."""
     if not settings:
         return cell(None), ""
-    recipe, changed = recipe_changes(settings)
+    recipe, changed = recipes.recipe_changes(settings)
     if not changed:
         return recipe, ""
     return f"{recipe} +{len(changed)}", f"{recipe} with other {', '.join(changed)}"

@@ -210,7 +210,7 @@ def fit(
     of training (a resumed run's with those of the epochs it had already run)."""
     from fmnist.backend import fit_inputs, seed_everything, validation_inputs
     from fmnist.model import build_model
-    from fmnist.recipes import compile_model, training_labels
+    from fmnist.recipes import compile_model, recipe_text, training_labels
 
     train_idx, val_idx = split_indices(dataset.y_train, settings)
     initial_epoch = epochs_in_history(run_dir)  # a resumed run's, its history cut back to its backup by fmnist.resume
@@ -251,6 +251,7 @@ def fit(
     # The views' endless batches are cut into epochs by count: an execution of several steps must not run past one.
     compile_model(model, settings, steps, STEPS_PER_EXECUTION if batches is None else
                   max(d for d in range(1, STEPS_PER_EXECUTION + 1) if steps % d == 0))
+    log.info("recipe: %s", recipe_text(settings.to_dict()))
     log.info(
         "training on %d images%s, validating on %d (%s backend, batch %d, up to %d epoch%s)", len(train_idx),
         "" if batches is None else f" and {images_per_epoch - n_train} views of them an epoch", len(val_idx), backend,
