@@ -9,7 +9,8 @@ import pytest
 
 from conftest import module_data, run_cli, tiny_train
 from fmnist import artifacts, run_list, runs
-from fmnist.compare import compare_runs, mistake_changes, runs_to_compare, settings_rows
+from fmnist.compare import (compare_runs, group_difference, mistake_changes, run_labels, runs_to_compare,
+                            settings_rows)
 from fmnist.errors import FmnistError
 from fmnist.facts import CLASS_NAMES
 
@@ -214,6 +215,7 @@ def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_run
     page = Path(json.loads(result.stdout)["comparison"]).read_text()
     assert all(run.name in page for run in members)
     assert f"<th scope=row>--seeds group</th><td>{group.name}</td><td>{group.name}</td></tr>" in page
+    assert f"<title>fmnist: {group.name}</title>" in page  # the group once, not each of its runs
     assert (f"<tr><th scope=row>{group.name}</th><td>2</td><td>0.8200 ± 0.0141</td><td>0.6929 to 0.9471</td>"
             "<td>0.5000</td></tr>") in page  # the group's mean over all its seeds, as its summary.json has it
     assert ('<img alt="F1 per class, one bar per group: the mean over its seeds, whiskers one standard deviation"'
@@ -221,3 +223,33 @@ def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_run
     assert "--seeds group" not in compare_runs([a, b], tmp_path / "plain.html").read_text()  # none in a group
     refused = run_cli("runs", "compare", str(a))  # one run is not
     assert refused.returncode == 2 and "give two or more runs to compare, or a --seeds group" in refused.stderr
+
+
+def test_two_groups_difference_is_given_with_welchs_interval_and_what_it_says():
+    from scipy import stats
+
+    a, b = [0.885, 0.889, 0.884, 0.887], [0.893, 0.897, 0.894]
+    said = group_difference({"grpA": a, "grpB": b})
+    # Welch's interval, from its formula: each mean's variance over its seeds, the Welch-Satterthwaite degrees.
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = stats.t.ppf(0.975, dof) * np.sqrt(va + vb)
+    difference = np.mean(b) - np.mean(a)
+    assert said.startswith(f"grpB less grpA: test accuracy {difference:+.4f}, 95% interval {difference - half:+.4f} "
+                           f"to {difference + half:+.4f} (Welch's t over their seeds, p = ")
+    assert said.endswith(": grpB is better beyond what their seeds vary by")
+    assert group_difference({"grpA": a, "grpB": [0.88, 0.895]}).endswith("their seeds do not tell the two apart")
+    assert group_difference({"grpA": b, "grpB": a}).endswith(": grpA is better beyond what their seeds vary by")
+    assert group_difference({"grpA": a}) == group_difference({"grpA": a, "grpB": b, "grpC": a}) == ""  # two only
+    assert "no spread" in group_difference({"grpA": [0.9, 0.9], "grpB": [0.9, 0.9]})
+
+
+def test_a_groups_runs_are_labelled_by_group_and_seed_as_they_share_one_name(tmp_path, two_runs):
+    _, (a, b) = two_runs
+    group = tmp_path / "20261206T000000Z-grp-x2"
+    members = [shutil.copytree(run, group / f"2026120{i}T000000Z-grp") for i, run in enumerate((a, b))]
+    artifacts.write_json(group / artifacts.SEED_GROUP, {"seeds": 2, "settings": {}, "backend": "jax"})
+    for seed, member in enumerate(members, 7):
+        config = artifacts.read_json(member / artifacts.CONFIG)
+        artifacts.write_json(member / artifacts.CONFIG, {**config, "settings": {**config["settings"], "seed": seed}})
+    assert run_labels([*members, a]) == [f"{group.name} seed 7", f"{group.name} seed 8", a.name]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import html
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fmnist import artifacts, defaults, plots, run_list, run_lookup, runs
+from fmnist import artifacts, defaults, plots, run_list, run_lookup, run_settings, runs
 from fmnist.errors import DamagedFile, FmnistError
 from fmnist.facts import CLASS_NAMES
 from fmnist.html_page import image_html, page, table_html
@@ -93,11 +94,21 @@ def _summarized_runs(group: Path) -> list[Path]:
 
 
 def run_labels(run_dirs: list[Path]) -> list[str]:
-    """Each run's folder name, numbered when two share one (a copy elsewhere), so no column overwrites another."""
-    names = [Path(r).name for r in run_dirs]
+    """Each run's folder name (a ``--seeds`` group's run: its group's and its seed, as its runs share one name),
+    numbered when two share one (a copy elsewhere), so no column overwrites another."""
+    names = [_label(Path(r)) for r in run_dirs]
     if len(set(names)) == len(names):
         return names
     return [f"{i}: {name}" for i, name in enumerate(names, 1)]
+
+
+def _label(run_dir: Path) -> str:
+    group = runs.in_seed_group(run_dir.resolve())
+    try:
+        seed = run_settings.recorded_seed(artifacts.read_json(run_dir / artifacts.CONFIG))
+    except FmnistError:  # said where the run is loaded
+        seed = None
+    return run_dir.name if group is None or seed is None else f"{group.name} seed {seed}"
 
 
 def _load(run_dir: Path) -> dict[str, Any]:
@@ -217,14 +228,16 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
                         "--limit or validation fraction): compare them with care.</b></p>")
     return {"headline": headline, "headline_differ": headline_differ, "settings": settings, "differ": differ,
             "f1": f1, "f1_rows": f1_rows, "change_rows": change_rows, "curves_note": curves_note, "note": note,
-            **_group_scores([group for group in dict.fromkeys(groups) if group is not None])}
+            **_group_scores([group for group in dict.fromkeys(groups) if group is not None]),
+            # A group's runs under its name once: "A vs B", not each seed of each
+            "title": " vs ".join(dict.fromkeys(group.name if group else name for group, name in zip(groups, names)))}
 
 
 def _group_scores(groups: list[Path]) -> dict[str, Any]:
     """Each ``--seeds`` group's mean and spread over all its seeds, as its summary.json gives them: a row of the
     groups' table each ("group_rows"), and the F1 of each class, mean and sd, of those whose summary reads
     ("group_f1", "group_f1_sd")."""
-    rows, f1, f1_sd = [], {}, {}
+    rows, f1, f1_sd, accuracies = [], {}, {}, {}
     for group in groups:
         if not (group / artifacts.SEED_SUMMARY).is_file():  # a run of a group not finished, given by itself
             rows.append([group.name, "-", f"(no {artifacts.SEED_SUMMARY} yet: '{runs.resume_command(group)}' "
@@ -241,10 +254,32 @@ def _group_scores(groups: list[Path]) -> dict[str, Any]:
             rows.append([group.name, str(summary["seeds"]), f"{accuracy['mean']:.4f} ± {accuracy['std']:.4f}",
                          f"{accuracy['ci95'][0]:.4f} to {accuracy['ci95'][1]:.4f}", f"{np.mean(means):.4f}"])
             f1[group.name], f1_sd[group.name] = means, sds
+            accuracies[group.name] = [float(value) for value in accuracy["values"]]
         except (FmnistError, KeyError, TypeError, ValueError, IndexError, AttributeError):  # edited by hand since
             rows.append([group.name, "-", f"({artifacts.SEED_SUMMARY} damaged: "
                                           f"'{runs.resume_command(group)}' writes it again)", "-", "-"])
-    return {"group_rows": rows, "group_f1": f1, "group_f1_sd": f1_sd}
+    return {"group_rows": rows, "group_f1": f1, "group_f1_sd": f1_sd, "group_difference": group_difference(accuracies)}
+
+
+def group_difference(accuracies: dict[str, list[float]]) -> str:
+    """For two groups, the difference of their mean test accuracies (the second's less the first's) with Welch's 95%
+    interval over their seeds, in words: whether their seeds tell the two recipes apart. "" for any other number."""
+    from scipy import stats
+
+    if len(accuracies) != 2 or any(len(values) < 2 for values in accuracies.values()):
+        return ""
+    (first, a), (second, b) = accuracies.items()
+    difference = float(np.mean(b) - np.mean(a))
+    if np.ptp(a) == np.ptp(b) == 0:  # every seed of each scored alike: no spread to judge by
+        return f"{second} less {first}: test accuracy {difference:+.4f}, with no spread over their seeds to judge it by"
+    with warnings.catch_warnings():  # scipy's on seeds that scored nearly alike: the interval is still right
+        warnings.simplefilter("ignore", RuntimeWarning)
+        test = stats.ttest_ind(b, a, equal_var=False)
+    low, high = test.confidence_interval(0.95)
+    verdict = ("their seeds do not tell the two apart" if low <= 0 <= high else
+               f"{second if difference > 0 else first} is better beyond what their seeds vary by")
+    return (f"{second} less {first}: test accuracy {difference:+.4f}, 95% interval {low:+.4f} to {high:+.4f} "
+            f"(Welch's t over their seeds, p = {test.pvalue:.3g}): {verdict}")
 
 
 def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]) -> str:
@@ -255,19 +290,23 @@ def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]
         curves, bars, group_bars = Path(tmp) / "curves.png", Path(tmp) / "f1.png", Path(tmp) / "group_f1.png"
         plots.compare_curves_png({n: item["history"] for n, item in zip(names, loaded)}, curves)
         plots.grouped_bars_png(list(CLASS_NAMES), f1, "F1 per class (test set)", bars)
+        groups = ""
+        if tables["group_rows"]:
+            groups = table_html(["group", "seeds", "test accuracy, mean ± sd", "95% interval of the mean",
+                                 "macro F1, mean"], tables["group_rows"])
+        if tables["group_difference"]:
+            groups += f"<p><b>{html.escape(tables['group_difference'])}</b></p>"
         # Each group as one bar a class: a bar per seed of two groups of five is more than an eye can average.
         if tables["group_f1"]:
             plots.grouped_bars_png(list(CLASS_NAMES), tables["group_f1"],
                                    "F1 per class, mean over each group's seeds (whiskers ± 1 sd)", group_bars,
                                    spread=tables["group_f1_sd"])
+            groups += image_html(group_bars, "F1 per class, one bar per group: the mean over its seeds, whiskers one "
+                                             "standard deviation")
         sections = [
             ("Runs (differences that bear on comparing them highlighted)",
              table_html(["run", *names], headline, highlight=tables["headline_differ"])),
-            *([("--seeds groups (over all their seeds)", table_html(
-                ["group", "seeds", "test accuracy, mean ± sd", "95% interval of the mean", "macro F1, mean"],
-                tables["group_rows"]) + (image_html(group_bars, "F1 per class, one bar per group: the mean over its "
-                                                    "seeds, whiskers one standard deviation")
-                                         if tables["group_f1"] else ""))] if tables["group_rows"] else []),
+            *([("--seeds groups (over all their seeds)", groups)] if groups else []),
             ("Settings (differences highlighted)", table_html(["setting", *names], settings, highlight=differ)),
             ("Learning curves (shared axes)",
              curves_note + image_html(curves, "loss and accuracy of every run on shared axes")),
@@ -277,4 +316,4 @@ def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]
                 ["true class", *(f"mistakes, {n}" for n in names), "range", "confusion that moved most"],
                 change_rows) if change_rows else "<p>No class's count of mistakes differs between these runs.</p>")),
         ]
-        return page(f"fmnist: {' vs '.join(names)}", sections)
+        return page(f"fmnist: {tables['title']}", sections)
