@@ -155,6 +155,9 @@ def test_short_real_training_end_to_end_on_the_specs_backend(tmp_path, real_data
     # evaluate drew the report again, from the files (`fmnist report` does the same: tests/test_runs.py runs it)
     assert f"on {evaluated['evaluated_backend']}</td>" in (Path(run_dir) / artifacts.REPORT_HTML).read_text()
     assert evaluated["report"] == str(Path(run_dir) / artifacts.REPORT_HTML)  # as the text's last line names it
+    # Given by name from its folder, the text names the report by its absolute path too, as train's does.
+    drawn = run_cli("-q", "report", Path(run_dir).name, cwd=runs)
+    assert drawn.stdout == f"report: {Path(run_dir) / artifacts.REPORT_HTML}\n", drawn.stderr
 
     with open(f"{run_dir}/{artifacts.MODEL}", "ab") as f:
         f.write(b"tampered")

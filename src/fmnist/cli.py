@@ -202,7 +202,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
         from fmnist.tune_report import write_report
 
         path = write_report(args.report, storage=args.storage, runs_dir=args.runs_dir, output=args.output)
-        _emit(args, f"report: {path}", {"report": path})
+        _emit(args, f"report: {_json_value(path)}", {"report": path})
         return
     if args.train_best:
         _refuse_given(args, ("trials", "timeout", "study"), "--train-best trains one run of the study it names")
@@ -234,7 +234,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     from fmnist.report import report_command
 
     path = report_command(args.run, args.runs_dir)
-    _emit(args, f"report: {path}", {"report": path})
+    _emit(args, f"report: {_json_value(path)}", {"report": path})
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -261,7 +261,7 @@ def cmd_runs_compare(args: argparse.Namespace) -> None:
     if len(args.runs) < 2 and not seed_group_named(args.runs[0], runs_dir):
         args.command_parser.error("give two or more runs to compare, or a --seeds group")
     path = compare_runs(runs_to_compare(args.runs, runs_dir), args.output, runs_dir)
-    _emit(args, f"comparison: {path}", {"comparison": path})
+    _emit(args, f"comparison: {_json_value(path)}", {"comparison": path})
 
 
 def cmd_export(args: argparse.Namespace) -> None:

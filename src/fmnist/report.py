@@ -343,7 +343,7 @@ def headline(run_dir: Path, metrics: dict[str, Any]) -> str:
         f"macro F1 {metrics['macro_f1']:.4f}  "
         f"weakest class {weakest} (F1 {metrics['per_class'][weakest]['f1-score']:.4f})\n"
         f"{_calibration(metrics, 'ECE {before} -> {after} after temperature scaling (T = {temperature})')}\n"
-        f"report: {Path(run_dir) / artifacts.REPORT_HTML}"
+        f"report: {runs.absolute(Path(run_dir) / artifacts.REPORT_HTML)}"  # as train and --json say it
     )
 
 

@@ -233,12 +233,12 @@ def summary_text(group: Path, summary: dict[str, Any]) -> str:
     weakest = min(summary["per_class_f1"], key=lambda name: summary["per_class_f1"][name]["mean"])
     f1 = summary["per_class_f1"][weakest]
     return (
-        f"{summary['seeds']} seeds: test accuracy {acc['mean']:.4f} ± {acc['std']:.4f} "
-        f"(95% CI {acc['ci95'][0]:.4f}-{acc['ci95'][1]:.4f}); "
-        f"weakest class {weakest} F1 {f1['mean']:.4f} ± {f1['std']:.4f}\n"
+        f"{summary['seeds']} seeds: test accuracy mean {acc['mean']:.4f} ± sd {acc['std']:.4f} "
+        f"(95% CI of the mean over the seeds {acc['ci95'][0]:.4f}-{acc['ci95'][1]:.4f}); "
+        f"weakest class {weakest} F1 {f1['mean']:.4f} ± sd {f1['std']:.4f}\n"
         f"training {summary['train_seconds']['mean']:.1f}s per seed; "
         f"ECE {summary['ece_before_scaling']['mean']:.4f} -> {summary['ece']['mean']:.4f} after scaling\n"
-        f"summary: {group / artifacts.SEED_SUMMARY}\n"
-        f"next: fmnist runs compare {runs.shell_word(str(group))}   one page of its seeds: their curves, F1 per class, "
-        "and the mean with its interval"
+        f"summary: {runs.absolute(group / artifacts.SEED_SUMMARY)}\n"
+        f"next: fmnist runs compare {runs.shell_word(str(runs.absolute(group)))}   one page of its seeds: their "
+        "curves, F1 per class, and the mean with its interval"
     )
