@@ -116,7 +116,10 @@ def test_a_journal_studys_trials_report_and_commands_go_beside_it_not_in_the_cur
         assert (getattr(pasted, mode), pasted.storage) == ("s1", journal)
     # What the best's command trains as given: said, as it takes minutes.
     assert f"the best on every training image for up to {TrainSettings().epochs} epochs, as long as a full 'fmnist " \
-           "train' (with the study's --epochs and --limit, if it had them: as its trial trained)" in summary(result)
+           "train' (add --epochs 2 to train it as its trial did)" in summary(result)  # the study's trials had 2
+    # The command with what it says to add trains the trial's budget.
+    added = build_parser().parse_args([*best_command, "--epochs", "2"])
+    assert (added.train_best, added.epochs) == ("s1", 2)
     # A database's URL is shown without its password: the commands ask for it, rather than print one that fails.
     masked = dataclasses.replace(result, storage="postgresql://me:***@db/optuna")
     assert "--report s1 --storage URL " in summary(masked) and "***" not in summary(masked).split("next:")[1]

@@ -51,6 +51,7 @@ class TuneResult:
     trials_run: int
     states: dict[str, int]
     best: dict[str, Any] | None
+    budget: str = ""  # the trials' --epochs and --limit where the study set them: --train-best's to train as they did
 
 
 def lowers_rate(epochs: Any, lr_patience: Any, early_stopping_patience: Any) -> bool:
@@ -441,8 +442,10 @@ def tune(
             f"was suspended, or could not reach the storage, for over {GRACE_S} s): its run is kept, and the trial "
             "queued in its place finishes it; run this command again to go on") from None
     # As a command in another folder reaches it (a script reads --json), the password of a server's URL hidden.
+    spec = TrainSettings()
+    budget = " ".join(f"{flag(k)} {getattr(base, k)}" for k in TRIAL_BUDGET if getattr(base, k) != getattr(spec, k))
     return TuneResult(study_name, absolute_storage(storage or shown, shown), len(done), study_states(study),
-                      best_trial(study))
+                      best_trial(study), budget)
 
 
 def open_study(name: str, store: optuna.storages.BaseStorage, shown: str, base: TrainSettings) -> optuna.Study:
@@ -572,8 +575,8 @@ def summary(result: TuneResult) -> str:
         lines.append(f"next: fmnist tune --report {result.study} --storage {storage}   the page: best trials, plots, "
                      "the commands that train them")
         lines.append(f"      fmnist tune --train-best {result.study} --storage {storage}   the best on every "
-                     f"training image for up to {TrainSettings().epochs} epochs, as long as a full 'fmnist train' "
-                     "(with the study's --epochs and --limit, if it had them: as its trial trained)")
+                     f"training image for up to {TrainSettings().epochs} epochs, as long as a full 'fmnist train'"
+                     + (f" (add {result.budget} to train it as its trial did)" if result.budget else ""))
     return "\n".join(lines)
 
 
