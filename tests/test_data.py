@@ -51,7 +51,7 @@ def test_damaged_image_file_is_refused_with_its_name(tiny_data, mutate, message)
     path.write_bytes(gzip.compress(mutate(gzip.decompress(path.read_bytes()))))
     with pytest.raises(FmnistError, match=message) as info:
         data.load_dataset(folder, checksums=sums)
-    assert "train-images-idx3-ubyte" in str(info.value) and "apt-get install dataset-fashion-mnist" in str(info.value)
+    assert "train-images-idx3-ubyte" in str(info.value) and "dataset-fashion-mnist" in str(info.value)  # its advice
 
 
 def test_wrong_image_size_is_refused(tmp_path):
@@ -127,6 +127,12 @@ def test_missing_file_is_named(tiny_data, monkeypatch, tmp_path):
     with pytest.raises(FmnistError, match=r"is installed: leave out --data-dir and unset FMNIST_DATA_DIR to use its "
                                           r"files$"):  # else the variable's folder would be used next
         data.load_dataset(folder, checksums=sums)
+    monkeypatch.delenv("FMNIST_DATA_DIR")
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b damaged")  # there, but not the dataset's file
+    with pytest.raises(FmnistError, match=r"t10k-images-idx3-ubyte.gz .*; the Debian package dataset-fashion-mnist "
+                                          r"is installed: leave out --data-dir to use its files$"):
+        data.load_dataset(folder, checksums=sums)
+    (folder / "t10k-images-idx3-ubyte.gz").unlink()
     (folder / "t10k-images-idx3-ubyte.gz").mkdir()  # a folder, or a FIFO or a broken link, where the file should be
     with pytest.raises(FmnistError, match=r"lacks t10k-images-idx3-ubyte \(.gz or raw\) \(t10k-images-idx3-ubyte.gz "
                                           r"there, but not a readable file\)"):

@@ -128,17 +128,22 @@ def _download(checksums: dict[str, str]) -> dict[str, Path]:
         socket.setdefaulttimeout(previous)
 
 
+def _given_folder_advice(data_dir: Path | None, checksums: dict[str, str]) -> str:
+    """What to do about a data folder given (--data-dir, or FMNIST_DATA_DIR) that cannot be used: where the package's
+    files are there, they are what the folder given kept from use."""
+    given = [what for what, there in (("leave out --data-dir", data_dir),
+                                      ("unset FMNIST_DATA_DIR", os.environ.get("FMNIST_DATA_DIR"))) if there]
+    return (f"the Debian package dataset-fashion-mnist is installed: {' and '.join(given)} to use its files"
+            if _complete(DEBIAN_DIR, checksums) else HOW_TO_GET)
+
+
 def locate(data_dir: Path | None = None, checksums: dict[str, str] = CHECKSUMS) -> tuple[str, dict[str, Path]]:
     """Return (source description, file per name), searching the documented places in order."""
     explicit = data_dir or os.environ.get("FMNIST_DATA_DIR")
     if explicit:
         folder = Path(explicit)
         named = folder if data_dir else f"{folder} (FMNIST_DATA_DIR)"  # a user who gave no --data-dir is told why
-        # Where the package's files are there, they are what a folder given by mistake kept from use.
-        given = [what for what, there in (("leave out --data-dir", data_dir),
-                                          ("unset FMNIST_DATA_DIR", os.environ.get("FMNIST_DATA_DIR"))) if there]
-        advice = (f"the Debian package dataset-fashion-mnist is installed: {' and '.join(given)} to use its files"
-                  if _complete(DEBIAN_DIR, checksums) else HOW_TO_GET)
+        advice = _given_folder_advice(data_dir, checksums)
         try:
             is_folder = folder.is_dir()
         except OSError as exc:
@@ -218,9 +223,10 @@ def _read_verified(path: Path, name: str, expected_sha256: str, kind: str) -> np
     return array
 
 
-def _read_checked(path: Path, name: str, expected_sha256: str, kind: str, cached: bool) -> np.ndarray:
+def _read_checked(path: Path, name: str, expected_sha256: str, kind: str, cached: bool,
+                  advice: str = HOW_TO_GET) -> np.ndarray:
     """:func:`_read_verified`; a file found in keras' download cache (``cached``) that fails is removed, as a cache's
-    entry."""
+    entry; one of a folder given is refused with ``advice``."""
     try:
         return _read_verified(path, name, expected_sha256, kind)
     except _LookAgain:  # gone already
@@ -231,7 +237,9 @@ def _read_checked(path: Path, name: str, expected_sha256: str, kind: str, cached
             raise FmnistError(f"{reason}; reinstall it: sudo apt-get install --reinstall dataset-fashion-mnist") \
                 from None
         if not cached or isinstance(exc, _Unreadable):  # the user's own file (--data-dir), or one we may not read
-            raise
+            if advice == HOW_TO_GET or str(exc) == reason:  # its advice is already the one to give, or it has none
+                raise
+            raise FmnistError(f"{reason}; {advice}") from None
         if isinstance(exc, _WrongChecksum) and expected_sha256 != CHECKSUMS.get(name):
             raise  # a checksum not Fashion-MNIST's (a run's config.json edited by hand): the file may well be sound
         try:
@@ -361,14 +369,16 @@ def _load_dataset(data_dir: Path | None, checksums: dict[str, str], test_only: b
     arrays = None if recheck else _load_cached(folder, key, list(wanted))
     if arrays is None:
         log.info("verifying %s", source)
+        given = source.startswith("data dir")
+        advice = _given_folder_advice(data_dir, checksums) if given else HOW_TO_GET
         # Files in keras' cache, found there or downloaded into it; not Debian's, nor the user's own (--data-dir).
         # Never through a link: keras' folder (or its datasets folder) made a link to the user's own data, or to
         # Debian's, would lose their files.
-        cached = not source.startswith("data dir") and not any(
+        cached = not given and not any(
             folder.is_symlink() for folder in (keras_cache_dir(), keras_cache_dir().parent)) and all(
             path.parent == keras_cache_dir() for path in files.values())
         arrays = {
-            attr: _read_checked(files[name], name, checksums[name], kind, cached)
+            attr: _read_checked(files[name], name, checksums[name], kind, cached, advice)
             for attr, (name, kind) in wanted.items()
         }
         for split in ("test",) if test_only else ("train", "test"):
