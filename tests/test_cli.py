@@ -355,3 +355,11 @@ def test_every_example_of_the_help_parses_as_written():
     for line in EXAMPLES.splitlines()[1:]:
         command = re.sub(r"<[^>]*>", "X", re.split(r"\s{2,}", line.strip())[0])  # runs/<id>: a run's name
         parser.parse_args(shlex.split(command)[1:])
+
+
+def test_runs_compare_help_gives_its_own_examples_groups_among_them():
+    said = run_cli("runs", "compare", "--help").stdout
+    examples = said.split("examples:\n")[1].splitlines()
+    assert examples and all(line.split()[:3] == ["fmnist", "runs", "compare"] for line in examples), examples
+    assert any("two --seeds groups" in line for line in examples)
+    assert "{compare}" not in run_cli("runs", "--help").stdout

@@ -56,6 +56,7 @@ examples:
   fmnist report runs/<id>          rebuild the run's pictures and report.html
   fmnist runs                      every run, newest first: settings, test accuracy, time, status
   fmnist runs compare <A> <B>      one HTML page setting runs side by side (runs/compare.html)
+  fmnist runs compare <group A> <group B>   two --seeds groups: each mean, and their difference with its interval
   fmnist export runs/<id> --format onnx    also saved_model or litert; checked against Keras
   fmnist train --resume runs/<id>  continue a killed or interrupted run from its last finished epoch
   fmnist tune --trials 20 --limit 6000 --epochs 5    an Optuna study (runs/tune.journal)
@@ -107,9 +108,9 @@ for example:
   curl -F files=@shirt.jpg -F files=@boot.png http://127.0.0.1:8000/v1/predict"""
 
 
-def _examples(command: str) -> str:
-    """The lines of EXAMPLES for one command, as its --help's epilog."""
-    lines = [line for line in EXAMPLES.splitlines()[1:] if line.split()[1] == command]
+def _examples(*command: str) -> str:
+    """The lines of EXAMPLES for one command (``"runs", "compare"``: a subcommand's), as its --help's epilog."""
+    lines = [line for line in EXAMPLES.splitlines()[1:] if tuple(line.split()[1:1 + len(command)]) == command]
     return "examples:\n" + "\n".join(lines) + "\n"
 
 
@@ -509,8 +510,8 @@ def _add_runs(sub: Any) -> None:
                    help=f"where run directories are (default ./{defaults.RUNS_DIR})")
     compare_help = ("Write one HTML page comparing runs: settings, learning curves, per-class F1, and the classes "
                     "whose mistakes changed most between them.")
-    p = p.add_subparsers(dest="runs_command", metavar="{compare}").add_parser(
-        "compare", help=compare_help, description=_wrapped(compare_help), epilog=_examples("runs"),
+    p = p.add_subparsers(dest="runs_command", metavar="compare").add_parser(
+        "compare", help=compare_help, description=_wrapped(compare_help), epilog=_examples("runs", "compare"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(handler=cmd_runs_compare, command_parser=p)
     p.add_argument("runs", type=nonempty_path, nargs="+", metavar="RUN",
