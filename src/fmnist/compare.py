@@ -70,7 +70,7 @@ def runs_to_compare(names: list[str | Path], runs_dir: Path) -> list[Path]:
     found = []
     for name in names:
         group = seed_group_named(name, runs_dir)
-        found += [run_lookup.resolve_run(name, runs_dir)] if group is None else _summarized_runs(group)
+        found += [run_lookup.resolve_run(name, runs_dir, groups_too=True)] if group is None else _summarized_runs(group)
     return found
 
 

@@ -17,9 +17,10 @@ from fmnist.runs import (GROUP_DEPTH, WAIT_FOR_TRAINING, is_seed_group, refuse_g
                          run_dirs)
 
 
-def resolve_run(name: str | Path, runs_dir: Path) -> Path:
+def resolve_run(name: str | Path, runs_dir: Path, groups_too: bool = False) -> Path:
     """A run given as a path, or as a directory name inside ``runs_dir`` or inside a group there (a ``--seeds``
-    group, a study's folder)."""
+    group, a study's folder); ``groups_too``: the command takes a ``--seeds`` group as well, which a refusal may
+    suggest."""
     for candidate in (Path(name), Path(runs_dir) / name):
         if (candidate / artifacts.CONFIG).is_file():
             return require_run_dir(candidate)
@@ -32,12 +33,13 @@ def resolve_run(name: str | Path, runs_dir: Path) -> Path:
         return require_run_dir(Path(runs_dir) / name)  # a group's or a study's folder, named: say what it is
     if Path(name).is_file() and (Path(name).parent / artifacts.CONFIG).is_file():
         raise FmnistError(f"{name} is a file of a run: give the run's directory, {Path(name).parent}")
-    raise _no_run(name, runs_dir, "a run directory")
+    raise _no_run(name, runs_dir, "a run's or --seeds group's directory" if groups_too else "a run directory",
+                  groups_too)
 
 
-def _no_run(name: str | Path, runs_dir: Path, wanted: str) -> FmnistError:
+def _no_run(name: str | Path, runs_dir: Path, wanted: str, groups_too: bool = True) -> FmnistError:
     said = f"{name} is a file, not a run" if Path(name).is_file() else f"no run {str(name)!r}"  # an image, say
-    named = _named(runs_dir, name)
+    named = [d for d in _named(runs_dir, name) if groups_too or not is_seed_group(d)]
     if named:  # the name given to `fmnist train --name`, which its folder's time stands before
         shown = ", ".join(d.relative_to(runs_dir).as_posix() for d in named[:NAMED_SHOWN])
         more = f" and {len(named) - NAMED_SHOWN} more" if len(named) > NAMED_SHOWN else ""
@@ -59,7 +61,10 @@ def _named(runs_dir: Path, name: str | Path) -> list[Path]:
         found = run_dirs(Path(runs_dir), GROUP_DEPTH) + [d for d in Path(runs_dir).iterdir() if is_seed_group(d)]
     except OSError:  # a folder we may not read: the plain refusal then
         return []
-    named = [d for d in found if _trained_as(d) == str(name)]
+    # A group's folder is its --name and seed count, "grp-x2", after its time: asked for by that too. (Not a run's:
+    # the second run of a --name in one second is "small-2", which may be another run's --name.)
+    named = [d for d in found if _trained_as(d) == str(name)
+             or (is_seed_group(d) and re.sub(r"^\d{8}T\d{6}Z-", "", d.name) == str(name))]
     # Newest first, by the UTC time before each name; one made the same second numbered after it: -2, ..., -10.
     return sorted(named, key=lambda d: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", d.name)],
                   reverse=True)
