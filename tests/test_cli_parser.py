@@ -104,7 +104,16 @@ def test_a_flag_is_taken_whole_only(capsys):
 
     with pytest.raises(SystemExit) as refused:  # argparse took --lim for --limit, until another flag began so
         main(["train", "--lim", "100"])
-    assert refused.value.code == 2 and "unrecognized arguments: --lim 100" in capsys.readouterr().err
+    assert refused.value.code == 2 and "unrecognized arguments: --lim 100; did you mean --limit?" in \
+        capsys.readouterr().err  # but suggested
+    for argv, said in ((["train", "--epocs", "2"], "unrecognized arguments: --epocs 2; did you mean --epochs?"),
+                       (["evaluate", "run", "--jsn"], "unrecognized arguments: --jsn; did you mean --json?"),
+                       (["train", "--zzz"], "unrecognized arguments: --zzz (see"),
+                       (["help"], "invalid choice: 'help' (choose from "),
+                       (["help"], "; did you mean --help?")):
+        with pytest.raises(SystemExit) as refused:
+            main(argv)
+        assert refused.value.code == 2 and said in capsys.readouterr().err, argv
     assert build_parser().parse_args(["train", "--lr", "0.01"]).learning_rate == 0.01  # a declared alias
 
 

@@ -112,8 +112,10 @@ class Parser(argparse.ArgumentParser):
 
     @staticmethod
     def _flag_hint(flag: str, command: argparse.ArgumentParser) -> str | None:
-        if flag not in UNKNOWN_FLAG_HINTS:
-            return None
+        if flag not in UNKNOWN_FLAG_HINTS:  # a mistyped or shortened flag: the command's nearest
+            flags = [name for name in command._option_string_actions if name.startswith("--")]
+            close = difflib.get_close_matches(flag, flags, n=1, cutoff=0.75) if flag.startswith("--") else []
+            return f"did you mean {close[0]}?" if close else None
         trains, runs = UNKNOWN_FLAG_HINTS[flag]
         if "--recipe" in command._option_string_actions:
             return trains
@@ -143,6 +145,8 @@ def _hint(message: str) -> str:
     word, choices = invalid[1], [choice.strip(" '") for choice in invalid[2].split(",")]
     if message.startswith("argument COMMAND:") and word in UNKNOWN_WORD_HINTS:
         return f"; {UNKNOWN_WORD_HINTS[word]}"
+    if word == "help":  # `fmnist help`, `fmnist runs help`
+        return "; did you mean --help?"
     lowered = {choice.lower(): choice for choice in choices}  # "CNN" is as near to "cnn" as can be
     close = difflib.get_close_matches(word.lower(), list(lowered), n=1)
     return f"; did you mean '{lowered[close[0]]}'?" if close else ""
