@@ -43,8 +43,10 @@ def test_unknown_setting_is_an_error():
     ("name", "a" * 201, "name must be at most 200 bytes"), ("name", "é" * 101, "name must be at most 200 bytes"),
 ])
 def test_bad_values_are_refused(field, value, reason):
-    with pytest.raises(FmnistError, match=f"^invalid setting: .*{re.escape(reason)}"):
+    with pytest.raises(FmnistError, match=f"^invalid setting: .*{re.escape(reason)}") as refused:
         TrainSettings(**{field: value})
+    shown = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    assert f" {shown}" in str(refused.value) or reason.startswith(("a split", "into"))  # said (a split: its sizes)
 
 
 def test_the_smallest_split_that_holds_every_class_is_taken():

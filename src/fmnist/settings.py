@@ -58,6 +58,11 @@ def dense_weights(hidden_sizes: tuple[int, ...]) -> int:
     return sum(a * b for a, b in zip(widths, widths[1:]))
 
 
+def _shown(value: Any) -> str:
+    """A setting's value as a flag gives it: hidden sizes "512,-1", a number as typed."""
+    return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
 def _whole(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -168,8 +173,11 @@ class TrainSettings:
              f"name must be at most {defaults.MAX_NAME_BYTES} bytes in UTF-8 (the run's folder is named by it)"),
         ]
         for ok, message in checks:
-            if not ok:
-                raise FmnistError(f"invalid setting: {message}")
+            if not ok:  # with the value given, where the check is of one setting's and does not say it already
+                subject = message.split(" ", 1)[0]
+                value = _shown(getattr(self, subject)) if subject in self.names() else None
+                given = f" (given {value})" if value is not None and f" {value}" not in message else ""
+                raise FmnistError(f"invalid setting: {message}{given}")
         # On the whole training set here; on a smaller one (a test's), fmnist.train checks the split again.
         # Checked here against the whole set (fmnist.train refuses a limit past the set it loads): capped, so as not
         # to be multiplied as a float (10**400 would overflow).
