@@ -67,6 +67,16 @@ def test_samples_take_what_a_small_set_has(tmp_path, per_class_available, missin
     assert height > width / 2  # ten rows of at most four (or one) columns
 
 
+def test_the_samples_say_what_their_numbers_are_and_that_they_are_drawn_inverted(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, trim=False: drawn.append(fig))
+    labels = np.repeat(np.arange(10), 2)
+    plots.samples_png(np.random.default_rng(1).random((20, 28, 28)), labels, tmp_path / "samples.png")
+    said = [t.get_text() for t in drawn[0].axes[0].texts]
+    assert "random training images, each under its index in the training set; drawn dark on white (the model sees " \
+           "them light on black)" in said
+
+
 def test_curves_without_epochs_say_so_instead_of_empty_axes(tmp_path):
     path = tmp_path / "curves.png"
     plots.curves_png({}, None, path)

@@ -176,7 +176,9 @@ def samples_png(images: np.ndarray, labels: np.ndarray, path: Path, per_class: i
     blank = np.zeros_like(images[:1])
     pictures = np.concatenate([images[i:i + 1] if i >= 0 else blank for i in chosen])
     titles = [f"#{i}" if i >= 0 else "none" for i in chosen]
-    image_grid_png(pictures, titles, path, columns=columns, row_labels=list(CLASS_NAMES))
+    image_grid_png(pictures, titles, path, columns=columns, row_labels=list(CLASS_NAMES),
+                   heading="random training images, each under its index in the training set; drawn dark on white "
+                           "(the model sees them light on black)")
 
 
 def percent(probability: float, decimals: int = 1) -> str:
