@@ -27,7 +27,7 @@ def test_a_mistyped_choice_gets_the_nearest_one_and_explain_its_command(capsys):
                                                                       "did you mean 'best'?"),
                        (["explain", "x"], "'fmnist predict RUN IMAGE --show seen.png' draws what the model looked at"),
                        (["train", "--recipe", "CNN"], "did you mean 'cnn'?"),
-                       (["zzz"], ""), (["train", "--recipe", "explain"], "")):
+                       (["zzz"], ""), (["train", "--recipe", "explain"], ""), (["train", "--recipe", "help"], "")):
         with pytest.raises(SystemExit) as stop:
             main(argv)
         error = capsys.readouterr().err
@@ -110,7 +110,7 @@ def test_a_flag_is_taken_whole_only(capsys):
                        (["evaluate", "run", "--jsn"], "unrecognized arguments: --jsn; did you mean --json?"),
                        (["train", "--zzz"], "unrecognized arguments: --zzz (see"),
                        (["help"], "invalid choice: 'help' (choose from "),
-                       (["help"], "; did you mean --help?")):
+                       (["help"], "; did you mean --help?"), (["runs", "help"], "; did you mean --help?")):
         with pytest.raises(SystemExit) as refused:
             main(argv)
         assert refused.value.code == 2 and said in capsys.readouterr().err, argv

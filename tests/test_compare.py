@@ -9,7 +9,7 @@ import pytest
 
 from conftest import module_data, run_cli, tiny_train
 from fmnist import artifacts, run_list, runs
-from fmnist.compare import (compare_runs, group_difference, mistake_changes, run_labels, runs_to_compare,
+from fmnist.compare import (compare_runs, group_difference_text, mistake_changes, run_labels, runs_to_compare,
                             settings_rows)
 from fmnist.errors import FmnistError
 from fmnist.facts import CLASS_NAMES
@@ -223,13 +223,29 @@ def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_run
     assert "--seeds group" not in compare_runs([a, b], tmp_path / "plain.html").read_text()  # none in a group
     refused = run_cli("runs", "compare", str(a))  # one run is not
     assert refused.returncode == 2 and "give two or more runs to compare, or a --seeds group" in refused.stderr
+    # One group by its folder's name after its time: not taken for a single run, but found for the user.
+    by_short_name = run_cli("runs", "compare", "grp", "--runs-dir", str(group.parent))
+    assert by_short_name.returncode == 1 and f"runs named 'grp' there, newest first: {group.name}; give one of them" \
+        in by_short_name.stderr, by_short_name.stderr
+    # Two groups: their difference said; a group whose summary's accuracies are damaged gets one row, so saying.
+    other = shutil.copytree(group, group.with_name("20261206T010000Z-grp2"))
+    record = artifacts.read_json(other / artifacts.SEED_SUMMARY)
+    artifacts.write_json(other / artifacts.SEED_SUMMARY, {
+        **record, "test_accuracy": {**record["test_accuracy"], "values": [0.85, 0.87]}})
+    page = compare_runs(runs_to_compare([group, other], runs_dir), tmp_path / "groups.html").read_text()
+    assert f"{other.name} less {group.name}: test accuracy +0.0400, 95% interval" in page
+    artifacts.write_json(other / artifacts.SEED_SUMMARY, {
+        **record, "test_accuracy": {**record["test_accuracy"], "values": [0.85, "x"]}})
+    page = compare_runs(runs_to_compare([group, other], runs_dir), tmp_path / "groups.html").read_text()
+    assert page.count(f"<tr><th scope=row>{other.name}</th>") == 1 and "summary.json damaged" in page
+    assert " less " not in page
 
 
 def test_two_groups_difference_is_given_with_welchs_interval_and_what_it_says():
     from scipy import stats
 
     a, b = [0.885, 0.889, 0.884, 0.887], [0.893, 0.897, 0.894]
-    said = group_difference({"grpA": a, "grpB": b})
+    said = group_difference_text({"grpA": a, "grpB": b})
     # Welch's interval, from its formula: each mean's variance over its seeds, the Welch-Satterthwaite degrees.
     va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
     dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
@@ -238,10 +254,10 @@ def test_two_groups_difference_is_given_with_welchs_interval_and_what_it_says():
     assert said.startswith(f"grpB less grpA: test accuracy {difference:+.4f}, 95% interval {difference - half:+.4f} "
                            f"to {difference + half:+.4f} (Welch's t over their seeds, p = ")
     assert said.endswith(": grpB is better beyond what their seeds vary by")
-    assert group_difference({"grpA": a, "grpB": [0.88, 0.895]}).endswith("their seeds do not tell the two apart")
-    assert group_difference({"grpA": b, "grpB": a}).endswith(": grpA is better beyond what their seeds vary by")
-    assert group_difference({"grpA": a}) == group_difference({"grpA": a, "grpB": b, "grpC": a}) == ""  # two only
-    assert "no spread" in group_difference({"grpA": [0.9, 0.9], "grpB": [0.9, 0.9]})
+    assert group_difference_text({"grpA": a, "grpB": [0.88, 0.895]}).endswith("their seeds do not tell the two apart")
+    assert group_difference_text({"grpA": b, "grpB": a}).endswith(": grpA is better beyond what their seeds vary by")
+    assert group_difference_text({"grpA": a}) == group_difference_text({"grpA": a, "grpB": b, "grpC": a}) == ""
+    assert "no spread" in group_difference_text({"grpA": [0.9, 0.9], "grpB": [0.9, 0.9]})
 
 
 def test_a_groups_runs_are_labelled_by_group_and_seed_as_they_share_one_name(tmp_path, two_runs):

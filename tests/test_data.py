@@ -393,7 +393,7 @@ def test_real_data_verifies(real_data_dir):
     assert dataset.checksums == data.CHECKSUMS
 
 
-def test_describe_counts_the_classes_and_draws_samples_into_a_new_folder(tiny_data, tmp_path):
+def test_describe_counts_the_classes_and_draws_samples_into_a_new_folder(tiny_data, tmp_path, monkeypatch):
     folder, sums = tiny_data
     shown = tmp_path / "pictures" / "samples.png"
     summary = data.describe(folder, show=shown, checksums=sums)
@@ -415,6 +415,10 @@ def test_describe_counts_the_classes_and_draws_samples_into_a_new_folder(tiny_da
     shown.unlink()
     assert data.describe(folder, show=link, checksums=sums)["samples_png"] == link
     assert link.is_symlink() and shown.stat().st_size > 0
+    with monkeypatch.context() as relative:  # given from where the user stands: named whole, to be found from any
+        relative.chdir(tmp_path)
+        summary = data.describe(folder, show=Path("pictures") / "here.png", checksums=sums)
+        assert data.describe_text(summary).splitlines()[-1] == f"samples: {tmp_path / 'pictures' / 'here.png'}"
 
 
 def test_describe_hashes_the_files_again_rather_than_trusting_the_cache(tiny_data):

@@ -29,7 +29,7 @@ def test_flags_override_a_recipe_and_unknowns_are_errors():
     with pytest.raises(FmnistError, match="needs optimizer adamw"):
         recipe_settings("spec", weight_decay=1e-4)
     with pytest.raises(FmnistError, match=r"^invalid setting: --epochs must be more than the recipe's learning-rate "
-                                          r"warm-up \(1 epoch\): 2 or more \(given 1\)$"):  # in the flags typed
+                                          r"warm-up \(1 epoch\): 2 or more$"):  # in the flags the user typed
         recipe_settings("best", epochs=1)
     with pytest.raises(FmnistError, match="warmup_epochs must be >= 0, and needs schedule cosine"):
         recipe_settings("spec", warmup_epochs=1)

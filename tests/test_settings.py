@@ -46,7 +46,15 @@ def test_bad_values_are_refused(field, value, reason):
     with pytest.raises(FmnistError, match=f"^invalid setting: .*{re.escape(reason)}") as refused:
         TrainSettings(**{field: value})
     shown = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-    assert f" {shown}" in str(refused.value) or reason.startswith(("a split", "into"))  # said (a split: its sizes)
+    # The value given is said (a split says its sizes; a long name its first 39 characters).
+    assert f" {shown[:39]}" in str(refused.value) or reason.startswith(("a split", "into"))
+
+
+def test_a_refusal_of_two_settings_together_names_no_value_of_one_of_them():
+    for settings, said in (({"distill_alpha": 1.5}, "distill_temperature must be positive and distill_alpha in [0, 1]"),
+                           ({"weight_decay": 1e-4}, "weight_decay must be >= 0, and needs optimizer adamw")):
+        with pytest.raises(FmnistError, match=f"^invalid setting: {re.escape(said)}$"):  # not "(given 4.0)"
+            TrainSettings(**settings)
 
 
 def test_the_smallest_split_that_holds_every_class_is_taken():

@@ -131,9 +131,14 @@ def _finite(value: Any) -> Any:
 
 def _json_value(value: Any) -> str:
     """A path as an absolute one, wherever it was given from (a script reading --json may run elsewhere)."""
+    return _absolute(value) if isinstance(value, Path) else str(value)
+
+
+def _absolute(path: Path | str) -> str:
+    """A path as results name it, in text as in --json: absolute, to be found from any folder."""
     from fmnist.runs import absolute
 
-    return str(absolute(value)) if isinstance(value, Path) else str(value)
+    return str(absolute(path))
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -203,7 +208,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
         from fmnist.tune_report import write_report
 
         path = write_report(args.report, storage=args.storage, runs_dir=args.runs_dir, output=args.output)
-        _emit(args, f"report: {_json_value(path)}", {"report": path})
+        _emit(args, f"report: {_absolute(path)}", {"report": path})
         return
     if args.train_best:
         _refuse_given(args, ("trials", "timeout", "study"), "--train-best trains one run of the study it names")
@@ -235,7 +240,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     from fmnist.report import report_command
 
     path = report_command(args.run, args.runs_dir)
-    _emit(args, f"report: {_json_value(path)}", {"report": path})
+    _emit(args, f"report: {_absolute(path)}", {"report": path})
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -243,7 +248,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     report = bench(args.output, quick=args.quick, data_dir=args.data_dir)
     chart = report.get("chart")  # none where it could not be drawn: the figures are kept all the same
-    written = f"{args.output} and {chart}" if chart else f"{args.output} (no chart: the warning above says why)"
+    written = (f"{_absolute(args.output)} and {_absolute(chart)}" if chart else
+               f"{_absolute(args.output)} (no chart: the warning above says why)")
     _emit(args, table(report) + f"\nwritten: {written}", {**report, **({"chart": Path(chart)} if chart else {})})
 
 
@@ -256,13 +262,15 @@ def cmd_runs(args: argparse.Namespace) -> None:
 def cmd_runs_compare(args: argparse.Namespace) -> None:
     from fmnist.compare import compare_runs, runs_to_compare, seed_group_named
     from fmnist.run_list import runs_folder
+    from fmnist.run_lookup import resolve_run
 
     runs_dir = runs_folder(args.runs_dir)
     # The command line's shape, refused as argparse refuses one (exit status 2).
     if len(args.runs) < 2 and not seed_group_named(args.runs[0], runs_dir):
+        resolve_run(args.runs[0], runs_dir, groups_too=True)  # no run by that name: say so, with a group of it
         args.command_parser.error("give two or more runs to compare, or a --seeds group")
     path = compare_runs(runs_to_compare(args.runs, runs_dir), args.output, runs_dir)
-    _emit(args, f"comparison: {_json_value(path)}", {"comparison": path})
+    _emit(args, f"comparison: {_absolute(path)}", {"comparison": path})
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -282,7 +290,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.json:
             _emit(args, "", {"predictions": [], "errors": unread.failures})
         raise
-    _emit(args, as_text(result) + (f"\nshown: {one_line(str(result['shown']))}" if "shown" in result else ""), result)
+    shown = f"\nshown: {one_line(_absolute(result['shown']))}" if "shown" in result else ""
+    _emit(args, as_text(result) + shown, result)
     for failure in result["errors"]:  # the others answered above; each unreadable file gets its line, as alone
         print(f"fmnist: error: {one_line(failure['error'])}", file=sys.stderr)
     return 1 if result["errors"] else 0

@@ -145,7 +145,7 @@ def _hint(message: str) -> str:
     word, choices = invalid[1], [choice.strip(" '") for choice in invalid[2].split(",")]
     if message.startswith("argument COMMAND:") and word in UNKNOWN_WORD_HINTS:
         return f"; {UNKNOWN_WORD_HINTS[word]}"
-    if word == "help":  # `fmnist help`, `fmnist runs help`
+    if word == "help" and message.startswith(("argument COMMAND:", "argument compare:")):  # `fmnist help`
         return "; did you mean --help?"
     lowered = {choice.lower(): choice for choice in choices}  # "CNN" is as near to "cnn" as can be
     close = difflib.get_close_matches(word.lower(), list(lowered), n=1)

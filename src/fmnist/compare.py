@@ -249,19 +249,22 @@ def _group_scores(groups: list[Path]) -> dict[str, Any]:
             per_class = [summary["per_class_f1"][name] for name in CLASS_NAMES]
             means = [float(scores["mean"]) for scores in per_class]
             sds = [float(scores["std"] or 0.0) for scores in per_class]
-            if not all(0 <= m <= 1 and 0 <= sd <= 1 for m, sd in zip(means, sds)):  # NaN too
-                raise ValueError("an F1 outside 0-1")
+            values = [float(value) for value in accuracy["values"]]
+            if not all(0 <= m <= 1 and 0 <= sd <= 1 for m, sd in zip(means, sds)) or not all(
+                    0 <= value <= 1 for value in values):  # NaN too
+                raise ValueError("a score outside 0-1")
             rows.append([group.name, str(summary["seeds"]), f"{accuracy['mean']:.4f} ± {accuracy['std']:.4f}",
                          f"{accuracy['ci95'][0]:.4f} to {accuracy['ci95'][1]:.4f}", f"{np.mean(means):.4f}"])
             f1[group.name], f1_sd[group.name] = means, sds
-            accuracies[group.name] = [float(value) for value in accuracy["values"]]
+            accuracies[group.name] = values
         except (FmnistError, KeyError, TypeError, ValueError, IndexError, AttributeError):  # edited by hand since
             rows.append([group.name, "-", f"({artifacts.SEED_SUMMARY} damaged: "
                                           f"'{runs.resume_command(group)}' writes it again)", "-", "-"])
-    return {"group_rows": rows, "group_f1": f1, "group_f1_sd": f1_sd, "group_difference": group_difference(accuracies)}
+    return {"group_rows": rows, "group_f1": f1, "group_f1_sd": f1_sd,
+            "group_difference": group_difference_text(accuracies)}
 
 
-def group_difference(accuracies: dict[str, list[float]]) -> str:
+def group_difference_text(accuracies: dict[str, list[float]]) -> str:
     """For two groups, the difference of their mean test accuracies (the second's less the first's) with Welch's 95%
     interval over their seeds, in words: whether their seeds tell the two recipes apart. "" for any other number."""
     from scipy import stats

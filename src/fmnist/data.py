@@ -429,5 +429,5 @@ def describe_text(summary: dict[str, Any]) -> str:
     lines += [f"  {summary['files'][name].name:<29} sha256 {digest}  ok"
               for name, digest in summary["verified_sha256"].items()]
     if "samples_png" in summary:
-        lines.append(f"samples: {summary['samples_png']}")
+        lines.append(f"samples: {runs.absolute(summary['samples_png'])}")  # as every command's results name paths
     return "\n".join(lines)

@@ -58,7 +58,9 @@ def _named(runs_dir: Path, name: str | Path) -> list[Path]:
     if not _looked_up_in(runs_dir, name):
         return []
     try:
-        found = run_dirs(Path(runs_dir), GROUP_DEPTH) + [d for d in Path(runs_dir).iterdir() if is_seed_group(d)]
+        # A group killed before its first run is among run_dirs' too: once each.
+        found = list(dict.fromkeys(run_dirs(Path(runs_dir), GROUP_DEPTH)
+                                   + [d for d in Path(runs_dir).iterdir() if is_seed_group(d)]))
     except OSError:  # a folder we may not read: the plain refusal then
         return []
     # A group's folder is its --name and seed count, "grp-x2", after its time: asked for by that too. (Not a run's:

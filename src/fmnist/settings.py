@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import numbers
 from dataclasses import dataclass
 from typing import Any
@@ -173,11 +174,8 @@ class TrainSettings:
              f"name must be at most {defaults.MAX_NAME_BYTES} bytes in UTF-8 (the run's folder is named by it)"),
         ]
         for ok, message in checks:
-            if not ok:  # with the value given, where the check is of one setting's and does not say it already
-                subject = message.split(" ", 1)[0]
-                value = _shown(getattr(self, subject)) if subject in self.names() else None
-                given = f" (given {value})" if value is not None and f" {value}" not in message else ""
-                raise FmnistError(f"invalid setting: {message}{given}")
+            if not ok:
+                raise FmnistError(f"invalid setting: {message}{self._given(message)}")
         # On the whole training set here; on a smaller one (a test's), fmnist.train checks the split again.
         # Checked here against the whole set (fmnist.train refuses a limit past the set it loads): capped, so as not
         # to be multiplied as a float (10**400 would overflow).
@@ -185,6 +183,16 @@ class TrainSettings:
         split = split_problem(images, self.validation_fraction, self.limit is not None)
         if split:
             raise FmnistError(f"invalid setting: {split}")
+
+    def _given(self, message: str) -> str:
+        """" (given X)": the value of the one setting a refusal names, where it does not say it already."""
+        named = [name for name in self.names() if re.search(rf"\b{name}\b", message)]
+        if len(named) != 1 or not message.startswith(named[0]):  # of two settings together, or of none
+            return ""
+        value = _shown(getattr(self, named[0]))
+        if re.search(rf"(?<![\w.]){re.escape(value)}(?![\w.])", message):
+            return ""
+        return f" (given {value if len(value) <= 40 else value[:39] + '…'})"
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
