@@ -198,6 +198,18 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
             refused()
 
 
+def test_a_groups_warnings_each_name_their_seed(tmp_path, tiny_data, caplog):
+    """Under -q a group's warnings are all it prints: each seed's begins with it, as they would read alike."""
+    folder, sums = tiny_data
+    settings = TrainSettings(hidden_sizes=(8,), epochs=1, batch_size=4096, name="tiny", seed=5)  # more than its images
+    with caplog.at_level(logging.WARNING, logger="fmnist"):
+        train_seeds(settings, "jax", 2, runs_dir=tmp_path, dataset=load_dataset(folder, checksums=sums))
+    batch = [r.getMessage() for r in caplog.records if "the batch of 4096 is larger" in r.getMessage()]
+    assert [said.split(":")[0] for said in batch] == ["seed 5", "seed 6"], batch
+    logging.getLogger("fmnist.train").warning("after the group")  # as it was once the group is done
+    assert caplog.records[-1].getMessage() == "after the group"
+
+
 def test_the_listing_picks_a_groups_runs_as_its_resume_does(tmp_path, tiny_data):
     """A second run of a seed whose status.json is damaged, or whose seed is JSON's true, is no seed's run for the
     group's resume: the listing neither counts it nor passes the group's own run of that seed over for it."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -181,16 +182,37 @@ def _trained_members(group: Path, members: list[TrainSettings], backend: str, da
         run_dir = existing.get(member.seed)
         if runs.finished(run_dir):
             log.info("seed %d (%d of %d): finished in %s", member.seed, k + 1, len(members), run_dir.name)
-            results.append(score_finished(run_dir, dataset))
+            with _warnings_of(member.seed):
+                results.append(score_finished(run_dir, dataset))
         else:
             log.info("seed %d (%d of %d)", member.seed, k + 1, len(members))
             keras.backend.clear_session()
             stopping.check()  # clear_session collects garbage, where Python drops a Ctrl-C with a warning
-            results.append(train(member, backend, runs_dir=group, dataset=dataset, resume_dir=run_dir))
+            with _warnings_of(member.seed):
+                results.append(train(member, backend, runs_dir=group, dataset=dataset, resume_dir=run_dir))
         # Each seed's score as it comes (a single run's is its command's result on stdout).
         log.info("seed %d: test accuracy %.4f, macro F1 %.4f", member.seed, results[-1].metrics["test_accuracy"],
                  results[-1].metrics["macro_f1"])
     return results
+
+
+@contextlib.contextmanager
+def _warnings_of(seed: int) -> Iterator[None]:
+    """fmnist's warnings while a seed trains or is scored, each beginning "seed N: ": under -q they are all a group
+    prints, and its seeds' would read alike."""
+    make = logging.getLogRecordFactory()
+
+    def record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        made = make(*args, **kwargs)
+        if made.levelno >= logging.WARNING and made.name.startswith(f"{__package__}."):
+            made.msg = f"seed {seed}: {made.msg}"
+        return made
+
+    logging.setLogRecordFactory(record)
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(make)
 
 
 # The scores of each run that the group's summary.json lists beside it (`fmnist evaluate` checks them against it).
