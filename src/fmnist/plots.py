@@ -405,8 +405,12 @@ def _shortened(name: str, fontsize: float, most_pt: float = 140.0) -> str:
     from matplotlib.textpath import TextToPath
 
     font, measure = FontProperties(size=fontsize), TextToPath()
+
+    def width(text: str) -> float:  # of its widest line: a line break is drawn as one, not as a glyph
+        return max(measure.get_text_width_height_descent(line, font, ismath=False)[0] for line in text.split("\n"))
+
     shown, keep = name, len(name)
-    while keep > 2 and measure.get_text_width_height_descent(shown, font, ismath=False)[0] > most_pt:
+    while keep > 2 and width(shown) > most_pt:
         keep -= 1
         shown = f"{name[:keep // 2]}…{name[len(name) - (keep - keep // 2):]}"
     return shown
