@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -41,6 +42,7 @@ def recipe_changes(settings: dict[str, Any]) -> tuple[str, list[str]]:
     return best, changed[best]
 
 
+@functools.cache  # read, never changed: `fmnist runs` names a recipe for every run it lists
 def _preset(recipe: str) -> dict[str, Any]:
     return {**TrainSettings().to_dict(), **TrainSettings.from_dict(RECIPES[recipe]).to_dict()}
 
@@ -50,7 +52,7 @@ NOT_RECIPE = {"name", "seed", "epochs", "limit", "teacher"}
 
 
 def _differ(settings: dict[str, Any], preset: dict[str, Any]) -> list[str]:
-    spec = TrainSettings().to_dict()
+    spec = _preset("spec")
     return sorted(k for k, v in preset.items() if k not in NOT_RECIPE and settings.get(k, spec[k]) != v)
 
 

@@ -33,11 +33,11 @@ def resolve_run(name: str | Path, runs_dir: Path, groups_too: bool = False) -> P
         return require_run_dir(Path(runs_dir) / name)  # a group's or a study's folder, named: say what it is
     if Path(name).is_file() and (Path(name).parent / artifacts.CONFIG).is_file():
         raise FmnistError(f"{name} is a file of a run: give the run's directory, {Path(name).parent}")
-    raise _no_run(name, runs_dir, "a run's or --seeds group's directory" if groups_too else "a run directory",
-                  groups_too)
+    raise _no_run(name, runs_dir, groups_too)
 
 
-def _no_run(name: str | Path, runs_dir: Path, wanted: str, groups_too: bool = True) -> FmnistError:
+def _no_run(name: str | Path, runs_dir: Path, groups_too: bool) -> FmnistError:
+    wanted = "a run's or --seeds group's directory" if groups_too else "a run directory"
     said = f"{name} is a file, not a run" if Path(name).is_file() else f"no run {str(name)!r}"  # an image, say
     named = [d for d in _named(runs_dir, name) if groups_too or not is_seed_group(d)]
     if named:  # the name given to `fmnist train --name`, which its folder's time stands before
@@ -118,7 +118,7 @@ def resolve_resumable(name: Path, runs_dir: Path) -> Path:
         return Path(runs_dir) / name
     found = _in_groups(runs_dir, name)
     if found is None:
-        raise _no_run(name, runs_dir, "a run's or --seeds group's directory")
+        raise _no_run(name, runs_dir, groups_too=True)
     return found
 
 
