@@ -65,6 +65,7 @@ def isolated_caches(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(base / "keras"))
     monkeypatch.delenv("FMNIST_DATA_DIR", raising=False)
     monkeypatch.delenv("FMNIST_DATA_URL", raising=False)
+    monkeypatch.delenv("COLUMNS", raising=False)  # `fmnist runs` fits a table to it: the tests read every column
 
 
 @pytest.fixture
@@ -153,15 +154,17 @@ def _train_once(base: Path, dataset_dir: Path, checksums: dict[str, str] | None,
         return train(TrainSettings(**settings), "jax", runs_dir=base / "runs", dataset=dataset).run_dir
 
 
-def tiny_train(runs_dir: Path, tiny_data: tuple[Path, dict[str, str]], **overrides):
-    """Train a tiny run (two epochs of a 16-8 network) into ``runs_dir``; return train's result."""
+def tiny_train(runs_dir: Path, tiny_data: tuple[Path, dict[str, str]], extra_callbacks: tuple = (), **overrides):
+    """Train a tiny run (two epochs of a 16-8 network) into ``runs_dir``, with ``extra_callbacks`` after fmnist's;
+    return train's result."""
     from fmnist.data import load_dataset
     from fmnist.settings import TrainSettings
     from fmnist.train import train
 
     folder, sums = tiny_data
     settings = TrainSettings(**{"hidden_sizes": (16, 8), "epochs": 2, "batch_size": 16, "name": "tiny", **overrides})
-    return train(settings, "jax", runs_dir=runs_dir, dataset=load_dataset(folder, checksums=sums))
+    return train(settings, "jax", runs_dir=runs_dir, dataset=load_dataset(folder, checksums=sums),
+                 extra_callbacks=list(extra_callbacks))
 
 
 @pytest.fixture

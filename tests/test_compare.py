@@ -1,6 +1,7 @@
 import html
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -141,6 +142,37 @@ def test_compare_command_takes_names_and_refuses_what_it_cannot_compare(tmp_path
         result = run_cli("runs", "compare", "--runs-dir", str(runs_dir), *args)
         assert result.returncode == 1 and "Traceback" not in result.stderr
         assert result.stderr.startswith("fmnist: error:") and fragment in result.stderr, result.stderr
+
+
+def test_a_run_not_yet_scored_has_its_settings_and_curves_compared(tmp_path, two_runs, tiny_data, caplog):
+    import keras
+
+    class CtrlCAfterTwoEpochs(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    _, (a, b) = two_runs
+    with pytest.raises(KeyboardInterrupt):
+        tiny_train(tmp_path / "runs", tiny_data, epochs=4, name="cut", extra_callbacks=(CtrlCAfterTwoEpochs(),))
+    [cut] = (tmp_path / "runs").iterdir()
+    with caplog.at_level(logging.WARNING, logger="fmnist"):
+        page = compare_runs([a, cut], tmp_path / "page.html").read_text()
+    said = (f"{cut} has not finished training (status interrupted), so it has no test metrics for comparing its F1 "
+            f"and mistakes; '{runs.resume_command(cut)}' finishes it")
+    assert f"{said}: the page compares its settings and learning curves, not its scores" in caplog.text
+    assert html.escape(f"{said}: its settings and learning curves are compared, not its scores.") in page
+    assert "<tr><th scope=row>test accuracy</th><td>" in page and "</td><td>-</td></tr>" in page
+    assert "<th scope=row>status</th><td>finished</td><td>interrupted</td>" in page
+    assert page.count("data:image/png;base64,") == 2  # the curves of both, a's F1 bars
+    assert f"<tr><th>class</th><th>{a.name}</th><th>range</th></tr>" in page  # the F1 table: the run scored
+    assert "Fewer than two of these runs are scored" in page
+    page = compare_runs([a, b, cut], tmp_path / "three.html").read_text()  # the scored two's F1, side by side
+    assert f"<tr><th>class</th><th>{a.name}</th><th>{b.name}</th><th>range</th></tr>" in page
+    assert "Fewer than two" not in page and page.count("data:image/png;base64,") == 2
+    (cut / artifacts.HISTORY).write_text((cut / artifacts.HISTORY).read_text().splitlines()[0] + "\n")
+    with pytest.raises(FmnistError, match=re.escape(said)):  # no epoch finished: nothing to draw
+        compare_runs([a, cut], tmp_path / "page.html")
 
 
 def test_compare_refuses_a_metrics_file_from_an_older_version(tmp_path, two_runs):

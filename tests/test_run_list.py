@@ -157,6 +157,31 @@ def test_runs_command_prints_a_table_and_json(mixed_runs):
     assert [r["run"] for r in json.loads(as_json.stdout)["runs"]] == listed
 
 
+@pytest.mark.parametrize("width", [80, 100, 120])
+def test_the_table_fits_the_terminal_and_names_the_columns_it_left_out(mixed_runs, width):
+    every = run_cli("runs", "--runs-dir", str(mixed_runs["dir"])).stdout.splitlines()  # a pipe: every column
+    assert max(map(len, every)) > 120 and every[0].split("  ")[0] == "run"
+    fitted = run_cli("runs", "--runs-dir", str(mixed_runs["dir"]), env={"COLUMNS": str(width)}).stdout.splitlines()
+    header, *rows, told = fitted
+    kept = re.split(r"\s{2,}", header)
+    left_out = [name for name in run_list.NARROWING if name not in kept]  # in the order they go
+    assert set(kept) | set(left_out) == set(re.split(r"\s{2,}", every[0]))
+    assert left_out == list(run_list.NARROWING[:len(left_out)]) and {"run", "recipe", "test acc", "status"} <= set(kept)
+    assert left_out == list(run_list.NARROWING[:len(left_out)]) and {"run", "recipe", "test acc", "status"} <= set(kept)
+    assert told == f"(left out to fit {width} characters: {', '.join(left_out)}; --wide shows them)"
+    # The lines fit, a status counted as at most STATUS_FITTED wide (a longer one wraps), and no more was left out
+    # than needed: the last column left out, put back, would not have fitted.
+    status_at = header.index("status")
+    fitted_width = max(status_at + min(len(line) - status_at, run_list.STATUS_FITTED)
+                       for line in rows if not line.startswith(run_list.NOTE_INDENT))
+    full = [re.split(r"\s{2,}", line.strip()) for line in every if not line.startswith(run_list.NOTE_INDENT)]
+    last = full[0].index(left_out[-1])
+    assert fitted_width <= width < fitted_width + 2 + max(len(cells[last]) for cells in full)
+    assert len(rows) == len(every) - 1  # every run and note still there
+    wide = run_cli("runs", "--runs-dir", str(mixed_runs["dir"]), "--wide", env={"COLUMNS": str(width)})
+    assert wide.stdout.splitlines() == every
+
+
 def test_no_runs_and_a_bad_runs_dir(tmp_path):
     (tmp_path / "empty").mkdir()
     assert run_list.list_runs(tmp_path / "empty") == []

@@ -69,7 +69,8 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     assert listed["path"] == str(group)  # for a script reading `fmnist runs --json` elsewhere, as each run's
     printed = json.loads(json.dumps(summary_record(group, summary), default=_json_value))  # as --json prints it
     assert [r["run_dir"] for r in printed["runs"]] == [str(group / r["run_dir"]) for r in summary["runs"]]
-    table = [re.split(r"\s{2,}", line) for line in run_list.format_runs(rows, [listed], tmp_path).splitlines()]
+    lines = run_list.format_runs(rows, [listed], tmp_path).splitlines()
+    table = [re.split(r"\s{2,}", line.lstrip()) for line in lines]
     # Begun when its group.json says (its folder's name too), not when its newest run began.
     began = artifacts.read_json(group / artifacts.SEED_GROUP)["created"]
     newest = max(r["created"] for r in rows if r["run"].startswith(f"{group.name}/"))
@@ -77,8 +78,12 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     assert table[1][0] == f"{group.name}/" and table[1][-4:] == [
         f"{summary['test_accuracy']['mean']:.4f}", f"{listed['macro_f1']:.4f}",
         f"{listed['train_seconds']:.1f}", f"mean of 3 seeds, sd {summary['test_accuracy']['std']:.4f}"]
-    in_group = [line for line in table if line[0].startswith(group.name)]  # beside it: the tiny data's folder
+    # Its runs indented under it, by their own folders' names (which commands take too); beside it, tiny data's folder.
+    below = [line for line in lines[2:] if not line.startswith(run_list.NOTE_INDENT)][:3]
+    in_group = [table[1]] + [re.split(r"\s{2,}", line.lstrip()) for line in below
+                             if line.startswith(run_list.MEMBER_INDENT + "2")]
     assert [line[table[0].index("seed")] for line in in_group] == ["5-7", "7", "6", "5"]  # the group's seeds first
+    assert sorted(line[0] for line in in_group[1:]) == sorted(r["run_dir"] for r in summary["runs"])
     # Copies with a seed the group never planned, or one damaged by hand, are listed but counted in no mean.
     for name, seed in (("stray", 99), ("damaged", [5])):
         copy = shutil.copytree(group / summary["runs"][0]["run_dir"], group / name)

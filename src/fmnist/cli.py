@@ -256,7 +256,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_runs(args: argparse.Namespace) -> None:
     from fmnist.run_list import runs_command
 
-    _emit(args, *runs_command(args.runs_dir))
+    _emit(args, *runs_command(args.runs_dir, args.wide))
 
 
 def cmd_runs_compare(args: argparse.Namespace) -> None:
@@ -517,8 +517,12 @@ def _add_runs(sub: Any) -> None:
     # None when not given: a folder the user names must exist, the default ./runs not yet.
     p.add_argument("--runs-dir", type=nonempty_path, default=None,
                    help=f"where run directories are (default ./{defaults.RUNS_DIR})")
+    p.add_argument("--wide", action="store_true",
+                   help="every column, however wide the terminal (by default the columns that say least are left out "
+                        "until the table fits it; a pipe or a file gets every column)")
     compare_help = ("Write one HTML page comparing runs: settings, learning curves, per-class F1, and the classes "
-                    "whose mistakes changed most between them.")
+                    "whose mistakes changed most between them; of a run in training, or stopped, its settings and "
+                    "curves so far.")
     p = p.add_subparsers(dest="runs_command", metavar="compare").add_parser(
         "compare", help=compare_help, description=_wrapped(compare_help), epilog=_examples("runs", "compare"),
         formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -112,13 +112,25 @@ def _label(run_dir: Path) -> str:
 
 
 def _load(run_dir: Path) -> dict[str, Any]:
-    """The files a comparison needs; a run that has not been evaluated is refused, naming its status."""
+    """The files a comparison needs. A run not scored (being trained, or stopped) has its settings and curves
+    compared, with ``unscored`` saying why it has no scores; with no epoch finished either, it is refused."""
     summary = run_list.summarize(run_dir)
-    run_list.require_scored(run_dir, "a comparison")
+    try:
+        run_list.require_scored(run_dir, "comparing its F1 and mistakes")
+        unscored = None
+    except FmnistError as exc:  # what to do about it, as any command that needs its scores says
+        if not (run_dir / artifacts.HISTORY).is_file():
+            raise
+        unscored = exc
     if not (run_dir / artifacts.HISTORY).is_file():
         raise FmnistError(f"{run_dir / artifacts.HISTORY} is missing: {HISTORY_ADVICE}")
     config = read_config(run_dir)
     history = checked_history(run_dir, config, HISTORY_ADVICE)
+    if unscored:
+        if not history.get("loss"):  # no epoch's curve to draw either
+            raise unscored
+        return {"summary": {**summary, "epoch_kept": None}, "history": history, "config": config, "f1": None,
+                "confusion_matrix": None, "unscored": str(unscored)}
     metrics = read_metrics(run_dir)
     if not {"per_class", "confusion_matrix"} <= set(metrics):
         raise FmnistError(f"{run_dir / artifacts.METRICS} lacks per-class metrics; rerun 'fmnist evaluate {run_dir}'")
@@ -133,7 +145,7 @@ def _load(run_dir: Path) -> dict[str, Any]:
         raise FmnistError(f"{run_dir / artifacts.METRICS} is damaged ({type(exc).__name__}: {exc}): run "
                           f"'fmnist evaluate {run_dir}' to write it again") from None
     return {"summary": {**summary, "epoch_kept": artifacts.kept_epoch(history, config)}, "history": history,
-            "config": config, "f1": f1, "confusion_matrix": matrix}
+            "config": config, "f1": f1, "confusion_matrix": matrix, "unscored": None}
 
 
 def default_output(run_dirs: list[Path], runs_dir: Path) -> tuple[Path, str]:
@@ -165,6 +177,9 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
         given = "--output"
     output = runs.prepare_output(output, given, ".html")
     loaded = [_load(runs.require_run_dir(r)) for r in run_dirs]
+    for item in loaded:
+        if item["unscored"]:
+            log.warning("%s: the page compares its settings and learning curves, not its scores", item["unscored"])
     names = run_labels(run_dirs)
     replaced = output.exists()
     artifacts.write_text(output, _page(names, loaded, _tables(run_dirs, names, loaded)))
@@ -201,12 +216,14 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
     headline_differ = {i for i, row in enumerate(headline)
                        if row[0] in COMPARABLE_ROWS and len(set(row[1:])) > 1}
     settings, differ = settings_rows([item["config"] for item in loaded])
-    f1 = {name: item["f1"] for name, item in zip(names, loaded)}
+    # The scores of the runs scored; one not yet scored is said so above them.
+    f1 = {name: item["f1"] for name, item in zip(names, loaded) if item["f1"] is not None}
     f1_rows = [
-        [c, *(f"{f1[n][i]:.4f}" for n in names), f"{max(f1[n][i] for n in names) - min(f1[n][i] for n in names):.4f}"]
+        [c, *(f"{f1[n][i]:.4f}" for n in f1), f"{max(f1[n][i] for n in f1) - min(f1[n][i] for n in f1):.4f}"]
         for i, c in enumerate(CLASS_NAMES)
-    ]
-    changes = mistake_changes([item["confusion_matrix"] for item in loaded])
+    ] if f1 else []
+    scored = [item for item in loaded if item["f1"] is not None]
+    changes = mistake_changes([item["confusion_matrix"] for item in scored]) if len(scored) > 1 else []
     change_rows = [
         [ch["class"], *ch["mistakes"], ch["change"],
          f"as {ch['most_moved']}: {' / '.join(map(str, ch['most_moved_counts']))}"]
@@ -221,13 +238,16 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
         + "; ".join(f"{target} ({html.escape(', '.join(runs_of))})" for target, runs_of in sorted(losses.items()))
         + ". Compare those curves within each kind only; the accuracies compare across them.</b></p>")
     note = ""
-    if len({int(np.sum(item["confusion_matrix"])) for item in loaded}) > 1:
+    if len({int(np.sum(item["confusion_matrix"])) for item in scored}) > 1:
         note = "<p><b>These runs were scored on different numbers of test images: compare counts with care.</b></p>"
+    unscored = "".join(f"<p><b>{html.escape(item['unscored'])}: its settings and learning curves are compared, not "
+                       "its scores.</b></p>" for item in loaded if item["unscored"])
     if any(headline[i][0] in ("images (--limit)", "validation fraction") for i in headline_differ):
         curves_note += ("<p><b>Their validation curves are measured on validation sets of different sizes (another "
                         "--limit or validation fraction): compare them with care.</b></p>")
     return {"headline": headline, "headline_differ": headline_differ, "settings": settings, "differ": differ,
             "f1": f1, "f1_rows": f1_rows, "change_rows": change_rows, "curves_note": curves_note, "note": note,
+            "unscored": unscored, "scored": len(scored),
             **_group_scores([group for group in dict.fromkeys(groups) if group is not None]),
             # A group's runs under its name once: "A vs B", not each seed of each
             "title": " vs ".join(dict.fromkeys(group.name if group else name for group, name in zip(groups, names)))}
@@ -292,7 +312,8 @@ def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]
     with tempfile.TemporaryDirectory() as tmp:
         curves, bars, group_bars = Path(tmp) / "curves.png", Path(tmp) / "f1.png", Path(tmp) / "group_f1.png"
         plots.compare_curves_png({n: item["history"] for n, item in zip(names, loaded)}, curves)
-        plots.grouped_bars_png(list(CLASS_NAMES), f1, "F1 per class (test set)", bars)
+        if f1:
+            plots.grouped_bars_png(list(CLASS_NAMES), f1, "F1 per class (test set)", bars)
         groups = ""
         if tables["group_rows"]:
             groups = table_html(["group", "seeds", "test accuracy, mean ± sd", "95% interval of the mean",
@@ -306,17 +327,26 @@ def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]
                                    spread=tables["group_f1_sd"])
             groups += image_html(group_bars, "F1 per class, one bar per group: the mean over its seeds, whiskers one "
                                              "standard deviation")
+        scored = list(f1)  # the runs with test scores, whose columns the score tables have
+        f1_section = "<p>None of these runs is scored yet.</p>"
+        if f1:
+            f1_section = image_html(bars, "F1 per class, one bar per run") + table_html(["class", *scored, "range"],
+                                                                                        f1_rows)
+        if change_rows:
+            changes = table_html(["true class", *(f"mistakes, {n}" for n in scored), "range",
+                                  "confusion that moved most"], change_rows)
+        elif tables["scored"] > 1:
+            changes = "<p>No class's count of mistakes differs between these runs.</p>"
+        else:
+            changes = "<p>Fewer than two of these runs are scored: there are no mistakes to set side by side.</p>"
         sections = [
             ("Runs (differences that bear on comparing them highlighted)",
-             table_html(["run", *names], headline, highlight=tables["headline_differ"])),
+             tables["unscored"] + table_html(["run", *names], headline, highlight=tables["headline_differ"])),
             *([("--seeds groups (over all their seeds)", groups)] if groups else []),
             ("Settings (differences highlighted)", table_html(["setting", *names], settings, highlight=differ)),
             ("Learning curves (shared axes)",
              curves_note + image_html(curves, "loss and accuracy of every run on shared axes")),
-            ("F1 per class", image_html(bars, "F1 per class, one bar per run")
-             + table_html(["class", *names, "range"], f1_rows)),
-            ("Classes whose mistakes changed most", note + (table_html(
-                ["true class", *(f"mistakes, {n}" for n in names), "range", "confusion that moved most"],
-                change_rows) if change_rows else "<p>No class's count of mistakes differs between these runs.</p>")),
+            ("F1 per class", f1_section),
+            ("Classes whose mistakes changed most", note + changes),
         ]
         return page(f"fmnist: {tables['title']}", sections)

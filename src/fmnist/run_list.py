@@ -4,7 +4,10 @@ files are there; the small formatting helpers the other tables share; and the re
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
 import statistics
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -248,14 +251,16 @@ def _unbegun_group(group_dir: Path) -> dict[str, Any]:
                                 runs.RUNNING if live else runs.KILLED, notes)
 
 
-def runs_command(runs_dir: Path | None = None) -> tuple[str, dict[str, Any]]:
+def runs_command(runs_dir: Path | None = None, wide: bool = False) -> tuple[str, dict[str, Any]]:
     """`fmnist runs`: the table of the runs in ``runs_dir`` (given, it must exist; else ./runs, perhaps not yet made),
-    and the same as a record for --json."""
+    narrowed to the terminal unless ``wide``, and the same as a record for --json."""
     folder = runs_folder(runs_dir)
     rows = list_runs(folder, must_exist=runs_dir is not None)
     groups = seed_groups(rows, folder)
     _note_passed_over(rows, groups)
-    text = format_runs(rows, groups, folder) if rows else f"no runs in {folder} yet: start one with 'fmnist train'"
+    width = None if wide else terminal_width()
+    text = (format_runs(rows, groups, folder, width) if rows else
+            f"no runs in {folder} yet: start one with 'fmnist train'")
     return text, {"runs_dir": folder, "runs": rows, "groups": groups}
 
 
@@ -382,24 +387,41 @@ def _note_passed_over(rows: list[dict[str, Any]], groups: list[dict[str, Any]]) 
 
 
 NOTE_INDENT = "    "  # a run's notes, each on a line of its own below it: the table stays as wide as its cells
+MEMBER_INDENT = "  "  # a --seeds group's run, under its group's line: its own folder's name, which commands take too
+
+# Left out first where the table is wider than the terminal: what tells one run from another least goes first.
+NARROWING = ("backend", "limit", "batch", "lr", "seed", "network", "train s", "macro F1", "epochs (kept)")
+STATUS_FITTED = 27  # the status counted as at most this wide ("mean of 10 seeds, sd 0.0123"): a longer one wraps
 
 
-def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), runs_dir: Path = Path(".")) -> str:
+def terminal_width() -> int | None:
+    """The terminal's width where stdout is one or COLUMNS gives it, else None: a pipe or a file gets every column."""
+    if "COLUMNS" in os.environ or sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), runs_dir: Path = Path("."),
+                width: int | None = None) -> str:
     """The runs as an aligned text table, one line each, and below a run its notes, the settings it changed in its
-    recipe first; a ``--seeds`` group's line, with its mean, above its newest run. No column of when a run was
-    created: its name begins with it (``--json`` gives it)."""
+    recipe first; a ``--seeds`` group's line, with its mean, above its newest run, its runs indented under it.
+    No column of when a run was created: its name begins with it (``--json`` gives it). Columns are left out, and
+    named, until the table fits ``width`` characters."""
     header = ["run", "recipe", "network", "lr", "batch", "limit", "seed", "backend", "epochs (kept)",
               "test acc", "macro F1", "train s", "status"]
     lines, notes = [header], {}
     groups_left = {g["group"]: g for g in groups}
+    under = None  # the group whose line, or a run of it, is the line above
     for r in rows:
-        group = groups_left.pop(Path(r["run"]).parent.as_posix(), None)
+        parent = Path(r["run"]).parent.as_posix()
+        group = groups_left.pop(parent, None)
         if group:
             lines.append(_group_line(group, r, Path(runs_dir)))
+        under = parent if group or parent == under else None
         s = r["settings"]
         recipe, changed_note = _recipe_cell(s)
         lines.append([
-            r["run"], recipe, cell(run_settings.network_text(s)),
+            MEMBER_INDENT + Path(r["run"]).name if under else r["run"], recipe, cell(run_settings.network_text(s)),
             cell(artifacts.json_number(s.get("learning_rate")), "{:.3g}"), cell(s.get("batch_size")),
             cell(s.get("limit")), cell(s.get("seed")),
             cell(r["backend"]), cell(r["epochs"]) + ("" if r["epoch_kept"] is None else f" ({r['epoch_kept']})"),
@@ -409,11 +431,31 @@ def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), r
         notes[len(lines) - 1] = [changed_note] * bool(changed_note) + r["notes"]
     shown = [[_as_printed(c) for c in line] for line in lines]
     widths = [max(len(line[i]) for line in shown) for i in range(len(header))]
+    kept, left_out = _columns_fitting(header, widths, width)
     printed = []
     for i, line in enumerate(shown):
-        printed.append("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+        printed.append("  ".join(line[c].ljust(widths[c]) for c in kept).rstrip())
         printed += [NOTE_INDENT + _as_printed(note) for note in notes.get(i, [])]
+    if left_out:
+        printed.append(f"(left out to fit {width} characters: {', '.join(left_out)}; --wide shows them)")
     return "\n".join(printed)
+
+
+def _columns_fitting(header: list[str], widths: list[int], width: int | None) -> tuple[list[int], list[str]]:
+    """The columns kept, by index, and those left out, by name, in :data:`NARROWING`'s order, to fit ``width``."""
+    kept = list(range(len(header)))
+
+    def table_width() -> int:
+        return sum(min(widths[c], STATUS_FITTED) if c == len(header) - 1 else widths[c] for c in kept) + 2 * (
+            len(kept) - 1)
+
+    left_out = []
+    for name in NARROWING:
+        if width is None or table_width() <= width:
+            break
+        kept.remove(header.index(name))
+        left_out.append(name)
+    return kept, left_out
 
 
 def _as_printed(text: Any) -> str:
