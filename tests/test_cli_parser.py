@@ -77,6 +77,13 @@ def test_a_command_flag_given_before_the_command_says_where_it_goes(capsys):
      "argument --hidden-sizes: '512,,64' is not a comma-separated list of sizes, e.g. 512,256,64,32"),
     (["train", "--hidden-sizes", "512,"],
      "argument --hidden-sizes: '512,' is not a comma-separated list of sizes, e.g. 512,256,64,32"),
+    # Keras counts the epoch that missed: 0 would act as 1 does.
+    (["train", "--early-stopping-patience", "0"],
+     "argument --early-stopping-patience: '0' must be positive: 1 already acts on the first epoch without a lower "
+     "val_loss"),
+    (["tune", "--lr-patience", "0"],
+     "argument --lr-patience: '0' must be positive: 1 already acts on the first epoch without a lower val_loss"),
+    (["train", "--lr-patience", "-1"], "argument --lr-patience: '-1' must be positive"),
 ])
 def test_an_option_out_of_its_range_is_a_usage_error(capsys, args, refusal):
     from fmnist.cli import main

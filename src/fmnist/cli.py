@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn
 
 from fmnist import __version__, artifacts, defaults, stopping
-from fmnist.cli_parser import (Parser, input_file, int_between, layer_sizes, nonempty, nonempty_path, positive_int,
-                               positive_seconds, probability, seed_count)
+from fmnist.cli_parser import (Parser, input_file, int_between, layer_sizes, nonempty, nonempty_path, patience,
+                               positive_int, positive_seconds, probability, seed_count)
 from fmnist.errors import ErrorsPerInput, FmnistError, first_line, one_line
 from fmnist.settings import BACKENDS, DEFAULT_BACKEND, FLAG_SETTINGS, PREFERRED_BACKEND, RECIPES, TrainSettings, flag
 
@@ -399,11 +399,11 @@ def _fixed_settings(p: argparse.ArgumentParser, recipes: bool) -> None:
     p.add_argument("--validation-fraction", type=float,
                    help="share of the training images (the 60,000, or --limit's N) held out for validation, "
                         f"between 0 and 1 (default: {default} {spec.validation_fraction})")
-    p.add_argument("--early-stopping-patience", type=positive_int,
+    p.add_argument("--early-stopping-patience", type=patience,
                    help="epochs in a row without a lower val_loss (the validation split's) before training stops, "
                         "the best epoch's weights kept; spec recipe's plateau schedule "
                         f"(default {spec.early_stopping_patience})")
-    p.add_argument("--lr-patience", type=positive_int,
+    p.add_argument("--lr-patience", type=patience,
                    help="epochs in a row without a lower val_loss before the learning rate is multiplied by "
                         f"--lr-factor; spec recipe's plateau schedule (default {spec.lr_patience})")
     p.add_argument("--seed", type=int,

@@ -180,6 +180,15 @@ def int_between(low: int, high: int | None = None) -> Callable[[str], int]:
 positive_int = int_between(1)
 
 
+def patience(value: str) -> int:
+    """An argparse type: a plateau callback's patience, 1 or more; 0 is told why it adds nothing."""
+    number = int_between(0)(value)
+    if number == 0:  # Keras counts the epoch that missed: patience 1 already acts on the first one, as 0 would
+        raise argparse.ArgumentTypeError(f"{value!r} must be positive: 1 already acts on the first epoch without a "
+                                         "lower val_loss")
+    return number
+
+
 def seed_count(value: str) -> int:
     """An argparse type: a number of seeds for a group, checked as ``train_seeds`` checks it."""
     from fmnist.seeds import check_count  # imported only when --seeds is given: --help stays light
