@@ -471,6 +471,35 @@ def test_a_continued_study_runs_again_what_a_stop_or_a_dead_worker_cut_short(tmp
         open_study("s", store, shown, BASE)
 
 
+def test_a_worker_takes_up_the_trial_of_a_worker_beside_it_that_died_meanwhile(tmp_path, dataset, monkeypatch, caplog):
+    import fmnist.tune
+
+    run_trial, dead = fmnist.tune._run_trial, []
+
+    def beside_a_worker_that_dies(trial, *args, **kwargs):  # the trial is trained as ever
+        if not dead:  # while this worker's first trial trains, another starts one and is killed
+            store, shown = open_storage(None, tmp_path)
+            other = optuna.load_study(study_name="s", storage=store).ask()
+            process = subprocess.Popen(["sleep", "30"])
+            other.set_user_attr("worker", worker_key(process.pid))
+            other.set_user_attr("host", socket.gethostname())
+            suggest(other, BASE)
+            process.kill()
+            process.wait()
+            dead.append(other)
+        return run_trial(trial, *args, **kwargs)
+
+    monkeypatch.setattr(fmnist.tune, "_run_trial", beside_a_worker_that_dies)
+    with caplog.at_level(logging.INFO, logger="fmnist.tune"):
+        result = tune(BASE, "jax", 2, "s", runs_dir=tmp_path, dataset=dataset)
+    [killed] = dead
+    trials = optuna.load_study(study_name="s", storage=open_storage(None, tmp_path)[0]).get_trials()
+    assert [t.number for t in trials] == [0, killed.number, 2] and result.states == {"complete": 2, "killed": 1}
+    assert trials[2].user_attrs["retry_of"] == killed.number and trials[2].params == killed.params  # taken up next
+    assert (f"trial {killed.number}, cut short (stopped, or its worker died), is taken up again next"
+            in caplog.messages)
+
+
 def test_a_study_made_this_instant_by_another_worker_is_continued_with_its_makers_settings(tmp_path):
     import threading
 

@@ -425,6 +425,7 @@ def tune(
         done.append(trial.number)
         log.info("trial %d %s: val_loss %s", trial.number, trial_state(trial),
                  f"{trial.value:.4f}" if trial.value is not None else "-")
+        _take_up_cut_short(study, store, "next")  # a worker beside this one died meanwhile, or was stopped
 
     unfailed: list[int] = []
     try:
@@ -471,11 +472,18 @@ def open_study(name: str, store: optuna.storages.BaseStorage, shown: str, base: 
     _refuse_other_settings(study, base)
     log.info("continuing study %r in %s (%d trial%s so far)", name, shown, len(study.trials),
              "" if len(study.trials) == 1 else "s")
+    _take_up_cut_short(study, store, "first")
+    return study
+
+
+def _take_up_cut_short(study: optuna.Study, store: optuna.storages.BaseStorage, when: str) -> None:
+    """Queue again the trials a stop or a dead worker cut short (:func:`_retry_cut_short`), saying which."""
     retried = _retry_cut_short(study, store)
     if retried:
-        log.info("trials cut short (stopped, or their worker died) are taken up again first: %s",
-                 ", ".join(map(str, retried)))
-    return study
+        one = len(retried) == 1
+        log.info("%s, cut short (stopped, or %s worker died), %s taken up again %s",
+                 f"trial {retried[0]}" if one else f"trials {', '.join(map(str, retried))}",
+                 "its" if one else "their", "is" if one else "are", when)
 
 
 def _fixed(base: TrainSettings) -> dict[str, Any]:
