@@ -14,8 +14,8 @@ from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
 from fmnist.facts import CLASS_NAMES
 from fmnist.resume import resume_run
-from fmnist.seeds import (_member_dirs, refuse_other_runs, resume_seeds, summarise, summary_record, summary_text,
-                          train_seeds)
+from fmnist.seeds import (_member_dirs, interval_text, refuse_other_runs, resume_seeds, summarise, summary_record,
+                          summary_text, train_seeds)
 from fmnist.settings import TrainSettings
 
 
@@ -38,7 +38,11 @@ def test_the_interval_stays_within_what_an_accuracy_can_be():
     f1 = [dict.fromkeys(CLASS_NAMES, 0.5)] * 3
     assert summarise(near_one, f1)["test_accuracy"]["ci95"] == pytest.approx([low, 1.0])
     assert summarise([1 - a for a in near_one], f1)["test_accuracy"]["ci95"] == pytest.approx([0.0, 1 - low])
-    assert summarise([0.1, 0.6], f1[:2])["test_accuracy"]["ci95"] == [0.0, 1.0]  # two seeds far apart
+    apart = summarise([0.1, 0.6], f1[:2])  # two seeds far apart: clipped at both ends, it bounds nothing
+    assert apart["test_accuracy"]["ci95"] == [0.0, 1.0]
+    assert interval_text(apart["test_accuracy"]["ci95"]) == (
+        "0.0000-1.0000 (all of 0-1: too few seeds for how far apart they scored; more narrow it)")
+    assert interval_text(summarise(near_one, f1)["test_accuracy"]["ci95"], " to ") == f"{low:.4f} to 1.0000"
 
 
 def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by_resume(tmp_path, tiny_data, caplog):

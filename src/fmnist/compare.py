@@ -17,7 +17,7 @@ from fmnist.facts import CLASS_NAMES
 from fmnist.html_page import image_html, page, table_html
 from fmnist.recipes import unused_settings
 from fmnist.report import checked_history, loss_target, read_config, read_metrics
-from fmnist.seeds import summary_entries
+from fmnist.seeds import interval_text, summary_entries
 from fmnist.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -274,7 +274,7 @@ def _group_scores(groups: list[Path]) -> dict[str, Any]:
                     0 <= value <= 1 for value in values):  # NaN too
                 raise ValueError("a score outside 0-1")
             rows.append([group.name, str(summary["seeds"]), f"{accuracy['mean']:.4f} ± {accuracy['std']:.4f}",
-                         f"{accuracy['ci95'][0]:.4f} to {accuracy['ci95'][1]:.4f}", f"{np.mean(means):.4f}"])
+                         interval_text(accuracy["ci95"], " to "), f"{np.mean(means):.4f}"])
             f1[group.name], f1_sd[group.name] = means, sds
             accuracies[group.name] = values
         except (FmnistError, KeyError, TypeError, ValueError, IndexError, AttributeError):  # edited by hand since

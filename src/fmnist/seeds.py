@@ -52,6 +52,14 @@ def accuracy_spread(accuracies: list[float], level: float = 0.95) -> dict[str, A
     return {"values": values.tolist(), "mean": mean, "std": std, "ci95": [max(mean - half, 0.0), min(mean + half, 1.0)]}
 
 
+def interval_text(ci95: list[float], joiner: str = "-") -> str:
+    """An interval of the mean accuracy as summaries print it; one clipped to all of 0-1 is said to bound nothing."""
+    low, high = ci95
+    unbounded = " (all of 0-1: too few seeds for how far apart they scored; more narrow it)" if (low, high) == (
+        0.0, 1.0) else ""
+    return f"{low:.4f}{joiner}{high:.4f}{unbounded}"
+
+
 def check_count(seeds: int) -> None:
     """Refuse a number of seeds that cannot make a group."""
     if seeds < 2:
@@ -256,7 +264,7 @@ def summary_text(group: Path, summary: dict[str, Any]) -> str:
     f1 = summary["per_class_f1"][weakest]
     return (
         f"{summary['seeds']} seeds: test accuracy mean {acc['mean']:.4f} ± sd {acc['std']:.4f} "
-        f"(95% CI of the mean over the seeds {acc['ci95'][0]:.4f}-{acc['ci95'][1]:.4f}); "
+        f"(95% CI of the mean over the seeds {interval_text(acc['ci95'])}); "
         f"weakest class {weakest} F1 {f1['mean']:.4f} ± sd {f1['std']:.4f}\n"
         f"training {summary['train_seconds']['mean']:.1f}s per seed; "
         f"ECE {summary['ece_before_scaling']['mean']:.4f} -> {summary['ece']['mean']:.4f} after scaling\n"
