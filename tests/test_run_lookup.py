@@ -34,6 +34,8 @@ def test_resolve_run_takes_a_path_or_a_name(mixed_runs, tmp_path):
         run_lookup.resolve_resumable(Path("typo"), tmp_path)
     with pytest.raises(FmnistError, match=f"model.keras is a file of a run: give the run's directory, {finished}$"):
         run_lookup.resolve_run(str(finished / artifacts.MODEL), mixed_runs["dir"])
+    with pytest.raises(FmnistError, match=f"config.json is a file of a run: give the run's directory, {finished}$"):
+        run_lookup.resolve_resumable(finished / artifacts.CONFIG, mixed_runs["dir"])  # a resume's, as every command's
     photo = tmp_path / "shirt.png"  # a photo given first, the run forgotten
     photo.write_bytes(b"\x89PNG")
     with pytest.raises(FmnistError, match=f"^{photo} is a file, not a run: give a run directory or the name of one"):

@@ -13,8 +13,8 @@ from fmnist import artifacts
 from fmnist.errors import FmnistError
 from fmnist.run_locks import held_lock
 from fmnist.run_settings import settings_of
-from fmnist.runs import (GROUP_DEPTH, WAIT_FOR_TRAINING, is_seed_group, refuse_group_in_training, require_run_dir,
-                         run_dirs)
+from fmnist.runs import (GROUP_DEPTH, WAIT_FOR_TRAINING, is_seed_group, refuse_file_of_run, refuse_group_in_training,
+                         require_run_dir, run_dirs)
 
 
 def resolve_run(name: str | Path, runs_dir: Path, groups_too: bool = False) -> Path:
@@ -31,8 +31,7 @@ def resolve_run(name: str | Path, runs_dir: Path, groups_too: bool = False) -> P
         return require_run_dir(nested)
     if (Path(runs_dir) / name).is_dir():
         return require_run_dir(Path(runs_dir) / name)  # a group's or a study's folder, named: say what it is
-    if Path(name).is_file() and (Path(name).parent / artifacts.CONFIG).is_file():
-        raise FmnistError(f"{name} is a file of a run: give the run's directory, {Path(name).parent}")
+    refuse_file_of_run(Path(name))
     raise _no_run(name, runs_dir, groups_too)
 
 
@@ -113,6 +112,7 @@ def idle_run(name: str | Path, runs_dir: Path, doing: str) -> Iterator[Path]:
 def resolve_resumable(name: Path, runs_dir: Path) -> Path:
     """A run or --seeds group to resume, given as a path or as its name in ``runs_dir`` (or in a group there)."""
     if Path(name).exists():
+        refuse_file_of_run(Path(name))
         return Path(name)
     if (Path(runs_dir) / name).is_dir():
         return Path(runs_dir) / name

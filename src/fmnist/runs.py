@@ -174,6 +174,7 @@ def require_run_dir(run_dir: Path) -> Path:
         run_dir = absolute(run_dir)
     require_utf8_name(_resolved(run_dir, "the run", "give a run directory made by 'fmnist train'"))
     refuse_seed_group(run_dir)
+    refuse_file_of_run(run_dir)
     if not (run_dir / artifacts.CONFIG).is_file():
         inner = run_folders(run_dir) if run_dir.is_dir() else []
         if inner:  # a study's folder, or a runs directory
@@ -181,6 +182,12 @@ def require_run_dir(run_dir: Path) -> Path:
         raise FmnistError(
             f"{run_dir} is not a run directory (no {artifacts.CONFIG}); give a directory made by 'fmnist train'")
     return run_dir
+
+
+def refuse_file_of_run(path: Path) -> None:
+    """Refuse one of a run's files given for the run (its model.keras, its config.json), naming the run."""
+    if Path(path).is_file() and (Path(path).parent / artifacts.CONFIG).is_file():
+        raise FmnistError(f"{path} is a file of a run: give the run's directory, {Path(path).parent}")
 
 
 # What a status.json of ours says; `fmnist runs` shows a running run whose process is gone as killed.
