@@ -13,7 +13,7 @@ from sklearn.metrics import accuracy_score, log_loss
 
 from fmnist import artifacts, model_files, run_list
 from fmnist.data import load_dataset, to_features
-from fmnist.evaluate import calibration_metrics, evaluate_run, likely_cause
+from fmnist.evaluate import FEW_STEPS, calibration_metrics, evaluate_run, likely_cause
 from fmnist.explain import EXPLAINED_MISTAKES, occlusion_maps
 from fmnist.metrics import calibration_bins
 
@@ -174,17 +174,38 @@ def test_a_model_no_better_than_guessing_is_called_so(tmp_path, tiny_run_dir, ca
     assert run_list.summarize(run)["notes"] == ["learned next to nothing: its report says the likely cause"]
     # Trained at the spec's rate, a working one: the cause named is too few steps, not the rate.
     assert artifacts.read_json(run / artifacts.CONFIG)["settings"]["learning_rate"] == 0.001
-    assert ("It reached only 0.1" in caplog.text and "on its training images, at the spec recipe's learning rate "
-            "(0.001), a working one: too few training steps are the usual cause; train for more epochs\n"
-            in caplog.text)
-    assert "BatchNorm" not in caplog.text and "A learning rate far from" not in caplog.text
     config = artifacts.read_json(run / artifacts.CONFIG)
-    artifacts.write_json(run / artifacts.CONFIG, {**config, "settings": {**config["settings"], "learning_rate": 2.5}})
-    assert likely_cause(run).startswith("A learning rate far from a working one is the usual cause (this run's 2.5; "
-                                        "the spec's 0.001)")
-    artifacts.write_json(run / artifacts.CONFIG, {**config, "settings": {**config["settings"], "learning_rate": 2e-3}})
-    assert likely_cause(run).endswith("at the cnn recipe's learning rate (0.002), a working one: too few training "
-                                      "steps are the usual cause; train for more epochs")
+    # Its steps: each epoch's batches of its training split.
+    steps = len(artifacts.read_history(run)["loss"]) * -(-len(artifacts.read_split(run, "train")) //
+                                                         config["settings"]["batch_size"])
+    assert ("It reached only 0.1" in caplog.text and "on its training images, at the spec recipe's learning rate "
+            f"(0.001), a working one: too few training steps ({steps} in all) are the usual cause; train for more "
+            "epochs\n" in caplog.text)
+    assert "BatchNorm" not in caplog.text and "A learning rate far from" not in caplog.text
+
+    def cause_at(rate: float) -> str:
+        artifacts.write_json(run / artifacts.CONFIG,
+                             {**config, "settings": {**config["settings"], "learning_rate": rate}})
+        return likely_cause(run)
+
+    assert cause_at(2.5).startswith("A learning rate far from a working one is the usual cause (this run's 2.5; the "
+                                    "spec's 0.001)")
+    assert cause_at(2e-3).endswith(f"at the cnn recipe's learning rate (0.002), a working one: too few training steps "
+                                   f"({steps} in all) are the usual cause; train for more epochs")
+    # A rate tune might draw, neither a recipe's nor far from one: the few steps named, not the rate.
+    assert cause_at(1.447e-4).endswith(f"at a learning rate of 0.0001447, within ten times the spec's 0.001: too few "
+                                       f"training steps ({steps} in all) are the usual cause; train for more epochs")
+    assert cause_at(9e-6).startswith("A learning rate far from a working one")
+    kept = (run / artifacts.SPLIT).read_bytes()
+    with np.load(run / artifacts.SPLIT) as split:  # as if it had taken FEW_STEPS or more
+        copies = -(-FEW_STEPS * config["settings"]["batch_size"] // len(split["train"]))
+        np.savez(run / artifacts.SPLIT, train=np.tile(split["train"], copies), validation=split["validation"])
+    assert cause_at(1.447e-4).startswith("Its learning rate (0.0001447) lies within ten times the spec's (0.001) and "
+                                         "it trained for ")
+    (run / artifacts.SPLIT).unlink()  # steps unknown: the rate's cause, as before steps were counted
+    assert "too few training steps are the usual cause" in cause_at(0.001)
+    (run / artifacts.SPLIT).write_bytes(kept)
+    artifacts.write_json(run / artifacts.CONFIG, config)
     caplog.clear()
     # Had it fitted its training images (a ConvNet after a few dozen steps does), the cause named is BatchNorm's.
     epochs = len(artifacts.read_history(run)["loss"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -167,9 +168,10 @@ def likely_cause(run_dir: Path) -> str:
     if untaught:  # its answers are most of what the student learns from
         return f"The usual cause: {untaught}, and the student learns from its answers; distil from one that scored well"
     try:
-        fitted = max(artifacts.read_history(run_dir).get("accuracy") or [None])
+        history = artifacts.read_history(run_dir)
     except (FmnistError, OSError):  # no history to tell
-        fitted = None
+        history = {}
+    fitted = max(history.get("accuracy") or [None])
     limited = isinstance(settings, dict) and settings.get("limit")
     more = "train for more epochs" + (" on more images (a larger --limit)" if limited else "")
     if fitted is not None and fitted >= 0.5:  # it learned its own images, yet answers others as if it had not
@@ -178,10 +180,29 @@ def likely_cause(run_dir: Path) -> str:
                 "with a smaller --batch-size")
     working = {name: recipe.get("learning_rate", spec_rate) for name, recipe in RECIPES.items()}
     recipe = next((name for name, known in working.items() if rate == known), None)
+    steps = _training_steps(run_dir, settings, len(history.get("loss", ())))
+    reached = "" if fitted is None else f"It reached only {fitted:.2f} on its training images, "
+    too_few = f"too few training steps{'' if steps is None else f' ({steps} in all)'} are the usual cause; {more}"
     if recipe:  # a rate known to work: too little to learn from, or too little time
-        reached = "" if fitted is None else f"It reached only {fitted:.2f} on its training images, "
-        return (f"{reached}at the {recipe} recipe's learning rate ({rate:g}), a working one: too few training steps "
-                f"are the usual cause; {more}")
+        return f"{reached}at the {recipe} recipe's learning rate ({rate:g}), a working one: {too_few}"
+    near = rate is not None and spec_rate / 10 <= rate <= spec_rate * 10  # as tune searches
+    if near and steps is not None and steps < FEW_STEPS:
+        return f"{reached}at a learning rate of {rate:g}, within ten times the spec's {spec_rate:g}: {too_few}"
+    if near:
+        return (f"Its learning rate ({rate:g}) lies within ten times the spec's ({spec_rate:g}) and it trained for "
+                f"{steps} steps: the report's curves tell what held it back")
     own = "" if rate is None else f"this run's {rate:g}; "
     return (f"A learning rate far from a working one is the usual cause ({own}the spec's {spec_rate:g}): the "
             "report's curves tell")
+
+
+# Training steps under which a run at a workable rate has not had time to learn (the spec's recipe: 750 an epoch).
+FEW_STEPS = 1000
+
+
+def _training_steps(run_dir: Path, settings: Any, epochs: int) -> int | None:
+    """The optimizer steps the run took: its epochs times the batches in its training split; None if unknown."""
+    try:
+        return epochs * -(-len(artifacts.read_split(run_dir, "train")) // int(settings["batch_size"]))
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):  # no split, or a damaged config
+        return None
