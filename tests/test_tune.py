@@ -500,6 +500,18 @@ def test_a_worker_takes_up_the_trial_of_a_worker_beside_it_that_died_meanwhile(t
             in caplog.messages)
 
 
+def test_train_best_of_a_study_without_a_finished_trial_names_the_command_that_runs_them(tmp_path):
+    store, shown = open_storage(None, tmp_path)
+    open_study("s", store, shown, dataclasses.replace(BASE, limit=600))
+    with pytest.raises(FmnistError) as refused:
+        train_best("s", {}, "jax", runs_dir=tmp_path)
+    assert str(refused.value) == (f"study 's' in {shown} has no finished trial yet: 'fmnist tune --study s --storage "
+                                  f"{shown} --epochs 2 --limit 600 --lr-patience 1' runs them")
+    command = shlex.split(re.search(r"'(fmnist tune .*)' runs them$", str(refused.value))[1])
+    parsed = build_parser().parse_args(command[1:])  # as typed: the flags tune takes
+    assert (parsed.study, parsed.storage, parsed.epochs, parsed.limit) == ("s", shown, 2, 600)
+
+
 def test_a_study_made_this_instant_by_another_worker_is_continued_with_its_makers_settings(tmp_path):
     import threading
 

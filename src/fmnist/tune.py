@@ -604,9 +604,13 @@ def train_best(
 
     study, shown, runs_dir = load_study(study_name, storage, runs_dir)
     best = best_trial(study)
-    if best is None:
-        raise FmnistError(f"study {study_name!r} in {shown} has no finished trial yet")
     recorded, spec = study.user_attrs.get(FIXED_SETTINGS) or {}, TrainSettings()
+    if best is None:  # the command that runs its trials, with the settings they share
+        fixed = "".join(f" {flag(k)} {','.join(map(str, v)) if isinstance(v, list) else v}"
+                        for k, v in sorted(recorded.items())
+                        if k in FLAG_SETTINGS and v is not None and v != getattr(spec, k))
+        raise FmnistError(f"study {study_name!r} in {shown} has no finished trial yet: "
+                          f"'fmnist tune --study {study_name} --storage {runs.shell_word(shown)}{fixed}' runs them")
     kept = {k: v for k, v in recorded.items() if k in FLAG_SETTINGS and k not in TRIAL_BUDGET and k not in given
             and v is not None and v != getattr(spec, k)}
     carried = ", ".join(f"{flag(k)} {v}" for k, v in sorted(kept.items()))
