@@ -149,7 +149,12 @@ def _hint(message: str) -> str:
         return "; did you mean --help?"
     lowered = {choice.lower(): choice for choice in choices}  # "CNN" is as near to "cnn" as can be
     close = difflib.get_close_matches(word.lower(), list(lowered), n=1)
-    return f"; did you mean '{lowered[close[0]]}'?" if close else ""
+    if close:
+        return f"; did you mean '{lowered[close[0]]}'?"
+    if message.startswith("argument compare:"):  # `fmnist runs STUDY`, `fmnist runs RUN`: a folder or a run named
+        return (f"; 'fmnist runs' takes no name: 'fmnist runs --runs-dir FOLDER' lists the runs in a folder (a "
+                f"study's, say), 'fmnist runs compare {word} RUN' compares runs")
+    return ""
 
 
 def positive_seconds(value: str) -> float:
