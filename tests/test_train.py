@@ -161,8 +161,9 @@ def test_a_run_that_cannot_write_its_config_leaves_no_folder_behind(tmp_path, ti
     assert list((tmp_path / "runs").iterdir()) == []  # not an empty run for `fmnist runs` to list as unreadable
 
 
-def test_train_writes_a_complete_run_directory(tmp_path, tiny_data):
-    result = tiny_run(tmp_path, tiny_data)
+def test_train_writes_a_complete_run_directory(tmp_path, tiny_data, caplog):
+    with caplog.at_level(logging.INFO, logger="fmnist.train"):
+        result = tiny_run(tmp_path, tiny_data)
     assert EXPECTED_FILES <= {p.name for p in result.run_dir.iterdir()}
     config = json.loads((result.run_dir / artifacts.CONFIG).read_text())
     assert config["settings"]["hidden_sizes"] == [16, 8] and config["backend"] == "jax"
@@ -170,6 +171,11 @@ def test_train_writes_a_complete_run_directory(tmp_path, tiny_data):
     history = artifacts.read_history(result.run_dir)
     assert len(history["loss"]) == result.epochs_run == 3
     assert {"learning_rate", "seconds", "val_loss", "val_accuracy"} <= set(history)
+    # One progress line an epoch, with what history.csv keeps of it: a tiny epoch's seconds in hundredths.
+    said = [m for m in caplog.messages if m.startswith("epoch ")]
+    assert said == [f"epoch {i + 1:3d}/3  loss {history['loss'][i]:.4f}  acc {history['accuracy'][i]:.4f}  "
+                    f"val_loss {history['val_loss'][i]:.4f}  val_acc {history['val_accuracy'][i]:.4f}  "
+                    f"lr {history['learning_rate'][i]:.1e}  {history['seconds'][i]:.2f}s" for i in range(3)]
     status = json.loads((result.run_dir / artifacts.STATUS).read_text())
     assert status["state"] == "finished"
     html = (result.run_dir / artifacts.REPORT_HTML).read_text()

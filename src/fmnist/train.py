@@ -156,10 +156,11 @@ def make_callbacks(settings: TrainSettings, run_dir: Path) -> list:
         the line showed."""
 
         def on_epoch_end(self, epoch, logs=None):
+            seconds = logs["seconds"]  # a tiny run's epochs take hundredths: "0.0s" each would say nothing
             log.info(
-                "epoch %3d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  lr %.1e  %.1fs",
+                "epoch %3d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  lr %.1e  %s",
                 epoch + 1, settings.epochs, logs["loss"], logs["accuracy"], logs["val_loss"],
-                logs["val_accuracy"], logs["learning_rate"], logs["seconds"],
+                logs["val_accuracy"], logs["learning_rate"], f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s",
             )
 
     from fmnist.backup import TrainingBackup
