@@ -344,7 +344,7 @@ def test_a_study_inside_a_run_is_refused_before_any_journal_or_trial(tmp_path, d
     assert not (tmp_path / "r").exists()
 
 
-def test_a_stopped_train_best_says_on_stdout_what_to_resume(tmp_path, capsys, monkeypatch):
+def test_a_stopped_train_best_or_study_says_on_stdout_what_to_resume(tmp_path, capsys, monkeypatch):
     from fmnist import stopping, tune as tune_module
     from fmnist.cli import main
 
@@ -357,6 +357,11 @@ def test_a_stopped_train_best_says_on_stdout_what_to_resume(tmp_path, capsys, mo
     monkeypatch.setattr(tune_module, "train_best", stopped)
     assert main(["tune", "--train-best", "s", "--runs-dir", str(tmp_path / "runs"), "--json"]) == 130
     assert json.loads(capsys.readouterr().out) == {"state": "interrupted", "run_dir": str(run_dir), "resume": command}
+    # A study's trial stopped so: its study named too, which the same tune command continues, finishing the run.
+    monkeypatch.setattr(tune_module, "tune", stopped)
+    assert main(["tune", "--study", "s", "--runs-dir", str(tmp_path / "runs"), "--json"]) == 130
+    assert json.loads(capsys.readouterr().out) == {"state": "interrupted", "run_dir": str(run_dir), "resume": command,
+                                                   "study": "s", "continue_study": "the same 'fmnist tune' command"}
 
 
 @pytest.mark.parametrize("flags, message", [

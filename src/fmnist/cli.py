@@ -171,14 +171,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 @contextlib.contextmanager
-def _stop_reported(args: argparse.Namespace) -> Iterator[None]:
-    """A stop that left a run to finish, told on stdout too under --json: a script learns what to resume, as the
-    log says."""
+def _stop_reported(args: argparse.Namespace, **more: Any) -> Iterator[None]:
+    """A stop that left a run to finish, told on stdout too under --json (with ``more``, a study's name say): a
+    script learns what to resume, as the log says."""
     try:
         yield
     except stopping.RunStopped as stop:
         if args.json:
-            _emit(args, "", {"state": stop.state, "run_dir": stop.run_dir, "resume": stop.resume})
+            _emit(args, "", {"state": stop.state, "run_dir": stop.run_dir, "resume": stop.resume, **more})
         raise
 
 
@@ -223,8 +223,11 @@ def cmd_tune(args: argparse.Namespace) -> None:
     base = _settings_from_args(args)
     from fmnist.tune import summary, tune
 
-    result = tune(base, args.backend, args.trials or defaults.TUNE_TRIALS, args.study or defaults.TUNE_STUDY,
-                  storage=args.storage, runs_dir=args.runs_dir, data_dir=args.data_dir, timeout=args.timeout)
+    study = args.study or defaults.TUNE_STUDY
+    # A trial's run stopped: continuing the study finishes it, as its resume does.
+    with _stop_reported(args, study=study, continue_study="the same 'fmnist tune' command"):
+        result = tune(base, args.backend, args.trials or defaults.TUNE_TRIALS, study, storage=args.storage,
+                      runs_dir=args.runs_dir, data_dir=args.data_dir, timeout=args.timeout)
     _emit(args, summary(result), dataclasses.asdict(result))
 
 
