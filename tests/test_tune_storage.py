@@ -1,6 +1,9 @@
 import contextlib
 import logging
+import os
 import re
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -240,3 +243,37 @@ def test_a_worker_that_loses_the_race_to_make_a_fresh_sqlite_database_tries_agai
         sqlalchemy.event.remove(values, "before_create", other_worker)
     assert raced == ["trial_values"]
     assert shown == f"sqlite:///{database}" and store.get_all_studies() == []
+
+
+def test_a_journal_in_a_folder_that_takes_no_files_is_read_but_not_tuned_in(tmp_path):
+    import optuna
+
+    from fmnist.settings import TrainSettings
+    from fmnist.tune import open_study
+
+    folder = tmp_path / "shared"
+    store, shown = open_storage(None, folder)
+    open_study("s", store, shown, TrainSettings(epochs=2))
+    (folder / "s").mkdir()
+    # As a user other than the folder's owner: root, as tests may run, writes anywhere unless it drops that power.
+    as_other = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+
+    def fmnist(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*as_other, sys.executable, "-m", "fmnist", *args], capture_output=True, text=True)
+
+    folder.chmod(0o555), (folder / "s").chmod(0o555)
+    try:
+        tuned = fmnist("tune", "--study", "s2", "--runs-dir", str(folder), "--trials", "1", "--epochs", "2")
+        assert (tuned.returncode, tuned.stderr) == (1, (
+            f"fmnist: error: cannot open the journal file {folder / 'tune.journal'}: its folder {folder} takes no new "
+            "files (Permission denied), which the journal's lock needs; give --runs-dir, or --storage, a folder you "
+            "may write in\n"))
+        page = fmnist("tune", "--report", "s", "--runs-dir", str(folder))
+        assert (page.returncode, page.stderr) == (1, (  # the page's default place, not a flag never given
+            f"fmnist: error: the page (--output writes it elsewhere) {folder / 's' / 'tune_report.html'}: cannot "
+            f"write in {folder / 's'} (Permission denied)\n"))
+        elsewhere = fmnist("tune", "--report", "s", "--runs-dir", str(folder), "--output", str(tmp_path / "page.html"))
+        assert elsewhere.returncode == 0, elsewhere.stderr  # the study read where nothing may be written
+        assert optuna.load_study(study_name="s", storage=open_storage(None, folder)[0]).trials  # as it was
+    finally:
+        folder.chmod(0o755), (folder / "s").chmod(0o755)

@@ -404,7 +404,7 @@ def tune(
         runs.refuse_inside_run(stored_in.parent, f"the study's {kind} folder")
     store = None
     if stored_in is None or stored_in.is_file():  # a study there with other settings is refused before the data load
-        store, shown = open_storage(storage, runs_dir, on_stale_trial=queue_retry)
+        store, shown = open_storage(storage, runs_dir, on_stale_trial=queue_retry, writes=True)
         try:
             _refuse_other_settings(optuna.load_study(study_name=study_name, storage=store), base)
         except KeyError:  # a new study
@@ -413,7 +413,7 @@ def tune(
     dataset = dataset or load_dataset(data_dir)
     check_inputs(base, dataset)
     if store is None:
-        store, shown = open_storage(storage, runs_dir, on_stale_trial=queue_retry)
+        store, shown = open_storage(storage, runs_dir, on_stale_trial=queue_retry, writes=True)
     study = open_study(study_name, store, shown, base)
     if "lr_factor" not in trial_params(base):
         log.info("the plateau factor is not searched: no epoch of a trial would train at a lowered learning rate "

@@ -100,8 +100,9 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path | N
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # plots that cannot be drawn say so on the page
     study, shown, runs_dir = load_study(study_name, storage, runs_dir)
     study_dir = Path(runs_dir) / study_name
-    output = Path(output) if output else study_dir / artifacts.TUNE_REPORT
-    output = runs.prepare_output(output, "--output", ".html")  # before the plots are drawn
+    # Checked before the plots are drawn; the default place refused is named as such, not as a flag not given.
+    said = "--output" if output else "the page (--output writes it elsewhere)"
+    output = runs.prepare_output(Path(output) if output else study_dir / artifacts.TUNE_REPORT, said, ".html")
     complete = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
                       key=lambda t: t.value)
     names = list(complete[0].params) if complete else []

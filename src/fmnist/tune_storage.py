@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import sqlite3
+import tempfile
 import time
 import urllib.parse
 import warnings
@@ -29,13 +30,14 @@ RDB_ATTEMPTS = 3
 JOURNAL_LOCK_GRACE_S = 30
 
 
-def open_storage(storage: str | None, runs_dir: Path,
-                 on_stale_trial: Callable | None = None) -> tuple[optuna.storages.BaseStorage, str]:
+def open_storage(storage: str | None, runs_dir: Path, on_stale_trial: Callable | None = None,
+                 writes: bool = False) -> tuple[optuna.storages.BaseStorage, str]:
     """The Optuna storage and how to name it (without password): a database URL, which serves many machines, else a
-    journal file (by default in ``runs_dir``), which serves the processes of one machine."""
+    journal file (by default in ``runs_dir``), which serves the processes of one machine; ``writes``: a journal's
+    folder is checked to take the lock a write needs (a study is read from a folder that takes none)."""
     if is_database(storage):
         return _open_database(storage, on_stale_trial)
-    return _open_journal(_journal_path(storage, runs_dir), given=bool(storage))
+    return _open_journal(_journal_path(storage, runs_dir), given=bool(storage), writes=writes)
 
 
 def _open_database(storage: str, on_stale_trial: Callable | None) -> tuple[optuna.storages.BaseStorage, str]:
@@ -81,7 +83,7 @@ def _open_database(storage: str, on_stale_trial: Callable | None) -> tuple[optun
             time.sleep(attempt)
 
 
-def _open_journal(path: Path, given: bool) -> tuple[optuna.storages.BaseStorage, str]:
+def _open_journal(path: Path, given: bool, writes: bool = False) -> tuple[optuna.storages.BaseStorage, str]:
     """A journal file's storage: ``given`` as --storage, or the default one in the runs folder."""
     if given and not path.parent.exists():  # as for SQLite: a mistyped folder would begin a study of its own there
         raise FmnistError(f"cannot open the journal file {path}: there is no folder {path.parent}; make it, or give "
@@ -109,6 +111,14 @@ def _open_journal(path: Path, given: bool) -> tuple[optuna.storages.BaseStorage,
                     raise FmnistError(f"{path} is an SQLite database, not a journal: give it as --storage "
                                       f"sqlite:///{path}")
         path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # Optuna locks the journal with a link beside it, made at its first write: its Permission denied
+            if writes:  # named only the journal, after the data were loaded
+                with tempfile.TemporaryFile(dir=path.parent):
+                    pass
+        except PermissionError:
+            raise FmnistError(f"cannot open the journal file {path}: its folder {path.parent} takes no new files "
+                              "(Permission denied), which the journal's lock needs; give --runs-dir, or --storage, "
+                              "a folder you may write in") from None
         backend = optuna.storages.journal.JournalFileBackend(str(path.absolute()), lock_obj=lock)
         # Optuna skips a bad last line as one a killed worker left half written: a file of one is no journal.
         if path.stat().st_size and next(backend.read_logs(0), None) is None:
