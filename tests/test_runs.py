@@ -1,3 +1,4 @@
+import logging
 import shutil
 from pathlib import Path
 
@@ -103,17 +104,20 @@ def test_a_folder_that_takes_no_files_is_named_so():
         runs.prepare_output(Path("/proc/x.png"), "--show", ".png")
 
 
-def test_a_run_without_test_metrics_is_refused_saying_why_and_what_to_do(tiny_run_dir, tmp_path):
+def test_a_run_without_test_metrics_is_refused_saying_why_and_what_to_do(tiny_run_dir, tmp_path, caplog):
     from fmnist.compare import compare_runs
     from fmnist.report import build_report
 
     run = shutil.copytree(tiny_run_dir, tmp_path / "run")
     (run / artifacts.METRICS).unlink()
-    for refused in (lambda: run_list.require_scored(run, "x"), lambda: build_report(run),
-                    lambda: compare_runs([run, tiny_run_dir], tmp_path / "compare.html")):
+    said = f"metrics.json is missing: 'fmnist train --resume {run}' scores the run"
+    for refused in (lambda: run_list.require_scored(run, "x"), lambda: build_report(run)):
         # finished, so stopped while it was scored, as `fmnist runs` says: its resume scores it
-        with pytest.raises(FmnistError, match=f"metrics.json is missing: 'fmnist train --resume {run}' scores the run"):
+        with pytest.raises(FmnistError, match=said):
             refused()
+    with caplog.at_level(logging.WARNING, logger="fmnist"):  # a comparison says so, and sets its curves beside
+        compare_runs([run, tiny_run_dir], tmp_path / "compare.html")
+    assert f"{said}: the page compares its settings and learning curves, not its scores" in caplog.text
     status = (run / artifacts.STATUS).read_bytes()
     runs.set_status(run, "running")  # killed after its model was saved, before its status said finished
     with pytest.raises(FmnistError, match=rf"has not finished training \(status killed\), so it has no test metrics "
