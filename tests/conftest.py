@@ -134,12 +134,17 @@ def refused_before_keras(commands: list[list[str]]) -> str:
     return probe.stderr
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600):
-    """Run ``python -m fmnist ARGS`` in a fresh process (its own Keras backend) and return the result."""
+# Run as a user other than a folder's owner would: root, as tests may run, writes anywhere unless it drops that power.
+AS_ANOTHER_USER = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600,
+            as_another_user: bool = False):
+    """Run ``python -m fmnist ARGS`` in a fresh process (its own Keras backend) and return the result;
+    ``as_another_user``: one that may not write in a folder made read-only (:data:`AS_ANOTHER_USER`)."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "fmnist", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
-    )
+    return subprocess.run([*(AS_ANOTHER_USER if as_another_user else ()), sys.executable, "-m", "fmnist", *args],
+                          capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)
 
 
 def _train_once(base: Path, dataset_dir: Path, checksums: dict[str, str] | None, **settings) -> Path:

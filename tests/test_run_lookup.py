@@ -137,3 +137,19 @@ def test_a_run_asked_for_by_its_train_name_is_refused_naming_the_runs_of_that_na
         run_lookup.resolve_run("grp", tmp_path)  # the group's run, not the group, which evaluate would refuse
     with pytest.raises(FmnistError, match="no run 'grp-x2': give a run directory or the name"):
         run_lookup.resolve_run("grp-x2", tmp_path)
+
+
+def test_a_run_whose_folder_takes_no_files_is_refused_before_the_work_that_writes_there(tiny_run_dir, tmp_path):
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    run.chmod(0o555)  # another user's, or a shared copy: evaluate, report and export write their files there
+    try:
+        for doing, args in (("evaluate it", ["evaluate", str(run)]), ("rebuild its report", ["report", str(run)]),
+                            ("export it", ["export", str(run), "--format", "onnx"])):
+            refused = run_cli(*args, as_another_user=True)
+            assert (refused.returncode, refused.stderr) == (1, (
+                f"fmnist: error: cannot write in {run} (Permission denied): to {doing}, fmnist writes files there; "
+                "copy the run to a folder you may write in, and give that\n")), refused.stderr
+    finally:
+        run.chmod(0o755)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before

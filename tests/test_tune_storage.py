@@ -1,14 +1,13 @@
 import contextlib
 import logging
-import os
 import re
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from fmnist.errors import FmnistError
 from fmnist.tune_report import write_report
 from fmnist.tune_storage import open_storage
@@ -255,19 +254,16 @@ def test_a_journal_in_a_folder_that_takes_no_files_is_read_but_not_tuned_in(tmp_
     store, shown = open_storage(None, folder)
     open_study("s", store, shown, TrainSettings(epochs=2))
     (folder / "s").mkdir()
-    # As a user other than the folder's owner: root, as tests may run, writes anywhere unless it drops that power.
-    as_other = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
-
     def fmnist(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*as_other, sys.executable, "-m", "fmnist", *args], capture_output=True, text=True)
+        return run_cli(*args, as_another_user=True)
 
     folder.chmod(0o555), (folder / "s").chmod(0o555)
     try:
         tuned = fmnist("tune", "--study", "s2", "--runs-dir", str(folder), "--trials", "1", "--epochs", "2")
         assert (tuned.returncode, tuned.stderr) == (1, (
-            f"fmnist: error: cannot open the journal file {folder / 'tune.journal'}: its folder {folder} takes no new "
-            "files (Permission denied), which the journal's lock needs; give --runs-dir, or --storage, a folder you "
-            "may write in\n"))
+            f"fmnist: error: cannot open the journal file {folder / 'tune.journal'}: its lock needs a new file in "
+            f"{folder}, which cannot be written (Permission denied); give --runs-dir, or --storage, a folder you may "
+            "write in\n"))
         page = fmnist("tune", "--report", "s", "--runs-dir", str(folder))
         assert (page.returncode, page.stderr) == (1, (  # the page's default place, not a flag never given
             f"fmnist: error: the page (--output writes it elsewhere) {folder / 's' / 'tune_report.html'}: cannot "

@@ -14,7 +14,7 @@ from fmnist.errors import FmnistError
 from fmnist.run_locks import held_lock
 from fmnist.run_settings import settings_of
 from fmnist.runs import (GROUP_DEPTH, WAIT_FOR_TRAINING, is_seed_group, refuse_file_of_run, refuse_group_in_training,
-                         require_run_dir, run_dirs)
+                         require_run_dir, run_dirs, unwritable)
 
 
 def resolve_run(name: str | Path, runs_dir: Path, groups_too: bool = False) -> Path:
@@ -100,8 +100,13 @@ def _in_groups(runs_dir: Path, name: str | Path) -> Path | None:
 @contextlib.contextmanager
 def idle_run(name: str | Path, runs_dir: Path, doing: str) -> Iterator[Path]:
     """A run that a command writes into (evaluate, report, export), kept from training for the block: not while its
-    training process, scoring it say, still writes there, and no resume begins before the command ends."""
+    training process, scoring it say, still writes there, and no resume begins before the command ends. A run whose
+    folder takes no new files is refused before the work."""
     run_dir = resolve_run(name, runs_dir)
+    why = unwritable(run_dir)
+    if why:  # found at once, not after the scoring's seconds
+        raise FmnistError(f"cannot write in {run_dir} ({why}): to {doing}, fmnist writes files there; copy the run "
+                          "to a folder you may write in, and give that")
     refuse_group_in_training(run_dir, f"to {doing}")  # its process may come to this run while the command writes
     # Shared: two such commands may run together (an export of each format), but never beside a training.
     with held_lock(run_dir / artifacts.LOCK, f"{run_dir} is being trained right now; to {doing}, {WAIT_FOR_TRAINING}",

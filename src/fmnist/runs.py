@@ -74,14 +74,23 @@ def prepare_output(path: Path, flag: str, suffix: str | None = None) -> Path:
         raise FmnistError(f"{flag} {path}: it is written as {suffix[1:].upper()}; name it {path.stem}{suffix}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent):
-            pass
     except (FileExistsError, NotADirectoryError):
         raise FmnistError(f"{flag} {path}: a file is in the way of its folder {path.parent}") from None
-    except OSError as exc:  # a folder that exists but takes no files (such as /proc) answers "no such file"
-        why = "it takes no new files" if exc.errno == errno.ENOENT and path.parent.is_dir() else exc.strerror
-        raise FmnistError(f"{flag} {path}: cannot write in {path.parent} ({why})") from None
+    except OSError as exc:
+        raise FmnistError(f"{flag} {path}: cannot write in {path.parent} ({exc.strerror})") from None
+    why = unwritable(path.parent)
+    if why:
+        raise FmnistError(f"{flag} {path}: cannot write in {path.parent} ({why})")
     return path
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why ``folder`` takes no new files (Permission denied, say), tried with one; None where it does."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except OSError as exc:  # a folder that exists but takes no files (such as /proc) answers "no such file"
+        return "it takes no new files" if exc.errno == errno.ENOENT and Path(folder).is_dir() else exc.strerror
 
 
 # Files that only fmnist's training writes in a run: beside a config.json it cannot read, they still make a run

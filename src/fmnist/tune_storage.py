@@ -8,7 +8,6 @@ import os
 import re
 import socket
 import sqlite3
-import tempfile
 import time
 import urllib.parse
 import warnings
@@ -19,7 +18,7 @@ import optuna
 
 from fmnist import artifacts, defaults
 from fmnist.errors import FmnistError, first_line
-from fmnist.runs import absolute
+from fmnist.runs import absolute, unwritable
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +110,13 @@ def _open_journal(path: Path, given: bool, writes: bool = False) -> tuple[optuna
                     raise FmnistError(f"{path} is an SQLite database, not a journal: give it as --storage "
                                       f"sqlite:///{path}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:  # Optuna locks the journal with a link beside it, made at its first write: its Permission denied
-            if writes:  # named only the journal, after the data were loaded
-                with tempfile.TemporaryFile(dir=path.parent):
-                    pass
-        except PermissionError:
-            raise FmnistError(f"cannot open the journal file {path}: its folder {path.parent} takes no new files "
-                              "(Permission denied), which the journal's lock needs; give --runs-dir, or --storage, "
-                              "a folder you may write in") from None
+        # Optuna locks the journal with a link beside it, made at its first write: its Permission denied named only
+        # the journal, after the data were loaded.
+        why = unwritable(path.parent) if writes else None
+        if why:
+            raise FmnistError(f"cannot open the journal file {path}: its lock needs a new file in {path.parent}, "
+                              f"which cannot be written ({why}); give --runs-dir, or --storage, a folder you may "
+                              "write in")
         backend = optuna.storages.journal.JournalFileBackend(str(path.absolute()), lock_obj=lock)
         # Optuna skips a bad last line as one a killed worker left half written: a file of one is no journal.
         if path.stat().st_size and next(backend.read_logs(0), None) is None:
