@@ -146,8 +146,8 @@ def bad_files() -> list[tuple[str, str, bytes, int, str]]:
          "(blank, or a garment too near the backdrop's shade"),
         ("npy-wrong-shape", "a.npy", npy(np.zeros((10, 10))), 422, "has shape (10, 10)"),
         ("npy-batch", "a.npy", npy(np.zeros((2, 784))), 422, "has shape (2, 784), 2 images; give one image per file "
-         "or input, 28x28 or 784 values (a stack of them goes whole to fmnist.predict.Classifier in Python, or to an "
-         "exported model)"),
+         "or input, 28x28 or 784 values (a stack of them goes whole to 'fmnist predict', to "
+         "fmnist.predict.Classifier in Python, or to an exported model)"),
         ("npy-stack", "a.npy", npy(np.zeros((5, 28, 28, 1))), 422, "has shape (5, 28, 28, 1), 5 images; give one"),
         ("npy-channels-first", "a.npy", npy(np.zeros((3, 28, 28))), 422,
          "has shape (3, 28, 28), a colour image's planes; give 28x28 or 784 grey values"),

@@ -15,6 +15,7 @@ from fmnist.cli import main
 from fmnist.data import load_dataset, to_features
 from fmnist.errors import FmnistError
 from fmnist.facts import CLASS_NAMES
+from fmnist.images import BadInput, load_input
 from fmnist.predict import MAX_FILE_BYTES, Classifier, as_text, describe, predict_files, shown_name
 from samples import encode, garment, jpeg_with_damaged_exif, npy, photo_like, png_claiming
 
@@ -118,6 +119,35 @@ def test_predict_command_answers_photos_and_arrays(tmp_path, tiny_run_dir, monke
     assert main(["predict", str(tiny_run_dir / artifacts.MODEL), str(paths[0]), "--top-k", "1"]) == 0
     text = capsys.readouterr().out
     assert text.startswith(f"{paths[0]}: ") and len(text.splitlines()) == 1
+
+
+def test_a_npy_stack_of_images_is_answered_image_by_image_named_by_its_index(tmp_path, tiny_run_dir, capsys):
+    pixels = np.random.default_rng(4).integers(0, 256, (9, 28, 28), dtype=np.uint8)
+    np.save(tmp_path / "stack.npy", pixels[:5])
+    np.save(tmp_path / "flat.npy", pixels[5:7].reshape(2, 784).astype(np.float32) / 255)
+    np.save(tmp_path / "planes.npy", pixels[6:9])  # three images, though a colour image's planes would look so too
+    np.save(tmp_path / "one.npy", pixels[:1])  # a stack of one is one image
+    np.save(tmp_path / "bad.npy", np.full((3, 784), 2.0))
+    paths = [tmp_path / name for name in ("stack.npy", "one.npy", "flat.npy", "planes.npy", "bad.npy")]
+    result = predict_files(tiny_run_dir, paths, top_k=1, show=tmp_path / "seen.png")
+    answers = result["predictions"]
+    expected = [(paths[0], i) for i in range(5)] + [(paths[1], None)] + [(paths[2], 0), (paths[2], 1)] + [
+        (paths[3], i) for i in range(3)]
+    assert [(a["input"], a.get("stack_index")) for a in answers] == expected
+    assert result["errors"] == [{"input": paths[4], "error": f"{paths[4]} holds floats outside [0, 1] (scale pixels "
+                                                            "by 1/255, or send integers 0-255)"}]
+    # Each answer is its image's, as the classifier gives it the stack in order.
+    images = np.concatenate([pixels[:5], pixels[:1], pixels[5:7], pixels[6:9]]).astype(np.float32) / 255
+    best = Classifier(tiny_run_dir).probabilities(images).argmax(axis=1)
+    assert [a["top"][0]["index"] for a in answers] == best.tolist()
+    assert main(["predict", str(tiny_run_dir), str(paths[0]), str(paths[1]), "--top-k", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[0] for line in lines] == [f"{paths[0]}[{i}]" for i in range(5)] + [str(paths[1])]
+    with Image.open(tmp_path / "seen.png") as picture:  # a row an image, each titled with its index
+        assert picture.height > 10 * picture.width / 4
+    # One image per input over HTTP (a stack goes whole to predict, the Python API or an exported model).
+    with pytest.raises(BadInput, match=r"has shape \(5, 28, 28\), 5 images; give one image per file or input"):
+        load_input((tmp_path / "stack.npy").read_bytes(), "stack.npy")
 
 
 def test_a_photo_with_a_damaged_exif_block_is_classified_quietly_and_shown_as_png(tmp_path, tiny_run_dir):

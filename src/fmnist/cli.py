@@ -83,7 +83,8 @@ A photo is prepared as Fashion-MNIST's images were made from product photos: its
 unevenly lit), the garment scaled to fit 28x28 and centred, turned light on dark if it is darker than its backdrop,
 the backdrop 0 and the garment up to 1. An image already 28x28 keeps its layout. An array goes in as it is: floats in
 [0, 1] or integers 0-255 (0s and 1s as integers, floats that lost their decimal point say, are refused: as pixels
-they would be black; multiply them by 255, or give floats). Files over
+they would be black; multiply them by 255, or give floats); a stack of n images, n x 28 x 28 or n x 784, is answered
+image by image, as FILE[0], FILE[1], ... Files over
 {defaults.MAX_FILE_MIB} MiB are refused. A file that cannot be read gets its error line and the exit status 1, and the
 others are answered. --show draws what the model saw."""
 SERVE_DETAILS = f"""\
@@ -577,8 +578,8 @@ def _unsure_below(p: argparse.ArgumentParser) -> None:
 
 def _add_predict(sub: Any) -> None:
     p = _command(sub, "predict", cmd_predict, "Classify photos (PNG, JPEG, WebP, BMP, GIF) or .npy arrays (28x28 or "
-                                              "784 values) with a run's model, prepared the way Fashion-MNIST was "
-                                              "made.", details=PREDICT_DETAILS)
+                                              "784 values, or stacks of them) with a run's model, prepared the way "
+                                              "Fashion-MNIST was made.", details=PREDICT_DETAILS)
     _model_argument(p, "model")
     p.add_argument("images", type=input_file, nargs="+", metavar="IMAGE",
                    help=f"image or .npy files; {defaults.STDIN} reads one piped in")

@@ -297,13 +297,18 @@ def _one_image(shape: tuple[int, ...]) -> bool:
     return tuple(side for side in shape if side != 1) in ARRAY_SHAPES
 
 
+def _stack(shape: tuple[int, ...]) -> bool:
+    """Images along the first axis, two or more: (n, 28, 28), (n, 784), (n, 28, 28, 1), ..."""
+    return len(shape) > 1 and shape[0] > 1 and _one_image(shape[1:])
+
+
 def _not_one_image(name: str, shape: tuple[int, ...]) -> BadInput:
     """The answer to an array of another shape than one image's; a stack of images is told so."""
     # Not a picture's channels first, (3, 28, 28): three or four planes are colours, not images.
-    if len(shape) > 1 and shape[0] > 1 and _one_image(shape[1:]) and not (len(shape) == 3 and shape[0] in (3, 4)):
+    if _stack(shape) and not (len(shape) == 3 and shape[0] in (3, 4)):
         return BadInput(f"{name} has shape {shape}, {shape[0]} images; give one image per file or input, 28x28 or 784 "
-                        "values (a stack of them goes whole to fmnist.predict.Classifier in Python, or to an "
-                        "exported model)")
+                        "values (a stack of them goes whole to 'fmnist predict', to fmnist.predict.Classifier in "
+                        "Python, or to an exported model)")
     if len(shape) == 3 and (shape[0] in (3, 4) or shape[-1] in (3, 4)) and sorted(shape)[1:] == [28, 28]:
         return BadInput(f"{name} has shape {shape}, a colour image's planes; give 28x28 or 784 grey values, or send "
                         "the picture as an image file (PNG, JPEG), which is made grey as the model needs")
@@ -322,10 +327,12 @@ def _check_numbers(dtype: np.dtype, name: str) -> None:
         raise BadInput(f"{name} holds {held}; give floats in [0, 1] or integers 0-255")
 
 
-def check_array(values: np.ndarray, name: str) -> np.ndarray:
-    """Validate a model-ready array: 28x28 or 784 values, floats in [0, 1] or integer pixels 0-255 (not a 0/1 mask)."""
+def check_array(values: np.ndarray, name: str, stack: bool = False) -> np.ndarray:
+    """Validate a model-ready array: 28x28 or 784 values, floats in [0, 1] or integer pixels 0-255 (not a 0/1 mask),
+    as a 28x28 array; with ``stack``, images along its first axis too, as an n x 28 x 28 array."""
     _check_numbers(values.dtype, name)
-    if not _one_image(values.shape):
+    stacked = stack and _stack(values.shape)
+    if not (stacked or _one_image(values.shape)):
         raise _not_one_image(name, values.shape)
     if values.dtype.kind in "iu":
         if values.min() < 0 or values.max() > 255:
@@ -339,10 +346,10 @@ def check_array(values: np.ndarray, name: str) -> np.ndarray:
             raise BadInput(f"{name} holds NaN or infinite values")
         if values.min() < 0.0 or values.max() > 1.0:
             raise BadInput(f"{name} holds floats outside [0, 1] (scale pixels by 1/255, or send integers 0-255)")
-    return values.astype(np.float32).reshape(IMAGE_SIDE, IMAGE_SIDE)
+    return values.astype(np.float32).reshape((-1,) * stacked + (IMAGE_SIDE, IMAGE_SIDE))
 
 
-def load_npy(data: bytes, name: str) -> np.ndarray:
+def load_npy(data: bytes, name: str, stack: bool = False) -> np.ndarray:
     """Read a .npy array (never pickles) and validate it with ``check_array``."""
     stream = io.BytesIO(data)
     try:
@@ -351,7 +358,7 @@ def load_npy(data: bytes, name: str) -> np.ndarray:
         shape, _, dtype = read_header(stream)
         # The header is checked before loading: a tiny file may claim an array of any size.
         _check_numbers(dtype, name)
-        if not _one_image(shape):
+        if not (_one_image(shape) or stack and _stack(shape)):
             raise _not_one_image(name, shape)
         if dtype.itemsize > MAX_ITEM_BYTES:
             raise BadInput(f"{name} holds {dtype} values; give floats in [0, 1] or integers 0-255")
@@ -359,11 +366,12 @@ def load_npy(data: bytes, name: str) -> np.ndarray:
     # A cut header; RecursionError: numpy's header parser (ast) on thousands of nested signs in a 10 kB header.
     except (ValueError, OSError, EOFError, MemoryError, SyntaxError, RecursionError, tokenize.TokenError) as exc:
         raise BadInput(f"{name} is not a readable .npy array without pickled objects ({exc})") from None
-    return check_array(values, name)
+    return check_array(values, name, stack)
 
 
-def load_input(data: bytes, name: str) -> np.ndarray:
-    """A file's bytes to the model's 28x28 input: ``.npy`` arrays as they are, images through ``prepare``."""
+def load_input(data: bytes, name: str, stack: bool = False) -> np.ndarray:
+    """A file's bytes to the model's 28x28 input: ``.npy`` arrays as they are, images through ``prepare``; with
+    ``stack``, a ``.npy`` of several images gives them all, n x 28 x 28."""
     if data[:6] == b"\x93NUMPY":
-        return load_npy(data, name)
+        return load_npy(data, name, stack)
     return prepare(decode_image(data, name), name)

@@ -76,17 +76,22 @@ def check_options(top_k: int, unsure_below: float) -> None:
         raise FmnistError(f"the unsure threshold must lie in [0, 1], not {unsure_below}")
 
 
-def read_inputs(paths: list[Path | str]) -> tuple[list[int], np.ndarray, list[dict[str, Any]]]:
-    """The readable files as the model's 28x28 inputs (with their places in ``paths``), and each other's reason."""
+def read_inputs(paths: list[Path | str]) -> tuple[list[tuple[Path | str, int | None]], np.ndarray,
+                                                 list[dict[str, Any]]]:
+    """The readable files as the model's 28x28 inputs, each with its file and its index in a ``.npy`` stack of
+    images (None for a file of one), and each other file's reason."""
     if sum(map(_is_stdin, paths)) > 1:
         raise FmnistError(f"'{STDIN}' (standard input) is given twice: it holds one image")
     read, images, failures = [], [], []
-    for place, path in enumerate(paths):
+    for path in paths:
         try:
-            images.append(_read_input(path))
-            read.append(place)
+            pixels = _read_input(path)
         except FmnistError as exc:
             failures.append({"input": _input_name(path), "error": str(exc)})
+            continue
+        stacked = pixels.ndim == 3
+        read += [(path, i) for i in range(len(pixels))] if stacked else [(path, None)]
+        images += list(pixels) if stacked else [pixels]
     if not images:  # nothing to answer: the reasons are the command's error, a line each
         raise ErrorsPerInput(failures)
     return read, np.stack(images), failures
@@ -94,7 +99,7 @@ def read_inputs(paths: list[Path | str]) -> tuple[list[int], np.ndarray, list[di
 
 def _read_input(path: Path | str) -> np.ndarray:
     if _is_stdin(path):
-        return load_input(_read_stdin(), "standard input")
+        return load_input(_read_stdin(), "standard input", stack=True)
     try:
         if Path(path).exists() and not Path(path).is_file():  # a FIFO would hang, /dev/zero fill the memory
             if Path(path).is_dir():
@@ -108,7 +113,7 @@ def _read_input(path: Path | str) -> np.ndarray:
         raise FmnistError(f"cannot read {path}: {exc.strerror}") from None
     if oversized or len(data) > MAX_FILE_BYTES:  # the latter: a file that grew while it was read
         raise FmnistError(f"{path} is over {MAX_FILE_MIB} MiB: give a smaller image")
-    return load_input(data, str(path))
+    return load_input(data, str(path), stack=True)
 
 
 def _input_name(path: Path | str) -> Path | str:
@@ -117,9 +122,10 @@ def _input_name(path: Path | str) -> Path | str:
     return runs.absolute(path) if str(path) == STDIN else Path(path)  # a file named "-", told apart from the pipe
 
 
-def shown_name(path: Path | str) -> str:
-    """An input's title in --show's picture: its file's name, or "standard input" for the pipe."""
-    return "standard input" if _is_stdin(path) else Path(path).name
+def shown_name(path: Path | str, index: int | None = None) -> str:
+    """An input's title in --show's picture: its file's name, or "standard input" for the pipe; an image of a
+    ``.npy`` stack with its index, ``pixels.npy[3]``."""
+    return ("standard input" if _is_stdin(path) else Path(path).name) + ("" if index is None else f"[{index}]")
 
 
 def _is_stdin(path: Path | str) -> bool:
@@ -166,7 +172,6 @@ def predict_files(
         given, show = show, runs.prepare_output(show, "--show", ".png")
         if any(_same_file(show, path) for path in paths):
             raise FmnistError(f"--show {given} is one of the inputs: name another file for the picture")
-    paths = [paths[place] for place in read]
     activate(backend)
     classifier = Classifier(source)
     probabilities = classifier.probabilities(images)
@@ -180,7 +185,8 @@ def predict_files(
         maps = occlusion_maps(classifier.probabilities, images[shown], probabilities[shown].argmax(axis=1))
         log.info("drawing --show's picture: %d input%s, a row each", len(maps), "" if len(maps) == 1 else "s")
         try:
-            predictions_png(images[shown], probabilities[shown], maps, [shown_name(p) for p in paths[shown]], show)
+            predictions_png(images[shown], probabilities[shown], maps, [shown_name(*entry) for entry in read[shown]],
+                            show)
         # A full disk, or the folder gone since it was checked: the answers are given all the same, the picture's
         # failure beside.
         except (OSError, FmnistError) as exc:
@@ -190,8 +196,9 @@ def predict_files(
     return {
         "model_sha256": classifier.sha256,
         "predictions": [
-            {"input": _input_name(path), **describe(row, top_k, unsure_below)}
-            for path, row in zip(paths, probabilities)
+            {"input": _input_name(path), **({} if index is None else {"stack_index": index}),
+             **describe(row, top_k, unsure_below)}
+            for (path, index), row in zip(read, probabilities)
         ],
         "errors": failures,
         **({"shown": given} if show is not None else {}),
@@ -214,7 +221,8 @@ def as_text(result: dict[str, Any]) -> str:
     lines = []
     for answer in result["predictions"]:
         best, *others = answer["top"]
-        line = f"{one_line(str(answer['input']))}: {best['class']} {percent(best['probability'])}"
+        index = f"[{answer['stack_index']}]" if "stack_index" in answer else ""  # an image of a .npy stack
+        line = f"{one_line(str(answer['input']))}{index}: {best['class']} {percent(best['probability'])}"
         if others:
             line += " (" + ", ".join(f"{o['class']} {percent(o['probability'])}" for o in others) + ")"
         lines.append(line + ("  [unsure]" if answer["unsure"] else ""))
