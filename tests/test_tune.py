@@ -593,6 +593,7 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
         retry = continued()  # finishes that run from its second epoch, in its folder, once it is free
     user.join()
     assert waiting in caplog.text
+    assert caplog.messages.count(f"finishing {cut_short} where it was cut short") == 1  # not again after the wait
     assert retry.state == optuna.trial.TrialState.COMPLETE and Path(retry.user_attrs["run_dir"]) == cut_short
     history = artifacts.read_history(cut_short)
     assert len(history["loss"]) == 2 and retry.intermediate_values == dict(enumerate(history["val_loss"]))
@@ -615,7 +616,11 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
 
     by_hand = run_of(trial)
     finished = {p: p.stat().st_mtime_ns for p in by_hand.iterdir()}
-    retry = continued()  # counts it: nothing trained again
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="fmnist.tune"):
+        retry = continued()  # counts it: nothing trained again
+    assert f"{by_hand}, cut short, was finished since (by 'fmnist train --resume', say): counted as it is" in (
+        caplog.messages) and "finishing" not in caplog.text  # not said to be finished first
     assert retry.user_attrs["retry_of"] == trial.number
     assert retry.state == optuna.trial.TrialState.COMPLETE and Path(retry.user_attrs["run_dir"]) == by_hand
     assert retry.user_attrs["run_of"] == trial.number  # its run is named after the attempt that began it: said so

@@ -308,13 +308,15 @@ def _finish(run_dir: Path, dataset: Dataset, callbacks: list[Any],
     it is); ``None`` if it cannot be, and its settings are to be trained again."""
     from fmnist.resume import resume_run
 
-    log.info("finishing %s where it was cut short", run_dir)
     waited_until, told = time.monotonic() + BUSY_WAIT_S, False
     while True:
         try:  # a status.json damaged by hand too is a run that cannot be finished
             if runs.complete(run_dir):  # by 'fmnist train --resume', or scored by hand while this worker waited
-                log.info("%s was finished by hand: counted as it is", run_dir)
+                log.info("%s, cut short, was finished since (by 'fmnist train --resume', say): counted as it is",
+                         run_dir)
                 return run_dir
+            if not told:  # said once, not again after a wait
+                log.info("finishing %s where it was cut short", run_dir)
             return resume_run(run_dir, dataset=dataset, extra_callbacks=callbacks, finished_note=finished_note).run_dir
         except run_locks.RunInUse as exc:  # scored or exported by hand just now: it is finished once that ends
             if run_locks.being_trained(run_dir):  # a training by hand: not waited for
