@@ -46,10 +46,15 @@ def test_the_validation_loss_per_epoch_counts_epochs_from_1_as_the_runs_do():
     figure = dict(_figures(study))["Validation loss per epoch (pruned trials stop early)"]
     assert [list(trace.x) for trace in figure.data] == [[1, 2, 3]] and figure.layout.xaxis.title.text == "epoch"
     assert figure.layout.xaxis.dtick == 1  # epochs are whole: no tick at 1.5
+    assert figure.layout.showlegend and [trace.name for trace in figure.data] == ["trial 0"]  # which line is which
+    assert figure.layout.yaxis.title.text == "val_loss"
     for number in range(1, 25):
         study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.4))
-    history = dict(_figures(study))["Optimisation history"]
+    figures = dict(_figures(study))
+    history = figures["Optimisation history"]
     assert (history.layout.xaxis.tick0, history.layout.xaxis.dtick) == (0, 3)  # trials 0 to 24, a tick every 3
+    timeline = figures["Timeline (one row per trial; overlapping bars ran in parallel)"]
+    assert (timeline.layout.yaxis.tick0, timeline.layout.yaxis.dtick) == (0, 1)  # a row a trial, no -0.5
 
 
 def test_a_librarys_deprecation_warning_does_not_keep_a_plot_off_the_page(monkeypatch):

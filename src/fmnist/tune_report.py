@@ -85,6 +85,12 @@ def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
         if plot is vis.plot_intermediate_values and not doubts:  # Optuna's steps are epochs counted from 0
             figure.for_each_trace(lambda trace: trace.update(x=[step + 1 for step in trace.x]))
             figure.update_xaxes(title_text="epoch")  # from 1, as the runs' reports and progress lines count them
+            # Which line is which trial (Optuna hides the legend): "trial 3", as the summary and runs name it.
+            figure.for_each_trace(lambda trace: trace.update(name=trace.name.replace("Trial", "trial ")))
+            figure.update_layout(showlegend=True)
+            figure.update_yaxes(title_text="val_loss")  # Optuna's "Intermediate Value": what the pruner judged
+        if plot is vis.plot_timeline and not doubts:  # one row a trial: whole numbers, not -0.5 between two
+            figure.update_yaxes(tick0=0, dtick=1)
         if plot in (vis.plot_optimization_history, vis.plot_intermediate_values) and not doubts:
             # Trials and epochs are counted: ticks at whole numbers, where plotly would put 0.5 between two.
             last = max((max(trace.x, default=0) for trace in figure.data if trace.x is not None), default=0)
