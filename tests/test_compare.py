@@ -96,9 +96,16 @@ def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs, caplog
     config["settings"].update(limit=50, validation_fraction=0.1)
     config["backend"] = "tensorflow"
     (other / artifacts.CONFIG).write_text(json.dumps(config))
+    split = np.load(other / artifacts.SPLIT)
+    np.savez(other / artifacts.SPLIT, train=split["train"][:45], validation=split["validation"][:5])  # as 50 split
     page = compare_runs([a, other], tmp_path / "out" / "other.html").read_text()
     assert "<tr class=diff><th scope=row>backend</th><td>jax</td><td>tensorflow</td></tr>" in page
-    assert "<tr class=diff><th scope=row>images (--limit)</th><td>all</td><td>50</td></tr>" in page
+    sizes = [len(artifacts.read_split(a, part)) for part in ("train", "validation")]  # what each split holds
+    assert (f"<tr class=diff><th scope=row>images (--limit)</th><td>all: {sizes[0]} training, {sizes[1]} "
+            "validation</td><td>50: 45 training, 5 validation</td></tr>") in page
+    (other / artifacts.SPLIT).unlink()  # a run without its split: the flag alone
+    page = compare_runs([a, other], tmp_path / "out" / "other.html").read_text()
+    assert "validation</td><td>50</td></tr>" in page
     assert "<tr class=diff><th scope=row>validation fraction</th><td>0.2</td><td>0.1</td></tr>" in page
     assert "Their validation curves are measured on validation sets of different sizes" in page
 

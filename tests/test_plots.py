@@ -207,6 +207,7 @@ def test_a_comparison_of_many_runs_keeps_every_run_in_its_legend(tmp_path):
     plots._run_legend(fig, lines, names)
     (legend,) = fig.legends
     assert [text.get_text() for text in legend.get_texts()] == names and legend._ncols == 2
+    assert legend.get_texts()[0].get_fontsize() == plots.LEGEND_POINTS >= 9  # read at a page's width
     fig = plots._figure()
     plots._run_legend(fig, lines[:1], ["a" * 220])
     assert fig.legends[0].get_texts()[0].get_text() == "a" * (plots.LEGEND_CHARS - 1) + "…"

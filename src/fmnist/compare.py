@@ -6,6 +6,7 @@ import html
 import logging
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +210,7 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
         headline.insert(2, ["--seeds group", *(group.name if group else "-" for group in groups)])
     # What they trained and validated on: runs that differ in it measure their curves on other images.
     spec = TrainSettings()  # a setting an older run's config.json lacks is its default
-    headline += [["images (--limit)", *(s["settings"].get("limit") or "all" for s in summaries)],
+    headline += [["images (--limit)", *(_images_text(Path(r), s["settings"]) for r, s in zip(run_dirs, summaries))],
                  ["validation fraction", *(s["settings"].get("validation_fraction", spec.validation_fraction)
                                            for s in summaries)]]
     # Marked where they differ in what makes their figures comparable; their scores are meant to differ.
@@ -251,6 +252,16 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
             **_group_scores([group for group in dict.fromkeys(groups) if group is not None]),
             # A group's runs under its name once: "A vs B", not each seed of each
             "title": " vs ".join(dict.fromkeys(group.name if group else name for group, name in zip(groups, names)))}
+
+
+def _images_text(run_dir: Path, settings: dict[str, Any]) -> str:
+    """A run's --limit ("all" without one), and how its split divided the images, as its split.npz holds them."""
+    limit = settings.get("limit") or "all"
+    try:
+        return (f"{limit}: {len(artifacts.read_split(run_dir, 'train'))} training, "
+                f"{len(artifacts.read_split(run_dir, 'validation'))} validation")
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # a run of an older fmnist, or damaged: the flag alone
+        return str(limit)
 
 
 def _group_scores(groups: list[Path]) -> dict[str, Any]:
@@ -345,7 +356,9 @@ def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]
             *([("--seeds groups (over all their seeds)", groups)] if groups else []),
             ("Settings (differences highlighted)", table_html(["setting", *names], settings, highlight=differ)),
             ("Learning curves (shared axes)",
-             curves_note + image_html(curves, "loss and accuracy of every run on shared axes")),
+             curves_note + "<p>Validation solid, training dashed; each run after the first is drawn thinner, with "
+             "its own marker, so a run that follows an earlier one still shows on it.</p>"
+             + image_html(curves, "loss and accuracy of every run on shared axes")),
             ("F1 per class", f1_section),
             ("Classes whose mistakes changed most", note + changes),
         ]

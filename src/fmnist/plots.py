@@ -13,8 +13,9 @@ from fmnist.explain import FAINT_BELOW
 from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
 
 DPI = 110
-LEGEND_ROWS = 25  # entries in a column of a comparison's legend (a column takes the picture's height)
+LEGEND_ROWS = 20  # entries in a column of a comparison's legend (a column takes the picture's height)
 LEGEND_CHARS = 40  # of a run's name in a legend
+LEGEND_POINTS = 9  # its type: the picture is scaled down to the page's width, and 7 points became unreadable
 
 
 def _figure(**figure_kw):
@@ -265,7 +266,8 @@ def _run_legend(fig, handles: list, labels: list[str]) -> None:
     LEGEND_ROWS (inside them, a dozen runs ran off the picture); every label kept, "_x" too, which matplotlib drops."""
     # Long names cut (the page's tables give them whole): a wide legend collapsed the axes to nothing.
     shown = [label if len(label) <= LEGEND_CHARS else label[:LEGEND_CHARS - 1] + "…" for label in labels]
-    fig.legend(handles, shown, loc="outside right upper", fontsize=7, ncols=-(-len(labels) // LEGEND_ROWS))
+    fig.legend(handles, shown, loc="outside right upper", fontsize=LEGEND_POINTS,
+               ncols=-(-len(labels) // LEGEND_ROWS))
 
 
 def compare_curves_png(histories: dict[str, dict[str, list[float]]], path: Path) -> None:
