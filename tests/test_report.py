@@ -7,6 +7,7 @@ import pytest
 from fmnist import artifacts
 from fmnist.errors import FmnistError
 from fmnist.evaluate import evaluate_run
+from fmnist.facts import CLASS_NAMES
 from fmnist.recipes import closest_recipe
 from fmnist.report import build_report, write_report
 
@@ -43,7 +44,15 @@ def test_a_run_evaluated_before_occlusion_maps_existed_gets_the_command_that_add
     import numpy as np
 
     run = shutil.copytree(tiny_run_dir, tmp_path / "run")
-    assert "Occlusion maps" in build_report(run).read_text()
+    html = build_report(run).read_text()
+    assert "Occlusion maps" in html
+    # A class the model got no test image of right has no clearest image: the page names it (the tiny model, which
+    # learned random labels, misses some).
+    with np.load(run / artifacts.PREDICTIONS) as saved:
+        right = set(saved["y_true"][saved["probabilities"].argmax(axis=1) == saved["y_true"]].tolist())
+        assert set(saved["y_true"][saved["example_indices"]].tolist()) == right
+    missing = [name for c, name in enumerate(CLASS_NAMES) if c not in right]
+    assert missing and f"<p>No test image of {', '.join(missing)} was classified right, so " in html
     with np.load(run / artifacts.PREDICTIONS) as saved:
         older = {k: v for k, v in saved.items() if k not in artifacts.EXPLANATION_ARRAYS}
     np.savez_compressed(run / artifacts.PREDICTIONS, **older)

@@ -85,7 +85,8 @@ def _exports(run_dir: Path) -> list[tuple[str, str]]:
     return [("Exports", table_html(header, rows))] if rows else []
 
 
-def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dict) -> str:
+def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dict,
+          predictions: dict[str, np.ndarray]) -> str:
     from fmnist.evaluate import chance_verdict
 
     rows = [(name, metrics["per_class"][name]) for name in CLASS_NAMES] + [
@@ -135,7 +136,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
                                                                "loss and accuracy curves")),
         ("Calibration", image_html(run_dir / artifacts.RELIABILITY_PNG, "reliability diagram")),
         ("Most confident mistakes", image_html(run_dir / artifacts.MISCLASSIFIED_PNG, "most confident mistakes")),
-        ("What the model looks at", _evidence_html(run_dir)),
+        ("What the model looks at", _evidence_html(run_dir, predictions)),
         ("Settings", table_html(["setting", "value"], settings)),
     ] + _exports(run_dir)
     return page(f"fmnist run {run_dir.name}", sections)
@@ -171,12 +172,19 @@ def _epochs_note(run_dir: Path, history: dict[str, list[float]], status: dict[st
     return f" ({note})"
 
 
-def _evidence_html(run_dir: Path) -> str:
+def _evidence_html(run_dir: Path, predictions: dict[str, np.ndarray]) -> str:
     pictures = [(run_dir / artifacts.EVIDENCE_CLASSES_PNG, "occlusion maps of each class's clearest test image"),
                 (run_dir / artifacts.EVIDENCE_MISTAKES_PNG, "occlusion maps of the most confident mistakes")]
     if not any(path.is_file() for path, _ in pictures):
         return f"<p>(not computed for this run: 'fmnist evaluate {html.escape(str(run_dir))}' adds them)</p>"
-    return EVIDENCE_NOTE + "".join(image_html(path, alt) for path, alt in pictures)
+    unshown = ""
+    if "example_indices" in predictions:  # a class none of whose test images the model got right has no clearest one
+        shown = set(np.asarray(predictions["y_true"])[predictions["example_indices"]].tolist())
+        missing = [name for c, name in enumerate(CLASS_NAMES) if c not in shown]
+        if missing:
+            they = "it has" if len(missing) == 1 else "they have"
+            unshown = f"<p>No test image of {', '.join(missing)} was classified right, so {they} no map below.</p>"
+    return EVIDENCE_NOTE + unshown + "".join(image_html(path, alt) for path, alt in pictures)
 
 
 def report_command(run: Path, runs_dir: Path = Path(defaults.RUNS_DIR)) -> Path:
@@ -249,7 +257,7 @@ def _write_report(run_dir: Path, config: dict[str, Any], history: dict[str, list
     predictions = _load_predictions(run_dir)
     _draw(run_dir, metrics, predictions, history, config)
     path = run_dir / artifacts.REPORT_HTML
-    artifacts.write_text(path, _html(run_dir, config, metrics, history, status))
+    artifacts.write_text(path, _html(run_dir, config, metrics, history, status, predictions))
     return path
 
 
