@@ -260,6 +260,14 @@ def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_run
     assert ('<img alt="F1 per class, one bar per group: the mean over its seeds, whiskers one standard deviation"'
             in page)
     assert "--seeds group" not in compare_runs([a, b], tmp_path / "plain.html").read_text()  # none in a group
+    # A group against a run given alone: the run set beside the group's mean, as itself, in its table and chart.
+    given = runs_to_compare([group, a], runs_dir)
+    page = compare_runs(given, tmp_path / "beside.html").read_text()
+    alone, scores = run_labels(given)[-1], artifacts.read_json(a / artifacts.METRICS)
+    assert (f"<tr><th scope=row>{alone}</th><td>1 (a run alone)</td><td>{scores['test_accuracy']:.4f}</td><td>-</td>"
+            f"<td>{scores['macro_f1']:.4f}</td></tr>") in page
+    assert "<h2>--seeds groups (over all their seeds), beside the runs given alone</h2>" in page
+    assert "whiskers one standard deviation; a run given alone, its own F1" in page
     refused = run_cli("runs", "compare", str(a))  # one run is not
     assert refused.returncode == 2 and "give two or more runs to compare, or a --seeds group" in refused.stderr
     # One group by its folder's name after its time: not taken for a single run, but found for the user.

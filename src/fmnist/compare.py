@@ -249,7 +249,10 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
     return {"headline": headline, "headline_differ": headline_differ, "settings": settings, "differ": differ,
             "f1": f1, "f1_rows": f1_rows, "change_rows": change_rows, "curves_note": curves_note, "note": note,
             "unscored": unscored, "scored": len(scored),
-            **_group_scores([group for group in dict.fromkeys(groups) if group is not None]),
+            # Beside groups, a run given alone is set as itself: one recipe's seeds against another's single run.
+            **_group_scores([group for group in dict.fromkeys(groups) if group is not None],
+                            [(name, item) for name, item, group in zip(names, loaded, groups)
+                             if group is None and item["f1"] is not None] if any(groups) else []),
             # A group's runs under its name once: "A vs B", not each seed of each
             "title": " vs ".join(dict.fromkeys(group.name if group else name for group, name in zip(groups, names)))}
 
@@ -264,10 +267,11 @@ def _images_text(run_dir: Path, settings: dict[str, Any]) -> str:
         return str(limit)
 
 
-def _group_scores(groups: list[Path]) -> dict[str, Any]:
+def _group_scores(groups: list[Path], alone: list[tuple[str, dict[str, Any]]] = ()) -> dict[str, Any]:
     """Each ``--seeds`` group's mean and spread over all its seeds, as its summary.json gives them: a row of the
     groups' table each ("group_rows"), and the F1 of each class, mean and sd, of those whose summary reads
-    ("group_f1", "group_f1_sd")."""
+    ("group_f1", "group_f1_sd"); then each run given ``alone`` (its label and what :func:`_load` read) as itself, a
+    row and its F1 with no spread."""
     rows, f1, f1_sd, accuracies = [], {}, {}, {}
     for group in groups:
         if not (group / artifacts.SEED_SUMMARY).is_file():  # a run of a group not finished, given by itself
@@ -291,7 +295,12 @@ def _group_scores(groups: list[Path]) -> dict[str, Any]:
         except (FmnistError, KeyError, TypeError, ValueError, IndexError, AttributeError):  # edited by hand since
             rows.append([group.name, "-", f"({artifacts.SEED_SUMMARY} damaged: "
                                           f"'{runs.resume_command(group)}' writes it again)", "-", "-"])
-    return {"group_rows": rows, "group_f1": f1, "group_f1_sd": f1_sd,
+    for name, item in alone:
+        scores = item["summary"]
+        rows.append([name, "1 (a run alone)", run_list.cell(scores["test_accuracy"], "{:.4f}"), "-",
+                     run_list.cell(scores["macro_f1"], "{:.4f}")])
+        f1[name] = item["f1"]
+    return {"group_rows": rows, "group_f1": f1, "group_f1_sd": f1_sd, "alone": len(alone),
             "group_difference": group_difference_text(accuracies)}
 
 
@@ -326,18 +335,20 @@ def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]
         if f1:
             plots.grouped_bars_png(list(CLASS_NAMES), f1, "F1 per class (test set)", bars)
         groups = ""
+        alone = tables["alone"]
         if tables["group_rows"]:
-            groups = table_html(["group", "seeds", "test accuracy, mean ± sd", "95% interval of the mean",
-                                 "macro F1, mean"], tables["group_rows"])
+            groups = table_html(["group" + " or run" * bool(alone), "seeds", "test accuracy, mean ± sd",
+                                 "95% interval of the mean", "macro F1, mean"], tables["group_rows"])
         if tables["group_difference"]:
             groups += f"<p><b>{html.escape(tables['group_difference'])}</b></p>"
         # Each group as one bar a class: a bar per seed of two groups of five is more than an eye can average.
         if tables["group_f1"]:
             plots.grouped_bars_png(list(CLASS_NAMES), tables["group_f1"],
-                                   "F1 per class, mean over each group's seeds (whiskers ± 1 sd)", group_bars,
+                                   "F1 per class, mean over each group's seeds (whiskers ± 1 sd)"
+                                   + "; a run given alone, its own" * bool(alone), group_bars,
                                    spread=tables["group_f1_sd"])
             groups += image_html(group_bars, "F1 per class, one bar per group: the mean over its seeds, whiskers one "
-                                             "standard deviation")
+                                             "standard deviation" + "; a run given alone, its own F1" * bool(alone))
         scored = list(f1)  # the runs with test scores, whose columns the score tables have
         f1_section = "<p>None of these runs is scored yet.</p>"
         if f1:
@@ -353,7 +364,8 @@ def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]
         sections = [
             ("Runs (differences that bear on comparing them highlighted)",
              tables["unscored"] + table_html(["run", *names], headline, highlight=tables["headline_differ"])),
-            *([("--seeds groups (over all their seeds)", groups)] if groups else []),
+            *([("--seeds groups (over all their seeds)" + ", beside the runs given alone" * bool(alone), groups)]
+              if groups else []),
             ("Settings (differences highlighted)", table_html(["setting", *names], settings, highlight=differ)),
             ("Learning curves (shared axes)",
              curves_note + "<p>Validation solid, training dashed; each run after the first is drawn thinner, with "
