@@ -238,5 +238,7 @@ def test_a_loss_not_against_the_plain_labels_is_said_over_the_curves(tiny_run_di
     for edit, target in (({"teacher": "/runs/cnn"}, "a teacher&#x27;s answers"),
                          ({"label_smoothing": 0.1}, "smoothed labels")):
         artifacts.write_json(run / artifacts.CONFIG, {**config, "settings": {**config["settings"], **edit}})
+        page = build_report(run).read_text()
         assert (f"<p>Its loss and val_loss are measured against {target}, not the plain labels: their floor is "
-                "another") in build_report(run).read_text()
+                "another") in page
+        assert "<th scope=row>test loss (against the plain labels), before / after temperature scaling</th>" in page

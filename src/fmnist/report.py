@@ -115,7 +115,8 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ["95% bootstrap interval", "-" if ci is None else f"{ci[0]:.4f} to {ci[1]:.4f}"],
         *([["warning", verdict]] if verdict else []),
         # The trained network's loss (what Keras would report) and the calibrated model's, as saved.
-        ["test loss, before / after temperature scaling",
+        # Against the plain labels, whatever the training loss was against (smoothed labels, a teacher's answers).
+        ["test loss (against the plain labels), before / after temperature scaling",
          f"{run_list.cell(metrics.get('test_loss_before_scaling'), '{:.4f}')} / {metrics['test_loss']:.4f}"],
         [f"ECE ({CALIBRATION_BINS} bins), before / after temperature scaling",
          _calibration(metrics, "{before} / {after} (T = {temperature})")],
