@@ -134,6 +134,10 @@ def test_a_journal_studys_trials_report_and_commands_go_beside_it_not_in_the_cur
         # Either command, pasted as it is, trains the best trial's settings with the study's --epochs and patience.
         assert settings_for(_settings_from_args(pasted), trial.params, "s1-best") == settings_for(BASE, trial.params,
                                                                                                  "s1-best")
+    # ... as the page says, with what they train without the trials' budget (as tune's closing lines put it).
+    assert (f"<p>Each trains the best trial's settings as its trial did, with the study's --epochs 2; without those "
+            f"flags, on every training image for up to {TrainSettings().epochs} epochs, as long as a full "
+            "'fmnist train'.</p>") in page.read_text()
 
     # A study whose trials were given another --runs-dir: its page and best run go where they ran.
     other = shutil.copytree(run, tmp_path / "other" / "s2" / run.name)

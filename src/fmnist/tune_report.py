@@ -15,7 +15,8 @@ from fmnist import artifacts, defaults, runs
 from fmnist.errors import first_line
 from fmnist.html_page import page, table_html
 from fmnist.settings import BACKENDS, FLAG_SETTINGS, TrainSettings, flag
-from fmnist.tune import FIXED_SETTINGS, load_study, states_text, study_states, trial_run_dir, value_text
+from fmnist.tune import (FIXED_SETTINGS, TRIAL_BUDGET, load_study, states_text, study_states, trial_run_dir,
+                         value_text)
 from fmnist.tune_storage import absolute_storage
 
 
@@ -38,6 +39,18 @@ def _setting_flags(study: optuna.Study, trial: optuna.trial.FrozenTrial, searche
         shown = ",".join(map(str, value)) if isinstance(value, list) else value  # floats in full: the same run
         flags.append(f" {flag(name)} {shown}")
     return "".join(flags)
+
+
+def _budget_note(study: optuna.Study) -> str:
+    """What the commands above train with the trials' --epochs and --limit, and what they train without them (as
+    the closing lines of 'fmnist tune' give the --train-best command); "" for a study on the spec's budget."""
+    fixed, spec = study.user_attrs.get(FIXED_SETTINGS) or {}, TrainSettings()
+    budget = " ".join(f"{flag(k)} {fixed[k]}" for k in TRIAL_BUDGET if fixed.get(k) not in (None, getattr(spec, k)))
+    if not budget:
+        return ""
+    return (f"<p>Each trains the best trial's settings as its trial did, with the study's {html.escape(budget)}; "
+            f"without those flags, on every training image for up to {spec.epochs} epochs, as long as a full "
+            "'fmnist train'.</p>")
 
 
 def _train_command(study: optuna.Study, trial: optuna.trial.FrozenTrial, study_dir: Path) -> str:
@@ -134,7 +147,8 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path | N
             f"<pre>{html.escape(f'fmnist tune --train-best {study_name}{where}{storage_flag}')}"
             f"{html.escape(_setting_flags(study, complete[0], searched=False, study_dir=study_dir))}</pre>{hidden}"
             "<p>or, the same as a plain training:</p>"
-            f"<pre>{html.escape(_train_command(study, complete[0], study_dir) + where)}</pre>",
+            f"<pre>{html.escape(_train_command(study, complete[0], study_dir) + where)}</pre>"
+            + _budget_note(study),
         ))
     if not complete:  # Optuna would draw empty axes
         sections.append(("Plots", "<p>none drawn: no finished trials yet</p>"))
