@@ -34,7 +34,14 @@ def test_report_is_rebuilt_from_the_runs_files_alone(tiny_run_dir, tmp_path):
     config = artifacts.read_json(run / artifacts.CONFIG)
     config["settings"]["teacher"] = "/somewhere/teacher"
     artifacts.write_json(run / artifacts.CONFIG, config)
-    assert "<th scope=row>distill_alpha</th>" in build_report(run).read_text()
+    html = build_report(run).read_text()
+    assert "<th scope=row>distill_alpha</th>" in html
+    assert "<th scope=row>teacher</th><td>/somewhere/teacher</td>" in html  # not there: its path alone
+    config["settings"]["teacher"] = str(tiny_run_dir)  # a run scored: its accuracy beside it, what a student faces
+    artifacts.write_json(run / artifacts.CONFIG, config)
+    teacher_accuracy = artifacts.read_json(tiny_run_dir / artifacts.METRICS)["test_accuracy"]
+    assert (f"<th scope=row>teacher</th><td>{tiny_run_dir} (its test accuracy {teacher_accuracy:.4f})</td>"
+            in build_report(run).read_text())
     (run / artifacts.PREDICTIONS).unlink()
     with pytest.raises(FmnistError, match="test_predictions.npz is missing: run 'fmnist evaluate .*' first"):
         build_report(run)

@@ -99,7 +99,8 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
     recorded = config.get("settings", {})
     shown = {k: v for k, v in recorded.items() if k not in unused_settings(recorded)}
     recipe = [["recipe (closest)", closest_recipe(recorded)]] if recorded else []
-    settings = recipe + [[k, run_list.setting_text(v)] for k, v in shown.items()] + [
+    settings = recipe + [[k, _teacher_text(v) if k == "teacher" and v else run_list.setting_text(v)]
+                         for k, v in shown.items()] + [
         ["backend", run_list.cell(config.get("backend"))],
         ["data", run_list.cell(config.get("data", {}).get("source"))],
         ["versions", ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items())],
@@ -141,6 +142,16 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ("Settings", table_html(["setting", "value"], settings)),
     ] + _exports(run_dir)
     return page(f"fmnist run {run_dir.name}", sections)
+
+
+def _teacher_text(teacher: str) -> str:
+    """A distilled run's teacher, with its own test accuracy where its scores read: the first figure a student is
+    judged against."""
+    try:
+        accuracy = float(artifacts.read_json(run_lookup.teacher_run_dir(teacher) / artifacts.METRICS)["test_accuracy"])
+    except (FmnistError, OSError, KeyError, TypeError, ValueError):  # moved, not scored, or damaged: the path alone
+        return run_list.setting_text(teacher)
+    return f"{run_list.setting_text(teacher)} (its test accuracy {accuracy:.4f})"
 
 
 def loss_target(settings: dict[str, Any]) -> str:
