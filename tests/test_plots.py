@@ -245,6 +245,10 @@ def test_pictures_say_what_they_show_where_a_reader_would_guess(tmp_path, monkey
                        total=1025)
     assert ("The 4 most confident of the 1,025 test mistakes, with the model's (calibrated) probability for the class "
             "it predicted") in [t.get_text() for t in drawn[2].axes[0].texts]
+    bins = {"confidence": [0.5, 0.95], "accuracy": [0.4, 0.96], "counts": [30, 5700], "ece": 0.02}
+    plots.reliability_png(bins, bins, tmp_path / "reliability.png")
+    counts = drawn.pop().axes[1]  # the largest bin, 5,700 images, under the labelled 10,000: not on the frame
+    assert counts.get_ylim()[1] == pytest.approx(10_000)
 
 
 def test_reference_bars_are_told_from_the_contenders(tmp_path, monkeypatch):

@@ -23,6 +23,10 @@ def test_report_is_rebuilt_from_the_runs_files_alone(tiny_run_dir, tmp_path):
     metrics = artifacts.read_json(run / artifacts.METRICS)
     history = artifacts.read_history(run)
     assert f"{metrics['test_accuracy']:.4f}" in html
+    # What the pictures need said: how the matrix is read, what T and the ECE are (this run's T given).
+    assert "<p>A row for each true class, a column for each class predicted: the counts" in html
+    assert f"fitted on the validation split so that its confidence matches how often it is right, here T = " \
+           f"{metrics['temperature']:.3f};" in html
     row = f"<th scope=row>epochs run / best</th><td>{len(history['loss'])} / {artifacts.best_epoch(history)}</td>"
     assert row in html
     assert (run / artifacts.CURVES_PNG).is_file() and (run / artifacts.CONFUSION_MATRIX_PNG).is_file()

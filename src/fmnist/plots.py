@@ -250,6 +250,9 @@ def reliability_png(before: dict, after: dict, path: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     counts.set_yscale("log")
+    largest = max((c for bins in (before, after) for c in bins["counts"]), default=0)
+    if largest > 0:  # the largest bin under a labelled line, not on the frame with no number above it
+        counts.set_ylim(top=10 ** np.ceil(np.log10(largest) + 1e-9))
     # Plain numbers, at 2 and 5 between powers of ten when the counts span little: the log axis' own labels are
     # written in maths text, which _figure turns off ("$" in run names).
     counts.yaxis.set_major_formatter(LogFormatter())

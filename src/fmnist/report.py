@@ -133,15 +133,31 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
     sections = [
         ("Headline", table_html(["measure", "value"], headline)),
         ("Per class", table_html(["class", "precision", "recall", "F1", "support"], per_class)),
-        ("Confusion matrix", image_html(run_dir / artifacts.CONFUSION_MATRIX_PNG, "confusion matrix")),
+        ("Confusion matrix", CONFUSION_NOTE + image_html(run_dir / artifacts.CONFUSION_MATRIX_PNG, "confusion matrix")),
         ("Learning curves", _loss_note(recorded) + image_html(run_dir / artifacts.CURVES_PNG,
                                                                "loss and accuracy curves")),
-        ("Calibration", image_html(run_dir / artifacts.RELIABILITY_PNG, "reliability diagram")),
+        ("Calibration", _calibration_note(metrics) + image_html(run_dir / artifacts.RELIABILITY_PNG,
+                                                                 "reliability diagram")),
         ("Most confident mistakes", image_html(run_dir / artifacts.MISCLASSIFIED_PNG, "most confident mistakes")),
         ("What the model looks at", _evidence_html(run_dir, predictions)),
         ("Settings", table_html(["setting", "value"], settings)),
     ] + _exports(run_dir)
     return page(f"fmnist run {run_dir.name}", sections)
+
+
+CONFUSION_NOTE = ("<p>A row for each true class, a column for each class predicted: the counts, then each row's "
+                  "shares, coloured by their square root so that a few confusions show beside the full diagonal (an "
+                  "empty cell is blank; a share under 0.005 reads &lt;.01).</p>")
+
+
+def _calibration_note(metrics: dict[str, Any]) -> str:
+    """What temperature scaling and the ECE are, with this run's temperature where it was fitted."""
+    temperature = artifacts.json_number(metrics.get("temperature"))
+    fitted = "" if temperature is None else f", here T = {temperature:.3f}"
+    return ("<p>Temperature scaling divides the network's logits by one number T, fitted on the validation split so "
+            f"that its confidence matches how often it is right{fitted}; the saved model predicts with it. ECE, the "
+            f"expected calibration error: over {CALIBRATION_BINS} bins of confidence, the gap between a bin's "
+            "confidence and its accuracy, weighted by its share of the test images.</p>")
 
 
 def _teacher_text(teacher: str) -> str:
