@@ -145,7 +145,11 @@ def test_runs_command_prints_a_table_and_json(mixed_runs):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["run", "recipe", "network"]
-    assert len([line for line in lines if not line.startswith(run_list.NOTE_INDENT)]) == 10  # each run's notes below it
+    assert len([line for line in lines if not line.startswith(run_list.NOTE_INDENT)]) == 11  # each run's notes below it
+    # The folder holding a run (a study's, say) a line of its own, its run indented under it by its own name.
+    folder = mixed_runs["grouped"].parent
+    at = lines.index(next(line for line in lines if line.startswith(f"{folder.name}/ ")))
+    assert lines[at].endswith("a folder of 1 run") and lines[at + 1].startswith(f"  {mixed_runs['grouped'].name} ")
     finished = next(line for line in lines if line.startswith(mixed_runs["finished"].name))
     assert "16-8" in finished and "finished" in finished
     convnet = run_list.summarize(mixed_runs["finished"]) | {"settings": {"architecture": "cnn", "hidden_sizes": [512]}}

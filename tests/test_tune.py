@@ -52,6 +52,12 @@ def test_sqlite_study_makes_one_run_per_trial_judged_on_validation_and_continues
     assert trials[0].params == trial_params(BASE)  # the recipe's own settings come first
     run_dirs = [Path(t.user_attrs["run_dir"]) for t in trials]
     assert sorted(run_dirs) == sorted(p.resolve() for p in (runs / "s1").iterdir())  # one run per trial, no more
+    # `fmnist runs` gives the study's folder a line, its trials' runs under it.
+    listed = run_list.format_runs(run_list.list_runs(runs), [], runs).splitlines()
+    assert listed[1].startswith("s1/ ") and listed[1].endswith(
+        "study s1: 2 trial runs ('fmnist tune --report s1' draws its page)")
+    under = [line.split()[0] for line in listed[2:] if not line.startswith(run_list.NOTE_INDENT)]  # notes aside
+    assert sorted(under) == sorted(run.name for run in run_dirs)
     for trial, run in zip(trials, run_dirs):
         config = json.loads((run / artifacts.CONFIG).read_text())
         assert config["settings"] == settings_for(BASE, trial.params, f"trial-{trial.number:04d}").to_dict()

@@ -411,13 +411,23 @@ def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), r
               "test acc", "macro F1", "train s", "status"]
     lines, notes = [header], {}
     groups_left = {g["group"]: g for g in groups}
-    under = None  # the group whose line, or a run of it, is the line above
+    in_folder: dict[str, list[dict[str, Any]]] = {}  # a study's folder (or another holding runs), with its runs
+    for r in rows:
+        in_folder.setdefault(Path(r["run"]).parent.as_posix(), []).append(r)
+    folders_left = set(in_folder) - set(groups_left) - {"."}
+    under = None  # the group or folder whose line, or a run of it, is the line above
     for r in rows:
         parent = Path(r["run"]).parent.as_posix()
         group = groups_left.pop(parent, None)
         if group:
             lines.append(_group_line(group, r, Path(runs_dir)))
-        under = parent if group or parent == under else None
+            under = parent
+        elif parent in folders_left:
+            folders_left.remove(parent)
+            lines.append([f"{parent}/", *["-"] * (len(header) - 2), _folder_status(parent, in_folder[parent])])
+            under = parent
+        elif parent != under:  # a run of its own, or one of a folder whose line stands above another's runs
+            under = None
         s = r["settings"]
         recipe, changed_note = _recipe_cell(s)
         lines.append([
@@ -456,6 +466,16 @@ def _columns_fitting(header: list[str], widths: list[int], width: int | None) ->
         kept.remove(header.index(name))
         left_out.append(name)
     return kept, left_out
+
+
+def _folder_status(folder: str, members: list[dict[str, Any]]) -> str:
+    """A folder of runs that is no ``--seeds`` group: a tune study's (its runs named as trials), or another."""
+    plural = "" if len(members) == 1 else "s"
+    if all(str(r["settings"].get("name", "")).startswith("trial-") for r in members):
+        study = Path(folder).name
+        return (f"study {study}: {len(members)} trial run{plural} ('fmnist tune --report {runs.shell_word(study)}' "
+                "draws its page)")
+    return f"a folder of {len(members)} run{plural}"
 
 
 def _as_printed(text: Any) -> str:
