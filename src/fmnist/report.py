@@ -12,13 +12,12 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from fmnist import artifacts, defaults, plots, run_list, run_locks, run_lookup, runs
-from fmnist.recipes import closest_recipe
+from fmnist.recipes import closest_recipe, recipe_changes, unused_settings
 from fmnist.errors import DamagedFile, FmnistError
 from fmnist.explain import FAINT_BELOW, PATCH
 from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
 from fmnist.html_page import image_html, page, table_html
 from fmnist.metrics import CALIBRATION_BINS, classification_report_text
-from fmnist.recipes import unused_settings
 
 if TYPE_CHECKING:
     from fmnist.train import TrainResult
@@ -99,6 +98,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
     recorded = config.get("settings", {})
     shown = {k: v for k, v in recorded.items() if k not in unused_settings(recorded)}
     recipe = [["recipe (closest)", closest_recipe(recorded)]] if recorded else []
+    changed = set(recipe_changes(recorded)[1]) if recorded else set()
     settings = recipe + [[k, _teacher_text(v) if k == "teacher" and v else run_list.setting_text(v)]
                          for k, v in shown.items()] + [
         ["backend", run_list.cell(config.get("backend"))],
@@ -140,7 +140,10 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
                                                                  "reliability diagram")),
         ("Most confident mistakes", image_html(run_dir / artifacts.MISCLASSIFIED_PNG, "most confident mistakes")),
         ("What the model looks at", _evidence_html(run_dir, predictions)),
-        ("Settings", table_html(["setting", "value"], settings)),
+        # The settings the run changed in its recipe marked, as "spec (+4)" counts them without naming them.
+        ("Settings (those changed from its recipe highlighted)" if changed else "Settings",
+         table_html(["setting", "value"], settings,
+                    highlight={i for i, row in enumerate(settings) if row[0] in changed})),
     ] + _exports(run_dir)
     return page(f"fmnist run {run_dir.name}", sections)
 
