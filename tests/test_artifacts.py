@@ -104,3 +104,17 @@ def test_the_best_epoch_is_the_lowest_finite_validation_loss():
     assert artifacts.best_epoch({"val_loss": [float("nan"), 0.8, 0.6]}) == 3  # argmin alone picks the NaN
     assert artifacts.best_epoch({"val_loss": [float("nan")]}) is None
     assert artifacts.best_epoch({"val_loss": []}) is None
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 cut short", b"not an archive"])
+def test_a_damaged_split_is_named_as_damaged_and_a_missing_one_is_an_oserror(tmp_path, content):
+    import numpy as np
+
+    np.savez(tmp_path / artifacts.SPLIT, train=np.arange(3), validation=np.arange(3, 5))
+    assert artifacts.read_split(tmp_path, "validation").tolist() == [3, 4]
+    (tmp_path / artifacts.SPLIT).write_bytes(content)
+    with pytest.raises(DamagedFile, match=f"^{tmp_path / artifacts.SPLIT} is damaged "):
+        artifacts.read_split(tmp_path, "train")
+    (tmp_path / artifacts.SPLIT).unlink()
+    with pytest.raises(FileNotFoundError):  # not there: its callers make it again, or do without it
+        artifacts.read_split(tmp_path, "train")

@@ -215,11 +215,19 @@ def history_lines(run_dir: Path, errors: str = "strict") -> list[str]:
 
 
 def read_split(run_dir: Path, part: str) -> Any:
-    """The image indices of ``part`` ("train" or "validation") in the run's split.npz, as NumPy reads them."""
+    """The image indices of ``part`` ("train" or "validation") in the run's split.npz, as NumPy reads them; a file
+    that cannot be read is an OSError, one damaged (empty, cut short, not an archive) a DamagedFile."""
+    import zipfile
+    import zlib
+
     import numpy as np
 
-    with np.load(Path(run_dir) / SPLIT) as split:
-        return split[part]
+    path = Path(run_dir) / SPLIT
+    try:
+        with np.load(path, allow_pickle=False) as split:
+            return split[part]
+    except (ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DamagedFile(f"{path} is damaged ({type(exc).__name__}: {exc})") from None
 
 
 def best_epoch(history: dict[str, list[float]]) -> int | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -46,7 +45,7 @@ def taught_to_the_teacher(teacher: str, indices: np.ndarray) -> int | None:
     cannot be read."""
     try:
         taught = artifacts.read_split(run_lookup.teacher_run_dir(teacher), "train")
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, FmnistError):
+    except (OSError, FmnistError):  # a teacher moved, or its split.npz damaged
         return None
     return int(np.isin(indices, taught).sum())
 

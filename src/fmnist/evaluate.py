@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -190,8 +189,9 @@ def likely_cause(run_dir: Path) -> str:
     if near and steps is not None and steps < FEW_STEPS:
         return f"{reached}at a learning rate of {rate:g}, within ten times the spec's {spec_rate:g}: {too_few}"
     if near:
-        return (f"Its learning rate ({rate:g}) lies within ten times the spec's ({spec_rate:g}) and it trained for "
-                f"{steps} steps: the report's curves tell what held it back")
+        took = "" if steps is None else f" and it trained for {steps} steps"
+        return (f"Its learning rate ({rate:g}) lies within ten times the spec's ({spec_rate:g}){took}: the report's "
+                "curves tell what held it back")
     own = "" if rate is None else f"this run's {rate:g}; "
     return (f"A learning rate far from a working one is the usual cause ({own}the spec's {spec_rate:g}): the "
             "report's curves tell")
@@ -203,7 +203,10 @@ FEW_STEPS = 1000
 
 def _training_steps(run_dir: Path, settings: Any, epochs: int) -> int | None:
     """The optimizer steps the run took: its epochs times the batches in its training split; None if unknown."""
+    if not epochs:  # no history to count them by
+        return None
     try:
         return epochs * -(-len(artifacts.read_split(run_dir, "train")) // int(settings["batch_size"]))
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):  # no split, or a damaged config
+    # No split, or a config damaged by hand (a batch size of 0, or none).
+    except (OSError, FmnistError, ValueError, KeyError, TypeError, ZeroDivisionError):
         return None

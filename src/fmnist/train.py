@@ -6,7 +6,6 @@ import contextlib
 import logging
 import platform
 import time
-import zipfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 from fmnist import artifacts, defaults, model_files, run_locks, run_lookup, runs, stopping
 from fmnist.backup_file import training_over
 from fmnist.data import Dataset, data_record, load_dataset, locate, to_features
-from fmnist.errors import FmnistError, warn_once
+from fmnist.errors import DamagedFile, FmnistError, warn_once
 from fmnist.facts import NUM_CLASSES
 from fmnist.settings import TrainSettings, split_problem
 
@@ -184,7 +183,7 @@ def require_same_split(run_dir: Path, val_idx: np.ndarray) -> None:
     may pick other images for the same seed): it would train on images it has validated on."""
     try:
         saved = artifacts.read_split(run_dir, "validation")
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # missing or damaged: made again, as it was made
+    except (OSError, DamagedFile):  # missing or damaged: made again, as it was made
         recorded = artifacts.read_json(run_dir / artifacts.CONFIG).get("versions")
         now = package_versions()
         changed = [f"{name} {recorded[name]} then, {now.get(name, 'none')} now" for name in SPLIT_PACKAGES
