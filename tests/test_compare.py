@@ -108,6 +108,11 @@ def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs, caplog
     assert "validation</td><td>50</td></tr>" in page
     assert "<tr class=diff><th scope=row>validation fraction</th><td>0.2</td><td>0.1</td></tr>" in page
     assert "Their validation curves are measured on validation sets of different sizes" in page
+    # The split's counts are no difference where the --limit is the same (an older run's, without the counts).
+    config["settings"].update(limit=None, validation_fraction=0.2)
+    (other / artifacts.CONFIG).write_text(json.dumps(config))
+    page = compare_runs([a, other], tmp_path / "out" / "other.html").read_text()
+    assert "<tr><th scope=row>images (--limit)</th>" in page and "validation sets of different sizes" not in page
 
 
 def test_compare_command_takes_names_and_refuses_what_it_cannot_compare(tmp_path, two_runs):
@@ -178,7 +183,8 @@ def test_a_run_not_yet_scored_has_its_settings_and_curves_compared(tmp_path, two
     assert f"<tr><th>class</th><th>{a.name}</th><th>{b.name}</th><th>range</th></tr>" in page
     assert "Fewer than two" not in page and page.count("data:image/png;base64,") == 2
     (cut / artifacts.HISTORY).write_text((cut / artifacts.HISTORY).read_text().splitlines()[0] + "\n")
-    with pytest.raises(FmnistError, match=re.escape(said)):  # no epoch finished: nothing to draw
+    with pytest.raises(FmnistError, match=re.escape(f"{said}; and no epoch of it has finished, so it has no curves "
+                                                    "to compare either")):
         compare_runs([a, cut], tmp_path / "page.html")
 
 

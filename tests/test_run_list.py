@@ -171,7 +171,6 @@ def test_the_table_fits_the_terminal_and_names_the_columns_it_left_out(mixed_run
     left_out = [name for name in run_list.NARROWING if name not in kept]  # in the order they go
     assert set(kept) | set(left_out) == set(re.split(r"\s{2,}", every[0]))
     assert left_out == list(run_list.NARROWING[:len(left_out)]) and {"run", "recipe", "test acc", "status"} <= set(kept)
-    assert left_out == list(run_list.NARROWING[:len(left_out)]) and {"run", "recipe", "test acc", "status"} <= set(kept)
     assert told == f"(left out to fit {width} characters: {', '.join(left_out)}; --wide shows them)"
     # The lines fit, a status counted as at most STATUS_FITTED wide (a longer one wraps), and no more was left out
     # than needed: the last column left out, put back, would not have fitted.

@@ -54,8 +54,7 @@ def test_sqlite_study_makes_one_run_per_trial_judged_on_validation_and_continues
     assert sorted(run_dirs) == sorted(p.resolve() for p in (runs / "s1").iterdir())  # one run per trial, no more
     # `fmnist runs` gives the study's folder a line, its trials' runs under it.
     listed = run_list.format_runs(run_list.list_runs(runs), [], runs).splitlines()
-    assert listed[1].startswith("s1/ ") and listed[1].endswith(
-        "study s1: 2 trial runs ('fmnist tune --report s1' draws its page)")
+    assert listed[1].startswith("s1/ ") and listed[1].endswith("study s1: 2 trial runs")
     under = [line.split()[0] for line in listed[2:] if not line.startswith(run_list.NOTE_INDENT)]  # notes aside
     assert sorted(under) == sorted(run.name for run in run_dirs)
     for trial, run in zip(trials, run_dirs):
@@ -506,11 +505,19 @@ def test_a_worker_takes_up_the_trial_of_a_worker_beside_it_that_died_meanwhile(t
 
     monkeypatch.setattr(fmnist.tune, "_run_trial", beside_a_worker_that_dies)
     with caplog.at_level(logging.INFO, logger="fmnist.tune"):
-        result = tune(BASE, "jax", 2, "s", runs_dir=tmp_path, dataset=dataset)
+        tune(BASE, "jax", 1, "s", runs_dir=tmp_path, dataset=dataset)  # its last trial: queued for another worker
     [killed] = dead
+    assert (f"trial {killed.number}, cut short (stopped, or its worker died), is taken up again by the next worker "
+            "to continue the study" in caplog.messages)
+    dead.clear()
+    with caplog.at_level(logging.INFO, logger="fmnist.tune"):
+        result = tune(BASE, "jax", 2, "s", runs_dir=tmp_path, dataset=dataset)  # another dies beside its first
+    [first_killed, killed] = killed, *dead
     trials = optuna.load_study(study_name="s", storage=open_storage(None, tmp_path)[0]).get_trials()
-    assert [t.number for t in trials] == [0, killed.number, 2] and result.states == {"complete": 2, "killed": 1}
-    assert trials[2].user_attrs["retry_of"] == killed.number and trials[2].params == killed.params  # taken up next
+    assert [t.user_attrs.get("retry_of") for t in trials if t.number > killed.number] == [killed.number]
+    retry = trials[-1]
+    assert retry.params == killed.params and result.states == {"complete": 3, "killed": 2}  # taken up next, here
+    assert trials[first_killed.number + 1].user_attrs["retry_of"] == first_killed.number  # the first run's, first
     assert (f"trial {killed.number}, cut short (stopped, or its worker died), is taken up again next"
             in caplog.messages)
 

@@ -262,8 +262,8 @@ def test_a_journal_in_a_folder_that_takes_no_files_is_read_but_not_tuned_in(tmp_
         tuned = fmnist("tune", "--study", "s2", "--runs-dir", str(folder), "--trials", "1", "--epochs", "2")
         assert (tuned.returncode, tuned.stderr) == (1, (
             f"fmnist: error: cannot open the journal file {folder / 'tune.journal'}: its lock needs a new file in "
-            f"{folder}, which cannot be written (Permission denied); give --runs-dir, or --storage, a folder you may "
-            "write in\n"))
+            f"{folder}, which cannot be written (Permission denied); give --runs-dir a folder you may write in, or "
+            "--storage a journal file in one\n"))
         page = fmnist("tune", "--report", "s", "--runs-dir", str(folder))
         assert (page.returncode, page.stderr) == (1, (  # the page's default place, not a flag never given
             f"fmnist: error: the page (--output writes it elsewhere) {folder / 's' / 'tune_report.html'}: cannot "

@@ -523,7 +523,8 @@ def _add_runs(sub: Any) -> None:
                    help=f"where run directories are (default ./{defaults.RUNS_DIR})")
     p.add_argument("--wide", action="store_true",
                    help="every column, however wide the terminal (by default the columns that say least are left out "
-                        "until the table fits it; a pipe or a file gets every column)")
+                        "until the table fits it, or the width COLUMNS gives; a pipe or a file gets every column "
+                        "unless COLUMNS is set)")
     compare_help = ("Write one HTML page comparing runs: settings, learning curves, per-class F1, and the classes "
                     "whose mistakes changed most between them; of a run in training, or stopped, its settings and "
                     "curves so far.")

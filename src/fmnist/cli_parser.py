@@ -4,6 +4,7 @@ meant, and the types of value its flags take, each refused in words."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import re
 import sys
@@ -187,11 +188,11 @@ positive_int = int_between(1)
 
 def patience(value: str) -> int:
     """An argparse type: a plateau callback's patience, 1 or more; 0 is told why it adds nothing."""
-    number = int_between(0)(value)
-    if number == 0:  # Keras counts the epoch that missed: patience 1 already acts on the first one, as 0 would
-        raise argparse.ArgumentTypeError(f"{value!r} must be positive: 1 already acts on the first epoch without a "
-                                         "lower val_loss")
-    return number
+    with contextlib.suppress(ValueError):  # not a number: positive_int says so
+        if int(value) == 0:  # Keras counts the epoch that missed: patience 1 already acts on the first one, as 0 would
+            raise argparse.ArgumentTypeError(f"{value!r} must be positive: 1 already acts on the first epoch "
+                                             "without a lower val_loss")
+    return positive_int(value)
 
 
 def seed_count(value: str) -> int:

@@ -127,8 +127,8 @@ def _load(run_dir: Path) -> dict[str, Any]:
     config = read_config(run_dir)
     history = checked_history(run_dir, config, HISTORY_ADVICE)
     if unscored:
-        if not history.get("loss"):  # no epoch's curve to draw either
-            raise unscored
+        if not history.get("loss"):
+            raise FmnistError(f"{unscored}; and no epoch of it has finished, so it has no curves to compare either")
         return {"summary": {**summary, "epoch_kept": None}, "history": history, "config": config, "f1": None,
                 "confusion_matrix": None, "unscored": str(unscored)}
     metrics = read_metrics(run_dir)
@@ -213,8 +213,10 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
                  ["validation fraction", *(s["settings"].get("validation_fraction", spec.validation_fraction)
                                            for s in summaries)]]
     # Marked where they differ in what makes their figures comparable; their scores are meant to differ.
+    # The images row by its --limit: the split's counts beside it are shown, and missing in an older run's.
+    compared = {"images (--limit)": [s["settings"].get("limit") or "all" for s in summaries]}
     headline_differ = {i for i, row in enumerate(headline)
-                       if row[0] in COMPARABLE_ROWS and len(set(row[1:])) > 1}
+                       if row[0] in COMPARABLE_ROWS and len(set(compared.get(row[0], row[1:]))) > 1}
     settings, differ = settings_rows([item["config"] for item in loaded])
     # The scores of the runs scored; one not yet scored is said so above them.
     f1 = {name: item["f1"] for name, item in zip(names, loaded) if item["f1"] is not None}

@@ -112,7 +112,7 @@ def _read_input(path: Path | str) -> np.ndarray:
     except OSError as exc:
         raise FmnistError(f"cannot read {path}: {exc.strerror}") from None
     if oversized or len(data) > MAX_FILE_BYTES:  # the latter: a file that grew while it was read
-        raise FmnistError(f"{path} is over {MAX_FILE_MIB} MiB: give a smaller image")
+        raise FmnistError(f"{path} is over {MAX_FILE_MIB} MiB: give a smaller image, or split a stack of them")
     return load_input(data, str(path), stack=True)
 
 
@@ -143,7 +143,7 @@ def _read_stdin() -> bytes:
         raise FmnistError("standard input had nothing to read yet (a non-blocking pipe): pipe the image in whole, "
                           "or save it and give the file")
     if len(data) > MAX_FILE_BYTES:
-        raise FmnistError(f"standard input is over {MAX_FILE_MIB} MiB: give a smaller image")
+        raise FmnistError(f"standard input is over {MAX_FILE_MIB} MiB: give a smaller image, or split a stack of them")
     return data
 
 

@@ -98,13 +98,14 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
     recorded = config.get("settings", {})
     shown = {k: v for k, v in recorded.items() if k not in unused_settings(recorded)}
     recipe = [["recipe (closest)", closest_recipe(recorded)]] if recorded else []
-    changed = set(recipe_changes(recorded)[1]) if recorded else set()
+    changed = set(recipe_changes(recorded)[1]) if recorded else set()  # some may have no row: an unused setting
     settings = recipe + [[k, _teacher_text(v) if k == "teacher" and v else run_list.setting_text(v)]
                          for k, v in shown.items()] + [
         ["backend", run_list.cell(config.get("backend"))],
         ["data", run_list.cell(config.get("data", {}).get("source"))],
         ["versions", ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items())],
     ]
+    marked = {i for i, row in enumerate(settings) if row[0] in changed}
     kept = artifacts.kept_epoch(history, config) or "-"
     state = runs.state_now(run_dir, status.get("state", "-"))  # as `fmnist runs` shows it
     if status.get("pruned"):
@@ -141,9 +142,8 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ("Most confident mistakes", image_html(run_dir / artifacts.MISCLASSIFIED_PNG, "most confident mistakes")),
         ("What the model looks at", _evidence_html(run_dir, predictions)),
         # The settings the run changed in its recipe marked, as "spec (+4)" counts them without naming them.
-        ("Settings (those changed from its recipe highlighted)" if changed else "Settings",
-         table_html(["setting", "value"], settings,
-                    highlight={i for i, row in enumerate(settings) if row[0] in changed})),
+        ("Settings (those changed from its recipe highlighted)" if marked else "Settings",
+         table_html(["setting", "value"], settings, highlight=marked)),
     ] + _exports(run_dir)
     return page(f"fmnist run {run_dir.name}", sections)
 
@@ -210,8 +210,9 @@ def _evidence_html(run_dir: Path, predictions: dict[str, np.ndarray]) -> str:
         return f"<p>(not computed for this run: 'fmnist evaluate {html.escape(str(run_dir))}' adds them)</p>"
     unshown = ""
     if "example_indices" in predictions:  # a class none of whose test images the model got right has no clearest one
-        shown = set(np.asarray(predictions["y_true"])[predictions["example_indices"]].tolist())
-        missing = [name for c, name in enumerate(CLASS_NAMES) if c not in shown]
+        y_true = np.asarray(predictions["y_true"])
+        shown, present = set(y_true[predictions["example_indices"]].tolist()), set(y_true.tolist())
+        missing = [name for c, name in enumerate(CLASS_NAMES) if c in present and c not in shown]
         if missing:
             they = "it has" if len(missing) == 1 else "they have"
             unshown = f"<p>No test image of {', '.join(missing)} was classified right, so {they} no map below.</p>"

@@ -395,7 +395,8 @@ STATUS_FITTED = 27  # the status counted as at most this wide ("mean of 10 seeds
 
 
 def terminal_width() -> int | None:
-    """The terminal's width where stdout is one or COLUMNS gives it, else None: a pipe or a file gets every column."""
+    """The terminal's width where stdout is one or COLUMNS gives it, else None: a pipe or a file gets every column
+    unless COLUMNS is set."""
     if "COLUMNS" in os.environ or sys.stdout.isatty():
         return shutil.get_terminal_size().columns
     return None
@@ -473,8 +474,8 @@ def _folder_status(folder: str, members: list[dict[str, Any]]) -> str:
     plural = "" if len(members) == 1 else "s"
     if all(str(r["settings"].get("name", "")).startswith("trial-") for r in members):
         study = Path(folder).name
-        return (f"study {study}: {len(members)} trial run{plural} ('fmnist tune --report {runs.shell_word(study)}' "
-                "draws its page)")
+        # No command here: its page's needs the study's storage and runs folder, which the listing cannot know.
+        return f"study {study}: {len(members)} trial run{plural}"
     return f"a folder of {len(members)} run{plural}"
 
 

@@ -258,6 +258,13 @@ def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, study_dir
     return history["val_loss"][best]
 
 
+def flag_text(name: str, value: Any) -> str:
+    """A setting as the flag that gives it, its value as typed (``--hidden-sizes 512,256``) and quoted for a shell:
+    every command tune prints builds its flags so."""
+    typed = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return f"{flag(name)} {runs.shell_word(typed)}"
+
+
 def trial_name(number: int) -> str:
     """The name of a trial's run (its folder is ``<UTC time>-<name>`` in the study's runs directory)."""
     return f"trial-{number:04d}"
@@ -427,7 +434,8 @@ def tune(
         done.append(trial.number)
         log.info("trial %d %s: val_loss %s", trial.number, trial_state(trial),
                  f"{trial.value:.4f}" if trial.value is not None else "-")
-        _take_up_cut_short(study, store, "next")  # a worker beside this one died meanwhile, or was stopped
+        # A worker beside this one died meanwhile, or was stopped: its trial is this one's next, if it has one.
+        _take_up_cut_short(study, store, "next" if len(done) < trials else "by the next worker to continue the study")
 
     unfailed: list[int] = []
     try:
@@ -446,7 +454,7 @@ def tune(
             "queued in its place finishes it; run this command again to go on") from None
     # As a command in another folder reaches it (a script reads --json), the password of a server's URL hidden.
     spec = TrainSettings()
-    budget = " ".join(f"{flag(k)} {getattr(base, k)}" for k in TRIAL_BUDGET if getattr(base, k) != getattr(spec, k))
+    budget = " ".join(flag_text(k, getattr(base, k)) for k in TRIAL_BUDGET if getattr(base, k) != getattr(spec, k))
     return TuneResult(study_name, absolute_storage(storage or shown, shown), len(done), study_states(study),
                       best_trial(study), budget)
 
@@ -483,9 +491,9 @@ def _take_up_cut_short(study: optuna.Study, store: optuna.storages.BaseStorage, 
     retried = _retry_cut_short(study, store)
     if retried:
         one = len(retried) == 1
-        log.info("%s, cut short (stopped, or %s worker died), %s taken up again %s",
+        log.info("%s, cut short (stopped, or %s died), %s taken up again %s",
                  f"trial {retried[0]}" if one else f"trials {', '.join(map(str, retried))}",
-                 "its" if one else "their", "is" if one else "are", when)
+                 "its worker" if one else "their workers", "is" if one else "are", when)
 
 
 def _fixed(base: TrainSettings) -> dict[str, Any]:
@@ -608,14 +616,13 @@ def train_best(
     best = best_trial(study)
     recorded, spec = study.user_attrs.get(FIXED_SETTINGS) or {}, TrainSettings()
     if best is None:  # the command that runs its trials, with the settings they share
-        fixed = "".join(f" {flag(k)} {','.join(map(str, v)) if isinstance(v, list) else v}"
-                        for k, v in sorted(recorded.items())
+        fixed = "".join(f" {flag_text(k, v)}" for k, v in sorted(recorded.items())
                         if k in FLAG_SETTINGS and v is not None and v != getattr(spec, k))
         raise FmnistError(f"study {study_name!r} in {shown} has no finished trial yet: "
                           f"'fmnist tune --study {study_name} --storage {runs.shell_word(shown)}{fixed}' runs them")
     kept = {k: v for k, v in recorded.items() if k in FLAG_SETTINGS and k not in TRIAL_BUDGET and k not in given
             and v is not None and v != getattr(spec, k)}
-    carried = ", ".join(f"{flag(k)} {v}" for k, v in sorted(kept.items()))
+    carried = ", ".join(flag_text(k, v) for k, v in sorted(kept.items()))
     if kept:
         log.info("as the study's trials: %s", carried)
     try:

@@ -14,9 +14,9 @@ import optuna
 from fmnist import artifacts, defaults, runs
 from fmnist.errors import first_line
 from fmnist.html_page import page, table_html
-from fmnist.settings import BACKENDS, FLAG_SETTINGS, TrainSettings, flag
-from fmnist.tune import (FIXED_SETTINGS, TRIAL_BUDGET, load_study, states_text, study_states, trial_run_dir,
-                         value_text)
+from fmnist.settings import BACKENDS, FLAG_SETTINGS, TrainSettings
+from fmnist.tune import (FIXED_SETTINGS, TRIAL_BUDGET, flag_text, load_study, states_text, study_states,
+                         trial_run_dir, value_text)
 from fmnist.tune_storage import absolute_storage
 
 
@@ -36,8 +36,7 @@ def _setting_flags(study: optuna.Study, trial: optuna.trial.FrozenTrial, searche
         value = trial.params.get(name, settings.get(name))
         if (name in trial.params and not searched) or (name not in trial.params and value in (None, spec[name])):
             continue
-        shown = ",".join(map(str, value)) if isinstance(value, list) else value  # floats in full: the same run
-        flags.append(f" {flag(name)} {shown}")
+        flags.append(f" {flag_text(name, value)}")  # floats in full: the same run
     return "".join(flags)
 
 
@@ -45,7 +44,7 @@ def _budget_note(study: optuna.Study) -> str:
     """What the commands above train with the trials' --epochs and --limit, and what they train without them (as
     the closing lines of 'fmnist tune' give the --train-best command); "" for a study on the spec's budget."""
     fixed, spec = study.user_attrs.get(FIXED_SETTINGS) or {}, TrainSettings()
-    budget = " ".join(f"{flag(k)} {fixed[k]}" for k in TRIAL_BUDGET if fixed.get(k) not in (None, getattr(spec, k)))
+    budget = " ".join(flag_text(k, fixed[k]) for k in TRIAL_BUDGET if fixed.get(k) not in (None, getattr(spec, k)))
     if not budget:
         return ""
     return (f"<p>Each trains the best trial's settings as its trial did, with the study's {html.escape(budget)}; "

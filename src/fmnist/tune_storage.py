@@ -115,8 +115,8 @@ def _open_journal(path: Path, given: bool, writes: bool = False) -> tuple[optuna
         why = unwritable(path.parent) if writes else None
         if why:
             raise FmnistError(f"cannot open the journal file {path}: its lock needs a new file in {path.parent}, "
-                              f"which cannot be written ({why}); give --runs-dir, or --storage, a folder you may "
-                              "write in")
+                              f"which cannot be written ({why}); give --runs-dir a folder you may write in, or "
+                              "--storage a journal file in one")
         backend = optuna.storages.journal.JournalFileBackend(str(path.absolute()), lock_obj=lock)
         # Optuna skips a bad last line as one a killed worker left half written: a file of one is no journal.
         if path.stat().st_size and next(backend.read_logs(0), None) is None:
