@@ -137,6 +137,12 @@ def test_a_flag_with_its_value_before_the_command_is_told_where_it_goes(capsys):
     with pytest.raises(SystemExit):  # a flag no command has: not told to go after one
         main(["--bogus", "100", "train"])
     assert "invalid choice: '100'" in capsys.readouterr().err
+    for given in (["--limt", "100", "train"], ["--limt", "100"]):  # mistyped as well: the flag meant, and its place
+        with pytest.raises(SystemExit):
+            main(given)
+        assert capsys.readouterr().err == (
+            "fmnist: error: unrecognized arguments: --limt; did you mean --limit? It belongs after the command's name: "
+            "fmnist train --limit 100 ... (see 'fmnist --help')\n")
     said = {}
     for given in (["--limit", "100"], ["--limit=100"], ["--bogus"], ["-q", "--bogus", "-x"], ["-q", "100"]):
         with pytest.raises(SystemExit) as exited:  # no command at all: the flag named, not only the command missing

@@ -48,14 +48,21 @@ class Parser(argparse.ArgumentParser):
         if given[at - 1] in self._option_string_actions:  # -q, which takes no value, goes before the command too
             return None
         commands = next(a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction))
+        flag = given[at - 1]
         command = next((word for word in given[at + 1:] if word in commands), None)
-        if command is None:  # none given (`fmnist --limit 100`): the first that takes the flag
+        if command is None:  # none given (`fmnist --limit 100`): the first that takes the flag, or one like it
             command = next((name for name, parser in commands.items()
-                            if given[at - 1] in parser._option_string_actions), None)
-        if command is None or given[at - 1] not in commands[command]._option_string_actions:  # not that command's
+                            if flag in parser._option_string_actions or self._flag_hint(flag, parser)), None)
+        if command is None:
             return None
-        return (f"{given[at - 1]} belongs after the command's name: fmnist {command} {given[at - 1]} {invalid[1]} "
-                "...")
+        if flag not in commands[command]._option_string_actions:  # mistyped too (`fmnist --epocs 3 train`)
+            meant = self._flag_hint(flag, commands[command])
+            if meant is None or not meant.startswith("did you mean "):
+                return None
+            close = meant.removeprefix("did you mean ").rstrip("?")
+            return (f"unrecognized arguments: {flag}; did you mean {close}? It belongs after the command's name: "
+                    f"fmnist {command} {close} {invalid[1]} ...")
+        return f"{flag} belongs after the command's name: fmnist {command} {flag} {invalid[1]} ..."
 
     def _dashed_value(self, message: str) -> str | None:
         """For `--lr -inf`: argparse takes a value that starts with '-' for a flag, unless it reads as a negative number
