@@ -211,10 +211,15 @@ def test_a_groups_warnings_each_name_their_seed(tmp_path, tiny_data, caplog):
     """Under -q a group's warnings are all it prints: each seed's begins with it, as they would read alike."""
     folder, sums = tiny_data
     settings = TrainSettings(hidden_sizes=(8,), epochs=1, batch_size=4096, name="tiny", seed=5)  # more than its images
-    with caplog.at_level(logging.WARNING, logger="fmnist"):
-        train_seeds(settings, "jax", 2, runs_dir=tmp_path, dataset=load_dataset(folder, checksums=sums))
+    with caplog.at_level(logging.INFO, logger="fmnist"):
+        group, summary = train_seeds(settings, "jax", 2, runs_dir=tmp_path,
+                                     dataset=load_dataset(folder, checksums=sums))
     batch = [r.getMessage() for r in caplog.records if "the batch of 4096 is larger" in r.getMessage()]
     assert [said.split(":")[0] for said in batch] == ["seed 5", "seed 6"], batch
+    for entry in summary["runs"]:  # each seed's score as it comes, with where its page is
+        scores = artifacts.read_json(group / entry["run_dir"] / artifacts.METRICS)
+        assert (f"seed {entry['seed']}: test accuracy {scores['test_accuracy']:.4f}, macro F1 {scores['macro_f1']:.4f} "
+                f"(report: {group / entry['run_dir'] / artifacts.REPORT_HTML})") in caplog.messages
     logging.getLogger("fmnist.train").warning("after the group")  # as it was once the group is done
     assert caplog.records[-1].getMessage() == "after the group"
 

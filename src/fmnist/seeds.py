@@ -198,9 +198,10 @@ def _trained_members(group: Path, members: list[TrainSettings], backend: str, da
             stopping.check()  # clear_session collects garbage, where Python drops a Ctrl-C with a warning
             with _warnings_of(member.seed):
                 results.append(train(member, backend, runs_dir=group, dataset=dataset, resume_dir=run_dir))
-        # Each seed's score as it comes (a single run's is its command's result on stdout).
-        log.info("seed %d: test accuracy %.4f, macro F1 %.4f", member.seed, results[-1].metrics["test_accuracy"],
-                 results[-1].metrics["macro_f1"])
+        # Each seed's score as it comes, and its page (a single run's are its command's result on stdout).
+        log.info("seed %d: test accuracy %.4f, macro F1 %.4f (report: %s)", member.seed,
+                 results[-1].metrics["test_accuracy"], results[-1].metrics["macro_f1"],
+                 results[-1].run_dir / artifacts.REPORT_HTML)
     return results
 
 
