@@ -244,7 +244,8 @@ def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_run
                                           f"--resume {group}' finishes it; or give its runs one by one"):
         runs_to_compare([group], runs_dir)
     page = compare_runs([members[0], a], tmp_path / "unfinished.html").read_text()  # one of its runs, given itself
-    assert f"(no summary.json yet: &#x27;fmnist train --resume {group}&#x27; finishes the group)" in page
+    assert f"<th scope=row>--seeds group</th><td>{group.name}</td><td>-</td></tr>" in page  # it says whose it is
+    assert "<h2>--seeds groups" not in page  # ... but stands for itself: no group's mean in its place
     artifacts.write_json(group / artifacts.SEED_SUMMARY, {"runs": [{"run_dir": "../elsewhere"}]})
     with pytest.raises(FmnistError, match="summary.json is damaged \\(no list of its runs' folders\\)"):
         runs_to_compare([group], runs_dir)
@@ -255,6 +256,8 @@ def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_run
         "runs": [{"run_dir": run.name} for run in members], "seeds": 2, "per_class_f1": per_class,
         "test_accuracy": {"values": [0.81, 0.83], "mean": 0.82, "std": 0.0141, "ci95": [0.6929, 0.9471]}})
     assert runs_to_compare([group.name], group.parent) == members  # by name too
+    page = compare_runs([members[1], a], tmp_path / "one-seed.html").read_text()  # a finished group's run alone
+    assert "<h2>--seeds groups" not in page and f"<title>fmnist: {group.name} seed " in page
     result = run_cli("runs", "compare", group.name, "--runs-dir", str(group.parent), "--json")  # one group is enough
     assert result.returncode == 0, result.stderr
     page = Path(json.loads(result.stdout)["comparison"]).read_text()

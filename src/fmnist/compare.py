@@ -205,8 +205,13 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
         ("training seconds", "train_seconds", "{:.1f}"),
     )]
     groups = [runs.in_seed_group(Path(r).resolve()) for r in run_dirs]  # one group's runs, however each was given
-    if any(groups):  # which runs are seeds of one recipe, whose means the groups' table gives
+    if any(groups):  # which runs are seeds of one recipe
         headline.insert(2, ["--seeds group", *(group.name if group else "-" for group in groups)])
+    # A group stands for its runs where all it averages are compared (given by its name, say); a run of it given
+    # without the others stands for itself.
+    given = {Path(r).resolve() for r in run_dirs}
+    whole = {group: _given_whole(group, given) for group in set(groups) - {None}}
+    groups = [group if group is not None and whole[group] else None for group in groups]
     # What they trained and validated on: runs that differ in it measure their curves on other images.
     spec = TrainSettings()  # a setting an older run's config.json lacks is its default
     headline += [["images (--limit)", *(_images_text(Path(r), s["settings"]) for r, s in zip(run_dirs, summaries))],
@@ -258,6 +263,14 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
             "title": " vs ".join(dict.fromkeys(group.name if group else name for group, name in zip(groups, names)))}
 
 
+def _given_whole(group: Path, given: set[Path]) -> bool:
+    """Whether every run a ``--seeds`` group's summary.json averages is among the runs ``given`` (resolved)."""
+    try:
+        return {run.resolve() for run in _summarized_runs(group)} <= given
+    except FmnistError:  # not finished, or its summary damaged: its runs given stand for themselves
+        return False
+
+
 def _images_text(run_dir: Path, settings: dict[str, Any]) -> str:
     """A run's --limit ("all" without one), and how its split divided the images, as its split.npz holds them."""
     limit = settings.get("limit") or "all"
@@ -275,10 +288,6 @@ def _group_scores(groups: list[Path], alone: list[tuple[str, dict[str, Any]]] = 
     row and its F1 with no spread."""
     rows, f1, f1_sd, accuracies = [], {}, {}, {}
     for group in groups:
-        if not (group / artifacts.SEED_SUMMARY).is_file():  # a run of a group not finished, given by itself
-            rows.append([group.name, "-", f"(no {artifacts.SEED_SUMMARY} yet: '{runs.resume_command(group)}' "
-                                          "finishes the group)", "-", "-"])
-            continue
         try:
             summary = artifacts.read_json(group / artifacts.SEED_SUMMARY)
             accuracy = summary["test_accuracy"]
