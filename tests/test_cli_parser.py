@@ -28,7 +28,7 @@ def test_a_mistyped_choice_gets_the_nearest_one_and_explain_its_command(capsys):
                        (["explain", "x"], "'fmnist predict RUN IMAGE --show seen.png' draws what the model looked at"),
                        (["train", "--recipe", "CNN"], "did you mean 'cnn'?"),
                        (["runs", "s1"], "'fmnist runs' takes no name: 'fmnist runs --runs-dir FOLDER' lists the runs "
-                                        "in a folder (a study's, say), 'fmnist runs compare s1 RUN' compares runs"),
+                                        "in a folder (a study's, say), 'fmnist runs compare RUN RUN' compares runs"),
                        (["runs", "comapre"], "did you mean 'compare'?"),
                        (["zzz"], ""), (["train", "--recipe", "explain"], ""), (["train", "--recipe", "help"], "")):
         with pytest.raises(SystemExit) as stop:

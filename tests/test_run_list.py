@@ -183,6 +183,9 @@ def test_the_table_fits_the_terminal_and_names_the_columns_it_left_out(mixed_run
     assert len(rows) == len(every) - 1  # every run and note still there
     wide = run_cli("runs", "--runs-dir", str(mixed_runs["dir"]), "--wide", env={"COLUMNS": str(width)})
     assert wide.stdout.splitlines() == every
+    for unset in ("", "abc", "0", "-5")[:4 if width == 80 else 0]:  # set blank or wrong: a pipe gets every column
+        piped = run_cli("runs", "--runs-dir", str(mixed_runs["dir"]), env={"COLUMNS": unset})
+        assert piped.stdout.splitlines() == every, unset
 
 
 def test_no_runs_and_a_bad_runs_dir(tmp_path):

@@ -160,8 +160,8 @@ def _hint(message: str) -> str:
     if close:
         return f"; did you mean '{lowered[close[0]]}'?"
     if message.startswith("argument compare:"):  # `fmnist runs STUDY`, `fmnist runs RUN`: a folder or a run named
-        return (f"; 'fmnist runs' takes no name: 'fmnist runs --runs-dir FOLDER' lists the runs in a folder (a "
-                f"study's, say), 'fmnist runs compare {word} RUN' compares runs")
+        return ("; 'fmnist runs' takes no name: 'fmnist runs --runs-dir FOLDER' lists the runs in a folder (a "
+                "study's, say), 'fmnist runs compare RUN RUN' compares runs")
     return ""
 
 

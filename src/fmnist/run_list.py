@@ -397,9 +397,10 @@ STATUS_FITTED = 27  # the status counted as at most this wide ("mean of 10 seeds
 def terminal_width() -> int | None:
     """The terminal's width where stdout is one or COLUMNS gives it, else None: a pipe or a file gets every column
     unless COLUMNS is set."""
-    if "COLUMNS" in os.environ or sys.stdout.isatty():
-        return shutil.get_terminal_size().columns
-    return None
+    given = os.environ.get("COLUMNS", "").strip()
+    if given.isdigit() and int(given) > 0:  # a width set blank or wrong is as none set
+        return int(given)
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
 
 
 def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), runs_dir: Path = Path("."),
