@@ -177,7 +177,7 @@ def test_a_run_not_yet_scored_has_its_settings_and_curves_compared(tmp_path, two
     assert "<tr><th scope=row>test accuracy</th><td>" in page and "</td><td>-</td></tr>" in page
     assert "<th scope=row>status</th><td>finished</td><td>interrupted</td>" in page
     assert page.count("data:image/png;base64,") == 2  # the curves of both, a's F1 bars
-    assert f"<tr><th>class</th><th>{a.name}</th><th>range</th></tr>" in page  # the F1 table: the run scored
+    assert f"<tr><th>class</th><th>{a.name}</th></tr>" in page  # the F1 table: the run scored (no range of one)
     assert "Fewer than two of these runs are scored" in page
     page = compare_runs([a, b, cut], tmp_path / "three.html").read_text()  # the scored two's F1, side by side
     assert f"<tr><th>class</th><th>{a.name}</th><th>{b.name}</th><th>range</th></tr>" in page

@@ -12,7 +12,7 @@ def test_tables_escape_their_cells_and_mark_highlighted_rows():
     styled = page("t", [("h", table + "<pre>fmnist tune --train-best study --runs-dir /a/long/path</pre>")])
     assert table.startswith("<div class=wide><table>") and table.endswith("</table></div>")
     assert ".wide{overflow-x:auto}" in styled and "pre{white-space:pre-wrap;" in styled
-    assert "td{overflow-wrap:anywhere}" in styled  # a long path in a cell breaks before the table scrolls
+    assert "td{overflow-wrap:anywhere;min-width:4.5em}" in styled  # a path breaks, a number not, before it scrolls
 
 
 def test_images_are_inlined_byte_for_byte_or_named_as_missing(tmp_path):

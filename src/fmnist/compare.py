@@ -225,8 +225,9 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
     settings, differ = settings_rows([item["config"] for item in loaded])
     # The scores of the runs scored; one not yet scored is said so above them.
     f1 = {name: item["f1"] for name, item in zip(names, loaded) if item["f1"] is not None}
-    f1_rows = [
-        [c, *(f"{f1[n][i]:.4f}" for n in f1), f"{max(f1[n][i] for n in f1) - min(f1[n][i] for n in f1):.4f}"]
+    f1_rows = [  # the range across them, where two or more are scored
+        [c, *(f"{f1[n][i]:.4f}" for n in f1),
+         *[f"{max(f1[n][i] for n in f1) - min(f1[n][i] for n in f1):.4f}"] * (len(f1) > 1)]
         for i, c in enumerate(CLASS_NAMES)
     ] if f1 else []
     scored = [item for item in loaded if item["f1"] is not None]
@@ -362,8 +363,8 @@ def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]
         scored = list(f1)  # the runs with test scores, whose columns the score tables have
         f1_section = "<p>None of these runs is scored yet.</p>"
         if f1:
-            f1_section = image_html(bars, "F1 per class, one bar per run") + table_html(["class", *scored, "range"],
-                                                                                        f1_rows)
+            f1_section = image_html(bars, "F1 per class, one bar per run") + table_html(
+                ["class", *scored, *["range"] * (len(scored) > 1)], f1_rows)
         if change_rows:
             changes = table_html(["true class", *(f"mistakes, {n}" for n in scored), "range",
                                   "confusion that moved most"], change_rows)
