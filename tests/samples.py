@@ -155,6 +155,7 @@ def bad_files() -> list[tuple[str, str, bytes, int, str]]:
          "has shape (28, 28, 3), a colour image's planes; give 28x28 or 784 grey values, or send the picture as an "
          "image file"),
         ("npy-one-value", "a.npy", npy(np.zeros((1, 1))), 422, "has shape (1, 1)"),
+        ("npy-empty-stack", "a.npy", npy(np.zeros((0, 784))), 422, "has shape (0, 784): it holds no values"),
         ("npy-float-above-1", "a.npy", npy(pixels * 2), 422, "holds floats outside [0, 1]"),
         ("npy-negative", "a.npy", npy(pixels - 0.5), 422, "holds floats outside [0, 1]"),
         ("npy-nan", "a.npy", npy(np.where(pixels > 0.5, np.nan, pixels)), 422, "holds NaN or infinite"),

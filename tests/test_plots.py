@@ -245,6 +245,10 @@ def test_pictures_say_what_they_show_where_a_reader_would_guess(tmp_path, monkey
                        total=1025)
     assert ("The 4 most confident of the 1,025 test mistakes, with the model's (calibrated) probability for the class "
             "it predicted") in [t.get_text() for t in drawn[2].axes[0].texts]
+    unsure = np.full((1, 10), 0.503 / 9)
+    unsure[0, 6] = 0.497  # Shirt, under half: titled as predict's text says it, not rounded up to 50%
+    plots.predictions_png(np.zeros((1, 28, 28)), unsure, np.zeros((1, 28, 28)), ["a.png"], tmp_path / "seen.png")
+    assert "Shirt 49.7%" in [ax.get_title() for ax in drawn.pop().axes]
     bins = {"confidence": [0.5, 0.95], "accuracy": [0.4, 0.96], "counts": [30, 5700], "ece": 0.02}
     plots.reliability_png(bins, bins, tmp_path / "reliability.png")
     counts = drawn.pop().axes[1]  # the largest bin, 5,700 images, under the labelled 10,000: not on the frame

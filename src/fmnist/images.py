@@ -312,6 +312,8 @@ def _not_one_image(name: str, shape: tuple[int, ...]) -> BadInput:
     if len(shape) == 3 and (shape[0] in (3, 4) or shape[-1] in (3, 4)) and sorted(shape)[1:] == [28, 28]:
         return BadInput(f"{name} has shape {shape}, a colour image's planes; give 28x28 or 784 grey values, or send "
                         "the picture as an image file (PNG, JPEG), which is made grey as the model needs")
+    if 0 in shape:  # (0, 784): each row would be an image, but there is none
+        return BadInput(f"{name} has shape {shape}: it holds no values; give 28x28 or 784 values")
     return BadInput(f"{name} has shape {shape}; give 28x28 or 784 values")
 
 

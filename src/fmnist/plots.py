@@ -399,7 +399,7 @@ def predictions_png(
         bar_ax.set_xlim(0, 1.15)  # room for a certain answer's label
         bar_ax.set_xticks(np.linspace(0, 1, 6))
         bar_ax.tick_params(axis="x", labelsize=8)
-        bar_ax.set_title(f"{CLASS_NAMES[best]} {percent(probs[best], 0)}", fontsize=9)
+        bar_ax.set_title(f"{CLASS_NAMES[best]} {percent(probs[best])}", fontsize=9)  # as predict says: 49.7%, not 50%
     _save(fig, path)
 
 
