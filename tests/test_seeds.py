@@ -126,8 +126,9 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     assert runs.how_to_finish(second) == f"'fmnist train --resume {group}' finishes it"
     [cut] = run_list.seed_groups(run_list.list_runs(tmp_path), tmp_path)
     assert cut["scored"] == 0 and cut["test_accuracy"] is None and cut["summary"] is None
-    assert run_list.format_runs(run_list.list_runs(tmp_path), [cut], tmp_path).splitlines()[1].endswith(
-        f"0 of 3 seeds scored (fmnist train --resume {group} continues it)")
+    line, note = run_list.format_runs(run_list.list_runs(tmp_path), [cut], tmp_path).splitlines()[1:3]
+    assert line.endswith("0 of 3 seeds scored")  # what to do on the line below, as a run's notes
+    assert note == f"{run_list.NOTE_INDENT}fmnist train --resume {group} continues it"
     with run_locks.claim_run(group):  # as a process resuming the group holds it: nothing to do but wait
         [live] = run_list.seed_groups(run_list.list_runs(tmp_path), tmp_path)
         assert run_list.format_runs(run_list.list_runs(tmp_path), [live], tmp_path).splitlines()[1].endswith(
@@ -167,8 +168,9 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     summary_json = (group / artifacts.SEED_SUMMARY).read_bytes()
     (group / artifacts.SEED_SUMMARY).unlink()  # killed after its last seed, before it wrote the summary
     rows = run_list.list_runs(tmp_path)
-    assert run_list.format_runs(rows, run_list.seed_groups(rows, tmp_path), tmp_path).splitlines()[1].endswith(
-        f"3 of 3 seeds scored, no summary.json (fmnist train --resume {group} writes it)")
+    line, note = run_list.format_runs(rows, run_list.seed_groups(rows, tmp_path), tmp_path).splitlines()[1:3]
+    assert line.endswith("3 of 3 seeds scored, no summary.json")
+    assert note == f"{run_list.NOTE_INDENT}fmnist train --resume {group} writes it"
     (group / artifacts.SEED_SUMMARY).write_bytes(summary_json)
     status = artifacts.read_json(first / artifacts.STATUS)
     artifacts.write_json(first / artifacts.STATUS, {"state": "finished"})  # edited by hand
@@ -181,8 +183,9 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
         with pytest.raises(FmnistError, match=refusal):
             resume_seeds(group, dataset=dataset)
         rows = run_list.list_runs(tmp_path)  # listed as it is, never as the mean of a group it is not
-        assert run_list.format_runs(rows, run_list.seed_groups(rows, tmp_path), tmp_path).splitlines()[1].endswith(
-            "3 seeds scored (group.json damaged: restore it from a copy)")
+        line, note = run_list.format_runs(rows, run_list.seed_groups(rows, tmp_path), tmp_path).splitlines()[1:3]
+        assert line.endswith("3 seeds scored")
+        assert note == f"{run_list.NOTE_INDENT}group.json damaged: restore it from a copy"
     # Unreadable altogether, or made by a later fmnist with a setting this one does not know: its runs are still its
     # own, each as the group has it, and counted.
     for damaged in ("{cut", {**record, "settings": {**record["settings"], "mixup_alpha": 0.2}}):
@@ -282,9 +285,10 @@ def test_a_groups_damaged_member_is_trained_again_and_a_diverged_one_ends_the_gr
         rows = run_list.list_runs(tmp_path)
         [listed] = run_list.seed_groups(rows, tmp_path)  # listed as the resume sees it: not counted, and named
         assert listed["scored"] == 2 and listed["foreign"] == ["edited"]
-        assert run_list.format_runs(rows, [listed], tmp_path).splitlines()[1].endswith(
-            "2 of 2 seeds scored; edited: settings, backend or data other than the group's (copied or edited there by "
-            "hand): move it out of the group")
+        line, note = run_list.format_runs(rows, [listed], tmp_path).splitlines()[1:3]
+        assert line.endswith("2 of 2 seeds scored") and note == (
+            f"{run_list.NOTE_INDENT}edited: settings, backend or data other than the group's (copied or edited there "
+            "by hand): move it out of the group")
     shutil.rmtree(edited)
 
     retrained = group / resumed["runs"][1]["run_dir"]
@@ -292,8 +296,9 @@ def test_a_groups_damaged_member_is_trained_again_and_a_diverged_one_ends_the_gr
     rows = run_list.list_runs(tmp_path)
     [listed] = run_list.seed_groups(rows, tmp_path)
     assert listed["diverged"] == [6] and listed["scored"] == 1
-    assert run_list.format_runs(rows, [listed], tmp_path).splitlines()[1].endswith(
-        "1 of 2 seeds scored; seed 6 diverged: train a new group with a lower --learning-rate")
+    line, note = run_list.format_runs(rows, [listed], tmp_path).splitlines()[1:3]
+    assert line.endswith("1 of 2 seeds scored")
+    assert note == f"{run_list.NOTE_INDENT}seed 6 diverged: train a new group with a lower --learning-rate"
     with pytest.raises(FmnistError, match=f"^seed 6 of {group} diverged \\({retrained.name}\\): resumed with the same "
                                           "settings it would diverge again; train a new group with a lower "
                                           "--learning-rate$"):

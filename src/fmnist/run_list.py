@@ -423,7 +423,8 @@ def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), r
         parent = Path(r["run"]).parent.as_posix()
         group = groups_left.pop(parent, None)
         if group:
-            lines.append(_group_line(group, r, Path(runs_dir)))
+            cells, notes[len(lines)] = _group_line(group, r, Path(runs_dir))
+            lines.append(cells)
             under = parent
         elif parent in folders_left:
             folders_left.remove(parent)
@@ -496,36 +497,35 @@ def _recipe_cell(settings: dict[str, Any]) -> tuple[str, str]:
     return f"{recipe} +{len(changed)}", f"{recipe} with other {', '.join(changed)}"
 
 
-def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -> list[str]:
+def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -> tuple[list[str], list[str]]:
     """A group's line: the settings its runs share (as its newest run has them), and the mean of the runs scored,
-    with their standard deviation."""
+    with their standard deviation; and its note, what to do about it, on a line below as a run's notes are."""
     accuracy, planned, scored = group["test_accuracy"], group["seeds"], group["scored"]
     s = newest["settings"]
+    status, note = f"{scored} of {planned} seeds scored", ""
     if planned is None:
-        status = f"{scored} seeds scored ({artifacts.SEED_GROUP} damaged: {RESTORE})"
+        status, note = f"{scored} seeds scored", f"{artifacts.SEED_GROUP} damaged: {RESTORE}"
     elif group["foreign"]:
-        status = (f"{scored} of {planned} seeds scored; {', '.join(group['foreign'])}: settings, backend or data "
-                  "other than the group's (copied or edited there by hand): move it out of the group")
+        note = (f"{', '.join(group['foreign'])}: settings, backend or data other than the group's (copied or edited "
+                "there by hand): move it out of the group")
     elif group["diverged"]:  # resumed, it would diverge again
-        status = (f"{scored} of {planned} seeds scored; seed {', '.join(map(str, group['diverged']))} diverged: "
-                  f"{runs.GROUP_DIVERGED_ADVICE}")
+        note = f"seed {', '.join(map(str, group['diverged']))} diverged: {runs.GROUP_DIVERGED_ADVICE}"
     elif group["live"]:
-        status = f"{scored} of {planned} seeds scored, being trained"
+        status += ", being trained"
     elif accuracy and scored == planned and group["summary"]:
         status = f"mean of {planned} seeds" + (f", sd {accuracy['std']:.4f}" if accuracy["std"] is not None else "")
     elif scored == planned:  # stopped before it wrote its summary
-        status = (f"{scored} of {planned} seeds scored, no {artifacts.SEED_SUMMARY} ("
-                  f"{runs.resume_command(runs_dir / group['group'])} writes it)")
+        status += f", no {artifacts.SEED_SUMMARY}"
+        note = f"{runs.resume_command(runs_dir / group['group'])} writes it"
     else:
-        status = (f"{scored} of {planned} seeds scored "
-                  f"({runs.resume_command(runs_dir / group['group'])} continues it)")
+        note = f"{runs.resume_command(runs_dir / group['group'])} continues it"
     return [
         group["group"] + "/", _recipe_cell(s)[0], cell(run_settings.network_text(s)),
         cell(artifacts.json_number(s.get("learning_rate")), "{:.3g}"), cell(s.get("batch_size")), cell(s.get("limit")),
         f"{min(group['planned_seeds'])}-{max(group['planned_seeds'])}" if group["planned_seeds"] else "-",
         cell(newest["backend"]), "-", cell(accuracy and accuracy["mean"], "{:.4f}"),
         cell(group["macro_f1"], "{:.4f}"), cell(group["train_seconds"], "{:.1f}"), status,
-    ]
+    ], [note] * bool(note)
 
 
 def require_scored(run_dir: Path, needed_for: str) -> None:
