@@ -10,7 +10,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import optuna
 
@@ -263,6 +263,14 @@ def flag_text(name: str, value: Any) -> str:
     every command tune prints builds its flags so."""
     typed = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
     return f"{flag(name)} {runs.shell_word(typed)}"
+
+
+def study_flags(recorded: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """Of a study's fixed settings as its storage keeps them, those among ``names`` that a flag gives and that differ
+    from the spec's, by name: what a command repeats to train as its trials did."""
+    spec = TrainSettings()
+    return {k: recorded[k] for k in sorted(names) if k in FLAG_SETTINGS and recorded.get(k) is not None
+            and recorded[k] != getattr(spec, k)}
 
 
 def trial_name(number: int) -> str:
@@ -614,14 +622,12 @@ def train_best(
 
     study, shown, runs_dir = load_study(study_name, storage, runs_dir)
     best = best_trial(study)
-    recorded, spec = study.user_attrs.get(FIXED_SETTINGS) or {}, TrainSettings()
+    recorded = study.user_attrs.get(FIXED_SETTINGS) or {}
     if best is None:  # the command that runs its trials, with the settings they share
-        fixed = "".join(f" {flag_text(k, v)}" for k, v in sorted(recorded.items())
-                        if k in FLAG_SETTINGS and v is not None and v != getattr(spec, k))
+        fixed = "".join(f" {flag_text(k, v)}" for k, v in study_flags(recorded, recorded).items())
         raise FmnistError(f"study {study_name!r} in {shown} has no finished trial yet: "
                           f"'fmnist tune --study {study_name} --storage {runs.shell_word(shown)}{fixed}' runs them")
-    kept = {k: v for k, v in recorded.items() if k in FLAG_SETTINGS and k not in TRIAL_BUDGET and k not in given
-            and v is not None and v != getattr(spec, k)}
+    kept = {k: v for k, v in study_flags(recorded, recorded).items() if k not in TRIAL_BUDGET and k not in given}
     carried = ", ".join(flag_text(k, v) for k, v in sorted(kept.items()))
     if kept:
         log.info("as the study's trials: %s", carried)

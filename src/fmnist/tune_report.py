@@ -15,8 +15,8 @@ from fmnist import artifacts, defaults, runs
 from fmnist.errors import first_line
 from fmnist.html_page import page, table_html
 from fmnist.settings import BACKENDS, FLAG_SETTINGS, TrainSettings
-from fmnist.tune import (FIXED_SETTINGS, TRIAL_BUDGET, flag_text, load_study, states_text, study_states,
-                         trial_run_dir, value_text)
+from fmnist.tune import (FIXED_SETTINGS, TRIAL_BUDGET, flag_text, load_study, states_text, study_flags,
+                         study_states, trial_run_dir, value_text)
 from fmnist.tune_storage import absolute_storage
 
 
@@ -43,13 +43,13 @@ def _setting_flags(study: optuna.Study, trial: optuna.trial.FrozenTrial, searche
 def _budget_note(study: optuna.Study) -> str:
     """What the commands above train with the trials' --epochs and --limit, and what they train without them (as
     the closing lines of 'fmnist tune' give the --train-best command); "" for a study on the spec's budget."""
-    fixed, spec = study.user_attrs.get(FIXED_SETTINGS) or {}, TrainSettings()
-    budget = " ".join(flag_text(k, fixed[k]) for k in TRIAL_BUDGET if fixed.get(k) not in (None, getattr(spec, k)))
+    budget = " ".join(flag_text(k, v) for k, v in study_flags(study.user_attrs.get(FIXED_SETTINGS) or {},
+                                                               TRIAL_BUDGET).items())
     if not budget:
         return ""
     return (f"<p>Each trains the best trial's settings as its trial did, with the study's {html.escape(budget)}; "
-            f"without those flags, on every training image for up to {spec.epochs} epochs, as long as a full "
-            "'fmnist train'.</p>")
+            f"without those flags, on every training image for up to {TrainSettings().epochs} epochs, as long as a "
+            "full 'fmnist train'.</p>")
 
 
 def _train_command(study: optuna.Study, trial: optuna.trial.FrozenTrial, study_dir: Path) -> str:
