@@ -1,4 +1,6 @@
+import base64
 import html
+import io
 import json
 import logging
 import re
@@ -14,6 +16,22 @@ from fmnist.compare import (compare_runs, group_difference_text, mistake_changes
                             settings_rows)
 from fmnist.errors import FmnistError
 from fmnist.facts import CLASS_NAMES
+
+
+CYCLE = [(31, 119, 180), (255, 127, 14), (44, 160, 44)]  # matplotlib's first colours: blue, orange, green
+
+
+def _pictures(page: str) -> list[np.ndarray]:
+    """The page's PNGs, in order, as RGB arrays."""
+    from PIL import Image
+
+    return [np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+            for data in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)]
+
+
+def _colour_share(picture: np.ndarray, colour: tuple[int, int, int]) -> float:
+    """The share of a picture's pixels drawn in ``colour``."""
+    return float(np.mean(np.all(np.abs(picture.astype(int) - colour) <= 2, axis=-1)))
 
 
 def test_mistake_changes_ranks_classes_by_how_much_their_mistakes_moved():
@@ -179,9 +197,12 @@ def test_a_run_not_yet_scored_has_its_settings_and_curves_compared(tmp_path, two
     assert page.count("data:image/png;base64,") == 2  # the curves of both, a's F1 bars
     assert f"<tr><th>class</th><th>{a.name}</th></tr>" in page  # the F1 table: the run scored (no range of one)
     assert "Fewer than two of these runs are scored" in page
-    page = compare_runs([a, b, cut], tmp_path / "three.html").read_text()  # the scored two's F1, side by side
+    page = compare_runs([cut, a, b], tmp_path / "three.html").read_text()  # the scored two's F1, side by side
     assert f"<tr><th>class</th><th>{a.name}</th><th>{b.name}</th><th>range</th></tr>" in page
     assert "Fewer than two" not in page and page.count("data:image/png;base64,") == 2
+    # Each run one colour in both charts: a and b keep the curves' second and third in the F1 bars, not the first.
+    curves, bars = ([_colour_share(picture, colour) for colour in CYCLE[:3]] for picture in _pictures(page))
+    assert all(share > 0.0003 for share in curves) and bars[0] == 0 and bars[1] > 0.01 and bars[2] > 0.01
     (cut / artifacts.HISTORY).write_text((cut / artifacts.HISTORY).read_text().splitlines()[0] + "\n")
     with pytest.raises(FmnistError, match=re.escape(f"{said}; and no epoch of it has finished, so it has no curves "
                                                     "to compare either")):
@@ -277,6 +298,8 @@ def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_run
             f"<td>{scores['macro_f1']:.4f}</td></tr>") in page
     assert "<h2>--seeds groups (over all their seeds), beside the runs given alone</h2>" in page
     assert "whiskers one standard deviation; a run given alone, its own F1" in page
+    group_chart = _pictures(page)[0]  # in the colours the curves give the group's first run and the run alone
+    assert [_colour_share(group_chart, colour) > 0.01 for colour in CYCLE] == [True, False, True]
     refused = run_cli("runs", "compare", str(a))  # one run is not
     assert refused.returncode == 2 and "give two or more runs to compare, or a --seeds group" in refused.stderr
     # One group by its folder's name after its time: not taken for a single run, but found for the user.

@@ -256,6 +256,8 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
     return {"headline": headline, "headline_differ": headline_differ, "settings": settings, "differ": differ,
             "f1": f1, "f1_rows": f1_rows, "change_rows": change_rows, "curves_note": curves_note, "note": note,
             "unscored": unscored, "scored": len(scored),
+            # A group drawn in its first run's colour, as the curves draw that run: one colour a thing on the page.
+            "drawn_as": {group.name: name for group, name in reversed(list(zip(groups, names))) if group is not None},
             # Beside groups, a run given alone is set as itself: one recipe's seeds against another's single run.
             **_group_scores([group for group in dict.fromkeys(groups) if group is not None],
                             [(name, item) for name, item, group in zip(names, loaded, groups)
@@ -342,9 +344,10 @@ def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]
     f1_rows, change_rows, curves_note, note = (tables[k] for k in ("f1_rows", "change_rows", "curves_note", "note"))
     with tempfile.TemporaryDirectory() as tmp:
         curves, bars, group_bars = Path(tmp) / "curves.png", Path(tmp) / "f1.png", Path(tmp) / "group_f1.png"
-        plots.compare_curves_png({n: item["history"] for n, item in zip(names, loaded)}, curves)
+        colours = plots.run_colours(names)  # a run one colour in every chart, scored or not
+        plots.compare_curves_png({n: item["history"] for n, item in zip(names, loaded)}, curves, colours)
         if f1:
-            plots.grouped_bars_png(list(CLASS_NAMES), f1, "F1 per class (test set)", bars)
+            plots.grouped_bars_png(list(CLASS_NAMES), f1, "F1 per class (test set)", bars, colours=colours)
         groups = ""
         alone = tables["alone"]
         if tables["group_rows"]:
@@ -357,7 +360,9 @@ def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]
             plots.grouped_bars_png(list(CLASS_NAMES), tables["group_f1"],
                                    "F1 per class, mean over each group's seeds (whiskers ± 1 sd)"
                                    + "; a run given alone, its own" * bool(alone), group_bars,
-                                   spread=tables["group_f1_sd"])
+                                   spread=tables["group_f1_sd"],
+                                   colours={series: colours[tables["drawn_as"].get(series, series)]
+                                            for series in tables["group_f1"]})
             groups += image_html(group_bars, "F1 per class, one bar per group: the mean over its seeds, whiskers one "
                                              "standard deviation" + "; a run given alone, its own F1" * bool(alone))
         scored = list(f1)  # the runs with test scores, whose columns the score tables have
@@ -380,7 +385,8 @@ def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]
             ("Settings (differences highlighted)", table_html(["setting", *names], settings, highlight=differ)),
             ("Learning curves (shared axes)",
              curves_note + "<p>Validation solid, training dashed; each run after the first is drawn thinner, with "
-             "its own marker, so a run that follows an earlier one still shows on it.</p>"
+             "its own marker, so a run that follows an earlier one still shows on it. A run is one colour in every "
+             "chart of this page (a group, its first run's).</p>"
              + image_html(curves, "loss and accuracy of every run on shared axes")),
             ("F1 per class", f1_section),
             ("Classes whose mistakes changed most", note + changes),

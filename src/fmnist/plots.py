@@ -273,19 +273,28 @@ def _run_legend(fig, handles: list, labels: list[str]) -> None:
                ncols=-(-len(labels) // LEGEND_ROWS))
 
 
-def compare_curves_png(histories: dict[str, dict[str, list[float]]], path: Path) -> None:
-    """Loss and accuracy of several runs on the same axes: validation solid, training dashed, one colour per run;
-    each later run drawn thinner, with its own marker, so one that matches an earlier run still shows on it."""
+def run_colours(names: Sequence[str]) -> dict[str, str]:
+    """One colour per name, in matplotlib's cycle: given to every chart of a page, a run is one colour in all."""
     import matplotlib
+
+    cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {name: cycle[i % len(cycle)] for i, name in enumerate(names)}
+
+
+def compare_curves_png(histories: dict[str, dict[str, list[float]]], path: Path,
+                       colours: dict[str, str] | None = None) -> None:
+    """Loss and accuracy of several runs on the same axes: validation solid, training dashed, one colour per run
+    (``colours``, else the cycle's); each later run drawn thinner, with its own marker, so one that matches an earlier
+    run still shows on it."""
     from matplotlib.lines import Line2D
 
     fig = _figure(figsize=(13, 4.5), layout="constrained")
     axes = fig.subplots(1, 2)
-    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = colours or run_colours(list(histories))
     markers = "o^sDvP*"  # 7 against 10 colours: no two of the first 70 runs are drawn alike
-    styles = [{"color": colours[i % len(colours)], "linewidth": max(1.2, 5.0 - 1.8 * i), "zorder": 2 + i,
+    styles = [{"color": colours[name], "linewidth": max(1.2, 5.0 - 1.8 * i), "zorder": 2 + i,
                "marker": markers[i % len(markers)], "markersize": max(3.0, 7.0 - 1.5 * i)}
-              for i in range(len(histories))]
+              for i, name in enumerate(histories)]
     for ax, key, title, ylabel in ((axes[0], "loss", "Loss", "loss (mean over the epoch)"),
                                    (axes[1], "accuracy", "Accuracy", "share of images right")):
         for style, history in zip(styles, histories.values()):
@@ -304,15 +313,17 @@ def compare_curves_png(histories: dict[str, dict[str, list[float]]], path: Path)
 
 
 def grouped_bars_png(categories: Sequence[str], series: dict[str, Sequence[float]], title: str, path: Path,
-                     spread: dict[str, Sequence[float]] | None = None) -> None:
-    """One group of bars per category, one bar per series, each with a whisker of its ``spread`` (± that much) where
-    given; the 0-1 scale starts just below the lowest bar or whisker (and ends at 1, past which no score goes)."""
+                     spread: dict[str, Sequence[float]] | None = None, colours: dict[str, str] | None = None) -> None:
+    """One group of bars per category, one bar per series (in its colour of ``colours``, else the cycle's), each with
+    a whisker of its ``spread`` (± that much) where given; the 0-1 scale starts just below the lowest bar or whisker
+    (and ends at 1, past which no score goes)."""
     fig = _figure(figsize=(13, 4.5), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / max(1, len(series))
     positions = np.arange(len(categories))
     spread = spread or {}
-    bars = [ax.bar(positions + (i - (len(series) - 1) / 2) * width, list(values), width,
+    colours = colours or run_colours(list(series))
+    bars = [ax.bar(positions + (i - (len(series) - 1) / 2) * width, list(values), width, color=colours[name],
                    yerr=spread.get(name), capsize=2 if name in spread else 0)
             for i, (name, values) in enumerate(series.items())]
     ax.set_xticks(positions, list(categories), rotation=30, ha="right")
