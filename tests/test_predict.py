@@ -126,12 +126,12 @@ def test_a_npy_stack_of_images_is_answered_image_by_image_named_by_its_index(tmp
     np.save(tmp_path / "stack.npy", pixels[:5])
     np.save(tmp_path / "flat.npy", pixels[5:7].reshape(2, 784).astype(np.float32) / 255)
     np.save(tmp_path / "planes.npy", pixels[6:9])  # three images, though a colour image's planes would look so too
-    np.save(tmp_path / "one.npy", pixels[:1])  # a stack of one is one image
+    np.save(tmp_path / "one.npy", pixels[:1])  # a stack of one, as x[i:i + 1] saves it: indexed as any stack
     np.save(tmp_path / "bad.npy", np.full((3, 784), 2.0))
     paths = [tmp_path / name for name in ("stack.npy", "one.npy", "flat.npy", "planes.npy", "bad.npy")]
     result = predict_files(tiny_run_dir, paths, top_k=1, show=tmp_path / "seen.png")
     answers = result["predictions"]
-    expected = [(paths[0], i) for i in range(5)] + [(paths[1], None)] + [(paths[2], 0), (paths[2], 1)] + [
+    expected = [(paths[0], i) for i in range(5)] + [(paths[1], 0)] + [(paths[2], 0), (paths[2], 1)] + [
         (paths[3], i) for i in range(3)]
     assert [(a["input"], a.get("stack_index")) for a in answers] == expected
     assert result["errors"] == [{"input": paths[4], "error": f"{paths[4]} holds floats outside [0, 1] (scale pixels "
@@ -142,9 +142,12 @@ def test_a_npy_stack_of_images_is_answered_image_by_image_named_by_its_index(tmp
     assert [a["top"][0]["index"] for a in answers] == best.tolist()
     assert main(["predict", str(tiny_run_dir), str(paths[0]), str(paths[1]), "--top-k", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(": ")[0] for line in lines] == [f"{paths[0]}[{i}]" for i in range(5)] + [str(paths[1])]
+    assert [line.split(": ")[0] for line in lines] == [f"{paths[0]}[{i}]" for i in range(5)] + [f"{paths[1]}[0]"]
     with Image.open(tmp_path / "seen.png") as picture:  # a row an image, each titled with its index
         assert picture.height > 10 * picture.width / 4
+    np.save(tmp_path / "single.npy", pixels[0])  # one image without a stack's axis: no index
+    assert main(["predict", str(tiny_run_dir), str(tmp_path / "single.npy"), "--top-k", "1", "--json"]) == 0
+    assert "stack_index" not in json.loads(capsys.readouterr().out)["predictions"][0]
     # One image per input over HTTP (a stack goes whole to predict, the Python API or an exported model).
     with pytest.raises(BadInput, match=r"has shape \(5, 28, 28\), 5 images; give one image per file or input"):
         load_input((tmp_path / "stack.npy").read_bytes(), "stack.npy")

@@ -298,8 +298,9 @@ def _one_image(shape: tuple[int, ...]) -> bool:
 
 
 def _stack(shape: tuple[int, ...]) -> bool:
-    """Images along the first axis, two or more: (n, 28, 28), (n, 784), (n, 28, 28, 1), ..."""
-    return len(shape) > 1 and shape[0] > 1 and _one_image(shape[1:])
+    """Images along the first axis, one or more: (n, 28, 28), (n, 784), (n, 28, 28, 1), ...; (1, 28, 28) is a stack
+    of one, as ``x[i:i + 1]`` saves it, so a script gets an index whatever its stack's length."""
+    return len(shape) > 1 and shape[0] >= 1 and _one_image(shape[1:])
 
 
 def _not_one_image(name: str, shape: tuple[int, ...]) -> BadInput:
