@@ -166,12 +166,15 @@ def test_the_table_fits_the_terminal_and_names_the_columns_it_left_out(mixed_run
     every = run_cli("runs", "--runs-dir", str(mixed_runs["dir"])).stdout.splitlines()  # a pipe: every column
     assert max(map(len, every)) > 120 and every[0].split("  ")[0] == "run"
     fitted = run_cli("runs", "--runs-dir", str(mixed_runs["dir"]), env={"COLUMNS": str(width)}).stdout.splitlines()
-    header, *rows, told = fitted
+    footer = next(i for i, line in enumerate(fitted) if line.startswith("(left out"))
+    header, *rows = fitted[:footer]
+    told = fitted[footer:]  # wrapped to the width too
+    assert all(len(line) <= width for line in told)
     kept = re.split(r"\s{2,}", header)
     left_out = [name for name in run_list.NARROWING if name not in kept]  # in the order they go
     assert set(kept) | set(left_out) == set(re.split(r"\s{2,}", every[0]))
     assert left_out == list(run_list.NARROWING[:len(left_out)]) and {"run", "recipe", "test acc", "status"} <= set(kept)
-    assert told == f"(left out to fit {width} characters: {', '.join(left_out)}; --wide shows them)"
+    assert " ".join(told) == f"(left out to fit {width} characters: {', '.join(left_out)}; --wide shows them)"
     # The lines fit, a status counted as at most STATUS_FITTED wide (a longer one wraps), and no more was left out
     # than needed: the last column left out, put back, would not have fitted.
     status_at = header.index("status")

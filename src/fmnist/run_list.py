@@ -8,6 +8,7 @@ import os
 import shutil
 import statistics
 import sys
+import textwrap
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -451,7 +452,8 @@ def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), r
         printed.append("  ".join(line[c].ljust(widths[c]) for c in kept).rstrip())
         printed += [NOTE_INDENT + _as_printed(note) for note in notes.get(i, [])]
     if left_out:
-        printed.append(f"(left out to fit {width} characters: {', '.join(left_out)}; --wide shows them)")
+        printed += textwrap.wrap(f"(left out to fit {width} characters: {', '.join(left_out)}; --wide shows them)",
+                                 width, break_on_hyphens=False)
     return "\n".join(printed)
 
 
