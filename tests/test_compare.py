@@ -87,7 +87,7 @@ def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs, caplog
     recipes = [run_list.summarize(run)["recipe"] for run in (a, b)]
     assert f"<th scope=row>recipe (closest)</th><td>{recipes[0]}</td><td>{recipes[1]}</td></tr>" in page
     assert all(recipe.startswith("spec") for recipe in recipes)
-    assert f"<th scope=row>model from epoch</th><td>{kept[0]}</td><td>{kept[1]}</td></tr>" in page
+    assert f"<th scope=row>epoch kept</th><td>{kept[0]}</td><td>{kept[1]}</td></tr>" in page
     for run in (a, b):
         metrics = json.loads((run / artifacts.METRICS).read_text())
         for name in CLASS_NAMES:

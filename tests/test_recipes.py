@@ -65,7 +65,7 @@ def test_other_recipes_train_end_to_end_on_tiny_data(tmp_path, tiny_data, recipe
     assert history["learning_rate"] == pytest.approx(expected, rel=1e-5)
     assert np.isfinite(result.metrics["test_loss"])
     page = (result.run_dir / artifacts.REPORT_HTML).read_text()
-    assert "<th scope=row>epochs run / kept</th><td>2 / 2</td>" in page  # a fixed schedule keeps its last epoch
+    assert "<th scope=row>epochs run / kept</th><td>2 / 2 (the last, as the schedule fixes)</td>" in page
     assert "lr_patience" not in page  # only what was used: a ConvNet has no dense sizes or pixel dropout
     assert all((f"<th scope=row>{name}</th>" in page) == (recipe != "cnn")
                for name in ("hidden_sizes", "input_dropout"))

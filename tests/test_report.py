@@ -9,9 +9,10 @@ from fmnist.errors import FmnistError
 from fmnist.evaluate import evaluate_run
 from fmnist.facts import CLASS_NAMES
 from fmnist.recipes import closest_recipe
-from fmnist.report import build_report, write_report
+from fmnist.report import build_report, training_summary, write_report
+from fmnist.train import TrainResult
 
-UNKNOWN_EPOCHS = "<th scope=row>epochs run / best</th><td>- (history.csv is missing or empty)</td>"
+UNKNOWN_EPOCHS = "<th scope=row>epochs run / kept</th><td>- (history.csv is missing or empty)</td>"
 
 
 def test_report_is_rebuilt_from_the_runs_files_alone(tiny_run_dir, tmp_path):
@@ -27,7 +28,8 @@ def test_report_is_rebuilt_from_the_runs_files_alone(tiny_run_dir, tmp_path):
     assert "<p>A row for each true class, a column for each class predicted: the counts" in html
     assert f"fitted on the validation split so that its confidence matches how often it is right, here T = " \
            f"{metrics['temperature']:.3f};" in html
-    row = f"<th scope=row>epochs run / best</th><td>{len(history['loss'])} / {artifacts.best_epoch(history)}</td>"
+    row = (f"<th scope=row>epochs run / kept</th><td>{len(history['loss'])} / {artifacts.best_epoch(history)} (the "
+           "lowest val_loss)</td>")
     assert row in html
     assert (run / artifacts.CURVES_PNG).is_file() and (run / artifacts.CONFUSION_MATRIX_PNG).is_file()
     assert "<th scope=row>dropout</th>" in html and "distill_alpha" not in html  # no teacher: its settings mislead
@@ -213,14 +215,15 @@ def test_damaged_metrics_or_history_are_named_with_what_to_do(tiny_run_dir, tmp_
     assert UNKNOWN_EPOCHS in write_report(run).read_text()
     (run / artifacts.HISTORY).write_bytes(history.splitlines(keepends=True)[0] + history.splitlines(keepends=True)[1])
     epochs = artifacts.read_json(run / artifacts.STATUS)["epochs"]  # 2: one row of them left
-    assert (f"1 / 1 (history.csv holds 1 of the {epochs} epochs status.json records: cut or edited since? The curves "
-            "and best epoch are the file&#x27;s; restore it from a copy)") in build_report(run).read_text()
+    assert (f"1 / 1 (the lowest val_loss; history.csv holds 1 of the {epochs} epochs status.json records: cut or "
+            "edited since? The curves and kept epoch are the file&#x27;s; restore it from a copy)") in build_report(
+        run).read_text()
     assert f"history.csv holds 1 of the {epochs} epochs status.json records" in caplog.text
     (run / artifacts.HISTORY).write_bytes(history)
     assert "cut or edited since" not in build_report(run).read_text()
     status = (run / artifacts.STATUS).read_bytes()
     (run / artifacts.STATUS).write_text("{cut")  # what the report takes from it is not worth refusing the rest for
-    assert "<th scope=row>epochs run / best</th>" in build_report(run).read_text()
+    assert "<th scope=row>epochs run / kept</th>" in build_report(run).read_text()
     assert "status.json is not valid JSON" in caplog.text and "the report leaves out what it says" in caplog.text
     (run / artifacts.STATUS).write_bytes(status)
     config = artifacts.read_json(run / artifacts.CONFIG)
@@ -258,3 +261,11 @@ def test_a_loss_not_against_the_plain_labels_is_said_over_the_curves(tiny_run_di
         assert (f"<p>Its loss and val_loss are measured against {target}, not the plain labels: their floor is "
                 "another") in page
         assert "<th scope=row>test loss (against the plain labels), before / after temperature scaling</th>" in page
+
+
+def test_the_closing_lines_name_the_kept_epoch_as_fmnist_runs_does(tiny_run_dir):
+    history = artifacts.read_history(tiny_run_dir)
+    metrics = artifacts.read_json(tiny_run_dir / artifacts.METRICS)
+    text, record = training_summary(TrainResult(tiny_run_dir, metrics, len(history["loss"]), 1.25))
+    kept = artifacts.best_epoch(history)
+    assert f"\nepochs {len(history['loss'])} ({kept} kept), training 1.2s on " in text and record["epoch_kept"] == kept

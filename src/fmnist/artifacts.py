@@ -247,3 +247,8 @@ def kept_epoch(history: dict[str, list[float]], config: dict[str, Any]) -> int |
     """The epoch (from 1) whose weights the run's model has, by its history and config: the best (restored by early
     stopping) or, on a schedule, the last; None before any."""
     return (len(history.get("loss", [])) or None) if scheduled(config) else best_epoch(history)
+
+
+def kept_because(config: dict[str, Any]) -> str:
+    """Why the run's model has its kept epoch's weights, in words, as the report and the curves say it."""
+    return "the last, as the schedule fixes" if scheduled(config) else "the lowest val_loss"

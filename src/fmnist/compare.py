@@ -200,7 +200,7 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
     headline = [["directory", *(str(Path(r).resolve()) for r in run_dirs)]]  # which is which, when names repeat
     headline += [[label, *(run_list.cell(s[key], fmt) for s in summaries)] for label, key, fmt in (
         ("created", "created", "{}"), ("recipe (closest)", "recipe", "{}"), ("status", "status", "{}"),
-        ("backend", "backend", "{}"), ("epochs", "epochs", "{}"), ("model from epoch", "epoch_kept", "{}"),
+        ("backend", "backend", "{}"), ("epochs", "epochs", "{}"), ("epoch kept", "epoch_kept", "{}"),
         ("test accuracy", "test_accuracy", "{:.4f}"), ("macro F1", "macro_f1", "{:.4f}"),
         ("training seconds", "train_seconds", "{:.1f}"),
     )]

@@ -85,7 +85,7 @@ def curves_png(history: dict[str, list[float]], best: int | None, path: Path, sc
     axes = fig.subplots(1, 2)
     rates = [] if scheduled else history.get("learning_rate", [])
     drops = [i + 1 for i in range(1, len(rates)) if rates[i] < rates[i - 1]]
-    kept = f"kept: the last epoch ({best}), as the schedule fixes" if scheduled else f"best epoch ({best})"
+    kept = f"kept: epoch {best}, " + ("the last, as the schedule fixes" if scheduled else "the lowest val_loss")
     # Each drop's rate is written where its panel's curves are not, late in training: loss falls, accuracy rises.
     for ax, key, title, ylabel, rate_y in ((axes[0], "loss", "Loss", "loss (mean over the epoch)", 0.98),
                                            (axes[1], "accuracy", "Accuracy", "share of images right", 0.02)):

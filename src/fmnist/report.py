@@ -106,7 +106,6 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ["versions", ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items())],
     ]
     marked = {i for i, row in enumerate(settings) if row[0] in changed}
-    kept = artifacts.kept_epoch(history, config) or "-"
     state = runs.state_now(run_dir, status.get("state", "-"))  # as `fmnist runs` shows it
     if status.get("pruned"):
         state = f"{state}, pruned {status['pruned']}"
@@ -124,8 +123,8 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
          _calibration(metrics, "{before} / {after} (T = {temperature})")],
         ["macro F1", f"{metrics['macro_f1']:.4f}"], ["weakest class (F1)",
          f"{metrics['weakest_class']} ({metrics['per_class'][metrics['weakest_class']]['f1-score']:.4f})"],
-        ["epochs run / kept" if artifacts.scheduled(config) else "epochs run / best",
-         f"{len(history['loss'])} / {kept}{_epochs_note(run_dir, history, status)}" if history.get("loss")
+        ["epochs run / kept",
+         f"{len(history['loss'])} / {_kept_text(run_dir, history, status, config)}" if history.get("loss")
          else f"- ({artifacts.HISTORY} is missing or empty)"],
         ["training seconds", status.get("train_seconds", "-")], ["status", state],
         ["scored", f"{metrics.get('evaluated', '-')} on {metrics.get('evaluated_backend', '-')}"],
@@ -191,16 +190,18 @@ def _loss_note(settings: dict[str, Any]) -> str:
             "floor is another, so they do not compare with a plain run's; its accuracy is against the labels.</p>")
 
 
-def _epochs_note(run_dir: Path, history: dict[str, list[float]], status: dict[str, Any]) -> str:
-    """Where history.csv holds other than the epochs status.json records (cut or edited by hand since), saying so: the
-    curves and the best epoch drawn are the file's. Logged too."""
+def _kept_text(run_dir: Path, history: dict[str, list[float]], status: dict[str, Any], config: dict[str, Any]) -> str:
+    """The kept epoch and why it is kept; where history.csv holds other than the epochs status.json records (cut or
+    edited by hand since), saying so: the curves and the kept epoch are the file's. Logged too."""
+    kept = artifacts.kept_epoch(history, config)
+    said = [] if kept is None else [artifacts.kept_because(config)]
     recorded, drawn = artifacts.json_number(status.get("epochs")), len(history["loss"])
-    if status.get("state") != runs.FINISHED or recorded is None or recorded == drawn:
-        return ""
-    note = (f"{artifacts.HISTORY} holds {drawn} of the {recorded:g} epochs {artifacts.STATUS} records: cut or edited "
-            "since? The curves and best epoch are the file's; restore it from a copy")
-    log.warning("%s: %s", run_dir, note)
-    return f" ({note})"
+    if status.get("state") == runs.FINISHED and recorded is not None and recorded != drawn:
+        note = (f"{artifacts.HISTORY} holds {drawn} of the {recorded:g} epochs {artifacts.STATUS} records: cut or "
+                "edited since? The curves and kept epoch are the file's; restore it from a copy")
+        log.warning("%s: %s", run_dir, note)
+        said.append(note)
+    return ("-" if kept is None else str(kept)) + (f" ({'; '.join(said)})" if said else "")
 
 
 def _evidence_html(run_dir: Path, predictions: dict[str, np.ndarray]) -> str:
@@ -309,7 +310,7 @@ def check_config_and_history(run_dir: Path, config: dict[str, Any], history: dic
 def training_summary(result: TrainResult) -> tuple[str, dict[str, Any]]:
     """A finished training's closing lines, and the same as a record for --json."""
     outcome = training_outcome(result.run_dir)
-    kept = "" if outcome["epoch_kept"] is None else f" (the model is epoch {outcome['epoch_kept']}'s)"
+    kept = "" if outcome["epoch_kept"] is None else f" ({outcome['epoch_kept']} kept)"  # as `fmnist runs` gives it
     text = (headline(result.run_dir, result.metrics)
             + f"\nepochs {result.epochs_run}{kept}, training {result.train_seconds:.1f}s on {outcome['backend']}"
             + ("" if outcome["recipe"] is None else f", recipe {outcome['recipe']}"))
