@@ -80,6 +80,10 @@ def test_a_command_flag_given_before_the_command_says_where_it_goes(capsys):
      "argument --hidden-sizes: '512,,64' is not a comma-separated list of sizes, e.g. 512,256,64,32"),
     (["train", "--hidden-sizes", "512,"],
      "argument --hidden-sizes: '512,' is not a comma-separated list of sizes, e.g. 512,256,64,32"),
+    (["train", "--hidden-sizes", "512--64"],  # as a table shows them, 512-64, but a layer lost
+     "argument --hidden-sizes: '512--64' is not a comma-separated list of sizes, e.g. 512,256,64,32"),
+    (["train", "--hidden-sizes", "-64"], "argument --hidden-sizes: '-64' must list positive layer sizes, e.g. "
+                                         "512,256,64,32"),
     # Keras counts the epoch that missed: 0 would act as 1 does.
     (["train", "--early-stopping-patience", "0"],
      "argument --early-stopping-patience: '0' must be positive: 1 already acts on the first epoch without a lower "
@@ -178,3 +182,10 @@ def test_a_value_that_starts_with_a_dash_is_told_to_go_after_an_equals_sign(caps
     with pytest.raises(SystemExit):  # the command's own command
         main(["runs", "compare", "a", "b", "--output", "-x.html"])
     assert "goes after '=', as in --output=-x.html" in capsys.readouterr().err
+
+
+def test_hidden_sizes_are_taken_as_the_help_gives_them_or_as_tables_show_them():
+    from fmnist.cli import build_parser
+
+    for given in ("512,256,64,32", "512-256-64-32"):  # `fmnist runs`, reports and pages write 512-256-64-32
+        assert build_parser().parse_args(["train", "--hidden-sizes", given]).hidden_sizes == (512, 256, 64, 32)

@@ -6,7 +6,7 @@ import warnings
 import optuna
 
 from fmnist.settings import TrainSettings
-from fmnist.tune import TuneResult, best_trial, open_study, suggest, summary
+from fmnist.tune import HIDDEN_SIZES, TuneResult, best_trial, open_study, suggest, summary
 from fmnist.tune_report import MIN_TRIALS_FOR_IMPORTANCES, _figures, write_report
 from fmnist.tune_storage import open_storage, worker_key
 
@@ -96,13 +96,17 @@ def test_parameters_are_shown_to_4_significant_digits_and_trials_counted_in_word
     with caplog.at_level(logging.INFO, logger="fmnist.tune"):
         open_study("s", store, shown, base)
     assert "(1 trial so far)" in caplog.text  # the recipe's own, queued
-    distributions = {"dropout": optuna.distributions.FloatDistribution(0.0, 0.5)}
-    study.add_trial(optuna.trial.create_trial(params={"dropout": 0.3925927822590317}, distributions=distributions,
-                                              value=0.5))
+    distributions = {"dropout": optuna.distributions.FloatDistribution(0.0, 0.5),
+                     "hidden_sizes": optuna.distributions.CategoricalDistribution(HIDDEN_SIZES)}
+    study.add_trial(optuna.trial.create_trial(params={"dropout": 0.3925927822590317, "hidden_sizes": "256,128"},
+                                              distributions=distributions, value=0.5))
     page = write_report("s", runs_dir=tmp_path).read_text()
     assert "<td>0.3926</td>" in page  # the table; the commands give it whole, to train the same run
+    # Hidden sizes as every table writes them; the commands as the flag's help gives them (it takes either)
+    assert "<td>256-128</td>" in page and "--hidden-sizes 256,128 " in page
     result = TuneResult("s", shown, 1, {"complete": 1}, best_trial(study))
     assert "  dropout 0.3926" in summary(result) and "0.39259" not in summary(result)
+    assert "hidden_sizes 256-128" in summary(result)
     assert result.best["params"]["dropout"] == 0.3925927822590317  # kept whole for --json
 
 

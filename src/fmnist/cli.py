@@ -439,7 +439,7 @@ def _add_train(sub: Any) -> None:
                    help="initial (or peak) learning rate of Adam or AdamW "
                         f"(default: the recipe's; spec {spec.learning_rate:g}, Adam's own, as the spec gives none)")
     p.add_argument("--hidden-sizes", type=layer_sizes, metavar="N,N,...",
-                   help="hidden layer widths of a dense network "
+                   help="hidden layer widths of a dense network, 512,256 or as tables write them, 512-256 "
                         f"(default: the recipe's; spec {','.join(map(str, spec.hidden_sizes))})")
     p.add_argument("--dropout", type=float,
                    help=f"dropout after each hidden layer (the ConvNet's: after its Dense layer alone), from 0 to "

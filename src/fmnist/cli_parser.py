@@ -241,8 +241,11 @@ def input_file(value: str) -> Path | str:
 
 
 def layer_sizes(value: str) -> tuple[int, ...]:
+    """Sizes as the flag's help gives them, 512,256,64,32, or as tables show them, 512-256-64-32 (copied from one)."""
+    if value.strip().startswith("-"):  # a negative size, not a separator
+        raise argparse.ArgumentTypeError(f"{value!r} must list positive layer sizes, e.g. 512,256,64,32")
     try:
-        sizes = tuple(int(part) for part in value.split(","))  # int() refuses an empty part: a layer lost to a typo
+        sizes = tuple(int(part) for part in re.split("[,-]", value))  # int() refuses an empty part: a typo's lost layer
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{value!r} is not a comma-separated list of sizes, e.g. 512,256,64,32") from None

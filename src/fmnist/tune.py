@@ -565,13 +565,16 @@ def queue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     return True
 
 
-def value_text(value: Any) -> str:
-    """A parameter as people read it: a float to 4 significant digits (the storage and --json keep it whole)."""
+def value_text(value: Any, name: str = "") -> str:
+    """A parameter as people read it: a float to 4 significant digits (the storage and --json keep it whole), hidden
+    sizes as `fmnist runs` and the reports write them, 512-256."""
+    if name == "hidden_sizes" and isinstance(value, str):
+        return value.replace(",", "-")
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def params_text(params: dict[str, Any]) -> str:
-    return "  ".join(f"{k} {value_text(v)}" for k, v in params.items())
+    return "  ".join(f"{k} {value_text(v, k)}" for k, v in params.items())
 
 
 def states_text(states: dict[str, int]) -> str:

@@ -125,7 +125,7 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path | N
                       key=lambda t: t.value)
     names = list(complete[0].params) if complete else []
     rows = [[t.number, f"{t.value:.4f}", f"{t.user_attrs.get('val_accuracy', float('nan')):.4f}",
-             t.user_attrs.get("epochs", "-"), *(value_text(t.params.get(n, "-")) for n in names),
+             t.user_attrs.get("epochs", "-"), *(value_text(t.params.get(n, "-"), n) for n in names),
              t.user_attrs.get("backend", "-"), trial_run_dir(t, study_dir) or "-"]
             for t in complete[:10]]
     states = states_text(study_states(study))
