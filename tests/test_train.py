@@ -334,3 +334,23 @@ def test_a_teacher_is_loaded_once_a_process_to_be_checked_not_again_for_each_see
     elsewhere = shutil.copytree(tiny_run_dir, tmp_path / "elsewhere")  # the same model in another run: its own check
     check_inputs(dataclasses.replace(settings, teacher=str(elsewhere)), dataset)
     assert loads == [teacher, elsewhere]
+
+
+def test_progress_names_the_run_folder_whole_as_the_closing_lines_do(tmp_path, tiny_data, monkeypatch, caplog):
+    import keras
+
+    from conftest import tiny_train
+
+    class CtrlCAfterOneEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO, logger="fmnist"), pytest.raises(KeyboardInterrupt):
+        tiny_train(Path("runs"), tiny_data, extra_callbacks=(CtrlCAfterOneEpoch(),))
+    [run_dir] = (tmp_path / "runs").iterdir()
+    assert f"run directory {run_dir} (data: " in caplog.text  # given ./runs, named from anywhere
+    folder, sums = tiny_data
+    with caplog.at_level(logging.INFO, logger="fmnist"):
+        resume_run(Path("runs") / run_dir.name, dataset=load_dataset(folder, checksums=sums))
+    assert f"resuming {run_dir} after epoch 1" in caplog.text

@@ -369,7 +369,7 @@ def train(
     with begun, run_locks.claim_run(run_dir):
         if resume_dir is None:
             artifacts.write_json(run_dir / artifacts.CONFIG, config)
-            log.info("run directory %s (data: %s)", run_dir, dataset.source)
+            log.info("run directory %s (data: %s)", runs.absolute(run_dir), dataset.source)  # as the closing lines
         else:
             require_unfinished(run_dir)  # again under the lock: another process may have finished it meanwhile
             if teacher_sha256:
@@ -377,7 +377,8 @@ def train(
 
                 require_same_teacher(settings.teacher, recorded_teacher(run_dir), teacher_sha256, run_dir.name)
             kept = keep_finished_epochs(run_dir)
-            log.info("resuming %s %s", run_dir, f"after epoch {kept}" if kept else "from its start (no epoch was kept)")
+            log.info("resuming %s %s", runs.absolute(run_dir),
+                     f"after epoch {kept}" if kept else "from its start (no epoch was kept)")
         runs.set_status(run_dir, runs.RUNNING)
         try:
             with tensorflow_hidden_from_keras(backend):
