@@ -592,6 +592,9 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
               dataset=dataset, extra_callbacks=[CtrlCAfterFirstEpoch()])
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
     (cut_short,) = (tmp_path / "s").iterdir()
+    assert run_list.summarize(cut_short)["notes"][-1] == (  # either way of finishing it, as `fmnist runs` says
+        f"fmnist train --resume {cut_short} continues it, or the next worker of its study takes it up ('fmnist tune "
+        "--study s' with the study's storage and flags)")
     # Scored by hand just then, say: the worker waits for it, rather than train the settings again in a new run.
     held, waiting = threading.Event(), "is in use by another process: waiting for it"
 

@@ -14,6 +14,7 @@ MAX_FILE_MIB = 64
 # tune: trials one process runs, and the study's name.
 TUNE_TRIALS = 20
 TUNE_STUDY = "fmnist"
+TRIAL_PREFIX = "trial-"  # a trial's run is named so, with its number: trial-0003, in RUNS_DIR/STUDY/
 # A run's name: at most so many bytes (a file name holds 255, and the run's folder adds its time before the name);
 # the best trial of a tune study is named after the study, with BEST_SUFFIX.
 MAX_NAME_BYTES = 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -187,6 +188,9 @@ def _kept_epoch(run_dir: Path, config: dict[str, Any]) -> int | None:
 def _finished_by(run_dir: Path, alone: str, in_group: str) -> str:
     """Who finishes a stopped run: its resume, its group's resume, or the process training its group now."""
     group = runs.in_seed_group(run_dir)
+    if group is None and re.search(f"-{defaults.TRIAL_PREFIX}[0-9]+$", run_dir.name):  # a tune trial's run
+        return (f"{runs.resume_command(run_dir)} {alone}, or the next worker of its study takes it up ('fmnist tune "
+                f"--study {run_dir.parent.name}' with the study's storage and flags)")
     if group is None:
         return f"{runs.resume_command(run_dir)} {alone}"  # whole, to paste from any folder
     if run_locks.being_trained(group):
@@ -477,7 +481,7 @@ def _columns_fitting(header: list[str], widths: list[int], width: int | None) ->
 def _folder_status(folder: str, members: list[dict[str, Any]]) -> str:
     """A folder of runs that is no ``--seeds`` group: a tune study's (its runs named as trials), or another."""
     plural = "" if len(members) == 1 else "s"
-    if all(str(r["settings"].get("name", "")).startswith("trial-") for r in members):
+    if all(str(r["settings"].get("name", "")).startswith(defaults.TRIAL_PREFIX) for r in members):
         study = Path(folder).name
         # No command here: its page's needs the study's storage and runs folder, which the listing cannot know.
         return f"study {study}: {len(members)} trial run{plural}"

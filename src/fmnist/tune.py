@@ -275,7 +275,7 @@ def study_flags(recorded: dict[str, Any], names: Iterable[str]) -> dict[str, Any
 
 def trial_name(number: int) -> str:
     """The name of a trial's run (its folder is ``<UTC time>-<name>`` in the study's runs directory)."""
-    return f"trial-{number:04d}"
+    return f"{defaults.TRIAL_PREFIX}{number:04d}"
 
 
 def _earlier_attempts(trial: optuna.Trial) -> list[optuna.trial.FrozenTrial]:
