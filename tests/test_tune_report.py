@@ -1,4 +1,5 @@
 import logging
+import re
 import shutil
 import subprocess
 import warnings
@@ -140,3 +141,16 @@ def test_a_database_study_is_reported_where_its_trials_ran_not_in_a_runs_folder_
     (tmp_path / "here" / "runs" / "s").mkdir(parents=True)  # another study of that name, a journal's, here
     monkeypatch.chdir(tmp_path / "here")
     assert write_report("s", storage=storage) == tmp_path / "trained" / "s" / "tune_report.html"
+
+
+def test_every_trials_line_shows_on_the_page_and_its_value_is_named_val_loss(tmp_path):
+    store, shown = open_storage(None, tmp_path)
+    study = open_study("s", store, shown, TrainSettings(epochs=2))
+    distributions = {"dropout": optuna.distributions.FloatDistribution(0.0, 0.5)}
+    for i, value in enumerate([0.5, 0.9, 0.3, 0.7]):
+        study.add_trial(optuna.trial.create_trial(params={"dropout": 0.1 * i}, distributions=distributions,
+                                                  value=value))
+    page = write_report("s", runs_dir=tmp_path).read_text()
+    lines = [[float(c) for c in rgb.split(",")] for rgb in re.findall(r'"line":\{"color":"rgb\(([^)]*)\)"', page)]
+    assert len(lines) >= 4 and max(max(rgb) for rgb in lines) <= 210  # Optuna's worst was near white, 247-255
+    assert "Objective Value" not in page and '"colorbar":{"title":{"text":"val_loss"}}' in page

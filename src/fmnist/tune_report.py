@@ -60,6 +60,8 @@ def _train_command(study: optuna.Study, trial: optuna.trial.FrozenTrial, study_d
             + _setting_flags(study, trial, searched=True, study_dir=study_dir))
 
 
+# What a trial's value is, named so in the plots where Optuna writes "Objective Value".
+OBJECTIVE = "val_loss"
 # Optuna's importances fit a random forest to the trials: on fewer than this many, its ranking is noise.
 MIN_TRIALS_FOR_IMPORTANCES = 10
 
@@ -100,7 +102,14 @@ def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
             # Which line is which trial (Optuna hides the legend): "trial 3", as the summary and runs name it.
             figure.for_each_trace(lambda trace: trace.update(name=trace.name.replace("Trial", "trial ")))
             figure.update_layout(showlegend=True)
-            figure.update_yaxes(title_text="val_loss")  # Optuna's "Intermediate Value": what the pruner judged
+            figure.update_yaxes(title_text=OBJECTIVE)  # Optuna's "Intermediate Value": what the pruner judged
+        if plot is vis.plot_parallel_coordinate and not doubts:
+            _mend_parallel_coordinate(figure)
+        if plot is vis.plot_optimization_history and not doubts:
+            figure.for_each_trace(lambda trace: trace.update(name={"Objective Value": OBJECTIVE, "Best Value":
+                                                                   f"lowest {OBJECTIVE} so far"}.get(trace.name,
+                                                                                                     trace.name)))
+            figure.update_yaxes(title_text=OBJECTIVE)
         if plot is vis.plot_timeline and not doubts:  # one row a trial: whole numbers, not -0.5 between two
             figure.update_yaxes(tick0=0, dtick=1)
         if plot in (vis.plot_optimization_history, vis.plot_intermediate_values) and not doubts:
@@ -109,6 +118,36 @@ def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
             figure.update_xaxes(tick0=0, dtick=max(1, math.ceil(last / 10)))
         figures.append((title, first_line(doubts[0].message) if doubts else figure))
     return figures
+
+
+# How far the parallel-coordinate plot's colours are moved towards the darkest blue: Optuna's scale (Blues) begins
+# at near white, so the worst trial's line did not show on the white page.
+DARKENED_BY = 0.35
+
+
+def _mend_parallel_coordinate(figure: Any) -> None:
+    """Each trial's line in the parallel-coordinate plot, and the colour bar beside it, moved DARKENED_BY of the way
+    to the darkest blue of Optuna's scale (the worst trial visible, the order of the shades kept); its value named
+    val_loss on the axis, the bar and each line's hover."""
+    from plotly import colors
+
+    blues = colors.sequential.Blues
+
+    def darker(colour: str) -> str:
+        return colors.find_intermediate_color(colour, blues[-1], DARKENED_BY, colortype="rgb")
+
+    def named(text: str) -> str:
+        return OBJECTIVE if text == "Objective Value" else text
+
+    for trace in figure.data:
+        if trace.mode == "lines" and isinstance(trace.line.color, str) and trace.line.color.startswith("rgb("):
+            trace.line.color = darker(trace.line.color)
+            trace.customdata = [[named(label), value] for label, value in trace.customdata or ()]
+        elif trace.mode == "markers" and trace.marker.showscale:  # the colour bar
+            trace.marker.colorscale = [[i / (len(blues) - 1), darker(c)] for i, c in enumerate(blues)]
+            trace.marker.colorbar.title.text = OBJECTIVE
+    if figure.layout.xaxis.ticktext:  # the axes' names
+        figure.update_xaxes(ticktext=[named(text) for text in figure.layout.xaxis.ticktext])
 
 
 def write_report(study_name: str, storage: str | None = None, runs_dir: Path | None = None,
