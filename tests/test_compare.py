@@ -204,9 +204,15 @@ def test_a_run_not_yet_scored_has_its_settings_and_curves_compared(tmp_path, two
     curves, bars = ([_colour_share(picture, colour) for colour in CYCLE[:3]] for picture in _pictures(page))
     assert all(share > 0.0003 for share in curves) and bars[0] == 0 and bars[1] > 0.01 and bars[2] > 0.01
     (cut / artifacts.HISTORY).write_text((cut / artifacts.HISTORY).read_text().splitlines()[0] + "\n")
-    with pytest.raises(FmnistError, match=re.escape(f"{said}; and no epoch of it has finished, so it has no curves "
-                                                    "to compare either")):
+    not_begun = f"{said}; and no epoch of it has finished, so it has no curves to compare either"
+    with pytest.raises(FmnistError, match=re.escape(not_begun)):  # nothing to set beside a
         compare_runs([a, cut], tmp_path / "page.html")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fmnist"):  # beside two others, it is left out, not the comparison
+        page = compare_runs([a, cut, b], tmp_path / "page.html").read_text()
+    assert f"{not_begun}: left out of the comparison" in caplog.text
+    assert html.escape(f"{not_begun}: left out of this page.") in page
+    assert f"<tr><th>run</th><th>{a.name}</th><th>{b.name}</th></tr>" in page
 
 
 def test_compare_refuses_a_metrics_file_from_an_older_version(tmp_path, two_runs):

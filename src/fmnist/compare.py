@@ -25,6 +25,10 @@ HISTORY_ADVICE = "restore it from a copy (the comparison draws each run's learni
 TOP_CLASSES = 5
 
 
+class NoEpochYet(FmnistError):
+    """A run given to compare that has not finished an epoch: nothing of it to set beside the others yet."""
+
+
 def flat_settings(config: dict[str, Any]) -> dict[str, str]:
     """Everything that shapes a run, one line each: its settings (those it read), backend, data and package
     versions."""
@@ -128,7 +132,7 @@ def _load(run_dir: Path) -> dict[str, Any]:
     history = checked_history(run_dir, config, HISTORY_ADVICE)
     if unscored:
         if not history.get("loss"):
-            raise FmnistError(f"{unscored}; and no epoch of it has finished, so it has no curves to compare either")
+            raise NoEpochYet(f"{unscored}; and no epoch of it has finished, so it has no curves to compare either")
         return {"summary": {**summary, "epoch_kept": None}, "history": history, "config": config, "f1": None,
                 "confusion_matrix": None, "unscored": str(unscored)}
     metrics = read_metrics(run_dir)
@@ -176,13 +180,24 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
     else:
         given = "--output"
     output = runs.prepare_output(output, given, ".html")
-    loaded = [_load(runs.require_run_dir(r)) for r in run_dirs]
+    loaded, begun, not_begun = [], [], []
+    for run_dir in run_dirs:
+        try:
+            loaded.append(_load(runs.require_run_dir(run_dir)))
+            begun.append(run_dir)
+        except NoEpochYet as exc:  # one just started, among runs compared by a glob, say: the others still compare
+            not_begun.append(exc)
+    if not_begun and len(begun) < 2:
+        raise not_begun[0]
+    for exc in not_begun:
+        log.warning("%s: left out of the comparison", exc)
+    run_dirs = begun
     for item in loaded:
         if item["unscored"]:
             log.warning("%s: the page compares its settings and learning curves, not its scores", item["unscored"])
     names = run_labels(run_dirs)
     replaced = output.exists()
-    artifacts.write_text(output, _page(names, loaded, _tables(run_dirs, names, loaded)))
+    artifacts.write_text(output, _page(names, loaded, _tables(run_dirs, names, loaded, [str(e) for e in not_begun])))
     if replaced:  # the default name is one page per runs folder: a comparison kept needs --output
         log.warning("%s held an earlier comparison: replaced by this one (--output keeps each under a name of its "
                     "own)", output)
@@ -193,9 +208,10 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
 COMPARABLE_ROWS = ("recipe (closest)", "backend", "images (--limit)", "validation fraction")
 
 
-def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]) -> dict[str, Any]:
+def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]], left_out: list[str] = ()
+            ) -> dict[str, Any]:
     """The page's figures, computed: the runs' headline, settings, F1 and changed mistakes, and notes on what does
-    not compare."""
+    not compare, and on the runs ``left_out`` (why each)."""
     summaries = [item["summary"] for item in loaded]
     headline = [["directory", *(str(Path(r).resolve()) for r in run_dirs)]]  # which is which, when names repeat
     headline += [[label, *(run_list.cell(s[key], fmt) for s in summaries)] for label, key, fmt in (
@@ -248,8 +264,9 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
     note = ""
     if len({int(np.sum(item["confusion_matrix"])) for item in scored}) > 1:
         note = "<p><b>These runs were scored on different numbers of test images: compare counts with care.</b></p>"
-    unscored = "".join(f"<p><b>{html.escape(item['unscored'])}: its settings and learning curves are compared, not "
-                       "its scores.</b></p>" for item in loaded if item["unscored"])
+    unscored = "".join(f"<p><b>{html.escape(why)}: left out of this page.</b></p>" for why in left_out)
+    unscored += "".join(f"<p><b>{html.escape(item['unscored'])}: its settings and learning curves are compared, not "
+                        "its scores.</b></p>" for item in loaded if item["unscored"])
     if any(headline[i][0] in ("images (--limit)", "validation fraction") for i in headline_differ):
         curves_note += ("<p><b>Their validation curves are measured on validation sets of different sizes (another "
                         "--limit or validation fraction): compare them with care.</b></p>")
