@@ -76,6 +76,7 @@ def two_runs(tmp_path_factory):
 
 def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs, caplog):
     _, (a, b) = two_runs
+    (tmp_path / "out").mkdir()
     page = compare_runs([a, b], tmp_path / "out" / "compare.html").read_text()
     assert a.name in page and b.name in page
     assert "<tr class=diff><th scope=row>dropout</th><td>0.3</td><td>0.1</td></tr>" in page

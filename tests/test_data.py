@@ -393,9 +393,10 @@ def test_real_data_verifies(real_data_dir):
     assert dataset.checksums == data.CHECKSUMS
 
 
-def test_describe_counts_the_classes_and_draws_samples_into_a_new_folder(tiny_data, tmp_path, monkeypatch):
+def test_describe_counts_the_classes_and_draws_samples_into_a_folder(tiny_data, tmp_path, monkeypatch):
     folder, sums = tiny_data
     shown = tmp_path / "pictures" / "samples.png"
+    shown.parent.mkdir()
     summary = data.describe(folder, show=shown, checksums=sums)
     assert summary["train_images"] == 60 and sum(summary["train_per_class"].values()) == 60
     # Each class named with its label and counts, as a student would look them up.

@@ -91,7 +91,8 @@ def test_an_image_piped_in_is_read_from_standard_input(tmp_path, tiny_run_dir, m
 
 def test_predict_command_answers_photos_and_arrays(tmp_path, tiny_run_dir, monkeypatch, capsys):
     paths = write_inputs(tmp_path / "in")
-    shown = tmp_path / "out" / "seen.png"  # a folder not made yet: --show makes it
+    shown = tmp_path / "out" / "seen.png"
+    shown.parent.mkdir()
     # Given relative to where the command runs, named absolute in --json, as every path it prints
     monkeypatch.chdir(tmp_path)
     status = main(["predict", str(tiny_run_dir), *(str(p.relative_to(tmp_path)) for p in paths), "--top-k", "4",
@@ -284,6 +285,7 @@ def test_a_show_folder_removed_while_the_model_works_loses_no_answer(tmp_path, t
 
     photo = write_inputs(tmp_path)[0]
     folder = tmp_path / "pictures"
+    folder.mkdir()
     occlusion_maps = fmnist.explain.occlusion_maps
 
     def removing_the_folder(*args, **kwargs):  # after --show's folder was checked, before the picture is drawn

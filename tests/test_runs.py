@@ -59,10 +59,15 @@ def test_no_run_is_made_inside_another_run(mixed_runs, tmp_path):
     assert [p.name for p in damaged.iterdir()] == [artifacts.CONFIG]
 
 
-def test_an_output_folder_is_made_and_checked_before_the_work(tmp_path):
+def test_an_output_folder_is_checked_before_the_work_and_never_made(tmp_path):
     nested = tmp_path / "new" / "deeper" / "out.png"
+    with pytest.raises(FmnistError, match=f"^--show {nested}: the folder {nested.parent} does not exist; make it first "
+                                          fr"\(mkdir -p {nested.parent}\), or name a file in a folder that does$"):
+        runs.prepare_output(nested, "--show")
+    assert not (tmp_path / "new").exists()  # a typo leaves no stray folders
+    nested.parent.mkdir(parents=True)
     assert runs.prepare_output(nested, "--show") == nested
-    assert nested.parent.is_dir() and list(nested.parent.iterdir()) == []  # the probe leaves nothing behind
+    assert list(nested.parent.iterdir()) == []  # the probe leaves nothing behind
     with pytest.raises(FmnistError, match=r"^--output .* is a folder: name a file in it$"):
         runs.prepare_output(tmp_path, "--output")
     (tmp_path / "plain").write_text("a file, not a folder")

@@ -60,10 +60,10 @@ def absolute(path: Path | str) -> Path:
         return path
 
 
-def prepare_output(path: Path, flag: str, suffix: str | None = None) -> Path:
-    """Make the folder of a file the user named and check that it takes files, outside any run, before the work;
-    with ``suffix``, the file must be named so (a user's notes.txt is not replaced by a page). A symbolic link is
-    followed: the file it leads to is the one returned, to be written, so the link stays a link."""
+def prepare_output(path: Path, flag: str, suffix: str | None = None, make_folder: bool = False) -> Path:
+    """Check, before the work, that the folder of a file the user named exists (a typo makes no stray folders; a
+    default place's is made with ``make_folder``) and takes files, outside any run; with ``suffix``, the file must be
+    named so. A symbolic link is followed: the file it leads to is returned, to be written, so the link stays one."""
     path = Path(path)
     if path.is_symlink():
         path = _resolved(path, f"{flag}: the symbolic link", "remove it, or name another file")
@@ -72,13 +72,18 @@ def prepare_output(path: Path, flag: str, suffix: str | None = None) -> Path:
         raise FmnistError(f"{flag} {path} is a folder: name a file in it")
     if suffix is not None and path.suffix.lower() != suffix:
         raise FmnistError(f"{flag} {path}: it is written as {suffix[1:].upper()}; name it {path.stem}{suffix}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise FmnistError(f"{flag} {path}: a file is in the way of its folder {path.parent}") from None
-    except OSError as exc:
-        raise FmnistError(f"{flag} {path}: cannot write in {path.parent} ({exc.strerror})") from None
-    why = unwritable(path.parent)
+    folder = path.parent
+    if any(p.exists() and not p.is_dir() for p in (folder, *folder.parents)):
+        raise FmnistError(f"{flag} {path}: a file is in the way of its folder {folder}")
+    if make_folder:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FmnistError(f"{flag} {path}: cannot make its folder {folder} ({exc.strerror})") from None
+    if not folder.is_dir():
+        raise FmnistError(f"{flag} {path}: the folder {folder} does not exist; make it first "
+                          f"(mkdir -p {shell_word(str(folder))}), or name a file in a folder that does")
+    why = unwritable(folder)
     if why:
         raise FmnistError(f"{flag} {path}: cannot write in {path.parent} ({why})")
     return path

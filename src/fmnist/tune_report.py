@@ -159,7 +159,8 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path | N
     study_dir = Path(runs_dir) / study_name
     # Checked before the plots are drawn; the default place refused is named as such, not as a flag not given.
     said = "--output" if output else "the page (--output writes it elsewhere)"
-    output = runs.prepare_output(Path(output) if output else study_dir / artifacts.TUNE_REPORT, said, ".html")
+    output = runs.prepare_output(Path(output) if output else study_dir / artifacts.TUNE_REPORT, said, ".html",
+                                 make_folder=not output)  # a study's folder, before its first trial's run
     complete = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
                       key=lambda t: t.value)
     names = list(complete[0].params) if complete else []
