@@ -301,3 +301,13 @@ def test_a_runs_changed_settings_and_notes_go_below_it_keeping_the_table_narrow(
     assert line.split()[1:3] == ["spec", "+2"] and line.endswith("  interrupted")  # the cells alone
     assert below == ["    spec with other batch_size, hidden_sizes", f"    fmnist train --resume {run} continues it"]
     assert len(line) < len(header) + 10  # as wide as its cells
+
+
+def test_only_a_tune_trials_run_is_told_its_study_may_take_it_up(mixed_runs, tmp_path):
+    interrupted = mixed_runs["interrupted"]
+    trial = shutil.copytree(interrupted, tmp_path / "s" / "20261207T000000Z-trial-0003")
+    named_so = shutil.copytree(interrupted, tmp_path / "20261207T000000Z-my-trial-0003")  # a user's --name
+    told = run_list.summarize(trial)["notes"][-1]
+    assert "or the next worker of its study takes it up ('fmnist tune --study s'" in told
+    notes = run_list.summarize(named_so)["notes"]
+    assert notes and not any("study" in note for note in notes)

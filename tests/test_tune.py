@@ -19,13 +19,13 @@ import optuna
 import pytest
 
 from conftest import refused_before_keras
-from fmnist import artifacts, report, run_list
+from fmnist import artifacts, defaults, report, run_list
 from fmnist.cli import _settings_from_args, build_parser
 from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
 from fmnist.settings import TrainSettings
 from fmnist.tune import (
-    MAX_ATTEMPTS, TuneResult, _cut_short_run, _objective, open_study, settings_for, suggest, train_best, trial_name,
+    TuneResult, _cut_short_run, _objective, open_study, settings_for, suggest, train_best, trial_name,
     summary, trial_params, trial_state, tune,
 )
 from fmnist.tune_report import _train_command, write_report
@@ -457,11 +457,11 @@ def test_a_continued_study_runs_again_what_a_stop_or_a_dead_worker_cut_short(tmp
     for settings_failed in (second, third):  # the dead workers' settings failed in their turn (say, out of memory)
         study.tell(settings_failed, state=failed)
     retry = first
-    for attempt in range(2, MAX_ATTEMPTS + 1):  # the stopped trial's settings, stopped each time they run
+    for attempt in range(2, defaults.MAX_TRIAL_ATTEMPTS + 1):  # the stopped trial's settings, stopped each time
         retry.set_user_attr("stopped", True)
         study.tell(retry, state=failed)
         queued = [t for t in open_study("s", store, shown, BASE).get_trials(deepcopy=False) if t.state == waiting]
-        if attempt < MAX_ATTEMPTS:
+        if attempt < defaults.MAX_TRIAL_ATTEMPTS:
             assert [t.user_attrs["retry_of"] for t in queued] == [stopped.number]
             retry = started(worker_key(os.getpid()))
             assert retry.params == stopped.params
@@ -594,7 +594,7 @@ def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_ha
     (cut_short,) = (tmp_path / "s").iterdir()
     assert run_list.summarize(cut_short)["notes"][-1] == (  # either way of finishing it, as `fmnist runs` says
         f"fmnist train --resume {cut_short} continues it, or the next worker of its study takes it up ('fmnist tune "
-        "--study s' with the study's storage and flags)")
+        "--study s' with the study's storage and flags; at most 4 tries of a trial's settings in all)")
     # Scored by hand just then, say: the worker waits for it, rather than train the settings again in a new run.
     held, waiting = threading.Event(), "is in use by another process: waiting for it"
 

@@ -15,6 +15,9 @@ MAX_FILE_MIB = 64
 TUNE_TRIALS = 20
 TUNE_STUDY = "fmnist"
 TRIAL_PREFIX = "trial-"  # a trial's run is named so, with its number: trial-0003, in RUNS_DIR/STUDY/
+# The settings of a trial cut short are taken up again, to finish its run, at most so many times in all: not for
+# ever, since settings that kill their worker (say, by memory) would loop.
+MAX_TRIAL_ATTEMPTS = 4
 # A run's name: at most so many bytes (a file name holds 255, and the run's folder adds its time before the name);
 # the best trial of a tune study is named after the study, with BEST_SUFFIX.
 MAX_NAME_BYTES = 200

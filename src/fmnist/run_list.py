@@ -185,12 +185,18 @@ def _kept_epoch(run_dir: Path, config: dict[str, Any]) -> int | None:
         return None
 
 
+# A tune trial's run folder, as tune names it in RUNS_DIR/STUDY/: <UTC time>-trial-0003, "-2" after it if need be.
+TRIAL_RUN = re.compile(f"[0-9]{{8}}T[0-9]{{6}}Z-{defaults.TRIAL_PREFIX}[0-9]{{4,}}(-[0-9]+)?")
+
+
 def _finished_by(run_dir: Path, alone: str, in_group: str) -> str:
-    """Who finishes a stopped run: its resume, its group's resume, or the process training its group now."""
+    """Who finishes a stopped run: its resume, its group's resume, or the process training its group now; for a tune
+    trial's, its study's next worker too."""
     group = runs.in_seed_group(run_dir)
-    if group is None and re.search(f"-{defaults.TRIAL_PREFIX}[0-9]+$", run_dir.name):  # a tune trial's run
+    if group is None and TRIAL_RUN.fullmatch(run_dir.name):
         return (f"{runs.resume_command(run_dir)} {alone}, or the next worker of its study takes it up ('fmnist tune "
-                f"--study {run_dir.parent.name}' with the study's storage and flags)")
+                f"--study {run_dir.parent.name}' with the study's storage and flags; at most "
+                f"{defaults.MAX_TRIAL_ATTEMPTS} tries of a trial's settings in all)")
     if group is None:
         return f"{runs.resume_command(run_dir)} {alone}"  # whole, to paste from any folder
     if run_locks.being_trained(group):

@@ -31,9 +31,6 @@ BATCH_SIZES = (32, 64, 128, 256)
 # A trial whose val_loss is worse than the median of earlier trials' at the same epoch stops there;
 # not before 4 trials have finished, nor in a trial's first epoch (nor its last: pruning_callback).
 PRUNER = dict(n_startup_trials=4, n_warmup_steps=1)
-# The settings of a trial cut short are taken up again, to finish its run, at most so many times in all: not for
-# ever, since settings that kill their worker (say, by memory) would loop.
-MAX_ATTEMPTS = 4
 # A cut-short trial's run in use by another process (`fmnist evaluate` by hand): how long a worker waits for it, and
 # how often it looks, before it trains the settings again instead.
 BUSY_WAIT_S = 600
@@ -180,7 +177,7 @@ def _objective(base: TrainSettings, backend: str, study_dir: Path, dataset: Data
                 # Said after the run's own stop line, which names 'fmnist train --resume': both finish it.
                 log.warning("trial %d stopped: continuing the study (the same 'fmnist tune' command) finishes its run "
                             "first, unless its settings have run %d times; finished meanwhile by 'fmnist train "
-                            "--resume', the run is counted as it is", trial.number, MAX_ATTEMPTS)
+                            "--resume', the run is counted as it is", trial.number, defaults.MAX_TRIAL_ATTEMPTS)
                 raise
             except Diverged as exc:  # the settings' fault: recorded, and the study goes on (tune catches it)
                 trial.set_user_attr("diverged", exc.what)
@@ -550,7 +547,7 @@ def _first_drawn(trial: optuna.trial.FrozenTrial) -> int:
 
 def queue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     """Queue the settings of ``trial``, which a stop or a dead worker cut short, once more to finish its run, unless a
-    later attempt at them exists or they have had MAX_ATTEMPTS; whether it was queued."""
+    later attempt at them exists or they have had MAX_TRIAL_ATTEMPTS; whether it was queued."""
     first = _first_drawn(trial)
     # Read just before queueing, so that two workers continuing the study together seldom both queue one.
     attempts = [t.number for t in study.get_trials(deepcopy=False) if _first_drawn(t) == first]
@@ -559,7 +556,8 @@ def queue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
                 if k != "lr_factor" or lowers_rate(fixed.get("epochs"), fixed.get("lr_patience"),
                                                    fixed.get("early_stopping_patience"))}
     # A trial may hold more: one of a study begun before fmnist left the factor out where it does nothing.
-    if max(attempts) != trial.number or len(attempts) >= MAX_ATTEMPTS or not searched <= set(trial.params):
+    if (max(attempts) != trial.number or len(attempts) >= defaults.MAX_TRIAL_ATTEMPTS
+            or not searched <= set(trial.params)):
         return False
     study.enqueue_trial(trial.params, user_attrs={"retry_of": first})
     return True
