@@ -12,8 +12,8 @@ import pytest
 
 from conftest import module_data, run_cli, tiny_train
 from fmnist import artifacts, run_list, runs
-from fmnist.compare import (compare_runs, group_difference_text, mistake_changes, run_labels, runs_to_compare,
-                            settings_rows)
+from fmnist.compare import (bar_colours, compare_runs, group_difference_text, mistake_changes, run_labels,
+                            runs_to_compare, settings_rows)
 from fmnist.errors import FmnistError
 from fmnist.facts import CLASS_NAMES
 
@@ -355,3 +355,15 @@ def test_a_groups_runs_are_labelled_by_group_and_seed_as_they_share_one_name(tmp
         config = artifacts.read_json(member / artifacts.CONFIG)
         artifacts.write_json(member / artifacts.CONFIG, {**config, "settings": {**config["settings"], "seed": seed}})
     assert run_labels([*members, a]) == [f"{group.name} seed 7", f"{group.name} seed 8", a.name]
+
+
+def test_each_group_keeps_its_first_runs_colour_unless_two_bars_would_share_one():
+    from fmnist.plots import run_colours
+
+    runs_of = [f"a seed {s}" for s in range(5)] + [f"b seed {s}" for s in range(5)] + ["alone"]
+    colours = run_colours(runs_of)
+    assert bar_colours(["a", "b"], {"a": "a seed 0", "b": "b seed 0"}, colours) == {
+        "a": colours["a seed 0"], "b": colours["b seed 0"]}
+    # The eleventh run comes round to the first's colour: the bars take the plain cycle, each its own.
+    shared = bar_colours(["a", "b", "alone"], {"a": "a seed 0", "b": "b seed 0"}, colours)
+    assert len(set(map(str, shared.values()))) == 3

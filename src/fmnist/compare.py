@@ -334,6 +334,13 @@ def _group_scores(groups: list[Path], alone: list[tuple[str, dict[str, Any]]] = 
             "group_difference": group_difference_text(accuracies)}
 
 
+def bar_colours(series: list[str], drawn_as: dict[str, str], colours: dict[str, Any]) -> dict[str, Any]:
+    """The groups' chart's colours: a group its first run's (``drawn_as``), a run alone its own, as the curves draw
+    them; the plain cycle where that makes two bars alike (the runs' cycle came round)."""
+    chosen = {name: colours[drawn_as.get(name, name)] for name in series}
+    return chosen if len(set(map(str, chosen.values()))) == len(chosen) else plots.run_colours(series)
+
+
 def group_difference_text(accuracies: dict[str, list[float]]) -> str:
     """For two groups, the difference of their mean test accuracies (the second's less the first's) with Welch's 95%
     interval over their seeds, in words: whether their seeds tell the two recipes apart. "" for any other number."""
@@ -378,8 +385,7 @@ def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]
                                    "F1 per class, mean over each group's seeds (whiskers ± 1 sd)"
                                    + "; a run given alone, its own" * bool(alone), group_bars,
                                    spread=tables["group_f1_sd"],
-                                   colours={series: colours[tables["drawn_as"].get(series, series)]
-                                            for series in tables["group_f1"]})
+                                   colours=bar_colours(list(tables["group_f1"]), tables["drawn_as"], colours))
             groups += image_html(group_bars, "F1 per class, one bar per group: the mean over its seeds, whiskers one "
                                              "standard deviation" + "; a run given alone, its own F1" * bool(alone))
         scored = list(f1)  # the runs with test scores, whose columns the score tables have

@@ -4,7 +4,7 @@ atomically."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -273,7 +273,7 @@ def _run_legend(fig, handles: list, labels: list[str]) -> None:
                ncols=-(-len(labels) // LEGEND_ROWS))
 
 
-def run_colours(names: Sequence[str]) -> dict[str, str]:
+def run_colours(names: Sequence[str]) -> dict[str, Any]:
     """One colour per name, in matplotlib's cycle: given to every chart of a page, a run is one colour in all."""
     import matplotlib
 
