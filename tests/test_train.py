@@ -353,4 +353,4 @@ def test_progress_names_the_run_folder_whole_as_the_closing_lines_do(tmp_path, t
     folder, sums = tiny_data
     with caplog.at_level(logging.INFO, logger="fmnist"):
         resume_run(Path("runs") / run_dir.name, dataset=load_dataset(folder, checksums=sums))
-    assert f"resuming {run_dir} after epoch 1" in caplog.text
+    assert f"resuming {run_dir} after epoch 1" in caplog.text and f"scoring {run_dir} on the " in caplog.text

@@ -118,7 +118,8 @@ def score_finished(run_dir: Path, dataset: Dataset, refuse_done: bool = False) -
         if refuse_done and fully_scored(metrics) and (run_dir / artifacts.REPORT_HTML).is_file():
             require_unfinished(run_dir)  # finished by its trainer while this waited for its lock: refused as later
         if not fully_scored(metrics):
-            log.info("scoring %s: its training finished, its %s is missing or damaged", run_dir, artifacts.METRICS)
+            log.info("scoring %s: its training finished, its %s is missing or damaged", runs.absolute(run_dir),
+                     artifacts.METRICS)
             metrics = evaluate_run(run_dir, dataset=dataset)
         elif not (run_dir / artifacts.REPORT_HTML).is_file():
             build_report(run_dir)

@@ -320,6 +320,7 @@ def _finish(run_dir: Path, dataset: Dataset, callbacks: list[Any],
     it is); ``None`` if it cannot be, and its settings are to be trained again."""
     from fmnist.resume import resume_run
 
+    run_dir = runs.absolute(run_dir)  # named so in each line below, as the training's own lines name it
     waited_until, told = time.monotonic() + BUSY_WAIT_S, False
     while True:
         try:  # a status.json damaged by hand too is a run that cannot be finished
