@@ -60,7 +60,7 @@ def _train_command(study: optuna.Study, trial: optuna.trial.FrozenTrial, study_d
             + _setting_flags(study, trial, searched=True, study_dir=study_dir))
 
 
-# What a trial's value is, named so in the plots where Optuna writes "Objective Value".
+# What a trial's value is, named so in the plots (Optuna's "Objective Value").
 OBJECTIVE = "val_loss"
 # Optuna's importances fit a random forest to the trials: on fewer than this many, its ranking is noise.
 MIN_TRIALS_FOR_IMPORTANCES = 10
@@ -87,7 +87,9 @@ def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                figure = plot(study)
+                named = plot in (vis.plot_optimization_history, vis.plot_param_importances,
+                                  vis.plot_parallel_coordinate)  # those that name the value, "Objective Value" else
+                figure = plot(study, target_name=OBJECTIVE) if named else plot(study)
         except (ValueError, RuntimeError) as exc:  # too few finished trials, or parameters that never varied
             figures.append((title, first_line(exc)))
             continue
@@ -104,12 +106,10 @@ def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
             figure.update_layout(showlegend=True)
             figure.update_yaxes(title_text=OBJECTIVE)  # Optuna's "Intermediate Value": what the pruner judged
         if plot is vis.plot_parallel_coordinate and not doubts:
-            _mend_parallel_coordinate(figure)
+            _darken_parallel_coordinate(figure)
         if plot is vis.plot_optimization_history and not doubts:
-            figure.for_each_trace(lambda trace: trace.update(name={"Objective Value": OBJECTIVE, "Best Value":
-                                                                   f"lowest {OBJECTIVE} so far"}.get(trace.name,
-                                                                                                     trace.name)))
-            figure.update_yaxes(title_text=OBJECTIVE)
+            figure.for_each_trace(lambda trace: trace.update(
+                name=f"lowest {OBJECTIVE} so far" if trace.name == "Best Value" else trace.name))
         if plot is vis.plot_timeline and not doubts:  # one row a trial: whole numbers, not -0.5 between two
             figure.update_yaxes(tick0=0, dtick=1)
         if plot in (vis.plot_optimization_history, vis.plot_intermediate_values) and not doubts:
@@ -125,10 +125,9 @@ def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
 DARKENED_BY = 0.35
 
 
-def _mend_parallel_coordinate(figure: Any) -> None:
-    """Each trial's line in the parallel-coordinate plot, and the colour bar beside it, moved DARKENED_BY of the way
-    to the darkest blue of Optuna's scale (the worst trial visible, the order of the shades kept); its value named
-    val_loss on the axis, the bar and each line's hover."""
+def _darken_parallel_coordinate(figure: Any) -> None:
+    """Each trial's line in the parallel-coordinate plot, and its colour bar, moved DARKENED_BY of the way to the
+    darkest blue of Optuna's scale: the worst trial visible, the order of the shades kept."""
     from plotly import colors
 
     blues = colors.sequential.Blues
@@ -136,18 +135,11 @@ def _mend_parallel_coordinate(figure: Any) -> None:
     def darker(colour: str) -> str:
         return colors.find_intermediate_color(colour, blues[-1], DARKENED_BY, colortype="rgb")
 
-    def named(text: str) -> str:
-        return OBJECTIVE if text == "Objective Value" else text
-
     for trace in figure.data:
         if trace.mode == "lines" and isinstance(trace.line.color, str) and trace.line.color.startswith("rgb("):
             trace.line.color = darker(trace.line.color)
-            trace.customdata = [[named(label), value] for label, value in trace.customdata or ()]
         elif trace.mode == "markers" and trace.marker.showscale:  # the colour bar
             trace.marker.colorscale = [[i / (len(blues) - 1), darker(c)] for i, c in enumerate(blues)]
-            trace.marker.colorbar.title.text = OBJECTIVE
-    if figure.layout.xaxis.ticktext:  # the axes' names
-        figure.update_xaxes(ticktext=[named(text) for text in figure.layout.xaxis.ticktext])
 
 
 def write_report(study_name: str, storage: str | None = None, runs_dir: Path | None = None,
