@@ -232,6 +232,8 @@ def test_pictures_say_what_they_show_where_a_reader_would_guess(tmp_path, monkey
         assert ax.get_ylabel() == ylabel
         assert [t.get_text() for t in ax.texts] == ["1e-04"]  # the rate the plateau's drop went to, at epoch 3
         assert (ax.texts[0].get_position()[1] > 0.5) is top  # away from late curves: loss falls, accuracy rises
+        # The kept epoch named as the report names it, and why it is kept
+        assert "kept: epoch 3, the lowest val_loss" in ax.get_legend_handles_labels()[1]
     plots.compare_curves_png({"a": history, "b": history}, tmp_path / "compare.png")  # the same axes, side by side
     assert [ax.get_ylabel() for ax in drawn.pop().axes] == ["loss (mean over the epoch)", "share of images right"]
     plots.grouped_bars_png(list(CLASS_NAMES), {"a": [0.5] * 10, "b": [0.9] * 10}, "F1", tmp_path / "f1.png")

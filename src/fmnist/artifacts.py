@@ -249,6 +249,7 @@ def kept_epoch(history: dict[str, list[float]], config: dict[str, Any]) -> int |
     return (len(history.get("loss", [])) or None) if scheduled(config) else best_epoch(history)
 
 
-def kept_because(config: dict[str, Any]) -> str:
-    """Why the run's model has its kept epoch's weights, in words, as the report and the curves say it."""
-    return "the last, as the schedule fixes" if scheduled(config) else "the lowest val_loss"
+def kept_because(on_schedule: bool) -> str:
+    """Why a run's model has its kept epoch's weights (``on_schedule``: see :func:`scheduled`), in words, as the
+    report and the curves say it."""
+    return "the last, as the schedule fixes" if on_schedule else "the lowest val_loss"

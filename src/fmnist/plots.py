@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fmnist.artifacts import HISTORY, write_atomic
+from fmnist.artifacts import HISTORY, kept_because, write_atomic
 from fmnist.explain import FAINT_BELOW
 from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
 
@@ -76,23 +76,22 @@ def confusion_matrix_png(matrix: Sequence[Sequence[int]], path: Path) -> None:
     _save(fig, path)
 
 
-def curves_png(history: dict[str, list[float]], best: int | None, path: Path, scheduled: bool = False) -> None:
-    """Loss and accuracy per epoch, train and validation, with the ``best`` epoch (the one kept) and each drop of the
-    learning rate on a plateau marked; a ``scheduled`` run (cosine: fixed epochs, the rate lowered every step) keeps
-    its last epoch, and its drops are no events."""
+def curves_png(history: dict[str, list[float]], kept: int | None, path: Path, scheduled: bool = False) -> None:
+    """Loss and accuracy per epoch, train and validation, with the ``kept`` epoch and each drop of the learning rate on
+    a plateau marked; a ``scheduled`` run (cosine: the rate lowered every step) keeps its last, its drops no events."""
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
     fig = _figure(figsize=(13, 4.5))
     axes = fig.subplots(1, 2)
     rates = [] if scheduled else history.get("learning_rate", [])
     drops = [i + 1 for i in range(1, len(rates)) if rates[i] < rates[i - 1]]
-    kept = f"kept: epoch {best}, " + ("the last, as the schedule fixes" if scheduled else "the lowest val_loss")
+    kept_label = f"kept: epoch {kept}, {kept_because(scheduled)}"
     # Each drop's rate is written where its panel's curves are not, late in training: loss falls, accuracy rises.
     for ax, key, title, ylabel, rate_y in ((axes[0], "loss", "Loss", "loss (mean over the epoch)", 0.98),
                                            (axes[1], "accuracy", "Accuracy", "share of images right", 0.02)):
         ax.plot(epochs, history.get(key, []), label="train", marker=".")
         ax.plot(epochs, history.get(f"val_{key}", []), label="validation", marker=".")
-        if best:
-            ax.axvline(best, color="green", linestyle="--", label=kept)
+        if kept:
+            ax.axvline(kept, color="green", linestyle="--", label=kept_label)
         for i, epoch in enumerate(drops):
             ax.axvline(epoch, color="grey", linestyle=":", label="learning rate drop" if i == 0 else None)
             # The rate the epoch began with, written along its line: what each drop went to.

@@ -194,7 +194,7 @@ def _kept_text(run_dir: Path, history: dict[str, list[float]], status: dict[str,
     """The kept epoch and why it is kept; where history.csv holds other than the epochs status.json records (cut or
     edited by hand since), saying so: the curves and the kept epoch are the file's. Logged too."""
     kept = artifacts.kept_epoch(history, config)
-    said = [] if kept is None else [artifacts.kept_because(config)]
+    said = [] if kept is None else [artifacts.kept_because(artifacts.scheduled(config))]
     recorded, drawn = artifacts.json_number(status.get("epochs")), len(history["loss"])
     if status.get("state") == runs.FINISHED and recorded is not None and recorded != drawn:
         note = (f"{artifacts.HISTORY} holds {drawn} of the {recorded:g} epochs {artifacts.STATUS} records: cut or "
