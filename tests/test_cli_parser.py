@@ -77,11 +77,11 @@ def test_a_command_flag_given_before_the_command_says_where_it_goes(capsys):
      "argument --seeds: a spread and an interval need 2 seeds or more, not 1 (for one run, leave --seeds out)"),
     (["train", "--seeds", "1001"], "argument --seeds: at most 1000 seeds, not 1001: each of them is a full training"),
     (["train", "--hidden-sizes", "512,,64"],  # a typo would lose a layer
-     "argument --hidden-sizes: '512,,64' is not a comma-separated list of sizes, e.g. 512,256,64,32"),
+     "argument --hidden-sizes: '512,,64' is not a list of sizes such as 512,256,64,32 (or 512-256-64-32)"),
     (["train", "--hidden-sizes", "512,"],
-     "argument --hidden-sizes: '512,' is not a comma-separated list of sizes, e.g. 512,256,64,32"),
+     "argument --hidden-sizes: '512,' is not a list of sizes such as 512,256,64,32 (or 512-256-64-32)"),
     (["train", "--hidden-sizes", "512--64"],  # as a table shows them, 512-64, but a layer lost
-     "argument --hidden-sizes: '512--64' is not a comma-separated list of sizes, e.g. 512,256,64,32"),
+     "argument --hidden-sizes: '512--64' is not a list of sizes such as 512,256,64,32 (or 512-256-64-32)"),
     (["train", "--hidden-sizes", "-64"], "argument --hidden-sizes: '-64' must list positive layer sizes, e.g. "
                                          "512,256,64,32"),
     # Keras counts the epoch that missed: 0 would act as 1 does.

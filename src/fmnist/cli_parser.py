@@ -248,7 +248,7 @@ def layer_sizes(value: str) -> tuple[int, ...]:
         sizes = tuple(int(part) for part in re.split("[,-]", value))  # int() refuses an empty part: a typo's lost layer
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{value!r} is not a comma-separated list of sizes, e.g. 512,256,64,32") from None
+            f"{value!r} is not a list of sizes such as 512,256,64,32 (or 512-256-64-32)") from None
     if not sizes or min(sizes) <= 0:
         raise argparse.ArgumentTypeError(f"{value!r} must list positive layer sizes, e.g. 512,256,64,32")
     return sizes

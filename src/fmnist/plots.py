@@ -282,9 +282,8 @@ def run_colours(names: Sequence[str]) -> dict[str, Any]:
 
 def compare_curves_png(histories: dict[str, dict[str, list[float]]], path: Path,
                        colours: dict[str, str] | None = None) -> None:
-    """Loss and accuracy of several runs on the same axes: validation solid, training dashed, one colour per run
-    (``colours``, else the cycle's); each later run drawn thinner, with its own marker, so one that matches an earlier
-    run still shows on it."""
+    """Loss and accuracy of several runs on shared axes: validation solid, training dashed, a colour a run (``colours``,
+    else the cycle's); each later run thinner, with its own marker, so one matching an earlier run still shows."""
     from matplotlib.lines import Line2D
 
     fig = _figure(figsize=(13, 4.5), layout="constrained")
@@ -313,9 +312,8 @@ def compare_curves_png(histories: dict[str, dict[str, list[float]]], path: Path,
 
 def grouped_bars_png(categories: Sequence[str], series: dict[str, Sequence[float]], title: str, path: Path,
                      spread: dict[str, Sequence[float]] | None = None, colours: dict[str, str] | None = None) -> None:
-    """One group of bars per category, one bar per series (in its colour of ``colours``, else the cycle's), each with
-    a whisker of its ``spread`` (± that much) where given; the 0-1 scale starts just below the lowest bar or whisker
-    (and ends at 1, past which no score goes)."""
+    """A group of bars per category, a bar per series (its colour in ``colours``, else the cycle's), whiskered ± its
+    ``spread`` where given; the 0-1 scale starts just below the lowest bar or whisker, and ends at 1."""
     fig = _figure(figsize=(13, 4.5), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / max(1, len(series))

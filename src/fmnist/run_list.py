@@ -463,7 +463,7 @@ def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), r
         printed += [NOTE_INDENT + _as_printed(note) for note in notes.get(i, [])]
     if left_out:
         printed += textwrap.wrap(f"(left out to fit {width} characters: {', '.join(left_out)}; --wide shows them)",
-                                 width, break_on_hyphens=False)
+                                 width, break_on_hyphens=False)  # "--wide" kept whole
     return "\n".join(printed)
 
 
