@@ -115,7 +115,7 @@ def bad_files() -> list[tuple[str, str, bytes, int, str]]:
     png, jpeg = encode(noise), encode(noise, "JPEG")
     pixels = np.random.default_rng(1).random((28, 28))
     return [
-        ("empty-file", "empty.png", b"", 400, "is empty"),
+        ("empty-file", "empty.png", b"", 422, "is empty (0 bytes)"),
         ("text", "notes.txt", b"hello, this is not an image\n" * 20, 415, UNSUPPORTED),
         ("html", "page.png", b"<!doctype html><html><body>hi</body></html>", 415, UNSUPPORTED),
         ("svg", "vector.svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>', 415, UNSUPPORTED),

@@ -45,6 +45,10 @@ def test_json_arrays_nested_or_flat_pixels_or_floats(client):
             "inputs[0] holds values that are not numbers (null, true, false, an object?)")
 
 
+# A refusal says what to do, not only what is wrong: one of these verbs, as advice.
+SAYS_WHAT_TO_DO = re.compile(r"\b(give|send|use|convert|scale|put|multiply|save|photograph|split)\b")
+
+
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 @pytest.mark.parametrize("case, name, data, status, reason", bad_files(), ids=[c[0] for c in bad_files()])
 def test_bad_files_get_a_4xx_json_error(client, case, name, data, status, reason):
@@ -54,6 +58,8 @@ def test_bad_files_get_a_4xx_json_error(client, case, name, data, status, reason
     # Which of the files it was, as their names may repeat.
     assert response.json()["error"].startswith("file 2 of the 2 sent: "), response.text
     assert response.json()["error"].endswith("; none was classified: send the others without it")
+    assert SAYS_WHAT_TO_DO.search(response.json()["error"].removesuffix("; none was classified: send the others "
+                                                                        "without it")), response.text
     assert_serving(client)
 
 
@@ -62,6 +68,7 @@ def test_bad_json_gets_a_4xx_json_error(client, case, body, status):
     response = client.post("/v1/predict", content=body, headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
     assert response.json()["error"] and "RecursionError" not in response.json()["error"]  # no Python internals
+    assert SAYS_WHAT_TO_DO.search(response.json()["error"]), response.text
     assert_serving(client)
 
 

@@ -70,7 +70,7 @@ class BadInput(FmnistError):
 def decode_image(data: bytes, name: str) -> np.ndarray:
     """Decode PNG, JPEG, WebP, BMP or GIF (an animated one's first frame) to upright 8-bit grayscale, EXIF applied."""
     if not data:
-        raise BadInput(f"{name} is empty", 400)
+        raise BadInput(f"{name} is empty (0 bytes): send the image file's contents")
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as image:
             # A JPEG, or a phone's MPO (a JPEG and its extras), decodes at a reduced scale, and is judged at it; not
@@ -114,8 +114,9 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
                                f"{FORMATS_SAID}", 415) from None
             raise BadInput(f"{name} is not a supported image: use {FORMATS_SAID} or a .npy array", 415) from None
         if isinstance(exc, UnidentifiedImageError):
-            raise BadInput(f"{name} starts like a {claimed} but is truncated or damaged") from None
-        raise BadInput(f"{name} is truncated or damaged ({exc})") from None
+            raise BadInput(f"{name} starts like a {claimed} but is truncated or damaged: send the whole file, or "
+                           "save it again") from None
+        raise BadInput(f"{name} is truncated or damaged ({exc}): send the whole file, or save it again") from None
 
 
 def claimed_format(data: bytes) -> str | None:
@@ -252,7 +253,7 @@ def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
     content = np.abs(difference) > tolerance
     if not content.any():
         if np.ptp(gray) == 0:
-            raise BadInput(f"{name} is blank: one uniform colour, nothing to classify")
+            raise BadInput(f"{name} is blank: one uniform colour, nothing to classify; send a picture of a garment")
         raise BadInput(f"{name} shows nothing to classify: no part of it stands out from its backdrop by more than "
                        f"{tolerance:.0f} of 255 grey levels (blank, or a garment too near the backdrop's shade: "
                        "photograph it against a contrasting one)")
@@ -339,14 +340,15 @@ def check_array(values: np.ndarray, name: str, stack: bool = False) -> np.ndarra
         raise _not_one_image(name, values.shape)
     if values.dtype.kind in "iu":
         if values.min() < 0 or values.max() > 255:
-            raise BadInput(f"{name} holds integers outside 0-255 (integers are read as pixels)")
+            raise BadInput(f"{name} holds integers outside 0-255 (integers are read as pixels); give integers 0-255 or "
+                           "floats in [0, 1]")
         if values.max() == 1:  # values in [0, 1] that lost their decimal point (JavaScript writes 1.0 as 1)
             raise BadInput(f"{name} holds integers no higher than 1, which as pixels 0-255 make a black image: "
                            "multiply them by 255 to send pixels, or send floats in [0, 1]")
         values = values.astype(np.float32) / 255.0
     else:
         if not np.isfinite(values).all():
-            raise BadInput(f"{name} holds NaN or infinite values")
+            raise BadInput(f"{name} holds NaN or infinite values; give floats in [0, 1] or integers 0-255")
         if values.min() < 0.0 or values.max() > 1.0:
             raise BadInput(f"{name} holds floats outside [0, 1] (scale pixels by 1/255, or send integers 0-255)")
     return values.astype(np.float32).reshape((-1,) * stacked + (IMAGE_SIDE, IMAGE_SIDE))
@@ -368,7 +370,8 @@ def load_npy(data: bytes, name: str, stack: bool = False) -> np.ndarray:
         values = np.load(io.BytesIO(data), allow_pickle=False)
     # A cut header; RecursionError: numpy's header parser (ast) on thousands of nested signs in a 10 kB header.
     except (ValueError, OSError, EOFError, MemoryError, SyntaxError, RecursionError, tokenize.TokenError) as exc:
-        raise BadInput(f"{name} is not a readable .npy array without pickled objects ({exc})") from None
+        raise BadInput(f"{name} is not a readable .npy array without pickled objects ({exc}): save it with numpy.save, "
+                       "as numbers") from None
     return check_array(values, name, stack)
 
 

@@ -90,7 +90,8 @@ async def form_files(request: Request, body: bytes) -> list[tuple[str, bytes]]:
         )
     except MultiPartException as exc:
         if exc.message.startswith(("Too many files", "Too many fields")):  # 413 here, as too many inputs in JSON
-            raise BadInput(f"more than {MAX_INPUTS} parts in one request; the limit is {MAX_INPUTS} inputs", 413) \
+            raise BadInput(f"more than {MAX_INPUTS} parts in one request; the limit is {MAX_INPUTS} inputs: send them "
+                           "in several requests", 413) \
                 from None
         reason = exc.__cause__ or exc.message  # python-multipart's own words, when it is the parser that refused
         hint = " (a file name thousands of characters long?)" if "header size" in str(reason) else ""
@@ -141,7 +142,8 @@ def json_integer(text: str) -> int:
     invalid JSON, which it is not."""
     digits = len(text.lstrip("-"))
     if digits > MAX_INTEGER_DIGITS:
-        raise BadInput(f"the JSON body holds an integer of {digits:,} digits; pixels are 0-255")
+        raise BadInput(f"the JSON body holds an integer of {digits:,} digits; give integers 0-255 (pixels) or "
+                       "floats in [0, 1]")
     return int(text)
 
 
@@ -163,29 +165,34 @@ def json_inputs(body: bytes) -> np.ndarray:
     try:
         document = json.loads(body, parse_int=json_integer, object_pairs_hook=_object_once)
     except RecursionError:
-        raise BadInput("the JSON body is nested too deeply: each input is 28x28 (nested once) or 784 values", 400) \
+        raise BadInput("the JSON body is nested too deeply: give each input as 28 rows of 28 numbers, or 784 numbers",
+                       400) \
             from None
     except ValueError as exc:
-        raise BadInput(f"the body is not valid JSON ({type(exc).__name__}: {str(exc)[:200]})", 400) from None
+        raise BadInput(f"the body is not valid JSON ({type(exc).__name__}: {str(exc)[:200]}): send UTF-8 JSON such as "
+                       "{\"inputs\": [[784 numbers]]}", 400) from None
     inputs = document.get("inputs") if isinstance(document, dict) else None
     if not isinstance(inputs, list) or not inputs:
-        raise BadInput("the JSON body must be an object whose \"inputs\" is a non-empty list of arrays")
+        raise BadInput("the JSON body must be an object whose \"inputs\" is a non-empty list of arrays: send "
+                       "{\"inputs\": [[784 numbers]]}")
     others = sorted(set(document) - {"inputs"})
     if others:  # an option sent here would be answered as if read, with its default
         raise BadInput(f"the JSON body holds {', '.join(map(json.dumps, others))} beside \"inputs\": it takes "
-                       "\"inputs\" alone; options go in the query (?top_k=3)")
+                       "\"inputs\" alone: put options in the query (?top_k=3)")
     unwrapped = _one_image_unwrapped(inputs)
     if unwrapped:
         raise BadInput(f"\"inputs\" must be a list of images, each 28x28 or 784 numbers; it holds {unwrapped}: for "
                        "one image, put it in a list of its own ({\"inputs\": [[...]]})")
     if len(inputs) > MAX_INPUTS:
-        raise BadInput(f"{len(inputs)} inputs in one request; the limit is {MAX_INPUTS}", 413)
+        raise BadInput(f"{len(inputs)} inputs in one request; the limit is {MAX_INPUTS}: send them in several requests",
+                       413)
     images = []
     for i, item in enumerate(inputs):
         try:
             values = np.asarray(item)
         except (ValueError, TypeError, OverflowError):  # ragged nesting, or numbers numpy cannot hold
-            raise BadInput(f"inputs[{i}] is not a rectangular array of numbers") from None
+            raise BadInput(f"inputs[{i}] is not a rectangular array of numbers; give 28 rows of 28 numbers, or 784 "
+                           "numbers") from None
         # numpy reads null or an integer beyond 64 bits among numbers as objects, and true or false as 1 or 0.
         if values.dtype == object or (values.dtype != bool and _holds_a_boolean(item)):
             raise BadInput(f"inputs[{i}] holds values that are not numbers (null, true, false, an object?) or "
