@@ -339,7 +339,8 @@ def test_a_model_that_fails_to_load_at_start_up_is_one_line_not_uvicorns_traceba
 def test_a_server_on_this_machine_alone_answers_only_requests_that_name_it(tiny_run_dir):
     # A page elsewhere pointing its own name at 127.0.0.1 (DNS rebinding) would send that name as the Host.
     with TestClient(create_app(tiny_run_dir, loopback_only=True), base_url="http://localhost:8000") as client:
-        for host in ("localhost:8000", "LOCALHOST", "127.0.0.1:8000", "127.0.0.2", "[::1]:8000", "[::1]"):
+        for host in ("localhost:8000", "LOCALHOST", "localhost.", "localhost.:8000", "127.0.0.1:8000", "127.0.0.2",
+                     "[::1]:8000", "[::1]"):
             assert client.get("/v1/health", headers={"host": host}).status_code == 200, host
         for host in ("evil.example:8000", "testserver", "0.0.0.0:8000", "192.168.1.5"):
             refused = client.get("/v1/model", headers={"host": host})

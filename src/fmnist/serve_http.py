@@ -92,7 +92,7 @@ def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
-        return host.lower() == "localhost"
+        return host.lower().rstrip(".") == "localhost"  # "localhost." too, as a name given with --allow-host is
 
 
 def host_names(names: Sequence[str]) -> list[str]:
