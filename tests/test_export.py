@@ -112,6 +112,8 @@ def check_export(run_dir, fmt, record, images, backend, runner):
     assert record["input"]["shape"] == [None, 784] and record["input"]["dtype"] == "float32"
     assert record["output"]["shape"] == [None, 10] and record["output"]["classes"] == list(CLASS_NAMES)
     assert f"{record['input']['name']}" in record["usage"] and f"{record['output']['name']}" in record["usage"]
+    if fmt == "litert":  # where its Interpreter comes from, as the runner below imports it
+        assert "Interpreter from ai_edge_litert.interpreter" in record["usage"]
     exported = np.asarray(runner(path, images, record["input"]["name"], record["output"]["name"]))
     assert np.abs(exported - keras_probabilities(run_dir, images)).max() <= 1e-4
 

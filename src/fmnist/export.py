@@ -129,7 +129,8 @@ USAGE = {
     "onnx": "onnxruntime.InferenceSession(FILE, providers=['CPUExecutionProvider']).run(['{output}'], "
             "{{'{input}': batch}})[0]",
     "saved_model": "tf.saved_model.load(FOLDER).signatures['serving_default']({input}=tf.constant(batch))['{output}']",
-    "litert": "Interpreter(model_path=FILE).get_signature_runner()({input}=batch)['{output}'] (the file's input is "
+    "litert": "Interpreter(model_path=FILE).get_signature_runner()({input}=batch)['{output}'] (Interpreter from "
+              "ai_edge_litert.interpreter, as fmnist's export extra installs it; the file's input is "
               "stored for a batch of 1, which the signature runner resizes; with set_tensor, call "
               "resize_tensor_input and allocate_tensors first)",
 }
