@@ -354,3 +354,23 @@ def test_the_classifier_refuses_a_shape_or_a_range_the_model_was_not_made_for(ti
         with pytest.raises(FmnistError, match=r"^pixels must lie in \[0, 1\], light on dark as in Fashion-MNIST"):
             classifier.probabilities(wrong)
     assert classifier.probabilities(np.zeros((1, 28, 28))).shape == (1, 10)
+
+
+def test_the_inputs_as_the_model_took_them_are_saved_for_an_exported_model(tmp_path, tiny_run_dir, capsys):
+    paths = write_inputs(tmp_path / "in")
+    saved = tmp_path / "inputs.npy"
+    assert main(["predict", str(tiny_run_dir), *map(str, paths), "--top-k", "10", "--save-inputs", str(saved),
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["saved_inputs"] == str(saved)
+    inputs = np.load(saved)
+    assert inputs.shape == (len(paths), 784) and inputs.dtype == np.float32  # as `fmnist export`'s files take them
+    given = [{t["class"]: t["probability"] for t in answer["top"]} for answer in result["predictions"]]
+    again = Classifier(tiny_run_dir).probabilities(inputs)  # the photos' answers, from the saved inputs alone
+    assert np.allclose(again, [[answer[c] for c in CLASS_NAMES] for answer in given], atol=1e-6)
+    assert main(["predict", str(tiny_run_dir), str(paths[0]), "--save-inputs", str(saved)]) == 0
+    assert capsys.readouterr().out.endswith(f"\ninputs saved: {saved}\n")
+    for wrong, told in ((paths[2], "is one of the inputs: name another file for the inputs"),
+                        (tmp_path / "inputs.csv", "it is written as NPY; name it inputs.npy")):
+        with pytest.raises(FmnistError, match=told):
+            predict_files(tiny_run_dir, paths, save_inputs=wrong)

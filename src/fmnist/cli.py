@@ -289,12 +289,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     try:
         result = predict_command(args.model, args.images, args.runs_dir, top_k=args.top_k,
-                                 unsure_below=args.unsure_below, show=args.show, backend=args.backend)
+                                 unsure_below=args.unsure_below, show=args.show, backend=args.backend,
+                                 save_inputs=args.save_inputs)
     except ErrorsPerInput as unread:  # a script reading --json gets the same shape when no file could be read
         if args.json:
             _emit(args, "", {"predictions": [], "errors": unread.failures})
         raise
     shown = f"\nshown: {one_line(_absolute(result['shown']))}" if "shown" in result else ""
+    if "saved_inputs" in result:
+        shown += f"\ninputs saved: {one_line(_absolute(result['saved_inputs']))}"
     _emit(args, as_text(result) + shown, result)
     for failure in result["errors"]:  # the others answered above; each unreadable file gets its line, as alone
         print(f"fmnist: error: {one_line(failure['error'])}", file=sys.stderr)
@@ -590,6 +593,9 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("--show", type=nonempty_path, metavar="PNG",
                    help="write the 28x28 inputs the model saw (the first 64), what in each spoke for its top class "
                         "(occlusion: 4x4 patches blanked in turn) and the probabilities")
+    p.add_argument("--save-inputs", type=nonempty_path, metavar="NPY",
+                   help="save the inputs as the model took them (photos prepared), n x 784 float32 in the answers' "
+                        "order: what an exported model takes (fmnist export)")
     _backend(p, loads_run=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist import model_files, run_lookup, runs
+from fmnist import artifacts, model_files, run_lookup, runs
 from fmnist.defaults import MAX_FILE_MIB, RUNS_DIR, STDIN, UNSURE_BELOW
 from fmnist.errors import ErrorsPerInput, FmnistError, one_line
 from fmnist.facts import CLASS_NAMES, IMAGE_SIDE, NUM_FEATURES
@@ -157,24 +158,28 @@ def predict_command(model: str | Path, paths: list[Path | str], runs_dir: Path =
 
 def predict_files(
     source: Path, paths: list[Path | str], top_k: int = 3, unsure_below: float = UNSURE_BELOW, show: Path | None = None,
-    backend: str | None = None,
+    backend: str | None = None, save_inputs: Path | None = None,
 ) -> dict[str, Any]:
     """Classify each readable file; return the model's id, one answer per such file and one error per other, optionally
-    drawing ``show``."""
+    drawing ``show`` and saving the inputs as the model took them to ``save_inputs``."""
     from fmnist.backend import activate
 
     check_options(top_k, unsure_below)
-    # The inputs, the model and the picture's place checked before Keras starts, so refused at once; the picture's
-    # folder made last, so that no refusal leaves a new folder behind.
+    # The inputs, the model and the files' places checked before Keras starts, so refused at once.
     read, images, failures = read_inputs(paths)
     model_files.verified_model_path(source)
-    if show is not None:
-        given, show = show, runs.prepare_output(show, "--show", ".png")
-        if any(_same_file(show, path) for path in paths):
-            raise FmnistError(f"--show {given} is one of the inputs: name another file for the picture")
+    given, show = show, _output_place(show, "--show", ".png", "the picture", paths)
+    given_inputs, save_inputs = save_inputs, _output_place(save_inputs, "--save-inputs", ".npy", "the inputs", paths)
     activate(backend)
     classifier = Classifier(source)
     probabilities = classifier.probabilities(images)
+    if save_inputs is not None:  # as an exported model takes them: n x 784 float32, in the answers' order
+        try:
+            artifacts.write_atomic(save_inputs, lambda tmp: tmp.write_bytes(npy_bytes(images.reshape(len(images), -1))))
+        except OSError as exc:  # the answers are given all the same, the failure beside
+            failures.append({"input": given_inputs, "error": f"cannot write --save-inputs {given_inputs}: "
+                                                             f"{exc.strerror}"})
+            save_inputs = None
     if show is not None:
         from fmnist.explain import occlusion_maps
         from fmnist.plots import predictions_png
@@ -202,7 +207,25 @@ def predict_files(
         ],
         "errors": failures,
         **({"shown": given} if show is not None else {}),
+        **({"saved_inputs": given_inputs} if save_inputs is not None else {}),
     }
+
+
+def _output_place(path: Path | None, flag: str, suffix: str, what: str, inputs: list[Path | str]) -> Path | None:
+    """Where ``flag`` writes (checked as :func:`runs.prepare_output` checks it), never over one of the ``inputs``."""
+    if path is None:
+        return None
+    checked = runs.prepare_output(path, flag, suffix)
+    if any(_same_file(checked, given) for given in inputs):
+        raise FmnistError(f"{flag} {path} is one of the inputs: name another file for {what}")
+    return checked
+
+
+def npy_bytes(values: np.ndarray) -> bytes:
+    """``values`` as the bytes of a .npy file."""
+    buffer = io.BytesIO()
+    np.save(buffer, values, allow_pickle=False)
+    return buffer.getvalue()
 
 
 def _same_file(show: Path, path: Path | str) -> bool:
