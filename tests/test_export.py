@@ -147,7 +147,7 @@ def test_an_export_again_replaces_the_earlier_saying_so_but_never_files_of_other
     folder_of_export = copy / artifacts.EXPORTS_DIR / "saved_model"
     (folder_of_export / "NOTES.txt").write_text("kept by hand")
     with pytest.raises(FmnistError, match=f"^{folder_of_export} holds NOTES.txt, which fmnist did not write; an "
-                                          "export replaces the folder whole: move them out, then export again$"):
+                                          "export replaces the folder whole: move it out, then export again$"):
         export_run(copy, "saved_model", "jax", parity_images(copy, folder))
     assert (folder_of_export / "NOTES.txt").read_text() == "kept by hand"
     assert [e["created"] for e in list_exports(copy)] == [first["created"]]

@@ -211,7 +211,7 @@ def refuse_destination(run_dir: Path, fmt: str) -> None:
     others = sorted(entry.name for entry in folder.iterdir() if entry.name not in ours) if folder.is_dir() else []
     if others:
         raise FmnistError(f"{folder} holds {', '.join(others)}, which fmnist did not write; an export replaces the "
-                          "folder whole: move them out, then export again")
+                          f"folder whole: move {'it' if len(others) == 1 else 'them'} out, then export again")
 
 
 def _earlier_export(folder: Path) -> str | None:
