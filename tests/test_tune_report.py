@@ -105,6 +105,8 @@ def test_parameters_are_shown_to_4_significant_digits_and_trials_counted_in_word
     assert "<td>0.3926</td>" in page  # the table; the commands give it whole, to train the same run
     # Hidden sizes as every table writes them; the commands as the flag's help gives them (it takes either)
     assert "<td>256-128</td>" in page and "--hidden-sizes 256,128 " in page
+    # so too the parallel-coordinate plot's axis and hovers (the timeline's hover gives the trial as stored)
+    assert '"text":"256-128"' in page and '["hidden_sizes","256-128"]' in page and '"text":"256,128"' not in page
     result = TuneResult("s", shown, 1, {"complete": 1}, best_trial(study))
     assert "  dropout 0.3926" in summary(result) and "0.39259" not in summary(result)
     assert "hidden_sizes 256-128" in summary(result)

@@ -107,6 +107,7 @@ def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
             figure.update_yaxes(title_text=OBJECTIVE)  # Optuna's "Intermediate Value": what the pruner judged
         if plot is vis.plot_parallel_coordinate and not doubts:
             _darken_parallel_coordinate(figure)
+            _dash_hidden_sizes(figure)
         if plot is vis.plot_optimization_history and not doubts:
             figure.for_each_trace(lambda trace: trace.update(
                 name=f"lowest {OBJECTIVE} so far" if trace.name == "Best Value" else trace.name))
@@ -140,6 +141,21 @@ def _darken_parallel_coordinate(figure: Any) -> None:
             trace.line.color = darker(trace.line.color)
         elif trace.mode == "markers" and trace.marker.showscale:  # the colour bar
             trace.marker.colorscale = [[i / (len(blues) - 1), darker(c)] for i, c in enumerate(blues)]
+
+
+def _dash_hidden_sizes(figure: Any) -> None:
+    """The parallel-coordinate plot's hidden sizes, on their axis and in each line's hover, written 512-256, as the
+    table beside it and every other table write them (the study stores them as the flag takes them, 512,256)."""
+    names = list(figure.layout.xaxis.ticktext or ())
+    if "hidden_sizes" not in names:
+        return
+    axis = names.index("hidden_sizes")
+    for label in figure.layout.annotations:
+        if label.x == axis:
+            label.text = value_text(label.text, "hidden_sizes")
+    for trace in figure.data:
+        if trace.customdata is not None:
+            trace.customdata = [[name, value_text(value, name)] for name, value in trace.customdata]
 
 
 def write_report(study_name: str, storage: str | None = None, runs_dir: Path | None = None,
