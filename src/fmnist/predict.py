@@ -175,7 +175,8 @@ def predict_files(
     probabilities = classifier.probabilities(images)
     if save_inputs is not None:  # as an exported model takes them: n x 784 float32, in the answers' order
         try:
-            artifacts.write_atomic(save_inputs, lambda tmp: tmp.write_bytes(npy_bytes(images.reshape(len(images), -1))))
+            flat = _npy_bytes(images.reshape(len(images), -1))
+            artifacts.write_atomic(save_inputs, lambda tmp: tmp.write_bytes(flat))
         except OSError as exc:  # the answers are given all the same, the failure beside
             failures.append({"input": given_inputs, "error": f"cannot write --save-inputs {given_inputs}: "
                                                              f"{exc.strerror}"})
@@ -221,7 +222,7 @@ def _output_place(path: Path | None, flag: str, suffix: str, what: str, inputs: 
     return checked
 
 
-def npy_bytes(values: np.ndarray) -> bytes:
+def _npy_bytes(values: np.ndarray) -> bytes:
     """``values`` as the bytes of a .npy file."""
     buffer = io.BytesIO()
     np.save(buffer, values, allow_pickle=False)
