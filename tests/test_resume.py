@@ -485,3 +485,14 @@ def test_settings_a_config_lacks_are_resumed_at_their_defaults_and_said(tmp_path
     assert resumed.lr_factor == TrainSettings().lr_factor
     assert (f"config.json lacks lr_factor (an older fmnist's, or edited): taking the defaults, lr_factor "
             f"{TrainSettings().lr_factor!r}") in caplog.text
+
+
+def test_a_finished_run_whose_config_is_damaged_is_told_so_not_sent_to_evaluate(tiny_run_dir, tmp_path):
+    import shutil
+
+    run = shutil.copytree(tiny_run_dir, tmp_path / tiny_run_dir.name)
+    (run / artifacts.CONFIG).write_text('{"settings": ')
+    with pytest.raises(FmnistError, match=f"^{run} has already finished training; nothing to resume, but .*config.json "
+                                          "is not valid JSON .*: restore it from a copy \\('fmnist predict' and "
+                                          "'fmnist serve' take the run without it\\)$"):
+        resume_run(run)

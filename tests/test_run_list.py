@@ -311,3 +311,28 @@ def test_only_a_tune_trials_run_is_told_its_study_may_take_it_up(mixed_runs, tmp
     assert "or the next worker of its study takes it up ('fmnist tune --study s'" in told
     notes = run_list.summarize(named_so)["notes"]
     assert notes and not any("study" in note for note in notes)
+
+
+def test_a_stopped_run_whose_config_is_damaged_is_told_to_restore_that_not_to_remove_its_backup(tiny_data,
+                                                                                                tmp_path):
+    import keras
+
+    from conftest import tiny_train
+
+    class CtrlCAfterOneEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # its backup written after the epoch, naming its config
+        tiny_train(tmp_path / "runs", tiny_data, extra_callbacks=(CtrlCAfterOneEpoch(),))
+    [killed] = (tmp_path / "runs").iterdir()
+    assert any("continues it" in note for note in run_list.summarize(killed)["notes"])
+    (killed / artifacts.CONFIG).write_text('{"settings": ')
+    notes = run_list.summarize(killed)["notes"]
+    assert any(note.startswith("config.json damaged") for note in notes), notes
+    assert not any(artifacts.BACKUP in note for note in notes), notes  # the backup is likely sound: kept
+    from fmnist.resume import resume_run
+
+    with pytest.raises(FmnistError, match="config.json is not valid JSON .*: restore it from a copy \\(a resume needs "
+                                          "what it holds\\), or train it again$"):
+        resume_run(killed)

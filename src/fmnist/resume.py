@@ -32,6 +32,12 @@ def _finished(run_dir: Path) -> bool:
 def require_unfinished(run_dir: Path) -> None:
     """Refuse to resume a run whose training has finished: resuming it would train it again from scratch."""
     if _finished(run_dir):
+        from fmnist.report import read_config
+
+        try:  # the command advised needs it
+            read_config(run_dir)
+        except DamagedFile as exc:
+            raise FmnistError(f"{run_dir} has already finished training; nothing to resume, but {exc}") from None
         raise FmnistError(f"{run_dir} has already finished training; nothing to resume "
                           f"(if its metrics are missing, 'fmnist evaluate {run_dir}' scores it)")
     status = Path(run_dir) / artifacts.STATUS
@@ -141,7 +147,11 @@ def read_resumable(path: Path, kinds: dict[str, type], backend: str | None,
                    otherwise: str) -> tuple[dict[str, Any], TrainSettings]:
     """A run's config or a seed group's record, with what a resume needs (``kinds``, a backend, the data) checked,
     and the settings it holds."""
-    record = artifacts.read_json(path)
+    try:
+        record = artifacts.read_json(path)
+    except DamagedFile as exc:
+        raise DamagedFile(f"{exc}: restore it from a copy (a resume needs what it holds)"
+                          f"{', or ' + otherwise if otherwise else ''}") from None
     kinds = {**kinds, "backend": str, "data": dict}
     lacking = [key for key, kind in kinds.items() if not isinstance(record.get(key), kind)]
     if lacking:

@@ -67,7 +67,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     lost = [name for name in (artifacts.MODEL, artifacts.MODEL_SHA256)
             if state == runs.FINISHED and not (run_dir / name).is_file()]  # only a finished run has them
     epochs = _note_state(run_dir, state, status, settings.get("epochs"), epochs, notes,
-                         unscored=unscored, live=live, lost=lost)
+                         unscored=unscored, live=live, lost=lost, config_read=bool(config))
     _note_model_files(run_dir, state, live, lost, notes)
     _note_scores(run_dir, state, metrics, notes)
     kept = _kept_epoch(run_dir, config) if state == runs.FINISHED else None  # a stopped run's best is not final
@@ -111,14 +111,15 @@ def _recorded_state(status: dict[str, Any], notes: list[str]) -> str:
 
 
 def _note_state(run_dir: Path, state: str, status: dict[str, Any], planned_epochs: Any, epochs: float | None,
-                notes: list[str], *, unscored: bool, live: bool, lost: list[str]) -> float | None:
+                notes: list[str], *, unscored: bool, live: bool, lost: list[str], config_read: bool) -> float | None:
     """Notes on a diverged, pruned, stopped or unscored run's state; returns its ``epochs``, for a stopped run those
-    its resume continues from."""
+    its resume continues from. A stopped run's backup is judged against its config.json only where that reads: else
+    the config's own note says what to do, and the backup, likely sound, is not called another run's."""
     if status.get("diverged"):
         notes.append(f"diverged: {runs.DIVERGED_ADVICE}")
     elif state == runs.FINISHED and status.get("pruned"):
         notes.append(f"pruned {status['pruned']}")
-    elif state in (runs.KILLED, runs.INTERRUPTED, runs.FAILED):
+    elif state in (runs.KILLED, runs.INTERRUPTED, runs.FAILED) and config_read:
         epochs, over = _backed_up(run_dir, planned_epochs, notes)
         if epochs is not None and over:  # stopped while saving its model
             notes.append(_finished_by(run_dir, "saves and scores it", "continues its group"))
