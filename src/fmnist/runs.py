@@ -127,6 +127,17 @@ def runs_named(runs_dir: Path, name: str) -> list[Path]:
             if is_run(path)]
 
 
+def require_runs_dir_place(runs_dir: Path) -> None:
+    """Refuse a runs folder that would be made where its own folder does not exist: a mistyped --runs-dir, not a
+    place to make folders down to (the runs folder itself is made)."""
+    runs_dir = Path(runs_dir)
+    parent = runs_dir.absolute().parent
+    if not runs_dir.exists() and not runs_dir.is_symlink() and not parent.is_dir():
+        raise FmnistError(f"--runs-dir {runs_dir}: the folder {parent} does not exist; make it first (mkdir -p "
+                          f"{shell_word(str(parent))}), or give a runs folder in one that does (the runs folder itself "
+                          "is made)")
+
+
 def create_run_dir(runs_dir: Path, name: str) -> Path:
     """Make ``<runs_dir>/<UTC time>-<name>[-k]/`` exclusively: no two runs ever share a directory."""
     runs_dir = Path(runs_dir)

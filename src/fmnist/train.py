@@ -320,6 +320,7 @@ def train_command(settings: TrainSettings | None, backend: str | None = None, re
             return summary_text(group, summary), summary_record(group, summary)
         return training_summary(resume_run(target, backend=backend, data_dir=data_dir))
     # What would only fail once Keras has started (5 s), said first: a seed past the last, a data folder amiss.
+    runs.require_runs_dir_place(runs_dir)
     if seeds:
         seed_members(settings, seeds)
     if data_dir:
