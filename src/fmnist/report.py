@@ -310,7 +310,7 @@ def check_config_and_history(run_dir: Path, config: dict[str, Any], history: dic
 def training_summary(result: TrainResult) -> tuple[str, dict[str, Any]]:
     """A finished training's closing lines, and the same as a record for --json."""
     outcome = training_outcome(result.run_dir)
-    kept = "" if outcome["epoch_kept"] is None else f" ({outcome['epoch_kept']} kept)"  # as `fmnist runs` gives it
+    kept = "" if outcome["epoch_kept"] is None else f" (epoch {outcome['epoch_kept']} kept)"  # the model's weights
     text = (headline(result.run_dir, result.metrics)
             + f"\nepochs {result.epochs_run}{kept}, training {result.train_seconds:.1f}s on {outcome['backend']}"
             + ("" if outcome["recipe"] is None else f", recipe {outcome['recipe']}"))
