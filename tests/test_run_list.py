@@ -44,7 +44,7 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
     assert damaged["status"] == "unknown"
     assert set(damaged["notes"]) == {"config.json damaged: restore it from a copy",
                                      "status.json damaged: restore it from a copy", "metrics.json damaged",
-                                     "history.csv damaged"}
+                                     run_list.HISTORY_DAMAGED}
     old = by_name[mixed_runs["old"].name]
     assert old["backend"] == "tensorflow" and old["settings"] == {} and old["notes"] == ["no status.json"]
     mistyped = by_name[mixed_runs["mistyped"].name]
@@ -276,7 +276,8 @@ def test_a_tuned_learning_rate_is_shown_to_three_figures_and_given_whole_in_json
 
 def test_a_finished_run_says_which_epoch_its_model_is_from(mixed_runs, tmp_path):
     run = shutil.copytree(mixed_runs["finished"], tmp_path / "finished")
-    artifacts.write_text(run / artifacts.HISTORY, "epoch,loss,val_loss\n0,1.0,0.9\n1,0.8,0.5\n2,0.7,0.6\n")
+    artifacts.write_text(run / artifacts.HISTORY, "epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.0,0.5,0.9\n"
+                                                  "1,0.6,0.8,0.6,0.5\n2,0.7,0.7,0.6,0.6\n")
     runs.set_status(run, runs.FINISHED, epochs=3)
     row = run_list.summarize(run)
     assert (row["epochs"], row["epoch_kept"]) == (3, 2)
@@ -336,3 +337,11 @@ def test_a_stopped_run_whose_config_is_damaged_is_told_to_restore_that_not_to_re
     with pytest.raises(FmnistError, match="config.json is not valid JSON .*: restore it from a copy \\(a resume needs "
                                           "what it holds\\), or train it again$"):
         resume_run(killed)
+
+
+def test_a_finished_runs_history_edited_out_of_shape_is_noted(tiny_run_dir, tmp_path):
+    run = shutil.copytree(tiny_run_dir, tmp_path / tiny_run_dir.name)
+    assert run_list.summarize(run)["notes"] == []
+    (run / artifacts.HISTORY).write_text("x,y\n")  # as `fmnist report` refuses it: no loss column
+    summary = run_list.summarize(run)
+    assert summary["notes"] == [run_list.HISTORY_DAMAGED] and summary["epoch_kept"] is None

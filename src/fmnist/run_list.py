@@ -56,7 +56,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     except OSError:
         notes.append(f"{history.name} unreadable")
     except ValueError:  # not text
-        notes.append(f"{history.name} damaged")
+        notes.append(HISTORY_DAMAGED)
     state = _recorded_state(status, notes)
     # None yet while running; a finished run's that cannot be read is said below, with what to do
     metrics = _read_object(run_dir / artifacts.METRICS, [] if state == runs.FINISHED else notes, note_missing=False)
@@ -70,7 +70,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
                          unscored=unscored, live=live, lost=lost, config_read=bool(config))
     _note_model_files(run_dir, state, live, lost, notes)
     _note_scores(run_dir, state, metrics, notes)
-    kept = _kept_epoch(run_dir, config) if state == runs.FINISHED else None  # a stopped run's best is not final
+    kept = _kept_epoch(run_dir, config, notes) if state == runs.FINISHED else None  # a stopped run's is not final
     created = config.get("created") or status.get("updated") or runs.iso(
         dt.datetime.fromtimestamp(run_dir.stat().st_mtime, dt.timezone.utc))
     return {
@@ -178,12 +178,22 @@ def _row_without_results(run_dir: Path, created: str, settings: dict[str, Any], 
             "status": state, "notes": notes}
 
 
-def _kept_epoch(run_dir: Path, config: dict[str, Any]) -> int | None:
-    """The epoch a finished run's model is from; None where its history is lost or damaged (its report says so)."""
+HISTORY_DAMAGED = f"{artifacts.HISTORY} damaged: restore it from a copy (the report draws its curves from it)"
+
+
+def _kept_epoch(run_dir: Path, config: dict[str, Any], notes: list[str]) -> int | None:
+    """The epoch a finished run's model is from; None where its history is lost or damaged, the latter noted."""
     try:
-        return artifacts.kept_epoch(artifacts.read_history(run_dir), config)
-    except (DamagedFile, OSError):
+        history = artifacts.read_history(run_dir)
+    except OSError:  # gone, or unreadable: the report says so
         return None
+    except DamagedFile:
+        history = None
+    if history is None or (history and not set(artifacts.HISTORY_COLUMNS) <= set(history)):  # edited out of shape
+        if HISTORY_DAMAGED not in notes:  # said already where its epochs were counted
+            notes.append(HISTORY_DAMAGED)
+        return None
+    return artifacts.kept_epoch(history, config)
 
 
 # A tune trial's run folder, as tune names it in RUNS_DIR/STUDY/: <UTC time>-trial-0003, "-2" after it if need be.
