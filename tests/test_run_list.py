@@ -50,7 +50,10 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
     mistyped = by_name[mixed_runs["mistyped"].name]
     assert mistyped["status"] == "finished" and mistyped["epochs"] is None and mistyped["train_seconds"] is None
     # Finished, but no metrics.json: not "--resume scores it", which would refuse, as nothing is left to score.
-    assert mistyped["notes"] == ["no model.keras, model.keras.sha256: restore them from a copy, or train a new run "
+    # Settings fmnist could not have trained with are said to be damaged, not shown as the run's.
+    assert mistyped["notes"] == ["config.json damaged (invalid setting: hidden_sizes must be a list of whole numbers, "
+                                 "not 'wide'): restore it from a copy",
+                                 "no model.keras, model.keras.sha256: restore them from a copy, or train a new run "
                                  "with its settings"]
     assert by_name[mixed_runs["empty"].name]["notes"] == ["no config.json", "no status.json"]
     assert by_name[mixed_runs["empty"].name]["recipe"] is None

@@ -16,7 +16,8 @@ from typing import Any
 
 from fmnist import artifacts, defaults, model_files, recipes, run_locks, run_settings, runs
 from fmnist.backup_file import checked_meta, holds_whole_training
-from fmnist.errors import DamagedFile, FmnistError
+from fmnist.errors import DamagedFile, FmnistError, first_line
+from fmnist.settings import TrainSettings
 
 
 RESTORE = "restore it from a copy"
@@ -48,6 +49,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     config = _read_object(run_dir / artifacts.CONFIG, notes, mend=RESTORE)
     status = _read_object(run_dir / artifacts.STATUS, notes, mend=RESTORE)
     settings = run_settings.settings_of(config)
+    _note_settings(settings, notes)
     history = run_dir / artifacts.HISTORY
     epochs = artifacts.json_number(status.get("epochs"))
     try:
@@ -88,6 +90,16 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "status": state,
         "notes": notes,
     }
+
+
+def _note_settings(settings: dict[str, Any], notes: list[str]) -> None:
+    """Notes settings that fmnist could not have trained with (edited by hand: hidden_sizes "512,256", say), which the
+    listing would show as if they were the run's; those this fmnist does not know (an older or newer one's) apart."""
+    known = {key: value for key, value in settings.items() if key in TrainSettings.names()}
+    try:
+        TrainSettings.from_dict(known)
+    except (FmnistError, TypeError, ValueError) as exc:
+        notes.append(f"{artifacts.CONFIG} damaged ({first_line(exc)}): restore it from a copy")
 
 
 def _note_name(run_dir: Path, notes: list[str]) -> None:
