@@ -178,6 +178,7 @@ def test_the_table_fits_the_terminal_and_names_the_columns_it_left_out(mixed_run
     assert set(kept) | set(left_out) == set(re.split(r"\s{2,}", every[0]))
     assert left_out == list(run_list.NARROWING[:len(left_out)]) and {"run", "recipe", "test acc", "status"} <= set(kept)
     assert " ".join(told) == f"(left out to fit {width} characters: {', '.join(left_out)}; --wide shows them)"
+    assert all(any(name in line for line in told) for name in left_out)  # each name whole on a line: "train s"
     # The lines fit, a status counted as at most STATUS_FITTED wide (a longer one wraps), and no more was left out
     # than needed: the last column left out, put back, would not have fitted.
     status_at = header.index("status")

@@ -425,6 +425,7 @@ MEMBER_INDENT = "  "  # a --seeds group's run, under its group's line: its own f
 
 # Left out first where the table is wider than the terminal: what tells one run from another least goes first.
 NARROWING = ("backend", "limit", "batch", "lr", "seed", "network", "train s", "macro F1", "epochs (kept)")
+NO_BREAK = "\u00a0"
 STATUS_FITTED = 27  # the status counted as at most this wide ("mean of 10 seeds, sd 0.0123"): a longer one wraps
 
 
@@ -485,8 +486,10 @@ def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), r
         printed.append("  ".join(line[c].ljust(widths[c]) for c in kept).rstrip())
         printed += [NOTE_INDENT + _as_printed(note) for note in notes.get(i, [])]
     if left_out:
-        printed += textwrap.wrap(f"(left out to fit {width} characters: {', '.join(left_out)}; --wide shows them)",
-                                 width, break_on_hyphens=False)  # "--wide" kept whole
+        # A column's name kept whole on one line ("train s"), as "--wide" is: no-break spaces, which wrap() keeps.
+        names = ", ".join(name.replace(" ", NO_BREAK) for name in left_out)
+        printed += [line.replace(NO_BREAK, " ") for line in textwrap.wrap(
+            f"(left out to fit {width} characters: {names}; --wide shows them)", width, break_on_hyphens=False)]
     return "\n".join(printed)
 
 
