@@ -311,7 +311,7 @@ def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_run
     assert refused.returncode == 2 and "give two or more runs to compare, or a --seeds group" in refused.stderr
     # One group by its folder's name after its time: not taken for a single run, but found for the user.
     by_short_name = run_cli("runs", "compare", "grp", "--runs-dir", str(group.parent))
-    assert by_short_name.returncode == 1 and f"runs named 'grp' there, newest first: {group.name}; give one of them" \
+    assert by_short_name.returncode == 1 and f"one named 'grp' there: {group.name}; give it" \
         in by_short_name.stderr, by_short_name.stderr
     # Two groups: their difference said; a group whose summary's accuracies are damaged gets one row, so saying.
     other = shutil.copytree(group, group.with_name("20261206T010000Z-grp2"))

@@ -121,19 +121,19 @@ def test_a_run_asked_for_by_its_train_name_is_refused_naming_the_runs_of_that_na
         with pytest.raises(FmnistError, match=f"^no run 'small' in {tmp_path}/, but runs named 'small' there, newest "
                                               f"first: {re.escape(shown)} and 9 more; give one of them$"):
             refuse("small", tmp_path)
-    with pytest.raises(FmnistError, match=f"runs named 'small-2' there, newest first: {other.name}; give one"):
+    with pytest.raises(FmnistError, match=f"one named 'small-2' there: {other.name}; give it"):
         run_lookup.resolve_run("small-2", tmp_path)
     # A --seeds group, asked for by its folder's name after its time, or by its --name: suggested where a group is
     # taken (a resume, a comparison), not where one run is wanted (evaluate: its runs are suggested instead).
     group = runs.create_run_dir(tmp_path, "grp-x2")
     artifacts.write_json(group / artifacts.SEED_GROUP, {"settings": {"name": "grp"}, "seeds": 2})
     member = trained(group, "grp")
-    with pytest.raises(FmnistError, match=f"^no run 'grp-x2' in {tmp_path}/, but runs named 'grp-x2' there, newest "
-                                          f"first: {group.name}; give one of them$"):
+    with pytest.raises(FmnistError, match=f"^no run 'grp-x2' in {tmp_path}/, but one named 'grp-x2' there: "
+                                          f"{group.name}; give it$"):
         run_lookup.resolve_resumable(Path("grp-x2"), tmp_path)
-    with pytest.raises(FmnistError, match=f"newest first: {group.name}; give one of them$"):
+    with pytest.raises(FmnistError, match=f"one named '.*' there: {group.name}; give it$"):
         run_lookup.resolve_run("grp-x2", tmp_path, groups_too=True)
-    with pytest.raises(FmnistError, match=f"newest first: {group.name}/{member.name}; give one of them$"):
+    with pytest.raises(FmnistError, match=f"one named '.*' there: {group.name}/{member.name}; give it$"):
         run_lookup.resolve_run("grp", tmp_path)  # the group's run, not the group, which evaluate would refuse
     with pytest.raises(FmnistError, match="no run 'grp-x2': give a run directory or the name"):
         run_lookup.resolve_run("grp-x2", tmp_path)

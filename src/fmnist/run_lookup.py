@@ -42,6 +42,8 @@ def _no_run(name: str | Path, runs_dir: Path, groups_too: bool) -> FmnistError:
     if named:  # the name given to `fmnist train --name`, which its folder's time stands before
         shown = ", ".join(d.relative_to(runs_dir).as_posix() for d in named[:NAMED_SHOWN])
         more = f" and {len(named) - NAMED_SHOWN} more" if len(named) > NAMED_SHOWN else ""
+        if len(named) == 1:
+            return FmnistError(f"{said} in {runs_dir}{os.sep}, but one named {str(name)!r} there: {shown}; give it")
         return FmnistError(f"{said} in {runs_dir}{os.sep}, but runs named {str(name)!r} there, newest first: "
                            f"{shown}{more}; give one of them")
     return FmnistError(f"{said}: give {wanted} or the name of one in {runs_dir}{os.sep} (see 'fmnist runs'; "
