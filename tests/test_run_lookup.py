@@ -137,6 +137,10 @@ def test_a_run_asked_for_by_its_train_name_is_refused_naming_the_runs_of_that_na
         run_lookup.resolve_run("grp", tmp_path)  # the group's run, not the group, which evaluate would refuse
     with pytest.raises(FmnistError, match="no run 'grp-x2': give a run directory or the name"):
         run_lookup.resolve_run("grp-x2", tmp_path)
+    (tmp_path / "afile").write_text("not a folder of runs")
+    with pytest.raises(FmnistError, match=f"^no run 'grp-x2': give a run directory, or with --runs-dir the folder that "
+                                          f"holds the runs \\({tmp_path / 'afile'} is a file\\)$"):
+        run_lookup.resolve_run("grp-x2", tmp_path / "afile")
 
 
 def test_a_run_whose_folder_takes_no_files_is_refused_before_the_work_that_writes_there(tiny_run_dir, tmp_path):

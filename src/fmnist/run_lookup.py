@@ -38,6 +38,9 @@ def resolve_run(name: str | Path, runs_dir: Path, groups_too: bool = False) -> P
 def _no_run(name: str | Path, runs_dir: Path, groups_too: bool) -> FmnistError:
     wanted = "a run's or --seeds group's directory" if groups_too else "a run directory"
     said = f"{name} is a file, not a run" if Path(name).is_file() else f"no run {str(name)!r}"  # an image, say
+    if Path(runs_dir).exists() and not Path(runs_dir).is_dir():
+        return FmnistError(f"{said}: give {wanted}, or with --runs-dir the folder that holds the runs ({runs_dir} is "
+                           "a file)")
     named = [d for d in _named(runs_dir, name) if groups_too or not is_seed_group(d)]
     if named:  # the name given to `fmnist train --name`, which its folder's time stands before
         shown = ", ".join(d.relative_to(runs_dir).as_posix() for d in named[:NAMED_SHOWN])
