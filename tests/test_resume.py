@@ -87,7 +87,7 @@ def test_interrupted_then_killed_run_resumes_to_the_uninterrupted_result(tmp_pat
     assert _rows(run_dir) >= 1
 
     _, err = _stop_after(_start("train", "--resume", str(run_dir)), runs_dir, cut, signal.SIGKILL)
-    assert "resumed from the backup after epoch" in err
+    assert "resuming" in err and "restored from the backup" in err
     assert json.loads((run_dir / artifacts.STATUS).read_text())["state"] == "running"  # SIGKILL: no last words
     assert not list(run_dir.glob(".*.tmp*"))  # atomic writes: no half-written file left behind
 

@@ -56,7 +56,9 @@ class TrainingBackup(keras.callbacks.Callback):
         epoch, stopped = restore(self.path, self.model, self.stateful)
         # Keras' own hook for callbacks that resume (as BackupAndRestore uses it): fit starts at this epoch.
         self.model._initial_epoch = self.params["epochs"] if stopped else epoch
-        log.info("resumed from the backup after epoch %d%s", epoch, " (training had stopped early)" if stopped else "")
+        # Beside "resuming RUN after epoch N": that the state itself came back, not only the epoch count.
+        log.info("weights, optimizer, callbacks and random generators restored from the backup%s",
+                 " (training had stopped early)" if stopped else "")
 
     def on_epoch_end(self, epoch, logs=None):
         self.saved = (epoch + 1, bool(self.model.stop_training))
