@@ -149,7 +149,7 @@ def test_short_real_training_end_to_end_on_the_specs_backend(tmp_path, real_data
     assert evaluated["test_accuracy"] == pytest.approx(trained["test_accuracy"], abs=1e-4)
     assert evaluated["run_dir"] == run_dir and Path(run_dir).is_absolute()
     # Scored on the default backend, not the one that trained it: its progress says which.
-    assert f"on the 10000 test images ({evaluated['evaluated_backend']} backend)\n" in again.stderr
+    assert f"on the 10,000 test images ({evaluated['evaluated_backend']} backend)\n" in again.stderr
     assert evaluated["evaluated_backend"] != backend
     # train --json gives the figures evaluate --json does, and where the report is.
     assert trained["report"] == evaluated["report"] == str(Path(run_dir) / artifacts.REPORT_HTML)

@@ -51,11 +51,13 @@ def test_a_setting_the_recipe_would_ignore_is_an_error(recipe, overrides, refusa
 
 
 @pytest.mark.parametrize("recipe", ["best", "cnn"])
-def test_other_recipes_train_end_to_end_on_tiny_data(tmp_path, tiny_data, recipe):
+def test_other_recipes_train_end_to_end_on_tiny_data(tmp_path, tiny_data, recipe, caplog):
     folder, sums = tiny_data
     dense = {"hidden_sizes": (16, 16)} if recipe != "cnn" else {}
     settings = recipe_settings(recipe, epochs=2, batch_size=16, validation_fraction=0.2, **dense)
-    result = train(settings, "jax", runs_dir=tmp_path, dataset=load_dataset(folder, checksums=sums))
+    with caplog.at_level(logging.INFO, logger="fmnist"):
+        result = train(settings, "jax", runs_dir=tmp_path, dataset=load_dataset(folder, checksums=sums))
+    assert "batch 16, 2 epochs)" in caplog.text  # a schedule's epochs all run: not "up to 2 epochs"
     history = artifacts.read_history(result.run_dir)
     assert result.epochs_run == 2 and len(history["accuracy"]) == 2
     # Each epoch's learning rate where it began (not the next step's, 0 after the last): "best" warms up from a

@@ -55,7 +55,7 @@ def evaluate_run(
 
     predict = functools.partial(predict_probabilities, model)
     # The backend named: `evaluate --backend` may score on another than the one that trained the run.
-    log.info("scoring %s on the %d test images (%s backend)", runs.absolute(run_dir), len(dataset.y_test),
+    log.info("scoring %s on the %s test images (%s backend)", runs.absolute(run_dir), f"{len(dataset.y_test):,}",
              keras.backend.backend())
     probabilities = predict(to_features(dataset.x_test))
     metrics = compute_metrics(dataset.y_test, probabilities)

@@ -252,10 +252,12 @@ def fit(
     compile_model(model, settings, steps, STEPS_PER_EXECUTION if batches is None else
                   max(d for d in range(1, STEPS_PER_EXECUTION + 1) if steps % d == 0))
     log.info("recipe: %s", recipe_text(settings.to_dict()))
+    epochs = f"{settings.epochs} epoch{'' if settings.epochs == 1 else 's'}"
     log.info(
-        "training on %d images%s, validating on %d (%s backend, batch %d, up to %d epoch%s)", len(train_idx),
-        "" if batches is None else f" and {images_per_epoch - n_train} views of them an epoch", len(val_idx), backend,
-        settings.batch_size, settings.epochs, "" if settings.epochs == 1 else "s",
+        "training on %s images%s, validating on %s (%s backend, batch %d, %s)", f"{len(train_idx):,}",
+        "" if batches is None else f" and {images_per_epoch - n_train:,} views of them an epoch", f"{len(val_idx):,}",
+        backend, settings.batch_size,
+        epochs if artifacts.scheduled({"settings": settings.to_dict()}) else f"up to {epochs}",  # or early stopping
     )
     if settings.batch_size > images_per_epoch:
         log.warning("the batch of %d is larger than the %d %s: each epoch is one step on them all",
