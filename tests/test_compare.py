@@ -284,6 +284,9 @@ def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_run
         "runs": [{"run_dir": run.name} for run in members], "seeds": 2, "per_class_f1": per_class,
         "test_accuracy": {"values": [0.81, 0.83], "mean": 0.82, "std": 0.0141, "ci95": [0.6929, 0.9471]}})
     assert runs_to_compare([group.name], group.parent) == members  # by name too
+    with pytest.raises(FmnistError, match=f"^{members[0].name} is one of the runs of the --seeds group {group.name}, "
+                                          "also given: give the group or its runs, not both$"):
+        runs_to_compare([group, members[0]], runs_dir)
     page = compare_runs([members[1], a], tmp_path / "one-seed.html").read_text()  # a finished group's run alone
     assert "<h2>--seeds groups" not in page and f"<title>fmnist: {group.name} seed " in page
     result = run_cli("runs", "compare", group.name, "--runs-dir", str(group.parent), "--json")  # one group is enough

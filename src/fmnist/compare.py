@@ -71,10 +71,21 @@ def mistake_changes(matrices: list[np.ndarray], top: int = TOP_CLASSES) -> list[
 def runs_to_compare(names: list[str | Path], runs_dir: Path) -> list[Path]:
     """The run directories ``names`` give: each a run (a path, or a name in ``runs_dir``), or a ``--seeds`` group,
     which stands for the runs its summary.json averages."""
-    found = []
+    found, of_group = [], {}
     for name in names:
         group = seed_group_named(name, runs_dir)
-        found += [run_lookup.resolve_run(name, runs_dir, groups_too=True)] if group is None else _summarized_runs(group)
+        if group is None:
+            found.append(run_lookup.resolve_run(name, runs_dir, groups_too=True))
+            continue
+        members = _summarized_runs(group)
+        of_group.update({run.resolve(): group for run in members})
+        found += members
+    resolved = [run.resolve() for run in found]
+    for run, key in zip(found, resolved):  # a group and one of its runs: said so, rather than as a run given twice
+        group = of_group.get(key)
+        if group is not None and resolved.count(key) > 1:
+            raise FmnistError(f"{run.name} is one of the runs of the --seeds group {group.name}, also given: give the "
+                              "group or its runs, not both")
     return found
 
 
