@@ -53,8 +53,9 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
         group, summary = train_seeds(settings, "jax", 3, runs_dir=tmp_path, dataset=dataset)
     assert group.parent == tmp_path and group.name.endswith("tiny-x3")
     assert [r["seed"] for r in summary["runs"]] == [5, 6, 7]
-    for r in summary["runs"]:  # each seed's score as it came
+    for r in summary["runs"]:  # each seed's score as it came, and in the closing lines (stdout) too
         assert f"seed {r['seed']}: test accuracy {r['test_accuracy']:.4f}, macro F1" in caplog.text
+        assert f"\nseed {r['seed']}: test accuracy {r['test_accuracy']:.4f}, 2 epochs\n" in summary_text(group, summary)
     assert all((group / r["run_dir"] / "model.keras").is_file() for r in summary["runs"])
     assert json.loads((group / artifacts.SEED_SUMMARY).read_text())["seeds"] == 3
     # What it prints ends with the page to look at next, a command that reaches the group pasted as it is.
