@@ -317,7 +317,8 @@ def test_fmnists_messages_are_printed_once_after_tensorflows_absl_has_logged(mon
     monkeypatch.setattr(logging.root, "handlers", [])  # as in a process of its own, outside pytest
     monkeypatch.setattr(cli, "_run_command", command)
     assert cli.main(["runs"]) == 0
-    assert capsys.readouterr().err == "replaced the earlier export\nWARNING:some.library:a library's warning\n"
+    assert capsys.readouterr().err == ("fmnist: warning: replaced the earlier export\n"
+                                       "WARNING:some.library:a library's warning\n")
     assert logging.root.handlers == []
 
 

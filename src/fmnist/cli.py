@@ -661,12 +661,21 @@ def main(argv: list[str] | None = None) -> int:
         return _run_command(args)
 
 
+class ProgressFormatter(logging.Formatter):
+    """A progress line as it is; a warning after "fmnist: warning: ", as an error comes after "fmnist: error: ", so
+    that it stands out among the progress (and says whose it is under -q, where it is alone)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return f"fmnist: warning: {text}" if record.levelno >= logging.WARNING else text
+
+
 @contextlib.contextmanager
 def progress_on_stderr(quiet: bool) -> Iterator[None]:
     """fmnist's log on stderr, one line a message; libraries' warnings after their level and logger's name, as
     ``logging.basicConfig`` shows them (TensorFlow's as it sets them up itself)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(ProgressFormatter())
     handlers, level = log.handlers[:], log.level  # put back for a caller that runs commands in its own process
     log.handlers[:] = [handler]  # our progress only; libraries keep their own (quieter) defaults
     log.setLevel(logging.WARNING if quiet else logging.INFO)
