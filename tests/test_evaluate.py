@@ -204,8 +204,8 @@ def test_a_model_no_better_than_guessing_is_called_so(tmp_path, tiny_run_dir, ca
                                          "it trained for ")
     (run / artifacts.SPLIT).unlink()  # steps unknown: the rate's cause, as before steps were counted
     assert "too few training steps are the usual cause" in cause_at(0.001)
-    assert cause_at(1.447e-4) == ("Its learning rate (0.0001447) lies within ten times the spec's (0.001): the "
-                                  "report's curves tell what held it back")  # no count it does not know
+    assert cause_at(1.447e-4) == ("Its learning rate (0.0001447) lies within ten times the spec's (0.001): its "
+                                  "learning curves tell what held it back")  # no count it does not know
     (run / artifacts.SPLIT).write_bytes(b"")  # damaged (empty) as well: the same, not a crash
     assert "too few training steps are the usual cause" in cause_at(0.001)
     (run / artifacts.SPLIT).write_bytes(kept)

@@ -191,11 +191,11 @@ def likely_cause(run_dir: Path) -> str:
         return f"{reached}at a learning rate of {rate:g}, within ten times the spec's {spec_rate:g}: {too_few}"
     if near:
         took = "" if steps is None else f" and it trained for {steps} steps"
-        return (f"Its learning rate ({rate:g}) lies within ten times the spec's ({spec_rate:g}){took}: the report's "
-                "curves tell what held it back")
+        return (f"Its learning rate ({rate:g}) lies within ten times the spec's ({spec_rate:g}){took}: its learning "
+                "curves tell what held it back")  # said in its report too, and on the command line
     own = "" if rate is None else f"this run's {rate:g}; "
-    return (f"A learning rate far from a working one is the usual cause ({own}the spec's {spec_rate:g}): the "
-            "report's curves tell")
+    return (f"A learning rate far from a working one is the usual cause ({own}the spec's {spec_rate:g}): its "
+            "learning curves tell")
 
 
 # Training steps under which a run at a workable rate has not had time to learn (the spec's recipe: 750 an epoch).
