@@ -31,6 +31,8 @@ def test_report_is_rebuilt_from_the_runs_files_alone(tiny_run_dir, tmp_path):
     row = (f"<th scope=row>epochs run / kept</th><td>{len(history['loss'])} / {artifacts.best_epoch(history)} (the "
            "lowest val_loss)</td>")
     assert row in html
+    seconds = artifacts.read_json(run / artifacts.STATUS)["train_seconds"]  # to a tenth, as train's closing line
+    assert f"<th scope=row>training seconds</th><td>{seconds:.1f}</td>" in html
     assert (run / artifacts.CURVES_PNG).is_file() and (run / artifacts.CONFUSION_MATRIX_PNG).is_file()
     assert "<th scope=row>dropout</th>" in html and "distill_alpha" not in html  # no teacher: its settings mislead
     assert "<th scope=row>limit</th><td>-</td>" in html and "None" not in html  # a setting not given reads "-"

@@ -126,7 +126,8 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ["epochs run / kept",
          f"{len(history['loss'])} / {_kept_text(run_dir, history, status, config)}" if history.get("loss")
          else f"- ({artifacts.HISTORY} is missing or empty)"],
-        ["training seconds", status.get("train_seconds", "-")], ["status", state],
+        ["training seconds", run_list.cell(artifacts.json_number(status.get("train_seconds")), "{:.1f}")],
+        ["status", state],
         ["scored", f"{metrics.get('evaluated', '-')} on {metrics.get('evaluated_backend', '-')}"],
         ["model SHA-256", metrics.get("model_sha256", "-")],
     ]
