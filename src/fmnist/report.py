@@ -128,6 +128,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
          else f"- ({artifacts.HISTORY} is missing or empty)"],
         ["training seconds", run_list.cell(artifacts.json_number(status.get("train_seconds")), "{:.1f}")],
         ["status", state],
+        *_group_row(run_dir),
         ["scored", f"{metrics.get('evaluated', '-')} on {metrics.get('evaluated_backend', '-')}"],
         ["model SHA-256", metrics.get("model_sha256", "-")],
     ]
@@ -189,6 +190,15 @@ def _loss_note(settings: dict[str, Any]) -> str:
         return ""
     return (f"<p>Its loss and val_loss are measured against {html.escape(target)}, not the plain labels: their "
             "floor is another, so they do not compare with a plain run's; its accuracy is against the labels.</p>")
+
+
+def _group_row(run_dir: Path) -> list[list[str]]:
+    """For a run of a ``--seeds`` group, a row naming the group and how its seeds are compared; none for another."""
+    group = runs.in_seed_group(Path(run_dir).resolve())
+    if group is None:
+        return []
+    return [["--seeds group", f"{group.name}: 'fmnist runs compare {runs.shell_word(str(runs.absolute(group)))}' sets "
+                              "its seeds side by side, with their mean and interval"]]
 
 
 def _kept_text(run_dir: Path, history: dict[str, list[float]], status: dict[str, Any], config: dict[str, Any]) -> str:
