@@ -263,7 +263,7 @@ def test_runs_sharing_a_folder_name_keep_their_own_columns(tmp_path, two_runs):
         assert f"<tr><th scope=row>{html.escape(c)}</th><td>{x}</td><td>{y}</td>" in page
 
 
-def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_runs):
+def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_runs, caplog):
     runs_dir, (a, b) = two_runs
     group = tmp_path / "runs" / "20261206T000000Z-grp"  # as 'fmnist train --seeds 2' leaves it, its runs copied in
     members = [shutil.copytree(run, group / run.name) for run in (a, b)]
@@ -321,8 +321,10 @@ def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_run
     record = artifacts.read_json(other / artifacts.SEED_SUMMARY)
     artifacts.write_json(other / artifacts.SEED_SUMMARY, {
         **record, "test_accuracy": {**record["test_accuracy"], "values": [0.85, 0.87]}})
-    page = compare_runs(runs_to_compare([group, other], runs_dir), tmp_path / "groups.html").read_text()
+    with caplog.at_level(logging.INFO, logger="fmnist"):
+        page = compare_runs(runs_to_compare([group, other], runs_dir), tmp_path / "groups.html").read_text()
     assert f"{other.name} less {group.name}: test accuracy +0.0400, 95% interval" in page
+    assert f"{other.name} less {group.name}: test accuracy +0.0400, 95% interval" in caplog.text  # and on stderr
     artifacts.write_json(other / artifacts.SEED_SUMMARY, {
         **record, "test_accuracy": {**record["test_accuracy"], "values": [0.85, "x"]}})
     page = compare_runs(runs_to_compare([group, other], runs_dir), tmp_path / "groups.html").read_text()

@@ -208,7 +208,10 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
             log.warning("%s: the page compares its settings and learning curves, not its scores", item["unscored"])
     names = run_labels(run_dirs)
     replaced = output.exists()
-    artifacts.write_text(output, _page(names, loaded, _tables(run_dirs, names, loaded, [str(e) for e in not_begun])))
+    tables = _tables(run_dirs, names, loaded, [str(e) for e in not_begun])
+    artifacts.write_text(output, _page(names, loaded, tables))
+    if tables["group_difference"]:  # the page's verdict on two recipes, said where the command ran as well
+        log.info("%s", tables["group_difference"])
     if replaced:  # the default name is one page per runs folder: a comparison kept needs --output
         log.warning("%s held an earlier comparison: replaced by this one (--output keeps each under a name of its "
                     "own)", output)
