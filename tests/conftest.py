@@ -109,7 +109,8 @@ def start_server(run_dir: Path, log: Path, start_s: float = 180, options: tuple[
                                    stdout=results, stderr=errors)
     deadline = time.monotonic() + start_s
     while True:
-        serving = re.search(r"serving .* on (http://127\.0\.0\.1:[1-9]\d*)/ \(API docs", log.read_text())
+        # At a line's start: a line a script reads, not a warning (docs/serve.md)
+        serving = re.search(r"^serving .* on (http://127\.0\.0\.1:[1-9]\d*)/ \(API docs", log.read_text(), re.M)
         try:
             if serving and httpx.get(f"{serving[1]}/v1/health", timeout=5).status_code == 200:
                 return process, serving[1]

@@ -287,6 +287,8 @@ def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_run
     with pytest.raises(FmnistError, match=f"^{members[0].name} is one of the runs of the --seeds group {group.name}, "
                                           "also given: give the group or its runs, not both$"):
         runs_to_compare([group, members[0]], runs_dir)
+    with pytest.raises(FmnistError, match=f"^{members[0]} is given more than once"):  # the group twice: as any run
+        compare_runs(runs_to_compare([group, group], runs_dir), tmp_path / "twice.html")
     page = compare_runs([members[1], a], tmp_path / "one-seed.html").read_text()  # a finished group's run alone
     assert "<h2>--seeds groups" not in page and f"<title>fmnist: {group.name} seed " in page
     result = run_cli("runs", "compare", group.name, "--runs-dir", str(group.parent), "--json")  # one group is enough

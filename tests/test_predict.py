@@ -374,3 +374,20 @@ def test_the_inputs_as_the_model_took_them_are_saved_for_an_exported_model(tmp_p
                         (tmp_path / "inputs.csv", "it is written as NPY; name it inputs.npy")):
         with pytest.raises(FmnistError, match=told):
             predict_files(tiny_run_dir, paths, save_inputs=wrong)
+
+
+def test_saved_inputs_that_cannot_be_written_lose_no_answer(tmp_path, tiny_run_dir, monkeypatch):
+    photo = write_inputs(tmp_path)[0]
+    folder = tmp_path / "arrays"
+    folder.mkdir()
+    probabilities = Classifier.probabilities
+
+    def removing_the_folder(self, images):  # after --save-inputs' folder was checked, before the file is written
+        shutil.rmtree(folder, ignore_errors=True)
+        return probabilities(self, images)
+
+    monkeypatch.setattr(Classifier, "probabilities", removing_the_folder)
+    result = predict_files(tiny_run_dir, [photo], save_inputs=folder / "inputs.npy")
+    assert [a["input"] for a in result["predictions"]] == [photo] and "saved_inputs" not in result
+    [failure] = result["errors"]
+    assert failure["input"] == folder / "inputs.npy" and str(folder) in failure["error"]

@@ -332,6 +332,11 @@ def test_a_stopped_run_whose_config_is_damaged_is_told_to_restore_that_not_to_re
         tiny_train(tmp_path / "runs", tiny_data, extra_callbacks=(CtrlCAfterOneEpoch(),))
     [killed] = (tmp_path / "runs").iterdir()
     assert any("continues it" in note for note in run_list.summarize(killed)["notes"])
+    config = (killed / artifacts.CONFIG).read_text()
+    edited = json.loads(config)
+    artifacts.write_json(killed / artifacts.CONFIG, {**edited, "settings": {**edited["settings"], "hidden_sizes": "8"}})
+    notes = run_list.summarize(killed)["notes"]  # its settings edited out of their type: the same
+    assert notes[0].startswith("config.json damaged (invalid setting: hidden_sizes") and len(notes) == 1, notes
     (killed / artifacts.CONFIG).write_text('{"settings": ')
     notes = run_list.summarize(killed)["notes"]
     assert any(note.startswith("config.json damaged") for note in notes), notes
@@ -349,3 +354,10 @@ def test_a_finished_runs_history_edited_out_of_shape_is_noted(tiny_run_dir, tmp_
     (run / artifacts.HISTORY).write_text("x,y\n")  # as `fmnist report` refuses it: no loss column
     summary = run_list.summarize(run)
     assert summary["notes"] == [run_list.HISTORY_DAMAGED] and summary["epoch_kept"] is None
+
+
+def test_settings_of_their_type_that_this_fmnist_would_refuse_are_an_older_runs_not_damage(tiny_run_dir, tmp_path):
+    run = shutil.copytree(tiny_run_dir, tmp_path / tiny_run_dir.name)
+    config = json.loads((run / artifacts.CONFIG).read_text())
+    artifacts.write_json(run / artifacts.CONFIG, {**config, "settings": {**config["settings"], "limit": 20}})
+    assert run_list.summarize(run)["notes"] == []  # --limit 20 trained before 2 December's split rule refuses it

@@ -364,3 +364,12 @@ def test_a_runs_dir_in_a_missing_folder_is_refused_before_anything_is_made(tmp_p
         f"fmnist: error: --runs-dir {typo}: the folder {typo.parent} does not exist; make it first (mkdir -p "
         f"{typo.parent}), or give a runs folder in one that does (the runs folder itself is made)\n")
     assert not typo.parent.exists()
+    (tmp_path / "afile").write_text("not a folder")
+    in_the_way = run_cli(command, "--runs-dir", str(tmp_path / "afile" / "runs"), "--epochs", "1")
+    assert in_the_way.stderr == (f"fmnist: error: --runs-dir {tmp_path / 'afile' / 'runs'}: a file is in the way of "
+                                 f"its folder {tmp_path / 'afile'}\n")
+    if command == "tune":  # its report and its best trial's training would make the folders too
+        for flag in ("--report", "--train-best"):
+            told = run_cli(command, flag, "s", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--runs-dir", str(typo))
+            assert told.returncode == 1 and "does not exist; make it first" in told.stderr, told.stderr
+        assert not typo.parent.exists()

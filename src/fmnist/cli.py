@@ -203,6 +203,10 @@ def _refuse_given(args: argparse.Namespace, names: tuple[str, ...], why: str) ->
 def cmd_tune(args: argparse.Namespace) -> None:
     if args.output and not args.report:
         raise FmnistError("--output names the page that --report STUDY writes: add --report or leave --output out")
+    if args.runs_dir is not None:  # each of tune's three uses would make it, and the folders above it
+        from fmnist.runs import require_runs_dir_place
+
+        require_runs_dir_place(args.runs_dir)
     if args.report:
         _refuse_given(args, (*FLAG_SETTINGS, "trials", "timeout", "backend", "study", "data_dir"),
                       "--report only draws the study it names as it is")
@@ -667,7 +671,8 @@ class ProgressFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        return f"fmnist: warning: {text}" if record.levelno >= logging.WARNING else text
+        warned = record.levelno >= logging.WARNING and not getattr(record, defaults.PLAIN_LOG, False)
+        return f"fmnist: warning: {text}" if warned else text
 
 
 @contextlib.contextmanager

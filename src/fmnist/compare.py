@@ -71,19 +71,19 @@ def mistake_changes(matrices: list[np.ndarray], top: int = TOP_CLASSES) -> list[
 def runs_to_compare(names: list[str | Path], runs_dir: Path) -> list[Path]:
     """The run directories ``names`` give: each a run (a path, or a name in ``runs_dir``), or a ``--seeds`` group,
     which stands for the runs its summary.json averages."""
-    found, of_group = [], {}
+    found, of_group, alone = [], {}, set()
     for name in names:
         group = seed_group_named(name, runs_dir)
         if group is None:
             found.append(run_lookup.resolve_run(name, runs_dir, groups_too=True))
+            alone.add(found[-1].resolve())
             continue
         members = _summarized_runs(group)
         of_group.update({run.resolve(): group for run in members})
         found += members
-    resolved = [run.resolve() for run in found]
-    for run, key in zip(found, resolved):  # a group and one of its runs: said so, rather than as a run given twice
-        group = of_group.get(key)
-        if group is not None and resolved.count(key) > 1:
+    for run in found:  # a group and one of its runs given alone: said so, rather than as a run given twice
+        group = of_group.get(run.resolve())
+        if group is not None and run.resolve() in alone:
             raise FmnistError(f"{run.name} is one of the runs of the --seeds group {group.name}, also given: give the "
                               "group or its runs, not both")
     return found

@@ -11,6 +11,9 @@ MAX_BATCH = 64
 MAX_INPUTS = 64  # inputs (files or arrays) in one request
 # predict: the largest file it reads.
 MAX_FILE_MIB = 64
+# A log record marked so (extra={PLAIN_LOG: True}) is kept under -q at WARNING but printed without "fmnist: warning:"
+# (serve's address on a free port, which a script reads).
+PLAIN_LOG = "fmnist_plain"
 # tune: trials one process runs, and the study's name.
 TUNE_TRIALS = 20
 TUNE_STUDY = "fmnist"

@@ -70,7 +70,7 @@ class BadInput(FmnistError):
 def decode_image(data: bytes, name: str) -> np.ndarray:
     """Decode PNG, JPEG, WebP, BMP or GIF (an animated one's first frame) to upright 8-bit grayscale, EXIF applied."""
     if not data:
-        raise BadInput(f"{name} is empty (0 bytes): send the image file's contents")
+        raise BadInput(f"{name} is empty (0 bytes): give the image file's contents")
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as image:
             # A JPEG, or a phone's MPO (a JPEG and its extras), decodes at a reduced scale, and is judged at it; not
@@ -114,9 +114,9 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
                                f"{FORMATS_SAID}", 415) from None
             raise BadInput(f"{name} is not a supported image: use {FORMATS_SAID} or a .npy array", 415) from None
         if isinstance(exc, UnidentifiedImageError):
-            raise BadInput(f"{name} starts like a {claimed} but is truncated or damaged: send the whole file, or "
+            raise BadInput(f"{name} starts like a {claimed} but is truncated or damaged: give the whole file, or "
                            "save it again") from None
-        raise BadInput(f"{name} is truncated or damaged ({exc}): send the whole file, or save it again") from None
+        raise BadInput(f"{name} is truncated or damaged ({exc}): give the whole file, or save it again") from None
 
 
 def claimed_format(data: bytes) -> str | None:
@@ -253,7 +253,7 @@ def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
     content = np.abs(difference) > tolerance
     if not content.any():
         if np.ptp(gray) == 0:
-            raise BadInput(f"{name} is blank: one uniform colour, nothing to classify; send a picture of a garment")
+            raise BadInput(f"{name} is blank: one uniform colour, nothing to classify; give a picture of a garment")
         raise BadInput(f"{name} shows nothing to classify: no part of it stands out from its backdrop by more than "
                        f"{tolerance:.0f} of 255 grey levels (blank, or a garment too near the backdrop's shade: "
                        "photograph it against a contrasting one)")

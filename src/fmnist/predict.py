@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import sys
@@ -174,12 +173,11 @@ def predict_files(
     classifier = Classifier(source)
     probabilities = classifier.probabilities(images)
     if save_inputs is not None:  # as an exported model takes them: n x 784 float32, in the answers' order
-        try:
-            flat = _npy_bytes(images.reshape(len(images), -1))
-            artifacts.write_atomic(save_inputs, lambda tmp: tmp.write_bytes(flat))
-        except OSError as exc:  # the answers are given all the same, the failure beside
-            failures.append({"input": given_inputs, "error": f"cannot write --save-inputs {given_inputs}: "
-                                                             f"{exc.strerror}"})
+        flat = images.reshape(len(images), -1)
+        try:  # the temporary name ends in .npy too: np.save adds none
+            artifacts.write_atomic(save_inputs, lambda tmp: np.save(tmp, flat, allow_pickle=False))
+        except (OSError, FmnistError) as exc:  # a full disk: the answers are given all the same, the failure beside
+            failures.append({"input": given_inputs, "error": _unwritten("--save-inputs", given_inputs, exc)})
             save_inputs = None
     if show is not None:
         from fmnist.explain import occlusion_maps
@@ -196,8 +194,7 @@ def predict_files(
         # A full disk, or the folder gone since it was checked: the answers are given all the same, the picture's
         # failure beside.
         except (OSError, FmnistError) as exc:
-            said = f"cannot write --show {given}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
-            failures.append({"input": given, "error": said})
+            failures.append({"input": given, "error": _unwritten("--show", given, exc)})
             show = None
     return {
         "model_sha256": classifier.sha256,
@@ -222,11 +219,9 @@ def _output_place(path: Path | None, flag: str, suffix: str, what: str, inputs: 
     return checked
 
 
-def _npy_bytes(values: np.ndarray) -> bytes:
-    """``values`` as the bytes of a .npy file."""
-    buffer = io.BytesIO()
-    np.save(buffer, values, allow_pickle=False)
-    return buffer.getvalue()
+def _unwritten(flag: str, path: Path, exc: Exception) -> str:
+    """Why ``flag``'s file was not written, as an error beside the answers."""
+    return f"cannot write {flag} {path}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
 
 
 def _same_file(show: Path, path: Path | str) -> bool:

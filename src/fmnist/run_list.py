@@ -16,7 +16,7 @@ from typing import Any
 
 from fmnist import artifacts, defaults, model_files, recipes, run_locks, run_settings, runs
 from fmnist.backup_file import checked_meta, holds_whole_training
-from fmnist.errors import DamagedFile, FmnistError, first_line
+from fmnist.errors import DamagedFile, FmnistError
 from fmnist.settings import TrainSettings
 
 
@@ -49,7 +49,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     config = _read_object(run_dir / artifacts.CONFIG, notes, mend=RESTORE)
     status = _read_object(run_dir / artifacts.STATUS, notes, mend=RESTORE)
     settings = run_settings.settings_of(config)
-    _note_settings(settings, notes)
+    settings_read = _note_settings(settings, notes)
     history = run_dir / artifacts.HISTORY
     epochs = artifacts.json_number(status.get("epochs"))
     try:
@@ -69,7 +69,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     lost = [name for name in (artifacts.MODEL, artifacts.MODEL_SHA256)
             if state == runs.FINISHED and not (run_dir / name).is_file()]  # only a finished run has them
     epochs = _note_state(run_dir, state, status, settings.get("epochs"), epochs, notes,
-                         unscored=unscored, live=live, lost=lost, config_read=bool(config))
+                         unscored=unscored, live=live, lost=lost, config_read=bool(config) and settings_read)
     _note_model_files(run_dir, state, live, lost, notes)
     _note_scores(run_dir, state, metrics, notes)
     kept = _kept_epoch(run_dir, config, notes) if state == runs.FINISHED else None  # a stopped run's is not final
@@ -92,14 +92,13 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def _note_settings(settings: dict[str, Any], notes: list[str]) -> None:
-    """Notes settings that fmnist could not have trained with (edited by hand: hidden_sizes "512,256", say), which the
-    listing would show as if they were the run's; those this fmnist does not know (an older or newer one's) apart."""
-    known = {key: value for key, value in settings.items() if key in TrainSettings.names()}
-    try:
-        TrainSettings.from_dict(known)
-    except (FmnistError, TypeError, ValueError) as exc:
-        notes.append(f"{artifacts.CONFIG} damaged ({first_line(exc)}): restore it from a copy")
+def _note_settings(settings: dict[str, Any], notes: list[str]) -> bool:
+    """Notes a setting not of its type, which no fmnist trains with (edited by hand: hidden_sizes "512,256"), rather
+    than list it as the run's; whether the settings read."""
+    wrong = TrainSettings.mistyped(settings)
+    if wrong:
+        notes.append(f"{artifacts.CONFIG} damaged ({wrong}): restore it from a copy")
+    return wrong is None
 
 
 def _note_name(run_dir: Path, notes: list[str]) -> None:

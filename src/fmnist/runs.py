@@ -132,10 +132,13 @@ def require_runs_dir_place(runs_dir: Path) -> None:
     place to make folders down to (the runs folder itself is made)."""
     runs_dir = Path(runs_dir)
     parent = runs_dir.absolute().parent
-    if not runs_dir.exists() and not runs_dir.is_symlink() and not parent.is_dir():
-        raise FmnistError(f"--runs-dir {runs_dir}: the folder {parent} does not exist; make it first (mkdir -p "
-                          f"{shell_word(str(parent))}), or give a runs folder in one that does (the runs folder itself "
-                          "is made)")
+    if runs_dir.exists() or runs_dir.is_symlink() or parent.is_dir():
+        return
+    if any(folder.exists() and not folder.is_dir() for folder in (parent, *parent.parents)):
+        raise FmnistError(f"--runs-dir {runs_dir}: a file is in the way of its folder {parent}")
+    raise FmnistError(f"--runs-dir {runs_dir}: the folder {parent} does not exist; make it first (mkdir -p "
+                      f"{shell_word(str(parent))}), or give a runs folder in one that does (the runs folder itself is "
+                      "made)")
 
 
 def create_run_dir(runs_dir: Path, name: str) -> Path:

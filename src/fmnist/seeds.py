@@ -270,8 +270,8 @@ def summary_text(group: Path, summary: dict[str, Any]) -> str:
         f"training {summary['train_seconds']['mean']:.1f}s per seed on {summary['backend']}; "
         f"ECE {summary['ece_before_scaling']['mean']:.4f} -> {summary['ece']['mean']:.4f} after scaling\n"
         # Each seed's own, as a single run's closing lines give them (its line on stderr is gone under -q).
-        + "".join(f"seed {r['seed']}: test accuracy {r['test_accuracy']:.4f}, {r['epochs']} epochs\n"
-                  for r in summary["runs"])
+        + "".join(f"seed {r['seed']}: test accuracy {r['test_accuracy']:.4f}, {r['epochs']} "
+                  f"epoch{'' if r['epochs'] == 1 else 's'}\n" for r in summary["runs"])
         + f"summary: {runs.absolute(group / artifacts.SEED_SUMMARY)}\n"
         f"next: fmnist runs compare {runs.shell_word(str(runs.absolute(group)))}   one page of its seeds: their "
         "curves, F1 per class, and the mean with its interval"

@@ -92,7 +92,7 @@ def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
-        return host.lower().rstrip(".") == "localhost"  # "localhost." too, as a name given with --allow-host is
+        return host.lower().removesuffix(".") == "localhost"  # "localhost." too, as a name given with --allow-host is
 
 
 def host_names(names: Sequence[str]) -> list[str]:
@@ -100,7 +100,7 @@ def host_names(names: Sequence[str]) -> list[str]:
     a character no host name holds is refused."""
     kept = []
     for name in names:
-        plain = name.strip().lower().rstrip(".")
+        plain = name.strip().lower().removesuffix(".")
         if not (re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*", plain)
                 or is_address(plain.strip("[]"))):
             raise FmnistError(f"--allow-host {name!r} is not a host name: give it as a Host header names it, without "
@@ -131,7 +131,7 @@ class LoopbackHostsOnly:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         host = dict(scope.get("headers", [])).get(b"host") if scope["type"] == "http" else None
         name = None if host is None else re.sub(r":\d*$", "", host.decode("latin-1"))
-        if name is not None and not is_loopback(name) and name.lower().rstrip(".") not in self.also:
+        if name is not None and not is_loopback(name) and name.lower().removesuffix(".") not in self.also:
             answer = error(400, f"the Host header names {name!r}: this server listens on this machine alone and "
                                 "answers only localhost, 127.0.0.1 or [::1] (so that no other web page can read it); "
                                 "behind a reverse proxy that passes this name, serve with --allow-host NAME; serve "

@@ -205,6 +205,18 @@ class TrainSettings:
         return {f.name for f in dataclasses.fields(cls)}
 
     @classmethod
+    def mistyped(cls, values: dict[str, Any]) -> str | None:
+        """Why a setting among ``values`` is not of its type (a config.json edited by hand: hidden_sizes "512,256"),
+        or None; values of the right type that this fmnist's limits refuse, an older or newer one's, are let be."""
+        for field in dataclasses.fields(cls):
+            try:
+                if field.name in values:
+                    _typed(field.name, field.type, values[field.name])
+            except FmnistError as exc:
+                return str(exc)
+        return None
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
         """Build settings from a dict; an unknown key is an error, never ignored."""
         known = cls.names()

@@ -403,8 +403,6 @@ def tune(
     # Our own lines instead: the study, then one per trial. A failed trial's error ends the study as one line,
     # without the traceback Optuna logs as a warning.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    if runs_dir is not None:
-        runs.require_runs_dir_place(runs_dir)
     runs_dir = runs_dir or default_runs_dir(storage)
     # Refused before the journal or the study folder exists, not as each trial's failure.
     study_dir = Path(runs_dir) / study_name
