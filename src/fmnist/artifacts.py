@@ -206,6 +206,12 @@ def read_history(run_dir: Path) -> dict[str, list[float]]:
         raise DamagedFile(f"{path} is damaged ({exc})") from None
 
 
+def missing_history_columns(history: dict[str, list[float]]) -> list[str]:
+    """The columns every epoch's row has that a history read from history.csv lacks (edited out of shape); none for an
+    empty one, a run stopped in its first epoch."""
+    return [column for column in HISTORY_COLUMNS if history and column not in history]
+
+
 def history_lines(run_dir: Path, errors: str = "strict") -> list[str]:
     """A run's history.csv as its whole lines, header first, each with its line end (CSVLogger's \\r\\n): a kill can
     cut the last row short, and that epoch is not finished. Unreadable is an OSError; not text, with ``errors``

@@ -312,7 +312,7 @@ def check_config_and_history(run_dir: Path, config: dict[str, Any], history: dic
     if odd:
         raise FmnistError(f"{run_dir / artifacts.CONFIG} is damaged ({', '.join(odd)} not a JSON object): "
                           f"{CONFIG_ADVICE}")
-    missing = [column for column in artifacts.HISTORY_COLUMNS if history and column not in history]
+    missing = artifacts.missing_history_columns(history)
     if missing:
         raise FmnistError(f"{run_dir / artifacts.HISTORY} is damaged (no {', '.join(missing)} column): "
                           f"{history_advice}")

@@ -200,7 +200,7 @@ def _kept_epoch(run_dir: Path, config: dict[str, Any], notes: list[str]) -> int 
         return None
     except DamagedFile:
         history = None
-    if history is None or (history and not set(artifacts.HISTORY_COLUMNS) <= set(history)):  # edited out of shape
+    if history is None or artifacts.missing_history_columns(history):  # not a CSV of numbers, or edited out of shape
         if HISTORY_DAMAGED not in notes:  # said already where its epochs were counted
             notes.append(HISTORY_DAMAGED)
         return None
