@@ -224,13 +224,14 @@ def _unwritten(flag: str, path: Path, exc: Exception) -> str:
     return f"cannot write {flag} {path}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
 
 
-def _same_file(show: Path, path: Path | str) -> bool:
-    """Whether the picture would overwrite the input ``path``: the same file by any name (a link, another case of
-    letters on macOS); an input that cannot be read is not, and gets its own error line."""
+def _same_file(written: Path, path: Path | str) -> bool:
+    """Whether a file predict writes (the picture, the saved inputs) would overwrite the input ``path``: the same file
+    by any name (a link, another case of letters on macOS); an input that cannot be read is not, and gets its own
+    error line."""
     if _is_stdin(path):
         return False
     try:
-        return os.path.samefile(show, path)
+        return os.path.samefile(written, path)
     except OSError:  # not there (yet), or a loop of links (ELOOP)
         return False
 
