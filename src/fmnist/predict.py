@@ -225,9 +225,8 @@ def _unwritten(flag: str, path: Path, exc: Exception) -> str:
 
 
 def _same_file(written: Path, path: Path | str) -> bool:
-    """Whether a file predict writes (the picture, the saved inputs) would overwrite the input ``path``: the same file
-    by any name (a link, another case of letters on macOS); an input that cannot be read is not, and gets its own
-    error line."""
+    """Whether a file predict writes would overwrite the input ``path``, by any name (a link, another case of letters
+    on macOS); an input that cannot be read is not, and gets its own error line."""
     if _is_stdin(path):
         return False
     try:
