@@ -73,16 +73,12 @@ def prepare_output(path: Path, flag: str, suffix: str | None = None, make_folder
     if suffix is not None and path.suffix.lower() != suffix:
         raise FmnistError(f"{flag} {path}: it is written as {suffix[1:].upper()}; name it {path.stem}{suffix}")
     folder = path.parent
-    if any(p.exists() and not p.is_dir() for p in (folder, *folder.parents)):
-        raise FmnistError(f"{flag} {path}: a file is in the way of its folder {folder}")
-    if make_folder:
+    if make_folder and not _file_in_the_way(folder):
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise FmnistError(f"{flag} {path}: cannot make its folder {folder} ({exc.strerror})") from None
-    if not folder.is_dir():
-        raise FmnistError(f"{flag} {path}: the folder {folder} does not exist; make it first "
-                          f"(mkdir -p {shell_word(str(folder))}), or name a file in a folder that does")
+    _require_folder(folder, f"{flag} {path}", "name a file in a folder that does")
     why = unwritable(folder)
     if why:
         raise FmnistError(f"{flag} {path}: cannot write in {path.parent} ({why})")
@@ -131,14 +127,23 @@ def require_runs_dir_place(runs_dir: Path) -> None:
     """Refuse a runs folder that would be made where its own folder does not exist: a mistyped --runs-dir, not a
     place to make folders down to (the runs folder itself is made)."""
     runs_dir = Path(runs_dir)
-    parent = runs_dir.absolute().parent
-    if runs_dir.exists() or runs_dir.is_symlink() or parent.is_dir():
-        return
-    if any(folder.exists() and not folder.is_dir() for folder in (parent, *parent.parents)):
-        raise FmnistError(f"--runs-dir {runs_dir}: a file is in the way of its folder {parent}")
-    raise FmnistError(f"--runs-dir {runs_dir}: the folder {parent} does not exist; make it first (mkdir -p "
-                      f"{shell_word(str(parent))}), or give a runs folder in one that does (the runs folder itself is "
-                      "made)")
+    if not (runs_dir.exists() or runs_dir.is_symlink()):
+        _require_folder(runs_dir.absolute().parent, f"--runs-dir {runs_dir}",
+                        "give a runs folder in one that does (the runs folder itself is made)")
+
+
+def _file_in_the_way(folder: Path) -> bool:
+    """Whether a file stands where ``folder`` or one above it would be."""
+    return any(p.exists() and not p.is_dir() for p in (folder, *folder.parents))
+
+
+def _require_folder(folder: Path, said: str, instead: str) -> None:
+    """Refuse, as ``said``, a ``folder`` that is not there (a typo's: none is made for it) or has a file in its way."""
+    if _file_in_the_way(folder):
+        raise FmnistError(f"{said}: a file is in the way of its folder {folder}")
+    if not folder.is_dir():
+        raise FmnistError(f"{said}: the folder {folder} does not exist; make it first (mkdir -p "
+                          f"{shell_word(str(folder))}), or {instead}")
 
 
 def create_run_dir(runs_dir: Path, name: str) -> Path:
