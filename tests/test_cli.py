@@ -366,4 +366,6 @@ def test_runs_compare_help_gives_its_own_examples_groups_among_them():
     examples = said.split("examples:\n")[1].splitlines()
     assert examples and all(line.split()[:3] == ["fmnist", "runs", "compare"] for line in examples), examples
     assert any("two --seeds groups" in line for line in examples)
-    assert "{compare}" not in run_cli("runs", "--help").stdout
+    runs_usage = run_cli("runs", "--help").stdout.split("\n\n")[0]
+    assert "{compare}" not in runs_usage
+    assert runs_usage.endswith("[compare ...]"), runs_usage  # `fmnist runs` alone lists the runs: compare is optional

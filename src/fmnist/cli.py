@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn
 
 from fmnist import __version__, artifacts, defaults, stopping
-from fmnist.cli_parser import (Parser, input_file, int_between, layer_sizes, nonempty, nonempty_path, patience,
-                               positive_int, positive_seconds, probability, seed_count)
+from fmnist.cli_parser import (HelpFormatter, Parser, input_file, int_between, layer_sizes, nonempty, nonempty_path,
+                               patience, positive_int, positive_seconds, probability, seed_count)
 from fmnist.errors import ErrorsPerInput, FmnistError, first_line, one_line
 from fmnist.settings import BACKENDS, DEFAULT_BACKEND, FLAG_SETTINGS, PREFERRED_BACKEND, RECIPES, TrainSettings, flag
 
@@ -338,7 +338,7 @@ def _command(sub: Any, name: str, handler: Callable, help_text: str,
     """A command's parser: ``help_text`` in the list of commands, and with ``details`` after it in its own --help."""
     p = sub.add_parser(name, help=help_text, description=_wrapped(f"{help_text}\n\n{details}".strip()),
                        epilog=_examples(name),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.set_defaults(handler=handler, command_parser=p)
     _common(p, json_result, quiet_help)
     return p
@@ -537,7 +537,7 @@ def _add_runs(sub: Any) -> None:
                     "curves so far.")
     p = p.add_subparsers(dest="runs_command", metavar="compare").add_parser(
         "compare", help=compare_help, description=_wrapped(compare_help), epilog=_examples("runs", "compare"),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=HelpFormatter)
     p.set_defaults(handler=cmd_runs_compare, command_parser=p)
     p.add_argument("runs", type=nonempty_path, nargs="+", metavar="RUN",
                    help="two or more run directories, or their names in --runs-dir; a --seeds group stands for "
@@ -642,7 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
             "recipe, the classic one it reproduces: a dense network of 512, 256, 64 and 32 units, each with "
             "BatchNorm, ReLU and Dropout 0.3; Adam, batch 64, up to 100 epochs, stopped early when the validation "
             "loss stops falling. --recipe picks a better one."),
-        epilog=f"{EXAMPLES}\n{EXIT_STATUS}", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"{EXAMPLES}\n{EXIT_STATUS}", formatter_class=HelpFormatter,
     )
     parser.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     parser.add_argument("--debug", action="store_true", help="show the traceback of any error")

@@ -145,6 +145,15 @@ class Parser(argparse.ArgumentParser):
         return []
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as laid out; a command that may be left out (`fmnist runs [compare ...]`) bracketed in the usage,
+    as argparse brackets an optional flag (it would show `compare ...` as if it were required)."""
+
+    def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
+        formatted = super()._format_args(action, default_metavar)
+        return f"[{formatted}]" if action.nargs == argparse.PARSER and not action.required else formatted
+
+
 def _hint(message: str) -> str:
     """For a word argparse did not know among its choices: what it may have meant."""
     invalid = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
