@@ -110,6 +110,18 @@ def test_main_called_in_process_returns_the_stop_and_puts_the_handlers_back(monk
     stopping.check()  # that stop is over: the caller's next training is not stopped by it
 
 
+def test_a_stop_after_the_command_finished_ends_the_process_with_its_own_status(tmp_path):
+    """`kill` or `timeout` landing while Python shuts down (an atexit hook stands in for that moment): the results
+    are out, and the exit status says the command succeeded, not that it was killed."""
+    ended = subprocess.run(
+        [sys.executable, "-c", "import atexit, os, signal, sys; from fmnist.cli import run; "
+                               "atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM)); "
+                               f"sys.argv = ['fmnist', 'runs', '--json', '--runs-dir', {str(tmp_path)!r}]; run()"],
+        capture_output=True, text=True, timeout=60)
+    assert ended.returncode == 0, ended.stderr
+    assert json.loads(ended.stdout)["runs_dir"] == str(tmp_path) and ended.stderr == ""
+
+
 def test_a_stop_ends_by_its_signal_though_the_reader_of_stdout_is_gone():
     # Ctrl-C stops `fmnist train --json | jq .` whole: the JSON of the stop then has nowhere to go.
     read_end, write_end = os.pipe()

@@ -742,6 +742,7 @@ def run() -> NoReturn:
     status = main()
     if status in stopping.STOP_STATUSES:
         stopping.end_process(status)
+    stopping.finished(status)
     sys.exit(status)
 
 

@@ -100,6 +100,14 @@ def stopped() -> int:
     return 128 + signum
 
 
+def finished(status: int) -> None:
+    """The command is done: a stop signal during Python's shutdown (seconds, once JAX or TensorFlow is loaded) ends
+    the process at once with the status its work earned; killed by it, the process would read as stopped mid-work."""
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, lambda signum, frame: end_process(status))
+
+
 def end_process(status: int) -> NoReturn:
     """End a stopped `fmnist` process without Python's shutdown (whatever a run keeps is on disk by now), by the
     signal that stopped it, raised again: the parent (systemd, ``timeout``, a shell's loop) sees the process ended by
