@@ -105,7 +105,7 @@ def test_a_model_is_found_as_a_file_a_bare_folder_or_a_run_whose_name_ends_in_ke
         runs.require_run_dir(loop)  # as `fmnist train --resume loop` and `fmnist evaluate loop` give it
 
 
-def test_a_run_asked_for_by_its_train_name_is_refused_naming_the_runs_of_that_name(tmp_path):
+def test_a_run_asked_for_by_its_train_name_is_found_if_only_one_has_it_else_refused_naming_them(tmp_path, caplog):
     def trained(folder, name):
         run = runs.create_run_dir(folder, name)
         artifacts.write_json(run / artifacts.CONFIG, {"settings": {"name": name}})
@@ -121,22 +121,24 @@ def test_a_run_asked_for_by_its_train_name_is_refused_naming_the_runs_of_that_na
         with pytest.raises(FmnistError, match=f"^no run 'small' in {tmp_path}/, but runs named 'small' there, newest "
                                               f"first: {re.escape(shown)} and 9 more; give one of them$"):
             refuse("small", tmp_path)
-    with pytest.raises(FmnistError, match=f"one named 'small-2' there: {other.name}; give it"):
-        run_lookup.resolve_run("small-2", tmp_path)
-    # A --seeds group, asked for by its folder's name after its time, or by its --name: suggested where a group is
-    # taken (a resume, a comparison), not where one run is wanted (evaluate: its runs are suggested instead).
+    caplog.set_level("INFO", logger="fmnist")
+    assert run_lookup.resolve_run("small-2", tmp_path) == run_lookup.resolve_resumable("small-2", tmp_path) == other
+    assert f"small-2: {other}, the only one of that --name in {tmp_path}" in caplog.messages  # which run, said
+    # A --seeds group, asked for by its folder's name after its time, or by its --name: taken where a group is
+    # (a resume, a comparison), not where one run is wanted (evaluate: its one run is taken instead).
     group = runs.create_run_dir(tmp_path, "grp-x2")
     artifacts.write_json(group / artifacts.SEED_GROUP, {"settings": {"name": "grp"}, "seeds": 2})
     member = trained(group, "grp")
-    with pytest.raises(FmnistError, match=f"^no run 'grp-x2' in {tmp_path}/, but one named 'grp-x2' there: "
-                                          f"{group.name}; give it$"):
-        run_lookup.resolve_resumable(Path("grp-x2"), tmp_path)
-    with pytest.raises(FmnistError, match=f"one named '.*' there: {group.name}; give it$"):
-        run_lookup.resolve_run("grp-x2", tmp_path, groups_too=True)
-    with pytest.raises(FmnistError, match=f"one named '.*' there: {group.name}/{member.name}; give it$"):
-        run_lookup.resolve_run("grp", tmp_path)  # the group's run, not the group, which evaluate would refuse
+    assert run_lookup.resolve_resumable(Path("grp-x2"), tmp_path) == group
+    with pytest.raises(FmnistError, match=f"{group.name} is a group of 1 runs made by 'fmnist train --seeds'"):
+        run_lookup.resolve_run("grp-x2", tmp_path, groups_too=True)  # a comparison takes it before (runs_to_compare)
+    assert run_lookup.resolve_run("grp", tmp_path) == member  # the group's run, not the group, which evaluate refuses
     with pytest.raises(FmnistError, match="no run 'grp-x2': give a run directory or the name"):
         run_lookup.resolve_run("grp-x2", tmp_path)
+    second = trained(group, "grp")  # a second run of that --name: the choice is the user's
+    with pytest.raises(FmnistError, match=f"^no run 'grp' in {tmp_path}/, but runs named 'grp' there, newest first: "
+                                          f"{group.name}/{second.name}, {group.name}/{member.name}; give one of them$"):
+        run_lookup.resolve_run("grp", tmp_path)
     (tmp_path / "afile").write_text("not a folder of runs")
     with pytest.raises(FmnistError, match=f"^no run 'grp-x2': give a run directory, or with --runs-dir the folder that "
                                           f"holds the runs \\({tmp_path / 'afile'} is a file\\)$"):

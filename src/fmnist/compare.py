@@ -90,8 +90,11 @@ def runs_to_compare(names: list[str | Path], runs_dir: Path) -> list[Path]:
 
 
 def seed_group_named(name: str | Path, runs_dir: Path) -> Path | None:
-    """The ``--seeds`` group ``name`` gives (a path, or a name in ``runs_dir``), if it gives one."""
-    return next((folder for folder in (Path(name), Path(runs_dir) / name) if runs.is_seed_group(folder)), None)
+    """The ``--seeds`` group ``name`` gives (a path, a name in ``runs_dir``, or its --name there), if it gives one."""
+    folder = next((folder for folder in (Path(name), Path(runs_dir) / name) if folder.is_dir()), None)
+    if folder is None:
+        return run_lookup.named_one(name, runs_dir, groups_too=True, groups_only=True)
+    return folder if runs.is_seed_group(folder) else None
 
 
 def _summarized_runs(group: Path) -> list[Path]:

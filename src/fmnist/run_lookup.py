@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 from pathlib import Path
@@ -13,8 +14,10 @@ from fmnist import artifacts
 from fmnist.errors import FmnistError
 from fmnist.run_locks import held_lock
 from fmnist.run_settings import settings_of
-from fmnist.runs import (GROUP_DEPTH, WAIT_FOR_TRAINING, is_seed_group, refuse_file_of_run, refuse_group_in_training,
-                         require_run_dir, run_dirs, unwritable)
+from fmnist.runs import (GROUP_DEPTH, WAIT_FOR_TRAINING, absolute, is_seed_group, refuse_file_of_run,
+                         refuse_group_in_training, require_run_dir, run_dirs, unwritable)
+
+log = logging.getLogger(__name__)
 
 
 def resolve_run(name: str | Path, runs_dir: Path, groups_too: bool = False) -> Path:
@@ -32,7 +35,22 @@ def resolve_run(name: str | Path, runs_dir: Path, groups_too: bool = False) -> P
     if (Path(runs_dir) / name).is_dir():
         return require_run_dir(Path(runs_dir) / name)  # a group's or a study's folder, named: say what it is
     refuse_file_of_run(Path(name))
-    raise _no_run(name, runs_dir, groups_too)
+    named = named_one(name, runs_dir, groups_too)
+    if named is None:
+        raise _no_run(name, runs_dir, groups_too)
+    return require_run_dir(named)
+
+
+def named_one(name: str | Path, runs_dir: Path, groups_too: bool, groups_only: bool = False) -> Path | None:
+    """The one run (or, ``groups_too``, --seeds group; ``groups_only``, only a group) in ``runs_dir`` trained with
+    ``--name name``, if only one was: `fmnist train --name quick`, then `fmnist evaluate quick`. (Of two or more, the
+    refusal names them.)"""
+    named = [d for d in _named(runs_dir, name) if (groups_too or not is_seed_group(d))
+             and (is_seed_group(d) or not groups_only)]
+    if len(named) != 1:
+        return None
+    log.info("%s: %s, the only one of that --name in %s", name, absolute(named[0]), absolute(runs_dir))
+    return named[0]
 
 
 def _no_run(name: str | Path, runs_dir: Path, groups_too: bool) -> FmnistError:
@@ -42,11 +60,9 @@ def _no_run(name: str | Path, runs_dir: Path, groups_too: bool) -> FmnistError:
         return FmnistError(f"{said}: give {wanted}, or with --runs-dir the folder that holds the runs ({runs_dir} is "
                            "a file)")
     named = [d for d in _named(runs_dir, name) if groups_too or not is_seed_group(d)]
-    if named:  # the name given to `fmnist train --name`, which its folder's time stands before
+    if named:  # the name given to `fmnist train --name`, which its folder's time stands before: two or more
         shown = ", ".join(d.relative_to(runs_dir).as_posix() for d in named[:NAMED_SHOWN])
         more = f" and {len(named) - NAMED_SHOWN} more" if len(named) > NAMED_SHOWN else ""
-        if len(named) == 1:
-            return FmnistError(f"{said} in {runs_dir}{os.sep}, but one named {str(name)!r} there: {shown}; give it")
         return FmnistError(f"{said} in {runs_dir}{os.sep}, but runs named {str(name)!r} there, newest first: "
                            f"{shown}{more}; give one of them")
     return FmnistError(f"{said}: give {wanted} or the name of one in {runs_dir}{os.sep} (see 'fmnist runs'; "
@@ -126,7 +142,7 @@ def resolve_resumable(name: Path, runs_dir: Path) -> Path:
         return Path(name)
     if (Path(runs_dir) / name).is_dir():
         return Path(runs_dir) / name
-    found = _in_groups(runs_dir, name)
+    found = _in_groups(runs_dir, name) or named_one(name, runs_dir, groups_too=True)
     if found is None:
         raise _no_run(name, runs_dir, groups_too=True)
     return found
