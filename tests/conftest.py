@@ -135,6 +135,11 @@ def refused_before_keras(commands: list[list[str]]) -> str:
     return probe.stderr
 
 
+def page_text(path: Path) -> str:
+    """A page's HTML as its text runs: without the <wbr> break hints in its tables' paths and run names."""
+    return Path(path).read_text().replace("<wbr>", "")
+
+
 # Run as a user other than a folder's owner would: root, as tests may run, writes anywhere unless it drops that power.
 AS_ANOTHER_USER = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import module_data, run_cli, tiny_train
+from conftest import module_data, page_text, run_cli, tiny_train
 from fmnist import artifacts, run_list, runs
 from fmnist.compare import (bar_colours, compare_runs, group_difference_text, mistake_changes, run_labels,
                             runs_to_compare, settings_rows)
@@ -77,7 +77,7 @@ def two_runs(tmp_path_factory):
 def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs, caplog):
     _, (a, b) = two_runs
     (tmp_path / "out").mkdir()
-    page = compare_runs([a, b], tmp_path / "out" / "compare.html").read_text()
+    page = page_text(compare_runs([a, b], tmp_path / "out" / "compare.html"))
     assert a.name in page and b.name in page
     assert "<tr class=diff><th scope=row>dropout</th><td>0.3</td><td>0.1</td></tr>" in page
     assert "<tr class=diff><th scope=row>name</th>" in page and "<tr><th scope=row>batch_size</th>" in page
@@ -253,7 +253,7 @@ def test_a_metrics_or_history_file_edited_out_of_shape_is_named_with_what_to_do(
 def test_runs_sharing_a_folder_name_keep_their_own_columns(tmp_path, two_runs):
     _, (a, b) = two_runs
     copy = shutil.copytree(b, tmp_path / "elsewhere" / a.name)  # b's results under a's name
-    page = compare_runs([a, copy], tmp_path / "c.html").read_text()
+    page = page_text(compare_runs([a, copy], tmp_path / "c.html"))
     assert f"<th>1: {a.name}</th><th>2: {a.name}</th>" in page
     assert f"<tr><th scope=row>directory</th><td>{a.resolve()}</td><td>{copy.resolve()}</td></tr>" in page
     f1 = [json.loads((run / artifacts.METRICS).read_text())["per_class"] for run in (a, b)]

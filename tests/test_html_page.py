@@ -12,7 +12,11 @@ def test_tables_escape_their_cells_and_mark_highlighted_rows():
     styled = page("t", [("h", table + "<pre>fmnist tune --train-best study --runs-dir /a/long/path</pre>")])
     assert table.startswith("<div class=wide><table>") and table.endswith("</table></div>")
     assert ".wide{overflow-x:auto}" in styled and "pre{white-space:pre-wrap;" in styled
-    assert "td{overflow-wrap:anywhere;min-width:4.5em}" in styled  # a path breaks, a number not, before it scrolls
+    assert "td{overflow-wrap:break-word;min-width:4.5em}" in styled and "th[scope=row]{white-space:nowrap}" in styled
+    # A path or run name may break after each "/" and "_" (a browser breaks after "-" itself), a row's name never.
+    named = table_html(["setting", "run_a"], [["early_stopping_patience", "/runs/2026-x_y/a"], ["loss", "0.3 / 0.2"]])
+    assert "<th>run_<wbr>a</th>" in named and "<th scope=row>early_stopping_patience</th>" in named
+    assert "<td>/<wbr>runs/<wbr>2026-x_<wbr>y/<wbr>a</td>" in named and "<td>0.3 / 0.2</td>" in named
 
 
 def test_images_are_inlined_byte_for_byte_or_named_as_missing(tmp_path):

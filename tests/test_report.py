@@ -4,6 +4,7 @@ import shutil
 
 import pytest
 
+from conftest import page_text
 from fmnist import artifacts
 from fmnist.errors import FmnistError
 from fmnist.evaluate import evaluate_run
@@ -20,7 +21,7 @@ def test_report_is_rebuilt_from_the_runs_files_alone(tiny_run_dir, tmp_path):
     shutil.copytree(tiny_run_dir, run)
     for name in (artifacts.REPORT_HTML, artifacts.CURVES_PNG, artifacts.CONFUSION_MATRIX_PNG):
         (run / name).unlink()
-    html = build_report(run).read_text()
+    html = page_text(build_report(run))
     metrics = artifacts.read_json(run / artifacts.METRICS)
     history = artifacts.read_history(run)
     assert f"{metrics['test_accuracy']:.4f}" in html
@@ -46,14 +47,14 @@ def test_report_is_rebuilt_from_the_runs_files_alone(tiny_run_dir, tmp_path):
     config = artifacts.read_json(run / artifacts.CONFIG)
     config["settings"]["teacher"] = "/somewhere/teacher"
     artifacts.write_json(run / artifacts.CONFIG, config)
-    html = build_report(run).read_text()
+    html = page_text(build_report(run))
     assert "<th scope=row>distill_alpha</th>" in html
     assert "<th scope=row>teacher</th><td>/somewhere/teacher</td>" in html  # not there: its path alone
     config["settings"]["teacher"] = str(tiny_run_dir)  # a run scored: its accuracy beside it, what a student faces
     artifacts.write_json(run / artifacts.CONFIG, config)
     teacher_accuracy = artifacts.read_json(tiny_run_dir / artifacts.METRICS)["test_accuracy"]
     assert (f"<th scope=row>teacher</th><td>{tiny_run_dir} (its test accuracy {teacher_accuracy:.4f})</td>"
-            in build_report(run).read_text())
+            in page_text(build_report(run)))
     (run / artifacts.PREDICTIONS).unlink()
     with pytest.raises(FmnistError, match="test_predictions.npz is missing: run 'fmnist evaluate .*' first"):
         build_report(run)
@@ -105,7 +106,7 @@ def test_metrics_scored_before_calibration_and_a_killed_run_read_as_they_are(tin
         del metrics[key]
     artifacts.write_json(run / artifacts.METRICS, metrics)
     runs.set_status(run, runs.RUNNING)  # and its process gone, holding no lock
-    html = build_report(run).read_text()
+    html = page_text(build_report(run))
     text = re.sub(r'src="data:[^"]*"', "", html)  # the pictures' base64 may spell anything
     assert "nan" not in text.lower() and "T = 1.000" not in text
     assert "<th scope=row>95% bootstrap interval</th><td>-</td>" in html and "- / - (T = -)" in html
@@ -218,8 +219,8 @@ def test_damaged_metrics_or_history_are_named_with_what_to_do(tiny_run_dir, tmp_
     (run / artifacts.HISTORY).write_bytes(history.splitlines(keepends=True)[0] + history.splitlines(keepends=True)[1])
     epochs = artifacts.read_json(run / artifacts.STATUS)["epochs"]  # 2: one row of them left
     assert (f"1 / 1 (the lowest val_loss; history.csv holds 1 of the {epochs} epochs status.json records: cut or "
-            "edited since? The curves and kept epoch are the file&#x27;s; restore it from a copy)") in build_report(
-        run).read_text()
+            "edited since? The curves and kept epoch are the file&#x27;s; restore it from a copy)") in page_text(
+        build_report(run))
     assert f"history.csv holds 1 of the {epochs} epochs status.json records" in caplog.text
     (run / artifacts.HISTORY).write_bytes(history)
     assert "cut or edited since" not in build_report(run).read_text()

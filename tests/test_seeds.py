@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from conftest import page_text
 from fmnist import artifacts, model_files, run_list, run_locks, run_lookup, runs, stopping
 from fmnist.cli import _json_value, build_parser
 from fmnist.data import load_dataset
@@ -57,7 +58,7 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
         assert f"seed {r['seed']}: test accuracy {r['test_accuracy']:.4f}, macro F1" in caplog.text
         assert f"\nseed {r['seed']}: test accuracy {r['test_accuracy']:.4f}, 2 epochs\n" in summary_text(group, summary)
     assert all((group / r["run_dir"] / "model.keras").is_file() for r in summary["runs"])
-    member_report = (group / summary["runs"][0]["run_dir"] / artifacts.REPORT_HTML).read_text()  # names its group
+    member_report = page_text(group / summary["runs"][0]["run_dir"] / artifacts.REPORT_HTML)  # names its group
     assert f"<th scope=row>--seeds group</th><td>{group.name}: &#x27;fmnist runs compare {group}&#x27;" in member_report
     assert json.loads((group / artifacts.SEED_SUMMARY).read_text())["seeds"] == 3
     # What it prints ends with the page to look at next, a command that reaches the group pasted as it is.

@@ -6,6 +6,7 @@ import warnings
 
 import optuna
 
+from conftest import page_text
 from fmnist.settings import TrainSettings
 from fmnist.tune import HIDDEN_SIZES, TuneResult, best_trial, open_study, suggest, summary
 from fmnist.tune_report import MIN_TRIALS_FOR_IMPORTANCES, _figures, write_report
@@ -127,7 +128,7 @@ def test_a_copied_study_is_reported_from_its_copy_and_names_the_copys_runs(tmp_p
     # The original is still there: pointing at the copy's journal must not write beside the original.
     output = write_report("s", storage=str(copy / "tune.journal"))
     assert output == copy / "s" / "tune_report.html" and not (first / "s" / "tune_report.html").exists()
-    page = output.read_text()
+    page = page_text(output)
     assert str(copy / "s" / run.name) in page and str(run) not in page
 
 

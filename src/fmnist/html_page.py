@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,11 @@ def page(title: str, sections: list[tuple[str, str]]) -> str:
         # A table wider than the window scrolls in its own box, and a long command wraps (it pastes as one line):
         # the page itself never scrolls sideways.
         ".wide{overflow-x:auto}pre{white-space:pre-wrap;overflow-wrap:anywhere}"
-        # A cell's long path or run name breaks where it must, so the columns fit a laptop's window before scrolling;
-        "td{overflow-wrap:anywhere;min-width:4.5em}"  # not under a number's width: 0.0205 never breaks
+        # A cell's long path or run name breaks after a "/", "_" or "-" (table_html marks the first two), and a number
+        # never, so the columns fit a laptop's window where they can; a word longer than its column breaks where it
+        # must.
+        "td{overflow-wrap:break-word;min-width:4.5em}"
+        "th[scope=row]{white-space:nowrap}"  # a row's name whole: "early_stopping_patience", "images (--limit)"
         'tr.diff th::before{content:"\\2260  "}'
     )
     return (
@@ -39,13 +43,19 @@ def image_html(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
 
 
+def _breakable(cell: Any) -> str:
+    """A cell's text escaped, a line allowed to break after each "/" and "_" inside a path or run name (a browser
+    breaks after a "-" of its own accord): a path broke mid-number, and a class name mid-word, where any place did."""
+    return re.sub(r"([/_])(?=\S)", r"\1<wbr>", html.escape(str(cell)))
+
+
 def table_html(header: list[str], rows: list[list[Any]], highlight: set[int] = frozenset()) -> str:
     """An HTML table whose first column names its rows (row headers, for a screen reader); the rows whose indices
     are in ``highlight`` are marked (class ``diff``: coloured, and led by "≠", not colour alone)."""
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    head = "".join(f"<th>{_breakable(h)}</th>" for h in header)
     body = "".join(
         ("<tr class=diff>" if i in highlight else "<tr>")
-        + "".join(f"<th scope=row>{html.escape(str(c))}</th>" if j == 0 else f"<td>{html.escape(str(c))}</td>"
+        + "".join(f"<th scope=row>{html.escape(str(c))}</th>" if j == 0 else f"<td>{_breakable(c)}</td>"
                   for j, c in enumerate(row))
         + "</tr>" for i, row in enumerate(rows)
     )
