@@ -233,10 +233,11 @@ def test_closest_recipe_names_the_preset_and_counts_changes():
 
 def test_the_recipe_is_said_with_what_it_changes_in_the_spec_and_what_the_run_changed_in_it():
     assert recipe_text(TrainSettings().to_dict()) == "the spec's"
-    assert recipe_text(TrainSettings(hidden_sizes=(32,), epochs=2).to_dict()) == "the spec's, with other hidden_sizes"
-    said = recipe_text({**recipe_settings("best").to_dict(), "hidden_sizes": [32]})
-    head, changed = said.split("), with other ")
-    assert changed == "hidden_sizes" and head.startswith("best (the spec's with other ")
-    best = recipe_settings("best").to_dict()
-    assert head.removeprefix("best (the spec's with other ").split(", ") == sorted(
-        k for k, v in best.items() if v != TrainSettings().to_dict()[k] and k not in ("name", "epochs", "seed"))
+    assert recipe_text(TrainSettings(hidden_sizes=(32, 16), epochs=2).to_dict()) == "the spec's, with hidden_sizes 32-16"
+    said = recipe_text({**recipe_settings("best").to_dict(), "hidden_sizes": [32], "dropout": 0.25})
+    head, changed = said.split("), and this run's ")
+    assert changed == "dropout 0.25, hidden_sizes 32" and head.startswith("best (the spec's with ")
+    best, spec = recipe_settings("best").to_dict(), TrainSettings().to_dict()
+    assert head.removeprefix("best (the spec's with ").split(", ") == [  # the recipe's own values, each named
+        f"{k} {'-'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in sorted(best.items())
+        if v != spec[k] and k not in ("name", "epochs", "seed")]

@@ -18,7 +18,7 @@ from fmnist.html_page import image_html, page, table_html
 from fmnist.recipes import unused_settings
 from fmnist.report import checked_history, loss_target, read_config, read_metrics
 from fmnist.seeds import interval_text, summary_entries
-from fmnist.settings import TrainSettings
+from fmnist.settings import TrainSettings, setting_text
 
 log = logging.getLogger(__name__)
 HISTORY_ADVICE = "restore it from a copy (the comparison draws each run's learning curves)"
@@ -34,11 +34,11 @@ def flat_settings(config: dict[str, Any]) -> dict[str, str]:
     versions."""
     settings = config.get("settings", {})
     unused = unused_settings(settings)
-    flat = {key: run_list.setting_text(value) for key, value in settings.items() if key not in unused}
-    flat["backend"] = run_list.setting_text(config.get("backend"))
-    flat["data"] = run_list.setting_text(config.get("data", {}).get("source"))
-    flat["python"] = run_list.setting_text(config.get("python"))
-    flat.update({f"version {name}": run_list.setting_text(v) for name, v in config.get("versions", {}).items()})
+    flat = {key: setting_text(value) for key, value in settings.items() if key not in unused}
+    flat["backend"] = setting_text(config.get("backend"))
+    flat["data"] = setting_text(config.get("data", {}).get("source"))
+    flat["python"] = setting_text(config.get("python"))
+    flat.update({f"version {name}": setting_text(v) for name, v in config.get("versions", {}).items()})
     return flat
 
 

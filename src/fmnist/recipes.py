@@ -10,7 +10,7 @@ import numpy as np
 
 from fmnist.errors import FmnistError
 from fmnist.facts import NUM_CLASSES
-from fmnist.settings import FLAG_SETTINGS, RECIPES, TrainSettings, flag
+from fmnist.settings import FLAG_SETTINGS, RECIPES, TrainSettings, flag, setting_text
 
 # Settings that a cosine schedule (fixed epochs, no plateau callbacks) or the ConvNet never reads.
 PLATEAU_ONLY = ("early_stopping_patience", "lr_patience", "lr_factor")
@@ -59,9 +59,15 @@ def _differ(settings: dict[str, Any], preset: dict[str, Any]) -> list[str]:
 def recipe_text(settings: dict[str, Any]) -> str:
     """The recipe of these settings in words: which it is, what it changes in the spec's, what the run changed in it."""
     recipe, changed = recipe_changes(settings)
-    said = "the spec's" if recipe == "spec" else (
-        f"{recipe} (the spec's with other {', '.join(_differ(_preset(recipe), _preset('spec')))})")
-    return said + (f", with other {', '.join(changed)}" if changed else "")
+
+    def values(names: list[str], of: dict[str, Any]) -> str:
+        return ", ".join(f"{name} {setting_text(of[name])}" for name in names)
+
+    if recipe == "spec":
+        return "the spec's" + (f", with {values(changed, settings)}" if changed else "")
+    preset = _preset(recipe)
+    said = f"{recipe} (the spec's with {values(_differ(preset, _preset('spec')), preset)})"
+    return said + (f", and this run's {values(changed, settings)}" if changed else "")
 
 
 def unused_settings(recorded: dict[str, Any]) -> set[str]:

@@ -18,6 +18,7 @@ from fmnist.explain import FAINT_BELOW, PATCH
 from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
 from fmnist.html_page import image_html, page, table_html
 from fmnist.metrics import CALIBRATION_BINS, classification_report_text
+from fmnist.settings import setting_text
 
 if TYPE_CHECKING:
     from fmnist.train import TrainResult
@@ -99,7 +100,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
     shown = {k: v for k, v in recorded.items() if k not in unused_settings(recorded)}
     recipe = [["recipe (closest)", closest_recipe(recorded)]] if recorded else []
     changed = set(recipe_changes(recorded)[1]) if recorded else set()  # some may have no row: an unused setting
-    settings = recipe + [[k, _teacher_text(v) if k == "teacher" and v else run_list.setting_text(v)]
+    settings = recipe + [[k, _teacher_text(v) if k == "teacher" and v else setting_text(v)]
                          for k, v in shown.items()] + [
         ["backend", run_list.cell(config.get("backend"))],
         ["data", run_list.cell(config.get("data", {}).get("source"))],
@@ -170,8 +171,8 @@ def _teacher_text(teacher: str) -> str:
     try:
         accuracy = float(artifacts.read_json(run_lookup.teacher_run_dir(teacher) / artifacts.METRICS)["test_accuracy"])
     except (FmnistError, OSError, KeyError, TypeError, ValueError):  # moved, not scored, or damaged: the path alone
-        return run_list.setting_text(teacher)
-    return f"{run_list.setting_text(teacher)} (its test accuracy {accuracy:.4f})"
+        return setting_text(teacher)
+    return f"{setting_text(teacher)} (its test accuracy {accuracy:.4f})"
 
 
 def loss_target(settings: dict[str, Any]) -> str:

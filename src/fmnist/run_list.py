@@ -325,11 +325,6 @@ def cell(value: Any, fmt: str = "{}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def setting_text(value: Any) -> str:
-    """A setting as a table shows it: a list (hidden sizes) joined by "-", a value missing (None) as "-"."""
-    return "-".join(str(v) for v in value) if isinstance(value, list) else cell(value)
-
-
 def _planned_seeds(record: dict[str, Any]) -> list[int] | None:
     """The seeds a group's group.json ``record`` plans, or None when it is damaged (what its resume would refuse)."""
     from fmnist.seeds import check_count

@@ -248,6 +248,13 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+def setting_text(value: Any) -> str:
+    """A setting as tables and the log show it: a list (hidden sizes) joined by "-", a value missing (None) as "-"."""
+    if isinstance(value, (list, tuple)):
+        return "-".join(str(v) for v in value)
+    return "-" if value is None else str(value)
+
+
 def flag(name: str) -> str:
     """The command-line flag that sets a setting: hidden_sizes -> --hidden-sizes."""
     return "--" + name.replace("_", "-")
