@@ -12,7 +12,7 @@ import pytest
 
 from conftest import module_data, page_text, run_cli, tiny_train
 from fmnist import artifacts, run_list, runs
-from fmnist.compare import (bar_colours, compare_runs, group_difference_text, mistake_changes, run_labels,
+from fmnist.compare import (bar_colours, compare_runs, group_difference, mistake_changes, run_labels,
                             runs_to_compare, settings_rows)
 from fmnist.errors import FmnistError
 from fmnist.facts import CLASS_NAMES
@@ -263,7 +263,7 @@ def test_runs_sharing_a_folder_name_keep_their_own_columns(tmp_path, two_runs):
         assert f"<tr><th scope=row>{html.escape(c)}</th><td>{x}</td><td>{y}</td>" in page
 
 
-def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_runs, caplog):
+def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_runs, caplog, capsys):
     runs_dir, (a, b) = two_runs
     group = tmp_path / "runs" / "20261206T000000Z-grp"  # as 'fmnist train --seeds 2' leaves it, its runs copied in
     members = [shutil.copytree(run, group / run.name) for run in (a, b)]
@@ -324,34 +324,47 @@ def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_run
     record = artifacts.read_json(other / artifacts.SEED_SUMMARY)
     artifacts.write_json(other / artifacts.SEED_SUMMARY, {
         **record, "test_accuracy": {**record["test_accuracy"], "values": [0.85, 0.87]}})
-    with caplog.at_level(logging.INFO, logger="fmnist"):
-        page = compare_runs(runs_to_compare([group, other], runs_dir), tmp_path / "groups.html").read_text()
-    assert f"{other.name} less {group.name}: test accuracy +0.0400, 95% interval" in page
-    assert f"{other.name} less {group.name}: test accuracy +0.0400, 95% interval" in caplog.text  # and on stderr
+    page = compare_runs(runs_to_compare([group, other], runs_dir), tmp_path / "groups.html").read_text()
+    said = f"{other.name} minus {group.name}: test accuracy +0.0400, 95% interval"
+    assert said in page
+    # The command's result: on stdout (kept under -q), and its figures under --json, for a script.
+    from fmnist.cli import main
+
+    caplog.clear()
+    assert main(["-q", "runs", "compare", group.name, other.name, "--runs-dir", str(group.parent)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith(said) and said not in caplog.text
+    assert main(["runs", "compare", group.name, other.name, "--runs-dir", str(group.parent), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["group_difference"]["text"].startswith(said)
+    assert result["comparison"] == str(group.parent / artifacts.COMPARISON_HTML)
+    assert result["group_difference"]["test_accuracy_difference"] == pytest.approx(0.04)
     artifacts.write_json(other / artifacts.SEED_SUMMARY, {
         **record, "test_accuracy": {**record["test_accuracy"], "values": [0.85, "x"]}})
     page = compare_runs(runs_to_compare([group, other], runs_dir), tmp_path / "groups.html").read_text()
     assert page.count(f"<tr><th scope=row>{other.name}</th>") == 1 and "summary.json damaged" in page
-    assert " less " not in page
+    assert " minus " not in page
 
 
 def test_two_groups_difference_is_given_with_welchs_interval_and_what_it_says():
     from scipy import stats
 
     a, b = [0.885, 0.889, 0.884, 0.887], [0.893, 0.897, 0.894]
-    said = group_difference_text({"grpA": a, "grpB": b})
+    said = group_difference({"grpA": a, "grpB": b})
     # Welch's interval, from its formula: each mean's variance over its seeds, the Welch-Satterthwaite degrees.
     va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
     dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
     half = stats.t.ppf(0.975, dof) * np.sqrt(va + vb)
     difference = np.mean(b) - np.mean(a)
-    assert said.startswith(f"grpB less grpA: test accuracy {difference:+.4f}, 95% interval {difference - half:+.4f} "
-                           f"to {difference + half:+.4f} (Welch's t over their seeds, p = ")
-    assert said.endswith(": grpB is better beyond what their seeds vary by")
-    assert group_difference_text({"grpA": a, "grpB": [0.88, 0.895]}).endswith("their seeds do not tell the two apart")
-    assert group_difference_text({"grpA": b, "grpB": a}).endswith(": grpA is better beyond what their seeds vary by")
-    assert group_difference_text({"grpA": a}) == group_difference_text({"grpA": a, "grpB": b, "grpC": a}) == ""
-    assert "no spread" in group_difference_text({"grpA": [0.9, 0.9], "grpB": [0.9, 0.9]})
+    assert said["text"].startswith(f"grpB minus grpA: test accuracy {difference:+.4f}, 95% interval "
+                                   f"{difference - half:+.4f} to {difference + half:+.4f} (Welch's t over their "
+                                   f"seeds, p = {said['p_value']:.3g}): grpB is better beyond what their seeds vary by")
+    assert said["interval95"] == pytest.approx([difference - half, difference + half])
+    assert (said["first"], said["second"], said["test_accuracy_difference"]) == ("grpA", "grpB", pytest.approx(
+        difference)) and 0 < said["p_value"] < 0.05
+    assert group_difference({"grpA": a, "grpB": [0.88, 0.895]})["verdict"] == "their seeds do not tell the two apart"
+    assert group_difference({"grpA": b, "grpB": a})["text"].endswith(": grpA is better beyond what their seeds vary by")
+    assert group_difference({"grpA": a}) is group_difference({"grpA": a, "grpB": b, "grpC": a}) is None
+    assert "no spread" in group_difference({"grpA": [0.9, 0.9], "grpB": [0.9, 0.9]})["text"]
 
 
 def test_a_groups_runs_are_labelled_by_group_and_seed_as_they_share_one_name(tmp_path, two_runs):

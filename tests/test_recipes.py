@@ -233,7 +233,8 @@ def test_closest_recipe_names_the_preset_and_counts_changes():
 
 def test_the_recipe_is_said_with_what_it_changes_in_the_spec_and_what_the_run_changed_in_it():
     assert recipe_text(TrainSettings().to_dict()) == "the spec's"
-    assert recipe_text(TrainSettings(hidden_sizes=(32, 16), epochs=2).to_dict()) == "the spec's, with hidden_sizes 32-16"
+    spec_changed = TrainSettings(hidden_sizes=(32, 16), epochs=2).to_dict()
+    assert recipe_text(spec_changed) == "the spec's, with hidden_sizes 32-16"
     said = recipe_text({**recipe_settings("best").to_dict(), "hidden_sizes": [32], "dropout": 0.25})
     head, changed = said.split("), and this run's ")
     assert changed == "dropout 0.25, hidden_sizes 32" and head.startswith("best (the spec's with ")

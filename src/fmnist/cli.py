@@ -268,7 +268,7 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
 
 def cmd_runs_compare(args: argparse.Namespace) -> None:
-    from fmnist.compare import compare_runs, runs_to_compare, seed_group_named
+    from fmnist.compare import compare_command, seed_group_named
     from fmnist.run_list import runs_folder
     from fmnist.run_lookup import resolve_run
 
@@ -277,8 +277,10 @@ def cmd_runs_compare(args: argparse.Namespace) -> None:
     if len(args.runs) < 2 and not seed_group_named(args.runs[0], runs_dir):
         resolve_run(args.runs[0], runs_dir, groups_too=True)  # no run by that name: say so, with a group of it
         args.command_parser.error("give two or more runs to compare, or a --seeds group")
-    path = compare_runs(runs_to_compare(args.runs, runs_dir), args.output, runs_dir)
-    _emit(args, f"comparison: {_absolute(path)}", {"comparison": path})
+    result = compare_command(args.runs, args.output, runs_dir)
+    difference = result["group_difference"]  # the page's verdict on two recipes, the command's result too
+    _emit(args, f"comparison: {_absolute(result['comparison'])}" + (f"\n{difference['text']}" if difference else ""),
+          result)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -547,7 +549,8 @@ def _add_runs(sub: Any) -> None:
                    help=f"where run directories are (default ./{defaults.RUNS_DIR})")
     p.add_argument("--output", type=nonempty_path, metavar="HTML",
                    help=f"where to write the page (default {artifacts.COMPARISON_HTML} in RUNS_DIR when the runs "
-                        "lie there, else in the folder they share)")
+                        "lie there, else in their folder when they all lie in one; runs in different folders need "
+                        "--output)")
     _common(p)
 
 

@@ -180,9 +180,19 @@ def default_output(run_dirs: list[Path], runs_dir: Path) -> tuple[Path, str]:
     return parents.pop() / artifacts.COMPARISON_HTML, "the runs' folder, where the page goes without --output,"
 
 
+def compare_command(names: list[str | Path], output: Path | None, runs_dir: Path) -> dict[str, Any]:
+    """`fmnist runs compare`: the page of the runs (or groups) ``names`` give, and of two groups the difference of
+    their mean test accuracies (None otherwise), the command's result."""
+    return dict(zip(("comparison", "group_difference"), _write(runs_to_compare(names, runs_dir), output, runs_dir)))
+
+
 def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Path(defaults.RUNS_DIR)) -> Path:
     """Write the comparison page of ``run_dirs`` (two or more) to ``output``, by default beside them;
     return its path."""
+    return _write(run_dirs, output, runs_dir)[0]
+
+
+def _write(run_dirs: list[Path], output: Path | None, runs_dir: Path) -> tuple[Path, dict[str, Any] | None]:
     resolved = [Path(r).resolve() for r in run_dirs]
     if len(resolved) < 2:
         raise FmnistError("give two or more runs to compare")
@@ -213,12 +223,10 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
     replaced = output.exists()
     tables = _tables(run_dirs, names, loaded, [str(e) for e in not_begun])
     artifacts.write_text(output, _page(names, loaded, tables))
-    if tables["group_difference"]:  # the page's verdict on two recipes, said where the command ran as well
-        log.info("%s", tables["group_difference"])
     if replaced:  # the default name is one page per runs folder: a comparison kept needs --output
         log.warning("%s held an earlier comparison: replaced by this one (--output keeps each under a name of its "
                     "own)", output)
-    return output
+    return output, tables["group_difference"]
 
 
 # The rows of the runs' table that bear on whether their figures compare: marked where the runs differ in them.
@@ -348,7 +356,7 @@ def _group_scores(groups: list[Path], alone: list[tuple[str, dict[str, Any]]] = 
                      run_list.cell(scores["macro_f1"], "{:.4f}")])
         f1[name] = item["f1"]
     return {"group_rows": rows, "group_f1": f1, "group_f1_sd": f1_sd, "alone": len(alone),
-            "group_difference": group_difference_text(accuracies)}
+            "group_difference": group_difference(accuracies)}
 
 
 def bar_colours(series: list[str], drawn_as: dict[str, str], colours: dict[str, Any]) -> dict[str, Any]:
@@ -358,25 +366,29 @@ def bar_colours(series: list[str], drawn_as: dict[str, str], colours: dict[str, 
     return chosen if len(set(map(str, chosen.values()))) == len(chosen) else plots.run_colours(series)
 
 
-def group_difference_text(accuracies: dict[str, list[float]]) -> str:
-    """For two groups, the difference of their mean test accuracies (the second's less the first's) with Welch's 95%
-    interval over their seeds, in words: whether their seeds tell the two recipes apart. "" for any other number."""
+def group_difference(accuracies: dict[str, list[float]]) -> dict[str, Any] | None:
+    """For two groups, the difference of their mean test accuracies (the second's minus the first's) with Welch's
+    95% interval over their seeds and its p-value, and in words whether their seeds tell the two recipes apart (its
+    ``text``); None for any other number of groups."""
     from scipy import stats
 
     if len(accuracies) != 2 or any(len(values) < 2 for values in accuracies.values()):
-        return ""
+        return None
     (first, a), (second, b) = accuracies.items()
-    difference = float(np.mean(b) - np.mean(a))
+    said = {"first": first, "second": second, "test_accuracy_difference": float(np.mean(b) - np.mean(a))}
+    difference = f"{second} minus {first}: test accuracy {said['test_accuracy_difference']:+.4f}"
     if np.ptp(a) == np.ptp(b) == 0:  # every seed of each scored alike: no spread to judge by
-        return f"{second} less {first}: test accuracy {difference:+.4f}, with no spread over their seeds to judge it by"
+        return {**said, "interval95": None, "p_value": None, "verdict": "no spread over their seeds to judge it by",
+                "text": f"{difference}, with no spread over their seeds to judge it by"}
     with warnings.catch_warnings():  # scipy's on seeds that scored nearly alike: the interval is still right
         warnings.simplefilter("ignore", RuntimeWarning)
         test = stats.ttest_ind(b, a, equal_var=False)
-    low, high = test.confidence_interval(0.95)
+    low, high = (float(bound) for bound in test.confidence_interval(0.95))
     verdict = ("their seeds do not tell the two apart" if low <= 0 <= high else
-               f"{second if difference > 0 else first} is better beyond what their seeds vary by")
-    return (f"{second} less {first}: test accuracy {difference:+.4f}, 95% interval {low:+.4f} to {high:+.4f} "
-            f"(Welch's t over their seeds, p = {test.pvalue:.3g}): {verdict}")
+               f"{second if said['test_accuracy_difference'] > 0 else first} is better beyond what their seeds vary by")
+    return {**said, "interval95": [low, high], "p_value": float(test.pvalue), "verdict": verdict,
+            "text": f"{difference}, 95% interval {low:+.4f} to {high:+.4f} (Welch's t over their seeds, "
+                    f"p = {test.pvalue:.3g}): {verdict}"}
 
 
 def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]) -> str:
@@ -395,7 +407,7 @@ def _page(names: list[str], loaded: list[dict[str, Any]], tables: dict[str, Any]
             groups = table_html(["group" + " or run" * bool(alone), "seeds", "test accuracy, mean ± sd",
                                  "95% interval of the mean", "macro F1, mean"], tables["group_rows"])
         if tables["group_difference"]:
-            groups += f"<p><b>{html.escape(tables['group_difference'])}</b></p>"
+            groups += f"<p><b>{html.escape(tables['group_difference']['text'])}</b></p>"
         # Each group as one bar a class: a bar per seed of two groups of five is more than an eye can average.
         if tables["group_f1"]:
             plots.grouped_bars_png(list(CLASS_NAMES), tables["group_f1"],
