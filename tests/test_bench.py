@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
+from fmnist import artifacts, plots
 from fmnist.errors import FmnistError
 from fmnist.bench import (REFERENCE_DIR, _summarise, bench, dense_flops_per_image, epoch_matmul_seconds, gemm_gflops,
                           gemm_seconds, matrix_products, table)
@@ -120,6 +121,21 @@ def test_a_bad_output_is_one_line_before_any_timing(tmp_path):
 
 
 @pytest.mark.realdata
+def _earlier_bench(folder):
+    """An earlier bench's figures and chart in ``folder``, as fmnist wrote them: their bytes by name."""
+    plots.bar_chart_png(["an earlier bench's"], [1.0], "t", folder / "bench.png")
+    artifacts.write_json(folder / "bench.json", {"results": "an earlier bench's", "machine": {}, "gemm_gflops": 1})
+    return {name: (folder / name).read_bytes() for name in ("bench.png", "bench.json")}
+
+
+def test_a_users_picture_where_the_chart_goes_is_refused_before_the_timing(tmp_path):
+    (tmp_path / "mine.png").write_bytes(b"\x89PNG not fmnist's")
+    with pytest.raises(FmnistError, match=f"^the chart goes beside --output as {tmp_path / 'mine.png'}, but a file "
+                                          "that fmnist did not write is there; move it, or name another file$"):
+        bench(tmp_path / "mine.json", quick=True, data_dir=tmp_path / "no data needed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.png"]
+
+
 def test_every_contender_reads_the_given_data_and_no_figures_of_our_own_is_a_failure(tmp_path, monkeypatch,
                                                                                       real_data_dir, caplog):
     import fmnist.bench as bench
@@ -132,9 +148,7 @@ def test_every_contender_reads_the_given_data_and_no_figures_of_our_own_is_a_fai
 
     monkeypatch.setattr(bench, "_run_json", failed)
     monkeypatch.setattr(bench, "find_spec", lambda name: None)  # as in CI: no PyTorch
-    earlier = {"bench.png": b"an earlier bench's chart", "bench.json": b'{"results": "an earlier bench\'s"}'}
-    for name, content in earlier.items():
-        (tmp_path / name).write_bytes(content)
+    earlier = _earlier_bench(tmp_path)
     with (caplog.at_level(logging.WARNING, logger="fmnist.bench"),
           pytest.raises(FmnistError, match=r"fmnist's own training could not be timed on any backend \(the "
                                            r"warnings above say why\); what was measured is in "
@@ -248,7 +262,7 @@ def test_a_chart_that_cannot_be_drawn_loses_no_figure_nor_stays_from_an_earlier_
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(bench, "_chart", full_disk)
-    (tmp_path / "bench.png").write_bytes(b"an earlier bench's chart")
+    _earlier_bench(tmp_path)
     with caplog.at_level(logging.WARNING, logger="fmnist.bench"):
         status = main(["bench", "--quick", "--output", str(tmp_path / "bench.json"), "--data-dir", str(real_data_dir)])
     out = capsys.readouterr().out
@@ -274,14 +288,14 @@ def test_a_bench_stopped_keeps_what_it_measured_beside_an_earlier_complete_one(t
         raise KeyboardInterrupt
 
     monkeypatch.setattr(bench, "_run_json", stopped_at_the_second)
-    (tmp_path / "bench.json").write_text('{"results": "an earlier bench\'s"}')
+    earlier = _earlier_bench(tmp_path)["bench.json"]
     with caplog.at_level(logging.WARNING, logger="fmnist.bench"), pytest.raises(KeyboardInterrupt):
         bench.bench(tmp_path / "bench.json", quick=True, data_dir=real_data_dir)
     assert f"stopped: what was measured before is in {tmp_path / 'bench.partial.json'}" in caplog.text
     kept = json.loads((tmp_path / "bench.partial.json").read_text())
     assert kept["stopped"] is True and list(kept["results"]) == ["fmnist-jax"]
     assert kept["results"]["fmnist-jax"]["epoch_s"] == 2.0 and kept["gemm_gflops"] > 0
-    assert json.loads((tmp_path / "bench.json").read_text()) == {"results": "an earlier bench's"}
+    assert (tmp_path / "bench.json").read_bytes() == earlier
     # A complete bench then takes the place of both.
     monkeypatch.setattr(bench, "_run_json", lambda label, cmd, epochs, env=None: dict(figures))
     bench.bench(tmp_path / "bench.json", quick=True, data_dir=real_data_dir)
@@ -299,9 +313,7 @@ def test_figures_that_cannot_be_written_leave_the_earlier_bench_whole(tmp_path, 
                "inference_images_per_s": {"1": 10.0}, "single_image_ms": {"p50": 0.2, "p99": 0.4}}
     monkeypatch.setattr(bench, "_time_contenders",
                         lambda dataset, data_dir, epochs, results, _: results.update({"fmnist-jax": dict(figures)}))
-    earlier = {"bench.png": b"an earlier bench's chart", "bench.json": b'{"results": "an earlier bench\'s"}'}
-    for name, content in earlier.items():
-        (tmp_path / name).write_bytes(content)
+    earlier = _earlier_bench(tmp_path)
     command = ["bench", "--quick", "--output", str(tmp_path / "bench.json"), "--data-dir", str(real_data_dir)]
     with monkeypatch.context() as full:
         full.setattr(bench.artifacts, "write_json", bench.artifacts.write_json)  # undone with the context

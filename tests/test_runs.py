@@ -2,6 +2,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import run_cli
@@ -101,6 +102,37 @@ def test_a_symbolic_link_as_output_is_followed_so_it_stays_a_link(tmp_path):
     notes.symlink_to(tmp_path / "notes.txt")
     with pytest.raises(FmnistError, match=r"^--show .*notes.txt: it is written as PNG; name it notes.png$"):
         runs.prepare_output(notes, "--show", ".png")
+
+
+def test_a_file_of_the_users_is_never_written_over_and_one_fmnist_wrote_may_be(tmp_path, tiny_run_dir):
+    from PIL import Image
+
+    from fmnist import plots
+    from fmnist.compare import compare_runs
+
+    copy = shutil.copytree(tiny_run_dir, tmp_path / "runs" / "copy")
+    ours = {  # what fmnist wrote: a page, a picture, a benchmark's figures, the inputs predict saved
+        "page.html": lambda path: compare_runs([tiny_run_dir, copy], path),
+        "seen.png": lambda path: plots.bar_chart_png(["a"], [1.0], "t", path),
+        "bench.json": lambda path: artifacts.write_json(path, {"machine": {}, "results": {}, "gemm_gflops": 1.0}),
+        "inputs.npy": lambda path: np.save(path, np.zeros((2, 784), np.float32)),
+    }
+    theirs = {  # the user's own, of the same kinds
+        "page.html": lambda path: path.write_text("<html><title>my notes</title></html>"),
+        "seen.png": lambda path: Image.new("RGB", (4, 4)).save(path),  # not drawn by fmnist: no Software field of it
+        "bench.json": lambda path: artifacts.write_json(path, {"results": "mine"}),
+        "inputs.npy": lambda path: np.save(path, np.zeros((2, 3))),
+    }
+    for name in ours:
+        mine, fmnists = tmp_path / "mine" / name, tmp_path / "fmnist" / name
+        mine.parent.mkdir(exist_ok=True)
+        fmnists.parent.mkdir(exist_ok=True)
+        theirs[name](mine)
+        ours[name](fmnists)
+        with pytest.raises(FmnistError, match=f"^--output {mine}: a file that fmnist did not write is there; move it, "
+                                              "or name another file$"):
+            runs.prepare_output(mine, "--output", mine.suffix)
+        assert runs.prepare_output(fmnists, "--output", fmnists.suffix) == fmnists
 
 
 def test_a_folder_that_takes_no_files_is_named_so():

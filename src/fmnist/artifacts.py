@@ -53,6 +53,32 @@ SEED_GROUP = "group.json"  # a --seeds group's settings, backend and seed count,
 TUNE_JOURNAL = "tune.journal"  # the default Optuna storage, in the runs directory
 TUNE_REPORT = "tune_report.html"
 DATA_MANIFEST = "manifest.json"  # in the dataset's cache: the source files the cached arrays were verified from
+PNG_SOFTWARE = "fmnist"  # the Software field of every PNG fmnist draws, as the title of every page begins
+
+
+def written_by_fmnist(path: Path) -> bool:
+    """Whether the file at ``path`` is one fmnist writes where a user says (a page, a picture, a benchmark's JSON,
+    the inputs predict saved), which a later command may replace; not one of the user's own."""
+    suffix = Path(path).suffix.lower()
+    try:
+        if suffix == ".html":
+            with open(path, "rb") as page:
+                return b"<title>fmnist" in page.read(8192)  # after the style sheet in the page's head
+        if suffix == ".png":
+            from PIL import Image
+
+            with Image.open(path) as picture:
+                return str(picture.info.get("Software", "")).startswith(PNG_SOFTWARE)
+        if suffix == ".json":
+            return {"gemm_gflops", "results", "machine"} <= set(read_json(path))
+        if suffix == ".npy":
+            import numpy as np
+
+            inputs = np.load(path, mmap_mode="r", allow_pickle=False)
+            return inputs.dtype == np.float32 and inputs.ndim == 2 and inputs.shape[1] == 28 * 28
+    except (OSError, ValueError, FmnistError):  # unreadable, or not of the kind its name says: the user's
+        return False
+    return False
 
 
 def sha256_file(path: Path, copy_to: Path | None = None) -> str:

@@ -220,7 +220,7 @@ def _write(run_dirs: list[Path], output: Path | None, runs_dir: Path) -> tuple[P
         if item["unscored"]:
             log.warning("%s: the page compares its settings and learning curves, not its scores", item["unscored"])
     names = run_labels(run_dirs)
-    replaced = output.exists()
+    replaced = given != "--output" and output.exists()
     tables = _tables(run_dirs, names, loaded, [str(e) for e in not_begun])
     artifacts.write_text(output, _page(names, loaded, tables))
     if replaced:  # the default name is one page per runs folder: a comparison kept needs --output

@@ -8,7 +8,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fmnist.artifacts import HISTORY, kept_because, write_atomic
+from fmnist import __version__
+from fmnist.artifacts import HISTORY, PNG_SOFTWARE, kept_because, write_atomic
 from fmnist.explain import FAINT_BELOW
 from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
 
@@ -43,7 +44,8 @@ def _epoch_axis(ax, epochs: int) -> None:
 def _save(fig, path: Path, trim: bool = False) -> None:
     """Write the figure as it is laid out (tight_layout keeps each one's text inside it), or ``trim`` it to what it
     draws, text outside its axes included: trimming draws the figure twice."""
-    write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight" if trim else None))
+    write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight" if trim else None,
+                                                     metadata={"Software": f"{PNG_SOFTWARE} {__version__}"}))
 
 
 def confusion_matrix_png(matrix: Sequence[Sequence[int]], path: Path) -> None:

@@ -213,10 +213,9 @@ def _output_place(path: Path | None, flag: str, suffix: str, what: str, inputs: 
     """Where ``flag`` writes (checked as :func:`runs.prepare_output` checks it), never over one of the ``inputs``."""
     if path is None:
         return None
-    checked = runs.prepare_output(path, flag, suffix)
-    if any(_same_file(checked, given) for given in inputs):
+    if any(_same_file(path, given) for given in inputs):  # said so, before it is said to be a file of the user's
         raise FmnistError(f"{flag} {path} is one of the inputs: name another file for {what}")
-    return checked
+    return runs.prepare_output(path, flag, suffix)
 
 
 def _unwritten(flag: str, path: Path, exc: Exception) -> str:

@@ -82,7 +82,15 @@ def prepare_output(path: Path, flag: str, suffix: str | None = None, make_folder
     why = unwritable(folder)
     if why:
         raise FmnistError(f"{flag} {path}: cannot write in {path.parent} ({why})")
+    refuse_foreign_file(path, f"{flag} {path}:")
     return path
+
+
+def refuse_foreign_file(path: Path, said: str) -> None:
+    """Refuse to write over a file there that fmnist did not write (a user's own page or picture); one it wrote, an
+    earlier comparison or benchmark, may be replaced."""
+    if path.exists() and not artifacts.written_by_fmnist(path):
+        raise FmnistError(f"{said} a file that fmnist did not write is there; move it, or name another file")
 
 
 def unwritable(folder: Path) -> str | None:
