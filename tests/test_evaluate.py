@@ -196,6 +196,12 @@ def test_a_model_no_better_than_guessing_is_called_so(tmp_path, tiny_run_dir, ca
     assert cause_at(1.447e-4).endswith(f"at a learning rate of 0.0001447, within ten times the spec's 0.001: too few "
                                        f"training steps ({steps} in all) are the usual cause; train for more epochs")
     assert cause_at(9e-6).startswith("A learning rate far from a working one")
+    # A distilled student's epoch trains on views of its images too: 3 views each, four times the batches.
+    artifacts.write_json(run / artifacts.CONFIG, {**config, "settings": {
+        **config["settings"], "teacher": "/runs/cnn", "distill_views": 3}})
+    taught_steps = len(artifacts.read_history(run)["loss"]) * -(-4 * len(artifacts.read_split(run, "train")) //
+                                                                config["settings"]["batch_size"])
+    assert f"too few training steps ({taught_steps} in all)" in likely_cause(run) and taught_steps > steps
     kept = (run / artifacts.SPLIT).read_bytes()
     with np.load(run / artifacts.SPLIT) as split:  # as if it had taken FEW_STEPS or more
         copies = -(-FEW_STEPS * config["settings"]["batch_size"] // len(split["train"]))

@@ -54,7 +54,7 @@ def teacher_targets(teacher: Teacher, rows: np.ndarray, temperature: float,
                     what: str = "images the student trains and validates on") -> np.ndarray:
     """softmax(teacher logits / T) for each of ``rows`` (features, or uint8 pixels)."""
     # A ConvNet teacher takes a while.
-    log.info("the teacher %s answers for the %d %s", teacher.path, len(rows), what)
+    log.info("the teacher %s answers for the %s %s", teacher.path, f"{len(rows):,}", what)
     if rows.dtype == np.uint8:  # pixels, a part at a time: a pool of views all as float32 would take 4 times its memory
         parts = np.array_split(rows, -(-len(rows) // TEACHER_PART))
         probabilities = np.concatenate([predict_probabilities(teacher.model, to_features(part)) for part in parts])

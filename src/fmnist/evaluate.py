@@ -20,6 +20,7 @@ from fmnist.metrics import (
 )
 from fmnist.run_list import learned_next_to_nothing
 from fmnist.seeds import SUMMARY_RUN_SCORES, summary_entries
+from fmnist.settings import images_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +204,13 @@ FEW_STEPS = 1000
 
 
 def _training_steps(run_dir: Path, settings: Any, epochs: int) -> int | None:
-    """The optimizer steps the run took: its epochs times the batches in its training split; None if unknown."""
+    """The optimizer steps the run took: its epochs times the batches in its training split (a distilled student's
+    views of its images too); None if unknown."""
     if not epochs:  # no history to count them by
         return None
     try:
-        return epochs * -(-len(artifacts.read_split(run_dir, "train")) // int(settings["batch_size"]))
+        trained_on = images_per_epoch(len(artifacts.read_split(run_dir, "train")), settings)
+        return epochs * -(-trained_on // int(settings["batch_size"]))
     # No split, or a config damaged by hand (a batch size of 0, or none).
     except (OSError, FmnistError, ValueError, KeyError, TypeError, ZeroDivisionError):
         return None

@@ -248,6 +248,13 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+def images_per_epoch(training_images: int, settings: dict[str, Any]) -> int:
+    """The images an epoch of a run with these settings trains on: each training image, and a distilled student's
+    ``distill_views`` views of each besides."""
+    views = int(settings.get("distill_views") or 0) if settings.get("teacher") else 0
+    return training_images * (1 + views)
+
+
 def setting_text(value: Any) -> str:
     """A setting as tables and the log show it: a list (hidden sizes) joined by "-", a value missing (None) as "-"."""
     if isinstance(value, (list, tuple)):

@@ -18,7 +18,7 @@ from fmnist.backup_file import training_over
 from fmnist.data import Dataset, data_record, load_dataset, locate, to_features
 from fmnist.errors import DamagedFile, FmnistError, warn_once
 from fmnist.facts import NUM_CLASSES
-from fmnist.settings import TrainSettings, split_problem
+from fmnist.settings import TrainSettings, images_per_epoch, split_problem
 
 log = logging.getLogger(__name__)
 
@@ -242,9 +242,9 @@ def fit(
     if views is not None:
         batches = ViewEpochs(features[:n_train], labels[:n_train], views, view_labels, settings.distill_views,
                              settings.batch_size, settings.seed, initial_epoch)
-    images_per_epoch = n_train if batches is None else n_train * (1 + settings.distill_views)
+    epoch_images = images_per_epoch(n_train, settings.to_dict())
     # Steps an epoch: the arrays' batches, or as many as the views' endless batches are cut into.
-    steps = -(-images_per_epoch // settings.batch_size) if batches is None else batches.batches_per_epoch
+    steps = -(-epoch_images // settings.batch_size) if batches is None else batches.batches_per_epoch
 
     seed_everything(settings.seed)
     model = build_model(settings)
@@ -255,13 +255,13 @@ def fit(
     epochs = f"{settings.epochs} epoch{'' if settings.epochs == 1 else 's'}"
     log.info(
         "training on %s images%s, validating on %s (%s backend, batch %d, %s)", f"{len(train_idx):,}",
-        "" if batches is None else f" and {images_per_epoch - n_train:,} views of them an epoch", f"{len(val_idx):,}",
+        "" if batches is None else f" and {epoch_images - n_train:,} views of them an epoch", f"{len(val_idx):,}",
         backend, settings.batch_size,
         epochs if artifacts.scheduled({"settings": settings.to_dict()}) else f"up to {epochs}",  # or early stopping
     )
-    if settings.batch_size > images_per_epoch:
+    if settings.batch_size > epoch_images:
         log.warning("the batch of %d is larger than the %d %s: each epoch is one step on them all",
-                    settings.batch_size, images_per_epoch,
+                    settings.batch_size, epoch_images,
                     "training images" if batches is None else "images and views an epoch")
     started = time.perf_counter()
     # Its earlier processes' epochs (their set-up outside the epochs is not recorded, so not counted).
