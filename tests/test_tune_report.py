@@ -59,6 +59,21 @@ def test_the_validation_loss_per_epoch_counts_epochs_from_1_as_the_runs_do():
     assert (timeline.layout.yaxis.tick0, timeline.layout.yaxis.dtick) == (0, 1)  # a row a trial, no -0.5
 
 
+def test_the_timeline_names_each_trials_state_as_the_page_counts_them():
+    study = optuna.create_study()
+    sizes = {"hidden_sizes": optuna.distributions.CategoricalDistribution(HIDDEN_SIZES)}
+    study.add_trial(optuna.trial.create_trial(params={"hidden_sizes": "256,128"}, distributions=sizes, value=0.5))
+    for attrs in ({"stopped": True}, {"diverged": True}, {}):  # Ctrl-C, a NaN loss, a trial's own error: all FAIL
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs=attrs))
+    timeline = dict(_figures(study))["Timeline (one row per trial; overlapping bars ran in parallel)"]
+    bars = {trace.name: trace for trace in timeline.data}
+    assert {name: list(bar.y) for name, bar in bars.items()} == {"complete": [0], "stopped": [1], "diverged": [2],
+                                                                 "fail": [3]}
+    assert bars["stopped"].marker.color == "#999999" and bars["fail"].marker.color == "red"  # cut short: not red
+    assert bars["stopped"].hovertemplate == "%{text}<extra>stopped</extra>"
+    assert '"hidden_sizes": "256-128"' in bars["complete"].text[0]  # as the tables write them
+
+
 def test_a_librarys_deprecation_warning_does_not_keep_a_plot_off_the_page(monkeypatch):
     study = optuna.create_study()
     study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.5))
@@ -106,8 +121,9 @@ def test_parameters_are_shown_to_4_significant_digits_and_trials_counted_in_word
     assert "<td>0.3926</td>" in page  # the table; the commands give it whole, to train the same run
     # Hidden sizes as every table writes them; the commands as the flag's help gives them (it takes either)
     assert "<td>256-128</td>" in page and "--hidden-sizes 256,128 " in page
-    # so too the parallel-coordinate plot's axis and hovers (the timeline's hover gives the trial as stored)
+    # so too the parallel-coordinate plot's axis and hovers, and the timeline's hover
     assert '"text":"256-128"' in page and '["hidden_sizes","256-128"]' in page and '"text":"256,128"' not in page
+    assert page.count("256,128") == page.count("--hidden-sizes 256,128")  # in the commands alone
     result = TuneResult("s", shown, 1, {"complete": 1}, best_trial(study))
     assert "  dropout 0.3926" in summary(result) and "0.39259" not in summary(result)
     assert "hidden_sizes 256-128" in summary(result)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 import shlex
 import warnings
 from pathlib import Path
@@ -16,7 +17,7 @@ from fmnist.errors import first_line
 from fmnist.html_page import page, table_html
 from fmnist.settings import BACKENDS, FLAG_SETTINGS, TrainSettings
 from fmnist.tune import (FIXED_SETTINGS, TRIAL_BUDGET, flag_text, load_study, states_text, study_flags,
-                         study_states, trial_run_dir, value_text)
+                         study_states, trial_run_dir, trial_state, value_text)
 from fmnist.tune_storage import absolute_storage
 
 
@@ -113,6 +114,7 @@ def _figures(study: optuna.Study) -> list[tuple[str, Any]]:
                 name=f"lowest {OBJECTIVE} so far" if trace.name == "Best Value" else trace.name))
         if plot is vis.plot_timeline and not doubts:  # one row a trial: whole numbers, not -0.5 between two
             figure.update_yaxes(tick0=0, dtick=1)
+            _name_states(figure, study)
         if plot in (vis.plot_optimization_history, vis.plot_intermediate_values) and not doubts:
             # Trials and epochs are counted: ticks at whole numbers, where plotly would put 0.5 between two.
             last = max((max(trace.x, default=0) for trace in figure.data if trace.x is not None), default=0)
@@ -141,6 +143,36 @@ def _darken_parallel_coordinate(figure: Any) -> None:
             trace.line.color = darker(trace.line.color)
         elif trace.mode == "markers" and trace.marker.showscale:  # the colour bar
             trace.marker.colorscale = [[i / (len(blues) - 1), darker(c)] for i, c in enumerate(blues)]
+
+
+# The timeline's colour for each state as the page names it: Optuna's own for its states, grey for a trial cut short
+# through no fault of its settings (Optuna's FAIL, in red, read as a failure of the settings).
+STATE_COLOURS = {"stopped": "#999999", runs.KILLED: "#555555"}
+
+
+def _name_states(figure: Any, study: optuna.Study) -> None:
+    """The timeline's bars named, in the legend and the hover, by each trial's state as the page's text counts them
+    (:func:`trial_state`): a trial Ctrl-C stopped is "stopped" in grey, not Optuna's red "FAIL"; its hover's hidden
+    sizes written 512-256, as the tables write them."""
+    from plotly import graph_objects
+
+    trials = {trial.number: trial for trial in study.get_trials(deepcopy=False)}
+    bars = []
+    for trace in figure.data:
+        rows: dict[str, list[int]] = {}
+        for i, number in enumerate(trace.y):
+            rows.setdefault(trial_state(trials[int(number)]), []).append(i)
+        for state, kept in rows.items():
+            bar = graph_objects.Bar(trace)
+            bar.update({key: [getattr(trace, key)[i] for i in kept] for key in ("x", "y", "base", "text")
+                        if getattr(trace, key) is not None})
+            bar.update(text=[re.sub(r'("hidden_sizes": ")([\d,]+)"', lambda m: f'{m[1]}{m[2].replace(",", "-")}"', text)
+                             for text in bar.text or ()])
+            bar.update(name=state, hovertemplate=f"%{{text}}<extra>{state}</extra>",
+                       marker_color=STATE_COLOURS.get(state, trace.marker.color))
+            bars.append(bar)
+    figure.data = ()
+    figure.add_traces(bars)
 
 
 def _dash_hidden_sizes(figure: Any) -> None:
