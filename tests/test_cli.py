@@ -229,6 +229,9 @@ def test_a_teacher_is_kept_as_an_absolute_path_so_a_resume_from_elsewhere_finds_
     args = build_parser().parse_args(["train", "--recipe", "cnn", "--teacher", "no-such-run"])
     with pytest.raises(FmnistError, match="^--teacher is for --recipe distilled"):
         _settings_from_args(args)
+    args = build_parser().parse_args(["train", "--recipe", "distilled", "--teacher", "no-such-run"])
+    with pytest.raises(FmnistError, match="^--teacher: no run 'no-such-run'"):  # which of the runs given it is
+        _settings_from_args(args)
 
 
 def test_every_command_shows_its_examples_and_takes_the_common_flags_after_its_name():

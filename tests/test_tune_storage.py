@@ -55,8 +55,13 @@ def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path, caplog):
         assert "secret" not in str(refused.value) and "***" in str(refused.value)
     with pytest.raises(FmnistError, match="sqlite:// keeps the study in memory, lost when this process ends"):
         write_report("s", storage="sqlite://", runs_dir=tmp_path)
-    with pytest.raises(FmnistError, match="no study 'nope': there is no database file .*missing.db"):
+    with pytest.raises(FmnistError, match=r"no study 'nope': there is no database file .*missing.db \(check the path "
+                                          r"--storage gives\)$"):  # given: not told to give it
         write_report("nope", storage=f"sqlite:///{tmp_path / 'missing.db'}", runs_dir=tmp_path)
+    (tmp_path / "journals").mkdir()
+    with pytest.raises(FmnistError, match=f"^--storage {tmp_path / 'journals'} is a folder: give a journal file "
+                                          fr"\(such as {tmp_path / 'journals' / 'tune.journal'}, made if"):
+        open_storage(str(tmp_path / "journals"), tmp_path)
     assert not (tmp_path / "missing.db").exists()
     with pytest.raises(FmnistError, match=f"cannot open the study storage .*: there is no folder {tmp_path / 'no'}$"):
         open_storage(f"sqlite:///{tmp_path / 'no' / 'study.db'}", tmp_path)  # as tune, which makes the database

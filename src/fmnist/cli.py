@@ -162,7 +162,10 @@ def _settings_from_args(args: argparse.Namespace):
 
         teacher = overrides["teacher"]  # for another recipe, refused below as not its own, not looked for
         distilled = getattr(args, "recipe", None) == "distilled"
-        overrides["teacher"] = str(resolve_model(teacher, args.runs_dir).resolve() if distilled else teacher)
+        try:
+            overrides["teacher"] = str(resolve_model(teacher, args.runs_dir).resolve() if distilled else teacher)
+        except FmnistError as exc:  # which of the flags' runs it is
+            raise FmnistError(f"--teacher: {exc}") from None
     return recipe_settings(getattr(args, "recipe", None) or "spec", **overrides)
 
 

@@ -103,17 +103,15 @@ def load_study(name: str, storage: str | None, runs_dir: Path | None) -> tuple[o
     stored_in = storage_file(storage, runs_dir or default_runs_dir(storage))
     if stored_in is not None and not stored_in.is_file():  # opening it would create it, empty
         kind = "database file" if is_database(storage) else "journal"
-        raise FmnistError(f"no study {name!r}: there is no {kind} {stored_in} "
-                          "(pass --storage if the study is elsewhere)")
+        where = "check the path --storage gives" if storage else "pass --storage if the study is elsewhere"
+        raise FmnistError(f"no study {name!r}: there is no {kind} {stored_in} ({where})")
     store, shown = open_storage(storage, runs_dir or default_runs_dir(storage))
     try:
         study = optuna.load_study(study_name=name, storage=store, **_sampler_and_pruner())
     except KeyError:
         names = optuna.get_all_study_names(store)
-        raise FmnistError(
-            f"no study {name!r} in {shown}; studies there: {', '.join(names) or 'none'} "
-            "(pass --storage if it is elsewhere)"
-        ) from None
+        raise FmnistError(f"no study {name!r} in {shown}; studies there: {', '.join(names) or 'none'}"
+                          f"{'' if storage else ' (pass --storage if it is elsewhere)'}") from None
     # A copied or moved journal's own folder, beside it, not the one its trials first ran in. (A database's trials
     # went where each worker's --runs-dir said: ./runs here may hold another study's of that name.)
     continued_in = default_runs_dir(storage)
