@@ -63,7 +63,8 @@ def test_wrong_image_size_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("content, refusal", [
-    (b"this is not gzip", "is not an IDX labels file"),  # read as it is, as a file saved decompressed would be
+    (b"this is not gzip", r"t10k-labels-idx1-ubyte.gz is neither gzip data, as its name says, nor an IDX labels file "
+                          r"saved decompressed \(it begins b'this is '\)"),
     (gzip.compress(b"x" * 1000, mtime=0)[:10] + b"\xff" * 50, "cannot be decompressed"),  # a damaged deflate stream
 ], ids=["not-gzip", "damaged-deflate"])
 def test_not_gzip_is_refused(tiny_data, content, refusal):

@@ -168,9 +168,14 @@ def locate(data_dir: Path | None = None, checksums: dict[str, str] = CHECKSUMS) 
     return f"download into {keras_cache_dir()}", _download(checksums)
 
 
+def _magic(kind: str) -> int:
+    """The IDX magic number of the four files' ``kind``: "images" or "labels"."""
+    return _IMAGE_MAGIC if kind == "images" else _LABEL_MAGIC
+
+
 def parse_idx(raw: bytes, name: str, expected_kind: str) -> np.ndarray:
     """Parse IDX bytes (images n x 28 x 28 or labels n), checking magic number, dimensions and length."""
-    magic = _IMAGE_MAGIC if expected_kind == "images" else _LABEL_MAGIC
+    magic = _magic(expected_kind)
     ndim = magic & 0xFF
     header_len = 4 + 4 * ndim
     if len(raw) < header_len:
@@ -207,6 +212,9 @@ def _read_verified(path: Path, name: str, expected_sha256: str, kind: str) -> np
         if data[:2] == GZIP_MAGIC:
             with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
                 raw = stream.read(MAX_IDX_BYTES + 1)  # no further: a small .gz can hold gigabytes of zeros
+        elif path.suffix.lower() == ".gz" and data[:4] != _magic(kind).to_bytes(4, "big"):
+            raise FmnistError(f"{path} is neither gzip data, as its name says, nor an IDX {kind} file saved "
+                              f"decompressed (it begins {data[:8]!r}); {HOW_TO_GET}")
         else:
             raw = data
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
