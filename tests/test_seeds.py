@@ -42,8 +42,11 @@ def test_the_interval_stays_within_what_an_accuracy_can_be():
     apart = summarise([0.1, 0.6], f1[:2])  # two seeds far apart: clipped at both ends, it bounds nothing
     assert apart["test_accuracy"]["ci95"] == [0.0, 1.0]
     assert interval_text(apart["test_accuracy"]["ci95"]) == (
-        "0.0000-1.0000 (all of 0-1: too few seeds for how far apart they scored; more narrow it)")
-    assert interval_text(summarise(near_one, f1)["test_accuracy"]["ci95"], " to ") == f"{low:.4f} to 1.0000"
+        "0.0000-1.0000, all of 0-1: too few seeds for how far apart they scored, more narrow it")
+    assert interval_text(summarise(near_one, f1)["test_accuracy"]["ci95"], " to ") == f"{low:.4f} to 1.0000, cut at 1"
+    assert interval_text(summarise([1 - a for a in near_one], f1)["test_accuracy"]["ci95"]) == \
+        f"0.0000-{1 - low:.4f}, cut at 0"
+    assert interval_text([0.0, 0.0]) == "0.0000-0.0000" and interval_text([0.8, 0.9]) == "0.8000-0.9000"  # not cut
 
 
 def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by_resume(tmp_path, tiny_data, caplog):
@@ -90,7 +93,9 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     below = [line for line in lines[2:] if not line.startswith(run_list.NOTE_INDENT)][:3]
     in_group = [table[1]] + [re.split(r"\s{2,}", line.lstrip()) for line in below
                              if line.startswith(run_list.MEMBER_INDENT + "2")]
-    assert [line[table[0].index("seed")] for line in in_group] == ["5-7", "7", "6", "5"]  # the group's seeds first
+    assert [line[table[0].index("seed")] for line in in_group] == ["5-7", "5", "6", "7"]  # the group's, then by seed
+    # The settings its recipe's differ in, named once, under the group's line: its runs share them.
+    assert lines[2].startswith(run_list.NOTE_INDENT + "spec with other ") and lines.count(lines[2]) == 1
     assert sorted(line[0] for line in in_group[1:]) == sorted(r["run_dir"] for r in summary["runs"])
     # Copies with a seed the group never planned, or one damaged by hand, are listed but counted in no mean.
     for name, seed in (("stray", 99), ("damaged", [5])):
@@ -130,8 +135,8 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     assert runs.how_to_finish(second) == f"'fmnist train --resume {group}' finishes it"
     [cut] = run_list.seed_groups(run_list.list_runs(tmp_path), tmp_path)
     assert cut["scored"] == 0 and cut["test_accuracy"] is None and cut["summary"] is None
-    line, note = run_list.format_runs(run_list.list_runs(tmp_path), [cut], tmp_path).splitlines()[1:3]
-    assert line.endswith("0 of 3 seeds scored")  # what to do on the line below, as a run's notes
+    line, _, note = run_list.format_runs(run_list.list_runs(tmp_path), [cut], tmp_path).splitlines()[1:4]
+    assert line.endswith("0 of 3 seeds scored")  # what to do on a line below, as a run's notes, after its settings
     assert note == f"{run_list.NOTE_INDENT}fmnist train --resume {group} continues it"
     with run_locks.claim_run(group):  # as a process resuming the group holds it: nothing to do but wait
         [live] = run_list.seed_groups(run_list.list_runs(tmp_path), tmp_path)
@@ -172,7 +177,7 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
     summary_json = (group / artifacts.SEED_SUMMARY).read_bytes()
     (group / artifacts.SEED_SUMMARY).unlink()  # killed after its last seed, before it wrote the summary
     rows = run_list.list_runs(tmp_path)
-    line, note = run_list.format_runs(rows, run_list.seed_groups(rows, tmp_path), tmp_path).splitlines()[1:3]
+    line, _, note = run_list.format_runs(rows, run_list.seed_groups(rows, tmp_path), tmp_path).splitlines()[1:4]
     assert line.endswith("3 of 3 seeds scored, no summary.json")
     assert note == f"{run_list.NOTE_INDENT}fmnist train --resume {group} writes it"
     (group / artifacts.SEED_SUMMARY).write_bytes(summary_json)
@@ -187,7 +192,7 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
         with pytest.raises(FmnistError, match=refusal):
             resume_seeds(group, dataset=dataset)
         rows = run_list.list_runs(tmp_path)  # listed as it is, never as the mean of a group it is not
-        line, note = run_list.format_runs(rows, run_list.seed_groups(rows, tmp_path), tmp_path).splitlines()[1:3]
+        line, _, note = run_list.format_runs(rows, run_list.seed_groups(rows, tmp_path), tmp_path).splitlines()[1:4]
         assert line.endswith("3 seeds scored")
         assert note == f"{run_list.NOTE_INDENT}group.json damaged: restore it from a copy"
     # Unreadable altogether, or made by a later fmnist with a setting this one does not know: its runs are still its
@@ -289,7 +294,7 @@ def test_a_groups_damaged_member_is_trained_again_and_a_diverged_one_ends_the_gr
         rows = run_list.list_runs(tmp_path)
         [listed] = run_list.seed_groups(rows, tmp_path)  # listed as the resume sees it: not counted, and named
         assert listed["scored"] == 2 and listed["foreign"] == ["edited"]
-        line, note = run_list.format_runs(rows, [listed], tmp_path).splitlines()[1:3]
+        line, _, note = run_list.format_runs(rows, [listed], tmp_path).splitlines()[1:4]
         assert line.endswith("2 of 2 seeds scored") and note == (
             f"{run_list.NOTE_INDENT}edited: settings, backend or data other than the group's (copied or edited there "
             "by hand): move it out of the group")
@@ -300,7 +305,7 @@ def test_a_groups_damaged_member_is_trained_again_and_a_diverged_one_ends_the_gr
     rows = run_list.list_runs(tmp_path)
     [listed] = run_list.seed_groups(rows, tmp_path)
     assert listed["diverged"] == [6] and listed["scored"] == 1
-    line, note = run_list.format_runs(rows, [listed], tmp_path).splitlines()[1:3]
+    line, _, note = run_list.format_runs(rows, [listed], tmp_path).splitlines()[1:4]
     assert line.endswith("1 of 2 seeds scored")
     assert note == f"{run_list.NOTE_INDENT}seed 6 diverged: train a new group with a lower --learning-rate"
     with pytest.raises(FmnistError, match=f"^seed 6 of {group} diverged \\({retrained.name}\\): resumed with the same "

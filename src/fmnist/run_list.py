@@ -435,7 +435,8 @@ def terminal_width() -> int | None:
 def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), runs_dir: Path = Path("."),
                 width: int | None = None) -> str:
     """The runs as an aligned text table, one line each, and below a run its notes, the settings it changed in its
-    recipe first; a ``--seeds`` group's line, with its mean, above its newest run, its runs indented under it, as are
+    recipe first; a ``--seeds`` group's line, with its mean, where its newest run would be, its runs indented under it
+    by seed, as are
     the runs of another folder there (a tune study's) under that folder's line. No column of when a run was created:
     its name begins with it (``--json`` gives it). Columns are left out, and named, until the table fits ``width``
     characters."""
@@ -447,12 +448,16 @@ def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), r
     for r in rows:
         in_folder.setdefault(Path(r["run"]).parent.as_posix(), []).append(r)
     folders_left = set(in_folder) - set(groups_left) - {"."}
+    newest = {parent: members[0] for parent, members in in_folder.items() if parent in groups_left}
+    rows = _groups_by_seed(rows, newest)
     under = None  # the group or folder whose line, or a run of it, is the line above
+    said_above = {}  # a group's note of the settings it changed: its runs, which share them, do not repeat it
     for r in rows:
         parent = Path(r["run"]).parent.as_posix()
         group = groups_left.pop(parent, None)
         if group:
-            cells, notes[len(lines)] = _group_line(group, r, Path(runs_dir))
+            cells, notes[len(lines)] = _group_line(group, newest[parent], Path(runs_dir))
+            said_above[parent] = _recipe_cell(newest[parent]["settings"])[1]
             lines.append(cells)
             under = parent
         elif parent in folders_left:
@@ -471,7 +476,8 @@ def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), r
             cell(r["test_accuracy"], "{:.4f}"), cell(r["macro_f1"], "{:.4f}"), cell(r["train_seconds"], "{:.1f}"),
             r["status"],
         ])
-        notes[len(lines) - 1] = [changed_note] * bool(changed_note) + r["notes"]
+        repeated = under is not None and said_above.get(under) == changed_note
+        notes[len(lines) - 1] = [changed_note] * bool(changed_note and not repeated) + r["notes"]
     shown = [[_as_printed(c) for c in line] for line in lines]
     widths = [max(len(line[i]) for line in shown) for i in range(len(header))]
     kept, left_out = _columns_fitting(header, widths, width)
@@ -519,6 +525,23 @@ def _as_printed(text: Any) -> str:
     return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def _groups_by_seed(rows: list[dict[str, Any]], groups: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows (newest first) with each of the ``groups``' runs together where its newest one is, by seed."""
+    def seed(row: dict[str, Any]) -> tuple[bool, int]:
+        value = row["settings"].get("seed")
+        return not isinstance(value, int), value if isinstance(value, int) else 0
+
+    ordered, placed = [], set()
+    for r in rows:
+        parent = Path(r["run"]).parent.as_posix()
+        if parent not in groups:
+            ordered.append(r)
+        elif parent not in placed:
+            placed.add(parent)
+            ordered += sorted((m for m in rows if Path(m["run"]).parent.as_posix() == parent), key=seed)
+    return ordered
+
+
 def _recipe_cell(settings: dict[str, Any]) -> tuple[str, str]:
     """The recipe column's cell ("spec +2": two settings changed) and the note naming what changed ("" if none)."""
     if not settings:
@@ -531,7 +554,8 @@ def _recipe_cell(settings: dict[str, Any]) -> tuple[str, str]:
 
 def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -> tuple[list[str], list[str]]:
     """A group's line: the settings its runs share (as its newest run has them), and the mean of the runs scored,
-    with their standard deviation; and its note, what to do about it, on a line below as a run's notes are."""
+    with their standard deviation; and its notes on lines below, as a run's are: the settings it changed in its
+    recipe, and what to do about it."""
     accuracy, planned, scored = group["test_accuracy"], group["seeds"], group["scored"]
     s = newest["settings"]
     status, note = f"{scored} of {planned} seeds scored", ""
@@ -551,13 +575,14 @@ def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -
         note = f"{runs.resume_command(runs_dir / group['group'])} writes it"
     else:
         note = f"{runs.resume_command(runs_dir / group['group'])} continues it"
+    recipe, changed_note = _recipe_cell(s)
     return [
-        group["group"] + "/", _recipe_cell(s)[0], cell(run_settings.network_text(s)),
+        group["group"] + "/", recipe, cell(run_settings.network_text(s)),
         cell(artifacts.json_number(s.get("learning_rate")), "{:.3g}"), cell(s.get("batch_size")), cell(s.get("limit")),
         f"{min(group['planned_seeds'])}-{max(group['planned_seeds'])}" if group["planned_seeds"] else "-",
         cell(newest["backend"]), "-", cell(accuracy and accuracy["mean"], "{:.4f}"),
         cell(group["macro_f1"], "{:.4f}"), cell(group["train_seconds"], "{:.1f}"), status,
-    ], [note] * bool(note)
+    ], [changed_note] * bool(changed_note) + [note] * bool(note)
 
 
 def require_scored(run_dir: Path, needed_for: str) -> None:

@@ -53,11 +53,14 @@ def accuracy_spread(accuracies: list[float], level: float = 0.95) -> dict[str, A
 
 
 def interval_text(ci95: list[float], joiner: str = "-") -> str:
-    """An interval of the mean accuracy as summaries print it; one clipped to all of 0-1 is said to bound nothing."""
+    """An interval of the mean accuracy as summaries print it, a bound that an accuracy's 0 or 1 cut said so; one cut
+    to all of 0-1 is said to bound nothing. (No brackets: it is given in brackets.)"""
     low, high = ci95
-    unbounded = " (all of 0-1: too few seeds for how far apart they scored; more narrow it)" if (low, high) == (
-        0.0, 1.0) else ""
-    return f"{low:.4f}{joiner}{high:.4f}{unbounded}"
+    if (low, high) == (0.0, 1.0):
+        note = ", all of 0-1: too few seeds for how far apart they scored, more narrow it"
+    else:  # a t-interval runs past what an accuracy can be: cut there (not one of seeds that all scored 0, or 1)
+        note = ", cut at 0" if low == 0.0 < high else ", cut at 1" if high == 1.0 > low else ""
+    return f"{low:.4f}{joiner}{high:.4f}{note}"
 
 
 def check_count(seeds: int) -> None:
