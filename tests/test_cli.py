@@ -153,7 +153,7 @@ def test_short_real_training_end_to_end_on_the_specs_backend(tmp_path, real_data
     assert evaluated["evaluated_backend"] != backend
     # train --json gives the figures evaluate --json does, and where the report is.
     assert trained["report"] == evaluated["report"] == str(Path(run_dir) / artifacts.REPORT_HTML)
-    for key in ("test_accuracy_ci95", "ece_before_scaling", "ece"):
+    for key in ("test_accuracy_ci95", "ece_before_scaling", "ece", "temperature"):
         assert trained[key] == pytest.approx(evaluated[key], abs=1e-4), key
     # evaluate drew the report again, from the files (`fmnist report` does the same: tests/test_runs.py runs it)
     assert f"on {evaluated['evaluated_backend']}</td>" in (Path(run_dir) / artifacts.REPORT_HTML).read_text()

@@ -273,3 +273,4 @@ def test_the_closing_lines_name_the_kept_epoch(tiny_run_dir):
     kept = artifacts.best_epoch(history)
     assert f"\nepochs {len(history['loss'])} (epoch {kept} kept), training 1.2s on " in text
     assert record["epoch_kept"] == kept
+    assert record["temperature"] == metrics["temperature"]  # as evaluate --json gives it

@@ -823,3 +823,15 @@ def test_a_cut_short_trial_of_a_study_begun_when_the_factor_was_searched_is_stil
     drawn_in_part.suggest_float("dropout", 0.0, 0.5)  # stopped before the rest were drawn: nothing to finish
     study.tell(drawn_in_part, state=optuna.trial.TrialState.FAIL)
     assert not queue_retry(study, study.trials[-1])
+
+
+def test_json_gives_the_best_trials_hidden_sizes_as_units_as_a_runs_config_does():
+    from fmnist.tune import TuneResult
+
+    best = {"number": 0, "val_loss": 0.5, "params": {"hidden_sizes": "512,256", "dropout": 0.3}}
+    result = TuneResult("s", "tune.journal", 1, {"complete": 1}, best)
+    assert result.record()["best"]["params"] == {"hidden_sizes": [512, 256], "dropout": 0.3}
+    assert result.best["params"]["hidden_sizes"] == "512,256"  # as the study stores it, for --train-best
+    assert TuneResult("s", "tune.journal", 0, {}, None).record()["best"] is None
+    foreign = {**best, "params": {"hidden_sizes": "wide"}}  # a study another program wrote: given as it is
+    assert TuneResult("s", "tune.journal", 1, {}, foreign).record()["best"]["params"] == {"hidden_sizes": "wide"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import io
 import json
 import logging
@@ -236,7 +235,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     with _stop_reported(args, study=study, continue_study="the same 'fmnist tune' command"):
         result = tune(base, args.backend, args.trials or defaults.TUNE_TRIALS, study, storage=args.storage,
                       runs_dir=args.runs_dir, data_dir=args.data_dir, timeout=args.timeout)
-    _emit(args, summary(result), dataclasses.asdict(result))
+    _emit(args, summary(result), result.record())
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

@@ -331,7 +331,8 @@ def training_summary(result: TrainResult) -> tuple[str, dict[str, Any]]:
         "train_seconds": round(result.train_seconds, 2),
         **{k: result.metrics[k] for k in ("test_accuracy", "test_loss", "macro_f1", "weakest_class")},
         # As evaluate --json gives them; a run scored by an older fmnist may lack the interval.
-        **{k: result.metrics[k] for k in ("test_accuracy_ci95", "ece_before_scaling", "ece") if k in result.metrics},
+        **{k: result.metrics[k] for k in ("test_accuracy_ci95", "ece_before_scaling", "ece", "temperature")
+           if k in result.metrics},
         "report": result.run_dir / artifacts.REPORT_HTML,
     }
 

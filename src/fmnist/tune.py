@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -50,6 +51,20 @@ class TuneResult:
     best: dict[str, Any] | None
     budget: str = ""  # the trials' --epochs and --limit where the study set them: --train-best's to train as they did
 
+    def record(self) -> dict[str, Any]:
+        """As --json gives it: the best trial's hidden sizes a list of units, as a run's config.json has them (the
+        study stores them as the flag takes them, "512,256")."""
+        record = dataclasses.asdict(self)
+        sizes = (self.best or {}).get("params", {}).get("hidden_sizes")
+        if isinstance(sizes, str) and re.fullmatch(r"\d+(,\d+)*", sizes):  # else another program's study: as it is
+            record["best"]["params"]["hidden_sizes"] = list(hidden_sizes_of(sizes))
+        return record
+
+
+def hidden_sizes_of(param: str) -> tuple[int, ...]:
+    """A trial's hidden sizes, stored as the flag takes them ("512,256"), as units."""
+    return tuple(int(size) for size in param.split(","))
+
 
 def lowers_rate(epochs: Any, lr_patience: Any, early_stopping_patience: Any) -> bool:
     """Whether a trial can train an epoch at a lowered learning rate: the rate drops after ``lr_patience`` epochs that
@@ -83,7 +98,7 @@ def trial_params(settings: TrainSettings) -> dict[str, Any]:
 def settings_for(base: TrainSettings, params: dict[str, Any], name: str) -> TrainSettings:
     """``base`` with a trial's parameters put in."""
     try:
-        values = {**params, "hidden_sizes": tuple(int(s) for s in params["hidden_sizes"].split(","))}
+        values = {**params, "hidden_sizes": hidden_sizes_of(params["hidden_sizes"])}
         return dataclasses.replace(base, name=name, **values)
     except (KeyError, TypeError, ValueError, AttributeError):  # a study another program wrote into the storage
         raise FmnistError(f"the trial's parameters {params} are not those 'fmnist tune' searches "
