@@ -361,7 +361,7 @@ def test_two_groups_difference_is_given_with_welchs_interval_and_what_it_says():
     assert said["text"].startswith(f"grpB minus grpA: test accuracy {difference:+.4f}, 95% interval "
                                    f"{difference - half:+.4f} to {difference + half:+.4f} (Welch's t over their "
                                    f"seeds, p = {said['p_value']:.3g}): grpB is better beyond what their seeds vary by")
-    assert said["interval95"] == pytest.approx([difference - half, difference + half])
+    assert said["ci95"] == pytest.approx([difference - half, difference + half])
     assert (said["first"], said["second"], said["test_accuracy_difference"]) == ("grpA", "grpB", pytest.approx(
         difference)) and 0 < said["p_value"] < 0.05
     assert group_difference({"grpA": a, "grpB": [0.88, 0.895]})["verdict"] == "their seeds do not tell the two apart"

@@ -129,16 +129,22 @@ def test_a_run_asked_for_by_its_train_name_is_found_if_only_one_has_it_else_refu
     group = runs.create_run_dir(tmp_path, "grp-x2")
     artifacts.write_json(group / artifacts.SEED_GROUP, {"settings": {"name": "grp"}, "seeds": 2})
     member = trained(group, "grp")
-    assert run_lookup.resolve_resumable(Path("grp-x2"), tmp_path) == group
+    # Its runs share its --name: they are the group's, not others of that name.
+    assert run_lookup.resolve_resumable(Path("grp-x2"), tmp_path) == run_lookup.resolve_resumable("grp", tmp_path) \
+        == group
     with pytest.raises(FmnistError, match=f"{group.name} is a group of 1 runs made by 'fmnist train --seeds'"):
         run_lookup.resolve_run("grp-x2", tmp_path, groups_too=True)  # a comparison takes it before (runs_to_compare)
-    assert run_lookup.resolve_run("grp", tmp_path) == member  # the group's run, not the group, which evaluate refuses
+    # Where one run is wanted (evaluate writes into it), the group's lone run is not taken for it: named instead.
+    with pytest.raises(FmnistError, match=f"^no run 'grp' in {tmp_path}/, but runs named 'grp' there, newest first: "
+                                          f"{group.name}/{member.name}; give one of them$"):
+        run_lookup.resolve_run("grp", tmp_path)
     with pytest.raises(FmnistError, match="no run 'grp-x2': give a run directory or the name"):
         run_lookup.resolve_run("grp-x2", tmp_path)
-    second = trained(group, "grp")  # a second run of that --name: the choice is the user's
-    with pytest.raises(FmnistError, match=f"^no run 'grp' in {tmp_path}/, but runs named 'grp' there, newest first: "
-                                          f"{group.name}/{second.name}, {group.name}/{member.name}; give one of them$"):
-        run_lookup.resolve_run("grp", tmp_path)
+    alone = trained(tmp_path, "grp")  # a run of its own of that --name too: neither is taken without a word
+    assert run_lookup.named_one("grp", tmp_path, groups_too=True, groups_only=True) is None
+    with pytest.raises(FmnistError, match=f"^no run 'grp' in {tmp_path}/, but runs named 'grp' there") as refused:
+        run_lookup.resolve_resumable("grp", tmp_path)
+    assert f" {alone.name}," in str(refused.value) and f" {group.name}," in str(refused.value)
     (tmp_path / "afile").write_text("not a folder of runs")
     with pytest.raises(FmnistError, match=f"^no run 'grp-x2': give a run directory, or with --runs-dir the folder that "
                                           f"holds the runs \\({tmp_path / 'afile'} is a file\\)$"):

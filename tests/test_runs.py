@@ -129,10 +129,14 @@ def test_a_file_of_the_users_is_never_written_over_and_one_fmnist_wrote_may_be(t
         fmnists.parent.mkdir(exist_ok=True)
         theirs[name](mine)
         ours[name](fmnists)
-        with pytest.raises(FmnistError, match=f"^--output {mine}: a file that fmnist did not write is there; move it, "
-                                              "or name another file$"):
+        with pytest.raises(FmnistError, match=f"^--output {mine}: a file that fmnist did not write is there"
+                                              r"( \(or one drawn by an fmnist from before .*\))?; move it, or name "
+                                              "another file$"):
             runs.prepare_output(mine, "--output", mine.suffix)
         assert runs.prepare_output(fmnists, "--output", fmnists.suffix) == fmnists
+        mine.write_bytes(b"")  # empty, as a failed copy leaves it: not fmnist's either, and said so in one line
+        with pytest.raises(FmnistError, match="a file that fmnist did not write is there"):
+            runs.prepare_output(mine, "--output", mine.suffix)
 
 
 def test_a_folder_that_takes_no_files_is_named_so():

@@ -63,12 +63,18 @@ def test_the_timeline_names_each_trials_state_as_the_page_counts_them():
     study = optuna.create_study()
     sizes = {"hidden_sizes": optuna.distributions.CategoricalDistribution(HIDDEN_SIZES)}
     study.add_trial(optuna.trial.create_trial(params={"hidden_sizes": "256,128"}, distributions=sizes, value=0.5))
-    for attrs in ({"stopped": True}, {"diverged": True}, {}):  # Ctrl-C, a NaN loss, a trial's own error: all FAIL
-        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs=attrs))
+    for attrs in ({"stopped": True}, {"diverged": True}, {}, {"killed": True}):  # Ctrl-C, a NaN loss, a trial's own
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs=attrs))  # error...
+    worker = subprocess.Popen(["sleep", "30"])  # ... and one still running in the journal, its worker killed
+    gone = worker_key(worker.pid)
+    worker.kill()
+    worker.wait()
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, user_attrs={"worker": gone}))
     timeline = dict(_figures(study))["Timeline (one row per trial; overlapping bars ran in parallel)"]
     bars = {trace.name: trace for trace in timeline.data}
+    assert len(bars) == len(timeline.data)  # a state once in the legend: "killed" from Optuna's FAIL and RUNNING
     assert {name: list(bar.y) for name, bar in bars.items()} == {"complete": [0], "stopped": [1], "diverged": [2],
-                                                                 "fail": [3]}
+                                                                 "fail": [3], "killed": [4, 5]}
     assert bars["stopped"].marker.color == "#999999" and bars["fail"].marker.color == "red"  # cut short: not red
     assert bars["stopped"].hovertemplate == "%{text}<extra>stopped</extra>"
     assert '"hidden_sizes": "256-128"' in bars["complete"].text[0]  # as the tables write them

@@ -62,6 +62,8 @@ def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path, caplog):
     with pytest.raises(FmnistError, match=f"^--storage {tmp_path / 'journals'} is a folder: give a journal file "
                                           fr"\(such as {tmp_path / 'journals' / 'tune.journal'}, made if"):
         open_storage(str(tmp_path / "journals"), tmp_path)
+    with pytest.raises(FmnistError, match=f"^--storage {tmp_path / 'journals'} is a folder"):  # to read a study too
+        write_report("s", storage=str(tmp_path / "journals"), runs_dir=tmp_path)
     assert not (tmp_path / "missing.db").exists()
     with pytest.raises(FmnistError, match=f"cannot open the study storage .*: there is no folder {tmp_path / 'no'}$"):
         open_storage(f"sqlite:///{tmp_path / 'no' / 'study.db'}", tmp_path)  # as tune, which makes the database

@@ -57,13 +57,13 @@ PNG_SOFTWARE = "fmnist"  # the Software field of every PNG fmnist draws, as the 
 
 
 def written_by_fmnist(path: Path) -> bool:
-    """Whether the file at ``path`` is one fmnist writes where a user says (a page, a picture, a benchmark's JSON,
-    the inputs predict saved), which a later command may replace; not one of the user's own."""
+    """Whether the file at ``path`` is, by its content, of a kind fmnist writes where a user says (a page, a picture,
+    a benchmark's JSON, the inputs predict saved: any n x 784 float32 array), which a later command may replace."""
     suffix = Path(path).suffix.lower()
     try:
         if suffix == ".html":
             with open(path, "rb") as page:
-                return b"<title>fmnist" in page.read(8192)  # after the style sheet in the page's head
+                return b"<title>fmnist" in page.read(8192)  # near the top of the page's head
         if suffix == ".png":
             from PIL import Image
 
@@ -76,7 +76,7 @@ def written_by_fmnist(path: Path) -> bool:
 
             inputs = np.load(path, mmap_mode="r", allow_pickle=False)
             return inputs.dtype == np.float32 and inputs.ndim == 2 and inputs.shape[1] == 28 * 28
-    except (OSError, ValueError, FmnistError):  # unreadable, or not of the kind its name says: the user's
+    except Exception:  # unreadable, empty, a picture too large to open: any file it cannot make out is not fmnist's
         return False
     return False
 

@@ -270,7 +270,7 @@ def bench(output: Path, quick: bool = False, data_dir: Path | None = None) -> di
     if chart.is_dir():  # found now, not after minutes of timing
         raise FmnistError(f"the chart goes beside --output as {chart}, but a folder is there: move it, or choose "
                           "another --output")
-    runs.refuse_foreign_file(chart, f"the chart goes beside --output as {chart}, but")
+    runs.refuse_foreign_file(chart, f"the chart goes beside --output as {chart}, but", "choose another --output")
     epochs = 3 if quick else 6
     settings = TrainSettings()
     forward_flops, train_flops = dense_flops_per_image(settings.hidden_sizes)

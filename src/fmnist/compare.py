@@ -91,10 +91,11 @@ def runs_to_compare(names: list[str | Path], runs_dir: Path) -> list[Path]:
 
 def seed_group_named(name: str | Path, runs_dir: Path) -> Path | None:
     """The ``--seeds`` group ``name`` gives (a path, a name in ``runs_dir``, or its --name there), if it gives one."""
-    folder = next((folder for folder in (Path(name), Path(runs_dir) / name) if folder.is_dir()), None)
-    if folder is None:
+    given = (Path(name), Path(runs_dir) / name)
+    group = next((folder for folder in given if runs.is_seed_group(folder)), None)
+    if group is None and not any(folder.exists() for folder in given):
         return run_lookup.named_one(name, runs_dir, groups_too=True, groups_only=True)
-    return folder if runs.is_seed_group(folder) else None
+    return group
 
 
 def _summarized_runs(group: Path) -> list[Path]:
@@ -193,6 +194,7 @@ def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Pat
 
 
 def _write(run_dirs: list[Path], output: Path | None, runs_dir: Path) -> tuple[Path, dict[str, Any] | None]:
+    """The page written, and of two groups their difference (:func:`group_difference`)."""
     resolved = [Path(r).resolve() for r in run_dirs]
     if len(resolved) < 2:
         raise FmnistError("give two or more runs to compare")
@@ -378,7 +380,7 @@ def group_difference(accuracies: dict[str, list[float]]) -> dict[str, Any] | Non
     said = {"first": first, "second": second, "test_accuracy_difference": float(np.mean(b) - np.mean(a))}
     difference = f"{second} minus {first}: test accuracy {said['test_accuracy_difference']:+.4f}"
     if np.ptp(a) == np.ptp(b) == 0:  # every seed of each scored alike: no spread to judge by
-        return {**said, "interval95": None, "p_value": None, "verdict": "no spread over their seeds to judge it by",
+        return {**said, "ci95": None, "p_value": None, "verdict": "no spread over their seeds to judge it by",
                 "text": f"{difference}, with no spread over their seeds to judge it by"}
     with warnings.catch_warnings():  # scipy's on seeds that scored nearly alike: the interval is still right
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -386,7 +388,7 @@ def group_difference(accuracies: dict[str, list[float]]) -> dict[str, Any] | Non
     low, high = (float(bound) for bound in test.confidence_interval(0.95))
     verdict = ("their seeds do not tell the two apart" if low <= 0 <= high else
                f"{second if said['test_accuracy_difference'] > 0 else first} is better beyond what their seeds vary by")
-    return {**said, "interval95": [low, high], "p_value": float(test.pvalue), "verdict": verdict,
+    return {**said, "ci95": [low, high], "p_value": float(test.pvalue), "verdict": verdict,
             "text": f"{difference}, 95% interval {low:+.4f} to {high:+.4f} (Welch's t over their seeds, "
                     f"p = {test.pvalue:.3g}): {verdict}"}
 

@@ -42,15 +42,21 @@ def resolve_run(name: str | Path, runs_dir: Path, groups_too: bool = False) -> P
 
 
 def named_one(name: str | Path, runs_dir: Path, groups_too: bool, groups_only: bool = False) -> Path | None:
-    """The one run (or, ``groups_too``, --seeds group; ``groups_only``, only a group) in ``runs_dir`` trained with
-    ``--name name``, if only one was: `fmnist train --name quick`, then `fmnist evaluate quick`. (Of two or more, the
-    refusal names them.)"""
-    named = [d for d in _named(runs_dir, name) if (groups_too or not is_seed_group(d))
-             and (is_seed_group(d) or not groups_only)]
-    if len(named) != 1:
+    """The one run or --seeds group in ``runs_dir`` trained with ``--name name``, if only one was (`fmnist train --name
+    quick`, then `fmnist evaluate quick`), and it is of the kind asked for: a run, or with ``groups_too`` a group too
+    (with ``groups_only`` a group alone). A group's own runs, which share its --name, are the group's: a group is not
+    one run, nor one of two. (Of two or more, the refusal names them.)"""
+    named = _named(runs_dir, name)
+    whole = [d for d in named if not (is_seed_group(d.parent) and d.parent in named)]
+    if len(whole) != 1 or (is_seed_group(whole[0]) and not groups_too) or (groups_only and not is_seed_group(whole[0])):
         return None
-    log.info("%s: %s, the only one of that --name in %s", name, absolute(named[0]), absolute(runs_dir))
-    return named[0]
+    if (str(name), whole[0]) not in _said:  # once, though a command looks a name up twice (to check, then to use)
+        _said.add((str(name), whole[0]))
+        log.info("%s: %s, the only one of that --name in %s", name, absolute(whole[0]), absolute(runs_dir))
+    return whole[0]
+
+
+_said: set[tuple[str, Path]] = set()
 
 
 def _no_run(name: str | Path, runs_dir: Path, groups_too: bool) -> FmnistError:

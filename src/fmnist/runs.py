@@ -86,11 +86,13 @@ def prepare_output(path: Path, flag: str, suffix: str | None = None, make_folder
     return path
 
 
-def refuse_foreign_file(path: Path, said: str) -> None:
+def refuse_foreign_file(path: Path, said: str, advice: str = "name another file") -> None:
     """Refuse to write over a file there that fmnist did not write (a user's own page or picture); one it wrote, an
     earlier comparison or benchmark, may be replaced."""
     if path.exists() and not artifacts.written_by_fmnist(path):
-        raise FmnistError(f"{said} a file that fmnist did not write is there; move it, or name another file")
+        older = (" (or one drawn by an fmnist from before its pictures said so, in their Software field)"
+                 if path.suffix.lower() == ".png" else "")
+        raise FmnistError(f"{said} a file that fmnist did not write is there{older}; move it, or {advice}")
 
 
 def unwritable(folder: Path) -> str | None:

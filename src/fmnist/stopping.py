@@ -101,8 +101,9 @@ def stopped() -> int:
 
 
 def finished(status: int) -> None:
-    """The command is done: a stop signal during Python's shutdown (seconds, once JAX or TensorFlow is loaded) ends
-    the process at once with the status its work earned; killed by it, the process would read as stopped mid-work."""
+    """The command is done: a stop signal while Python's exit hooks run (JAX's among them, seconds at times) ends the
+    process at once with the status its work earned; killed by it, the process would read as stopped mid-work. (In
+    the last moments, as Python tears its modules down, it has put the default handlers back.)"""
     for signum in STOP_SIGNALS:
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, lambda signum, frame: end_process(status))

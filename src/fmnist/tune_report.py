@@ -157,20 +157,20 @@ def _name_states(figure: Any, study: optuna.Study) -> None:
     from plotly import graph_objects
 
     trials = {trial.number: trial for trial in study.get_trials(deepcopy=False)}
-    bars = []
-    for trace in figure.data:
-        rows: dict[str, list[int]] = {}
+    rows: dict[str, list[tuple[Any, int]]] = {}  # each state's bars, from whichever of Optuna's traces
+    for trace in figure.data:  # "killed" comes from Optuna's FAIL and from its RUNNING (a worker gone)
         for i, number in enumerate(trace.y):
-            rows.setdefault(trial_state(trials[int(number)]), []).append(i)
-        for state, kept in rows.items():
-            bar = graph_objects.Bar(trace)
-            bar.update({key: [getattr(trace, key)[i] for i in kept] for key in ("x", "y", "base", "text")
-                        if getattr(trace, key) is not None})
-            bar.update(text=[re.sub(r'("hidden_sizes": ")([\d,]+)"', lambda m: f'{m[1]}{m[2].replace(",", "-")}"', text)
-                             for text in bar.text or ()])
-            bar.update(name=state, hovertemplate=f"%{{text}}<extra>{state}</extra>",
-                       marker_color=STATE_COLOURS.get(state, trace.marker.color))
-            bars.append(bar)
+            rows.setdefault(trial_state(trials[int(number)]), []).append((trace, i))
+    bars = []
+    for state, kept in rows.items():
+        bar = graph_objects.Bar(kept[0][0])  # orientation, hover and the rest as Optuna drew them
+        bar.update({key: [getattr(trace, key)[i] for trace, i in kept] for key in ("x", "y", "base", "text")
+                    if getattr(kept[0][0], key) is not None})
+        bar.update(text=[re.sub(r'("hidden_sizes": ")([\d,]+)"', lambda m: f'{m[1]}{m[2].replace(",", "-")}"', text)
+                         for text in bar.text or ()])
+        bar.update(name=state, hovertemplate=f"%{{text}}<extra>{state}</extra>",
+                   marker_color=STATE_COLOURS.get(state, kept[0][0].marker.color))
+        bars.append(bar)
     figure.data = ()
     figure.add_traces(bars)
 

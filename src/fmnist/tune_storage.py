@@ -82,14 +82,20 @@ def _open_database(storage: str, on_stale_trial: Callable | None) -> tuple[optun
             time.sleep(attempt)
 
 
+def refuse_folder(path: Path) -> None:
+    """A folder given as --storage is refused, with the journal file in it to give."""
+    if path.is_dir():
+        raise FmnistError(f"--storage {path} is a folder: give a journal file (such as {path / artifacts.TUNE_JOURNAL},"
+                          " made if it is not there yet) or a database URL")
+
+
 def _open_journal(path: Path, given: bool, writes: bool = False) -> tuple[optuna.storages.BaseStorage, str]:
     """A journal file's storage: ``given`` as --storage, or the default one in the runs folder."""
     if given and not path.parent.exists():  # as for SQLite: a mistyped folder would begin a study of its own there
         raise FmnistError(f"cannot open the journal file {path}: there is no folder {path.parent}; make it, or give "
                           "the path of an existing journal")
-    if given and path.is_dir():
-        raise FmnistError(f"--storage {path} is a folder: give a journal file (such as "
-                          f"{path / artifacts.TUNE_JOURNAL}, made if it is not there yet) or a database URL")
+    if given:
+        refuse_folder(path)
     # Optuna's lock is a symbolic link to the journal, named by this path: a relative one would point from the link's
     # folder to a file that is not there, and Optuna then waits for it without end, never taking it over.
     lock = optuna.storages.journal.JournalFileSymlinkLock(str(path.absolute()), grace_period=JOURNAL_LOCK_GRACE_S)
