@@ -129,9 +129,9 @@ def _earlier_bench(folder):
 
 def test_a_users_picture_where_the_chart_goes_is_refused_before_the_timing(tmp_path):
     (tmp_path / "mine.png").write_bytes(b"\x89PNG not fmnist's")
-    with pytest.raises(FmnistError, match=f"^the chart goes beside --output as {tmp_path / 'mine.png'}, but a file "
-                                          r"that fmnist did not write is there \(or one drawn by an fmnist from "
-                                          r"before .*\); move it, or choose another --output$"):
+    with pytest.raises(FmnistError, match=f"^the chart goes beside --output as {tmp_path / 'mine.png'}, but a picture "
+                                          r"that fmnist did not draw is there \(an older fmnist's are not known as "
+                                          r"its own\); move it, or choose another --output$"):
         bench(tmp_path / "mine.json", quick=True, data_dir=tmp_path / "no data needed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.png"]
 

@@ -134,14 +134,13 @@ def test_a_run_asked_for_by_its_train_name_is_found_if_only_one_has_it_else_refu
         == group
     with pytest.raises(FmnistError, match=f"{group.name} is a group of 1 runs made by 'fmnist train --seeds'"):
         run_lookup.resolve_run("grp-x2", tmp_path, groups_too=True)  # a comparison takes it before (runs_to_compare)
-    # Where one run is wanted (evaluate writes into it), the group's lone run is not taken for it: named instead.
-    with pytest.raises(FmnistError, match=f"^no run 'grp' in {tmp_path}/, but runs named 'grp' there, newest first: "
-                                          f"{group.name}/{member.name}; give one of them$"):
-        run_lookup.resolve_run("grp", tmp_path)
-    with pytest.raises(FmnistError, match="no run 'grp-x2': give a run directory or the name"):
-        run_lookup.resolve_run("grp-x2", tmp_path)
+    # Where one run is wanted (evaluate writes into it), the group is said to be one, its lone run not taken for it.
+    for name in ("grp", "grp-x2"):
+        with pytest.raises(FmnistError, match=f"^{group} is a group of 1 runs made by 'fmnist train --seeds', not one "
+                                              f"run: give one of its runs, such as {member}"):
+            run_lookup.resolve_run(name, tmp_path)
     alone = trained(tmp_path, "grp")  # a run of its own of that --name too: neither is taken without a word
-    assert run_lookup.named_one("grp", tmp_path, groups_too=True, groups_only=True) is None
+    assert run_lookup.named_one("grp", tmp_path, groups_only=True) is None
     with pytest.raises(FmnistError, match=f"^no run 'grp' in {tmp_path}/, but runs named 'grp' there") as refused:
         run_lookup.resolve_resumable("grp", tmp_path)
     assert f" {alone.name}," in str(refused.value) and f" {group.name}," in str(refused.value)

@@ -115,13 +115,11 @@ def test_a_file_of_the_users_is_never_written_over_and_one_fmnist_wrote_may_be(t
         "page.html": lambda path: compare_runs([tiny_run_dir, copy], path),
         "seen.png": lambda path: plots.bar_chart_png(["a"], [1.0], "t", path),
         "bench.json": lambda path: artifacts.write_json(path, {"machine": {}, "results": {}, "gemm_gflops": 1.0}),
-        "inputs.npy": lambda path: np.save(path, np.zeros((2, 784), np.float32)),
     }
     theirs = {  # the user's own, of the same kinds
         "page.html": lambda path: path.write_text("<html><title>my notes</title></html>"),
         "seen.png": lambda path: Image.new("RGB", (4, 4)).save(path),  # not drawn by fmnist: no Software field of it
         "bench.json": lambda path: artifacts.write_json(path, {"results": "mine"}),
-        "inputs.npy": lambda path: np.save(path, np.zeros((2, 3))),
     }
     for name in ours:
         mine, fmnists = tmp_path / "mine" / name, tmp_path / "fmnist" / name
@@ -129,14 +127,19 @@ def test_a_file_of_the_users_is_never_written_over_and_one_fmnist_wrote_may_be(t
         fmnists.parent.mkdir(exist_ok=True)
         theirs[name](mine)
         ours[name](fmnists)
-        with pytest.raises(FmnistError, match=f"^--output {mine}: a file that fmnist did not write is there"
-                                              r"( \(or one drawn by an fmnist from before .*\))?; move it, or name "
-                                              "another file$"):
+        with pytest.raises(FmnistError, match=f"^--output {mine}: a (file that fmnist did not write is there|picture "
+                                              r"that fmnist did not draw is there \(an older fmnist's are not known "
+                                              r"as its own\)); move it, or name another file$"):
             runs.prepare_output(mine, "--output", mine.suffix)
         assert runs.prepare_output(fmnists, "--output", fmnists.suffix) == fmnists
         mine.write_bytes(b"")  # empty, as a failed copy leaves it: not fmnist's either, and said so in one line
-        with pytest.raises(FmnistError, match="a file that fmnist did not write is there"):
+        with pytest.raises(FmnistError, match="that fmnist did not (write|draw) is there"):
             runs.prepare_output(mine, "--output", mine.suffix)
+    inputs = tmp_path / "inputs.npy"  # the inputs predict saves are arrays users make too: never written over
+    np.save(inputs, np.zeros((3, 784), np.float32))
+    with pytest.raises(FmnistError, match=f"^--save-inputs {inputs}: an array is there, and fmnist writes over none "
+                                          r"\(the inputs it saves look like yours\); move it, or name another file$"):
+        runs.prepare_output(inputs, "--save-inputs", ".npy")
 
 
 def test_a_folder_that_takes_no_files_is_named_so():

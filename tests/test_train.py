@@ -178,6 +178,7 @@ def test_train_writes_a_complete_run_directory(tmp_path, tiny_data, caplog):
                     f"lr {history['learning_rate'][i]:.1e}  {history['seconds'][i]:.2f}s" for i in range(3)]
     status = json.loads((result.run_dir / artifacts.STATUS).read_text())
     assert status["state"] == "finished"
+    assert status["train_seconds"] == result.train_seconds  # the closing line's figure is `fmnist runs`'s, to 0.1 s
     html = (result.run_dir / artifacts.REPORT_HTML).read_text()
     assert html.count("data:image/png;base64,") == 6 and "Shirt" in html
     metrics = json.loads((result.run_dir / artifacts.METRICS).read_text())

@@ -57,8 +57,9 @@ PNG_SOFTWARE = "fmnist"  # the Software field of every PNG fmnist draws, as the 
 
 
 def written_by_fmnist(path: Path) -> bool:
-    """Whether the file at ``path`` is, by its content, of a kind fmnist writes where a user says (a page, a picture,
-    a benchmark's JSON, the inputs predict saved: any n x 784 float32 array), which a later command may replace."""
+    """Whether the file at ``path`` is, by its content, one fmnist writes where a user says (a page, a picture, a
+    benchmark's JSON), which a later command may replace. Never an array: the inputs predict saved are the n x 784
+    float32 arrays that users make for an exported model too."""
     suffix = Path(path).suffix.lower()
     try:
         if suffix == ".html":
@@ -71,11 +72,6 @@ def written_by_fmnist(path: Path) -> bool:
                 return str(picture.info.get("Software", "")).startswith(PNG_SOFTWARE)
         if suffix == ".json":
             return {"gemm_gflops", "results", "machine"} <= set(read_json(path))
-        if suffix == ".npy":
-            import numpy as np
-
-            inputs = np.load(path, mmap_mode="r", allow_pickle=False)
-            return inputs.dtype == np.float32 and inputs.ndim == 2 and inputs.shape[1] == 28 * 28
     except Exception:  # unreadable, empty, a picture too large to open: any file it cannot make out is not fmnist's
         return False
     return False

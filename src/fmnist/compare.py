@@ -94,7 +94,7 @@ def seed_group_named(name: str | Path, runs_dir: Path) -> Path | None:
     given = (Path(name), Path(runs_dir) / name)
     group = next((folder for folder in given if runs.is_seed_group(folder)), None)
     if group is None and not any(folder.exists() for folder in given):
-        return run_lookup.named_one(name, runs_dir, groups_too=True, groups_only=True)
+        return run_lookup.named_one(name, runs_dir, groups_only=True)
     return group
 
 

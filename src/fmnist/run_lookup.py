@@ -35,20 +35,19 @@ def resolve_run(name: str | Path, runs_dir: Path, groups_too: bool = False) -> P
     if (Path(runs_dir) / name).is_dir():
         return require_run_dir(Path(runs_dir) / name)  # a group's or a study's folder, named: say what it is
     refuse_file_of_run(Path(name))
-    named = named_one(name, runs_dir, groups_too)
+    named = named_one(name, runs_dir)
     if named is None:
         raise _no_run(name, runs_dir, groups_too)
-    return require_run_dir(named)
+    return require_run_dir(named)  # a group named so: said to be one, with one of its runs to give
 
 
-def named_one(name: str | Path, runs_dir: Path, groups_too: bool, groups_only: bool = False) -> Path | None:
-    """The one run or --seeds group in ``runs_dir`` trained with ``--name name``, if only one was (`fmnist train --name
-    quick`, then `fmnist evaluate quick`), and it is of the kind asked for: a run, or with ``groups_too`` a group too
-    (with ``groups_only`` a group alone). A group's own runs, which share its --name, are the group's: a group is not
-    one run, nor one of two. (Of two or more, the refusal names them.)"""
+def named_one(name: str | Path, runs_dir: Path, groups_only: bool = False) -> Path | None:
+    """The one run or --seeds group (``groups_only``: group) in ``runs_dir`` trained with ``--name name``, if only one
+    was: `fmnist train --name quick`, then `fmnist evaluate quick`. A group's own runs, which share its --name, are
+    the group's: a group is not one of several. (Of two or more, the refusal names them.)"""
     named = _named(runs_dir, name)
     whole = [d for d in named if not (is_seed_group(d.parent) and d.parent in named)]
-    if len(whole) != 1 or (is_seed_group(whole[0]) and not groups_too) or (groups_only and not is_seed_group(whole[0])):
+    if len(whole) != 1 or (groups_only and not is_seed_group(whole[0])):
         return None
     if (str(name), whole[0]) not in _said:  # once, though a command looks a name up twice (to check, then to use)
         _said.add((str(name), whole[0]))
@@ -148,7 +147,7 @@ def resolve_resumable(name: Path, runs_dir: Path) -> Path:
         return Path(name)
     if (Path(runs_dir) / name).is_dir():
         return Path(runs_dir) / name
-    found = _in_groups(runs_dir, name) or named_one(name, runs_dir, groups_too=True)
+    found = _in_groups(runs_dir, name) or named_one(name, runs_dir)
     if found is None:
         raise _no_run(name, runs_dir, groups_too=True)
     return found

@@ -90,9 +90,10 @@ def refuse_foreign_file(path: Path, said: str, advice: str = "name another file"
     """Refuse to write over a file there that fmnist did not write (a user's own page or picture); one it wrote, an
     earlier comparison or benchmark, may be replaced."""
     if path.exists() and not artifacts.written_by_fmnist(path):
-        older = (" (or one drawn by an fmnist from before its pictures said so, in their Software field)"
-                 if path.suffix.lower() == ".png" else "")
-        raise FmnistError(f"{said} a file that fmnist did not write is there{older}; move it, or {advice}")
+        there = {".npy": "an array is there, and fmnist writes over none (the inputs it saves look like yours)",
+                 ".png": "a picture that fmnist did not draw is there (an older fmnist's are not known as its own)"}
+        raise FmnistError(f"{said} {there.get(path.suffix.lower(), 'a file that fmnist did not write is there')}; "
+                          f"move it, or {advice}")
 
 
 def unwritable(folder: Path) -> str | None:

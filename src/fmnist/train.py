@@ -405,7 +405,8 @@ def train(
                         "stopped: '%s' continues from the last finished epoch", command)
             raise stopping.RunStopped(run_dir, runs.INTERRUPTED, command) from None
         # Finished first: a kill between the two must not leave a "running" run without its backup.
-        runs.set_status(run_dir, runs.FINISHED, epochs=epochs_run, train_seconds=round(seconds, 2), **finished_note())
+        seconds = round(seconds, 2)  # as status.json keeps them: the closing line and `fmnist runs` round them alike
+        runs.set_status(run_dir, runs.FINISHED, epochs=epochs_run, train_seconds=seconds, **finished_note())
         artifacts.remove_resume_files(run_dir)  # the saved model supersedes them
         with stop_while_scoring_reported(run_dir):
             metrics = evaluate_run(run_dir, data_dir=data_dir, model=model, dataset=dataset)
