@@ -144,6 +144,10 @@ def bad_files() -> list[tuple[str, str, bytes, int, str]]:
         ("faint-garment", "faint.png", encode(np.pad(np.full((30, 30), 100, np.uint8), 15, constant_values=110)), 422,
          "shows nothing to classify: no part of it stands out from its backdrop by more than 13 of 255 grey levels "
          "(blank, or a garment too near the backdrop's shade"),
+        # A speck on white: fitted to 28x28, it would fill the input evenly, one white square.
+        ("speck", "speck.png", encode(np.pad(np.zeros((1, 1), np.uint8), 2, constant_values=255)), 422,
+         "shows nothing to classify once prepared: what stands out from its backdrop, 1x1 pixels, fills the 28x28 "
+         "input evenly; give a larger picture of the garment"),
         ("npy-wrong-shape", "a.npy", npy(np.zeros((10, 10))), 422, "has shape (10, 10)"),
         ("npy-batch", "a.npy", npy(np.zeros((2, 784))), 422, "has shape (2, 784), 2 images; give one image per file "
          "or input, 28x28 or 784 values (a stack of them goes whole to 'fmnist predict', to "

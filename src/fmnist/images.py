@@ -290,7 +290,12 @@ def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
         fitted_peak = float(np.percentile(np.clip(lifted, 0, 1), 99.5))
         canvas /= max(min(garment_peak, fitted_peak), 1 / MAX_STRETCH)
     # In 256 levels, as Fashion-MNIST's 8-bit pixels are (the backdrop exactly 0, not a Lanczos ring's 1e-5).
-    return (np.round(np.clip(canvas, 0.0, 1.0).astype(np.float64) * 255) / 255).astype(np.float32)
+    prepared = (np.round(np.clip(canvas, 0.0, 1.0).astype(np.float64) * 255) / 255).astype(np.float32)
+    if np.ptp(prepared) == 0:  # a speck, fitted to 28x28, fills it evenly: the model would see one white square
+        raise BadInput(f"{name} shows nothing to classify once prepared: what stands out from its backdrop, "
+                       f"{crop_width}x{crop_height} pixels, fills the 28x28 input evenly; give a larger picture of the "
+                       "garment")
+    return prepared
 
 
 def _one_image(shape: tuple[int, ...]) -> bool:
