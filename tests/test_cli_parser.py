@@ -69,7 +69,7 @@ def test_a_command_flag_given_before_the_command_says_where_it_goes(capsys):
 @pytest.mark.parametrize("args, refusal", [
     (["predict", "run", "x.png", "--top-k", "11"], "argument --top-k: '11' must be from 1 to 10"),
     (["predict", "run", "x.png", "--top-k", "0"], "argument --top-k: '0' must be from 1 to 10"),
-    (["predict", "run", "x.png", "--unsure-below", "1.5"], "argument --unsure-below: '1.5' must lie in [0, 1]"),
+    (["predict", "run", "x.png", "--unsure-below", "1.5"], "argument --unsure-below: '1.5' must be from 0 to 1"),
     (["serve", "run", "--port", "70000"], "argument --port: '70000' must be from 0 to 65535"),
     (["serve", "run", "--port", "-1"], "argument --port: '-1' must be from 0 to 65535"),
     (["serve", "run", "--max-upload-mb", "100000"], "argument --max-upload-mb: '100000' must be from 1 to 1024"),

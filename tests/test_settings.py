@@ -46,8 +46,14 @@ def test_bad_values_are_refused(field, value, reason):
     with pytest.raises(FmnistError, match=f"^invalid setting: .*{re.escape(reason)}") as refused:
         TrainSettings(**{field: value})
     shown = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-    # The value given is said (a split says its sizes; a long name its first 39 characters).
-    assert f" {shown[:39]}" in str(refused.value) or reason.startswith(("a split", "into"))
+    # The value given is said (a split says its sizes; a long name its first 39 characters, quoted as text is).
+    said = f"'{shown[:39]}" if isinstance(value, str) else shown[:39]
+    assert f" {said}" in str(refused.value) or reason.startswith(("a split", "into"))
+
+
+def test_a_name_refused_is_said_quoted_as_its_spaces_would_read_as_the_sentence():
+    with pytest.raises(FmnistError, match=r"may hold only letters, .* \(given 'my run'\)$"):
+        TrainSettings(name="my run")
 
 
 def test_a_refusal_of_two_settings_together_names_no_value_of_one_of_them():

@@ -229,7 +229,7 @@ def probability(value: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
     if not 0.0 <= number <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value!r} must lie in [0, 1]")
+        raise argparse.ArgumentTypeError(f"{value!r} must be from 0 to 1")
     return number
 
 

@@ -192,7 +192,8 @@ class TrainSettings:
         value = _shown(getattr(self, named[0]))
         if re.search(rf"(?<![\w.]){re.escape(value)}(?![\w.])", message):
             return ""
-        return f" (given {value if len(value) <= 40 else value[:39] + '…'})"
+        value = value if len(value) <= 40 else value[:39] + "…"
+        return f" (given {value!r})" if isinstance(getattr(self, named[0]), str) else f" (given {value})"  # 'my run'
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
