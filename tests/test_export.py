@@ -341,3 +341,16 @@ def test_a_missing_converter_is_named_with_the_command_that_installs_it(tmp_path
         "optional-dependencies"]["export"]
     command = str(refused.value).split("install the export extra: ")[1].split(" (in fmnist's")[0]
     assert {str(Requirement(r)) for r in shlex.split(command)[2:]} == {str(Requirement(r)) for r in extra}
+
+
+def test_the_printed_export_path_is_absolute_from_a_run_given_relative(tmp_path, monkeypatch):
+    from fmnist.export import summary_text
+
+    monkeypatch.chdir(tmp_path)
+    record = {"format": "onnx", "file": "exports/onnx/model.onnx", "sha256": "0" * 64, "runtime": "onnxruntime",
+              "backend": "tensorflow", "usage": "...",
+              "input": {"name": "pixels", "dtype": "float32", "shape": [None, 784]},
+              "output": {"name": "probabilities", "shape": [None, 10]},
+              "parity": {"images": 1000, "max_abs_diff": 1e-7, "tolerance": 1e-4, "top_class_agreement": 1.0}}
+    said = summary_text(Path("runs/r"), record)
+    assert said.splitlines()[0] == f"onnx: {tmp_path / 'runs' / 'r' / 'exports' / 'onnx' / 'model.onnx'}"

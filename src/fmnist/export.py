@@ -337,7 +337,7 @@ def summary_text(run_dir: Path, record: dict[str, Any]) -> str:
     """What `fmnist export` prints: the file, its checksum, the parity check and what the file takes."""
     check, source, answer = record["parity"], record["input"], record["output"]
     return (
-        f"{record['format']}: {Path(run_dir) / record['file']}\n"
+        f"{record['format']}: {runs.absolute(Path(run_dir) / record['file'])}\n"
         f"sha256 {record['sha256']}\n"
         f"parity on {check['images']} test images ({record['runtime']} against Keras on {record['backend']}): "
         f"max |difference in probability| {check['max_abs_diff']:.2e} (allowed {check['tolerance']:.0e}), "

@@ -456,7 +456,7 @@ def serve(source: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mi
                      allowed_origins=allowed_origins, unsure_below=unsure_below,
                      # A free port's number is said under -q too: no one could reach the server without it.
                      on_ready=lambda: log.log(logging.WARNING if port == 0 else logging.INFO,
-                                              "serving %s on %s (API docs at /docs)", source, address[0],
+                                              "serving %s on %s (API docs at /docs)", runs.absolute(source), address[0],
                                               extra={PLAIN_LOG: True}))
     # A malformed form is answered 400 with its reason; python-multipart would also log its parser's complaint.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
