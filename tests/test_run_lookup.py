@@ -29,6 +29,9 @@ def test_resolve_run_takes_a_path_or_a_name(mixed_runs, tmp_path):
     # Nowhere at all: said alike to a command that reads a run and to a resume.
     with pytest.raises(FmnistError, match="^no run 'typo': give a run directory or the name of one in"):
         run_lookup.resolve_run("typo", tmp_path)
+    with pytest.raises(FmnistError, match=f"^no run 'typo': give a run directory, or with --runs-dir the folder that "
+                                          fr"holds the runs \({tmp_path / 'nodir'} does not exist\)$"):
+        run_lookup.resolve_run("typo", tmp_path / "nodir")  # a --runs-dir mistyped: said, not "no run in it"
     with pytest.raises(FmnistError, match="^no run 'typo': give a run's or --seeds group's directory or the name of "
                                           f"one in {tmp_path}"):
         run_lookup.resolve_resumable(Path("typo"), tmp_path)

@@ -64,6 +64,9 @@ def _no_run(name: str | Path, runs_dir: Path, groups_too: bool) -> FmnistError:
     if Path(runs_dir).exists() and not Path(runs_dir).is_dir():
         return FmnistError(f"{said}: give {wanted}, or with --runs-dir the folder that holds the runs ({runs_dir} is "
                            "a file)")
+    if not Path(runs_dir).exists():
+        return FmnistError(f"{said}: give {wanted}, or with --runs-dir the folder that holds the runs ({runs_dir} "
+                           "does not exist)")
     named = [d for d in _named(runs_dir, name) if groups_too or not is_seed_group(d)]
     if named:  # the name given to `fmnist train --name`, which its folder's time stands before: two or more
         shown = ", ".join(d.relative_to(runs_dir).as_posix() for d in named[:NAMED_SHOWN])
