@@ -197,8 +197,11 @@ def test_an_unknown_query_parameter_is_refused_not_ignored(client):
     documented = {p["name"] for p in client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]["parameters"]}
     assert documented == PREDICT_PARAMETERS
     assert client.post("/v1/predict?top_k=1&explain=false&include_pixels=false", files=image).status_code == 200
-    assert client.post("/v1/predict?top_k=0", files=image).json() == {
-        "error": "query parameter top_k: Input should be greater than or equal to 1"}
+    for given in ("0", "11", "abc", "2.5"):  # in words as the command line's --top-k, not pydantic's
+        assert client.post(f"/v1/predict?top_k={given}", files=image).json() == {
+            "error": f"query parameter top_k: must be a whole number from 1 to 10, not '{given}'"}
+    assert client.post("/v1/predict?explain=maybe", files=image).json() == {
+        "error": "query parameter explain: must be true or false, not 'maybe'"}
     twice = client.post("/v1/predict?top_k=1&top_k=5", files=image)
     assert twice.status_code == 422 and twice.json() == {"error": "query parameter top_k given 2 times: give it once"}
 

@@ -177,6 +177,18 @@ async def explain_inputs(request: Request, images: np.ndarray, classes: np.ndarr
 
 
 PLACES = {"query": "query parameter", "header": "header", "path": "path parameter", "body": "body field"}
+TOP_K_RANGE = f"a whole number from 1 to {len(CLASS_NAMES)}"
+
+
+def _in_words(error: dict[str, Any]) -> str:
+    """A query parameter refused, said as the command line says it ("must be a whole number from 1 to 10, not 'abc'"),
+    not in pydantic's words; anything else as pydantic says it."""
+    given = error.get("input")
+    if error["loc"][-1] == "top_k" and error["type"] in ("int_parsing", "greater_than_equal", "less_than_equal"):
+        return f"must be {TOP_K_RANGE}, not {given!r}"
+    if error["type"] == "bool_parsing":
+        return f"must be true or false, not {given!r}"
+    return error["msg"]
 
 
 def _answer_errors_as_json(app: FastAPI) -> None:
@@ -220,7 +232,7 @@ def _answer_errors_as_json(app: FastAPI) -> None:
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         # ("query", "top_k") said as the other refusals say it: "query parameter top_k".
         problems = "; ".join(f"{' '.join([PLACES.get(e['loc'][0], e['loc'][0]), *map(str, e['loc'][1:])])}: "
-                             f"{e['msg']}" for e in exc.errors())
+                             f"{_in_words(e)}" for e in exc.errors())
         return error(422, problems, request.scope)
 
     @app.exception_handler(ClientDisconnect)
