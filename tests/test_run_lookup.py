@@ -1,4 +1,5 @@
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -167,3 +168,14 @@ def test_a_run_whose_folder_takes_no_files_is_refused_before_the_work_that_write
     finally:
         run.chmod(0o755)
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_a_training_of_a_name_that_a_run_has_already_is_warned_of(tmp_path, caplog):
+    first = runs.create_run_dir(tmp_path, "quick")
+    artifacts.write_json(first / artifacts.CONFIG, {"settings": {"name": "quick"}})
+    with caplog.at_level(logging.WARNING, logger="fmnist"):
+        run_lookup.warn_if_named_already("fresh", tmp_path)
+        assert caplog.messages == []  # a name of its own: nothing to say
+        run_lookup.warn_if_named_already("quick", tmp_path)
+    assert caplog.messages == [f"a run in {tmp_path} has --name quick already ({first.name}): given by that name, "
+                               "commands will ask which run is meant; give them a run's folder"]

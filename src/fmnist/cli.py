@@ -90,8 +90,8 @@ SERVE_DETAILS = f"""\
   GET  /                 a web page: drop photos or draw a garment
   POST /v1/predict       multipart files (photos, .npy of one image each) or JSON {{"inputs": [28x28 or 784 values,
                          ...]}} (floats in [0, 1] or integers 0-255, as predict takes arrays), at most
-                         {defaults.MAX_INPUTS} inputs a request; ?top_k=N (1 to 10, default 3), ?include_pixels=true (the 28x28 input seen),
-                         ?explain=true (occlusion maps)
+                         {defaults.MAX_INPUTS} inputs a request; ?top_k=N (1 to 10, default 3), ?include_pixels=true
+                         (the 28x28 input seen), ?explain=true (occlusion maps)
   GET  /v1/model         the classes, the run's settings and test metrics, the limits, unsure_below
   GET  /v1/health        liveness and the model's SHA-256
   GET  /metrics          Prometheus metrics: requests by route and status with their seconds, answers by class,

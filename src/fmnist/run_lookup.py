@@ -45,8 +45,7 @@ def named_one(name: str | Path, runs_dir: Path, groups_only: bool = False) -> Pa
     """The one run or --seeds group (``groups_only``: group) in ``runs_dir`` trained with ``--name name``, if only one
     was: `fmnist train --name quick`, then `fmnist evaluate quick`. A group's own runs, which share its --name, are
     the group's: a group is not one of several. (Of two or more, the refusal names them.)"""
-    named = _named(runs_dir, name)
-    whole = [d for d in named if not (is_seed_group(d.parent) and d.parent in named)]
+    whole = _named_whole(runs_dir, name)
     if len(whole) != 1 or (groups_only and not is_seed_group(whole[0])):
         return None
     if (str(name), whole[0]) not in _said:  # once, though a command looks a name up twice (to check, then to use)
@@ -56,6 +55,23 @@ def named_one(name: str | Path, runs_dir: Path, groups_only: bool = False) -> Pa
 
 
 _said: set[tuple[str, Path]] = set()
+
+
+def warn_if_named_already(name: str, runs_dir: Path) -> None:
+    """Warn, before a training of that ``--name``, that a run or group in ``runs_dir`` has it: by the name alone,
+    commands will then ask which one is meant."""
+    whole = _named_whole(runs_dir, name)
+    if whole:
+        log.warning("%s in %s %s --name %s already (%s): given by that name, commands will ask which run is meant; "
+                    "give them a run's folder", "a run" if len(whole) == 1 else f"{len(whole)} runs",
+                    absolute(runs_dir), "has" if len(whole) == 1 else "have", name,
+                    whole[0].relative_to(runs_dir).as_posix())
+
+
+def _named_whole(runs_dir: Path, name: str | Path) -> list[Path]:
+    """The runs and groups of ``--name name`` (:func:`_named`), a group's own runs, which share it, left in it."""
+    named = _named(runs_dir, name)
+    return [d for d in named if not (is_seed_group(d.parent) and d.parent in named)]
 
 
 def _no_run(name: str | Path, runs_dir: Path, groups_too: bool) -> FmnistError:

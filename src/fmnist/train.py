@@ -18,7 +18,7 @@ from fmnist.backup_file import training_over
 from fmnist.data import Dataset, data_record, load_dataset, locate, to_features
 from fmnist.errors import DamagedFile, FmnistError, warn_once
 from fmnist.facts import NUM_CLASSES
-from fmnist.settings import TrainSettings, images_per_epoch, split_problem
+from fmnist.settings import RECIPES, TrainSettings, images_per_epoch, split_problem
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +323,8 @@ def train_command(settings: TrainSettings | None, backend: str | None = None, re
         return training_summary(resume_run(target, backend=backend, data_dir=data_dir))
     # What would only fail once Keras has started (5 s), said first: a seed past the last, a data folder amiss.
     runs.require_runs_dir_place(runs_dir)
+    if settings.name not in RECIPES:  # a name of the user's, which commands take for the run: said if it is taken
+        run_lookup.warn_if_named_already(settings.name, runs_dir)
     if seeds:
         seed_members(settings, seeds)
     if data_dir:
