@@ -184,7 +184,8 @@ def default_output(run_dirs: list[Path], runs_dir: Path) -> tuple[Path, str]:
 def compare_command(names: list[str | Path], output: Path | None, runs_dir: Path) -> dict[str, Any]:
     """`fmnist runs compare`: the page of the runs (or groups) ``names`` give, and of two groups the difference of
     their mean test accuracies (None otherwise), the command's result."""
-    return dict(zip(("comparison", "group_difference"), _write(runs_to_compare(names, runs_dir), output, runs_dir)))
+    page, difference = _write(runs_to_compare(names, runs_dir), output, runs_dir)
+    return {"comparison": page, "group_difference": difference}
 
 
 def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Path(defaults.RUNS_DIR)) -> Path:

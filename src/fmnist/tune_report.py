@@ -166,8 +166,8 @@ def _name_states(figure: Any, study: optuna.Study) -> None:
         bar = graph_objects.Bar(kept[0][0])  # orientation, hover and the rest as Optuna drew them
         bar.update({key: [getattr(trace, key)[i] for trace, i in kept] for key in ("x", "y", "base", "text")
                     if getattr(kept[0][0], key) is not None})
-        bar.update(text=[re.sub(r'("hidden_sizes": ")([\d,]+)"', lambda m: f'{m[1]}{m[2].replace(",", "-")}"', text)
-                         for text in bar.text or ()])
+        bar.update(text=[re.sub(r'("hidden_sizes": ")([\d,]+)"', lambda m: f'{m[1]}{value_text(m[2], "hidden_sizes")}"',
+                                text) for text in bar.text or ()])
         bar.update(name=state, hovertemplate=f"%{{text}}<extra>{state}</extra>",
                    marker_color=STATE_COLOURS.get(state, kept[0][0].marker.color))
         bars.append(bar)
