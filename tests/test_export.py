@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from packaging.requirements import Requirement
 
-from conftest import module_data, refused_before_keras, run_cli, tiny_train
+from conftest import module_data, page_text, refused_before_keras, run_cli, tiny_train
 from fmnist import artifacts, model_files
 from fmnist.data import load_dataset, to_features
 from fmnist.errors import FmnistError
@@ -107,7 +107,7 @@ def check_export(run_dir, fmt, record, images, backend, runner):
         assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     else:
         assert record["sha256"] == sha256_tree(path)
-    assert record["sha256"] in (run_dir / artifacts.REPORT_HTML).read_text()
+    assert record["sha256"] in page_text(run_dir / artifacts.REPORT_HTML)
     assert fmt in [e["format"] for e in list_exports(run_dir)]
     assert record["input"]["shape"] == [None, 784] and record["input"]["dtype"] == "float32"
     assert record["output"]["shape"] == [None, 10] and record["output"]["classes"] == list(CLASS_NAMES)

@@ -17,6 +17,8 @@ def test_tables_escape_their_cells_and_mark_highlighted_rows():
     named = table_html(["setting", "run_a"], [["early_stopping_patience", "/runs/2026-x_y/a"], ["loss", "0.3 / 0.2"]])
     assert "<th>run_<wbr>a</th>" in named and "<th scope=row>early_stopping_patience</th>" in named
     assert "<td>/<wbr>runs/<wbr>2026-x_<wbr>y/<wbr>a</td>" in named and "<td>0.3 / 0.2</td>" in named
+    checksum = "0123456789abcdef" * 4  # a SHA-256, which has no place to break, in four parts that do
+    assert f"<td>{'<wbr>'.join([checksum[:16]] * 4)}</td>" in table_html(["file", "sha256"], [["model", checksum]])
 
 
 def test_images_are_inlined_byte_for_byte_or_named_as_missing(tmp_path):

@@ -23,8 +23,8 @@ def page(title: str, sections: list[tuple[str, str]]) -> str:
         # the page itself never scrolls sideways.
         ".wide{overflow-x:auto}pre{white-space:pre-wrap;overflow-wrap:anywhere}"
         # A cell's long path or run name breaks after a "/", "_" or "-" (table_html marks the first two), and a number
-        # never, so the columns fit a laptop's window where they can; a longer word (a SHA-256) widens the table,
-        # which then scrolls in its box.
+        # never, so the columns fit a laptop's window where they can; a longer word widens the table, which then
+        # scrolls in its box.
         "td{overflow-wrap:break-word;min-width:4.5em}"
         "th[scope=row]{white-space:nowrap}"  # a row's name whole: "early_stopping_patience", "images (--limit)"
         'tr.diff th::before{content:"\\2260  "}'
@@ -45,8 +45,10 @@ def image_html(path: Path, alt: str) -> str:
 
 def _breakable(cell: Any) -> str:
     """A cell's text escaped, a line allowed to break after each "/" and "_" inside a path or run name (a browser
-    breaks after a "-" of its own accord): a path broke mid-number, and a class name mid-word, where any place did."""
-    return re.sub(r"((?<!\d)/|_)(?=\S)", r"\1<wbr>", html.escape(str(cell)))  # not in 1/2
+    breaks after a "-" of its own accord), and after every 16 characters of a SHA-256: a path broke mid-number, and a
+    class name mid-word, where any place did, and a checksum, which breaks nowhere, widened its table past the page."""
+    breakable = re.sub(r"((?<!\d)/|_)(?=\S)", r"\1<wbr>", html.escape(str(cell)))  # not in 1/2
+    return re.sub(r"\b[0-9a-f]{64}\b", lambda checksum: "<wbr>".join(re.findall(".{16}", checksum[0])), breakable)
 
 
 def table_html(header: list[str], rows: list[list[Any]], highlight: set[int] = frozenset()) -> str:
