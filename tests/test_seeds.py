@@ -172,8 +172,10 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
         resume_seeds(group, dataset=other)
 
     (third_again := group / resumed["runs"][2]["run_dir"]).joinpath(artifacts.REPORT_HTML).unlink()  # killed drawing
-    resume_seeds(group, dataset=dataset)
+    with caplog.at_level(logging.INFO, logger="fmnist.seeds"):
+        resume_seeds(group, dataset=dataset)
     assert (third_again / artifacts.REPORT_HTML).is_file()
+    assert f"{group} had finished: nothing trained; its seeds' files checked" in caplog.text  # said, as of a run
     summary_json = (group / artifacts.SEED_SUMMARY).read_bytes()
     (group / artifacts.SEED_SUMMARY).unlink()  # killed after its last seed, before it wrote the summary
     rows = run_list.list_runs(tmp_path)

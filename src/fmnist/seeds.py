@@ -145,7 +145,13 @@ def resume_seeds(
         activate(record["backend"], settings.architecture)
         dataset = dataset or load_dataset(data_dir)
         require_same_data(dataset, record, group)
-        return group, _complete_group(group, settings, members, record["backend"], dataset, existing)
+        finished = (group / artifacts.SEED_SUMMARY).is_file() and all(
+            member.seed in existing and runs.finished(existing[member.seed]) for member in members)
+        summary = _complete_group(group, settings, members, record["backend"], dataset, existing)
+        if finished:  # as a finished run's resume says, though the group's is a repair too
+            log.info("%s had finished: nothing trained; its seeds' files checked (a report or scores missing, "
+                     "made again) and its summary written again", group)
+        return group, summary
 
 
 def _member_dirs(group: Path, planned: dict[str, Any]) -> dict[int, Path]:
