@@ -1,5 +1,6 @@
 import contextlib
 import io
+import logging
 
 import numpy as np
 import pytest
@@ -225,10 +226,13 @@ def test_a_jpeg_over_the_pixel_limit_is_read_at_the_reduced_scale_it_decodes_at(
     assert refused.value.status == 413
 
 
-def test_a_gif_is_read_from_its_first_frame():
+@pytest.mark.parametrize("fmt", ["GIF", "PNG", "WEBP"])
+def test_an_animated_image_is_read_from_its_first_frame_and_said_so(fmt, caplog):
     first, second = Image.fromarray(garment()), Image.fromarray(255 - garment()[::-1])
-    gif = encode(first, "GIF", save_all=True, append_images=[second], duration=100)
-    np.testing.assert_allclose(load_input(gif, "anim.gif"), load_input(encode(first, "GIF"), "still.gif"))
+    animated = encode(first, fmt, save_all=True, append_images=[second], duration=100, lossless=True)
+    with caplog.at_level(logging.WARNING, logger="fmnist.images"):
+        np.testing.assert_allclose(load_input(animated, "anim"), load_input(encode(first, fmt, lossless=True), "still"))
+    assert [record.getMessage() for record in caplog.records] == ["anim is animated: classified by its first frame"]
 
 
 def test_every_allowed_format_decodes():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import re
 import tokenize
 import warnings
@@ -42,6 +43,8 @@ MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
            8: Image.Transpose.ROTATE_90}
+
+log = logging.getLogger(__name__)
 
 
 def quiet_pillow_warnings() -> None:
@@ -85,6 +88,8 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
             # Decoded here, where its damage is refused: reading the EXIF of a PNG decodes it first, and _upright
             # skips a failure there as a damaged EXIF block, after which the rows decoded so far would be classified.
             image.load()
+            if getattr(image, "is_animated", False):  # looks ahead one frame, not through them all
+                log.warning("%s is animated: classified by its first frame", name)
             upright = _upright(image)
             if upright.mode.startswith("I;16") or upright.mode == "I":
                 # 16-bit grayscale: convert("L") would clip every value above 255 instead of scaling it down.
