@@ -56,6 +56,11 @@ def test_a_name_refused_is_said_quoted_as_its_spaces_would_read_as_the_sentence(
         TrainSettings(name="my run")
 
 
+def test_a_name_that_is_not_utf8_is_refused_as_any_other_character():
+    with pytest.raises(FmnistError, match=r"^invalid setting: name may hold only letters, .* \(given 'a\ufffdb'\)$"):
+        TrainSettings(name=b"a\xffb".decode("utf-8", "surrogateescape"))  # as Python reads it from argv
+
+
 def test_a_refusal_of_two_settings_together_names_no_value_of_one_of_them():
     for settings, said in (({"distill_alpha": 1.5}, "distill_temperature must be positive and distill_alpha in [0, 1]"),
                            ({"weight_decay": 1e-4}, "weight_decay must be >= 0, and needs optimizer adamw")):

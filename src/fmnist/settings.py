@@ -170,7 +170,8 @@ class TrainSettings:
             (is_plain_name(self.name),
              f"name {'is empty: give one made of' if not self.name else 'may hold only'} letters, digits, '-', '_' "
              "and '.'"),
-            (len(self.name.encode("utf-8")) <= defaults.MAX_NAME_BYTES,
+            # A name from a command line that is not UTF-8 holds surrogates, refused above; measured all the same.
+            (len(self.name.encode("utf-8", "surrogateescape")) <= defaults.MAX_NAME_BYTES,
              f"name must be at most {defaults.MAX_NAME_BYTES} bytes in UTF-8 (the run's folder is named by it)"),
         ]
         for ok, message in checks:
@@ -193,6 +194,7 @@ class TrainSettings:
         if re.search(rf"(?<![\w.]){re.escape(value)}(?![\w.])", message):
             return ""
         value = value if len(value) <= 40 else value[:39] + "…"
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # a byte not UTF-8 as U+FFFD
         return f" (given {value!r})" if isinstance(getattr(self, named[0]), str) else f" (given {value})"  # 'my run'
 
     def to_dict(self) -> dict[str, Any]:
