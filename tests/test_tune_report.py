@@ -1,3 +1,4 @@
+import json
 import logging
 import re
 import shutil
@@ -9,7 +10,7 @@ import optuna
 from conftest import page_text
 from fmnist.settings import TrainSettings
 from fmnist.tune import HIDDEN_SIZES, TuneResult, best_trial, open_study, suggest, summary
-from fmnist.tune_report import MIN_TRIALS_FOR_IMPORTANCES, _figures, write_report
+from fmnist.tune_report import MIN_TRIALS_FOR_IMPORTANCES, _figures, _setting_flags, write_report
 from fmnist.tune_storage import open_storage, worker_key
 
 
@@ -22,6 +23,19 @@ def test_a_plot_optuna_doubts_is_replaced_by_its_reason():
     assert "Parameter importances will be equal" in figures["Parameter importances"]  # not a plot of equal bars
     assert not isinstance(figures["Optimisation history"], str)
     assert not isinstance(figures["Timeline (one row per trial; overlapping bars ran in parallel)"], str)
+
+
+def test_a_study_older_than_its_recorded_settings_takes_them_from_its_runs_and_survives_a_damaged_one(tmp_path):
+    study = optuna.create_study()
+    distributions = {"dropout": optuna.distributions.FloatDistribution(0.0, 0.5)}
+    configs = {"whole": {"settings": {"epochs": 7}}, "without": {"data": {}}, "list": [], "cut": "{"}
+    for name, config in configs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+        study.add_trial(optuna.trial.create_trial(params={"dropout": 0.1}, distributions=distributions, value=0.5,
+                                                  user_attrs={"run_dir": str(tmp_path / name)}))
+    flags = [_setting_flags(study, trial, True, tmp_path) for trial in study.trials]
+    assert flags == [" --dropout 0.1 --epochs 7"] + [" --dropout 0.1"] * 3
 
 
 def test_importances_are_drawn_only_from_enough_trials_to_mean_something():

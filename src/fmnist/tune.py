@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
@@ -396,10 +397,7 @@ def trial_state(trial: optuna.trial.FrozenTrial) -> str:
 
 
 def study_states(study: optuna.Study) -> dict[str, int]:
-    states: dict[str, int] = {}
-    for trial in study.get_trials(deepcopy=False):
-        states[trial_state(trial)] = states.get(trial_state(trial), 0) + 1
-    return states
+    return dict(collections.Counter(trial_state(trial) for trial in study.get_trials(deepcopy=False)))
 
 
 def tune(

@@ -12,8 +12,8 @@ from typing import Any
 
 import optuna
 
-from fmnist import artifacts, defaults, runs
-from fmnist.errors import first_line
+from fmnist import artifacts, defaults, run_settings, runs
+from fmnist.errors import FmnistError, first_line
 from fmnist.html_page import page, table_html
 from fmnist.settings import BACKENDS, FLAG_SETTINGS, TrainSettings
 from fmnist.tune import (FIXED_SETTINGS, TRIAL_BUDGET, flag_text, load_study, states_text, study_flags,
@@ -30,7 +30,10 @@ def _setting_flags(study: optuna.Study, trial: optuna.trial.FrozenTrial, searche
     if settings is None:
         run = trial_run_dir(trial, study_dir)
         config = Path(run) / artifacts.CONFIG if run else None
-        settings = artifacts.read_json(config)["settings"] if config and config.is_file() else {}
+        try:
+            settings = run_settings.settings_of(artifacts.read_json(config)) if config and config.is_file() else {}
+        except FmnistError:  # damaged by hand: its searched settings are still the trial's own
+            settings = {}
     spec = TrainSettings().to_dict()
     flags = []
     for name in (n for n in FLAG_SETTINGS if n not in ("name", "teacher")):
