@@ -26,11 +26,11 @@ def _spread(values: list[float]) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
-def summarise(accuracies: list[float], per_class_f1: list[dict[str, float]], level: float = 0.95) -> dict[str, Any]:
+def summarise(accuracies: list[float], per_class_f1: list[dict[str, float]]) -> dict[str, Any]:
     """The accuracies' :func:`accuracy_spread`; per-class F1 mean and spread."""
     return {
         "seeds": len(accuracies),
-        "test_accuracy": accuracy_spread(accuracies, level),
+        "test_accuracy": accuracy_spread(accuracies),
         "per_class_f1": {
             name: {"mean": float(np.mean([f[name] for f in per_class_f1])),
                    "std": _spread([f[name] for f in per_class_f1])}
@@ -39,8 +39,8 @@ def summarise(accuracies: list[float], per_class_f1: list[dict[str, float]], lev
     }
 
 
-def accuracy_spread(accuracies: list[float], level: float = 0.95) -> dict[str, Any]:
-    """Mean, sample standard deviation and a Student-t interval of the mean, within [0, 1] where an accuracy lies
+def accuracy_spread(accuracies: list[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation and a 95% Student-t interval of the mean, within [0, 1] where an accuracy lies
     (two seeds far apart stretch it past)."""
     from scipy import stats
 
@@ -48,7 +48,7 @@ def accuracy_spread(accuracies: list[float], level: float = 0.95) -> dict[str, A
     n = len(values)
     mean = float(values.mean())
     std = _spread(accuracies)
-    half = float(stats.t.ppf((1 + level) / 2, n - 1) * std / np.sqrt(n)) if n > 1 else float("nan")
+    half = float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n)) if n > 1 else float("nan")
     return {"values": values.tolist(), "mean": mean, "std": std, "ci95": [max(mean - half, 0.0), min(mean + half, 1.0)]}
 
 
