@@ -24,6 +24,17 @@ def test_a_run_whose_name_is_not_utf8_is_refused_in_one_line(mixed_runs, tmp_pat
     assert listed.returncode == 0 and "run-\\udcff" in listed.stdout, listed.stderr
 
 
+def test_a_runs_folder_whose_name_is_not_utf8_is_refused_before_training(tmp_path):
+    import os
+
+    odd = tmp_path / os.fsdecode(b"runs-\xfe")
+    result = run_cli("train", "--runs-dir", str(odd / "deeper"), "--limit", "100", "--epochs", "1")
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "epoch" not in result.stderr
+    assert result.stderr == (f"fmnist: error: the folder runs-\\udcfe in {tmp_path}/runs-\\udcfe/deeper has a name "
+                             "that is not UTF-8: rename it, then try again\n")
+    assert not odd.exists()
+
+
 def test_absolute_takes_out_dotdot_through_links_and_keeps_the_rest_as_given(tmp_path, monkeypatch):
     (tmp_path / "real" / "deep").mkdir(parents=True)
     (tmp_path / "real" / "photo.png").write_bytes(b"x")

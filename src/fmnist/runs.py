@@ -138,6 +138,7 @@ def require_runs_dir_place(runs_dir: Path) -> None:
     """Refuse a runs folder that would be made where its own folder does not exist: a mistyped --runs-dir, not a
     place to make folders down to (the runs folder itself is made)."""
     runs_dir = Path(runs_dir)
+    require_utf8_name(absolute(runs_dir))  # else refused only once the run it holds is trained, when it is scored
     if not (runs_dir.exists() or runs_dir.is_symlink()):
         _require_folder(runs_dir.absolute().parent, f"--runs-dir {runs_dir}",
                         "give a runs folder in one that does (the runs folder itself is made)")
@@ -209,7 +210,10 @@ def require_utf8_name(path: Path) -> None:
     try:
         str(path).encode("utf-8")
     except UnicodeEncodeError:
-        raise FmnistError(f"{path!s:.200} has a name that is not UTF-8: rename it, then try again") from None
+        # Python holds each byte that is not UTF-8 as a lone surrogate, which UTF-8 cannot encode.
+        odd = next(part for part in Path(path).parts if any("\ud800" <= c <= "\udfff" for c in part))
+        named = f"{path!s:.200}" if odd == Path(path).name else f"the folder {odd!s:.100} in {path!s:.200}"
+        raise FmnistError(f"{named} has a name that is not UTF-8: rename it, then try again") from None
 
 
 def require_run_dir(run_dir: Path) -> Path:
