@@ -140,6 +140,16 @@ def page_text(path: Path) -> str:
     return Path(path).read_text().replace("<wbr>", "")
 
 
+def write_backup_record(run_dir: Path, epochs_done: int, **meta) -> None:
+    """A run's backup.npz with its record alone (what `fmnist runs` and the resume's checks read), of this run."""
+    import json
+
+    from fmnist import artifacts, backup_file
+
+    record = {"format": backup_file.FORMAT, "epochs_done": epochs_done, "run": backup_file.run_id(run_dir), **meta}
+    np.savez(Path(run_dir) / artifacts.BACKUP, meta=np.array(json.dumps(record)))
+
+
 # Run as a user other than a folder's owner would: root, as tests may run, writes anywhere unless it drops that power.
 AS_ANOTHER_USER = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
 

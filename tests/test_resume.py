@@ -133,6 +133,10 @@ def test_history_is_cut_back_to_the_epochs_in_the_backup(tmp_path):
     (tmp_path / artifacts.HISTORY).write_bytes(b"epoch,loss\r\n0,1.5\r\n1,1.2\r\n2,1.1\r\n3,1.")
     assert keep_finished_epochs(tmp_path) == 2
     assert (tmp_path / artifacts.HISTORY).read_bytes() == b"epoch,loss\r\n0,1.5\r\n1,1.2\r\n"
+    # A line added by hand, not a row, and an epoch's row twice: each finished epoch is kept once, as it was.
+    (tmp_path / artifacts.HISTORY).write_bytes(b"epoch,loss\r\n0,1.5\r\n1,1.2\r\n1,2,3\r\n0,9.9\r\nx,1\r\n")
+    assert keep_finished_epochs(tmp_path) == 2
+    assert (tmp_path / artifacts.HISTORY).read_bytes() == b"epoch,loss\r\n0,1.5\r\n1,1.2\r\n"
 
 
 def test_resume_refuses_settings_and_non_runs(tmp_path, capsys):
@@ -251,6 +255,10 @@ def test_a_backup_from_another_run_or_a_history_cut_short_is_refused_not_mixed_i
     (mine / artifacts.HISTORY).unlink()
     with pytest.raises(FmnistError, match="history.csv holds 0 of the 3 epochs"):
         keep_finished_epochs(mine)
+    (mine / artifacts.HISTORY).write_bytes(b"epoch,loss\r\n0,1.5\r\n1,one\r\n2,1.1\r\n")
+    with pytest.raises(FmnistError, match=r"history.csv holds 2 of the 3 epochs in .*backup.npz \(its line 3 is "
+                                          r"damaged\); restore it, or remove"):
+        keep_finished_epochs(mine)
     (mine / artifacts.HISTORY).write_bytes(b"epoch,loss\r\n0,1.5\r\n1,1.2\r\n2,1.1\r\n")
     assert keep_finished_epochs(mine) == 3
 
@@ -258,8 +266,8 @@ def test_a_backup_from_another_run_or_a_history_cut_short_is_refused_not_mixed_i
     (mine / artifacts.CONFIG).write_text(json.dumps(dict(reversed(config.items())), indent=4))  # same settings
     assert keep_finished_epochs(mine) == 3
     (mine / artifacts.CONFIG).write_text(json.dumps({**config, "settings": {"seed": 3}}))  # a setting changed
-    with pytest.raises(FmnistError, match="backup.npz was written by another run, or before config.json was "
-                                          "changed: if it was, restore it as it was; else remove backup.npz and "
+    with pytest.raises(FmnistError, match="backup.npz was written by another run, or before config.json was changed: "
+                                          "if it was, put config.json back as it was; else remove backup.npz and "
                                           "history.csv, and 'fmnist train --resume "):
         keep_finished_epochs(mine)
     _backup_of(mine, 3, artifacts.sha256_file(mine / artifacts.CONFIG))  # as fmnist before 6 December named its run

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, write_backup_record
 from fmnist import artifacts, backup_file, run_list, run_locks, runs
 from fmnist.errors import FmnistError
 
@@ -229,7 +229,7 @@ def test_numbers_that_json_reads_but_no_run_has_are_listed_as_unknown(tmp_path):
     assert (row["run"], row["epochs"], row["train_seconds"]) == (run.name, None, None)
 
 
-@pytest.mark.parametrize("problem", ["damaged", "another run's", "gone"])
+@pytest.mark.parametrize("problem", ["damaged", "another run's", "gone", "history's row"])
 def test_a_stopped_runs_damaged_backup_is_named_with_what_to_do(tmp_path, problem):
     run = runs.create_run_dir(tmp_path, "cut")
     artifacts.write_json(run / artifacts.CONFIG, {"settings": {"seed": 1}})
@@ -240,17 +240,22 @@ def test_a_stopped_runs_damaged_backup_is_named_with_what_to_do(tmp_path, proble
     elif problem == "another run's":  # as a resume refuses it
         meta = {"format": backup_file.FORMAT, "epochs_done": 1, "run": "0" * 64}
         np.savez(run / artifacts.BACKUP, meta=np.array(json.dumps(meta)))
+    elif problem == "history's row":  # edited by hand: the backup's second epoch has no row left
+        write_backup_record(run, 2)
+        (run / artifacts.HISTORY).write_text("epoch,loss\n0,1.5\n1,1.2,7\n2,1.1\n")
     (row,) = run_list.list_runs(tmp_path)
     assert row["epochs"] is None
     start_over = f"remove backup.npz and history.csv, and 'fmnist train --resume {run}' trains the run again from " \
                  "its first epoch"
-    said = {"damaged": f"is damaged, so the run cannot continue from it; {start_over}",
-            "another run's": "was written by another run, or before config.json was changed: if it was, restore "
-                             f"it as it was; else {start_over}",
-            "gone": "is missing, though history.csv holds 2 finished epochs: restore it from a copy to continue after "
-                    f"them; else remove history.csv, and 'fmnist train --resume {run}' trains the run again from its "
-                    "first epoch"}  # as the resume says it
-    assert row["notes"] == [f"backup.npz {said[problem]}"]  # not "--resume continues it" too: it would refuse
+    said = {"damaged": f"backup.npz is damaged, so the run cannot continue from it; {start_over}",
+            "another run's": "backup.npz was written by another run, or before config.json was changed: if it was, "
+                             f"put config.json back as it was; else {start_over}",
+            "gone": "backup.npz is missing, though history.csv holds 2 finished epochs: restore it from a copy to "
+                    f"continue after them; else remove history.csv, and 'fmnist train --resume {run}' trains the run "
+                    "again from its first epoch",
+            "history's row": "history.csv holds 1 of the 2 epochs in backup.npz (its line 3 is damaged); restore it, "
+                             f"or {start_over}"}
+    assert row["notes"] == [said[problem]]  # as the resume says it, not "--resume continues it" too: it would refuse
     (run / artifacts.BACKUP).unlink(missing_ok=True)  # the advice followed
     (run / artifacts.HISTORY).unlink(missing_ok=problem == "gone")
     assert run_list.summarize(run)["notes"] == [f"fmnist train --resume {run} continues it"]  # from its first epoch

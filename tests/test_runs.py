@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, write_backup_record
 from fmnist import artifacts, model_files, run_list, run_locks, run_lookup, runs
 from fmnist.errors import FmnistError
 
@@ -174,7 +174,10 @@ def test_a_run_without_test_metrics_is_refused_saying_why_and_what_to_do(tiny_ru
         compare_runs([run, tiny_run_dir], tmp_path / "compare.html")
     assert f"{said}: the page compares its settings and learning curves, not its scores" in caplog.text
     status = (run / artifacts.STATUS).read_bytes()
-    runs.set_status(run, "running")  # killed after its model was saved, before its status said finished
+    # Killed after its model was saved, before its status said finished: its backup still there.
+    epochs = len(artifacts.read_history(run)["loss"])
+    write_backup_record(run, epochs, stopped=True)
+    runs.set_status(run, "running")
     with pytest.raises(FmnistError, match=rf"has not finished training \(status killed\), so it has no test metrics "
                                           rf"for its report; 'fmnist train --resume {run}' finishes it"):
         build_report(run)
@@ -196,6 +199,11 @@ def test_a_run_without_test_metrics_is_refused_saying_why_and_what_to_do(tiny_ru
             model_files.verified_model_path(run)
     with pytest.raises(FmnistError, match="has no model yet: its training has not finished; 'fmnist train --resume"):
         model_files.verified_model_path(run)  # its process gone
+    (run / artifacts.HISTORY).unlink()  # beside its backup: the advice is what its resume would say
+    with pytest.raises(FmnistError, match=r"has no model yet: its training has not finished; its resume would refuse "
+                                          rf"it: .*history.csv holds 0 of the {epochs} epochs in .*backup.npz; restore "
+                                          "it, or remove backup.npz and history.csv"):
+        model_files.verified_model_path(run)
 
 
 @pytest.mark.parametrize("content", [b"", b"  \n", b"\xff\xfe", b"not-a-checksum  model.keras\n"])

@@ -18,7 +18,7 @@ from fmnist.resume import resume_run
 from fmnist.settings import TrainSettings
 from fmnist.train import VALIDATION_BATCH_SIZE, fit, split_indices, train
 
-from conftest import run_cli, write_idx_set
+from conftest import run_cli, write_backup_record, write_idx_set
 
 EXPECTED_FILES = {
     artifacts.CONFIG, artifacts.SPLIT, artifacts.HISTORY, artifacts.MODEL, artifacts.MODEL_SHA256, artifacts.METRICS,
@@ -94,6 +94,7 @@ def test_a_teacher_that_has_not_finished_training_is_refused_with_how_to_finish_
 
     teacher = shutil.copytree(tiny_run_dir, tmp_path / "teacher")
     runs.set_status(teacher, runs.INTERRUPTED)  # stopped after its model was saved, before it was marked finished
+    write_backup_record(teacher, len(artifacts.read_history(teacher)["loss"]), stopped=True)
     refusal = f"--teacher {teacher}: {teacher} has not finished training: 'fmnist train --resume {teacher}' finishes it"
     with pytest.raises(FmnistError, match=re.escape(refusal)):
         tiny_run(tmp_path, tiny_data, teacher=str(teacher))

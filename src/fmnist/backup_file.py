@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import zipfile
@@ -86,11 +87,43 @@ def checked_meta(run_dir: Path) -> dict[str, Any] | None:
     recorded, config = meta.get("run", this_run), Path(run_dir) / artifacts.CONFIG
     if recorded != this_run and not (config.is_file() and recorded == artifacts.sha256_file(config)):
         raise FmnistError(f"{backup} was written by another run, or before {artifacts.CONFIG} was changed: if it "
-                          f"was, restore it as it was; else {start_over(run_dir)}")
+                          f"was, put {artifacts.CONFIG} back as it was; else {start_over(run_dir)}")
     epochs = meta.get("epochs_done")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         raise damaged(backup)
+    kept, damaged_lines = finished_history(run_dir, epochs)
+    rows = max(len(kept) - 1, 0)
+    if rows < epochs:  # cut short or damaged by hand: the curves would have a gap
+        why = f" (its line {damaged_lines[0]} is damaged)" if damaged_lines else ""
+        raise FmnistError(f"{Path(run_dir) / artifacts.HISTORY} holds {rows} of the {epochs} epochs in {backup}{why}; "
+                          f"restore it, or {start_over(run_dir)}")
     return meta
+
+
+def finished_history(run_dir: Path, epochs: int) -> tuple[list[str], list[int]]:
+    """history.csv's header and the first whole row of each of the backup's ``epochs`` finished epochs, in order; and
+    the numbers of the lines that are not rows (damaged by hand), left out."""
+    # A kill can land after an epoch's row was appended but before its backup was written, or halfway through a row;
+    # the epoch is then trained again and must not appear twice.
+    try:
+        lines = artifacts.history_lines(run_dir) if (Path(run_dir) / artifacts.HISTORY).is_file() else []
+    except ValueError:  # not text
+        lines = []
+    if not lines:
+        return [], []
+    width, rows, damaged_lines = len(next(csv.reader([lines[0]]))), {}, []
+    for number, line in enumerate(lines[1:], start=2):
+        cells = next(csv.reader([line]), [])
+        try:
+            epoch, _ = int(cells[0]), [float(cell) for cell in cells[1:]]
+            whole = len(cells) == width
+        except (ValueError, IndexError):
+            whole = False
+        if not whole:
+            damaged_lines.append(number)
+        elif 0 <= epoch < epochs:
+            rows.setdefault(epoch, line)
+    return [lines[0], *(rows[epoch] for epoch in sorted(rows))], damaged_lines
 
 
 def _finished_rows(run_dir: Path) -> int:

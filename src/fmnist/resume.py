@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from fmnist import artifacts, run_list, run_locks, runs
-from fmnist.backup_file import epochs_done, start_over
+from fmnist.backup_file import epochs_done, finished_history
 from fmnist.errors import DamagedFile, FmnistError
 from fmnist.facts import CLASS_NAMES
 from fmnist.settings import BACKENDS, TrainSettings
@@ -51,23 +50,12 @@ def require_unfinished(run_dir: Path) -> None:
 
 
 def keep_finished_epochs(run_dir: Path) -> int:
-    """Cut history.csv back to the epochs in the backup and return their number."""
-    # A kill can land after an epoch's row was appended but before its backup was written, or halfway through a row;
-    # the epoch is then trained again and must not appear twice.
-    backup, history = Path(run_dir) / artifacts.BACKUP, Path(run_dir) / artifacts.HISTORY
+    """Cut history.csv back to the epochs in the backup (:func:`finished_history`) and return their number."""
+    history = Path(run_dir) / artifacts.HISTORY
     artifacts.remove_temporaries(run_dir)  # the run's lock is held: nothing else writes there
-    epochs = epochs_done(run_dir)
-    try:
-        lines = artifacts.history_lines(run_dir) if history.is_file() else []
-        kept = [line for i, line in enumerate(lines) if i == 0 or int(next(csv.reader([line]))[0]) < epochs]
-    except (ValueError, IndexError):
-        kept = []
-    rows = max(len(kept) - 1, 0)
-    if rows < epochs:  # cut short or damaged by hand: the curves would have a gap
-        raise FmnistError(f"{history} holds {rows} of the {epochs} epochs in {backup}; restore it, or "
-                          f"{start_over(run_dir)}")
+    epochs = epochs_done(run_dir)  # which refuses a history that lacks some of them
     if history.is_file():
-        artifacts.write_text(history, "".join(kept))
+        artifacts.write_text(history, "".join(finished_history(run_dir, epochs)[0]))
     return epochs
 
 

@@ -231,8 +231,8 @@ def _backed_up(run_dir: Path, planned_epochs: Any, notes: list[str]) -> tuple[in
     epoch's row and its backup); and whether it holds the whole training (its resume then only saves and scores it)."""
     try:
         meta = checked_meta(run_dir)
-    except FmnistError as exc:  # said as the resume would say it, the backup named as in the folder
-        notes.append(str(exc).replace(str(run_dir / artifacts.BACKUP), artifacts.BACKUP, 1))
+    except FmnistError as exc:  # said as the resume would say it, its files named as in the folder
+        notes.append(str(exc).replace(f"{run_dir / 'x'}"[:-1], ""))
         return None, False
     if meta is None:  # no backup: its resume trains it from its first epoch
         return 0, False

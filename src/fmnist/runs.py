@@ -331,8 +331,17 @@ def shell_word(text: str) -> str:
 
 
 def how_to_finish(run_dir: Path) -> str:
-    """What finishes a run whose training stopped: a resume, or for one that diverged, a new run."""
-    return f"it diverged: {DIVERGED_ADVICE}" if diverged(run_dir) else f"'{resume_command(run_dir)}' finishes it"
+    """What finishes a run whose training stopped: a resume, or for one that diverged, a new run; where its resume
+    would refuse its backup or history, why, with what to do."""
+    from fmnist.backup_file import checked_meta  # which reads this module's
+
+    if diverged(run_dir):
+        return f"it diverged: {DIVERGED_ADVICE}"
+    try:
+        checked_meta(run_dir)
+    except FmnistError as exc:
+        return f"its resume would refuse it: {exc}"
+    return f"'{resume_command(run_dir)}' finishes it"
 
 
 # What a command refused because a process is training the run says, after what the command needs.
