@@ -91,6 +91,14 @@ def test_a_history_cell_too_large_for_csv_is_named_as_damage(tmp_path):
         artifacts.read_history(tmp_path)
 
 
+def test_a_history_row_of_other_cells_than_its_header_is_named_by_its_line(tmp_path):
+    for row in ("1,2,3", "1"):  # one cell too many, then too few: neither a number Python cannot read
+        (tmp_path / artifacts.HISTORY).write_text(f"epoch,loss\n0,1.5\n{row}\n2,1.1\n")
+        with pytest.raises(DamagedFile, match=r"^\S*history.csv is damaged at line 3 \(not as many cells as the "
+                                              r"header has columns\)$"):
+            artifacts.read_history(tmp_path)
+
+
 @pytest.mark.parametrize("value, number", [
     (0.5, 0.5), (3, 3.0), (True, None), ("0.5", None), (None, None),
     (float("nan"), None), (float("inf"), None), pytest.param(10**400, None, id="10**400"),  # json.loads reads all three

@@ -216,16 +216,24 @@ def read_json(path: Path) -> dict[str, Any]:
 def read_history(run_dir: Path) -> dict[str, list[float]]:
     """The per-epoch history as columns of floats."""
     path = Path(run_dir) / HISTORY
+    line = ""  # where a row read whole is not one of numbers: csv's own errors come before its count of lines
     try:
         with open(path, encoding="utf-8", newline="") as f:
             reader = csv.DictReader(f)
-            rows = list(reader)
-            # The header's columns even before the first epoch's row, so that a header of the wrong columns shows;
-            # read here, while the file is open (an empty one, a run stopped in its first epoch, has none).
+            # The header's columns even before the first epoch's row, so that a header of the wrong columns shows
+            # (an empty file, a run stopped in its first epoch, has none).
             columns = reader.fieldnames or ()
-        return {key: [float(row[key]) for row in rows] for key in columns}
-    except (ValueError, TypeError, KeyError, csv.Error) as exc:  # not text, not a number, cut short, a huge cell
-        raise DamagedFile(f"{path} is damaged ({exc})") from None
+            history: dict[str, list[float]] = {key: [] for key in columns}
+            for row in reader:
+                line = f" at line {reader.line_num}"
+                if None in row or None in row.values():
+                    raise ValueError("not as many cells as the header has columns")
+                for key in columns:
+                    history[key].append(float(row[key]))
+                line = ""
+        return history
+    except (ValueError, csv.Error) as exc:  # not text, not a number, a huge cell
+        raise DamagedFile(f"{path} is damaged{line} ({exc})") from None
 
 
 def missing_history_columns(history: dict[str, list[float]]) -> list[str]:
