@@ -43,6 +43,16 @@ def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path, caplog):
         (tmp_path / "other.journal").write_text(content)
         with pytest.raises(FmnistError, match="other.journal is not an Optuna journal"):
             write_report("s", storage=str(tmp_path / "other.journal"), runs_dir=tmp_path)
+    journal = (tmp_path / "other.journal")
+    journal.write_text('{"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [1]}\n')
+    assert write_report("s", storage=str(journal), runs_dir=tmp_path)  # a study of no trials drawn all the same
+    for edited in ('garbage{\n', 'garbage{\n{"op_code": 0, "worker_id": "w", "study_name": "t", "directions": [1]}\n'):
+        journal.write_text(journal.read_text().splitlines(keepends=True)[0] + edited)  # last, or not: one line
+        with pytest.raises(FmnistError, match=f"^line 2 of the journal {journal} is not JSON, as each of Optuna's is "
+                                              r"\(edited by hand, or damaged\): remove that line, or restore"):
+            write_report("s", storage=str(journal), runs_dir=tmp_path)
+        with pytest.raises(FmnistError, match="^line 2 of the journal"):
+            open_storage(str(journal), tmp_path)  # as tune, which would append after it
     with pytest.raises(FmnistError, match="study name '..'"):
         write_report("..", runs_dir=tmp_path)
     with pytest.raises(FmnistError, match="not a database URL"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -118,6 +119,11 @@ def _open_journal(path: Path, given: bool, writes: bool = False) -> tuple[optuna
                 if file.read(16) == b"SQLite format 3\x00":
                     raise FmnistError(f"{path} is an SQLite database, not a journal: give it as --storage "
                                       f"sqlite:///{path}")
+            damaged = _first_line_not_json(path)
+            if damaged and damaged > 1:  # the first: no journal at all, said below
+                raise FmnistError(f"line {damaged} of the journal {path} is not JSON, as each of Optuna's is (edited "
+                                  "by hand, or damaged): remove that line, or restore the journal from a copy; then "
+                                  "run this command again")
         path.parent.mkdir(parents=True, exist_ok=True)
         # Optuna locks the journal with a link beside it, made at its first write: its Permission denied named only
         # the journal, after the data were loaded.
@@ -152,6 +158,20 @@ def _refuse_foreign_sqlite(path: Path, shown: str) -> None:
     if tables and "studies" not in tables:
         raise FmnistError(f"{path} is not a database of Optuna studies (it holds the tables "
                           f"{', '.join(sorted(tables))}): give --storage a new file, or one 'fmnist tune' wrote")
+
+
+def _first_line_not_json(path: Path) -> int | None:
+    """The number of the journal's first whole line that is not JSON. Optuna skips one that is last, as if a worker
+    had been killed writing it, but appends after it, and then refuses the whole journal."""
+    with open(path, "rb") as file:
+        for number, line in enumerate(file, start=1):
+            if not line.endswith(b"\n"):  # half written: cut off before the study goes on
+                return None
+            try:
+                json.loads(line)
+            except ValueError:
+                return number
+    return None
 
 
 def _cut_half_written_line(path: Path, lock: Any) -> None:
