@@ -1,6 +1,7 @@
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import socket
 import threading
@@ -107,6 +108,22 @@ def test_what_the_http_parser_answers_itself_is_json_too(tiny_run_dir, parser):
         counted = {int(status): float(value) for status, value in
                    re.findall(r'^fmnist_http_refused_total\{status="(\d+)"\} (\S+)$', metrics, re.MULTILINE)}
         assert counted == refused, metrics
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_body_whose_chunks_are_malformed_is_answered_400_in_json_not_taken_for_a_client_gone(tiny_run_dir, parser,
+                                                                                                caplog):
+    head = (b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    with caplog.at_level(logging.INFO, logger="fmnist"):
+        with serving_in_process(create_app(tiny_run_dir), parser) as port:
+            # The chunk's size in hexadecimal, "ZZ" none; sent after the headers, as the app begins to read the body.
+            status, body = json_answer(raw_exchange(port, head, b"ZZ\r\nabc\r\n0\r\n\r\n", pause_s=0.5))
+            assert status == 400 and "its body is not framed as its headers say" in body["error"], body
+            good = json.dumps({"inputs": [[0] * 784]}).encode()
+            answer = raw_exchange(port, head + b"%x\r\n%s\r\n0\r\n\r\n" % (len(good), good))
+            assert answer.startswith(b"HTTP/1.1 200 "), answer  # chunks well formed are read
+    assert "went away" not in caplog.text
 
 
 async def slow_app(scope, receive, send):

@@ -36,9 +36,9 @@ from fmnist.explain import PATCH, occlusion_batches
 from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
 from fmnist.images import BadInput, quiet_pillow_warnings
 from fmnist.predict import Classifier, describe
-from fmnist.serve_http import (SHUTDOWN_GRACE_S, AnswerCancelledRequests, HttpMethodsOnly, LoopbackHostsOnly,
-                               WebPagesFrom, WholeAnswers, browser_origins, error, host_names, is_address, is_loopback,
-                               json_http_protocol, root_path)
+from fmnist.serve_http import (PARSER_REFUSED, SHUTDOWN_GRACE_S, AnswerCancelledRequests, HttpMethodsOnly,
+                               LoopbackHostsOnly, WebPagesFrom, WholeAnswers, browser_origins, error, host_names,
+                               is_address, is_loopback, json_http_protocol, root_path)
 from fmnist.serve_inputs import check_predict_query, read_inputs
 from fmnist.serve_metrics import METRICS_URL, ServeMetrics
 
@@ -237,7 +237,8 @@ def _answer_errors_as_json(app: FastAPI) -> None:
 
     @app.exception_handler(ClientDisconnect)
     async def client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
-        log.info("a client went away before %s was answered", request.url.path)  # nobody is left to read an answer
+        if PARSER_REFUSED not in request.scope.get("state", {}):  # answered 400 by the protocol, and logged there
+            log.info("a client went away before %s was answered", request.url.path)  # nobody is left to read it
         return error(400, "the client went away before its request was answered")
 
     @app.exception_handler(Exception)

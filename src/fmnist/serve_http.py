@@ -28,6 +28,9 @@ HEADER_TIMEOUT_S = 10
 MAX_HEADER_BYTES = 32 * 1024
 # A stopped server waits this long for requests still in flight, then cancels the rest.
 SHUTDOWN_GRACE_S = 5
+# In a request's state, why the parser refused its body (answered then): the app's read of it ends as if the client
+# had gone. (Its state, shared by every copy of the scope a middleware makes.)
+PARSER_REFUSED = "fmnist_parser_refused"
 
 
 class AnswerCancelledRequests:
@@ -350,9 +353,17 @@ def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_by
             else:  # idle, or the rest of a body answered early: nothing is waiting for an answer
                 self.transport.close()
 
+        def body_unanswered(self) -> bool:
+            """A request's body is still arriving and its answer has not begun: what the parser refuses now is that
+            body (no request is parsed behind one whose body has not ended)."""
+            return self.cycle is not None and self.cycle.more_body and not self.cycle.response_started
+
         def send_400_response(self, msg: str) -> None:
             if self.refusal is not None:
                 self.refuse(*self.refusal)
+            elif self.body_unanswered():
+                self.refuse(400, f"{msg.rstrip('.')}: its body is not framed as its headers say (its chunks, for "
+                                 "Transfer-Encoding: chunked)")
             else:
                 self.refuse(400, f"{msg.rstrip('.')}: check the request line and headers, such as Content-Length")
 
@@ -362,7 +373,9 @@ def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_by
             on_refused(status)
             if status != 400:  # uvicorn logs the 400s itself
                 log.warning("answered %d to %s: %s", status, ":".join(map(str, self.client or ("a client",))), message)
-            if not self.answering():
+            if self.body_unanswered():  # the app, waiting for the rest, finds the connection closed: not the client
+                self.cycle.scope.setdefault("state", {})[PARSER_REFUSED] = message
+            if not self.answering() or PARSER_REFUSED in self.cycle.scope.get("state", {}):
                 body = json.dumps({"error": message}).encode()
                 head = (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
                         b"connection: close\r\n\r\n" % (status, HTTPStatus(status).phrase.encode(), len(body)))
