@@ -292,6 +292,11 @@ def test_a_file_where_the_export_goes_is_named_not_hidden(tiny_run_dir, tmp_path
     with pytest.raises(FmnistError, match=r"exports/onnx is a file, where the onnx export goes: move it away"):
         export_run(run_dir, "onnx", "tensorflow", UNUSED_IMAGES)
     assert sorted(p.name for p in (run_dir / artifacts.EXPORTS_DIR).iterdir()) == ["onnx"]
+    shutil.rmtree(run_dir / artifacts.EXPORTS_DIR)
+    (run_dir / artifacts.EXPORTS_DIR).write_text("mine")  # a level up: was "cannot write in ...: File exists"
+    with pytest.raises(FmnistError, match=r"exports is a file, where the run's exports go: move it away, then export "
+                                          "again$"):
+        export_run(run_dir, "onnx", "tensorflow", UNUSED_IMAGES)
 
 
 @pytest.mark.parametrize("linked", ["exports", "exports/onnx"])

@@ -65,7 +65,7 @@ def evaluate_run(
     low, high = bootstrap_accuracy_interval(dataset.y_test, probabilities.argmax(axis=1))
     metrics["test_accuracy_ci95"] = [low, high]
     mistakes = most_confident_mistakes(dataset.y_test, probabilities)
-    log.info("drawing occlusion maps, then the report")
+    log.info("computing occlusion maps, then drawing the report")
     explanations = report_explanations(predict, dataset.x_test, dataset.y_test, probabilities, mistakes)
 
     def write_scores() -> None:

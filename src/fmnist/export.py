@@ -201,8 +201,9 @@ def refuse_destination(run_dir: Path, fmt: str) -> None:
     not write in its folder (notes, a copy kept by hand), which the new export, replacing the folder, would delete."""
     exports = Path(run_dir) / artifacts.EXPORTS_DIR
     folder = exports / fmt
-    if folder.exists() and not folder.is_dir():  # it would be set aside, hidden, and left there
-        raise FmnistError(f"{folder} is a file, where the {fmt} export goes: move it away, then export again")
+    for place, what in ((exports, "the run's exports go"), (folder, f"the {fmt} export goes")):
+        if place.exists() and not place.is_dir():  # the export's folder would be set aside, hidden, and left there
+            raise FmnistError(f"{place} is a file, where {what}: move it away, then export again")
     for link in (exports, folder):
         if link.is_symlink():  # written through, another run's export would be replaced, or the link left hidden
             raise FmnistError(f"{link} is a link to {link.readlink()}; a run's exports are kept in its own folder: "
