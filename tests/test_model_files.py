@@ -105,6 +105,18 @@ def test_a_model_with_a_matching_checksum_that_is_damaged_or_for_another_task_is
     with_checksum(keras.Sequential([keras.Input((100,)), keras.layers.Dense(3, activation="softmax")]).save)
     with pytest.raises(FmnistError, match="maps 100 features to 3 classes, not 784 pixels to 10 classes"):
         model_files.load_model(tmp_path)
+    with_checksum(keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(10)]).save)
+    with pytest.raises(FmnistError, match="maps shape 28x28 to 10 classes, not 784 pixels to 10 classes"):
+        model_files.load_model(tmp_path)  # not "28 features"
+    with_checksum(keras.Sequential([keras.Input((784,)), keras.layers.Dense(10)]).save)  # scores, some negative
+    with pytest.raises(FmnistError, match=r"does not end in a softmax, so its answers are not probabilities of the 10 "
+                                          r"classes: end it in Dense\(10, activation='softmax'\)"):
+        model_files.load_model(tmp_path)
+    for last in (keras.layers.Dense(10, activation="softmax"), keras.layers.Softmax()):
+        layers = [keras.Input((784,)), last] if isinstance(last, keras.layers.Dense) else [
+            keras.Input((784,)), keras.layers.Dense(10), last]
+        with_checksum(keras.Sequential(layers).save)
+        assert model_files.load_model(tmp_path)[0].output_shape == (None, 10)
     whole = (tmp_path / artifacts.MODEL).read_bytes()
     with_checksum(lambda path: path.write_bytes(whole[: len(whole) // 2]))
     for check in (model_files.verified_model_path, model_files.load_model):  # the first before Keras is imported

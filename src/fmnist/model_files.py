@@ -159,10 +159,15 @@ def load_model(source: Path) -> tuple[Any, str]:
         except Exception as exc:  # Keras raises many types for a bad archive; all mean the same to the user.
             raise FmnistError(f"Keras cannot load {model_path} ({first_line(exc)}): {DAMAGED} "
                               "(--debug shows Keras' error)") from exc
-    features, classes = model.input_shape[-1], model.output_shape[-1]
-    if (features, classes) != (NUM_FEATURES, NUM_CLASSES):
-        raise FmnistError(f"{source} maps {features} features to {classes} classes, "
-                          f"not {NUM_FEATURES} pixels to {NUM_CLASSES} classes")
+    taken, answered = _shape_text(model.input_shape, "features"), _shape_text(model.output_shape, "classes")
+    if (taken, answered) != (f"{NUM_FEATURES} features", f"{NUM_CLASSES} classes"):
+        raise FmnistError(f"{source} maps {taken} to {answered}, not {NUM_FEATURES} pixels to {NUM_CLASSES} classes")
+    last = model.layers[-1]
+    if not (isinstance(last, keras.layers.Softmax) or getattr(getattr(last, "activation", None), "__name__", None)
+            == "softmax"):  # a hand-made model's scores would be served as probabilities, negative ones too
+        raise FmnistError(f"{source} does not end in a softmax, so its answers are not probabilities of the "
+                          f"{NUM_CLASSES} classes: end it in Dense({NUM_CLASSES}, activation='softmax'), as fmnist's "
+                          "models do")
     import numpy as np
 
     if not all(np.isfinite(keras.ops.convert_to_numpy(weight)).all() for weight in model.weights):
@@ -171,6 +176,14 @@ def load_model(source: Path) -> tuple[Any, str]:
     if not run_lookup.is_model_alone(source):  # a run's, given as its folder or as its model.keras
         _require_runs_network(model, Path(source) if Path(source).is_dir() else Path(source).parent)
     return model, checksum
+
+
+def _shape_text(shape: Any, unit: str) -> str:
+    """A model's input or output shape in words: "784 features", one of another shape "shape 28x28"."""
+    if isinstance(shape, list):  # a model of several inputs or outputs
+        return f"{len(shape)} tensors"
+    rest = tuple(shape[1:])  # less the batch
+    return f"{rest[0]} {unit}" if len(rest) == 1 else f"shape {'x'.join(map(str, rest))}"
 
 
 def _network_of(model: Any) -> str:
