@@ -108,8 +108,9 @@ async def form_files(request: Request, body: bytes) -> list[tuple[str, bytes]]:
                            "e.g. curl -F files=@shirt.jpg; options go in the query (?top_k=3)", 400)
         # A lone surrogate (a part's name decoded with the charset= the request gave) written as its escape: JSON
         # in UTF-8 cannot carry it, and the answer would fail.
-        files = [((value.filename or key).encode("utf-8", "backslashreplace").decode("utf-8"), await value.read())
-                 for key, value in form.multi_items()]
+        # A file part without a file name (a browser's empty file input, filename="") named by its field.
+        files = [((value.filename or f"the file part {key!r}").encode("utf-8", "backslashreplace").decode("utf-8"),
+                  await value.read()) for key, value in form.multi_items()]
     finally:
         await form.close()
     if not files:
@@ -172,6 +173,9 @@ def json_inputs(body: bytes) -> np.ndarray:
         raise BadInput(f"the body is not valid JSON ({type(exc).__name__}: {str(exc)[:200]}): send UTF-8 JSON such as "
                        "{\"inputs\": [[784 numbers]]}", 400) from None
     inputs = document.get("inputs") if isinstance(document, dict) else None
+    if isinstance(document, dict) and document and "inputs" not in document:  # a key misspelt, or another API's
+        raise BadInput(f"the JSON body holds {', '.join(map(json.dumps, sorted(document)))} but no \"inputs\": send "
+                       "{\"inputs\": [[784 numbers]]}")
     if not isinstance(inputs, list) or not inputs:
         raise BadInput("the JSON body must be an object whose \"inputs\" is a non-empty list of arrays: send "
                        "{\"inputs\": [[784 numbers]]}")
@@ -241,7 +245,9 @@ async def read_inputs(request: Request, max_body_bytes: int) -> tuple[list[str],
     if not content_type and not declares_body(request.headers.raw):  # nothing sent (curl -X POST URL): say so
         raise BadInput(EMPTY_BODY, 400)
     if content_type not in ("multipart/form-data", "application/json"):  # said before a body is waited for
-        raise BadInput(f"unsupported content type {content_type or 'none'}: "
+        given = request.headers.get("content-type")
+        said = content_type or ("none" if given is None else f"{given!r}, which names no media type")
+        raise BadInput(f"unsupported content type {said}: "
                        "send multipart/form-data files or application/json", 415)
     body = await read_body(request, max_body_bytes)
     if content_type == "multipart/form-data":
