@@ -380,6 +380,8 @@ def test_a_stopped_train_best_or_study_says_on_stdout_what_to_resume(tmp_path, c
      "--report only draws the study it names as it is; drop --epochs, --trials, --study"),
     (["--train-best", "s", "--trials", "7", "--study", "t"],
      "--train-best trains one run of the study it names; drop --trials, --study"),
+    (["--report", "s", "--epochs", "3", "--study", "s"], "--report only draws the study it names as it is; drop "
+                                                          "--epochs\n"),  # the same study named twice is not refused
     *((["--trials", "1", flag, ""], f"argument {flag}: empty (an unset shell variable?)")
       for flag in ("--study", "--storage", "--report", "--train-best")),
 ])

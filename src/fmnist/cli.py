@@ -209,6 +209,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
         from fmnist.runs import require_runs_dir_place
 
         require_runs_dir_place(args.runs_dir)
+    if args.study is not None and args.study in (args.report, args.train_best):  # the same study said twice
+        args.study = None
     if args.report:
         _refuse_given(args, (*FLAG_SETTINGS, "trials", "timeout", "backend", "study", "data_dir"),
                       "--report only draws the study it names as it is")
