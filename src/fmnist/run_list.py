@@ -76,19 +76,12 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     created = config.get("created") or status.get("updated") or runs.iso(
         dt.datetime.fromtimestamp(run_dir.stat().st_mtime, dt.timezone.utc))
     return {
-        "run": run_dir.name,
-        "path": str(runs.absolute(run_dir)),
-        "created": str(created),
-        "recipe": recipes.closest_recipe(settings) if settings else None,
-        "settings": settings,  # all of them, as config.json holds them: the table shows a few
-        "backend": config.get("backend"),
+        **_row_without_results(run_dir, str(created), settings, config.get("backend"), state, notes),
         "epochs": None if epochs is None else int(epochs),
         "epoch_kept": kept,
         "test_accuracy": scored_accuracy(metrics),  # a number the notes call damaged is not shown, nor averaged
         "macro_f1": _fraction(metrics.get("macro_f1")),
         "train_seconds": artifacts.json_number(status.get("train_seconds")),
-        "status": state,
-        "notes": notes,
     }
 
 
@@ -182,7 +175,8 @@ def _summarize_or_say_why_not(run_dir: Path) -> dict[str, Any]:
 
 def _row_without_results(run_dir: Path, created: str, settings: dict[str, Any], backend: str | None, state: str,
                          notes: list[str]) -> dict[str, Any]:
-    """A row of :func:`summarize`'s for a folder with no epochs or scores to show."""
+    """A row of :func:`summarize`'s for a folder with no epochs or scores to show (the settings all of them, as
+    config.json holds them: the table shows a few)."""
     return {"run": run_dir.name, "path": str(runs.absolute(run_dir)), "created": created,
             "recipe": recipes.closest_recipe(settings) if settings else None, "settings": settings, "backend": backend,
             "epochs": None, "epoch_kept": None, "test_accuracy": None, "macro_f1": None, "train_seconds": None,
