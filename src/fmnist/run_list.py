@@ -587,12 +587,14 @@ def require_scored(run_dir: Path, needed_for: str) -> None:
         raise FmnistError(f"{run_dir} is being trained right now; {needed_for} needs it scored: "
                           f"{runs.WAIT_FOR_TRAINING}")
     status = Path(run_dir) / artifacts.STATUS
-    state = artifacts.read_json(status).get("state") if status.is_file() else None
+    recorded = artifacts.read_json(status) if status.is_file() else {}
+    state = recorded.get("state")
     # Stopped (killed even after its model was saved), or unfinished with no model to score.
     if state in runs.RESUMABLE or (state != runs.FINISHED and not (Path(run_dir) / artifacts.MODEL_SHA256).is_file()):
         # Its status as `fmnist runs` shows it: killed, say.
-        raise FmnistError(f"{run_dir} has not finished training (status {summarize(run_dir)['status']}), so it has "
-                          f"no test metrics for {needed_for}; {runs.how_to_finish(run_dir)}")
+        shown = runs.state_now(run_dir, _recorded_state(recorded, []))
+        raise FmnistError(f"{run_dir} has not finished training (status {shown}), so it has no test metrics for "
+                          f"{needed_for}; {runs.how_to_finish(run_dir)}")
     # Stopped while it was scored (as `fmnist runs` says): its resume scores it, and a group's writes its summary too.
     scorer = runs.resume_command(run_dir) if state == runs.FINISHED else f"fmnist evaluate {run_dir}"
     raise FmnistError(f"{run_dir / artifacts.METRICS} is missing: '{scorer}' scores the run")
