@@ -59,7 +59,7 @@ def dense_weights(hidden_sizes: tuple[int, ...]) -> int:
     return sum(a * b for a, b in zip(widths, widths[1:]))
 
 
-def _shown(value: Any) -> str:
+def flag_value(value: Any) -> str:
     """A setting's value as a flag gives it: hidden sizes "512,-1", a number as typed."""
     return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
 
@@ -190,7 +190,7 @@ class TrainSettings:
         named = [name for name in self.names() if re.search(rf"\b{name}\b", message)]
         if len(named) != 1 or not message.startswith(named[0]):  # of two settings together, or of none
             return ""
-        value = _shown(getattr(self, named[0]))
+        value = flag_value(getattr(self, named[0]))
         if re.search(rf"(?<![\w.]){re.escape(value)}(?![\w.])", message):
             return ""
         value = value if len(value) <= 40 else value[:39] + "…"

@@ -19,7 +19,7 @@ import optuna
 from fmnist import artifacts, defaults, run_locks, run_settings, runs
 from fmnist.data import Dataset, load_dataset
 from fmnist.errors import FmnistError
-from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag, is_plain_name
+from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag, flag_value, is_plain_name
 from fmnist.train import Diverged, TrainResult, check_inputs, train
 from fmnist.tune_storage import (
     GRACE_S, absolute_storage, default_runs_dir, is_database, open_storage, refuse_folder, storage_file, worker_gone,
@@ -90,7 +90,7 @@ def suggest(trial: optuna.trial.BaseTrial, base: TrainSettings) -> None:
 def trial_params(settings: TrainSettings) -> dict[str, Any]:
     """The knobs a study with ``settings`` searches, as Optuna stores them."""
     params = {
-        "hidden_sizes": ",".join(str(s) for s in settings.hidden_sizes), "dropout": settings.dropout,
+        "hidden_sizes": flag_value(settings.hidden_sizes), "dropout": settings.dropout,
         "learning_rate": settings.learning_rate, "batch_size": settings.batch_size, "lr_factor": settings.lr_factor,
     }
     return params if lowers_rate(settings.epochs, settings.lr_patience, settings.early_stopping_patience) else {
@@ -275,8 +275,7 @@ def _run_trial(trial: optuna.Trial, base: TrainSettings, backend: str, study_dir
 def flag_text(name: str, value: Any) -> str:
     """A setting as the flag that gives it, its value as typed (``--hidden-sizes 512,256``) and quoted for a shell:
     every command tune prints builds its flags so."""
-    typed = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-    return f"{flag(name)} {runs.shell_word(typed)}"
+    return f"{flag(name)} {runs.shell_word(flag_value(value))}"
 
 
 def study_flags(recorded: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
