@@ -749,7 +749,7 @@ def run() -> NoReturn:
     status = main()
     if status in stopping.STOP_STATUSES:
         stopping.end_process(status)
-    stopping.finished(status)
+    stopping.keep_status_on_stop(status)
     sys.exit(status)
 
 

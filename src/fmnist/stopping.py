@@ -100,7 +100,7 @@ def stopped() -> int:
     return 128 + signum
 
 
-def finished(status: int) -> None:
+def keep_status_on_stop(status: int) -> None:
     """The command is done: a stop signal while Python's exit hooks run (JAX's among them, seconds at times) ends the
     process at once with the status its work earned; killed by it, the process would read as stopped mid-work. (In
     the last moments, as Python tears its modules down, it has put the default handlers back.)"""
