@@ -1,5 +1,4 @@
-"""Draw the report's pictures with matplotlib (and scikit-learn's confusion matrix); every function writes one PNG
-atomically."""
+"""Draw the report's pictures with matplotlib (and scikit-learn's confusion matrix), each PNG written atomically."""
 
 from __future__ import annotations
 

@@ -428,12 +428,8 @@ def terminal_width() -> int | None:
 
 def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), runs_dir: Path = Path("."),
                 width: int | None = None) -> str:
-    """The runs as an aligned text table, one line each, and below a run its notes, the settings it changed in its
-    recipe first; a ``--seeds`` group's line, with its mean, where its newest run would be, its runs indented under it
-    by seed, as are
-    the runs of another folder there (a tune study's) under that folder's line. No column of when a run was created:
-    its name begins with it (``--json`` gives it). Columns are left out, and named, until the table fits ``width``
-    characters."""
+    """The runs as an aligned text table, a line each with its notes below; a ``--seeds`` group's or a folder's runs
+    indented under its line. Columns are left out, and named, until the table fits ``width`` characters."""
     header = ["run", "recipe", "network", "lr", "batch", "limit", "seed", "backend", "epochs (kept)",
               "test acc", "macro F1", "train s", "status"]
     lines, notes = [header], {}

@@ -177,9 +177,8 @@ class TrainSettings:
         for ok, message in checks:
             if not ok:
                 raise FmnistError(f"invalid setting: {message}{self._given(message)}")
-        # On the whole training set here; on a smaller one (a test's), fmnist.train checks the split again.
-        # Checked here against the whole set (fmnist.train refuses a limit past the set it loads): capped, so as not
-        # to be multiplied as a float (10**400 would overflow).
+        # Checked against the whole training set (fmnist.train checks the split again on the set it loads): the limit
+        # capped, so as not to be multiplied as a float (10**400 would overflow).
         images = TRAINING_IMAGES if self.limit is None else min(self.limit, TRAINING_IMAGES)
         split = split_problem(images, self.validation_fraction, self.limit is not None)
         if split:
