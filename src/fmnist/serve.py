@@ -507,7 +507,8 @@ def serve(source: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mi
     address.append(f"http://{f'[{host}]' if ':' in host else host}:{listener.getsockname()[1]}/")
     if not loopback:
         log.warning("listening on %s: other machines can reach this server", host)
-    log.info("loading the model of %s", source)  # said served once it answers: a model may yet fail to load
+    # Said to be served once it answers: a model may yet fail to load.
+    log.info("loading the model of %s", runs.absolute(source))
     uvicorn_log = logging.getLogger("uvicorn.error")
     uvicorn_log.addFilter(in_one_line)
     try:
