@@ -235,6 +235,29 @@ def test_an_animated_image_is_read_from_its_first_frame_and_said_so(fmt, caplog)
     assert [record.getMessage() for record in caplog.records] == ["anim is animated: classified by its first frame"]
 
 
+def test_an_animated_gif_cut_short_after_its_first_frame_is_classified_or_refused_never_an_unexpected_error():
+    rng = np.random.default_rng(0)
+    first, second = (Image.fromarray(rng.integers(0, 255, (60, 60), dtype=np.uint8)) for _ in range(2))
+    gif = encode(first, "GIF", save_all=True, append_images=[second], duration=100)
+    still = load_input(encode(first, "GIF"), "still")
+    outcomes = set()
+    for cut in range(len(gif) // 2, len(gif), 7):  # the second frame damaged anywhere
+        try:
+            np.testing.assert_allclose(load_input(gif[:cut], "cut.gif"), still)
+            outcomes.add("classified by its first frame")
+        except BadInput:
+            outcomes.add("refused")
+    assert "classified by its first frame" in outcomes
+
+
+def test_a_phones_jpeg_with_its_preview_is_not_called_animated(caplog):
+    photo = Image.fromarray(garment()).convert("RGB")
+    mpo = encode(photo, "MPO", save_all=True, append_images=[photo.resize((20, 20))])  # a picture and its preview
+    with caplog.at_level(logging.WARNING, logger="fmnist.images"):
+        load_input(mpo, "photo.jpg")
+    assert not caplog.records
+
+
 def test_every_allowed_format_decodes():
     for fmt in ("PNG", "JPEG", "WEBP", "BMP", "GIF"):
         assert load_input(encode(garment(), fmt), f"x.{fmt}").shape == (28, 28)

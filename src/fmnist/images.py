@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import struct
 import tokenize
 import warnings
 from typing import Callable
@@ -16,6 +17,7 @@ from fmnist.errors import FmnistError
 from fmnist.facts import IMAGE_SIDE, NUM_FEATURES
 
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")  # as Pillow names them
+ANIMATED_FORMATS = ("GIF", "PNG", "WEBP")  # a phone's JPEG (MPO) holds a preview beside its picture: not frames
 FORMATS_SAID = ", ".join({"WEBP": "WebP"}.get(name, name) for name in FORMATS)  # as people write them
 # Images Pillow reads, or a plugin would, that fmnist refuses by name: TIFF through libtiff, which prints its errors on
 # a damaged file straight to stderr, past any one-line error; HEIC and AVIF need a plugin, ICO holds icons, not photos.
@@ -87,8 +89,9 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
                 raise Image.DecompressionBombError(f"Image size ({width * height} pixels)")
             # Decoded here, where its damage is refused: reading the EXIF of a PNG decodes it first, and _upright
             # skips a failure there as a damaged EXIF block, after which the rows decoded so far would be classified.
+            animated = image.format in ANIMATED_FORMATS and _animated(image)  # before the first frame is decoded
             image.load()
-            if getattr(image, "is_animated", False):  # looks ahead one frame, not through them all
+            if animated:
                 log.warning("%s is animated: classified by its first frame", name)
             upright = _upright(image)
             if upright.mode.startswith("I;16") or upright.mode == "I":
@@ -122,6 +125,16 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
             raise BadInput(f"{name} starts like a {claimed} but is truncated or damaged: give the whole file, or "
                            "save it again") from None
         raise BadInput(f"{name} is truncated or damaged ({exc}): give the whole file, or save it again") from None
+
+
+def _animated(image: Image.Image) -> bool:
+    """Whether the first frame has others after it (one frame ahead is looked at, not them all); one after it that is
+    damaged counts, as the first alone is classified."""
+    try:
+        return bool(getattr(image, "is_animated", False))
+    except (OSError, EOFError, ValueError, IndexError, struct.error):  # Pillow's, for a frame damaged past the first
+        image.seek(0)  # where the look ahead left off, it would be decoded from
+        return True
 
 
 def claimed_format(data: bytes) -> str | None:
