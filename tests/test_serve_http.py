@@ -134,6 +134,17 @@ async def slow_app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"ok"})
 
 
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_malformed_body_pipelined_behind_a_running_request_is_never_answered_in_its_place(parser):
+    behind = (b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"ZZ\r\nabc\r\n0\r\n\r\n")
+    with serving_in_process(slow_app, parser) as port:
+        answer = raw_exchange(port, b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n" + behind)
+    # The first answer is the first request's, or the connection closes without one (httptools): a 400 there would be
+    # read as the GET's.
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 200 "), answer
+
+
 def test_headers_pipelined_behind_a_running_request_are_bounded_too():
     """httptools parses what comes behind a running request: an endless header there was never counted."""
     with serving_in_process(slow_app, "httptools", max_header_bytes=8 * 1024) as port:

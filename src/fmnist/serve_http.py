@@ -354,9 +354,10 @@ def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_by
                 self.transport.close()
 
         def body_unanswered(self) -> bool:
-            """A request's body is still arriving and its answer has not begun: what the parser refuses now is that
-            body (no request is parsed behind one whose body has not ended)."""
-            return self.cycle is not None and self.cycle.more_body and not self.cycle.response_started
+            """A request's body is still arriving, no request before it awaits its answer (httptools queues one
+            pipelined behind another), and its own answer has not begun: what the parser refuses now is that body."""
+            return (self.cycle is not None and self.cycle.more_body and not self.cycle.response_started
+                    and not getattr(self, "pipeline", None))
 
         def send_400_response(self, msg: str) -> None:
             if self.refusal is not None:
@@ -370,10 +371,12 @@ def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_by
         def refuse(self, status: int, message: str) -> None:
             """Answer ``{"error": message}`` and close (only close, if another request's answer is under way)."""
             self.stop_header_timer()
-            on_refused(status)
+            reached_app = self.body_unanswered()
+            if not reached_app:  # one that did is counted by the app, as answered 400
+                on_refused(status)
             if status != 400:  # uvicorn logs the 400s itself
                 log.warning("answered %d to %s: %s", status, ":".join(map(str, self.client or ("a client",))), message)
-            if self.body_unanswered():  # the app, waiting for the rest, finds the connection closed: not the client
+            if reached_app:  # the app, waiting for the rest, finds the connection closed: not the client's doing
                 self.cycle.scope.setdefault("state", {})[PARSER_REFUSED] = message
             if not self.answering() or PARSER_REFUSED in self.cycle.scope.get("state", {}):
                 body = json.dumps({"error": message}).encode()
