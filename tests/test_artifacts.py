@@ -91,6 +91,11 @@ def test_a_history_cell_too_large_for_csv_is_named_as_damage(tmp_path):
         artifacts.read_history(tmp_path)
 
 
+def test_a_history_column_named_twice_is_one_column(tmp_path):
+    (tmp_path / artifacts.HISTORY).write_text("epoch,loss,loss\n0,1.5,1.4\n1,1.2,1.1\n")
+    assert artifacts.read_history(tmp_path) == {"epoch": [0.0, 1.0], "loss": [1.4, 1.1]}  # two epochs, not four
+
+
 def test_a_history_row_of_other_cells_than_its_header_is_named_by_its_line(tmp_path):
     for row in ("1,2,3", "1"):  # one cell too many, then too few: neither a number Python cannot read
         (tmp_path / artifacts.HISTORY).write_text(f"epoch,loss\n0,1.5\n{row}\n2,1.1\n")

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import write_backup_record
 from fmnist import artifacts
 from fmnist.backup_file import FORMAT, epochs_done, read_meta, run_id, training_over
 from fmnist.errors import FmnistError
@@ -40,6 +41,14 @@ def test_a_backup_gone_after_two_finished_epochs_is_refused_not_trained_again_un
         epochs_done(tmp_path)
     (tmp_path / artifacts.HISTORY).write_bytes(b"epoch,loss\r\n0,1.5\r\n1,\xff\r\n2,1.1\r\n")  # damaged by hand
     with pytest.raises(FmnistError, match="history.csv holds 3 finished epochs"):  # rows all the same
+        epochs_done(tmp_path)
+
+
+def test_a_history_that_cannot_be_read_beside_a_backup_is_one_line(tmp_path):
+    artifacts.write_json(tmp_path / artifacts.CONFIG, {"settings": {"seed": 1}})
+    write_backup_record(tmp_path, 2)
+    (tmp_path / artifacts.HISTORY).mkdir()  # what the system refuses to read, as a file without permission
+    with pytest.raises(FmnistError, match=f"^cannot read {tmp_path / artifacts.HISTORY}: Is a directory$"):
         epochs_done(tmp_path)
 
 

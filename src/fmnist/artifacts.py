@@ -228,7 +228,7 @@ def read_history(run_dir: Path) -> dict[str, list[float]]:
                 line = f" at line {reader.line_num}"
                 if None in row or None in row.values():
                     raise ValueError("not as many cells as the header has columns")
-                for key in columns:
+                for key in history:  # a column named twice is one (its last cell), as the row holds it
                     history[key].append(float(row[key]))
                 line = ""
         return history

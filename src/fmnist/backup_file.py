@@ -63,14 +63,15 @@ def read_meta(path: Path) -> dict[str, Any]:
 
 def epochs_done(run_dir: Path) -> int:
     """The finished epochs a run's resume continues from: its backup's (none without one); a backup damaged, another
-    run's, or gone after epochs were finished is one error saying what to do."""
+    run's, or gone after epochs were finished, or a history lacking some of its epochs, is one error saying what to
+    do."""
     meta = checked_meta(run_dir)
     return 0 if meta is None else meta["epochs_done"]
 
 
 def checked_meta(run_dir: Path) -> dict[str, Any] | None:
-    """A run's backup record as its resume checks it (its run's, with a count of epochs done); None without a backup.
-    A backup damaged, another run's, or gone after epochs were finished is one error saying what to do."""
+    """A run's backup record as its resume checks it (its run's, with a count of epochs done, each in history.csv);
+    None without a backup. Else one error saying what to do."""
     backup = Path(run_dir) / artifacts.BACKUP
     if not backup.is_file():
         finished = _finished_rows(run_dir)
@@ -105,10 +106,13 @@ def finished_history(run_dir: Path, epochs: int) -> tuple[list[str], list[int]]:
     the numbers of the lines that are not rows (damaged by hand), left out."""
     # A kill can land after an epoch's row was appended but before its backup was written, or halfway through a row;
     # the epoch is then trained again and must not appear twice.
+    history = Path(run_dir) / artifacts.HISTORY
     try:
-        lines = artifacts.history_lines(run_dir) if (Path(run_dir) / artifacts.HISTORY).is_file() else []
-    except ValueError:  # not text
+        lines = artifacts.history_lines(run_dir)
+    except (FileNotFoundError, ValueError):  # none, or not text
         lines = []
+    except OSError as exc:
+        raise FmnistError(f"cannot read {history}: {exc.strerror}") from None
     if not lines:
         return [], []
     width, rows, damaged_lines = len(next(csv.reader([lines[0]]))), {}, []

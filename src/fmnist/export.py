@@ -202,7 +202,7 @@ def refuse_destination(run_dir: Path, fmt: str) -> None:
     exports = Path(run_dir) / artifacts.EXPORTS_DIR
     folder = exports / fmt
     for place, what in ((exports, "the run's exports go"), (folder, f"the {fmt} export goes")):
-        if place.exists() and not place.is_dir():  # the export's folder would be set aside, hidden, and left there
+        if place.exists() and not place.is_dir():  # exports/FMT would be set aside, hidden, and left there
             raise FmnistError(f"{place} is a file, where {what}: move it away, then export again")
     for link in (exports, folder):
         if link.is_symlink():  # written through, another run's export would be replaced, or the link left hidden

@@ -226,7 +226,7 @@ def _backed_up(run_dir: Path, planned_epochs: Any, notes: list[str]) -> tuple[in
     try:
         meta = checked_meta(run_dir)
     except FmnistError as exc:  # said as the resume would say it, its files named as in the folder
-        notes.append(str(exc).replace(f"{run_dir / 'x'}"[:-1], ""))
+        notes.append(str(exc).replace(f"{run_dir}{os.sep}", ""))
         return None, False
     if meta is None:  # no backup: its resume trains it from its first epoch
         return 0, False
