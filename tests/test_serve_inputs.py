@@ -110,17 +110,16 @@ def test_bad_requests_get_a_4xx_json_error(client, case, request_args, status):
     assert_serving(client)
 
 
-def test_a_json_key_misspelt_a_file_part_without_a_name_and_a_content_type_of_no_type_are_said_so(client):
+def test_a_json_key_misspelt_and_a_content_type_of_no_type_are_said_so(client):
     said = {
         "input": client.post("/v1/predict", json={"input": [[0] * 784]}),
-        "nameless": client.post("/v1/predict", content=b'--b\r\nContent-Disposition: form-data; name="files"; '
-                                b'filename=""\r\nContent-Type: image/png\r\n\r\n\r\n--b--\r\n',
-                                headers={"content-type": "multipart/form-data; boundary=b"}),  # a browser's, no file
+        "many": client.post("/v1/predict", json={f"k{i:05d}": 0 for i in range(10_000)}),
         "no type": client.post("/v1/predict", content=b"{}", headers={"content-type": ";;;"}),
     }
     assert {case: (answer.status_code, answer.json()["error"]) for case, answer in said.items()} == {
         "input": (422, 'the JSON body holds "input" but no "inputs": send {"inputs": [[784 numbers]]}'),
-        "nameless": (422, "the file part 'files' is empty (0 bytes): give the image file's contents"),
+        "many": (422, 'the JSON body holds "k00000", "k00001", "k00002", "k00003", "k00004" and 9,995 more but no '
+                      '"inputs": send {"inputs": [[784 numbers]]}'),  # not a megabyte of keys
         "no type": (415, "unsupported content type ';;;', which names no media type: send multipart/form-data files "
                          "or application/json"),
     }

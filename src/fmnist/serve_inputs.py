@@ -108,9 +108,8 @@ async def form_files(request: Request, body: bytes) -> list[tuple[str, bytes]]:
                            "e.g. curl -F files=@shirt.jpg; options go in the query (?top_k=3)", 400)
         # A lone surrogate (a part's name decoded with the charset= the request gave) written as its escape: JSON
         # in UTF-8 cannot carry it, and the answer would fail.
-        # A file part without a file name (a browser's empty file input, filename="") named by its field.
-        files = [((value.filename or f"the file part {key!r}").encode("utf-8", "backslashreplace").decode("utf-8"),
-                  await value.read()) for key, value in form.multi_items()]
+        files = [((value.filename or key).encode("utf-8", "backslashreplace").decode("utf-8"), await value.read())
+                 for key, value in form.multi_items()]
     finally:
         await form.close()
     if not files:
@@ -174,8 +173,9 @@ def json_inputs(body: bytes) -> np.ndarray:
                        "{\"inputs\": [[784 numbers]]}", 400) from None
     inputs = document.get("inputs") if isinstance(document, dict) else None
     if isinstance(document, dict) and document and "inputs" not in document:  # a key misspelt, or another API's
-        raise BadInput(f"the JSON body holds {', '.join(map(json.dumps, sorted(document)))} but no \"inputs\": send "
-                       "{\"inputs\": [[784 numbers]]}")
+        keys = sorted(document)
+        held = ", ".join(map(json.dumps, keys[:5])) + (f" and {len(keys) - 5:,} more" if len(keys) > 5 else "")
+        raise BadInput(f"the JSON body holds {held} but no \"inputs\": send {{\"inputs\": [[784 numbers]]}}")
     if not isinstance(inputs, list) or not inputs:
         raise BadInput("the JSON body must be an object whose \"inputs\" is a non-empty list of arrays: send "
                        "{\"inputs\": [[784 numbers]]}")
