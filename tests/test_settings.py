@@ -59,6 +59,8 @@ def test_a_name_refused_is_said_quoted_as_its_spaces_would_read_as_the_sentence(
 def test_a_name_that_is_not_utf8_is_refused_as_any_other_character():
     with pytest.raises(FmnistError, match=r"^invalid setting: name may hold only letters, .* \(given 'a\ufffdb'\)$"):
         TrainSettings(name=b"a\xffb".decode("utf-8", "surrogateescape"))  # as Python reads it from argv
+    with pytest.raises(FmnistError, match=r"may hold only letters, .* \(given 'a\ufffdb'\)$"):
+        TrainSettings(name="a\ud800b")  # a config.json's "\ud800", edited by hand
 
 
 def test_a_refusal_of_two_settings_together_names_no_value_of_one_of_them():

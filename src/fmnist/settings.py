@@ -170,8 +170,8 @@ class TrainSettings:
             (is_plain_name(self.name),
              f"name {'is empty: give one made of' if not self.name else 'may hold only'} letters, digits, '-', '_' "
              "and '.'"),
-            # A name from a command line that is not UTF-8 holds surrogates, refused above; measured all the same.
-            (len(self.name.encode("utf-8", "surrogateescape")) <= defaults.MAX_NAME_BYTES,
+            # A name holding surrogates (a byte of a command line not UTF-8) is refused above; measured all the same.
+            (len(self.name.encode("utf-8", "surrogatepass")) <= defaults.MAX_NAME_BYTES,
              f"name must be at most {defaults.MAX_NAME_BYTES} bytes in UTF-8 (the run's folder is named by it)"),
         ]
         for ok, message in checks:
@@ -193,7 +193,7 @@ class TrainSettings:
         if re.search(rf"(?<![\w.]){re.escape(value)}(?![\w.])", message):
             return ""
         value = value if len(value) <= 40 else value[:39] + "…"
-        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # a byte not UTF-8 as U+FFFD
+        value = re.sub("[\ud800-\udfff]", "\ufffd", value)  # a surrogate (a byte not UTF-8) as U+FFFD: printable
         return f" (given {value!r})" if isinstance(getattr(self, named[0]), str) else f" (given {value})"  # 'my run'
 
     def to_dict(self) -> dict[str, Any]:
