@@ -123,7 +123,25 @@ def test_a_body_whose_chunks_are_malformed_is_answered_400_in_json_not_taken_for
             good = json.dumps({"inputs": [[0] * 784]}).encode()
             answer = raw_exchange(port, head + b"%x\r\n%s\r\n0\r\n\r\n" % (len(good), good))
             assert answer.startswith(b"HTTP/1.1 200 "), answer  # chunks well formed are read
+            metrics = raw_exchange(port, b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
     assert "went away" not in caplog.text
+    # Counted by the app, as the 400 it answered, not also among those refused before they reached it.
+    assert re.search(rb'^fmnist_http_refused_total\{status="400"\} 0\.0$', metrics, re.MULTILINE), metrics
+
+
+async def early_app(scope, receive, send):
+    """An ASGI app that answers 404 at once, without reading the request's body."""
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 404, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"no"})
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_the_malformed_rest_of_a_body_answered_early_gets_no_second_answer(parser):
+    head = b"POST /gone HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with serving_in_process(early_app, parser) as port:
+        answer = raw_exchange(port, head, b"ZZ\r\nabc\r\n0\r\n\r\n", pause_s=0.5)
+    assert answer.startswith(b"HTTP/1.1 404 ") and answer.count(b"HTTP/1.1") == 1, answer  # a 400 after it: the next's
 
 
 async def slow_app(scope, receive, send):

@@ -369,16 +369,18 @@ def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_by
                 self.refuse(400, f"{msg.rstrip('.')}: check the request line and headers, such as Content-Length")
 
         def refuse(self, status: int, message: str) -> None:
-            """Answer ``{"error": message}`` and close (only close, if another request's answer is under way)."""
+            """Answer ``{"error": message}`` and close; only close where another answer is under way or given for the
+            bytes refused (the rest of a body the app answered early), which the client would take this one for."""
             self.stop_header_timer()
             reached_app = self.body_unanswered()
-            if not reached_app:  # one that did is counted by the app, as answered 400
+            if reached_app:  # the app, waiting for the rest, finds the connection closed: not the client's doing
+                self.cycle.scope.setdefault("state", {})[PARSER_REFUSED] = message
+            answered_early = self.cycle is not None and self.cycle.response_complete and self.cycle.more_body
+            if not (reached_app or answered_early):  # those are the app's to count, by the status it answers
                 on_refused(status)
             if status != 400:  # uvicorn logs the 400s itself
                 log.warning("answered %d to %s: %s", status, ":".join(map(str, self.client or ("a client",))), message)
-            if reached_app:  # the app, waiting for the rest, finds the connection closed: not the client's doing
-                self.cycle.scope.setdefault("state", {})[PARSER_REFUSED] = message
-            if not self.answering() or PARSER_REFUSED in self.cycle.scope.get("state", {}):
+            if reached_app or self.between_requests():
                 body = json.dumps({"error": message}).encode()
                 head = (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
                         b"connection: close\r\n\r\n" % (status, HTTPStatus(status).phrase.encode(), len(body)))
