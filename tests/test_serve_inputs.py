@@ -110,16 +110,26 @@ def test_bad_requests_get_a_4xx_json_error(client, case, request_args, status):
     assert_serving(client)
 
 
-def test_a_json_key_misspelt_and_a_content_type_of_no_type_are_said_so(client):
+def test_json_keys_are_named_five_at_most_and_cut_short_and_a_nameless_file_part_by_its_field(client):
     said = {
         "input": client.post("/v1/predict", json={"input": [[0] * 784]}),
         "many": client.post("/v1/predict", json={f"k{i:05d}": 0 for i in range(10_000)}),
+        "beside": client.post("/v1/predict", json={"inputs": [[0] * 784], "x" * 100_000: 1, "top_k": 3}),
+        "twice": client.post("/v1/predict", content=b'{"inputs": [], "inputs": []}',
+                             headers={"content-type": "application/json"}),
+        "nameless": client.post("/v1/predict", content=b'--b\r\nContent-Disposition: form-data; name="files"; '
+                                b'filename=""\r\nContent-Type: image/png\r\n\r\n\r\n--b--\r\n',
+                                headers={"content-type": "multipart/form-data; boundary=b"}),  # a browser's, no file
         "no type": client.post("/v1/predict", content=b"{}", headers={"content-type": ";;;"}),
     }
     assert {case: (answer.status_code, answer.json()["error"]) for case, answer in said.items()} == {
         "input": (422, 'the JSON body holds "input" but no "inputs": send {"inputs": [[784 numbers]]}'),
         "many": (422, 'the JSON body holds "k00000", "k00001", "k00002", "k00003", "k00004" and 9,995 more but no '
                       '"inputs": send {"inputs": [[784 numbers]]}'),  # not a megabyte of keys
+        "beside": (422, f'the JSON body holds "top_k", "{"x" * 39}…" beside "inputs": it takes "inputs" alone: put '
+                        'options in the query (?top_k=3)'),
+        "twice": (422, 'the JSON body gives "inputs" twice: give each key once'),
+        "nameless": (422, "files is empty (0 bytes): give the image file's contents"),  # answered as its field
         "no type": (415, "unsupported content type ';;;', which names no media type: send multipart/form-data files "
                          "or application/json"),
     }

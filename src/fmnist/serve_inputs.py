@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections
 import json
 import time
-from typing import Any
+from typing import Any, Iterable
 
 import anyio
 import numpy as np
@@ -149,10 +149,19 @@ def json_integer(text: str) -> int:
 
 def _object_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object whose keys are each given once (Python keeps the last of two, losing the first's value)."""
-    twice = sorted(key for key, count in collections.Counter(key for key, _ in pairs).items() if count > 1)
+    twice = [key for key, count in collections.Counter(key for key, _ in pairs).items() if count > 1]
     if twice:
-        raise BadInput(f"the JSON body gives {', '.join(map(json.dumps, twice))} twice: give each key once")
+        raise BadInput(f"the JSON body gives {keys_text(twice)} twice: give each key once")
     return dict(pairs)
+
+
+def keys_text(keys: Iterable[str], shown: int = 5, longest: int = 40) -> str:
+    """JSON keys as an answer names them: the first ``shown`` in order, each cut to ``longest`` characters, and how
+    many more (a body of a megabyte of keys is not said back whole)."""
+    keys = sorted(keys)
+    cut = [key if len(key) <= longest else key[:longest - 1] + "…" for key in keys[:shown]]
+    said = [json.dumps(key, ensure_ascii=False) for key in cut]
+    return ", ".join(said) + (f" and {len(keys) - shown:,} more" if len(keys) > shown else "")
 
 
 def _holds_a_boolean(item: list) -> bool:
@@ -173,15 +182,14 @@ def json_inputs(body: bytes) -> np.ndarray:
                        "{\"inputs\": [[784 numbers]]}", 400) from None
     inputs = document.get("inputs") if isinstance(document, dict) else None
     if isinstance(document, dict) and document and "inputs" not in document:  # a key misspelt, or another API's
-        keys = sorted(document)
-        held = ", ".join(map(json.dumps, keys[:5])) + (f" and {len(keys) - 5:,} more" if len(keys) > 5 else "")
-        raise BadInput(f"the JSON body holds {held} but no \"inputs\": send {{\"inputs\": [[784 numbers]]}}")
+        raise BadInput(f"the JSON body holds {keys_text(document)} but no \"inputs\": send "
+                       "{\"inputs\": [[784 numbers]]}")
     if not isinstance(inputs, list) or not inputs:
         raise BadInput("the JSON body must be an object whose \"inputs\" is a non-empty list of arrays: send "
                        "{\"inputs\": [[784 numbers]]}")
-    others = sorted(set(document) - {"inputs"})
+    others = set(document) - {"inputs"}
     if others:  # an option sent here would be answered as if read, with its default
-        raise BadInput(f"the JSON body holds {', '.join(map(json.dumps, others))} beside \"inputs\": it takes "
+        raise BadInput(f"the JSON body holds {keys_text(others)} beside \"inputs\": it takes "
                        "\"inputs\" alone: put options in the query (?top_k=3)")
     unwrapped = _one_image_unwrapped(inputs)
     if unwrapped:
