@@ -48,7 +48,8 @@ def test_a_history_that_cannot_be_read_beside_a_backup_is_one_line(tmp_path):
     artifacts.write_json(tmp_path / artifacts.CONFIG, {"settings": {"seed": 1}})
     write_backup_record(tmp_path, 2)
     (tmp_path / artifacts.HISTORY).mkdir()  # what the system refuses to read, as a file without permission
-    with pytest.raises(FmnistError, match=f"^cannot read {tmp_path / artifacts.HISTORY}: Is a directory$"):
+    with pytest.raises(FmnistError, match=rf"^cannot read {tmp_path / artifacts.HISTORY} \(Is a directory\); restore "
+                                          "it, or remove backup.npz and history.csv"):
         epochs_done(tmp_path)
 
 

@@ -261,6 +261,20 @@ def test_a_stopped_runs_damaged_backup_is_named_with_what_to_do(tmp_path, proble
     assert run_list.summarize(run)["notes"] == [f"fmnist train --resume {run} continues it"]  # from its first epoch
 
 
+def test_a_stopped_runs_history_that_cannot_be_read_is_a_note_not_a_row_that_cannot_be_read(tmp_path):
+    run = runs.create_run_dir(tmp_path, "cut")
+    artifacts.write_json(run / artifacts.CONFIG, {"settings": {"seed": 1}})
+    runs.set_status(run, "interrupted")
+    (run / artifacts.HISTORY).write_text("epoch,loss\n0,1.5\n1,1.2\n")
+    write_backup_record(run, 2)
+    (run / artifacts.HISTORY).chmod(0)
+    listed = run_cli("runs", "--runs-dir", str(tmp_path), "--json", as_another_user=True)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)["runs"]
+    assert row["settings"] == {"seed": 1} and row["status"] == "interrupted"  # the rest of the row still read
+    assert any(note.startswith("cannot read history.csv (Permission denied); restore it") for note in row["notes"]), row
+
+
 def test_a_run_whose_name_is_not_utf8_is_listed_in_line_and_told_to_be_renamed(tiny_run_dir, tmp_path):
     shutil.copytree(tiny_run_dir, tmp_path / "plain")
     shutil.copytree(tiny_run_dir, tmp_path / os.fsdecode(b"odd\xffname"))  # made on a system of another encoding

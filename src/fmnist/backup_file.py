@@ -111,8 +111,8 @@ def finished_history(run_dir: Path, epochs: int) -> tuple[list[str], list[int]]:
         lines = artifacts.history_lines(run_dir)
     except (FileNotFoundError, ValueError):  # none, or not text
         lines = []
-    except OSError as exc:
-        raise FmnistError(f"cannot read {history}: {exc.strerror}") from None
+    except OSError as exc:  # a resume needs it whole
+        raise FmnistError(f"cannot read {history} ({exc.strerror}); restore it, or {start_over(run_dir)}") from None
     if not lines:
         return [], []
     width, rows, damaged_lines = len(next(csv.reader([lines[0]]))), {}, []

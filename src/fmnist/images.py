@@ -128,12 +128,11 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
 
 
 def _animated(image: Image.Image) -> bool:
-    """Whether the first frame has others after it (one frame ahead is looked at, not them all); one after it that is
-    damaged counts, as the first alone is classified."""
+    """Whether the first frame has others after it (one frame ahead is looked at, not them all); where the look
+    fails on damage past the first frame, that frame is classified all the same, and the image taken as animated."""
     try:
         return bool(getattr(image, "is_animated", False))
     except (OSError, EOFError, ValueError, IndexError, struct.error):  # Pillow's, for a frame damaged past the first
-        image.seek(0)  # where the look ahead left off, it would be decoded from
         return True
 
 
