@@ -157,6 +157,12 @@ def test_an_export_again_replaces_the_earlier_saying_so_but_never_files_of_other
     assert f"replaced the earlier saved_model export in {folder_of_export} (sha256 {first['sha256']}, made " \
            f"{first['created']} on jax)" in caplog.text
     assert [e["created"] for e in list_exports(copy)] == [second["created"]]
+    (folder_of_export / artifacts.EXPORT_INFO).unlink()  # what is left may be anyone's: a model kept by hand, say
+    with pytest.raises(FmnistError, match=f"^{folder_of_export} holds saved_model without the export.json an export "
+                                          "of fmnist's has beside it; an export replaces the folder whole: move them "
+                                          r"out \(or put its export.json back\), then export again$"):
+        export_run(copy, "saved_model", "jax", parity_images(copy, folder))
+    assert (folder_of_export / artifacts.EXPORT_FILES["saved_model"]).is_dir()
 
 
 def test_an_interrupt_while_the_report_is_refreshed_keeps_the_export_and_says_so(short_run, tmp_path, monkeypatch,
