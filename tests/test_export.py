@@ -159,7 +159,7 @@ def test_an_export_again_replaces_the_earlier_saying_so_but_never_files_of_other
     assert [e["created"] for e in list_exports(copy)] == [second["created"]]
     (folder_of_export / artifacts.EXPORT_INFO).unlink()  # what is left may be anyone's: a model kept by hand, say
     with pytest.raises(FmnistError, match=f"^{folder_of_export} holds saved_model without the export.json an export "
-                                          "of fmnist's has beside it; an export replaces the folder whole: move them "
+                                          "of fmnist's has beside it; an export replaces the folder whole: move it "
                                           r"out \(or put its export.json back\), then export again$"):
         export_run(copy, "saved_model", "jax", parity_images(copy, folder))
     assert (folder_of_export / artifacts.EXPORT_FILES["saved_model"]).is_dir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shlex
 import shutil
 import tempfile
@@ -208,11 +209,12 @@ def refuse_destination(run_dir: Path, fmt: str) -> None:
         if link.is_symlink():  # written through, another run's export would be replaced, or the link left hidden
             raise FmnistError(f"{link} is a link to {link.readlink()}; a run's exports are kept in its own folder: "
                               "remove the link, then export again")
-    if folder.is_dir() and not (folder / artifacts.EXPORT_INFO).exists() and any(folder.iterdir()):
+    exported = folder / artifacts.EXPORT_FILES[fmt]
+    if os.path.lexists(exported) and not (folder / artifacts.EXPORT_INFO).exists():
         # An export is moved in whole, its record in it: a file of the export's name alone may be the user's own.
-        raise FmnistError(f"{folder} holds {', '.join(sorted(entry.name for entry in folder.iterdir()))} without the "
-                          f"{artifacts.EXPORT_INFO} an export of fmnist's has beside it; an export replaces the folder "
-                          f"whole: move them out (or put its {artifacts.EXPORT_INFO} back), then export again")
+        raise FmnistError(f"{folder} holds {exported.name} without the {artifacts.EXPORT_INFO} an export of fmnist's "
+                          "has beside it; an export replaces the folder whole: move it out (or put its "
+                          f"{artifacts.EXPORT_INFO} back), then export again")
     ours = {artifacts.EXPORT_INFO, artifacts.EXPORT_FILES[fmt]}
     others = sorted(entry.name for entry in folder.iterdir() if entry.name not in ours) if folder.is_dir() else []
     if others:
