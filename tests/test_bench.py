@@ -1,5 +1,6 @@
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -168,7 +169,7 @@ def test_every_contender_reads_the_given_data_and_no_figures_of_our_own_is_a_fai
     assert "fmnist-jax failed (exit 1): broken; left out (the end of its stderr is in the report" in caplog.text
     # Every timed epoch validates too: its floor counts 48,000 images trained and 12,000 forward.
     assert kept["epoch_flops"] == 48000 * 2_504_576 + 12000 * 1_102_464
-    assert 0 < kept["epoch_matmul_s"] < 60
+    assert math.isfinite(kept["epoch_matmul_s"]) and kept["epoch_matmul_s"] > 0  # timed, not how fast: bench's job
     workers = [cmd for cmd in commands if "worker(" in cmd[-1]]
     assert len(workers) == 2 and all(repr(str(real_data_dir.resolve())) in cmd[-1] for cmd in workers)
     assert any(cmd[1].endswith("keras_script.py") for cmd in commands)
