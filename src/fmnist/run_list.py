@@ -446,8 +446,7 @@ def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), r
         parent = Path(r["run"]).parent.as_posix()
         group = groups_left.pop(parent, None)
         if group:
-            cells, notes[len(lines)] = _group_line(group, newest[parent], Path(runs_dir))
-            said_above[parent] = _recipe_cell(newest[parent]["settings"])[1]
+            cells, notes[len(lines)], said_above[parent] = _group_line(group, newest[parent], Path(runs_dir))
             lines.append(cells)
             under = parent
         elif parent in folders_left:
@@ -542,10 +541,10 @@ def _recipe_cell(settings: dict[str, Any]) -> tuple[str, str]:
     return f"{recipe} +{len(changed)}", f"{recipe} with other {', '.join(changed)}"
 
 
-def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -> tuple[list[str], list[str]]:
+def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -> tuple[list[str], list[str], str]:
     """A group's line: the settings its runs share (as its newest run has them), and the mean of the runs scored,
-    with their standard deviation; and its notes on lines below, as a run's are: the settings it changed in its
-    recipe, and what to do about it."""
+    with their standard deviation; its notes on lines below, as a run's are (the settings it changed in its recipe,
+    and what to do about it); and the first of those alone, which its runs' lines do not repeat."""
     accuracy, planned, scored = group["test_accuracy"], group["seeds"], group["scored"]
     s = newest["settings"]
     status, note = f"{scored} of {planned} seeds scored", ""
@@ -572,7 +571,7 @@ def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -
         f"{min(group['planned_seeds'])}-{max(group['planned_seeds'])}" if group["planned_seeds"] else "-",
         cell(newest["backend"]), "-", cell(accuracy and accuracy["mean"], "{:.4f}"),
         cell(group["macro_f1"], "{:.4f}"), cell(group["train_seconds"], "{:.1f}"), status,
-    ], [changed_note] * bool(changed_note) + [note] * bool(note)
+    ], [changed_note] * bool(changed_note) + [note] * bool(note), changed_note
 
 
 def require_scored(run_dir: Path, needed_for: str) -> None:
