@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, NoReturn
 from fmnist import __version__, artifacts, defaults, stopping
 from fmnist.cli_parser import (HelpFormatter, Parser, input_file, int_between, layer_sizes, nonempty, nonempty_path,
                                patience, positive_int, positive_seconds, probability, seed_count)
-from fmnist.errors import ErrorsPerInput, FmnistError, first_line, one_line
+from fmnist.errors import ErrorsPerInput, FmnistError, UsageError, first_line, one_line
 from fmnist.settings import BACKENDS, DEFAULT_BACKEND, FLAG_SETTINGS, PREFERRED_BACKEND, RECIPES, TrainSettings, flag
 
 log = logging.getLogger("fmnist")
@@ -272,16 +272,10 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
 
 def cmd_runs_compare(args: argparse.Namespace) -> None:
-    from fmnist.compare import compare_command, seed_group_named
+    from fmnist.compare import compare_command
     from fmnist.run_list import runs_folder
-    from fmnist.run_lookup import resolve_run
 
-    runs_dir = runs_folder(args.runs_dir)
-    # The command line's shape, refused as argparse refuses one (exit status 2).
-    if len(args.runs) < 2 and not seed_group_named(args.runs[0], runs_dir):
-        resolve_run(args.runs[0], runs_dir, groups_too=True)  # no run by that name: say so, with a group of it
-        args.command_parser.error("give two or more runs to compare, or a --seeds group")
-    result = compare_command(args.runs, args.output, runs_dir)
+    result = compare_command(args.runs, args.output, runs_folder(args.runs_dir))
     difference = result["group_difference"]  # the page's verdict on two recipes, the command's result too
     _emit(args, f"comparison: {_absolute(result['comparison'])}" + (f"\n{difference['text']}" if difference else ""),
           result)
@@ -318,10 +312,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from fmnist.model_files import verified_model_path
     from fmnist.run_lookup import resolve_model
 
-    verified_model_path(resolve_model(args.run, args.runs_dir))  # refused in a moment, before FastAPI loads
+    source = resolve_model(args.run, args.runs_dir)
+    verified_model_path(source)  # refused in a moment, before FastAPI loads
     from fmnist.serve import serve_command
 
-    serve_command(args.run, args.runs_dir, args.backend, host=args.host, port=args.port,
+    serve_command(source, args.runs_dir, args.backend, host=args.host, port=args.port,
                   max_upload_mib=args.max_upload_mb, max_batch=args.max_batch, access_log=not args.quiet,
                   allowed_hosts=args.allow_host, allowed_origins=args.allow_origin, unsure_below=args.unsure_below,
                   proxy_prefix=args.root_path)
@@ -718,6 +713,8 @@ def _run_command(args: argparse.Namespace) -> int:
         status = args.handler(args) or 0  # a command that did part of its work says so in its exit status
         stopping.check()  # a Ctrl-C that Python swallowed while the command ran still counts
         sys.stdout.flush()  # here, where a closed pipe can still be caught, rather than at exit
+    except UsageError as exc:
+        args.command_parser.error(str(exc))
     except FmnistError as exc:
         if args.debug:  # what Keras or the system said underneath the one-line error
             raise

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from fmnist import artifacts, defaults, plots, run_list, run_lookup, run_settings, runs
-from fmnist.errors import DamagedFile, FmnistError
+from fmnist.errors import DamagedFile, FmnistError, UsageError
 from fmnist.facts import CLASS_NAMES
 from fmnist.html_page import image_html, page, table_html
 from fmnist.recipes import unused_settings
@@ -184,7 +184,10 @@ def default_output(run_dirs: list[Path], runs_dir: Path) -> tuple[Path, str]:
 def compare_command(names: list[str | Path], output: Path | None, runs_dir: Path) -> dict[str, Any]:
     """`fmnist runs compare`: the page of the runs (or groups) ``names`` give, and of two groups the difference of
     their mean test accuracies (None otherwise), the command's result."""
-    page, difference = _write(runs_to_compare(names, runs_dir), output, runs_dir)
+    found = runs_to_compare(names, runs_dir)
+    if len(found) < 2:  # one run given: the command line's shape
+        raise UsageError("give two or more runs to compare, or a --seeds group")
+    page, difference = _write(found, output, runs_dir)
     return {"comparison": page, "group_difference": difference}
 
 

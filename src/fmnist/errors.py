@@ -20,6 +20,11 @@ class ErrorsPerInput(FmnistError):
         super().__init__("\n".join(self.errors))
 
 
+class UsageError(FmnistError):
+    """A command line of the wrong shape, found once its arguments are looked up: answered as argparse answers one
+    (the command's usage, exit status 2)."""
+
+
 class DamagedFile(FmnistError):
     """A file of ours whose content fmnist never writes (cut short, edited): rewriting it mends it, unlike a file
     the system will not let us read."""

@@ -48,13 +48,8 @@ def named_one(name: str | Path, runs_dir: Path, groups_only: bool = False) -> Pa
     whole = _named_whole(runs_dir, name)
     if len(whole) != 1 or (groups_only and not is_seed_group(whole[0])):
         return None
-    if (str(name), whole[0]) not in _said:  # once, though a command looks a name up twice (to check, then to use)
-        _said.add((str(name), whole[0]))
-        log.info("%s: %s, the only one of that --name in %s", name, absolute(whole[0]), absolute(runs_dir))
+    log.info("%s: %s, the only one of that --name in %s", name, absolute(whole[0]), absolute(runs_dir))
     return whole[0]
-
-
-_said: set[tuple[str, Path]] = set()
 
 
 def warn_if_named_already(name: str, runs_dir: Path) -> None:
