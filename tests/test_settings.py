@@ -39,7 +39,9 @@ def test_unknown_setting_is_an_error():
     ("validation_fraction", 0.0001, "into 59994 for training and 6 for validation"),
     ("hidden_sizes", (1_000_000,), "hidden_sizes 1000000 would need 794,000,000 weights"),
     ("learning_rate", 1e-50, "learning_rate must be positive, at least 1.18e-38"),
-    ("batch_size", 10**20, "batch_size must be from 1 to"), ("epochs", 10**21, "epochs must be from 1 to"),
+    ("batch_size", 10**20, "batch_size must be from 2 to"),
+    ("batch_size", 1, "in a batch of one image every feature is 0, and the network learns nothing"),
+    ("epochs", 10**21, "epochs must be from 1 to"),
     ("name", "a" * 201, "name must be at most 200 bytes"), ("name", "é" * 101, "name must be at most 200 bytes"),
 ])
 def test_bad_values_are_refused(field, value, reason):
