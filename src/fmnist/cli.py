@@ -442,7 +442,8 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--name", help="run name, the suffix of the run directory: letters, digits, '-', '_' and '.', at "
                                   f"most {defaults.MAX_NAME_BYTES} bytes (default: the recipe's name)")
     p.add_argument("--batch-size", type=positive_int,
-                   help=f"images per step (default: the recipe's; spec {spec.batch_size})")
+                   help=f"images per step, 2 or more (BatchNorm's statistics need two; default: the recipe's; "
+                        f"spec {spec.batch_size})")
     p.add_argument("--learning-rate", "--lr", type=float,
                    help="initial (or peak) learning rate of Adam or AdamW "
                         f"(default: the recipe's; spec {spec.learning_rate:g}, Adam's own, as the spec gives none)")
