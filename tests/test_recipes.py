@@ -225,9 +225,11 @@ def test_closest_recipe_names_the_preset_and_counts_changes():
         assert closest_recipe(TrainSettings.from_dict({**preset, **teacher}).to_dict()) == name
     # Taught, however far its settings went towards "best": only "distilled" takes a teacher.
     taught = {**RECIPES["distilled"], "teacher": "/runs/cnn", "dropout": 0.3, "learning_rate": 4e-3, "batch_size": 512}
-    assert closest_recipe(TrainSettings.from_dict(taught).to_dict()) == "distilled (+3)"
+    assert closest_recipe(TrainSettings.from_dict(taught).to_dict()) == "distilled with 3 settings changed"
     spec_dropout = TrainSettings(dropout=0.1, epochs=3, limit=500, name="x").to_dict()
-    assert closest_recipe(spec_dropout) == "spec (+dropout)"
+    assert closest_recipe(spec_dropout) == "spec with dropout 0.1"
+    two = TrainSettings(dropout=0.1, hidden_sizes=(64, 32)).to_dict()
+    assert closest_recipe(two) == "spec with dropout 0.1, hidden_sizes 64-32"  # named up to two, each with its value
     assert closest_recipe({"dropout": 0.3}) == "spec"  # settings an older version did not have are defaults
 
 

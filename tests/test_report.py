@@ -38,12 +38,12 @@ def test_report_is_rebuilt_from_the_runs_files_alone(tiny_run_dir, tmp_path):
     assert "<th scope=row>dropout</th>" in html and "distill_alpha" not in html  # no teacher: its settings mislead
     assert "<th scope=row>limit</th><td>-</td>" in html and "None" not in html  # a setting not given reads "-"
     assert "<th scope=row>hidden_sizes</th><td>16-8</td>" in html  # as `fmnist runs` shows them
-    # What it changed in its recipe marked, as "spec (+N)" only counts them; what it kept is not.
+    # What it changed in its recipe marked, as "spec with 3 settings changed" only counts them; what it kept is not.
     assert "<h2>Settings (those changed from its recipe highlighted)</h2>" in html
     assert "<tr class=diff><th scope=row>hidden_sizes</th><td>16-8</td></tr>" in html
     assert "<tr><th scope=row>dropout</th>" in html
     recipe = closest_recipe(artifacts.read_json(run / artifacts.CONFIG)["settings"])
-    assert recipe.startswith("spec (+") and f"<th scope=row>recipe (closest)</th><td>{recipe}</td>" in html
+    assert recipe.startswith("spec with ") and f"<th scope=row>recipe (closest)</th><td>{recipe}</td>" in html
     config = artifacts.read_json(run / artifacts.CONFIG)
     config["settings"]["teacher"] = "/somewhere/teacher"
     artifacts.write_json(run / artifacts.CONFIG, config)

@@ -29,8 +29,8 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
     # Every setting, for scripts: the name and teacher too, which the recipe label does not count.
     assert finished["settings"] == json.loads((mixed_runs["finished"] / artifacts.CONFIG).read_text())["settings"]
     assert {"name", "teacher", "validation_fraction"} <= set(finished["settings"])
-    assert finished["recipe"] == "spec (+batch_size, hidden_sizes)"  # the spec with other hidden sizes and batch size
-    assert by_name[f"study/{mixed_runs['grouped'].name}"]["recipe"] == "spec (+3)"  # and dropout
+    assert finished["recipe"] == "spec with batch_size 16, hidden_sizes 16-8"
+    assert by_name[f"study/{mixed_runs['grouped'].name}"]["recipe"] == "spec with 3 settings changed"  # and dropout
 
     killed = by_name[mixed_runs["running"].name]  # status.json says running, but no process holds the run's lock
     assert killed["status"] == "killed" and killed["epochs"] == 1 and killed["test_accuracy"] is None
@@ -323,7 +323,7 @@ def test_a_runs_changed_settings_and_notes_go_below_it_keeping_the_table_narrow(
     row = run_list.summarize(run)
     header, line, *below = run_list.format_runs([row]).splitlines()
     assert line.split()[1:3] == ["spec", "+2"] and line.endswith("  interrupted")  # the cells alone
-    assert below == ["    spec with other batch_size, hidden_sizes", f"    fmnist train --resume {run} continues it"]
+    assert below == ["    spec with batch_size 16, hidden_sizes 16-8", f"    fmnist train --resume {run} continues it"]
     assert len(line) < len(header) + 10  # as wide as its cells
 
 

@@ -95,7 +95,7 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
                              if line.startswith(run_list.MEMBER_INDENT + "2")]
     assert [line[table[0].index("seed")] for line in in_group] == ["5-7", "5", "6", "7"]  # the group's, then by seed
     # The settings its recipe's differ in, named once, under the group's line: its runs share them.
-    assert lines[2].startswith(run_list.NOTE_INDENT + "spec with other ") and lines.count(lines[2]) == 1
+    assert lines[2].startswith(run_list.NOTE_INDENT + "spec with ") and lines.count(lines[2]) == 1
     assert sorted(line[0] for line in in_group[1:]) == sorted(r["run_dir"] for r in summary["runs"])
     # Copies with a seed the group never planned, or one damaged by hand, are listed but counted in no mean.
     for name, seed in (("stray", 99), ("damaged", [5])):

@@ -22,12 +22,19 @@ NAMED_CHANGES = 2  # up to this many settings changed from a recipe are named, m
 
 def closest_recipe(settings: dict[str, Any]) -> str:
     """The recipe these settings come from (config.json does not name it): the one they differ from least,
-    not counting the run's size and name; ``"spec (+dropout)"`` names a setting changed, ``"spec (+3)"`` counts
-    more than two."""
+    not counting the run's size and name; ``"spec with dropout 0.1"`` names a setting changed and its value,
+    ``"spec with 3 settings changed"`` counts more than two."""
     best, changed = recipe_changes(settings)
     if not changed:
         return best
-    return f"{best} (+{', '.join(changed) if len(changed) <= NAMED_CHANGES else len(changed)})"
+    return f"{best} with " + (changes_text(changed, settings) if len(changed) <= NAMED_CHANGES else
+                              f"{len(changed)} settings changed")
+
+
+def changes_text(names: list[str], settings: dict[str, Any]) -> str:
+    """The settings ``names`` with their values in ``settings`` (the spec's where missing): "dropout 0.1, ..."."""
+    spec = _preset("spec")
+    return ", ".join(f"{name} {setting_text(settings.get(name, spec[name]))}" for name in names)
 
 
 def recipe_changes(settings: dict[str, Any]) -> tuple[str, list[str]]:
@@ -59,15 +66,11 @@ def _differ(settings: dict[str, Any], preset: dict[str, Any]) -> list[str]:
 def recipe_text(settings: dict[str, Any]) -> str:
     """The recipe of these settings in words: which it is, what it changes in the spec's, what the run changed in it."""
     recipe, changed = recipe_changes(settings)
-
-    def values(names: list[str], of: dict[str, Any]) -> str:
-        return ", ".join(f"{name} {setting_text(of[name])}" for name in names)
-
     if recipe == "spec":
-        return "the spec's" + (f", with {values(changed, settings)}" if changed else "")
+        return "the spec's" + (f", with {changes_text(changed, settings)}" if changed else "")
     preset = _preset(recipe)
-    said = f"{recipe} (the spec's with {values(_differ(preset, _preset('spec')), preset)})"
-    return said + (f", and this run's {values(changed, settings)}" if changed else "")
+    said = f"{recipe} (the spec's with {changes_text(_differ(preset, _preset('spec')), preset)})"
+    return said + (f", and this run's {changes_text(changed, settings)}" if changed else "")
 
 
 def unused_settings(recorded: dict[str, Any]) -> set[str]:

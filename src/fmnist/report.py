@@ -143,7 +143,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
                                                                  "reliability diagram")),
         ("Most confident mistakes", image_html(run_dir / artifacts.MISCLASSIFIED_PNG, "most confident mistakes")),
         ("What the model looks at", _evidence_html(run_dir, predictions)),
-        # The settings the run changed in its recipe marked, as "spec (+4)" counts them without naming them.
+        # The settings the run changed in its recipe marked, as "spec with 4 settings changed" counts them unnamed.
         ("Settings (those changed from its recipe highlighted)" if marked else "Settings",
          table_html(["setting", "value"], settings, highlight=marked)),
     ] + _exports(run_dir)

@@ -532,13 +532,14 @@ def _groups_by_seed(rows: list[dict[str, Any]], groups: dict[str, Any]) -> list[
 
 
 def _recipe_cell(settings: dict[str, Any]) -> tuple[str, str]:
-    """The recipe column's cell ("spec +2": two settings changed) and the note naming what changed ("" if none)."""
+    """The recipe column's cell ("spec +2": two settings changed) and the note naming what changed, with its values
+    ("" if none)."""
     if not settings:
         return cell(None), ""
     recipe, changed = recipes.recipe_changes(settings)
     if not changed:
         return recipe, ""
-    return f"{recipe} +{len(changed)}", f"{recipe} with other {', '.join(changed)}"
+    return f"{recipe} +{len(changed)}", f"{recipe} with {recipes.changes_text(changed, settings)}"
 
 
 def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -> tuple[list[str], list[str], str]:
