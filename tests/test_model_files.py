@@ -33,7 +33,8 @@ def test_tampered_model_is_refused(tmp_path):
     model_files.save_model(build_dense((8,), 0.0), tmp_path)
     with open(tmp_path / artifacts.MODEL, "ab") as f:
         f.write(b"x")
-    with pytest.raises(FmnistError, match="does not match its recorded SHA-256"):
+    with pytest.raises(FmnistError, match="does not match its recorded SHA-256 .*changed or damaged: restore it from "
+                                          "a copy, or train a new run$"):
         model_files.load_model(tmp_path)
     model_path, recorded = model_files.recorded_model_path(tmp_path)  # the cheap check: there, with a checksum
     assert model_path == tmp_path / artifacts.MODEL and recorded != artifacts.sha256_file(model_path)

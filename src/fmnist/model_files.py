@@ -46,7 +46,7 @@ def verified_model_path(source: Path, copy_to: Path | None = None) -> tuple[Path
     if actual != expected:
         raise FmnistError(
             f"{model_path} does not match its recorded SHA-256 (expected {expected}, got {actual}); "
-            "the file was changed or damaged: retrain, or restore it from its run"
+            "the file was changed or damaged: restore it from a copy, or train a new run"
         )
     if not zipfile.is_zipfile(copy_to or model_path):  # said before Keras starts; Keras would say "File not found"
         raise FmnistError(f"{model_path} is not a Keras model (a .keras file is a zip archive): {DAMAGED}")
