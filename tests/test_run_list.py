@@ -199,7 +199,8 @@ def test_no_runs_and_a_bad_runs_dir(tmp_path):
     (tmp_path / "empty").mkdir()
     assert run_list.list_runs(tmp_path / "empty") == []
     fresh = run_cli("runs", cwd=tmp_path / "empty")  # the default ./runs, before the first training
-    assert fresh.returncode == 0 and "no runs in runs yet: start one with 'fmnist train'" in fresh.stdout
+    said = f"no runs in {tmp_path / 'empty' / 'runs'} yet: start one with 'fmnist train'"
+    assert fresh.returncode == 0 and said in fresh.stdout
     named = run_cli("runs", "--runs-dir", "runs", cwd=tmp_path / "empty")  # the same folder, named: a typo?
     assert named.returncode == 1 and "runs does not exist: give the folder that holds the runs" in named.stderr
     mistyped = run_cli("runs", "--runs-dir", str(tmp_path / "none"))

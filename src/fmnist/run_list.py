@@ -287,7 +287,7 @@ def runs_command(runs_dir: Path | None = None, wide: bool = False) -> tuple[str,
     _note_passed_over(rows, groups)
     width = None if wide else terminal_width()
     text = (format_runs(rows, groups, folder, width) if rows else
-            f"no runs in {folder} yet: start one with 'fmnist train'")
+            f"no runs in {runs.absolute(folder)} yet: start one with 'fmnist train'")
     return text, {"runs_dir": folder, "runs": rows, "groups": groups}
 
 
