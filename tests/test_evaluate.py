@@ -188,14 +188,16 @@ def test_a_model_no_better_than_guessing_is_called_so(tmp_path, tiny_run_dir, ca
                              {**config, "settings": {**config["settings"], "learning_rate": rate}})
         return likely_cause(run)
 
-    assert cause_at(2.5).startswith("A learning rate far from a working one is the usual cause (this run's 2.5; the "
-                                    "spec's 0.001)")
+    assert cause_at(2.5) == ("A learning rate far from a working one is the usual cause (this run's 2.5; the spec's "
+                             "0.001): too large, its steps overshoot; train again with one nearer the spec's, "
+                             "--learning-rate 0.001")
     assert cause_at(2e-3).endswith(f"at the cnn recipe's learning rate (0.002), a working one: too few training steps "
                                    f"({steps} in all) are the usual cause; train for more epochs")
     # A rate tune might draw, neither a recipe's nor far from one: the few steps named, not the rate.
     assert cause_at(1.447e-4).endswith(f"at a learning rate of 0.0001447, within ten times the spec's 0.001: too few "
                                        f"training steps ({steps} in all) are the usual cause; train for more epochs")
-    assert cause_at(9e-6).startswith("A learning rate far from a working one")
+    assert cause_at(9e-6).startswith("A learning rate far from a working one is the usual cause (this run's 9e-06; "
+                                     "the spec's 0.001): too small, its steps barely move the weights; train again")
     # A distilled student's epoch trains on views of its images too: 3 views each, four times the batches.
     artifacts.write_json(run / artifacts.CONFIG, {**config, "settings": {
         **config["settings"], "teacher": "/runs/cnn", "distill_views": 3}})

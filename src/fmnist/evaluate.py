@@ -194,9 +194,12 @@ def likely_cause(run_dir: Path) -> str:
         took = "" if steps is None else f" and it trained for {steps} steps"
         return (f"Its learning rate ({rate:g}) lies within ten times the spec's ({spec_rate:g}){took}: its learning "
                 "curves tell what held it back")  # said in its report too, and on the command line
-    own = "" if rate is None else f"this run's {rate:g}; "
-    return (f"A learning rate far from a working one is the usual cause ({own}the spec's {spec_rate:g}): its "
-            "learning curves tell")
+    if rate is None:  # its config.json cannot tell
+        return (f"A learning rate far from a working one is the usual cause (the spec's {spec_rate:g}): its learning "
+                "curves tell")
+    way = "too large, its steps overshoot" if rate > spec_rate else "too small, its steps barely move the weights"
+    return (f"A learning rate far from a working one is the usual cause (this run's {rate:g}; the spec's "
+            f"{spec_rate:g}): {way}; train again with one nearer the spec's, --learning-rate {spec_rate:g}")
 
 
 # Training steps under which a run at a workable rate has not had time to learn (the spec's recipe: 750 an epoch).
