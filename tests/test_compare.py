@@ -84,7 +84,7 @@ def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs, caplog
     assert page.count("data:image/png;base64,") == 2
     # Which recipe each is closest to, and which epoch's weights each model has: the one its scores are of.
     kept = [artifacts.best_epoch(artifacts.read_history(run)) for run in (a, b)]
-    # "spec with dropout 0.1": the spec's, its dropout changed
+    # "spec with 3 settings changed", say: the spec's, three of its settings changed
     recipes = [run_list.summarize(run)["recipe"] for run in (a, b)]
     assert f"<th scope=row>recipe (closest)</th><td>{recipes[0]}</td><td>{recipes[1]}</td></tr>" in page
     assert all(recipe.startswith("spec") for recipe in recipes)

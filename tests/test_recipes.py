@@ -230,6 +230,8 @@ def test_closest_recipe_names_the_preset_and_counts_changes():
     assert closest_recipe(spec_dropout) == "spec with dropout 0.1"
     two = TrainSettings(dropout=0.1, hidden_sizes=(64, 32)).to_dict()
     assert closest_recipe(two) == "spec with dropout 0.1, hidden_sizes 64-32"  # named up to two, each with its value
+    tuned = TrainSettings(dropout=0.28374619283746194, learning_rate=0.0007346192837461928).to_dict()
+    assert closest_recipe(tuned) == "spec with dropout 0.284, learning_rate 0.000735"  # as fmnist runs gives a rate
     assert closest_recipe({"dropout": 0.3}) == "spec"  # settings an older version did not have are defaults
 
 

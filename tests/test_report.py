@@ -272,5 +272,7 @@ def test_the_closing_lines_name_the_kept_epoch(tiny_run_dir):
     text, record = training_summary(TrainResult(tiny_run_dir, metrics, len(history["loss"]), 1.25))
     kept = artifacts.best_epoch(history)
     assert f"\nepochs {len(history['loss'])} (epoch {kept} kept), training 1.2s on " in text
+    recipe = closest_recipe(artifacts.read_json(tiny_run_dir / artifacts.CONFIG)["settings"])
+    assert text.endswith(f"; recipe {recipe}") and ", " in recipe  # set apart from the changes it names
     assert record["epoch_kept"] == kept
     assert record["temperature"] == metrics["temperature"]  # as evaluate --json gives it

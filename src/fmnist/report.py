@@ -325,7 +325,7 @@ def training_summary(result: TrainResult) -> tuple[str, dict[str, Any]]:
     kept = "" if outcome["epoch_kept"] is None else f" (epoch {outcome['epoch_kept']} kept)"  # the model's weights
     text = (headline(result.run_dir, result.metrics)
             + f"\nepochs {result.epochs_run}{kept}, training {result.train_seconds:.1f}s on {outcome['backend']}"
-            + ("" if outcome["recipe"] is None else f", recipe {outcome['recipe']}"))
+            + ("" if outcome["recipe"] is None else f"; recipe {outcome['recipe']}"))  # its changes a list
     return text, {
         "run_dir": result.run_dir, "epochs": result.epochs_run, **outcome,
         "train_seconds": round(result.train_seconds, 2),
