@@ -45,6 +45,10 @@ def test_absolute_takes_out_dotdot_through_links_and_keeps_the_rest_as_given(tmp
     assert runs.absolute(Path("link/../shirt.png")) == tmp_path / "real" / "shirt.png"  # the name given, not photo
     assert runs.absolute(Path("real/loop.png")) == tmp_path / "real" / "loop.png"
     assert runs.absolute(Path("link/../loop.png")) == tmp_path / "real" / "loop.png"
+    (tmp_path / "gone").mkdir()
+    monkeypatch.chdir(tmp_path / "gone")
+    (tmp_path / "gone").rmdir()  # the current folder deleted (by another shell, say): the path as given
+    assert runs.absolute(Path("runs")) == Path("runs")
 
 
 def test_no_run_is_made_inside_another_run(mixed_runs, tmp_path):
@@ -211,7 +215,8 @@ def test_a_damaged_model_checksum_file_is_named_as_damaged(tiny_run_dir, tmp_pat
     run = shutil.copytree(tiny_run_dir, tmp_path / "run")
     (run / artifacts.MODEL_SHA256).write_bytes(content)
     with pytest.raises(FmnistError,
-                       match="model.keras.sha256 is damaged: it holds no SHA-256; restore it from the run"):
+                       match="model.keras.sha256 is damaged: it holds no SHA-256; restore it from a copy, or train "
+                             "a new run$"):
         model_files.verified_model_path(run)
 
 

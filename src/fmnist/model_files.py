@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 # (the spec's model's weights: 6.7 MB).
 ARCHIVE_MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
 MAX_MEMBER_BYTES = 1 << 30
-DAMAGED = "the file is damaged or from another tool; retrain, or restore it from a copy"
+DAMAGED = "the file is damaged or from another tool; restore it from a copy, or train a new run"
 
 
 # Every initializer of a model loaded for its saved weights: drawing random ones, only to replace them, compiled a
@@ -85,7 +85,8 @@ def recorded_model_path(source: Path) -> tuple[Path, str]:
         )
     expected = recorded_sha256(checksum_path)
     if expected is None:
-        raise FmnistError(f"{checksum_path} is damaged: it holds no SHA-256; restore it from the run, or retrain")
+        raise FmnistError(f"{checksum_path} is damaged: it holds no SHA-256; restore it from a copy, or train a new "
+                          "run")
     return model_path, expected
 
 
