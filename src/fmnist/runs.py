@@ -50,7 +50,10 @@ def refuse_inside_run(folder: Path, what: str) -> None:
 def absolute(path: Path | str) -> Path:
     """``path`` made absolute for a reader elsewhere: each ".." taken out by the file system (a link may lie before
     it), the parts after the last one kept as given, links included; as it is where it cannot be resolved."""
-    path = Path(path).absolute()
+    try:
+        path = Path(path).absolute()
+    except OSError:  # the current folder was deleted: a relative path is all there is to say
+        return Path(path)
     if ".." not in path.parts:
         return path
     last = max(i for i, part in enumerate(path.parts) if part == "..")
