@@ -336,8 +336,17 @@ function setUpDrop() {
     if (files.length) $("file-input").files = files;
     pickFile(files);
   });
-  // A file that is no image leaves no broken picture: the server's reason says what it is.
-  $("preview").addEventListener("error", () => { if ($("preview").getAttribute("src")) showPhoto(null); });
+  // A file that is no image leaves no broken picture: the server's reason says what it is. An array has no picture
+  // to show: its name is said instead.
+  $("preview").addEventListener("error", () => {
+    if (!$("preview").getAttribute("src")) return;
+    const name = $("file-input").files[0]?.name ?? "";
+    showPhoto(null);
+    if (name.toLowerCase().endsWith(".npy")) {
+      $("note").textContent = `${name}: an array, with no picture to show here: what the model saw is under Prediction`;
+      $("note").hidden = false;
+    }
+  });
   drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", (event) => {
     if (!drop.contains(event.relatedTarget)) drop.classList.remove("over"); // not when over the box's own text
