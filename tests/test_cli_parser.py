@@ -91,6 +91,9 @@ def test_a_command_flag_given_before_the_command_says_where_it_goes(capsys):
     (["tune", "--lr-patience", "0"],
      "argument --lr-patience: '0' must be positive: 1 already acts on the first epoch without a lower val_loss"),
     (["train", "--lr-patience", "-1"], "argument --lr-patience: '-1' must be positive"),
+    (["train", "--batch-size", "1"], "argument --batch-size: '1' must be 2 or more: BatchNorm normalises each feature "
+                                     "over the batch, and in a batch of one image every feature is 0"),
+    (["train", "--batch-size", "0"], "argument --batch-size: '0' must be 2 or more"),
 ])
 def test_an_option_out_of_its_range_is_a_usage_error(capsys, args, refusal):
     from fmnist.cli import main

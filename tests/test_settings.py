@@ -40,7 +40,8 @@ def test_unknown_setting_is_an_error():
     ("hidden_sizes", (1_000_000,), "hidden_sizes 1000000 would need 794,000,000 weights"),
     ("learning_rate", 1e-50, "learning_rate must be positive, at least 1.18e-38"),
     ("batch_size", 10**20, "batch_size must be from 2 to"),
-    ("batch_size", 1, "in a batch of one image every feature is 0, and the network learns nothing"),
+    ("batch_size", 1, "2 or more: BatchNorm normalises each feature over the batch, and in a batch of one image"),
+    ("batch_size", 0, "batch_size must be from 2 to"),
     ("epochs", 10**21, "epochs must be from 1 to"),
     ("name", "a" * 201, "name must be at most 200 bytes"), ("name", "é" * 101, "name must be at most 200 bytes"),
 ])

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn
 
 from fmnist import __version__, artifacts, defaults, stopping
-from fmnist.cli_parser import (HelpFormatter, Parser, input_file, int_between, layer_sizes, nonempty, nonempty_path,
-                               patience, positive_int, positive_seconds, probability, seed_count)
+from fmnist.cli_parser import (HelpFormatter, Parser, batch_size, input_file, int_between, layer_sizes, nonempty,
+                               nonempty_path, patience, positive_int, positive_seconds, probability, seed_count)
 from fmnist.errors import ErrorsPerInput, FmnistError, UsageError, first_line, one_line
 from fmnist.settings import BACKENDS, DEFAULT_BACKEND, FLAG_SETTINGS, PREFERRED_BACKEND, RECIPES, TrainSettings, flag
 
@@ -441,7 +441,7 @@ def _add_train(sub: Any) -> None:
     _fixed_settings(p, recipes=True)
     p.add_argument("--name", help="run name, the suffix of the run directory: letters, digits, '-', '_' and '.', at "
                                   f"most {defaults.MAX_NAME_BYTES} bytes (default: the recipe's name)")
-    p.add_argument("--batch-size", type=positive_int,
+    p.add_argument("--batch-size", type=batch_size,
                    help=f"images per step, 2 or more (BatchNorm's statistics need two; default: the recipe's; "
                         f"spec {spec.batch_size})")
     p.add_argument("--learning-rate", "--lr", type=float,

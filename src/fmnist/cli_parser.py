@@ -185,14 +185,14 @@ def positive_seconds(value: str) -> float:
 
 
 def int_between(low: int, high: int | None = None) -> Callable[[str], int]:
-    """An argparse type: a whole number from ``low`` to ``high``; with no ``high``, a positive one (``low`` 1)."""
+    """An argparse type: a whole number from ``low`` to ``high``; with no ``high``, ``low`` or more."""
     def whole_number(value: str) -> int:
         try:
             number = int(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
         if number < low or (high is not None and number > high):
-            bounds = "positive" if high is None else f"from {low} to {high}"
+            bounds = f"from {low} to {high}" if high is not None else "positive" if low == 1 else f"{low} or more"
             raise argparse.ArgumentTypeError(f"{value!r} must be {bounds}")
         return number
 
@@ -209,6 +209,15 @@ def patience(value: str) -> int:
             raise argparse.ArgumentTypeError(f"{value!r} must be positive: 1 already acts on the first epoch "
                                              "without a lower val_loss")
     return positive_int(value)
+
+
+def batch_size(value: str) -> int:
+    """An argparse type: images per step, 2 or more; 1 is told why it would learn nothing."""
+    with contextlib.suppress(ValueError):  # not a number: int_between says so
+        if int(value) == 1:  # BatchNorm is in every architecture
+            raise argparse.ArgumentTypeError(f"{value!r} must be 2 or more: BatchNorm normalises each feature over "
+                                             "the batch, and in a batch of one image every feature is 0")
+    return int_between(2)(value)
 
 
 def seed_count(value: str) -> int:

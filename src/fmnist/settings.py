@@ -141,10 +141,10 @@ class TrainSettings:
             (self.learning_rate >= MIN_LEARNING_RATE,
              f"learning_rate must be positive, at least {MIN_LEARNING_RATE:.3g} (Keras keeps it in float32, where "
              "a smaller one is 0)"),
-            # BatchNorm, in every architecture, makes each feature of a batch of one image 0: nothing is learnt.
-            (1 < self.batch_size <= MAX_BATCH_SIZE,
-             f"batch_size must be from 2 to {MAX_BATCH_SIZE:,} (BatchNorm normalises each feature over the batch: in "
-             "a batch of one image every feature is 0, and the network learns nothing)"),
+            # BatchNorm is in every architecture.
+            (self.batch_size != 1, "batch_size must be 2 or more: BatchNorm normalises each feature over the batch, "
+                                   "and in a batch of one image every feature is 0, so the network learns nothing"),
+            (1 < self.batch_size <= MAX_BATCH_SIZE, f"batch_size must be from 2 to {MAX_BATCH_SIZE:,}"),
             (0 < self.epochs <= MAX_EPOCHS, f"epochs must be from 1 to {MAX_EPOCHS:,}"),
             (self.early_stopping_patience > 0, "early_stopping_patience must be positive"),
             (self.lr_patience > 0, "lr_patience must be positive"),
