@@ -16,6 +16,7 @@ from fmnist.data import load_dataset, to_features
 from fmnist.evaluate import FEW_STEPS, calibration_metrics, evaluate_run, likely_cause
 from fmnist.explain import EXPLAINED_MISTAKES, occlusion_maps
 from fmnist.metrics import calibration_bins
+from fmnist.settings import RECIPES
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -189,8 +190,13 @@ def test_a_model_no_better_than_guessing_is_called_so(tmp_path, tiny_run_dir, ca
         return likely_cause(run)
 
     assert cause_at(2.5) == ("A learning rate far from a working one is the usual cause (this run's 2.5; the spec's "
-                             "0.001): too large, its steps overshoot; train again with one nearer the spec's, "
-                             "--learning-rate 0.001")
+                             "0.001): too large, its steps overshoot; train again with one nearer it, --learning-rate "
+                             "0.001")
+    assert cause_at(float("nan")).endswith("(the spec's 0.001): its learning curves tell")  # edited: no rate to judge
+    artifacts.write_json(run / artifacts.CONFIG, {**config, "settings": {**config["settings"], **RECIPES["cnn"],
+                                                                         "learning_rate": 1.0}})
+    assert "(this run's 1; the cnn recipe's 0.002): too large, its steps overshoot; train again with one nearer it, " \
+           "--learning-rate 0.002" in likely_cause(run)  # its own recipe's rate, not the spec's
     assert cause_at(2e-3).endswith(f"at the cnn recipe's learning rate (0.002), a working one: too few training steps "
                                    f"({steps} in all) are the usual cause; train for more epochs")
     # A rate tune might draw, neither a recipe's nor far from one: the few steps named, not the rate.
@@ -225,7 +231,10 @@ def test_a_model_no_better_than_guessing_is_called_so(tmp_path, tiny_run_dir, ca
     (run / artifacts.HISTORY).write_text("\n".join(rows) + "\n")
     cause = likely_cause(run)  # what the warning above says after its figures
     assert cause.startswith("It reached 0.93 on its training images: too few training steps")
-    assert "--limit" not in cause  # the run had none to raise
+    assert "--limit" not in cause and cause.endswith("train for more epochs, or with a smaller --batch-size")
+    artifacts.write_json(run / artifacts.CONFIG, {**config, "settings": {**config["settings"], "batch_size": 2}})
+    assert likely_cause(run).endswith("train for more epochs")  # no smaller one BatchNorm takes
+    artifacts.write_json(run / artifacts.CONFIG, config)
     caplog.clear()
     answers = np.load(run / artifacts.PREDICTIONS)["probabilities"].argmax(axis=1)
     evaluate_run(run, dataset=dataclasses.replace(dataset, y_test=answers.astype(np.uint8)))  # all right this time

@@ -165,6 +165,8 @@ def likely_cause(run_dir: Path) -> str:
         rate = float(settings["learning_rate"])
     except (FmnistError, AttributeError, KeyError, TypeError, ValueError):  # a config damaged since: the spec's alone
         settings, rate = {}, None
+    if rate is not None and not np.isfinite(rate):  # edited by hand: no rate to judge
+        rate = None
     teacher = settings.get("teacher") if isinstance(settings, dict) else None
     untaught = teacher_learned_nothing(teacher) if isinstance(teacher, str) and teacher else None
     if untaught:  # its answers are most of what the student learns from
@@ -177,9 +179,11 @@ def likely_cause(run_dir: Path) -> str:
     limited = isinstance(settings, dict) and settings.get("limit")
     more = "train for more epochs" + (" on more images (a larger --limit)" if limited else "")
     if fitted is not None and fitted >= 0.5:  # it learned its own images, yet answers others as if it had not
+        batch = settings.get("batch_size") if isinstance(settings, dict) else None
+        smaller = "" if batch == 2 else ", or with a smaller --batch-size"  # 2: the least that BatchNorm takes
         return (f"It reached {fitted:.2f} on its training images: too few training steps, most often, leave the "
-                f"running statistics of BatchNorm, which the model predicts with, far from the data's; {more}, or "
-                "with a smaller --batch-size")
+                f"running statistics of BatchNorm, which the model predicts with, far from the data's; {more}"
+                f"{smaller}")
     working = {name: recipe.get("learning_rate", spec_rate) for name, recipe in RECIPES.items()}
     recipe = next((name for name, known in working.items() if rate == known), None)
     steps = _training_steps(run_dir, settings, len(history.get("loss", ())))
@@ -197,9 +201,13 @@ def likely_cause(run_dir: Path) -> str:
     if rate is None:  # its config.json cannot tell
         return (f"A learning rate far from a working one is the usual cause (the spec's {spec_rate:g}): its learning "
                 "curves tell")
-    way = "too large, its steps overshoot" if rate > spec_rate else "too small, its steps barely move the weights"
-    return (f"A learning rate far from a working one is the usual cause (this run's {rate:g}; the spec's "
-            f"{spec_rate:g}): {way}; train again with one nearer the spec's, --learning-rate {spec_rate:g}")
+    from fmnist.recipes import recipe_changes
+
+    closest = recipe_changes(settings)[0]  # its recipe's rate, the one to go back towards
+    whose, target = "the spec's" if closest == "spec" else f"the {closest} recipe's", working[closest]
+    way = "too large, its steps overshoot" if rate > target else "too small, its steps barely move the weights"
+    return (f"A learning rate far from a working one is the usual cause (this run's {rate:g}; {whose} {target:g}): "
+            f"{way}; train again with one nearer it, --learning-rate {target:g}")
 
 
 # Training steps under which a run at a workable rate has not had time to learn (the spec's recipe: 750 an epoch).
