@@ -16,6 +16,7 @@ from fmnist.compare import (bar_colours, compare_runs, group_difference, mistake
                             runs_to_compare, settings_rows)
 from fmnist.errors import FmnistError
 from fmnist.facts import CLASS_NAMES
+from fmnist.settings import RECIPES
 
 
 CYCLE = [(31, 119, 180), (255, 127, 14), (44, 160, 44)]  # matplotlib's first colours: blue, orange, green
@@ -86,7 +87,14 @@ def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs, caplog
     kept = [artifacts.best_epoch(artifacts.read_history(run)) for run in (a, b)]
     # "spec with 3 settings changed", say: the spec's, three of its settings changed
     recipes = [run_list.summarize(run)["recipe"] for run in (a, b)]
-    assert f"<th scope=row>recipe (closest)</th><td>{recipes[0]}</td><td>{recipes[1]}</td></tr>" in page
+    # Not marked as runs of other recipes: the same preset, its changes (dropout) marked in the settings' table.
+    assert recipes[0] != recipes[1]
+    assert f"<tr><th scope=row>recipe (closest)</th><td>{recipes[0]}</td><td>{recipes[1]}</td></tr>" in page
+    best = shutil.copytree(b, tmp_path / "best")  # one of another preset: marked
+    config = artifacts.read_json(best / artifacts.CONFIG)
+    artifacts.write_json(best / artifacts.CONFIG, {**config, "settings": {**config["settings"], **RECIPES["best"]}})
+    marked = page_text(compare_runs([a, best], tmp_path / "out" / "best.html"))
+    assert f"<tr class=diff><th scope=row>recipe (closest)</th><td>{recipes[0]}</td><td>best" in marked
     assert all(recipe.startswith("spec") for recipe in recipes)
     assert f"<th scope=row>epoch kept</th><td>{kept[0]}</td><td>{kept[1]}</td></tr>" in page
     for run in (a, b):

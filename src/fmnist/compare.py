@@ -15,7 +15,7 @@ from fmnist import artifacts, defaults, plots, run_list, run_lookup, run_setting
 from fmnist.errors import DamagedFile, FmnistError, UsageError
 from fmnist.facts import CLASS_NAMES
 from fmnist.html_page import image_html, page, table_html
-from fmnist.recipes import unused_settings
+from fmnist.recipes import recipe_changes, unused_settings
 from fmnist.report import checked_history, loss_target, read_config, read_metrics
 from fmnist.seeds import interval_text, summary_entries
 from fmnist.settings import TrainSettings, setting_text
@@ -265,8 +265,10 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
                  ["validation fraction", *(s["settings"].get("validation_fraction", spec.validation_fraction)
                                            for s in summaries)]]
     # Marked where they differ in what makes their figures comparable; their scores are meant to differ.
-    # The images row by its --limit: the split's counts beside it are shown, and missing in an older run's.
-    compared = {"images (--limit)": [s["settings"].get("limit") or "all" for s in summaries]}
+    # The images row by its --limit: the split's counts beside it are shown, and missing in an older run's. The
+    # recipe's by the preset alone: the settings its runs changed in it are marked in the settings' table.
+    compared = {"images (--limit)": [s["settings"].get("limit") or "all" for s in summaries],
+                "recipe (closest)": [recipe_changes(s["settings"])[0] if s["settings"] else None for s in summaries]}
     headline_differ = {i for i, row in enumerate(headline)
                        if row[0] in COMPARABLE_ROWS and len(set(compared.get(row[0], row[1:]))) > 1}
     settings, differ = settings_rows([item["config"] for item in loaded])
