@@ -509,8 +509,8 @@ def test_a_worker_takes_up_the_trial_of_a_worker_beside_it_that_died_meanwhile(t
     with caplog.at_level(logging.INFO, logger="fmnist.tune"):
         tune(BASE, "jax", 1, "s", runs_dir=tmp_path, dataset=dataset)  # its last trial: queued for another worker
     [killed] = dead
-    assert (f"trial {killed.number}, cut short (stopped, or its worker died), is taken up again by the next worker "
-            "to continue the study" in caplog.messages)
+    assert (f"trial {killed.number}, cut short (stopped, by a file the system refused, or its worker died), is taken "
+            "up again by the next worker to continue the study" in caplog.messages)
     dead.clear()
     with caplog.at_level(logging.INFO, logger="fmnist.tune"):
         result = tune(BASE, "jax", 2, "s", runs_dir=tmp_path, dataset=dataset)  # another dies beside its first
@@ -520,8 +520,8 @@ def test_a_worker_takes_up_the_trial_of_a_worker_beside_it_that_died_meanwhile(t
     retry = trials[-1]
     assert retry.params == killed.params and result.states == {"complete": 3, "killed": 2}  # taken up next, here
     assert trials[first_killed.number + 1].user_attrs["retry_of"] == first_killed.number  # the first run's, first
-    assert (f"trial {killed.number}, cut short (stopped, or its worker died), is taken up again next"
-            in caplog.messages)
+    assert (f"trial {killed.number}, cut short (stopped, by a file the system refused, or its worker died), is taken "
+            "up again next" in caplog.messages)
 
 
 def test_train_best_of_a_study_without_a_finished_trial_names_the_command_that_runs_them(tmp_path):
@@ -554,6 +554,54 @@ def test_a_study_made_this_instant_by_another_worker_is_continued_with_its_maker
     older = optuna.create_study(study_name="older", storage=store)  # an older fmnist's: none ever come
     open_study("older", store, shown, BASE)
     assert older.user_attrs[FIXED_SETTINGS] == _fixed(BASE)
+
+
+def test_a_trial_a_refused_file_cut_short_is_finished_when_the_study_is_continued(tmp_path, dataset, monkeypatch,
+                                                                                   caplog):
+    import errno
+
+    import keras
+
+    import fmnist.tune as tune_module
+    from fmnist.errors import WriteRefused
+
+    class DiskFullAfterFirstEpoch(keras.callbacks.Callback):  # as a backup's write on a full disk fails
+        def on_epoch_end(self, epoch, logs=None):
+            raise WriteRefused(f"cannot write {tmp_path / 'backup.npz'}: No space left on device")
+
+    pruning = tune_module.pruning_callback
+    monkeypatch.setattr(tune_module, "pruning_callback", lambda *args: DiskFullAfterFirstEpoch())
+    with caplog.at_level(logging.WARNING, logger="fmnist.tune"), pytest.raises(WriteRefused, match="No space left"):
+        tune(BASE, "jax", 1, "s", runs_dir=tmp_path, dataset=dataset)  # the study ends: its next trial would too
+    assert "trial 0: the system refused a file; continuing the study (the same 'fmnist tune' command)" in caplog.text
+    (cut_short,) = (tmp_path / "s").iterdir()
+    assert "or the next worker of its study takes it up" in run_list.summarize(cut_short)["notes"][-1]  # as it does
+    [first] = optuna.load_study(study_name="s", storage=open_storage(None, tmp_path)[0]).trials
+    assert trial_state(first) == "system error"  # not the settings' fault, as a failure would say
+    assert first.user_attrs["system_error"] == f"cannot write {tmp_path / 'backup.npz'}: No space left on device"
+    monkeypatch.setattr(tune_module, "pruning_callback", pruning)  # space again
+    with caplog.at_level(logging.INFO, logger="fmnist.tune"):
+        result = tune(BASE, "jax", 1, "s", runs_dir=tmp_path, dataset=dataset)
+    assert f"finishing {cut_short} where it was cut short" in caplog.messages
+    retry = optuna.load_study(study_name="s", storage=open_storage(None, tmp_path)[0]).trials[-1]
+    assert retry.state == optuna.trial.TrialState.COMPLETE and Path(retry.user_attrs["run_dir"]) == cut_short
+    assert result.states == {"system error": 1, "complete": 1} and len(artifacts.read_history(cut_short)["loss"]) == 2
+
+    # The storage refusing to record the failure too (its folder made read-only): the storage's error, not Optuna's
+    # assertion that hid it ("Should not reach").
+    journal = tmp_path / "tune.journal"
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(journal))
+
+    def refused_trial(trial, *args):
+        monkeypatch.setattr(optuna.storages.JournalStorage, "set_trial_state_values", read_only)
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "s" / "status.json"))
+
+    monkeypatch.setattr(tune_module, "_run_trial", refused_trial)
+    with pytest.raises(OSError, match="Read-only file system") as refused:
+        tune(BASE, "jax", 1, "s", runs_dir=tmp_path, dataset=dataset)
+    assert refused.value.filename == str(journal)
 
 
 def test_a_continued_study_finishes_a_cut_short_run_or_counts_one_finished_by_hand(tmp_path, dataset, monkeypatch,

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from fmnist.errors import DamagedFile, FmnistError
+from fmnist.errors import DamagedFile, FmnistError, WriteRefused
 
 CONFIG = "config.json"
 SPLIT = "split.npz"
@@ -135,7 +135,7 @@ def temporary_beside(path: Path) -> Path:
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:50]}.",
                                         suffix=f"{TEMPORARY}{path.suffix}")
     except OSError as exc:
-        raise FmnistError(f"cannot write {path}: {exc.strerror}") from None
+        raise WriteRefused(f"cannot write {path}: {exc.strerror}") from None
     os.close(fd)
     return Path(tmp_name)
 
@@ -152,12 +152,12 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         except OSError as exc:  # a full disk or quota: said of the file the user knows, as the rename's is
             if not exc.strerror:
                 raise
-            raise FmnistError(f"cannot write {path}: {exc.strerror}") from None
+            raise WriteRefused(f"cannot write {path}: {exc.strerror}") from None
         os.chmod(tmp, FILE_MODE)  # mkstemp makes it private (0600); a run's files are as readable as any other
         try:
             os.replace(tmp, path)
         except OSError as exc:  # named by the file the user knows, not the temporary one
-            raise FmnistError(f"cannot write {path}: {exc.strerror}") from None
+            raise WriteRefused(f"cannot write {path}: {exc.strerror}") from None
         fsync_folder(path.parent)
     finally:
         tmp.unlink(missing_ok=True)

@@ -25,6 +25,11 @@ class UsageError(FmnistError):
     (the command's usage, exit status 2)."""
 
 
+class WriteRefused(FmnistError):
+    """A file the system would not let fmnist write (a full disk, a folder made read-only): the input's fault no more
+    than the settings', so the same command works once the system lets it."""
+
+
 class DamagedFile(FmnistError):
     """A file of ours whose content fmnist never writes (cut short, edited): rewriting it mends it, unlike a file
     the system will not let us read."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import logging
@@ -18,7 +19,7 @@ import optuna
 
 from fmnist import artifacts, defaults, run_locks, run_settings, runs
 from fmnist.data import Dataset, load_dataset
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, WriteRefused, first_line
 from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag, flag_value, is_plain_name
 from fmnist.train import Diverged, TrainResult, check_inputs, train
 from fmnist.tune_storage import (
@@ -199,6 +200,15 @@ def _objective(base: TrainSettings, backend: str, study_dir: Path, dataset: Data
             except Diverged as exc:  # the settings' fault: recorded, and the study goes on (tune catches it)
                 trial.set_user_attr("diverged", exc.what)
                 log.warning("trial %d: %s; recorded as failed, the study goes on", trial.number, exc.what)
+                raise
+            except (OSError, WriteRefused) as exc:  # a full disk, a folder made read-only: not the settings' fault
+                refused = (f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror
+                           and exc.filename else first_line(exc))
+                with contextlib.suppress(OSError):  # the storage may be refused too: the error is said all the same
+                    trial.set_user_attr(SYSTEM_ERROR, refused)
+                log.warning("trial %d: the system refused a file; continuing the study (the same 'fmnist tune' "
+                            "command) once it can write again finishes its run, unless its settings have run %d "
+                            "times", trial.number, defaults.MAX_TRIAL_ATTEMPTS)
                 raise
         except optuna.exceptions.UpdateFinishedTrialError:  # its run was left resumable, as by any other error
             if unfailed is not None:
@@ -382,14 +392,21 @@ def best_trial(study: optuna.Study) -> dict[str, Any] | None:
     return {"number": trial.number, "val_loss": trial.value, "params": trial.params, **trial.user_attrs}
 
 
+# A trial's user attribute naming the file the system refused (a full disk, say), which cut it short.
+SYSTEM_ERROR = "system_error"
+# The state people read for a trial that failed by no fault of its settings (but divergence), by its attribute.
+FAILED_AS = {"stopped": "stopped", "diverged": "diverged", runs.KILLED: runs.KILLED, SYSTEM_ERROR: "system error"}
+
+
 def trial_state(trial: optuna.trial.FrozenTrial) -> str:
-    """A trial's state as people read it: Optuna's, but "stopped" for one Ctrl-C cut short and "diverged" for one whose
-    loss became NaN (to Optuna, both failed), and "killed" for one still running in a journal whose worker on this
-    machine has ended, as `fmnist runs` says (and once a worker continuing the study has failed it)."""
+    """A trial's state as people read it: Optuna's, but "stopped" for one Ctrl-C cut short, "system error" for one cut
+    short by a file the system refused, and "diverged" for one whose loss became NaN (to Optuna, all failed), and
+    "killed" for one still running in a journal whose worker on this machine has ended, as `fmnist runs` says (and
+    once a worker continuing the study has failed it)."""
     if trial.state == optuna.trial.TrialState.FAIL:
-        for why in ("stopped", "diverged", runs.KILLED):  # none the settings' fault but divergence
-            if trial.user_attrs.get(why):
-                return why
+        for attribute, state in FAILED_AS.items():
+            if trial.user_attrs.get(attribute):
+                return state
     if trial.state == optuna.trial.TrialState.RUNNING and worker_gone(trial.user_attrs):
         return runs.KILLED  # until a worker continuing the study fails it and takes its settings up again
     return trial.state.name.lower()
@@ -463,9 +480,13 @@ def tune(
     # Optuna's "Cannot tell a FAIL trial": another worker failed the trial while this one trained it (found on a
     # write to it), or once it was trained, before its result was told, when Optuna's logging of it then fails its
     # own assertion ("Should not reach", Optuna 5.0).
-    except (ValueError, AssertionError):
+    except (ValueError, AssertionError) as exc:
         last = next((t for t in study.get_trials(deepcopy=False) if unfailed and t.number == unfailed[-1]), None)
         if last is None or last.state != optuna.trial.TrialState.FAIL:  # a trial's own error, Optuna re-raising it
+            if isinstance(exc, AssertionError) and exc.__context__ is not None:
+                # The storage refused to record the trial's end too (a folder made read-only, a full disk), and
+                # Optuna's logging of that fails its assertion, which would hide why: the storage's error instead.
+                raise exc.__context__ from None
             raise
         raise FmnistError(
             f"trial {unfailed[-1]} was failed by another worker of the study, to which this worker seemed gone (it "
@@ -510,7 +531,7 @@ def _take_up_cut_short(study: optuna.Study, store: optuna.storages.BaseStorage, 
     retried = _retry_cut_short(study, store)
     if retried:
         one = len(retried) == 1
-        log.info("%s, cut short (stopped, or %s died), %s taken up again %s",
+        log.info("%s, cut short (stopped, by a file the system refused, or %s died), %s taken up again %s",
                  f"trial {retried[0]}" if one else f"trials {', '.join(map(str, retried))}",
                  "its worker" if one else "their workers", "is" if one else "are", when)
 
@@ -538,8 +559,8 @@ def _refuse_other_settings(study: optuna.Study, base: TrainSettings) -> None:
 
 def _retry_cut_short(study: optuna.Study, store: optuna.storages.BaseStorage) -> list[int]:
     """Fail the running trials whose worker process on this machine has ended (a journal has no heartbeat), marked
-    killed, and queue the settings of each trial a stop or a dead worker cut short; return the trials they were first
-    drawn for."""
+    killed, and queue the settings of each trial a stop, a file the system refused or a dead worker cut short; return
+    the trials they were first drawn for."""
     running, failed = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL
     trials = study.get_trials(deepcopy=False)
     dead = {t.number for t in trials if t.state == running and worker_gone(t.user_attrs)}
@@ -551,7 +572,8 @@ def _retry_cut_short(study: optuna.Study, store: optuna.storages.BaseStorage) ->
             study.tell(number, state=failed, skip_if_finished=True)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass
-    cut_short = [t for t in trials if t.number in dead or (t.state == failed and t.user_attrs.get("stopped"))]
+    cut_short = [t for t in trials if t.number in dead or (t.state == failed and (t.user_attrs.get("stopped") or
+                                                                                 t.user_attrs.get(SYSTEM_ERROR)))]
     return [_first_drawn(t) for t in cut_short if queue_retry(study, t)]
 
 
