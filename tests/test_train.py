@@ -162,6 +162,17 @@ def test_a_run_that_cannot_write_its_config_leaves_no_folder_behind(tmp_path, ti
     assert list((tmp_path / "runs").iterdir()) == []  # not an empty run for `fmnist runs` to list as unreadable
 
 
+def test_a_run_the_disk_filled_under_says_its_resume_continues_it_once_there_is_room(tmp_path, tiny_data,
+                                                                                      full_disk_for, caplog):
+    full_disk_for(artifacts.CALIBRATION)  # once trained
+    with caplog.at_level(logging.WARNING, logger="fmnist.train"), pytest.raises(FmnistError, match="No space left"):
+        tiny_run(tmp_path, tiny_data)
+    (run,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run / artifacts.STATUS).read_text())["state"] == "failed"
+    assert (f"the system refused a file: once it lets fmnist write there again, 'fmnist train --resume {run}' "
+            "continues the run from its last finished epoch") in caplog.messages
+
+
 def test_train_writes_a_complete_run_directory(tmp_path, tiny_data, caplog):
     with caplog.at_level(logging.INFO, logger="fmnist.train"):
         result = tiny_run(tmp_path, tiny_data)

@@ -16,7 +16,7 @@ import numpy as np
 from fmnist import artifacts, defaults, model_files, run_locks, run_lookup, runs, stopping
 from fmnist.backup_file import training_over
 from fmnist.data import Dataset, data_record, load_dataset, locate, to_features
-from fmnist.errors import DamagedFile, FmnistError, warn_once
+from fmnist.errors import DamagedFile, FmnistError, WriteRefused, warn_once
 from fmnist.facts import NUM_CLASSES
 from fmnist.settings import RECIPES, TrainSettings, images_per_epoch, split_problem
 
@@ -399,6 +399,9 @@ def train(
             # A stop, though a library may have turned it into an error of its own (as TensorFlow's saving does).
             if not (isinstance(exc, KeyboardInterrupt) or stopping.requested()):
                 runs.set_status(run_dir, runs.FAILED, error=str(exc), resume=runs.resume_command(run_dir))
+                if isinstance(exc, (OSError, WriteRefused)):  # a full disk, say: said below, with no way forward
+                    log.warning("the system refused a file: once it lets fmnist write there again, '%s' continues "
+                                "the run from its last finished epoch", runs.resume_command(run_dir))
                 raise
             command = runs.resume_command(run_dir)
             runs.set_status(run_dir, runs.INTERRUPTED, resume=command)
