@@ -167,6 +167,15 @@ def test_a_28x28_npy_the_picker_offers_is_answered_with_its_map(page, real_data_
     assert page.is_hidden("#preview")  # no picture of it to show: the 28x28 input the model saw instead
     assert page.inner_text("#note") == (f"{array.name}: an array, with no picture to show here: what the model saw is "
                                         "under Prediction")
+    dropped = page.evaluate_handle("""([data, name]) => {
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([Uint8Array.from(atob(data), (c) => c.charCodeAt(0))], name));
+        transfer.items.add(new File(["x"], "other.png", {type: "image/png"}));
+        return transfer;
+    }""", [base64.b64encode(array.read_bytes()).decode(), "dropped.npy"])
+    page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})  # with another file: both notes kept
+    page.wait_for_function("document.querySelector('#note').textContent.startsWith('2 files given: the page "
+                           "classifies one, dropped.npy; dropped.npy: an array')")
 
 
 def test_drawing_on_the_canvas_shows_probabilities(page, tmp_path):

@@ -341,9 +341,11 @@ function setUpDrop() {
   $("preview").addEventListener("error", () => {
     if (!$("preview").getAttribute("src")) return;
     const name = $("file-input").files[0]?.name ?? "";
+    const given = $("note").hidden ? "" : `${$("note").textContent}; `; // "3 files given: ...", kept
     showPhoto(null);
     if (name.toLowerCase().endsWith(".npy")) {
-      $("note").textContent = `${name}: an array, with no picture to show here: what the model saw is under Prediction`;
+      $("note").textContent = `${given}${name}: an array, with no picture to show here: what the model saw is under ` +
+        "Prediction";
       $("note").hidden = false;
     }
   });
