@@ -336,6 +336,11 @@ def test_only_a_tune_trials_run_is_told_its_study_may_take_it_up(mixed_runs, tmp
     assert "or the next worker of its study takes it up ('fmnist tune --study s'" in told
     notes = run_list.summarize(named_so)["notes"]
     assert notes and not any("study" in note for note in notes)
+    # Failed: its study counts the trial failed, unless a file the system refused cut it short (a full disk).
+    for refused, taken_up in (({}, False), ({"refused": True}, True)):
+        runs.set_status(trial, runs.FAILED, error="cannot write ...", resume=runs.resume_command(trial), **refused)
+        told = run_list.summarize(trial)["notes"][-1]
+        assert told.startswith(f"fmnist train --resume {trial} continues it") and ("study" in told) == taken_up
 
 
 def test_a_stopped_run_whose_config_is_damaged_is_told_to_restore_that_not_to_remove_its_backup(tiny_data,

@@ -13,7 +13,7 @@ import pytest
 
 from fmnist import artifacts, model_files, run_list, runs
 from fmnist.data import load_dataset, to_features
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, WriteRefused
 from fmnist.resume import resume_run
 from fmnist.settings import TrainSettings
 from fmnist.train import VALIDATION_BATCH_SIZE, fit, split_indices, train
@@ -163,14 +163,36 @@ def test_a_run_that_cannot_write_its_config_leaves_no_folder_behind(tmp_path, ti
 
 
 def test_a_run_the_disk_filled_under_says_its_resume_continues_it_once_there_is_room(tmp_path, tiny_data,
-                                                                                      full_disk_for, caplog):
+                                                                                      full_disk_for, caplog,
+                                                                                      monkeypatch):
     full_disk_for(artifacts.CALIBRATION)  # once trained
     with caplog.at_level(logging.WARNING, logger="fmnist.train"), pytest.raises(FmnistError, match="No space left"):
         tiny_run(tmp_path, tiny_data)
     (run,) = (tmp_path / "runs").iterdir()
-    assert json.loads((run / artifacts.STATUS).read_text())["state"] == "failed"
+    status = json.loads((run / artifacts.STATUS).read_text())
+    assert status["state"] == "failed" and status["refused"] is True  # a tune trial's study takes it up
     assert (f"the system refused a file: once it lets fmnist write there again, 'fmnist train --resume {run}' "
-            "continues the run from its last finished epoch") in caplog.messages
+            "saves and scores its model") in caplog.messages  # its training is over
+    # Its failed status refused too: the way on said all the same, and the first refusal's error raised.
+    set_status = runs.set_status
+
+    def failed_refused(run_dir, state, **extra):
+        if state == runs.FAILED:
+            raise WriteRefused(f"cannot write {run_dir / artifacts.STATUS}: No space left on device")
+        set_status(run_dir, state, **extra)
+
+    monkeypatch.setattr(runs, "set_status", failed_refused)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fmnist.train"), pytest.raises(FmnistError, match="calibration"):
+        tiny_run(tmp_path / "second", tiny_data)
+    assert any(message.startswith("the system refused a file: once") for message in caplog.messages)
+    monkeypatch.setattr(runs, "set_status", set_status)
+    full_disk_for(artifacts.METRICS)  # while it is scored
+    with caplog.at_level(logging.WARNING, logger="fmnist.train"), pytest.raises(FmnistError, match="metrics.json"):
+        tiny_run(tmp_path / "third", tiny_data)
+    (scored,) = (tmp_path / "third" / "runs").iterdir()
+    assert (f"the system refused a file while scoring the trained model: once it lets fmnist write there again, "
+            f"'fmnist train --resume {scored}' scores it") in caplog.messages
 
 
 def test_train_writes_a_complete_run_directory(tmp_path, tiny_data, caplog):

@@ -573,19 +573,23 @@ def test_a_trial_a_refused_file_cut_short_is_finished_when_the_study_is_continue
     monkeypatch.setattr(tune_module, "pruning_callback", lambda *args: DiskFullAfterFirstEpoch())
     with caplog.at_level(logging.WARNING, logger="fmnist.tune"), pytest.raises(WriteRefused, match="No space left"):
         tune(BASE, "jax", 1, "s", runs_dir=tmp_path, dataset=dataset)  # the study ends: its next trial would too
-    assert "trial 0: the system refused a file; continuing the study (the same 'fmnist tune' command)" in caplog.text
+    assert (f"trial 0: the system refused a file (cannot write {tmp_path / 'backup.npz'}: No space left on device); "
+            "continuing the study (the same 'fmnist tune' command) once it can write again takes") in caplog.text
     (cut_short,) = (tmp_path / "s").iterdir()
     assert "or the next worker of its study takes it up" in run_list.summarize(cut_short)["notes"][-1]  # as it does
     [first] = optuna.load_study(study_name="s", storage=open_storage(None, tmp_path)[0]).trials
     assert trial_state(first) == "system error"  # not the settings' fault, as a failure would say
     assert first.user_attrs["system_error"] == f"cannot write {tmp_path / 'backup.npz'}: No space left on device"
+    with pytest.raises(WriteRefused):  # still no space: its run taken up, not trained again in a new one
+        tune(BASE, "jax", 1, "s", runs_dir=tmp_path, dataset=dataset)
+    assert list((tmp_path / "s").iterdir()) == [cut_short]
     monkeypatch.setattr(tune_module, "pruning_callback", pruning)  # space again
     with caplog.at_level(logging.INFO, logger="fmnist.tune"):
         result = tune(BASE, "jax", 1, "s", runs_dir=tmp_path, dataset=dataset)
     assert f"finishing {cut_short} where it was cut short" in caplog.messages
     retry = optuna.load_study(study_name="s", storage=open_storage(None, tmp_path)[0]).trials[-1]
     assert retry.state == optuna.trial.TrialState.COMPLETE and Path(retry.user_attrs["run_dir"]) == cut_short
-    assert result.states == {"system error": 1, "complete": 1} and len(artifacts.read_history(cut_short)["loss"]) == 2
+    assert result.states == {"system error": 2, "complete": 1} and len(artifacts.read_history(cut_short)["loss"]) == 2
 
     # The storage refusing to record the failure too (its folder made read-only): the storage's error, not Optuna's
     # assertion that hid it ("Should not reach").

@@ -125,10 +125,11 @@ def _note_state(run_dir: Path, state: str, status: dict[str, Any], planned_epoch
         notes.append(f"pruned {status['pruned']}")
     elif state in (runs.KILLED, runs.INTERRUPTED, runs.FAILED) and config_read:
         epochs, over = _backed_up(run_dir, planned_epochs, notes)
+        taken_up = state != runs.FAILED or bool(status.get("refused"))
         if epochs is not None and over:  # stopped while saving its model
-            notes.append(_finished_by(run_dir, "saves and scores it", "continues its group"))
+            notes.append(_finished_by(run_dir, "saves and scores it", "continues its group", taken_up))
         elif epochs is not None:  # else its note says what to do first
-            notes.append(_finished_by(run_dir, "continues it", "continues its group"))
+            notes.append(_finished_by(run_dir, "continues it", "continues its group", taken_up))
     elif unscored and live:  # trained: its process scores it on the test set, then draws its report
         notes.append("being scored")
     elif unscored and not lost:  # stopped while it was being scored; without a model, said below
@@ -205,11 +206,12 @@ def _kept_epoch(run_dir: Path, config: dict[str, Any], notes: list[str]) -> int 
 TRIAL_RUN = re.compile(f"[0-9]{{8}}T[0-9]{{6}}Z-{defaults.TRIAL_PREFIX}[0-9]{{4,}}(-[0-9]+)?")
 
 
-def _finished_by(run_dir: Path, alone: str, in_group: str) -> str:
+def _finished_by(run_dir: Path, alone: str, in_group: str, taken_up: bool = True) -> str:
     """Who finishes a stopped run: its resume, its group's resume, or the process training its group now; for a tune
-    trial's, its study's next worker too."""
+    trial's, its study's next worker too, unless it failed otherwise than by a stop or a file the system refused
+    (``taken_up`` False: the study counts its trial failed, the settings' fault)."""
     group = runs.in_seed_group(run_dir)
-    if group is None and TRIAL_RUN.fullmatch(run_dir.name):
+    if group is None and TRIAL_RUN.fullmatch(run_dir.name) and taken_up:
         return (f"{runs.resume_command(run_dir)} {alone}, or the next worker of its study takes it up ('fmnist tune "
                 f"--study {run_dir.parent.name}' with the study's storage and flags; at most "
                 f"{defaults.MAX_TRIAL_ATTEMPTS} tries of a trial's settings in all)")

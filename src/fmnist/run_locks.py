@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 from fmnist import artifacts
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, WriteRefused
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def _open_lock(lock: Path, read_will_do: bool) -> IO[Any]:
         if read_will_do and lock.is_file():
             return open(lock, "rb")
         advice = ": make its folder writable for this user" if exc.errno in (errno.EACCES, errno.EROFS) else ""
-        raise FmnistError(f"cannot write {lock} ({exc.strerror}){advice}") from None
+        raise WriteRefused(f"cannot write {lock} ({exc.strerror}){advice}") from None
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from fmnist import artifacts, run_locks
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, WriteRefused
 
 
 def utc_now() -> str:
@@ -172,7 +172,7 @@ def create_run_dir(runs_dir: Path, name: str) -> Path:
         what = f"a link to {runs_dir.readlink()}, which is missing" if dangling else "a file"
         raise FmnistError(f"the runs directory {runs_dir} is {what}: give a folder (--runs-dir)") from None
     except OSError as exc:
-        raise FmnistError(f"cannot create runs directory {runs_dir}: {exc.strerror}") from None
+        raise WriteRefused(f"cannot create runs directory {runs_dir}: {exc.strerror}") from None
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     for attempt in range(1, 1000):
         candidate = runs_dir / (f"{stamp}-{name}" if attempt == 1 else f"{stamp}-{name}-{attempt}")
@@ -182,7 +182,7 @@ def create_run_dir(runs_dir: Path, name: str) -> Path:
         except FileExistsError:
             continue
         except OSError as exc:  # not writable, or too long a name
-            raise FmnistError(f"cannot create a run directory in {runs_dir}: {exc.strerror}") from None
+            raise WriteRefused(f"cannot create a run directory in {runs_dir}: {exc.strerror}") from None
     raise FmnistError(f"could not create a fresh run directory in {runs_dir}")
 
 

@@ -398,10 +398,16 @@ def train(
         except BaseException as exc:
             # A stop, though a library may have turned it into an error of its own (as TensorFlow's saving does).
             if not (isinstance(exc, KeyboardInterrupt) or stopping.requested()):
-                runs.set_status(run_dir, runs.FAILED, error=str(exc), resume=runs.resume_command(run_dir))
-                if isinstance(exc, (OSError, WriteRefused)):  # a full disk, say: said below, with no way forward
-                    log.warning("the system refused a file: once it lets fmnist write there again, '%s' continues "
-                                "the run from its last finished epoch", runs.resume_command(run_dir))
+                refused = isinstance(exc, (OSError, WriteRefused))  # a full disk, say: the error line says no more
+                if refused:  # before the status, which the system may refuse too
+                    log.warning("the system refused a file: once it lets fmnist write there again, '%s' %s",
+                                runs.resume_command(run_dir), "saves and scores its model"
+                                if training_over(run_dir, settings.epochs) else "continues the run from its last "
+                                "finished epoch")
+                # A status refused too leaves the run "running", which `fmnist runs` then calls killed: resumable.
+                with contextlib.suppress(OSError, WriteRefused) if refused else contextlib.nullcontext():
+                    runs.set_status(run_dir, runs.FAILED, error=str(exc), resume=runs.resume_command(run_dir),
+                                    **({"refused": True} if refused else {}))
                 raise
             command = runs.resume_command(run_dir)
             runs.set_status(run_dir, runs.INTERRUPTED, resume=command)
@@ -433,6 +439,12 @@ def stop_while_scoring_reported(run_dir: Path) -> Iterator[None]:
     :class:`stopping.RunStopped` with the command that finishes it."""
     try:
         yield
+    except (OSError, WriteRefused):  # a full disk, say: the error line says no more
+        doing, done_by = (("drawing the report", "draws it") if _scores_written(run_dir) else
+                          ("scoring the trained model", "scores it"))
+        log.warning("the system refused a file while %s: once it lets fmnist write there again, '%s' %s", doing,
+                    runs.resume_command(run_dir), done_by)
+        raise
     except KeyboardInterrupt:
         command = runs.resume_command(run_dir)
         if _scores_written(run_dir):

@@ -206,9 +206,9 @@ def _objective(base: TrainSettings, backend: str, study_dir: Path, dataset: Data
                            and exc.filename else first_line(exc))
                 with contextlib.suppress(OSError):  # the storage may be refused too: the error is said all the same
                     trial.set_user_attr(SYSTEM_ERROR, refused)
-                log.warning("trial %d: the system refused a file; continuing the study (the same 'fmnist tune' "
-                            "command) once it can write again finishes its run, unless its settings have run %d "
-                            "times", trial.number, defaults.MAX_TRIAL_ATTEMPTS)
+                log.warning("trial %d: the system refused a file (%s); continuing the study (the same 'fmnist tune' "
+                            "command) once it can write again takes the trial up, unless its settings have run %d "
+                            "times", trial.number, refused, defaults.MAX_TRIAL_ATTEMPTS)
                 raise
         except optuna.exceptions.UpdateFinishedTrialError:  # its run was left resumable, as by any other error
             if unfailed is not None:
@@ -312,8 +312,9 @@ def _earlier_attempts(trial: optuna.Trial) -> list[optuna.trial.FrozenTrial]:
 
 def _cut_short_run(study_dir: Path, number: int, started: str | None, settings: TrainSettings, backend: str,
                    dataset: Dataset) -> Path | None:
-    """The run of trial ``number`` (``started`` then, in UTC), which a stop or a dead worker cut short, if it can be
-    finished (or already was, by 'fmnist train --resume') rather than trained again: same settings, backend, data."""
+    """The run of trial ``number`` (``started`` then, in UTC), which a stop, a refused file or a dead worker cut
+    short, if it can be finished (or already was, by 'fmnist train --resume') rather than trained again: same
+    settings, backend, data."""
     from fmnist.resume import read_resumable, require_same_data
 
     if started is None:
@@ -370,7 +371,9 @@ def _finish(run_dir: Path, dataset: Dataset, callbacks: list[Any],
                 told = True
             time.sleep(BUSY_POLL_S)
         except FmnistError as exc:
-            if isinstance(exc, Diverged):  # the settings' fault, as in a run trained from its first epoch
+            # The settings' fault, as in a run trained from its first epoch; or the system's, which a new run would
+            # meet alike: the trial is cut short again, and its run taken up once more.
+            if isinstance(exc, (Diverged, WriteRefused)):
                 raise
             # Damaged by hand, say, or found diverged by another process since it was picked: that refusal is no
             # Diverged (which ends only the trial), so raised it would end the whole study.
@@ -483,7 +486,7 @@ def tune(
     except (ValueError, AssertionError) as exc:
         last = next((t for t in study.get_trials(deepcopy=False) if unfailed and t.number == unfailed[-1]), None)
         if last is None or last.state != optuna.trial.TrialState.FAIL:  # a trial's own error, Optuna re-raising it
-            if isinstance(exc, AssertionError) and exc.__context__ is not None:
+            if isinstance(exc, AssertionError) and str(exc) == "Should not reach." and exc.__context__ is not None:
                 # The storage refused to record the trial's end too (a folder made read-only, a full disk), and
                 # Optuna's logging of that fails its assertion, which would hide why: the storage's error instead.
                 raise exc.__context__ from None
@@ -501,7 +504,7 @@ def tune(
 
 def open_study(name: str, store: optuna.storages.BaseStorage, shown: str, base: TrainSettings) -> optuna.Study:
     """The study, made on first use with the recipe's own settings as its first trial; a continued one must have the
-    same fixed settings, and runs again the trials a stop or a dead worker cut short."""
+    same fixed settings, and runs again the trials a stop, a refused file or a dead worker cut short."""
     try:
         study = optuna.create_study(study_name=name, storage=store, direction="minimize", **_sampler_and_pruner())
         study.set_user_attr(FIXED_SETTINGS, _fixed(base))
@@ -527,7 +530,8 @@ def open_study(name: str, store: optuna.storages.BaseStorage, shown: str, base: 
 
 
 def _take_up_cut_short(study: optuna.Study, store: optuna.storages.BaseStorage, when: str) -> None:
-    """Queue again the trials a stop or a dead worker cut short (:func:`_retry_cut_short`), saying which."""
+    """Queue again the trials a stop, a refused file or a dead worker cut short (:func:`_retry_cut_short`), saying
+    which."""
     retried = _retry_cut_short(study, store)
     if retried:
         one = len(retried) == 1
@@ -582,8 +586,8 @@ def _first_drawn(trial: optuna.trial.FrozenTrial) -> int:
 
 
 def queue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-    """Queue the settings of ``trial``, which a stop or a dead worker cut short, once more to finish its run, unless a
-    later attempt at them exists or they have had MAX_TRIAL_ATTEMPTS; whether it was queued."""
+    """Queue the settings of ``trial``, which a stop, a refused file or a dead worker cut short, once more to finish
+    its run, unless a later attempt at them exists or they have had MAX_TRIAL_ATTEMPTS; whether it was queued."""
     first = _first_drawn(trial)
     # Read just before queueing, so that two workers continuing the study together seldom both queue one.
     attempts = [t.number for t in study.get_trials(deepcopy=False) if _first_drawn(t) == first]

@@ -150,7 +150,7 @@ def _darken_parallel_coordinate(figure: Any) -> None:
 
 # The timeline's colour for each state as the page names it: Optuna's own for its states, grey for a trial cut short
 # through no fault of its settings (Optuna's FAIL, in red, read as a failure of the settings).
-STATE_COLOURS = {"stopped": "#999999", "system error": "#999999", runs.KILLED: "#555555"}
+STATE_COLOURS = {"stopped": "#999999", "system error": "#bbbbbb", runs.KILLED: "#555555"}
 
 
 def _name_states(figure: Any, study: optuna.Study) -> None:
