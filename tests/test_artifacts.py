@@ -34,6 +34,22 @@ def test_a_full_disk_is_said_of_the_file_being_written_and_the_old_one_is_kept(t
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
+def test_a_folder_made_read_only_mid_write_is_said_of_the_file_being_written(tmp_path, monkeypatch):
+    import errno
+
+    target = tmp_path / "backup.npz"
+
+    def read_only(self, missing_ok=False):  # nor may the temporary file be removed then
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    def refused(tmp):
+        monkeypatch.setattr(type(tmp), "unlink", read_only)
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp))
+
+    with pytest.raises(FmnistError, match=f"^cannot write {target}: Read-only file system$"):  # not the temporary
+        artifacts.write_atomic(target, refused)
+
+
 @pytest.mark.parametrize("content, said", [
     ("[]", "is damaged: it holds a JSON list"), ('"x"', "is damaged: it holds a JSON str"),
     ("{", "is not valid JSON"), (b"\xff", "is not valid JSON"),

@@ -193,6 +193,19 @@ def test_a_run_the_disk_filled_under_says_its_resume_continues_it_once_there_is_
     (scored,) = (tmp_path / "third" / "runs").iterdir()
     assert (f"the system refused a file while scoring the trained model: once it lets fmnist write there again, "
             f"'fmnist train --resume {scored}' scores it") in caplog.messages
+    write_atomic = artifacts.write_atomic
+
+    def backup_refused(path, write):  # the first epoch's backup: no epoch is kept
+        if path.name == artifacts.BACKUP:
+            raise WriteRefused(f"cannot write {path}: No space left on device")
+        write_atomic(path, write)
+
+    monkeypatch.setattr(artifacts, "write_atomic", backup_refused)
+    with caplog.at_level(logging.WARNING, logger="fmnist.train"), pytest.raises(FmnistError, match="backup.npz"):
+        tiny_run(tmp_path / "fourth", tiny_data)
+    (unkept,) = (tmp_path / "fourth" / "runs").iterdir()
+    assert (f"the system refused a file: once it lets fmnist write there again, 'fmnist train --resume {unkept}' "
+            "trains the run from its first epoch (none was finished)") in caplog.messages
 
 
 def test_train_writes_a_complete_run_directory(tmp_path, tiny_data, caplog):

@@ -290,3 +290,33 @@ def test_a_journal_in_a_folder_that_takes_no_files_is_read_but_not_tuned_in(tmp_
         assert optuna.load_study(study_name="s", storage=open_storage(None, folder)[0]).trials  # as it was
     finally:
         folder.chmod(0o755), (folder / "s").chmod(0o755)
+
+
+def test_a_journal_lock_the_system_will_not_let_go_is_said_not_taken_over_without_end(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from fmnist.errors import WriteRefused
+    from fmnist.tune_storage import SteadyJournalLock
+
+    journal = tmp_path / "tune.journal"
+    journal.touch()
+    lock = SteadyJournalLock(str(journal), grace_period=3)
+    rename, refusals = os.rename, []
+
+    def read_only(source, target):  # the folder made read-only: Optuna renames the lock's link to release it
+        if len(refusals) >= 50:  # Optuna's own lock retries without end: let it go, so that the test fails, not hangs
+            return rename(source, target)
+        refusals.append(source)
+        raise OSError(errno.EROFS, "Read-only file system", source)
+
+    assert lock.acquire()
+    monkeypatch.setattr(os, "rename", read_only)
+    with pytest.raises(WriteRefused, match=rf"^cannot release the journal's lock {journal}\.lock: Read-only file "
+                                           "system; once the system lets fmnist write there again, remove it if no "
+                                           "'fmnist tune' runs on this journal$"):
+        lock.release()
+    # Held still (by a worker the refusal stopped): taken over after the grace period, which fails alike, and says so.
+    with pytest.raises(WriteRefused, match="cannot release the journal's lock"):
+        lock.acquire()
+    assert len(refusals) == 2

@@ -160,7 +160,8 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
             raise WriteRefused(f"cannot write {path}: {exc.strerror}") from None
         fsync_folder(path.parent)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a folder made read-only meanwhile: its refusal is said, not this one's
+            tmp.unlink(missing_ok=True)
 
 
 def fsync_tree(path: Path) -> None:

@@ -403,7 +403,8 @@ def train(
                     log.warning("the system refused a file: once it lets fmnist write there again, '%s' %s",
                                 runs.resume_command(run_dir), "saves and scores its model"
                                 if training_over(run_dir, settings.epochs) else "continues the run from its last "
-                                "finished epoch")
+                                "finished epoch" if (run_dir / artifacts.BACKUP).is_file() else "trains the run from "
+                                "its first epoch (none was finished)")
                 # A status refused too leaves the run "running", which `fmnist runs` then calls killed: resumable.
                 with contextlib.suppress(OSError, WriteRefused) if refused else contextlib.nullcontext():
                     runs.set_status(run_dir, runs.FAILED, error=str(exc), resume=runs.resume_command(run_dir),

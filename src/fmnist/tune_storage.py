@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from typing import Any, Callable
 import optuna
 
 from fmnist import artifacts, defaults
-from fmnist.errors import FmnistError, first_line
+from fmnist.errors import FmnistError, WriteRefused, first_line
 from fmnist.runs import absolute, unwritable
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,22 @@ def refuse_folder(path: Path) -> None:
                           " made if it is not there yet) or a database URL")
 
 
+class SteadyJournalLock(optuna.storages.journal.JournalFileSymlinkLock):
+    """Optuna's journal lock, which says why it cannot be released where the system refuses (its folder made
+    read-only): Optuna takes that for a lock another process released first, and tries again without end."""
+
+    def release(self) -> None:
+        try:
+            super().release()
+        except RuntimeError as exc:
+            refused = exc.__context__  # the rename Optuna releases it by
+            if isinstance(refused, OSError) and refused.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise WriteRefused(f"cannot release the journal's lock {self._lock_file}: {refused.strerror}; "
+                                   "once the system lets fmnist write there again, remove it if no 'fmnist tune' "
+                                   "runs on this journal") from None
+            raise
+
+
 def _open_journal(path: Path, given: bool, writes: bool = False) -> tuple[optuna.storages.BaseStorage, str]:
     """A journal file's storage: ``given`` as --storage, or the default one in the runs folder."""
     if given and not path.parent.exists():  # as for SQLite: a mistyped folder would begin a study of its own there
@@ -99,7 +116,7 @@ def _open_journal(path: Path, given: bool, writes: bool = False) -> tuple[optuna
         refuse_folder(path)
     # Optuna's lock is a symbolic link to the journal, named by this path: a relative one would point from the link's
     # folder to a file that is not there, and Optuna then waits for it without end, never taking it over.
-    lock = optuna.storages.journal.JournalFileSymlinkLock(str(path.absolute()), grace_period=JOURNAL_LOCK_GRACE_S)
+    lock = SteadyJournalLock(str(path.absolute()), grace_period=JOURNAL_LOCK_GRACE_S)
     lock_link = Path(f"{path}.lock")
     if os.path.lexists(lock_link):  # Optuna waits for it without a word
         try:
