@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, NoReturn
 from fmnist import __version__, artifacts, defaults, stopping
 from fmnist.cli_parser import (HelpFormatter, Parser, batch_size, input_file, int_between, layer_sizes, nonempty,
                                nonempty_path, patience, positive_int, positive_seconds, probability, seed_count)
-from fmnist.errors import ErrorsPerInput, FmnistError, UsageError, first_line, one_line
+from fmnist.errors import ErrorsPerInput, FmnistError, UsageError, error_text, first_line, one_line
 from fmnist.settings import BACKENDS, DEFAULT_BACKEND, FLAG_SETTINGS, PREFERRED_BACKEND, RECIPES, TrainSettings, flag
 
 log = logging.getLogger("fmnist")
@@ -733,8 +733,7 @@ def _run_command(args: argparse.Namespace) -> int:
         if stopping.requested():  # the stop, turned by a library into an error of its own (TensorFlow's saving)
             return stopping.stopped()
         if isinstance(exc, OSError) and exc.strerror:  # the system refused a file (permissions, full disk, long name)
-            print(f"fmnist: error: {one_line(exc.strerror + (f': {exc.filename}' if exc.filename else ''))}",
-                  file=sys.stderr)
+            print(f"fmnist: error: {one_line(error_text(exc))}", file=sys.stderr)
         else:  # one line still: a database driver's message says more on the lines after (--debug shows them)
             print(f"fmnist: error: unexpected {type(exc).__name__}: {one_line(first_line(exc))} (rerun with --debug "
                   "for details)", file=sys.stderr)

@@ -213,10 +213,11 @@ def patience(value: str) -> int:
 
 def batch_size(value: str) -> int:
     """An argparse type: images per step, 2 or more; 1 is told why it would learn nothing."""
+    from fmnist.settings import ONE_IMAGE_BATCH
+
     with contextlib.suppress(ValueError):  # not a number: int_between says so
-        if int(value) == 1:  # BatchNorm is in every architecture
-            raise argparse.ArgumentTypeError(f"{value!r} must be 2 or more: BatchNorm normalises each feature over "
-                                             "the batch, and in a batch of one image every feature is 0")
+        if int(value) == 1:
+            raise argparse.ArgumentTypeError(f"{value!r} must be 2 or more: {ONE_IMAGE_BATCH}")
     return int_between(2)(value)
 
 

@@ -40,6 +40,13 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def error_text(exc: BaseException) -> str:
+    """An error as its one line says it: an OSError by the system's reason and its file, another by its message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    return first_line(exc)
+
+
 def one_line(message: str) -> str:
     """``message`` on one line: a character that would break it (a newline in a path given) written as its escape."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)

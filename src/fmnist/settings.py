@@ -33,6 +33,8 @@ SCHEDULES = ("plateau", "cosine")
 # early stopping's best weights and the backup's.
 MAX_WEIGHTS = 10**8
 MAX_BATCH_SIZE = 2**31 - 1  # what TensorFlow's and JAX's indices hold
+# Why a batch of one image learns nothing: BatchNorm is in every architecture.
+ONE_IMAGE_BATCH = "BatchNorm normalises each feature over the batch, and in a batch of one image every feature is 0"
 MAX_EPOCHS = 10**6
 MIN_LEARNING_RATE = 1.1754944e-38  # float32's smallest normal number: Keras keeps the rate in float32
 
@@ -141,9 +143,7 @@ class TrainSettings:
             (self.learning_rate >= MIN_LEARNING_RATE,
              f"learning_rate must be positive, at least {MIN_LEARNING_RATE:.3g} (Keras keeps it in float32, where "
              "a smaller one is 0)"),
-            # BatchNorm is in every architecture.
-            (self.batch_size != 1, "batch_size must be 2 or more: BatchNorm normalises each feature over the batch, "
-                                   "and in a batch of one image every feature is 0, so the network learns nothing"),
+            (self.batch_size != 1, f"batch_size must be 2 or more: {ONE_IMAGE_BATCH}, so the network learns nothing"),
             (1 < self.batch_size <= MAX_BATCH_SIZE, f"batch_size must be from 2 to {MAX_BATCH_SIZE:,}"),
             (0 < self.epochs <= MAX_EPOCHS, f"epochs must be from 1 to {MAX_EPOCHS:,}"),
             (self.early_stopping_patience > 0, "early_stopping_patience must be positive"),

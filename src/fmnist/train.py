@@ -400,11 +400,14 @@ def train(
             if not (isinstance(exc, KeyboardInterrupt) or stopping.requested()):
                 refused = isinstance(exc, (OSError, WriteRefused))  # a full disk, say: the error line says no more
                 if refused:  # before the status, which the system may refuse too
+                    if training_over(run_dir, settings.epochs):
+                        way_on = "saves and scores its model"
+                    elif (run_dir / artifacts.BACKUP).is_file():
+                        way_on = "continues the run from its last finished epoch"
+                    else:
+                        way_on = "trains the run from its first epoch (none was finished)"
                     log.warning("the system refused a file: once it lets fmnist write there again, '%s' %s",
-                                runs.resume_command(run_dir), "saves and scores its model"
-                                if training_over(run_dir, settings.epochs) else "continues the run from its last "
-                                "finished epoch" if (run_dir / artifacts.BACKUP).is_file() else "trains the run from "
-                                "its first epoch (none was finished)")
+                                runs.resume_command(run_dir), way_on)
                 # A status refused too leaves the run "running", which `fmnist runs` then calls killed: resumable.
                 with contextlib.suppress(OSError, WriteRefused) if refused else contextlib.nullcontext():
                     runs.set_status(run_dir, runs.FAILED, error=str(exc), resume=runs.resume_command(run_dir),

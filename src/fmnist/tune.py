@@ -19,7 +19,7 @@ import optuna
 
 from fmnist import artifacts, defaults, run_locks, run_settings, runs
 from fmnist.data import Dataset, load_dataset
-from fmnist.errors import FmnistError, WriteRefused, first_line
+from fmnist.errors import FmnistError, WriteRefused, error_text
 from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag, flag_value, is_plain_name
 from fmnist.train import Diverged, TrainResult, check_inputs, train
 from fmnist.tune_storage import (
@@ -202,8 +202,7 @@ def _objective(base: TrainSettings, backend: str, study_dir: Path, dataset: Data
                 log.warning("trial %d: %s; recorded as failed, the study goes on", trial.number, exc.what)
                 raise
             except (OSError, WriteRefused) as exc:  # a full disk, a folder made read-only: not the settings' fault
-                refused = (f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror
-                           and exc.filename else first_line(exc))
+                refused = error_text(exc)
                 with contextlib.suppress(OSError):  # the storage may be refused too: the error is said all the same
                     trial.set_user_attr(SYSTEM_ERROR, refused)
                 log.warning("trial %d: the system refused a file (%s); continuing the study (the same 'fmnist tune' "
@@ -399,6 +398,8 @@ def best_trial(study: optuna.Study) -> dict[str, Any] | None:
 SYSTEM_ERROR = "system_error"
 # The state people read for a trial that failed by no fault of its settings (but divergence), by its attribute.
 FAILED_AS = {"stopped": "stopped", "diverged": "diverged", runs.KILLED: runs.KILLED, SYSTEM_ERROR: "system error"}
+# The attributes of a failed trial whose settings a continued study runs again (a killed one's: when found dead).
+TAKEN_UP = ("stopped", SYSTEM_ERROR)
 
 
 def trial_state(trial: optuna.trial.FrozenTrial) -> str:
@@ -576,8 +577,8 @@ def _retry_cut_short(study: optuna.Study, store: optuna.storages.BaseStorage) ->
             study.tell(number, state=failed, skip_if_finished=True)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass
-    cut_short = [t for t in trials if t.number in dead or (t.state == failed and (t.user_attrs.get("stopped") or
-                                                                                 t.user_attrs.get(SYSTEM_ERROR)))]
+    cut_short = [t for t in trials if t.number in dead
+                 or (t.state == failed and any(t.user_attrs.get(attribute) for attribute in TAKEN_UP))]
     return [_first_drawn(t) for t in cut_short if queue_retry(study, t)]
 
 
