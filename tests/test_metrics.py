@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from fmnist.metrics import bootstrap_accuracy_interval, calibration_bins, compute_metrics, most_confident_mistakes
+from fmnist.metrics import (
+    bootstrap_accuracy_interval, calibration_bins, compute_metrics, most_confident_mistakes, recall_shares,
+)
 
 
 def one_hot_probs(pred, confidence=0.9):
@@ -24,6 +26,12 @@ def test_metrics_match_hand_computation():
     assert m["test_loss"] == pytest.approx(-(11 * np.log(0.9) + np.log(0.1 / 9)) / 12)
     assert m["weakest_class"] == "Trouser"  # F1 2/3, below T-shirt's 0.8
     assert m["macro_f1"] == pytest.approx((0.8 + 2 / 3 + 8) / 10)
+
+
+def test_recall_shares_are_each_true_classs_and_leave_an_empty_row_zero():
+    matrix = np.array([[3, 1, 0], [0, 0, 0], [2, 2, 4]])
+    shares = recall_shares(matrix)
+    assert shares.tolist() == [[0.75, 0.25, 0.0], [0.0, 0.0, 0.0], [0.25, 0.25, 0.5]]
 
 
 def test_most_confident_mistakes_are_ordered():

@@ -4,6 +4,7 @@ from PIL import Image
 
 from fmnist import plots
 from fmnist.facts import CLASS_NAMES
+from fmnist.metrics import recall_shares
 
 
 def opened(path):
@@ -22,7 +23,7 @@ def test_every_picture_is_a_png(tmp_path):
                "val_accuracy": [0.4, 0.6, 0.5], "learning_rate": [1e-3, 1e-3, 1e-4]}
     bins = {"confidence": [0.5, 0.0, 0.9], "accuracy": [0.4, 0.0, 0.95], "counts": [10, 0, 30], "ece": 0.05}
     drawings = {
-        "confusion": lambda p: plots.confusion_matrix_png(np.eye(10, dtype=int) * 5 + 1, p),
+        "confusion": lambda p: plots.confusion_matrix_png(np.eye(10, dtype=int) * 5 + 1, np.full((10, 10), 0.1), p),
         "curves": lambda p: plots.curves_png(history, 2, p),
         "curves-empty": lambda p: plots.curves_png({}, None, p),
         "mistakes": lambda p: plots.mistakes_png(images[:4], labels[:4], labels[1:5], np.full(4, 0.9), p, 40),
@@ -154,7 +155,7 @@ def test_the_confusion_matrix_leaves_empty_cells_blank_and_never_rounds_a_confus
     monkeypatch.setattr(plots, "_save", lambda fig, path, trim=False: drawn.append(fig))
     matrix = np.diag([996] * 10)
     matrix[0, 1], matrix[0, 0] = 4, 992  # 4 of 996 T-shirts called trousers: 0.004 of the row
-    plots.confusion_matrix_png(matrix, tmp_path / "confusion.png")
+    plots.confusion_matrix_png(matrix, recall_shares(matrix), tmp_path / "confusion.png")
     counts, shares = ([t.get_text() for t in ax.texts] for ax in drawn[0].axes)
     assert counts[:3] == ["992", "4", ""] and shares[:3] == ["1.00", "<.01", ""]
 

@@ -42,6 +42,12 @@ def compute_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, 
     }
 
 
+def recall_shares(matrix) -> np.ndarray:
+    """Each row of a confusion matrix as shares of its true class (its recall on the diagonal); an empty row stays 0."""
+    counts = np.asarray(matrix)
+    return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+
+
 def classification_report_text(y_true: np.ndarray, probabilities: np.ndarray) -> str:
     from sklearn.metrics import classification_report
 

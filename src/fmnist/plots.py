@@ -47,20 +47,19 @@ def _save(fig, path: Path, trim: bool = False) -> None:
                                                      metadata={"Software": f"{PNG_SOFTWARE} {__version__}"}))
 
 
-def confusion_matrix_png(matrix: Sequence[Sequence[int]], path: Path) -> None:
-    """Counts and row-normalised (recall per true class) heatmaps side by side. Colour goes with the square root,
-    so a hundred confusions stand out beside the diagonal's thousand; an empty cell is left blank, and a share that
-    rounds to 0 but is not reads "<.01"."""
+def confusion_matrix_png(matrix: Sequence[Sequence[int]], shares: np.ndarray, path: Path) -> None:
+    """Counts and each true class's shares (metrics.recall_shares) as heatmaps side by side. Colour goes with the
+    square root, so a hundred confusions stand out beside the diagonal's thousand; an empty cell is left blank, and a
+    share that rounds to 0 but is not reads "<.01"."""
     from matplotlib.colors import PowerNorm
     from sklearn.metrics import ConfusionMatrixDisplay
 
     counts = np.asarray(matrix)
-    normalised = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     fig = _figure(figsize=(15, 7))
     axes = fig.subplots(1, 2)
     for ax, data, fmt, title in (
         (axes[0], counts, "{:d}", f"Counts (the {counts.sum():,} test images)"),
-        (axes[1], normalised, "{:.2f}", "Row-normalised (share of each true class)"),
+        (axes[1], shares, "{:.2f}", "Row-normalised (share of each true class)"),
     ):
         norm = PowerNorm(0.5, vmin=0, vmax=max(float(data.max()), 1e-12))
         shown = ConfusionMatrixDisplay(data, display_labels=CLASS_NAMES).plot(

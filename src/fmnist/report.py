@@ -17,7 +17,7 @@ from fmnist.errors import DamagedFile, FmnistError
 from fmnist.explain import FAINT_BELOW, PATCH
 from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
 from fmnist.html_page import image_html, page, table_html
-from fmnist.metrics import CALIBRATION_BINS, classification_report_text
+from fmnist.metrics import CALIBRATION_BINS, classification_report_text, recall_shares
 from fmnist.settings import setting_text
 
 if TYPE_CHECKING:
@@ -357,7 +357,8 @@ def _draw(run_dir: Path, metrics: dict[str, Any], predictions: dict[str, np.ndar
           config: dict[str, Any]) -> None:
     y_true, probabilities = predictions["y_true"], predictions["probabilities"]
     artifacts.write_text(run_dir / artifacts.CLASSIFICATION_REPORT, classification_report_text(y_true, probabilities))
-    plots.confusion_matrix_png(metrics["confusion_matrix"], run_dir / artifacts.CONFUSION_MATRIX_PNG)
+    plots.confusion_matrix_png(metrics["confusion_matrix"], recall_shares(metrics["confusion_matrix"]),
+                               run_dir / artifacts.CONFUSION_MATRIX_PNG)
     plots.curves_png(history, artifacts.kept_epoch(history, config), run_dir / artifacts.CURVES_PNG,
                      artifacts.scheduled(config))
     drawn = set()
