@@ -212,23 +212,34 @@ def cmd_tune(args: argparse.Namespace) -> None:
     if args.study is not None and args.study in (args.report, args.train_best):  # the same study said twice
         args.study = None
     if args.report:
-        _refuse_given(args, (*FLAG_SETTINGS, "trials", "timeout", "backend", "study", "data_dir"),
-                      "--report only draws the study it names as it is")
-        from fmnist.tune_report import write_report
+        _tune_report(args)
+    elif args.train_best:
+        _tune_train_best(args)
+    else:
+        _tune_study(args)
 
-        path = write_report(args.report, storage=args.storage, runs_dir=args.runs_dir, output=args.output)
-        _emit(args, f"report: {_absolute(path)}", {"report": path})
-        return
-    if args.train_best:
-        _refuse_given(args, ("trials", "timeout", "study"), "--train-best trains one run of the study it names")
-        from fmnist.report import training_summary
-        from fmnist.tune import train_best
 
-        with _stop_reported(args):
-            result = train_best(args.train_best, _given_settings(args), args.backend, storage=args.storage,
-                                runs_dir=args.runs_dir, data_dir=args.data_dir)
-        _emit(args, *training_summary(result))
-        return
+def _tune_report(args: argparse.Namespace) -> None:
+    _refuse_given(args, (*FLAG_SETTINGS, "trials", "timeout", "backend", "study", "data_dir"),
+                  "--report only draws the study it names as it is")
+    from fmnist.tune_report import write_report
+
+    path = write_report(args.report, storage=args.storage, runs_dir=args.runs_dir, output=args.output)
+    _emit(args, f"report: {_absolute(path)}", {"report": path})
+
+
+def _tune_train_best(args: argparse.Namespace) -> None:
+    _refuse_given(args, ("trials", "timeout", "study"), "--train-best trains one run of the study it names")
+    from fmnist.report import training_summary
+    from fmnist.tune import train_best
+
+    with _stop_reported(args):
+        result = train_best(args.train_best, _given_settings(args), args.backend, storage=args.storage,
+                            runs_dir=args.runs_dir, data_dir=args.data_dir)
+    _emit(args, *training_summary(result))
+
+
+def _tune_study(args: argparse.Namespace) -> None:
     base = _settings_from_args(args)
     from fmnist.tune import summary, tune
 
