@@ -40,7 +40,10 @@ def test_the_interval_stays_within_what_an_accuracy_can_be():
     assert summarise(near_one, f1)["test_accuracy"]["ci95"] == pytest.approx([low, 1.0])
     assert summarise([1 - a for a in near_one], f1)["test_accuracy"]["ci95"] == pytest.approx([0.0, 1 - low])
     apart = summarise([0.1, 0.6], f1[:2])  # two seeds far apart: clipped at both ends, it bounds nothing
-    assert apart["test_accuracy"]["ci95"] == [0.0, 1.0]
+    assert apart["test_accuracy"]["ci95"] == [0.0, 1.0] and apart["test_accuracy"]["ci95_cut_at"] == [0, 1]
+    assert summarise(near_one, f1)["test_accuracy"]["ci95_cut_at"] == [1]
+    assert summarise([1 - a for a in near_one], f1)["test_accuracy"]["ci95_cut_at"] == [0]
+    assert summarise([0.8, 0.81], f1[:2])["test_accuracy"]["ci95_cut_at"] == []
     assert interval_text(apart["test_accuracy"]["ci95"]) == (
         "0.0000-1.0000, all of 0-1: too few seeds for how far apart they scored, more narrow it")
     assert interval_text(summarise(near_one, f1)["test_accuracy"]["ci95"], " to ") == f"{low:.4f} to 1.0000, cut at 1"
