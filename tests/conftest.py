@@ -140,6 +140,13 @@ def page_text(path: Path) -> str:
     return Path(path).read_text().replace("<wbr>", "")
 
 
+def compare_page(run_dirs: list, output: Path | None, runs_dir: Path = Path("runs")) -> Path:
+    """The page `fmnist runs compare` writes of ``run_dirs`` (runs or --seeds groups)."""
+    from fmnist.compare import compare_command
+
+    return compare_command(run_dirs, output, runs_dir)["comparison"]
+
+
 def write_backup_record(run_dir: Path, epochs_done: int, **meta) -> None:
     """A run's backup.npz with its record alone (what `fmnist runs` and the resume's checks read), of this run."""
     import json

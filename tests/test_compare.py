@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import module_data, page_text, run_cli, tiny_train
+from conftest import compare_page, module_data, page_text, run_cli, tiny_train
 from fmnist import artifacts, run_list, runs
-from fmnist.compare import (bar_colours, compare_runs, group_difference, mistake_changes, run_labels,
+from fmnist.compare import (bar_colours, group_difference, mistake_changes, run_labels,
                             runs_to_compare, settings_rows)
 from fmnist.errors import FmnistError
 from fmnist.facts import CLASS_NAMES
@@ -78,7 +78,7 @@ def two_runs(tmp_path_factory):
 def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs, caplog):
     _, (a, b) = two_runs
     (tmp_path / "out").mkdir()
-    page = page_text(compare_runs([a, b], tmp_path / "out" / "compare.html"))
+    page = page_text(compare_page([a, b], tmp_path / "out" / "compare.html"))
     assert a.name in page and b.name in page
     assert "<tr class=diff><th scope=row>dropout</th><td>0.3</td><td>0.1</td></tr>" in page
     assert "<tr class=diff><th scope=row>name</th>" in page and "<tr><th scope=row>batch_size</th>" in page
@@ -93,7 +93,7 @@ def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs, caplog
     best = shutil.copytree(b, tmp_path / "best")  # one of another preset: marked
     config = artifacts.read_json(best / artifacts.CONFIG)
     artifacts.write_json(best / artifacts.CONFIG, {**config, "settings": {**config["settings"], **RECIPES["best"]}})
-    marked = page_text(compare_runs([a, best], tmp_path / "out" / "best.html"))
+    marked = page_text(compare_page([a, best], tmp_path / "out" / "best.html"))
     assert f"<tr class=diff><th scope=row>recipe (closest)</th><td>{recipes[0]}</td><td>best" in marked
     assert all(recipe.startswith("spec") for recipe in recipes)
     assert f"<th scope=row>epoch kept</th><td>{kept[0]}</td><td>{kept[1]}</td></tr>" in page
@@ -109,7 +109,7 @@ def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs, caplog
     config["settings"]["label_smoothing"] = 0.1
     (smoothed / artifacts.CONFIG).write_text(json.dumps(config))
     with caplog.at_level(logging.WARNING, logger="fmnist"):
-        page = compare_runs([a, smoothed], tmp_path / "out" / "compare.html").read_text()
+        page = compare_page([a, smoothed], tmp_path / "out" / "compare.html").read_text()
     assert "held an earlier comparison" not in caplog.text  # the page the user named, replaced as asked
     assert (f"Their losses are measured against different targets: smoothed labels (smoothed); the plain labels "
             f"({a.name}). Compare those curves within each kind only") in page
@@ -125,20 +125,20 @@ def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs, caplog
     (other / artifacts.CONFIG).write_text(json.dumps(config))
     split = np.load(other / artifacts.SPLIT)
     np.savez(other / artifacts.SPLIT, train=split["train"][:45], validation=split["validation"][:5])  # as 50 split
-    page = compare_runs([a, other], tmp_path / "out" / "other.html").read_text()
+    page = compare_page([a, other], tmp_path / "out" / "other.html").read_text()
     assert "<tr class=diff><th scope=row>backend</th><td>jax</td><td>tensorflow</td></tr>" in page
     sizes = [len(artifacts.read_split(a, part)) for part in ("train", "validation")]  # what each split holds
     assert (f"<tr class=diff><th scope=row>images (--limit)</th><td>all: {sizes[0]} training, {sizes[1]} "
             "validation</td><td>50: 45 training, 5 validation</td></tr>") in page
     (other / artifacts.SPLIT).unlink()  # a run without its split: the flag alone
-    page = compare_runs([a, other], tmp_path / "out" / "other.html").read_text()
+    page = compare_page([a, other], tmp_path / "out" / "other.html").read_text()
     assert "validation</td><td>50</td></tr>" in page
     assert "<tr class=diff><th scope=row>validation fraction</th><td>0.2</td><td>0.1</td></tr>" in page
     assert "Their validation curves are measured on validation sets of different sizes" in page
     # The split's counts are no difference where the --limit is the same (an older run's, without the counts).
     config["settings"].update(limit=None, validation_fraction=0.2)
     (other / artifacts.CONFIG).write_text(json.dumps(config))
-    page = compare_runs([a, other], tmp_path / "out" / "other.html").read_text()
+    page = compare_page([a, other], tmp_path / "out" / "other.html").read_text()
     assert "<tr><th scope=row>images (--limit)</th>" in page and "validation sets of different sizes" not in page
 
 
@@ -152,10 +152,10 @@ def test_compare_command_takes_names_and_refuses_what_it_cannot_compare(tmp_path
     (tmp_path / "work").mkdir()
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp_path / "work")
-        assert compare_runs([a, b], None) == runs_dir / "compare.html"
+        assert compare_page([a, b], None) == runs_dir / "compare.html"
         patch.chdir(runs_dir.parent)  # the runs folder given relative: the page named whole, as from any folder
         with caplog.at_level(logging.WARNING, logger="fmnist"):
-            assert compare_runs([a, b], None, Path(runs_dir.name)) == runs_dir / "compare.html"
+            assert compare_page([a, b], None, Path(runs_dir.name)) == runs_dir / "compare.html"
         assert f"{runs_dir / 'compare.html'} held an earlier comparison: replaced by this one (--output keeps each " \
             "under a name of its own)" in caplog.text
     assert list((tmp_path / "work").iterdir()) == []
@@ -163,7 +163,7 @@ def test_compare_command_takes_names_and_refuses_what_it_cannot_compare(tmp_path
     linked = runs_dir / "linked"  # a run of the runs folder kept elsewhere: its page still goes in the runs folder
     linked.symlink_to(tmp_path / "elsewhere" / b.name)
     try:
-        assert compare_runs([a, linked], None, runs_dir) == runs_dir / "compare.html"
+        assert compare_page([a, linked], None, runs_dir) == runs_dir / "compare.html"
     finally:
         linked.unlink()
 
@@ -199,7 +199,7 @@ def test_a_run_not_yet_scored_has_its_settings_and_curves_compared(tmp_path, two
         tiny_train(tmp_path / "runs", tiny_data, epochs=4, name="cut", extra_callbacks=(CtrlCAfterTwoEpochs(),))
     [cut] = (tmp_path / "runs").iterdir()
     with caplog.at_level(logging.WARNING, logger="fmnist"):
-        page = compare_runs([a, cut], tmp_path / "page.html").read_text()
+        page = compare_page([a, cut], tmp_path / "page.html").read_text()
     said = (f"{cut} has not finished training (status interrupted), so it has no test metrics for comparing its F1 "
             f"and mistakes; '{runs.resume_command(cut)}' finishes it")
     assert f"{said}: the page compares its settings and learning curves, not its scores" in caplog.text
@@ -209,7 +209,7 @@ def test_a_run_not_yet_scored_has_its_settings_and_curves_compared(tmp_path, two
     assert page.count("data:image/png;base64,") == 2  # the curves of both, a's F1 bars
     assert f"<tr><th>class</th><th>{a.name}</th></tr>" in page  # the F1 table: the run scored (no range of one)
     assert "Fewer than two of these runs are scored" in page
-    page = compare_runs([cut, a, b], tmp_path / "three.html").read_text()  # the scored two's F1, side by side
+    page = compare_page([cut, a, b], tmp_path / "three.html").read_text()  # the scored two's F1, side by side
     assert f"<tr><th>class</th><th>{a.name}</th><th>{b.name}</th><th>range</th></tr>" in page
     assert "Fewer than two" not in page and page.count("data:image/png;base64,") == 2
     # Each run one colour in both charts: a and b keep the curves' second and third in the F1 bars, not the first.
@@ -219,10 +219,10 @@ def test_a_run_not_yet_scored_has_its_settings_and_curves_compared(tmp_path, two
     (cut / artifacts.BACKUP).unlink()  # as a run killed in its first epoch has none
     not_begun = f"{said}; and no epoch of it has finished, so it has no curves to compare either"
     with pytest.raises(FmnistError, match=re.escape(not_begun)):  # nothing to set beside a
-        compare_runs([a, cut], tmp_path / "page.html")
+        compare_page([a, cut], tmp_path / "page.html")
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="fmnist"):  # beside two others, it is left out, not the comparison
-        page = compare_runs([a, cut, b], tmp_path / "page.html").read_text()
+        page = compare_page([a, cut, b], tmp_path / "page.html").read_text()
     assert f"{not_begun}: left out of the comparison" in caplog.text
     assert html.escape(f"{not_begun}: left out of this page.") in page
     assert f"<tr><th>run</th><th>{a.name}</th><th>{b.name}</th></tr>" in page
@@ -233,7 +233,7 @@ def test_compare_refuses_a_metrics_file_from_an_older_version(tmp_path, two_runs
     old = shutil.copytree(b, tmp_path / "old")  # the shared runs stay as they are
     (old / artifacts.METRICS).write_text(json.dumps({"test_accuracy": 0.5}))
     with pytest.raises(FmnistError, match="lacks per-class metrics"):
-        compare_runs([a, old], tmp_path / "c.html")
+        compare_page([a, old], tmp_path / "c.html")
 
 
 def test_a_metrics_or_history_file_edited_out_of_shape_is_named_with_what_to_do(tmp_path, two_runs):
@@ -248,24 +248,24 @@ def test_a_metrics_or_history_file_edited_out_of_shape_is_named_with_what_to_do(
         (edited / artifacts.METRICS).write_text(json.dumps({**metrics, **edit}))  # NaN as Python's json writes it
         with pytest.raises(FmnistError, match=f"{edited / artifacts.METRICS} is damaged .*: run 'fmnist evaluate "
                                               f"{edited}' to write it again"):
-            compare_runs([a, edited], tmp_path / "c.html")
+            compare_page([a, edited], tmp_path / "c.html")
     cut = shutil.copytree(b, tmp_path / "cut")
     (cut / artifacts.METRICS).write_text("[]")  # as the report says it
     with pytest.raises(FmnistError, match=f"{cut / artifacts.METRICS} is damaged: it holds a JSON list, not the object "
                                           f"fmnist wrote: run 'fmnist evaluate {cut}' to write it again$"):
-        compare_runs([a, cut], tmp_path / "c.html")
+        compare_page([a, cut], tmp_path / "c.html")
     shutil.copy(b / artifacts.METRICS, cut)
     (cut / artifacts.HISTORY).write_text("epoch,loss\n0,1.5\n")  # a history without its other columns
     with pytest.raises(FmnistError, match=f"{cut / artifacts.HISTORY} is damaged \\(no .*val_loss.*\\): restore it "
                                           "from a copy \\(the comparison draws each run's learning curves\\)$"):
-        compare_runs([a, cut], tmp_path / "c.html")
+        compare_page([a, cut], tmp_path / "c.html")
     assert not (tmp_path / "c.html").exists()
 
 
 def test_runs_sharing_a_folder_name_keep_their_own_columns(tmp_path, two_runs):
     _, (a, b) = two_runs
     copy = shutil.copytree(b, tmp_path / "elsewhere" / a.name)  # b's results under a's name
-    page = page_text(compare_runs([a, copy], tmp_path / "c.html"))
+    page = page_text(compare_page([a, copy], tmp_path / "c.html"))
     assert f"<th>1: {a.name}</th><th>2: {a.name}</th>" in page
     assert f"<tr><th scope=row>directory</th><td>{a.resolve()}</td><td>{copy.resolve()}</td></tr>" in page
     f1 = [json.loads((run / artifacts.METRICS).read_text())["per_class"] for run in (a, b)]
@@ -283,7 +283,7 @@ def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_run
     with pytest.raises(FmnistError, match=f"{group} is a --seeds group with no summary.json yet: 'fmnist train "
                                           f"--resume {group}' finishes it; or give its runs one by one"):
         runs_to_compare([group], runs_dir)
-    page = compare_runs([members[0], a], tmp_path / "unfinished.html").read_text()  # one of its runs, given itself
+    page = compare_page([members[0], a], tmp_path / "unfinished.html").read_text()  # one of its runs, given itself
     assert f"<th scope=row>--seeds group</th><td>{group.name}</td><td>-</td></tr>" in page  # it says whose it is
     assert "<h2>--seeds groups" not in page  # ... but stands for itself: no group's mean in its place
     artifacts.write_json(group / artifacts.SEED_SUMMARY, {"runs": [{"run_dir": "../elsewhere"}]})
@@ -300,8 +300,8 @@ def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_run
                                           "also given: give the group or its runs, not both$"):
         runs_to_compare([group, members[0]], runs_dir)
     with pytest.raises(FmnistError, match=f"^{members[0]} is given more than once"):  # the group twice: as any run
-        compare_runs(runs_to_compare([group, group], runs_dir), tmp_path / "twice.html")
-    page = compare_runs([members[1], a], tmp_path / "one-seed.html").read_text()  # a finished group's run alone
+        compare_page([group, group], tmp_path / "twice.html")
+    page = compare_page([members[1], a], tmp_path / "one-seed.html").read_text()  # a finished group's run alone
     assert "<h2>--seeds groups" not in page and f"<title>fmnist: {group.name} seed " in page
     result = run_cli("runs", "compare", group.name, "--runs-dir", str(group.parent), "--json")  # one group is enough
     assert result.returncode == 0, result.stderr
@@ -313,10 +313,10 @@ def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_run
             "<td>0.5000</td></tr>") in page  # the group's mean over all its seeds, as its summary.json has it
     assert ('<img alt="F1 per class, one bar per group: the mean over its seeds, whiskers one standard deviation"'
             in page)
-    assert "--seeds group" not in compare_runs([a, b], tmp_path / "plain.html").read_text()  # none in a group
+    assert "--seeds group" not in compare_page([a, b], tmp_path / "plain.html").read_text()  # none in a group
     # A group against a run given alone: the run set beside the group's mean, as itself, in its table and chart.
     given = runs_to_compare([group, a], runs_dir)
-    page = compare_runs(given, tmp_path / "beside.html").read_text()
+    page = compare_page(given, tmp_path / "beside.html").read_text()
     alone, scores = run_labels(given)[-1], artifacts.read_json(a / artifacts.METRICS)
     assert (f"<tr><th scope=row>{alone}</th><td>1 (a run alone)</td><td>{scores['test_accuracy']:.4f}</td><td>-</td>"
             f"<td>{scores['macro_f1']:.4f}</td></tr>") in page
@@ -336,7 +336,7 @@ def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_run
     record = artifacts.read_json(other / artifacts.SEED_SUMMARY)
     artifacts.write_json(other / artifacts.SEED_SUMMARY, {
         **record, "test_accuracy": {**record["test_accuracy"], "values": [0.85, 0.87]}})
-    page = compare_runs(runs_to_compare([group, other], runs_dir), tmp_path / "groups.html").read_text()
+    page = compare_page([group, other], tmp_path / "groups.html", runs_dir).read_text()
     said = f"{other.name} minus {group.name}: test accuracy +0.0400, 95% interval"
     assert said in page
     # The command's result: on stdout (kept under -q), and its figures under --json, for a script.
@@ -352,7 +352,7 @@ def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_run
     assert result["group_difference"]["test_accuracy_difference"] == pytest.approx(0.04)
     artifacts.write_json(other / artifacts.SEED_SUMMARY, {
         **record, "test_accuracy": {**record["test_accuracy"], "values": [0.85, "x"]}})
-    page = compare_runs(runs_to_compare([group, other], runs_dir), tmp_path / "groups.html").read_text()
+    page = compare_page([group, other], tmp_path / "groups.html", runs_dir).read_text()
     assert page.count(f"<tr><th scope=row>{other.name}</th>") == 1 and "summary.json damaged" in page
     assert " minus " not in page
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli, write_backup_record
+from conftest import compare_page, run_cli, write_backup_record
 from fmnist import artifacts, model_files, run_list, run_locks, run_lookup, runs
 from fmnist.errors import FmnistError
 
@@ -123,11 +123,10 @@ def test_a_file_of_the_users_is_never_written_over_and_one_fmnist_wrote_may_be(t
     from PIL import Image
 
     from fmnist import plots
-    from fmnist.compare import compare_runs
 
     copy = shutil.copytree(tiny_run_dir, tmp_path / "runs" / "copy")
     ours = {  # what fmnist wrote: a page, a picture, a benchmark's figures, the inputs predict saved
-        "page.html": lambda path: compare_runs([tiny_run_dir, copy], path),
+        "page.html": lambda path: compare_page([tiny_run_dir, copy], path),
         "seen.png": lambda path: plots.bar_chart_png(["a"], [1.0], "t", path),
         "bench.json": lambda path: artifacts.write_json(path, {"machine": {}, "results": {}, "gemm_gflops": 1.0}),
     }
@@ -164,7 +163,6 @@ def test_a_folder_that_takes_no_files_is_named_so():
 
 
 def test_a_run_without_test_metrics_is_refused_saying_why_and_what_to_do(tiny_run_dir, tmp_path, caplog):
-    from fmnist.compare import compare_runs
     from fmnist.report import build_report
 
     run = shutil.copytree(tiny_run_dir, tmp_path / "run")
@@ -175,7 +173,7 @@ def test_a_run_without_test_metrics_is_refused_saying_why_and_what_to_do(tiny_ru
         with pytest.raises(FmnistError, match=said):
             refused()
     with caplog.at_level(logging.WARNING, logger="fmnist"):  # a comparison says so, and sets its curves beside
-        compare_runs([run, tiny_run_dir], tmp_path / "compare.html")
+        compare_page([run, tiny_run_dir], tmp_path / "compare.html")
     assert f"{said}: the page compares its settings and learning curves, not its scores" in caplog.text
     status = (run / artifacts.STATUS).read_bytes()
     # Killed after its model was saved, before its status said finished: its backup still there.

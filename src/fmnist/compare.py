@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist import artifacts, defaults, plots, run_list, run_lookup, run_settings, runs
+from fmnist import artifacts, plots, run_list, run_lookup, run_settings, runs
 from fmnist.errors import DamagedFile, FmnistError, UsageError
 from fmnist.facts import CLASS_NAMES
 from fmnist.html_page import image_html, page, table_html
@@ -191,17 +191,9 @@ def compare_command(names: list[str | Path], output: Path | None, runs_dir: Path
     return {"comparison": page, "group_difference": difference}
 
 
-def compare_runs(run_dirs: list[Path], output: Path | None, runs_dir: Path = Path(defaults.RUNS_DIR)) -> Path:
-    """Write the comparison page of ``run_dirs`` (two or more) to ``output``, by default beside them;
-    return its path."""
-    return _write(run_dirs, output, runs_dir)[0]
-
-
 def _write(run_dirs: list[Path], output: Path | None, runs_dir: Path) -> tuple[Path, dict[str, Any] | None]:
     """The page written, and of two groups their difference (:func:`group_difference`)."""
     resolved = [Path(r).resolve() for r in run_dirs]
-    if len(resolved) < 2:
-        raise FmnistError("give two or more runs to compare")
     repeated = [str(run) for run, again in zip(run_dirs, resolved) if resolved.count(again) > 1]
     if repeated:
         raise FmnistError(f"{repeated[0]} is given more than once: give each run to compare once")
