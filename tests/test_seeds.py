@@ -15,8 +15,8 @@ from fmnist.data import load_dataset
 from fmnist.errors import FmnistError
 from fmnist.facts import CLASS_NAMES
 from fmnist.resume import resume_run
-from fmnist.seeds import (_member_dirs, interval_text, refuse_other_runs, resume_seeds, summarise, summary_record,
-                          summary_text, train_seeds)
+from fmnist.seeds import (_member_dirs, accuracy_spread, interval_text, refuse_other_runs, resume_seeds, summarise,
+                          summary_record, summary_text, train_seeds)
 from fmnist.settings import TrainSettings
 
 
@@ -44,6 +44,7 @@ def test_the_interval_stays_within_what_an_accuracy_can_be():
     assert summarise(near_one, f1)["test_accuracy"]["ci95_cut_at"] == [1]
     assert summarise([1 - a for a in near_one], f1)["test_accuracy"]["ci95_cut_at"] == [0]
     assert summarise([0.8, 0.81], f1[:2])["test_accuracy"]["ci95_cut_at"] == []
+    assert accuracy_spread([0.9]) == {"values": [0.9], "mean": 0.9, "std": None, "ci95": None, "ci95_cut_at": []}
     assert interval_text(apart["test_accuracy"]["ci95"]) == (
         "0.0000-1.0000, all of 0-1: too few seeds for how far apart they scored, more narrow it")
     assert interval_text(summarise(near_one, f1)["test_accuracy"]["ci95"], " to ") == f"{low:.4f} to 1.0000, cut at 1"

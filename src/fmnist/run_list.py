@@ -387,8 +387,7 @@ def seed_groups(rows: list[dict[str, Any]], runs_dir: Path) -> list[dict[str, An
             min((r["created"] for r in rows_of_group if r["created"]), default=""),
             "seeds": None if planned is None else len(planned), "planned_seeds": planned, "scored": len(scored),
             # as the group's summary.json has them (the sd with ddof 1); of a single seed scored, no spread
-            "test_accuracy": None if not accuracies else accuracy_spread(accuracies) if len(accuracies) > 1 else
-            {"values": accuracies, "mean": accuracies[0], "std": None, "ci95": None, "ci95_cut_at": []},
+            "test_accuracy": accuracy_spread(accuracies) if accuracies else None,
             "macro_f1": statistics.fmean(f1s) if f1s else None,
             "train_seconds": statistics.fmean(seconds) if seconds else None,
             "summary": summary if summary.is_file() else None,

@@ -41,14 +41,16 @@ def summarise(accuracies: list[float], per_class_f1: list[dict[str, float]]) -> 
 
 def accuracy_spread(accuracies: list[float]) -> dict[str, Any]:
     """Mean, sample standard deviation and a 95% Student-t interval of the mean, within [0, 1] where an accuracy lies
-    (two seeds far apart stretch it past: ``ci95_cut_at`` names the ends cut)."""
+    (two seeds far apart stretch it past: ``ci95_cut_at`` names the ends cut); of one accuracy, no spread (None)."""
     from scipy import stats
 
     values = np.asarray(accuracies, dtype=np.float64)
     n = len(values)
     mean = float(values.mean())
+    if n == 1:
+        return {"values": values.tolist(), "mean": mean, "std": None, "ci95": None, "ci95_cut_at": []}
     std = _spread(accuracies)
-    half = float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n)) if n > 1 else float("nan")
+    half = float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n))
     return {"values": values.tolist(), "mean": mean, "std": std, "ci95": [max(mean - half, 0.0), min(mean + half, 1.0)],
             "ci95_cut_at": [end for end, cut in ((0, mean - half < 0), (1, mean + half > 1)) if cut]}
 
