@@ -336,6 +336,16 @@ def test_a_model_that_fails_to_load_at_start_up_is_one_line_not_uvicorns_traceba
         f"fmnist: error: {run} maps 100 features to 3 classes, not 784 pixels to 10 classes")
 
 
+def test_a_run_given_by_its_name_is_looked_up_once(tiny_run_dir, tmp_path):
+    run = shutil.copytree(tiny_run_dir, tmp_path / "runs" / "20261207T120000Z-quick")
+    config = artifacts.read_json(run / artifacts.CONFIG)
+    artifacts.write_json(run / artifacts.CONFIG, {**config, "settings": {**config["settings"], "name": "quick"}})
+    result = run_cli("serve", "quick", "--runs-dir", str(tmp_path / "runs"), "--host", "localhost:8080", timeout=120)
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
+        "fmnist: error: --host localhost:8080 holds a port: give the address alone, and the port with --port")
+    assert result.stderr.count("the only one of that --name") == 1, result.stderr
+
+
 def test_a_server_on_this_machine_alone_answers_only_requests_that_name_it(tiny_run_dir):
     # A page elsewhere pointing its own name at 127.0.0.1 (DNS rebinding) would send that name as the Host.
     with TestClient(create_app(tiny_run_dir, loopback_only=True), base_url="http://localhost:8000") as client:
