@@ -457,6 +457,9 @@ def test_the_unsure_threshold_is_the_servers_own_and_said_in_the_models_details(
         assert lenient.post("/v1/predict", json=body).json()["predictions"][0]["unsure"] is False
         assert strict.get("/v1/model").json()["unsure_below"] == top + 0.01
     assert build_parser().parse_args(["serve", "r", "--unsure-below", "0.8"]).unsure_below == 0.8
+    for outside in (-0.1, 1.5, float("nan")):  # from Python, where no parser checked it
+        with pytest.raises(FmnistError, match="^the unsure threshold must lie in \\[0, 1\\], not "):
+            create_app(tiny_run_dir, unsure_below=outside)
 
 
 def test_a_model_without_its_run_is_served_as_predict_takes_it(tiny_run_dir, tmp_path):

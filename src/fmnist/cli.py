@@ -90,8 +90,8 @@ SERVE_DETAILS = f"""\
   GET  /                 a web page: drop photos or draw a garment
   POST /v1/predict       multipart files (photos, .npy of one image each) or JSON {{"inputs": [28x28 or 784 values,
                          ...]}} (floats in [0, 1] or integers 0-255, as predict takes arrays), at most
-                         {defaults.MAX_INPUTS} inputs a request; ?top_k=N (1 to 10, default 3), ?include_pixels=true
-                         (the 28x28 input seen), ?explain=true (occlusion maps)
+                         {defaults.MAX_INPUTS} inputs a request; ?top_k=N (1 to 10, default {defaults.TOP_K}),
+                         ?include_pixels=true (the 28x28 input seen), ?explain=true (occlusion maps)
   GET  /v1/model         the classes, the run's settings and test metrics, the limits, unsure_below
   GET  /v1/health        liveness and the model's SHA-256
   GET  /metrics          Prometheus metrics: requests by route and status with their seconds, answers by class,
@@ -605,7 +605,7 @@ def _add_predict(sub: Any) -> None:
     _model_argument(p, "model")
     p.add_argument("images", type=input_file, nargs="+", metavar="IMAGE",
                    help=f"image or .npy files; {defaults.STDIN} reads one piped in")
-    p.add_argument("--top-k", type=int_between(1, 10), default=3,  # Fashion-MNIST's ten classes
+    p.add_argument("--top-k", type=int_between(1, 10), default=defaults.TOP_K,  # Fashion-MNIST's ten classes
                    help="classes listed per image, 1 to 10 (default 3)")
     _unsure_below(p)
     p.add_argument("--show", type=nonempty_path, metavar="PNG",

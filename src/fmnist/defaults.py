@@ -2,8 +2,9 @@
 
 # Where run directories go, and where the commands look for them (relative to the current folder).
 RUNS_DIR = "runs"
-# predict and serve call the model unsure when its top probability is under this.
+# predict and serve call the model unsure when its top probability is under this, and list so many classes.
 UNSURE_BELOW = 0.5
+TOP_K = 3
 # serve: the largest request body, and the rows per shared forward pass (1 turns batching off; the load test
 # measures both).
 MAX_UPLOAD_MIB = 10

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from fmnist import artifacts, model_files, run_lookup, runs
-from fmnist.defaults import MAX_FILE_MIB, RUNS_DIR, STDIN, UNSURE_BELOW
+from fmnist.defaults import MAX_FILE_MIB, RUNS_DIR, STDIN, TOP_K, UNSURE_BELOW
 from fmnist.errors import ErrorsPerInput, FmnistError, one_line
 from fmnist.facts import CLASS_NAMES, IMAGE_SIDE, NUM_FEATURES
 from fmnist.images import ARRAY_SHAPES, load_input, quiet_pillow_warnings
@@ -53,7 +53,7 @@ class Classifier:
             self.forward(np.zeros((size, NUM_FEATURES), dtype=np.float32))
 
 
-def describe(probabilities: np.ndarray, top_k: int = 3, unsure_below: float = UNSURE_BELOW) -> dict[str, Any]:
+def describe(probabilities: np.ndarray, top_k: int = TOP_K, unsure_below: float = UNSURE_BELOW) -> dict[str, Any]:
     """The top-k classes of one probability row, and whether the model is unsure."""
     order = np.argsort(-probabilities, kind="stable")[:top_k]
     return {
@@ -72,6 +72,10 @@ def _rounded(probability: float) -> float:
 def check_options(top_k: int, unsure_below: float) -> None:
     if not 1 <= top_k <= len(CLASS_NAMES):
         raise FmnistError(f"top-k must be between 1 and {len(CLASS_NAMES)}, not {top_k}")
+    check_unsure_below(unsure_below)
+
+
+def check_unsure_below(unsure_below: float) -> None:
     if not 0.0 <= unsure_below <= 1.0:
         raise FmnistError(f"the unsure threshold must lie in [0, 1], not {unsure_below}")
 
@@ -156,8 +160,8 @@ def predict_command(model: str | Path, paths: list[Path | str], runs_dir: Path =
 
 
 def predict_files(
-    source: Path, paths: list[Path | str], top_k: int = 3, unsure_below: float = UNSURE_BELOW, show: Path | None = None,
-    backend: str | None = None, save_inputs: Path | None = None,
+    source: Path, paths: list[Path | str], top_k: int = TOP_K, unsure_below: float = UNSURE_BELOW,
+    show: Path | None = None, backend: str | None = None, save_inputs: Path | None = None,
 ) -> dict[str, Any]:
     """Classify each readable file; return the model's id, one answer per such file and one error per other, optionally
     drawing ``show`` and saving the inputs as the model took them to ``save_inputs``."""

@@ -30,12 +30,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from fmnist import artifacts, model_files, run_lookup, runs, stopping
-from fmnist.defaults import MAX_BATCH, MAX_INPUTS, MAX_UPLOAD_MIB, PLAIN_LOG, RUNS_DIR, UNSURE_BELOW
+from fmnist.defaults import MAX_BATCH, MAX_INPUTS, MAX_UPLOAD_MIB, PLAIN_LOG, RUNS_DIR, TOP_K, UNSURE_BELOW
 from fmnist.errors import FmnistError, first_line
 from fmnist.explain import PATCH, occlusion_batches
 from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
 from fmnist.images import BadInput, quiet_pillow_warnings
-from fmnist.predict import Classifier, describe
+from fmnist.predict import Classifier, check_unsure_below, describe
 from fmnist.serve_http import (PARSER_REFUSED, SHUTDOWN_GRACE_S, AnswerCancelledRequests, HttpMethodsOnly,
                                LoopbackHostsOnly, WebPagesFrom, WholeAnswers, browser_origins, error, host_names,
                                is_address, is_loopback, json_http_protocol, root_path)
@@ -282,6 +282,7 @@ def create_app(source: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: in
     one of ``allowed_hosts`` (the public names a reverse proxy on this machine passes on);
     ``allowed_origins``: the web pages elsewhere (``*``: any) whose scripts may read the answers (CORS);
     ``unsure_below``: an answer whose top probability is under it is called unsure."""
+    check_unsure_below(unsure_below)
     allowed_origins, allowed_hosts = browser_origins(allowed_origins), host_names(allowed_hosts)
     source = Path(source)
     run_name, settings, metrics_path = _run_details(source)
@@ -392,7 +393,7 @@ def _add_predict_route(app: FastAPI, max_body_bytes: int, unsure_below: float) -
     )
     async def predict(
         request: Request,
-        top_k: int = Query(3, ge=1, le=len(CLASS_NAMES), description="how many classes to list per input"),
+        top_k: int = Query(TOP_K, ge=1, le=len(CLASS_NAMES), description="how many classes to list per input"),
         include_pixels: bool = Query(False, description="also return the 28x28 input the model saw"),
         explain: bool = Query(False, description="also return the occlusion map of the top class, 28x28: how much "
                                                  f"blanking the {PATCH}x{PATCH} patches over each pixel lowers its "
