@@ -103,6 +103,18 @@ def test_an_option_out_of_its_range_is_a_usage_error(capsys, args, refusal):
     assert exited.value.code == 2 and capsys.readouterr().err.startswith(f"fmnist: error: {refusal} (see ")
 
 
+def test_predict_given_one_path_says_it_was_taken_as_the_run(capsys, tmp_path):
+    from fmnist.cli import main
+
+    photo = tmp_path / "shirt.jpg"
+    photo.write_bytes(b"a photo")
+    with pytest.raises(SystemExit) as exited:
+        main(["predict", str(photo)])  # the run left out
+    assert exited.value.code == 2 and capsys.readouterr().err == (
+        "fmnist: error: the following arguments are required: IMAGE; the first path given is the run, the images "
+        "come after it: fmnist predict RUN IMAGE [IMAGE ...] (see 'fmnist predict --help')\n")
+
+
 def test_an_empty_path_is_refused_not_taken_for_the_current_folder(capsys):
     from fmnist.cli import main
 

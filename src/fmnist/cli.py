@@ -606,7 +606,7 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("images", type=input_file, nargs="+", metavar="IMAGE",
                    help=f"image or .npy files; {defaults.STDIN} reads one piped in")
     p.add_argument("--top-k", type=int_between(1, 10), default=defaults.TOP_K,  # Fashion-MNIST's ten classes
-                   help="classes listed per image, 1 to 10 (default 3)")
+                   help=f"classes listed per image, 1 to 10 (default {defaults.TOP_K})")
     _unsure_below(p)
     p.add_argument("--show", type=nonempty_path, metavar="PNG",
                    help="write the 28x28 inputs the model saw (the first 64), what in each spoke for its top class "

@@ -155,7 +155,10 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _hint(message: str) -> str:
-    """For a word argparse did not know among its choices: what it may have meant."""
+    """For a word argparse did not know among its choices: what it may have meant; for predict given one path, that
+    it was taken as the run."""
+    if message == "the following arguments are required: IMAGE":  # `fmnist predict photo.jpg`, the run left out
+        return "; the first path given is the run, the images come after it: fmnist predict RUN IMAGE [IMAGE ...]"
     invalid = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
     if not invalid:
         return ""
