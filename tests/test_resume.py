@@ -92,7 +92,8 @@ def test_interrupted_then_killed_run_resumes_to_the_uninterrupted_result(tmp_pat
     assert not list(run_dir.glob(".*.tmp*"))  # atomic writes: no half-written file left behind
 
     with run_locks.claim_run(run_dir):  # while one process trains it, no other may
-        with pytest.raises(FmnistError, match="in use by another process"):
+        with pytest.raises(FmnistError, match=f"^{run_dir} is being trained right now; wait for it to finish "
+                                              r"\('fmnist runs' shows its epochs so far\)$"):
             with run_locks.claim_run(run_dir):
                 pass
 
@@ -286,7 +287,7 @@ def test_a_run_stopped_while_it_was_being_scored_is_scored_by_resume(tmp_path, t
     (run_dir / artifacts.BACKUP).write_bytes(b"left by a kill between the finished status and its removal")
     with run_locks.claim_run(run_dir):  # as the process that trained it holds it while it scores
         assert run_list.summarize(run_dir)["notes"] == ["being scored"]  # not "not scored": its process scores it
-        with pytest.raises(FmnistError, match="in use by another process"):
+        with pytest.raises(FmnistError, match="is being trained right now"):
             resume_run(run_dir, dataset=dataset)
     assert run_list.summarize(run_dir)["notes"] == [f"not scored: fmnist train --resume {run_dir} scores it"]
 

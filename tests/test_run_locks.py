@@ -26,7 +26,8 @@ def test_a_command_writing_into_a_run_keeps_training_away_until_it_ends(tiny_run
         assert held == run
         with run_lookup.idle_run(run, tmp_path, "export it"):  # two such commands together: each writes its own files
             assert not run_locks.being_trained(run)
-        with pytest.raises(FmnistError, match="in use by another process"):  # a resume begun meanwhile
+        with pytest.raises(FmnistError, match=f"^{run} is in use by another process \\(evaluating, reporting or "
+                                              "exporting it\\); wait for it to end$"):  # a resume begun meanwhile
             with run_locks.claim_run(run):
                 pass
     with run_locks.claim_run(run):  # and free once it ends

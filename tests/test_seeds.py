@@ -147,7 +147,7 @@ def test_seed_group_keeps_its_runs_and_summary_and_a_killed_group_is_finished_by
         assert run_list.format_runs(run_list.list_runs(tmp_path), [live], tmp_path).splitlines()[1].endswith(
             "0 of 3 seeds scored, being trained")
         assert run_list.summarize(second)["notes"] == ["its group's training continues it"]
-        with pytest.raises(FmnistError, match="in use by another process"):
+        with pytest.raises(FmnistError, match=f"^{group} is being trained right now; wait for it to finish "):
             resume_seeds(group, dataset=dataset)
         with pytest.raises(FmnistError, match=f"one run of the --seeds group {group}, which another process is "
                                               "training now"):

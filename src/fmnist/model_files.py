@@ -66,7 +66,8 @@ def recorded_model_path(source: Path) -> tuple[Path, str]:
     if not whole and status.is_file() and artifacts.read_json(status).get("state") in runs.RESUMABLE:
         missing = "no model" if not model_path.is_file() else "no checksummed model"
         if run_locks.being_trained(source):
-            raise FmnistError(f"{source} has {missing} yet: it is being trained right now; {runs.WAIT_FOR_TRAINING}")
+            raise FmnistError(f"{source} has {missing} yet: it is being trained right now; "
+                              f"{run_locks.WAIT_FOR_TRAINING}")
         raise FmnistError(f"{source} has {missing} yet: its training has not finished; {runs.how_to_finish(source)}")
     if not model_path.is_file() and (source / artifacts.CONFIG).is_file():  # its training finished, its model gone
         raise FmnistError(f"{source} has lost its {artifacts.MODEL}: restore it from a copy, or train a new run with "
@@ -79,7 +80,7 @@ def recorded_model_path(source: Path) -> tuple[Path, str]:
     if not checksum_path.is_file():
         if run_locks.being_trained(model_path.parent):  # its checksum comes a moment after it
             raise FmnistError(f"{source} has no checksummed model yet: it is being trained right now; "
-                              f"{runs.WAIT_FOR_TRAINING}")
+                              f"{run_locks.WAIT_FOR_TRAINING}")
         raise FmnistError(
             f"{checksum_path} is missing: only models written by 'fmnist train' (with their checksum) are loaded"
         )

@@ -582,7 +582,7 @@ def require_scored(run_dir: Path, needed_for: str) -> None:
         return
     if run_locks.being_trained(run_dir):
         raise FmnistError(f"{run_dir} is being trained right now; {needed_for} needs it scored: "
-                          f"{runs.WAIT_FOR_TRAINING}")
+                          f"{run_locks.WAIT_FOR_TRAINING}")
     status = Path(run_dir) / artifacts.STATUS
     recorded = artifacts.read_json(status) if status.is_file() else {}
     state = recorded.get("state")

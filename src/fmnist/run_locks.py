@@ -9,7 +9,7 @@ import fcntl
 import logging
 import time
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 from fmnist import artifacts
 from fmnist.errors import FmnistError, WriteRefused
@@ -17,6 +17,7 @@ from fmnist.errors import FmnistError, WriteRefused
 log = logging.getLogger(__name__)
 
 
+WAIT_FOR_TRAINING = "wait for it to finish ('fmnist runs' shows its epochs so far)"
 CLAIM_ATTEMPTS = 20  # 0.05 s apart, about a second in all: a live training holds its lock far longer
 
 
@@ -37,9 +38,9 @@ def _open_lock(lock: Path, read_will_do: bool) -> IO[Any]:
 
 
 @contextlib.contextmanager
-def held_lock(lock: Path, busy: str, shared: bool = False) -> Iterator[None]:
-    """Hold ``lock`` for the block, or refuse with ``busy`` while a live process holds it (``shared``: but another
-    shared hold); the kernel drops it when its process ends, however it ends."""
+def held_lock(lock: Path, busy: str | Callable[[], str], shared: bool = False) -> Iterator[None]:
+    """Hold ``lock`` for the block, or refuse with ``busy`` (or what it returns) while a live process holds it
+    (``shared``: but another shared hold); the kernel drops it when its process ends, however it ends."""
     # A shared hold goes without where the filesystem keeps no locks: it only keeps a training away.
     with _open_lock(lock, read_will_do=shared) as handle:
         for attempt in range(CLAIM_ATTEMPTS):
@@ -48,7 +49,7 @@ def held_lock(lock: Path, busy: str, shared: bool = False) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if attempt == CLAIM_ATTEMPTS - 1:
-                    raise RunInUse(busy) from None
+                    raise RunInUse(busy() if callable(busy) else busy) from None
                 time.sleep(0.05)  # `fmnist runs` may be looking (being_trained): that lock lasts an instant
             except OSError as exc:  # ENOLCK: a network filesystem that keeps no locks
                 if shared:  # what only keeps a training away: as where no training ever claims the run
@@ -79,8 +80,9 @@ def queued_lock(lock: Path, waiting: str) -> Iterator[None]:
 
 def claim_run(run_dir: Path) -> contextlib.AbstractContextManager[None]:
     """Hold the run's lock while training it, so no second process (say, a resume) trains it at the same time."""
-    return held_lock(Path(run_dir) / artifacts.LOCK, f"{run_dir} is in use by another process (training it, or "
-                     "evaluating, reporting or exporting it); wait for it or stop it first")
+    return held_lock(Path(run_dir) / artifacts.LOCK, lambda: (
+        f"{run_dir} is being trained right now; {WAIT_FOR_TRAINING}" if being_trained(run_dir) else
+        f"{run_dir} is in use by another process (evaluating, reporting or exporting it); wait for it to end"))
 
 
 def being_trained(run_dir: Path) -> bool:

@@ -12,9 +12,9 @@ from typing import Iterator
 
 from fmnist import artifacts
 from fmnist.errors import FmnistError
-from fmnist.run_locks import held_lock
+from fmnist.run_locks import WAIT_FOR_TRAINING, held_lock
 from fmnist.run_settings import settings_of
-from fmnist.runs import (GROUP_DEPTH, WAIT_FOR_TRAINING, absolute, is_seed_group, refuse_file_of_run,
+from fmnist.runs import (GROUP_DEPTH, absolute, is_seed_group, refuse_file_of_run,
                          refuse_group_in_training, require_run_dir, run_dirs, unwritable)
 
 log = logging.getLogger(__name__)

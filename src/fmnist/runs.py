@@ -311,7 +311,7 @@ def refuse_group_in_training(run_dir: Path, why: str) -> None:
     group = in_seed_group(run_dir)
     if group and run_locks.being_trained(group):
         raise FmnistError(f"{run_dir} is one run of the --seeds group {group}, which another process is training "
-                          f"now; {why}, {WAIT_FOR_TRAINING}")
+                          f"now; {why}, {run_locks.WAIT_FOR_TRAINING}")
 
 
 def in_seed_group(run_dir: Path) -> Path | None:
@@ -348,9 +348,6 @@ def how_to_finish(run_dir: Path) -> str:
 
 
 # What a command refused because a process is training the run says, after what the command needs.
-WAIT_FOR_TRAINING = "wait for it to finish ('fmnist runs' shows its epochs so far)"
-
-
 GROUP_DEPTH = 3  # runs/<runs dir of a study>/<seed group>/<run>
 
 
