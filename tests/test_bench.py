@@ -157,7 +157,8 @@ def test_every_contender_reads_the_given_data_and_no_figures_of_our_own_is_a_fai
                                            f"{re.escape(str(tmp_path / 'bench.partial.json'))}")):
         bench.bench(tmp_path / "bench.json", quick=True, data_dir=real_data_dir)
     assert {name: (tmp_path / name).read_bytes() for name in earlier} == earlier  # a complete bench, kept whole
-    assert "PyTorch is not installed, so the plain PyTorch loop is left out" in caplog.text
+    assert (f"PyTorch is not installed, so the plain PyTorch loop is left out ('{sys.executable} -m pip install "
+            "torch --index-url https://download.pytorch.org/whl/cpu' adds it") in caplog.text
     assert not any(cmd[1].endswith("torch_loop.py") for cmd in commands)
     kept = json.loads((tmp_path / "bench.partial.json").read_text())  # what was measured, kept
     assert kept["results"] == {} and kept["validation_images_per_epoch"] == 12000
