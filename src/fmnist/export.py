@@ -351,7 +351,8 @@ def summary_text(run_dir: Path, record: dict[str, Any]) -> str:
         f"max |difference in probability| {check['max_abs_diff']:.2e} (allowed {check['tolerance']:.0e}), "
         f"top class agrees on {check['top_class_agreement']:.2%}"
         f"\ninput '{source['name']}': {source['dtype']}, n x {source['shape'][-1]} pixels / 255 (light on black); "
-        f"output '{answer['name']}': n x {answer['shape'][-1]} calibrated probabilities, the classes in export.json"
+        f"output '{answer['name']}': n x {answer['shape'][-1]} calibrated probabilities, the classes in "
+        f"{artifacts.EXPORT_INFO}"
         f"\ncall: {record['usage']}"
     )
 

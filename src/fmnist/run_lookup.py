@@ -201,5 +201,5 @@ def teacher_run_dir(teacher: str | Path) -> Path:
     run_dir = teacher if teacher.is_dir() else teacher.parent
     if not (run_dir / artifacts.CONFIG).is_file():
         raise FmnistError(f"no {artifacts.CONFIG} in {run_dir}: a teacher must be a run made by 'fmnist train' "
-                          "(or its model.keras there), as its calibration temperature is kept in the run")
+                          f"(or its {artifacts.MODEL} there), as its calibration temperature is kept in the run")
     return run_dir
