@@ -315,7 +315,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         shown += f"\ninputs saved: {one_line(_absolute(result['saved_inputs']))}"
     _emit(args, as_text(result) + shown, result)
     for failure in result["errors"]:  # the others answered above; each unreadable file gets its line, as alone
-        print(f"fmnist: error: {one_line(failure['error'])}", file=sys.stderr)
+        _say_error(failure["error"])
     return 1 if result["errors"] else 0
 
 
@@ -554,7 +554,7 @@ def _add_runs(sub: Any) -> None:
     p.set_defaults(handler=cmd_runs_compare, command_parser=p)
     p.add_argument("runs", type=nonempty_path, nargs="+", metavar="RUN",
                    help="two or more run directories, or their names in --runs-dir; a --seeds group stands for "
-                        "its runs, one per seed (those its summary.json averages)")
+                        f"its runs, one per seed (those its {artifacts.SEED_SUMMARY} averages)")
     # SUPPRESS: given before 'compare' or after it, these keep the value given (argparse would reset them).
     p.add_argument("--runs-dir", type=nonempty_path, default=argparse.SUPPRESS,
                    help=f"where run directories are (default ./{defaults.RUNS_DIR})")
@@ -716,10 +716,13 @@ def progress_on_stderr(quiet: bool) -> Iterator[None]:
             logging.root.removeHandler(stand_in)
 
 
+def _say_error(text: str) -> None:
+    print(f"fmnist: error: {one_line(text)}", file=sys.stderr)
+
+
 def _run_command(args: argparse.Namespace) -> int:
     if sys.stdout is None:  # closed (`>&-`): the results would be lost, after all the work
-        print("fmnist: error: standard output is closed, where the results go: give it a file or a pipe",
-              file=sys.stderr)
+        _say_error("standard output is closed, where the results go: give it a file or a pipe")
         return 1
     try:
         status = args.handler(args) or 0  # a command that did part of its work says so in its exit status
@@ -731,7 +734,7 @@ def _run_command(args: argparse.Namespace) -> int:
         if args.debug:  # what Keras or the system said underneath the one-line error
             raise
         for line in exc.errors if isinstance(exc, ErrorsPerInput) else [str(exc)]:  # a line each, several inputs
-            print(f"fmnist: error: {one_line(line)}", file=sys.stderr)
+            _say_error(line)
         return 1
     except KeyboardInterrupt:
         return stopping.stopped()
@@ -744,10 +747,9 @@ def _run_command(args: argparse.Namespace) -> int:
         if stopping.requested():  # the stop, turned by a library into an error of its own (TensorFlow's saving)
             return stopping.stopped()
         if isinstance(exc, OSError) and exc.strerror:  # the system refused a file (permissions, full disk, long name)
-            print(f"fmnist: error: {one_line(error_text(exc))}", file=sys.stderr)
+            _say_error(error_text(exc))
         else:  # one line still: a database driver's message says more on the lines after (--debug shows them)
-            print(f"fmnist: error: unexpected {type(exc).__name__}: {one_line(first_line(exc))} (rerun with --debug "
-                  "for details)", file=sys.stderr)
+            _say_error(f"unexpected {type(exc).__name__}: {one_line(first_line(exc))} (rerun with --debug for details)")
         return 1
     return status
 
