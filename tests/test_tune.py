@@ -136,13 +136,15 @@ def test_a_journal_studys_trials_report_and_commands_go_beside_it_not_in_the_cur
     for command in re.findall(r"<pre>(fmnist [^<]*)</pre>", page.read_text()):
         pasted = build_parser().parse_args(shlex.split(unescape(command))[1:])
         assert pasted.runs_dir == elsewhere
-        # Either command, pasted as it is, trains the best trial's settings with the study's --epochs and patience.
-        assert settings_for(_settings_from_args(pasted), trial.params, "s1-best") == settings_for(BASE, trial.params,
+        # Either command, pasted as it is, trains the best trial's settings with the study's patience, on the spec's
+        # budget, as tune's closing lines' command does.
+        full = dataclasses.replace(BASE, epochs=TrainSettings().epochs)
+        assert settings_for(_settings_from_args(pasted), trial.params, "s1-best") == settings_for(full, trial.params,
                                                                                                  "s1-best")
-    # ... as the page says, with what they train without the trials' budget (as tune's closing lines put it).
-    assert (f"<p>Each trains the best trial's settings as its trial did, with the study's --epochs 2; without those "
-            f"flags, on every training image for up to {TrainSettings().epochs} epochs, as long as a full "
-            "'fmnist train'.</p>") in page.read_text()
+    # ... as the page says, with what to add to train as the trial did.
+    assert (f"<p>Each trains the best trial's settings on every training image for up to {TrainSettings().epochs} "
+            "epochs, as long as a full 'fmnist train'; add --epochs 2 to train them as the trial did.</p>"
+            ) in page.read_text()
 
     # A study whose trials were given another --runs-dir: its page and best run go where they ran.
     other = shutil.copytree(run, tmp_path / "other" / "s2" / run.name)

@@ -28,14 +28,14 @@ def test_a_plot_optuna_doubts_is_replaced_by_its_reason():
 def test_a_study_older_than_its_recorded_settings_takes_them_from_its_runs_and_survives_a_damaged_one(tmp_path):
     study = optuna.create_study()
     distributions = {"dropout": optuna.distributions.FloatDistribution(0.0, 0.5)}
-    configs = {"whole": {"settings": {"epochs": 7}}, "without": {"data": {}}, "list": [], "cut": "{"}
+    configs = {"whole": {"settings": {"seed": 7, "epochs": 7}}, "without": {"data": {}}, "list": [], "cut": "{"}
     for name, config in configs.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
         study.add_trial(optuna.trial.create_trial(params={"dropout": 0.1}, distributions=distributions, value=0.5,
                                                   user_attrs={"run_dir": str(tmp_path / name)}))
     flags = [_setting_flags(study, trial, True, tmp_path) for trial in study.trials]
-    assert flags == [" --dropout 0.1 --epochs 7"] + [" --dropout 0.1"] * 3
+    assert flags == [" --dropout 0.1 --seed 7"] + [" --dropout 0.1"] * 3  # not a trial's budget: as --train-best
 
 
 def test_importances_are_drawn_only_from_enough_trials_to_mean_something():

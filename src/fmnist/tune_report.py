@@ -22,8 +22,8 @@ from fmnist.tune_storage import absolute_storage
 
 
 def _setting_flags(study: optuna.Study, trial: optuna.trial.FrozenTrial, searched: bool, study_dir: Path) -> str:
-    """The flags that give the trial's settings: the study's fixed ones where not the spec's, and with ``searched``
-    its searched knobs too."""
+    """The flags that give the trial's settings: the study's fixed ones where not the spec's, but its budget (as
+    --train-best), and with ``searched`` its searched knobs too."""
     # As the study recorded them: the trial's run may be on another machine, or gone. A study from before they were
     # recorded has them in its run's config only.
     settings = study.user_attrs.get(FIXED_SETTINGS)
@@ -36,7 +36,7 @@ def _setting_flags(study: optuna.Study, trial: optuna.trial.FrozenTrial, searche
             settings = {}
     spec = TrainSettings().to_dict()
     flags = []
-    for name in (n for n in FLAG_SETTINGS if n not in ("name", "teacher")):
+    for name in (n for n in FLAG_SETTINGS if n not in ("name", "teacher", *TRIAL_BUDGET)):
         value = trial.params.get(name, settings.get(name))
         if (name in trial.params and not searched) or (name not in trial.params and value in (None, spec[name])):
             continue
@@ -45,15 +45,15 @@ def _setting_flags(study: optuna.Study, trial: optuna.trial.FrozenTrial, searche
 
 
 def _budget_note(study: optuna.Study) -> str:
-    """What the commands above train with the trials' --epochs and --limit, and what they train without them (as
-    the closing lines of 'fmnist tune' give the --train-best command); "" for a study on the spec's budget."""
+    """What the commands above train without the trials' --epochs and --limit, and what to add to train as the trial
+    did (as the closing lines of 'fmnist tune' say); "" for a study on the spec's budget."""
     budget = " ".join(flag_text(k, v) for k, v in study_flags(study.user_attrs.get(FIXED_SETTINGS) or {},
                                                                TRIAL_BUDGET).items())
     if not budget:
         return ""
-    return (f"<p>Each trains the best trial's settings as its trial did, with the study's {html.escape(budget)}; "
-            f"without those flags, on every training image for up to {TrainSettings().epochs} epochs, as long as a "
-            "full 'fmnist train'.</p>")
+    return (f"<p>Each trains the best trial's settings on every training image for up to {TrainSettings().epochs} "
+            f"epochs, as long as a full 'fmnist train'; add {html.escape(budget)} to train them as the trial did."
+            "</p>")
 
 
 def _train_command(study: optuna.Study, trial: optuna.trial.FrozenTrial, study_dir: Path) -> str:
@@ -225,7 +225,7 @@ def write_report(study_name: str, storage: str | None = None, runs_dir: Path | N
         hidden = "<p>(with the database's password where the URL shows ***)</p>" if "***" in storage_flag else ""
         sections.append((
             "Train the best trial's settings as a normal run",
-            # The study's fixed settings (its --epochs, --limit) given, as the plain training's: the same run.
+            # The study's fixed settings but its budget given, as the plain training's: the same run.
             f"<pre>{html.escape(f'fmnist tune --train-best {study_name}{where}{storage_flag}')}"
             f"{html.escape(_setting_flags(study, complete[0], searched=False, study_dir=study_dir))}</pre>{hidden}"
             "<p>or, the same as a plain training:</p>"
