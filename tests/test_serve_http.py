@@ -63,6 +63,7 @@ def raw_exchange(port: int, *parts: bytes, pause_s: float = 0.0) -> bytes:
 def json_answer(answer: bytes) -> tuple[int, dict]:
     head, _, body = answer.partition(b"\r\n\r\n")
     assert b"content-type: application/json" in head.lower(), answer
+    assert body == json.dumps(json.loads(body), separators=(",", ":")).encode()  # written as the app's answers are
     return int(head.split()[1]), json.loads(body)
 
 

@@ -381,7 +381,7 @@ def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_by
             if status != 400:  # uvicorn logs the 400s itself
                 log.warning("answered %d to %s: %s", status, ":".join(map(str, self.client or ("a client",))), message)
             if reached_app or self.between_requests():
-                body = json.dumps({"error": message}).encode()
+                body = json.dumps({"error": message}, separators=(",", ":")).encode()  # as FastAPI writes JSON
                 head = (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
                         b"connection: close\r\n\r\n" % (status, HTTPStatus(status).phrase.encode(), len(body)))
                 self.transport.write(head + body)  # then closed, so the protocol's own state no longer matters
