@@ -58,8 +58,8 @@ PNG_SOFTWARE = "fmnist"  # the Software field of every PNG fmnist draws, as the 
 
 def written_by_fmnist(path: Path) -> bool:
     """Whether the file at ``path`` is, by its content, one fmnist writes where a user says (a page, a picture, a
-    benchmark's JSON), which a later command may replace. Never an array: the inputs predict saved are the n x 784
-    float32 arrays that users make for an exported model too."""
+    benchmark's JSON; never an array), which a later command may replace."""
+    # Never an array: the inputs predict saved are the n x 784 float32 arrays that users make for an exported model too.
     suffix = Path(path).suffix.lower()
     try:
         if suffix == ".html":
@@ -244,9 +244,9 @@ def missing_history_columns(history: dict[str, list[float]]) -> list[str]:
 
 
 def history_lines(run_dir: Path, errors: str = "strict") -> list[str]:
-    """A run's history.csv as its whole lines, header first, each with its line end (CSVLogger's \\r\\n): a kill can
-    cut the last row short, and that epoch is not finished. Unreadable is an OSError; not text, with ``errors``
-    "strict", a ValueError."""
+    """A run's history.csv as its whole lines, header first, each with its line end (CSVLogger's \\r\\n). Unreadable is
+    an OSError; not text, with ``errors`` "strict", a ValueError."""
+    # Whole lines alone: a kill can cut the last row short, and that epoch is not finished.
     with open(Path(run_dir) / HISTORY, encoding="utf-8", errors=errors, newline="") as f:
         return [line for line in f.read().splitlines(keepends=True) if line.endswith("\n")]
 

@@ -62,9 +62,10 @@ def read_meta(path: Path) -> dict[str, Any]:
 
 
 def epochs_done(run_dir: Path) -> int:
-    """The finished epochs a run's resume continues from: its backup's (none without one); a backup damaged, another
-    run's, or gone after epochs were finished, or a history lacking some of its epochs, is one error saying what to
-    do."""
+    """The finished epochs a run's resume continues from: its backup's (none without one); a backup or history it cannot
+    continue from is one error saying what to do."""
+    # That error's cases: a backup damaged, another run's, or gone after epochs were finished, or a history lacking some
+    # of its epochs.
     meta = checked_meta(run_dir)
     return 0 if meta is None else meta["epochs_done"]
 

@@ -111,9 +111,9 @@ def _timed(fn) -> float:
 
 
 def _peak_rss_mib() -> float:
-    """This process's peak resident memory. On Linux its own high-water mark (VmHWM), which starts anew at exec:
-    ru_maxrss carries the parent's peak into a child that subprocess starts, so a timing process would report the
-    bench's own peak wherever that is the larger."""
+    """This process's peak resident memory: on Linux its own high-water mark (VmHWM), which starts anew at exec."""
+    # Not ru_maxrss on Linux: it carries the parent's peak into a child that subprocess starts, so a timing process
+    # would report the bench's own peak wherever that is the larger.
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -231,8 +231,7 @@ def _summarise(epoch_seconds: list[float], floor_s: float) -> dict[str, float]:
 def _time_contenders(dataset: Dataset, data_dir: Path | None, epochs: int, results: dict[str, Any],
                      left_out: dict[str, Any]) -> None:
     """Our training path on each backend, then the reference scripts, each in its own process, one at a time: the
-    figures each reported go into ``results`` by label as they come (kept if the bench is stopped); one that could
-    not be timed goes into ``left_out``, with why."""
+    figures each reported go into ``results`` by label, one that could not be timed into ``left_out``, with why."""
     folder = str(data_dir.resolve()) if data_dir else None  # the timing processes load the same files
     references = {"keras-tensorflow-script": ("keras_script.py", {"KERAS_BACKEND": "tensorflow"})}
     if find_spec("torch") is not None:
@@ -244,6 +243,7 @@ def _time_contenders(dataset: Dataset, data_dir: Path | None, epochs: int, resul
                     "--index-url https://download.pytorch.org/whl/cpu' adds it, without CUDA's 2.5 GB)",
                     runs.shell_word(sys.executable))
 
+    # Into ``results`` as they come, so that they are kept if the bench is stopped.
     def timed(label: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
         try:
             results[label] = _run_json(label, cmd, epochs, env)

@@ -168,9 +168,9 @@ def _load(run_dir: Path) -> dict[str, Any]:
 
 
 def default_output(run_dirs: list[Path], runs_dir: Path) -> tuple[Path, str]:
-    """Where the page goes without --output (and what a refusal names): the runs folder when the runs lie in it
-    (as given, or where their links lead), else the one folder they share, so a comparison never starts a ./runs
-    where the user merely stood."""
+    """Where the page goes without --output (and what a refusal names): the runs folder when the runs lie in it (as
+    given, or where their links lead), else the one folder they share."""
+    # So a comparison never starts a ./runs where the user merely stood.
     given = [runs.absolute(run) for run in run_dirs]
     if all(runs.absolute(runs_dir) in run.parents or runs_dir.resolve() in run.resolve().parents for run in given):
         return runs.absolute(runs_dir) / artifacts.COMPARISON_HTML, "--runs-dir, where the page goes without --output,"
@@ -327,10 +327,10 @@ def _images_text(run_dir: Path, settings: dict[str, Any]) -> str:
 
 
 def _group_scores(groups: list[Path], alone: list[tuple[str, dict[str, Any]]] = ()) -> dict[str, Any]:
-    """Each ``--seeds`` group's mean and spread over all its seeds, as its summary.json gives them: a row of the
-    groups' table each ("group_rows"), and the F1 of each class, mean and sd, of those whose summary reads
-    ("group_f1", "group_f1_sd"); then each run given ``alone`` (its label and what :func:`_load` read) as itself, a
-    row and its F1 with no spread."""
+    """Each ``--seeds`` group's mean and spread over all its seeds, as its summary.json gives them, then each run given
+    ``alone`` as itself, with no spread: its row of the groups' table and its F1 of each class."""
+    # The rows in "group_rows"; the F1, mean and sd, in "group_f1" and "group_f1_sd", of the groups whose summary reads.
+    # ``alone``: each run's label and what :func:`_load` read.
     rows, f1, f1_sd, accuracies = [], {}, {}, {}
     for group in groups:
         try:
@@ -367,9 +367,9 @@ def bar_colours(series: list[str], drawn_as: dict[str, str], colours: dict[str, 
 
 
 def group_difference(accuracies: dict[str, list[float]]) -> dict[str, Any] | None:
-    """For two groups, the difference of their mean test accuracies (the second's minus the first's) with Welch's
-    95% interval over their seeds and its p-value, and in words whether their seeds tell the two recipes apart (its
-    ``text``); None for any other number of groups."""
+    """For two groups, their mean test accuracies' difference (the second's minus the first's), Welch's 95% interval
+    over their seeds and its p-value, and its ``text``; None for any other number of groups."""
+    # The ``text`` says in words whether their seeds tell the two recipes apart.
     from scipy import stats
 
     if len(accuracies) != 2 or any(len(values) < 2 for values in accuracies.values()):

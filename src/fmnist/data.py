@@ -351,8 +351,8 @@ class _WrongChecksum(FmnistError):
 def load_dataset(data_dir: Path | None = None, checksums: dict[str, str] = CHECKSUMS,
                  test_only: bool = False, recheck: bool = False) -> Dataset:
     """Locate, verify (header and SHA-256) and load the dataset, using the verified cache when valid (unless told to
-    ``recheck`` the files); ``test_only`` needs and reads the two test files alone (the training arrays are left
-    empty)."""
+    ``recheck`` the files); ``test_only`` reads the two test files alone."""
+    # With ``test_only`` the training files are not needed, and the training arrays are left empty.
     try:
         return _load_dataset(data_dir, checksums, test_only, recheck)
     except _LookAgain as exc:  # a download cut short (a proxy's page saved in its place), or a file gone meanwhile

@@ -110,9 +110,8 @@ def kept_answers(path: Path, key: str) -> dict[str, np.ndarray] | None:
 
 
 def pool_views(images: np.ndarray, seed: int, cutmix: float = 0.0) -> np.ndarray:
-    """DISTILL_VIEW_POOL views of each of ``images`` (uint8 rows of square pictures), each mixed with another one drawn
-    at random, keeping a uniform random share of itself: blended (mixup), or for a ``cutmix`` share of the views,
-    picked at random, with a square of the other's pixels pasted over the rest of its area."""
+    """DISTILL_VIEW_POOL views of each of ``images`` (uint8 rows of square pictures), each mixed with another drawn at
+    random, keeping a uniform random share of itself: blended (mixup), or for a ``cutmix`` share, pasted."""
     rng = np.random.default_rng([seed, 0])  # apart from the seed's other draws (ViewEpochs' are [seed, 1, epoch])
     cut_rng = np.random.default_rng([seed, 2])  # its own, so that the blends are those of a pool without cutmix
     views = np.empty((DISTILL_VIEW_POOL * len(images), images.shape[1]), np.uint8)
@@ -120,6 +119,8 @@ def pool_views(images: np.ndarray, seed: int, cutmix: float = 0.0) -> np.ndarray
         share = rng.uniform(0.0, 1.0, (len(images), 1)).astype(np.float32)
         others = images[rng.permutation(len(images))]
         view = np.rint(share * images + (1 - share) * others).astype(np.uint8)
+        # Cutmix: in a share of the views, picked at random, a square of the other's pixels pasted over the rest of its
+        # area.
         if cutmix:
             cut = cut_rng.random(len(images)) < cutmix
             view[cut] = pasted(images[cut], others[cut], 1 - share[cut, 0], cut_rng)
@@ -156,10 +157,10 @@ def distillation_labels(labels: np.ndarray | None, soft_targets: np.ndarray) -> 
 
 
 class ViewEpochs(keras.utils.PyDataset):
-    """The student's training batches, epoch after epoch without end (``fit`` cuts them with ``steps_per_epoch =
-    batches_per_epoch``): each epoch every training image and the next ``per_epoch`` of its pool of views, in
-    an order drawn from the seed and the epoch. A batch follows from its index alone, counted from
-    ``initial_epoch``: a resumed run sees what it would have, whenever Keras calls back or TensorFlow reads ahead."""
+    """The student's training batches, epoch after epoch without end: each epoch every training image and the next
+    ``per_epoch`` of its pool of views, in an order drawn from the seed and the epoch."""
+    # ``fit`` cuts them with ``steps_per_epoch = batches_per_epoch``. A batch follows from its index alone, counted from
+    # ``initial_epoch``: a resumed run sees what it would have, whenever Keras calls back or TensorFlow reads ahead.
 
     def __init__(self, features: np.ndarray, labels: np.ndarray, views: np.ndarray, view_labels: np.ndarray,
                  per_epoch: int, batch_size: int, seed: int, initial_epoch: int = 0):
@@ -201,9 +202,9 @@ class ViewEpochs(keras.utils.PyDataset):
 
 @keras.saving.register_keras_serializable(package="fmnist")
 class DistillationLoss(keras.losses.Loss):
-    """(1 - alpha) CE(label, p) + alpha T^2 KL(teacher_T || softmax(log p / T)), as in Hinton et al. (2015). KL, not
-    the cross-entropy: the same gradients, without the teacher's own entropy (about 2.3 at T = 4) in the loss, so
-    the curves read near other runs' losses and reach 0 where the student matches the teacher."""
+    """(1 - alpha) CE(label, p) + alpha T^2 KL(teacher_T || softmax(log p / T)), as in Hinton et al. (2015)."""
+    # KL, not the cross-entropy: the same gradients, without the teacher's own entropy (about 2.3 at T = 4) in the loss,
+    # so the curves read near other runs' losses and reach 0 where the student matches the teacher.
 
     def __init__(self, temperature: float = 4.0, alpha: float = 0.9, name: str = "distillation", **kwargs):
         super().__init__(name=name, **kwargs)

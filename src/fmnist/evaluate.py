@@ -121,10 +121,10 @@ def summarized_scores(run_dir: Path) -> dict[str, Any] | None:
 
 
 def warn_of_group_summary(run_dir: Path, earlier: dict[str, Any] | None) -> None:
-    """A run of a ``--seeds`` group scored again leaves the group's summary.json with its old figures: where they
-    are not the run's figures now (its per-class F1, which the summary averages, compared with ``earlier``, from
-    :func:`summarized_scores`), say how to compute it again (not done here: evaluate writes only the run's own
-    files)."""
+    """A run of a ``--seeds`` group scored again leaves the group's summary.json with its old figures: where they are
+    not the run's figures now, say how to compute it again."""
+    # The run's figures: its per-class F1, which the summary averages, compared with ``earlier``, from
+    # :func:`summarized_scores`. Not computed again here: evaluate writes only the run's own files.
     group = runs.in_seed_group(run_dir)
     if group is None or not (group / artifacts.SEED_SUMMARY).is_file():
         return

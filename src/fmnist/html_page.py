@@ -44,9 +44,10 @@ def image_html(path: Path, alt: str) -> str:
 
 
 def _breakable(cell: Any) -> str:
-    """A cell's text escaped, a line allowed to break after each "/" and "_" inside a path or run name (a browser
-    breaks after a "-" of its own accord), and after every 16 characters of a SHA-256: a path broke mid-number, and a
-    class name mid-word, where any place did, and a checksum, which breaks nowhere, widened its table past the page."""
+    """A cell's text escaped, a line allowed to break after each "/" and "_" inside a path or run name, and after every
+    16 characters of a SHA-256."""
+    # A path broke mid-number, and a class name mid-word, where any place did, and a checksum, which breaks nowhere,
+    # widened its table past the page. A browser breaks after a "-" of its own accord.
     breakable = re.sub(r"((?<!\d)/|_)(?=\S)", r"\1<wbr>", html.escape(str(cell)))  # not in 1/2
     return re.sub(r"\b[0-9a-f]{64}\b", lambda checksum: "<wbr>".join(re.findall(".{16}", checksum[0])), breakable)
 

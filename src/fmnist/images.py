@@ -167,9 +167,9 @@ def _upright(image: Image.Image) -> Image.Image:
 
 
 def _on_backdrop(rgba: Image.Image) -> Image.Image:
-    """Transparent pixels filled in. Where they are a few, in the corners (a card's rounded corners), they take the
-    grey of the opaque edge. Otherwise (a garment cut out) they are the backdrop: white behind a dark garment (product
-    photos sit on white), black behind a light one, which on white would vanish."""
+    """Transparent pixels filled in: a few, in the corners (a card's rounded corners), take the grey of the opaque edge;
+    else (a garment cut out) they are white behind a dark garment, black behind a light one."""
+    # White, as product photos sit on white; black behind a light garment, which on white would vanish.
     grey, opaque = np.asarray(rgba.convert("L")), np.asarray(rgba.getchannel("A")) > 127
     edge_opaque = _ring(opaque)
     if not opaque[CORNERS].any() and opaque.mean() >= 1 - ROUNDED_CORNERS and edge_opaque.any():

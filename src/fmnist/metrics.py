@@ -66,9 +66,9 @@ def most_confident_mistakes(y_true: np.ndarray, probabilities: np.ndarray, count
 
 
 def bootstrap_accuracy_interval(y_true: np.ndarray, y_pred: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of accuracy, over every resampling of the test images with replacement: the
-    count right in a resample of n is Binomial(n, accuracy), so its quantiles are exact (2,000 drawn resamples moved
-    the fourth decimal from one seed to another)."""
+    """Percentile bootstrap interval of accuracy, over every resampling of the test images with replacement: the count
+    right in a resample of n is Binomial(n, accuracy), so its quantiles are exact."""
+    # Exact, not drawn: 2,000 drawn resamples moved the fourth decimal from one seed to another.
     from scipy.stats import binom
 
     correct = np.asarray(y_true) == np.asarray(y_pred)

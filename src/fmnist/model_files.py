@@ -116,9 +116,9 @@ def plainly_damaged(run_dir: Path) -> list[str]:
 
 
 def _unpack_with_zero_initializers(model_path: Path, folder: Path) -> None:
-    """Unpack what Keras reads of a .keras archive, every initializer set to zeros, for Keras to load as a folder: the
-    saved weights replace them at once, while on JAX drawing each layer's random start compiled a program per shape
-    (4 of the 5 s a load of the spec's model took on the 2-core machine)."""
+    """Unpack what Keras reads of a .keras archive, every initializer set to zeros, for Keras to load as a folder."""
+    # The saved weights replace them at once, while on JAX drawing each layer's random start compiled a program per
+    # shape (4 of the 5 s a load of the spec's model took on the 2-core machine).
     with zipfile.ZipFile(model_path) as archive:
         missing = sorted(set(ARCHIVE_MEMBERS) - set(archive.namelist()))
         if missing:

@@ -48,9 +48,8 @@ def _save(fig, path: Path, trim: bool = False) -> None:
 
 
 def confusion_matrix_png(matrix: Sequence[Sequence[int]], shares: np.ndarray, path: Path) -> None:
-    """Counts and each true class's shares (metrics.recall_shares) as heatmaps side by side. Colour goes with the
-    square root, so a hundred confusions stand out beside the diagonal's thousand; an empty cell is left blank, and a
-    share that rounds to 0 but is not reads "<.01"."""
+    """Counts and each true class's shares (metrics.recall_shares) as heatmaps side by side, coloured by the square
+    root; an empty cell is left blank, and a share that rounds to 0 but is not reads "<.01"."""
     from matplotlib.colors import PowerNorm
     from sklearn.metrics import ConfusionMatrixDisplay
 
@@ -61,6 +60,7 @@ def confusion_matrix_png(matrix: Sequence[Sequence[int]], shares: np.ndarray, pa
         (axes[0], counts, "{:d}", f"Counts (the {counts.sum():,} test images)"),
         (axes[1], shares, "{:.2f}", "Row-normalised (share of each true class)"),
     ):
+        # The square root, so a hundred confusions stand out beside the diagonal's thousand.
         norm = PowerNorm(0.5, vmin=0, vmax=max(float(data.max()), 1e-12))
         shown = ConfusionMatrixDisplay(data, display_labels=CLASS_NAMES).plot(
             ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45, text_kw={"fontsize": 8}, im_kw={"norm": norm})

@@ -21,9 +21,10 @@ NAMED_CHANGES = 2  # up to this many settings changed from a recipe are named, m
 
 
 def closest_recipe(settings: dict[str, Any]) -> str:
-    """The recipe these settings come from (config.json does not name it): the one they differ from least,
-    not counting the run's size and name; ``"spec with dropout 0.1"`` names a setting changed and its value,
-    ``"spec with 3 settings changed"`` counts more than two."""
+    """The recipe these settings come from (config.json does not name it): the one they differ from least, not counting
+    the run's size and name, with the settings changed named or counted."""
+    # ``"spec with dropout 0.1"`` names a setting changed and its value, ``"spec with 3 settings changed"`` counts more
+    # than two.
     best, changed = recipe_changes(settings)
     if not changed:
         return best

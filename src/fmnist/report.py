@@ -250,9 +250,9 @@ def build_report(run_dir: Path) -> Path:
 
 
 def write_report(run_dir: Path, write_scores: Callable[[], None] = lambda: None) -> Path:
-    """build_report after evaluate has scored the run, ``write_scores`` writing its metrics and predictions under
-    the drawing's lock: the other files are checked for what the report reads, so an error left is a bug, and is not
-    called damage."""
+    """build_report after evaluate has scored the run, ``write_scores`` writing its metrics and predictions under the
+    drawing's lock."""
+    # The other files are checked for what the report reads, so an error left is a bug, and is not called damage.
     run_dir = runs.require_run_dir(run_dir)
     config = read_config(run_dir)
     # One drawing at a time: two drawn at once (an export's and another's) could leave the page of the one that read

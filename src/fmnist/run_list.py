@@ -116,14 +116,15 @@ def _recorded_state(status: dict[str, Any], notes: list[str]) -> str:
 
 def _note_state(run_dir: Path, state: str, status: dict[str, Any], planned_epochs: Any, epochs: float | None,
                 notes: list[str], *, unscored: bool, live: bool, lost: list[str], config_read: bool) -> float | None:
-    """Notes on a diverged, pruned, stopped or unscored run's state; returns its ``epochs``, for a stopped run those
-    its resume continues from. A stopped run's backup is judged against its config.json only where that reads: else
-    the config's own note says what to do, and the backup, likely sound, is not called another run's."""
+    """Notes on a diverged, pruned, stopped or unscored run's state; returns its ``epochs``, for a stopped run those its
+    resume continues from."""
     if status.get("diverged"):
         notes.append(f"diverged: {runs.DIVERGED_ADVICE}")
     elif state == runs.FINISHED and status.get("pruned"):
         notes.append(f"pruned {status['pruned']}")
     elif state in (runs.KILLED, runs.INTERRUPTED, runs.FAILED) and config_read:
+        # The backup is judged against config.json only where that reads (``config_read``): else the config's own note
+        # says what to do, and the backup, likely sound, is not called another run's.
         epochs, over = _backed_up(run_dir, planned_epochs, notes)
         taken_up = state != runs.FAILED or bool(status.get("refused"))
         if epochs is not None and over:  # stopped while saving its model
@@ -208,8 +209,9 @@ TRIAL_RUN = re.compile(f"[0-9]{{8}}T[0-9]{{6}}Z-{defaults.TRIAL_PREFIX}[0-9]{{4,
 
 def _finished_by(run_dir: Path, alone: str, in_group: str, taken_up: bool = True) -> str:
     """Who finishes a stopped run: its resume, its group's resume, or the process training its group now; for a tune
-    trial's, its study's next worker too, unless it failed otherwise than by a stop or a file the system refused
-    (``taken_up`` False: the study counts its trial failed, the settings' fault)."""
+    trial's, its study's next worker too, if ``taken_up``."""
+    # ``taken_up`` False: the trial failed otherwise than by a stop or a file the system refused, and the study counts
+    # it failed, the settings' fault.
     group = runs.in_seed_group(run_dir)
     if group is None and TRIAL_RUN.fullmatch(run_dir.name) and taken_up:
         return (f"{runs.resume_command(run_dir)} {alone}, or the next worker of its study takes it up ('fmnist tune "
@@ -547,9 +549,10 @@ def _recipe_cell(settings: dict[str, Any]) -> tuple[str, str]:
 
 
 def _group_line(group: dict[str, Any], newest: dict[str, Any], runs_dir: Path) -> tuple[list[str], list[str], str]:
-    """A group's line: the settings its runs share (as its newest run has them), and the mean of the runs scored,
-    with their standard deviation; its notes on lines below, as a run's are (the settings it changed in its recipe,
-    and what to do about it); and the first of those alone, which its runs' lines do not repeat."""
+    """A group's line: the settings its runs share (as its newest run has them), and the mean of the runs scored, with
+    their standard deviation; its notes on lines below; and the first of those alone."""
+    # Its notes are as a run's are (the settings it changed in its recipe, and what to do about it); the first is
+    # returned alone as its runs' lines do not repeat it.
     accuracy, planned, scored = group["test_accuracy"], group["seeds"], group["scored"]
     s = newest["settings"]
     status, note = f"{scored} of {planned} seeds scored", ""

@@ -21,9 +21,9 @@ log = logging.getLogger(__name__)
 
 
 def resolve_run(name: str | Path, runs_dir: Path, groups_too: bool = False) -> Path:
-    """A run given as a path, or as a directory name inside ``runs_dir`` or inside a group there (a ``--seeds``
-    group, a study's folder); ``groups_too``: the command takes a ``--seeds`` group as well, which a refusal may
-    suggest."""
+    """A run given as a path, or as a directory name inside ``runs_dir`` or inside a group there (a ``--seeds`` group, a
+    study's folder); ``groups_too``: the command takes a ``--seeds`` group as well."""
+    # ``groups_too`` lets a refusal suggest a group.
     for candidate in (Path(name), Path(runs_dir) / name):
         if (candidate / artifacts.CONFIG).is_file():
             return require_run_dir(candidate)
@@ -43,8 +43,9 @@ def resolve_run(name: str | Path, runs_dir: Path, groups_too: bool = False) -> P
 
 def named_one(name: str | Path, runs_dir: Path, groups_only: bool = False) -> Path | None:
     """The one run or --seeds group (``groups_only``: group) in ``runs_dir`` trained with ``--name name``, if only one
-    was: `fmnist train --name quick`, then `fmnist evaluate quick`. A group's own runs, which share its --name, are
-    the group's: a group is not one of several. (Of two or more, the refusal names them.)"""
+    was: `fmnist train --name quick`, then `fmnist evaluate quick`."""
+    # A group's own runs, which share its --name, are the group's: a group is not one of several. (Of two or more, the
+    # refusal names them.)
     whole = _named_whole(runs_dir, name)
     if len(whole) != 1 or (groups_only and not is_seed_group(whole[0])):
         return None
@@ -139,15 +140,16 @@ def _in_groups(runs_dir: Path, name: str | Path) -> Path | None:
 
 @contextlib.contextmanager
 def idle_run(name: str | Path, runs_dir: Path, doing: str) -> Iterator[Path]:
-    """A run that a command writes into (evaluate, report, export), kept from training for the block: not while its
-    training process, scoring it say, still writes there, and no resume begins before the command ends. A run whose
-    folder takes no new files is refused before the work."""
+    """A run that a command writes into (evaluate, report, export), kept from training for the block; a run whose folder
+    takes no new files is refused before the work."""
     run_dir = resolve_run(name, runs_dir)
     why = unwritable(run_dir)
     if why:  # found at once, not after the scoring's seconds
         raise FmnistError(f"cannot write in {run_dir} ({why}): to {doing}, fmnist writes files there; copy the run "
                           "to a folder you may write in, and give that")
     refuse_group_in_training(run_dir, f"to {doing}")  # its process may come to this run while the command writes
+    # Kept from training: not while its training process, scoring it say, still writes there, and no resume begins
+    # before the command ends.
     # Shared: two such commands may run together (an export of each format), but never beside a training.
     with held_lock(run_dir / artifacts.LOCK, f"{run_dir} is being trained right now; to {doing}, {WAIT_FOR_TRAINING}",
                    shared=True):

@@ -38,8 +38,9 @@ def settings_differ(planned: dict[str, Any], member: dict[str, Any], ignored: It
 
 def differs_from_group(group: dict[str, Any], member: dict[str, Any]) -> list[str]:
     """What of a run's config.json (``member``) is not as its ``--seeds`` group's group.json (``group``) has it:
-    settings (seed and name apart), backend or data. Such a run would be counted in the group's mean, or resumed
-    with the group's settings, as its members are told apart by seed alone."""
+    settings (seed and name apart), backend or data."""
+    # Such a run would be counted in the group's mean, or resumed with the group's settings, as its members are told
+    # apart by seed alone.
     differ = settings_differ(settings_of(group), settings_of(member))
     # What a damaged group.json lacks is not held against its runs (its resume refuses the group itself).
     if "backend" in group and member.get("backend") != group["backend"]:

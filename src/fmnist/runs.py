@@ -64,10 +64,11 @@ def absolute(path: Path | str) -> Path:
 
 
 def prepare_output(path: Path, flag: str, suffix: str | None = None, make_folder: bool = False) -> Path:
-    """Check, before the work, that the folder of a file the user named exists (a typo makes no stray folders; a
-    default place's is made with ``make_folder``) and takes files, outside any run; with ``suffix``, the file must be
-    named so. A symbolic link is followed: the file it leads to is returned, to be written, so the link stays one."""
+    """Check, before the work, that the folder of a file the user named exists and takes files, outside any run; with
+    ``suffix``, the file must be named so. A symbolic link is followed: its file is returned."""
+    # The folder must exist, so a typo makes no stray folders; a default place's is made with ``make_folder``.
     path = Path(path)
+    # The file the link leads to is returned, to be written, so the link stays one.
     if path.is_symlink():
         path = _resolved(path, f"{flag}: the symbolic link", "remove it, or name another file")
     refuse_inside_run(path.parent, f"{flag} {path}: its folder")
@@ -376,8 +377,8 @@ def run_dirs(folder: Path, depth: int) -> list[Path]:
 
 def _is_folder(path: Path) -> bool | None:
     """Whether ``path`` is a folder; None where nothing is there (or a link leads nowhere, or round in a loop). Raises
-    OSError where the system will not say, as in a folder we may list but not enter (Python 3.14's ``is_dir`` says
-    False there instead)."""
+    OSError where the system will not say, as in a folder we may list but not enter."""
+    # Not ``Path.is_dir``: Python 3.14's says False there instead.
     try:
         return stat.S_ISDIR(path.stat().st_mode)
     except OSError as exc:

@@ -158,9 +158,9 @@ def resume_seeds(
 
 
 def _member_dirs(group: Path, planned: dict[str, Any]) -> dict[int, Path]:
-    """The group's run directories by seed; of two with one seed, a finished one, else the newest. A run whose
-    settings, backend or data are not the group's (``planned``, as group.json has them) is refused: it would be
-    resumed with the group's, or counted."""
+    """The group's run directories by seed; of two with one seed, a finished one, else the newest. A run whose settings,
+    backend or data are not the group's (``planned``, as group.json has them) is refused."""
+    # Refused, as it would be resumed with the group's, or counted.
     found = run_settings.group_members(group, planned)
     if found.foreign:
         run_dir, differ = next(iter(found.foreign.items()))

@@ -277,11 +277,11 @@ def create_app(source: Path, max_body_bytes: int = MAX_BODY_BYTES, max_batch: in
                allowed_origins: Sequence[str] = (), unsure_below: float = UNSURE_BELOW,
                on_ready: Callable[[], None] = lambda: None) -> FastAPI:
     """Build the app for a run's model (``source``: the run, or a model without its run as predict takes it); its
-    lifespan loads the model once, starts the batcher, then calls ``on_ready``.
-    ``loopback_only``: answer only requests that name this machine (localhost, 127.0.0.1, [::1]) as their host, or
-    one of ``allowed_hosts`` (the public names a reverse proxy on this machine passes on);
-    ``allowed_origins``: the web pages elsewhere (``*``: any) whose scripts may read the answers (CORS);
-    ``unsure_below``: an answer whose top probability is under it is called unsure."""
+    lifespan loads the model once, starts the batcher, then calls ``on_ready``."""
+    # ``loopback_only``: answer only requests that name this machine (localhost, 127.0.0.1, [::1]) as their host, or one
+    # of ``allowed_hosts`` (the public names a reverse proxy on this machine passes on); ``allowed_origins``: the web
+    # pages elsewhere (``*``: any) whose scripts may read the answers (CORS); ``unsure_below``: an answer whose top
+    # probability is under it is called unsure.
     check_unsure_below(unsure_below)
     allowed_origins, allowed_hosts = browser_origins(allowed_origins), host_names(allowed_hosts)
     source = Path(source)

@@ -59,9 +59,9 @@ class AnswerCancelledRequests:
 
 
 class WholeAnswers:
-    """ASGI middleware: every answer whole, whatever Range a request asks, and none offered (Accept-Ranges). Starlette
-    answers a Range it cannot serve (a unit other than bytes, an end before its start) in plain text, not JSON; the
-    page's files are a few kB."""
+    """ASGI middleware: every answer whole, whatever Range a request asks, and none offered (Accept-Ranges)."""
+    # Starlette answers a Range it cannot serve (a unit other than bytes, an end before its start) in plain text, not
+    # JSON; the page's files are a few kB.
 
     def __init__(self, app: Callable) -> None:
         self.app = app
@@ -124,9 +124,10 @@ def root_path(path: str) -> str:
 
 
 class LoopbackHostsOnly:
-    """ASGI middleware for a server listening on this machine alone: a request that names another host than this
-    machine or one of ``also`` (a reverse proxy's public name) is refused. A web page elsewhere that points its own name
-    at 127.0.0.1 (DNS rebinding) could otherwise read the answers; the browser still sends that name."""
+    """ASGI middleware for a server listening on this machine alone: a request that names another host than this machine
+    or one of ``also`` (a reverse proxy's public name) is refused."""
+    # A web page elsewhere that points its own name at 127.0.0.1 (DNS rebinding) could otherwise read the answers; the
+    # browser still sends that name.
 
     def __init__(self, app: Callable, also: Sequence[str] = ()) -> None:
         self.app, self.also = app, frozenset(also)
@@ -252,8 +253,8 @@ def upgrade_with_a_body(headers: list[tuple[bytes, bytes]]) -> str | None:
 def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_bytes: int = MAX_HEADER_BYTES,
                        base: type | None = None, on_refused: Callable[[int], None] = lambda status: None) -> type:
     """uvicorn's HTTP protocol ``base`` (httptools' where installed, else h11's) with a request's line and headers
-    bounded in time and bytes, and what it answers itself (a request it cannot parse, those bounds) as JSON, each
-    such refusal's status told to ``on_refused``."""
+    bounded in time and bytes, and what it answers itself as JSON, each refusal's status told to ``on_refused``."""
+    # What it answers itself: a request it cannot parse, or one past those bounds.
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     base = base or AutoHTTPProtocol

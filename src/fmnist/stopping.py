@@ -102,17 +102,17 @@ def stopped() -> int:
 
 def keep_status_on_stop(status: int) -> None:
     """The command is done: a stop signal while Python's exit hooks run (JAX's among them, seconds at times) ends the
-    process at once with the status its work earned; killed by it, the process would read as stopped mid-work. (In
-    the last moments, as Python tears its modules down, it has put the default handlers back.)"""
+    process at once with the status its work earned."""
+    # Killed by the signal, the process would read as stopped mid-work. (In the last moments, as Python tears its
+    # modules down, it has put the default handlers back.)
     for signum in STOP_SIGNALS:
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, lambda signum, frame: end_process(status))
 
 
 def end_process(status: int) -> NoReturn:
-    """End a stopped `fmnist` process without Python's shutdown (whatever a run keeps is on disk by now), by the
-    signal that stopped it, raised again: the parent (systemd, ``timeout``, a shell's loop) sees the process ended by
-    it, and a loop of commands in a script stops at Ctrl-C, as Python's own end does."""
+    """End a stopped `fmnist` process without Python's shutdown (whatever a run keeps is on disk by now), by the signal
+    that stopped it, raised again."""
     # Python's shutdown crashed the process (SIGSEGV in ``PjRtClient``'s destructor) when a JAX compilation was still
     # running on its thread pool as the interpreter tore down JAX's client.
     logging.shutdown()
@@ -120,6 +120,8 @@ def end_process(status: int) -> NoReturn:
         sys.stdout.flush()
     with contextlib.suppress(OSError):
         sys.stderr.flush()
+    # Raised again: the parent (systemd, ``timeout``, a shell's loop) sees the process ended by it, and a loop of
+    # commands in a script stops at Ctrl-C, as Python's own end does.
     if status - 128 in (signal.SIGTERM, signal.SIGINT):
         signal.signal(status - 128, signal.SIG_DFL)
         os.kill(os.getpid(), status - 128)

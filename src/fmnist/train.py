@@ -341,10 +341,9 @@ def train(
     dataset: Dataset | None = None, resume_dir: Path | None = None, extra_callbacks: Sequence[Any] = (),
     finished_note: Callable[[], dict[str, Any]] = dict,
 ) -> TrainResult:
-    """Run the whole recipe: data, fit, save, evaluate on the test set, report, on ``backend`` (activated here, or
-    refused where Keras runs another in this process); with ``resume_dir``, continue that run from its last finished
-    epoch (fmnist.resume) instead of a new one; ``finished_note()`` adds to the finished run's status what the report
-    is to say of how it ended."""
+    """Run the whole recipe: data, fit, save, evaluate on the test set, report, on ``backend``; with ``resume_dir``,
+    continue that run from its last finished epoch (fmnist.resume) instead of a new one."""
+    # ``finished_note()`` adds to the finished run's status what the report is to say of how it ended.
     from fmnist.backend import activate, tensorflow_hidden_from_keras
     from fmnist.evaluate import evaluate_run
     from fmnist.resume import keep_finished_epochs, require_unfinished
@@ -353,6 +352,7 @@ def train(
     if not isinstance(settings, TrainSettings):  # a dict of settings, say
         raise TypeError(f"settings must be a TrainSettings, not a {type(settings).__name__}: make one with "
                         "fmnist.recipes.recipe_settings('spec', epochs=3, ...)")
+    # ``backend`` is activated here, or refused where Keras runs another in this process.
     backend = activate(backend, settings.architecture)  # the one the run records is the one Keras runs
     dataset = dataset or load_dataset(data_dir)
     teacher_sha256 = check_inputs(settings, dataset)

@@ -70,11 +70,12 @@ def hidden_sizes_of(param: str) -> tuple[int, ...]:
 
 
 def lowers_rate(epochs: Any, lr_patience: Any, early_stopping_patience: Any) -> bool:
-    """Whether a trial can train an epoch at a lowered learning rate: the rate drops after ``lr_patience`` epochs that
-    do not beat the best, so not in fewer than ``lr_patience`` + 2 epochs, nor where early stopping, as patient or
-    less, ends the training first (it counts the same epochs); else the plateau factor does nothing: not searched."""
+    """Whether a trial can train an epoch at a lowered learning rate; else the plateau factor does nothing: not
+    searched."""
     if not all(isinstance(n, int) for n in (epochs, lr_patience, early_stopping_patience)):
         return True  # a study of an fmnist that did not record them searched it
+    # The rate drops after ``lr_patience`` epochs that do not beat the best, so not in fewer than ``lr_patience`` + 2
+    # epochs, nor where early stopping, as patient or less, ends the training first (it counts the same epochs).
     return epochs >= lr_patience + 2 and early_stopping_patience > lr_patience
 
 
@@ -114,9 +115,10 @@ def _sampler_and_pruner() -> dict[str, Any]:
 
 
 def load_study(name: str, storage: str | None, runs_dir: Path | None) -> tuple[optuna.Study, str, Path]:
-    """An existing study, how to name its storage and its runs folder (``runs_dir`` if given, else the one its trials
-    would go to if it were continued, where it holds the study's folder, else the one its trials ran in, else the
-    default), or a one-line error naming the studies that do exist there."""
+    """An existing study, how to name its storage and its runs folder (``runs_dir`` if given, else where its trials
+    would go or ran), or a one-line error naming the studies that do exist there."""
+    # Without ``runs_dir``, the runs folder its trials would go to if it were continued, where it holds the study's
+    # folder, else the one its trials ran in, else the default.
     _check_name(name)
     stored_in = storage_file(storage, runs_dir or default_runs_dir(storage))
     if storage and stored_in is not None and not is_database(storage):
@@ -159,8 +161,8 @@ def _trials_runs_dir(study: optuna.Study) -> Path | None:
 def pruning_callback(trial: optuna.Trial, pruned_at: list[int], reported: set[int] | None = None,
                      run_of: list[int] | None = None) -> Any:
     """A Keras callback that reports each epoch's val_loss to Optuna (noting the epoch in ``reported``) and stops a
-    trial the pruner gives up on, unless it ends there anyway; ``run_of[0]``, the trial whose run it trains, is
-    recorded with the pruning."""
+    trial the pruner gives up on, unless it ends there anyway."""
+    # ``run_of[0]``, the trial whose run it trains, is recorded with the pruning.
     import keras
 
     def on_epoch_end(epoch: int, logs: dict) -> None:
@@ -311,9 +313,9 @@ def _earlier_attempts(trial: optuna.Trial) -> list[optuna.trial.FrozenTrial]:
 
 def _cut_short_run(study_dir: Path, number: int, started: str | None, settings: TrainSettings, backend: str,
                    dataset: Dataset) -> Path | None:
-    """The run of trial ``number`` (``started`` then, in UTC), which a stop, a refused file or a dead worker cut
-    short, if it can be finished (or already was, by 'fmnist train --resume') rather than trained again: same
-    settings, backend, data."""
+    """The run of trial ``number`` (``started`` then, in UTC), which a stop, a refused file or a dead worker cut short,
+    if it can be finished rather than trained again: same settings, backend, data."""
+    # A run already finished, by 'fmnist train --resume', is returned too.
     from fmnist.resume import read_resumable, require_same_data
 
     if started is None:
@@ -403,10 +405,10 @@ TAKEN_UP = ("stopped", SYSTEM_ERROR)
 
 
 def trial_state(trial: optuna.trial.FrozenTrial) -> str:
-    """A trial's state as people read it: Optuna's, but "stopped" for one Ctrl-C cut short, "system error" for one cut
-    short by a file the system refused, and "diverged" for one whose loss became NaN (to Optuna, all failed), and
-    "killed" for one still running in a journal whose worker on this machine has ended, as `fmnist runs` says (and
-    once a worker continuing the study has failed it)."""
+    """A trial's state as people read it: Optuna's, but "stopped", "system error" or "diverged" for one failed by
+    Ctrl-C, a file the system refused or a NaN loss, and "killed" for one whose worker has ended."""
+    # To Optuna the first three are all failed. "killed": still running in a journal whose worker on this machine has
+    # ended, as `fmnist runs` says (and once a worker continuing the study has failed it).
     if trial.state == optuna.trial.TrialState.FAIL:
         for attribute, state in FAILED_AS.items():
             if trial.user_attrs.get(attribute):
@@ -425,9 +427,9 @@ def tune(
     runs_dir: Path | None = None, data_dir: Path | None = None, dataset: Dataset | None = None,
     timeout: float | None = None,
 ) -> TuneResult:
-    """Run ``trials`` more trials of the study (made on first use) in this process, on ``backend`` (None: the
-    default), started once the storage and study are checked. The same command in other processes, here or on
-    machines sharing a database, works on the study in parallel."""
+    """Run ``trials`` more trials of the study (made on first use) in this process, on ``backend`` (None: the default),
+    started once the storage and study are checked."""
+    # The same command in other processes, here or on machines sharing a database, works on the study in parallel.
     from fmnist.backend import activate
 
     _check_name(study_name)
@@ -564,9 +566,9 @@ def _refuse_other_settings(study: optuna.Study, base: TrainSettings) -> None:
 
 
 def _retry_cut_short(study: optuna.Study, store: optuna.storages.BaseStorage) -> list[int]:
-    """Fail the running trials whose worker process on this machine has ended (a journal has no heartbeat), marked
-    killed, and queue the settings of each trial a stop, a file the system refused or a dead worker cut short; return
-    the trials they were first drawn for."""
+    """Fail the running trials whose worker process on this machine has ended, marked killed, and queue the settings of
+    each trial a stop, a refused file or a dead worker cut short; return the trials they were first drawn for."""
+    # Judged by their worker process: a journal has no heartbeat.
     running, failed = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL
     trials = study.get_trials(deepcopy=False)
     dead = {t.number for t in trials if t.state == running and worker_gone(t.user_attrs)}
@@ -658,8 +660,7 @@ def train_best(
     runs_dir: Path | None = None, data_dir: Path | None = None, dataset: Dataset | None = None,
 ) -> TrainResult:
     """Train the best trial's settings as a normal run, with the settings ``given`` as flags, else the study's fixed
-    ones (seed, split, patience) but its budget; in the study's runs folder unless ``runs_dir`` says; ``backend``
-    (None: the trial's, else the default) starts once the trial is found."""
+    ones (seed, split, patience) but its budget; in the study's runs folder unless ``runs_dir`` says."""
     from fmnist.backend import activate
     from fmnist.recipes import recipe_settings
 
@@ -679,6 +680,7 @@ def train_best(
     except FmnistError as exc:  # it may name a setting not typed now: say where that came from
         raise FmnistError(f"{exc} (carried over from the study: {carried})" if kept else str(exc)) from None
     settings = settings_for(base, best["params"], name=f"{study_name}{defaults.BEST_SUFFIX}")
+    # ``backend`` (None: the trial's, else the default) starts once the trial is found.
     backend = activate(backend or best.get("backend"), base.architecture)
     log.info("training trial %d's settings on %s: %s", best["number"], backend, params_text(best["params"]))
     return train(settings, backend, runs_dir=runs_dir, data_dir=data_dir, dataset=dataset)

@@ -155,8 +155,8 @@ STATE_COLOURS = {"stopped": "#999999", "system error": "#bbbbbb", runs.KILLED: "
 
 def _name_states(figure: Any, study: optuna.Study) -> None:
     """The timeline's bars named, in the legend and the hover, by each trial's state as the page's text counts them
-    (:func:`trial_state`): a trial Ctrl-C stopped is "stopped" in grey, not Optuna's red "FAIL"; its hover's hidden
-    sizes written 512-256, as the tables write them."""
+    (:func:`trial_state`); its hover's hidden sizes written 512-256, as the tables write them."""
+    # So a trial Ctrl-C stopped is "stopped" in grey, not Optuna's red "FAIL".
     from plotly import graph_objects
 
     trials = {trial.number: trial for trial in study.get_trials(deepcopy=False)}

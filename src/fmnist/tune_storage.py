@@ -34,8 +34,9 @@ JOURNAL_LOCK_GRACE_S = 30
 def open_storage(storage: str | None, runs_dir: Path, on_stale_trial: Callable | None = None,
                  writes: bool = False) -> tuple[optuna.storages.BaseStorage, str]:
     """The Optuna storage and how to name it (without password): a database URL, which serves many machines, else a
-    journal file (by default in ``runs_dir``), which serves the processes of one machine; ``writes``: a journal's
-    folder is checked to take the lock a write needs (a study is read from a folder that takes none)."""
+    journal file (by default in ``runs_dir``), which serves the processes of one machine."""
+    # ``writes``: a journal's folder is checked to take the lock a write needs (a study is read from a folder that takes
+    # none).
     if is_database(storage):
         return _open_database(storage, on_stale_trial)
     return _open_journal(_journal_path(storage, runs_dir), given=bool(storage), writes=writes)
