@@ -73,18 +73,19 @@ def test_sqlite_study_makes_one_run_per_trial_judged_on_validation_and_continues
                                          for command in re.findall(r"<pre>(fmnist [^<]*)</pre>", html))
     pasted = build_parser().parse_args(train_best_command)
     assert (pasted.train_best, pasted.storage, pasted.runs_dir) == ("s1", storage, runs)
-    # Its own `fmnist train` command gives the best trial's settings, the study's epochs and patience too;
-    # checked for both trials, since only the second has the sampler's many-digit values.
+    # Its own `fmnist train` command gives the best trial's settings and the study's patience too, on the spec's
+    # budget, as --train-best; checked for both trials, since only the second has the sampler's many-digit values.
     pasted = build_parser().parse_args(train_command)
     assert pasted.runs_dir == runs and pasted.backend == "jax"  # the trials' backend, as tuned
-    assert _settings_from_args(pasted) == settings_for(BASE, trials[again.best["number"]].params, "s1-best")
+    full = dataclasses.replace(BASE, epochs=TrainSettings().epochs)
+    assert _settings_from_args(pasted) == settings_for(full, trials[again.best["number"]].params, "s1-best")
     study = optuna.load_study(study_name="s1", storage=storage)
     for trial in trials:
         elsewhere = copy.deepcopy(trial)  # its run on another machine of the study's, or deleted
         elsewhere.user_attrs = {**trial.user_attrs, "run_dir": str(tmp_path / "gone")}
         for seen in (trial, elsewhere):
             args = build_parser().parse_args(_train_command(study, seen, Path(runs) / "s1").split()[1:])
-            assert _settings_from_args(args) == settings_for(BASE, trial.params, "s1-best")
+            assert _settings_from_args(args) == settings_for(full, trial.params, "s1-best")
     for title in ("Optimisation history", "Parameter importances", "Timeline"):
         assert title in html
     assert "<p>not drawn: 2 finished trials, where importances mean something from about" in html  # said once
