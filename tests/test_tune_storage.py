@@ -1,5 +1,6 @@
 import contextlib
 import logging
+import os
 import re
 import subprocess
 import threading
@@ -10,7 +11,7 @@ import pytest
 from conftest import run_cli
 from fmnist.errors import FmnistError
 from fmnist.tune_report import write_report
-from fmnist.tune_storage import open_storage
+from fmnist.tune_storage import MAX_JOURNAL_LINE, open_storage
 
 
 def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path, caplog):
@@ -74,6 +75,17 @@ def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path, caplog):
         open_storage(str(tmp_path / "journals"), tmp_path)
     with pytest.raises(FmnistError, match=f"^--storage {tmp_path / 'journals'} is a folder"):  # to read a study too
         write_report("s", storage=str(tmp_path / "journals"), runs_dir=tmp_path)
+    os.mkfifo(tmp_path / "fifo")  # Optuna would wait on it, and read /dev/full until the memory ran out
+    for device in (tmp_path / "fifo", Path("/dev/full"), Path("/dev/null")):
+        for refused in (lambda: open_storage(str(device), tmp_path),
+                        lambda: write_report("s", storage=str(device), runs_dir=tmp_path)):
+            with pytest.raises(FmnistError, match=f"^--storage {device} is not a regular file \\(a device, or a "
+                                                  "pipe\\): give a journal file or a database URL$"):
+                refused()
+    (tmp_path / "endless.journal").write_bytes(b"\0" * (MAX_JOURNAL_LINE + 1))  # truncate -s 20G, in small
+    with pytest.raises(FmnistError, match=r"endless.journal is not an Optuna journal \(its line 1 runs over 16 MiB, "
+                                          r"where Optuna's lines are short\); give --storage a journal file"):
+        open_storage(str(tmp_path / "endless.journal"), tmp_path)
     assert not (tmp_path / "missing.db").exists()
     with pytest.raises(FmnistError, match=f"cannot open the study storage .*: there is no folder {tmp_path / 'no'}$"):
         open_storage(f"sqlite:///{tmp_path / 'no' / 'study.db'}", tmp_path)  # as tune, which makes the database

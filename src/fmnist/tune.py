@@ -23,8 +23,8 @@ from fmnist.errors import FmnistError, WriteRefused, error_text
 from fmnist.settings import FLAG_SETTINGS, TrainSettings, flag, flag_value, is_plain_name
 from fmnist.train import Diverged, TrainResult, check_inputs, train
 from fmnist.tune_storage import (
-    GRACE_S, absolute_storage, default_runs_dir, is_database, open_storage, refuse_folder, storage_file, worker_gone,
-    worker_key,
+    GRACE_S, absolute_storage, default_runs_dir, is_database, open_storage, refuse_other_than_file, storage_file,
+    worker_gone, worker_key,
 )
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def load_study(name: str, storage: str | None, runs_dir: Path | None) -> tuple[o
     _check_name(name)
     stored_in = storage_file(storage, runs_dir or default_runs_dir(storage))
     if storage and stored_in is not None and not is_database(storage):
-        refuse_folder(stored_in)
+        refuse_other_than_file(stored_in)
     if stored_in is not None and not stored_in.is_file():  # opening it would create it, empty
         kind = "database file" if is_database(storage) else "journal"
         where = "check the path --storage gives" if storage else "pass --storage if the study is elsewhere"

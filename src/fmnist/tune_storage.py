@@ -29,6 +29,9 @@ HEARTBEAT_S, GRACE_S = 60, 180
 RDB_ATTEMPTS = 3
 # A journal's lock that a killed worker left is taken over by a worker that has waited this long, the journal unchanged.
 JOURNAL_LOCK_GRACE_S = 30
+# A journal line is one operation of a few hundred bytes: a file with a line past this is none.
+MIB = 1024 * 1024
+MAX_JOURNAL_LINE = 16 * MIB
 
 
 def open_storage(storage: str | None, runs_dir: Path, on_stale_trial: Callable | None = None,
@@ -85,11 +88,14 @@ def _open_database(storage: str, on_stale_trial: Callable | None) -> tuple[optun
             time.sleep(attempt)
 
 
-def refuse_folder(path: Path) -> None:
-    """A folder given as --storage is refused, with the journal file in it to give."""
+def refuse_other_than_file(path: Path) -> None:
+    """A folder given as --storage is refused, with the journal file in it to give; so is a device or a FIFO."""
     if path.is_dir():
         raise FmnistError(f"--storage {path} is a folder: give a journal file (such as {path / artifacts.TUNE_JOURNAL},"
                           " made if it is not there yet) or a database URL")
+    if path.exists() and not path.is_file():  # Optuna would read /dev/full without end, and wait on a FIFO
+        raise FmnistError(f"--storage {path} is not a regular file (a device, or a pipe): give a journal file or a "
+                          "database URL")
 
 
 class SteadyJournalLock(optuna.storages.journal.JournalFileSymlinkLock):
@@ -114,7 +120,7 @@ def _open_journal(path: Path, given: bool, writes: bool = False) -> tuple[optuna
         raise FmnistError(f"cannot open the journal file {path}: there is no folder {path.parent}; make it, or give "
                           "the path of an existing journal")
     if given:
-        refuse_folder(path)
+        refuse_other_than_file(path)
     # Optuna's lock is a symbolic link to the journal, named by this path: a relative one would point from the link's
     # folder to a file that is not there, and Optuna then waits for it without end, never taking it over.
     lock = SteadyJournalLock(str(path.absolute()), grace_period=JOURNAL_LOCK_GRACE_S)
@@ -182,7 +188,10 @@ def _first_line_not_json(path: Path) -> int | None:
     """The number of the journal's first whole line that is not JSON. Optuna skips one that is last, as if a worker
     had been killed writing it, but appends after it, and then refuses the whole journal."""
     with open(path, "rb") as file:
-        for number, line in enumerate(file, start=1):
+        for number, line in enumerate(iter(lambda: file.readline(MAX_JOURNAL_LINE + 1), b""), start=1):
+            if len(line) > MAX_JOURNAL_LINE:  # read whole, as Optuna reads, a file with no line break fills the memory
+                raise ValueError(f"its line {number} runs over {MAX_JOURNAL_LINE // MIB} MiB, where Optuna's lines "
+                                 "are short")
             if not line.endswith(b"\n"):  # half written: cut off before the study goes on
                 return None
             try:
