@@ -6,6 +6,20 @@ from fmnist import run_locks, run_lookup
 from fmnist.errors import FmnistError
 
 
+def test_a_command_writing_into_a_run_removes_what_killed_ones_left_unless_another_writes_there(tiny_run_dir,
+                                                                                                tmp_path):
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    left = [run / ".curves.cs_b2hle.tmp.png", run / ".test_predictions.l4mat58a.tmp.npz"]  # as a kill -9 leaves them
+    for path in left:
+        path.write_bytes(b"half")
+    with run_lookup.idle_run(run, tmp_path, "evaluate it"):
+        assert not any(path.exists() for path in left)
+        left[0].write_bytes(b"being drawn")  # this command's own, being written
+        with run_lookup.idle_run(run, tmp_path, "export it"):  # a second command beside it leaves it alone
+            assert left[0].read_bytes() == b"being drawn"
+    assert {p.name for p in run.iterdir()} == {p.name for p in tiny_run_dir.iterdir()} | {left[0].name}
+
+
 def test_commands_that_write_into_a_run_refuse_while_its_training_process_holds_it(tiny_run_dir, tmp_path, capsys):
     from fmnist.cli import main
 

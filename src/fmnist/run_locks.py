@@ -85,6 +85,16 @@ def claim_run(run_dir: Path) -> contextlib.AbstractContextManager[None]:
         f"{run_dir} is in use by another process (evaluating, reporting or exporting it); wait for it to end"))
 
 
+def tidy_if_idle(run_dir: Path) -> None:
+    """Remove what killed commands left of their temporary files in the run, where no process holds it (one try)."""
+    try:
+        with open(Path(run_dir) / artifacts.LOCK, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # dropped at close
+            artifacts.remove_temporaries(run_dir)
+    except OSError:  # held (a younger temporary file may be being written now), or not ours: left for a later command
+        pass
+
+
 def being_trained(run_dir: Path) -> bool:
     """Whether a live process holds the run's lock (claim_run); the kernel drops it when one dies."""
     # The probe holds a shared lock for an instant; claim_run tries again for a moment rather than fail on it.

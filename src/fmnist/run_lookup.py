@@ -12,7 +12,7 @@ from typing import Iterator
 
 from fmnist import artifacts
 from fmnist.errors import FmnistError
-from fmnist.run_locks import WAIT_FOR_TRAINING, held_lock
+from fmnist.run_locks import WAIT_FOR_TRAINING, held_lock, tidy_if_idle
 from fmnist.run_settings import settings_of
 from fmnist.runs import (GROUP_DEPTH, absolute, is_seed_group, refuse_file_of_run,
                          refuse_group_in_training, require_run_dir, run_dirs, unwritable)
@@ -148,6 +148,7 @@ def idle_run(name: str | Path, runs_dir: Path, doing: str) -> Iterator[Path]:
         raise FmnistError(f"cannot write in {run_dir} ({why}): to {doing}, fmnist writes files there; copy the run "
                           "to a folder you may write in, and give that")
     refuse_group_in_training(run_dir, f"to {doing}")  # its process may come to this run while the command writes
+    tidy_if_idle(run_dir)  # a killed evaluate's, report's or export's pictures half drawn, say
     # Kept from training: not while its training process, scoring it say, still writes there, and no resume begins
     # before the command ends.
     # Shared: two such commands may run together (an export of each format), but never beside a training.
