@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from conftest import page_text
+from conftest import page_text, run_cli
 from fmnist import artifacts
 from fmnist.errors import FmnistError
 from fmnist.evaluate import evaluate_run
@@ -177,6 +177,11 @@ def test_damaged_predictions_are_refused_with_the_command_that_rewrites_them(tin
             (run / artifacts.PREDICTIONS).write_bytes(content)
         with pytest.raises(FmnistError, match=f"test_predictions.npz is damaged: run 'fmnist evaluate {run}'"):
             build_report(run)
+    (run / artifacts.PREDICTIONS).write_bytes((tiny_run_dir / artifacts.PREDICTIONS).read_bytes())
+    (run / artifacts.PREDICTIONS).chmod(0)  # whole, but not to be read: said so, not called damaged
+    refused = run_cli("report", str(run), as_another_user=True)
+    assert refused.returncode == 1 and refused.stderr.splitlines()[-1] == (
+        f"fmnist: error: cannot read {run / artifacts.PREDICTIONS}: Permission denied")
 
 
 def test_damaged_metrics_or_history_are_named_with_what_to_do(tiny_run_dir, tmp_path, caplog):

@@ -46,7 +46,11 @@ def _load_predictions(run_dir: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):  # cut, not an archive, pickled, garbled
+    except OSError as exc:
+        if exc.errno is not None:  # the system's refusal (permissions, a disk error), not the file's content
+            raise FmnistError(f"cannot read {path}: {exc.strerror}") from None
+        arrays = {}  # NumPy's "cannot interpret as a pickle": not an archive
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error):  # cut, pickled, garbled
         arrays = {}
     if not set(artifacts.PREDICTION_ARRAYS) <= set(arrays) or not _explanations_fit(arrays):
         raise FmnistError(f"{path} is damaged: run 'fmnist evaluate {run_dir}' to write it again")
