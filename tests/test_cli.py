@@ -269,7 +269,7 @@ def test_a_setting_refused_names_the_flags_once(capsys):
     assert capsys.readouterr().err.endswith("on each side; change --validation-fraction\n")
 
 
-def test_json_holds_no_nan_and_a_closed_stdout_is_said_at_once(tmp_path):
+def test_json_holds_no_nan_and_a_closed_or_full_stdout_is_said_so(tmp_path):
     import math
 
     from fmnist import artifacts, runs
@@ -284,6 +284,11 @@ def test_json_holds_no_nan_and_a_closed_stdout_is_said_at_once(tmp_path):
                             stderr=subprocess.PIPE, text=True, timeout=60)  # `>&-`: standard output closed
     assert closed.returncode == 1 and closed.stderr == (
         "fmnist: error: standard output is closed, where the results go: give it a file or a pipe\n")
+    with open("/dev/full", "w") as full:  # a full disk: the results' write is named, not taken for a run file's
+        refused = subprocess.run([sys.executable, "-m", "fmnist", "runs", "--runs-dir", str(tmp_path), "--json"],
+                                 stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert refused.returncode == 1 and refused.stderr == (
+        "fmnist: error: cannot write the results to standard output (No space left on device)\n")
 
 
 def test_a_missing_data_folder_or_a_seed_past_the_last_is_refused_before_keras_starts(tmp_path):

@@ -115,7 +115,13 @@ def _examples(*command: str) -> str:
 
 
 def _emit(args: argparse.Namespace, text: str, data: dict[str, Any]) -> None:
-    print(json.dumps(_finite(data), indent=2, default=_json_value, allow_nan=False) if args.json else text)
+    try:  # flushed here, where a failed write is known to be the results'
+        print(json.dumps(_finite(data), indent=2, default=_json_value, allow_nan=False) if args.json else text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away: no error (see _run_command)
+        raise
+    except OSError as exc:
+        raise FmnistError(f"cannot write the results to standard output ({exc.strerror})") from None
 
 
 def _finite(value: Any) -> Any:
