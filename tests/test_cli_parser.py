@@ -121,6 +121,7 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(capsys):
     for args, argument in ((["report", ""], "RUN"), (["runs", "compare", "a", ""], "RUN"),
                            (["train", "--runs-dir", ""], "--runs-dir"),
                            (["predict", "run", "", "--top-k", "2"], "IMAGE"),
+                           (["serve", "run", "--root-path", " "], "--root-path"),
                            (["train", "--recipe", "distilled", "--teacher", " "], "--teacher")):
         with pytest.raises(SystemExit) as exited:
             main(args)

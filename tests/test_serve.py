@@ -21,6 +21,7 @@ from fmnist.facts import CLASS_NAMES
 from fmnist.images import load_input
 from fmnist.predict import Classifier
 from fmnist.serve import Batcher, create_app, serve
+from fmnist.serve_http import root_path
 from samples import encode, garment, npy
 
 
@@ -296,6 +297,10 @@ def test_a_taken_port_or_a_bad_address_is_one_clear_error(tiny_run_dir):
         with pytest.raises(FmnistError, match=f"^--host {re.escape(with_port)} holds a port: give the address alone, "
                                               "and the port with --port$"):
             serve(tiny_run_dir, host=with_port, port=port)
+    for unpaired, said in (("[::1", "[::1"), ("::1]", "::1]"), ("[::1]]", "::1]")):  # not taken for one with a port
+        with pytest.raises(FmnistError, match=f"^--host {re.escape(said)} has a bracket without its pair: give an "
+                                              "IPv6 address with both, or none"):
+            serve(tiny_run_dir, host=unpaired, port=port)
     with pytest.raises(FmnistError, match="is a folder of runs, not a run"):
         serve(tiny_run_dir.parent, port=port)  # free again now
 
@@ -392,6 +397,9 @@ def test_behind_a_proxy_that_strips_a_prefix_the_docs_find_their_openapi_file(ti
     for wrong in ("/fmnist?x=1", "/my app", "/mödé"):
         with pytest.raises(FmnistError, match="is not a path: give the prefix alone, such as /fmnist"):
             serve(tiny_run_dir, proxy_prefix=wrong)
+    for url in ("http://x/y", "https://proxy.example.org/fmnist", "//proxy/fmnist"):  # /docs would not be found
+        with pytest.raises(FmnistError, match=f"^--root-path '{url}' is a URL: give its path alone, such as /fmnist$"):
+            root_path(url)  # as serve checks it first (not served, where the check is missing)
 
 
 def test_web_pages_of_the_origins_allowed_may_call_the_api_and_read_its_answers_others_not(tiny_run_dir, client):

@@ -336,7 +336,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     serve_command(source, args.runs_dir, args.backend, host=args.host, port=args.port,
                   max_upload_mib=args.max_upload_mb, max_batch=args.max_batch, access_log=not args.quiet,
                   allowed_hosts=args.allow_host, allowed_origins=args.allow_origin, unsure_below=args.unsure_below,
-                  proxy_prefix=args.root_path)
+                  proxy_prefix=args.root_path or "")
 
 
 QUIET_HELP = "no progress: only results, warnings and errors"
@@ -643,7 +643,7 @@ def _add_serve(sub: Any) -> None:
                    help="on a loopback --host, also answer requests whose Host header names NAME: the public name "
                         "a reverse proxy on this machine passes on (Caddy does, nginx with proxy_set_header Host "
                         "$host); again for another")
-    p.add_argument("--root-path", default="", metavar="PREFIX",
+    p.add_argument("--root-path", type=nonempty, default=None, metavar="PREFIX",
                    help="the path under which a reverse proxy serves the app, stripping it before it passes a request "
                         "on (such as /fmnist): the API's docs at /docs then find their OpenAPI file; the web page "
                         "works under any prefix without it")

@@ -458,8 +458,12 @@ def serve(source: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mi
                           "(every interface)")
     if host.startswith("[") and host.endswith("]"):  # an IPv6 address as a URL writes it
         host = host[1:-1]
-    if re.search(r":\d+$", host) and not is_address(host):  # localhost:8080, [::1]:80, as in a URL
+    if re.fullmatch(r"\[[^][]*\]:\d+", host) or re.fullmatch(r"[^][]*:\d+", host) and not is_address(host):
+        # localhost:8080, [::1]:80, as in a URL
         raise FmnistError(f"--host {host} holds a port: give the address alone, and the port with --port")
+    if "[" in host or "]" in host:
+        raise FmnistError(f"--host {host} has a bracket without its pair: give an IPv6 address with both, or none, "
+                          "such as [::1] or ::1")
     loopback = is_loopback(host)
     if allowed_hosts and not loopback:
         raise FmnistError(f"--allow-host is for a server on this machine alone: served on {host}, it answers every "

@@ -120,6 +120,8 @@ def root_path(path: str) -> str:
     # uvicorn sends the prefix in ASCII: another character would fail every request.
     if any(c in path for c in "?#") or any(c.isspace() for c in path) or not path.isascii():
         raise FmnistError(f"--root-path {path!r} is not a path: give the prefix alone, such as /fmnist")
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://|//", path):  # the whole URL: /docs would look for its path after it
+        raise FmnistError(f"--root-path {path!r} is a URL: give its path alone, such as /fmnist")
     return "/" + path.strip("/") if path.strip("/") else ""
 
 
