@@ -476,10 +476,7 @@ def format_runs(rows: list[dict[str, Any]], groups: list[dict[str, Any]] = (), r
     printed = []
     for i, line in enumerate(shown):
         printed.append("  ".join(line[c].ljust(widths[c]) for c in kept).rstrip())
-        for note in notes.get(i, []):  # within the width too, a word (a path) kept whole, its lines indented further
-            printed += (textwrap.wrap(_as_printed(note), width, initial_indent=NOTE_INDENT, break_long_words=False,
-                                      subsequent_indent=NOTE_INDENT * 2, break_on_hyphens=False)
-                        if width else [NOTE_INDENT + _as_printed(note)])
+        printed += [NOTE_INDENT + _as_printed(note) for note in notes.get(i, [])]
     if left_out:
         # A column's name kept whole on one line ("train s"), as "--wide" is: no-break spaces, which wrap() keeps.
         names = ", ".join(name.replace(" ", NO_BREAK) for name in left_out)
