@@ -288,7 +288,8 @@ def test_json_holds_no_nan_and_a_closed_or_full_stdout_is_said_so(tmp_path):
         refused = subprocess.run([sys.executable, "-m", "fmnist", "runs", "--runs-dir", str(tmp_path), "--json"],
                                  stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
     assert refused.returncode == 1 and refused.stderr == (
-        "fmnist: error: cannot write the results to standard output (No space left on device)\n")
+        "fmnist: error: cannot write the results to standard output (No space left on device): send them elsewhere, "
+        "such as a file on a disk with room\n")
 
 
 def test_a_missing_data_folder_or_a_seed_past_the_last_is_refused_before_keras_starts(tmp_path):

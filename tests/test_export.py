@@ -2,8 +2,10 @@ import errno
 import hashlib
 import json
 import logging
+import re
 import shlex
 import shutil
+import sys
 import tomllib
 from pathlib import Path
 
@@ -344,14 +346,15 @@ def test_a_missing_converter_is_named_with_the_command_that_installs_it(tmp_path
             raise ModuleNotFoundError("No module named 'onnx'")
 
     with pytest.raises(FmnistError, match=r"^onnx export needs a package that is missing \(No module named 'onnx'\); "
-                                          r"install the export extra: pip install .*\(in fmnist's checkout: bash "
+                                          f"install the export extra: {re.escape(sys.executable)} -m pip install "
+                                          r".*\(in fmnist's checkout: bash "
                                           r"scripts/setup.sh true\)$") as refused:
         _write_export(KerasWithoutOnnx(), tmp_path / "model.onnx", "onnx")
     # Each of the extra's packages by name, with its bounds: installed from a wheel, there is no checkout to set up.
     extra = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]["export"]
     command = str(refused.value).split("install the export extra: ")[1].split(" (in fmnist's")[0]
-    assert {str(Requirement(r)) for r in shlex.split(command)[2:]} == {str(Requirement(r)) for r in extra}
+    assert {str(Requirement(r)) for r in shlex.split(command)[4:]} == {str(Requirement(r)) for r in extra}
 
 
 def test_the_printed_export_path_is_absolute_from_a_run_given_relative(tmp_path, monkeypatch):

@@ -181,7 +181,8 @@ def test_damaged_predictions_are_refused_with_the_command_that_rewrites_them(tin
     (run / artifacts.PREDICTIONS).chmod(0)  # whole, but not to be read: said so, not called damaged
     refused = run_cli("report", str(run), as_another_user=True)
     assert refused.returncode == 1 and refused.stderr.splitlines()[-1] == (
-        f"fmnist: error: cannot read {run / artifacts.PREDICTIONS}: Permission denied")
+        f"fmnist: error: cannot read {run / artifacts.PREDICTIONS}: Permission denied; make it readable for this "
+        f"user, or 'fmnist evaluate {run}' writes it again")
 
 
 def test_damaged_metrics_or_history_are_named_with_what_to_do(tiny_run_dir, tmp_path, caplog):

@@ -1,4 +1,6 @@
+import os
 import shutil
+import time
 
 import pytest
 
@@ -12,8 +14,12 @@ def test_a_command_writing_into_a_run_removes_what_killed_ones_left_unless_anoth
     left = [run / ".curves.cs_b2hle.tmp.png", run / ".test_predictions.l4mat58a.tmp.npz"]  # as a kill -9 leaves them
     for path in left:
         path.write_bytes(b"half")
+        os.utime(path, (time.time() - run_locks.LEFTOVER_AFTER_S - 1,) * 2)
+    young = run / ".status.x1y2.tmp.json"  # a pruned trial's status, written after its training let the run go
+    young.write_bytes(b"being written")
     with run_lookup.idle_run(run, tmp_path, "evaluate it"):
-        assert not any(path.exists() for path in left)
+        assert not any(path.exists() for path in left) and young.exists()
+        young.unlink()
         left[0].write_bytes(b"being drawn")  # this command's own, being written
         with run_lookup.idle_run(run, tmp_path, "export it"):  # a second command beside it leaves it alone
             assert left[0].read_bytes() == b"being drawn"

@@ -397,7 +397,7 @@ def test_behind_a_proxy_that_strips_a_prefix_the_docs_find_their_openapi_file(ti
     for wrong in ("/fmnist?x=1", "/my app", "/mödé"):
         with pytest.raises(FmnistError, match="is not a path: give the prefix alone, such as /fmnist"):
             serve(tiny_run_dir, proxy_prefix=wrong)
-    for url in ("http://x/y", "https://proxy.example.org/fmnist", "//proxy/fmnist"):  # /docs would not be found
+    for url in ("http://x/y", "https://proxy.example.org/fmnist"):  # /docs would not be found
         with pytest.raises(FmnistError, match=f"^--root-path '{url}' is a URL: give its path alone, such as /fmnist$"):
             root_path(url)  # as serve checks it first (not served, where the check is missing)
 

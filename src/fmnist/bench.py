@@ -238,7 +238,7 @@ def _time_contenders(dataset: Dataset, data_dir: Path | None, epochs: int, resul
         references["pytorch-loop"] = ("torch_loop.py", {})
     else:
         left_out["pytorch-loop"] = {"why": "PyTorch is not installed"}
-        # Into the Python that runs fmnist, whichever pip is first on the PATH.
+        # Into the Python that runs fmnist, not whichever pip is first on the PATH.
         log.warning("PyTorch is not installed, so the plain PyTorch loop is left out ('%s -m pip install torch "
                     "--index-url https://download.pytorch.org/whl/cpu' adds it, without CUDA's 2.5 GB)",
                     runs.shell_word(sys.executable))

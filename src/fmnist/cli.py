@@ -121,7 +121,8 @@ def _emit(args: argparse.Namespace, text: str, data: dict[str, Any]) -> None:
     except BrokenPipeError:  # the reader went away: no error (see _run_command)
         raise
     except OSError as exc:
-        raise FmnistError(f"cannot write the results to standard output ({exc.strerror})") from None
+        raise FmnistError(f"cannot write the results to standard output ({exc.strerror}): send them elsewhere, such "
+                          "as a file on a disk with room") from None
 
 
 def _finite(value: Any) -> Any:

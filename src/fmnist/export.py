@@ -8,6 +8,7 @@ import logging
 import os
 import shlex
 import shutil
+import sys
 import tempfile
 import warnings
 from importlib import metadata
@@ -44,7 +45,8 @@ def install_hint() -> str:
         needed = [r.split(";")[0].strip() for r in requires("fmnist") or () if 'extra == "export"' in r]
     except PackageNotFoundError:  # run from a source tree never installed
         needed = []
-    command = f"pip install {' '.join(map(shlex.quote, needed))}" if needed else "pip install -e '.[export]'"
+    pip = f"{shlex.quote(sys.executable)} -m pip install"  # into the Python that runs fmnist, as bench says
+    command = f"{pip} {' '.join(map(shlex.quote, needed))}" if needed else f"{pip} -e '.[export]'"
     return f"install the export extra: {command} (in fmnist's checkout: bash scripts/setup.sh true)"
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from fmnist import artifacts, defaults, plots, run_list, run_locks, run_lookup, runs
 from fmnist.recipes import closest_recipe, recipe_changes, unused_settings
-from fmnist.errors import DamagedFile, FmnistError
+from fmnist.errors import DamagedFile, FmnistError, first_line
 from fmnist.explain import FAINT_BELOW, PATCH
 from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
 from fmnist.html_page import image_html, page, table_html
@@ -46,11 +46,10 @@ def _load_predictions(run_dir: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except OSError as exc:
-        if exc.errno is not None:  # the system's refusal (permissions, a disk error), not the file's content
-            raise FmnistError(f"cannot read {path}: {exc.strerror}") from None
-        arrays = {}  # NumPy's "cannot interpret as a pickle": not an archive
-    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error):  # cut, pickled, garbled
+    except OSError as exc:  # the system's refusal (permissions, a disk error), not the file's content
+        raise FmnistError(f"cannot read {path}: {exc.strerror or first_line(exc)}; make it readable for this user, or "
+                          f"'fmnist evaluate {run_dir}' writes it again") from None
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error):  # cut, not an archive, pickled, garbled
         arrays = {}
     if not set(artifacts.PREDICTION_ARRAYS) <= set(arrays) or not _explanations_fit(arrays):
         raise FmnistError(f"{path} is damaged: run 'fmnist evaluate {run_dir}' to write it again")

@@ -17,7 +17,9 @@ from fmnist.errors import FmnistError, WriteRefused
 log = logging.getLogger(__name__)
 
 
+# What a command refused because a process is training the run says, after what the command needs.
 WAIT_FOR_TRAINING = "wait for it to finish ('fmnist runs' shows its epochs so far)"
+LEFTOVER_AFTER_S = 60  # a temporary file older than this, in a run no process holds, was left by a kill
 CLAIM_ATTEMPTS = 20  # 0.05 s apart, about a second in all: a live training holds its lock far longer
 
 
@@ -90,7 +92,8 @@ def tidy_if_idle(run_dir: Path) -> None:
     try:
         with open(Path(run_dir) / artifacts.LOCK, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # dropped at close
-            artifacts.remove_temporaries(run_dir)
+            # Not the younger ones: a tune trial pruned writes its status and report after its training let go.
+            artifacts.remove_temporaries(run_dir, older_than_s=LEFTOVER_AFTER_S)
     except OSError:  # held (a younger temporary file may be being written now), or not ours: left for a later command
         pass
 

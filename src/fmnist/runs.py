@@ -348,7 +348,6 @@ def how_to_finish(run_dir: Path) -> str:
     return f"'{resume_command(run_dir)}' finishes it"
 
 
-# What a command refused because a process is training the run says, after what the command needs.
 GROUP_DEPTH = 3  # runs/<runs dir of a study>/<seed group>/<run>
 
 

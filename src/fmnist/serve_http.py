@@ -120,7 +120,7 @@ def root_path(path: str) -> str:
     # uvicorn sends the prefix in ASCII: another character would fail every request.
     if any(c in path for c in "?#") or any(c.isspace() for c in path) or not path.isascii():
         raise FmnistError(f"--root-path {path!r} is not a path: give the prefix alone, such as /fmnist")
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://|//", path):  # the whole URL: /docs would look for its path after it
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path):  # the whole URL: /docs would look for its path after it
         raise FmnistError(f"--root-path {path!r} is a URL: give its path alone, such as /fmnist")
     return "/" + path.strip("/") if path.strip("/") else ""
 
@@ -384,7 +384,7 @@ def json_http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_by
             if status != 400:  # uvicorn logs the 400s itself
                 log.warning("answered %d to %s: %s", status, ":".join(map(str, self.client or ("a client",))), message)
             if reached_app or self.between_requests():
-                body = json.dumps({"error": message}, separators=(",", ":")).encode()  # as FastAPI writes JSON
+                body = json.dumps({"error": message}, separators=(",", ":")).encode()  # compact, as the app's answers
                 head = (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
                         b"connection: close\r\n\r\n" % (status, HTTPStatus(status).phrase.encode(), len(body)))
                 self.transport.write(head + body)  # then closed, so the protocol's own state no longer matters

@@ -468,9 +468,9 @@ def tune(
     study = open_study(study_name, store, shown, base)
     if "lr_factor" not in trial_params(base):
         log.info("the plateau factor is not searched: no epoch of a trial would train at a lowered learning rate "
-                 "(%d epochs; the rate drops after %d without a better val_loss, early stopping after %d); the best "
-                 "trial's run trains with the factor %g", base.epochs, base.lr_patience, base.early_stopping_patience,
-                 base.lr_factor)
+                 "(%d epochs; the rate drops after %d without a better val_loss, early stopping after %d); "
+                 "--train-best trains with the factor %g (unless --lr-factor is given)", base.epochs, base.lr_patience,
+                 base.early_stopping_patience, base.lr_factor)
     done: list[int] = []
 
     def record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
