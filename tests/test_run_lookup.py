@@ -1,7 +1,9 @@
+import datetime as dt
 import json
 import logging
 import re
 import shutil
+import types
 from pathlib import Path
 
 import pytest
@@ -109,18 +111,25 @@ def test_a_model_is_found_as_a_file_a_bare_folder_or_a_run_whose_name_ends_in_ke
         runs.require_run_dir(loop)  # as `fmnist train --resume loop` and `fmnist evaluate loop` give it
 
 
-def test_a_run_asked_for_by_its_train_name_is_found_if_only_one_has_it_else_refused_naming_them(tmp_path, caplog):
+def test_a_run_asked_for_by_its_train_name_is_found_if_only_one_has_it_else_refused_naming_them(tmp_path, caplog,
+                                                                                               monkeypatch):
+    class Frozen(dt.datetime):  # every run made in one second, as fast as this test makes them on a fast machine
+        @classmethod
+        def now(cls, tz=None):
+            return dt.datetime(2026, 12, 6, 12, 0, 0, tzinfo=tz)
+
+    monkeypatch.setattr(runs, "dt", types.SimpleNamespace(datetime=Frozen, timezone=dt.timezone))
+
     def trained(folder, name):
         run = runs.create_run_dir(folder, name)
         artifacts.write_json(run / artifacts.CONFIG, {"settings": {"name": name}})
         return run
 
     made = [trained(tmp_path, "small") for _ in range(11)]  # the same second: -2, ..., -11 after the first
-    trial = trained(tmp_path / "study", "small")
+    trained(tmp_path / "study", "small")  # a trial's, in a study's folder
     other = trained(tmp_path, "small-2")  # another --name, whose folder could pass for the second "small"
     (tmp_path / "20261206T174935Z-smaller").mkdir()  # another name that begins alike
-    newest = [trial, made[-1], made[-2], made[-3]] if trial.name > made[0].name else [made[-1], made[-2], made[-3]]
-    shown = ", ".join(d.relative_to(tmp_path).as_posix() for d in newest[:3])
+    shown = ", ".join(d.relative_to(tmp_path).as_posix() for d in made[:-4:-1])
     for refuse in (run_lookup.resolve_run, run_lookup.resolve_resumable):
         with pytest.raises(FmnistError, match=f"^no run 'small' in {tmp_path}/, but runs named 'small' there, newest "
                                               f"first: {re.escape(shown)} and 9 more; give one of them$"):
