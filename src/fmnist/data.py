@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fmnist import artifacts, runs
+from fmnist.defaults import MIB
 from fmnist.errors import FmnistError
 from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
 
@@ -48,7 +49,7 @@ HOW_TO_GET = (
 _IMAGE_MAGIC, _LABEL_MAGIC = 0x0803, 0x0801
 # The largest of the four, the training images, is 47,040,016 bytes: a file (or what it decompresses to) much larger
 # is not one of them, and read whole it could fill the memory.
-MAX_IDX_BYTES = 64 * 2**20
+MAX_IDX_BYTES = 64 * MIB
 TEST_PREFIX = "t10k-"  # the test set's two files: all that scoring a trained model reads
 
 
@@ -198,7 +199,7 @@ def parse_idx(raw: bytes, name: str, expected_kind: str) -> np.ndarray:
 
 
 def _read_verified(path: Path, name: str, expected_sha256: str, kind: str) -> np.ndarray:
-    too_large = f"{path} is over {MAX_IDX_BYTES // 2**20} MiB%s, far more than any Fashion-MNIST file; {HOW_TO_GET}"
+    too_large = f"{path} is over {MAX_IDX_BYTES // MIB} MiB%s, far more than any Fashion-MNIST file; {HOW_TO_GET}"
     try:
         if path.stat().st_size > MAX_IDX_BYTES:
             raise FmnistError(too_large % "")

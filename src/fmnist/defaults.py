@@ -2,6 +2,7 @@
 
 # Where run directories go, and where the commands look for them (relative to the current folder).
 RUNS_DIR = "runs"
+MIB = 2**20  # bytes in a MiB, the unit of the size limits below
 # predict and serve call the model unsure when its top probability is under this, and list so many classes.
 UNSURE_BELOW = 0.5
 TOP_K = 3

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from fmnist import artifacts, model_files, run_lookup, runs
-from fmnist.defaults import MAX_FILE_MIB, RUNS_DIR, STDIN, TOP_K, UNSURE_BELOW
+from fmnist.defaults import MAX_FILE_MIB, MIB, RUNS_DIR, STDIN, TOP_K, UNSURE_BELOW
 from fmnist.errors import ErrorsPerInput, FmnistError, one_line
 from fmnist.facts import CLASS_NAMES, IMAGE_SIDE, NUM_FEATURES
 from fmnist.images import ARRAY_SHAPES, load_input, quiet_pillow_warnings
@@ -20,7 +20,7 @@ from fmnist.plots import percent
 log = logging.getLogger(__name__)
 
 # The largest file read: a 24-megapixel camera JPEG is 5 to 15 MiB.
-MAX_FILE_BYTES = MAX_FILE_MIB * 2**20
+MAX_FILE_BYTES = MAX_FILE_MIB * MIB
 MAX_SHOWN = 64  # rows of --show's picture: 64 make it about 17,000 pixels tall
 
 

@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from fmnist import artifacts, model_files, run_lookup, runs, stopping
-from fmnist.defaults import MAX_BATCH, MAX_INPUTS, MAX_UPLOAD_MIB, PLAIN_LOG, RUNS_DIR, TOP_K, UNSURE_BELOW
+from fmnist.defaults import MAX_BATCH, MAX_INPUTS, MAX_UPLOAD_MIB, MIB, PLAIN_LOG, RUNS_DIR, TOP_K, UNSURE_BELOW
 from fmnist.errors import FmnistError, first_line
 from fmnist.explain import PATCH, occlusion_batches
 from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
@@ -49,7 +49,6 @@ STATIC_URL = "/static"  # where the page's files are served from
 # The page's files are checked with the server at every load (a 304 when unchanged): a browser's cached app.js would
 # otherwise outlive an upgrade of fmnist, beside the new index.html.
 REVALIDATE = {"Cache-Control": "no-cache"}
-MIB = 1024 * 1024
 MAX_BODY_BYTES = MAX_UPLOAD_MIB * MIB
 # Uploads decoded (and JSON bodies parsed) at once. A PNG just under Pillow's pixel limit took 0.97 GB while it was
 # decoded: one decode per core keeps the server's memory bounded however many requests arrive, and more would not

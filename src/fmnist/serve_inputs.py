@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 
-from fmnist.defaults import MAX_INPUTS
+from fmnist.defaults import MAX_INPUTS, MIB
 from fmnist.errors import first_line
 from fmnist.facts import IMAGE_SIDE
 from fmnist.images import BadInput, check_array, load_input
@@ -35,7 +35,7 @@ EMPTY_BODY = "the request body is empty: send images as multipart files or JSON 
 def _too_large(size: int | None, limit: int) -> BadInput:
     """A body over the upload limit (``size`` None: not known, as it came in chunks), in MiB as the option sets it."""
     def mib(n: int) -> str:
-        return f"{n / 2 ** 20:,.1f} MiB"
+        return f"{n / MIB:,.1f} MiB"
 
     said = f"over the limit of {mib(limit)}" if size is None else (
         f"{mib(size)}; the limit is {mib(limit)}" if mib(size) != mib(limit) else

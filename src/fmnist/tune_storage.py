@@ -30,8 +30,7 @@ RDB_ATTEMPTS = 3
 # A journal's lock that a killed worker left is taken over by a worker that has waited this long, the journal unchanged.
 JOURNAL_LOCK_GRACE_S = 30
 # A journal line is one operation of a few hundred bytes: a file with a line past this is none.
-MIB = 1024 * 1024
-MAX_JOURNAL_LINE = 16 * MIB
+MAX_JOURNAL_LINE = 16 * defaults.MIB
 
 
 def open_storage(storage: str | None, runs_dir: Path, on_stale_trial: Callable | None = None,
@@ -190,8 +189,8 @@ def _first_line_not_json(path: Path) -> int | None:
     with open(path, "rb") as file:
         for number, line in enumerate(iter(lambda: file.readline(MAX_JOURNAL_LINE + 1), b""), start=1):
             if len(line) > MAX_JOURNAL_LINE:  # read whole, as Optuna reads, a file with no line break fills the memory
-                raise ValueError(f"its line {number} runs over {MAX_JOURNAL_LINE // MIB} MiB, where Optuna's lines "
-                                 "are short")
+                raise ValueError(f"its line {number} runs over {MAX_JOURNAL_LINE // defaults.MIB} MiB, where "
+                                 "Optuna's lines are short")
             if not line.endswith(b"\n"):  # half written: cut off before the study goes on
                 return None
             try:
