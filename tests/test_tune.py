@@ -142,9 +142,9 @@ def test_a_journal_studys_trials_report_and_commands_go_beside_it_not_in_the_cur
         full = dataclasses.replace(BASE, epochs=TrainSettings().epochs)
         assert settings_for(_settings_from_args(pasted), trial.params, "s1-best") == settings_for(full, trial.params,
                                                                                                  "s1-best")
-    # ... as the page says, with what to add to train as the trial did.
+    # ... as the page says, with what to add to train as the trial did, in the words of tune's closing lines.
     assert (f"<p>Each trains the best trial's settings on every training image for up to {TrainSettings().epochs} "
-            "epochs, as long as a full 'fmnist train'; add --epochs 2 to train them as the trial did.</p>"
+            "epochs, as long as a full 'fmnist train' (add --epochs 2 to train it as its trial did).</p>"
             ) in page.read_text()
 
     # A study whose trials were given another --runs-dir: its page and best run go where they ran.

@@ -645,10 +645,15 @@ def summary(result: TuneResult) -> str:
         storage = "URL" if "***" in result.storage else runs.shell_word(result.storage)
         lines.append(f"next: fmnist tune --report {result.study} --storage {storage}   the page: best trials, plots, "
                      "the commands that train them")
-        lines.append(f"      fmnist tune --train-best {result.study} --storage {storage}   the best on every "
-                     f"training image for up to {TrainSettings().epochs} epochs, as long as a full 'fmnist train'"
-                     + (f" (add {result.budget} to train it as its trial did)" if result.budget else ""))
+        lines.append(f"      fmnist tune --train-best {result.study} --storage {storage}   the best "
+                     + full_training_text(result.budget))
     return "\n".join(lines)
+
+
+def full_training_text(budget: str) -> str:
+    """What --train-best trains without a study's ``budget`` (its trials' --epochs and --limit), and what to add."""
+    return (f"on every training image for up to {TrainSettings().epochs} epochs, as long as a full 'fmnist train'"
+            + (f" (add {budget} to train it as its trial did)" if budget else ""))
 
 
 # A trial's budget, not the recipe: the best trial's run gets the spec's (all the data, its epochs) unless given.

@@ -16,8 +16,8 @@ from fmnist import artifacts, defaults, run_settings, runs
 from fmnist.errors import FmnistError, first_line
 from fmnist.html_page import page, table_html
 from fmnist.settings import BACKENDS, FLAG_SETTINGS, TrainSettings
-from fmnist.tune import (FIXED_SETTINGS, TRIAL_BUDGET, flag_text, load_study, states_text, study_flags,
-                         study_states, trial_run_dir, trial_state, value_text)
+from fmnist.tune import (FIXED_SETTINGS, TRIAL_BUDGET, flag_text, full_training_text, load_study, states_text,
+                         study_flags, study_states, trial_run_dir, trial_state, value_text)
 from fmnist.tune_storage import absolute_storage
 
 
@@ -51,9 +51,7 @@ def _budget_note(study: optuna.Study) -> str:
                                                                TRIAL_BUDGET).items())
     if not budget:
         return ""
-    return (f"<p>Each trains the best trial's settings on every training image for up to {TrainSettings().epochs} "
-            f"epochs, as long as a full 'fmnist train'; add {html.escape(budget)} to train them as the trial did."
-            "</p>")
+    return f"<p>Each trains the best trial's settings {html.escape(full_training_text(budget), quote=False)}.</p>"
 
 
 def _train_command(study: optuna.Study, trial: optuna.trial.FrozenTrial, study_dir: Path) -> str:
