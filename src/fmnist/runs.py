@@ -354,6 +354,7 @@ GROUP_DEPTH = 3  # runs/<runs dir of a study>/<seed group>/<run>
 def run_dirs(folder: Path, depth: int) -> list[Path]:
     """Run directories under ``folder``. One holding run directories but no run files of its own is a group
     (``--seeds``, or a runs directory inside this one) and is looked into, ``depth`` levels at most."""
+    # A symbolic link is followed to a run or a --seeds group only: one to / or a home would list every folder there.
     found = []
     for d in sorted(p for p in folder.iterdir() if _folder_or_unknown(p) and not p.name.startswith(".")):
         try:
@@ -366,6 +367,8 @@ def run_dirs(folder: Path, depth: int) -> list[Path]:
         # Files of someone else's (a page written there with --output) make no run; an empty folder is one killed
         # before its first file.
         if held and not inner and not any(p.name in RUN_FILES for p in held):
+            continue
+        if d.is_symlink() and not (own or is_seed_group(d)):
             continue
         if not inner or depth <= 1 or own:
             found.append(d)
