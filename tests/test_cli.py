@@ -212,28 +212,6 @@ def test_debug_shows_the_traceback_of_an_expected_error_too(tmp_path):
     assert_one_line_error(run_cli("report", str(tmp_path / "nope")), "nope")
 
 
-def test_a_teacher_is_kept_as_an_absolute_path_so_a_resume_from_elsewhere_finds_it(tmp_path, monkeypatch):
-    from fmnist.cli import _settings_from_args, build_parser
-
-    monkeypatch.chdir(tmp_path)
-    teacher = tmp_path / "runs" / "20261130T000000Z-cnn"
-    teacher.mkdir(parents=True)
-    (teacher / "config.json").write_text("{}")
-    for given in ("runs/20261130T000000Z-cnn", "20261130T000000Z-cnn"):  # a path, or a name in --runs-dir
-        args = build_parser().parse_args(["train", "--recipe", "distilled", "--teacher", given])
-        assert _settings_from_args(args).teacher == str(teacher.resolve())
-    args = build_parser().parse_args(
-        ["train", "--recipe", "distilled", "--teacher", "runs/20261130T000000Z-cnn/model.keras"])
-    assert _settings_from_args(args).teacher == str((teacher / "model.keras").resolve())
-    # Without --recipe distilled, a teacher (even one not found) is refused for that, not looked for.
-    args = build_parser().parse_args(["train", "--recipe", "cnn", "--teacher", "no-such-run"])
-    with pytest.raises(FmnistError, match="^--teacher is for --recipe distilled"):
-        _settings_from_args(args)
-    args = build_parser().parse_args(["train", "--recipe", "distilled", "--teacher", "no-such-run"])
-    with pytest.raises(FmnistError, match="^--teacher: no run 'no-such-run'"):  # which of the runs given it is
-        _settings_from_args(args)
-
-
 def test_every_command_shows_its_examples_and_takes_the_common_flags_after_its_name():
     import argparse
 

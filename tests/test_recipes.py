@@ -123,8 +123,10 @@ def test_a_student_with_mixup_views_trains_on_tensorflow_through_our_own_validat
     assert out["pipeline"] is True and out["autotune"] is False
 
 
-def test_the_distilled_recipe_is_the_one_round_10_chose_on_validation():
-    settings = recipe_settings("distilled", teacher="t")
+def test_the_distilled_recipe_is_the_one_round_10_chose_on_validation(tiny_run_dir, monkeypatch):
+    monkeypatch.chdir(tiny_run_dir.parent)  # its teacher, given by name, kept as the run's absolute path
+    settings = recipe_settings("distilled", runs_dir=".", teacher=tiny_run_dir.name)
+    assert settings.teacher == str(tiny_run_dir.resolve())
     assert (settings.hidden_sizes, settings.batch_size, settings.learning_rate, settings.epochs) == (
         (1024, 1024, 1024), 256, 2.8e-3, 30)
     assert (settings.distill_views, settings.distill_cutmix, settings.dropout) == (3, 0.5, 0.2)
@@ -246,3 +248,19 @@ def test_the_recipe_is_said_with_what_it_changes_in_the_spec_and_what_the_run_ch
     assert head.removeprefix("best (the spec's with ").split(", ") == [  # the recipe's own values, each named
         f"{k} {'-'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in sorted(best.items())
         if v != spec[k] and k not in ("name", "epochs", "seed")]
+
+
+def test_a_teacher_is_kept_as_an_absolute_path_so_a_resume_from_elsewhere_finds_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    teacher = tmp_path / "runs" / "20261130T000000Z-cnn"
+    teacher.mkdir(parents=True)
+    (teacher / "config.json").write_text("{}")
+    for given in ("runs/20261130T000000Z-cnn", "20261130T000000Z-cnn"):  # a path, or a name in runs_dir
+        assert recipe_settings("distilled", teacher=given).teacher == str(teacher.resolve())
+    given = "runs/20261130T000000Z-cnn/model.keras"
+    assert recipe_settings("distilled", teacher=given).teacher == str((teacher / "model.keras").resolve())
+    # Without the distilled recipe, a teacher (even one not found) is refused for that, not looked for.
+    with pytest.raises(FmnistError, match="^--teacher is for --recipe distilled"):
+        recipe_settings("cnn", teacher="no-such-run")
+    with pytest.raises(FmnistError, match="^--teacher: no run 'no-such-run'"):  # which of the runs given it is
+        recipe_settings("distilled", teacher="no-such-run")

@@ -162,17 +162,8 @@ def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
 def _settings_from_args(args: argparse.Namespace):
     from fmnist.recipes import recipe_settings
 
-    overrides = _given_settings(args)
-    if "teacher" in overrides:  # saved absolute, so a resume from another folder finds it
-        from fmnist.run_lookup import resolve_model
-
-        teacher = overrides["teacher"]  # for another recipe, refused below as not its own, not looked for
-        distilled = getattr(args, "recipe", None) == "distilled"
-        try:
-            overrides["teacher"] = str(resolve_model(teacher, args.runs_dir).resolve() if distilled else teacher)
-        except FmnistError as exc:  # which of the flags' runs it is
-            raise FmnistError(f"--teacher: {exc}") from None
-    return recipe_settings(getattr(args, "recipe", None) or "spec", **overrides)
+    return recipe_settings(getattr(args, "recipe", None) or "spec", args.runs_dir or defaults.RUNS_DIR,
+                           **_given_settings(args))
 
 
 def cmd_train(args: argparse.Namespace) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fmnist import defaults
 from fmnist.errors import FmnistError
 from fmnist.facts import NUM_CLASSES
 from fmnist.settings import FLAG_SETTINGS, RECIPES, TrainSettings, flag, setting_text
@@ -90,9 +93,9 @@ def unused_settings(recorded: dict[str, Any]) -> set[str]:
     return unused
 
 
-def recipe_settings(recipe: str, **overrides: Any) -> TrainSettings:
+def recipe_settings(recipe: str, runs_dir: str | Path = defaults.RUNS_DIR, **overrides: Any) -> TrainSettings:
     """The recipe's settings with ``overrides`` applied; an unknown recipe or setting, or one it ignores, is an
-    error."""
+    error. A distilled recipe's teacher, a run's path or its name in ``runs_dir``, is kept as an absolute path."""
     if recipe not in RECIPES:
         raise FmnistError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
     try:
@@ -115,6 +118,14 @@ def recipe_settings(recipe: str, **overrides: Any) -> TrainSettings:
                           f"--recipe {recipe} learns from the labels alone: leave --teacher out")
     if recipe == "distilled" and not settings.teacher:
         raise FmnistError("--recipe distilled needs --teacher RUN, a trained run to learn from (e.g. --recipe cnn)")
+    if settings.teacher:
+        from fmnist.run_lookup import resolve_model
+
+        try:  # absolute, so that a resume from another folder finds it
+            teacher = resolve_model(settings.teacher, Path(runs_dir)).resolve()
+        except FmnistError as exc:  # which of the flags' runs it is
+            raise FmnistError(f"--teacher: {exc}") from None
+        settings = dataclasses.replace(settings, teacher=str(teacher))
     return settings
 
 
