@@ -51,18 +51,26 @@ def accuracy_spread(accuracies: list[float]) -> dict[str, Any]:
         return {"values": values.tolist(), "mean": mean, "std": None, "ci95": None, "ci95_cut_at": []}
     std = _spread(accuracies)
     half = float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n))
-    return {"values": values.tolist(), "mean": mean, "std": std, "ci95": [max(mean - half, 0.0), min(mean + half, 1.0)],
-            "ci95_cut_at": [end for end, cut in ((0, mean - half < 0), (1, mean + half > 1)) if cut]}
+    ci95 = [max(mean - half, 0.0), min(mean + half, 1.0)]
+    return {"values": values.tolist(), "mean": mean, "std": std, "ci95": ci95, "ci95_cut_at": cut_at(ci95)}
+
+
+def cut_at(ci95: list[float]) -> list[int]:
+    """The ends, 0 or 1, at which an interval of the mean accuracy was cut: a t-interval runs past what an accuracy can
+    be (an end there is not cut where all seeds scored it)."""
+    low, high = ci95
+    return [end for end, cut in ((0, low == 0.0 < high), (1, high == 1.0 > low)) if cut]
 
 
 def interval_text(ci95: list[float], joiner: str = "-") -> str:
     """An interval of the mean accuracy as summaries print it, a bound that an accuracy's 0 or 1 cut said so; one cut
     to all of 0-1 is said to bound nothing. (No brackets: it is given in brackets.)"""
     low, high = ci95
-    if (low, high) == (0.0, 1.0):
+    cut = cut_at(ci95)
+    if cut == [0, 1]:
         note = ", all of 0-1: too few seeds for how far apart they scored, more narrow it"
-    else:  # a t-interval runs past what an accuracy can be: cut there (not one of seeds that all scored 0, or 1)
-        note = ", cut at 0" if low == 0.0 < high else ", cut at 1" if high == 1.0 > low else ""
+    else:
+        note = "".join(f", cut at {end}" for end in cut)
     return f"{low:.4f}{joiner}{high:.4f}{note}"
 
 
