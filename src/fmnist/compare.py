@@ -105,9 +105,10 @@ def _summarized_runs(group: Path) -> list[Path]:
         raise FmnistError(f"{group} is a --seeds group with no {artifacts.SEED_SUMMARY} yet: "
                           f"'{runs.resume_command(group)}' finishes it; or give its runs one by one")
     names = [entry.get("run_dir") for entry in summary_entries(artifacts.read_json(summary_path))]
-    if not names or not all(isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
-                            for name in names):
-        raise DamagedFile(f"{summary_path} is damaged (no list of its runs' folders): "
+    # A group has two seeds or more (seeds.check_count), each summarized.
+    if len(names) < 2 or not all(isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
+                                 for name in names):
+        raise DamagedFile(f"{summary_path} is damaged (no list of its runs' folders, two or more): "
                           f"'{runs.resume_command(group)}' writes it again, training nothing")
     return [runs.require_run_dir(group / name) for name in names]
 
