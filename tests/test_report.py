@@ -1,4 +1,5 @@
 import io
+import logging
 import re
 import shutil
 
@@ -242,20 +243,27 @@ def test_damaged_metrics_or_history_are_named_with_what_to_do(tiny_run_dir, tmp_
             write_report(run)
 
 
-def test_two_drawings_of_one_report_take_turns(tiny_run_dir, tmp_path):
+def test_two_drawings_of_one_report_take_turns(tiny_run_dir, tmp_path, caplog):
     import threading
+    import time
 
     from fmnist import run_locks
 
     run = shutil.copytree(tiny_run_dir, tmp_path / "run")
     before = (run / artifacts.REPORT_HTML).stat().st_mtime_ns
     drawn = threading.Event()
-    with run_locks.queued_lock(run / artifacts.REPORT_LOCK, "waiting"):  # as another command drawing it holds it
-        later = threading.Thread(target=lambda: (build_report(run), drawn.set()))
-        later.start()
-        assert not drawn.wait(1.5)  # it waits its turn, rather than read what the other is about to replace
-        assert (run / artifacts.REPORT_HTML).stat().st_mtime_ns == before
-    later.join(60)
+    waiting = f"waiting for another process drawing {run}'s report"
+    with caplog.at_level(logging.INFO, logger="fmnist"):
+        with run_locks.queued_lock(run / artifacts.REPORT_LOCK, "waiting"):  # as another command drawing it holds it
+            later = threading.Thread(target=lambda: (build_report(run), drawn.set()))
+            later.start()
+            deadline = time.monotonic() + 120
+            while waiting not in caplog.text and not drawn.is_set() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # It waits its turn, rather than read what the other is about to replace.
+            assert waiting in caplog.text and not drawn.is_set()
+            assert (run / artifacts.REPORT_HTML).stat().st_mtime_ns == before
+        later.join(60)
     assert drawn.is_set() and (run / artifacts.REPORT_HTML).stat().st_mtime_ns > before
 
 
