@@ -235,18 +235,31 @@ def test_headers_that_came_in_two_reads_leave_no_count_behind(tiny_run_dir, capl
 def test_a_second_ctrl_c_stops_at_once_in_one_line(tiny_run_dir, tmp_path):
     import signal
 
+    from urllib.parse import urlsplit
+
     log = tmp_path / "serve.log"
-    server, _ = start_server(tiny_run_dir, log)
+    server, base = start_server(tiny_run_dir, log)
     try:
+        stalled = socket.create_connection(("127.0.0.1", urlsplit(base).port))  # half a request: the stop waits for it
+        stalled.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 100\r\n\r\n{")
         server.send_signal(signal.SIGINT)
-        time.sleep(0.05)  # two signals sent at once may arrive as one
+        deadline = time.monotonic() + 60
+        while ("Waiting for connections to close" not in log.read_text() and server.poll() is None
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
         server.send_signal(signal.SIGINT)  # impatient: the app's shutdown is skipped, its waiting task cancelled
         assert server.wait(timeout=60) == -signal.SIGINT  # ended by it, as a shell's loop must see to stop
+        stalled_port = stalled.getsockname()[1]
+        stalled.close()
     finally:
         server.kill()
     text = log.read_text()
-    assert "Traceback" not in text and text.endswith(
-        "WARNING:  stopped at once by a second stop signal, without waiting for requests\nfmnist: interrupted\n"), text
+    assert "Traceback" not in text and text.endswith("\nfmnist: interrupted\n"), text
+    for line in ("WARNING:  stopped at once by a second stop signal, without waiting for requests",
+                 f'INFO:     127.0.0.1:{stalled_port} - "POST /v1/predict HTTP/1.1" 503 Service Unavailable',
+                 "ERROR:    a request still running at the second stop signal was cancelled"):
+        assert f"\n{line}\n" in text, text
 
 
 def test_requests_still_running_at_a_stop_get_a_json_503_and_one_log_line_each(tiny_run_dir, tmp_path):

@@ -490,7 +490,9 @@ def serve(source: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mi
         if hasattr(app.state, "startup_error"):
             return False
         if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):  # still running after the grace
-            record.msg, record.args = "a request still running %d s after the stop was cancelled", (SHUTDOWN_GRACE_S,)
+            record.msg, record.args = ("a request still running at the second stop signal was cancelled", ()
+                                       ) if server.force_exit else (
+                "a request still running %d s after the stop was cancelled", (SHUTDOWN_GRACE_S,))
             record.exc_info = record.exc_text = None
         elif server.force_exit and "CancelledError" in str(record.msg):  # the app's shutdown, cut short: its traceback
             record.msg, record.args = "stopped at once by a second stop signal, without waiting for requests", ()
