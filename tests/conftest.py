@@ -6,6 +6,7 @@ import contextlib
 import gzip
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -120,6 +121,31 @@ def start_server(run_dir: Path, log: Path, start_s: float = 180, options: tuple[
             process.kill()
             pytest.fail(f"the server did not come up:\n{log.read_text()}")
         time.sleep(0.3)
+
+
+@contextlib.contextmanager
+def uvicorn_in_thread(app, **config):
+    """uvicorn serving ``app`` (with ``config``, uvicorn's options) in a thread of this process until the block ends:
+    the port. It is given its socket already listening, as `fmnist serve` gives it, so that no other process can take
+    the port between its choice and the server's start."""
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **config))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 120
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.05)
+        try:
+            yield listener.getsockname()[1]
+        finally:
+            server.should_exit = True
+            thread.join(30)
 
 
 def refused_before_keras(commands: list[list[str]]) -> str:

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import start_server
+from conftest import start_server, uvicorn_in_thread
 from fmnist import plots
 from fmnist.data import load_dataset
 from fmnist.facts import CLASS_NAMES
@@ -542,11 +542,6 @@ def test_a_page_from_an_allowed_origin_reads_the_apis_answers_in_a_browser_anoth
 
 def test_the_page_works_under_a_reverse_proxys_prefix(browser, real_run_dir, tmp_path):
     """Mounted at /fmnist/, as a proxy that strips the prefix presents it: the page's own files and the API found."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
@@ -554,31 +549,20 @@ def test_the_page_works_under_a_reverse_proxys_prefix(browser, real_run_dir, tmp
 
     inner = create_app(real_run_dir)
     outer = Starlette(routes=[Mount("/fmnist", app=inner)], lifespan=lambda _: inner.router.lifespan_context(inner))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(outer, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    context = browser.new_context()
-    try:
-        deadline = time.monotonic() + 120
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.05)
-        page = context.new_page()
-        requested = []
-        page.on("request", lambda request: requested.append(request.url))
-        page.goto(f"http://127.0.0.1:{port}/fmnist/")
-        page.wait_for_function("document.querySelector('#model').textContent.startsWith('run ')")
-        photo = tmp_path / "shirt.png"
-        photo.write_bytes(encode(garment()))
-        page.set_input_files("#file-input", str(photo))
-        page.wait_for_selector('#evidence[data-input="shirt.png"]')
-        assert page.locator("#bars li").count() == len(CLASS_NAMES)
-        assert all(url.startswith((f"http://127.0.0.1:{port}/fmnist/", "blob:", "data:")) for url in requested), \
-            requested
-    finally:
-        context.close()
-        server.should_exit = True
-        thread.join(30)
+    with uvicorn_in_thread(outer) as port:
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            requested = []
+            page.on("request", lambda request: requested.append(request.url))
+            page.goto(f"http://127.0.0.1:{port}/fmnist/")
+            page.wait_for_function("document.querySelector('#model').textContent.startsWith('run ')")
+            photo = tmp_path / "shirt.png"
+            photo.write_bytes(encode(garment()))
+            page.set_input_files("#file-input", str(photo))
+            page.wait_for_selector('#evidence[data-input="shirt.png"]')
+            assert page.locator("#bars li").count() == len(CLASS_NAMES)
+            assert all(url.startswith((f"http://127.0.0.1:{port}/fmnist/", "blob:", "data:")) for url in requested), \
+                requested
+        finally:
+            context.close()

@@ -4,12 +4,11 @@ import json
 import logging
 import re
 import socket
-import threading
 import time
 
 import pytest
 
-from conftest import start_server
+from conftest import start_server, uvicorn_in_thread
 from fmnist.serve import create_app
 from fmnist.serve_http import declares_body, json_http_protocol
 from fmnist.serve_inputs import EMPTY_BODY
@@ -22,30 +21,13 @@ PARSERS = ("httptools", "h11")
 def serving_in_process(app, parser: str, header_timeout_s: float = 30, max_header_bytes: int = 8 * 1024):
     """uvicorn serving ``app`` on a free port in a thread, on ``parser``'s protocol as fmnist extends it (its refusals
     counted in the app's metrics, as `fmnist serve` does): the port."""
-    import uvicorn
     from uvicorn.protocols.http.h11_impl import H11Protocol
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     base = {"httptools": HttpToolsProtocol, "h11": H11Protocol}[parser]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning",
-        http=json_http_protocol(header_timeout_s, max_header_bytes, base, **(
-            {"on_refused": app.state.metrics.refused} if hasattr(app, "state") else {})),
-    ))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not come up"
-        time.sleep(0.05)
-    try:
+    with uvicorn_in_thread(app, http=json_http_protocol(header_timeout_s, max_header_bytes, base, **(
+            {"on_refused": app.state.metrics.refused} if hasattr(app, "state") else {}))) as port:
         yield port
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def raw_exchange(port: int, *parts: bytes, pause_s: float = 0.0) -> bytes:
