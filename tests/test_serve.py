@@ -308,22 +308,29 @@ def test_a_taken_port_or_a_bad_address_is_one_clear_error(tiny_run_dir):
 def test_the_port_is_held_while_the_model_loads_and_freed_after(tiny_run_dir, monkeypatch):
     import fmnist.serve
 
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        port = probe.getsockname()[1]
+    # A free port, taken as serve takes it (port 0): one picked here and closed could be another test's by then.
+    create_server, taken = socket.create_server, []
+
+    def taking(*args, **kwargs):
+        listener = create_server(*args, **kwargs)
+        taken.append(listener.getsockname()[1])
+        return listener
+
+    monkeypatch.setattr(socket, "create_server", taking)
     tried = []
 
     def loading(run_dir):  # where the model would load: another server's bind now fails, then the load does
         try:
-            socket.create_server(("127.0.0.1", port)).close()
+            create_server(("127.0.0.1", taken[0])).close()
         except OSError as exc:
             tried.append(exc.errno)
         raise FmnistError("no model here")
 
     monkeypatch.setattr(fmnist.serve, "Classifier", loading)
     with pytest.raises(FmnistError, match="no model here"):
-        serve(tiny_run_dir, port=port, access_log=False)
-    assert tried == [errno.EADDRINUSE]
-    socket.create_server(("127.0.0.1", port)).close()  # given back when the server ended
+        serve(tiny_run_dir, port=0, access_log=False)
+    assert len(taken) == 1 and tried == [errno.EADDRINUSE]
+    create_server(("127.0.0.1", taken[0])).close()  # given back when the server ended
 
 
 def test_a_model_that_fails_to_load_at_start_up_is_one_line_not_uvicorns_traceback(tiny_run_dir, tmp_path):
