@@ -265,16 +265,14 @@ def _postgres_program(name: str) -> str:
 
 @pytest.fixture
 def postgres_url():
-    """A throwaway PostgreSQL server on 127.0.0.1, in a temporary folder, stopped and removed after the test."""
+    """A throwaway PostgreSQL server in a temporary folder, reached by its Unix socket there alone (no TCP port, which
+    a test beside it could take between its choice and the server's start), stopped and removed after the test."""
     initdb, pg_ctl = _postgres_program("initdb"), _postgres_program("pg_ctl")
     # initdb and the server refuse to run as root: run them as Debian's postgres user then.
     as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     folder = Path(tempfile.mkdtemp(prefix="fmnist-pg-"))
     if as_owner:
         shutil.chown(folder, "postgres")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     data = folder / "data"
 
     def postgres(*args: str) -> None:
@@ -282,13 +280,13 @@ def postgres_url():
 
     postgres(initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync")
     postgres(pg_ctl, "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
-             f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+             f"-k {folder} -c listen_addresses='' -c fsync=off", "start")
     try:
         import psycopg
 
-        with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
+        with psycopg.connect(host=str(folder), user="postgres", dbname="postgres", autocommit=True) as conn:
             conn.execute("CREATE DATABASE fmnist")
-        yield f"postgresql://postgres@127.0.0.1:{port}/fmnist"
+        yield f"postgresql://postgres@/fmnist?host={folder}"
     finally:
         postgres(pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop")
         shutil.rmtree(folder)
