@@ -123,6 +123,15 @@ def start_server(run_dir: Path, log: Path, start_s: float = 180, options: tuple[
         time.sleep(0.3)
 
 
+@pytest.fixture
+def refusing_port() -> int:
+    """A port of 127.0.0.1 that refuses every connection for the test: bound by it and never listened on, so no other
+    process can take it meanwhile (a fixed one, such as the discard port 9, may have a server on some machine)."""
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield bound.getsockname()[1]
+
+
 @contextlib.contextmanager
 def uvicorn_in_thread(app, **config):
     """uvicorn serving ``app`` (with ``config``, uvicorn's options) in a thread of this process until the block ends:

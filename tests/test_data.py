@@ -379,9 +379,9 @@ def test_a_damaged_file_in_keras_cache_is_removed_and_fetched_anew(tmp_path, mon
     assert cut.is_symlink()
 
 
-def test_failed_download_says_how_to_get_the_data(tmp_path, monkeypatch):
+def test_failed_download_says_how_to_get_the_data(tmp_path, monkeypatch, refusing_port):
     monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian-package")
-    monkeypatch.setenv("FMNIST_DATA_URL", "http://127.0.0.1:9/")  # discard port: connection refused at once
+    monkeypatch.setenv("FMNIST_DATA_URL", f"http://127.0.0.1:{refusing_port}/")  # connection refused at once
     with pytest.raises(FmnistError, match="could not download.*apt-get install dataset-fashion-mnist"):
         data.load_dataset()
 

@@ -14,7 +14,7 @@ from fmnist.tune_report import write_report
 from fmnist.tune_storage import MAX_JOURNAL_LINE, open_storage
 
 
-def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path, caplog):
+def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path, caplog, refusing_port):
     with pytest.raises(FmnistError, match="no study 'nope': there is no journal"):
         write_report("nope", runs_dir=tmp_path)
     assert not any(tmp_path.iterdir())  # looking for a study creates nothing
@@ -58,9 +58,10 @@ def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path, caplog):
         write_report("..", runs_dir=tmp_path)
     with pytest.raises(FmnistError, match="not a database URL"):
         write_report("s", storage="postgresql://:bad:", runs_dir=tmp_path)
-    with pytest.raises(FmnistError, match=r"cannot open the study storage postgresql://u:\*\*\*@127.0.0.1:9/db"):
-        write_report("s", storage="postgresql://u:secret@127.0.0.1:9/db", runs_dir=tmp_path)
-    for url in ("postgresql://u:secret@host:notaport/db", "postgresql://u@127.0.0.1:9/db?password=secret"):
+    with pytest.raises(FmnistError, match=rf"cannot open the study storage postgresql://u:\*\*\*@127.0.0.1:"
+                                          rf"{refusing_port}/db"):
+        write_report("s", storage=f"postgresql://u:secret@127.0.0.1:{refusing_port}/db", runs_dir=tmp_path)
+    for url in ("postgresql://u:secret@host:notaport/db", f"postgresql://u@127.0.0.1:{refusing_port}/db?password=secret"):
         with pytest.raises(FmnistError) as refused:
             write_report("s", storage=url, runs_dir=tmp_path)
         assert "secret" not in str(refused.value) and "***" in str(refused.value)
@@ -95,9 +96,10 @@ def test_unknown_study_and_bad_storage_are_one_line_errors(tmp_path, caplog):
     assert not (tmp_path / "no").exists()
     open_storage(None, tmp_path / "runs")  # the default journal's folder, ./runs, is made as runs are
     assert (tmp_path / "runs" / "tune.journal").is_file()
-    with pytest.raises(FmnistError, match=r"cannot open the study storage mysql://u:\*\*\*@127.0.0.1:1/db: SQLAlchemy "
-                                          r"cannot import its driver \(No module named 'MySQLdb'\): install"):
-        open_storage("mysql://u:secret@127.0.0.1:1/db", tmp_path)  # no MySQL driver comes with fmnist
+    with pytest.raises(FmnistError, match=rf"cannot open the study storage mysql://u:\*\*\*@127.0.0.1:{refusing_port}"
+                                          r"/db: SQLAlchemy cannot import its driver \(No module named 'MySQLdb'\): "
+                                          "install"):
+        open_storage(f"mysql://u:secret@127.0.0.1:{refusing_port}/db", tmp_path)  # no MySQL driver comes with fmnist
 
 
 def test_a_database_url_written_wrong_is_refused_not_taken_for_a_journal(tmp_path, monkeypatch):
