@@ -26,7 +26,7 @@ def test_unknown_setting_is_an_error():
 @pytest.mark.parametrize("field, value, reason", [
     ("dropout", 1.0, "dropout must be in"), ("learning_rate", 0, "learning_rate must be positive"),
     ("validation_fraction", 1.5, "validation_fraction must be in"), ("hidden_sizes", (), "hidden_sizes must be"),
-    ("limit", 5, "a split of 5 images"), ("name", "a/b", "name may hold only"), ("seed", -1, "seed must be"),
+    ("name", "a/b", "name may hold only"), ("seed", -1, "seed must be"),
     ("name", "", "name is empty: give one made of"),
     ("seed", 2**32, "seed must be"), ("learning_rate", float("inf"), "learning_rate must be a finite number"),
     ("weight_decay", float("nan"), "weight_decay must be a finite"),
@@ -35,8 +35,6 @@ def test_unknown_setting_is_an_error():
     ("distill_cutmix", -0.1, "distill_cutmix must be in"), ("distill_cutmix", 1.5, "distill_cutmix must be in"),
     ("hidden_sizes", (99999999999, 8), "hidden_sizes 99999999999,8 would need"),
     # Each passed once, then failed after Keras had started, or ran out of memory, or trained at a rate of 0.
-    ("limit", 47, "a split of 47 images into 38 for training and 9 for validation"),
-    ("validation_fraction", 0.0001, "into 59994 for training and 6 for validation"),
     ("hidden_sizes", (1_000_000,), "hidden_sizes 1000000 would need 794,000,000 weights"),
     ("learning_rate", 1e-50, "learning_rate must be positive, at least 1.18e-38"),
     ("batch_size", 10**20, "batch_size must be from 2 to"),
@@ -49,9 +47,21 @@ def test_bad_values_are_refused(field, value, reason):
     with pytest.raises(FmnistError, match=f"^invalid setting: .*{re.escape(reason)}") as refused:
         TrainSettings(**{field: value})
     shown = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-    # The value given is said (a split says its sizes; a long name its first 39 characters, quoted as text is).
+    # The value given is said (a long name its first 39 characters, quoted as text is).
     said = f"'{shown[:39]}" if isinstance(value, str) else shown[:39]
-    assert f" {said}" in str(refused.value) or reason.startswith(("a split", "into"))
+    assert f" {said}" in str(refused.value)
+
+
+@pytest.mark.parametrize("field, value, split, advice", [
+    ("limit", 5, "5 images into 4 for training and 1", "raise --limit or change --validation-fraction"),
+    # 47 images and a fraction of 0.0001 passed once, then failed after Keras had started.
+    ("limit", 47, "47 images into 38 for training and 9", "raise --limit or change --validation-fraction"),
+    ("validation_fraction", 0.0001, "60000 images into 59994 for training and 6", "change --validation-fraction"),
+])
+def test_a_split_too_small_for_every_class_is_refused_saying_its_sizes(field, value, split, advice):
+    with pytest.raises(FmnistError, match=f"^invalid setting: a split of {split} for validation cannot hold all 10 "
+                                          f"classes on each side; {advice}$"):
+        TrainSettings(**{field: value})
 
 
 def test_a_name_refused_is_said_quoted_as_its_spaces_would_read_as_the_sentence():
