@@ -343,7 +343,9 @@ def test_every_example_of_the_help_parses_as_written():
     from fmnist.cli import EXAMPLES, build_parser
 
     parser = build_parser()
-    for line in EXAMPLES.splitlines()[1:]:
+    examples = EXAMPLES.splitlines()[1:]
+    assert examples  # else nothing below is checked
+    for line in examples:
         command = re.sub(r"<[^>]*>", "X", re.split(r"\s{2,}", line.strip())[0])  # runs/<id>: a run's name
         parser.parse_args(shlex.split(command)[1:])
 
