@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import compare_page, run_cli, write_backup_record
+from conftest import compare_page, refused_before_keras, run_cli, write_backup_record
 from fmnist import artifacts, model_files, run_list, run_locks, run_lookup, runs
 from fmnist.errors import FmnistError
 
@@ -33,6 +33,28 @@ def test_a_runs_folder_whose_name_is_not_utf8_is_refused_before_training(tmp_pat
     assert result.stderr == (f"fmnist: error: the folder runs-\\udcfe in {tmp_path}/runs-\\udcfe/deeper has a name "
                              "that is not UTF-8: rename it, then try again\n")
     assert not odd.exists()
+
+
+def test_a_runs_dir_in_a_missing_folder_is_refused_before_anything_is_made(tmp_path):
+    typo, in_the_way = tmp_path / "typo" / "runs", tmp_path / "afile" / "runs"
+    (tmp_path / "afile").write_text("not a folder")
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    said = refused_before_keras([
+        ["train", "--runs-dir", str(typo), "--epochs", "1"], ["train", "--runs-dir", str(in_the_way), "--epochs", "1"],
+        ["tune", "--runs-dir", str(typo), "--epochs", "1"], ["tune", "--runs-dir", str(in_the_way), "--epochs", "1"],
+        # tune's report and its best trial's training would make the folders too
+        ["tune", "--report", "s", "--storage", storage, "--runs-dir", str(typo)],
+        ["tune", "--train-best", "s", "--storage", storage, "--runs-dir", str(typo)]])
+    missing = (f"fmnist: error: --runs-dir {typo}: the folder {typo.parent} does not exist; make it first (mkdir -p "
+               f"{typo.parent}), or give a runs folder in one that does (the runs folder itself is made)\n")
+    blocked = f"fmnist: error: --runs-dir {in_the_way}: a file is in the way of its folder {in_the_way.parent}\n"
+    assert said == missing + blocked + missing + blocked + missing + missing
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"]
+
+
+def test_a_run_directory_the_system_refuses_is_one_line_naming_its_folder(tmp_path):
+    with pytest.raises(FmnistError, match="cannot create a run directory in .*: File name too long"):
+        runs.create_run_dir(tmp_path / "runs", "a" * 300)
 
 
 def test_absolute_takes_out_dotdot_through_links_and_keeps_the_rest_as_given(tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ from fmnist.resume import resume_run
 from fmnist.settings import TrainSettings
 from fmnist.train import VALIDATION_BATCH_SIZE, fit, split_indices, train
 
-from conftest import run_cli, write_backup_record, write_idx_set
+from conftest import write_backup_record, write_idx_set
 
 EXPECTED_FILES = {
     artifacts.CONFIG, artifacts.SPLIT, artifacts.HISTORY, artifacts.MODEL, artifacts.MODEL_SHA256, artifacts.METRICS,
@@ -402,22 +402,3 @@ def test_progress_names_the_run_folder_whole_as_the_closing_lines_do(tmp_path, t
     with caplog.at_level(logging.INFO, logger="fmnist"):
         resume_run(Path("runs") / run_dir.name, dataset=load_dataset(folder, checksums=sums))
     assert f"resuming {run_dir} after epoch 1" in caplog.text and f"scoring {run_dir} on the " in caplog.text
-
-
-@pytest.mark.parametrize("command", ["train", "tune"])
-def test_a_runs_dir_in_a_missing_folder_is_refused_before_anything_is_made(tmp_path, command):
-    typo = tmp_path / "typo" / "runs"
-    result = run_cli(command, "--runs-dir", str(typo), "--epochs", "1")
-    assert result.returncode == 1 and result.stderr == (
-        f"fmnist: error: --runs-dir {typo}: the folder {typo.parent} does not exist; make it first (mkdir -p "
-        f"{typo.parent}), or give a runs folder in one that does (the runs folder itself is made)\n")
-    assert not typo.parent.exists()
-    (tmp_path / "afile").write_text("not a folder")
-    in_the_way = run_cli(command, "--runs-dir", str(tmp_path / "afile" / "runs"), "--epochs", "1")
-    assert in_the_way.stderr == (f"fmnist: error: --runs-dir {tmp_path / 'afile' / 'runs'}: a file is in the way of "
-                                 f"its folder {tmp_path / 'afile'}\n")
-    if command == "tune":  # its report and its best trial's training would make the folders too
-        for flag in ("--report", "--train-best"):
-            told = run_cli(command, flag, "s", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--runs-dir", str(typo))
-            assert told.returncode == 1 and "does not exist; make it first" in told.stderr, told.stderr
-        assert not typo.parent.exists()
