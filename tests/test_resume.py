@@ -421,19 +421,6 @@ def test_a_run_whose_split_would_come_out_otherwise_now_is_refused_not_resumed_o
         require_same_split(run_dir, val_idx)
 
 
-def test_a_glance_from_fmnist_runs_does_not_make_a_claim_fail(tmp_path):
-    import fcntl
-    import threading
-
-    (tmp_path / artifacts.LOCK).touch()
-    with open(tmp_path / artifacts.LOCK, "rb") as glance:
-        fcntl.flock(glance, fcntl.LOCK_SH)  # run_locks.being_trained's probe, caught in the act
-        threading.Timer(0.3, fcntl.flock, (glance, fcntl.LOCK_UN)).start()
-        with run_locks.claim_run(tmp_path):
-            assert run_locks.being_trained(tmp_path)
-    assert not run_locks.being_trained(tmp_path)
-
-
 def test_a_resumed_student_sees_the_mixup_views_the_unbroken_one_saw(tmp_path, tiny_data, caplog):
     from fmnist.recipes import recipe_settings
 
