@@ -143,7 +143,9 @@ def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs, caplog
 
 
 def test_compare_command_takes_names_and_refuses_what_it_cannot_compare(tmp_path, two_runs, caplog):
-    runs_dir, (a, b) = two_runs
+    # A copy: the page and a failed run are made in the runs folder, which the module's other tests share.
+    runs_dir = shutil.copytree(two_runs[0], tmp_path / "runs")
+    a, b = (runs_dir / run.name for run in two_runs[1])
     done = run_cli("runs", "--runs-dir", str(runs_dir), "compare", a.name, b.name, "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["comparison"] == str(runs_dir / "compare.html")
