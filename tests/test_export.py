@@ -25,7 +25,7 @@ UNUSED_IMAGES = np.zeros((0, 784), np.float32)  # for an export refused before i
 
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
-    """One tiny trained run shared by the export tests (each format writes its own folder)."""
+    """One tiny trained run shared by the export tests, which export copies of it."""
     with module_data(tmp_path_factory, n_test=40) as (base, (folder, sums)):
         run_dir = tiny_train(base / "runs", (folder, sums)).run_dir
         yield run_dir, folder, to_features(load_dataset(folder, checksums=sums).x_test)
@@ -120,8 +120,9 @@ def check_export(run_dir, fmt, record, images, backend, runner):
     assert np.abs(exported - keras_probabilities(run_dir, images)).max() <= 1e-4
 
 
-def test_saved_model_from_jax_in_process(short_run, caplog):
-    run_dir, folder, images = short_run
+def test_saved_model_from_jax_in_process(short_run, tmp_path, caplog):
+    shared, folder, images = short_run  # copied: an export is written into the run, and its report refreshed
+    run_dir = shutil.copytree(shared, tmp_path / shared.name)
     with caplog.at_level(logging.WARNING):
         record = export_run(run_dir, "saved_model", "jax", parity_images(run_dir, folder))
     assert "unsaved custom gradients" not in caplog.text  # TensorFlow's warning, about nothing the check does
@@ -272,8 +273,9 @@ def test_a_damaged_export_record_is_left_out_not_shown(tmp_path, caplog):
 
 @pytest.mark.parametrize("fmt, runner", [("onnx", run_onnx), ("litert", run_litert), ("saved_model", run_saved_model)],
                          ids=["onnx", "litert", "saved_model"])
-def test_each_format_from_tensorflow_in_a_process_of_its_own(short_run, fmt, runner):
-    run_dir, folder, images = short_run
+def test_each_format_from_tensorflow_in_a_process_of_its_own(short_run, tmp_path, fmt, runner):
+    shared, folder, images = short_run  # copied: an export is written into the run, and its report refreshed
+    run_dir = shutil.copytree(shared, tmp_path / shared.name)
     result = run_cli("export", str(run_dir), "--format", fmt, "--backend", "tensorflow", "--data-dir", str(folder),
                      "--json")
     assert result.returncode == 0, result.stderr
