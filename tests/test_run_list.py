@@ -61,13 +61,10 @@ def test_listing_reads_every_run_and_never_fails(mixed_runs):
         "config.json unreadable", "status.json unreadable", "history.csv unreadable"}
 
 
-def test_a_folder_we_may_not_enter_is_listed_as_such_and_the_listing_goes_on(mixed_runs, monkeypatch, tmp_path):
-    import errno
-    import pathlib
-
-    # Another user's run, mode 700: its folder is seen, but nothing in it (root enters any, so the refusal is made
-    # here as the system makes it for a user without the right). And one of mode 744, listed but not entered: its
-    # files' names are seen, but nothing of them.
+def test_a_folder_we_may_not_enter_is_listed_as_such_and_the_listing_goes_on(mixed_runs, tmp_path):
+    # Another user's run, mode 700: its folder is seen, but nothing in it. And one of mode 744, listed but not
+    # entered: its files' names are seen, but nothing of them. Here ours, with no right for us either (as_another_user:
+    # root, who runs CI, reads any folder unless it gives up that power).
     runs_dir = shutil.copytree(mixed_runs["dir"], tmp_path / "runs", symlinks=True)
     locked = runs.create_run_dir(runs_dir, "locked")
     unentered = runs.create_run_dir(runs_dir, "unentered")
@@ -78,27 +75,26 @@ def test_a_folder_we_may_not_enter_is_listed_as_such_and_the_listing_goes_on(mix
     for folder in (locked, unentered, locked_member):
         (folder / artifacts.CONFIG).write_text("{}")
         (folder / "inner").mkdir()
-    stat, iterdir = pathlib.Path.stat, pathlib.Path.iterdir
-
-    def refused(method, inside, folders):
-        def call(path, *args, **kwargs):
-            if (path.parent if inside else path) in folders:
-                raise PermissionError(errno.EACCES, "Permission denied", str(path))
-            return method(path, *args, **kwargs)
-        return call
-
-    monkeypatch.setattr(pathlib.Path, "stat", refused(stat, inside=True, folders=(locked, unentered, locked_member)))
-    monkeypatch.setattr(pathlib.Path, "iterdir", refused(iterdir, inside=False, folders=(locked,)))
-    rows = run_list.list_runs(runs_dir)
-    for folder in (locked, unentered, locked_member):
+    modes = {locked: 0o000, unentered: 0o644, locked_member: 0o000}
+    for folder, mode in modes.items():
+        folder.chmod(mode)
+    try:
+        listed = run_cli("runs", "--runs-dir", str(runs_dir), "--json", as_another_user=True)
+        table = run_cli("runs", "--runs-dir", str(runs_dir), "--wide", as_another_user=True)
+    finally:
+        for folder in modes:
+            folder.chmod(0o755)
+    assert listed.returncode == 0 and table.returncode == 0, listed.stderr + table.stderr
+    rows = json.loads(listed.stdout)["runs"]
+    for folder in modes:
         [row] = [r for r in rows if r["run"] == folder.relative_to(runs_dir).as_posix()]
         assert (row["status"], row["notes"]) == ("unknown", ["cannot be read (Permission denied)"])
     assert len(rows) == 12  # the others listed as before
-    [listed] = run_list.seed_groups(rows, runs_dir)  # the group's line too: no seed's run among those it may read
-    assert (listed["group"], listed["scored"]) == (group.name, 0)
-    table = run_list.format_runs(rows, run_list.seed_groups(rows, runs_dir), runs_dir).splitlines()
-    at = next(i for i, line in enumerate(table) if line.startswith(locked.name))
-    assert table[at].endswith("  unknown") and table[at + 1] == "    cannot be read (Permission denied)"
+    [group_row] = json.loads(listed.stdout)["groups"]  # the group's line too: no seed's run among those it may read
+    assert (group_row["group"], group_row["scored"]) == (group.name, 0)
+    lines = table.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith(locked.name))
+    assert lines[at].endswith("  unknown") and lines[at + 1] == "    cannot be read (Permission denied)"
 
 
 def test_a_finished_run_whose_files_were_edited_or_deleted_says_so(mixed_runs, tmp_path):
