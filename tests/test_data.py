@@ -3,8 +3,9 @@ import gzip
 import http.server
 import json
 import os
-import re
 import shutil
+import subprocess
+import sys
 import time
 import threading
 from functools import partial
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import idx_bytes, write_idx_set
+from conftest import AS_ANOTHER_USER, idx_bytes, run_cli, write_idx_set
 from fmnist import artifacts, data
 from fmnist.errors import FmnistError
 
@@ -270,23 +271,22 @@ def test_env_var_and_keras_cache_are_searched(tmp_path, monkeypatch):
     assert data.locate(checksums=sums)[0] == f"keras cache {tmp_path / 'home' / 'datasets' / 'fashion-mnist'}"
     monkeypatch.setenv("KERAS_HOME", keras_home)
     # A keras cache in a home we may not enter (a container run as another user): Debian's files are found still,
-    # and a --data-dir there is refused in one line (as root enters any folder, the refusal is made as the system's).
-    import errno
-    import pathlib
-
-    locked, stat = data.keras_cache_dir().parent, pathlib.Path.stat
-
-    def refused(path, *args, **kwargs):
-        if path.parent == locked or path.parent.parent == locked:
-            raise PermissionError(errno.EACCES, "Permission denied", str(path))
-        return stat(path, *args, **kwargs)
-
-    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "env")
-    monkeypatch.setattr(pathlib.Path, "stat", refused)
-    assert data.locate(checksums=sums)[0] == f"Debian package dataset-fashion-mnist {tmp_path / 'env'}"
-    with pytest.raises(FmnistError, match=re.escape(f"{data.keras_cache_dir() / 'x'} cannot be looked at "
-                                                    "(Permission denied): give a folder you may read; ")):
-        data.locate(data.keras_cache_dir() / "x", checksums=sums)
+    # and a --data-dir there is refused in one line. Its folder lets no one in, and is looked at as a user without
+    # root's power to enter any folder (root runs CI).
+    locked, debian, inside = data.keras_cache_dir().parent, tmp_path / "env", data.keras_cache_dir() / "x"
+    found_by = ("import json, sys; from pathlib import Path; from fmnist import data; "
+                "data.DEBIAN_DIR = Path(sys.argv[1]); print(data.locate(checksums=json.loads(sys.argv[2]))[0])")
+    locked.chmod(0o000)
+    try:
+        found = subprocess.run([*AS_ANOTHER_USER, sys.executable, "-c", found_by, str(debian), json.dumps(sums)],
+                               capture_output=True, text=True, timeout=120)
+        refused = run_cli("data", "--data-dir", str(inside), as_another_user=True, timeout=120)
+    finally:
+        locked.chmod(0o755)
+    assert found.stdout == f"Debian package dataset-fashion-mnist {debian}\n", found.stderr
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and refused.stderr.startswith(
+        f"fmnist: error: {inside} cannot be looked at (Permission denied): give a folder you may read; "), \
+        refused.stderr
 
 
 @contextlib.contextmanager
