@@ -54,6 +54,12 @@ def test_a_mistyped_choice_gets_the_nearest_one_and_explain_its_command(capsys):
         main(["bench", "--model", "x"])
     assert stop.value.code == 2 and capsys.readouterr().err == (
         "fmnist: error: unrecognized arguments: --model x (see 'fmnist bench --help')\n")
+    with pytest.raises(SystemExit) as stop:  # what tune searches, fixed: said once for both
+        main(["tune", "--batch-size", "64", "--dropout=0.2"])
+    assert stop.value.code == 2 and capsys.readouterr().err == (
+        "fmnist: error: unrecognized arguments: --batch-size 64 --dropout=0.2; tune trains the spec's dense network "
+        "alone, searching its hidden sizes, dropout, learning rate, batch size and plateau factor itself: 'fmnist "
+        "train' takes these, and --recipe, as flags (see 'fmnist tune --help')\n")
 
 
 def test_a_command_flag_given_before_the_command_says_where_it_goes(capsys):

@@ -488,9 +488,10 @@ def _add_train(sub: Any) -> None:
 
 def _add_tune(sub: Any) -> None:
     p = _command(sub, "tune", cmd_tune, "Search the spec's dense network's hidden sizes, dropout, learning rate, "
-                                        "batch size and plateau factor with Optuna (the settings given as flags stay "
-                                        "fixed); each trial is a normal run, judged on the validation split. Run it "
-                                        "in several processes or machines to work in parallel.",
+                                        "batch size and plateau factor with Optuna (the other settings, given as the "
+                                        "flags below, stay fixed); each trial is a normal run, judged on the "
+                                        "validation split. Run it in several processes or machines to work in "
+                                        "parallel.",
                  details=TUNE_DETAILS)
     _fixed_settings(p, recipes=False)
     p.add_argument("--study", type=nonempty,

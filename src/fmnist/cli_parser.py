@@ -24,6 +24,11 @@ UNKNOWN_WORD_HINTS = {
 UNKNOWN_FLAG_HINTS = {"--model": ("the ConvNet is a recipe: --recipe cnn (--recipe best for the best dense network)",
                                   "a run holds its model: give the run, its folder or its name, as the first argument "
                                   "after the command's name")}
+# What tune searches, and the recipes it does not train, given to it as flags.
+TUNE_SEARCHES = {"--hidden-sizes", "--dropout", "--learning-rate", "--lr", "--batch-size", "--lr-factor", "--recipe",
+                 "--teacher"}
+TUNE_SEARCHES_HINT = ("tune trains the spec's dense network alone, searching its hidden sizes, dropout, learning rate, "
+                      "batch size and plateau factor itself: 'fmnist train' takes these, and --recipe, as flags")
 
 
 class Parser(argparse.ArgumentParser):
@@ -113,13 +118,15 @@ class Parser(argparse.ArgumentParser):
             if misplaced:  # given before the command's name, where only -q and --debug go
                 command.error(f"{' '.join(misplaced)} belongs after the command's name: {command.prog} "
                               f"{' '.join(misplaced)} ...")
-            hints = "".join(f"; {hint}" for hint in (self._flag_hint(arg.split("=")[0], command) for arg in unknown)
-                            if hint)
+            hints = "".join(f"; {hint}" for hint in dict.fromkeys(self._flag_hint(arg.split("=")[0], command)
+                                                                   for arg in unknown) if hint)
             command.error(f"unrecognized arguments: {' '.join(unknown)}{hints}")
         return parsed
 
     @staticmethod
     def _flag_hint(flag: str, command: argparse.ArgumentParser) -> str | None:
+        if flag in TUNE_SEARCHES and "--train-best" in command._option_string_actions:
+            return TUNE_SEARCHES_HINT
         if flag not in UNKNOWN_FLAG_HINTS:  # a mistyped or shortened flag: the command's nearest
             flags = [name for name in command._option_string_actions if name.startswith("--")]
             close = difflib.get_close_matches(flag, flags, n=1, cutoff=0.75) if flag.startswith("--") else []
