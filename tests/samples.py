@@ -153,8 +153,8 @@ def bad_files() -> list[tuple[str, str, bytes, int, str]]:
          "or input, 28x28 or 784 values (a stack of them goes whole to 'fmnist predict', to "
          "fmnist.predict.Classifier in Python, or to an exported model)"),
         ("npy-stack", "a.npy", npy(np.zeros((5, 28, 28, 1))), 422, "has shape (5, 28, 28, 1), 5 images; give one"),
-        ("npy-channels-first", "a.npy", npy(np.zeros((3, 28, 28))), 422,
-         "has shape (3, 28, 28), a colour image's planes; give 28x28 or 784 grey values"),
+        ("npy-three-images", "a.npy", npy(np.zeros((3, 28, 28))), 422,  # as 'fmnist predict' reads it
+         "has shape (3, 28, 28), 3 images; give one image per file"),
         ("npy-three-channels", "a.npy", npy(np.zeros((28, 28, 3))), 422,
          "has shape (28, 28, 3), a colour image's planes; give 28x28 or 784 grey values, or send the picture as an "
          "image file"),

@@ -328,12 +328,12 @@ def _stack(shape: tuple[int, ...]) -> bool:
 
 def _not_one_image(name: str, shape: tuple[int, ...]) -> BadInput:
     """The answer to an array of another shape than one image's; a stack of images is told so."""
-    # Not a picture's channels first, (3, 28, 28): three or four planes are colours, not images.
-    if _stack(shape) and not (len(shape) == 3 and shape[0] in (3, 4)):
+    # (3, 28, 28) too, as 'fmnist predict' reads it: a picture's colours come last, (28, 28, 3), as Pillow gives them.
+    if _stack(shape):
         return BadInput(f"{name} has shape {shape}, {shape[0]} images; give one image per file or input, 28x28 or 784 "
                         "values (a stack of them goes whole to 'fmnist predict', to fmnist.predict.Classifier in "
                         "Python, or to an exported model)")
-    if len(shape) == 3 and (shape[0] in (3, 4) or shape[-1] in (3, 4)) and sorted(shape)[1:] == [28, 28]:
+    if shape in ((28, 28, 3), (28, 28, 4)):
         return BadInput(f"{name} has shape {shape}, a colour image's planes; give 28x28 or 784 grey values, or send "
                         "the picture as an image file (PNG, JPEG), which is made grey as the model needs")
     if 0 in shape:  # (0, 784): each row would be an image, but there is none
