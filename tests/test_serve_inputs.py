@@ -279,6 +279,8 @@ def test_a_client_that_goes_away_or_stalls_mid_body_gets_a_json_answer_not_a_tra
         "error": refusal})
     assert time.monotonic() - started < 60
     assert "Traceback" not in caplog.text
+    # Logged as warnings, as the HTTP layer's 408 for slow headers is: under -q too.
+    assert [r.levelname for r in caplog.records if "with 408: the request body" in r.getMessage()] == ["WARNING"] * 2
     # A body that keeps coming, slowly (a photo over a slow link), is read whole, though it takes longer than 1 s.
     body = json.dumps({"inputs": [[0.5] * 784]}).encode()
     pieces = [body[i:i + 600] for i in range(0, len(body), 600)]

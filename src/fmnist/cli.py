@@ -93,7 +93,7 @@ SERVE_DETAILS = f"""\
                          {defaults.MAX_INPUTS} inputs a request; ?top_k=N (1 to 10, default {defaults.TOP_K}),
                          ?include_pixels=true (the 28x28 input seen), ?explain=true (occlusion maps)
   GET  /v1/model         the classes, the run's settings and test metrics, the limits, unsure_below
-  GET  /v1/health        liveness and the model's SHA-256
+  GET  /v1/health        liveness, the model's SHA-256, the inputs answered, the forward passes and their rows
   GET  /metrics          Prometheus metrics: requests by route and status with their seconds, answers by class,
                          forward passes
   GET  /docs             the API's interactive docs (OpenAPI; the page loads Swagger UI from a CDN: it needs
@@ -552,8 +552,8 @@ def _add_runs(sub: Any) -> None:
         formatter_class=HelpFormatter)
     p.set_defaults(handler=cmd_runs_compare, command_parser=p)
     p.add_argument("runs", type=nonempty_path, nargs="+", metavar="RUN",
-                   help="two or more run directories, or their names in --runs-dir; a --seeds group stands for "
-                        f"its runs, one per seed (those its {artifacts.SEED_SUMMARY} averages)")
+                   help="two or more run directories, or their names in --runs-dir, or one or more --seeds groups; a "
+                        f"group stands for its runs, one per seed (those its {artifacts.SEED_SUMMARY} averages)")
     # SUPPRESS: given before 'compare' or after it, these keep the value given (argparse would reset them).
     p.add_argument("--runs-dir", type=nonempty_path, default=argparse.SUPPRESS,
                    help=f"where run directories are (default ./{defaults.RUNS_DIR})")

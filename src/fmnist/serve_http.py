@@ -172,8 +172,9 @@ def error(status: int, message: str, scope: dict | None = None) -> JSONResponse:
     """The answer {"error": message}; with the request's ``scope``, its reason goes to the log too, beside uvicorn's
     access line, which names only the status."""
     if scope is not None:  # a path of 32 KiB, which a 404's message repeats, logged in part
-        log.info("refused %s %s with %d: %s", scope.get("method"), _cut(one_line(str(scope.get("path"))), 200),
-                 status, _cut(one_line(message), 1000))
+        # A slow client's, as the HTTP layer's 408 and 431, said under -q too: the server's trouble, not one request's.
+        log.log(logging.WARNING if status == 408 else logging.INFO, "refused %s %s with %d: %s", scope.get("method"),
+                _cut(one_line(str(scope.get("path"))), 200), status, _cut(one_line(message), 1000))
     return JSONResponse({"error": message}, status_code=status)
 
 
