@@ -331,11 +331,11 @@ def test_a_seed_group_stands_for_the_runs_its_summary_averages(tmp_path, two_run
     assert [_colour_share(group_chart, colour) > 0.01 for colour in CYCLE] == [True, False, True]
     refused = run_cli("runs", "compare", str(a))  # one run is not
     assert refused.returncode == 2 and "give two or more runs to compare, or a --seeds group" in refused.stderr
-    # One group by its folder's name after its time, the only one of that --name: taken as the group.
+    # One group by its folder's name after its time (its group.json records no --name), the only one: the group.
     by_short_name = run_cli("runs", "compare", "grp", "--runs-dir", str(group.parent), "--output",
                             str(tmp_path / "short.html"))
     assert by_short_name.returncode == 0, by_short_name.stderr
-    assert by_short_name.stderr.count(f"grp: {group}, the only one of that --name") == 1  # looked up once
+    assert by_short_name.stderr.count(f"grp: {group}, the only one of that group name") == 1  # looked up once
     # Two groups: their difference said; a group whose summary's accuracies are damaged gets one row, so saying.
     other = shutil.copytree(group, group.with_name("20261206T010000Z-grp2"))
     record = artifacts.read_json(other / artifacts.SEED_SUMMARY)

@@ -49,7 +49,8 @@ def named_one(name: str | Path, runs_dir: Path, groups_only: bool = False) -> Pa
     whole = _named_whole(runs_dir, name)
     if len(whole) != 1 or (groups_only and not is_seed_group(whole[0])):
         return None
-    log.info("%s: %s, the only one of that --name in %s", name, absolute(whole[0]), absolute(runs_dir))
+    said_as = "--name" if _trained_as(whole[0]) == str(name) else "group name"  # "grp-x2", its folder's
+    log.info("%s: %s, the only one of that %s in %s", name, absolute(whole[0]), said_as, absolute(runs_dir))
     return whole[0]
 
 
