@@ -94,8 +94,9 @@ def test_missing_data_dir_is_one_clear_line(tmp_path):
 
 
 def test_bad_settings_and_arguments_are_refused(tmp_path):
-    assert_one_line_error(run_cli("train", "--dropout", "1.5", "--runs-dir", str(tmp_path)),
-                          "invalid setting: --dropout must be in [0, 1)")
+    out_of_range = run_cli("train", "--dropout", "1.5", "--runs-dir", str(tmp_path))  # as argparse refuses --epochs 0
+    assert out_of_range.returncode == 2 and out_of_range.stderr.splitlines() == [
+        "fmnist: error: invalid setting: --dropout must be in [0, 1) (given 1.5) (see 'fmnist train --help')"]
     usage = run_cli("train", "--epochs", "0")
     assert usage.returncode == 2 and usage.stderr.splitlines() == [
         "fmnist: error: argument --epochs: '0' must be positive (see 'fmnist train --help')"]
@@ -236,12 +237,27 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
 def test_a_setting_refused_names_the_flags_once(capsys):
     from fmnist.cli import main
 
-    assert main(["train", "--limit", "5"]) == 1
-    assert capsys.readouterr().err == (
+    with pytest.raises(SystemExit) as refused:
+        main(["train", "--limit", "5"])
+    assert refused.value.code == 2 and capsys.readouterr().err == (
         "fmnist: error: invalid setting: a split of 5 images into 4 for training and 1 for validation cannot hold all "
-        "10 classes on each side; raise --limit or change --validation-fraction\n")  # was "raise ----limit"
-    assert main(["train", "--validation-fraction", "0.9999"]) == 1  # all 60,000 used already: no --limit to raise
-    assert capsys.readouterr().err.endswith("on each side; change --validation-fraction\n")
+        "10 classes on each side; raise --limit or change --validation-fraction (see 'fmnist train --help')\n"
+    )  # was "raise ----limit"
+    with pytest.raises(SystemExit):  # all 60,000 used already: no --limit to raise
+        main(["train", "--validation-fraction", "0.9999"])
+    assert capsys.readouterr().err.endswith("on each side; change --validation-fraction (see 'fmnist train --help')\n")
+
+
+def test_a_teacher_given_on_the_command_line_is_kept_absolute(tmp_path, monkeypatch):
+    from fmnist.cli import _settings_from_args, build_parser
+
+    monkeypatch.chdir(tmp_path)
+    teacher = tmp_path / "elsewhere" / "20261130T000000Z-cnn"
+    teacher.mkdir(parents=True)
+    (teacher / "config.json").write_text("{}")
+    args = build_parser().parse_args(["train", "--recipe", "distilled", "--teacher", "20261130T000000Z-cnn",
+                                      "--runs-dir", "elsewhere"])  # a name in --runs-dir
+    assert _settings_from_args(args).teacher == str(teacher.resolve())
 
 
 def test_json_holds_no_nan_and_a_closed_or_full_stdout_is_said_so(tmp_path):

@@ -473,7 +473,7 @@ def _add_train(sub: Any) -> None:
                         "probabilities too (--teacher); cnn: a ConvNet of three convolutions (a good teacher). Test "
                         "accuracy, mean of 3 seeds in README's Results: spec 89.5%%, best 90.9%%, distilled 92.2%%, "
                         "cnn 93.5%%. Other flags override the recipe; one it would ignore is refused")
-    p.add_argument("--teacher", type=nonempty_path, metavar="RUN",
+    p.add_argument("--teacher", type=nonempty, metavar="RUN",
                    help="distil from this trained run (with --recipe distilled): its directory, its name in "
                         f"--runs-dir, or its {artifacts.MODEL}")
     p.add_argument("--seeds", type=seed_count, metavar="N",

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from fmnist import defaults
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, UsageError
 from fmnist.facts import NUM_CLASSES
 from fmnist.settings import FLAG_SETTINGS, RECIPES, TrainSettings, flag, setting_text
 
@@ -94,10 +94,11 @@ def unused_settings(recorded: dict[str, Any]) -> set[str]:
 
 
 def recipe_settings(recipe: str, runs_dir: str | Path = defaults.RUNS_DIR, **overrides: Any) -> TrainSettings:
-    """The recipe's settings with ``overrides`` applied; an unknown recipe or setting, or one it ignores, is an
+    """The recipe's settings with ``overrides`` applied; an unknown recipe or setting, or one it ignores, is a usage
     error. A distilled recipe's teacher, a run's path or its name in ``runs_dir``, is kept as an absolute path."""
+    # UsageError: a value out of range is the command line's, refused with status 2 as argparse refuses --epochs 0.
     if recipe not in RECIPES:
-        raise FmnistError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
+        raise UsageError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
     try:
         settings = TrainSettings.from_dict({**RECIPES[recipe], **overrides})
     except FmnistError as exc:  # said in the flags the user typed: --validation-fraction, not validation_fraction
@@ -105,19 +106,19 @@ def recipe_settings(recipe: str, runs_dir: str | Path = defaults.RUNS_DIR, **ove
         for name in set(overrides) & set(FLAG_SETTINGS) if message.startswith("invalid setting: ") else ():
             # The subject, not "2 epochs" later, nor the flag an advice already names ("raise --limit").
             message = re.sub(rf"(?<!-)\b{name}\b", flag(name), message, count=1)
-        raise FmnistError(message) from None
+        raise UsageError(message) from None
     for why, applies, names in (("is a ConvNet", settings.architecture == "cnn", DENSE_ONLY),
                                 ("runs a cosine schedule for its fixed epochs", settings.schedule == "cosine",
                                  PLATEAU_ONLY)):
         unread = [name for name in overrides if applies and name in names]
         if unread:
             flags = ", ".join(map(flag, unread))
-            raise FmnistError(f"--recipe {recipe} {why}, so {flags} would do nothing: leave {flags} out")
+            raise UsageError(f"--recipe {recipe} {why}, so {flags} would do nothing: leave {flags} out")
     if settings.teacher and recipe != "distilled":
-        raise FmnistError(f"--teacher is for --recipe distilled (a dense network taught by a trained run); "
+        raise UsageError(f"--teacher is for --recipe distilled (a dense network taught by a trained run); "
                           f"--recipe {recipe} learns from the labels alone: leave --teacher out")
     if recipe == "distilled" and not settings.teacher:
-        raise FmnistError("--recipe distilled needs --teacher RUN, a trained run to learn from (e.g. --recipe cnn)")
+        raise UsageError("--recipe distilled needs --teacher RUN, a trained run to learn from (e.g. --recipe cnn)")
     if settings.teacher:
         from fmnist.run_lookup import resolve_model
 
