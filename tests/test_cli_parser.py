@@ -26,6 +26,7 @@ def test_a_mistyped_choice_gets_the_nearest_one_and_explain_its_command(capsys):
     for argv, hint in ((["predcit", "x"], "did you mean 'predict'?"), (["train", "--recipe", "bset"],
                                                                       "did you mean 'best'?"),
                        (["explain", "x"], "'fmnist predict RUN IMAGE --show seen.png' draws what the model looked at"),
+                       (["seeds", "3"], "; 'fmnist train --seeds N' trains one run a seed"),  # not 'serve'?
                        (["train", "--recipe", "CNN"], "did you mean 'cnn'?"),
                        (["runs", "s1"], "'fmnist runs' takes no name: 'fmnist runs --runs-dir FOLDER' lists the runs "
                                         "in a folder (a study's, say), 'fmnist runs compare RUN RUN' compares runs"),

@@ -16,6 +16,7 @@ from fmnist.errors import FmnistError, one_line
 
 # Commands a user may look for under another name (given as the command).
 UNKNOWN_WORD_HINTS = {
+    "seeds": "'fmnist train --seeds N' trains one run a seed, in a group whose summary gives their mean and spread",
     "explain": "'fmnist predict RUN IMAGE --show seen.png' draws what the model looked at in your images, and every "
                "run's report draws it for test images",
 }
