@@ -392,3 +392,20 @@ def test_saved_inputs_that_cannot_be_written_lose_no_answer(tmp_path, tiny_run_d
     assert [a["input"] for a in result["predictions"]] == [photo] and "saved_inputs" not in result
     [failure] = result["errors"]
     assert failure["input"] == folder / "inputs.npy" and str(folder) in failure["error"]
+
+
+def test_an_image_given_first_is_told_the_run_comes_first(tmp_path, tiny_run_dir):
+    from fmnist.predict import predict_command
+
+    photo = tmp_path / "shirt.png"
+    photo.write_bytes(encode(garment(), "PNG"))
+    with pytest.raises(FmnistError, match=f"^{photo} is a file, not a run: .*; the run comes first, then the images: "
+                                          r"fmnist predict RUN IMAGE \[IMAGE ...\]$"):
+        predict_command(photo, [tiny_run_dir], runs_dir=tmp_path)
+    exported = tmp_path / "exports" / "onnx" / artifacts.EXPORT_FILES["onnx"]  # an export's is not taken for an image
+    exported.parent.mkdir(parents=True)
+    exported.write_bytes(b"onnx")
+    artifacts.write_json(exported.parent / artifacts.EXPORT_INFO, {})
+    with pytest.raises(FmnistError, match="is an export") as refused:
+        predict_command(exported, [photo], runs_dir=tmp_path)
+    assert "the run comes first" not in str(refused.value)

@@ -156,7 +156,15 @@ def predict_command(model: str | Path, paths: list[Path | str], runs_dir: Path =
     """`fmnist predict`: :func:`predict_files` with the model of ``model`` (a run, its name in ``runs_dir``, or a model
     file), Pillow's noise about damaged metadata kept off the terminal."""
     quiet_pillow_warnings()
-    return predict_files(run_lookup.resolve_model(model, runs_dir), paths, **options)
+    try:
+        source = run_lookup.resolve_model(model, runs_dir)
+    except FmnistError as exc:
+        given = Path(model)  # an image given first, the run after it: `fmnist predict shirt.png RUN`
+        if given.is_file() and given.suffix != ".keras" and given.name not in artifacts.EXPORT_FILES.values():
+            raise FmnistError(f"{exc}; the run comes first, then the images: fmnist predict RUN IMAGE [IMAGE ...]"
+                              ) from None
+        raise
+    return predict_files(source, paths, **options)
 
 
 def predict_files(
