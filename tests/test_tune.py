@@ -22,7 +22,7 @@ from conftest import refused_before_keras
 from fmnist import artifacts, defaults, report, run_list
 from fmnist.cli import _settings_from_args, build_parser
 from fmnist.data import load_dataset
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, UsageError
 from fmnist.settings import TrainSettings
 from fmnist.tune import (
     TuneResult, _cut_short_run, _objective, open_study, settings_for, suggest, train_best, trial_name,
@@ -800,10 +800,10 @@ def test_a_setting_carried_from_the_study_that_clashes_with_a_flag_is_named_as_t
     trial = study.ask()  # the spec's own settings, queued first
     suggest(trial, TrainSettings(epochs=2, validation_fraction=0.9))
     study.tell(trial, 1.0)
-    with pytest.raises(FmnistError, match=r"^invalid setting: a split of 15 images into 1 for training and 14 for "
-                                          r"validation cannot hold all 10 classes on each side; raise --limit or "
-                                          r"change --validation-fraction \(carried over from the study: "
-                                          r"--validation-fraction 0\.9\)$"):
+    with pytest.raises(UsageError, match=r"^invalid setting: a split of 15 images into 1 for training and 14 for "
+                                         r"validation cannot hold all 10 classes on each side; raise --limit or "
+                                         r"change --validation-fraction \(carried over from the study: "
+                                         r"--validation-fraction 0\.9\)$"):  # exit status 2, as a flag's
         train_best("v", {"limit": 15}, "jax", runs_dir=tmp_path)  # its --epochs 2, a trial's budget, not carried
 
 

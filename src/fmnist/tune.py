@@ -684,7 +684,7 @@ def train_best(
     try:
         base = recipe_settings("spec", **kept, **given)
     except FmnistError as exc:  # it may name a setting not typed now: say where that came from
-        raise FmnistError(f"{exc} (carried over from the study: {carried})" if kept else str(exc)) from None
+        raise type(exc)(f"{exc} (carried over from the study: {carried})" if kept else str(exc)) from None
     settings = settings_for(base, best["params"], name=f"{study_name}{defaults.BEST_SUFFIX}")
     # ``backend`` (None: the trial's, else the default) starts once the trial is found.
     backend = activate(backend or best.get("backend"), base.architecture)
