@@ -371,3 +371,13 @@ def test_runs_compare_help_gives_its_own_examples_groups_among_them():
     runs_usage = run_cli("runs", "--help").stdout.split("\n\n")[0]
     assert "{compare}" not in runs_usage
     assert runs_usage.endswith("[compare ...]"), runs_usage  # `fmnist runs` alone lists the runs: compare is optional
+
+
+def test_the_listings_wide_flag_before_compare_is_refused_not_ignored(capsys):
+    from fmnist.cli import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["runs", "--wide", "compare", "a", "b"])
+    assert refused.value.code == 2 and capsys.readouterr().err == (
+        "fmnist: error: --wide widens the table of 'fmnist runs'; compare draws a page: leave --wide out "
+        "(see 'fmnist runs compare --help')\n")

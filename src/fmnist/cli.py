@@ -284,6 +284,8 @@ def cmd_runs_compare(args: argparse.Namespace) -> None:
     from fmnist.compare import compare_command
     from fmnist.run_list import runs_folder
 
+    if getattr(args, "wide", False):  # 'fmnist runs --wide compare ...': the flag of the listing, given before compare
+        raise UsageError("--wide widens the table of 'fmnist runs'; compare draws a page: leave --wide out")
     result = compare_command(args.runs, args.output, runs_folder(args.runs_dir))
     difference = result["group_difference"]  # the page's verdict on two recipes, the command's result too
     _emit(args, f"comparison: {_absolute(result['comparison'])}" + (f"\n{difference['text']}" if difference else ""),
