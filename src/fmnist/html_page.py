@@ -28,9 +28,16 @@ def page(title: str, sections: list[tuple[str, str]]) -> str:
         "td{overflow-wrap:break-word;min-width:4.5em}"
         "th[scope=row]{white-space:nowrap}"  # a row's name whole: "early_stopping_patience", "images (--limit)"
         'tr.diff th::before{content:"\\2260  "}'
+        # A phone: a row's name wraps, so that its value stays in sight; a picture keeps a width its labels read at,
+        # scrolling in its own box (shrunk to 390 px, a confusion matrix's counts were 2 px high).
+        ".figure{overflow-x:auto}"
+        "@media(max-width:700px){th[scope=row]{white-space:normal;min-width:8em}"
+        ".figure img{max-width:none;width:max(100%,760px)}}"
     )
     return (
-        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+        # The viewport's own width: without it a phone lays the page out 980 px wide and shrinks it to 6 px text.
+        f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<meta name=viewport content=\"width=device-width, initial-scale=1\"><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n"
     )
 
@@ -40,7 +47,7 @@ def image_html(path: Path, alt: str) -> str:
     if not path.is_file():
         return f"<p>({html.escape(alt)} not available for this run)</p>"
     encoded = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
+    return f'<div class=figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}"></div>'
 
 
 def _breakable(cell: Any) -> str:
