@@ -238,11 +238,13 @@ def test_pictures_say_what_they_show_where_a_reader_would_guess(tmp_path, monkey
     plots.compare_curves_png({"a": history, "b": history}, tmp_path / "compare.png")  # the same axes, side by side
     assert [ax.get_ylabel() for ax in drawn.pop().axes] == ["loss (mean over the epoch)", "share of images right"]
     plots.grouped_bars_png(list(CLASS_NAMES), {"a": [0.5] * 10, "b": [0.9] * 10}, "F1", tmp_path / "f1.png")
-    assert drawn[1].axes[0].get_title() == "F1 (axis from 0.45, not 0)"  # the bars do not start at 0
+    assert drawn[1].axes[0].get_title() == "F1 (axis from 0.40, not 0)"  # the bars do not start at 0
+    plots.grouped_bars_png(list(CLASS_NAMES), {"a": [0.0535] * 10}, "F1", tmp_path / "f1.png")
+    assert drawn.pop().axes[0].get_title() == "F1"  # from 0 itself, where a tick below the lowest bar is 0
     plots.grouped_bars_png(list(CLASS_NAMES), {"a": [0.5] * 10, "b": [0.9] * 10}, "F1", tmp_path / "f1.png",
                            spread={"a": [0.2] * 10})  # a group's mean, whiskers ± its sd: the axis shows them whole
     whiskered = drawn.pop()
-    assert whiskered.axes[0].get_title() == "F1 (axis from 0.25, not 0)"
+    assert whiskered.axes[0].get_title() == "F1 (axis from 0.20, not 0)"
     assert [len(c.lines[2][0].get_segments()) for c in whiskered.axes[0].containers if hasattr(c, "has_yerr")] == [10]
     plots.mistakes_png(np.zeros((4, 28, 28)), np.zeros(4, int), np.ones(4, int), np.full(4, 0.9), tmp_path / "m.png",
                        total=1025)

@@ -313,7 +313,7 @@ def compare_curves_png(histories: dict[str, dict[str, list[float]]], path: Path,
 def grouped_bars_png(categories: Sequence[str], series: dict[str, Sequence[float]], title: str, path: Path,
                      spread: dict[str, Sequence[float]] | None = None, colours: dict[str, str] | None = None) -> None:
     """A group of bars per category, a bar per series (its colour in ``colours``, else the cycle's), whiskered ± its
-    ``spread`` where given; the 0-1 scale starts just below the lowest bar or whisker, and ends at 1."""
+    ``spread`` where given; the 0-1 scale starts at a tenth below the lowest bar or whisker, and ends at 1."""
     fig = _figure(figsize=(13, 4.5), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / max(1, len(series))
@@ -326,7 +326,8 @@ def grouped_bars_png(categories: Sequence[str], series: dict[str, Sequence[float
     ax.set_xticks(positions, list(categories), rotation=30, ha="right")
     lowest = min(v - e for name, values in series.items()
                  for v, e in zip(values, spread.get(name, [0.0] * len(values))))
-    low = max(0.0, lowest - 0.05)
+    # On a tick: a start just above 0 was captioned "axis from 0.00, not 0".
+    low = max(0.0, np.floor(round((lowest - 0.05) * 10, 6)) / 10)
     ax.set_ylim(low, 1)  # small gaps between runs stay visible; the title says the bars do not start at 0
     ax.set_title(f"{title} (axis from {low:.2f}, not 0)" if low > 0 else title)
     ax.grid(axis="y", alpha=0.3)
