@@ -186,8 +186,9 @@ def test_a_shown_answers_rows_keep_their_text_inside_the_picture_and_apart(tmp_p
     assert all(fig.bbox.x0 <= b.x0 and b.x1 <= fig.bbox.x1 and fig.bbox.y0 <= b.y0 and b.y1 <= fig.bbox.y1
                for b in boxes), (fig.bbox, boxes)
     assert not [(i, j) for i, a in enumerate(boxes) for j, b in enumerate(boxes[:i]) if a.overlaps(b)]
-    assert [ax.get_title() for ax in fig.axes[::3]] == ["IMG_20261206…oto_name.jpg", "WWWWWWWW…WWWW.png",
-                                                        "i" * 30 + ".png"]
+    assert [ax.get_title() for ax in fig.axes[::3]] == [f"{name}\nas the model saw it" for name in (
+        "IMG_20261206…oto_name.jpg", "WWWWWWWW…WWWW.png", "i" * 30 + ".png")]
+    assert [t.get_text() for t in fig.axes[2].get_xticklabels()] == ["0%", "20%", "40%", "60%", "80%", "100%"]
 
 
 def test_a_comparison_of_many_runs_keeps_every_run_in_its_legend(tmp_path):

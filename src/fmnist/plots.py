@@ -386,6 +386,8 @@ def predictions_png(
     images: np.ndarray, probabilities: np.ndarray, maps: np.ndarray, names: list[str], path: Path
 ) -> None:
     """One row per input: the 28x28 image the model saw, where it looked (occlusion map), its probabilities."""
+    from matplotlib.ticker import PercentFormatter
+
     # Placed by hand, the same in every row: tight_layout and a trimmed save took most of 14 s for 64 rows.
     width, height = BARS_X_IN + BARS_W_IN + 0.3, ROW_IN * len(images)
     fig = _figure(figsize=(width, height))
@@ -395,7 +397,7 @@ def predictions_png(
                                  for x in PICTURE_X_IN)
         bar_ax = fig.add_axes((BARS_X_IN / width, bottom / height, BARS_W_IN / width, PICTURE_IN / height))
         _show(image_ax, _gray(image, "gray"))  # as the model saw it: light on dark
-        image_ax.set_title(_shortened(name, fontsize=9), fontsize=9)
+        image_ax.set_title(f"{_shortened(name, fontsize=9)}\nas the model saw it", fontsize=9)
         best = int(np.argmax(probs))
         _show(evidence_ax, _evidence_rgba(image, evidence))
         evidence_ax.set_title(f"red: for {CLASS_NAMES[best]}, blue: against\n{map_peak(evidence)}", fontsize=9)
@@ -407,6 +409,7 @@ def predictions_png(
         bar_ax.invert_yaxis()
         bar_ax.set_xlim(0, 1.15)  # room for a certain answer's label
         bar_ax.set_xticks(np.linspace(0, 1, 6))
+        bar_ax.xaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))  # as the bars' labels: 44.8% at 0.448
         bar_ax.tick_params(axis="x", labelsize=8)
         bar_ax.set_title(f"{CLASS_NAMES[best]} {percent(probs[best])}", fontsize=9)  # as predict says: 49.7%, not 50%
     _save(fig, path)
