@@ -15,8 +15,8 @@ import pytest
 from conftest import run_cli
 from fmnist import artifacts, plots
 from fmnist.errors import FmnistError
-from fmnist.bench import (REFERENCE_DIR, _summarise, bench, dense_flops_per_image, epoch_matmul_seconds, gemm_gflops,
-                          gemm_seconds, matrix_products, table)
+from fmnist.bench import (REFERENCE_DIR, _chart, _summarise, bench, dense_flops_per_image, epoch_matmul_seconds,
+                          gemm_gflops, gemm_seconds, matrix_products, table)
 
 
 def test_flops_of_the_spec_model_by_hand():
@@ -372,3 +372,15 @@ def test_the_worker_times_our_training_and_inference_for_real(real_data_dir):
     assert all(rate > 0 for rate in figures["inference_images_per_s"].values())
     assert 0 < figures["single_image_ms"]["p50"] <= figures["single_image_ms"]["p99"]
     assert figures["peak_training_rss_mib"] > 100  # the data and the model at least
+
+
+def test_the_chart_says_what_an_epoch_holds_and_on_what_machine(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, trim=False: drawn.append(fig))
+    report = {"results": {"fmnist-jax": {"epoch_s": 2.0}}, "epoch_matmul_s": 0.7, "epoch_flop_floor_s": 0.5,
+              "train_images_per_epoch": 48000, "validation_images_per_epoch": 12000, "batch_size": 64,
+              "gemm_gflops": 262.7, "machine": {"cpu_count": 2, "processor": "Intel(R) Xeon(R) Processor"}}
+    _chart(report, tmp_path / "bench.png")
+    assert drawn.pop().axes[0].get_title() == (
+        "seconds per training epoch of 48,000 images, batch 64 (lower is better)\nand of validating 12,000; 2 cores "
+        "of Intel(R) Xeon(R) Processor,\nwhose GEMM at 262.7 GFLOP/s gives the FLOP floor")
