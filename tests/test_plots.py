@@ -158,6 +158,10 @@ def test_the_confusion_matrix_leaves_empty_cells_blank_and_never_rounds_a_confus
     plots.confusion_matrix_png(matrix, recall_shares(matrix), tmp_path / "confusion.png")
     counts, shares = ([t.get_text() for t in ax.texts] for ax in drawn[0].axes)
     assert counts[:3] == ["992", "4", ""] and shares[:3] == ["1.00", "<.01", ""]
+    # The colour's scale said in the picture, which may be seen without the report's text.
+    assert [ax.get_title() for ax in drawn[0].axes] == [
+        "Counts (the 9,960 test images), coloured by their square root",
+        "Row-normalised (share of each true class), coloured by its square root"]
 
 
 def test_every_class_of_a_shown_answer_has_its_probability_written(tmp_path, monkeypatch):

@@ -57,8 +57,8 @@ def confusion_matrix_png(matrix: Sequence[Sequence[int]], shares: np.ndarray, pa
     fig = _figure(figsize=(15, 7))
     axes = fig.subplots(1, 2)
     for ax, data, fmt, title in (
-        (axes[0], counts, "{:d}", f"Counts (the {counts.sum():,} test images)"),
-        (axes[1], shares, "{:.2f}", "Row-normalised (share of each true class)"),
+        (axes[0], counts, "{:d}", f"Counts (the {counts.sum():,} test images), coloured by their square root"),
+        (axes[1], shares, "{:.2f}", "Row-normalised (share of each true class), coloured by its square root"),
     ):
         # The square root, so a hundred confusions stand out beside the diagonal's thousand.
         norm = PowerNorm(0.5, vmin=0, vmax=max(float(data.max()), 1e-12))
