@@ -236,7 +236,7 @@ def test_pictures_say_what_they_show_where_a_reader_would_guess(tmp_path, monkey
     plots.curves_png(history, 3, tmp_path / "curves.png")
     for ax, ylabel, top in zip(drawn[0].axes, ("loss (mean over the epoch)", "share of images right"), (True, False)):
         assert ax.get_ylabel() == ylabel
-        assert [t.get_text() for t in ax.texts] == ["1e-04"]  # the rate the plateau's drop went to, at epoch 3
+        assert [t.get_text() for t in ax.texts] == ["lr 1e-04"]  # the rate the plateau's drop went to, at epoch 3
         assert (ax.texts[0].get_position()[1] > 0.5) is top  # away from late curves: loss falls, accuracy rises
         # The kept epoch named as the report names it, and why it is kept
         assert "kept: epoch 3, the lowest val_loss" in ax.get_legend_handles_labels()[1]

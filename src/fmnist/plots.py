@@ -93,10 +93,11 @@ def curves_png(history: dict[str, list[float]], kept: int | None, path: Path, sc
         if kept:
             ax.axvline(kept, color="green", linestyle="--", label=kept_label)
         for i, epoch in enumerate(drops):
-            ax.axvline(epoch, color="grey", linestyle=":", label="learning rate drop" if i == 0 else None)
+            ax.axvline(epoch, color="grey", linestyle=":",
+                       label="learning rate lowered: from the epoch marked, to the rate written" if i == 0 else None)
             # The rate the epoch began with, written along its line: what each drop went to.
-            ax.text(epoch, rate_y, f"{rates[epoch - 1]:.0e}", transform=ax.get_xaxis_transform(), rotation=90,
-                    ha="right", va="top" if rate_y > 0.5 else "bottom", fontsize=7, color="grey")
+            ax.text(epoch, rate_y, f"lr {rates[epoch - 1]:.0e}", transform=ax.get_xaxis_transform(), rotation=90,
+                    ha="right", va="top" if rate_y > 0.5 else "bottom", fontsize=8, color="dimgrey")
         _epoch_axis(ax, len(epochs))
         ax.set_title(title)
         ax.set_ylabel(ylabel)
