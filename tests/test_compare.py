@@ -97,6 +97,10 @@ def test_compare_page_sets_two_real_runs_side_by_side(tmp_path, two_runs, caplog
     assert f"<tr class=diff><th scope=row>recipe (closest)</th><td>{recipes[0]}</td><td>best" in marked
     assert all(recipe.startswith("spec") for recipe in recipes)
     assert f"<th scope=row>epoch kept</th><td>{kept[0]}</td><td>{kept[1]}</td></tr>" in page
+    # Each accuracy's interval beside it: whether the runs differ by more than the test set's own chance.
+    low_high = [artifacts.read_json(run / artifacts.METRICS)["test_accuracy_ci95"] for run in (a, b)]
+    assert ("<th scope=row>95% bootstrap interval</th>" + "".join(
+        f"<td>{low:.4f} to {high:.4f}</td>" for low, high in low_high) + "</tr>") in page
     for run in (a, b):
         metrics = json.loads((run / artifacts.METRICS).read_text())
         for name in CLASS_NAMES:
@@ -207,6 +211,7 @@ def test_a_run_not_yet_scored_has_its_settings_and_curves_compared(tmp_path, two
     assert f"{said}: the page compares its settings and learning curves, not its scores" in caplog.text
     assert html.escape(f"{said}: its settings and learning curves are compared, not its scores.") in page
     assert "<tr><th scope=row>test accuracy</th><td>" in page and "</td><td>-</td></tr>" in page
+    assert re.search(r"<th scope=row>95% bootstrap interval</th><td>[0-9.]+ to [0-9.]+</td><td>-</td>", page)
     assert "<th scope=row>status</th><td>finished</td><td>interrupted</td>" in page
     assert page.count("data:image/png;base64,") == 2  # the curves of both, a's F1 bars
     assert f"<tr><th>class</th><th>{a.name}</th></tr>" in page  # the F1 table: the run scored (no range of one)

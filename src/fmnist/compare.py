@@ -16,7 +16,7 @@ from fmnist.errors import DamagedFile, FmnistError, UsageError
 from fmnist.facts import CLASS_NAMES
 from fmnist.html_page import image_html, page, table_html
 from fmnist.recipes import recipe_changes, unused_settings
-from fmnist.report import checked_history, loss_target, read_config, read_metrics
+from fmnist.report import accuracy_interval, checked_history, loss_target, read_config, read_metrics
 from fmnist.seeds import interval_text, summary_entries
 from fmnist.settings import TrainSettings, setting_text
 
@@ -149,7 +149,8 @@ def _load(run_dir: Path) -> dict[str, Any]:
     if unscored:
         if not history.get("loss"):
             raise NoEpochYet(f"{unscored}; and no epoch of it has finished, so it has no curves to compare either")
-        return {"summary": {**summary, "epoch_kept": None}, "history": history, "config": config, "f1": None,
+        return {"summary": {**summary, "epoch_kept": None, "accuracy_interval": None}, "history": history,
+                "config": config, "f1": None,
                 "confusion_matrix": None, "unscored": str(unscored)}
     metrics = read_metrics(run_dir)
     if not {"per_class", "confusion_matrix"} <= set(metrics):
@@ -164,8 +165,10 @@ def _load(run_dir: Path) -> dict[str, Any]:
     except (KeyError, TypeError, ValueError, OverflowError) as exc:  # edited by hand
         raise FmnistError(f"{run_dir / artifacts.METRICS} is damaged ({type(exc).__name__}: {exc}): run "
                           f"'fmnist evaluate {run_dir}' to write it again") from None
-    return {"summary": {**summary, "epoch_kept": artifacts.kept_epoch(history, config)}, "history": history,
-            "config": config, "f1": f1, "confusion_matrix": matrix, "unscored": None}
+    interval = accuracy_interval(metrics)  # whether two runs' accuracies differ by more than the test set's chance
+    return {"summary": {**summary, "epoch_kept": artifacts.kept_epoch(history, config),
+                        "accuracy_interval": interval and f"{interval[0]:.4f} to {interval[1]:.4f}"},
+            "history": history, "config": config, "f1": f1, "confusion_matrix": matrix, "unscored": None}
 
 
 def default_output(run_dirs: list[Path], runs_dir: Path) -> tuple[Path, str]:
@@ -241,7 +244,8 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
     headline += [[label, *(run_list.cell(s[key], fmt) for s in summaries)] for label, key, fmt in (
         ("created", "created", "{}"), ("recipe (closest)", "recipe", "{}"), ("status", "status", "{}"),
         ("backend", "backend", "{}"), ("epochs", "epochs", "{}"), ("epoch kept", "epoch_kept", "{}"),
-        ("test accuracy", "test_accuracy", "{:.4f}"), ("macro F1", "macro_f1", "{:.4f}"),
+        ("test accuracy", "test_accuracy", "{:.4f}"), ("95% bootstrap interval", "accuracy_interval", "{}"),
+        ("macro F1", "macro_f1", "{:.4f}"),
         ("training seconds", "train_seconds", "{:.1f}"),
     )]
     groups = [runs.in_seed_group(Path(r).resolve()) for r in run_dirs]  # one group's runs, however each was given

@@ -113,7 +113,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
     state = runs.state_now(run_dir, status.get("state", "-"))  # as `fmnist runs` shows it
     if status.get("pruned"):
         state = f"{state}, pruned {status['pruned']}"
-    ci = _interval(metrics)
+    ci = accuracy_interval(metrics)
     verdict = chance_verdict(run_dir, metrics)
     headline = [
         ["test accuracy", f"{metrics['test_accuracy']:.4f}"],
@@ -395,7 +395,7 @@ def _draw(run_dir: Path, metrics: dict[str, Any], predictions: dict[str, np.ndar
 
 def headline(run_dir: Path, metrics: dict[str, Any]) -> str:
     weakest = metrics["weakest_class"]
-    ci = _interval(metrics)
+    ci = accuracy_interval(metrics)
     return (
         f"test accuracy {metrics['test_accuracy']:.4f} (95% CI {'-' if ci is None else f'{ci[0]:.4f}-{ci[1]:.4f}'})  "
         f"macro F1 {metrics['macro_f1']:.4f}  "
@@ -405,7 +405,7 @@ def headline(run_dir: Path, metrics: dict[str, Any]) -> str:
     )
 
 
-def _interval(metrics: dict[str, Any]) -> tuple[float, float] | None:
+def accuracy_interval(metrics: dict[str, Any]) -> tuple[float, float] | None:
     """The test accuracy's 95% interval; none in the metrics of a run scored before fmnist computed it."""
     ci = metrics.get("test_accuracy_ci95")
     return (ci[0], ci[1]) if isinstance(ci, list) and len(ci) == 2 else None
