@@ -35,6 +35,8 @@ def test_report_is_rebuilt_from_the_runs_files_alone(tiny_run_dir, tmp_path):
     assert row in html
     seconds = artifacts.read_json(run / artifacts.STATUS)["train_seconds"]  # to a tenth, as train's closing line
     assert f"<th scope=row>training seconds</th><td>{seconds:.1f}</td>" in html
+    split = [len(artifacts.read_split(run, part)) for part in ("train", "validation")]  # no subset: all, as split
+    assert f"<th scope=row>images (--limit)</th><td>all: {split[0]} training, {split[1]} validation</td>" in html
     assert (run / artifacts.CURVES_PNG).is_file() and (run / artifacts.CONFUSION_MATRIX_PNG).is_file()
     assert "<th scope=row>dropout</th>" in html and "distill_alpha" not in html  # no teacher: its settings mislead
     assert "<th scope=row>limit</th><td>-</td>" in html and "None" not in html  # a setting not given reads "-"

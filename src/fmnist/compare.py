@@ -16,7 +16,7 @@ from fmnist.errors import DamagedFile, FmnistError, UsageError
 from fmnist.facts import CLASS_NAMES
 from fmnist.html_page import image_html, page, table_html
 from fmnist.recipes import recipe_changes, unused_settings
-from fmnist.report import accuracy_interval, checked_history, loss_target, read_config, read_metrics
+from fmnist.report import accuracy_interval, checked_history, images_text, loss_target, read_config, read_metrics
 from fmnist.seeds import interval_text, summary_entries
 from fmnist.settings import TrainSettings, setting_text
 
@@ -258,7 +258,7 @@ def _tables(run_dirs: list[Path], names: list[str], loaded: list[dict[str, Any]]
     groups = [group if group is not None and whole[group] else None for group in groups]
     # What they trained and validated on: runs that differ in it measure their curves on other images.
     spec = TrainSettings()  # a setting an older run's config.json lacks is its default
-    headline += [["images (--limit)", *(_images_text(Path(r), s["settings"]) for r, s in zip(run_dirs, summaries))],
+    headline += [["images (--limit)", *(images_text(Path(r), s["settings"]) for r, s in zip(run_dirs, summaries))],
                  ["validation fraction", *(s["settings"].get("validation_fraction", spec.validation_fraction)
                                            for s in summaries)]]
     # Marked where they differ in what makes their figures comparable; their scores are meant to differ.
@@ -319,16 +319,6 @@ def _given_whole(group: Path, given: set[Path]) -> bool:
         return {run.resolve() for run in _summarized_runs(group)} <= given
     except FmnistError:  # not finished, or its summary damaged: its runs given stand for themselves
         return False
-
-
-def _images_text(run_dir: Path, settings: dict[str, Any]) -> str:
-    """A run's --limit ("all" without one), and how its split divided the images, as its split.npz holds them."""
-    limit = settings.get("limit") or "all"
-    try:
-        return (f"{limit}: {len(artifacts.read_split(run_dir, 'train'))} training, "
-                f"{len(artifacts.read_split(run_dir, 'validation'))} validation")
-    except (OSError, DamagedFile):  # a run of an older fmnist, or its split.npz damaged: the flag alone
-        return str(limit)
 
 
 def _group_scores(groups: list[Path], alone: list[tuple[str, dict[str, Any]]] = ()) -> dict[str, Any]:

@@ -130,6 +130,7 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
         ["epochs run / kept",
          f"{len(history['loss'])} / {_kept_text(run_dir, history, status, config)}" if history.get("loss")
          else f"- ({artifacts.HISTORY} is missing or empty)"],
+        ["images (--limit)", images_text(run_dir, config.get("settings", {}))],  # a subset's scores are not the spec's
         ["training seconds", run_list.cell(artifacts.json_number(status.get("train_seconds")), "{:.1f}")],
         ["status", state],
         *_group_row(run_dir),
@@ -403,6 +404,16 @@ def headline(run_dir: Path, metrics: dict[str, Any]) -> str:
         f"{_calibration(metrics, 'ECE {before} -> {after} after temperature scaling (T = {temperature})')}\n"
         f"report: {runs.absolute(Path(run_dir) / artifacts.REPORT_HTML)}"  # as train and --json say it
     )
+
+
+def images_text(run_dir: Path, settings: dict[str, Any]) -> str:
+    """A run's --limit ("all" without one), and how its split divided the images, as its split.npz holds them."""
+    limit = settings.get("limit") or "all"
+    try:
+        return (f"{limit}: {len(artifacts.read_split(run_dir, 'train'))} training, "
+                f"{len(artifacts.read_split(run_dir, 'validation'))} validation")
+    except (OSError, DamagedFile):  # a run of an older fmnist, or its split.npz damaged: the flag alone
+        return str(limit)
 
 
 def accuracy_interval(metrics: dict[str, Any]) -> tuple[float, float] | None:
