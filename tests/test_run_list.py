@@ -384,14 +384,17 @@ def test_settings_of_their_type_that_this_fmnist_would_refuse_are_an_older_runs_
     assert run_list.summarize(run)["notes"] == []  # --limit 20 trained before 2 December's split rule refuses it
 
 
-def test_a_symbolic_link_is_followed_to_a_run_or_a_seed_group_and_no_further(tiny_run_dir, tmp_path):
+def test_a_symbolic_link_is_followed_to_a_run_a_seed_group_or_a_folder_of_them_and_no_further(tiny_run_dir, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     group = elsewhere / "group"
     shutil.copytree(tiny_run_dir, group / "seed1")
     artifacts.write_json(group / artifacts.SEED_GROUP, {"seeds": 1, "settings": {"seed": 1}, "backend": "jax"})
     shutil.copytree(tiny_run_dir, elsewhere / "kept")
+    shutil.copytree(tiny_run_dir, tmp_path / "disk" / "study" / "trial-0000")  # a study's folder, moved to a disk
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "kept").symlink_to(elsewhere / "kept")
     (tmp_path / "runs" / "group").symlink_to(group)
-    (tmp_path / "runs" / "all").symlink_to(elsewhere)  # a folder of runs, such as / or a home, reached by a link
-    assert sorted(r["run"] for r in run_list.list_runs(tmp_path / "runs")) == ["group/seed1", "kept"]
+    (tmp_path / "runs" / "study").symlink_to(tmp_path / "disk" / "study")
+    (tmp_path / "runs" / "all").symlink_to(tmp_path)  # runs only further down, as from / or a home: not looked for
+    assert sorted(r["run"] for r in run_list.list_runs(tmp_path / "runs")) == ["group/seed1", "kept",
+                                                                               "study/trial-0000"]

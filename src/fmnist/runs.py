@@ -354,7 +354,8 @@ GROUP_DEPTH = 3  # runs/<runs dir of a study>/<seed group>/<run>
 def run_dirs(folder: Path, depth: int) -> list[Path]:
     """Run directories under ``folder``. One holding run directories but no run files of its own is a group
     (``--seeds``, or a runs directory inside this one) and is looked into, ``depth`` levels at most."""
-    # A symbolic link is followed to a run or a --seeds group only: one to / or a home would list every folder there.
+    # A symbolic link is followed to a run, a --seeds group or a folder of them (a study's, moved to another disk) only:
+    # one to / or a home would list every folder there.
     found = []
     for d in sorted(p for p in folder.iterdir() if _folder_or_unknown(p) and not p.name.startswith(".")):
         try:
@@ -368,13 +369,22 @@ def run_dirs(folder: Path, depth: int) -> list[Path]:
         # before its first file.
         if held and not inner and not any(p.name in RUN_FILES for p in held):
             continue
-        if d.is_symlink() and not (own or is_seed_group(d)):
+        if d.is_symlink() and not (own or is_seed_group(d) or any(_holds_run_files(p) or is_seed_group(p)
+                                                                  for p in inner)):
             continue
         if not inner or depth <= 1 or own:
             found.append(d)
         else:
             found += run_dirs(d, depth - 1)
     return found
+
+
+def _holds_run_files(folder: Path) -> bool:
+    """Whether ``folder`` has a run's config or status file; False where the system will not say."""
+    try:
+        return any(_is_there(folder / name) for name in (artifacts.CONFIG, artifacts.STATUS))
+    except OSError:
+        return False
 
 
 def _is_folder(path: Path) -> bool | None:
