@@ -353,8 +353,9 @@ def test_a_run_given_by_its_name_is_looked_up_once(tiny_run_dir, tmp_path):
     config = artifacts.read_json(run / artifacts.CONFIG)
     artifacts.write_json(run / artifacts.CONFIG, {**config, "settings": {**config["settings"], "name": "quick"}})
     result = run_cli("serve", "quick", "--runs-dir", str(tmp_path / "runs"), "--host", "localhost:8080", timeout=120)
-    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
-        "fmnist: error: --host localhost:8080 holds a port: give the address alone, and the port with --port")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        "fmnist: error: --host localhost:8080 holds a port: give the address alone, and the port with --port (see "
+        "'fmnist serve --help')")
     assert result.stderr.count("the only one of that --name") == 1, result.stderr
 
 
@@ -455,9 +456,10 @@ def test_allow_origin_reaches_the_server_from_the_command_line(tiny_run_dir):
     args = build_parser().parse_args(["serve", "r", "--allow-origin", "http://localhost:3000", "--allow-origin", "*"])
     assert args.allow_origin == ["http://localhost:3000", "*"]
     result = run_cli("serve", str(tiny_run_dir), "--allow-origin", "localhost:3000", timeout=120)
-    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
         "fmnist: error: --allow-origin 'localhost:3000' is not an origin as a browser sends it: give scheme, host and "
-        "port alone, such as http://localhost:3000 (no path, no '/' at the end), or * for every page")
+        "port alone, such as http://localhost:3000 (no path, no '/' at the end), or * for every page (see 'fmnist "
+        "serve --help')")
 
 
 def test_the_unsure_threshold_is_the_servers_own_and_said_in_the_models_details(tiny_run_dir, client):

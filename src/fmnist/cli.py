@@ -72,7 +72,8 @@ EXIT_STATUS = """\
 exit status:
   0    done
   1    an error, told in one line on stderr ("fmnist: error: ..."), or some inputs of predict refused
-  2    a command line that cannot be taken (an unknown flag, a missing value, a value of the wrong form)
+  2    a command line that cannot be taken (an unknown flag, a missing value, a value of the wrong form or out of
+       its range, flags that do not go together)
   130  stopped by Ctrl-C (143: by SIGTERM, as from kill); a stopped training can be resumed
   141  the reader of its output went away (fmnist runs | head), as for any command in a pipe
 """
@@ -197,12 +198,12 @@ def _refuse_given(args: argparse.Namespace, names: tuple[str, ...], why: str) ->
     """Refuse the flags among ``names`` that were given, where they would be ignored."""
     given = [flag(name) for name in names if getattr(args, name, None) is not None]
     if given:
-        raise FmnistError(f"{why}; drop {', '.join(given)}")
+        raise UsageError(f"{why}; drop {', '.join(given)}")
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
     if args.output and not args.report:
-        raise FmnistError("--output names the page that --report STUDY writes: add --report or leave --output out")
+        raise UsageError("--output names the page that --report STUDY writes: add --report or leave --output out")
     if args.runs_dir is not None:  # each of tune's three uses would make it, and the folders above it
         from fmnist.runs import require_runs_dir_place
 

@@ -31,7 +31,7 @@ from starlette.requests import ClientDisconnect
 
 from fmnist import artifacts, model_files, run_lookup, runs, stopping
 from fmnist.defaults import MAX_BATCH, MAX_INPUTS, MAX_UPLOAD_MIB, MIB, PLAIN_LOG, RUNS_DIR, TOP_K, UNSURE_BELOW
-from fmnist.errors import FmnistError, first_line
+from fmnist.errors import FmnistError, UsageError, first_line
 from fmnist.explain import PATCH, occlusion_batches
 from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
 from fmnist.images import BadInput, quiet_pillow_warnings
@@ -451,21 +451,21 @@ def serve(source: Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mi
     """Serve ``source`` until interrupted; it and the ``allowed_*`` and ``unsure_below`` as :func:`create_app` takes
     them; ``proxy_prefix``: the path under which a reverse proxy that strips it serves the app (for /docs)."""
     if not 0 <= port < 65536:
-        raise FmnistError(f"port {port} is not between 0 (a free one) and 65535")
+        raise UsageError(f"port {port} is not between 0 (a free one) and 65535")
     if not host.strip():
-        raise FmnistError("the host is empty: give an address, such as 127.0.0.1 (this machine only) or 0.0.0.0 "
+        raise UsageError("the host is empty: give an address, such as 127.0.0.1 (this machine only) or 0.0.0.0 "
                           "(every interface)")
     if host.startswith("[") and host.endswith("]"):  # an IPv6 address as a URL writes it
         host = host[1:-1]
     if re.fullmatch(r"\[[^][]*\]:\d+", host) or re.fullmatch(r"[^][]*:\d+", host) and not is_address(host):
         # localhost:8080, [::1]:80, as in a URL
-        raise FmnistError(f"--host {host} holds a port: give the address alone, and the port with --port")
+        raise UsageError(f"--host {host} holds a port: give the address alone, and the port with --port")
     if "[" in host or "]" in host:
-        raise FmnistError(f"--host {host} has a bracket without its pair: give an IPv6 address with both, or none, "
+        raise UsageError(f"--host {host} has a bracket without its pair: give an IPv6 address with both, or none, "
                           "such as [::1] or ::1")
     loopback = is_loopback(host)
     if allowed_hosts and not loopback:
-        raise FmnistError(f"--allow-host is for a server on this machine alone: served on {host}, it answers every "
+        raise UsageError(f"--allow-host is for a server on this machine alone: served on {host}, it answers every "
                           "name already")
     prefix = root_path(proxy_prefix)
     address: list[str] = []  # the URL, once the port is taken (a free one, for port 0)

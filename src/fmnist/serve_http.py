@@ -17,7 +17,7 @@ from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
-from fmnist.errors import FmnistError, one_line
+from fmnist.errors import UsageError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def host_names(names: Sequence[str]) -> list[str]:
         plain = name.strip().lower().removesuffix(".")
         if not (re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*", plain)
                 or is_address(plain.strip("[]"))):
-            raise FmnistError(f"--allow-host {name!r} is not a host name: give it as a Host header names it, without "
+            raise UsageError(f"--allow-host {name!r} is not a host name: give it as a Host header names it, without "
                               "scheme, port or path, such as fmnist.example.org")
         bare = plain.strip("[]")
         kept.append(f"[{bare}]" if ":" in bare else bare)  # an address as a Host header has it: IPv6 in brackets
@@ -119,9 +119,9 @@ def root_path(path: str) -> str:
     path = path.strip()
     # uvicorn sends the prefix in ASCII: another character would fail every request.
     if any(c in path for c in "?#") or any(c.isspace() for c in path) or not path.isascii():
-        raise FmnistError(f"--root-path {path!r} is not a path: give the prefix alone, such as /fmnist")
+        raise UsageError(f"--root-path {path!r} is not a path: give the prefix alone, such as /fmnist")
     if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path):  # the whole URL: /docs would look for its path after it
-        raise FmnistError(f"--root-path {path!r} is a URL: give its path alone, such as /fmnist")
+        raise UsageError(f"--root-path {path!r} is a URL: give its path alone, such as /fmnist")
     return "/" + path.strip("/") if path.strip("/") else ""
 
 
@@ -200,7 +200,7 @@ def browser_origins(origins: Sequence[str]) -> list[str]:
             said.append(origin)
         elif (parts.scheme.lower() not in DEFAULT_PORTS or not parts.hostname or "*" in parts.netloc or port == -1
               or parts.path or parts.query or parts.fragment or parts.username or parts.password):
-            raise FmnistError(f"--allow-origin {origin!r} is not an origin as a browser sends it: give scheme, host "
+            raise UsageError(f"--allow-origin {origin!r} is not an origin as a browser sends it: give scheme, host "
                               "and port alone, such as http://localhost:3000 (no path, no '/' at the end), or * for "
                               "every page")
         else:
