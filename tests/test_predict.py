@@ -406,6 +406,9 @@ def test_an_image_given_first_is_told_the_run_comes_first(tmp_path, tiny_run_dir
     exported.parent.mkdir(parents=True)
     exported.write_bytes(b"onnx")
     artifacts.write_json(exported.parent / artifacts.EXPORT_INFO, {})
-    with pytest.raises(FmnistError, match="is an export") as refused:
-        predict_command(exported, [photo], runs_dir=tmp_path)
-    assert "the run comes first" not in str(refused.value)
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run")
+    for first in (exported, run / artifacts.CONFIG, tmp_path / "clf.onnx"):  # a run's file, a renamed model
+        first.touch()
+        with pytest.raises(FmnistError) as refused:
+            predict_command(first, [photo], runs_dir=tmp_path)
+        assert "the run comes first" not in str(refused.value)

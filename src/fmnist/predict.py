@@ -159,8 +159,10 @@ def predict_command(model: str | Path, paths: list[Path | str], runs_dir: Path =
     try:
         source = run_lookup.resolve_model(model, runs_dir)
     except FmnistError as exc:
+        from PIL import Image
+
         given = Path(model)  # an image given first, the run after it: `fmnist predict shirt.png RUN`
-        if given.is_file() and given.suffix != ".keras" and given.name not in artifacts.EXPORT_FILES.values():
+        if given.is_file() and given.suffix.lower() in {".npy", *Image.registered_extensions()}:
             raise FmnistError(f"{exc}; the run comes first, then the images: fmnist predict RUN IMAGE [IMAGE ...]"
                               ) from None
         raise
