@@ -800,11 +800,14 @@ def test_a_setting_carried_from_the_study_that_clashes_with_a_flag_is_named_as_t
     trial = study.ask()  # the spec's own settings, queued first
     suggest(trial, TrainSettings(epochs=2, validation_fraction=0.9))
     study.tell(trial, 1.0)
-    with pytest.raises(UsageError, match=r"^invalid setting: a split of 15 images into 1 for training and 14 for "
-                                         r"validation cannot hold all 10 classes on each side; raise --limit or "
-                                         r"change --validation-fraction \(carried over from the study: "
-                                         r"--validation-fraction 0\.9\)$"):  # exit status 2, as a flag's
-        train_best("v", {"limit": 15}, "jax", runs_dir=tmp_path)  # its --epochs 2, a trial's budget, not carried
+    with pytest.raises(FmnistError, match=r"^invalid setting: a split of 50 images into 5 for training and 45 for "
+                                          r"validation cannot hold all 10 classes on each side; raise --limit or "
+                                          r"change --validation-fraction \(carried over from the study: "
+                                          r"--validation-fraction 0\.9\)$") as refused:
+        train_best("v", {"limit": 50}, "jax", runs_dir=tmp_path)  # its --epochs 2, a trial's budget, not carried
+    assert not isinstance(refused.value, UsageError)  # status 1: the flag alone is sound
+    with pytest.raises(UsageError, match=r"^invalid setting: --dropout must be in \[0, 1\) \(given 1\.5\)$"):
+        train_best("v", {"dropout": 1.5}, "jax", runs_dir=tmp_path)  # a flag refused as it stands: status 2
 
 
 def test_the_search_that_tune_help_describes_is_the_one_it_runs():

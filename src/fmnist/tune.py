@@ -681,10 +681,11 @@ def train_best(
     carried = ", ".join(flag_text(k, v) for k, v in sorted(kept.items()))
     if kept:
         log.info("as the study's trials: %s", carried)
+    recipe_settings("spec", **given)  # a flag refused as it stands: the command line's error (status 2)
     try:
         base = recipe_settings("spec", **kept, **given)
     except FmnistError as exc:  # it may name a setting not typed now: say where that came from
-        raise type(exc)(f"{exc} (carried over from the study: {carried})" if kept else str(exc)) from None
+        raise FmnistError(f"{exc} (carried over from the study: {carried})") from None
     settings = settings_for(base, best["params"], name=f"{study_name}{defaults.BEST_SUFFIX}")
     # ``backend`` (None: the trial's, else the default) starts once the trial is found.
     backend = activate(backend or best.get("backend"), base.architecture)
