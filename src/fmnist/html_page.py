@@ -28,11 +28,10 @@ def page(title: str, sections: list[tuple[str, str]]) -> str:
         "td{overflow-wrap:break-word;min-width:4.5em}"
         "th[scope=row]{white-space:nowrap}"  # a row's name whole: "early_stopping_patience", "images (--limit)"
         'tr.diff th::before{content:"\\2260  "}'
-        # A phone: a row's name wraps, so that its value stays in sight; a picture keeps a width its labels read at,
-        # scrolling in its own box (shrunk to 390 px, a confusion matrix's counts were 2 px high).
+        # A phone: a row's name wraps, so that its value stays in sight; a picture keeps its own size, its labels
+        # legible, scrolling in its own box (shrunk to 390 px, a confusion matrix's counts were 2 px high).
         ".figure{overflow-x:auto}"
-        "@media(max-width:700px){th[scope=row]{white-space:normal;min-width:8em}"
-        ".figure img{max-width:none;width:max(100%,760px)}}"
+        "@media(max-width:700px){th[scope=row]{white-space:normal;min-width:8em}.figure img{max-width:none}}"
     )
     return (
         # The viewport's own width: without it a phone lays the page out 980 px wide and shrinks it to 6 px text.
