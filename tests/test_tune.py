@@ -867,7 +867,8 @@ def test_the_plateau_factor_is_searched_only_where_the_learning_rate_can_drop(tm
         assert "the plateau factor is not searched: no epoch of a trial would train at a lowered learning rate (2 " \
                "epochs; the rate drops after 1 without a better val_loss, early stopping after 5); " \
                f"--train-best trains with the factor {BASE.lr_factor:g}; for another, run the best trial's 'fmnist " \
-               "train' line, from the page of 'fmnist tune --report s', with --lr-factor added" in caplog.text
+               f"train' line, from the page of 'fmnist tune --report s --storage " \
+               f"{tmp_path / artifacts.TUNE_JOURNAL}', with --lr-factor added" in caplog.text
 
 
 def test_a_cut_short_trial_of_a_study_begun_when_the_factor_was_searched_is_still_run_again(tmp_path):

@@ -470,8 +470,9 @@ def tune(
         log.info("the plateau factor is not searched: no epoch of a trial would train at a lowered learning rate "
                  "(%d epochs; the rate drops after %d without a better val_loss, early stopping after %d); "
                  "--train-best trains with the factor %g; for another, run the best trial's 'fmnist train' line, from "
-                 "the page of 'fmnist tune --report %s', with --lr-factor added", base.epochs, base.lr_patience,
-                 base.early_stopping_patience, base.lr_factor, runs.shell_word(study_name))
+                 "the page of 'fmnist tune --report %s --storage %s', with --lr-factor added", base.epochs,
+                 base.lr_patience, base.early_stopping_patience, base.lr_factor, runs.shell_word(study_name),
+                 runs.shell_word(shown))
     done: list[int] = []
 
     def record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
