@@ -4,6 +4,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -255,7 +256,7 @@ def test_a_teacher_is_kept_as_an_absolute_path_so_a_resume_from_elsewhere_finds_
     teacher = tmp_path / "runs" / "20261130T000000Z-cnn"
     teacher.mkdir(parents=True)
     (teacher / "config.json").write_text("{}")
-    for given in ("runs/20261130T000000Z-cnn", "20261130T000000Z-cnn"):  # a path, or a name in runs_dir
+    for given in ("runs/20261130T000000Z-cnn", Path("runs/20261130T000000Z-cnn"), "20261130T000000Z-cnn"):
         assert recipe_settings("distilled", teacher=given).teacher == str(teacher.resolve())
     given = "runs/20261130T000000Z-cnn/model.keras"
     assert recipe_settings("distilled", teacher=given).teacher == str((teacher / "model.keras").resolve())

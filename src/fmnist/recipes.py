@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,8 @@ def recipe_settings(recipe: str, runs_dir: str | Path = defaults.RUNS_DIR, **ove
     # UsageError: a value out of range is the command line's, refused with status 2 as argparse refuses --epochs 0.
     if recipe not in RECIPES:
         raise UsageError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
+    if isinstance(overrides.get("teacher"), os.PathLike):  # a Path from Python, kept as the text a config.json holds
+        overrides = {**overrides, "teacher": os.fspath(overrides["teacher"])}
     try:
         settings = TrainSettings.from_dict({**RECIPES[recipe], **overrides})
     except FmnistError as exc:  # said in the flags the user typed: --validation-fraction, not validation_fraction
@@ -116,7 +119,7 @@ def recipe_settings(recipe: str, runs_dir: str | Path = defaults.RUNS_DIR, **ove
             raise UsageError(f"--recipe {recipe} {why}, so {flags} would do nothing: leave {flags} out")
     if settings.teacher and recipe != "distilled":
         raise UsageError(f"--teacher is for --recipe distilled (a dense network taught by a trained run); "
-                          f"--recipe {recipe} learns from the labels alone: leave --teacher out")
+                         f"--recipe {recipe} learns from the labels alone: leave --teacher out")
     if recipe == "distilled" and not settings.teacher:
         raise UsageError("--recipe distilled needs --teacher RUN, a trained run to learn from (e.g. --recipe cnn)")
     if settings.teacher:
