@@ -146,15 +146,16 @@ def uvicorn_in_thread(app, **config):
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **config))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
         thread.start()
-        deadline = time.monotonic() + 120
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.05)
         try:
+            deadline = time.monotonic() + 120
+            while not server.started:
+                assert thread.is_alive() and time.monotonic() < deadline, "the server did not come up"
+                time.sleep(0.05)
             yield listener.getsockname()[1]
         finally:
             server.should_exit = True
             thread.join(30)
+        assert not thread.is_alive(), "the server did not stop"
 
 
 def refused_before_keras(commands: list[list[str]]) -> str:

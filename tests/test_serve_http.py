@@ -221,19 +221,19 @@ def test_a_second_ctrl_c_stops_at_once_in_one_line(tiny_run_dir, tmp_path):
 
     log = tmp_path / "serve.log"
     server, base = start_server(tiny_run_dir, log)
-    try:
-        stalled = socket.create_connection(("127.0.0.1", urlsplit(base).port))  # half a request: the stop waits for it
-        stalled.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: 100\r\n\r\n{")
-        server.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + 60
-        while ("Waiting for connections to close" not in log.read_text() and server.poll() is None
-               and time.monotonic() < deadline):
-            time.sleep(0.05)
-        server.send_signal(signal.SIGINT)  # impatient: the app's shutdown is skipped, its waiting task cancelled
-        assert server.wait(timeout=60) == -signal.SIGINT  # ended by it, as a shell's loop must see to stop
-        stalled_port = stalled.getsockname()[1]
-        stalled.close()
+    try:  # half a request: the stop waits for it
+        with socket.create_connection(("127.0.0.1", urlsplit(base).port)) as stalled:
+            stalled.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: 100\r\n\r\n{")
+            server.send_signal(signal.SIGINT)
+            deadline = time.monotonic() + 60
+            while ("Waiting for connections to close" not in log.read_text() and server.poll() is None
+                   and time.monotonic() < deadline):
+                time.sleep(0.05)
+            assert "Waiting for connections to close" in log.read_text()  # the first stop under way, waiting
+            server.send_signal(signal.SIGINT)  # impatient: the app's shutdown is skipped, its waiting task cancelled
+            assert server.wait(timeout=60) == -signal.SIGINT  # ended by it, as a shell's loop must see to stop
+            stalled_port = stalled.getsockname()[1]
     finally:
         server.kill()
     text = log.read_text()
