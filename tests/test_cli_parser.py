@@ -60,7 +60,7 @@ def test_a_mistyped_choice_gets_the_nearest_one_and_explain_its_command(capsys):
     assert stop.value.code == 2 and capsys.readouterr().err == (
         "fmnist: error: unrecognized arguments: --batch-size 64 --dropout=0.2; tune trains the spec's dense network "
         "alone, searching its hidden sizes, dropout, learning rate, batch size and plateau factor itself: 'fmnist "
-        "train' takes these, and --recipe, as flags (see 'fmnist tune --help')\n")
+        "train' takes these, and --recipe and --teacher, as flags (see 'fmnist tune --help')\n")
 
 
 def test_a_command_flag_given_before_the_command_says_where_it_goes(capsys):

@@ -378,12 +378,11 @@ def _chart(report: dict[str, Any], path: Path) -> None:
     labels = list(report["results"]) + ["matrix products alone", "FLOP floor"]
     values = [r["epoch_s"] for r in report["results"].values()] + [report["epoch_matmul_s"],
                                                                    report["epoch_flop_floor_s"]]
-    validated = report.get("validation_images_per_epoch")  # a report of before 2 December has none
     machine = report["machine"]
     title = (f"seconds per training epoch of {report['train_images_per_epoch']:,} images, batch "
-             f"{report['batch_size']} (lower is better)\n"
-             + (f"and of validating {validated:,}; " if validated else "") + f"{machine['cpu_count']} cores of "
-             f"{machine['processor']},\nwhose GEMM at {report['gemm_gflops']:.1f} GFLOP/s gives the FLOP floor")
+             f"{report['batch_size']} (lower is better)\nand of validating {report['validation_images_per_epoch']:,}; "
+             f"{machine['cpu_count']} cores of {machine['processor']},\nwhose GEMM at {report['gemm_gflops']:.1f} "
+             "GFLOP/s gives the FLOP floor")
     bar_chart_png(labels, values, title, path, references=2,
                   xlabel="seconds: median of the epochs after the first (compile)")
 

@@ -370,19 +370,19 @@ def _runs_dir(p: argparse.ArgumentParser) -> None:
                    help=f"where a RUN given by name is looked up (default ./{defaults.RUNS_DIR})")
 
 
-RUN_NAMES = "its folder's, or the --name it was trained with where no other run there has it"
+RUN_NAMES_HELP = "its folder's, or the --name it was trained with where no other run there has it"
 
 
 def _run_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=nonempty_path, metavar="RUN",
-                   help=f"a run directory made by 'fmnist train', or its name in --runs-dir: {RUN_NAMES}")
+                   help=f"a run directory made by 'fmnist train', or its name in --runs-dir: {RUN_NAMES_HELP}")
     _runs_dir(p)
 
 
 def _model_argument(p: argparse.ArgumentParser, dest: str) -> None:
     """A run, or a model without its run (which carries what predicting needs)."""
     p.add_argument(dest, type=nonempty_path, metavar="RUN",
-                   help=f"a run directory made by 'fmnist train', its name in --runs-dir ({RUN_NAMES}), or its "
+                   help=f"a run directory made by 'fmnist train', its name in --runs-dir ({RUN_NAMES_HELP}), or its "
                         f"{artifacts.MODEL} with {artifacts.MODEL_SHA256} beside it (the run's other files not needed)")
     _runs_dir(p)
 

@@ -26,10 +26,11 @@ UNKNOWN_FLAG_HINTS = {"--model": ("the ConvNet is a recipe: --recipe cnn (--reci
                                   "a run holds its model: give the run, its folder or its name, as the first argument "
                                   "after the command's name")}
 # What tune searches, and the recipes it does not train, given to it as flags.
-TUNE_SEARCHES = {"--hidden-sizes", "--dropout", "--learning-rate", "--lr", "--batch-size", "--lr-factor", "--recipe",
+TRAIN_ONLY_FLAGS = {"--hidden-sizes", "--dropout", "--learning-rate", "--lr", "--batch-size", "--lr-factor", "--recipe",
                  "--teacher"}
 TUNE_SEARCHES_HINT = ("tune trains the spec's dense network alone, searching its hidden sizes, dropout, learning rate, "
-                      "batch size and plateau factor itself: 'fmnist train' takes these, and --recipe, as flags")
+                      "batch size and plateau factor itself: 'fmnist train' takes these, and --recipe and --teacher, "
+                      "as flags")
 
 
 class Parser(argparse.ArgumentParser):
@@ -126,7 +127,7 @@ class Parser(argparse.ArgumentParser):
 
     @staticmethod
     def _flag_hint(flag: str, command: argparse.ArgumentParser) -> str | None:
-        if flag in TUNE_SEARCHES and "--train-best" in command._option_string_actions:
+        if flag in TRAIN_ONLY_FLAGS and "--train-best" in command._option_string_actions:
             return TUNE_SEARCHES_HINT
         if flag not in UNKNOWN_FLAG_HINTS:  # a mistyped or shortened flag: the command's nearest
             flags = [name for name in command._option_string_actions if name.startswith("--")]

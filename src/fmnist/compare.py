@@ -108,7 +108,7 @@ def _summarized_runs(group: Path) -> list[Path]:
     # A group has two seeds or more (seeds.check_count), each summarized.
     if len(names) < 2 or not all(isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
                                  for name in names):
-        raise DamagedFile(f"{summary_path} is damaged (no list of its runs' folders, two or more): "
+        raise DamagedFile(f"{summary_path} is damaged (no list of two or more run folders): "
                           f"'{runs.resume_command(group)}' writes it again, training nothing")
     return [runs.require_run_dir(group / name) for name in names]
 

@@ -314,7 +314,8 @@ def compare_curves_png(histories: dict[str, dict[str, list[float]]], path: Path,
 def grouped_bars_png(categories: Sequence[str], series: dict[str, Sequence[float]], title: str, path: Path,
                      spread: dict[str, Sequence[float]] | None = None, colours: dict[str, str] | None = None) -> None:
     """A group of bars per category, a bar per series (its colour in ``colours``, else the cycle's), whiskered ± its
-    ``spread`` where given; the 0-1 scale starts at a tenth below the lowest bar or whisker, and ends at 1."""
+    ``spread`` where given; the 0-1 scale starts on the tenth at or below 0.05 under the lowest bar or whisker, and ends
+    at 1."""
     fig = _figure(figsize=(13, 4.5), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / max(1, len(series))
