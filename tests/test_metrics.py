@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from fmnist.metrics import (
-    bootstrap_accuracy_interval, calibration_bins, compute_metrics, most_confident_mistakes, recall_shares,
+    bootstrap_accuracy_interval, calibration_bins, compute_metrics, most_confident_mistakes, most_confused,
+    recall_shares,
 )
 
 
@@ -95,3 +96,10 @@ def test_perfectly_calibrated_predictions_have_near_zero_ece():
     probs[:, 1:] = ((1 - conf) / 9)[:, None]
     y = np.where(rng.random(len(conf)) < conf, 0, 1)
     assert calibration_bins(y, probs)["ece"] < 0.01
+
+
+def test_the_most_frequent_mistake_is_the_largest_cell_off_the_diagonal():
+    matrix = np.diag([90, 80, 70])
+    matrix[2, 0], matrix[0, 1] = 12, 7  # the diagonal's counts, larger, are no mistakes
+    assert most_confused(matrix) == (2, 0, 12)
+    assert most_confused(np.diag([5, 5])) is None  # no mistake at all

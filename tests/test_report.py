@@ -2,7 +2,9 @@ import io
 import logging
 import re
 import shutil
+from html import escape as html_escape
 
+import numpy as np
 import pytest
 
 from conftest import page_text, run_cli
@@ -28,6 +30,11 @@ def test_report_is_rebuilt_from_the_runs_files_alone(tiny_run_dir, tmp_path):
     assert f"{metrics['test_accuracy']:.4f}" in html
     # What the pictures need said: how the matrix is read, what T and the ECE are (this run's T given).
     assert "<p>A row for each true class, a column for each class predicted: the counts" in html
+    matrix = np.array(metrics["confusion_matrix"])  # the picture's first finding, for a screen reader
+    np.fill_diagonal(matrix, 0)
+    true, predicted = np.unravel_index(matrix.argmax(), matrix.shape)
+    assert (f'<img alt="confusion matrix; the most frequent mistake: {html_escape(CLASS_NAMES[true])} taken for '
+            f'{html_escape(CLASS_NAMES[predicted])}, {matrix.max():,} times"') in html
     assert f"fitted on the validation split so that its confidence matches how often it is right, here T = " \
            f"{metrics['temperature']:.3f};" in html
     row = (f"<th scope=row>epochs run / kept</th><td>{len(history['loss'])} / {artifacts.best_epoch(history)} (the "

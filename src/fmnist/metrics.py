@@ -48,6 +48,15 @@ def recall_shares(matrix) -> np.ndarray:
     return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
 
 
+def most_confused(matrix) -> tuple[int, int, int] | None:
+    """The confusion matrix's largest mistake: (true class, class predicted, count); None where it holds none."""
+    mistakes = np.asarray(matrix).copy()
+    np.fill_diagonal(mistakes, 0)
+    true, predicted = np.unravel_index(int(mistakes.argmax()), mistakes.shape)
+    count = int(mistakes[true, predicted])
+    return (int(true), int(predicted), count) if count else None
+
+
 def classification_report_text(y_true: np.ndarray, probabilities: np.ndarray) -> str:
     from sklearn.metrics import classification_report
 

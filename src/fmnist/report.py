@@ -17,7 +17,7 @@ from fmnist.errors import DamagedFile, FmnistError, first_line
 from fmnist.explain import FAINT_BELOW, PATCH
 from fmnist.facts import CLASS_NAMES, IMAGE_SIDE
 from fmnist.html_page import image_html, page, table_html
-from fmnist.metrics import CALIBRATION_BINS, classification_report_text, recall_shares
+from fmnist.metrics import CALIBRATION_BINS, classification_report_text, most_confused, recall_shares
 from fmnist.settings import setting_text
 
 if TYPE_CHECKING:
@@ -140,7 +140,8 @@ def _html(run_dir: Path, config: dict, metrics: dict, history: dict, status: dic
     sections = [
         ("Headline", table_html(["measure", "value"], headline)),
         ("Per class", table_html(["class", "precision", "recall", "F1", "support"], per_class)),
-        ("Confusion matrix", CONFUSION_NOTE + image_html(run_dir / artifacts.CONFUSION_MATRIX_PNG, "confusion matrix")),
+        ("Confusion matrix", CONFUSION_NOTE + image_html(run_dir / artifacts.CONFUSION_MATRIX_PNG,
+                                                         _confusion_alt(metrics["confusion_matrix"]))),
         ("Learning curves", _loss_note(recorded) + image_html(run_dir / artifacts.CURVES_PNG,
                                                                "loss and accuracy curves")),
         ("Calibration", _calibration_note(metrics) + image_html(run_dir / artifacts.RELIABILITY_PNG,
@@ -414,6 +415,13 @@ def images_text(run_dir: Path, settings: dict[str, Any]) -> str:
                 f"{len(artifacts.read_split(run_dir, 'validation'))} validation")
     except (OSError, DamagedFile):  # a run of an older fmnist, or its split.npz damaged: the flag alone
         return str(limit)
+
+
+def _confusion_alt(matrix: list[list[int]]) -> str:
+    """The confusion matrix's text for a screen reader: what the picture shows first, its largest mistake."""
+    top = most_confused(matrix)
+    return "confusion matrix" + ("" if top is None else f"; the most frequent mistake: {CLASS_NAMES[top[0]]} taken "
+                                                         f"for {CLASS_NAMES[top[1]]}, {top[2]:,} times")
 
 
 def accuracy_interval(metrics: dict[str, Any]) -> tuple[float, float] | None:
