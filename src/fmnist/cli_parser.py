@@ -27,7 +27,7 @@ UNKNOWN_FLAG_HINTS = {"--model": ("the ConvNet is a recipe: --recipe cnn (--reci
                                   "after the command's name")}
 # What tune searches, and the recipes it does not train, given to it as flags.
 TRAIN_ONLY_FLAGS = {"--hidden-sizes", "--dropout", "--learning-rate", "--lr", "--batch-size", "--lr-factor", "--recipe",
-                 "--teacher"}
+                    "--teacher"}
 TUNE_SEARCHES_HINT = ("tune trains the spec's dense network alone, searching its hidden sizes, dropout, learning rate, "
                       "batch size and plateau factor itself: 'fmnist train' takes these, and --recipe and --teacher, "
                       "as flags")

@@ -16,7 +16,8 @@ from fmnist.errors import DamagedFile, FmnistError, UsageError
 from fmnist.facts import CLASS_NAMES
 from fmnist.html_page import image_html, page, table_html
 from fmnist.recipes import recipe_changes, unused_settings
-from fmnist.report import accuracy_interval, checked_history, images_text, loss_target, read_config, read_metrics
+from fmnist.report import (accuracy_interval_text, checked_history, images_text, loss_target, read_config,
+                           read_metrics)
 from fmnist.seeds import interval_text, summary_entries
 from fmnist.settings import TrainSettings, setting_text
 
@@ -150,8 +151,7 @@ def _load(run_dir: Path) -> dict[str, Any]:
         if not history.get("loss"):
             raise NoEpochYet(f"{unscored}; and no epoch of it has finished, so it has no curves to compare either")
         return {"summary": {**summary, "epoch_kept": None, "accuracy_interval": None}, "history": history,
-                "config": config, "f1": None,
-                "confusion_matrix": None, "unscored": str(unscored)}
+                "config": config, "f1": None, "confusion_matrix": None, "unscored": str(unscored)}
     metrics = read_metrics(run_dir)
     if not {"per_class", "confusion_matrix"} <= set(metrics):
         raise FmnistError(f"{run_dir / artifacts.METRICS} lacks per-class metrics; rerun 'fmnist evaluate {run_dir}'")
@@ -165,9 +165,9 @@ def _load(run_dir: Path) -> dict[str, Any]:
     except (KeyError, TypeError, ValueError, OverflowError) as exc:  # edited by hand
         raise FmnistError(f"{run_dir / artifacts.METRICS} is damaged ({type(exc).__name__}: {exc}): run "
                           f"'fmnist evaluate {run_dir}' to write it again") from None
-    interval = accuracy_interval(metrics)  # whether two runs' accuracies differ by more than the test set's chance
+    # Its interval: whether two runs' accuracies differ by more than the test set's chance.
     return {"summary": {**summary, "epoch_kept": artifacts.kept_epoch(history, config),
-                        "accuracy_interval": interval and f"{interval[0]:.4f} to {interval[1]:.4f}"},
+                        "accuracy_interval": accuracy_interval_text(metrics)},
             "history": history, "config": config, "f1": f1, "confusion_matrix": matrix, "unscored": None}
 
 

@@ -361,7 +361,7 @@ def run_dirs(folder: Path, depth: int) -> list[Path]:
         try:
             held = list(d.iterdir())
             inner = [p for p in held if _is_folder(p) and not p.name.startswith(".")]
-            own = any(_is_there(d / name) for name in (artifacts.CONFIG, artifacts.STATUS))
+            own = _has_run_files(d)
         except OSError:  # a folder we may not read, or whose entries we may not look at: listed, with what
             found.append(d)  # summarize can say of it
             continue
@@ -369,8 +369,7 @@ def run_dirs(folder: Path, depth: int) -> list[Path]:
         # before its first file.
         if held and not inner and not any(p.name in RUN_FILES for p in held):
             continue
-        if d.is_symlink() and not (own or is_seed_group(d) or any(_holds_run_files(p) or is_seed_group(p)
-                                                                  for p in inner)):
+        if d.is_symlink() and not (own or is_seed_group(d) or any(_is_run_or_group(p) for p in inner)):
             continue
         if not inner or depth <= 1 or own:
             found.append(d)
@@ -379,10 +378,15 @@ def run_dirs(folder: Path, depth: int) -> list[Path]:
     return found
 
 
-def _holds_run_files(folder: Path) -> bool:
-    """Whether ``folder`` has a run's config or status file; False where the system will not say."""
+def _has_run_files(folder: Path) -> bool:
+    """Whether ``folder`` has a run's config or status file; OSError where the system will not say."""
+    return any(_is_there(folder / name) for name in (artifacts.CONFIG, artifacts.STATUS))
+
+
+def _is_run_or_group(folder: Path) -> bool:
+    """Whether ``folder`` is a run or a --seeds group; False where the system will not say."""
     try:
-        return any(_is_there(folder / name) for name in (artifacts.CONFIG, artifacts.STATUS))
+        return _has_run_files(folder) or is_seed_group(folder)
     except OSError:
         return False
 
